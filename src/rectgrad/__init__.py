@@ -1,6 +1,8 @@
 """rectgrad: Rectified Gradient and the attribution methods it is compared with, for any PyTorch model."""
 __version__ = "0.1.0"
 
+from rectgrad.attr import Deconvolution, GuidedBackprop, RectGrad  # noqa: E402
+from rectgrad.checkpoint import load_model  # noqa: E402
 from rectgrad.models import PaperCNN  # noqa: E402
 
-__all__ = ["PaperCNN", "__version__"]
+__all__ = ["Deconvolution", "GuidedBackprop", "load_model", "PaperCNN", "RectGrad", "__version__"]

@@ -1,0 +1,79 @@
+"""Time RectGrad against the physical floor (one forward + one backward: gradient x input) and
+Captum's GuidedBackprop, side by side in one process; prints medians and ratios.
+
+    python benchmarks/attribution_speed.py [--repeats 7] [--device cpu|cuda] [--models cnn,resnet50]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import warnings
+
+import torch
+from captum.attr import GuidedBackprop as CaptumGuidedBackprop
+
+from rectgrad import PaperCNN, RectGrad
+
+
+def gradient_x_input(model, x, target):
+    x = x.detach().requires_grad_()
+    score = model(x).gather(1, target[:, None]).sum()
+    (grad,) = torch.autograd.grad(score, x)
+    return grad * x
+
+
+def timed(fn, device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def bench(name, model, x, repeats, device):
+    model = model.to(device).eval()
+    x = x.to(device)
+    target = model(x).argmax(1)
+    candidates = {
+        "gradient x input": lambda: gradient_x_input(model, x, target),
+        "RectGrad q=98": lambda: RectGrad(model).attribute(x, target=target, q=98.0),
+        "RectGrad q=98 + PRR + padding": lambda: RectGrad(model).attribute(x, target=target, q=98.0, prr=True,
+                                                                           padding_trick=True),
+        "Captum GuidedBackprop": lambda: CaptumGuidedBackprop(model).attribute(x, target=target),
+    }
+    times = {key: [] for key in candidates}
+    for fn in candidates.values():  # warm-up
+        fn()
+    for _ in range(repeats):  # interleaved, so drifts in machine load hit every method alike
+        for key, fn in candidates.items():
+            times[key].append(timed(fn, device))
+    floor = statistics.median(times["gradient x input"])
+    print(f"\n{name} ({tuple(x.shape)}, {device}, {repeats} repeats)")
+    for key, values in times.items():
+        median = statistics.median(values)
+        print(f"  {key:32s} median {median * 1000:9.1f} ms   ratio to gradient x input {median / floor:5.2f}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--models", default="cnn,resnet50")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    warnings.filterwarnings("ignore")
+    torch.manual_seed(0)
+    models = args.models.split(",")
+    if "cnn" in models:
+        bench("paper CNN", PaperCNN(), torch.randn(256, 3, 32, 32), args.repeats, device)
+    if "resnet50" in models:
+        from torchvision.models import resnet50
+
+        bench("ResNet-50", resnet50(), torch.randn(16, 3, 224, 224), args.repeats, device)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""Argument handling shared by every attribution method: inputs, targets, thresholds, batching."""
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor
+
+
+def format_inputs(inputs) -> tuple[Tensor, ...]:
+    """Validate ``inputs`` (a tensor or a tuple of tensors sharing dim 0) and return a tuple."""
+    tensors = inputs if isinstance(inputs, tuple) else (inputs,)
+    if not tensors:
+        raise ValueError("inputs is empty")
+    for x in tensors:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"inputs must be torch tensors, got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise TypeError(f"inputs must be floating point (float32/float64/bfloat16), got {x.dtype}")
+        if x.dim() < 1 or x.shape[0] == 0:
+            raise ValueError(f"inputs need a non-empty batch dimension first, got shape {tuple(x.shape)}")
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError("inputs contain NaN or Inf values")
+    n = tensors[0].shape[0]
+    if any(x.shape[0] != n for x in tensors):
+        raise ValueError(f"all inputs must share the batch size, got {[x.shape[0] for x in tensors]}")
+    return tensors
+
+
+def check_logits(logits, batch_size: int) -> Tensor:
+    """The model must return (N, classes) scores (pre-softmax logits)."""
+    if not isinstance(logits, Tensor):
+        raise TypeError(f"the model must return a tensor of logits, got {type(logits).__name__}")
+    if logits.dim() != 2 or logits.shape[0] != batch_size:
+        raise ValueError(f"the model output must have shape (N, classes) = ({batch_size}, C), "
+                         f"got {tuple(logits.shape)}")
+    return logits
+
+
+def resolve_targets(target, logits: Tensor) -> Tensor:
+    """One class index per sample: ``None`` means each sample's predicted class (the paper's code)."""
+    n, classes = logits.shape
+    if target is None:
+        return logits.detach().argmax(dim=1)
+    if isinstance(target, Tensor):
+        if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+            raise TypeError(f"target tensor must hold integer class indices, got {target.dtype}")
+        values = target.reshape(-1).to(device=logits.device, dtype=torch.long)
+        if target.dim() == 0:
+            values = values.expand(n)
+    elif isinstance(target, numbers.Integral) and not isinstance(target, bool):
+        values = torch.full((n,), int(target), dtype=torch.long, device=logits.device)
+    elif isinstance(target, (list, tuple)):
+        if not all(isinstance(t, numbers.Integral) and not isinstance(t, bool) for t in target):
+            raise TypeError("target list must hold one integer class index per sample")
+        values = torch.tensor([int(t) for t in target], dtype=torch.long, device=logits.device)
+    else:
+        raise TypeError(f"target must be None, an int, a list or a tensor of class indices, got {type(target).__name__}")
+    if values.numel() != n:
+        raise ValueError(f"target has {values.numel()} entries but the batch has {n} samples")
+    if bool(((values < 0) | (values >= classes)).any()):
+        bad = values[(values < 0) | (values >= classes)][0].item()
+        raise ValueError(f"target {bad} is out of range for a model with {classes} classes")
+    return values
+
+
+def check_threshold(q: float | None, tau: float | None) -> tuple[float | None, float | None]:
+    """Exactly one of ``q`` (percentile, default 98) and ``tau`` (constant threshold)."""
+    if q is not None and tau is not None:
+        raise ValueError("give either q (percentile threshold) or tau (constant threshold), not both")
+    if tau is not None:
+        if not isinstance(tau, numbers.Real) or not math.isfinite(tau):
+            raise ValueError(f"tau must be a finite number, got {tau!r}")
+        return None, float(tau)
+    q = 98.0 if q is None else q
+    if not isinstance(q, numbers.Real) or isinstance(q, bool) or not 0.0 <= float(q) <= 100.0:
+        raise ValueError(f"q must be a percentile in [0, 100], got {q!r}")
+    return float(q), None
+
+
+def batches(inputs: tuple[Tensor, ...], target, additional_forward_args, size: int | None) -> Iterator[tuple]:
+    """Split a call into chunks of at most ``size`` samples (tensors whose dim 0 is the batch)."""
+    n = inputs[0].shape[0]
+    if size is None or size >= n:
+        yield inputs, target, additional_forward_args
+        return
+    if not isinstance(size, int) or size < 1:
+        raise ValueError(f"internal_batch_size must be a positive integer, got {size!r}")
+
+    if isinstance(target, (list, tuple)) and len(target) != n:
+        raise ValueError(f"target has {len(target)} entries but the batch has {n} samples")
+
+    def cut(value, start):
+        if isinstance(value, Tensor) and value.dim() > 0 and value.shape[0] == n:
+            return value[start:start + size]
+        return value
+
+    extra = additional_forward_args
+    for start in range(0, n, size):
+        chunk_target = target[start:start + size] if isinstance(target, (list, tuple)) else cut(target, start)
+        chunk_extra = tuple(cut(a, start) for a in extra) if isinstance(extra, tuple) else cut(extra, start)
+        yield tuple(x[start:start + size] for x in inputs), chunk_target, chunk_extra

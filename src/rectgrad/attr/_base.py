@@ -1,0 +1,76 @@
+"""The driver shared by the engine's methods: one forward pass under a rule, one backward pass."""
+from __future__ import annotations
+
+import contextlib
+import warnings
+
+import torch
+from captum.attr import GradientAttribution
+from torch import Tensor, nn
+
+from rectgrad.attr._arguments import batches, check_logits, format_inputs, resolve_targets
+from rectgrad.engine import Options, RuleMode
+
+
+@contextlib.contextmanager
+def preserved_buffers(model: nn.Module | None):
+    """Restore every buffer (e.g. BatchNorm statistics of a model in train mode) on exit, even on error."""
+    saved = [(b, b.detach().clone()) for b in model.buffers()] if model is not None else []
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buffer, value in saved:
+                buffer.copy_(value)
+
+
+class EngineAttribution(GradientAttribution):
+    """A Captum ``GradientAttribution`` whose gradient runs through the rule engine."""
+
+    def __init__(self, model):
+        if not callable(model):
+            raise TypeError(f"model must be a torch.nn.Module or a callable, got {type(model).__name__}")
+        super().__init__(model)
+
+    def _module(self) -> nn.Module | None:
+        f = self.forward_func
+        owner = f if isinstance(f, nn.Module) else getattr(f, "__self__", None)
+        return owner if isinstance(owner, nn.Module) else None
+
+    def _engine_gradients(self, inputs, target, additional_forward_args, options: Options,
+                          internal_batch_size: int | None) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
+        """Validated inputs and the modified gradients of the target logits with respect to them."""
+        inputs = format_inputs(inputs)
+        chunks = [self._chunk_gradients(*chunk, options)
+                  for chunk in batches(inputs, target, additional_forward_args, internal_batch_size)]
+        grads = tuple(torch.cat(parts) for parts in zip(*chunks))
+        return inputs, grads
+
+    def _chunk_gradients(self, inputs, target, additional_forward_args, options: Options) -> tuple[Tensor, ...]:
+        extra = () if additional_forward_args is None else (
+            additional_forward_args if isinstance(additional_forward_args, tuple) else (additional_forward_args,))
+        leaves = tuple(x.detach().requires_grad_() for x in inputs)
+        mode = RuleMode(options)
+        with preserved_buffers(self._module()), torch.enable_grad():
+            with mode:
+                logits = self.forward_func(*leaves, *extra)
+            logits = check_logits(logits, leaves[0].shape[0])
+            targets = resolve_targets(target, logits)
+            if options.rule is not None and not mode.sites:
+                warnings.warn("the model calls no activation function the engine knows (ReLU, ReLU6/hardtanh, "
+                              "LeakyReLU, ELU, GELU, SiLU): the attribution equals the plain gradient (x input)",
+                              UserWarning, stacklevel=4)
+            mode.mark_top()
+            score = logits.gather(1, targets[:, None]).sum()
+            grads = torch.autograd.grad(score, leaves, allow_unused=True)
+        return tuple(torch.zeros_like(x) if g is None else g for g, x in zip(grads, leaves))
+
+
+def warn_if_all_zero(attributions: tuple[Tensor, ...]) -> None:
+    """Warn about samples whose whole attribution is zero (a thresholded layer passed nothing)."""
+    mass = sum(a.detach().reshape(a.shape[0], -1).abs().sum(dim=1) for a in attributions)
+    empty = (mass == 0).nonzero().flatten().tolist()
+    if empty:
+        warnings.warn(f"the attribution of sample(s) {empty[:10]}{'...' if len(empty) > 10 else ''} is all zero: "
+                      "a thresholded layer passed no gradient (e.g. a percentile q too high for a small layer)",
+                      UserWarning, stacklevel=3)

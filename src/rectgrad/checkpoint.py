@@ -1,0 +1,120 @@
+"""Checkpoints of the paper's CNN: weights, constructor config and metadata in one torch file.
+
+Format (a dict saved with ``torch.save``, loadable with ``weights_only=True``)::
+
+    {"format": "rectgrad-checkpoint", "architecture": "PaperCNN", "config": model.config(),
+     "state_dict": {...}, "metadata": {"rectgrad_version": ..., dataset, epochs, seed, ...}}
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from rectgrad.models import PaperCNN
+
+FORMAT = "rectgrad-checkpoint"
+ARCHITECTURES = {"PaperCNN": PaperCNN}
+
+
+def save_checkpoint(model: PaperCNN, path, **metadata) -> None:
+    """Save ``model`` with ``metadata`` (plain values: str, numbers, bools, None, lists, dicts) to ``path``.
+
+    Written to a temporary file in the same folder and renamed, so an interruption never leaves a
+    half-written checkpoint. ``rectgrad_version`` is added to the metadata.
+    """
+    from rectgrad import __version__
+
+    if type(model).__name__ not in ARCHITECTURES:
+        raise ValueError(f"can only checkpoint {', '.join(ARCHITECTURES)}, got {type(model).__name__}; "
+                         "use torch.save(model, path) for other models")
+    path = Path(path)
+    payload = {"format": FORMAT, "architecture": type(model).__name__, "config": model.config(),
+               "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+               "metadata": {"rectgrad_version": __version__, **metadata}}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def load_checkpoint(path, map_location=None) -> tuple[nn.Module, dict]:
+    """Rebuild the model of a rectgrad checkpoint (eval mode) and return it with its metadata."""
+    payload = _torch_load(Path(path), map_location, weights_only=True)
+    return _from_checkpoint(payload, Path(path))
+
+
+def load_model(path, map_location=None) -> nn.Module:
+    """Load a model in eval mode from a rectgrad checkpoint, a whole ``nn.Module`` saved with
+    ``torch.save(model, path)``, or a TorchScript file. Pickled modules can run code when loaded:
+    only load files you trust."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file {path} not found")
+    if _is_torchscript(path):
+        try:
+            return torch.jit.load(str(path), map_location=map_location).eval()
+        except RuntimeError as exc:
+            raise ValueError(f"{path}: corrupt TorchScript file ({_one_line(exc)})") from None
+    try:
+        payload = _torch_load(path, map_location, weights_only=True)
+    except ValueError:  # holds more than tensors and plain values (a pickled module), or is corrupt
+        payload = _torch_load(path, map_location, weights_only=False)
+    if isinstance(payload, nn.Module):
+        return payload.eval()
+    if isinstance(payload, dict) and "format" in payload:
+        return _from_checkpoint(payload, path)[0]
+    if isinstance(payload, dict) and payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
+        raise ValueError(f"{path} holds a bare state dict, not a model: save it with "
+                         "rectgrad.checkpoint.save_checkpoint or torch.save(model, path)")
+    raise ValueError(f"{path} holds a {type(payload).__name__}, not a model or rectgrad checkpoint")
+
+
+def _torch_load(path: Path, map_location, weights_only: bool):
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} not found")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=weights_only)
+    except pickle.UnpicklingError as exc:
+        what = ("is not a torch file or holds objects other than tensors and plain values" if weights_only
+                else "is not a torch file")
+        raise ValueError(f"{path} {what} ({_one_line(exc)})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ModuleNotFoundError, AttributeError) as exc:
+        raise ValueError(f"{path} is not a torch file or is corrupt ({_one_line(exc)})") from None
+
+
+def _from_checkpoint(payload, path: Path) -> tuple[nn.Module, dict]:
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a rectgrad checkpoint (no format {FORMAT!r})")
+    architecture = payload.get("architecture")
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"{path} holds a {architecture!r} model; this version of rectgrad rebuilds "
+                         f"{', '.join(ARCHITECTURES)}")
+    try:
+        model = ARCHITECTURES[architecture](**payload["config"])
+        model.load_state_dict(payload["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"{path}: the weights do not fit {architecture}({payload.get('config')}): "
+                         f"{_one_line(exc)}") from None
+    return model.eval(), dict(payload.get("metadata", {}))
+
+
+def _is_torchscript(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("/constants.pkl") for name in archive.namelist())
+
+
+def _one_line(exc: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[:limit] + "..."

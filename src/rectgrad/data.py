@@ -1,0 +1,379 @@
+"""Datasets of the paper's experiments, held in memory as uint8 tensors.
+
+* Fashion-MNIST from its idx files (``*-idx3-ubyte.gz``): a real image dataset that works offline
+  once ``apt-get install dataset-fashion-mnist`` has put it in ``/usr/share/datasets/fashion-mnist``.
+* CIFAR-10 from the official python archive ``cifar-10-python.tar.gz``.
+* The paper's masked evaluation images (``<class>_<n>.jpg`` + ``<class>_<n>_mask.jpg``).
+* ``RandomPatch``: the fixed random patch pasted on every image (paper Sec. 3 and 5.3).
+
+Models see images scaled to [-1, 1] (``x / 127.5 - 1``, as in the paper); ``ImageDataset.inputs``
+makes such float batches on the fly from the uint8 images.
+"""
+from __future__ import annotations
+
+import codecs
+import gzip
+import hashlib
+import os
+import pickle
+import re
+import tarfile
+import tempfile
+import urllib.request
+import zlib
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+DATASETS = ("fashion-mnist", "cifar10")
+
+FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+FASHION_MNIST_FILES = {  # split -> ((images file, md5), (labels file, md5)); md5 of the official .gz files
+    "train": (("train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
+              ("train-labels-idx1-ubyte.gz", "25c81989df183df01b3e8a0aad5dffbe")),
+    "test": (("t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79"),
+             ("t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310")),
+}
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_FILE = "cifar-10-python.tar.gz"
+CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
+CIFAR10_MEMBERS = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+
+
+@dataclass
+class ImageDataset:
+    """Images as a uint8 tensor (N, C, H, W) with int64 labels (N,), class names and a dataset name."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: list[str]
+    name: str
+
+    def __post_init__(self):
+        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
+            raise ValueError(f"images must be a uint8 tensor (N, C, H, W), got {self.images.dtype} "
+                             f"{tuple(self.images.shape)}")
+        if self.labels.shape != (len(self.images),):
+            raise ValueError(f"labels must have shape ({len(self.images)},), got {tuple(self.labels.shape)}")
+        self.labels = self.labels.long()
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def inputs(self, index=None, device=None) -> torch.Tensor:
+        """Float32 model inputs in [-1, 1] for all images or ``index`` (LongTensor or slice)."""
+        images = self.images if index is None else self.images[index]
+        return to_inputs(images.to(device) if device is not None else images)
+
+    def subset(self, index) -> ImageDataset:
+        """The images and labels at ``index`` (LongTensor, bool mask or slice)."""
+        return replace(self, images=self.images[index], labels=self.labels[index])
+
+    def with_images(self, images: torch.Tensor) -> ImageDataset:
+        """The same labels and classes with new uint8 images (e.g. occluded ones)."""
+        if len(images) != len(self):
+            raise ValueError(f"expected {len(self)} images, got {len(images)}")
+        return replace(self, images=images)
+
+
+@dataclass
+class MaskedImages(ImageDataset):
+    """Images with boolean object masks (N, H, W) (True = object) and their file names (no extension)."""
+
+    masks: torch.Tensor
+    names: list[str]
+
+    def subset(self, index) -> MaskedImages:
+        keep = torch.arange(len(self))[index].reshape(-1)
+        return replace(self, images=self.images[keep], labels=self.labels[keep], masks=self.masks[keep],
+                       names=[self.names[i] for i in keep.tolist()])
+
+
+def to_inputs(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images -> float32 inputs in [-1, 1] (``x / 127.5 - 1``)."""
+    return images.float() / 127.5 - 1
+
+
+def to_uint8(inputs: torch.Tensor) -> torch.Tensor:
+    """Inverse of ``to_inputs``: float inputs in [-1, 1] -> uint8 images (rounded, clipped)."""
+    return ((inputs.detach() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+
+
+def cache_dir() -> Path:
+    """Where downloads go: ``$RECTGRAD_DATA`` or ``~/.cache/rectgrad``."""
+    return Path(os.environ.get("RECTGRAD_DATA") or Path.home() / ".cache" / "rectgrad")
+
+
+def load_dataset(name: str, split: str = "train", data_dir=None, download: bool = False) -> ImageDataset:
+    """Load ``"fashion-mnist"`` or ``"cifar10"`` (``split`` ``"train"`` or ``"test"``)."""
+    loaders = {"fashion-mnist": load_fashion_mnist, "cifar10": load_cifar10}
+    if name not in loaders:
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+    return loaders[name](split, data_dir=data_dir, download=download)
+
+
+def _check_split(split: str) -> None:
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+
+
+# ---------------------------------------------------------------- Fashion-MNIST
+
+def load_fashion_mnist(split: str = "train", data_dir=None, download: bool = False) -> ImageDataset:
+    """Fashion-MNIST (60k train / 10k test, 1x28x28) from its ``*-ubyte.gz`` idx files.
+
+    Looks in ``data_dir``, then ``/usr/share/datasets/fashion-mnist`` (Debian package
+    ``dataset-fashion-mnist``), then ``cache_dir() / "fashion-mnist"``; with ``download=True`` missing
+    files are downloaded to the cache and checked against the official md5 sums.
+    """
+    _check_split(split)
+    names = [name for name, _ in FASHION_MNIST_FILES[split]]
+    folders = [Path(data_dir)] if data_dir is not None else []
+    folders += [FASHION_MNIST_SYSTEM_DIR, cache_dir() / "fashion-mnist"]
+    folder = next((f for f in folders if all((f / n).is_file() for n in names)), None)
+    if folder is None and download:
+        folder = folders[-1]
+        for name, md5 in FASHION_MNIST_FILES[split]:
+            if not (folder / name).is_file():
+                _download(FASHION_MNIST_URL + name, folder / name, md5)
+    if folder is None:
+        raise FileNotFoundError(
+            f"Fashion-MNIST {split} files ({', '.join(names)}) not found in {', '.join(map(str, folders))}; "
+            "install them with `apt-get install dataset-fashion-mnist`, put them in --data-dir, "
+            "or pass --download (download=True)")
+    images = read_idx(folder / names[0], ndim=3)
+    labels = read_idx(folder / names[1], ndim=1)
+    if len(images) != len(labels):
+        raise ValueError(f"{folder / names[0]} has {len(images)} images but {folder / names[1]} "
+                         f"has {len(labels)} labels")
+    _check_labels(labels, folder / names[1])
+    return ImageDataset(images.unsqueeze(1), labels.long(), list(FASHION_MNIST_CLASSES), "fashion-mnist")
+
+
+def read_idx(path, ndim: int) -> torch.Tensor:
+    """Read a gzipped idx file of unsigned bytes (magic ``0x0000080N``) with ``ndim`` dimensions."""
+    path = Path(path)
+    try:
+        with gzip.open(path) as f:
+            raw = f.read()
+    except (OSError, EOFError, zlib.error) as exc:
+        raise ValueError(f"{path} is not a valid gzip file ({exc})") from None
+    magic = bytes([0, 0, 8, ndim])
+    if raw[:4] != magic:
+        raise ValueError(f"{path}: wrong magic number {raw[:4].hex()}, expected {magic.hex()} "
+                         f"(an idx file of unsigned bytes with {ndim} dimension(s))")
+    header = 4 + 4 * ndim
+    dims = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
+    expected = header + int(np.prod(dims))
+    if len(raw) != expected:
+        raise ValueError(f"{path}: wrong size, the header says {'x'.join(map(str, dims))} "
+                         f"({expected} bytes) but the file holds {len(raw)} bytes")
+    return torch.frombuffer(bytearray(raw[header:]), dtype=torch.uint8).reshape(dims)
+
+
+def _check_labels(labels: torch.Tensor, source) -> None:
+    if len(labels) and int(labels.max()) >= 10:
+        raise ValueError(f"{source}: label {int(labels.max())} out of range 0..9")
+
+
+def object_masks_from_images(images: torch.Tensor, threshold: int = 0) -> torch.Tensor:
+    """Object masks (N, H, W) of images on a black background, such as Fashion-MNIST.
+
+    Rule: a pixel is object when its raw 0-255 value exceeds ``threshold`` in any channel. Fashion-MNIST
+    backgrounds are exactly 0, so the default marks every non-black pixel as object, the faint
+    anti-aliased rim included; gaps enclosed by the object (between sandal straps, inside a bag's
+    handle) are black and stay background.
+    """
+    if images.dtype != torch.uint8 or images.dim() != 4:
+        raise ValueError(f"images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
+    return (images > threshold).any(dim=1)
+
+
+# ---------------------------------------------------------------- CIFAR-10
+
+def load_cifar10(split: str = "train", data_dir=None, download: bool = False) -> ImageDataset:
+    """CIFAR-10 (50k train / 10k test, 3x32x32) read straight from ``cifar-10-python.tar.gz``.
+
+    Looks for the archive in ``data_dir`` then ``cache_dir()``; with ``download=True`` a missing archive
+    is downloaded to the cache and checked against the official md5.
+    """
+    _check_split(split)
+    folders = ([Path(data_dir)] if data_dir is not None else []) + [cache_dir()]
+    path = next((f / CIFAR10_FILE for f in folders if (f / CIFAR10_FILE).is_file()), None)
+    if path is None and download:
+        path = cache_dir() / CIFAR10_FILE
+        _download(CIFAR10_URL, path, CIFAR10_MD5)
+    if path is None:
+        raise FileNotFoundError(
+            f"{CIFAR10_FILE} not found in {', '.join(map(str, folders))}; download it from {CIFAR10_URL} "
+            "into --data-dir, or pass --download (download=True)")
+    try:
+        with tarfile.open(path, "r:gz") as tar:
+            batches = [_read_cifar_batch(tar, path, member) for member in CIFAR10_MEMBERS[split]]
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+        raise ValueError(f"{path} is not a valid tar.gz archive ({exc})") from None
+    images = torch.from_numpy(np.concatenate([b[0] for b in batches])).reshape(-1, 3, 32, 32)
+    labels = torch.from_numpy(np.concatenate([b[1] for b in batches]))
+    _check_labels(labels, path)
+    return ImageDataset(images, labels, list(CIFAR10_CLASSES), "cifar10")
+
+
+_RECONSTRUCT = np.empty(0).__reduce__()[0]  # numpy's array-unpickling helper, wherever this numpy keeps it
+_PICKLE_GLOBALS = {("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,
+                   ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
+                   ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
+                   ("_codecs", "encode"): codecs.encode}
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles dicts, lists and numpy arrays only: a stray archive cannot run code."""
+
+    def find_class(self, module, name):
+        if (module, name) not in _PICKLE_GLOBALS:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        return _PICKLE_GLOBALS[module, name]
+
+
+def _read_cifar_batch(tar: tarfile.TarFile, path: Path, member: str) -> tuple[np.ndarray, np.ndarray]:
+    name = f"cifar-10-batches-py/{member}"
+    try:
+        f = tar.extractfile(name)
+    except KeyError:
+        raise ValueError(f"{path}: member {name} missing from the archive") from None
+    try:
+        batch = _ArrayUnpickler(f, encoding="bytes").load()
+        data = np.asarray(batch[b"data"], dtype=np.uint8)
+        labels = np.asarray(batch[b"labels"], dtype=np.int64)
+    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: {name} is not a CIFAR-10 batch ({exc!r})") from None
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or labels.shape != (len(data),):
+        raise ValueError(f"{path}: {name} has data of shape {data.shape} and {labels.size} labels, "
+                         "expected (n, 3072) and n labels")
+    return data, labels
+
+
+def _download(url: str, dest: Path, md5: str) -> None:
+    """Download ``url`` to ``dest`` through a temporary file; keep it only if its md5 matches."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
+    digest = hashlib.md5()
+    try:
+        with os.fdopen(fd, "wb") as out:
+            try:
+                with urllib.request.urlopen(url, timeout=60) as response:
+                    while chunk := response.read(1 << 20):
+                        digest.update(chunk)
+                        out.write(chunk)
+            except OSError as exc:
+                raise FileNotFoundError(f"could not download {url} ({exc}); without network, "
+                                        f"put the file at {dest}") from None
+        if digest.hexdigest() != md5:
+            raise ValueError(f"checksum mismatch for {url}: md5 {digest.hexdigest()}, expected {md5}; "
+                             "nothing was saved")
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+# ---------------------------------------------------------------- masked images
+
+def load_masked_images(folder, bgr: bool = True) -> MaskedImages:
+    """The paper's evaluation images: ``<class>_<n>.jpg`` with ``<class>_<n>_mask.jpg`` (CIFAR-10 classes).
+
+    Images come back RGB (``bgr=True`` flips the channels of JPEGs stored BGR, as the paper's are);
+    masks are True where the grayscale mask pixel is >= 200 (object). Sorted by class, then ``n``.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"masked image folder {folder} not found")
+    entries = []
+    for path in folder.glob("*.jpg"):
+        if path.stem.endswith("_mask"):
+            continue
+        match = re.fullmatch(r"(.+)_(\d+)", path.stem)
+        if match is None:
+            raise ValueError(f"{path}: expected a name <class>_<n>.jpg")
+        if match[1] not in CIFAR10_CLASSES:
+            raise ValueError(f"{path}: unknown class {match[1]!r}; known: {', '.join(CIFAR10_CLASSES)}")
+        entries.append((CIFAR10_CLASSES.index(match[1]), int(match[2]), path))
+    if not entries:
+        raise ValueError(f"no <class>_<n>.jpg images in {folder}")
+    entries.sort()
+
+    def read(path: Path, mode: str) -> np.ndarray:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} missing (each image needs its mask)")
+        try:
+            with Image.open(path) as image:
+                return np.asarray(image.convert(mode))
+        except (UnidentifiedImageError, OSError) as exc:
+            raise ValueError(f"{path} is not a readable image ({exc})") from None
+
+    images, masks = [], []
+    for _, _, path in entries:
+        image, mask = read(path, "RGB"), read(path.with_name(f"{path.stem}_mask.jpg"), "L")
+        if mask.shape != image.shape[:2] or (images and image.shape != images[0].shape):
+            raise ValueError(f"{path}: image {image.shape[:2]} and mask {mask.shape} sizes differ from "
+                             "each other or from the other images")
+        images.append(image[..., ::-1] if bgr else image)
+        masks.append(mask >= 200)
+    return MaskedImages(images=torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(),
+                        labels=torch.tensor([c for c, _, _ in entries]), classes=list(CIFAR10_CLASSES),
+                        name=folder.name, masks=torch.from_numpy(np.stack(masks)),
+                        names=[p.stem for _, _, p in entries])
+
+
+# ---------------------------------------------------------------- random patch occlusion
+
+class RandomPatch:
+    """A fixed random ``size x size`` uint8 patch pasted at the top-left corner of every image.
+
+    The patch is drawn uniformly from 0..255 by a generator seeded with ``seed`` (the paper's reference
+    uses seed 100), one value per channel and pixel, so every call and every image gets the same patch.
+    """
+
+    def __init__(self, size: int = 10, seed: int = 100):
+        self.size, self.seed = size, seed
+
+    def patch(self, channels: int) -> torch.Tensor:
+        """The (channels, size, size) uint8 patch."""
+        generator = torch.Generator().manual_seed(self.seed)
+        return torch.randint(0, 256, (channels, self.size, self.size), generator=generator, dtype=torch.uint8)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """A copy of the uint8 images (N, C, H, W) with the patch in their top-left corner."""
+        if images.dtype != torch.uint8 or images.dim() != 4:
+            raise ValueError(f"images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
+        if min(images.shape[-2:]) < self.size:
+            raise ValueError(f"images of {tuple(images.shape[-2:])} are smaller than the {self.size}-pixel patch")
+        out = images.clone()
+        out[:, :, :self.size, :self.size] = self.patch(images.shape[1]).to(images.device)
+        return out
+
+    def apply(self, dataset: ImageDataset) -> ImageDataset:
+        """The dataset with every image patched."""
+        return dataset.with_images(self(dataset.images))
+
+    def region(self, height: int, width: int) -> torch.Tensor:
+        """Bool (H, W) mask of the patched corner."""
+        return self._corner(height, width, self.size)
+
+    def visible_region(self, height: int, width: int) -> torch.Tensor:
+        """Bool (H, W) mask of the patch's inner ``(size-2) x (size-2)`` corner, the part the paper and its
+        reference code score (8x8 of the 10x10 patch, Fig. 3), given the first layer's 3x3 receptive field."""
+        return self._corner(height, width, self.size - 2)
+
+    @staticmethod
+    def _corner(height: int, width: int, side: int) -> torch.Tensor:
+        mask = torch.zeros(height, width, dtype=torch.bool)
+        mask[:side, :side] = True
+        return mask

@@ -1,0 +1,246 @@
+"""The backward-rule engine: modified gradients through activations, convolutions and max-pools.
+
+A rule is a few lines of data (:class:`Rule`); the engine intercepts the activation *op* during
+the forward pass (a :class:`~torch.overrides.TorchFunctionMode`, as TorchRay does), so
+``nn.ReLU``, ``nn.ReLU(inplace=True)``, ``F.relu``, ``torch.relu``, ``Tensor.relu``, ``relu_`` and
+one module called several times all follow the rule. Nothing is registered on the model: the mode
+lives for one forward pass of one thread, so concurrent calls with different rules do not interact.
+
+Backward rule at an activation with output ``a`` and incoming gradient ``R`` (paper Sec. 4.1)::
+
+    R_in = 1[score(a, R) > tau] * R          score = a * R (PR1, RectGrad), |a * R| (PR2), a (PR3), R (PR4)
+
+``tau`` is a constant or, per sample, the q-th percentile of the scores over all units of the layer
+(numpy's ``nearest`` method, strict ``>``). For ReLU the indicator *replaces* the ReLU gate
+``1[z > 0]`` exactly as the paper's Listing 1 does (so with a negative ``tau`` inactive units pass
+the gradient, as in the reference code). Other activations (ReLU6/hardtanh, LeakyReLU, ELU, GELU,
+SiLU) keep their own derivative and the indicator gates it: ``R_in = 1[score > tau] * f'(z) * R``.
+Guided Backprop is PR4 with ``tau = 0`` keeping the ReLU gate (Eq. 5); Deconvolution is PR4 with
+``tau = 0`` and no gate at all (Eq. 3).
+
+Two more techniques (Appendix C): the padding trick zeroes a 1-pixel border of the gradient with
+respect to the output of every zero-padded ``conv2d`` (as the reference code does for SAME
+convolutions, whatever the kernel size); the proportional redistribution rule (PRR, Listing 3)
+passes a max-pool's gradient to every input of its window in proportion to its activation.
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.overrides import TorchFunctionMode
+
+from rectgrad.selection import percentile_nearest
+
+SCORES = {
+    "pr1": lambda a, g: a * g,
+    "pr2": lambda a, g: (a * g).abs(),
+    "pr3": lambda a, g: a.expand_as(g),
+    "pr4": lambda a, g: g,
+}
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A backward rule at activations (paper Sec. 4.1 and Appendix B.1).
+
+    ``score`` names the importance score; ``top_score`` replaces it at the activation nearest the
+    output (RectGradMod: PR1 there, PR2 elsewhere). Exactly one of ``q`` (per-sample percentile)
+    and ``tau`` (constant) sets the threshold. ``relu_gate`` keeps ReLU's own ``1[z > 0]``;
+    ``derivative`` keeps the derivative of the other activations.
+    """
+
+    score: str = "pr1"
+    q: float | None = None
+    tau: float | None = None
+    top_score: str | None = None
+    relu_gate: bool = False
+    derivative: bool = True
+
+    def keep(self, a: Tensor, grad: Tensor, is_top: bool) -> Tensor:
+        """Boolean mask of the units through which the gradient passes."""
+        score = SCORES[self.top_score if is_top and self.top_score else self.score]
+        s = score(a.float(), grad.float()) if a.dtype in (torch.float16, torch.bfloat16) else score(a, grad)
+        if self.q is None:
+            return s > self.tau
+        flat = s.reshape(s.shape[0], -1)
+        tau = percentile_nearest(flat, self.q)
+        return (flat > tau[:, None]).view_as(s)
+
+
+GUIDED_BACKPROP = Rule(score="pr4", tau=0.0, relu_gate=True)
+DECONVOLUTION = Rule(score="pr4", tau=0.0, relu_gate=False, derivative=False)
+
+
+@dataclass(frozen=True)
+class Options:
+    """What the engine modifies during one attribution call."""
+
+    rule: Rule | None = None
+    padding_trick: bool = False
+    prr: bool = False
+
+
+@dataclass
+class _Site:
+    """One activation call of the forward pass."""
+
+    call: object  # re-applies the activation to a tensor (for the local derivative)
+    is_relu: bool
+    rule: Rule
+    is_top: bool = False
+
+
+def _inplace_position(func) -> int:
+    return list(inspect.signature(func).parameters).index("inplace")
+
+
+_RELU = {F.relu: False, torch.relu: False, torch.Tensor.relu: False, torch.relu_: True, torch.Tensor.relu_: True}
+# Python functionals with an ``inplace`` argument: its position.
+_WITH_INPLACE_ARG = {f: _inplace_position(f) for f in (F.relu6, F.hardtanh, F.leaky_relu, F.elu, F.silu)}
+_INPLACE_BUILTINS = {F.hardtanh_, F.leaky_relu_, F.elu_}
+KNOWN_ACTIVATIONS = set(_RELU) | set(_WITH_INPLACE_ARG) | _INPLACE_BUILTINS | {F.gelu}
+
+
+def _is_inplace(func, args, kwargs) -> bool:
+    if func in _RELU:
+        return _RELU[func] or bool(kwargs.get("inplace", args[1] if len(args) > 1 else False))
+    if func in _INPLACE_BUILTINS:
+        return True
+    position = _WITH_INPLACE_ARG.get(func)
+    if position is None:
+        return False
+    return bool(kwargs.get("inplace", args[position] if len(args) > position else False))
+
+
+class _RuleAtActivation(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, site: _Site, inplace: bool):
+        needs_input = site.rule.derivative and not site.is_relu
+        z = x.clone() if needs_input and inplace else x
+        out = site.call(x)
+        if inplace:
+            ctx.mark_dirty(x)
+        ctx.site = site
+        ctx.save_for_backward(out, z if needs_input else None)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        site: _Site = ctx.site
+        a, z = ctx.saved_tensors
+        rule = site.rule
+        keep = rule.keep(a, grad, site.is_top)
+        if site.is_relu:
+            if rule.relu_gate:
+                keep = keep & (a > 0)
+            return torch.where(keep, grad, 0.0), None, None
+        gated = torch.where(keep, grad, 0.0)
+        if not rule.derivative:
+            return gated, None, None
+        with torch.enable_grad():
+            zz = z.detach().requires_grad_()
+            (local,) = torch.autograd.grad(site.call(zz.clone()), zz, gated)
+        return local, None, None
+
+
+def _zero_border(rows: bool, cols: bool):
+    """Gradient hook zeroing a 1-pixel border (padding trick, Appendix C.1)."""
+
+    def hook(grad: Tensor) -> Tensor:
+        grad = grad.clone()
+        if rows:
+            grad[..., [0, -1], :] = 0
+        if cols:
+            grad[..., :, [0, -1]] = 0
+        return grad
+
+    return hook
+
+
+class _ProportionalMaxPool(torch.autograd.Function):
+    """Max-pool whose backward redistributes in proportion to the inputs (PRR, Listing 3)."""
+
+    @staticmethod
+    def forward(ctx, x, kernel_size, stride, padding, ceil_mode):
+        ctx.pool = (kernel_size, stride, padding, ceil_mode)
+        ctx.save_for_backward(x)
+        return F.max_pool2d(x, kernel_size, stride, padding, 1, ceil_mode)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        kernel_size, stride, padding, ceil_mode = ctx.pool
+        with torch.enable_grad():
+            xx = x.detach().requires_grad_()
+            mean = F.avg_pool2d(xx, kernel_size, stride, padding, ceil_mode, count_include_pad=False)
+            (spread,) = torch.autograd.grad(mean, xx, grad / (mean.detach() + 1e-10))
+        return x * spread, None, None, None, None
+
+
+def _conv_padding(args, kwargs) -> tuple[int, int]:
+    padding = kwargs.get("padding", args[4] if len(args) > 4 else 0)
+    if isinstance(padding, str):
+        weight = kwargs.get("weight", args[1] if len(args) > 1 else None)
+        if padding == "valid" or weight is None:
+            return 0, 0
+        return tuple(int(k > 1) for k in weight.shape[-2:])
+    if isinstance(padding, int):
+        return padding, padding
+    return tuple(padding)
+
+
+_MAX_POOL_ARGS = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
+
+
+def _max_pool_args(args, kwargs):
+    values = dict(zip(_MAX_POOL_ARGS, args[1:]))
+    values.update({k: v for k, v in kwargs.items() if k in _MAX_POOL_ARGS})
+    kernel = values["kernel_size"]
+    stride = values.get("stride") or kernel
+    return (kernel, stride, values.get("padding", 0), values.get("dilation", 1), values.get("ceil_mode", False),
+            values.get("return_indices", False))
+
+
+@dataclass
+class RuleMode(TorchFunctionMode):
+    """Intercepts activations (and, on request, zero-padded convs and max-pools) for one forward pass."""
+
+    options: Options
+    sites: list[_Site] = field(default_factory=list)
+
+    def __post_init__(self):
+        super().__init__()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        options = self.options
+        if not args or not isinstance(args[0], Tensor) or not (torch.is_grad_enabled() and args[0].requires_grad):
+            return func(*args, **kwargs)
+        x = args[0]
+        if options.rule is not None and func in KNOWN_ACTIVATIONS:
+            rest = args[1:]
+            site = _Site(call=lambda t: func(t, *rest, **kwargs), is_relu=func in _RELU, rule=options.rule)
+            self.sites.append(site)
+            return _RuleAtActivation.apply(x, site, _is_inplace(func, args, kwargs))
+        if options.padding_trick and func is F.conv2d:
+            rows, cols = _conv_padding(args, kwargs)
+            out = func(*args, **kwargs)
+            if rows or cols:  # a hook on the tensor sees the gradient of this value even if later ops are in-place
+                out.register_hook(_zero_border(rows > 0, cols > 0))
+            return out
+        if options.prr and func is F.max_pool2d:
+            kernel, stride, padding, dilation, ceil_mode, return_indices = _max_pool_args(args, kwargs)
+            if dilation not in (1, (1, 1)) or return_indices:
+                raise ValueError("the proportional redistribution rule supports max_pool2d without dilation "
+                                 f"or return_indices (got dilation={dilation}, return_indices={return_indices})")
+            return _ProportionalMaxPool.apply(x, kernel, stride, padding, ceil_mode)
+        return func(*args, **kwargs)
+
+    def mark_top(self) -> None:
+        """Flag the activation nearest the output (the last one called in the forward pass)."""
+        if self.sites:
+            self.sites[-1].is_top = True

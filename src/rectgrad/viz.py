@@ -1,0 +1,242 @@
+"""Attribution-map visualization (paper Appendix F.1, Figures 1, 4, 5a), as pure functions.
+
+Pipeline (:func:`prepare`): sum the attribution over colour channels, optionally apply the
+"final threshold" of Section 5.2 (baselines keep their per-image top 5%, RectGrad its positive
+part), then cap outliers at the per-image 0.5th / 99.5th percentiles. Maps are drawn with a
+diverging colormap centred at zero (:data:`CMAP`, limits +-max|map|, zero is white).
+
+Figures use the object-oriented API (:class:`matplotlib.figure.Figure` + ``FigureCanvasAgg``), so
+nothing here needs a display or touches pyplot's global state.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+CMAP = "bwr"
+THRESHOLD_MODES = ("top", "positive")
+
+
+def _numpy(x) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def channel_sum(attr) -> np.ndarray:
+    """Sum an attribution over its colour channels (Appendix F.1): (C,H,W) -> (H,W), (N,C,H,W) -> (N,H,W).
+
+    Accepts a torch tensor or array-like; returns float64 numpy.
+    """
+    a = _numpy(attr)
+    if a.ndim not in (3, 4):
+        raise ValueError(f"expected (C,H,W) or (N,C,H,W), got shape {a.shape}")
+    return a.sum(axis=-3)
+
+
+def clip_outliers(maps, low: float = 0.5, high: float = 99.5, *, symmetric: bool = False) -> np.ndarray:
+    """Cap each map (H,W) or each of (N,H,W) at its own ``low``-th / ``high``-th percentile (Appendix F.1).
+
+    The paper caps RGB maps at the 0.5th / 99.5th percentiles and says it "only capped outlying
+    values" for grayscale images: we read this as the same per-image capping with no channel sum
+    (a single channel has nothing to sum), so the default applies to both. ``symmetric=True``
+    instead caps to +-(``high``-th percentile of |value|), keeping the map's zero centred.
+    """
+    m = _numpy(maps)
+    if m.ndim not in (2, 3):
+        raise ValueError(f"expected (H,W) or (N,H,W) maps, got shape {m.shape}")
+    if symmetric:
+        cap = np.percentile(np.abs(m), high, axis=(-2, -1), keepdims=True)
+        return np.clip(m, -cap, cap)
+    lo, hi = np.percentile(m, [low, high], axis=(-2, -1), keepdims=True)
+    return np.clip(m, lo, hi)
+
+
+def final_threshold(maps, mode: str, percentile: float = 95.0) -> np.ndarray:
+    """The "with final threshold" view of Section 5.2, per map (H,W) or per image of (N,H,W).
+
+    ``mode="top"`` (baselines): keep values >= the map's own ``percentile``-th percentile, set the
+    rest to 0 (the top 5% by default). ``mode="positive"`` (RectGrad): keep the positive part.
+    """
+    m = _numpy(maps)
+    if m.ndim not in (2, 3):
+        raise ValueError(f"expected (H,W) or (N,H,W) maps, got shape {m.shape}")
+    if mode == "top":
+        cut = np.percentile(m, percentile, axis=(-2, -1), keepdims=True)
+        return np.where(m >= cut, m, 0.0)
+    if mode == "positive":
+        return np.maximum(m, 0.0)
+    raise ValueError(f"mode must be one of {THRESHOLD_MODES}, got {mode!r}")
+
+
+def prepare(attr, *, grayscale: bool = False, threshold: str | None = None, low: float = 0.5,
+            high: float = 99.5, symmetric: bool = False, percentile: float = 95.0) -> np.ndarray:
+    """Appendix F.1 pipeline: channel sum -> optional final threshold -> outlier capping; returns (N,H,W).
+
+    ``attr`` is (N,C,H,W) or one (C,H,W) image (summed over C; C=1 is grayscale). With
+    ``grayscale=True`` it is instead already channel-free: (N,H,W), (H,W) or (N,1,H,W).
+    ``threshold`` is None, "top" or "positive" (see :func:`final_threshold`); it is applied before
+    capping, so the 99.5th-percentile cap of a "top" map is taken over the same top values as in the
+    paper's reference code. ``low``, ``high`` and ``symmetric`` go to :func:`clip_outliers`.
+    """
+    a = _numpy(attr)
+    if grayscale:
+        if a.ndim == 4 and a.shape[1] == 1:
+            a = a[:, 0]
+        elif a.ndim not in (2, 3):
+            raise ValueError(f"grayscale maps must be (N,H,W), (H,W) or (N,1,H,W), got shape {a.shape}")
+        maps = a
+    else:
+        maps = channel_sum(a)
+    if maps.ndim == 2:
+        maps = maps[None]
+    if threshold is not None:
+        maps = final_threshold(maps, threshold, percentile)
+    return clip_outliers(maps, low, high, symmetric=symmetric)
+
+
+def to_display_image(x, mean=None, std=None) -> np.ndarray:
+    """Input image(s) (C,H,W) or (N,C,H,W) -> floats in [0,1] for imshow: (H,W,3)/(N,H,W,3), or (H,W)/(N,H,W) if C=1.
+
+    Without ``mean``/``std`` the input is taken to be scaled to [-1,1] (the paper's preprocessing);
+    otherwise it is un-normalized as ``x * std + mean`` (per channel). Values are clipped to [0,1].
+    """
+    a = _numpy(x)
+    single = a.ndim == 3
+    if single:
+        a = a[None]
+    if a.ndim != 4:
+        raise ValueError(f"expected (C,H,W) or (N,C,H,W), got shape {a.shape}")
+    if mean is None and std is None:
+        a = (a + 1.0) / 2.0
+    else:
+        m = np.asarray(0.0 if mean is None else mean, dtype=np.float64).reshape(1, -1, 1, 1)
+        s = np.asarray(1.0 if std is None else std, dtype=np.float64).reshape(1, -1, 1, 1)
+        a = a * s + m
+    a = np.clip(a, 0.0, 1.0).transpose(0, 2, 3, 1)
+    if a.shape[-1] == 1:
+        a = a[..., 0]
+    return a[0] if single else a
+
+
+def color_limits(m) -> tuple[float, float]:
+    """Symmetric colour limits (-v, v), v = max|m|: zero is the colormap's white centre; (-1, 1) for an all-zero map."""
+    v = float(np.max(np.abs(_numpy(m))))
+    v = v if v > 0 else 1.0
+    return -v, v
+
+
+def _bare(ax) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
+def plot_map(ax, m) -> None:
+    """Draw one (H,W) attribution map on ``ax`` with :data:`CMAP` and symmetric limits (see :func:`color_limits`)."""
+    vmin, vmax = color_limits(m)
+    ax.imshow(_numpy(m), cmap=CMAP, vmin=vmin, vmax=vmax, interpolation="nearest")
+    _bare(ax)
+
+
+def _figure(width: float, height: float, **kwargs) -> Figure:
+    fig = Figure(figsize=(width, height), **kwargs)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def grid(images, maps: Mapping[str, np.ndarray] | Sequence[np.ndarray], *, row_labels: Sequence[str] | None = None,
+         col_labels: Sequence[str] | None = None, title: str | None = None, mean=None, std=None,
+         cell: float = 1.6) -> Figure:
+    """Images as rows, methods as columns, first column the input image (paper Figs. 1, 4, 5a).
+
+    ``images``: (N,C,H,W) inputs (converted by :func:`to_display_image` with ``mean``/``std``), or
+    None for no input column. ``maps``: display-ready (N,H,W) maps per column (e.g. from
+    :func:`prepare`), as a dict {column name: maps} or a list. Column labels default to "Input" plus
+    the dict's keys. ``cell`` is the size of one panel in inches.
+    """
+    names = list(maps) if isinstance(maps, Mapping) else None
+    columns = [_numpy(c) for c in (maps.values() if isinstance(maps, Mapping) else maps)]
+    if images is not None and _numpy(images).ndim != 4:
+        raise ValueError(f"images must be (N,C,H,W), got shape {_numpy(images).shape}")
+    pics = None if images is None else to_display_image(images, mean, std)
+    if pics is None and not columns:
+        raise ValueError("nothing to draw: no images and no maps")
+    nrows = len(columns[0]) if columns else len(pics)
+    for c in columns:
+        if c.ndim != 3 or len(c) != nrows:
+            raise ValueError(f"every column must be (N,H,W) with N={nrows}, got shape {c.shape}")
+    if pics is not None and len(pics) != nrows:
+        raise ValueError(f"{len(pics)} images for {nrows} rows")
+    panels = ([pics] if pics is not None else []) + columns
+    ncols = len(panels)
+    if col_labels is None and names is not None:
+        col_labels = (["Input"] if pics is not None else []) + names
+    for labels, n, what in ((col_labels, ncols, "col_labels"), (row_labels, nrows, "row_labels")):
+        if labels is not None and len(labels) != n:
+            raise ValueError(f"{what} has {len(labels)} entries for {n} {what[:3]}s")
+    fig = _figure(cell * ncols, cell * nrows + (0.4 if title else 0.0), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for j, panel in enumerate(panels):
+        for i in range(nrows):
+            ax = axes[i, j]
+            if pics is not None and j == 0:
+                ax.imshow(panel[i], cmap="gray" if panel[i].ndim == 2 else None, vmin=0.0, vmax=1.0)
+                _bare(ax)
+            else:
+                plot_map(ax, panel[i])
+    if col_labels is not None:
+        for j, label in enumerate(col_labels):
+            axes[0, j].set_title(label, fontsize=9)
+    if row_labels is not None:
+        for i, label in enumerate(row_labels):
+            axes[i, 0].set_ylabel(label, fontsize=9)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def save_figure(fig: Figure, path, *, dpi: int = 150) -> Path:
+    """Write ``fig`` as a PNG at ``path`` (parent directories created) with the Agg renderer; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", dpi=dpi)
+    return path
+
+
+def boxplot(values: Mapping[str, np.ndarray], ylabel: str, title: str | None = None) -> Figure:
+    """One box per method (e.g. the paper's Figs. 3, 7, 8): ``values`` maps a name to its 1-D samples."""
+    names = list(values)
+    fig = _figure(max(4.0, 1.0 + 0.9 * len(names)), 3.5, layout="constrained")
+    ax = fig.subplots()
+    ax.boxplot([np.ravel(_numpy(v)) for v in values.values()])
+    ax.set_xticks(range(1, len(names) + 1), names, rotation=30, ha="right")
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def line_plot(x, curves: Mapping[str, tuple], xlabel: str, ylabel: str, title: str | None = None) -> Figure:
+    """Curves against ``x`` (e.g. Fig. 2, Fig. 9): ``curves`` maps a name to (mean, std or None); std is shaded."""
+    fig = _figure(5.0, 3.5, layout="constrained")
+    ax = fig.subplots()
+    xs = _numpy(x)
+    for name, (mean, std) in curves.items():
+        mu = _numpy(mean)
+        ax.plot(xs, mu, marker="o", markersize=3, label=name)
+        if std is not None:
+            sd = _numpy(std)
+            ax.fill_between(xs, mu - sd, mu + sd, alpha=0.2)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize=8)
+    return fig

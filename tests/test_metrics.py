@@ -1,0 +1,284 @@
+"""Metrics and ROAR/KAR perturbations (rectgrad.metrics) against hand-computed values."""
+import math
+
+import pytest
+import torch
+
+from rectgrad.metrics import (
+    attribution_in_region,
+    attribution_outside,
+    channel_mean,
+    kar_aoc,
+    random_removal_mask,
+    rank_pixels,
+    removal_mask,
+    replace_pixels,
+    roar_auc,
+    total_variation,
+)
+
+# Two images, two channels, 2x2 pixels.
+ATTR = torch.tensor(
+    [
+        [[[1.0, -2.0], [3.0, 0.0]], [[-1.0, 1.0], [0.0, 4.0]]],  # |.| channel-summed: [[2, 3], [3, 4]]
+        [[[0.0, 0.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]]],
+    ]
+)
+OBJECT = torch.tensor([[True, False], [False, False]])  # object = top-left pixel
+
+
+def gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+# --- attribution in region / outside mask (Figs. 7, 8) -------------------------------------------------
+
+def test_attribution_in_region_hand_values():
+    assert attribution_in_region(ATTR, OBJECT).tolist() == [2.0, 0.0]
+    per_image = torch.tensor([[[False, True], [False, True]], [[True, True], [True, True]]])
+    assert attribution_in_region(ATTR, per_image).tolist() == [7.0, 0.0]
+
+
+def test_attribution_outside_raw_and_normalized():
+    assert attribution_outside(ATTR, OBJECT).tolist() == [10.0, 0.0]
+    frac = attribution_outside(ATTR, OBJECT, normalize=True)
+    assert frac[0].item() == pytest.approx(10 / 12)
+    assert frac[1].item() == 0.0  # zero total mass -> 0, not NaN
+
+
+def test_attribution_outside_sums_abs_per_channel_not_abs_of_sum():
+    attr = torch.tensor([[[[1.0]], [[-1.0]]]])  # channel sum 0, abs sum 2
+    assert attribution_outside(attr, torch.tensor([[False]])).item() == 2.0
+    assert attribution_outside(attr.sum(1, keepdim=True), torch.tensor([[False]])).item() == 0.0
+
+
+# --- total variation (Fig. 8) ----------------------------------------------------------------------------
+
+def test_total_variation_hand_values():
+    m = torch.tensor([[1.0, 2.0, 4.0], [0.0, 0.0, 1.0], [3.0, 3.0, 3.0]])
+    # vertical |diffs|: (1+2+3) + (3+3+2) = 14; horizontal: (1+2) + (0+1) + (0+0) = 4
+    attr = torch.stack([m, torch.zeros(3, 3)])[None]
+    assert total_variation(attr).tolist() == [18.0]
+    assert total_variation(ATTR).tolist() == [10.0, 0.0]  # summed map [[0, -1], [3, 4]]: 3+5 + 1+1
+
+
+def test_total_variation_sums_channels_first():
+    attr = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]], [[-1.0, 0.0], [0.0, 0.0]]]])  # cancels to zero
+    assert total_variation(attr).item() == 0.0
+
+
+# --- ranking -----------------------------------------------------------------------------------------
+
+def test_rank_pixels_without_noise_is_descending_and_stable():
+    attr = torch.tensor([[[[1.0, 5.0, 1.0], [3.0, 1.0, 3.0]]]])
+    assert rank_pixels(attr, tie_noise=0).tolist() == [[1, 3, 5, 0, 2, 4]]
+
+
+def test_rank_pixels_uses_channel_sum():
+    attr = torch.tensor([[[[2.0, 0.0]], [[-3.0, 0.5]]]])  # sums: -1, 0.5
+    assert rank_pixels(attr, tie_noise=0).tolist() == [[1, 0]]
+
+
+def test_rank_pixels_seeded_noise_breaks_ties_reproducibly():
+    attr = torch.zeros(2, 1, 4, 4)
+    a, b = rank_pixels(attr, generator=gen(0)), rank_pixels(attr, generator=gen(0))
+    assert torch.equal(a, b)
+    assert not torch.equal(a[0], a[1])  # each image gets its own noise
+    assert not torch.equal(a, rank_pixels(attr, generator=gen(1)))
+    assert not torch.equal(a[0], torch.arange(16))
+
+
+def test_tie_noise_is_a_standard_deviation():
+    # 1024 scores 1e-2 apart: std 1e-4 noise never swaps them, std 1e-2 (variance 1e-4) would.
+    attr = (torch.arange(1024.0, 0, -1) * 1e-2).view(1, 1, 32, 32)
+    assert torch.equal(rank_pixels(attr, generator=gen(0)), torch.arange(1024)[None])
+    assert not torch.equal(rank_pixels(attr, tie_noise=1e-2, generator=gen(0)), torch.arange(1024)[None])
+
+
+# --- ROAR / KAR masks --------------------------------------------------------------------------------
+
+def test_removal_mask_hand_example():
+    attr = torch.tensor([[[[4.0, 1.0], [3.0, 2.0]]]])
+    assert removal_mask(attr, 0.5, tie_noise=0).tolist() == [[[True, False], [True, False]]]
+    assert removal_mask(attr, 0.5, keep=True, tie_noise=0).tolist() == [[[False, True], [False, True]]]
+    assert removal_mask(attr, 0.25, tie_noise=0).tolist() == [[[True, False], [False, False]]]
+
+
+@pytest.mark.parametrize("fraction", [0.1, 0.3, 0.5, 0.7, 0.9])
+def test_removal_mask_exact_counts_and_top_pixels(fraction):
+    attr = torch.randn(5, 3, 8, 8, generator=gen(1))
+    k = round(fraction * 64)
+    scores = attr.sum(1).flatten(1)
+    roar = removal_mask(attr, fraction, generator=gen(2))
+    kar = removal_mask(attr, fraction, keep=True, generator=gen(2))
+    assert roar.shape == (5, 8, 8) and roar.dtype == torch.bool
+    assert roar.flatten(1).sum(1).tolist() == [k] * 5
+    assert kar.flatten(1).sum(1).tolist() == [64 - k] * 5
+    assert torch.equal(kar, ~roar)
+    for s, r in zip(scores, roar.flatten(1)):
+        assert s[r].min() > s[~r].max()  # removed pixels are exactly the top-k
+    expected = torch.zeros(5, 64, dtype=torch.bool).scatter_(1, rank_pixels(attr, generator=gen(2))[:, :k], True)
+    assert torch.equal(roar.flatten(1), expected)
+
+
+def test_removal_mask_rounds_half_to_even():
+    attr = torch.randn(1, 1, 2, 5, generator=gen(0))  # 10 pixels
+    counts = [removal_mask(attr, f, tie_noise=0).sum().item() for f in (0.25, 0.15, 0.44, 0.46)]
+    assert counts == [2, 2, 4, 5]
+
+
+def test_removal_mask_ties_broken_deterministically():
+    attr = torch.ones(3, 3, 6, 6)
+    a = removal_mask(attr, 0.3, generator=gen(7))
+    assert torch.equal(a, removal_mask(attr, 0.3, generator=gen(7)))
+    assert not torch.equal(a, removal_mask(attr, 0.3, generator=gen(8)))
+    assert a.flatten(1).sum(1).tolist() == [round(0.3 * 36)] * 3
+
+
+def test_removal_mask_input_untouched():
+    attr = torch.randn(2, 3, 4, 4, generator=gen(0))
+    before = attr.clone()
+    removal_mask(attr, 0.5, generator=gen(0))
+    assert torch.equal(attr, before)
+
+
+def test_random_removal_mask_bernoulli():
+    roar = random_removal_mask((8, 32, 32), 0.3, generator=gen(0))
+    kar = random_removal_mask((8, 32, 32), 0.3, keep=True, generator=gen(0))
+    assert roar.shape == (8, 32, 32) and roar.dtype == torch.bool
+    assert roar.float().mean().item() == pytest.approx(0.3, abs=0.01)
+    assert kar.float().mean().item() == pytest.approx(0.7, abs=0.01)
+    assert len(set(roar.flatten(1).sum(1).tolist())) > 1  # counts are random, not exact
+    assert torch.equal(roar, random_removal_mask((8, 32, 32), 0.3, generator=gen(0)))
+
+
+# --- replacement -------------------------------------------------------------------------------------
+
+def test_replace_pixels_uint8_rounds_fill_and_copies():
+    images = torch.arange(2 * 3 * 2 * 2, dtype=torch.uint8).view(2, 3, 2, 2)
+    before = images.clone()
+    out = replace_pixels(images, OBJECT, [100.4, 120.6, 7.0])
+    assert torch.equal(images, before)
+    assert out.dtype == torch.uint8
+    assert out[:, :, 0, 0].tolist() == [[100, 121, 7]] * 2
+    keep = ~OBJECT
+    assert torch.equal(out[:, :, keep], images[:, :, keep])
+
+
+def test_replace_pixels_float_per_image_mask():
+    images = torch.zeros(2, 2, 1, 2)
+    mask = torch.tensor([[[True, False]], [[False, False]]])
+    out = replace_pixels(images, mask, torch.tensor([0.25, -0.5]))
+    assert out.tolist() == [[[[0.25, 0.0]], [[-0.5, 0.0]]], [[[0.0, 0.0]], [[0.0, 0.0]]]]
+
+
+def test_channel_mean_hand_values():
+    images = torch.tensor([[[[0, 255]], [[10, 20]]], [[[255, 255]], [[30, 41]]]], dtype=torch.uint8)
+    mean = channel_mean(images)
+    assert mean.dtype == torch.float64
+    assert mean.tolist() == [191.25, 25.25]
+    assert channel_mean(images.float()).tolist() == [191.25, 25.25]
+
+
+# --- ROAR AUC / KAR AOC (Table 1) ----------------------------------------------------------------------
+
+GRID = [0.1, 0.3, 0.5, 0.7, 0.9]
+
+
+def test_auc_aoc_constant_curve():
+    assert roar_auc(GRID, [0.7] * 5) == pytest.approx(0.7)
+    assert kar_aoc(GRID, [0.7] * 5) == pytest.approx(0.3)
+
+
+def test_auc_linear_curve():
+    # acc = 1 - f: mean height over [0.1, 0.9] is 1 - 0.5
+    assert roar_auc(GRID, [1 - f for f in GRID]) == pytest.approx(0.5)
+
+
+def test_auc_trapezoid_weights_not_plain_mean():
+    assert roar_auc(GRID, [1, 0, 0, 0, 0]) == pytest.approx(1 / 8)
+    assert roar_auc(GRID, [0, 1, 0, 0, 0]) == pytest.approx(2 / 8)
+    # uneven spacing: triangle of area 0.2 * 1 / 2 over a span of 0.8
+    assert roar_auc(torch.tensor([0.1, 0.3, 0.9]), torch.tensor([1.0, 0.0, 0.0])) == pytest.approx(0.125)
+    assert kar_aoc([0.1, 0.3, 0.9], [1.0, 0.0, 0.0]) == pytest.approx(0.875)
+
+
+def test_random_baseline_auc_plus_aoc_is_one():
+    # Random ROAR at p and random KAR at 1 - p replace the same pixel distribution (Table 1: .5562 + .4438).
+    roar = [0.72, 0.68, 0.6, 0.5, 0.3]
+    assert roar_auc(GRID, roar) + kar_aoc(GRID, roar[::-1]) == pytest.approx(1.0)
+
+
+# --- validation -----------------------------------------------------------------------------------------
+
+def test_mask_shape_mismatch_names_both_shapes():
+    with pytest.raises(ValueError, match=r"\(3, 2\).*\(2, 2, 2, 2\)"):
+        attribution_outside(ATTR, torch.ones(3, 2, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"\(3, 2, 2\).*\(2, 2, 2, 2\)"):
+        attribution_in_region(ATTR, torch.ones(3, 2, 2, dtype=torch.bool))
+    with pytest.raises(ValueError, match="bool"):
+        attribution_in_region(ATTR, OBJECT.float())
+    with pytest.raises(ValueError, match=r"\(1, 3\).*\(2, 3, 2, 2\)"):
+        replace_pixels(torch.zeros(2, 3, 2, 2), torch.ones(1, 3, dtype=torch.bool), [0, 0, 0])
+
+
+@pytest.mark.parametrize(
+    "fn", [attribution_outside, attribution_in_region, total_variation, rank_pixels, removal_mask]
+)
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_non_finite_attributions_rejected(fn, bad):
+    attr = ATTR.clone()
+    attr[1, 0, 1, 1] = bad
+    args = {attribution_outside: (OBJECT,), attribution_in_region: (OBJECT,), removal_mask: (0.5,)}.get(fn, ())
+    with pytest.raises(ValueError, match="NaN"):
+        fn(attr, *args)
+
+
+@pytest.mark.parametrize("attr", [torch.zeros(2, 2, 2), torch.zeros(1, 1, 2, 2, dtype=torch.int64)])
+def test_attribution_shape_and_dtype_rejected(attr):
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
+        total_variation(attr)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.0, -0.1, 1.5, math.nan])
+def test_fraction_outside_open_unit_interval(fraction):
+    with pytest.raises(ValueError, match="fraction"):
+        removal_mask(ATTR, fraction)
+    with pytest.raises(ValueError, match="fraction"):
+        random_removal_mask((1, 2, 2), fraction)
+
+
+def test_bad_tie_noise_and_shape():
+    with pytest.raises(ValueError, match="tie_noise"):
+        rank_pixels(ATTR, tie_noise=-1e-4)
+    with pytest.raises(ValueError, match="shape"):
+        random_removal_mask((2, 2), 0.5)
+
+
+def test_bad_fill():
+    images = torch.zeros(1, 3, 2, 2, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="3 finite"):
+        replace_pixels(images, OBJECT, [1.0, 2.0])
+    with pytest.raises(ValueError, match="3 finite"):
+        replace_pixels(images, OBJECT, [1.0, math.nan, 2.0])
+    with pytest.raises(ValueError, match="fit"):
+        replace_pixels(images, OBJECT, [1.0, 300.0, 2.0])
+
+
+@pytest.mark.parametrize(
+    "fractions, accuracies, match",
+    [
+        ([0.1, 0.3], [0.5], "equal length"),
+        ([0.5], [0.5], "equal length"),
+        ([0.1, 0.3, 0.3], [0.5] * 3, "strictly increasing"),
+        ([0.5, 0.3], [0.5] * 2, "strictly increasing"),
+        ([0.0, 0.5], [0.5] * 2, "strictly increasing"),
+        ([0.5, 1.0], [0.5] * 2, "strictly increasing"),
+        ([0.1, 0.3], [0.5, 1.2], r"\[0, 1\]"),
+        ([0.1, 0.3], [0.5, math.nan], r"\[0, 1\]"),
+    ],
+)
+def test_bad_curves(fractions, accuracies, match):
+    for fn in (roar_auc, kar_aoc):
+        with pytest.raises(ValueError, match=match):
+            fn(fractions, accuracies)

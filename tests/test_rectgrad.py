@@ -1,0 +1,427 @@
+"""RectGrad, Guided Backprop and Deconvolution on the engine: exactness, invariances, bad input."""
+import threading
+import warnings
+
+import captum.attr as captum_attr
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from captum.metrics import infidelity, sensitivity_max
+from torch import nn
+
+from naive import naive_rectgrad
+from rectgrad import Deconvolution, GuidedBackprop, PaperCNN, RectGrad
+
+
+@pytest.fixture(scope="module")
+def cnn():
+    torch.manual_seed(1)
+    return PaperCNN().double().eval()
+
+
+@pytest.fixture(scope="module")
+def batch(cnn):
+    torch.manual_seed(2)
+    x = torch.randn(6, 3, 32, 32, dtype=torch.float64)
+    return x, cnn(x).argmax(1)
+
+
+def test_claim2_tau0_is_guided_backprop_times_input(cnn, batch):
+    x, y = batch
+    ours = RectGrad(cnn).attribute(x, target=y, tau=0.0)
+    guided = captum_attr.GuidedBackprop(cnn).attribute(x, target=y)
+    torch.testing.assert_close(ours, (guided * x).clamp(min=0), rtol=1e-10, atol=1e-12)
+    assert (ours > 0).any()
+
+
+def test_claim1_deconvolution(cnn, batch):
+    x, y = batch
+    ours = Deconvolution(cnn).attribute(x, target=y)
+    torch.testing.assert_close(ours, captum_attr.Deconvolution(cnn).attribute(x, target=y), rtol=1e-10, atol=1e-12)
+    # Claim 1: Deconv x input (thresholded at 0) is RectGrad with the rule 1[(a + eps) R > 0] R
+    via_rule = naive_rectgrad(cnn, x, y, tau=0.0, score="pr4")  # (a + eps) > 0 so the test is on R alone
+    torch.testing.assert_close((ours * x).clamp(min=0), via_rule, rtol=1e-10, atol=1e-12)
+
+
+def test_guided_backprop_matches_captum(cnn, batch):
+    x, y = batch
+    torch.testing.assert_close(GuidedBackprop(cnn).attribute(x, target=y),
+                               captum_attr.GuidedBackprop(cnn).attribute(x, target=y), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("q", [0.0, 20.0, 80.0, 90.0, 98.0, 99.5])
+def test_rectgrad_matches_naive_percentile_implementation(cnn, batch, q):
+    x, y = batch
+    ours = RectGrad(cnn).attribute(x, target=y, q=q, final_threshold=False)
+    torch.testing.assert_close(ours, naive_rectgrad(cnn, x, y, q=q, final_threshold=False), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("rule", ["pr2", "pr3", "pr4"])
+def test_propagation_rules_match_naive(cnn, batch, rule):
+    x, y = batch
+    ours = RectGrad(cnn).attribute(x, target=y, q=90.0, rule=rule)
+    torch.testing.assert_close(ours, naive_rectgrad(cnn, x, y, q=90.0, score=rule), rtol=1e-9, atol=1e-12)
+
+
+def test_padding_trick_and_prr_match_naive(cnn, batch):
+    x, y = batch
+    for kwargs in ({"padding_trick": True}, {"prr": True}, {"padding_trick": True, "prr": True}):
+        ours = RectGrad(cnn).attribute(x, target=y, q=98.0, **kwargs)
+        torch.testing.assert_close(ours, naive_rectgrad(cnn, x, y, q=98.0, **kwargs), rtol=1e-9, atol=1e-12)
+        assert not torch.equal(ours, RectGrad(cnn).attribute(x, target=y, q=98.0))
+
+
+class Toy(nn.Module):
+    """Appendix B.2: f(a) = a1 + 10 a2 - 100 a3 + 1000 a4 + b, with a = relu(x); a second logit is 0."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(4, 2)
+        with torch.no_grad():
+            self.linear.weight.copy_(torch.tensor([[1.0, 10.0, -100.0, 1000.0], [0.0, 0.0, 0.0, 0.0]]))
+            self.linear.bias.copy_(torch.tensor([5.0, 0.0]))
+
+    def forward(self, x):
+        return self.linear(torch.relu(x))
+
+
+@pytest.mark.parametrize("rule, chosen", [("pr1", 1), ("pr2", 2), ("pr3", 0), ("pr4", 3)])
+def test_appendix_b2_toy_by_hand(rule, chosen):
+    # a = (3, 2, 1, 0), R = (1, 10, -100, 1000); with q = 74 over 4 units one unit passes:
+    # PR1 a*R = (3, 20, -100, 0) -> a2; PR2 |a*R| -> a3; PR3 a -> a1; PR4 R -> a4 (paper B.2)
+    x = torch.tensor([[3.0, 2.0, 1.0, 0.0]])
+    attribution = RectGrad(Toy()).attribute(x, target=0, q=74.0, rule=rule, final_threshold=False)
+    expected = torch.zeros(1, 4)
+    expected[0, chosen] = x[0, chosen] * torch.tensor([1.0, 10.0, -100.0, 1000.0])[chosen]
+    assert torch.equal(attribution, expected)
+
+
+def test_toy_tau_rules_by_hand():
+    x = torch.tensor([[3.0, 2.0, 1.0, 0.0]])
+    # tau = 0: scores (3, 20, -100, 0) -> a1, a2 pass; x*R = (3, 20, 0, 0)
+    assert torch.equal(RectGrad(Toy()).attribute(x, target=0, tau=0.0), torch.tensor([[3.0, 20.0, 0.0, 0.0]]))
+    # tau = -200: every unit passes, even the inactive a4 (Listing 1 replaces the ReLU gate); x4 = 0 though
+    r = RectGrad(Toy()).attribute(torch.tensor([[3.0, 2.0, 1.0, -1.0]]), target=0, tau=-200.0, final_threshold=False)
+    assert torch.equal(r, torch.tensor([[3.0, 20.0, -100.0, -1000.0]]))
+
+
+def test_mod_rule_uses_pr1_at_top_and_pr2_below():
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3)).double()
+    x = torch.randn(4, 5, dtype=torch.float64)
+    mod = RectGrad(model).attribute(x, target=0, q=60.0, rule="mod", final_threshold=False)
+    # by hand: PR1 at the second ReLU, PR2 at the first
+    def above_percentile(scores):
+        tau = torch.from_numpy(np.percentile(scores.numpy(), 60, axis=1, method="nearest"))
+        return scores > tau[:, None]
+
+    with torch.no_grad():
+        a1 = torch.relu(model[0](x))
+        a2 = torch.relu(model[2](a1))
+        r2 = model[4].weight[0].expand(4, 8)
+        r1 = (r2 * above_percentile(a2 * r2)) @ model[2].weight
+        expected = x * ((r1 * above_percentile((a1 * r1).abs())) @ model[0].weight)
+    torch.testing.assert_close(mod, expected)
+
+
+def relu_variant(variant: str) -> nn.Module:
+    """The same small CNN with its ReLUs written in different ways."""
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.c2 = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+            self.fc = nn.Linear(8 * 8 * 8, 5)
+            self.r1, self.r2, self.r3 = nn.ReLU(), nn.ReLU(inplace=True), nn.ReLU()
+            self.shared = nn.ReLU(inplace=True)
+
+        def act(self, x, i):
+            if variant == "module":
+                return (self.r1, self.r3, nn.ReLU())[i](x)
+            if variant == "inplace_module":
+                return nn.ReLU(inplace=True)(x)
+            if variant == "reused":
+                return self.shared(x)
+            if variant == "functional":
+                return F.relu(x)
+            if variant == "functional_inplace":
+                return F.relu(x, inplace=True)
+            if variant == "torch":
+                return torch.relu(x)
+            if variant == "method":
+                return x.relu()
+            if variant == "method_inplace":
+                x.relu_()
+                return x
+            if variant == "torch_inplace":
+                return torch.relu_(x)
+            raise AssertionError(variant)
+
+        def forward(self, x):
+            x = F.max_pool2d(self.act(self.c1(x), 0), 2)
+            x = F.max_pool2d(self.act(self.c2(x), 1), 2)
+            return self.fc(self.act(x.flatten(1), 2))
+
+    torch.manual_seed(4)
+    return Net().double().eval()
+
+
+VARIANTS = ["inplace_module", "reused", "functional", "functional_inplace", "torch", "method", "method_inplace",
+            "torch_inplace"]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_functional_inplace_and_reused_relus_give_identical_maps(variant):
+    x = torch.randn(3, 3, 32, 32, dtype=torch.float64)
+    reference = relu_variant("module")
+    other = relu_variant(variant)
+    for kwargs in ({"q": 95.0}, {"tau": 0.0}, {"q": 98.0, "prr": True, "padding_trick": True}):
+        expected = RectGrad(reference).attribute(x, target=1, **kwargs)
+        assert (expected != 0).any()
+        assert torch.equal(RectGrad(other).attribute(x, target=1, **kwargs), expected), (variant, kwargs)
+    assert torch.equal(GuidedBackprop(other).attribute(x, target=1), GuidedBackprop(reference).attribute(x, target=1))
+
+
+def test_sample_map_does_not_depend_on_batch(cnn, batch):
+    x, y = batch
+    together = RectGrad(cnn).attribute(x, target=y, q=98.0, prr=True)
+    for i in range(len(x)):
+        alone = RectGrad(cnn).attribute(x[i:i + 1], target=y[i:i + 1], q=98.0, prr=True)
+        torch.testing.assert_close(alone, together[i:i + 1], rtol=1e-9, atol=1e-12)
+
+
+def test_internal_batch_size_gives_the_same_maps(cnn, batch):
+    x, y = batch
+    full = RectGrad(cnn).attribute(x, target=y.tolist())
+    torch.testing.assert_close(RectGrad(cnn).attribute(x, target=y.tolist(), internal_batch_size=4), full,
+                               rtol=1e-9, atol=1e-12)
+
+
+def test_target_none_explains_the_predicted_class(cnn, batch):
+    x, y = batch
+    assert torch.equal(RectGrad(cnn).attribute(x), RectGrad(cnn).attribute(x, target=y))
+    one = RectGrad(cnn).attribute(x, target=3)
+    assert torch.equal(one, RectGrad(cnn).attribute(x, target=torch.full((6,), 3)))
+    assert torch.equal(one, RectGrad(cnn).attribute(x, target=torch.tensor(3)))
+
+
+def snapshot(model):
+    return {
+        "state": {k: v.clone() for k, v in model.state_dict().items()},
+        "training": [m.training for m in model.modules()],
+        "requires_grad": [p.requires_grad for p in model.parameters()],
+        "attributes": [sorted(vars(m)) for m in model.modules()],
+    }
+
+
+def assert_untouched(model, before):
+    after = snapshot(model)
+    assert after["training"] == before["training"]
+    assert after["requires_grad"] == before["requires_grad"]
+    assert after["attributes"] == before["attributes"]
+    assert before["state"].keys() == after["state"].keys()
+    for key, value in before["state"].items():
+        assert torch.equal(value, after["state"][key]), key
+    for module in model.modules():
+        assert not module._forward_hooks and not module._forward_pre_hooks and not module._backward_hooks
+        assert not getattr(module, "_backward_pre_hooks", None)
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_model_untouched_after_success_and_after_error():
+    from torchvision.models import resnet18
+
+    model = resnet18(num_classes=7)
+    model.train()  # BatchNorm would update its running statistics
+    model.layer1[0].conv1.weight.requires_grad_(False)
+    before = snapshot(model)
+    x = torch.randn(2, 3, 64, 64)
+    for method in (RectGrad(model), GuidedBackprop(model), Deconvolution(model)):
+        method.attribute(x, target=[1, 2])
+        assert_untouched(model, before)
+    with pytest.raises(ValueError, match="out of range"):
+        RectGrad(model).attribute(x, target=9)
+    assert_untouched(model, before)
+    assert x.grad is None and not x.requires_grad
+
+
+def test_model_untouched_when_forward_raises():
+    class Failing(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bn = nn.BatchNorm1d(4)
+
+        def forward(self, x):
+            h = torch.relu(self.bn(x))
+            raise RuntimeError("boom")
+
+    model = Failing().train()
+    before = snapshot(model)
+    with pytest.raises(RuntimeError, match="boom"):
+        RectGrad(model).attribute(torch.randn(3, 4))
+    assert_untouched(model, before)
+    # the interception does not outlive the call
+    assert torch.equal(torch.relu(torch.tensor([-1.0, 2.0])), torch.tensor([0.0, 2.0]))
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"q": -1.0}, ValueError, r"q must be a percentile in \[0, 100\]"),
+    ({"q": 100.5}, ValueError, r"q must be a percentile"),
+    ({"q": float("nan")}, ValueError, r"q must be a percentile"),
+    ({"q": 98.0, "tau": 0.0}, ValueError, "not both"),
+    ({"tau": float("inf")}, ValueError, "tau must be a finite number"),
+    ({"target": 10}, ValueError, "target 10 is out of range"),
+    ({"target": -1}, ValueError, "out of range"),
+    ({"target": [0, 1]}, ValueError, "target has 2 entries but the batch has 6"),
+    ({"target": torch.tensor([0.5] * 6)}, TypeError, "integer class indices"),
+    ({"target": "cat"}, TypeError, "target must be None"),
+    ({"rule": "pr9"}, ValueError, "unknown rule"),
+])
+def test_bad_arguments(cnn, batch, kwargs, error, match):
+    x, _ = batch
+    with pytest.raises(error, match=match):
+        RectGrad(cnn).attribute(x, **kwargs)
+
+
+def test_bad_inputs(cnn):
+    with pytest.raises(TypeError, match="floating point"):
+        RectGrad(cnn).attribute(torch.zeros(2, 3, 32, 32, dtype=torch.long))
+    bad = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    bad[1, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        RectGrad(cnn).attribute(bad)
+    bad[1, 0, 0, 0] = float("inf")
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        GuidedBackprop(cnn).attribute(bad)
+    with pytest.raises(TypeError, match="must be torch tensors"):
+        RectGrad(cnn).attribute([[1.0]])
+
+
+def test_model_output_must_be_logits():
+    conv = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+    with pytest.raises(ValueError, match=r"shape \(N, classes\)"):
+        RectGrad(conv).attribute(torch.randn(2, 3, 8, 8))
+    with pytest.raises(TypeError, match="tensor of logits"):
+        RectGrad(lambda x: (x, x)).attribute(torch.randn(2, 3))
+
+
+def test_warns_without_known_activation_and_equals_gradient_times_input():
+    model = nn.Sequential(nn.Linear(4, 3)).double()
+    x = torch.randn(5, 4, dtype=torch.float64)
+    with pytest.warns(UserWarning, match="no activation function the engine knows"):
+        attribution = RectGrad(model).attribute(x, target=2, final_threshold=False)
+    torch.testing.assert_close(attribution, x * model[0].weight[2])
+
+
+def test_warns_when_a_small_layer_blocks_everything():
+    # logits through a ReLU over 10 units: with q = 98 the threshold is the largest score, strict > passes nothing
+    model = nn.Sequential(nn.Linear(6, 10), nn.ReLU())
+    with pytest.warns(UserWarning, match="all zero"):
+        attribution = RectGrad(model).attribute(torch.randn(2, 6), target=0, q=98.0)
+    assert torch.count_nonzero(attribution) == 0
+
+
+@pytest.mark.parametrize("activation", [nn.ReLU6(), nn.Hardtanh(-1.0, 2.0), nn.LeakyReLU(0.1), nn.ELU(), nn.GELU(),
+                                        nn.SiLU(), nn.ReLU6(inplace=True), nn.SiLU(inplace=True),
+                                        nn.LeakyReLU(0.1, inplace=True)])
+def test_other_activations_gate_their_own_derivative(activation):
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Linear(6, 12), activation, nn.Linear(12, 3)).double()
+    x = torch.randn(4, 6, dtype=torch.float64) * 3
+    ours = RectGrad(model).attribute(x, target=1, q=50.0, final_threshold=False)
+    # by hand: R_in = 1[a * R > tau] f'(z) R with tau the per-sample median score
+    z = model[0](x).detach().requires_grad_()
+    a = activation(z.clone())
+    r = model[2].weight[1].detach().expand(4, 12)
+    scores = a.detach() * r
+    tau = torch.from_numpy(np.percentile(scores.numpy(), 50, axis=1, method="nearest"))
+    (local,) = torch.autograd.grad(a, z, r * (scores > tau[:, None]), retain_graph=True)
+    torch.testing.assert_close(ours, x * (local @ model[0].weight))
+    guided = GuidedBackprop(model).attribute(x, target=1)
+    (expected_guided,) = torch.autograd.grad(a, z, r.clamp(min=0))
+    torch.testing.assert_close(guided, expected_guided @ model[0].weight)
+
+
+def test_guided_backprop_follows_relu6_where_captum_does_not():
+    torch.manual_seed(6)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU6(), nn.Flatten(), nn.Linear(8 * 6 * 6, 4)).eval()
+    x = torch.randn(2, 3, 8, 8) * 4
+    x_ = x.clone().requires_grad_()
+    (plain,) = torch.autograd.grad(model(x_)[:, 0].sum(), x_)
+    assert not torch.allclose(GuidedBackprop(model).attribute(x, target=0), plain)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert torch.allclose(captum_attr.GuidedBackprop(model).attribute(x, target=0), plain)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_dtypes(dtype):
+    torch.manual_seed(7)
+    model = PaperCNN(in_channels=1, image_size=28).to(dtype).eval()
+    x = torch.randn(3, 1, 28, 28, dtype=dtype)
+    attribution = RectGrad(model).attribute(x, q=98.0, prr=True, padding_trick=True)
+    assert attribution.dtype == dtype and attribution.shape == x.shape
+    assert torch.isfinite(attribution.float()).all() and (attribution > 0).any()
+    if dtype == torch.float32:  # same map as in float64 (no threshold sits within rounding of a score here)
+        reference = RectGrad(model.double()).attribute(x.double(), q=98.0, prr=True, padding_trick=True)
+        model.float()
+        torch.testing.assert_close(attribution.double(), reference, rtol=1e-4, atol=1e-6)
+
+
+def test_two_threads_with_different_q_match_sequential_results(cnn, batch):
+    x, y = batch
+    expected = {q: RectGrad(cnn).attribute(x, target=y, q=q) for q in (90.0, 99.0)}
+    results, errors = {}, []
+
+    def work(q):
+        try:
+            for i in range(3):
+                results[(q, i)] = RectGrad(cnn).attribute(x, target=y, q=q)
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(q,)) for q in expected]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for (q, _), value in results.items():
+        assert torch.equal(value, expected[q])
+    assert not torch.equal(expected[90.0], expected[99.0])
+
+
+def test_captum_wrappers_and_metrics_accept_rectgrad(cnn, batch):
+    x, y = batch
+    method = RectGrad(cnn)
+    smooth = captum_attr.NoiseTunnel(method).attribute(x[:2], nt_type="smoothgrad", nt_samples=3, stdevs=0.1,
+                                                       target=y[:2])
+    assert smooth.shape == x[:2].shape and (smooth > 0).any()
+    assert sensitivity_max(method.attribute, x[:2], target=y[:2], n_perturb_samples=2).shape == (2,)
+
+    def perturb(inputs):
+        noise = torch.randn_like(inputs) * 0.01
+        return noise, inputs - noise
+
+    assert infidelity(cnn, perturb, x[:2], method.attribute(x[:2], target=y[:2]), target=y[:2], n_perturb_samples=2).shape == (2,)
+
+
+def test_tuple_inputs_and_additional_forward_args():
+    torch.manual_seed(8)
+
+    class TwoInputs(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(3, 6), nn.Linear(2, 6)
+            self.out, self.relu = nn.Linear(6, 4), nn.ReLU()  # a module: Captum's hooks need one
+
+        def forward(self, x, z, scale):
+            return self.out(self.relu(self.a(x) + self.b(z))) * scale
+
+    model = TwoInputs().double()
+    x, z = torch.randn(5, 3, dtype=torch.float64), torch.randn(5, 2, dtype=torch.float64)
+    ax, az = RectGrad(model).attribute((x, z), target=1, additional_forward_args=(2.0,), tau=0.0)
+    gx, gz = captum_attr.GuidedBackprop(model).attribute((x, z), target=1, additional_forward_args=(2.0,))
+    torch.testing.assert_close(ax, (gx * x).clamp(min=0))
+    torch.testing.assert_close(az, (gz * z).clamp(min=0))

@@ -1,0 +1,42 @@
+import numpy as np
+import pytest
+import torch
+
+from rectgrad.selection import nearest_rank, percentile_nearest
+
+QS = [0, 1, 10, 25, 33.3, 50, 62.5, 74, 90, 95, 98, 99, 99.9, 100]
+
+
+@pytest.mark.parametrize("m", [1, 2, 3, 4, 7, 10, 256, 4095, 4096, 5000, 16384, 32771])
+def test_percentile_matches_numpy_nearest(m):
+    x = torch.randn(3, m)
+    x[:, ::3] = 0.0  # ties
+    for q in QS:
+        expected = np.percentile(x.numpy(), q, axis=1, method="nearest")
+        assert np.array_equal(percentile_nearest(x, q).numpy(), expected), q
+
+
+def test_percentile_on_relu_like_scores_with_heavy_ties():
+    # the shape of RectGrad's scores: half exact zeros, the rest signed
+    x = torch.relu(torch.randn(4, 20000)) * torch.randn(4, 20000)
+    x[1] = 0.0  # one row entirely tied
+    x[2, :19990] = 1.0  # ties just below the top
+    for q in QS:
+        expected = np.percentile(x.numpy(), q, axis=1, method="nearest")
+        assert np.array_equal(percentile_nearest(x, q).numpy(), expected), q
+
+
+def test_percentile_float64_and_rows_independent():
+    x = torch.randn(5, 9000, dtype=torch.float64)
+    full = percentile_nearest(x, 98)
+    assert full.dtype == torch.float64
+    for i in range(5):
+        assert percentile_nearest(x[i:i + 1], 98).item() == full[i].item()
+
+
+def test_nearest_rank_rounds_half_to_even_like_numpy():
+    # (n - 1) * q / 100 = 2.5 -> 2 ; 3.5 -> 4
+    assert nearest_rank(50, 6) == 2
+    assert nearest_rank(50, 8) == 4
+    assert nearest_rank(74, 4) == 2
+    assert nearest_rank(100, 10) == 9 and nearest_rank(0, 10) == 0

@@ -1,0 +1,145 @@
+"""Tests for rectgrad.viz (Appendix F.1 visualization); expected values are worked out by hand."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from rectgrad import viz
+
+
+def test_channel_sum_tensor_and_array():
+    a = torch.tensor([[[[1.0, 2.0]], [[10.0, 20.0]], [[100.0, 200.0]]]])  # (1,3,1,2)
+    assert np.array_equal(viz.channel_sum(a), [[[111.0, 222.0]]])
+    b = np.stack([np.ones((2, 2)), -3 * np.ones((2, 2))])  # (2,2,2) = (C,H,W)
+    out = viz.channel_sum(b)
+    assert out.shape == (2, 2) and np.all(out == -2.0)
+    with pytest.raises(ValueError):
+        viz.channel_sum(np.zeros((4, 4)))
+
+
+def test_clip_outliers_per_image_percentiles():
+    # 0..200 (201 values): 0.5th pct = 0.005*200 = 1, 99.5th = 199; the second image is 10x larger.
+    img = np.arange(201.0).reshape(3, 67)
+    out = viz.clip_outliers(np.stack([img, 10 * img]))
+    assert (out[0].min(), out[0].max()) == (1.0, 199.0)
+    assert (out[1].min(), out[1].max()) == (10.0, 1990.0)
+    assert out[0, 0, 0] == 1.0 and out[0, -1, -1] == 199.0 and out[0, 1, 5] == img[1, 5]
+
+
+def test_clip_outliers_symmetric_cap():
+    # -50..150: |m| sorted has 150 at rank 200 and 149 at rank 199 = 99.5th pct -> cap +-149, -50 untouched.
+    m = (np.arange(201.0) - 50).reshape(3, 67)
+    out = viz.clip_outliers(m, symmetric=True)
+    assert (out.min(), out.max()) == (-50.0, 149.0)
+    assert viz.clip_outliers(m).min() == -49.0  # the default (asymmetric) rule differs here
+
+
+def test_final_threshold_top_keeps_exactly_top_five_percent():
+    rng = np.random.default_rng(0)
+    img = rng.permutation(400).reshape(20, 20).astype(float)  # 95th pct = 379.05 -> 380..399 survive
+    out = viz.final_threshold(np.stack([img, img - 1000]), "top")
+    assert np.count_nonzero(out[0]) == 20
+    assert sorted(out[0][out[0] != 0]) == list(range(380, 400))
+    assert sorted(out[1][out[1] != 0]) == list(range(-620, -600))  # per image, negatives included
+    ties = np.arange(21.0).reshape(3, 7)  # 95th pct = 19 exactly: values equal to it are kept
+    assert np.sort(viz.final_threshold(ties, "top").ravel())[-3:].tolist() == [0.0, 19.0, 20.0]
+
+
+def test_final_threshold_positive_and_bad_mode():
+    m = np.array([[-2.0, 3.0], [0.0, -0.5]])
+    assert np.array_equal(viz.final_threshold(m, "positive"), [[0.0, 3.0], [0.0, 0.0]])
+    with pytest.raises(ValueError):
+        viz.final_threshold(m, "abs")
+
+
+def test_prepare_pipeline_with_top_threshold():
+    s = np.arange(400.0).reshape(1, 20, 20)
+    attr = torch.tensor(np.stack([s / 2, s / 2], axis=1))  # (1,2,20,20): channels sum to 0..399
+    out = viz.prepare(attr, threshold="top")
+    # kept 380..399; 99.5th pct of the thresholded map = 397 + 0.005 = 397.005; the rest are 0
+    assert out.shape == (1, 20, 20)
+    assert np.count_nonzero(out == 0) == 380
+    assert np.sort(out[out > 0])[:2].tolist() == [380.0, 381.0]
+    assert out[out > 397].tolist() == pytest.approx([397.005, 397.005])  # 398 and 399 capped
+
+
+def test_prepare_positive_and_grayscale():
+    attr = np.array([[[[-5.0, 1.0], [2.0, 3.0]]]])  # (1,1,2,2)
+    out = viz.prepare(attr, threshold="positive", low=0.0, high=100.0)
+    assert np.array_equal(out, [[[0.0, 1.0], [2.0, 3.0]]])
+    maps = np.random.default_rng(1).normal(size=(3, 8, 8))
+    assert np.array_equal(viz.prepare(maps, grayscale=True), viz.prepare(maps[:, None]))
+    assert viz.prepare(maps).shape == (1, 8, 8)  # without grayscale=True a 3-D input is one (C,H,W) image
+    with pytest.raises(ValueError):
+        viz.prepare(np.zeros((2, 3, 8, 8)), grayscale=True)
+
+
+def test_to_display_image_ranges_and_layout():
+    x = torch.tensor([-1.0, 0.0, 0.5, 1.0, 3.0]).reshape(1, 1, 1, 5).repeat(2, 3, 1, 1)
+    out = viz.to_display_image(x)
+    assert out.shape == (2, 1, 5, 3)
+    assert np.allclose(out[0, 0, :, 1], [0.0, 0.5, 0.75, 1.0, 1.0])  # (x+1)/2, then clipped to [0,1]
+    grey = viz.to_display_image(torch.zeros(1, 4, 6))
+    assert grey.shape == (4, 6) and np.all(grey == 0.5)
+
+
+def test_to_display_image_undoes_normalization():
+    img = np.random.default_rng(2).uniform(size=(3, 4, 4))
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    x = (img - mean[:, None, None]) / std[:, None, None]
+    assert np.allclose(viz.to_display_image(x, mean, std), img.transpose(1, 2, 0))
+
+
+def test_color_scale_symmetric_and_zero_is_white():
+    m = np.array([[-4.0, 0.0], [0.5, 3.0]])
+    assert viz.color_limits(m) == (-4.0, 4.0)  # from max|m|, not max(m)
+    assert viz.color_limits(np.zeros((2, 2))) == (-1.0, 1.0)
+    fig = viz.grid(None, [m[None]])
+    im = fig.axes[0].images[0]
+    assert im.get_clim() == (-4.0, 4.0) and im.get_cmap().name == viz.CMAP
+    assert np.allclose(im.to_rgba(0.0)[:3], 1.0, atol=0.01)  # white at zero
+    assert im.to_rgba(4.0)[0] > 0.9 and im.to_rgba(4.0)[2] < 0.1  # red at +max
+    assert im.to_rgba(-4.0)[2] > 0.9 and im.to_rgba(-4.0)[0] < 0.1  # blue at -max
+
+
+def test_grid_layout_and_png(tmp_path):
+    images = torch.rand(2, 3, 8, 8) * 2 - 1
+    maps = {name: np.random.default_rng(i).normal(size=(2, 8, 8)) for i, name in enumerate(["A", "B", "C"])}
+    fig = viz.grid(images, maps, row_labels=["r0", "r1"], title="t")
+    assert len(fig.axes) == 2 * 4
+    rows = {round(ax.get_position().y0, 3) for ax in fig.axes}
+    cols = {round(ax.get_position().x0, 3) for ax in fig.axes}
+    assert len(rows) == 2 and len(cols) == 4
+    assert [ax.get_title() for ax in fig.axes[:4]] == ["Input", "A", "B", "C"]
+    assert fig.axes[0].get_ylabel() == "r0" and fig.axes[4].get_ylabel() == "r1"
+    assert fig.axes[0].images[0].get_array().shape == (8, 8, 3)
+    path = viz.save_figure(fig, tmp_path / "sub" / "dir" / "grid.png", dpi=50)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    w, h = Image.open(path).size
+    assert (w, h) == (round(fig.get_figwidth() * 50), round(fig.get_figheight() * 50))
+    with pytest.raises(ValueError):
+        viz.grid(images, {"A": maps["A"][:1]})
+    with pytest.raises(ValueError):
+        viz.grid(images, maps, col_labels=["only", "three", "labels"])
+
+
+def test_boxplot_and_line_plot():
+    fig = viz.boxplot({"RectGrad": [1.0, 2.0, 3.0], "Saliency": [4.0, 5.0]}, ylabel="sum |a|")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["RectGrad", "Saliency"]
+    assert ax.get_ylabel() == "sum |a|"
+    fig = viz.line_plot([10, 30, 50], {"a": ([0.1, 0.2, 0.3], [0.01, 0.01, 0.02]), "b": ([0.3, 0.2, 0.1], None)},
+                        xlabel="p", ylabel="acc")
+    ax = fig.axes[0]
+    assert [line.get_label() for line in ax.get_lines()] == ["a", "b"]
+    assert len(ax.collections) == 1  # only "a" has a std band
+
+
+def test_figures_stay_out_of_pyplot_state(tmp_path):
+    import matplotlib.pyplot as plt
+
+    before = plt.get_fignums()
+    fig = viz.grid(np.zeros((1, 3, 4, 4)), {"m": np.ones((1, 4, 4))})
+    viz.save_figure(viz.boxplot({"m": [1.0, 2.0]}, ylabel="y"), tmp_path / "b.png")
+    viz.save_figure(fig, tmp_path / "g.png")
+    assert plt.get_fignums() == before  # no pyplot-managed figures were opened
