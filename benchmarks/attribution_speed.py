@@ -1,6 +1,9 @@
 """Time RectGrad against the physical floor (one forward + one backward: gradient x input) and
 Captum's GuidedBackprop, side by side in one process; prints medians and ratios.
 
+Both wall-clock and process CPU time are reported: on a shared machine the CPU-time ratio is the
+steadier of the two (other processes inflate wall time unevenly).
+
     python benchmarks/attribution_speed.py [--repeats 7] [--device cpu|cuda] [--models cnn,resnet50]
 """
 from __future__ import annotations
@@ -23,14 +26,15 @@ def gradient_x_input(model, x, target):
     return grad * x
 
 
-def timed(fn, device) -> float:
+def timed(fn, device) -> tuple[float, float]:
+    """Wall-clock and process CPU seconds of one call."""
     if device.type == "cuda":
         torch.cuda.synchronize()
-    start = time.perf_counter()
+    wall, cpu = time.perf_counter(), time.process_time()
     fn()
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return time.perf_counter() - start
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def bench(name, model, x, repeats, device):
@@ -50,11 +54,12 @@ def bench(name, model, x, repeats, device):
     for _ in range(repeats):  # interleaved, so drifts in machine load hit every method alike
         for key, fn in candidates.items():
             times[key].append(timed(fn, device))
-    floor = statistics.median(times["gradient x input"])
-    print(f"\n{name} ({tuple(x.shape)}, {device}, {repeats} repeats)")
+    floor = [statistics.median(t[i] for t in times["gradient x input"]) for i in (0, 1)]
+    print(f"\n{name} ({tuple(x.shape)}, {device}, {repeats} repeats; ratio = time / gradient x input time)")
     for key, values in times.items():
-        median = statistics.median(values)
-        print(f"  {key:32s} median {median * 1000:9.1f} ms   ratio to gradient x input {median / floor:5.2f}")
+        wall, cpu = (statistics.median(t[i] for t in values) for i in (0, 1))
+        print(f"  {key:32s} wall {wall * 1000:8.1f} ms (ratio {wall / floor[0]:4.2f})   "
+              f"cpu {cpu * 1000:8.1f} ms (ratio {cpu / floor[1]:4.2f})")
 
 
 def main():

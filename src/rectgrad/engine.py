@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
-from rectgrad.selection import percentile_nearest
+from rectgrad.selection import where_above_percentile
 
 SCORES = {
     "pr1": lambda a, g: a * g,
@@ -60,15 +60,18 @@ class Rule:
     relu_gate: bool = False
     derivative: bool = True
 
-    def keep(self, a: Tensor, grad: Tensor, is_top: bool) -> Tensor:
-        """Boolean mask of the units through which the gradient passes."""
+    def gate(self, a: Tensor, grad: Tensor, is_top: bool, is_relu: bool) -> Tensor:
+        """``grad`` where the unit's score exceeds the threshold (and, with ``relu_gate`` at a ReLU,
+        where ``a > 0``), 0 elsewhere."""
         score = SCORES[self.top_score if is_top and self.top_score else self.score]
         s = score(a.float(), grad.float()) if a.dtype in (torch.float16, torch.bfloat16) else score(a, grad)
+        relu_gate = self.relu_gate and is_relu
         if self.q is None:
-            return s > self.tau
-        flat = s.reshape(s.shape[0], -1)
-        tau = percentile_nearest(flat, self.q)
-        return (flat > tau[:, None]).view_as(s)
+            keep = (s > self.tau) & (a > 0) if relu_gate else s > self.tau
+            return torch.where(keep, grad, 0.0)
+        n = s.shape[0]
+        gated = where_above_percentile(s.reshape(n, -1), grad.reshape(n, -1), self.q).view_as(grad)
+        return torch.where(a > 0, gated, 0.0) if relu_gate else gated
 
 
 GUIDED_BACKPROP = Rule(score="pr4", tau=0.0, relu_gate=True)
@@ -133,13 +136,8 @@ class _RuleAtActivation(torch.autograd.Function):
         site: _Site = ctx.site
         a, z = ctx.saved_tensors
         rule = site.rule
-        keep = rule.keep(a, grad, site.is_top)
-        if site.is_relu:
-            if rule.relu_gate:
-                keep = keep & (a > 0)
-            return torch.where(keep, grad, 0.0), None, None
-        gated = torch.where(keep, grad, 0.0)
-        if not rule.derivative:
+        gated = rule.gate(a, grad, site.is_top, site.is_relu)
+        if site.is_relu or not rule.derivative:
             return gated, None, None
         with torch.enable_grad():
             zz = z.detach().requires_grad_()

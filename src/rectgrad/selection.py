@@ -27,29 +27,53 @@ def percentile_nearest(scores: Tensor, q: float) -> Tensor:
     k = nearest_rank(q, m)
     from_top = m - k  # the percentile is the `from_top`-th largest value
     if from_top <= k + 1:
-        return _kth_largest(scores, from_top)
-    return -_kth_largest(-scores, k + 1)
+        return _kth_largest(scores, from_top)[0]
+    return -_kth_largest(-scores, k + 1)[0]
 
 
-def _kth_largest(x: Tensor, t: int) -> Tensor:
-    """Per-row t-th largest value (t >= 1) of a ``(N, M)`` tensor."""
+def where_above_percentile(scores: Tensor, values: Tensor, q: float) -> Tensor:
+    """``where(scores > q-th percentile of each row, values, 0)`` for ``(N, M)`` tensors (strict ``>``).
+
+    When the percentile was found among a few candidates, only those are compared and copied.
+    """
+    n, m = scores.shape
+    k = nearest_rank(q, m)
+    from_top = m - k
+    if from_top <= k + 1:
+        tau, candidates = _kth_largest(scores, from_top)
+        if candidates is not None:
+            flat_scores = scores.reshape(-1)
+            kept = candidates[flat_scores.index_select(0, candidates) > tau.index_select(0, candidates // m)]
+            out = torch.zeros_like(values).reshape(-1)
+            out.index_copy_(0, kept, values.reshape(-1).index_select(0, kept))
+            return out.view_as(values)
+    else:
+        tau = -_kth_largest(-scores, k + 1)[0]
+    return torch.where(scores > tau[:, None], values, 0)
+
+
+def _kth_largest(x: Tensor, t: int) -> tuple[Tensor, Tensor | None]:
+    """Per-row t-th largest value (t >= 1) of a ``(N, M)`` tensor and, when it was found without a
+    full selection, the flat indices of the candidates it was selected from (every value >= it)."""
     n, m = x.shape
     if t == 1:
-        return x.amax(dim=1)
+        return x.amax(dim=1), None
     blocks = 4 * t
     if m < 4096 or blocks * 8 > m:
-        return x.topk(t, dim=1, sorted=False).values.amin(dim=1)
-    # t rows-blocks have a maximum >= the t-th largest block maximum, so at least t values are >= it:
+        return x.topk(t, dim=1, sorted=False).values.amin(dim=1), None
+    # t blocks have a maximum >= the t-th largest block maximum, so at least t values are >= it:
     # the t-th largest value lies among the candidates >= that bound.
     width = m // blocks
     block_max = x[:, : blocks * width].reshape(n, blocks, width).amax(dim=2)
     bound = block_max.topk(t, dim=1, sorted=False).values.amin(dim=1, keepdim=True)
-    rows, cols = (x >= bound).nonzero(as_tuple=True)
+    candidates = (x >= bound).reshape(-1).nonzero().squeeze(1)
+    rows = candidates // m
     counts = torch.bincount(rows, minlength=n)
     widest = int(counts.max())
     if widest * 4 > m:  # heavy ties at the bound (e.g. many zero scores): select directly
-        return x.topk(t, dim=1, sorted=False).values.amin(dim=1)
+        return x.topk(t, dim=1, sorted=False).values.amin(dim=1), None
     starts = torch.cumsum(counts, 0) - counts
-    packed = x.new_full((n, widest), float("-inf"))
-    packed[rows, torch.arange(rows.numel(), device=x.device) - starts[rows]] = x[rows, cols]
-    return packed.topk(t, dim=1, sorted=False).values.amin(dim=1)
+    slots = rows * widest + torch.arange(candidates.numel(), device=x.device) - starts.index_select(0, rows)
+    packed = x.new_full((n * widest,), float("-inf"))
+    packed.index_copy_(0, slots, x.reshape(-1).index_select(0, candidates))
+    return packed.view(n, widest).topk(t, dim=1, sorted=False).values.amin(dim=1), candidates

@@ -1,0 +1,96 @@
+"""Checkpoint round trip, the other model files ``load_model`` accepts, and each bad input."""
+import os
+
+import pytest
+import torch
+from torch import nn
+
+import rectgrad
+from rectgrad import load_model
+from rectgrad.checkpoint import load_checkpoint, save_checkpoint
+from rectgrad.models import PaperCNN
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    return PaperCNN(1, 12, 3)
+
+
+def same_outputs(a: nn.Module, b: nn.Module) -> bool:
+    x = torch.randn(2, 1, 12, 12)
+    with torch.no_grad():
+        return torch.equal(a(x), b(x))
+
+
+def test_round_trip_with_metadata(model, tmp_path):
+    path = tmp_path / "m.pt"
+    save_checkpoint(model, path, dataset="fashion-mnist", patch=None, epochs=20, seed=0, test_accuracy=0.91)
+    loaded, meta = load_checkpoint(path)
+    assert meta == {"rectgrad_version": rectgrad.__version__, "dataset": "fashion-mnist", "patch": None,
+                    "epochs": 20, "seed": 0, "test_accuracy": 0.91}
+    assert isinstance(loaded, PaperCNN) and loaded.config() == model.config() and not loaded.training
+    assert same_outputs(model.eval(), loaded) and same_outputs(model, load_model(path))
+    assert os.listdir(tmp_path) == ["m.pt"]
+    raw = torch.load(path, weights_only=True)
+    assert raw["format"] == "rectgrad-checkpoint" and raw["architecture"] == "PaperCNN"
+
+
+def test_interrupted_save_keeps_the_old_file(model, tmp_path, monkeypatch):
+    path = tmp_path / "m.pt"
+    save_checkpoint(model, path, epochs=1)
+
+    def interrupted(obj, f):
+        f.write(b"half a checkpoint")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(model, path, epochs=2)
+    assert os.listdir(tmp_path) == ["m.pt"] and load_checkpoint(path)[1]["epochs"] == 1
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
+def test_load_model_accepts_pickled_module_and_torchscript(model, tmp_path):
+    model.eval()
+    torch.save(model, tmp_path / "whole.pt")
+    torch.jit.trace(model, torch.randn(1, 1, 12, 12)).save(str(tmp_path / "scripted.pt"))
+    for name in ["whole.pt", "scripted.pt"]:
+        loaded = load_model(tmp_path / name, map_location="cpu")
+        assert not loaded.training and same_outputs(model, loaded)
+
+
+def test_missing_and_corrupt_files(model, tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing.pt"):
+        load_model(tmp_path / "nothing.pt")
+    with pytest.raises(FileNotFoundError, match="nothing.pt"):
+        load_checkpoint(tmp_path / "nothing.pt")
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"this is not a torch file" * 10)
+    for load in (load_model, load_checkpoint):
+        with pytest.raises(ValueError, match="garbage.pt .*not a torch file"):
+            load(garbage)
+    save_checkpoint(model, tmp_path / "full.pt")
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes((tmp_path / "full.pt").read_bytes()[:1000])
+    with pytest.raises(ValueError, match="truncated.pt .*not a torch file"):
+        load_model(truncated)
+
+
+def test_wrong_architecture_or_weights(model, tmp_path):
+    save_checkpoint(model, tmp_path / "m.pt")
+    payload = torch.load(tmp_path / "m.pt", weights_only=True)
+    cases = {
+        "resnet.pt": ({**payload, "architecture": "ResNet"}, "holds a 'ResNet' model"),
+        "shape.pt": ({**payload, "config": {**payload["config"], "num_classes": 10}}, "do not fit PaperCNN.*size mismatch"),
+        "config.pt": ({**payload, "config": {"layers": 3}}, "do not fit PaperCNN"),
+        "other.pt": ({"format": "something-else"}, "not a rectgrad checkpoint"),
+        "state.pt": (model.state_dict(), "bare state dict"),
+        "number.pt": (3, "holds a int"),
+    }
+    for name, (content, message) in cases.items():
+        torch.save(content, tmp_path / name)
+        with pytest.raises(ValueError, match=message):
+            load_model(tmp_path / name)
+    with pytest.raises(ValueError, match="can only checkpoint PaperCNN"):
+        save_checkpoint(nn.Linear(2, 2), tmp_path / "linear.pt")

@@ -1,0 +1,291 @@
+"""Dataset readers on tiny files in the real formats, their errors, and the patch transform."""
+import gzip
+import hashlib
+import io
+import os
+import pickle
+import tarfile
+import urllib.error
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from rectgrad import data
+from rectgrad.data import (CIFAR10_CLASSES, ImageDataset, RandomPatch, load_cifar10, load_dataset,
+                           load_fashion_mnist, load_masked_images, object_masks_from_images, read_idx,
+                           to_inputs, to_uint8)
+
+REAL_MASKS = Path("/work/shared/data/cifar10_masks")
+
+
+@pytest.fixture(autouse=True)
+def no_system_data(tmp_path, monkeypatch):
+    """Hide any installed dataset and use an empty cache, so tests see only their own files."""
+    monkeypatch.setattr(data, "FASHION_MNIST_SYSTEM_DIR", tmp_path / "no-system-dir")
+    monkeypatch.setenv("RECTGRAD_DATA", str(tmp_path / "cache"))
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def write_fashion(folder: Path, split="train", n=12, seed=0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    images, labels = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), rng.integers(0, 10, n, dtype=np.uint8)
+    (image_file, _), (label_file, _) = data.FASHION_MNIST_FILES[split]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / image_file).write_bytes(gzip.compress(idx_bytes(images)))
+    (folder / label_file).write_bytes(gzip.compress(idx_bytes(labels)))
+    return images, labels
+
+
+def cifar_archive(path: Path, n=4, members=None, batch=None) -> dict:
+    """A cifar-10-python.tar.gz with ``n`` random images per batch (or ``batch`` as every batch), in the
+    official layout: pickled dicts with bytes keys. Returns the batches by member name."""
+    rng = np.random.default_rng(0)
+    members = members or [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    batches = {m: batch or {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                            b"labels": rng.integers(0, 10, n).tolist()} for m in members}
+    batches["batches.meta"] = {b"label_names": [c.encode() for c in CIFAR10_CLASSES]}
+    with tarfile.open(path, "w:gz") as tar:
+        for member, content in batches.items():
+            # name numpy's unpickling helper as the official archive, pickled by an older numpy, does
+            raw = pickle.dumps(content, protocol=2).replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{member}")
+            info.size = len(raw)
+            tar.addfile(info, io.BytesIO(raw))
+    return batches
+
+
+# ---------------------------------------------------------------- ImageDataset
+
+def test_image_dataset_scaling_subset_and_with_images():
+    ds = ImageDataset(torch.tensor([0, 255, 128, 1], dtype=torch.uint8).reshape(4, 1, 1, 1),
+                      torch.tensor([0, 1, 2, 3]), ["a", "b", "c", "d"], "toy")
+    x = ds.inputs()
+    assert x.dtype == torch.float32 and x.min() == -1 and x.max() == 1
+    assert torch.equal(to_uint8(to_inputs(ds.images)), ds.images)
+    assert torch.equal(ds.inputs(torch.tensor([1])), torch.ones(1, 1, 1, 1))
+    sub = ds.subset(torch.tensor([3, 0]))
+    assert len(sub) == 2 and sub.labels.tolist() == [3, 0] and sub.classes == ds.classes
+    assert torch.equal(ds.with_images(ds.images.flip(0)).images[0], ds.images[3])
+    with pytest.raises(ValueError, match="expected 4 images"):
+        ds.with_images(ds.images[:2])
+    with pytest.raises(ValueError, match="uint8"):
+        ImageDataset(torch.zeros(2, 1, 3, 3), torch.zeros(2), ["a"], "bad")
+
+
+def test_load_dataset_unknown_name():
+    with pytest.raises(ValueError, match="known: fashion-mnist, cifar10"):
+        load_dataset("mnist", "train")
+
+
+# ---------------------------------------------------------------- Fashion-MNIST
+
+def test_fashion_mnist_from_data_dir(tmp_path):
+    images, labels = write_fashion(tmp_path, "test", n=7)
+    ds = load_fashion_mnist("test", data_dir=tmp_path)
+    assert ds.images.shape == (7, 1, 28, 28) and ds.images.dtype == torch.uint8
+    assert torch.equal(ds.images[:, 0], torch.from_numpy(images))
+    assert ds.labels.tolist() == labels.tolist() and ds.labels.dtype == torch.int64
+    assert ds.name == "fashion-mnist" and ds.classes[9] == "Ankle boot"
+    assert len(load_dataset("fashion-mnist", "test", data_dir=tmp_path)) == 7
+
+
+def test_fashion_mnist_search_order(tmp_path, monkeypatch):
+    write_fashion(tmp_path / "system", n=3)
+    write_fashion(tmp_path / "cache" / "fashion-mnist", n=5)
+    assert len(load_fashion_mnist("train")) == 5
+    monkeypatch.setattr(data, "FASHION_MNIST_SYSTEM_DIR", tmp_path / "system")
+    assert len(load_fashion_mnist("train", data_dir=tmp_path / "empty")) == 3
+
+
+def test_fashion_mnist_missing_says_how_to_get_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist.*--download"):
+        load_fashion_mnist("train", data_dir=tmp_path)
+
+
+@pytest.mark.parametrize("corrupt, message", [
+    (lambda raw: raw, "not a valid gzip"),                                        # not gzipped
+    (lambda raw: gzip.compress(raw)[:-20], "not a valid gzip"),                   # truncated gzip
+    (lambda raw: gzip.compress(b"\x00\x00\x08\x01" + raw[4:]), "wrong magic"),    # labels' magic
+    (lambda raw: gzip.compress(raw[:-5]), "wrong size"),
+])
+def test_idx_corruptions(tmp_path, corrupt, message):
+    write_fashion(tmp_path)
+    raw = idx_bytes(np.zeros((12, 28, 28), np.uint8))
+    bad = tmp_path / "train-images-idx3-ubyte.gz"
+    bad.write_bytes(corrupt(raw))
+    with pytest.raises(ValueError, match=message) as info:
+        load_fashion_mnist("train", data_dir=tmp_path)
+    assert str(bad) in str(info.value)
+
+
+def test_idx_count_mismatch_and_bad_labels(tmp_path):
+    write_fashion(tmp_path)
+    labels = tmp_path / "train-labels-idx1-ubyte.gz"
+    labels.write_bytes(gzip.compress(idx_bytes(np.zeros(11, np.uint8))))
+    with pytest.raises(ValueError, match="12 images but .* 11 labels"):
+        load_fashion_mnist("train", data_dir=tmp_path)
+    labels.write_bytes(gzip.compress(idx_bytes(np.full(12, 10, np.uint8))))
+    with pytest.raises(ValueError, match="label 10 out of range"):
+        load_fashion_mnist("train", data_dir=tmp_path)
+    assert read_idx(labels, ndim=1).shape == (12,)
+
+
+def fake_server(files: dict[str, bytes]):
+    def urlopen(url, timeout=None):
+        name = url.rsplit("/", 1)[-1]
+        if name not in files:
+            raise urllib.error.URLError("network unreachable")
+        return io.BytesIO(files[name])
+    return urlopen
+
+
+def test_fashion_mnist_download_checks_md5(tmp_path, monkeypatch):
+    source = tmp_path / "source"
+    write_fashion(source, "test", n=4)
+    files = {p.name: p.read_bytes() for p in source.iterdir()}
+    monkeypatch.setattr(data.urllib.request, "urlopen", fake_server(files))
+    cache = tmp_path / "cache" / "fashion-mnist"
+    with pytest.raises(ValueError, match="checksum mismatch .*t10k-images"):
+        load_fashion_mnist("test", download=True)
+    assert not cache.exists() or not any(cache.iterdir())  # nothing half-written kept
+    monkeypatch.setitem(data.FASHION_MNIST_FILES, "test",
+                        tuple((name, hashlib.md5(files[name]).hexdigest()) for name, _ in
+                              data.FASHION_MNIST_FILES["test"]))
+    assert len(load_fashion_mnist("test", download=True)) == 4
+    assert sorted(p.name for p in cache.iterdir()) == sorted(files)
+
+
+def test_download_offline_says_where_to_put_the_file(monkeypatch):
+    monkeypatch.setattr(data.urllib.request, "urlopen", fake_server({}))
+    with pytest.raises(FileNotFoundError, match="could not download .*put the file at"):
+        load_cifar10("train", download=True)
+
+
+def test_object_masks_rule():
+    images = torch.zeros(2, 3, 4, 4, dtype=torch.uint8)
+    images[0, 1, 1, 2] = 1
+    images[1, :, 0, 0] = 30
+    masks = object_masks_from_images(images)
+    assert masks.shape == (2, 4, 4) and masks.dtype == torch.bool
+    assert masks.sum().item() == 2 and masks[0, 1, 2] and masks[1, 0, 0]
+    assert object_masks_from_images(images, threshold=10).sum().item() == 1
+
+
+# ---------------------------------------------------------------- CIFAR-10
+
+def test_cifar10_reads_pickled_batches_from_archive(tmp_path):
+    batches = cifar_archive(tmp_path / "cifar-10-python.tar.gz", n=4)
+    train, test = load_cifar10("train", data_dir=tmp_path), load_dataset("cifar10", "test", data_dir=tmp_path)
+    assert train.images.shape == (20, 3, 32, 32) and len(test) == 4
+    assert test.labels.tolist() == batches["test_batch"][b"labels"]
+    assert test.images.dtype == torch.uint8 and test.name == "cifar10" and test.classes == CIFAR10_CLASSES
+    image = batches["test_batch"][b"data"][0]  # rows of 1024 red, 1024 green, 1024 blue values, each 32x32 row-major
+    assert test.images[0, 1, 2, 3] == image[1024 + 2 * 32 + 3]
+
+
+def test_cifar10_missing(tmp_path):
+    with pytest.raises(FileNotFoundError, match="cifar-10-python.tar.gz not found.*--download"):
+        load_cifar10("test", data_dir=tmp_path)
+
+
+def test_cifar10_corruptions(tmp_path):
+    path = tmp_path / "cifar-10-python.tar.gz"
+    path.write_bytes(b"not an archive")
+    with pytest.raises(ValueError, match="not a valid tar.gz"):
+        load_cifar10("test", data_dir=tmp_path)
+    cifar_archive(path, members=["data_batch_1"])
+    with pytest.raises(ValueError, match="test_batch missing"):
+        load_cifar10("test", data_dir=tmp_path)
+    cifar_archive(path, batch={b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]})
+    with pytest.raises(ValueError, match=r"shape \(2, 100\)"):
+        load_cifar10("test", data_dir=tmp_path)
+    cifar_archive(path, batch={b"data": os.getcwd, b"labels": []})  # a pickled global: code to run
+    with pytest.raises(ValueError, match="not a CIFAR-10 batch .*refusing to load"):
+        load_cifar10("test", data_dir=tmp_path)
+
+
+def test_cifar10_download_checksum_mismatch(tmp_path, monkeypatch):
+    monkeypatch.setattr(data.urllib.request, "urlopen", fake_server({"cifar-10-python.tar.gz": b"junk"}))
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        load_cifar10("train", download=True)
+    assert not (tmp_path / "cache" / "cifar-10-python.tar.gz").exists()
+
+
+# ---------------------------------------------------------------- masked images
+
+def write_jpg(path: Path, array: np.ndarray) -> None:
+    Image.fromarray(array).save(path, quality=95)
+
+
+def test_masked_images(tmp_path):
+    for name, color in [("cat_10", (255, 0, 0)), ("cat_2", (0, 255, 0)), ("airplane_1", (0, 0, 255))]:
+        write_jpg(tmp_path / f"{name}.jpg", np.full((8, 8, 3), color, np.uint8))
+        mask = np.zeros((8, 8), np.uint8)
+        mask[2:6, 2:6] = 255
+        write_jpg(tmp_path / f"{name}_mask.jpg", mask)
+    masked = load_masked_images(tmp_path)
+    assert masked.names == ["airplane_1", "cat_2", "cat_10"]
+    assert masked.labels.tolist() == [0, 3, 3] and masked.classes == CIFAR10_CLASSES
+    assert masked.images.shape == (3, 3, 8, 8) and masked.images.dtype == torch.uint8
+    assert masked.images[2, :, 4, 4].tolist()[2] > 240  # red stored as BGR reads back as blue
+    assert load_masked_images(tmp_path, bgr=False).images[2, 0, 4, 4] > 240
+    assert masked.masks.dtype == torch.bool and masked.masks[0, 2:6, 2:6].all() and masked.masks.sum() == 48
+    sub = masked.subset(masked.labels == 3)
+    assert sub.names == ["cat_2", "cat_10"] and sub.masks.shape == (2, 8, 8) and len(sub.inputs()) == 2
+
+
+def test_masked_images_errors(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load_masked_images(tmp_path / "nowhere")
+    with pytest.raises(ValueError, match="no <class>_<n>.jpg"):
+        load_masked_images(tmp_path)
+    write_jpg(tmp_path / "dog_1.jpg", np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(FileNotFoundError, match="dog_1_mask.jpg missing"):
+        load_masked_images(tmp_path)
+    (tmp_path / "dog_1_mask.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(ValueError, match="dog_1_mask.jpg is not a readable image"):
+        load_masked_images(tmp_path)
+    write_jpg(tmp_path / "unicorn_1.jpg", np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(ValueError, match="unknown class 'unicorn'"):
+        load_masked_images(tmp_path)
+
+
+@pytest.mark.skipif(not REAL_MASKS.is_dir(), reason="the paper's masked images are not here")
+def test_paper_masked_images():
+    masked = load_masked_images(REAL_MASKS)
+    assert masked.images.shape == (204, 3, 32, 32) and masked.masks.shape == (204, 32, 32)
+    assert masked.labels.bincount().tolist() == [19, 16, 28, 15, 19, 22, 24, 27, 17, 17]
+    assert 0.1 < masked.masks.float().mean() < 0.9
+
+
+# ---------------------------------------------------------------- random patch
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_random_patch_same_on_every_image_only_corner(channels):
+    images = torch.randint(0, 256, (5, channels, 16, 16), dtype=torch.uint8)
+    patch = RandomPatch(size=10, seed=100)
+    out = patch(images)
+    corner = patch.region(16, 16)
+    assert corner.sum() == 100 and corner[:10, :10].all()
+    assert torch.equal(out[:, :, ~corner], images[:, :, ~corner])
+    assert (out[:, :, :10, :10] == out[:1, :, :10, :10]).all()
+    assert torch.equal(out[0, :, :10, :10], patch.patch(channels))
+    assert torch.equal(RandomPatch(10, 100)(images), out)
+    assert not torch.equal(RandomPatch(10, 101)(images), out)
+    assert patch.visible_region(16, 16).sum() == 64 and patch.visible_region(16, 16)[:8, :8].all()
+
+
+def test_random_patch_on_dataset_and_errors():
+    ds = ImageDataset(torch.zeros(3, 1, 12, 12, dtype=torch.uint8), torch.arange(3), ["a", "b", "c"], "toy")
+    patched = RandomPatch().apply(ds)
+    assert patched.labels.tolist() == [0, 1, 2] and patched.images[:, :, :10, :10].any()
+    assert not ds.images.any()  # the original is left alone
+    with pytest.raises(ValueError, match="smaller than the 10-pixel patch"):
+        RandomPatch()(torch.zeros(1, 1, 8, 8, dtype=torch.uint8))

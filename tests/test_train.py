@@ -1,0 +1,106 @@
+"""Training loop, evaluation and the ``rectgrad train`` command on small generated data."""
+import gzip
+
+import numpy as np
+import pytest
+import torch
+
+from rectgrad import data, load_model
+from rectgrad.checkpoint import load_checkpoint
+from rectgrad.cli import main
+from rectgrad.data import ImageDataset
+from rectgrad.train import evaluate, new_model, predict_logits, train_model
+
+
+def quadrants(n: int, seed: int, size: int = 16) -> ImageDataset:
+    """Learnable images: noise plus a bright square in the quadrant given by the label (4 classes)."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 4, (n,), generator=g)
+    images = torch.randint(0, 60, (n, 1, size, size), generator=g, dtype=torch.uint8)
+    half = size // 2
+    for k in range(4):
+        r, c = (k // 2) * half, (k % 2) * half
+        images[labels == k, :, r + 1:r + half - 1, c + 1:c + half - 1] += 180
+    return ImageDataset(images, labels, ["tl", "tr", "bl", "br"], "quadrants")
+
+
+def test_one_epoch_beats_chance():
+    train, test = quadrants(400, seed=0), quadrants(200, seed=1)
+    model = new_model(train, seed=0)
+    history = train_model(model, train, epochs=1, batch_size=20, progress=False, test=test)
+    assert not model.training
+    assert history["test_accuracy"] > 0.6 and evaluate(model, test) == history["test_accuracy"]
+    assert len(history["loss"]) == len(history["train_accuracy"]) == 1 and history["seconds"] > 0
+    assert all(p.is_contiguous() for p in model.parameters())  # handed back in the default format
+    logits = predict_logits(model, test.inputs(), batch_size=64)
+    assert logits.shape == (200, 4) and not logits.requires_grad
+
+
+def test_deterministic_for_a_seed():
+    train = quadrants(120, seed=0)
+
+    def run(seed: int):
+        model = new_model(train, seed=seed)
+        history = train_model(model, train, epochs=2, batch_size=32, seed=seed, progress=False)
+        return model.state_dict(), history["loss"]
+
+    (a, loss_a), (b, loss_b), (c, _) = run(3), run(3), run(4)
+    assert loss_a == loss_b and all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_new_model_leaves_global_rng_alone():
+    torch.manual_seed(123)
+    expected = torch.rand(1)
+    torch.manual_seed(123)
+    new_model(quadrants(4, seed=0))
+    assert torch.equal(torch.rand(1), expected)
+
+
+def test_bad_arguments():
+    train = quadrants(8, seed=0)
+    with pytest.raises(ValueError, match="empty"):
+        train_model(new_model(train), train.subset(slice(0, 0)), progress=False)
+    with pytest.raises(ValueError, match="positive"):
+        train_model(new_model(train), train, epochs=0, progress=False)
+
+
+def write_fashion(folder, n_train=200, n_test=100):
+    """Fashion-MNIST-format idx files holding the learnable quadrant images at 28x28."""
+    for split, n, seed in [("train", n_train, 0), ("test", n_test, 1)]:
+        ds = quadrants(n, seed, size=28)
+        (image_file, _), (label_file, _) = data.FASHION_MNIST_FILES[split]
+        for name, array in [(image_file, ds.images[:, 0].numpy()), (label_file, ds.labels.numpy().astype(np.uint8))]:
+            header = bytes([0, 0, 8, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+            (folder / name).write_bytes(gzip.compress(header + array.tobytes()))
+
+
+def test_cli_train_writes_a_loadable_checkpoint(tmp_path, capsys):
+    write_fashion(tmp_path)
+    out = tmp_path / "model.pt"
+    args = ["train", "--dataset", "fashion-mnist", "--data-dir", str(tmp_path), "--epochs", "1",
+            "--batch-size", "20", "--seed", "1", "--device", "cpu", "--no-progress"]
+    assert main(args + ["--out", str(out)]) == 0
+    assert "test accuracy" in capsys.readouterr().out
+    model, meta = load_checkpoint(out)
+    assert meta["dataset"] == "fashion-mnist" and meta["patch"] is None and meta["epochs"] == 1
+    assert meta["seed"] == 1 and meta["test_accuracy"] > 0.4 and meta["classes"][0] == "T-shirt/top"
+    assert model.config() == {"in_channels": 1, "image_size": 28, "num_classes": 10}
+    assert not load_model(out).training
+
+    assert main(args + ["--patch", "--out", str(tmp_path / "patch.pt")]) == 0
+    assert load_checkpoint(tmp_path / "patch.pt")[1]["patch"] == {"size": 10, "seed": 100}
+
+
+def test_cli_train_user_errors(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(data, "FASHION_MNIST_SYSTEM_DIR", tmp_path / "none")
+    monkeypatch.setenv("RECTGRAD_DATA", str(tmp_path / "cache"))
+    out = str(tmp_path / "m.pt")
+    assert main(["train", "--dataset", "imagenet", "--out", out]) == 2
+    assert "unknown dataset 'imagenet'" in capsys.readouterr().err
+    assert main(["train", "--dataset", "fashion-mnist", "--data-dir", str(tmp_path), "--out", out]) == 2
+    assert "apt-get install dataset-fashion-mnist" in capsys.readouterr().err
+    assert main(["train", "--dataset", "fashion-mnist", "--out", str(tmp_path / "no" / "m.pt")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["train", "--dataset", "fashion-mnist", "--device", "tpu", "--out", out]) == 2
+    assert "--device" in capsys.readouterr().err
