@@ -35,12 +35,26 @@ from torch.overrides import TorchFunctionMode
 
 from rectgrad.selection import where_above_percentile
 
-SCORES = {
-    "pr1": lambda a, g: a * g,
-    "pr2": lambda a, g: (a * g).abs(),
-    "pr3": lambda a, g: a.expand_as(g),
-    "pr4": lambda a, g: g,
+SCORES = {  # importance score of a unit from its output a and incoming gradient g, written into `out`
+    "pr1": lambda a, g, out: torch.mul(a, g, out=out),
+    "pr2": lambda a, g, out: torch.mul(a, g, out=out).abs_(),
+    "pr3": lambda a, g, out: a,
+    "pr4": lambda a, g, out: g,
 }
+
+
+class Scratch:
+    """A buffer reused for the scores of every layer of one attribution call: a fresh large tensor
+    costs a page fault per 4 KiB on first touch, as much as the multiplication itself."""
+
+    def __init__(self):
+        self._buffer: Tensor | None = None
+
+    def like(self, t: Tensor) -> Tensor:
+        b = self._buffer
+        if b is None or b.numel() < t.numel() or b.dtype != t.dtype or b.device != t.device:
+            b = self._buffer = torch.empty(t.numel(), dtype=t.dtype, device=t.device)
+        return b[: t.numel()].view(t.shape)
 
 
 @dataclass(frozen=True)
@@ -60,11 +74,15 @@ class Rule:
     relu_gate: bool = False
     derivative: bool = True
 
-    def gate(self, a: Tensor, grad: Tensor, is_top: bool, is_relu: bool) -> Tensor:
+    def gate(self, a: Tensor, grad: Tensor, is_top: bool, is_relu: bool, scratch: Scratch) -> Tensor:
         """``grad`` where the unit's score exceeds the threshold (and, with ``relu_gate`` at a ReLU,
         where ``a > 0``), 0 elsewhere."""
         score = SCORES[self.top_score if is_top and self.top_score else self.score]
-        s = score(a.float(), grad.float()) if a.dtype in (torch.float16, torch.bfloat16) else score(a, grad)
+        if a.dtype in (torch.float16, torch.bfloat16):  # thresholds in float32
+            a, grad_scores = a.float(), grad.float()
+        else:
+            grad_scores = grad
+        s = score(a, grad_scores, scratch.like(grad_scores))
         relu_gate = self.relu_gate and is_relu
         if self.q is None:
             keep = (s > self.tau) & (a > 0) if relu_gate else s > self.tau
@@ -94,6 +112,7 @@ class _Site:
     call: object  # re-applies the activation to a tensor (for the local derivative)
     is_relu: bool
     rule: Rule
+    scratch: Scratch
     is_top: bool = False
 
 
@@ -136,7 +155,7 @@ class _RuleAtActivation(torch.autograd.Function):
         site: _Site = ctx.site
         a, z = ctx.saved_tensors
         rule = site.rule
-        gated = rule.gate(a, grad, site.is_top, site.is_relu)
+        gated = rule.gate(a, grad, site.is_top, site.is_relu, site.scratch)
         if site.is_relu or not rule.derivative:
             return gated, None, None
         with torch.enable_grad():
@@ -209,6 +228,7 @@ class RuleMode(TorchFunctionMode):
 
     options: Options
     sites: list[_Site] = field(default_factory=list)
+    scratch: Scratch = field(default_factory=Scratch)
 
     def __post_init__(self):
         super().__init__()
@@ -221,7 +241,8 @@ class RuleMode(TorchFunctionMode):
         x = args[0]
         if options.rule is not None and func in KNOWN_ACTIVATIONS:
             rest = args[1:]
-            site = _Site(call=lambda t: func(t, *rest, **kwargs), is_relu=func in _RELU, rule=options.rule)
+            site = _Site(call=lambda t: func(t, *rest, **kwargs), is_relu=func in _RELU, rule=options.rule,
+                         scratch=self.scratch)
             self.sites.append(site)
             return _RuleAtActivation.apply(x, site, _is_inplace(func, args, kwargs))
         if options.padding_trick and func is F.conv2d:

@@ -58,15 +58,22 @@ def _kth_largest(x: Tensor, t: int) -> tuple[Tensor, Tensor | None]:
     n, m = x.shape
     if t == 1:
         return x.amax(dim=1), None
-    blocks = 4 * t
-    if m < 4096 or blocks * 8 > m:
+    width = 1 << max(m // (4 * t), 1).bit_length() - 1  # a power of two giving at least 4t blocks
+    while m % width:
+        width //= 2
+    if m < 4096 or width < 4:
         return x.topk(t, dim=1, sorted=False).values.amin(dim=1), None
     # t blocks have a maximum >= the t-th largest block maximum, so at least t values are >= it:
-    # the t-th largest value lies among the candidates >= that bound.
-    width = m // blocks
-    block_max = x[:, : blocks * width].reshape(n, blocks, width).amax(dim=2)
+    # the t-th largest value lies among the candidates >= that bound, all inside blocks whose
+    # maximum reaches the bound.
+    blocks = m // width
+    by_block = x.reshape(n * blocks, width)
+    block_max = by_block.amax(dim=1).view(n, blocks)
     bound = block_max.topk(t, dim=1, sorted=False).values.amin(dim=1, keepdim=True)
-    candidates = (x >= bound).reshape(-1).nonzero().squeeze(1)
+    hit_blocks = (block_max >= bound).view(-1).nonzero().squeeze(1)  # row * blocks + block
+    inside = by_block.index_select(0, hit_blocks) >= bound.index_select(0, hit_blocks // blocks)
+    block_index, offset = inside.nonzero(as_tuple=True)
+    candidates = hit_blocks.index_select(0, block_index) * width + offset  # flat index into x
     rows = candidates // m
     counts = torch.bincount(rows, minlength=n)
     widest = int(counts.max())
