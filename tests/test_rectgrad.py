@@ -425,3 +425,13 @@ def test_tuple_inputs_and_additional_forward_args():
     gx, gz = captum_attr.GuidedBackprop(model).attribute((x, z), target=1, additional_forward_args=(2.0,))
     torch.testing.assert_close(ax, (gx * x).clamp(min=0))
     torch.testing.assert_close(az, (gz * z).clamp(min=0))
+
+
+def test_layer_larger_than_torch_quantile_limit():
+    # 64 x 520 x 520 > 2^24 units in one layer of one sample: torch.quantile would refuse
+    model = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(64 * 520 * 520, 2))
+    x = torch.randn(1, 3, 520, 520)
+    attribution = RectGrad(model).attribute(x, target=0, q=98.0, final_threshold=False)
+    assert 64 * 520 * 520 > 2 ** 24 and torch.count_nonzero(attribution) > 0
+    expected = naive_rectgrad(model, x, torch.tensor([0]), q=98.0, final_threshold=False)
+    torch.testing.assert_close(attribution, expected)
