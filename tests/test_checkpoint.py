@@ -82,7 +82,8 @@ def test_wrong_architecture_or_weights(model, tmp_path):
     payload = torch.load(tmp_path / "m.pt", weights_only=True)
     cases = {
         "resnet.pt": ({**payload, "architecture": "ResNet"}, "holds a 'ResNet' model"),
-        "shape.pt": ({**payload, "config": {**payload["config"], "num_classes": 10}}, "do not fit PaperCNN.*size mismatch"),
+        "shape.pt": ({**payload, "config": {**payload["config"], "num_classes": 10}},
+                     "do not fit PaperCNN.*size mismatch"),
         "config.pt": ({**payload, "config": {"layers": 3}}, "do not fit PaperCNN"),
         "other.pt": ({"format": "something-else"}, "not a rectgrad checkpoint"),
         "state.pt": (model.state_dict(), "bare state dict"),

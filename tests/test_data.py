@@ -6,6 +6,7 @@ import os
 import pickle
 import tarfile
 import urllib.error
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -239,6 +240,8 @@ def test_masked_images(tmp_path):
     assert masked.masks.dtype == torch.bool and masked.masks[0, 2:6, 2:6].all() and masked.masks.sum() == 48
     sub = masked.subset(masked.labels == 3)
     assert sub.names == ["cat_2", "cat_10"] and sub.masks.shape == (2, 8, 8) and len(sub.inputs()) == 2
+    with pytest.raises(ValueError, match="masks must be bool"):
+        replace(masked, masks=masked.masks[:2])
 
 
 def test_masked_images_errors(tmp_path):

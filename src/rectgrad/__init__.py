@@ -3,6 +3,7 @@ __version__ = "0.1.0"
 
 from rectgrad.attr import Deconvolution, GuidedBackprop, RectGrad  # noqa: E402
 from rectgrad.checkpoint import load_model  # noqa: E402
+from rectgrad.methods import explain, methods  # noqa: E402
 from rectgrad.models import PaperCNN  # noqa: E402
 
-__all__ = ["Deconvolution", "GuidedBackprop", "load_model", "PaperCNN", "RectGrad", "__version__"]
+__all__ = ["Deconvolution", "explain", "GuidedBackprop", "load_model", "methods", "PaperCNN", "RectGrad", "__version__"]

@@ -8,7 +8,6 @@ Format (a dict saved with ``torch.save``, loadable with ``weights_only=True``)::
 from __future__ import annotations
 
 import os
-import pickle
 import tempfile
 import zipfile
 from pathlib import Path
@@ -84,12 +83,10 @@ def _torch_load(path: Path, map_location, weights_only: bool):
         raise FileNotFoundError(f"checkpoint {path} not found")
     try:
         return torch.load(path, map_location=map_location, weights_only=weights_only)
-    except pickle.UnpicklingError as exc:
-        what = ("is not a torch file or holds objects other than tensors and plain values" if weights_only
-                else "is not a torch file")
+    except Exception as exc:  # noqa: BLE001 - a corrupt pickle can fail in many ways; report them as one
+        what = ("is not a torch file, is corrupt, or holds objects other than tensors and plain values"
+                if weights_only else "is not a torch file or is corrupt")
         raise ValueError(f"{path} {what} ({_one_line(exc)})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ModuleNotFoundError, AttributeError) as exc:
-        raise ValueError(f"{path} is not a torch file or is corrupt ({_one_line(exc)})") from None
 
 
 def _from_checkpoint(payload, path: Path) -> tuple[nn.Module, dict]:

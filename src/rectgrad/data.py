@@ -89,6 +89,13 @@ class MaskedImages(ImageDataset):
     masks: torch.Tensor
     names: list[str]
 
+    def __post_init__(self):
+        super().__post_init__()
+        n, _, height, width = self.images.shape
+        if self.masks.dtype != torch.bool or self.masks.shape != (n, height, width) or len(self.names) != n:
+            raise ValueError(f"masks must be bool ({n}, {height}, {width}) with {n} names, got "
+                             f"{self.masks.dtype} {tuple(self.masks.shape)} and {len(self.names)} names")
+
     def subset(self, index) -> MaskedImages:
         keep = torch.arange(len(self))[index].reshape(-1)
         return replace(self, images=self.images[keep], labels=self.labels[keep], masks=self.masks[keep],

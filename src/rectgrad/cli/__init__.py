@@ -5,49 +5,51 @@ status 2; set ``RECTGRAD_DEBUG=1`` to see the traceback instead.
 """
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 
 import typer
 
+from rectgrad.cli import explain, reproduce, study, train
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Rectified Gradient attribution maps and the paper's experiments.")
 
-USER_ERRORS = (ValueError, TypeError, FileNotFoundError, KeyError, RuntimeError, OSError)
 
-for _name in ("explain", "train", "reproduce", "study"):
-    try:
-        importlib.import_module(f"rectgrad.cli.{_name}").register(app)
-    except ModuleNotFoundError as exc:  # a sub-command whose module is not there yet
-        if exc.name != f"rectgrad.cli.{_name}":
-            raise
+@app.callback()
+def _root() -> None:
+    """Rectified Gradient attribution maps and the paper's experiments."""
+
+
+for _module in (explain, train, reproduce, study):
+    _module.register(app)
+
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError, KeyError, RuntimeError, OSError)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``rectgrad`` script; returns the exit status."""
     try:
-        app(args=argv, standalone_mode=False, prog_name="rectgrad")
+        status = app(args=argv, standalone_mode=False, prog_name="rectgrad")
     except typer.Exit as exc:
         return exc.exit_code
-    except SystemExit as exc:
-        return int(exc.code or 0)
+    except typer.Abort:
+        print("aborted", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - one clean line for user errors
-        import click
-
-        if isinstance(exc, click.exceptions.Abort):
-            return 1
-        if isinstance(exc, click.exceptions.ClickException):
+        if callable(getattr(exc, "show", None)) and hasattr(exc, "exit_code"):  # usage errors (click or typer)
             exc.show()
             return exc.exit_code
         if os.environ.get("RECTGRAD_DEBUG") or not isinstance(exc, USER_ERRORS):
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    return 0
+    if status == 130:  # typer returns (rather than raises) on Ctrl-C outside standalone mode
+        print("interrupted", file=sys.stderr)
+    return status if isinstance(status, int) else 0
 
 
 if __name__ == "__main__":
