@@ -355,7 +355,7 @@ def test_guided_backprop_follows_relu6_where_captum_does_not():
         assert torch.allclose(captum_attr.GuidedBackprop(model).attribute(x, target=0), plain)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
 def test_dtypes(dtype):
     torch.manual_seed(7)
     model = PaperCNN(in_channels=1, image_size=28).to(dtype).eval()

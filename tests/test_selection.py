@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from rectgrad.selection import nearest_rank, percentile_nearest
+from rectgrad.selection import nearest_rank, percentile_nearest, where_above_percentile
 
 QS = [0, 1, 10, 25, 33.3, 50, 62.5, 74, 90, 95, 98, 99, 99.9, 100]
 
@@ -40,3 +40,16 @@ def test_nearest_rank_rounds_half_to_even_like_numpy():
     assert nearest_rank(50, 8) == 4
     assert nearest_rank(74, 4) == 2
     assert nearest_rank(100, 10) == 9 and nearest_rank(0, 10) == 0
+
+
+def test_nan_scores_do_not_break_other_rows():
+    # a float16 overflow can make one sample's scores NaN; the other rows keep exact thresholds
+    x = torch.randn(3, 8192)
+    x[1, ::7] = float("nan")
+    values = torch.randn(3, 8192)
+    out = where_above_percentile(x, values, 98.0)
+    for row in (0, 2):
+        tau = np.percentile(x[row].numpy(), 98, method="nearest")
+        assert torch.equal(out[row], torch.where(x[row] > float(tau), values[row], 0.0))
+    x[:, ::7] = float("nan")  # every row: no candidate survives the NaN bound
+    assert where_above_percentile(x, values, 98.0).shape == values.shape

@@ -191,11 +191,11 @@ class _ProportionalMaxPool(torch.autograd.Function):
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
         kernel_size, stride, padding, ceil_mode = ctx.pool
-        with torch.enable_grad():
-            xx = x.detach().requires_grad_()
+        with torch.enable_grad():  # in float32 at least: the 1e-10 of Listing 3 vanishes in float16
+            xx = x.detach().to(torch.promote_types(x.dtype, torch.float32)).requires_grad_()
             mean = F.avg_pool2d(xx, kernel_size, stride, padding, ceil_mode, count_include_pad=False)
-            (spread,) = torch.autograd.grad(mean, xx, grad / (mean.detach() + 1e-10))
-        return x * spread, None, None, None, None
+            (spread,) = torch.autograd.grad(mean, xx, grad.to(xx.dtype) / (mean.detach() + 1e-10))
+        return (xx.detach() * spread).to(x.dtype), None, None, None, None
 
 
 def _conv_padding(args, kwargs) -> tuple[int, int]:

@@ -77,7 +77,7 @@ def _kth_largest(x: Tensor, t: int) -> tuple[Tensor, Tensor | None]:
     rows = candidates // m
     counts = torch.bincount(rows, minlength=n)
     widest = int(counts.max())
-    if widest * 4 > m:  # heavy ties at the bound (e.g. many zero scores): select directly
+    if widest * 4 > m or int(counts.min()) < t:  # heavy ties at the bound, or NaN scores: select directly
         return x.topk(t, dim=1, sorted=False).values.amin(dim=1), None
     starts = torch.cumsum(counts, 0) - counts
     slots = rows * widest + torch.arange(candidates.numel(), device=x.device) - starts.index_select(0, rows)

@@ -66,11 +66,15 @@ class EngineAttribution(GradientAttribution):
         return tuple(torch.zeros_like(x) if g is None else g for g, x in zip(grads, leaves))
 
 
-def warn_if_all_zero(attributions: tuple[Tensor, ...]) -> None:
-    """Warn about samples whose whole attribution is zero (a thresholded layer passed nothing)."""
-    mass = sum(a.detach().reshape(a.shape[0], -1).abs().sum(dim=1) for a in attributions)
-    empty = (mass == 0).nonzero().flatten().tolist()
-    if empty:
-        warnings.warn(f"the attribution of sample(s) {empty[:10]}{'...' if len(empty) > 10 else ''} is all zero: "
-                      "a thresholded layer passed no gradient (e.g. a percentile q too high for a small layer)",
-                      UserWarning, stacklevel=3)
+def warn_if_degenerate(attributions: tuple[Tensor, ...]) -> None:
+    """Warn about samples whose whole attribution is zero (a thresholded layer passed nothing) or
+    holds NaN/Inf (e.g. a gradient overflowing in a float16 model)."""
+    flat = [a.detach().reshape(a.shape[0], -1) for a in attributions]
+    for problem, bad in (("is all zero: a thresholded layer passed no gradient (e.g. a percentile q too high "
+                          "for a small layer)", sum(f.abs().sum(dim=1) for f in flat) == 0),
+                         ("holds NaN or Inf values (a gradient overflowed? try float32)",
+                          sum((~torch.isfinite(f)).sum(dim=1) for f in flat) > 0)):
+        samples = bad.nonzero().flatten().tolist()
+        if samples:
+            shown = f"{samples[:10]}{'...' if len(samples) > 10 else ''}"
+            warnings.warn(f"the attribution of sample(s) {shown} {problem}", UserWarning, stacklevel=3)

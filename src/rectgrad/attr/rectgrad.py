@@ -5,7 +5,7 @@ from captum._utils.common import _format_output, _is_tuple
 from captum.log import log_usage
 
 from rectgrad.attr._arguments import check_threshold
-from rectgrad.attr._base import EngineAttribution, warn_if_all_zero
+from rectgrad.attr._base import EngineAttribution, warn_if_degenerate
 from rectgrad.engine import Options, Rule
 
 RULES = ("pr1", "pr2", "pr3", "pr4", "mod")
@@ -47,7 +47,7 @@ class RectGrad(EngineAttribution):
         attributions = tuple(x * g for x, g in zip(inputs, grads))
         if final_threshold:
             attributions = tuple(a.clamp(min=0) for a in attributions)
-        warn_if_all_zero(attributions)
+        warn_if_degenerate(attributions)
         return _format_output(is_tuple, attributions)
 
     @property
