@@ -1,0 +1,344 @@
+"""One registry for RectGrad and the attribution methods the paper compares it with (Sec. 5.2, Fig. 1).
+
+>>> maps = rectgrad.explain(model, x, target=y, method="intgrad")   # a tensor shaped like x
+>>> rectgrad.methods()                                             # names, defaults, descriptions
+
+Defaults follow the paper's reference code: signed saliency; SmoothGrad with noise sigma =
+0.1 x (max - min) of each sample and 50 samples; Integrated Gradients with 50 right-Riemann steps
+from a zero baseline; epsilon-LRP with eps = 1e-4; DeepLIFT Rescale from a zero reference;
+RectGrad with q = 98, the padding trick and the final threshold (its positive part).
+
+Captum computes the plain gradient (saliency, grad_input, SmoothGrad's inner gradients) and
+Integrated Gradients, which need no rule and are correct on any model. Deconv, Guided BP and
+RectGrad run on the rule engine (:mod:`rectgrad.engine`). epsilon-LRP and DeepLIFT are the
+modified gradients of Ancona et al. (2018), as the paper's reference code computes them: their
+rule replaces the derivative of every element-wise activation, intercepted like the engine's
+(functional, in-place, reused and ReLU6 activations included, which Captum's module hooks miss);
+layers they cannot handle (products of two input-dependent tensors, softmax, normalisation over
+features, other non-linear functions) raise a ``ValueError`` naming the operation.
+"""
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+import torch
+import torch.nn.functional as F
+from captum.attr import InputXGradient, IntegratedGradients, Saliency
+from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
+
+from rectgrad.attr import Deconvolution, GuidedBackprop, RectGrad
+from rectgrad.attr._arguments import batches, check_logits, format_inputs, resolve_targets
+from rectgrad.attr._base import preserved_buffers
+from rectgrad.engine import KNOWN_ACTIVATIONS, _is_inplace
+
+
+@dataclass(frozen=True)
+class Method:
+    """One attribution method: ``function(model, inputs, target, internal_batch_size=..., **defaults)``."""
+
+    name: str
+    label: str
+    description: str
+    implementation: str
+    function: Callable[..., Tensor]
+    defaults: Mapping[str, object] = field(default_factory=dict)
+    stochastic: bool = False  # takes a ``generator`` (seeded by ``explain(seed=...)``)
+    rules: bool = False  # modifies the backward pass of activations: cannot reach inside TorchScript
+
+    def __post_init__(self):
+        object.__setattr__(self, "defaults", MappingProxyType(dict(self.defaults)))
+
+
+def _per_chunk(attribute, inputs: Tensor, target: Tensor, internal_batch_size) -> Tensor:
+    return torch.cat([attribute(x.detach().requires_grad_(), t)
+                      for (x,), t, _ in batches((inputs,), target, None, internal_batch_size)])
+
+
+def _saliency(model, inputs, target, *, internal_batch_size, abs=False):
+    return _per_chunk(lambda x, t: Saliency(model).attribute(x, target=t, abs=abs), inputs, target,
+                      internal_batch_size)
+
+
+def _grad_input(model, inputs, target, *, internal_batch_size):
+    return _per_chunk(lambda x, t: InputXGradient(model).attribute(x, target=t), inputs, target, internal_batch_size)
+
+
+def _deconv(model, inputs, target, *, internal_batch_size):
+    return Deconvolution(model).attribute(inputs, target=target, internal_batch_size=internal_batch_size)
+
+
+def _guided_bp(model, inputs, target, *, internal_batch_size):
+    return GuidedBackprop(model).attribute(inputs, target=target, internal_batch_size=internal_batch_size)
+
+
+def _positive_int(name: str, value) -> int:
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _smoothgrad(model, inputs, target, *, internal_batch_size, generator, samples, noise_level):
+    """Mean gradient over ``samples`` noisy copies, sigma = noise_level * (max - min) of each sample
+    (Smilkov et al., 2017). Captum's NoiseTunnel takes one sigma for the whole batch, hence this loop."""
+    samples = _positive_int("samples", samples)
+    if not isinstance(noise_level, numbers.Real) or noise_level < 0:
+        raise ValueError(f"noise_level must be a non-negative number, got {noise_level!r}")
+    n = inputs.shape[0]
+    flat = inputs.detach().reshape(n, -1)
+    sigma = (noise_level * (flat.amax(1) - flat.amin(1))).view(1, n, *[1] * (inputs.dim() - 1))
+    draws_per_pass = max(1, (internal_batch_size or n * samples) // n)
+    total = torch.zeros_like(inputs)
+    for start in range(0, samples, draws_per_pass):
+        k = min(draws_per_pass, samples - start)
+        noise = torch.randn((k, *inputs.shape), generator=generator, device=inputs.device, dtype=inputs.dtype)
+        noisy = (inputs.detach() + sigma * noise).reshape(k * n, *inputs.shape[1:])
+        grads = _saliency(model, noisy, target.repeat(k), internal_batch_size=internal_batch_size)
+        total += grads.view(k, *inputs.shape).sum(0)
+    return total / samples
+
+
+def _intgrad(model, inputs, target, *, internal_batch_size, steps, baseline, integration):
+    return IntegratedGradients(model).attribute(inputs, baselines=baseline, target=target,
+                                                n_steps=_positive_int("steps", steps), method=integration,
+                                                internal_batch_size=internal_batch_size)
+
+
+# Element-wise functions epsilon-LRP and DeepLIFT treat as activations: the engine's, and these (-> in-place?).
+_EXTRA_ACTIVATIONS = {torch.sigmoid: False, torch.Tensor.sigmoid: False, torch.sigmoid_: True,
+                      torch.Tensor.sigmoid_: True, torch.tanh: False, torch.Tensor.tanh: False, torch.tanh_: True,
+                      torch.Tensor.tanh_: True, F.softplus: False, torch.clamp: False, torch.Tensor.clamp: False,
+                      torch.clamp_: True, torch.Tensor.clamp_: True, torch.clip: False, torch.Tensor.clip: False,
+                      torch.abs: False, torch.Tensor.abs: False}
+_WITH_INPLACE_ARG = (F.hardswish, F.hardsigmoid, F.mish)  # inplace is their second argument
+_ACTIVATIONS = KNOWN_ACTIVATIONS | set(_EXTRA_ACTIVATIONS) | set(_WITH_INPLACE_ARG)
+_PRODUCTS = {torch.mul, torch.Tensor.mul, torch.Tensor.mul_, torch.div, torch.Tensor.div, torch.Tensor.div_,
+             torch.matmul, torch.Tensor.matmul, torch.bmm, torch.Tensor.bmm, torch.einsum}
+_OTHER_NONLINEAR = {F.softmax, torch.softmax, torch.Tensor.softmax, F.log_softmax, torch.log_softmax,
+                    torch.Tensor.log_softmax, F.layer_norm, F.group_norm, F.instance_norm, torch.exp,
+                    torch.Tensor.exp, torch.log, torch.Tensor.log, torch.sqrt, torch.Tensor.sqrt, torch.rsqrt,
+                    torch.Tensor.rsqrt, torch.pow, torch.Tensor.pow, torch.Tensor.__pow__}
+
+
+def _inplace(func, args, kwargs) -> bool:
+    if func in KNOWN_ACTIVATIONS:
+        return _is_inplace(func, args, kwargs)
+    if func in _WITH_INPLACE_ARG:
+        return bool(kwargs.get("inplace", args[1] if len(args) > 1 else False))
+    return _EXTRA_ACTIVATIONS[func]
+
+
+def _input_dependent(value) -> bool:
+    return isinstance(value, Tensor) and value.requires_grad and not isinstance(value, nn.Parameter)
+
+
+def _op_name(func) -> str:
+    return getattr(func, "__name__", repr(func))
+
+
+class _Multiplier(torch.autograd.Function):
+    """An activation whose backward multiplies the gradient by ``rule(z, a, derivative)`` instead of f'(z)."""
+
+    @staticmethod
+    def forward(ctx, x, call, rule, inplace: bool):
+        z = x.clone() if inplace else x
+        out = call(x)
+        if inplace:
+            ctx.mark_dirty(x)
+        ctx.call, ctx.rule = call, rule
+        ctx.save_for_backward(z, out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        z, a = ctx.saved_tensors
+        call = ctx.call
+
+        def derivative(at: Tensor) -> Tensor:
+            with torch.enable_grad():
+                at = at.detach().requires_grad_()
+                (d,) = torch.autograd.grad(call(at.clone()), at, torch.ones_like(at))
+            return d
+
+        return grad * ctx.rule(z, a, derivative), None, None, None
+
+
+class _ModifiedGradientMode(TorchFunctionMode):
+    """Applies a multiplier rule at every element-wise activation; refuses what the rule cannot handle."""
+
+    def __init__(self, rule, method: str):
+        super().__init__()
+        self.rule, self.method = rule, method
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        flat = [*args, *kwargs.values()]
+        tensors = [a for a in flat if isinstance(a, Tensor)] + [t for a in flat if isinstance(a, (list, tuple))
+                                                                for t in a if isinstance(t, Tensor)]
+        dependent = sum(map(_input_dependent, tensors))
+        if func in _ACTIVATIONS and args and _input_dependent(args[0]):
+            rest = args[1:]
+            return _Multiplier.apply(args[0], lambda t: func(t, *rest, **kwargs), self.rule,
+                                     _inplace(func, args, kwargs))
+        if func in _PRODUCTS and dependent >= 2:
+            raise ValueError(f"{self.method} cannot handle a product of two input-dependent tensors "
+                             f"({_op_name(func)}, e.g. gating or attention): its rule is defined for networks of "
+                             "linear layers, pooling and element-wise activations")
+        if func in _OTHER_NONLINEAR and dependent:
+            raise ValueError(f"{self.method} cannot handle the non-linearity {_op_name(func)}: its rule is defined "
+                             "for networks of linear layers, pooling and element-wise activations")
+        return func(*args, **kwargs)
+
+
+def _modified_gradient(model, inputs, target, rule, method: str, reference: Tensor | None,
+                       internal_batch_size) -> Tensor:
+    """Gradient of the target logits with ``rule`` at activations; with a ``reference`` batch, each
+    forward pass runs on [inputs; reference] so the rule sees the paired activations (DeepLIFT)."""
+    chunks = []
+    reference_chunks = iter(() if reference is None else reference.split(internal_batch_size or len(inputs)))
+    for (x,), t, _ in batches((inputs,), target, None, internal_batch_size):
+        leaf = x.detach().requires_grad_()
+        batch = leaf if reference is None else torch.cat([leaf, next(reference_chunks)])
+        with torch.enable_grad():
+            with _ModifiedGradientMode(rule, method):
+                logits = model(batch)
+            logits = check_logits(logits, batch.shape[0])[: len(leaf)]
+            (grad,) = torch.autograd.grad(logits.gather(1, t[:, None]).sum(), leaf, allow_unused=True)
+        chunks.append(torch.zeros_like(leaf) if grad is None else grad)
+    return torch.cat(chunks)
+
+
+def _eps_lrp(model, inputs, target, *, internal_batch_size, eps):
+    """epsilon-LRP (Bach et al., 2015) as a modified gradient (Ancona et al., 2018): f'(z) becomes
+    f(z) / (z + eps * sign(z)) and the map is x * gradient; Grad*Input on ReLU networks as eps -> 0."""
+    if not isinstance(eps, numbers.Real) or eps <= 0:
+        raise ValueError(f"eps must be a positive number, got {eps!r}")
+
+    def rule(z, a, derivative):
+        return a / (z + eps * torch.where(z >= 0, 1.0, -1.0))
+
+    return inputs * _modified_gradient(model, inputs, target, rule, "eps_lrp", None, internal_batch_size)
+
+
+def _baseline_like(baseline, inputs: Tensor) -> Tensor:
+    if isinstance(baseline, numbers.Real):
+        return torch.full_like(inputs, float(baseline))
+    if isinstance(baseline, Tensor):
+        try:
+            return baseline.to(inputs).expand_as(inputs).contiguous()
+        except RuntimeError:
+            raise ValueError(f"baseline of shape {tuple(baseline.shape)} does not broadcast to the inputs' "
+                             f"{tuple(inputs.shape)}") from None
+    raise TypeError(f"baseline must be a number or a tensor, got {type(baseline).__name__}")
+
+
+def _deeplift(model, inputs, target, *, internal_batch_size, baseline):
+    """DeepLIFT with the Rescale rule (Shrikumar et al., 2017) as a modified gradient (Ancona et al.,
+    2018): f'(z) becomes (f(z) - f(z0)) / (z - z0), z0 the activation's input at the reference (f' at the
+    midpoint where |z - z0| < 1e-6); the map is (x - x0) * gradient. Max-pooling passes the gradient."""
+    reference = _baseline_like(baseline, inputs)
+
+    def rule(z, a, derivative):
+        n = len(z) // 2
+        dz, da = z[:n] - z[n:], a[:n] - a[n:]
+        m = torch.where(dz.abs() > 1e-6, da / dz, derivative((z[:n] + z[n:]) / 2))
+        return torch.cat([m, m])
+
+    grad = _modified_gradient(model, inputs, target, rule, "deeplift", reference, internal_batch_size)
+    return (inputs - reference) * grad
+
+
+def _rectgrad(model, inputs, target, *, internal_batch_size, q, tau, padding_trick, prr, final_threshold, rule):
+    return RectGrad(model).attribute(inputs, target=target, q=None if tau is not None else q, tau=tau,
+                                     padding_trick=padding_trick, prr=prr, final_threshold=final_threshold,
+                                     rule=rule, internal_batch_size=internal_batch_size)
+
+
+def _random(model, inputs, target, *, internal_batch_size, generator):
+    """Uniform noise in [0, 1) shaped like the inputs (``internal_batch_size`` is irrelevant to noise)."""
+    return torch.rand(inputs.shape, generator=generator, device=inputs.device, dtype=inputs.dtype)
+
+
+_RECTGRAD = {"q": 98.0, "tau": None, "padding_trick": True, "prr": False, "final_threshold": True, "rule": "pr1"}
+
+_REGISTRY = (
+    Method("saliency", "Saliency", "signed gradient of the target logit (Simonyan et al., 2014)", "captum",
+           _saliency, {"abs": False}),
+    Method("grad_input", "Grad*Input", "gradient x input (Shrikumar et al., 2017)", "captum", _grad_input),
+    Method("deconv", "Deconv", "deconvnet signal: gradient passing activations where it is positive (Eq. 3)",
+           "rectgrad engine", _deconv, rules=True),
+    Method("guided_bp", "Guided BP", "guided backpropagation: positive gradient through active units (Eq. 5)",
+           "rectgrad engine", _guided_bp, rules=True),
+    Method("smoothgrad", "SmoothGrad", "mean gradient over noisy copies, sigma = noise_level * (max - min) per sample",
+           "rectgrad loop over Captum gradients", _smoothgrad, {"samples": 50, "noise_level": 0.1},
+           stochastic=True),
+    Method("intgrad", "IntegGrad", "Integrated Gradients from a baseline (Sundararajan et al., 2017)", "captum",
+           _intgrad, {"steps": 50, "baseline": 0.0, "integration": "riemann_right"}),
+    Method("eps_lrp", "Epsilon-LRP", "epsilon-LRP as a modified gradient x input (Bach et al., 2015)",
+           "rectgrad modified gradient", _eps_lrp, {"eps": 1e-4}, rules=True),
+    Method("deeplift", "DeepLIFT", "DeepLIFT Rescale from a reference input (Shrikumar et al., 2017)",
+           "rectgrad modified gradient", _deeplift, {"baseline": 0.0}, rules=True),
+    Method("rectgrad", "RectGrad", "Rectified Gradient, q = 98 with the padding trick, positive part (Sec. 4.1)",
+           "rectgrad engine", _rectgrad, _RECTGRAD, rules=True),
+    Method("rectgrad_prr", "RectGrad PRR", "RectGrad with the proportional redistribution rule at max-pools (App. C)",
+           "rectgrad engine", _rectgrad, {**_RECTGRAD, "prr": True}, rules=True),
+    Method("random", "Random", "uniform noise in [0, 1): a baseline for ROAR / KAR", "torch", _random,
+           stochastic=True),
+)
+METHODS: Mapping[str, Method] = MappingProxyType({m.name: m for m in _REGISTRY})
+METHOD_NAMES: tuple[str, ...] = tuple(METHODS)
+
+
+def methods() -> dict[str, dict]:
+    """Every method by its paper name: label, description, defaults, implementation, stochastic."""
+    return {m.name: {"label": m.label, "description": m.description, "defaults": dict(m.defaults),
+                     "implementation": m.implementation, "stochastic": m.stochastic} for m in _REGISTRY}
+
+
+def get_method(name: str) -> Method:
+    """The registry entry of ``name``; ``ValueError`` listing the known names otherwise."""
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; known methods: {', '.join(METHOD_NAMES)}")
+    return METHODS[name]
+
+
+def predict(model, inputs: Tensor, internal_batch_size: int | None = None) -> Tensor:
+    """The model's logits for ``inputs`` (no gradient), checked to be (N, classes)."""
+    (inputs,) = format_inputs(inputs)
+    owner = model if isinstance(model, nn.Module) else None
+    with torch.no_grad(), preserved_buffers(owner):
+        return torch.cat([check_logits(model(x), len(x))
+                          for (x,), _, _ in batches((inputs,), None, None, internal_batch_size)])
+
+
+def explain(model, inputs: Tensor, target=None, method: str = "rectgrad", *, internal_batch_size: int | None = None,
+            seed: int | None = None, **hyperparameters) -> Tensor:
+    """Attribution maps of ``target`` (``None``: each sample's predicted class) for ``inputs`` (N, ...).
+
+    Returns raw maps shaped like ``inputs``: signed for the baselines, the positive part for RectGrad
+    (its final threshold). ``hyperparameters`` override the method's defaults (see :func:`methods`).
+    ``internal_batch_size`` bounds how many samples (noisy copies, integration steps) go through the
+    model at once; ``None`` processes everything in one pass. ``seed`` seeds the noise of stochastic
+    methods (smoothgrad, random); ``None`` draws from torch's global generator.
+    """
+    entry = get_method(method)
+    unknown = sorted(set(hyperparameters) - set(entry.defaults))
+    if unknown:
+        known = ", ".join(entry.defaults) or "none"
+        raise TypeError(f"method {method!r} has no hyper-parameter {unknown[0]!r}; its hyper-parameters: {known}")
+    if not isinstance(inputs, Tensor):
+        raise TypeError(f"inputs must be a torch tensor, got {type(inputs).__name__}")
+    if entry.rules and isinstance(model, (torch.jit.ScriptModule, torch.jit.ScriptFunction)):
+        raise ValueError(f"{method} modifies the backward pass of activations, which cannot be reached inside "
+                         "a TorchScript model: save the model with torch.save(model, path) instead")
+    if internal_batch_size is not None:
+        _positive_int("internal_batch_size", internal_batch_size)
+    targets = resolve_targets(target, predict(model, inputs, internal_batch_size))
+    kwargs = {**entry.defaults, **hyperparameters, "internal_batch_size": internal_batch_size}
+    if entry.stochastic:
+        kwargs["generator"] = None if seed is None else torch.Generator(inputs.device).manual_seed(seed)
+    with preserved_buffers(model if isinstance(model, nn.Module) else None):  # e.g. BatchNorm in train mode
+        return entry.function(model, inputs, targets, **kwargs).detach()

@@ -1,0 +1,104 @@
+"""``rectgrad explain`` and ``rectgrad demo`` end to end, and one clear line for each bad input."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from rectgrad import PaperCNN
+from rectgrad.checkpoint import save_checkpoint
+from rectgrad.cli import main
+from rectgrad.data import CIFAR10_CLASSES
+
+
+@pytest.fixture
+def files(tmp_path):
+    rng = np.random.default_rng(0)
+    images = []
+    for i, size in enumerate(((40, 30), (16, 16))):
+        path = tmp_path / f"image{i}.png"
+        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(path)
+        images.append(str(path))
+    checkpoint = tmp_path / "cnn.pt"
+    save_checkpoint(PaperCNN(3, 8, 10), checkpoint, dataset="cifar10", classes=list(CIFAR10_CLASSES))
+    return tmp_path, images, str(checkpoint)
+
+
+def run(capsys, *argv):
+    status = main(list(argv))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_explain_all_methods_writes_the_grid_and_prints_top5(files, capsys):
+    tmp_path, images, checkpoint = files
+    grid = tmp_path / "grid.png"
+    status, out, err = run(capsys, "explain", *images, "--model", checkpoint, "--methods", "all", "--q", "90",
+                           "--out", str(grid), "--no-progress", "--device", "cpu")
+    assert status == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith("image0.png: ") and lines[1].startswith("image1.png: ")
+    assert lines[0].count("%") == 5 and any(name in lines[0] for name in CIFAR10_CLASSES)
+    assert lines[-1] == f"wrote {grid}"
+    with Image.open(grid) as picture:
+        assert picture.format == "PNG" and picture.width > picture.height  # 12 columns, 2 rows
+
+
+def test_explain_with_final_threshold_and_target(files, capsys):
+    tmp_path, images, checkpoint = files
+    status, out, err = run(capsys, "explain", images[0], "--model", checkpoint, "--methods", "saliency,rectgrad_prr",
+                           "--final-threshold", "--target", "3", "--out", str(tmp_path / "t.png"), "--no-progress")
+    assert status == 0, err and (tmp_path / "t.png").is_file()
+
+
+def test_explain_saved_module_and_torchscript(files, capsys):
+    tmp_path, images, _ = files
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 5, stride=4), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                torch.nn.Flatten(), torch.nn.Linear(4, 3)).eval()
+    torch.save(model, tmp_path / "module.pt")
+    torch.jit.script(model).save(str(tmp_path / "scripted.pt"))
+    for name in ("module.pt", "scripted.pt"):
+        status, out, err = run(capsys, "explain", images[0], "--model", str(tmp_path / name), "--methods",
+                               "saliency,intgrad", "--out", str(tmp_path / "s.png"), "--no-progress")
+        assert status == 0, err
+        assert "note: " in err and "assuming 3x224x224" in err and "class 0" in out
+    status, out, err = run(capsys, "explain", images[0], "--model", str(tmp_path / "scripted.pt"), "--methods",
+                           "guided_bp", "--out", str(tmp_path / "s.png"), "--no-progress")
+    assert status == 2 and "error: guided_bp modifies the backward pass of activations" in err
+
+
+@pytest.mark.parametrize("case, message", [
+    ("method", "error: unknown method 'lime'; known methods: saliency, grad_input, deconv"),
+    ("model", "error: unknown model 'alexnet' (and no such file); known models: efficientnet-lite0, inception-v4"),
+    ("unreadable", "error: cannot read image"),
+    ("missing", "error: image"),
+    ("checkpoint", "error:"),
+    ("target", "error: target 10 is out of range for a model with 10 classes"),
+    ("device", "error: --device must be cpu, cuda or auto"),
+])
+def test_bad_input_is_one_clear_line(files, capsys, case, message):
+    tmp_path, images, checkpoint = files
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"\x00garbage" * 10)
+    unreadable = tmp_path / "notes.png"
+    unreadable.write_text("not a picture")
+    argv = {"method": [*images, "--model", checkpoint, "--methods", "saliency,lime"],
+            "model": [*images, "--model", "alexnet"],
+            "unreadable": [images[0], str(unreadable), "--model", checkpoint],
+            "missing": [str(tmp_path / "missing.png"), "--model", checkpoint],
+            "checkpoint": [*images, "--model", str(corrupt)],
+            "target": [*images, "--model", checkpoint, "--target", "10"],
+            "device": [*images, "--model", checkpoint, "--device", "tpu"]}[case]
+    status, out, err = run(capsys, "explain", *argv, "--out", str(tmp_path / "never.png"), "--no-progress")
+    assert status == 2
+    assert err.startswith(message) and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "never.png").exists()
+
+
+def test_demo_offline_on_scikit_image_photos(tmp_path, capsys):
+    # The full demo (10 methods, SmoothGrad and IntegGrad with 50 samples) takes minutes on 2 CPU cores;
+    # two methods exercise the same path: pretrained EfficientNet-Lite0, bundled photos, grid, top-5.
+    out_file = tmp_path / "demo.png"
+    status, out, err = run(capsys, "demo", "--methods", "saliency,rectgrad", "--out", str(out_file), "--no-progress")
+    assert status == 0, err
+    assert "coffee: espresso" in out and out.splitlines()[-1] == f"wrote {out_file}"
+    assert out_file.stat().st_size > 10_000

@@ -1,0 +1,215 @@
+"""The method registry: every method on real architectures, and the properties that define each one."""
+import pytest
+import torch
+import torch.nn.functional as F
+from captum.attr import DeepLift
+from captum.attr import GuidedBackprop as CaptumGuidedBackprop
+from torch import nn
+
+import rectgrad
+from rectgrad import PaperCNN, RectGrad
+from rectgrad.methods import METHOD_NAMES, METHODS, explain, methods
+
+
+def relu6_net():
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU6(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU6(),
+                         nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(32, 5)).eval()
+
+
+class Residual(nn.Module):
+    """Functional, reused, ReLU6 and clamp activations around a residual add: what Captum's hooks cannot follow."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(3, 6, 3, padding=1), nn.Conv2d(6, 6, 3, padding=1)
+        self.act = nn.ReLU6()
+        self.fc = nn.Linear(6, 4)
+
+    def forward(self, x):
+        h = F.relu(self.conv1(x))
+        h = self.act(self.conv2(h) + h)
+        return self.fc(self.act(h).clamp(max=0.3).mean((2, 3)))
+
+
+@pytest.fixture(scope="module")
+def resnet18():
+    from torchvision.models import resnet18
+
+    return resnet18(num_classes=10).eval()
+
+
+def test_registry_lists_the_papers_methods_in_order():
+    assert METHOD_NAMES == ("saliency", "grad_input", "deconv", "guided_bp", "smoothgrad", "intgrad", "eps_lrp",
+                            "deeplift", "rectgrad", "rectgrad_prr", "random")
+    info = methods()
+    assert list(info) == list(METHOD_NAMES)
+    assert info["smoothgrad"]["defaults"] == {"samples": 50, "noise_level": 0.1}
+    assert info["intgrad"]["defaults"]["steps"] == 50 and info["intgrad"]["defaults"]["baseline"] == 0.0
+    assert info["eps_lrp"]["defaults"] == {"eps": 1e-4}
+    assert info["rectgrad"]["defaults"]["q"] == 98.0 and info["rectgrad"]["defaults"]["padding_trick"]
+    assert info["rectgrad_prr"]["defaults"]["prr"] and not info["rectgrad"]["defaults"]["prr"]
+    assert rectgrad.explain is explain and rectgrad.methods is methods
+
+
+@pytest.mark.parametrize("method", METHOD_NAMES)
+def test_every_method_on_the_paper_cnn_and_resnet18(method, resnet18):
+    for model, x in ((PaperCNN().eval(), torch.randn(2, 3, 32, 32)), (resnet18, torch.randn(2, 3, 32, 32))):
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        maps = explain(model, x, method=method, internal_batch_size=25, seed=0)
+        assert maps.shape == x.shape and torch.isfinite(maps).all() and maps.abs().sum() > 0
+        assert not model.training
+        assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+        assert not any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks for m in model.modules())
+
+
+def test_guided_bp_follows_relu6_unlike_captum():
+    model, x = relu6_net(), torch.randn(2, 3, 8, 8)
+    gradient = explain(model, x, target=1, method="saliency")
+    ours = explain(model, x, target=1, method="guided_bp")
+    captum = CaptumGuidedBackprop(model).attribute(x.clone().requires_grad_(), target=1)
+    torch.testing.assert_close(captum, gradient)  # Captum's hooks miss ReLU6: the plain gradient
+    assert not torch.allclose(ours, gradient)
+
+
+def test_eps_lrp_equals_grad_input_on_relu_networks(resnet18):
+    for model in (PaperCNN().double().eval(), resnet18.double()):
+        x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+        grad_input = explain(model, x, method="grad_input")
+        torch.testing.assert_close(explain(model, x, method="eps_lrp", eps=1e-12), grad_input)
+        default = explain(model, x, method="eps_lrp")
+        assert torch.corrcoef(torch.stack([default.flatten(), grad_input.flatten()]))[0, 1] > 0.99
+    resnet18.float()
+
+
+def test_eps_lrp_differs_from_grad_input_where_relu6_saturates():
+    model, x = relu6_net().double(), 20 * torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    assert not torch.allclose(explain(model, x, method="eps_lrp"), explain(model, x, method="grad_input"))
+
+
+def test_intgrad_completeness():
+    model = PaperCNN(image_size=16).double().eval()
+    x = torch.randn(3, 3, 16, 16, dtype=torch.float64)
+    with torch.no_grad():
+        logits = model(x)
+        target = logits.argmax(1)
+        delta = logits.gather(1, target[:, None])[:, 0] - model(torch.zeros_like(x)).gather(1, target[:, None])[:, 0]
+    paper = explain(model, x, method="intgrad").sum((1, 2, 3))
+    torch.testing.assert_close(paper, delta, rtol=0.05, atol=1e-3 * delta.abs().max().item())
+    finer = explain(model, x, method="intgrad", steps=200, integration="gausslegendre", internal_batch_size=200)
+    torch.testing.assert_close(finer.sum((1, 2, 3)), delta, rtol=0.01, atol=1e-4 * delta.abs().max().item())
+
+
+def test_deeplift_equals_captum_where_captum_applies():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+                          nn.Flatten(), nn.Linear(8 * 6 * 6, 16), nn.ReLU(), nn.Linear(16, 4)).double().eval()
+    x = torch.randn(3, 3, 6, 6, dtype=torch.float64)
+    captum = DeepLift(model).attribute(x.clone().requires_grad_(), baselines=0.0, target=2)
+    torch.testing.assert_close(explain(model, x, target=2, method="deeplift"), captum)
+
+
+def test_deeplift_summation_to_delta_with_functional_reused_relu6():
+    model = Residual().double().eval()
+    x, reference = torch.randn(3, 3, 8, 8, dtype=torch.float64), torch.full((1, 3, 1, 1), 0.3, dtype=torch.float64)
+    maps = explain(model, x, target=1, method="deeplift", baseline=reference, internal_batch_size=2)
+    with torch.no_grad():
+        delta = model(x)[:, 1] - model(reference.expand_as(x))[:, 1]
+    torch.testing.assert_close(maps.sum((1, 2, 3)), delta)
+    captum = DeepLift(model).attribute(x.clone().requires_grad_(), target=1, baselines=reference.expand_as(x))
+    assert not torch.allclose(captum.sum((1, 2, 3)), delta, rtol=1e-3)  # Captum misses the functional ReLU
+
+
+class Gated(nn.Module):
+    def __init__(self, gate: str):
+        super().__init__()
+        self.conv, self.gate = nn.Conv2d(3, 4, 3, padding=1), gate
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        h = F.relu(self.conv(x))
+        h = h * torch.sigmoid(h.mean((2, 3), keepdim=True)) if self.gate == "product" else h.softmax(1)
+        return self.fc(h.mean((2, 3)))
+
+
+@pytest.mark.parametrize("method", ["eps_lrp", "deeplift"])
+@pytest.mark.parametrize("gate, message", [("product", "product of two input-dependent tensors"),
+                                           ("softmax", "non-linearity softmax")])
+def test_modified_gradients_refuse_layers_they_cannot_handle(method, gate, message):
+    with pytest.raises(ValueError, match=f"{method} cannot handle (a|the) {message}"):
+        explain(Gated(gate).eval(), torch.randn(2, 3, 6, 6), method=method)
+    assert explain(Gated(gate).eval(), torch.randn(2, 3, 6, 6), method="saliency").shape == (2, 3, 6, 6)
+
+
+def test_rectgrad_entries_are_the_papers_settings():
+    model, x = PaperCNN().eval(), torch.randn(2, 3, 32, 32)
+    expected = RectGrad(model).attribute(x, q=98.0, padding_trick=True, prr=True, final_threshold=True)
+    torch.testing.assert_close(explain(model, x, method="rectgrad_prr"), expected)
+    assert (explain(model, x, method="rectgrad") >= 0).all()
+    raw = explain(model, x, method="rectgrad", final_threshold=False)
+    assert (raw < 0).any()
+    guided = explain(model, x, method="guided_bp")
+    torch.testing.assert_close(explain(model, x, method="rectgrad", tau=0.0, padding_trick=False),
+                               (guided * x).clamp(min=0))
+
+
+def test_smoothgrad_noise_is_a_tenth_of_each_samples_range():
+    class Square(nn.Module):  # gradient of the target = x, so SmoothGrad - x is the mean noise
+        def forward(self, x):
+            return torch.stack([0.5 * (x ** 2).sum(1), x.sum(1)], dim=1)
+
+    x = torch.stack([torch.linspace(-1, 1, 2000), torch.linspace(0, 20, 2000)]).double()
+    samples = 400
+    maps = explain(Square(), x, target=0, method="smoothgrad", samples=samples, seed=3, internal_batch_size=300)
+    sigma = (maps - x).std(dim=1) * samples ** 0.5
+    torch.testing.assert_close(sigma, torch.tensor([0.2, 2.0], dtype=torch.float64), rtol=0.06, atol=0)
+
+
+def test_seeds_make_stochastic_methods_reproducible():
+    model, x = PaperCNN().eval(), torch.randn(2, 3, 32, 32)
+    a = explain(model, x, method="smoothgrad", samples=4, seed=1)
+    assert torch.equal(a, explain(model, x, method="smoothgrad", samples=4, seed=1))
+    assert not torch.equal(a, explain(model, x, method="smoothgrad", samples=4, seed=2))
+    noise = explain(model, x, method="random", seed=5)
+    assert torch.equal(noise, explain(model, x, method="random", seed=5)) and 0 <= noise.min() and noise.max() < 1
+
+
+@pytest.mark.parametrize("method", ["saliency", "intgrad", "eps_lrp", "deeplift", "rectgrad", "guided_bp"])
+def test_internal_batch_size_does_not_change_the_maps(method):
+    model, x = PaperCNN(image_size=16).double().eval(), torch.randn(5, 3, 16, 16, dtype=torch.float64)
+    chunked = explain(model, x, method=method, internal_batch_size=2)
+    torch.testing.assert_close(chunked, explain(model, x, method=method))
+
+
+def test_target_none_is_the_predicted_class():
+    model, x = PaperCNN().eval(), torch.randn(4, 3, 32, 32)
+    predicted = model(x).argmax(1)
+    for method in ("saliency", "deeplift", "smoothgrad"):
+        torch.testing.assert_close(explain(model, x, method=method, seed=0),
+                                   explain(model, x, target=predicted, method=method, seed=0))
+
+
+def test_bad_arguments():
+    model, x = PaperCNN().eval(), torch.randn(2, 3, 32, 32)
+    with pytest.raises(ValueError, match="unknown method 'lime'.*saliency, grad_input"):
+        explain(model, x, method="lime")
+    with pytest.raises(TypeError, match="has no hyper-parameter 'steps'.*samples, noise_level"):
+        explain(model, x, method="smoothgrad", steps=3)
+    with pytest.raises(ValueError, match="target 10 is out of range for a model with 10 classes"):
+        explain(model, x, target=10, method="saliency")
+    with pytest.raises(ValueError, match="samples must be a positive integer"):
+        explain(model, x, method="smoothgrad", samples=0)
+    with pytest.raises(ValueError, match="internal_batch_size"):
+        explain(model, x, method="saliency", internal_batch_size=0)
+    scripted = torch.jit.trace(model, x)
+    with pytest.raises(ValueError, match="guided_bp modifies the backward pass.*TorchScript"):
+        explain(scripted, x, method="guided_bp")
+    torch.testing.assert_close(explain(scripted, x, method="saliency"), explain(model, x, method="saliency"))
+
+
+def test_model_left_as_it_was_in_train_mode():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(64, 3)).train()
+    x = torch.randn(3, 3, 6, 6)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for method in METHOD_NAMES:
+        explain(model, x, method=method, seed=0, **({"samples": 2} if method == "smoothgrad" else {}))
+    assert model.training and all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert set(METHODS) == set(METHOD_NAMES)

