@@ -18,6 +18,9 @@ SiLU) keep their own derivative and the indicator gates it: ``R_in = 1[score > t
 Guided Backprop is PR4 with ``tau = 0`` keeping the ReLU gate (Eq. 5); Deconvolution is PR4 with
 ``tau = 0`` and no gate at all (Eq. 3).
 
+The modified gradients of epsilon-LRP and DeepLIFT (Ancona et al., 2018) are the second kind of
+rule (:class:`MultiplierRule`): the activation's derivative is replaced by a multiplier ``m(z, a)``.
+
 Two more techniques (Appendix C): the padding trick zeroes a 1-pixel border of the gradient with
 respect to the output of every zero-padded ``conv2d`` (as the reference code does for SAME
 convolutions, whatever the kernel size); the proportional redistribution rule (PRR, Listing 3)
@@ -26,6 +29,7 @@ passes a max-pool's gradient to every input of its window in proportion to its a
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -97,10 +101,39 @@ DECONVOLUTION = Rule(score="pr4", tau=0.0, relu_gate=False, derivative=False)
 
 
 @dataclass(frozen=True)
+class MultiplierRule:
+    """A rule replacing an activation's derivative by ``multiplier(z, a, derivative)`` (the modified
+    gradients of Ancona et al., 2018: epsilon-LRP, DeepLIFT Rescale). ``derivative(t)`` evaluates the
+    activation's own derivative at ``t``. Defined for networks of linear layers, pooling and
+    element-wise activations: the engine refuses products of input-dependent tensors and other
+    non-linearities under such a rule."""
+
+    name: str
+    multiplier: Callable[[Tensor, Tensor, Callable[[Tensor], Tensor]], Tensor]
+
+
+def eps_lrp_rule(eps: float) -> MultiplierRule:
+    """epsilon-LRP: f'(z) becomes f(z) / (z + eps sign(z)), sign(0) = +1."""
+    return MultiplierRule("eps_lrp", lambda z, a, derivative: a / (z + eps * torch.where(z >= 0, 1.0, -1.0)))
+
+
+def _rescale(z: Tensor, a: Tensor, derivative) -> Tensor:
+    n = len(z) // 2  # the batch is [inputs; references]
+    dz, da = z[:n] - z[n:], a[:n] - a[n:]
+    m = torch.where(dz.abs() > 1e-6, da / dz, derivative((z[:n] + z[n:]) / 2))
+    return torch.cat([m, m])
+
+
+DEEPLIFT_RESCALE = MultiplierRule("deeplift", _rescale)
+"""DeepLIFT Rescale: f'(z) becomes (f(z) - f(z0)) / (z - z0) with z0 the reference's activation input
+(the second half of the batch), f' at the midpoint where |z - z0| < 1e-6."""
+
+
+@dataclass(frozen=True)
 class Options:
     """What the engine modifies during one attribution call."""
 
-    rule: Rule | None = None
+    rule: Rule | MultiplierRule | None = None
     padding_trick: bool = False
     prr: bool = False
 
@@ -121,10 +154,25 @@ def _inplace_position(func) -> int:
 
 
 _RELU = {F.relu: False, torch.relu: False, torch.Tensor.relu: False, torch.relu_: True, torch.Tensor.relu_: True}
+_ACTIVATION_FUNCTIONALS = (F.relu6, F.hardtanh, F.leaky_relu, F.elu, F.silu)
+_OTHER_FUNCTIONALS = (F.hardswish, F.hardsigmoid, F.mish)
 # Python functionals with an ``inplace`` argument: its position.
-_WITH_INPLACE_ARG = {f: _inplace_position(f) for f in (F.relu6, F.hardtanh, F.leaky_relu, F.elu, F.silu)}
+_WITH_INPLACE_ARG = {f: _inplace_position(f) for f in _ACTIVATION_FUNCTIONALS + _OTHER_FUNCTIONALS}
 _INPLACE_BUILTINS = {F.hardtanh_, F.leaky_relu_, F.elu_}
-KNOWN_ACTIVATIONS = set(_RELU) | set(_WITH_INPLACE_ARG) | _INPLACE_BUILTINS | {F.gelu}
+KNOWN_ACTIVATIONS = set(_RELU) | set(_ACTIVATION_FUNCTIONALS) | _INPLACE_BUILTINS | {F.gelu}
+# Further element-wise functions a multiplier rule must follow (-> in-place?); gate rules leave them be.
+_ELEMENTWISE = {torch.sigmoid: False, torch.Tensor.sigmoid: False, torch.sigmoid_: True, torch.Tensor.sigmoid_: True,
+                torch.tanh: False, torch.Tensor.tanh: False, torch.tanh_: True, torch.Tensor.tanh_: True,
+                F.softplus: False, torch.clamp: False, torch.Tensor.clamp: False, torch.clamp_: True,
+                torch.Tensor.clamp_: True, torch.clip: False, torch.Tensor.clip: False, torch.abs: False,
+                torch.Tensor.abs: False}
+ELEMENTWISE = KNOWN_ACTIVATIONS | set(_ELEMENTWISE) | set(_OTHER_FUNCTIONALS)
+_PRODUCTS = {torch.mul, torch.Tensor.mul, torch.Tensor.mul_, torch.div, torch.Tensor.div, torch.Tensor.div_,
+             torch.matmul, torch.Tensor.matmul, torch.bmm, torch.Tensor.bmm, torch.einsum}
+_OTHER_NONLINEAR = {F.softmax, torch.softmax, torch.Tensor.softmax, F.log_softmax, torch.log_softmax,
+                    torch.Tensor.log_softmax, F.layer_norm, F.group_norm, F.instance_norm, torch.exp,
+                    torch.Tensor.exp, torch.log, torch.Tensor.log, torch.sqrt, torch.Tensor.sqrt, torch.rsqrt,
+                    torch.Tensor.rsqrt, torch.pow, torch.Tensor.pow, torch.Tensor.__pow__}
 
 
 def _is_inplace(func, args, kwargs) -> bool:
@@ -132,6 +180,8 @@ def _is_inplace(func, args, kwargs) -> bool:
         return _RELU[func] or bool(kwargs.get("inplace", args[1] if len(args) > 1 else False))
     if func in _INPLACE_BUILTINS:
         return True
+    if func in _ELEMENTWISE:
+        return _ELEMENTWISE[func]
     position = _WITH_INPLACE_ARG.get(func)
     if position is None:
         return False
@@ -141,7 +191,8 @@ def _is_inplace(func, args, kwargs) -> bool:
 class _RuleAtActivation(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, site: _Site, inplace: bool):
-        needs_input = site.rule.derivative and not site.is_relu
+        rule = site.rule
+        needs_input = isinstance(rule, MultiplierRule) or (rule.derivative and not site.is_relu)
         z = x.clone() if needs_input and inplace else x
         out = site.call(x)
         if inplace:
@@ -155,13 +206,20 @@ class _RuleAtActivation(torch.autograd.Function):
         site: _Site = ctx.site
         a, z = ctx.saved_tensors
         rule = site.rule
+        if isinstance(rule, MultiplierRule):
+            return grad * rule.multiplier(z, a, lambda t: _local_gradient(site.call, t, torch.ones_like(t))), None, None
         gated = rule.gate(a, grad, site.is_top, site.is_relu, site.scratch)
         if site.is_relu or not rule.derivative:
             return gated, None, None
-        with torch.enable_grad():
-            zz = z.detach().requires_grad_()
-            (local,) = torch.autograd.grad(site.call(zz.clone()), zz, gated)
-        return local, None, None
+        return _local_gradient(site.call, z, gated), None, None
+
+
+def _local_gradient(call, z: Tensor, grad: Tensor) -> Tensor:
+    """``grad`` times the derivative of the activation ``call`` at ``z``."""
+    with torch.enable_grad():
+        zz = z.detach().requires_grad_()
+        (local,) = torch.autograd.grad(call(zz.clone()), zz, grad)
+    return local
 
 
 def _zero_border(rows: bool, cols: bool):
@@ -222,6 +280,22 @@ def _max_pool_args(args, kwargs):
             values.get("return_indices", False))
 
 
+def _refuse(method: str, func, args, kwargs) -> None:
+    """A multiplier rule is undefined for products of input-dependent tensors and other non-linearities."""
+    flat = [*args, *kwargs.values()]
+    tensors = [a for a in flat if isinstance(a, Tensor)] + [
+        t for a in flat if isinstance(a, (list, tuple)) for t in a if isinstance(t, Tensor)]
+    dependent = sum(t.requires_grad and not isinstance(t, torch.nn.Parameter) for t in tensors)
+    name = getattr(func, "__name__", repr(func))
+    if func in _PRODUCTS and dependent >= 2:
+        raise ValueError(f"{method} cannot handle a product of two input-dependent tensors ({name}, e.g. gating or "
+                         "attention): its rule is defined for networks of linear layers, pooling and element-wise "
+                         "activations")
+    if func in _OTHER_NONLINEAR and dependent:
+        raise ValueError(f"{method} cannot handle the non-linearity {name}: its rule is defined for networks of "
+                         "linear layers, pooling and element-wise activations")
+
+
 @dataclass
 class RuleMode(TorchFunctionMode):
     """Intercepts activations (and, on request, zero-padded convs and max-pools) for one forward pass."""
@@ -236,10 +310,13 @@ class RuleMode(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         options = self.options
+        multiplier = isinstance(options.rule, MultiplierRule)
+        if multiplier and (func in _PRODUCTS or func in _OTHER_NONLINEAR):
+            _refuse(options.rule.name, func, args, kwargs)
         if not args or not isinstance(args[0], Tensor) or not (torch.is_grad_enabled() and args[0].requires_grad):
             return func(*args, **kwargs)
         x = args[0]
-        if options.rule is not None and func in KNOWN_ACTIVATIONS:
+        if options.rule is not None and func in (ELEMENTWISE if multiplier else KNOWN_ACTIVATIONS):
             rest = args[1:]
             site = _Site(call=lambda t: func(t, *rest, **kwargs), is_relu=func in _RELU, rule=options.rule,
                          scratch=self.scratch)

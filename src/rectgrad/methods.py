@@ -11,11 +11,11 @@ RectGrad with q = 98, the padding trick and the final threshold (its positive pa
 Captum computes the plain gradient (saliency, grad_input, SmoothGrad's inner gradients) and
 Integrated Gradients, which need no rule and are correct on any model. Deconv, Guided BP and
 RectGrad run on the rule engine (:mod:`rectgrad.engine`). epsilon-LRP and DeepLIFT are the
-modified gradients of Ancona et al. (2018), as the paper's reference code computes them: their
-rule replaces the derivative of every element-wise activation, intercepted like the engine's
-(functional, in-place, reused and ReLU6 activations included, which Captum's module hooks miss);
-layers they cannot handle (products of two input-dependent tensors, softmax, normalisation over
-features, other non-linear functions) raise a ``ValueError`` naming the operation.
+modified gradients of Ancona et al. (2018), as the paper's reference code computes them: the engine's
+multiplier rules replace the derivative of every element-wise activation (functional, in-place,
+reused and ReLU6 activations included, which Captum's module hooks miss); layers they cannot handle
+(products of two input-dependent tensors, softmax, normalisation over features, other non-linear
+functions) raise a ``ValueError`` naming the operation.
 """
 from __future__ import annotations
 
@@ -25,15 +25,13 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 import torch
-import torch.nn.functional as F
 from captum.attr import InputXGradient, IntegratedGradients, Saliency
 from torch import Tensor, nn
-from torch.overrides import TorchFunctionMode
 
 from rectgrad.attr import Deconvolution, GuidedBackprop, RectGrad
 from rectgrad.attr._arguments import batches, check_logits, format_inputs, resolve_targets
 from rectgrad.attr._base import preserved_buffers
-from rectgrad.engine import KNOWN_ACTIVATIONS, _is_inplace
+from rectgrad.engine import DEEPLIFT_RESCALE, MultiplierRule, Options, RuleMode, eps_lrp_rule
 
 
 @dataclass(frozen=True)
@@ -107,103 +105,18 @@ def _intgrad(model, inputs, target, *, internal_batch_size, steps, baseline, int
                                                 internal_batch_size=internal_batch_size)
 
 
-# Element-wise functions epsilon-LRP and DeepLIFT treat as activations: the engine's, and these (-> in-place?).
-_EXTRA_ACTIVATIONS = {torch.sigmoid: False, torch.Tensor.sigmoid: False, torch.sigmoid_: True,
-                      torch.Tensor.sigmoid_: True, torch.tanh: False, torch.Tensor.tanh: False, torch.tanh_: True,
-                      torch.Tensor.tanh_: True, F.softplus: False, torch.clamp: False, torch.Tensor.clamp: False,
-                      torch.clamp_: True, torch.Tensor.clamp_: True, torch.clip: False, torch.Tensor.clip: False,
-                      torch.abs: False, torch.Tensor.abs: False}
-_WITH_INPLACE_ARG = (F.hardswish, F.hardsigmoid, F.mish)  # inplace is their second argument
-_ACTIVATIONS = KNOWN_ACTIVATIONS | set(_EXTRA_ACTIVATIONS) | set(_WITH_INPLACE_ARG)
-_PRODUCTS = {torch.mul, torch.Tensor.mul, torch.Tensor.mul_, torch.div, torch.Tensor.div, torch.Tensor.div_,
-             torch.matmul, torch.Tensor.matmul, torch.bmm, torch.Tensor.bmm, torch.einsum}
-_OTHER_NONLINEAR = {F.softmax, torch.softmax, torch.Tensor.softmax, F.log_softmax, torch.log_softmax,
-                    torch.Tensor.log_softmax, F.layer_norm, F.group_norm, F.instance_norm, torch.exp,
-                    torch.Tensor.exp, torch.log, torch.Tensor.log, torch.sqrt, torch.Tensor.sqrt, torch.rsqrt,
-                    torch.Tensor.rsqrt, torch.pow, torch.Tensor.pow, torch.Tensor.__pow__}
-
-
-def _inplace(func, args, kwargs) -> bool:
-    if func in KNOWN_ACTIVATIONS:
-        return _is_inplace(func, args, kwargs)
-    if func in _WITH_INPLACE_ARG:
-        return bool(kwargs.get("inplace", args[1] if len(args) > 1 else False))
-    return _EXTRA_ACTIVATIONS[func]
-
-
-def _input_dependent(value) -> bool:
-    return isinstance(value, Tensor) and value.requires_grad and not isinstance(value, nn.Parameter)
-
-
-def _op_name(func) -> str:
-    return getattr(func, "__name__", repr(func))
-
-
-class _Multiplier(torch.autograd.Function):
-    """An activation whose backward multiplies the gradient by ``rule(z, a, derivative)`` instead of f'(z)."""
-
-    @staticmethod
-    def forward(ctx, x, call, rule, inplace: bool):
-        z = x.clone() if inplace else x
-        out = call(x)
-        if inplace:
-            ctx.mark_dirty(x)
-        ctx.call, ctx.rule = call, rule
-        ctx.save_for_backward(z, out)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad):
-        z, a = ctx.saved_tensors
-        call = ctx.call
-
-        def derivative(at: Tensor) -> Tensor:
-            with torch.enable_grad():
-                at = at.detach().requires_grad_()
-                (d,) = torch.autograd.grad(call(at.clone()), at, torch.ones_like(at))
-            return d
-
-        return grad * ctx.rule(z, a, derivative), None, None, None
-
-
-class _ModifiedGradientMode(TorchFunctionMode):
-    """Applies a multiplier rule at every element-wise activation; refuses what the rule cannot handle."""
-
-    def __init__(self, rule, method: str):
-        super().__init__()
-        self.rule, self.method = rule, method
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        flat = [*args, *kwargs.values()]
-        tensors = [a for a in flat if isinstance(a, Tensor)] + [t for a in flat if isinstance(a, (list, tuple))
-                                                                for t in a if isinstance(t, Tensor)]
-        dependent = sum(map(_input_dependent, tensors))
-        if func in _ACTIVATIONS and args and _input_dependent(args[0]):
-            rest = args[1:]
-            return _Multiplier.apply(args[0], lambda t: func(t, *rest, **kwargs), self.rule,
-                                     _inplace(func, args, kwargs))
-        if func in _PRODUCTS and dependent >= 2:
-            raise ValueError(f"{self.method} cannot handle a product of two input-dependent tensors "
-                             f"({_op_name(func)}, e.g. gating or attention): its rule is defined for networks of "
-                             "linear layers, pooling and element-wise activations")
-        if func in _OTHER_NONLINEAR and dependent:
-            raise ValueError(f"{self.method} cannot handle the non-linearity {_op_name(func)}: its rule is defined "
-                             "for networks of linear layers, pooling and element-wise activations")
-        return func(*args, **kwargs)
-
-
-def _modified_gradient(model, inputs, target, rule, method: str, reference: Tensor | None,
+def _modified_gradient(model, inputs, target, rule: MultiplierRule, reference: Tensor | None,
                        internal_batch_size) -> Tensor:
-    """Gradient of the target logits with ``rule`` at activations; with a ``reference`` batch, each
-    forward pass runs on [inputs; reference] so the rule sees the paired activations (DeepLIFT)."""
+    """Gradient of the target logits under a multiplier rule (:mod:`rectgrad.engine`); with a
+    ``reference`` batch, each forward pass runs on [inputs; reference] so the rule sees the paired
+    activations (DeepLIFT)."""
     chunks = []
     reference_chunks = iter(() if reference is None else reference.split(internal_batch_size or len(inputs)))
     for (x,), t, _ in batches((inputs,), target, None, internal_batch_size):
         leaf = x.detach().requires_grad_()
         batch = leaf if reference is None else torch.cat([leaf, next(reference_chunks)])
         with torch.enable_grad():
-            with _ModifiedGradientMode(rule, method):
+            with RuleMode(Options(rule=rule)):
                 logits = model(batch)
             logits = check_logits(logits, batch.shape[0])[: len(leaf)]
             (grad,) = torch.autograd.grad(logits.gather(1, t[:, None]).sum(), leaf, allow_unused=True)
@@ -216,11 +129,7 @@ def _eps_lrp(model, inputs, target, *, internal_batch_size, eps):
     f(z) / (z + eps * sign(z)) and the map is x * gradient; Grad*Input on ReLU networks as eps -> 0."""
     if not isinstance(eps, numbers.Real) or eps <= 0:
         raise ValueError(f"eps must be a positive number, got {eps!r}")
-
-    def rule(z, a, derivative):
-        return a / (z + eps * torch.where(z >= 0, 1.0, -1.0))
-
-    return inputs * _modified_gradient(model, inputs, target, rule, "eps_lrp", None, internal_batch_size)
+    return inputs * _modified_gradient(model, inputs, target, eps_lrp_rule(eps), None, internal_batch_size)
 
 
 def _baseline_like(baseline, inputs: Tensor) -> Tensor:
@@ -237,17 +146,9 @@ def _baseline_like(baseline, inputs: Tensor) -> Tensor:
 
 def _deeplift(model, inputs, target, *, internal_batch_size, baseline):
     """DeepLIFT with the Rescale rule (Shrikumar et al., 2017) as a modified gradient (Ancona et al.,
-    2018): f'(z) becomes (f(z) - f(z0)) / (z - z0), z0 the activation's input at the reference (f' at the
-    midpoint where |z - z0| < 1e-6); the map is (x - x0) * gradient. Max-pooling passes the gradient."""
+    2018); the map is (x - x0) * gradient. Max-pooling passes the gradient."""
     reference = _baseline_like(baseline, inputs)
-
-    def rule(z, a, derivative):
-        n = len(z) // 2
-        dz, da = z[:n] - z[n:], a[:n] - a[n:]
-        m = torch.where(dz.abs() > 1e-6, da / dz, derivative((z[:n] + z[n:]) / 2))
-        return torch.cat([m, m])
-
-    grad = _modified_gradient(model, inputs, target, rule, "deeplift", reference, internal_batch_size)
+    grad = _modified_gradient(model, inputs, target, DEEPLIFT_RESCALE, reference, internal_batch_size)
     return (inputs - reference) * grad
 
 
