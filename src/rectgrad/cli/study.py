@@ -1,0 +1,152 @@
+"""``rectgrad study NAME``: the paper's picture-based arguments (Sec. 3, 5.1, 5.2, App. A, B) on your model."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+IMAGES = typer.Argument(None, help="Image files or folders (a <name>_mask.* file beside an image is its "
+                                   "object mask); or use --dataset.", show_default=False)
+MODEL = typer.Option("efficientnet-lite0", help="Registry name (efficientnet-lite0, inception-v4, ...) or "
+                                                "a model file (rectgrad checkpoint, torch.save'd module).")
+OUT = typer.Option(..., help="Folder for the figures (PNG), numbers (CSV) and summary (markdown).")
+DATASET = typer.Option(None, help="Take test images of fashion-mnist or cifar10 instead of image files "
+                                  "(Fashion-MNIST images get object masks).")
+COUNT = typer.Option(4, help="With --dataset: how many test images (the first of classes 0, 1, ...).")
+DATA_DIR = typer.Option(None, help="With --dataset: folder holding the dataset files.")
+DEVICE = typer.Option("auto", help="cpu, cuda, or auto (cuda when available).")
+DPI = typer.Option(150, help="Resolution of the PNG figures.")
+METHODS = typer.Option(None, "--method", help="Attribution method (repeatable); default: the paper's "
+                                              "comparison (Sec. 5.2).")
+SHOW = typer.Option(None, help="How many images (the first) the figures draw; the numbers use all. "
+                               "Default: the study's (4 or 8).")
+BATCH = typer.Option(16, help="Process at most this many samples (noisy copies, integration steps) at a "
+                              "time: bounds memory.")
+
+study_app = typer.Typer(no_args_is_help=True, help="The paper's figures as commands, each with numbers.")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(study_app, name="study")
+
+
+def _load(model: Optional[str], images: Optional[List[Path]], dataset: Optional[str], count: int,
+          data_dir: Optional[Path], device: str, per_class: int = 1):
+    """The model (eval mode, on ``device``) and the :class:`rectgrad.studies.Images` to explain."""
+    import torch
+
+    from rectgrad import zoo
+    from rectgrad.studies import images_from_dataset, images_from_files
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if bool(images) == bool(dataset):
+        raise ValueError("give image files or folders or --dataset (exactly one of them)")
+    loaded = zoo.load(model, device=device)
+    chosen = images_from_dataset(dataset, count, per_class, data_dir) if dataset else images_from_files(loaded, images)
+    return loaded.model.eval(), chosen.to(device)
+
+
+def _shown(show: Optional[int]) -> dict:
+    return {} if show is None else {"show": show}
+
+
+def _finish(result, out: Path, dpi: int) -> None:
+    files = result.save(out, dpi=dpi)
+    typer.echo(result.markdown())
+    typer.echo(f"wrote {len(files)} files to {out}")
+
+
+@study_app.command("threshold")
+def threshold(images: Optional[List[Path]] = IMAGES, model: str = MODEL, out: Path = OUT,
+              q: Optional[List[float]] = typer.Option(None, help="Percentiles (repeatable); default "
+                                                                  "0 10 20 80 90 95 99 (Fig. 4)."),
+              padding_trick: bool = typer.Option(True, help="Zero-padding trick (Appendix C.1)."),
+              dataset: Optional[str] = DATASET, count: int = COUNT, data_dir: Optional[Path] = DATA_DIR,
+              internal_batch_size: Optional[int] = BATCH, show: Optional[int] = SHOW, device: str = DEVICE,
+              dpi: int = DPI) -> None:
+    """Fig. 4: RectGrad for tau = 0 and each q, with the sparsity curve."""
+    from rectgrad import studies
+
+    net, chosen = _load(model, images, dataset, count, data_dir, device)
+    kwargs = {"qs": tuple(q)} if q else {}
+    _finish(studies.threshold(net, chosen, padding_trick=padding_trick, internal_batch_size=internal_batch_size,
+                              **kwargs, **_shown(show)), out, dpi)
+
+
+@study_app.command("coherence")
+def coherence(images: Optional[List[Path]] = IMAGES, model: str = MODEL, out: Path = OUT,
+              method: Optional[List[str]] = METHODS, seed: int = typer.Option(0, help="Seed of SmoothGrad's noise."),
+              dataset: Optional[str] = DATASET,
+              count: int = typer.Option(8, help="With --dataset: how many test images, two per class."),
+              data_dir: Optional[Path] = DATA_DIR, internal_batch_size: Optional[int] = BATCH,
+              show: Optional[int] = SHOW, device: str = DEVICE, dpi: int = DPI) -> None:
+    """Figs. 5a, 12: all methods with and without final threshold; similarity within vs across classes."""
+    from rectgrad import studies
+
+    net, chosen = _load(model, images, dataset, count, data_dir, device, per_class=2)
+    _finish(studies.coherence(net, chosen, methods=tuple(method or studies.COMPARED), seed=seed,
+                              internal_batch_size=internal_batch_size, **_shown(show)), out, dpi)
+
+
+@study_app.command("adversarial")
+def adversarial(images: Optional[List[Path]] = IMAGES, model: str = MODEL, out: Path = OUT,
+                eps: float = typer.Option(0.01, help="FGSM step on pixels scaled to [-1, 1] (the paper's 0.01)."),
+                method: Optional[List[str]] = METHODS,
+                seed: int = typer.Option(0, help="Seed of SmoothGrad's noise and of the control noise."),
+                dataset: Optional[str] = DATASET, count: int = COUNT, data_dir: Optional[Path] = DATA_DIR,
+                internal_batch_size: Optional[int] = BATCH, show: Optional[int] = SHOW, device: str = DEVICE,
+                dpi: int = DPI) -> None:
+    """Figs. 5b, 13: maps of each image and its FGSM twin; how much each method's map changes."""
+    from rectgrad import studies
+
+    net, chosen = _load(model, images, dataset, count, data_dir, device)
+    _finish(studies.adversarial(net, chosen, eps=eps, methods=tuple(method or studies.COMPARED), seed=seed,
+                                internal_batch_size=internal_batch_size, **_shown(show)), out, dpi)
+
+
+@study_app.command("layers")
+def layers(images: Optional[List[Path]] = IMAGES, model: str = MODEL, out: Path = OUT,
+           q: float = typer.Option(98.0, help="RectGrad's percentile."),
+           layer: Optional[List[str]] = typer.Option(None, help="Module name whose input to attribute to "
+                                                                "(repeatable); default: spread over the convs."),
+           max_layers: int = typer.Option(8, help="Without --layer: how many layers."),
+           dataset: Optional[str] = DATASET, count: int = COUNT, data_dir: Optional[Path] = DATA_DIR,
+           show: Optional[int] = SHOW, device: str = DEVICE, dpi: int = DPI) -> None:
+    """Figs. 6, 11: Saliency vs RectGrad at hidden layers; background share per layer."""
+    from rectgrad import studies
+
+    net, chosen = _load(model, images, dataset, count, data_dir, device)
+    _finish(studies.layers(net, chosen, q=q, layer_names=layer or None, max_layers=max_layers, **_shown(show)),
+            out, dpi)
+
+
+@study_app.command("feature-maps")
+def feature_maps(images: Optional[List[Path]] = IMAGES, model: str = MODEL, out: Path = OUT,
+                 channels: int = typer.Option(8, help="Most active channels shown per layer."),
+                 max_layers: int = typer.Option(8, help="Layers shown, spread from first to last."),
+                 dataset: Optional[str] = DATASET, count: int = COUNT, data_dir: Optional[Path] = DATA_DIR,
+                 show: Optional[int] = SHOW, device: str = DEVICE, dpi: int = DPI) -> None:
+    """Fig. 10: feature maps of the convolutional layers; active units on the background."""
+    from rectgrad import studies
+
+    net, chosen = _load(model, images, dataset, count, data_dir, device)
+    _finish(studies.feature_maps(net, chosen, channels=channels, max_layers=max_layers, **_shown(show)), out, dpi)
+
+
+@study_app.command("rules")
+def rules(images: Optional[List[Path]] = IMAGES,
+          model: Optional[str] = typer.Option(None, help="With images or --dataset: the model to explain."),
+          out: Path = OUT, q: float = typer.Option(98.0, help="Percentile for the maps."),
+          dataset: Optional[str] = DATASET, count: int = COUNT, data_dir: Optional[Path] = DATA_DIR,
+          internal_batch_size: Optional[int] = BATCH, show: Optional[int] = SHOW, device: str = DEVICE,
+          dpi: int = DPI) -> None:
+    """Appendix B, Fig. 14: the B.2 toy numbers; with images, PR1-PR4 and RectGradMod maps."""
+    from rectgrad import studies
+
+    if images or dataset:
+        net, chosen = _load(model or "efficientnet-lite0", images, dataset, count, data_dir, device)
+    else:
+        net, chosen = None, None
+    _finish(studies.rules(net, chosen, q=q, internal_batch_size=internal_batch_size, **_shown(show)), out, dpi)

@@ -1,0 +1,383 @@
+"""What every study shares: the images it explains, its result (tables + figures), rank correlation."""
+from __future__ import annotations
+
+import csv
+import itertools
+import math
+import re
+import warnings
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from torch import Tensor, nn
+
+from rectgrad import viz
+from rectgrad.engine import Options, RuleMode
+from rectgrad.methods import explain, get_method
+
+
+@dataclass
+class Images:
+    """Model inputs (N, C, H, W) with what a study needs to show and label them.
+
+    ``mean``/``std`` describe the model's input space as for :func:`rectgrad.viz.to_display_image`: pixels
+    in [0, 1] are ``x * std + mean``; both None means the inputs are pixels scaled to [-1, 1] (the
+    paper's preprocessing). ``masks`` (N, H, W), True on the object, enable the background numbers.
+    """
+
+    x: Tensor
+    names: list[str]
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    classes: list[str] | None = None
+    labels: Tensor | None = None
+    masks: Tensor | None = None
+
+    def __post_init__(self):
+        if self.x.dim() != 4 or len(self.names) != len(self.x):
+            raise ValueError(f"expected (N, C, H, W) inputs with one name each, got {tuple(self.x.shape)} "
+                             f"and {len(self.names)} names")
+        if self.masks is not None and self.masks.shape != (len(self.x), *self.x.shape[-2:]):
+            raise ValueError(f"masks must be (N, H, W) = {(len(self.x), *self.x.shape[-2:])}, "
+                             f"got {tuple(self.masks.shape)}")
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def to(self, device) -> Images:
+        return replace(self, x=self.x.to(device), masks=None if self.masks is None else self.masks.to(device))
+
+    def class_name(self, index: int) -> str:
+        return self.classes[index] if self.classes and 0 <= index < len(self.classes) else str(index)
+
+    def display(self) -> dict:
+        """Keyword arguments of :func:`rectgrad.viz.grid` that un-normalize these inputs."""
+        return {"mean": self.mean, "std": self.std}
+
+    def to_pixels(self, x: Tensor) -> Tensor:
+        return to_pixels(x, self.mean, self.std)
+
+    def from_pixels(self, p: Tensor) -> Tensor:
+        return from_pixels(p, self.mean, self.std)
+
+
+def _stats(x: Tensor, mean, std) -> tuple[Tensor, Tensor]:
+    """Per-channel ``mean`` and ``std`` shaped (1, C, 1, 1) like ``x`` (0 and 1 where None)."""
+    m = torch.as_tensor(0.0 if mean is None else mean, dtype=x.dtype, device=x.device)
+    s = torch.as_tensor(1.0 if std is None else std, dtype=x.dtype, device=x.device)
+    return m.reshape(1, -1, 1, 1), s.reshape(1, -1, 1, 1)
+
+
+def to_pixels(x: Tensor, mean=None, std=None) -> Tensor:
+    """Model inputs ``(pixel01 - mean) / std`` -> pixels in [-1, 1], the paper's input space (identity
+    when ``mean`` and ``std`` are both None: the inputs are already pixels in [-1, 1])."""
+    if mean is None and std is None:
+        return x
+    m, s = _stats(x, mean, std)
+    return 2 * (x * s + m) - 1
+
+
+def from_pixels(p: Tensor, mean=None, std=None) -> Tensor:
+    """Pixels in [-1, 1] -> model inputs (inverse of :func:`to_pixels`)."""
+    if mean is None and std is None:
+        return p
+    m, s = _stats(p, mean, std)
+    return ((p + 1) / 2 - m) / s
+
+
+@dataclass
+class StudyResult:
+    """A study's numbers (``tables``: name -> rows of plain values), its figures and a markdown summary."""
+
+    name: str
+    tables: dict[str, list[dict]]
+    figures: dict[str, Figure] = field(default_factory=dict)
+    notes: str = ""
+
+    def markdown(self) -> str:
+        parts = [f"# rectgrad study {self.name}"] + ([self.notes.strip()] if self.notes else [])
+        for table, rows in self.tables.items():
+            parts += [f"## {table}", markdown_table(rows)]
+        return "\n\n".join(parts) + "\n"
+
+    def save(self, out, dpi: int = 150) -> list[Path]:
+        """Write ``<name>_<table>.csv`` per table, ``<name>.md`` and ``<name>_<figure>.png`` into ``out``."""
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        prefix = self.name.replace("-", "_")
+        written = []
+        for table, rows in self.tables.items():
+            path = out / f"{prefix}_{table}.csv"
+            with path.open("w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else [])
+                writer.writeheader()
+                writer.writerows(rows)
+            written.append(path)
+        md = out / f"{prefix}.md"
+        md.write_text(self.markdown())
+        written.append(md)
+        written += [viz.save_figure(fig, out / f"{prefix}_{name}.png", dpi=dpi) for name, fig in self.figures.items()]
+        return written
+
+
+def markdown_table(rows: list[dict]) -> str:
+    if not rows:
+        return "(no rows)"
+    header = list(rows[0])
+
+    def cell(v) -> str:
+        if isinstance(v, float):
+            return "nan" if math.isnan(v) else f"{v:.4g}"
+        return str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(r.get(k, "")) for k in header) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def new_figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def as_numpy(x) -> np.ndarray:
+    """A tensor (any device) or array-like as float64 numpy."""
+    if isinstance(x, Tensor):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def ranks(a: np.ndarray) -> np.ndarray:
+    """Ranks of a 1-D array, ties sharing their average rank (as Spearman's correlation needs)."""
+    order = np.argsort(a, kind="stable")
+    ordered = a[order]
+    first = np.r_[True, ordered[1:] != ordered[:-1]]
+    starts = np.flatnonzero(first)
+    counts = np.diff(np.r_[starts, a.size])
+    result = np.empty(a.size)
+    result[order] = np.repeat(starts + (counts - 1) / 2, counts)
+    return result
+
+
+def spearman(a, b) -> float:
+    """Spearman rank correlation of two maps (flattened); NaN when either is constant (e.g. all zero)."""
+    ra, rb = (ranks(np.ravel(as_numpy(m))) for m in (a, b))
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    denominator = math.sqrt(float((ra * ra).sum() * (rb * rb).sum()))
+    return float((ra * rb).sum() / denominator) if denominator > 0 else float("nan")
+
+
+def finite_mean(values) -> float:
+    """Mean of the finite values; NaN when there is none."""
+    finite = [v for v in values if not math.isnan(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: Tensor, batch_size: int = 16) -> tuple[Tensor, Tensor]:
+    """Predicted classes and their softmax probabilities."""
+    logits = torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+    probs = logits.softmax(1)
+    return probs.argmax(1), probs.max(1).values
+
+
+def quiet(fn, *args, **kwargs):
+    """Call ``fn`` silencing the engine's all-zero warning: studies report empty maps in their numbers."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is all zero.*")
+        warnings.filterwarnings("ignore", message=".*calls no activation.*")
+        return fn(*args, **kwargs)
+
+
+def spread(items: list, count: int | None) -> list:
+    """At most ``count`` of ``items``, evenly spread from the first to the last (all when ``count`` is None)."""
+    if count is None or len(items) <= count:
+        return items
+    if count < 1:
+        raise ValueError(f"the number of layers must be positive, got {count}")
+    step = (len(items) - 1) / max(count - 1, 1)
+    return [items[round(i * step)] for i in range(count)]
+
+
+def resize_masks(masks: Tensor, size: tuple[int, int]) -> Tensor:
+    """Object masks (N, H, W) at another resolution: a cell is object when at least half of it is."""
+    resized = torch.nn.functional.interpolate(masks[:, None].float(), size=size, mode="area")
+    return resized[:, 0] >= 0.5
+
+
+def outside_fraction(maps: Tensor, masks: Tensor) -> Tensor:
+    """Per image, the fraction of ``|map|`` mass (maps (N, h, w)) on the background; 0 for an all-zero map."""
+    masks = resize_masks(masks, tuple(maps.shape[-2:]))
+    mass = maps.abs()
+    total = mass.sum((1, 2))
+    outside = (mass * ~masks).sum((1, 2))
+    return torch.where(total > 0, outside / total.clamp_min(1e-30), 0.0)
+
+
+def engine_gradients(model: nn.Module, x: Tensor, target: Tensor | None, options: Options,
+                     modules: list[tuple[str, nn.Module]] = ()) -> tuple[Tensor, list[tuple[str, Tensor, Tensor]]]:
+    """The engine's modified gradient of the target logits with respect to ``x`` and to the inputs of ``modules``.
+
+    Drives :class:`rectgrad.engine.RuleMode` as the attribution methods do (forward pass under the rule,
+    backward pass outside it); forward pre-hooks record each module's input during that pass and are
+    removed afterwards, so the model is left untouched. Returns the input gradient and, per module call,
+    ``(name, module input, gradient)``; ``target`` None explains each sample's predicted class.
+    """
+    recorded: list[tuple[str, Tensor]] = []
+
+    def recorder(name):
+        def hook(module, args):
+            if args and isinstance(args[0], Tensor) and args[0].requires_grad:
+                recorded.append((name, args[0]))
+        return hook
+
+    handles = [module.register_forward_pre_hook(recorder(name)) for name, module in modules]
+    leaf = x.detach().requires_grad_()
+    mode = RuleMode(options)
+    try:
+        with torch.enable_grad():
+            with mode:
+                logits = model(leaf)
+            mode.mark_top()
+            targets = logits.detach().argmax(1) if target is None else target.to(logits.device)
+            score = logits.gather(1, targets[:, None]).sum()
+            tensors = [leaf] + [t for _, t in recorded]
+            grads = torch.autograd.grad(score, tensors, allow_unused=True)
+    finally:
+        for handle in handles:
+            handle.remove()
+    grads = [torch.zeros_like(t) if g is None else g for g, t in zip(grads, tensors)]
+    return grads[0], [(name, t.detach(), g) for (name, t), g in zip(recorded, grads[1:])]
+
+
+#: The methods of the paper's qualitative comparison (Sec. 5.2, Figs. 5, 12, 13), RectGrad last.
+COMPARED = ("saliency", "grad_input", "guided_bp", "smoothgrad", "intgrad", "eps_lrp", "deeplift", "rectgrad",
+            "rectgrad_prr")
+
+
+def is_rectgrad(method: str) -> bool:
+    """RectGrad-like methods get the positive part as final threshold, baselines their top 5% (Sec. 5.2)."""
+    return "final_threshold" in get_method(method).defaults
+
+
+def method_attributions(model: nn.Module, x: Tensor, target: Tensor, methods, *, seed: int = 0,
+                        internal_batch_size: int | None = None) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """Raw attributions per method (RectGrad without its final threshold), and the methods skipped with why.
+
+    A method that cannot handle the model (e.g. DeepLIFT on a gated block) raises ``ValueError``: it is
+    skipped, not fatal. Stochastic methods draw from ``seed``, so two calls share their noise.
+    """
+    maps, skipped = {}, {}
+    for method in methods:
+        extra = {"final_threshold": False} if is_rectgrad(method) else {}
+        try:
+            maps[method] = quiet(explain, model, x, target, method, seed=seed,
+                                 internal_batch_size=internal_batch_size, **extra)
+        except ValueError as exc:
+            skipped[method] = str(exc)
+    return maps, skipped
+
+
+def summed_maps(attr: Tensor, method: str, thresholded: bool) -> np.ndarray:
+    """Channel-summed maps (N, H, W), with the final threshold of Sec. 5.2 when ``thresholded``."""
+    maps = viz.channel_sum(attr)
+    return viz.final_threshold(maps, "positive" if is_rectgrad(method) else "top") if thresholded else maps
+
+
+def display_maps(attr: Tensor, method: str, thresholded: bool) -> np.ndarray:
+    """Appendix F.1 display maps, with or without the final threshold."""
+    return viz.prepare(attr, threshold=("positive" if is_rectgrad(method) else "top") if thresholded else None)
+
+
+def method_label(method: str) -> str:
+    return get_method(method).label
+
+
+def skipped_note(skipped: dict[str, str]) -> str:
+    return "".join(f"\n\nSkipped {method_label(m)}: {why}" for m, why in skipped.items())
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+def image_files(paths) -> list[Path]:
+    """Image files named by ``paths`` (files or folders, folders in natural order: 2.jpg before 10.jpg).
+
+    Files named ``<stem>_mask.<ext>`` are object masks of ``<stem>.<ext>``, not images.
+    """
+    files = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = sorted((p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
+                            and not p.stem.endswith("_mask")), key=_natural)
+            if not found:
+                raise ValueError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in folder {path}")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"image or folder {path} not found")
+    if not files:
+        raise ValueError("no images given")
+    return files
+
+
+def _natural(path: Path):
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part)
+            for part in re.split(r"(\d+)", path.name.lower()) if part]
+
+
+def images_from_files(loaded, paths) -> Images:
+    """Images for a :class:`rectgrad.zoo.LoadedModel` from files or folders, preprocessed as the model needs.
+
+    An image ``<stem>.<ext>`` with a ``<stem>_mask.*`` file beside it gets that object mask (white =
+    object, pixel >= 200 as the paper's masks), sent through the same resizing and cropping. Images are
+    named by their file stem, or ``folder/stem`` when two stems coincide.
+    """
+    from rectgrad.zoo import read_image
+
+    files = image_files(paths)
+    x = loaded.preprocess([read_image(f) for f in files])
+    mask_files = [next((p for p in sorted(f.parent.iterdir()) if p.stem == f"{f.stem}_mask"
+                        and p.suffix.lower() in IMAGE_SUFFIXES), None) for f in files]
+    masks = None
+    if any(mask_files):
+        if not all(mask_files):
+            missing = [str(f) for f, m in zip(files, mask_files) if m is None]
+            raise ValueError(f"some images have a <name>_mask file and some do not: {', '.join(missing[:5])} "
+                             "lack one")
+        masked = loaded.preprocess([read_image(m) for m in mask_files])
+        masks = (to_pixels(masked, loaded.mean, loaded.std).mean(1) + 1) / 2 >= 200 / 255
+    stems = [f.stem for f in files]
+    names = stems if len(set(stems)) == len(stems) else [f"{f.parent.name}/{f.stem}" for f in files]
+    return Images(x=x, names=names, mean=loaded.mean, std=loaded.std,
+                  classes=list(loaded.labels) if loaded.labels else None, masks=masks)
+
+
+def images_from_dataset(name: str, count: int, per_class: int = 1, data_dir=None) -> Images:
+    """``count`` test images of ``"fashion-mnist"`` or ``"cifar10"``: the first ``per_class`` of classes 0, 1, ...
+
+    Inputs are scaled to [-1, 1] as the paper's CNNs see them; Fashion-MNIST images get object masks
+    (every non-black pixel, :func:`rectgrad.data.object_masks_from_images`).
+    """
+    from rectgrad.data import load_dataset, object_masks_from_images
+
+    if count < 1 or per_class < 1:
+        raise ValueError(f"count and per_class must be positive, got {count} and {per_class}")
+    data = load_dataset(name, "test", data_dir=data_dir)
+    index = []
+    for k in itertools.cycle(range(len(data.classes))):
+        if len(index) >= min(count, len(data)):
+            break
+        members = (data.labels == k).nonzero().flatten().tolist()
+        taken = sum(int(data.labels[i]) == k for i in index)
+        index += members[taken:taken + per_class][: count - len(index)]
+    chosen = data.subset(torch.tensor(index))
+    masks = object_masks_from_images(chosen.images) if name == "fashion-mnist" else None
+    return Images(x=chosen.inputs(), names=[f"test {i}" for i in index], classes=list(data.classes),
+                  labels=chosen.labels, masks=masks)

@@ -1,0 +1,125 @@
+"""Section 3, Fig. 10: the feature maps of every convolutional layer for an image with a noisy saliency map."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
+
+from rectgrad import viz
+from rectgrad.engine import KNOWN_ACTIVATIONS, Options
+from rectgrad.studies._common import (Images, StudyResult, engine_gradients, new_figure, predict, resize_masks,
+                                      spread)
+
+
+class _ActivationRecorder(TorchFunctionMode):
+    """Records the spatial outputs (N, C, H, W), H x W > 1, of every activation call of one forward pass."""
+
+    def __init__(self):
+        super().__init__()
+        self.outputs: list[Tensor] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func in KNOWN_ACTIVATIONS and isinstance(out, Tensor) and out.dim() == 4 and out.shape[-2:].numel() > 1:
+            self.outputs.append(out.detach().clone())
+        return out
+
+
+def activations(model: nn.Module, x: Tensor, max_layers: int | None = None) -> list[tuple[int, Tensor]]:
+    """The feature maps after each activation (ReLU, ReLU6, ...) over a spatial map, in forward order.
+
+    Activations are caught as the engine catches them (functional and module ReLUs alike). Returns
+    ``(position, maps)`` pairs, ``position`` counting from 1 in forward order; with ``max_layers`` only that
+    many, evenly spread from the first to the last.
+    """
+    recorder = _ActivationRecorder()
+    with torch.no_grad(), recorder:
+        model(x)
+    if not recorder.outputs:
+        raise ValueError("the model applies no known activation to a spatial feature map")
+    return spread(list(enumerate(recorder.outputs, start=1)), max_layers)
+
+
+def feature_maps(model: nn.Module, images: Images, out=None, *, channels: int = 8,
+                 max_layers: int | None = 8, show: int = 4) -> StudyResult:
+    """Per image: its saliency map and the ``channels`` most active channels of each convolutional layer.
+
+    Section 3 argues that saliency maps are noisy because background features pass through the ReLUs:
+    the CNN does not filter them out. Numbers per layer (mean over images): the fraction of active units
+    (``a > 0``) and, where ``images`` has object masks, that fraction on the background and on the object
+    and the share of the activation mass on the background. Per image: the share of the saliency map's
+    ``|gradient|`` on the background (how noisy it is). One figure per image for ``show`` images: those with
+    the noisiest saliency maps where masks exist, else the first; the numbers use all.
+    """
+    predicted, _ = predict(model, images.x)
+    grad, _ = engine_gradients(model, images.x, predicted, Options())
+    saliency = torch.as_tensor(viz.channel_sum(grad))
+    maps = activations(model, images.x, max_layers)
+    rows = []
+    for k, a in maps:
+        active = a > 0
+        row = {"layer": f"activation {k}", "shape": "x".join(map(str, a.shape[1:])),
+               "active fraction": float(active.double().mean())}
+        if images.masks is not None:
+            obj = resize_masks(images.masks, tuple(a.shape[-2:]))[:, None].expand_as(a)
+            row |= {"background area": float((~obj).double().mean()),
+                    "active on background": float(active[~obj].double().mean()) if (~obj).any() else float("nan"),
+                    "active on object": float(active[obj].double().mean()) if obj.any() else float("nan"),
+                    "mass on background": float(a[~obj].abs().sum() / a.abs().sum().clamp_min(1e-30))}
+        rows.append(row)
+    per_image = []
+    for i, name in enumerate(images.names):
+        row = {"image": name, "predicted": images.class_name(int(predicted[i]))}
+        if images.masks is not None:
+            mass = saliency[i].abs()
+            row["saliency mass on background"] = float(mass[~images.masks[i].cpu()].sum() / mass.sum().clamp_min(1e-30))
+        per_image.append(row)
+    noisiest = sorted(range(len(images)), key=lambda i: -per_image[i].get("saliency mass on background", 0.0))
+    figures = {_slug(images.names[i]): _figure(images, i, saliency[i], [(k, a[i]) for k, a in maps], channels)
+               for i in noisiest[:show]}
+    result = StudyResult("feature-maps", {"layers": rows, "images": per_image}, figures, notes=_NOTES)
+    if out is not None:
+        result.save(out)
+    return result
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+
+
+def _figure(images: Images, i: int, saliency: Tensor, layers: list[tuple[int, Tensor]], channels: int):
+    """Top row: the input, its saliency map (and mask); then one row per layer, its most active channels."""
+    ncols = max(channels, 3)
+    fig = new_figure(1.3 * ncols, 1.3 * (len(layers) + 1) + 0.4)
+    axes = fig.subplots(len(layers) + 1, ncols, squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    picture = viz.to_display_image(images.x[i], **images.display())
+    axes[0, 0].imshow(picture, cmap="gray" if picture.ndim == 2 else None, vmin=0, vmax=1)
+    axes[0, 0].set_title("input", fontsize=8)
+    viz.plot_map(axes[0, 1], viz.prepare(saliency, grayscale=True)[0])
+    axes[0, 1].set_axis_on()
+    axes[0, 1].set_title("saliency", fontsize=8)
+    if images.masks is not None:
+        axes[0, 2].imshow(images.masks[i].cpu().numpy(), cmap="gray", vmin=0, vmax=1)
+        axes[0, 2].set_title("object mask", fontsize=8)
+    for row, (k, a) in enumerate(layers, start=1):
+        top = a.flatten(1).sum(1).argsort(descending=True)[:channels]
+        for col, c in enumerate(top.tolist()):
+            ax = axes[row, col]
+            ax.imshow(a[c].cpu().numpy(), cmap="viridis", vmin=0, vmax=max(float(a[c].max()), 1e-12),
+                      interpolation="nearest")
+            ax.set_title(f"ch {c}", fontsize=7)
+        axes[row, 0].set_axis_on()
+        axes[row, 0].set_xticks([])
+        axes[row, 0].set_yticks([])
+        axes[row, 0].set_ylabel(f"activation {k}\n{a.shape[-2]}x{a.shape[-1]}", fontsize=8)
+    fig.suptitle(f"{images.names[i]}: feature maps after each activation (most active channels)", fontsize=10)
+    return fig
+
+
+_NOTES = """Section 3 / Fig. 10. Feature maps after each activation over a spatial map (forward order; at most
+the configured number of layers, evenly spread). `active fraction`: share of units (channels x positions) with
+a > 0, over all images; with object masks (resized to the layer): the same on the background and on the
+object, and the share of the activation mass on the background. `saliency mass on background`: share of the
+channel-summed |gradient| outside the object."""

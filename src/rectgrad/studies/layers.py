@@ -1,0 +1,117 @@
+"""Section 5.2, Figs. 6 and 11: Saliency and RectGrad attributions at intermediate layers (noise accumulation)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from rectgrad import viz
+from rectgrad.engine import Options, Rule
+from rectgrad.studies._common import (Images, StudyResult, engine_gradients, outside_fraction, predict,
+                                      resize_masks, spread)
+
+
+def hidden_layers(model: nn.Module, x, names: list[str] | None = None,
+                  max_layers: int = 8) -> list[tuple[str, nn.Module]]:
+    """The modules whose inputs the study attributes to, in the order the forward pass calls them.
+
+    ``names`` picks modules by their ``named_modules`` names. Otherwise: the ``nn.Conv2d`` modules without
+    groups (no depthwise convolutions) whose input is a spatial hidden tensor (not the model input, larger
+    than 1x1), ``max_layers`` of them evenly spread from the first to the last.
+    """
+    modules = dict(model.named_modules())
+    if names:
+        unknown = [n for n in names if n not in modules]
+        if unknown:
+            raise ValueError(f"no module named {', '.join(map(repr, unknown))} in the model")
+        return [(n, modules[n]) for n in names]
+    called: list[tuple[str, nn.Module]] = []
+
+    def hook(name):
+        def record(module, args):
+            t = args[0] if args else None
+            if isinstance(t, torch.Tensor) and t.dim() == 4 and t is not x and t.shape[-2:].numel() > 1 \
+                    and all(name != n for n, _ in called):
+                called.append((name, module))
+        return record
+
+    handles = [m.register_forward_pre_hook(hook(n)) for n, m in modules.items()
+               if isinstance(m, nn.Conv2d) and m.groups == 1]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    if not called:
+        raise ValueError("the model has no convolution over a hidden feature map: name the layers to attribute to")
+    return spread(called, max_layers)
+
+
+def layers(model: nn.Module, images: Images, out=None, *, q: float = 98.0, padding_trick: bool = True,
+           layer_names: list[str] | None = None, max_layers: int = 8, show: int = 4) -> StudyResult:
+    """Saliency and RectGrad attributions to the input of hidden layers, input (left) to output (right).
+
+    The attribution to a hidden tensor ``h`` is ``h * dlogit/dh`` with the plain gradient (Saliency row) or
+    RectGrad's rectified gradient (``q``, padding trick) for the predicted class, averaged over channels
+    (the paper's "channel-wise average attributions for hidden layer inputs"). Both rows use ``h * gradient``,
+    so they differ only by the backward rule. Numbers per layer: the fraction of non-zero attribution values
+    and, where ``images`` has object masks, the fraction of ``|attribution|`` outside the object (mask
+    resized to the layer): the paper's noise accumulation shows as Saliency's background share growing
+    towards the input while RectGrad's stays low. ``show``: how many images (the first) the figure draws;
+    the numbers use all.
+    """
+    predicted, _ = predict(model, images.x)
+    chosen = hidden_layers(model, images.x[:1], layer_names, max_layers)
+    methods = {"Saliency": Options(), "RectGrad": Options(rule=Rule(score="pr1", q=q), padding_trick=padding_trick)}
+    maps: dict[str, dict[str, torch.Tensor]] = {}  # layer -> method -> (N, h, w) channel-mean attribution
+    nonzero: dict[str, dict[str, float]] = {}
+    for method, options in methods.items():
+        grad, hidden = engine_gradients(model, images.x, predicted, options, chosen)
+        seen = {}
+        for name, h, g in [("x (input)", images.x, grad)] + hidden:
+            seen[name] = seen.get(name, 0) + 1
+            label = name if seen[name] == 1 else f"{name}#{seen[name]}"
+            attr = h * g
+            maps.setdefault(label, {})[method] = attr.mean(1)
+            nonzero.setdefault(label, {})[method] = float((attr != 0).double().mean())
+    rows = []
+    for label, per_method in maps.items():
+        some = next(iter(per_method.values()))
+        row = {"layer": label, "size": f"{some.shape[-2]}x{some.shape[-1]}"}
+        row |= {f"{m} nonzero": nonzero[label][m] for m in methods}
+        if images.masks is not None:
+            row["background area"] = 1 - float(resize_masks(images.masks, tuple(some.shape[-2:])).double().mean())
+            row |= {f"{m} background": float(outside_fraction(per_method[m], images.masks).mean()) for m in methods}
+        rows.append(row)
+    figures = {"grid": _grid(images, maps, list(methods), show)}
+    result = StudyResult("layers", {"layers": rows}, figures, notes=_NOTES.format(q=q))
+    if out is not None:
+        result.save(out)
+    return result
+
+
+def _grid(images: Images, maps, methods, show: int):
+    """Rows: each image's Saliency then RectGrad; columns: the input image, then layers input -> output."""
+    n = min(show, len(images))
+    order = [i for i in range(n) for _ in methods]  # image of each row
+    columns = {}
+    for label, per_method in maps.items():
+        stacked = torch.stack([per_method[m][:n] for m in methods], 1).flatten(0, 1)
+        columns[_wrap(label)] = viz.prepare(stacked, grayscale=True)
+    row_labels = [f"{images.names[i]} {m}" for i in range(n) for m in methods]
+    return viz.grid(images.x[order], columns, row_labels=row_labels,
+                    title="Attribution to hidden layer inputs (channel mean), input to output", **images.display())
+
+
+def _wrap(name: str, width: int = 16) -> str:
+    """A long module name over two lines, broken after its last dot."""
+    head, dot, tail = name.rpartition(".")
+    return f"{head}.\n{tail}" if len(name) > width and dot else name
+
+
+_NOTES = """Section 5.2 / Figs. 6, 11. Attribution to the input h of each hidden layer = h x gradient
+(Saliency: plain gradient; RectGrad: rectified gradient, q = {q:g}, padding trick), predicted class, mean over
+channels for the figure; layers ordered from the input (first column / row) to the output (last). `nonzero`: share of
+non-zero values of h x gradient; `background`: share of |channel-mean attribution| outside the object mask
+resized to the layer (mean over images); `background area`: share of the layer's positions outside the
+mask, what a uniform map would score."""

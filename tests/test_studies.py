@@ -1,0 +1,318 @@
+"""The studies (``rectgrad.studies``, ``rectgrad study``) end to end on tiny models and generated images."""
+import csv
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from rectgrad import studies
+from rectgrad.attr import RectGrad
+from rectgrad.checkpoint import save_checkpoint
+from rectgrad.cli import main
+from rectgrad.data import FASHION_MNIST_SYSTEM_DIR
+from rectgrad.engine import Options, Rule
+from rectgrad.models import PaperCNN
+from rectgrad.studies import Images
+from rectgrad.studies._common import engine_gradients, from_pixels, image_files, ranks, to_pixels
+from rectgrad.studies.feature_maps import activations
+from rectgrad.studies.layers import hidden_layers
+
+SIZE = 12
+
+
+def square_images(n: int = 4, channels: int = 1, seed: int = 0) -> Images:
+    """Noise with a bright square (the object, also the mask) at a place that depends on the image."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, channels, SIZE, SIZE, generator=g) * 0.4 - 1
+    masks = torch.zeros(n, SIZE, SIZE, dtype=torch.bool)
+    for i in range(n):
+        r, c = 1 + 3 * (i % 2), 1 + 3 * ((i // 2) % 2)
+        masks[i, r:r + 6, c:c + 6] = True
+    x = torch.where(masks[:, None], x + 1.5, x)
+    return Images(x, [f"img{i}" for i in range(n)], classes=["a", "b", "c"], labels=torch.tensor([0, 0, 1, 2][:n]),
+                  masks=masks)
+
+
+@pytest.fixture
+def cnn():
+    torch.manual_seed(0)
+    return PaperCNN(in_channels=1, image_size=SIZE, num_classes=3).eval()
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def no_hooks_left(model: nn.Module) -> bool:
+    return all(not m._forward_pre_hooks and not m._forward_hooks and not m._backward_hooks for m in model.modules())
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def test_spearman_matches_scipy_with_ties():
+    scipy_stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(0, 5, 200).astype(float), rng.normal(size=200)
+    assert studies.spearman(a, b) == pytest.approx(scipy_stats.spearmanr(a, b).statistic, abs=1e-12)
+    assert np.array_equal(ranks(np.array([3.0, 1.0, 3.0, 2.0])), [2.5, 0.0, 2.5, 1.0])
+    assert math.isnan(studies.spearman(torch.ones(3, 3), torch.rand(3, 3)))  # a constant map has no ranking
+
+
+def test_pixel_space_round_trip():
+    x = torch.rand(2, 3, 4, 4)
+    mean, std = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
+    torch.testing.assert_close(from_pixels(to_pixels(x, mean, std), mean, std), x)
+    pixels01 = x * torch.tensor(std).view(1, 3, 1, 1) + torch.tensor(mean).view(1, 3, 1, 1)
+    torch.testing.assert_close(to_pixels(x, mean, std), 2 * pixels01 - 1)
+    assert to_pixels(x) is x
+
+
+def test_engine_gradients_match_the_public_api_and_leave_no_hooks(cnn):
+    images = square_images()
+    target = torch.tensor([0, 1, 2, 0])
+    options = Options(rule=Rule(score="pr1", q=90.0), padding_trick=True)
+    grad, hidden = engine_gradients(cnn, images.x, target, options, [("features.2", cnn.features[2])])
+    expected = RectGrad(cnn).attribute(images.x, target=target, q=90.0, padding_trick=True, final_threshold=False)
+    torch.testing.assert_close(images.x * grad, expected)
+    assert [name for name, _, _ in hidden] == ["features.2"] and no_hooks_left(cnn)
+    # with no rule the hidden gradient is the plain gradient with respect to the module's input
+    _, [(_, h, g)] = engine_gradients(cnn, images.x, target, Options(), [("features.3", cnn.features[3])])
+    h = h.clone().requires_grad_()
+    head = nn.Sequential(*list(cnn.features)[3:], cnn.classifier)
+    (plain,) = torch.autograd.grad(head(h).gather(1, target[:, None]).sum(), h)
+    torch.testing.assert_close(g, plain)
+
+
+def test_hidden_layers_and_activations_follow_the_forward_pass(cnn):
+    x = square_images().x
+    assert [n for n, _ in hidden_layers(cnn, x)] == ["features.2", "features.5", "features.7"]
+    assert [n for n, _ in hidden_layers(cnn, x, max_layers=2)] == ["features.2", "features.7"]
+    with pytest.raises(ValueError, match="no module named 'nope'"):
+        hidden_layers(cnn, x, ["nope"])
+    maps = activations(cnn, x)
+    assert [(k, tuple(a.shape[1:])) for k, a in maps] == [(1, (32, 12, 12)), (2, (32, 12, 12)), (3, (64, 6, 6)),
+                                                          (4, (64, 6, 6))]
+    torch.testing.assert_close(maps[0][1], torch.relu(cnn.features[0](x)))
+    assert [k for k, _ in activations(cnn, x, max_layers=2)] == [1, 4]
+    assert no_hooks_left(cnn)
+
+
+# ------------------------------------------------------------------ FGSM
+
+
+class Flippable(nn.Module):
+    """logits = (mean(x) + 0.005, 0): class 0 at x = 0, class 1 once every pixel drops by 0.01."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(SIZE * SIZE, 2)
+        with torch.no_grad():
+            self.linear.weight.zero_()
+            self.linear.weight[0] = 1 / (SIZE * SIZE)
+            self.linear.bias.copy_(torch.tensor([0.005, 0.0]))
+
+    def forward(self, x):
+        return self.linear(torch.relu(x + 2).flatten(1) - 2)
+
+
+def test_fgsm_flips_a_tiny_model_with_the_papers_epsilon():
+    model = Flippable()
+    x = torch.zeros(2, 1, SIZE, SIZE)
+    assert model(x).argmax(1).tolist() == [0, 0]
+    x_adv = studies.fgsm(model, x, eps=0.01)
+    torch.testing.assert_close(x_adv, torch.full_like(x, -0.01))
+    assert model(x_adv).argmax(1).tolist() == [1, 1]
+    # a normalized model: the step is eps on [-1, 1] pixels, i.e. eps / 2 / std in its input space
+    mean, std = (0.5,), (0.25,)
+    x_norm = from_pixels(x, mean, std)
+    adv_norm = studies.fgsm(lambda t: model(to_pixels(t, mean, std)), x_norm, eps=0.01, mean=mean, std=std)
+    torch.testing.assert_close(adv_norm - x_norm, torch.full_like(x, -0.01 / 2 / 0.25))
+    # away from class 1 (an explicit target) means upwards here; pixels stay in [-1, 1]
+    upwards = studies.fgsm(model, torch.ones_like(x), eps=0.5, target=torch.tensor([1, 1]))
+    assert torch.equal(upwards, torch.ones_like(x))
+
+
+def test_adversarial_study_reports_the_flip(tmp_path):
+    model = Flippable()
+    images = Images(torch.zeros(2, 1, SIZE, SIZE) + 0.001 * torch.rand(2, 1, SIZE, SIZE), ["p", "q"],
+                    classes=["up", "down"])
+    result = studies.adversarial(model, images, tmp_path, methods=("saliency", "smoothgrad", "rectgrad"))
+    assert [r["flipped"] for r in result.tables["images"]] == [True, True]
+    assert [r["adversarial class"] for r in result.tables["images"]] == ["down", "down"]
+    assert [r["method"] for r in result.tables["sensitivity"]] == ["Saliency", "SmoothGrad", "RectGrad"]
+    assert "flipped the predicted class of\n2 of 2 images" in (tmp_path / "adversarial.md").read_text()
+
+
+# ------------------------------------------------------------------ each study end to end
+
+
+def test_threshold_study(cnn, tmp_path):
+    result = studies.threshold(cnn, square_images(), tmp_path, qs=(0, 50, 95, 99))
+    rows = result.tables["sparsity"]
+    assert [r["setting"] for r in rows] == ["tau = 0", "q = 0", "q = 50", "q = 95", "q = 99"]
+    nonzero = [r["nonzero fraction"] for r in rows[1:]]
+    assert nonzero == sorted(nonzero, reverse=True) and nonzero[-1] < nonzero[0]
+    assert rows[0]["rank correlation with tau = 0"] == pytest.approx(1.0)
+    assert {p.name for p in tmp_path.iterdir()} == {"threshold.md", "threshold_sparsity.csv", "threshold_maps.png",
+                                                    "threshold_sparsity.png"}
+    assert len(read_csv(tmp_path / "threshold_sparsity.csv")) == 5
+
+
+def test_coherence_study(cnn, tmp_path):
+    images = square_images()
+    result = studies.coherence(cnn, images, tmp_path, methods=("saliency", "intgrad", "deeplift", "rectgrad"))
+    rows = result.tables["similarity"]
+    assert [r["method"] for r in rows] == ["Saliency", "IntegGrad", "DeepLIFT", "RectGrad"]
+    for row in rows:
+        assert all(-1 <= row[k] <= 1 for k in ("within", "across", "within, thresholded", "across, thresholded"))
+    assert "1 pairs of images of the same class" in result.notes and "5 pairs of different classes" in result.notes
+    assert (tmp_path / "coherence_maps.png").stat().st_size > 0
+    assert (tmp_path / "coherence_maps_thresholded.png").stat().st_size > 0
+
+
+def test_coherence_skips_a_method_the_model_defeats(tmp_path):
+    class Gated(nn.Module):  # a product of two input-dependent tensors: DeepLIFT refuses it
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 3, 3, padding=1)
+
+        def forward(self, x):
+            h = torch.relu(self.conv(x))
+            return (h * torch.sigmoid(h)).mean((2, 3))
+
+    result = studies.coherence(Gated().eval(), square_images(), methods=("saliency", "deeplift"))
+    assert [r["method"] for r in result.tables["similarity"]] == ["Saliency"]
+    assert "Skipped DeepLIFT" in result.notes
+
+
+def test_adversarial_study_on_a_cnn(cnn, tmp_path):
+    result = studies.adversarial(cnn, square_images(3), tmp_path, eps=0.5, methods=("guided_bp", "rectgrad"))
+    rows = result.tables["sensitivity"]
+    assert all(0 <= r["adversarial change"] <= 2 and 0 <= r["noise change"] <= 2 for r in rows)
+    assert {"adversarial.md", "adversarial_sensitivity.csv", "adversarial_images.csv", "adversarial_maps.png",
+            "adversarial_maps_thresholded.png"} == {p.name for p in tmp_path.iterdir()}
+
+
+def test_layers_study(cnn, tmp_path):
+    images = square_images()
+    result = studies.layers(cnn, images, tmp_path, q=90.0)
+    rows = result.tables["layers"]
+    assert [(r["layer"], r["size"]) for r in rows] == [("x (input)", "12x12"), ("features.2", "12x12"),
+                                                       ("features.5", "6x6"), ("features.7", "6x6")]
+    assert rows[0]["background area"] == pytest.approx(1 - 36 / 144)
+    for row in rows:
+        assert 0 <= row["Saliency background"] <= 1 and 0 <= row["RectGrad background"] <= 1
+    assert rows[0]["Saliency nonzero"] == 1.0 and rows[0]["RectGrad nonzero"] < 1.0
+    assert no_hooks_left(cnn) and (tmp_path / "layers_grid.png").exists()
+
+
+def test_feature_maps_study(cnn, tmp_path):
+    images = square_images(2)
+    result = studies.feature_maps(cnn, images, tmp_path, channels=4, max_layers=3)
+    rows = result.tables["layers"]
+    assert [(r["layer"], r["shape"]) for r in rows] == [("activation 1", "32x12x12"), ("activation 3", "64x6x6"),
+                                                        ("activation 4", "64x6x6")]
+    assert all(0 <= r["active on background"] <= 1 and 0 <= r["mass on background"] <= 1 for r in rows)
+    assert [r["image"] for r in result.tables["images"]] == ["img0", "img1"]
+    assert (tmp_path / "feature_maps_img0.png").exists() and (tmp_path / "feature_maps_img1.png").exists()
+
+
+def test_rules_study_toy_b2_numbers():
+    rows = {r["rule"]: r for r in studies.toy_b2()}
+    # a = (3, 2, 1, 0), R = (1, 10, -100, 1000), q = 74 (Appendix B.2)
+    assert {rule: r["selected"] for rule, r in rows.items()} == {
+        "PR1 (RectGrad)": "a2", "PR2": "a3", "PR3": "a1", "PR4": "a4", "RectGradMod": "a2"}
+    assert rows["PR1 (RectGrad)"]["scores"] == "(3, 20, -100, 0)" and rows["PR1 (RectGrad)"]["tau"] == 3
+    assert rows["PR2"]["gradient passed"] == "(0, 0, -100, 0)"
+    assert rows["PR4"]["contribution a*R of the selected"] == "(0)"
+
+
+def test_rules_study_maps(cnn, tmp_path):
+    result = studies.rules(cnn, square_images(), tmp_path, q=90.0)
+    rows = result.tables["maps"]
+    assert [r["rule"] for r in rows] == ["PR1 (RectGrad)", "PR2", "PR3", "PR4", "RectGradMod"]
+    assert rows[0]["rank correlation with PR1"] == pytest.approx(1.0)
+    assert all(0 <= r["background fraction"] <= 1 for r in rows)
+    assert (tmp_path / "rules_grid.png").exists() and len(read_csv(tmp_path / "rules_toy_b2.csv")) == 5
+
+
+# ------------------------------------------------------------------ command line and image folders
+
+
+@pytest.fixture
+def model_and_folder(cnn, tmp_path):
+    """A checkpoint of the tiny CNN and a folder of PNG images with object masks beside them."""
+    save_checkpoint(cnn, tmp_path / "tiny.pt", dataset="fashion-mnist", classes=["a", "b", "c"])
+    folder = tmp_path / "images"
+    folder.mkdir()
+    images = square_images()
+    pixels = ((images.x[:, 0] + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+    for i in range(len(images)):
+        Image.fromarray(pixels[i]).save(folder / f"{i + 1}.png")
+        Image.fromarray(images.masks[i].numpy().astype(np.uint8) * 255).save(folder / f"{i + 1}_mask.png")
+    (folder / "10.png").write_bytes((folder / "1.png").read_bytes())
+    return tmp_path / "tiny.pt", folder, images
+
+
+def test_image_folder_with_masks(model_and_folder):
+    from rectgrad import zoo
+
+    path, folder, images = model_and_folder
+    assert [p.name for p in image_files([folder])] == ["1.png", "2.png", "3.png", "4.png", "10.png"]
+    (folder / "10.png").unlink()
+    loaded = studies.images_from_files(zoo.load(path), [folder])
+    assert loaded.names == ["1", "2", "3", "4"] and loaded.classes == ["a", "b", "c"]
+    torch.testing.assert_close(loaded.x, images.x, atol=1 / 127.5, rtol=0)
+    assert torch.equal(loaded.masks, images.masks)
+
+
+def test_cli_studies_on_an_image_folder(model_and_folder, tmp_path, capsys):
+    path, folder, _ = model_and_folder
+    (folder / "10.png").unlink()
+    for name, extra in (("threshold", ["--q", "50", "--q", "99"]), ("layers", ["--max-layers", "2"]),
+                        ("feature-maps", ["--channels", "2"]), ("rules", []),
+                        ("coherence", ["--method", "saliency", "--method", "rectgrad"]),
+                        ("adversarial", ["--method", "rectgrad", "--eps", "0.1"])):
+        out = tmp_path / name
+        assert main(["study", name, str(folder), "--model", str(path), "--out", str(out), "--dpi", "50"]
+                    + extra) == 0, name
+        assert any(p.suffix == ".png" for p in out.iterdir()) and any(p.suffix == ".csv" for p in out.iterdir())
+    text = capsys.readouterr().out
+    assert "| q = 99 |" in text and "RectGrad background" in text and "| PR3 | (3, 2, 1, 0) |" in text
+
+
+def test_cli_rules_without_a_model_prints_the_toy(tmp_path, capsys):
+    assert main(["study", "rules", "--out", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "| PR1 (RectGrad) | (3, 20, -100, 0) | 3 | a2 |" in text
+    assert "| PR4 | (1, 10, -100, 1000) | 10 | a4 |" in text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rules.md", "rules_toy_b2.csv"]
+
+
+def test_cli_user_errors(model_and_folder, tmp_path, capsys):
+    path, folder, _ = model_and_folder
+    assert main(["study", "layers", "--model", str(path), "--out", str(tmp_path)]) == 2
+    assert main(["study", "layers", str(tmp_path / "missing"), "--model", str(path), "--out", str(tmp_path)]) == 2
+    (folder / "1_mask.png").unlink()
+    assert main(["study", "layers", str(folder), "--model", str(path), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "exactly one of them" in err and "not found" in err and "lack one" in err
+
+
+@pytest.mark.skipif(not (FASHION_MNIST_SYSTEM_DIR / "t10k-images-idx3-ubyte.gz").is_file(),
+                    reason="Fashion-MNIST is not installed")
+def test_dataset_images_pairs_and_masks(tmp_path):
+    images = studies.images_from_dataset("fashion-mnist", 6, per_class=2)
+    assert images.labels.tolist() == [0, 0, 1, 1, 2, 2] and images.x.shape == (6, 1, 28, 28)
+    assert images.masks.shape == (6, 28, 28) and 0 < images.masks.double().mean() < 1
+    assert images.x.min() >= -1 and images.x.max() <= 1
+    torch.manual_seed(0)
+    save_checkpoint(PaperCNN(1, 28, 10).eval(), tmp_path / "fm.pt", dataset="fashion-mnist")
+    assert main(["study", "layers", "--dataset", "fashion-mnist", "--count", "2", "--model", str(tmp_path / "fm.pt"),
+                 "--out", str(tmp_path / "out"), "--dpi", "50"]) == 0
+    assert math.isfinite(float(read_csv(tmp_path / "out" / "layers_layers.csv")[0]["Saliency background"]))
