@@ -5,11 +5,13 @@ import contextlib
 import warnings
 
 import torch
+from captum._utils.common import _format_output, _is_tuple
 from captum.attr import GradientAttribution
+from captum.log import log_usage
 from torch import Tensor, nn
 
 from rectgrad.attr._arguments import batches, check_logits, format_inputs, resolve_targets
-from rectgrad.engine import Options, RuleMode
+from rectgrad.engine import Options, Rule, RuleMode
 
 
 @contextlib.contextmanager
@@ -64,6 +66,20 @@ class EngineAttribution(GradientAttribution):
             score = logits.gather(1, targets[:, None]).sum()
             grads = torch.autograd.grad(score, leaves, allow_unused=True)
         return tuple(torch.zeros_like(x) if g is None else g for g, x in zip(grads, leaves))
+
+
+class ModifiedGradient(EngineAttribution):
+    """The gradient under a fixed rule (``RULE``), returned as it is (not multiplied by the input)."""
+
+    RULE: Rule
+
+    @log_usage()
+    def attribute(self, inputs, target=None, additional_forward_args=None, internal_batch_size: int | None = None):
+        """The modified gradient of ``target`` (``None``: each sample's predicted class) w.r.t. ``inputs``."""
+        is_tuple = _is_tuple(inputs)
+        _, grads = self._engine_gradients(inputs, target, additional_forward_args, Options(rule=self.RULE),
+                                          internal_batch_size)
+        return _format_output(is_tuple, grads)
 
 
 def warn_if_degenerate(attributions: tuple[Tensor, ...]) -> None:
