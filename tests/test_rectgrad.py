@@ -277,9 +277,14 @@ def test_model_untouched_when_forward_raises():
     ({"target": torch.tensor([0.5] * 6)}, TypeError, "integer class indices"),
     ({"target": "cat"}, TypeError, "target must be None"),
     ({"rule": "pr9"}, ValueError, "unknown rule"),
+    ({"internal_batch_size": 0}, ValueError, "internal_batch_size must be a positive integer"),
+    ({"internal_batch_size": 100}, None, None),
 ])
 def test_bad_arguments(cnn, batch, kwargs, error, match):
     x, _ = batch
+    if error is None:  # a valid neighbour of the bad values
+        assert RectGrad(cnn).attribute(x, **kwargs).shape == x.shape
+        return
     with pytest.raises(error, match=match):
         RectGrad(cnn).attribute(x, **kwargs)
 

@@ -83,11 +83,11 @@ def check_threshold(q: float | None, tau: float | None) -> tuple[float | None, f
 def batches(inputs: tuple[Tensor, ...], target, additional_forward_args, size: int | None) -> Iterator[tuple]:
     """Split a call into chunks of at most ``size`` samples (tensors whose dim 0 is the batch)."""
     n = inputs[0].shape[0]
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 1):
+        raise ValueError(f"internal_batch_size must be a positive integer, got {size!r}")
     if size is None or size >= n:
         yield inputs, target, additional_forward_args
         return
-    if not isinstance(size, int) or size < 1:
-        raise ValueError(f"internal_batch_size must be a positive integer, got {size!r}")
 
     if isinstance(target, (list, tuple)) and len(target) != n:
         raise ValueError(f"target has {len(target)} entries but the batch has {n} samples")
