@@ -1,0 +1,239 @@
+"""The paper's quantitative experiments end to end (Secs. 3 and 5.3), resumable: ``rectgrad reproduce``.
+
+Every unit of work (a trained model, a set of attribution maps, an experiment's measurements, one ROAR/KAR
+training) is saved in the work folder (:class:`ResultStore`) as soon as it is done and skipped when the
+pipeline runs again; :mod:`rectgrad.report` then builds the figures and tables from those files alone.
+"""
+from __future__ import annotations
+
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from rectgrad.checkpoint import load_checkpoint, save_checkpoint
+from rectgrad.data import DATASETS, ImageDataset, MaskedImages, RandomPatch, load_dataset, load_masked_images
+from rectgrad.data import object_masks_from_images
+from rectgrad.evaluation.maps import compute_maps, noise_level, patch_attribution
+from rectgrad.evaluation.occlusion import conv_activations, correctly_classified, feature_map_occlusion
+from rectgrad.evaluation.roar import FRACTIONS, LocalBackend, roar_kar
+from rectgrad.evaluation.store import ResultStore
+from rectgrad.methods import METHOD_NAMES
+from rectgrad.train import new_model, predict_logits, train_model
+from rectgrad.train_many import Retrainer
+
+#: The estimators of Figs. 7-9 and Table 1 (RectGrad PRR is in Figs. 7-8 of the paper; we also run it in ROAR/KAR).
+METHODS = ("random", "rectgrad", "rectgrad_prr", "saliency", "guided_bp", "smoothgrad", "grad_input", "intgrad",
+           "deeplift")
+DEFAULT_MASKS = Path("/work/shared/data/cifar10_masks")
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How much of the paper's protocol to run. ``None`` image counts mean the whole split.
+
+    The clean and the patch-occluded model train on the first ``model_images`` training images for
+    ``model_epochs``; Fig. 7 scores the first ``patch_images`` patched test images; Figs. 2 and 8 use
+    ``per_class`` correctly classified masked images per class; Fig. 2 uses ``occlusion_steps`` fractions
+    and ``occlusion_orders`` random orders; ROAR/KAR modify the first ``roar_train_images`` training and
+    ``roar_test_images`` test images and retrain ``repeats`` times for ``roar_epochs`` per (method, fraction).
+    ``hyperparameters`` override attribution defaults (fewer SmoothGrad samples / IntegGrad steps).
+    """
+
+    model_images: int | None
+    model_epochs: int
+    patch_images: int | None
+    per_class: int
+    occlusion_steps: int
+    occlusion_orders: int
+    roar_train_images: int | None
+    roar_test_images: int | None
+    roar_epochs: int
+    repeats: int
+    fractions: tuple[float, ...] = FRACTIONS
+    hyperparameters: dict = field(default_factory=dict)
+
+
+SCALES = {
+    # CI: about a minute on two CPU cores; two fractions, one repeat.
+    "smoke": Scale(model_images=300, model_epochs=1, patch_images=20, per_class=1, occlusion_steps=3,
+                   occlusion_orders=2, roar_train_images=100, roar_test_images=50, roar_epochs=1, repeats=1,
+                   fractions=(0.1, 0.9), hyperparameters={"smoothgrad": {"samples": 2}, "intgrad": {"steps": 2}}),
+    # <= 30 minutes on two CPU cores: the paper's protocol with fewer images, epochs, repeats, samples.
+    "quick": Scale(model_images=20000, model_epochs=2, patch_images=500, per_class=10, occlusion_steps=21,
+                   occlusion_orders=10, roar_train_images=5000, roar_test_images=1000, roar_epochs=1, repeats=3,
+                   hyperparameters={"smoothgrad": {"samples": 10}, "intgrad": {"steps": 10}}),
+    # The paper: all images, 20 epochs, 3 repeats, 100 steps x 50 orders, default SmoothGrad / IntegGrad.
+    "paper": Scale(model_images=None, model_epochs=20, patch_images=None, per_class=10, occlusion_steps=100,
+                   occlusion_orders=50, roar_train_images=None, roar_test_images=None, roar_epochs=20, repeats=3),
+}
+
+
+@dataclass
+class Settings:
+    """Where and how to run (not part of the results' configuration)."""
+
+    device: str = "cpu"
+    backend: object = None  # LocalBackend (default) or RayBackend for the ROAR/KAR trainings
+    retrain_device: str | None = None  # device of the ROAR/KAR trainings (default: ``device``)
+    precision: str = "fp32"  # of the ROAR/KAR trainings run several at once (rectgrad.train_many)
+    progress: bool = True
+
+    @property
+    def batch_size(self) -> int:
+        return 1000 if self.device.startswith("cuda") else 250
+
+
+def reproduce(dataset: str, scale: str, work_dir, *, data_dir=None, masks_dir=None, download: bool = False,
+              methods=METHODS, seed: int = 0, settings: Settings | None = None) -> ResultStore:
+    """Run (or resume) every experiment for ``methods`` on ``dataset`` at ``scale``; return the results."""
+    settings = settings or Settings()
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+    if scale not in SCALES:
+        raise ValueError(f"unknown scale {scale!r}; choose one of {', '.join(SCALES)}")
+    methods = tuple(methods)
+    unknown = [m for m in methods if m not in METHOD_NAMES]
+    if unknown or not methods or len(set(methods)) != len(methods):
+        raise ValueError(f"methods must be distinct names among {', '.join(METHOD_NAMES)}, got {list(methods)}")
+    spec = SCALES[scale]
+    train = load_dataset(dataset, "train", data_dir=data_dir, download=download)
+    test = load_dataset(dataset, "test", data_dir=data_dir, download=download)
+    masked = _masked_images(dataset, test, masks_dir)
+    config = {"dataset": dataset, "scale": scale, "parameters": asdict(spec), "methods": list(methods),
+              "seed": seed, "data": {"train": len(train), "test": len(test), "crc32": _crc(train, test, masked)}}
+    store = ResultStore(work_dir, config)
+    run = _Run(store, spec, methods, seed, settings)
+    clean = run.model("clean", _first(train, spec.model_images), test)
+    patch = RandomPatch()
+    patched = run.model("patch", patch.apply(_first(train, spec.model_images)), patch.apply(test))
+    chosen = masked.subset(correctly_classified(clean, masked, spec.per_class))
+    store.save_json("results/masked.json", {"names": chosen.names, "labels": chosen.labels.tolist(),
+                                            "source": masked.name})
+    run.occlusion(clean, chosen)
+    run.noise(clean, chosen)
+    run.patch(patched, patch.apply(_first(test, spec.patch_images)), patch)
+    run.roar_kar(clean, _first(train, spec.roar_train_images), _first(test, spec.roar_test_images))
+    return store
+
+
+def _first(dataset: ImageDataset, count: int | None) -> ImageDataset:
+    return dataset if count is None or count >= len(dataset) else dataset.subset(slice(0, count))
+
+
+def _masked_images(dataset: str, test: ImageDataset, masks_dir) -> MaskedImages:
+    """CIFAR-10: the paper's masked images (``masks_dir``); Fashion-MNIST: test images with derived masks."""
+    if dataset == "cifar10":
+        return load_masked_images(DEFAULT_MASKS if masks_dir is None else masks_dir)
+    if masks_dir is not None:
+        raise ValueError("--masks applies to cifar10 only: Fashion-MNIST masks are derived from the images")
+    return MaskedImages(test.images, test.labels, test.classes, "fashion-mnist test (derived masks)",
+                        masks=object_masks_from_images(test.images), names=[f"test_{i}" for i in range(len(test))])
+
+
+def _crc(*datasets: ImageDataset) -> int:
+    crc = 0
+    for d in datasets:
+        crc = zlib.crc32(d.labels.numpy().tobytes(), zlib.crc32(d.images.numpy().tobytes(), crc))
+    return crc
+
+
+class _Run:
+    def __init__(self, store: ResultStore, spec: Scale, methods: tuple[str, ...], seed: int, settings: Settings):
+        self.store, self.spec, self.methods, self.seed, self.settings = store, spec, methods, seed, settings
+
+    def model(self, name: str, train: ImageDataset, test: ImageDataset) -> torch.nn.Module:
+        """The clean or patch-occluded model (Appendix F.2 protocol), trained once and reused."""
+        path = self.store.path(f"models/{name}.pt")
+        if path.is_file():
+            return load_checkpoint(path)[0].to(self.settings.device)
+        model = new_model(train, self.seed)
+        history = train_model(model, train, epochs=self.spec.model_epochs, seed=self.seed,
+                              device=self.settings.device, progress=self.settings.progress, test=test)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(model, path, name=name, train_images=len(train), epochs=self.spec.model_epochs,
+                        seed=self.seed, test_accuracy=history["test_accuracy"], train_seconds=history["seconds"])
+        return model
+
+    def maps(self, name: str, model: torch.nn.Module, data: ImageDataset, methods=None) -> dict[str, torch.Tensor]:
+        """Channel-summed maps of each method for ``data``, explaining the model's predicted classes."""
+        methods = self.methods if methods is None else methods
+        todo = [m for m in methods if not self.store.has(f"maps/{name}-{m}.pt")]
+        if todo:
+            inputs = data.inputs()
+            targets = predict_logits(model, inputs.to(self.settings.device)).argmax(1).cpu()
+            bar = _bar(len(todo) * len(data), f"maps {name}", self.settings.progress)
+            for method in todo:
+                if bar is not None:
+                    bar.set_postfix_str(method)
+                maps = compute_maps(model, inputs, method, targets, batch_size=self.settings.batch_size,
+                                    internal_batch_size=10 * self.settings.batch_size, seed=self.seed,
+                                    progress=bar, **self.spec.hyperparameters.get(method, {}))
+                self.store.save_torch(f"maps/{name}-{method}.pt", maps)
+            if bar is not None:
+                bar.close()
+        return {m: self.store.load_torch(f"maps/{name}-{m}.pt") for m in methods}
+
+    def occlusion(self, model: torch.nn.Module, chosen: MaskedImages) -> None:
+        """Fig. 2 at the output of each convolution's ReLU."""
+        layers = conv_activations(model)
+        for index, (layer, module) in enumerate(layers.items()):
+            key = f"results/occlusion-{layer}.json"
+            if self.store.has(key):
+                continue
+            generator = torch.Generator().manual_seed(self.seed + index)
+            if self.settings.progress:
+                print(f"feature-map occlusion at {layer} ({index + 1}/{len(layers)})", flush=True)
+            curve = feature_map_occlusion(model, module, chosen.inputs(), chosen.masks, chosen.labels,
+                                          steps=self.spec.occlusion_steps, orders=self.spec.occlusion_orders,
+                                          generator=generator)
+            self.store.save_json(key, {"fractions": curve.fractions.tolist(), "margins": curve.margins.tolist()})
+
+    def noise(self, model: torch.nn.Module, chosen: MaskedImages) -> None:
+        """Fig. 8: attribution outside the object and total variation, with and without the final threshold."""
+        if self.store.has("results/noise.json"):
+            return
+        results = {}
+        for method, maps in self.maps("masked", model, chosen).items():
+            thresholded = noise_level(maps, method, chosen.masks)
+            raw = noise_level(maps, method, chosen.masks, threshold=False)
+            results[method] = {**{k: v.tolist() for k, v in thresholded.items()},
+                               **{f"{k}_raw": v.tolist() for k, v in raw.items()}}
+        self.store.save_json("results/noise.json", results)
+
+    def patch(self, model: torch.nn.Module, data: ImageDataset, patch: RandomPatch) -> None:
+        """Figs. 3 and 7: attribution inside the visible 8x8 part of the patch, per test image."""
+        if self.store.has("results/patch.json"):
+            return
+        region = patch.visible_region(*data.images.shape[2:])
+        results, examples = {}, {}
+        for method, maps in self.maps("patch", model, data).items():
+            inside, inside_raw = (patch_attribution(maps, method, region, threshold=t) for t in (True, False))
+            results[method] = {"inside": inside.tolist(), "inside_raw": inside_raw.tolist(),
+                               "fraction_raw": (inside_raw / maps.abs().sum((1, 2, 3)).clamp(min=1e-30)).tolist()}
+            examples[method] = maps[:4].clone()  # a view would save the whole storage
+        self.store.save_torch("results/patch-examples.pt", {"inputs": data.inputs(slice(0, 4)), "maps": examples})
+        self.store.save_json("results/patch.json", results)
+
+    def roar_kar(self, model: torch.nn.Module, train: ImageDataset, test: ImageDataset) -> None:
+        """Fig. 9 and Table 1: both modes, every method; each training saved as it finishes."""
+        ranked = [m for m in self.methods if m != "random"]
+        train_maps = self.maps("roar-train", model, train, ranked)
+        test_maps = self.maps("roar-test", model, test, ranked)
+        attributions = {m: None if m == "random" else (train_maps[m], test_maps[m]) for m in self.methods}
+        retrain = Retrainer(epochs=self.spec.roar_epochs, device=self.settings.retrain_device or self.settings.device,
+                            precision=self.settings.precision)
+        backend = self.settings.backend or LocalBackend()
+        device = self.settings.device if isinstance(backend, LocalBackend) else "cpu"  # Ray ships CPU tensors
+        for keep in (False, True):
+            roar_kar(train, test, attributions, retrain, self.spec.fractions, self.spec.repeats, keep,
+                     store=self.store, backend=backend, seed=self.seed, device=device, progress=self.settings.progress)
+
+
+def _bar(total: int, name: str, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=name, unit="image", dynamic_ncols=True)

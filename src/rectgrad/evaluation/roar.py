@@ -1,0 +1,247 @@
+"""ROAR and KAR (Hooker et al., 2018; paper Sec. 5.3, Fig. 9, Table 1): remove (or keep) the pixels an
+attribution ranks highest, retrain from scratch, and follow the test accuracy.
+
+Protocol (the paper and its reference code): the pixels of each image are ranked by its channel-summed
+attribution (RectGrad by its positive part, the baselines signed) plus N(0, 1e-4) tie-breaking noise;
+ROAR replaces the top ``p`` of the pixels, KAR keeps them and replaces the rest, with the per-channel mean
+of the training images; the train and the test set are both modified, with attributions of the model
+trained on clean data; a model is retrained from scratch ``repeats`` times per (method, p). The random
+baseline replaces each pixel independently with probability ``p`` (ROAR) or ``1 - p`` (KAR).
+"""
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import islice
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from rectgrad.data import ImageDataset
+from rectgrad.evaluation.store import ResultStore
+from rectgrad.metrics import channel_mean, kar_aoc, random_removal_mask, removal_mask, replace_pixels, roar_auc
+
+FRACTIONS = (0.1, 0.3, 0.5, 0.7, 0.9)
+
+#: ``train_fn(train, test, seed) -> test accuracy``: trains a fresh model on ``train`` (initial weights and
+#: batch order from ``seed``) and scores it on ``test``. It may offer ``.many([(train, test, seed), ...])``
+#: to train several at once (:class:`rectgrad.train_many.Retrainer`).
+TrainFn = Callable[[ImageDataset, ImageDataset, int], float]
+
+
+def occlude_dataset(dataset: ImageDataset, maps: Tensor | None, fraction: float, *, keep: bool,
+                    fill: Sequence[float] | Tensor, generator: torch.Generator | None = None) -> ImageDataset:
+    """The ROAR (``keep=False``) or KAR (``keep=True``) copy of ``dataset`` for one fraction.
+
+    With ``maps`` ``(N, C, H, W)`` exactly ``round(fraction * H * W)`` top-ranked pixels per image are
+    replaced (ROAR) or kept (KAR) (:func:`rectgrad.metrics.removal_mask`); with ``maps=None`` pixels are
+    replaced at random (:func:`rectgrad.metrics.random_removal_mask`). Replaced pixels take ``fill``. The
+    work happens on the images' device (``generator`` must live there too).
+    """
+    n, _, h, w = dataset.images.shape
+    device = dataset.images.device
+    if maps is None:
+        mask = random_removal_mask((n, h, w), fraction, keep=keep, generator=generator, device=device)
+    else:
+        if maps.dim() != 4 or maps.shape[0] != n or tuple(maps.shape[2:]) != (h, w):
+            raise ValueError(f"attributions of shape {tuple(maps.shape)} do not match the {dataset.name} images "
+                             f"{tuple(dataset.images.shape)}: expected (N, C, H, W) = ({n}, C, {h}, {w})")
+        mask = removal_mask(maps.to(device), fraction, keep=keep, generator=generator)
+    return dataset.with_images(replace_pixels(dataset.images, mask, fill))
+
+
+@dataclass
+class RoarKarResult:
+    """Test accuracies ``accuracies[method]`` of shape ``(repeats, len(fractions))`` for ROAR or KAR."""
+
+    keep: bool
+    fractions: tuple[float, ...]
+    accuracies: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def measure(self) -> str:
+        return "KAR AOC" if self.keep else "ROAR AUC"
+
+    def _area(self, curve) -> float:
+        return (kar_aoc if self.keep else roar_auc)(self.fractions, curve)
+
+    def score(self, method: str) -> float:
+        """ROAR AUC or KAR AOC (Table 1, lower is better) of the curve averaged over the repeats."""
+        return self._area(self.accuracies[method].mean(0))
+
+    def score_std(self, method: str) -> float:
+        """Standard deviation over the repeats of each repeat's own AUC / AOC (0 for one repeat)."""
+        scores = [self._area(row) for row in self.accuracies[method]]
+        return float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0
+
+
+@dataclass
+class Job:
+    """One training of the sweep."""
+
+    key: str
+    train: ImageDataset
+    test: ImageDataset
+    seed: int
+
+
+def roar_kar(train_set: ImageDataset, test_set: ImageDataset, attributions: Mapping[str, tuple[Tensor, Tensor] | None],
+             train_fn: TrainFn, fractions: Sequence[float] = FRACTIONS, repeats: int = 3, keep: bool = False, *,
+             store: ResultStore | None = None, backend=None, seed: int = 0, device=None,
+             progress: bool = True) -> RoarKarResult:
+    """Run ROAR (``keep=False``) or KAR (``keep=True``) for every method of ``attributions``.
+
+    ``attributions[method]`` is ``(train maps, test maps)``, each ``(N, C, H, W)`` and ranked by its channel
+    sum (pass RectGrad's positive part, the baselines signed), or ``None`` for the random baseline. Each
+    (method, fraction) dataset pair is built once and trained on ``repeats`` times with seeds ``0 ..
+    repeats - 1`` (initial weights and batch order) by ``train_fn``; the tie-breaking noise and the random
+    masks are seeded from ``seed``, so reruns rebuild identical datasets. With a ``store`` each finished
+    training is saved at once and skipped when run again. ``backend`` runs the trainings
+    (:class:`LocalBackend` by default, or :class:`RayBackend`). The modified datasets are made, and handed
+    to ``train_fn``, on ``device`` (default: the CPU), e.g. the GPU that trains them.
+    """
+    fractions = tuple(float(f) for f in fractions)
+    if not fractions or any(not 0.0 < f < 1.0 for f in fractions) or list(fractions) != sorted(set(fractions)):
+        raise ValueError(f"fractions must be increasing values in the open interval (0, 1), got {list(fractions)}")
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
+    for method, pair in attributions.items():
+        if pair is not None:
+            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+                raise ValueError(f"attributions[{method!r}] must be a (train maps, test maps) pair or None")
+            for maps, dataset in zip(pair, (train_set, test_set)):
+                _check_maps(maps, dataset, method)
+    mode = "kar" if keep else "roar"
+    keys = {(m, f, r): f"{mode}/{m}-p{f:g}-r{r}.json" for m in attributions for f in fractions for r in range(repeats)}
+    results = {key: store.load_json(key)["accuracy"] for key in keys.values() if store is not None and store.has(key)}
+    fill = channel_mean(train_set.images)
+    device = torch.device(device or "cpu")
+    sets = [d.with_images(d.images.to(device)) for d in (train_set, test_set)]
+
+    def jobs() -> Iterator[Job]:
+        for method, pair in attributions.items():
+            for fraction in fractions:
+                todo = [r for r in range(repeats) if keys[method, fraction, r] not in results]
+                if not todo:
+                    continue
+                noise = (seed, method) if pair is not None else (seed, method, mode, fraction)
+                train, test = (occlude_dataset(dataset, None if pair is None else pair[i], fraction, keep=keep,
+                                               fill=fill, generator=_generator(device, *noise, i))
+                               for i, dataset in enumerate(sets))
+                for r in todo:
+                    yield Job(keys[method, fraction, r], train, test, r)
+
+    bar = _progress_bar(len(keys), len(results), mode.upper(), progress)
+
+    def done(job: Job, accuracy: float) -> None:
+        results[job.key] = float(accuracy)
+        if store is not None:
+            store.save_json(job.key, {"accuracy": float(accuracy), "seed": job.seed})
+        if bar is not None:
+            bar.set_postfix_str(f"{job.key.split('/')[1][:-5]}: {accuracy:.3f}")
+            bar.update()
+
+    try:
+        (backend or LocalBackend()).run(jobs(), train_fn, done)
+    finally:
+        if bar is not None:
+            bar.close()
+    accuracies = {m: np.array([[results[keys[m, f, r]] for f in fractions] for r in range(repeats)])
+                  for m in attributions}
+    return RoarKarResult(keep, fractions, accuracies)
+
+
+def _check_maps(maps, dataset: ImageDataset, method: str) -> None:
+    n, _, h, w = dataset.images.shape
+    if not isinstance(maps, Tensor) or maps.dim() != 4 or maps.shape[0] != n or tuple(maps.shape[2:]) != (h, w):
+        shape = tuple(maps.shape) if isinstance(maps, Tensor) else type(maps).__name__
+        raise ValueError(f"attributions[{method!r}] of shape {shape} do not match the {len(dataset)} images of "
+                         f"size {h}x{w}: expected ({n}, C, {h}, {w})")
+
+
+def _generator(device: torch.device, *parts) -> torch.Generator:
+    """A generator on ``device`` seeded from ``parts``. The ranking noise depends on (seed, method, split)
+    only, so the pixel sets are nested across fractions and shared by ROAR and KAR; the random masks also
+    depend on (mode, fraction)."""
+    return torch.Generator(device).manual_seed(zlib.crc32(repr(parts).encode()))
+
+
+def _progress_bar(total: int, initial: int, name: str, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=f"{name} trainings", unit="model", dynamic_ncols=True)
+
+
+def _batched(items: Iterable, size: int) -> Iterator[list]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+class LocalBackend:
+    """Runs the trainings in this process, one after the other or ``group`` at a time when ``train_fn``
+    has a ``many`` method (several models trained at once on one device, :mod:`rectgrad.train_many`)."""
+
+    def __init__(self, group: int = 1):
+        if group < 1:
+            raise ValueError(f"group must be at least 1, got {group}")
+        self.group = group
+
+    def run(self, jobs: Iterable[Job], train_fn: TrainFn, done: Callable[[Job, float], None]) -> None:
+        if self.group > 1 and hasattr(train_fn, "many"):
+            for chunk in _batched(jobs, self.group):
+                for job, accuracy in zip(chunk, train_fn.many([(j.train, j.test, j.seed) for j in chunk])):
+                    done(job, accuracy)
+        else:
+            for job in jobs:
+                done(job, train_fn(job.train, job.test, job.seed))
+
+
+class RayBackend:
+    """Runs each training as a Ray task (``num_cpus`` CPUs and ``num_gpus`` GPUs, possibly a fraction, each)
+    on the cluster at ``address`` (``None``: the running Ray instance, or a new local one). Results come back
+    to this process as they finish, so they are saved one by one; at most ``max_in_flight`` tasks (default:
+    twice the cluster's CPUs) are pending, which bounds the datasets held in Ray's object store."""
+
+    def __init__(self, address: str | None = None, num_cpus: float = 1, num_gpus: float = 0,
+                 max_in_flight: int | None = None):
+        self.address, self.num_cpus, self.num_gpus, self.max_in_flight = address, num_cpus, num_gpus, max_in_flight
+
+    def run(self, jobs: Iterable[Job], train_fn: TrainFn, done: Callable[[Job, float], None]) -> None:
+        import ray
+
+        started = not ray.is_initialized()
+        if started:
+            ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
+        task = ray.remote(num_cpus=self.num_cpus, num_gpus=self.num_gpus)(_train_task)
+        limit = self.max_in_flight or max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
+        function = ray.put(train_fn)
+        threads = max(1, int(self.num_cpus))
+        pending, last = {}, None
+        try:
+            iterator = iter(jobs)
+            while True:
+                for job in islice(iterator, max(0, limit - len(pending))):
+                    if last is None or last[0] is not job.train or last[1] is not job.test:
+                        # the repeats of one (method, fraction) share one pair of datasets
+                        last = (job.train, job.test, ray.put(job.train), ray.put(job.test))
+                    pending[task.remote(function, last[2], last[3], job.seed, threads)] = job
+                if not pending:
+                    break
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                done(pending.pop(ready[0]), ray.get(ready[0]))
+        finally:
+            for ref in pending:
+                ray.cancel(ref)
+            if started:
+                ray.shutdown()
+
+
+def _train_task(train_fn: TrainFn, train: ImageDataset, test: ImageDataset, seed: int, threads: int) -> float:
+    torch.set_flush_denormal(True)  # as rectgrad reproduce does: subnormal gradients slow CPU training
+    torch.set_num_threads(threads)
+    return float(train_fn(train, test, seed))

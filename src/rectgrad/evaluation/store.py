@@ -1,0 +1,83 @@
+"""A results folder that makes long experiments resumable: one file per finished unit of work.
+
+``config.json`` records the configuration the results were made with; opening the folder with another
+configuration is refused, so results of different settings never mix. Every file is written to a
+temporary file in the same folder and renamed (``os.replace``), so an interruption leaves either the
+whole file or none of it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+CONFIG = "config.json"
+
+
+class ResultStore:
+    """Resumable results under ``folder``, bound to ``config`` (plain JSON values)."""
+
+    def __init__(self, folder, config: dict):
+        self.folder = Path(folder)
+        config = json.loads(json.dumps(config))  # normalise tuples to lists, as they read back
+        if self.folder.exists() and not self.folder.is_dir():
+            raise NotADirectoryError(f"{self.folder} exists and is not a folder")
+        saved = self.read_config(self.folder)
+        if saved is not None and saved != config:
+            raise ValueError(f"{self.folder} holds results of another configuration ({_difference(saved, config)}); "
+                             "refusing to mix them: use another folder or delete this one")
+        self.config = config
+        if saved is None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self.save_json(CONFIG, config)
+
+    @staticmethod
+    def read_config(folder) -> dict | None:
+        """The configuration saved in ``folder``, or None if it holds none."""
+        path = Path(folder) / CONFIG
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path} is not valid JSON ({exc})") from None
+
+    def path(self, name: str) -> Path:
+        return self.folder / name
+
+    def has(self, name: str) -> bool:
+        return self.path(name).is_file()
+
+    def save_json(self, name: str, value) -> None:
+        self._write(name, lambda f: f.write(json.dumps(value, indent=1).encode()))
+
+    def load_json(self, name: str):
+        return json.loads(self.path(name).read_text())
+
+    def save_torch(self, name: str, value) -> None:
+        """Save a tensor, or a dict / list of tensors and plain values, with ``torch.save``."""
+        self._write(name, lambda f: torch.save(value, f))
+
+    def load_torch(self, name: str):
+        return torch.load(self.path(name), weights_only=True)
+
+    def _write(self, name: str, write) -> None:
+        path = self.path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+
+def _difference(saved: dict, wanted: dict) -> str:
+    keys = sorted(set(saved) | set(wanted))
+    diffs = [f"{k}: {saved.get(k)!r} there, {wanted.get(k)!r} here" for k in keys if saved.get(k) != wanted.get(k)]
+    return "; ".join(diffs[:3]) + ("; ..." if len(diffs) > 3 else "")

@@ -1,0 +1,170 @@
+"""Several copies of the paper's CNN trained at once on one device, each on its own data (ROAR/KAR, Sec. 5.3).
+
+The M models' parameters are stacked and one step runs all of them: every convolution becomes one grouped
+convolution (``groups=M``) over the models' activations laid side by side as channels, in channels-last
+memory format, and every dense layer one batched matrix product, so a GPU sees a few large launches per
+layer instead of M small ones. Everything else is :func:`rectgrad.train.train_model`'s protocol model by
+model: Adam (elementwise, so one Adam over the stacked tensors is an independent Adam per model), lr 1e-3,
+batch 100, mean cross-entropy per model, and each model's own batch order drawn from its own seed, the order
+``train_model`` draws. All datasets of a group hold the same number of images (the modified copies of one
+training set do), so the models step in lockstep. ``precision="bf16"`` runs the forward pass under bfloat16
+autocast (measured about twice as fast on an H100; fp32, the default, is the paper's precision).
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rectgrad.data import ImageDataset, to_inputs
+from rectgrad.train import evaluate, new_model, train_model
+
+PRECISIONS = ("fp32", "bf16")
+_LAYERS = (nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.Flatten, nn.Linear)
+
+
+def _leaf_layers(model: nn.Module) -> list[nn.Module]:
+    layers = [m for m in model.modules() if not list(m.children())]
+    unsupported = sorted({type(m).__name__ for m in layers if not isinstance(m, _LAYERS)})
+    if not isinstance(model, nn.Sequential) or unsupported:
+        raise ValueError("train_many trains nn.Sequential models of Conv2d, ReLU, MaxPool2d, Flatten and Linear "
+                         f"layers (such as PaperCNN); got {type(model).__name__}"
+                         + (f" with {', '.join(unsupported)}" if unsupported else ""))
+    return layers
+
+
+def _stacked_logits(layers: list[nn.Module], params: list[Tensor], x: Tensor) -> Tensor:
+    """Logits (M, B, K) of the M stacked models for their own inputs ``x`` (M, B, C, H, W)."""
+    count, batch = x.shape[:2]
+    h = x.transpose(0, 1).reshape(batch, -1, *x.shape[3:]).contiguous(memory_format=torch.channels_last)
+    weights = iter(params)
+    for layer in layers:
+        if isinstance(layer, nn.Conv2d):
+            w, b = next(weights), next(weights)
+            w = w.reshape(-1, *w.shape[2:]).contiguous(memory_format=torch.channels_last)
+            h = F.conv2d(h, w, b.reshape(-1), layer.stride, layer.padding, layer.dilation, count)
+        elif isinstance(layer, nn.MaxPool2d):
+            h = F.max_pool2d(h, layer.kernel_size, layer.stride, layer.padding, layer.dilation, layer.ceil_mode)
+        elif isinstance(layer, nn.Flatten):  # per model, in (C, H, W) order as nn.Flatten
+            h = h.reshape(batch, count, -1).transpose(0, 1)
+        elif isinstance(layer, nn.Linear):
+            w, b = next(weights), next(weights)
+            h = torch.baddbmm(b[:, None, :], h, w.transpose(1, 2))
+        else:
+            h = F.relu(h)
+    return h
+
+
+def train_many(models: Sequence[nn.Module], datasets: Sequence[ImageDataset], seeds: Sequence[int], *,
+               epochs: int = 20, batch_size: int = 100, lr: float = 1e-3, device=None, precision: str = "fp32",
+               progress: bool = False) -> list[dict]:
+    """Train ``models[i]`` on ``datasets[i]`` with batch-order seed ``seeds[i]``, all at once; in place.
+
+    The models must share one architecture (e.g. ``new_model(dataset, seed)``). Returns one history per
+    model, as :func:`train_model` (``loss`` and ``train_accuracy`` per epoch, ``seconds`` of the whole
+    group). The models come back in eval mode on ``device`` (default: the first model's device).
+    """
+    if not len(models) == len(datasets) == len(seeds) or not models:
+        raise ValueError(f"need as many models, datasets and seeds (at least one), got "
+                         f"{len(models)}, {len(datasets)} and {len(seeds)}")
+    sizes = {len(d) for d in datasets}
+    shapes = {tuple(d.images.shape[1:]) for d in datasets}
+    if len(sizes) != 1 or len(shapes) != 1 or 0 in sizes:
+        raise ValueError(f"all datasets must hold the same non-zero number of images of one shape, "
+                         f"got sizes {sorted(sizes)} and shapes {sorted(shapes)}")
+    if epochs < 1 or batch_size < 1:
+        raise ValueError(f"epochs and batch_size must be positive, got {epochs} and {batch_size}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    layers = _leaf_layers(models[0])
+    device = torch.device(device) if device is not None else next(models[0].parameters()).device
+    count, n = len(models), sizes.pop()
+    names = [name for name, _ in models[0].named_parameters()]
+    params = [torch.stack([dict(m.named_parameters())[k].detach() for m in models]).to(device).requires_grad_()
+              for k in names]
+    images = torch.stack([d.images.to(device) for d in datasets])  # (M, N, C, H, W) uint8
+    labels = torch.stack([d.labels.to(device) for d in datasets])
+    rows = torch.arange(count, device=device)[:, None]
+    generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+    optimizer = torch.optim.Adam(params, lr=lr)
+    steps = -(-n // batch_size)
+    histories = [{"loss": [], "train_accuracy": [], "seconds": 0.0, "test_accuracy": None} for _ in models]
+    bar = _progress_bar(epochs * steps, count, progress)
+    start = time.perf_counter()
+    with torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=True):
+        for _ in range(epochs):
+            orders = torch.stack([torch.randperm(n, generator=g) for g in generators]).to(device)
+            loss_sum = torch.zeros(count, device=device)
+            correct = torch.zeros(count, dtype=torch.long, device=device)
+            for step in range(steps):
+                index = orders[:, step * batch_size:(step + 1) * batch_size]
+                target = labels[rows, index]
+                with torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16"):
+                    logits = _stacked_logits(layers, params, to_inputs(images[rows, index]))
+                losses = F.cross_entropy(logits.float().flatten(0, 1), target.flatten(), reduction="none")
+                losses = losses.view(count, -1).mean(1)
+                optimizer.zero_grad(set_to_none=True)
+                losses.sum().backward()
+                optimizer.step()
+                loss_sum += losses.detach() * index.shape[1]
+                correct += (logits.detach().argmax(-1) == target).sum(1)
+                if bar is not None:
+                    bar.update()
+            for history, loss, right in zip(histories, (loss_sum / n).tolist(), (correct / n).tolist()):
+                history["loss"].append(loss)
+                history["train_accuracy"].append(right)
+    seconds = time.perf_counter() - start
+    if bar is not None:
+        bar.close()
+    with torch.no_grad():
+        for i, model in enumerate(models):
+            model.to(device).load_state_dict({k: p[i] for k, p in zip(names, params)})
+            model.eval()
+            histories[i]["seconds"] = seconds
+    return histories
+
+
+def _progress_bar(total: int, count: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=f"train {count} models at once", unit="step", dynamic_ncols=True, leave=False)
+
+
+@dataclass(frozen=True)
+class Retrainer:
+    """The ROAR/KAR training function: a fresh ``new_model(train, seed)`` trained with the paper's protocol,
+    scored by its accuracy on ``test``. Picklable, so Ray workers can run it.
+
+    ``retrainer(train, test, seed)`` trains one model (:func:`rectgrad.train.train_model`, fp32);
+    ``retrainer.many(jobs)`` trains a list of ``(train, test, seed)`` jobs at once (:func:`train_many`, in
+    ``precision``).
+    """
+
+    epochs: int = 20
+    batch_size: int = 100
+    lr: float = 1e-3
+    device: str | None = None
+    precision: str = "fp32"
+
+    def __call__(self, train: ImageDataset, test: ImageDataset, seed: int) -> float:
+        model = new_model(train, seed)
+        train_model(model, train, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, seed=seed,
+                    device=self._device(), progress=False)
+        return evaluate(model, test)
+
+    def many(self, jobs: Sequence[tuple[ImageDataset, ImageDataset, int]]) -> list[float]:
+        models = [new_model(train, seed) for train, _, seed in jobs]
+        train_many(models, [train for train, _, _ in jobs], [seed for _, _, seed in jobs], epochs=self.epochs,
+                   batch_size=self.batch_size, lr=self.lr, device=self._device(), precision=self.precision)
+        return [evaluate(model, test) for model, (_, test, _) in zip(models, jobs)]
+
+    def _device(self) -> str:
+        if self.device is not None:
+            return self.device
+        return "cuda" if torch.cuda.is_available() else "cpu"

@@ -1,0 +1,295 @@
+"""The evaluation library (paper Sec. 3 and 5.3) on hand-made models and data: feature-map occlusion, the
+noise measures, the ROAR/KAR dataset modification and sweep (resumption included), the results store and
+training several models at once."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from rectgrad.data import ImageDataset
+from rectgrad.evaluation import (LocalBackend, ResultStore, RoarKarResult, background_at, conv_activations,
+                                 correctly_classified, feature_map_occlusion, final_threshold, noise_level,
+                                 occlude_dataset, patch_attribution, roar_kar)
+from rectgrad.metrics import kar_aoc, roar_auc
+from rectgrad.models import PaperCNN
+from rectgrad.train import new_model, train_model
+from rectgrad.train_many import Retrainer, train_many
+
+
+def toy_dataset(n=6, size=8, seed=0, name="toy") -> ImageDataset:
+    """Images whose pixels are never 128, so every replaced pixel (fill 128) can be counted."""
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 100, (n, 1, size, size), generator=g, dtype=torch.uint8)
+    images[n // 2:] += 150
+    return ImageDataset(images, torch.arange(n) % 2, ["a", "b"], name)
+
+
+# ---------------------------------------------------------------- feature-map occlusion (Fig. 2)
+
+class SumModel(nn.Sequential):
+    """conv1x1 (identity) -> ReLU -> flatten -> logits (sum of activations, 0): margin = sum of activations."""
+
+    def __init__(self, size: int):
+        conv, linear = nn.Conv2d(1, 1, 1), nn.Linear(size * size, 2)
+        with torch.no_grad():
+            conv.weight.fill_(1), conv.bias.zero_()
+            linear.weight.zero_(), linear.bias.zero_()
+            linear.weight[0] = 1
+        super().__init__(conv, nn.ReLU(), nn.Flatten(), linear)
+
+
+def test_feature_map_occlusion_follows_the_margin_exactly():
+    # object: left half (value 3 per pixel), background: right half (value 1 per pixel), 4x4 image
+    image = torch.ones(1, 1, 4, 4)
+    image[..., :2] = 3
+    masks = torch.zeros(1, 4, 4, dtype=torch.bool)
+    masks[..., :2] = True
+    model = SumModel(4)
+    curve = feature_map_occlusion(model, model[1], image, masks, torch.tensor([0]), steps=5, orders=3,
+                                  generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(curve.fractions, torch.tensor([0, .25, .5, .75, 1]))
+    # margin = object (8 px x 3) + background units left (8 - round(p * 8))
+    assert torch.allclose(curve.margins[0], torch.tensor([32.0, 30, 28, 26, 24]))
+    assert torch.allclose(curve.mean(), curve.margins[0])
+    assert model[1]._forward_hooks == {}  # the hook is removed
+
+
+def test_feature_map_occlusion_bad_input():
+    model = SumModel(4)
+    image, masks, labels = torch.ones(1, 1, 4, 4), torch.zeros(1, 4, 4, dtype=torch.bool), torch.tensor([0])
+    with pytest.raises(ValueError, match="masks must be bool"):
+        feature_map_occlusion(model, model[1], image, masks[:, :3], labels)
+    with pytest.raises(ValueError, match="labels"):
+        feature_map_occlusion(model, model[1], image, masks, torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="feature map"):
+        feature_map_occlusion(model, model[3], image, masks, labels)
+    with pytest.raises(ValueError, match="not called"):
+        feature_map_occlusion(model, nn.ReLU(), image, masks, labels)
+
+
+def test_background_at_layer_resolution():
+    masks = torch.zeros(1, 4, 4, dtype=torch.bool)
+    masks[0, :2, :2] = True  # object: top-left 2x2 block
+    masks[0, 2, 2] = True  # one object pixel of the bottom-right block: still background (3 of 4 pixels)
+    masks[0, 0, 2:] = True  # half of the top-right block: background (threshold >= 0.5)
+    assert background_at(masks, (2, 2)).tolist() == [[[False, True], [True, True]]]
+    assert torch.equal(background_at(masks, (4, 4)), ~masks)
+
+
+def test_conv_activations_and_correct_selection():
+    model = PaperCNN(1, 8, 3)
+    layers = conv_activations(model)
+    assert list(layers) == ["conv1", "conv2", "conv3", "conv4"]
+    assert layers["conv1"] is model.features[1] and layers["conv4"] is model.features[8]
+    dataset = ImageDataset(torch.zeros(7, 1, 8, 8, dtype=torch.uint8), torch.tensor([0, 1, 0, 2, 0, 1, 0]),
+                           ["a", "b", "c"], "zeros")
+    predicted = int(model(dataset.inputs()[:1]).argmax())
+    chosen = correctly_classified(model, dataset, per_class=2)
+    expected = torch.nonzero(dataset.labels == predicted).flatten()[:2]
+    assert torch.equal(chosen, expected)
+
+
+# ---------------------------------------------------------------- noise measures (Figs. 7, 8)
+
+def test_final_threshold_keeps_rectgrad_positive_part_and_baseline_top_five_percent():
+    maps = torch.arange(-10.0, 10.0).view(1, 1, 4, 5)
+    assert torch.equal(final_threshold(maps, "rectgrad"), maps.clamp(min=0))
+    # numpy's linear 95th percentile of -10..9 is 8.05: only 9 survives
+    kept = final_threshold(maps, "saliency")
+    assert kept.sum() == 9 and (kept != 0).sum() == 1
+    two_channels = torch.stack([maps[0, 0], maps[0, 0]])[None]
+    assert torch.equal(final_threshold(two_channels, "rectgrad_prr"), (2 * maps).clamp(min=0))
+
+
+def test_patch_attribution_and_noise_level_by_hand():
+    maps = torch.zeros(1, 1, 3, 3)
+    maps[0, 0, 0, 0], maps[0, 0, 2, 2], maps[0, 0, 1, 1] = -2.0, 3.0, 1.0
+    region = torch.zeros(3, 3, dtype=torch.bool)
+    region[:2, :2] = True
+    assert patch_attribution(maps, "rectgrad", region).item() == 1.0  # positive part: only the 1 is inside
+    assert patch_attribution(maps, "saliency", region, threshold=False).item() == 3.0  # |-2| + 1
+    assert patch_attribution(maps, "saliency", region).item() == 0.0  # the baseline keeps only its top (3.0)
+    masks = torch.zeros(1, 3, 3, dtype=torch.bool)
+    masks[0, 1, 1] = True
+    raw = noise_level(maps, "saliency", masks, threshold=False)
+    assert raw["outside"].item() == 5.0 and raw["outside_fraction"].item() == pytest.approx(5 / 6)
+    # TV of [[-2,0,0],[0,1,0],[0,0,3]]: rows 2+1+1+3 = 7, columns 2+1+1+3 = 7
+    assert raw["total_variation"].item() == 14.0 and raw["total_variation_relative"].item() == pytest.approx(14 / 6)
+    assert noise_level(maps, "rectgrad", masks)["outside"].item() == 3.0
+
+
+# ---------------------------------------------------------------- ROAR / KAR
+
+@pytest.mark.parametrize("keep", [False, True])
+@pytest.mark.parametrize("fraction", [0.1, 0.5, 0.7])
+def test_occlude_dataset_replaces_exactly_the_intended_pixels(keep, fraction):
+    dataset = toy_dataset()
+    maps = torch.randn(6, 1, 8, 8)
+    occluded = occlude_dataset(dataset, maps, fraction, keep=keep, fill=[128.0])
+    replaced = (occluded.images == 128).flatten(1).sum(1)
+    k = round(fraction * 64)
+    assert replaced.tolist() == [64 - k if keep else k] * 6
+    # ROAR removes the top-ranked pixels; KAR keeps them (here no ties: the ranking is the maps' order)
+    top = maps.flatten(1).argsort(1, descending=True)[:, :k]
+    assert ((occluded.images.flatten(1).gather(1, top) == 128).all().item()) is (not keep)
+    assert occluded.labels is dataset.labels and torch.equal(occluded.images != 128, dataset.images == occluded.images)
+
+
+def test_occlude_dataset_random_and_bad_input():
+    dataset = toy_dataset(n=50, size=16)
+    occluded = occlude_dataset(dataset, None, 0.3, keep=False, fill=[128.0], generator=torch.Generator().manual_seed(0))
+    assert abs((occluded.images == 128).float().mean().item() - 0.3) < 0.03
+    with pytest.raises(ValueError, match="do not match"):
+        occlude_dataset(dataset, torch.zeros(50, 1, 8, 8), 0.3, keep=False, fill=[128.0])
+    with pytest.raises(ValueError, match="open interval"):
+        occlude_dataset(dataset, torch.zeros(50, 1, 16, 16), 1.0, keep=False, fill=[128.0])
+
+
+class Counting:
+    """A training function whose accuracy encodes its inputs: the mean of the test images, divided by 255."""
+
+    def __init__(self, fail_after=None):
+        self.calls, self.fail_after = [], fail_after
+
+    def __call__(self, train, test, seed):
+        if self.fail_after is not None and len(self.calls) >= self.fail_after:
+            raise KeyboardInterrupt
+        self.calls.append(seed)
+        return test.images.float().mean().item() / 255
+
+
+def roar_inputs():
+    train, test = toy_dataset(8, seed=1, name="train"), toy_dataset(4, seed=2, name="test")
+    maps = {"a": (torch.randn(8, 1, 8, 8), torch.randn(4, 1, 8, 8)), "random": None}
+    return train, test, maps
+
+
+def test_roar_kar_resumes_without_recomputing(tmp_path):
+    train, test, maps = roar_inputs()
+    store = ResultStore(tmp_path / "work", {"experiment": "toy"})
+    first = Counting(fail_after=1)
+    with pytest.raises(KeyboardInterrupt):
+        roar_kar(train, test, maps, first, fractions=(0.2, 0.6), repeats=2, store=store, progress=False)
+    assert len(first.calls) == 1
+    assert sorted(p.name for p in (tmp_path / "work" / "roar").iterdir()) == ["a-p0.2-r0.json"]
+    rerun = Counting()
+    result = roar_kar(train, test, maps, rerun, fractions=(0.2, 0.6), repeats=2, store=store, progress=False)
+    assert len(rerun.calls) == 2 * 2 * 2 - 1 and rerun.calls.count(0) == 3  # the finished seed-0 training is kept
+    again = Counting()
+    assert roar_kar(train, test, maps, again, fractions=(0.2, 0.6), repeats=2, store=store,
+                    progress=False).accuracies["a"].tolist() == result.accuracies["a"].tolist()
+    assert again.calls == [] and not list((tmp_path / "work").rglob("*.tmp"))
+
+
+def test_roar_kar_results_and_scores():
+    train, test, maps = roar_inputs()
+    fill = train.images.double().mean().round()
+    for keep in (False, True):
+        result = roar_kar(train, test, maps, Counting(), fractions=(0.2, 0.6), repeats=2, keep=keep, progress=False)
+        assert set(result.accuracies) == {"a", "random"} and result.accuracies["a"].shape == (2, 2)
+        # each accuracy is the mean of the modified test images: check one against occlude_dataset
+        expected = occlude_dataset(test, maps["a"][1], 0.6, keep=keep, fill=[fill.item()])
+        assert result.accuracies["a"][0, 1] == pytest.approx(expected.images.float().mean().item() / 255, abs=0.02)
+        area = kar_aoc if keep else roar_auc
+        assert result.score("a") == pytest.approx(area((0.2, 0.6), result.accuracies["a"].mean(0)))
+        assert result.score_std("a") == 0.0  # the repeats see the same data: identical accuracies
+        assert result.measure == ("KAR AOC" if keep else "ROAR AUC")
+
+
+def test_roar_kar_groups_with_many():
+    class Many(Counting):
+        def many(self, jobs):
+            self.groups = getattr(self, "groups", []) + [len(jobs)]
+            return [self(*job) for job in jobs]
+
+    train, test, maps = roar_inputs()
+    fn = Many()
+    roar_kar(train, test, maps, fn, fractions=(0.2, 0.6), repeats=2, backend=LocalBackend(group=3), progress=False)
+    assert fn.groups == [3, 3, 2]
+
+
+def test_roar_kar_bad_input():
+    train, test, maps = roar_inputs()
+    for fractions in ((0.0, 0.5), (0.5, 1.0), (0.6, 0.2), ()):
+        with pytest.raises(ValueError, match="open interval"):
+            roar_kar(train, test, maps, Counting(), fractions=fractions, progress=False)
+    with pytest.raises(ValueError, match="do not match"):
+        roar_kar(train, test, {"a": (torch.zeros(8, 1, 8, 8), torch.zeros(3, 1, 8, 8))}, Counting(), progress=False)
+    with pytest.raises(ValueError, match="pair or None"):
+        roar_kar(train, test, {"a": torch.zeros(8, 1, 8, 8)}, Counting(), progress=False)
+    with pytest.raises(ValueError, match="repeats"):
+        roar_kar(train, test, maps, Counting(), repeats=0, progress=False)
+
+
+def test_result_score_on_a_hand_made_curve():
+    result = RoarKarResult(False, (0.1, 0.5, 0.9), {"m": np.array([[0.8, 0.6, 0.2], [0.6, 0.6, 0.4]])})
+    assert result.score("m") == pytest.approx((0.7 + 0.6) / 4 + (0.6 + 0.3) / 4)
+    assert result.score_std("m") == pytest.approx(np.std([0.55, 0.55], ddof=1))
+
+
+# ---------------------------------------------------------------- results store
+
+def test_store_refuses_another_configuration(tmp_path):
+    store = ResultStore(tmp_path / "w", {"scale": "quick", "fractions": (0.1, 0.5)})
+    store.save_json("roar/x.json", {"accuracy": 0.5})
+    same = ResultStore(tmp_path / "w", {"scale": "quick", "fractions": [0.1, 0.5]})  # tuples read back as lists
+    assert same.load_json("roar/x.json") == {"accuracy": 0.5}
+    with pytest.raises(ValueError, match="another configuration.*scale: 'quick' there, 'paper' here"):
+        ResultStore(tmp_path / "w", {"scale": "paper", "fractions": [0.1, 0.5]})
+    store.save_torch("maps/a.pt", torch.ones(2))
+    assert torch.equal(store.load_torch("maps/a.pt"), torch.ones(2))
+    assert json.loads((tmp_path / "w" / "config.json").read_text())["scale"] == "quick"
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NotADirectoryError):
+        ResultStore(tmp_path / "file", {})
+
+
+# ---------------------------------------------------------------- several models at once
+
+def quadrants(n: int, seed: int) -> ImageDataset:
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 4, (n,), generator=g)
+    images = torch.randint(0, 60, (n, 1, 8, 8), generator=g, dtype=torch.uint8)
+    for k in range(4):
+        r, c = (k // 2) * 4, (k % 2) * 4
+        images[labels == k, :, r:r + 4, c:c + 4] += 180
+    return ImageDataset(images, labels, ["tl", "tr", "bl", "br"], "quadrants")
+
+
+def test_train_many_matches_separate_trainings():
+    datasets, seeds = [quadrants(60, 0), quadrants(60, 1)], [3, 4]
+    alone = [new_model(d, s) for d, s in zip(datasets, seeds)]
+    histories = [train_model(m, d, epochs=2, batch_size=25, seed=s, progress=False, channels_last=False)
+                 for m, d, s in zip(alone, datasets, seeds)]
+    together = [new_model(d, s) for d, s in zip(datasets, seeds)]
+    many = train_many(together, datasets, seeds, epochs=2, batch_size=25)
+    for a, b, ha, hb in zip(alone, together, histories, many):
+        assert np.allclose(ha["loss"], hb["loss"], rtol=1e-3)  # same batches, same gradients
+        assert np.allclose(ha["train_accuracy"], hb["train_accuracy"])
+        for key, value in a.state_dict().items():  # Adam's normalised steps amplify float rounding a little
+            assert torch.allclose(value, b.state_dict()[key], atol=3e-3)
+        assert not b.training
+
+
+def test_retrainer_one_and_many_and_bad_input():
+    train, test = quadrants(80, 0), quadrants(40, 1)
+    retrain = Retrainer(epochs=1, device="cpu", batch_size=20)
+    single = retrain(train, test, 0)
+    both = retrain.many([(train, test, 0), (train, test, 1)])
+    assert both[0] == pytest.approx(single, abs=0.05) and all(0 <= a <= 1 for a in both)
+    with pytest.raises(ValueError, match="same non-zero number"):
+        train_many([new_model(train), new_model(train)], [train, train.subset(slice(0, 10))], [0, 1])
+    with pytest.raises(ValueError, match="as many"):
+        train_many([new_model(train)], [train, train], [0, 1])
+    with pytest.raises(ValueError, match="precision"):
+        train_many([new_model(train)], [train], [0], precision="fp16")
+    with pytest.raises(ValueError, match="BatchNorm2d"):
+        train_many([nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2))], [train], [0])
+
+
+def test_train_many_in_bfloat16_learns():
+    train, test = quadrants(200, 0), quadrants(100, 1)
+    assert min(Retrainer(epochs=2, device="cpu", batch_size=20, precision="bf16").many([(train, test, 0)])[0],
+               Retrainer(epochs=2, device="cpu", batch_size=20).many([(train, test, 0)])[0]) > 0.9

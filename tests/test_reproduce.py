@@ -1,0 +1,175 @@
+"""``rectgrad reproduce`` end to end at the smoke scale on a tiny generated Fashion-MNIST, locally and on a
+local Ray instance; reruns recompute nothing; bad input is refused."""
+import csv
+import gzip
+import io
+import pickle
+import shutil
+import tarfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from rectgrad import data
+from rectgrad.cli import main
+from rectgrad.evaluation import pipeline
+from rectgrad.train_many import Retrainer
+
+METHODS = ["random", "rectgrad", "rectgrad_prr", "saliency", "guided_bp", "smoothgrad", "grad_input", "intgrad",
+           "deeplift"]
+FIGURES = ["fig2-feature-map-occlusion.png", "fig3-patch-maps.png", "fig7-patch-attribution.png",
+           "fig8-background-attribution.png", "fig8-total-variation.png", "fig9-roar.png", "fig9-kar.png"]
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def write_tiny_fashion(folder, n_train=400, n_test=100, seed=0):
+    """Fashion-MNIST files of block images, on the black background the derived object masks expect."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("test", n_test)):
+        labels = rng.integers(0, 10, n)
+        images = block_images(rng, labels)[:, 0]
+        (image_file, _), (label_file, _) = data.FASHION_MNIST_FILES[split]
+        (folder / image_file).write_bytes(gzip.compress(idx_bytes(images)))
+        (folder / label_file).write_bytes(gzip.compress(idx_bytes(labels)))
+
+
+def block_images(rng, labels, channels=1):
+    """Learnable images: a bright 10x5 block whose place encodes the class, on a black background."""
+    images = np.zeros((len(labels), channels, 28 + 4 * (channels == 3), 28 + 4 * (channels == 3)), np.uint8)
+    for i, c in enumerate(labels):
+        r, col = 4 + (c // 5) * 12, 2 + (c % 5) * 5
+        images[i, :, r:r + 10, col:col + 5] = rng.integers(120, 256, (channels, 10, 5))
+    return images
+
+
+def write_tiny_cifar(folder, masks, n=60, seed=0):
+    """A cifar-10-python.tar.gz of block images (n per batch) and a masked-image folder (2 per class, BGR
+    JPEGs with their masks, as the paper's)."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(folder / data.CIFAR10_FILE, "w:gz") as tar:
+        for member in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+            labels = rng.integers(0, 10, n)
+            raw = pickle.dumps({b"data": block_images(rng, labels, 3).reshape(n, -1), b"labels": labels.tolist()})
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{member}")
+            info.size = len(raw)
+            tar.addfile(info, io.BytesIO(raw))
+    masks.mkdir(parents=True, exist_ok=True)
+    for c, name in enumerate(data.CIFAR10_CLASSES):
+        image = block_images(rng, [c, c], 3)
+        for k in range(2):
+            Image.fromarray(image[k].transpose(1, 2, 0)[..., ::-1].copy()).save(masks / f"{name}_{k + 1}.jpg")
+            Image.fromarray((image[k].max(0) > 0).astype(np.uint8) * 255).save(masks / f"{name}_{k + 1}_mask.jpg")
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """One local smoke run shared by the tests: (arguments, report folder, work folder)."""
+    root = tmp_path_factory.mktemp("reproduce")
+    write_tiny_fashion(root / "data")
+    args = ["reproduce", "--dataset", "fashion-mnist", "--scale", "smoke", "--data-dir", str(root / "data"),
+            "--device", "cpu", "--no-progress"]
+    assert main([*args, "--out", str(root / "report")]) == 0
+    return args, root / "report", root / "report" / "work"
+
+
+def test_smoke_end_to_end(smoke):
+    _, report, work = smoke
+    for name in FIGURES + ["README.md", "table1.csv", "roar-kar.csv", "patch-attribution.csv", "noise-level.csv",
+                           "feature-map-occlusion.csv", "models.csv"]:
+        assert (report / name).is_file(), name
+    with open(report / "table1.csv") as f:
+        table = list(csv.DictReader(f))
+    assert [row["method"] for row in table] == METHODS
+    assert all(0 <= float(row[k]) <= 1 for row in table for k in ("roar_auc", "kar_aoc"))
+    assert table[1]["paper_roar_auc"] == "0.5385" and table[2]["paper_roar_auc"] == ""
+    readme = (report / "README.md").read_text()
+    for section in ("## The paper's claims", "## Fig. 2", "## Figs. 3 and 7", "## Fig. 8", "## Fig. 9 and Table 1"):
+        assert section in readme
+    assert "not done yet" not in readme and "Not run yet" not in readme
+    # 9 methods x 2 fractions x 1 repeat for each of ROAR and KAR, one file per training
+    assert len(list((work / "roar").glob("*.json"))) == len(list((work / "kar").glob("*.json"))) == 18
+    # the report folder itself holds no model or attribution tensor (those stay in the work folder)
+    assert not [p for p in report.iterdir() if p.suffix == ".pt"]
+
+
+def test_rerun_recomputes_nothing(smoke, monkeypatch, tmp_path):
+    args, report, work = smoke
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("recomputed a saved result")
+
+    for name in ("train_model", "compute_maps", "feature_map_occlusion"):
+        monkeypatch.setattr(pipeline, name, forbidden)
+    monkeypatch.setattr(Retrainer, "__call__", forbidden)
+    assert main([*args, "--out", str(tmp_path / "again"), "--work-dir", str(work)]) == 0
+    assert (tmp_path / "again" / "README.md").read_text() == (report / "README.md").read_text()
+
+
+def test_interrupted_sweep_resumes(smoke, tmp_path, monkeypatch):
+    args, _, work = smoke
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy)
+    for path in sorted((copy / "kar").glob("*.json"))[-3:]:  # as if stopped 3 trainings before the end
+        path.unlink()
+    calls = []
+    train = Retrainer.__call__
+    monkeypatch.setattr(Retrainer, "__call__", lambda self, *a: calls.append(a[2]) or train(self, *a))
+    assert main([*args, "--out", str(tmp_path / "report"), "--work-dir", str(copy)]) == 0
+    assert len(calls) == 3 and len(list((copy / "kar").glob("*.json"))) == 18
+
+
+def test_smoke_with_ray(smoke, tmp_path):
+    ray = pytest.importorskip("ray")
+    args, _, work = smoke
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy, ignore=shutil.ignore_patterns("kar"))  # the 18 KAR trainings run on Ray
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        assert main([*args, "--out", str(tmp_path / "report"), "--work-dir", str(copy), "--backend", "ray"]) == 0
+    finally:
+        ray.shutdown()
+    assert len(list((copy / "roar").glob("*.json"))) == len(list((copy / "kar").glob("*.json"))) == 18
+    assert "## Fig. 9 and Table 1" in (tmp_path / "report" / "README.md").read_text()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--scale", "paper"], "another configuration"),
+    (["--methods", "rectgrad,magic"], "unknown method 'magic'"),
+    (["--masks", "/nowhere"], "--masks applies to cifar10 only"),
+    (["--backend", "spark"], "--backend must be local or ray"),
+    (["--address", "auto"], "--address needs --backend ray"),
+])
+def test_bad_input(smoke, capsys, extra, message):
+    args, _, work = smoke  # a repeated option overrides the earlier one
+    assert main([*args, *extra, "--out", str(work.parent / "bad"), "--work-dir", str(work)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_report_of_a_partial_run(smoke, tmp_path):
+    from rectgrad.report import write_report
+
+    _, _, work = smoke
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy, ignore=shutil.ignore_patterns("noise.json", "rectgrad-p0.9-r0.json"))
+    readme = write_report(copy, tmp_path / "report").read_text()
+    assert "## Fig. 8: noise level\n\nNot run yet." in readme
+    assert "2 trainings are not done yet" in readme  # RectGrad's last ROAR and KAR trainings
+    with pytest.raises(FileNotFoundError, match="no results"):
+        write_report(tmp_path / "empty", tmp_path / "report")
+
+
+def test_cifar10_smoke_with_masked_images(tmp_path):
+    write_tiny_cifar(tmp_path / "data", tmp_path / "masks")
+    assert main(["reproduce", "--dataset", "cifar10", "--scale", "smoke", "--data-dir", str(tmp_path / "data"),
+                 "--masks", str(tmp_path / "masks"), "--device", "cpu", "--no-progress", "--methods",
+                 "random,rectgrad,saliency", "--out", str(tmp_path / "report")]) == 0
+    readme = (tmp_path / "report" / "README.md").read_text()
+    assert "cifar10 (300 / 60)" in readme and "Not run yet" not in readme
+    assert len(list((tmp_path / "report" / "work" / "kar").glob("*.json"))) == 3 * 2
