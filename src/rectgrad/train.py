@@ -54,7 +54,7 @@ def train_model(model: nn.Module, train: ImageDataset, *, epochs: int = 20, batc
     n, steps = len(train), -(-len(train) // batch_size)
     history = {"loss": [], "train_accuracy": [], "seconds": 0.0, "test_accuracy": None}
     start = time.perf_counter()
-    bar = _progress_bar(epochs * steps, train.name, progress)
+    bar = progress_bar(epochs * steps, f"train {train.name}", progress)
     with torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=True):
         for epoch in range(epochs):
             order = torch.randperm(n, generator=generator).to(device)
@@ -87,12 +87,13 @@ def train_model(model: nn.Module, train: ImageDataset, *, epochs: int = 20, batc
     return history
 
 
-def _progress_bar(total: int, name: str, enabled: bool):
+def progress_bar(total: int, desc: str, enabled: bool, *, unit: str = "batch", leave: bool = True):
+    """A tqdm bar, or ``None`` when progress is off."""
     if not enabled:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=f"train {name}", unit="batch", dynamic_ncols=True)
+    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, leave=leave)
 
 
 @torch.no_grad()

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rectgrad.data import ImageDataset, to_inputs
-from rectgrad.train import evaluate, new_model, train_model
+from rectgrad.train import evaluate, new_model, progress_bar, train_model
 
 PRECISIONS = ("fp32", "bf16")
 _LAYERS = (nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.Flatten, nn.Linear)
@@ -93,7 +93,7 @@ def train_many(models: Sequence[nn.Module], datasets: Sequence[ImageDataset], se
     optimizer = torch.optim.Adam(params, lr=lr)
     steps = -(-n // batch_size)
     histories = [{"loss": [], "train_accuracy": [], "seconds": 0.0, "test_accuracy": None} for _ in models]
-    bar = _progress_bar(epochs * steps, count, progress)
+    bar = progress_bar(epochs * steps, f"train {count} models at once", progress, unit="step", leave=False)
     start = time.perf_counter()
     with torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=True):
         for _ in range(epochs):
@@ -126,14 +126,6 @@ def train_many(models: Sequence[nn.Module], datasets: Sequence[ImageDataset], se
             model.eval()
             histories[i]["seconds"] = seconds
     return histories
-
-
-def _progress_bar(total: int, count: int, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=f"train {count} models at once", unit="step", dynamic_ncols=True, leave=False)
 
 
 @dataclass(frozen=True)
