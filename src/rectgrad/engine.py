@@ -39,9 +39,9 @@ from torch.overrides import TorchFunctionMode
 
 from rectgrad.selection import where_above_percentile
 
-SCORES = {  # importance score of a unit from its output a and incoming gradient g, written into `out`
-    "pr1": lambda a, g, out: torch.mul(a, g, out=out),
-    "pr2": lambda a, g, out: torch.mul(a, g, out=out).abs_(),
+SCORES = {  # importance score of a unit from its output a and incoming gradient g, written into `out()`
+    "pr1": lambda a, g, out: torch.mul(a, g, out=out()),
+    "pr2": lambda a, g, out: torch.mul(a, g, out=out()).abs_(),
     "pr3": lambda a, g, out: a,
     "pr4": lambda a, g, out: g,
 }
@@ -86,7 +86,7 @@ class Rule:
             a, grad_scores = a.float(), grad.float()
         else:
             grad_scores = grad
-        s = score(a, grad_scores, scratch.like(grad_scores))
+        s = score(a, grad_scores, lambda: scratch.like(grad_scores))
         relu_gate = self.relu_gate and is_relu
         if self.q is None:
             keep = (s > self.tau) & (a > 0) if relu_gate else s > self.tau
