@@ -53,3 +53,17 @@ def test_nan_scores_do_not_break_other_rows():
         assert torch.equal(out[row], torch.where(x[row] > float(tau), values[row], 0.0))
     x[:, ::7] = float("nan")  # every row: no candidate survives the NaN bound
     assert where_above_percentile(x, values, 98.0).shape == values.shape
+
+
+def test_sparse_clustered_scores_like_deep_resnet_layers():
+    # 95% exact zeros, the positives packed into a few places: fewer than t blocks hold a positive value
+    x = torch.zeros(4, 50176)
+    x[:, :2000] = torch.rand(4, 2000) + 0.1
+    x[:, 3000:3400] = -torch.rand(4, 400)
+    x[3, :2000] = 0.0  # a row with fewer positives than the percentile needs: threshold 0
+    x[3, :10] = 1.0
+    for q in (90, 98, 99):
+        expected = np.percentile(x.numpy(), q, axis=1, method="nearest")
+        assert np.array_equal(percentile_nearest(x, q).numpy(), expected), q
+        values = torch.randn_like(x)
+        assert torch.equal(where_above_percentile(x, values, q), torch.where(x > torch.from_numpy(expected)[:, None], values, 0.0))

@@ -70,6 +70,11 @@ def _kth_largest(x: Tensor, t: int) -> tuple[Tensor, Tensor | None]:
     by_block = x.reshape(n * blocks, width)
     block_max = by_block.amax(dim=1).view(n, blocks)
     bound = block_max.topk(t, dim=1, sorted=False).values.amin(dim=1, keepdim=True)
+    if bool((bound <= 0).any()):
+        # Sparse scores (mostly exact zeros, the positives clustered in few blocks): a row with at least
+        # t positive values has a positive t-th largest value, and its positive values are candidates
+        # enough. Rows with fewer positives fail the count check below and are selected directly.
+        bound = torch.where(bound > 0, bound, torch.nextafter(bound.new_zeros(()), bound.new_ones(())))
     hit_blocks = (block_max >= bound).view(-1).nonzero().squeeze(1)  # row * blocks + block
     inside = by_block.index_select(0, hit_blocks) >= bound.index_select(0, hit_blocks // blocks)
     block_index, offset = inside.nonzero(as_tuple=True)
