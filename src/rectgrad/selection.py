@@ -42,8 +42,8 @@ def where_above_percentile(scores: Tensor, values: Tensor, q: float) -> Tensor:
     if from_top <= k + 1:
         tau, candidates = _kth_largest(scores, from_top)
         if candidates is not None:
-            flat_scores = scores.reshape(-1)
-            kept = candidates[flat_scores.index_select(0, candidates) > tau.index_select(0, candidates // m)]
+            flat, rows, candidate_scores = candidates
+            kept = flat[candidate_scores > tau.index_select(0, rows)]
             out = torch.zeros_like(values).reshape(-1)
             out.index_copy_(0, kept, values.reshape(-1).index_select(0, kept))
             return out.view_as(values)
@@ -52,9 +52,10 @@ def where_above_percentile(scores: Tensor, values: Tensor, q: float) -> Tensor:
     return torch.where(scores > tau[:, None], values, 0)
 
 
-def _kth_largest(x: Tensor, t: int) -> tuple[Tensor, Tensor | None]:
+def _kth_largest(x: Tensor, t: int) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor] | None]:
     """Per-row t-th largest value (t >= 1) of a ``(N, M)`` tensor and, when it was found without a
-    full selection, the flat indices of the candidates it was selected from (every value >= it)."""
+    full selection, the candidates it was selected from (every value >= it): their flat indices into
+    ``x``, their rows and their values."""
     n, m = x.shape
     if t == 1:
         return x.amax(dim=1), None
@@ -87,5 +88,6 @@ def _kth_largest(x: Tensor, t: int) -> tuple[Tensor, Tensor | None]:
     starts = torch.cumsum(counts, 0) - counts
     slots = rows * widest + torch.arange(candidates.numel(), device=x.device) - starts.index_select(0, rows)
     packed = x.new_full((n * widest,), float("-inf"))
-    packed.index_copy_(0, slots, x.reshape(-1).index_select(0, candidates))
-    return packed.view(n, widest).topk(t, dim=1, sorted=False).values.amin(dim=1), candidates
+    values = x.reshape(-1).index_select(0, candidates)
+    packed.index_copy_(0, slots, values)
+    return packed.view(n, widest).topk(t, dim=1, sorted=False).values.amin(dim=1), (candidates, rows, values)
