@@ -67,3 +67,28 @@ def test_sparse_clustered_scores_like_deep_resnet_layers():
         assert np.array_equal(percentile_nearest(x, q).numpy(), expected), q
         values = torch.randn_like(x)
         assert torch.equal(where_above_percentile(x, values, q), torch.where(x > torch.from_numpy(expected)[:, None], values, 0.0))
+
+
+def test_large_values_on_the_sample_stride_do_not_fool_the_bound():
+    # the threshold is first bounded from a strided sample: values placed exactly on that stride make the
+    # sample overestimate it; the count check must catch that and still give numpy's answer
+    x = torch.rand(2, 9760)
+    x[:, ::61] = 10.0 + torch.rand(2, 160)
+    for q in (95, 98, 99.5):
+        expected = np.percentile(x.numpy(), q, axis=1, method="nearest")
+        values = torch.randn_like(x)
+        assert np.array_equal(percentile_nearest(x, q).numpy(), expected), q
+        assert torch.equal(where_above_percentile(x, values, q), torch.where(x > torch.from_numpy(expected)[:, None], values, 0.0))
+
+
+def test_subnormal_positive_scores_count_as_positive():
+    # fewer positive values than the percentile needs, some of them subnormal: the threshold is exactly 0
+    # and every positive value, however small, passes it
+    x = torch.zeros(3, 8192)
+    x[:, 5:105] = 1e-41
+    x[:, 200:210] = 1.0
+    x[:, 300:400] = -1.0
+    values = torch.randn_like(x)
+    expected = np.percentile(x.numpy(), 98, axis=1, method="nearest")
+    assert np.array_equal(expected, np.zeros(3))
+    assert torch.equal(where_above_percentile(x, values, 98.0), torch.where(x > 0, values, 0.0))

@@ -2,11 +2,13 @@
 
 ``torch.quantile`` refuses more than 2^24 elements and sorts; ``kthvalue``/``topk`` over a whole
 layer are exact but slow. For the high percentiles RectGrad uses (q = 98) the threshold is among
-the few largest scores of a row, so we first bound it from below with block maxima, keep only the
-candidates above that bound and select among them. The result is bit-identical to
+the few largest scores of a row, so we first bound it from below with a strided sample, find the
+candidates above that bound through block maxima (one vectorised pass), and select among them. The result is bit-identical to
 ``numpy.percentile(row, q, method="nearest")``.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
@@ -52,42 +54,65 @@ def where_above_percentile(scores: Tensor, values: Tensor, q: float) -> Tensor:
     return torch.where(scores > tau[:, None], values, 0)
 
 
+_SAMPLE_STRIDE = 61  # prime, so the sample does not alias with feature-map widths
+_BLOCK = 8
+
+
 def _kth_largest(x: Tensor, t: int) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor] | None]:
     """Per-row t-th largest value (t >= 1) of a ``(N, M)`` tensor and, when it was found without a
-    full selection, the candidates it was selected from (every value >= it): their flat indices into
-    ``x``, their rows and their values."""
+    full selection, the candidates it was selected from (every value >= a bound <= it): their flat
+    indices into ``x``, their rows and their values."""
     n, m = x.shape
     if t == 1:
         return x.amax(dim=1), None
-    width = 1 << max(m // (4 * t), 1).bit_length() - 1  # a power of two giving at least 4t blocks
-    while m % width:
-        width //= 2
-    if m < 4096 or width < 4:
-        return x.topk(t, dim=1, sorted=False).values.amin(dim=1), None
-    # t blocks have a maximum >= the t-th largest block maximum, so at least t values are >= it:
-    # the t-th largest value lies among the candidates >= that bound, all inside blocks whose
-    # maximum reaches the bound.
-    blocks = m // width
-    by_block = x.reshape(n * blocks, width)
-    block_max = by_block.amax(dim=1).view(n, blocks)
-    bound = block_max.topk(t, dim=1, sorted=False).values.amin(dim=1, keepdim=True)
-    if bool((bound <= 0).any()):
-        # Sparse scores (mostly exact zeros, the positives clustered in few blocks): a row with at least
-        # t positive values has a positive t-th largest value, and its positive values are candidates
-        # enough. Rows with fewer positives fail the count check below and are selected directly.
-        bound = torch.where(bound > 0, bound, torch.nextafter(bound.new_zeros(()), bound.new_ones(())))
-    hit_blocks = (block_max >= bound).view(-1).nonzero().squeeze(1)  # row * blocks + block
-    inside = by_block.index_select(0, hit_blocks) >= bound.index_select(0, hit_blocks // blocks)
-    block_index, offset = inside.nonzero(as_tuple=True)
-    candidates = hit_blocks.index_select(0, block_index) * width + offset  # flat index into x
-    rows = candidates // m
+    if m < 4096 or m % _BLOCK:
+        return _topk_kth(x, t), None
+    # A bound, probably just below the t-th largest value: the r-th largest of a strided sample, r a few
+    # standard deviations above the sample's expected rank. It is checked below (at least t candidates), never
+    # trusted. Sparse scores (mostly exact zeros): the positive values are the candidates.
+    sample = x[:, ::_SAMPLE_STRIDE]
+    expected = t * sample.shape[1] / m
+    r = min(sample.shape[1], math.ceil(expected + 4 * math.sqrt(expected) + 4))
+    bound = torch.maximum(sample.topk(r, dim=1, sorted=False).values.amin(dim=1), _smallest_positive(x))
+    # Candidates: the values >= bound, inside the blocks whose maximum reaches it (block j of a row holds
+    # x[row, j::blocks], so the maxima are one vectorised reduction over whole rows).
+    blocks = m // _BLOCK
+    strided = x.view(n, _BLOCK, blocks)
+    block_max = strided.amax(dim=1)
+    hits = (block_max >= bound[:, None]).view(-1).nonzero().squeeze(1)  # row * blocks + block
+    hit_rows = hits // blocks
+    hit_blocks = hits - hit_rows * blocks
+    inside = strided[hit_rows, :, hit_blocks]  # (hits, _BLOCK)
+    hit, lane = (inside >= bound.index_select(0, hit_rows)[:, None]).nonzero(as_tuple=True)
+    rows = hit_rows.index_select(0, hit)
+    values = inside[hit, lane]
     counts = torch.bincount(rows, minlength=n)
-    widest = int(counts.max())
-    if widest * 4 > m or int(counts.min()) < t:  # heavy ties at the bound, or NaN scores: select directly
-        return x.topk(t, dim=1, sorted=False).values.amin(dim=1), None
+    widest = max(int(counts.max()), t)
+    short = counts < t  # the sample overestimated, fewer than t positive values, or NaN
+    if widest * 4 > m or bool(block_max.amax().isnan()) or (bool(short.any()) and not _zero_where_short(x, t, bound, short)):
+        return _topk_kth(x, t), None  # heavy ties at the bound, NaN scores, or an overestimate: select directly
     starts = torch.cumsum(counts, 0) - counts
-    slots = rows * widest + torch.arange(candidates.numel(), device=x.device) - starts.index_select(0, rows)
+    slots = torch.arange(len(rows), device=x.device) + (rows * widest - starts.index_select(0, rows))
     packed = x.new_full((n * widest,), float("-inf"))
-    values = x.reshape(-1).index_select(0, candidates)
     packed.index_copy_(0, slots, values)
-    return packed.view(n, widest).topk(t, dim=1, sorted=False).values.amin(dim=1), (candidates, rows, values)
+    kth = packed.view(n, widest).topk(t, dim=1, sorted=False).values.amin(dim=1)
+    kth = torch.where(short, 0.0, kth)  # rows with fewer than t positive values, at least t >= 0
+    candidates = rows * m + lane * blocks + hit_blocks.index_select(0, hit)
+    return kth, (candidates, rows, values)
+
+
+def _zero_where_short(x: Tensor, t: int, bound: Tensor, short: Tensor) -> bool:
+    """Whether every short row (fewer than t candidates) took the positive values as candidates, has fewer
+    than t of them, and holds at least t values >= 0: its t-th largest value is then exactly 0."""
+    if not bool((bound[short] == _smallest_positive(x)).all()):
+        return False
+    rows = x if bool(short.all()) else x[short]
+    return bool((torch.count_nonzero(rows >= 0, dim=1) >= t).all())
+
+
+def _smallest_positive(x: Tensor) -> Tensor:
+    return torch.nextafter(x.new_zeros(()), x.new_ones(()))
+
+
+def _topk_kth(x: Tensor, t: int) -> Tensor:
+    return x.topk(t, dim=1, sorted=False).values.amin(dim=1)
