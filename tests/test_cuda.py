@@ -32,3 +32,47 @@ def test_cuda_low_precision_and_resnet(dtype):
     attribution = RectGrad(model).attribute(x, q=98.0, padding_trick=True, prr=True)
     assert attribution.dtype == dtype and attribution.device.type == "cuda"
     assert torch.isfinite(attribution.float()).all() and (attribution > 0).any()
+
+
+def test_cuda_train_many_deterministic_repeats_bit_for_bit_and_fast_mode_learns_alike():
+    from test_evaluation import quadrants
+
+    from rectgrad.train import new_model
+    from rectgrad.train_many import train_many
+
+    datasets, seeds = [quadrants(200, 0), quadrants(200, 1)], [3, 4]
+
+    def run(deterministic):
+        models = [new_model(d, s) for d, s in zip(datasets, seeds)]
+        histories = train_many(models, datasets, seeds, epochs=3, batch_size=25, device="cuda",
+                               deterministic=deterministic)
+        return [m.state_dict() for m in models], histories
+
+    (first, first_history), (again, _), (_, fast_history) = run(True), run(True), run(False)
+    for a, b in zip(first, again):
+        for key in a:
+            assert torch.equal(a[key], b[key]), key
+    for exact, fast in zip(first_history, fast_history):  # other cuDNN algorithms: other rounding, same training
+        assert fast["loss"][0] == pytest.approx(exact["loss"][0], rel=1e-3)
+        assert fast["train_accuracy"][-1] == pytest.approx(exact["train_accuracy"][-1], abs=0.05)
+
+
+def test_cuda_reproduce_smoke_trains_clean_and_patch_models_at_once(tmp_path, monkeypatch):
+    from test_reproduce import write_tiny_fashion
+
+    from rectgrad.checkpoint import load_checkpoint
+    from rectgrad.cli import main
+    from rectgrad.evaluation import pipeline
+
+    calls = []
+    grouped = pipeline.train_many
+    monkeypatch.setattr(pipeline, "train_many", lambda models, *a, **k: calls.append(len(models)) or grouped(models, *a, **k))
+    write_tiny_fashion(tmp_path / "data")
+    assert main(["reproduce", "--dataset", "fashion-mnist", "--scale", "smoke", "--data-dir", str(tmp_path / "data"),
+                 "--device", "cuda", "--no-progress", "--precision", "bf16", "--nondeterministic",
+                 "--out", str(tmp_path / "report")]) == 0
+    assert calls == [2]
+    clean, clean_info = load_checkpoint(tmp_path / "report" / "work" / "models" / "clean.pt")
+    patch, patch_info = load_checkpoint(tmp_path / "report" / "work" / "models" / "patch.pt")
+    assert 0 <= clean_info["test_accuracy"] <= 1 and 0 <= patch_info["test_accuracy"] <= 1
+    assert not torch.equal(clean.features[0].weight, patch.features[0].weight)  # same start, other data

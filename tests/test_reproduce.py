@@ -105,7 +105,7 @@ def test_rerun_recomputes_nothing(smoke, monkeypatch, tmp_path):
     def forbidden(*args, **kwargs):
         raise AssertionError("recomputed a saved result")
 
-    for name in ("train_model", "compute_maps", "feature_map_occlusion"):
+    for name in ("train_model", "train_many", "compute_maps", "feature_map_occlusion"):
         monkeypatch.setattr(pipeline, name, forbidden)
     monkeypatch.setattr(Retrainer, "__call__", forbidden)
     assert main([*args, "--out", str(tmp_path / "again"), "--work-dir", str(work)]) == 0

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from rectgrad import selection
 from rectgrad.selection import nearest_rank, percentile_nearest, where_above_percentile
 
 QS = [0, 1, 10, 25, 33.3, 50, 62.5, 74, 90, 95, 98, 99, 99.9, 100]
@@ -69,16 +70,20 @@ def test_sparse_clustered_scores_like_deep_resnet_layers():
         assert torch.equal(where_above_percentile(x, values, q), torch.where(x > torch.from_numpy(expected)[:, None], values, 0.0))
 
 
-def test_large_values_on_the_sample_stride_do_not_fool_the_bound():
-    # the threshold is first bounded from a strided sample: values placed exactly on that stride make the
-    # sample overestimate it; the count check must catch that and still give numpy's answer
+def test_large_values_on_the_sample_stride_are_caught_by_the_count_check(monkeypatch):
+    # the threshold is first bounded from a strided sample (here, m = 9760 and q = 98: t = 196, every 3rd
+    # value); 150 large values all on that stride make the sample overestimate it: the count check must catch
+    # that and still give numpy's answer
     x = torch.rand(2, 9760)
-    x[:, ::61] = 10.0 + torch.rand(2, 160)
-    for q in (95, 98, 99.5):
-        expected = np.percentile(x.numpy(), q, axis=1, method="nearest")
-        values = torch.randn_like(x)
-        assert np.array_equal(percentile_nearest(x, q).numpy(), expected), q
-        assert torch.equal(where_above_percentile(x, values, q), torch.where(x > torch.from_numpy(expected)[:, None], values, 0.0))
+    x[:, 0:450:3] = 10.0 + torch.rand(2, 150)
+    calls = []
+    full_selection = selection._topk_kth
+    monkeypatch.setattr(selection, "_topk_kth", lambda x, t: calls.append(t) or full_selection(x, t))
+    expected = np.percentile(x.numpy(), 98, axis=1, method="nearest")
+    values = torch.randn_like(x)
+    assert np.array_equal(percentile_nearest(x, 98).numpy(), expected)
+    assert torch.equal(where_above_percentile(x, values, 98), torch.where(x > torch.from_numpy(expected)[:, None], values, 0.0))
+    assert calls == [196, 196]  # the overestimate was seen, and the full selection took over
 
 
 def test_subnormal_positive_scores_count_as_positive():

@@ -54,7 +54,7 @@ def where_above_percentile(scores: Tensor, values: Tensor, q: float) -> Tensor:
     return torch.where(scores > tau[:, None], values, 0)
 
 
-_SAMPLE_STRIDE = 61  # prime, so the sample does not alias with feature-map widths
+_STRIDES = (1, 3, 7, 13, 29, 61, 127, 251, 509, 1021, 2039, 4093)  # primes: no aliasing with feature-map widths
 _BLOCK = 8
 
 
@@ -65,23 +65,21 @@ def _kth_largest(x: Tensor, t: int) -> tuple[Tensor, tuple[Tensor, Tensor, Tenso
     n, m = x.shape
     if t == 1:
         return x.amax(dim=1), None
-    if m < 4096 or m % _BLOCK:
+    if m < 4096 or m % _BLOCK or x.is_cuda:  # a GPU's topk is a sync-free radix select: faster than ours there
         return _topk_kth(x, t), None
     # A bound, probably just below the t-th largest value: the r-th largest of a strided sample, r a few
     # standard deviations above the sample's expected rank. It is checked below (at least t candidates), never
     # trusted. Sparse scores (mostly exact zeros): the positive values are the candidates.
-    sample = x[:, ::_SAMPLE_STRIDE]
+    sample = x[:, ::max(s for s in _STRIDES if s * 32 <= max(t, 32))]  # the t-th largest: rank ~32 in the sample
     expected = t * sample.shape[1] / m
     r = min(sample.shape[1], math.ceil(expected + 4 * math.sqrt(expected) + 4))
-    bound = torch.maximum(sample.topk(r, dim=1, sorted=False).values.amin(dim=1), _smallest_positive(x))
+    bound = sample.topk(r, dim=1, sorted=False).values.amin(dim=1).clamp_(min=_smallest_positive(x.dtype))  # NaN stays
     # Candidates: the values >= bound, inside the blocks whose maximum reaches it (block j of a row holds
     # x[row, j::blocks], so the maxima are one vectorised reduction over whole rows).
     blocks = m // _BLOCK
     strided = x.view(n, _BLOCK, blocks)
     block_max = strided.amax(dim=1)
-    hits = (block_max >= bound[:, None]).view(-1).nonzero().squeeze(1)  # row * blocks + block
-    hit_rows = hits // blocks
-    hit_blocks = hits - hit_rows * blocks
+    hit_rows, hit_blocks = (block_max >= bound[:, None]).nonzero(as_tuple=True)
     inside = strided[hit_rows, :, hit_blocks]  # (hits, _BLOCK)
     hit, lane = (inside >= bound.index_select(0, hit_rows)[:, None]).nonzero(as_tuple=True)
     rows = hit_rows.index_select(0, hit)
@@ -104,14 +102,16 @@ def _kth_largest(x: Tensor, t: int) -> tuple[Tensor, tuple[Tensor, Tensor, Tenso
 def _zero_where_short(x: Tensor, t: int, bound: Tensor, short: Tensor) -> bool:
     """Whether every short row (fewer than t candidates) took the positive values as candidates, has fewer
     than t of them, and holds at least t values >= 0: its t-th largest value is then exactly 0."""
-    if not bool((bound[short] == _smallest_positive(x)).all()):
+    if not bool((bound[short] == _smallest_positive(x.dtype)).all()):
         return False
     rows = x if bool(short.all()) else x[short]
     return bool((torch.count_nonzero(rows >= 0, dim=1) >= t).all())
 
 
-def _smallest_positive(x: Tensor) -> Tensor:
-    return torch.nextafter(x.new_zeros(()), x.new_ones(()))
+def _smallest_positive(dtype: torch.dtype) -> float:
+    """The smallest positive (subnormal) value of ``dtype``."""
+    info = torch.finfo(dtype)
+    return info.tiny * info.eps
 
 
 def _topk_kth(x: Tensor, t: int) -> Tensor:

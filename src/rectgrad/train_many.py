@@ -61,12 +61,13 @@ def _stacked_logits(layers: list[nn.Module], params: list[Tensor], x: Tensor) ->
 
 def train_many(models: Sequence[nn.Module], datasets: Sequence[ImageDataset], seeds: Sequence[int], *,
                epochs: int = 20, batch_size: int = 100, lr: float = 1e-3, device=None, precision: str = "fp32",
-               progress: bool = False) -> list[dict]:
+               deterministic: bool = True, progress: bool = False) -> list[dict]:
     """Train ``models[i]`` on ``datasets[i]`` with batch-order seed ``seeds[i]``, all at once; in place.
 
     The models must share one architecture (e.g. ``new_model(dataset, seed)``). Returns one history per
     model, as :func:`train_model` (``loss`` and ``train_accuracy`` per epoch, ``seconds`` of the whole
     group). The models come back in eval mode on ``device`` (default: the first model's device).
+    ``deterministic=False`` lets cuDNN pick its fastest (benchmarked, non-deterministic) algorithms.
     """
     if not len(models) == len(datasets) == len(seeds) or not models:
         raise ValueError(f"need as many models, datasets and seeds (at least one), got "
@@ -95,7 +96,7 @@ def train_many(models: Sequence[nn.Module], datasets: Sequence[ImageDataset], se
     histories = [{"loss": [], "train_accuracy": [], "seconds": 0.0, "test_accuracy": None} for _ in models]
     bar = progress_bar(epochs * steps, f"train {count} models at once", progress, unit="step", leave=False)
     start = time.perf_counter()
-    with torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=True):
+    with torch.backends.cudnn.flags(enabled=True, benchmark=not deterministic, deterministic=deterministic):
         for _ in range(epochs):
             orders = torch.stack([torch.randperm(n, generator=g) for g in generators]).to(device)
             loss_sum = torch.zeros(count, device=device)
@@ -135,7 +136,7 @@ class Retrainer:
 
     ``retrainer(train, test, seed)`` trains one model (:func:`rectgrad.train.train_model`, fp32);
     ``retrainer.many(jobs)`` trains a list of ``(train, test, seed)`` jobs at once (:func:`train_many`, in
-    ``precision``).
+    ``precision``, cuDNN ``deterministic`` or not).
     """
 
     epochs: int = 20
@@ -143,6 +144,7 @@ class Retrainer:
     lr: float = 1e-3
     device: str | None = None
     precision: str = "fp32"
+    deterministic: bool = True
 
     def __call__(self, train: ImageDataset, test: ImageDataset, seed: int) -> float:
         model = new_model(train, seed)
@@ -153,7 +155,8 @@ class Retrainer:
     def many(self, jobs: Sequence[tuple[ImageDataset, ImageDataset, int]]) -> list[float]:
         models = [new_model(train, seed) for train, _, seed in jobs]
         train_many(models, [train for train, _, _ in jobs], [seed for _, _, seed in jobs], epochs=self.epochs,
-                   batch_size=self.batch_size, lr=self.lr, device=self._device(), precision=self.precision)
+                   batch_size=self.batch_size, lr=self.lr, device=self._device(), precision=self.precision,
+                   deterministic=self.deterministic)
         return [evaluate(model, test) for model, (_, test, _) in zip(models, jobs)]
 
     def _device(self) -> str:

@@ -26,9 +26,13 @@ def reproduce(
                                                     "/work/shared/data/cifar10_masks."),
     download: bool = typer.Option(False, help="Download a missing dataset to the cache."),
     device: str = typer.Option("auto", help="cpu, cuda, or auto (cuda when available)."),
-    group: int = typer.Option(0, help="ROAR/KAR models trained at once on the device (0: 45 on CUDA, 1 on CPU)."),
+    group: int = typer.Option(0, help="ROAR/KAR models trained at once on the device (0: 135 on CUDA, a "
+                                     "whole ROAR or KAR sweep of the paper scale; 1 on CPU). Lower it on small GPUs."),
     precision: str = typer.Option("fp32", help="fp32, or bf16: bfloat16 autocast for the models trained at once "
                                                "(--group > 1), about twice as fast on recent GPUs."),
+    deterministic: bool = typer.Option(True, "--deterministic/--nondeterministic",
+                                       help="cuDNN mode of the models trained at once: deterministic (rerunnable "
+                                            "bit for bit), or its fastest algorithms."),
     backend: str = typer.Option("local", help="local, or ray: run the ROAR/KAR trainings as Ray tasks."),
     address: Optional[str] = typer.Option(None, help="Ray cluster address (default: a running or new local one)."),
     ray_cpus: float = typer.Option(1.0, help="CPUs per Ray training task."),
@@ -61,7 +65,7 @@ def reproduce(
     if backend == "local":
         if address is not None:
             raise ValueError("--address needs --backend ray")
-        runner, retrain_device = LocalBackend(group or (45 if device.startswith("cuda") else 1)), device
+        runner, retrain_device = LocalBackend(group or (135 if device.startswith("cuda") else 1)), device
     elif backend == "ray":
         if ray_cpus <= 0 or ray_gpus < 0:
             raise ValueError(f"--ray-cpus must be > 0 and --ray-gpus >= 0, got {ray_cpus} and {ray_gpus}")
@@ -72,7 +76,7 @@ def reproduce(
         raise NotADirectoryError(f"--out {out} exists and is not a folder")
     work = work_dir if work_dir is not None else out / "work"
     settings = Settings(device=device, backend=runner, retrain_device=retrain_device, precision=precision,
-                        progress=progress)
+                        deterministic=deterministic, progress=progress)
     run(dataset, scale, work, data_dir=data_dir, masks_dir=masks, download=download, methods=names, seed=seed,
         settings=settings)
     readme = write_report(work, out)

@@ -20,8 +20,8 @@ from rectgrad.evaluation.occlusion import conv_activations, correctly_classified
 from rectgrad.evaluation.roar import FRACTIONS, LocalBackend, roar_kar
 from rectgrad.evaluation.store import ResultStore
 from rectgrad.methods import METHOD_NAMES
-from rectgrad.train import new_model, predict_logits, train_model
-from rectgrad.train_many import Retrainer
+from rectgrad.train import evaluate, new_model, predict_logits, train_model
+from rectgrad.train_many import Retrainer, train_many
 
 #: The estimators of Figs. 7-9 and Table 1 (RectGrad PRR is in Figs. 7-8 of the paper; we also run it in ROAR/KAR).
 METHODS = ("random", "rectgrad", "rectgrad_prr", "saliency", "guided_bp", "smoothgrad", "grad_input", "intgrad",
@@ -78,6 +78,7 @@ class Settings:
     backend: object = None  # LocalBackend (default) or RayBackend for the ROAR/KAR trainings
     retrain_device: str | None = None  # device of the ROAR/KAR trainings (default: ``device``)
     precision: str = "fp32"  # of the ROAR/KAR trainings run several at once (rectgrad.train_many)
+    deterministic: bool = True  # cuDNN mode of those trainings (False: its fastest algorithms)
     progress: bool = True
 
     @property
@@ -105,9 +106,9 @@ def reproduce(dataset: str, scale: str, work_dir, *, data_dir=None, masks_dir=No
               "seed": seed, "data": {"train": len(train), "test": len(test), "crc32": _crc(train, test, masked)}}
     store = ResultStore(work_dir, config)
     run = _Run(store, spec, methods, seed, settings)
-    clean = run.model("clean", _first(train, spec.model_images), test)
     patch = RandomPatch()
-    patched = run.model("patch", patch.apply(_first(train, spec.model_images)), patch.apply(test))
+    model_train = _first(train, spec.model_images)
+    clean, patched = run.models({"clean": (model_train, test), "patch": (patch.apply(model_train), patch.apply(test))})
     chosen = masked.subset(correctly_classified(clean, masked, spec.per_class))
     store.save_json("results/masked.json", {"names": chosen.names, "labels": chosen.labels.tolist(),
                                             "source": masked.name})
@@ -143,18 +144,28 @@ class _Run:
     def __init__(self, store: ResultStore, spec: Scale, methods: tuple[str, ...], seed: int, settings: Settings):
         self.store, self.spec, self.methods, self.seed, self.settings = store, spec, methods, seed, settings
 
-    def model(self, name: str, train: ImageDataset, test: ImageDataset) -> torch.nn.Module:
-        """The clean or patch-occluded model (Appendix F.2 protocol), trained once and reused."""
-        path = self.store.path(f"models/{name}.pt")
-        if path.is_file():
-            return load_checkpoint(path)[0].to(self.settings.device)
-        model = new_model(train, self.seed)
-        history = train_model(model, train, epochs=self.spec.model_epochs, seed=self.seed,
-                              device=self.settings.device, progress=self.settings.progress, test=test)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_checkpoint(model, path, name=name, train_images=len(train), epochs=self.spec.model_epochs,
-                        seed=self.seed, test_accuracy=history["test_accuracy"], train_seconds=history["seconds"])
-        return model
+    def models(self, data: dict[str, tuple[ImageDataset, ImageDataset]]) -> list[torch.nn.Module]:
+        """The clean and patch-occluded models (Appendix F.2 protocol) for ``{name: (train, test)}``, trained
+        once and reused. On a GPU the missing ones train at once (:func:`rectgrad.train_many`, fp32,
+        deterministic): a single small model leaves most of the device idle."""
+        device, epochs = self.settings.device, self.spec.model_epochs
+        paths = {name: self.store.path(f"models/{name}.pt") for name in data}
+        missing = [name for name, path in paths.items() if not path.is_file()]
+        trained = {name: new_model(data[name][0], self.seed) for name in missing}
+        if len(missing) > 1 and device.startswith("cuda"):
+            histories = train_many(list(trained.values()), [data[name][0] for name in missing], [self.seed] * len(missing),
+                                   epochs=epochs, device=device, progress=self.settings.progress)
+            for name, history in zip(missing, histories):
+                history["test_accuracy"] = evaluate(trained[name], data[name][1])
+        else:
+            histories = [train_model(trained[name], data[name][0], epochs=epochs, seed=self.seed, device=device,
+                                     progress=self.settings.progress, test=data[name][1]) for name in missing]
+        for name, history in zip(missing, histories):
+            paths[name].parent.mkdir(parents=True, exist_ok=True)
+            save_checkpoint(trained[name], paths[name], name=name, train_images=len(data[name][0]), epochs=epochs,
+                            seed=self.seed, test_accuracy=history["test_accuracy"], train_seconds=history["seconds"])
+        return [trained[name] if name in trained else load_checkpoint(path)[0].to(device)
+                for name, path in paths.items()]
 
     def maps(self, name: str, model: torch.nn.Module, data: ImageDataset, methods=None) -> dict[str, torch.Tensor]:
         """Channel-summed maps of each method for ``data``, explaining the model's predicted classes."""
@@ -223,7 +234,7 @@ class _Run:
         test_maps = self.maps("roar-test", model, test, ranked)
         attributions = {m: None if m == "random" else (train_maps[m], test_maps[m]) for m in self.methods}
         retrain = Retrainer(epochs=self.spec.roar_epochs, device=self.settings.retrain_device or self.settings.device,
-                            precision=self.settings.precision)
+                            precision=self.settings.precision, deterministic=self.settings.deterministic)
         backend = self.settings.backend or LocalBackend()
         device = self.settings.device if isinstance(backend, LocalBackend) else "cpu"  # Ray ships CPU tensors
         for keep in (False, True):
