@@ -72,6 +72,39 @@ def test_padding_trick_and_prr_match_naive(cnn, batch):
         assert not torch.equal(ours, RectGrad(cnn).attribute(x, target=y, q=98.0))
 
 
+class SeparatelyPadded(nn.Module):
+    """The paper CNN's convolutions with TensorFlow-style "same" padding done first by ``ZeroPad2d`` /
+    ``F.pad`` (as EfficientNet ports do), then ``padding=0``; the same weights as ``cnn``."""
+
+    def __init__(self, cnn: PaperCNN, pad_value=0.0, pad_mode="constant"):
+        super().__init__()
+        self.cnn, self.pad_value, self.pad_mode = cnn, pad_value, pad_mode
+
+    def forward(self, x):
+        for i, layer in enumerate(self.cnn.features):
+            if isinstance(layer, nn.Conv2d):
+                x = (nn.ZeroPad2d(1)(x) if i == 0 and self.pad_mode == "constant" and self.pad_value == 0
+                     else F.pad(x, (1, 1, 1, 1), mode=self.pad_mode, value=self.pad_value
+                                if self.pad_mode == "constant" else None))
+                x = F.conv2d(x, layer.weight, layer.bias)
+            else:
+                x = layer(x)
+        return self.cnn.classifier(x)
+
+
+def test_padding_trick_reaches_convs_padded_by_a_separate_zero_pad(cnn, batch):
+    x, y = batch
+    same = RectGrad(cnn).attribute(x, target=y, q=98.0, padding_trick=True)
+    separate = RectGrad(SeparatelyPadded(cnn)).attribute(x, target=y, q=98.0, padding_trick=True)
+    torch.testing.assert_close(separate, same, rtol=1e-9, atol=1e-12)
+    plain = RectGrad(cnn).attribute(x, target=y, q=98.0)
+    for other in (SeparatelyPadded(cnn, pad_value=0.5), SeparatelyPadded(cnn, pad_mode="reflect")):
+        # not zero padding: not the trick's business (maps of another network, so only compare to its own)
+        with_trick = RectGrad(other).attribute(x, target=y, q=98.0, padding_trick=True)
+        assert torch.equal(with_trick, RectGrad(other).attribute(x, target=y, q=98.0))
+    assert not torch.equal(same, plain)
+
+
 class Toy(nn.Module):
     """Appendix B.2: f(a) = a1 + 10 a2 - 100 a3 + 1000 a4 + b, with a = relu(x); a second logit is 0."""
 

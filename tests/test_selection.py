@@ -43,17 +43,20 @@ def test_nearest_rank_rounds_half_to_even_like_numpy():
     assert nearest_rank(100, 10) == 9 and nearest_rank(0, 10) == 0
 
 
-def test_nan_scores_do_not_break_other_rows():
-    # a float16 overflow can make one sample's scores NaN; the other rows keep exact thresholds
-    x = torch.randn(3, 8192)
-    x[1, ::7] = float("nan")
-    values = torch.randn(3, 8192)
-    out = where_above_percentile(x, values, 98.0)
-    for row in (0, 2):
-        tau = np.percentile(x[row].numpy(), 98, method="nearest")
-        assert torch.equal(out[row], torch.where(x[row] > float(tau), values[row], 0.0))
-    x[:, ::7] = float("nan")  # every row: no candidate survives the NaN bound
-    assert where_above_percentile(x, values, 98.0).shape == values.shape
+def test_nan_scores_rank_lowest_and_never_pass():
+    # a float16 overflow can make some scores NaN: they count as -inf, the other rows keep exact thresholds
+    for m in (100, 8192):
+        x = torch.randn(4, m)
+        x[1, ::7] = float("nan")
+        x[2, 1::2] = float("nan")  # more NaN than values above the threshold
+        x[3] = float("nan")
+        values = torch.randn(4, m)
+        as_numpy = np.nan_to_num(x.numpy(), nan=-np.inf)
+        for q in (2, 50, 98, 100):
+            expected = np.percentile(as_numpy, q, axis=1, method="nearest")
+            assert np.array_equal(percentile_nearest(x, q).numpy(), expected), (m, q)
+            assert torch.equal(where_above_percentile(x, values, q),
+                               torch.where(x > torch.from_numpy(expected)[:, None], values, 0.0)), (m, q)
 
 
 def test_sparse_clustered_scores_like_deep_resnet_layers():

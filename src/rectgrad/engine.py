@@ -23,12 +23,14 @@ rule (:class:`MultiplierRule`): the activation's derivative is replaced by a mul
 
 Two more techniques (Appendix C): the padding trick zeroes a 1-pixel border of the gradient with
 respect to the output of every zero-padded ``conv2d`` (as the reference code does for SAME
-convolutions, whatever the kernel size); the proportional redistribution rule (PRR, Listing 3)
+convolutions, whatever the kernel size; a conv whose input comes straight from a zero ``F.pad``, as
+TensorFlow-style "same" padding does, counts as zero-padded); the proportional redistribution rule (PRR, Listing 3)
 passes a max-pool's gradient to every input of its window in proportion to its activation.
 """
 from __future__ import annotations
 
 import inspect
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -268,6 +270,16 @@ def _conv_padding(args, kwargs) -> tuple[int, int]:
     return tuple(padding)
 
 
+def _zero_pad(args, kwargs) -> tuple[bool, bool]:
+    """Whether an ``F.pad`` call pads the rows and the columns of an image with zeros."""
+    values = dict(zip(("input", "pad", "mode", "value"), args))
+    values.update(kwargs)
+    pad, mode, value = values["pad"], values.get("mode", "constant"), values.get("value")
+    if mode != "constant" or value:
+        return False, False
+    return any(p > 0 for p in pad[2:4]), any(p > 0 for p in pad[:2])  # (left, right, top, bottom, ...)
+
+
 _MAX_POOL_ARGS = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
 
 
@@ -303,6 +315,7 @@ class RuleMode(TorchFunctionMode):
     options: Options
     sites: list[_Site] = field(default_factory=list)
     scratch: Scratch = field(default_factory=Scratch)
+    zero_padded: dict = field(default_factory=dict)  # id(F.pad output) -> (weakref to it, pads rows, pads cols)
 
     def __post_init__(self):
         super().__init__()
@@ -322,8 +335,17 @@ class RuleMode(TorchFunctionMode):
                          scratch=self.scratch)
             self.sites.append(site)
             return _RuleAtActivation.apply(x, site, _is_inplace(func, args, kwargs))
+        if options.padding_trick and func is F.pad:
+            out = func(*args, **kwargs)
+            rows, cols = _zero_pad(args, kwargs)
+            if rows or cols:
+                self.zero_padded[id(out)] = (weakref.ref(out), rows, cols)
+            return out
         if options.padding_trick and func is F.conv2d:
             rows, cols = _conv_padding(args, kwargs)
+            padded = self.zero_padded.get(id(x))
+            if padded is not None and padded[0]() is x:  # "same" padding done by a separate F.pad / ZeroPad2d
+                rows, cols = rows or padded[1], cols or padded[2]
             out = func(*args, **kwargs)
             if rows or cols:  # a hook on the tensor sees the gradient of this value even if later ops are in-place
                 out.register_hook(_zero_border(rows > 0, cols > 0))

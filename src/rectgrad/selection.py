@@ -2,9 +2,10 @@
 
 ``torch.quantile`` refuses more than 2^24 elements and sorts; ``kthvalue``/``topk`` over a whole
 layer are exact but slow. For the high percentiles RectGrad uses (q = 98) the threshold is among
-the few largest scores of a row, so we first bound it from below with a strided sample, find the
-candidates above that bound through block maxima (one vectorised pass), and select among them. The result is bit-identical to
-``numpy.percentile(row, q, method="nearest")``.
+the few largest scores of a row, so we bound it from below with a strided sample, keep the
+candidates above that bound (one comparison pass) and select among them. The result is bit-identical
+to ``numpy.percentile(row, q, method="nearest")``; NaN scores (e.g. a float16 overflow) rank below
+every number, so they never pass a threshold.
 """
 from __future__ import annotations
 
@@ -24,13 +25,14 @@ def nearest_rank(q: float, n: int) -> int:
 
 
 def percentile_nearest(scores: Tensor, q: float) -> Tensor:
-    """Per-row q-th percentile (``method="nearest"``) of a ``(N, M)`` tensor, shape ``(N,)``."""
+    """Per-row q-th percentile (``method="nearest"``) of a ``(N, M)`` tensor, shape ``(N,)``; NaN counts as
+    ``-inf``."""
     n, m = scores.shape
     k = nearest_rank(q, m)
     from_top = m - k  # the percentile is the `from_top`-th largest value
     if from_top <= k + 1:
         return _kth_largest(scores, from_top)[0]
-    return -_kth_largest(-scores, k + 1)[0]
+    return -_kth_largest(-_nan_lowest(scores), k + 1)[0]
 
 
 def where_above_percentile(scores: Tensor, values: Tensor, q: float) -> Tensor:
@@ -50,12 +52,11 @@ def where_above_percentile(scores: Tensor, values: Tensor, q: float) -> Tensor:
             out.index_copy_(0, kept, values.reshape(-1).index_select(0, kept))
             return out.view_as(values)
     else:
-        tau = -_kth_largest(-scores, k + 1)[0]
+        tau = -_kth_largest(-_nan_lowest(scores), k + 1)[0]
     return torch.where(scores > tau[:, None], values, 0)
 
 
 _STRIDES = (1, 3, 7, 13, 29, 61, 127, 251, 509, 1021, 2039, 4093)  # primes: no aliasing with feature-map widths
-_BLOCK = 8
 
 
 def _kth_largest(x: Tensor, t: int) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor] | None]:
@@ -64,8 +65,8 @@ def _kth_largest(x: Tensor, t: int) -> tuple[Tensor, tuple[Tensor, Tensor, Tenso
     indices into ``x``, their rows and their values."""
     n, m = x.shape
     if t == 1:
-        return x.amax(dim=1), None
-    if m < 4096 or m % _BLOCK or x.is_cuda:  # a GPU's topk is a sync-free radix select: faster than ours there
+        return _nan_lowest(x).amax(dim=1), None
+    if m < 4096 or x.is_cuda:  # a GPU's topk is a sync-free radix select: faster than ours there
         return _topk_kth(x, t), None
     # A bound, probably just below the t-th largest value: the r-th largest of a strided sample, r a few
     # standard deviations above the sample's expected rank. It is checked below (at least t candidates), never
@@ -74,28 +75,21 @@ def _kth_largest(x: Tensor, t: int) -> tuple[Tensor, tuple[Tensor, Tensor, Tenso
     expected = t * sample.shape[1] / m
     r = min(sample.shape[1], math.ceil(expected + 4 * math.sqrt(expected) + 4))
     bound = sample.topk(r, dim=1, sorted=False).values.amin(dim=1).clamp_(min=_smallest_positive(x.dtype))  # NaN stays
-    # Candidates: the values >= bound, inside the blocks whose maximum reaches it (block j of a row holds
-    # x[row, j::blocks], so the maxima are one vectorised reduction over whole rows).
-    blocks = m // _BLOCK
-    strided = x.view(n, _BLOCK, blocks)
-    block_max = strided.amax(dim=1)
-    hit_rows, hit_blocks = (block_max >= bound[:, None]).nonzero(as_tuple=True)
-    inside = strided[hit_rows, :, hit_blocks]  # (hits, _BLOCK)
-    hit, lane = (inside >= bound.index_select(0, hit_rows)[:, None]).nonzero(as_tuple=True)
-    rows = hit_rows.index_select(0, hit)
-    values = inside[hit, lane]
+    # Candidates: the values >= bound (never NaN).
+    rows, columns = (x >= bound[:, None]).nonzero(as_tuple=True)
+    candidates = rows * m + columns
+    values = x.view(-1).index_select(0, candidates)
     counts = torch.bincount(rows, minlength=n)
     widest = max(int(counts.max()), t)
-    short = counts < t  # the sample overestimated, fewer than t positive values, or NaN
-    if widest * 4 > m or bool(block_max.amax().isnan()) or (bool(short.any()) and not _zero_where_short(x, t, bound, short)):
-        return _topk_kth(x, t), None  # heavy ties at the bound, NaN scores, or an overestimate: select directly
+    short = counts < t  # the sample overestimated (NaN in it, too), or fewer than t positive values
+    if widest * 4 > m or (bool(short.any()) and not _zero_where_short(x, t, bound, short)):
+        return _topk_kth(x, t), None  # heavy ties at the bound, or an overestimate: select directly
     starts = torch.cumsum(counts, 0) - counts
     slots = torch.arange(len(rows), device=x.device) + (rows * widest - starts.index_select(0, rows))
     packed = x.new_full((n * widest,), float("-inf"))
     packed.index_copy_(0, slots, values)
     kth = packed.view(n, widest).topk(t, dim=1, sorted=False).values.amin(dim=1)
     kth = torch.where(short, 0.0, kth)  # rows with fewer than t positive values, at least t >= 0
-    candidates = rows * m + lane * blocks + hit_blocks.index_select(0, hit)
     return kth, (candidates, rows, values)
 
 
@@ -114,5 +108,9 @@ def _smallest_positive(dtype: torch.dtype) -> float:
     return info.tiny * info.eps
 
 
+def _nan_lowest(x: Tensor) -> Tensor:
+    return torch.nan_to_num(x, nan=-math.inf, posinf=math.inf, neginf=-math.inf)
+
+
 def _topk_kth(x: Tensor, t: int) -> Tensor:
-    return x.topk(t, dim=1, sorted=False).values.amin(dim=1)
+    return _nan_lowest(x).topk(t, dim=1, sorted=False).values.amin(dim=1)
