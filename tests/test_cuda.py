@@ -66,7 +66,8 @@ def test_cuda_reproduce_smoke_trains_clean_and_patch_models_at_once(tmp_path, mo
 
     calls = []
     grouped = pipeline.train_many
-    monkeypatch.setattr(pipeline, "train_many", lambda models, *a, **k: calls.append(len(models)) or grouped(models, *a, **k))
+    monkeypatch.setattr(pipeline, "train_many",
+                        lambda models, *a, **k: calls.append(len(models)) or grouped(models, *a, **k))
     write_tiny_fashion(tmp_path / "data")
     assert main(["reproduce", "--dataset", "fashion-mnist", "--scale", "smoke", "--data-dir", str(tmp_path / "data"),
                  "--device", "cuda", "--no-progress", "--precision", "bf16", "--nondeterministic",

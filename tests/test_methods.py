@@ -213,3 +213,20 @@ def test_model_left_as_it_was_in_train_mode():
         explain(model, x, method=method, seed=0, **({"samples": 2} if method == "smoothgrad" else {}))
     assert model.training and all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     assert set(METHODS) == set(METHOD_NAMES)
+
+
+@pytest.mark.parametrize("method", ["saliency", "grad_input", "intgrad"])
+def test_captum_methods_give_captums_maps_bit_for_bit(method):
+    # we sum the target logits before the backward pass instead of Captum's one autograd output per sample
+    from captum.attr import InputXGradient, IntegratedGradients, Saliency
+
+    model = PaperCNN().double().eval()
+    x = torch.randn(6, 3, 32, 32, dtype=torch.float64)
+    target = torch.tensor([0, 3, 3, 9, 1, 2])
+    inputs = x.clone().requires_grad_()
+    captum = {"saliency": lambda: Saliency(model).attribute(inputs, target=target, abs=False),
+              "grad_input": lambda: InputXGradient(model).attribute(inputs, target=target),
+              "intgrad": lambda: IntegratedGradients(model).attribute(inputs, baselines=0.0, target=target, n_steps=50,
+                                                                      method="riemann_right")}[method]()
+    assert torch.equal(explain(model, x, target=target, method=method), captum)
+    assert torch.equal(explain(model, x, target=3, method=method)[1:3], captum[1:3])

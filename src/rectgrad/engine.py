@@ -24,8 +24,9 @@ rule (:class:`MultiplierRule`): the activation's derivative is replaced by a mul
 Two more techniques (Appendix C): the padding trick zeroes a 1-pixel border of the gradient with
 respect to the output of every zero-padded ``conv2d`` (as the reference code does for SAME
 convolutions, whatever the kernel size; a conv whose input comes straight from a zero ``F.pad``, as
-TensorFlow-style "same" padding does, counts as zero-padded); the proportional redistribution rule (PRR, Listing 3)
-passes a max-pool's gradient to every input of its window in proportion to its activation.
+TensorFlow-style "same" padding does, counts as zero-padded); the proportional redistribution rule
+(PRR, Listing 3) passes a max-pool's gradient to every input of its window in proportion to its
+activation.
 """
 from __future__ import annotations
 

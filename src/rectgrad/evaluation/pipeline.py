@@ -153,8 +153,9 @@ class _Run:
         missing = [name for name, path in paths.items() if not path.is_file()]
         trained = {name: new_model(data[name][0], self.seed) for name in missing}
         if len(missing) > 1 and device.startswith("cuda"):
-            histories = train_many(list(trained.values()), [data[name][0] for name in missing], [self.seed] * len(missing),
-                                   epochs=epochs, device=device, progress=self.settings.progress)
+            histories = train_many(list(trained.values()), [data[name][0] for name in missing],
+                                   [self.seed] * len(missing), epochs=epochs, device=device,
+                                   progress=self.settings.progress)
             for name, history in zip(missing, histories):
                 history["test_accuracy"] = evaluate(trained[name], data[name][1])
         else:
