@@ -14,6 +14,7 @@ from PIL import Image
 from rectgrad import data
 from rectgrad.cli import main
 from rectgrad.evaluation import pipeline
+from rectgrad.evaluation.store import ResultStore
 from rectgrad.train_many import Retrainer
 
 METHODS = ["random", "rectgrad", "rectgrad_prr", "saliency", "guided_bp", "smoothgrad", "grad_input", "intgrad",
@@ -82,7 +83,7 @@ def smoke(tmp_path_factory):
 def test_smoke_end_to_end(smoke):
     _, report, work = smoke
     for name in FIGURES + ["README.md", "table1.csv", "roar-kar.csv", "patch-attribution.csv", "noise-level.csv",
-                           "feature-map-occlusion.csv", "models.csv"]:
+                           "feature-map-occlusion.csv", "models.csv", "compute-time.csv"]:
         assert (report / name).is_file(), name
     with open(report / "table1.csv") as f:
         table = list(csv.DictReader(f))
@@ -95,6 +96,20 @@ def test_smoke_end_to_end(smoke):
     assert "not done yet" not in readme and "Not run yet" not in readme
     # 9 methods x 2 fractions x 1 repeat for each of ROAR and KAR, one file per training
     assert len(list((work / "roar").glob("*.json"))) == len(list((work / "kar").glob("*.json"))) == 18
+    # every finished unit of work recorded its compute time, and the report adds them up
+    seconds = ResultStore.read_seconds(work)
+    ranked = [m for m in METHODS if m != "random"]
+    expected = ({"models/clean", "models/patch"} | {f"occlusion/conv{i}" for i in range(1, 5)}
+                | {f"maps/{s}-{m}" for s in ("masked", "patch") for m in METHODS}
+                | {f"maps/{s}-{m}" for s in ("roar-train", "roar-test") for m in ranked}
+                | {f"{mode}/{m}-p{f:g}-r0" for mode in ("roar", "kar") for m in METHODS for f in (0.1, 0.9)})
+    assert set(seconds) == expected and all(s >= 0 for s in seconds.values())
+    with open(report / "compute-time.csv") as f:
+        parts = {row["part"]: row for row in csv.DictReader(f)}
+    assert int(parts["kar"]["units"]) == 18 and int(parts["maps: roar-train"]["units"]) == 8
+    roar_seconds = sum(s for u, s in seconds.items() if u.startswith("roar/"))
+    assert float(parts["roar"]["seconds"]) == pytest.approx(roar_seconds, rel=1e-5)  # the CSV keeps 6 digits
+    assert "## Compute time" in readme
     # the report folder itself holds no model or attribution tensor (those stay in the work folder)
     assert not [p for p in report.iterdir() if p.suffix == ".pt"]
 
@@ -173,3 +188,13 @@ def test_cifar10_smoke_with_masked_images(tmp_path):
     readme = (tmp_path / "report" / "README.md").read_text()
     assert "cifar10 (300 / 60)" in readme and "Not run yet" not in readme
     assert len(list((tmp_path / "report" / "work" / "kar").glob("*.json"))) == 3 * 2
+
+
+def test_report_of_results_without_recorded_times(smoke, tmp_path):
+    from rectgrad.report import write_report
+
+    _, _, work = smoke
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy, ignore=shutil.ignore_patterns("seconds"))
+    readme = write_report(copy, tmp_path / "report").read_text()
+    assert "## Compute time\n\nNot recorded" in readme and "## Fig. 9 and Table 1" in readme

@@ -39,7 +39,7 @@ def write_report(work_dir, out_dir) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     report = _Report(work, out, config)
     sections = [report.header(), report.models(), report.occlusion(), report.patch(), report.noise(),
-                report.roar_kar()]
+                report.roar_kar(), report.compute_time()]
     text = "\n".join([*sections[:2], report.claims_table(), *sections[2:]])
     (out / "README.md").write_text(text)
     return out / "README.md"
@@ -269,6 +269,30 @@ class _Report:
         if spread is not None and abs(ours - baselines[best]) < max(spread.get("rectgrad", 0), spread.get(best, 0)):
             measured += " (difference within the spread over repeats)"
         self._claim(claim, measured, ours < baselines[best])
+
+    def compute_time(self) -> str:
+        """Seconds of work per part, as recorded when each unit was done (``seconds/`` in the work folder)."""
+        parts: dict[str, list] = {}
+        for unit, seconds in ResultStore.read_seconds(self.work).items():
+            kind, name = unit.split("/", 1)
+            part = f"maps: {name.rsplit('-', 1)[0]}" if kind == "maps" else kind
+            parts.setdefault(part, [0, 0.0])
+            parts[part][0] += 1
+            parts[part][1] += seconds
+        order = ["models", "occlusion", "maps: masked", "maps: patch", "maps: roar-train", "maps: roar-test", "roar",
+                 "kar"]
+        rows = [[part, *parts[part]] for part in sorted(parts, key=lambda p: (order + [p]).index(p))]
+        self._csv("compute-time.csv", ["part", "units", "seconds"], rows)
+        if not rows:
+            return "## Compute time\n\nNot recorded (results made before rectgrad recorded compute times).\n"
+        total = sum(row[2] for row in rows)
+        lines = ["## Compute time", "",
+                 f"**{total / 60:.1f} minutes** of recorded work: each unit's time as measured when it was done, on "
+                 "the device of the run that did it (an interrupted and resumed run adds up its parts). Loading the "
+                 "data, the metrics and this report are not counted.", "",
+                 "| part | units | seconds |", "|---|---|---|"]
+        lines += [f"| {part} | {count} | {seconds:.1f} |" for part, count, seconds in rows]
+        return "\n".join(lines + [""])
 
     def claims_table(self) -> str:
         lines = ["## The paper's claims, as measured here", "", "| claim | measured | holds |", "|---|---|---|"]

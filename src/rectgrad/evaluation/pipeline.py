@@ -6,6 +6,7 @@ pipeline runs again; :mod:`rectgrad.report` then builds the figures and tables f
 """
 from __future__ import annotations
 
+import time
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -152,7 +153,8 @@ class _Run:
         paths = {name: self.store.path(f"models/{name}.pt") for name in data}
         missing = [name for name, path in paths.items() if not path.is_file()]
         trained = {name: new_model(data[name][0], self.seed) for name in missing}
-        if len(missing) > 1 and device.startswith("cuda"):
+        grouped = len(missing) > 1 and device.startswith("cuda")
+        if grouped:
             histories = train_many(list(trained.values()), [data[name][0] for name in missing],
                                    [self.seed] * len(missing), epochs=epochs, device=device,
                                    progress=self.settings.progress)
@@ -165,6 +167,7 @@ class _Run:
             paths[name].parent.mkdir(parents=True, exist_ok=True)
             save_checkpoint(trained[name], paths[name], name=name, train_images=len(data[name][0]), epochs=epochs,
                             seed=self.seed, test_accuracy=history["test_accuracy"], train_seconds=history["seconds"])
+            self.store.save_seconds(f"models/{name}", history["seconds"] / (len(missing) if grouped else 1))
         return [trained[name] if name in trained else load_checkpoint(path)[0].to(device)
                 for name, path in paths.items()]
 
@@ -179,10 +182,12 @@ class _Run:
             for method in todo:
                 if bar is not None:
                     bar.set_postfix_str(method)
+                start = time.perf_counter()
                 maps = compute_maps(model, inputs, method, targets, batch_size=self.settings.batch_size,
                                     internal_batch_size=10 * self.settings.batch_size, seed=self.seed,
                                     progress=bar, **self.spec.hyperparameters.get(method, {}))
                 self.store.save_torch(f"maps/{name}-{method}.pt", maps)
+                self.store.save_seconds(f"maps/{name}-{method}", time.perf_counter() - start)
             if bar is not None:
                 bar.close()
         return {m: self.store.load_torch(f"maps/{name}-{m}.pt") for m in methods}
@@ -197,10 +202,12 @@ class _Run:
             generator = torch.Generator().manual_seed(self.seed + index)
             if self.settings.progress:
                 print(f"feature-map occlusion at {layer} ({index + 1}/{len(layers)})", flush=True)
+            start = time.perf_counter()
             curve = feature_map_occlusion(model, module, chosen.inputs(), chosen.masks, chosen.labels,
                                           steps=self.spec.occlusion_steps, orders=self.spec.occlusion_orders,
                                           generator=generator)
             self.store.save_json(key, {"fractions": curve.fractions.tolist(), "margins": curve.margins.tolist()})
+            self.store.save_seconds(f"occlusion/{layer}", time.perf_counter() - start)
 
     def noise(self, model: torch.nn.Module, chosen: MaskedImages) -> None:
         """Fig. 8: attribution outside the object and total variation, with and without the final threshold."""

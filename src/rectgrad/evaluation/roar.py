@@ -10,6 +10,7 @@ baseline replaces each pixel independently with probability ``p`` (ROAR) or ``1 
 """
 from __future__ import annotations
 
+import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -135,10 +136,11 @@ def roar_kar(train_set: ImageDataset, test_set: ImageDataset, attributions: Mapp
 
     bar = _progress_bar(len(keys), len(results), mode.upper(), progress)
 
-    def done(job: Job, accuracy: float) -> None:
+    def done(job: Job, accuracy: float, seconds: float) -> None:
         results[job.key] = float(accuracy)
         if store is not None:
             store.save_json(job.key, {"accuracy": float(accuracy), "seed": job.seed})
+            store.save_seconds(job.key[:-len(".json")], seconds)
         if bar is not None:
             bar.set_postfix_str(f"{job.key.split('/')[1][:-5]}: {accuracy:.3f}")
             bar.update()
@@ -176,29 +178,36 @@ def _progress_bar(total: int, initial: int, name: str, enabled: bool):
     return tqdm(total=total, initial=initial, desc=f"{name} trainings", unit="model", dynamic_ncols=True)
 
 
-def _batched(items: Iterable, size: int) -> Iterator[list]:
-    iterator = iter(items)
-    while chunk := list(islice(iterator, size)):
-        yield chunk
-
-
 class LocalBackend:
     """Runs the trainings in this process, one after the other or ``group`` at a time when ``train_fn``
-    has a ``many`` method (several models trained at once on one device, :mod:`rectgrad.train_many`)."""
+    has a ``many`` method (several models trained at once on one device, :mod:`rectgrad.train_many`).
+
+    A backend's ``run(jobs, train_fn, done)`` calls ``done(job, accuracy, seconds)`` as each training
+    finishes (``seconds``: its compute time; models trained at once share their group's time equally)."""
 
     def __init__(self, group: int = 1):
         if group < 1:
             raise ValueError(f"group must be at least 1, got {group}")
         self.group = group
 
-    def run(self, jobs: Iterable[Job], train_fn: TrainFn, done: Callable[[Job, float], None]) -> None:
+    def run(self, jobs: Iterable[Job], train_fn: TrainFn, done: Callable[[Job, float, float], None]) -> None:
         if self.group > 1 and hasattr(train_fn, "many"):
-            for chunk in _batched(jobs, self.group):
-                for job, accuracy in zip(chunk, train_fn.many([(j.train, j.test, j.seed) for j in chunk])):
-                    done(job, accuracy)
+            iterator = iter(jobs)
+            while True:
+                start = time.perf_counter()  # making the jobs' datasets counts too
+                chunk = list(islice(iterator, self.group))
+                if not chunk:
+                    break
+                accuracies = train_fn.many([(j.train, j.test, j.seed) for j in chunk])
+                seconds = (time.perf_counter() - start) / len(chunk)
+                for job, accuracy in zip(chunk, accuracies):
+                    done(job, accuracy, seconds)
         else:
+            start = time.perf_counter()
             for job in jobs:
-                done(job, train_fn(job.train, job.test, job.seed))
+                accuracy = train_fn(job.train, job.test, job.seed)
+                done(job, accuracy, time.perf_counter() - start)
+                start = time.perf_counter()
 
 
 class RayBackend:
@@ -211,7 +220,7 @@ class RayBackend:
                  max_in_flight: int | None = None):
         self.address, self.num_cpus, self.num_gpus, self.max_in_flight = address, num_cpus, num_gpus, max_in_flight
 
-    def run(self, jobs: Iterable[Job], train_fn: TrainFn, done: Callable[[Job, float], None]) -> None:
+    def run(self, jobs: Iterable[Job], train_fn: TrainFn, done: Callable[[Job, float, float], None]) -> None:
         import ray
 
         started = not ray.is_initialized()
@@ -233,7 +242,7 @@ class RayBackend:
                 if not pending:
                     break
                 ready, _ = ray.wait(list(pending), num_returns=1)
-                done(pending.pop(ready[0]), ray.get(ready[0]))
+                done(pending.pop(ready[0]), *ray.get(ready[0]))
         finally:
             for ref in pending:
                 ray.cancel(ref)
@@ -241,7 +250,11 @@ class RayBackend:
                 ray.shutdown()
 
 
-def _train_task(train_fn: TrainFn, train: ImageDataset, test: ImageDataset, seed: int, threads: int) -> float:
+def _train_task(train_fn: TrainFn, train: ImageDataset, test: ImageDataset, seed: int,
+                threads: int) -> tuple[float, float]:
+    """One training on a Ray worker: its test accuracy and seconds."""
     torch.set_flush_denormal(True)  # as rectgrad reproduce does: subnormal gradients slow CPU training
     torch.set_num_threads(threads)
-    return float(train_fn(train, test, seed))
+    start = time.perf_counter()
+    accuracy = float(train_fn(train, test, seed))
+    return accuracy, time.perf_counter() - start

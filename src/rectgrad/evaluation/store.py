@@ -3,7 +3,8 @@
 ``config.json`` records the configuration the results were made with; opening the folder with another
 configuration is refused, so results of different settings never mix. Every file is written to a
 temporary file in the same folder and renamed (``os.replace``), so an interruption leaves either the
-whole file or none of it.
+whole file or none of it. ``seconds/`` records how long each unit of work took when it was done, so the
+compute time of a run is known even when it was interrupted and resumed, on one device or several.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 import torch
 
 CONFIG = "config.json"
+SECONDS = "seconds"
 
 
 class ResultStore:
@@ -56,6 +58,17 @@ class ResultStore:
 
     def load_json(self, name: str):
         return json.loads(self.path(name).read_text())
+
+    def save_seconds(self, unit: str, seconds: float) -> None:
+        """Record the compute time of one finished unit of work (``seconds/<unit>.json``)."""
+        self.save_json(f"{SECONDS}/{unit}.json", {"seconds": float(seconds)})
+
+    @staticmethod
+    def read_seconds(folder) -> dict[str, float]:
+        """The recorded compute times in ``folder``: ``{unit: seconds}``."""
+        root = Path(folder) / SECONDS
+        return {str(p.relative_to(root).with_suffix("")): float(json.loads(p.read_text())["seconds"])
+                for p in sorted(root.rglob("*.json"))}
 
     def save_torch(self, name: str, value) -> None:
         """Save a tensor, or a dict / list of tensors and plain values, with ``torch.save``."""
