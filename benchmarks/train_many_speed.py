@@ -16,15 +16,9 @@ import torch
 from rectgrad.data import ImageDataset
 from rectgrad.train import new_model
 from rectgrad.train_many import train_many
+from train_speed import SHAPES, random_dataset  # this folder: run as python benchmarks/train_many_speed.py
 
-SHAPES = {"fashion-mnist": ((1, 28, 28), 60000), "cifar10": ((3, 32, 32), 50000)}
 PAPER_TRAININGS, PAPER_EPOCHS, BATCH = 270, 20, 100
-
-
-def random_dataset(shape, images: int, name: str) -> ImageDataset:
-    g = torch.Generator().manual_seed(0)
-    return ImageDataset(torch.randint(0, 256, (images, *shape), generator=g, dtype=torch.uint8),
-                        torch.randint(0, 10, (images,), generator=g), [str(i) for i in range(10)], name)
 
 
 def step_seconds(dataset: ImageDataset, group: int, steps: int, device: str, precision: str,

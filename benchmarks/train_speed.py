@@ -20,6 +20,13 @@ from rectgrad.train import new_model, train_model
 SHAPES = {"fashion-mnist": ((1, 28, 28), 60000), "cifar10": ((3, 32, 32), 50000)}
 
 
+def random_dataset(shape, images: int, name: str) -> ImageDataset:
+    """``images`` random uint8 images of ``shape`` with random labels (speed does not depend on content)."""
+    g = torch.Generator().manual_seed(0)
+    return ImageDataset(torch.randint(0, 256, (images, *shape), generator=g, dtype=torch.uint8),
+                        torch.randint(0, 10, (images,), generator=g), [str(i) for i in range(10)], name)
+
+
 def epoch_runner(dataset: ImageDataset, device: str, channels_last: bool, compile_model: bool):
     """A warmed-up function training one model (continuing each call) for one epoch of ``dataset``."""
     model = new_model(dataset).to(device)
@@ -43,10 +50,7 @@ def main() -> None:
     args = parser.parse_args()
 
     shape, full_size = SHAPES[args.dataset]
-    g = torch.Generator().manual_seed(0)
-    dataset = ImageDataset(torch.randint(0, 256, (args.images, *shape), generator=g, dtype=torch.uint8),
-                           torch.randint(0, 10, (args.images,), generator=g), [str(i) for i in range(10)],
-                           args.dataset)
+    dataset = random_dataset(shape, args.images, args.dataset)
     print(f"{args.dataset}: epochs of {args.images} images {shape}, batch 100, median of {args.repeats}; "
           f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
     devices = [d for d in args.devices.split(",") if d != "cuda" or torch.cuda.is_available()]

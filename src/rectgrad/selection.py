@@ -27,12 +27,7 @@ def nearest_rank(q: float, n: int) -> int:
 def percentile_nearest(scores: Tensor, q: float) -> Tensor:
     """Per-row q-th percentile (``method="nearest"``) of a ``(N, M)`` tensor, shape ``(N,)``; NaN counts as
     ``-inf``."""
-    n, m = scores.shape
-    k = nearest_rank(q, m)
-    from_top = m - k  # the percentile is the `from_top`-th largest value
-    if from_top <= k + 1:
-        return _kth_largest(scores, from_top)[0]
-    return -_kth_largest(-_nan_lowest(scores), k + 1)[0]
+    return _percentile(scores, q)[0]
 
 
 def where_above_percentile(scores: Tensor, values: Tensor, q: float) -> Tensor:
@@ -40,20 +35,24 @@ def where_above_percentile(scores: Tensor, values: Tensor, q: float) -> Tensor:
 
     When the percentile was found among a few candidates, only those are compared and copied.
     """
+    tau, candidates = _percentile(scores, q)
+    if candidates is None:
+        return torch.where(scores > tau[:, None], values, 0)
+    flat, rows, candidate_scores = candidates
+    kept = flat[candidate_scores > tau.index_select(0, rows)]
+    out = torch.zeros_like(values).reshape(-1)
+    out.index_copy_(0, kept, values.reshape(-1).index_select(0, kept))
+    return out.view_as(values)
+
+
+def _percentile(scores: Tensor, q: float) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor] | None]:
+    """The per-row percentile and, as :func:`_kth_largest` gives them, the candidates it came from."""
     n, m = scores.shape
     k = nearest_rank(q, m)
-    from_top = m - k
+    from_top = m - k  # the percentile is the `from_top`-th largest value
     if from_top <= k + 1:
-        tau, candidates = _kth_largest(scores, from_top)
-        if candidates is not None:
-            flat, rows, candidate_scores = candidates
-            kept = flat[candidate_scores > tau.index_select(0, rows)]
-            out = torch.zeros_like(values).reshape(-1)
-            out.index_copy_(0, kept, values.reshape(-1).index_select(0, kept))
-            return out.view_as(values)
-    else:
-        tau = -_kth_largest(-_nan_lowest(scores), k + 1)[0]
-    return torch.where(scores > tau[:, None], values, 0)
+        return _kth_largest(scores, from_top)
+    return -_kth_largest(-_nan_lowest(scores), k + 1)[0], None
 
 
 _STRIDES = (1, 3, 7, 13, 29, 61, 127, 251, 509, 1021, 2039, 4093)  # primes: no aliasing with feature-map widths
