@@ -1,6 +1,7 @@
 """Time RectGrad against the physical floor (one forward + one backward: gradient x input) and
 Captum's GuidedBackprop, side by side in one process; prints medians and ratios.
 
+On the CPU RectGrad is timed with its compiled gate (rectgrad.cpu_gate) and with the pure-PyTorch selection.
 Both wall-clock and process CPU time are reported: on a shared machine the CPU-time ratio is the
 steadier of the two (other processes inflate wall time unevenly).
 
@@ -9,6 +10,7 @@ steadier of the two (other processes inflate wall time unevenly).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 import warnings
@@ -16,7 +18,7 @@ import warnings
 import torch
 from captum.attr import GuidedBackprop as CaptumGuidedBackprop
 
-from rectgrad import PaperCNN, RectGrad
+from rectgrad import PaperCNN, RectGrad, cpu_gate
 
 
 def gradient_x_input(model, x, target):
@@ -24,6 +26,19 @@ def gradient_x_input(model, x, target):
     score = model(x).gather(1, target[:, None]).sum()
     (grad,) = torch.autograd.grad(score, x)
     return grad * x
+
+
+def without_cpu_kernel(fn):
+    """``fn()`` with the compiled CPU gate turned off (rectgrad.cpu_gate): the pure-PyTorch selection."""
+    before = os.environ.get("RECTGRAD_CPU_KERNEL")
+    os.environ["RECTGRAD_CPU_KERNEL"] = "0"
+    try:
+        return fn()
+    finally:
+        if before is None:
+            del os.environ["RECTGRAD_CPU_KERNEL"]
+        else:
+            os.environ["RECTGRAD_CPU_KERNEL"] = before
 
 
 def timed(fn, device) -> tuple[float, float]:
@@ -44,6 +59,8 @@ def bench(name, model, x, repeats, device):
     candidates = {
         "gradient x input": lambda: gradient_x_input(model, x, target),
         "RectGrad q=98": lambda: RectGrad(model).attribute(x, target=target, q=98.0),
+        "RectGrad q=98, PyTorch selection": lambda: without_cpu_kernel(
+            lambda: RectGrad(model).attribute(x, target=target, q=98.0)),
         "RectGrad q=98 + PRR + padding": lambda: RectGrad(model).attribute(x, target=target, q=98.0, prr=True,
                                                                            padding_trick=True),
         "Captum GuidedBackprop": lambda: CaptumGuidedBackprop(model).attribute(x, target=target),
@@ -71,6 +88,10 @@ def main():
     device = torch.device(args.device)
     warnings.filterwarnings("ignore")
     torch.manual_seed(0)
+    if device.type == "cpu":
+        library = cpu_gate.library()
+        print(f"CPU gate kernel: {library._name if library else 'not built, RectGrad uses the PyTorch selection'}; "
+              f"{torch.get_num_threads()} threads")
     models = args.models.split(",")
     if "cnn" in models:
         bench("paper CNN", PaperCNN(), torch.randn(256, 3, 32, 32), args.repeats, device)

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
+from rectgrad.cpu_gate import gate_above_percentile
 from rectgrad.selection import where_above_percentile
 
 SCORES = {  # importance score of a unit from its output a and incoming gradient g, written into `out()`
@@ -56,12 +57,19 @@ class Scratch:
 
     def __init__(self):
         self._buffer: Tensor | None = None
+        self._bytes: Tensor | None = None
 
     def like(self, t: Tensor) -> Tensor:
         b = self._buffer
         if b is None or b.numel() < t.numel() or b.dtype != t.dtype or b.device != t.device:
             b = self._buffer = torch.empty(t.numel(), dtype=t.dtype, device=t.device)
         return b[: t.numel()].view(t.shape)
+
+    def bytes(self, size: int) -> Tensor:
+        """``size`` bytes of CPU memory (the candidates of :mod:`rectgrad.cpu_gate`)."""
+        if self._bytes is None or self._bytes.numel() < size:
+            self._bytes = torch.empty(size, dtype=torch.uint8)
+        return self._bytes[:size]
 
 
 @dataclass(frozen=True)
@@ -84,18 +92,23 @@ class Rule:
     def gate(self, a: Tensor, grad: Tensor, is_top: bool, is_relu: bool, scratch: Scratch) -> Tensor:
         """``grad`` where the unit's score exceeds the threshold (and, with ``relu_gate`` at a ReLU,
         where ``a > 0``), 0 elsewhere."""
-        score = SCORES[self.top_score if is_top and self.top_score else self.score]
+        name = self.top_score if is_top and self.top_score else self.score
+        relu_gate = self.relu_gate and is_relu
+        n = a.shape[0]
+        if self.q is not None and name in ("pr1", "pr2"):  # one compiled pass on the CPU, when it applies
+            gated = gate_above_percentile(a, grad, self.q, name == "pr2", scratch)
+            if gated is not None:
+                return torch.where(a > 0, gated, 0.0) if relu_gate else gated
+        score = SCORES[name]
         if a.dtype in (torch.float16, torch.bfloat16):  # thresholds in float32
             a, grad_scores = a.float(), grad.float()
         else:
             grad_scores = grad
         s = score(a, grad_scores, lambda: scratch.like(grad_scores))
-        relu_gate = self.relu_gate and is_relu
         if self.q is None:
             keep = (s > self.tau) & (a > 0) if relu_gate else s > self.tau
             return torch.where(keep, grad, 0.0)
-        n = s.shape[0]
-        gated = where_above_percentile(s.reshape(n, -1), grad.reshape(n, -1), self.q).view_as(grad)
+        gated = where_above_percentile(s.reshape(n, -1), grad, self.q)
         return torch.where(a > 0, gated, 0.0) if relu_gate else gated
 
 

@@ -31,18 +31,20 @@ def percentile_nearest(scores: Tensor, q: float) -> Tensor:
 
 
 def where_above_percentile(scores: Tensor, values: Tensor, q: float) -> Tensor:
-    """``where(scores > q-th percentile of each row, values, 0)`` for ``(N, M)`` tensors (strict ``>``).
+    """``where(scores > q-th percentile of each row, values, 0)`` for ``(N, M)`` scores and values of any shape with
+    the same elements (strict ``>``). The result has the shape of ``values`` and is not a view (autograd accumulates
+    gradients in place only into tensors of their own).
 
     When the percentile was found among a few candidates, only those are compared and copied.
     """
     tau, candidates = _percentile(scores, q)
     if candidates is None:
-        return torch.where(scores > tau[:, None], values, 0)
+        return torch.where((scores > tau[:, None]).view(values.shape), values, 0)
     flat, rows, candidate_scores = candidates
     kept = flat[candidate_scores > tau.index_select(0, rows)]
-    out = torch.zeros_like(values).reshape(-1)
-    out.index_copy_(0, kept, values.reshape(-1).index_select(0, kept))
-    return out.view_as(values)
+    out = torch.zeros_like(values, memory_format=torch.contiguous_format)
+    out.view(-1).index_copy_(0, kept, values.reshape(-1).index_select(0, kept))
+    return out
 
 
 def _percentile(scores: Tensor, q: float) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor] | None]:
