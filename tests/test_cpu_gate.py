@@ -29,7 +29,7 @@ def check(a, g, q, absolute=False, workers=2, used=True):
 @pytest.mark.parametrize("workers", [1, 2, 3, 8])  # 8 workers for 3 rows: rows cut in pieces
 @pytest.mark.parametrize("absolute", [False, True])
 def test_relu_like_layers_match_the_pytorch_selection(dtype, workers, absolute):
-    for shape in [(3, 4096), (3, 4097), (3, 16, 33, 31), (1, 65537)]:
+    for shape in [(3, 4096), (3, 4097), (3, 16, 33, 31), (1, 65537), (1, 3 * 4096 + 5)]:  # last: 3 pieces at most
         a = torch.relu(torch.randn(shape, dtype=dtype))
         g = torch.randn(shape, dtype=dtype)
         for q in [88, 90, 95, 98, 99, 99.9, 100]:

@@ -99,7 +99,8 @@ def gate_above_percentile(a: Tensor, g: Tensor, q: float, absolute: bool, scratc
     or ``|a * g|`` (PR2), the percentile over all units of a sample; None when the kernel does not apply (not a CPU
     float32/float64 layer, a small or low-percentile layer, no compiler) or its bound failed: the caller then uses
     :mod:`rectgrad.selection`. The result is a tensor of its own (not a view), as autograd likes to accumulate into."""
-    n, m = a.shape[0], a[0].numel()
+    n = a.shape[0] if a.dim() else 0
+    m = a.numel() // n if n else 0
     if (a.device.type != "cpu" or a.dtype not in _SUFFIX or g.dtype != a.dtype or m < 4096 or m >= 2**31
             or not enabled()):
         return None
@@ -112,7 +113,8 @@ def gate_above_percentile(a: Tensor, g: Tensor, q: float, absolute: bool, scratc
     suffix = _SUFFIX[a.dtype]
     a, g = a.contiguous(), g.contiguous()
     workers = workers or torch.get_num_threads()
-    pieces = -(-workers // n)  # rows cut in pieces when there are fewer rows than threads
+    # rows cut in pieces when there are fewer rows than threads; pieces of 4096 values at least (none empty)
+    pieces = min(-(-workers // n), m // 4096)
     length = -(-m // pieces)
     share = t * length / m
     stride = max(s for s in _STRIDES if s * 32 <= max(share, 32))  # as selection.py: the t-th largest ~32nd in sample
