@@ -117,9 +117,19 @@ def test_no_compiler_warns_once_and_falls_back(monkeypatch, tmp_path):
 def test_builds_into_the_cache_once(monkeypatch, tmp_path):
     monkeypatch.setattr(cpu_gate, "_library", None)
     monkeypatch.setenv("RECTGRAD_CACHE", str(tmp_path))
-    assert cpu_gate.library() is not None
+    assert cpu_gate.library().openmp() == 1  # CI builds with g++, which has OpenMP
     built = list(tmp_path.iterdir())
     assert len(built) == 1 and built[0].suffix == ".so"
     monkeypatch.setattr(cpu_gate, "_library", None)
     stamp = built[0].stat().st_mtime_ns
     assert cpu_gate.library() is not None and built[0].stat().st_mtime_ns == stamp  # reused, not rebuilt
+
+
+def test_a_kernel_without_openmp_serves_two_threads_at_most(monkeypatch, tmp_path):
+    monkeypatch.setattr(cpu_gate, "_library", None)
+    monkeypatch.setattr(cpu_gate, "VARIANTS", ((),))
+    monkeypatch.setenv("RECTGRAD_CACHE", str(tmp_path))
+    assert cpu_gate.library().openmp() == 0
+    a, g = torch.relu(torch.randn(3, 9000)), torch.randn(3, 9000)
+    check(a, g, 98, workers=2)
+    assert cpu_gate.gate_above_percentile(a, g, 98, False, Scratch(), workers=4) is None

@@ -195,3 +195,11 @@ static void select_rows(T* out, int64_t n, int64_t m, int64_t pieces, int64_t t,
 
 EXPORT(float, f32)
 EXPORT(double, f64)
+
+extern "C" int openmp() {  // whether the kernel runs on several threads
+#if defined(_OPENMP)
+  return 1;
+#else
+  return 0;
+#endif
+}

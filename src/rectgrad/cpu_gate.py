@@ -11,8 +11,9 @@ The C++ file has no Python or PyTorch headers: it is compiled on first use with 
 (``$CXX``, else ``c++``; about a second) into ``$RECTGRAD_CACHE`` (default ``~/.cache/rectgrad``) and loaded with
 ctypes (which releases the GIL). Built with ``-fopenmp`` it runs on ``torch.get_num_threads()`` threads of the
 OpenMP runtime PyTorch has already loaded (a second runtime's threads would fight PyTorch's still-spinning ones for
-the cores); a compiler without OpenMP gives a one-thread kernel. Without a compiler RectGrad warns once and keeps the
-PyTorch selection; ``RECTGRAD_CPU_KERNEL=0`` turns the kernel off.
+the cores); a compiler without OpenMP gives a one-thread kernel, used only where PyTorch has at most two threads.
+Without a compiler RectGrad warns once and keeps the PyTorch selection; ``RECTGRAD_CPU_KERNEL=0`` turns the kernel
+off.
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ from rectgrad.selection import _STRIDES, nearest_rank
 
 SOURCE = Path(__file__).with_name("cpu_gate.cpp")
 FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC")
+VARIANTS = (("-fopenmp",), ())  # tried in turn: e.g. Apple's clang has no OpenMP
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
 
 _lock = threading.Lock()
@@ -60,7 +62,7 @@ def _build() -> ctypes.CDLL | None:
     root = Path(os.environ.get("RECTGRAD_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
                 / "rectgrad")
     errors = []
-    for flags in (FLAGS + ("-fopenmp",), FLAGS):  # e.g. Apple's clang has no OpenMP
+    for flags in (FLAGS + variant for variant in VARIANTS):
         key = hashlib.sha256(b"\0".join([SOURCE.read_bytes(), " ".join(
             (compiler, *flags, sys.platform, platform.machine())).encode()])).hexdigest()[:16]
         path = root / f"cpu_gate-{key}.so"
@@ -90,6 +92,7 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
         getattr(lib, f"select_rows_{suffix}").argtypes = [pointer] + [integer] * 5 + [pointer, integer] + [
             pointer] * 4 + [int32]
         getattr(lib, f"candidate_size_{suffix}").restype = integer
+    lib.openmp.restype = int32
     return lib
 
 
@@ -108,11 +111,11 @@ def gate_above_percentile(a: Tensor, g: Tensor, q: float, absolute: bool, scratc
     if t * 8 > m:
         return None  # a percentile below 87.5: its candidates would not fit, selection.py selects directly
     lib = library()
-    if lib is None:
+    workers = workers or torch.get_num_threads()
+    if lib is None or (workers > 2 and not lib.openmp()):  # one thread would be slower than PyTorch on many
         return None
     suffix = _SUFFIX[a.dtype]
     a, g = a.contiguous(), g.contiguous()
-    workers = workers or torch.get_num_threads()
     # rows cut in pieces when there are fewer rows than threads; pieces of 4096 values at least (none empty)
     pieces = min(-(-workers // n), m // 4096)
     length = -(-m // pieces)
