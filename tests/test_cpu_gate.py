@@ -1,4 +1,7 @@
 """The compiled CPU gate (rectgrad.cpu_gate) against the PyTorch selection it replaces, bit for bit."""
+import tempfile
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -133,3 +136,18 @@ def test_a_kernel_without_openmp_serves_two_threads_at_most(monkeypatch, tmp_pat
     a, g = torch.relu(torch.randn(3, 9000)), torch.randn(3, 9000)
     check(a, g, 98, workers=2)
     assert cpu_gate.gate_above_percentile(a, g, 98, False, Scratch(), workers=4) is None
+
+
+def test_cache_folder(monkeypatch, tmp_path):
+    monkeypatch.delenv("RECTGRAD_CACHE", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setattr(Path, "home", lambda: tmp_path)
+    assert cpu_gate._cache() == tmp_path / ".cache" / "rectgrad"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cpu_gate._cache() == tmp_path / "xdg" / "rectgrad"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    for no_home in (lambda: Path("~"), lambda: (_ for _ in ()).throw(RuntimeError("no home"))):
+        monkeypatch.setattr(Path, "home", no_home)  # a user without a home: never a relative "~" folder
+        assert cpu_gate._cache() == Path(tempfile.gettempdir()) / "rectgrad"
+    monkeypatch.setenv("RECTGRAD_CACHE", str(tmp_path / "mine"))
+    assert cpu_gate._cache() == tmp_path / "mine"

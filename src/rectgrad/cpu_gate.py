@@ -8,12 +8,12 @@ numbers as :func:`rectgrad.selection.where_above_percentile`, bit for bit (teste
 wrong (too few or too many candidates) the caller recomputes the layer with it.
 
 The C++ file has no Python or PyTorch headers: it is compiled on first use with the system's C++ compiler
-(``$CXX``, else ``c++``; about a second) into ``$RECTGRAD_CACHE`` (default ``~/.cache/rectgrad``) and loaded with
-ctypes (which releases the GIL). Built with ``-fopenmp`` it runs on ``torch.get_num_threads()`` threads of the
-OpenMP runtime PyTorch has already loaded (a second runtime's threads would fight PyTorch's still-spinning ones for
-the cores); a compiler without OpenMP gives a one-thread kernel, used only where PyTorch has at most two threads.
-Without a compiler RectGrad warns once and keeps the PyTorch selection; ``RECTGRAD_CPU_KERNEL=0`` turns the kernel
-off.
+(``$CXX``, else ``c++``; about a second) into a cache folder (``$RECTGRAD_CACHE``, else
+``$XDG_CACHE_HOME/rectgrad``, else ``~/.cache/rectgrad``) and loaded with ctypes (which releases the GIL). Built with
+``-fopenmp`` it runs on ``torch.get_num_threads()`` threads of the OpenMP runtime PyTorch has already loaded (a
+second runtime's threads would fight PyTorch's still-spinning ones for the cores); a compiler without OpenMP gives a
+one-thread kernel, used only where PyTorch has at most two threads. Without a compiler RectGrad warns once and keeps
+the PyTorch selection; ``RECTGRAD_CPU_KERNEL=0`` turns the kernel off.
 """
 from __future__ import annotations
 
@@ -57,10 +57,22 @@ def library() -> ctypes.CDLL | None:
     return _library or None
 
 
+def _cache() -> Path:
+    """``$RECTGRAD_CACHE``, else ``$XDG_CACHE_HOME/rectgrad``, else ``~/.cache/rectgrad`` (a temporary folder
+    without a home)."""
+    if os.environ.get("RECTGRAD_CACHE"):
+        return Path(os.environ["RECTGRAD_CACHE"])
+    try:
+        home = Path.home()
+    except RuntimeError:  # no home directory (Python >= 3.12; older ones return "~")
+        home = Path("~")
+    home_cache = home / ".cache" if home.is_absolute() else None
+    return Path(os.environ.get("XDG_CACHE_HOME") or home_cache or tempfile.gettempdir()) / "rectgrad"
+
+
 def _build() -> ctypes.CDLL | None:
     compiler = os.environ.get("CXX", "c++")
-    root = Path(os.environ.get("RECTGRAD_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-                / "rectgrad")
+    root = _cache()
     errors = []
     for flags in (FLAGS + variant for variant in VARIANTS):
         key = hashlib.sha256(b"\0".join([SOURCE.read_bytes(), " ".join(
