@@ -1,5 +1,6 @@
 """The compiled CPU gate (rectgrad.cpu_gate) against the PyTorch selection it replaces, bit for bit."""
 import tempfile
+import warnings
 from pathlib import Path
 
 import pytest
@@ -100,6 +101,7 @@ def test_maps_identical_with_and_without_the_kernel(monkeypatch):
     monkeypatch.setattr("rectgrad.engine.gate_above_percentile",
                         lambda *args, **kwargs: calls.append(original(*args, **kwargs)) or calls[-1])
     for options in [dict(q=98.0), dict(q=95.0, rule="pr2", prr=True)]:
+        calls.clear()
         monkeypatch.setenv("RECTGRAD_CPU_KERNEL", "1")
         fast = RectGrad(model).attribute(x, **options)
         assert any(c is not None for c in calls)
@@ -113,6 +115,9 @@ def test_no_compiler_warns_once_and_falls_back(monkeypatch, tmp_path):
     monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
     with pytest.warns(RuntimeWarning, match="could not build its CPU gate kernel"):
         assert cpu_gate.library() is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert cpu_gate.library() is None  # not tried again
     assert cpu_gate.gate_above_percentile(torch.rand(2, 8192), torch.randn(2, 8192), 98, False, Scratch()) is None
     assert list(tmp_path.iterdir()) == []  # nothing half-built left behind
 
