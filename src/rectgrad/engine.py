@@ -269,7 +269,7 @@ class _ProportionalMaxPool(torch.autograd.Function):
             xx = x.detach().to(torch.promote_types(x.dtype, torch.float32)).requires_grad_()
             mean = F.avg_pool2d(xx, kernel_size, stride, padding, ceil_mode, count_include_pad=False)
             (spread,) = torch.autograd.grad(mean, xx, grad.to(xx.dtype) / (mean.detach() + 1e-10))
-        return (xx.detach() * spread).to(x.dtype), None, None, None, None
+        return spread.mul_(xx.detach()).to(x.dtype), None, None, None, None  # in place: no second layer-sized tensor
 
 
 def _conv_padding(args, kwargs) -> tuple[int, int]:
