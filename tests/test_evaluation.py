@@ -2,6 +2,8 @@
 noise measures, the ROAR/KAR dataset modification and sweep (resumption included), the results store and
 training several models at once."""
 import json
+import signal
+import threading
 
 import numpy as np
 import pytest
@@ -15,7 +17,7 @@ from rectgrad.evaluation import (LocalBackend, ResultStore, RoarKarResult, backg
 from rectgrad.metrics import kar_aoc, roar_auc
 from rectgrad.models import PaperCNN
 from rectgrad.train import new_model, train_model
-from rectgrad.train_many import Retrainer, train_many
+from rectgrad.train_many import Retrainer, TrainingInterrupted, checkpoint_seconds, stop_requests, train_many
 
 
 def toy_dataset(n=6, size=8, seed=0, name="toy") -> ImageDataset:
@@ -210,6 +212,33 @@ def test_roar_kar_groups_with_many():
     assert fn.groups == [3, 3, 2]
 
 
+def test_roar_kar_resumes_an_interrupted_group_from_its_checkpoint(tmp_path, monkeypatch):
+    import rectgrad.train_many as module
+
+    train, test = quadrants(60, 0), quadrants(20, 1)
+    maps = {"a": (torch.randn(60, 1, 8, 8), torch.randn(20, 1, 8, 8)), "random": None}
+    retrain = Retrainer(epochs=2, batch_size=20, device="cpu")
+    options = dict(fractions=(0.2, 0.6), repeats=1, backend=LocalBackend(group=4), progress=False)
+    expected = roar_kar(train, test, maps, retrain, store=ResultStore(tmp_path / "straight", {}), **options)
+    store = ResultStore(tmp_path / "work", {})
+    checks = iter(range(1000))
+    original = module.train_many
+    monkeypatch.setattr(module, "train_many", lambda *a, **k: original(*a, stop=lambda: next(checks) == 4, **k))
+    with pytest.raises(TrainingInterrupted):  # in the first group's second epoch
+        roar_kar(train, test, maps, retrain, store=store, **options)
+    unfinished = list((tmp_path / "work" / "roar" / "unfinished").iterdir())
+    assert len(unfinished) == 1 and not list((tmp_path / "work" / "roar").glob("*.json"))
+    assert checkpoint_seconds(unfinished[0]) > 0
+    state = torch.load(unfinished[0], weights_only=True)
+    torch.save({**state, "seconds": 1000.0}, unfinished[0])  # as if the first part had taken 1000 s
+    monkeypatch.setattr(module, "train_many", original)
+    resumed = roar_kar(train, test, maps, retrain, store=store, **options)
+    for method in maps:
+        assert resumed.accuracies[method].tolist() == expected.accuracies[method].tolist()
+    assert not list((tmp_path / "work" / "roar" / "unfinished").iterdir())
+    assert ResultStore.read_seconds(tmp_path / "work")["roar/a-p0.2-r0"] > 1000 / 4  # both parts, shared by 4
+
+
 def test_roar_kar_bad_input():
     train, test, maps = roar_inputs()
     for fractions in ((0.0, 0.5), (0.5, 1.0), (0.6, 0.2), ()):
@@ -271,6 +300,54 @@ def test_train_many_matches_separate_trainings():
         for key, value in a.state_dict().items():  # Adam's normalised steps amplify float rounding a little
             assert torch.allclose(value, b.state_dict()[key], atol=3e-3)
         assert not b.training
+
+
+def test_train_many_stops_and_resumes_bit_for_bit(tmp_path):
+    datasets, seeds = [quadrants(60, 0), quadrants(60, 1)], [3, 4]
+    straight = [new_model(d, s) for d, s in zip(datasets, seeds)]
+    expected = train_many(straight, datasets, seeds, epochs=3, batch_size=25)
+    checkpoint = tmp_path / "group.pt"
+    steps = iter(range(100))
+    for stop_at in (4, 7):  # stopped twice: mid-epoch (step 1 of epoch 2), then at the start of epoch 3
+        models = [new_model(d, s) for d, s in zip(datasets, seeds)]
+        with pytest.raises(TrainingInterrupted, match="run again to resume"):
+            train_many(models, datasets, seeds, epochs=3, batch_size=25, checkpoint=checkpoint,
+                       stop=lambda: next(steps) == stop_at)
+        assert checkpoint.is_file() and checkpoint_seconds(checkpoint) > 0
+    models = [new_model(d, s) for d, s in zip(datasets, seeds)]  # fresh weights: all of them come from the file
+    resumed = train_many(models, datasets, seeds, epochs=3, batch_size=25, checkpoint=checkpoint)
+    assert not checkpoint.exists() and checkpoint_seconds(checkpoint) == 0.0
+    for a, b, ha, hb in zip(straight, models, expected, resumed):
+        assert ha["loss"] == hb["loss"] and ha["train_accuracy"] == hb["train_accuracy"]
+        for key, value in a.state_dict().items():
+            assert torch.equal(value, b.state_dict()[key])
+    train_many(models, datasets, seeds, epochs=1, batch_size=25, checkpoint=checkpoint,
+               stop=lambda: False)  # a stop that never comes: trains and leaves no file
+    assert not checkpoint.exists()
+
+
+def test_train_many_refuses_another_groups_checkpoint(tmp_path):
+    datasets = [quadrants(60, 0), quadrants(60, 1)]
+    checkpoint = tmp_path / "group.pt"
+    with pytest.raises(TrainingInterrupted):
+        train_many([new_model(d) for d in datasets], datasets, [0, 1], epochs=2, batch_size=25,
+                   checkpoint=checkpoint, stop=lambda: True)
+    with pytest.raises(ValueError, match="another group of trainings"):
+        train_many([new_model(d) for d in datasets], datasets, [0, 2], epochs=2, batch_size=25, checkpoint=checkpoint)
+
+
+def test_stop_requests_turn_the_first_signal_into_a_request():
+    with stop_requests() as requested:
+        signal.raise_signal(signal.SIGINT)
+        assert requested.is_set()  # no KeyboardInterrupt: the group stops at its next step
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGTERM)  # the second one interrupts at once
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    outside = []
+    thread = threading.Thread(target=lambda: outside.append(stop_requests().__enter__().is_set()))
+    thread.start()
+    thread.join()
+    assert outside == [False]  # no handlers outside the main thread
 
 
 def test_retrainer_one_and_many_and_bad_input():

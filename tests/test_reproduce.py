@@ -140,6 +140,24 @@ def test_interrupted_sweep_resumes(smoke, tmp_path, monkeypatch):
     assert len(calls) == 3 and len(list((copy / "kar").glob("*.json"))) == 18
 
 
+def test_ctrl_c_during_a_group_saves_it_and_the_rerun_resumes(smoke, tmp_path, monkeypatch, capsys):
+    import rectgrad.train_many as module
+
+    args, _, work = smoke
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy, ignore=shutil.ignore_patterns("kar"))  # the 18 KAR trainings, 6 at a time
+    original, checks = module.train_many, iter(range(10**6))
+    # smoke trainings take one step: stop the second group before it
+    monkeypatch.setattr(module, "train_many", lambda *a, **k: original(*a, stop=lambda: next(checks) == 1, **k))
+    grouped = [*args, "--out", str(tmp_path / "report"), "--work-dir", str(copy), "--group", "6"]
+    assert main(grouped) == 130
+    assert "state is saved in" in capsys.readouterr().err
+    assert len(list((copy / "kar" / "unfinished").glob("*.pt"))) == 1 and len(list((copy / "kar").glob("*.json"))) == 6
+    monkeypatch.setattr(module, "train_many", original)
+    assert main(grouped) == 0
+    assert len(list((copy / "kar").glob("*.json"))) == 18 and not list((copy / "kar" / "unfinished").iterdir())
+
+
 def test_smoke_with_ray(smoke, tmp_path):
     ray = pytest.importorskip("ray")
     args, _, work = smoke

@@ -36,10 +36,18 @@ def save_checkpoint(model: PaperCNN, path, **metadata) -> None:
     payload = {"format": FORMAT, "architecture": type(model).__name__, "config": model.config(),
                "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
                "metadata": {"rectgrad_version": __version__, **metadata}}
+    write_atomically(path, lambda f: torch.save(payload, f))
+
+
+def write_atomically(path, write) -> None:
+    """``write(binary file)`` to a temporary file beside ``path``, then rename it to ``path``: an interruption
+    leaves the whole file or none of it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
+            write(f)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -12,14 +12,19 @@ autocast (measured about twice as fast on an H100; fp32, the default, is the pap
 """
 from __future__ import annotations
 
+import signal
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rectgrad.checkpoint import write_atomically
 from rectgrad.data import ImageDataset, to_inputs
 from rectgrad.train import evaluate, new_model, progress_bar, train_model
 
@@ -59,15 +64,54 @@ def _stacked_logits(layers: list[nn.Module], params: list[Tensor], x: Tensor) ->
     return h
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """A :func:`train_many` group stopped by Ctrl-C or SIGTERM after saving its state: rerun to resume."""
+
+
+@contextmanager
+def stop_requests() -> Iterator[threading.Event]:
+    """An event set by the first Ctrl-C (SIGINT) or SIGTERM while the block runs; a second one interrupts at once.
+    Signal handlers live in the main thread only: elsewhere the event is never set."""
+    requested = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield requested
+        return
+
+    def handler(signum, frame):
+        if requested.is_set():
+            raise KeyboardInterrupt
+        requested.set()
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield requested
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def checkpoint_seconds(checkpoint) -> float:
+    """Training seconds an unfinished group's ``checkpoint`` has accumulated (0 when there is none)."""
+    if not Path(checkpoint).is_file():
+        return 0.0
+    return float(torch.load(checkpoint, map_location="cpu", mmap=True, weights_only=True)["seconds"])
+
+
 def train_many(models: Sequence[nn.Module], datasets: Sequence[ImageDataset], seeds: Sequence[int], *,
                epochs: int = 20, batch_size: int = 100, lr: float = 1e-3, device=None, precision: str = "fp32",
-               deterministic: bool = True, progress: bool = False) -> list[dict]:
+               deterministic: bool = True, progress: bool = False, checkpoint=None,
+               stop: Callable[[], bool] | None = None) -> list[dict]:
     """Train ``models[i]`` on ``datasets[i]`` with batch-order seed ``seeds[i]``, all at once; in place.
 
     The models must share one architecture (e.g. ``new_model(dataset, seed)``). Returns one history per
     model, as :func:`train_model` (``loss`` and ``train_accuracy`` per epoch, ``seconds`` of the whole
     group). The models come back in eval mode on ``device`` (default: the first model's device).
     ``deterministic=False`` lets cuDNN pick its fastest (benchmarked, non-deterministic) algorithms.
+
+    With a ``checkpoint`` path the group can be stopped and resumed: when ``stop()`` turns true (by default:
+    on Ctrl-C or SIGTERM, :func:`stop_requests`) it saves its whole state there after the current step and
+    raises :class:`TrainingInterrupted`; a later call with the same arguments resumes from it (bit for bit
+    with ``deterministic``) and deletes it when done. ``seconds`` then counts every part.
     """
     if not len(models) == len(datasets) == len(seeds) or not models:
         raise ValueError(f"need as many models, datasets and seeds (at least one), got "
@@ -94,14 +138,34 @@ def train_many(models: Sequence[nn.Module], datasets: Sequence[ImageDataset], se
     optimizer = torch.optim.Adam(params, lr=lr)
     steps = -(-n // batch_size)
     histories = [{"loss": [], "train_accuracy": [], "seconds": 0.0, "test_accuracy": None} for _ in models]
+    identity = {"models": count, "images": n, "seeds": [int(s) for s in seeds], "epochs": epochs,
+                "batch_size": batch_size, "lr": lr, "precision": precision}
+    state = _resume(checkpoint, identity, params, optimizer, generators, device)
+    first_epoch, first_step, earlier = (state["epoch"], state["step"], state["seconds"]) if state else (0, 0, 0.0)
+    if state:
+        for history, losses, accuracies in zip(histories, state["losses"], state["accuracies"]):
+            history["loss"], history["train_accuracy"] = losses, accuracies
     bar = progress_bar(epochs * steps, f"train {count} models at once", progress, unit="step", leave=False)
+    if bar is not None:
+        bar.update(first_epoch * steps + first_step)
     start = time.perf_counter()
-    with torch.backends.cudnn.flags(enabled=True, benchmark=not deterministic, deterministic=deterministic):
-        for _ in range(epochs):
+    with (torch.backends.cudnn.flags(enabled=True, benchmark=not deterministic, deterministic=deterministic),
+          stop_requests() if checkpoint is not None and stop is None else nullcontext() as requested):
+        stop = stop or (requested.is_set if requested is not None else None)
+        for epoch in range(first_epoch, epochs):
+            at_epoch_start = [g.get_state() for g in generators]
             orders = torch.stack([torch.randperm(n, generator=g) for g in generators]).to(device)
             loss_sum = torch.zeros(count, device=device)
             correct = torch.zeros(count, dtype=torch.long, device=device)
-            for step in range(steps):
+            if state and epoch == first_epoch:
+                loss_sum, correct = state["loss_sum"].to(device), state["correct"].to(device)
+            for step in range(first_step if epoch == first_epoch else 0, steps):
+                if stop is not None and checkpoint is not None and stop():
+                    _save(checkpoint, identity, params, optimizer, at_epoch_start, epoch, step, loss_sum, correct,
+                          histories, earlier + time.perf_counter() - start)
+                    raise TrainingInterrupted(f"stopped training {count} models at epoch {epoch + 1}/{epochs}, step "
+                                              f"{step}/{steps}; their state is saved in {checkpoint}: run again to "
+                                              "resume")
                 index = orders[:, step * batch_size:(step + 1) * batch_size]
                 target = labels[rows, index]
                 with torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16"):
@@ -118,9 +182,11 @@ def train_many(models: Sequence[nn.Module], datasets: Sequence[ImageDataset], se
             for history, loss, right in zip(histories, (loss_sum / n).tolist(), (correct / n).tolist()):
                 history["loss"].append(loss)
                 history["train_accuracy"].append(right)
-    seconds = time.perf_counter() - start
+    seconds = earlier + time.perf_counter() - start
     if bar is not None:
         bar.close()
+    if checkpoint is not None:
+        Path(checkpoint).unlink(missing_ok=True)
     with torch.no_grad():
         for i, model in enumerate(models):
             model.to(device).load_state_dict({k: p[i] for k, p in zip(names, params)})
@@ -129,14 +195,41 @@ def train_many(models: Sequence[nn.Module], datasets: Sequence[ImageDataset], se
     return histories
 
 
+def _save(checkpoint, identity, params, optimizer, generator_states, epoch, step, loss_sum, correct, histories,
+          seconds) -> None:
+    state = {"identity": identity, "params": [p.detach() for p in params], "optimizer": optimizer.state_dict(),
+             "generators": generator_states, "epoch": epoch, "step": step, "loss_sum": loss_sum, "correct": correct,
+             "losses": [h["loss"] for h in histories], "accuracies": [h["train_accuracy"] for h in histories],
+             "seconds": seconds}
+    write_atomically(checkpoint, lambda f: torch.save(state, f))
+
+
+def _resume(checkpoint, identity, params, optimizer, generators, device) -> dict | None:
+    """Load a saved group state into ``params``, ``optimizer`` and ``generators``; None when there is none."""
+    if checkpoint is None or not Path(checkpoint).is_file():
+        return None
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)  # Adam keeps its step counts on the CPU
+    if state["identity"] != identity:
+        raise ValueError(f"{checkpoint} holds the state of another group of trainings ({state['identity']}, not "
+                         f"{identity}); delete it to start over")
+    with torch.no_grad():
+        for p, saved in zip(params, state["params"]):
+            p.copy_(saved)
+    optimizer.load_state_dict(state["optimizer"])  # moves the moments to the parameters' device
+    for g, saved in zip(generators, state["generators"]):
+        g.set_state(saved)
+    return state
+
+
 @dataclass(frozen=True)
 class Retrainer:
     """The ROAR/KAR training function: a fresh ``new_model(train, seed)`` trained with the paper's protocol,
     scored by its accuracy on ``test``. Picklable, so Ray workers can run it.
 
     ``retrainer(train, test, seed)`` trains one model (:func:`rectgrad.train.train_model`, fp32);
-    ``retrainer.many(jobs)`` trains a list of ``(train, test, seed)`` jobs at once (:func:`train_many`, in
-    ``precision``, cuDNN ``deterministic`` or not).
+    ``retrainer.many(jobs, checkpoint=None)`` trains a list of ``(train, test, seed)`` jobs at once
+    (:func:`train_many`, in ``precision``, cuDNN ``deterministic`` or not; stoppable and resumable with a
+    ``checkpoint`` path).
     """
 
     epochs: int = 20
@@ -152,11 +245,11 @@ class Retrainer:
                     device=self._device(), progress=False)
         return evaluate(model, test)
 
-    def many(self, jobs: Sequence[tuple[ImageDataset, ImageDataset, int]]) -> list[float]:
+    def many(self, jobs: Sequence[tuple[ImageDataset, ImageDataset, int]], checkpoint=None) -> list[float]:
         models = [new_model(train, seed) for train, _, seed in jobs]
         train_many(models, [train for train, _, _ in jobs], [seed for _, _, seed in jobs], epochs=self.epochs,
                    batch_size=self.batch_size, lr=self.lr, device=self._device(), precision=self.precision,
-                   deterministic=self.deterministic)
+                   deterministic=self.deterministic, checkpoint=checkpoint)
         return [evaluate(model, test) for model, (_, test, _) in zip(models, jobs)]
 
     def _device(self) -> str:

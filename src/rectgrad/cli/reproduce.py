@@ -42,7 +42,8 @@ def reproduce(
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
     """Train (or reuse) the clean and patch-occluded models, run every experiment for every method, and write
-    the figures, tables and README. Resumable: rerun the same command after an interruption."""
+    the figures, tables and README. Resumable: rerun the same command after an interruption (Ctrl-C or SIGTERM
+    while models train at once saves their state first)."""
     import time
 
     import torch
@@ -51,6 +52,7 @@ def reproduce(
     from rectgrad.evaluation import METHODS, LocalBackend, RayBackend, Settings
     from rectgrad.evaluation import reproduce as run
     from rectgrad.report import write_report
+    from rectgrad.train_many import TrainingInterrupted
 
     start = time.perf_counter()
     # Before torch starts its CPU threads (they inherit the setting): ROAR/KAR images with large constant
@@ -77,7 +79,11 @@ def reproduce(
     work = work_dir if work_dir is not None else out / "work"
     settings = Settings(device=device, backend=runner, retrain_device=retrain_device, precision=precision,
                         deterministic=deterministic, progress=progress)
-    run(dataset, scale, work, data_dir=data_dir, masks_dir=masks, download=download, methods=names, seed=seed,
-        settings=settings)
+    try:
+        run(dataset, scale, work, data_dir=data_dir, masks_dir=masks, download=download, methods=names, seed=seed,
+            settings=settings)
+    except TrainingInterrupted as stopped:  # Ctrl-C or SIGTERM during models trained at once: say where they are
+        typer.echo(str(stopped), err=True)
+        raise
     readme = write_report(work, out)
     typer.echo(f"report written to {readme} ({time.perf_counter() - start:.0f} s); results in {work}")

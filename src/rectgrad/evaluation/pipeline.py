@@ -148,7 +148,8 @@ class _Run:
     def models(self, data: dict[str, tuple[ImageDataset, ImageDataset]]) -> list[torch.nn.Module]:
         """The clean and patch-occluded models (Appendix F.2 protocol) for ``{name: (train, test)}``, trained
         once and reused. On a GPU the missing ones train at once (:func:`rectgrad.train_many`, fp32,
-        deterministic): a single small model leaves most of the device idle."""
+        deterministic; Ctrl-C saves their state and a rerun resumes): a single small model leaves most of the
+        device idle."""
         device, epochs = self.settings.device, self.spec.model_epochs
         paths = {name: self.store.path(f"models/{name}.pt") for name in data}
         missing = [name for name, path in paths.items() if not path.is_file()]
@@ -157,7 +158,8 @@ class _Run:
         if grouped:
             histories = train_many(list(trained.values()), [data[name][0] for name in missing],
                                    [self.seed] * len(missing), epochs=epochs, device=device,
-                                   progress=self.settings.progress)
+                                   progress=self.settings.progress,
+                                   checkpoint=self.store.path(f"models/unfinished-{'-'.join(missing)}.pt"))
             for name, history in zip(missing, histories):
                 history["test_accuracy"] = evaluate(trained[name], data[name][1])
         else:

@@ -10,11 +10,14 @@ baseline replaces each pixel independently with probability ``p`` (ROAR) or ``1 
 """
 from __future__ import annotations
 
+import hashlib
+import inspect
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,12 +26,14 @@ from torch import Tensor
 from rectgrad.data import ImageDataset
 from rectgrad.evaluation.store import ResultStore
 from rectgrad.metrics import channel_mean, kar_aoc, random_removal_mask, removal_mask, replace_pixels, roar_auc
+from rectgrad.train_many import checkpoint_seconds
 
 FRACTIONS = (0.1, 0.3, 0.5, 0.7, 0.9)
 
 #: ``train_fn(train, test, seed) -> test accuracy``: trains a fresh model on ``train`` (initial weights and
 #: batch order from ``seed``) and scores it on ``test``. It may offer ``.many([(train, test, seed), ...])``
-#: to train several at once (:class:`rectgrad.train_many.Retrainer`).
+#: to train several at once, and ``.many(jobs, checkpoint=path)`` to stop and resume such a group
+#: (:class:`rectgrad.train_many.Retrainer`).
 TrainFn = Callable[[ImageDataset, ImageDataset, int], float]
 
 
@@ -146,7 +151,8 @@ def roar_kar(train_set: ImageDataset, test_set: ImageDataset, attributions: Mapp
             bar.update()
 
     try:
-        (backend or LocalBackend()).run(jobs(), train_fn, done)
+        (backend or LocalBackend()).run(jobs(), train_fn, done,
+                                        checkpoints=None if store is None else store.path(f"{mode}/unfinished"))
     finally:
         if bar is not None:
             bar.close()
@@ -182,24 +188,35 @@ class LocalBackend:
     """Runs the trainings in this process, one after the other or ``group`` at a time when ``train_fn``
     has a ``many`` method (several models trained at once on one device, :mod:`rectgrad.train_many`).
 
-    A backend's ``run(jobs, train_fn, done)`` calls ``done(job, accuracy, seconds)`` as each training
-    finishes (``seconds``: its compute time; models trained at once share their group's time equally)."""
+    A backend's ``run(jobs, train_fn, done, checkpoints=None)`` calls ``done(job, accuracy, seconds)`` as each
+    training finishes (``seconds``: its compute time; models trained at once share their group's time equally).
+    With a ``checkpoints`` folder, a group interrupted by Ctrl-C or SIGTERM saves its state there (when
+    ``train_fn.many`` takes a ``checkpoint``) and the same group resumes from it when run again."""
 
     def __init__(self, group: int = 1):
         if group < 1:
             raise ValueError(f"group must be at least 1, got {group}")
         self.group = group
 
-    def run(self, jobs: Iterable[Job], train_fn: TrainFn, done: Callable[[Job, float, float], None]) -> None:
+    def run(self, jobs: Iterable[Job], train_fn: TrainFn, done: Callable[[Job, float, float], None],
+            checkpoints=None) -> None:
         if self.group > 1 and hasattr(train_fn, "many"):
+            resumable = checkpoints is not None and "checkpoint" in inspect.signature(train_fn.many).parameters
             iterator = iter(jobs)
             while True:
                 start = time.perf_counter()  # making the jobs' datasets counts too
                 chunk = list(islice(iterator, self.group))
                 if not chunk:
                     break
-                accuracies = train_fn.many([(j.train, j.test, j.seed) for j in chunk])
-                seconds = (time.perf_counter() - start) / len(chunk)
+                args, earlier = [(j.train, j.test, j.seed) for j in chunk], 0.0
+                if resumable:  # one file per group, named by its trainings
+                    checkpoint = Path(checkpoints) / (hashlib.sha1("\n".join(j.key for j in chunk).encode())
+                                                      .hexdigest()[:16] + ".pt")
+                    earlier = checkpoint_seconds(checkpoint)
+                    accuracies = train_fn.many(args, checkpoint=checkpoint)
+                else:
+                    accuracies = train_fn.many(args)
+                seconds = (earlier + time.perf_counter() - start) / len(chunk)
                 for job, accuracy in zip(chunk, accuracies):
                     done(job, accuracy, seconds)
         else:
@@ -220,7 +237,8 @@ class RayBackend:
                  max_in_flight: int | None = None):
         self.address, self.num_cpus, self.num_gpus, self.max_in_flight = address, num_cpus, num_gpus, max_in_flight
 
-    def run(self, jobs: Iterable[Job], train_fn: TrainFn, done: Callable[[Job, float, float], None]) -> None:
+    def run(self, jobs: Iterable[Job], train_fn: TrainFn, done: Callable[[Job, float, float], None],
+            checkpoints=None) -> None:  # one model per task: nothing to checkpoint
         import ray
 
         started = not ray.is_initialized()

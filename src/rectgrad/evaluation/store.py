@@ -9,11 +9,11 @@ compute time of a run is known even when it was interrupted and resumed, on one 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
+
+from rectgrad.checkpoint import write_atomically
 
 CONFIG = "config.json"
 SECONDS = "seconds"
@@ -78,16 +78,7 @@ class ResultStore:
         return torch.load(self.path(name), weights_only=True)
 
     def _write(self, name: str, write) -> None:
-        path = self.path(name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                write(f)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        write_atomically(self.path(name), write)
 
 
 def _difference(saved: dict, wanted: dict) -> str:
