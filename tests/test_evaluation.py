@@ -334,6 +334,11 @@ def test_train_many_refuses_another_groups_checkpoint(tmp_path):
                    checkpoint=checkpoint, stop=lambda: True)
     with pytest.raises(ValueError, match="another group of trainings"):
         train_many([new_model(d) for d in datasets], datasets, [0, 2], epochs=2, batch_size=25, checkpoint=checkpoint)
+    other = [datasets[0], quadrants(60, 2)]  # same sizes and seeds, other images
+    with pytest.raises(ValueError, match="another group of trainings"):
+        train_many([new_model(d) for d in other], other, [0, 1], epochs=2, batch_size=25, checkpoint=checkpoint)
+    with pytest.raises(ValueError, match="stop needs a checkpoint"):
+        train_many([new_model(d) for d in datasets], datasets, [0, 1], stop=lambda: True)
 
 
 def test_stop_requests_turn_the_first_signal_into_a_request():

@@ -138,9 +138,12 @@ def train_many(models: Sequence[nn.Module], datasets: Sequence[ImageDataset], se
     optimizer = torch.optim.Adam(params, lr=lr)
     steps = -(-n // batch_size)
     histories = [{"loss": [], "train_accuracy": [], "seconds": 0.0, "test_accuracy": None} for _ in models]
-    identity = {"models": count, "images": n, "seeds": [int(s) for s in seeds], "epochs": epochs,
-                "batch_size": batch_size, "lr": lr, "precision": precision}
-    state = _resume(checkpoint, identity, params, optimizer, generators, device)
+    if stop is not None and checkpoint is None:
+        raise ValueError("stop needs a checkpoint: the path to save the group's state to")
+    identity = None if checkpoint is None else {
+        "models": count, "images": n, "seeds": [int(s) for s in seeds], "epochs": epochs, "batch_size": batch_size,
+        "lr": lr, "precision": precision, "pixel_sums": images.flatten(1).sum(1).tolist()}  # tells datasets apart
+    state = _resume(checkpoint, identity, params, optimizer, generators)
     first_epoch, first_step, earlier = (state["epoch"], state["step"], state["seconds"]) if state else (0, 0, 0.0)
     if state:
         for history, losses, accuracies in zip(histories, state["losses"], state["accuracies"]):
@@ -160,7 +163,7 @@ def train_many(models: Sequence[nn.Module], datasets: Sequence[ImageDataset], se
             if state and epoch == first_epoch:
                 loss_sum, correct = state["loss_sum"].to(device), state["correct"].to(device)
             for step in range(first_step if epoch == first_epoch else 0, steps):
-                if stop is not None and checkpoint is not None and stop():
+                if stop is not None and stop():
                     _save(checkpoint, identity, params, optimizer, at_epoch_start, epoch, step, loss_sum, correct,
                           histories, earlier + time.perf_counter() - start)
                     raise TrainingInterrupted(f"stopped training {count} models at epoch {epoch + 1}/{epochs}, step "
@@ -204,7 +207,7 @@ def _save(checkpoint, identity, params, optimizer, generator_states, epoch, step
     write_atomically(checkpoint, lambda f: torch.save(state, f))
 
 
-def _resume(checkpoint, identity, params, optimizer, generators, device) -> dict | None:
+def _resume(checkpoint, identity, params, optimizer, generators) -> dict | None:
     """Load a saved group state into ``params``, ``optimizer`` and ``generators``; None when there is none."""
     if checkpoint is None or not Path(checkpoint).is_file():
         return None
