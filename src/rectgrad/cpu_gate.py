@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
-import math
 import os
 import platform
 import subprocess
@@ -32,7 +31,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from rectgrad.selection import _STRIDES, nearest_rank
+from rectgrad.selection import nearest_rank, sample_plan
 
 SOURCE = Path(__file__).with_name("cpu_gate.cpp")
 FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC")
@@ -131,11 +130,7 @@ def gate_above_percentile(a: Tensor, g: Tensor, q: float, absolute: bool, scratc
     # rows cut in pieces when there are fewer rows than threads; pieces of 4096 values at least (none empty)
     pieces = min(-(-workers // n), m // 4096)
     length = -(-m // pieces)
-    share = t * length / m
-    stride = max(s for s in _STRIDES if s * 32 <= max(share, 32))  # as selection.py: the t-th largest ~32nd in sample
-    size = -(-length // stride)
-    expected = share * size / length
-    rank = min(size, math.ceil(expected + 4 * math.sqrt(expected) + 4))
+    stride, rank = sample_plan(t * length / m, length)  # each piece bounds its share of the t largest
     capacity, limit = min(length, m // 2 + 1), m // 2  # more candidates than half a row: the bound failed
     out = torch.empty_like(g, memory_format=torch.contiguous_format)
     candidates = scratch.bytes(n * pieces * capacity * getattr(lib, f"candidate_size_{suffix}")())

@@ -60,6 +60,16 @@ def _percentile(scores: Tensor, q: float) -> tuple[Tensor, tuple[Tensor, Tensor,
 _STRIDES = (1, 3, 7, 13, 29, 61, 127, 251, 509, 1021, 2039, 4093)  # primes: no aliasing with feature-map widths
 
 
+def sample_plan(t: float, m: int) -> tuple[int, int]:
+    """How to bound the t-th largest of ``m`` values from below: sample every ``stride``-th value (the t-th
+    largest then ranks about 32nd in the sample) and take the sample's ``rank``-th largest, four standard
+    deviations and 4 above the expected rank (shared with :mod:`rectgrad.cpu_gate`)."""
+    stride = max(s for s in _STRIDES if s * 32 <= max(t, 32))
+    size = -(-m // stride)
+    expected = t * size / m
+    return stride, min(size, math.ceil(expected + 4 * math.sqrt(expected) + 4))
+
+
 def _kth_largest(x: Tensor, t: int) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor] | None]:
     """Per-row t-th largest value (t >= 1) of a ``(N, M)`` tensor and, when it was found without a
     full selection, the candidates it was selected from (every value >= a bound <= it): their flat
@@ -72,10 +82,9 @@ def _kth_largest(x: Tensor, t: int) -> tuple[Tensor, tuple[Tensor, Tensor, Tenso
     # A bound, probably just below the t-th largest value: the r-th largest of a strided sample, r a few
     # standard deviations above the sample's expected rank. It is checked below (at least t candidates), never
     # trusted. Sparse scores (mostly exact zeros): the positive values are the candidates.
-    sample = x[:, ::max(s for s in _STRIDES if s * 32 <= max(t, 32))]  # the t-th largest: rank ~32 in the sample
-    expected = t * sample.shape[1] / m
-    r = min(sample.shape[1], math.ceil(expected + 4 * math.sqrt(expected) + 4))
-    bound = sample.topk(r, dim=1, sorted=False).values.amin(dim=1).clamp_(min=_smallest_positive(x.dtype))  # NaN stays
+    stride, rank = sample_plan(t, m)
+    bound = x[:, ::stride].topk(rank, dim=1, sorted=False).values.amin(dim=1)
+    bound.clamp_(min=_smallest_positive(x.dtype))  # NaN stays
     # Candidates: the values >= bound (never NaN).
     rows, columns = (x >= bound[:, None]).nonzero(as_tuple=True)
     candidates = rows * m + columns
