@@ -371,6 +371,28 @@ def test_retrainer_one_and_many_and_bad_input():
         train_many([nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2))], [train], [0])
 
 
+def test_train_many_uses_fused_adam_and_falls_back_where_there_is_none(monkeypatch):
+    datasets, seeds = [quadrants(60, 0), quadrants(60, 1)], [3, 4]
+    adam, made, refuse = torch.optim.Adam, [], []
+
+    def adam_recorded(params, lr, fused=None):
+        if fused and refuse:  # as torch < 2.4 on the CPU
+            raise RuntimeError("`fused=True` requires all the params to be floating point Tensors of supported devices")
+        made.append(adam(params, lr=lr, fused=fused))
+        return made[-1]
+
+    monkeypatch.setattr(torch.optim, "Adam", adam_recorded)
+    fused = [new_model(d, s) for d, s in zip(datasets, seeds)]
+    train_many(fused, datasets, seeds, epochs=2, batch_size=25)
+    refuse.append(True)
+    unfused = [new_model(d, s) for d, s in zip(datasets, seeds)]
+    train_many(unfused, datasets, seeds, epochs=2, batch_size=25)
+    assert [optimizer.defaults["fused"] for optimizer in made] == [True, None]
+    for a, b in zip(fused, unfused):  # one pass or seven: the same Adam up to rounding
+        for key, value in a.state_dict().items():
+            assert torch.allclose(value, b.state_dict()[key], atol=1e-5)
+
+
 def test_train_many_in_bfloat16_learns():
     train, test = quadrants(200, 0), quadrants(100, 1)
     assert min(Retrainer(epochs=2, device="cpu", batch_size=20, precision="bf16").many([(train, test, 0)])[0],

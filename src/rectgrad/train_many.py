@@ -135,7 +135,7 @@ def train_many(models: Sequence[nn.Module], datasets: Sequence[ImageDataset], se
     labels = torch.stack([d.labels.to(device) for d in datasets])
     rows = torch.arange(count, device=device)[:, None]
     generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
-    optimizer = torch.optim.Adam(params, lr=lr)
+    optimizer = _adam(params, lr)
     steps = -(-n // batch_size)
     histories = [{"loss": [], "train_accuracy": [], "seconds": 0.0, "test_accuracy": None} for _ in models]
     if stop is not None and checkpoint is None:
@@ -198,6 +198,16 @@ def train_many(models: Sequence[nn.Module], datasets: Sequence[ImageDataset], se
     return histories
 
 
+def _adam(params: list[Tensor], lr: float) -> torch.optim.Adam:
+    """Adam with PyTorch's fused kernel where it has one (CUDA; the CPU from torch 2.4): one pass over the stacked
+    weights per step instead of the seven of the multi-tensor Adam, which matters at 135 models (117 million
+    weights); it rounds a little differently from the unfused Adam that :func:`train_model` uses."""
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except RuntimeError:  # no fused kernel for this device in this torch
+        return torch.optim.Adam(params, lr=lr)
+
+
 def _save(checkpoint, identity, params, optimizer, generator_states, epoch, step, loss_sum, correct, histories,
           seconds) -> None:
     state = {"identity": identity, "params": [p.detach() for p in params], "optimizer": optimizer.state_dict(),
@@ -211,7 +221,7 @@ def _resume(checkpoint, identity, params, optimizer, generators) -> dict | None:
     """Load a saved group state into ``params``, ``optimizer`` and ``generators``; None when there is none."""
     if checkpoint is None or not Path(checkpoint).is_file():
         return None
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)  # Adam keeps its step counts on the CPU
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     if state["identity"] != identity:
         raise ValueError(f"{checkpoint} holds the state of another group of trainings ({state['identity']}, not "
                          f"{identity}); delete it to start over")
