@@ -1,5 +1,6 @@
 """RectGrad, Guided Backprop and Deconvolution on the engine: exactness, invariances, bad input."""
 import threading
+import time
 import warnings
 
 import captum.attr as captum_attr
@@ -11,6 +12,8 @@ from captum.metrics import infidelity, sensitivity_max
 from torch import nn
 
 from naive import naive_rectgrad
+
+import rectgrad
 from rectgrad import Deconvolution, GuidedBackprop, PaperCNN, RectGrad
 
 
@@ -428,6 +431,74 @@ def test_two_threads_with_different_q_match_sequential_results(cnn, batch):
     for (q, _), value in results.items():
         assert torch.equal(value, expected[q])
     assert not torch.equal(expected[90.0], expected[99.0])
+
+
+def _counting_compiler(compiles: list):
+    def backend(graph, example_inputs):  # counts compilations, runs the captured graph as it is
+        compiles.append(graph)
+        return graph.forward
+    return backend
+
+
+needs_stance = pytest.mark.skipif(not hasattr(torch.compiler, "set_stance"), reason="torch < 2.6: no force_eager")
+
+
+@needs_stance
+def test_compiled_models_get_the_same_maps_and_stay_compiled(cnn, batch):
+    x, y = batch
+    torch.compiler.reset()
+    compiles = []
+    compiled = torch.compile(cnn, backend=_counting_compiler(compiles))
+    nested = nn.Sequential(torch.compile(cnn.features, backend=_counting_compiler(compiles)), cnn.classifier)
+    for model in (compiled, nested):
+        model(x)
+        with torch.no_grad():  # as rectgrad.explain predicts the classes
+            model(x)
+    assert len(compiles) == 4
+    for method in ("rectgrad", "rectgrad_prr", "guided_bp", "deconv", "eps_lrp", "deeplift"):
+        expected = rectgrad.explain(cnn, x, target=y, method=method)
+        assert torch.equal(rectgrad.explain(compiled, x, target=y, method=method), expected)
+        assert torch.equal(rectgrad.explain(nested, x, target=y, method=method), expected)
+    assert len(compiles) == 4  # the rules saw the Python code run: nothing traced or compiled meanwhile
+
+    class Broken(nn.Module):
+        def forward(self, inputs):
+            raise RuntimeError("broken")
+
+    with pytest.raises(RuntimeError, match="broken"):
+        RectGrad(nn.Sequential(compiled, Broken())).attribute(x, target=y)
+    compiled(x[:2])
+    assert len(compiles) == 5  # and afterwards, also after an error, the compiler works as before
+
+
+@needs_stance
+def test_overlapping_calls_leave_the_compiler_as_it_was(cnn, batch):
+    x, y = batch
+    first_inside, both_inside = threading.Event(), threading.Barrier(2, timeout=30)
+
+    class Meet(nn.Module):  # the first call enters first and leaves first, while the second is inside
+        def forward(self, inputs):
+            if threading.current_thread().name == "first":
+                first_inside.set()
+                both_inside.wait()
+            else:
+                both_inside.wait()
+                time.sleep(0.3)
+            return inputs
+
+    model, maps = nn.Sequential(Meet(), cnn), {}
+    first = threading.Thread(target=lambda: maps.update(first=RectGrad(model).attribute(x, target=y)), name="first")
+    second = threading.Thread(target=lambda: (first_inside.wait(30), maps.update(
+        second=RectGrad(model).attribute(x, target=y))), name="second")
+    for thread in (first, second):
+        thread.start()
+    for thread in (first, second):
+        thread.join()
+    assert torch.equal(maps["first"], maps["second"])
+    torch.compiler.reset()
+    compiles = []
+    torch.compile(lambda t: t * 2, backend=_counting_compiler(compiles))(x)
+    assert len(compiles) == 1  # not stuck in the stance of the first call to enter, which left first
 
 
 def test_captum_wrappers_and_metrics_accept_rectgrad(cnn, batch):

@@ -5,6 +5,7 @@ the forward pass (a :class:`~torch.overrides.TorchFunctionMode`, as TorchRay doe
 ``nn.ReLU``, ``nn.ReLU(inplace=True)``, ``F.relu``, ``torch.relu``, ``Tensor.relu``, ``relu_`` and
 one module called several times all follow the rule. Nothing is registered on the model: the mode
 lives for one forward pass of one thread, so concurrent calls with different rules do not interact.
+Code compiled with ``torch.compile`` runs as plain PyTorch meanwhile, so the mode sees its operations.
 
 Backward rule at an activation with output ``a`` and incoming gradient ``R`` (paper Sec. 4.1)::
 
@@ -31,8 +32,10 @@ activation.
 from __future__ import annotations
 
 import inspect
+import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -322,6 +325,35 @@ def _refuse(method: str, func, args, kwargs) -> None:
                          "linear layers, pooling and element-wise activations")
 
 
+_eager_lock = threading.Lock()
+_eager_calls = 0
+_eager_prior = None
+
+
+@contextmanager
+def _compiled_code_runs_eagerly() -> Iterator[None]:
+    """``torch.compile``'d models and functions run their Python code meanwhile (the compiler's ``force_eager``
+    stance, torch >= 2.6), so an engine mode sees their operations; otherwise dynamo would trace the mode itself and
+    compile again for each rule setting. The stance is global: the first of concurrent calls sets it, the last restores
+    the stance from before (meanwhile other threads' compiled code runs eagerly too, with the same results)."""
+    global _eager_calls, _eager_prior
+    set_stance = getattr(torch.compiler, "set_stance", None)
+    if set_stance is None:
+        yield
+        return
+    with _eager_lock:
+        if _eager_calls == 0:
+            _eager_prior = set_stance("force_eager")  # set now; its __exit__ restores the stance before it
+        _eager_calls += 1
+    try:
+        yield
+    finally:
+        with _eager_lock:
+            _eager_calls -= 1
+            if _eager_calls == 0:
+                _eager_prior.__exit__(None, None, None)
+
+
 @dataclass
 class RuleMode(TorchFunctionMode):
     """Intercepts activations (and, on request, zero-padded convs and max-pools) for one forward pass."""
@@ -333,6 +365,17 @@ class RuleMode(TorchFunctionMode):
 
     def __post_init__(self):
         super().__init__()
+
+    def __enter__(self):
+        with ExitStack() as entering:
+            entering.enter_context(_compiled_code_runs_eagerly())
+            mode = super().__enter__()
+            self._context = entering.pop_all()
+        return mode
+
+    def __exit__(self, *exc):
+        with self._context:
+            return super().__exit__(*exc)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
