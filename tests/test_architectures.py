@@ -62,3 +62,13 @@ def test_efficientnet_lite0_relu6():
     (plain,) = torch.autograd.grad(model(x_)[:, 0].sum(), x_)
     guided = GuidedBackprop(model).attribute(x, target=0)
     assert (guided - plain).abs().max() > 0.1 * plain.abs().max()  # random weights: tiny gradients, compare relatively
+
+
+def test_mobilenet_v3_hardswish_and_relu():
+    from torchvision.models import mobilenet_v3_small
+
+    model = mobilenet_v3_small(num_classes=10).eval()
+    x = torch.randn(2, 3, 64, 64)
+    assert engine_sites(model, x) == activation_module_calls(model, x, (nn.ReLU, nn.Hardswish)) > 20
+    attribution = RectGrad(model).attribute(x, q=98.0)
+    assert attribution.shape == x.shape and (attribution > 0).any()

@@ -364,7 +364,8 @@ def test_warns_when_a_small_layer_blocks_everything():
 
 
 @pytest.mark.parametrize("activation", [nn.ReLU6(), nn.Hardtanh(-1.0, 2.0), nn.LeakyReLU(0.1), nn.ELU(), nn.GELU(),
-                                        nn.SiLU(), nn.ReLU6(inplace=True), nn.SiLU(inplace=True),
+                                        nn.SiLU(), nn.Hardswish(), nn.Mish(), nn.ReLU6(inplace=True),
+                                        nn.SiLU(inplace=True), nn.Hardswish(inplace=True), nn.Mish(inplace=True),
                                         nn.LeakyReLU(0.1, inplace=True)])
 def test_other_activations_gate_their_own_derivative(activation):
     torch.manual_seed(5)

@@ -15,7 +15,7 @@ Backward rule at an activation with output ``a`` and incoming gradient ``R`` (pa
 (numpy's ``nearest`` method, strict ``>``). For ReLU the indicator *replaces* the ReLU gate
 ``1[z > 0]`` exactly as the paper's Listing 1 does (so with a negative ``tau`` inactive units pass
 the gradient, as in the reference code). Other activations (ReLU6/hardtanh, LeakyReLU, ELU, GELU,
-SiLU) keep their own derivative and the indicator gates it: ``R_in = 1[score > tau] * f'(z) * R``.
+SiLU, Hardswish, Mish) keep their own derivative and the indicator gates it: ``R_in = 1[score > tau] * f'(z) * R``.
 Guided Backprop is PR4 with ``tau = 0`` keeping the ReLU gate (Eq. 5); Deconvolution is PR4 with
 ``tau = 0`` and no gate at all (Eq. 3).
 
@@ -173,8 +173,8 @@ def _inplace_position(func) -> int:
 
 
 _RELU = {F.relu: False, torch.relu: False, torch.Tensor.relu: False, torch.relu_: True, torch.Tensor.relu_: True}
-_ACTIVATION_FUNCTIONALS = (F.relu6, F.hardtanh, F.leaky_relu, F.elu, F.silu)
-_OTHER_FUNCTIONALS = (F.hardswish, F.hardsigmoid, F.mish)
+_ACTIVATION_FUNCTIONALS = (F.relu6, F.hardtanh, F.leaky_relu, F.elu, F.silu, F.hardswish, F.mish)
+_OTHER_FUNCTIONALS = (F.hardsigmoid,)
 # Python functionals with an ``inplace`` argument: its position.
 _WITH_INPLACE_ARG = {f: _inplace_position(f) for f in _ACTIVATION_FUNCTIONALS + _OTHER_FUNCTIONALS}
 _INPLACE_BUILTINS = {F.hardtanh_, F.leaky_relu_, F.elu_}
