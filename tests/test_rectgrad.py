@@ -343,8 +343,10 @@ def test_model_output_must_be_logits():
     conv = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
     with pytest.raises(ValueError, match=r"shape \(N, classes\)"):
         RectGrad(conv).attribute(torch.randn(2, 3, 8, 8))
-    with pytest.raises(TypeError, match="tensor of logits"):
+    with pytest.raises(TypeError, match=r"tensor of logits, got tuple; wrap it .* output\[0\]"):
         RectGrad(lambda x: (x, x)).attribute(torch.randn(2, 3))
+    with pytest.raises(TypeError, match=r"got dict; wrap it .*output\['logits'\]"):
+        RectGrad(lambda x: {"logits": x}).attribute(torch.randn(2, 3))
 
 
 def test_warns_without_known_activation_and_equals_gradient_times_input():

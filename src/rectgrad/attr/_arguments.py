@@ -32,7 +32,9 @@ def format_inputs(inputs) -> tuple[Tensor, ...]:
 def check_logits(logits, batch_size: int) -> Tensor:
     """The model must return (N, classes) scores (pre-softmax logits)."""
     if not isinstance(logits, Tensor):
-        raise TypeError(f"the model must return a tensor of logits, got {type(logits).__name__}")
+        hint = ("; wrap it in a module whose forward returns only the logits tensor (e.g. output['logits'] or "
+                "output[0])" if isinstance(logits, (tuple, list, dict)) or hasattr(logits, "logits") else "")
+        raise TypeError(f"the model must return a tensor of logits, got {type(logits).__name__}{hint}")
     if logits.dim() != 2 or logits.shape[0] != batch_size:
         raise ValueError(f"the model output must have shape (N, classes) = ({batch_size}, C), "
                          f"got {tuple(logits.shape)}")
