@@ -32,6 +32,7 @@ activation.
 from __future__ import annotations
 
 import inspect
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterator
@@ -338,7 +339,7 @@ def _compiled_code_runs_eagerly() -> Iterator[None]:
     the stance from before (meanwhile other threads' compiled code runs eagerly too, with the same results)."""
     global _eager_calls, _eager_prior
     set_stance = getattr(torch.compiler, "set_stance", None)
-    if set_stance is None:
+    if set_stance is None or "torch._dynamo" not in sys.modules:  # nothing compiled yet: spare its import (~1 s)
         yield
         return
     with _eager_lock:
