@@ -15,7 +15,8 @@ Backward rule at an activation with output ``a`` and incoming gradient ``R`` (pa
 (numpy's ``nearest`` method, strict ``>``). For ReLU the indicator *replaces* the ReLU gate
 ``1[z > 0]`` exactly as the paper's Listing 1 does (so with a negative ``tau`` inactive units pass
 the gradient, as in the reference code). Other activations (ReLU6/hardtanh, LeakyReLU, ELU, GELU,
-SiLU, Hardswish, Mish) keep their own derivative and the indicator gates it: ``R_in = 1[score > tau] * f'(z) * R``.
+SiLU, Hardswish, Mish) keep their own derivative and the indicator gates it:
+``R_in = 1[score > tau] * f'(z) * R``.
 Guided Backprop is PR4 with ``tau = 0`` keeping the ReLU gate (Eq. 5); Deconvolution is PR4 with
 ``tau = 0`` and no gate at all (Eq. 3).
 

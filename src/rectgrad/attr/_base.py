@@ -60,8 +60,8 @@ class EngineAttribution(GradientAttribution):
             targets = resolve_targets(target, logits)
             if options.rule is not None and not mode.sites:
                 warnings.warn("the model calls no activation function the engine knows (ReLU, ReLU6/hardtanh, "
-                              "LeakyReLU, ELU, GELU, SiLU, Hardswish, Mish): the attribution equals the plain gradient (x input)",
-                              UserWarning, stacklevel=4)
+                              "LeakyReLU, ELU, GELU, SiLU, Hardswish, Mish): the attribution equals the plain "
+                              "gradient (x input)", UserWarning, stacklevel=4)
             mode.mark_top()
             score = logits.gather(1, targets[:, None]).sum()
             grads = torch.autograd.grad(score, leaves, allow_unused=True)
