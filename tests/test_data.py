@@ -4,6 +4,7 @@ import hashlib
 import io
 import os
 import pickle
+import shutil
 import tarfile
 import urllib.error
 from dataclasses import replace
@@ -292,3 +293,72 @@ def test_random_patch_on_dataset_and_errors():
     assert not ds.images.any()  # the original is left alone
     with pytest.raises(ValueError, match="smaller than the 10-pixel patch"):
         RandomPatch()(torch.zeros(1, 1, 8, 8, dtype=torch.uint8))
+
+
+def write_image_folder(root, sizes=((20, 24), (40, 40)), grayscale=False, masks=True):
+    """ROOT/{train,test}/{b_dog,a_cat}/: constant-colour images of two sizes (class a_cat red-ish, b_dog blue-ish),
+    a mask beside the first test image of each class (left half white), a text file to ignore."""
+    for split in ("train", "test"):
+        for c, name in enumerate(("b_dog", "a_cat")):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i, (h, w) in enumerate(sizes):
+                colour = (200, 10, 60) if name == "a_cat" else (10, 60, 200)
+                pixels = np.full((h, w, 3), colour, np.uint8)
+                image = Image.fromarray(pixels).convert("L") if grayscale else Image.fromarray(pixels)
+                image.save(folder / f"img{i}.{'png' if i else 'jpg'}", quality=100)
+                if split == "test" and i == 0 and masks:
+                    mask = np.zeros((h, w), np.uint8)
+                    mask[:, : w // 2] = 255
+                    Image.fromarray(mask).save(folder / f"img{i}_mask.png")
+            (folder / "notes.txt").write_text("not an image")
+
+
+def test_image_folder_classes_sizes_colours_and_masks(tmp_path):
+    write_image_folder(tmp_path)
+    train = load_dataset("folder", "train", data_dir=tmp_path, image_size=16)
+    assert train.classes == ["a_cat", "b_dog"] and train.labels.tolist() == [0, 0, 1, 1]
+    assert train.images.shape == (4, 3, 16, 16)  # both sizes resized; masks and notes.txt are not images
+    cat = train.images[0].flatten(1).float().mean(1)
+    assert torch.allclose(cat, torch.tensor([200.0, 10.0, 60.0]), atol=3)  # the colour survives (JPEG, resize)
+    test = data.load_image_folder(tmp_path, "test", 16)
+    assert test.name == f"{tmp_path.name} (test)" and len(test) == 4
+    masked = data.load_image_folder_masks(tmp_path, 16)
+    assert masked.names == ["a_cat/img0", "b_dog/img0"] and masked.labels.tolist() == [0, 1]
+    assert masked.masks[:, :, :8].all() and not masked.masks[:, :, 8:].any()
+    assert torch.equal(masked.images, test.images[[0, 2]])
+
+
+def test_image_folder_grayscale_and_no_masks(tmp_path):
+    write_image_folder(tmp_path, grayscale=True, masks=False)
+    assert data.load_image_folder(tmp_path, "test", 32).images.shape == (4, 1, 32, 32)
+    assert data.load_image_folder_masks(tmp_path, 32) is None
+    (tmp_path / "test" / "b_dog").rename(tmp_path / "elsewhere")  # a test folder may lack a class
+    assert data.load_image_folder(tmp_path, "test", 32).labels.tolist() == [0, 0]
+
+
+@pytest.mark.parametrize("breakage, error, message", [
+    (lambda root: (root / "test" / "a_cat" / "img1.png").write_bytes(b"garbage"), ValueError,
+     r"img1.png is not a readable image"),
+    (lambda root: (root / "test" / "zebra").mkdir(), ValueError, r"\['zebra'\] have no folder in"),
+    (lambda root: (root / "train" / "c_emu").mkdir(), ValueError, r"training classes \['c_emu'\] hold no images"),
+    (lambda root: shutil.rmtree(root / "train" / "b_dog"), ValueError, "at least two; found \\['a_cat'\\]"),
+    (lambda root: shutil.rmtree(root / "test"), FileNotFoundError, "ImageFolder layout"),
+])
+def test_image_folder_errors(tmp_path, breakage, error, message):
+    write_image_folder(tmp_path)
+    breakage(tmp_path)
+    with pytest.raises(error, match=message):
+        data.load_image_folder(tmp_path, "test", 32)
+
+
+def test_image_folder_bad_arguments(tmp_path):
+    write_image_folder(tmp_path)
+    with pytest.raises(ValueError, match="multiple of 4 and at least 16"):
+        data.load_image_folder(tmp_path, "train", 30)
+    with pytest.raises(ValueError, match="needs its folder"):
+        load_dataset("folder", "train")
+    with pytest.raises(ValueError, match="--download does not apply"):
+        load_dataset("folder", "train", data_dir=tmp_path, download=True)
+    with pytest.raises(ValueError, match="split must be"):
+        data.load_image_folder(tmp_path, "validation", 32)

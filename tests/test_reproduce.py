@@ -216,3 +216,56 @@ def test_report_of_results_without_recorded_times(smoke, tmp_path):
     shutil.copytree(work, copy, ignore=shutil.ignore_patterns("seconds"))
     readme = write_report(copy, tmp_path / "report").read_text()
     assert "## Compute time\n\nNot recorded" in readme and "## Fig. 9 and Table 1" in readme
+
+
+def write_shape_folder(root, masks: bool, n_train=60, n_test=20, seed=0):
+    """Your own images: three classes of bright shapes (disc, square, bar) at random places on dark noise, 36x36
+    RGB PNGs in ROOT/{train,test}/<class>/, with the shape's mask beside each test image when ``masks``."""
+    rng = np.random.default_rng(seed)
+    rows, cols = np.mgrid[:36, :36]
+    for split, n in (("train", n_train), ("test", n_test)):
+        for c, name in enumerate(("disc", "square", "bar")):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                image = rng.integers(0, 60, (36, 36, 3), dtype=np.uint8)
+                y, x = rng.integers(9, 27, 2)
+                shape = [(rows - y) ** 2 + (cols - x) ** 2 < 36, (abs(rows - y) < 5) & (abs(cols - x) < 5),
+                         (abs(rows - y) < 2) & (cols > 3) & (cols < 32)][c]
+                image[shape] = rng.integers(150, 256, 3, dtype=np.uint8)
+                Image.fromarray(image).save(folder / f"{i:03d}.png")
+                if masks and split == "test":
+                    Image.fromarray(shape.astype(np.uint8) * 255).save(folder / f"{i:03d}_mask.png")
+
+
+def test_own_images_smoke_end_to_end(tmp_path, capsys):
+    images = tmp_path / "images"
+    write_shape_folder(images, masks=False)
+    args = ["reproduce", "--dataset", "folder", "--data-dir", str(images), "--scale", "smoke", "--device", "cpu",
+            "--no-progress", "--methods", "random,rectgrad,saliency"]
+    assert main([*args, "--out", str(tmp_path / "report")]) == 0
+    readme = (tmp_path / "report" / "README.md").read_text()
+    assert "| folder (180 / 60; 32x32, 0 masked test images) |" in readme
+    assert readme.count("Skipped: none of the test images has an object mask") == 2  # Figs. 2 and 8
+    assert (tmp_path / "report" / "fig9-kar.png").is_file() and not (tmp_path / "report" / "fig2-"
+                                                                     "feature-map-occlusion.png").is_file()
+    assert len(list((tmp_path / "report" / "work" / "kar").glob("*.json"))) == 3 * 2
+    write_shape_folder(images, masks=True)  # the same images, now with masks: another configuration
+    assert main([*args, "--out", str(tmp_path / "report")]) == 2
+    assert "another configuration" in capsys.readouterr().err
+    assert main([*args, "--image-size", "16", "--out", str(tmp_path / "small")]) == 0
+    readme = (tmp_path / "small" / "README.md").read_text()
+    assert "16x16, 60 masked test images" in readme and "Skipped" not in readme and "Not run yet" not in readme
+
+
+def test_train_and_explain_on_own_images(tmp_path, capsys):
+    write_shape_folder(tmp_path / "images", masks=False, n_train=40, n_test=10)
+    model = tmp_path / "model.pt"
+    assert main(["train", "--dataset", "folder", "--data-dir", str(tmp_path / "images"), "--image-size", "24",
+                 "--epochs", "1", "--device", "cpu", "--no-progress", "--out", str(model)]) == 0
+    assert main(["explain", str(tmp_path / "images" / "test" / "bar" / "000.png"), "--model", str(model),
+                 "--methods", "rectgrad,saliency", "--out", str(tmp_path / "grid.png")]) == 0
+    out = capsys.readouterr().out
+    assert "bar" in out and "disc" in out and (tmp_path / "grid.png").is_file()  # the folder's class names
+    assert main(["train", "--dataset", "cifar10", "--image-size", "24", "--out", str(model)]) == 2
+    assert "--image-size applies to --dataset folder only" in capsys.readouterr().err

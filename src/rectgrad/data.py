@@ -4,6 +4,8 @@
   once ``apt-get install dataset-fashion-mnist`` has put it in ``/usr/share/datasets/fashion-mnist``.
 * CIFAR-10 from the official python archive ``cifar-10-python.tar.gz``.
 * The paper's masked evaluation images (``<class>_<n>.jpg`` + ``<class>_<n>_mask.jpg``).
+* Your own images in torchvision's ImageFolder layout (``ROOT/train/<class>/...``, ``ROOT/test/<class>/...``),
+  with optional object masks beside the test images.
 * ``RandomPatch``: the fixed random patch pasted on every image (paper Sec. 3 and 5.3).
 
 Models see images scaled to [-1, 1] (``x / 127.5 - 1``, as in the paper); ``ImageDataset.inputs``
@@ -30,7 +32,7 @@ import torch
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
-DATASETS = ("fashion-mnist", "cifar10")
+DATASETS = ("fashion-mnist", "cifar10", "folder")
 
 FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
@@ -117,9 +119,18 @@ def cache_dir() -> Path:
     return Path(os.environ.get("RECTGRAD_DATA") or Path.home() / ".cache" / "rectgrad")
 
 
-def load_dataset(name: str, split: str = "train", data_dir=None, download: bool = False) -> ImageDataset:
-    """Load ``"fashion-mnist"`` or ``"cifar10"`` (``split`` ``"train"`` or ``"test"``)."""
+def load_dataset(name: str, split: str = "train", data_dir=None, download: bool = False,
+                 image_size: int = 32) -> ImageDataset:
+    """Load ``"fashion-mnist"``, ``"cifar10"`` or ``"folder"`` (your own images in ``data_dir``, resized to
+    ``image_size``; :func:`load_image_folder`), ``split`` ``"train"`` or ``"test"``."""
     loaders = {"fashion-mnist": load_fashion_mnist, "cifar10": load_cifar10}
+    if name == "folder":
+        if data_dir is None:
+            raise ValueError("the folder dataset needs its folder (--data-dir ROOT, data_dir=): "
+                             "ROOT/train/<class>/<image> and ROOT/test/<class>/<image>")
+        if download:
+            raise ValueError("--download does not apply to your own images (the folder dataset)")
+        return load_image_folder(data_dir, split, image_size)
     if name not in loaders:
         raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
     return loaders[name](split, data_dir=data_dir, download=download)
@@ -337,6 +348,109 @@ def load_masked_images(folder, bgr: bool = True) -> MaskedImages:
                         labels=torch.tensor([c for c, _, _ in entries]), classes=list(CIFAR10_CLASSES),
                         name=folder.name, masks=torch.from_numpy(np.stack(masks)),
                         names=[p.stem for _, _, p in entries])
+
+
+# ---------------------------------------------------------------- your own images
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+_GRAYSCALE_MODES = ("1", "L", "LA", "I", "I;16", "F")
+
+
+def load_image_folder(root, split: str = "train", image_size: int = 32) -> ImageDataset:
+    """Your own images in torchvision's ImageFolder layout: ``root/<split>/<class>/<image>``.
+
+    The classes are the subfolders of ``root/train`` in sorted order (``root/test`` may lack some, not add
+    any). Every image is resized to ``image_size`` x ``image_size`` (bilinear, not cropped: the paper's CNN
+    takes square images, side divisible by 4) and kept RGB, or grayscale when every training image is.
+    Files named ``<name>_mask.<ext>`` are object masks (:func:`load_image_folder_masks`), not images.
+    """
+    _check_split(split)
+    files, classes, mode = _image_folder(root, split, image_size)
+    labels = torch.tensor([label for _, label in files])
+    return ImageDataset(_read_images([path for path, _ in files], image_size, mode), labels, classes,
+                        f"{Path(root).name} ({split})")
+
+
+def load_image_folder_masks(root, image_size: int = 32) -> MaskedImages | None:
+    """The test images of :func:`load_image_folder` that have an object mask beside them, for Figs. 2 and 8:
+    ``<name>_mask.<ext>`` next to ``<name>.<ext>``, white (>= 128 after conversion to grayscale) on the object,
+    resized like the images (nearest neighbour). None when no test image has a mask."""
+    from PIL import Image
+
+    files, classes, mode = _image_folder(root, "test", image_size)
+    mask_of = {(p.parent, p.stem[:-len("_mask")]): p for folder in {path.parent for path, _ in files}
+               for p in folder.iterdir() if p.stem.endswith("_mask") and p.suffix.lower() in IMAGE_SUFFIXES}
+    masked = [(path, label, mask_of[path.parent, path.stem]) for path, label in files
+              if (path.parent, path.stem) in mask_of]
+    if not masked:
+        return None
+    masks = _read_images([mask for _, _, mask in masked], image_size, "L", Image.NEAREST)[:, 0] >= 128
+    return MaskedImages(_read_images([path for path, _, _ in masked], image_size, mode),
+                        torch.tensor([label for _, label, _ in masked]), classes, f"{Path(root).name} (masked test)",
+                        masks=masks, names=[f"{path.parent.name}/{path.stem}" for path, _, _ in masked])
+
+
+def _image_folder(root, split: str, image_size: int) -> tuple[list[tuple[Path, int]], list[str], str]:
+    """The (image, label) files of ``root/<split>``, the classes and the Pillow mode (``L`` or ``RGB``)."""
+    if image_size < 16 or image_size % 4:
+        raise ValueError(f"image_size must be a multiple of 4 and at least 16 (the paper's CNN pools twice; "
+                         f"the random patch is 10 pixels), got {image_size}")
+    root = Path(root)
+    for folder in (root / "train", root / split):
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder} not found: put your images in ROOT/train/<class>/ and "
+                                    "ROOT/test/<class>/ (torchvision's ImageFolder layout)")
+    classes = sorted(d.name for d in (root / "train").iterdir() if d.is_dir())
+    if len(classes) < 2:
+        raise ValueError(f"{root / 'train'} needs one subfolder per class, at least two; found {classes}")
+    extra = sorted(d.name for d in (root / split).iterdir() if d.is_dir() and d.name not in classes)
+    if extra:
+        raise ValueError(f"{root / split}: the classes {extra} have no folder in {root / 'train'}")
+    train = [(p, label) for label, c in enumerate(classes) for p in _images_in(root / "train" / c)]
+    files = train if split == "train" else [(p, label) for label, c in enumerate(classes)
+                                            for p in _images_in(root / split / c)]
+    if not files:
+        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {root / split}/<class>/")
+    present = {label for _, label in train}
+    empty = [c for label, c in enumerate(classes) if label not in present]
+    if empty:
+        raise ValueError(f"the training classes {empty} hold no images in {root / 'train'}")
+    return files, classes, "L" if all(_image_mode(p) in _GRAYSCALE_MODES for p, _ in train) else "RGB"
+
+
+def _images_in(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir()
+                  if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not p.stem.endswith("_mask"))
+
+
+def _image_mode(path: Path) -> str:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:  # reads the header only
+            return image.mode
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ValueError(f"{path} is not a readable image ({exc})") from None
+
+
+def _read_images(paths: list[Path], size: int, mode: str, resample=None) -> torch.Tensor:
+    """uint8 (N, C, size, size) images in Pillow ``mode`` (``L``: one channel, ``RGB``: three)."""
+    from PIL import Image, UnidentifiedImageError
+
+    resample = Image.BILINEAR if resample is None else resample
+    images = np.empty((len(paths), size, size, 1 if mode == "L" else 3), dtype=np.uint8)
+    for i, path in enumerate(paths):
+        try:
+            with Image.open(path) as image:
+                image = image.convert(mode)
+                if image.size != (size, size):
+                    image = image.resize((size, size), resample)
+                images[i] = np.asarray(image).reshape(size, size, -1)
+        except (UnidentifiedImageError, OSError) as exc:
+            raise ValueError(f"{path} is not a readable image ({exc})") from None
+    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
 
 
 # ---------------------------------------------------------------- random patch occlusion

@@ -82,7 +82,9 @@ class _Report:
             "documented in rectgrad's `docs/evaluation.md`. The paper's numbers are for CIFAR-10.",
             "",
             "| parameter | value |", "|---|---|",
-            f"| dataset (train / test images) | {c['dataset']} ({c['data']['train']} / {c['data']['test']}) |",
+            f"| dataset (train / test images) | {c['dataset']} ({c['data']['train']} / {c['data']['test']}"
+            + (f"; {c['data']['image_size']}x{c['data']['image_size']}, {c['data']['masked']} masked test images"
+               if c["dataset"] == "folder" else "") + ") |",
             f"| clean and patch models | first {size(p['model_images'])} training images, "
             f"{p['model_epochs']} epoch(s) |",
             f"| Fig. 2 | {p['per_class']} correctly classified masked images per class, {p['occlusion_steps']} "
@@ -110,7 +112,7 @@ class _Report:
         curves = {f.stem.split("-")[-1]: self._json(f"results/{f.name}")
                   for f in sorted((self.work / "results").glob("occlusion-*.json"))}
         if not curves:
-            return "## Fig. 2: feature-map occlusion\n\nNot run yet.\n"
+            return f"## Fig. 2: feature-map occlusion\n\n{self._not_run()}\n"
         rows, plot, summary = [], {}, []
         for layer, data in curves.items():
             margins = np.array(data["margins"])
@@ -132,6 +134,13 @@ class _Report:
         return "\n".join(["## Fig. 2: feature-map occlusion", "", figure, "",
                           "| layer | margin, nothing zeroed | margin, all background zeroed | lowest | images still "
                           "correct, all zeroed |", "|---|---|---|---|---|", *summary, ""])
+
+    def _not_run(self) -> str:
+        """Why an experiment on the masked images has no results."""
+        if self.config["data"].get("masked") == 0:
+            return ("Skipped: none of the test images has an object mask (`<name>_mask.<ext>` beside `<name>.<ext>`, "
+                    "white on the object).")
+        return "Not run yet."
 
     def patch(self) -> str:
         data = self._json("results/patch.json")
@@ -169,7 +178,7 @@ class _Report:
     def noise(self) -> str:
         data = self._json("results/noise.json")
         if data is None:
-            return "## Fig. 8: noise level\n\nNot run yet.\n"
+            return f"## Fig. 8: noise level\n\n{self._not_run()}\n"
         outside = {m: np.array(data[m]["outside"]) for m in self.methods}
         tv = {m: np.array(data[m]["total_variation"]) for m in self.methods}
         share = {m: np.array(data[m]["outside_fraction"]) for m in self.methods}

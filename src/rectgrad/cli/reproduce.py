@@ -12,7 +12,8 @@ def register(app: typer.Typer) -> None:
 
 
 def reproduce(
-    dataset: str = typer.Option(..., help="fashion-mnist or cifar10."),
+    dataset: str = typer.Option(..., help="fashion-mnist, cifar10, or folder: your own images in --data-dir "
+                                          "(ROOT/train/<class>/..., ROOT/test/<class>/...)."),
     scale: str = typer.Option("quick", help="smoke (about a minute, CI), quick (<= 30 min on 2 CPU cores) or "
                                             "paper (the full protocol: 270 ROAR/KAR trainings of 20 epochs)."),
     out: Path = typer.Option(..., help="Report folder: PNG figures, CSV tables, README.md."),
@@ -20,7 +21,9 @@ def reproduce(
                                                        "reused on reruns). Default: OUT/work."),
     methods: str = typer.Option("all", help="Comma-separated methods, or 'all' (random, rectgrad, rectgrad_prr, "
                                             "saliency, guided_bp, smoothgrad, grad_input, intgrad, deeplift)."),
-    data_dir: Optional[Path] = typer.Option(None, help="Folder holding the dataset files."),
+    data_dir: Optional[Path] = typer.Option(None, help="Folder holding the dataset files (for folder: ROOT)."),
+    image_size: Optional[int] = typer.Option(None, help="folder only: the side images are resized to "
+                                                        "(a multiple of 4, default 32)."),
     masks: Optional[Path] = typer.Option(None, help="cifar10 only: folder of the paper's masked images "
                                                     "(<class>_<n>.jpg + _mask.jpg). Default: "
                                                     "/work/shared/data/cifar10_masks."),
@@ -81,9 +84,16 @@ def reproduce(
                         deterministic=deterministic, progress=progress)
     try:
         run(dataset, scale, work, data_dir=data_dir, masks_dir=masks, download=download, methods=names, seed=seed,
-            settings=settings)
+            settings=settings, image_size=_image_size(dataset, image_size))
     except TrainingInterrupted as stopped:  # Ctrl-C or SIGTERM during models trained at once: say where they are
         typer.echo(str(stopped), err=True)
         raise
     readme = write_report(work, out)
     typer.echo(f"report written to {readme} ({time.perf_counter() - start:.0f} s); results in {work}")
+
+
+def _image_size(dataset: str, image_size: int | None) -> int:
+    """``--image-size`` applies to the folder dataset only (default 32)."""
+    if image_size is not None and dataset != "folder":
+        raise ValueError(f"--image-size applies to --dataset folder only; {dataset} images have their own size")
+    return 32 if image_size is None else image_size

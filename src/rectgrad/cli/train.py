@@ -1,4 +1,4 @@
-"""``rectgrad train``: train the paper's CNN on Fashion-MNIST or CIFAR-10, clean or patch-occluded."""
+"""``rectgrad train``: train the paper's CNN on Fashion-MNIST, CIFAR-10 or your own images, clean or patch-occluded."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,7 +12,8 @@ def register(app: typer.Typer) -> None:
 
 
 def train(
-    dataset: str = typer.Option(..., help="fashion-mnist or cifar10."),
+    dataset: str = typer.Option(..., help="fashion-mnist, cifar10, or folder: your own images in --data-dir "
+                                          "(ROOT/train/<class>/..., ROOT/test/<class>/...)."),
     out: Path = typer.Option(..., help="Checkpoint to write (loadable with rectgrad.load_model)."),
     patch: bool = typer.Option(False, help="Paste the fixed 10x10 random patch (seed 100) on every "
                                             "train and test image (paper Sec. 3 and 5.3)."),
@@ -20,7 +21,9 @@ def train(
     seed: int = typer.Option(0, help="Seed of the initial weights and of the batch order."),
     batch_size: int = typer.Option(100, help="Batch size."),
     lr: float = typer.Option(1e-3, help="Adam learning rate."),
-    data_dir: Optional[Path] = typer.Option(None, help="Folder holding the dataset files."),
+    data_dir: Optional[Path] = typer.Option(None, help="Folder holding the dataset files (for folder: ROOT)."),
+    image_size: Optional[int] = typer.Option(None, help="folder only: the side images are resized to "
+                                                        "(a multiple of 4, default 32)."),
     download: bool = typer.Option(False, help="Download a missing dataset to the cache "
                                               "($RECTGRAD_DATA or ~/.cache/rectgrad)."),
     device: str = typer.Option("auto", help="cpu, cuda, or auto (cuda when available)."),
@@ -30,6 +33,7 @@ def train(
     import torch
 
     from rectgrad.checkpoint import save_checkpoint
+    from rectgrad.cli.reproduce import _image_size
     from rectgrad.data import RandomPatch, load_dataset
     from rectgrad.train import new_model, train_model
 
@@ -41,8 +45,9 @@ def train(
         raise ValueError("--device cuda given but no CUDA device is available")
     if not out.parent.is_dir():
         raise FileNotFoundError(f"folder {out.parent} of --out does not exist")
-    train_set = load_dataset(dataset, "train", data_dir=data_dir, download=download)
-    test_set = load_dataset(dataset, "test", data_dir=data_dir, download=download)
+    size = _image_size(dataset, image_size)
+    train_set = load_dataset(dataset, "train", data_dir=data_dir, download=download, image_size=size)
+    test_set = load_dataset(dataset, "test", data_dir=data_dir, download=download, image_size=size)
     occlusion = RandomPatch() if patch else None
     if occlusion is not None:
         train_set, test_set = occlusion.apply(train_set), occlusion.apply(test_set)

@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 
 from rectgrad.checkpoint import load_checkpoint, save_checkpoint
-from rectgrad.data import DATASETS, ImageDataset, MaskedImages, RandomPatch, load_dataset, load_masked_images
-from rectgrad.data import object_masks_from_images
+from rectgrad.data import DATASETS, ImageDataset, MaskedImages, RandomPatch, load_dataset, load_image_folder_masks
+from rectgrad.data import load_masked_images, object_masks_from_images
 from rectgrad.evaluation.maps import compute_maps, noise_level, patch_attribution
 from rectgrad.evaluation.occlusion import conv_activations, correctly_classified, feature_map_occlusion
 from rectgrad.evaluation.roar import FRACTIONS, LocalBackend, roar_kar
@@ -88,8 +88,13 @@ class Settings:
 
 
 def reproduce(dataset: str, scale: str, work_dir, *, data_dir=None, masks_dir=None, download: bool = False,
-              methods=METHODS, seed: int = 0, settings: Settings | None = None) -> ResultStore:
-    """Run (or resume) every experiment for ``methods`` on ``dataset`` at ``scale``; return the results."""
+              methods=METHODS, seed: int = 0, settings: Settings | None = None, image_size: int = 32) -> ResultStore:
+    """Run (or resume) every experiment for ``methods`` on ``dataset`` at ``scale``; return the results.
+
+    ``dataset="folder"`` runs them on your own images in ``data_dir`` (:func:`rectgrad.data.load_image_folder`,
+    resized to ``image_size``); Figs. 2 and 8 then use the test images that have an object mask, and are
+    skipped when none has.
+    """
     settings = settings or Settings()
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
@@ -100,21 +105,25 @@ def reproduce(dataset: str, scale: str, work_dir, *, data_dir=None, masks_dir=No
     if unknown or not methods or len(set(methods)) != len(methods):
         raise ValueError(f"methods must be distinct names among {', '.join(METHOD_NAMES)}, got {list(methods)}")
     spec = SCALES[scale]
-    train = load_dataset(dataset, "train", data_dir=data_dir, download=download)
-    test = load_dataset(dataset, "test", data_dir=data_dir, download=download)
-    masked = _masked_images(dataset, test, masks_dir)
+    train = load_dataset(dataset, "train", data_dir=data_dir, download=download, image_size=image_size)
+    test = load_dataset(dataset, "test", data_dir=data_dir, download=download, image_size=image_size)
+    masked = _masked_images(dataset, test, masks_dir, data_dir, image_size)
+    data = {"train": len(train), "test": len(test), "crc32": _crc(train, test, *[] if masked is None else [masked])}
+    if dataset == "folder":
+        data.update(image_size=image_size, masked=0 if masked is None else len(masked))
     config = {"dataset": dataset, "scale": scale, "parameters": asdict(spec), "methods": list(methods),
-              "seed": seed, "data": {"train": len(train), "test": len(test), "crc32": _crc(train, test, masked)}}
+              "seed": seed, "data": data}
     store = ResultStore(work_dir, config)
     run = _Run(store, spec, methods, seed, settings)
     patch = RandomPatch()
     model_train = _first(train, spec.model_images)
     clean, patched = run.models({"clean": (model_train, test), "patch": (patch.apply(model_train), patch.apply(test))})
-    chosen = masked.subset(correctly_classified(clean, masked, spec.per_class))
-    store.save_json("results/masked.json", {"names": chosen.names, "labels": chosen.labels.tolist(),
-                                            "source": masked.name})
-    run.occlusion(clean, chosen)
-    run.noise(clean, chosen)
+    if masked is not None:
+        chosen = masked.subset(correctly_classified(clean, masked, spec.per_class))
+        store.save_json("results/masked.json", {"names": chosen.names, "labels": chosen.labels.tolist(),
+                                                "source": masked.name})
+        run.occlusion(clean, chosen)
+        run.noise(clean, chosen)
     run.patch(patched, patch.apply(_first(test, spec.patch_images)), patch)
     run.roar_kar(clean, _first(train, spec.roar_train_images), _first(test, spec.roar_test_images))
     return store
@@ -124,12 +133,16 @@ def _first(dataset: ImageDataset, count: int | None) -> ImageDataset:
     return dataset if count is None or count >= len(dataset) else dataset.subset(slice(0, count))
 
 
-def _masked_images(dataset: str, test: ImageDataset, masks_dir) -> MaskedImages:
-    """CIFAR-10: the paper's masked images (``masks_dir``); Fashion-MNIST: test images with derived masks."""
+def _masked_images(dataset: str, test: ImageDataset, masks_dir, data_dir, image_size: int) -> MaskedImages | None:
+    """CIFAR-10: the paper's masked images (``masks_dir``); Fashion-MNIST: test images with derived masks; your
+    own images: the test images with a mask beside them (None if none has)."""
     if dataset == "cifar10":
         return load_masked_images(DEFAULT_MASKS if masks_dir is None else masks_dir)
     if masks_dir is not None:
-        raise ValueError("--masks applies to cifar10 only: Fashion-MNIST masks are derived from the images")
+        raise ValueError("--masks applies to cifar10 only: Fashion-MNIST masks are derived from the images, your "
+                         "own images' masks lie beside them (<name>_mask.<ext>)")
+    if dataset == "folder":
+        return load_image_folder_masks(data_dir, image_size)
     return MaskedImages(test.images, test.labels, test.classes, "fashion-mnist test (derived masks)",
                         masks=object_masks_from_images(test.images), names=[f"test_{i}" for i in range(len(test))])
 
