@@ -57,6 +57,28 @@ def test_cuda_train_many_deterministic_repeats_bit_for_bit_and_fast_mode_learns_
         assert fast["train_accuracy"][-1] == pytest.approx(exact["train_accuracy"][-1], abs=0.05)
 
 
+def test_cuda_train_many_stops_and_resumes_bit_for_bit(tmp_path):
+    from test_evaluation import quadrants
+
+    from rectgrad.train import new_model
+    from rectgrad.train_many import TrainingInterrupted, train_many
+
+    datasets, seeds = [quadrants(100, 0), quadrants(100, 1)], [3, 4]
+    straight = [new_model(d, s) for d, s in zip(datasets, seeds)]
+    train_many(straight, datasets, seeds, epochs=2, batch_size=25, device="cuda", precision="bf16")
+    steps, checkpoint = iter(range(100)), tmp_path / "group.pt"
+    models = [new_model(d, s) for d, s in zip(datasets, seeds)]
+    with pytest.raises(TrainingInterrupted):  # mid-epoch 2: Adam's fused state (step counts on the GPU) is saved
+        train_many(models, datasets, seeds, epochs=2, batch_size=25, device="cuda", precision="bf16",
+                   checkpoint=checkpoint, stop=lambda: next(steps) == 6)
+    models = [new_model(d, s) for d, s in zip(datasets, seeds)]
+    train_many(models, datasets, seeds, epochs=2, batch_size=25, device="cuda", precision="bf16",
+               checkpoint=checkpoint)
+    for a, b in zip(straight, models):
+        for key, value in a.state_dict().items():
+            assert torch.equal(value, b.state_dict()[key]), key
+
+
 def test_cuda_reproduce_smoke_trains_clean_and_patch_models_at_once(tmp_path, monkeypatch):
     from test_reproduce import write_tiny_fashion
 
