@@ -118,6 +118,19 @@ def test_deeplift_summation_to_delta_with_functional_reused_relu6():
     assert not torch.allclose(captum.sum((1, 2, 3)), delta, rtol=1e-3)  # Captum misses the functional ReLU
 
 
+@pytest.mark.parametrize("activation", [nn.PReLU(init=0.2), nn.SELU(), nn.CELU(0.5), nn.Threshold(0.1, -0.5),
+                                        nn.LogSigmoid(), nn.Softsign(), nn.Tanhshrink(), nn.Softshrink(0.3),
+                                        nn.Hardshrink(0.3), nn.Hardswish(), nn.Mish()], ids=repr)
+def test_deeplift_rescales_every_elementwise_activation(activation):
+    torch.manual_seed(3)  # summation to delta holds exactly only if the activation's secant replaces its slope
+    model = nn.Sequential(nn.Linear(6, 12), activation, nn.Linear(12, 3)).double().eval()
+    x, reference = torch.randn(4, 6, dtype=torch.float64) * 2, torch.full((1, 6), 0.3, dtype=torch.float64)
+    maps = explain(model, x, target=2, method="deeplift", baseline=reference)
+    with torch.no_grad():
+        delta = model(x)[:, 2] - model(reference.expand_as(x))[:, 2]
+    torch.testing.assert_close(maps.sum(1), delta)
+
+
 class Gated(nn.Module):
     def __init__(self, gate: str):
         super().__init__()
@@ -126,13 +139,20 @@ class Gated(nn.Module):
 
     def forward(self, x):
         h = F.relu(self.conv(x))
-        h = h * torch.sigmoid(h.mean((2, 3), keepdim=True)) if self.gate == "product" else h.softmax(1)
+        if self.gate == "product":
+            h = h * torch.sigmoid(h.mean((2, 3), keepdim=True))
+        elif self.gate == "glu":
+            h = F.glu(torch.cat([h, h], 1), dim=1)
+        else:
+            h = F.normalize(h, dim=1) if self.gate == "normalize" else h.softmax(1)
         return self.fc(h.mean((2, 3)))
 
 
 @pytest.mark.parametrize("method", ["eps_lrp", "deeplift"])
 @pytest.mark.parametrize("gate, message", [("product", "product of two input-dependent tensors"),
-                                           ("softmax", "non-linearity softmax")])
+                                           ("softmax", "non-linearity softmax"),
+                                           ("normalize", "non-linearity normalize"),
+                                           ("glu", "non-linearity glu")])
 def test_modified_gradients_refuse_layers_they_cannot_handle(method, gate, message):
     with pytest.raises(ValueError, match=f"{method} cannot handle (a|the) {message}"):
         explain(Gated(gate).eval(), torch.randn(2, 3, 6, 6), method=method)

@@ -366,9 +366,12 @@ def test_warns_when_a_small_layer_blocks_everything():
 
 
 @pytest.mark.parametrize("activation", [nn.ReLU6(), nn.Hardtanh(-1.0, 2.0), nn.LeakyReLU(0.1), nn.ELU(), nn.GELU(),
-                                        nn.SiLU(), nn.Hardswish(), nn.Mish(), nn.ReLU6(inplace=True),
-                                        nn.SiLU(inplace=True), nn.Hardswish(inplace=True), nn.Mish(inplace=True),
-                                        nn.LeakyReLU(0.1, inplace=True)])
+                                        nn.SiLU(), nn.Hardswish(), nn.Mish(), nn.PReLU(init=0.2), nn.SELU(),
+                                        nn.CELU(0.5), nn.RReLU().eval(), nn.Threshold(0.1, -0.5),
+                                        nn.ReLU6(inplace=True), nn.SiLU(inplace=True), nn.Hardswish(inplace=True),
+                                        nn.Mish(inplace=True), nn.LeakyReLU(0.1, inplace=True), nn.SELU(inplace=True),
+                                        nn.CELU(inplace=True), nn.RReLU(inplace=True).eval(),
+                                        nn.Threshold(0.1, -0.5, inplace=True)], ids=repr)
 def test_other_activations_gate_their_own_derivative(activation):
     torch.manual_seed(5)
     model = nn.Sequential(nn.Linear(6, 12), activation, nn.Linear(12, 3)).double()

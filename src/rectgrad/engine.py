@@ -14,8 +14,8 @@ Backward rule at an activation with output ``a`` and incoming gradient ``R`` (pa
 ``tau`` is a constant or, per sample, the q-th percentile of the scores over all units of the layer
 (numpy's ``nearest`` method, strict ``>``). For ReLU the indicator *replaces* the ReLU gate
 ``1[z > 0]`` exactly as the paper's Listing 1 does (so with a negative ``tau`` inactive units pass
-the gradient, as in the reference code). Other activations (ReLU6/hardtanh, LeakyReLU, ELU, GELU,
-SiLU, Hardswish, Mish) keep their own derivative and the indicator gates it:
+the gradient, as in the reference code). Other activations (ReLU6/hardtanh, LeakyReLU, PReLU, RReLU,
+ELU, SELU, CELU, Threshold, GELU, SiLU, Hardswish, Mish) keep their own derivative and the indicator gates it:
 ``R_in = 1[score > tau] * f'(z) * R``.
 Guided Backprop is PR4 with ``tau = 0`` keeping the ReLU gate (Eq. 5); Deconvolution is PR4 with
 ``tau = 0`` and no gate at all (Eq. 3).
@@ -175,25 +175,29 @@ def _inplace_position(func) -> int:
 
 
 _RELU = {F.relu: False, torch.relu: False, torch.Tensor.relu: False, torch.relu_: True, torch.Tensor.relu_: True}
-_ACTIVATION_FUNCTIONALS = (F.relu6, F.hardtanh, F.leaky_relu, F.elu, F.silu, F.hardswish, F.mish)
+_ACTIVATION_FUNCTIONALS = (F.relu6, F.hardtanh, F.leaky_relu, F.elu, F.selu, F.celu, F.rrelu, F.threshold, F.silu,
+                           F.hardswish, F.mish)
 _OTHER_FUNCTIONALS = (F.hardsigmoid,)
 # Python functionals with an ``inplace`` argument: its position.
 _WITH_INPLACE_ARG = {f: _inplace_position(f) for f in _ACTIVATION_FUNCTIONALS + _OTHER_FUNCTIONALS}
-_INPLACE_BUILTINS = {F.hardtanh_, F.leaky_relu_, F.elu_}
-KNOWN_ACTIVATIONS = set(_RELU) | set(_ACTIVATION_FUNCTIONALS) | _INPLACE_BUILTINS | {F.gelu}
+_INPLACE_BUILTINS = {F.hardtanh_, F.leaky_relu_, F.elu_, F.selu_, F.celu_, F.rrelu_, F.threshold_}
+KNOWN_ACTIVATIONS = set(_RELU) | set(_ACTIVATION_FUNCTIONALS) | _INPLACE_BUILTINS | {F.gelu, F.prelu}
 # Further element-wise functions a multiplier rule must follow (-> in-place?); gate rules leave them be.
 _ELEMENTWISE = {torch.sigmoid: False, torch.Tensor.sigmoid: False, torch.sigmoid_: True, torch.Tensor.sigmoid_: True,
                 torch.tanh: False, torch.Tensor.tanh: False, torch.tanh_: True, torch.Tensor.tanh_: True,
                 F.softplus: False, torch.clamp: False, torch.Tensor.clamp: False, torch.clamp_: True,
                 torch.Tensor.clamp_: True, torch.clip: False, torch.Tensor.clip: False, torch.abs: False,
-                torch.Tensor.abs: False}
+                torch.Tensor.abs: False, F.logsigmoid: False, F.softsign: False, F.tanhshrink: False,
+                F.hardshrink: False, F.softshrink: False}
 ELEMENTWISE = KNOWN_ACTIVATIONS | set(_ELEMENTWISE) | set(_OTHER_FUNCTIONALS)
 _PRODUCTS = {torch.mul, torch.Tensor.mul, torch.Tensor.mul_, torch.div, torch.Tensor.div, torch.Tensor.div_,
              torch.matmul, torch.Tensor.matmul, torch.bmm, torch.Tensor.bmm, torch.einsum}
 _OTHER_NONLINEAR = {F.softmax, torch.softmax, torch.Tensor.softmax, F.log_softmax, torch.log_softmax,
                     torch.Tensor.log_softmax, F.layer_norm, F.group_norm, F.instance_norm, torch.exp,
                     torch.Tensor.exp, torch.log, torch.Tensor.log, torch.sqrt, torch.Tensor.sqrt, torch.rsqrt,
-                    torch.Tensor.rsqrt, torch.pow, torch.Tensor.pow, torch.Tensor.__pow__}
+                    torch.Tensor.rsqrt, torch.pow, torch.Tensor.pow, torch.Tensor.__pow__, F.softmin, F.glu,
+                    F.normalize, F.local_response_norm, F.scaled_dot_product_attention, torch.norm, torch.Tensor.norm,
+                    torch.linalg.vector_norm, *filter(None, [getattr(F, "rms_norm", None)])}
 
 
 def _is_inplace(func, args, kwargs) -> bool:

@@ -59,9 +59,9 @@ class EngineAttribution(GradientAttribution):
             logits = check_logits(logits, leaves[0].shape[0])
             targets = resolve_targets(target, logits)
             if options.rule is not None and not mode.sites:
-                warnings.warn("the model calls no activation function the engine knows (ReLU, ReLU6/hardtanh, "
-                              "LeakyReLU, ELU, GELU, SiLU, Hardswish, Mish): the attribution equals the plain "
-                              "gradient (x input)", UserWarning, stacklevel=4)
+                warnings.warn("the model calls no activation function the engine knows (the ReLU family, ELU, "
+                              "SELU, CELU, GELU, SiLU, Hardswish, Mish; see docs/engine.md): the attribution equals "
+                              "the plain gradient (x input)", UserWarning, stacklevel=4)
             mode.mark_top()
             score = logits.gather(1, targets[:, None]).sum()
             grads = torch.autograd.grad(score, leaves, allow_unused=True)
