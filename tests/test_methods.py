@@ -118,9 +118,23 @@ def test_deeplift_summation_to_delta_with_functional_reused_relu6():
     assert not torch.allclose(captum.sum((1, 2, 3)), delta, rtol=1e-3)  # Captum misses the functional ReLU
 
 
+class Elementwise(nn.Module):
+    def __init__(self, function):
+        super().__init__()
+        self.function = function
+
+    def forward(self, x):
+        return self.function(x)
+
+    def __repr__(self):
+        return self.function.__name__
+
+
 @pytest.mark.parametrize("activation", [nn.PReLU(init=0.2), nn.SELU(), nn.CELU(0.5), nn.Threshold(0.1, -0.5),
                                         nn.LogSigmoid(), nn.Softsign(), nn.Tanhshrink(), nn.Softshrink(0.3),
-                                        nn.Hardshrink(0.3), nn.Hardswish(), nn.Mish()], ids=repr)
+                                        nn.Hardshrink(0.3), nn.Hardswish(), nn.Mish(), Elementwise(torch.erf),
+                                        Elementwise(torch.special.expit), Elementwise(torch.sin),
+                                        Elementwise(torch.square)], ids=repr)
 def test_deeplift_rescales_every_elementwise_activation(activation):
     torch.manual_seed(3)  # summation to delta holds exactly only if the activation's secant replaces its slope
     model = nn.Sequential(nn.Linear(6, 12), activation, nn.Linear(12, 3)).double().eval()
@@ -143,6 +157,10 @@ class Gated(nn.Module):
             h = h * torch.sigmoid(h.mean((2, 3), keepdim=True))
         elif self.gate == "glu":
             h = F.glu(torch.cat([h, h], 1), dim=1)
+        elif self.gate == "maximum":
+            h = torch.maximum(h, torch.full_like(h, 0.5))
+        elif self.gate == "where":
+            h = torch.where(h > 0.5, h, 0.5)
         else:
             h = F.normalize(h, dim=1) if self.gate == "normalize" else h.softmax(1)
         return self.fc(h.mean((2, 3)))
@@ -152,7 +170,9 @@ class Gated(nn.Module):
 @pytest.mark.parametrize("gate, message", [("product", "product of two input-dependent tensors"),
                                            ("softmax", "non-linearity softmax"),
                                            ("normalize", "non-linearity normalize"),
-                                           ("glu", "non-linearity glu")])
+                                           ("glu", "non-linearity glu"),
+                                           ("maximum", "non-linearity maximum"),
+                                           ("where", "non-linearity where")])
 def test_modified_gradients_refuse_layers_they_cannot_handle(method, gate, message):
     with pytest.raises(ValueError, match=f"{method} cannot handle (a|the) {message}"):
         explain(Gated(gate).eval(), torch.randn(2, 3, 6, 6), method=method)

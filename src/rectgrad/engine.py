@@ -188,7 +188,10 @@ _ELEMENTWISE = {torch.sigmoid: False, torch.Tensor.sigmoid: False, torch.sigmoid
                 F.softplus: False, torch.clamp: False, torch.Tensor.clamp: False, torch.clamp_: True,
                 torch.Tensor.clamp_: True, torch.clip: False, torch.Tensor.clip: False, torch.abs: False,
                 torch.Tensor.abs: False, F.logsigmoid: False, F.softsign: False, F.tanhshrink: False,
-                F.hardshrink: False, F.softshrink: False}
+                F.hardshrink: False, F.softshrink: False, torch.special.expit: False, torch.erf: False,
+                torch.Tensor.erf: False, torch.erfc: False, torch.Tensor.erfc: False, torch.sin: False,
+                torch.Tensor.sin: False, torch.cos: False, torch.Tensor.cos: False, torch.atan: False,
+                torch.Tensor.atan: False, torch.square: False, torch.Tensor.square: False}
 ELEMENTWISE = KNOWN_ACTIVATIONS | set(_ELEMENTWISE) | set(_OTHER_FUNCTIONALS)
 _PRODUCTS = {torch.mul, torch.Tensor.mul, torch.Tensor.mul_, torch.div, torch.Tensor.div, torch.Tensor.div_,
              torch.matmul, torch.Tensor.matmul, torch.bmm, torch.Tensor.bmm, torch.einsum}
@@ -197,7 +200,9 @@ _OTHER_NONLINEAR = {F.softmax, torch.softmax, torch.Tensor.softmax, F.log_softma
                     torch.Tensor.exp, torch.log, torch.Tensor.log, torch.sqrt, torch.Tensor.sqrt, torch.rsqrt,
                     torch.Tensor.rsqrt, torch.pow, torch.Tensor.pow, torch.Tensor.__pow__, F.softmin, F.glu,
                     F.normalize, F.local_response_norm, F.scaled_dot_product_attention, torch.norm, torch.Tensor.norm,
-                    torch.linalg.vector_norm, *filter(None, [getattr(F, "rms_norm", None)])}
+                    torch.linalg.vector_norm, torch.maximum, torch.Tensor.maximum, torch.minimum,
+                    torch.Tensor.minimum, torch.fmax, torch.fmin, torch.where, torch.Tensor.where,
+                    *filter(None, [getattr(F, "rms_norm", None)])}
 
 
 def _is_inplace(func, args, kwargs) -> bool:
