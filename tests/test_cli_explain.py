@@ -48,6 +48,15 @@ def test_explain_with_final_threshold_and_target(files, capsys):
     status, out, err = run(capsys, "explain", images[0], "--model", checkpoint, "--methods", "saliency,rectgrad_prr",
                            "--final-threshold", "--target", "3", "--out", str(tmp_path / "t.png"), "--no-progress")
     assert status == 0, err and (tmp_path / "t.png").is_file()
+    for name in ("cat", "CAT", "tru"):  # by name, any case, or a unique beginning of one
+        status, out, err = run(capsys, "explain", images[0], "--model", checkpoint, "--methods", "saliency",
+                               "--target", name, "--out", str(tmp_path / "n.png"), "--no-progress")
+        assert status == 0, err
+        assert out.splitlines()[0].startswith("image0.png: ")
+    from rectgrad.cli.explain import _class_index
+
+    assert _class_index("cat", CIFAR10_CLASSES) == 3 and _class_index("tru", CIFAR10_CLASSES) == 9
+    assert _class_index("7", CIFAR10_CLASSES) == 7 and _class_index(None, CIFAR10_CLASSES) is None
 
 
 def test_explain_saved_module_and_torchscript(files, capsys):
@@ -73,6 +82,8 @@ def test_explain_saved_module_and_torchscript(files, capsys):
     ("missing", "error: image"),
     ("checkpoint", "error:"),
     ("target", "error: target 10 is out of range for a model with 10 classes"),
+    ("target name", "error: --target 'dgo' is no class of this model; did you mean dog?"),
+    ("ambiguous", "error: --target 'a' is ambiguous: airplane (0), automobile (1)"),
     ("device", "error: --device must be cpu, cuda or auto"),
 ])
 def test_bad_input_is_one_clear_line(files, capsys, case, message):
@@ -87,6 +98,8 @@ def test_bad_input_is_one_clear_line(files, capsys, case, message):
             "missing": [str(tmp_path / "missing.png"), "--model", checkpoint],
             "checkpoint": [*images, "--model", str(corrupt)],
             "target": [*images, "--model", checkpoint, "--target", "10"],
+            "target name": [*images, "--model", checkpoint, "--target", "dgo"],
+            "ambiguous": [*images, "--model", checkpoint, "--target", "a"],
             "device": [*images, "--model", checkpoint, "--device", "tpu"]}[case]
     status, out, err = run(capsys, "explain", *argv, "--out", str(tmp_path / "never.png"), "--no-progress")
     assert status == 2

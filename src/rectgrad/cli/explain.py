@@ -6,6 +6,7 @@ RectGrad included; with it, baselines keep their top 5% and RectGrad its positiv
 """
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import List, Optional
 
@@ -62,7 +63,8 @@ def explain_images(
     methods: Optional[str] = typer.Option(None, help=METHODS_HELP),
     q: float = typer.Option(98.0, help="RectGrad's threshold percentile."),
     out: Path = typer.Option(Path("rectgrad-explain.png"), help="The PNG grid to write."),
-    target: Optional[int] = typer.Option(None, help="Class index to explain (default: each image's top class)."),
+    target: Optional[str] = typer.Option(None, help="Class to explain, by index or name, e.g. 3 or 'tabby' "
+                                                    "(default: each image's top class)."),
     final_threshold: bool = typer.Option(False, help=FINAL_THRESHOLD_HELP),
     weights: Optional[Path] = typer.Option(None, help="Local state-dict file for a registry model (offline use)."),
     internal_batch_size: int = typer.Option(25, help="Samples per forward pass for SmoothGrad and IntegGrad."),
@@ -79,8 +81,26 @@ def explain_images(
     if loaded.note:
         typer.echo(f"note: {loaded.note}", err=True)
     _compare(loaded, loaded.preprocess(pictures), [path.name for path in images], names, q=q, out=out,
-             target=target, final_threshold=final_threshold, internal_batch_size=internal_batch_size, seed=seed,
-             progress=progress)
+             target=_class_index(target, loaded.labels), final_threshold=final_threshold,
+             internal_batch_size=internal_batch_size, seed=seed, progress=progress)
+
+
+def _class_index(target: str | None, labels: list[str]) -> int | None:
+    """``--target`` as a class index: a number, or a class name (case-insensitive; a unique prefix will do)."""
+    if target is None or target.strip().lstrip("-").isdigit():
+        return None if target is None else int(target)
+    wanted = target.strip().lower()
+    exact = [i for i, label in enumerate(labels) if label.lower() == wanted]
+    matches = exact or [i for i, label in enumerate(labels) if label.lower().startswith(wanted)]
+    if len(matches) == 1:
+        return matches[0]
+    if not labels:
+        raise ValueError(f"--target {target!r}: this model's classes have no names; give a class index")
+    if matches:
+        raise ValueError(f"--target {target!r} is ambiguous: " + ", ".join(f"{labels[i]} ({i})" for i in matches[:10]))
+    close = difflib.get_close_matches(wanted, [label.lower() for label in labels], n=5)
+    raise ValueError(f"--target {target!r} is no class of this model" + (f"; did you mean {', '.join(close)}?"
+                                                                        if close else ""))
 
 
 def demo(
