@@ -145,6 +145,35 @@ def test_deeplift_rescales_every_elementwise_activation(activation):
     torch.testing.assert_close(maps.sum(1), delta)
 
 
+class Checkpointed(nn.Module):
+    """A block run under activation checkpointing (torch.utils.checkpoint), as DenseNet(memory_efficient=True)."""
+
+    def __init__(self, activation: nn.Module, reentrant: bool = False):
+        super().__init__()
+        self.block = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 6, 3, padding=1), activation)
+        self.head, self.checkpointed, self.reentrant = nn.Linear(6 * 8 * 8, 4), True, reentrant
+
+    def forward(self, x):
+        from torch.utils.checkpoint import checkpoint
+
+        h = checkpoint(self.block, x, use_reentrant=self.reentrant) if self.checkpointed else self.block(x)
+        return self.head(h.flatten(1))
+
+
+@pytest.mark.parametrize("method", ["rectgrad", "rectgrad_prr", "guided_bp", "eps_lrp", "deeplift"])
+def test_activation_checkpointing_gives_the_same_maps_or_a_clear_error(method):
+    torch.manual_seed(4)
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    relu_only = Checkpointed(nn.ReLU()).double().eval()
+    if method in ("rectgrad", "guided_bp"):  # ReLU blocks recompute the tensors the rules keep: same maps
+        expected = explain(relu_only, x, target=1, method=method)
+        relu_only.checkpointed = False
+        assert torch.equal(explain(relu_only, x, target=1, method=method), expected)
+    for model in (Checkpointed(nn.SiLU()), Checkpointed(nn.SiLU(), reentrant=True)):
+        with pytest.raises(ValueError, match="activation checkpointing.*turn checkpointing off"):
+            explain(model.double().eval(), x, target=1, method=method)
+
+
 class Gated(nn.Module):
     def __init__(self, gate: str):
         super().__init__()

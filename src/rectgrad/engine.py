@@ -336,6 +336,26 @@ def _refuse(method: str, func, args, kwargs) -> None:
                          "linear layers, pooling and element-wise activations")
 
 
+def rule_gradients(output: Tensor, inputs) -> tuple[Tensor | None, ...]:
+    """``torch.autograd.grad(output, inputs, allow_unused=True)`` after a forward pass under a :class:`RuleMode`.
+
+    Activation checkpointing (``torch.utils.checkpoint``) recomputes parts of the forward pass during the backward
+    pass, without the mode; PyTorch then stops with a checkpoint error wherever the recomputed tensors differ from
+    the rules' (a ReLU-only block recomputes the same ones and works). Such a stop becomes a ``ValueError`` that
+    says what to do.
+    """
+    try:
+        return torch.autograd.grad(output, inputs, allow_unused=True)
+    except RuntimeError as error:  # CheckpointError is one
+        if "checkpoint" not in str(error):
+            raise
+        raise ValueError("the model recomputes activations in the backward pass (activation checkpointing: "
+                         "torch.utils.checkpoint, e.g. DenseNet(memory_efficient=True) or timm's "
+                         "set_grad_checkpointing()); this method changes the backward pass of the activations as "
+                         "the forward pass runs, so turn checkpointing off to explain the model "
+                         f"(PyTorch: {str(error).splitlines()[0]})") from None
+
+
 _eager_lock = threading.Lock()
 _eager_calls = 0
 _eager_prior = None

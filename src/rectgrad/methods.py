@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from rectgrad.attr import Deconvolution, GuidedBackprop, RectGrad
 from rectgrad.attr._arguments import batches, check_logits, format_inputs, resolve_targets
 from rectgrad.attr._base import preserved_buffers
-from rectgrad.engine import DEEPLIFT_RESCALE, MultiplierRule, Options, RuleMode, eps_lrp_rule
+from rectgrad.engine import DEEPLIFT_RESCALE, MultiplierRule, Options, RuleMode, eps_lrp_rule, rule_gradients
 
 
 @dataclass(frozen=True)
@@ -141,7 +141,7 @@ def _modified_gradient(model, inputs, target, rule: MultiplierRule, reference: T
             with RuleMode(Options(rule=rule)):
                 logits = model(batch)
             logits = check_logits(logits, batch.shape[0])[: len(leaf)]
-            (grad,) = torch.autograd.grad(logits.gather(1, t[:, None]).sum(), leaf, allow_unused=True)
+            (grad,) = rule_gradients(logits.gather(1, t[:, None]).sum(), leaf)
         chunks.append(torch.zeros_like(leaf) if grad is None else grad)
     return torch.cat(chunks)
 

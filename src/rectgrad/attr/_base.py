@@ -11,7 +11,7 @@ from captum.log import log_usage
 from torch import Tensor, nn
 
 from rectgrad.attr._arguments import batches, check_logits, format_inputs, resolve_targets
-from rectgrad.engine import Options, Rule, RuleMode
+from rectgrad.engine import Options, Rule, RuleMode, rule_gradients
 
 
 @contextlib.contextmanager
@@ -64,7 +64,7 @@ class EngineAttribution(GradientAttribution):
                               "the plain gradient (x input)", UserWarning, stacklevel=4)
             mode.mark_top()
             score = logits.gather(1, targets[:, None]).sum()
-            grads = torch.autograd.grad(score, leaves, allow_unused=True)
+            grads = rule_gradients(score, leaves)
         return tuple(torch.zeros_like(x) if g is None else g for g, x in zip(grads, leaves))
 
 

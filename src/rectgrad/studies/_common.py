@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from rectgrad import viz
-from rectgrad.engine import Options, RuleMode
+from rectgrad.engine import Options, RuleMode, rule_gradients
 from rectgrad.methods import explain, get_method
 
 
@@ -247,7 +247,7 @@ def engine_gradients(model: nn.Module, x: Tensor, target: Tensor | None, options
             targets = logits.detach().argmax(1) if target is None else target.to(logits.device)
             score = logits.gather(1, targets[:, None]).sum()
             tensors = [leaf] + [t for _, t in recorded]
-            grads = torch.autograd.grad(score, tensors, allow_unused=True)
+            grads = rule_gradients(score, tensors)
     finally:
         for handle in handles:
             handle.remove()
