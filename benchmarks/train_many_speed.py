@@ -9,7 +9,6 @@ shape: speed does not depend on their content.
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 

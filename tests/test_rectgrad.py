@@ -289,7 +289,7 @@ def test_model_untouched_when_forward_raises():
             self.bn = nn.BatchNorm1d(4)
 
         def forward(self, x):
-            h = torch.relu(self.bn(x))
+            torch.relu(self.bn(x))
             raise RuntimeError("boom")
 
     model = Failing().train()

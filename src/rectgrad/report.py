@@ -90,7 +90,7 @@ class _Report:
             f"| Fig. 2 | {p['per_class']} correctly classified masked images per class, {p['occlusion_steps']} "
             f"fractions, {p['occlusion_orders']} random orders |",
             f"| Fig. 7 | {size(p['patch_images'])} patched test images |",
-            f"| Fig. 8 | the Fig. 2 images |",
+            "| Fig. 8 | the Fig. 2 images |",
             f"| ROAR / KAR | first {size(p['roar_train_images'])} train / {size(p['roar_test_images'])} test images, "
             f"{p['roar_epochs']} epoch(s), {p['repeats']} repeat(s), fractions {p['fractions']} |",
             f"| attribution overrides | {hp or 'none (paper defaults)'} |",
