@@ -267,5 +267,8 @@ def test_train_and_explain_on_own_images(tmp_path, capsys):
                  "--methods", "rectgrad,saliency", "--out", str(tmp_path / "grid.png")]) == 0
     out = capsys.readouterr().out
     assert "bar" in out and "disc" in out and (tmp_path / "grid.png").is_file()  # the folder's class names
+    assert main(["study", "threshold", "--model", str(model), "--dataset", "folder", "--data-dir",
+                 str(tmp_path / "images"), "--count", "3", "--device", "cpu", "--out", str(tmp_path / "study")]) == 0
+    assert "q = 99" in capsys.readouterr().out  # test images at the model's 24x24
     assert main(["train", "--dataset", "cifar10", "--image-size", "24", "--out", str(model)]) == 2
     assert "--image-size applies to --dataset folder only" in capsys.readouterr().err

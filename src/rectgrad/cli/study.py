@@ -11,8 +11,8 @@ IMAGES = typer.Argument(None, help="Image files or folders (a <name>_mask.* file
 MODEL = typer.Option("efficientnet-lite0", help="Registry name (efficientnet-lite0, inception-v4, ...) or "
                                                 "a model file (rectgrad checkpoint, torch.save'd module).")
 OUT = typer.Option(..., help="Folder for the figures (PNG), numbers (CSV) and summary (markdown).")
-DATASET = typer.Option(None, help="Take test images of fashion-mnist or cifar10 instead of image files "
-                                  "(Fashion-MNIST images get object masks).")
+DATASET = typer.Option(None, help="Take test images of fashion-mnist, cifar10 or folder (your own, --data-dir "
+                                  "ROOT) instead of image files (Fashion-MNIST images get object masks).")
 COUNT = typer.Option(4, help="With --dataset: how many test images (the first of classes 0, 1, ...).")
 DATA_DIR = typer.Option(None, help="With --dataset: folder holding the dataset files.")
 DEVICE = typer.Option("auto", help="cpu, cuda, or auto (cuda when available).")
@@ -44,7 +44,8 @@ def _load(model: Optional[str], images: Optional[List[Path]], dataset: Optional[
     if bool(images) == bool(dataset):
         raise ValueError("give image files or folders or --dataset (exactly one of them)")
     loaded = zoo.load(model, device=device)
-    chosen = images_from_dataset(dataset, count, per_class, data_dir) if dataset else images_from_files(loaded, images)
+    chosen = (images_from_dataset(dataset, count, per_class, data_dir, image_size=loaded.input_size[0]) if dataset
+              else images_from_files(loaded, images))
     return loaded.model.eval(), chosen.to(device)
 
 

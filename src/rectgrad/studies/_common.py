@@ -359,8 +359,9 @@ def images_from_files(loaded, paths) -> Images:
                   classes=list(loaded.labels) if loaded.labels else None, masks=masks)
 
 
-def images_from_dataset(name: str, count: int, per_class: int = 1, data_dir=None) -> Images:
-    """``count`` test images of ``"fashion-mnist"`` or ``"cifar10"``: the first ``per_class`` of classes 0, 1, ...
+def images_from_dataset(name: str, count: int, per_class: int = 1, data_dir=None, image_size: int = 32) -> Images:
+    """``count`` test images of ``"fashion-mnist"``, ``"cifar10"`` or ``"folder"`` (your own, in ``data_dir``,
+    resized to ``image_size``): the first ``per_class`` of classes 0, 1, ...
 
     Inputs are scaled to [-1, 1] as the paper's CNNs see them; Fashion-MNIST images get object masks
     (every non-black pixel, :func:`rectgrad.data.object_masks_from_images`).
@@ -369,7 +370,7 @@ def images_from_dataset(name: str, count: int, per_class: int = 1, data_dir=None
 
     if count < 1 or per_class < 1:
         raise ValueError(f"count and per_class must be positive, got {count} and {per_class}")
-    data = load_dataset(name, "test", data_dir=data_dir)
+    data = load_dataset(name, "test", data_dir=data_dir, image_size=image_size)
     index = []
     for k in itertools.cycle(range(len(data.classes))):
         if len(index) >= min(count, len(data)):
