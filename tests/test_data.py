@@ -317,16 +317,35 @@ def write_image_folder(root, sizes=((20, 24), (40, 40)), grayscale=False, masks=
 def test_image_folder_classes_sizes_colours_and_masks(tmp_path):
     write_image_folder(tmp_path)
     train = load_dataset("folder", "train", data_dir=tmp_path, image_size=16)
-    assert train.classes == ["a_cat", "b_dog"] and train.labels.tolist() == [0, 0, 1, 1]
+    assert train.classes == ["a_cat", "b_dog"] and sorted(train.labels.tolist()) == [0, 0, 1, 1]
     assert train.images.shape == (4, 3, 16, 16)  # both sizes resized; masks and notes.txt are not images
-    cat = train.images[0].flatten(1).float().mean(1)
-    assert torch.allclose(cat, torch.tensor([200.0, 10.0, 60.0]), atol=3)  # the colour survives (JPEG, resize)
+    colours = {0: [200.0, 10.0, 60.0], 1: [10.0, 60.0, 200.0]}
+    for image, label in zip(train.images, train.labels.tolist()):  # the colour survives (JPEG, resize)
+        assert torch.allclose(image.flatten(1).float().mean(1), torch.tensor(colours[label]), atol=3)
     test = data.load_image_folder(tmp_path, "test", 16)
     assert test.name == f"{tmp_path.name} (test)" and len(test) == 4
     masked = data.load_image_folder_masks(tmp_path, 16)
-    assert masked.names == ["a_cat/img0", "b_dog/img0"] and masked.labels.tolist() == [0, 1]
+    assert sorted(masked.names) == ["a_cat/img0", "b_dog/img0"]
+    assert masked.labels.tolist() == [0 if name.startswith("a_cat") else 1 for name in masked.names]
     assert masked.masks[:, :, :8].all() and not masked.masks[:, :, 8:].any()
-    assert torch.equal(masked.images, test.images[[0, 2]])
+    for image, label in zip(masked.images, masked.labels.tolist()):  # img0 is the 20x24 JPEG: a test image
+        assert any(torch.equal(image, other) for other in test.images[test.labels == label])
+
+
+def test_image_folder_order_is_fixed_and_mixes_the_classes(tmp_path):
+    for c in range(3):  # 3 classes of 20 images each: in file order the first 20 would all be class 0
+        for split in ("train", "test"):
+            folder = tmp_path / split / f"class{c}"
+            folder.mkdir(parents=True)
+            for i in range(20):
+                Image.fromarray(np.full((16, 16), 50 * c + i, np.uint8)).save(folder / f"{i:02d}.png")
+    first = data.load_image_folder(tmp_path, "train", 16)
+    again = data.load_image_folder(tmp_path, "train", 16)
+    assert torch.equal(first.images, again.images) and torch.equal(first.labels, again.labels)
+    assert set(first.labels[:10].tolist()) == {0, 1, 2}  # what the smaller scales take holds every class
+    values = first.images[:, 0, 0, 0].long()
+    assert sorted(values.tolist()) == [50 * c + i for c in range(3) for i in range(20)]  # every image once
+    assert torch.equal(values // 50, first.labels)  # each image keeps its label
 
 
 def test_image_folder_grayscale_and_no_masks(tmp_path):

@@ -362,7 +362,9 @@ def load_image_folder(root, split: str = "train", image_size: int = 32) -> Image
     The classes are the subfolders of ``root/train`` in sorted order (``root/test`` may lack some, not add
     any). Every image is resized to ``image_size`` x ``image_size`` (bilinear, not cropped: the paper's CNN
     takes square images, side divisible by 4) and kept RGB, or grayscale when every training image is.
-    Files named ``<name>_mask.<ext>`` are object masks (:func:`load_image_folder_masks`), not images.
+    The images come in one fixed shuffled order (seed 0), as the standard datasets' files do, so that the
+    first ``n`` of them (what the smaller scales use) hold every class. Files named ``<name>_mask.<ext>`` are
+    object masks (:func:`load_image_folder_masks`), not images.
     """
     _check_split(split)
     files, classes, mode = _image_folder(root, split, image_size)
@@ -391,7 +393,8 @@ def load_image_folder_masks(root, image_size: int = 32) -> MaskedImages | None:
 
 
 def _image_folder(root, split: str, image_size: int) -> tuple[list[tuple[Path, int]], list[str], str]:
-    """The (image, label) files of ``root/<split>``, the classes and the Pillow mode (``L`` or ``RGB``)."""
+    """The (image, label) files of ``root/<split>`` in their fixed shuffled order, the classes and the Pillow mode
+    (``L`` or ``RGB``)."""
     if image_size < 16 or image_size % 4:
         raise ValueError(f"image_size must be a multiple of 4 and at least 16 (the paper's CNN pools twice; "
                          f"the random patch is 10 pixels), got {image_size}")
@@ -415,7 +418,9 @@ def _image_folder(root, split: str, image_size: int) -> tuple[list[tuple[Path, i
     empty = [c for label, c in enumerate(classes) if label not in present]
     if empty:
         raise ValueError(f"the training classes {empty} hold no images in {root / 'train'}")
-    return files, classes, "L" if all(_image_mode(p) in _GRAYSCALE_MODES for p, _ in train) else "RGB"
+    mode = "L" if all(_image_mode(p) in _GRAYSCALE_MODES for p, _ in train) else "RGB"
+    order = torch.randperm(len(files), generator=torch.Generator().manual_seed(0)).tolist()
+    return [files[i] for i in order], classes, mode
 
 
 def _images_in(folder: Path) -> list[Path]:
