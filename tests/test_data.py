@@ -371,6 +371,21 @@ def test_image_folder_errors(tmp_path, breakage, error, message):
         data.load_image_folder(tmp_path, "test", 32)
 
 
+def test_image_folder_16_bit_and_float_images(tmp_path):
+    for split in ("train", "test"):
+        for name in ("a", "b"):
+            (tmp_path / split / name).mkdir(parents=True)
+    deep = (np.arange(16 * 16).reshape(16, 16) * 250).astype(np.uint16)  # 0 .. 63750: far beyond 8 bits
+    Image.fromarray(deep).save(tmp_path / "train" / "a" / "deep.png")
+    Image.fromarray(np.full((16, 16), 7, np.uint8)).save(tmp_path / "train" / "b" / "plain.png")
+    train = data.load_image_folder(tmp_path, "train", 16)
+    deep_image = train.images[train.labels == 0][0, 0]
+    assert train.images.shape[1] == 1 and torch.equal(deep_image, torch.from_numpy((deep >> 8).astype(np.uint8)))
+    Image.fromarray(deep.astype(np.float32)).save(tmp_path / "test" / "a" / "float.tif")
+    with pytest.raises(ValueError, match="float.tif: 32-bit integer or floating-point pixels"):
+        data.load_image_folder(tmp_path, "test", 16)
+
+
 def test_image_folder_bad_arguments(tmp_path):
     write_image_folder(tmp_path)
     with pytest.raises(ValueError, match="multiple of 4 and at least 16"):

@@ -449,6 +449,11 @@ def _read_images(paths: list[Path], size: int, mode: str, resample=None) -> torc
     for i, path in enumerate(paths):
         try:
             with Image.open(path) as image:
+                if image.mode.startswith("I;16"):  # 16-bit: the top byte (Pillow's own conversion would clip)
+                    image = Image.fromarray((np.asarray(image).astype(np.uint16) >> 8).astype(np.uint8))
+                elif image.mode in ("I", "F"):
+                    raise ValueError(f"{path}: 32-bit integer or floating-point pixels (mode {image.mode}) have no "
+                                     "fixed range to map to 0-255; save the images with 8 or 16 bits per channel")
                 image = image.convert(mode)
                 if image.size != (size, size):
                     image = image.resize((size, size), resample)
