@@ -97,3 +97,23 @@ def test_local_weights_file(tmp_path):
         zoo.load("vgg16", weights=bad)
     with pytest.raises(FileNotFoundError, match="weights file .* not found"):
         zoo.load("vgg16", weights=tmp_path / "none.pth")
+
+
+def test_model_trained_on_own_images_sees_them_as_the_folder_loader_made_them(tmp_path):
+    from rectgrad.data import load_image_folder, to_inputs
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for name in ("a", "b"):
+            (tmp_path / split / name).mkdir(parents=True)
+            Image.fromarray(rng.integers(0, 256, (20, 36, 3), dtype=np.uint8)).save(tmp_path / split / name / "x.png")
+    deep = (np.arange(20 * 36).reshape(20, 36) * 90).astype(np.uint16)  # 16 bits: not clipped white
+    Image.fromarray(deep).save(tmp_path / "deep.png")
+    save_checkpoint(PaperCNN(3, 16, 2), tmp_path / "mine.pt", dataset="folder", classes=["a", "b"])
+    loaded = zoo.load(str(tmp_path / "mine.pt"))
+    assert loaded.crop_fraction is None and loaded.labels == ["a", "b"]
+    folder = load_image_folder(tmp_path, "test", 16)  # wide images squashed to 16x16, not centre-cropped
+    files = [tmp_path / "test" / loaded.label(int(k)) / "x.png" for k in folder.labels]
+    torch.testing.assert_close(loaded.load_images(files), to_inputs(folder.images))
+    pixels = (loaded.load_images([tmp_path / "deep.png"])[0] + 1) * 127.5
+    assert pixels.max() > 200 and pixels.min() < 5 and pixels.std() > 50

@@ -440,6 +440,19 @@ def _image_mode(path: Path) -> str:
         raise ValueError(f"{path} is not a readable image ({exc})") from None
 
 
+def eight_bit(image, path="image"):
+    """A Pillow image with 8 bits per channel: 16-bit images keep their top byte (Pillow's own conversion would
+    clip them); 32-bit integer and floating-point images, whose range is unknown, are refused."""
+    from PIL import Image
+
+    if image.mode.startswith("I;16"):
+        return Image.fromarray((np.asarray(image).astype(np.uint16) >> 8).astype(np.uint8))
+    if image.mode in ("I", "F"):
+        raise ValueError(f"{path}: 32-bit integer or floating-point pixels (mode {image.mode}) have no fixed range "
+                         "to map to 0-255; save the images with 8 or 16 bits per channel")
+    return image
+
+
 def _read_images(paths: list[Path], size: int, mode: str, resample=None) -> torch.Tensor:
     """uint8 (N, C, size, size) images in Pillow ``mode`` (``L``: one channel, ``RGB``: three)."""
     from PIL import Image, UnidentifiedImageError
@@ -449,12 +462,7 @@ def _read_images(paths: list[Path], size: int, mode: str, resample=None) -> torc
     for i, path in enumerate(paths):
         try:
             with Image.open(path) as image:
-                if image.mode.startswith("I;16"):  # 16-bit: the top byte (Pillow's own conversion would clip)
-                    image = Image.fromarray((np.asarray(image).astype(np.uint16) >> 8).astype(np.uint8))
-                elif image.mode in ("I", "F"):
-                    raise ValueError(f"{path}: 32-bit integer or floating-point pixels (mode {image.mode}) have no "
-                                     "fixed range to map to 0-255; save the images with 8 or 16 bits per channel")
-                image = image.convert(mode)
+                image = eight_bit(image, path).convert(mode)
                 if image.size != (size, size):
                     image = image.resize((size, size), resample)
                 images[i] = np.asarray(image).reshape(size, size, -1)

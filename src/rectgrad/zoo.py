@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from rectgrad.data import eight_bit
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # EfficientNet-Lite's TensorFlow preprocessing: (pixel - 127) / 128.
@@ -32,8 +34,9 @@ class LoadedModel:
     applied as ``(pixel / 255 - mean) / std``, class ``labels`` (empty: unknown) and ``channels``.
 
     Images are resized so that the crop covers ``crop_fraction`` of their shorter side, then
-    centre-cropped to ``input_size`` (the usual ImageNet evaluation with 0.875). ``note`` says
-    which of these values were assumed rather than known.
+    centre-cropped to ``input_size`` (the usual ImageNet evaluation with 0.875); ``crop_fraction=None``
+    resizes the whole image to ``input_size`` (a model trained on :func:`rectgrad.data.load_image_folder`
+    images saw them so). ``note`` says which of these values were assumed rather than known.
     """
 
     name: str
@@ -43,7 +46,7 @@ class LoadedModel:
     std: tuple[float, ...]
     labels: list[str]
     channels: int = 3
-    crop_fraction: float = 0.875
+    crop_fraction: float | None = 0.875
     interpolation: str = "bilinear"
     device: str = "cpu"
     note: str | None = None
@@ -60,12 +63,15 @@ class LoadedModel:
         resample = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}[self.interpolation]
         batch = []
         for image in images:
-            image = image.convert("L" if self.channels == 1 else "RGB")
-            scale = max(height / image.height, width / image.width) / self.crop_fraction
-            size = (max(width, round(image.width * scale)), max(height, round(image.height * scale)))
-            image = image.resize(size, resample)
-            left, top = (size[0] - width) // 2, (size[1] - height) // 2
-            pixels = np.asarray(image.crop((left, top, left + width, top + height)), dtype=np.float32) / 255.0
+            image = eight_bit(image).convert("L" if self.channels == 1 else "RGB")
+            if self.crop_fraction is None:
+                image = image.resize((width, height), resample)
+            else:
+                scale = max(height / image.height, width / image.width) / self.crop_fraction
+                size = (max(width, round(image.width * scale)), max(height, round(image.height * scale)))
+                left, top = (size[0] - width) // 2, (size[1] - height) // 2
+                image = image.resize(size, resample).crop((left, top, left + width, top + height))
+            pixels = np.asarray(image, dtype=np.float32) / 255.0
             batch.append(torch.from_numpy(pixels.reshape(height, width, -1)).permute(2, 0, 1))
         x = torch.stack(batch)
         mean = torch.tensor(self.mean, dtype=x.dtype).view(1, -1, 1, 1)
@@ -87,7 +93,7 @@ def read_image(path):
     try:
         with Image.open(path) as image:
             image.load()
-            return image.copy()
+            return eight_bit(image.copy(), path)
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise ValueError(f"cannot read image {path}: {exc}") from None
 
@@ -213,7 +219,8 @@ def _from_file(path: Path) -> LoadedModel:
             metadata = {}
         side = model.image_size
         return LoadedModel(str(path), model, (side, side), (0.5,) * model.in_channels, (0.5,) * model.in_channels,
-                           _dataset_labels(metadata), channels=model.in_channels, crop_fraction=1.0)
+                           _dataset_labels(metadata), channels=model.in_channels,
+                           crop_fraction=None if metadata.get("dataset") == "folder" else 1.0)
     config = getattr(model, "pretrained_cfg", None)
     if isinstance(config, dict) and {"input_size", "mean", "std"} <= set(config):
         channels, height, width = config["input_size"]
