@@ -212,6 +212,24 @@ def test_roar_kar_groups_with_many():
     assert fn.groups == [3, 3, 2]
 
 
+def test_groups_that_run_out_of_gpu_memory_are_halved(tmp_path):
+    class Small(Counting):  # a device that holds at most 2 models at once
+        def many(self, jobs, checkpoint=None):
+            self.tried = getattr(self, "tried", []) + [len(jobs)]
+            if len(jobs) > 2:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+            return [self(*job) for job in jobs]
+
+    train, test, maps = roar_inputs()
+    fn, backend, store = Small(), LocalBackend(group=5), ResultStore(tmp_path, {"run": 1})
+    with pytest.warns(RuntimeWarning, match="out of GPU memory training 5 models at once: 3 at a time"):
+        result = roar_kar(train, test, maps, fn, fractions=(0.2, 0.6), repeats=2, backend=backend, store=store,
+                          progress=False)
+    assert fn.tried[:5] == [5, 3, 2, 1, 2] and backend.group == 2 and max(fn.tried[5:]) == 2
+    assert all(a.shape == (2, 2) for a in result.accuracies.values())  # every training done once
+    assert len(list((tmp_path / "roar").glob("*.json"))) == 2 * 2 * len(maps)
+
+
 def test_roar_kar_resumes_an_interrupted_group_from_its_checkpoint(tmp_path, monkeypatch):
     import rectgrad.train_many as module
 
@@ -300,6 +318,28 @@ def test_train_many_matches_separate_trainings():
         for key, value in a.state_dict().items():  # Adam's normalised steps amplify float rounding a little
             assert torch.allclose(value, b.state_dict()[key], atol=3e-3)
         assert not b.training
+
+
+def test_train_many_holds_a_shared_dataset_once_and_trains_as_with_copies():
+    first, second = quadrants(60, 0), quadrants(60, 1)
+    copy = first.with_images(first.images.clone())
+    shared = [new_model(first, s) for s in (3, 4, 5)]
+    copied = [new_model(first, s) for s in (3, 4, 5)]
+    stacked = []
+    real_stack = torch.stack
+
+    def recording_stack(tensors, *args, **kwargs):
+        stacked.append((len(tensors), tensors[0].dtype))
+        return real_stack(tensors, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch, "stack", recording_stack)
+        train_many(shared, [first, second, first], [3, 4, 5], epochs=1, batch_size=20)
+    assert [n for n, dtype in stacked if dtype == torch.uint8] == [2]  # the images of 2 datasets, not 3
+    train_many(copied, [first, second, copy], [3, 4, 5], epochs=1, batch_size=20)
+    for a, b in zip(shared, copied):
+        for key, value in a.state_dict().items():
+            assert torch.equal(value, b.state_dict()[key]), key
 
 
 def test_train_many_stops_and_resumes_bit_for_bit(tmp_path):

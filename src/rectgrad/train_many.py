@@ -103,7 +103,8 @@ def train_many(models: Sequence[nn.Module], datasets: Sequence[ImageDataset], se
                stop: Callable[[], bool] | None = None) -> list[dict]:
     """Train ``models[i]`` on ``datasets[i]`` with batch-order seed ``seeds[i]``, all at once; in place.
 
-    The models must share one architecture (e.g. ``new_model(dataset, seed)``). Returns one history per
+    The models must share one architecture (e.g. ``new_model(dataset, seed)``); models given the same dataset
+    object (ROAR/KAR's repeats) share its copy on the device. Returns one history per
     model, as :func:`train_model` (``loss`` and ``train_accuracy`` per epoch, ``seconds`` of the whole
     group). The models come back in eval mode on ``device`` (default: the first model's device).
     ``deterministic=False`` lets cuDNN pick its fastest (benchmarked, non-deterministic) algorithms.
@@ -131,9 +132,11 @@ def train_many(models: Sequence[nn.Module], datasets: Sequence[ImageDataset], se
     names = [name for name, _ in models[0].named_parameters()]
     params = [torch.stack([dict(m.named_parameters())[k].detach() for m in models]).to(device).requires_grad_()
               for k in names]
-    images = torch.stack([d.images.to(device) for d in datasets])  # (M, N, C, H, W) uint8
-    labels = torch.stack([d.labels.to(device) for d in datasets])
-    rows = torch.arange(count, device=device)[:, None]
+    distinct = {id(d): d for d in datasets}  # repeats share one dataset: held once on the device
+    images = torch.stack([d.images.to(device) for d in distinct.values()])  # (D, N, C, H, W) uint8
+    labels = torch.stack([d.labels.to(device) for d in distinct.values()])
+    position = {key: i for i, key in enumerate(distinct)}
+    rows = torch.tensor([position[id(d)] for d in datasets], device=device)[:, None]  # each model's dataset
     generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
     optimizer = _adam(params, lr)
     steps = -(-n // batch_size)
@@ -142,7 +145,8 @@ def train_many(models: Sequence[nn.Module], datasets: Sequence[ImageDataset], se
         raise ValueError("stop needs a checkpoint: the path to save the group's state to")
     identity = None if checkpoint is None else {
         "models": count, "images": n, "seeds": [int(s) for s in seeds], "epochs": epochs, "batch_size": batch_size,
-        "lr": lr, "precision": precision, "pixel_sums": images.flatten(1).sum(1).tolist()}  # tells datasets apart
+        "lr": lr, "precision": precision,
+        "pixel_sums": images.flatten(1).sum(1)[rows[:, 0]].tolist()}  # tells the models' datasets apart
     state = _resume(checkpoint, identity, params, optimizer, generators)
     first_epoch, first_step, earlier = (state["epoch"], state["step"], state["seconds"]) if state else (0, 0, 0.0)
     if state:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import time
+import warnings
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -186,7 +187,8 @@ def _progress_bar(total: int, initial: int, name: str, enabled: bool):
 
 class LocalBackend:
     """Runs the trainings in this process, one after the other or ``group`` at a time when ``train_fn``
-    has a ``many`` method (several models trained at once on one device, :mod:`rectgrad.train_many`).
+    has a ``many`` method (several models trained at once on one device, :mod:`rectgrad.train_many`); a group
+    that runs out of GPU memory is trained in halves, and later groups are made that small, with a warning.
 
     A backend's ``run(jobs, train_fn, done, checkpoints=None)`` calls ``done(job, accuracy, seconds)`` as each
     training finishes (``seconds``: its compute time; models trained at once share their group's time equally).
@@ -208,23 +210,40 @@ class LocalBackend:
                 chunk = list(islice(iterator, self.group))
                 if not chunk:
                     break
-                args, earlier = [(j.train, j.test, j.seed) for j in chunk], 0.0
-                if resumable:  # one file per group, named by its trainings
-                    checkpoint = Path(checkpoints) / (hashlib.sha1("\n".join(j.key for j in chunk).encode())
-                                                      .hexdigest()[:16] + ".pt")
-                    earlier = checkpoint_seconds(checkpoint)
-                    accuracies = train_fn.many(args, checkpoint=checkpoint)
-                else:
-                    accuracies = train_fn.many(args)
-                seconds = (earlier + time.perf_counter() - start) / len(chunk)
-                for job, accuracy in zip(chunk, accuracies):
-                    done(job, accuracy, seconds)
+                self._train_group(chunk, train_fn, done, checkpoints if resumable else None, start)
         else:
             start = time.perf_counter()
             for job in jobs:
                 accuracy = train_fn(job.train, job.test, job.seed)
                 done(job, accuracy, time.perf_counter() - start)
                 start = time.perf_counter()
+
+
+    def _train_group(self, chunk: list[Job], train_fn: TrainFn, done: Callable[[Job, float, float], None],
+                     checkpoints, start: float) -> None:
+        """Train ``chunk`` at once; out of GPU memory, in two halves (and ``group`` halves for the rest)."""
+        args, earlier = [(j.train, j.test, j.seed) for j in chunk], 0.0
+        try:
+            if checkpoints is not None:  # one file per group, named by its trainings
+                checkpoint = Path(checkpoints) / (hashlib.sha1("\n".join(j.key for j in chunk).encode())
+                                                  .hexdigest()[:16] + ".pt")
+                earlier = checkpoint_seconds(checkpoint)
+                accuracies = train_fn.many(args, checkpoint=checkpoint)
+            else:
+                accuracies = train_fn.many(args)
+        except torch.cuda.OutOfMemoryError:
+            if len(chunk) == 1:
+                raise
+            torch.cuda.empty_cache()
+            self.group = half = -(-len(chunk) // 2)
+            warnings.warn(f"out of GPU memory training {len(chunk)} models at once: {half} at a time from now on "
+                          "(set --group to choose)", RuntimeWarning, stacklevel=2)
+            for part in (chunk[:half], chunk[half:]):
+                self._train_group(part, train_fn, done, checkpoints, time.perf_counter())
+            return
+        seconds = (earlier + time.perf_counter() - start) / len(chunk)
+        for job, accuracy in zip(chunk, accuracies):
+            done(job, accuracy, seconds)
 
 
 class RayBackend:
