@@ -519,7 +519,8 @@ def test_captum_wrappers_and_metrics_accept_rectgrad(cnn, batch):
         noise = torch.randn_like(inputs) * 0.01
         return noise, inputs - noise
 
-    assert infidelity(cnn, perturb, x[:2], method.attribute(x[:2], target=y[:2]), target=y[:2], n_perturb_samples=2).shape == (2,)
+    maps = method.attribute(x[:2], target=y[:2])
+    assert infidelity(cnn, perturb, x[:2], maps, target=y[:2], n_perturb_samples=2).shape == (2,)
 
 
 def test_tuple_inputs_and_additional_forward_args():

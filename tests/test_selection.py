@@ -70,7 +70,8 @@ def test_sparse_clustered_scores_like_deep_resnet_layers():
         expected = np.percentile(x.numpy(), q, axis=1, method="nearest")
         assert np.array_equal(percentile_nearest(x, q).numpy(), expected), q
         values = torch.randn_like(x)
-        assert torch.equal(where_above_percentile(x, values, q), torch.where(x > torch.from_numpy(expected)[:, None], values, 0.0))
+        expected_values = torch.where(x > torch.from_numpy(expected)[:, None], values, 0.0)
+        assert torch.equal(where_above_percentile(x, values, q), expected_values)
 
 
 def test_large_values_on_the_sample_stride_are_caught_by_the_count_check(monkeypatch):

@@ -11,8 +11,8 @@ RectGrad with q = 98, the padding trick and the final threshold (its positive pa
 Captum computes the plain gradient (saliency, grad_input, SmoothGrad's inner gradients) and
 Integrated Gradients, which need no rule and are correct on any model (with the target logits summed
 before the backward pass, :func:`_summed_gradients`, instead of Captum's one autograd output per
-sample). Deconv, Guided BP and RectGrad run on the rule engine (:mod:`rectgrad.engine`). epsilon-LRP and DeepLIFT are the
-modified gradients of Ancona et al. (2018), as the paper's reference code computes them: the engine's
+sample). Deconv, Guided BP and RectGrad run on the rule engine (:mod:`rectgrad.engine`). epsilon-LRP and
+DeepLIFT are the modified gradients of Ancona et al. (2018), as the paper's reference code computes them: the engine's
 multiplier rules replace the derivative of every element-wise activation (functional, in-place,
 reused and ReLU6 activations included, which Captum's module hooks miss); layers they cannot handle
 (products of two input-dependent tensors, softmax, normalisation over features, other non-linear

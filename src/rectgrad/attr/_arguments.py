@@ -59,7 +59,8 @@ def resolve_targets(target, logits: Tensor) -> Tensor:
             raise TypeError("target list must hold one integer class index per sample")
         values = torch.tensor([int(t) for t in target], dtype=torch.long, device=logits.device)
     else:
-        raise TypeError(f"target must be None, an int, a list or a tensor of class indices, got {type(target).__name__}")
+        raise TypeError("target must be None, an int, a list or a tensor of class indices, got "
+                        f"{type(target).__name__}")
     if values.numel() != n:
         raise ValueError(f"target has {values.numel()} entries but the batch has {n} samples")
     if bool(((values < 0) | (values >= classes)).any()):

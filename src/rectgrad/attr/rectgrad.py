@@ -40,7 +40,8 @@ class RectGrad(EngineAttribution):
         q, tau = check_threshold(q, tau)
         if rule not in RULES:
             raise ValueError(f"unknown rule {rule!r}; choose one of {', '.join(RULES)}")
-        engine_rule = Rule(score="pr2", top_score="pr1", q=q, tau=tau) if rule == "mod" else Rule(score=rule, q=q, tau=tau)
+        engine_rule = (Rule(score="pr2", top_score="pr1", q=q, tau=tau) if rule == "mod"
+                       else Rule(score=rule, q=q, tau=tau))
         options = Options(rule=engine_rule, padding_trick=padding_trick, prr=prr)
         is_tuple = _is_tuple(inputs)
         inputs, grads = self._engine_gradients(inputs, target, additional_forward_args, options, internal_batch_size)

@@ -218,7 +218,6 @@ class LocalBackend:
                 done(job, accuracy, time.perf_counter() - start)
                 start = time.perf_counter()
 
-
     def _train_group(self, chunk: list[Job], train_fn: TrainFn, done: Callable[[Job, float, float], None],
                      checkpoints, start: float) -> None:
         """Train ``chunk`` at once; out of GPU memory, in two halves (and ``group`` halves for the rest)."""
