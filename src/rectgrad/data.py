@@ -23,6 +23,8 @@ import tarfile
 import tempfile
 import urllib.request
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -308,8 +310,6 @@ def load_masked_images(folder, bgr: bool = True) -> MaskedImages:
     Images come back RGB (``bgr=True`` flips the channels of JPEGs stored BGR, as the paper's are);
     masks are True where the grayscale mask pixel is >= 200 (object). Sorted by class, then ``n``.
     """
-    from PIL import Image, UnidentifiedImageError
-
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"masked image folder {folder} not found")
@@ -330,11 +330,8 @@ def load_masked_images(folder, bgr: bool = True) -> MaskedImages:
     def read(path: Path, mode: str) -> np.ndarray:
         if not path.is_file():
             raise FileNotFoundError(f"{path} missing (each image needs its mask)")
-        try:
-            with Image.open(path) as image:
-                return np.asarray(image.convert(mode))
-        except (UnidentifiedImageError, OSError) as exc:
-            raise ValueError(f"{path} is not a readable image ({exc})") from None
+        with _open_image(path) as image:
+            return np.asarray(image.convert(mode))
 
     images, masks = [], []
     for _, _, path in entries:
@@ -430,14 +427,21 @@ def _images_in(folder: Path) -> list[Path]:
                   if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not p.stem.endswith("_mask"))
 
 
-def _image_mode(path: Path) -> str:
+@contextmanager
+def _open_image(path: Path) -> Iterator:
+    """``PIL.Image.open(path)``; a file Pillow cannot read or decode gives one ``ValueError`` naming it."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:  # reads the header only
-            return image.mode
+        with Image.open(path) as image:
+            yield image
     except (UnidentifiedImageError, OSError) as exc:
         raise ValueError(f"{path} is not a readable image ({exc})") from None
+
+
+def _image_mode(path: Path) -> str:
+    with _open_image(path) as image:  # reads the header only
+        return image.mode
 
 
 def eight_bit(image, path="image"):
@@ -455,19 +459,16 @@ def eight_bit(image, path="image"):
 
 def _read_images(paths: list[Path], size: int, mode: str, resample=None) -> torch.Tensor:
     """uint8 (N, C, size, size) images in Pillow ``mode`` (``L``: one channel, ``RGB``: three)."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     resample = Image.BILINEAR if resample is None else resample
     images = np.empty((len(paths), size, size, 1 if mode == "L" else 3), dtype=np.uint8)
     for i, path in enumerate(paths):
-        try:
-            with Image.open(path) as image:
-                image = eight_bit(image, path).convert(mode)
-                if image.size != (size, size):
-                    image = image.resize((size, size), resample)
-                images[i] = np.asarray(image).reshape(size, size, -1)
-        except (UnidentifiedImageError, OSError) as exc:
-            raise ValueError(f"{path} is not a readable image ({exc})") from None
+        with _open_image(path) as image:
+            image = eight_bit(image, path).convert(mode)
+            if image.size != (size, size):
+                image = image.resize((size, size), resample)
+            images[i] = np.asarray(image).reshape(size, size, -1)
     return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
 
 
