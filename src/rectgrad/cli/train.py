@@ -30,19 +30,13 @@ def train(
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Train the paper's CNN (Adam, lr 1e-3, batch 100, 20 epochs) and save a checkpoint."""
-    import torch
-
     from rectgrad.checkpoint import save_checkpoint
+    from rectgrad.cli.explain import _device
     from rectgrad.cli.reproduce import _image_size
     from rectgrad.data import RandomPatch, load_dataset
     from rectgrad.train import new_model, train_model
 
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    elif device.split(":")[0] not in ("cpu", "cuda"):
-        raise ValueError(f"--device must be cpu, cuda or auto, got {device!r}")
-    elif device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda given but no CUDA device is available")
+    device = _device(device)
     if not out.parent.is_dir():
         raise FileNotFoundError(f"folder {out.parent} of --out does not exist")
     size = _image_size(dataset, image_size)
