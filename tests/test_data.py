@@ -330,6 +330,12 @@ def test_image_folder_classes_sizes_colours_and_masks(tmp_path):
     assert masked.masks[:, :, :8].all() and not masked.masks[:, :, 8:].any()
     for image, label in zip(masked.images, masked.labels.tolist()):  # img0 is the 20x24 JPEG: a test image
         assert any(torch.equal(image, other) for other in test.images[test.labels == label])
+    reused = data.load_image_folder_masks(tmp_path, 16, test)  # the loaded test split's images, not read again
+    assert torch.equal(reused.images, masked.images) and torch.equal(reused.masks, masked.masks)
+    assert torch.equal(reused.labels, masked.labels) and reused.names == masked.names
+    for other, why in ((train.subset(slice(0, 3)), "holds 3 images"), (train, "pixels")):
+        with pytest.raises(ValueError, match=why):
+            data.load_image_folder_masks(tmp_path, 32 if why == "pixels" else 16, other)
 
 
 def test_image_folder_order_is_fixed_and_mixes_the_classes(tmp_path):

@@ -300,8 +300,10 @@ def test_cli_user_errors(model_and_folder, tmp_path, capsys):
     assert main(["study", "layers", str(tmp_path / "missing"), "--model", str(path), "--out", str(tmp_path)]) == 2
     (folder / "1_mask.png").unlink()
     assert main(["study", "layers", str(folder), "--model", str(path), "--out", str(tmp_path)]) == 2
+    assert main(["study", "layers", str(folder), "--model", str(path), "--device", "tpu", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "exactly one of them" in err and "not found" in err and "lack one" in err
+    assert "--device must be cpu, cuda or auto, got 'tpu'" in err
 
 
 @pytest.mark.skipif(not (FASHION_MNIST_SYSTEM_DIR / "t10k-images-idx3-ubyte.gz").is_file(),

@@ -370,28 +370,34 @@ def load_image_folder(root, split: str = "train", image_size: int = 32) -> Image
                         f"{Path(root).name} ({split})")
 
 
-def load_image_folder_masks(root, image_size: int = 32) -> MaskedImages | None:
+def load_image_folder_masks(root, image_size: int = 32, test: ImageDataset | None = None) -> MaskedImages | None:
     """The test images of :func:`load_image_folder` that have an object mask beside them, for Figs. 2 and 8:
     ``<name>_mask.<ext>`` next to ``<name>.<ext>``, white (>= 128 after conversion to grayscale) on the object,
-    resized like the images (nearest neighbour). None when no test image has a mask."""
+    resized like the images (nearest neighbour). None when no test image has a mask. ``test``: the test split
+    already loaded with the same ``image_size``, whose images are taken instead of reading them again."""
     from PIL import Image
 
-    files, classes, mode = _image_folder(root, "test", image_size)
+    files, classes, mode = _image_folder(root, "test", image_size, scan_mode=test is None)
     mask_of = {(p.parent, p.stem[:-len("_mask")]): p for folder in {path.parent for path, _ in files}
                for p in folder.iterdir() if p.stem.endswith("_mask") and p.suffix.lower() in IMAGE_SUFFIXES}
-    masked = [(path, label, mask_of[path.parent, path.stem]) for path, label in files
-              if (path.parent, path.stem) in mask_of]
+    if test is not None and (len(test) != len(files) or test.images.shape[-2:] != (image_size, image_size)):
+        raise ValueError(f"test holds {len(test)} images of {tuple(test.images.shape[-2:])} pixels, not the "
+                         f"{len(files)} test images of {root} at {image_size} x {image_size}")
+    masked = [i for i, (path, _) in enumerate(files) if (path.parent, path.stem) in mask_of]
     if not masked:
         return None
-    masks = _read_images([mask for _, _, mask in masked], image_size, "L", Image.NEAREST)[:, 0] >= 128
-    return MaskedImages(_read_images([path for path, _, _ in masked], image_size, mode),
-                        torch.tensor([label for _, label, _ in masked]), classes, f"{Path(root).name} (masked test)",
-                        masks=masks, names=[f"{path.parent.name}/{path.stem}" for path, _, _ in masked])
+    paths = [files[i][0] for i in masked]
+    masks = _read_images([mask_of[path.parent, path.stem] for path in paths], image_size, "L", Image.NEAREST)
+    images = test.images[masked] if test is not None else _read_images(paths, image_size, mode)
+    return MaskedImages(images, torch.tensor([files[i][1] for i in masked]), classes,
+                        f"{Path(root).name} (masked test)", masks=masks[:, 0] >= 128,
+                        names=[f"{path.parent.name}/{path.stem}" for path in paths])
 
 
-def _image_folder(root, split: str, image_size: int) -> tuple[list[tuple[Path, int]], list[str], str]:
+def _image_folder(root, split: str, image_size: int,
+                  scan_mode: bool = True) -> tuple[list[tuple[Path, int]], list[str], str | None]:
     """The (image, label) files of ``root/<split>`` in their fixed shuffled order, the classes and the Pillow mode
-    (``L`` or ``RGB``)."""
+    (``L`` or ``RGB``, from every training image's header; None when not ``scan_mode``)."""
     if image_size < 16 or image_size % 4:
         raise ValueError(f"image_size must be a multiple of 4 and at least 16 (the paper's CNN pools twice; "
                          f"the random patch is 10 pixels), got {image_size}")
@@ -415,7 +421,7 @@ def _image_folder(root, split: str, image_size: int) -> tuple[list[tuple[Path, i
     empty = [c for label, c in enumerate(classes) if label not in present]
     if empty:
         raise ValueError(f"the training classes {empty} hold no images in {root / 'train'}")
-    mode = "L" if all(_image_mode(p) in _GRAYSCALE_MODES for p, _ in train) else "RGB"
+    mode = None if not scan_mode else "L" if all(_image_mode(p) in _GRAYSCALE_MODES for p, _ in train) else "RGB"
     order = torch.randperm(len(files), generator=torch.Generator().manual_seed(0)).tolist()
     return [files[i] for i in order], classes, mode
 

@@ -34,13 +34,12 @@ def register(app: typer.Typer) -> None:
 def _load(model: Optional[str], images: Optional[List[Path]], dataset: Optional[str], count: int,
           data_dir: Optional[Path], device: str, per_class: int = 1):
     """The model (eval mode, on ``device``) and the :class:`rectgrad.studies.Images` to explain."""
-    import torch
 
     from rectgrad import zoo
+    from rectgrad.cli.explain import _device
     from rectgrad.studies import images_from_dataset, images_from_files
 
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = _device(device)
     if bool(images) == bool(dataset):
         raise ValueError("give image files or folders or --dataset (exactly one of them)")
     loaded = zoo.load(model, device=device)

@@ -142,7 +142,7 @@ def _masked_images(dataset: str, test: ImageDataset, masks_dir, data_dir, image_
         raise ValueError("--masks applies to cifar10 only: Fashion-MNIST masks are derived from the images, your "
                          "own images' masks lie beside them (<name>_mask.<ext>)")
     if dataset == "folder":
-        return load_image_folder_masks(data_dir, image_size)
+        return load_image_folder_masks(data_dir, image_size, test)
     return MaskedImages(test.images, test.labels, test.classes, "fashion-mnist test (derived masks)",
                         masks=object_masks_from_images(test.images), names=[f"test_{i}" for i in range(len(test))])
 
