@@ -1,4 +1,5 @@
 """RectGrad, Guided Backprop and Deconvolution on the engine: exactness, invariances, bad input."""
+import copy
 import threading
 import time
 import warnings
@@ -106,6 +107,79 @@ def test_padding_trick_reaches_convs_padded_by_a_separate_zero_pad(cnn, batch):
         with_trick = RectGrad(other).attribute(x, target=y, q=98.0, padding_trick=True)
         assert torch.equal(with_trick, RectGrad(other).attribute(x, target=y, q=98.0))
     assert not torch.equal(same, plain)
+
+
+def _same_weights(source: nn.Module, target: nn.Module, reshape) -> nn.Module:
+    with torch.no_grad():
+        for (_, a), (_, b) in zip(source.named_parameters(), target.named_parameters()):
+            b.copy_(reshape(a) if a.dim() > 2 else a)
+    return target
+
+
+def test_padding_trick_and_prr_in_1d_and_3d_equal_their_2d_counterparts():
+    # Conv1d / MaxPool1d / AdaptiveMaxPool1d over L are Conv2d / MaxPool2d / AdaptiveMaxPool2d over a 1 x L image;
+    # the 3d ones with a depth-1 kernel over a 1 x H x W volume are the 2d ones over H x W (2d: naive-checked)
+    torch.manual_seed(3)
+    def net(conv, pool, adaptive, kernel, padding, window, out, features):
+        return nn.Sequential(conv(2, 4, kernel, padding=padding), nn.ReLU(), pool(window), conv(4, 4, kernel,
+                             padding=padding), nn.ReLU(), adaptive(out), nn.Flatten(), nn.Linear(features, 3)).double()
+    one_d = net(nn.Conv1d, nn.MaxPool1d, nn.AdaptiveMaxPool1d, 3, 1, 2, 3, 12)
+    flat = _same_weights(one_d, net(nn.Conv2d, nn.MaxPool2d, nn.AdaptiveMaxPool2d, (1, 3), (0, 1), (1, 2), (1, 3),
+                                    12), lambda w: w[:, :, None])
+    two_d = net(nn.Conv2d, nn.MaxPool2d, nn.AdaptiveMaxPool2d, 3, 1, 2, 2, 16)
+    three_d = _same_weights(two_d, net(nn.Conv3d, nn.MaxPool3d, nn.AdaptiveMaxPool3d, (1, 3, 3), (0, 1, 1),
+                                       (1, 2, 2), (1, 2, 2), 16), lambda w: w[:, :, None])
+    fixed_windows = copy.deepcopy(two_d)
+    fixed_windows[5] = nn.MaxPool2d(3)  # = AdaptiveMaxPool2d(2) over the 6 x 6 maps
+    x1, x2 = torch.randn(5, 2, 24, dtype=torch.float64), torch.randn(5, 2, 12, 12, dtype=torch.float64)
+    for kwargs in ({"padding_trick": True}, {"prr": True}, {"padding_trick": True, "prr": True}):
+        ours = RectGrad(one_d).attribute(x1, target=0, q=80.0, **kwargs)
+        torch.testing.assert_close(ours, RectGrad(flat).attribute(x1[:, :, None], target=0, q=80.0, **kwargs)[:, :, 0],
+                                   rtol=1e-9, atol=1e-12)
+        assert not torch.equal(ours, RectGrad(one_d).attribute(x1, target=0, q=80.0))
+        ours = RectGrad(three_d).attribute(x2[:, :, None], target=0, q=80.0, **kwargs)[:, :, 0]
+        torch.testing.assert_close(ours, RectGrad(two_d).attribute(x2, target=0, q=80.0, **kwargs),
+                                   rtol=1e-9, atol=1e-12)
+        assert not torch.equal(ours, RectGrad(two_d).attribute(x2, target=0, q=80.0))
+        torch.testing.assert_close(RectGrad(fixed_windows).attribute(x2, target=0, q=80.0, **kwargs), ours,
+                                   rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("separate_pad", [False, True])
+def test_padding_trick_zeroes_the_border_along_every_dimension_of_a_3d_conv(separate_pad):
+    torch.manual_seed(4)
+    weight, bias = torch.rand(1, 1, 3, 3, 3, dtype=torch.float64), torch.ones(1, dtype=torch.float64)
+
+    class Volume(nn.Module):  # positive input, weights and bias: every ReLU unit is on and passes at tau = -1e9
+        def forward(self, x):
+            z = (F.conv3d(F.pad(x, (1,) * 6), weight, bias) if separate_pad
+                 else F.conv3d(x, weight, bias, padding=1))
+            return torch.cat([F.relu(z).flatten(1).sum(1, keepdim=True), torch.zeros(len(x), 1)], 1)
+
+    x = torch.rand(2, 1, 4, 5, 6, dtype=torch.float64)
+    interior = torch.zeros(2, 1, 4, 5, 6, dtype=torch.float64)
+    interior[:, :, 1:-1, 1:-1, 1:-1] = 1  # the output gradient with its border zeroed (by hand)
+    expected = x * F.conv_transpose3d(interior, weight, padding=1)
+    ours = RectGrad(Volume()).attribute(x, target=0, tau=-1e9, padding_trick=True)
+    torch.testing.assert_close(ours, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("pool, match", [
+    (nn.MaxPool2d(2, return_indices=True), "max_pool2d_with_indices"),
+    (nn.AdaptiveMaxPool2d(4, return_indices=True), "adaptive_max_pool2d_with_indices"),
+    (nn.FractionalMaxPool2d(2, output_size=4), "fractional_max_pool2d"),
+    (nn.MaxPool1d(2, dilation=2), "max_pool1d without dilation"),
+])
+def test_prr_refuses_max_pools_it_has_no_rule_for(pool, match):
+    class Net(nn.Module):
+        def forward(self, x):
+            y = pool(torch.relu(x).flatten(2) if isinstance(pool, nn.MaxPool1d) else torch.relu(x))
+            return (y[0] if isinstance(y, tuple) else y).flatten(1)[:, :3]
+
+    x = torch.randn(2, 1, 8, 8)
+    with pytest.raises(ValueError, match=match):
+        RectGrad(Net()).attribute(x, target=0, q=50.0, prr=True)
+    assert RectGrad(Net()).attribute(x, target=0, q=50.0).shape == x.shape  # without PRR: the plain pool
 
 
 class Toy(nn.Module):

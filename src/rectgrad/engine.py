@@ -24,11 +24,11 @@ The modified gradients of epsilon-LRP and DeepLIFT (Ancona et al., 2018) are the
 rule (:class:`MultiplierRule`): the activation's derivative is replaced by a multiplier ``m(z, a)``.
 
 Two more techniques (Appendix C): the padding trick zeroes a 1-pixel border of the gradient with
-respect to the output of every zero-padded ``conv2d`` (as the reference code does for SAME
+respect to the output of every zero-padded ``conv1d/2d/3d`` (as the reference code does for SAME
 convolutions, whatever the kernel size; a conv whose input comes straight from a zero ``F.pad``, as
 TensorFlow-style "same" padding does, counts as zero-padded); the proportional redistribution rule
-(PRR, Listing 3) passes a max-pool's gradient to every input of its window in proportion to its
-activation.
+(PRR, Listing 3) passes a max-pool's (1d, 2d, 3d, adaptive) gradient to every input of its window in
+proportion to its activation.
 """
 from __future__ import annotations
 
@@ -252,72 +252,99 @@ def _local_gradient(call, z: Tensor, grad: Tensor) -> Tensor:
     return local
 
 
-def _zero_border(rows: bool, cols: bool):
-    """Gradient hook zeroing a 1-pixel border (padding trick, Appendix C.1)."""
+def _zero_border(padded: tuple[bool, ...]):
+    """Gradient hook zeroing a 1-pixel border along each ``padded`` spatial dimension (padding trick, Appendix
+    C.1); ``padded`` holds one flag per spatial dimension, the last ``len(padded)`` of the tensor."""
 
     def hook(grad: Tensor) -> Tensor:
         grad = grad.clone()
-        if rows:
-            grad[..., [0, -1], :] = 0
-        if cols:
-            grad[..., :, [0, -1]] = 0
+        for dim, pad in enumerate(padded, start=grad.dim() - len(padded)):
+            if pad:
+                grad.narrow(dim, 0, 1).zero_()
+                grad.narrow(dim, grad.shape[dim] - 1, 1).zero_()
         return grad
 
     return hook
 
 
+_AVERAGE_POOL = {F.max_pool1d: F.avg_pool1d, F.max_pool2d: F.avg_pool2d, F.max_pool3d: F.avg_pool3d,
+                 F.adaptive_max_pool1d: F.adaptive_avg_pool1d, F.adaptive_max_pool2d: F.adaptive_avg_pool2d,
+                 F.adaptive_max_pool3d: F.adaptive_avg_pool3d}
+
+
 class _ProportionalMaxPool(torch.autograd.Function):
-    """Max-pool whose backward redistributes in proportion to the inputs (PRR, Listing 3)."""
+    """Max-pool whose backward redistributes in proportion to the inputs (PRR, Listing 3):
+    ``R_in = x * avgpool_backward(R / (avgpool(x) + 1e-10))`` over the max-pool's own windows."""
 
     @staticmethod
-    def forward(ctx, x, kernel_size, stride, padding, ceil_mode):
-        ctx.pool = (kernel_size, stride, padding, ceil_mode)
+    def forward(ctx, x, max_pool: Callable[[Tensor], Tensor], average: Callable[[Tensor], Tensor]):
+        ctx.average = average
         ctx.save_for_backward(x)
-        return F.max_pool2d(x, kernel_size, stride, padding, 1, ceil_mode)
+        return max_pool(x)
 
     @staticmethod
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
-        kernel_size, stride, padding, ceil_mode = ctx.pool
         with torch.enable_grad():  # in float32 at least: the 1e-10 of Listing 3 vanishes in float16
             xx = x.detach().to(torch.promote_types(x.dtype, torch.float32)).requires_grad_()
-            mean = F.avg_pool2d(xx, kernel_size, stride, padding, ceil_mode, count_include_pad=False)
+            mean = ctx.average(xx)
             (spread,) = torch.autograd.grad(mean, xx, grad.to(xx.dtype) / (mean.detach() + 1e-10))
-        return spread.mul_(xx.detach()).to(x.dtype), None, None, None, None  # in place: no second layer-sized tensor
+        return spread.mul_(xx.detach()).to(x.dtype), None, None  # in place: no second layer-sized tensor
 
 
-def _conv_padding(args, kwargs) -> tuple[int, int]:
+_CONVOLUTIONS = {F.conv1d: 1, F.conv2d: 2, F.conv3d: 3}  # -> spatial dimensions
+
+
+def _conv_padding(args, kwargs, dims: int) -> tuple[bool, ...]:
+    """Whether a ``conv{dims}d`` call zero-pads each of its spatial dimensions."""
     padding = kwargs.get("padding", args[4] if len(args) > 4 else 0)
     if isinstance(padding, str):
         weight = kwargs.get("weight", args[1] if len(args) > 1 else None)
         if padding == "valid" or weight is None:
-            return 0, 0
-        return tuple(int(k > 1) for k in weight.shape[-2:])
+            return (False,) * dims
+        return tuple(k > 1 for k in weight.shape[2:])
     if isinstance(padding, int):
-        return padding, padding
-    return tuple(padding)
+        return (padding > 0,) * dims
+    return tuple(p > 0 for p in padding)
 
 
-def _zero_pad(args, kwargs) -> tuple[bool, bool]:
-    """Whether an ``F.pad`` call pads the rows and the columns of an image with zeros."""
+def _zero_pad(args, kwargs) -> tuple[bool, ...]:
+    """Whether an ``F.pad`` call pads each of its input's dimensions with zeros (one flag per dimension)."""
     values = dict(zip(("input", "pad", "mode", "value"), args))
     values.update(kwargs)
-    pad, mode, value = values["pad"], values.get("mode", "constant"), values.get("value")
-    if mode != "constant" or value:
-        return False, False
-    return any(p > 0 for p in pad[2:4]), any(p > 0 for p in pad[:2])  # (left, right, top, bottom, ...)
+    x, pad, mode, value = values["input"], values["pad"], values.get("mode", "constant"), values.get("value")
+    padded = [False] * x.dim()
+    if mode == "constant" and not value:
+        for i in range(len(pad) // 2):  # (left, right) of the last dimension, then of the one before, ...
+            padded[-1 - i] = pad[2 * i] > 0 or pad[2 * i + 1] > 0
+    return tuple(padded)
 
 
-_MAX_POOL_ARGS = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
+_MAX_POOL_ARGS = ("kernel_size", "stride", "padding", "dilation", "ceil_mode")
+# max-pools without a proportional rule: those returning indices (nn.MaxPool2d(return_indices=True) calls
+# max_pool2d_with_indices), used to unpool the selected units, and the fractional ones, whose windows are random
+_MAX_POOLS_WITHOUT_RULE = (F.max_pool1d_with_indices, F.max_pool2d_with_indices, F.max_pool3d_with_indices,
+                           F.adaptive_max_pool1d_with_indices, F.adaptive_max_pool2d_with_indices,
+                           F.adaptive_max_pool3d_with_indices, F.fractional_max_pool2d, F.fractional_max_pool3d,
+                           F.fractional_max_pool2d_with_indices, F.fractional_max_pool3d_with_indices)
 
 
-def _max_pool_args(args, kwargs):
+def _average_pool(func, args, kwargs) -> Callable[[Tensor], Tensor]:
+    """The average pool over the windows of a max-pool call (padding excluded from the average, as TensorFlow's
+    SAME average pooling does); a dilated pool, whose windows no average pool has, is refused."""
+    average = _AVERAGE_POOL[func]
+    if func in (F.adaptive_max_pool1d, F.adaptive_max_pool2d, F.adaptive_max_pool3d):
+        size = kwargs.get("output_size", args[1] if len(args) > 1 else None)
+        return lambda x: average(x, size)
     values = dict(zip(_MAX_POOL_ARGS, args[1:]))
     values.update({k: v for k, v in kwargs.items() if k in _MAX_POOL_ARGS})
+    dilation = values.get("dilation", 1)
+    if any(d != 1 for d in ((dilation,) if isinstance(dilation, int) else dilation)):
+        raise ValueError(f"the proportional redistribution rule supports {func.__name__} without dilation "
+                         f"(got dilation={dilation})")
     kernel = values["kernel_size"]
-    stride = values.get("stride") or kernel
-    return (kernel, stride, values.get("padding", 0), values.get("dilation", 1), values.get("ceil_mode", False),
-            values.get("return_indices", False))
+    stride, padding, ceil_mode = values.get("stride") or kernel, values.get("padding", 0), values.get("ceil_mode")
+    return lambda x: average(x, kernel, stride, padding, bool(ceil_mode), count_include_pad=False)
 
 
 def _refuse(method: str, func, args, kwargs) -> None:
@@ -392,7 +419,7 @@ class RuleMode(TorchFunctionMode):
     options: Options
     sites: list[_Site] = field(default_factory=list)
     scratch: Scratch = field(default_factory=Scratch)
-    zero_padded: dict = field(default_factory=dict)  # id(F.pad output) -> (weakref to it, pads rows, pads cols)
+    zero_padded: dict = field(default_factory=dict)  # id(F.pad output) -> (weakref to it, padded per dimension)
 
     def __post_init__(self):
         super().__init__()
@@ -425,25 +452,26 @@ class RuleMode(TorchFunctionMode):
             return _RuleAtActivation.apply(x, site, _is_inplace(func, args, kwargs))
         if options.padding_trick and func is F.pad:
             out = func(*args, **kwargs)
-            rows, cols = _zero_pad(args, kwargs)
-            if rows or cols:
-                self.zero_padded[id(out)] = (weakref.ref(out), rows, cols)
+            padded = _zero_pad(args, kwargs)
+            if any(padded):
+                self.zero_padded[id(out)] = (weakref.ref(out), padded)
             return out
-        if options.padding_trick and func is F.conv2d:
-            rows, cols = _conv_padding(args, kwargs)
-            padded = self.zero_padded.get(id(x))
-            if padded is not None and padded[0]() is x:  # "same" padding done by a separate F.pad / ZeroPad2d
-                rows, cols = rows or padded[1], cols or padded[2]
+        if options.padding_trick and func in _CONVOLUTIONS:
+            dims = _CONVOLUTIONS[func]
+            padded = _conv_padding(args, kwargs, dims)
+            before = self.zero_padded.get(id(x))
+            if before is not None and before[0]() is x:  # "same" padding done by a separate F.pad / ZeroPad2d
+                padded = tuple(p or q for p, q in zip(padded, before[1][-dims:]))
             out = func(*args, **kwargs)
-            if rows or cols:  # a hook on the tensor sees the gradient of this value even if later ops are in-place
-                out.register_hook(_zero_border(rows > 0, cols > 0))
+            if any(padded):  # a hook on the tensor sees the gradient of this value even if later ops are in-place
+                out.register_hook(_zero_border(padded))
             return out
-        if options.prr and func is F.max_pool2d:
-            kernel, stride, padding, dilation, ceil_mode, return_indices = _max_pool_args(args, kwargs)
-            if dilation not in (1, (1, 1)) or return_indices:
-                raise ValueError("the proportional redistribution rule supports max_pool2d without dilation "
-                                 f"or return_indices (got dilation={dilation}, return_indices={return_indices})")
-            return _ProportionalMaxPool.apply(x, kernel, stride, padding, ceil_mode)
+        if options.prr and func in _AVERAGE_POOL:
+            return _ProportionalMaxPool.apply(x, lambda t: func(t, *args[1:], **kwargs),
+                                              _average_pool(func, args, kwargs))
+        if options.prr and func in _MAX_POOLS_WITHOUT_RULE:
+            raise ValueError(f"the proportional redistribution rule does not support {func.__name__} (max-pools "
+                             "returning indices, e.g. for MaxUnpool, and fractional max-pools); use prr=False")
         return func(*args, **kwargs)
 
     def mark_top(self) -> None:
