@@ -160,18 +160,58 @@ class Checkpointed(nn.Module):
         return self.head(h.flatten(1))
 
 
-@pytest.mark.parametrize("method", ["rectgrad", "rectgrad_prr", "guided_bp", "eps_lrp", "deeplift"])
-def test_activation_checkpointing_gives_the_same_maps_or_a_clear_error(method):
+@pytest.mark.parametrize("activation", [nn.ReLU(), nn.ReLU(inplace=True), nn.SiLU(), nn.GELU(), nn.ReLU6(inplace=True),
+                                        nn.ELU(inplace=True), nn.PReLU(), nn.RReLU(), nn.Sigmoid()], ids=repr)
+def test_activation_checkpointing_gives_the_same_maps_or_a_clear_error(activation):
+    # The backward pass recomputes a checkpointed block without the engine: never a silently different map
     torch.manual_seed(4)
     x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
-    relu_only = Checkpointed(nn.ReLU()).double().eval()
-    if method in ("rectgrad", "guided_bp"):  # ReLU blocks recompute the tensors the rules keep: same maps
-        expected = explain(relu_only, x, target=1, method=method)
-        relu_only.checkpointed = False
-        assert torch.equal(explain(relu_only, x, target=1, method=method), expected)
-    for model in (Checkpointed(nn.SiLU()), Checkpointed(nn.SiLU(), reentrant=True)):
-        with pytest.raises(ValueError, match="activation checkpointing.*turn checkpointing off"):
-            explain(model.double().eval(), x, target=1, method=method)
+    model = Checkpointed(activation).double().eval()
+    outcomes = {}
+    for method in ("rectgrad", "rectgrad_prr", "guided_bp", "deconv", "eps_lrp", "deeplift"):
+        model.checkpointed = True
+        try:
+            maps = explain(model, x, target=1, method=method)
+        except ValueError as error:
+            assert "activation checkpointing" in str(error) and "turn checkpointing off" in str(error)
+            outcomes[method] = "refused"
+            continue
+        model.checkpointed = False
+        assert torch.equal(maps, explain(model, x, target=1, method=method)), method
+        outcomes[method] = "same"
+    gating = {outcomes[m] for m in ("rectgrad", "rectgrad_prr", "guided_bp", "deconv")}
+    # PyTorch keeps two tensors for PReLU / RReLU and the output of an in-place ELU: the rules cannot follow
+    assert gating == ({"refused"} if isinstance(activation, (nn.PReLU, nn.RReLU, nn.ELU)) else {"same"})
+    assert outcomes["deeplift"] == outcomes["eps_lrp"] == "refused"  # the ReLU in the block keeps its output
+
+
+def test_reentrant_checkpointing_is_a_clear_error():
+    model = Checkpointed(nn.ReLU(), reentrant=True).double().eval()
+    with pytest.raises(ValueError, match="activation checkpointing.*turn checkpointing off"):
+        explain(model, torch.randn(2, 3, 8, 8, dtype=torch.float64), target=1, method="rectgrad")
+
+
+def test_an_activation_output_modified_in_place_afterwards():
+    # PyTorch keeps a GELU's input, so code may change its output in place; the engine keeps the input too
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.inplace = nn.Linear(6, 8), nn.Linear(8, 3), True
+
+        def forward(self, x):
+            h = F.gelu(self.a(x))
+            return self.b(h.add_(1.0) if self.inplace else h + 1.0)
+
+    torch.manual_seed(5)
+    model, x = Net().double(), torch.randn(4, 6, dtype=torch.float64)
+    for method in ("rectgrad", "guided_bp", "deeplift"):
+        model.inplace = True
+        in_place = explain(model, x, target=0, method=method, q=50.0) if method == "rectgrad" else explain(
+            model, x, target=0, method=method)
+        model.inplace = False
+        again = explain(model, x, target=0, method=method, q=50.0) if method == "rectgrad" else explain(
+            model, x, target=0, method=method)
+        assert torch.equal(in_place, again) and in_place.abs().sum() > 0
 
 
 class Gated(nn.Module):

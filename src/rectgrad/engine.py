@@ -169,6 +169,12 @@ class _Site:
     scratch: Scratch
     is_top: bool = False
 
+    @property
+    def keeps_input(self) -> bool:
+        """What the backward pass keeps, as PyTorch's own activations do: a ReLU's output (enough for the gating
+        rules), another activation's input (the output is recomputed from it)."""
+        return isinstance(self.rule, MultiplierRule) or not self.is_relu
+
 
 def _inplace_position(func) -> int:
     return list(inspect.signature(func).parameters).index("inplace")
@@ -219,22 +225,31 @@ def _is_inplace(func, args, kwargs) -> bool:
 
 
 class _RuleAtActivation(torch.autograd.Function):
+    """The activation ``site.call`` with the site's rule as its backward pass. Like PyTorch's own backward, it
+    keeps the output of a ReLU and the input of every other activation (recomputing the output from it), so
+    code that modifies a GELU's or SiLU's output in place works as it does without the engine."""
+
     @staticmethod
     def forward(ctx, x, site: _Site, inplace: bool):
-        rule = site.rule
-        needs_input = isinstance(rule, MultiplierRule) or (rule.derivative and not site.is_relu)
-        z = x.clone() if needs_input and inplace else x
+        keep_input = site.keeps_input
+        z = x.clone() if keep_input and inplace else x
         out = site.call(x)
         if inplace:
             ctx.mark_dirty(x)
-        ctx.site = site
-        ctx.save_for_backward(out, z if needs_input else None)
+        ctx.site, ctx.keep_input, ctx.inplace = site, keep_input, inplace
+        ctx.save_for_backward(z if keep_input else out)
         return out
 
     @staticmethod
     def backward(ctx, grad):
         site: _Site = ctx.site
-        a, z = ctx.saved_tensors
+        (saved,) = ctx.saved_tensors
+        z = saved if ctx.keep_input else None
+        if ctx.keep_input:
+            with torch.no_grad():
+                a = site.call(z.clone() if ctx.inplace else z)
+        else:
+            a = saved
         rule = site.rule
         if isinstance(rule, MultiplierRule):
             return grad * rule.multiplier(z, a, lambda t: _local_gradient(site.call, t, torch.ones_like(t))), None, None
@@ -367,20 +382,41 @@ def rule_gradients(output: Tensor, inputs) -> tuple[Tensor | None, ...]:
     """``torch.autograd.grad(output, inputs, allow_unused=True)`` after a forward pass under a :class:`RuleMode`.
 
     Activation checkpointing (``torch.utils.checkpoint``) recomputes parts of the forward pass during the backward
-    pass, without the mode; PyTorch then stops with a checkpoint error wherever the recomputed tensors differ from
-    the rules' (a ReLU-only block recomputes the same ones and works). Such a stop becomes a ``ValueError`` that
-    says what to do.
+    pass, without the mode, to get back the tensors the operations saved. The rules save what PyTorch's own
+    activations mostly save (a ReLU's output, another activation's input), so those come back unchanged; the
+    mode refuses, as the forward pass runs, every activation whose recomputation would give back something else
+    (:func:`_recomputed_alike`: DeepLIFT at a ReLU, PReLU, an in-place ELU, ...) and max-pools under PRR.
+    PyTorch's own checkpoint errors (e.g. reentrant checkpointing under ``torch.autograd.grad``) become a
+    ``ValueError`` that says what to do.
     """
     try:
         return torch.autograd.grad(output, inputs, allow_unused=True)
     except RuntimeError as error:  # CheckpointError is one
-        if "checkpoint" not in str(error):
+        if "checkpoint" not in str(error).lower():
             raise
-        raise ValueError("the model recomputes activations in the backward pass (activation checkpointing: "
-                         "torch.utils.checkpoint, e.g. DenseNet(memory_efficient=True) or timm's "
-                         "set_grad_checkpointing()); this method changes the backward pass of the activations as "
-                         "the forward pass runs, so turn checkpointing off to explain the model "
-                         f"(PyTorch: {str(error).splitlines()[0]})") from None
+        raise ValueError(_CHECKPOINTING + f" (PyTorch: {str(error).splitlines()[0]})") from None
+
+
+_CHECKPOINTING = ("the model recomputes activations in the backward pass (activation checkpointing: "
+                  "torch.utils.checkpoint, e.g. DenseNet(memory_efficient=True) or timm's set_grad_checkpointing()); "
+                  "this method changes the backward pass of the activations as the forward pass runs, so turn "
+                  "checkpointing off to explain the model")
+
+
+def _checkpointing() -> bool:
+    """Whether saved-tensor hooks are active, as ``torch.utils.checkpoint`` installs them for its region."""
+    return torch._C._autograd._top_saved_tensors_default_hooks(True) is not None
+
+
+def _recomputed_alike(site: _Site, x: Tensor) -> bool:
+    """Whether the backward pass of a checkpointed block, recomputing this activation without the engine, gets back
+    what the rule saved: the plain activation must save one tensor equal to it (a ReLU's output, another
+    activation's input; not the two tensors of PReLU or RReLU, nor the output of an in-place ELU)."""
+    saved = []
+    start = x.detach().clone().requires_grad_().clone()  # not a leaf: an in-place activation may run on it
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        out = site.call(start)
+    return len(saved) == 1 and torch.equal(saved[0], x if site.keeps_input else out)
 
 
 _eager_lock = threading.Lock()
@@ -448,6 +484,9 @@ class RuleMode(TorchFunctionMode):
             rest = args[1:]
             site = _Site(call=lambda t: func(t, *rest, **kwargs), is_relu=func in _RELU, rule=options.rule,
                          scratch=self.scratch)
+            if _checkpointing() and not _recomputed_alike(site, x):
+                raise ValueError(f"{_CHECKPOINTING} ({getattr(func, '__name__', func)} inside a checkpointed block "
+                                 "would be recomputed differently)")
             self.sites.append(site)
             return _RuleAtActivation.apply(x, site, _is_inplace(func, args, kwargs))
         if options.padding_trick and func is F.pad:
@@ -467,6 +506,8 @@ class RuleMode(TorchFunctionMode):
                 out.register_hook(_zero_border(padded))
             return out
         if options.prr and func in _AVERAGE_POOL:
+            if _checkpointing():  # PyTorch's max-pool keeps its indices too: the recomputed tensors would not match
+                raise ValueError(f"{_CHECKPOINTING} (a max-pool under PRR inside a checkpointed block)")
             return _ProportionalMaxPool.apply(x, lambda t: func(t, *args[1:], **kwargs),
                                               _average_pool(func, args, kwargs))
         if options.prr and func in _MAX_POOLS_WITHOUT_RULE:
