@@ -244,12 +244,12 @@ class _RuleAtActivation(torch.autograd.Function):
     def backward(ctx, grad):
         site: _Site = ctx.site
         (saved,) = ctx.saved_tensors
-        z = saved if ctx.keep_input else None
         if ctx.keep_input:
+            z = saved
             with torch.no_grad():
                 a = site.call(z.clone() if ctx.inplace else z)
         else:
-            a = saved
+            z, a = None, saved
         rule = site.rule
         if isinstance(rule, MultiplierRule):
             return grad * rule.multiplier(z, a, lambda t: _local_gradient(site.call, t, torch.ones_like(t))), None, None
