@@ -164,6 +164,20 @@ def test_padding_trick_zeroes_the_border_along_every_dimension_of_a_3d_conv(sepa
     torch.testing.assert_close(ours, expected, rtol=1e-12, atol=1e-12)
 
 
+def test_padding_trick_on_a_feature_map_it_covers_whole_is_a_warning():
+    def net(side):
+        torch.manual_seed(6)
+        return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 8, 3, padding=1),
+                             nn.ReLU(), nn.Flatten(), nn.Linear(8 * (side // 2) ** 2, 3))
+
+    with pytest.warns(UserWarning, match=r"zeroes the whole gradient of a \(2, 2\) convolution output"):
+        tiny = RectGrad(net(4)).attribute(torch.randn(2, 3, 4, 4), target=0, q=50.0, padding_trick=True)
+    assert not tiny.any()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 4 x 4 maps keep an inside: no warning
+        assert RectGrad(net(8)).attribute(torch.randn(2, 3, 8, 8), target=0, q=50.0, padding_trick=True).any()
+
+
 @pytest.mark.parametrize("pool, match", [
     (nn.MaxPool2d(2, return_indices=True), "max_pool2d_with_indices"),
     (nn.AdaptiveMaxPool2d(4, return_indices=True), "adaptive_max_pool2d_with_indices"),

@@ -35,6 +35,7 @@ from __future__ import annotations
 import inspect
 import sys
 import threading
+import warnings
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -456,6 +457,7 @@ class RuleMode(TorchFunctionMode):
     sites: list[_Site] = field(default_factory=list)
     scratch: Scratch = field(default_factory=Scratch)
     zero_padded: dict = field(default_factory=dict)  # id(F.pad output) -> (weakref to it, padded per dimension)
+    warned_border: bool = False  # the padding trick's border covered a whole feature map (warned once per call)
 
     def __post_init__(self):
         super().__init__()
@@ -504,6 +506,11 @@ class RuleMode(TorchFunctionMode):
             out = func(*args, **kwargs)
             if any(padded):  # a hook on the tensor sees the gradient of this value even if later ops are in-place
                 out.register_hook(_zero_border(padded))
+                if any(pad and size <= 2 for pad, size in zip(padded, out.shape[-dims:])) and not self.warned_border:
+                    self.warned_border = True
+                    warnings.warn(f"the padding trick zeroes the whole gradient of a {tuple(out.shape[-dims:])} "
+                                  "convolution output (its 1-pixel border is all of it), so the maps are all zero: "
+                                  "give larger inputs or use padding_trick=False", UserWarning, stacklevel=2)
             return out
         if options.prr and func in _AVERAGE_POOL:
             if _checkpointing():  # PyTorch's max-pool keeps its indices too: the recomputed tensors would not match
