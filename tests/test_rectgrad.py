@@ -328,6 +328,8 @@ def test_target_none_explains_the_predicted_class(cnn, batch):
     one = RectGrad(cnn).attribute(x, target=3)
     assert torch.equal(one, RectGrad(cnn).attribute(x, target=torch.full((6,), 3)))
     assert torch.equal(one, RectGrad(cnn).attribute(x, target=torch.tensor(3)))
+    assert torch.equal(RectGrad(cnn).attribute(x, target=y.numpy()), RectGrad(cnn).attribute(x, target=y))
+    assert torch.equal(one, RectGrad(cnn).attribute(x, target=np.int64(3)))
 
 
 def snapshot(model):
@@ -400,6 +402,7 @@ def test_model_untouched_when_forward_raises():
     ({"target": [0, 1]}, ValueError, "target has 2 entries but the batch has 6"),
     ({"target": torch.tensor([0.5] * 6)}, TypeError, "integer class indices"),
     ({"target": "cat"}, TypeError, "target must be None"),
+    ({"target": np.full(6, 0.5)}, TypeError, "integer class indices, got torch.float64"),
     ({"rule": "pr9"}, ValueError, "unknown rule"),
     ({"internal_batch_size": 0}, ValueError, "internal_batch_size must be a positive integer"),
     ({"internal_batch_size": 100}, None, None),

@@ -5,6 +5,7 @@ import math
 import numbers
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -46,6 +47,8 @@ def resolve_targets(target, logits: Tensor) -> Tensor:
     n, classes = logits.shape
     if target is None:
         return logits.detach().argmax(dim=1)
+    if isinstance(target, np.ndarray):
+        target = torch.as_tensor(target)
     if isinstance(target, Tensor):
         if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
             raise TypeError(f"target tensor must hold integer class indices, got {target.dtype}")
@@ -59,7 +62,7 @@ def resolve_targets(target, logits: Tensor) -> Tensor:
             raise TypeError("target list must hold one integer class index per sample")
         values = torch.tensor([int(t) for t in target], dtype=torch.long, device=logits.device)
     else:
-        raise TypeError("target must be None, an int, a list or a tensor of class indices, got "
+        raise TypeError("target must be None, an int, a list, a tensor or a numpy array of class indices, got "
                         f"{type(target).__name__}")
     if values.numel() != n:
         raise ValueError(f"target has {values.numel()} entries but the batch has {n} samples")
