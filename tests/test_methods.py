@@ -1,4 +1,6 @@
 """The method registry: every method on real architectures, and the properties that define each one."""
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -246,6 +248,35 @@ def test_modified_gradients_refuse_layers_they_cannot_handle(method, gate, messa
     with pytest.raises(ValueError, match=f"{method} cannot handle (a|the) {message}"):
         explain(Gated(gate).eval(), torch.randn(2, 3, 6, 6), method=method)
     assert explain(Gated(gate).eval(), torch.randn(2, 3, 6, 6), method="saliency").shape == (2, 3, 6, 6)
+
+
+class Recurrent(nn.Module):
+    def __init__(self, layer: nn.Module):
+        super().__init__()
+        self.input, self.layer, self.head = nn.Linear(4, 4), layer, nn.Linear(6, 3)
+
+    def forward(self, x):
+        h = F.relu(self.input(x))
+        out = self.layer(h if isinstance(self.layer, (nn.LSTM, nn.GRU, nn.RNN)) else h[:, -1])
+        out = out[0] if isinstance(out, tuple) else out
+        return self.head(out[:, -1] if out.dim() == 3 else out)
+
+
+@pytest.mark.parametrize("layer", [nn.LSTM(4, 6, batch_first=True), nn.GRU(4, 6, batch_first=True),
+                                   nn.RNN(4, 6, batch_first=True, nonlinearity="relu"), nn.LSTMCell(4, 6),
+                                   nn.RNNCell(4, 6)], ids=lambda layer: type(layer).__name__)
+def test_fused_recurrent_layers(layer):
+    # their gates and activations run inside one operation: multiplier rules refuse them; the gating rules
+    # warn where ReLUs hide inside (nn.RNN(nonlinearity="relu"))
+    model, x = Recurrent(layer).eval(), torch.randn(2, 5, 4)
+    name = {nn.LSTM: "lstm", nn.GRU: "gru", nn.RNN: "rnn_relu", nn.LSTMCell: "lstm_cell", nn.RNNCell: "rnn_tanh_cell"}
+    with pytest.raises(ValueError, match=f"deeplift cannot handle the non-linearity {name[type(layer)]}"):
+        explain(model, x, method="deeplift")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert explain(model, x, method="rectgrad", q=50.0).shape == x.shape
+    hidden = [str(w.message) for w in caught if "out of the rules' reach" in str(w.message)]
+    assert len(hidden) == (1 if isinstance(layer, nn.RNN) else 0)
 
 
 def test_rectgrad_entries_are_the_papers_settings():

@@ -209,7 +209,11 @@ _OTHER_NONLINEAR = {F.softmax, torch.softmax, torch.Tensor.softmax, F.log_softma
                     F.normalize, F.local_response_norm, F.scaled_dot_product_attention, torch.norm, torch.Tensor.norm,
                     torch.linalg.vector_norm, torch.maximum, torch.Tensor.maximum, torch.minimum,
                     torch.Tensor.minimum, torch.fmax, torch.fmin, torch.where, torch.Tensor.where,
-                    *filter(None, [getattr(F, "rms_norm", None)])}
+                    *filter(None, [getattr(F, "rms_norm", None)]),
+                    # fused recurrent layers (nn.LSTM, nn.GRU, nn.RNN and their cells): gates and activations inside
+                    torch.lstm, torch.gru, torch.rnn_tanh, torch.rnn_relu, torch.lstm_cell, torch.gru_cell,
+                    torch.rnn_tanh_cell, torch.rnn_relu_cell}
+_FUSED_RELUS = {torch.rnn_relu, torch.rnn_relu_cell}  # nn.RNN(nonlinearity="relu"): ReLUs out of the rules' reach
 
 
 def _is_inplace(func, args, kwargs) -> bool:
@@ -458,6 +462,7 @@ class RuleMode(TorchFunctionMode):
     scratch: Scratch = field(default_factory=Scratch)
     zero_padded: dict = field(default_factory=dict)  # id(F.pad output) -> (weakref to it, padded per dimension)
     warned_border: bool = False  # the padding trick's border covered a whole feature map (warned once per call)
+    warned_fused: bool = False  # a fused recurrent layer hid its ReLUs from a gating rule (warned once per call)
 
     def __post_init__(self):
         super().__init__()
@@ -482,6 +487,10 @@ class RuleMode(TorchFunctionMode):
         if not args or not isinstance(args[0], Tensor) or not (torch.is_grad_enabled() and args[0].requires_grad):
             return func(*args, **kwargs)
         x = args[0]
+        if options.rule is not None and func in _FUSED_RELUS and not self.warned_fused:
+            self.warned_fused = True
+            warnings.warn(f"the ReLUs inside {func.__name__} (nn.RNN with nonlinearity='relu', one fused operation) "
+                          "are out of the rules' reach: they pass the plain gradient", UserWarning, stacklevel=2)
         if options.rule is not None and func in (ELEMENTWISE if multiplier else KNOWN_ACTIVATIONS):
             rest = args[1:]
             site = _Site(call=lambda t: func(t, *rest, **kwargs), is_relu=func in _RELU, rule=options.rule,
