@@ -232,6 +232,12 @@ class Gated(nn.Module):
             h = torch.maximum(h, torch.full_like(h, 0.5))
         elif self.gate == "where":
             h = torch.where(h > 0.5, h, 0.5)
+        elif self.gate == "reciprocal":
+            h = 1 / (h + 1)
+        elif self.gate == "log1p":
+            h = h.log1p()
+        elif self.gate == "hand-written norm":
+            h = (h - h.mean(1, keepdim=True)) / h.std(1, keepdim=True)
         else:
             h = F.normalize(h, dim=1) if self.gate == "normalize" else h.softmax(1)
         return self.fc(h.mean((2, 3)))
@@ -243,11 +249,40 @@ class Gated(nn.Module):
                                            ("normalize", "non-linearity normalize"),
                                            ("glu", "non-linearity glu"),
                                            ("maximum", "non-linearity maximum"),
-                                           ("where", "non-linearity where")])
+                                           ("where", "non-linearity where"),
+                                           ("reciprocal", "follow __rdiv__: not an operation it knows"),
+                                           ("log1p", "follow log1p"),
+                                           ("hand-written norm", "follow std")])
 def test_modified_gradients_refuse_layers_they_cannot_handle(method, gate, message):
-    with pytest.raises(ValueError, match=f"{method} cannot handle (a|the) {message}"):
+    with pytest.raises(ValueError, match=f"{method} cannot (handle (a|the)|follow) {message.replace('follow ', '')}"):
         explain(Gated(gate).eval(), torch.randn(2, 3, 6, 6), method=method)
     assert explain(Gated(gate).eval(), torch.randn(2, 3, 6, 6), method="saliency").shape == (2, 3, 6, 6)
+
+
+class LinearOps(nn.Module):
+    """Operations DeepLIFT passes as linear: resizing, pixel shuffle, eval BatchNorm, views, a divisor made from
+    parameters only (weight-normalised), padding."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.norm = nn.Conv2d(3, 8, 3), nn.BatchNorm2d(2)
+        self.scale, self.fc = nn.Parameter(torch.tensor([2.0, -3.0])), nn.Linear(2 * 8 * 8, 3)
+
+    def forward(self, x):
+        h = F.pixel_shuffle(F.relu(self.conv(x)), 2)  # 8 x 4 x 4 -> 2 x 8 x 8
+        h = self.norm(F.interpolate(h, size=(6, 6), mode="bilinear"))
+        h = F.pad(torch.tanh(h), (1, 1, 1, 1)) / self.scale.abs().view(1, 2, 1, 1)
+        return self.fc(h.transpose(2, 3).flatten(1))
+
+
+def test_deeplift_follows_linear_operations_and_sums_to_delta():
+    torch.manual_seed(7)
+    model = LinearOps().double().eval()
+    model.norm.running_mean.uniform_(-1, 1)
+    x = torch.randn(4, 3, 6, 6, dtype=torch.float64)
+    maps = explain(model, x, target=1, method="deeplift")
+    with torch.no_grad():
+        torch.testing.assert_close(maps.flatten(1).sum(1), model(x)[:, 1] - model(torch.zeros_like(x))[:, 1])
 
 
 class Recurrent(nn.Module):
@@ -350,6 +385,10 @@ def test_model_left_as_it_was_in_train_mode():
     x = torch.randn(3, 3, 6, 6)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     for method in METHOD_NAMES:
+        if method in ("eps_lrp", "deeplift"):  # batch statistics are not linear: refused, model untouched as well
+            with pytest.raises(ValueError, match="batch_norm in training mode.*model.eval()"):
+                explain(model, x, method=method)
+            continue
         explain(model, x, method=method, seed=0, **({"samples": 2} if method == "smoothgrad" else {}))
     assert model.training and all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     assert set(METHODS) == set(METHOD_NAMES)

@@ -369,10 +369,10 @@ def _average_pool(func, args, kwargs) -> Callable[[Tensor], Tensor]:
 
 def _refuse(method: str, func, args, kwargs) -> None:
     """A multiplier rule is undefined for products of input-dependent tensors and other non-linearities."""
-    flat = [*args, *kwargs.values()]
-    tensors = [a for a in flat if isinstance(a, Tensor)] + [
-        t for a in flat if isinstance(a, (list, tuple)) for t in a if isinstance(t, Tensor)]
-    dependent = sum(t.requires_grad and not isinstance(t, torch.nn.Parameter) for t in tensors)
+    candidates = [t for t in _tensors(args, kwargs) if t.requires_grad and not isinstance(t, torch.nn.Parameter)]
+    if len(candidates) < (2 if func in _PRODUCTS else 1):
+        return
+    dependent = sum(_depends_on_input(t) for t in candidates)  # not a weight computed from parameters
     name = getattr(func, "__name__", repr(func))
     if func in _PRODUCTS and dependent >= 2:
         raise ValueError(f"{method} cannot handle a product of two input-dependent tensors ({name}, e.g. gating or "
@@ -381,6 +381,70 @@ def _refuse(method: str, func, args, kwargs) -> None:
     if func in _OTHER_NONLINEAR and dependent:
         raise ValueError(f"{method} cannot handle the non-linearity {name}: its rule is defined for networks of "
                          "linear layers, pooling and element-wise activations")
+
+
+# What a multiplier rule passes as it is: operations linear in each input-dependent argument (the divisions in
+# the numerator; batch_norm outside training), by name so that methods, functions and operators all count,
+# and the max-pools, whose gradient goes to the maximum as in the reference code.
+_LINEAR_OPS = frozenset("""
+    conv1d conv2d conv3d conv_transpose1d conv_transpose2d conv_transpose3d linear matmul mm bmm mv addmm addmv baddbmm
+    einsum __matmul__ __rmatmul__ add add_ __add__ __radd__ __iadd__ sub sub_ __sub__ __rsub__ __isub__ rsub neg
+    __neg__ negative mul mul_ __mul__ __rmul__ __imul__ div div_ __truediv__ __itruediv__ true_divide sum mean
+    __getitem__ __get__ chunk split tensor_split unbind narrow select contiguous flatten unflatten view view_as reshape
+    reshape_as permute transpose t squeeze unsqueeze expand expand_as repeat repeat_interleave tile cat concat
+    concatenate stack roll flip movedim index_select gather masked_fill clone to float double half bfloat16 type_as
+    avg_pool1d avg_pool2d avg_pool3d adaptive_avg_pool1d adaptive_avg_pool2d adaptive_avg_pool3d batch_norm dropout
+    dropout1d dropout2d dropout3d alpha_dropout feature_alpha_dropout pad interpolate pixel_shuffle pixel_unshuffle
+    channel_shuffle native_channel_shuffle unfold fold""".split())
+_DIVISIONS = frozenset({"div", "div_", "__truediv__", "__itruediv__", "true_divide"})
+_MAX_POOLS = {F.max_pool1d, F.max_pool2d, F.max_pool3d, F.adaptive_max_pool1d, F.adaptive_max_pool2d,
+              F.adaptive_max_pool3d}
+
+
+def _tensors(args, kwargs) -> list[Tensor]:
+    flat = [*args, *kwargs.values()]
+    return [a for a in flat if isinstance(a, Tensor)] + [
+        t for a in flat if isinstance(a, (list, tuple)) for t in a if isinstance(t, Tensor)]
+
+
+def _depends_on_input(t: Tensor) -> bool:
+    """Whether ``t`` was computed from a leaf that is not a parameter (the attribution's inputs), by its graph."""
+    if not t.requires_grad:
+        return False
+    nodes, seen = [t.grad_fn], set()
+    if nodes[0] is None:
+        return not isinstance(t, torch.nn.Parameter)
+    while nodes:
+        node = nodes.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        leaf = getattr(node, "variable", None)  # AccumulateGrad: a leaf
+        if leaf is not None and not isinstance(leaf, torch.nn.Parameter):
+            return True
+        nodes.extend(following for following, _ in node.next_functions)
+    return False
+
+
+def _refuse_unknown(method: str, func, args, kwargs) -> None:
+    """A multiplier rule passes an operation it does not change as linear: true for ``_LINEAR_OPS``; any other
+    operation on an input-dependent tensor (``1 / x``, ``log1p``, a hand-written normalisation, ...) is refused."""
+    name = getattr(func, "__name__", repr(func))
+    if func in _MAX_POOLS:
+        return
+    if name in _DIVISIONS:
+        suspects = [a for a in args[1:2] if isinstance(a, Tensor)]  # a divisor that depends on the input
+    elif name == "batch_norm":
+        suspects = args[:1] if kwargs.get("training", args[5] if len(args) > 5 else False) else []
+    else:
+        suspects = [] if name in _LINEAR_OPS else _tensors(args, kwargs)
+    if any(_depends_on_input(t) for t in suspects):
+        if name == "batch_norm":
+            raise ValueError(f"{method} cannot follow batch_norm in training mode: it normalises with the batch's "
+                             "statistics, not a linear map (put the model in eval mode: model.eval())")
+        raise ValueError(f"{method} cannot follow {name}: not an operation it knows to be linear (its rule is "
+                         "defined for networks of linear layers, pooling and element-wise activations; see "
+                         "docs/engine.md); explain this model with another method")
 
 
 def rule_gradients(output: Tensor, inputs) -> tuple[Tensor | None, ...]:
@@ -485,7 +549,7 @@ class RuleMode(TorchFunctionMode):
         if multiplier and (func in _PRODUCTS or func in _OTHER_NONLINEAR):
             _refuse(options.rule.name, func, args, kwargs)
         if not args or not isinstance(args[0], Tensor) or not (torch.is_grad_enabled() and args[0].requires_grad):
-            return func(*args, **kwargs)
+            return self._unchanged(func, args, kwargs)
         x = args[0]
         if options.rule is not None and func in _FUSED_RELUS and not self.warned_fused:
             self.warned_fused = True
@@ -529,7 +593,15 @@ class RuleMode(TorchFunctionMode):
         if options.prr and func in _MAX_POOLS_WITHOUT_RULE:
             raise ValueError(f"the proportional redistribution rule does not support {func.__name__} (max-pools "
                              "returning indices, e.g. for MaxUnpool, and fractional max-pools); use prr=False")
-        return func(*args, **kwargs)
+        return self._unchanged(func, args, kwargs)
+
+    def _unchanged(self, func, args, kwargs):
+        """An operation no rule changes; a multiplier rule passes it as linear, so it must be (``_LINEAR_OPS``)."""
+        out = func(*args, **kwargs)
+        if isinstance(self.options.rule, MultiplierRule) and any(
+                t.requires_grad for t in (out if isinstance(out, (tuple, list)) else [out]) if isinstance(t, Tensor)):
+            _refuse_unknown(self.options.rule.name, func, args, kwargs)
+        return out
 
     def mark_top(self) -> None:
         """Flag the activation nearest the output (the last one called in the forward pass)."""
