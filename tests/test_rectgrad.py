@@ -541,6 +541,16 @@ needs_stance = pytest.mark.skipif(not hasattr(torch.compiler, "set_stance"), rea
 
 
 @needs_stance
+def test_exported_models_get_the_same_maps(cnn, batch):
+    # torch.export: the program calls ATen operations (aten.relu.default, aten.conv2d.default, ...)
+    x, y = batch
+    samples = torch.export.Dim("samples", min=1, max=64)  # DeepLIFT runs inputs and references as one batch
+    exported = torch.export.export(cnn, (x,), dynamic_shapes=({0: samples},)).module()
+    for method in ("rectgrad", "rectgrad_prr", "guided_bp", "deconv", "deeplift", "eps_lrp"):
+        assert torch.equal(rectgrad.explain(exported, x, target=y, method=method),
+                           rectgrad.explain(cnn, x, target=y, method=method)), method
+
+
 def test_compiled_models_get_the_same_maps_and_stay_compiled(cnn, batch):
     x, y = batch
     torch.compiler.reset()

@@ -216,6 +216,25 @@ _OTHER_NONLINEAR = {F.softmax, torch.softmax, torch.Tensor.softmax, F.log_softma
 _FUSED_RELUS = {torch.rnn_relu, torch.rnn_relu_cell}  # nn.RNN(nonlinearity="relu"): ReLUs out of the rules' reach
 
 
+def _aten_aliases() -> dict:
+    """The ATen operations a ``torch.export``-ed model calls, as the functions the rules know (same arguments)."""
+    known = {"relu": torch.relu, "relu_": torch.relu_, "hardtanh": F.hardtanh, "hardtanh_": F.hardtanh_,
+             "leaky_relu": F.leaky_relu, "leaky_relu_": F.leaky_relu_, "gelu": F.gelu, "silu": F.silu,
+             "hardswish": F.hardswish, "mish": F.mish, "sigmoid": torch.sigmoid, "tanh": torch.tanh,
+             "conv1d": F.conv1d, "conv2d": F.conv2d, "conv3d": F.conv3d, "max_pool1d": F.max_pool1d,
+             "max_pool2d": F.max_pool2d, "max_pool3d": F.max_pool3d, "pad": F.pad}
+    aliases = {}
+    for name, function in known.items():
+        packet = getattr(torch.ops.aten, name, None)
+        for overload in ("default", "padding"):  # conv2d.padding: padding given as "same" / "valid"
+            if packet is not None and overload in packet.overloads():
+                aliases[getattr(packet, overload)] = function
+    return aliases
+
+
+_ATEN_ALIASES = _aten_aliases()
+
+
 def _is_inplace(func, args, kwargs) -> bool:
     if func in _RELU:
         return _RELU[func] or bool(kwargs.get("inplace", args[1] if len(args) > 1 else False))
@@ -429,7 +448,7 @@ def _depends_on_input(t: Tensor) -> bool:
 def _refuse_unknown(method: str, func, args, kwargs) -> None:
     """A multiplier rule passes an operation it does not change as linear: true for ``_LINEAR_OPS``; any other
     operation on an input-dependent tensor (``1 / x``, ``log1p``, a hand-written normalisation, ...) is refused."""
-    name = getattr(func, "__name__", repr(func))
+    name = getattr(func, "_opname", None) or getattr(func, "__name__", repr(func))  # ATen operations: no overload
     if func in _MAX_POOLS:
         return
     if name in _DIVISIONS:
@@ -544,6 +563,7 @@ class RuleMode(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        func = _ATEN_ALIASES.get(func, func)
         options = self.options
         multiplier = isinstance(options.rule, MultiplierRule)
         if multiplier and (func in _PRODUCTS or func in _OTHER_NONLINEAR):
