@@ -75,6 +75,9 @@ def test_missing_and_corrupt_files(model, tmp_path):
     truncated.write_bytes((tmp_path / "full.pt").read_bytes()[:1000])
     with pytest.raises(ValueError, match="truncated.pt .*not a torch file"):
         load_model(truncated)
+    torch.export.save(torch.export.export(model.eval(), (torch.randn(1, 1, 12, 12),)), tmp_path / "program.pt2")
+    with pytest.raises(ValueError, match="program.pt2 holds an exported program .*torch.export.load"):
+        load_model(tmp_path / "program.pt2")
 
 
 def test_wrong_architecture_or_weights(model, tmp_path):

@@ -67,6 +67,10 @@ def load_model(path, map_location=None) -> nn.Module:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model file {path} not found")
+    if _is_exported_program(path):
+        raise ValueError(f"{path} holds an exported program (torch.export.save): explain it with the Python API, "
+                         "rectgrad.explain(torch.export.load(path).module(), x, ...), exported with a dynamic batch "
+                         "dimension; model files here are rectgrad checkpoints, torch.save'd modules or TorchScript")
     if _is_torchscript(path):
         try:
             return torch.jit.load(str(path), map_location=map_location).eval()
@@ -111,6 +115,13 @@ def _from_checkpoint(payload, path: Path) -> tuple[nn.Module, dict]:
         raise ValueError(f"{path}: the weights do not fit {architecture}({payload.get('config')}): "
                          f"{_one_line(exc)}") from None
     return model.eval(), dict(payload.get("metadata", {}))
+
+
+def _is_exported_program(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("/archive_format") for name in archive.namelist())
 
 
 def _is_torchscript(path: Path) -> bool:
