@@ -238,6 +238,8 @@ class Gated(nn.Module):
             h = h.log1p()
         elif self.gate == "hand-written norm":
             h = (h - h.mean(1, keepdim=True)) / h.std(1, keepdim=True)
+        elif self.gate == "mask":
+            h = (h - 0.5).masked_fill(h < 0.5, 0.0)  # a ReLU by hand
         else:
             h = F.normalize(h, dim=1) if self.gate == "normalize" else h.softmax(1)
         return self.fc(h.mean((2, 3)))
@@ -249,10 +251,11 @@ class Gated(nn.Module):
                                            ("normalize", "non-linearity normalize"),
                                            ("glu", "non-linearity glu"),
                                            ("maximum", "non-linearity maximum"),
-                                           ("where", "non-linearity where"),
+                                           ("where", "follow a mask computed from the input"),
                                            ("reciprocal", "follow __rdiv__: not an operation it knows"),
                                            ("log1p", "follow log1p"),
-                                           ("hand-written norm", "follow std")])
+                                           ("hand-written norm", "follow std"),
+                                           ("mask", "follow a mask computed from the input")])
 def test_modified_gradients_refuse_layers_they_cannot_handle(method, gate, message):
     with pytest.raises(ValueError, match=f"{method} cannot (handle (a|the)|follow) {message.replace('follow ', '')}"):
         explain(Gated(gate).eval(), torch.randn(2, 3, 6, 6), method=method)

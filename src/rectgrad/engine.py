@@ -416,6 +416,9 @@ _LINEAR_OPS = frozenset("""
     dropout1d dropout2d dropout3d alpha_dropout feature_alpha_dropout pad interpolate pixel_shuffle pixel_unshuffle
     channel_shuffle native_channel_shuffle unfold fold""".split())
 _DIVISIONS = frozenset({"div", "div_", "__truediv__", "__itruediv__", "true_divide"})
+# A mask computed from the input makes the operations it selects with piecewise linear: x * (x > 0) is a ReLU.
+_COMPARISONS = frozenset("""gt lt ge le eq ne greater less greater_equal less_equal __gt__ __lt__ __ge__ __le__
+    __eq__ __ne__ sign signbit heaviside argmax argmin argsort""".split())
 _MAX_POOLS = {F.max_pool1d, F.max_pool2d, F.max_pool3d, F.adaptive_max_pool1d, F.adaptive_max_pool2d,
               F.adaptive_max_pool3d}
 
@@ -616,11 +619,19 @@ class RuleMode(TorchFunctionMode):
         return self._unchanged(func, args, kwargs)
 
     def _unchanged(self, func, args, kwargs):
-        """An operation no rule changes; a multiplier rule passes it as linear, so it must be (``_LINEAR_OPS``)."""
+        """An operation no rule changes; a multiplier rule passes it as linear, so it must be (``_LINEAR_OPS``),
+        and no mask may be computed from the input (``_COMPARISONS``)."""
         out = func(*args, **kwargs)
-        if isinstance(self.options.rule, MultiplierRule) and any(
-                t.requires_grad for t in (out if isinstance(out, (tuple, list)) else [out]) if isinstance(t, Tensor)):
+        if not isinstance(self.options.rule, MultiplierRule):
+            return out
+        outputs = out if isinstance(out, (tuple, list)) else [out]
+        if any(t.requires_grad for t in outputs if isinstance(t, Tensor)):
             _refuse_unknown(self.options.rule.name, func, args, kwargs)
+        elif (getattr(func, "_opname", None) or getattr(func, "__name__", "")) in _COMPARISONS and any(
+                _depends_on_input(t) for t in _tensors(args, kwargs)):
+            raise ValueError(f"{self.options.rule.name} cannot follow a mask computed from the input "
+                             f"({getattr(func, '__name__', func)}, e.g. x * (x > 0) as a hand-written ReLU): the "
+                             "operations it selects with are not linear; use the activation functions instead")
         return out
 
     def mark_top(self) -> None:
