@@ -402,3 +402,17 @@ def test_image_folder_bad_arguments(tmp_path):
         load_dataset("folder", "train", data_dir=tmp_path, download=True)
     with pytest.raises(ValueError, match="split must be"):
         data.load_image_folder(tmp_path, "validation", 32)
+
+
+def test_reading_thousands_of_images_shows_a_progress_bar(tmp_path, capsys):
+    for split, count in (("train", 2000), ("test", 10)):
+        for c in range(2):
+            folder = tmp_path / split / f"class{c}"
+            folder.mkdir(parents=True)
+            for i in range(count // 2):
+                Image.fromarray(np.full((16, 16), i % 256, np.uint8)).save(folder / f"{i}.png")
+    assert len(data.load_image_folder(tmp_path, "train", 16, progress=True)) == 2000
+    assert "reading train images" in capsys.readouterr().err
+    data.load_image_folder(tmp_path, "train", 16)
+    data.load_image_folder(tmp_path, "test", 16, progress=True)  # a few files: no bar
+    assert capsys.readouterr().err == ""

@@ -122,9 +122,10 @@ def cache_dir() -> Path:
 
 
 def load_dataset(name: str, split: str = "train", data_dir=None, download: bool = False,
-                 image_size: int = 32) -> ImageDataset:
+                 image_size: int = 32, progress: bool = False) -> ImageDataset:
     """Load ``"fashion-mnist"``, ``"cifar10"`` or ``"folder"`` (your own images in ``data_dir``, resized to
-    ``image_size``; :func:`load_image_folder`), ``split`` ``"train"`` or ``"test"``."""
+    ``image_size``; :func:`load_image_folder`, with a progress bar on request), ``split`` ``"train"`` or
+    ``"test"``."""
     loaders = {"fashion-mnist": load_fashion_mnist, "cifar10": load_cifar10}
     if name == "folder":
         if data_dir is None:
@@ -132,7 +133,7 @@ def load_dataset(name: str, split: str = "train", data_dir=None, download: bool 
                              "ROOT/train/<class>/<image> and ROOT/test/<class>/<image>")
         if download:
             raise ValueError("--download does not apply to your own images (the folder dataset)")
-        return load_image_folder(data_dir, split, image_size)
+        return load_image_folder(data_dir, split, image_size, progress=progress)
     if name not in loaders:
         raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
     return loaders[name](split, data_dir=data_dir, download=download)
@@ -353,7 +354,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 _GRAYSCALE_MODES = ("1", "L", "LA", "I", "I;16", "F")
 
 
-def load_image_folder(root, split: str = "train", image_size: int = 32) -> ImageDataset:
+def load_image_folder(root, split: str = "train", image_size: int = 32, progress: bool = False) -> ImageDataset:
     """Your own images in torchvision's ImageFolder layout: ``root/<split>/<class>/<image>``.
 
     The classes are the subfolders of ``root/train`` in sorted order (``root/test`` may lack some, not add
@@ -361,16 +362,19 @@ def load_image_folder(root, split: str = "train", image_size: int = 32) -> Image
     takes square images, side divisible by 4) and kept RGB, or grayscale when every training image is.
     The images come in one fixed shuffled order (seed 0), as the standard datasets' files do, so that the
     first ``n`` of them (what the smaller scales use) hold every class. Files named ``<name>_mask.<ext>`` are
-    object masks (:func:`load_image_folder_masks`), not images.
+    object masks (:func:`load_image_folder_masks`), not images. ``progress`` shows a bar while thousands of
+    files are read.
     """
     _check_split(split)
     files, classes, mode = _image_folder(root, split, image_size)
     labels = torch.tensor([label for _, label in files])
-    return ImageDataset(_read_images([path for path, _ in files], image_size, mode), labels, classes,
-                        f"{Path(root).name} ({split})")
+    images = _read_images([path for path, _ in files], image_size, mode, progress=progress,
+                          description=f"reading {split} images")
+    return ImageDataset(images, labels, classes, f"{Path(root).name} ({split})")
 
 
-def load_image_folder_masks(root, image_size: int = 32, test: ImageDataset | None = None) -> MaskedImages | None:
+def load_image_folder_masks(root, image_size: int = 32, test: ImageDataset | None = None,
+                            progress: bool = False) -> MaskedImages | None:
     """The test images of :func:`load_image_folder` that have an object mask beside them, for Figs. 2 and 8:
     ``<name>_mask.<ext>`` next to ``<name>.<ext>``, white (>= 128 after conversion to grayscale) on the object,
     resized like the images (nearest neighbour). None when no test image has a mask. ``test``: the test split
@@ -387,8 +391,10 @@ def load_image_folder_masks(root, image_size: int = 32, test: ImageDataset | Non
     if not masked:
         return None
     paths = [files[i][0] for i in masked]
-    masks = _read_images([mask_of[path.parent, path.stem] for path in paths], image_size, "L", Image.NEAREST)
-    images = test.images[masked] if test is not None else _read_images(paths, image_size, mode)
+    masks = _read_images([mask_of[path.parent, path.stem] for path in paths], image_size, "L", Image.NEAREST,
+                         progress=progress, description="reading masks")
+    images = test.images[masked] if test is not None else _read_images(paths, image_size, mode, progress=progress,
+                                                                      description="reading masked images")
     return MaskedImages(images, torch.tensor([files[i][1] for i in masked]), classes,
                         f"{Path(root).name} (masked test)", masks=masks[:, 0] >= 128,
                         names=[f"{path.parent.name}/{path.stem}" for path in paths])
@@ -463,13 +469,17 @@ def eight_bit(image, path="image"):
     return image
 
 
-def _read_images(paths: list[Path], size: int, mode: str, resample=None) -> torch.Tensor:
-    """uint8 (N, C, size, size) images in Pillow ``mode`` (``L``: one channel, ``RGB``: three)."""
+def _read_images(paths: list[Path], size: int, mode: str, resample=None, progress: bool = False,
+                 description: str = "reading images") -> torch.Tensor:
+    """uint8 (N, C, size, size) images in Pillow ``mode`` (``L``: one channel, ``RGB``: three); ``progress``: a bar
+    when there are thousands of them."""
     from PIL import Image
+    from tqdm.auto import tqdm
 
     resample = Image.BILINEAR if resample is None else resample
     images = np.empty((len(paths), size, size, 1 if mode == "L" else 3), dtype=np.uint8)
-    for i, path in enumerate(paths):
+    bar = tqdm(paths, desc=description, unit="image", dynamic_ncols=True, disable=not progress or len(paths) < 2000)
+    for i, path in enumerate(bar):
         with _open_image(path) as image:
             image = eight_bit(image, path).convert(mode)
             if image.size != (size, size):

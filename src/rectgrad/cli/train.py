@@ -40,8 +40,8 @@ def train(
     if not out.parent.is_dir():
         raise FileNotFoundError(f"folder {out.parent} of --out does not exist")
     size = _image_size(dataset, image_size)
-    train_set = load_dataset(dataset, "train", data_dir=data_dir, download=download, image_size=size)
-    test_set = load_dataset(dataset, "test", data_dir=data_dir, download=download, image_size=size)
+    train_set = load_dataset(dataset, "train", data_dir=data_dir, download=download, image_size=size, progress=progress)
+    test_set = load_dataset(dataset, "test", data_dir=data_dir, download=download, image_size=size, progress=progress)
     occlusion = RandomPatch() if patch else None
     if occlusion is not None:
         train_set, test_set = occlusion.apply(train_set), occlusion.apply(test_set)

@@ -105,9 +105,11 @@ def reproduce(dataset: str, scale: str, work_dir, *, data_dir=None, masks_dir=No
     if unknown or not methods or len(set(methods)) != len(methods):
         raise ValueError(f"methods must be distinct names among {', '.join(METHOD_NAMES)}, got {list(methods)}")
     spec = SCALES[scale]
-    train = load_dataset(dataset, "train", data_dir=data_dir, download=download, image_size=image_size)
-    test = load_dataset(dataset, "test", data_dir=data_dir, download=download, image_size=image_size)
-    masked = _masked_images(dataset, test, masks_dir, data_dir, image_size)
+    train = load_dataset(dataset, "train", data_dir=data_dir, download=download, image_size=image_size,
+                         progress=settings.progress)
+    test = load_dataset(dataset, "test", data_dir=data_dir, download=download, image_size=image_size,
+                        progress=settings.progress)
+    masked = _masked_images(dataset, test, masks_dir, data_dir, image_size, settings.progress)
     data = {"train": len(train), "test": len(test), "crc32": _crc(train, test, *[] if masked is None else [masked])}
     if dataset == "folder":
         data.update(image_size=image_size, masked=0 if masked is None else len(masked))
@@ -133,7 +135,8 @@ def _first(dataset: ImageDataset, count: int | None) -> ImageDataset:
     return dataset if count is None or count >= len(dataset) else dataset.subset(slice(0, count))
 
 
-def _masked_images(dataset: str, test: ImageDataset, masks_dir, data_dir, image_size: int) -> MaskedImages | None:
+def _masked_images(dataset: str, test: ImageDataset, masks_dir, data_dir, image_size: int,
+                   progress: bool) -> MaskedImages | None:
     """CIFAR-10: the paper's masked images (``masks_dir``); Fashion-MNIST: test images with derived masks; your
     own images: the test images with a mask beside them (None if none has)."""
     if dataset == "cifar10":
@@ -142,7 +145,7 @@ def _masked_images(dataset: str, test: ImageDataset, masks_dir, data_dir, image_
         raise ValueError("--masks applies to cifar10 only: Fashion-MNIST masks are derived from the images, your "
                          "own images' masks lie beside them (<name>_mask.<ext>)")
     if dataset == "folder":
-        return load_image_folder_masks(data_dir, image_size, test)
+        return load_image_folder_masks(data_dir, image_size, test, progress=progress)
     return MaskedImages(test.images, test.labels, test.classes, "fashion-mnist test (derived masks)",
                         masks=object_masks_from_images(test.images), names=[f"test_{i}" for i in range(len(test))])
 
