@@ -448,6 +448,25 @@ def test_warns_without_known_activation_and_equals_gradient_times_input():
     torch.testing.assert_close(attribution, x * model[0].weight[2])
 
 
+def test_warns_when_a_clamp_at_zero_stands_for_a_relu():
+    class Clamped(nn.Module):
+        def __init__(self, clamp):
+            super().__init__()
+            self.a, self.b, self.clamp = nn.Linear(4, 30), nn.Linear(30, 2), clamp
+
+        def forward(self, x):
+            return self.b(self.clamp(torch.relu(self.a(x)) - 0.1))
+
+    x = torch.randn(2, 4)
+    for as_relu in (lambda h: h.clamp(min=0), lambda h: torch.clamp(h, 0, 6), lambda h: h.clamp_min(0.0)):
+        with pytest.warns(UserWarning, match=r"clamp(_min)?\(min=0\) works as a ReLU here"):
+            RectGrad(Clamped(as_relu)).attribute(x, target=0, q=50.0)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*works as a ReLU")  # a clamp elsewhere (e.g. at 1e-6): no ReLU
+        for other in (lambda h: h.clamp(min=1e-6), lambda h: h.clamp(min=torch.zeros(30)), lambda h: h.clamp(max=0)):
+            RectGrad(Clamped(other)).attribute(x, target=0, q=50.0)
+
+
 def test_warns_when_a_small_layer_blocks_everything():
     # logits through a ReLU over 10 units: with q = 98 the threshold is the largest score, strict > passes nothing
     model = nn.Sequential(nn.Linear(6, 10), nn.ReLU())

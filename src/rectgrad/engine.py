@@ -214,6 +214,8 @@ _OTHER_NONLINEAR = {F.softmax, torch.softmax, torch.Tensor.softmax, F.log_softma
                     torch.lstm, torch.gru, torch.rnn_tanh, torch.rnn_relu, torch.lstm_cell, torch.gru_cell,
                     torch.rnn_tanh_cell, torch.rnn_relu_cell}
 _FUSED_RELUS = {torch.rnn_relu, torch.rnn_relu_cell}  # nn.RNN(nonlinearity="relu"): ReLUs out of the rules' reach
+_CLAMPS = {torch.clamp, torch.Tensor.clamp, torch.clamp_, torch.Tensor.clamp_, torch.clip, torch.Tensor.clip,
+           torch.clamp_min, torch.Tensor.clamp_min, torch.clamp_min_, torch.Tensor.clamp_min_}
 
 
 def _aten_aliases() -> dict:
@@ -233,6 +235,10 @@ def _aten_aliases() -> dict:
 
 
 _ATEN_ALIASES = _aten_aliases()
+
+
+def _is_zero(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == 0
 
 
 def _is_inplace(func, args, kwargs) -> bool:
@@ -549,6 +555,7 @@ class RuleMode(TorchFunctionMode):
     zero_padded: dict = field(default_factory=dict)  # id(F.pad output) -> (weakref to it, padded per dimension)
     warned_border: bool = False  # the padding trick's border covered a whole feature map (warned once per call)
     warned_fused: bool = False  # a fused recurrent layer hid its ReLUs from a gating rule (warned once per call)
+    warned_clamp: bool = False  # a clamp at 0, a ReLU in all but name, was left ungated (warned once per call)
 
     def __post_init__(self):
         super().__init__()
@@ -578,6 +585,12 @@ class RuleMode(TorchFunctionMode):
             self.warned_fused = True
             warnings.warn(f"the ReLUs inside {func.__name__} (nn.RNN with nonlinearity='relu', one fused operation) "
                           "are out of the rules' reach: they pass the plain gradient", UserWarning, stacklevel=2)
+        if (not multiplier and options.rule is not None and func in _CLAMPS and not self.warned_clamp
+                and _is_zero(kwargs.get("min", args[1] if len(args) > 1 else None))):
+            self.warned_clamp = True
+            warnings.warn(f"{func.__name__}(min=0) works as a ReLU here but the rules gate activation functions "
+                          "only: it passes the plain gradient (write it as F.relu / F.relu6 / F.hardtanh to have "
+                          "the rule apply)", UserWarning, stacklevel=2)
         if options.rule is not None and func in (ELEMENTWISE if multiplier else KNOWN_ACTIVATIONS):
             rest = args[1:]
             site = _Site(call=lambda t: func(t, *rest, **kwargs), is_relu=func in _RELU, rule=options.rule,
