@@ -51,13 +51,17 @@ def test_interrupted_save_keeps_the_old_file(model, tmp_path, monkeypatch):
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
-def test_load_model_accepts_pickled_module_and_torchscript(model, tmp_path):
+def test_load_model_accepts_pickled_module_torchscript_and_exported_programs(model, tmp_path):
     model.eval()
     torch.save(model, tmp_path / "whole.pt")
     torch.jit.trace(model, torch.randn(1, 1, 12, 12)).save(str(tmp_path / "scripted.pt"))
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    program = torch.export.export(model, (torch.randn(2, 1, 12, 12),), dynamic_shapes=({0: batch},))
+    torch.export.save(program, tmp_path / "exported.pt2")
     for name in ["whole.pt", "scripted.pt"]:
         loaded = load_model(tmp_path / name, map_location="cpu")
         assert not loaded.training and same_outputs(model, loaded)
+    assert same_outputs(model, load_model(tmp_path / "exported.pt2"))
 
 
 def test_missing_and_corrupt_files(model, tmp_path):
@@ -75,9 +79,12 @@ def test_missing_and_corrupt_files(model, tmp_path):
     truncated.write_bytes((tmp_path / "full.pt").read_bytes()[:1000])
     with pytest.raises(ValueError, match="truncated.pt .*not a torch file"):
         load_model(truncated)
-    torch.export.save(torch.export.export(model.eval(), (torch.randn(1, 1, 12, 12),)), tmp_path / "program.pt2")
-    with pytest.raises(ValueError, match="program.pt2 holds an exported program .*torch.export.load"):
-        load_model(tmp_path / "program.pt2")
+    torch.export.save(torch.export.export(model.eval(), (torch.randn(1, 1, 12, 12),)), tmp_path / "fixed.pt2")
+    with pytest.raises(ValueError, match="fixed.pt2 was exported for batches of exactly 1.*dynamic_shapes"):
+        load_model(tmp_path / "fixed.pt2")
+    (tmp_path / "broken.pt2").write_bytes((tmp_path / "fixed.pt2").read_bytes()[:3000])
+    with pytest.raises(ValueError, match="broken.pt2"):
+        load_model(tmp_path / "broken.pt2")
 
 
 def test_wrong_architecture_or_weights(model, tmp_path):

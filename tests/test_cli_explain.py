@@ -70,6 +70,12 @@ def test_explain_saved_module_and_torchscript(files, capsys):
                                "saliency,intgrad", "--out", str(tmp_path / "s.png"), "--no-progress")
         assert status == 0, err
         assert "note: " in err and "assuming 3x224x224" in err and "class 0" in out
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    program = torch.export.export(model, (torch.randn(2, 3, 48, 48),), dynamic_shapes=({0: batch},))
+    torch.export.save(program, tmp_path / "exported.pt2")
+    status, out, err = run(capsys, "explain", images[0], "--model", str(tmp_path / "exported.pt2"), "--methods",
+                           "rectgrad,deeplift", "--out", str(tmp_path / "e.png"), "--no-progress")
+    assert status == 0 and "assuming inputs normalised" in err and (tmp_path / "e.png").is_file(), err
     (tmp_path / "module.json").write_text('{"input_size": [3, 64, 64], "mean": 0.5, "std": 0.25, '
                                           '"label_names": ["cat", "dog", "owl"]}')
     status, out, err = run(capsys, "explain", images[0], "--model", str(tmp_path / "module.pt"), "--methods",

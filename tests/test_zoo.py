@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+import rectgrad
 from rectgrad import PaperCNN, zoo
 from rectgrad.checkpoint import save_checkpoint
 from rectgrad.data import CIFAR10_CLASSES
@@ -121,6 +122,21 @@ def test_preprocessing_from_the_modules_pretrained_cfg(tmp_path):
     loaded = zoo.load(tmp_path / "mine.pt")
     assert (loaded.input_size, loaded.mean, loaded.crop_fraction, loaded.labels, loaded.note) == (
         (32, 32), (0.1, 0.2, 0.3), None, [], None)
+
+
+def test_exported_program_gets_its_input_size_and_explains(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+                                torch.nn.Flatten(), torch.nn.Linear(4 * 20 * 12, 5)).eval()
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    program = torch.export.export(model, (torch.randn(2, 3, 40, 24),), dynamic_shapes=({0: batch},))
+    torch.export.save(program, tmp_path / "exported.pt2")
+    loaded = zoo.load(tmp_path / "exported.pt2")
+    assert (loaded.input_size, loaded.channels) == ((40, 24), 3)
+    assert "assuming inputs normalised with mean (0.485" in loaded.note and "3x224x224" not in loaded.note
+    x = loaded.preprocess([Image.new("RGB", (50, 60), (10, 200, 30))])
+    for method in ("rectgrad", "deeplift", "intgrad"):
+        torch.testing.assert_close(rectgrad.explain(loaded.model, x, target=1, method=method),
+                                   rectgrad.explain(model, x, target=1, method=method))
 
 
 def test_unknown_name_lists_the_registry():

@@ -62,15 +62,13 @@ def load_checkpoint(path, map_location=None) -> tuple[nn.Module, dict]:
 
 def load_model(path, map_location=None) -> nn.Module:
     """Load a model in eval mode from a rectgrad checkpoint, a whole ``nn.Module`` saved with
-    ``torch.save(model, path)``, or a TorchScript file. Pickled modules can run code when loaded:
-    only load files you trust."""
+    ``torch.save(model, path)``, a TorchScript file or a ``torch.export``-ed program (``.pt2``, with a free
+    batch dimension). Pickled modules can run code when loaded: only load files you trust."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model file {path} not found")
     if _is_exported_program(path):
-        raise ValueError(f"{path} holds an exported program (torch.export.save): explain it with the Python API, "
-                         "rectgrad.explain(torch.export.load(path).module(), x, ...), exported with a dynamic batch "
-                         "dimension; model files here are rectgrad checkpoints, torch.save'd modules or TorchScript")
+        return _load_exported(path)
     if _is_torchscript(path):
         try:
             return torch.jit.load(str(path), map_location=map_location).eval()
@@ -115,6 +113,25 @@ def _from_checkpoint(payload, path: Path) -> tuple[nn.Module, dict]:
         raise ValueError(f"{path}: the weights do not fit {architecture}({payload.get('config')}): "
                          f"{_one_line(exc)}") from None
     return model.eval(), dict(payload.get("metadata", {}))
+
+
+def _load_exported(path: Path) -> nn.Module:
+    """The module of a ``torch.export.save``-d program, which must take one tensor with a free batch dimension:
+    the methods run batches of other sizes (DeepLIFT's references, SmoothGrad's noisy copies). It runs as it
+    was exported (``eval()`` does not apply)."""
+    try:
+        module = torch.export.load(str(path)).module()
+    except Exception as exc:  # noqa: BLE001 - a broken archive can fail in many ways; report them as one
+        raise ValueError(f"{path}: corrupt exported program ({_one_line(exc)})") from None
+    shapes = [getattr(node.meta.get("val"), "shape", None) for node in module.graph.nodes if node.op == "placeholder"]
+    if len(shapes) != 1 or shapes[0] is None or len(shapes[0]) == 0:
+        raise ValueError(f"{path}: the exported program takes {len(shapes)} inputs; rectgrad explains models that "
+                         "take one tensor of images")
+    if isinstance(shapes[0][0], int):
+        raise ValueError(f"{path} was exported for batches of exactly {shapes[0][0]}; the methods run batches of "
+                         "other sizes, so export it with a free batch dimension: torch.export.export(model, (x,), "
+                         "dynamic_shapes=({0: torch.export.Dim('batch')},))")
+    return module
 
 
 def _is_exported_program(path: Path) -> bool:

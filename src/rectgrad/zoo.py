@@ -230,7 +230,7 @@ PREPROCESSING_KEYS = ("input_size", "mean", "std", "crop_pct", "interpolation", 
 
 def _file_config(path: Path, model: nn.Module) -> tuple[dict, str]:
     """The preprocessing of a model file: ``<model>.json`` beside it, else the module's own ``pretrained_cfg``
-    (timm's models carry one), else nothing; with where it came from."""
+    (timm's models carry one), else an exported program's input shape, else nothing; with where it came from."""
     sidecar = path.with_suffix(".json")
     if sidecar.is_file():
         import json
@@ -246,13 +246,25 @@ def _file_config(path: Path, model: nn.Module) -> tuple[dict, str]:
         return config, str(sidecar)
     config = getattr(model, "pretrained_cfg", None)
     if not isinstance(config, dict):
-        return {}, ""
+        size = _exported_input_size(model)
+        return size, "its exported input shape" if size else ""
     given = {key: config[key] for key in PREPROCESSING_KEYS if config.get(key) is not None}
     if "interpolation" in given:  # timm's other modes (e.g. bilinear antialiased) come closest to bilinear
         given["interpolation"] = "bicubic" if given["interpolation"] == "bicubic" else "bilinear"
     if config.get("crop_mode") == "squash":
         given["crop_pct"] = None
     return given, "its pretrained_cfg"
+
+
+def _exported_input_size(model: nn.Module) -> dict:
+    """An exported program's image size, where its one input has fixed channels, height and width."""
+    if not isinstance(model, torch.fx.GraphModule):
+        return {}
+    shapes = [getattr(node.meta.get("val"), "shape", None) for node in model.graph.nodes if node.op == "placeholder"]
+    if len(shapes) == 1 and shapes[0] is not None and len(shapes[0]) == 4 and all(
+            isinstance(side, int) for side in shapes[0][1:]):
+        return {"input_size": list(shapes[0][1:])}
+    return {}
 
 
 def _with_config(path: Path, model: nn.Module, config: dict, source: str) -> LoadedModel:
@@ -273,7 +285,7 @@ def _with_config(path: Path, model: nn.Module, config: dict, source: str) -> Loa
                              f"got {value!r}")
         return tuple(float(v) for v in values) * (channels if channels is not None and len(values) == 1 else 1)
 
-    assumed = []
+    assumed_size = assumed_normalisation = None
     kernels = [p for p in model.parameters() if p.dim() == 4]
     if "input_size" in config:
         size = numbers("input_size", None, positive=True)
@@ -284,14 +296,14 @@ def _with_config(path: Path, model: nn.Module, config: dict, source: str) -> Loa
         height, width = (int(size[-2]), int(size[-1])) if len(size) > 1 else (int(size[0]),) * 2
     else:
         channels, (height, width) = kernels[0].shape[1] if kernels else 3, (224, 224)
-        assumed.append(f"{channels}x224x224 inputs")
+        assumed_size = f"{channels}x224x224"
     if "mean" in config and "std" in config:
         mean, std = numbers("mean", channels), numbers("std", channels, positive=True)
     elif "mean" in config or "std" in config:
         raise ValueError(f"{where}: give mean and std together")
     else:
         mean, std = (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else ((0.5,) * channels, (0.5,) * channels)
-        assumed.append(f"normalised with mean {mean} and std {std}")
+        assumed_normalisation = f"normalised with mean {mean} and std {std}"
     crop = config.get("crop_pct", 0.875)
     if crop is not None and not (isinstance(crop, (int, float)) and 0 < crop <= 1):
         raise ValueError(f"{where}: crop_pct must be in (0, 1] (the centre crop's share of the shorter side) or "
@@ -303,7 +315,7 @@ def _with_config(path: Path, model: nn.Module, config: dict, source: str) -> Loa
         with torch.no_grad():
             device = next(model.parameters(), torch.empty(0)).device
             classes = model(torch.zeros(1, channels, height, width, device=device)).shape[-1]
-    except (RuntimeError, AttributeError):  # another input wanted, or no logits tensor: the classes stay unknown
+    except Exception:  # noqa: BLE001 - another input wanted, no logits tensor, a guard: the classes stay unknown
         classes = None
     labels = config.get("label_names")
     if labels is not None:
@@ -313,12 +325,21 @@ def _with_config(path: Path, model: nn.Module, config: dict, source: str) -> Loa
             raise ValueError(f"{where}: label_names holds {len(labels)} names, the model has {classes} classes")
     labels = list(labels) if labels is not None else imagenet_labels() if classes == 1000 else []
     note = None
-    if assumed:
-        note = (f"{path}: assuming {' '.join(assumed)} (not given{' by ' + source if source else ''}); to set them "
+    if assumed_size or assumed_normalisation:
+        what = " ".join(filter(None, [assumed_size, "inputs", assumed_normalisation]))
+        note = (f"{path}: assuming {what} (not given{' by ' + source if source else ''}); to set them "
                 f'write {path.with_suffix(".json")}, e.g. {{"input_size": [3, 224, 224], "mean": [...], '
                 '"std": [...], "crop_pct": 0.875, "label_names": [...]}')
     return LoadedModel(str(path), model, (height, width), mean, std, labels, channels=channels,
                        crop_fraction=None if crop is None else float(crop), interpolation=interpolation, note=note)
+
+
+def in_eval_mode(model: nn.Module) -> nn.Module:
+    """``model.eval()``; an exported program runs as it was exported and has no such switch."""
+    try:
+        return model.eval()
+    except NotImplementedError:
+        return model
 
 
 def load(name_or_path, device: str = "cpu", *, weights=None) -> LoadedModel:
@@ -335,7 +356,8 @@ def load(name_or_path, device: str = "cpu", *, weights=None) -> LoadedModel:
         loaded = _from_file(Path(name))
     else:
         raise ValueError(f"unknown model {name!r} (and no such file); known models: {', '.join(MODEL_NAMES)}, "
-                         "or the path of a rectgrad checkpoint, a torch.save'd module or a TorchScript file")
-    loaded.model = loaded.model.eval().to(device)
+                         "or the path of a rectgrad checkpoint, a torch.save'd module, a TorchScript file or an "
+                         "exported program")
+    loaded.model = in_eval_mode(loaded.model).to(device)
     loaded.device = str(device)
     return loaded

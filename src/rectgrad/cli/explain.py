@@ -59,7 +59,8 @@ FINAL_THRESHOLD_HELP = "Baselines keep their top 5% and RectGrad its positive pa
 def explain_images(
     images: List[Path] = typer.Argument(..., help="Image files (any format Pillow reads)."),
     model: str = typer.Option(..., help="A registry name (efficientnet-lite0, inception-v4, resnet50, vgg16) or "
-                                        "the path of a rectgrad checkpoint, a torch.save'd module or TorchScript."),
+                                        "the path of a rectgrad checkpoint, a torch.save'd module, TorchScript or an "
+                                        "exported program (.pt2)."),
     methods: Optional[str] = typer.Option(None, help=METHODS_HELP),
     q: float = typer.Option(98.0, help="RectGrad's threshold percentile."),
     out: Path = typer.Option(Path("rectgrad-explain.png"), help="The PNG grid to write."),

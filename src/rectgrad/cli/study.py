@@ -8,8 +8,8 @@ import typer
 
 IMAGES = typer.Argument(None, help="Image files or folders (a <name>_mask.* file beside an image is its "
                                    "object mask); or use --dataset.", show_default=False)
-MODEL = typer.Option("efficientnet-lite0", help="Registry name (efficientnet-lite0, inception-v4, ...) or "
-                                                "a model file (rectgrad checkpoint, torch.save'd module).")
+MODEL = typer.Option("efficientnet-lite0", help="Registry name (efficientnet-lite0, inception-v4, ...) or a model "
+                                                "file (rectgrad checkpoint, torch.save'd module, TorchScript, .pt2).")
 OUT = typer.Option(..., help="Folder for the figures (PNG), numbers (CSV) and summary (markdown).")
 DATASET = typer.Option(None, help="Take test images of fashion-mnist, cifar10 or folder (your own, --data-dir "
                                   "ROOT) instead of image files (Fashion-MNIST images get object masks).")
@@ -47,7 +47,7 @@ def _load(model: Optional[str], images: Optional[List[Path]], dataset: Optional[
         typer.echo(f"note: {loaded.note}", err=True)
     chosen = (images_from_dataset(dataset, count, per_class, data_dir, image_size=loaded.input_size[0]) if dataset
               else images_from_files(loaded, images))
-    return loaded.model.eval(), chosen.to(device)
+    return zoo.in_eval_mode(loaded.model), chosen.to(device)
 
 
 def _shown(show: Optional[int]) -> dict:
