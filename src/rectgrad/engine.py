@@ -500,9 +500,13 @@ _CHECKPOINTING = ("the model recomputes activations in the backward pass (activa
                   "checkpointing off to explain the model")
 
 
+_SAVED_TENSOR_HOOKS = getattr(torch._C._autograd, "_top_saved_tensors_default_hooks", None)  # torch >= 2.8
+
+
 def _checkpointing() -> bool:
-    """Whether saved-tensor hooks are active, as ``torch.utils.checkpoint`` installs them for its region."""
-    return torch._C._autograd._top_saved_tensors_default_hooks(True) is not None
+    """Whether saved-tensor hooks are active, as ``torch.utils.checkpoint`` installs them for its region (unknown
+    before torch 2.8: then only PyTorch's own checkpoint errors guard the recomputation)."""
+    return _SAVED_TENSOR_HOOKS is not None and _SAVED_TENSOR_HOOKS(True) is not None
 
 
 def _recomputed_alike(site: _Site, x: Tensor) -> bool:
