@@ -23,6 +23,26 @@ def test_cuda_maps_equal_cpu_maps_in_float64():
         torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-9, atol=1e-12)
 
 
+def test_cuda_one_and_three_dimensional_rules_and_deeplift_equal_cpu():
+    import rectgrad
+
+    torch.manual_seed(0)
+    nets = {
+        (2, 3, 40): torch.nn.Sequential(torch.nn.Conv1d(3, 6, 3, padding=1), torch.nn.GELU(), torch.nn.MaxPool1d(2),
+                                        torch.nn.Flatten(), torch.nn.Linear(6 * 20, 4)),
+        (2, 3, 4, 8, 8): torch.nn.Sequential(torch.nn.Conv3d(3, 6, 3, padding=1), torch.nn.ReLU(),
+                                             torch.nn.AdaptiveMaxPool3d((2, 2, 2)), torch.nn.Flatten(),
+                                             torch.nn.Linear(6 * 8, 4)),
+    }
+    for shape, net in nets.items():
+        net, x = net.double().eval(), torch.randn(*shape, dtype=torch.float64)
+        for method in ("rectgrad_prr", "deeplift"):
+            cpu = rectgrad.explain(net, x, target=1, method=method)
+            gpu = rectgrad.explain(net.cuda(), x.cuda(), target=1, method=method)
+            net.cpu()
+            torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-9, atol=1e-12)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_cuda_low_precision_and_resnet(dtype):
     from torchvision.models import resnet50
