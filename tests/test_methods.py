@@ -263,6 +263,14 @@ def test_modified_gradients_refuse_layers_they_cannot_handle(method, gate, messa
     assert explain(Gated(gate).eval(), torch.randn(2, 3, 6, 6), method="saliency").shape == (2, 3, 6, 6)
 
 
+
+def test_modified_gradients_refuse_an_exported_models_gating_too():
+    # an exported program multiplies with aten.mul.Tensor, not torch.mul: the product is found by name
+    model, x = Gated("product").eval(), torch.randn(2, 3, 6, 6)
+    exported = torch.export.export(model, (x,), dynamic_shapes=({0: torch.export.Dim("batch", max=64)},)).module()
+    with pytest.raises(ValueError, match="deeplift cannot handle a product of two input-dependent tensors"):
+        explain(exported, x, method="deeplift")
+
 class LinearOps(nn.Module):
     """Operations DeepLIFT passes as linear: resizing, pixel shuffle, eval BatchNorm, views, a divisor made from
     parameters only (weight-normalised), padding."""

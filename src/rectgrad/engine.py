@@ -422,6 +422,8 @@ _LINEAR_OPS = frozenset("""
     dropout1d dropout2d dropout3d alpha_dropout feature_alpha_dropout pad interpolate pixel_shuffle pixel_unshuffle
     channel_shuffle native_channel_shuffle unfold fold""".split())
 _DIVISIONS = frozenset({"div", "div_", "__truediv__", "__itruediv__", "true_divide"})
+_PRODUCT_NAMES = frozenset("""mul mul_ __mul__ __rmul__ __imul__ matmul mm bmm mv addmm addmv baddbmm einsum
+    __matmul__ __rmatmul__""".split())  # linear in each factor alone: at most one may depend on the input
 # A mask computed from the input makes the operations it selects with piecewise linear: x * (x > 0) is a ReLU.
 _COMPARISONS = frozenset("""gt lt ge le eq ne greater less greater_equal less_equal __gt__ __lt__ __ge__ __le__
     __eq__ __ne__ sign signbit heaviside argmax argmin argsort""".split())
@@ -460,6 +462,10 @@ def _refuse_unknown(method: str, func, args, kwargs) -> None:
     name = getattr(func, "_opname", None) or getattr(func, "__name__", repr(func))  # ATen operations: no overload
     if func in _MAX_POOLS:
         return
+    if name in _PRODUCT_NAMES and sum(_depends_on_input(t) for t in _tensors(args, kwargs)) >= 2:
+        raise ValueError(f"{method} cannot handle a product of two input-dependent tensors ({name}, e.g. gating or "
+                         "attention): its rule is defined for networks of linear layers, pooling and element-wise "
+                         "activations")
     if name in _DIVISIONS:
         suspects = [a for a in args[1:2] if isinstance(a, Tensor)]  # a divisor that depends on the input
     elif name == "batch_norm":
