@@ -392,6 +392,12 @@ def _average_pool(func, args, kwargs) -> Callable[[Tensor], Tensor]:
     return lambda x: average(x, kernel, stride, padding, bool(ceil_mode), count_include_pad=False)
 
 
+def _product_error(method: str, name: str) -> ValueError:
+    return ValueError(f"{method} cannot handle a product of two input-dependent tensors ({name}, e.g. gating or "
+                      "attention): its rule is defined for networks of linear layers, pooling and element-wise "
+                      "activations")
+
+
 def _refuse(method: str, func, args, kwargs) -> None:
     """A multiplier rule is undefined for products of input-dependent tensors and other non-linearities."""
     candidates = [t for t in _tensors(args, kwargs) if t.requires_grad and not isinstance(t, torch.nn.Parameter)]
@@ -400,9 +406,7 @@ def _refuse(method: str, func, args, kwargs) -> None:
     dependent = sum(_depends_on_input(t) for t in candidates)  # not a weight computed from parameters
     name = getattr(func, "__name__", repr(func))
     if func in _PRODUCTS and dependent >= 2:
-        raise ValueError(f"{method} cannot handle a product of two input-dependent tensors ({name}, e.g. gating or "
-                         "attention): its rule is defined for networks of linear layers, pooling and element-wise "
-                         "activations")
+        raise _product_error(method, name)
     if func in _OTHER_NONLINEAR and dependent:
         raise ValueError(f"{method} cannot handle the non-linearity {name}: its rule is defined for networks of "
                          "linear layers, pooling and element-wise activations")
@@ -463,9 +467,7 @@ def _refuse_unknown(method: str, func, args, kwargs) -> None:
     if func in _MAX_POOLS:
         return
     if name in _PRODUCT_NAMES and sum(_depends_on_input(t) for t in _tensors(args, kwargs)) >= 2:
-        raise ValueError(f"{method} cannot handle a product of two input-dependent tensors ({name}, e.g. gating or "
-                         "attention): its rule is defined for networks of linear layers, pooling and element-wise "
-                         "activations")
+        raise _product_error(method, name)
     if name in _DIVISIONS:
         suspects = [a for a in args[1:2] if isinstance(a, Tensor)]  # a divisor that depends on the input
     elif name == "batch_norm":
