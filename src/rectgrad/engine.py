@@ -32,7 +32,6 @@ proportion to its activation.
 """
 from __future__ import annotations
 
-import inspect
 import sys
 import threading
 import warnings
@@ -47,6 +46,8 @@ from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
 from rectgrad.cpu_gate import gate_above_percentile
+from rectgrad.operations import (ATEN_ALIASES, CLAMPS, ELEMENTWISE, FUSED_RELUS, KNOWN_ACTIVATIONS, OTHER_NONLINEAR,
+                                 PRODUCTS, RELU, is_inplace, is_zero, refuse_undefined, refuse_unknown)
 from rectgrad.selection import where_above_percentile
 
 SCORES = {  # importance score of a unit from its output a and incoming gradient g, written into `out()`
@@ -175,83 +176,6 @@ class _Site:
         """What the backward pass keeps, as PyTorch's own activations do: a ReLU's output (enough for the gating
         rules), another activation's input (the output is recomputed from it)."""
         return isinstance(self.rule, MultiplierRule) or not self.is_relu
-
-
-def _inplace_position(func) -> int:
-    return list(inspect.signature(func).parameters).index("inplace")
-
-
-_RELU = {F.relu: False, torch.relu: False, torch.Tensor.relu: False, torch.relu_: True, torch.Tensor.relu_: True}
-_ACTIVATION_FUNCTIONALS = (F.relu6, F.hardtanh, F.leaky_relu, F.elu, F.selu, F.celu, F.rrelu, F.threshold, F.silu,
-                           F.hardswish, F.mish)
-_OTHER_FUNCTIONALS = (F.hardsigmoid,)
-# Python functionals with an ``inplace`` argument: its position.
-_WITH_INPLACE_ARG = {f: _inplace_position(f) for f in _ACTIVATION_FUNCTIONALS + _OTHER_FUNCTIONALS}
-_INPLACE_BUILTINS = {F.hardtanh_, F.leaky_relu_, F.elu_, F.selu_, F.celu_, F.rrelu_, F.threshold_}
-KNOWN_ACTIVATIONS = set(_RELU) | set(_ACTIVATION_FUNCTIONALS) | _INPLACE_BUILTINS | {F.gelu, F.prelu}
-# Further element-wise functions a multiplier rule must follow (-> in-place?); gate rules leave them be.
-_ELEMENTWISE = {torch.sigmoid: False, torch.Tensor.sigmoid: False, torch.sigmoid_: True, torch.Tensor.sigmoid_: True,
-                torch.tanh: False, torch.Tensor.tanh: False, torch.tanh_: True, torch.Tensor.tanh_: True,
-                F.softplus: False, torch.clamp: False, torch.Tensor.clamp: False, torch.clamp_: True,
-                torch.Tensor.clamp_: True, torch.clip: False, torch.Tensor.clip: False, torch.abs: False,
-                torch.Tensor.abs: False, F.logsigmoid: False, F.softsign: False, F.tanhshrink: False,
-                F.hardshrink: False, F.softshrink: False, torch.special.expit: False, torch.erf: False,
-                torch.Tensor.erf: False, torch.erfc: False, torch.Tensor.erfc: False, torch.sin: False,
-                torch.Tensor.sin: False, torch.cos: False, torch.Tensor.cos: False, torch.atan: False,
-                torch.Tensor.atan: False, torch.square: False, torch.Tensor.square: False}
-ELEMENTWISE = KNOWN_ACTIVATIONS | set(_ELEMENTWISE) | set(_OTHER_FUNCTIONALS)
-_PRODUCTS = {torch.mul, torch.Tensor.mul, torch.Tensor.mul_, torch.div, torch.Tensor.div, torch.Tensor.div_,
-             torch.matmul, torch.Tensor.matmul, torch.bmm, torch.Tensor.bmm, torch.einsum}
-_OTHER_NONLINEAR = {F.softmax, torch.softmax, torch.Tensor.softmax, F.log_softmax, torch.log_softmax,
-                    torch.Tensor.log_softmax, F.layer_norm, F.group_norm, F.instance_norm, torch.exp,
-                    torch.Tensor.exp, torch.log, torch.Tensor.log, torch.sqrt, torch.Tensor.sqrt, torch.rsqrt,
-                    torch.Tensor.rsqrt, torch.pow, torch.Tensor.pow, torch.Tensor.__pow__, F.softmin, F.glu,
-                    F.normalize, F.local_response_norm, F.scaled_dot_product_attention, torch.norm, torch.Tensor.norm,
-                    torch.linalg.vector_norm, torch.maximum, torch.Tensor.maximum, torch.minimum,
-                    torch.Tensor.minimum, torch.fmax, torch.fmin, torch.where, torch.Tensor.where,
-                    *filter(None, [getattr(F, "rms_norm", None)]),
-                    # fused recurrent layers (nn.LSTM, nn.GRU, nn.RNN and their cells): gates and activations inside
-                    torch.lstm, torch.gru, torch.rnn_tanh, torch.rnn_relu, torch.lstm_cell, torch.gru_cell,
-                    torch.rnn_tanh_cell, torch.rnn_relu_cell}
-_FUSED_RELUS = {torch.rnn_relu, torch.rnn_relu_cell}  # nn.RNN(nonlinearity="relu"): ReLUs out of the rules' reach
-_CLAMPS = {torch.clamp, torch.Tensor.clamp, torch.clamp_, torch.Tensor.clamp_, torch.clip, torch.Tensor.clip,
-           torch.clamp_min, torch.Tensor.clamp_min, torch.clamp_min_, torch.Tensor.clamp_min_}
-
-
-def _aten_aliases() -> dict:
-    """The ATen operations a ``torch.export``-ed model calls, as the functions the rules know (same arguments)."""
-    known = {"relu": torch.relu, "relu_": torch.relu_, "hardtanh": F.hardtanh, "hardtanh_": F.hardtanh_,
-             "leaky_relu": F.leaky_relu, "leaky_relu_": F.leaky_relu_, "gelu": F.gelu, "silu": F.silu,
-             "hardswish": F.hardswish, "mish": F.mish, "sigmoid": torch.sigmoid, "tanh": torch.tanh,
-             "conv1d": F.conv1d, "conv2d": F.conv2d, "conv3d": F.conv3d, "max_pool1d": F.max_pool1d,
-             "max_pool2d": F.max_pool2d, "max_pool3d": F.max_pool3d, "pad": F.pad}
-    aliases = {}
-    for name, function in known.items():
-        packet = getattr(torch.ops.aten, name, None)
-        for overload in ("default", "padding"):  # conv2d.padding: padding given as "same" / "valid"
-            if packet is not None and overload in packet.overloads():
-                aliases[getattr(packet, overload)] = function
-    return aliases
-
-
-_ATEN_ALIASES = _aten_aliases()
-
-
-def _is_zero(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == 0
-
-
-def _is_inplace(func, args, kwargs) -> bool:
-    if func in _RELU:
-        return _RELU[func] or bool(kwargs.get("inplace", args[1] if len(args) > 1 else False))
-    if func in _INPLACE_BUILTINS:
-        return True
-    if func in _ELEMENTWISE:
-        return _ELEMENTWISE[func]
-    position = _WITH_INPLACE_ARG.get(func)
-    if position is None:
-        return False
-    return bool(kwargs.get("inplace", args[position] if len(args) > position else False))
 
 
 class _RuleAtActivation(torch.autograd.Function):
@@ -392,97 +316,6 @@ def _average_pool(func, args, kwargs) -> Callable[[Tensor], Tensor]:
     return lambda x: average(x, kernel, stride, padding, bool(ceil_mode), count_include_pad=False)
 
 
-def _product_error(method: str, name: str) -> ValueError:
-    return ValueError(f"{method} cannot handle a product of two input-dependent tensors ({name}, e.g. gating or "
-                      "attention): its rule is defined for networks of linear layers, pooling and element-wise "
-                      "activations")
-
-
-def _refuse(method: str, func, args, kwargs) -> None:
-    """A multiplier rule is undefined for products of input-dependent tensors and other non-linearities."""
-    candidates = [t for t in _tensors(args, kwargs) if t.requires_grad and not isinstance(t, torch.nn.Parameter)]
-    if len(candidates) < (2 if func in _PRODUCTS else 1):
-        return
-    dependent = sum(_depends_on_input(t) for t in candidates)  # not a weight computed from parameters
-    name = getattr(func, "__name__", repr(func))
-    if func in _PRODUCTS and dependent >= 2:
-        raise _product_error(method, name)
-    if func in _OTHER_NONLINEAR and dependent:
-        raise ValueError(f"{method} cannot handle the non-linearity {name}: its rule is defined for networks of "
-                         "linear layers, pooling and element-wise activations")
-
-
-# What a multiplier rule passes as it is: operations linear in each input-dependent argument (the divisions in
-# the numerator; batch_norm outside training), by name so that methods, functions and operators all count,
-# and the max-pools, whose gradient goes to the maximum as in the reference code.
-_LINEAR_OPS = frozenset("""
-    conv1d conv2d conv3d conv_transpose1d conv_transpose2d conv_transpose3d linear matmul mm bmm mv addmm addmv baddbmm
-    einsum __matmul__ __rmatmul__ add add_ __add__ __radd__ __iadd__ sub sub_ __sub__ __rsub__ __isub__ rsub neg
-    __neg__ negative mul mul_ __mul__ __rmul__ __imul__ div div_ __truediv__ __itruediv__ true_divide sum mean
-    __getitem__ __get__ chunk split tensor_split unbind narrow select contiguous flatten unflatten view view_as reshape
-    reshape_as permute transpose t squeeze unsqueeze expand expand_as repeat repeat_interleave tile cat concat
-    concatenate stack roll flip movedim index_select gather masked_fill clone to float double half bfloat16 type_as
-    avg_pool1d avg_pool2d avg_pool3d adaptive_avg_pool1d adaptive_avg_pool2d adaptive_avg_pool3d batch_norm dropout
-    dropout1d dropout2d dropout3d alpha_dropout feature_alpha_dropout pad interpolate pixel_shuffle pixel_unshuffle
-    channel_shuffle native_channel_shuffle unfold fold""".split())
-_DIVISIONS = frozenset({"div", "div_", "__truediv__", "__itruediv__", "true_divide"})
-_PRODUCT_NAMES = frozenset("""mul mul_ __mul__ __rmul__ __imul__ matmul mm bmm mv addmm addmv baddbmm einsum
-    __matmul__ __rmatmul__""".split())  # linear in each factor alone: at most one may depend on the input
-# A mask computed from the input makes the operations it selects with piecewise linear: x * (x > 0) is a ReLU.
-_COMPARISONS = frozenset("""gt lt ge le eq ne greater less greater_equal less_equal __gt__ __lt__ __ge__ __le__
-    __eq__ __ne__ sign signbit heaviside argmax argmin argsort""".split())
-_MAX_POOLS = {F.max_pool1d, F.max_pool2d, F.max_pool3d, F.adaptive_max_pool1d, F.adaptive_max_pool2d,
-              F.adaptive_max_pool3d}
-
-
-def _tensors(args, kwargs) -> list[Tensor]:
-    flat = [*args, *kwargs.values()]
-    return [a for a in flat if isinstance(a, Tensor)] + [
-        t for a in flat if isinstance(a, (list, tuple)) for t in a if isinstance(t, Tensor)]
-
-
-def _depends_on_input(t: Tensor) -> bool:
-    """Whether ``t`` was computed from a leaf that is not a parameter (the attribution's inputs), by its graph."""
-    if not t.requires_grad:
-        return False
-    nodes, seen = [t.grad_fn], set()
-    if nodes[0] is None:
-        return not isinstance(t, torch.nn.Parameter)
-    while nodes:
-        node = nodes.pop()
-        if node is None or node in seen:
-            continue
-        seen.add(node)
-        leaf = getattr(node, "variable", None)  # AccumulateGrad: a leaf
-        if leaf is not None and not isinstance(leaf, torch.nn.Parameter):
-            return True
-        nodes.extend(following for following, _ in node.next_functions)
-    return False
-
-
-def _refuse_unknown(method: str, func, args, kwargs) -> None:
-    """A multiplier rule passes an operation it does not change as linear: true for ``_LINEAR_OPS``; any other
-    operation on an input-dependent tensor (``1 / x``, ``log1p``, a hand-written normalisation, ...) is refused."""
-    name = getattr(func, "_opname", None) or getattr(func, "__name__", repr(func))  # ATen operations: no overload
-    if func in _MAX_POOLS:
-        return
-    if name in _PRODUCT_NAMES and sum(_depends_on_input(t) for t in _tensors(args, kwargs)) >= 2:
-        raise _product_error(method, name)
-    if name in _DIVISIONS:
-        suspects = [a for a in args[1:2] if isinstance(a, Tensor)]  # a divisor that depends on the input
-    elif name == "batch_norm":
-        suspects = args[:1] if kwargs.get("training", args[5] if len(args) > 5 else False) else []
-    else:
-        suspects = [] if name in _LINEAR_OPS else _tensors(args, kwargs)
-    if any(_depends_on_input(t) for t in suspects):
-        if name == "batch_norm":
-            raise ValueError(f"{method} cannot follow batch_norm in training mode: it normalises with the batch's "
-                             "statistics, not a linear map (put the model in eval mode: model.eval())")
-        raise ValueError(f"{method} cannot follow {name}: not an operation it knows to be linear (its rule is "
-                         "defined for networks of linear layers, pooling and element-wise activations; see "
-                         "docs/engine.md); explain this model with another method")
-
-
 def rule_gradients(output: Tensor, inputs) -> tuple[Tensor | None, ...]:
     """``torch.autograd.grad(output, inputs, allow_unused=True)`` after a forward pass under a :class:`RuleMode`.
 
@@ -585,33 +418,33 @@ class RuleMode(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        func = _ATEN_ALIASES.get(func, func)
+        func = ATEN_ALIASES.get(func, func)
         options = self.options
         multiplier = isinstance(options.rule, MultiplierRule)
-        if multiplier and (func in _PRODUCTS or func in _OTHER_NONLINEAR):
-            _refuse(options.rule.name, func, args, kwargs)
+        if multiplier and (func in PRODUCTS or func in OTHER_NONLINEAR):
+            refuse_undefined(options.rule.name, func, args, kwargs)
         if not args or not isinstance(args[0], Tensor) or not (torch.is_grad_enabled() and args[0].requires_grad):
             return self._unchanged(func, args, kwargs)
         x = args[0]
-        if options.rule is not None and func in _FUSED_RELUS and not self.warned_fused:
+        if options.rule is not None and func in FUSED_RELUS and not self.warned_fused:
             self.warned_fused = True
             warnings.warn(f"the ReLUs inside {func.__name__} (nn.RNN with nonlinearity='relu', one fused operation) "
                           "are out of the rules' reach: they pass the plain gradient", UserWarning, stacklevel=2)
-        if (not multiplier and options.rule is not None and func in _CLAMPS and not self.warned_clamp
-                and _is_zero(kwargs.get("min", args[1] if len(args) > 1 else None))):
+        if (not multiplier and options.rule is not None and func in CLAMPS and not self.warned_clamp
+                and is_zero(kwargs.get("min", args[1] if len(args) > 1 else None))):
             self.warned_clamp = True
             warnings.warn(f"{func.__name__}(min=0) works as a ReLU here but the rules gate activation functions "
                           "only: it passes the plain gradient (write it as F.relu / F.relu6 / F.hardtanh to have "
                           "the rule apply)", UserWarning, stacklevel=2)
         if options.rule is not None and func in (ELEMENTWISE if multiplier else KNOWN_ACTIVATIONS):
             rest = args[1:]
-            site = _Site(call=lambda t: func(t, *rest, **kwargs), is_relu=func in _RELU, rule=options.rule,
+            site = _Site(call=lambda t: func(t, *rest, **kwargs), is_relu=func in RELU, rule=options.rule,
                          scratch=self.scratch)
             if _checkpointing() and not _recomputed_alike(site, x):
                 raise ValueError(f"{_CHECKPOINTING} ({getattr(func, '__name__', func)} inside a checkpointed block "
                                  "would be recomputed differently)")
             self.sites.append(site)
-            return _RuleAtActivation.apply(x, site, _is_inplace(func, args, kwargs))
+            return _RuleAtActivation.apply(x, site, is_inplace(func, args, kwargs))
         if options.padding_trick and func is F.pad:
             out = func(*args, **kwargs)
             padded = _zero_pad(args, kwargs)
@@ -644,19 +477,11 @@ class RuleMode(TorchFunctionMode):
         return self._unchanged(func, args, kwargs)
 
     def _unchanged(self, func, args, kwargs):
-        """An operation no rule changes; a multiplier rule passes it as linear, so it must be (``_LINEAR_OPS``),
-        and no mask may be computed from the input (``_COMPARISONS``)."""
+        """An operation no rule changes; a multiplier rule passes it as linear, so it must be (``LINEAR_OPS``),
+        and no mask may be computed from the input (``COMPARISONS``)."""
         out = func(*args, **kwargs)
-        if not isinstance(self.options.rule, MultiplierRule):
-            return out
-        outputs = out if isinstance(out, (tuple, list)) else [out]
-        if any(t.requires_grad for t in outputs if isinstance(t, Tensor)):
-            _refuse_unknown(self.options.rule.name, func, args, kwargs)
-        elif (getattr(func, "_opname", None) or getattr(func, "__name__", "")) in _COMPARISONS and any(
-                _depends_on_input(t) for t in _tensors(args, kwargs)):
-            raise ValueError(f"{self.options.rule.name} cannot follow a mask computed from the input "
-                             f"({getattr(func, '__name__', func)}, e.g. x * (x > 0) as a hand-written ReLU): the "
-                             "operations it selects with are not linear; use the activation functions instead")
+        if isinstance(self.options.rule, MultiplierRule):
+            refuse_unknown(self.options.rule.name, func, args, kwargs, out)
         return out
 
     def mark_top(self) -> None:

@@ -6,9 +6,9 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from rectgrad import viz
-from rectgrad.engine import KNOWN_ACTIVATIONS, Options
-from rectgrad.studies._common import (Images, StudyResult, engine_gradients, new_figure, predict, resize_masks,
-                                      spread)
+from rectgrad.engine import Options
+from rectgrad.operations import KNOWN_ACTIVATIONS
+from rectgrad.studies._common import Images, StudyResult, engine_gradients, new_figure, predict, resize_masks, spread
 
 
 class _ActivationRecorder(TorchFunctionMode):

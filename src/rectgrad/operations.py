@@ -1,0 +1,185 @@
+"""What the engine knows about PyTorch's operations: which are activations (and which of them run in place),
+which other element-wise functions a multiplier rule follows, which operations it may pass as linear, and what
+it refuses. The rules themselves are in :mod:`rectgrad.engine`."""
+from __future__ import annotations
+
+import inspect
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def _inplace_position(func) -> int:
+    return list(inspect.signature(func).parameters).index("inplace")
+
+
+RELU = {F.relu: False, torch.relu: False, torch.Tensor.relu: False, torch.relu_: True, torch.Tensor.relu_: True}
+_ACTIVATION_FUNCTIONALS = (F.relu6, F.hardtanh, F.leaky_relu, F.elu, F.selu, F.celu, F.rrelu, F.threshold, F.silu,
+                           F.hardswish, F.mish)
+_OTHER_FUNCTIONALS = (F.hardsigmoid,)
+# Python functionals with an ``inplace`` argument: its position.
+_WITH_INPLACE_ARG = {f: _inplace_position(f) for f in _ACTIVATION_FUNCTIONALS + _OTHER_FUNCTIONALS}
+_INPLACE_BUILTINS = {F.hardtanh_, F.leaky_relu_, F.elu_, F.selu_, F.celu_, F.rrelu_, F.threshold_}
+KNOWN_ACTIVATIONS = set(RELU) | set(_ACTIVATION_FUNCTIONALS) | _INPLACE_BUILTINS | {F.gelu, F.prelu}
+# Further element-wise functions a multiplier rule must follow (-> in-place?); gate rules leave them be.
+_ELEMENTWISE = {torch.sigmoid: False, torch.Tensor.sigmoid: False, torch.sigmoid_: True, torch.Tensor.sigmoid_: True,
+                torch.tanh: False, torch.Tensor.tanh: False, torch.tanh_: True, torch.Tensor.tanh_: True,
+                F.softplus: False, torch.clamp: False, torch.Tensor.clamp: False, torch.clamp_: True,
+                torch.Tensor.clamp_: True, torch.clip: False, torch.Tensor.clip: False, torch.abs: False,
+                torch.Tensor.abs: False, F.logsigmoid: False, F.softsign: False, F.tanhshrink: False,
+                F.hardshrink: False, F.softshrink: False, torch.special.expit: False, torch.erf: False,
+                torch.Tensor.erf: False, torch.erfc: False, torch.Tensor.erfc: False, torch.sin: False,
+                torch.Tensor.sin: False, torch.cos: False, torch.Tensor.cos: False, torch.atan: False,
+                torch.Tensor.atan: False, torch.square: False, torch.Tensor.square: False}
+ELEMENTWISE = KNOWN_ACTIVATIONS | set(_ELEMENTWISE) | set(_OTHER_FUNCTIONALS)
+PRODUCTS = {torch.mul, torch.Tensor.mul, torch.Tensor.mul_, torch.div, torch.Tensor.div, torch.Tensor.div_,
+            torch.matmul, torch.Tensor.matmul, torch.bmm, torch.Tensor.bmm, torch.einsum}
+OTHER_NONLINEAR = {F.softmax, torch.softmax, torch.Tensor.softmax, F.log_softmax, torch.log_softmax,
+                   torch.Tensor.log_softmax, F.layer_norm, F.group_norm, F.instance_norm, torch.exp,
+                   torch.Tensor.exp, torch.log, torch.Tensor.log, torch.sqrt, torch.Tensor.sqrt, torch.rsqrt,
+                   torch.Tensor.rsqrt, torch.pow, torch.Tensor.pow, torch.Tensor.__pow__, F.softmin, F.glu,
+                   F.normalize, F.local_response_norm, F.scaled_dot_product_attention, torch.norm, torch.Tensor.norm,
+                   torch.linalg.vector_norm, torch.maximum, torch.Tensor.maximum, torch.minimum,
+                   torch.Tensor.minimum, torch.fmax, torch.fmin, torch.where, torch.Tensor.where,
+                   *filter(None, [getattr(F, "rms_norm", None)]),
+                   # fused recurrent layers (nn.LSTM, nn.GRU, nn.RNN and their cells): gates and activations inside
+                   torch.lstm, torch.gru, torch.rnn_tanh, torch.rnn_relu, torch.lstm_cell, torch.gru_cell,
+                   torch.rnn_tanh_cell, torch.rnn_relu_cell}
+FUSED_RELUS = {torch.rnn_relu, torch.rnn_relu_cell}  # nn.RNN(nonlinearity="relu"): ReLUs out of the rules' reach
+CLAMPS = {torch.clamp, torch.Tensor.clamp, torch.clamp_, torch.Tensor.clamp_, torch.clip, torch.Tensor.clip,
+          torch.clamp_min, torch.Tensor.clamp_min, torch.clamp_min_, torch.Tensor.clamp_min_}
+
+
+def _aten_aliases() -> dict:
+    """The ATen operations a ``torch.export``-ed model calls, as the functions the rules know (same arguments)."""
+    known = {"relu": torch.relu, "relu_": torch.relu_, "hardtanh": F.hardtanh, "hardtanh_": F.hardtanh_,
+             "leaky_relu": F.leaky_relu, "leaky_relu_": F.leaky_relu_, "gelu": F.gelu, "silu": F.silu,
+             "hardswish": F.hardswish, "mish": F.mish, "sigmoid": torch.sigmoid, "tanh": torch.tanh,
+             "conv1d": F.conv1d, "conv2d": F.conv2d, "conv3d": F.conv3d, "max_pool1d": F.max_pool1d,
+             "max_pool2d": F.max_pool2d, "max_pool3d": F.max_pool3d, "pad": F.pad}
+    aliases = {}
+    for name, function in known.items():
+        packet = getattr(torch.ops.aten, name, None)
+        for overload in ("default", "padding"):  # conv2d.padding: padding given as "same" / "valid"
+            if packet is not None and overload in packet.overloads():
+                aliases[getattr(packet, overload)] = function
+    return aliases
+
+
+ATEN_ALIASES = _aten_aliases()
+
+
+def is_zero(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == 0
+
+
+def is_inplace(func, args, kwargs) -> bool:
+    if func in RELU:
+        return RELU[func] or bool(kwargs.get("inplace", args[1] if len(args) > 1 else False))
+    if func in _INPLACE_BUILTINS:
+        return True
+    if func in _ELEMENTWISE:
+        return _ELEMENTWISE[func]
+    position = _WITH_INPLACE_ARG.get(func)
+    if position is None:
+        return False
+    return bool(kwargs.get("inplace", args[position] if len(args) > position else False))
+
+
+def tensors_in(args, kwargs) -> list[Tensor]:
+    flat = [*args, *kwargs.values()]
+    return [a for a in flat if isinstance(a, Tensor)] + [
+        t for a in flat if isinstance(a, (list, tuple)) for t in a if isinstance(t, Tensor)]
+
+
+def depends_on_input(t: Tensor) -> bool:
+    """Whether ``t`` was computed from a leaf that is not a parameter (the attribution's inputs), by its graph."""
+    if not t.requires_grad:
+        return False
+    nodes, seen = [t.grad_fn], set()
+    if nodes[0] is None:
+        return not isinstance(t, torch.nn.Parameter)
+    while nodes:
+        node = nodes.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        leaf = getattr(node, "variable", None)  # AccumulateGrad: a leaf
+        if leaf is not None and not isinstance(leaf, torch.nn.Parameter):
+            return True
+        nodes.extend(following for following, _ in node.next_functions)
+    return False
+
+
+def _product_error(method: str, name: str) -> ValueError:
+    return ValueError(f"{method} cannot handle a product of two input-dependent tensors ({name}, e.g. gating or "
+                      "attention): its rule is defined for networks of linear layers, pooling and element-wise "
+                      "activations")
+
+
+def refuse_undefined(method: str, func, args, kwargs) -> None:
+    """A multiplier rule is undefined for products of input-dependent tensors and other non-linearities."""
+    candidates = [t for t in tensors_in(args, kwargs) if t.requires_grad and not isinstance(t, torch.nn.Parameter)]
+    if len(candidates) < (2 if func in PRODUCTS else 1):
+        return
+    dependent = sum(depends_on_input(t) for t in candidates)  # not a weight computed from parameters
+    name = getattr(func, "__name__", repr(func))
+    if func in PRODUCTS and dependent >= 2:
+        raise _product_error(method, name)
+    if func in OTHER_NONLINEAR and dependent:
+        raise ValueError(f"{method} cannot handle the non-linearity {name}: its rule is defined for networks of "
+                         "linear layers, pooling and element-wise activations")
+
+
+# What a multiplier rule passes as it is: operations linear in each input-dependent argument (the divisions in
+# the numerator; batch_norm outside training), by name so that methods, functions and operators all count,
+# and the max-pools, whose gradient goes to the maximum as in the reference code.
+LINEAR_OPS = frozenset("""
+    conv1d conv2d conv3d conv_transpose1d conv_transpose2d conv_transpose3d linear matmul mm bmm mv addmm addmv baddbmm
+    einsum __matmul__ __rmatmul__ add add_ __add__ __radd__ __iadd__ sub sub_ __sub__ __rsub__ __isub__ rsub neg
+    __neg__ negative mul mul_ __mul__ __rmul__ __imul__ div div_ __truediv__ __itruediv__ true_divide sum mean
+    __getitem__ __get__ chunk split tensor_split unbind narrow select contiguous flatten unflatten view view_as reshape
+    reshape_as permute transpose t squeeze unsqueeze expand expand_as repeat repeat_interleave tile cat concat
+    concatenate stack roll flip movedim index_select gather masked_fill clone to float double half bfloat16 type_as
+    avg_pool1d avg_pool2d avg_pool3d adaptive_avg_pool1d adaptive_avg_pool2d adaptive_avg_pool3d batch_norm dropout
+    dropout1d dropout2d dropout3d alpha_dropout feature_alpha_dropout pad interpolate pixel_shuffle pixel_unshuffle
+    channel_shuffle native_channel_shuffle unfold fold""".split())
+_DIVISIONS = frozenset({"div", "div_", "__truediv__", "__itruediv__", "true_divide"})
+_PRODUCT_NAMES = frozenset("""mul mul_ __mul__ __rmul__ __imul__ matmul mm bmm mv addmm addmv baddbmm einsum
+    __matmul__ __rmatmul__""".split())  # linear in each factor alone: at most one may depend on the input
+# A mask computed from the input makes the operations it selects with piecewise linear: x * (x > 0) is a ReLU.
+COMPARISONS = frozenset("""gt lt ge le eq ne greater less greater_equal less_equal __gt__ __lt__ __ge__ __le__
+    __eq__ __ne__ sign signbit heaviside argmax argmin argsort""".split())
+_MAX_POOLS = {F.max_pool1d, F.max_pool2d, F.max_pool3d, F.adaptive_max_pool1d, F.adaptive_max_pool2d,
+              F.adaptive_max_pool3d}
+
+
+def refuse_unknown(method: str, func, args, kwargs, out) -> None:
+    """A multiplier rule passes an operation it does not change (here: ``func(*args, **kwargs) = out``) as linear:
+    true for ``LINEAR_OPS``; any other operation on an input-dependent tensor (``1 / x``, ``log1p``, a hand-written
+    normalisation, ...) is refused, and so is a mask computed from the input (``COMPARISONS``)."""
+    name = getattr(func, "_opname", None) or getattr(func, "__name__", repr(func))  # ATen operations: no overload
+    if not any(t.requires_grad for t in (out if isinstance(out, (tuple, list)) else [out]) if isinstance(t, Tensor)):
+        if name in COMPARISONS and any(depends_on_input(t) for t in tensors_in(args, kwargs)):
+            raise ValueError(f"{method} cannot follow a mask computed from the input ({name}, e.g. x * (x > 0) as a "
+                             "hand-written ReLU): the operations it selects with are not linear; use the activation "
+                             "functions instead")
+        return
+    if func in _MAX_POOLS:
+        return
+    if name in _PRODUCT_NAMES and sum(depends_on_input(t) for t in tensors_in(args, kwargs)) >= 2:
+        raise _product_error(method, name)
+    if name in _DIVISIONS:
+        suspects = [a for a in args[1:2] if isinstance(a, Tensor)]  # a divisor that depends on the input
+    elif name == "batch_norm":
+        suspects = args[:1] if kwargs.get("training", args[5] if len(args) > 5 else False) else []
+    else:
+        suspects = [] if name in LINEAR_OPS else tensors_in(args, kwargs)
+    if any(depends_on_input(t) for t in suspects):
+        if name == "batch_norm":
+            raise ValueError(f"{method} cannot follow batch_norm in training mode: it normalises with the batch's "
+                             "statistics, not a linear map (put the model in eval mode: model.eval())")
+        raise ValueError(f"{method} cannot follow {name}: not an operation it knows to be linear (its rule is "
+                         "defined for networks of linear layers, pooling and element-wise activations; see "
+                         "docs/engine.md); explain this model with another method")
