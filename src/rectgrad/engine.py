@@ -398,9 +398,7 @@ class RuleMode(TorchFunctionMode):
     sites: list[_Site] = field(default_factory=list)
     scratch: Scratch = field(default_factory=Scratch)
     zero_padded: dict = field(default_factory=dict)  # id(F.pad output) -> (weakref to it, padded per dimension)
-    warned_border: bool = False  # the padding trick's border covered a whole feature map (warned once per call)
-    warned_fused: bool = False  # a fused recurrent layer hid its ReLUs from a gating rule (warned once per call)
-    warned_clamp: bool = False  # a clamp at 0, a ReLU in all but name, was left ungated (warned once per call)
+    warned: set = field(default_factory=set)  # what this call has warned about (once each)
 
     def __post_init__(self):
         super().__init__()
@@ -426,16 +424,8 @@ class RuleMode(TorchFunctionMode):
         if not args or not isinstance(args[0], Tensor) or not (torch.is_grad_enabled() and args[0].requires_grad):
             return self._unchanged(func, args, kwargs)
         x = args[0]
-        if options.rule is not None and func in FUSED_RELUS and not self.warned_fused:
-            self.warned_fused = True
-            warnings.warn(f"the ReLUs inside {func.__name__} (nn.RNN with nonlinearity='relu', one fused operation) "
-                          "are out of the rules' reach: they pass the plain gradient", UserWarning, stacklevel=2)
-        if (not multiplier and options.rule is not None and func in CLAMPS and not self.warned_clamp
-                and is_zero(kwargs.get("min", args[1] if len(args) > 1 else None))):
-            self.warned_clamp = True
-            warnings.warn(f"{func.__name__}(min=0) works as a ReLU here but the rules gate activation functions "
-                          "only: it passes the plain gradient (write it as F.relu / F.relu6 / F.hardtanh to have "
-                          "the rule apply)", UserWarning, stacklevel=2)
+        if options.rule is not None and not multiplier:
+            self._warn_ungated(func, args, kwargs)
         if options.rule is not None and func in (ELEMENTWISE if multiplier else KNOWN_ACTIVATIONS):
             rest = args[1:]
             site = _Site(call=lambda t: func(t, *rest, **kwargs), is_relu=func in RELU, rule=options.rule,
@@ -460,11 +450,10 @@ class RuleMode(TorchFunctionMode):
             out = func(*args, **kwargs)
             if any(padded):  # a hook on the tensor sees the gradient of this value even if later ops are in-place
                 out.register_hook(_zero_border(padded))
-                if any(pad and size <= 2 for pad, size in zip(padded, out.shape[-dims:])) and not self.warned_border:
-                    self.warned_border = True
-                    warnings.warn(f"the padding trick zeroes the whole gradient of a {tuple(out.shape[-dims:])} "
-                                  "convolution output (its 1-pixel border is all of it), so the maps are all zero: "
-                                  "give larger inputs or use padding_trick=False", UserWarning, stacklevel=2)
+                if any(pad and size <= 2 for pad, size in zip(padded, out.shape[-dims:])):
+                    self._warn_once("border", f"the padding trick zeroes the whole gradient of a "
+                                    f"{tuple(out.shape[-dims:])} convolution output (its 1-pixel border is all of "
+                                    "it), so the maps are all zero: give larger inputs or use padding_trick=False")
             return out
         if options.prr and func in _AVERAGE_POOL:
             if _checkpointing():  # PyTorch's max-pool keeps its indices too: the recomputed tensors would not match
@@ -475,6 +464,21 @@ class RuleMode(TorchFunctionMode):
             raise ValueError(f"the proportional redistribution rule does not support {func.__name__} (max-pools "
                              "returning indices, e.g. for MaxUnpool, and fractional max-pools); use prr=False")
         return self._unchanged(func, args, kwargs)
+
+    def _warn_ungated(self, func, args, kwargs) -> None:
+        """ReLUs a gating rule cannot reach: inside a fused ``nn.RNN``, or written as a clamp at 0."""
+        if func in FUSED_RELUS:
+            self._warn_once("fused", f"the ReLUs inside {func.__name__} (nn.RNN with nonlinearity='relu', one fused "
+                            "operation) are out of the rules' reach: they pass the plain gradient")
+        if func in CLAMPS and is_zero(kwargs.get("min", args[1] if len(args) > 1 else None)):
+            self._warn_once("clamp", f"{func.__name__}(min=0) works as a ReLU here but the rules gate activation "
+                            "functions only: it passes the plain gradient (write it as F.relu / F.relu6 / F.hardtanh "
+                            "to have the rule apply)")
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self.warned:
+            self.warned.add(key)
+            warnings.warn(message, UserWarning, stacklevel=4)
 
     def _unchanged(self, func, args, kwargs):
         """An operation no rule changes; a multiplier rule passes it as linear, so it must be (``LINEAR_OPS``),
