@@ -284,7 +284,7 @@ class LinearOps(nn.Module):
         h = F.pixel_shuffle(F.relu(self.conv(x)), 2)  # 8 x 4 x 4 -> 2 x 8 x 8
         h = self.norm(F.interpolate(h, size=(6, 6), mode="bilinear"))
         h = F.pad(torch.tanh(h), (1, 1, 1, 1)) / self.scale.abs().view(1, 2, 1, 1)
-        return self.fc(h.transpose(2, 3).flatten(1))
+        return self.fc(F.dropout(h.transpose(2, 3), 0.5, training=False, inplace=True).flatten(1))
 
 
 def test_deeplift_follows_linear_operations_and_sums_to_delta():
@@ -295,6 +295,21 @@ def test_deeplift_follows_linear_operations_and_sums_to_delta():
     maps = explain(model, x, target=1, method="deeplift")
     with torch.no_grad():
         torch.testing.assert_close(maps.flatten(1).sum(1), model(x)[:, 1] - model(torch.zeros_like(x))[:, 1])
+    # an exported program calls the ATen operations instead (aten.view, aten.constant_pad_nd, aten.dropout_, ...)
+    exported = torch.export.export(model, (x,), dynamic_shapes=({0: torch.export.Dim("batch", max=64)},)).module()
+    torch.testing.assert_close(explain(exported, x, target=1, method="deeplift"), maps)
+    pooled = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.MaxPool2d(2, return_indices=True)).double()
+    with_indices = explain(nn.Sequential(_First(pooled), nn.Flatten(), nn.Linear(16, 2).double()), x, method="deeplift")
+    assert with_indices.shape == x.shape  # a max-pool passes its gradient to the maximum, with or without indices
+
+
+class _First(nn.Module):
+    def __init__(self, module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, x):
+        return self.module(x)[0]
 
 
 class Recurrent(nn.Module):

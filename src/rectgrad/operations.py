@@ -133,8 +133,9 @@ def refuse_undefined(method: str, func, args, kwargs) -> None:
 
 
 # What a multiplier rule passes as it is: operations linear in each input-dependent argument (the divisions in
-# the numerator; batch_norm outside training), by name so that methods, functions and operators all count,
-# and the max-pools, whose gradient goes to the maximum as in the reference code.
+# the numerator; batch_norm outside training), by name so that methods, functions, operators and the ATen
+# operations of exported programs all count, and the max-pools, whose gradient goes to the maximum as in the
+# reference code.
 LINEAR_OPS = frozenset("""
     conv1d conv2d conv3d conv_transpose1d conv_transpose2d conv_transpose3d linear matmul mm bmm mv addmm addmv baddbmm
     einsum __matmul__ __rmatmul__ add add_ __add__ __radd__ __iadd__ sub sub_ __sub__ __rsub__ __isub__ rsub neg
@@ -143,16 +144,23 @@ LINEAR_OPS = frozenset("""
     reshape_as permute transpose t squeeze unsqueeze expand expand_as repeat repeat_interleave tile cat concat
     concatenate stack roll flip movedim index_select gather masked_fill clone to float double half bfloat16 type_as
     avg_pool1d avg_pool2d avg_pool3d adaptive_avg_pool1d adaptive_avg_pool2d adaptive_avg_pool3d batch_norm dropout
-    dropout1d dropout2d dropout3d alpha_dropout feature_alpha_dropout pad interpolate pixel_shuffle pixel_unshuffle
-    channel_shuffle native_channel_shuffle unfold fold""".split())
+    dropout1d dropout2d dropout3d alpha_dropout feature_alpha_dropout dropout_ alpha_dropout_ feature_alpha_dropout_
+    pad interpolate upsample upsample_nearest upsample_bilinear pixel_shuffle pixel_unshuffle channel_shuffle
+    native_channel_shuffle unfold fold masked_fill_ copy_ index_put index_put_ __setitem__
+    alias _to_copy _unsafe_view slice index as_strided _native_batch_norm_legit_no_training constant_pad_nd
+    reflection_pad1d reflection_pad2d reflection_pad3d replication_pad1d replication_pad2d replication_pad3d
+    upsample_nearest1d upsample_nearest2d upsample_nearest3d _upsample_nearest_exact1d _upsample_nearest_exact2d
+    _upsample_nearest_exact3d upsample_linear1d upsample_bilinear2d upsample_bicubic2d upsample_trilinear3d
+    _upsample_bilinear2d_aa _upsample_bicubic2d_aa""".split())
+_MAX_POOL_NAMES = frozenset("""max_pool1d max_pool2d max_pool3d adaptive_max_pool1d adaptive_max_pool2d
+    adaptive_max_pool3d max_pool1d_with_indices max_pool2d_with_indices max_pool3d_with_indices
+    adaptive_max_pool1d_with_indices adaptive_max_pool2d_with_indices adaptive_max_pool3d_with_indices""".split())
 _DIVISIONS = frozenset({"div", "div_", "__truediv__", "__itruediv__", "true_divide"})
 _PRODUCT_NAMES = frozenset("""mul mul_ __mul__ __rmul__ __imul__ matmul mm bmm mv addmm addmv baddbmm einsum
     __matmul__ __rmatmul__""".split())  # linear in each factor alone: at most one may depend on the input
 # A mask computed from the input makes the operations it selects with piecewise linear: x * (x > 0) is a ReLU.
 COMPARISONS = frozenset("""gt lt ge le eq ne greater less greater_equal less_equal __gt__ __lt__ __ge__ __le__
     __eq__ __ne__ sign signbit heaviside argmax argmin argsort""".split())
-_MAX_POOLS = {F.max_pool1d, F.max_pool2d, F.max_pool3d, F.adaptive_max_pool1d, F.adaptive_max_pool2d,
-              F.adaptive_max_pool3d}
 
 
 def refuse_unknown(method: str, func, args, kwargs, out) -> None:
@@ -166,7 +174,7 @@ def refuse_unknown(method: str, func, args, kwargs, out) -> None:
                              "hand-written ReLU): the operations it selects with are not linear; use the activation "
                              "functions instead")
         return
-    if func in _MAX_POOLS:
+    if name in _MAX_POOL_NAMES:
         return
     if name in _PRODUCT_NAMES and sum(depends_on_input(t) for t in tensors_in(args, kwargs)) >= 2:
         raise _product_error(method, name)
