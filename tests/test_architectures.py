@@ -72,3 +72,24 @@ def test_mobilenet_v3_hardswish_and_relu():
     assert engine_sites(model, x) == activation_module_calls(model, x, (nn.ReLU, nn.Hardswish)) > 20
     attribution = RectGrad(model).attribute(x, q=98.0)
     assert attribution.shape == x.shape and (attribution > 0).any()
+
+
+@pytest.mark.parametrize("name", ["densenet121", "googlenet", "squeezenet1_1", "shufflenet_v2_x0_5", "mnasnet0_5",
+                                  "efficientnet-lite0"])
+def test_modified_gradients_follow_every_operation_of_common_cnns(name):
+    # DeepLIFT and eps-LRP pass only operations known to be linear: no CNN built of them may be refused
+    import torchvision
+
+    from rectgrad import explain
+
+    if name == "efficientnet-lite0":
+        from efficientnet_lite_pytorch import EfficientNet
+
+        model = EfficientNet.from_name(name)
+    else:
+        extra = {"aux_logits": False, "init_weights": True} if name == "googlenet" else {}
+        model = getattr(torchvision.models, name)(num_classes=10, **extra)
+    x = torch.randn(2, 3, 64, 64)
+    for method in ("deeplift", "eps_lrp"):
+        maps = explain(model.eval(), x, target=1, method=method)
+        assert maps.shape == x.shape and torch.isfinite(maps).all() and maps.abs().sum() > 0
