@@ -120,6 +120,7 @@ def test_padding_trick_and_prr_in_1d_and_3d_equal_their_2d_counterparts():
     # Conv1d / MaxPool1d / AdaptiveMaxPool1d over L are Conv2d / MaxPool2d / AdaptiveMaxPool2d over a 1 x L image;
     # the 3d ones with a depth-1 kernel over a 1 x H x W volume are the 2d ones over H x W (2d: naive-checked)
     torch.manual_seed(3)
+
     def net(conv, pool, adaptive, kernel, padding, window, out, features):
         return nn.Sequential(conv(2, 4, kernel, padding=padding), nn.ReLU(), pool(window), conv(4, 4, kernel,
                              padding=padding), nn.ReLU(), adaptive(out), nn.Flatten(), nn.Linear(features, 3)).double()
