@@ -335,14 +335,6 @@ def _with_config(path: Path, model: nn.Module, config: dict, source: str) -> Loa
                        crop_fraction=None if crop is None else float(crop), interpolation=interpolation, note=note)
 
 
-def in_eval_mode(model: nn.Module) -> nn.Module:
-    """``model.eval()``; an exported program runs as it was exported and has no such switch."""
-    try:
-        return model.eval()
-    except NotImplementedError:
-        return model
-
-
 def load(name_or_path, device: str = "cpu", *, weights=None) -> LoadedModel:
     """The registry model ``name_or_path`` or the model saved at that path, in eval mode on ``device``.
 
@@ -351,14 +343,15 @@ def load(name_or_path, device: str = "cpu", *, weights=None) -> LoadedModel:
     name = str(name_or_path)
     if name in REGISTRY:
         loaded = REGISTRY[name](weights)
+        loaded.model.eval()
     elif Path(name).is_file():
         if weights is not None:
             raise ValueError("weights applies to the registry models only, not to a model file")
-        loaded = _from_file(Path(name))
+        loaded = _from_file(Path(name))  # load_model's models are in eval mode (an exported one runs as exported)
     else:
         raise ValueError(f"unknown model {name!r} (and no such file); known models: {', '.join(MODEL_NAMES)}, "
                          "or the path of a rectgrad checkpoint, a torch.save'd module, a TorchScript file or an "
                          "exported program")
-    loaded.model = in_eval_mode(loaded.model).to(device)
+    loaded.model = loaded.model.to(device)
     loaded.device = str(device)
     return loaded

@@ -34,7 +34,6 @@ def register(app: typer.Typer) -> None:
 def _load(model: Optional[str], images: Optional[List[Path]], dataset: Optional[str], count: int,
           data_dir: Optional[Path], device: str, per_class: int = 1):
     """The model (eval mode, on ``device``) and the :class:`rectgrad.studies.Images` to explain."""
-
     from rectgrad import zoo
     from rectgrad.cli.explain import _device
     from rectgrad.studies import images_from_dataset, images_from_files
@@ -47,7 +46,7 @@ def _load(model: Optional[str], images: Optional[List[Path]], dataset: Optional[
         typer.echo(f"note: {loaded.note}", err=True)
     chosen = (images_from_dataset(dataset, count, per_class, data_dir, image_size=loaded.input_size[0]) if dataset
               else images_from_files(loaded, images))
-    return zoo.in_eval_mode(loaded.model), chosen.to(device)
+    return loaded.model, chosen.to(device)  # zoo.load gives it in eval mode
 
 
 def _shown(show: Optional[int]) -> dict:
