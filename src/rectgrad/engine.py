@@ -47,7 +47,7 @@ from torch.overrides import TorchFunctionMode
 
 from rectgrad.cpu_gate import gate_above_percentile
 from rectgrad.operations import (ATEN_ALIASES, CLAMPS, ELEMENTWISE, FUSED_RELUS, KNOWN_ACTIVATIONS, OTHER_NONLINEAR,
-                                 PRODUCTS, RELU, is_inplace, is_zero, refuse_undefined, refuse_unknown)
+                                 RELU, is_inplace, is_zero, refuse_undefined, refuse_unknown)
 from rectgrad.selection import where_above_percentile
 
 SCORES = {  # importance score of a unit from its output a and incoming gradient g, written into `out()`
@@ -419,7 +419,7 @@ class RuleMode(TorchFunctionMode):
         func = ATEN_ALIASES.get(func, func)
         options = self.options
         multiplier = isinstance(options.rule, MultiplierRule)
-        if multiplier and (func in PRODUCTS or func in OTHER_NONLINEAR):
+        if multiplier and func in OTHER_NONLINEAR:
             refuse_undefined(options.rule.name, func, args, kwargs)
         if not args or not isinstance(args[0], Tensor) or not (torch.is_grad_enabled() and args[0].requires_grad):
             return self._unchanged(func, args, kwargs)

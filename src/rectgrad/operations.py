@@ -33,8 +33,6 @@ _ELEMENTWISE = {torch.sigmoid: False, torch.Tensor.sigmoid: False, torch.sigmoid
                 torch.Tensor.sin: False, torch.cos: False, torch.Tensor.cos: False, torch.atan: False,
                 torch.Tensor.atan: False, torch.square: False, torch.Tensor.square: False}
 ELEMENTWISE = KNOWN_ACTIVATIONS | set(_ELEMENTWISE) | set(_OTHER_FUNCTIONALS)
-PRODUCTS = {torch.mul, torch.Tensor.mul, torch.Tensor.mul_, torch.div, torch.Tensor.div, torch.Tensor.div_,
-            torch.matmul, torch.Tensor.matmul, torch.bmm, torch.Tensor.bmm, torch.einsum}
 OTHER_NONLINEAR = {F.softmax, torch.softmax, torch.Tensor.softmax, F.log_softmax, torch.log_softmax,
                    torch.Tensor.log_softmax, F.layer_norm, F.group_norm, F.instance_norm, torch.exp,
                    torch.Tensor.exp, torch.log, torch.Tensor.log, torch.sqrt, torch.Tensor.sqrt, torch.rsqrt,
@@ -112,24 +110,12 @@ def depends_on_input(t: Tensor) -> bool:
     return False
 
 
-def _product_error(method: str, name: str) -> ValueError:
-    return ValueError(f"{method} cannot handle a product of two input-dependent tensors ({name}, e.g. gating or "
-                      "attention): its rule is defined for networks of linear layers, pooling and element-wise "
-                      "activations")
-
-
 def refuse_undefined(method: str, func, args, kwargs) -> None:
-    """A multiplier rule is undefined for products of input-dependent tensors and other non-linearities."""
-    candidates = [t for t in tensors_in(args, kwargs) if t.requires_grad and not isinstance(t, torch.nn.Parameter)]
-    if len(candidates) < (2 if func in PRODUCTS else 1):
-        return
-    dependent = sum(depends_on_input(t) for t in candidates)  # not a weight computed from parameters
-    name = getattr(func, "__name__", repr(func))
-    if func in PRODUCTS and dependent >= 2:
-        raise _product_error(method, name)
-    if func in OTHER_NONLINEAR and dependent:
-        raise ValueError(f"{method} cannot handle the non-linearity {name}: its rule is defined for networks of "
-                         "linear layers, pooling and element-wise activations")
+    """A multiplier rule is undefined for the non-linearities of ``OTHER_NONLINEAR`` on an input-dependent tensor
+    (refused before they run, by name; products are refused by :func:`refuse_unknown`)."""
+    if any(depends_on_input(t) for t in tensors_in(args, kwargs)):  # not a weight computed from parameters
+        raise ValueError(f"{method} cannot handle the non-linearity {getattr(func, '__name__', repr(func))}: its rule "
+                         "is defined for networks of linear layers, pooling and element-wise activations")
 
 
 # What a multiplier rule passes as it is: operations linear in each input-dependent argument (the divisions in
@@ -176,8 +162,10 @@ def refuse_unknown(method: str, func, args, kwargs, out) -> None:
         return
     if name in _MAX_POOL_NAMES:
         return
-    if name in _PRODUCT_NAMES and sum(depends_on_input(t) for t in tensors_in(args, kwargs)) >= 2:
-        raise _product_error(method, name)
+    if name in _PRODUCT_NAMES | _DIVISIONS and sum(depends_on_input(t) for t in tensors_in(args, kwargs)) >= 2:
+        raise ValueError(f"{method} cannot handle a product of two input-dependent tensors ({name}, e.g. gating or "
+                         "attention): its rule is defined for networks of linear layers, pooling and element-wise "
+                         "activations")
     if name in _DIVISIONS:
         suspects = [a for a in args[1:2] if isinstance(a, Tensor)]  # a divisor that depends on the input
     elif name == "batch_norm":
