@@ -185,20 +185,19 @@ class _RuleAtActivation(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, site: _Site, inplace: bool):
-        keep_input = site.keeps_input
-        z = x.clone() if keep_input and inplace else x
+        z = x.clone() if site.keeps_input and inplace else x
         out = site.call(x)
         if inplace:
             ctx.mark_dirty(x)
-        ctx.site, ctx.keep_input, ctx.inplace = site, keep_input, inplace
-        ctx.save_for_backward(z if keep_input else out)
+        ctx.site, ctx.inplace = site, inplace
+        ctx.save_for_backward(z if site.keeps_input else out)
         return out
 
     @staticmethod
     def backward(ctx, grad):
         site: _Site = ctx.site
         (saved,) = ctx.saved_tensors
-        if ctx.keep_input:
+        if site.keeps_input:
             z = saved
             with torch.no_grad():
                 a = site.call(z.clone() if ctx.inplace else z)
