@@ -188,6 +188,18 @@ def test_activation_checkpointing_gives_the_same_maps_or_a_clear_error(activatio
     assert outcomes["deeplift"] == outcomes["eps_lrp"] == "refused"  # the ReLU in the block keeps its output
 
 
+@pytest.mark.parametrize("activation", [nn.PReLU(), nn.ELU(inplace=True)], ids=repr)
+def test_saved_tensors_moved_to_cpu_are_not_checkpointing(activation):
+    # save_on_cpu's saved-tensor hooks give back what was saved: nothing is recomputed, nothing to refuse
+    torch.manual_seed(5)
+    model, x = Checkpointed(activation).double().eval(), torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    model.checkpointed = False
+    for method in ("rectgrad", "deeplift"):
+        with torch.autograd.graph.save_on_cpu():
+            maps = explain(model, x, target=1, method=method)
+        assert torch.equal(maps, explain(model, x, target=1, method=method)), method
+
+
 def test_reentrant_checkpointing_is_a_clear_error():
     model = Checkpointed(nn.ReLU(), reentrant=True).double().eval()
     with pytest.raises(ValueError, match="activation checkpointing.*turn checkpointing off"):

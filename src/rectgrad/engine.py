@@ -344,9 +344,11 @@ _SAVED_TENSOR_HOOKS = getattr(torch._C._autograd, "_top_saved_tensors_default_ho
 
 
 def _checkpointing() -> bool:
-    """Whether saved-tensor hooks are active, as ``torch.utils.checkpoint`` installs them for its region (unknown
-    before torch 2.8: then only PyTorch's own checkpoint errors guard the recomputation)."""
-    return _SAVED_TENSOR_HOOKS is not None and _SAVED_TENSOR_HOOKS(True) is not None
+    """Whether saved-tensor hooks are active that may recompute, as ``torch.utils.checkpoint`` installs them for its
+    region; ``torch.autograd.graph.save_on_cpu`` only moves the saved tensors (unknown before torch 2.8: then only
+    PyTorch's own checkpoint errors guard the recomputation)."""
+    hooks = _SAVED_TENSOR_HOOKS(True) if _SAVED_TENSOR_HOOKS is not None else None
+    return hooks is not None and getattr(hooks[0], "__module__", None) != "torch.autograd.graph"
 
 
 def _recomputed_alike(site: _Site, x: Tensor) -> bool:
