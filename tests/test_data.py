@@ -362,6 +362,20 @@ def test_image_folder_grayscale_and_no_masks(tmp_path):
     assert data.load_image_folder(tmp_path, "test", 32).labels.tolist() == [0, 0]
 
 
+def test_image_folder_reads_the_training_headers_once(tmp_path, monkeypatch):
+    write_image_folder(tmp_path, grayscale=True, masks=False)
+    opened = []
+    monkeypatch.setattr(data, "_image_mode", lambda path, read=data._image_mode: opened.append(path) or read(path))
+    data._folder_mode.cache_clear()
+    for split in ("train", "test", "train"):
+        assert data.load_image_folder(tmp_path, split, 16).images.shape[1] == 1
+    assert len(opened) == 4  # the four training images' headers, once for all three loads
+    changed = tmp_path / "train" / "a_cat" / "img1.png"
+    Image.fromarray(np.full((40, 40, 3), (200, 10, 60), np.uint8)).save(changed)
+    os.utime(changed, ns=(0, 10**9))  # a changed file is seen as changed even within the clock's resolution
+    assert data.load_image_folder(tmp_path, "test", 16).images.shape[1] == 3
+
+
 @pytest.mark.parametrize("breakage, error, message", [
     (lambda root: (root / "test" / "a_cat" / "img1.png").write_bytes(b"garbage"), ValueError,
      r"img1.png is not a readable image"),

@@ -14,6 +14,7 @@ makes such float batches on the fly from the uint8 images.
 from __future__ import annotations
 
 import codecs
+import functools
 import gzip
 import hashlib
 import os
@@ -427,9 +428,17 @@ def _image_folder(root, split: str, image_size: int,
     empty = [c for label, c in enumerate(classes) if label not in present]
     if empty:
         raise ValueError(f"the training classes {empty} hold no images in {root / 'train'}")
-    mode = None if not scan_mode else "L" if all(_image_mode(p) in _GRAYSCALE_MODES for p, _ in train) else "RGB"
+    stamps = tuple((p, st.st_mtime_ns, st.st_size) for p, st in ((p, p.stat()) for p, _ in train)) if scan_mode else ()
+    mode = _folder_mode(stamps) if scan_mode else None
     order = torch.randperm(len(files), generator=torch.Generator().manual_seed(0)).tolist()
     return [files[i] for i in order], classes, mode
+
+
+@functools.lru_cache(maxsize=4)
+def _folder_mode(files: tuple[tuple[Path, int, int], ...]) -> str:
+    """``L`` when every image (path, modification time, size) is grayscale, else ``RGB``; remembered, so that loading
+    the test split after the training split does not read every training header again."""
+    return "L" if all(_image_mode(path) in _GRAYSCALE_MODES for path, _, _ in files) else "RGB"
 
 
 def _images_in(folder: Path) -> list[Path]:
