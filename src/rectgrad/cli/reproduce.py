@@ -44,9 +44,11 @@ def reproduce(
     seed: int = typer.Option(0, help="Seed of the models, orders, noise and random masks."),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
-    """Train (or reuse) the clean and patch-occluded models, run every experiment for every method, and write
-    the figures, tables and README. Resumable: rerun the same command after an interruption (Ctrl-C or SIGTERM
-    while models train at once saves their state first)."""
+    """The paper's evaluation (Figs. 2, 3, 7, 8, 9, Table 1): figures, tables and a README with its numbers.
+
+    Trains (or reuses) the clean and patch-occluded models and runs every experiment for every method.
+    Resumable: rerun the same command after an interruption (Ctrl-C or SIGTERM while models train at once
+    saves their state first)."""
     import time
 
     import torch
