@@ -43,6 +43,19 @@ def test_explain_all_methods_writes_the_grid_and_prints_top5(files, capsys):
         assert picture.format == "PNG" and picture.width > picture.height  # 12 columns, 2 rows
 
 
+def test_warnings_are_one_line(files, capsys, monkeypatch):
+    tmp_path, images, checkpoint = files
+    argv = ("explain", images[0], "--model", checkpoint, "--methods", "rectgrad", "--q", "100", "--out",
+            str(tmp_path / "q.png"), "--no-progress")
+    status, out, err = run(capsys, *argv)  # q = 100: no unit is strictly above the maximum, the map is all zero
+    assert status == 0, err
+    assert err.splitlines() == ["warning: the attribution of sample(s) [0] is all zero: a thresholded layer passed "
+                                "no gradient (e.g. a percentile q too high for a small layer)"]
+    monkeypatch.setenv("RECTGRAD_DEBUG", "1")  # Python's own warnings
+    with pytest.warns(UserWarning, match=r"the attribution of sample\(s\) \[0\] is all zero"):
+        assert run(capsys, *argv)[0] == 0
+
+
 def test_explain_with_final_threshold_and_target(files, capsys):
     tmp_path, images, checkpoint = files
     status, out, err = run(capsys, "explain", images[0], "--model", checkpoint, "--methods", "saliency,rectgrad_prr",

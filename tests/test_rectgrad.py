@@ -1,5 +1,6 @@
 """RectGrad, Guided Backprop and Deconvolution on the engine: exactness, invariances, bad input."""
 import copy
+import sys
 import threading
 import time
 import warnings
@@ -177,6 +178,23 @@ def test_padding_trick_on_a_feature_map_it_covers_whole_is_a_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # 4 x 4 maps keep an inside: no warning
         assert RectGrad(net(8)).attribute(torch.randn(2, 3, 8, 8), target=0, q=50.0, padding_trick=True).any()
+
+
+def test_warnings_point_at_the_users_line():
+    def places(call):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            call()
+        return {(warning.filename, warning.lineno) for warning in caught}
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 2 * 2, 3))
+    x, options, here = torch.randn(2, 3, 2, 2), {"target": 0, "padding_trick": True}, sys._getframe().f_lineno
+    # the border warning comes from inside the model's forward pass, the all-zero one from the attribution class
+    assert places(lambda: RectGrad(model).attribute(x, **options)) == {(__file__, here + 2)}
+    noise = captum_attr.NoiseTunnel(RectGrad(model))
+    assert places(lambda: noise.attribute(x, nt_type="smoothgrad", nt_samples=2, **options)) == {(__file__, here + 4)}
+    linear = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+    assert places(lambda: rectgrad.explain(linear, x, target=0, method="rectgrad")) == {(__file__, here + 6)}
 
 
 @pytest.mark.parametrize("pool, match", [

@@ -32,6 +32,8 @@ proportion to its activation.
 """
 from __future__ import annotations
 
+import importlib.util
+import os
 import sys
 import threading
 import warnings
@@ -334,6 +336,27 @@ def rule_gradients(output: Tensor, inputs) -> tuple[Tensor | None, ...]:
         raise ValueError(_CHECKPOINTING + f" (PyTorch: {str(error).splitlines()[0]})") from None
 
 
+def _package_dir(name: str) -> str:
+    return os.path.dirname(importlib.util.find_spec(name).origin) + os.sep
+
+
+_RECTGRAD, _BELOW_USER = _package_dir("rectgrad"), (_package_dir("captum"), _package_dir("torch"))
+
+
+def warn(message: str) -> None:
+    """``warnings.warn(message)`` shown at the user's line: the caller of the outermost rectgrad function (past
+    Captum's and PyTorch's wrappers, e.g. ``NoiseTunnel``), however deep in the model the engine noticed it."""
+    files = []
+    frame = sys._getframe(1)
+    while frame is not None:
+        files.append(frame.f_code.co_filename)
+        frame = frame.f_back
+    caller = max(i for i, file in enumerate(files) if file.startswith(_RECTGRAD)) + 1
+    while caller < len(files) and files[caller].startswith(_BELOW_USER):
+        caller += 1
+    warnings.warn(message, UserWarning, stacklevel=caller + 2)
+
+
 _CHECKPOINTING = ("the model recomputes activations in the backward pass (activation checkpointing: "
                   "torch.utils.checkpoint, e.g. DenseNet(memory_efficient=True) or timm's set_grad_checkpointing()); "
                   "this method changes the backward pass of the activations as the forward pass runs, so turn "
@@ -454,7 +477,8 @@ class RuleMode(TorchFunctionMode):
                 if any(pad and size <= 2 for pad, size in zip(padded, out.shape[-dims:])):
                     self._warn_once("border", f"the padding trick zeroes the whole gradient of a "
                                     f"{tuple(out.shape[-dims:])} convolution output (its 1-pixel border is all of "
-                                    "it), so the maps are all zero: give larger inputs or use padding_trick=False")
+                                    "it): nothing reaches the input through it (all-zero maps unless skip "
+                                    "connections pass around it); give larger inputs or use padding_trick=False")
             return out
         if options.prr and func in _AVERAGE_POOL:
             if _checkpointing():  # PyTorch's max-pool keeps its indices too: the recomputed tensors would not match
@@ -479,7 +503,7 @@ class RuleMode(TorchFunctionMode):
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self.warned:
             self.warned.add(key)
-            warnings.warn(message, UserWarning, stacklevel=4)
+            warn(message)
 
     def _unchanged(self, func, args, kwargs):
         """An operation no rule changes; a multiplier rule passes it as linear, so it must be (``LINEAR_OPS``),

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import warnings
 
 import torch
 from captum._utils.common import _format_output, _is_tuple
@@ -11,7 +10,7 @@ from captum.log import log_usage
 from torch import Tensor, nn
 
 from rectgrad.attr._arguments import batches, check_logits, format_inputs, resolve_targets
-from rectgrad.engine import Options, Rule, RuleMode, rule_gradients
+from rectgrad.engine import Options, Rule, RuleMode, rule_gradients, warn
 
 
 @contextlib.contextmanager
@@ -59,9 +58,9 @@ class EngineAttribution(GradientAttribution):
             logits = check_logits(logits, leaves[0].shape[0])
             targets = resolve_targets(target, logits)
             if options.rule is not None and not mode.sites:
-                warnings.warn("the model calls no activation function the engine knows (the ReLU family, ELU, "
-                              "SELU, CELU, GELU, SiLU, Hardswish, Mish; see docs/engine.md): the attribution equals "
-                              "the plain gradient (x input)", UserWarning, stacklevel=4)
+                warn("the model calls no activation function the engine knows (the ReLU family, ELU, SELU, CELU, "
+                     "GELU, SiLU, Hardswish, Mish; see docs/engine.md): the attribution equals the plain gradient "
+                     "(x input)")
             mode.mark_top()
             score = logits.gather(1, targets[:, None]).sum()
             grads = rule_gradients(score, leaves)
@@ -93,4 +92,4 @@ def warn_if_degenerate(attributions: tuple[Tensor, ...]) -> None:
         samples = bad.nonzero().flatten().tolist()
         if samples:
             shown = f"{samples[:10]}{'...' if len(samples) > 10 else ''}"
-            warnings.warn(f"the attribution of sample(s) {shown} {problem}", UserWarning, stacklevel=3)
+            warn(f"the attribution of sample(s) {shown} {problem}")

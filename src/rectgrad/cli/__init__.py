@@ -1,12 +1,14 @@
 """The ``rectgrad`` command line. Each sub-command lives in its own module with a ``register(app)``.
 
 User errors (bad arguments, missing files, unknown names) are printed as one line and exit with
-status 2; set ``RECTGRAD_DEBUG=1`` to see the traceback instead.
+status 2, warnings as one ``warning: ...`` line; set ``RECTGRAD_DEBUG=1`` to see the traceback (and
+Python's warnings) instead.
 """
 from __future__ import annotations
 
 import os
 import sys
+import warnings
 
 import typer
 
@@ -29,6 +31,18 @@ USER_ERRORS = (ValueError, TypeError, FileNotFoundError, KeyError, RuntimeError,
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``rectgrad`` script; returns the exit status."""
+    with warnings.catch_warnings():
+        if not os.environ.get("RECTGRAD_DEBUG"):
+            warnings.showwarning = _show_warning
+        return _run(argv)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as one line, as errors are (``RECTGRAD_DEBUG=1``: Python's form, with file and line)."""
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def _run(argv: list[str] | None) -> int:
     try:
         status = app(args=argv, standalone_mode=False, prog_name="rectgrad")
     except typer.Exit as exc:
