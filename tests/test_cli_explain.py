@@ -43,6 +43,15 @@ def test_explain_all_methods_writes_the_grid_and_prints_top5(files, capsys):
         assert picture.format == "PNG" and picture.width > picture.height  # 12 columns, 2 rows
 
 
+def test_explain_a_folder_of_images(files, capsys):
+    tmp_path, images, checkpoint = files  # the folder holds image0.png, image1.png and the model file
+    status, out, err = run(capsys, "explain", str(tmp_path), "--model", checkpoint, "--methods", "saliency",
+                           "--out", str(tmp_path / "folder.png"), "--no-progress")
+    assert status == 0, err
+    assert [line.split(":")[0] for line in out.splitlines()[:2]] == ["image0.png", "image1.png"]
+    assert out.splitlines()[2] == f"wrote {tmp_path / 'folder.png'}"
+
+
 def test_warnings_are_one_line(files, capsys, monkeypatch):
     tmp_path, images, checkpoint = files
     argv = ("explain", images[0], "--model", checkpoint, "--methods", "rectgrad", "--q", "100", "--out",
@@ -103,7 +112,8 @@ def test_explain_saved_module_and_torchscript(files, capsys):
     ("method", "error: unknown method 'lime'; known methods: saliency, grad_input, deconv"),
     ("model", "error: unknown model 'alexnet' (and no such file); known models: efficientnet-lite0, inception-v4"),
     ("unreadable", "error: cannot read image"),
-    ("missing", "error: image"),
+    ("missing", "error: image or folder"),
+    ("empty folder", "error: no image files (.png, .jpg"),
     ("checkpoint", "error:"),
     ("target", "error: target 10 is out of range for a model with 10 classes"),
     ("target name", "error: --target 'dgo' is no class of this model; did you mean dog?"),
@@ -116,10 +126,13 @@ def test_bad_input_is_one_clear_line(files, capsys, case, message):
     corrupt.write_bytes(b"\x00garbage" * 10)
     unreadable = tmp_path / "notes.png"
     unreadable.write_text("not a picture")
+    empty = tmp_path / "empty"
+    empty.mkdir()
     argv = {"method": [*images, "--model", checkpoint, "--methods", "saliency,lime"],
             "model": [*images, "--model", "alexnet"],
             "unreadable": [images[0], str(unreadable), "--model", checkpoint],
             "missing": [str(tmp_path / "missing.png"), "--model", checkpoint],
+            "empty folder": [str(empty), "--model", checkpoint],
             "checkpoint": [*images, "--model", str(corrupt)],
             "target": [*images, "--model", checkpoint, "--target", "10"],
             "target name": [*images, "--model", checkpoint, "--target", "dgo"],

@@ -16,7 +16,8 @@ from rectgrad.data import FASHION_MNIST_SYSTEM_DIR
 from rectgrad.engine import Options, Rule
 from rectgrad.models import PaperCNN
 from rectgrad.studies import Images
-from rectgrad.studies._common import engine_gradients, from_pixels, image_files, ranks, to_pixels
+from rectgrad.data import image_files
+from rectgrad.studies._common import engine_gradients, from_pixels, ranks, to_pixels
 from rectgrad.studies.feature_maps import activations
 from rectgrad.studies.layers import hidden_layers
 

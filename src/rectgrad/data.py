@@ -448,6 +448,32 @@ def _images_in(folder: Path) -> list[Path]:
                   if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not p.stem.endswith("_mask"))
 
 
+def image_files(paths) -> list[Path]:
+    """Image files named by ``paths`` (files or folders, folders in natural order: 2.jpg before 10.jpg).
+
+    Files named ``<stem>_mask.<ext>`` are object masks of ``<stem>.<ext>``, not images.
+    """
+    files = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = sorted(_images_in(path), key=_natural)
+            if not found:
+                raise ValueError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in folder {path}")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"image or folder {path} not found")
+    if not files:
+        raise ValueError("no images given")
+    return files
+
+
+def _natural(path: Path):
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part)
+            for part in re.split(r"(\d+)", path.name.lower()) if part]
+
+
 @contextmanager
 def _open_image(path: Path) -> Iterator:
     """``PIL.Image.open(path)``; a file Pillow cannot read or decode gives one ``ValueError`` naming it."""

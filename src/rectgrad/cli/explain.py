@@ -57,7 +57,7 @@ FINAL_THRESHOLD_HELP = "Baselines keep their top 5% and RectGrad its positive pa
 
 
 def explain_images(
-    images: List[Path] = typer.Argument(..., help="Image files (any format Pillow reads)."),
+    images: List[Path] = typer.Argument(..., help="Image files (any format Pillow reads) or folders of them."),
     model: str = typer.Option(..., help="A registry name (efficientnet-lite0, inception-v4, resnet50, vgg16) or "
                                         "the path of a rectgrad checkpoint, a torch.save'd module, TorchScript or an "
                                         "exported program (.pt2)."),
@@ -75,8 +75,10 @@ def explain_images(
 ) -> None:
     """Attribution maps of IMAGES by several methods, side by side in one PNG; prints the top-5 classes."""
     from rectgrad import zoo
+    from rectgrad.data import image_files
 
     names = _parse_methods(methods) if methods else list(_figure_methods())
+    images = image_files(images)
     pictures = [zoo.read_image(path) for path in images]
     loaded = zoo.load(model, _device(device), weights=weights)
     if loaded.note:

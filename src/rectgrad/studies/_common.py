@@ -4,7 +4,6 @@ from __future__ import annotations
 import csv
 import itertools
 import math
-import re
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -16,6 +15,7 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from rectgrad import viz
+from rectgrad.data import IMAGE_SUFFIXES, image_files
 from rectgrad.engine import Options, RuleMode, rule_gradients
 from rectgrad.methods import explain, get_method
 
@@ -300,36 +300,6 @@ def method_label(method: str) -> str:
 
 def skipped_note(skipped: dict[str, str]) -> str:
     return "".join(f"\n\nSkipped {method_label(m)}: {why}" for m, why in skipped.items())
-
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-
-
-def image_files(paths) -> list[Path]:
-    """Image files named by ``paths`` (files or folders, folders in natural order: 2.jpg before 10.jpg).
-
-    Files named ``<stem>_mask.<ext>`` are object masks of ``<stem>.<ext>``, not images.
-    """
-    files = []
-    for path in map(Path, paths):
-        if path.is_dir():
-            found = sorted((p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
-                            and not p.stem.endswith("_mask")), key=_natural)
-            if not found:
-                raise ValueError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in folder {path}")
-            files += found
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise FileNotFoundError(f"image or folder {path} not found")
-    if not files:
-        raise ValueError("no images given")
-    return files
-
-
-def _natural(path: Path):
-    return [(0, int(part), "") if part.isdigit() else (1, 0, part)
-            for part in re.split(r"(\d+)", path.name.lower()) if part]
 
 
 def images_from_files(loaded, paths) -> Images:
