@@ -1,4 +1,4 @@
-"""``rectgrad explain`` and ``rectgrad demo`` end to end, and one clear line for each bad input."""
+"""``rectgrad explain``, ``rectgrad demo`` and ``rectgrad --version`` end to end, one clear line for each bad input."""
 import numpy as np
 import pytest
 import torch
@@ -41,6 +41,16 @@ def test_explain_all_methods_writes_the_grid_and_prints_top5(files, capsys):
     assert lines[-1] == f"wrote {grid}"
     with Image.open(grid) as picture:
         assert picture.format == "PNG" and picture.width > picture.height  # 12 columns, 2 rows
+
+
+def test_version(capsys):
+    import captum
+
+    import rectgrad
+
+    status, out, err = run(capsys, "--version")
+    assert status == 0 and out.startswith(f"rectgrad {rectgrad.__version__} (torch {torch.__version__}, "
+                                          f"captum {captum.__version__}, Python ")
 
 
 def test_explain_a_folder_of_images(files, capsys):

@@ -18,8 +18,21 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Rectified Gradient attribution maps and the paper's experiments.")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        import captum
+        import torch
+
+        import rectgrad
+
+        typer.echo(f"rectgrad {rectgrad.__version__} (torch {torch.__version__}, captum {captum.__version__}, "
+                   f"Python {sys.version.split()[0]})")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                       help="Print the versions of rectgrad, torch, captum and Python.")) -> None:
     """Rectified Gradient attribution maps and the paper's experiments."""
 
 
