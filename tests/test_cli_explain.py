@@ -43,6 +43,32 @@ def test_explain_all_methods_writes_the_grid_and_prints_top5(files, capsys):
         assert picture.format == "PNG" and picture.width > picture.height  # 12 columns, 2 rows
 
 
+def test_explain_saves_the_maps(files, capsys):
+    from rectgrad import explain, zoo
+    from rectgrad.cli.explain import RECTGRAD_METHODS
+
+    tmp_path, images, checkpoint = files
+    saved = tmp_path / "maps" / "raw.npz"
+    status, out, err = run(capsys, "explain", *images, "--model", checkpoint, "--methods", "saliency,rectgrad",
+                           "--final-threshold", "--out", str(tmp_path / "g.png"), "--save-maps", str(saved),
+                           "--no-progress")
+    assert status == 0, err and out.splitlines()[-1] == f"wrote {saved}"
+    loaded = zoo.load(checkpoint, "cpu")
+    x = loaded.load_images(images)
+    targets = loaded.model(x).argmax(1)
+    with np.load(saved) as arrays:
+        assert sorted(arrays.files) == ["classes", "images", "rectgrad", "saliency", "targets"]
+        assert arrays["images"].tolist() == ["image0.png", "image1.png"]
+        assert arrays["targets"].tolist() == targets.tolist()
+        assert arrays["classes"].tolist() == [CIFAR10_CLASSES[t] for t in targets.tolist()]
+        for method in ("saliency", "rectgrad"):  # as the methods return them: saliency's top 5% is only drawn
+            options = {"final_threshold": True} if method in RECTGRAD_METHODS else {}
+            expected = explain(loaded.model, x, targets, method, **options)
+            np.testing.assert_allclose(arrays[method], expected.numpy(), rtol=1e-5, atol=1e-7)
+    status, out, err = run(capsys, "explain", *images, "--model", checkpoint, "--save-maps", str(tmp_path / "m.npy"))
+    assert status == 2 and err == f"error: --save-maps must name a .npz file, got {tmp_path / 'm.npy'}\n"
+
+
 def test_version(capsys):
     import captum
 

@@ -54,6 +54,14 @@ def _device(device: str) -> str:
 
 METHODS_HELP = "Comma-separated method names, or 'all' (default: every method but the random baseline)."
 FINAL_THRESHOLD_HELP = "Baselines keep their top 5% and RectGrad its positive part (paper Sec. 5.2)."
+SAVE_MAPS_HELP = ("Also write the attribution maps to this .npz file: one array per method (images x channels x "
+                  "height x width, as the method returns it: the baselines' top 5% is only drawn), the image names "
+                  "and the explained classes.")
+
+
+def _check_npz(path: Path | None) -> None:
+    if path is not None and path.suffix != ".npz":
+        raise ValueError(f"--save-maps must name a .npz file, got {path}")
 
 
 def explain_images(
@@ -72,12 +80,14 @@ def explain_images(
     seed: int = typer.Option(0, help="Seed of SmoothGrad's noise."),
     device: str = typer.Option("auto", help="cpu, cuda, or auto (cuda when available)."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
+    save_maps: Optional[Path] = typer.Option(None, help=SAVE_MAPS_HELP),
 ) -> None:
     """Attribution maps of IMAGES by several methods, side by side in one PNG; prints the top-5 classes."""
     from rectgrad import zoo
     from rectgrad.data import image_files
 
     names = _parse_methods(methods) if methods else list(_figure_methods())
+    _check_npz(save_maps)
     images = image_files(images)
     pictures = [zoo.read_image(path) for path in images]
     loaded = zoo.load(model, _device(device), weights=weights)
@@ -85,7 +95,7 @@ def explain_images(
         typer.echo(f"note: {loaded.note}", err=True)
     _compare(loaded, loaded.preprocess(pictures), [path.name for path in images], names, q=q, out=out,
              target=_class_index(target, loaded.labels), final_threshold=final_threshold,
-             internal_batch_size=internal_batch_size, seed=seed, progress=progress)
+             internal_batch_size=internal_batch_size, seed=seed, progress=progress, save_maps=save_maps)
 
 
 def _class_index(target: str | None, labels: list[str]) -> int | None:
@@ -113,6 +123,7 @@ def demo(
     internal_batch_size: int = typer.Option(25, help="Samples per forward pass for SmoothGrad and IntegGrad."),
     device: str = typer.Option("auto", help="cpu, cuda, or auto (cuda when available)."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
+    save_maps: Optional[Path] = typer.Option(None, help=SAVE_MAPS_HELP),
 ) -> None:
     """Offline demo: pretrained EfficientNet-Lite0 on scikit-image's photos, every method, one grid."""
     import skimage.data
@@ -121,15 +132,17 @@ def demo(
     from rectgrad import zoo
 
     names = _parse_methods(methods) if methods else list(_figure_methods())
+    _check_npz(save_maps)
     loaded = zoo.load("efficientnet-lite0", _device(device))
     pictures = [Image.fromarray(getattr(skimage.data, photo)()) for photo in DEMO_PHOTOS]
     _compare(loaded, loaded.preprocess(pictures), list(DEMO_PHOTOS), names, q=98.0, out=out, target=None,
-             final_threshold=final_threshold, internal_batch_size=internal_batch_size, seed=0, progress=progress)
+             final_threshold=final_threshold, internal_batch_size=internal_batch_size, seed=0, progress=progress,
+             save_maps=save_maps)
 
 
 def _compare(loaded, inputs, image_names: list[str], names: list[str], *, q: float, out: Path, target, final_threshold,
-             internal_batch_size: int, seed: int, progress: bool) -> None:
-    """Top-5 classes, then every method on every image, then the grid."""
+             internal_batch_size: int, seed: int, progress: bool, save_maps: Path | None = None) -> None:
+    """Top-5 classes, then every method on every image, then the grid (and the raw maps, on request)."""
     import torch
     from tqdm import tqdm
 
@@ -144,7 +157,7 @@ def _compare(loaded, inputs, image_names: list[str], names: list[str], *, q: flo
         top = row.topk(min(5, row.numel()))
         typer.echo(f"{name}: " + ", ".join(f"{loaded.label(i)} {p:.1%}" for p, i in zip(top.values.tolist(),
                                                                                        top.indices.tolist())))
-    columns = {}
+    columns, raw = {}, {}
     with tqdm(total=len(names) * len(inputs), desc="attribution", unit="map", disable=not progress) as bar:
         for method in names:
             bar.set_description(method)
@@ -154,10 +167,25 @@ def _compare(loaded, inputs, image_names: list[str], names: list[str], *, q: flo
                 maps.append(explain(loaded.model, inputs[i:i + 1], targets[i:i + 1], method,
                                     internal_batch_size=internal_batch_size, seed=seed + i, **options).cpu())
                 bar.update()
+            raw[method] = torch.cat(maps)
             threshold = ("positive" if method in RECTGRAD_METHODS else "top") if final_threshold else None
-            columns[METHODS[method].label] = viz.prepare(torch.cat(maps), threshold=threshold)
+            columns[METHODS[method].label] = viz.prepare(raw[method], threshold=threshold)
     rows = [f"{name}\n{loaded.label(t)} ({float(probabilities[i, t]):.0%})" for i, (name, t)
             in enumerate(zip(image_names, targets.tolist()))]
     figure = viz.grid(inputs.cpu(), columns, row_labels=rows, mean=loaded.mean, std=loaded.std,
                       title=f"{loaded.name}{', final threshold' if final_threshold else ''}")
     typer.echo(f"wrote {viz.save_figure(figure, out)}")
+    if save_maps is not None:
+        _save_maps(save_maps, raw, image_names, targets.tolist(), [loaded.label(t) for t in targets.tolist()])
+        typer.echo(f"wrote {save_maps}")
+
+
+def _save_maps(path: Path, maps: dict, image_names: list[str], targets: list[int], classes: list[str]) -> None:
+    """The maps as float32 arrays named by method, beside ``images``, ``targets`` and ``classes``."""
+    import numpy as np
+
+    from rectgrad.checkpoint import write_atomically
+
+    arrays = {method: m.float().numpy() for method, m in maps.items()}
+    write_atomically(path, lambda f: np.savez_compressed(f, **arrays, images=np.array(image_names),
+                                                         targets=np.array(targets), classes=np.array(classes)))
