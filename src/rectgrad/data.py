@@ -428,10 +428,14 @@ def _image_folder(root, split: str, image_size: int,
     empty = [c for label, c in enumerate(classes) if label not in present]
     if empty:
         raise ValueError(f"the training classes {empty} hold no images in {root / 'train'}")
-    stamps = tuple((p, st.st_mtime_ns, st.st_size) for p, st in ((p, p.stat()) for p, _ in train)) if scan_mode else ()
-    mode = _folder_mode(stamps) if scan_mode else None
+    mode = _folder_mode(tuple(_stamped(p) for p, _ in train)) if scan_mode else None
     order = torch.randperm(len(files), generator=torch.Generator().manual_seed(0)).tolist()
     return [files[i] for i in order], classes, mode
+
+
+def _stamped(path: Path) -> tuple[Path, int, int]:
+    stat = path.stat()
+    return path, stat.st_mtime_ns, stat.st_size
 
 
 @functools.lru_cache(maxsize=4)
