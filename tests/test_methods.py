@@ -433,6 +433,31 @@ def test_model_left_as_it_was_in_train_mode():
     assert set(METHODS) == set(METHOD_NAMES)
 
 
+def test_a_model_in_training_mode_is_a_warning_once_per_call():
+    def net(norm, drop):
+        return nn.Sequential(nn.Conv2d(3, 4, 3), norm, nn.ReLU(), nn.Flatten(), drop, nn.Linear(64, 3))
+
+    def warnings_of(call):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            call()
+        return [str(w.message) for w in caught if "training mode" in str(w.message)]
+
+    x = torch.randn(3, 3, 6, 6)
+    model = net(nn.BatchNorm2d(4), nn.Dropout(0.5)).train()
+    for call in (lambda: explain(model, x, method="saliency"), lambda: explain(model, x, method="rectgrad"),
+                 lambda: RectGrad(model).attribute(x, target=0, internal_batch_size=1)):
+        assert warnings_of(call) == ["the model is in training mode: BatchNorm2d normalises with the batch's "
+                                     "statistics; Dropout drops units at random, so the maps depend on the batch "
+                                     "and change from call to call; call model.eval() first (rectgrad leaves the "
+                                     "mode as it is)"]
+    assert model.training
+    quiet = (model.eval(), net(nn.BatchNorm2d(4, track_running_stats=False), nn.Dropout(0.0)).train(),
+             net(nn.Identity(), nn.Identity()).train())  # nothing behaves differently in training mode
+    for model in quiet:
+        assert warnings_of(lambda: explain(model, x, method="guided_bp")) == []
+
+
 @pytest.mark.parametrize("method", ["saliency", "grad_input", "intgrad"])
 def test_captum_methods_give_captums_maps_bit_for_bit(method):
     # we sum the target logits before the backward pass instead of Captum's one autograd output per sample

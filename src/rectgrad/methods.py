@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from rectgrad.attr import Deconvolution, GuidedBackprop, RectGrad
 from rectgrad.attr._arguments import batches, check_logits, format_inputs, resolve_targets
-from rectgrad.attr._base import preserved_buffers
+from rectgrad.attr._base import preserved_buffers, user_call
 from rectgrad.engine import DEEPLIFT_RESCALE, MultiplierRule, Options, RuleMode, eps_lrp_rule, rule_gradients
 
 
@@ -259,9 +259,11 @@ def explain(model, inputs: Tensor, target=None, method: str = "rectgrad", *, int
                          "a TorchScript model: save the model with torch.save(model, path) instead")
     if internal_batch_size is not None:
         _positive_int("internal_batch_size", internal_batch_size)
-    targets = resolve_targets(target, predict(model, inputs, internal_batch_size))
-    kwargs = {**entry.defaults, **hyperparameters, "internal_batch_size": internal_batch_size}
-    if entry.stochastic:
-        kwargs["generator"] = None if seed is None else torch.Generator(inputs.device).manual_seed(seed)
-    with preserved_buffers(model if isinstance(model, nn.Module) else None):  # e.g. BatchNorm in train mode
-        return entry.function(model, inputs, targets, **kwargs).detach()
+    module = model if isinstance(model, nn.Module) else None
+    with user_call(module):
+        targets = resolve_targets(target, predict(model, inputs, internal_batch_size))
+        kwargs = {**entry.defaults, **hyperparameters, "internal_batch_size": internal_batch_size}
+        if entry.stochastic:
+            kwargs["generator"] = None if seed is None else torch.Generator(inputs.device).manual_seed(seed)
+        with preserved_buffers(module):  # e.g. BatchNorm in train mode
+            return entry.function(model, inputs, targets, **kwargs).detach()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 
 import torch
 from captum._utils.common import _format_output, _is_tuple
@@ -11,6 +12,31 @@ from torch import Tensor, nn
 
 from rectgrad.attr._arguments import batches, check_logits, format_inputs, resolve_targets
 from rectgrad.engine import Options, Rule, RuleMode, rule_gradients, warn
+
+
+_IN_TRAINING = {nn.modules.batchnorm._BatchNorm: "normalises with the batch's statistics",
+                nn.modules.dropout._DropoutNd: "drops units at random"}
+_call = threading.local()
+
+
+@contextlib.contextmanager
+def user_call(model: nn.Module | None):
+    """One public call on a user's model (however calls nest inside it): a warning if the model is in training
+    mode with modules that behave differently there (BatchNorm with running statistics, dropout)."""
+    if getattr(_call, "active", False) or model is None:
+        yield
+        return
+    found = {type(m).__name__: why for m in model.modules() for kind, why in _IN_TRAINING.items()
+             if m.training and isinstance(m, kind) and getattr(m, "track_running_stats", True) and getattr(m, "p", 1)}
+    if found:
+        warn(f"the model is in training mode: {'; '.join(f'{name} {why}' for name, why in sorted(found.items()))}, "
+             "so the maps depend on the batch and change from call to call; call model.eval() first (rectgrad "
+             "leaves the mode as it is)")
+    _call.active = True
+    try:
+        yield
+    finally:
+        _call.active = False
 
 
 @contextlib.contextmanager
@@ -42,8 +68,9 @@ class EngineAttribution(GradientAttribution):
                           internal_batch_size: int | None) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
         """Validated inputs and the modified gradients of the target logits with respect to them."""
         inputs = format_inputs(inputs)
-        chunks = [self._chunk_gradients(*chunk, options)
-                  for chunk in batches(inputs, target, additional_forward_args, internal_batch_size)]
+        with user_call(self._module()):
+            chunks = [self._chunk_gradients(*chunk, options)
+                      for chunk in batches(inputs, target, additional_forward_args, internal_batch_size)]
         grads = tuple(torch.cat(parts) for parts in zip(*chunks))
         return inputs, grads
 
