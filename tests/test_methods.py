@@ -417,6 +417,10 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="guided_bp modifies the backward pass.*TorchScript"):
         explain(scripted, x, method="guided_bp")
     torch.testing.assert_close(explain(scripted, x, method="saliency"), explain(model, x, method="saliency"))
+    elsewhere = PaperCNN().to("meta")  # weights on another device than the inputs (cuda vs cpu, usually)
+    for call in (lambda: explain(elsewhere, x, method="deeplift"), lambda: RectGrad(elsewhere).attribute(x)):
+        with pytest.raises(ValueError, match=r"the inputs are on cpu but the model's weights on meta: move one"):
+            call()
 
 
 def test_model_left_as_it_was_in_train_mode():

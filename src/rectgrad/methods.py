@@ -30,7 +30,7 @@ from captum.attr import InputXGradient, IntegratedGradients, Saliency
 from torch import Tensor, nn
 
 from rectgrad.attr import Deconvolution, GuidedBackprop, RectGrad
-from rectgrad.attr._arguments import batches, check_logits, format_inputs, resolve_targets
+from rectgrad.attr._arguments import batches, check_device, check_logits, format_inputs, resolve_targets
 from rectgrad.attr._base import preserved_buffers, user_call
 from rectgrad.engine import DEEPLIFT_RESCALE, MultiplierRule, Options, RuleMode, eps_lrp_rule, rule_gradients
 
@@ -231,6 +231,7 @@ def get_method(name: str) -> Method:
 def predict(model, inputs: Tensor, internal_batch_size: int | None = None) -> Tensor:
     """The model's logits for ``inputs`` (no gradient), checked to be (N, classes)."""
     (inputs,) = format_inputs(inputs)
+    check_device(model, (inputs,))
     owner = model if isinstance(model, nn.Module) else None
     with torch.no_grad(), preserved_buffers(owner):
         return torch.cat([check_logits(model(x), len(x))

@@ -1,6 +1,7 @@
 """Argument handling shared by every attribution method: inputs, targets, thresholds, batching."""
 from __future__ import annotations
 
+import itertools
 import math
 import numbers
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ def format_inputs(inputs) -> tuple[Tensor, ...]:
         if not isinstance(x, Tensor):
             raise TypeError(f"inputs must be torch tensors, got {type(x).__name__}")
         if not x.is_floating_point():
-            raise TypeError(f"inputs must be floating point (float32/float64/bfloat16), got {x.dtype}")
+            raise TypeError(f"inputs must be floating point (e.g. float32), got {x.dtype}")
         if x.dim() < 1 or x.shape[0] == 0:
             raise ValueError(f"inputs need a non-empty batch dimension first, got shape {tuple(x.shape)}")
         if not bool(torch.isfinite(x).all()):
@@ -28,6 +29,19 @@ def format_inputs(inputs) -> tuple[Tensor, ...]:
     if any(x.shape[0] != n for x in tensors):
         raise ValueError(f"all inputs must share the batch size, got {[x.shape[0] for x in tensors]}")
     return tensors
+
+
+def check_device(model, inputs: tuple[Tensor, ...]) -> None:
+    """The inputs must be on a device that holds the model's weights (a clear error instead of PyTorch's
+    "Input type and weight type should be the same" deep in the forward pass)."""
+    if not isinstance(model, torch.nn.Module):
+        return
+    devices = {t.device for t in itertools.chain(model.parameters(), model.buffers())}
+    for x in inputs:
+        if devices and x.device not in devices:
+            held = ", ".join(sorted(map(str, devices)))
+            raise ValueError(f"the inputs are on {x.device} but the model's weights on {held}: move one to the "
+                             f"other, e.g. inputs.to({held.split(', ')[0]!r}) or model.to({str(x.device)!r})")
 
 
 def check_logits(logits, batch_size: int) -> Tensor:

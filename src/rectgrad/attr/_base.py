@@ -10,7 +10,7 @@ from captum.attr import GradientAttribution
 from captum.log import log_usage
 from torch import Tensor, nn
 
-from rectgrad.attr._arguments import batches, check_logits, format_inputs, resolve_targets
+from rectgrad.attr._arguments import batches, check_device, check_logits, format_inputs, resolve_targets
 from rectgrad.engine import Options, Rule, RuleMode, rule_gradients, warn
 
 
@@ -68,6 +68,7 @@ class EngineAttribution(GradientAttribution):
                           internal_batch_size: int | None) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
         """Validated inputs and the modified gradients of the target logits with respect to them."""
         inputs = format_inputs(inputs)
+        check_device(self._module(), inputs)
         with user_call(self._module()):
             chunks = [self._chunk_gradients(*chunk, options)
                       for chunk in batches(inputs, target, additional_forward_args, internal_batch_size)]
