@@ -123,7 +123,7 @@ def _load_exported(path: Path) -> nn.Module:
         module = torch.export.load(str(path)).module()
     except Exception as exc:  # noqa: BLE001 - a broken archive can fail in many ways; report them as one
         raise ValueError(f"{path}: corrupt exported program ({_one_line(exc)})") from None
-    shapes = [getattr(node.meta.get("val"), "shape", None) for node in module.graph.nodes if node.op == "placeholder"]
+    shapes = exported_input_shapes(module)
     if len(shapes) != 1 or shapes[0] is None or len(shapes[0]) == 0:
         raise ValueError(f"{path}: the exported program takes {len(shapes)} inputs; rectgrad explains models that "
                          "take one tensor of images")
@@ -132,6 +132,12 @@ def _load_exported(path: Path) -> nn.Module:
                          "other sizes, so export it with a free batch dimension: torch.export.export(model, (x,), "
                          "dynamic_shapes=({0: torch.export.Dim('batch')},))")
     return module
+
+
+def exported_input_shapes(module: torch.fx.GraphModule) -> list:
+    """The shape of each input of an exported program's module (``None`` where unknown; sizes that were free at
+    export are symbols, not ints)."""
+    return [getattr(node.meta.get("val"), "shape", None) for node in module.graph.nodes if node.op == "placeholder"]
 
 
 def _is_exported_program(path: Path) -> bool:

@@ -259,9 +259,11 @@ def _file_config(path: Path, model: nn.Module) -> tuple[dict, str]:
 
 def _exported_input_size(model: nn.Module) -> dict:
     """An exported program's image size, where its one input has fixed channels, height and width."""
+    from rectgrad.checkpoint import exported_input_shapes
+
     if not isinstance(model, torch.fx.GraphModule):
         return {}
-    shapes = [getattr(node.meta.get("val"), "shape", None) for node in model.graph.nodes if node.op == "placeholder"]
+    shapes = exported_input_shapes(model)
     if len(shapes) == 1 and shapes[0] is not None and len(shapes[0]) == 4 and all(
             isinstance(side, int) for side in shapes[0][1:]):
         return {"input_size": list(shapes[0][1:])}
