@@ -144,6 +144,7 @@ _MAX_POOL_NAMES = frozenset("""max_pool1d max_pool2d max_pool3d adaptive_max_poo
 _DIVISIONS = frozenset({"div", "div_", "__truediv__", "__itruediv__", "true_divide"})
 _PRODUCT_NAMES = frozenset("""mul mul_ __mul__ __rmul__ __imul__ matmul mm bmm mv addmm addmv baddbmm einsum
     __matmul__ __rmatmul__""".split())  # linear in each factor alone: at most one may depend on the input
+_TWO_OPERANDS = _PRODUCT_NAMES | _DIVISIONS
 # A mask computed from the input makes the operations it selects with piecewise linear: x * (x > 0) is a ReLU.
 COMPARISONS = frozenset("""gt lt ge le eq ne greater less greater_equal less_equal __gt__ __lt__ __ge__ __le__
     __eq__ __ne__ sign signbit heaviside argmax argmin argsort""".split())
@@ -162,7 +163,7 @@ def refuse_unknown(method: str, func, args, kwargs, out) -> None:
         return
     if name in _MAX_POOL_NAMES:
         return
-    if name in _PRODUCT_NAMES | _DIVISIONS and sum(depends_on_input(t) for t in tensors_in(args, kwargs)) >= 2:
+    if name in _TWO_OPERANDS and sum(depends_on_input(t) for t in tensors_in(args, kwargs)) >= 2:
         raise ValueError(f"{method} cannot handle a product of two input-dependent tensors ({name}, e.g. gating or "
                          "attention): its rule is defined for networks of linear layers, pooling and element-wise "
                          "activations")
