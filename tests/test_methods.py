@@ -393,6 +393,16 @@ def test_internal_batch_size_does_not_change_the_maps(method):
     torch.testing.assert_close(chunked, explain(model, x, method=method))
 
 
+@pytest.mark.parametrize("method", METHOD_NAMES)
+def test_no_grad_around_the_call_does_not_change_the_maps(method):
+    model, x = PaperCNN(image_size=16).double().eval(), torch.randn(3, 3, 16, 16, dtype=torch.float64)
+    small = {"smoothgrad": {"samples": 3}, "intgrad": {"steps": 5}}.get(method, {})
+    maps = explain(model, x, target=1, method=method, seed=0, **small)
+    with torch.no_grad():
+        torch.testing.assert_close(explain(model, x, target=1, method=method, seed=0, **small), maps)
+    assert maps.abs().sum() > 0
+
+
 def test_target_none_is_the_predicted_class():
     model, x = PaperCNN().eval(), torch.randn(4, 3, 32, 32)
     predicted = model(x).argmax(1)

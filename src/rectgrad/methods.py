@@ -136,8 +136,8 @@ def _modified_gradient(model, inputs, target, rule: MultiplierRule, reference: T
     reference_chunks = iter(() if reference is None else reference.split(internal_batch_size or len(inputs)))
     for (x,), t, _ in batches((inputs,), target, None, internal_batch_size):
         leaf = x.detach().requires_grad_()
-        batch = leaf if reference is None else torch.cat([leaf, next(reference_chunks)])
         with torch.enable_grad():
+            batch = leaf if reference is None else torch.cat([leaf, next(reference_chunks)])
             with RuleMode(Options(rule=rule)):
                 logits = model(batch)
             logits = check_logits(logits, batch.shape[0])[: len(leaf)]
