@@ -1,10 +1,11 @@
 """The method registry: every method on real architectures, and the properties that define each one."""
+import functools
 import warnings
 
 import pytest
 import torch
 import torch.nn.functional as F
-from captum.attr import DeepLift
+from captum.attr import DeepLift, Saliency
 from captum.attr import GuidedBackprop as CaptumGuidedBackprop
 from torch import nn
 
@@ -445,6 +446,67 @@ def test_model_left_as_it_was_in_train_mode():
         explain(model, x, method=method, seed=0, **({"samples": 2} if method == "smoothgrad" else {}))
     assert model.training and all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     assert set(METHODS) == set(METHOD_NAMES)
+
+
+class _Wrapper:
+    """A user's callable object around a model (as a normalising wrapper would be)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __call__(self, x):
+        return self.model(x * 1.0)
+
+
+def _batchnorm_net():
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(64, 3)).train()
+
+
+_GLOBAL_NET = _batchnorm_net()
+
+
+def _forward_through_a_global(x):
+    return _GLOBAL_NET(x)
+
+
+def test_a_model_wrapped_in_a_callable_is_left_as_it_was_too():
+    x = torch.randn(3, 3, 6, 6)
+    model = _batchnorm_net()
+    wrappers = {model: (lambda t: model(t), functools.partial(model), model.forward, _Wrapper(model)),
+                _GLOBAL_NET: (_forward_through_a_global,)}
+    for net, callables in wrappers.items():
+        before = {k: v.clone() for k, v in net.state_dict().items()}
+        for forward in callables:
+            for call in (lambda: explain(forward, x, method="saliency"), lambda: explain(forward, x, method="rectgrad"),
+                         lambda: RectGrad(forward).attribute(x, target=0)):
+                with pytest.warns(UserWarning, match="the model is in training mode: BatchNorm2d"):
+                    call()
+            assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items()), forward
+    elsewhere = PaperCNN().to("meta")
+    with pytest.raises(ValueError, match="the inputs are on cpu but the model's weights on meta"):
+        explain(lambda t: elsewhere(t), torch.randn(1, 3, 32, 32), method="saliency")
+
+
+@torch.jit.script
+def _scripted_head(x):
+    return torch.relu(x)[:, :3]
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
+def test_a_torchscript_submodule_is_refused_by_the_rules_by_name():
+    block = torch.jit.script(nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.ReLU()))
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), block, nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(4, 3)).eval()
+    x = torch.randn(2, 3, 8, 8)
+    for method in ("guided_bp", "deeplift", "rectgrad"):
+        with pytest.raises(ValueError, match=f"{method} modifies the backward pass.*TorchScript module 'Sequential'"):
+            explain(model, x, method=method)
+    with pytest.raises(ValueError, match="RectGrad modifies the backward pass.*TorchScript module"):
+        RectGrad(lambda t: model(t)).attribute(x, target=0)
+    with pytest.raises(ValueError, match="GuidedBackprop modifies .*TorchScript function '_scripted_head'"):
+        rectgrad.GuidedBackprop(_scripted_head).attribute(torch.randn(2, 5), target=0)
+    target = model(x).argmax(1)
+    torch.testing.assert_close(explain(model, x, method="saliency"), Saliency(model).attribute(x, target, abs=False))
 
 
 def test_a_model_in_training_mode_is_a_warning_once_per_call():

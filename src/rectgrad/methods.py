@@ -27,11 +27,11 @@ from types import MappingProxyType
 
 import torch
 from captum.attr import InputXGradient, IntegratedGradients, Saliency
-from torch import Tensor, nn
+from torch import Tensor
 
 from rectgrad.attr import Deconvolution, GuidedBackprop, RectGrad
 from rectgrad.attr._arguments import batches, check_device, check_logits, format_inputs, resolve_targets
-from rectgrad.attr._base import preserved_buffers, user_call
+from rectgrad.attr._base import check_scriptable, modules_of, preserved_buffers, user_call
 from rectgrad.engine import DEEPLIFT_RESCALE, MultiplierRule, Options, RuleMode, eps_lrp_rule, rule_gradients
 
 
@@ -231,9 +231,9 @@ def get_method(name: str) -> Method:
 def predict(model, inputs: Tensor, internal_batch_size: int | None = None) -> Tensor:
     """The model's logits for ``inputs`` (no gradient), checked to be (N, classes)."""
     (inputs,) = format_inputs(inputs)
-    check_device(model, (inputs,))
-    owner = model if isinstance(model, nn.Module) else None
-    with torch.no_grad(), preserved_buffers(owner):
+    modules = modules_of(model)
+    check_device(modules, (inputs,))
+    with torch.no_grad(), preserved_buffers(modules):
         return torch.cat([check_logits(model(x), len(x))
                           for (x,), _, _ in batches((inputs,), None, None, internal_batch_size)])
 
@@ -255,16 +255,15 @@ def explain(model, inputs: Tensor, target=None, method: str = "rectgrad", *, int
         raise TypeError(f"method {method!r} has no hyper-parameter {unknown[0]!r}; its hyper-parameters: {known}")
     if not isinstance(inputs, Tensor):
         raise TypeError(f"inputs must be a torch tensor, got {type(inputs).__name__}")
-    if entry.rules and isinstance(model, (torch.jit.ScriptModule, torch.jit.ScriptFunction)):
-        raise ValueError(f"{method} modifies the backward pass of activations, which cannot be reached inside "
-                         "a TorchScript model: save the model with torch.save(model, path) instead")
+    modules = modules_of(model)
+    if entry.rules:
+        check_scriptable(model, modules, method)
     if internal_batch_size is not None:
         _positive_int("internal_batch_size", internal_batch_size)
-    module = model if isinstance(model, nn.Module) else None
-    with user_call(module):
+    with user_call(modules):
         targets = resolve_targets(target, predict(model, inputs, internal_batch_size))
         kwargs = {**entry.defaults, **hyperparameters, "internal_batch_size": internal_batch_size}
         if entry.stochastic:
             kwargs["generator"] = None if seed is None else torch.Generator(inputs.device).manual_seed(seed)
-        with preserved_buffers(module):  # e.g. BatchNorm in train mode
+        with preserved_buffers(modules):  # e.g. BatchNorm in train mode
             return entry.function(model, inputs, targets, **kwargs).detach()

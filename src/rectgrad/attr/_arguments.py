@@ -31,12 +31,10 @@ def format_inputs(inputs) -> tuple[Tensor, ...]:
     return tensors
 
 
-def check_device(model, inputs: tuple[Tensor, ...]) -> None:
+def check_device(modules: tuple[torch.nn.Module, ...], inputs: tuple[Tensor, ...]) -> None:
     """The inputs must be on a device that holds the model's weights (a clear error instead of PyTorch's
     "Input type and weight type should be the same" deep in the forward pass)."""
-    if not isinstance(model, torch.nn.Module):
-        return
-    devices = {t.device for t in itertools.chain(model.parameters(), model.buffers())}
+    devices = {t.device for m in modules for t in itertools.chain(m.parameters(), m.buffers())}
     for x in inputs:
         if devices and x.device not in devices:
             held = ", ".join(sorted(map(str, devices)))

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import threading
 
 import torch
@@ -19,14 +21,54 @@ _IN_TRAINING = {nn.modules.batchnorm._BatchNorm: "normalises with the batch's st
 _call = threading.local()
 
 
+def modules_of(model) -> tuple[nn.Module, ...]:
+    """The ``nn.Module``s a forward callable runs, so that every call can leave them as they were: the module
+    itself, a bound method's owner, a ``functools.partial``'s function and arguments, what a function or lambda
+    closes over or names as a global, an object's attributes (a wrapper with ``__call__``)."""
+    found: dict[int, nn.Module] = {}
+
+    def visit(obj, depth: int) -> None:
+        if isinstance(obj, nn.Module):
+            found.setdefault(id(obj), obj)
+        elif depth == 0:
+            return
+        elif isinstance(obj, functools.partial):
+            for part in (obj.func, *obj.args, *obj.keywords.values()):
+                visit(part, depth - 1)
+        elif inspect.ismethod(obj):
+            visit(obj.__self__, depth - 1)
+            visit(obj.__func__, depth - 1)
+        elif inspect.isfunction(obj):
+            cells = [cell.cell_contents for cell in obj.__closure__ or () if cell.cell_contents is not cell]
+            named = [obj.__globals__[name] for name in obj.__code__.co_names if name in obj.__globals__]
+            for part in cells + named:
+                visit(part, depth - 1)
+        elif callable(obj) and not inspect.isbuiltin(obj) and not inspect.isclass(obj) and hasattr(obj, "__dict__"):
+            for part in vars(obj).values():
+                visit(part, depth - 1)
+
+    visit(model, 3)
+    return tuple(found.values())
+
+
+def check_scriptable(model, modules: tuple[nn.Module, ...], what: str) -> None:
+    """A rule cannot reach the activations inside TorchScript (a scripted function, model or submodule)."""
+    scripted = [s for m in modules for s in m.modules() if isinstance(s, torch.jit.ScriptModule)]
+    if isinstance(model, torch.jit.ScriptFunction) or scripted:
+        kind, name = ("module", getattr(scripted[0], "original_name", "")) if scripted else ("function", model.name)
+        raise ValueError(f"{what} modifies the backward pass of activations, which cannot be reached inside the "
+                         f"TorchScript {kind} {name!r}: use the Python {kind} (save a model with "
+                         "torch.save(model, path) instead of torch.jit.script / trace)")
+
+
 @contextlib.contextmanager
-def user_call(model: nn.Module | None):
+def user_call(modules: tuple[nn.Module, ...]):
     """One public call on a user's model (however calls nest inside it): a warning if the model is in training
     mode with modules that behave differently there (BatchNorm with running statistics, dropout)."""
-    if getattr(_call, "active", False) or model is None:
+    if getattr(_call, "active", False) or not modules:
         yield
         return
-    found = {type(m).__name__: why for m in model.modules() for kind, why in _IN_TRAINING.items()
+    found = {type(m).__name__: why for model in modules for m in model.modules() for kind, why in _IN_TRAINING.items()
              if m.training and isinstance(m, kind) and getattr(m, "track_running_stats", True) and getattr(m, "p", 1)}
     if found:
         warn(f"the model is in training mode: {'; '.join(f'{name} {why}' for name, why in sorted(found.items()))}, "
@@ -40,9 +82,10 @@ def user_call(model: nn.Module | None):
 
 
 @contextlib.contextmanager
-def preserved_buffers(model: nn.Module | None):
+def preserved_buffers(modules: tuple[nn.Module, ...]):
     """Restore every buffer (e.g. BatchNorm statistics of a model in train mode) on exit, even on error."""
-    saved = [(b, b.detach().clone()) for b in model.buffers()] if model is not None else []
+    buffers = {id(b): b for model in modules for b in model.buffers()}
+    saved = [(b, b.detach().clone()) for b in buffers.values()]
     try:
         yield
     finally:
@@ -59,28 +102,28 @@ class EngineAttribution(GradientAttribution):
             raise TypeError(f"model must be a torch.nn.Module or a callable, got {type(model).__name__}")
         super().__init__(model)
 
-    def _module(self) -> nn.Module | None:
-        f = self.forward_func
-        owner = f if isinstance(f, nn.Module) else getattr(f, "__self__", None)
-        return owner if isinstance(owner, nn.Module) else None
 
     def _engine_gradients(self, inputs, target, additional_forward_args, options: Options,
                           internal_batch_size: int | None) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
         """Validated inputs and the modified gradients of the target logits with respect to them."""
         inputs = format_inputs(inputs)
-        check_device(self._module(), inputs)
-        with user_call(self._module()):
-            chunks = [self._chunk_gradients(*chunk, options)
+        modules = modules_of(self.forward_func)
+        if options.rule is not None:
+            check_scriptable(self.forward_func, modules, type(self).__name__)
+        check_device(modules, inputs)
+        with user_call(modules):
+            chunks = [self._chunk_gradients(*chunk, modules, options)
                       for chunk in batches(inputs, target, additional_forward_args, internal_batch_size)]
         grads = tuple(torch.cat(parts) for parts in zip(*chunks))
         return inputs, grads
 
-    def _chunk_gradients(self, inputs, target, additional_forward_args, options: Options) -> tuple[Tensor, ...]:
+    def _chunk_gradients(self, inputs, target, additional_forward_args, modules: tuple[nn.Module, ...],
+                         options: Options) -> tuple[Tensor, ...]:
         extra = () if additional_forward_args is None else (
             additional_forward_args if isinstance(additional_forward_args, tuple) else (additional_forward_args,))
         leaves = tuple(x.detach().requires_grad_() for x in inputs)
         mode = RuleMode(options)
-        with preserved_buffers(self._module()), torch.enable_grad():
+        with preserved_buffers(modules), torch.enable_grad():
             with mode:
                 logits = self.forward_func(*leaves, *extra)
             logits = check_logits(logits, leaves[0].shape[0])
