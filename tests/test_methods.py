@@ -2,6 +2,7 @@
 import functools
 import warnings
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -384,7 +385,8 @@ def test_seeds_make_stochastic_methods_reproducible():
     assert torch.equal(a, explain(model, x, method="smoothgrad", samples=4, seed=1))
     assert not torch.equal(a, explain(model, x, method="smoothgrad", samples=4, seed=2))
     noise = explain(model, x, method="random", seed=5)
-    assert torch.equal(noise, explain(model, x, method="random", seed=5)) and 0 <= noise.min() and noise.max() < 1
+    assert torch.equal(noise, explain(model, x, method="random", seed=np.int64(5)))  # a numpy integer seeds alike
+    assert 0 <= noise.min() and noise.max() < 1
 
 
 @pytest.mark.parametrize("method", ["saliency", "intgrad", "eps_lrp", "deeplift", "rectgrad", "guided_bp"])
@@ -424,6 +426,13 @@ def test_bad_arguments():
         explain(model, x, method="smoothgrad", samples=0)
     with pytest.raises(ValueError, match="internal_batch_size"):
         explain(model, x, method="saliency", internal_batch_size=0)
+    for level in (float("nan"), float("inf"), -0.1):
+        with pytest.raises(ValueError, match="noise_level must be a finite non-negative number"):
+            explain(model, x, method="smoothgrad", noise_level=level)
+    with pytest.raises(ValueError, match="give either q .* or tau .*, not both"):
+        explain(model, x, method="rectgrad", q=50.0, tau=0.0)
+    with pytest.raises(ValueError, match="seed must be a non-negative integer or None, got 1.5"):
+        explain(model, x, method="random", seed=1.5)
     scripted = torch.jit.trace(model, x)
     with pytest.raises(ValueError, match="guided_bp modifies the backward pass.*TorchScript"):
         explain(scripted, x, method="guided_bp")

@@ -337,8 +337,9 @@ def test_sample_map_does_not_depend_on_batch(cnn, batch):
 def test_internal_batch_size_gives_the_same_maps(cnn, batch):
     x, y = batch
     full = RectGrad(cnn).attribute(x, target=y.tolist())
-    torch.testing.assert_close(RectGrad(cnn).attribute(x, target=y.tolist(), internal_batch_size=4), full,
-                               rtol=1e-9, atol=1e-12)
+    for target, size in ((y.tolist(), 4), (y.numpy(), np.int64(4)), (y, 5)):
+        torch.testing.assert_close(RectGrad(cnn).attribute(x, target=target, internal_batch_size=size), full,
+                                   rtol=1e-9, atol=1e-12)
 
 
 def test_target_none_explains_the_predicted_class(cnn, batch):
@@ -416,6 +417,7 @@ def test_model_untouched_when_forward_raises():
     ({"q": float("nan")}, ValueError, r"q must be a percentile"),
     ({"q": 98.0, "tau": 0.0}, ValueError, "not both"),
     ({"tau": float("inf")}, ValueError, "tau must be a finite number"),
+    ({"tau": True}, ValueError, "tau must be a finite number, got True"),
     ({"target": 10}, ValueError, "target 10 is out of range"),
     ({"target": -1}, ValueError, "out of range"),
     ({"target": [0, 1]}, ValueError, "target has 2 entries but the batch has 6"),

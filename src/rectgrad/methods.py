@@ -20,6 +20,7 @@ functions) raise a ``ValueError`` naming the operation.
 """
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -30,7 +31,8 @@ from captum.attr import InputXGradient, IntegratedGradients, Saliency
 from torch import Tensor
 
 from rectgrad.attr import Deconvolution, GuidedBackprop, RectGrad
-from rectgrad.attr._arguments import batches, check_device, check_logits, format_inputs, resolve_targets
+from rectgrad.attr._arguments import (batches, check_device, check_logits, check_threshold, format_inputs,
+                                      resolve_targets)
 from rectgrad.attr._base import check_scriptable, modules_of, preserved_buffers, user_call
 from rectgrad.engine import DEEPLIFT_RESCALE, MultiplierRule, Options, RuleMode, eps_lrp_rule, rule_gradients
 
@@ -105,8 +107,8 @@ def _smoothgrad(model, inputs, target, *, internal_batch_size, generator, sample
     """Mean gradient over ``samples`` noisy copies, sigma = noise_level * (max - min) of each sample
     (Smilkov et al., 2017). Captum's NoiseTunnel takes one sigma for the whole batch, hence this loop."""
     samples = _positive_int("samples", samples)
-    if not isinstance(noise_level, numbers.Real) or noise_level < 0:
-        raise ValueError(f"noise_level must be a non-negative number, got {noise_level!r}")
+    if not isinstance(noise_level, numbers.Real) or not 0 <= noise_level < math.inf:
+        raise ValueError(f"noise_level must be a finite non-negative number, got {noise_level!r}")
     n = inputs.shape[0]
     flat = inputs.detach().reshape(n, -1)
     sigma = (noise_level * (flat.amax(1) - flat.amin(1))).view(1, n, *[1] * (inputs.dim() - 1))
@@ -253,17 +255,21 @@ def explain(model, inputs: Tensor, target=None, method: str = "rectgrad", *, int
     if unknown:
         known = ", ".join(entry.defaults) or "none"
         raise TypeError(f"method {method!r} has no hyper-parameter {unknown[0]!r}; its hyper-parameters: {known}")
+    if hyperparameters.get("q") is not None and hyperparameters.get("tau") is not None:
+        check_threshold(hyperparameters["q"], hyperparameters["tau"])  # refuses both
     if not isinstance(inputs, Tensor):
         raise TypeError(f"inputs must be a torch tensor, got {type(inputs).__name__}")
     modules = modules_of(model)
     if entry.rules:
         check_scriptable(model, modules, method)
     if internal_batch_size is not None:
-        _positive_int("internal_batch_size", internal_batch_size)
+        internal_batch_size = _positive_int("internal_batch_size", internal_batch_size)
+    if seed is not None and (not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or seed < 0):
+        raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
     with user_call(modules):
         targets = resolve_targets(target, predict(model, inputs, internal_batch_size))
         kwargs = {**entry.defaults, **hyperparameters, "internal_batch_size": internal_batch_size}
         if entry.stochastic:
-            kwargs["generator"] = None if seed is None else torch.Generator(inputs.device).manual_seed(seed)
+            kwargs["generator"] = None if seed is None else torch.Generator(inputs.device).manual_seed(int(seed))
         with preserved_buffers(modules):  # e.g. BatchNorm in train mode
             return entry.function(model, inputs, targets, **kwargs).detach()

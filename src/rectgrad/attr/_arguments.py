@@ -89,7 +89,7 @@ def check_threshold(q: float | None, tau: float | None) -> tuple[float | None, f
     if q is not None and tau is not None:
         raise ValueError("give either q (percentile threshold) or tau (constant threshold), not both")
     if tau is not None:
-        if not isinstance(tau, numbers.Real) or not math.isfinite(tau):
+        if not isinstance(tau, numbers.Real) or isinstance(tau, bool) or not math.isfinite(tau):
             raise ValueError(f"tau must be a finite number, got {tau!r}")
         return None, float(tau)
     q = 98.0 if q is None else q
@@ -101,8 +101,10 @@ def check_threshold(q: float | None, tau: float | None) -> tuple[float | None, f
 def batches(inputs: tuple[Tensor, ...], target, additional_forward_args, size: int | None) -> Iterator[tuple]:
     """Split a call into chunks of at most ``size`` samples (tensors whose dim 0 is the batch)."""
     n = inputs[0].shape[0]
-    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 1):
+    if size is not None and (not isinstance(size, numbers.Integral) or isinstance(size, bool) or size < 1):
         raise ValueError(f"internal_batch_size must be a positive integer, got {size!r}")
+    if isinstance(target, np.ndarray):
+        target = torch.as_tensor(target)
     if size is None or size >= n:
         yield inputs, target, additional_forward_args
         return
@@ -116,6 +118,7 @@ def batches(inputs: tuple[Tensor, ...], target, additional_forward_args, size: i
         return value
 
     extra = additional_forward_args
+    size = int(size)
     for start in range(0, n, size):
         chunk_target = target[start:start + size] if isinstance(target, (list, tuple)) else cut(target, start)
         chunk_extra = tuple(cut(a, start) for a in extra) if isinstance(extra, tuple) else cut(extra, start)
