@@ -406,6 +406,26 @@ def test_no_grad_around_the_call_does_not_change_the_maps(method):
     assert maps.abs().sum() > 0
 
 
+def test_inference_mode_is_a_clear_error_and_its_tensors_are_explained():
+    model = PaperCNN(image_size=16).eval()
+    with torch.inference_mode():
+        x = torch.randn(2, 3, 16, 16)
+        for call in (lambda: explain(model, x, method="rectgrad"), lambda: RectGrad(model).attribute(x, target=0)):
+            with pytest.raises(RuntimeError, match=r"need autograd, which torch.inference_mode\(\) turns off"):
+                call()
+    assert x.is_inference()
+    for method in ("rectgrad", "deeplift", "saliency"):
+        torch.testing.assert_close(explain(model, x, target=1, method=method),
+                                   explain(model, x.clone(), target=1, method=method))
+    torch.testing.assert_close(RectGrad(model).attribute(x, target=1), RectGrad(model).attribute(x.clone(), target=1))
+
+
+def test_maps_are_detached_from_the_inputs_graph():
+    model, x = PaperCNN(image_size=16).eval(), torch.randn(2, 3, 16, 16, requires_grad=True)
+    assert not RectGrad(model).attribute(x, target=1).requires_grad
+    assert not explain(model, x, target=1).requires_grad and x.grad is None
+
+
 def test_target_none_is_the_predicted_class():
     model, x = PaperCNN().eval(), torch.randn(4, 3, 32, 32)
     predicted = model(x).argmax(1)

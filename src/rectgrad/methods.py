@@ -259,6 +259,7 @@ def explain(model, inputs: Tensor, target=None, method: str = "rectgrad", *, int
         check_threshold(hyperparameters["q"], hyperparameters["tau"])  # refuses both
     if not isinstance(inputs, Tensor):
         raise TypeError(f"inputs must be a torch tensor, got {type(inputs).__name__}")
+    (inputs,) = format_inputs(inputs)
     modules = modules_of(model)
     if entry.rules:
         check_scriptable(model, modules, method)

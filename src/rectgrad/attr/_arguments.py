@@ -12,7 +12,11 @@ from torch import Tensor
 
 
 def format_inputs(inputs) -> tuple[Tensor, ...]:
-    """Validate ``inputs`` (a tensor or a tuple of tensors sharing dim 0) and return a tuple."""
+    """Validate ``inputs`` (a tensor or a tuple of tensors sharing dim 0) and return a tuple (inference
+    tensors, made under ``torch.inference_mode()``, as ordinary copies that autograd can follow)."""
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError("attribution maps need autograd, which torch.inference_mode() turns off: call outside "
+                           "the inference_mode block (torch.no_grad() around the call is fine)")
     tensors = inputs if isinstance(inputs, tuple) else (inputs,)
     if not tensors:
         raise ValueError("inputs is empty")
@@ -28,7 +32,7 @@ def format_inputs(inputs) -> tuple[Tensor, ...]:
     n = tensors[0].shape[0]
     if any(x.shape[0] != n for x in tensors):
         raise ValueError(f"all inputs must share the batch size, got {[x.shape[0] for x in tensors]}")
-    return tensors
+    return tuple(x.clone() if x.is_inference() else x for x in tensors)
 
 
 def check_device(modules: tuple[torch.nn.Module, ...], inputs: tuple[Tensor, ...]) -> None:

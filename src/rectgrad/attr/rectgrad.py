@@ -45,7 +45,7 @@ class RectGrad(EngineAttribution):
         options = Options(rule=engine_rule, padding_trick=padding_trick, prr=prr)
         is_tuple = _is_tuple(inputs)
         inputs, grads = self._engine_gradients(inputs, target, additional_forward_args, options, internal_batch_size)
-        attributions = tuple(x * g for x, g in zip(inputs, grads))
+        attributions = tuple(x.detach() * g for x, g in zip(inputs, grads))
         if final_threshold:
             attributions = tuple(a.clamp(min=0) for a in attributions)
         warn_if_degenerate(attributions)
