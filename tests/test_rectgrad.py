@@ -299,6 +299,10 @@ def relu_variant(variant: str) -> nn.Module:
                 return x
             if variant == "torch_inplace":
                 return torch.relu_(x)
+            if variant == "keyword":
+                return torch.relu(input=x)
+            if variant == "aten":
+                return torch.ops.aten.relu(x)
             raise AssertionError(variant)
 
         def forward(self, x):
@@ -311,7 +315,7 @@ def relu_variant(variant: str) -> nn.Module:
 
 
 VARIANTS = ["inplace_module", "reused", "functional", "functional_inplace", "torch", "method", "method_inplace",
-            "torch_inplace"]
+            "torch_inplace", "keyword", "aten"]
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -486,6 +490,77 @@ def test_warns_when_a_clamp_at_zero_stands_for_a_relu():
         warnings.filterwarnings("error", message=".*works as a ReLU")  # a clamp elsewhere (e.g. at 1e-6): no ReLU
         for other in (lambda h: h.clamp(min=1e-6), lambda h: h.clamp(min=torch.zeros(30)), lambda h: h.clamp(max=0)):
             RectGrad(Clamped(other)).attribute(x, target=0, q=50.0)
+
+
+def test_warns_when_a_maximum_with_zero_stands_for_a_relu():
+    model = nn.Sequential(nn.Linear(4, 30), nn.ReLU(), nn.Linear(30, 30), nn.Linear(30, 2))
+    x = torch.randn(2, 4)
+
+    def with_maximum(maximum):
+        def forward(t):
+            h = model[2](model[1](model[0](t)))
+            return model[3](maximum(h, torch.zeros_like(h)))
+        return forward
+
+    for maximum in (torch.maximum, torch.fmax, torch.max, torch.Tensor.maximum):
+        with pytest.warns(UserWarning, match=r"(maximum|fmax|max)\(x, 0\) works as a ReLU here"):
+            RectGrad(with_maximum(maximum)).attribute(x, target=0, q=50.0)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*works as a ReLU")
+        RectGrad(lambda t: model[3](torch.maximum(model[0](t), torch.full((30,), 0.1)))).attribute(x, 0, q=50.0)
+
+
+class SequenceFirst(nn.Module):
+    """A 1-d CNN whose head works on (L, N, C), as nn.TransformerEncoderLayer does without batch_first=True."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.mix, self.out = nn.Conv1d(4, 8, 3, padding=1), nn.Linear(8, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = F.relu(self.conv(x)).permute(2, 0, 1)
+        return self.out(F.relu(self.mix(h)).mean(0))
+
+
+def test_per_sample_rules_refuse_a_batch_that_is_not_dim_0():
+    torch.manual_seed(0)
+    model, x = SequenceFirst().double().eval(), torch.randn(3, 4, 10, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"thresholds each sample at its own percentile along dim 0, but an activation "
+                                         r"\(relu\) gets a tensor of shape \(10, 3, 8\) for a batch of 3"):
+        RectGrad(model).attribute(x, target=1, q=90.0)
+    with pytest.raises(ValueError, match=r"pairs each input with its reference .* shape \(10, 6, 8\) for a batch of 3 "
+                                         "inputs and their references"):
+        rectgrad.explain(model, x, target=1, method="deeplift")
+    one_by_one = torch.cat([RectGrad(model).attribute(x[i:i + 1], target=1, tau=0.0) for i in range(3)])
+    torch.testing.assert_close(RectGrad(model).attribute(x, target=1, tau=0.0), one_by_one)  # element-wise: fine
+    for method in ("guided_bp", "deconv", "eps_lrp"):
+        rectgrad.explain(model, x, target=1, method=method)
+
+
+class NonNegativeWeights(nn.Module):
+    """A layer whose weights pass through a ReLU (computed from parameters only): not an activation of the input."""
+
+    def __init__(self, weight_activation):
+        super().__init__()
+        self.hidden, self.weight = nn.Linear(5, 8), nn.Parameter(torch.randn(3, 8))
+        self.weight_activation = weight_activation
+
+    def forward(self, x):
+        return F.linear(torch.relu(self.hidden(x)), self.weight_activation(self.weight) - 0.5)
+
+
+@pytest.mark.filterwarnings("error:.*works as a ReLU")  # a clamp of weights is no ReLU of the input
+def test_an_activation_of_parameters_alone_is_no_rule_site():
+    torch.manual_seed(0)
+    with_relu, with_clamp = NonNegativeWeights(F.relu).double(), NonNegativeWeights(lambda w: w.clamp(min=0)).double()
+    with_clamp.load_state_dict(with_relu.state_dict())
+    x = torch.randn(4, 5, dtype=torch.float64)
+    for kwargs in ({"rule": "mod", "q": 50.0}, {"q": 50.0}):  # "mod": PR1 at the hidden ReLU, nearest the output
+        torch.testing.assert_close(RectGrad(with_relu).attribute(x, target=1, **kwargs),
+                                   RectGrad(with_clamp).attribute(x, target=1, **kwargs))
+    deeplift = rectgrad.explain(with_relu, x, target=1, method="deeplift")
+    delta = with_relu(x)[:, 1] - with_relu(torch.zeros_like(x))[:, 1]
+    torch.testing.assert_close(deeplift.sum(1), delta.detach())
 
 
 def test_warns_when_a_small_layer_blocks_everything():

@@ -48,8 +48,9 @@ from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
 from rectgrad.cpu_gate import gate_above_percentile
-from rectgrad.operations import (ATEN_ALIASES, CLAMPS, ELEMENTWISE, FUSED_RELUS, KNOWN_ACTIVATIONS, OTHER_NONLINEAR,
-                                 RELU, is_inplace, is_zero, refuse_undefined, refuse_unknown)
+from rectgrad.operations import (ATEN_ALIASES, CLAMPS, ELEMENTWISE, FUSED_RELUS, KNOWN_ACTIVATIONS, MAXIMUMS,
+                                 OTHER_NONLINEAR, RELU, depends_on_input, is_inplace, is_zero, refuse_undefined,
+                                 refuse_unknown)
 from rectgrad.selection import where_above_percentile
 
 SCORES = {  # importance score of a unit from its output a and incoming gradient g, written into `out()`
@@ -98,6 +99,11 @@ class Rule:
     relu_gate: bool = False
     derivative: bool = True
 
+    @property
+    def per_sample(self) -> bool:
+        """Whether the rule reads dim 0 of an activation as the sample (one percentile per sample)."""
+        return self.q is not None
+
     def gate(self, a: Tensor, grad: Tensor, is_top: bool, is_relu: bool, scratch: Scratch) -> Tensor:
         """``grad`` where the unit's score exceeds the threshold (and, with ``relu_gate`` at a ReLU,
         where ``a > 0``), 0 elsewhere."""
@@ -135,6 +141,7 @@ class MultiplierRule:
 
     name: str
     multiplier: Callable[[Tensor, Tensor, Callable[[Tensor], Tensor]], Tensor]
+    per_sample: bool = False  # reads dim 0 as the sample (DeepLIFT pairs each input with its reference by it)
 
 
 def eps_lrp_rule(eps: float) -> MultiplierRule:
@@ -149,7 +156,7 @@ def _rescale(z: Tensor, a: Tensor, derivative) -> Tensor:
     return torch.cat([m, m])
 
 
-DEEPLIFT_RESCALE = MultiplierRule("deeplift", _rescale)
+DEEPLIFT_RESCALE = MultiplierRule("deeplift", _rescale, per_sample=True)
 """DeepLIFT Rescale: f'(z) becomes (f(z) - f(z0)) / (z - z0) with z0 the reference's activation input
 (the second half of the batch), f' at the midpoint where |z - z0| < 1e-6."""
 
@@ -419,7 +426,9 @@ class RuleMode(TorchFunctionMode):
     """Intercepts activations (and, on request, zero-padded convs and max-pools) for one forward pass."""
 
     options: Options
+    batch: int | None = None  # samples per forward pass: dim 0 of every activation, for per-sample rules
     sites: list[_Site] = field(default_factory=list)
+    input_nodes: set = field(default_factory=set)  # graph nodes of activation outputs (they depend on the inputs)
     scratch: Scratch = field(default_factory=Scratch)
     zero_padded: dict = field(default_factory=dict)  # id(F.pad output) -> (weakref to it, padded per dimension)
     warned: set = field(default_factory=set)  # what this call has warned about (once each)
@@ -445,12 +454,17 @@ class RuleMode(TorchFunctionMode):
         multiplier = isinstance(options.rule, MultiplierRule)
         if multiplier and func in OTHER_NONLINEAR:
             refuse_undefined(options.rule.name, func, args, kwargs)
+        activation = options.rule is not None and func in (ELEMENTWISE if multiplier else KNOWN_ACTIVATIONS)
+        if activation and not args and "input" in kwargs:  # torch.relu(input=x)
+            kwargs = dict(kwargs)
+            args = (kwargs.pop("input"),)
         if not args or not isinstance(args[0], Tensor) or not (torch.is_grad_enabled() and args[0].requires_grad):
             return self._unchanged(func, args, kwargs)
         x = args[0]
         if options.rule is not None and not multiplier:
             self._warn_ungated(func, args, kwargs)
-        if options.rule is not None and func in (ELEMENTWISE if multiplier else KNOWN_ACTIVATIONS):
+        if activation and depends_on_input(x, self.input_nodes):  # not a weight computed from parameters
+            self._check_batch(func, x)
             rest = args[1:]
             site = _Site(call=lambda t: func(t, *rest, **kwargs), is_relu=func in RELU, rule=options.rule,
                          scratch=self.scratch)
@@ -458,7 +472,9 @@ class RuleMode(TorchFunctionMode):
                 raise ValueError(f"{_CHECKPOINTING} ({getattr(func, '__name__', func)} inside a checkpointed block "
                                  "would be recomputed differently)")
             self.sites.append(site)
-            return _RuleAtActivation.apply(x, site, is_inplace(func, args, kwargs))
+            out = _RuleAtActivation.apply(x, site, is_inplace(func, args, kwargs))
+            self.input_nodes.add(out.grad_fn)
+            return out
         if options.padding_trick and func is F.pad:
             out = func(*args, **kwargs)
             padded = _zero_pad(args, kwargs)
@@ -490,15 +506,35 @@ class RuleMode(TorchFunctionMode):
                              "returning indices, e.g. for MaxUnpool, and fractional max-pools); use prr=False")
         return self._unchanged(func, args, kwargs)
 
+    def _check_batch(self, func, x: Tensor) -> None:
+        """A per-sample rule reads an activation's dim 0 as the sample: refuse a layout that puts another
+        dimension first, which would mix samples (or pair the wrong ones) silently."""
+        if self.batch is None or not self.options.rule.per_sample or (x.dim() > 0 and x.shape[0] == self.batch):
+            return
+        paired = isinstance(self.options.rule, MultiplierRule)
+        what, batch = (("pairs each input with its reference", f"{self.batch // 2} inputs and their references")
+                       if paired else ("thresholds each sample at its own percentile", str(self.batch)))
+        raise ValueError(f"the rule {what} along dim 0, but an activation ({getattr(func, '__name__', func)}) gets a "
+                         f"tensor of shape {tuple(x.shape)} for a batch of {batch}: the model puts another "
+                         "dimension first (a sequence-first (L, N, C) layout, e.g. nn.TransformerEncoderLayer "
+                         "without batch_first=True, or samples folded into dim 0); make dim 0 the batch"
+                         + ("" if paired else ", or give a constant threshold tau instead of q"))
+
     def _warn_ungated(self, func, args, kwargs) -> None:
-        """ReLUs a gating rule cannot reach: inside a fused ``nn.RNN``, or written as a clamp at 0."""
+        """ReLUs a gating rule cannot reach: inside a fused ``nn.RNN``, or written as a clamp or a maximum with 0."""
         if func in FUSED_RELUS:
             self._warn_once("fused", f"the ReLUs inside {func.__name__} (nn.RNN with nonlinearity='relu', one fused "
                             "operation) are out of the rules' reach: they pass the plain gradient")
-        if func in CLAMPS and is_zero(kwargs.get("min", args[1] if len(args) > 1 else None)):
+        other = kwargs.get("min", args[1] if len(args) > 1 else None) if func in CLAMPS else None
+        if func in CLAMPS and is_zero(other) and depends_on_input(args[0], self.input_nodes):
             self._warn_once("clamp", f"{func.__name__}(min=0) works as a ReLU here but the rules gate activation "
                             "functions only: it passes the plain gradient (write it as F.relu / F.relu6 / F.hardtanh "
                             "to have the rule apply)")
+        other = kwargs.get("other", args[1] if len(args) > 1 else None) if func in MAXIMUMS else None
+        if (isinstance(other, Tensor) and not other.requires_grad and not bool(other.any())
+                and depends_on_input(args[0], self.input_nodes)):
+            self._warn_once("maximum", f"{func.__name__}(x, 0) works as a ReLU here but the rules gate activation "
+                            "functions only: it passes the plain gradient (write it as F.relu to have the rule apply)")
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self.warned:

@@ -140,7 +140,7 @@ def _modified_gradient(model, inputs, target, rule: MultiplierRule, reference: T
         leaf = x.detach().requires_grad_()
         with torch.enable_grad():
             batch = leaf if reference is None else torch.cat([leaf, next(reference_chunks)])
-            with RuleMode(Options(rule=rule)):
+            with RuleMode(Options(rule=rule), batch=len(batch)):
                 logits = model(batch)
             logits = check_logits(logits, batch.shape[0])[: len(leaf)]
             (grad,) = rule_gradients(logits.gather(1, t[:, None]).sum(), leaf)

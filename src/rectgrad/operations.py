@@ -45,6 +45,7 @@ OTHER_NONLINEAR = {F.softmax, torch.softmax, torch.Tensor.softmax, F.log_softmax
                    torch.lstm, torch.gru, torch.rnn_tanh, torch.rnn_relu, torch.lstm_cell, torch.gru_cell,
                    torch.rnn_tanh_cell, torch.rnn_relu_cell}
 FUSED_RELUS = {torch.rnn_relu, torch.rnn_relu_cell}  # nn.RNN(nonlinearity="relu"): ReLUs out of the rules' reach
+MAXIMUMS = {torch.maximum, torch.Tensor.maximum, torch.fmax, torch.Tensor.fmax, torch.max, torch.Tensor.max}
 CLAMPS = {torch.clamp, torch.Tensor.clamp, torch.clamp_, torch.Tensor.clamp_, torch.clip, torch.Tensor.clip,
           torch.clamp_min, torch.Tensor.clamp_min, torch.clamp_min_, torch.Tensor.clamp_min_}
 
@@ -59,6 +60,8 @@ def _aten_aliases() -> dict:
     aliases = {}
     for name, function in known.items():
         packet = getattr(torch.ops.aten, name, None)
+        if packet is not None:  # torch.ops.aten.relu(x): the overload is picked as it runs
+            aliases[packet] = function
         for overload in ("default", "padding"):  # conv2d.padding: padding given as "same" / "valid"
             if packet is not None and overload in packet.overloads():
                 aliases[getattr(packet, overload)] = function
@@ -91,8 +94,9 @@ def tensors_in(args, kwargs) -> list[Tensor]:
         t for a in flat if isinstance(a, (list, tuple)) for t in a if isinstance(t, Tensor)]
 
 
-def depends_on_input(t: Tensor) -> bool:
-    """Whether ``t`` was computed from a leaf that is not a parameter (the attribution's inputs), by its graph."""
+def depends_on_input(t: Tensor, known: set | frozenset = frozenset()) -> bool:
+    """Whether ``t`` was computed from a leaf that is not a parameter (the attribution's inputs), by its graph;
+    the walk stops at the graph nodes in ``known`` (already known to depend on the inputs)."""
     if not t.requires_grad:
         return False
     nodes, seen = [t.grad_fn], set()
@@ -102,6 +106,8 @@ def depends_on_input(t: Tensor) -> bool:
         node = nodes.pop()
         if node is None or node in seen:
             continue
+        if node in known:
+            return True
         seen.add(node)
         leaf = getattr(node, "variable", None)  # AccumulateGrad: a leaf
         if leaf is not None and not isinstance(leaf, torch.nn.Parameter):

@@ -122,7 +122,7 @@ class EngineAttribution(GradientAttribution):
         extra = () if additional_forward_args is None else (
             additional_forward_args if isinstance(additional_forward_args, tuple) else (additional_forward_args,))
         leaves = tuple(x.detach().requires_grad_() for x in inputs)
-        mode = RuleMode(options)
+        mode = RuleMode(options, batch=leaves[0].shape[0])
         with preserved_buffers(modules), torch.enable_grad():
             with mode:
                 logits = self.forward_func(*leaves, *extra)

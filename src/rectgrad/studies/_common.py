@@ -238,7 +238,7 @@ def engine_gradients(model: nn.Module, x: Tensor, target: Tensor | None, options
 
     handles = [module.register_forward_pre_hook(recorder(name)) for name, module in modules]
     leaf = x.detach().requires_grad_()
-    mode = RuleMode(options)
+    mode = RuleMode(options, batch=len(leaf))
     try:
         with torch.enable_grad():
             with mode:
