@@ -103,6 +103,17 @@ def test_intgrad_completeness():
     torch.testing.assert_close(finer.sum((1, 2, 3)), delta, rtol=0.01, atol=1e-4 * delta.abs().max().item())
 
 
+def test_intgrad_and_deeplift_take_a_per_channel_baseline_in_the_models_dtype():
+    model, x = PaperCNN(image_size=16).eval(), torch.randn(2, 3, 16, 16)
+    per_channel = torch.tensor([0.1, -0.2, 0.3])[:, None, None]
+    for method in ("intgrad", "deeplift"):
+        full = per_channel.expand(2, 3, 16, 16)
+        torch.testing.assert_close(explain(model, x, target=1, method=method, baseline=per_channel),
+                                   explain(model, x, target=1, method=method, baseline=full))
+        assert explain(model.bfloat16(), x.bfloat16(), target=1, method=method).dtype == torch.bfloat16
+        model.float()
+
+
 def test_deeplift_equals_captum_where_captum_applies():
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
                           nn.Flatten(), nn.Linear(8 * 6 * 6, 16), nn.ReLU(), nn.Linear(16, 4)).double().eval()
@@ -449,6 +460,10 @@ def test_bad_arguments():
     for level in (float("nan"), float("inf"), -0.1):
         with pytest.raises(ValueError, match="noise_level must be a finite non-negative number"):
             explain(model, x, method="smoothgrad", noise_level=level)
+    with pytest.raises(ValueError, match="unknown integration 'simpson'; choose one of riemann_right"):
+        explain(model, x, method="intgrad", integration="simpson")
+    with pytest.raises(ValueError, match=r"baseline of shape \(2, 2\) does not broadcast"):
+        explain(model, x, method="intgrad", baseline=torch.zeros(2, 2))
     with pytest.raises(ValueError, match="give either q .* or tau .*, not both"):
         explain(model, x, method="rectgrad", q=50.0, tau=0.0)
     with pytest.raises(ValueError, match="seed must be a non-negative integer or None, got 1.5"):

@@ -123,10 +123,28 @@ def _smoothgrad(model, inputs, target, *, internal_batch_size, generator, sample
     return total / samples
 
 
+def _baseline_like(baseline, inputs: Tensor) -> Tensor:
+    if isinstance(baseline, numbers.Real):
+        return torch.full_like(inputs, float(baseline))
+    if isinstance(baseline, Tensor):
+        try:
+            return baseline.to(inputs).expand_as(inputs).contiguous()
+        except RuntimeError:
+            raise ValueError(f"baseline of shape {tuple(baseline.shape)} does not broadcast to the inputs' "
+                             f"{tuple(inputs.shape)}") from None
+    raise TypeError(f"baseline must be a number or a tensor, got {type(baseline).__name__}")
+
+
+_INTEGRATIONS = ("riemann_right", "riemann_left", "riemann_middle", "riemann_trapezoid", "gausslegendre")
+
+
 def _intgrad(model, inputs, target, *, internal_batch_size, steps, baseline, integration):
-    return _captum(IntegratedGradients, model).attribute(inputs, baselines=baseline, target=target,
-                                                         n_steps=_positive_int("steps", steps), method=integration,
-                                                         internal_batch_size=internal_batch_size)
+    if integration not in _INTEGRATIONS:
+        raise ValueError(f"unknown integration {integration!r}; choose one of {', '.join(_INTEGRATIONS)}")
+    attributions = _captum(IntegratedGradients, model).attribute(
+        inputs, baselines=_baseline_like(baseline, inputs), target=target, n_steps=_positive_int("steps", steps),
+        method=integration, internal_batch_size=internal_batch_size)
+    return attributions.to(inputs.dtype)  # Captum integrates a bf16 / fp16 model in float32
 
 
 def _modified_gradient(model, inputs, target, rule: MultiplierRule, reference: Tensor | None,
@@ -154,18 +172,6 @@ def _eps_lrp(model, inputs, target, *, internal_batch_size, eps):
     if not isinstance(eps, numbers.Real) or eps <= 0:
         raise ValueError(f"eps must be a positive number, got {eps!r}")
     return inputs * _modified_gradient(model, inputs, target, eps_lrp_rule(eps), None, internal_batch_size)
-
-
-def _baseline_like(baseline, inputs: Tensor) -> Tensor:
-    if isinstance(baseline, numbers.Real):
-        return torch.full_like(inputs, float(baseline))
-    if isinstance(baseline, Tensor):
-        try:
-            return baseline.to(inputs).expand_as(inputs).contiguous()
-        except RuntimeError:
-            raise ValueError(f"baseline of shape {tuple(baseline.shape)} does not broadcast to the inputs' "
-                             f"{tuple(inputs.shape)}") from None
-    raise TypeError(f"baseline must be a number or a tensor, got {type(baseline).__name__}")
 
 
 def _deeplift(model, inputs, target, *, internal_batch_size, baseline):
