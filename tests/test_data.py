@@ -103,7 +103,29 @@ def test_fashion_mnist_search_order(tmp_path, monkeypatch):
     write_fashion(tmp_path / "cache" / "fashion-mnist", n=5)
     assert len(load_fashion_mnist("train")) == 5
     monkeypatch.setattr(data, "FASHION_MNIST_SYSTEM_DIR", tmp_path / "system")
-    assert len(load_fashion_mnist("train", data_dir=tmp_path / "empty")) == 3
+    assert len(load_fashion_mnist("train")) == 3
+
+
+def test_a_given_data_dir_is_the_only_place_looked_at(tmp_path, monkeypatch):
+    write_fashion(tmp_path / "system", n=3)
+    write_fashion(tmp_path / "system", "test", n=3)
+    monkeypatch.setattr(data, "FASHION_MNIST_SYSTEM_DIR", tmp_path / "system")
+    write_fashion(tmp_path / "mine", "train", n=4)  # the user's training files, no test files
+    assert len(load_fashion_mnist("train", data_dir=tmp_path / "mine")) == 4
+    missing = r"not found in .*mine \(--data-dir; missing: t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz\)"
+    with pytest.raises(FileNotFoundError, match=missing):
+        load_fashion_mnist("test", data_dir=tmp_path / "mine")
+    with pytest.raises(FileNotFoundError, match="typo"):
+        load_fashion_mnist("train", data_dir=tmp_path / "typo")
+
+
+def test_unpacked_idx_files_are_read_too(tmp_path):
+    images, labels = write_fashion(tmp_path, "test", n=5)
+    for packed in tmp_path.iterdir():
+        packed.with_suffix("").write_bytes(gzip.decompress(packed.read_bytes()))
+        packed.unlink()
+    ds = load_fashion_mnist("test", data_dir=tmp_path)
+    assert torch.equal(ds.images[:, 0], torch.from_numpy(images)) and ds.labels.tolist() == labels.tolist()
 
 
 def test_fashion_mnist_missing_says_how_to_get_it(tmp_path):
@@ -112,7 +134,8 @@ def test_fashion_mnist_missing_says_how_to_get_it(tmp_path):
 
 
 @pytest.mark.parametrize("corrupt, message", [
-    (lambda raw: raw, "not a valid gzip"),                                        # not gzipped
+    (lambda raw: b"\x1f\x8b" + raw, "not a valid gzip"),                          # gzip's magic, no gzip
+    (lambda raw: b"<html>" + raw, "wrong magic"),                                 # an error page, say
     (lambda raw: gzip.compress(raw)[:-20], "not a valid gzip"),                   # truncated gzip
     (lambda raw: gzip.compress(b"\x00\x00\x08\x01" + raw[4:]), "wrong magic"),    # labels' magic
     (lambda raw: gzip.compress(raw[:-5]), "wrong size"),
@@ -195,6 +218,11 @@ def test_cifar10_reads_pickled_batches_from_archive(tmp_path):
 def test_cifar10_missing(tmp_path):
     with pytest.raises(FileNotFoundError, match="cifar-10-python.tar.gz not found.*--download"):
         load_cifar10("test", data_dir=tmp_path)
+    (tmp_path / "cache").mkdir(exist_ok=True)
+    cifar_archive(tmp_path / "cache" / "cifar-10-python.tar.gz")
+    assert len(load_cifar10("test")) == 4
+    with pytest.raises(FileNotFoundError, match=f"not found in {tmp_path / 'mine'};"):  # not the cache's instead
+        load_cifar10("test", data_dir=tmp_path / "mine")
 
 
 def test_cifar10_corruptions(tmp_path):

@@ -148,48 +148,59 @@ def _check_split(split: str) -> None:
 # ---------------------------------------------------------------- Fashion-MNIST
 
 def load_fashion_mnist(split: str = "train", data_dir=None, download: bool = False) -> ImageDataset:
-    """Fashion-MNIST (60k train / 10k test, 1x28x28) from its ``*-ubyte.gz`` idx files.
+    """Fashion-MNIST (60k train / 10k test, 1x28x28) from its idx files (``*-ubyte.gz``, or unpacked ``*-ubyte``).
 
-    Looks in ``data_dir``, then ``/usr/share/datasets/fashion-mnist`` (Debian package
-    ``dataset-fashion-mnist``), then ``cache_dir() / "fashion-mnist"``; with ``download=True`` missing
-    files are downloaded to the cache and checked against the official md5 sums.
+    Reads ``data_dir`` when given (and only it: a folder without the files is an error, not a fallback);
+    otherwise the first of ``/usr/share/datasets/fashion-mnist`` (Debian package ``dataset-fashion-mnist``)
+    and ``cache_dir() / "fashion-mnist"`` that holds them. With ``download=True`` missing files are downloaded
+    (into ``data_dir``, else the cache) and checked against the official md5 sums.
     """
     _check_split(split)
     names = [name for name, _ in FASHION_MNIST_FILES[split]]
-    folders = [Path(data_dir)] if data_dir is not None else []
-    folders += [FASHION_MNIST_SYSTEM_DIR, cache_dir() / "fashion-mnist"]
-    folder = next((f for f in folders if all((f / n).is_file() for n in names)), None)
+    folders = [Path(data_dir)] if data_dir is not None else [FASHION_MNIST_SYSTEM_DIR, cache_dir() / "fashion-mnist"]
+    folder = next((f for f in folders if all(_idx_path(f, n) for n in names)), None)
     if folder is None and download:
         folder = folders[-1]
         for name, md5 in FASHION_MNIST_FILES[split]:
-            if not (folder / name).is_file():
+            if not _idx_path(folder, name):
                 _download(FASHION_MNIST_URL + name, folder / name, md5)
     if folder is None:
+        where = (f"{data_dir} (--data-dir; missing: {', '.join(n for n in names if not _idx_path(folders[0], n))})"
+                 if data_dir is not None else ", ".join(map(str, folders)))
         raise FileNotFoundError(
-            f"Fashion-MNIST {split} files ({', '.join(names)}) not found in {', '.join(map(str, folders))}; "
-            "install them with `apt-get install dataset-fashion-mnist`, put them in --data-dir, "
+            f"Fashion-MNIST {split} files ({', '.join(names)}) not found in {where}; install them with "
+            "`apt-get install dataset-fashion-mnist` (then no --data-dir is needed), put them in --data-dir, "
             "or pass --download (download=True)")
-    images = read_idx(folder / names[0], ndim=3)
-    labels = read_idx(folder / names[1], ndim=1)
+    images_path, labels_path = (_idx_path(folder, n) for n in names)
+    images, labels = read_idx(images_path, ndim=3), read_idx(labels_path, ndim=1)
     if len(images) != len(labels):
-        raise ValueError(f"{folder / names[0]} has {len(images)} images but {folder / names[1]} "
-                         f"has {len(labels)} labels")
-    _check_labels(labels, folder / names[1])
+        raise ValueError(f"{images_path} has {len(images)} images but {labels_path} has {len(labels)} labels")
+    _check_labels(labels, labels_path)
     return ImageDataset(images.unsqueeze(1), labels.long(), list(FASHION_MNIST_CLASSES), "fashion-mnist")
 
 
+def _idx_path(folder: Path, name: str) -> Path | None:
+    """``folder / name`` (gzipped), else the unpacked file without ``.gz``, else None."""
+    for path in (folder / name, folder / name.removesuffix(".gz")):
+        if path.is_file():
+            return path
+    return None
+
+
 def read_idx(path, ndim: int) -> torch.Tensor:
-    """Read a gzipped idx file of unsigned bytes (magic ``0x0000080N``) with ``ndim`` dimensions."""
+    """Read an idx file of unsigned bytes (magic ``0x0000080N``) with ``ndim`` dimensions, gzipped or not."""
     path = Path(path)
     try:
-        with gzip.open(path) as f:
+        with open(path, "rb") as f:
+            gzipped = f.read(2) == b"\x1f\x8b"
+        with (gzip.open(path) if gzipped else open(path, "rb")) as f:
             raw = f.read()
     except (OSError, EOFError, zlib.error) as exc:
         raise ValueError(f"{path} is not a valid gzip file ({exc})") from None
     magic = bytes([0, 0, 8, ndim])
     if raw[:4] != magic:
         raise ValueError(f"{path}: wrong magic number {raw[:4].hex()}, expected {magic.hex()} "
-                         f"(an idx file of unsigned bytes with {ndim} dimension(s))")
+                         f"(an idx file of unsigned bytes with {ndim} dimension(s), gzipped or not)")
     header = 4 + 4 * ndim
     dims = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
     expected = header + int(np.prod(dims))
@@ -222,18 +233,18 @@ def object_masks_from_images(images: torch.Tensor, threshold: int = 0) -> torch.
 def load_cifar10(split: str = "train", data_dir=None, download: bool = False) -> ImageDataset:
     """CIFAR-10 (50k train / 10k test, 3x32x32) read straight from ``cifar-10-python.tar.gz``.
 
-    Looks for the archive in ``data_dir`` then ``cache_dir()``; with ``download=True`` a missing archive
-    is downloaded to the cache and checked against the official md5.
+    Reads the archive from ``data_dir`` when given (only there), else from ``cache_dir()``; with
+    ``download=True`` a missing archive is downloaded there and checked against the official md5.
     """
     _check_split(split)
-    folders = ([Path(data_dir)] if data_dir is not None else []) + [cache_dir()]
-    path = next((f / CIFAR10_FILE for f in folders if (f / CIFAR10_FILE).is_file()), None)
+    folder = Path(data_dir) if data_dir is not None else cache_dir()
+    path = folder / CIFAR10_FILE if (folder / CIFAR10_FILE).is_file() else None
     if path is None and download:
-        path = cache_dir() / CIFAR10_FILE
+        path = folder / CIFAR10_FILE
         _download(CIFAR10_URL, path, CIFAR10_MD5)
     if path is None:
         raise FileNotFoundError(
-            f"{CIFAR10_FILE} not found in {', '.join(map(str, folders))}; download it from {CIFAR10_URL} "
+            f"{CIFAR10_FILE} not found in {folder}; download it from {CIFAR10_URL} "
             "into --data-dir, or pass --download (download=True)")
     try:
         with tarfile.open(path, "r:gz") as tar:
