@@ -105,6 +105,19 @@ def test_final_threshold_keeps_rectgrad_positive_part_and_baseline_top_five_perc
     assert torch.equal(final_threshold(two_channels, "rectgrad_prr"), (2 * maps).clamp(min=0))
 
 
+def test_final_threshold_refuses_unknown_methods_and_broken_maps():
+    maps = torch.rand(3, 1, 4, 4)
+    for name in ("nosuch", "RectGrad"):
+        with pytest.raises(ValueError, match=f"unknown method '{name}'"):
+            final_threshold(maps, name)
+    maps[1, 0, 2, 2] = float("nan")
+    for method in ("saliency", "rectgrad"):
+        with pytest.raises(ValueError, match=rf"the {method} maps of image\(s\) \[1\] hold NaN or Inf"):
+            noise_level(maps, method, torch.ones(3, 4, 4, dtype=torch.bool))
+    graph = torch.rand(2, 1, 4, 4, requires_grad=True) * 1.0
+    assert torch.equal(final_threshold(graph, "saliency"), final_threshold(graph.detach(), "saliency"))
+
+
 def test_patch_attribution_and_noise_level_by_hand():
     maps = torch.zeros(1, 1, 3, 3)
     maps[0, 0, 0, 0], maps[0, 0, 2, 2], maps[0, 0, 1, 1] = -2.0, 3.0, 1.0

@@ -41,7 +41,7 @@ def compute_maps(model: nn.Module, inputs: Tensor, method: str, targets: Tensor,
 
 def uses_positive_part(method: str) -> bool:
     """RectGrad maps are thresholded at zero (their positive part); the baselines at their top 5%."""
-    return method.startswith("rectgrad")
+    return get_method(method).name.startswith("rectgrad")
 
 
 def final_threshold(maps: Tensor, method: str, percentile: float = TOP_PERCENTILE) -> Tensor:
@@ -51,11 +51,15 @@ def final_threshold(maps: Tensor, method: str, percentile: float = TOP_PERCENTIL
     ``percentile``-th percentile (numpy's linear interpolation) and is zero elsewhere, as
     :func:`rectgrad.viz.final_threshold` draws it.
     """
-    summed = maps.sum(1, keepdim=True)
+    summed = maps.detach().sum(1, keepdim=True)
+    broken = (~torch.isfinite(summed)).flatten(1).any(1).nonzero().flatten().tolist()
+    if broken:
+        raise ValueError(f"the {method} maps of image(s) {broken[:10]} hold NaN or Inf values: no threshold (and "
+                         "no noise measure) is defined on them")
     if uses_positive_part(method):
         return summed.clamp(min=0)
-    flat = summed.flatten(1).double().numpy()
-    cut = torch.from_numpy(np.percentile(flat, percentile, axis=1)).to(summed.dtype).view(-1, 1, 1, 1)
+    flat = summed.flatten(1).double().cpu().numpy()
+    cut = torch.from_numpy(np.percentile(flat, percentile, axis=1)).to(summed).view(-1, 1, 1, 1)
     return torch.where(summed >= cut, summed, torch.zeros((), dtype=summed.dtype))
 
 
