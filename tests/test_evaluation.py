@@ -4,6 +4,7 @@ training several models at once."""
 import json
 import signal
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -306,6 +307,22 @@ def test_store_refuses_another_configuration(tmp_path):
         ResultStore(tmp_path / "file", {})
 
 
+def test_a_corrupt_result_file_is_an_error_naming_it(tmp_path):
+    store = ResultStore(tmp_path / "w", {"run": 1})
+    store.save_json("roar/x.json", {"accuracy": 0.5})
+    store.save_torch("maps/a.pt", torch.ones(2))
+    store.save_seconds("maps/a", 1.0)
+    for name, damage in (("roar/x.json", b'{"accur'), ("maps/a.pt", b""), ("maps/a.pt", b"PK\x03\x04 half a zip"),
+                         ("seconds/maps/a.json", b"\xff\xfe")):
+        (tmp_path / "w" / name).write_bytes(damage)
+        load = {".json": store.load_json, ".pt": store.load_torch}[Path(name).suffix]
+        with pytest.raises(ValueError, match=rf"{tmp_path / 'w' / name} is corrupt \(.+\): delete it and rerun"):
+            ResultStore.read_seconds(tmp_path / "w") if name.startswith("seconds") else load(name)
+    (tmp_path / "w" / "config.json").write_text("{")
+    with pytest.raises(ValueError, match="config.json is corrupt"):
+        ResultStore(tmp_path / "w", {"run": 1})
+
+
 # ---------------------------------------------------------------- several models at once
 
 def quadrants(n: int, seed: int) -> ImageDataset:
@@ -377,6 +394,18 @@ def test_train_many_stops_and_resumes_bit_for_bit(tmp_path):
     train_many(models, datasets, seeds, epochs=1, batch_size=25, checkpoint=checkpoint,
                stop=lambda: False)  # a stop that never comes: trains and leaves no file
     assert not checkpoint.exists()
+
+
+def test_train_many_starts_a_group_over_from_a_corrupt_checkpoint(tmp_path):
+    datasets, seeds = [quadrants(60, 0), quadrants(60, 1)], [3, 4]
+    expected = train_many([new_model(d, s) for d, s in zip(datasets, seeds)], datasets, seeds, epochs=2, batch_size=25)
+    checkpoint = tmp_path / "group.pt"
+    checkpoint.write_bytes(b"PK\x03\x04 cut short")
+    assert checkpoint_seconds(checkpoint) == 0.0
+    with pytest.warns(RuntimeWarning, match="group.pt is corrupt .*its group of trainings starts over"):
+        again = train_many([new_model(d, s) for d, s in zip(datasets, seeds)], datasets, seeds, epochs=2,
+                           batch_size=25, checkpoint=checkpoint)
+    assert [h["loss"] for h in again] == [h["loss"] for h in expected] and not checkpoint.exists()
 
 
 def test_train_many_refuses_another_groups_checkpoint(tmp_path):

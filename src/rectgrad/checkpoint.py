@@ -40,14 +40,16 @@ def save_checkpoint(model: PaperCNN, path, **metadata) -> None:
 
 
 def write_atomically(path, write) -> None:
-    """``write(binary file)`` to a temporary file beside ``path``, then rename it to ``path``: an interruption
-    leaves the whole file or none of it."""
+    """``write(binary file)`` to a temporary file beside ``path``, flushed to disk, then rename it to ``path``: an
+    interruption (even a power cut) leaves the whole file or none of it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -73,7 +75,7 @@ def load_model(path, map_location=None) -> nn.Module:
         try:
             return torch.jit.load(str(path), map_location=map_location).eval()
         except RuntimeError as exc:
-            raise ValueError(f"{path}: corrupt TorchScript file ({_one_line(exc)})") from None
+            raise ValueError(f"{path}: corrupt TorchScript file ({one_line(exc)})") from None
     try:
         payload = _torch_load(path, map_location, weights_only=True)
     except ValueError:  # holds more than tensors and plain values (a pickled module), or is corrupt
@@ -96,7 +98,7 @@ def _torch_load(path: Path, map_location, weights_only: bool):
     except Exception as exc:  # noqa: BLE001 - a corrupt pickle can fail in many ways; report them as one
         what = ("is not a torch file, is corrupt, or holds objects other than tensors and plain values"
                 if weights_only else "is not a torch file or is corrupt")
-        raise ValueError(f"{path} {what} ({_one_line(exc)})") from None
+        raise ValueError(f"{path} {what} ({one_line(exc)})") from None
 
 
 def _from_checkpoint(payload, path: Path) -> tuple[nn.Module, dict]:
@@ -111,7 +113,7 @@ def _from_checkpoint(payload, path: Path) -> tuple[nn.Module, dict]:
         model.load_state_dict(payload["state_dict"])
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise ValueError(f"{path}: the weights do not fit {architecture}({payload.get('config')}): "
-                         f"{_one_line(exc)}") from None
+                         f"{one_line(exc)}") from None
     return model.eval(), dict(payload.get("metadata", {}))
 
 
@@ -122,7 +124,7 @@ def _load_exported(path: Path) -> nn.Module:
     try:
         module = torch.export.load(str(path)).module()
     except Exception as exc:  # noqa: BLE001 - a broken archive can fail in many ways; report them as one
-        raise ValueError(f"{path}: corrupt exported program ({_one_line(exc)})") from None
+        raise ValueError(f"{path}: corrupt exported program ({one_line(exc)})") from None
     shapes = exported_input_shapes(module)
     if len(shapes) != 1 or shapes[0] is None or len(shapes[0]) == 0:
         raise ValueError(f"{path}: the exported program takes {len(shapes)} inputs; rectgrad explains models that "
@@ -154,6 +156,7 @@ def _is_torchscript(path: Path) -> bool:
         return any(name.endswith("/constants.pkl") for name in archive.namelist())
 
 
-def _one_line(exc: BaseException, limit: int = 300) -> str:
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception's message on one line (its type's name when it has none), cut at ``limit`` characters."""
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= limit else text[:limit] + "..."

@@ -4,18 +4,16 @@ Figs. 2, 3, 7, 8, 9 and Table 1, with our numbers beside the paper's and its cla
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import numpy as np
-import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from rectgrad.checkpoint import load_checkpoint
 from rectgrad.evaluation.roar import RoarKarResult
-from rectgrad.evaluation.store import ResultStore
+from rectgrad.evaluation.store import ResultStore, read_json, read_torch
 from rectgrad.methods import METHODS as REGISTRY
 from rectgrad.viz import boxplot, grid, line_plot, prepare, save_figure
 
@@ -56,7 +54,7 @@ class _Report:
 
     def _json(self, name: str):
         path = self.work / name
-        return json.loads(path.read_text()) if path.is_file() else None
+        return read_json(path) if path.is_file() else None
 
     def _csv(self, name: str, header: list[str], rows: list[list]) -> None:
         with open(self.out / name, "w", newline="") as f:
@@ -147,7 +145,7 @@ class _Report:
         if data is None:
             return "## Figs. 3 and 7: training-set random patch\n\nNot run yet.\n"
         values = {m: np.array(data[m]["inside"]) for m in self.methods}
-        examples = torch.load(self.work / "results/patch-examples.pt", weights_only=True)
+        examples = read_torch(self.work / "results/patch-examples.pt")
         maps = {label(m): prepare(v) for m, v in examples["maps"].items()}
         fig3 = grid(examples["inputs"], maps, title="Maps of the patch model (8x8 scored corner in red; Fig. 3)")
         for ax in fig3.axes:

@@ -12,9 +12,11 @@ autocast (measured about twice as fast on an H100; fp32, the default, is the pap
 """
 from __future__ import annotations
 
+import pickle
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -24,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rectgrad.checkpoint import write_atomically
+from rectgrad.checkpoint import one_line, write_atomically
 from rectgrad.data import ImageDataset, to_inputs
 from rectgrad.train import evaluate, new_model, progress_bar, train_model
 
@@ -92,9 +94,22 @@ def stop_requests() -> Iterator[threading.Event]:
 
 def checkpoint_seconds(checkpoint) -> float:
     """Training seconds an unfinished group's ``checkpoint`` has accumulated (0 when there is none)."""
-    if not Path(checkpoint).is_file():
-        return 0.0
-    return float(torch.load(checkpoint, map_location="cpu", mmap=True, weights_only=True)["seconds"])
+    state = _group_state(checkpoint, resuming=False)
+    return 0.0 if state is None else float(state["seconds"])
+
+
+def _group_state(checkpoint, resuming: bool = True) -> dict | None:
+    """The state saved in an unfinished group's ``checkpoint``; None when there is none or it is corrupt (damaged
+    outside rectgrad: writes are atomic), with a warning when ``resuming``: the group starts over and overwrites it."""
+    if checkpoint is None or not Path(checkpoint).is_file():
+        return None
+    try:
+        return torch.load(checkpoint, map_location="cpu", mmap=not resuming, weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError) as exc:
+        if resuming:
+            warnings.warn(f"{checkpoint} is corrupt ({one_line(exc)}): its group of trainings starts over",
+                          RuntimeWarning, stacklevel=3)
+        return None
 
 
 def train_many(models: Sequence[nn.Module], datasets: Sequence[ImageDataset], seeds: Sequence[int], *,
@@ -223,9 +238,9 @@ def _save(checkpoint, identity, params, optimizer, generator_states, epoch, step
 
 def _resume(checkpoint, identity, params, optimizer, generators) -> dict | None:
     """Load a saved group state into ``params``, ``optimizer`` and ``generators``; None when there is none."""
-    if checkpoint is None or not Path(checkpoint).is_file():
+    state = _group_state(checkpoint)
+    if state is None:
         return None
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     if state["identity"] != identity:
         raise ValueError(f"{checkpoint} holds the state of another group of trainings ({state['identity']}, not "
                          f"{identity}); delete it to start over")

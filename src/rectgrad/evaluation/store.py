@@ -9,11 +9,12 @@ compute time of a run is known even when it was interrupted and resumed, on one 
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import torch
 
-from rectgrad.checkpoint import write_atomically
+from rectgrad.checkpoint import one_line, write_atomically
 
 CONFIG = "config.json"
 SECONDS = "seconds"
@@ -40,12 +41,7 @@ class ResultStore:
     def read_config(folder) -> dict | None:
         """The configuration saved in ``folder``, or None if it holds none."""
         path = Path(folder) / CONFIG
-        if not path.is_file():
-            return None
-        try:
-            return json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path} is not valid JSON ({exc})") from None
+        return read_json(path) if path.is_file() else None
 
     def path(self, name: str) -> Path:
         return self.folder / name
@@ -57,7 +53,7 @@ class ResultStore:
         self._write(name, lambda f: f.write(json.dumps(value, indent=1).encode()))
 
     def load_json(self, name: str):
-        return json.loads(self.path(name).read_text())
+        return read_json(self.path(name))
 
     def save_seconds(self, unit: str, seconds: float) -> None:
         """Record the compute time of one finished unit of work (``seconds/<unit>.json``)."""
@@ -67,7 +63,7 @@ class ResultStore:
     def read_seconds(folder) -> dict[str, float]:
         """The recorded compute times in ``folder``: ``{unit: seconds}``."""
         root = Path(folder) / SECONDS
-        return {str(p.relative_to(root).with_suffix("")): float(json.loads(p.read_text())["seconds"])
+        return {str(p.relative_to(root).with_suffix("")): float(read_json(p)["seconds"])
                 for p in sorted(root.rglob("*.json"))}
 
     def save_torch(self, name: str, value) -> None:
@@ -75,10 +71,31 @@ class ResultStore:
         self._write(name, lambda f: torch.save(value, f))
 
     def load_torch(self, name: str):
-        return torch.load(self.path(name), weights_only=True)
+        return read_torch(self.path(name))
 
     def _write(self, name: str, write) -> None:
         write_atomically(self.path(name), write)
+
+
+def read_json(path: Path):
+    """A saved JSON file; a corrupt one (damaged outside rectgrad: writes are atomic) is a ``ValueError`` naming it."""
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _corrupt(path, exc) from None
+
+
+def read_torch(path: Path):
+    """A saved tensor file (tensors and plain values only); a corrupt one is a ``ValueError`` naming it."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError) as exc:
+        raise _corrupt(path, exc) from None
+
+
+def _corrupt(path: Path, exc: BaseException) -> ValueError:
+    return ValueError(f"{path} is corrupt ({one_line(exc)}): delete it and rerun to "
+                      "compute it again")
 
 
 def _difference(saved: dict, wanted: dict) -> str:
