@@ -119,3 +119,24 @@ def test_cuda_reproduce_smoke_trains_clean_and_patch_models_at_once(tmp_path, mo
     patch, patch_info = load_checkpoint(tmp_path / "report" / "work" / "models" / "patch.pt")
     assert 0 <= clean_info["test_accuracy"] <= 1 and 0 <= patch_info["test_accuracy"] <= 1
     assert not torch.equal(clean.features[0].weight, patch.features[0].weight)  # same start, other data
+
+
+def test_cuda_roar_kar_builds_the_cpu_datasets():
+    from rectgrad.evaluation import roar_kar
+
+    from test_evaluation import roar_inputs
+
+    train, test, maps = roar_inputs()
+    seen = {}
+
+    def record(device):
+        def train_fn(train_set, test_set, seed):
+            seen.setdefault(device, []).append((train_set.images.cpu(), test_set.images.cpu()))
+            return 0.5
+        return train_fn
+
+    for device in ("cpu", "cuda"):
+        roar_kar(train, test, maps, record(device), fractions=(0.2, 0.6), repeats=1, device=device, progress=False)
+    assert len(seen["cpu"]) == len(seen["cuda"]) == 4
+    for (a, b), (c, d) in zip(seen["cpu"], seen["cuda"]):
+        assert torch.equal(a, c) and torch.equal(b, d)

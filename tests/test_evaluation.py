@@ -282,6 +282,36 @@ def test_roar_kar_bad_input():
         roar_kar(train, test, {"a": torch.zeros(8, 1, 8, 8)}, Counting(), progress=False)
     with pytest.raises(ValueError, match="repeats"):
         roar_kar(train, test, maps, Counting(), repeats=0, progress=False)
+    fn = Counting()
+    for bad, message in (((train.images[:, :1].long(), test.images[:, :1].long()), "must be floating point maps"),
+                         ((torch.full((8, 1, 8, 8), float("nan")), torch.zeros(4, 1, 8, 8)), "hold NaN or Inf")):
+        with pytest.raises(ValueError, match=rf"attributions\['bad'\] {message}"):  # before any training
+            roar_kar(train, test, {"good": maps["a"], "bad": bad}, fn, fractions=(0.2, 0.6), progress=False)
+    assert fn.calls == []
+
+
+def test_roar_kar_refuses_odd_training_results_and_saves_none_of_them(tmp_path):
+    train, test, maps = roar_inputs()
+    store = ResultStore(tmp_path, {"run": 1})
+    for accuracy in (87.5, float("nan"), None):
+        with pytest.raises(ValueError, match=rf"train_fn returned {accuracy!r} for roar/a-p0.2-r0: .*in \[0, 1\]"):
+            roar_kar(train, test, maps, lambda a, b, s: accuracy, fractions=(0.2, 0.6), store=store, progress=False)
+    assert not list(tmp_path.glob("roar/*.json"))
+
+    class Short(Counting):
+        def many(self, jobs):
+            return [self(*job) for job in jobs][:-1]
+
+    with pytest.raises(ValueError, match="train_fn.many returned 2 accuracies for 3 trainings"):
+        roar_kar(train, test, maps, Short(), fractions=(0.2, 0.6), repeats=2, backend=LocalBackend(group=3),
+                 progress=False)
+
+
+def test_roar_kar_keeps_close_fractions_apart():
+    train, test, maps = roar_inputs()
+    fn = Counting()
+    result = roar_kar(train, test, {"a": maps["a"]}, fn, fractions=(0.5000001, 0.5000002), repeats=1, progress=False)
+    assert len(fn.calls) == 2 and result.accuracies["a"].shape == (1, 2)
 
 
 def test_result_score_on_a_hand_made_curve():

@@ -88,6 +88,13 @@ def test_rank_pixels_seeded_noise_breaks_ties_reproducibly():
     assert not torch.equal(a[0], torch.arange(16))
 
 
+def test_ties_of_low_precision_maps_are_broken_in_float32():
+    for dtype in (torch.float16, torch.bfloat16):
+        attr = torch.ones(1, 1, 8, 8, dtype=dtype)  # 1 + 1e-4 noise rounds back to 1 in 16 bits
+        assert torch.equal(rank_pixels(attr, generator=gen(0)), rank_pixels(attr.float(), generator=gen(0)))
+        assert not removal_mask(attr, 0.25, generator=gen(0))[0, :2].all()  # not simply the first rows
+
+
 def test_tie_noise_is_a_standard_deviation():
     # 1024 scores 1e-2 apart: std 1e-4 noise never swaps them, std 1e-2 (variance 1e-4) would.
     attr = (torch.arange(1024.0, 0, -1) * 1e-2).view(1, 1, 32, 32)

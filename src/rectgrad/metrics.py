@@ -111,22 +111,33 @@ def rank_pixels(
 ) -> torch.Tensor:
     """Per-image pixel ranking for ROAR/KAR (Fig. 9): ``(N, H*W)`` row-major flat indices, most important first.
 
-    The score is the channel-summed attribution plus i.i.d. Gaussian noise of standard deviation
-    ``tie_noise`` (the paper's "N(0, 1e-4)" is the reference's ``np.random.normal(scale=1e-4)``, a std),
-    drawn from ``generator`` for reproducibility. The noise is absolute, not relative: it can also reorder
-    distinct scores closer than about ``tie_noise``. With ``tie_noise=0`` the order is deterministic and
-    ties go to the lower flat index. The reference ranks RectGrad's positive part and the baselines' signed
-    attributions; that preprocessing is the caller's.
+    The score is the channel-summed attribution (in float32 at least) plus i.i.d. Gaussian noise of standard
+    deviation ``tie_noise`` (the paper's "N(0, 1e-4)" is the reference's ``np.random.normal(scale=1e-4)``, a
+    std), drawn from ``generator`` (on its own device) for reproducibility. The noise is absolute, not
+    relative: it can also reorder distinct scores closer than about ``tie_noise``. With ``tie_noise=0`` the
+    order is deterministic and ties go to the lower flat index. The reference ranks RectGrad's positive part
+    and the baselines' signed attributions; that preprocessing is the caller's.
     """
     _check_attr(attr)
     tie_noise = float(tie_noise)
     if not (math.isfinite(tie_noise) and tie_noise >= 0):
         raise ValueError(f"tie_noise must be a finite standard deviation >= 0, got {tie_noise}")
-    scores = attr.sum(1).flatten(1)
+    scores = attr.sum(1, dtype=torch.promote_types(attr.dtype, torch.float32)).flatten(1)  # noise survives fp16
     if tie_noise > 0:
-        noise = torch.randn(scores.shape, generator=generator, dtype=scores.dtype, device=scores.device)
-        scores = scores + tie_noise * noise
+        noise = torch.randn(scores.shape, generator=generator, dtype=scores.dtype,
+                            device=scores.device if generator is None else generator.device)
+        scores = scores + tie_noise * noise.to(scores.device)
     return torch.argsort(scores, dim=1, descending=True, stable=True)
+
+
+def ranked_mask(order: torch.Tensor, fraction: float, size: tuple[int, int], *, keep: bool = False) -> torch.Tensor:
+    """Bool ``(N, H, W)`` mask of the pixels to replace given a ranking ``order`` from :func:`rank_pixels`:
+    the ``k = round(fraction * H * W)`` first (ROAR), or all but them (KAR, ``keep=True``)."""
+    fraction = _check_fraction(fraction)
+    h, w = size
+    top = torch.zeros(order.shape[0], h * w, dtype=torch.bool, device=order.device)
+    top.scatter_(1, order[:, : round(fraction * h * w)], True)
+    return (~top if keep else top).view(-1, h, w)
 
 
 def removal_mask(
@@ -146,10 +157,7 @@ def removal_mask(
     """
     fraction = _check_fraction(fraction)
     order = rank_pixels(attr, tie_noise=tie_noise, generator=generator)
-    n, _, h, w = attr.shape
-    top = torch.zeros(n, h * w, dtype=torch.bool, device=attr.device)
-    top.scatter_(1, order[:, : round(fraction * h * w)], True)
-    return (~top if keep else top).view(n, h, w)
+    return ranked_mask(order, fraction, tuple(attr.shape[2:]), keep=keep)
 
 
 def random_removal_mask(
@@ -170,7 +178,8 @@ def random_removal_mask(
     if len(shape) != 3 or not all(isinstance(s, int) and s > 0 for s in shape):
         raise ValueError(f"shape must be three positive ints (N, H, W), got {shape}")
     p = 1.0 - fraction if keep else fraction
-    return torch.rand(shape, generator=generator, device=device) < p
+    draws = torch.rand(shape, generator=generator, device=device if generator is None else generator.device)
+    return draws < p if device is None else (draws < p).to(device)
 
 
 def replace_pixels(images: torch.Tensor, mask: torch.Tensor, fill: Sequence[float] | torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from rectgrad.checkpoint import load_checkpoint
-from rectgrad.evaluation.roar import RoarKarResult
+from rectgrad.evaluation.roar import RoarKarResult, result_name
 from rectgrad.evaluation.store import ResultStore, read_json, read_torch
 from rectgrad.methods import METHODS as REGISTRY
 from rectgrad.viz import boxplot, grid, line_plot, prepare, save_figure
@@ -215,7 +215,7 @@ class _Report:
         for keep, mode in ((False, "roar"), (True, "kar")):
             result = RoarKarResult(keep, fractions)
             for m in self.methods:
-                cells = [[self._json(f"{mode}/{m}-p{f:g}-r{r}.json") for f in fractions] for r in range(repeats)]
+                cells = [[self._json(result_name(keep, m, f, r)) for f in fractions] for r in range(repeats)]
                 if any(c is None for row in cells for c in row):
                     missing += sum(c is None for row in cells for c in row)
                     continue

@@ -26,7 +26,8 @@ from torch import Tensor
 
 from rectgrad.data import ImageDataset
 from rectgrad.evaluation.store import ResultStore
-from rectgrad.metrics import channel_mean, kar_aoc, random_removal_mask, removal_mask, replace_pixels, roar_auc
+from rectgrad.metrics import (channel_mean, kar_aoc, random_removal_mask, rank_pixels, ranked_mask, removal_mask,
+                              replace_pixels, roar_auc)
 from rectgrad.train_many import checkpoint_seconds
 
 FRACTIONS = (0.1, 0.3, 0.5, 0.7, 0.9)
@@ -45,7 +46,8 @@ def occlude_dataset(dataset: ImageDataset, maps: Tensor | None, fraction: float,
     With ``maps`` ``(N, C, H, W)`` exactly ``round(fraction * H * W)`` top-ranked pixels per image are
     replaced (ROAR) or kept (KAR) (:func:`rectgrad.metrics.removal_mask`); with ``maps=None`` pixels are
     replaced at random (:func:`rectgrad.metrics.random_removal_mask`). Replaced pixels take ``fill``. The
-    work happens on the images' device (``generator`` must live there too).
+    work happens on the images' device; the noise comes from ``generator`` wherever it lives (a CPU generator
+    gives the same datasets on every device).
     """
     n, _, h, w = dataset.images.shape
     device = dataset.images.device
@@ -121,7 +123,7 @@ def roar_kar(train_set: ImageDataset, test_set: ImageDataset, attributions: Mapp
             for maps, dataset in zip(pair, (train_set, test_set)):
                 _check_maps(maps, dataset, method)
     mode = "kar" if keep else "roar"
-    keys = {(m, f, r): f"{mode}/{m}-p{f:g}-r{r}.json" for m in attributions for f in fractions for r in range(repeats)}
+    keys = {(m, f, r): result_name(keep, m, f, r) for m in attributions for f in fractions for r in range(repeats)}
     results = {key: store.load_json(key)["accuracy"] for key in keys.values() if store is not None and store.has(key)}
     fill = channel_mean(train_set.images)
     device = torch.device(device or "cpu")
@@ -129,20 +131,25 @@ def roar_kar(train_set: ImageDataset, test_set: ImageDataset, attributions: Mapp
 
     def jobs() -> Iterator[Job]:
         for method, pair in attributions.items():
+            orders = None  # the pixel rankings of the train and test maps, shared by the fractions (nested sets)
             for fraction in fractions:
                 todo = [r for r in range(repeats) if keys[method, fraction, r] not in results]
                 if not todo:
                     continue
-                noise = (seed, method) if pair is not None else (seed, method, mode, fraction)
-                train, test = (occlude_dataset(dataset, None if pair is None else pair[i], fraction, keep=keep,
-                                               fill=fill, generator=_generator(device, *noise, i))
-                               for i, dataset in enumerate(sets))
+                if pair is not None and orders is None:
+                    orders = [rank_pixels(maps.to(device), generator=_generator(seed, method, i))
+                              for i, maps in enumerate(pair)]
+                train, test = (dataset.with_images(replace_pixels(dataset.images, mask, fill)) for dataset, mask in
+                               zip(sets, _masks(sets, orders, fraction, keep, (seed, method, mode, fraction))))
                 for r in todo:
                     yield Job(keys[method, fraction, r], train, test, r)
 
     bar = _progress_bar(len(keys), len(results), mode.upper(), progress)
 
     def done(job: Job, accuracy: float, seconds: float) -> None:
+        if not isinstance(accuracy, (int, float, np.floating, np.integer)) or not 0.0 <= float(accuracy) <= 1.0:
+            raise ValueError(f"train_fn returned {accuracy!r} for {job.key[:-len('.json')]}: it must return the test "
+                             "accuracy as a fraction in [0, 1] (not a percentage); nothing was saved for it")
         results[job.key] = float(accuracy)
         if store is not None:
             store.save_json(job.key, {"accuracy": float(accuracy), "seed": job.seed})
@@ -163,18 +170,40 @@ def roar_kar(train_set: ImageDataset, test_set: ImageDataset, attributions: Mapp
 
 
 def _check_maps(maps, dataset: ImageDataset, method: str) -> None:
+    """Refuse, before any training, maps that do not fit the images or cannot be ranked."""
     n, _, h, w = dataset.images.shape
     if not isinstance(maps, Tensor) or maps.dim() != 4 or maps.shape[0] != n or tuple(maps.shape[2:]) != (h, w):
         shape = tuple(maps.shape) if isinstance(maps, Tensor) else type(maps).__name__
         raise ValueError(f"attributions[{method!r}] of shape {shape} do not match the {len(dataset)} images of "
                          f"size {h}x{w}: expected ({n}, C, {h}, {w})")
+    if not maps.is_floating_point():
+        raise ValueError(f"attributions[{method!r}] must be floating point maps, got {maps.dtype}")
+    if not bool(torch.isfinite(maps).all()):
+        raise ValueError(f"attributions[{method!r}] hold NaN or Inf values: they cannot be ranked")
 
 
-def _generator(device: torch.device, *parts) -> torch.Generator:
-    """A generator on ``device`` seeded from ``parts``. The ranking noise depends on (seed, method, split)
-    only, so the pixel sets are nested across fractions and shared by ROAR and KAR; the random masks also
-    depend on (mode, fraction)."""
-    return torch.Generator(device).manual_seed(zlib.crc32(repr(parts).encode()))
+def result_name(keep: bool, method: str, fraction: float, repeat: int) -> str:
+    """The store's file for one training, e.g. ``roar/rectgrad-p0.1-r0.json`` (the fraction exactly, as ``repr``)."""
+    return f"{'kar' if keep else 'roar'}/{method}-p{float(fraction)!r}-r{repeat}.json"
+
+
+def _masks(sets: list[ImageDataset], orders: list[Tensor] | None, fraction: float, keep: bool,
+           noise: tuple) -> Iterator[Tensor]:
+    """The train and test masks of one fraction: from the rankings, or at random (seeded by ``noise``)."""
+    for i, dataset in enumerate(sets):
+        n, _, h, w = dataset.images.shape
+        if orders is None:
+            yield random_removal_mask((n, h, w), fraction, keep=keep, generator=_generator(*noise, i),
+                                      device=dataset.images.device)
+        else:
+            yield ranked_mask(orders[i], fraction, (h, w), keep=keep)
+
+
+def _generator(*parts) -> torch.Generator:
+    """A CPU generator seeded from ``parts`` (the same numbers whatever device trains). The ranking noise depends on
+    (seed, method, split) only, so the pixel sets are nested across fractions and shared by ROAR and KAR; the random
+    masks also depend on (mode, fraction)."""
+    return torch.Generator().manual_seed(zlib.crc32(repr(parts).encode()))
 
 
 def _progress_bar(total: int, initial: int, name: str, enabled: bool):
@@ -240,6 +269,9 @@ class LocalBackend:
             for part in (chunk[:half], chunk[half:]):
                 self._train_group(part, train_fn, done, checkpoints, time.perf_counter())
             return
+        accuracies = list(accuracies)
+        if len(accuracies) != len(chunk):
+            raise ValueError(f"train_fn.many returned {len(accuracies)} accuracies for {len(chunk)} trainings")
         seconds = (earlier + time.perf_counter() - start) / len(chunk)
         for job, accuracy in zip(chunk, accuracies):
             done(job, accuracy, seconds)
