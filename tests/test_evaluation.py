@@ -12,9 +12,9 @@ import torch
 from torch import nn
 
 from rectgrad.data import ImageDataset
-from rectgrad.evaluation import (LocalBackend, ResultStore, RoarKarResult, background_at, conv_activations,
-                                 correctly_classified, feature_map_occlusion, final_threshold, noise_level,
-                                 occlude_dataset, patch_attribution, roar_kar)
+from rectgrad.evaluation import (LocalBackend, ResultStore, RoarKarResult, background_at, compute_maps,
+                                 conv_activations, correctly_classified, feature_map_occlusion, final_threshold,
+                                 noise_level, occlude_dataset, patch_attribution, roar_kar)
 from rectgrad.metrics import kar_aoc, roar_auc
 from rectgrad.models import PaperCNN
 from rectgrad.train import new_model, train_model
@@ -70,6 +70,26 @@ def test_feature_map_occlusion_bad_input():
         feature_map_occlusion(model, model[3], image, masks, labels)
     with pytest.raises(ValueError, match="not called"):
         feature_map_occlusion(model, nn.ReLU(), image, masks, labels)
+    with pytest.raises(ValueError, match="labels must be integer class indices"):
+        feature_map_occlusion(model, model[1], image, masks, torch.tensor([0.0]))
+    with pytest.raises(TypeError, match=r"layer must be a module of the model \(e.g. conv_activations"):
+        feature_map_occlusion(model, "conv1", image, masks, labels)
+    shared = nn.ReLU()
+    twice = nn.Sequential(nn.Conv2d(1, 1, 1), shared, nn.Conv2d(1, 1, 1), shared, nn.Flatten(), nn.Linear(16, 2))
+    with pytest.raises(ValueError, match="the layer runs 2 times in one forward pass"):
+        feature_map_occlusion(twice, shared, image, masks, labels)
+
+
+def test_evaluation_functions_leave_the_models_modes_as_they_were():
+    model = PaperCNN(1, 8, 3).train()
+    model.features[0].eval()  # a mix of modes, as a user may have
+    modes = [m.training for m in model.modules()]
+    image, masks = torch.rand(1, 1, 8, 8), torch.ones(1, 8, 8, dtype=torch.bool)
+    feature_map_occlusion(model, conv_activations(model)["conv1"], image, masks, torch.tensor([0]), steps=2, orders=1)
+    correctly_classified(model, ImageDataset(torch.zeros(2, 1, 8, 8, dtype=torch.uint8), torch.tensor([0, 1]),
+                                             ["a", "b", "c"], "zeros"))
+    compute_maps(model, image, "saliency", torch.tensor([0]))
+    assert [m.training for m in model.modules()] == modes
 
 
 def test_background_at_layer_resolution():

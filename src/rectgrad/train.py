@@ -9,6 +9,8 @@ CUDA (benchmarks/train_speed.py); ``torch.compile`` measured slower on both and 
 """
 from __future__ import annotations
 
+import contextlib
+
 import time
 
 import torch
@@ -94,6 +96,18 @@ def progress_bar(total: int, desc: str, enabled: bool, *, unit: str = "batch", l
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, leave=leave)
+
+
+@contextlib.contextmanager
+def evaluating(model: nn.Module):
+    """``model`` in eval mode meanwhile; each module's own mode is restored on exit, also on error."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
 
 
 @torch.no_grad()

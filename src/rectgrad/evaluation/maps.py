@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from rectgrad.metrics import attribution_in_region, attribution_outside, total_variation
 from rectgrad.methods import explain, get_method
+from rectgrad.train import evaluating
 
 #: Per-image percentile a baseline keeps under the final threshold (Sec. 5.2: "95 percentile final threshold").
 TOP_PERCENTILE = 95.0
@@ -21,21 +22,22 @@ def compute_maps(model: nn.Module, inputs: Tensor, method: str, targets: Tensor,
                  **hyperparameters) -> Tensor:
     """Channel-summed maps ``(N, 1, H, W)`` (float32, CPU) of ``method`` for the ``targets`` classes.
 
-    ``inputs`` are processed ``batch_size`` at a time on the model's device; stochastic methods are seeded
+    ``inputs`` are processed ``batch_size`` at a time on the model's device, in eval mode (the model's modes are
+    restored afterwards); stochastic methods are seeded
     with ``seed + batch index``, so a rerun reproduces them. ``progress`` (a tqdm bar) advances per image.
     """
     get_method(method)
     device = next(model.parameters()).device
-    model.eval()
     parts = []
-    for index, start in enumerate(range(0, len(inputs), batch_size)):
-        x = inputs[start:start + batch_size].to(device)
-        t = targets[start:start + batch_size].to(device)
-        maps = explain(model, x, t, method, internal_batch_size=internal_batch_size, seed=seed + index,
-                       **hyperparameters)
-        parts.append(maps.sum(1, keepdim=True).float().cpu())
-        if progress is not None:
-            progress.update(len(x))
+    with evaluating(model):
+        for index, start in enumerate(range(0, len(inputs), batch_size)):
+            x = inputs[start:start + batch_size].to(device)
+            t = targets[start:start + batch_size].to(device)
+            maps = explain(model, x, t, method, internal_batch_size=internal_batch_size, seed=seed + index,
+                           **hyperparameters)
+            parts.append(maps.sum(1, keepdim=True).float().cpu())
+            if progress is not None:
+                progress.update(len(x))
     return torch.cat(parts)
 
 

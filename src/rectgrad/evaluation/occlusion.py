@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rectgrad.data import ImageDataset
-from rectgrad.train import predict_logits
+from rectgrad.train import evaluating, predict_logits
 
 
 @dataclass
@@ -41,8 +41,8 @@ def correctly_classified(model: nn.Module, dataset: ImageDataset, per_class: int
     correctly, class by class (Sec. 3: "10 correctly classified images of each class"). A class with fewer
     correct images contributes what it has."""
     device = next(model.parameters()).device
-    model.eval()
-    predictions = predict_logits(model, dataset.inputs(device=device)).argmax(1).cpu()
+    with evaluating(model):
+        predictions = predict_logits(model, dataset.inputs(device=device)).argmax(1).cpu()
     correct = predictions == dataset.labels
     chosen = [torch.nonzero(correct & (dataset.labels == c)).flatten()[:per_class] for c in range(len(dataset.classes))]
     return torch.cat(chosen)
@@ -68,18 +68,26 @@ def feature_map_occlusion(model: nn.Module, layer: nn.Module, images: Tensor, ma
     ``p = linspace(0, 1, steps)`` the first ``round(p * n_background)`` units are zeroed and the margin
     (true-class logit - largest other logit) is recorded, then averaged over the orders (the paper's
     "average over 50 random trials"; the reference averages the logits first). Reference: 100 correctly
-    classified images, ``steps=100``, ``orders=50``.
+    classified images, ``steps=100``, ``orders=50``. The model runs in eval mode; its modes are restored after.
     """
     n = images.shape[0]
     if images.dim() != 4 or masks.shape != (n, *images.shape[2:]) or masks.dtype != torch.bool:
         raise ValueError(f"masks must be bool (N, H, W) matching images {tuple(images.shape)}, got "
                          f"{masks.dtype} {tuple(masks.shape)}")
-    if labels.shape != (n,):
-        raise ValueError(f"labels must have shape ({n},), got {tuple(labels.shape)}")
+    if labels.shape != (n,) or labels.is_floating_point() or labels.dtype == torch.bool:
+        raise ValueError(f"labels must be integer class indices of shape ({n},), got {labels.dtype} "
+                         f"{tuple(labels.shape)}")
     if steps < 2 or orders < 1:
         raise ValueError(f"need steps >= 2 and orders >= 1, got {steps} and {orders}")
-    device = next(model.parameters()).device
-    model.eval()
+    if not isinstance(layer, nn.Module):
+        raise TypeError(f"layer must be a module of the model (e.g. conv_activations(model)['conv2'] or "
+                        f"model.get_submodule('features.3')), got {type(layer).__name__}")
+    with evaluating(model):
+        return _occlusion(model, layer, images, masks, labels, steps, orders, generator, batch_size)
+
+
+def _occlusion(model, layer, images, masks, labels, steps, orders, generator, batch_size) -> OcclusionCurve:
+    n, device = images.shape[0], next(model.parameters()).device
     images, labels = images.to(device), labels.to(device)
     shape = _output_shape(model, layer, images[:1])
     units = shape[0] * shape[1] * shape[2]
@@ -118,6 +126,10 @@ def _output_shape(model: nn.Module, layer: nn.Module, x: Tensor) -> tuple[int, i
         handle.remove()
     if not seen:
         raise ValueError("the layer is not called by the model's forward pass")
+    if len(seen) > 1:
+        raise ValueError(f"the layer runs {len(seen)} times in one forward pass (a module used at several places, "
+                         "e.g. one shared nn.ReLU): its background mask would be applied at every call; give a "
+                         "module that runs once (an activation module of its own per layer)")
     if len(seen[0]) != 4:
         raise ValueError(f"the layer's output must be a feature map (N, C, H, W), got shape {seen[0]}")
     return seen[0][1:]
