@@ -366,6 +366,30 @@ def test_image_folder_classes_sizes_colours_and_masks(tmp_path):
             data.load_image_folder_masks(tmp_path, 32 if why == "pixels" else 16, other)
 
 
+def test_image_folder_masks_in_zero_one_form_and_their_mistakes(tmp_path):
+    write_image_folder(tmp_path)
+    cat = tmp_path / "test" / "a_cat"
+    zero_one = np.zeros((20, 24), np.uint8)
+    zero_one[:, :12] = 1  # the left half, written as 0/1 as many tools do
+    Image.fromarray(zero_one).save(cat / "img0_mask.png")
+    masked = data.load_image_folder_masks(tmp_path, 16)
+    assert all(m[:, :8].all() and not m[:, 8:].any() for m in masked.masks)
+    Image.fromarray(np.zeros((20, 24), np.uint8)).save(cat / "img0_mask.png")
+    with pytest.warns(UserWarning, match=r"the masks of 1 image\(s\) \(a_cat/img0\) mark no object pixel"):
+        data.load_image_folder_masks(tmp_path, 16)
+    Image.fromarray(np.zeros((5, 5), np.uint8)).save(cat / "img0_mask.png")
+    with pytest.raises(ValueError, match="img0_mask.png is 5x5 pixels but its image img0.jpg 24x20"):
+        data.load_image_folder_masks(tmp_path, 16)
+    Image.fromarray(zero_one * 255).save(cat / "img0_mask.png")
+    Image.fromarray(zero_one * 255).save(cat / "img0_mask.jpg")
+    with pytest.raises(ValueError, match="img0_mask.jpg and img0_mask.png are both masks of .*a_cat/img0: keep one"):
+        data.load_image_folder_masks(tmp_path, 16)
+    (cat / "img0_mask.jpg").unlink()
+    Image.fromarray(np.zeros((20, 24, 3), np.uint8)).save(cat / "img0.png")
+    with pytest.raises(ValueError, match="img0_mask.png could be the mask of img0.jpg or img0.png"):
+        data.load_image_folder_masks(tmp_path, 16)
+
+
 def test_image_folder_order_is_fixed_and_mixes_the_classes(tmp_path):
     for c in range(3):  # 3 classes of 20 images each: in file order the first 20 would all be class 0
         for split in ("train", "test"):

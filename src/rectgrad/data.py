@@ -23,6 +23,7 @@ import re
 import tarfile
 import tempfile
 import urllib.request
+import warnings
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -388,28 +389,66 @@ def load_image_folder(root, split: str = "train", image_size: int = 32, progress
 def load_image_folder_masks(root, image_size: int = 32, test: ImageDataset | None = None,
                             progress: bool = False) -> MaskedImages | None:
     """The test images of :func:`load_image_folder` that have an object mask beside them, for Figs. 2 and 8:
-    ``<name>_mask.<ext>`` next to ``<name>.<ext>``, white (>= 128 after conversion to grayscale) on the object,
-    resized like the images (nearest neighbour). None when no test image has a mask. ``test``: the test split
-    already loaded with the same ``image_size``, whose images are taken instead of reading them again."""
+    ``<name>_mask.<ext>`` next to ``<name>.<ext>``, of the image's size, white (>= 128 after conversion to
+    grayscale) on the object, or 1 in a 0/1 mask (one whose values are all 0 or 1); resized like the images
+    (nearest neighbour). None when no test image has a mask. ``test``: the test split already loaded with the
+    same ``image_size``, whose images are taken instead of reading them again."""
     from PIL import Image
 
     files, classes, mode = _image_folder(root, "test", image_size, scan_mode=test is None)
-    mask_of = {(p.parent, p.stem[:-len("_mask")]): p for folder in {path.parent for path, _ in files}
-               for p in folder.iterdir() if p.stem.endswith("_mask") and p.suffix.lower() in IMAGE_SUFFIXES}
     if test is not None and (len(test) != len(files) or test.images.shape[-2:] != (image_size, image_size)):
         raise ValueError(f"test holds {len(test)} images of {tuple(test.images.shape[-2:])} pixels, not the "
                          f"{len(files)} test images of {root} at {image_size} x {image_size}")
-    masked = [i for i, (path, _) in enumerate(files) if (path.parent, path.stem) in mask_of]
+    mask_of = _masks_beside([path for path, _ in files])
+    masked = [i for i, (path, _) in enumerate(files) if path in mask_of]
     if not masked:
         return None
     paths = [files[i][0] for i in masked]
-    masks = _read_images([mask_of[path.parent, path.stem] for path in paths], image_size, "L", Image.NEAREST,
-                         progress=progress, description="reading masks")
+    for path in paths:
+        if _image_size(path) != _image_size(mask_of[path]):
+            raise ValueError(f"{mask_of[path]} is {'x'.join(map(str, _image_size(mask_of[path])))} pixels but its "
+                             f"image {path.name} {'x'.join(map(str, _image_size(path)))}: a mask must have its "
+                             "image's size")
+    raw = _read_images([mask_of[path] for path in paths], image_size, "L", Image.NEAREST, progress=progress,
+                       description="reading masks")[:, 0]
+    zero_one = raw.flatten(1).amax(1) <= 1
+    masks = raw >= torch.where(zero_one, 1, 128).to(raw.dtype)[:, None, None]
+    names = [f"{path.parent.name}/{path.stem}" for path in paths]
+    empty = [name for name, mask in zip(names, masks) if not mask.any()]
+    if empty:
+        warnings.warn(f"the masks of {len(empty)} image(s) ({', '.join(empty[:5])}{', ...' if len(empty) > 5 else ''}) "
+                      "mark no object pixel (white, or 1 in a 0/1 mask): every pixel counts as background there",
+                      stacklevel=2)
     images = test.images[masked] if test is not None else _read_images(paths, image_size, mode, progress=progress,
                                                                       description="reading masked images")
     return MaskedImages(images, torch.tensor([files[i][1] for i in masked]), classes,
-                        f"{Path(root).name} (masked test)", masks=masks[:, 0] >= 128,
-                        names=[f"{path.parent.name}/{path.stem}" for path in paths])
+                        f"{Path(root).name} (masked test)", masks=masks, names=names)
+
+
+def _masks_beside(images: list[Path]) -> dict[Path, Path]:
+    """``{image: its <stem>_mask.<ext> file}``; two masks for one image, or one mask for two images sharing a
+    stem (``0.png`` and ``0.jpg``), are refused by name."""
+    wanted: dict[tuple[Path, str], list[Path]] = {}
+    for path in images:
+        wanted.setdefault((path.parent, path.stem), []).append(path)
+    found: dict[tuple[Path, str], Path] = {}
+    for folder in {path.parent for path in images}:
+        for mask in sorted(folder.iterdir()):
+            key = (folder, mask.stem[:-len("_mask")])
+            if not (mask.stem.endswith("_mask") and mask.suffix.lower() in IMAGE_SUFFIXES and key in wanted):
+                continue
+            if key in found:
+                raise ValueError(f"{found[key]} and {mask.name} are both masks of {folder / key[1]}: keep one")
+            if len(wanted[key]) > 1:
+                names = " or ".join(sorted(p.name for p in wanted[key]))
+                raise ValueError(f"{mask} could be the mask of {names}: give each image its own name")
+            found[key] = mask
+    return {wanted[key][0]: mask for key, mask in found.items()}
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    with _open_image(path) as image:  # reads the header only
+        return image.size
 
 
 def _image_folder(root, split: str, image_size: int,
