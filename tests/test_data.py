@@ -79,6 +79,11 @@ def test_image_dataset_scaling_subset_and_with_images():
         ds.with_images(ds.images[:2])
     with pytest.raises(ValueError, match="uint8"):
         ImageDataset(torch.zeros(2, 1, 3, 3), torch.zeros(2), ["a"], "bad")
+    images = torch.zeros(2, 1, 3, 3, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="labels must be integer class indices, got torch.float32"):
+        ImageDataset(images, torch.tensor([0.7, 1.0]), ["a", "b"], "bad")
+    with pytest.raises(ValueError, match=r"labels must be class indices in 0..1 \(2 classes\), got 0..9"):
+        ImageDataset(images, torch.tensor([0, 9]), ["a", "b"], "bad")
 
 
 def test_load_dataset_unknown_name():

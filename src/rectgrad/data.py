@@ -67,7 +67,12 @@ class ImageDataset:
                              f"{tuple(self.images.shape)}")
         if self.labels.shape != (len(self.images),):
             raise ValueError(f"labels must have shape ({len(self.images)},), got {tuple(self.labels.shape)}")
+        if self.labels.is_floating_point() or self.labels.is_complex() or self.labels.dtype == torch.bool:
+            raise ValueError(f"labels must be integer class indices, got {self.labels.dtype}")
         self.labels = self.labels.long()
+        if len(self.labels) and not 0 <= int(self.labels.min()) <= int(self.labels.max()) < len(self.classes):
+            raise ValueError(f"labels must be class indices in 0..{len(self.classes) - 1} ({len(self.classes)} "
+                             f"classes), got {int(self.labels.min())}..{int(self.labels.max())}")
 
     def __len__(self) -> int:
         return len(self.images)
