@@ -105,3 +105,15 @@ def test_wrong_architecture_or_weights(model, tmp_path):
             load_model(tmp_path / name)
     with pytest.raises(ValueError, match="can only checkpoint PaperCNN"):
         save_checkpoint(nn.Linear(2, 2), tmp_path / "linear.pt")
+
+
+def test_files_written_atomically_follow_the_umask(tmp_path):
+    import os
+
+    from rectgrad.checkpoint import write_atomically
+
+    write_atomically(tmp_path / "shared.json", lambda f: f.write(b"{}"))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "shared.json").stat().st_mode & 0o777 == 0o666 & ~umask
+    assert [p.name for p in tmp_path.iterdir()] == ["shared.json"]

@@ -52,7 +52,8 @@ def test_explain_saves_the_maps(files, capsys):
     status, out, err = run(capsys, "explain", *images, "--model", checkpoint, "--methods", "saliency,rectgrad",
                            "--final-threshold", "--out", str(tmp_path / "g.png"), "--save-maps", str(saved),
                            "--no-progress")
-    assert status == 0, err and out.splitlines()[-1] == f"wrote {saved}"
+    assert status == 0, err
+    assert out.splitlines()[-2:] == [f"wrote {saved}", f"wrote {tmp_path / 'g.png'}"]  # the maps first
     loaded = zoo.load(checkpoint, "cpu")
     x = loaded.load_images(images)
     targets = loaded.model(x).argmax(1)
@@ -96,21 +97,38 @@ def test_warnings_are_one_line(files, capsys, monkeypatch):
     assert status == 0, err
     assert err.splitlines() == ["warning: the attribution of sample(s) [0] is all zero: a thresholded layer passed "
                                 "no gradient (e.g. a percentile q too high for a small layer)"]
+    monkeypatch.setenv("RECTGRAD_DEBUG", "0")  # off, as unset
+    assert run(capsys, *argv)[2].startswith("warning: the attribution")
     monkeypatch.setenv("RECTGRAD_DEBUG", "1")  # Python's own warnings
     with pytest.warns(UserWarning, match=r"the attribution of sample\(s\) \[0\] is all zero"):
         assert run(capsys, *argv)[0] == 0
+
+
+def test_running_out_of_memory_is_one_clear_line(files, capsys, monkeypatch):
+    from rectgrad import zoo
+
+    def huge(path):
+        raise MemoryError
+
+    tmp_path, images, checkpoint = files
+    monkeypatch.setattr(zoo, "read_image", huge)
+    status, _, err = run(capsys, "explain", images[0], "--model", checkpoint, "--out", str(tmp_path / "m.png"))
+    assert status == 2 and err.startswith("error: out of memory (the allocation failed): use fewer or smaller images")
 
 
 def test_explain_with_final_threshold_and_target(files, capsys):
     tmp_path, images, checkpoint = files
     status, out, err = run(capsys, "explain", images[0], "--model", checkpoint, "--methods", "saliency,rectgrad_prr",
                            "--final-threshold", "--target", "3", "--out", str(tmp_path / "t.png"), "--no-progress")
-    assert status == 0, err and (tmp_path / "t.png").is_file()
-    for name in ("cat", "CAT", "tru"):  # by name, any case, or a unique beginning of one
+    assert status == 0, err
+    assert (tmp_path / "t.png").is_file() and out.splitlines()[0] == "explaining class 3 (cat) in every image"
+    for name, said in (("cat", "3 (cat)"), ("CAT", "3 (cat)"), ("tru", "9 (truck)")):  # any case, a unique beginning
         status, out, err = run(capsys, "explain", images[0], "--model", checkpoint, "--methods", "saliency",
                                "--target", name, "--out", str(tmp_path / "n.png"), "--no-progress")
         assert status == 0, err
-        assert out.splitlines()[0].startswith("image0.png: ")
+        prefix = ": --target 'tru' matched it by prefix" if name == "tru" else ""
+        assert out.splitlines()[0] == f"explaining class {said} in every image{prefix}"
+        assert out.splitlines()[1].startswith("image0.png: ")
     from rectgrad.cli.explain import _class_index
 
     assert _class_index("cat", CIFAR10_CLASSES) == 3 and _class_index("tru", CIFAR10_CLASSES) == 9
@@ -141,7 +159,7 @@ def test_explain_saved_module_and_torchscript(files, capsys):
     assert status == 0 and "note" not in err and all(f"{name} " in out for name in ("cat", "dog", "owl"))
     status, out, err = run(capsys, "explain", images[0], "--model", str(tmp_path / "scripted.pt"), "--methods",
                            "guided_bp", "--out", str(tmp_path / "s.png"), "--no-progress")
-    assert status == 2 and "error: guided_bp modifies the backward pass of activations" in err
+    assert status == 2 and "error: --methods guided_bp: these methods modify the backward pass" in err
 
 
 @pytest.mark.parametrize("case, message", [
@@ -178,6 +196,38 @@ def test_bad_input_is_one_clear_line(files, capsys, case, message):
     assert status == 2
     assert err.startswith(message) and err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "never.png").exists()
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--q", "101"], "error: --q must be a percentile in [0, 100], got 101.0"),
+    (["--internal-batch-size", "0"], "error: --internal-batch-size must be a positive integer, got 0"),
+    (["--methods", ""], "error: --methods is empty"),
+    (["--methods", "saliency,rectgrad,saliency"], "error: --methods names saliency more than once"),
+    (["--out", "grid.gif"], "error: --out must name a .png / .pdf / .svg"),
+    (["--out", "."], "error: --out . is a folder; give a file name"),
+    (["--save-maps", "maps.txt"], "error: --save-maps must name a .npz file, got maps.txt"),
+    (["--out", "/proc/grid.png"], "error: --out /proc/grid.png: cannot write in /proc"),
+])
+def test_options_are_refused_before_any_work(tmp_path, capsys, monkeypatch, options, message):
+    from rectgrad import zoo
+
+    def never(*args, **kwargs):
+        raise AssertionError("loaded the model before checking the options")
+
+    monkeypatch.setattr(zoo, "load", never)
+    monkeypatch.chdir(tmp_path)
+    Image.new("RGB", (8, 8)).save(tmp_path / "image.png")
+    status, out, err = run(capsys, "explain", "image.png", "--model", "m.pt", *options)
+    assert status == 2 and err.startswith(message) and err.count("\n") == 1, err
+
+
+def test_figures_are_written_in_the_format_their_suffix_names(files, capsys):
+    tmp_path, images, checkpoint = files
+    for name, magic in (("grid.pdf", b"%PDF"), ("grid.svg", b"<?xml"), ("grid.JPG", b"\xff\xd8")):
+        status, _, err = run(capsys, "explain", images[0], "--model", checkpoint, "--methods", "saliency",
+                             "--out", str(tmp_path / name), "--no-progress")
+        assert status == 0, err
+        assert (tmp_path / name).read_bytes().startswith(magic), name
 
 
 def test_demo_offline_on_scikit_image_photos(tmp_path, capsys):

@@ -465,8 +465,9 @@ def test_image_folder_16_bit_and_float_images(tmp_path):
 
 def test_image_folder_bad_arguments(tmp_path):
     write_image_folder(tmp_path)
-    with pytest.raises(ValueError, match="multiple of 4 and at least 16"):
-        data.load_image_folder(tmp_path, "train", 30)
+    for size in (30, 12, 100000):
+        with pytest.raises(ValueError, match=f"multiple of 4 from 16 to 512 .*got {size}"):
+            data.load_image_folder(tmp_path, "train", size)
     with pytest.raises(ValueError, match="needs its folder"):
         load_dataset("folder", "train")
     with pytest.raises(ValueError, match="--download does not apply"):

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from rectgrad import data
+from rectgrad.checkpoint import load_checkpoint
 from rectgrad.cli import main
 from rectgrad.evaluation import pipeline
 from rectgrad.evaluation.store import ResultStore
@@ -125,6 +126,16 @@ def test_rerun_recomputes_nothing(smoke, monkeypatch, tmp_path):
     monkeypatch.setattr(Retrainer, "__call__", forbidden)
     assert main([*args, "--out", str(tmp_path / "again"), "--work-dir", str(work)]) == 0
     assert (tmp_path / "again" / "README.md").read_text() == (report / "README.md").read_text()
+    reordered = ["--methods", ",".join(reversed(METHODS))]  # the same run, named in another order
+    assert main([*args, *reordered, "--out", str(tmp_path / "reordered"), "--work-dir", str(work)]) == 0
+    assert (tmp_path / "reordered" / "README.md").read_text() == (report / "README.md").read_text()
+
+
+def test_the_models_checkpoints_name_their_dataset_and_classes(smoke):
+    _, _, work = smoke
+    for name in ("clean", "patch"):
+        metadata = load_checkpoint(work / "models" / f"{name}.pt")[1]
+        assert metadata["dataset"] == "fashion-mnist" and metadata["classes"] == list(data.FASHION_MNIST_CLASSES)
 
 
 def test_interrupted_sweep_resumes(smoke, tmp_path, monkeypatch):

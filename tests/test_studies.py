@@ -307,6 +307,49 @@ def test_cli_user_errors(model_and_folder, tmp_path, capsys):
     assert "--device must be cpu, cuda or auto, got 'tpu'" in err
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["threshold", "--show", "0"], "--show must be a positive integer, got 0"),
+    (["threshold", "--dpi", "0"], "--dpi must be a positive integer, got 0"),
+    (["adversarial", "--eps", "nan"], "--eps must be a finite positive number, got nan"),
+    (["adversarial", "--eps", "-1"], "--eps must be a finite positive number, got -1.0"),
+    (["coherence", "--out", "taken.png"], "--out taken.png exists and is not a folder"),
+    (["rules", "--out", "taken.png"], "--out taken.png exists and is not a folder"),
+])
+def test_cli_options_are_refused_before_any_work(tmp_path, capsys, monkeypatch, argv, message):
+    from rectgrad import zoo
+
+    def never(*args, **kwargs):
+        raise AssertionError("loaded the model before checking the options")
+
+    monkeypatch.setattr(zoo, "load", never)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "taken.png").write_bytes(b"")
+    out = [] if "--out" in argv else ["--out", "figures"]
+    images = [] if argv[0] == "rules" else ["taken.png"]
+    assert main(["study", argv[0], *images, *argv[1:], *out]) == 2
+    assert capsys.readouterr().err == f"error: {message}\n"
+
+
+def test_cli_a_dataset_the_model_cannot_take_is_one_clear_line(tmp_path, capsys):
+    save_checkpoint(PaperCNN(in_channels=1, image_size=16, num_classes=2).eval(), tmp_path / "gray.pt")
+    for split in ("train", "test"):
+        for label in ("a", "b"):
+            (tmp_path / "rgb" / split / label).mkdir(parents=True)
+            Image.new("RGB", (16, 16), (200, 10, 60)).save(tmp_path / "rgb" / split / label / "0.png")
+    assert main(["study", "threshold", "--model", str(tmp_path / "gray.pt"), "--dataset", "folder", "--data-dir",
+                 str(tmp_path / "rgb"), "--count", "2", "--out", str(tmp_path / "figures")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the model cannot take the folder images, 3x16x16 (channels x height x width): ")
+    assert err.count("\n") == 1
+
+
+def test_adversarial_study_refuses_a_step_that_is_not_finite():
+    images = Images(torch.zeros(2, 1, SIZE, SIZE), ["p", "q"], classes=["up", "down"])
+    for eps in (float("nan"), 0.0, -0.01):
+        with pytest.raises(ValueError, match=f"eps must be a finite positive step, got {eps}"):
+            studies.adversarial(Flippable(), images, eps=eps)
+
+
 @pytest.mark.skipif(not (FASHION_MNIST_SYSTEM_DIR / "t10k-images-idx3-ubyte.gz").is_file(),
                     reason="Fashion-MNIST is not installed")
 def test_dataset_images_pairs_and_masks(tmp_path):

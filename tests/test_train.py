@@ -100,7 +100,11 @@ def test_cli_train_user_errors(tmp_path, monkeypatch, capsys):
     assert "unknown dataset 'imagenet'" in capsys.readouterr().err
     assert main(["train", "--dataset", "fashion-mnist", "--data-dir", str(tmp_path), "--out", out]) == 2
     assert "apt-get install dataset-fashion-mnist" in capsys.readouterr().err
-    assert main(["train", "--dataset", "fashion-mnist", "--out", str(tmp_path / "no" / "m.pt")]) == 2
-    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "folder.pt").mkdir()
+    assert main(["train", "--dataset", "fashion-mnist", "--out", str(tmp_path / "folder.pt")]) == 2
+    assert "--out " + str(tmp_path / "folder.pt") + " is a folder; give a file name" in capsys.readouterr().err
+    (tmp_path / "file").write_text("")
+    assert main(["train", "--dataset", "fashion-mnist", "--out", str(tmp_path / "file" / "m.pt")]) == 2
+    assert "file is a file, not a folder" in capsys.readouterr().err
     assert main(["train", "--dataset", "fashion-mnist", "--device", "tpu", "--out", out]) == 2
     assert "--device" in capsys.readouterr().err

@@ -39,6 +39,10 @@ def save_checkpoint(model: PaperCNN, path, **metadata) -> None:
     write_atomically(path, lambda f: torch.save(payload, f))
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)  # read once: os.umask can only be read by setting it
+
+
 def write_atomically(path, write) -> None:
     """``write(binary file)`` to a temporary file beside ``path``, flushed to disk, then rename it to ``path``: an
     interruption (even a power cut) leaves the whole file or none of it."""
@@ -46,6 +50,7 @@ def write_atomically(path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # as open() would create it, not mkstemp's private 0600
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

@@ -460,9 +460,10 @@ def _image_folder(root, split: str, image_size: int,
                   scan_mode: bool = True) -> tuple[list[tuple[Path, int]], list[str], str | None]:
     """The (image, label) files of ``root/<split>`` in their fixed shuffled order, the classes and the Pillow mode
     (``L`` or ``RGB``, from every training image's header; None when not ``scan_mode``)."""
-    if image_size < 16 or image_size % 4:
-        raise ValueError(f"image_size must be a multiple of 4 and at least 16 (the paper's CNN pools twice; "
-                         f"the random patch is 10 pixels), got {image_size}")
+    if not 16 <= image_size <= 512 or image_size % 4:
+        raise ValueError(f"image_size must be a multiple of 4 from 16 to 512 (the paper's CNN pools twice, the "
+                         "random patch is 10 pixels, and its dense layer grows with the image: 268M weights at 512), "
+                         f"got {image_size}")
     root = Path(root)
     for folder in (root / "train", root / split):
         if not folder.is_dir():

@@ -202,11 +202,20 @@ def grid(images, maps: Mapping[str, np.ndarray] | Sequence[np.ndarray], *, row_l
     return fig
 
 
+FIGURE_SUFFIXES = tuple(f".{kind}" for kind in ("png", "pdf", "svg", "jpg", "jpeg", "tif", "tiff", "webp", "eps"))
+
+
 def save_figure(fig: Figure, path, *, dpi: int = 150) -> Path:
-    """Write ``fig`` as a PNG at ``path`` (parent directories created) with the Agg renderer; returns the path."""
+    """Write ``fig`` at ``path`` (parent directories created) with the Agg renderer, in the format its suffix
+    names (:data:`FIGURE_SUFFIXES`; PNG without one); returns the path."""
     path = Path(path)
+    kind = path.suffix.lower()[1:] or "png"
+    if f".{kind}" not in FIGURE_SUFFIXES:
+        raise ValueError(f"cannot write a figure as {path.name}: name a {' / '.join(FIGURE_SUFFIXES)} file")
+    if not (isinstance(dpi, int) and dpi > 0):
+        raise ValueError(f"dpi must be a positive integer, got {dpi!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", dpi=dpi)
+    fig.savefig(path, format=kind, dpi=dpi)
     return path
 
 

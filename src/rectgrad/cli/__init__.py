@@ -1,8 +1,8 @@
 """The ``rectgrad`` command line. Each sub-command lives in its own module with a ``register(app)``.
 
-User errors (bad arguments, missing files, unknown names) are printed as one line and exit with
-status 2, warnings as one ``warning: ...`` line; set ``RECTGRAD_DEBUG=1`` to see the traceback (and
-Python's warnings) instead.
+User errors (bad arguments, missing files, unknown names, running out of memory) are printed as one line
+and exit with status 2, warnings as one ``warning: ...`` line; set ``RECTGRAD_DEBUG=1`` to see the traceback
+(and Python's warnings) instead (``0``, ``false`` and ``no`` leave it off).
 """
 from __future__ import annotations
 
@@ -45,9 +45,28 @@ USER_ERRORS = (ValueError, TypeError, FileNotFoundError, KeyError, RuntimeError,
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``rectgrad`` script; returns the exit status."""
     with warnings.catch_warnings():
-        if not os.environ.get("RECTGRAD_DEBUG"):
+        if not _debug():
             warnings.showwarning = _show_warning
         return _run(argv)
+
+
+def _debug() -> bool:
+    return os.environ.get("RECTGRAD_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _decompression_bomb() -> type:
+    from PIL import Image
+
+    return Image.DecompressionBombError
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, MemoryError):
+        return (f"out of memory ({str(exc) or 'the allocation failed'}): use fewer or smaller images (--image-size, "
+                "--count) or a smaller --internal-batch-size")
+    if isinstance(exc, _decompression_bomb()):
+        return f"an image would be too large to hold ({exc})"
+    return str(exc)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -70,9 +89,9 @@ def _run(argv: list[str] | None) -> int:
         if callable(getattr(exc, "show", None)) and hasattr(exc, "exit_code"):  # usage errors (click or typer)
             exc.show()
             return exc.exit_code
-        if os.environ.get("RECTGRAD_DEBUG") or not isinstance(exc, USER_ERRORS):
+        if _debug() or not isinstance(exc, (*USER_ERRORS, MemoryError, _decompression_bomb())):
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_message(exc)}", file=sys.stderr)
         return 2
     if status == 130:  # typer returns (rather than raises) on Ctrl-C outside standalone mode
         print("interrupted", file=sys.stderr)

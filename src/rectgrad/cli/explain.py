@@ -12,6 +12,8 @@ from typing import List, Optional
 
 import typer
 
+from rectgrad.cli import _options
+
 DEMO_PHOTOS = ("chelsea", "coffee", "rocket", "camera")  # scikit-image's bundled, freely licensed photos
 RECTGRAD_METHODS = ("rectgrad", "rectgrad_prr")
 
@@ -27,9 +29,12 @@ def _figure_methods() -> tuple[str, ...]:
     return tuple(name for name in METHOD_NAMES if name != "random")
 
 
-def _parse_methods(text: str) -> list[str]:
+def _parse_methods(text: str | None, default: tuple[str, ...]) -> list[str]:
+    """``--methods``: comma-separated registry names (each once), ``all``, or ``default`` when not given."""
     from rectgrad.methods import METHOD_NAMES, get_method
 
+    if text is None:
+        return list(default)
     if text.strip() == "all":
         return list(METHOD_NAMES)
     names = [name.strip() for name in text.split(",") if name.strip()]
@@ -37,19 +42,10 @@ def _parse_methods(text: str) -> list[str]:
         raise ValueError(f"--methods is empty; known methods: {', '.join(METHOD_NAMES)}")
     for name in names:
         get_method(name)
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"--methods names {', '.join(repeated)} more than once")
     return names
-
-
-def _device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.split(":")[0] not in ("cpu", "cuda"):
-        raise ValueError(f"--device must be cpu, cuda or auto, got {device!r}")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda given but no CUDA device is available")
-    return device
 
 
 METHODS_HELP = "Comma-separated method names, or 'all' (default: every method but the random baseline)."
@@ -59,9 +55,25 @@ SAVE_MAPS_HELP = ("Also write the attribution maps to this .npz file: one array 
                   "and the explained classes.")
 
 
-def _check_npz(path: Path | None) -> None:
-    if path is not None and path.suffix != ".npz":
-        raise ValueError(f"--save-maps must name a .npz file, got {path}")
+def _check_options(model, names: list[str], out: Path, save_maps: Path | None, q: float,
+                   internal_batch_size: int) -> None:
+    """Everything the comparison could refuse, refused before any work (``model``: once it is loaded)."""
+    import torch
+
+    from rectgrad import viz
+    from rectgrad.methods import get_method
+
+    _options.output_file(out, "--out", viz.FIGURE_SUFFIXES)
+    if save_maps is not None:
+        _options.output_file(save_maps, "--save-maps", (".npz",))
+    _options.percentile(q)
+    _options.positive_int(internal_batch_size, "--internal-batch-size")
+    if isinstance(model, (torch.jit.ScriptModule, torch.jit.ScriptFunction)):
+        rules = [name for name in names if get_method(name).rules]
+        if rules:
+            raise ValueError(f"--methods {', '.join(rules)}: these methods modify the backward pass of activations, "
+                             "which cannot be reached inside a TorchScript model (save it with torch.save(model, "
+                             "path) instead); saliency, grad_input, smoothgrad and intgrad work")
 
 
 def explain_images(
@@ -71,7 +83,7 @@ def explain_images(
                                         "exported program (.pt2)."),
     methods: Optional[str] = typer.Option(None, help=METHODS_HELP),
     q: float = typer.Option(98.0, help="RectGrad's threshold percentile."),
-    out: Path = typer.Option(Path("rectgrad-explain.png"), help="The PNG grid to write."),
+    out: Path = typer.Option(Path("rectgrad-explain.png"), help="The grid to write (.png, .pdf, .svg, .jpg, ...)."),
     target: Optional[str] = typer.Option(None, help="Class to explain, by index or name, e.g. 3 or 'tabby' "
                                                     "(default: each image's top class)."),
     final_threshold: bool = typer.Option(False, help=FINAL_THRESHOLD_HELP),
@@ -86,16 +98,23 @@ def explain_images(
     from rectgrad import zoo
     from rectgrad.data import image_files
 
-    names = _parse_methods(methods) if methods else list(_figure_methods())
-    _check_npz(save_maps)
+    names = _parse_methods(methods, _figure_methods())
+    _check_options(None, names, out, save_maps, q, internal_batch_size)
     images = image_files(images)
     pictures = [zoo.read_image(path) for path in images]
-    loaded = zoo.load(model, _device(device), weights=weights)
+    loaded = zoo.load(model, _options.device(device), weights=weights)
     if loaded.note:
         typer.echo(f"note: {loaded.note}", err=True)
+    _check_options(loaded.model, names, out, save_maps, q, internal_batch_size)
+    index = _class_index(target, loaded.labels)
+    if index is not None:
+        name = loaded.label(index)
+        by_prefix = target.strip().lower() not in (name.lower(), str(index))
+        typer.echo(f"explaining class {index}{'' if name == f'class {index}' else f' ({name})'} in every image"
+                   + (f": --target {target!r} matched it by prefix" if by_prefix else ""))
     _compare(loaded, loaded.preprocess(pictures), [path.name for path in images], names, q=q, out=out,
-             target=_class_index(target, loaded.labels), final_threshold=final_threshold,
-             internal_batch_size=internal_batch_size, seed=seed, progress=progress, save_maps=save_maps)
+             target=index, final_threshold=final_threshold, internal_batch_size=internal_batch_size, seed=seed,
+             progress=progress, save_maps=save_maps)
 
 
 def _class_index(target: str | None, labels: list[str]) -> int | None:
@@ -117,7 +136,7 @@ def _class_index(target: str | None, labels: list[str]) -> int | None:
 
 
 def demo(
-    out: Path = typer.Option(Path("rectgrad-demo.png"), help="The PNG grid to write."),
+    out: Path = typer.Option(Path("rectgrad-demo.png"), help="The grid to write (.png, .pdf, .svg, .jpg, ...)."),
     methods: Optional[str] = typer.Option(None, help=METHODS_HELP),
     final_threshold: bool = typer.Option(False, help=FINAL_THRESHOLD_HELP),
     internal_batch_size: int = typer.Option(25, help="Samples per forward pass for SmoothGrad and IntegGrad."),
@@ -131,9 +150,9 @@ def demo(
 
     from rectgrad import zoo
 
-    names = _parse_methods(methods) if methods else list(_figure_methods())
-    _check_npz(save_maps)
-    loaded = zoo.load("efficientnet-lite0", _device(device))
+    names = _parse_methods(methods, _figure_methods())
+    _check_options(None, names, out, save_maps, 98.0, internal_batch_size)
+    loaded = zoo.load("efficientnet-lite0", _options.device(device))
     pictures = [Image.fromarray(getattr(skimage.data, photo)()) for photo in DEMO_PHOTOS]
     _compare(loaded, loaded.preprocess(pictures), list(DEMO_PHOTOS), names, q=98.0, out=out, target=None,
              final_threshold=final_threshold, internal_batch_size=internal_batch_size, seed=0, progress=progress,
@@ -172,12 +191,12 @@ def _compare(loaded, inputs, image_names: list[str], names: list[str], *, q: flo
             columns[METHODS[method].label] = viz.prepare(raw[method], threshold=threshold)
     rows = [f"{name}\n{loaded.label(t)} ({float(probabilities[i, t]):.0%})" for i, (name, t)
             in enumerate(zip(image_names, targets.tolist()))]
+    if save_maps is not None:  # first: the costly part, should the figure fail
+        _save_maps(save_maps, raw, image_names, targets.tolist(), [loaded.label(t) for t in targets.tolist()])
+        typer.echo(f"wrote {save_maps}")
     figure = viz.grid(inputs.cpu(), columns, row_labels=rows, mean=loaded.mean, std=loaded.std,
                       title=f"{loaded.name}{', final threshold' if final_threshold else ''}")
     typer.echo(f"wrote {viz.save_figure(figure, out)}")
-    if save_maps is not None:
-        _save_maps(save_maps, raw, image_names, targets.tolist(), [loaded.label(t) for t in targets.tolist()])
-        typer.echo(f"wrote {save_maps}")
 
 
 def _save_maps(path: Path, maps: dict, image_names: list[str], targets: list[int], classes: list[str]) -> None:

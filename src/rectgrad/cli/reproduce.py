@@ -19,8 +19,9 @@ def reproduce(
     out: Path = typer.Option(..., help="Report folder: PNG figures, CSV tables, README.md."),
     work_dir: Optional[Path] = typer.Option(None, help="Results folder (models, attribution maps, measurements; "
                                                        "reused on reruns). Default: OUT/work."),
-    methods: str = typer.Option("all", help="Comma-separated methods, or 'all' (random, rectgrad, rectgrad_prr, "
-                                            "saliency, guided_bp, smoothgrad, grad_input, intgrad, deeplift)."),
+    methods: str = typer.Option("all", help="Comma-separated methods, or 'all' (the paper's: random, rectgrad, "
+                                            "rectgrad_prr, saliency, guided_bp, smoothgrad, grad_input, intgrad, "
+                                            "deeplift; deconv and eps_lrp may be named too)."),
     data_dir: Optional[Path] = typer.Option(None, help="Folder holding the dataset files (for folder: ROOT)."),
     image_size: Optional[int] = typer.Option(None, help="folder only: the side images are resized to "
                                                         "(a multiple of 4, default 32)."),
@@ -53,7 +54,8 @@ def reproduce(
 
     import torch
 
-    from rectgrad.cli.explain import _device, _parse_methods
+    from rectgrad.cli import _options
+    from rectgrad.cli.explain import _parse_methods
     from rectgrad.evaluation import METHODS, LocalBackend, RayBackend, Settings
     from rectgrad.evaluation import reproduce as run
     from rectgrad.report import write_report
@@ -63,8 +65,8 @@ def reproduce(
     # Before torch starts its CPU threads (they inherit the setting): ROAR/KAR images with large constant
     # regions drive the weights' gradients to subnormal floats, which made CPU trainings up to 7x slower.
     torch.set_flush_denormal(True)
-    device = _device(device)
-    names = list(METHODS) if methods.strip() == "all" else _parse_methods(methods)
+    device = _options.device(device)
+    names = list(METHODS) if methods.strip() == "all" else _parse_methods(methods, METHODS)
     if group < 0:
         raise ValueError(f"--group must be >= 0, got {group}")
     if precision not in ("fp32", "bf16"):
@@ -79,9 +81,8 @@ def reproduce(
         runner, retrain_device = RayBackend(address, ray_cpus, ray_gpus), "cuda" if ray_gpus > 0 else "cpu"
     else:
         raise ValueError(f"--backend must be local or ray, got {backend!r}")
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"--out {out} exists and is not a folder")
-    work = work_dir if work_dir is not None else out / "work"
+    _options.output_folder(out, "--out")
+    work = _options.output_folder(work_dir, "--work-dir") if work_dir is not None else out / "work"
     settings = Settings(device=device, backend=runner, retrain_device=retrain_device, precision=precision,
                         deterministic=deterministic, progress=progress)
     try:

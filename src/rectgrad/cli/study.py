@@ -6,6 +6,8 @@ from typing import List, Optional
 
 import typer
 
+from rectgrad.cli import _options
+
 IMAGES = typer.Argument(None, help="Image files or folders (a <name>_mask.* file beside an image is its "
                                    "object mask); or use --dataset.", show_default=False)
 MODEL = typer.Option("efficientnet-lite0", help="Registry name (efficientnet-lite0, inception-v4, ...) or a model "
@@ -32,13 +34,19 @@ def register(app: typer.Typer) -> None:
 
 
 def _load(model: Optional[str], images: Optional[List[Path]], dataset: Optional[str], count: int,
-          data_dir: Optional[Path], device: str, per_class: int = 1):
-    """The model (eval mode, on ``device``) and the :class:`rectgrad.studies.Images` to explain."""
+          data_dir: Optional[Path], device: str, out: Path, dpi: int, show: Optional[int], per_class: int = 1):
+    """The options checked, then the model (eval mode, on ``device``) and the :class:`rectgrad.studies.Images` to
+    explain."""
+    import torch
+
     from rectgrad import zoo
-    from rectgrad.cli.explain import _device
+    from rectgrad.checkpoint import one_line
     from rectgrad.studies import images_from_dataset, images_from_files
 
-    device = _device(device)
+    device = _options.device(device)
+    _options.output_folder(out, "--out")
+    _options.positive_int(dpi, "--dpi")
+    _options.positive_int(show, "--show")
     if bool(images) == bool(dataset):
         raise ValueError("give image files or folders or --dataset (exactly one of them)")
     loaded = zoo.load(model, device=device)
@@ -46,7 +54,15 @@ def _load(model: Optional[str], images: Optional[List[Path]], dataset: Optional[
         typer.echo(f"note: {loaded.note}", err=True)
     chosen = (images_from_dataset(dataset, count, per_class, data_dir, image_size=loaded.input_size[0]) if dataset
               else images_from_files(loaded, images))
-    return loaded.model, chosen.to(device)  # zoo.load gives it in eval mode
+    chosen = chosen.to(device)
+    try:  # one image first: a model made for other images fails here, in one clear line
+        with torch.no_grad():
+            loaded.model(chosen.x[:1])
+    except RuntimeError as exc:
+        raise ValueError(f"the model cannot take the {dataset or 'given'} images, "
+                         f"{'x'.join(map(str, chosen.x.shape[1:]))} (channels x height x width): {one_line(exc)}; "
+                         "give a model made for them, or image files (resized to the model's input)") from None
+    return loaded.model, chosen  # zoo.load gives it in eval mode
 
 
 def _shown(show: Optional[int]) -> dict:
@@ -70,7 +86,7 @@ def threshold(images: Optional[List[Path]] = IMAGES, model: str = MODEL, out: Pa
     """Fig. 4: RectGrad for tau = 0 and each q, with the sparsity curve."""
     from rectgrad import studies
 
-    net, chosen = _load(model, images, dataset, count, data_dir, device)
+    net, chosen = _load(model, images, dataset, count, data_dir, device, out, dpi, show)
     kwargs = {"qs": tuple(q)} if q else {}
     _finish(studies.threshold(net, chosen, padding_trick=padding_trick, internal_batch_size=internal_batch_size,
                               **kwargs, **_shown(show)), out, dpi)
@@ -86,7 +102,7 @@ def coherence(images: Optional[List[Path]] = IMAGES, model: str = MODEL, out: Pa
     """Figs. 5a, 12: all methods with and without final threshold; similarity within vs across classes."""
     from rectgrad import studies
 
-    net, chosen = _load(model, images, dataset, count, data_dir, device, per_class=2)
+    net, chosen = _load(model, images, dataset, count, data_dir, device, out, dpi, show, per_class=2)
     _finish(studies.coherence(net, chosen, methods=tuple(method or studies.COMPARED), seed=seed,
                               internal_batch_size=internal_batch_size, **_shown(show)), out, dpi)
 
@@ -102,7 +118,8 @@ def adversarial(images: Optional[List[Path]] = IMAGES, model: str = MODEL, out: 
     """Figs. 5b, 13: maps of each image and its FGSM twin; how much each method's map changes."""
     from rectgrad import studies
 
-    net, chosen = _load(model, images, dataset, count, data_dir, device)
+    _options.positive_number(eps, "--eps")
+    net, chosen = _load(model, images, dataset, count, data_dir, device, out, dpi, show)
     _finish(studies.adversarial(net, chosen, eps=eps, methods=tuple(method or studies.COMPARED), seed=seed,
                                 internal_batch_size=internal_batch_size, **_shown(show)), out, dpi)
 
@@ -118,7 +135,7 @@ def layers(images: Optional[List[Path]] = IMAGES, model: str = MODEL, out: Path 
     """Figs. 6, 11: Saliency vs RectGrad at hidden layers; background share per layer."""
     from rectgrad import studies
 
-    net, chosen = _load(model, images, dataset, count, data_dir, device)
+    net, chosen = _load(model, images, dataset, count, data_dir, device, out, dpi, show)
     _finish(studies.layers(net, chosen, q=q, layer_names=layer or None, max_layers=max_layers, **_shown(show)),
             out, dpi)
 
@@ -132,7 +149,7 @@ def feature_maps(images: Optional[List[Path]] = IMAGES, model: str = MODEL, out:
     """Fig. 10: feature maps of the convolutional layers; active units on the background."""
     from rectgrad import studies
 
-    net, chosen = _load(model, images, dataset, count, data_dir, device)
+    net, chosen = _load(model, images, dataset, count, data_dir, device, out, dpi, show)
     _finish(studies.feature_maps(net, chosen, channels=channels, max_layers=max_layers, **_shown(show)), out, dpi)
 
 
@@ -147,7 +164,10 @@ def rules(images: Optional[List[Path]] = IMAGES,
     from rectgrad import studies
 
     if images or dataset:
-        net, chosen = _load(model or "efficientnet-lite0", images, dataset, count, data_dir, device)
+        net, chosen = _load(model or "efficientnet-lite0", images, dataset, count, data_dir, device, out, dpi,
+                           show)
     else:
+        _options.output_folder(out, "--out")
+        _options.positive_int(dpi, "--dpi")
         net, chosen = None, None
     _finish(studies.rules(net, chosen, q=q, internal_batch_size=internal_batch_size, **_shown(show)), out, dpi)

@@ -31,14 +31,13 @@ def train(
 ) -> None:
     """Train the paper's CNN (Adam, lr 1e-3, batch 100, 20 epochs) and save a checkpoint."""
     from rectgrad.checkpoint import save_checkpoint
-    from rectgrad.cli.explain import _device
+    from rectgrad.cli import _options
     from rectgrad.cli.reproduce import _image_size
     from rectgrad.data import RandomPatch, load_dataset
     from rectgrad.train import new_model, train_model
 
-    device = _device(device)
-    if not out.parent.is_dir():
-        raise FileNotFoundError(f"folder {out.parent} of --out does not exist")
+    device = _options.device(device)
+    _options.output_file(out, "--out")
     size = _image_size(dataset, image_size)
     train_set = load_dataset(dataset, "train", data_dir=data_dir, download=download, image_size=size, progress=progress)
     test_set = load_dataset(dataset, "test", data_dir=data_dir, download=download, image_size=size, progress=progress)

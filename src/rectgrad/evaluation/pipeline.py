@@ -104,6 +104,8 @@ def reproduce(dataset: str, scale: str, work_dir, *, data_dir=None, masks_dir=No
     unknown = [m for m in methods if m not in METHOD_NAMES]
     if unknown or not methods or len(set(methods)) != len(methods):
         raise ValueError(f"methods must be distinct names among {', '.join(METHOD_NAMES)}, got {list(methods)}")
+    order = list(METHODS) + [m for m in METHOD_NAMES if m not in METHODS]
+    methods = tuple(sorted(methods, key=order.index))  # one order, however given: the same run, the same folder
     spec = SCALES[scale]
     train = load_dataset(dataset, "train", data_dir=data_dir, download=download, image_size=image_size,
                          progress=settings.progress)
@@ -183,7 +185,8 @@ class _Run:
                                      progress=self.settings.progress, test=data[name][1]) for name in missing]
         for name, history in zip(missing, histories):
             paths[name].parent.mkdir(parents=True, exist_ok=True)
-            save_checkpoint(trained[name], paths[name], name=name, train_images=len(data[name][0]), epochs=epochs,
+            save_checkpoint(trained[name], paths[name], name=name, dataset=self.store.config["dataset"],
+                            classes=data[name][0].classes, train_images=len(data[name][0]), epochs=epochs,
                             seed=self.seed, test_accuracy=history["test_accuracy"], train_seconds=history["seconds"])
             self.store.save_seconds(f"models/{name}", history["seconds"] / (len(missing) if grouped else 1))
         return [trained[name] if name in trained else load_checkpoint(path)[0].to(device)

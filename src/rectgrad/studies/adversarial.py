@@ -1,6 +1,8 @@
 """Section 5.2, Figs. 5b and 13: class sensitivity, maps of an image and of its FGSM adversarial twin."""
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -40,6 +42,8 @@ def adversarial(model: nn.Module, images: Images, out=None, *, eps: float = 0.01
     from mere sensitivity to the input. The figures draw ``show`` images, those whose class flipped first; the
     numbers use all.
     """
+    if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0):
+        raise ValueError(f"eps must be a finite positive step, got {eps!r}")
     predicted, confidence = predict(model, images.x)
     x_adv = fgsm(model, images.x, eps, mean=images.mean, std=images.std)
     noise = torch.randint(0, 2, images.x.shape, generator=torch.Generator().manual_seed(seed)).to(images.x) * 2 - 1
@@ -49,8 +53,11 @@ def adversarial(model: nn.Module, images: Images, out=None, *, eps: float = 0.01
     flipped = (predicted_adv != predicted).tolist()
     run = dict(methods=methods, seed=seed, internal_batch_size=internal_batch_size)
     clean, skipped = method_attributions(model, images.x, predicted, **run)
-    adv, _ = method_attributions(model, x_adv, predicted_adv, **run)
-    noisy, _ = method_attributions(model, x_noise, predicted_noise, **run)
+    adv, skipped_adv = method_attributions(model, x_adv, predicted_adv, **run)
+    noisy, skipped_noisy = method_attributions(model, x_noise, predicted_noise, **run)
+    for method in [m for m in clean if m not in adv or m not in noisy]:  # compared on all three or not at all
+        skipped[method] = skipped_adv.get(method) or skipped_noisy[method]
+        del clean[method]
     rows = []
     for method in clean:
         row = {"method": method_label(method)}

@@ -1,0 +1,69 @@
+"""Checks of command-line options shared by the commands, made before any work starts: a run must not compute
+for minutes and then fail on an option it could have refused at once."""
+from __future__ import annotations
+
+import math
+import tempfile
+from pathlib import Path
+
+
+def device(value: str) -> str:
+    """``--device``: cpu, cuda[:N] or auto (cuda when available)."""
+    import torch
+
+    if value == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if value.split(":")[0] not in ("cpu", "cuda"):
+        raise ValueError(f"--device must be cpu, cuda or auto, got {value!r}")
+    if value.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {value} given but no CUDA device is available")
+    return value
+
+
+def output_file(path: Path, option: str, suffixes: tuple[str, ...] = ()) -> Path:
+    """A file the command will write: not a folder, in an existing folder it can write to, with one of
+    ``suffixes`` (any case) when given."""
+    if path.is_dir():
+        raise IsADirectoryError(f"{option} {path} is a folder; give a file name")
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise ValueError(f"{option} must name a {' / '.join(suffixes)} file, got {path}")
+    _writable(path.parent, option, path)
+    return path
+
+
+def output_folder(path: Path, option: str) -> Path:
+    """A folder the command will write into: not an existing file, somewhere writable."""
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"{option} {path} exists and is not a folder")
+    _writable(path, option, path)
+    return path
+
+
+def _writable(folder: Path, option: str, path: Path) -> None:
+    """``folder`` can be written in, or created (missing folders are made as the command writes)."""
+    folder = next(p for p in (folder, *folder.parents) if p.exists())
+    if not folder.is_dir():
+        raise NotADirectoryError(f"{option} {path}: {folder} is a file, not a folder")
+    try:  # the real test: permissions, read-only and special file systems alike
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise PermissionError(f"{option} {path}: cannot write in {folder} ({exc.strerror})") from None
+
+
+def positive_int(value: int | None, option: str) -> int | None:
+    if value is not None and value < 1:
+        raise ValueError(f"{option} must be a positive integer, got {value}")
+    return value
+
+
+def positive_number(value: float, option: str) -> float:
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{option} must be a finite positive number, got {value}")
+    return value
+
+
+def percentile(value: float, option: str = "--q") -> float:
+    if not 0.0 <= value <= 100.0:  # NaN fails too
+        raise ValueError(f"{option} must be a percentile in [0, 100], got {value}")
+    return value
