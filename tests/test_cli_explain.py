@@ -1,4 +1,6 @@
 """``rectgrad explain``, ``rectgrad demo`` and ``rectgrad --version`` end to end, one clear line for each bad input."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -91,16 +93,17 @@ def test_explain_a_folder_of_images(files, capsys):
 
 def test_warnings_are_one_line(files, capsys, monkeypatch):
     tmp_path, images, checkpoint = files
-    argv = ("explain", images[0], "--model", checkpoint, "--methods", "rectgrad", "--q", "100", "--out",
+    argv = ("explain", *images[:2], "--model", checkpoint, "--methods", "rectgrad", "--q", "100", "--out",
             str(tmp_path / "q.png"), "--no-progress")
     status, out, err = run(capsys, *argv)  # q = 100: no unit is strictly above the maximum, the map is all zero
     assert status == 0, err
-    assert err.splitlines() == ["warning: the attribution of sample(s) [0] is all zero: a thresholded layer passed "
-                                "no gradient (e.g. a percentile q too high for a small layer)"]
+    assert err.splitlines() == [f"warning: rectgrad on {Path(image).name}: the attribution is all zero: a thresholded "
+                                "layer passed no gradient (e.g. a percentile q too high for a small layer)"
+                                for image in images[:2]]  # each image named, none swallowed as a repeat
     monkeypatch.setenv("RECTGRAD_DEBUG", "0")  # off, as unset
-    assert run(capsys, *argv)[2].startswith("warning: the attribution")
+    assert run(capsys, *argv)[2].startswith("warning: rectgrad on image0.png: the attribution")
     monkeypatch.setenv("RECTGRAD_DEBUG", "1")  # Python's own warnings
-    with pytest.warns(UserWarning, match=r"the attribution of sample\(s\) \[0\] is all zero"):
+    with pytest.warns(UserWarning, match=r"rectgrad on image0.png: the attribution is all zero"):
         assert run(capsys, *argv)[0] == 0
 
 

@@ -310,6 +310,7 @@ def test_cli_user_errors(model_and_folder, tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["threshold", "--show", "0"], "--show must be a positive integer, got 0"),
     (["threshold", "--dpi", "0"], "--dpi must be a positive integer, got 0"),
+    (["feature-maps", "--channels", "0"], "--channels must be a positive integer, got 0"),
     (["adversarial", "--eps", "nan"], "--eps must be a finite positive number, got nan"),
     (["adversarial", "--eps", "-1"], "--eps must be a finite positive number, got -1.0"),
     (["coherence", "--out", "taken.png"], "--out taken.png exists and is not a folder"),

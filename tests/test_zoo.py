@@ -139,9 +139,11 @@ def test_exported_program_gets_its_input_size_and_explains(tmp_path):
                                    rectgrad.explain(model, x, target=1, method=method))
 
 
-def test_unknown_name_lists_the_registry():
+def test_unknown_name_lists_the_registry(tmp_path):
     with pytest.raises(ValueError, match="unknown model 'alexnet'.*efficientnet-lite0, inception-v4, resnet50, vgg16"):
         zoo.load("alexnet")
+    with pytest.raises(IsADirectoryError, match="is a folder; give a model file"):
+        zoo.load(str(tmp_path))
 
 
 def test_offline_downloads_fail_with_a_clear_message(monkeypatch):

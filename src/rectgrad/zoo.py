@@ -350,6 +350,9 @@ def load(name_or_path, device: str = "cpu", *, weights=None) -> LoadedModel:
         if weights is not None:
             raise ValueError("weights applies to the registry models only, not to a model file")
         loaded = _from_file(Path(name))  # load_model's models are in eval mode (an exported one runs as exported)
+    elif Path(name).is_dir():
+        raise IsADirectoryError(f"model {name!r} is a folder; give a model file (.pt, .pt2) or a registry name: "
+                                f"{', '.join(MODEL_NAMES)}")
     else:
         raise ValueError(f"unknown model {name!r} (and no such file); known models: {', '.join(MODEL_NAMES)}, "
                          "or the path of a rectgrad checkpoint, a torch.save'd module, a TorchScript file or an "

@@ -163,4 +163,4 @@ def warn_if_degenerate(attributions: tuple[Tensor, ...]) -> None:
         samples = bad.nonzero().flatten().tolist()
         if samples:
             shown = f"{samples[:10]}{'...' if len(samples) > 10 else ''}"
-            warn(f"the attribution of sample(s) {shown} {problem}")
+            warn(f"the attribution {problem}" if len(bad) == 1 else f"the attribution of sample(s) {shown} {problem}")

@@ -7,6 +7,7 @@ RectGrad included; with it, baselines keep their top 5% and RectGrad its positiv
 from __future__ import annotations
 
 import difflib
+import warnings
 from pathlib import Path
 from typing import List, Optional
 
@@ -183,8 +184,12 @@ def _compare(loaded, inputs, image_names: list[str], names: list[str], *, q: flo
             options = {"q": q, "final_threshold": final_threshold} if method in RECTGRAD_METHODS else {}
             maps = []
             for i in range(len(inputs)):
-                maps.append(explain(loaded.model, inputs[i:i + 1], targets[i:i + 1], method,
-                                    internal_batch_size=internal_batch_size, seed=seed + i, **options).cpu())
+                with warnings.catch_warnings(record=True) as caught:  # said of this image, by name
+                    warnings.simplefilter("always")
+                    maps.append(explain(loaded.model, inputs[i:i + 1], targets[i:i + 1], method,
+                                        internal_batch_size=internal_batch_size, seed=seed + i, **options).cpu())
+                for warning in caught:
+                    warnings.warn(f"{method} on {image_names[i]}: {warning.message}", warning.category, stacklevel=2)
                 bar.update()
             raw[method] = torch.cat(maps)
             threshold = ("positive" if method in RECTGRAD_METHODS else "top") if final_threshold else None

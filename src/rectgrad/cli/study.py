@@ -149,6 +149,8 @@ def feature_maps(images: Optional[List[Path]] = IMAGES, model: str = MODEL, out:
     """Fig. 10: feature maps of the convolutional layers; active units on the background."""
     from rectgrad import studies
 
+    _options.positive_int(channels, "--channels")
+    _options.positive_int(max_layers, "--max-layers")
     net, chosen = _load(model, images, dataset, count, data_dir, device, out, dpi, show)
     _finish(studies.feature_maps(net, chosen, channels=channels, max_layers=max_layers, **_shown(show)), out, dpi)
 
