@@ -525,8 +525,8 @@ class RuleMode(TorchFunctionMode):
         if func in FUSED_RELUS:
             self._warn_once("fused", f"the ReLUs inside {func.__name__} (nn.RNN with nonlinearity='relu', one fused "
                             "operation) are out of the rules' reach: they pass the plain gradient")
-        other = kwargs.get("min", args[1] if len(args) > 1 else None) if func in CLAMPS else None
-        if func in CLAMPS and is_zero(other) and depends_on_input(args[0], self.input_nodes):
+        bound = kwargs.get("min", args[1] if len(args) > 1 else None) if func in CLAMPS else None
+        if is_zero(bound) and depends_on_input(args[0], self.input_nodes):
             self._warn_once("clamp", f"{func.__name__}(min=0) works as a ReLU here but the rules gate activation "
                             "functions only: it passes the plain gradient (write it as F.relu / F.relu6 / F.hardtanh "
                             "to have the rule apply)")

@@ -102,7 +102,6 @@ class EngineAttribution(GradientAttribution):
             raise TypeError(f"model must be a torch.nn.Module or a callable, got {type(model).__name__}")
         super().__init__(model)
 
-
     def _engine_gradients(self, inputs, target, additional_forward_args, options: Options,
                           internal_batch_size: int | None) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
         """Validated inputs and the modified gradients of the target logits with respect to them."""

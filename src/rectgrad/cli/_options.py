@@ -21,7 +21,7 @@ def device(value: str) -> str:
 
 
 def output_file(path: Path, option: str, suffixes: tuple[str, ...] = ()) -> Path:
-    """A file the command will write: not a folder, in an existing folder it can write to, with one of
+    """A file the command will write: not a folder, in a folder it can write to (or create), with one of
     ``suffixes`` (any case) when given."""
     if path.is_dir():
         raise IsADirectoryError(f"{option} {path} is a folder; give a file name")

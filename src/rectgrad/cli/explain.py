@@ -189,7 +189,9 @@ def _compare(loaded, inputs, image_names: list[str], names: list[str], *, q: flo
                     maps.append(explain(loaded.model, inputs[i:i + 1], targets[i:i + 1], method,
                                         internal_batch_size=internal_batch_size, seed=seed + i, **options).cpu())
                 for warning in caught:
-                    warnings.warn(f"{method} on {image_names[i]}: {warning.message}", warning.category, stacklevel=2)
+                    if not issubclass(warning.category, (DeprecationWarning, PendingDeprecationWarning)):
+                        warnings.warn(f"{method} on {image_names[i]}: {warning.message}", warning.category,
+                                      stacklevel=2)
                 bar.update()
             raw[method] = torch.cat(maps)
             threshold = ("positive" if method in RECTGRAD_METHODS else "top") if final_threshold else None

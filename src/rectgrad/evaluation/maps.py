@@ -23,8 +23,8 @@ def compute_maps(model: nn.Module, inputs: Tensor, method: str, targets: Tensor,
     """Channel-summed maps ``(N, 1, H, W)`` (float32, CPU) of ``method`` for the ``targets`` classes.
 
     ``inputs`` are processed ``batch_size`` at a time on the model's device, in eval mode (the model's modes are
-    restored afterwards); stochastic methods are seeded
-    with ``seed + batch index``, so a rerun reproduces them. ``progress`` (a tqdm bar) advances per image.
+    restored afterwards); stochastic methods are seeded with ``seed + batch index``, so a rerun reproduces them.
+    ``progress`` (a tqdm bar) advances per image.
     """
     get_method(method)
     device = next(model.parameters()).device

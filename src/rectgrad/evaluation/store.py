@@ -94,8 +94,7 @@ def read_torch(path: Path):
 
 
 def _corrupt(path: Path, exc: BaseException) -> ValueError:
-    return ValueError(f"{path} is corrupt ({one_line(exc)}): delete it and rerun to "
-                      "compute it again")
+    return ValueError(f"{path} is corrupt ({one_line(exc)}): delete it and rerun to compute it again")
 
 
 def _difference(saved: dict, wanted: dict) -> str:
