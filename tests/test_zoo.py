@@ -137,6 +137,16 @@ def test_exported_program_gets_its_input_size_and_explains(tmp_path):
     for method in ("rectgrad", "deeplift", "intgrad"):
         torch.testing.assert_close(rectgrad.explain(loaded.model, x, target=1, method=method),
                                    rectgrad.explain(model, x, target=1, method=method))
+    sidecar = tmp_path / "exported.json"
+    sidecar.write_text('{"label_names": ["a", "b", "c", "d", "e"]}')  # a partial sidecar: the rest still known
+    loaded = zoo.load(tmp_path / "exported.pt2")
+    assert (loaded.input_size, loaded.labels[4]) == ((40, 24), "e") and "exported.json and its exported" in loaded.note
+    sidecar.write_text('{"label_names": ["a", "b"]}')
+    with pytest.raises(ValueError, match="label_names holds 2 names, the model has 5 classes"):
+        zoo.load(tmp_path / "exported.pt2")
+    sidecar.write_text('{"input_size": [3, 28, 28]}')
+    with pytest.raises(ValueError, match="input_size 3x28x28, but exported.pt2 was exported for 3x40x24 images"):
+        zoo.load(tmp_path / "exported.pt2")
 
 
 def test_unknown_name_lists_the_registry(tmp_path):

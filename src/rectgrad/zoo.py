@@ -230,21 +230,29 @@ PREPROCESSING_KEYS = ("input_size", "mean", "std", "crop_pct", "interpolation", 
 
 
 def _file_config(path: Path, model: nn.Module) -> tuple[dict, str]:
-    """The preprocessing of a model file: ``<model>.json`` beside it, else the module's own ``pretrained_cfg``
-    (timm's models carry one), else an exported program's input shape, else nothing; with where it came from."""
+    """The preprocessing of a model file: the keys of ``<model>.json`` beside it, the others from the module's own
+    ``pretrained_cfg`` (timm's models carry one) or an exported program's input shape; with where they came from."""
+    own, source = _model_config(model)
     sidecar = path.with_suffix(".json")
-    if sidecar.is_file():
-        import json
+    if not sidecar.is_file():
+        return own, source
+    import json
 
-        try:
-            config = json.loads(sidecar.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"{sidecar} is not a readable JSON file ({exc})") from None
-        if not isinstance(config, dict) or set(config) - set(PREPROCESSING_KEYS):
-            unknown = sorted(set(config) - set(PREPROCESSING_KEYS)) if isinstance(config, dict) else config
-            raise ValueError(f"{sidecar}: expected an object with keys among {', '.join(PREPROCESSING_KEYS)}; "
-                             f"unknown: {unknown}")
-        return config, str(sidecar)
+    try:
+        config = json.loads(sidecar.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{sidecar} is not a readable JSON file ({exc})") from None
+    if not isinstance(config, dict) or set(config) - set(PREPROCESSING_KEYS):
+        unknown = sorted(set(config) - set(PREPROCESSING_KEYS)) if isinstance(config, dict) else config
+        raise ValueError(f"{sidecar}: expected an object with keys among {', '.join(PREPROCESSING_KEYS)}; "
+                         f"unknown: {unknown}")
+    rest = set(own) - set(config)
+    return {**own, **config}, str(sidecar) + (f" and {source}" if rest else "")
+
+
+def _model_config(model: nn.Module) -> tuple[dict, str]:
+    """What a loaded module says of its own preprocessing: timm's ``pretrained_cfg``, an exported program's input
+    shape, or nothing; with where it came from."""
     config = getattr(model, "pretrained_cfg", None)
     if not isinstance(config, dict):
         size = _exported_input_size(model)
@@ -300,6 +308,10 @@ def _with_config(path: Path, model: nn.Module, config: dict, source: str) -> Loa
     else:
         channels, (height, width) = kernels[0].shape[1] if kernels else 3, (224, 224)
         assumed_size = f"{channels}x224x224"
+    exported = _exported_input_size(model).get("input_size")
+    if exported is not None and [channels, height, width] != list(exported):
+        raise ValueError(f"{where}: input_size {channels}x{height}x{width}, but {path.name} was exported for "
+                         f"{'x'.join(map(str, exported))} images, the only size it takes")
     if "mean" in config and "std" in config:
         mean, std = numbers("mean", channels), numbers("std", channels, positive=True)
     elif "mean" in config or "std" in config:

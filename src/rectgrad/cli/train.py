@@ -24,8 +24,8 @@ def train(
     data_dir: Optional[Path] = typer.Option(None, help="Folder holding the dataset files (for folder: ROOT)."),
     image_size: Optional[int] = typer.Option(None, help="folder only: the side images are resized to "
                                                         "(a multiple of 4, default 32)."),
-    download: bool = typer.Option(False, help="Download a missing dataset to the cache "
-                                              "($RECTGRAD_DATA or ~/.cache/rectgrad)."),
+    download: bool = typer.Option(False, help="Download a missing dataset into --data-dir, or the cache "
+                                              "($RECTGRAD_DATA or ~/.cache/rectgrad) without one."),
     device: str = typer.Option("auto", help="cpu, cuda, or auto (cuda when available)."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
