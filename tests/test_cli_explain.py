@@ -98,7 +98,8 @@ def test_warnings_are_one_line(files, capsys, monkeypatch):
     status, out, err = run(capsys, *argv)  # q = 100: no unit is strictly above the maximum, the map is all zero
     assert status == 0, err
     assert err.splitlines() == [f"warning: rectgrad on {Path(image).name}: the attribution is all zero: a thresholded "
-                                "layer passed no gradient (e.g. a percentile q too high for a small layer)"
+                                "layer passed no gradient (e.g. a percentile q too high for a small layer), or the "
+                                "model's own gradient is zero there (e.g. a zero-initialised head)"
                                 for image in images[:2]]  # each image named, none swallowed as a repeat
     monkeypatch.setenv("RECTGRAD_DEBUG", "0")  # off, as unset
     assert run(capsys, *argv)[2].startswith("warning: rectgrad on image0.png: the attribution")

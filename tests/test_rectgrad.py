@@ -197,6 +197,36 @@ def test_warnings_point_at_the_users_line():
     assert places(lambda: rectgrad.explain(linear, x, target=0, method="rectgrad")) == {(__file__, here + 6)}
 
 
+class SamePool(nn.Module):
+    """A max-pool with 1 pixel of padding, written three ways: padding=1, timm's MaxPool2dSame (-inf padding), the
+    torch-namespace function."""
+
+    def __init__(self, spelling):
+        super().__init__()
+        self.conv, self.fc, self.spelling = nn.Conv2d(3, 4, 3, padding=1), nn.Linear(4 * 3 * 3, 3), spelling
+
+    def forward(self, x):
+        h = F.relu(self.conv(x))
+        if self.spelling == "-inf":
+            h = F.max_pool2d(F.pad(h, (1, 1, 1, 1), value=float("-inf")), 3, 2)
+        else:
+            h = (torch.max_pool2d if self.spelling == "torch" else F.max_pool2d)(h, 3, 2, 1)
+        return self.fc(h.flatten(1))
+
+
+def test_prr_takes_minus_infinity_padding_as_padding_and_every_spelling_of_the_pool():
+    torch.manual_seed(0)
+    nets = {spelling: SamePool(spelling).double() for spelling in ("padding", "-inf", "torch")}
+    for net in nets.values():
+        net.load_state_dict(nets["padding"].state_dict())
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
+    expected = RectGrad(nets["padding"]).attribute(x, target=1, q=50.0, prr=True)
+    assert not torch.allclose(expected, RectGrad(nets["padding"]).attribute(x, target=1, q=50.0))  # PRR matters
+    for spelling in ("-inf", "torch"):
+        torch.testing.assert_close(RectGrad(nets[spelling]).attribute(x, target=1, q=50.0, prr=True), expected,
+                                   rtol=1e-8, atol=1e-12)
+
+
 @pytest.mark.parametrize("pool, match", [
     (nn.MaxPool2d(2, return_indices=True), "max_pool2d_with_indices"),
     (nn.AdaptiveMaxPool2d(4, return_indices=True), "adaptive_max_pool2d_with_indices"),

@@ -245,13 +245,16 @@ def _zero_border(padded: tuple[bool, ...]):
 
 
 _AVERAGE_POOL = {F.max_pool1d: F.avg_pool1d, F.max_pool2d: F.avg_pool2d, F.max_pool3d: F.avg_pool3d,
+                 torch.max_pool1d: F.avg_pool1d, torch.max_pool2d: F.avg_pool2d, torch.max_pool3d: F.avg_pool3d,
                  F.adaptive_max_pool1d: F.adaptive_avg_pool1d, F.adaptive_max_pool2d: F.adaptive_avg_pool2d,
                  F.adaptive_max_pool3d: F.adaptive_avg_pool3d}
 
 
 class _ProportionalMaxPool(torch.autograd.Function):
     """Max-pool whose backward redistributes in proportion to the inputs (PRR, Listing 3):
-    ``R_in = x * avgpool_backward(R / (avgpool(x) + 1e-10))`` over the max-pool's own windows."""
+    ``R_in = x * avgpool_backward(R / (avgpool(x) + 1e-10))`` over the max-pool's own windows. Inputs at -inf
+    (the padding of a "same" max-pool written as ``F.pad(x, value=-inf)``, timm's ``MaxPool2dSame``) count as
+    padding: 0, as ``padding=`` would give."""
 
     @staticmethod
     def forward(ctx, x, max_pool: Callable[[Tensor], Tensor], average: Callable[[Tensor], Tensor]):
@@ -263,7 +266,8 @@ class _ProportionalMaxPool(torch.autograd.Function):
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
         with torch.enable_grad():  # in float32 at least: the 1e-10 of Listing 3 vanishes in float16
-            xx = x.detach().to(torch.promote_types(x.dtype, torch.float32)).requires_grad_()
+            xx = x.detach().to(torch.promote_types(x.dtype, torch.float32))
+            xx = xx.masked_fill(xx == float("-inf"), 0.0).requires_grad_()
             mean = ctx.average(xx)
             (spread,) = torch.autograd.grad(mean, xx, grad.to(xx.dtype) / (mean.detach() + 1e-10))
         return spread.mul_(xx.detach()).to(x.dtype), None, None  # in place: no second layer-sized tensor
@@ -453,7 +457,7 @@ class RuleMode(TorchFunctionMode):
         options = self.options
         multiplier = isinstance(options.rule, MultiplierRule)
         if multiplier and func in OTHER_NONLINEAR:
-            refuse_undefined(options.rule.name, func, args, kwargs)
+            refuse_undefined(options.rule.name, func, args, kwargs, self.input_nodes)
         activation = options.rule is not None and func in (ELEMENTWISE if multiplier else KNOWN_ACTIVATIONS)
         if activation and not args and "input" in kwargs:  # torch.relu(input=x)
             kwargs = dict(kwargs)
@@ -546,7 +550,7 @@ class RuleMode(TorchFunctionMode):
         and no mask may be computed from the input (``COMPARISONS``)."""
         out = func(*args, **kwargs)
         if isinstance(self.options.rule, MultiplierRule):
-            refuse_unknown(self.options.rule.name, func, args, kwargs, out)
+            refuse_unknown(self.options.rule.name, func, args, kwargs, out, self.input_nodes)
         return out
 
     def mark_top(self) -> None:

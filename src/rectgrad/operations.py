@@ -116,10 +116,11 @@ def depends_on_input(t: Tensor, known: set | frozenset = frozenset()) -> bool:
     return False
 
 
-def refuse_undefined(method: str, func, args, kwargs) -> None:
+def refuse_undefined(method: str, func, args, kwargs, known: set | frozenset = frozenset()) -> None:
     """A multiplier rule is undefined for the non-linearities of ``OTHER_NONLINEAR`` on an input-dependent tensor
-    (refused before they run, by name; products are refused by :func:`refuse_unknown`)."""
-    if any(depends_on_input(t) for t in tensors_in(args, kwargs)):  # not a weight computed from parameters
+    (refused before they run, by name; products are refused by :func:`refuse_unknown`). ``known``: graph nodes
+    known to depend on the input (:func:`depends_on_input`)."""
+    if any(depends_on_input(t, known) for t in tensors_in(args, kwargs)):  # not a weight computed from parameters
         raise ValueError(f"{method} cannot handle the non-linearity {getattr(func, '__name__', repr(func))}: its rule "
                          "is defined for networks of linear layers, pooling and element-wise activations")
 
@@ -156,20 +157,22 @@ COMPARISONS = frozenset("""gt lt ge le eq ne greater less greater_equal less_equ
     __eq__ __ne__ sign signbit heaviside argmax argmin argsort""".split())
 
 
-def refuse_unknown(method: str, func, args, kwargs, out) -> None:
+def refuse_unknown(method: str, func, args, kwargs, out, known: set | frozenset = frozenset()) -> None:
     """A multiplier rule passes an operation it does not change (here: ``func(*args, **kwargs) = out``) as linear:
     true for ``LINEAR_OPS``; any other operation on an input-dependent tensor (``1 / x``, ``log1p``, a hand-written
-    normalisation, ...) is refused, and so is a mask computed from the input (``COMPARISONS``)."""
+    normalisation, ...) is refused, and so is a mask computed from the input (``COMPARISONS``). ``known``: graph
+    nodes known to depend on the input, where the walks of :func:`depends_on_input` stop."""
     name = getattr(func, "_opname", None) or getattr(func, "__name__", repr(func))  # ATen operations: no overload
+
     if not any(t.requires_grad for t in (out if isinstance(out, (tuple, list)) else [out]) if isinstance(t, Tensor)):
-        if name in COMPARISONS and any(depends_on_input(t) for t in tensors_in(args, kwargs)):
+        if name in COMPARISONS and any(depends_on_input(t, known) for t in tensors_in(args, kwargs)):
             raise ValueError(f"{method} cannot follow a mask computed from the input ({name}, e.g. x * (x > 0) as a "
                              "hand-written ReLU): the operations it selects with are not linear; use the activation "
                              "functions instead")
         return
     if name in _MAX_POOL_NAMES:
         return
-    if name in _TWO_OPERANDS and sum(depends_on_input(t) for t in tensors_in(args, kwargs)) >= 2:
+    if name in _TWO_OPERANDS and sum(depends_on_input(t, known) for t in tensors_in(args, kwargs)) >= 2:
         raise ValueError(f"{method} cannot handle a product of two input-dependent tensors ({name}, e.g. gating or "
                          "attention): its rule is defined for networks of linear layers, pooling and element-wise "
                          "activations")
@@ -179,7 +182,7 @@ def refuse_unknown(method: str, func, args, kwargs, out) -> None:
         suspects = args[:1] if kwargs.get("training", args[5] if len(args) > 5 else False) else []
     else:
         suspects = [] if name in LINEAR_OPS else tensors_in(args, kwargs)
-    if any(depends_on_input(t) for t in suspects):
+    if any(depends_on_input(t, known) for t in suspects):
         if name == "batch_norm":
             raise ValueError(f"{method} cannot follow batch_norm in training mode: it normalises with the batch's "
                              "statistics, not a linear map (put the model in eval mode: model.eval())")

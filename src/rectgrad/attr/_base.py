@@ -156,7 +156,8 @@ def warn_if_degenerate(attributions: tuple[Tensor, ...]) -> None:
     holds NaN/Inf (e.g. a gradient overflowing in a float16 model)."""
     flat = [a.detach().reshape(a.shape[0], -1) for a in attributions]
     for problem, bad in (("is all zero: a thresholded layer passed no gradient (e.g. a percentile q too high "
-                          "for a small layer)", sum(f.abs().sum(dim=1) for f in flat) == 0),
+                          "for a small layer), or the model's own gradient is zero there (e.g. a zero-initialised "
+                          "head)", sum(f.abs().sum(dim=1) for f in flat) == 0),
                          ("holds NaN or Inf values (a gradient overflowed? try float32)",
                           sum((~torch.isfinite(f)).sum(dim=1) for f in flat) > 0)):
         samples = bad.nonzero().flatten().tolist()
