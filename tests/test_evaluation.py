@@ -296,6 +296,9 @@ def test_roar_kar_bad_input():
     for fractions in ((0.0, 0.5), (0.5, 1.0), (0.6, 0.2), ()):
         with pytest.raises(ValueError, match="open interval"):
             roar_kar(train, test, maps, Counting(), fractions=fractions, progress=False)
+    for fraction, pixels in ((0.001, 0), (0.999, 64)):  # of 8x8 = 64 pixels
+        with pytest.raises(ValueError, match=rf"fraction {fraction} of 8x8 pixels rounds to {pixels} pixels"):
+            roar_kar(train, test, maps, Counting(), fractions=sorted((fraction, 0.5)), progress=False)
     with pytest.raises(ValueError, match="do not match"):
         roar_kar(train, test, {"a": (torch.zeros(8, 1, 8, 8), torch.zeros(3, 1, 8, 8))}, Counting(), progress=False)
     with pytest.raises(ValueError, match="pair or None"):

@@ -116,6 +116,12 @@ def roar_kar(train_set: ImageDataset, test_set: ImageDataset, attributions: Mapp
         raise ValueError(f"fractions must be increasing values in the open interval (0, 1), got {list(fractions)}")
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
+    h, w = train_set.images.shape[-2:]
+    empty = [f for f in fractions if round(f * h * w) in (0, h * w)]
+    if empty:
+        raise ValueError(f"fraction {empty[0]} of {h}x{w} pixels rounds to {round(empty[0] * h * w)} pixels: ROAR and "
+                         "KAR would then change nothing or everything; use larger images or fractions further "
+                         "inside (0, 1)")
     for method, pair in attributions.items():
         if pair is not None:
             if not isinstance(pair, (tuple, list)) or len(pair) != 2:
