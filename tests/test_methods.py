@@ -553,6 +553,29 @@ def test_a_torchscript_submodule_is_refused_by_the_rules_by_name():
     torch.testing.assert_close(explain(model, x, method="saliency"), Saliency(model).attribute(x, target, abs=False))
 
 
+class Counting(nn.Module):
+    """Counts its calls in a buffer it reassigns (not updated in place)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+        self.register_buffer("calls", torch.zeros(()))
+
+    def forward(self, x):
+        self.calls = self.calls + 1
+        return self.fc(torch.relu(x))
+
+
+def test_a_buffer_the_forward_pass_reassigns_is_restored_too():
+    model, x = Counting(), torch.randn(2, 4)
+    original = model.calls
+    for method in ("saliency", "rectgrad", "deeplift"):
+        explain(model, x, method=method)
+        assert model.calls is original and model.calls.item() == 0
+    RectGrad(model).attribute(x, target=0, q=50.0)
+    assert model.calls is original and model.calls.item() == 0
+
+
 def test_a_model_in_training_mode_is_a_warning_once_per_call():
     def net(norm, drop):
         return nn.Sequential(nn.Conv2d(3, 4, 3), norm, nn.ReLU(), nn.Flatten(), drop, nn.Linear(64, 3))

@@ -83,14 +83,17 @@ def user_call(modules: tuple[nn.Module, ...]):
 
 @contextlib.contextmanager
 def preserved_buffers(modules: tuple[nn.Module, ...]):
-    """Restore every buffer (e.g. BatchNorm statistics of a model in train mode) on exit, even on error."""
-    buffers = {id(b): b for model in modules for b in model.buffers()}
-    saved = [(b, b.detach().clone()) for b in buffers.values()]
+    """Restore every buffer (e.g. BatchNorm statistics of a model in train mode) on exit, even on error: its value,
+    and the tensor itself where the forward pass assigned a new one (``self.count = self.count + 1``)."""
+    owners = {(id(m), name): (m, name, b) for model in modules for m in model.modules()
+              for name, b in m._buffers.items() if b is not None}
+    saved = [(m, name, b, b.detach().clone()) for m, name, b in owners.values()]
     try:
         yield
     finally:
         with torch.no_grad():
-            for buffer, value in saved:
+            for module, name, buffer, value in saved:
+                module._buffers[name] = buffer
                 buffer.copy_(value)
 
 
