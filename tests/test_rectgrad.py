@@ -384,6 +384,8 @@ def test_target_none_explains_the_predicted_class(cnn, batch):
     assert torch.equal(one, RectGrad(cnn).attribute(x, target=torch.tensor(3)))
     assert torch.equal(RectGrad(cnn).attribute(x, target=y.numpy()), RectGrad(cnn).attribute(x, target=y))
     assert torch.equal(one, RectGrad(cnn).attribute(x, target=np.int64(3)))
+    labels = [torch.tensor(3)] * 3 + [np.array([3])] * 3  # collected in a loop: one-element tensors and arrays
+    assert torch.equal(one, RectGrad(cnn).attribute(x, target=labels))
 
 
 def snapshot(model):

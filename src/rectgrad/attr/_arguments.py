@@ -74,6 +74,7 @@ def resolve_targets(target, logits: Tensor) -> Tensor:
     elif isinstance(target, numbers.Integral) and not isinstance(target, bool):
         values = torch.full((n,), int(target), dtype=torch.long, device=logits.device)
     elif isinstance(target, (list, tuple)):
+        target = [_one_value(t) for t in target]
         if not all(isinstance(t, numbers.Integral) and not isinstance(t, bool) for t in target):
             raise TypeError("target list must hold one integer class index per sample")
         values = torch.tensor([int(t) for t in target], dtype=torch.long, device=logits.device)
@@ -86,6 +87,13 @@ def resolve_targets(target, logits: Tensor) -> Tensor:
         bad = values[(values < 0) | (values >= classes)][0].item()
         raise ValueError(f"target {bad} is out of range for a model with {classes} classes")
     return values
+
+
+def _one_value(t):
+    """A one-element tensor or array as its Python number (a list of labels collected in a loop)."""
+    if isinstance(t, Tensor) and t.numel() == 1 or isinstance(t, np.ndarray) and t.size == 1:
+        return t.item()
+    return t
 
 
 def check_threshold(q: float | None, tau: float | None) -> tuple[float | None, float | None]:
