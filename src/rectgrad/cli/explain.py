@@ -95,7 +95,7 @@ def explain_images(
     progress: bool = typer.Option(True, help="Show a progress bar."),
     save_maps: Optional[Path] = typer.Option(None, help=SAVE_MAPS_HELP),
 ) -> None:
-    """Attribution maps of IMAGES by several methods, side by side in one PNG; prints the top-5 classes."""
+    """Attribution maps of IMAGES by several methods, side by side in one figure; prints the top-5 classes."""
     from rectgrad import zoo
     from rectgrad.data import image_files
 
