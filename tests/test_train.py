@@ -108,3 +108,18 @@ def test_cli_train_user_errors(tmp_path, monkeypatch, capsys):
     assert "file is a file, not a folder" in capsys.readouterr().err
     assert main(["train", "--dataset", "fashion-mnist", "--device", "tpu", "--out", out]) == 2
     assert "--device" in capsys.readouterr().err
+
+
+def test_progress_bars_redraw_live_on_a_terminal_and_seldom_into_a_log(monkeypatch):
+    import sys
+
+    from rectgrad.progress import LOG_INTERVAL, progress_bar
+
+    assert progress_bar(10, "off", enabled=False) is None
+    logged = progress_bar(10, "log", unit="image", initial=3)  # pytest's captured stderr: not a terminal
+    assert (logged.mininterval, logged.n, logged.unit) == (LOG_INTERVAL, 3, "image")
+    logged.close()
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    live = progress_bar(10, "live")
+    assert live.mininterval < 1
+    live.close()

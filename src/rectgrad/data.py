@@ -569,17 +569,22 @@ def _read_images(paths: list[Path], size: int, mode: str, resample=None, progres
     """uint8 (N, C, size, size) images in Pillow ``mode`` (``L``: one channel, ``RGB``: three); ``progress``: a bar
     when there are thousands of them."""
     from PIL import Image
-    from tqdm.auto import tqdm
+
+    from rectgrad.progress import progress_bar
 
     resample = Image.BILINEAR if resample is None else resample
     images = np.empty((len(paths), size, size, 1 if mode == "L" else 3), dtype=np.uint8)
-    bar = tqdm(paths, desc=description, unit="image", dynamic_ncols=True, disable=not progress or len(paths) < 2000)
-    for i, path in enumerate(bar):
+    bar = progress_bar(len(paths), description, progress and len(paths) >= 2000, unit="image")
+    for i, path in enumerate(paths):
         with _open_image(path) as image:
             image = eight_bit(image, path).convert(mode)
             if image.size != (size, size):
                 image = image.resize((size, size), resample)
             images[i] = np.asarray(image).reshape(size, size, -1)
+        if bar is not None:
+            bar.update()
+    if bar is not None:
+        bar.close()
     return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
 
 

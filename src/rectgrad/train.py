@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rectgrad.data import ImageDataset, to_inputs
+from rectgrad.progress import progress_bar
 from rectgrad.models import PaperCNN
 
 
@@ -56,7 +57,7 @@ def train_model(model: nn.Module, train: ImageDataset, *, epochs: int = 20, batc
     n, steps = len(train), -(-len(train) // batch_size)
     history = {"loss": [], "train_accuracy": [], "seconds": 0.0, "test_accuracy": None}
     start = time.perf_counter()
-    bar = progress_bar(epochs * steps, f"train {train.name}", progress)
+    bar = progress_bar(epochs * steps, f"train {train.name}", progress, unit="batch")
     with torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=True):
         for epoch in range(epochs):
             order = torch.randperm(n, generator=generator).to(device)
@@ -87,15 +88,6 @@ def train_model(model: nn.Module, train: ImageDataset, *, epochs: int = 20, batc
     if test is not None:
         history["test_accuracy"] = evaluate(model, test, device=device)
     return history
-
-
-def progress_bar(total: int, desc: str, enabled: bool, *, unit: str = "batch", leave: bool = True):
-    """A tqdm bar, or ``None`` when progress is off."""
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, leave=leave)
 
 
 @contextlib.contextmanager

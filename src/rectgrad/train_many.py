@@ -28,7 +28,8 @@ from torch import Tensor, nn
 
 from rectgrad.checkpoint import one_line, write_atomically
 from rectgrad.data import ImageDataset, to_inputs
-from rectgrad.train import evaluate, new_model, progress_bar, train_model
+from rectgrad.progress import progress_bar
+from rectgrad.train import evaluate, new_model, train_model
 
 PRECISIONS = ("fp32", "bf16")
 _LAYERS = (nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.Flatten, nn.Linear)

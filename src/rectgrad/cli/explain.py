@@ -164,11 +164,11 @@ def _compare(loaded, inputs, image_names: list[str], names: list[str], *, q: flo
              internal_batch_size: int, seed: int, progress: bool, save_maps: Path | None = None) -> None:
     """Top-5 classes, then every method on every image, then the grid (and the raw maps, on request)."""
     import torch
-    from tqdm import tqdm
 
     from rectgrad import viz
     from rectgrad.attr._arguments import resolve_targets
     from rectgrad.methods import METHODS, explain, predict
+    from rectgrad.progress import progress_bar
 
     logits = predict(loaded.model, inputs)
     targets = resolve_targets(target, logits)
@@ -178,24 +178,28 @@ def _compare(loaded, inputs, image_names: list[str], names: list[str], *, q: flo
         typer.echo(f"{name}: " + ", ".join(f"{loaded.label(i)} {p:.1%}" for p, i in zip(top.values.tolist(),
                                                                                        top.indices.tolist())))
     columns, raw = {}, {}
-    with tqdm(total=len(names) * len(inputs), desc="attribution", unit="map", disable=not progress) as bar:
-        for method in names:
+    bar = progress_bar(len(names) * len(inputs), "attribution", progress, unit="map")
+    for method in names:
+        if bar is not None:
             bar.set_description(method)
-            options = {"q": q, "final_threshold": final_threshold} if method in RECTGRAD_METHODS else {}
-            maps = []
-            for i in range(len(inputs)):
-                with warnings.catch_warnings(record=True) as caught:  # said of this image, by name
-                    warnings.simplefilter("always")
-                    maps.append(explain(loaded.model, inputs[i:i + 1], targets[i:i + 1], method,
-                                        internal_batch_size=internal_batch_size, seed=seed + i, **options).cpu())
-                for warning in caught:
-                    if not issubclass(warning.category, (DeprecationWarning, PendingDeprecationWarning)):
-                        warnings.warn(f"{method} on {image_names[i]}: {warning.message}", warning.category,
-                                      stacklevel=2)
+        options = {"q": q, "final_threshold": final_threshold} if method in RECTGRAD_METHODS else {}
+        maps = []
+        for i in range(len(inputs)):
+            with warnings.catch_warnings(record=True) as caught:  # said of this image, by name
+                warnings.simplefilter("always")
+                maps.append(explain(loaded.model, inputs[i:i + 1], targets[i:i + 1], method,
+                                    internal_batch_size=internal_batch_size, seed=seed + i, **options).cpu())
+            for warning in caught:
+                if not issubclass(warning.category, (DeprecationWarning, PendingDeprecationWarning)):
+                    warnings.warn(f"{method} on {image_names[i]}: {warning.message}", warning.category,
+                                  stacklevel=2)
+            if bar is not None:
                 bar.update()
-            raw[method] = torch.cat(maps)
-            threshold = ("positive" if method in RECTGRAD_METHODS else "top") if final_threshold else None
-            columns[METHODS[method].label] = viz.prepare(raw[method], threshold=threshold)
+        raw[method] = torch.cat(maps)
+        threshold = ("positive" if method in RECTGRAD_METHODS else "top") if final_threshold else None
+        columns[METHODS[method].label] = viz.prepare(raw[method], threshold=threshold)
+    if bar is not None:
+        bar.close()
     rows = [f"{name}\n{loaded.label(t)} ({float(probabilities[i, t]):.0%})" for i, (name, t)
             in enumerate(zip(image_names, targets.tolist()))]
     if save_maps is not None:  # first: the costly part, should the figure fail

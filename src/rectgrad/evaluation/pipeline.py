@@ -21,6 +21,7 @@ from rectgrad.evaluation.occlusion import conv_activations, correctly_classified
 from rectgrad.evaluation.roar import FRACTIONS, LocalBackend, roar_kar
 from rectgrad.evaluation.store import ResultStore
 from rectgrad.methods import METHOD_NAMES
+from rectgrad.progress import progress_bar
 from rectgrad.train import evaluate, new_model, predict_logits, train_model
 from rectgrad.train_many import Retrainer, train_many
 
@@ -199,7 +200,7 @@ class _Run:
         if todo:
             inputs = data.inputs()
             targets = predict_logits(model, inputs.to(self.settings.device)).argmax(1).cpu()
-            bar = _bar(len(todo) * len(data), f"maps {name}", self.settings.progress)
+            bar = progress_bar(len(todo) * len(data), f"maps {name}", self.settings.progress, unit="image")
             for method in todo:
                 if bar is not None:
                     bar.set_postfix_str(method)
@@ -269,11 +270,3 @@ class _Run:
         for keep in (False, True):
             roar_kar(train, test, attributions, retrain, self.spec.fractions, self.spec.repeats, keep,
                      store=self.store, backend=backend, seed=self.seed, device=device, progress=self.settings.progress)
-
-
-def _bar(total: int, name: str, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=name, unit="image", dynamic_ncols=True)

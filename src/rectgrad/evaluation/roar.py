@@ -28,6 +28,7 @@ from rectgrad.data import ImageDataset
 from rectgrad.evaluation.store import ResultStore
 from rectgrad.metrics import (channel_mean, kar_aoc, random_removal_mask, rank_pixels, ranked_mask, removal_mask,
                               replace_pixels, roar_auc)
+from rectgrad.progress import progress_bar
 from rectgrad.train_many import checkpoint_seconds
 
 FRACTIONS = (0.1, 0.3, 0.5, 0.7, 0.9)
@@ -150,7 +151,7 @@ def roar_kar(train_set: ImageDataset, test_set: ImageDataset, attributions: Mapp
                 for r in todo:
                     yield Job(keys[method, fraction, r], train, test, r)
 
-    bar = _progress_bar(len(keys), len(results), mode.upper(), progress)
+    bar = progress_bar(len(keys), f"{mode.upper()} trainings", progress, unit="model", initial=len(results))
 
     def done(job: Job, accuracy: float, seconds: float) -> None:
         if not isinstance(accuracy, (int, float, np.floating, np.integer)) or not 0.0 <= float(accuracy) <= 1.0:
@@ -210,14 +211,6 @@ def _generator(*parts) -> torch.Generator:
     (seed, method, split) only, so the pixel sets are nested across fractions and shared by ROAR and KAR; the random
     masks also depend on (mode, fraction)."""
     return torch.Generator().manual_seed(zlib.crc32(repr(parts).encode()))
-
-
-def _progress_bar(total: int, initial: int, name: str, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, desc=f"{name} trainings", unit="model", dynamic_ncols=True)
 
 
 class LocalBackend:
