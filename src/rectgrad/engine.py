@@ -267,7 +267,9 @@ class _ProportionalMaxPool(torch.autograd.Function):
         (x,) = ctx.saved_tensors
         with torch.enable_grad():  # in float32 at least: the 1e-10 of Listing 3 vanishes in float16
             xx = x.detach().to(torch.promote_types(x.dtype, torch.float32))
-            xx = xx.masked_fill(xx == float("-inf"), 0.0).requires_grad_()
+            if torch.isneginf(xx).any():  # a copy only then: no second layer-sized tensor otherwise
+                xx = xx.masked_fill(torch.isneginf(xx), 0.0)
+            xx.requires_grad_()
             mean = ctx.average(xx)
             (spread,) = torch.autograd.grad(mean, xx, grad.to(xx.dtype) / (mean.detach() + 1e-10))
         return spread.mul_(xx.detach()).to(x.dtype), None, None  # in place: no second layer-sized tensor
