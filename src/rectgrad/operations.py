@@ -163,7 +163,6 @@ def refuse_unknown(method: str, func, args, kwargs, out, known: set | frozenset 
     normalisation, ...) is refused, and so is a mask computed from the input (``COMPARISONS``). ``known``: graph
     nodes known to depend on the input, where the walks of :func:`depends_on_input` stop."""
     name = getattr(func, "_opname", None) or getattr(func, "__name__", repr(func))  # ATen operations: no overload
-
     if not any(t.requires_grad for t in (out if isinstance(out, (tuple, list)) else [out]) if isinstance(t, Tensor)):
         if name in COMPARISONS and any(depends_on_input(t, known) for t in tensors_in(args, kwargs)):
             raise ValueError(f"{method} cannot follow a mask computed from the input ({name}, e.g. x * (x > 0) as a "

@@ -10,7 +10,6 @@ CUDA (benchmarks/train_speed.py); ``torch.compile`` measured slower on both and 
 from __future__ import annotations
 
 import contextlib
-
 import time
 
 import torch
@@ -18,8 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from rectgrad.data import ImageDataset, to_inputs
-from rectgrad.progress import progress_bar
 from rectgrad.models import PaperCNN
+from rectgrad.progress import progress_bar
 
 
 def new_model(dataset: ImageDataset, seed: int = 0) -> PaperCNN:
