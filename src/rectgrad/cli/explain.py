@@ -56,19 +56,23 @@ SAVE_MAPS_HELP = ("Also write the attribution maps to this .npz file: one array 
                   "and the explained classes.")
 
 
-def _check_options(model, names: list[str], out: Path, save_maps: Path | None, q: float,
-                   internal_batch_size: int) -> None:
-    """Everything the comparison could refuse, refused before any work (``model``: once it is loaded)."""
-    import torch
-
+def _check_options(out: Path, save_maps: Path | None, q: float, internal_batch_size: int) -> None:
+    """The options the comparison could refuse, refused before any work."""
     from rectgrad import viz
-    from rectgrad.methods import get_method
 
     _options.output_file(out, "--out", viz.FIGURE_SUFFIXES)
     if save_maps is not None:
         _options.output_file(save_maps, "--save-maps", (".npz",))
     _options.percentile(q)
     _options.positive_int(internal_batch_size, "--internal-batch-size")
+
+
+def _check_model(model, names: list[str]) -> None:
+    """The methods the loaded model cannot take, refused before any map is computed."""
+    import torch
+
+    from rectgrad.methods import get_method
+
     if isinstance(model, (torch.jit.ScriptModule, torch.jit.ScriptFunction)):
         rules = [name for name in names if get_method(name).rules]
         if rules:
@@ -100,13 +104,13 @@ def explain_images(
     from rectgrad.data import image_files
 
     names = _parse_methods(methods, _figure_methods())
-    _check_options(None, names, out, save_maps, q, internal_batch_size)
+    _check_options(out, save_maps, q, internal_batch_size)
     images = image_files(images)
     pictures = [zoo.read_image(path) for path in images]
     loaded = zoo.load(model, _options.device(device), weights=weights)
     if loaded.note:
         typer.echo(f"note: {loaded.note}", err=True)
-    _check_options(loaded.model, names, out, save_maps, q, internal_batch_size)
+    _check_model(loaded.model, names)
     index = _class_index(target, loaded.labels)
     if index is not None:
         name = loaded.label(index)
@@ -152,7 +156,7 @@ def demo(
     from rectgrad import zoo
 
     names = _parse_methods(methods, _figure_methods())
-    _check_options(None, names, out, save_maps, 98.0, internal_batch_size)
+    _check_options(out, save_maps, 98.0, internal_batch_size)
     loaded = zoo.load("efficientnet-lite0", _options.device(device))
     pictures = [Image.fromarray(getattr(skimage.data, photo)()) for photo in DEMO_PHOTOS]
     _compare(loaded, loaded.preprocess(pictures), list(DEMO_PHOTOS), names, q=98.0, out=out, target=None,

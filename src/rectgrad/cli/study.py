@@ -44,9 +44,7 @@ def _load(model: Optional[str], images: Optional[List[Path]], dataset: Optional[
     from rectgrad.studies import images_from_dataset, images_from_files
 
     device = _options.device(device)
-    _options.output_folder(out, "--out")
-    _options.positive_int(dpi, "--dpi")
-    _options.positive_int(show, "--show")
+    _check_outputs(out, dpi, show)
     if bool(images) == bool(dataset):
         raise ValueError("give image files or folders or --dataset (exactly one of them)")
     loaded = zoo.load(model, device=device)
@@ -63,6 +61,12 @@ def _load(model: Optional[str], images: Optional[List[Path]], dataset: Optional[
                          f"{'x'.join(map(str, chosen.x.shape[1:]))} (channels x height x width): {one_line(exc)}; "
                          "give a model made for them, or image files (resized to the model's input)") from None
     return loaded.model, chosen  # zoo.load gives it in eval mode
+
+
+def _check_outputs(out: Path, dpi: int, show: Optional[int]) -> None:
+    _options.output_folder(out, "--out")
+    _options.positive_int(dpi, "--dpi")
+    _options.positive_int(show, "--show")
 
 
 def _shown(show: Optional[int]) -> dict:
@@ -169,7 +173,6 @@ def rules(images: Optional[List[Path]] = IMAGES,
         net, chosen = _load(model or "efficientnet-lite0", images, dataset, count, data_dir, device, out, dpi,
                            show)
     else:
-        _options.output_folder(out, "--out")
-        _options.positive_int(dpi, "--dpi")
+        _check_outputs(out, dpi, show)
         net, chosen = None, None
     _finish(studies.rules(net, chosen, q=q, internal_batch_size=internal_batch_size, **_shown(show)), out, dpi)
