@@ -241,6 +241,11 @@ def predict(model, inputs: Tensor, internal_batch_size: int | None = None) -> Te
     (inputs,) = format_inputs(inputs)
     modules = modules_of(model)
     check_device(modules, (inputs,))
+    return _logits(model, modules, inputs, internal_batch_size)
+
+
+def _logits(model, modules: tuple, inputs: Tensor, internal_batch_size: int | None) -> Tensor:
+    """:func:`predict` on inputs already checked, with the model's ``modules`` (:func:`modules_of`)."""
     with torch.no_grad(), preserved_buffers(modules):
         return torch.cat([check_logits(model(x), len(x))
                           for (x,), _, _ in batches((inputs,), None, None, internal_batch_size)])
@@ -267,6 +272,7 @@ def explain(model, inputs: Tensor, target=None, method: str = "rectgrad", *, int
         raise TypeError(f"inputs must be a torch tensor, got {type(inputs).__name__}")
     (inputs,) = format_inputs(inputs)
     modules = modules_of(model)
+    check_device(modules, (inputs,))
     if entry.rules:
         check_scriptable(model, modules, method)
     if internal_batch_size is not None:
@@ -274,7 +280,7 @@ def explain(model, inputs: Tensor, target=None, method: str = "rectgrad", *, int
     if seed is not None and (not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or seed < 0):
         raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
     with user_call(modules):
-        targets = resolve_targets(target, predict(model, inputs, internal_batch_size))
+        targets = resolve_targets(target, _logits(model, modules, inputs, internal_batch_size))
         kwargs = {**entry.defaults, **hyperparameters, "internal_batch_size": internal_batch_size}
         if entry.stochastic:
             kwargs["generator"] = None if seed is None else torch.Generator(inputs.device).manual_seed(int(seed))
