@@ -404,7 +404,7 @@ def load_image_folder_masks(root, image_size: int = 32, test: ImageDataset | Non
     if test is not None and (len(test) != len(files) or test.images.shape[-2:] != (image_size, image_size)):
         raise ValueError(f"test holds {len(test)} images of {tuple(test.images.shape[-2:])} pixels, not the "
                          f"{len(files)} test images of {root} at {image_size} x {image_size}")
-    mask_of = _masks_beside([path for path, _ in files])
+    mask_of = masks_beside([path for path, _ in files])
     masked = [i for i, (path, _) in enumerate(files) if path in mask_of]
     if not masked:
         return None
@@ -430,12 +430,14 @@ def load_image_folder_masks(root, image_size: int = 32, test: ImageDataset | Non
                         f"{Path(root).name} (masked test)", masks=masks, names=names)
 
 
-def _masks_beside(images: list[Path]) -> dict[Path, Path]:
-    """``{image: its <stem>_mask.<ext> file}``; two masks for one image, or one mask for two images sharing a
-    stem (``0.png`` and ``0.jpg``), are refused by name."""
+def masks_beside(images: list[Path]) -> dict[Path, Path]:
+    """``{image: its <stem>_mask.<ext> file}`` for the images that have one; two masks for one image, or one mask
+    for two images sharing a stem (``0.png`` and ``0.jpg``), are refused by name."""
     wanted: dict[tuple[Path, str], list[Path]] = {}
     for path in images:
-        wanted.setdefault((path.parent, path.stem), []).append(path)
+        same_stem = wanted.setdefault((path.parent, path.stem), [])
+        if path not in same_stem:
+            same_stem.append(path)
     found: dict[tuple[Path, str], Path] = {}
     for folder in {path.parent for path in images}:
         for mask in sorted(folder.iterdir()):

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from rectgrad import viz
-from rectgrad.data import IMAGE_SUFFIXES, image_files
+from rectgrad.data import image_files, masks_beside
 from rectgrad.engine import Options, RuleMode, rule_gradients
 from rectgrad.methods import explain, get_method
 
@@ -305,16 +305,17 @@ def skipped_note(skipped: dict[str, str]) -> str:
 def images_from_files(loaded, paths) -> Images:
     """Images for a :class:`rectgrad.zoo.LoadedModel` from files or folders, preprocessed as the model needs.
 
-    An image ``<stem>.<ext>`` with a ``<stem>_mask.*`` file beside it gets that object mask (white =
-    object, pixel >= 200 as the paper's masks), sent through the same resizing and cropping. Images are
+    An image ``<stem>.<ext>`` with a ``<stem>_mask.*`` file beside it (:func:`rectgrad.data.masks_beside`) gets
+    that object mask (white = object, pixel >= 200 as the paper's masks), sent through the same resizing and
+    cropping. Images are
     named by their file stem, or ``folder/stem`` when two stems coincide.
     """
     from rectgrad.zoo import read_image
 
     files = image_files(paths)
     x = loaded.preprocess([read_image(f) for f in files])
-    mask_files = [next((p for p in sorted(f.parent.iterdir()) if p.stem == f"{f.stem}_mask"
-                        and p.suffix.lower() in IMAGE_SUFFIXES), None) for f in files]
+    mask_of = masks_beside(files)
+    mask_files = [mask_of.get(f) for f in files]
     masks = None
     if any(mask_files):
         if not all(mask_files):
