@@ -117,3 +117,40 @@ def test_files_written_atomically_follow_the_umask(tmp_path):
     os.umask(umask)
     assert (tmp_path / "shared.json").stat().st_mode & 0o777 == 0o666 & ~umask
     assert [p.name for p in tmp_path.iterdir()] == ["shared.json"]
+
+
+def test_metadata_is_stored_as_plain_values_or_refused(model, tmp_path):
+    import numpy as np
+    from pathlib import Path
+
+    save_checkpoint(model, tmp_path / "m.pt", accuracy=np.float64(0.5), seeds=(np.int64(1), 2), nested={"a": [True]})
+    meta = load_checkpoint(tmp_path / "m.pt")[1]  # weights_only loading: numpy scalars would make it unreadable
+    assert meta["accuracy"] == 0.5 and type(meta["accuracy"]) is float and meta["seeds"] == (1, 2)
+    assert type(meta["seeds"][0]) is int and meta["nested"] == {"a": [True]}
+    with pytest.raises(TypeError, match=r"metadata\['where'\]\[0\] is a PosixPath; .* plain values"):
+        save_checkpoint(model, tmp_path / "p.pt", where=[Path("x")])
+    with pytest.raises(TypeError, match=r"metadata\['counts'\] is a dict"):
+        save_checkpoint(model, tmp_path / "p.pt", counts={1: 2})
+    assert not (tmp_path / "p.pt").exists()
+
+
+def test_a_modified_paper_cnn_is_refused_at_save_time(model, tmp_path):
+    model.classifier[3] = nn.Linear(256, 5)
+    rng = torch.get_rng_state()
+    with pytest.raises(ValueError, match="no longer has the layers its constructor arguments"):
+        save_checkpoint(model, tmp_path / "m.pt")
+    assert torch.equal(torch.get_rng_state(), rng) and not (tmp_path / "m.pt").exists()
+
+
+def test_writes_follow_symbolic_links_and_refuse_special_files(model, tmp_path):
+    from rectgrad.checkpoint import write_atomically
+
+    (tmp_path / "target.pt").write_bytes(b"old")
+    (tmp_path / "link.pt").symlink_to(tmp_path / "target.pt")
+    save_checkpoint(model, tmp_path / "link.pt")
+    assert (tmp_path / "link.pt").is_symlink() and same_outputs(model, load_model(tmp_path / "target.pt"))
+    os.mkfifo(tmp_path / "pipe")
+    for special in (tmp_path / "pipe", "/dev/null"):
+        with pytest.raises(ValueError, match="is not a regular file"):
+            write_atomically(special, lambda f: f.write(b"x"))
+    assert (tmp_path / "pipe").is_fifo() and os.path.exists("/dev/null") and not os.path.isfile("/dev/null")

@@ -7,6 +7,7 @@ Format (a dict saved with ``torch.save``, loadable with ``weights_only=True``)::
 """
 from __future__ import annotations
 
+import numbers
 import os
 import tempfile
 import zipfile
@@ -33,10 +34,35 @@ def save_checkpoint(model: PaperCNN, path, **metadata) -> None:
         raise ValueError(f"can only checkpoint {', '.join(ARCHITECTURES)}, got {type(model).__name__}; "
                          "use torch.save(model, path) for other models")
     path = Path(path)
-    payload = {"format": FORMAT, "architecture": type(model).__name__, "config": model.config(),
+    config = model.config()
+    with torch.device("meta"):  # the layers the checkpoint would rebuild, without drawing random weights
+        rebuilt = ARCHITECTURES[type(model).__name__](**config)
+    if repr(rebuilt) != repr(model):
+        raise ValueError(f"this {type(model).__name__} no longer has the layers its constructor arguments {config} "
+                         "build (a layer was replaced?), so its checkpoint could not be loaded; use "
+                         "torch.save(model, path) for a modified model")
+    payload = {"format": FORMAT, "architecture": type(model).__name__, "config": config,
                "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-               "metadata": {"rectgrad_version": __version__, **metadata}}
+               "metadata": {"rectgrad_version": __version__, **_plain(metadata, "metadata")}}
     write_atomically(path, lambda f: torch.save(payload, f))
+
+
+def _plain(value, where: str):
+    """``value`` as plain Python values (numpy and other number types become int / float), which
+    ``torch.load(weights_only=True)`` reads back; anything else is refused, naming where it sits."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, (list, tuple)):
+        items = [_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return items if isinstance(value, list) else tuple(items)
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return {k: _plain(v, f"{where}[{k!r}]") for k, v in value.items()}
+    raise TypeError(f"{where} is a {type(value).__name__}; checkpoint metadata holds plain values only (str, "
+                    "numbers, bools, None, lists, dicts with str keys): convert it, e.g. with str()")
 
 
 _UMASK = os.umask(0)
@@ -45,8 +71,9 @@ os.umask(_UMASK)  # read once: os.umask can only be read by setting it
 
 def write_atomically(path, write) -> None:
     """``write(binary file)`` to a temporary file beside ``path``, flushed to disk, then rename it to ``path``: an
-    interruption (even a power cut) leaves the whole file or none of it."""
-    path = Path(path)
+    interruption (even a power cut) leaves the whole file or none of it. A symbolic link is written through (its
+    target is replaced); a device, pipe or socket is refused."""
+    path = regular_file(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -59,6 +86,16 @@ def write_atomically(path, write) -> None:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def regular_file(path) -> Path:
+    """The file ``path`` names, following symbolic links; refused when it exists but is not a regular file
+    (``/dev/null``, a pipe, a socket, a folder): writing by renaming over it would replace it."""
+    path = Path(os.path.realpath(path))
+    if path.exists() and not path.is_file():
+        kind = "a folder" if path.is_dir() else "not a regular file (a device, pipe or socket)"
+        raise ValueError(f"{path} is {kind}; give the path of a file to write")
+    return path
 
 
 def load_checkpoint(path, map_location=None) -> tuple[nn.Module, dict]:
@@ -101,6 +138,10 @@ def _torch_load(path: Path, map_location, weights_only: bool):
     try:
         return torch.load(path, map_location=map_location, weights_only=weights_only)
     except Exception as exc:  # noqa: BLE001 - a corrupt pickle can fail in many ways; report them as one
+        if not weights_only and isinstance(exc, (ModuleNotFoundError, AttributeError)):  # pickle's class lookup
+            raise ValueError(f"{path} holds a model saved whole whose class cannot be imported here ({one_line(exc)}): "
+                             "make its module importable (a class defined in the script that saved it, __main__, "
+                             "never is) or save the model with torch.export or TorchScript instead") from None
         what = ("is not a torch file, is corrupt, or holds objects other than tensors and plain values"
                 if weights_only else "is not a torch file or is corrupt")
         raise ValueError(f"{path} {what} ({one_line(exc)})") from None
