@@ -1,5 +1,6 @@
 """Training loop, evaluation and the ``rectgrad train`` command on small generated data."""
 import gzip
+import os
 
 import numpy as np
 import pytest
@@ -108,6 +109,16 @@ def test_cli_train_user_errors(tmp_path, monkeypatch, capsys):
     assert "file is a file, not a folder" in capsys.readouterr().err
     assert main(["train", "--dataset", "fashion-mnist", "--device", "tpu", "--out", out]) == 2
     assert "--device" in capsys.readouterr().err
+    os.mkfifo(tmp_path / "pipe")
+    assert main(["train", "--dataset", "fashion-mnist", "--out", str(tmp_path / "pipe")]) == 2
+    assert "is not a regular file" in capsys.readouterr().err and (tmp_path / "pipe").is_fifo()
+    for option, value, message in [("--lr", "inf", "--lr must be a finite positive number"),
+                                   ("--lr", "0", "--lr must be a finite positive number"),
+                                   ("--epochs", "0", "--epochs must be a positive integer"),
+                                   ("--batch-size", "0", "--batch-size must be a positive integer"),
+                                   ("--seed", str(2**64), "--seed must be an integer in")]:
+        assert main(["train", "--dataset", "fashion-mnist", "--out", out, option, value]) == 2
+        assert message in capsys.readouterr().err
 
 
 def test_progress_bars_redraw_live_on_a_terminal_and_seldom_into_a_log(monkeypatch):

@@ -27,6 +27,12 @@ def output_file(path: Path, option: str, suffixes: tuple[str, ...] = ()) -> Path
         raise IsADirectoryError(f"{option} {path} is a folder; give a file name")
     if suffixes and path.suffix.lower() not in suffixes:
         raise ValueError(f"{option} must name a {' / '.join(suffixes)} file, got {path}")
+    from rectgrad.checkpoint import regular_file
+
+    try:
+        regular_file(path)
+    except ValueError as exc:
+        raise ValueError(f"{option}: {exc}") from None
     _writable(path.parent, option, path)
     return path
 
@@ -60,6 +66,12 @@ def positive_int(value: int | None, option: str) -> int | None:
 def positive_number(value: float, option: str) -> float:
     if not (math.isfinite(value) and value > 0):
         raise ValueError(f"{option} must be a finite positive number, got {value}")
+    return value
+
+
+def seed(value: int, option: str = "--seed") -> int:
+    if not 0 <= value < 2**63:
+        raise ValueError(f"{option} must be an integer in [0, 2**63), got {value}")
     return value
 
 

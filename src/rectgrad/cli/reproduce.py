@@ -66,6 +66,7 @@ def reproduce(
     # regions drive the weights' gradients to subnormal floats, which made CPU trainings up to 7x slower.
     torch.set_flush_denormal(True)
     device = _options.device(device)
+    _options.seed(seed)
     names = list(METHODS) if methods.strip() == "all" else _parse_methods(methods, METHODS)
     if group < 0:
         raise ValueError(f"--group must be >= 0, got {group}")

@@ -38,6 +38,10 @@ def train(
 
     device = _options.device(device)
     _options.output_file(out, "--out")
+    _options.positive_int(epochs, "--epochs")
+    _options.positive_int(batch_size, "--batch-size")
+    _options.positive_number(lr, "--lr")
+    _options.seed(seed)
     size = _image_size(dataset, image_size)
     train_set = load_dataset(dataset, "train", data_dir=data_dir, download=download, image_size=size, progress=progress)
     test_set = load_dataset(dataset, "test", data_dir=data_dir, download=download, image_size=size, progress=progress)
