@@ -504,6 +504,46 @@ def test_retrainer_one_and_many_and_bad_input():
         train_many([new_model(train)], [train], [0], precision="fp16")
     with pytest.raises(ValueError, match="BatchNorm2d"):
         train_many([nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2))], [train], [0])
+    unsupported = {  # layers the stacked step would compute differently (or not at all): refused by name
+        "padding_mode='reflect'": [nn.Conv2d(1, 2, 3, padding=1, padding_mode="reflect"), nn.Flatten(),
+                                   nn.Linear(128, 4)],
+        r"Conv2d\(bias=False\)": [nn.Conv2d(1, 2, 3, bias=False), nn.Flatten(), nn.Linear(72, 4)],
+        r"Linear\(bias=False\)": [nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(72, 4, bias=False)],
+        "groups=2": [nn.Conv2d(1, 2, 3), nn.Conv2d(2, 2, 3, groups=2), nn.Flatten(), nn.Linear(32, 4)],
+    }
+    for name, layers in unsupported.items():
+        with pytest.raises(ValueError, match=name):
+            train_many([nn.Sequential(*layers)], [train], [0])
+    with pytest.raises(ValueError, match="models of one architecture; model 1 differs from model 0"):
+        train_many([new_model(train), nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(72, 4))],
+                   [train, train], [0, 1])
+
+
+def test_train_many_keeps_a_stop_asked_for_during_the_last_step(tmp_path):
+    datasets, seeds = [quadrants(60, 0), quadrants(60, 1)], [3, 4]
+    straight = [new_model(d, s) for d, s in zip(datasets, seeds)]
+    expected = train_many(straight, datasets, seeds, epochs=1, batch_size=25)
+    checkpoint, checks = tmp_path / "group.pt", []
+    models = [new_model(d, s) for d, s in zip(datasets, seeds)]
+    with pytest.raises(TrainingInterrupted, match="after the last step"):  # checks before each of 3 steps, then one
+        train_many(models, datasets, seeds, epochs=1, batch_size=25, checkpoint=checkpoint,
+                   stop=lambda: checks.append(1) or len(checks) > 3)
+    models = [new_model(d, s) for d, s in zip(datasets, seeds)]
+    resumed = train_many(models, datasets, seeds, epochs=1, batch_size=25, checkpoint=checkpoint)
+    assert [h["loss"] for h in resumed] == [h["loss"] for h in expected] and not checkpoint.exists()
+    for a, b in zip(straight, models):
+        for key, value in a.state_dict().items():
+            assert torch.equal(value, b.state_dict()[key])
+
+
+def test_train_many_refuses_a_checkpoint_path_holding_another_torch_file(tmp_path):
+    datasets, path = [quadrants(60, 0)], tmp_path / "model.pt"
+    torch.save({"weights": torch.zeros(2)}, path)
+    for call in (lambda: checkpoint_seconds(path),
+                 lambda: train_many([new_model(datasets[0])], datasets, [0], epochs=1, checkpoint=path)):
+        with pytest.raises(ValueError, match="model.pt is a torch file but not the saved state of a train_many group"):
+            call()
+    assert torch.load(path)["weights"].shape == (2,)  # not overwritten
 
 
 def test_train_many_uses_fused_adam_and_falls_back_where_there_is_none(monkeypatch):

@@ -35,14 +35,33 @@ PRECISIONS = ("fp32", "bf16")
 _LAYERS = (nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.Flatten, nn.Linear)
 
 
-def _leaf_layers(model: nn.Module) -> list[nn.Module]:
+def _leaf_layers(models: Sequence[nn.Module]) -> list[nn.Module]:
+    """The layers of ``models[0]``, which all models must share, as the stacked step computes them."""
+    model = models[0]
     layers = [m for m in model.modules() if not list(m.children())]
-    unsupported = sorted({type(m).__name__ for m in layers if not isinstance(m, _LAYERS)})
+    unsupported = sorted({_unsupported(m) for m in layers} - {None})
     if not isinstance(model, nn.Sequential) or unsupported:
-        raise ValueError("train_many trains nn.Sequential models of Conv2d, ReLU, MaxPool2d, Flatten and Linear "
-                         f"layers (such as PaperCNN); got {type(model).__name__}"
-                         + (f" with {', '.join(unsupported)}" if unsupported else ""))
+        raise ValueError("train_many trains nn.Sequential models of Conv2d (zero padding, one group), ReLU, "
+                         "MaxPool2d, Flatten and Linear layers with biases (such as PaperCNN); got "
+                         f"{type(model).__name__}" + (f" with {', '.join(unsupported)}" if unsupported else ""))
+    for i, other in enumerate(models[1:], 1):
+        if repr(other) != repr(model):
+            raise ValueError(f"train_many trains models of one architecture; model {i} differs from model 0:\n"
+                             f"{other}\nis not\n{model}")
     return layers
+
+
+def _unsupported(layer: nn.Module) -> str | None:
+    """What the stacked step cannot compute in ``layer``, or None."""
+    if not isinstance(layer, _LAYERS):
+        return type(layer).__name__
+    if isinstance(layer, (nn.Conv2d, nn.Linear)) and layer.bias is None:
+        return f"{type(layer).__name__}(bias=False)"
+    if isinstance(layer, nn.Conv2d) and (layer.groups != 1 or layer.padding_mode != "zeros"):
+        return f"Conv2d(groups={layer.groups}, padding_mode={layer.padding_mode!r})"
+    if isinstance(layer, nn.MaxPool2d) and layer.return_indices:
+        return "MaxPool2d(return_indices=True)"
+    return None
 
 
 def _stacked_logits(layers: list[nn.Module], params: list[Tensor], x: Tensor) -> Tensor:
@@ -105,12 +124,16 @@ def _group_state(checkpoint, resuming: bool = True) -> dict | None:
     if checkpoint is None or not Path(checkpoint).is_file():
         return None
     try:
-        return torch.load(checkpoint, map_location="cpu", mmap=not resuming, weights_only=True)
+        state = torch.load(checkpoint, map_location="cpu", mmap=not resuming, weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError) as exc:
         if resuming:
             warnings.warn(f"{checkpoint} is corrupt ({one_line(exc)}): its group of trainings starts over",
                           RuntimeWarning, stacklevel=3)
         return None
+    if not isinstance(state, dict) or not {"identity", "seconds"} <= state.keys():
+        raise ValueError(f"{checkpoint} is a torch file but not the saved state of a train_many group: give "
+                         "another checkpoint path (it would be overwritten) or delete it")
+    return state
 
 
 def train_many(models: Sequence[nn.Module], datasets: Sequence[ImageDataset], seeds: Sequence[int], *,
@@ -142,7 +165,7 @@ def train_many(models: Sequence[nn.Module], datasets: Sequence[ImageDataset], se
         raise ValueError(f"epochs and batch_size must be positive, got {epochs} and {batch_size}")
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    layers = _leaf_layers(models[0])
+    layers = _leaf_layers(models)
     device = torch.device(device) if device is not None else next(models[0].parameters()).device
     count, n = len(models), sizes.pop()
     names = [name for name, _ in models[0].named_parameters()]
@@ -168,6 +191,14 @@ def train_many(models: Sequence[nn.Module], datasets: Sequence[ImageDataset], se
     if state:
         for history, losses, accuracies in zip(histories, state["losses"], state["accuracies"]):
             history["loss"], history["train_accuracy"] = losses, accuracies
+
+    def interrupt(generator_states, epoch, step, loss_sum, correct):
+        _save(checkpoint, identity, params, optimizer, generator_states, epoch, step, loss_sum, correct, histories,
+              earlier + time.perf_counter() - start)
+        where = "after the last step" if epoch == epochs else f"at epoch {epoch + 1}/{epochs}, step {step}/{steps}"
+        raise TrainingInterrupted(f"stopped training {count} models {where}; their state is saved in {checkpoint}: "
+                                  "run again to resume")
+
     bar = progress_bar(epochs * steps, f"train {count} models at once", progress, unit="step", leave=False)
     if bar is not None:
         bar.update(first_epoch * steps + first_step)
@@ -184,11 +215,7 @@ def train_many(models: Sequence[nn.Module], datasets: Sequence[ImageDataset], se
                 loss_sum, correct = state["loss_sum"].to(device), state["correct"].to(device)
             for step in range(first_step if epoch == first_epoch else 0, steps):
                 if stop is not None and stop():
-                    _save(checkpoint, identity, params, optimizer, at_epoch_start, epoch, step, loss_sum, correct,
-                          histories, earlier + time.perf_counter() - start)
-                    raise TrainingInterrupted(f"stopped training {count} models at epoch {epoch + 1}/{epochs}, step "
-                                              f"{step}/{steps}; their state is saved in {checkpoint}: run again to "
-                                              "resume")
+                    interrupt(at_epoch_start, epoch, step, loss_sum, correct)
                 index = orders[:, step * batch_size:(step + 1) * batch_size]
                 target = labels[rows, index]
                 with torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16"):
@@ -205,6 +232,8 @@ def train_many(models: Sequence[nn.Module], datasets: Sequence[ImageDataset], se
             for history, loss, right in zip(histories, (loss_sum / n).tolist(), (correct / n).tolist()):
                 history["loss"].append(loss)
                 history["train_accuracy"].append(right)
+        if stop is not None and stop():  # asked during the last step: the finished state is saved, a rerun returns it
+            interrupt([g.get_state() for g in generators], epochs, 0, loss_sum, correct)
     seconds = earlier + time.perf_counter() - start
     if bar is not None:
         bar.close()
