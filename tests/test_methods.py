@@ -407,6 +407,17 @@ def test_internal_batch_size_does_not_change_the_maps(method):
     torch.testing.assert_close(chunked, explain(model, x, method=method))
 
 
+def test_smoothgrad_noise_does_not_depend_on_internal_batch_size():
+    # 3x9x9 = 243 values per sample, not a multiple of the 16 values torch.randn fills at a time: a draw of k
+    # copies at once is not the stream of k draws of one copy, so the noise must be drawn copy by copy
+    model = nn.Sequential(nn.Flatten(), nn.Linear(243, 16), nn.ReLU(), nn.Linear(16, 4))
+    x = torch.randn(2, 3, 9, 9)
+    maps = [explain(model, x, target=1, method="smoothgrad", samples=6, seed=0, internal_batch_size=size)
+            for size in (None, 2, 5)]
+    for other in maps[1:]:
+        torch.testing.assert_close(other, maps[0])
+
+
 @pytest.mark.parametrize("method", METHOD_NAMES)
 def test_no_grad_around_the_call_does_not_change_the_maps(method):
     model, x = PaperCNN(image_size=16).double().eval(), torch.randn(3, 3, 16, 16, dtype=torch.float64)

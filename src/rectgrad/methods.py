@@ -116,7 +116,8 @@ def _smoothgrad(model, inputs, target, *, internal_batch_size, generator, sample
     total = torch.zeros_like(inputs)
     for start in range(0, samples, draws_per_pass):
         k = min(draws_per_pass, samples - start)
-        noise = torch.randn((k, *inputs.shape), generator=generator, device=inputs.device, dtype=inputs.dtype)
+        noise = torch.stack([torch.randn(inputs.shape, generator=generator, device=inputs.device, dtype=inputs.dtype)
+                             for _ in range(k)])  # one draw per copy: the same noise whatever internal_batch_size
         noisy = (inputs.detach() + sigma * noise).reshape(k * n, *inputs.shape[1:])
         grads = _saliency(model, noisy, target.repeat(k), internal_batch_size=internal_batch_size)
         total += grads.view(k, *inputs.shape).sum(0)
