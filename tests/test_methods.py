@@ -477,8 +477,9 @@ def test_bad_arguments():
         explain(model, x, method="intgrad", baseline=torch.zeros(2, 2))
     with pytest.raises(ValueError, match="give either q .* or tau .*, not both"):
         explain(model, x, method="rectgrad", q=50.0, tau=0.0)
-    with pytest.raises(ValueError, match="seed must be a non-negative integer or None, got 1.5"):
-        explain(model, x, method="random", seed=1.5)
+    for seed in (1.5, -1, 2**64):
+        with pytest.raises(ValueError, match=rf"seed must be an integer in \[0, 2\*\*64\) or None, got {seed}"):
+            explain(model, x, method="random", seed=seed)
     scripted = torch.jit.trace(model, x)
     with pytest.raises(ValueError, match="guided_bp modifies the backward pass.*TorchScript"):
         explain(scripted, x, method="guided_bp")

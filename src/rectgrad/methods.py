@@ -278,8 +278,8 @@ def explain(model, inputs: Tensor, target=None, method: str = "rectgrad", *, int
         check_scriptable(model, modules, method)
     if internal_batch_size is not None:
         internal_batch_size = _positive_int("internal_batch_size", internal_batch_size)
-    if seed is not None and (not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or seed < 0):
-        raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
+    if seed is not None and (not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or not 0 <= seed < 2**64):
+        raise ValueError(f"seed must be an integer in [0, 2**64) or None, got {seed!r}")
     with user_call(modules):
         targets = resolve_targets(target, _logits(model, modules, inputs, internal_batch_size))
         kwargs = {**entry.defaults, **hyperparameters, "internal_batch_size": internal_batch_size}
