@@ -167,6 +167,16 @@ def test_idx_count_mismatch_and_bad_labels(tmp_path):
     assert read_idx(labels, ndim=1).shape == (12,)
 
 
+def test_idx_files_without_images_and_with_absurd_headers(tmp_path):
+    empty = tmp_path / "empty-idx3-ubyte"
+    empty.write_bytes(idx_bytes(np.zeros((0, 28, 28), np.uint8)))
+    assert read_idx(empty, ndim=3).shape == (0, 28, 28)
+    huge = tmp_path / "huge-idx3-ubyte"  # the header's size overflowed int64 in the message
+    huge.write_bytes(b"\x00\x00\x08\x03" + (2**31).to_bytes(4, "big") * 3)
+    with pytest.raises(ValueError, match=f"wrong size, the header says .* \\({2**93 + 16} bytes\\)"):
+        read_idx(huge, ndim=3)
+
+
 def fake_server(files: dict[str, bytes]):
     def urlopen(url, timeout=None):
         name = url.rsplit("/", 1)[-1]
@@ -240,6 +250,9 @@ def test_cifar10_corruptions(tmp_path):
         load_cifar10("test", data_dir=tmp_path)
     cifar_archive(path, batch={b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]})
     with pytest.raises(ValueError, match=r"shape \(2, 100\)"):
+        load_cifar10("test", data_dir=tmp_path)
+    cifar_archive(path, batch={b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, -1]})
+    with pytest.raises(ValueError, match=f"{path}: label -1 out of range 0..9"):
         load_cifar10("test", data_dir=tmp_path)
     cifar_archive(path, batch={b"data": os.getcwd, b"labels": []})  # a pickled global: code to run
     with pytest.raises(ValueError, match="not a CIFAR-10 batch .*refusing to load"):

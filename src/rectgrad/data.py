@@ -17,6 +17,7 @@ import codecs
 import functools
 import gzip
 import hashlib
+import math
 import os
 import pickle
 import re
@@ -209,16 +210,17 @@ def read_idx(path, ndim: int) -> torch.Tensor:
                          f"(an idx file of unsigned bytes with {ndim} dimension(s), gzipped or not)")
     header = 4 + 4 * ndim
     dims = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
-    expected = header + int(np.prod(dims))
+    expected = header + math.prod(dims)
     if len(raw) != expected:
         raise ValueError(f"{path}: wrong size, the header says {'x'.join(map(str, dims))} "
                          f"({expected} bytes) but the file holds {len(raw)} bytes")
-    return torch.frombuffer(bytearray(raw[header:]), dtype=torch.uint8).reshape(dims)
+    return torch.from_numpy(np.frombuffer(raw, np.uint8, offset=header).copy()).reshape(dims)
 
 
 def _check_labels(labels: torch.Tensor, source) -> None:
-    if len(labels) and int(labels.max()) >= 10:
-        raise ValueError(f"{source}: label {int(labels.max())} out of range 0..9")
+    outside = labels[(labels < 0) | (labels >= 10)]
+    if len(outside):
+        raise ValueError(f"{source}: label {int(outside[0])} out of range 0..9")
 
 
 def object_masks_from_images(images: torch.Tensor, threshold: int = 0) -> torch.Tensor:
