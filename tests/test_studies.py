@@ -1,6 +1,9 @@
 """The studies (``rectgrad.studies``, ``rectgrad study``) end to end on tiny models and generated images."""
+import copy
 import csv
+import dataclasses
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -17,7 +20,7 @@ from rectgrad.engine import Options, Rule
 from rectgrad.models import PaperCNN
 from rectgrad.studies import Images
 from rectgrad.data import image_files
-from rectgrad.studies._common import engine_gradients, from_pixels, ranks, to_pixels
+from rectgrad.studies._common import engine_gradients, from_pixels, predict, ranks, to_pixels, unique_names
 from rectgrad.studies.feature_maps import activations
 from rectgrad.studies.layers import hidden_layers
 
@@ -101,6 +104,53 @@ def test_hidden_layers_and_activations_follow_the_forward_pass(cnn):
     torch.testing.assert_close(maps[0][1], torch.relu(cnn.features[0](x)))
     assert [k for k, _ in activations(cnn, x, max_layers=2)] == [1, 4]
     assert no_hooks_left(cnn)
+
+
+class BatchNormNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.bn = nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4)
+        self.conv2, self.fc = nn.Conv2d(4, 4, 3, padding=1), nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv2(torch.relu(self.bn(self.conv1(x))))).mean((2, 3)))
+
+
+def test_studies_leave_a_train_mode_model_as_it_was_with_one_warning():
+    images = square_images(2)
+    calls = {"threshold": lambda m: studies.threshold(m, images, qs=(50,)),
+             "coherence": lambda m: studies.coherence(m, images, methods=("saliency", "rectgrad")),
+             "adversarial": lambda m: studies.adversarial(m, images, methods=("rectgrad",)),
+             "layers": lambda m: studies.layers(m, images),
+             "feature_maps": lambda m: studies.feature_maps(m, images, show=1),
+             "rules": lambda m: studies.rules(m, images, candidates=("pr1", "pr2")),
+             "fgsm": lambda m: studies.fgsm(m, images.x),
+             "predict": lambda m: predict(m, images.x),
+             "hidden_layers": lambda m: hidden_layers(m, images.x),
+             "activations": lambda m: activations(m, images.x),
+             "engine_gradients": lambda m: engine_gradients(m, images.x, None, Options())}
+    for name, call in calls.items():
+        model = BatchNormNet().train()
+        before = copy.deepcopy(model.state_dict())
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            call(model)
+        assert [str(w.message)[:31] for w in caught] == ["the model is in training mode: "], name
+        assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()) and model.training, name
+
+
+def test_masks_of_any_dtype_holding_0_and_1_become_bool(cnn):
+    images = square_images(2)
+    expected = studies.feature_maps(cnn, images, show=0).tables
+    for dtype in (torch.uint8, torch.int64, torch.float32):
+        converted = dataclasses.replace(images, masks=images.masks.to(dtype))
+        assert converted.masks.dtype == torch.bool and torch.equal(converted.masks, images.masks)
+        assert studies.feature_maps(cnn, converted, show=0).tables == expected
+    for bad in (images.masks.to(torch.uint8) * 255, images.masks.float() - 0.5):
+        with pytest.raises(ValueError, match="masks must hold only 0/1 .* values"):
+            Images(images.x, images.names, masks=bad)
+    with pytest.raises(TypeError, match="masks must be a torch tensor, got ndarray"):
+        Images(images.x, images.names, masks=images.masks.numpy())
 
 
 # ------------------------------------------------------------------ FGSM
@@ -212,6 +262,39 @@ def test_layers_study(cnn, tmp_path):
     assert no_hooks_left(cnn) and (tmp_path / "layers_grid.png").exists()
 
 
+@pytest.mark.parametrize("q", [-5.0, 150.0, float("nan")])
+def test_layers_study_refuses_a_percentile_outside_0_100(cnn, q):
+    with pytest.raises(ValueError, match=r"q must be a percentile in \[0, 100\], got " + str(q)):
+        studies.layers(cnn, square_images(2), q=q)
+
+
+def test_layers_study_refuses_a_module_whose_input_is_no_feature_map(cnn, model_and_folder, tmp_path, capsys):
+    with pytest.raises(ValueError, match=r"the input of module 'classifier.1' is not an \(N, C, H, W\) feature "
+                                         r"map \(got shape \(1, 576\)\)"):
+        studies.layers(cnn, square_images(2), layer_names=["classifier.1"])
+    path, folder, _ = model_and_folder
+    (folder / "10.png").unlink()
+    assert main(["study", "layers", str(folder), "--model", str(path), "--layer", "classifier.1", "--out",
+                 str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the input of module 'classifier.1' is not an (N, C, H, W)") and err.count("\n") == 1
+
+
+def test_layers_study_refuses_a_module_the_forward_pass_never_calls(cnn):
+    class WithSpare(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net, self.spare = cnn, nn.Conv2d(32, 32, 3)
+
+        def forward(self, x):
+            return self.net(x)
+
+    model = WithSpare()
+    with pytest.raises(ValueError, match="the forward pass never calls module 'spare'"):
+        studies.layers(model, square_images(2), layer_names=["net.features.2", "spare"])
+    assert no_hooks_left(model)
+
+
 def test_feature_maps_study(cnn, tmp_path):
     images = square_images(2)
     result = studies.feature_maps(cnn, images, tmp_path, channels=4, max_layers=3)
@@ -272,6 +355,41 @@ def test_image_folder_with_masks(model_and_folder):
     assert torch.equal(loaded.masks, images.masks)
 
 
+def test_image_names_are_unique(model_and_folder, tmp_path):
+    from rectgrad import zoo
+
+    path, folder, _ = model_and_folder
+    for target, source in (("a/x/1.png", "1.png"), ("b/x/1.png", "2.png"), ("c/2.png", "3.png")):
+        (tmp_path / target).parent.mkdir(parents=True)
+        (tmp_path / target).write_bytes((folder / source).read_bytes())
+    loaded = zoo.load(path)
+    images = studies.images_from_files(loaded, [tmp_path / "a/x", tmp_path / "b/x", tmp_path / "c"])
+    assert images.names == ["a/x/1", "b/x/1", "2"]
+    result = studies.feature_maps(loaded.model, images, tmp_path / "out")
+    assert [r["image"] for r in result.tables["images"]] == ["a/x/1", "b/x/1", "2"]
+    assert len(list((tmp_path / "out").glob("feature_maps_*.png"))) == 3
+    same_file_name = Images(images.x[:2], ["a/b", "a_b"])  # both would be feature_maps_a_b.png
+    assert sorted(studies.feature_maps(loaded.model, same_file_name).figures) == ["a_b", "a_b_1"]
+    assert unique_names([tmp_path / "a/1.png", tmp_path / "a/1.jpg"]) == [str(tmp_path / "a/1.png"),
+                                                                         str(tmp_path / "a/1.jpg")]
+    with pytest.raises(ValueError, match="is given more than once"):
+        studies.images_from_files(loaded, [tmp_path / "c/2.png", tmp_path / "c/../c/2.png"])
+    with pytest.raises(ValueError, match="image names must be unique, got 'p' more than once"):
+        Images(torch.zeros(2, 1, 4, 4), ["p", "p"])
+
+
+def test_a_mask_of_another_size_than_its_image_is_refused(model_and_folder, tmp_path):
+    from rectgrad import zoo
+
+    path, folder, _ = model_and_folder
+    (tmp_path / "wide").mkdir()
+    Image.new("L", (2 * SIZE, SIZE)).save(tmp_path / "wide" / "p.png")
+    Image.new("L", (SIZE, SIZE), 255).save(tmp_path / "wide" / "p_mask.png")
+    with pytest.raises(ValueError, match=f"wide/p_mask.png is {SIZE}x{SIZE} pixels but its image .*wide/p.png "
+                                         f"{2 * SIZE}x{SIZE}: a mask must have its image's size"):
+        studies.images_from_files(zoo.load(path), [tmp_path / "wide"])
+
+
 def test_cli_studies_on_an_image_folder(model_and_folder, tmp_path, capsys):
     path, folder, _ = model_and_folder
     (folder / "10.png").unlink()
@@ -315,6 +433,10 @@ def test_cli_user_errors(model_and_folder, tmp_path, capsys):
     (["adversarial", "--eps", "-1"], "--eps must be a finite positive number, got -1.0"),
     (["coherence", "--out", "taken.png"], "--out taken.png exists and is not a folder"),
     (["rules", "--out", "taken.png"], "--out taken.png exists and is not a folder"),
+    (["rules", "--model", "missing.pt"],
+     "--model has no use without images or --dataset (rules then prints the B.2 toy alone)"),
+    (["rules", "--q", "90", "--dpi", "50", "--device", "cpu"],
+     "--q, --device, --dpi have no use without images or --dataset (rules then prints the B.2 toy alone)"),
 ])
 def test_cli_options_are_refused_before_any_work(tmp_path, capsys, monkeypatch, argv, message):
     from rectgrad import zoo
@@ -329,6 +451,25 @@ def test_cli_options_are_refused_before_any_work(tmp_path, capsys, monkeypatch, 
     images = [] if argv[0] == "rules" else ["taken.png"]
     assert main(["study", argv[0], *images, *argv[1:], *out]) == 2
     assert capsys.readouterr().err == f"error: {message}\n"
+
+
+def test_cli_study_downloads_a_missing_dataset_on_request(model_and_folder, tmp_path, capsys, monkeypatch):
+    from rectgrad import data
+
+    path, _, _ = model_and_folder
+    asked = []
+
+    def offline(url, dest, md5):
+        asked.append(url)
+        raise FileNotFoundError(f"could not download {url}")
+
+    monkeypatch.setattr(data, "_download", offline)
+    (tmp_path / "empty").mkdir()
+    argv = ["study", "threshold", "--dataset", "cifar10", "--data-dir", str(tmp_path / "empty"), "--model", str(path),
+            "--out", str(tmp_path / "out")]
+    assert main(argv) == 2 and "or pass --download" in capsys.readouterr().err and not asked
+    assert main(argv + ["--download"]) == 2 and asked == [data.CIFAR10_URL]
+    assert capsys.readouterr().err == f"error: could not download {data.CIFAR10_URL}\n"
 
 
 def test_cli_a_dataset_the_model_cannot_take_is_one_clear_line(tmp_path, capsys):

@@ -17,6 +17,8 @@ DATASET = typer.Option(None, help="Take test images of fashion-mnist, cifar10 or
                                   "ROOT) instead of image files (Fashion-MNIST images get object masks).")
 COUNT = typer.Option(4, help="With --dataset: how many test images (the first of classes 0, 1, ...).")
 DATA_DIR = typer.Option(None, help="With --dataset: folder holding the dataset files.")
+DOWNLOAD = typer.Option(False, help="With --dataset: download a missing dataset into --data-dir, or the cache "
+                                    "($RECTGRAD_DATA or ~/.cache/rectgrad) without one.")
 DEVICE = typer.Option("auto", help="cpu, cuda, or auto (cuda when available).")
 DPI = typer.Option(150, help="Resolution of the PNG figures.")
 METHODS = typer.Option(None, "--method", help="Attribution method (repeatable); default: the paper's "
@@ -34,7 +36,8 @@ def register(app: typer.Typer) -> None:
 
 
 def _load(model: Optional[str], images: Optional[List[Path]], dataset: Optional[str], count: int,
-          data_dir: Optional[Path], device: str, out: Path, dpi: int, show: Optional[int], per_class: int = 1):
+          data_dir: Optional[Path], download: bool, device: str, out: Path, dpi: int, show: Optional[int],
+          per_class: int = 1):
     """The options checked, then the model (eval mode, on ``device``) and the :class:`rectgrad.studies.Images` to
     explain."""
     import torch
@@ -50,8 +53,8 @@ def _load(model: Optional[str], images: Optional[List[Path]], dataset: Optional[
     loaded = zoo.load(model, device=device)
     if loaded.note:
         typer.echo(f"note: {loaded.note}", err=True)
-    chosen = (images_from_dataset(dataset, count, per_class, data_dir, image_size=loaded.input_size[0]) if dataset
-              else images_from_files(loaded, images))
+    chosen = (images_from_dataset(dataset, count, per_class, data_dir, image_size=loaded.input_size[0],
+                                  download=download) if dataset else images_from_files(loaded, images))
     chosen = chosen.to(device)
     try:  # one image first: a model made for other images fails here, in one clear line
         with torch.no_grad():
@@ -61,6 +64,14 @@ def _load(model: Optional[str], images: Optional[List[Path]], dataset: Optional[
                          f"{'x'.join(map(str, chosen.x.shape[1:]))} (channels x height x width): {one_line(exc)}; "
                          "give a model made for them, or image files (resized to the model's input)") from None
     return loaded.model, chosen  # zoo.load gives it in eval mode
+
+
+def _refuse_given(ctx: typer.Context, names: List[str], why: str) -> None:
+    """Refuse the options among ``names`` given on the command line: they would be ignored (``why``)."""
+    given = [f"--{name.replace('_', '-')}" for name in names
+             if ctx.get_parameter_source(name).name == "COMMANDLINE"]
+    if given:
+        raise ValueError(f"{', '.join(given)} {'has' if len(given) == 1 else 'have'} no use {why}")
 
 
 def _check_outputs(out: Path, dpi: int, show: Optional[int]) -> None:
@@ -85,12 +96,12 @@ def threshold(images: Optional[List[Path]] = IMAGES, model: str = MODEL, out: Pa
                                                                   "0 10 20 80 90 95 99 (Fig. 4)."),
               padding_trick: bool = typer.Option(True, help="Zero-padding trick (Appendix C.1)."),
               dataset: Optional[str] = DATASET, count: int = COUNT, data_dir: Optional[Path] = DATA_DIR,
-              internal_batch_size: Optional[int] = BATCH, show: Optional[int] = SHOW, device: str = DEVICE,
-              dpi: int = DPI) -> None:
+              download: bool = DOWNLOAD, internal_batch_size: Optional[int] = BATCH, show: Optional[int] = SHOW,
+              device: str = DEVICE, dpi: int = DPI) -> None:
     """Fig. 4: RectGrad for tau = 0 and each q, with the sparsity curve."""
     from rectgrad import studies
 
-    net, chosen = _load(model, images, dataset, count, data_dir, device, out, dpi, show)
+    net, chosen = _load(model, images, dataset, count, data_dir, download, device, out, dpi, show)
     kwargs = {"qs": tuple(q)} if q else {}
     _finish(studies.threshold(net, chosen, padding_trick=padding_trick, internal_batch_size=internal_batch_size,
                               **kwargs, **_shown(show)), out, dpi)
@@ -101,12 +112,14 @@ def coherence(images: Optional[List[Path]] = IMAGES, model: str = MODEL, out: Pa
               method: Optional[List[str]] = METHODS, seed: int = typer.Option(0, help="Seed of SmoothGrad's noise."),
               dataset: Optional[str] = DATASET,
               count: int = typer.Option(8, help="With --dataset: how many test images, two per class."),
-              data_dir: Optional[Path] = DATA_DIR, internal_batch_size: Optional[int] = BATCH,
-              show: Optional[int] = SHOW, device: str = DEVICE, dpi: int = DPI) -> None:
+              data_dir: Optional[Path] = DATA_DIR, download: bool = DOWNLOAD,
+              internal_batch_size: Optional[int] = BATCH, show: Optional[int] = SHOW, device: str = DEVICE,
+              dpi: int = DPI) -> None:
     """Figs. 5a, 12: all methods with and without final threshold; similarity within vs across classes."""
     from rectgrad import studies
 
-    net, chosen = _load(model, images, dataset, count, data_dir, device, out, dpi, show, per_class=2)
+    net, chosen = _load(model, images, dataset, count, data_dir, download, device, out, dpi, show,
+                        per_class=2)
     _finish(studies.coherence(net, chosen, methods=tuple(method or studies.COMPARED), seed=seed,
                               internal_batch_size=internal_batch_size, **_shown(show)), out, dpi)
 
@@ -117,13 +130,13 @@ def adversarial(images: Optional[List[Path]] = IMAGES, model: str = MODEL, out: 
                 method: Optional[List[str]] = METHODS,
                 seed: int = typer.Option(0, help="Seed of SmoothGrad's noise and of the control noise."),
                 dataset: Optional[str] = DATASET, count: int = COUNT, data_dir: Optional[Path] = DATA_DIR,
-                internal_batch_size: Optional[int] = BATCH, show: Optional[int] = SHOW, device: str = DEVICE,
-                dpi: int = DPI) -> None:
+                download: bool = DOWNLOAD, internal_batch_size: Optional[int] = BATCH, show: Optional[int] = SHOW,
+                device: str = DEVICE, dpi: int = DPI) -> None:
     """Figs. 5b, 13: maps of each image and its FGSM twin; how much each method's map changes."""
     from rectgrad import studies
 
     _options.positive_number(eps, "--eps")
-    net, chosen = _load(model, images, dataset, count, data_dir, device, out, dpi, show)
+    net, chosen = _load(model, images, dataset, count, data_dir, download, device, out, dpi, show)
     _finish(studies.adversarial(net, chosen, eps=eps, methods=tuple(method or studies.COMPARED), seed=seed,
                                 internal_batch_size=internal_batch_size, **_shown(show)), out, dpi)
 
@@ -135,11 +148,11 @@ def layers(images: Optional[List[Path]] = IMAGES, model: str = MODEL, out: Path 
                                                                 "(repeatable); default: spread over the convs."),
            max_layers: int = typer.Option(8, help="Without --layer: how many layers."),
            dataset: Optional[str] = DATASET, count: int = COUNT, data_dir: Optional[Path] = DATA_DIR,
-           show: Optional[int] = SHOW, device: str = DEVICE, dpi: int = DPI) -> None:
+           download: bool = DOWNLOAD, show: Optional[int] = SHOW, device: str = DEVICE, dpi: int = DPI) -> None:
     """Figs. 6, 11: Saliency vs RectGrad at hidden layers; background share per layer."""
     from rectgrad import studies
 
-    net, chosen = _load(model, images, dataset, count, data_dir, device, out, dpi, show)
+    net, chosen = _load(model, images, dataset, count, data_dir, download, device, out, dpi, show)
     _finish(studies.layers(net, chosen, q=q, layer_names=layer or None, max_layers=max_layers, **_shown(show)),
             out, dpi)
 
@@ -149,30 +162,35 @@ def feature_maps(images: Optional[List[Path]] = IMAGES, model: str = MODEL, out:
                  channels: int = typer.Option(8, help="Most active channels shown per layer."),
                  max_layers: int = typer.Option(8, help="Layers shown, spread from first to last."),
                  dataset: Optional[str] = DATASET, count: int = COUNT, data_dir: Optional[Path] = DATA_DIR,
-                 show: Optional[int] = SHOW, device: str = DEVICE, dpi: int = DPI) -> None:
+                 download: bool = DOWNLOAD, show: Optional[int] = SHOW, device: str = DEVICE,
+                 dpi: int = DPI) -> None:
     """Fig. 10: feature maps of the convolutional layers; active units on the background."""
     from rectgrad import studies
 
     _options.positive_int(channels, "--channels")
     _options.positive_int(max_layers, "--max-layers")
-    net, chosen = _load(model, images, dataset, count, data_dir, device, out, dpi, show)
+    net, chosen = _load(model, images, dataset, count, data_dir, download, device, out, dpi, show)
     _finish(studies.feature_maps(net, chosen, channels=channels, max_layers=max_layers, **_shown(show)), out, dpi)
 
 
 @study_app.command("rules")
-def rules(images: Optional[List[Path]] = IMAGES,
-          model: Optional[str] = typer.Option(None, help="With images or --dataset: the model to explain."),
+def rules(ctx: typer.Context, images: Optional[List[Path]] = IMAGES,
+          model: Optional[str] = typer.Option(None, help="With images or --dataset: the model to explain (default "
+                                                         "efficientnet-lite0)."),
           out: Path = OUT, q: float = typer.Option(98.0, help="Percentile for the maps."),
           dataset: Optional[str] = DATASET, count: int = COUNT, data_dir: Optional[Path] = DATA_DIR,
-          internal_batch_size: Optional[int] = BATCH, show: Optional[int] = SHOW, device: str = DEVICE,
-          dpi: int = DPI) -> None:
-    """Appendix B, Fig. 14: the B.2 toy numbers; with images, PR1-PR4 and RectGradMod maps."""
+          download: bool = DOWNLOAD, internal_batch_size: Optional[int] = BATCH, show: Optional[int] = SHOW,
+          device: str = DEVICE, dpi: int = DPI) -> None:
+    """Appendix B, Fig. 14: the B.2 toy numbers; with images or --dataset, PR1-PR4 and RectGradMod maps (the
+    options other than --out apply only to those)."""
     from rectgrad import studies
 
     if images or dataset:
-        net, chosen = _load(model or "efficientnet-lite0", images, dataset, count, data_dir, device, out, dpi,
-                           show)
+        net, chosen = _load(model or "efficientnet-lite0", images, dataset, count, data_dir, download, device, out,
+                            dpi, show)
     else:
+        _refuse_given(ctx, ["model", "q", "count", "data_dir", "download", "internal_batch_size", "show", "device",
+                            "dpi"], "without images or --dataset (rules then prints the B.2 toy alone)")
         _check_outputs(out, dpi, show)
         net, chosen = None, None
     _finish(studies.rules(net, chosen, q=q, internal_batch_size=internal_batch_size, **_shown(show)), out, dpi)

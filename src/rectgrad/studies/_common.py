@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import csv
+import functools
 import itertools
 import math
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from rectgrad import viz
+from rectgrad.attr._base import modules_of, preserved_buffers, user_call
 from rectgrad.data import image_files, masks_beside
 from rectgrad.engine import Options, RuleMode, rule_gradients
 from rectgrad.methods import explain, get_method
@@ -26,7 +29,8 @@ class Images:
 
     ``mean``/``std`` describe the model's input space as for :func:`rectgrad.viz.to_display_image`: pixels
     in [0, 1] are ``x * std + mean``; both None means the inputs are pixels scaled to [-1, 1] (the
-    paper's preprocessing). ``masks`` (N, H, W), True on the object, enable the background numbers.
+    paper's preprocessing). ``masks`` (N, H, W), True (or 1, in any dtype) on the object, enable the background
+    numbers. ``names`` must be unique: tables and figure files are labelled by them.
     """
 
     x: Tensor
@@ -41,9 +45,11 @@ class Images:
         if self.x.dim() != 4 or len(self.names) != len(self.x):
             raise ValueError(f"expected (N, C, H, W) inputs with one name each, got {tuple(self.x.shape)} "
                              f"and {len(self.names)} names")
-        if self.masks is not None and self.masks.shape != (len(self.x), *self.x.shape[-2:]):
-            raise ValueError(f"masks must be (N, H, W) = {(len(self.x), *self.x.shape[-2:])}, "
-                             f"got {tuple(self.masks.shape)}")
+        repeated = [name for name, count in Counter(self.names).items() if count > 1]
+        if repeated:
+            raise ValueError(f"image names must be unique, got {', '.join(map(repr, repeated[:5]))} more than once")
+        if self.masks is not None:
+            self.masks = _bool_masks(self.masks, (len(self.x), *self.x.shape[-2:]))
 
     def __len__(self) -> int:
         return len(self.x)
@@ -63,6 +69,18 @@ class Images:
 
     def from_pixels(self, p: Tensor) -> Tensor:
         return from_pixels(p, self.mean, self.std)
+
+
+def _bool_masks(masks, shape: tuple[int, ...]) -> Tensor:
+    """Object masks of ``shape`` (N, H, W) as bool: True/False, or 0/1 in any dtype."""
+    if not isinstance(masks, Tensor):
+        raise TypeError(f"masks must be a torch tensor, got {type(masks).__name__}")
+    if masks.shape != shape:
+        raise ValueError(f"masks must be (N, H, W) = {shape}, got {tuple(masks.shape)}")
+    if masks.dtype != torch.bool and not bool(((masks == 0) | (masks == 1)).all()):
+        raise ValueError(f"masks must hold only 0/1 (or True/False) values, object = 1, got {masks.dtype} values "
+                         f"from {masks.min().item():g} to {masks.max().item():g}")
+    return masks.bool()
 
 
 def _stats(x: Tensor, mean, std) -> tuple[Tensor, Tensor]:
@@ -178,6 +196,19 @@ def finite_mean(values) -> float:
     return float(np.mean(finite)) if finite else float("nan")
 
 
+def leaves_model_as_it_was(fn):
+    """Decorate ``fn(model, ...)`` to use the model as :func:`rectgrad.explain` does: its buffers (BatchNorm
+    statistics in train mode) restored afterwards, even on error, and one warning per call, not per inner
+    call, when the model is in training mode."""
+    @functools.wraps(fn)
+    def wrapper(model, *args, **kwargs):
+        modules = modules_of(model)
+        with user_call(modules), preserved_buffers(modules):
+            return fn(model, *args, **kwargs)
+    return wrapper
+
+
+@leaves_model_as_it_was
 @torch.no_grad()
 def predict(model: nn.Module, x: Tensor, batch_size: int = 16) -> tuple[Tensor, Tensor]:
     """Predicted classes and their softmax probabilities."""
@@ -219,14 +250,16 @@ def outside_fraction(maps: Tensor, masks: Tensor) -> Tensor:
     return torch.where(total > 0, outside / total.clamp_min(1e-30), 0.0)
 
 
+@leaves_model_as_it_was
 def engine_gradients(model: nn.Module, x: Tensor, target: Tensor | None, options: Options,
                      modules: list[tuple[str, nn.Module]] = ()) -> tuple[Tensor, list[tuple[str, Tensor, Tensor]]]:
     """The engine's modified gradient of the target logits with respect to ``x`` and to the inputs of ``modules``.
 
     Drives :class:`rectgrad.engine.RuleMode` as the attribution methods do (forward pass under the rule,
     backward pass outside it); forward pre-hooks record each module's input during that pass and are
-    removed afterwards, so the model is left untouched. Returns the input gradient and, per module call,
-    ``(name, module input, gradient)``; ``target`` None explains each sample's predicted class.
+    removed afterwards, and buffers are restored, so the model is left untouched. Returns the input gradient
+    and, per module call, ``(name, module input, gradient)``; ``target`` None explains each sample's predicted
+    class.
     """
     recorded: list[tuple[str, Tensor]] = []
 
@@ -306,14 +339,18 @@ def images_from_files(loaded, paths) -> Images:
     """Images for a :class:`rectgrad.zoo.LoadedModel` from files or folders, preprocessed as the model needs.
 
     An image ``<stem>.<ext>`` with a ``<stem>_mask.*`` file beside it (:func:`rectgrad.data.masks_beside`) gets
-    that object mask (white = object, pixel >= 200 as the paper's masks), sent through the same resizing and
-    cropping. Images are
-    named by their file stem, or ``folder/stem`` when two stems coincide.
+    that object mask (white = object, pixel >= 200 as the paper's masks; of the image's pixel size), sent through
+    the same resizing and cropping. Images are named by their file stem, with as many parent folders as it takes
+    to tell apart files whose stems coincide (:func:`unique_names`).
     """
     from rectgrad.zoo import read_image
 
     files = image_files(paths)
-    x = loaded.preprocess([read_image(f) for f in files])
+    repeated = [str(f) for f, count in Counter(f.resolve() for f in files).items() if count > 1]
+    if repeated:
+        raise ValueError(f"image {repeated[0]} is given more than once")
+    pictures = [read_image(f) for f in files]
+    x = loaded.preprocess(pictures)
     mask_of = masks_beside(files)
     mask_files = [mask_of.get(f) for f in files]
     masks = None
@@ -322,17 +359,38 @@ def images_from_files(loaded, paths) -> Images:
             missing = [str(f) for f, m in zip(files, mask_files) if m is None]
             raise ValueError(f"some images have a <name>_mask file and some do not: {', '.join(missing[:5])} "
                              "lack one")
-        masked = loaded.preprocess([read_image(m) for m in mask_files])
+        mask_pictures = [read_image(m) for m in mask_files]
+        for f, picture, m, mask in zip(files, pictures, mask_files, mask_pictures):
+            if mask.size != picture.size:
+                raise ValueError(f"{m} is {'x'.join(map(str, mask.size))} pixels but its image {f} "
+                                 f"{'x'.join(map(str, picture.size))}: a mask must have its image's size")
+        masked = loaded.preprocess(mask_pictures)
         masks = (to_pixels(masked, loaded.mean, loaded.std).mean(1) + 1) / 2 >= 200 / 255
-    stems = [f.stem for f in files]
-    names = stems if len(set(stems)) == len(stems) else [f"{f.parent.name}/{f.stem}" for f in files]
-    return Images(x=x, names=names, mean=loaded.mean, std=loaded.std,
+    return Images(x=x, names=unique_names(files), mean=loaded.mean, std=loaded.std,
                   classes=list(loaded.labels) if loaded.labels else None, masks=masks)
 
 
-def images_from_dataset(name: str, count: int, per_class: int = 1, data_dir=None, image_size: int = 32) -> Images:
+def unique_names(files: list[Path]) -> list[str]:
+    """Each file's stem, preceded by as many of its folders as it takes to tell it from the others (``a/x/1`` and
+    ``b/x/1``; ``2`` alone); the whole path where only the extension differs. The files must be distinct."""
+    def name(f: Path, depth: int) -> str:
+        parts = f.with_suffix("").parts
+        return "/".join(parts[-depth:]) if depth <= len(parts) else str(f)
+
+    depths = [1] * len(files)
+    while True:
+        names = [name(f, depth) for f, depth in zip(files, depths)]
+        counts = Counter(names)
+        if all(counts[n] == 1 for n in names):
+            return names
+        depths = [depth + (counts[n] > 1) for n, depth in zip(names, depths)]
+
+
+def images_from_dataset(name: str, count: int, per_class: int = 1, data_dir=None, image_size: int = 32,
+                        download: bool = False) -> Images:
     """``count`` test images of ``"fashion-mnist"``, ``"cifar10"`` or ``"folder"`` (your own, in ``data_dir``,
-    resized to ``image_size``): the first ``per_class`` of classes 0, 1, ...
+    resized to ``image_size``): the first ``per_class`` of classes 0, 1, ... (``download``: a missing dataset is
+    downloaded, as :func:`rectgrad.data.load_dataset` does).
 
     Inputs are scaled to [-1, 1] as the paper's CNNs see them; Fashion-MNIST images get object masks
     (every non-black pixel, :func:`rectgrad.data.object_masks_from_images`).
@@ -341,7 +399,7 @@ def images_from_dataset(name: str, count: int, per_class: int = 1, data_dir=None
 
     if count < 1 or per_class < 1:
         raise ValueError(f"count and per_class must be positive, got {count} and {per_class}")
-    data = load_dataset(name, "test", data_dir=data_dir, image_size=image_size)
+    data = load_dataset(name, "test", data_dir=data_dir, download=download, image_size=image_size)
     index = []
     for k in itertools.cycle(range(len(data.classes))):
         if len(index) >= min(count, len(data)):

@@ -9,10 +9,11 @@ from torch import Tensor, nn
 
 from rectgrad import viz
 from rectgrad.studies._common import (COMPARED, Images, StudyResult, display_maps, finite_mean, from_pixels,
-                                      method_attributions, method_label, predict, skipped_note, spearman,
-                                      summed_maps, to_pixels)
+                                      leaves_model_as_it_was, method_attributions, method_label, predict,
+                                      skipped_note, spearman, summed_maps, to_pixels)
 
 
+@leaves_model_as_it_was
 def fgsm(model: nn.Module, x: Tensor, eps: float = 0.01, *, target: Tensor | None = None, mean=None,
          std=None) -> Tensor:
     """Fast gradient sign method (Goodfellow et al., 2015) with the paper's ``eps`` = 0.01 on [-1, 1] pixels.
@@ -31,6 +32,7 @@ def fgsm(model: nn.Module, x: Tensor, eps: float = 0.01, *, target: Tensor | Non
     return from_pixels((pixels + eps * grad.sign()).clamp(-1, 1), mean, std).detach()
 
 
+@leaves_model_as_it_was
 def adversarial(model: nn.Module, images: Images, out=None, *, eps: float = 0.01, methods=COMPARED,
                 seed: int = 0, internal_batch_size: int | None = 16, show: int = 4) -> StudyResult:
     """Maps of every method for each image and its FGSM twin (Figs. 5b, 13), with class sensitivity as a number.

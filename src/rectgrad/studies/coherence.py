@@ -7,10 +7,11 @@ from torch import nn
 
 from rectgrad import viz
 from rectgrad.studies._common import (COMPARED, Images, StudyResult, display_maps, finite_mean,
-                                      method_attributions, method_label, predict, skipped_note, spearman,
-                                      summed_maps)
+                                      leaves_model_as_it_was, method_attributions, method_label, predict,
+                                      skipped_note, spearman, summed_maps)
 
 
+@leaves_model_as_it_was
 def coherence(model: nn.Module, images: Images, out=None, *, methods=COMPARED, seed: int = 0,
               internal_batch_size: int | None = 16, show: int = 8) -> StudyResult:
     """All methods' maps for ``images``, without and with final thresholding (Figs. 5a, 12), with numbers.

@@ -8,7 +8,8 @@ from torch.overrides import TorchFunctionMode
 from rectgrad import viz
 from rectgrad.engine import Options
 from rectgrad.operations import KNOWN_ACTIVATIONS
-from rectgrad.studies._common import Images, StudyResult, engine_gradients, new_figure, predict, resize_masks, spread
+from rectgrad.studies._common import (Images, StudyResult, engine_gradients, leaves_model_as_it_was, new_figure,
+                                      predict, resize_masks, spread)
 
 
 class _ActivationRecorder(TorchFunctionMode):
@@ -25,6 +26,7 @@ class _ActivationRecorder(TorchFunctionMode):
         return out
 
 
+@leaves_model_as_it_was
 def activations(model: nn.Module, x: Tensor, max_layers: int | None = None) -> list[tuple[int, Tensor]]:
     """The feature maps after each activation (ReLU, ReLU6, ...) over a spatial map, in forward order.
 
@@ -40,6 +42,7 @@ def activations(model: nn.Module, x: Tensor, max_layers: int | None = None) -> l
     return spread(list(enumerate(recorder.outputs, start=1)), max_layers)
 
 
+@leaves_model_as_it_was
 def feature_maps(model: nn.Module, images: Images, out=None, *, channels: int = 8,
                  max_layers: int | None = 8, show: int = 4) -> StudyResult:
     """Per image: its saliency map and the ``channels`` most active channels of each convolutional layer.
@@ -75,8 +78,11 @@ def feature_maps(model: nn.Module, images: Images, out=None, *, channels: int = 
             row["saliency mass on background"] = float(mass[~images.masks[i].cpu()].sum() / mass.sum().clamp_min(1e-30))
         per_image.append(row)
     noisiest = sorted(range(len(images)), key=lambda i: -per_image[i].get("saliency mass on background", 0.0))
-    figures = {_slug(images.names[i]): _figure(images, i, saliency[i], [(k, a[i]) for k, a in maps], channels)
-               for i in noisiest[:show]}
+    figures = {}
+    for i in noisiest[:show]:
+        slug = _slug(images.names[i])  # names are unique, their file-name forms ("a/b" and "a_b") need not be
+        figure = _figure(images, i, saliency[i], [(k, a[i]) for k, a in maps], channels)
+        figures[slug if slug not in figures else f"{slug}_{i}"] = figure
     result = StudyResult("feature-maps", {"layers": rows, "images": per_image}, figures, notes=_NOTES)
     if out is not None:
         result.save(out)

@@ -5,48 +5,76 @@ import torch
 from torch import nn
 
 from rectgrad import viz
+from rectgrad.attr._arguments import check_threshold
 from rectgrad.engine import Options, Rule
-from rectgrad.studies._common import (Images, StudyResult, engine_gradients, outside_fraction, predict,
-                                      resize_masks, spread)
+from rectgrad.studies._common import (Images, StudyResult, engine_gradients, leaves_model_as_it_was,
+                                      outside_fraction, predict, resize_masks, spread)
 
 
+@leaves_model_as_it_was
 def hidden_layers(model: nn.Module, x, names: list[str] | None = None,
                   max_layers: int = 8) -> list[tuple[str, nn.Module]]:
     """The modules whose inputs the study attributes to, in the order the forward pass calls them.
 
-    ``names`` picks modules by their ``named_modules`` names. Otherwise: the ``nn.Conv2d`` modules without
-    groups (no depthwise convolutions) whose input is a spatial hidden tensor (not the model input, larger
-    than 1x1), ``max_layers`` of them evenly spread from the first to the last.
+    ``names`` picks modules by their ``named_modules`` names; each must be called by the forward pass on a
+    feature map (N, C, H, W). Otherwise: the ``nn.Conv2d`` modules without groups (no depthwise
+    convolutions) whose input is a spatial hidden tensor (not the model input, larger than 1x1),
+    ``max_layers`` of them evenly spread from the first to the last.
     """
     modules = dict(model.named_modules())
+    unknown = [n for n in names or () if n not in modules]
+    if unknown:
+        raise ValueError(f"no module named {', '.join(map(repr, unknown))} in the model")
+    candidates = ({n: modules[n] for n in names} if names else
+                  {n: m for n, m in modules.items() if isinstance(m, nn.Conv2d) and m.groups == 1})
+    calls = _module_inputs(model, x, candidates)
     if names:
-        unknown = [n for n in names if n not in modules]
-        if unknown:
-            raise ValueError(f"no module named {', '.join(map(repr, unknown))} in the model")
+        _check_named(names, calls)
         return [(n, modules[n]) for n in names]
-    called: list[tuple[str, nn.Module]] = []
+    called = list({name: candidates[name] for name, t in calls
+                   if _is_feature_map(t) and t is not x and t.shape[-2:].numel() > 1}.items())
+    if not called:
+        raise ValueError("the model has no convolution over a hidden feature map: name the layers to attribute to")
+    return spread(called, max_layers)
+
+
+def _module_inputs(model: nn.Module, x, modules: dict[str, nn.Module]) -> list[tuple[str, object]]:
+    """``(name, first argument)`` of every call of ``modules`` during one forward pass on ``x``, in call order."""
+    calls = []
 
     def hook(name):
         def record(module, args):
-            t = args[0] if args else None
-            if isinstance(t, torch.Tensor) and t.dim() == 4 and t is not x and t.shape[-2:].numel() > 1 \
-                    and all(name != n for n, _ in called):
-                called.append((name, module))
+            calls.append((name, args[0] if args else None))
         return record
 
-    handles = [m.register_forward_pre_hook(hook(n)) for n, m in modules.items()
-               if isinstance(m, nn.Conv2d) and m.groups == 1]
+    handles = [m.register_forward_pre_hook(hook(n)) for n, m in modules.items()]
     try:
         with torch.no_grad():
             model(x)
     finally:
         for handle in handles:
             handle.remove()
-    if not called:
-        raise ValueError("the model has no convolution over a hidden feature map: name the layers to attribute to")
-    return spread(called, max_layers)
+    return calls
 
 
+def _is_feature_map(t) -> bool:
+    return isinstance(t, torch.Tensor) and t.dim() == 4
+
+
+def _check_named(names: list[str], calls: list[tuple[str, object]]) -> None:
+    """Every named module is called, and always on a feature map (N, C, H, W)."""
+    for name in names:
+        inputs = [t for n, t in calls if n == name]
+        if not inputs:
+            raise ValueError(f"the forward pass never calls module {name!r}: name a module the model uses")
+        bad = next((t for t in inputs if not _is_feature_map(t)), None)
+        if bad is not None:
+            got = f"shape {tuple(bad.shape)}" if isinstance(bad, torch.Tensor) else type(bad).__name__
+            raise ValueError(f"the input of module {name!r} is not an (N, C, H, W) feature map (got {got}): "
+                             "name a module over a spatial map, such as a convolution")
+
+
+@leaves_model_as_it_was
 def layers(model: nn.Module, images: Images, out=None, *, q: float = 98.0, padding_trick: bool = True,
            layer_names: list[str] | None = None, max_layers: int = 8, show: int = 4) -> StudyResult:
     """Saliency and RectGrad attributions to the input of hidden layers, input (left) to output (right).
@@ -60,6 +88,7 @@ def layers(model: nn.Module, images: Images, out=None, *, q: float = 98.0, paddi
     towards the input while RectGrad's stays low. ``show``: how many images (the first) the figure draws;
     the numbers use all.
     """
+    q, _ = check_threshold(q, None)
     predicted, _ = predict(model, images.x)
     chosen = hidden_layers(model, images.x[:1], layer_names, max_layers)
     methods = {"Saliency": Options(), "RectGrad": Options(rule=Rule(score="pr1", q=q), padding_trick=padding_trick)}

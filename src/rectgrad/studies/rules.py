@@ -14,8 +14,8 @@ from rectgrad import viz
 from rectgrad.attr import RectGrad
 from rectgrad.attr.rectgrad import RULES
 from rectgrad.engine import Options, Rule
-from rectgrad.studies._common import (Images, StudyResult, engine_gradients, finite_mean, outside_fraction,
-                                      predict, quiet, spearman)
+from rectgrad.studies._common import (Images, StudyResult, engine_gradients, finite_mean, leaves_model_as_it_was,
+                                      outside_fraction, predict, quiet, spearman)
 
 B2_WEIGHTS = (1.0, 10.0, -100.0, 1000.0)
 B2_ACTIVATIONS = (3.0, 2.0, 1.0, 0.0)
@@ -68,6 +68,7 @@ def _vector(values) -> str:
     return "(" + ", ".join(f"{v:g}" for v in values) + ")"
 
 
+@leaves_model_as_it_was
 def rules(model: nn.Module, images: Images | None = None, out=None, *, q: float = 98.0,
           padding_trick: bool = True, candidates: tuple[str, ...] = RULES, toy_q: float = 74.0,
           internal_batch_size: int | None = 16, show: int = 8) -> StudyResult:

@@ -5,11 +5,13 @@ from torch import nn
 
 from rectgrad import viz
 from rectgrad.attr import RectGrad
-from rectgrad.studies._common import Images, StudyResult, finite_mean, predict, quiet, spearman
+from rectgrad.studies._common import (Images, StudyResult, finite_mean, leaves_model_as_it_was, predict, quiet,
+                                      spearman)
 
 QS = (0.0, 10.0, 20.0, 80.0, 90.0, 95.0, 99.0)
 
 
+@leaves_model_as_it_was
 def threshold(model: nn.Module, images: Images, out=None, *, qs=QS, padding_trick: bool = True,
               internal_batch_size: int | None = 16, show: int = 8) -> StudyResult:
     """RectGrad maps for ``tau = 0`` (Guided BP x input, Claim 2) and every q of ``qs`` (Fig. 4), with numbers.
