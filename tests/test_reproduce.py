@@ -158,8 +158,8 @@ def test_ctrl_c_during_a_group_saves_it_and_the_rerun_resumes(smoke, tmp_path, m
     copy = tmp_path / "work"
     shutil.copytree(work, copy, ignore=shutil.ignore_patterns("kar"))  # the 18 KAR trainings, 6 at a time
     original, checks = module.train_many, iter(range(10**6))
-    # smoke trainings take one step: stop the second group before it
-    monkeypatch.setattr(module, "train_many", lambda *a, **k: original(*a, stop=lambda: next(checks) == 1, **k))
+    # smoke trainings take one step, checked for a stop before it and after it: stop the second group before it
+    monkeypatch.setattr(module, "train_many", lambda *a, **k: original(*a, stop=lambda: next(checks) == 2, **k))
     grouped = [*args, "--out", str(tmp_path / "report"), "--work-dir", str(copy), "--group", "6"]
     assert main(grouped) == 130
     assert "state is saved in" in capsys.readouterr().err
