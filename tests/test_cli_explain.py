@@ -117,7 +117,14 @@ def test_running_out_of_memory_is_one_clear_line(files, capsys, monkeypatch):
     tmp_path, images, checkpoint = files
     monkeypatch.setattr(zoo, "read_image", huge)
     status, _, err = run(capsys, "explain", images[0], "--model", checkpoint, "--out", str(tmp_path / "m.png"))
-    assert status == 2 and err.startswith("error: out of memory (the allocation failed): use fewer or smaller images")
+    assert status == 2 and err == ("error: out of memory (the allocation failed): use fewer or smaller images or a "
+                                   "smaller --internal-batch-size\n")  # the options explain has
+    from rectgrad.cli import _memory_advice
+
+    assert _memory_advice(["train", "--dataset", "cifar10"]) == ("use fewer or smaller images (--image-size) or a "
+                                                                "smaller --batch-size")
+    assert _memory_advice(["study", "threshold", "--dataset", "cifar10"]).endswith("(--count) or a smaller "
+                                                                                   "--internal-batch-size")
 
 
 def test_explain_with_final_threshold_and_target(files, capsys):
@@ -126,7 +133,8 @@ def test_explain_with_final_threshold_and_target(files, capsys):
                            "--final-threshold", "--target", "3", "--out", str(tmp_path / "t.png"), "--no-progress")
     assert status == 0, err
     assert (tmp_path / "t.png").is_file() and out.splitlines()[0] == "explaining class 3 (cat) in every image"
-    for name, said in (("cat", "3 (cat)"), ("CAT", "3 (cat)"), ("tru", "9 (truck)")):  # any case, a unique beginning
+    # any case, a unique beginning; an index with a leading zero is no prefix
+    for name, said in (("cat", "3 (cat)"), ("CAT", "3 (cat)"), ("tru", "9 (truck)"), ("03", "3 (cat)")):
         status, out, err = run(capsys, "explain", images[0], "--model", checkpoint, "--methods", "saliency",
                                "--target", name, "--out", str(tmp_path / "n.png"), "--no-progress")
         assert status == 0, err
@@ -197,7 +205,7 @@ def test_bad_input_is_one_clear_line(files, capsys, case, message):
             "ambiguous": [*images, "--model", checkpoint, "--target", "a"],
             "device": [*images, "--model", checkpoint, "--device", "tpu"]}[case]
     status, out, err = run(capsys, "explain", *argv, "--out", str(tmp_path / "never.png"), "--no-progress")
-    assert status == 2
+    assert status == 2 and "explaining" not in out  # no class announced before --target 10 is refused
     assert err.startswith(message) and err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "never.png").exists()
 

@@ -199,3 +199,162 @@ def test_model_trained_on_own_images_sees_them_as_the_folder_loader_made_them(tm
     torch.testing.assert_close(loaded.load_images(files), to_inputs(folder.images))
     pixels = (loaded.load_images([tmp_path / "deep.png"])[0] + 1) * 127.5
     assert pixels.max() > 200 and pixels.min() < 5 and pixels.std() > 50
+
+
+def _sideways_photo(path, upright):
+    """Save ``upright`` (H, W, 3) as a phone does: pixels turned a quarter, EXIF Orientation 6 to turn them back."""
+    stored = Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90)
+    exif = stored.getexif()
+    exif[0x0112] = 6
+    stored.save(path, exif=exif, quality=95)
+
+
+def test_photos_are_read_upright_by_explain_and_the_folder_loader_alike(tmp_path):
+    from rectgrad.data import load_image_folder, load_image_folder_masks, to_inputs
+
+    upright = np.zeros((24, 36, 3), dtype=np.uint8)
+    upright[:, :12] = 255  # white left third, as viewers show the photo
+    for split in ("train", "test"):
+        for name in ("a", "b"):
+            (tmp_path / split / name).mkdir(parents=True)
+            _sideways_photo(tmp_path / split / name / "x.jpg", upright)
+    Image.fromarray(upright[..., 0]).save(tmp_path / "test" / "a" / "x_mask.png")  # drawn on the upright photo
+    picture = zoo.read_image(tmp_path / "test" / "a" / "x.jpg")
+    assert picture.size == (36, 24) and np.asarray(picture)[:, :10].min() > 200 > np.asarray(picture)[:, 14:].max()
+    save_checkpoint(PaperCNN(3, 16, 2), tmp_path / "mine.pt", dataset="folder", classes=["a", "b"])
+    loaded = zoo.load(tmp_path / "mine.pt")
+    folder = load_image_folder(tmp_path, "test", 16)
+    files = [tmp_path / "test" / loaded.label(int(k)) / "x.jpg" for k in folder.labels]
+    torch.testing.assert_close(loaded.load_images(files), to_inputs(folder.images))
+    masked = load_image_folder_masks(tmp_path, 16)
+    assert masked.masks[0, :, :4].all() and not masked.masks[0, :, 6:].any()  # aligned with the upright image
+
+
+def test_centre_crop_resizes_only_the_part_it_keeps(lite0, monkeypatch):
+    skimage_data = pytest.importorskip("skimage.data")
+    photo = Image.fromarray(skimage_data.chelsea())  # 451 x 300
+    scale = 224 / 300 / 0.875  # the former way: resize the whole photo, then crop its centre
+    size = (round(451 * scale), 256)
+    left, top = (size[0] - 224) // 2, (size[1] - 224) // 2
+    whole = photo.resize(size, Image.BICUBIC).crop((left, top, left + 224, top + 224))
+    pixels = lite0.preprocess([photo])[0] * 128 + 127  # EfficientNet-Lite's normalisation undone
+    expected = torch.from_numpy(np.asarray(whole, dtype=np.float32)).permute(2, 0, 1)
+    torch.testing.assert_close(pixels, expected, atol=1e-4, rtol=0)  # an ordinary photo: as torchvision, exactly
+    wide = Image.fromarray(np.concatenate([skimage_data.chelsea()] * 13, axis=1))  # 5863 x 300: its middle third
+    difference = (lite0.preprocess([wide])[0] * 128 + 127 - expected).abs()  # is the photo: only that part resized
+    assert difference.mean() < 0.5 and difference.max() <= 4  # the crop edges lie 0.1 pixel apart; rounding
+    resize = Image.Image.resize
+
+    def small_resize(image, size, *args, **kwargs):
+        assert size[0] * size[1] <= 224 * 224, f"resized to {size}"
+        return resize(image, size, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "resize", small_resize)
+    strip = Image.fromarray(np.random.default_rng(0).integers(0, 256, (1, 20000, 3), dtype=np.uint8))
+    assert lite0.preprocess([strip]).shape == (1, 3, 224, 224)  # formerly a 5,120,000 x 256 intermediate
+
+
+def test_16_bit_pgm_is_read_as_16_bit_png_is_and_32_bit_images_are_refused(tmp_path):
+    deep = (np.arange(20 * 30).reshape(20, 30) * 109).astype(np.uint16)
+    (tmp_path / "deep.pgm").write_bytes(b"P5\n30 20\n65535\n" + deep.astype(">u2").tobytes())  # Pillow: mode I
+    Image.fromarray(deep).save(tmp_path / "deep.png")  # Pillow: mode I;16
+    pgm, png = zoo.read_image(tmp_path / "deep.pgm"), zoo.read_image(tmp_path / "deep.png")
+    assert pgm.mode == png.mode == "L" and np.array_equal(np.asarray(pgm), np.asarray(png))
+    assert np.array_equal(np.asarray(pgm), deep >> 8)
+    Image.fromarray(deep.astype(np.int32)).save(tmp_path / "wide.tif")  # 32-bit TIFF: 8, 16 or 32 bits of range?
+    with pytest.raises(ValueError, match=r"wide.tif: 32-bit .* pixels \(mode I\) have no fixed range"):
+        zoo.read_image(tmp_path / "wide.tif")
+    Image.fromarray(deep.astype(np.float32)).save(tmp_path / "float.tif")
+    with pytest.raises(ValueError, match=r"float.tif: 32-bit integer or floating-point pixels \(mode F\)"):
+        zoo.read_image(tmp_path / "float.tif")
+
+
+def test_imagenet_class_names_given_to_1000_outputs_are_in_the_note(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                torch.nn.Linear(4, 1000)).eval()
+    torch.save(model, tmp_path / "mine.pt")
+    (tmp_path / "mine.json").write_text('{"input_size": [3, 32, 32], "mean": 0.5, "std": 0.5}')
+    loaded = zoo.load(tmp_path / "mine.pt")
+    assert loaded.labels[0] == "tench" and "assuming ImageNet's class names for its 1000 outputs" in loaded.note
+    (tmp_path / "mine.json").write_text(json.dumps({"input_size": [3, 32, 32], "mean": 0.5, "std": 0.5,
+                                                    "label_names": [f"c{i}" for i in range(1000)]}))
+    assert zoo.load(tmp_path / "mine.pt").note is None
+
+
+def test_channels_other_than_one_or_three_are_refused_by_name(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Conv2d(4, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                torch.nn.Linear(4, 3)).eval()
+    torch.save(model, tmp_path / "four.pt")
+    (tmp_path / "four.json").write_text('{"input_size": [4, 32, 32], "mean": 0.5, "std": 0.5}')
+    loaded = zoo.load(tmp_path / "four.pt")
+    assert loaded.channels == 4
+    with pytest.raises(ValueError, match=r"four.pt takes 4-channel inputs, but images are read as grayscale "
+                                         r"\(1 channel\) or RGB \(3\) only"):
+        loaded.preprocess([Image.new("RGBA", (32, 32))])
+
+
+def test_a_model_that_fails_on_its_input_size_is_refused(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 2)).eval()  # 3 x 32 x 32 only
+    torch.save(model, tmp_path / "dense.pt")
+    with pytest.raises(ValueError, match=r"dense.pt: the assumed input size 3x224x224 does not fit the model.*"
+                                         r"input_size \[channels, height, width\] in .*dense.json"):
+        zoo.load(tmp_path / "dense.pt")
+    (tmp_path / "dense.json").write_text('{"input_size": [3, 32, 32]}')
+    assert zoo.load(tmp_path / "dense.pt").input_size == (32, 32)
+
+
+@pytest.mark.parametrize("config, match", [
+    ('{"input_size": [1, 28, 28], "label_names": ["a", "b", "c"]}', "input_size 1x28x28 does not fit the model"),
+    ('{"input_size": [3, 28, 28], "label_names": ["a", "b"]}', "label_names holds 2 names, the model has 3"),
+    ('{"crop_pct": true}', r"crop_pct must be in \(0, 1\].*got True"),
+    ('{"label_names": {"0": "cat", "2": "owl", "3": "dog"}}', r"label_names as a dict must map the indices 0 to 2"),
+])
+def test_a_json_file_that_contradicts_the_model_names_itself_and_the_key(tmp_path, config, match):
+    _three_class_module(tmp_path / "mine.pt")
+    (tmp_path / "mine.json").write_text(config)
+    with pytest.raises(ValueError, match=f"mine.json.*{match}"):
+        zoo.load(tmp_path / "mine.pt")
+
+
+def test_label_names_as_timms_index_to_name_dict(tmp_path):
+    model = _three_class_module(tmp_path / "mine.pt")
+    model.pretrained_cfg = {"input_size": (3, 32, 32), "label_names": {0: "cat", 1: "dog", 2: "owl"}}
+    torch.save(model, tmp_path / "mine.pt")
+    assert zoo.load(tmp_path / "mine.pt").labels == ["cat", "dog", "owl"]
+    (tmp_path / "mine.json").write_text('{"label_names": {"1": "dog", "0": "cat", "2": "owl"}}')
+    assert zoo.load(tmp_path / "mine.pt").labels == ["cat", "dog", "owl"]
+
+
+def test_checkpoint_on_square_images_sees_the_centre_square(tmp_path):
+    save_checkpoint(PaperCNN(3, 16, 10), tmp_path / "cifar.pt", dataset="cifar10")
+    loaded = zoo.load(tmp_path / "cifar.pt")
+    assert loaded.crop_fraction == 1.0  # folder-trained checkpoints squash (test above), as their training did
+    wide = np.zeros((32, 64, 3), dtype=np.uint8)
+    wide[:, :16] = wide[:, 48:] = 255  # white outer quarters: outside the centre square
+    x = loaded.preprocess([Image.fromarray(wide)])  # halved: the edge columns catch a little white
+    assert x.shape == (1, 3, 16, 16) and x[..., 1:-1].max() == -1.0
+
+
+def test_checkpoint_whose_metadata_cannot_be_read_is_refused(tmp_path):
+    save_checkpoint(PaperCNN(3, 8, 2), tmp_path / "cnn.pt", dataset="folder", classes=["a", "b"])
+    payload = torch.load(tmp_path / "cnn.pt", weights_only=True)
+    payload["metadata"]["classes"] = np.array(["a", "b"])  # not a plain value: weights_only cannot read it
+    torch.save(payload, tmp_path / "cnn.pt")
+    with pytest.raises(ValueError, match=r"cnn.pt: cannot read the checkpoint's metadata \(class names, dataset\)"):
+        zoo.load(tmp_path / "cnn.pt")
+    torch.save(PaperCNN(3, 8, 2), tmp_path / "whole.pt")  # a PaperCNN saved whole carries no metadata: fine
+    assert zoo.load(tmp_path / "whole.pt").labels == []
+
+
+def test_model_whose_class_cannot_be_imported_says_so(tmp_path, monkeypatch):
+    import importlib
+    import sys
+
+    (tmp_path / "gone_models.py").write_text("import torch\n\nclass Net(torch.nn.Sequential):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    torch.save(importlib.import_module("gone_models").Net(torch.nn.Flatten()), tmp_path / "net.pt")
+    monkeypatch.delitem(sys.modules, "gone_models")
+    (tmp_path / "gone_models.py").unlink()
+    with pytest.raises(ValueError, match=r"net.pt holds a model saved whole whose class cannot be imported here "
+                                         r"\(No module named 'gone_models'\).*torch.export or TorchScript"):
+        zoo.load(tmp_path / "net.pt")

@@ -140,8 +140,8 @@ def _torch_load(path: Path, map_location, weights_only: bool):
     except Exception as exc:  # noqa: BLE001 - a corrupt pickle can fail in many ways; report them as one
         if not weights_only and isinstance(exc, (ModuleNotFoundError, AttributeError)):  # pickle's class lookup
             raise ValueError(f"{path} holds a model saved whole whose class cannot be imported here ({one_line(exc)}): "
-                             "make its module importable (a class defined in the script that saved it, __main__, "
-                             "never is) or save the model with torch.export or TorchScript instead") from None
+                             "define the class in a module importable where the file is loaded (not in the script "
+                             "that saves it), or save the model with torch.export or TorchScript instead") from None
         what = ("is not a torch file, is corrupt, or holds objects other than tensors and plain values"
                 if weights_only else "is not a torch file or is corrupt")
         raise ValueError(f"{path} {what} ({one_line(exc)})") from None

@@ -352,7 +352,7 @@ def load_masked_images(folder, bgr: bool = True) -> MaskedImages:
         if not path.is_file():
             raise FileNotFoundError(f"{path} missing (each image needs its mask)")
         with _open_image(path) as image:
-            return np.asarray(image.convert(mode))
+            return np.asarray(upright(image).convert(mode))
 
     images, masks = [], []
     for _, _, path in entries:
@@ -456,8 +456,13 @@ def masks_beside(images: list[Path]) -> dict[Path, Path]:
 
 
 def _image_size(path: Path) -> tuple[int, int]:
-    with _open_image(path) as image:  # reads the header only
-        return image.size
+    """(width, height) of the image at ``path`` as :func:`upright` turns it, from its header and EXIF."""
+    from PIL import ExifTags
+
+    with _open_image(path) as image:
+        width, height = image.size
+        sideways = image.getexif().get(ExifTags.Base.Orientation) in (5, 6, 7, 8)  # turned a quarter
+        return (height, width) if sideways else (width, height)
 
 
 def _image_folder(root, split: str, image_size: int,
@@ -555,12 +560,23 @@ def _image_mode(path: Path) -> str:
         return image.mode
 
 
+def upright(image):
+    """A loaded copy of a Pillow image turned as its EXIF orientation says, as viewers show it (phone cameras store
+    the pixels sideways and say so there); masks beside photos are turned by their own EXIF, if any."""
+    from PIL import ImageOps
+
+    turned = ImageOps.exif_transpose(image)
+    turned.format = image.format  # eight_bit needs it; the copy has none
+    return turned
+
+
 def eight_bit(image, path="image"):
-    """A Pillow image with 8 bits per channel: 16-bit images keep their top byte (Pillow's own conversion would
-    clip them); 32-bit integer and floating-point images, whose range is unknown, are refused."""
+    """A Pillow image with 8 bits per channel: 16-bit images (mode ``I;16``, or ``I`` from a PGM / PPM file, which
+    Pillow scales to 0-65535) keep their top byte (Pillow's own conversion would clip them); 32-bit integer and
+    floating-point images, whose range is unknown, are refused."""
     from PIL import Image
 
-    if image.mode.startswith("I;16"):
+    if image.mode.startswith("I;16") or (image.mode == "I" and image.format == "PPM"):
         return Image.fromarray((np.asarray(image).astype(np.uint16) >> 8).astype(np.uint8))
     if image.mode in ("I", "F"):
         raise ValueError(f"{path}: 32-bit integer or floating-point pixels (mode {image.mode}) have no fixed range "
@@ -581,7 +597,7 @@ def _read_images(paths: list[Path], size: int, mode: str, resample=None, progres
     bar = progress_bar(len(paths), description, progress and len(paths) >= 2000, unit="image")
     for i, path in enumerate(paths):
         with _open_image(path) as image:
-            image = eight_bit(image, path).convert(mode)
+            image = eight_bit(upright(image), path).convert(mode)
             if image.size != (size, size):
                 image = image.resize((size, size), resample)
             images[i] = np.asarray(image).reshape(size, size, -1)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from rectgrad.data import eight_bit
+from rectgrad.data import eight_bit, upright
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -38,7 +38,8 @@ class LoadedModel:
     Images are resized so that the crop covers ``crop_fraction`` of their shorter side, then
     centre-cropped to ``input_size`` (the usual ImageNet evaluation with 0.875); ``crop_fraction=None``
     resizes the whole image to ``input_size`` (a model trained on :func:`rectgrad.data.load_image_folder`
-    images saw them so). ``note`` says which of these values were assumed rather than known.
+    images saw them so). Image files are read as grayscale (``channels`` 1) or RGB (3). ``note`` says which of
+    these values, and whether ImageNet's class names, were assumed rather than known.
     """
 
     name: str
@@ -61,6 +62,10 @@ class LoadedModel:
         """PIL images -> the (N, C, H, W) float input batch on the model's device."""
         from PIL import Image
 
+        if self.channels not in (1, 3):
+            raise ValueError(f"{self.name} takes {self.channels}-channel inputs, but images are read as grayscale "
+                             f"(1 channel) or RGB (3) only: make the (N, {self.channels}, H, W) input tensor yourself "
+                             "and pass it to rectgrad.explain")
         height, width = self.input_size
         resample = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}[self.interpolation]
         batch = []
@@ -69,10 +74,7 @@ class LoadedModel:
             if self.crop_fraction is None:
                 image = image.resize((width, height), resample)
             else:
-                scale = max(height / image.height, width / image.width) / self.crop_fraction
-                size = (max(width, round(image.width * scale)), max(height, round(image.height * scale)))
-                left, top = (size[0] - width) // 2, (size[1] - height) // 2
-                image = image.resize(size, resample).crop((left, top, left + width, top + height))
+                image = self._centre_crop(image, resample)
             pixels = np.asarray(image, dtype=np.float32) / 255.0
             batch.append(torch.from_numpy(pixels.reshape(height, width, -1)).permute(2, 0, 1))
         x = torch.stack(batch)
@@ -80,13 +82,29 @@ class LoadedModel:
         std = torch.tensor(self.std, dtype=x.dtype).view(1, -1, 1, 1)
         return ((x - mean) / std).to(self.device)
 
+    def _centre_crop(self, image, resample):
+        """Resize so that the crop covers ``crop_fraction`` of the shorter side, then take the centre crop, as
+        torchvision's Resize + CenterCrop. When the resized image would hold over 16 times the crop's pixels (an
+        extreme aspect ratio: a 20000 x 1 strip would become 5,120,000 x 256 pixels) only the kept part is resized
+        (``Image.resize(box=...)``), which differs from the whole resize by Pillow's rounding alone."""
+        height, width = self.input_size
+        scale = max(height / image.height, width / image.width) / self.crop_fraction
+        size = (max(width, round(image.width * scale)), max(height, round(image.height * scale)))
+        left, top = (size[0] - width) // 2, (size[1] - height) // 2
+        if size[0] * size[1] <= 16 * width * height:
+            return image.resize(size, resample).crop((left, top, left + width, top + height))
+        x_scale, y_scale = size[0] / image.width, size[1] / image.height
+        box = (left / x_scale, top / y_scale, (left + width) / x_scale, (top + height) / y_scale)
+        return image.resize((width, height), resample, box=box)
+
     def load_images(self, paths: Sequence) -> Tensor:
         """Read image files and preprocess them; a file that cannot be read is named in the error."""
         return self.preprocess([read_image(p) for p in paths])
 
 
 def read_image(path):
-    """Open an image file fully (``FileNotFoundError`` / ``ValueError`` naming the file otherwise)."""
+    """Open an image file fully, upright as its EXIF orientation says, 8 bits per channel (``FileNotFoundError`` /
+    ``ValueError`` naming the file otherwise)."""
     from PIL import Image
 
     path = Path(path)
@@ -94,10 +112,10 @@ def read_image(path):
         raise FileNotFoundError(f"image {path} not found")
     try:
         with Image.open(path) as image:
-            image.load()
-            return eight_bit(image.copy(), path)
+            image = upright(image)
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise ValueError(f"cannot read image {path}: {exc}") from None
+    return eight_bit(image, path)
 
 
 def imagenet_labels() -> list[str]:
@@ -210,20 +228,35 @@ def _dataset_labels(metadata: dict) -> list[str]:
 
 
 def _from_file(path: Path) -> LoadedModel:
-    from rectgrad.checkpoint import load_checkpoint, load_model
+    """A model file's :class:`LoadedModel`. A rectgrad checkpoint's images are centre-cropped to a square (its
+    CIFAR-10 and Fashion-MNIST images are square), or squashed whole when it was trained on folder images, as
+    :func:`rectgrad.data.load_image_folder` resized them."""
+    from rectgrad.checkpoint import load_model
     from rectgrad.models import PaperCNN
 
     model = load_model(path)
     if isinstance(model, PaperCNN):
-        try:
-            metadata = load_checkpoint(path)[1]
-        except ValueError:  # a pickled PaperCNN carries no metadata
-            metadata = {}
+        metadata = _checkpoint_metadata(path)
         side = model.image_size
         return LoadedModel(str(path), model, (side, side), (0.5,) * model.in_channels, (0.5,) * model.in_channels,
                            _dataset_labels(metadata), channels=model.in_channels,
                            crop_fraction=None if metadata.get("dataset") == "folder" else 1.0)
     return _with_config(path, model, *_file_config(path, model))
+
+
+def _checkpoint_metadata(path: Path) -> dict:
+    """The metadata of the rectgrad checkpoint at ``path``; ``{}`` for a PaperCNN saved whole with
+    ``torch.save(model, path)``, which carries none. A checkpoint whose metadata cannot be read is refused, rather
+    than losing its class names and dataset (and so its preprocessing)."""
+    from rectgrad.checkpoint import load_checkpoint, one_line
+
+    try:
+        return load_checkpoint(path)[1]
+    except ValueError as exc:
+        if isinstance(torch.load(path, map_location="cpu", weights_only=False), nn.Module):  # load_model trusted it
+            return {}
+        raise ValueError(f"{path}: cannot read the checkpoint's metadata (class names, dataset): {one_line(exc)}; "
+                         "save it with rectgrad.checkpoint.save_checkpoint") from None
 
 
 PREPROCESSING_KEYS = ("input_size", "mean", "std", "crop_pct", "interpolation", "label_names")
@@ -281,7 +314,8 @@ def _exported_input_size(model: nn.Module) -> dict:
 def _with_config(path: Path, model: nn.Module, config: dict, source: str) -> LoadedModel:
     """A model file's :class:`LoadedModel`: what ``config`` gives, the rest assumed (``note`` says what) as
     3 x 224 x 224 (or the first convolution's channels), ImageNet mean/std (0.5 for other channel counts),
-    a 0.875 centre crop, bilinear, ImageNet class names for 1000 classes."""
+    a 0.875 centre crop, bilinear, ImageNet class names for 1000 classes. A model that fails on one image of
+    that size, or whose output contradicts ``label_names``, is refused."""
     where = source or str(path)
 
     def numbers(key: str, channels: int | None, positive: bool = False) -> tuple[float, ...]:
@@ -320,33 +354,63 @@ def _with_config(path: Path, model: nn.Module, config: dict, source: str) -> Loa
         mean, std = (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else ((0.5,) * channels, (0.5,) * channels)
         assumed_normalisation = f"normalised with mean {mean} and std {std}"
     crop = config.get("crop_pct", 0.875)
-    if crop is not None and not (isinstance(crop, (int, float)) and 0 < crop <= 1):
+    if crop is not None and not (isinstance(crop, (int, float)) and not isinstance(crop, bool) and 0 < crop <= 1):
         raise ValueError(f"{where}: crop_pct must be in (0, 1] (the centre crop's share of the shorter side) or "
                          f"null (resize the whole image), got {crop!r}")
     interpolation = config.get("interpolation", "bilinear")
     if interpolation not in ("bilinear", "bicubic"):
         raise ValueError(f"{where}: interpolation must be bilinear or bicubic, got {interpolation!r}")
-    try:
-        with torch.no_grad():
-            device = next(model.parameters(), torch.empty(0)).device
-            classes = model(torch.zeros(1, channels, height, width, device=device)).shape[-1]
-    except Exception:  # noqa: BLE001 - another input wanted, no logits tensor, a guard: the classes stay unknown
-        classes = None
+    size_from = f"{where}: input_size" if assumed_size is None else f"{path}: the assumed input size"
+    classes = _output_classes(model, (channels, height, width), size_from, path.with_suffix(".json"))
     labels = config.get("label_names")
     if labels is not None:
-        if not isinstance(labels, (list, tuple)) or not all(isinstance(n, str) for n in labels):
-            raise ValueError(f"{where}: label_names must be a list of class names")
+        labels = _label_names(labels, where)
         if classes is not None and len(labels) != classes:
             raise ValueError(f"{where}: label_names holds {len(labels)} names, the model has {classes} classes")
-    labels = list(labels) if labels is not None else imagenet_labels() if classes == 1000 else []
-    note = None
+    assumed_labels = labels is None and classes == 1000
+    labels = imagenet_labels() if assumed_labels else labels or []
+    assumed = []
     if assumed_size or assumed_normalisation:
-        what = " ".join(filter(None, [assumed_size, "inputs", assumed_normalisation]))
-        note = (f"{path}: assuming {what} (not given{' by ' + source if source else ''}); to set them "
-                f'write {path.with_suffix(".json")}, e.g. {{"input_size": [3, 224, 224], "mean": [...], '
+        assumed.append(" ".join(filter(None, [assumed_size, "inputs", assumed_normalisation])))
+    if assumed_labels:
+        assumed.append("ImageNet's class names for its 1000 outputs")
+    note = None
+    if assumed:
+        note = (f"{path}: assuming {', and '.join(assumed)} (not given{' by ' + source if source else ''}); to set "
+                f'them write {path.with_suffix(".json")}, e.g. {{"input_size": [3, 224, 224], "mean": [...], '
                 '"std": [...], "crop_pct": 0.875, "label_names": [...]}')
     return LoadedModel(str(path), model, (height, width), mean, std, labels, channels=channels,
                        crop_fraction=None if crop is None else float(crop), interpolation=interpolation, note=note)
+
+
+def _output_classes(model: nn.Module, shape: tuple[int, int, int], size_from: str, sidecar: Path) -> int | None:
+    """The length of the model's output on one zero image of ``shape`` (channels, height, width): its class count
+    (None when the output is no tensor). A model that fails on such an image is refused, naming ``size_from`` and
+    the ``sidecar`` JSON file that can give the right size."""
+    from rectgrad.checkpoint import one_line
+
+    device = next(model.parameters(), torch.empty(0)).device
+    try:
+        with torch.no_grad():
+            output = model(torch.zeros(1, *shape, device=device))
+    except Exception as exc:  # noqa: BLE001 - wrong channels or size, a guard in the model: any failure is the file's
+        raise ValueError(f"{size_from} {'x'.join(map(str, shape))} does not fit the model, which fails on such an "
+                         f"image ({one_line(exc)}); give the size it takes as input_size [channels, height, width] in "
+                         f"{sidecar}") from None
+    return output.shape[-1] if isinstance(output, Tensor) and output.dim() > 0 else None
+
+
+def _label_names(labels, where: str) -> list[str]:
+    """``label_names`` as a list: a list of class names, or timm's dict from index (0 .. n-1) to name."""
+    if isinstance(labels, dict):
+        by_index = {str(key): name for key, name in labels.items() if not isinstance(key, bool)}
+        if set(by_index) != {str(i) for i in range(len(labels))}:
+            raise ValueError(f"{where}: label_names as a dict must map the indices 0 to {len(labels) - 1} to names, "
+                             f"got the keys {sorted(map(str, labels))[:10]}")
+        labels = [by_index[str(i)] for i in range(len(labels))]
+    if not isinstance(labels, (list, tuple)) or not all(isinstance(name, str) for name in labels):
+        raise ValueError(f"{where}: label_names must be a list of class names (or a dict from index to name)")
+    return list(labels)
 
 
 def load(name_or_path, device: str = "cpu", *, weights=None) -> LoadedModel:

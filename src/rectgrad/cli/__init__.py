@@ -40,6 +40,8 @@ for _module in (explain, train, reproduce, study):
     _module.register(app)
 
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError, KeyError, RuntimeError, OSError)
+IMAGE_OPTIONS = ("--count", "--image-size")  # the options that bound memory, where a command has them
+BATCH_OPTIONS = ("--batch-size", "--internal-batch-size")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,10 +62,25 @@ def _decompression_bomb() -> type:
     return Image.DecompressionBombError
 
 
-def _message(exc: BaseException) -> str:
+def _memory_advice(argv: list[str]) -> str:
+    """How to use less memory, naming those of :data:`IMAGE_OPTIONS` and :data:`BATCH_OPTIONS` that the command
+    in ``argv`` has."""
+    command = typer.main.get_command(app)
+    for word in argv:  # down the groups (rectgrad, study) to the command that ran
+        subcommands = getattr(command, "commands", None)
+        if subcommands is None:
+            break
+        command = subcommands.get(word, command)
+    options = {option for parameter in command.params for option in getattr(parameter, "opts", ())}
+    images = [option for option in IMAGE_OPTIONS if option in options]
+    batches = [option for option in BATCH_OPTIONS if option in options]
+    return ("use fewer or smaller images" + (f" ({', '.join(images)})" if images else "")
+            + (f" or a smaller {' / '.join(batches)}" if batches else ""))
+
+
+def _message(exc: BaseException, argv: list[str]) -> str:
     if isinstance(exc, MemoryError):
-        return (f"out of memory ({str(exc) or 'the allocation failed'}): use fewer or smaller images (--image-size, "
-                "--count) or a smaller --internal-batch-size")
+        return f"out of memory ({str(exc) or 'the allocation failed'}): {_memory_advice(argv)}"
     if isinstance(exc, _decompression_bomb()):
         return f"an image would be too large to hold ({exc})"
     return str(exc)
@@ -91,7 +108,7 @@ def _run(argv: list[str] | None) -> int:
             return exc.exit_code
         if _debug() or not isinstance(exc, (*USER_ERRORS, MemoryError, _decompression_bomb())):
             raise
-        print(f"error: {_message(exc)}", file=sys.stderr)
+        print(f"error: {_message(exc, sys.argv[1:] if argv is None else argv)}", file=sys.stderr)
         return 2
     if status == 130:  # typer returns (rather than raises) on Ctrl-C outside standalone mode
         print("interrupted", file=sys.stderr)

@@ -112,19 +112,19 @@ def explain_images(
         typer.echo(f"note: {loaded.note}", err=True)
     _check_model(loaded.model, names)
     index = _class_index(target, loaded.labels)
-    if index is not None:
-        name = loaded.label(index)
-        by_prefix = target.strip().lower() not in (name.lower(), str(index))
-        typer.echo(f"explaining class {index}{'' if name == f'class {index}' else f' ({name})'} in every image"
-                   + (f": --target {target!r} matched it by prefix" if by_prefix else ""))
     _compare(loaded, loaded.preprocess(pictures), [path.name for path in images], names, q=q, out=out,
              target=index, final_threshold=final_threshold, internal_batch_size=internal_batch_size, seed=seed,
-             progress=progress, save_maps=save_maps)
+             progress=progress, save_maps=save_maps,
+             target_line=None if index is None else _target_line(target, index, loaded.label(index)))
+
+
+def _is_index(target: str) -> bool:
+    return target.strip().lstrip("-").isdigit()
 
 
 def _class_index(target: str | None, labels: list[str]) -> int | None:
     """``--target`` as a class index: a number, or a class name (case-insensitive; a unique prefix will do)."""
-    if target is None or target.strip().lstrip("-").isdigit():
+    if target is None or _is_index(target):
         return None if target is None else int(target)
     wanted = target.strip().lower()
     exact = [i for i, label in enumerate(labels) if label.lower() == wanted]
@@ -138,6 +138,13 @@ def _class_index(target: str | None, labels: list[str]) -> int | None:
     close = difflib.get_close_matches(wanted, [label.lower() for label in labels], n=5)
     raise ValueError(f"--target {target!r} is no class of this model" + (f"; did you mean {', '.join(close)}?"
                                                                         if close else ""))
+
+
+def _target_line(target: str, index: int, name: str) -> str:
+    """The class ``--target`` chose, and whether only the beginning of its name was given."""
+    by_prefix = not _is_index(target) and target.strip().lower() != name.lower()
+    return (f"explaining class {index}{'' if name == f'class {index}' else f' ({name})'} in every image"
+            + (f": --target {target!r} matched it by prefix" if by_prefix else ""))
 
 
 def demo(
@@ -165,8 +172,10 @@ def demo(
 
 
 def _compare(loaded, inputs, image_names: list[str], names: list[str], *, q: float, out: Path, target, final_threshold,
-             internal_batch_size: int, seed: int, progress: bool, save_maps: Path | None = None) -> None:
-    """Top-5 classes, then every method on every image, then the grid (and the raw maps, on request)."""
+             internal_batch_size: int, seed: int, progress: bool, save_maps: Path | None = None,
+             target_line: str | None = None) -> None:
+    """``target_line`` once the target is known to be in range, top-5 classes, then every method on every image,
+    then the grid (and the raw maps, on request)."""
     import torch
 
     from rectgrad import viz
@@ -176,6 +185,8 @@ def _compare(loaded, inputs, image_names: list[str], names: list[str], *, q: flo
 
     logits = predict(loaded.model, inputs)
     targets = resolve_targets(target, logits)
+    if target_line is not None:
+        typer.echo(target_line)
     probabilities = logits.softmax(dim=1).cpu()
     for name, row in zip(image_names, probabilities):
         top = row.topk(min(5, row.numel()))
