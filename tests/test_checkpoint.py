@@ -120,13 +120,22 @@ def test_files_written_atomically_follow_the_umask(tmp_path):
 
 
 def test_metadata_is_stored_as_plain_values_or_refused(model, tmp_path):
+    import enum
+
     import numpy as np
     from pathlib import Path
 
-    save_checkpoint(model, tmp_path / "m.pt", accuracy=np.float64(0.5), seeds=(np.int64(1), 2), nested={"a": [True]})
+    class Kind(str, enum.Enum):
+        CLEAN = "clean"
+
+    save_checkpoint(model, tmp_path / "m.pt", accuracy=np.float64(0.5), seeds=(np.int64(1), 2), nested={"a": [True]},
+                    classes=list(np.array(["cat", "dog"])), kind=Kind.CLEAN, flag=np.True_,
+                    by_name={np.str_("cat"): 0})
     meta = load_checkpoint(tmp_path / "m.pt")[1]  # weights_only loading: numpy scalars would make it unreadable
     assert meta["accuracy"] == 0.5 and type(meta["accuracy"]) is float and meta["seeds"] == (1, 2)
     assert type(meta["seeds"][0]) is int and meta["nested"] == {"a": [True]}
+    assert meta["classes"] == ["cat", "dog"] and meta["kind"] == "clean" and meta["flag"] is True
+    assert meta["by_name"] == {"cat": 0}
     with pytest.raises(TypeError, match=r"metadata\['where'\]\[0\] is a PosixPath; .* plain values"):
         save_checkpoint(model, tmp_path / "p.pt", where=[Path("x")])
     with pytest.raises(TypeError, match=r"metadata\['counts'\] is a dict"):
@@ -135,8 +144,11 @@ def test_metadata_is_stored_as_plain_values_or_refused(model, tmp_path):
 
 
 def test_a_modified_paper_cnn_is_refused_at_save_time(model, tmp_path):
+    model.features[1] = nn.ReLU(inplace=True)  # computes what ReLU() does: still the checkpoint's architecture
+    save_checkpoint(model, tmp_path / "m.pt")
     model.classifier[3] = nn.Linear(256, 5)
     rng = torch.get_rng_state()
+    (tmp_path / "m.pt").unlink()
     with pytest.raises(ValueError, match="no longer has the layers its constructor arguments"):
         save_checkpoint(model, tmp_path / "m.pt")
     assert torch.equal(torch.get_rng_state(), rng) and not (tmp_path / "m.pt").exists()

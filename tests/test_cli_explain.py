@@ -125,6 +125,8 @@ def test_running_out_of_memory_is_one_clear_line(files, capsys, monkeypatch):
                                                                 "smaller --batch-size")
     assert _memory_advice(["study", "threshold", "--dataset", "cifar10"]).endswith("(--count) or a smaller "
                                                                                    "--internal-batch-size")
+    assert _memory_advice(["reproduce", "--dataset", "folder"]) == "use fewer or smaller images (--scale, --image-size)"
+    assert _memory_advice(["demo"]) == "use a smaller --internal-batch-size"  # no images of its own to reduce
 
 
 def test_explain_with_final_threshold_and_target(files, capsys):

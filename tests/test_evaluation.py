@@ -514,6 +514,9 @@ def test_retrainer_one_and_many_and_bad_input():
     for name, layers in unsupported.items():
         with pytest.raises(ValueError, match=name):
             train_many([nn.Sequential(*layers)], [train], [0])
+    in_place = new_model(train)
+    in_place.features[1] = nn.ReLU(inplace=True)  # the same computation: trained with the others
+    train_many([new_model(train), in_place], [train, train], [0, 1], epochs=1)
     with pytest.raises(ValueError, match="models of one architecture; model 1 differs from model 0"):
         train_many([new_model(train), nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(72, 4))],
                    [train, train], [0, 1])
@@ -529,7 +532,8 @@ def test_train_many_keeps_a_stop_asked_for_during_the_last_step(tmp_path):
         train_many(models, datasets, seeds, epochs=1, batch_size=25, checkpoint=checkpoint,
                    stop=lambda: checks.append(1) or len(checks) > 3)
     models = [new_model(d, s) for d, s in zip(datasets, seeds)]
-    resumed = train_many(models, datasets, seeds, epochs=1, batch_size=25, checkpoint=checkpoint)
+    resumed = train_many(models, datasets, seeds, epochs=1, batch_size=25, checkpoint=checkpoint,
+                         stop=lambda: True)  # a stop asked again: nothing is left to stop
     assert [h["loss"] for h in resumed] == [h["loss"] for h in expected] and not checkpoint.exists()
     for a, b in zip(straight, models):
         for key, value in a.state_dict().items():

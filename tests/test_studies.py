@@ -294,6 +294,18 @@ def test_layers_study_refuses_a_module_the_forward_pass_never_calls(cnn):
         studies.layers(model, square_images(2), layer_names=["net.features.2", "spare"])
     assert no_hooks_left(model)
 
+    class ByKeyword(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.fc = nn.Conv2d(1, 4, 3, padding=1), nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.fc(torch.relu(self.conv(input=x)).mean((2, 3)))
+
+    with pytest.raises(ValueError, match=r"the input of module 'conv' is not an \(N, C, H, W\) feature map "
+                                         r"\(got NoneType\)"):  # its hook saw no positional input: not dropped
+        studies.layers(ByKeyword(), square_images(2), layer_names=["conv"])
+
 
 def test_feature_maps_study(cnn, tmp_path):
     images = square_images(2)
@@ -368,8 +380,9 @@ def test_image_names_are_unique(model_and_folder, tmp_path):
     result = studies.feature_maps(loaded.model, images, tmp_path / "out")
     assert [r["image"] for r in result.tables["images"]] == ["a/x/1", "b/x/1", "2"]
     assert len(list((tmp_path / "out").glob("feature_maps_*.png"))) == 3
-    same_file_name = Images(images.x[:2], ["a/b", "a_b"])  # both would be feature_maps_a_b.png
-    assert sorted(studies.feature_maps(loaded.model, same_file_name).figures) == ["a_b", "a_b_1"]
+    # "a/b" and "a_b" both make feature_maps_a_b.png; the second may not take the name of a third, "a_b_2" or "a_b_3"
+    same_file_name = Images(torch.cat([images.x, images.x[:1]]), ["a_b_2", "a_b_3", "a/b", "a_b"])
+    assert len(studies.feature_maps(loaded.model, same_file_name, show=4).figures) == 4  # one figure each
     assert unique_names([tmp_path / "a/1.png", tmp_path / "a/1.jpg"]) == [str(tmp_path / "a/1.png"),
                                                                          str(tmp_path / "a/1.jpg")]
     with pytest.raises(ValueError, match="is given more than once"):
@@ -386,7 +399,7 @@ def test_a_mask_of_another_size_than_its_image_is_refused(model_and_folder, tmp_
     Image.new("L", (2 * SIZE, SIZE)).save(tmp_path / "wide" / "p.png")
     Image.new("L", (SIZE, SIZE), 255).save(tmp_path / "wide" / "p_mask.png")
     with pytest.raises(ValueError, match=f"wide/p_mask.png is {SIZE}x{SIZE} pixels but its image .*wide/p.png "
-                                         f"{2 * SIZE}x{SIZE}: a mask must have its image's size"):
+                                         rf"{2 * SIZE}x{SIZE} \(each as its EXIF orientation turns it\): a mask must"):
         studies.images_from_files(zoo.load(path), [tmp_path / "wide"])
 
 

@@ -112,6 +112,9 @@ def test_cli_train_user_errors(tmp_path, monkeypatch, capsys):
     os.mkfifo(tmp_path / "pipe")
     assert main(["train", "--dataset", "fashion-mnist", "--out", str(tmp_path / "pipe")]) == 2
     assert "is not a regular file" in capsys.readouterr().err and (tmp_path / "pipe").is_fifo()
+    (tmp_path / "link.pt").symlink_to("/proc/m.pt")  # the link's folder is writable, its target's is not
+    assert main(["train", "--dataset", "fashion-mnist", "--out", str(tmp_path / "link.pt")]) == 2
+    assert f"--out {tmp_path / 'link.pt'}: cannot write in /proc" in capsys.readouterr().err
     for option, value, message in [("--lr", "inf", "--lr must be a finite positive number"),
                                    ("--lr", "0", "--lr must be a finite positive number"),
                                    ("--epochs", "0", "--epochs must be a positive integer"),

@@ -1,5 +1,6 @@
 """The model registry: offline EfficientNet-Lite0, checkpoints and saved modules, clear errors."""
 import json
+import re
 import urllib.error
 
 import numpy as np
@@ -106,7 +107,6 @@ def test_preprocessing_from_a_json_file_beside_the_model(tmp_path):
     ('{"input_size": [3, 32.5, 32]}', r"input_size must be \[channels, height, width\]"),
     ('{"crop_pct": 1.5}', r"crop_pct must be in \(0, 1\]"),
     ('{"interpolation": "lanczos"}', "interpolation must be bilinear or bicubic"),
-    ('{"input_size": [1, 28, 28], "label_names": ["a", "b", "c"]}', "input_size 1x28x28 does not fit the model"),
     ('{"input_size": [3, 28, 28], "label_names": ["a", "b"]}', "label_names holds 2 names, the model has 3"),
     ('{"crop_pct": true}', r"crop_pct must be in \(0, 1\].*got True"),
     ('{"label_names": {"0": "cat", "2": "owl", "3": "dog"}}', r"label_names as a dict must map the indices 0 to 2"),
@@ -299,14 +299,18 @@ def test_channels_other_than_one_or_three_are_refused_by_name(tmp_path):
         loaded.preprocess([Image.new("RGBA", (32, 32))])
 
 
-def test_a_model_that_fails_on_its_input_size_is_refused(tmp_path):
+def test_a_model_that_fails_on_its_input_size_says_so_in_the_note(tmp_path):
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 2)).eval()  # 3 x 32 x 32 only
     torch.save(model, tmp_path / "dense.pt")
-    with pytest.raises(ValueError, match=r"dense.pt: the assumed input size 3x224x224 does not fit the model.*"
-                                         r"input_size \[channels, height, width\] in .*dense.json"):
-        zoo.load(tmp_path / "dense.pt")
-    (tmp_path / "dense.json").write_text('{"input_size": [3, 32, 32]}')
-    assert zoo.load(tmp_path / "dense.pt").input_size == (32, 32)
+    note = zoo.load(tmp_path / "dense.pt").note  # loaded all the same: a blank image or the CPU may be what fails
+    assert re.search(r"dense.pt: the assumed input size 3x224x224 may not fit the model, which failed on a zero "
+                     r"image of that size \(mat1 and mat2 shapes cannot be multiplied.*\); if it takes another size, "
+                     r"give it as input_size \[channels, height, width\] in .*dense.json", note)
+    (tmp_path / "dense.json").write_text('{"input_size": [1, 28, 28], "mean": 0.5, "std": 0.5}')
+    assert "dense.json: input_size 1x28x28 may not fit the model" in zoo.load(tmp_path / "dense.pt").note
+    (tmp_path / "dense.json").write_text('{"input_size": [3, 32, 32], "mean": 0.5, "std": 0.5}')
+    loaded = zoo.load(tmp_path / "dense.pt")
+    assert loaded.input_size == (32, 32) and loaded.note is None
 
 
 def test_label_names_as_timms_index_to_name_dict(tmp_path):

@@ -13,10 +13,11 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
-from rectgrad.models import PaperCNN
+from rectgrad.models import PaperCNN, architecture
 
 FORMAT = "rectgrad-checkpoint"
 ARCHITECTURES = {"PaperCNN": PaperCNN}
@@ -37,7 +38,7 @@ def save_checkpoint(model: PaperCNN, path, **metadata) -> None:
     config = model.config()
     with torch.device("meta"):  # the layers the checkpoint would rebuild, without drawing random weights
         rebuilt = ARCHITECTURES[type(model).__name__](**config)
-    if repr(rebuilt) != repr(model):
+    if architecture(rebuilt) != architecture(model):
         raise ValueError(f"this {type(model).__name__} no longer has the layers its constructor arguments {config} "
                          "build (a layer was replaced?), so its checkpoint could not be loaded; use "
                          "torch.save(model, path) for a modified model")
@@ -50,8 +51,10 @@ def save_checkpoint(model: PaperCNN, path, **metadata) -> None:
 def _plain(value, where: str):
     """``value`` as plain Python values (numpy and other number types become int / float), which
     ``torch.load(weights_only=True)`` reads back; anything else is refused, naming where it sits."""
-    if value is None or isinstance(value, (bool, str)):
-        return value
+    if value is None or isinstance(value, (bool, np.bool_)):
+        return None if value is None else bool(value)
+    if isinstance(value, str):
+        return str.__str__(value)  # numpy strings and str enums as plain str
     if isinstance(value, numbers.Integral):
         return int(value)
     if isinstance(value, numbers.Real):
@@ -60,7 +63,7 @@ def _plain(value, where: str):
         items = [_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
         return items if isinstance(value, list) else tuple(items)
     if isinstance(value, dict) and all(isinstance(k, str) for k in value):
-        return {k: _plain(v, f"{where}[{k!r}]") for k, v in value.items()}
+        return {str.__str__(k): _plain(v, f"{where}[{str.__str__(k)!r}]") for k, v in value.items()}
     raise TypeError(f"{where} is a {type(value).__name__}; checkpoint metadata holds plain values only (str, "
                     "numbers, bools, None, lists, dicts with str keys): convert it, e.g. with str()")
 

@@ -1,6 +1,8 @@
 """The paper's CNN (Appendix F.2): one definition for CIFAR-10 (3x32x32) and Fashion-MNIST (1x28x28)."""
 from __future__ import annotations
 
+import re
+
 from torch import nn
 
 
@@ -37,3 +39,9 @@ class PaperCNN(nn.Sequential):
     def config(self) -> dict:
         """Constructor arguments, stored in checkpoints so ``load_model`` can rebuild the network."""
         return {"in_channels": self.in_channels, "image_size": self.image_size, "num_classes": self.num_classes}
+
+
+def architecture(model: nn.Module) -> str:
+    """The layers of ``model`` as ``repr`` lists them, without their ``inplace`` flags (an in-place activation
+    computes what its out-of-place twin does), for comparing two models' architectures."""
+    return re.sub(r",? ?inplace=(?:True|False)", "", repr(model))

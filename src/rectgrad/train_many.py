@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from rectgrad.checkpoint import one_line, write_atomically
 from rectgrad.data import ImageDataset, to_inputs
+from rectgrad.models import architecture
 from rectgrad.progress import progress_bar
 from rectgrad.train import evaluate, new_model, train_model
 
@@ -45,7 +46,7 @@ def _leaf_layers(models: Sequence[nn.Module]) -> list[nn.Module]:
                          "MaxPool2d, Flatten and Linear layers with biases (such as PaperCNN); got "
                          f"{type(model).__name__}" + (f" with {', '.join(unsupported)}" if unsupported else ""))
     for i, other in enumerate(models[1:], 1):
-        if repr(other) != repr(model):
+        if architecture(other) != architecture(model):
             raise ValueError(f"train_many trains models of one architecture; model {i} differs from model 0:\n"
                              f"{other}\nis not\n{model}")
     return layers
@@ -232,7 +233,7 @@ def train_many(models: Sequence[nn.Module], datasets: Sequence[ImageDataset], se
             for history, loss, right in zip(histories, (loss_sum / n).tolist(), (correct / n).tolist()):
                 history["loss"].append(loss)
                 history["train_accuracy"].append(right)
-        if stop is not None and stop():  # asked during the last step: the finished state is saved, a rerun returns it
+        if first_epoch < epochs and stop is not None and stop():  # asked during the last step: saved, as finished
             interrupt([g.get_state() for g in generators], epochs, 0, loss_sum, correct)
     seconds = earlier + time.perf_counter() - start
     if bar is not None:

@@ -360,8 +360,7 @@ def _with_config(path: Path, model: nn.Module, config: dict, source: str) -> Loa
     interpolation = config.get("interpolation", "bilinear")
     if interpolation not in ("bilinear", "bicubic"):
         raise ValueError(f"{where}: interpolation must be bilinear or bicubic, got {interpolation!r}")
-    size_from = f"{where}: input_size" if assumed_size is None else f"{path}: the assumed input size"
-    classes = _output_classes(model, (channels, height, width), size_from, path.with_suffix(".json"))
+    classes, failure = _output_classes(model, (channels, height, width))
     labels = config.get("label_names")
     if labels is not None:
         labels = _label_names(labels, where)
@@ -374,30 +373,34 @@ def _with_config(path: Path, model: nn.Module, config: dict, source: str) -> Loa
         assumed.append(" ".join(filter(None, [assumed_size, "inputs", assumed_normalisation])))
     if assumed_labels:
         assumed.append("ImageNet's class names for its 1000 outputs")
-    note = None
+    notes = []
     if assumed:
-        note = (f"{path}: assuming {', and '.join(assumed)} (not given{' by ' + source if source else ''}); to set "
-                f'them write {path.with_suffix(".json")}, e.g. {{"input_size": [3, 224, 224], "mean": [...], '
-                '"std": [...], "crop_pct": 0.875, "label_names": [...]}')
+        notes.append(f"{path}: assuming {', and '.join(assumed)} (not given{' by ' + source if source else ''}); to "
+                     f'set them write {path.with_suffix(".json")}, e.g. {{"input_size": [3, 224, 224], "mean": [...], '
+                     '"std": [...], "crop_pct": 0.875, "label_names": [...]}')
+    if failure:
+        size_from = f"{where}: input_size" if assumed_size is None else f"{path}: the assumed input size"
+        notes.append(f"{size_from} {channels}x{height}x{width} may not fit the model, which failed on a zero image of "
+                     f"that size ({failure}); if it takes another size, give it as input_size [channels, height, "
+                     f"width] in {path.with_suffix('.json')}")
+    note = "\n".join(notes) or None
     return LoadedModel(str(path), model, (height, width), mean, std, labels, channels=channels,
                        crop_fraction=None if crop is None else float(crop), interpolation=interpolation, note=note)
 
 
-def _output_classes(model: nn.Module, shape: tuple[int, int, int], size_from: str, sidecar: Path) -> int | None:
-    """The length of the model's output on one zero image of ``shape`` (channels, height, width): its class count
-    (None when the output is no tensor). A model that fails on such an image is refused, naming ``size_from`` and
-    the ``sidecar`` JSON file that can give the right size."""
+def _output_classes(model: nn.Module, shape: tuple[int, int, int]) -> tuple[int | None, str | None]:
+    """The length of the model's output on one zero image of ``shape`` (channels, height, width), its class count
+    (None when the output is no tensor), and the error it raised instead, if it did: a model may fail on a size it
+    does not take, but also on a blank image (a guard) or on the CPU (an operation of its target device only)."""
     from rectgrad.checkpoint import one_line
 
     device = next(model.parameters(), torch.empty(0)).device
     try:
         with torch.no_grad():
             output = model(torch.zeros(1, *shape, device=device))
-    except Exception as exc:  # noqa: BLE001 - wrong channels or size, a guard in the model: any failure is the file's
-        raise ValueError(f"{size_from} {'x'.join(map(str, shape))} does not fit the model, which fails on such an "
-                         f"image ({one_line(exc)}); give the size it takes as input_size [channels, height, width] in "
-                         f"{sidecar}") from None
-    return output.shape[-1] if isinstance(output, Tensor) and output.dim() > 0 else None
+    except Exception as exc:  # noqa: BLE001 - any failure: said in the note, the classes stay unknown
+        return None, one_line(exc)
+    return (output.shape[-1] if isinstance(output, Tensor) and output.dim() > 0 else None), None
 
 
 def _label_names(labels, where: str) -> list[str]:

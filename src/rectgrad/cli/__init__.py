@@ -40,7 +40,7 @@ for _module in (explain, train, reproduce, study):
     _module.register(app)
 
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError, KeyError, RuntimeError, OSError)
-IMAGE_OPTIONS = ("--count", "--image-size")  # the options that bound memory, where a command has them
+IMAGE_OPTIONS = ("--count", "--scale", "--image-size")  # the options that bound memory, where a command has them
 BATCH_OPTIONS = ("--batch-size", "--internal-batch-size")
 
 
@@ -63,8 +63,8 @@ def _decompression_bomb() -> type:
 
 
 def _memory_advice(argv: list[str]) -> str:
-    """How to use less memory, naming those of :data:`IMAGE_OPTIONS` and :data:`BATCH_OPTIONS` that the command
-    in ``argv`` has."""
+    """How to use less memory with the command in ``argv``: fewer or smaller images where it takes image files or
+    has :data:`IMAGE_OPTIONS`, a smaller batch where it has :data:`BATCH_OPTIONS`."""
     command = typer.main.get_command(app)
     for word in argv:  # down the groups (rectgrad, study) to the command that ran
         subcommands = getattr(command, "commands", None)
@@ -74,8 +74,12 @@ def _memory_advice(argv: list[str]) -> str:
     options = {option for parameter in command.params for option in getattr(parameter, "opts", ())}
     images = [option for option in IMAGE_OPTIONS if option in options]
     batches = [option for option in BATCH_OPTIONS if option in options]
-    return ("use fewer or smaller images" + (f" ({', '.join(images)})" if images else "")
-            + (f" or a smaller {' / '.join(batches)}" if batches else ""))
+    advice = []
+    if images or any(parameter.param_type_name == "argument" for parameter in command.params):
+        advice.append("fewer or smaller images" + (f" ({', '.join(images)})" if images else ""))
+    if batches:
+        advice.append(f"a smaller {' / '.join(batches)}")
+    return "use " + " or ".join(advice) if advice else "free memory or use a machine with more"
 
 
 def _message(exc: BaseException, argv: list[str]) -> str:

@@ -30,10 +30,10 @@ def output_file(path: Path, option: str, suffixes: tuple[str, ...] = ()) -> Path
     from rectgrad.checkpoint import regular_file
 
     try:
-        regular_file(path)
+        target = regular_file(path)  # a symbolic link's target is what gets written
     except ValueError as exc:
         raise ValueError(f"{option}: {exc}") from None
-    _writable(path.parent, option, path)
+    _writable(target.parent, option, path)
     return path
 
 

@@ -363,7 +363,8 @@ def images_from_files(loaded, paths) -> Images:
         for f, picture, m, mask in zip(files, pictures, mask_files, mask_pictures):
             if mask.size != picture.size:
                 raise ValueError(f"{m} is {'x'.join(map(str, mask.size))} pixels but its image {f} "
-                                 f"{'x'.join(map(str, picture.size))}: a mask must have its image's size")
+                                 f"{'x'.join(map(str, picture.size))} (each as its EXIF orientation turns it): a "
+                                 "mask must have its image's size")
         masked = loaded.preprocess(mask_pictures)
         masks = (to_pixels(masked, loaded.mean, loaded.std).mean(1) + 1) / 2 >= 200 / 255
     return Images(x=x, names=unique_names(files), mean=loaded.mean, std=loaded.std,

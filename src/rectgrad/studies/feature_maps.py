@@ -1,6 +1,8 @@
 """Section 3, Fig. 10: the feature maps of every convolutional layer for an image with a noisy saliency map."""
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
@@ -80,9 +82,12 @@ def feature_maps(model: nn.Module, images: Images, out=None, *, channels: int = 
     noisiest = sorted(range(len(images)), key=lambda i: -per_image[i].get("saliency mass on background", 0.0))
     figures = {}
     for i in noisiest[:show]:
-        slug = _slug(images.names[i])  # names are unique, their file-name forms ("a/b" and "a_b") need not be
-        figure = _figure(images, i, saliency[i], [(k, a[i]) for k, a in maps], channels)
-        figures[slug if slug not in figures else f"{slug}_{i}"] = figure
+        slug = key = _slug(images.names[i])  # names are unique, their file-name forms ("a/b" and "a_b") need not be
+        for n in itertools.count(1):
+            if key not in figures:
+                break
+            key = f"{slug}_{n}"
+        figures[key] = _figure(images, i, saliency[i], [(k, a[i]) for k, a in maps], channels)
     result = StudyResult("feature-maps", {"layers": rows, "images": per_image}, figures, notes=_NOTES)
     if out is not None:
         result.save(out)

@@ -67,9 +67,9 @@ def _check_named(names: list[str], calls: list[tuple[str, object]]) -> None:
         inputs = [t for n, t in calls if n == name]
         if not inputs:
             raise ValueError(f"the forward pass never calls module {name!r}: name a module the model uses")
-        bad = next((t for t in inputs if not _is_feature_map(t)), None)
-        if bad is not None:
-            got = f"shape {tuple(bad.shape)}" if isinstance(bad, torch.Tensor) else type(bad).__name__
+        bad = [t for t in inputs if not _is_feature_map(t)]  # None where it was called with keywords only
+        if bad:
+            got = f"shape {tuple(bad[0].shape)}" if isinstance(bad[0], torch.Tensor) else type(bad[0]).__name__
             raise ValueError(f"the input of module {name!r} is not an (N, C, H, W) feature map (got {got}): "
                              "name a module over a spatial map, such as a convolution")
 
