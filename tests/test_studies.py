@@ -19,7 +19,7 @@ from rectgrad.data import FASHION_MNIST_SYSTEM_DIR
 from rectgrad.engine import Options, Rule
 from rectgrad.models import PaperCNN
 from rectgrad.studies import Images
-from rectgrad.data import image_files
+from rectgrad.data import image_files, load_image_folder_masks
 from rectgrad.studies._common import engine_gradients, from_pixels, predict, ranks, to_pixels, unique_names
 from rectgrad.studies.feature_maps import activations
 from rectgrad.studies.layers import hidden_layers
@@ -496,6 +496,25 @@ def test_cli_a_dataset_the_model_cannot_take_is_one_clear_line(tmp_path, capsys)
     err = capsys.readouterr().err
     assert err.startswith("error: the model cannot take the folder images, 3x16x16 (channels x height x width): ")
     assert err.count("\n") == 1
+
+
+def test_folder_dataset_images_take_the_masks_beside_them(model_and_folder, tmp_path):
+    _, folder, _ = model_and_folder
+    for split in ("train", "test"):
+        for label, first in (("a", 1), ("b", 3)):
+            (tmp_path / "root" / split / label).mkdir(parents=True)
+            for i in (first, first + 1):
+                for name in (f"{i}.png", f"{i}_mask.png") if split == "test" and i != 4 else (f"{i}.png",):
+                    (tmp_path / "root" / split / label / name).write_bytes((folder / name).read_bytes())
+    chosen = studies.images_from_dataset("folder", 4, per_class=2, data_dir=tmp_path / "root", image_size=16)
+    assert chosen.names == ["a/1", "a/2", "b/3"] and chosen.labels.tolist() == [0, 0, 1]  # b/4 has no mask
+    reproduced = load_image_folder_masks(tmp_path / "root", 16)  # what rectgrad reproduce takes, masks and all
+    assert torch.equal(chosen.masks, reproduced.masks) and torch.equal(chosen.x, reproduced.inputs())
+    assert chosen.masks.double().mean(dim=(1, 2)).tolist() == pytest.approx([0.25] * 3, abs=0.05)  # 6x6 of 12x12
+    for path in (tmp_path / "root" / "test").glob("*/*_mask.png"):
+        path.unlink()
+    unmasked = studies.images_from_dataset("folder", 4, per_class=2, data_dir=tmp_path / "root", image_size=16)
+    assert len(unmasked) == 4 and unmasked.masks is None
 
 
 def test_adversarial_study_refuses_a_step_that_is_not_finite():

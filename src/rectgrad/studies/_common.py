@@ -394,13 +394,17 @@ def images_from_dataset(name: str, count: int, per_class: int = 1, data_dir=None
     downloaded, as :func:`rectgrad.data.load_dataset` does).
 
     Inputs are scaled to [-1, 1] as the paper's CNNs see them; Fashion-MNIST images get object masks
-    (every non-black pixel, :func:`rectgrad.data.object_masks_from_images`).
+    (every non-black pixel, :func:`rectgrad.data.object_masks_from_images`). Of your own images, those with a mask
+    beside them are taken when there are any (:func:`rectgrad.data.load_image_folder_masks`, as ``rectgrad
+    reproduce`` does), named by class folder and file.
     """
-    from rectgrad.data import load_dataset, object_masks_from_images
+    from rectgrad.data import MaskedImages, load_dataset, load_image_folder_masks, object_masks_from_images
 
     if count < 1 or per_class < 1:
         raise ValueError(f"count and per_class must be positive, got {count} and {per_class}")
     data = load_dataset(name, "test", data_dir=data_dir, download=download, image_size=image_size)
+    if name == "folder":
+        data = load_image_folder_masks(data_dir, image_size, data) or data
     index = []
     for k in itertools.cycle(range(len(data.classes))):
         if len(index) >= min(count, len(data)):
@@ -409,6 +413,9 @@ def images_from_dataset(name: str, count: int, per_class: int = 1, data_dir=None
         taken = sum(int(data.labels[i]) == k for i in index)
         index += members[taken:taken + per_class][: count - len(index)]
     chosen = data.subset(torch.tensor(index))
-    masks = object_masks_from_images(chosen.images) if name == "fashion-mnist" else None
-    return Images(x=chosen.inputs(), names=[f"test {i}" for i in index], classes=list(data.classes),
-                  labels=chosen.labels, masks=masks)
+    if isinstance(chosen, MaskedImages):
+        masks, names = chosen.masks, chosen.names
+    else:
+        masks = object_masks_from_images(chosen.images) if name == "fashion-mnist" else None
+        names = [f"test {i}" for i in index]
+    return Images(x=chosen.inputs(), names=names, classes=list(data.classes), labels=chosen.labels, masks=masks)
