@@ -3,7 +3,9 @@ local Ray instance; reruns recompute nothing; bad input is refused."""
 import csv
 import gzip
 import io
+import json
 import pickle
+import re
 import shutil
 import tarfile
 
@@ -258,6 +260,11 @@ def test_own_images_smoke_end_to_end(tmp_path, capsys):
     readme = (tmp_path / "report" / "README.md").read_text()
     assert "| folder (180 / 60; 32x32, 0 masked test images) |" in readme
     assert readme.count("Skipped: none of the test images has an object mask") == 2  # Figs. 2 and 8
+    for row in ("| clean and patch models | all 180 training images, 1 epoch(s) |",  # the counts used, not the scale's
+                "| Fig. 2 | skipped (see below) |", "| Fig. 7 | first 20 of 60 test images, patched |",
+                "| Fig. 8 | skipped (see below) |",
+                "| ROAR / KAR | first 100 of 180 train / first 50 of 60 test images"):
+        assert row in readme, row
     assert (tmp_path / "report" / "fig9-kar.png").is_file() and not (tmp_path / "report" / "fig2-"
                                                                      "feature-map-occlusion.png").is_file()
     assert len(list((tmp_path / "report" / "work" / "kar").glob("*.json"))) == 3 * 2
@@ -267,6 +274,34 @@ def test_own_images_smoke_end_to_end(tmp_path, capsys):
     assert main([*args, "--image-size", "16", "--out", str(tmp_path / "small")]) == 0
     readme = (tmp_path / "small" / "README.md").read_text()
     assert "16x16, 60 masked test images" in readme and "Skipped" not in readme and "Not run yet" not in readme
+    chosen = json.loads((tmp_path / "small" / "work" / "results" / "masked.json").read_text())
+    assert re.search(rf"\| Fig. 2 \| {len(chosen['names'])} correctly classified masked images(, 1 per class| \(up to "
+                     r"1 per class: bar \d, disc \d, square \d\)), 3 fractions", readme)
+
+
+def test_masked_images_none_classified_correctly_skip_figs_2_and_8(tmp_path, monkeypatch):
+    import torch
+
+    from rectgrad.checkpoint import load_checkpoint, save_checkpoint
+    from rectgrad.evaluation import pipeline
+    from rectgrad.report import write_report
+
+    write_shape_folder(tmp_path / "images", masks=True, n_train=20, n_test=4)
+    monkeypatch.setattr(pipeline, "correctly_classified", lambda *args: torch.zeros(0, dtype=torch.long))
+    args = ["reproduce", "--dataset", "folder", "--data-dir", str(tmp_path / "images"), "--scale", "smoke",
+            "--device", "cpu", "--no-progress", "--methods", "random,rectgrad", "--out", str(tmp_path / "report")]
+    for _ in range(2):  # the rerun too (it had failed on an empty batch, again and again)
+        assert main(args) == 0
+        readme = (tmp_path / "report" / "README.md").read_text()
+        assert readme.count("Skipped: the clean model classifies none of the masked images (") == 2  # Figs. 2, 8
+        assert "| Fig. 2 | skipped (see below) |" in readme
+    work = tmp_path / "report" / "work"
+    for clean, patch, warned in ((0.9, 0.9, None), (0.35, 0.9, "clean 35.0%"), (0.35, 0.3, "clean 35.0%, patch 30.0%")):
+        for name, accuracy in (("clean", clean), ("patch", patch)):
+            model, meta = load_checkpoint(work / "models" / f"{name}.pt")
+            save_checkpoint(model, work / "models" / f"{name}.pt", **{**meta, "test_accuracy": accuracy})
+        readme = write_report(work, tmp_path / "report").read_text()
+        assert (f"**At chance level** ({warned}; chance is 33.3%)" in readme) if warned else "chance" not in readme
 
 
 def test_train_and_explain_on_own_images(tmp_path, capsys):

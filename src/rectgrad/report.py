@@ -70,8 +70,11 @@ class _Report:
         self.claims.append((claim, measured, "n/a" if holds is None else ("yes" if holds else "**no**")))
 
     def header(self) -> str:
-        c, p = self.config, self.p
-        size = lambda n: "all" if n is None else str(n)  # noqa: E731
+        c, p, d = self.config, self.p, self.config["data"]
+        first = lambda n, total: f"all {total}" if n is None or n >= total else f"first {n} of {total}"  # noqa: E731
+        masked = self._masked_used()
+        fig2 = (f"{masked}, {p['occlusion_steps']} fractions, {p['occlusion_orders']} random orders"
+                if self._masked_skipped() is None else "skipped (see below)")
         hp = "; ".join(f"{m}: {', '.join(f'{k}={v}' for k, v in kw.items())}" for m, kw in p["hyperparameters"].items())
         return "\n".join([
             f"# RectGrad quantitative experiments: {c['dataset']}, `{c['scale']}` scale",
@@ -83,28 +86,63 @@ class _Report:
             f"| dataset (train / test images) | {c['dataset']} ({c['data']['train']} / {c['data']['test']}"
             + (f"; {c['data']['image_size']}x{c['data']['image_size']}, {c['data']['masked']} masked test images"
                if c["dataset"] == "folder" else "") + ") |",
-            f"| clean and patch models | first {size(p['model_images'])} training images, "
+            f"| clean and patch models | {first(p['model_images'], d['train'])} training images, "
             f"{p['model_epochs']} epoch(s) |",
-            f"| Fig. 2 | {p['per_class']} correctly classified masked images per class, {p['occlusion_steps']} "
-            f"fractions, {p['occlusion_orders']} random orders |",
-            f"| Fig. 7 | {size(p['patch_images'])} patched test images |",
-            "| Fig. 8 | the Fig. 2 images |",
-            f"| ROAR / KAR | first {size(p['roar_train_images'])} train / {size(p['roar_test_images'])} test images, "
-            f"{p['roar_epochs']} epoch(s), {p['repeats']} repeat(s), fractions {p['fractions']} |",
+            f"| Fig. 2 | {fig2} |",
+            f"| Fig. 7 | {first(p['patch_images'], d['test'])} test images, patched |",
+            f"| Fig. 8 | {'the Fig. 2 images' if self._masked_skipped() is None else 'skipped (see below)'} |",
+            f"| ROAR / KAR | {first(p['roar_train_images'], d['train'])} train / "
+            f"{first(p['roar_test_images'], d['test'])} test images, {p['roar_epochs']} epoch(s), "
+            f"{p['repeats']} repeat(s), fractions {p['fractions']} |",
             f"| attribution overrides | {hp or 'none (paper defaults)'} |",
             f"| methods | {', '.join(self.methods)} |", ""])
 
+    def _model_metadata(self, name: str) -> dict | None:
+        path = self.work / "models" / f"{name}.pt"
+        return load_checkpoint(path)[1] if path.is_file() else None
+
+    def _masked_used(self) -> str:
+        """The masked images Figs. 2 and 8 use: how many, and of which classes when not the scale's full share."""
+        chosen, per_class = self._json("results/masked.json"), self.p["per_class"]
+        if chosen is None:
+            return f"up to {per_class} correctly classified masked images per class"
+        classes = (self._model_metadata("clean") or {}).get("classes") or []
+        counts = np.bincount(chosen["labels"], minlength=len(classes)) if chosen["labels"] else np.zeros(0, int)
+        if len(counts) and (counts == per_class).all():
+            return f"{len(chosen['names'])} correctly classified masked images, {per_class} per class"
+        name = lambda k: classes[k] if k < len(classes) else f"class {k}"  # noqa: E731
+        return (f"{len(chosen['names'])} correctly classified masked images (up to {per_class} per class: "
+                + ", ".join(f"{name(k)} {n}" for k, n in enumerate(counts)) + ")")
+
+    def _masked_skipped(self) -> str | None:
+        """Why Figs. 2 and 8 have no images, or None when they have (or may still get) some."""
+        if self.config["data"].get("masked") == 0:
+            return ("Skipped: none of the test images has an object mask (`<name>_mask.<ext>` beside `<name>.<ext>`, "
+                    "white on the object).")
+        chosen = self._json("results/masked.json")
+        if chosen is not None and not chosen["names"]:
+            return (f"Skipped: the clean model classifies none of the masked images ({chosen['source']}) correctly; "
+                    "a model trained on more images or for more epochs (a larger `--scale`) will.")
+        return None
+
     def models(self) -> str:
-        rows = []
+        rows, chance = [], []
         for name in ("clean", "patch"):
-            path = self.work / "models" / f"{name}.pt"
-            if path.is_file():
-                meta = load_checkpoint(path)[1]
+            meta = self._model_metadata(name)
+            if meta is not None:
                 rows.append([name, meta["train_images"], meta["epochs"], meta["test_accuracy"]])
+                classes = len(meta.get("classes") or [])
+                if classes and meta["test_accuracy"] <= 1 / classes + 0.05:
+                    chance.append(f"{name} {meta['test_accuracy']:.1%}")
         self._csv("models.csv", ["model", "train_images", "epochs", "test_accuracy"], rows)
         lines = ["## Models", "", "| model | training images | epochs | test accuracy |", "|---|---|---|---|"]
         lines += [f"| {r[0]} | {r[1]} | {r[2]} | {r[3]:.4f} |" for r in rows]
-        return "\n".join(lines + ["", "Paper (CIFAR-10, 20 epochs): 74.6% clean, 73.1% patch-occluded.", ""])
+        lines += ["", "Paper (CIFAR-10, 20 epochs): 74.6% clean, 73.1% patch-occluded.", ""]
+        if chance:
+            lines += [f"**At chance level** ({', '.join(chance)}; chance is {1 / classes:.1%}): the experiments below "
+                      "explain models that have learned next to nothing, so their verdicts say nothing about the "
+                      "methods. Use more images and epochs (a larger `--scale`).", ""]
+        return "\n".join(lines)
 
     def occlusion(self) -> str:
         curves = {f.stem.split("-")[-1]: self._json(f"results/{f.name}")
@@ -135,10 +173,7 @@ class _Report:
 
     def _not_run(self) -> str:
         """Why an experiment on the masked images has no results."""
-        if self.config["data"].get("masked") == 0:
-            return ("Skipped: none of the test images has an object mask (`<name>_mask.<ext>` beside `<name>.<ext>`, "
-                    "white on the object).")
-        return "Not run yet."
+        return self._masked_skipped() or "Not run yet."
 
     def patch(self) -> str:
         data = self._json("results/patch.json")
