@@ -140,14 +140,27 @@ def test_the_models_checkpoints_name_their_dataset_and_classes(smoke):
         assert metadata["dataset"] == "fashion-mnist" and metadata["classes"] == list(data.FASHION_MNIST_CLASSES)
 
 
-def test_interrupted_sweep_resumes(smoke, tmp_path, monkeypatch):
+def test_interrupted_sweep_resumes(smoke, tmp_path, monkeypatch, capsys):
     args, _, work = smoke
     copy = tmp_path / "work"
     shutil.copytree(work, copy)
-    for path in sorted((copy / "kar").glob("*.json"))[-3:]:  # as if stopped 3 trainings before the end
+    for path in sorted((copy / "kar").glob("*.json"))[-4:]:  # as if stopped 4 trainings before the end
         path.unlink()
     calls = []
     train = Retrainer.__call__
+
+    def ctrl_c_at_the_second(self, *a):
+        calls.append(a[2])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return train(self, *a)
+
+    monkeypatch.setattr(Retrainer, "__call__", ctrl_c_at_the_second)
+    assert main([*args, "--out", str(tmp_path / "report"), "--work-dir", str(copy)]) == 130
+    assert capsys.readouterr().err == (f"stopped: every finished unit of work is saved in {copy}; run the same command "
+                                       "again to resume\ninterrupted\n")
+    assert len(list((copy / "kar").glob("*.json"))) == 15  # the training before the Ctrl-C was saved
+    calls.clear()
     monkeypatch.setattr(Retrainer, "__call__", lambda self, *a: calls.append(a[2]) or train(self, *a))
     assert main([*args, "--out", str(tmp_path / "report"), "--work-dir", str(copy)]) == 0
     assert len(calls) == 3 and len(list((copy / "kar").glob("*.json"))) == 18

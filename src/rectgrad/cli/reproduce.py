@@ -92,6 +92,10 @@ def reproduce(
     except TrainingInterrupted as stopped:  # Ctrl-C or SIGTERM during models trained at once: say where they are
         typer.echo(str(stopped), err=True)
         raise
+    except KeyboardInterrupt:
+        typer.echo(f"stopped: every finished unit of work is saved in {work}; run the same command again to resume",
+                   err=True)
+        raise
     readme = write_report(work, out)
     typer.echo(f"report written to {readme} ({time.perf_counter() - start:.0f} s); results in {work}")
 
