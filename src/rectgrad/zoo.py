@@ -314,8 +314,8 @@ def _exported_input_size(model: nn.Module) -> dict:
 def _with_config(path: Path, model: nn.Module, config: dict, source: str) -> LoadedModel:
     """A model file's :class:`LoadedModel`: what ``config`` gives, the rest assumed (``note`` says what) as
     3 x 224 x 224 (or the first convolution's channels), ImageNet mean/std (0.5 for other channel counts),
-    a 0.875 centre crop, bilinear, ImageNet class names for 1000 classes. A model that fails on one image of
-    that size, or whose output contradicts ``label_names``, is refused."""
+    a 0.875 centre crop, bilinear, ImageNet class names for 1000 classes. A model whose output contradicts
+    ``label_names`` is refused; one that fails on a zero image of that size gets a note saying so."""
     where = source or str(path)
 
     def numbers(key: str, channels: int | None, positive: bool = False) -> tuple[float, ...]:
