@@ -329,7 +329,15 @@ def test_checkpoint_on_square_images_sees_the_centre_square(tmp_path):
     wide = np.zeros((32, 64, 3), dtype=np.uint8)
     wide[:, :16] = wide[:, 48:] = 255  # white outer quarters: outside the centre square
     x = loaded.preprocess([Image.fromarray(wide)])  # halved: the edge columns catch a little white
-    assert x.shape == (1, 3, 16, 16) and x[..., 1:-1].max() == -1.0
+    assert x.shape == (1, 3, 16, 16) and x[..., 1:-1].max() == -1.0 and loaded.note is None
+
+
+def test_a_json_beside_the_papers_cnn_is_not_read_and_the_note_says_so(tmp_path):
+    torch.save(PaperCNN(3, 16, 2), tmp_path / "whole.pt")
+    (tmp_path / "whole.json").write_text('{"label_names": ["cat", "dog"], "bogus": 1}')
+    loaded = zoo.load(tmp_path / "whole.pt")
+    assert loaded.labels == [] and loaded.input_size == (16, 16)
+    assert loaded.note.startswith(f"{tmp_path / 'whole.json'} is not read: the paper's CNN takes its 16x16 inputs")
 
 
 def test_checkpoint_whose_metadata_cannot_be_read_is_refused(tmp_path):

@@ -230,17 +230,21 @@ def _dataset_labels(metadata: dict) -> list[str]:
 def _from_file(path: Path) -> LoadedModel:
     """A model file's :class:`LoadedModel`. A rectgrad checkpoint's images are centre-cropped to a square (its
     CIFAR-10 and Fashion-MNIST images are square), or squashed whole when it was trained on folder images, as
-    :func:`rectgrad.data.load_image_folder` resized them."""
+    :func:`rectgrad.data.load_image_folder` resized them; a ``<model>.json`` beside it is not read (the note says
+    so)."""
     from rectgrad.checkpoint import load_model
     from rectgrad.models import PaperCNN
 
     model = load_model(path)
     if isinstance(model, PaperCNN):
         metadata = _checkpoint_metadata(path)
-        side = model.image_size
+        side, sidecar = model.image_size, path.with_suffix(".json")
+        note = (f"{sidecar} is not read: the paper's CNN takes its {side}x{side} inputs in [-1, 1] from its "
+                "checkpoint, and its class names from the checkpoint's metadata (save_checkpoint(model, path, "
+                "classes=[...]))") if sidecar.is_file() else None
         return LoadedModel(str(path), model, (side, side), (0.5,) * model.in_channels, (0.5,) * model.in_channels,
                            _dataset_labels(metadata), channels=model.in_channels,
-                           crop_fraction=None if metadata.get("dataset") == "folder" else 1.0)
+                           crop_fraction=None if metadata.get("dataset") == "folder" else 1.0, note=note)
     return _with_config(path, model, *_file_config(path, model))
 
 
