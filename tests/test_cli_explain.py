@@ -119,13 +119,22 @@ def test_running_out_of_memory_is_one_clear_line(files, capsys, monkeypatch):
     status, _, err = run(capsys, "explain", images[0], "--model", checkpoint, "--out", str(tmp_path / "m.png"))
     assert status == 2 and err == ("error: out of memory (the allocation failed): use fewer or smaller images or a "
                                    "smaller --internal-batch-size\n")  # the options explain has
+
+    def gpu_full(path):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(zoo, "read_image", gpu_full)  # a RuntimeError, not a MemoryError: the same advice
+    status, _, err = run(capsys, "explain", images[0], "--model", checkpoint, "--out", str(tmp_path / "m.png"))
+    assert status == 2 and err.startswith("error: out of memory (CUDA out of memory. Tried to allocate 2.00 GiB): "
+                                          "use fewer or smaller images")
     from rectgrad.cli import _memory_advice
 
     assert _memory_advice(["train", "--dataset", "cifar10"]) == ("use fewer or smaller images (--image-size) or a "
                                                                 "smaller --batch-size")
     assert _memory_advice(["study", "threshold", "--dataset", "cifar10"]).endswith("(--count) or a smaller "
                                                                                    "--internal-batch-size")
-    assert _memory_advice(["reproduce", "--dataset", "folder"]) == "use fewer or smaller images (--scale, --image-size)"
+    assert _memory_advice(["reproduce", "--dataset", "folder"]) == ("use fewer or smaller images (--scale, "
+                                                                     "--image-size) or a smaller --group")
     assert _memory_advice(["demo"]) == "use a smaller --internal-batch-size"  # no images of its own to reduce
 
 

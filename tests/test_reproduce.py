@@ -309,12 +309,16 @@ def test_masked_images_none_classified_correctly_skip_figs_2_and_8(tmp_path, mon
         assert readme.count("Skipped: the clean model classifies none of the masked images (") == 2  # Figs. 2, 8
         assert "| Fig. 2 | skipped (see below) |" in readme
     work = tmp_path / "report" / "work"
-    for clean, patch, warned in ((0.9, 0.9, None), (0.35, 0.9, "clean 35.0%"), (0.35, 0.3, "clean 35.0%, patch 30.0%")):
+    for clean, patch, warned in ((0.9, 0.9, None), (0.35, 0.9, "clean 35.0%, chance 33.3%"),
+                                 (0.35, 0.3, "clean 35.0%, chance 33.3%; patch 30.0%, chance 33.3%")):
         for name, accuracy in (("clean", clean), ("patch", patch)):
             model, meta = load_checkpoint(work / "models" / f"{name}.pt")
             save_checkpoint(model, work / "models" / f"{name}.pt", **{**meta, "test_accuracy": accuracy})
         readme = write_report(work, tmp_path / "report").read_text()
-        assert (f"**At chance level** ({warned}; chance is 33.3%)" in readme) if warned else "chance" not in readme
+        assert (f"**At chance level** ({warned}):" in readme) if warned else "chance" not in readme
+    model, meta = load_checkpoint(work / "models" / "patch.pt")  # as saved before models carried class names
+    save_checkpoint(model, work / "models" / "patch.pt", **{k: v for k, v in meta.items() if k != "classes"})
+    assert "**At chance level** (clean 35.0%, chance 33.3%):" in write_report(work, tmp_path / "report").read_text()
 
 
 def test_train_and_explain_on_own_images(tmp_path, capsys):

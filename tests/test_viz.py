@@ -117,6 +117,9 @@ def test_grid_layout_and_png(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     w, h = Image.open(path).size
     assert (w, h) == (round(fig.get_figwidth() * 50), round(fig.get_figheight() * 50))
+    (tmp_path / "link.png").symlink_to(tmp_path / "new" / "sub" / "target.png")  # its folders do not exist yet
+    viz.save_figure(fig, tmp_path / "link.png", dpi=20)
+    assert (tmp_path / "link.png").is_symlink() and (tmp_path / "new" / "sub" / "target.png").is_file()
     with pytest.raises(ValueError):
         viz.grid(images, {"A": maps["A"][:1]})
     with pytest.raises(ValueError):

@@ -337,7 +337,7 @@ def test_a_json_beside_the_papers_cnn_is_not_read_and_the_note_says_so(tmp_path)
     (tmp_path / "whole.json").write_text('{"label_names": ["cat", "dog"], "bogus": 1}')
     loaded = zoo.load(tmp_path / "whole.pt")
     assert loaded.labels == [] and loaded.input_size == (16, 16)
-    assert loaded.note.startswith(f"{tmp_path / 'whole.json'} is not read: the paper's CNN takes its 16x16 inputs")
+    assert loaded.note.startswith(f"{tmp_path / 'whole.json'} is not read: the paper's CNN takes 16x16 inputs")
 
 
 def test_checkpoint_whose_metadata_cannot_be_read_is_refused(tmp_path):

@@ -106,13 +106,14 @@ class _Report:
         chosen, per_class = self._json("results/masked.json"), self.p["per_class"]
         if chosen is None:
             return f"up to {per_class} correctly classified masked images per class"
-        classes = (self._model_metadata("clean") or {}).get("classes") or []
-        counts = np.bincount(chosen["labels"], minlength=len(classes)) if chosen["labels"] else np.zeros(0, int)
-        if len(counts) and (counts == per_class).all():
-            return f"{len(chosen['names'])} correctly classified masked images, {per_class} per class"
-        name = lambda k: classes[k] if k < len(classes) else f"class {k}"  # noqa: E731
-        return (f"{len(chosen['names'])} correctly classified masked images (up to {per_class} per class: "
-                + ", ".join(f"{name(k)} {n}" for k, n in enumerate(counts)) + ")")
+        classes = (self._model_metadata("clean") or {}).get("classes")  # results made before 2026-11-27 lack them
+        count = f"{len(chosen['names'])} correctly classified masked images"
+        if not classes:
+            return f"{count} (up to {per_class} per class)"
+        counts = np.bincount(np.array(chosen["labels"], dtype=int), minlength=len(classes))
+        if (counts == per_class).all():
+            return f"{count}, {per_class} per class"
+        return f"{count} (up to {per_class} per class: " + ", ".join(f"{c} {n}" for c, n in zip(classes, counts)) + ")"
 
     def _masked_skipped(self) -> str | None:
         """Why Figs. 2 and 8 have no images, or None when they have (or may still get) some."""
@@ -133,13 +134,13 @@ class _Report:
                 rows.append([name, meta["train_images"], meta["epochs"], meta["test_accuracy"]])
                 classes = len(meta.get("classes") or [])
                 if classes and meta["test_accuracy"] <= 1 / classes + 0.05:
-                    chance.append(f"{name} {meta['test_accuracy']:.1%}")
+                    chance.append(f"{name} {meta['test_accuracy']:.1%}, chance {1 / classes:.1%}")
         self._csv("models.csv", ["model", "train_images", "epochs", "test_accuracy"], rows)
         lines = ["## Models", "", "| model | training images | epochs | test accuracy |", "|---|---|---|---|"]
         lines += [f"| {r[0]} | {r[1]} | {r[2]} | {r[3]:.4f} |" for r in rows]
         lines += ["", "Paper (CIFAR-10, 20 epochs): 74.6% clean, 73.1% patch-occluded.", ""]
         if chance:
-            lines += [f"**At chance level** ({', '.join(chance)}; chance is {1 / classes:.1%}): the experiments below "
+            lines += [f"**At chance level** ({'; '.join(chance)}): the experiments below "
                       "explain models that have learned next to nothing, so their verdicts say nothing about the "
                       "methods. Use more images and epochs (a larger `--scale`).", ""]
         return "\n".join(lines)

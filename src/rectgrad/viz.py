@@ -10,6 +10,7 @@ nothing here needs a display or touches pyplot's global state.
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -214,7 +215,7 @@ def save_figure(fig: Figure, path, *, dpi: int = 150) -> Path:
         raise ValueError(f"cannot write a figure as {path.name}: name a {' / '.join(FIGURE_SUFFIXES)} file")
     if not (isinstance(dpi, int) and dpi > 0):
         raise ValueError(f"dpi must be a positive integer, got {dpi!r}")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    Path(os.path.realpath(path)).parent.mkdir(parents=True, exist_ok=True)  # a symbolic link's target's folder
     fig.savefig(path, format=kind, dpi=dpi)
     return path
 

@@ -239,9 +239,9 @@ def _from_file(path: Path) -> LoadedModel:
     if isinstance(model, PaperCNN):
         metadata = _checkpoint_metadata(path)
         side, sidecar = model.image_size, path.with_suffix(".json")
-        note = (f"{sidecar} is not read: the paper's CNN takes its {side}x{side} inputs in [-1, 1] from its "
-                "checkpoint, and its class names from the checkpoint's metadata (save_checkpoint(model, path, "
-                "classes=[...]))") if sidecar.is_file() else None
+        note = (f"{sidecar} is not read: the paper's CNN takes {side}x{side} inputs in [-1, 1], as the model itself "
+                "says, and class names only from a rectgrad checkpoint's metadata (save it with "
+                "save_checkpoint(model, path, classes=[...]))") if sidecar.is_file() else None
         return LoadedModel(str(path), model, (side, side), (0.5,) * model.in_channels, (0.5,) * model.in_channels,
                            _dataset_labels(metadata), channels=model.in_channels,
                            crop_fraction=None if metadata.get("dataset") == "folder" else 1.0, note=note)

@@ -41,7 +41,7 @@ for _module in (explain, train, reproduce, study):
 
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError, KeyError, RuntimeError, OSError)
 IMAGE_OPTIONS = ("--count", "--scale", "--image-size")  # the options that bound memory, where a command has them
-BATCH_OPTIONS = ("--batch-size", "--internal-batch-size")
+BATCH_OPTIONS = ("--batch-size", "--internal-batch-size", "--group")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,7 +83,9 @@ def _memory_advice(argv: list[str]) -> str:
 
 
 def _message(exc: BaseException, argv: list[str]) -> str:
-    if isinstance(exc, MemoryError):
+    import torch
+
+    if isinstance(exc, (MemoryError, torch.cuda.OutOfMemoryError)):
         return f"out of memory ({str(exc) or 'the allocation failed'}): {_memory_advice(argv)}"
     if isinstance(exc, _decompression_bomb()):
         return f"an image would be too large to hold ({exc})"

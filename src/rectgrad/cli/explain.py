@@ -108,8 +108,8 @@ def explain_images(
     images = image_files(images)
     pictures = [zoo.read_image(path) for path in images]
     loaded = zoo.load(model, _options.device(device), weights=weights)
-    if loaded.note:
-        typer.echo(f"note: {loaded.note}", err=True)
+    for line in (loaded.note or "").splitlines():
+        typer.echo(f"note: {line}", err=True)
     _check_model(loaded.model, names)
     index = _class_index(target, loaded.labels)
     _compare(loaded, loaded.preprocess(pictures), [path.name for path in images], names, q=q, out=out,

@@ -51,8 +51,8 @@ def _load(model: Optional[str], images: Optional[List[Path]], dataset: Optional[
     if bool(images) == bool(dataset):
         raise ValueError("give image files or folders or --dataset (exactly one of them)")
     loaded = zoo.load(model, device=device)
-    if loaded.note:
-        typer.echo(f"note: {loaded.note}", err=True)
+    for line in (loaded.note or "").splitlines():
+        typer.echo(f"note: {line}", err=True)
     chosen = (images_from_dataset(dataset, count, per_class, data_dir, image_size=loaded.input_size[0],
                                   download=download) if dataset else images_from_files(loaded, images))
     chosen = chosen.to(device)

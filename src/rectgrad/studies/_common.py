@@ -412,6 +412,9 @@ def images_from_dataset(name: str, count: int, per_class: int = 1, data_dir=None
         members = (data.labels == k).nonzero().flatten().tolist()
         taken = sum(int(data.labels[i]) == k for i in index)
         index += members[taken:taken + per_class][: count - len(index)]
+    if len(index) < count:
+        why = "only these have a mask beside them" if isinstance(data, MaskedImages) else "there are no more"
+        warnings.warn(f"{len(index)} test images taken, not the {count} asked: {why}", stacklevel=2)
     chosen = data.subset(torch.tensor(index))
     if isinstance(chosen, MaskedImages):
         masks, names = chosen.masks, chosen.names

@@ -67,7 +67,10 @@ def _check_named(names: list[str], calls: list[tuple[str, object]]) -> None:
         inputs = [t for n, t in calls if n == name]
         if not inputs:
             raise ValueError(f"the forward pass never calls module {name!r}: name a module the model uses")
-        bad = [t for t in inputs if not _is_feature_map(t)]  # None where it was called with keywords only
+        bad = [t for t in inputs if not _is_feature_map(t)]
+        if any(t is None for t in bad):
+            raise ValueError(f"module {name!r} is called with keyword arguments only (module(input=x)): the study "
+                             "attributes to a module's first positional input; name a module called as module(x)")
         if bad:
             got = f"shape {tuple(bad[0].shape)}" if isinstance(bad[0], torch.Tensor) else type(bad[0]).__name__
             raise ValueError(f"the input of module {name!r} is not an (N, C, H, W) feature map (got {got}): "
