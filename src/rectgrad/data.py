@@ -412,10 +412,7 @@ def load_image_folder_masks(root, image_size: int = 32, test: ImageDataset | Non
         return None
     paths = [files[i][0] for i in masked]
     for path in paths:
-        if _image_size(path) != _image_size(mask_of[path]):
-            raise ValueError(f"{mask_of[path]} is {'x'.join(map(str, _image_size(mask_of[path])))} pixels but its "
-                             f"image {path.name} {'x'.join(map(str, _image_size(path)))}: a mask must have its "
-                             "image's size")
+        check_mask_size(mask_of[path], _image_size(mask_of[path]), path.name, _image_size(path))
     raw = _read_images([mask_of[path] for path in paths], image_size, "L", Image.NEAREST, progress=progress,
                        description="reading masks")[:, 0]
     zero_one = raw.flatten(1).amax(1) <= 1
@@ -453,6 +450,15 @@ def masks_beside(images: list[Path]) -> dict[Path, Path]:
                 raise ValueError(f"{mask} could be the mask of {names}: give each image its own name")
             found[key] = mask
     return {wanted[key][0]: mask for key, mask in found.items()}
+
+
+def check_mask_size(mask: Path, mask_size: tuple[int, int], image, image_size: tuple[int, int]) -> None:
+    """A mask must have its image's (width, height), each as its EXIF orientation turns it (``image``: how the
+    error names the image)."""
+    if mask_size != image_size:
+        raise ValueError(f"{mask} is {'x'.join(map(str, mask_size))} pixels but its image {image} "
+                         f"{'x'.join(map(str, image_size))} (each as its EXIF orientation turns it): a mask must "
+                         "have its image's size")
 
 
 def _image_size(path: Path) -> tuple[int, int]:

@@ -4,6 +4,7 @@ Figs. 2, 3, 7, 8, 9 and Table 1, with our numbers beside the paper's and its cla
 from __future__ import annotations
 
 import csv
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -72,9 +73,9 @@ class _Report:
     def header(self) -> str:
         c, p, d = self.config, self.p, self.config["data"]
         first = lambda n, total: f"all {total}" if n is None or n >= total else f"first {n} of {total}"  # noqa: E731
-        masked = self._masked_used()
-        fig2 = (f"{masked}, {p['occlusion_steps']} fractions, {p['occlusion_orders']} random orders"
-                if self._masked_skipped() is None else "skipped (see below)")
+        skipped = self._masked_skipped is not None
+        fig2 = ("skipped (see below)" if skipped else
+                f"{self._masked_used()}, {p['occlusion_steps']} fractions, {p['occlusion_orders']} random orders")
         hp = "; ".join(f"{m}: {', '.join(f'{k}={v}' for k, v in kw.items())}" for m, kw in p["hyperparameters"].items())
         return "\n".join([
             f"# RectGrad quantitative experiments: {c['dataset']}, `{c['scale']}` scale",
@@ -90,23 +91,30 @@ class _Report:
             f"{p['model_epochs']} epoch(s) |",
             f"| Fig. 2 | {fig2} |",
             f"| Fig. 7 | {first(p['patch_images'], d['test'])} test images, patched |",
-            f"| Fig. 8 | {'the Fig. 2 images' if self._masked_skipped() is None else 'skipped (see below)'} |",
+            f"| Fig. 8 | {'skipped (see below)' if skipped else 'the Fig. 2 images'} |",
             f"| ROAR / KAR | {first(p['roar_train_images'], d['train'])} train / "
             f"{first(p['roar_test_images'], d['test'])} test images, {p['roar_epochs']} epoch(s), "
             f"{p['repeats']} repeat(s), fractions {p['fractions']} |",
             f"| attribution overrides | {hp or 'none (paper defaults)'} |",
             f"| methods | {', '.join(self.methods)} |", ""])
 
-    def _model_metadata(self, name: str) -> dict | None:
-        path = self.work / "models" / f"{name}.pt"
-        return load_checkpoint(path)[1] if path.is_file() else None
+    @functools.cached_property
+    def _metadata(self) -> dict[str, dict | None]:
+        """The clean and patch models' checkpoint metadata (None for a model not trained yet)."""
+        paths = {name: self.work / "models" / f"{name}.pt" for name in ("clean", "patch")}
+        return {name: load_checkpoint(path)[1] if path.is_file() else None for name, path in paths.items()}
+
+    @functools.cached_property
+    def _chosen(self) -> dict | None:
+        """The masked images Figs. 2 and 8 use (``results/masked.json``), None before they are chosen."""
+        return self._json("results/masked.json")
 
     def _masked_used(self) -> str:
         """The masked images Figs. 2 and 8 use: how many, and of which classes when not the scale's full share."""
-        chosen, per_class = self._json("results/masked.json"), self.p["per_class"]
+        chosen, per_class = self._chosen, self.p["per_class"]
         if chosen is None:
             return f"up to {per_class} correctly classified masked images per class"
-        classes = (self._model_metadata("clean") or {}).get("classes")  # results made before 2026-11-27 lack them
+        classes = (self._metadata["clean"] or {}).get("classes")  # results made before 2026-11-27 lack them
         count = f"{len(chosen['names'])} correctly classified masked images"
         if not classes:
             return f"{count} (up to {per_class} per class)"
@@ -115,12 +123,13 @@ class _Report:
             return f"{count}, {per_class} per class"
         return f"{count} (up to {per_class} per class: " + ", ".join(f"{c} {n}" for c, n in zip(classes, counts)) + ")"
 
+    @functools.cached_property
     def _masked_skipped(self) -> str | None:
         """Why Figs. 2 and 8 have no images, or None when they have (or may still get) some."""
         if self.config["data"].get("masked") == 0:
             return ("Skipped: none of the test images has an object mask (`<name>_mask.<ext>` beside `<name>.<ext>`, "
                     "white on the object).")
-        chosen = self._json("results/masked.json")
+        chosen = self._chosen
         if chosen is not None and not chosen["names"]:
             return (f"Skipped: the clean model classifies none of the masked images ({chosen['source']}) correctly; "
                     "a model trained on more images or for more epochs (a larger `--scale`) will.")
@@ -128,8 +137,7 @@ class _Report:
 
     def models(self) -> str:
         rows, chance = [], []
-        for name in ("clean", "patch"):
-            meta = self._model_metadata(name)
+        for name, meta in self._metadata.items():
             if meta is not None:
                 rows.append([name, meta["train_images"], meta["epochs"], meta["test_accuracy"]])
                 classes = len(meta.get("classes") or [])
@@ -174,7 +182,7 @@ class _Report:
 
     def _not_run(self) -> str:
         """Why an experiment on the masked images has no results."""
-        return self._masked_skipped() or "Not run yet."
+        return self._masked_skipped or "Not run yet."
 
     def patch(self) -> str:
         data = self._json("results/patch.json")

@@ -45,8 +45,9 @@ def _leaf_layers(models: Sequence[nn.Module]) -> list[nn.Module]:
         raise ValueError("train_many trains nn.Sequential models of Conv2d (zero padding, one group), ReLU, "
                          "MaxPool2d, Flatten and Linear layers with biases (such as PaperCNN); got "
                          f"{type(model).__name__}" + (f" with {', '.join(unsupported)}" if unsupported else ""))
+    shared = architecture(model)
     for i, other in enumerate(models[1:], 1):
-        if architecture(other) != architecture(model):
+        if architecture(other) != shared:
             raise ValueError(f"train_many trains models of one architecture; model {i} differs from model 0:\n"
                              f"{other}\nis not\n{model}")
     return layers

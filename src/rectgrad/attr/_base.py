@@ -51,11 +51,19 @@ def modules_of(model) -> tuple[nn.Module, ...]:
     return tuple(found.values())
 
 
+def scripted_part(model, modules: tuple[nn.Module, ...]) -> tuple[str, str] | None:
+    """``(kind, name)`` of TorchScript in ``model`` (a scripted function, model or submodule), or None."""
+    scripted = [s for m in modules for s in m.modules() if isinstance(s, torch.jit.ScriptModule)]
+    if scripted:
+        return "module", getattr(scripted[0], "original_name", "")
+    return ("function", model.name) if isinstance(model, torch.jit.ScriptFunction) else None
+
+
 def check_scriptable(model, modules: tuple[nn.Module, ...], what: str) -> None:
     """A rule cannot reach the activations inside TorchScript (a scripted function, model or submodule)."""
-    scripted = [s for m in modules for s in m.modules() if isinstance(s, torch.jit.ScriptModule)]
-    if isinstance(model, torch.jit.ScriptFunction) or scripted:
-        kind, name = ("module", getattr(scripted[0], "original_name", "")) if scripted else ("function", model.name)
+    part = scripted_part(model, modules)
+    if part is not None:
+        kind, name = part
         raise ValueError(f"{what} modifies the backward pass of activations, which cannot be reached inside the "
                          f"TorchScript {kind} {name!r}: use the Python {kind} (save a model with "
                          "torch.save(model, path) instead of torch.jit.script / trace)")

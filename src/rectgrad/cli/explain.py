@@ -69,16 +69,14 @@ def _check_options(out: Path, save_maps: Path | None, q: float, internal_batch_s
 
 def _check_model(model, names: list[str]) -> None:
     """The methods the loaded model cannot take, refused before any map is computed."""
-    import torch
-
+    from rectgrad.attr._base import modules_of, scripted_part
     from rectgrad.methods import get_method
 
-    if isinstance(model, (torch.jit.ScriptModule, torch.jit.ScriptFunction)):
-        rules = [name for name in names if get_method(name).rules]
-        if rules:
-            raise ValueError(f"--methods {', '.join(rules)}: these methods modify the backward pass of activations, "
-                             "which cannot be reached inside a TorchScript model (save it with torch.save(model, "
-                             "path) instead); saliency, grad_input, smoothgrad and intgrad work")
+    rules = [name for name in names if get_method(name).rules]
+    if rules and scripted_part(model, modules_of(model)) is not None:
+        raise ValueError(f"--methods {', '.join(rules)}: these methods modify the backward pass of activations, "
+                         "which cannot be reached inside a TorchScript model (save it with torch.save(model, "
+                         "path) instead); saliency, grad_input, smoothgrad and intgrad work")
 
 
 def explain_images(

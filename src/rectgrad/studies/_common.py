@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from rectgrad import viz
 from rectgrad.attr._base import modules_of, preserved_buffers, user_call
-from rectgrad.data import image_files, masks_beside
+from rectgrad.data import check_mask_size, image_files, masks_beside
 from rectgrad.engine import Options, RuleMode, rule_gradients
 from rectgrad.methods import explain, get_method
 
@@ -361,10 +361,7 @@ def images_from_files(loaded, paths) -> Images:
                              "lack one")
         mask_pictures = [read_image(m) for m in mask_files]
         for f, picture, m, mask in zip(files, pictures, mask_files, mask_pictures):
-            if mask.size != picture.size:
-                raise ValueError(f"{m} is {'x'.join(map(str, mask.size))} pixels but its image {f} "
-                                 f"{'x'.join(map(str, picture.size))} (each as its EXIF orientation turns it): a "
-                                 "mask must have its image's size")
+            check_mask_size(m, mask.size, f, picture.size)
         masked = loaded.preprocess(mask_pictures)
         masks = (to_pixels(masked, loaded.mean, loaded.std).mean(1) + 1) / 2 >= 200 / 255
     return Images(x=x, names=unique_names(files), mean=loaded.mean, std=loaded.std,
