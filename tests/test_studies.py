@@ -515,6 +515,15 @@ def test_folder_dataset_images_take_the_masks_beside_them(model_and_folder, tmp_
         path.unlink()
     unmasked = studies.images_from_dataset("folder", 4, per_class=2, data_dir=tmp_path / "root", image_size=16)
     assert len(unmasked) == 4 and unmasked.masks is None
+    assert sorted(unmasked.names) == ["a/1", "a/2", "b/3", "b/4"]  # class folder and file, not the test set index
+    for name in chosen.names:  # each name on its own image
+        assert torch.equal(unmasked.x[unmasked.names.index(name)], chosen.x[chosen.names.index(name)])
+    assert len({image.sum().item() for image in unmasked.x}) == 4
+    (tmp_path / "root" / "test" / "b" / "3.jpg").write_bytes((tmp_path / "root" / "test" / "b" / "3.png").read_bytes())
+    with pytest.warns(UserWarning, match="5 test images taken, not the 6 asked: there are no more"):
+        both = studies.images_from_dataset("folder", 6, per_class=3, data_dir=tmp_path / "root", image_size=16)
+    b3 = str(tmp_path / "root" / "test" / "b" / "3")
+    assert sorted(both.names) == sorted(["a/1", "a/2", b3 + ".jpg", b3 + ".png", "b/4"])  # whole path: same stem
 
 
 def test_adversarial_study_refuses_a_step_that_is_not_finite():

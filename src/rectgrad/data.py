@@ -393,6 +393,12 @@ def load_image_folder(root, split: str = "train", image_size: int = 32, progress
     return ImageDataset(images, labels, classes, f"{Path(root).name} ({split})")
 
 
+def image_folder_files(root, split: str = "test", image_size: int = 32) -> list[Path]:
+    """The image files of :func:`load_image_folder` ``(root, split, image_size)``, in its order: image ``i`` of the
+    dataset was read from file ``i``."""
+    return [path for path, _ in _image_folder(root, split, image_size, scan_mode=False)[0]]
+
+
 def load_image_folder_masks(root, image_size: int = 32, test: ImageDataset | None = None,
                             progress: bool = False) -> MaskedImages | None:
     """The test images of :func:`load_image_folder` that have an object mask beside them, for Figs. 2 and 8:

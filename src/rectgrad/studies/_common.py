@@ -368,14 +368,15 @@ def images_from_files(loaded, paths) -> Images:
                   classes=list(loaded.labels) if loaded.labels else None, masks=masks)
 
 
-def unique_names(files: list[Path]) -> list[str]:
+def unique_names(files: list[Path], depth: int = 1) -> list[str]:
     """Each file's stem, preceded by as many of its folders as it takes to tell it from the others (``a/x/1`` and
-    ``b/x/1``; ``2`` alone); the whole path where only the extension differs. The files must be distinct."""
+    ``b/x/1``; ``2`` alone), and by at least ``depth - 1`` of them; the whole path where only the extension
+    differs. The files must be distinct."""
     def name(f: Path, depth: int) -> str:
         parts = f.with_suffix("").parts
         return "/".join(parts[-depth:]) if depth <= len(parts) else str(f)
 
-    depths = [1] * len(files)
+    depths = [depth] * len(files)
     while True:
         names = [name(f, depth) for f, depth in zip(files, depths)]
         counts = Counter(names)
@@ -393,9 +394,11 @@ def images_from_dataset(name: str, count: int, per_class: int = 1, data_dir=None
     Inputs are scaled to [-1, 1] as the paper's CNNs see them; Fashion-MNIST images get object masks
     (every non-black pixel, :func:`rectgrad.data.object_masks_from_images`). Of your own images, those with a mask
     beside them are taken when there are any (:func:`rectgrad.data.load_image_folder_masks`, as ``rectgrad
-    reproduce`` does), named by class folder and file.
+    reproduce`` does); they are named by class folder and file (``cat/12``), the standard datasets' images by their
+    index in the test set (``test 12``).
     """
-    from rectgrad.data import MaskedImages, load_dataset, load_image_folder_masks, object_masks_from_images
+    from rectgrad.data import (MaskedImages, image_folder_files, load_dataset, load_image_folder_masks,
+                               object_masks_from_images)
 
     if count < 1 or per_class < 1:
         raise ValueError(f"count and per_class must be positive, got {count} and {per_class}")
@@ -415,6 +418,9 @@ def images_from_dataset(name: str, count: int, per_class: int = 1, data_dir=None
     chosen = data.subset(torch.tensor(index))
     if isinstance(chosen, MaskedImages):
         masks, names = chosen.masks, chosen.names
+    elif name == "folder":
+        files = image_folder_files(data_dir, "test", image_size)
+        masks, names = None, unique_names([files[i] for i in index], depth=2)
     else:
         masks = object_masks_from_images(chosen.images) if name == "fashion-mnist" else None
         names = [f"test {i}" for i in index]
