@@ -131,6 +131,8 @@ def test_cuda_roar_kar_builds_the_cpu_datasets():
 
     def record(device):
         def train_fn(train_set, test_set, seed):
+            for dataset in (train_set, test_set):  # images and labels both on the device that trains
+                assert dataset.images.device.type == dataset.labels.device.type == device
             seen.setdefault(device, []).append((train_set.images.cpu(), test_set.images.cpu()))
             return 0.5
         return train_fn

@@ -2,6 +2,7 @@
 noise measures, the ROAR/KAR dataset modification and sweep (resumption included), the results store and
 training several models at once."""
 import json
+import re
 import signal
 import threading
 from pathlib import Path
@@ -15,6 +16,7 @@ from rectgrad.data import ImageDataset
 from rectgrad.evaluation import (LocalBackend, ResultStore, RoarKarResult, background_at, compute_maps,
                                  conv_activations, correctly_classified, feature_map_occlusion, final_threshold,
                                  noise_level, occlude_dataset, patch_attribution, roar_kar)
+from rectgrad.evaluation.roar import Job
 from rectgrad.metrics import kar_aoc, roar_auc
 from rectgrad.models import PaperCNN
 from rectgrad.train import new_model, train_model
@@ -72,6 +74,9 @@ def test_feature_map_occlusion_bad_input():
         feature_map_occlusion(model, nn.ReLU(), image, masks, labels)
     with pytest.raises(ValueError, match="labels must be integer class indices"):
         feature_map_occlusion(model, model[1], image, masks, torch.tensor([0.0]))
+    for label in (-1, 2):  # -1 would score the last class
+        with pytest.raises(ValueError, match=f"label {label} is out of range for a model with 2 classes"):
+            feature_map_occlusion(model, model[1], image, masks, torch.tensor([label]))
     with pytest.raises(TypeError, match=r"layer must be a module of the model \(e.g. conv_activations"):
         feature_map_occlusion(model, "conv1", image, masks, labels)
     shared = nn.ReLU()
@@ -90,6 +95,18 @@ def test_evaluation_functions_leave_the_models_modes_as_they_were():
                                              ["a", "b", "c"], "zeros"))
     compute_maps(model, image, "saliency", torch.tensor([0]))
     assert [m.training for m in model.modules()] == modes
+
+
+def test_compute_maps_takes_any_targets_one_per_input():
+    model, x = PaperCNN(1, 8, 3).eval(), torch.rand(5, 1, 8, 8) * 2 - 1
+    expected = compute_maps(model, x, "saliency", torch.tensor([0, 2, 1, 1, 0]), batch_size=2)
+    assert torch.equal(compute_maps(model, x, "saliency", [0, 2, 1, 1, 0], batch_size=2), expected)
+    assert torch.equal(compute_maps(model, x, "saliency", np.array([0, 2, 1, 1, 0]), batch_size=2), expected)
+    predicted = model(x).argmax(1)
+    assert torch.equal(compute_maps(model, x, "saliency", None, batch_size=2),
+                       compute_maps(model, x, "saliency", predicted, batch_size=2))
+    with pytest.raises(ValueError, match=r"targets must hold one class per input, shape \(5,\), got \(2,\)"):
+        compute_maps(model, x, "saliency", [0, 1])
 
 
 def test_background_at_layer_resolution():
@@ -131,6 +148,12 @@ def test_final_threshold_refuses_unknown_methods_and_broken_maps():
     for name in ("nosuch", "RectGrad"):
         with pytest.raises(ValueError, match=f"unknown method '{name}'"):
             final_threshold(maps, name)
+    for bad in (maps[:, 0], maps.long()):  # channel-summed maps lose their channel dimension by mistake
+        for measure in (lambda m: noise_level(m, "saliency", torch.ones(3, 4, 4, dtype=torch.bool), threshold=False),
+                        lambda m: final_threshold(m, "rectgrad")):
+            with pytest.raises(ValueError, match=rf"maps must be a floating \(N, C, H, W\) tensor .*got "
+                                                 rf"{bad.dtype} {re.escape(str(tuple(bad.shape)))}"):
+                measure(bad)
     maps[1, 0, 2, 2] = float("nan")
     for method in ("saliency", "rectgrad"):
         with pytest.raises(ValueError, match=rf"the {method} maps of image\(s\) \[1\] hold NaN or Inf"):
@@ -154,6 +177,9 @@ def test_patch_attribution_and_noise_level_by_hand():
     # TV of [[-2,0,0],[0,1,0],[0,0,3]]: rows 2+1+1+3 = 7, columns 2+1+1+3 = 7
     assert raw["total_variation"].item() == 14.0 and raw["total_variation_relative"].item() == pytest.approx(14 / 6)
     assert noise_level(maps, "rectgrad", masks)["outside"].item() == 3.0
+    ones = torch.ones(1, 1, 300, 300, dtype=torch.float16)  # 90000 in all: beyond float16's 65504
+    half = noise_level(ones, "saliency", torch.zeros(1, 300, 300, dtype=torch.bool), threshold=False)
+    assert half["outside"].tolist() == [90000.0] and half["outside_fraction"].tolist() == [1.0]
 
 
 # ---------------------------------------------------------------- ROAR / KAR
@@ -181,6 +207,9 @@ def test_occlude_dataset_random_and_bad_input():
         occlude_dataset(dataset, torch.zeros(50, 1, 8, 8), 0.3, keep=False, fill=[128.0])
     with pytest.raises(ValueError, match="open interval"):
         occlude_dataset(dataset, torch.zeros(50, 1, 16, 16), 1.0, keep=False, fill=[128.0])
+    for maps in (torch.zeros(50, 1, 16, 16), None):  # 0.001 of 256 pixels: none; KAR would replace them all
+        with pytest.raises(ValueError, match="fraction 0.001 of 16x16 pixels rounds to 0 pixels"):
+            occlude_dataset(dataset, maps, 0.001, keep=True, fill=[128.0])
 
 
 class Counting:
@@ -278,17 +307,29 @@ def test_roar_kar_resumes_an_interrupted_group_from_its_checkpoint(tmp_path, mon
     monkeypatch.setattr(module, "train_many", lambda *a, **k: original(*a, stop=lambda: next(checks) == 4, **k))
     with pytest.raises(TrainingInterrupted):  # in the first group's second epoch
         roar_kar(train, test, maps, retrain, store=store, **options)
-    unfinished = list((tmp_path / "work" / "roar" / "unfinished").iterdir())
-    assert len(unfinished) == 1 and not list((tmp_path / "work" / "roar").glob("*.json"))
-    assert checkpoint_seconds(unfinished[0]) > 0
-    state = torch.load(unfinished[0], weights_only=True)
-    torch.save({**state, "seconds": 1000.0}, unfinished[0])  # as if the first part had taken 1000 s
+    unfinished = sorted((tmp_path / "work" / "roar" / "unfinished").iterdir())
+    assert [p.suffix for p in unfinished] == [".json", ".pt"] and not list((tmp_path / "work" / "roar").glob("*.json"))
+    assert json.loads(unfinished[0].read_text()) == ["roar/a-p0.2-r0.json", "roar/a-p0.6-r0.json",
+                                                     "roar/random-p0.2-r0.json", "roar/random-p0.6-r0.json"]
+    assert checkpoint_seconds(unfinished[1]) > 0
+    state = torch.load(unfinished[1], weights_only=True)
+    torch.save({**state, "seconds": 1000.0}, unfinished[1])  # as if the first part had taken 1000 s
     monkeypatch.setattr(module, "train_many", original)
+    options["backend"] = LocalBackend(group=3)  # another group size: the saved group of 4 is formed again
     resumed = roar_kar(train, test, maps, retrain, store=store, **options)
     for method in maps:
         assert resumed.accuracies[method].tolist() == expected.accuracies[method].tolist()
     assert not list((tmp_path / "work" / "roar" / "unfinished").iterdir())
     assert ResultStore.read_seconds(tmp_path / "work")["roar/a-p0.2-r0"] > 1000 / 4  # both parts, shared by 4
+
+
+def test_a_group_saved_unfinished_is_formed_again_whatever_the_group_size():
+    jobs = [Job(key, None, None, 0) for key in "abcdefgh"]
+    backend = LocalBackend(group=3)
+    assert [[j.key for j in chunk] for chunk in backend._chunks(jobs, {"c": 4})] == [["a", "b"], list("cdef"),
+                                                                                    ["g", "h"]]
+    assert [len(chunk) for chunk in backend._chunks(jobs, {"a": 1, "g": 2})] == [1, 3, 2, 2]
+    assert [len(chunk) for chunk in backend._chunks(jobs, {})] == [3, 3, 2]
 
 
 def test_roar_kar_bad_input():
@@ -311,6 +352,27 @@ def test_roar_kar_bad_input():
         with pytest.raises(ValueError, match=rf"attributions\['bad'\] {message}"):  # before any training
             roar_kar(train, test, {"good": maps["a"], "bad": bad}, fn, fractions=(0.2, 0.6), progress=False)
     assert fn.calls == []
+    for train_set, test_set, message in (
+            (train.subset(slice(0, 0)), test, r"train_set \(train\) holds no images"),
+            (train, test.subset(slice(0, 0)), r"test_set \(test\) holds no images"),
+            (train, test.with_images(test.images.expand(-1, 3, -1, -1)), r"same channels and size \(C, H, W\), got "
+             r"\(1, 8, 8\) and \(3, 8, 8\)"),
+            (train, toy_dataset(4, size=10), r"got \(1, 8, 8\) and \(1, 10, 10\)")):
+        with pytest.raises(ValueError, match=message):
+            roar_kar(train_set, test_set, {"random": None}, fn, progress=False)
+    tensors = torch.utils.data.TensorDataset(train.images, train.labels)
+    with pytest.raises(TypeError, match="train_set must be a rectgrad.data.ImageDataset .* got TensorDataset"):
+        roar_kar(tensors, test, {"random": None}, fn, progress=False)
+    with pytest.raises(TypeError, match=r"fractions must be a sequence of fractions, e.g. \(0.1, 0.3, 0.5\), got 0.5"):
+        roar_kar(train, test, {"random": None}, fn, fractions=0.5, progress=False)
+    assert fn.calls == []
+
+
+def test_roar_kar_takes_one_element_tensors_as_accuracies():
+    train, test, maps = roar_inputs()
+    result = roar_kar(train, test, maps, lambda a, b, seed: torch.tensor([0.25 * (seed + 1)]), fractions=(0.2, 0.6),
+                      repeats=2, progress=False)
+    assert result.accuracies["a"].tolist() == [[0.25, 0.25], [0.5, 0.5]]
 
 
 def test_roar_kar_refuses_odd_training_results_and_saves_none_of_them(tmp_path):
@@ -374,6 +436,15 @@ def test_a_corrupt_result_file_is_an_error_naming_it(tmp_path):
     (tmp_path / "w" / "config.json").write_text("{")
     with pytest.raises(ValueError, match="config.json is corrupt"):
         ResultStore(tmp_path / "w", {"run": 1})
+    (tmp_path / "w" / "config.json").write_text("[1]")  # JSON, but not what rectgrad wrote
+    with pytest.raises(ValueError, match=r"config.json is corrupt \(a JSON list, not an object\)"):
+        ResultStore(tmp_path / "w", {"run": 1})
+    (tmp_path / "w" / "config.json").write_text('{"run": 1}')
+    train, test, maps = roar_inputs()
+    for damage, why in (("[0.5]", "a JSON list, not an object"), ('{"accuracy": "high"}', "no number 'accuracy'")):
+        (tmp_path / "w" / "roar" / "a-p0.2-r0.json").write_text(damage)
+        with pytest.raises(ValueError, match=rf"a-p0.2-r0.json is corrupt \({why}\): delete it and rerun"):
+            roar_kar(train, test, maps, Counting(), fractions=(0.2, 0.6), store=store, progress=False)
 
 
 # ---------------------------------------------------------------- several models at once

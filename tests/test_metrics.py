@@ -9,6 +9,7 @@ from rectgrad.metrics import (
     attribution_outside,
     channel_mean,
     kar_aoc,
+    pixel_count,
     random_removal_mask,
     rank_pixels,
     removal_mask,
@@ -239,6 +240,27 @@ def test_non_finite_attributions_rejected(fn, bad):
     args = {attribution_outside: (OBJECT,), attribution_in_region: (OBJECT,), removal_mask: (0.5,)}.get(fn, ())
     with pytest.raises(ValueError, match="NaN"):
         fn(attr, *args)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_maps_are_summed_in_float32(dtype):
+    attr = torch.ones(1, 3, 224, 224, dtype=dtype)  # 150528 in all: beyond float16's 65504
+    half = torch.zeros(224, 224, dtype=torch.bool)
+    half[:112] = True
+    assert attribution_outside(attr, half).tolist() == [75264.0]
+    assert attribution_outside(attr, half, normalize=True).tolist() == [0.5]
+    assert attribution_in_region(attr, half).dtype == torch.float32
+    checker = torch.ones(1, 1, 224, 224, dtype=dtype)
+    checker[..., ::2, :] = -1  # rows alternate: 223 row steps of 2 in each of 224 columns
+    assert total_variation(checker).tolist() == [2.0 * 223 * 224]
+
+
+def test_a_fraction_of_no_pixel_or_of_all_is_refused():
+    attr = torch.randn(2, 1, 4, 4, generator=gen(0))  # 16 pixels
+    assert pixel_count(0.5, (4, 4)) == 8 and removal_mask(attr, 0.04).sum().item() == 2  # 0.64 pixels -> 1
+    for fraction, k in ((0.03, 0), (0.97, 16)):
+        with pytest.raises(ValueError, match=rf"fraction {fraction} of 4x4 pixels rounds to {k} pixels"):
+            removal_mask(attr, fraction)
 
 
 @pytest.mark.parametrize("attr", [torch.zeros(2, 2, 2), torch.zeros(1, 1, 2, 2, dtype=torch.int64)])

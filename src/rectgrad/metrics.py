@@ -2,7 +2,8 @@
 
 Pure, vectorised torch functions. Attributions are float tensors shaped like the inputs, ``(N, C, H, W)``;
 masks and regions are bool, ``(N, H, W)`` or ``(H, W)`` (the latter broadcast over the batch). Per-image
-metrics return an ``(N,)`` tensor in the attributions' dtype.
+metrics return an ``(N,)`` tensor in the attributions' dtype, float32 for half-precision maps (float16 sums
+overflow at 65504 and bfloat16 keeps 3 digits: they are summed in float32).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ __all__ = [
     "attribution_in_region",
     "total_variation",
     "rank_pixels",
+    "pixel_count",
     "removal_mask",
     "random_removal_mask",
     "replace_pixels",
@@ -31,11 +33,13 @@ __all__ = [
 TIE_NOISE = 1e-4
 
 
-def _check_attr(attr: torch.Tensor) -> None:
+def _check_attr(attr: torch.Tensor) -> torch.Tensor:
+    """Validate attributions; return them in float32 at least (sums of half-precision maps overflow)."""
     if not isinstance(attr, torch.Tensor) or not attr.is_floating_point() or attr.dim() != 4:
         raise ValueError(f"attributions must be a floating (N, C, H, W) tensor, got {_describe(attr)}")
     if not torch.isfinite(attr).all():
         raise ValueError("attributions contain NaN or inf")
+    return attr.to(torch.promote_types(attr.dtype, torch.float32))
 
 
 def _check_images(images: torch.Tensor) -> None:
@@ -67,13 +71,25 @@ def _check_fraction(fraction: float) -> float:
     return fraction
 
 
+def pixel_count(fraction: float, size: tuple[int, int]) -> int:
+    """``k = round(fraction * H * W)`` (Python's ``round``: nearest integer, halves to even), the pixels ROAR
+    replaces and KAR keeps; a fraction that rounds to none or all of them is refused."""
+    fraction = _check_fraction(fraction)
+    h, w = size
+    k = round(fraction * h * w)
+    if k in (0, h * w):
+        raise ValueError(f"fraction {fraction} of {h}x{w} pixels rounds to {k} pixels: ROAR and KAR would then "
+                         "change nothing or everything; use larger images or fractions further inside (0, 1)")
+    return k
+
+
 def attribution_in_region(attr: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
     """Per-image sum of ``|attr|`` over channels and the pixels where ``region`` is True.
 
     Training-set occlusion (Fig. 7): the amount of attribution on the random patch; the reference sums the
     8x8 top-left corner of the 10x10 patch.
     """
-    _check_attr(attr)
+    attr = _check_attr(attr)
     region = _pixel_mask(region, attr, "region", "attributions")
     return (attr.abs().sum(1) * region).sum((1, 2))
 
@@ -87,7 +103,7 @@ def attribution_outside(attr: torch.Tensor, mask: torch.Tensor, *, normalize: bo
     for that. ``normalize=True`` returns the scale-free fraction of the image's total ``|attr|`` that lies
     outside the object, defined as 0 for an image whose attribution is identically zero.
     """
-    _check_attr(attr)
+    attr = _check_attr(attr)
     outside = attribution_in_region(attr, ~_pixel_mask(mask, attr, "mask", "attributions"))
     if not normalize:
         return outside
@@ -101,8 +117,7 @@ def total_variation(attr: torch.Tensor) -> torch.Tensor:
     ``TV = sum |m[i+1, j] - m[i, j]| + sum |m[i, j+1] - m[i, j]|``. Channels are summed first, as the
     visualization (Appendix F.1) and the reference (``tf.image.total_variation`` of the summed map) do.
     """
-    _check_attr(attr)
-    m = attr.sum(1)
+    m = _check_attr(attr).sum(1)
     return (m[:, 1:] - m[:, :-1]).abs().sum((1, 2)) + (m[:, :, 1:] - m[:, :, :-1]).abs().sum((1, 2))
 
 
@@ -118,11 +133,11 @@ def rank_pixels(
     order is deterministic and ties go to the lower flat index. The reference ranks RectGrad's positive part
     and the baselines' signed attributions; that preprocessing is the caller's.
     """
-    _check_attr(attr)
+    attr = _check_attr(attr)  # the noise survives in float32
     tie_noise = float(tie_noise)
     if not (math.isfinite(tie_noise) and tie_noise >= 0):
         raise ValueError(f"tie_noise must be a finite standard deviation >= 0, got {tie_noise}")
-    scores = attr.sum(1, dtype=torch.promote_types(attr.dtype, torch.float32)).flatten(1)  # noise survives fp16
+    scores = attr.sum(1).flatten(1)
     if tie_noise > 0:
         noise = torch.randn(scores.shape, generator=generator, dtype=scores.dtype,
                             device=scores.device if generator is None else generator.device)
@@ -132,11 +147,11 @@ def rank_pixels(
 
 def ranked_mask(order: torch.Tensor, fraction: float, size: tuple[int, int], *, keep: bool = False) -> torch.Tensor:
     """Bool ``(N, H, W)`` mask of the pixels to replace given a ranking ``order`` from :func:`rank_pixels`:
-    the ``k = round(fraction * H * W)`` first (ROAR), or all but them (KAR, ``keep=True``)."""
-    fraction = _check_fraction(fraction)
+    the ``k =`` :func:`pixel_count` first (ROAR), or all but them (KAR, ``keep=True``)."""
+    k = pixel_count(fraction, size)
     h, w = size
     top = torch.zeros(order.shape[0], h * w, dtype=torch.bool, device=order.device)
-    top.scatter_(1, order[:, : round(fraction * h * w)], True)
+    top.scatter_(1, order[:, :k], True)
     return (~top if keep else top).view(-1, h, w)
 
 
@@ -153,9 +168,9 @@ def removal_mask(
     With ``k = round(fraction * H * W)`` (Python's ``round``: nearest integer, halves to even), ROAR
     (``keep=False``) replaces exactly the ``k`` top-ranked pixels of each image and KAR (``keep=True``) keeps
     them and replaces the other ``H*W - k``. The reference thresholds at ``np.percentile`` instead, so its
-    counts are only approximately ``k``.
+    counts are only approximately ``k``. A fraction that rounds to none or all of the pixels is refused.
     """
-    fraction = _check_fraction(fraction)
+    _check_fraction(fraction)
     order = rank_pixels(attr, tie_noise=tie_noise, generator=generator)
     return ranked_mask(order, fraction, tuple(attr.shape[2:]), keep=keep)
 

@@ -20,19 +20,25 @@ TOP_PERCENTILE = 95.0
 def compute_maps(model: nn.Module, inputs: Tensor, method: str, targets: Tensor, *, batch_size: int = 250,
                  internal_batch_size: int | None = None, seed: int = 0, progress=None,
                  **hyperparameters) -> Tensor:
-    """Channel-summed maps ``(N, 1, H, W)`` (float32, CPU) of ``method`` for the ``targets`` classes.
+    """Channel-summed maps ``(N, 1, H, W)`` (float32, CPU) of ``method`` for the ``targets`` classes (one per
+    input: a tensor, array or list; None: each input's predicted class).
 
     ``inputs`` are processed ``batch_size`` at a time on the model's device, in eval mode (the model's modes are
     restored afterwards); stochastic methods are seeded with ``seed + batch index``, so a rerun reproduces them.
     ``progress`` (a tqdm bar) advances per image.
     """
     get_method(method)
+    if targets is not None:
+        targets = torch.as_tensor(targets)
+        if targets.shape != (len(inputs),):
+            raise ValueError(f"targets must hold one class per input, shape ({len(inputs)},), got "
+                             f"{tuple(targets.shape)}")
     device = next(model.parameters()).device
     parts = []
     with evaluating(model):
         for index, start in enumerate(range(0, len(inputs), batch_size)):
             x = inputs[start:start + batch_size].to(device)
-            t = targets[start:start + batch_size].to(device)
+            t = None if targets is None else targets[start:start + batch_size].to(device)
             maps = explain(model, x, t, method, internal_batch_size=internal_batch_size, seed=seed + index,
                            **hyperparameters)
             parts.append(maps.sum(1, keepdim=True).float().cpu())
@@ -53,6 +59,7 @@ def final_threshold(maps: Tensor, method: str, percentile: float = TOP_PERCENTIL
     ``percentile``-th percentile (numpy's linear interpolation) and is zero elsewhere, as
     :func:`rectgrad.viz.final_threshold` draws it.
     """
+    _check_maps(maps)
     summed = maps.detach().sum(1, keepdim=True)
     broken = (~torch.isfinite(summed)).flatten(1).any(1).nonzero().flatten().tolist()
     if broken:
@@ -65,7 +72,18 @@ def final_threshold(maps: Tensor, method: str, percentile: float = TOP_PERCENTIL
     return torch.where(summed >= cut, summed, torch.zeros((), dtype=summed.dtype))
 
 
+def _check_maps(maps: Tensor) -> None:
+    if not isinstance(maps, Tensor) or not maps.is_floating_point() or maps.dim() != 4:
+        described = f"{maps.dtype} {tuple(maps.shape)}" if isinstance(maps, Tensor) else type(maps).__name__
+        raise ValueError(f"maps must be a floating (N, C, H, W) tensor (C = 1 for channel-summed maps), got "
+                         f"{described}")
+
+
 def _prepare(maps: Tensor, method: str, threshold: bool) -> Tensor:
+    """The maps as the measures read them, summed over channels (in float32 at least: half-precision sums
+    overflow)."""
+    _check_maps(maps)
+    maps = maps.to(torch.promote_types(maps.dtype, torch.float32))
     return final_threshold(maps, method) if threshold else maps.sum(1, keepdim=True)
 
 

@@ -25,7 +25,10 @@ class OcclusionCurve:
 
 def conv_activations(model: nn.Module) -> dict[str, nn.Module]:
     """The activation module following each ``Conv2d``, named ``conv1``, ``conv2``, ... (Fig. 2's layers; the
-    reference occludes the ReLU outputs of the four convolutions)."""
+    reference occludes the ReLU outputs of the four convolutions). "Following" is in the order the modules are
+    registered, which is the forward order of an ``nn.Sequential`` such as PaperCNN; of other models (a ResNet's
+    shared ReLUs, activations declared before the convolutions) give ``feature_map_occlusion`` the module
+    yourself."""
     layers, pending = {}, False
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
@@ -89,7 +92,10 @@ def feature_map_occlusion(model: nn.Module, layer: nn.Module, images: Tensor, ma
 def _occlusion(model, layer, images, masks, labels, steps, orders, generator, batch_size) -> OcclusionCurve:
     n, device = images.shape[0], next(model.parameters()).device
     images, labels = images.to(device), labels.to(device)
-    shape = _output_shape(model, layer, images[:1])
+    shape, classes = _output_shape(model, layer, images[:1])
+    if bool(((labels < 0) | (labels >= classes)).any()):
+        bad = labels[(labels < 0) | (labels >= classes)][0].item()
+        raise ValueError(f"label {bad} is out of range for a model with {classes} classes")
     units = shape[0] * shape[1] * shape[2]
     background = background_at(masks, shape[1:]).to(device)
     fractions = torch.linspace(0, 1, steps)
@@ -117,11 +123,12 @@ def _occlusion(model, layer, images, masks, labels, steps, orders, generator, ba
     return OcclusionCurve(fractions, margins)
 
 
-def _output_shape(model: nn.Module, layer: nn.Module, x: Tensor) -> tuple[int, int, int]:
+def _output_shape(model: nn.Module, layer: nn.Module, x: Tensor) -> tuple[tuple[int, int, int], int]:
+    """The (C, H, W) of ``layer``'s feature map and the model's number of classes."""
     seen = []
     handle = layer.register_forward_hook(lambda module, args, out: seen.append(tuple(out.shape)))
     try:
-        model(x)
+        logits = model(x)
     finally:
         handle.remove()
     if not seen:
@@ -132,7 +139,7 @@ def _output_shape(model: nn.Module, layer: nn.Module, x: Tensor) -> tuple[int, i
                          "module that runs once (an activation module of its own per layer)")
     if len(seen[0]) != 4:
         raise ValueError(f"the layer's output must be a feature map (N, C, H, W), got shape {seen[0]}")
-    return seen[0][1:]
+    return seen[0][1:], logits.shape[-1]
 
 
 def _margin(logits: Tensor, label: Tensor) -> Tensor:

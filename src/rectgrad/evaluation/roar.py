@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import json
 import time
 import warnings
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
 
@@ -24,10 +25,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from rectgrad.checkpoint import write_atomically
 from rectgrad.data import ImageDataset
 from rectgrad.evaluation.store import ResultStore
-from rectgrad.metrics import (channel_mean, kar_aoc, random_removal_mask, rank_pixels, ranked_mask, removal_mask,
-                              replace_pixels, roar_auc)
+from rectgrad.metrics import (channel_mean, kar_aoc, pixel_count, random_removal_mask, rank_pixels, ranked_mask,
+                              removal_mask, replace_pixels, roar_auc)
 from rectgrad.progress import progress_bar
 from rectgrad.train_many import checkpoint_seconds
 
@@ -52,6 +54,7 @@ def occlude_dataset(dataset: ImageDataset, maps: Tensor | None, fraction: float,
     """
     n, _, h, w = dataset.images.shape
     device = dataset.images.device
+    pixel_count(fraction, (h, w))
     if maps is None:
         mask = random_removal_mask((n, h, w), fraction, keep=keep, generator=generator, device=device)
     else:
@@ -112,17 +115,16 @@ def roar_kar(train_set: ImageDataset, test_set: ImageDataset, attributions: Mapp
     (:class:`LocalBackend` by default, or :class:`RayBackend`). The modified datasets are made, and handed
     to ``train_fn``, on ``device`` (default: the CPU), e.g. the GPU that trains them.
     """
+    _check_datasets(train_set, test_set)
+    if not isinstance(fractions, Iterable):
+        raise TypeError(f"fractions must be a sequence of fractions, e.g. (0.1, 0.3, 0.5), got {fractions!r}")
     fractions = tuple(float(f) for f in fractions)
     if not fractions or any(not 0.0 < f < 1.0 for f in fractions) or list(fractions) != sorted(set(fractions)):
         raise ValueError(f"fractions must be increasing values in the open interval (0, 1), got {list(fractions)}")
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
-    h, w = train_set.images.shape[-2:]
-    empty = [f for f in fractions if round(f * h * w) in (0, h * w)]
-    if empty:
-        raise ValueError(f"fraction {empty[0]} of {h}x{w} pixels rounds to {round(empty[0] * h * w)} pixels: ROAR and "
-                         "KAR would then change nothing or everything; use larger images or fractions further "
-                         "inside (0, 1)")
+    for fraction in fractions:
+        pixel_count(fraction, tuple(train_set.images.shape[-2:]))
     for method, pair in attributions.items():
         if pair is not None:
             if not isinstance(pair, (tuple, list)) or len(pair) != 2:
@@ -131,10 +133,11 @@ def roar_kar(train_set: ImageDataset, test_set: ImageDataset, attributions: Mapp
                 _check_maps(maps, dataset, method)
     mode = "kar" if keep else "roar"
     keys = {(m, f, r): result_name(keep, m, f, r) for m in attributions for f in fractions for r in range(repeats)}
-    results = {key: store.load_json(key)["accuracy"] for key in keys.values() if store is not None and store.has(key)}
+    results = {key: store.load_json(key, numbers=("accuracy",))["accuracy"] for key in keys.values()
+               if store is not None and store.has(key)}
     fill = channel_mean(train_set.images)
     device = torch.device(device or "cpu")
-    sets = [d.with_images(d.images.to(device)) for d in (train_set, test_set)]
+    sets = [replace(d, images=d.images.to(device), labels=d.labels.to(device)) for d in (train_set, test_set)]
 
     def jobs() -> Iterator[Job]:
         for method, pair in attributions.items():
@@ -154,6 +157,8 @@ def roar_kar(train_set: ImageDataset, test_set: ImageDataset, attributions: Mapp
     bar = progress_bar(len(keys), f"{mode.upper()} trainings", progress, unit="model", initial=len(results))
 
     def done(job: Job, accuracy: float, seconds: float) -> None:
+        if isinstance(accuracy, Tensor) and accuracy.numel() == 1:
+            accuracy = accuracy.item()
         if not isinstance(accuracy, (int, float, np.floating, np.integer)) or not 0.0 <= float(accuracy) <= 1.0:
             raise ValueError(f"train_fn returned {accuracy!r} for {job.key[:-len('.json')]}: it must return the test "
                              "accuracy as a fraction in [0, 1] (not a percentage); nothing was saved for it")
@@ -174,6 +179,20 @@ def roar_kar(train_set: ImageDataset, test_set: ImageDataset, attributions: Mapp
     accuracies = {m: np.array([[results[keys[m, f, r]] for f in fractions] for r in range(repeats)])
                   for m in attributions}
     return RoarKarResult(keep, fractions, accuracies)
+
+
+def _check_datasets(train_set: ImageDataset, test_set: ImageDataset) -> None:
+    """Two non-empty image datasets of one image space (channels and size)."""
+    for name, dataset in (("train_set", train_set), ("test_set", test_set)):
+        if not isinstance(dataset, ImageDataset):
+            raise TypeError(f"{name} must be a rectgrad.data.ImageDataset (uint8 images (N, C, H, W), labels, class "
+                            f"names), got {type(dataset).__name__}: wrap your tensors as ImageDataset(images, labels, "
+                            "classes, name)")
+        if len(dataset) == 0:
+            raise ValueError(f"{name} ({dataset.name}) holds no images")
+    if train_set.images.shape[1:] != test_set.images.shape[1:]:
+        raise ValueError(f"the train and test images must have the same channels and size (C, H, W), got "
+                         f"{tuple(train_set.images.shape[1:])} and {tuple(test_set.images.shape[1:])}")
 
 
 def _check_maps(maps, dataset: ImageDataset, method: str) -> None:
@@ -221,7 +240,8 @@ class LocalBackend:
     A backend's ``run(jobs, train_fn, done, checkpoints=None)`` calls ``done(job, accuracy, seconds)`` as each
     training finishes (``seconds``: its compute time; models trained at once share their group's time equally).
     With a ``checkpoints`` folder, a group interrupted by Ctrl-C or SIGTERM saves its state there (when
-    ``train_fn.many`` takes a ``checkpoint``) and the same group resumes from it when run again."""
+    ``train_fn.many`` takes a ``checkpoint``) and the same group resumes from it when run again, whatever
+    ``group`` is then: a saved group is formed again as it was (its trainings are listed beside its state)."""
 
     def __init__(self, group: int = 1):
         if group < 1:
@@ -230,15 +250,18 @@ class LocalBackend:
 
     def run(self, jobs: Iterable[Job], train_fn: TrainFn, done: Callable[[Job, float, float], None],
             checkpoints=None) -> None:
-        if self.group > 1 and hasattr(train_fn, "many"):
-            resumable = checkpoints is not None and "checkpoint" in inspect.signature(train_fn.many).parameters
-            iterator = iter(jobs)
+        many = getattr(train_fn, "many", None)
+        if checkpoints is not None and not (many and "checkpoint" in inspect.signature(many).parameters):
+            checkpoints = None
+        saved = _saved_groups(checkpoints)
+        if many and (self.group > 1 or saved):
+            chunks = self._chunks(jobs, saved)
             while True:
                 start = time.perf_counter()  # making the jobs' datasets counts too
-                chunk = list(islice(iterator, self.group))
-                if not chunk:
+                chunk = next(chunks, None)
+                if chunk is None:
                     break
-                self._train_group(chunk, train_fn, done, checkpoints if resumable else None, start)
+                self._train_group(chunk, train_fn, done, checkpoints, start)
         else:
             start = time.perf_counter()
             for job in jobs:
@@ -246,14 +269,33 @@ class LocalBackend:
                 done(job, accuracy, time.perf_counter() - start)
                 start = time.perf_counter()
 
+    def _chunks(self, jobs: Iterable[Job], saved: dict[str, int]) -> Iterator[list[Job]]:
+        """The jobs ``group`` at a time, except that a group saved unfinished (``saved``: its first job's key -> its
+        size) is formed again as it was. Its jobs follow one another still: the jobs come in a fixed order, and
+        the finished ones dropped from it were never inside an unfinished group."""
+        chunk: list[Job] = []
+        for job in jobs:
+            if job.key in saved and chunk:
+                yield chunk
+                chunk = []
+            chunk.append(job)
+            if len(chunk) == saved.get(chunk[0].key, self.group):
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+
     def _train_group(self, chunk: list[Job], train_fn: TrainFn, done: Callable[[Job, float, float], None],
                      checkpoints, start: float) -> None:
         """Train ``chunk`` at once; out of GPU memory, in two halves (and ``group`` halves for the rest)."""
-        args, earlier = [(j.train, j.test, j.seed) for j in chunk], 0.0
+        args, earlier, listing = [(j.train, j.test, j.seed) for j in chunk], 0.0, None
         try:
-            if checkpoints is not None:  # one file per group, named by its trainings
+            if checkpoints is not None:  # one file per group, named by its trainings, which a file beside it lists
                 checkpoint = Path(checkpoints) / (hashlib.sha1("\n".join(j.key for j in chunk).encode())
                                                   .hexdigest()[:16] + ".pt")
+                listing = checkpoint.with_suffix(".json")
+                if not listing.is_file():
+                    write_atomically(listing, lambda f: f.write(json.dumps([j.key for j in chunk]).encode()))
                 earlier = checkpoint_seconds(checkpoint)
                 accuracies = train_fn.many(args, checkpoint=checkpoint)
             else:
@@ -262,18 +304,36 @@ class LocalBackend:
             if len(chunk) == 1:
                 raise
             torch.cuda.empty_cache()
+            if listing is not None and not listing.with_suffix(".pt").is_file():
+                listing.unlink(missing_ok=True)  # nothing of this group was saved: the halves are groups of their own
             self.group = half = -(-len(chunk) // 2)
             warnings.warn(f"out of GPU memory training {len(chunk)} models at once: {half} at a time from now on "
                           "(set --group to choose)", RuntimeWarning, stacklevel=2)
             for part in (chunk[:half], chunk[half:]):
                 self._train_group(part, train_fn, done, checkpoints, time.perf_counter())
             return
+        if listing is not None:
+            listing.unlink(missing_ok=True)
         accuracies = list(accuracies)
         if len(accuracies) != len(chunk):
             raise ValueError(f"train_fn.many returned {len(accuracies)} accuracies for {len(chunk)} trainings")
         seconds = (earlier + time.perf_counter() - start) / len(chunk)
         for job, accuracy in zip(chunk, accuracies):
             done(job, accuracy, seconds)
+
+
+def _saved_groups(checkpoints) -> dict[str, int]:
+    """The unfinished groups saved in ``checkpoints``: their first training's key -> how many trainings they hold."""
+    saved = {}
+    for listing in sorted(Path(checkpoints).glob("*.json")) if checkpoints is not None else ():
+        if listing.with_suffix(".pt").is_file():
+            try:
+                keys = json.loads(listing.read_text())
+            except (ValueError, UnicodeDecodeError):
+                continue  # the group then starts over, as with a damaged state
+            if isinstance(keys, list) and keys and all(isinstance(k, str) for k in keys):
+                saved[keys[0]] = len(keys)
+    return saved
 
 
 class RayBackend:
@@ -323,5 +383,7 @@ def _train_task(train_fn: TrainFn, train: ImageDataset, test: ImageDataset, seed
     torch.set_flush_denormal(True)  # as rectgrad reproduce does: subnormal gradients slow CPU training
     torch.set_num_threads(threads)
     start = time.perf_counter()
-    accuracy = float(train_fn(train, test, seed))
+    accuracy = train_fn(train, test, seed)  # checked where it is saved, as the local backend's
+    if isinstance(accuracy, Tensor) and accuracy.numel() == 1:
+        accuracy = accuracy.item()
     return accuracy, time.perf_counter() - start

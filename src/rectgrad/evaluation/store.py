@@ -41,7 +41,7 @@ class ResultStore:
     def read_config(folder) -> dict | None:
         """The configuration saved in ``folder``, or None if it holds none."""
         path = Path(folder) / CONFIG
-        return read_json(path) if path.is_file() else None
+        return read_json(path, numbers=()) if path.is_file() else None
 
     def path(self, name: str) -> Path:
         return self.folder / name
@@ -52,8 +52,8 @@ class ResultStore:
     def save_json(self, name: str, value) -> None:
         self._write(name, lambda f: f.write(json.dumps(value, indent=1).encode()))
 
-    def load_json(self, name: str):
-        return read_json(self.path(name))
+    def load_json(self, name: str, numbers: tuple[str, ...] | None = None):
+        return read_json(self.path(name), numbers)
 
     def save_seconds(self, unit: str, seconds: float) -> None:
         """Record the compute time of one finished unit of work (``seconds/<unit>.json``)."""
@@ -63,7 +63,7 @@ class ResultStore:
     def read_seconds(folder) -> dict[str, float]:
         """The recorded compute times in ``folder``: ``{unit: seconds}``."""
         root = Path(folder) / SECONDS
-        return {str(p.relative_to(root).with_suffix("")): float(read_json(p)["seconds"])
+        return {str(p.relative_to(root).with_suffix("")): float(read_json(p, ("seconds",))["seconds"])
                 for p in sorted(root.rglob("*.json"))}
 
     def save_torch(self, name: str, value) -> None:
@@ -77,12 +77,21 @@ class ResultStore:
         write_atomically(self.path(name), write)
 
 
-def read_json(path: Path):
-    """A saved JSON file; a corrupt one (damaged outside rectgrad: writes are atomic) is a ``ValueError`` naming it."""
+def read_json(path: Path, numbers: tuple[str, ...] | None = None):
+    """A saved JSON file; a corrupt one (damaged outside rectgrad: writes are atomic) is a ``ValueError`` naming it.
+    With ``numbers``, the file must hold an object whose ``numbers`` keys are numbers (a config or a result file);
+    anything else is corrupt too."""
     try:
-        return json.loads(path.read_text())
+        value = json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as exc:
         raise _corrupt(path, exc) from None
+    if numbers is not None:
+        if not isinstance(value, dict):
+            raise _corrupt(path, f"a JSON {type(value).__name__}, not an object")
+        wrong = [k for k in numbers if not isinstance(value.get(k), (int, float)) or isinstance(value.get(k), bool)]
+        if wrong:
+            raise _corrupt(path, f"no number {wrong[0]!r}")
+    return value
 
 
 def read_torch(path: Path):
@@ -93,8 +102,9 @@ def read_torch(path: Path):
         raise _corrupt(path, exc) from None
 
 
-def _corrupt(path: Path, exc: BaseException) -> ValueError:
-    return ValueError(f"{path} is corrupt ({one_line(exc)}): delete it and rerun to compute it again")
+def _corrupt(path: Path, why: BaseException | str) -> ValueError:
+    return ValueError(f"{path} is corrupt ({one_line(why) if isinstance(why, BaseException) else why}): delete it "
+                      "and rerun to compute it again")
 
 
 def _difference(saved: dict, wanted: dict) -> str:
