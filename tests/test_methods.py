@@ -511,7 +511,7 @@ class _Wrapper:
         self.model = model
 
     def __call__(self, x):
-        return self.model(x * 1.0)
+        return sum(model(x * 1.0) for model in self.model) if isinstance(self.model, list) else self.model(x * 1.0)
 
 
 def _batchnorm_net():
@@ -528,7 +528,9 @@ def _forward_through_a_global(x):
 def test_a_model_wrapped_in_a_callable_is_left_as_it_was_too():
     x = torch.randn(3, 3, 6, 6)
     model = _batchnorm_net()
-    wrappers = {model: (lambda t: model(t), functools.partial(model), model.forward, _Wrapper(model)),
+    models = {"net": model}
+    wrappers = {model: (lambda t: model(t), functools.partial(model), model.forward, _Wrapper(model),
+                        lambda t: models["net"](t), _Wrapper([model])),  # through a dict or list too
                 _GLOBAL_NET: (_forward_through_a_global,)}
     for net, callables in wrappers.items():
         before = {k: v.clone() for k, v in net.state_dict().items()}
@@ -559,10 +561,24 @@ def test_a_torchscript_submodule_is_refused_by_the_rules_by_name():
             explain(model, x, method=method)
     with pytest.raises(ValueError, match="RectGrad modifies the backward pass.*TorchScript module"):
         RectGrad(lambda t: model(t)).attribute(x, target=0)
+    members = [nn.Sequential(nn.Flatten(), nn.Linear(192, 3)), torch.jit.script(nn.Sequential(nn.Flatten(),
+                                                                                            nn.Linear(192, 3)))]
+    with pytest.raises(ValueError, match="RectGrad modifies the backward pass.*TorchScript module"):
+        RectGrad(lambda t: members[0](t) + members[1](t)).attribute(torch.randn(2, 3, 8, 8), target=0)  # in a list
     with pytest.raises(ValueError, match="GuidedBackprop modifies .*TorchScript function '_scripted_head'"):
         rectgrad.GuidedBackprop(_scripted_head).attribute(torch.randn(2, 5), target=0)
     target = model(x).argmax(1)
     torch.testing.assert_close(explain(model, x, method="saliency"), Saliency(model).attribute(x, target, abs=False))
+
+
+def test_a_pending_graph_of_the_users_survives_an_attribution():
+    model = _batchnorm_net().eval()  # its buffers are saved by the user's graph; the attribution must not write them
+    x = torch.randn(2, 3, 6, 6)
+    loss = model(x).sum()
+    for method in ("saliency", "rectgrad", "deeplift"):
+        explain(model, x, method=method)
+    loss.backward()  # "modified by an inplace operation" if a call wrote the buffers back
+    assert model[0].weight.grad is not None
 
 
 class Counting(nn.Module):

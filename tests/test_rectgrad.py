@@ -698,6 +698,39 @@ def test_exported_models_get_the_same_maps(cnn, batch):
                            rectgrad.explain(cnn, x, target=y, method=method)), method
 
 
+EXPORTED_ACTIVATIONS = [nn.ELU(), nn.ELU(inplace=True), nn.SELU(), nn.SELU(inplace=True), nn.CELU(), nn.PReLU(),
+                        nn.Threshold(0.1, 0.0), nn.RReLU(), nn.LeakyReLU(0.1, inplace=True), nn.ReLU6(inplace=True),
+                        nn.SiLU(inplace=True), nn.Hardswish(inplace=True), nn.Mish(inplace=True), nn.GELU("tanh")]
+
+
+@needs_stance
+@pytest.mark.parametrize("activation", EXPORTED_ACTIVATIONS, ids=repr)
+def test_exported_activations_and_adaptive_max_pools_follow_the_rules(activation):
+    # each exports as its own ATen operation (aten.elu_, aten.prelu, ...); aten's adaptive max-pool returns indices too
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), activation, nn.AdaptiveMaxPool2d(2), nn.Flatten(),
+                          nn.Linear(16, 3)).eval()
+    x = torch.randn(2, 3, 8, 8)
+    exported = torch.export.export(model, (x,), dynamic_shapes=({0: torch.export.Dim("batch")},)).module()
+    for options in ({"tau": 0.0}, {"q": 50.0, "prr": True, "padding_trick": True}):
+        expected = RectGrad(model).attribute(x, target=1, final_threshold=False, **options)
+        assert torch.equal(RectGrad(exported).attribute(x, target=1, final_threshold=False, **options), expected)
+    assert torch.equal(GuidedBackprop(exported).attribute(x, target=1), GuidedBackprop(model).attribute(x, target=1))
+
+
+@needs_stance
+def test_decomposed_exported_programs_are_refused(cnn, batch):
+    x, y = batch
+    samples = torch.export.Dim("samples", min=1, max=64)
+    decomposed = torch.export.export(cnn, (x,), dynamic_shapes=({0: samples},)).run_decompositions().module()
+    for method in ("rectgrad", "guided_bp", "deeplift"):
+        with pytest.raises(ValueError, match=r"decomposed exported program \(aten.convolution.default: "
+                                             r"ExportedProgram.run_decompositions\(\)\)"):
+            rectgrad.explain(decomposed, x, target=y, method=method)
+    torch.testing.assert_close(rectgrad.explain(decomposed, x, target=y, method="saliency"),
+                               rectgrad.explain(cnn, x, target=y, method="saliency"))
+
+
 def test_compiled_models_get_the_same_maps_and_stay_compiled(cnn, batch):
     x, y = batch
     torch.compiler.reset()

@@ -15,13 +15,36 @@ def _inplace_position(func) -> int:
 
 
 RELU = {F.relu: False, torch.relu: False, torch.Tensor.relu: False, torch.relu_: True, torch.Tensor.relu_: True}
+
+
+# What an exported program's in-place ATen activations do, as functions the rules can call (ATen has no Python
+# functional of their own; the others are PyTorch's own, e.g. F.elu_).
+def gelu_(input: Tensor, approximate: str = "none") -> Tensor:
+    return input.copy_(F.gelu(input, approximate=approximate))
+
+
+def silu_(input: Tensor) -> Tensor:
+    return F.silu(input, inplace=True)
+
+
+def hardswish_(input: Tensor) -> Tensor:
+    return F.hardswish(input, inplace=True)
+
+
+def mish_(input: Tensor) -> Tensor:
+    return F.mish(input, inplace=True)
+
+
+_ATEN_ACTIVATIONS = {torch._C._nn.elu, torch.rrelu, gelu_, silu_, hardswish_, mish_}  # with ATen's arguments
 _ACTIVATION_FUNCTIONALS = (F.relu6, F.hardtanh, F.leaky_relu, F.elu, F.selu, F.celu, F.rrelu, F.threshold, F.silu,
                            F.hardswish, F.mish)
 _OTHER_FUNCTIONALS = (F.hardsigmoid,)
 # Python functionals with an ``inplace`` argument: its position.
 _WITH_INPLACE_ARG = {f: _inplace_position(f) for f in _ACTIVATION_FUNCTIONALS + _OTHER_FUNCTIONALS}
-_INPLACE_BUILTINS = {F.hardtanh_, F.leaky_relu_, F.elu_, F.selu_, F.celu_, F.rrelu_, F.threshold_}
-KNOWN_ACTIVATIONS = set(RELU) | set(_ACTIVATION_FUNCTIONALS) | _INPLACE_BUILTINS | {F.gelu, F.prelu}
+_INPLACE_BUILTINS = {F.hardtanh_, F.leaky_relu_, F.elu_, F.selu_, F.celu_, F.rrelu_, F.threshold_, gelu_, silu_,
+                     hardswish_, mish_}
+KNOWN_ACTIVATIONS = set(RELU) | set(_ACTIVATION_FUNCTIONALS) | _INPLACE_BUILTINS | _ATEN_ACTIVATIONS | {F.gelu,
+                                                                                                     F.prelu}
 # Further element-wise functions a multiplier rule must follow (-> in-place?); gate rules leave them be.
 _ELEMENTWISE = {torch.sigmoid: False, torch.Tensor.sigmoid: False, torch.sigmoid_: True, torch.Tensor.sigmoid_: True,
                 torch.tanh: False, torch.Tensor.tanh: False, torch.tanh_: True, torch.Tensor.tanh_: True,
@@ -50,25 +73,41 @@ CLAMPS = {torch.clamp, torch.Tensor.clamp, torch.clamp_, torch.Tensor.clamp_, to
           torch.clamp_min, torch.Tensor.clamp_min, torch.clamp_min_, torch.Tensor.clamp_min_}
 
 
-def _aten_aliases() -> dict:
-    """The ATen operations a ``torch.export``-ed model calls, as the functions the rules know (same arguments)."""
-    known = {"relu": torch.relu, "relu_": torch.relu_, "hardtanh": F.hardtanh, "hardtanh_": F.hardtanh_,
-             "leaky_relu": F.leaky_relu, "leaky_relu_": F.leaky_relu_, "gelu": F.gelu, "silu": F.silu,
-             "hardswish": F.hardswish, "mish": F.mish, "sigmoid": torch.sigmoid, "tanh": torch.tanh,
-             "conv1d": F.conv1d, "conv2d": F.conv2d, "conv3d": F.conv3d, "max_pool1d": F.max_pool1d,
-             "max_pool2d": F.max_pool2d, "max_pool3d": F.max_pool3d, "pad": F.pad}
-    aliases = {}
-    for name, function in known.items():
+def _aten(names: dict[str, object]) -> dict:
+    """``{ATen operation: value}`` for the operations ``names`` (their packet, ``torch.ops.aten.relu``, whose
+    overload is picked as it runs, and its ``default`` and ``padding`` overloads)."""
+    found = {}
+    for name, value in names.items():
         packet = getattr(torch.ops.aten, name, None)
-        if packet is not None:  # torch.ops.aten.relu(x): the overload is picked as it runs
-            aliases[packet] = function
+        if packet is None:
+            continue
+        found[packet] = value
         for overload in ("default", "padding"):  # conv2d.padding: padding given as "same" / "valid"
-            if packet is not None and overload in packet.overloads():
-                aliases[getattr(packet, overload)] = function
-    return aliases
+            if overload in packet.overloads():
+                found[getattr(packet, overload)] = value
+    return found
 
 
-ATEN_ALIASES = _aten_aliases()
+# The ATen operations a ``torch.export``-ed model calls, as the functions the rules know (same arguments).
+ATEN_ALIASES = _aten({
+    "relu": torch.relu, "relu_": torch.relu_, "hardtanh": F.hardtanh, "hardtanh_": F.hardtanh_,
+    "leaky_relu": F.leaky_relu, "leaky_relu_": F.leaky_relu_, "gelu": F.gelu, "gelu_": gelu_, "silu": F.silu,
+    "silu_": silu_, "hardswish": F.hardswish, "hardswish_": hardswish_, "mish": F.mish, "mish_": mish_,
+    "elu": torch._C._nn.elu, "elu_": F.elu_, "selu": F.selu, "selu_": F.selu_, "celu": F.celu, "celu_": F.celu_,
+    "prelu": F.prelu, "rrelu": torch.rrelu, "rrelu_": F.rrelu_, "threshold": F.threshold, "threshold_": F.threshold_,
+    "sigmoid": torch.sigmoid, "sigmoid_": torch.sigmoid_, "tanh": torch.tanh, "tanh_": torch.tanh_,
+    "hardsigmoid": F.hardsigmoid, "softplus": F.softplus,
+    "conv1d": F.conv1d, "conv2d": F.conv2d, "conv3d": F.conv3d, "max_pool1d": F.max_pool1d,
+    "max_pool2d": F.max_pool2d, "max_pool3d": F.max_pool3d, "max_pool1d_with_indices": F.max_pool1d_with_indices,
+    "max_pool2d_with_indices": F.max_pool2d_with_indices, "max_pool3d_with_indices": F.max_pool3d_with_indices,
+    "pad": F.pad})
+# An exported adaptive max-pool returns its values and indices (the functional only its values, unless asked).
+ATEN_ADAPTIVE_MAX_POOLS = _aten({"adaptive_max_pool1d": F.adaptive_max_pool1d,
+                                 "adaptive_max_pool2d": F.adaptive_max_pool2d,
+                                 "adaptive_max_pool3d": F.adaptive_max_pool3d})
+# Core ATen operations that only a decomposed program (``ExportedProgram.run_decompositions()``) calls: there a
+# convolution has lost its padding and an activation such as SiLU is split into sigmoid and mul.
+DECOMPOSED = _aten({"convolution": None, "addmm": None, "_native_batch_norm_legit_no_training": None})
 
 
 def is_zero(value) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import itertools
 import threading
 
 import torch
@@ -24,7 +25,8 @@ _call = threading.local()
 def modules_of(model) -> tuple[nn.Module, ...]:
     """The ``nn.Module``s a forward callable runs, so that every call can leave them as they were: the module
     itself, a bound method's owner, a ``functools.partial``'s function and arguments, what a function or lambda
-    closes over or names as a global, an object's attributes (a wrapper with ``__call__``)."""
+    closes over or names as a global, an object's attributes (a wrapper with ``__call__``), the items of the
+    lists, tuples and dicts among these (``models["net"]``; up to 1000 items each)."""
     found: dict[int, nn.Module] = {}
 
     def visit(obj, depth: int) -> None:
@@ -32,6 +34,9 @@ def modules_of(model) -> tuple[nn.Module, ...]:
             found.setdefault(id(obj), obj)
         elif depth == 0:
             return
+        elif isinstance(obj, (list, tuple, dict)):
+            for part in itertools.islice(obj.values() if isinstance(obj, dict) else obj, 1000):
+                visit(part, depth - 1)
         elif isinstance(obj, functools.partial):
             for part in (obj.func, *obj.args, *obj.keywords.values()):
                 visit(part, depth - 1)
@@ -47,7 +52,7 @@ def modules_of(model) -> tuple[nn.Module, ...]:
             for part in vars(obj).values():
                 visit(part, depth - 1)
 
-    visit(model, 3)
+    visit(model, 4)
     return tuple(found.values())
 
 
@@ -92,7 +97,9 @@ def user_call(modules: tuple[nn.Module, ...]):
 @contextlib.contextmanager
 def preserved_buffers(modules: tuple[nn.Module, ...]):
     """Restore every buffer (e.g. BatchNorm statistics of a model in train mode) on exit, even on error: its value,
-    and the tensor itself where the forward pass assigned a new one (``self.count = self.count + 1``)."""
+    where the forward pass changed it, and the tensor itself, where it assigned a new one (``self.count =
+    self.count + 1``). Buffers left as they were are not written to: a write would invalidate the autograd graphs
+    that saved them, the user's own pending ones and another thread's."""
     owners = {(id(m), name): (m, name, b) for model in modules for m in model.modules()
               for name, b in m._buffers.items() if b is not None}
     saved = [(m, name, b, b.detach().clone()) for m, name, b in owners.values()]
@@ -102,7 +109,8 @@ def preserved_buffers(modules: tuple[nn.Module, ...]):
         with torch.no_grad():
             for module, name, buffer, value in saved:
                 module._buffers[name] = buffer
-                buffer.copy_(value)
+                if not torch.equal(buffer, value):  # BatchNorm's kernel updates its statistics unversioned
+                    buffer.copy_(value)
 
 
 class EngineAttribution(GradientAttribution):
