@@ -525,13 +525,20 @@ def _forward_through_a_global(x):
     return _GLOBAL_NET(x)
 
 
+_TABLE = [[0.0] * 1000 for _ in range(100)]  # 100,000 numbers: more than the search looks at
+
+
+def _forward_naming_a_big_list_first(x):
+    return len(_TABLE) * 0 + _GLOBAL_NET(x)  # the model is found before the list's items are looked at
+
+
 def test_a_model_wrapped_in_a_callable_is_left_as_it_was_too():
     x = torch.randn(3, 3, 6, 6)
     model = _batchnorm_net()
     models = {"net": model}
     wrappers = {model: (lambda t: model(t), functools.partial(model), model.forward, _Wrapper(model),
                         lambda t: models["net"](t), _Wrapper([model])),  # through a dict or list too
-                _GLOBAL_NET: (_forward_through_a_global,)}
+                _GLOBAL_NET: (_forward_through_a_global, _forward_naming_a_big_list_first)}
     for net, callables in wrappers.items():
         before = {k: v.clone() for k, v in net.state_dict().items()}
         for forward in callables:

@@ -6,6 +6,7 @@ import functools
 import inspect
 import itertools
 import threading
+from collections.abc import Iterable
 
 import torch
 from captum._utils.common import _format_output, _is_tuple
@@ -26,34 +27,36 @@ def modules_of(model) -> tuple[nn.Module, ...]:
     """The ``nn.Module``s a forward callable runs, so that every call can leave them as they were: the module
     itself, a bound method's owner, a ``functools.partial``'s function and arguments, what a function or lambda
     closes over or names as a global, an object's attributes (a wrapper with ``__call__``), the items of the
-    lists, tuples and dicts among these (``models["net"]``; up to 1000 items each)."""
+    lists, tuples and dicts among these (``models["net"]``): up to three steps from ``model``, nearest first, at
+    most 10,000 objects a step (a function naming a big global list of data costs no more)."""
     found: dict[int, nn.Module] = {}
-
-    def visit(obj, depth: int) -> None:
-        if isinstance(obj, nn.Module):
-            found.setdefault(id(obj), obj)
-        elif depth == 0:
-            return
-        elif isinstance(obj, (list, tuple, dict)):
-            for part in itertools.islice(obj.values() if isinstance(obj, dict) else obj, 1000):
-                visit(part, depth - 1)
-        elif isinstance(obj, functools.partial):
-            for part in (obj.func, *obj.args, *obj.keywords.values()):
-                visit(part, depth - 1)
-        elif inspect.ismethod(obj):
-            visit(obj.__self__, depth - 1)
-            visit(obj.__func__, depth - 1)
-        elif inspect.isfunction(obj):
-            cells = [cell.cell_contents for cell in obj.__closure__ or () if cell.cell_contents is not cell]
-            named = [obj.__globals__[name] for name in obj.__code__.co_names if name in obj.__globals__]
-            for part in cells + named:
-                visit(part, depth - 1)
-        elif callable(obj) and not inspect.isbuiltin(obj) and not inspect.isclass(obj) and hasattr(obj, "__dict__"):
-            for part in vars(obj).values():
-                visit(part, depth - 1)
-
-    visit(model, 4)
+    level = [model]
+    for step in range(4):
+        for obj in level:
+            if isinstance(obj, nn.Module):
+                found.setdefault(id(obj), obj)
+        if step < 3:
+            level = list(itertools.islice(itertools.chain.from_iterable(
+                _parts(obj) for obj in level if not isinstance(obj, nn.Module)), 10_000))
     return tuple(found.values())
+
+
+def _parts(obj) -> Iterable:
+    """What a forward callable (or a container it holds) holds, which may be or hold a module."""
+    if isinstance(obj, dict):
+        return obj.values()
+    if isinstance(obj, (list, tuple)):
+        return obj
+    if isinstance(obj, functools.partial):
+        return (obj.func, *obj.args, *obj.keywords.values())
+    if inspect.ismethod(obj):
+        return (obj.__self__, obj.__func__)
+    if inspect.isfunction(obj):
+        cells = [cell.cell_contents for cell in obj.__closure__ or () if cell.cell_contents is not cell]
+        return cells + [obj.__globals__[name] for name in obj.__code__.co_names if name in obj.__globals__]
+    if callable(obj) and not inspect.isbuiltin(obj) and not inspect.isclass(obj) and hasattr(obj, "__dict__"):
+        return vars(obj).values()
+    return ()
 
 
 def scripted_part(model, modules: tuple[nn.Module, ...]) -> tuple[str, str] | None:
