@@ -177,7 +177,9 @@ def test_patch_attribution_and_noise_level_by_hand():
     # TV of [[-2,0,0],[0,1,0],[0,0,3]]: rows 2+1+1+3 = 7, columns 2+1+1+3 = 7
     assert raw["total_variation"].item() == 14.0 and raw["total_variation_relative"].item() == pytest.approx(14 / 6)
     assert noise_level(maps, "rectgrad", masks)["outside"].item() == 3.0
-    ones = torch.ones(1, 1, 300, 300, dtype=torch.float16)  # 90000 in all: beyond float16's 65504
+    big = torch.full((1, 3, 4, 4), 30000.0, dtype=torch.float16)  # channel sums of 90000: beyond float16's 65504
+    assert final_threshold(big, "rectgrad").unique().tolist() == [90000.0]
+    ones = torch.ones(1, 1, 300, 300, dtype=torch.float16)  # 90000 in all
     half = noise_level(ones, "saliency", torch.zeros(1, 300, 300, dtype=torch.bool), threshold=False)
     assert half["outside"].tolist() == [90000.0] and half["outside_fraction"].tolist() == [1.0]
 

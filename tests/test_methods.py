@@ -201,6 +201,21 @@ def test_activation_checkpointing_gives_the_same_maps_or_a_clear_error(activatio
     assert outcomes["deeplift"] == outcomes["eps_lrp"] == "refused"  # the ReLU in the block keeps its output
 
 
+class _AtenAdaptiveMaxPool(nn.Module):
+    def forward(self, x):
+        return torch.ops.aten.adaptive_max_pool2d(x, [8, 8])[0]  # as an exported program calls it: values, indices
+
+
+@pytest.mark.skipif(engine._SAVED_TENSOR_HOOKS is None, reason="torch < 2.8 cannot tell whether checkpointing is on")
+def test_an_exported_adaptive_max_pool_under_prr_and_checkpointing_is_refused():
+    torch.manual_seed(4)
+    model, x = Checkpointed(_AtenAdaptiveMaxPool()).double().eval(), torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    with pytest.raises(ValueError, match="activation checkpointing.*a max-pool under PRR"):
+        explain(model, x, target=1, method="rectgrad_prr")
+    model.checkpointed = False
+    assert explain(model, x, target=1, method="rectgrad_prr").shape == x.shape
+
+
 @pytest.mark.parametrize("activation", [nn.PReLU(), nn.ELU(inplace=True)], ids=repr)
 def test_saved_tensors_moved_to_cpu_are_not_checkpointing(activation):
     # save_on_cpu's saved-tensor hooks give back what was saved: nothing is recomputed, nothing to refuse
@@ -580,12 +595,46 @@ def test_a_torchscript_submodule_is_refused_by_the_rules_by_name():
 
 def test_a_pending_graph_of_the_users_survives_an_attribution():
     model = _batchnorm_net().eval()  # its buffers are saved by the user's graph; the attribution must not write them
+    model[1].running_var[0] = float("nan")  # a NaN statistic is unchanged too
     x = torch.randn(2, 3, 6, 6)
-    loss = model(x).sum()
+    loss = model(x).nansum()
     for method in ("saliency", "rectgrad", "deeplift"):
         explain(model, x, method=method)
     loss.backward()  # "modified by an inplace operation" if a call wrote the buffers back
     assert model[0].weight.grad is not None
+
+
+class _SparseMixing(nn.Module):
+    """A graph-network style layer: a sparse adjacency buffer mixes the features."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("adjacency", torch.eye(4).to_sparse())
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc(torch.relu(torch.sparse.mm(self.adjacency, x.t()).t()))
+
+
+def test_sparse_buffers_are_kept_as_they_were():
+    model, x = _SparseMixing().eval(), torch.randn(2, 4)
+    for method in ("saliency", "rectgrad", "guided_bp"):
+        assert explain(model, x, target=0, method=method).shape == (2, 4)
+    assert torch.equal(model.adjacency.to_dense(), torch.eye(4))
+
+
+_FLAT = [0.0] * 60_000
+_MODELS = {"net": _GLOBAL_NET}
+
+
+def _forward_naming_big_lists_before_a_dict(x):
+    return len(_TABLE) * 0 + len(_FLAT) * 0 + _MODELS["net"](x)  # 160,000 numbers named before the model's dict
+
+
+def test_the_model_is_found_behind_big_lists_named_first():
+    from rectgrad.attr._base import modules_of
+
+    assert _GLOBAL_NET in modules_of(_forward_naming_big_lists_before_a_dict)
 
 
 class Counting(nn.Module):

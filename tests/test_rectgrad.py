@@ -40,6 +40,18 @@ def test_claim2_tau0_is_guided_backprop_times_input(cnn, batch):
     assert (ours > 0).any()
 
 
+def test_claim2_holds_on_relu6_networks_not_at_activations_going_negative():
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 8, 8, dtype=torch.float64)
+    for activation, holds in ((nn.ReLU6(), True), (nn.GELU(), False), (nn.LeakyReLU(0.1), False)):
+        model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), activation, nn.Flatten(), nn.Linear(512, 3)).double()
+        with torch.no_grad():
+            model[0].weight.mul_(8)  # some ReLU6 units saturate at 6
+        ours = RectGrad(model.eval()).attribute(x, target=1, tau=0.0, final_threshold=False)
+        guided = GuidedBackprop(model).attribute(x, target=1) * x
+        assert torch.allclose(ours, guided, rtol=1e-12, atol=1e-14) is holds, activation  # a * R > 0 vs R > 0
+
+
 def test_claim1_deconvolution(cnn, batch):
     x, y = batch
     ours = Deconvolution(cnn).attribute(x, target=y)
@@ -718,17 +730,51 @@ def test_exported_activations_and_adaptive_max_pools_follow_the_rules(activation
     assert torch.equal(GuidedBackprop(exported).attribute(x, target=1), GuidedBackprop(model).attribute(x, target=1))
 
 
+class _AtenGelu(nn.Module):
+    def forward(self, x):
+        return torch.ops.aten.gelu_(x * 1.0)  # as an exported program may call it
+
+
+class _AddmmHead(nn.Module):
+    """A dense layer written with torch.addmm, as Hugging Face's Conv1D is."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight, self.bias = nn.Parameter(torch.randn(192, 3)), nn.Parameter(torch.zeros(3))
+
+    def forward(self, x):
+        return torch.addmm(self.bias, x.flatten(1), self.weight)
+
+
+def test_aten_gelu_in_place_and_addmm_follow_the_rules():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 8, 8)
+    conv, head = nn.Conv2d(3, 3, 3, padding=1), _AddmmHead()
+    plain, aten = (nn.Sequential(conv, activation, head).eval() for activation in (nn.GELU(), _AtenGelu()))
+    samples = torch.export.Dim("samples", min=1, max=64)
+    exported = torch.export.export(aten, (x,), dynamic_shapes=({0: samples},)).module()
+    for method in ("rectgrad", "guided_bp", "deeplift"):
+        expected = rectgrad.explain(plain, x, target=1, method=method)
+        assert torch.equal(rectgrad.explain(aten, x, target=1, method=method), expected), method
+        assert torch.equal(rectgrad.explain(exported, x, target=1, method=method), expected), method
+
+
 @needs_stance
-def test_decomposed_exported_programs_are_refused(cnn, batch):
+def test_decomposed_exported_programs_get_the_same_maps_or_a_clear_error(cnn, batch):
     x, y = batch
     samples = torch.export.Dim("samples", min=1, max=64)
     decomposed = torch.export.export(cnn, (x,), dynamic_shapes=({0: samples},)).run_decompositions().module()
+    for method in ("rectgrad", "guided_bp", "deconv", "deeplift", "eps_lrp"):  # aten.convolution: padding trick too
+        assert torch.equal(rectgrad.explain(decomposed, x, target=y, method=method),
+                           rectgrad.explain(cnn, x, target=y, method=method)), method
+    with pytest.raises(ValueError, match="does not support max_pool2d_with_indices .*decomposed to core ATen"):
+        rectgrad.explain(decomposed, x, target=y, method="rectgrad_prr")
+    silu = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.SiLU(), nn.Flatten(), nn.Linear(256, 3)).eval()
+    split = torch.export.export(silu, (x[:, :, :8, :8].float(),), dynamic_shapes=({0: samples},))
     for method in ("rectgrad", "guided_bp", "deeplift"):
-        with pytest.raises(ValueError, match=r"decomposed exported program \(aten.convolution.default: "
-                                             r"ExportedProgram.run_decompositions\(\)\)"):
-            rectgrad.explain(decomposed, x, target=y, method=method)
-    torch.testing.assert_close(rectgrad.explain(decomposed, x, target=y, method="saliency"),
-                               rectgrad.explain(cnn, x, target=y, method="saliency"))
+        with pytest.raises(ValueError, match=r"computes aten.silu.default by other operations \(aten.sigmoid.default"):
+            rectgrad.explain(split.run_decompositions().module(), x[:, :, :8, :8].float(), target=1, method=method)
+    rectgrad.explain(split.module(), x[:, :, :8, :8].float(), target=1, method="rectgrad")  # not decomposed: fine
 
 
 def test_compiled_models_get_the_same_maps_and_stay_compiled(cnn, batch):

@@ -48,9 +48,10 @@ from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
 from rectgrad.cpu_gate import gate_above_percentile
-from rectgrad.operations import (ATEN_ADAPTIVE_MAX_POOLS, ATEN_ALIASES, CLAMPS, DECOMPOSED, ELEMENTWISE,
-                                 FUSED_RELUS, KNOWN_ACTIVATIONS, MAXIMUMS, OTHER_NONLINEAR, RELU, depends_on_input,
-                                 is_inplace, is_zero, refuse_undefined, refuse_unknown)
+from rectgrad.operations import (ATEN_ADAPTIVE_MAX_POOLS, ATEN_ALIASES, ATEN_CONVOLUTIONS, CLAMPS, ELEMENTWISE,
+                                 FUSED_RELUS, KNOWN_ACTIVATIONS, MAXIMUMS, OTHER_NONLINEAR, RELU,
+                                 as_functional_convolution, depends_on_input, is_inplace, is_zero, refuse_undefined,
+                                 refuse_unknown)
 from rectgrad.selection import where_above_percentile
 
 SCORES = {  # importance score of a unit from its output a and incoming gradient g, written into `out()`
@@ -456,12 +457,9 @@ class RuleMode(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         func = ATEN_ALIASES.get(func, func)
+        if func in ATEN_CONVOLUTIONS:
+            func, args, kwargs = as_functional_convolution(args, kwargs or {}) or (func, args, kwargs)
         options = self.options
-        if func in DECOMPOSED and (options.rule is not None or options.padding_trick or options.prr):
-            raise ValueError(f"the model is a decomposed exported program ({func}: ExportedProgram.run_decompositions"
-                             "()), whose activations and padded convolutions are split into core ATen operations "
-                             "the rules cannot recognise (SiLU into sigmoid and mul): explain the program of "
-                             "torch.export.export(...).module() without run_decompositions, or the eager model")
         multiplier = isinstance(options.rule, MultiplierRule)
         if multiplier and func in OTHER_NONLINEAR:
             refuse_undefined(options.rule.name, func, args, kwargs, self.input_nodes)
@@ -513,13 +511,16 @@ class RuleMode(TorchFunctionMode):
             return _ProportionalMaxPool.apply(x, lambda t: func(t, *args[1:], **kwargs),
                                               _average_pool(func, args, kwargs))
         if options.prr and func in ATEN_ADAPTIVE_MAX_POOLS:  # an exported model's: values and indices
+            if _checkpointing():
+                raise ValueError(f"{_CHECKPOINTING} (a max-pool under PRR inside a checkpointed block)")
             pool = ATEN_ADAPTIVE_MAX_POOLS[func]
             values = _ProportionalMaxPool.apply(x, lambda t: pool(t, *args[1:], **kwargs),
                                                 _average_pool(pool, args, kwargs))
             return values, func(x.detach(), *args[1:], **kwargs)[1]
         if options.prr and func in _MAX_POOLS_WITHOUT_RULE:
             raise ValueError(f"the proportional redistribution rule does not support {func.__name__} (max-pools "
-                             "returning indices, e.g. for MaxUnpool, and fractional max-pools); use prr=False")
+                             "returning indices, e.g. for MaxUnpool or in an exported program decomposed to core "
+                             "ATen, and fractional max-pools); use prr=False")
         return self._unchanged(func, args, kwargs)
 
     def _check_batch(self, func, x: Tensor) -> None:

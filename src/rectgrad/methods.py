@@ -33,7 +33,7 @@ from torch import Tensor
 from rectgrad.attr import Deconvolution, GuidedBackprop, RectGrad
 from rectgrad.attr._arguments import (batches, check_device, check_logits, check_threshold, format_inputs,
                                       resolve_targets)
-from rectgrad.attr._base import check_scriptable, modules_of, preserved_buffers, user_call
+from rectgrad.attr._base import check_reachable, modules_of, preserved_buffers, user_call
 from rectgrad.engine import DEEPLIFT_RESCALE, MultiplierRule, Options, RuleMode, eps_lrp_rule, rule_gradients
 
 
@@ -275,7 +275,7 @@ def explain(model, inputs: Tensor, target=None, method: str = "rectgrad", *, int
     modules = modules_of(model)
     check_device(modules, (inputs,))
     if entry.rules:
-        check_scriptable(model, modules, method)
+        check_reachable(model, modules, method)
     if internal_batch_size is not None:
         internal_batch_size = _positive_int("internal_batch_size", internal_batch_size)
     if seed is not None and (not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or not 0 <= seed < 2**64):

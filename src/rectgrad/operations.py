@@ -20,7 +20,7 @@ RELU = {F.relu: False, torch.relu: False, torch.Tensor.relu: False, torch.relu_:
 # What an exported program's in-place ATen activations do, as functions the rules can call (ATen has no Python
 # functional of their own; the others are PyTorch's own, e.g. F.elu_).
 def gelu_(input: Tensor, approximate: str = "none") -> Tensor:
-    return input.copy_(F.gelu(input, approximate=approximate))
+    return input.copy_(F.gelu(input.clone(), approximate=approximate))  # F.gelu keeps its input for the backward
 
 
 def silu_(input: Tensor) -> Tensor:
@@ -94,7 +94,8 @@ ATEN_ALIASES = _aten({
     "leaky_relu": F.leaky_relu, "leaky_relu_": F.leaky_relu_, "gelu": F.gelu, "gelu_": gelu_, "silu": F.silu,
     "silu_": silu_, "hardswish": F.hardswish, "hardswish_": hardswish_, "mish": F.mish, "mish_": mish_,
     "elu": torch._C._nn.elu, "elu_": F.elu_, "selu": F.selu, "selu_": F.selu_, "celu": F.celu, "celu_": F.celu_,
-    "prelu": F.prelu, "rrelu": torch.rrelu, "rrelu_": F.rrelu_, "threshold": F.threshold, "threshold_": F.threshold_,
+    "prelu": F.prelu, "_prelu_kernel": F.prelu, "rrelu": torch.rrelu, "rrelu_": F.rrelu_, "threshold": F.threshold,
+    "threshold_": F.threshold_,
     "sigmoid": torch.sigmoid, "sigmoid_": torch.sigmoid_, "tanh": torch.tanh, "tanh_": torch.tanh_,
     "hardsigmoid": F.hardsigmoid, "softplus": F.softplus,
     "conv1d": F.conv1d, "conv2d": F.conv2d, "conv3d": F.conv3d, "max_pool1d": F.max_pool1d,
@@ -105,9 +106,36 @@ ATEN_ALIASES = _aten({
 ATEN_ADAPTIVE_MAX_POOLS = _aten({"adaptive_max_pool1d": F.adaptive_max_pool1d,
                                  "adaptive_max_pool2d": F.adaptive_max_pool2d,
                                  "adaptive_max_pool3d": F.adaptive_max_pool3d})
-# Core ATen operations that only a decomposed program (``ExportedProgram.run_decompositions()``) calls: there a
-# convolution has lost its padding and an activation such as SiLU is split into sigmoid and mul.
-DECOMPOSED = _aten({"convolution": None, "addmm": None, "_native_batch_norm_legit_no_training": None})
+ATEN_CONVOLUTIONS = _aten({"convolution": None})  # what F.conv2d calls; a decomposed exported program calls it too
+_CONVOLUTION_ARGS = ("input", "weight", "bias", "stride", "padding", "dilation", "transposed", "output_padding",
+                     "groups")
+
+
+def as_functional_convolution(args, kwargs):
+    """An ``aten.convolution`` call as the ``F.conv1d/2d/3d`` call it is (``func, args, kwargs``), or None for a
+    transposed convolution."""
+    values = dict(zip(_CONVOLUTION_ARGS, args), **kwargs)
+    if values["transposed"]:
+        return None
+    conv = {3: F.conv1d, 4: F.conv2d, 5: F.conv3d}[values["weight"].dim()]
+    return conv, tuple(values[k] for k in ("input", "weight", "bias", "stride", "padding", "dilation", "groups")), {}
+
+
+def split_activation(modules) -> tuple[str, str] | None:
+    """``(activation, operation)`` where an exported program computes an activation by other operations (a
+    program decomposed to core ATen, ``ExportedProgram.run_decompositions()``: SiLU as sigmoid and mul), which no
+    rule can recognise; None if none does. The graph's nodes remember the operation they came from (compared by
+    name: that record is another object than ``torch.ops.aten``'s)."""
+    for module in modules:
+        for part in module.modules():
+            for node in part.graph.nodes if isinstance(part, torch.fx.GraphModule) else ():
+                original = str(node.meta.get("original_aten"))
+                if node.op == "call_function" and original in _ATEN_ACTIVATION_NAMES and original != str(node.target):
+                    return original, str(node.target)
+    return None
+
+
+_ATEN_ACTIVATION_NAMES = frozenset(str(op) for op, function in ATEN_ALIASES.items() if function in KNOWN_ACTIVATIONS)
 
 
 def is_zero(value) -> bool:

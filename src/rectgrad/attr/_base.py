@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from rectgrad.attr._arguments import batches, check_device, check_logits, format_inputs, resolve_targets
 from rectgrad.engine import Options, Rule, RuleMode, rule_gradients, warn
+from rectgrad.operations import split_activation
 
 
 _IN_TRAINING = {nn.modules.batchnorm._BatchNorm: "normalises with the batch's statistics",
@@ -27,8 +28,9 @@ def modules_of(model) -> tuple[nn.Module, ...]:
     """The ``nn.Module``s a forward callable runs, so that every call can leave them as they were: the module
     itself, a bound method's owner, a ``functools.partial``'s function and arguments, what a function or lambda
     closes over or names as a global, an object's attributes (a wrapper with ``__call__``), the items of the
-    lists, tuples and dicts among these (``models["net"]``): up to three steps from ``model``, nearest first, at
-    most 10,000 objects a step (a function naming a big global list of data costs no more)."""
+    lists, tuples and dicts among these (``models["net"]``): up to three steps from ``model``, nearest first, the
+    first 1,000 items of a container and at most 50,000 objects a step (a function naming big global lists of
+    data costs little more)."""
     found: dict[int, nn.Module] = {}
     level = [model]
     for step in range(4):
@@ -37,16 +39,14 @@ def modules_of(model) -> tuple[nn.Module, ...]:
                 found.setdefault(id(obj), obj)
         if step < 3:
             level = list(itertools.islice(itertools.chain.from_iterable(
-                _parts(obj) for obj in level if not isinstance(obj, nn.Module)), 10_000))
+                _parts(obj) for obj in level if not isinstance(obj, nn.Module)), 50_000))
     return tuple(found.values())
 
 
 def _parts(obj) -> Iterable:
     """What a forward callable (or a container it holds) holds, which may be or hold a module."""
-    if isinstance(obj, dict):
-        return obj.values()
-    if isinstance(obj, (list, tuple)):
-        return obj
+    if isinstance(obj, (list, tuple, dict)):
+        return itertools.islice(obj.values() if isinstance(obj, dict) else obj, 1000)
     if isinstance(obj, functools.partial):
         return (obj.func, *obj.args, *obj.keywords.values())
     if inspect.ismethod(obj):
@@ -67,14 +67,21 @@ def scripted_part(model, modules: tuple[nn.Module, ...]) -> tuple[str, str] | No
     return ("function", model.name) if isinstance(model, torch.jit.ScriptFunction) else None
 
 
-def check_scriptable(model, modules: tuple[nn.Module, ...], what: str) -> None:
-    """A rule cannot reach the activations inside TorchScript (a scripted function, model or submodule)."""
+def check_reachable(model, modules: tuple[nn.Module, ...], what: str) -> None:
+    """A rule cannot reach the activations inside TorchScript (a scripted function, model or submodule), nor those
+    a decomposed exported program computes by other operations."""
     part = scripted_part(model, modules)
     if part is not None:
         kind, name = part
         raise ValueError(f"{what} modifies the backward pass of activations, which cannot be reached inside the "
                          f"TorchScript {kind} {name!r}: use the Python {kind} (save a model with "
                          "torch.save(model, path) instead of torch.jit.script / trace)")
+    split = split_activation(modules)
+    if split is not None:
+        raise ValueError(f"{what} modifies the backward pass of activations, but the exported program computes "
+                         f"{split[0]} by other operations ({split[1]}, ...: ExportedProgram.run_decompositions()), "
+                         "which no rule can recognise: explain torch.export.export(...).module() without "
+                         "run_decompositions, or the Python model")
 
 
 @contextlib.contextmanager
@@ -112,8 +119,19 @@ def preserved_buffers(modules: tuple[nn.Module, ...]):
         with torch.no_grad():
             for module, name, buffer, value in saved:
                 module._buffers[name] = buffer
-                if not torch.equal(buffer, value):  # BatchNorm's kernel updates its statistics unversioned
+                if not _unchanged(buffer, value):  # BatchNorm's kernel updates its statistics unversioned
                     buffer.copy_(value)
+
+
+def _unchanged(buffer: Tensor, value: Tensor) -> bool:
+    """Whether ``buffer`` still holds ``value`` (NaN where it was NaN); buffers that cannot be compared (sparse, on
+    the meta device) count as changed: writing them back is what keeps them as they were."""
+    if buffer.layout != torch.strided or buffer.is_meta or buffer.shape != value.shape:
+        return False
+    if torch.equal(buffer, value):
+        return True
+    return (buffer.is_floating_point() or buffer.is_complex()) and bool(
+        torch.isclose(buffer, value, rtol=0, atol=0, equal_nan=True).all())
 
 
 class EngineAttribution(GradientAttribution):
@@ -130,7 +148,7 @@ class EngineAttribution(GradientAttribution):
         inputs = format_inputs(inputs)
         modules = modules_of(self.forward_func)
         if options.rule is not None:
-            check_scriptable(self.forward_func, modules, type(self).__name__)
+            check_reachable(self.forward_func, modules, type(self).__name__)
         check_device(modules, inputs)
         with user_call(modules):
             chunks = [self._chunk_gradients(*chunk, modules, options)

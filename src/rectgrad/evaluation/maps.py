@@ -60,7 +60,7 @@ def final_threshold(maps: Tensor, method: str, percentile: float = TOP_PERCENTIL
     :func:`rectgrad.viz.final_threshold` draws it.
     """
     _check_maps(maps)
-    summed = maps.detach().sum(1, keepdim=True)
+    summed = maps.detach().sum(1, keepdim=True, dtype=torch.promote_types(maps.dtype, torch.float32))
     broken = (~torch.isfinite(summed)).flatten(1).any(1).nonzero().flatten().tolist()
     if broken:
         raise ValueError(f"the {method} maps of image(s) {broken[:10]} hold NaN or Inf values: no threshold (and "
@@ -83,7 +83,7 @@ def _prepare(maps: Tensor, method: str, threshold: bool) -> Tensor:
     """The maps as the measures read them, summed over channels (in float32 at least: half-precision sums
     overflow)."""
     _check_maps(maps)
-    maps = maps.to(torch.promote_types(maps.dtype, torch.float32))
+    maps = maps.to(torch.promote_types(maps.dtype, torch.float32))  # final_threshold's dtype too
     return final_threshold(maps, method) if threshold else maps.sum(1, keepdim=True)
 
 
