@@ -157,13 +157,76 @@ def test_interrupted_sweep_resumes(smoke, tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(Retrainer, "__call__", ctrl_c_at_the_second)
     assert main([*args, "--out", str(tmp_path / "report"), "--work-dir", str(copy)]) == 130
-    assert capsys.readouterr().err == (f"stopped: every finished unit of work is saved in {copy}; run the same command "
-                                       "again to resume\ninterrupted\n")
+    assert capsys.readouterr().err == (f"resuming: the finished units of work in {copy} are kept, the rest is "
+                                       f"computed\nstopped: every finished unit of work is saved in {copy}; run the "
+                                       "same command again to resume\ninterrupted\n")
     assert len(list((copy / "kar").glob("*.json"))) == 15  # the training before the Ctrl-C was saved
     calls.clear()
     monkeypatch.setattr(Retrainer, "__call__", lambda self, *a: calls.append(a[2]) or train(self, *a))
     assert main([*args, "--out", str(tmp_path / "report"), "--work-dir", str(copy)]) == 0
     assert len(calls) == 3 and len(list((copy / "kar").glob("*.json"))) == 18
+
+
+def test_each_model_is_saved_as_soon_as_it_is_trained(smoke, tmp_path, monkeypatch):
+    args, _, work = smoke
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy, ignore=shutil.ignore_patterns("models"))
+    trained, train = [], pipeline.train_model
+
+    def ctrl_c_at_the_second(model, *a, **k):
+        if trained:
+            raise KeyboardInterrupt
+        trained.append(model)
+        return train(model, *a, **k)
+
+    monkeypatch.setattr(pipeline, "train_model", ctrl_c_at_the_second)
+    assert main([*args, "--out", str(tmp_path / "report"), "--work-dir", str(copy)]) == 130
+    assert [p.name for p in (copy / "models").iterdir()] == ["clean.pt"]  # not lost with the patch model's training
+    monkeypatch.setattr(pipeline, "train_model", lambda *a, **k: trained.append(a[0]) or train(*a, **k))
+    assert main([*args, "--out", str(tmp_path / "report"), "--work-dir", str(copy)]) == 0
+    assert len(trained) == 2 and set(ResultStore.read_seconds(copy)) == set(ResultStore.read_seconds(work))
+
+
+def test_a_damaged_model_file_says_what_to_do(smoke, tmp_path, capsys):
+    args, _, work = smoke
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy)
+    saved = (copy / "models" / "clean.pt").read_bytes()
+    (copy / "models" / "clean.pt").write_bytes(saved[:len(saved) // 2])  # a copy cut short
+    assert main([*args, "--out", str(tmp_path / "report"), "--work-dir", str(copy)]) == 2
+    assert capsys.readouterr().err.rstrip().endswith(f"; delete {copy / 'models' / 'clean.pt'} and rerun to train it "
+                                                     "again")
+
+
+def test_ctrl_c_while_the_report_is_written_says_how_to_resume(smoke, tmp_path, monkeypatch, capsys):
+    import rectgrad.report
+
+    args, _, work = smoke
+
+    def ctrl_c(*a):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rectgrad.report, "write_report", ctrl_c)
+    assert main([*args, "--out", str(tmp_path / "report"), "--work-dir", str(work)]) == 130
+    assert "run the same command again to resume\ninterrupted\n" in capsys.readouterr().err
+
+
+def test_a_unit_stopped_while_saving_keeps_its_compute_time(smoke, tmp_path, monkeypatch):
+    args, _, work = smoke
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy, ignore=shutil.ignore_patterns("kar"))
+    save = ResultStore.save_seconds
+
+    def ctrl_c_at_the_first_kar_time(self, unit, seconds):
+        if unit.startswith("kar/"):
+            raise KeyboardInterrupt  # as if killed between a training's time and its result
+        save(self, unit, seconds)
+
+    monkeypatch.setattr(ResultStore, "save_seconds", ctrl_c_at_the_first_kar_time)
+    assert main([*args, "--out", str(tmp_path / "report"), "--work-dir", str(copy)]) == 130
+    monkeypatch.setattr(ResultStore, "save_seconds", save)
+    assert main([*args, "--out", str(tmp_path / "report"), "--work-dir", str(copy)]) == 0
+    assert set(ResultStore.read_seconds(copy)) == set(ResultStore.read_seconds(work))  # no result without its time
 
 
 def test_ctrl_c_during_a_group_saves_it_and_the_rerun_resumes(smoke, tmp_path, monkeypatch, capsys):

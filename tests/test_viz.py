@@ -146,3 +146,19 @@ def test_figures_stay_out_of_pyplot_state(tmp_path):
     viz.save_figure(viz.boxplot({"m": [1.0, 2.0]}, ylabel="y"), tmp_path / "b.png")
     viz.save_figure(fig, tmp_path / "g.png")
     assert plt.get_fignums() == before  # no pyplot-managed figures were opened
+
+
+def test_a_figure_interrupted_while_written_leaves_the_old_file_whole(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    viz.save_figure(viz.boxplot({"m": [1.0, 2.0]}, ylabel="y"), tmp_path / "b.png")
+    before = (tmp_path / "b.png").read_bytes()
+
+    def half_then_ctrl_c(self, f, **kwargs):
+        f.write(b"\x89PNG half a figure")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Figure, "savefig", half_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        viz.save_figure(viz.boxplot({"m": [3.0, 4.0]}, ylabel="y"), tmp_path / "b.png")
+    assert (tmp_path / "b.png").read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["b.png"]

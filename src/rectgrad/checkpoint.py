@@ -91,6 +91,11 @@ def write_atomically(path, write) -> None:
             os.remove(tmp)
 
 
+def write_text_atomically(path, text: str) -> None:
+    """:func:`write_atomically` for UTF-8 text (a report, a table)."""
+    write_atomically(path, lambda f: f.write(text.encode("utf-8")))
+
+
 def regular_file(path) -> Path:
     """The file ``path`` names, following symbolic links; refused when it exists but is not a regular file
     (``/dev/null``, a pipe, a socket, a folder): writing by renaming over it would replace it."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import io
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from rectgrad.checkpoint import load_checkpoint
+from rectgrad.checkpoint import load_checkpoint, write_text_atomically
 from rectgrad.evaluation.roar import RoarKarResult, result_name
 from rectgrad.evaluation.store import ResultStore, read_json, read_torch
 from rectgrad.methods import METHODS as REGISTRY
@@ -40,7 +41,7 @@ def write_report(work_dir, out_dir) -> Path:
     sections = [report.header(), report.models(), report.occlusion(), report.patch(), report.noise(),
                 report.roar_kar(), report.compute_time()]
     text = "\n".join([*sections[:2], report.claims_table(), *sections[2:]])
-    (out / "README.md").write_text(text)
+    write_text_atomically(out / "README.md", text)  # each file of the report whole, even if interrupted
     return out / "README.md"
 
 
@@ -58,10 +59,11 @@ class _Report:
         return read_json(path) if path.is_file() else None
 
     def _csv(self, name: str, header: list[str], rows: list[list]) -> None:
-        with open(self.out / name, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(header)
-            writer.writerows([[f"{v:.6g}" if isinstance(v, float) else v for v in row] for row in rows])
+        text = io.StringIO(newline="")
+        writer = csv.writer(text)
+        writer.writerow(header)
+        writer.writerows([[f"{v:.6g}" if isinstance(v, float) else v for v in row] for row in rows])
+        write_text_atomically(self.out / name, text.getvalue())
 
     def _figure(self, fig, name: str) -> str:
         save_figure(fig, self.out / name)

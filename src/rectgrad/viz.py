@@ -10,7 +10,6 @@ nothing here needs a display or touches pyplot's global state.
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -18,6 +17,8 @@ import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from rectgrad.checkpoint import write_atomically
 
 CMAP = "bwr"
 THRESHOLD_MODES = ("top", "positive")
@@ -215,8 +216,7 @@ def save_figure(fig: Figure, path, *, dpi: int = 150) -> Path:
         raise ValueError(f"cannot write a figure as {path.name}: name a {' / '.join(FIGURE_SUFFIXES)} file")
     if not (isinstance(dpi, int) and dpi > 0):
         raise ValueError(f"dpi must be a positive integer, got {dpi!r}")
-    Path(os.path.realpath(path)).parent.mkdir(parents=True, exist_ok=True)  # a symbolic link's target's folder
-    fig.savefig(path, format=kind, dpi=dpi)
+    write_atomically(path, lambda f: fig.savefig(f, format=kind, dpi=dpi))  # through a link, into new folders
     return path
 
 

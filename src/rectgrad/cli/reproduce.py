@@ -86,9 +86,12 @@ def reproduce(
     work = _options.output_folder(work_dir, "--work-dir") if work_dir is not None else out / "work"
     settings = Settings(device=device, backend=runner, retrain_device=retrain_device, precision=precision,
                         deterministic=deterministic, progress=progress)
+    if (work / "config.json").is_file():
+        typer.echo(f"resuming: the finished units of work in {work} are kept, the rest is computed", err=True)
     try:
         run(dataset, scale, work, data_dir=data_dir, masks_dir=masks, download=download, methods=names, seed=seed,
             settings=settings, image_size=_image_size(dataset, image_size))
+        readme = write_report(work, out)
     except TrainingInterrupted as stopped:  # Ctrl-C or SIGTERM during models trained at once: say where they are
         typer.echo(str(stopped), err=True)
         raise
@@ -96,7 +99,6 @@ def reproduce(
         typer.echo(f"stopped: every finished unit of work is saved in {work}; run the same command again to resume",
                    err=True)
         raise
-    readme = write_report(work, out)
     typer.echo(f"report written to {readme} ({time.perf_counter() - start:.0f} s); results in {work}")
 
 

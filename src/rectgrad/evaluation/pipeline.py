@@ -161,6 +161,14 @@ def _crc(*datasets: ImageDataset) -> int:
     return crc
 
 
+def _saved_model(path: Path) -> torch.nn.Module:
+    """A model the run saved; a damaged file (a full disk, a copy cut short) is an error saying what to do."""
+    try:
+        return load_checkpoint(path)[0]
+    except (ValueError, RuntimeError, EOFError) as error:
+        raise ValueError(f"{error}; delete {path} and rerun to train it again") from None
+
+
 class _Run:
     def __init__(self, store: ResultStore, spec: Scale, methods: tuple[str, ...], seed: int, settings: Settings):
         self.store, self.spec, self.methods, self.seed, self.settings = store, spec, methods, seed, settings
@@ -174,25 +182,25 @@ class _Run:
         paths = {name: self.store.path(f"models/{name}.pt") for name in data}
         missing = [name for name, path in paths.items() if not path.is_file()]
         trained = {name: new_model(data[name][0], self.seed) for name in missing}
-        grouped = len(missing) > 1 and device.startswith("cuda")
-        if grouped:
+
+        def save(name: str, history: dict, sharing: int) -> None:  # its time first: a rerun skips what is saved
+            self.store.save_seconds(f"models/{name}", history["seconds"] / sharing)
+            save_checkpoint(trained[name], paths[name], name=name, dataset=self.store.config["dataset"],
+                            classes=data[name][0].classes, train_images=len(data[name][0]), epochs=epochs,
+                            seed=self.seed, test_accuracy=history["test_accuracy"], train_seconds=history["seconds"])
+
+        if len(missing) > 1 and device.startswith("cuda"):
             histories = train_many(list(trained.values()), [data[name][0] for name in missing],
                                    [self.seed] * len(missing), epochs=epochs, device=device,
                                    progress=self.settings.progress,
                                    checkpoint=self.store.path(f"models/unfinished-{'-'.join(missing)}.pt"))
             for name, history in zip(missing, histories):
-                history["test_accuracy"] = evaluate(trained[name], data[name][1])
+                save(name, {**history, "test_accuracy": evaluate(trained[name], data[name][1])}, len(missing))
         else:
-            histories = [train_model(trained[name], data[name][0], epochs=epochs, seed=self.seed, device=device,
-                                     progress=self.settings.progress, test=data[name][1]) for name in missing]
-        for name, history in zip(missing, histories):
-            paths[name].parent.mkdir(parents=True, exist_ok=True)
-            save_checkpoint(trained[name], paths[name], name=name, dataset=self.store.config["dataset"],
-                            classes=data[name][0].classes, train_images=len(data[name][0]), epochs=epochs,
-                            seed=self.seed, test_accuracy=history["test_accuracy"], train_seconds=history["seconds"])
-            self.store.save_seconds(f"models/{name}", history["seconds"] / (len(missing) if grouped else 1))
-        return [trained[name] if name in trained else load_checkpoint(path)[0].to(device)
-                for name, path in paths.items()]
+            for name in missing:  # each saved as soon as it is trained
+                save(name, train_model(trained[name], data[name][0], epochs=epochs, seed=self.seed, device=device,
+                                       progress=self.settings.progress, test=data[name][1]), 1)
+        return [trained[name] if name in trained else _saved_model(path).to(device) for name, path in paths.items()]
 
     def maps(self, name: str, model: torch.nn.Module, data: ImageDataset, methods=None) -> dict[str, torch.Tensor]:
         """Channel-summed maps of each method for ``data``, explaining the model's predicted classes."""
@@ -209,8 +217,8 @@ class _Run:
                 maps = compute_maps(model, inputs, method, targets, batch_size=self.settings.batch_size,
                                     internal_batch_size=10 * self.settings.batch_size, seed=self.seed,
                                     progress=bar, **self.spec.hyperparameters.get(method, {}))
+                self.store.save_seconds(f"maps/{name}-{method}", time.perf_counter() - start)  # before the maps
                 self.store.save_torch(f"maps/{name}-{method}.pt", maps)
-                self.store.save_seconds(f"maps/{name}-{method}", time.perf_counter() - start)
             if bar is not None:
                 bar.close()
         return {m: self.store.load_torch(f"maps/{name}-{m}.pt") for m in methods}
@@ -229,8 +237,8 @@ class _Run:
             curve = feature_map_occlusion(model, module, chosen.inputs(), chosen.masks, chosen.labels,
                                           steps=self.spec.occlusion_steps, orders=self.spec.occlusion_orders,
                                           generator=generator)
+            self.store.save_seconds(f"occlusion/{layer}", time.perf_counter() - start)  # before the result
             self.store.save_json(key, {"fractions": curve.fractions.tolist(), "margins": curve.margins.tolist()})
-            self.store.save_seconds(f"occlusion/{layer}", time.perf_counter() - start)
 
     def noise(self, model: torch.nn.Module, chosen: MaskedImages) -> None:
         """Fig. 8: attribution outside the object and total variation, with and without the final threshold."""

@@ -163,9 +163,9 @@ def roar_kar(train_set: ImageDataset, test_set: ImageDataset, attributions: Mapp
             raise ValueError(f"train_fn returned {accuracy!r} for {job.key[:-len('.json')]}: it must return the test "
                              "accuracy as a fraction in [0, 1] (not a percentage); nothing was saved for it")
         results[job.key] = float(accuracy)
-        if store is not None:
-            store.save_json(job.key, {"accuracy": float(accuracy), "seed": job.seed})
+        if store is not None:  # its time first: a rerun skips a saved result and would never time it
             store.save_seconds(job.key[:-len(".json")], seconds)
+            store.save_json(job.key, {"accuracy": float(accuracy), "seed": job.seed})
         if bar is not None:
             bar.set_postfix_str(f"{job.key.split('/')[1][:-5]}: {accuracy:.3f}")
             bar.update()

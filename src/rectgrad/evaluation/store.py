@@ -63,7 +63,7 @@ class ResultStore:
     def read_seconds(folder) -> dict[str, float]:
         """The recorded compute times in ``folder``: ``{unit: seconds}``."""
         root = Path(folder) / SECONDS
-        return {str(p.relative_to(root).with_suffix("")): float(read_json(p, ("seconds",))["seconds"])
+        return {str(p.relative_to(root).with_suffix("")): float(read_json(p, ("seconds",), _LOST_TIME)["seconds"])
                 for p in sorted(root.rglob("*.json"))}
 
     def save_torch(self, name: str, value) -> None:
@@ -77,20 +77,24 @@ class ResultStore:
         write_atomically(self.path(name), write)
 
 
-def read_json(path: Path, numbers: tuple[str, ...] | None = None):
-    """A saved JSON file; a corrupt one (damaged outside rectgrad: writes are atomic) is a ``ValueError`` naming it.
-    With ``numbers``, the file must hold an object whose ``numbers`` keys are numbers (a config or a result file);
-    anything else is corrupt too."""
+_RERUN = "delete it and rerun to compute it again"
+_LOST_TIME = "delete it: the report then lacks that unit's compute time"
+
+
+def read_json(path: Path, numbers: tuple[str, ...] | None = None, remedy: str = _RERUN):
+    """A saved JSON file; a corrupt one (damaged outside rectgrad: writes are atomic) is a ``ValueError`` naming it
+    and the ``remedy``. With ``numbers``, the file must hold an object whose ``numbers`` keys are numbers (a config
+    or a result file); anything else is corrupt too."""
     try:
         value = json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as exc:
-        raise _corrupt(path, exc) from None
+        raise _corrupt(path, exc, remedy) from None
     if numbers is not None:
         if not isinstance(value, dict):
-            raise _corrupt(path, f"a JSON {type(value).__name__}, not an object")
+            raise _corrupt(path, f"a JSON {type(value).__name__}, not an object", remedy)
         wrong = [k for k in numbers if not isinstance(value.get(k), (int, float)) or isinstance(value.get(k), bool)]
         if wrong:
-            raise _corrupt(path, f"no number {wrong[0]!r}")
+            raise _corrupt(path, f"no number {wrong[0]!r}", remedy)
     return value
 
 
@@ -102,9 +106,8 @@ def read_torch(path: Path):
         raise _corrupt(path, exc) from None
 
 
-def _corrupt(path: Path, why: BaseException | str) -> ValueError:
-    return ValueError(f"{path} is corrupt ({one_line(why) if isinstance(why, BaseException) else why}): delete it "
-                      "and rerun to compute it again")
+def _corrupt(path: Path, why: BaseException | str, remedy: str = _RERUN) -> ValueError:
+    return ValueError(f"{path} is corrupt ({one_line(why) if isinstance(why, BaseException) else why}): {remedy}")
 
 
 def _difference(saved: dict, wanted: dict) -> str:

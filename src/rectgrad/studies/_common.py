@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import io
 import itertools
 import math
 import warnings
@@ -18,6 +19,7 @@ from torch import Tensor, nn
 
 from rectgrad import viz
 from rectgrad.attr._base import modules_of, preserved_buffers, user_call
+from rectgrad.checkpoint import write_text_atomically
 from rectgrad.data import check_mask_size, image_files, masks_beside
 from rectgrad.engine import Options, RuleMode, rule_gradients
 from rectgrad.methods import explain, get_method
@@ -130,13 +132,14 @@ class StudyResult:
         written = []
         for table, rows in self.tables.items():
             path = out / f"{prefix}_{table}.csv"
-            with path.open("w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else [])
-                writer.writeheader()
-                writer.writerows(rows)
+            text = io.StringIO(newline="")
+            writer = csv.DictWriter(text, fieldnames=list(rows[0]) if rows else [])
+            writer.writeheader()
+            writer.writerows(rows)
+            write_text_atomically(path, text.getvalue())
             written.append(path)
         md = out / f"{prefix}.md"
-        md.write_text(self.markdown())
+        write_text_atomically(md, self.markdown())
         written.append(md)
         written += [viz.save_figure(fig, out / f"{prefix}_{name}.png", dpi=dpi) for name, fig in self.figures.items()]
         return written
