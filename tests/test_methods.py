@@ -471,6 +471,24 @@ def test_target_none_is_the_predicted_class():
                                    explain(model, x, target=predicted, method=method, seed=0))
 
 
+def test_a_given_target_costs_the_engine_methods_no_extra_forward_pass():
+    model, x = PaperCNN().eval(), torch.randn(5, 3, 32, 32)
+    calls = []
+    model.register_forward_pre_hook(lambda module, args: calls.append(len(args[0])))
+    for method in ("rectgrad", "guided_bp", "deconv", "eps_lrp", "deeplift"):
+        calls.clear()
+        explain(model, x, target=[0, 1, 2, 3, 4], method=method, internal_batch_size=2)
+        assert calls == ([4, 4, 2] if method == "deeplift" else [2, 2, 1]), method  # DeepLIFT: inputs + references
+        for bad, message in ((10, "target 10 is out of range for a model with 10 classes"),
+                             ([1, 2], "target has 2 entries but the batch has 5 samples"),
+                             (torch.tensor([1, 2, 3, 4, -1]), "target -1 is out of range")):
+            with pytest.raises(ValueError, match=message):
+                explain(model, x, target=bad, method=method, internal_batch_size=2)
+    calls.clear()
+    explain(model, x, method="rectgrad")  # the predicted classes: found by a forward pass first
+    assert calls == [5, 5]
+
+
 def test_bad_arguments():
     model, x = PaperCNN().eval(), torch.randn(2, 3, 32, 32)
     with pytest.raises(ValueError, match="unknown method 'lime'.*saliency, grad_input"):

@@ -222,6 +222,10 @@ def test_coherence_study(cnn, tmp_path):
     for row in rows:
         assert all(-1 <= row[k] <= 1 for k in ("within", "across", "within, thresholded", "across, thresholded"))
     assert "1 pairs of images of the same class" in result.notes and "5 pairs of different classes" in result.notes
+    # the paper thresholds the baselines only: RectGrad is shown and measured as it is (no final zero threshold)
+    rectgrad_row, saliency_row = rows[3], rows[0]
+    assert rectgrad_row["across"] == rectgrad_row["across, thresholded"]
+    assert saliency_row["across"] != saliency_row["across, thresholded"]
     assert (tmp_path / "coherence_maps.png").stat().st_size > 0
     assert (tmp_path / "coherence_maps_thresholded.png").stat().st_size > 0
 
@@ -245,6 +249,8 @@ def test_adversarial_study_on_a_cnn(cnn, tmp_path):
     result = studies.adversarial(cnn, square_images(3), tmp_path, eps=0.5, methods=("guided_bp", "rectgrad"))
     rows = result.tables["sensitivity"]
     assert all(0 <= r["adversarial change"] <= 2 and 0 <= r["noise change"] <= 2 for r in rows)
+    assert rows[1]["excess"] == rows[1]["excess, thresholded"]  # RectGrad: not thresholded, as in the paper
+    assert rows[0]["excess"] != rows[0]["excess, thresholded"]
     assert {"adversarial.md", "adversarial_sensitivity.csv", "adversarial_images.csv", "adversarial_maps.png",
             "adversarial_maps_thresholded.png"} == {p.name for p in tmp_path.iterdir()}
 

@@ -32,7 +32,7 @@ from torch import Tensor
 
 from rectgrad.attr import Deconvolution, GuidedBackprop, RectGrad
 from rectgrad.attr._arguments import (batches, check_device, check_logits, check_threshold, format_inputs,
-                                      resolve_targets)
+                                      resolve_targets, target_indices)
 from rectgrad.attr._base import check_reachable, modules_of, preserved_buffers, user_call
 from rectgrad.engine import DEEPLIFT_RESCALE, MultiplierRule, Options, RuleMode, eps_lrp_rule, rule_gradients
 
@@ -162,7 +162,7 @@ def _modified_gradient(model, inputs, target, rule: MultiplierRule, reference: T
             with RuleMode(Options(rule=rule), batch=len(batch)):
                 logits = model(batch)
             logits = check_logits(logits, batch.shape[0])[: len(leaf)]
-            (grad,) = rule_gradients(logits.gather(1, t[:, None]).sum(), leaf)
+            (grad,) = rule_gradients(logits.gather(1, resolve_targets(t, logits)[:, None]).sum(), leaf)
         chunks.append(torch.zeros_like(leaf) if grad is None else grad)
     return torch.cat(chunks)
 
@@ -281,7 +281,10 @@ def explain(model, inputs: Tensor, target=None, method: str = "rectgrad", *, int
     if seed is not None and (not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or not 0 <= seed < 2**64):
         raise ValueError(f"seed must be an integer in [0, 2**64) or None, got {seed!r}")
     with user_call(modules):
-        targets = resolve_targets(target, _logits(model, modules, inputs, internal_batch_size))
+        if target is not None and entry.rules:  # the engine checks the classes on its own forward pass's logits
+            targets = target_indices(target, len(inputs), inputs.device)
+        else:  # the predicted classes, or classes checked before a Captum method runs: one forward pass more
+            targets = resolve_targets(target, _logits(model, modules, inputs, internal_batch_size))
         kwargs = {**entry.defaults, **hyperparameters, "internal_batch_size": internal_batch_size}
         if entry.stochastic:
             kwargs["generator"] = None if seed is None else torch.Generator(inputs.device).manual_seed(int(seed))

@@ -27,7 +27,7 @@ def format_inputs(inputs) -> tuple[Tensor, ...]:
             raise TypeError(f"inputs must be floating point (e.g. float32), got {x.dtype}")
         if x.dim() < 1 or x.shape[0] == 0:
             raise ValueError(f"inputs need a non-empty batch dimension first, got shape {tuple(x.shape)}")
-        if not bool(torch.isfinite(x).all()):
+        if not bool(torch.isfinite(x.sum())) and not bool(torch.isfinite(x).all()):  # a finite sum: all finite
             raise ValueError("inputs contain NaN or Inf values")
     n = tensors[0].shape[0]
     if any(x.shape[0] != n for x in tensors):
@@ -63,29 +63,36 @@ def resolve_targets(target, logits: Tensor) -> Tensor:
     n, classes = logits.shape
     if target is None:
         return logits.detach().argmax(dim=1)
+    values = target_indices(target, n, logits.device)
+    if bool(((values < 0) | (values >= classes)).any()):
+        bad = values[(values < 0) | (values >= classes)][0].item()
+        raise ValueError(f"target {bad} is out of range for a model with {classes} classes")
+    return values
+
+
+def target_indices(target, n: int, device) -> Tensor:
+    """A given ``target`` (an int, a list, a tensor or a numpy array) as ``n`` class indices, one per sample; whether
+    the model has these classes is :func:`resolve_targets`' to check."""
     if isinstance(target, np.ndarray):
         target = torch.as_tensor(target)
     if isinstance(target, Tensor):
         if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
             raise TypeError(f"target tensor must hold integer class indices, got {target.dtype}")
-        values = target.reshape(-1).to(device=logits.device, dtype=torch.long)
+        values = target.reshape(-1).to(device=device, dtype=torch.long)
         if target.dim() == 0:
             values = values.expand(n)
     elif isinstance(target, numbers.Integral) and not isinstance(target, bool):
-        values = torch.full((n,), int(target), dtype=torch.long, device=logits.device)
+        values = torch.full((n,), int(target), dtype=torch.long, device=device)
     elif isinstance(target, (list, tuple)):
         target = [_one_value(t) for t in target]
         if not all(isinstance(t, numbers.Integral) and not isinstance(t, bool) for t in target):
             raise TypeError("target list must hold one integer class index per sample")
-        values = torch.tensor([int(t) for t in target], dtype=torch.long, device=logits.device)
+        values = torch.tensor([int(t) for t in target], dtype=torch.long, device=device)
     else:
         raise TypeError("target must be None, an int, a list, a tensor or a numpy array of class indices, got "
                         f"{type(target).__name__}")
     if values.numel() != n:
         raise ValueError(f"target has {values.numel()} entries but the batch has {n} samples")
-    if bool(((values < 0) | (values >= classes)).any()):
-        bad = values[(values < 0) | (values >= classes)][0].item()
-        raise ValueError(f"target {bad} is out of range for a model with {classes} classes")
     return values
 
 

@@ -297,7 +297,7 @@ COMPARED = ("saliency", "grad_input", "guided_bp", "smoothgrad", "intgrad", "eps
 
 
 def is_rectgrad(method: str) -> bool:
-    """RectGrad-like methods get the positive part as final threshold, baselines their top 5% (Sec. 5.2)."""
+    """RectGrad-like methods: their maps are shown and measured without their final (zero) threshold."""
     return "final_threshold" in get_method(method).defaults
 
 
@@ -320,14 +320,16 @@ def method_attributions(model: nn.Module, x: Tensor, target: Tensor, methods, *,
 
 
 def summed_maps(attr: Tensor, method: str, thresholded: bool) -> np.ndarray:
-    """Channel-summed maps (N, H, W), with the final threshold of Sec. 5.2 when ``thresholded``."""
+    """Channel-summed maps (N, H, W), with the final threshold of Sec. 5.2 when ``thresholded``: a baseline keeps
+    its top 5%, RectGrad is left as it is (the paper visualizes RectGrad "without final zero thresholding" and
+    thresholds "the baselines" to RectGrad's sparsity; the reference's coherence notebook does the same)."""
     maps = viz.channel_sum(attr)
-    return viz.final_threshold(maps, "positive" if is_rectgrad(method) else "top") if thresholded else maps
+    return viz.final_threshold(maps, "top") if thresholded and not is_rectgrad(method) else maps
 
 
 def display_maps(attr: Tensor, method: str, thresholded: bool) -> np.ndarray:
-    """Appendix F.1 display maps, with or without the final threshold."""
-    return viz.prepare(attr, threshold=("positive" if is_rectgrad(method) else "top") if thresholded else None)
+    """Appendix F.1 display maps, with or without the final threshold (for the baselines, as :func:`summed_maps`)."""
+    return viz.prepare(attr, threshold="top" if thresholded and not is_rectgrad(method) else None)
 
 
 def method_label(method: str) -> str:

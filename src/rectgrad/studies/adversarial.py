@@ -101,5 +101,5 @@ _NOTES = """Section 5.2 / Figs. 5b, 13. FGSM with eps = {eps:g} on pixels in [-1
 `adversarial change`: 1 - Spearman rank correlation between the channel-summed maps of an image and of its
 adversarial twin, mean over images (`class flipped`: over the images whose class flipped only); `noise change`:
 the same for a random +-eps sign perturbation (control); `excess`: adversarial change - noise change, the part
-of the change due to the adversarial direction; `thresholded`: after the final threshold (baselines: top 5%,
-RectGrad: positive part). Class sensitivity shows as a large excess."""
+of the change due to the adversarial direction; `thresholded`: after the final threshold of the baselines (top
+5%; RectGrad's maps are not thresholded, as in the paper). Class sensitivity shows as a large excess."""

@@ -19,10 +19,10 @@ def coherence(model: nn.Module, images: Images, out=None, *, methods=COMPARED, s
     The paper asks that maps highlight similar features for images of the same class. As a number, per
     method: the mean rank correlation (Spearman) of the channel-summed maps over pairs of images of the
     same class ("within") and of different classes ("across"), on raw maps and on thresholded ones
-    (baselines keep their top 5%, RectGrad its positive part). The class is the true label where
-    ``images`` has labels, else the predicted class. Spatial correlation is a crude proxy: it rewards maps
-    that fall on the same place, which same-class photos need not share. ``show``: how many images (the
-    first) the figures draw; the numbers use all.
+    (baselines keep their top 5%; RectGrad's maps are left as they are, as the paper shows them). The class is
+    the true label where ``images`` has labels, else the predicted class. Spatial correlation is a crude proxy:
+    it rewards maps that fall on the same place, which same-class photos need not share. ``show``: how many
+    images (the first) the figures draw; the numbers use all.
     """
     predicted, _ = predict(model, images.x)
     classes = (images.labels if images.labels is not None else predicted).tolist()
@@ -57,5 +57,5 @@ def coherence(model: nn.Module, images: Images, out=None, *, methods=COMPARED, s
 _NOTES = """Section 5.2 / Figs. 5a, 12. Every method explains the predicted class; RectGrad uses q = 98 and the
 padding trick. `within` / `across`: mean Spearman rank correlation of channel-summed maps over the
 {same} pairs of images of the same class / the {different} pairs of different classes
-(NaN: no such pair or constant maps); `thresholded`: after the final threshold (baselines: top 5% per map,
-RectGrad: positive part). Coherence in the paper's sense shows as within > across."""
+(NaN: no such pair or constant maps); `thresholded`: after the final threshold of the baselines (top 5% per
+map; RectGrad's maps are not thresholded, as in the paper). Coherence in the paper's sense shows as within > across."""
