@@ -489,6 +489,18 @@ def test_a_given_target_costs_the_engine_methods_no_extra_forward_pass():
     assert calls == [5, 5]
 
 
+def test_a_model_output_of_the_wrong_shape_is_named_with_the_callers_batch():
+    class Column(nn.Module):
+        def forward(self, x):
+            return x.flatten(1)[:, :10, None]  # (N, 10, 1): not (N, classes)
+
+    x = torch.randn(4, 3, 8, 8)
+    for target in (None, 1):
+        for method in ("deeplift", "rectgrad"):
+            with pytest.raises(ValueError, match=r"shape \(N, classes\) = \(2, C\), got \(2, 10, 1\)"):
+                explain(Column(), x, target=target, method=method, internal_batch_size=2)
+
+
 def test_bad_arguments():
     model, x = PaperCNN().eval(), torch.randn(2, 3, 32, 32)
     with pytest.raises(ValueError, match="unknown method 'lime'.*saliency, grad_input"):

@@ -160,8 +160,10 @@ def _modified_gradient(model, inputs, target, rule: MultiplierRule, reference: T
         with torch.enable_grad():
             batch = leaf if reference is None else torch.cat([leaf, next(reference_chunks)])
             with RuleMode(Options(rule=rule), batch=len(batch)):
-                logits = model(batch)
-            logits = check_logits(logits, batch.shape[0])[: len(leaf)]
+                output = model(batch)
+            if reference is not None and isinstance(output, Tensor) and output.dim() > 1 and len(output) == len(batch):
+                output = output[: len(leaf)]  # the inputs' logits; the references' follow them
+            logits = check_logits(output, len(leaf))
             (grad,) = rule_gradients(logits.gather(1, resolve_targets(t, logits)[:, None]).sum(), leaf)
         chunks.append(torch.zeros_like(leaf) if grad is None else grad)
     return torch.cat(chunks)

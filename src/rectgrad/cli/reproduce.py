@@ -86,8 +86,6 @@ def reproduce(
     work = _options.output_folder(work_dir, "--work-dir") if work_dir is not None else out / "work"
     settings = Settings(device=device, backend=runner, retrain_device=retrain_device, precision=precision,
                         deterministic=deterministic, progress=progress)
-    if (work / "config.json").is_file():
-        typer.echo(f"resuming: the finished units of work in {work} are kept, the rest is computed", err=True)
     try:
         run(dataset, scale, work, data_dir=data_dir, masks_dir=masks, download=download, methods=names, seed=seed,
             settings=settings, image_size=_image_size(dataset, image_size))

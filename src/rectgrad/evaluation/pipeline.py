@@ -6,6 +6,7 @@ pipeline runs again; :mod:`rectgrad.report` then builds the figures and tables f
 """
 from __future__ import annotations
 
+import sys
 import time
 import zlib
 from dataclasses import asdict, dataclass, field
@@ -118,7 +119,11 @@ def reproduce(dataset: str, scale: str, work_dir, *, data_dir=None, masks_dir=No
         data.update(image_size=image_size, masked=0 if masked is None else len(masked))
     config = {"dataset": dataset, "scale": scale, "parameters": asdict(spec), "methods": list(methods),
               "seed": seed, "data": data}
-    store = ResultStore(work_dir, config)
+    resuming = ResultStore.read_config(work_dir) is not None
+    store = ResultStore(work_dir, config)  # refuses another configuration's folder
+    if resuming:
+        print(f"resuming: the finished units of work in {store.folder} are kept, the rest is computed",
+              file=sys.stderr, flush=True)
     run = _Run(store, spec, methods, seed, settings)
     patch = RandomPatch()
     model_train = _first(train, spec.model_images)
@@ -194,8 +199,9 @@ class _Run:
                                    [self.seed] * len(missing), epochs=epochs, device=device,
                                    progress=self.settings.progress,
                                    checkpoint=self.store.path(f"models/unfinished-{'-'.join(missing)}.pt"))
-            for name, history in zip(missing, histories):
-                save(name, {**history, "test_accuracy": evaluate(trained[name], data[name][1])}, len(missing))
+            accuracies = [evaluate(trained[name], data[name][1]) for name in missing]  # then saved one after the
+            for name, history, accuracy in zip(missing, histories, accuracies):    # other: train_many's state is gone
+                save(name, {**history, "test_accuracy": accuracy}, len(missing))
         else:
             for name in missing:  # each saved as soon as it is trained
                 save(name, train_model(trained[name], data[name][0], epochs=epochs, seed=self.seed, device=device,
