@@ -220,6 +220,14 @@ def test_object_masks_rule():
 
 # ---------------------------------------------------------------- CIFAR-10
 
+@pytest.mark.parametrize("pixels", [np.full((2, 3072), 300, dtype=np.int64), np.full((2, 3072), 0.7, np.float32),
+                                    [[300] * 3072] * 2])
+def test_cifar10_refuses_pixels_that_are_not_uint8(tmp_path, pixels):
+    cifar_archive(tmp_path / "cifar-10-python.tar.gz", batch={b"data": pixels, b"labels": [0, 1]})
+    with pytest.raises(ValueError, match="data_batch_1 holds (int64|float32) pixels, not the uint8"):
+        load_cifar10("train", data_dir=tmp_path)  # a cast would wrap 300 to 44, floor 0.7 to 0
+
+
 def test_cifar10_reads_pickled_batches_from_archive(tmp_path):
     batches = cifar_archive(tmp_path / "cifar-10-python.tar.gz", n=4)
     train, test = load_cifar10("train", data_dir=tmp_path), load_dataset("cifar10", "test", data_dir=tmp_path)

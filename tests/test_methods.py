@@ -471,6 +471,17 @@ def test_target_none_is_the_predicted_class():
                                    explain(model, x, target=predicted, method=method, seed=0))
 
 
+def test_intgrad_honours_an_internal_batch_size_below_the_batch():
+    model, x = PaperCNN().eval(), torch.randn(5, 3, 32, 32)
+    sizes = []
+    model.register_forward_pre_hook(lambda module, args: sizes.append(len(args[0])))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Captum warns when its internal batch is below the samples
+        chunked = explain(model, x, target=[0, 1, 2, 3, 4], method="intgrad", steps=4, internal_batch_size=2)
+    assert max(sizes) == 2
+    torch.testing.assert_close(chunked, explain(model, x, target=[0, 1, 2, 3, 4], method="intgrad", steps=4))
+
+
 def test_a_given_target_costs_the_engine_methods_no_extra_forward_pass():
     model, x = PaperCNN().eval(), torch.randn(5, 3, 32, 32)
     calls = []

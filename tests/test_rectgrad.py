@@ -710,6 +710,39 @@ def test_exported_models_get_the_same_maps(cnn, batch):
                            rectgrad.explain(cnn, x, target=y, method=method)), method
 
 
+class _TextCNN(nn.Module):
+    """Conv1d over time, then a global max over time written one of several ways."""
+
+    def __init__(self, pool):
+        super().__init__()
+        self.conv, self.fc, self.pool = nn.Conv1d(4, 6, 3, padding=1), nn.Linear(6, 3), pool
+
+    def forward(self, x):
+        return self.fc(self.pool(torch.relu(self.conv(x))))
+
+
+def test_keyword_inputs_and_builtin_max_pools_follow_the_padding_trick_and_prr():
+    torch.manual_seed(0)
+    x, options = torch.randn(3, 4, 9, dtype=torch.float64), {"q": 50.0, "padding_trick": True, "prr": True}
+    model = _TextCNN(lambda h: F.adaptive_max_pool1d(h, 1).squeeze(-1)).double().eval()
+    expected = RectGrad(model).attribute(x, target=1, **options)
+    keyword = _TextCNN(lambda h: F.adaptive_max_pool1d(h, 1).squeeze(-1)).double().eval()
+    keyword.load_state_dict(model.state_dict())
+    keyword.forward = lambda t: keyword.fc(keyword.pool(torch.relu(F.conv1d(
+        input=t, weight=keyword.conv.weight, bias=keyword.conv.bias, padding=1))))
+    builtin = _TextCNN(lambda h: torch.adaptive_max_pool1d(h, 1)[0].squeeze(-1)).double().eval()  # values, indices
+    builtin.load_state_dict(model.state_dict())
+    for other in (keyword, builtin):
+        assert torch.equal(RectGrad(other).attribute(x, target=1, **options), expected)
+    reduced = _TextCNN(lambda h: torch.max(h, -1)[0]).double().eval()
+    reduced.load_state_dict(model.state_dict())
+    with pytest.warns(UserWarning, match=r"max\(x, dim\) works as a max-pool here .*PRR redistributes at max-pool"):
+        RectGrad(reduced).attribute(x, target=1, **options)
+    with_indices = _TextCNN(lambda h: torch.max_pool1d_with_indices(h, 9)[0].squeeze(-1)).double().eval()
+    with pytest.raises(ValueError, match="does not support max_pool1d_with_indices"):
+        RectGrad(with_indices).attribute(x, target=1, **options)
+
+
 EXPORTED_ACTIVATIONS = [nn.ELU(), nn.ELU(inplace=True), nn.SELU(), nn.SELU(inplace=True), nn.CELU(), nn.PReLU(),
                         nn.Threshold(0.1, 0.0), nn.RReLU(), nn.LeakyReLU(0.1, inplace=True), nn.ReLU6(inplace=True),
                         nn.SiLU(inplace=True), nn.Hardswish(inplace=True), nn.Mish(inplace=True), nn.GELU("tanh")]

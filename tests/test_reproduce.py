@@ -298,6 +298,20 @@ def test_cifar10_smoke_with_masked_images(tmp_path):
     assert len(list((tmp_path / "report" / "work" / "kar").glob("*.json"))) == 3 * 2
 
 
+def test_mended_masks_are_another_configuration_and_odd_sized_ones_are_refused(tmp_path, capsys):
+    write_tiny_cifar(tmp_path / "data", tmp_path / "masks")
+    run = ["reproduce", "--dataset", "cifar10", "--scale", "smoke", "--data-dir", str(tmp_path / "data"), "--masks",
+           str(tmp_path / "masks"), "--device", "cpu", "--no-progress", "--methods", "random,saliency", "--out"]
+    assert main([*run, str(tmp_path / "report")]) == 0
+    Image.new("L", (32, 32), 255).save(tmp_path / "masks" / "cat_1_mask.jpg")  # one mask mended
+    assert main([*run, str(tmp_path / "report")]) == 2  # not resumed with Figs. 2 and 8 of the old masks
+    assert "another configuration" in capsys.readouterr().err
+    for path in (tmp_path / "masks").glob("*.jpg"):
+        Image.open(path).resize((48, 48)).save(path)
+    assert main([*run, str(tmp_path / "big")]) == 2
+    assert "are (3, 48, 48) (channels, height, width), not CIFAR-10's (3, 32, 32)" in capsys.readouterr().err
+
+
 def test_report_of_results_without_recorded_times(smoke, tmp_path):
     from rectgrad.report import write_report
 

@@ -289,10 +289,12 @@ def _read_cifar_batch(tar: tarfile.TarFile, path: Path, member: str) -> tuple[np
         raise ValueError(f"{path}: member {name} missing from the archive") from None
     try:
         batch = _ArrayUnpickler(f, encoding="bytes").load()
-        data = np.asarray(batch[b"data"], dtype=np.uint8)
+        data = np.asarray(batch[b"data"])
         labels = np.asarray(batch[b"labels"], dtype=np.int64)
-    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError) as exc:
+    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, OverflowError) as exc:
         raise ValueError(f"{path}: {name} is not a CIFAR-10 batch ({exc!r})") from None
+    if data.dtype != np.uint8:  # a cast would wrap 300 to 44 and floor 0.7 to 0
+        raise ValueError(f"{path}: {name} holds {data.dtype} pixels, not the uint8 of CIFAR-10's python archive")
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or labels.shape != (len(data),):
         raise ValueError(f"{path}: {name} has data of shape {data.shape} and {labels.size} labels, "
                          "expected (n, 3072) and n labels")

@@ -48,8 +48,8 @@ from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
 from rectgrad.cpu_gate import gate_above_percentile
-from rectgrad.operations import (ATEN_ADAPTIVE_MAX_POOLS, ATEN_ALIASES, ATEN_CONVOLUTIONS, CLAMPS, ELEMENTWISE,
-                                 FUSED_RELUS, KNOWN_ACTIVATIONS, MAXIMUMS, OTHER_NONLINEAR, RELU,
+from rectgrad.operations import (ADAPTIVE_MAX_POOL_PAIRS, ATEN_ALIASES, ATEN_CONVOLUTIONS, CLAMPS, ELEMENTWISE,
+                                 FUSED_RELUS, KNOWN_ACTIVATIONS, MAX_REDUCTIONS, MAXIMUMS, OTHER_NONLINEAR, RELU,
                                  as_functional_convolution, depends_on_input, is_inplace, is_zero, refuse_undefined,
                                  refuse_unknown)
 from rectgrad.selection import where_above_percentile
@@ -310,7 +310,18 @@ _MAX_POOL_ARGS = ("kernel_size", "stride", "padding", "dilation", "ceil_mode")
 _MAX_POOLS_WITHOUT_RULE = (F.max_pool1d_with_indices, F.max_pool2d_with_indices, F.max_pool3d_with_indices,
                            F.adaptive_max_pool1d_with_indices, F.adaptive_max_pool2d_with_indices,
                            F.adaptive_max_pool3d_with_indices, F.fractional_max_pool2d, F.fractional_max_pool3d,
-                           F.fractional_max_pool2d_with_indices, F.fractional_max_pool3d_with_indices)
+                           F.fractional_max_pool2d_with_indices, F.fractional_max_pool3d_with_indices,
+                           torch.max_pool1d_with_indices)
+# Functions whose first argument, the tensor the rules follow, may be given as ``input=``.
+_INPUT_FIRST = frozenset({*ELEMENTWISE, *_CONVOLUTIONS, *_AVERAGE_POOL, *_MAX_POOLS_WITHOUT_RULE,
+                          *ADAPTIVE_MAX_POOL_PAIRS, F.pad})
+
+
+def _reduces(func, args, kwargs) -> bool:
+    """Whether a ``max`` / ``amax`` call takes the maximum over dimensions (not two tensors' elementwise maximum)."""
+    if func in (torch.amax, torch.Tensor.amax):
+        return True
+    return "dim" in kwargs or len(args) > 1 and isinstance(args[1], int)
 
 
 def _average_pool(func, args, kwargs) -> Callable[[Tensor], Tensor]:
@@ -464,7 +475,7 @@ class RuleMode(TorchFunctionMode):
         if multiplier and func in OTHER_NONLINEAR:
             refuse_undefined(options.rule.name, func, args, kwargs, self.input_nodes)
         activation = options.rule is not None and func in (ELEMENTWISE if multiplier else KNOWN_ACTIVATIONS)
-        if activation and not args and "input" in kwargs:  # torch.relu(input=x)
+        if not args and "input" in kwargs and func in _INPUT_FIRST:  # torch.relu(input=x), F.conv2d(input=x, ...)
             kwargs = dict(kwargs)
             args = (kwargs.pop("input"),)
         if not args or not isinstance(args[0], Tensor) or not (torch.is_grad_enabled() and args[0].requires_grad):
@@ -510,13 +521,18 @@ class RuleMode(TorchFunctionMode):
                 raise ValueError(f"{_CHECKPOINTING} (a max-pool under PRR inside a checkpointed block)")
             return _ProportionalMaxPool.apply(x, lambda t: func(t, *args[1:], **kwargs),
                                               _average_pool(func, args, kwargs))
-        if options.prr and func in ATEN_ADAPTIVE_MAX_POOLS:  # an exported model's: values and indices
+        if options.prr and func in ADAPTIVE_MAX_POOL_PAIRS:  # values and indices
             if _checkpointing():
                 raise ValueError(f"{_CHECKPOINTING} (a max-pool under PRR inside a checkpointed block)")
-            pool = ATEN_ADAPTIVE_MAX_POOLS[func]
+            pool = ADAPTIVE_MAX_POOL_PAIRS[func]
             values = _ProportionalMaxPool.apply(x, lambda t: pool(t, *args[1:], **kwargs),
                                                 _average_pool(pool, args, kwargs))
             return values, func(x.detach(), *args[1:], **kwargs)[1]
+        if options.prr and func in MAX_REDUCTIONS and _reduces(func, args, kwargs) and depends_on_input(
+                x, self.input_nodes):
+            self._warn_once("max", f"{func.__name__}(x, dim) works as a max-pool here (a global max over time in a "
+                            "text CNN), but PRR redistributes at max-pool functions only: it passes the plain "
+                            "gradient (write it as F.adaptive_max_pool1d(x, 1) / F.max_pool1d to have PRR apply)")
         if options.prr and func in _MAX_POOLS_WITHOUT_RULE:
             raise ValueError(f"the proportional redistribution rule does not support {func.__name__} (max-pools "
                              "returning indices, e.g. for MaxUnpool or in an exported program decomposed to core "

@@ -142,10 +142,11 @@ _INTEGRATIONS = ("riemann_right", "riemann_left", "riemann_middle", "riemann_tra
 def _intgrad(model, inputs, target, *, internal_batch_size, steps, baseline, integration):
     if integration not in _INTEGRATIONS:
         raise ValueError(f"unknown integration {integration!r}; choose one of {', '.join(_INTEGRATIONS)}")
-    attributions = _captum(IntegratedGradients, model).attribute(
-        inputs, baselines=_baseline_like(baseline, inputs), target=target, n_steps=_positive_int("steps", steps),
-        method=integration, internal_batch_size=internal_batch_size)
-    return attributions.to(inputs.dtype)  # Captum integrates a bf16 / fp16 model in float32
+    integrated, steps = _captum(IntegratedGradients, model), _positive_int("steps", steps)
+    parts = [integrated.attribute(x, baselines=b, target=t, n_steps=steps, method=integration,
+                                  internal_batch_size=internal_batch_size)  # Captum's bound: at least the samples
+             for (x, b), t, _ in batches((inputs, _baseline_like(baseline, inputs)), target, None, internal_batch_size)]
+    return torch.cat(parts).to(inputs.dtype)  # Captum integrates a bf16 / fp16 model in float32
 
 
 def _modified_gradient(model, inputs, target, rule: MultiplierRule, reference: Tensor | None,

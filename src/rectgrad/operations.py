@@ -102,10 +102,13 @@ ATEN_ALIASES = _aten({
     "max_pool2d": F.max_pool2d, "max_pool3d": F.max_pool3d, "max_pool1d_with_indices": F.max_pool1d_with_indices,
     "max_pool2d_with_indices": F.max_pool2d_with_indices, "max_pool3d_with_indices": F.max_pool3d_with_indices,
     "pad": F.pad})
-# An exported adaptive max-pool returns its values and indices (the functional only its values, unless asked).
-ATEN_ADAPTIVE_MAX_POOLS = _aten({"adaptive_max_pool1d": F.adaptive_max_pool1d,
-                                 "adaptive_max_pool2d": F.adaptive_max_pool2d,
-                                 "adaptive_max_pool3d": F.adaptive_max_pool3d})
+# Adaptive max-pools that return their values and indices (an exported program's, and the built-in
+# torch.adaptive_max_pool1d), as the functional that computes the values alone.
+ADAPTIVE_MAX_POOL_PAIRS = {**_aten({"adaptive_max_pool1d": F.adaptive_max_pool1d,
+                                    "adaptive_max_pool2d": F.adaptive_max_pool2d,
+                                    "adaptive_max_pool3d": F.adaptive_max_pool3d}),
+                           torch.adaptive_max_pool1d: F.adaptive_max_pool1d}
+MAX_REDUCTIONS = {torch.max, torch.Tensor.max, torch.amax, torch.Tensor.amax}  # a global max-pool in all but name
 ATEN_CONVOLUTIONS = _aten({"convolution": None})  # what F.conv2d calls; a decomposed exported program calls it too
 _CONVOLUTION_ARGS = ("input", "weight", "bias", "stride", "padding", "dilation", "transposed", "output_padding",
                      "groups")

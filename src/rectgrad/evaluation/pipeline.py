@@ -149,7 +149,11 @@ def _masked_images(dataset: str, test: ImageDataset, masks_dir, data_dir, image_
     """CIFAR-10: the paper's masked images (``masks_dir``); Fashion-MNIST: test images with derived masks; your
     own images: the test images with a mask beside them (None if none has)."""
     if dataset == "cifar10":
-        return load_masked_images(DEFAULT_MASKS if masks_dir is None else masks_dir)
+        masked = load_masked_images(DEFAULT_MASKS if masks_dir is None else masks_dir)
+        if masked.images.shape[1:] != test.images.shape[1:]:
+            raise ValueError(f"the masked images in {masks_dir or DEFAULT_MASKS} are {tuple(masked.images.shape[1:])} "
+                             f"(channels, height, width), not CIFAR-10's {tuple(test.images.shape[1:])}")
+        return masked
     if masks_dir is not None:
         raise ValueError("--masks applies to cifar10 only: Fashion-MNIST masks are derived from the images, your "
                          "own images' masks lie beside them (<name>_mask.<ext>)")
@@ -160,9 +164,12 @@ def _masked_images(dataset: str, test: ImageDataset, masks_dir, data_dir, image_
 
 
 def _crc(*datasets: ImageDataset) -> int:
+    """A checksum of the images, labels and object masks: a rerun on changed data (a mended mask) starts anew."""
     crc = 0
     for d in datasets:
         crc = zlib.crc32(d.labels.numpy().tobytes(), zlib.crc32(d.images.numpy().tobytes(), crc))
+        if isinstance(d, MaskedImages):
+            crc = zlib.crc32(d.masks.numpy().tobytes(), crc)
     return crc
 
 
