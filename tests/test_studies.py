@@ -532,6 +532,27 @@ def test_folder_dataset_images_take_the_masks_beside_them(model_and_folder, tmp_
     assert sorted(both.names) == sorted(["a/1", "a/2", b3 + ".jpg", b3 + ".png", "b/4"])  # whole path: same stem
 
 
+def test_the_papers_masked_cifar_images_come_flipped_to_rgb_with_their_masks(tmp_path, capsys):
+    for name in ("airplane", "automobile"):
+        for k in (1, 2):
+            rgb = np.zeros((32, 32, 3), np.uint8)
+            rgb[..., 0], rgb[..., 1], rgb[..., 2] = 250, 20 * k, 5  # red: stored BGR, as the paper's JPEGs are
+            Image.fromarray(rgb[..., ::-1].copy()).save(tmp_path / f"{name}_{k}.jpg", quality=100)
+            mask = np.zeros((32, 32), np.uint8)
+            mask[8:24, 8:24] = 255
+            Image.fromarray(mask).save(tmp_path / f"{name}_{k}_mask.jpg")
+    images = studies.images_from_dataset("cifar10-masked", 4, per_class=2, data_dir=tmp_path)
+    assert images.names == ["airplane_1", "airplane_2", "automobile_1", "automobile_2"]
+    assert images.labels.tolist() == [0, 0, 1, 1] and images.masks.double().mean().item() == pytest.approx(0.25)
+    assert (images.x[:, 0] > 0.9).all() and (images.x[:, 2] < -0.9).all()  # red in channel 0: flipped to RGB
+    with pytest.raises(ValueError, match="cifar10-masked needs the folder of the paper's masked CIFAR-10 images"):
+        studies.images_from_dataset("cifar10-masked", 4)
+    save_checkpoint(PaperCNN(in_channels=3, image_size=32, num_classes=10).eval(), tmp_path / "cifar.pt")
+    assert main(["study", "layers", "--dataset", "cifar10-masked", "--data-dir", str(tmp_path), "--count", "2",
+                 "--model", str(tmp_path / "cifar.pt"), "--out", str(tmp_path / "out")]) == 0
+    assert "| background area |" in (tmp_path / "out" / "layers.md").read_text()  # the masks came along
+
+
 def test_adversarial_study_refuses_a_step_that_is_not_finite():
     images = Images(torch.zeros(2, 1, SIZE, SIZE), ["p", "q"], classes=["up", "down"])
     for eps in (float("nan"), 0.0, -0.01):

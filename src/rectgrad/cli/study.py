@@ -13,8 +13,10 @@ IMAGES = typer.Argument(None, help="Image files or folders (a <name>_mask.* file
 MODEL = typer.Option("efficientnet-lite0", help="Registry name (efficientnet-lite0, inception-v4, ...) or a model "
                                                 "file (rectgrad checkpoint, torch.save'd module, TorchScript, .pt2).")
 OUT = typer.Option(..., help="Folder for the figures (PNG), numbers (CSV) and summary (markdown).")
-DATASET = typer.Option(None, help="Take test images of fashion-mnist, cifar10 or folder (your own, --data-dir "
-                                  "ROOT) instead of image files (Fashion-MNIST images get object masks).")
+DATASET = typer.Option(None, help="Take test images of fashion-mnist, cifar10, cifar10-masked (the paper's "
+                                  "masked CIFAR-10 JPEGs in --data-dir, BGR flipped to RGB, with their masks) or "
+                                  "folder (your own, --data-dir ROOT) instead of image files (Fashion-MNIST images "
+                                  "get object masks).")
 COUNT = typer.Option(4, help="With --dataset: how many test images (the first of classes 0, 1, ...).")
 DATA_DIR = typer.Option(None, help="With --dataset: folder holding the dataset files.")
 DOWNLOAD = typer.Option(False, help="With --dataset: download a missing dataset into --data-dir, or the cache "

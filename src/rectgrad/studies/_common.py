@@ -392,9 +392,10 @@ def unique_names(files: list[Path], depth: int = 1) -> list[str]:
 
 def images_from_dataset(name: str, count: int, per_class: int = 1, data_dir=None, image_size: int = 32,
                         download: bool = False) -> Images:
-    """``count`` test images of ``"fashion-mnist"``, ``"cifar10"`` or ``"folder"`` (your own, in ``data_dir``,
-    resized to ``image_size``): the first ``per_class`` of classes 0, 1, ... (``download``: a missing dataset is
-    downloaded, as :func:`rectgrad.data.load_dataset` does).
+    """``count`` test images of ``"fashion-mnist"``, ``"cifar10"``, ``"cifar10-masked"`` (the paper's masked CIFAR-10
+    images in ``data_dir``, :func:`rectgrad.data.load_masked_images`: their JPEGs hold BGR, flipped to RGB there) or
+    ``"folder"`` (your own, in ``data_dir``, resized to ``image_size``): the first ``per_class`` of classes 0, 1, ...
+    (``download``: a missing dataset is downloaded, as :func:`rectgrad.data.load_dataset` does).
 
     Inputs are scaled to [-1, 1] as the paper's CNNs see them; Fashion-MNIST images get object masks
     (every non-black pixel, :func:`rectgrad.data.object_masks_from_images`). Of your own images, those with a mask
@@ -403,11 +404,17 @@ def images_from_dataset(name: str, count: int, per_class: int = 1, data_dir=None
     index in the test set (``test 12``).
     """
     from rectgrad.data import (MaskedImages, image_folder_files, load_dataset, load_image_folder_masks,
-                               object_masks_from_images)
+                               load_masked_images, object_masks_from_images)
 
     if count < 1 or per_class < 1:
         raise ValueError(f"count and per_class must be positive, got {count} and {per_class}")
-    data = load_dataset(name, "test", data_dir=data_dir, download=download, image_size=image_size)
+    if name == "cifar10-masked":
+        if data_dir is None:
+            raise ValueError("cifar10-masked needs the folder of the paper's masked CIFAR-10 images (<class>_<n>.jpg "
+                             "and <class>_<n>_mask.jpg) as data_dir (--data-dir)")
+        data = load_masked_images(data_dir)
+    else:
+        data = load_dataset(name, "test", data_dir=data_dir, download=download, image_size=image_size)
     if name == "folder":
         data = load_image_folder_masks(data_dir, image_size, data) or data
     index = []
@@ -418,7 +425,8 @@ def images_from_dataset(name: str, count: int, per_class: int = 1, data_dir=None
         taken = sum(int(data.labels[i]) == k for i in index)
         index += members[taken:taken + per_class][: count - len(index)]
     if len(index) < count:
-        why = "only these have a mask beside them" if isinstance(data, MaskedImages) else "there are no more"
+        why = "only these have a mask beside them" if name == "folder" and isinstance(data, MaskedImages) else \
+            "there are no more"
         warnings.warn(f"{len(index)} test images taken, not the {count} asked: {why}", stacklevel=2)
     chosen = data.subset(torch.tensor(index))
     if isinstance(chosen, MaskedImages):
