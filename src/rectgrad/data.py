@@ -336,8 +336,13 @@ def load_masked_images(folder, bgr: bool = True) -> MaskedImages:
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"masked image folder {folder} not found")
-    entries = []
-    for path in folder.glob("*.jpg"):
+    entries, files = [], [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in (".jpg", ".jpeg")]
+    stems = {p.stem for p in files}
+    orphans = sorted(p.name for p in files if p.stem.endswith("_mask") and p.stem[:-len("_mask")] not in stems)
+    if orphans:
+        warnings.warn(f"{len(orphans)} mask(s) in {folder} have no image and are not used: {', '.join(orphans[:5])}"
+                      f"{', ...' if len(orphans) > 5 else ''}", stacklevel=2)
+    for path in files:
         if path.stem.endswith("_mask"):
             continue
         match = re.fullmatch(r"(.+)_(\d+)", path.stem)
@@ -349,21 +354,26 @@ def load_masked_images(folder, bgr: bool = True) -> MaskedImages:
     if not entries:
         raise ValueError(f"no <class>_<n>.jpg images in {folder}")
     entries.sort()
+    mask_of = {p.stem: p for p in files if p.stem.endswith("_mask")}
 
     def read(path: Path, mode: str) -> np.ndarray:
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} missing (each image needs its mask)")
         with _open_image(path) as image:
             return np.asarray(upright(image).convert(mode))
 
     images, masks = [], []
     for _, _, path in entries:
-        image, mask = read(path, "RGB"), read(path.with_name(f"{path.stem}_mask.jpg"), "L")
+        if f"{path.stem}_mask" not in mask_of:
+            raise FileNotFoundError(f"{path.with_name(path.stem + '_mask.jpg')} missing (each image needs its mask)")
+        image, mask = read(path, "RGB"), read(mask_of[f"{path.stem}_mask"], "L")
         if mask.shape != image.shape[:2] or (images and image.shape != images[0].shape):
             raise ValueError(f"{path}: image {image.shape[:2]} and mask {mask.shape} sizes differ from "
                              "each other or from the other images")
         images.append(image[..., ::-1] if bgr else image)
         masks.append(mask >= 200)
+    empty = [p.stem for (_, _, p), mask in zip(entries, masks) if not mask.any()]
+    if empty:
+        warnings.warn(f"the masks of {len(empty)} image(s) ({', '.join(empty[:5])}{', ...' if len(empty) > 5 else ''}) "
+                      "mark no object pixel (>= 200): every pixel counts as background there", stacklevel=2)
     return MaskedImages(images=torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(),
                         labels=torch.tensor([c for c, _, _ in entries]), classes=list(CIFAR10_CLASSES),
                         name=folder.name, masks=torch.from_numpy(np.stack(masks)),
