@@ -313,6 +313,10 @@ def test_masked_images_errors(tmp_path):
     write_jpg(tmp_path / "unicorn_1.jpg", np.zeros((8, 8, 3), np.uint8))
     with pytest.raises(ValueError, match="unknown class 'unicorn'"):
         load_masked_images(tmp_path)
+    (tmp_path / "unicorn_1.jpg").unlink()
+    write_jpg(tmp_path / "dog_1.JPEG", np.zeros((8, 8, 3), np.uint8))  # the same image twice
+    with pytest.raises(ValueError, match=r"dog_1.JPEG and .*dog_1.jpg are one name with two suffixes: keep one"):
+        load_masked_images(tmp_path)
 
 
 def test_masked_images_in_any_case_with_stray_masks_and_empty_ones_said(tmp_path):

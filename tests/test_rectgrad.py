@@ -736,7 +736,14 @@ def test_keyword_inputs_and_builtin_max_pools_follow_the_padding_trick_and_prr()
         assert torch.equal(RectGrad(other).attribute(x, target=1, **options), expected)
     reduced = _TextCNN(lambda h: torch.max(h, -1)[0]).double().eval()
     reduced.load_state_dict(model.state_dict())
-    with pytest.warns(UserWarning, match=r"max\(x, dim\) works as a max-pool here .*PRR redistributes at max-pool"):
+    for pool in (lambda h: torch.max(h, -1)[0], lambda h: torch.amax(input=h, dim=-1)):
+        reduced.pool = pool
+        with pytest.warns(UserWarning, match=r"max\(x, dim\) over a feature map's .*: if it is a max-pool .*PRR "
+                                             r"does not reach it"):
+            RectGrad(reduced).attribute(x, target=1, **options)
+    reduced.pool = lambda h: (h - h.amax(-1, keepdim=True)).softmax(-1).sum(-1)  # a stable softmax: no max-pool
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         RectGrad(reduced).attribute(x, target=1, **options)
     with_indices = _TextCNN(lambda h: torch.max_pool1d_with_indices(h, 9)[0].squeeze(-1)).double().eval()
     with pytest.raises(ValueError, match="does not support max_pool1d_with_indices"):

@@ -547,6 +547,10 @@ def test_the_papers_masked_cifar_images_come_flipped_to_rgb_with_their_masks(tmp
     assert (images.x[:, 0] > 0.9).all() and (images.x[:, 2] < -0.9).all()  # red in channel 0: flipped to RGB
     with pytest.raises(ValueError, match="cifar10-masked needs the folder of the paper's masked CIFAR-10 images"):
         studies.images_from_dataset("cifar10-masked", 4)
+    with pytest.raises(ValueError, match="--download does not apply to cifar10-masked"):
+        studies.images_from_dataset("cifar10-masked", 4, data_dir=tmp_path, download=True)
+    with pytest.raises(ValueError, match="unknown dataset 'mnist'; known: fashion-mnist, cifar10, folder, cifar10-ma"):
+        studies.images_from_dataset("mnist", 4)
     save_checkpoint(PaperCNN(in_channels=3, image_size=32, num_classes=10).eval(), tmp_path / "cifar.pt")
     assert main(["study", "layers", "--dataset", "cifar10-masked", "--data-dir", str(tmp_path), "--count", "2",
                  "--model", str(tmp_path / "cifar.pt"), "--out", str(tmp_path / "out")]) == 0

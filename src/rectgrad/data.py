@@ -336,8 +336,11 @@ def load_masked_images(folder, bgr: bool = True) -> MaskedImages:
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"masked image folder {folder} not found")
-    entries, files = [], [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in (".jpg", ".jpeg")]
+    entries, files = [], sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in (".jpg", ".jpeg"))
     stems = {p.stem for p in files}
+    twice = [p for p in files if sum(q.stem == p.stem for q in files) > 1]
+    if twice:
+        raise ValueError(f"{twice[0]} and {twice[1]} are one name with two suffixes: keep one of them")
     orphans = sorted(p.name for p in files if p.stem.endswith("_mask") and p.stem[:-len("_mask")] not in stems)
     if orphans:
         warnings.warn(f"{len(orphans)} mask(s) in {folder} have no image and are not used: {', '.join(orphans[:5])}"

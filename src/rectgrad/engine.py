@@ -314,14 +314,19 @@ _MAX_POOLS_WITHOUT_RULE = (F.max_pool1d_with_indices, F.max_pool2d_with_indices,
                            torch.max_pool1d_with_indices)
 # Functions whose first argument, the tensor the rules follow, may be given as ``input=``.
 _INPUT_FIRST = frozenset({*ELEMENTWISE, *_CONVOLUTIONS, *_AVERAGE_POOL, *_MAX_POOLS_WITHOUT_RULE,
-                          *ADAPTIVE_MAX_POOL_PAIRS, F.pad})
+                          *ADAPTIVE_MAX_POOL_PAIRS, F.pad, torch.max, torch.amax})
 
 
-def _reduces(func, args, kwargs) -> bool:
-    """Whether a ``max`` / ``amax`` call takes the maximum over dimensions (not two tensors' elementwise maximum)."""
-    if func in (torch.amax, torch.Tensor.amax):
-        return True
-    return "dim" in kwargs or len(args) > 1 and isinstance(args[1], int)
+def _pools(func, x: Tensor, args, kwargs) -> bool:
+    """Whether a ``max`` / ``amax`` call looks like a global max-pool: the maximum of a feature map (N, C, ...) over
+    dimensions after the channels, dropping them (a numerically stable softmax keeps them: ``keepdim=True``), not
+    two tensors' elementwise maximum."""
+    values = dict(zip(("dim", "keepdim"), args[1:]), **kwargs)
+    dim = values.get("dim", () if func in (torch.amax, torch.Tensor.amax) else None)
+    if dim is None or isinstance(dim, Tensor) or values.get("keepdim") or x.dim() < 3:
+        return False
+    dims = [d % x.dim() for d in ((dim,) if isinstance(dim, int) else dim)] or range(x.dim())
+    return all(d >= 2 for d in dims)
 
 
 def _average_pool(func, args, kwargs) -> Callable[[Tensor], Tensor]:
@@ -528,11 +533,12 @@ class RuleMode(TorchFunctionMode):
             values = _ProportionalMaxPool.apply(x, lambda t: pool(t, *args[1:], **kwargs),
                                                 _average_pool(pool, args, kwargs))
             return values, func(x.detach(), *args[1:], **kwargs)[1]
-        if options.prr and func in MAX_REDUCTIONS and _reduces(func, args, kwargs) and depends_on_input(
+        if options.prr and func in MAX_REDUCTIONS and _pools(func, x, args, kwargs) and depends_on_input(
                 x, self.input_nodes):
-            self._warn_once("max", f"{func.__name__}(x, dim) works as a max-pool here (a global max over time in a "
-                            "text CNN), but PRR redistributes at max-pool functions only: it passes the plain "
-                            "gradient (write it as F.adaptive_max_pool1d(x, 1) / F.max_pool1d to have PRR apply)")
+            self._warn_once("max", f"{func.__name__}(x, dim) over a feature map's spatial or time dimensions: if it "
+                            "is a max-pool (a global max over time in a text CNN), PRR does not reach it, as it "
+                            "redistributes at max-pool functions only; write it as F.adaptive_max_pool1d(x, 1) / "
+                            "F.max_pool1d to have PRR apply")
         if options.prr and func in _MAX_POOLS_WITHOUT_RULE:
             raise ValueError(f"the proportional redistribution rule does not support {func.__name__} (max-pools "
                              "returning indices, e.g. for MaxUnpool or in an exported program decomposed to core "

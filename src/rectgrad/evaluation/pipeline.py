@@ -114,7 +114,9 @@ def reproduce(dataset: str, scale: str, work_dir, *, data_dir=None, masks_dir=No
     test = load_dataset(dataset, "test", data_dir=data_dir, download=download, image_size=image_size,
                         progress=settings.progress)
     masked = _masked_images(dataset, test, masks_dir, data_dir, image_size, settings.progress)
-    data = {"train": len(train), "test": len(test), "crc32": _crc(train, test, *[] if masked is None else [masked])}
+    files = masked is not None and dataset != "fashion-mnist"  # masks read from files, not derived from the images
+    data = {"train": len(train), "test": len(test),
+            "crc32": _crc(train, test, *[] if masked is None else [masked], masks=files)}
     if dataset == "folder":
         data.update(image_size=image_size, masked=0 if masked is None else len(masked))
     config = {"dataset": dataset, "scale": scale, "parameters": asdict(spec), "methods": list(methods),
@@ -163,12 +165,14 @@ def _masked_images(dataset: str, test: ImageDataset, masks_dir, data_dir, image_
                         masks=object_masks_from_images(test.images), names=[f"test_{i}" for i in range(len(test))])
 
 
-def _crc(*datasets: ImageDataset) -> int:
-    """A checksum of the images, labels and object masks: a rerun on changed data (a mended mask) starts anew."""
+def _crc(*datasets: ImageDataset, masks: bool) -> int:
+    """A checksum of the images and labels, and with ``masks`` of the object masks read from files: a rerun on
+    changed data (a mended mask) starts anew. (Derived masks follow from the images: a Fashion-MNIST folder made
+    before masks counted resumes.)"""
     crc = 0
     for d in datasets:
         crc = zlib.crc32(d.labels.numpy().tobytes(), zlib.crc32(d.images.numpy().tobytes(), crc))
-        if isinstance(d, MaskedImages):
+        if masks and isinstance(d, MaskedImages):
             crc = zlib.crc32(d.masks.numpy().tobytes(), crc)
     return crc
 

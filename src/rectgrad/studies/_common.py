@@ -403,12 +403,17 @@ def images_from_dataset(name: str, count: int, per_class: int = 1, data_dir=None
     reproduce`` does); they are named by class folder and file (``cat/12``), the standard datasets' images by their
     index in the test set (``test 12``).
     """
-    from rectgrad.data import (MaskedImages, image_folder_files, load_dataset, load_image_folder_masks,
+    from rectgrad.data import (DATASETS, MaskedImages, image_folder_files, load_dataset, load_image_folder_masks,
                                load_masked_images, object_masks_from_images)
 
     if count < 1 or per_class < 1:
         raise ValueError(f"count and per_class must be positive, got {count} and {per_class}")
+    if name not in (*DATASETS, "cifar10-masked"):
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}, cifar10-masked")
     if name == "cifar10-masked":
+        if download:
+            raise ValueError("--download does not apply to cifar10-masked: the paper's masked images come with its "
+                             "reference code (github.com/1202kbs/Rectified-Gradient, CIFAR10_mask.tar)")
         if data_dir is None:
             raise ValueError("cifar10-masked needs the folder of the paper's masked CIFAR-10 images (<class>_<n>.jpg "
                              "and <class>_<n>_mask.jpg) as data_dir (--data-dir)")
