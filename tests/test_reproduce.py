@@ -252,7 +252,7 @@ def test_smoke_with_ray(smoke, tmp_path):
     args, _, work = smoke
     copy = tmp_path / "work"
     shutil.copytree(work, copy, ignore=shutil.ignore_patterns("kar"))  # the 18 KAR trainings run on Ray
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)  # its own, whatever runs
     try:
         assert main([*args, "--out", str(tmp_path / "report"), "--work-dir", str(copy), "--backend", "ray"]) == 0
     finally:
