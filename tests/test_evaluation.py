@@ -16,7 +16,7 @@ from rectgrad.data import ImageDataset
 from rectgrad.evaluation import (LocalBackend, ResultStore, RoarKarResult, background_at, compute_maps,
                                  conv_activations, correctly_classified, feature_map_occlusion, final_threshold,
                                  noise_level, occlude_dataset, patch_attribution, roar_kar)
-from rectgrad.evaluation.roar import Job
+from rectgrad.evaluation.roar import Job, RayBackend
 from rectgrad.metrics import kar_aoc, roar_auc
 from rectgrad.models import PaperCNN
 from rectgrad.train import new_model, train_model
@@ -651,3 +651,32 @@ def test_train_many_in_bfloat16_learns():
     train, test = quadrants(200, 0), quadrants(100, 1)
     assert min(Retrainer(epochs=2, device="cpu", batch_size=20, precision="bf16").many([(train, test, 0)])[0],
                Retrainer(epochs=2, device="cpu", batch_size=20).many([(train, test, 0)])[0]) > 0.9
+
+
+def test_ray_backend_checks_its_settings_and_the_clusters_resources():
+    for bad in ({"num_cpus": -1}, {"num_gpus": "x"}, {"max_in_flight": -1}, {"max_in_flight": 2.5}):
+        with pytest.raises(ValueError, match="num_cpus must be > 0|max_in_flight must be a positive integer"):
+            RayBackend(**bad)
+    backend = RayBackend(num_cpus=1, num_gpus=1)  # no GPU in the cluster: its tasks would wait for ever
+    with pytest.raises(ValueError, match=r"asks Ray for 1 CPU\(s\) and 1 GPU\(s\), but the cluster has 2 CPU\(s\) "
+                                         r"and 0 GPU\(s\)"):
+        backend._check_resources({"CPU": 2.0}, started=True)
+    with pytest.warns(RuntimeWarning, match="the tasks wait until nodes that have them join"):
+        backend._check_resources({"CPU": 2.0}, started=False)  # a cluster's autoscaler may add them
+    RayBackend(num_cpus=2)._check_resources({"CPU": 2.0, "GPU": 1.0}, started=True)
+
+
+def test_ray_backend_names_a_dying_training_and_shuts_down_what_it_started():
+    ray = pytest.importorskip("ray")
+    train, test, maps = roar_inputs()
+    lock = threading.Lock()
+    unpicklable = lambda a, b, s: 0.5 if lock else 0.0  # noqa: E731 (a lock cannot be pickled)
+    with pytest.raises(TypeError):
+        roar_kar(train, test, {"random": None}, unpicklable, fractions=(0.2, 0.6), repeats=1, progress=False,
+                 backend=RayBackend())
+    assert not ray.is_initialized()  # the instance it started is gone
+    exits = lambda a, b, s: __import__("os")._exit(3)  # noqa: E731 (defined here: pickled by value for the workers)
+    with pytest.raises(RuntimeError, match=r"the Ray worker training roar/random-p0.2-r0 died, on every retry"):
+        roar_kar(train, test, {"random": None}, exits, fractions=(0.2, 0.6), repeats=1, progress=False,
+                 backend=RayBackend(max_in_flight=1))
+    assert not ray.is_initialized()

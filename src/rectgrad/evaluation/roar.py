@@ -340,10 +340,18 @@ class RayBackend:
     """Runs each training as a Ray task (``num_cpus`` CPUs and ``num_gpus`` GPUs, possibly a fraction, each)
     on the cluster at ``address`` (``None``: the running Ray instance, or a new local one). Results come back
     to this process as they finish, so they are saved one by one; at most ``max_in_flight`` tasks (default:
-    twice the cluster's CPUs) are pending, which bounds the datasets held in Ray's object store."""
+    twice the cluster's CPUs) are pending, which bounds the datasets held in Ray's object store. A task runs
+    torch on ``int(num_cpus)`` threads (at least one): its results equal the local backend's run on as many
+    threads; on others they differ by float rounding, so resume a sweep with the backend and threads it began
+    with."""
 
     def __init__(self, address: str | None = None, num_cpus: float = 1, num_gpus: float = 0,
                  max_in_flight: int | None = None):
+        if not (isinstance(num_cpus, (int, float)) and num_cpus > 0 and isinstance(num_gpus, (int, float))
+                and num_gpus >= 0):
+            raise ValueError(f"num_cpus must be > 0 and num_gpus >= 0, got {num_cpus!r} and {num_gpus!r}")
+        if max_in_flight is not None and (not isinstance(max_in_flight, int) or max_in_flight < 1):
+            raise ValueError(f"max_in_flight must be a positive integer or None, got {max_in_flight!r}")
         self.address, self.num_cpus, self.num_gpus, self.max_in_flight = address, num_cpus, num_gpus, max_in_flight
 
     def run(self, jobs: Iterable[Job], train_fn: TrainFn, done: Callable[[Job, float, float], None],
@@ -353,12 +361,13 @@ class RayBackend:
         started = not ray.is_initialized()
         if started:
             ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
-        task = ray.remote(num_cpus=self.num_cpus, num_gpus=self.num_gpus)(_train_task)
-        limit = self.max_in_flight or max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
-        function = ray.put(train_fn)
-        threads = max(1, int(self.num_cpus))
         pending, last = {}, None
-        try:
+        try:  # from here on a Ray instance started here is shut down whatever happens
+            self._check_resources(ray.cluster_resources(), started)
+            task = ray.remote(num_cpus=self.num_cpus, num_gpus=self.num_gpus)(_train_task)
+            limit = self.max_in_flight or max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
+            function = ray.put(train_fn)
+            threads = max(1, int(self.num_cpus))
             iterator = iter(jobs)
             while True:
                 for job in islice(iterator, max(0, limit - len(pending))):
@@ -369,12 +378,31 @@ class RayBackend:
                 if not pending:
                     break
                 ready, _ = ray.wait(list(pending), num_returns=1)
-                done(pending.pop(ready[0]), *ray.get(ready[0]))
+                job = pending.pop(ready[0])
+                try:
+                    result = ray.get(ready[0])
+                except ray.exceptions.WorkerCrashedError as error:
+                    raise RuntimeError(f"the Ray worker training {job.key[:-len('.json')]} died, on every retry: "
+                                       "train_fn exited (sys.exit, os._exit) or the process crashed; Ray's "
+                                       "python-core-worker-*.log files say why") from error
+                done(job, *result)
         finally:
             for ref in pending:
                 ray.cancel(ref)
             if started:
                 ray.shutdown()
+
+    def _check_resources(self, cluster: dict, started: bool) -> None:
+        """A task asking for more than the cluster has would wait for ever, silently: refused on a local instance
+        started here, a warning on a cluster (an autoscaler may add the nodes)."""
+        have = {"CPU": cluster.get("CPU", 0), "GPU": cluster.get("GPU", 0)}
+        if self.num_cpus <= have["CPU"] and self.num_gpus <= have["GPU"]:
+            return
+        message = (f"each training asks Ray for {self.num_cpus:g} CPU(s) and {self.num_gpus:g} GPU(s), but the cluster "
+                   f"has {have['CPU']:g} CPU(s) and {have['GPU']:g} GPU(s) (--ray-cpus, --ray-gpus)")
+        if started:
+            raise ValueError(message)
+        warnings.warn(message + ": the tasks wait until nodes that have them join", RuntimeWarning, stacklevel=3)
 
 
 def _train_task(train_fn: TrainFn, train: ImageDataset, test: ImageDataset, seed: int,
