@@ -474,7 +474,7 @@ class RuleMode(TorchFunctionMode):
         kwargs = kwargs or {}
         func = ATEN_ALIASES.get(func, func)
         if func in ATEN_CONVOLUTIONS:
-            func, args, kwargs = as_functional_convolution(args, kwargs or {}) or (func, args, kwargs)
+            func, args, kwargs = as_functional_convolution(args, kwargs) or (func, args, kwargs)
         options = self.options
         multiplier = isinstance(options.rule, MultiplierRule)
         if multiplier and func in OTHER_NONLINEAR:

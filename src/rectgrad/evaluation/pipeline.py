@@ -210,8 +210,9 @@ class _Run:
                                    [self.seed] * len(missing), epochs=epochs, device=device,
                                    progress=self.settings.progress,
                                    checkpoint=self.store.path(f"models/unfinished-{'-'.join(missing)}.pt"))
-            accuracies = [evaluate(trained[name], data[name][1]) for name in missing]  # then saved one after the
-            for name, history, accuracy in zip(missing, histories, accuracies):    # other: train_many's state is gone
+            # train_many has deleted its resumable state: evaluate all first, then save them one after the other
+            accuracies = [evaluate(trained[name], data[name][1]) for name in missing]
+            for name, history, accuracy in zip(missing, histories, accuracies):
                 save(name, {**history, "test_accuracy": accuracy}, len(missing))
         else:
             for name in missing:  # each saved as soon as it is trained
