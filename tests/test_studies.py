@@ -265,6 +265,12 @@ def test_layers_study(cnn, tmp_path):
     for row in rows:
         assert 0 <= row["Saliency background"] <= 1 and 0 <= row["RectGrad background"] <= 1
     assert rows[0]["Saliency nonzero"] == 1.0 and rows[0]["RectGrad nonzero"] < 1.0
+    x = images.x.clone().requires_grad_()  # the plain gradient alone, at the input, by hand
+    logits = cnn(x)
+    (grad,) = torch.autograd.grad(logits.gather(1, logits.argmax(1, keepdim=True)).sum(), x)
+    magnitude = grad.mean(1).abs()
+    outside = ((magnitude * ~images.masks).sum((1, 2)) / magnitude.sum((1, 2))).mean()
+    assert rows[0]["gradient background"] == pytest.approx(float(outside))
     assert no_hooks_left(cnn) and (tmp_path / "layers_grid.png").exists()
 
 

@@ -87,9 +87,9 @@ def layers(model: nn.Module, images: Images, out=None, *, q: float = 98.0, paddi
     (the paper's "channel-wise average attributions for hidden layer inputs"). Both rows use ``h * gradient``,
     so they differ only by the backward rule. Numbers per layer: the fraction of non-zero attribution values
     and, where ``images`` has object masks, the fraction of ``|attribution|`` outside the object (mask
-    resized to the layer): the paper's noise accumulation shows as Saliency's background share growing
-    towards the input while RectGrad's stays low. ``show``: how many images (the first) the figure draws;
-    the numbers use all.
+    resized to the layer), also of the plain gradient alone (a Saliency map proper): the paper's noise
+    accumulation shows as Saliency's background share growing towards the input while RectGrad's stays low.
+    ``show``: how many images (the first) the figure draws; the numbers use all.
     """
     q, _ = check_threshold(q, None)
     predicted, _ = predict(model, images.x)
@@ -97,6 +97,7 @@ def layers(model: nn.Module, images: Images, out=None, *, q: float = 98.0, paddi
     methods = {"Saliency": Options(), "RectGrad": Options(rule=Rule(score="pr1", q=q), padding_trick=padding_trick)}
     maps: dict[str, dict[str, torch.Tensor]] = {}  # layer -> method -> (N, h, w) channel-mean attribution
     nonzero: dict[str, dict[str, float]] = {}
+    gradients: dict[str, torch.Tensor] = {}  # layer -> (N, h, w) channel-mean plain gradient
     for method, options in methods.items():
         grad, hidden = engine_gradients(model, images.x, predicted, options, chosen)
         seen = {}
@@ -105,6 +106,8 @@ def layers(model: nn.Module, images: Images, out=None, *, q: float = 98.0, paddi
             label = name if seen[name] == 1 else f"{name}#{seen[name]}"
             attr = h * g
             maps.setdefault(label, {})[method] = attr.mean(1)
+            if method == "Saliency":
+                gradients[label] = g.mean(1)
             nonzero.setdefault(label, {})[method] = float((attr != 0).double().mean())
     rows = []
     for label, per_method in maps.items():
@@ -114,6 +117,7 @@ def layers(model: nn.Module, images: Images, out=None, *, q: float = 98.0, paddi
         if images.masks is not None:
             row["background area"] = 1 - float(resize_masks(images.masks, tuple(some.shape[-2:])).double().mean())
             row |= {f"{m} background": float(outside_fraction(per_method[m], images.masks).mean()) for m in methods}
+            row["gradient background"] = float(outside_fraction(gradients[label], images.masks).mean())
         rows.append(row)
     figures = {"grid": _grid(images, maps, list(methods), show)}
     result = StudyResult("layers", {"layers": rows}, figures, notes=_NOTES.format(q=q))
@@ -146,4 +150,5 @@ _NOTES = """Section 5.2 / Figs. 6, 11. Attribution to the input h of each hidden
 channels for the figure; layers ordered from the input (first column / row) to the output (last). `nonzero`: share of
 non-zero values of h x gradient; `background`: share of |channel-mean attribution| outside the object mask
 resized to the layer (mean over images); `background area`: share of the layer's positions outside the
-mask, what a uniform map would score."""
+mask, what a uniform map would score; `gradient background`: the same for the plain gradient alone (a Saliency
+map proper; the rows compare h x gradient, which differ by the backward rule only)."""
