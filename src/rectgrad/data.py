@@ -373,10 +373,7 @@ def load_masked_images(folder, bgr: bool = True) -> MaskedImages:
                              "each other or from the other images")
         images.append(image[..., ::-1] if bgr else image)
         masks.append(mask >= 200)
-    empty = [p.stem for (_, _, p), mask in zip(entries, masks) if not mask.any()]
-    if empty:
-        warnings.warn(f"the masks of {len(empty)} image(s) ({', '.join(empty[:5])}{', ...' if len(empty) > 5 else ''}) "
-                      "mark no object pixel (>= 200): every pixel counts as background there", stacklevel=2)
+    _warn_empty_masks([p.stem for _, _, p in entries], masks, ">= 200")
     return MaskedImages(images=torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(),
                         labels=torch.tensor([c for c, _, _ in entries]), classes=list(CIFAR10_CLASSES),
                         name=folder.name, masks=torch.from_numpy(np.stack(masks)),
@@ -406,6 +403,14 @@ def load_image_folder(root, split: str = "train", image_size: int = 32, progress
     images = _read_images([path for path, _ in files], image_size, mode, progress=progress,
                           description=f"reading {split} images")
     return ImageDataset(images, labels, classes, f"{Path(root).name} ({split})")
+
+
+def _warn_empty_masks(names: list[str], masks, object_pixels: str) -> None:
+    """Warn, naming the images, about masks that mark no object pixel (``object_pixels`` says which pixels would)."""
+    empty = [name for name, mask in zip(names, masks) if not mask.any()]
+    if empty:
+        warnings.warn(f"the masks of {len(empty)} image(s) ({', '.join(empty[:5])}{', ...' if len(empty) > 5 else ''}) "
+                      f"mark no object pixel ({object_pixels}): every pixel counts as background there", stacklevel=3)
 
 
 def image_folder_files(root, split: str = "test", image_size: int = 32) -> list[Path]:
@@ -439,11 +444,7 @@ def load_image_folder_masks(root, image_size: int = 32, test: ImageDataset | Non
     zero_one = raw.flatten(1).amax(1) <= 1
     masks = raw >= torch.where(zero_one, 1, 128).to(raw.dtype)[:, None, None]
     names = [f"{path.parent.name}/{path.stem}" for path in paths]
-    empty = [name for name, mask in zip(names, masks) if not mask.any()]
-    if empty:
-        warnings.warn(f"the masks of {len(empty)} image(s) ({', '.join(empty[:5])}{', ...' if len(empty) > 5 else ''}) "
-                      "mark no object pixel (white, or 1 in a 0/1 mask): every pixel counts as background there",
-                      stacklevel=2)
+    _warn_empty_masks(names, masks, "white, or 1 in a 0/1 mask")
     images = test.images[masked] if test is not None else _read_images(paths, image_size, mode, progress=progress,
                                                                       description="reading masked images")
     return MaskedImages(images, torch.tensor([files[i][1] for i in masked]), classes,

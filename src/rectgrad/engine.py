@@ -521,18 +521,13 @@ class RuleMode(TorchFunctionMode):
                                     "it): nothing reaches the input through it (all-zero maps unless skip "
                                     "connections pass around it); give larger inputs or use padding_trick=False")
             return out
-        if options.prr and func in _AVERAGE_POOL:
+        if options.prr and (func in _AVERAGE_POOL or func in ADAPTIVE_MAX_POOL_PAIRS):
             if _checkpointing():  # PyTorch's max-pool keeps its indices too: the recomputed tensors would not match
                 raise ValueError(f"{_CHECKPOINTING} (a max-pool under PRR inside a checkpointed block)")
-            return _ProportionalMaxPool.apply(x, lambda t: func(t, *args[1:], **kwargs),
-                                              _average_pool(func, args, kwargs))
-        if options.prr and func in ADAPTIVE_MAX_POOL_PAIRS:  # values and indices
-            if _checkpointing():
-                raise ValueError(f"{_CHECKPOINTING} (a max-pool under PRR inside a checkpointed block)")
-            pool = ADAPTIVE_MAX_POOL_PAIRS[func]
+            pool = ADAPTIVE_MAX_POOL_PAIRS.get(func, func)  # the values alone, of a pool returning its indices too
             values = _ProportionalMaxPool.apply(x, lambda t: pool(t, *args[1:], **kwargs),
                                                 _average_pool(pool, args, kwargs))
-            return values, func(x.detach(), *args[1:], **kwargs)[1]
+            return values if pool is func else (values, func(x.detach(), *args[1:], **kwargs)[1])
         if options.prr and func in MAX_REDUCTIONS and _pools(func, x, args, kwargs) and depends_on_input(
                 x, self.input_nodes):
             self._warn_once("max", f"{func.__name__}(x, dim) over a feature map's spatial or time dimensions: if it "

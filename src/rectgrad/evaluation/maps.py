@@ -82,9 +82,10 @@ def _check_maps(maps: Tensor) -> None:
 def _prepare(maps: Tensor, method: str, threshold: bool) -> Tensor:
     """The maps as the measures read them, summed over channels (in float32 at least: half-precision sums
     overflow)."""
+    if threshold:
+        return final_threshold(maps, method)
     _check_maps(maps)
-    maps = maps.to(torch.promote_types(maps.dtype, torch.float32))  # final_threshold's dtype too
-    return final_threshold(maps, method) if threshold else maps.sum(1, keepdim=True)
+    return maps.sum(1, keepdim=True, dtype=torch.promote_types(maps.dtype, torch.float32))
 
 
 def patch_attribution(maps: Tensor, method: str, region: Tensor, *, threshold: bool = True) -> Tensor:

@@ -121,9 +121,8 @@ def reproduce(dataset: str, scale: str, work_dir, *, data_dir=None, masks_dir=No
         data.update(image_size=image_size, masked=0 if masked is None else len(masked))
     config = {"dataset": dataset, "scale": scale, "parameters": asdict(spec), "methods": list(methods),
               "seed": seed, "data": data}
-    resuming = ResultStore.read_config(work_dir) is not None
     store = ResultStore(work_dir, config)  # refuses another configuration's folder
-    if resuming:
+    if store.resumed:
         print(f"resuming: the finished units of work in {store.folder} are kept, the rest is computed",
               file=sys.stderr, flush=True)
     run = _Run(store, spec, methods, seed, settings)

@@ -21,7 +21,8 @@ SECONDS = "seconds"
 
 
 class ResultStore:
-    """Resumable results under ``folder``, bound to ``config`` (plain JSON values)."""
+    """Resumable results under ``folder``, bound to ``config`` (plain JSON values); ``resumed``: the folder held
+    results of this configuration already."""
 
     def __init__(self, folder, config: dict):
         self.folder = Path(folder)
@@ -32,7 +33,7 @@ class ResultStore:
         if saved is not None and saved != config:
             raise ValueError(f"{self.folder} holds results of another configuration ({_difference(saved, config)}); "
                              "refusing to mix them: use another folder or delete this one")
-        self.config = config
+        self.config, self.resumed = config, saved is not None
         if saved is None:
             self.folder.mkdir(parents=True, exist_ok=True)
             self.save_json(CONFIG, config)
