@@ -33,11 +33,13 @@ def naive_rectgrad(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, q
         kept = np.where(s > thresholds[:, None], g.reshape(len(g), -1), 0.0).reshape(g.shape)
         return (torch.from_numpy(kept),)
 
-    def zero_border(module, inputs, output):
+    def zero_border(module, inputs, output):  # Listing 2; a 1-pixel side has no border
         def hook(grad):
             grad = grad.clone()
-            grad[..., [0, -1], :] = 0
-            grad[..., :, [0, -1]] = 0
+            if grad.shape[-2] > 1:
+                grad[..., [0, -1], :] = 0
+            if grad.shape[-1] > 1:
+                grad[..., :, [0, -1]] = 0
             return grad
         output.register_hook(hook)
 
@@ -56,7 +58,8 @@ def naive_rectgrad(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, q
     for module in model.modules():
         if isinstance(module, nn.ReLU):
             handles += [module.register_forward_hook(remember_output), module.register_full_backward_hook(relu_rule)]
-        if padding_trick and isinstance(module, nn.Conv2d) and module.padding != (0, 0):
+        if padding_trick and isinstance(module, nn.Conv2d) and module.padding != "valid" and (
+                module.padding != (0, 0) or module.kernel_size == (1, 1)):
             handles.append(module.register_forward_hook(zero_border))
         if prr and isinstance(module, nn.MaxPool2d):
             handles += [module.register_forward_pre_hook(remember_input),

@@ -31,7 +31,7 @@ def test_resnet18_reused_inplace_relus():
     from torchvision.models import resnet18
 
     model = resnet18(num_classes=10).eval()
-    x = torch.randn(2, 3, 64, 64)
+    x = torch.randn(2, 3, 128, 128)  # 4 x 4 maps in layer4: the padding trick keeps their inside
     assert engine_sites(model, x) == activation_module_calls(model, x, nn.ReLU) == 17
     rect = RectGrad(model).attribute(x, target=[3, 4], tau=0.0)
     guided = GuidedBackprop(model).attribute(x, target=[3, 4])

@@ -89,6 +89,30 @@ def test_padding_trick_and_prr_match_naive(cnn, batch):
         assert not torch.equal(ours, RectGrad(cnn).attribute(x, target=y, q=98.0))
 
 
+def test_padding_trick_zeroes_every_same_convolution_as_listing_2():
+    # Listing 2 zeroes the border of every SAME convolution along both sides: 1x1 ones (SAME and VALID alike in
+    # PyTorch, SAME in the reference's TF-slim models) and 1x3 / 3x1 ones padding one side (Inception's), not VALID
+    # ones; a 1-pixel side has no border (a 1x1 convolution on pooled features, an SE block's, passes)
+    torch.manual_seed(8)
+    model = nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 1), nn.ReLU(),
+                          nn.Conv2d(4, 4, (1, 3), padding=(0, 1)), nn.ReLU(), nn.Conv2d(4, 4, (3, 1), padding=(1, 0)),
+                          nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                          nn.Conv2d(6, 32, 1), nn.ReLU(), nn.Flatten(), nn.Linear(32, 3)).double()
+    x, y = torch.randn(4, 2, 10, 10, dtype=torch.float64), torch.tensor([0, 1, 2, 0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no side of 2 pixels: no warning
+        for kwargs in ({"padding_trick": True}, {"padding_trick": True, "prr": True}):
+            ours = RectGrad(model).attribute(x, target=y, q=80.0, **kwargs)
+            torch.testing.assert_close(ours, naive_rectgrad(model, x, y, q=80.0, **kwargs), rtol=1e-9, atol=1e-12)
+        assert not torch.equal(ours, RectGrad(model).attribute(x, target=y, q=80.0, prr=kwargs.get("prr", False)))
+    valid = copy.deepcopy(model)
+    valid[2].padding = "valid"  # declared VALID: left alone
+    left_alone = RectGrad(valid).attribute(x, target=y, q=80.0, padding_trick=True)
+    torch.testing.assert_close(left_alone, naive_rectgrad(valid, x, y, q=80.0, padding_trick=True), rtol=1e-9,
+                               atol=1e-12)
+    assert not torch.equal(left_alone, ours)
+
+
 class SeparatelyPadded(nn.Module):
     """The paper CNN's convolutions with TensorFlow-style "same" padding done first by ``ZeroPad2d`` /
     ``F.pad`` (as EfficientNet ports do), then ``padding=0``; the same weights as ``cnn``."""

@@ -230,14 +230,14 @@ def _local_gradient(call, z: Tensor, grad: Tensor) -> Tensor:
     return local
 
 
-def _zero_border(padded: tuple[bool, ...]):
-    """Gradient hook zeroing a 1-pixel border along each ``padded`` spatial dimension (padding trick, Appendix
-    C.1); ``padded`` holds one flag per spatial dimension, the last ``len(padded)`` of the tensor."""
+def _zero_border(bordered: tuple[bool, ...]):
+    """Gradient hook zeroing a 1-pixel border along each ``bordered`` spatial dimension (padding trick, Appendix
+    C.1, Listing 2); ``bordered`` holds one flag per spatial dimension, the last ``len(bordered)`` of the tensor."""
 
     def hook(grad: Tensor) -> Tensor:
         grad = grad.clone()
-        for dim, pad in enumerate(padded, start=grad.dim() - len(padded)):
-            if pad:
+        for dim, border in enumerate(bordered, start=grad.dim() - len(bordered)):
+            if border:
                 grad.narrow(dim, 0, 1).zero_()
                 grad.narrow(dim, grad.shape[dim] - 1, 1).zero_()
         return grad
@@ -279,17 +279,19 @@ class _ProportionalMaxPool(torch.autograd.Function):
 _CONVOLUTIONS = {F.conv1d: 1, F.conv2d: 2, F.conv3d: 3}  # -> spatial dimensions
 
 
-def _conv_padding(args, kwargs, dims: int) -> tuple[bool, ...]:
-    """Whether a ``conv{dims}d`` call zero-pads each of its spatial dimensions."""
+def _conv_same(args, kwargs) -> bool:
+    """Whether the padding trick zeroes a convolution's border (Listing 2: every SAME convolution): one that zero-pads,
+    or whose kernel is 1 x ... x 1 (SAME and VALID are then the same computation; the reference's TF-slim models
+    write them SAME), unless declared ``padding="valid"``."""
     padding = kwargs.get("padding", args[4] if len(args) > 4 else 0)
-    if isinstance(padding, str):
-        weight = kwargs.get("weight", args[1] if len(args) > 1 else None)
-        if padding == "valid" or weight is None:
-            return (False,) * dims
-        return tuple(k > 1 for k in weight.shape[2:])
-    if isinstance(padding, int):
-        return (padding > 0,) * dims
-    return tuple(p > 0 for p in padding)
+    if padding == "valid":
+        return False
+    weight = kwargs.get("weight", args[1] if len(args) > 1 else None)
+    if weight is not None and all(k == 1 for k in weight.shape[2:]):
+        return True
+    if isinstance(padding, str):  # "same"
+        return weight is not None
+    return any(p > 0 for p in ((padding,) if isinstance(padding, int) else padding))
 
 
 def _zero_pad(args, kwargs) -> tuple[bool, ...]:
@@ -508,18 +510,20 @@ class RuleMode(TorchFunctionMode):
             return out
         if options.padding_trick and func in _CONVOLUTIONS:
             dims = _CONVOLUTIONS[func]
-            padded = _conv_padding(args, kwargs, dims)
+            same = _conv_same(args, kwargs)
             before = self.zero_padded.get(id(x))
             if before is not None and before[0]() is x:  # "same" padding done by a separate F.pad / ZeroPad2d
-                padded = tuple(p or q for p, q in zip(padded, before[1][-dims:]))
+                same = same or any(before[1][-dims:])
             out = func(*args, **kwargs)
-            if any(padded):  # a hook on the tensor sees the gradient of this value even if later ops are in-place
-                out.register_hook(_zero_border(padded))
-                if any(pad and size <= 2 for pad, size in zip(padded, out.shape[-dims:])):
-                    self._warn_once("border", f"the padding trick zeroes the whole gradient of a "
-                                    f"{tuple(out.shape[-dims:])} convolution output (its 1-pixel border is all of "
-                                    "it): nothing reaches the input through it (all-zero maps unless skip "
-                                    "connections pass around it); give larger inputs or use padding_trick=False")
+            sides = out.shape[-dims:]
+            if same and any(side > 1 for side in sides):  # a 1-pixel side has no border (Listing 2 fails there)
+                # a hook on the tensor sees the gradient of this value even if later ops are in-place
+                out.register_hook(_zero_border(tuple(side > 1 for side in sides)))
+                if 2 in sides:
+                    self._warn_once("border", f"the padding trick zeroes the whole gradient of a {tuple(sides)} "
+                                    "convolution output (its 1-pixel border is all of it): nothing reaches the input "
+                                    "through it (all-zero maps unless skip connections pass around it); give larger "
+                                    "inputs or use padding_trick=False")
             return out
         if options.prr and (func in _AVERAGE_POOL or func in ADAPTIVE_MAX_POOL_PAIRS):
             if _checkpointing():  # PyTorch's max-pool keeps its indices too: the recomputed tensors would not match
