@@ -498,14 +498,15 @@ def test_cli_study_downloads_a_missing_dataset_on_request(model_and_folder, tmp_
 
 def test_cli_a_dataset_the_model_cannot_take_is_one_clear_line(tmp_path, capsys):
     save_checkpoint(PaperCNN(in_channels=1, image_size=16, num_classes=2).eval(), tmp_path / "gray.pt")
-    for split in ("train", "test"):
-        for label in ("a", "b"):
-            (tmp_path / "rgb" / split / label).mkdir(parents=True)
-            Image.new("RGB", (16, 16), (200, 10, 60)).save(tmp_path / "rgb" / split / label / "0.png")
-    assert main(["study", "threshold", "--model", str(tmp_path / "gray.pt"), "--dataset", "folder", "--data-dir",
-                 str(tmp_path / "rgb"), "--count", "2", "--out", str(tmp_path / "figures")]) == 2
+    (tmp_path / "rgb").mkdir()
+    for name in ("airplane_1", "automobile_1"):  # the paper's masked CIFAR-10 images: RGB, 32 x 32, as they are
+        Image.new("RGB", (32, 32), (200, 10, 60)).save(tmp_path / "rgb" / f"{name}.jpg")
+        Image.new("L", (32, 32), 255).save(tmp_path / "rgb" / f"{name}_mask.jpg")
+    assert main(["study", "threshold", "--model", str(tmp_path / "gray.pt"), "--dataset", "cifar10-masked",
+                 "--data-dir", str(tmp_path / "rgb"), "--count", "2", "--out", str(tmp_path / "figures")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: the model cannot take the folder images, 3x16x16 (channels x height x width): ")
+    assert err.startswith("error: the model cannot take the cifar10-masked images, 3x32x32 (channels x height x "
+                          "width): ")
     assert err.count("\n") == 1
 
 
@@ -536,6 +537,39 @@ def test_folder_dataset_images_take_the_masks_beside_them(model_and_folder, tmp_
         both = studies.images_from_dataset("folder", 6, per_class=3, data_dir=tmp_path / "root", image_size=16)
     b3 = str(tmp_path / "root" / "test" / "b" / "3")
     assert sorted(both.names) == sorted(["a/1", "a/2", b3 + ".jpg", b3 + ".png", "b/4"])  # whole path: same stem
+
+
+def test_folder_dataset_images_are_preprocessed_and_named_as_the_model_says(tmp_path, capsys):
+    from rectgrad import zoo
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(4, 2)).eval()
+    torch.save(model, tmp_path / "wide.pt")
+    (tmp_path / "wide.json").write_text('{"input_size": [3, 10, 15], "mean": [0.2, 0.3, 0.4], "std": 0.25, '
+                                        '"crop_pct": null, "label_names": ["mine0", "mine1"]}')
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for label in ("cat", "dog"):
+            (tmp_path / "root" / split / label).mkdir(parents=True)
+            for i in range(2):
+                Image.fromarray(rng.integers(0, 256, (30, 45, 3), dtype=np.uint8)).save(
+                    tmp_path / "root" / split / label / f"{i}.png")
+    mask = np.zeros((30, 45), np.uint8)
+    mask[:, :15] = 1  # a 0/1 mask: the left third is the object
+    for label in ("cat", "dog"):
+        Image.fromarray(mask).save(tmp_path / "root" / "test" / label / "0_mask.png")
+    loaded = zoo.load(tmp_path / "wide.pt")
+    chosen = studies.images_from_dataset("folder", 2, data_dir=tmp_path / "root", loaded=loaded)
+    files = [tmp_path / "root" / "test" / name for name in ("cat/0.png", "dog/0.png")]
+    assert chosen.names == ["cat/0", "dog/0"] and chosen.labels.tolist() == [0, 1]  # the masked ones
+    assert chosen.classes == ["mine0", "mine1"] and (chosen.mean, chosen.std) == (loaded.mean, loaded.std)
+    torch.testing.assert_close(chosen.x, studies.images_from_files(loaded, files).x)  # 10 x 15, as files are read
+    assert chosen.masks.shape == (2, 10, 15) and chosen.masks[:, :, :5].all() and not chosen.masks[:, :, 5:].any()
+    assert main(["study", "feature-maps", "--dataset", "folder", "--data-dir", str(tmp_path / "root"), "--model",
+                 str(tmp_path / "wide.pt"), "--count", "2", "--out", str(tmp_path / "out")]) == 0
+    predicted = {row["predicted"] for row in read_csv(tmp_path / "out" / "feature_maps_images.csv")}
+    assert predicted and predicted <= {"mine0", "mine1"}  # the model's class names, not the folder's
 
 
 def test_the_papers_masked_cifar_images_come_flipped_to_rgb_with_their_masks(tmp_path, capsys):

@@ -441,14 +441,20 @@ def load_image_folder_masks(root, image_size: int = 32, test: ImageDataset | Non
         check_mask_size(mask_of[path], _image_size(mask_of[path]), path.name, _image_size(path))
     raw = _read_images([mask_of[path] for path in paths], image_size, "L", Image.NEAREST, progress=progress,
                        description="reading masks")[:, 0]
-    zero_one = raw.flatten(1).amax(1) <= 1
-    masks = raw >= torch.where(zero_one, 1, 128).to(raw.dtype)[:, None, None]
+    masks = folder_mask_objects(raw)
     names = [f"{path.parent.name}/{path.stem}" for path in paths]
     _warn_empty_masks(names, masks, "white, or 1 in a 0/1 mask")
     images = test.images[masked] if test is not None else _read_images(paths, image_size, mode, progress=progress,
                                                                       description="reading masked images")
     return MaskedImages(images, torch.tensor([files[i][1] for i in masked]), classes,
                         f"{Path(root).name} (masked test)", masks=masks, names=names)
+
+
+def folder_mask_objects(raw: torch.Tensor) -> torch.Tensor:
+    """The object pixels of grayscale uint8 masks (N, H, W) of the folder dataset: >= 128, or 1 in a 0/1 mask (one
+    whose values are all 0 or 1)."""
+    zero_one = raw.flatten(1).amax(1) <= 1
+    return raw >= torch.where(zero_one, 1, 128).to(raw.dtype)[:, None, None]
 
 
 def masks_beside(images: list[Path]) -> dict[Path, Path]:
@@ -501,6 +507,20 @@ def _image_folder(root, split: str, image_size: int,
         raise ValueError(f"image_size must be a multiple of 4 from 16 to 512 (the paper's CNN pools twice, the "
                          "random patch is 10 pixels, and its dense layer grows with the image: 268M weights at 512), "
                          f"got {image_size}")
+    files, classes, train = _folder_split(root, split)
+    return files, classes, _folder_mode(tuple(_stamped(p) for p, _ in train)) if scan_mode else None
+
+
+def image_folder_split(root, split: str = "test") -> tuple[list[tuple[Path, int]], list[str]]:
+    """The (image file, label) pairs of :func:`load_image_folder` ``(root, split)`` in its order, and the classes,
+    at no image size: for a model that reads the files itself (``rectgrad study --dataset folder``)."""
+    _check_split(split)
+    return _folder_split(root, split)[:2]
+
+
+def _folder_split(root, split: str) -> tuple[list[tuple[Path, int]], list[str], list[tuple[Path, int]]]:
+    """The (image, label) files of ``root/<split>`` in their fixed shuffled order, the classes and the training
+    files."""
     root = Path(root)
     for folder in (root / "train", root / split):
         if not folder.is_dir():
@@ -521,9 +541,8 @@ def _image_folder(root, split: str, image_size: int,
     empty = [c for label, c in enumerate(classes) if label not in present]
     if empty:
         raise ValueError(f"the training classes {empty} hold no images in {root / 'train'}")
-    mode = _folder_mode(tuple(_stamped(p) for p, _ in train)) if scan_mode else None
     order = torch.randperm(len(files), generator=torch.Generator().manual_seed(0)).tolist()
-    return [files[i] for i in order], classes, mode
+    return [files[i] for i in order], classes, train
 
 
 def _stamped(path: Path) -> tuple[Path, int, int]:

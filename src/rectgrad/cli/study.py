@@ -55,8 +55,8 @@ def _load(model: Optional[str], images: Optional[List[Path]], dataset: Optional[
     loaded = zoo.load(model, device=device)
     for line in (loaded.note or "").splitlines():
         typer.echo(f"note: {line}", err=True)
-    chosen = (images_from_dataset(dataset, count, per_class, data_dir, image_size=loaded.input_size[0],
-                                  download=download) if dataset else images_from_files(loaded, images))
+    chosen = (images_from_dataset(dataset, count, per_class, data_dir, download=download, loaded=loaded)
+              if dataset else images_from_files(loaded, images))
     chosen = chosen.to(device)
     try:  # one image first: a model made for other images fails here, in one clear line
         with torch.no_grad():

@@ -391,17 +391,19 @@ def unique_names(files: list[Path], depth: int = 1) -> list[str]:
 
 
 def images_from_dataset(name: str, count: int, per_class: int = 1, data_dir=None, image_size: int = 32,
-                        download: bool = False) -> Images:
+                        download: bool = False, loaded=None) -> Images:
     """``count`` test images of ``"fashion-mnist"``, ``"cifar10"``, ``"cifar10-masked"`` (the paper's masked CIFAR-10
     images in ``data_dir``, :func:`rectgrad.data.load_masked_images`: their JPEGs hold BGR, flipped to RGB there) or
-    ``"folder"`` (your own, in ``data_dir``, resized to ``image_size``): the first ``per_class`` of classes 0, 1, ...
-    (``download``: a missing dataset is downloaded, as :func:`rectgrad.data.load_dataset` does).
+    ``"folder"`` (your own, in ``data_dir``): the first ``per_class`` of classes 0, 1, ... (``download``: a missing
+    dataset is downloaded, as :func:`rectgrad.data.load_dataset` does).
 
     Inputs are scaled to [-1, 1] as the paper's CNNs see them; Fashion-MNIST images get object masks
     (every non-black pixel, :func:`rectgrad.data.object_masks_from_images`). Of your own images, those with a mask
     beside them are taken when there are any (:func:`rectgrad.data.load_image_folder_masks`, as ``rectgrad
     reproduce`` does); they are named by class folder and file (``cat/12``), the standard datasets' images by their
-    index in the test set (``test 12``).
+    index in the test set (``test 12``). Your own images are resized to ``image_size`` x ``image_size``, or, given
+    ``loaded`` (a :class:`rectgrad.zoo.LoadedModel`), read as :func:`images_from_files` reads files for it: its
+    input size, preprocessing and class names (their masks resized alike, object where at least half is).
     """
     from rectgrad.data import (DATASETS, MaskedImages, image_folder_files, load_dataset, load_image_folder_masks,
                                load_masked_images, object_masks_from_images)
@@ -410,6 +412,8 @@ def images_from_dataset(name: str, count: int, per_class: int = 1, data_dir=None
         raise ValueError(f"count and per_class must be positive, got {count} and {per_class}")
     if name not in (*DATASETS, "cifar10-masked"):
         raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}, cifar10-masked")
+    if name == "folder" and loaded is not None and data_dir is not None and not download:  # else load_dataset refuses
+        return _folder_images_for(loaded, data_dir, count, per_class)
     if name == "cifar10-masked":
         if download:
             raise ValueError("--download does not apply to cifar10-masked: the paper's masked images come with its "
@@ -422,17 +426,8 @@ def images_from_dataset(name: str, count: int, per_class: int = 1, data_dir=None
         data = load_dataset(name, "test", data_dir=data_dir, download=download, image_size=image_size)
     if name == "folder":
         data = load_image_folder_masks(data_dir, image_size, data) or data
-    index = []
-    for k in itertools.cycle(range(len(data.classes))):
-        if len(index) >= min(count, len(data)):
-            break
-        members = (data.labels == k).nonzero().flatten().tolist()
-        taken = sum(int(data.labels[i]) == k for i in index)
-        index += members[taken:taken + per_class][: count - len(index)]
-    if len(index) < count:
-        why = "only these have a mask beside them" if name == "folder" and isinstance(data, MaskedImages) else \
-            "there are no more"
-        warnings.warn(f"{len(index)} test images taken, not the {count} asked: {why}", stacklevel=2)
+    masked = name == "folder" and isinstance(data, MaskedImages)
+    index = _first_of_classes(data.labels.tolist(), len(data.classes), count, per_class, masked)
     chosen = data.subset(torch.tensor(index))
     if isinstance(chosen, MaskedImages):
         masks, names = chosen.masks, chosen.names
@@ -443,3 +438,49 @@ def images_from_dataset(name: str, count: int, per_class: int = 1, data_dir=None
         masks = object_masks_from_images(chosen.images) if name == "fashion-mnist" else None
         names = [f"test {i}" for i in index]
     return Images(x=chosen.inputs(), names=names, classes=list(data.classes), labels=chosen.labels, masks=masks)
+
+
+def _first_of_classes(labels: list[int], classes: int, count: int, per_class: int, masked: bool) -> list[int]:
+    """Indices of ``count`` of ``labels``: the first ``per_class`` of classes 0, 1, ..., in turn; a warning when
+    there are fewer (``masked``: fewer because only the images with a mask are candidates)."""
+    index = []
+    for k in itertools.cycle(range(classes)):
+        if len(index) >= min(count, len(labels)):
+            break
+        members = [i for i, label in enumerate(labels) if label == k]
+        taken = sum(labels[i] == k for i in index)
+        index += members[taken:taken + per_class][: count - len(index)]
+    if len(index) < count:
+        why = "only these have a mask beside them" if masked else "there are no more"
+        warnings.warn(f"{len(index)} test images taken, not the {count} asked: {why}", stacklevel=3)
+    return index
+
+
+def _folder_images_for(loaded, root, count: int, per_class: int) -> Images:
+    """:func:`images_from_dataset` of the folder dataset at ``root`` for the model ``loaded``: the files read and
+    preprocessed as :func:`images_from_files` does, masks by the folder dataset's rule
+    (:func:`rectgrad.data.folder_mask_objects`), resized as the images and object where at least half is."""
+    from PIL import Image
+
+    from rectgrad.data import folder_mask_objects, image_folder_split
+    from rectgrad.zoo import read_image
+
+    files, classes = image_folder_split(root, "test")
+    mask_of = masks_beside([path for path, _ in files])
+    masked = [(path, label) for path, label in files if path in mask_of]
+    pool = masked or files
+    index = _first_of_classes([label for _, label in pool], len(classes), count, per_class, bool(masked))
+    paths = [pool[i][0] for i in index]
+    pictures = [read_image(path) for path in paths]
+    masks = None
+    if masked:
+        binary = []
+        for path, picture in zip(paths, pictures):
+            mask = read_image(mask_of[path])
+            check_mask_size(mask_of[path], mask.size, path, picture.size)
+            objects = folder_mask_objects(torch.from_numpy(np.array(mask.convert("L")))[None])[0]
+            binary.append(Image.fromarray(objects.numpy().astype(np.uint8) * 255))
+        masks = to_pixels(loaded.preprocess(binary), loaded.mean, loaded.std).mean(1) >= 0
+    return Images(x=loaded.preprocess(pictures), names=unique_names(paths, depth=2), mean=loaded.mean,
+                  std=loaded.std, classes=list(loaded.labels) or None,
+                  labels=torch.tensor([pool[i][1] for i in index]), masks=masks)
