@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from rectgrad import data
+from rectgrad import data, studies
 from rectgrad.data import (CIFAR10_CLASSES, ImageDataset, RandomPatch, load_cifar10, load_dataset,
                            load_fashion_mnist, load_masked_images, object_masks_from_images, read_idx,
                            to_inputs, to_uint8)
@@ -452,6 +452,29 @@ def test_image_folder_order_is_fixed_and_mixes_the_classes(tmp_path):
     values = first.images[:, 0, 0, 0].long()
     assert sorted(values.tolist()) == [50 * c + i for c in range(3) for i in range(20)]  # every image once
     assert torch.equal(values // 50, first.labels)  # each image keeps its label
+
+
+def test_image_folder_takes_nested_subfolders_as_torchvision_does(tmp_path):
+    from torchvision.datasets import ImageFolder
+
+    write_image_folder(tmp_path)
+    for split, name in (("train", "a_cat/day2/more/x.png"), ("train", "b_dog/b.png"), ("test", "a_cat/day2/y.png")):
+        (tmp_path / split / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(tmp_path / split / name)
+    mask = np.zeros((16, 16), np.uint8)
+    mask[:, :8] = 255
+    Image.fromarray(mask).save(tmp_path / "test" / "a_cat" / "day2" / "y_mask.png")  # beside its image
+    expected = ImageFolder(str(tmp_path / "train"), is_valid_file=lambda f: "_mask" not in f and f.endswith("g"))
+    files = data.image_folder_split(tmp_path, "train")[0]
+    assert sorted((str(path), label) for path, label in files) == sorted(expected.samples)
+    assert len(files) == 6 and data.load_image_folder(tmp_path, "train", 16).labels.bincount().tolist() == [3, 3]
+    (tmp_path / "train" / "a_cat" / "day2" / "loop").symlink_to(tmp_path / "train" / "a_cat")  # a link loop ends
+    assert data.image_folder_split(tmp_path, "train")[0] == files
+    masked = data.load_image_folder_masks(tmp_path, 16)
+    assert sorted(masked.names) == ["a_cat/day2/y", "a_cat/img0", "b_dog/img0"]
+    assert masked.masks[masked.names.index("a_cat/day2/y")][:, :8].all()
+    chosen = studies.images_from_dataset("folder", 3, data_dir=tmp_path, image_size=16)
+    assert sorted(chosen.names) == sorted(masked.names)
 
 
 def test_image_folder_grayscale_and_no_masks(tmp_path):

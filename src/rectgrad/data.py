@@ -390,8 +390,9 @@ def load_image_folder(root, split: str = "train", image_size: int = 32, progress
     """Your own images in torchvision's ImageFolder layout: ``root/<split>/<class>/<image>``.
 
     The classes are the subfolders of ``root/train`` in sorted order (``root/test`` may lack some, not add
-    any). Every image is resized to ``image_size`` x ``image_size`` (bilinear, not cropped: the paper's CNN
-    takes square images, side divisible by 4) and kept RGB, or grayscale when every training image is.
+    any); a class holds the images in its folder and its subfolders at any depth, as in torchvision. Every image
+    is resized to ``image_size`` x ``image_size`` (bilinear, not cropped: the paper's CNN takes square images, side
+    divisible by 4) and kept RGB, or grayscale when every training image is.
     The images come in one fixed shuffled order (seed 0), as the standard datasets' files do, so that the
     first ``n`` of them (what the smaller scales use) hold every class. Files named ``<name>_mask.<ext>`` are
     object masks (:func:`load_image_folder_masks`), not images. ``progress`` shows a bar while thousands of
@@ -442,7 +443,7 @@ def load_image_folder_masks(root, image_size: int = 32, test: ImageDataset | Non
     raw = _read_images([mask_of[path] for path in paths], image_size, "L", Image.NEAREST, progress=progress,
                        description="reading masks")[:, 0]
     masks = folder_mask_objects(raw)
-    names = [f"{path.parent.name}/{path.stem}" for path in paths]
+    names = [path.relative_to(Path(root) / "test").with_suffix("").as_posix() for path in paths]
     _warn_empty_masks(names, masks, "white, or 1 in a 0/1 mask")
     images = test.images[masked] if test is not None else _read_images(paths, image_size, mode, progress=progress,
                                                                       description="reading masked images")
@@ -532,9 +533,9 @@ def _folder_split(root, split: str) -> tuple[list[tuple[Path, int]], list[str], 
     extra = sorted(d.name for d in (root / split).iterdir() if d.is_dir() and d.name not in classes)
     if extra:
         raise ValueError(f"{root / split}: the classes {extra} have no folder in {root / 'train'}")
-    train = [(p, label) for label, c in enumerate(classes) for p in _images_in(root / "train" / c)]
+    train = [(p, label) for label, c in enumerate(classes) for p in _images_under(root / "train" / c)]
     files = train if split == "train" else [(p, label) for label, c in enumerate(classes)
-                                            for p in _images_in(root / split / c)]
+                                            for p in _images_under(root / split / c)]
     if not files:
         raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {root / split}/<class>/")
     present = {label for _, label in train}
@@ -562,6 +563,18 @@ def _images_in(folder: Path) -> list[Path]:
         return []
     return sorted(p for p in folder.iterdir()
                   if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not p.stem.endswith("_mask"))
+
+
+def _images_under(folder: Path, seen: set[Path] | None = None) -> list[Path]:
+    """The images in ``folder`` and, as torchvision's ImageFolder takes them, in its subfolders at any depth: the
+    folder's own first, then each subfolder's in sorted order; symbolic links are followed, each folder read once
+    (a link loop ends there)."""
+    seen = set() if seen is None else seen
+    if not folder.is_dir() or folder.resolve() in seen:
+        return []
+    seen.add(folder.resolve())
+    return _images_in(folder) + [p for sub in sorted(d for d in folder.iterdir() if d.is_dir())
+                                 for p in _images_under(sub, seen)]
 
 
 def image_files(paths) -> list[Path]:

@@ -373,15 +373,15 @@ def images_from_files(loaded, paths) -> Images:
                   classes=list(loaded.labels) if loaded.labels else None, masks=masks)
 
 
-def unique_names(files: list[Path], depth: int = 1) -> list[str]:
+def unique_names(files: list[Path], depth: int | list[int] = 1) -> list[str]:
     """Each file's stem, preceded by as many of its folders as it takes to tell it from the others (``a/x/1`` and
-    ``b/x/1``; ``2`` alone), and by at least ``depth - 1`` of them; the whole path where only the extension
-    differs. The files must be distinct."""
+    ``b/x/1``; ``2`` alone), and by at least ``depth - 1`` of them (one depth for all files or one each); the whole
+    path where only the extension differs. The files must be distinct."""
     def name(f: Path, depth: int) -> str:
         parts = f.with_suffix("").parts
         return "/".join(parts[-depth:]) if depth <= len(parts) else str(f)
 
-    depths = [depth] * len(files)
+    depths = list(depth) if isinstance(depth, list) else [depth] * len(files)
     while True:
         names = [name(f, depth) for f, depth in zip(files, depths)]
         counts = Counter(names)
@@ -400,10 +400,11 @@ def images_from_dataset(name: str, count: int, per_class: int = 1, data_dir=None
     Inputs are scaled to [-1, 1] as the paper's CNNs see them; Fashion-MNIST images get object masks
     (every non-black pixel, :func:`rectgrad.data.object_masks_from_images`). Of your own images, those with a mask
     beside them are taken when there are any (:func:`rectgrad.data.load_image_folder_masks`, as ``rectgrad
-    reproduce`` does); they are named by class folder and file (``cat/12``), the standard datasets' images by their
-    index in the test set (``test 12``). Your own images are resized to ``image_size`` x ``image_size``, or, given
-    ``loaded`` (a :class:`rectgrad.zoo.LoadedModel`), read as :func:`images_from_files` reads files for it: its
-    input size, preprocessing and class names (their masks resized alike, object where at least half is).
+    reproduce`` does); they are named by their path in the test folder (``cat/12``, ``cat/day2/12``), the standard
+    datasets' images by their index in the test set (``test 12``). Your own images are resized to ``image_size`` x
+    ``image_size``, or, given ``loaded`` (a :class:`rectgrad.zoo.LoadedModel`), read as :func:`images_from_files`
+    reads files for it: its input size, preprocessing and class names (their masks resized alike, object where at
+    least half is).
     """
     from rectgrad.data import (DATASETS, MaskedImages, image_folder_files, load_dataset, load_image_folder_masks,
                                load_masked_images, object_masks_from_images)
@@ -433,7 +434,7 @@ def images_from_dataset(name: str, count: int, per_class: int = 1, data_dir=None
         masks, names = chosen.masks, chosen.names
     elif name == "folder":
         files = image_folder_files(data_dir, "test", image_size)
-        masks, names = None, unique_names([files[i] for i in index], depth=2)
+        masks, names = None, _folder_names(data_dir, [files[i] for i in index])
     else:
         masks = object_masks_from_images(chosen.images) if name == "fashion-mnist" else None
         names = [f"test {i}" for i in index]
@@ -481,6 +482,11 @@ def _folder_images_for(loaded, root, count: int, per_class: int) -> Images:
             objects = folder_mask_objects(torch.from_numpy(np.array(mask.convert("L")))[None])[0]
             binary.append(Image.fromarray(objects.numpy().astype(np.uint8) * 255))
         masks = to_pixels(loaded.preprocess(binary), loaded.mean, loaded.std).mean(1) >= 0
-    return Images(x=loaded.preprocess(pictures), names=unique_names(paths, depth=2), mean=loaded.mean,
+    return Images(x=loaded.preprocess(pictures), names=_folder_names(root, paths), mean=loaded.mean,
                   std=loaded.std, classes=list(loaded.labels) or None,
                   labels=torch.tensor([pool[i][1] for i in index]), masks=masks)
+
+
+def _folder_names(root, paths: list[Path]) -> list[str]:
+    """The folder dataset's images named by their path in ``root/test`` (``cat/12``, ``cat/day2/12``)."""
+    return unique_names(paths, [len(path.relative_to(Path(root) / "test").parts) for path in paths])
