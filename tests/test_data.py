@@ -438,6 +438,19 @@ def test_image_folder_masks_in_zero_one_form_and_their_mistakes(tmp_path):
         data.load_image_folder_masks(tmp_path, 16)
 
 
+def test_image_folder_masks_named_in_upper_case_are_masks(tmp_path):
+    write_image_folder(tmp_path)
+    for name in ("a_cat", "b_dog"):
+        for i, suffix in ((0, "_MASK.PNG"), (1, "_Mask.png")):
+            mask = np.full((20, 24) if i == 0 else (40, 40), 255, np.uint8)
+            Image.fromarray(mask).save(tmp_path / "test" / name / f"img{i}{suffix}")
+        (tmp_path / "test" / name / "img0_mask.png").unlink()
+    assert len(data.load_image_folder(tmp_path, "test", 16)) == 4  # the masks are not test images
+    masked = data.load_image_folder_masks(tmp_path, 16)
+    assert sorted(masked.names) == ["a_cat/img0", "a_cat/img1", "b_dog/img0", "b_dog/img1"] and masked.masks.all()
+    assert [p.name for p in data.image_files([tmp_path / "test" / "a_cat"])] == ["img0.jpg", "img1.png"]
+
+
 def test_image_folder_order_is_fixed_and_mixes_the_classes(tmp_path):
     for c in range(3):  # 3 classes of 20 images each: in file order the first 20 would all be class 0
         for split in ("train", "test"):

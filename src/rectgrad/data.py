@@ -459,8 +459,8 @@ def folder_mask_objects(raw: torch.Tensor) -> torch.Tensor:
 
 
 def masks_beside(images: list[Path]) -> dict[Path, Path]:
-    """``{image: its <stem>_mask.<ext> file}`` for the images that have one; two masks for one image, or one mask
-    for two images sharing a stem (``0.png`` and ``0.jpg``), are refused by name."""
+    """``{image: its <stem>_mask.<ext> file}`` (``_mask`` in any case) for the images that have one; two masks for
+    one image, or one mask for two images sharing a stem (``0.png`` and ``0.jpg``), are refused by name."""
     wanted: dict[tuple[Path, str], list[Path]] = {}
     for path in images:
         same_stem = wanted.setdefault((path.parent, path.stem), [])
@@ -470,7 +470,7 @@ def masks_beside(images: list[Path]) -> dict[Path, Path]:
     for folder in {path.parent for path in images}:
         for mask in sorted(folder.iterdir()):
             key = (folder, mask.stem[:-len("_mask")])
-            if not (mask.stem.endswith("_mask") and mask.suffix.lower() in IMAGE_SUFFIXES and key in wanted):
+            if not (_is_mask(mask) and mask.suffix.lower() in IMAGE_SUFFIXES and key in wanted):
                 continue
             if key in found:
                 raise ValueError(f"{found[key]} and {mask.name} are both masks of {folder / key[1]}: keep one")
@@ -562,7 +562,12 @@ def _images_in(folder: Path) -> list[Path]:
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.iterdir()
-                  if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not p.stem.endswith("_mask"))
+                  if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not _is_mask(p))
+
+
+def _is_mask(path: Path) -> bool:
+    """Whether ``path`` is named as an object mask, ``<stem>_mask.<ext>`` in any case (``_MASK``, ``_Mask``)."""
+    return path.stem.lower().endswith("_mask")
 
 
 def _images_under(folder: Path, seen: set[Path] | None = None) -> list[Path]:
@@ -580,7 +585,7 @@ def _images_under(folder: Path, seen: set[Path] | None = None) -> list[Path]:
 def image_files(paths) -> list[Path]:
     """Image files named by ``paths`` (files or folders, folders in natural order: 2.jpg before 10.jpg).
 
-    Files named ``<stem>_mask.<ext>`` are object masks of ``<stem>.<ext>``, not images.
+    Files named ``<stem>_mask.<ext>`` (``_mask`` in any case) are object masks of ``<stem>.<ext>``, not images.
     """
     files = []
     for path in map(Path, paths):
