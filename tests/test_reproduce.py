@@ -370,6 +370,27 @@ def test_own_images_smoke_end_to_end(tmp_path, capsys):
                      r"1 per class: bar \d, disc \d, square \d\)), 3 fractions", readme)
 
 
+def test_renamed_class_folders_are_another_configuration(tmp_path, monkeypatch):
+    from rectgrad.evaluation import pipeline
+
+    class Trained(Exception):
+        pass
+
+    def models(self, data):
+        raise Trained
+
+    monkeypatch.setattr(pipeline._Run, "models", models)  # the configuration alone: no training
+    write_shape_folder(tmp_path / "images", masks=False, n_train=4, n_test=2)
+    with pytest.raises(Trained):
+        pipeline.reproduce("folder", "smoke", tmp_path / "work", data_dir=tmp_path / "images")
+    with pytest.raises(Trained):  # the same data resumes
+        pipeline.reproduce("folder", "smoke", tmp_path / "work", data_dir=tmp_path / "images")
+    for split in ("train", "test"):  # same images, labels and order: only the names change
+        (tmp_path / "images" / split / "bar").rename(tmp_path / "images" / split / "bars")
+    with pytest.raises(ValueError, match=r"another configuration \(data: .*'bar'.* there, .*'bars'.* here"):
+        pipeline.reproduce("folder", "smoke", tmp_path / "work", data_dir=tmp_path / "images")
+
+
 def test_masked_images_none_classified_correctly_skip_figs_2_and_8(tmp_path, monkeypatch):
     import torch
 

@@ -118,7 +118,7 @@ def reproduce(dataset: str, scale: str, work_dir, *, data_dir=None, masks_dir=No
     data = {"train": len(train), "test": len(test),
             "crc32": _crc(train, test, *[] if masked is None else [masked], masks=files)}
     if dataset == "folder":
-        data.update(image_size=image_size, masked=0 if masked is None else len(masked))
+        data.update(image_size=image_size, masked=0 if masked is None else len(masked), classes=train.classes)
     config = {"dataset": dataset, "scale": scale, "parameters": asdict(spec), "methods": list(methods),
               "seed": seed, "data": data}
     store = ResultStore(work_dir, config)  # refuses another configuration's folder
