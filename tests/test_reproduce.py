@@ -399,6 +399,9 @@ def test_masked_images_none_classified_correctly_skip_figs_2_and_8(tmp_path, mon
     from rectgrad.report import write_report
 
     write_shape_folder(tmp_path / "images", masks=True, n_train=20, n_test=4)
+    for name in ("disc", "square"):  # 4 bars, 3 discs, 3 squares: always saying "bar" scores 40%
+        for path in (tmp_path / "images" / "test" / name).glob("000*"):
+            path.unlink()
     monkeypatch.setattr(pipeline, "correctly_classified", lambda *args: torch.zeros(0, dtype=torch.long))
     args = ["reproduce", "--dataset", "folder", "--data-dir", str(tmp_path / "images"), "--scale", "smoke",
             "--device", "cpu", "--no-progress", "--methods", "random,rectgrad", "--out", str(tmp_path / "report")]
@@ -408,16 +411,20 @@ def test_masked_images_none_classified_correctly_skip_figs_2_and_8(tmp_path, mon
         assert readme.count("Skipped: the clean model classifies none of the masked images (") == 2  # Figs. 2, 8
         assert "| Fig. 2 | skipped (see below) |" in readme
     work = tmp_path / "report" / "work"
-    for clean, patch, warned in ((0.9, 0.9, None), (0.35, 0.9, "clean 35.0%, chance 33.3%"),
-                                 (0.35, 0.3, "clean 35.0%, chance 33.3%; patch 30.0%, chance 33.3%")):
+    for clean, patch, warned in ((0.9, 0.9, None), (0.42, 0.9, "clean 42.0%, chance 40.0%"),
+                                 (0.42, 0.3, "clean 42.0%, chance 40.0%; patch 30.0%, chance 40.0%")):
         for name, accuracy in (("clean", clean), ("patch", patch)):
             model, meta = load_checkpoint(work / "models" / f"{name}.pt")
             save_checkpoint(model, work / "models" / f"{name}.pt", **{**meta, "test_accuracy": accuracy})
         readme = write_report(work, tmp_path / "report").read_text()
         assert (f"**At chance level** ({warned}):" in readme) if warned else "chance" not in readme
     model, meta = load_checkpoint(work / "models" / "patch.pt")  # as saved before models carried class names
-    save_checkpoint(model, work / "models" / "patch.pt", **{k: v for k, v in meta.items() if k != "classes"})
-    assert "**At chance level** (clean 35.0%, chance 33.3%):" in write_report(work, tmp_path / "report").read_text()
+    save_checkpoint(model, work / "models" / "patch.pt",
+                    **{k: v for k, v in meta.items() if k not in ("classes", "majority_accuracy")})
+    assert "**At chance level** (clean 42.0%, chance 40.0%):" in write_report(work, tmp_path / "report").read_text()
+    model, meta = load_checkpoint(work / "models" / "clean.pt")  # as saved before models carried the majority rate
+    save_checkpoint(model, work / "models" / "clean.pt", **{k: v for k, v in meta.items() if k != "majority_accuracy"})
+    assert "chance" not in write_report(work, tmp_path / "report").read_text()  # 42% > 1 / 3 + 5 points
 
 
 def test_train_and_explain_on_own_images(tmp_path, capsys):

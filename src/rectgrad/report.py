@@ -142,9 +142,10 @@ class _Report:
         for name, meta in self._metadata.items():
             if meta is not None:
                 rows.append([name, meta["train_images"], meta["epochs"], meta["test_accuracy"]])
-                classes = len(meta.get("classes") or [])
-                if classes and meta["test_accuracy"] <= 1 / classes + 0.05:
-                    chance.append(f"{name} {meta['test_accuracy']:.1%}, chance {1 / classes:.1%}")
+                classes = len(meta.get("classes") or [])  # 1 / classes for models saved without majority_accuracy
+                level = meta.get("majority_accuracy") or (1 / classes if classes else None)
+                if level is not None and meta["test_accuracy"] <= level + 0.05:
+                    chance.append(f"{name} {meta['test_accuracy']:.1%}, chance {level:.1%}")
         self._csv("models.csv", ["model", "train_images", "epochs", "test_accuracy"], rows)
         lines = ["## Models", "", "| model | training images | epochs | test accuracy |", "|---|---|---|---|"]
         lines += [f"| {r[0]} | {r[1]} | {r[2]} | {r[3]:.4f} |" for r in rows]

@@ -200,9 +200,11 @@ class _Run:
 
         def save(name: str, history: dict, sharing: int) -> None:  # its time first: a rerun skips what is saved
             self.store.save_seconds(f"models/{name}", history["seconds"] / sharing)
+            test_labels = data[name][1].labels
             save_checkpoint(trained[name], paths[name], name=name, dataset=self.store.config["dataset"],
                             classes=data[name][0].classes, train_images=len(data[name][0]), epochs=epochs,
-                            seed=self.seed, test_accuracy=history["test_accuracy"], train_seconds=history["seconds"])
+                            seed=self.seed, test_accuracy=history["test_accuracy"], train_seconds=history["seconds"],
+                            majority_accuracy=test_labels.bincount().max().item() / len(test_labels))
 
         if len(missing) > 1 and device.startswith("cuda"):
             histories = train_many(list(trained.values()), [data[name][0] for name in missing],
