@@ -412,6 +412,16 @@ def test_image_folder_classes_sizes_colours_and_masks(tmp_path):
     for other, why in ((train.subset(slice(0, 3)), "holds 3 images"), (train, "pixels")):
         with pytest.raises(ValueError, match=why):
             data.load_image_folder_masks(tmp_path, 32 if why == "pixels" else 16, other)
+    order = next(o for o in (torch.argsort(test.labels), torch.argsort(-test.labels))  # sorted by label, one way
+                 if not torch.equal(test.labels[o], test.labels))                     # or the other: its labels move
+    for other in (test.subset(order), replace(test, classes=["cat", "dog"])):
+        with pytest.raises(ValueError, match="test is not the test split of .* its classes or its labels, in order"):
+            data.load_image_folder_masks(tmp_path, 16, other)
+    swapped = torch.arange(len(test))
+    same = [i for i in range(len(test)) if test.labels[i] == test.labels[0]]
+    swapped[same[0]], swapped[same[1]] = same[1], same[0]  # two images of one class swapped: the labels stay
+    with pytest.raises(ValueError, match=r"test is not the test split of .* its image of .*img\d\.\w+ differs"):
+        data.load_image_folder_masks(tmp_path, 16, test.with_images(test.images[swapped]))
 
 
 def test_image_folder_masks_in_zero_one_form_and_their_mistakes(tmp_path):

@@ -426,13 +426,19 @@ def load_image_folder_masks(root, image_size: int = 32, test: ImageDataset | Non
     ``<name>_mask.<ext>`` next to ``<name>.<ext>``, of the image's size, white (>= 128 after conversion to
     grayscale) on the object, or 1 in a 0/1 mask (one whose values are all 0 or 1); resized like the images
     (nearest neighbour). None when no test image has a mask. ``test``: the test split already loaded with the
-    same ``image_size``, whose images are taken instead of reading them again."""
+    same ``image_size`` (its channels spare reading every training image's header); it is checked to be that split,
+    its classes, labels and masked images as read here, and refused otherwise (reordered, say)."""
     from PIL import Image
 
     files, classes, mode = _image_folder(root, "test", image_size, scan_mode=test is None)
-    if test is not None and (len(test) != len(files) or test.images.shape[-2:] != (image_size, image_size)):
-        raise ValueError(f"test holds {len(test)} images of {tuple(test.images.shape[-2:])} pixels, not the "
-                         f"{len(files)} test images of {root} at {image_size} x {image_size}")
+    if test is not None:
+        if len(test) != len(files) or test.images.shape[-2:] != (image_size, image_size):
+            raise ValueError(f"test holds {len(test)} images of {tuple(test.images.shape[-2:])} pixels, not the "
+                             f"{len(files)} test images of {root} at {image_size} x {image_size}")
+        if test.classes != classes or test.labels.tolist() != [label for _, label in files]:
+            raise ValueError(f"test is not the test split of {root} as load_image_folder loads it: its classes or "
+                             "its labels, in order, differ (a subset, a reordered or another dataset)")
+        mode = "L" if test.images.shape[1] == 1 else "RGB"
     mask_of = masks_beside([path for path, _ in files])
     masked = [i for i, (path, _) in enumerate(files) if path in mask_of]
     if not masked:
@@ -445,8 +451,12 @@ def load_image_folder_masks(root, image_size: int = 32, test: ImageDataset | Non
     masks = folder_mask_objects(raw)
     names = [path.relative_to(Path(root) / "test").with_suffix("").as_posix() for path in paths]
     _warn_empty_masks(names, masks, "white, or 1 in a 0/1 mask")
-    images = test.images[masked] if test is not None else _read_images(paths, image_size, mode, progress=progress,
-                                                                      description="reading masked images")
+    images = _read_images(paths, image_size, mode, progress=progress, description="reading masked images")
+    wrong = [] if test is None else [path for path, given, read in zip(paths, test.images[masked].cpu(), images)
+                                     if not torch.equal(given, read)]
+    if wrong:
+        raise ValueError(f"test is not the test split of {root} as load_image_folder loads it: its image of {wrong[0]} "
+                         "differs from that file's (a reordered or another dataset)")
     return MaskedImages(images, torch.tensor([files[i][1] for i in masked]), classes,
                         f"{Path(root).name} (masked test)", masks=masks, names=names)
 
