@@ -24,6 +24,11 @@ PAPER_TABLE1 = {"random": (.5562, .4438), "rectgrad": (.5385, .3382), "saliency"
                 "guided_bp": (.5504, .4270), "smoothgrad": (.5536, .4444), "grad_input": (.5408, .4176),
                 "intgrad": (.5428, .4185), "deeplift": (.5519, .3928)}
 BASELINES = ("saliency", "guided_bp", "smoothgrad", "grad_input", "intgrad", "deeplift")
+#: Every file a report may write besides README.md; those this report does not write are removed from its folder.
+REPORT_FILES = ("models.csv", "fig2-feature-map-occlusion.png", "feature-map-occlusion.csv", "fig3-patch-maps.png",
+                "fig7-patch-attribution.png", "patch-attribution.csv", "noise-level.csv",
+                "fig8-background-attribution.png", "fig8-total-variation.png", "roar-kar.csv", "fig9-roar.png",
+                "fig9-kar.png", "table1.csv", "compute-time.csv")
 
 
 def label(method: str) -> str:
@@ -31,7 +36,9 @@ def label(method: str) -> str:
 
 
 def write_report(work_dir, out_dir) -> Path:
-    """Write the figures, CSVs and ``README.md`` for the results in ``work_dir`` to ``out_dir``."""
+    """Write the figures, CSVs and ``README.md`` for the results in ``work_dir`` to ``out_dir``; the files of
+    :data:`REPORT_FILES` this report does not write (an earlier run's Fig. 2, say) are removed from ``out_dir``, so
+    that none is taken for this run's."""
     config = ResultStore.read_config(work_dir)
     if config is None:
         raise FileNotFoundError(f"no results in {work_dir} (no config.json): run `rectgrad reproduce` first")
@@ -41,6 +48,8 @@ def write_report(work_dir, out_dir) -> Path:
     sections = [report.header(), report.models(), report.occlusion(), report.patch(), report.noise(),
                 report.roar_kar(), report.compute_time()]
     text = "\n".join([*sections[:2], report.claims_table(), *sections[2:]])
+    for name in sorted(set(REPORT_FILES) - report.written):
+        (out / name).unlink(missing_ok=True)
     write_text_atomically(out / "README.md", text)  # each file of the report whole, even if interrupted
     return out / "README.md"
 
@@ -51,6 +60,7 @@ class _Report:
         self.methods = config["methods"]
         self.p = config["parameters"]
         self.claims: list[tuple[str, str, str]] = []
+        self.written: set[str] = set()  # the files of REPORT_FILES written
         # Figs. 7-8 plot the paper's methods: random noise maps would flatten the axes (tables keep them)
         self.plotted = [m for m in self.methods if m != "random"] or self.methods
 
@@ -64,9 +74,11 @@ class _Report:
         writer.writerow(header)
         writer.writerows([[f"{v:.6g}" if isinstance(v, float) else v for v in row] for row in rows])
         write_text_atomically(self.out / name, text.getvalue())
+        self.written.add(name)
 
     def _figure(self, fig, name: str) -> str:
         save_figure(fig, self.out / name)
+        self.written.add(name)
         return f"![{name}]({name})"
 
     def _claim(self, claim: str, measured: str, holds: bool | None) -> None:
