@@ -359,7 +359,10 @@ def test_roar_kar_bad_input():
             (train, test.subset(slice(0, 0)), r"test_set \(test\) holds no images"),
             (train, test.with_images(test.images.expand(-1, 3, -1, -1)), r"same channels and size \(C, H, W\), got "
              r"\(1, 8, 8\) and \(3, 8, 8\)"),
-            (train, toy_dataset(4, size=10), r"got \(1, 8, 8\) and \(1, 10, 10\)")):
+            (train, toy_dataset(4, size=10), r"got \(1, 8, 8\) and \(1, 10, 10\)"),
+            (train, ImageDataset(test.images, test.labels, ["b", "a"], "test"),
+             r"same classes, in the same order \(a label names one class in both\), got \['a', 'b'\] and "
+             r"\['b', 'a'\]")):
         with pytest.raises(ValueError, match=message):
             roar_kar(train_set, test_set, {"random": None}, fn, progress=False)
     tensors = torch.utils.data.TensorDataset(train.images, train.labels)

@@ -182,7 +182,8 @@ def roar_kar(train_set: ImageDataset, test_set: ImageDataset, attributions: Mapp
 
 
 def _check_datasets(train_set: ImageDataset, test_set: ImageDataset) -> None:
-    """Two non-empty image datasets of one image space (channels and size)."""
+    """Two non-empty image datasets of one image space (channels and size) and, where both name them, one list of
+    classes."""
     for name, dataset in (("train_set", train_set), ("test_set", test_set)):
         if not isinstance(dataset, ImageDataset):
             raise TypeError(f"{name} must be a rectgrad.data.ImageDataset (uint8 images (N, C, H, W), labels, class "
@@ -193,6 +194,9 @@ def _check_datasets(train_set: ImageDataset, test_set: ImageDataset) -> None:
     if train_set.images.shape[1:] != test_set.images.shape[1:]:
         raise ValueError(f"the train and test images must have the same channels and size (C, H, W), got "
                          f"{tuple(train_set.images.shape[1:])} and {tuple(test_set.images.shape[1:])}")
+    if train_set.classes and test_set.classes and train_set.classes != test_set.classes:
+        raise ValueError(f"the train and test sets must have the same classes, in the same order (a label names one "
+                         f"class in both), got {train_set.classes!r} and {test_set.classes!r}")
 
 
 def _check_maps(maps, dataset: ImageDataset, method: str) -> None:
