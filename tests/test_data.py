@@ -547,6 +547,9 @@ def test_image_folder_16_bit_and_float_images(tmp_path):
     train = data.load_image_folder(tmp_path, "train", 16)
     deep_image = train.images[train.labels == 0][0, 0]
     assert train.images.shape[1] == 1 and torch.equal(deep_image, torch.from_numpy((deep >> 8).astype(np.uint8)))
+    Image.fromarray(deep.astype(">u2")).save(tmp_path / "train" / "a" / "deep.tif")  # 16-bit big-endian: I;16B
+    train = data.load_image_folder(tmp_path, "train", 16)
+    assert train.images.shape[1] == 1 and torch.equal(train.images[train.labels == 0][0, 0], deep_image)
     Image.fromarray(deep.astype(np.float32)).save(tmp_path / "test" / "a" / "float.tif")
     with pytest.raises(ValueError, match="float.tif: 32-bit integer or floating-point pixels"):
         data.load_image_folder(tmp_path, "test", 16)

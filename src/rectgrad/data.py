@@ -383,7 +383,7 @@ def load_masked_images(folder, bgr: bool = True) -> MaskedImages:
 # ---------------------------------------------------------------- your own images
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-_GRAYSCALE_MODES = ("1", "L", "LA", "I", "I;16", "F")
+_GRAYSCALE_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
 
 def load_image_folder(root, split: str = "train", image_size: int = 32, progress: bool = False) -> ImageDataset:
