@@ -461,6 +461,14 @@ def test_image_folder_masks_named_in_upper_case_are_masks(tmp_path):
     assert [p.name for p in data.image_files([tmp_path / "test" / "a_cat"])] == ["img0.jpg", "img1.png"]
 
 
+def test_image_folder_masks_without_an_image_are_named_in_a_warning(tmp_path):
+    write_image_folder(tmp_path)
+    (tmp_path / "test" / "b_dog" / "img0_mask.png").rename(tmp_path / "test" / "b_dog" / "img7_mask.png")
+    with pytest.warns(UserWarning, match=r"1 mask\(s\) in .*test have no image and are not used: b_dog/img7_mask.png"):
+        masked = data.load_image_folder_masks(tmp_path, 16)
+    assert masked.names == ["a_cat/img0"]
+
+
 def test_image_folder_order_is_fixed_and_mixes_the_classes(tmp_path):
     for c in range(3):  # 3 classes of 20 images each: in file order the first 20 would all be class 0
         for split in ("train", "test"):

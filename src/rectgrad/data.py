@@ -341,10 +341,8 @@ def load_masked_images(folder, bgr: bool = True) -> MaskedImages:
     twice = [p for p in files if sum(q.stem == p.stem for q in files) > 1]
     if twice:
         raise ValueError(f"{twice[0]} and {twice[1]} are one name with two suffixes: keep one of them")
-    orphans = sorted(p.name for p in files if p.stem.endswith("_mask") and p.stem[:-len("_mask")] not in stems)
-    if orphans:
-        warnings.warn(f"{len(orphans)} mask(s) in {folder} have no image and are not used: {', '.join(orphans[:5])}"
-                      f"{', ...' if len(orphans) > 5 else ''}", stacklevel=2)
+    _warn_unused_masks(folder, [p.name for p in files
+                                if p.stem.endswith("_mask") and p.stem[:-len("_mask")] not in stems])
     for path in files:
         if path.stem.endswith("_mask"):
             continue
@@ -406,6 +404,13 @@ def load_image_folder(root, split: str = "train", image_size: int = 32, progress
     return ImageDataset(images, labels, classes, f"{Path(root).name} ({split})")
 
 
+def _warn_unused_masks(folder: Path, names: list[str]) -> None:
+    """Warn, naming them, about the masks in ``folder`` that match no image."""
+    if names:
+        warnings.warn(f"{len(names)} mask(s) in {folder} have no image and are not used: {', '.join(names[:5])}"
+                      f"{', ...' if len(names) > 5 else ''}", stacklevel=3)
+
+
 def _warn_empty_masks(names: list[str], masks, object_pixels: str) -> None:
     """Warn, naming the images, about masks that mark no object pixel (``object_pixels`` says which pixels would)."""
     empty = [name for name, mask in zip(names, masks) if not mask.any()]
@@ -440,6 +445,11 @@ def load_image_folder_masks(root, image_size: int = 32, test: ImageDataset | Non
                              "its labels, in order, differ (a subset, a reordered or another dataset)")
         mode = "L" if test.images.shape[1] == 1 else "RGB"
     mask_of = masks_beside([path for path, _ in files])
+    used, test_folder = set(mask_of.values()), Path(root) / "test"
+    _warn_unused_masks(test_folder, sorted(mask.relative_to(test_folder).as_posix()
+                                           for folder in {path.parent for path, _ in files} for mask in folder.iterdir()
+                                           if _is_mask(mask) and mask.suffix.lower() in IMAGE_SUFFIXES
+                                           and mask not in used))
     masked = [i for i, (path, _) in enumerate(files) if path in mask_of]
     if not masked:
         return None
