@@ -534,6 +534,9 @@ def test_image_folder_reads_the_training_headers_once(tmp_path, monkeypatch):
     (lambda root: (root / "test" / "a_cat" / "img1.png").write_bytes(b"garbage"), ValueError,
      r"img1.png is not a readable image"),
     (lambda root: (root / "test" / "zebra").mkdir(), ValueError, r"\['zebra'\] have no folder in"),
+    (lambda root: [(root / split / "a_cat").rename(root / split / name) for split, name in
+                   (("train", "caf\u00e9"), ("test", "cafe\u0301"))],  # one name, composed / decomposed (macOS)
+     ValueError, r"'cafe\\u0301' vs 'caf\\xe9': composed and decomposed accents"),
     (lambda root: (root / "train" / "c_emu").mkdir(), ValueError, r"training classes \['c_emu'\] hold no images"),
     (lambda root: shutil.rmtree(root / "train" / "b_dog"), ValueError, "at least two; found \\['a_cat'\\]"),
     (lambda root: shutil.rmtree(root / "test"), FileNotFoundError, "ImageFolder layout"),

@@ -23,6 +23,7 @@ import pickle
 import re
 import tarfile
 import tempfile
+import unicodedata
 import urllib.request
 import warnings
 import zlib
@@ -552,7 +553,12 @@ def _folder_split(root, split: str) -> tuple[list[tuple[Path, int]], list[str], 
         raise ValueError(f"{root / 'train'} needs one subfolder per class, at least two; found {classes}")
     extra = sorted(d.name for d in (root / split).iterdir() if d.is_dir() and d.name not in classes)
     if extra:
-        raise ValueError(f"{root / split}: the classes {extra} have no folder in {root / 'train'}")
+        spelt = {unicodedata.normalize("NFC", c): c for c in classes}
+        twins = [f"{ascii(c)} vs {ascii(spelt[unicodedata.normalize('NFC', c)])}" for c in extra
+                 if unicodedata.normalize("NFC", c) in spelt]
+        raise ValueError(f"{root / split}: the classes {extra} have no folder in {root / 'train'}"
+                         + (f"; some look alike but are encoded otherwise ({', '.join(twins)}: composed and decomposed "
+                            "accents, as macOS writes names): rename one folder" if twins else ""))
     train = [(p, label) for label, c in enumerate(classes) for p in _images_under(root / "train" / c)]
     files = train if split == "train" else [(p, label) for label, c in enumerate(classes)
                                             for p in _images_under(root / split / c)]
