@@ -427,6 +427,13 @@ def test_store_refuses_another_configuration(tmp_path):
         ResultStore(tmp_path / "file", {})
 
 
+def test_a_folder_holding_only_an_interrupted_write_opens_as_a_new_store(tmp_path):
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / ".config.json.x1.tmp").write_text('{"ru')  # a kill while config.json was being written
+    assert not ResultStore(tmp_path / "w", {"run": 1}).resumed
+    assert ResultStore(tmp_path / "w", {"run": 1}).resumed
+
+
 def test_a_corrupt_result_file_is_an_error_naming_it(tmp_path):
     store = ResultStore(tmp_path / "w", {"run": 1})
     store.save_json("roar/x.json", {"accuracy": 0.5})
@@ -441,11 +448,14 @@ def test_a_corrupt_result_file_is_an_error_naming_it(tmp_path):
         with pytest.raises(ValueError, match=rf"{tmp_path / 'w' / name} is corrupt \(.+\): {remedy}$"):
             ResultStore.read_seconds(tmp_path / "w") if name.startswith("seconds") else load(name)
     (tmp_path / "w" / "config.json").write_text("{")
-    with pytest.raises(ValueError, match="config.json is corrupt"):
+    with pytest.raises(ValueError, match="config.json is corrupt .+: delete the whole folder, or use another one"):
         ResultStore(tmp_path / "w", {"run": 1})
     (tmp_path / "w" / "config.json").write_text("[1]")  # JSON, but not what rectgrad wrote
     with pytest.raises(ValueError, match=r"config.json is corrupt \(a JSON list, not an object\)"):
         ResultStore(tmp_path / "w", {"run": 1})
+    (tmp_path / "w" / "config.json").unlink()  # results without their configuration: neither resumed nor mixed
+    with pytest.raises(ValueError, match="holds files but no config.json: results of an unknown configuration"):
+        ResultStore(tmp_path / "w", {"run": 2})
     (tmp_path / "w" / "config.json").write_text('{"run": 1}')
     train, test, maps = roar_inputs()
     for damage, why in (("[0.5]", "a JSON list, not an object"), ('{"accuracy": "high"}', "no number 'accuracy'")):

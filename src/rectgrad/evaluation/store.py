@@ -33,6 +33,9 @@ class ResultStore:
         if saved is not None and saved != config:
             raise ValueError(f"{self.folder} holds results of another configuration ({_difference(saved, config)}); "
                              "refusing to mix them: use another folder or delete this one")
+        if saved is None and self.folder.is_dir() and any(not p.name.startswith(".") for p in self.folder.iterdir()):
+            raise ValueError(f"{self.folder} holds files but no {CONFIG}: results of an unknown configuration cannot "
+                             "be resumed nor mixed with new ones; use another folder or delete this one")
         self.config, self.resumed = config, saved is not None
         if saved is None:
             self.folder.mkdir(parents=True, exist_ok=True)
@@ -42,7 +45,7 @@ class ResultStore:
     def read_config(folder) -> dict | None:
         """The configuration saved in ``folder``, or None if it holds none."""
         path = Path(folder) / CONFIG
-        return read_json(path, numbers=()) if path.is_file() else None
+        return read_json(path, numbers=(), remedy=_UNKNOWN_CONFIG) if path.is_file() else None
 
     def path(self, name: str) -> Path:
         return self.folder / name
@@ -79,6 +82,8 @@ class ResultStore:
 
 
 _RERUN = "delete it and rerun to compute it again"
+_UNKNOWN_CONFIG = ("the results beside it cannot be checked against any configuration: delete the whole folder, or use "
+                   "another one, and rerun")
 _LOST_TIME = "delete it: the report then lacks that unit's compute time"
 
 
