@@ -31,6 +31,13 @@ REPORT_FILES = ("models.csv", "fig2-feature-map-occlusion.png", "feature-map-occ
                 "fig9-kar.png", "table1.csv", "compute-time.csv")
 
 
+def _chance(meta: dict | None) -> float | None:
+    """The chance accuracy on a model's test split: always predicting its most frequent label (1 / classes for
+    models saved without it)."""
+    classes = len((meta or {}).get("classes") or [])
+    return (meta or {}).get("majority_accuracy") or (1 / classes if classes else None)
+
+
 def label(method: str) -> str:
     return REGISTRY[method].label
 
@@ -154,8 +161,7 @@ class _Report:
         for name, meta in self._metadata.items():
             if meta is not None:
                 rows.append([name, meta["train_images"], meta["epochs"], meta["test_accuracy"]])
-                classes = len(meta.get("classes") or [])  # 1 / classes for models saved without majority_accuracy
-                level = meta.get("majority_accuracy") or (1 / classes if classes else None)
+                level = _chance(meta)
                 if level is not None and meta["test_accuracy"] <= level + 0.05:
                     chance.append(f"{name} {meta['test_accuracy']:.1%}, chance {level:.1%}")
         self._csv("models.csv", ["model", "train_images", "epochs", "test_accuracy"], rows)
@@ -307,7 +313,16 @@ class _Report:
                   "|---|---|---|---|---|"]
         lines += [f"| {label(t[0])} | {fmt(t[1], t[2])} | {fmt(t[5])} | {fmt(t[3], t[4])} | {fmt(t[6])} |"
                   for t in table]
+        chance = _chance(self._metadata["clean"])
         for mode, result in results.items():
+            accuracies = [a.max() for a in result.accuracies.values()]
+            if chance is not None and accuracies and max(accuracies) <= chance + 0.05:
+                at_chance = f"every retrained model is at chance level (accuracy <= {max(accuracies):.4f})"
+                lines += ["", f"**{mode.upper()}: {at_chance}**, chance {chance:.4f}: the scores say nothing about "
+                          "the methods. Use more images and epochs (a larger `--scale`)."]
+                for than in ("every baseline", "Random"):
+                    self._claim(f"Table 1: RectGrad has a lower {result.measure} than {than}", at_chance, None)
+                continue
             scores = {m: result.score(m) for m in result.accuracies}
             spread = {m: result.score_std(m) for m in result.accuracies}
             self._compare(f"Table 1: RectGrad has a lower {result.measure} than every baseline", scores, spread)
