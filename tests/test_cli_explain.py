@@ -244,6 +244,29 @@ def test_options_are_refused_before_any_work(tmp_path, capsys, monkeypatch, opti
     assert status == 2 and err.startswith(message) and err.count("\n") == 1, err
 
 
+@pytest.mark.parametrize("images, options, message", [
+    (["image.png"], ["--out", "image.png"], "error: --out image.png is the input image image.png: give another"),
+    (["photos"], ["--out", "photos/grid.png"], "error: --out photos/grid.png is in the input folder photos: a rerun"),
+    (["photos/"], ["--out", "./photos/grid.PNG"], "error: --out photos/grid.PNG is in the input folder photos: a "),
+    (["photos"], ["--out", "g.png", "--save-maps", "photos/../photos/m.npz"], None),
+    (["photos"], ["--out", "photos/grid.pdf"], None),  # a folder lists no PDF as an image
+    (["photos"], ["--out", "photos/sub/grid.png"], None),  # nor the images of its subfolders
+])
+def test_outputs_keep_apart_from_the_inputs(tmp_path, capsys, monkeypatch, images, options, message):
+    from rectgrad import zoo
+
+    def loaded(*args, **kwargs):
+        raise RuntimeError("model loads")
+
+    monkeypatch.setattr(zoo, "load", loaded)
+    monkeypatch.chdir(tmp_path)
+    Image.new("RGB", (8, 8)).save(tmp_path / "image.png")
+    (tmp_path / "photos").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "photos" / "cat.png")
+    status, out, err = run(capsys, "explain", *images, "--model", "m.pt", *options)
+    assert status == 2 and err.startswith(message or "error: model loads") and err.count("\n") == 1, err
+
+
 def test_figures_are_written_in_the_format_their_suffix_names(files, capsys):
     tmp_path, images, checkpoint = files
     for name, magic in (("grid.pdf", b"%PDF"), ("grid.svg", b"<?xml"), ("grid.JPG", b"\xff\xd8")):

@@ -477,6 +477,33 @@ def test_cli_options_are_refused_before_any_work(tmp_path, capsys, monkeypatch, 
     assert capsys.readouterr().err == f"error: {message}\n"
 
 
+@pytest.mark.parametrize("images, out, message", [
+    (["photos"], "photos", "--out photos is the input folder photos: a rerun would read its figures as images"),
+    (["photos/"], "./photos/", "--out photos is the input folder photos: a rerun would read its figures as images"),
+    (["photos/threshold_maps.png"], "photos",
+     "--out photos holds the input image photos/threshold_maps.png, which the study writes over"),
+    (["--dataset", "folder", "--data-dir", "root"], "root/test/cat/figures",
+     "--out root/test/cat/figures is inside root/test, whose images --dataset folder reads"),
+    (["photos/cat.png"], "photos", None),  # a rerun on the file reads it alone
+    (["photos"], "photos/figures", None),  # a folder lists not the images of its subfolders
+    (["--dataset", "folder", "--data-dir", "root"], "root/figures", None),
+])
+def test_cli_study_out_keeps_apart_from_the_inputs(tmp_path, capsys, monkeypatch, images, out, message):
+    from rectgrad import zoo
+
+    def loaded(*args, **kwargs):
+        raise RuntimeError("model loads")
+
+    monkeypatch.setattr(zoo, "load", loaded)
+    monkeypatch.chdir(tmp_path)
+    for folder in ("photos", "root/train/cat", "root/test/cat"):
+        (tmp_path / folder).mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / folder / "cat.png")
+    Image.new("RGB", (8, 8)).save(tmp_path / "photos" / "threshold_maps.png")
+    assert main(["study", "threshold", *images, "--model", "m.pt", "--out", out]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {message or 'model loads'}")
+
+
 def test_cli_study_downloads_a_missing_dataset_on_request(model_and_folder, tmp_path, capsys, monkeypatch):
     from rectgrad import data
 

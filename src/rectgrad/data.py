@@ -587,8 +587,12 @@ def _folder_mode(files: tuple[tuple[Path, int, int], ...]) -> str:
 def _images_in(folder: Path) -> list[Path]:
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir()
-                  if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not _is_mask(p))
+    return sorted(p for p in folder.iterdir() if named_as_image(p) and p.is_file())
+
+
+def named_as_image(path: Path) -> bool:
+    """Whether a folder given as images lists a file of this name: an image suffix, not ``<stem>_mask``."""
+    return path.suffix.lower() in IMAGE_SUFFIXES and not _is_mask(path)
 
 
 def _is_mask(path: Path) -> bool:

@@ -45,6 +45,37 @@ def output_folder(path: Path, option: str) -> Path:
     return path
 
 
+def apart_from_inputs(path: Path, option: str, inputs) -> None:
+    """An output file that is none of the input images ``inputs`` (files or folders) and that no folder among them
+    would list as an image on a rerun: it would overwrite a picture, or be explained next time."""
+    from rectgrad.data import named_as_image
+
+    written = path.resolve()
+    for given in map(Path, inputs):
+        if written == given.resolve():
+            raise ValueError(f"{option} {path} is the input image {given}: give another file name")
+        if given.is_dir() and written.parent == given.resolve() and named_as_image(written):
+            raise ValueError(f"{option} {path} is in the input folder {given}: a rerun would take it for an image; "
+                             "write it elsewhere")
+
+
+def folder_apart_from_inputs(path: Path, option: str, inputs, test_root: Path | None, prefix: str) -> None:
+    """An output folder that is none of the input folders ``inputs`` (a rerun would read its figures as images),
+    holds none of the input files the study writes over (``<prefix>_*``) and is not inside ``test_root`` (the test
+    images of ``--dataset folder``, read at any depth)."""
+    written = path.resolve()
+    for given in map(Path, inputs or ()):
+        if given.is_dir() and written == given.resolve():
+            raise ValueError(f"{option} {path} is the input folder {given}: a rerun would read its figures as "
+                             "images; give another folder")
+        if given.resolve().parent == written and given.name.startswith(f"{prefix}_"):
+            raise ValueError(f"{option} {path} holds the input image {given}, which the study writes over: give "
+                             "another folder")
+    if test_root is not None and written.is_relative_to(test_root.resolve()) and written != test_root.resolve():
+        raise ValueError(f"{option} {path} is inside {test_root}, whose images --dataset folder reads: a rerun would "
+                         "read its figures as test images; give a folder outside it")
+
+
 def _writable(folder: Path, option: str, path: Path) -> None:
     """``folder`` can be written in, or created (missing folders are made as the command writes)."""
     folder = next(p for p in (folder, *folder.parents) if p.exists())

@@ -56,13 +56,16 @@ SAVE_MAPS_HELP = ("Also write the attribution maps to this .npz file: one array 
                   "and the explained classes.")
 
 
-def _check_options(out: Path, save_maps: Path | None, q: float, internal_batch_size: int) -> None:
-    """The options the comparison could refuse, refused before any work."""
+def _check_options(out: Path, save_maps: Path | None, q: float, internal_batch_size: int, images=()) -> None:
+    """The options the comparison could refuse, refused before any work; the outputs must keep apart from the input
+    ``images`` (files or folders)."""
     from rectgrad import viz
 
     _options.output_file(out, "--out", viz.FIGURE_SUFFIXES)
+    _options.apart_from_inputs(out, "--out", images)
     if save_maps is not None:
         _options.output_file(save_maps, "--save-maps", (".npz",))
+        _options.apart_from_inputs(save_maps, "--save-maps", images)
     _options.percentile(q)
     _options.positive_int(internal_batch_size, "--internal-batch-size")
 
@@ -102,7 +105,7 @@ def explain_images(
     from rectgrad.data import image_files
 
     names = _parse_methods(methods, _figure_methods())
-    _check_options(out, save_maps, q, internal_batch_size)
+    _check_options(out, save_maps, q, internal_batch_size, images)
     images = image_files(images)
     pictures = [zoo.read_image(path) for path in images]
     loaded = zoo.load(model, _options.device(device), weights=weights)

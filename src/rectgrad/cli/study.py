@@ -37,11 +37,11 @@ def register(app: typer.Typer) -> None:
     app.add_typer(study_app, name="study")
 
 
-def _load(model: Optional[str], images: Optional[List[Path]], dataset: Optional[str], count: int,
+def _load(study: str, model: Optional[str], images: Optional[List[Path]], dataset: Optional[str], count: int,
           data_dir: Optional[Path], download: bool, device: str, out: Path, dpi: int, show: Optional[int],
           per_class: int = 1):
-    """The options checked, then the model (eval mode, on ``device``) and the :class:`rectgrad.studies.Images` to
-    explain."""
+    """The options of ``study`` checked, then the model (eval mode, on ``device``) and the
+    :class:`rectgrad.studies.Images` to explain."""
     import torch
 
     from rectgrad import zoo
@@ -50,6 +50,8 @@ def _load(model: Optional[str], images: Optional[List[Path]], dataset: Optional[
 
     device = _options.device(device)
     _check_outputs(out, dpi, show)
+    _options.folder_apart_from_inputs(out, "--out", images, data_dir / "test" if dataset == "folder" and data_dir
+                                      else None, study.replace("-", "_"))
     if bool(images) == bool(dataset):
         raise ValueError("give image files or folders or --dataset (exactly one of them)")
     loaded = zoo.load(model, device=device)
@@ -103,7 +105,7 @@ def threshold(images: Optional[List[Path]] = IMAGES, model: str = MODEL, out: Pa
     """Fig. 4: RectGrad for tau = 0 and each q, with the sparsity curve."""
     from rectgrad import studies
 
-    net, chosen = _load(model, images, dataset, count, data_dir, download, device, out, dpi, show)
+    net, chosen = _load("threshold", model, images, dataset, count, data_dir, download, device, out, dpi, show)
     kwargs = {"qs": tuple(q)} if q else {}
     _finish(studies.threshold(net, chosen, padding_trick=padding_trick, internal_batch_size=internal_batch_size,
                               **kwargs, **_shown(show)), out, dpi)
@@ -120,7 +122,7 @@ def coherence(images: Optional[List[Path]] = IMAGES, model: str = MODEL, out: Pa
     """Figs. 5a, 12: all methods with and without final threshold; similarity within vs across classes."""
     from rectgrad import studies
 
-    net, chosen = _load(model, images, dataset, count, data_dir, download, device, out, dpi, show,
+    net, chosen = _load("coherence", model, images, dataset, count, data_dir, download, device, out, dpi, show,
                         per_class=2)
     _finish(studies.coherence(net, chosen, methods=tuple(method or studies.COMPARED), seed=seed,
                               internal_batch_size=internal_batch_size, **_shown(show)), out, dpi)
@@ -138,7 +140,7 @@ def adversarial(images: Optional[List[Path]] = IMAGES, model: str = MODEL, out: 
     from rectgrad import studies
 
     _options.positive_number(eps, "--eps")
-    net, chosen = _load(model, images, dataset, count, data_dir, download, device, out, dpi, show)
+    net, chosen = _load("adversarial", model, images, dataset, count, data_dir, download, device, out, dpi, show)
     _finish(studies.adversarial(net, chosen, eps=eps, methods=tuple(method or studies.COMPARED), seed=seed,
                                 internal_batch_size=internal_batch_size, **_shown(show)), out, dpi)
 
@@ -154,7 +156,7 @@ def layers(images: Optional[List[Path]] = IMAGES, model: str = MODEL, out: Path 
     """Figs. 6, 11: Saliency vs RectGrad at hidden layers; background share per layer."""
     from rectgrad import studies
 
-    net, chosen = _load(model, images, dataset, count, data_dir, download, device, out, dpi, show)
+    net, chosen = _load("layers", model, images, dataset, count, data_dir, download, device, out, dpi, show)
     _finish(studies.layers(net, chosen, q=q, layer_names=layer or None, max_layers=max_layers, **_shown(show)),
             out, dpi)
 
@@ -171,7 +173,7 @@ def feature_maps(images: Optional[List[Path]] = IMAGES, model: str = MODEL, out:
 
     _options.positive_int(channels, "--channels")
     _options.positive_int(max_layers, "--max-layers")
-    net, chosen = _load(model, images, dataset, count, data_dir, download, device, out, dpi, show)
+    net, chosen = _load("feature-maps", model, images, dataset, count, data_dir, download, device, out, dpi, show)
     _finish(studies.feature_maps(net, chosen, channels=channels, max_layers=max_layers, **_shown(show)), out, dpi)
 
 
@@ -188,8 +190,8 @@ def rules(ctx: typer.Context, images: Optional[List[Path]] = IMAGES,
     from rectgrad import studies
 
     if images or dataset:
-        net, chosen = _load(model or "efficientnet-lite0", images, dataset, count, data_dir, download, device, out,
-                            dpi, show)
+        net, chosen = _load("rules", model or "efficientnet-lite0", images, dataset, count, data_dir, download,
+                            device, out, dpi, show)
     else:
         _refuse_given(ctx, ["model", "q", "count", "data_dir", "download", "internal_batch_size", "show", "device",
                             "dpi"], "without images or --dataset (rules then prints the B.2 toy alone)")
