@@ -185,6 +185,32 @@ def test_explain_saved_module_and_torchscript(files, capsys):
     assert status == 2 and "error: --methods guided_bp: these methods modify the backward pass" in err
 
 
+def test_a_target_that_reads_two_ways_is_refused():
+    from torchvision.models import ResNet50_Weights
+
+    from rectgrad.cli.explain import _class_index, _target_line
+
+    numbered = sorted(str(k) for k in range(1, 11))  # class folders 1 to 10, sorted as names: 1, 10, 2, ..., 9
+    with pytest.raises(ValueError, match=r"^--target '1' is ambiguous: class index 1 is '10', but class 0 is named "
+                                         r"'1'; give --target index:1 or --target name:1$"):
+        _class_index("1", numbered)
+    with pytest.raises(ValueError, match="class index 10 is out of range, but class 1 is named '10'"):
+        _class_index("10", numbered)
+    assert [_class_index(t, numbered) for t in ("index:1", "name:1", "Name: 10", "INDEX:0")] == [1, 0, 1, 0]
+    assert _class_index("3", ["a", "b", "c", "3"]) == 3  # the same class either way
+    with pytest.raises(ValueError, match="give a class number after index:"):
+        _class_index("index:cat", numbered)
+    imagenet = ResNet50_Weights.IMAGENET1K_V1.meta["categories"]
+    with pytest.raises(ValueError, match=r"^--target 'cat' is ambiguous: tiger cat \(282\), Persian cat \(283\), "
+                                         r"Siamese cat \(284\), Egyptian cat \(285\), Madagascar cat \(383\), "
+                                         r"catamaran \(484\); give a whole name or an index$"):
+        _class_index("cat", imagenet)
+    assert _class_index("tiger", imagenet) == 292 and _class_index("egyptian", imagenet) == 285
+    assert _target_line("cat", 1, "tiger cat") == ("explaining class 1 (tiger cat) in every image: --target 'cat' "
+                                                   "matched it by a word of its name")
+    assert _target_line("name:1", 0, "1") == "explaining class 0 (1) in every image"
+
+
 @pytest.mark.parametrize("case, message", [
     ("method", "error: unknown method 'lime'; known methods: saliency, grad_input, deconv"),
     ("model", "error: unknown model 'alexnet' (and no such file); known models: efficientnet-lite0, inception-v4"),

@@ -7,6 +7,7 @@ RectGrad included; with it, baselines keep their top 5% and RectGrad its positiv
 from __future__ import annotations
 
 import difflib
+import re
 import warnings
 from pathlib import Path
 from typing import List, Optional
@@ -91,7 +92,8 @@ def explain_images(
     q: float = typer.Option(98.0, help="RectGrad's threshold percentile."),
     out: Path = typer.Option(Path("rectgrad-explain.png"), help="The grid to write (.png, .pdf, .svg, .jpg, ...)."),
     target: Optional[str] = typer.Option(None, help="Class to explain, by index or name, e.g. 3 or 'tabby' "
-                                                    "(default: each image's top class)."),
+                                                    "(index:3 or name:3 where a class is named by a number; "
+                                                    "default: each image's top class)."),
     final_threshold: bool = typer.Option(False, help=FINAL_THRESHOLD_HELP),
     weights: Optional[Path] = typer.Option(None, help="Local state-dict file for a registry model (offline use)."),
     internal_batch_size: int = typer.Option(25, help="Samples per forward pass for SmoothGrad and IntegGrad."),
@@ -123,29 +125,63 @@ def _is_index(target: str) -> bool:
     return target.strip().lstrip("-").isdigit()
 
 
+def _split_target(target: str) -> tuple[str | None, str]:
+    """The reading an ``index:`` or ``name:`` prefix of ``--target`` insists on (None without one), and the rest."""
+    text = target.strip()
+    for kind in ("index", "name"):
+        if text.lower().startswith(f"{kind}:"):
+            return kind, text[len(kind) + 1:].strip()
+    return None, text
+
+
 def _class_index(target: str | None, labels: list[str]) -> int | None:
-    """``--target`` as a class index: a number, or a class name (case-insensitive; a unique prefix will do)."""
-    if target is None or _is_index(target):
-        return None if target is None else int(target)
-    wanted = target.strip().lower()
+    """``--target`` as a class index: a number (``index:N`` to insist), or a class name (``name:TEXT`` to insist;
+    any case; a beginning or whole word of one name will do). A number that is also the name of another class is
+    ambiguous."""
+    if target is None:
+        return None
+    kind, text = _split_target(target)
+    if kind == "name" or (kind is None and not _is_index(text)):
+        return _named_class(target, text, labels)
+    if not _is_index(text):
+        raise ValueError(f"--target {target!r}: give a class number after index:")
+    index = int(text)
+    named = [i for i, label in enumerate(labels) if label.strip().lower() == text.lower()]
+    if kind is None and named and named[0] != index:
+        meant = f"is {labels[index]!r}" if 0 <= index < len(labels) else "is out of range"
+        raise ValueError(f"--target {target!r} is ambiguous: class index {index} {meant}, but class {named[0]} is "
+                         f"named {text!r}; give --target index:{index} or --target name:{text}")
+    return index
+
+
+def _named_class(target: str, text: str, labels: list[str]) -> int:
+    """The class named ``text``: the one whose name it is, else the one whose name begins with it or holds it as a
+    whole word (``cat`` is ambiguous among ImageNet's catamaran, tiger cat, Persian cat, ...)."""
+    wanted = text.lower()
     exact = [i for i, label in enumerate(labels) if label.lower() == wanted]
-    matches = exact or [i for i, label in enumerate(labels) if label.lower().startswith(wanted)]
+    word = re.compile(rf"(?<!\w){re.escape(wanted)}(?!\w)")
+    matches = exact or [i for i, label in enumerate(labels)
+                        if label.lower().startswith(wanted) or word.search(label.lower())]
     if len(matches) == 1:
         return matches[0]
     if not labels:
         raise ValueError(f"--target {target!r}: this model's classes have no names; give a class index")
     if matches:
-        raise ValueError(f"--target {target!r} is ambiguous: " + ", ".join(f"{labels[i]} ({i})" for i in matches[:10]))
+        raise ValueError(f"--target {target!r} is ambiguous: " + ", ".join(f"{labels[i]} ({i})" for i in matches[:10])
+                         + (", ..." if len(matches) > 10 else "") + "; give a whole name or an index")
     close = difflib.get_close_matches(wanted, [label.lower() for label in labels], n=5)
     raise ValueError(f"--target {target!r} is no class of this model" + (f"; did you mean {', '.join(close)}?"
                                                                         if close else ""))
 
 
 def _target_line(target: str, index: int, name: str) -> str:
-    """The class ``--target`` chose, and whether only the beginning of its name was given."""
-    by_prefix = not _is_index(target) and target.strip().lower() != name.lower()
-    return (f"explaining class {index}{'' if name == f'class {index}' else f' ({name})'} in every image"
-            + (f": --target {target!r} matched it by prefix" if by_prefix else ""))
+    """The class ``--target`` chose, and whether only a beginning or a word of its name was given."""
+    kind, text = _split_target(target)
+    line = f"explaining class {index}{'' if name == f'class {index}' else f' ({name})'} in every image"
+    if kind == "index" or (kind is None and _is_index(text)) or text.lower() == name.lower():
+        return line
+    how = "prefix" if name.lower().startswith(text.lower()) else "a word of its name"
+    return f"{line}: --target {target!r} matched it by {how}"
 
 
 def demo(
