@@ -83,14 +83,14 @@ def _three_class_module(path):
 def test_preprocessing_from_a_json_file_beside_the_model(tmp_path):
     _three_class_module(tmp_path / "mine.pt")
     (tmp_path / "mine.json").write_text(json.dumps({
-        "input_size": [3, 40, 24], "mean": [0.5, 0.25, 0.0], "std": [0.5, 0.25, 2.0], "crop_pct": None,
+        "input_size": [3, 40, 24], "mean": [0.5, 0.25, 0.0], "std": [0.5, 0.25, 0.8], "crop_pct": None,
         "interpolation": "bicubic", "label_names": ["cat", "dog", "owl"]}))
     loaded = zoo.load(tmp_path / "mine.pt")
     assert (loaded.input_size, loaded.labels, loaded.crop_fraction, loaded.note) == ((40, 24), ["cat", "dog", "owl"],
                                                                                       None, None)
     x = loaded.preprocess([Image.new("RGB", (100, 10), (255, 255, 255))])  # squashed, not cropped
     assert x.shape == (1, 3, 40, 24)
-    torch.testing.assert_close(x[0, :, 0, 0], torch.tensor([(1 - 0.5) / 0.5, (1 - 0.25) / 0.25, (1 - 0.0) / 2.0]))
+    torch.testing.assert_close(x[0, :, 0, 0], torch.tensor([(1 - 0.5) / 0.5, (1 - 0.25) / 0.25, (1 - 0.0) / 0.8]))
     (tmp_path / "mine.json").write_text(json.dumps({"label_names": ["cat", "dog", "owl"]}))
     loaded = zoo.load(tmp_path / "mine.pt")  # the rest assumed, and said so
     assert loaded.labels == ["cat", "dog", "owl"] and loaded.input_size == (224, 224)
@@ -104,6 +104,10 @@ def test_preprocessing_from_a_json_file_beside_the_model(tmp_path):
     ('{"mean": [0.5, 0.5], "std": [1, 1]}', "mean must be 1 or 3 finite number"),
     ('{"mean": [0.5, 0.5, 0.5], "std": [1, 0, 1]}', "std must be 1 or 3 finite positive"),
     ('{"mean": [0.5, 0.5, 0.5]}', "give mean and std together"),
+    ('{"mean": [127, 127, 127], "std": [128, 128, 128]}',
+     r"mean \[127, 127, 127\] and std \[128, 128, 128\] hold values above 1, as on the 0-255 scale, but pixels are "
+     r"in \[0, 1\] there: divide them by 255"),
+    ('{"mean": 0.5, "std": 64}', "std 64 hold values above 1"),
     ('{"input_size": [3, 32.5, 32]}', r"input_size must be \[channels, height, width\]"),
     ('{"crop_pct": 1.5}', r"crop_pct must be in \(0, 1\]"),
     ('{"interpolation": "lanczos"}', "interpolation must be bilinear or bicubic"),

@@ -352,6 +352,9 @@ def _with_config(path: Path, model: nn.Module, config: dict, source: str) -> Loa
                          f"{'x'.join(map(str, exported))} images, the only size it takes")
     if "mean" in config and "std" in config:
         mean, std = numbers("mean", channels), numbers("std", channels, positive=True)
+        if max(mean + std) > 1:
+            raise ValueError(f"{where}: mean {config['mean']} and std {config['std']} hold values above 1, as on the "
+                             "0-255 scale, but pixels are in [0, 1] there: divide them by 255")
     elif "mean" in config or "std" in config:
         raise ValueError(f"{where}: give mean and std together")
     else:
