@@ -287,10 +287,24 @@ def test_imagenet_class_names_given_to_1000_outputs_are_in_the_note(tmp_path):
     _pooling_module(tmp_path / "mine.pt", channels=3, classes=1000)
     (tmp_path / "mine.json").write_text('{"input_size": [3, 32, 32], "mean": 0.5, "std": 0.5}')
     loaded = zoo.load(tmp_path / "mine.pt")
-    assert loaded.labels[0] == "tench" and "assuming ImageNet's class names for its 1000 outputs" in loaded.note
+    assert loaded.labels[0] == "tench" and ("assuming crop_pct 0.875 with bilinear interpolation, and ImageNet's "
+                                            "class names for its 1000 outputs") in loaded.note
     (tmp_path / "mine.json").write_text(json.dumps({"input_size": [3, 32, 32], "mean": 0.5, "std": 0.5,
                                                     "label_names": [f"c{i}" for i in range(1000)]}))
-    assert zoo.load(tmp_path / "mine.pt").note is None
+    assert "assuming crop_pct 0.875 with bilinear interpolation (not given" in zoo.load(tmp_path / "mine.pt").note
+    (tmp_path / "mine.json").write_text(json.dumps({"input_size": [3, 32, 32], "mean": 0.5, "std": 0.5,
+                                                    "crop_pct": None, "label_names": [f"c{i}" for i in range(1000)]}))
+    assert "assuming bilinear interpolation (not given" in zoo.load(tmp_path / "mine.pt").note
+
+
+def test_an_image_of_the_input_size_is_not_cropped(tmp_path):
+    _pooling_module(tmp_path / "mine.pt", channels=1, classes=3)
+    (tmp_path / "mine.json").write_text('{"input_size": [1, 28, 28], "mean": 0.5, "std": 0.5}')
+    loaded = zoo.load(tmp_path / "mine.pt")
+    assert loaded.crop_fraction == 0.875
+    pixels = np.random.default_rng(0).integers(0, 256, (28, 28), dtype=np.uint8)
+    x = loaded.preprocess([Image.fromarray(pixels)])
+    torch.testing.assert_close(x[0, 0], (torch.from_numpy(pixels).float() / 255 - 0.5) / 0.5)
 
 
 def test_channels_other_than_one_or_three_are_refused_by_name(tmp_path):
@@ -312,7 +326,8 @@ def test_a_model_that_fails_on_its_input_size_says_so_in_the_note(tmp_path):
                      r"give it as input_size \[channels, height, width\] in .*dense.json", note)
     (tmp_path / "dense.json").write_text('{"input_size": [1, 28, 28], "mean": 0.5, "std": 0.5}')
     assert "dense.json: input_size 1x28x28 may not fit the model" in zoo.load(tmp_path / "dense.pt").note
-    (tmp_path / "dense.json").write_text('{"input_size": [3, 32, 32], "mean": 0.5, "std": 0.5}')
+    (tmp_path / "dense.json").write_text('{"input_size": [3, 32, 32], "mean": 0.5, "std": 0.5, "crop_pct": 1, '
+                                         '"interpolation": "bicubic"}')
     loaded = zoo.load(tmp_path / "dense.pt")
     assert loaded.input_size == (32, 32) and loaded.note is None
 

@@ -36,7 +36,8 @@ class LoadedModel:
     applied as ``(pixel / 255 - mean) / std``, class ``labels`` (empty: unknown) and ``channels``.
 
     Images are resized so that the crop covers ``crop_fraction`` of their shorter side, then
-    centre-cropped to ``input_size`` (the usual ImageNet evaluation with 0.875); ``crop_fraction=None``
+    centre-cropped to ``input_size`` (the usual ImageNet evaluation with 0.875), unless they already have that
+    size; ``crop_fraction=None``
     resizes the whole image to ``input_size`` (a model trained on :func:`rectgrad.data.load_image_folder`
     images saw them so). Image files are read as grayscale (``channels`` 1) or RGB (3). ``note`` says which of
     these values, and whether ImageNet's class names, were assumed rather than known.
@@ -84,10 +85,13 @@ class LoadedModel:
 
     def _centre_crop(self, image, resample):
         """Resize so that the crop covers ``crop_fraction`` of the shorter side, then take the centre crop, as
-        torchvision's Resize + CenterCrop. When the resized image would hold over 16 times the crop's pixels (an
-        extreme aspect ratio: a 20000 x 1 strip would become 5,120,000 x 256 pixels) only the kept part is resized
-        (``Image.resize(box=...)``), which differs from the whole resize by Pillow's rounding alone."""
+        torchvision's Resize + CenterCrop; an image of the input size is taken as it is. When the resized image would
+        hold over 16 times the crop's pixels (an extreme aspect ratio: a 20000 x 1 strip would become 5,120,000 x 256
+        pixels) only the kept part is resized (``Image.resize(box=...)``), which differs from the whole resize by
+        Pillow's rounding alone."""
         height, width = self.input_size
+        if image.size == (width, height):  # already the input: cropping it would only lose its border
+            return image
         scale = max(height / image.height, width / image.width) / self.crop_fraction
         size = (max(width, round(image.width * scale)), max(height, round(image.height * scale)))
         left, top = (size[0] - width) // 2, (size[1] - height) // 2
@@ -378,6 +382,10 @@ def _with_config(path: Path, model: nn.Module, config: dict, source: str) -> Loa
     assumed = []
     if assumed_size or assumed_normalisation:
         assumed.append(" ".join(filter(None, [assumed_size, "inputs", assumed_normalisation])))
+    resizing = [f"crop_pct {crop}" if "crop_pct" not in config else "",
+                f"{interpolation} interpolation" if "interpolation" not in config else ""]
+    if any(resizing):
+        assumed.append(" with ".join(filter(None, resizing)))
     if assumed_labels:
         assumed.append("ImageNet's class names for its 1000 outputs")
     notes = []
