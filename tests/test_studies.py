@@ -537,6 +537,23 @@ def test_cli_a_dataset_the_model_cannot_take_is_one_clear_line(tmp_path, capsys)
     assert err.count("\n") == 1
 
 
+def test_cli_a_dataset_of_another_size_than_the_models_input_is_refused(tmp_path, capsys):
+    torch.save(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                             nn.Linear(4, 2)).eval(), tmp_path / "pooling.pt")  # runs on any size
+    (tmp_path / "pooling.json").write_text('{"input_size": [3, 64, 64], "mean": 0.5, "std": 0.5, "crop_pct": 1, '
+                                           '"interpolation": "bilinear"}')
+    (tmp_path / "rgb").mkdir()
+    for name in ("airplane_1", "automobile_1"):
+        Image.new("RGB", (32, 32), (200, 10, 60)).save(tmp_path / "rgb" / f"{name}.jpg")
+        Image.new("L", (32, 32), 255).save(tmp_path / "rgb" / f"{name}_mask.jpg")
+    assert main(["study", "threshold", "--model", str(tmp_path / "pooling.pt"), "--dataset", "cifar10-masked",
+                 "--data-dir", str(tmp_path / "rgb"), "--count", "2", "--out", str(tmp_path / "figures")]) == 2
+    assert capsys.readouterr().err == (f"error: {tmp_path / 'pooling.pt'} takes 64x64 images, the cifar10-masked "
+                                       "images are 32x32: give a model trained on cifar10-masked, or --dataset folder "
+                                       "or image files (resized to the model's input)\n")
+    assert not (tmp_path / "figures").exists()
+
+
 def test_folder_dataset_images_take_the_masks_beside_them(model_and_folder, tmp_path):
     _, folder, _ = model_and_folder
     for split in ("train", "test"):
