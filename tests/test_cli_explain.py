@@ -250,6 +250,7 @@ def test_bad_input_is_one_clear_line(files, capsys, case, message):
 @pytest.mark.parametrize("options, message", [
     (["--q", "101"], "error: --q must be a percentile in [0, 100], got 101.0"),
     (["--internal-batch-size", "0"], "error: --internal-batch-size must be a positive integer, got 0"),
+    (["--seed", "-1"], "error: --seed must be an integer in [0, 2**63), got -1"),
     (["--methods", ""], "error: --methods is empty"),
     (["--methods", "saliency,rectgrad,saliency"], "error: --methods names saliency more than once"),
     (["--out", "grid.gif"], "error: --out must name a .png / .pdf / .svg"),

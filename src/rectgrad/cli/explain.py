@@ -57,7 +57,8 @@ SAVE_MAPS_HELP = ("Also write the attribution maps to this .npz file: one array 
                   "and the explained classes.")
 
 
-def _check_options(out: Path, save_maps: Path | None, q: float, internal_batch_size: int, images=()) -> None:
+def _check_options(out: Path, save_maps: Path | None, q: float, internal_batch_size: int, images=(),
+                   seed: int = 0) -> None:
     """The options the comparison could refuse, refused before any work; the outputs must keep apart from the input
     ``images`` (files or folders)."""
     from rectgrad import viz
@@ -69,6 +70,7 @@ def _check_options(out: Path, save_maps: Path | None, q: float, internal_batch_s
         _options.apart_from_inputs(save_maps, "--save-maps", images)
     _options.percentile(q)
     _options.positive_int(internal_batch_size, "--internal-batch-size")
+    _options.seed(seed)
 
 
 def _check_model(model, names: list[str]) -> None:
@@ -107,7 +109,7 @@ def explain_images(
     from rectgrad.data import image_files
 
     names = _parse_methods(methods, _figure_methods())
-    _check_options(out, save_maps, q, internal_batch_size, images)
+    _check_options(out, save_maps, q, internal_batch_size, images, seed)
     images = image_files(images)
     pictures = [zoo.read_image(path) for path in images]
     loaded = zoo.load(model, _options.device(device), weights=weights)
