@@ -217,13 +217,15 @@ def test_a_target_that_reads_two_ways_is_refused():
     ("unreadable", "error: cannot read image"),
     ("missing", "error: image or folder"),
     ("empty folder", "error: no image files (.png, .jpg"),
+    ("class folders", "error: no image files (.png, .jpg, .jpeg, .bmp, .gif, .tif, .tiff, .webp, .ppm, .pgm) in "
+                      "folder classes; subfolders are not searched: give them as arguments"),
     ("checkpoint", "error:"),
     ("target", "error: target 10 is out of range for a model with 10 classes"),
     ("target name", "error: --target 'dgo' is no class of this model; did you mean dog?"),
     ("ambiguous", "error: --target 'a' is ambiguous: airplane (0), automobile (1)"),
     ("device", "error: --device must be cpu, cuda or auto"),
 ])
-def test_bad_input_is_one_clear_line(files, capsys, case, message):
+def test_bad_input_is_one_clear_line(files, capsys, monkeypatch, case, message):
     tmp_path, images, checkpoint = files
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"\x00garbage" * 10)
@@ -231,11 +233,14 @@ def test_bad_input_is_one_clear_line(files, capsys, case, message):
     unreadable.write_text("not a picture")
     empty = tmp_path / "empty"
     empty.mkdir()
+    (tmp_path / "classes" / "cat").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
     argv = {"method": [*images, "--model", checkpoint, "--methods", "saliency,lime"],
             "model": [*images, "--model", "alexnet"],
             "unreadable": [images[0], str(unreadable), "--model", checkpoint],
             "missing": [str(tmp_path / "missing.png"), "--model", checkpoint],
             "empty folder": [str(empty), "--model", checkpoint],
+            "class folders": ["classes", "--model", checkpoint],
             "checkpoint": [*images, "--model", str(corrupt)],
             "target": [*images, "--model", checkpoint, "--target", "10"],
             "target name": [*images, "--model", checkpoint, "--target", "dgo"],
