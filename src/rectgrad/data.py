@@ -622,7 +622,8 @@ def image_files(paths) -> list[Path]:
         if path.is_dir():
             found = sorted(_images_in(path), key=_natural)
             if not found:
-                held = "; subfolders are not searched: give them as arguments" if any(p.is_dir() for p in path.iterdir()) else ""
+                held = ("; subfolders are not searched: give them as arguments"
+                        if any(p.is_dir() for p in path.iterdir()) else "")
                 raise ValueError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in folder {path}{held}")
             files += found
         elif path.is_file():
