@@ -85,10 +85,10 @@ def test_version(capsys):
 def test_explain_a_folder_of_images(files, capsys):
     tmp_path, images, checkpoint = files  # the folder holds image0.png, image1.png and the model file
     status, out, err = run(capsys, "explain", str(tmp_path), "--model", checkpoint, "--methods", "saliency",
-                           "--out", str(tmp_path / "folder.png"), "--no-progress")
+                           "--out", str(tmp_path / "figures" / "folder.png"), "--no-progress")
     assert status == 0, err
     assert [line.split(":")[0] for line in out.splitlines()[:2]] == ["image0.png", "image1.png"]
-    assert out.splitlines()[2] == f"wrote {tmp_path / 'folder.png'}"
+    assert out.splitlines()[2] == f"wrote {tmp_path / 'figures' / 'folder.png'}"
 
 
 def test_warnings_are_one_line(files, capsys, monkeypatch):
