@@ -175,8 +175,8 @@ def test_explain_saved_module_and_torchscript(files, capsys):
     status, out, err = run(capsys, "explain", images[0], "--model", str(tmp_path / "exported.pt2"), "--methods",
                            "rectgrad,deeplift", "--out", str(tmp_path / "e.png"), "--no-progress")
     assert status == 0 and "assuming inputs normalised" in err and (tmp_path / "e.png").is_file(), err
-    (tmp_path / "module.json").write_text('{"input_size": [3, 64, 64], "mean": 0.5, "std": 0.25, '
-                                          '"label_names": ["cat", "dog", "owl"]}')
+    (tmp_path / "module.json").write_text('{"input_size": [3, 64, 64], "mean": 0.5, "std": 0.25, "crop_pct": 0.9, '
+                                          '"interpolation": "bicubic", "label_names": ["cat", "dog", "owl"]}')
     status, out, err = run(capsys, "explain", images[0], "--model", str(tmp_path / "module.pt"), "--methods",
                            "saliency", "--target", "owl", "--out", str(tmp_path / "s.png"), "--no-progress")
     assert status == 0 and "note" not in err and all(f"{name} " in out for name in ("cat", "dog", "owl"))
