@@ -39,7 +39,7 @@ def _chance(meta: dict | None) -> float | None:
 
 
 def _at_chance(accuracy: float, chance: float | None) -> bool:
-    """Whether ``accuracy`` is within 5% of the way from ``chance`` to a perfect score (5 points over 10% chance; on
+    """Whether ``accuracy`` is within 5% of the way from ``chance`` to a perfect score (4.5 points over 10% chance; on
     a test split 96% of one class, 96.2%), the level at which a model has learned next to nothing."""
     return chance is not None and accuracy <= chance + 0.05 * (1 - chance)
 
