@@ -831,6 +831,9 @@ def test_decomposed_exported_programs_get_the_same_maps_or_a_clear_error(cnn, ba
     for method in ("rectgrad", "guided_bp", "deconv", "deeplift", "eps_lrp"):  # aten.convolution: padding trick too
         assert torch.equal(rectgrad.explain(decomposed, x, target=y, method=method),
                            rectgrad.explain(cnn, x, target=y, method=method)), method
+    padded = torch.export.export(SeparatelyPadded(cnn), (x,), dynamic_shapes=({0: samples},))  # aten.constant_pad_nd
+    torch.testing.assert_close(rectgrad.explain(padded.run_decompositions().module(), x, target=y, method="rectgrad"),
+                               rectgrad.explain(cnn, x, target=y, method="rectgrad"), rtol=1e-9, atol=1e-12)
     with pytest.raises(ValueError, match="does not support max_pool2d_with_indices .*decomposed to core ATen"):
         rectgrad.explain(decomposed, x, target=y, method="rectgrad_prr")
     silu = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.SiLU(), nn.Flatten(), nn.Linear(256, 3)).eval()

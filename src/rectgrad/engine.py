@@ -48,10 +48,9 @@ from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
 from rectgrad.cpu_gate import gate_above_percentile
-from rectgrad.operations import (ADAPTIVE_MAX_POOL_PAIRS, ATEN_ALIASES, ATEN_CONVOLUTIONS, CLAMPS, ELEMENTWISE,
+from rectgrad.operations import (ADAPTIVE_MAX_POOL_PAIRS, ATEN_ALIASES, ATEN_REWRITES, CLAMPS, ELEMENTWISE,
                                  FUSED_RELUS, KNOWN_ACTIVATIONS, MAX_REDUCTIONS, MAXIMUMS, OTHER_NONLINEAR, RELU,
-                                 as_functional_convolution, depends_on_input, is_inplace, is_zero, refuse_undefined,
-                                 refuse_unknown)
+                                 depends_on_input, is_inplace, is_zero, refuse_undefined, refuse_unknown)
 from rectgrad.selection import where_above_percentile
 
 SCORES = {  # importance score of a unit from its output a and incoming gradient g, written into `out()`
@@ -475,8 +474,8 @@ class RuleMode(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         func = ATEN_ALIASES.get(func, func)
-        if func in ATEN_CONVOLUTIONS:
-            func, args, kwargs = as_functional_convolution(args, kwargs) or (func, args, kwargs)
+        if func in ATEN_REWRITES:
+            func, args, kwargs = ATEN_REWRITES[func](args, kwargs) or (func, args, kwargs)
         options = self.options
         multiplier = isinstance(options.rule, MultiplierRule)
         if multiplier and func in OTHER_NONLINEAR:

@@ -109,7 +109,6 @@ ADAPTIVE_MAX_POOL_PAIRS = {**_aten({"adaptive_max_pool1d": F.adaptive_max_pool1d
                                     "adaptive_max_pool3d": F.adaptive_max_pool3d}),
                            torch.adaptive_max_pool1d: F.adaptive_max_pool1d}
 MAX_REDUCTIONS = {torch.max, torch.Tensor.max, torch.amax, torch.Tensor.amax}  # a global max-pool in all but name
-ATEN_CONVOLUTIONS = _aten({"convolution": None})  # what F.conv2d calls; a decomposed exported program calls it too
 _CONVOLUTION_ARGS = ("input", "weight", "bias", "stride", "padding", "dilation", "transposed", "output_padding",
                      "groups")
 
@@ -122,6 +121,17 @@ def as_functional_convolution(args, kwargs):
         return None
     conv = {3: F.conv1d, 4: F.conv2d, 5: F.conv3d}[values["weight"].dim()]
     return conv, tuple(values[k] for k in ("input", "weight", "bias", "stride", "padding", "dilation", "groups")), {}
+
+
+def as_functional_pad(args, kwargs):
+    """An ``aten.constant_pad_nd`` call as the ``F.pad`` call it is (``func, args, kwargs``)."""
+    values = dict(zip(("input", "pad", "value"), args), **kwargs)
+    return F.pad, (values["input"], list(values["pad"])), {"value": values.get("value", 0)}
+
+
+# ATen operations a decomposed exported program calls for a functional the rules know, with other arguments:
+# ``op -> rewrite(args, kwargs)`` giving that functional's call (None: leave the call as it is)
+ATEN_REWRITES = _aten({"convolution": as_functional_convolution, "constant_pad_nd": as_functional_pad})
 
 
 def split_activation(modules) -> tuple[str, str] | None:
