@@ -24,9 +24,9 @@ The modified gradients of epsilon-LRP and DeepLIFT (Ancona et al., 2018) are the
 rule (:class:`MultiplierRule`): the activation's derivative is replaced by a multiplier ``m(z, a)``.
 
 Two more techniques (Appendix C): the padding trick zeroes a 1-pixel border of the gradient with
-respect to the output of every zero-padded ``conv1d/2d/3d`` (as the reference code does for SAME
-convolutions, whatever the kernel size; a conv whose input comes straight from a zero ``F.pad``, as
-TensorFlow-style "same" padding does, counts as zero-padded); the proportional redistribution rule
+respect to the output of every SAME ``conv1d/2d/3d``, as Listing 2 does: zero-padded ones (a conv whose input
+comes straight from a zero ``F.pad``, as TensorFlow-style "same" padding does, included) and those with a
+1 x ... x 1 kernel, whatever the kernel size, along every side; the proportional redistribution rule
 (PRR, Listing 3) passes a max-pool's (1d, 2d, 3d, adaptive) gradient to every input of its window in
 proportion to its activation.
 """
@@ -447,7 +447,7 @@ def _compiled_code_runs_eagerly() -> Iterator[None]:
 
 @dataclass
 class RuleMode(TorchFunctionMode):
-    """Intercepts activations (and, on request, zero-padded convs and max-pools) for one forward pass."""
+    """Intercepts activations (and, on request, SAME convs, zero pads and max-pools) for one forward pass."""
 
     options: Options
     batch: int | None = None  # samples per forward pass: dim 0 of every activation, for per-sample rules

@@ -29,7 +29,8 @@ class RectGrad(EngineAttribution):
             q: threshold at the q-th percentile of each sample's importance scores ``a * R`` over all
                 units of a layer (default 98, numpy's ``nearest`` percentile, strict ``>``).
             tau: a constant threshold instead of ``q`` (``tau=0`` gives Guided Backprop x input, Claim 2).
-            padding_trick: zero the gradient's border before zero-padded convolutions (Appendix C.1).
+            padding_trick: zero the gradient's border before SAME convolutions, zero-padded or 1 x 1 (Appendix
+                C.1, Listing 2).
             prr: proportional redistribution through max-pooling (Appendix C.2).
             final_threshold: keep only the positive part of ``x * R``.
             rule: the propagation rule of Appendix B: ``pr1`` (RectGrad), ``pr2`` ``|a R| > tau``,
