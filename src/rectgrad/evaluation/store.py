@@ -34,8 +34,9 @@ class ResultStore:
             raise ValueError(f"{self.folder} holds results of another configuration ({_difference(saved, config)}); "
                              "refusing to mix them: use another folder or delete this one")
         if saved is None and self.folder.is_dir() and any(not p.name.startswith(".") for p in self.folder.iterdir()):
-            raise ValueError(f"{self.folder} holds files but no {CONFIG}: results of an unknown configuration cannot "
-                             "be resumed nor mixed with new ones; use another folder or delete this one")
+            raise ValueError(f"{self.folder} is not empty but holds no {CONFIG}: it is no results folder, or one "
+                             "whose configuration is lost, whose results can be neither resumed nor mixed with new "
+                             "ones; give a new or empty folder")
         self.config, self.resumed = config, saved is not None
         if saved is None:
             self.folder.mkdir(parents=True, exist_ok=True)
