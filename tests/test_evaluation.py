@@ -454,7 +454,7 @@ def test_a_corrupt_result_file_is_an_error_naming_it(tmp_path):
     with pytest.raises(ValueError, match=r"config.json is corrupt \(a JSON list, not an object\)"):
         ResultStore(tmp_path / "w", {"run": 1})
     (tmp_path / "w" / "config.json").unlink()  # results without their configuration: neither resumed nor mixed
-    with pytest.raises(ValueError, match="is not empty but holds no config.json: it is no results folder, or one whose"):
+    with pytest.raises(ValueError, match="is not empty but holds no config.json: it is no results folder"):
         ResultStore(tmp_path / "w", {"run": 2})
     (tmp_path / "w" / "config.json").write_text('{"run": 1}')
     train, test, maps = roar_inputs()

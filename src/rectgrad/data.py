@@ -603,13 +603,14 @@ def _is_mask(path: Path) -> bool:
 def _images_under(folder: Path, seen: set[Path] | None = None) -> list[Path]:
     """The images in ``folder`` and, as torchvision's ImageFolder takes them, in its subfolders at any depth: the
     folder's own first, then each subfolder's in sorted order; symbolic links are followed, each folder read once
-    (a link loop ends there)."""
+    (a link loop ends there); hidden subfolders (``.thumbnails``, ``.ipynb_checkpoints``) and those of NAS indexers
+    (``@eaDir``) are skipped: they hold copies."""
     seen = set() if seen is None else seen
     if not folder.is_dir() or folder.resolve() in seen:
         return []
     seen.add(folder.resolve())
-    return _images_in(folder) + [p for sub in sorted(d for d in folder.iterdir() if d.is_dir())
-                                 for p in _images_under(sub, seen)]
+    subfolders = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith((".", "@")))
+    return _images_in(folder) + [p for sub in subfolders for p in _images_under(sub, seen)]
 
 
 def image_files(paths) -> list[Path]:
