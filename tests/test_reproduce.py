@@ -18,7 +18,7 @@ from rectgrad.checkpoint import load_checkpoint
 from rectgrad.cli import main
 from rectgrad.evaluation import pipeline
 from rectgrad.evaluation.store import ResultStore
-from rectgrad.report import REPORT_FILES, write_report
+from rectgrad.report import MANIFEST, REPORT_FILES, write_report
 from rectgrad.train_many import Retrainer
 
 METHODS = ["random", "rectgrad", "rectgrad_prr", "saliency", "guided_bp", "smoothgrad", "grad_input", "intgrad",
@@ -360,20 +360,23 @@ def test_own_images_smoke_end_to_end(tmp_path, capsys):
     assert (tmp_path / "report" / "fig9-kar.png").is_file() and not (tmp_path / "report" / "fig2-"
                                                                      "feature-map-occlusion.png").is_file()
     assert len(list((tmp_path / "report" / "work" / "kar").glob("*.json"))) == 3 * 2
-    for name in ("fig2-feature-map-occlusion.png", "noise-level.csv", "notes.txt"):  # an earlier run's; the user's
+    manifest = tmp_path / "report" / MANIFEST
+    earlier = json.loads(manifest.read_text())
+    assert earlier == sorted(p.name for p in (tmp_path / "report").glob("*.*") if p.name not in ("README.md", MANIFEST))
+    for name in ("fig2-feature-map-occlusion.png", "noise-level.csv", "notes.txt"):  # an earlier report's; the user's
         (tmp_path / "report" / name).write_text("earlier")
+    manifest.write_text(json.dumps([*earlier, "fig2-feature-map-occlusion.png"]))
     write_report(tmp_path / "report" / "work", tmp_path / "report")
     assert sorted(p.name for p in (tmp_path / "report").glob("*.*")) == sorted(
-        ["README.md", "notes.txt", *(set(REPORT_FILES) - {"fig2-feature-map-occlusion.png", "feature-map-occlusion.csv",
-                                                            "noise-level.csv", "fig8-background-attribution.png",
-                                                            "fig8-total-variation.png"})])
+        ["README.md", MANIFEST, "notes.txt", "noise-level.csv", *earlier])
     write_shape_folder(images, masks=True)  # the same images, now with masks: another configuration
     assert main([*args, "--out", str(tmp_path / "report")]) == 2
     assert "another configuration" in capsys.readouterr().err
     assert main([*args, "--image-size", "16", "--out", str(tmp_path / "small")]) == 0
     readme = (tmp_path / "small" / "README.md").read_text()
     assert "16x16, 60 masked test images" in readme and "Skipped" not in readme and "Not run yet" not in readme
-    assert sorted(p.name for p in (tmp_path / "small").iterdir()) == sorted([*REPORT_FILES, "README.md", "work"])
+    assert sorted(p.name for p in (tmp_path / "small").iterdir()) == sorted([*REPORT_FILES, "README.md", MANIFEST,
+                                                                             "work"])
     chosen = json.loads((tmp_path / "small" / "work" / "results" / "masked.json").read_text())
     assert re.search(rf"\| Fig. 2 \| {len(chosen['names'])} correctly classified masked images(, 1 per class| \(up to "
                      r"1 per class: bar \d, disc \d, square \d\)), 3 fractions", readme)

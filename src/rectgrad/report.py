@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import functools
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -24,11 +25,12 @@ PAPER_TABLE1 = {"random": (.5562, .4438), "rectgrad": (.5385, .3382), "saliency"
                 "guided_bp": (.5504, .4270), "smoothgrad": (.5536, .4444), "grad_input": (.5408, .4176),
                 "intgrad": (.5428, .4185), "deeplift": (.5519, .3928)}
 BASELINES = ("saliency", "guided_bp", "smoothgrad", "grad_input", "intgrad", "deeplift")
-#: Every file a report may write besides README.md; those this report does not write are removed from its folder.
+#: Every file a report may write besides README.md, and the list of those it wrote, kept beside them.
 REPORT_FILES = ("models.csv", "fig2-feature-map-occlusion.png", "feature-map-occlusion.csv", "fig3-patch-maps.png",
                 "fig7-patch-attribution.png", "patch-attribution.csv", "noise-level.csv",
                 "fig8-background-attribution.png", "fig8-total-variation.png", "roar-kar.csv", "fig9-roar.png",
                 "fig9-kar.png", "table1.csv", "compute-time.csv")
+MANIFEST = ".rectgrad-report.json"
 
 
 def _chance(meta: dict | None) -> float | None:
@@ -49,9 +51,9 @@ def label(method: str) -> str:
 
 
 def write_report(work_dir, out_dir) -> Path:
-    """Write the figures, CSVs and ``README.md`` for the results in ``work_dir`` to ``out_dir``; the files of
-    :data:`REPORT_FILES` this report does not write (an earlier run's Fig. 2, say) are removed from ``out_dir``, so
-    that none is taken for this run's."""
+    """Write the figures, CSVs and ``README.md`` for the results in ``work_dir`` to ``out_dir``; the files an earlier
+    report wrote there (listed in its :data:`MANIFEST`) that this one does not (its Fig. 2, say) are removed, so that
+    none is taken for this run's."""
     config = ResultStore.read_config(work_dir)
     if config is None:
         raise FileNotFoundError(f"no results in {work_dir} (no config.json): run `rectgrad reproduce` first")
@@ -61,8 +63,10 @@ def write_report(work_dir, out_dir) -> Path:
     sections = [report.header(), report.models(), report.occlusion(), report.patch(), report.noise(),
                 report.roar_kar(), report.compute_time()]
     text = "\n".join([*sections[:2], report.claims_table(), *sections[2:]])
-    for name in sorted(set(REPORT_FILES) - report.written):
+    earlier = read_json(out / MANIFEST) if (out / MANIFEST).is_file() else []
+    for name in sorted(set(REPORT_FILES) & set(earlier) - report.written):  # never a user's file of such a name
         (out / name).unlink(missing_ok=True)
+    write_text_atomically(out / MANIFEST, json.dumps(sorted(report.written)))
     write_text_atomically(out / "README.md", text)  # each file of the report whole, even if interrupted
     return out / "README.md"
 
