@@ -610,6 +610,7 @@ def test_folder_dataset_images_are_preprocessed_and_named_as_the_model_says(tmp_
     assert chosen.classes == ["mine0", "mine1"] and (chosen.mean, chosen.std) == (loaded.mean, loaded.std)
     torch.testing.assert_close(chosen.x, studies.images_from_files(loaded, files).x)  # 10 x 15, as files are read
     assert chosen.masks.shape == (2, 10, 15) and chosen.masks[:, :, :5].all() and not chosen.masks[:, :, 5:].any()
+    assert torch.equal(studies.images_from_files(loaded, files).masks, chosen.masks)  # one mask rule for files too
     assert main(["study", "feature-maps", "--dataset", "folder", "--data-dir", str(tmp_path / "root"), "--model",
                  str(tmp_path / "wide.pt"), "--count", "2", "--out", str(tmp_path / "out")]) == 0
     predicted = {row["predicted"] for row in read_csv(tmp_path / "out" / "feature_maps_images.csv")}

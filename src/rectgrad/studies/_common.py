@@ -364,11 +364,7 @@ def images_from_files(loaded, paths) -> Images:
             missing = [str(f) for f, m in zip(files, mask_files) if m is None]
             raise ValueError(f"some images have a <name>_mask file and some do not: {', '.join(missing[:5])} "
                              "lack one")
-        mask_pictures = [read_image(m) for m in mask_files]
-        for f, picture, m, mask in zip(files, pictures, mask_files, mask_pictures):
-            check_mask_size(m, mask.size, f, picture.size)
-        masked = loaded.preprocess(mask_pictures)
-        masks = (to_pixels(masked, loaded.mean, loaded.std).mean(1) + 1) / 2 >= 200 / 255
+        masks = _object_masks(loaded, files, pictures, mask_files)
     return Images(x=x, names=unique_names(files), mean=loaded.mean, std=loaded.std,
                   classes=list(loaded.labels) if loaded.labels else None, masks=masks)
 
@@ -459,11 +455,8 @@ def _first_of_classes(labels: list[int], classes: int, count: int, per_class: in
 
 def _folder_images_for(loaded, root, count: int, per_class: int) -> Images:
     """:func:`images_from_dataset` of the folder dataset at ``root`` for the model ``loaded``: the files read and
-    preprocessed as :func:`images_from_files` does, masks by the folder dataset's rule
-    (:func:`rectgrad.data.folder_mask_objects`), resized as the images and object where at least half is."""
-    from PIL import Image
-
-    from rectgrad.data import folder_mask_objects, image_folder_split
+    preprocessed, and masks read, as :func:`images_from_files` does."""
+    from rectgrad.data import image_folder_split
     from rectgrad.zoo import read_image
 
     files, classes = image_folder_split(root, "test")
@@ -475,16 +468,28 @@ def _folder_images_for(loaded, root, count: int, per_class: int) -> Images:
     pictures = [read_image(path) for path in paths]
     masks = None
     if masked:
-        binary = []
-        for path, picture in zip(paths, pictures):
-            mask = read_image(mask_of[path])
-            check_mask_size(mask_of[path], mask.size, path, picture.size)
-            objects = folder_mask_objects(torch.from_numpy(np.array(mask.convert("L")))[None])[0]
-            binary.append(Image.fromarray(objects.numpy().astype(np.uint8) * 255))
-        masks = to_pixels(loaded.preprocess(binary), loaded.mean, loaded.std).mean(1) >= 0
+        masks = _object_masks(loaded, paths, pictures, [mask_of[path] for path in paths])
     return Images(x=loaded.preprocess(pictures), names=_folder_names(root, paths), mean=loaded.mean,
                   std=loaded.std, classes=list(loaded.labels) or None,
                   labels=torch.tensor([pool[i][1] for i in index]), masks=masks)
+
+
+def _object_masks(loaded, files: list[Path], pictures, mask_files: list[Path]) -> Tensor:
+    """The object masks of ``files`` (read as ``pictures``) in ``mask_files`` for the model ``loaded``: object pixels
+    by the folder dataset's rule (:func:`rectgrad.data.folder_mask_objects`: white, or 1 in a 0/1 mask), resized as
+    the images are, object where at least half is."""
+    from PIL import Image
+
+    from rectgrad.data import folder_mask_objects
+    from rectgrad.zoo import read_image
+
+    binary = []
+    for path, picture, mask_file in zip(files, pictures, mask_files):
+        mask = read_image(mask_file)
+        check_mask_size(mask_file, mask.size, path, picture.size)
+        objects = folder_mask_objects(torch.from_numpy(np.array(mask.convert("L")))[None])[0]
+        binary.append(Image.fromarray(objects.numpy().astype(np.uint8) * 255))
+    return to_pixels(loaded.preprocess(binary), loaded.mean, loaded.std).mean(1) >= 0
 
 
 def _folder_names(root, paths: list[Path]) -> list[str]:
