@@ -80,7 +80,7 @@ def test_missing_and_corrupt_files(model, tmp_path):
     with pytest.raises(ValueError, match="truncated.pt .*not a torch file"):
         load_model(truncated)
     torch.export.save(torch.export.export(model.eval(), (torch.randn(1, 1, 12, 12),)), tmp_path / "fixed.pt2")
-    with pytest.raises(ValueError, match="fixed.pt2 was exported for batches of exactly 1.*dynamic_shapes"):
+    with pytest.raises(ValueError, match="batches of exactly 1.*example batch x of at least 2 images.*dynamic_shapes"):
         load_model(tmp_path / "fixed.pt2")
     (tmp_path / "broken.pt2").write_bytes((tmp_path / "fixed.pt2").read_bytes()[:3000])
     with pytest.raises(ValueError, match="broken.pt2"):
@@ -96,8 +96,11 @@ def test_wrong_architecture_or_weights(model, tmp_path):
                      "do not fit PaperCNN.*size mismatch"),
         "config.pt": ({**payload, "config": {"layers": 3}}, "do not fit PaperCNN"),
         "other.pt": ({"format": "something-else"}, "not a rectgrad checkpoint"),
-        "state.pt": (model.state_dict(), "bare state dict"),
-        "number.pt": (3, "holds a int"),
+        "state.pt": (model.state_dict(), r"bare state dict, not a model: save the model itself, torch.save\(model"),
+        "training.pt": ({"model": model.state_dict(), "epoch": 3},
+                        r"holds a dict \(keys model, epoch\), not a model or rectgrad checkpoint: a training "
+                        r"checkpoint's dict\? save the model itself"),
+        "number.pt": (3, "holds a int, not a model"),
     }
     for name, (content, message) in cases.items():
         torch.save(content, tmp_path / name)

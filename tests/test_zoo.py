@@ -187,6 +187,12 @@ def test_local_weights_file(tmp_path):
         zoo.load("vgg16", weights=bad)
     with pytest.raises(FileNotFoundError, match="weights file .* not found"):
         zoo.load("vgg16", weights=tmp_path / "none.pth")
+    torch.save(torch.nn.Linear(2, 2), tmp_path / "whole.pt")
+    (tmp_path / "notes.pt").write_text("some text")
+    for name, message in (("whole.pt", r"holds a pickled object \(a whole model\?\), not a state dict: give a whole "
+                                       "model as --model FILE$"), ("notes.pt", "is not a torch weights file")):
+        with pytest.raises(ValueError, match=message):
+            zoo.load("vgg16", weights=tmp_path / name)
 
 
 def test_model_trained_on_own_images_sees_them_as_the_folder_loader_made_them(tmp_path):

@@ -135,9 +135,12 @@ def load_model(path, map_location=None) -> nn.Module:
     if isinstance(payload, dict) and "format" in payload:
         return _from_checkpoint(payload, path)[0]
     if isinstance(payload, dict) and payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
-        raise ValueError(f"{path} holds a bare state dict, not a model: save it with "
-                         "rectgrad.checkpoint.save_checkpoint or torch.save(model, path)")
-    raise ValueError(f"{path} holds a {type(payload).__name__}, not a model or rectgrad checkpoint")
+        raise ValueError(f"{path} holds a bare state dict, not a model: save the model itself, "
+                         "torch.save(model, path) (or TorchScript / torch.export), or for the paper's CNN "
+                         "rectgrad.checkpoint.save_checkpoint")
+    holds = "" if not isinstance(payload, dict) else f" (keys {', '.join(map(str, list(payload)[:5]))})"
+    raise ValueError(f"{path} holds a {type(payload).__name__}{holds}, not a model or rectgrad checkpoint: a "
+                     "training checkpoint's dict? save the model itself, torch.save(model, path)")
 
 
 def _torch_load(path: Path, map_location, weights_only: bool):
@@ -185,8 +188,8 @@ def _load_exported(path: Path) -> nn.Module:
                          "take one tensor of images")
     if isinstance(shapes[0][0], int):
         raise ValueError(f"{path} was exported for batches of exactly {shapes[0][0]}; the methods run batches of "
-                         "other sizes, so export it with a free batch dimension: torch.export.export(model, (x,), "
-                         "dynamic_shapes=({0: torch.export.Dim('batch')},))")
+                         "other sizes, so export it with a free batch dimension and an example batch x of at least 2 "
+                         "images: torch.export.export(model, (x,), dynamic_shapes=({0: torch.export.Dim('batch')},))")
     return module
 
 

@@ -11,7 +11,9 @@ program (``.pt2``); preprocessing and class names from ``<model>.json`` beside i
 """
 from __future__ import annotations
 
+import pickle
 import socket
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,6 +141,10 @@ def _load_state_dict(model: nn.Module, name: str, weights) -> nn.Module:
     path = Path(weights)
     if not path.is_file():
         raise FileNotFoundError(f"weights file {path} not found")
+    with open(path, "rb") as file:  # torch.save writes a zip archive, or a pickle (protocol 2+: 0x80) of old
+        if path.suffix != ".safetensors" and not (zipfile.is_zipfile(file) or file.seek(0) == 0
+                                                  and file.read(1) == b"\x80"):
+            raise ValueError(f"{path} is not a torch weights file (nor .safetensors)")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -147,6 +153,9 @@ def _load_state_dict(model: nn.Module, name: str, weights) -> nn.Module:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
+    except pickle.UnpicklingError:  # more than tensors and plain values: a whole pickled model, say
+        raise ValueError(f"{path} holds a pickled object (a whole model?), not a state dict: give a whole model as "
+                         "--model FILE") from None
     except Exception as exc:  # noqa: BLE001 - any failure to read or fit the file is the user's input
         raise ValueError(f"{path}: cannot load {name} weights ({' '.join(str(exc).split())[:300]})") from None
     return model
