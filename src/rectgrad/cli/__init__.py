@@ -85,11 +85,13 @@ def _memory_advice(argv: list[str]) -> str:
 def _message(exc: BaseException, argv: list[str]) -> str:
     import torch
 
+    from rectgrad.checkpoint import one_line
+
     if isinstance(exc, (MemoryError, torch.cuda.OutOfMemoryError)):
         return f"out of memory ({str(exc) or 'the allocation failed'}): {_memory_advice(argv)}"
     if isinstance(exc, _decompression_bomb()):
         return f"an image would be too large to hold ({exc})"
-    return str(exc)
+    return one_line(exc, limit=800)  # a message quoting another error (a TorchScript traceback) stays one line
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
