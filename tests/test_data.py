@@ -467,6 +467,10 @@ def test_image_folder_masks_without_an_image_are_named_in_a_warning(tmp_path):
     with pytest.warns(UserWarning, match=r"1 mask\(s\) in .*test have no image and are not used: b_dog/img7_mask.png"):
         masked = data.load_image_folder_masks(tmp_path, 16)
     assert masked.names == ["a_cat/img0"]
+    (tmp_path / "test" / "b_dog" / "masks").mkdir()  # masks kept apart, in a folder of their own
+    (tmp_path / "test" / "b_dog" / "img7_mask.png").rename(tmp_path / "test" / "b_dog" / "masks" / "img0_mask.png")
+    with pytest.warns(UserWarning, match=r"have no image and are not used: b_dog/masks/img0_mask.png"):
+        assert data.load_image_folder_masks(tmp_path, 16).names == ["a_cat/img0"]
 
 
 def test_image_folder_order_is_fixed_and_mixes_the_classes(tmp_path):

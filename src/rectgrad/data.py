@@ -447,8 +447,9 @@ def load_image_folder_masks(root, image_size: int = 32, test: ImageDataset | Non
         mode = "L" if test.images.shape[1] == 1 else "RGB"
     mask_of = masks_beside([path for path, _ in files])
     used, test_folder = set(mask_of.values()), Path(root) / "test"
+    folders = {f for c in classes for f in _folders_under(test_folder / c)}  # a folder of masks alone too
     _warn_unused_masks(test_folder, sorted(mask.relative_to(test_folder).as_posix()
-                                           for folder in {path.parent for path, _ in files} for mask in folder.iterdir()
+                                           for folder in folders for mask in folder.iterdir()
                                            if _is_mask(mask) and mask.suffix.lower() in IMAGE_SUFFIXES
                                            and mask not in used))
     masked = [i for i, (path, _) in enumerate(files) if path in mask_of]
@@ -600,17 +601,22 @@ def _is_mask(path: Path) -> bool:
     return path.stem.lower().endswith("_mask")
 
 
-def _images_under(folder: Path, seen: set[Path] | None = None) -> list[Path]:
-    """The images in ``folder`` and, as torchvision's ImageFolder takes them, in its subfolders at any depth: the
-    folder's own first, then each subfolder's in sorted order; symbolic links are followed, each folder read once
-    (a link loop ends there); hidden subfolders (``.thumbnails``, ``.ipynb_checkpoints``) and those of NAS indexers
-    (``@eaDir``) are skipped: they hold copies."""
+def _images_under(folder: Path) -> list[Path]:
+    """The images in ``folder`` and, as torchvision's ImageFolder takes them, in its subfolders at any depth, in the
+    order of :func:`_folders_under`."""
+    return [p for sub in _folders_under(folder) for p in _images_in(sub)]
+
+
+def _folders_under(folder: Path, seen: set[Path] | None = None) -> list[Path]:
+    """``folder`` and its subfolders at any depth: each folder before its subfolders, those in sorted order;
+    symbolic links are followed, each folder listed once (a link loop ends there); hidden subfolders
+    (``.thumbnails``, ``.ipynb_checkpoints``) and those of NAS indexers (``@eaDir``) are skipped: they hold copies."""
     seen = set() if seen is None else seen
     if not folder.is_dir() or folder.resolve() in seen:
         return []
     seen.add(folder.resolve())
     subfolders = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith((".", "@")))
-    return _images_in(folder) + [p for sub in subfolders for p in _images_under(sub, seen)]
+    return [folder] + [f for sub in subfolders for f in _folders_under(sub, seen)]
 
 
 def image_files(paths) -> list[Path]:
