@@ -552,6 +552,9 @@ def test_cli_a_dataset_of_another_size_than_the_models_input_is_refused(tmp_path
                                        "images are 32x32: give a model trained on cifar10-masked, or --dataset folder "
                                        "or image files (resized to the model's input)\n")
     assert not (tmp_path / "figures").exists()
+    (tmp_path / "pooling.json").unlink()  # 224 x 224 then only assumed: the model may well be made for the dataset
+    assert main(["study", "threshold", "--model", str(tmp_path / "pooling.pt"), "--dataset", "cifar10-masked",
+                 "--data-dir", str(tmp_path / "rgb"), "--count", "2", "--out", str(tmp_path / "figures")]) == 0
 
 
 def test_folder_dataset_images_take_the_masks_beside_them(model_and_folder, tmp_path):

@@ -56,6 +56,7 @@ class LoadedModel:
     interpolation: str = "bilinear"
     device: str = "cpu"
     note: str | None = None
+    size_assumed: bool = False  # input_size is a guess (a model file without one), not the model's own
 
     def label(self, index: int) -> str:
         """The name of class ``index`` (``class <index>`` when unknown)."""
@@ -401,7 +402,7 @@ def _with_config(path: Path, model: nn.Module, config: dict, source: str) -> Loa
     if assumed:
         notes.append(f"{path}: assuming {', and '.join(assumed)} (not given{' by ' + source if source else ''}); to "
                      f'set them write {path.with_suffix(".json")}, e.g. {{"input_size": [3, 224, 224], "mean": [...], '
-                     '"std": [...], "crop_pct": 0.875, "label_names": [...]}')
+                     '"std": [...], "crop_pct": 0.875, "interpolation": "bilinear", "label_names": [...]}')
     if failure:
         size_from = f"{where}: input_size" if assumed_size is None else f"{path}: the assumed input size"
         notes.append(f"{size_from} {channels}x{height}x{width} may not fit the model, which failed on a zero image of "
@@ -409,7 +410,8 @@ def _with_config(path: Path, model: nn.Module, config: dict, source: str) -> Loa
                      f"width] in {path.with_suffix('.json')}")
     note = "\n".join(notes) or None
     return LoadedModel(str(path), model, (height, width), mean, std, labels, channels=channels,
-                       crop_fraction=None if crop is None else float(crop), interpolation=interpolation, note=note)
+                       crop_fraction=None if crop is None else float(crop), interpolation=interpolation, note=note,
+                       size_assumed=assumed_size is not None)
 
 
 def _output_classes(model: nn.Module, shape: tuple[int, int, int]) -> tuple[int | None, str | None]:

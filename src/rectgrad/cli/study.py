@@ -68,7 +68,7 @@ def _load(study: str, model: Optional[str], images: Optional[List[Path]], datase
                          f"{'x'.join(map(str, chosen.x.shape[1:]))} (channels x height x width): {one_line(exc)}; "
                          "give a model made for them, or image files (resized to the model's input)") from None
     size, wanted = tuple(chosen.x.shape[-2:]), tuple(loaded.input_size)
-    if size != wanted:  # a model that pools any size runs, on images it was not made for
+    if size != wanted and not loaded.size_assumed:  # a model that pools any size runs, on images it was not made for
         raise ValueError(f"{loaded.name} takes {wanted[0]}x{wanted[1]} images, the {dataset} images are "
                          f"{size[0]}x{size[1]}: give a model trained on {dataset}, or --dataset folder or image files "
                          "(resized to the model's input)")
