@@ -114,14 +114,14 @@ def test_an_error_quoting_a_traceback_is_one_line(files, capsys, monkeypatch):
     def scripted(path):  # as a TorchScript model's error quotes its code
         raise ValueError("the model cannot take the images: The following operation failed in the TorchScript "
                          "interpreter.\nTraceback of TorchScript (most recent call last):\n  File \"code.py\", line 9\n"
-                         + "    x = conv(x)\n" * 100)
+                         + "    x = conv(x)\n" * 100 + "; give its input size in  my model.json")
 
     tmp_path, images, checkpoint = files
     monkeypatch.setattr(zoo, "read_image", scripted)
     status, _, err = run(capsys, "explain", images[0], "--model", checkpoint, "--out", str(tmp_path / "m.png"))
     assert status == 2 and err.count("\n") == 1 and err.startswith("error: the model cannot take the images: The "
                                                                     "following operation failed in the TorchScript")
-    assert err.endswith("...\n") and len(err) < 850
+    assert " ... " in err and err.endswith("; give its input size in  my model.json\n") and len(err) < 820
 
 
 def test_running_out_of_memory_is_one_clear_line(files, capsys, monkeypatch):

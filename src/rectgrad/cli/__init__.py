@@ -85,13 +85,18 @@ def _memory_advice(argv: list[str]) -> str:
 def _message(exc: BaseException, argv: list[str]) -> str:
     import torch
 
-    from rectgrad.checkpoint import one_line
-
     if isinstance(exc, (MemoryError, torch.cuda.OutOfMemoryError)):
         return f"out of memory ({str(exc) or 'the allocation failed'}): {_memory_advice(argv)}"
     if isinstance(exc, _decompression_bomb()):
         return f"an image would be too large to hold ({exc})"
-    return one_line(exc, limit=800)  # a message quoting another error (a TorchScript traceback) stays one line
+    return _one_line(str(exc))
+
+
+def _one_line(message: str, head: int = 500, tail: int = 300) -> str:
+    """A message on one line: one quoting another error over many lines (a TorchScript traceback) keeps its beginning
+    and its end, where rectgrad's messages say what to do."""
+    text = " ".join(line.strip() for line in message.splitlines() if line.strip())
+    return text if len(text) <= head + tail else f"{text[:head]} ... {text[-tail:]}"
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

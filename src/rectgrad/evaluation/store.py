@@ -118,6 +118,17 @@ def _corrupt(path: Path, why: BaseException | str, remedy: str = _RERUN) -> Valu
 
 
 def _difference(saved: dict, wanted: dict) -> str:
-    keys = sorted(set(saved) | set(wanted))
-    diffs = [f"{k}: {saved.get(k)!r} there, {wanted.get(k)!r} here" for k in keys if saved.get(k) != wanted.get(k)]
+    diffs = _differences(saved, wanted)
     return "; ".join(diffs[:3]) + ("; ..." if len(diffs) > 3 else "")
+
+
+def _differences(saved: dict, wanted: dict, prefix: str = "") -> list[str]:
+    """The keys whose values differ, nested ones by their path (``data.crc32``), each with both values."""
+    diffs = []
+    for key in sorted(set(saved) | set(wanted)):
+        there, here = saved.get(key), wanted.get(key)
+        if isinstance(there, dict) and isinstance(here, dict):
+            diffs += _differences(there, here, f"{prefix}{key}.")
+        elif there != here:
+            diffs.append(f"{prefix}{key}: {there!r} there, {here!r} here")
+    return diffs
