@@ -1,4 +1,5 @@
 """The model registry: offline EfficientNet-Lite0, checkpoints and saved modules, clear errors."""
+import argparse
 import json
 import re
 import urllib.error
@@ -189,8 +190,12 @@ def test_local_weights_file(tmp_path):
         zoo.load("vgg16", weights=tmp_path / "none.pth")
     torch.save(torch.nn.Linear(2, 2), tmp_path / "whole.pt")
     (tmp_path / "notes.pt").write_text("some text")
-    for name, message in (("whole.pt", r"holds a pickled object \(a whole model\?\), not a state dict: give a whole "
-                                       "model as --model FILE$"), ("notes.pt", "is not a torch weights file")):
+    torch.save({"state_dict": {}, "args": argparse.Namespace(lr=0.1)}, tmp_path / "training.pt")
+    for name, message in (("whole.pt", r"holds more than tensors \(torch.nn.modules.linear.Linear\), not a state dict "
+                                       r"alone: .*give it as --model FILE$"),
+                          ("training.pt", r"\(argparse.Namespace\), not a state dict alone: save the state dict by "
+                                          r"itself \(torch.save\(checkpoint\['state_dict'\], path\)\)"),
+                          ("notes.pt", "is not a torch weights file")):
         with pytest.raises(ValueError, match=message):
             zoo.load("vgg16", weights=tmp_path / name)
 

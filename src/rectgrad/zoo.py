@@ -12,6 +12,7 @@ program (``.pt2``); preprocessing and class names from ``<model>.json`` beside i
 from __future__ import annotations
 
 import pickle
+import re
 import socket
 import zipfile
 from collections.abc import Callable, Sequence
@@ -154,9 +155,11 @@ def _load_state_dict(model: nn.Module, name: str, weights) -> nn.Module:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
-    except pickle.UnpicklingError:  # more than tensors and plain values: a whole pickled model, say
-        raise ValueError(f"{path} holds a pickled object (a whole model?), not a state dict: give a whole model as "
-                         "--model FILE") from None
+    except pickle.UnpicklingError as exc:  # more than tensors and plain values: a whole model, a training's args
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        raise ValueError(f"{path} holds more than tensors ({found[1] if found else 'a pickled object'}), not a state "
+                         "dict alone: save the state dict by itself (torch.save(checkpoint['state_dict'], path)), or, "
+                         "if the file holds a whole model, give it as --model FILE") from None
     except Exception as exc:  # noqa: BLE001 - any failure to read or fit the file is the user's input
         raise ValueError(f"{path}: cannot load {name} weights ({' '.join(str(exc).split())[:300]})") from None
     return model
