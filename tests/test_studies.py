@@ -484,6 +484,9 @@ def test_cli_options_are_refused_before_any_work(tmp_path, capsys, monkeypatch, 
      "--out photos holds the input image photos/threshold_maps.png, which the study writes over"),
     (["--dataset", "folder", "--data-dir", "root"], "root/test/cat/figures",
      "--out root/test/cat/figures is inside root/test, whose images --dataset folder reads"),
+    (["--dataset", "folder", "--data-dir", "root"], "root/train/figures",  # a class of its own to train on
+     "--out root/train/figures is inside root/train, whose images --dataset folder reads"),
+    (["linked.png"], "photos", "--out photos holds the input image linked.png, which the study writes over"),
     (["photos/cat.png"], "photos", None),  # a rerun on the file reads it alone
     (["photos"], "photos/figures", None),  # a folder lists not the images of its subfolders
     (["--dataset", "folder", "--data-dir", "root"], "root/figures", None),
@@ -500,6 +503,7 @@ def test_cli_study_out_keeps_apart_from_the_inputs(tmp_path, capsys, monkeypatch
         (tmp_path / folder).mkdir(parents=True)
         Image.new("RGB", (8, 8)).save(tmp_path / folder / "cat.png")
     Image.new("RGB", (8, 8)).save(tmp_path / "photos" / "threshold_maps.png")
+    (tmp_path / "linked.png").symlink_to(tmp_path / "photos" / "threshold_maps.png")
     assert main(["study", "threshold", *images, "--model", "m.pt", "--out", out]) == 2
     assert capsys.readouterr().err.startswith(f"error: {message or 'model loads'}")
 

@@ -59,21 +59,22 @@ def apart_from_inputs(path: Path, option: str, inputs) -> None:
                              "write it elsewhere")
 
 
-def folder_apart_from_inputs(path: Path, option: str, inputs, test_root: Path | None, prefix: str) -> None:
+def folder_apart_from_inputs(path: Path, option: str, inputs, data_root: Path | None, prefix: str) -> None:
     """An output folder that is none of the input folders ``inputs`` (a rerun would read its figures as images),
-    holds none of the input files the study writes over (``<prefix>_*``) and is not inside ``test_root`` (the test
-    images of ``--dataset folder``, read at any depth)."""
+    holds none of the input files the study writes over (``<prefix>_*``, links followed) and is not inside
+    ``data_root/train`` or ``data_root/test`` (``--dataset folder``, whose class folders are read at any depth)."""
     written = path.resolve()
     for given in map(Path, inputs or ()):
         if given.is_dir() and written == given.resolve():
             raise ValueError(f"{option} {path} is the input folder {given}: a rerun would read its figures as "
                              "images; give another folder")
-        if given.resolve().parent == written and given.name.startswith(f"{prefix}_"):
+        if given.resolve().parent == written and given.resolve().name.startswith(f"{prefix}_"):
             raise ValueError(f"{option} {path} holds the input image {given}, which the study writes over: give "
                              "another folder")
-    if test_root is not None and written.is_relative_to(test_root.resolve()) and written != test_root.resolve():
-        raise ValueError(f"{option} {path} is inside {test_root}, whose images --dataset folder reads: a rerun would "
-                         "read its figures as test images; give a folder outside it")
+    for split in () if data_root is None else (data_root / "train", data_root / "test"):
+        if written.is_relative_to(split.resolve()) and written != split.resolve():
+            raise ValueError(f"{option} {path} is inside {split}, whose images --dataset folder reads: a rerun (or "
+                             "a training) would read its figures as images; give a folder outside it")
 
 
 def _writable(folder: Path, option: str, path: Path) -> None:

@@ -50,8 +50,8 @@ def _load(study: str, model: Optional[str], images: Optional[List[Path]], datase
 
     device = _options.device(device)
     _check_outputs(out, dpi, show)
-    _options.folder_apart_from_inputs(out, "--out", images, data_dir / "test" if dataset == "folder" and data_dir
-                                      else None, study.replace("-", "_"))
+    _options.folder_apart_from_inputs(out, "--out", images, data_dir if dataset == "folder" else None,
+                                      study.replace("-", "_"))
     if bool(images) == bool(dataset):
         raise ValueError("give image files or folders or --dataset (exactly one of them)")
     loaded = zoo.load(model, device=device)
