@@ -504,10 +504,11 @@ def test_image_folder_takes_nested_subfolders_as_torchvision_does(tmp_path):
     assert sorted((str(path), label) for path, label in files) == sorted(expected.samples)
     assert len(files) == 6 and data.load_image_folder(tmp_path, "train", 16).labels.bincount().tolist() == [3, 3]
     (tmp_path / "train" / "a_cat" / "day2" / "loop").symlink_to(tmp_path / "train" / "a_cat")  # a link loop ends
-    for copies in (".thumbnails", "@eaDir"):  # a viewer's thumbnails, a NAS index: skipped
-        (tmp_path / "train" / "b_dog" / copies).mkdir()
-        Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(tmp_path / "train" / "b_dog" / copies / "b.png")
-    assert data.image_folder_split(tmp_path, "train")[0] == files
+    for copies in ("b_dog/.thumbnails", "b_dog/@eaDir", ".ipynb_checkpoints"):  # thumbnails, a NAS index: skipped
+        (tmp_path / "train" / copies).mkdir()
+        Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(tmp_path / "train" / copies / "b.png")
+    (tmp_path / "train" / "a_cat" / "._img0.png").write_bytes(b"\x00\x05\x16\x07")  # macOS's AppleDouble twin
+    assert data.image_folder_split(tmp_path, "train") == (files, ["a_cat", "b_dog"])
     masked = data.load_image_folder_masks(tmp_path, 16)
     assert sorted(masked.names) == ["a_cat/day2/y", "a_cat/img0", "b_dog/img0"]
     assert masked.masks[masked.names.index("a_cat/day2/y")][:, :8].all()

@@ -549,10 +549,10 @@ def _folder_split(root, split: str) -> tuple[list[tuple[Path, int]], list[str], 
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder} not found: put your images in ROOT/train/<class>/ and "
                                     "ROOT/test/<class>/ (torchvision's ImageFolder layout)")
-    classes = sorted(d.name for d in (root / "train").iterdir() if d.is_dir())
+    classes = sorted(d.name for d in (root / "train").iterdir() if _holds_images(d))
     if len(classes) < 2:
         raise ValueError(f"{root / 'train'} needs one subfolder per class, at least two; found {classes}")
-    extra = sorted(d.name for d in (root / split).iterdir() if d.is_dir() and d.name not in classes)
+    extra = sorted(d.name for d in (root / split).iterdir() if _holds_images(d) and d.name not in classes)
     if extra:
         spelt = {unicodedata.normalize("NFC", c): c for c in classes}
         twins = [f"{ascii(c)} vs {ascii(spelt[unicodedata.normalize('NFC', c)])}" for c in extra
@@ -588,7 +588,13 @@ def _folder_mode(files: tuple[tuple[Path, int, int], ...]) -> str:
 def _images_in(folder: Path) -> list[Path]:
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if named_as_image(p) and p.is_file())
+    return sorted(p for p in folder.iterdir() if named_as_image(p) and not p.name.startswith(".") and p.is_file())
+
+
+def _holds_images(folder: Path) -> bool:
+    """Whether ``folder`` is one whose images count: a folder, neither hidden (``.thumbnails``,
+    ``.ipynb_checkpoints``) nor a NAS indexer's (``@eaDir``), which hold copies."""
+    return folder.is_dir() and not folder.name.startswith((".", "@"))
 
 
 def named_as_image(path: Path) -> bool:
@@ -615,7 +621,7 @@ def _folders_under(folder: Path, seen: set[Path] | None = None) -> list[Path]:
     if not folder.is_dir() or folder.resolve() in seen:
         return []
     seen.add(folder.resolve())
-    subfolders = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith((".", "@")))
+    subfolders = sorted(d for d in folder.iterdir() if _holds_images(d))
     return [folder] + [f for sub in subfolders for f in _folders_under(sub, seen)]
 
 
