@@ -216,6 +216,12 @@ def test_a_target_that_reads_two_ways_is_refused():
     assert _class_index("3", ["a", "b", "c", "3"]) == 3  # the same class either way
     with pytest.raises(ValueError, match="give a class number after index:"):
         _class_index("index:cat", numbered)
+    for odd in ("index:--1", "index:\u00b2"):  # not numbers, though str.isdigit says so of the superscript
+        with pytest.raises(ValueError, match="give a class number after index:"):
+            _class_index(odd, numbered)
+    for empty in ("name:", " "):
+        with pytest.raises(ValueError, match="names no class: give a class index or name$"):
+            _class_index(empty, numbered)
     imagenet = ResNet50_Weights.IMAGENET1K_V1.meta["categories"]
     with pytest.raises(ValueError, match=r"^--target 'cat' is ambiguous: tiger cat \(282\), Persian cat \(283\), "
                                          r"Siamese cat \(284\), Egyptian cat \(285\), Madagascar cat \(383\), "

@@ -365,6 +365,10 @@ def test_own_images_smoke_end_to_end(tmp_path, capsys):
     assert earlier == sorted(p.name for p in (tmp_path / "report").glob("*.*") if p.name not in ("README.md", MANIFEST))
     for name in ("fig2-feature-map-occlusion.png", "noise-level.csv", "notes.txt"):  # an earlier report's; the user's
         (tmp_path / "report" / name).write_text("earlier")
+    for edited in ("5", '[["fig9-kar.png"]]'):  # a manifest edited by hand removes nothing
+        manifest.write_text(edited)
+        write_report(tmp_path / "report" / "work", tmp_path / "report")
+        assert (tmp_path / "report" / "fig2-feature-map-occlusion.png").is_file()
     manifest.write_text(json.dumps([*earlier, "fig2-feature-map-occlusion.png"]))
     write_report(tmp_path / "report" / "work", tmp_path / "report")
     assert sorted(p.name for p in (tmp_path / "report").glob("*.*")) == sorted(

@@ -455,6 +455,8 @@ def test_cli_user_errors(model_and_folder, tmp_path, capsys):
     (["feature-maps", "--channels", "0"], "--channels must be a positive integer, got 0"),
     (["adversarial", "--eps", "nan"], "--eps must be a finite positive number, got nan"),
     (["adversarial", "--eps", "-1"], "--eps must be a finite positive number, got -1.0"),
+    (["adversarial", "--seed", "-1"], "--seed must be an integer in [0, 2**63), got -1"),
+    (["coherence", "--seed", str(2**64)], f"--seed must be an integer in [0, 2**63), got {2**64}"),
     (["coherence", "--out", "taken.png"], "--out taken.png exists and is not a folder"),
     (["rules", "--out", "taken.png"], "--out taken.png exists and is not a folder"),
     (["rules", "--model", "missing.pt"],

@@ -64,6 +64,8 @@ def write_report(work_dir, out_dir) -> Path:
                 report.roar_kar(), report.compute_time()]
     text = "\n".join([*sections[:2], report.claims_table(), *sections[2:]])
     earlier = read_json(out / MANIFEST) if (out / MANIFEST).is_file() else []
+    if not isinstance(earlier, list) or not all(isinstance(name, str) for name in earlier):
+        earlier = []  # edited by hand: remove nothing (a list of the report's file names is rewritten below)
     for name in sorted(set(REPORT_FILES) & set(earlier) - report.written):  # never a user's file of such a name
         (out / name).unlink(missing_ok=True)
     write_text_atomically(out / MANIFEST, json.dumps(sorted(report.written)))

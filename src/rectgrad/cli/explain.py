@@ -124,7 +124,7 @@ def explain_images(
 
 
 def _is_index(target: str) -> bool:
-    return target.strip().lstrip("-").isdigit()
+    return re.fullmatch(r"\s*-?[0-9]+\s*", target) is not None
 
 
 def _split_target(target: str) -> tuple[str | None, str]:
@@ -160,6 +160,8 @@ def _named_class(target: str, text: str, labels: list[str]) -> int:
     """The class named ``text``: the one whose name it is, else the one whose name begins with it or holds it as a
     whole word (``cat`` is ambiguous among ImageNet's catamaran, tiger cat, Persian cat, ...)."""
     wanted = text.lower()
+    if not wanted:
+        raise ValueError(f"--target {target!r} names no class: give a class index or name")
     exact = [i for i, label in enumerate(labels) if label.lower() == wanted]
     word = re.compile(rf"(?<!\w){re.escape(wanted)}(?!\w)")
     matches = exact or [i for i, label in enumerate(labels)

@@ -127,6 +127,7 @@ def coherence(images: Optional[List[Path]] = IMAGES, model: str = MODEL, out: Pa
     """Figs. 5a, 12: all methods with and without final threshold; similarity within vs across classes."""
     from rectgrad import studies
 
+    _options.seed(seed)
     net, chosen = _load("coherence", model, images, dataset, count, data_dir, download, device, out, dpi, show,
                         per_class=2)
     _finish(studies.coherence(net, chosen, methods=tuple(method or studies.COMPARED), seed=seed,
@@ -145,6 +146,7 @@ def adversarial(images: Optional[List[Path]] = IMAGES, model: str = MODEL, out: 
     from rectgrad import studies
 
     _options.positive_number(eps, "--eps")
+    _options.seed(seed)
     net, chosen = _load("adversarial", model, images, dataset, count, data_dir, download, device, out, dpi, show)
     _finish(studies.adversarial(net, chosen, eps=eps, methods=tuple(method or studies.COMPARED), seed=seed,
                                 internal_batch_size=internal_batch_size, **_shown(show)), out, dpi)

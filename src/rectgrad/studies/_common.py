@@ -344,7 +344,7 @@ def images_from_files(loaded, paths) -> Images:
     """Images for a :class:`rectgrad.zoo.LoadedModel` from files or folders, preprocessed as the model needs.
 
     An image ``<stem>.<ext>`` with a ``<stem>_mask.*`` file beside it (:func:`rectgrad.data.masks_beside`) gets
-    that object mask (white = object, pixel >= 200 as the paper's masks; of the image's pixel size), sent through
+    that object mask (white, >= 128, or 1 in a 0/1 mask = object; of the image's pixel size), sent through
     the same resizing and cropping. Images are named by their file stem, with as many parent folders as it takes
     to tell apart files whose stems coincide (:func:`unique_names`).
     """
