@@ -89,7 +89,7 @@ def _message(exc: BaseException, argv: list[str]) -> str:
         return f"out of memory ({str(exc) or 'the allocation failed'}): {_memory_advice(argv)}"
     if isinstance(exc, _decompression_bomb()):
         return f"an image would be too large to hold ({exc})"
-    return _one_line(str(exc))
+    return _one_line(str(exc)) or type(exc).__name__
 
 
 def _one_line(message: str, head: int = 500, tail: int = 300) -> str:
