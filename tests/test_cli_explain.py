@@ -302,6 +302,8 @@ def test_options_are_refused_before_any_work(tmp_path, capsys, monkeypatch, opti
     (["image.png"], ["--out", "image.png"], "error: --out image.png is the input image image.png: give another"),
     (["photos"], ["--out", "photos/grid.png"], "error: --out photos/grid.png is in the input folder photos: a rerun"),
     (["photos/"], ["--out", "./photos/grid.PNG"], "error: --out photos/grid.PNG is in the input folder photos: a "),
+    (["photos"], ["--out", "photos/cat_mask.png"], "error: --out photos/cat_mask.png is in the input folder photos: "
+                                                   "a rerun would take it for an image or a mask"),
     (["photos"], ["--out", "g.png", "--save-maps", "photos/../photos/m.npz"], None),
     (["photos"], ["--out", "photos/grid.pdf"], None),  # a folder lists no PDF as an image
     (["photos"], ["--out", "photos/sub/grid.png"], None),  # nor the images of its subfolders

@@ -48,15 +48,15 @@ def output_folder(path: Path, option: str) -> Path:
 def apart_from_inputs(path: Path, option: str, inputs) -> None:
     """An output file that is none of the input images ``inputs`` (files or folders) and that no folder among them
     would list as an image on a rerun: it would overwrite a picture, or be explained next time."""
-    from rectgrad.data import named_as_image
+    from rectgrad.data import IMAGE_SUFFIXES
 
     written = path.resolve()
     for given in map(Path, inputs):
         if written == given.resolve():
             raise ValueError(f"{option} {path} is the input image {given}: give another file name")
-        if given.is_dir() and written.parent == given.resolve() and named_as_image(written):
-            raise ValueError(f"{option} {path} is in the input folder {given}: a rerun would take it for an image; "
-                             "write it elsewhere")
+        if given.is_dir() and written.parent == given.resolve() and written.suffix.lower() in IMAGE_SUFFIXES:
+            raise ValueError(f"{option} {path} is in the input folder {given}: a rerun would take it for an image "
+                             "or a mask; write it elsewhere")
 
 
 def folder_apart_from_inputs(path: Path, option: str, inputs, data_root: Path | None, prefix: str) -> None:
