@@ -450,8 +450,7 @@ def load_image_folder_masks(root, image_size: int = 32, test: ImageDataset | Non
     folders = {f for c in classes for f in _folders_under(test_folder / c)}  # a folder of masks alone too
     _warn_unused_masks(test_folder, sorted(mask.relative_to(test_folder).as_posix()
                                            for folder in folders for mask in folder.iterdir()
-                                           if _is_mask(mask) and mask.suffix.lower() in IMAGE_SUFFIXES
-                                           and mask not in used))
+                                           if _is_mask(mask) and mask not in used))
     masked = [i for i, (path, _) in enumerate(files) if path in mask_of]
     if not masked:
         return None
@@ -492,7 +491,7 @@ def masks_beside(images: list[Path]) -> dict[Path, Path]:
     for folder in {path.parent for path in images}:
         for mask in sorted(folder.iterdir()):
             key = (folder, mask.stem[:-len("_mask")])
-            if not (_is_mask(mask) and mask.suffix.lower() in IMAGE_SUFFIXES and key in wanted):
+            if not (_is_mask(mask) and key in wanted):
                 continue
             if key in found:
                 raise ValueError(f"{found[key]} and {mask.name} are both masks of {folder / key[1]}: keep one")
@@ -588,7 +587,8 @@ def _folder_mode(files: tuple[tuple[Path, int, int], ...]) -> str:
 def _images_in(folder: Path) -> list[Path]:
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if named_as_image(p) and not p.name.startswith(".") and p.is_file())
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not _is_mask(p)
+                  and not p.name.startswith(".") and p.is_file())
 
 
 def _holds_images(folder: Path) -> bool:
@@ -597,14 +597,10 @@ def _holds_images(folder: Path) -> bool:
     return folder.is_dir() and not folder.name.startswith((".", "@"))
 
 
-def named_as_image(path: Path) -> bool:
-    """Whether a folder given as images lists a file of this name: an image suffix, not ``<stem>_mask``."""
-    return path.suffix.lower() in IMAGE_SUFFIXES and not _is_mask(path)
-
-
 def _is_mask(path: Path) -> bool:
-    """Whether ``path`` is named as an object mask, ``<stem>_mask.<ext>`` in any case (``_MASK``, ``_Mask``)."""
-    return path.stem.lower().endswith("_mask")
+    """Whether ``path`` is named as an object mask, ``<stem>_mask.<ext>`` of an image suffix, ``_mask`` in any case
+    (``_MASK``, ``_Mask``)."""
+    return path.suffix.lower() in IMAGE_SUFFIXES and path.stem.lower().endswith("_mask")
 
 
 def _images_under(folder: Path) -> list[Path]:
