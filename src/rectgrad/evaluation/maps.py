@@ -59,8 +59,7 @@ def final_threshold(maps: Tensor, method: str, percentile: float = TOP_PERCENTIL
     ``percentile``-th percentile (numpy's linear interpolation) and is zero elsewhere, as
     :func:`rectgrad.viz.final_threshold` draws it.
     """
-    _check_maps(maps)
-    summed = maps.detach().sum(1, keepdim=True, dtype=torch.promote_types(maps.dtype, torch.float32))
+    summed = _summed(maps.detach())
     broken = (~torch.isfinite(summed)).flatten(1).any(1).nonzero().flatten().tolist()
     if broken:
         raise ValueError(f"the {method} maps of image(s) {broken[:10]} hold NaN or Inf values: no threshold (and "
@@ -72,20 +71,19 @@ def final_threshold(maps: Tensor, method: str, percentile: float = TOP_PERCENTIL
     return torch.where(summed >= cut, summed, torch.zeros((), dtype=summed.dtype))
 
 
-def _check_maps(maps: Tensor) -> None:
+def _summed(maps: Tensor) -> Tensor:
+    """Checked maps ``(N, C, H, W)`` summed over channels, in float32 at least (half-precision sums overflow)."""
     if not isinstance(maps, Tensor) or not maps.is_floating_point() or maps.dim() != 4:
         described = f"{maps.dtype} {tuple(maps.shape)}" if isinstance(maps, Tensor) else type(maps).__name__
         raise ValueError(f"maps must be a floating (N, C, H, W) tensor (C = 1 for channel-summed maps), got "
                          f"{described}")
+    return maps.sum(1, keepdim=True, dtype=torch.promote_types(maps.dtype, torch.float32))
 
 
 def _prepare(maps: Tensor, method: str, threshold: bool) -> Tensor:
     """The maps as the measures read them, summed over channels (in float32 at least: half-precision sums
     overflow)."""
-    if threshold:
-        return final_threshold(maps, method)
-    _check_maps(maps)
-    return maps.sum(1, keepdim=True, dtype=torch.promote_types(maps.dtype, torch.float32))
+    return final_threshold(maps, method) if threshold else _summed(maps)
 
 
 def patch_attribution(maps: Tensor, method: str, region: Tensor, *, threshold: bool = True) -> Tensor:
