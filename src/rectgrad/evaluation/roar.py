@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rectgrad.checkpoint import write_atomically
+from rectgrad.checkpoint import write_text_atomically
 from rectgrad.data import ImageDataset
 from rectgrad.evaluation.store import ResultStore
 from rectgrad.metrics import (channel_mean, kar_aoc, pixel_count, random_removal_mask, rank_pixels, ranked_mask,
@@ -299,7 +299,7 @@ class LocalBackend:
                                                   .hexdigest()[:16] + ".pt")
                 listing = checkpoint.with_suffix(".json")
                 if not listing.is_file():
-                    write_atomically(listing, lambda f: f.write(json.dumps([j.key for j in chunk]).encode()))
+                    write_text_atomically(listing, json.dumps([j.key for j in chunk]))
                 earlier = checkpoint_seconds(checkpoint)
                 accuracies = train_fn.many(args, checkpoint=checkpoint)
             else:
