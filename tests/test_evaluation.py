@@ -64,15 +64,28 @@ def test_feature_map_occlusion_follows_the_margin_exactly():
 def test_feature_map_occlusion_bad_input():
     model = SumModel(4)
     image, masks, labels = torch.ones(1, 1, 4, 4), torch.zeros(1, 4, 4, dtype=torch.bool), torch.tensor([0])
-    with pytest.raises(ValueError, match="masks must be bool"):
+    with pytest.raises(ValueError, match="masks must be a bool"):
         feature_map_occlusion(model, model[1], image, masks[:, :3], labels)
+    with pytest.raises(ValueError, match=r"masks must be a bool .*got ndarray"):
+        feature_map_occlusion(model, model[1], image, masks.numpy(), labels)
+    for images, what in ((image.numpy(), "ndarray"), ((image * 255).byte(), r"uint8 tensor of shape \(1, 1, 4, 4"),
+                         (image[:0], r"float32 tensor of shape \(0, 1, 4, 4\)")):
+        with pytest.raises(ValueError, match=rf"images must be the model's float inputs \(N, C, H, W\).*{what}"):
+            feature_map_occlusion(model, model[1], images, masks[:len(images)], labels[:len(images)])
+    with pytest.raises(ValueError, match="images contain NaN or Inf"):
+        feature_map_occlusion(model, model[1], image * float("nan"), masks, labels)
+    with pytest.raises(ValueError, match=r"labels must be a tensor of integer class indices of shape \(1,\), got list"):
+        feature_map_occlusion(model, model[1], image, masks, [0])
+    for steps, orders in ((2.5, 1), (1, 1), (2, 0), (2, True)):
+        with pytest.raises(ValueError, match=r"need integers steps >= 2 and orders >= 1"):
+            feature_map_occlusion(model, model[1], image, masks, labels, steps=steps, orders=orders)
     with pytest.raises(ValueError, match="labels"):
         feature_map_occlusion(model, model[1], image, masks, torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="feature map"):
         feature_map_occlusion(model, model[3], image, masks, labels)
     with pytest.raises(ValueError, match="not called"):
         feature_map_occlusion(model, nn.ReLU(), image, masks, labels)
-    with pytest.raises(ValueError, match="labels must be integer class indices"):
+    with pytest.raises(ValueError, match="labels must be a tensor of integer class indices"):
         feature_map_occlusion(model, model[1], image, masks, torch.tensor([0.0]))
     for label in (-1, 2):  # -1 would score the last class
         with pytest.raises(ValueError, match=f"label {label} is out of range for a model with 2 classes"):
@@ -107,6 +120,12 @@ def test_compute_maps_takes_any_targets_one_per_input():
                        compute_maps(model, x, "saliency", predicted, batch_size=2))
     with pytest.raises(ValueError, match=r"targets must hold one class per input, shape \(5,\), got \(2,\)"):
         compute_maps(model, x, "saliency", [0, 1])
+    for batch_size in (0, 2.5):
+        with pytest.raises(ValueError, match=rf"batch_size must be a positive integer, got {batch_size}"):
+            compute_maps(model, x, "saliency", None, batch_size=batch_size)
+    for inputs, what in ((x[:0], r"float32 tensor of shape \(0, 1, 8, 8\)"), (x.numpy(), "ndarray")):
+        with pytest.raises(ValueError, match=rf"inputs must be a tensor of the model's inputs \(N, ...\).*{what}"):
+            compute_maps(model, inputs, "saliency", None)
 
 
 def test_background_at_layer_resolution():
@@ -116,6 +135,9 @@ def test_background_at_layer_resolution():
     masks[0, 0, 2:] = True  # half of the top-right block: background (threshold >= 0.5)
     assert background_at(masks, (2, 2)).tolist() == [[[False, True], [True, True]]]
     assert torch.equal(background_at(masks, (4, 4)), ~masks)
+    for bad in (masks.byte(), masks.float(), masks[0]):  # ~ of 0/1 uint8 is 255/254: all background, silently
+        with pytest.raises(ValueError, match=r"masks must be a bool \(N, H, W\) tensor, True on the object"):
+            background_at(bad, (2, 2))
 
 
 def test_conv_activations_and_correct_selection():
@@ -148,11 +170,13 @@ def test_final_threshold_refuses_unknown_methods_and_broken_maps():
     for name in ("nosuch", "RectGrad"):
         with pytest.raises(ValueError, match=f"unknown method '{name}'"):
             final_threshold(maps, name)
+    with pytest.raises(ValueError, match=r"maps must be a floating \(N, C, H, W\) tensor .*got ndarray"):
+        noise_level(maps.numpy(), "saliency", torch.ones(3, 4, 4, dtype=torch.bool))
     for bad in (maps[:, 0], maps.long()):  # channel-summed maps lose their channel dimension by mistake
         for measure in (lambda m: noise_level(m, "saliency", torch.ones(3, 4, 4, dtype=torch.bool), threshold=False),
                         lambda m: final_threshold(m, "rectgrad")):
             with pytest.raises(ValueError, match=rf"maps must be a floating \(N, C, H, W\) tensor .*got "
-                                                 rf"{bad.dtype} {re.escape(str(tuple(bad.shape)))}"):
+                                                 rf"{bad.dtype} tensor of shape {re.escape(str(tuple(bad.shape)))}"):
                 measure(bad)
     maps[1, 0, 2, 2] = float("nan")
     for method in ("saliency", "rectgrad"):
@@ -207,6 +231,8 @@ def test_occlude_dataset_random_and_bad_input():
     assert abs((occluded.images == 128).float().mean().item() - 0.3) < 0.03
     with pytest.raises(ValueError, match="do not match"):
         occlude_dataset(dataset, torch.zeros(50, 1, 8, 8), 0.3, keep=False, fill=[128.0])
+    with pytest.raises(ValueError, match=r"maps \(ndarray\) do not match the 50 images of size 16x16"):
+        occlude_dataset(dataset, np.zeros((50, 1, 16, 16)), 0.3, keep=False, fill=[128.0])
     with pytest.raises(ValueError, match="open interval"):
         occlude_dataset(dataset, torch.zeros(50, 1, 16, 16), 1.0, keep=False, fill=[128.0])
     for maps in (torch.zeros(50, 1, 16, 16), None):  # 0.001 of 256 pixels: none; KAR would replace them all
@@ -383,7 +409,7 @@ def test_roar_kar_takes_one_element_tensors_as_accuracies():
 def test_roar_kar_refuses_odd_training_results_and_saves_none_of_them(tmp_path):
     train, test, maps = roar_inputs()
     store = ResultStore(tmp_path, {"run": 1})
-    for accuracy in (87.5, float("nan"), None):
+    for accuracy in (87.5, float("nan"), None, True):
         with pytest.raises(ValueError, match=rf"train_fn returned {accuracy!r} for roar/a-p0.2-r0: .*in \[0, 1\]"):
             roar_kar(train, test, maps, lambda a, b, s: accuracy, fractions=(0.2, 0.6), store=store, progress=False)
     assert not list(tmp_path.glob("roar/*.json"))
@@ -408,6 +434,11 @@ def test_result_score_on_a_hand_made_curve():
     result = RoarKarResult(False, (0.1, 0.5, 0.9), {"m": np.array([[0.8, 0.6, 0.2], [0.6, 0.6, 0.4]])})
     assert result.score("m") == pytest.approx((0.7 + 0.6) / 4 + (0.6 + 0.3) / 4)
     assert result.score_std("m") == pytest.approx(np.std([0.55, 0.55], ddof=1))
+    one = RoarKarResult(True, (0.5,), {"m": np.array([[0.8], [0.6]])})
+    for score in (one.score, one.score_std):
+        with pytest.raises(ValueError, match=r"a KAR AOC needs at least two fractions, this result has \[0.5\]: "
+                                             r"compare the accuracies themselves \(result.accuracies\[method\]\)"):
+            score("m")
 
 
 # ---------------------------------------------------------------- results store

@@ -546,6 +546,10 @@ def test_bad_arguments():
     for call in (lambda: explain(elsewhere, x, method="deeplift"), lambda: RectGrad(elsewhere).attribute(x)):
         with pytest.raises(ValueError, match=r"the inputs are on cpu but the model's weights on meta: move one"):
             call()
+    on_meta = x.to("meta")
+    for call in (lambda: explain(model, on_meta, method="saliency"), lambda: RectGrad(model).attribute(on_meta)):
+        with pytest.raises(ValueError, match=r"the inputs are on meta but the model's weights on cpu: move one"):
+            call()  # not the NaN check's "cannot call item() on meta tensors"
 
 
 def test_model_left_as_it_was_in_train_mode():

@@ -603,6 +603,10 @@ def test_per_sample_rules_refuse_a_batch_that_is_not_dim_0():
     torch.testing.assert_close(RectGrad(model).attribute(x, target=1, tau=0.0), one_by_one)  # element-wise: fine
     for method in ("guided_bp", "deconv", "eps_lrp"):
         rectgrad.explain(model, x, target=1, method=method)
+    cnn = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3))  # Conv2d takes (C, H, W)
+    with pytest.raises(ValueError, match=r"shape \(4, 6, 6\) for a batch of 1: .*inputs without their batch dimension: "
+                                         r"one image \(C, H, W\) needs x\[None\]"):
+        RectGrad(cnn).attribute(torch.rand(1, 8, 8), target=0)
 
 
 class NonNegativeWeights(nn.Module):

@@ -24,6 +24,9 @@ def test_clip_outliers_per_image_percentiles():
     assert (out[0].min(), out[0].max()) == (1.0, 199.0)
     assert (out[1].min(), out[1].max()) == (10.0, 1990.0)
     assert out[0, 0, 0] == 1.0 and out[0, -1, -1] == 199.0 and out[0, 1, 5] == img[1, 5]
+    for low, high in ((90, 10), (-1, 99.5), (0.5, 101)):  # low above high would give a constant map
+        with pytest.raises(ValueError, match=rf"0 <= low <= high <= 100, got low={low} and high={high}"):
+            viz.clip_outliers(img, low, high)
 
 
 def test_clip_outliers_symmetric_cap():

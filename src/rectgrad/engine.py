@@ -553,8 +553,9 @@ class RuleMode(TorchFunctionMode):
                        if paired else ("thresholds each sample at its own percentile", str(self.batch)))
         raise ValueError(f"the rule {what} along dim 0, but an activation ({getattr(func, '__name__', func)}) gets a "
                          f"tensor of shape {tuple(x.shape)} for a batch of {batch}: the model puts another "
-                         "dimension first (a sequence-first (L, N, C) layout, e.g. nn.TransformerEncoderLayer "
-                         "without batch_first=True, or samples folded into dim 0); make dim 0 the batch"
+                         "dimension first (inputs without their batch dimension: one image (C, H, W) needs x[None]; "
+                         "a sequence-first (L, N, C) layout, e.g. nn.TransformerEncoderLayer without "
+                         "batch_first=True; or samples folded into dim 0); make dim 0 the batch"
                          + ("" if paired else ", or give a constant threshold tau instead of q"))
 
     def _warn_ungated(self, func, args, kwargs) -> None:

@@ -1,6 +1,7 @@
 """Feature-map occlusion (paper Sec. 3, Fig. 2): are background activations relevant to the decision?"""
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -8,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rectgrad.data import ImageDataset
+from rectgrad.metrics import _describe
 from rectgrad.train import evaluating, predict_logits
 
 
@@ -55,6 +57,8 @@ def background_at(masks: Tensor, size: tuple[int, int]) -> Tensor:
     """Background (``~mask``) of bool object masks ``(N, H, W)`` resized to a layer's ``size``: a unit is
     background when at least half of the pixels it covers are (area interpolation, threshold 0.5; the
     reference resizes the 0/1 background mask by bicubic interpolation and keeps nonzero values)."""
+    if not isinstance(masks, Tensor) or masks.dtype != torch.bool or masks.dim() != 3:
+        raise ValueError(f"masks must be a bool (N, H, W) tensor, True on the object, got {_describe(masks)}")
     background = F.interpolate((~masks)[:, None].float(), size=size, mode="area")[:, 0]
     return background >= 0.5
 
@@ -73,15 +77,21 @@ def feature_map_occlusion(model: nn.Module, layer: nn.Module, images: Tensor, ma
     "average over 50 random trials"; the reference averages the logits first). Reference: 100 correctly
     classified images, ``steps=100``, ``orders=50``. The model runs in eval mode; its modes are restored after.
     """
+    if not isinstance(images, Tensor) or not images.is_floating_point() or images.dim() != 4 or not len(images):
+        raise ValueError(f"images must be the model's float inputs (N, C, H, W), N >= 1 (e.g. dataset.inputs()), got "
+                         f"{_describe(images)}")
+    if not bool(torch.isfinite(images).all()):
+        raise ValueError("images contain NaN or Inf values")
     n = images.shape[0]
-    if images.dim() != 4 or masks.shape != (n, *images.shape[2:]) or masks.dtype != torch.bool:
-        raise ValueError(f"masks must be bool (N, H, W) matching images {tuple(images.shape)}, got "
-                         f"{masks.dtype} {tuple(masks.shape)}")
-    if labels.shape != (n,) or labels.is_floating_point() or labels.dtype == torch.bool:
-        raise ValueError(f"labels must be integer class indices of shape ({n},), got {labels.dtype} "
-                         f"{tuple(labels.shape)}")
-    if steps < 2 or orders < 1:
-        raise ValueError(f"need steps >= 2 and orders >= 1, got {steps} and {orders}")
+    if not isinstance(masks, Tensor) or masks.shape != (n, *images.shape[2:]) or masks.dtype != torch.bool:
+        raise ValueError(f"masks must be a bool (N, H, W) tensor matching images {tuple(images.shape)}, got "
+                         f"{_describe(masks)}")
+    if (not isinstance(labels, Tensor) or labels.shape != (n,) or labels.is_floating_point()
+            or labels.dtype == torch.bool):
+        raise ValueError(f"labels must be a tensor of integer class indices of shape ({n},), got {_describe(labels)}")
+    if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in (steps, orders)) \
+            or steps < 2 or orders < 1:
+        raise ValueError(f"need integers steps >= 2 and orders >= 1, got {steps!r} and {orders!r}")
     if not isinstance(layer, nn.Module):
         raise TypeError(f"layer must be a module of the model (e.g. conv_activations(model)['conv2'] or "
                         f"model.get_submodule('features.3')), got {type(layer).__name__}")

@@ -28,8 +28,8 @@ from torch import Tensor
 from rectgrad.checkpoint import write_text_atomically
 from rectgrad.data import ImageDataset
 from rectgrad.evaluation.store import ResultStore
-from rectgrad.metrics import (channel_mean, kar_aoc, pixel_count, random_removal_mask, rank_pixels, ranked_mask,
-                              removal_mask, replace_pixels, roar_auc)
+from rectgrad.metrics import (_describe, channel_mean, kar_aoc, pixel_count, random_removal_mask, rank_pixels,
+                              ranked_mask, removal_mask, replace_pixels, roar_auc)
 from rectgrad.progress import progress_bar
 from rectgrad.train_many import checkpoint_seconds
 
@@ -58,9 +58,7 @@ def occlude_dataset(dataset: ImageDataset, maps: Tensor | None, fraction: float,
     if maps is None:
         mask = random_removal_mask((n, h, w), fraction, keep=keep, generator=generator, device=device)
     else:
-        if maps.dim() != 4 or maps.shape[0] != n or tuple(maps.shape[2:]) != (h, w):
-            raise ValueError(f"attributions of shape {tuple(maps.shape)} do not match the {dataset.name} images "
-                             f"{tuple(dataset.images.shape)}: expected (N, C, H, W) = ({n}, C, {h}, {w})")
+        _check_maps(maps, dataset, "maps")
         mask = removal_mask(maps.to(device), fraction, keep=keep, generator=generator)
     return dataset.with_images(replace_pixels(dataset.images, mask, fill))
 
@@ -78,6 +76,9 @@ class RoarKarResult:
         return "KAR AOC" if self.keep else "ROAR AUC"
 
     def _area(self, curve) -> float:
+        if len(self.fractions) < 2:
+            raise ValueError(f"a {self.measure} needs at least two fractions, this result has {list(self.fractions)}: "
+                             "compare the accuracies themselves (result.accuracies[method])")
         return (kar_aoc if self.keep else roar_auc)(self.fractions, curve)
 
     def score(self, method: str) -> float:
@@ -130,7 +131,7 @@ def roar_kar(train_set: ImageDataset, test_set: ImageDataset, attributions: Mapp
             if not isinstance(pair, (tuple, list)) or len(pair) != 2:
                 raise ValueError(f"attributions[{method!r}] must be a (train maps, test maps) pair or None")
             for maps, dataset in zip(pair, (train_set, test_set)):
-                _check_maps(maps, dataset, method)
+                _check_maps(maps, dataset, f"attributions[{method!r}]")
     mode = "kar" if keep else "roar"
     keys = {(m, f, r): result_name(keep, m, f, r) for m in attributions for f in fractions for r in range(repeats)}
     results = {key: store.load_json(key, numbers=("accuracy",))["accuracy"] for key in keys.values()
@@ -159,7 +160,8 @@ def roar_kar(train_set: ImageDataset, test_set: ImageDataset, attributions: Mapp
     def done(job: Job, accuracy: float, seconds: float) -> None:
         if isinstance(accuracy, Tensor) and accuracy.numel() == 1:
             accuracy = accuracy.item()
-        if not isinstance(accuracy, (int, float, np.floating, np.integer)) or not 0.0 <= float(accuracy) <= 1.0:
+        if (not isinstance(accuracy, (int, float, np.floating, np.integer)) or isinstance(accuracy, (bool, np.bool_))
+                or not 0.0 <= float(accuracy) <= 1.0):
             raise ValueError(f"train_fn returned {accuracy!r} for {job.key[:-len('.json')]}: it must return the test "
                              "accuracy as a fraction in [0, 1] (not a percentage); nothing was saved for it")
         results[job.key] = float(accuracy)
@@ -199,17 +201,16 @@ def _check_datasets(train_set: ImageDataset, test_set: ImageDataset) -> None:
                          f"class in both), got {train_set.classes!r} and {test_set.classes!r}")
 
 
-def _check_maps(maps, dataset: ImageDataset, method: str) -> None:
+def _check_maps(maps, dataset: ImageDataset, name: str) -> None:
     """Refuse, before any training, maps that do not fit the images or cannot be ranked."""
     n, _, h, w = dataset.images.shape
     if not isinstance(maps, Tensor) or maps.dim() != 4 or maps.shape[0] != n or tuple(maps.shape[2:]) != (h, w):
-        shape = tuple(maps.shape) if isinstance(maps, Tensor) else type(maps).__name__
-        raise ValueError(f"attributions[{method!r}] of shape {shape} do not match the {len(dataset)} images of "
-                         f"size {h}x{w}: expected ({n}, C, {h}, {w})")
+        raise ValueError(f"{name} ({_describe(maps)}) do not match the {len(dataset)} images of size {h}x{w}: "
+                         f"expected a tensor ({n}, C, {h}, {w})")
     if not maps.is_floating_point():
-        raise ValueError(f"attributions[{method!r}] must be floating point maps, got {maps.dtype}")
+        raise ValueError(f"{name} must be floating point maps, got {maps.dtype}")
     if not bool(torch.isfinite(maps).all()):
-        raise ValueError(f"attributions[{method!r}] hold NaN or Inf values: they cannot be ranked")
+        raise ValueError(f"{name} hold NaN or Inf values: they cannot be ranked")
 
 
 def result_name(keep: bool, method: str, fraction: float, repeat: int) -> str:
