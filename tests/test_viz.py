@@ -70,6 +70,10 @@ def test_prepare_positive_and_grayscale():
     attr = np.array([[[[-5.0, 1.0], [2.0, 3.0]]]])  # (1,1,2,2)
     out = viz.prepare(attr, threshold="positive", low=0.0, high=100.0)
     assert np.array_equal(out, [[[0.0, 1.0], [2.0, 3.0]]])
+    dense = np.ones((1, 1, 20, 20))
+    dense[0, 0, 0, 0] = -5.0  # one zeroed value in 400: the 0.5th-percentile cap (1.0) must not lift it
+    out = viz.prepare(dense, threshold="positive")
+    assert out[0, 0, 0] == 0.0 and np.count_nonzero(out) == 399
     maps = np.random.default_rng(1).normal(size=(3, 8, 8))
     assert np.array_equal(viz.prepare(maps, grayscale=True), viz.prepare(maps[:, None]))
     assert viz.prepare(maps).shape == (1, 8, 8)  # without grayscale=True a 3-D input is one (C,H,W) image

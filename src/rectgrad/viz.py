@@ -86,7 +86,9 @@ def prepare(attr, *, grayscale: bool = False, threshold: str | None = None, low:
     ``grayscale=True`` it is instead already channel-free: (N,H,W), (H,W) or (N,1,H,W).
     ``threshold`` is None, "top" or "positive" (see :func:`final_threshold`); it is applied before
     capping, so the 99.5th-percentile cap of a "top" map is taken over the same top values as in the
-    paper's reference code. ``low``, ``high`` and ``symmetric`` go to :func:`clip_outliers`.
+    paper's reference code, and the values it zeroes stay 0 (the 0.5th-percentile cap would lift them on a
+    map where fewer than 0.5% of the values are zeroed). ``low``, ``high`` and ``symmetric`` go to
+    :func:`clip_outliers`.
     """
     a = _numpy(attr)
     if grayscale:
@@ -99,9 +101,10 @@ def prepare(attr, *, grayscale: bool = False, threshold: str | None = None, low:
         maps = channel_sum(a)
     if maps.ndim == 2:
         maps = maps[None]
-    if threshold is not None:
-        maps = final_threshold(maps, threshold, percentile)
-    return clip_outliers(maps, low, high, symmetric=symmetric)
+    if threshold is None:
+        return clip_outliers(maps, low, high, symmetric=symmetric)
+    maps = final_threshold(maps, threshold, percentile)
+    return np.where(maps == 0, 0.0, clip_outliers(maps, low, high, symmetric=symmetric))
 
 
 def to_display_image(x, mean=None, std=None) -> np.ndarray:
