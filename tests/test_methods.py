@@ -259,6 +259,61 @@ def test_an_activation_output_modified_in_place_afterwards():
         assert torch.equal(in_place, again) and in_place.abs().sum() > 0
 
 
+class FrozenStem(nn.Module):
+    """A linear probe on a frozen stem run under torch.no_grad(): no gradient reaches the input."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.head = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()), nn.Sequential(nn.Flatten(),
+                                                                                         nn.Linear(64, 3))
+
+    def forward(self, x):
+        with torch.no_grad():
+            h = self.stem(x)
+        return self.head(F.relu(h))
+
+
+@pytest.mark.parametrize("method", sorted(set(METHOD_NAMES) - {"random"}))
+def test_a_model_that_cuts_its_inputs_off_is_a_clear_error(method):
+    # not all-zero maps, a false "no activation" warning or Captum's "appears to not have been used in the graph"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=r"the model's output does not depend on its inputs through autograd: "
+                                             r"its forward pass cuts them off \(a torch.no_grad\(\) block"):
+            explain(FrozenStem().eval(), torch.randn(2, 3, 6, 6), method=method,
+                    **{"smoothgrad": {"samples": 2}, "intgrad": {"steps": 2}}.get(method, {}))
+
+
+def test_a_model_returning_probabilities_gets_a_warning():
+    torch.manual_seed(0)
+    logits = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3)).eval()
+    x = torch.randn(2, 4)
+    for last, warned in ((nn.Softmax(1), True), (nn.LogSoftmax(1), False), (nn.Identity(), False)):
+        model = nn.Sequential(logits, last)
+        for call in (lambda: explain(model, x, method="saliency"), lambda: RectGrad(model).attribute(x, q=50.0)):
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                call()
+            messages = [str(w.message) for w in caught if "look like probabilities" in str(w.message)]
+            assert len(messages) == warned and all("drop the final softmax" in m for m in messages)
+
+
+def test_a_relu_input_modified_in_place_afterwards():
+    # DeepLIFT and eps-LRP keep a ReLU's input (PyTorch keeps its output): a clear error, not autograd's
+    class Net(nn.Module):
+        def forward(self, x):
+            y = F.relu(x)
+            x += 1.0
+            return torch.cat([y, x], 1)
+
+    model, x = nn.Sequential(nn.Linear(6, 4), Net(), nn.Linear(8, 3)).eval(), torch.randn(2, 6)
+    for method in ("deeplift", "eps_lrp"):
+        with pytest.raises(ValueError, match=r"keeps the input of relu .*changes that input in place after the "
+                                             r"activation .*write that step out of place"):
+            explain(model, x, target=0, method=method)
+    assert explain(model, x, target=0, method="rectgrad", q=50.0).shape == x.shape  # it keeps the output
+
+
 class Gated(nn.Module):
     def __init__(self, gate: str):
         super().__init__()
@@ -283,6 +338,10 @@ class Gated(nn.Module):
             h = (h - h.mean(1, keepdim=True)) / h.std(1, keepdim=True)
         elif self.gate == "mask":
             h = (h - 0.5).masked_fill(h < 0.5, 0.0)  # a ReLU by hand
+        elif self.gate == "addcmul":
+            h = torch.addcmul(h, h, h.mean((2, 3), keepdim=True))  # h + h * mean(h): a product of two
+        elif self.gate == "addcdiv":
+            h = torch.addcdiv(h, torch.ones_like(h), h + 1)  # h + 1 / (h + 1): an input-dependent divisor
         else:
             h = F.normalize(h, dim=1) if self.gate == "normalize" else h.softmax(1)
         return self.fc(h.mean((2, 3)))
@@ -298,6 +357,8 @@ class Gated(nn.Module):
                                            ("reciprocal", "follow __rdiv__: not an operation it knows"),
                                            ("log1p", "follow log1p"),
                                            ("hand-written norm", "follow std"),
+                                           ("addcmul", "product of two input-dependent tensors"),
+                                           ("addcdiv", "follow addcdiv: not an operation it knows"),
                                            ("mask", "follow a mask computed from the input")])
 def test_modified_gradients_refuse_layers_they_cannot_handle(method, gate, message):
     with pytest.raises(ValueError, match=f"{method} cannot (handle (a|the)|follow) {message.replace('follow ', '')}"):
@@ -343,6 +404,45 @@ def test_deeplift_follows_linear_operations_and_sums_to_delta():
     pooled = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.MaxPool2d(2, return_indices=True)).double()
     with_indices = explain(nn.Sequential(_First(pooled), nn.Flatten(), nn.Linear(16, 2).double()), x, method="deeplift")
     assert with_indices.shape == x.shape  # a max-pool passes its gradient to the maximum, with or without indices
+
+
+class MoreLinearOps(nn.Module):
+    """Further linear operations (what chunk and split become in a decomposed exported program, reorderings,
+    cumulative sums, timm ResMLP's affine layer ``addcmul(beta, alpha, x)``) around functional ReLUs."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(3, 8, 3, padding=1), nn.Linear(8 * 6 * 6, 3)
+        self.alpha, self.beta = nn.Parameter(torch.randn(1, 8, 1, 1)), nn.Parameter(torch.randn(1, 8, 1, 1))
+
+    def forward(self, x):
+        h = F.relu(self.conv(x))
+        h = torch.cat(torch.split_with_sizes(h, [3, 5], 1)[::-1], 1).swapaxes(2, 3)
+        h = torch.rot90(torch.moveaxis(h, 1, 3), 1, (1, 2)).moveaxis(3, 1).cumsum(3)
+        h = torch.addcmul(self.beta, self.alpha, h).type(torch.float64).clone().neg_()
+        h = torch.hstack([F.relu(h), torch.broadcast_to(h[:, :1], h.shape)])[:, :8]
+        return self.fc(h.ravel().view(len(x), -1))
+
+
+def test_deeplift_follows_more_linear_operations_decomposed_too():
+    torch.manual_seed(8)
+    model, x = MoreLinearOps().double().eval(), torch.randn(3, 3, 6, 6, dtype=torch.float64)
+    maps = explain(model, x, target=2, method="deeplift")
+    with torch.no_grad():
+        torch.testing.assert_close(maps.flatten(1).sum(1), model(x)[:, 2] - model(torch.zeros_like(x))[:, 2])
+    halves = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), _Chunked(), nn.Flatten(), nn.Linear(64, 3)).double().eval()
+    exported = torch.export.export(halves, (x,), dynamic_shapes=({0: torch.export.Dim("batch", max=64)},))
+    decomposed = exported.run_decompositions().module()  # chunk becomes aten.split_with_sizes (ShuffleNet's split)
+    assert "split_with_sizes" in str(decomposed.graph)
+    for method in ("deeplift", "eps_lrp"):
+        torch.testing.assert_close(explain(decomposed, x, target=2, method=method),
+                                   explain(halves, x, target=2, method=method))
+
+
+class _Chunked(nn.Module):
+    def forward(self, h):
+        left, right = h.chunk(2, dim=1)
+        return torch.cat([right, left], 1)
 
 
 class _First(nn.Module):

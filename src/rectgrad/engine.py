@@ -179,6 +179,7 @@ class _Site:
     rule: Rule
     scratch: Scratch
     is_top: bool = False
+    name: str = "the activation"  # the function called, for messages
 
     @property
     def keeps_input(self) -> bool:
@@ -205,7 +206,16 @@ class _RuleAtActivation(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         site: _Site = ctx.site
-        (saved,) = ctx.saved_tensors
+        try:
+            (saved,) = ctx.saved_tensors
+        except RuntimeError as error:
+            if "modified by an inplace operation" not in str(error) or not site.keeps_input:
+                raise
+            raise ValueError(f"the rule keeps the input of {site.name} for the "
+                             "backward pass (as PyTorch does for activations other than ReLU; DeepLIFT and eps-LRP "
+                             "for ReLUs too), but the model changes that input in place after the activation (e.g. "
+                             "y = F.relu(h); h += 1, or h[:, :4] = F.relu(h[:, :4])): write that step out of place "
+                             "(h = h + 1, torch.cat), or explain the model with another method") from None
         if site.keeps_input:
             z = saved
             with torch.no_grad():
@@ -357,14 +367,19 @@ def rule_gradients(output: Tensor, inputs) -> tuple[Tensor | None, ...]:
     mode refuses, as the forward pass runs, every activation whose recomputation would give back something else
     (:func:`_recomputed_alike`: DeepLIFT at a ReLU, PReLU, an in-place ELU, ...) and max-pools under PRR.
     PyTorch's own checkpoint errors (e.g. reentrant checkpointing under ``torch.autograd.grad``) become a
-    ``ValueError`` that says what to do.
+    ``ValueError`` that says what to do, and so does an output that no input reaches.
     """
     try:
-        return torch.autograd.grad(output, inputs, allow_unused=True)
+        grads = torch.autograd.grad(output, inputs, allow_unused=True) if output.requires_grad else ()
     except RuntimeError as error:  # CheckpointError is one
         if "checkpoint" not in str(error).lower():
             raise
         raise ValueError(_CHECKPOINTING + f" (PyTorch: {str(error).splitlines()[0]})") from None
+    if all(g is None for g in grads):
+        raise ValueError("the model's output does not depend on its inputs through autograd: its forward pass cuts "
+                         "them off (a torch.no_grad() block, .detach(), a detour through numpy, ...), so no gradient "
+                         "can reach them; keep the path from the inputs to the logits differentiable")
+    return grads
 
 
 def _package_dir(name: str) -> str:
@@ -493,7 +508,7 @@ class RuleMode(TorchFunctionMode):
             self._check_batch(func, x)
             rest = args[1:]
             site = _Site(call=lambda t: func(t, *rest, **kwargs), is_relu=func in RELU, rule=options.rule,
-                         scratch=self.scratch)
+                         scratch=self.scratch, name=getattr(func, "__name__", str(func)))
             if _checkpointing() and not _recomputed_alike(site, x):
                 raise ValueError(f"{_CHECKPOINTING} ({getattr(func, '__name__', func)} inside a checkpointed block "
                                  "would be recomputed differently)")

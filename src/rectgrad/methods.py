@@ -64,7 +64,8 @@ def _summed_gradients(forward_fn, inputs, target_ind=None, additional_forward_ar
     with torch.enable_grad():
         logits = forward_fn(*inputs, *extra)
         target = torch.as_tensor(target_ind, device=logits.device).reshape(-1, 1).expand(len(logits), 1)
-        return torch.autograd.grad(logits.gather(1, target).sum(), inputs)
+        grads = rule_gradients(logits.gather(1, target).sum(), inputs)
+    return tuple(torch.zeros_like(x) if g is None else g for g, x in zip(grads, inputs))
 
 
 def _captum(method, model):

@@ -224,7 +224,10 @@ LINEAR_OPS = frozenset("""
     reflection_pad1d reflection_pad2d reflection_pad3d replication_pad1d replication_pad2d replication_pad3d
     upsample_nearest1d upsample_nearest2d upsample_nearest3d _upsample_nearest_exact1d _upsample_nearest_exact2d
     _upsample_nearest_exact3d upsample_linear1d upsample_bilinear2d upsample_bicubic2d upsample_trilinear3d
-    _upsample_bilinear2d_aa _upsample_bicubic2d_aa""".split())
+    _upsample_bilinear2d_aa _upsample_bicubic2d_aa split_with_sizes unsafe_split unsafe_split_with_sizes unsafe_chunk
+    hsplit vsplit dsplit swapaxes swapdims moveaxis ravel broadcast_to rot90 cumsum cumsum_ type hstack vstack dstack
+    column_stack neg_ negative_ fliplr flipud diff squeeze_ unsqueeze_ transpose_ t_ addcmul addcmul_ addcdiv
+    addcdiv_ slice_scatter select_scatter""".split())
 _MAX_POOL_NAMES = frozenset("""max_pool1d max_pool2d max_pool3d adaptive_max_pool1d adaptive_max_pool2d
     adaptive_max_pool3d max_pool1d_with_indices max_pool2d_with_indices max_pool3d_with_indices
     adaptive_max_pool1d_with_indices adaptive_max_pool2d_with_indices adaptive_max_pool3d_with_indices""".split())
@@ -232,6 +235,8 @@ _DIVISIONS = frozenset({"div", "div_", "__truediv__", "__itruediv__", "true_divi
 _PRODUCT_NAMES = frozenset("""mul mul_ __mul__ __rmul__ __imul__ matmul mm bmm mv addmm addmv baddbmm einsum
     __matmul__ __rmatmul__""".split())  # linear in each factor alone: at most one may depend on the input
 _TWO_OPERANDS = _PRODUCT_NAMES | _DIVISIONS
+# input + value * tensor1 * tensor2 (or / tensor2): a product or quotient of its second and third arguments
+_ADD_PRODUCTS, _ADD_QUOTIENTS = frozenset({"addcmul", "addcmul_"}), frozenset({"addcdiv", "addcdiv_"})
 # A mask computed from the input makes the operations it selects with piecewise linear: x * (x > 0) is a ReLU.
 COMPARISONS = frozenset("""gt lt ge le eq ne greater less greater_equal less_equal __gt__ __lt__ __ge__ __le__
     __eq__ __ne__ sign signbit heaviside argmax argmin argsort""".split())
@@ -251,12 +256,13 @@ def refuse_unknown(method: str, func, args, kwargs, out, known: set | frozenset 
         return
     if name in _MAX_POOL_NAMES:
         return
-    if name in _TWO_OPERANDS and sum(depends_on_input(t, known) for t in tensors_in(args, kwargs)) >= 2:
+    operands = [a for a in args[1:3] if isinstance(a, Tensor)] if name in _ADD_PRODUCTS else tensors_in(args, kwargs)
+    if name in _TWO_OPERANDS | _ADD_PRODUCTS and sum(depends_on_input(t, known) for t in operands) >= 2:
         raise ValueError(f"{method} cannot handle a product of two input-dependent tensors ({name}, e.g. gating or "
                          "attention): its rule is defined for networks of linear layers, pooling and element-wise "
                          "activations")
-    if name in _DIVISIONS:
-        suspects = [a for a in args[1:2] if isinstance(a, Tensor)]  # a divisor that depends on the input
+    if name in _DIVISIONS | _ADD_QUOTIENTS:  # a divisor that depends on the input
+        suspects = [a for a in args[(2 if name in _ADD_QUOTIENTS else 1):][:1] if isinstance(a, Tensor)]
     elif name == "batch_norm":
         suspects = args[:1] if kwargs.get("training", args[5] if len(args) > 5 else False) else []
     else:

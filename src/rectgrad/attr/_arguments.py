@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from rectgrad.engine import warn
+
 
 def format_inputs(inputs) -> tuple[Tensor, ...]:
     """Validate ``inputs`` (a tensor or a tuple of tensors sharing dim 0) and return a tuple (inference
@@ -57,6 +59,11 @@ def check_logits(logits, batch_size: int) -> Tensor:
     if logits.dim() != 2 or logits.shape[0] != batch_size:
         raise ValueError(f"the model output must have shape (N, classes) = ({batch_size}, C), "
                          f"got {tuple(logits.shape)}")
+    scores = logits.detach()
+    if scores.shape[1] > 1 and bool((scores >= 0).all()) and bool(((scores.sum(1) - 1).abs() < 1e-3).all()):
+        warn("the model's outputs look like probabilities (each row sums to 1): the maps explain the probability, "
+             "not the logit as in the paper (whose code differentiates the logits); drop the final softmax to "
+             "explain logits")
     return logits
 
 

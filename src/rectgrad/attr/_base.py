@@ -167,13 +167,13 @@ class EngineAttribution(GradientAttribution):
                 logits = self.forward_func(*leaves, *extra)
             logits = check_logits(logits, leaves[0].shape[0])
             targets = resolve_targets(target, logits)
-            if options.rule is not None and not mode.sites:
-                warn("the model calls no activation function the engine knows (the ReLU family, ELU, SELU, CELU, "
-                     "GELU, SiLU, Hardswish, Mish; see docs/engine.md): the attribution equals the plain gradient "
-                     "(x input)")
             mode.mark_top()
             score = logits.gather(1, targets[:, None]).sum()
             grads = rule_gradients(score, leaves)
+        if options.rule is not None and not mode.sites:
+            warn("the model calls no activation function the engine knows (the ReLU family, ELU, SELU, CELU, "
+                 "GELU, SiLU, Hardswish, Mish; see docs/engine.md): the attribution equals the plain gradient "
+                 "(x input)")
         return tuple(torch.zeros_like(x) if g is None else g for g, x in zip(grads, leaves))
 
 
