@@ -646,6 +646,11 @@ def test_bad_arguments():
     for call in (lambda: explain(elsewhere, x, method="deeplift"), lambda: RectGrad(elsewhere).attribute(x)):
         with pytest.raises(ValueError, match=r"the inputs are on cpu but the model's weights on meta: move one"):
             call()
+    for call in (lambda: explain(model, x.double(), method="saliency"), lambda: RectGrad(model).attribute(x.double()),
+                 lambda: explain(model, x.double(), target=0, method="deeplift")):
+        with pytest.raises(TypeError, match=r"the inputs are torch.float64 but the model's weights torch.float32: "
+                                            r"convert the inputs \(e.g. inputs.to\(torch.float32\); numpy arrays"):
+            call()
     on_meta = x.to("meta")
     for call in (lambda: explain(model, on_meta, method="saliency"), lambda: RectGrad(model).attribute(on_meta)):
         with pytest.raises(ValueError, match=r"the inputs are on meta but the model's weights on cpu: move one"):

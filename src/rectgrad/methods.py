@@ -284,7 +284,7 @@ def explain(model, inputs: Tensor, target=None, method: str = "rectgrad", *, int
         internal_batch_size = _positive_int("internal_batch_size", internal_batch_size)
     if seed is not None and (not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or not 0 <= seed < 2**64):
         raise ValueError(f"seed must be an integer in [0, 2**64) or None, got {seed!r}")
-    with user_call(modules):
+    with user_call(modules, (inputs,)):
         if target is not None and entry.rules:  # the engine checks the classes on its own forward pass's logits
             targets = target_indices(target, len(inputs), inputs.device)
         else:  # the predicted classes, or classes checked before a Captum method runs: one forward pass more

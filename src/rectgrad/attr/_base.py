@@ -85,9 +85,10 @@ def check_reachable(model, modules: tuple[nn.Module, ...], what: str) -> None:
 
 
 @contextlib.contextmanager
-def user_call(modules: tuple[nn.Module, ...]):
+def user_call(modules: tuple[nn.Module, ...], inputs: tuple[Tensor, ...] = ()):
     """One public call on a user's model (however calls nest inside it): a warning if the model is in training
-    mode with modules that behave differently there (BatchNorm with running statistics, dropout)."""
+    mode with modules that behave differently there (BatchNorm with running statistics, dropout), and PyTorch's
+    error for ``inputs`` of another floating type than the model's weights said with what to do."""
     if getattr(_call, "active", False) or not modules:
         yield
         return
@@ -100,6 +101,14 @@ def user_call(modules: tuple[nn.Module, ...]):
     _call.active = True
     try:
         yield
+    except RuntimeError as error:
+        weights = sorted({str(t.dtype) for m in modules for t in m.parameters() if t.is_floating_point()})
+        given = sorted({str(x.dtype) for x in inputs})
+        if not weights or not given or set(given) & set(weights) or "type" not in str(error):
+            raise
+        raise TypeError(f"the inputs are {', '.join(given)} but the model's weights {', '.join(weights)}: convert "
+                        f"the inputs (e.g. inputs.to({weights[0]}); numpy arrays give float64) or the model "
+                        f"(PyTorch: {str(error).splitlines()[0]})") from error
     finally:
         _call.active = False
 
@@ -150,7 +159,7 @@ class EngineAttribution(GradientAttribution):
         if options.rule is not None:
             check_reachable(self.forward_func, modules, type(self).__name__)
         check_device(modules, inputs)
-        with user_call(modules):
+        with user_call(modules, inputs):
             chunks = [self._chunk_gradients(*chunk, modules, options)
                       for chunk in batches(inputs, target, additional_forward_args, internal_batch_size)]
         grads = tuple(torch.cat(parts) for parts in zip(*chunks))
