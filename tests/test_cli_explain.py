@@ -201,6 +201,24 @@ def test_explain_saved_module_and_torchscript(files, capsys):
     assert status == 2 and "error: --methods guided_bp: these methods modify the backward pass" in err
 
 
+def test_a_model_returning_probabilities_is_warned_about_once(files, capsys):
+    tmp_path, images, _ = files
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 5, stride=4), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                torch.nn.Flatten(), torch.nn.Linear(4, 3), torch.nn.Softmax(1)).eval()
+    torch.save(model, tmp_path / "softmax.pt")
+    status, out, err = run(capsys, "explain", *images, "--model", str(tmp_path / "softmax.pt"), "--methods",
+                           "saliency,rectgrad", "--out", str(tmp_path / "p.png"), "--no-progress")
+    assert status == 0, err
+    assert err.count("look like probabilities") == 1  # said of the model, not of each of the 2 x 2 maps
+    shown = [float(v) for v in out.splitlines()[0].split(": ")[1].replace("%", "").split(", class")[0].split()[-1:]]
+    from rectgrad import zoo
+    loaded = zoo.load(str(tmp_path / "softmax.pt"), "cpu")
+    with torch.no_grad():
+        top = model(loaded.load_images(images[:1])).max().item()
+    assert shown == [pytest.approx(100 * top, abs=0.05)]  # the model's own probability, not a softmax of it
+
+
 def test_a_target_that_reads_two_ways_is_refused():
     from torchvision.models import ResNet50_Weights
 

@@ -217,8 +217,10 @@ def test_object_masks_rule():
     assert masks.sum().item() == 2 and masks[0, 1, 2] and masks[1, 0, 0]
     assert object_masks_from_images(images, threshold=10).sum().item() == 1
     assert object_masks_from_images(images, threshold=254).sum().item() == 0
-    for threshold in (-1, 255, 300, 0.5, True):  # uint8 comparisons would wrap -1 and 300 around
-        with pytest.raises(ValueError, match=rf"threshold must be an integer in 0..254 .*got {threshold!r}"):
+    for same in (9.5, torch.tensor(10), np.uint8(10)):
+        assert torch.equal(object_masks_from_images(images, threshold=same), object_masks_from_images(images, 10))
+    for threshold in (-1, 255, 300, True, "10"):  # uint8 comparisons would wrap -1 and 300 around
+        with pytest.raises(ValueError, match=rf"threshold must be a number in \[0, 255\) .*got {threshold!r}"):
             object_masks_from_images(images, threshold=threshold)
 
 

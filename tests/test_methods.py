@@ -12,6 +12,7 @@ from torch import nn
 
 import rectgrad
 from rectgrad import PaperCNN, RectGrad, engine
+from rectgrad.attr._arguments import looks_like_probabilities
 from rectgrad.methods import METHOD_NAMES, METHODS, explain, methods
 
 
@@ -296,6 +297,9 @@ def test_a_model_returning_probabilities_gets_a_warning():
                 call()
             messages = [str(w.message) for w in caught if "look like probabilities" in str(w.message)]
             assert len(messages) == warned and all("drop the final softmax" in m for m in messages)
+    rows = torch.full((2, 3), 1 / 3, dtype=torch.bfloat16)  # 1/3 rounds to 0.334 in bfloat16: the rows sum to
+    assert rows.sum(1, dtype=torch.float32).sub(1).abs().min() > 1e-3  # 1.002, still probabilities
+    assert looks_like_probabilities(rows) and not looks_like_probabilities(rows.float())
 
 
 def test_a_relu_input_modified_in_place_afterwards():
@@ -342,6 +346,14 @@ class Gated(nn.Module):
             h = torch.addcmul(h, h, h.mean((2, 3), keepdim=True))  # h + h * mean(h): a product of two
         elif self.gate == "addcdiv":
             h = torch.addcdiv(h, torch.ones_like(h), h + 1)  # h + 1 / (h + 1): an input-dependent divisor
+        elif self.gate == "addcmul keywords":
+            h = h.addcmul(h, tensor2=h.mean((2, 3), keepdim=True))
+        elif self.gate == "addcmul deprecated":
+            h = torch.addcmul(h, 0.5, h, h.mean((2, 3), keepdim=True))  # (input, value, tensor1, tensor2)
+        elif self.gate == "addcdiv keywords":
+            h = torch.addcdiv(h, tensor1=torch.ones_like(h), tensor2=h + 1)
+        elif self.gate == "div keyword":
+            h = torch.div(torch.ones_like(h), other=h + 1)
         else:
             h = F.normalize(h, dim=1) if self.gate == "normalize" else h.softmax(1)
         return self.fc(h.mean((2, 3)))
@@ -359,6 +371,10 @@ class Gated(nn.Module):
                                            ("hand-written norm", "follow std"),
                                            ("addcmul", "product of two input-dependent tensors"),
                                            ("addcdiv", "follow addcdiv: not an operation it knows"),
+                                           ("addcmul keywords", "product of two input-dependent tensors"),
+                                           ("addcmul deprecated", "product of two input-dependent tensors"),
+                                           ("addcdiv keywords", "follow addcdiv: not an operation it knows"),
+                                           ("div keyword", "follow div: not an operation it knows"),
                                            ("mask", "follow a mask computed from the input")])
 def test_modified_gradients_refuse_layers_they_cannot_handle(method, gate, message):
     with pytest.raises(ValueError, match=f"{method} cannot (handle (a|the)|follow) {message.replace('follow ', '')}"):
@@ -420,6 +436,7 @@ class MoreLinearOps(nn.Module):
         h = torch.cat(torch.split_with_sizes(h, [3, 5], 1)[::-1], 1).swapaxes(2, 3)
         h = torch.rot90(torch.moveaxis(h, 1, 3), 1, (1, 2)).moveaxis(3, 1).cumsum(3)
         h = torch.addcmul(self.beta, self.alpha, h).type(torch.float64).clone().neg_()
+        h = torch.addcdiv(h, tensor1=h, tensor2=self.alpha.abs() + 1).addcmul(self.beta, tensor2=h)
         h = torch.hstack([F.relu(h), torch.broadcast_to(h[:, :1], h.shape)])[:, :8]
         return self.fc(h.ravel().view(len(x), -1))
 

@@ -91,6 +91,15 @@ def test_engine_gradients_match_the_public_api_and_leave_no_hooks(cnn):
     (plain,) = torch.autograd.grad(head(h).gather(1, target[:, None]).sum(), h)
     torch.testing.assert_close(g, plain)
 
+    class FrozenFeatures(nn.Module):  # a probe on frozen features: the input map would be zero, silently
+        def forward(self, x):
+            with torch.no_grad():
+                features = cnn.features(x)
+            return cnn.classifier(features)
+
+    with pytest.raises(ValueError, match="the model's output does not depend on its inputs through autograd"):
+        engine_gradients(FrozenFeatures(), images.x, target, options, [("classifier", cnn.classifier)])
+
 
 def test_hidden_layers_and_activations_follow_the_forward_pass(cnn):
     x = square_images().x

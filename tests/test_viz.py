@@ -27,6 +27,7 @@ def test_clip_outliers_per_image_percentiles():
     for low, high in ((90, 10), (-1, 99.5), (0.5, 101)):  # low above high would give a constant map
         with pytest.raises(ValueError, match=rf"0 <= low <= high <= 100, got low={low} and high={high}"):
             viz.clip_outliers(img, low, high)
+    assert np.array_equal(viz.clip_outliers(img, None, 99.5, symmetric=True), viz.clip_outliers(img, symmetric=True))
 
 
 def test_clip_outliers_symmetric_cap():

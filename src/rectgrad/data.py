@@ -235,8 +235,10 @@ def object_masks_from_images(images: torch.Tensor, threshold: int = 0) -> torch.
     """
     if images.dtype != torch.uint8 or images.dim() != 4:
         raise ValueError(f"images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
-    if not isinstance(threshold, numbers.Integral) or isinstance(threshold, bool) or not 0 <= threshold <= 254:
-        raise ValueError(f"threshold must be an integer in 0..254 (a pixel is object when a raw value exceeds it), "
+    if isinstance(threshold, torch.Tensor) and threshold.numel() == 1:
+        threshold = threshold.item()
+    if not isinstance(threshold, numbers.Real) or isinstance(threshold, bool) or not 0 <= threshold < 255:
+        raise ValueError(f"threshold must be a number in [0, 255) (a pixel is object when a raw value exceeds it), "
                          f"got {threshold!r}")
     return (images > threshold).any(dim=1)
 

@@ -38,7 +38,7 @@ import sys
 import threading
 import warnings
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 
@@ -178,8 +178,8 @@ class _Site:
     is_relu: bool
     rule: Rule
     scratch: Scratch
+    name: str  # the function called, for messages
     is_top: bool = False
-    name: str = "the activation"  # the function called, for messages
 
     @property
     def keeps_input(self) -> bool:
@@ -358,8 +358,10 @@ def _average_pool(func, args, kwargs) -> Callable[[Tensor], Tensor]:
     return lambda x: average(x, kernel, stride, padding, bool(ceil_mode), count_include_pad=False)
 
 
-def rule_gradients(output: Tensor, inputs) -> tuple[Tensor | None, ...]:
-    """``torch.autograd.grad(output, inputs, allow_unused=True)`` after a forward pass under a :class:`RuleMode`.
+def rule_gradients(output: Tensor, inputs: Sequence[Tensor], sources: int | None = None) -> tuple[Tensor, ...]:
+    """``torch.autograd.grad(output, inputs)`` after a forward pass under a :class:`RuleMode`, zeros for an input
+    that the output does not reach; a ``ValueError`` if it reaches none of the first ``sources`` (default: all), the
+    attribution's own inputs (a forward pass that cuts them off, e.g. a frozen stem under ``torch.no_grad()``).
 
     Activation checkpointing (``torch.utils.checkpoint``) recomputes parts of the forward pass during the backward
     pass, without the mode, to get back the tensors the operations saved. The rules save what PyTorch's own
@@ -367,19 +369,20 @@ def rule_gradients(output: Tensor, inputs) -> tuple[Tensor | None, ...]:
     mode refuses, as the forward pass runs, every activation whose recomputation would give back something else
     (:func:`_recomputed_alike`: DeepLIFT at a ReLU, PReLU, an in-place ELU, ...) and max-pools under PRR.
     PyTorch's own checkpoint errors (e.g. reentrant checkpointing under ``torch.autograd.grad``) become a
-    ``ValueError`` that says what to do, and so does an output that no input reaches.
+    ``ValueError`` that says what to do.
     """
+    inputs = tuple(inputs)
     try:
-        grads = torch.autograd.grad(output, inputs, allow_unused=True) if output.requires_grad else ()
+        grads = torch.autograd.grad(output, inputs, allow_unused=True) if output.requires_grad else [None] * len(inputs)
     except RuntimeError as error:  # CheckpointError is one
         if "checkpoint" not in str(error).lower():
             raise
         raise ValueError(_CHECKPOINTING + f" (PyTorch: {str(error).splitlines()[0]})") from None
-    if all(g is None for g in grads):
+    if all(g is None for g in grads[:sources]):
         raise ValueError("the model's output does not depend on its inputs through autograd: its forward pass cuts "
                          "them off (a torch.no_grad() block, .detach(), a detour through numpy, ...), so no gradient "
                          "can reach them; keep the path from the inputs to the logits differentiable")
-    return grads
+    return tuple(torch.zeros_like(x) if g is None else g for g, x in zip(grads, inputs))
 
 
 def _package_dir(name: str) -> str:

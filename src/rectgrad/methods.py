@@ -30,6 +30,7 @@ import torch
 from captum.attr import InputXGradient, IntegratedGradients, Saliency
 from torch import Tensor
 
+from rectgrad._checks import positive_int
 from rectgrad.attr import Deconvolution, GuidedBackprop, RectGrad
 from rectgrad.attr._arguments import (batches, check_device, check_logits, check_threshold, format_inputs,
                                       resolve_targets, target_indices)
@@ -64,8 +65,7 @@ def _summed_gradients(forward_fn, inputs, target_ind=None, additional_forward_ar
     with torch.enable_grad():
         logits = forward_fn(*inputs, *extra)
         target = torch.as_tensor(target_ind, device=logits.device).reshape(-1, 1).expand(len(logits), 1)
-        grads = rule_gradients(logits.gather(1, target).sum(), inputs)
-    return tuple(torch.zeros_like(x) if g is None else g for g, x in zip(grads, inputs))
+        return rule_gradients(logits.gather(1, target).sum(), inputs)
 
 
 def _captum(method, model):
@@ -98,16 +98,10 @@ def _guided_bp(model, inputs, target, *, internal_batch_size):
     return GuidedBackprop(model).attribute(inputs, target=target, internal_batch_size=internal_batch_size)
 
 
-def _positive_int(name: str, value) -> int:
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
 def _smoothgrad(model, inputs, target, *, internal_batch_size, generator, samples, noise_level):
     """Mean gradient over ``samples`` noisy copies, sigma = noise_level * (max - min) of each sample
     (Smilkov et al., 2017). Captum's NoiseTunnel takes one sigma for the whole batch, hence this loop."""
-    samples = _positive_int("samples", samples)
+    samples = positive_int("samples", samples)
     if not isinstance(noise_level, numbers.Real) or not 0 <= noise_level < math.inf:
         raise ValueError(f"noise_level must be a finite non-negative number, got {noise_level!r}")
     n = inputs.shape[0]
@@ -143,7 +137,7 @@ _INTEGRATIONS = ("riemann_right", "riemann_left", "riemann_middle", "riemann_tra
 def _intgrad(model, inputs, target, *, internal_batch_size, steps, baseline, integration):
     if integration not in _INTEGRATIONS:
         raise ValueError(f"unknown integration {integration!r}; choose one of {', '.join(_INTEGRATIONS)}")
-    integrated, steps = _captum(IntegratedGradients, model), _positive_int("steps", steps)
+    integrated, steps = _captum(IntegratedGradients, model), positive_int("steps", steps)
     parts = [integrated.attribute(x, baselines=b, target=t, n_steps=steps, method=integration,
                                   internal_batch_size=internal_batch_size)  # Captum's bound: at least the samples
              for (x, b), t, _ in batches((inputs, _baseline_like(baseline, inputs)), target, None, internal_batch_size)]
@@ -166,8 +160,8 @@ def _modified_gradient(model, inputs, target, rule: MultiplierRule, reference: T
             if reference is not None and isinstance(output, Tensor) and output.dim() > 1 and len(output) == len(batch):
                 output = output[: len(leaf)]  # the inputs' logits; the references' follow them
             logits = check_logits(output, len(leaf))
-            (grad,) = rule_gradients(logits.gather(1, resolve_targets(t, logits)[:, None]).sum(), leaf)
-        chunks.append(torch.zeros_like(leaf) if grad is None else grad)
+            (grad,) = rule_gradients(logits.gather(1, resolve_targets(t, logits)[:, None]).sum(), (leaf,))
+        chunks.append(grad)
     return torch.cat(chunks)
 
 
@@ -281,7 +275,7 @@ def explain(model, inputs: Tensor, target=None, method: str = "rectgrad", *, int
     if entry.rules:
         check_reachable(model, modules, method)
     if internal_batch_size is not None:
-        internal_batch_size = _positive_int("internal_batch_size", internal_batch_size)
+        internal_batch_size = positive_int("internal_batch_size", internal_batch_size)
     if seed is not None and (not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or not 0 <= seed < 2**64):
         raise ValueError(f"seed must be an integer in [0, 2**64) or None, got {seed!r}")
     with user_call(modules, (inputs,)):

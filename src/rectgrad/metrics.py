@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 import torch
 
+from rectgrad._checks import describe
+
 Curve = Sequence[float] | torch.Tensor
 
 __all__ = [
@@ -36,7 +38,7 @@ TIE_NOISE = 1e-4
 def _check_attr(attr: torch.Tensor) -> torch.Tensor:
     """Validate attributions; return them in float32 at least (sums of half-precision maps overflow)."""
     if not isinstance(attr, torch.Tensor) or not attr.is_floating_point() or attr.dim() != 4:
-        raise ValueError(f"attributions must be a floating (N, C, H, W) tensor, got {_describe(attr)}")
+        raise ValueError(f"attributions must be a floating (N, C, H, W) tensor, got {describe(attr)}")
     if not torch.isfinite(attr).all():
         raise ValueError("attributions contain NaN or inf")
     return attr.to(torch.promote_types(attr.dtype, torch.float32))
@@ -44,18 +46,14 @@ def _check_attr(attr: torch.Tensor) -> torch.Tensor:
 
 def _check_images(images: torch.Tensor) -> None:
     if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.dtype == torch.bool:
-        raise ValueError(f"images must be a numeric (N, C, H, W) tensor, got {_describe(images)}")
-
-
-def _describe(x: object) -> str:
-    return f"{x.dtype} tensor of shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"images must be a numeric (N, C, H, W) tensor, got {describe(images)}")
 
 
 def _pixel_mask(mask: torch.Tensor, ref: torch.Tensor, name: str, ref_name: str) -> torch.Tensor:
     """Validate a bool ``(H, W)`` / ``(N, H, W)`` mask against ``ref`` ``(N, C, H, W)``; return it as (N, H, W)."""
     n, _, h, w = ref.shape
     if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
-        raise ValueError(f"{name} must be a bool tensor, got {_describe(mask)}")
+        raise ValueError(f"{name} must be a bool tensor, got {describe(mask)}")
     if tuple(mask.shape) not in ((h, w), (n, h, w)):
         raise ValueError(
             f"{name} shape {tuple(mask.shape)} does not match {ref_name} shape {tuple(ref.shape)}: "
@@ -209,7 +207,7 @@ def replace_pixels(images: torch.Tensor, mask: torch.Tensor, fill: Sequence[floa
     c = images.shape[1]
     fill = torch.as_tensor(fill, dtype=torch.float64)
     if fill.shape != (c,) or not torch.isfinite(fill).all():
-        raise ValueError(f"fill must hold {c} finite per-channel values, got {_describe(fill)}")
+        raise ValueError(f"fill must hold {c} finite per-channel values, got {describe(fill)}")
     if not images.is_floating_point():
         fill = fill.round()
         info = torch.iinfo(images.dtype)

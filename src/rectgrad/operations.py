@@ -234,12 +234,24 @@ _MAX_POOL_NAMES = frozenset("""max_pool1d max_pool2d max_pool3d adaptive_max_poo
 _DIVISIONS = frozenset({"div", "div_", "__truediv__", "__itruediv__", "true_divide"})
 _PRODUCT_NAMES = frozenset("""mul mul_ __mul__ __rmul__ __imul__ matmul mm bmm mv addmm addmv baddbmm einsum
     __matmul__ __rmatmul__""".split())  # linear in each factor alone: at most one may depend on the input
-_TWO_OPERANDS = _PRODUCT_NAMES | _DIVISIONS
-# input + value * tensor1 * tensor2 (or / tensor2): a product or quotient of its second and third arguments
+# input + value * tensor1 * tensor2 (or / tensor2): a product or quotient of the two tensors after the input
 _ADD_PRODUCTS, _ADD_QUOTIENTS = frozenset({"addcmul", "addcmul_"}), frozenset({"addcdiv", "addcdiv_"})
+_ADD_COMBINATIONS = _ADD_PRODUCTS | _ADD_QUOTIENTS
+_FACTORS = _PRODUCT_NAMES | _DIVISIONS | _ADD_PRODUCTS  # at most one operand may depend on the input
+_QUOTIENTS = _DIVISIONS | _ADD_QUOTIENTS  # the divisor may not
 # A mask computed from the input makes the operations it selects with piecewise linear: x * (x > 0) is a ReLU.
 COMPARISONS = frozenset("""gt lt ge le eq ne greater less greater_equal less_equal __gt__ __lt__ __ge__ __le__
     __eq__ __ne__ sign signbit heaviside argmax argmin argsort""".split())
+
+
+def _operands(name: str, args, kwargs) -> list[Tensor]:
+    """The tensors a product or quotient combines: for addcmul/addcdiv ``tensor1`` and ``tensor2``, however given
+    (positionally, after a value in the deprecated ``addcmul(input, value, tensor1, tensor2)``, or by keyword),
+    for the others every tensor argument."""
+    if name not in _ADD_COMBINATIONS:
+        return tensors_in(args, kwargs)
+    return [a for a in args[1:] if isinstance(a, Tensor)] + [
+        kwargs[key] for key in ("tensor1", "tensor2") if isinstance(kwargs.get(key), Tensor)]
 
 
 def refuse_unknown(method: str, func, args, kwargs, out, known: set | frozenset = frozenset()) -> None:
@@ -256,13 +268,13 @@ def refuse_unknown(method: str, func, args, kwargs, out, known: set | frozenset 
         return
     if name in _MAX_POOL_NAMES:
         return
-    operands = [a for a in args[1:3] if isinstance(a, Tensor)] if name in _ADD_PRODUCTS else tensors_in(args, kwargs)
-    if name in _TWO_OPERANDS | _ADD_PRODUCTS and sum(depends_on_input(t, known) for t in operands) >= 2:
+    if name in _FACTORS and sum(depends_on_input(t, known) for t in _operands(name, args, kwargs)) >= 2:
         raise ValueError(f"{method} cannot handle a product of two input-dependent tensors ({name}, e.g. gating or "
                          "attention): its rule is defined for networks of linear layers, pooling and element-wise "
                          "activations")
-    if name in _DIVISIONS | _ADD_QUOTIENTS:  # a divisor that depends on the input
-        suspects = [a for a in args[(2 if name in _ADD_QUOTIENTS else 1):][:1] if isinstance(a, Tensor)]
+    if name in _QUOTIENTS:  # a divisor that depends on the input
+        suspects = _operands(name, args, kwargs)[-1:] if name in _ADD_QUOTIENTS else [
+            d for d in [kwargs.get("other", args[1] if len(args) > 1 else None)] if isinstance(d, Tensor)]
     elif name == "batch_norm":
         suspects = args[:1] if kwargs.get("training", args[5] if len(args) > 5 else False) else []
     else:

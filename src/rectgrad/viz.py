@@ -52,7 +52,7 @@ def clip_outliers(maps, low: float = 0.5, high: float = 99.5, *, symmetric: bool
     m = _numpy(maps)
     if m.ndim not in (2, 3):
         raise ValueError(f"expected (H,W) or (N,H,W) maps, got shape {m.shape}")
-    if not 0 <= low <= high <= 100:
+    if not (0 <= high <= 100 if symmetric else 0 <= low <= high <= 100):  # (symmetric caps read high only)
         raise ValueError(f"need percentiles 0 <= low <= high <= 100, got low={low} and high={high}")
     if symmetric:
         cap = np.percentile(np.abs(m), high, axis=(-2, -1), keepdims=True)

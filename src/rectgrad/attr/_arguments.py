@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from rectgrad._checks import positive_int
 from rectgrad.engine import warn
 
 
@@ -59,12 +60,20 @@ def check_logits(logits, batch_size: int) -> Tensor:
     if logits.dim() != 2 or logits.shape[0] != batch_size:
         raise ValueError(f"the model output must have shape (N, classes) = ({batch_size}, C), "
                          f"got {tuple(logits.shape)}")
-    scores = logits.detach()
-    if scores.shape[1] > 1 and bool((scores >= 0).all()) and bool(((scores.sum(1) - 1).abs() < 1e-3).all()):
-        warn("the model's outputs look like probabilities (each row sums to 1): the maps explain the probability, "
-             "not the logit as in the paper (whose code differentiates the logits); drop the final softmax to "
-             "explain logits")
+    if looks_like_probabilities(logits):
+        warn("the model's outputs look like probabilities (each row sums to 1): attribution maps explain the "
+             "probability, not the logit as in the paper (whose code differentiates the logits); drop the final "
+             "softmax to explain logits")
     return logits
+
+
+def looks_like_probabilities(scores: Tensor) -> bool:
+    """Whether (N, classes) model outputs are non-negative with rows summing to 1 (to the precision of their dtype:
+    a bfloat16 row of softmax values may sum to 1 - 2**-8), as after a final softmax."""
+    scores = scores.detach()
+    tolerance = max(1e-3, 4 * torch.finfo(scores.dtype).eps) if scores.is_floating_point() else 0.0
+    return (scores.shape[1] > 1 and bool((scores >= 0).all())
+            and bool(((scores.sum(1, dtype=torch.float32) - 1).abs() <= tolerance).all()))
 
 
 def resolve_targets(target, logits: Tensor) -> Tensor:
@@ -129,8 +138,8 @@ def check_threshold(q: float | None, tau: float | None) -> tuple[float | None, f
 def batches(inputs: tuple[Tensor, ...], target, additional_forward_args, size: int | None) -> Iterator[tuple]:
     """Split a call into chunks of at most ``size`` samples (tensors whose dim 0 is the batch)."""
     n = inputs[0].shape[0]
-    if size is not None and (not isinstance(size, numbers.Integral) or isinstance(size, bool) or size < 1):
-        raise ValueError(f"internal_batch_size must be a positive integer, got {size!r}")
+    if size is not None:
+        size = positive_int("internal_batch_size", size)
     if isinstance(target, np.ndarray):
         target = torch.as_tensor(target)
     if size is None or size >= n:

@@ -183,7 +183,7 @@ class EngineAttribution(GradientAttribution):
             warn("the model calls no activation function the engine knows (the ReLU family, ELU, SELU, CELU, "
                  "GELU, SiLU, Hardswish, Mish; see docs/engine.md): the attribution equals the plain gradient "
                  "(x input)")
-        return tuple(torch.zeros_like(x) if g is None else g for g, x in zip(grads, leaves))
+        return grads
 
 
 class ModifiedGradient(EngineAttribution):

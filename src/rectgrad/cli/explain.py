@@ -220,15 +220,20 @@ def _compare(loaded, inputs, image_names: list[str], names: list[str], *, q: flo
     import torch
 
     from rectgrad import viz
-    from rectgrad.attr._arguments import resolve_targets
+    from rectgrad.attr._arguments import looks_like_probabilities, resolve_targets
     from rectgrad.methods import METHODS, explain, predict
     from rectgrad.progress import progress_bar
 
-    logits = predict(loaded.model, inputs)
+    with warnings.catch_warnings(record=True) as caught:  # said of the model: once, not again for every map
+        warnings.simplefilter("always")
+        logits = predict(loaded.model, inputs)
+    of_the_model = {str(warning.message) for warning in caught}
+    for warning in caught:
+        warnings.warn(warning.message, warning.category, stacklevel=2)
     targets = resolve_targets(target, logits)
     if target_line is not None:
         typer.echo(target_line)
-    probabilities = logits.softmax(dim=1).cpu()
+    probabilities = (logits if looks_like_probabilities(logits) else logits.softmax(dim=1)).cpu()
     for name, row in zip(image_names, probabilities):
         top = row.topk(min(5, row.numel()))
         typer.echo(f"{name}: " + ", ".join(f"{loaded.label(i)} {p:.1%}" for p, i in zip(top.values.tolist(),
@@ -246,7 +251,8 @@ def _compare(loaded, inputs, image_names: list[str], names: list[str], *, q: flo
                 maps.append(explain(loaded.model, inputs[i:i + 1], targets[i:i + 1], method,
                                     internal_batch_size=internal_batch_size, seed=seed + i, **options).cpu())
             for warning in caught:
-                if not issubclass(warning.category, (DeprecationWarning, PendingDeprecationWarning)):
+                if (not issubclass(warning.category, (DeprecationWarning, PendingDeprecationWarning))
+                        and str(warning.message) not in of_the_model):
                     warnings.warn(f"{method} on {image_names[i]}: {warning.message}", warning.category,
                                   stacklevel=2)
             if bar is not None:

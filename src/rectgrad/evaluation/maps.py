@@ -9,8 +9,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from rectgrad.metrics import _describe, attribution_in_region, attribution_outside, total_variation
-from rectgrad.methods import _positive_int, explain, get_method
+from rectgrad._checks import describe, positive_int
+from rectgrad.metrics import attribution_in_region, attribution_outside, total_variation
+from rectgrad.methods import explain, get_method
 from rectgrad.train import evaluating
 
 #: Per-image percentile a baseline keeps under the final threshold (Sec. 5.2: "95 percentile final threshold").
@@ -28,9 +29,9 @@ def compute_maps(model: nn.Module, inputs: Tensor, method: str, targets: Tensor,
     ``progress`` (a tqdm bar) advances per image.
     """
     get_method(method)
-    batch_size = _positive_int("batch_size", batch_size)
+    batch_size = positive_int("batch_size", batch_size)
     if not isinstance(inputs, Tensor) or inputs.dim() < 2 or not len(inputs):
-        raise ValueError(f"inputs must be a tensor of the model's inputs (N, ...), N >= 1, got {_describe(inputs)}")
+        raise ValueError(f"inputs must be a tensor of the model's inputs (N, ...), N >= 1, got {describe(inputs)}")
     if targets is not None:
         targets = torch.as_tensor(targets)
         if targets.shape != (len(inputs),):
@@ -78,7 +79,7 @@ def _summed(maps: Tensor) -> Tensor:
     """Checked maps ``(N, C, H, W)`` summed over channels, in float32 at least (half-precision sums overflow)."""
     if not isinstance(maps, Tensor) or not maps.is_floating_point() or maps.dim() != 4:
         raise ValueError(f"maps must be a floating (N, C, H, W) tensor (C = 1 for channel-summed maps), got "
-                         f"{_describe(maps)}")
+                         f"{describe(maps)}")
     return maps.sum(1, keepdim=True, dtype=torch.promote_types(maps.dtype, torch.float32))
 
 

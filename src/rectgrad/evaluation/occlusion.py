@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rectgrad._checks import describe
 from rectgrad.data import ImageDataset
-from rectgrad.metrics import _describe
 from rectgrad.train import evaluating, predict_logits
 
 
@@ -58,7 +58,7 @@ def background_at(masks: Tensor, size: tuple[int, int]) -> Tensor:
     background when at least half of the pixels it covers are (area interpolation, threshold 0.5; the
     reference resizes the 0/1 background mask by bicubic interpolation and keeps nonzero values)."""
     if not isinstance(masks, Tensor) or masks.dtype != torch.bool or masks.dim() != 3:
-        raise ValueError(f"masks must be a bool (N, H, W) tensor, True on the object, got {_describe(masks)}")
+        raise ValueError(f"masks must be a bool (N, H, W) tensor, True on the object, got {describe(masks)}")
     background = F.interpolate((~masks)[:, None].float(), size=size, mode="area")[:, 0]
     return background >= 0.5
 
@@ -79,16 +79,16 @@ def feature_map_occlusion(model: nn.Module, layer: nn.Module, images: Tensor, ma
     """
     if not isinstance(images, Tensor) or not images.is_floating_point() or images.dim() != 4 or not len(images):
         raise ValueError(f"images must be the model's float inputs (N, C, H, W), N >= 1 (e.g. dataset.inputs()), got "
-                         f"{_describe(images)}")
+                         f"{describe(images)}")
     if not bool(torch.isfinite(images).all()):
         raise ValueError("images contain NaN or Inf values")
     n = images.shape[0]
     if not isinstance(masks, Tensor) or masks.shape != (n, *images.shape[2:]) or masks.dtype != torch.bool:
         raise ValueError(f"masks must be a bool (N, H, W) tensor matching images {tuple(images.shape)}, got "
-                         f"{_describe(masks)}")
+                         f"{describe(masks)}")
     if (not isinstance(labels, Tensor) or labels.shape != (n,) or labels.is_floating_point()
             or labels.dtype == torch.bool):
-        raise ValueError(f"labels must be a tensor of integer class indices of shape ({n},), got {_describe(labels)}")
+        raise ValueError(f"labels must be a tensor of integer class indices of shape ({n},), got {describe(labels)}")
     if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in (steps, orders)) \
             or steps < 2 or orders < 1:
         raise ValueError(f"need integers steps >= 2 and orders >= 1, got {steps!r} and {orders!r}")

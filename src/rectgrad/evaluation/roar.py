@@ -25,11 +25,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from rectgrad._checks import describe
 from rectgrad.checkpoint import write_text_atomically
 from rectgrad.data import ImageDataset
 from rectgrad.evaluation.store import ResultStore
-from rectgrad.metrics import (_describe, channel_mean, kar_aoc, pixel_count, random_removal_mask, rank_pixels,
-                              ranked_mask, removal_mask, replace_pixels, roar_auc)
+from rectgrad.metrics import (channel_mean, kar_aoc, pixel_count, random_removal_mask, rank_pixels, ranked_mask,
+                              removal_mask, replace_pixels, roar_auc)
 from rectgrad.progress import progress_bar
 from rectgrad.train_many import checkpoint_seconds
 
@@ -205,7 +206,7 @@ def _check_maps(maps, dataset: ImageDataset, name: str) -> None:
     """Refuse, before any training, maps that do not fit the images or cannot be ranked."""
     n, _, h, w = dataset.images.shape
     if not isinstance(maps, Tensor) or maps.dim() != 4 or maps.shape[0] != n or tuple(maps.shape[2:]) != (h, w):
-        raise ValueError(f"{name} ({_describe(maps)}) do not match the {len(dataset)} images of size {h}x{w}: "
+        raise ValueError(f"{name} ({describe(maps)}) do not match the {len(dataset)} images of size {h}x{w}: "
                          f"expected a tensor ({n}, C, {h}, {w})")
     if not maps.is_floating_point():
         raise ValueError(f"{name} must be floating point maps, got {maps.dtype}")

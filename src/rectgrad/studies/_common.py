@@ -283,11 +283,10 @@ def engine_gradients(model: nn.Module, x: Tensor, target: Tensor | None, options
             targets = logits.detach().argmax(1) if target is None else target.to(logits.device)
             score = logits.gather(1, targets[:, None]).sum()
             tensors = [leaf] + [t for _, t in recorded]
-            grads = rule_gradients(score, tensors)
+            grads = rule_gradients(score, tensors, sources=1)
     finally:
         for handle in handles:
             handle.remove()
-    grads = [torch.zeros_like(t) if g is None else g for g, t in zip(grads, tensors)]
     return grads[0], [(name, t.detach(), g) for (name, t), g in zip(recorded, grads[1:])]
 
 

@@ -1,0 +1,20 @@
+"""Checks shared across the library's modules: one wording for one mistake."""
+from __future__ import annotations
+
+import numbers
+
+import torch
+
+
+def describe(value: object) -> str:
+    """What ``value`` is, for an error message: a tensor's dtype and shape, else its type's name."""
+    if isinstance(value, torch.Tensor):
+        return f"{value.dtype} tensor of shape {tuple(value.shape)}"
+    return type(value).__name__
+
+
+def positive_int(name: str, value) -> int:
+    """``value`` as an int, or a ``ValueError`` naming ``name`` unless it is an integer >= 1 (not a bool)."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
