@@ -200,7 +200,8 @@ def replace_pixels(images: torch.Tensor, mask: torch.Tensor, fill: Sequence[floa
 
     ``fill`` is the per-channel dataset mean (:func:`channel_mean`) in the images' own units. The result keeps
     the images' dtype; for integer images (e.g. uint8 CIFAR-10) the fill is rounded to the nearest integer
-    and must fit the dtype. The input is not modified.
+    (halves to even, as torch.round: 127.5 -> 128, 128.5 -> 128) and must fit the dtype. The input is not
+    modified.
     """
     _check_images(images)
     mask = _pixel_mask(mask, images, "mask", "images")
