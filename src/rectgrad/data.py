@@ -225,7 +225,7 @@ def _check_labels(labels: torch.Tensor, source) -> None:
         raise ValueError(f"{source}: label {int(outside[0])} out of range 0..9")
 
 
-def object_masks_from_images(images: torch.Tensor, threshold: int = 0) -> torch.Tensor:
+def object_masks_from_images(images: torch.Tensor, threshold: float = 0) -> torch.Tensor:
     """Object masks (N, H, W) of images on a black background, such as Fashion-MNIST.
 
     Rule: a pixel is object when its raw 0-255 value exceeds ``threshold`` in any channel. Fashion-MNIST

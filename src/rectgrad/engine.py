@@ -359,9 +359,10 @@ def _average_pool(func, args, kwargs) -> Callable[[Tensor], Tensor]:
 
 
 def rule_gradients(output: Tensor, inputs: Sequence[Tensor], sources: int | None = None) -> tuple[Tensor, ...]:
-    """``torch.autograd.grad(output, inputs)`` after a forward pass under a :class:`RuleMode`, zeros for an input
-    that the output does not reach; a ``ValueError`` if it reaches none of the first ``sources`` (default: all), the
-    attribution's own inputs (a forward pass that cuts them off, e.g. a frozen stem under ``torch.no_grad()``).
+    """``torch.autograd.grad(output, inputs)`` after a forward pass (under a :class:`RuleMode`, or none for the plain
+    gradient), zeros for an input that the output does not reach; a ``ValueError`` if it reaches none of the first
+    ``sources`` (default: all), the attribution's own inputs (a forward pass that cuts them off, e.g. a frozen stem
+    under ``torch.no_grad()``).
 
     Activation checkpointing (``torch.utils.checkpoint``) recomputes parts of the forward pass during the backward
     pass, without the mode, to get back the tensors the operations saved. The rules save what PyTorch's own

@@ -89,8 +89,8 @@ def feature_map_occlusion(model: nn.Module, layer: nn.Module, images: Tensor, ma
     if (not isinstance(labels, Tensor) or labels.shape != (n,) or labels.is_floating_point()
             or labels.dtype == torch.bool):
         raise ValueError(f"labels must be a tensor of integer class indices of shape ({n},), got {describe(labels)}")
-    if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in (steps, orders)) \
-            or steps < 2 or orders < 1:
+    integers = all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in (steps, orders))
+    if not integers or steps < 2 or orders < 1:
         raise ValueError(f"need integers steps >= 2 and orders >= 1, got {steps!r} and {orders!r}")
     if not isinstance(layer, nn.Module):
         raise TypeError(f"layer must be a module of the model (e.g. conv_activations(model)['conv2'] or "
