@@ -450,6 +450,11 @@ def test_store_refuses_another_configuration(tmp_path):
     assert same.load_json("roar/x.json") == {"accuracy": 0.5}
     with pytest.raises(ValueError, match="another configuration.*scale: 'quick' there, 'paper' here"):
         ResultStore(tmp_path / "w", {"scale": "paper", "fractions": [0.1, 0.5]})
+    nested = ResultStore(tmp_path / "n", {"parameters": {"a": 1, "b": 2, "c": 3}, "scale": "quick"})
+    nested.save_json("x.json", {})
+    with pytest.raises(ValueError, match=r"\(scale: 'quick' there, 'paper' here; parameters.a: 1 there, 0 here; "
+                                         r"parameters.b: 2 there, 0 here; ...\)"):  # the setting first
+        ResultStore(tmp_path / "n", {"parameters": {"a": 0, "b": 0, "c": 0}, "scale": "paper"})
     store.save_torch("maps/a.pt", torch.ones(2))
     assert torch.equal(store.load_torch("maps/a.pt"), torch.ones(2))
     assert json.loads((tmp_path / "w" / "config.json").read_text())["scale"] == "quick"
@@ -478,6 +483,11 @@ def test_a_corrupt_result_file_is_an_error_naming_it(tmp_path):
             "delete it and rerun to compute it again"
         with pytest.raises(ValueError, match=rf"{tmp_path / 'w' / name} is corrupt \(.+\): {remedy}$"):
             ResultStore.read_seconds(tmp_path / "w") if name.startswith("seconds") else load(name)
+    store.save_torch("maps/b.pt", torch.ones(1000))
+    whole = (tmp_path / "w" / "maps" / "b.pt").read_bytes()
+    (tmp_path / "w" / "maps" / "b.pt").write_bytes(whole[:-25])  # torch.load: OSError "[Errno 22] Invalid argument"
+    with pytest.raises(ValueError, match=r"b.pt is corrupt \(.+\): delete it and rerun to compute it again$"):
+        store.load_torch("maps/b.pt")
     (tmp_path / "w" / "config.json").write_text("{")
     with pytest.raises(ValueError, match="config.json is corrupt .+: delete the whole folder, or use another one"):
         ResultStore(tmp_path / "w", {"run": 1})
@@ -572,12 +582,15 @@ def test_train_many_starts_a_group_over_from_a_corrupt_checkpoint(tmp_path):
     datasets, seeds = [quadrants(60, 0), quadrants(60, 1)], [3, 4]
     expected = train_many([new_model(d, s) for d, s in zip(datasets, seeds)], datasets, seeds, epochs=2, batch_size=25)
     checkpoint = tmp_path / "group.pt"
-    checkpoint.write_bytes(b"PK\x03\x04 cut short")
-    assert checkpoint_seconds(checkpoint) == 0.0
-    with pytest.warns(RuntimeWarning, match="group.pt is corrupt .*its group of trainings starts over"):
-        again = train_many([new_model(d, s) for d, s in zip(datasets, seeds)], datasets, seeds, epochs=2,
-                           batch_size=25, checkpoint=checkpoint)
-    assert [h["loss"] for h in again] == [h["loss"] for h in expected] and not checkpoint.exists()
+    torch.save({"identity": {}, "seconds": 1.0, "weights": torch.ones(1000)}, checkpoint)
+    cut_in_its_index = checkpoint.read_bytes()[:-25]  # torch.load: OSError "[Errno 22] Invalid argument"
+    for damage in (b"PK\x03\x04 cut short", cut_in_its_index):
+        checkpoint.write_bytes(damage)
+        assert checkpoint_seconds(checkpoint) == 0.0
+        with pytest.warns(RuntimeWarning, match="group.pt is corrupt .*its group of trainings starts over"):
+            again = train_many([new_model(d, s) for d, s in zip(datasets, seeds)], datasets, seeds, epochs=2,
+                               batch_size=25, checkpoint=checkpoint)
+        assert [h["loss"] for h in again] == [h["loss"] for h in expected] and not checkpoint.exists()
 
 
 def test_train_many_refuses_another_groups_checkpoint(tmp_path):

@@ -199,6 +199,22 @@ def test_a_damaged_model_file_says_what_to_do(smoke, tmp_path, capsys):
                                                      "again")
 
 
+def test_a_patch_example_file_deleted_as_corrupt_is_computed_again(smoke, tmp_path, capsys):
+    args, report, work = smoke
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy)
+    examples = copy / "results" / "patch-examples.pt"
+    examples.write_bytes(examples.read_bytes()[:-25])  # cut short in its last bytes: torch.load's OSError
+    assert main([*args, "--out", str(tmp_path / "report"), "--work-dir", str(copy)]) == 2
+    assert f"{examples} is corrupt" in capsys.readouterr().err  # named, not "[Errno 22] Invalid argument"
+    examples.unlink()  # as the message says; its results/patch.json stays
+    assert main([*args, "--out", str(tmp_path / "report"), "--work-dir", str(copy)]) == 0
+    assert examples.is_file() and (tmp_path / "report" / "README.md").read_text() == (report / "README.md").read_text()
+    (tmp_path / "report" / MANIFEST).write_text("")  # a damaged manifest removes nothing and is rewritten
+    assert main([*args, "--out", str(tmp_path / "report"), "--work-dir", str(copy)]) == 0
+    assert json.loads((tmp_path / "report" / MANIFEST).read_text())
+
+
 def test_ctrl_c_while_the_report_is_written_says_how_to_resume(smoke, tmp_path, monkeypatch, capsys):
     import rectgrad.report
 
@@ -263,7 +279,7 @@ def test_smoke_with_ray(smoke, tmp_path):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--scale", "paper"], "another configuration"),
+    (["--scale", "paper"], "another configuration (scale: 'smoke' there, 'paper' here; parameters."),  # scale first
     (["--methods", "rectgrad,magic"], "unknown method 'magic'"),
     (["--masks", "/nowhere"], "--masks applies to cifar10 only"),
     (["--backend", "spark"], "--backend must be local or ray"),

@@ -50,6 +50,16 @@ def label(method: str) -> str:
     return REGISTRY[method].label
 
 
+def _listed(manifest: Path) -> list[str]:
+    """The files an earlier report listed in its ``manifest``; none when there is none, or when it was edited or
+    damaged by hand (then nothing is removed; the manifest is rewritten)."""
+    try:
+        earlier = json.loads(manifest.read_text())
+    except (FileNotFoundError, ValueError, UnicodeDecodeError):
+        return []
+    return earlier if isinstance(earlier, list) and all(isinstance(name, str) for name in earlier) else []
+
+
 def write_report(work_dir, out_dir) -> Path:
     """Write the figures, CSVs and ``README.md`` for the results in ``work_dir`` to ``out_dir``; the files an earlier
     report wrote there (listed in its :data:`MANIFEST`) that this one does not (its Fig. 2, say) are removed, so that
@@ -63,10 +73,7 @@ def write_report(work_dir, out_dir) -> Path:
     sections = [report.header(), report.models(), report.occlusion(), report.patch(), report.noise(),
                 report.roar_kar(), report.compute_time()]
     text = "\n".join([*sections[:2], report.claims_table(), *sections[2:]])
-    earlier = read_json(out / MANIFEST) if (out / MANIFEST).is_file() else []
-    if not isinstance(earlier, list) or not all(isinstance(name, str) for name in earlier):
-        earlier = []  # edited by hand: remove nothing (a list of the report's file names is rewritten below)
-    for name in sorted(set(REPORT_FILES) & set(earlier) - report.written):  # never a user's file of such a name
+    for name in sorted(set(REPORT_FILES) & set(_listed(out / MANIFEST)) - report.written):  # never a user's file
         (out / name).unlink(missing_ok=True)
     write_text_atomically(out / MANIFEST, json.dumps(sorted(report.written)))
     write_text_atomically(out / "README.md", text)  # each file of the report whole, even if interrupted
@@ -218,11 +225,11 @@ class _Report:
         return self._masked_skipped or "Not run yet."
 
     def patch(self) -> str:
-        data = self._json("results/patch.json")
-        if data is None:
+        data, examples = self._json("results/patch.json"), self.work / "results/patch-examples.pt"
+        if data is None or not examples.is_file():  # (reproduce computes both again when either is missing)
             return "## Figs. 3 and 7: training-set random patch\n\nNot run yet.\n"
         values = {m: np.array(data[m]["inside"]) for m in self.methods}
-        examples = read_torch(self.work / "results/patch-examples.pt")
+        examples = read_torch(examples)
         maps = {label(m): prepare(v) for m, v in examples["maps"].items()}
         fig3 = grid(examples["inputs"], maps, title="Maps of the patch model (8x8 scored corner in red; Fig. 3)")
         for ax in fig3.axes:

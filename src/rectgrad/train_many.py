@@ -127,7 +127,7 @@ def _group_state(checkpoint, resuming: bool = True) -> dict | None:
         return None
     try:
         state = torch.load(checkpoint, map_location="cpu", mmap=not resuming, weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError) as exc:
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, ValueError) as exc:  # OSError: cut short
         if resuming:
             warnings.warn(f"{checkpoint} is corrupt ({one_line(exc)}): its group of trainings starts over",
                           RuntimeWarning, stacklevel=3)

@@ -100,8 +100,11 @@ def _one_line(message: str, head: int = 500, tail: int = 300) -> str:
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """A warning as one line, as errors are (``RECTGRAD_DEBUG=1``: Python's form, with file and line)."""
-    print(f"warning: {message}", file=sys.stderr)
+    """A warning as one line, as errors are (``RECTGRAD_DEBUG=1``: Python's form, with file and line), on a line of its
+    own under a progress bar that is being drawn (tqdm clears and redraws it)."""
+    from tqdm import tqdm
+
+    tqdm.write(f"warning: {message}", file=sys.stderr)
 
 
 def _run(argv: list[str] | None) -> int:

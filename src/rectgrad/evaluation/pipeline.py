@@ -273,8 +273,8 @@ class _Run:
 
     def patch(self, model: torch.nn.Module, data: ImageDataset, patch: RandomPatch) -> None:
         """Figs. 3 and 7: attribution inside the visible 8x8 part of the patch, per test image."""
-        if self.store.has("results/patch.json"):
-            return
+        if self.store.has("results/patch.json") and self.store.has("results/patch-examples.pt"):
+            return  # (either one missing, e.g. deleted as corrupt: both are computed again, from the saved maps)
         region = patch.visible_region(*data.images.shape[2:])
         results, examples = {}, {}
         for method, maps in self.maps("patch", model, data).items():

@@ -109,7 +109,9 @@ def read_torch(path: Path):
     """A saved tensor file (tensors and plain values only); a corrupt one is a ``ValueError`` naming it."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError) as exc:
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, ValueError) as exc:  # OSError: cut short
+        if isinstance(exc, FileNotFoundError):
+            raise
         raise _corrupt(path, exc) from None
 
 
@@ -123,12 +125,13 @@ def _difference(saved: dict, wanted: dict) -> str:
 
 
 def _differences(saved: dict, wanted: dict, prefix: str = "") -> list[str]:
-    """The keys whose values differ, nested ones by their path (``data.crc32``), each with both values."""
-    diffs = []
+    """The keys whose values differ, each with both values: a level's own values first (what a user sets, e.g.
+    ``scale``, before the ``parameters`` it implies), then the nested ones by their path (``data.crc32``)."""
+    diffs, nested = [], []
     for key in sorted(set(saved) | set(wanted)):
         there, here = saved.get(key), wanted.get(key)
         if isinstance(there, dict) and isinstance(here, dict):
-            diffs += _differences(there, here, f"{prefix}{key}.")
+            nested += _differences(there, here, f"{prefix}{key}.")
         elif there != here:
             diffs.append(f"{prefix}{key}: {there!r} there, {here!r} here")
-    return diffs
+    return diffs + nested
