@@ -108,19 +108,23 @@ def test_warnings_are_one_line(files, capsys, monkeypatch):
         assert run(capsys, *argv)[0] == 0
 
 
-def test_a_warning_under_a_progress_bar_starts_a_line_of_its_own(capsys):
+def test_a_warning_under_a_progress_bar_starts_a_line_of_its_own(capsys, monkeypatch):
     import sys
 
     from tqdm import tqdm
 
     from rectgrad.cli import _show_warning
 
-    bar = tqdm(total=3, desc="ROAR trainings", file=sys.stderr)
-    bar.update(1)
-    _show_warning("a group starts over", RuntimeWarning, "f.py", 1)
-    bar.close()
-    before, after = capsys.readouterr().err.split("warning: a group starts over")
-    assert before.endswith("\r") and after.startswith("\n")  # the bar's line cleared first, not glued to it
+    for terminal, ends in ((False, "\n"), (True, "\r")):  # a log: a new line; a terminal: the bar cleared first
+        monkeypatch.setattr(sys.stderr, "isatty", lambda: terminal)
+        bar = tqdm(total=3, desc="ROAR trainings", file=sys.stderr)
+        bar.update(1)
+        _show_warning("a group starts over", RuntimeWarning, "f.py", 1)
+        bar.close()
+        before, after = capsys.readouterr().err.split("warning: a group starts over")
+        assert "ROAR trainings" in before and before.endswith(ends) and after.startswith("\n")
+    _show_warning("no bar", UserWarning, "f.py", 1)
+    assert capsys.readouterr().err == "warning: no bar\n"
 
 
 def test_an_error_quoting_a_traceback_is_one_line(files, capsys, monkeypatch):

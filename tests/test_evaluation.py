@@ -711,7 +711,8 @@ def test_train_many_in_bfloat16_learns():
 
 
 def test_ray_backend_checks_its_settings_and_the_clusters_resources():
-    for bad in ({"num_cpus": -1}, {"num_gpus": "x"}, {"max_in_flight": -1}, {"max_in_flight": 2.5}):
+    for bad in ({"num_cpus": -1}, {"num_gpus": "x"}, {"max_in_flight": -1}, {"max_in_flight": 2.5},
+                {"max_in_flight": True}):
         with pytest.raises(ValueError, match="num_cpus must be > 0|max_in_flight must be a positive integer"):
             RayBackend(**bad)
     backend = RayBackend(num_cpus=1, num_gpus=1)  # no GPU in the cluster: its tasks would wait for ever

@@ -297,9 +297,17 @@ def test_a_model_returning_probabilities_gets_a_warning():
                 call()
             messages = [str(w.message) for w in caught if "look like probabilities" in str(w.message)]
             assert len(messages) == warned and all("drop the final softmax" in m for m in messages)
+    counts = nn.Sequential(logits, nn.Softmax(1), _Rounded())  # an integer output cannot be differentiated
+    with pytest.raises(TypeError, match="the model must return real floating-point logits, got torch.int64"):
+        explain(counts, x, method="saliency")
     rows = torch.full((2, 3), 1 / 3, dtype=torch.bfloat16)  # 1/3 rounds to 0.334 in bfloat16: the rows sum to
     assert rows.sum(1, dtype=torch.float32).sub(1).abs().min() > 1e-3  # 1.002, still probabilities
     assert looks_like_probabilities(rows) and not looks_like_probabilities(rows.float())
+
+
+class _Rounded(nn.Module):
+    def forward(self, x):
+        return x.round().long()
 
 
 def test_a_relu_input_modified_in_place_afterwards():
@@ -430,6 +438,7 @@ class MoreLinearOps(nn.Module):
         super().__init__()
         self.conv, self.fc = nn.Conv2d(3, 8, 3, padding=1), nn.Linear(8 * 6 * 6, 3)
         self.alpha, self.beta = nn.Parameter(torch.randn(1, 8, 1, 1)), nn.Parameter(torch.randn(1, 8, 1, 1))
+        self.mix = nn.Parameter(torch.randn(8 * 6 * 6, 8 * 6 * 6) / 20)
 
     def forward(self, x):
         h = F.relu(self.conv(x))
@@ -437,8 +446,9 @@ class MoreLinearOps(nn.Module):
         h = torch.rot90(torch.moveaxis(h, 1, 3), 1, (1, 2)).moveaxis(3, 1).cumsum(3)
         h = torch.addcmul(self.beta, self.alpha, h).type(torch.float64).clone().neg_()
         h = torch.addcdiv(h, tensor1=h, tensor2=self.alpha.abs() + 1).addcmul(self.beta, tensor2=h)
-        h = torch.hstack([F.relu(h), torch.broadcast_to(h[:, :1], h.shape)])[:, :8]
-        return self.fc(h.ravel().view(len(x), -1))
+        h = torch.divide(torch.hstack([F.relu(h), torch.broadcast_to(h[:, :1], h.shape)])[:, :8], 2.0)
+        flat = h.ravel().view(len(x), -1)
+        return self.fc(torch.addmm(flat, flat, self.mix))  # flat + flat @ mix: the added input is no factor
 
 
 def test_deeplift_follows_more_linear_operations_decomposed_too():

@@ -127,6 +127,9 @@ def test_grid_layout_and_png(tmp_path):
     assert (w, h) == (round(fig.get_figwidth() * 50), round(fig.get_figheight() * 50))
     (tmp_path / "link.png").symlink_to(tmp_path / "new" / "sub" / "target.png")  # its folders do not exist yet
     viz.save_figure(fig, tmp_path / "link.png", dpi=20)
+    for dpi in (0, True, 2.5):
+        with pytest.raises(ValueError, match=rf"dpi must be a positive integer, got {dpi}"):
+            viz.save_figure(fig, tmp_path / "bad.png", dpi=dpi)
     assert (tmp_path / "link.png").is_symlink() and (tmp_path / "new" / "sub" / "target.png").is_file()
     with pytest.raises(ValueError):
         viz.grid(images, {"A": maps["A"][:1]})

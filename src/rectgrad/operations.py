@@ -231,12 +231,13 @@ LINEAR_OPS = frozenset("""
 _MAX_POOL_NAMES = frozenset("""max_pool1d max_pool2d max_pool3d adaptive_max_pool1d adaptive_max_pool2d
     adaptive_max_pool3d max_pool1d_with_indices max_pool2d_with_indices max_pool3d_with_indices
     adaptive_max_pool1d_with_indices adaptive_max_pool2d_with_indices adaptive_max_pool3d_with_indices""".split())
-_DIVISIONS = frozenset({"div", "div_", "__truediv__", "__itruediv__", "true_divide"})
+_DIVISIONS = frozenset({"div", "div_", "divide", "divide_", "__truediv__", "__itruediv__", "true_divide"})
 _PRODUCT_NAMES = frozenset("""mul mul_ __mul__ __rmul__ __imul__ matmul mm bmm mv addmm addmv baddbmm einsum
     __matmul__ __rmatmul__""".split())  # linear in each factor alone: at most one may depend on the input
-# input + value * tensor1 * tensor2 (or / tensor2): a product or quotient of the two tensors after the input
+# input + value * tensor1 * tensor2 (or / tensor2), input + mat1 @ mat2 (addmm, addmv, baddbmm): a product or
+# quotient of the tensors after the input, which is only added
 _ADD_PRODUCTS, _ADD_QUOTIENTS = frozenset({"addcmul", "addcmul_"}), frozenset({"addcdiv", "addcdiv_"})
-_ADD_COMBINATIONS = _ADD_PRODUCTS | _ADD_QUOTIENTS
+_ADDED_TO_INPUT = _ADD_PRODUCTS | _ADD_QUOTIENTS | frozenset("addmm addmm_ addmv addmv_ baddbmm baddbmm_".split())
 _FACTORS = _PRODUCT_NAMES | _DIVISIONS | _ADD_PRODUCTS  # at most one operand may depend on the input
 _QUOTIENTS = _DIVISIONS | _ADD_QUOTIENTS  # the divisor may not
 # A mask computed from the input makes the operations it selects with piecewise linear: x * (x > 0) is a ReLU.
@@ -245,13 +246,20 @@ COMPARISONS = frozenset("""gt lt ge le eq ne greater less greater_equal less_equ
 
 
 def _operands(name: str, args, kwargs) -> list[Tensor]:
-    """The tensors a product or quotient combines: for addcmul/addcdiv ``tensor1`` and ``tensor2``, however given
-    (positionally, after a value in the deprecated ``addcmul(input, value, tensor1, tensor2)``, or by keyword),
-    for the others every tensor argument."""
-    if name not in _ADD_COMBINATIONS:
-        return tensors_in(args, kwargs)
-    return [a for a in args[1:] if isinstance(a, Tensor)] + [
-        kwargs[key] for key in ("tensor1", "tensor2") if isinstance(kwargs.get(key), Tensor)]
+    """The tensors a product or quotient combines: for addcmul/addcdiv/addmm/... the tensors after the input, in
+    order, however given (positionally, after a value in the deprecated ``addcmul(input, value, tensor1,
+    tensor2)``, or by keyword); for the others every tensor argument."""
+    if name in _ADDED_TO_INPUT:
+        return [a for a in args[1:] if isinstance(a, Tensor)] + [
+            value for key, value in kwargs.items() if key not in ("input", "self") and isinstance(value, Tensor)]
+    return tensors_in(args, kwargs)
+
+
+def _divisor(name: str, args, kwargs):
+    """What a quotient divides by: addcdiv's ``tensor2`` (the last of its operands), a division's ``other``."""
+    if name in _ADD_QUOTIENTS:
+        return (_operands(name, args, kwargs) or [None])[-1]
+    return kwargs.get("other", args[1] if len(args) > 1 else None)
 
 
 def refuse_unknown(method: str, func, args, kwargs, out, known: set | frozenset = frozenset()) -> None:
@@ -273,8 +281,7 @@ def refuse_unknown(method: str, func, args, kwargs, out, known: set | frozenset 
                          "attention): its rule is defined for networks of linear layers, pooling and element-wise "
                          "activations")
     if name in _QUOTIENTS:  # a divisor that depends on the input
-        suspects = _operands(name, args, kwargs)[-1:] if name in _ADD_QUOTIENTS else [
-            d for d in [kwargs.get("other", args[1] if len(args) > 1 else None)] if isinstance(d, Tensor)]
+        suspects = [d for d in [_divisor(name, args, kwargs)] if isinstance(d, Tensor)]
     elif name == "batch_norm":
         suspects = args[:1] if kwargs.get("training", args[5] if len(args) > 5 else False) else []
     else:

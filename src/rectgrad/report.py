@@ -55,7 +55,7 @@ def _listed(manifest: Path) -> list[str]:
     damaged by hand (then nothing is removed; the manifest is rewritten)."""
     try:
         earlier = json.loads(manifest.read_text())
-    except (FileNotFoundError, ValueError, UnicodeDecodeError):
+    except (FileNotFoundError, ValueError):  # (JSON and Unicode errors are ValueErrors)
         return []
     return earlier if isinstance(earlier, list) and all(isinstance(name, str) for name in earlier) else []
 
@@ -225,11 +225,11 @@ class _Report:
         return self._masked_skipped or "Not run yet."
 
     def patch(self) -> str:
-        data, examples = self._json("results/patch.json"), self.work / "results/patch-examples.pt"
-        if data is None or not examples.is_file():  # (reproduce computes both again when either is missing)
+        data, examples_file = self._json("results/patch.json"), self.work / "results/patch-examples.pt"
+        if data is None or not examples_file.is_file():  # (reproduce computes both again when either is missing)
             return "## Figs. 3 and 7: training-set random patch\n\nNot run yet.\n"
         values = {m: np.array(data[m]["inside"]) for m in self.methods}
-        examples = read_torch(examples)
+        examples = read_torch(examples_file)
         maps = {label(m): prepare(v) for m, v in examples["maps"].items()}
         fig3 = grid(examples["inputs"], maps, title="Maps of the patch model (8x8 scored corner in red; Fig. 3)")
         for ax in fig3.axes:

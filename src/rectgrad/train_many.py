@@ -125,6 +125,7 @@ def _group_state(checkpoint, resuming: bool = True) -> dict | None:
     outside rectgrad: writes are atomic), with a warning when ``resuming``: the group starts over and overwrites it."""
     if checkpoint is None or not Path(checkpoint).is_file():
         return None
+    Path(checkpoint).open("rb").close()  # unreadable: an error of its own, not a corrupt state to start over from
     try:
         state = torch.load(checkpoint, map_location="cpu", mmap=not resuming, weights_only=True)
     except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, ValueError) as exc:  # OSError: cut short

@@ -18,6 +18,7 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from rectgrad._checks import positive_int
 from rectgrad.checkpoint import write_atomically
 
 CMAP = "bwr"
@@ -219,8 +220,7 @@ def save_figure(fig: Figure, path, *, dpi: int = 150) -> Path:
     kind = path.suffix.lower()[1:] or "png"
     if f".{kind}" not in FIGURE_SUFFIXES:
         raise ValueError(f"cannot write a figure as {path.name}: name a {' / '.join(FIGURE_SUFFIXES)} file")
-    if not (isinstance(dpi, int) and dpi > 0):
-        raise ValueError(f"dpi must be a positive integer, got {dpi!r}")
+    dpi = positive_int("dpi", dpi)
     write_atomically(path, lambda f: fig.savefig(f, format=kind, dpi=dpi))  # through a link, into new folders
     return path
 

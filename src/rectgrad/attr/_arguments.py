@@ -60,6 +60,8 @@ def check_logits(logits, batch_size: int) -> Tensor:
     if logits.dim() != 2 or logits.shape[0] != batch_size:
         raise ValueError(f"the model output must have shape (N, classes) = ({batch_size}, C), "
                          f"got {tuple(logits.shape)}")
+    if not logits.is_floating_point():
+        raise TypeError(f"the model must return real floating-point logits, got {logits.dtype}")
     if looks_like_probabilities(logits):
         warn("the model's outputs look like probabilities (each row sums to 1): attribution maps explain the "
              "probability, not the logit as in the paper (whose code differentiates the logits); drop the final "
@@ -68,12 +70,12 @@ def check_logits(logits, batch_size: int) -> Tensor:
 
 
 def looks_like_probabilities(scores: Tensor) -> bool:
-    """Whether (N, classes) model outputs are non-negative with rows summing to 1 (to the precision of their dtype:
-    a bfloat16 row of softmax values may sum to 1 - 2**-8), as after a final softmax."""
-    scores = scores.detach()
-    tolerance = max(1e-3, 4 * torch.finfo(scores.dtype).eps) if scores.is_floating_point() else 0.0
-    return (scores.shape[1] > 1 and bool((scores >= 0).all())
-            and bool(((scores.sum(1, dtype=torch.float32) - 1).abs() <= tolerance).all()))
+    """Whether (N, classes) floating-point model outputs are non-negative with rows summing to 1 (to the precision of
+    their dtype: a bfloat16 row of softmax values may sum to 1 +- 2**-8), as after a final softmax."""
+    if not scores.is_floating_point() or scores.shape[0] == 0 or scores.shape[1] < 2:
+        return False
+    scores, tolerance = scores.detach(), max(1e-3, 2 * torch.finfo(scores.dtype).eps)
+    return bool((scores >= 0).all()) and bool(((scores.sum(1, dtype=torch.float32) - 1).abs() <= tolerance).all())
 
 
 def resolve_targets(target, logits: Tensor) -> Tensor:

@@ -1,6 +1,7 @@
 """The driver shared by the engine's methods: one forward pass under a rule, one backward pass."""
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import inspect
@@ -85,10 +86,9 @@ def check_reachable(model, modules: tuple[nn.Module, ...], what: str) -> None:
 
 
 @contextlib.contextmanager
-def user_call(modules: tuple[nn.Module, ...], inputs: tuple[Tensor, ...] = ()):
+def user_call(modules: tuple[nn.Module, ...]):
     """One public call on a user's model (however calls nest inside it): a warning if the model is in training
-    mode with modules that behave differently there (BatchNorm with running statistics, dropout), and PyTorch's
-    error for ``inputs`` of another floating type than the model's weights said with what to do."""
+    mode with modules that behave differently there (BatchNorm with running statistics, dropout)."""
     if getattr(_call, "active", False) or not modules:
         yield
         return
@@ -101,16 +101,29 @@ def user_call(modules: tuple[nn.Module, ...], inputs: tuple[Tensor, ...] = ()):
     _call.active = True
     try:
         yield
-    except RuntimeError as error:
-        weights = sorted({str(t.dtype) for m in modules for t in m.parameters() if t.is_floating_point()})
-        given = sorted({str(x.dtype) for x in inputs})
-        if not weights or not given or set(given) & set(weights) or "type" not in str(error):
-            raise
-        raise TypeError(f"the inputs are {', '.join(given)} but the model's weights {', '.join(weights)}: convert "
-                        f"the inputs (e.g. inputs.to({weights[0]}); numpy arrays give float64) or the model "
-                        f"(PyTorch: {str(error).splitlines()[0]})") from error
     finally:
         _call.active = False
+
+
+_DTYPE_MISMATCH = ("expected scalar type", "should be the same", "must have the same dtype", "expected both inputs",
+                   "same dtype")  # PyTorch's wordings (convolutions, linear layers, matmul, ...)
+
+
+@contextlib.contextmanager
+def named_dtype_mismatch(modules: tuple[nn.Module, ...], inputs: tuple[Tensor, ...]):
+    """PyTorch's error for ``inputs`` of another floating type than every weight of the model (float64 from numpy
+    into a float32 model), as a ``TypeError`` saying what to convert."""
+    try:
+        yield
+    except RuntimeError as error:
+        weights = collections.Counter(t.dtype for m in modules for t in m.parameters() if t.is_floating_point())
+        given = {x.dtype for x in inputs}
+        if not weights or given & weights.keys() or not any(words in str(error) for words in _DTYPE_MISMATCH):
+            raise
+        usual = weights.most_common(1)[0][0]
+        raise TypeError(f"the inputs are {', '.join(sorted(map(str, given)))} but the model's weights {usual}: convert "
+                        f"the inputs (e.g. inputs.to({usual}); numpy arrays give float64) or the model "
+                        f"(PyTorch: {str(error).splitlines()[0]})") from error
 
 
 @contextlib.contextmanager
@@ -159,7 +172,7 @@ class EngineAttribution(GradientAttribution):
         if options.rule is not None:
             check_reachable(self.forward_func, modules, type(self).__name__)
         check_device(modules, inputs)
-        with user_call(modules, inputs):
+        with user_call(modules), named_dtype_mismatch(modules, inputs):
             chunks = [self._chunk_gradients(*chunk, modules, options)
                       for chunk in batches(inputs, target, additional_forward_args, internal_batch_size)]
         grads = tuple(torch.cat(parts) for parts in zip(*chunks))

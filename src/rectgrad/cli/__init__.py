@@ -100,11 +100,19 @@ def _one_line(message: str, head: int = 500, tail: int = 300) -> str:
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """A warning as one line, as errors are (``RECTGRAD_DEBUG=1``: Python's form, with file and line), on a line of its
-    own under a progress bar that is being drawn (tqdm clears and redraws it)."""
+    """A warning as one line, as errors are (``RECTGRAD_DEBUG=1``: Python's form, with file and line)."""
+    _say(f"warning: {message}")
+
+
+def _say(line: str) -> None:
+    """``line`` on stderr, on a line of its own under a progress bar being drawn: on a terminal tqdm clears the bar
+    and draws it again below; in a log (whose bars are redrawn rarely, rectgrad.progress) a new line ends the bar's."""
     from tqdm import tqdm
 
-    tqdm.write(f"warning: {message}", file=sys.stderr)
+    if sys.stderr.isatty():
+        tqdm.write(line, file=sys.stderr)
+    else:
+        print(("\n" if any(not bar.disable for bar in getattr(tqdm, "_instances", ())) else "") + line, file=sys.stderr)
 
 
 def _run(argv: list[str] | None) -> int:
@@ -116,7 +124,7 @@ def _run(argv: list[str] | None) -> int:
         print("aborted", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        _say("interrupted")
         return 130
     except Exception as exc:  # noqa: BLE001 - one clean line for user errors
         if callable(getattr(exc, "show", None)) and hasattr(exc, "exit_code"):  # usage errors (click or typer)
@@ -124,10 +132,10 @@ def _run(argv: list[str] | None) -> int:
             return exc.exit_code
         if _debug() or not isinstance(exc, (*USER_ERRORS, MemoryError, _decompression_bomb())):
             raise
-        print(f"error: {_message(exc, sys.argv[1:] if argv is None else argv)}", file=sys.stderr)
+        _say(f"error: {_message(exc, sys.argv[1:] if argv is None else argv)}")
         return 2
     if status == 130:  # typer returns (rather than raises) on Ctrl-C outside standalone mode
-        print("interrupted", file=sys.stderr)
+        _say("interrupted")
     return status if isinstance(status, int) else 0
 
 

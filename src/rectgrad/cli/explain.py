@@ -227,6 +227,7 @@ def _compare(loaded, inputs, image_names: list[str], names: list[str], *, q: flo
     with warnings.catch_warnings(record=True) as caught:  # said of the model: once, not again for every map
         warnings.simplefilter("always")
         logits = predict(loaded.model, inputs)
+    caught = [w for w in caught if not issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning))]
     of_the_model = {str(warning.message) for warning in caught}
     for warning in caught:
         warnings.warn(warning.message, warning.category, stacklevel=2)
@@ -252,7 +253,7 @@ def _compare(loaded, inputs, image_names: list[str], names: list[str], *, q: flo
                                     internal_batch_size=internal_batch_size, seed=seed + i, **options).cpu())
             for warning in caught:
                 if (not issubclass(warning.category, (DeprecationWarning, PendingDeprecationWarning))
-                        and str(warning.message) not in of_the_model):
+                        and str(warning.message) not in of_the_model):  # (said of the model above)
                     warnings.warn(f"{method} on {image_names[i]}: {warning.message}", warning.category,
                                   stacklevel=2)
             if bar is not None:

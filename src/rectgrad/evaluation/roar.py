@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rectgrad._checks import describe
+from rectgrad._checks import describe, positive_int
 from rectgrad.checkpoint import write_text_atomically
 from rectgrad.data import ImageDataset
 from rectgrad.evaluation.store import ResultStore
@@ -356,8 +356,8 @@ class RayBackend:
         if not (isinstance(num_cpus, (int, float)) and num_cpus > 0 and isinstance(num_gpus, (int, float))
                 and num_gpus >= 0):
             raise ValueError(f"num_cpus must be > 0 and num_gpus >= 0, got {num_cpus!r} and {num_gpus!r}")
-        if max_in_flight is not None and (not isinstance(max_in_flight, int) or max_in_flight < 1):
-            raise ValueError(f"max_in_flight must be a positive integer or None, got {max_in_flight!r}")
+        if max_in_flight is not None:
+            max_in_flight = positive_int("max_in_flight", max_in_flight)
         self.address, self.num_cpus, self.num_gpus, self.max_in_flight = address, num_cpus, num_gpus, max_in_flight
 
     def run(self, jobs: Iterable[Job], train_fn: TrainFn, done: Callable[[Job, float, float], None],

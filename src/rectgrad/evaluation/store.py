@@ -94,7 +94,7 @@ def read_json(path: Path, numbers: tuple[str, ...] | None = None, remedy: str = 
     or a result file); anything else is corrupt too."""
     try:
         value = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as exc:
+    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise _corrupt(path, exc, remedy) from None
     if numbers is not None:
         if not isinstance(value, dict):
@@ -106,13 +106,13 @@ def read_json(path: Path, numbers: tuple[str, ...] | None = None, remedy: str = 
 
 
 def read_torch(path: Path):
-    """A saved tensor file (tensors and plain values only); a corrupt one is a ``ValueError`` naming it."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, ValueError) as exc:  # OSError: cut short
-        if isinstance(exc, FileNotFoundError):
-            raise
-        raise _corrupt(path, exc) from None
+    """A saved tensor file (tensors and plain values only); a corrupt one is a ``ValueError`` naming it (a file that
+    cannot be opened, missing or unreadable, gets the error of its own)."""
+    with open(path, "rb") as file:
+        try:
+            return torch.load(file, map_location="cpu", weights_only=True)
+        except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, ValueError) as exc:  # OSError: cut short
+            raise _corrupt(path, exc) from None
 
 
 def _corrupt(path: Path, why: BaseException | str, remedy: str = _RERUN) -> ValueError:

@@ -18,7 +18,8 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from rectgrad import viz
-from rectgrad.attr._base import modules_of, preserved_buffers, user_call
+from rectgrad.attr._arguments import looks_like_probabilities
+from rectgrad.attr._base import modules_of, named_dtype_mismatch, preserved_buffers, user_call
 from rectgrad.checkpoint import write_text_atomically
 from rectgrad.data import check_mask_size, image_files, masks_beside
 from rectgrad.engine import Options, RuleMode, rule_gradients
@@ -201,12 +202,14 @@ def finite_mean(values) -> float:
 
 def leaves_model_as_it_was(fn):
     """Decorate ``fn(model, ...)`` to use the model as :func:`rectgrad.explain` does: its buffers (BatchNorm
-    statistics in train mode) restored afterwards, even on error, and one warning per call, not per inner
-    call, when the model is in training mode."""
+    statistics in train mode) restored afterwards, even on error, one warning per call, not per inner call, when
+    the model is in training mode, and inputs (a tensor given second) of another dtype than the model's weights
+    named as such."""
     @functools.wraps(fn)
     def wrapper(model, *args, **kwargs):
         modules = modules_of(model)
-        with user_call(modules), preserved_buffers(modules):
+        inputs = tuple(a for a in args[:1] if isinstance(a, Tensor))
+        with user_call(modules), named_dtype_mismatch(modules, inputs), preserved_buffers(modules):
             return fn(model, *args, **kwargs)
     return wrapper
 
@@ -214,9 +217,9 @@ def leaves_model_as_it_was(fn):
 @leaves_model_as_it_was
 @torch.no_grad()
 def predict(model: nn.Module, x: Tensor, batch_size: int = 16) -> tuple[Tensor, Tensor]:
-    """Predicted classes and their softmax probabilities."""
+    """Predicted classes and their softmax probabilities (the outputs themselves where they are probabilities)."""
     logits = torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
-    probs = logits.softmax(1)
+    probs = logits if looks_like_probabilities(logits) else logits.softmax(1)
     return probs.argmax(1), probs.max(1).values
 
 
