@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from rectgrad import studies
+from rectgrad import studies, zoo
 from rectgrad.attr import RectGrad
 from rectgrad.checkpoint import save_checkpoint
 from rectgrad.cli import main
@@ -655,6 +655,16 @@ def test_the_papers_masked_cifar_images_come_flipped_to_rgb_with_their_masks(tmp
     with pytest.raises(ValueError, match="unknown dataset 'mnist'; known: fashion-mnist, cifar10, folder, cifar10-ma"):
         studies.images_from_dataset("mnist", 4)
     save_checkpoint(PaperCNN(in_channels=3, image_size=32, num_classes=10).eval(), tmp_path / "cifar.pt")
+    checkpoint = studies.images_from_dataset("cifar10-masked", 4, per_class=2, data_dir=tmp_path,
+                                             loaded=zoo.load(tmp_path / "cifar.pt"))
+    torch.testing.assert_close(checkpoint.x, images.x)  # a rectgrad checkpoint takes [-1, 1], as the paper's CNN
+    torch.save(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 30 * 30, 10)).eval(),
+               tmp_path / "own.pt")
+    (tmp_path / "own.json").write_text('{"input_size": [3, 32, 32], "mean": [0.4, 0.5, 0.6], "std": [0.2, 0.25, 0.3]}')
+    own = studies.images_from_dataset("cifar10-masked", 4, per_class=2, data_dir=tmp_path,
+                                      loaded=zoo.load(tmp_path / "own.pt"))  # normalised as the model declares
+    assert (own.mean, own.std) == ((0.4, 0.5, 0.6), (0.2, 0.25, 0.3))
+    torch.testing.assert_close(own.to_pixels(own.x), checkpoint.to_pixels(checkpoint.x))  # the same pixels
     assert main(["study", "layers", "--dataset", "cifar10-masked", "--data-dir", str(tmp_path), "--count", "2",
                  "--model", str(tmp_path / "cifar.pt"), "--out", str(tmp_path / "out")]) == 0
     assert "| background area |" in (tmp_path / "out" / "layers.md").read_text()  # the masks came along

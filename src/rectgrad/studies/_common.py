@@ -402,7 +402,8 @@ def images_from_dataset(name: str, count: int, per_class: int = 1, data_dir=None
     datasets' images by their index in the test set (``test 12``). Your own images are resized to ``image_size`` x
     ``image_size``, or, given ``loaded`` (a :class:`rectgrad.zoo.LoadedModel`), read as :func:`images_from_files`
     reads files for it: its input size, preprocessing and class names (their masks resized alike, object where at
-    least half is).
+    least half is); given ``loaded``, the standard datasets' images are normalised with its mean and std too
+    (a rectgrad checkpoint's 0.5 and 0.5 give the same [-1, 1]).
     """
     from rectgrad.data import (DATASETS, MaskedImages, image_folder_files, load_dataset, load_image_folder_masks,
                                load_masked_images, object_masks_from_images)
@@ -436,7 +437,11 @@ def images_from_dataset(name: str, count: int, per_class: int = 1, data_dir=None
     else:
         masks = object_masks_from_images(chosen.images) if name == "fashion-mnist" else None
         names = [f"test {i}" for i in index]
-    return Images(x=chosen.inputs(), names=names, classes=list(data.classes), labels=chosen.labels, masks=masks)
+    x, mean, std = chosen.inputs(), None, None
+    if loaded is not None and name != "folder" and len(loaded.mean) == x.shape[1]:  # (other channels: refused later)
+        mean, std = loaded.mean, loaded.std  # the model's own normalisation, as files are read for it
+        x = (chosen.images.float() / 255 - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
+    return Images(x=x, names=names, classes=list(data.classes), labels=chosen.labels, masks=masks, mean=mean, std=std)
 
 
 def _first_of_classes(labels: list[int], classes: int, count: int, per_class: int, masked: bool) -> list[int]:
