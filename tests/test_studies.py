@@ -113,6 +113,15 @@ def test_hidden_layers_and_activations_follow_the_forward_pass(cnn):
     torch.testing.assert_close(maps[0][1], torch.relu(cnn.features[0](x)))
     assert [k for k, _ in activations(cnn, x, max_layers=2)] == [1, 4]
     assert no_hooks_left(cnn)
+    batch = torch.export.Dim("batch", max=64)
+    exported = torch.export.export(cnn, (x,), dynamic_shapes=({0: batch},)).module()
+    for model, kind in ((torch.jit.trace(cnn, x), "a TorchScript model"),
+                        (exported, r"an exported program \(torch.export\)")):
+        for call in (lambda m: hidden_layers(m, x), lambda m: hidden_layers(m, x, ["features.2"]),
+                     lambda m: activations(m, x)):  # not "no convolution" or "never calls module 'features.2'"
+            with pytest.raises(ValueError, match=f"watches the model's layers .* but {kind} runs their operations "
+                                                 "inline: give the Python model"):
+                call(model)
 
 
 class BatchNormNet(nn.Module):

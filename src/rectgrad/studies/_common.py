@@ -214,6 +214,21 @@ def leaves_model_as_it_was(fn):
     return wrapper
 
 
+def refuse_inlined_layers(model, study: str, seen_any: bool = True) -> None:
+    """Refuse a model whose layers ``study`` cannot watch as its forward pass calls them: TorchScript (always), or a
+    graph module (an exported program, ``torch.export``) whose forward pass was ``seen_any`` of them not to call:
+    its graph runs their operations inline."""
+    if isinstance(model, (torch.jit.ScriptModule, torch.jit.ScriptFunction)):
+        kind = "a TorchScript model"
+    elif isinstance(model, torch.fx.GraphModule) and not seen_any:
+        kind = "an exported program (torch.export)"
+    else:
+        return
+    raise ValueError(f"study {study} watches the model's layers as its forward pass calls them, but {kind} runs their "
+                     "operations inline: give the Python model (saved whole, torch.save(model, path), or a rectgrad "
+                     "checkpoint)")
+
+
 @leaves_model_as_it_was
 @torch.no_grad()
 def predict(model: nn.Module, x: Tensor, batch_size: int = 16) -> tuple[Tensor, Tensor]:

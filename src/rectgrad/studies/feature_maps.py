@@ -11,7 +11,7 @@ from rectgrad import viz
 from rectgrad.engine import Options
 from rectgrad.operations import KNOWN_ACTIVATIONS
 from rectgrad.studies._common import (Images, StudyResult, engine_gradients, leaves_model_as_it_was, new_figure,
-                                      predict, resize_masks, spread)
+                                      predict, refuse_inlined_layers, resize_masks, spread)
 
 
 class _ActivationRecorder(TorchFunctionMode):
@@ -36,10 +36,12 @@ def activations(model: nn.Module, x: Tensor, max_layers: int | None = None) -> l
     ``(position, maps)`` pairs, ``position`` counting from 1 in forward order; with ``max_layers`` only that
     many, evenly spread from the first to the last.
     """
+    refuse_inlined_layers(model, "feature-maps")
     recorder = _ActivationRecorder()
     with torch.no_grad(), recorder:
         model(x)
     if not recorder.outputs:
+        refuse_inlined_layers(model, "feature-maps", seen_any=False)
         raise ValueError("the model applies no known activation to a spatial feature map")
     return spread(list(enumerate(recorder.outputs, start=1)), max_layers)
 

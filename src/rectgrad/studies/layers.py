@@ -7,8 +7,8 @@ from torch import nn
 from rectgrad import viz
 from rectgrad.attr._arguments import check_threshold
 from rectgrad.engine import Options, Rule
-from rectgrad.studies._common import (Images, StudyResult, engine_gradients, leaves_model_as_it_was,
-                                      outside_fraction, predict, resize_masks, spread)
+from rectgrad.studies._common import (Images, StudyResult, engine_gradients, leaves_model_as_it_was, outside_fraction,
+                                      predict, refuse_inlined_layers, resize_masks, spread)
 
 
 @leaves_model_as_it_was
@@ -21,6 +21,7 @@ def hidden_layers(model: nn.Module, x, names: list[str] | None = None,
     convolutions) whose input is a spatial hidden tensor (not the model input, larger than 1x1),
     ``max_layers`` of them evenly spread from the first to the last.
     """
+    refuse_inlined_layers(model, "layers")
     modules = dict(model.named_modules())
     unknown = [n for n in names or () if n not in modules]
     if unknown:
@@ -28,6 +29,7 @@ def hidden_layers(model: nn.Module, x, names: list[str] | None = None,
     candidates = ({n: modules[n] for n in names} if names else
                   {n: m for n, m in modules.items() if isinstance(m, nn.Conv2d) and m.groups == 1})
     calls = _module_inputs(model, x, candidates)
+    refuse_inlined_layers(model, "layers", seen_any=bool(calls))
     if names:
         _check_named(names, calls)
         return [(n, modules[n]) for n in names]
