@@ -221,7 +221,7 @@ def test_adversarial_study_reports_the_flip(tmp_path):
 
 
 def test_threshold_study(cnn, tmp_path):
-    result = studies.threshold(cnn, square_images(), tmp_path, qs=(0, 50, 95, 99))
+    result = studies.threshold(cnn, square_images(), tmp_path, qs=(95, 0, 99, 50, 95.0))  # in order, each once
     rows = result.tables["sparsity"]
     assert [r["setting"] for r in rows] == ["tau = 0", "q = 0", "q = 50", "q = 95", "q = 99"]
     nonzero = [r["nonzero fraction"] for r in rows[1:]]
@@ -471,6 +471,12 @@ def test_cli_user_errors(model_and_folder, tmp_path, capsys):
     (["threshold", "--show", "0"], "--show must be a positive integer, got 0"),
     (["threshold", "--dpi", "0"], "--dpi must be a positive integer, got 0"),
     (["feature-maps", "--channels", "0"], "--channels must be a positive integer, got 0"),
+    (["layers", "--max-layers", "0"], "--max-layers must be a positive integer, got 0"),
+    (["coherence", "--count", "0"], "--count must be a positive integer, got 0"),
+    (["adversarial", "--internal-batch-size", "0"], "--internal-batch-size must be a positive integer, got 0"),
+    (["threshold", "--q", "50", "--q", "150"], "--q must be a percentile in [0, 100], got 150.0"),
+    (["layers", "--q", "-1"], "--q must be a percentile in [0, 100], got -1.0"),
+    (["rules", "taken.png", "--q", "101"], "--q must be a percentile in [0, 100], got 101.0"),
     (["adversarial", "--eps", "nan"], "--eps must be a finite positive number, got nan"),
     (["adversarial", "--eps", "-1"], "--eps must be a finite positive number, got -1.0"),
     (["adversarial", "--seed", "-1"], "--seed must be an integer in [0, 2**63), got -1"),

@@ -39,7 +39,7 @@ def register(app: typer.Typer) -> None:
 
 def _load(study: str, model: Optional[str], images: Optional[List[Path]], dataset: Optional[str], count: int,
           data_dir: Optional[Path], download: bool, device: str, out: Path, dpi: int, show: Optional[int],
-          per_class: int = 1):
+          per_class: int = 1, internal_batch_size: Optional[int] = None, qs: tuple[float, ...] = ()):
     """The options of ``study`` checked, then the model (eval mode, on ``device``) and the
     :class:`rectgrad.studies.Images` to explain."""
     import torch
@@ -50,6 +50,10 @@ def _load(study: str, model: Optional[str], images: Optional[List[Path]], datase
 
     device = _options.device(device)
     _check_outputs(out, dpi, show)
+    _options.positive_int(count, "--count")
+    _options.positive_int(internal_batch_size, "--internal-batch-size")
+    for q in qs:
+        _options.percentile(q)
     _options.folder_apart_from_inputs(out, "--out", images, data_dir if dataset == "folder" else None,
                                       study.replace("-", "_"))
     if bool(images) == bool(dataset):
@@ -101,8 +105,9 @@ def _finish(result, out: Path, dpi: int) -> None:
 
 @study_app.command("threshold")
 def threshold(images: Optional[List[Path]] = IMAGES, model: str = MODEL, out: Path = OUT,
-              q: Optional[List[float]] = typer.Option(None, help="Percentiles (repeatable); default "
-                                                                  "0 10 20 80 90 95 99 (Fig. 4)."),
+              q: Optional[List[float]] = typer.Option(None, help="Percentiles (repeatable; taken in increasing "
+                                                                  "order, each once); default 0 10 20 80 90 95 99 "
+                                                                  "(Fig. 4)."),
               padding_trick: bool = typer.Option(True, help="Zero-padding trick (Appendix C.1)."),
               dataset: Optional[str] = DATASET, count: int = COUNT, data_dir: Optional[Path] = DATA_DIR,
               download: bool = DOWNLOAD, internal_batch_size: Optional[int] = BATCH, show: Optional[int] = SHOW,
@@ -110,7 +115,8 @@ def threshold(images: Optional[List[Path]] = IMAGES, model: str = MODEL, out: Pa
     """Fig. 4: RectGrad for tau = 0 and each q, with the sparsity curve."""
     from rectgrad import studies
 
-    net, chosen = _load("threshold", model, images, dataset, count, data_dir, download, device, out, dpi, show)
+    net, chosen = _load("threshold", model, images, dataset, count, data_dir, download, device, out, dpi, show,
+                        internal_batch_size=internal_batch_size, qs=tuple(q or ()))
     kwargs = {"qs": tuple(q)} if q else {}
     _finish(studies.threshold(net, chosen, padding_trick=padding_trick, internal_batch_size=internal_batch_size,
                               **kwargs, **_shown(show)), out, dpi)
@@ -129,7 +135,7 @@ def coherence(images: Optional[List[Path]] = IMAGES, model: str = MODEL, out: Pa
 
     _options.seed(seed)
     net, chosen = _load("coherence", model, images, dataset, count, data_dir, download, device, out, dpi, show,
-                        per_class=2)
+                        per_class=2, internal_batch_size=internal_batch_size)
     _finish(studies.coherence(net, chosen, methods=tuple(method or studies.COMPARED), seed=seed,
                               internal_batch_size=internal_batch_size, **_shown(show)), out, dpi)
 
@@ -147,7 +153,8 @@ def adversarial(images: Optional[List[Path]] = IMAGES, model: str = MODEL, out: 
 
     _options.positive_number(eps, "--eps")
     _options.seed(seed)
-    net, chosen = _load("adversarial", model, images, dataset, count, data_dir, download, device, out, dpi, show)
+    net, chosen = _load("adversarial", model, images, dataset, count, data_dir, download, device, out, dpi, show,
+                        internal_batch_size=internal_batch_size)
     _finish(studies.adversarial(net, chosen, eps=eps, methods=tuple(method or studies.COMPARED), seed=seed,
                                 internal_batch_size=internal_batch_size, **_shown(show)), out, dpi)
 
@@ -163,7 +170,8 @@ def layers(images: Optional[List[Path]] = IMAGES, model: str = MODEL, out: Path 
     """Figs. 6, 11: Saliency vs RectGrad at hidden layers; background share per layer."""
     from rectgrad import studies
 
-    net, chosen = _load("layers", model, images, dataset, count, data_dir, download, device, out, dpi, show)
+    _options.positive_int(max_layers, "--max-layers")
+    net, chosen = _load("layers", model, images, dataset, count, data_dir, download, device, out, dpi, show, qs=(q,))
     _finish(studies.layers(net, chosen, q=q, layer_names=layer or None, max_layers=max_layers, **_shown(show)),
             out, dpi)
 
@@ -198,7 +206,7 @@ def rules(ctx: typer.Context, images: Optional[List[Path]] = IMAGES,
 
     if images or dataset:
         net, chosen = _load("rules", model or "efficientnet-lite0", images, dataset, count, data_dir, download,
-                            device, out, dpi, show)
+                            device, out, dpi, show, internal_batch_size=internal_batch_size, qs=(q,))
     else:
         _refuse_given(ctx, ["model", "q", "count", "data_dir", "download", "internal_batch_size", "show", "device",
                             "dpi"], "without images or --dataset (rules then prints the B.2 toy alone)")
