@@ -232,6 +232,17 @@ def test_threshold_study(cnn, tmp_path):
     assert len(read_csv(tmp_path / "threshold_sparsity.csv")) == 5
 
 
+def test_an_all_zero_map_has_no_background_share():
+    from rectgrad.studies._common import finite_mean, outside_fraction
+
+    maps, masks = torch.zeros(3, 4, 4), torch.zeros(3, 4, 4, dtype=torch.bool)
+    masks[:, :2] = True  # object: the top half
+    maps[1, 0, 0], maps[2, 3, 3] = 1.0, 2.0  # on the object; on the background
+    shares = outside_fraction(maps, masks)
+    assert math.isnan(shares[0]) and shares[1:].tolist() == [0.0, 1.0]  # 0 would score an empty map the cleanest
+    assert finite_mean(shares.tolist()) == 0.5
+
+
 def test_coherence_study(cnn, tmp_path):
     images = square_images()
     result = studies.coherence(cnn, images, tmp_path, methods=("saliency", "intgrad", "deeplift", "rectgrad"))

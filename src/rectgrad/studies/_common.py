@@ -263,12 +263,13 @@ def resize_masks(masks: Tensor, size: tuple[int, int]) -> Tensor:
 
 
 def outside_fraction(maps: Tensor, masks: Tensor) -> Tensor:
-    """Per image, the fraction of ``|map|`` mass (maps (N, h, w)) on the background; 0 for an all-zero map."""
+    """Per image, the fraction of ``|map|`` mass (maps (N, h, w)) on the background; NaN for an all-zero map, which
+    has none to share (0 would score it as the cleanest; :func:`finite_mean` leaves it out of a mean)."""
     masks = resize_masks(masks, tuple(maps.shape[-2:]))
     mass = maps.abs()
     total = mass.sum((1, 2))
     outside = (mass * ~masks).sum((1, 2))
-    return torch.where(total > 0, outside / total.clamp_min(1e-30), 0.0)
+    return torch.where(total > 0, outside / total.clamp_min(1e-30), float("nan"))
 
 
 @leaves_model_as_it_was

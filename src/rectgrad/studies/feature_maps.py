@@ -11,7 +11,7 @@ from rectgrad import viz
 from rectgrad.engine import Options
 from rectgrad.operations import KNOWN_ACTIVATIONS
 from rectgrad.studies._common import (Images, StudyResult, engine_gradients, leaves_model_as_it_was, new_figure,
-                                      predict, refuse_inlined_layers, resize_masks, spread)
+                                      outside_fraction, predict, refuse_inlined_layers, resize_masks, spread)
 
 
 class _ActivationRecorder(TorchFunctionMode):
@@ -72,16 +72,16 @@ def feature_maps(model: nn.Module, images: Images, out=None, *, channels: int = 
             row |= {"background area": float((~obj).double().mean()),
                     "active on background": float(active[~obj].double().mean()) if (~obj).any() else float("nan"),
                     "active on object": float(active[obj].double().mean()) if obj.any() else float("nan"),
-                    "mass on background": float(a[~obj].abs().sum() / a.abs().sum().clamp_min(1e-30))}
+                    "mass on background": float(a[~obj].abs().sum() / a.abs().sum()) if a.any() else float("nan")}
         rows.append(row)
     per_image = []
     for i, name in enumerate(images.names):
         row = {"image": name, "predicted": images.class_name(int(predicted[i]))}
         if images.masks is not None:
-            mass = saliency[i].abs()
-            row["saliency mass on background"] = float(mass[~images.masks[i].cpu()].sum() / mass.sum().clamp_min(1e-30))
+            row["saliency mass on background"] = float(outside_fraction(saliency[i:i + 1], images.masks[i:i + 1].cpu()))
         per_image.append(row)
-    noisiest = sorted(range(len(images)), key=lambda i: -per_image[i].get("saliency mass on background", 0.0))
+    shares = [row.get("saliency mass on background", 0.0) for row in per_image]
+    noisiest = sorted(range(len(images)), key=lambda i: -shares[i] if shares[i] == shares[i] else 1.0)  # NaN last
     figures = {}
     for i in noisiest[:show]:
         slug = key = _slug(images.names[i])  # names are unique, their file-name forms ("a/b" and "a_b") need not be

@@ -7,8 +7,8 @@ from torch import nn
 from rectgrad import viz
 from rectgrad.attr._arguments import check_threshold
 from rectgrad.engine import Options, Rule
-from rectgrad.studies._common import (Images, StudyResult, engine_gradients, leaves_model_as_it_was, outside_fraction,
-                                      predict, refuse_inlined_layers, resize_masks, spread)
+from rectgrad.studies._common import (Images, StudyResult, engine_gradients, finite_mean, leaves_model_as_it_was,
+                                      outside_fraction, predict, refuse_inlined_layers, resize_masks, spread)
 
 
 @leaves_model_as_it_was
@@ -118,8 +118,9 @@ def layers(model: nn.Module, images: Images, out=None, *, q: float = 98.0, paddi
         row |= {f"{m} nonzero": nonzero[label][m] for m in methods}
         if images.masks is not None:
             row["background area"] = 1 - float(resize_masks(images.masks, tuple(some.shape[-2:])).double().mean())
-            row |= {f"{m} background": float(outside_fraction(per_method[m], images.masks).mean()) for m in methods}
-            row["gradient background"] = float(outside_fraction(gradients[label], images.masks).mean())
+            row |= {f"{m} background": finite_mean(outside_fraction(per_method[m], images.masks).tolist())
+                    for m in methods}
+            row["gradient background"] = finite_mean(outside_fraction(gradients[label], images.masks).tolist())
         rows.append(row)
     figures = {"grid": _grid(images, maps, list(methods), show)}
     result = StudyResult("layers", {"layers": rows}, figures, notes=_NOTES.format(q=q))

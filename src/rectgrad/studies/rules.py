@@ -97,7 +97,7 @@ def rules(model: nn.Module, images: Images | None = None, out=None, *, q: float 
                 row["rank correlation with PR1"] = finite_mean(spearman(m, r)
                                                                for m, r in zip(summed[rule], reference))
             if images.masks is not None:
-                row["background fraction"] = float(outside_fraction(summed[rule], images.masks).mean())
+                row["background fraction"] = finite_mean(outside_fraction(summed[rule], images.masks).tolist())
             rows.append(row)
         tables["maps"] = rows
         maps = {RULE_NAMES[rule]: viz.prepare(a[:show]) for rule, a in attributions.items()}
