@@ -105,6 +105,8 @@ def test_hidden_layers_and_activations_follow_the_forward_pass(cnn):
     x = square_images().x
     assert [n for n, _ in hidden_layers(cnn, x)] == ["features.2", "features.5", "features.7"]
     assert [n for n, _ in hidden_layers(cnn, x, max_layers=2)] == ["features.2", "features.7"]
+    assert [n for n, _ in hidden_layers(cnn, x, ["features.5", "features.2", "features.5"])] == ["features.5",
+                                                                                                "features.2"]
     with pytest.raises(ValueError, match="no module named 'nope'"):
         hidden_layers(cnn, x, ["nope"])
     maps = activations(cnn, x)

@@ -22,8 +22,9 @@ def hidden_layers(model: nn.Module, x, names: list[str] | None = None,
     ``max_layers`` of them evenly spread from the first to the last.
     """
     refuse_inlined_layers(model, "layers")
+    names = list(dict.fromkeys(names or ()))  # a name given twice is one layer
     modules = dict(model.named_modules())
-    unknown = [n for n in names or () if n not in modules]
+    unknown = [n for n in names if n not in modules]
     if unknown:
         raise ValueError(f"no module named {', '.join(map(repr, unknown))} in the model")
     candidates = ({n: modules[n] for n in names} if names else
