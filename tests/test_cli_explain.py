@@ -125,6 +125,10 @@ def test_a_warning_under_a_progress_bar_starts_a_line_of_its_own(capsys, monkeyp
         assert "ROAR trainings" in before and before.endswith(ends) and after.startswith("\n")
     _show_warning("no bar", UserWarning, "f.py", 1)
     assert capsys.readouterr().err == "warning: no bar\n"
+    shown = set()  # the CLI's: each warning once a run, however often a study's settings repeat it
+    for message in ("twice", "other", "twice"):
+        _show_warning(message, UserWarning, "f.py", 1, shown=shown)
+    assert capsys.readouterr().err == "warning: twice\nwarning: other\n"
 
 
 def test_an_error_quoting_a_traceback_is_one_line(files, capsys, monkeypatch):

@@ -1,11 +1,12 @@
 """The ``rectgrad`` command line. Each sub-command lives in its own module with a ``register(app)``.
 
 User errors (bad arguments, missing files, unknown names, running out of memory) are printed as one line
-and exit with status 2, warnings as one ``warning: ...`` line; set ``RECTGRAD_DEBUG=1`` to see the traceback
+and exit with status 2, warnings as one ``warning: ...`` line, each once; set ``RECTGRAD_DEBUG=1`` to see the traceback
 (and Python's warnings) instead (``0``, ``false`` and ``no`` leave it off).
 """
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import warnings
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``rectgrad`` script; returns the exit status."""
     with warnings.catch_warnings():
         if not _debug():
-            warnings.showwarning = _show_warning
+            warnings.showwarning = functools.partial(_show_warning, shown=set())
         return _run(argv)
 
 
@@ -99,9 +100,15 @@ def _one_line(message: str, head: int = 500, tail: int = 300) -> str:
     return text if len(text) <= head + tail else f"{text[:head]} ... {text[-tail:]}"
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """A warning as one line, as errors are (``RECTGRAD_DEBUG=1``: Python's form, with file and line)."""
-    _say(f"warning: {message}")
+def _show_warning(message, category, filename, lineno, file=None, line=None, *, shown: set | None = None) -> None:
+    """A warning as one line, as errors are (``RECTGRAD_DEBUG=1``: Python's form, with file and line); with ``shown``
+    (the lines said so far) each once a run, however often the work repeats it (a study's every setting)."""
+    text = f"warning: {message}"
+    if shown is not None:
+        if text in shown:
+            return
+        shown.add(text)
+    _say(text)
 
 
 def _say(line: str) -> None:

@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from rectgrad import viz
-from rectgrad.attr._arguments import looks_like_probabilities
+from rectgrad.attr._arguments import check_logits, looks_like_probabilities
 from rectgrad.attr._base import modules_of, named_dtype_mismatch, preserved_buffers, user_call
 from rectgrad.checkpoint import write_text_atomically
 from rectgrad.data import check_mask_size, image_files, masks_beside
@@ -233,7 +233,7 @@ def refuse_inlined_layers(model, study: str, seen_any: bool = True) -> None:
 @torch.no_grad()
 def predict(model: nn.Module, x: Tensor, batch_size: int = 16) -> tuple[Tensor, Tensor]:
     """Predicted classes and their softmax probabilities (the outputs themselves where they are probabilities)."""
-    logits = torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+    logits = check_logits(torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]), len(x))
     probs = logits if looks_like_probabilities(logits) else logits.softmax(1)
     return probs.argmax(1), probs.max(1).values
 
