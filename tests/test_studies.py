@@ -124,6 +124,8 @@ def test_hidden_layers_and_activations_follow_the_forward_pass(cnn):
             with pytest.raises(ValueError, match=f"watches the model's layers .* but {kind} runs their operations "
                                                  "inline: give the Python model"):
                 call(model)
+    traced = torch.fx.symbolic_trace(cnn)  # a graph module that still calls its layers: watched as the model
+    assert [n for n, _ in hidden_layers(traced, x)] == [n for n, _ in hidden_layers(cnn, x)]
 
 
 class BatchNormNet(nn.Module):
@@ -226,6 +228,8 @@ def test_threshold_study(cnn, tmp_path):
     result = studies.threshold(cnn, square_images(), tmp_path, qs=(95, 0, 99, 50, 95.0))  # in order, each once
     rows = result.tables["sparsity"]
     assert [r["setting"] for r in rows] == ["tau = 0", "q = 0", "q = 50", "q = 95", "q = 99"]
+    close = studies.threshold(cnn, square_images(), qs=(99.99991, 99.99994)).tables["sparsity"]
+    assert [r["setting"] for r in close] == ["tau = 0", "q = 99.99991", "q = 99.99994"]  # none lost to its label
     nonzero = [r["nonzero fraction"] for r in rows[1:]]
     assert nonzero == sorted(nonzero, reverse=True) and nonzero[-1] < nonzero[0]
     assert rows[0]["rank correlation with tau = 0"] == pytest.approx(1.0)
@@ -685,7 +689,7 @@ def test_the_papers_masked_cifar_images_come_flipped_to_rgb_with_their_masks(tmp
     save_checkpoint(PaperCNN(in_channels=3, image_size=32, num_classes=10).eval(), tmp_path / "cifar.pt")
     checkpoint = studies.images_from_dataset("cifar10-masked", 4, per_class=2, data_dir=tmp_path,
                                              loaded=zoo.load(tmp_path / "cifar.pt"))
-    torch.testing.assert_close(checkpoint.x, images.x)  # a rectgrad checkpoint takes [-1, 1], as the paper's CNN
+    assert torch.equal(checkpoint.x, images.x) and checkpoint.mean is None  # a checkpoint takes [-1, 1], as before
     torch.save(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 30 * 30, 10)).eval(),
                tmp_path / "own.pt")
     (tmp_path / "own.json").write_text('{"input_size": [3, 32, 32], "mean": [0.4, 0.5, 0.6], "std": [0.2, 0.25, 0.3]}')
@@ -693,6 +697,10 @@ def test_the_papers_masked_cifar_images_come_flipped_to_rgb_with_their_masks(tmp
                                       loaded=zoo.load(tmp_path / "own.pt"))  # normalised as the model declares
     assert (own.mean, own.std) == ((0.4, 0.5, 0.6), (0.2, 0.25, 0.3))
     torch.testing.assert_close(own.to_pixels(own.x), checkpoint.to_pixels(checkpoint.x))  # the same pixels
+    (tmp_path / "own.json").unlink()  # ImageNet's mean and std only assumed: the paper's [-1, 1] stays
+    bare = studies.images_from_dataset("cifar10-masked", 4, per_class=2, data_dir=tmp_path,
+                                       loaded=zoo.load(tmp_path / "own.pt"))
+    assert torch.equal(bare.x, images.x) and bare.mean is None
     assert main(["study", "layers", "--dataset", "cifar10-masked", "--data-dir", str(tmp_path), "--count", "2",
                  "--model", str(tmp_path / "cifar.pt"), "--out", str(tmp_path / "out")]) == 0
     assert "| background area |" in (tmp_path / "out" / "layers.md").read_text()  # the masks came along

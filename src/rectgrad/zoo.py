@@ -58,6 +58,7 @@ class LoadedModel:
     device: str = "cpu"
     note: str | None = None
     size_assumed: bool = False  # input_size is a guess (a model file without one), not the model's own
+    normalisation_assumed: bool = False  # so are mean and std
 
     def label(self, index: int) -> str:
         """The name of class ``index`` (``class <index>`` when unknown)."""
@@ -82,10 +83,13 @@ class LoadedModel:
                 image = self._centre_crop(image, resample)
             pixels = np.asarray(image, dtype=np.float32) / 255.0
             batch.append(torch.from_numpy(pixels.reshape(height, width, -1)).permute(2, 0, 1))
-        x = torch.stack(batch)
-        mean = torch.tensor(self.mean, dtype=x.dtype).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, dtype=x.dtype).view(1, -1, 1, 1)
-        return ((x - mean) / std).to(self.device)
+        return self.normalise(torch.stack(batch)).to(self.device)
+
+    def normalise(self, pixels: Tensor) -> Tensor:
+        """Pixels (N, C, H, W) in [0, 1] as the model takes them: ``(pixels - mean) / std``."""
+        mean = torch.tensor(self.mean, dtype=pixels.dtype).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, dtype=pixels.dtype).view(1, -1, 1, 1)
+        return (pixels - mean) / std
 
     def _centre_crop(self, image, resample):
         """Resize so that the crop covers ``crop_fraction`` of the shorter side, then take the centre crop, as
@@ -414,7 +418,7 @@ def _with_config(path: Path, model: nn.Module, config: dict, source: str) -> Loa
     note = "\n".join(notes) or None
     return LoadedModel(str(path), model, (height, width), mean, std, labels, channels=channels,
                        crop_fraction=None if crop is None else float(crop), interpolation=interpolation, note=note,
-                       size_assumed=assumed_size is not None)
+                       size_assumed=assumed_size is not None, normalisation_assumed=assumed_normalisation is not None)
 
 
 def _output_classes(model: nn.Module, shape: tuple[int, int, int]) -> tuple[int | None, str | None]:

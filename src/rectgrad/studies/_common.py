@@ -215,12 +215,14 @@ def leaves_model_as_it_was(fn):
 
 
 def refuse_inlined_layers(model, study: str, seen_any: bool = True) -> None:
-    """Refuse a model whose layers ``study`` cannot watch as its forward pass calls them: TorchScript (always), or a
-    graph module (an exported program, ``torch.export``) whose forward pass was ``seen_any`` of them not to call:
-    its graph runs their operations inline."""
+    """Refuse a model whose graph runs its layers' operations inline, so that ``study`` cannot watch them as the
+    forward pass calls them: TorchScript, always; an exported program (``torch.export``, whose inputs carry their
+    example values; not a ``torch.fx.symbolic_trace``, which still calls its layers) once its forward pass was seen
+    to call none of them (``seen_any`` false)."""
     if isinstance(model, (torch.jit.ScriptModule, torch.jit.ScriptFunction)):
         kind = "a TorchScript model"
-    elif isinstance(model, torch.fx.GraphModule) and not seen_any:
+    elif not seen_any and isinstance(model, torch.fx.GraphModule) and any(
+            "val" in node.meta for node in model.graph.nodes if node.op == "placeholder"):
         kind = "an exported program (torch.export)"
     else:
         return
@@ -454,10 +456,18 @@ def images_from_dataset(name: str, count: int, per_class: int = 1, data_dir=None
         masks = object_masks_from_images(chosen.images) if name == "fashion-mnist" else None
         names = [f"test {i}" for i in index]
     x, mean, std = chosen.inputs(), None, None
-    if loaded is not None and name != "folder" and len(loaded.mean) == x.shape[1]:  # (other channels: refused later)
+    if loaded is not None and _own_normalisation(loaded, x.shape[1]):
         mean, std = loaded.mean, loaded.std  # the model's own normalisation, as files are read for it
-        x = (chosen.images.float() / 255 - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
+        x = loaded.normalise(chosen.images.float() / 255)
     return Images(x=x, names=names, classes=list(data.classes), labels=chosen.labels, masks=masks, mean=mean, std=std)
+
+
+def _own_normalisation(loaded, channels: int) -> bool:
+    """Whether a standard dataset's images go to ``loaded`` normalised its way rather than in the paper's [-1, 1]:
+    when it declares a mean and std (a model file's ``.json``, a registry model) other than 0.5 and 0.5, which are
+    [-1, 1], for as many channels as the images have (other channels: the model is refused with them later)."""
+    declared = not loaded.normalisation_assumed and len(loaded.mean) == channels
+    return declared and set(loaded.mean) | set(loaded.std) != {0.5}
 
 
 def _first_of_classes(labels: list[int], classes: int, count: int, per_class: int, masked: bool) -> list[int]:

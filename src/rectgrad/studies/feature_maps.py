@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import torch
 from torch import Tensor, nn
@@ -81,7 +82,7 @@ def feature_maps(model: nn.Module, images: Images, out=None, *, channels: int = 
             row["saliency mass on background"] = float(outside_fraction(saliency[i:i + 1], images.masks[i:i + 1].cpu()))
         per_image.append(row)
     shares = [row.get("saliency mass on background", 0.0) for row in per_image]
-    noisiest = sorted(range(len(images)), key=lambda i: -shares[i] if shares[i] == shares[i] else 1.0)  # NaN last
+    noisiest = sorted(range(len(images)), key=lambda i: 1.0 if math.isnan(shares[i]) else -shares[i])  # NaN last
     figures = {}
     for i in noisiest[:show]:
         slug = key = _slug(images.names[i])  # names are unique, their file-name forms ("a/b" and "a_b") need not be

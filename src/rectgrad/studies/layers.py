@@ -153,6 +153,6 @@ _NOTES = """Section 5.2 / Figs. 6, 11. Attribution to the input h of each hidden
 (Saliency: plain gradient; RectGrad: rectified gradient, q = {q:g}, padding trick), predicted class, mean over
 channels for the figure; layers ordered from the input (first column / row) to the output (last). `nonzero`: share of
 non-zero values of h x gradient; `background`: share of |channel-mean attribution| outside the object mask
-resized to the layer (mean over images); `background area`: share of the layer's positions outside the
-mask, what a uniform map would score; `gradient background`: the same for the plain gradient alone (a Saliency
-map proper; the rows compare h x gradient, which differ by the backward rule only)."""
+resized to the layer (mean over the images whose map is not all zero); `background area`: share of the layer's
+positions outside the mask, what a uniform map would score; `gradient background`: the same for the plain gradient
+alone (a Saliency map proper; the rows compare h x gradient, which differ by the backward rule only)."""

@@ -114,4 +114,5 @@ _NOTES = """Appendix B. `toy_b2`: the affine model f(a) = a1 + 10 a2 - 100 a3 + 
 gradient R = (1, 10, -100, 1000), threshold at the {toy_q:g}th percentile (one of four units passes).
 `maps`: RectGrad with each rule (q = {q:g}, padding trick: {padding}, positive part) for the predicted class;
 non-zero fraction over all input values, rank correlation (Spearman) of each channel-summed map with
-PR1's, background fraction = share of |attribution| outside the object mask (where masks exist)."""
+PR1's, background fraction = share of |attribution| outside the object mask (where masks exist; mean over the maps
+that are not all zero)."""

@@ -24,7 +24,7 @@ def threshold(model: nn.Module, images: Images, out=None, *, qs=QS, padding_tric
     first) the figure draws; the numbers use all. The q values are taken in increasing order, each once.
     """
     predicted, _ = predict(model, images.x)
-    settings = {"tau = 0": {"tau": 0.0}} | {f"q = {q:g}": {"q": q} for q in sorted(set(map(float, qs)))}
+    settings = {"tau = 0": {"tau": 0.0}} | {f"q = {q:.10g}": {"q": q} for q in sorted(set(map(float, qs)))}
     attributions = {name: quiet(RectGrad(model).attribute, images.x, target=predicted, padding_trick=padding_trick,
                                 final_threshold=False, internal_batch_size=internal_batch_size, **kwargs)
                     for name, kwargs in settings.items()}
