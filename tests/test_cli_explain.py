@@ -82,6 +82,17 @@ def test_version(capsys):
                                           f"captum {captum.__version__}, Python ")
 
 
+def test_the_command_without_its_extra_says_what_to_install():
+    import subprocess
+    import sys
+
+    script = "import sys; sys.modules['typer'] = None; from rectgrad.__main__ import main; sys.exit(main())"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr == ("error: the rectgrad command needs the cli extra (typer is not "
+                                                    "installed): pip install 'rectgrad[cli]' (in a clone: pip install "
+                                                    "-e \".[cli]\")\n")
+
+
 def test_explain_a_folder_of_images(files, capsys):
     tmp_path, images, checkpoint = files  # the folder holds image0.png, image1.png and the model file
     status, out, err = run(capsys, "explain", str(tmp_path), "--model", checkpoint, "--methods", "saliency",

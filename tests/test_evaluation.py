@@ -710,6 +710,15 @@ def test_train_many_in_bfloat16_learns():
                Retrainer(epochs=2, device="cpu", batch_size=20).many([(train, test, 0)])[0]) > 0.9
 
 
+def test_the_ray_backend_without_ray_says_what_to_install_before_any_work(monkeypatch):
+    import importlib.util
+
+    found = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else found(name, *a))
+    with pytest.raises(ModuleNotFoundError, match=r"the Ray backend needs Ray: pip install 'rectgrad\[ray\]'"):
+        RayBackend()
+
+
 def test_ray_backend_checks_its_settings_and_the_clusters_resources():
     for bad in ({"num_cpus": -1}, {"num_gpus": "x"}, {"max_in_flight": -1}, {"max_in_flight": 2.5},
                 {"max_in_flight": True}):

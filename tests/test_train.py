@@ -137,3 +137,11 @@ def test_progress_bars_redraw_live_on_a_terminal_and_seldom_into_a_log(monkeypat
     live = progress_bar(10, "live")
     assert live.mininterval < 1
     live.close()
+
+
+def test_a_training_logged_to_a_file_redraws_its_bar_rarely(capsys):
+    # a log (stderr not a terminal): the bar at most every 30 s, not at each loss update (every 50 batches)
+    images = torch.randint(0, 256, (120, 1, 8, 8), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    dataset = ImageDataset(images, torch.arange(120) % 2, ["a", "b"], "tiny")
+    train_model(new_model(dataset, 0), dataset, epochs=1, batch_size=1, progress=True)  # 120 steps: 3 updates
+    assert capsys.readouterr().err.count("\r") <= 2  # its first and its last drawing

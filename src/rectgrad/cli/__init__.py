@@ -40,7 +40,7 @@ def _root(version: bool = typer.Option(False, "--version", callback=_print_versi
 for _module in (explain, train, reproduce, study):
     _module.register(app)
 
-USER_ERRORS = (ValueError, TypeError, FileNotFoundError, KeyError, RuntimeError, OSError)
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError, KeyError, RuntimeError, OSError, ModuleNotFoundError)
 IMAGE_OPTIONS = ("--count", "--scale", "--image-size")  # the options that bound memory, where a command has them
 BATCH_OPTIONS = ("--batch-size", "--internal-batch-size", "--group")
 

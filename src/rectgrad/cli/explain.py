@@ -243,7 +243,7 @@ def _compare(loaded, inputs, image_names: list[str], names: list[str], *, q: flo
     bar = progress_bar(len(names) * len(inputs), "attribution", progress, unit="map")
     for method in names:
         if bar is not None:
-            bar.set_description(method)
+            bar.set_description(method, refresh=False)
         options = {"q": q, "final_threshold": final_threshold} if method in RECTGRAD_METHODS else {}
         maps = []
         for i in range(len(inputs)):

@@ -14,7 +14,7 @@ def register(app: typer.Typer) -> None:
 def reproduce(
     dataset: str = typer.Option(..., help="fashion-mnist, cifar10, or folder: your own images in --data-dir "
                                           "(ROOT/train/<class>/..., ROOT/test/<class>/...)."),
-    scale: str = typer.Option("quick", help="smoke (about a minute, CI), quick (<= 30 min on 2 CPU cores) or "
+    scale: str = typer.Option("quick", help="smoke (about a minute, CI), quick (about 16 min on 2 idle CPU cores) or "
                                             "paper (the full protocol: 270 ROAR/KAR trainings of 20 epochs)."),
     out: Path = typer.Option(..., help="Report folder: PNG figures, CSV tables, README.md."),
     work_dir: Optional[Path] = typer.Option(None, help="Results folder (models, attribution maps, measurements; "

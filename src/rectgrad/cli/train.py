@@ -57,5 +57,5 @@ def train(
                     test_accuracy=history["test_accuracy"], train_loss=history["loss"],
                     train_accuracy=history["train_accuracy"], train_seconds=history["seconds"],
                     device=str(device))
-    typer.echo(f"test accuracy {history['test_accuracy']:.4f} after {epochs} epochs "
+    typer.echo(f"test accuracy {history['test_accuracy']:.4f} after {epochs} epoch{'s' if epochs != 1 else ''} "
                f"({history['seconds']:.0f} s); saved {out}")

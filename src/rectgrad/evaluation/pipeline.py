@@ -231,7 +231,7 @@ class _Run:
             bar = progress_bar(len(todo) * len(data), f"maps {name}", self.settings.progress, unit="image")
             for method in todo:
                 if bar is not None:
-                    bar.set_postfix_str(method)
+                    bar.set_postfix_str(method, refresh=False)
                 start = time.perf_counter()
                 maps = compute_maps(model, inputs, method, targets, batch_size=self.settings.batch_size,
                                     internal_batch_size=10 * self.settings.batch_size, seed=self.seed,

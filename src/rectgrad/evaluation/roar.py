@@ -11,6 +11,7 @@ baseline replaces each pixel independently with probability ``p`` (ROAR) or ``1 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import inspect
 import json
 import time
@@ -170,7 +171,7 @@ def roar_kar(train_set: ImageDataset, test_set: ImageDataset, attributions: Mapp
             store.save_seconds(job.key[:-len(".json")], seconds)
             store.save_json(job.key, {"accuracy": float(accuracy), "seed": job.seed})
         if bar is not None:
-            bar.set_postfix_str(f"{job.key.split('/')[1][:-5]}: {accuracy:.3f}")
+            bar.set_postfix_str(f"{job.key.split('/')[1][:-5]}: {accuracy:.3f}", refresh=False)
             bar.update()
 
     try:
@@ -358,6 +359,9 @@ class RayBackend:
             raise ValueError(f"num_cpus must be > 0 and num_gpus >= 0, got {num_cpus!r} and {num_gpus!r}")
         if max_in_flight is not None:
             max_in_flight = positive_int("max_in_flight", max_in_flight)
+        if importlib.util.find_spec("ray") is None:  # before any work, not when the sweep reaches the trainings
+            raise ModuleNotFoundError("the Ray backend needs Ray: pip install 'rectgrad[ray]' (in a clone: pip install "
+                                      "-e \".[ray]\"), or use the local backend", name="ray")
         self.address, self.num_cpus, self.num_gpus, self.max_in_flight = address, num_cpus, num_gpus, max_in_flight
 
     def run(self, jobs: Iterable[Job], train_fn: TrainFn, done: Callable[[Job, float, float], None],
