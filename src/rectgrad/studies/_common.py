@@ -420,8 +420,8 @@ def images_from_dataset(name: str, count: int, per_class: int = 1, data_dir=None
     datasets' images by their index in the test set (``test 12``). Your own images are resized to ``image_size`` x
     ``image_size``, or, given ``loaded`` (a :class:`rectgrad.zoo.LoadedModel`), read as :func:`images_from_files`
     reads files for it: its input size, preprocessing and class names (their masks resized alike, object where at
-    least half is); given ``loaded``, the standard datasets' images are normalised with its mean and std too
-    (a rectgrad checkpoint's 0.5 and 0.5 give the same [-1, 1]).
+    least half is); given ``loaded``, the standard datasets' images are normalised with the mean and std it
+    declares (:func:`_own_normalisation`), else kept in [-1, 1].
     """
     from rectgrad.data import (DATASETS, MaskedImages, image_folder_files, load_dataset, load_image_folder_masks,
                                load_masked_images, object_masks_from_images)
