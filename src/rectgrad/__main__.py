@@ -10,8 +10,10 @@ def main() -> int:
     except ModuleNotFoundError as exc:
         if (exc.name or "").split(".")[0] not in _CLI_EXTRA:
             raise
-        print(f"error: the rectgrad command needs the cli extra ({exc.name} is not installed): pip install "
-              "'rectgrad[cli]' (in a clone: pip install -e \".[cli]\")", file=sys.stderr)
+        from rectgrad._checks import install_hint
+
+        print(f"error: the rectgrad command needs the cli extra ({exc.name} is not installed): {install_hint('cli')}",
+              file=sys.stderr)
         return 2
     return command_line()
 

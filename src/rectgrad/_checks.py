@@ -18,3 +18,8 @@ def positive_int(name: str, value) -> int:
     if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
+
+
+def install_hint(extra: str) -> str:
+    """How to install the optional dependencies ``extra`` (``cli``, ``ray``) of rectgrad."""
+    return f"pip install 'rectgrad[{extra}]' (in a clone: pip install -e \".[{extra}]\")"

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from rectgrad._checks import install_hint
 from rectgrad.data import eight_bit, upright
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -459,8 +460,8 @@ def load(name_or_path, device: str = "cpu", *, weights=None) -> LoadedModel:
         try:
             loaded = REGISTRY[name](weights)
         except ModuleNotFoundError as exc:  # the registry's packages come with the cli extra
-            raise ModuleNotFoundError(f"{name} needs {exc.name}, which is not installed: pip install 'rectgrad[cli]' "
-                                      "(in a clone: pip install -e \".[cli]\")", name=exc.name) from None
+            raise ModuleNotFoundError(f"{name} needs {exc.name}, which is not installed: {install_hint('cli')}",
+                                      name=exc.name) from None
         loaded.model.eval()
     elif Path(name).is_file():
         if weights is not None:

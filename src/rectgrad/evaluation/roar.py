@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rectgrad._checks import describe, positive_int
+from rectgrad._checks import describe, install_hint, positive_int
 from rectgrad.checkpoint import write_text_atomically
 from rectgrad.data import ImageDataset
 from rectgrad.evaluation.store import ResultStore
@@ -360,8 +360,8 @@ class RayBackend:
         if max_in_flight is not None:
             max_in_flight = positive_int("max_in_flight", max_in_flight)
         if importlib.util.find_spec("ray") is None:  # before any work, not when the sweep reaches the trainings
-            raise ModuleNotFoundError("the Ray backend needs Ray: pip install 'rectgrad[ray]' (in a clone: pip install "
-                                      "-e \".[ray]\"), or use the local backend", name="ray")
+            raise ModuleNotFoundError(f"the Ray backend needs Ray: {install_hint('ray')}, or use the local backend",
+                                      name="ray")
         self.address, self.num_cpus, self.num_gpus, self.max_in_flight = address, num_cpus, num_gpus, max_in_flight
 
     def run(self, jobs: Iterable[Job], train_fn: TrainFn, done: Callable[[Job, float, float], None],
