@@ -24,9 +24,9 @@ The modified gradients of epsilon-LRP and DeepLIFT (Ancona et al., 2018) are the
 rule (:class:`MultiplierRule`): the activation's derivative is replaced by a multiplier ``m(z, a)``.
 
 Two more techniques (Appendix C): the padding trick zeroes a 1-pixel border of the gradient with
-respect to the output of every SAME ``conv1d/2d/3d``, as Listing 2 does: zero-padded ones (a conv whose input
-comes straight from a zero ``F.pad``, as TensorFlow-style "same" padding does, included) and those with a
-1 x ... x 1 kernel, whatever the kernel size, along every side; the proportional redistribution rule
+respect to the output of every SAME ``conv1d/2d/3d``, as Listing 2 does, along every side: zero-padded ones,
+whatever the kernel size (a conv whose input comes straight from a zero ``F.pad``, as TensorFlow-style "same"
+padding does, included), and those with a 1 x ... x 1 kernel; the proportional redistribution rule
 (PRR, Listing 3) passes a max-pool's (1d, 2d, 3d, adaptive) gradient to every input of its window in
 proportion to its activation.
 """
