@@ -256,6 +256,28 @@ def test_photos_are_read_upright_by_explain_and_the_folder_loader_alike(tmp_path
     assert masked.masks[0, :, :4].all() and not masked.masks[0, :, 6:].any()  # aligned with the upright image
 
 
+def test_transparent_pixels_are_white_for_explain_and_the_folder_loader_alike(tmp_path):
+    from rectgrad.data import load_image_folder, to_inputs
+
+    rgba = np.zeros((16, 16, 4), dtype=np.uint8)
+    rgba[..., 0], rgba[:, 8:, 3] = 255, 255  # opaque red right half; the left half transparent, storing black
+    palette = Image.new("P", (16, 16), 0)
+    palette.putpalette([0, 0, 0, 255, 0, 0])
+    palette.paste(1, (8, 0, 16, 16))
+    for split in ("train", "test"):
+        for name in ("a", "b"):
+            (tmp_path / split / name).mkdir(parents=True)
+        Image.fromarray(rgba).save(tmp_path / split / "a" / "x.png")
+        palette.save(tmp_path / split / "b" / "x.png", transparency=0)  # palette entry 0 (black) transparent
+    save_checkpoint(PaperCNN(3, 16, 2), tmp_path / "mine.pt", dataset="folder", classes=["a", "b"])
+    loaded = zoo.load(tmp_path / "mine.pt")
+    folder = load_image_folder(tmp_path, "test", 16)
+    assert (folder.images[:, :, :, :8] == 255).all()  # white, as a viewer shows them on a white page
+    assert folder.images[:, :, :, 8:].flatten(2).amax(2).tolist() == [[255, 0, 0]] * 2  # red stays red
+    files = [tmp_path / "test" / loaded.label(int(k)) / "x.png" for k in folder.labels]
+    torch.testing.assert_close(loaded.load_images(files), to_inputs(folder.images))
+
+
 def test_centre_crop_resizes_only_the_part_it_keeps(lite0, monkeypatch):
     skimage_data = pytest.importorskip("skimage.data")
     photo = Image.fromarray(skimage_data.chelsea())  # 451 x 300

@@ -464,7 +464,7 @@ def load_image_folder_masks(root, image_size: int = 32, test: ImageDataset | Non
     for path in paths:
         check_mask_size(mask_of[path], _image_size(mask_of[path]), path.name, _image_size(path))
     raw = _read_images([mask_of[path] for path in paths], image_size, "L", Image.NEAREST, progress=progress,
-                       description="reading masks")[:, 0]
+                       description="reading masks", masks=True)[:, 0]
     masks = folder_mask_objects(raw)
     names = [path.relative_to(Path(root) / "test").with_suffix("").as_posix() for path in paths]
     _warn_empty_masks(names, masks, "white, or 1 in a 0/1 mask")
@@ -696,10 +696,23 @@ def eight_bit(image, path="image"):
     return image
 
 
+def on_white(image):
+    """A Pillow image with its transparent pixels (an alpha channel, a transparent palette entry or colour) laid over
+    white, as a viewer shows them on a white page (dropping the alpha would leave whatever colour they store, black in
+    most files); an opaque image as it is."""
+    from PIL import Image
+
+    if image.mode not in ("RGBA", "LA", "PA") and "transparency" not in image.info:
+        return image
+    rgba = image.convert("RGBA")
+    return Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
+
+
 def _read_images(paths: list[Path], size: int, mode: str, resample=None, progress: bool = False,
-                 description: str = "reading images") -> torch.Tensor:
-    """uint8 (N, C, size, size) images in Pillow ``mode`` (``L``: one channel, ``RGB``: three); ``progress``: a bar
-    when there are thousands of them."""
+                 description: str = "reading images", masks: bool = False) -> torch.Tensor:
+    """uint8 (N, C, size, size) images in Pillow ``mode`` (``L``: one channel, ``RGB``: three), transparent pixels
+    white (:func:`on_white`), unless they are ``masks`` (whose alpha is dropped); ``progress``: a bar when there are
+    thousands of them."""
     from PIL import Image
 
     from rectgrad.progress import progress_bar
@@ -709,7 +722,8 @@ def _read_images(paths: list[Path], size: int, mode: str, resample=None, progres
     bar = progress_bar(len(paths), description, progress and len(paths) >= 2000, unit="image")
     for i, path in enumerate(paths):
         with _open_image(path) as image:
-            image = eight_bit(upright(image), path).convert(mode)
+            image = eight_bit(upright(image), path)
+            image = (image if masks else on_white(image)).convert(mode)
             if image.size != (size, size):
                 image = image.resize((size, size), resample)
             images[i] = np.asarray(image).reshape(size, size, -1)

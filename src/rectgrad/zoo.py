@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from rectgrad._checks import install_hint
-from rectgrad.data import eight_bit, upright
+from rectgrad.data import eight_bit, on_white, upright
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -66,7 +66,8 @@ class LoadedModel:
         return self.labels[index] if 0 <= index < len(self.labels) else f"class {index}"
 
     def preprocess(self, images: Sequence) -> Tensor:
-        """PIL images -> the (N, C, H, W) float input batch on the model's device."""
+        """PIL images -> the (N, C, H, W) float input batch on the model's device; transparent pixels are white
+        (:func:`rectgrad.data.on_white`)."""
         from PIL import Image
 
         if self.channels not in (1, 3):
@@ -77,7 +78,7 @@ class LoadedModel:
         resample = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}[self.interpolation]
         batch = []
         for image in images:
-            image = eight_bit(image).convert("L" if self.channels == 1 else "RGB")
+            image = on_white(eight_bit(image)).convert("L" if self.channels == 1 else "RGB")
             if self.crop_fraction is None:
                 image = image.resize((width, height), resample)
             else:
