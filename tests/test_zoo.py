@@ -317,6 +317,17 @@ def test_16_bit_pgm_is_read_as_16_bit_png_is_and_32_bit_images_are_refused(tmp_p
         zoo.read_image(tmp_path / "float.tif")
 
 
+def test_16_bit_png_opened_as_mode_i_by_pillow_before_10_3_keeps_its_top_byte(tmp_path):
+    from rectgrad.data import eight_bit
+
+    deep = (np.arange(20 * 30).reshape(20, 30) * 109).astype(np.uint16)
+    Image.fromarray(deep).save(tmp_path / "deep.png")
+    with Image.open(tmp_path / "deep.png") as image:
+        as_old_pillow = image.convert("I")  # Pillow 10.0 - 10.2 open 16-bit grayscale PNGs in mode I
+        as_old_pillow.format = "PNG"
+    assert np.array_equal(np.asarray(eight_bit(as_old_pillow)), deep >> 8)
+
+
 def _pooling_module(path, channels: int, classes: int) -> None:
     """Save whole a model taking ``channels`` channels at any size and giving ``classes`` logits."""
     torch.save(torch.nn.Sequential(torch.nn.Conv2d(channels, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),

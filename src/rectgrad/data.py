@@ -684,11 +684,11 @@ def upright(image):
 
 def eight_bit(image, path="image"):
     """A Pillow image with 8 bits per channel: 16-bit images (mode ``I;16``, or ``I`` from a PGM / PPM file, which
-    Pillow scales to 0-65535) keep their top byte (Pillow's own conversion would clip them); 32-bit integer and
-    floating-point images, whose range is unknown, are refused."""
+    Pillow scales to 0-65535, or from a 16-bit PNG, as Pillow < 10.3 opens it) keep their top byte (Pillow's own
+    conversion would clip them); 32-bit integer and floating-point images, whose range is unknown, are refused."""
     from PIL import Image
 
-    if image.mode.startswith("I;16") or (image.mode == "I" and image.format == "PPM"):
+    if image.mode.startswith("I;16") or (image.mode == "I" and image.format in ("PNG", "PPM")):
         return Image.fromarray((np.asarray(image).astype(np.uint16) >> 8).astype(np.uint8))
     if image.mode in ("I", "F"):
         raise ValueError(f"{path}: 32-bit integer or floating-point pixels (mode {image.mode}) have no fixed range "
