@@ -562,6 +562,13 @@ def test_image_folder_errors(tmp_path, breakage, error, message):
         data.load_image_folder(tmp_path, "test", 32)
 
 
+def test_image_folder_names_an_image_too_large_for_pillow(tmp_path, monkeypatch):
+    write_image_folder(tmp_path, sizes=((40, 40),))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # an error from twice that: the images hold 40 x 40
+    with pytest.raises(ValueError, match=r"img0.jpg is not a readable image \(Image size \(1600 pixels\) exceeds"):
+        data.load_image_folder(tmp_path, "test", 32)
+
+
 def test_image_folder_16_bit_and_float_images(tmp_path):
     for split in ("train", "test"):
         for name in ("a", "b"):

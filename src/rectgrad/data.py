@@ -657,13 +657,14 @@ def _natural(path: Path):
 
 @contextmanager
 def _open_image(path: Path) -> Iterator:
-    """``PIL.Image.open(path)``; a file Pillow cannot read or decode gives one ``ValueError`` naming it."""
+    """``PIL.Image.open(path)``; a file Pillow cannot read, decode or will not (over ``PIL.Image.MAX_IMAGE_PIXELS``)
+    gives one ``ValueError`` naming it."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as image:
             yield image
-    except (UnidentifiedImageError, OSError) as exc:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
         raise ValueError(f"{path} is not a readable image ({exc})") from None
 
 
