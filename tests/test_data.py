@@ -331,16 +331,20 @@ def test_masked_images_in_any_case_with_stray_masks_and_empty_ones_said(tmp_path
     write_jpg(tmp_path / "cat_1.JPG", np.zeros((8, 8, 3), np.uint8))  # a camera's upper-case suffix
     write_jpg(tmp_path / "cat_1_mask.JPG", mask)
     write_jpg(tmp_path / "dog_2.jpeg", np.zeros((8, 8, 3), np.uint8))
-    write_jpg(tmp_path / "dog_2_mask.jpeg", np.zeros((8, 8), np.uint8))  # marks nothing
-    write_jpg(tmp_path / "frog_3_mask.jpg", mask)  # no image
+    write_jpg(tmp_path / "dog_2_Mask.jpeg", np.zeros((8, 8), np.uint8))  # marks nothing; _mask in another case
+    write_jpg(tmp_path / "frog_3_MASK.jpg", mask)  # no image
     (tmp_path / "frog_99.jpg").mkdir()  # not a file
     with pytest.warns(UserWarning) as caught:
         masked = load_masked_images(tmp_path)
     assert masked.names == ["cat_1", "dog_2"] and masked.masks.sum((1, 2)).tolist() == [16, 0]
     messages = [str(w.message) for w in caught]
-    assert "1 mask(s) in " in messages[0] and "have no image and are not used: frog_3_mask.jpg" in messages[0]
+    assert "1 mask(s) in " in messages[0] and "have no image and are not used: frog_3_MASK.jpg" in messages[0]
     assert messages[1] == ("the masks of 1 image(s) (dog_2) mark no object pixel (>= 200): every pixel counts as "
                            "background there")
+    write_jpg(tmp_path / "cat_1_MASK.jpg", mask)
+    twice = r"cat_1_MASK.jpg and cat_1_mask.JPG are both masks of cat_1: keep one"
+    with pytest.warns(UserWarning, match="frog_3_MASK.jpg"), pytest.raises(ValueError, match=twice):
+        load_masked_images(tmp_path)
 
 
 @pytest.mark.skipif(not REAL_MASKS.is_dir(), reason="the paper's masked images are not here")

@@ -335,7 +335,8 @@ def _download(url: str, dest: Path, md5: str) -> None:
 # ---------------------------------------------------------------- masked images
 
 def load_masked_images(folder, bgr: bool = True) -> MaskedImages:
-    """The paper's evaluation images: ``<class>_<n>.jpg`` with ``<class>_<n>_mask.jpg`` (CIFAR-10 classes).
+    """The paper's evaluation images: ``<class>_<n>.jpg`` with ``<class>_<n>_mask.jpg`` (CIFAR-10 classes; ``_mask``
+    and the suffix in any case).
 
     Images come back RGB (``bgr=True`` flips the channels of JPEGs stored BGR, as the paper's are);
     masks are True where the grayscale mask pixel is >= 200 (object). Sorted by class, then ``n``.
@@ -348,10 +349,9 @@ def load_masked_images(folder, bgr: bool = True) -> MaskedImages:
     twice = [p for p in files if sum(q.stem == p.stem for q in files) > 1]
     if twice:
         raise ValueError(f"{twice[0]} and {twice[1]} are one name with two suffixes: keep one of them")
-    _warn_unused_masks(folder, [p.name for p in files
-                                if p.stem.endswith("_mask") and p.stem[:-len("_mask")] not in stems])
+    _warn_unused_masks(folder, [p.name for p in files if _is_mask(p) and p.stem[:-len("_mask")] not in stems])
     for path in files:
-        if path.stem.endswith("_mask"):
+        if _is_mask(path):
             continue
         match = re.fullmatch(r"(.+)_(\d+)", path.stem)
         if match is None:
@@ -362,7 +362,12 @@ def load_masked_images(folder, bgr: bool = True) -> MaskedImages:
     if not entries:
         raise ValueError(f"no <class>_<n>.jpg images in {folder}")
     entries.sort()
-    mask_of = {p.stem: p for p in files if p.stem.endswith("_mask")}
+    mask_of: dict[str, Path] = {}  # image stem: its mask
+    for mask in filter(_is_mask, files):
+        stem = mask.stem[:-len("_mask")]
+        if stem in mask_of:
+            raise ValueError(f"{mask_of[stem]} and {mask.name} are both masks of {stem}: keep one")
+        mask_of[stem] = mask
 
     def read(path: Path, mode: str) -> np.ndarray:
         with _open_image(path) as image:
@@ -370,9 +375,9 @@ def load_masked_images(folder, bgr: bool = True) -> MaskedImages:
 
     images, masks = [], []
     for _, _, path in entries:
-        if f"{path.stem}_mask" not in mask_of:
+        if path.stem not in mask_of:
             raise FileNotFoundError(f"{path.with_name(path.stem + '_mask.jpg')} missing (each image needs its mask)")
-        image, mask = read(path, "RGB"), read(mask_of[f"{path.stem}_mask"], "L")
+        image, mask = read(path, "RGB"), read(mask_of[path.stem], "L")
         if mask.shape != image.shape[:2] or (images and image.shape != images[0].shape):
             raise ValueError(f"{path}: image {image.shape[:2]} and mask {mask.shape} sizes differ from "
                              "each other or from the other images")
