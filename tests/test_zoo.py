@@ -317,6 +317,14 @@ def test_16_bit_pgm_is_read_as_16_bit_png_is_and_32_bit_images_are_refused(tmp_p
         zoo.read_image(tmp_path / "float.tif")
 
 
+def test_a_folder_or_a_missing_file_given_as_an_image_says_which(tmp_path):
+    (tmp_path / "photos.png").mkdir()
+    with pytest.raises(ValueError, match=r"photos.png is a folder, not an image file"):
+        zoo.read_image(tmp_path / "photos.png")
+    with pytest.raises(FileNotFoundError, match=r"image .*nowhere.png not found"):
+        zoo.read_image(tmp_path / "nowhere.png")
+
+
 def test_16_bit_png_opened_as_mode_i_by_pillow_before_10_3_keeps_its_top_byte(tmp_path):
     from rectgrad.data import eight_bit
 

@@ -122,6 +122,8 @@ def read_image(path):
     from PIL import Image
 
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder, not an image file (rectgrad.data.image_files lists the images in one)")
     if not path.is_file():
         raise FileNotFoundError(f"image {path} not found")
     try:
