@@ -921,6 +921,23 @@ def test_captum_wrappers_and_metrics_accept_rectgrad(cnn, batch):
     assert infidelity(cnn, perturb, x[:2], maps, target=y[:2], n_perturb_samples=2).shape == (2,)
 
 
+def test_one_class_for_every_sample_as_captum_writes_it(cnn, batch):
+    # Captum's NoiseTunnel and sensitivity_max expand a batch of one, but not a one-element tensor target nor a tuple
+    x, y = batch
+    one, noise = x[:1], captum_attr.NoiseTunnel(GuidedBackprop(cnn))
+    for target in (torch.tensor([3]), np.array([3]), (3,), [(3,)] * 6):
+        assert torch.equal(RectGrad(cnn).attribute(x, target=target), RectGrad(cnn).attribute(x, target=3))
+        torch.manual_seed(0)
+        smooth = noise.attribute(one, nt_samples=2, stdevs=0.1, target=target if len(target) == 1 else 3)
+        torch.manual_seed(0)
+        torch.testing.assert_close(smooth, noise.attribute(one, nt_samples=2, stdevs=0.1, target=3), rtol=0, atol=0)
+    assert sensitivity_max(RectGrad(cnn).attribute, one, target=torch.tensor([3]), n_perturb_samples=2).shape == (1,)
+    assert torch.equal(rectgrad.explain(cnn, x, target=(3,), method="guided_bp"),
+                       rectgrad.explain(cnn, x, target=3, method="guided_bp"))
+    with pytest.raises(ValueError, match=r"target \(1, 2\) is a tuple, which Captum reads as one index per output"):
+        RectGrad(cnn).attribute(x[:2], target=(1, 2))
+
+
 def test_tuple_inputs_and_additional_forward_args():
     torch.manual_seed(8)
 

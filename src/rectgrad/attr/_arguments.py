@@ -92,19 +92,22 @@ def resolve_targets(target, logits: Tensor) -> Tensor:
 
 def target_indices(target, n: int, device) -> Tensor:
     """A given ``target`` (an int, a list, a tensor or a numpy array) as ``n`` class indices, one per sample; whether
-    the model has these classes is :func:`resolve_targets`' to check."""
+    the model has these classes is :func:`resolve_targets`' to check. As in Captum, a one-element tensor or array
+    and a tuple ``(class,)`` (Captum's index into the output's dimensions after the batch) name one class for every
+    sample: Captum's ``NoiseTunnel`` and metrics pass them on unexpanded to a batch of noisy copies."""
+    target = _captum_tuple(target)
     if isinstance(target, np.ndarray):
         target = torch.as_tensor(target)
     if isinstance(target, Tensor):
         if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
             raise TypeError(f"target tensor must hold integer class indices, got {target.dtype}")
         values = target.reshape(-1).to(device=device, dtype=torch.long)
-        if target.dim() == 0:
+        if target.numel() == 1:
             values = values.expand(n)
     elif isinstance(target, numbers.Integral) and not isinstance(target, bool):
         values = torch.full((n,), int(target), dtype=torch.long, device=device)
-    elif isinstance(target, (list, tuple)):
-        target = [_one_value(t) for t in target]
+    elif isinstance(target, list):
+        target = [_one_value(_captum_tuple(t)) for t in target]
         if not all(isinstance(t, numbers.Integral) and not isinstance(t, bool) for t in target):
             raise TypeError("target list must hold one integer class index per sample")
         values = torch.tensor([int(t) for t in target], dtype=torch.long, device=device)
@@ -114,6 +117,18 @@ def target_indices(target, n: int, device) -> Tensor:
     if values.numel() != n:
         raise ValueError(f"target has {values.numel()} entries but the batch has {n} samples")
     return values
+
+
+def _captum_tuple(target):
+    """A tuple target as Captum reads it, one index per output dimension after the batch: ``(class,)`` for the
+    (N, classes) outputs explained here."""
+    if not isinstance(target, tuple):
+        return target
+    if len(target) != 1:
+        raise ValueError(f"target {target!r} is a tuple, which Captum reads as one index per output dimension after "
+                         "the batch, the same for every sample; the model's output is (N, classes), so give (class,), "
+                         "or a list for one class per sample")
+    return target[0]
 
 
 def _one_value(t):
@@ -148,7 +163,7 @@ def batches(inputs: tuple[Tensor, ...], target, additional_forward_args, size: i
         yield inputs, target, additional_forward_args
         return
 
-    if isinstance(target, (list, tuple)) and len(target) != n:
+    if isinstance(target, list) and len(target) != n:
         raise ValueError(f"target has {len(target)} entries but the batch has {n} samples")
 
     def cut(value, start):
@@ -159,6 +174,6 @@ def batches(inputs: tuple[Tensor, ...], target, additional_forward_args, size: i
     extra = additional_forward_args
     size = int(size)
     for start in range(0, n, size):
-        chunk_target = target[start:start + size] if isinstance(target, (list, tuple)) else cut(target, start)
+        chunk_target = target[start:start + size] if isinstance(target, list) else cut(target, start)
         chunk_extra = tuple(cut(a, start) for a in extra) if isinstance(extra, tuple) else cut(extra, start)
         yield tuple(x[start:start + size] for x in inputs), chunk_target, chunk_extra
