@@ -525,8 +525,14 @@ def test_bad_inputs(cnn):
 
 def test_model_output_must_be_logits():
     conv = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
-    with pytest.raises(ValueError, match=r"shape \(N, classes\)"):
+    with pytest.raises(ValueError, match=r"shape \(N, classes\) .* model\(x\).flatten\(1\) with the flattened"):
         RectGrad(conv).attribute(torch.randn(2, 3, 8, 8))
+    score = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 1), nn.Flatten(0))  # one logit per sample: (N,)
+    x = torch.randn(2, 3)
+    with pytest.raises(ValueError, match=r"got \(2,\); .* explain lambda x: model\(x\)\[:, None\] \(class 0\)"):
+        GuidedBackprop(score).attribute(x)
+    torch.testing.assert_close(GuidedBackprop(lambda x: score(x)[:, None]).attribute(x),
+                               captum_attr.GuidedBackprop(score).attribute(x), rtol=0, atol=0)
     with pytest.raises(TypeError, match=r"tensor of logits, got tuple; wrap it .* output\[0\]"):
         RectGrad(lambda x: (x, x)).attribute(torch.randn(2, 3))
     with pytest.raises(TypeError, match=r"got dict; wrap it .*output\['logits'\]"):

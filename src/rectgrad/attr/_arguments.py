@@ -58,8 +58,15 @@ def check_logits(logits, batch_size: int) -> Tensor:
                 "output[0])" if isinstance(logits, (tuple, list, dict)) or hasattr(logits, "logits") else "")
         raise TypeError(f"the model must return a tensor of logits, got {type(logits).__name__}{hint}")
     if logits.dim() != 2 or logits.shape[0] != batch_size:
+        hint = ""
+        if logits.dim() == 1 and len(logits) == batch_size:
+            hint = ("; a model scoring each sample with one number: explain lambda x: model(x)[:, None] (class 0), "
+                    "as Captum explains an (N,) output")
+        elif logits.dim() > 2 and logits.shape[0] == batch_size:
+            hint = ("; for Captum's tuple targets into more dimensions, explain lambda x: model(x).flatten(1) with "
+                    "the flattened index as target")
         raise ValueError(f"the model output must have shape (N, classes) = ({batch_size}, C), "
-                         f"got {tuple(logits.shape)}")
+                         f"got {tuple(logits.shape)}{hint}")
     if not logits.is_floating_point():
         raise TypeError(f"the model must return real floating-point logits, got {logits.dtype}")
     if looks_like_probabilities(logits):
