@@ -783,6 +783,26 @@ def test_a_pending_graph_of_the_users_survives_an_attribution():
     assert model[0].weight.grad is not None
 
 
+def test_a_pending_training_step_survives_an_attribution_of_a_model_in_train_mode():
+    # the attribution's forward pass moves the BatchNorm statistics the user's graph saved; writing them back must
+    # not invalidate that graph (Captum's own attributions leave it valid), nor change its gradients
+    model, x = _batchnorm_net(), torch.randn(2, 3, 6, 6)
+    model(x).sum().backward()
+    expected = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    loss = model(x[[1, 0]]).sum()  # the same batch reordered, so the same gradients
+    statistics = [b.clone() for b in model.buffers()]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the training-mode warning
+        RectGrad(model).attribute(x, target=0)
+        explain(model, x, method="saliency")
+    loss.backward()
+    for p, grad in zip(model.parameters(), expected):
+        torch.testing.assert_close(p.grad, grad)
+    for buffer, value in zip(model.buffers(), statistics):
+        torch.testing.assert_close(buffer, value)  # those of the user's forward pass: ours left no trace
+
+
 class _SparseMixing(nn.Module):
     """A graph-network style layer: a sparse adjacency buffer mixes the features."""
 

@@ -130,8 +130,10 @@ def named_dtype_mismatch(modules: tuple[nn.Module, ...], inputs: tuple[Tensor, .
 def preserved_buffers(modules: tuple[nn.Module, ...]):
     """Restore every buffer (e.g. BatchNorm statistics of a model in train mode) on exit, even on error: its value,
     where the forward pass changed it, and the tensor itself, where it assigned a new one (``self.count =
-    self.count + 1``). Buffers left as they were are not written to: a write would invalidate the autograd graphs
-    that saved them, the user's own pending ones and another thread's."""
+    self.count + 1``). Buffers left as they were are not written to, and changed ones are written through ``.data``,
+    unseen by autograd as BatchNorm's own update: a versioned write would invalidate the autograd graphs that saved
+    them, the user's own pending ones (a training step's loss, whose BatchNorm saved its statistics) and another
+    thread's."""
     owners = {(id(m), name): (m, name, b) for model in modules for m in model.modules()
               for name, b in m._buffers.items() if b is not None}
     saved = [(m, name, b, b.detach().clone()) for m, name, b in owners.values()]
@@ -141,8 +143,8 @@ def preserved_buffers(modules: tuple[nn.Module, ...]):
         with torch.no_grad():
             for module, name, buffer, value in saved:
                 module._buffers[name] = buffer
-                if not _unchanged(buffer, value):  # BatchNorm's kernel updates its statistics unversioned
-                    buffer.copy_(value)
+                if not _unchanged(buffer, value):  # BatchNorm's kernel updates its statistics unversioned: so do we
+                    buffer.data.copy_(value)
 
 
 def _unchanged(buffer: Tensor, value: Tensor) -> bool:
