@@ -118,6 +118,35 @@ def test_smoke_end_to_end(smoke):
     assert not [p for p in report.iterdir() if p.suffix == ".pt"]
 
 
+def table_rows_that_lose_cells(readme: str) -> list[str]:
+    """The rows of the Markdown tables in ``readme`` with more cells than their header (a bare ``|`` in a cell):
+    Markdown drops the cells past the header's, here a claim's measurement and verdict."""
+    cells = lambda row: len(re.split(r"(?<!\\)\|", row.strip())) - 2  # noqa: E731
+    bad, header = [], None
+    for line in readme.splitlines():
+        if not line.startswith("|"):
+            header = None
+        elif header is None:
+            header = cells(line)
+        elif cells(line) != header:
+            bad.append(line)
+    return bad
+
+
+def test_report_tables_keep_every_cell_of_a_row(smoke, monkeypatch, tmp_path):
+    _, report, work = smoke
+    assert table_rows_that_lose_cells((report / "README.md").read_text()) == []  # 'total |attribution|' in a claim
+    from rectgrad import report as module
+
+    def renamed(path, map_location=None):  # a class folder named with a '|', as a user's may be
+        model, meta = load_checkpoint(path, map_location)
+        return model, {**meta, "classes": ["a|b", *meta["classes"][1:]]}
+
+    monkeypatch.setattr(module, "load_checkpoint", renamed)
+    readme = write_report(work, tmp_path / "report").read_text()
+    assert table_rows_that_lose_cells(readme) == [] and "a\\|b 1" in readme
+
+
 def test_rerun_recomputes_nothing(smoke, monkeypatch, tmp_path):
     args, report, work = smoke
 
