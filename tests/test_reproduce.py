@@ -431,6 +431,25 @@ def test_own_images_smoke_end_to_end(tmp_path, capsys):
                      r"1 per class: bar \d, disc \d, square \d\)), 3 fractions", readme)
 
 
+@pytest.mark.parametrize("out, work, message", [
+    ("test/disc/report", None, "--out {root}/test/disc/report is inside {root}/test, whose images"),
+    ("train", None, "--out {root}/train is {root}/train, whose images"),
+    ("report", "test/work", "--work-dir {root}/test/work is inside {root}/test,"),
+])
+def test_a_report_inside_the_images_is_refused(tmp_path, monkeypatch, capsys, out, work, message):
+    import rectgrad.evaluation
+
+    def run(*args, **kwargs):
+        raise AssertionError("ran")
+
+    monkeypatch.setattr(rectgrad.evaluation, "reproduce", run)  # refused before any work
+    root = tmp_path / "images"
+    write_shape_folder(root, masks=True, n_train=2, n_test=2)
+    args = ["reproduce", "--dataset", "folder", "--data-dir", str(root), "--scale", "smoke", "--out", str(root / out)]
+    assert main([*args, *([] if work is None else ["--work-dir", str(root / work)])]) == 2
+    assert message.format(root=root) in capsys.readouterr().err  # a rerun would read its figures as test images
+
+
 def test_renamed_class_folders_are_another_configuration(tmp_path, monkeypatch):
     from rectgrad.evaluation import pipeline
 
