@@ -118,6 +118,35 @@ def test_smoke_end_to_end(smoke):
     assert not [p for p in report.iterdir() if p.suffix == ".pt"]
 
 
+def table_rows_that_lose_cells(readme: str) -> list[str]:
+    """The rows of the Markdown tables in ``readme`` with more cells than their header (a bare ``|`` in a cell):
+    Markdown drops the cells past the header's, here a claim's measurement and verdict."""
+    cells = lambda row: len(re.split(r"(?<!\\)\|", row.strip())) - 2  # noqa: E731
+    bad, header = [], None
+    for line in readme.splitlines():
+        if not line.startswith("|"):
+            header = None
+        elif header is None:
+            header = cells(line)
+        elif cells(line) != header:
+            bad.append(line)
+    return bad
+
+
+def test_report_tables_keep_every_cell_of_a_row(smoke, monkeypatch, tmp_path):
+    _, report, work = smoke
+    assert table_rows_that_lose_cells((report / "README.md").read_text()) == []  # 'total |attribution|' in a claim
+    from rectgrad import report as module
+
+    def renamed(path, map_location=None):  # a class folder named with a '|', as a user's may be
+        model, meta = load_checkpoint(path, map_location)
+        return model, {**meta, "classes": ["a|b", *meta["classes"][1:]]}
+
+    monkeypatch.setattr(module, "load_checkpoint", renamed)
+    readme = write_report(work, tmp_path / "report").read_text()
+    assert table_rows_that_lose_cells(readme) == [] and "a\\|b 1" in readme
+
+
 def test_rerun_recomputes_nothing(smoke, monkeypatch, tmp_path):
     args, report, work = smoke
 
@@ -400,6 +429,25 @@ def test_own_images_smoke_end_to_end(tmp_path, capsys):
     chosen = json.loads((tmp_path / "small" / "work" / "results" / "masked.json").read_text())
     assert re.search(rf"\| Fig. 2 \| {len(chosen['names'])} correctly classified masked images(, 1 per class| \(up to "
                      r"1 per class: bar \d, disc \d, square \d\)), 3 fractions", readme)
+
+
+@pytest.mark.parametrize("out, work, message", [
+    ("test/disc/report", None, "--out {root}/test/disc/report is inside {root}/test, whose images"),
+    ("train", None, "--out {root}/train is {root}/train, whose images"),
+    ("report", "test/work", "--work-dir {root}/test/work is inside {root}/test,"),
+])
+def test_a_report_inside_the_images_is_refused(tmp_path, monkeypatch, capsys, out, work, message):
+    import rectgrad.evaluation
+
+    def run(*args, **kwargs):
+        raise AssertionError("ran")
+
+    monkeypatch.setattr(rectgrad.evaluation, "reproduce", run)  # refused before any work
+    root = tmp_path / "images"
+    write_shape_folder(root, masks=True, n_train=2, n_test=2)
+    args = ["reproduce", "--dataset", "folder", "--data-dir", str(root), "--scale", "smoke", "--out", str(root / out)]
+    assert main([*args, *([] if work is None else ["--work-dir", str(root / work)])]) == 2
+    assert message.format(root=root) in capsys.readouterr().err  # a rerun would read its figures as test images
 
 
 def test_renamed_class_folders_are_another_configuration(tmp_path, monkeypatch):

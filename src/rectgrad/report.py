@@ -46,6 +46,12 @@ def _at_chance(accuracy: float, chance: float | None) -> bool:
     return chance is not None and accuracy <= chance + 0.05 * (1 - chance)
 
 
+def _cell(text: str) -> str:
+    """``text`` for a Markdown table cell: a ``|`` in it (``|attribution|``, a class folder's name) would end the cell
+    and push the rest of the row out of the table."""
+    return text.replace("|", "\\|")
+
+
 def label(method: str) -> str:
     return REGISTRY[method].label
 
@@ -129,7 +135,7 @@ class _Report:
                if c["dataset"] == "folder" else "") + ") |",
             f"| clean and patch models | {first(p['model_images'], d['train'])} training images, "
             f"{p['model_epochs']} epoch(s) |",
-            f"| Fig. 2 | {fig2} |",
+            f"| Fig. 2 | {_cell(fig2)} |",
             f"| Fig. 7 | {first(p['patch_images'], d['test'])} test images, patched |",
             f"| Fig. 8 | {'skipped (see below)' if skipped else 'the Fig. 2 images'} |",
             f"| ROAR / KAR | {first(p['roar_train_images'], d['train'])} train / "
@@ -396,7 +402,7 @@ class _Report:
 
     def claims_table(self) -> str:
         lines = ["## The paper's claims, as measured here", "", "| claim | measured | holds |", "|---|---|---|"]
-        lines += [f"| {c} | {m} | {h} |" for c, m, h in self.claims]
+        lines += [f"| {_cell(c)} | {_cell(m)} | {h} |" for c, m, h in self.claims]
         return "\n".join(lines + [""])
 
     @staticmethod

@@ -77,6 +77,18 @@ def folder_apart_from_inputs(path: Path, option: str, inputs, data_root: Path | 
                              "a training) would read its figures as images; give a folder outside it")
 
 
+def outside_splits(path: Path, option: str, data_root: Path) -> None:
+    """An output folder that is neither ``data_root/train`` nor ``data_root/test`` nor inside them: ``--dataset folder``
+    reads their class folders at any depth, so a rerun would read the figures written there as images (or the work
+    folder as a class of its own)."""
+    written = path.resolve()
+    for split in (data_root / "train", data_root / "test"):
+        if written.is_relative_to(split.resolve()):
+            raise ValueError(f"{option} {path} is {'' if written == split.resolve() else 'inside '}{split}, whose "
+                             "images --dataset folder reads: a rerun would read the figures written there as images; "
+                             f"give a folder outside it (such as {data_root / 'report'})")
+
+
 def _writable(folder: Path, option: str, path: Path) -> None:
     """``folder`` can be written in, or created (missing folders are made as the command writes)."""
     folder = next(p for p in (folder, *folder.parents) if p.exists())

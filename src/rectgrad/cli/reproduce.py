@@ -84,6 +84,10 @@ def reproduce(
         raise ValueError(f"--backend must be local or ray, got {backend!r}")
     _options.output_folder(out, "--out")
     work = _options.output_folder(work_dir, "--work-dir") if work_dir is not None else out / "work"
+    if dataset == "folder" and data_dir is not None:
+        for path, option in ((out, "--out"), (work_dir, "--work-dir")):  # (the default work folder is in OUT)
+            if path is not None:
+                _options.outside_splits(path, option, data_dir)
     settings = Settings(device=device, backend=runner, retrain_device=retrain_device, precision=precision,
                         deterministic=deterministic, progress=progress)
     try:
