@@ -434,6 +434,8 @@ def test_result_score_on_a_hand_made_curve():
     result = RoarKarResult(False, (0.1, 0.5, 0.9), {"m": np.array([[0.8, 0.6, 0.2], [0.6, 0.6, 0.4]])})
     assert result.score("m") == pytest.approx((0.7 + 0.6) / 4 + (0.6 + 0.3) / 4)
     assert result.score_std("m") == pytest.approx(np.std([0.55, 0.55], ddof=1))
+    assert result.accuracy_std("m") == pytest.approx([0.2 / 2 ** 0.5, 0.0, 0.2 / 2 ** 0.5])  # ddof 1
+    assert RoarKarResult(False, (0.1, 0.5), {"m": np.array([[0.8, 0.6]])}).accuracy_std("m") is None
     one = RoarKarResult(True, (0.5,), {"m": np.array([[0.8], [0.6]])})
     for score in (one.score, one.score_std):
         with pytest.raises(ValueError, match=r"a KAR AOC needs at least two fractions, this result has \[0.5\]: "

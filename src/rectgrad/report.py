@@ -319,11 +319,13 @@ class _Report:
             lines += [f"{missing} trainings are not done yet; methods with missing trainings are left out.", ""]
         for mode, result in results.items():
             if result.accuracies:
-                curves = {label(m): (a.mean(0), a.std(0) if repeats > 1 else None)
-                          for m, a in result.accuracies.items()}
+                curves = {label(m): (a.mean(0), result.accuracy_std(m)) for m, a in result.accuracies.items()}
                 x = "fraction of pixels " + ("kept" if result.keep else "removed")
                 lines += [self._figure(line_plot(fractions, curves, x, "test accuracy", f"{mode.upper()} (Fig. 9)"),
                                        f"fig9-{mode}.png"), ""]
+        if repeats > 1 and any(r.accuracies for r in results.values()):
+            lines += [f"Curves: the mean test accuracy over the {repeats} repeats; shaded: ± its standard deviation "
+                      "over the repeats at each fraction.", ""]
         table = []
         for m in self.methods:
             cells = [m, *[v for r in results.values() for v in ((r.score(m), r.score_std(m)) if m in r.accuracies

@@ -92,6 +92,12 @@ class RoarKarResult:
         scores = [self._area(row) for row in self.accuracies[method]]
         return float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0
 
+    def accuracy_std(self, method: str) -> np.ndarray | None:
+        """Standard deviation over the repeats of the accuracy at each fraction (Fig. 9's band; ddof 1, as
+        :meth:`score_std`), None for one repeat."""
+        accuracies = self.accuracies[method]
+        return accuracies.std(0, ddof=1) if len(accuracies) > 1 else None
+
 
 @dataclass
 class Job:
