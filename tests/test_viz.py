@@ -147,6 +147,8 @@ def test_boxplot_and_line_plot():
     ax = fig.axes[0]
     assert [line.get_label() for line in ax.get_lines()] == ["a", "b"]
     assert len(ax.collections) == 1  # only "a" has a std band
+    fig.canvas.draw()
+    assert ax.get_legend().get_window_extent().x0 >= ax.get_window_extent().x1  # beside the axes, off the curves
 
 
 def test_figures_stay_out_of_pyplot_state(tmp_path):

@@ -61,7 +61,7 @@ def _sparsity_plot(rows: list[dict]):
     ax = fig.axes[0]
     ax.axhline(rows[0]["nonzero fraction"], linestyle="--", color="gray", label="non-zero, tau = 0")
     ax.set_ylim(bottom=0)
-    ax.legend(fontsize=8)
+    viz.legend_beside(ax)
     return fig
 
 
