@@ -391,6 +391,47 @@ def test_modified_gradients_refuse_layers_they_cannot_handle(method, gate, messa
 
 
 
+class _Swish(torch.autograd.Function):
+    """A memory-efficient Swish, as EfficientNet-PyTorch writes it: its forward runs with gradients off."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x * torch.sigmoid(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        s = torch.sigmoid(x)
+        return grad * s * (1 + x * (1 - s))
+
+
+class _Positive(torch.autograd.Function):
+    """An autograd Function of the parameters alone (a constrained weight): nothing the rules need to follow."""
+
+    forward = staticmethod(lambda ctx, w: w.abs())
+    backward = staticmethod(lambda ctx, grad: grad)
+
+
+@pytest.mark.parametrize("method", ["eps_lrp", "deeplift"])
+@pytest.mark.parametrize("last", [False, True])
+def test_modified_gradients_refuse_a_users_autograd_function(method, last):
+    # its operations run unseen with gradients off and its own backward is used: passing it would silently break
+    # DeepLIFT's summation to delta; one computing the logits, after which no operation runs, is refused too
+    torch.manual_seed(0)
+    conv, fc = nn.Conv2d(3, 4, 3), nn.Linear(4, 3)
+    weight = nn.Parameter(torch.randn(3, 4))
+
+    def model(x):
+        h = F.relu(conv(x)).mean((2, 3))
+        return _Swish.apply(fc(h)) if last else F.linear(_Swish.apply(h), _Positive.apply(weight))
+
+    with pytest.raises(ValueError, match=f"{method} cannot follow the custom torch.autograd.Function _Swish"):
+        explain(model, torch.randn(2, 3, 6, 6), target=1, method=method)
+    model = functools.partial(lambda x: F.linear(F.silu(F.relu(conv(x)).mean((2, 3))), _Positive.apply(weight)))
+    assert torch.isfinite(explain(model, torch.randn(2, 3, 6, 6), target=1, method=method)).all()
+
+
 def test_modified_gradients_refuse_an_exported_models_gating_too():
     # an exported program multiplies with aten.mul.Tensor, not torch.mul: the product is found by name
     model, x = Gated("product").eval(), torch.randn(2, 3, 6, 6)

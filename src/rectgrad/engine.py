@@ -50,7 +50,8 @@ from torch.overrides import TorchFunctionMode
 from rectgrad.cpu_gate import gate_above_percentile
 from rectgrad.operations import (ADAPTIVE_MAX_POOL_PAIRS, ATEN_ALIASES, ATEN_REWRITES, CLAMPS, ELEMENTWISE,
                                  FUSED_RELUS, KNOWN_ACTIVATIONS, MAX_REDUCTIONS, MAXIMUMS, OTHER_NONLINEAR, RELU,
-                                 depends_on_input, is_inplace, is_zero, refuse_undefined, refuse_unknown)
+                                 depends_on_input, is_inplace, is_zero, refuse_undefined, refuse_unknown,
+                                 tensors_in)
 from rectgrad.selection import where_above_percentile
 
 SCORES = {  # importance score of a unit from its output a and incoming gradient g, written into `out()`
@@ -285,6 +286,7 @@ class _ProportionalMaxPool(torch.autograd.Function):
         return spread.mul_(xx.detach()).to(x.dtype), None, None  # in place: no second layer-sized tensor
 
 
+_OWN_FUNCTIONS = (_RuleAtActivation, _ProportionalMaxPool)  # the engine's: every other autograd.Function is the user's
 _CONVOLUTIONS = {F.conv1d: 1, F.conv2d: 2, F.conv3d: 3}  # -> spatial dimensions
 
 
@@ -497,6 +499,8 @@ class RuleMode(TorchFunctionMode):
             func, args, kwargs = ATEN_REWRITES[func](args, kwargs) or (func, args, kwargs)
         options = self.options
         multiplier = isinstance(options.rule, MultiplierRule)
+        if multiplier:
+            self.refuse_custom_functions(tensors_in(args, kwargs))
         if multiplier and func in OTHER_NONLINEAR:
             refuse_undefined(options.rule.name, func, args, kwargs, self.input_nodes)
         activation = options.rule is not None and func in (ELEMENTWISE if multiplier else KNOWN_ACTIVATIONS)
@@ -561,6 +565,18 @@ class RuleMode(TorchFunctionMode):
                              "returning indices, e.g. for MaxUnpool or in an exported program decomposed to core "
                              "ATen, and fractional max-pools); use prr=False")
         return self._unchanged(func, args, kwargs)
+
+    def refuse_custom_functions(self, tensors: Sequence[Tensor]) -> None:
+        """A multiplier rule cannot follow a user's ``torch.autograd.Function`` (e.g. a memory-efficient Swish): its
+        operations run with gradients off, unseen, and its own backward is used: refused where its output, computed
+        from the inputs, is used (or returned: :func:`rectgrad.methods._modified_gradient` asks for the logits)."""
+        for t in tensors:
+            function = getattr(type(t.grad_fn), "_forward_cls", None)  # the Function of a custom Function's node
+            if function is not None and function not in _OWN_FUNCTIONS and depends_on_input(t, self.input_nodes):
+                raise ValueError(f"{self.options.rule.name} cannot follow the custom torch.autograd.Function "
+                                 f"{function.__name__}: its backward is the model's own, which the rule can neither "
+                                 "change nor know to be linear; write it with PyTorch operations (e.g. F.silu for a "
+                                 "memory-efficient Swish), or explain this model with another method")
 
     def _check_batch(self, func, x: Tensor) -> None:
         """A per-sample rule reads an activation's dim 0 as the sample: refuse a layout that puts another

@@ -36,6 +36,7 @@ from rectgrad.attr._arguments import (batches, check_device, check_logits, check
                                       resolve_targets, target_indices)
 from rectgrad.attr._base import check_reachable, modules_of, named_dtype_mismatch, preserved_buffers, user_call
 from rectgrad.engine import DEEPLIFT_RESCALE, MultiplierRule, Options, RuleMode, eps_lrp_rule, rule_gradients
+from rectgrad.operations import tensors_in
 
 
 @dataclass(frozen=True)
@@ -155,8 +156,9 @@ def _modified_gradient(model, inputs, target, rule: MultiplierRule, reference: T
         leaf = x.detach().requires_grad_()
         with torch.enable_grad():
             batch = leaf if reference is None else torch.cat([leaf, next(reference_chunks)])
-            with RuleMode(Options(rule=rule), batch=len(batch)):
+            with RuleMode(Options(rule=rule), batch=len(batch)) as mode:
                 output = model(batch)
+                mode.refuse_custom_functions(tensors_in((output,), {}))  # a model ending in one
             if reference is not None and isinstance(output, Tensor) and output.dim() > 1 and len(output) == len(batch):
                 output = output[: len(leaf)]  # the inputs' logits; the references' follow them
             logits = check_logits(output, len(leaf))
