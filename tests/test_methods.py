@@ -285,6 +285,33 @@ def test_a_model_that_cuts_its_inputs_off_is_a_clear_error(method):
                     **{"smoothgrad": {"samples": 2}, "intgrad": {"steps": 2}}.get(method, {}))
 
 
+class _NormalisesInPlace(nn.Module):
+    def __init__(self, inplace: bool):
+        super().__init__()
+        self.inplace, self.conv, self.fc = inplace, nn.Conv2d(3, 4, 3), nn.Linear(4, 3)
+
+    def forward(self, x):
+        x = x.sub_(0.5) if self.inplace else x - 0.5
+        return self.fc(F.relu(self.conv(x)).mean((2, 3)))
+
+
+@pytest.mark.parametrize("method", ["saliency", "intgrad", "rectgrad", "eps_lrp", "deeplift"])
+def test_a_model_changing_its_input_in_place_leaves_the_inputs_be(method):
+    # the predicted classes' forward pass changed the caller's inputs (every method then explained other inputs;
+    # DeepLIFT, whose batch is a copy, silently); the gradient passes got PyTorch's "leaf Variable" error
+    torch.manual_seed(0)
+    model, x = _NormalisesInPlace(inplace=True).eval(), torch.randn(2, 3, 6, 6)
+    given = x.clone()
+    try:
+        maps = explain(model, x, method=method)
+    except ValueError as error:
+        assert "the model changes its input in place" in str(error) and method != "deeplift"
+    else:
+        model.inplace = False
+        torch.testing.assert_close(maps, explain(model, x, method=method))
+    assert torch.equal(x, given)
+
+
 def test_a_model_returning_probabilities_gets_a_warning():
     torch.manual_seed(0)
     logits = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3)).eval()

@@ -34,7 +34,7 @@ from rectgrad._checks import positive_int
 from rectgrad.attr import Deconvolution, GuidedBackprop, RectGrad
 from rectgrad.attr._arguments import (batches, check_device, check_logits, check_threshold, format_inputs,
                                       resolve_targets, target_indices)
-from rectgrad.attr._base import check_reachable, modules_of, named_dtype_mismatch, preserved_buffers, user_call
+from rectgrad.attr._base import check_reachable, modules_of, named_errors, preserved_buffers, user_call
 from rectgrad.engine import DEEPLIFT_RESCALE, MultiplierRule, Options, RuleMode, eps_lrp_rule, rule_gradients
 from rectgrad.operations import tensors_in
 
@@ -247,8 +247,8 @@ def predict(model, inputs: Tensor, internal_batch_size: int | None = None) -> Te
 
 def _logits(model, modules: tuple, inputs: Tensor, internal_batch_size: int | None) -> Tensor:
     """:func:`predict` on inputs already checked, with the model's ``modules`` (:func:`modules_of`)."""
-    with torch.no_grad(), preserved_buffers(modules):
-        return torch.cat([check_logits(model(x), len(x))
+    with torch.no_grad(), preserved_buffers(modules):  # copies: a model changing its input in place leaves it be
+        return torch.cat([check_logits(model(x.clone()), len(x))
                           for (x,), _, _ in batches((inputs,), None, None, internal_batch_size)])
 
 
@@ -280,7 +280,7 @@ def explain(model, inputs: Tensor, target=None, method: str = "rectgrad", *, int
         internal_batch_size = positive_int("internal_batch_size", internal_batch_size)
     if seed is not None and (not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or not 0 <= seed < 2**64):
         raise ValueError(f"seed must be an integer in [0, 2**64) or None, got {seed!r}")
-    with user_call(modules), named_dtype_mismatch(modules, (inputs,)):
+    with user_call(modules), named_errors(modules, (inputs,)):
         if target is not None and entry.rules:  # the engine checks the classes on its own forward pass's logits
             targets = target_indices(target, len(inputs), inputs.device)
         else:  # the predicted classes, or classes checked before a Captum method runs: one forward pass more

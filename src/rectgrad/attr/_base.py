@@ -110,12 +110,17 @@ _DTYPE_MISMATCH = ("expected scalar type", "should be the same", "must have the 
 
 
 @contextlib.contextmanager
-def named_dtype_mismatch(modules: tuple[nn.Module, ...], inputs: tuple[Tensor, ...]):
-    """PyTorch's error for ``inputs`` of another floating type than every weight of the model (float64 from numpy
-    into a float32 model), as a ``TypeError`` saying what to convert."""
+def named_errors(modules: tuple[nn.Module, ...], inputs: tuple[Tensor, ...]):
+    """PyTorch's errors for ``inputs`` of another floating type than every weight of the model (float64 from numpy
+    into a float32 model), as a ``TypeError`` saying what to convert, and for a model that changes its inputs in
+    place (``x.sub_(mean)``: autograd cannot differentiate that), as a ``ValueError`` saying what to write."""
     try:
         yield
     except RuntimeError as error:
+        if "leaf Variable that requires grad is being used in an in-place operation" in str(error):
+            raise ValueError("the model changes its input in place (e.g. x.sub_(mean) or x /= 255 in its forward "
+                             "pass), which autograd cannot differentiate: write that step out of place (x = x - mean) "
+                             f"(PyTorch: {str(error).splitlines()[0]})") from error
         weights = collections.Counter(t.dtype for m in modules for t in m.parameters() if t.is_floating_point())
         given = {x.dtype for x in inputs}
         if not weights or given & weights.keys() or not any(words in str(error) for words in _DTYPE_MISMATCH):
@@ -174,7 +179,7 @@ class EngineAttribution(GradientAttribution):
         if options.rule is not None:
             check_reachable(self.forward_func, modules, type(self).__name__)
         check_device(modules, inputs)
-        with user_call(modules), named_dtype_mismatch(modules, inputs):
+        with user_call(modules), named_errors(modules, inputs):
             chunks = [self._chunk_gradients(*chunk, modules, options)
                       for chunk in batches(inputs, target, additional_forward_args, internal_batch_size)]
         grads = tuple(torch.cat(parts) for parts in zip(*chunks))

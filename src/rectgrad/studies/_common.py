@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from rectgrad import viz
 from rectgrad.attr._arguments import check_logits, looks_like_probabilities
-from rectgrad.attr._base import modules_of, named_dtype_mismatch, preserved_buffers, user_call
+from rectgrad.attr._base import modules_of, named_errors, preserved_buffers, user_call
 from rectgrad.checkpoint import write_text_atomically
 from rectgrad.data import check_mask_size, image_files, masks_beside
 from rectgrad.engine import Options, RuleMode, rule_gradients
@@ -209,7 +209,7 @@ def leaves_model_as_it_was(fn):
     def wrapper(model, *args, **kwargs):
         modules = modules_of(model)
         inputs = tuple(a for a in args[:1] if isinstance(a, Tensor))
-        with user_call(modules), named_dtype_mismatch(modules, inputs), preserved_buffers(modules):
+        with user_call(modules), named_errors(modules, inputs), preserved_buffers(modules):
             return fn(model, *args, **kwargs)
     return wrapper
 
