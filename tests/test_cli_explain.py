@@ -298,6 +298,8 @@ def test_a_target_that_reads_two_ways_is_refused():
     ("target name", "error: --target 'dgo' is no class of this model; did you mean dog?"),
     ("ambiguous", "error: --target 'a' is ambiguous: airplane (0), automobile (1)"),
     ("device", "error: --device must be cpu, cuda or auto"),
+    ("method typo", "error: unknown method 'rectgrd' (did you mean 'rectgrad'?); known methods: saliency,"),
+    ("model typo", "error: unknown model 'resnet5' (and no such file; did you mean 'resnet50'?); known models:"),
 ])
 def test_bad_input_is_one_clear_line(files, capsys, monkeypatch, case, message):
     tmp_path, images, checkpoint = files
@@ -319,7 +321,9 @@ def test_bad_input_is_one_clear_line(files, capsys, monkeypatch, case, message):
             "target": [*images, "--model", checkpoint, "--target", "10"],
             "target name": [*images, "--model", checkpoint, "--target", "dgo"],
             "ambiguous": [*images, "--model", checkpoint, "--target", "a"],
-            "device": [*images, "--model", checkpoint, "--device", "tpu"]}[case]
+            "device": [*images, "--model", checkpoint, "--device", "tpu"],
+            "method typo": [*images, "--model", checkpoint, "--methods", "saliency,rectgrd"],
+            "model typo": [*images, "--model", "resnet5"]}[case]
     status, out, err = run(capsys, "explain", *argv, "--out", str(tmp_path / "never.png"), "--no-progress")
     assert status == 2 and "explaining" not in out  # no class announced before --target 10 is refused
     assert err.startswith(message) and err.count("\n") == 1 and "Traceback" not in err

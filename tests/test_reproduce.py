@@ -321,6 +321,13 @@ def test_bad_input(smoke, capsys, extra, message):
     assert message in err and "resuming" not in err  # a folder of another configuration is not resumed
 
 
+def test_a_mistyped_name_gets_the_closest(tmp_path, capsys):
+    assert main(["reproduce", "--dataset", "fashion-mnist", "--scale", "smok", "--out", str(tmp_path / "r")]) == 2
+    assert "error: unknown scale 'smok' (did you mean 'smoke'?); choose one of" in capsys.readouterr().err
+    assert main(["reproduce", "--dataset", "cifar-10", "--scale", "smoke", "--out", str(tmp_path / "r")]) == 2
+    assert "error: unknown dataset 'cifar-10' (did you mean 'cifar10'?); choose one of" in capsys.readouterr().err
+
+
 def test_report_of_a_partial_run(smoke, tmp_path):
     from rectgrad.report import write_report
 

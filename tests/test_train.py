@@ -98,7 +98,9 @@ def test_cli_train_user_errors(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("RECTGRAD_DATA", str(tmp_path / "cache"))
     out = str(tmp_path / "m.pt")
     assert main(["train", "--dataset", "imagenet", "--out", out]) == 2
-    assert "unknown dataset 'imagenet'" in capsys.readouterr().err
+    assert "unknown dataset 'imagenet'; known" in capsys.readouterr().err
+    assert main(["train", "--dataset", "fashion_mnist", "--out", out]) == 2
+    assert "unknown dataset 'fashion_mnist' (did you mean 'fashion-mnist'?); known" in capsys.readouterr().err
     assert main(["train", "--dataset", "fashion-mnist", "--data-dir", str(tmp_path), "--out", out]) == 2
     assert "apt-get install dataset-fashion-mnist" in capsys.readouterr().err
     (tmp_path / "folder.pt").mkdir()

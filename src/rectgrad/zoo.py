@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from rectgrad._checks import install_hint
+from rectgrad._checks import did_you_mean, install_hint
 from rectgrad.data import eight_bit, on_white, upright
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -474,9 +474,9 @@ def load(name_or_path, device: str = "cpu", *, weights=None) -> LoadedModel:
         raise IsADirectoryError(f"model {name!r} is a folder; give a model file (.pt, .pt2) or a registry name: "
                                 f"{', '.join(MODEL_NAMES)}")
     else:
-        raise ValueError(f"unknown model {name!r} (and no such file); known models: {', '.join(MODEL_NAMES)}, "
-                         "or the path of a rectgrad checkpoint, a torch.save'd module, a TorchScript file or an "
-                         "exported program")
+        raise ValueError(f"unknown model {name!r} (and no such file{did_you_mean(name, MODEL_NAMES, '; ', '')}); "
+                         f"known models: {', '.join(MODEL_NAMES)}, or the path of a rectgrad checkpoint, a "
+                         "torch.save'd module, a TorchScript file or an exported program")
     loaded.model = loaded.model.to(device)
     loaded.device = str(device)
     return loaded
