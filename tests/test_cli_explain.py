@@ -396,3 +396,23 @@ def test_demo_offline_on_scikit_image_photos(tmp_path, capsys):
     assert status == 0, err
     assert "coffee: espresso" in out and out.splitlines()[-1] == f"wrote {out_file}"
     assert out_file.stat().st_size > 10_000
+
+
+def _commands(command, path=()):
+    yield path, command
+    for name, sub in getattr(command, "commands", {}).items():
+        yield from _commands(sub, (*path, name))
+
+
+def test_help_paragraphs_have_no_hard_line_breaks():
+    """Typer's help keeps a line break inside a paragraph of a docstring as it is, which breaks a sentence in two
+    in the middle of the terminal's line: each paragraph is one line (blank lines between paragraphs)."""
+    import inspect
+
+    import typer
+
+    from rectgrad.cli import app
+
+    for path, command in _commands(typer.main.get_command(app)):
+        for paragraph in inspect.cleandoc(command.help or "").split("\n\n"):
+            assert "\n" not in paragraph, f"rectgrad {' '.join(path)}: {paragraph!r}"

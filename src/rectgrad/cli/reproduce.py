@@ -48,8 +48,9 @@ def reproduce(
     """The paper's evaluation (Figs. 2, 3, 7, 8, 9, Table 1): figures, tables and a README with its numbers.
 
     Trains (or reuses) the clean and patch-occluded models and runs every experiment for every method.
-    Resumable: rerun the same command after an interruption (Ctrl-C or SIGTERM while models train at once
-    saves their state first)."""
+
+    Resumable: rerun the same command after Ctrl-C or SIGTERM (models being trained at once save their state first).
+    """
     import time
 
     import torch

@@ -200,8 +200,9 @@ def rules(ctx: typer.Context, images: Optional[List[Path]] = IMAGES,
           dataset: Optional[str] = DATASET, count: int = COUNT, data_dir: Optional[Path] = DATA_DIR,
           download: bool = DOWNLOAD, internal_batch_size: Optional[int] = BATCH, show: Optional[int] = SHOW,
           device: str = DEVICE, dpi: int = DPI) -> None:
-    """Appendix B, Fig. 14: the B.2 toy numbers; with images or --dataset, PR1-PR4 and RectGradMod maps (the
-    options other than --out apply only to those)."""
+    """Appendix B, Fig. 14: the B.2 toy numbers; with images or --dataset, also PR1-PR4 and RectGradMod maps.
+
+    The options other than --out apply only to the maps."""
     from rectgrad import studies
 
     if images or dataset:
