@@ -300,6 +300,7 @@ def test_a_target_that_reads_two_ways_is_refused():
     ("device", "error: --device must be cpu, cuda or auto"),
     ("method typo", "error: unknown method 'rectgrd' (did you mean 'rectgrad'?); known methods: saliency,"),
     ("model typo", "error: unknown model 'resnet5' (and no such file; did you mean 'resnet50'?); known models:"),
+    ("weights folder", "error: weights file empty is a folder; give the state-dict file in it"),
 ])
 def test_bad_input_is_one_clear_line(files, capsys, monkeypatch, case, message):
     tmp_path, images, checkpoint = files
@@ -323,7 +324,8 @@ def test_bad_input_is_one_clear_line(files, capsys, monkeypatch, case, message):
             "ambiguous": [*images, "--model", checkpoint, "--target", "a"],
             "device": [*images, "--model", checkpoint, "--device", "tpu"],
             "method typo": [*images, "--model", checkpoint, "--methods", "saliency,rectgrd"],
-            "model typo": [*images, "--model", "resnet5"]}[case]
+            "model typo": [*images, "--model", "resnet5"],
+            "weights folder": [*images, "--model", "efficientnet-lite0", "--weights", "empty"]}[case]
     status, out, err = run(capsys, "explain", *argv, "--out", str(tmp_path / "never.png"), "--no-progress")
     assert status == 2 and "explaining" not in out  # no class announced before --target 10 is refused
     assert err.startswith(message) and err.count("\n") == 1 and "Traceback" not in err

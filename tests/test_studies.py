@@ -499,6 +499,7 @@ def test_cli_user_errors(model_and_folder, tmp_path, capsys):
     (["adversarial", "--seed", "-1"], "--seed must be an integer in [0, 2**63), got -1"),
     (["coherence", "--seed", str(2**64)], f"--seed must be an integer in [0, 2**63), got {2**64}"),
     (["coherence", "--out", "taken.png"], "--out taken.png exists and is not a folder"),
+    (["layers", "--data-dir", "taken.png"], "--data-dir taken.png is a file; give the folder that holds it"),
     (["coherence", "--method", "saliency,rectgrd"], "unknown method 'rectgrd' (did you mean 'rectgrad'?); known "
      "methods: saliency, grad_input, deconv, guided_bp, smoothgrad, intgrad, eps_lrp, deeplift, rectgrad, "
      "rectgrad_prr, random"),

@@ -109,6 +109,8 @@ def test_cli_train_user_errors(tmp_path, monkeypatch, capsys):
     (tmp_path / "file").write_text("")
     assert main(["train", "--dataset", "fashion-mnist", "--out", str(tmp_path / "file" / "m.pt")]) == 2
     assert "file is a file, not a folder" in capsys.readouterr().err
+    assert main(["train", "--dataset", "fashion-mnist", "--data-dir", str(tmp_path / "file"), "--out", out]) == 2
+    assert f"error: --data-dir {tmp_path / 'file'} is a file; give the folder that holds it" in capsys.readouterr().err
     assert main(["train", "--dataset", "fashion-mnist", "--device", "tpu", "--out", out]) == 2
     assert "--device" in capsys.readouterr().err
     os.mkfifo(tmp_path / "pipe")

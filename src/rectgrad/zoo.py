@@ -149,6 +149,8 @@ def _no_weights(name: str, source: str, reason: object) -> RuntimeError:
 
 def _load_state_dict(model: nn.Module, name: str, weights) -> nn.Module:
     path = Path(weights)
+    if path.is_dir():
+        raise IsADirectoryError(f"weights file {path} is a folder; give the state-dict file in it")
     if not path.is_file():
         raise FileNotFoundError(f"weights file {path} not found")
     with open(path, "rb") as file:  # torch.save writes a zip archive, or a pickle (protocol 2+: 0x80) of old

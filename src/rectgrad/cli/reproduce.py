@@ -83,6 +83,8 @@ def reproduce(
         runner, retrain_device = RayBackend(address, ray_cpus, ray_gpus), "cuda" if ray_gpus > 0 else "cpu"
     else:
         raise ValueError(f"--backend must be local or ray, got {backend!r}")
+    _options.input_folder(data_dir, "--data-dir")
+    _options.input_folder(masks, "--masks")
     _options.output_folder(out, "--out")
     work = _options.output_folder(work_dir, "--work-dir") if work_dir is not None else out / "work"
     if dataset == "folder" and data_dir is not None:

@@ -51,6 +51,7 @@ def _load(study: str, model: Optional[str], images: Optional[List[Path]], datase
     device = _options.device(device)
     _check_outputs(out, dpi, show)
     _options.positive_int(count, "--count")
+    _options.input_folder(data_dir, "--data-dir")
     _options.positive_int(internal_batch_size, "--internal-batch-size")
     for q in qs:
         _options.percentile(q)
