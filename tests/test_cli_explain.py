@@ -298,6 +298,9 @@ def test_a_target_that_reads_two_ways_is_refused():
     ("target name", "error: --target 'dgo' is no class of this model; did you mean dog?"),
     ("ambiguous", "error: --target 'a' is ambiguous: airplane (0), automobile (1)"),
     ("device", "error: --device must be cpu, cuda or auto"),
+    ("method typo", "error: unknown method 'rectgrd' (did you mean 'rectgrad'?); known methods: saliency,"),
+    ("model typo", "error: unknown model 'resnet5' (and no such file; did you mean 'resnet50'?); known models:"),
+    ("weights folder", "error: weights file empty is a folder; give the state-dict file in it"),
 ])
 def test_bad_input_is_one_clear_line(files, capsys, monkeypatch, case, message):
     tmp_path, images, checkpoint = files
@@ -319,7 +322,10 @@ def test_bad_input_is_one_clear_line(files, capsys, monkeypatch, case, message):
             "target": [*images, "--model", checkpoint, "--target", "10"],
             "target name": [*images, "--model", checkpoint, "--target", "dgo"],
             "ambiguous": [*images, "--model", checkpoint, "--target", "a"],
-            "device": [*images, "--model", checkpoint, "--device", "tpu"]}[case]
+            "device": [*images, "--model", checkpoint, "--device", "tpu"],
+            "method typo": [*images, "--model", checkpoint, "--methods", "saliency,rectgrd"],
+            "model typo": [*images, "--model", "resnet5"],
+            "weights folder": [*images, "--model", "efficientnet-lite0", "--weights", "empty"]}[case]
     status, out, err = run(capsys, "explain", *argv, "--out", str(tmp_path / "never.png"), "--no-progress")
     assert status == 2 and "explaining" not in out  # no class announced before --target 10 is refused
     assert err.startswith(message) and err.count("\n") == 1 and "Traceback" not in err
@@ -392,3 +398,23 @@ def test_demo_offline_on_scikit_image_photos(tmp_path, capsys):
     assert status == 0, err
     assert "coffee: espresso" in out and out.splitlines()[-1] == f"wrote {out_file}"
     assert out_file.stat().st_size > 10_000
+
+
+def _commands(command, path=()):
+    yield path, command
+    for name, sub in getattr(command, "commands", {}).items():
+        yield from _commands(sub, (*path, name))
+
+
+def test_help_paragraphs_have_no_hard_line_breaks():
+    """Typer's help keeps a line break inside a paragraph of a docstring as it is, which breaks a sentence in two
+    in the middle of the terminal's line: each paragraph is one line (blank lines between paragraphs)."""
+    import inspect
+
+    import typer
+
+    from rectgrad.cli import app
+
+    for path, command in _commands(typer.main.get_command(app)):
+        for paragraph in inspect.cleandoc(command.help or "").split("\n\n"):
+            assert "\n" not in paragraph, f"rectgrad {' '.join(path)}: {paragraph!r}"

@@ -321,6 +321,22 @@ def test_bad_input(smoke, capsys, extra, message):
     assert message in err and "resuming" not in err  # a folder of another configuration is not resumed
 
 
+def test_a_mistyped_name_gets_the_closest(tmp_path, capsys):
+    assert main(["reproduce", "--dataset", "fashion-mnist", "--scale", "smok", "--out", str(tmp_path / "r")]) == 2
+    assert "error: unknown scale 'smok' (did you mean 'smoke'?); choose one of" in capsys.readouterr().err
+    assert main(["reproduce", "--dataset", "cifar-10", "--scale", "smoke", "--out", str(tmp_path / "r")]) == 2
+    assert "error: unknown dataset 'cifar-10' (did you mean 'cifar10'?); choose one of" in capsys.readouterr().err
+
+
+def test_a_file_given_for_a_folder_is_refused(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    for option in ("--data-dir", "--masks"):
+        assert main(["reproduce", "--dataset", "cifar10", "--scale", "smoke", "--out", str(tmp_path / "r"), option,
+                     str(tmp_path / "file")]) == 2
+        err = capsys.readouterr().err
+        assert f"error: {option} {tmp_path / 'file'} is a file; give the folder that holds it" in err
+
+
 def test_report_of_a_partial_run(smoke, tmp_path):
     from rectgrad.report import write_report
 

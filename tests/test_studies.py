@@ -454,7 +454,7 @@ def test_cli_studies_on_an_image_folder(model_and_folder, tmp_path, capsys):
     (folder / "10.png").unlink()
     for name, extra in (("threshold", ["--q", "50", "--q", "99"]), ("layers", ["--max-layers", "2"]),
                         ("feature-maps", ["--channels", "2"]), ("rules", []),
-                        ("coherence", ["--method", "saliency", "--method", "rectgrad"]),
+                        ("coherence", ["--methods", "saliency,rectgrad"]),  # as explain's --methods
                         ("adversarial", ["--method", "rectgrad", "--eps", "0.1"])):
         out = tmp_path / name
         assert main(["study", name, str(folder), "--model", str(path), "--out", str(out), "--dpi", "50"]
@@ -499,6 +499,11 @@ def test_cli_user_errors(model_and_folder, tmp_path, capsys):
     (["adversarial", "--seed", "-1"], "--seed must be an integer in [0, 2**63), got -1"),
     (["coherence", "--seed", str(2**64)], f"--seed must be an integer in [0, 2**63), got {2**64}"),
     (["coherence", "--out", "taken.png"], "--out taken.png exists and is not a folder"),
+    (["layers", "--data-dir", "taken.png"], "--data-dir taken.png is a file; give the folder that holds it"),
+    (["coherence", "--method", "saliency,rectgrd"], "unknown method 'rectgrd' (did you mean 'rectgrad'?); known "
+     "methods: saliency, grad_input, deconv, guided_bp, smoothgrad, intgrad, eps_lrp, deeplift, rectgrad, "
+     "rectgrad_prr, random"),
+    (["adversarial", "--methods", "saliency", "--method", "saliency"], "--methods names saliency more than once"),
     (["rules", "--out", "taken.png"], "--out taken.png exists and is not a folder"),
     (["rules", "--model", "missing.pt"],
      "--model has no use without images or --dataset (rules then prints the B.2 toy alone)"),

@@ -98,7 +98,9 @@ def test_cli_train_user_errors(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("RECTGRAD_DATA", str(tmp_path / "cache"))
     out = str(tmp_path / "m.pt")
     assert main(["train", "--dataset", "imagenet", "--out", out]) == 2
-    assert "unknown dataset 'imagenet'" in capsys.readouterr().err
+    assert "unknown dataset 'imagenet'; known" in capsys.readouterr().err
+    assert main(["train", "--dataset", "fashion_mnist", "--out", out]) == 2
+    assert "unknown dataset 'fashion_mnist' (did you mean 'fashion-mnist'?); known" in capsys.readouterr().err
     assert main(["train", "--dataset", "fashion-mnist", "--data-dir", str(tmp_path), "--out", out]) == 2
     assert "apt-get install dataset-fashion-mnist" in capsys.readouterr().err
     (tmp_path / "folder.pt").mkdir()
@@ -107,6 +109,8 @@ def test_cli_train_user_errors(tmp_path, monkeypatch, capsys):
     (tmp_path / "file").write_text("")
     assert main(["train", "--dataset", "fashion-mnist", "--out", str(tmp_path / "file" / "m.pt")]) == 2
     assert "file is a file, not a folder" in capsys.readouterr().err
+    assert main(["train", "--dataset", "fashion-mnist", "--data-dir", str(tmp_path / "file"), "--out", out]) == 2
+    assert f"error: --data-dir {tmp_path / 'file'} is a file; give the folder that holds it" in capsys.readouterr().err
     assert main(["train", "--dataset", "fashion-mnist", "--device", "tpu", "--out", out]) == 2
     assert "--device" in capsys.readouterr().err
     os.mkfifo(tmp_path / "pipe")

@@ -1,6 +1,7 @@
 """Checks shared across the library's modules: one wording for one mistake."""
 from __future__ import annotations
 
+import difflib
 import numbers
 
 import torch
@@ -23,3 +24,11 @@ def positive_int(name: str, value) -> int:
 def install_hint(extra: str) -> str:
     """How to install the optional dependencies ``extra`` (``cli``, ``ray``) of rectgrad."""
     return f"pip install 'rectgrad[{extra}]' (in a clone: pip install -e \".[{extra}]\")"
+
+
+def did_you_mean(name: str, known, before: str = " (", after: str = ")") -> str:
+    """``did you mean 'x'?`` between ``before`` and ``after``, naming the known name closest to a mistyped ``name``
+    (any case), or ``""`` when none is close."""
+    lowered = {str(option).lower(): str(option) for option in known}
+    close = difflib.get_close_matches(str(name).lower(), list(lowered), n=1, cutoff=0.6)
+    return f"{before}did you mean {lowered[close[0]]!r}?{after}" if close else ""

@@ -36,6 +36,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rectgrad._checks import did_you_mean
+
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -145,7 +147,7 @@ def load_dataset(name: str, split: str = "train", data_dir=None, download: bool 
             raise ValueError("--download does not apply to your own images (the folder dataset)")
         return load_image_folder(data_dir, split, image_size, progress=progress)
     if name not in loaders:
-        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+        raise ValueError(f"unknown dataset {name!r}{did_you_mean(name, DATASETS)}; known: {', '.join(DATASETS)}")
     return loaders[name](split, data_dir=data_dir, download=download)
 
 

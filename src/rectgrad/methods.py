@@ -30,7 +30,7 @@ import torch
 from captum.attr import InputXGradient, IntegratedGradients, Saliency
 from torch import Tensor
 
-from rectgrad._checks import positive_int
+from rectgrad._checks import did_you_mean, positive_int
 from rectgrad.attr import Deconvolution, GuidedBackprop, RectGrad
 from rectgrad.attr._arguments import (batches, check_device, check_logits, check_threshold, format_inputs,
                                       resolve_targets, target_indices)
@@ -233,7 +233,8 @@ def methods() -> dict[str, dict]:
 def get_method(name: str) -> Method:
     """The registry entry of ``name``; ``ValueError`` listing the known names otherwise."""
     if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; known methods: {', '.join(METHOD_NAMES)}")
+        raise ValueError(f"unknown method {name!r}{did_you_mean(name, METHOD_NAMES)}; known methods: "
+                         f"{', '.join(METHOD_NAMES)}")
     return METHODS[name]
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from rectgrad._checks import install_hint
+from rectgrad._checks import did_you_mean, install_hint
 from rectgrad.data import eight_bit, on_white, upright
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -149,6 +149,8 @@ def _no_weights(name: str, source: str, reason: object) -> RuntimeError:
 
 def _load_state_dict(model: nn.Module, name: str, weights) -> nn.Module:
     path = Path(weights)
+    if path.is_dir():
+        raise IsADirectoryError(f"weights file {path} is a folder; give the state-dict file in it")
     if not path.is_file():
         raise FileNotFoundError(f"weights file {path} not found")
     with open(path, "rb") as file:  # torch.save writes a zip archive, or a pickle (protocol 2+: 0x80) of old
@@ -474,9 +476,9 @@ def load(name_or_path, device: str = "cpu", *, weights=None) -> LoadedModel:
         raise IsADirectoryError(f"model {name!r} is a folder; give a model file (.pt, .pt2) or a registry name: "
                                 f"{', '.join(MODEL_NAMES)}")
     else:
-        raise ValueError(f"unknown model {name!r} (and no such file); known models: {', '.join(MODEL_NAMES)}, "
-                         "or the path of a rectgrad checkpoint, a torch.save'd module, a TorchScript file or an "
-                         "exported program")
+        raise ValueError(f"unknown model {name!r} (and no such file{did_you_mean(name, MODEL_NAMES, '; ', '')}); "
+                         f"known models: {', '.join(MODEL_NAMES)}, or the path of a rectgrad checkpoint, a "
+                         "torch.save'd module, a TorchScript file or an exported program")
     loaded.model = loaded.model.to(device)
     loaded.device = str(device)
     return loaded

@@ -45,6 +45,13 @@ def output_folder(path: Path, option: str) -> Path:
     return path
 
 
+def input_folder(path: Path | None, option: str) -> Path | None:
+    """A folder the command reads (``--data-dir``, ``--masks``): when it exists, a folder, not a file."""
+    if path is not None and path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"{option} {path} is a file; give the folder that holds it")
+    return path
+
+
 def apart_from_inputs(path: Path, option: str, inputs) -> None:
     """An output file that is none of the input images ``inputs`` (files or folders) and that no folder among them
     would list as an image on a rerun: it would overwrite a picture, or be explained next time."""

@@ -48,8 +48,9 @@ def reproduce(
     """The paper's evaluation (Figs. 2, 3, 7, 8, 9, Table 1): figures, tables and a README with its numbers.
 
     Trains (or reuses) the clean and patch-occluded models and runs every experiment for every method.
-    Resumable: rerun the same command after an interruption (Ctrl-C or SIGTERM while models train at once
-    saves their state first)."""
+
+    Resumable: rerun the same command after Ctrl-C or SIGTERM (models being trained at once save their state first).
+    """
     import time
 
     import torch
@@ -82,6 +83,8 @@ def reproduce(
         runner, retrain_device = RayBackend(address, ray_cpus, ray_gpus), "cuda" if ray_gpus > 0 else "cpu"
     else:
         raise ValueError(f"--backend must be local or ray, got {backend!r}")
+    _options.input_folder(data_dir, "--data-dir")
+    _options.input_folder(masks, "--masks")
     _options.output_folder(out, "--out")
     work = _options.output_folder(work_dir, "--work-dir") if work_dir is not None else out / "work"
     if dataset == "folder" and data_dir is not None:

@@ -23,8 +23,8 @@ DOWNLOAD = typer.Option(False, help="With --dataset: download a missing dataset 
                                     "($RECTGRAD_DATA or ~/.cache/rectgrad) without one.")
 DEVICE = typer.Option("auto", help="cpu, cuda, or auto (cuda when available).")
 DPI = typer.Option(150, help="Resolution of the PNG figures.")
-METHODS = typer.Option(None, "--method", help="Attribution method (repeatable); default: the paper's "
-                                              "comparison (Sec. 5.2).")
+METHODS = typer.Option(None, "--method", "--methods", help="Attribution methods: comma-separated or repeated, or "
+                                                          "'all'; default: the paper's comparison (Sec. 5.2).")
 SHOW = typer.Option(None, help="How many images (the first) the figures draw; the numbers use all. "
                                "Default: the study's (4 or 8).")
 BATCH = typer.Option(16, help="Process at most this many samples (noisy copies, integration steps) at a "
@@ -51,6 +51,7 @@ def _load(study: str, model: Optional[str], images: Optional[List[Path]], datase
     device = _options.device(device)
     _check_outputs(out, dpi, show)
     _options.positive_int(count, "--count")
+    _options.input_folder(data_dir, "--data-dir")
     _options.positive_int(internal_batch_size, "--internal-batch-size")
     for q in qs:
         _options.percentile(q)
@@ -77,6 +78,14 @@ def _load(study: str, model: Optional[str], images: Optional[List[Path]], datase
                          f"{size[0]}x{size[1]}: give a model trained on {dataset}, or --dataset folder or image files "
                          "(resized to the model's input)")
     return loaded.model, chosen  # zoo.load gives it in eval mode
+
+
+def _methods(given: Optional[List[str]], default: tuple[str, ...]) -> tuple[str, ...]:
+    """``--method``: repeated, comma-separated (as ``explain``'s ``--methods``) or both, or ``all``; checked before
+    the model loads."""
+    from rectgrad.cli.explain import _parse_methods
+
+    return tuple(_parse_methods(",".join(given) if given else None, default))
 
 
 def _refuse_given(ctx: typer.Context, names: List[str], why: str) -> None:
@@ -134,9 +143,10 @@ def coherence(images: Optional[List[Path]] = IMAGES, model: str = MODEL, out: Pa
     from rectgrad import studies
 
     _options.seed(seed)
+    names = _methods(method, studies.COMPARED)
     net, chosen = _load("coherence", model, images, dataset, count, data_dir, download, device, out, dpi, show,
                         per_class=2, internal_batch_size=internal_batch_size)
-    _finish(studies.coherence(net, chosen, methods=tuple(method or studies.COMPARED), seed=seed,
+    _finish(studies.coherence(net, chosen, methods=names, seed=seed,
                               internal_batch_size=internal_batch_size, **_shown(show)), out, dpi)
 
 
@@ -153,9 +163,10 @@ def adversarial(images: Optional[List[Path]] = IMAGES, model: str = MODEL, out: 
 
     _options.positive_number(eps, "--eps")
     _options.seed(seed)
+    names = _methods(method, studies.COMPARED)
     net, chosen = _load("adversarial", model, images, dataset, count, data_dir, download, device, out, dpi, show,
                         internal_batch_size=internal_batch_size)
-    _finish(studies.adversarial(net, chosen, eps=eps, methods=tuple(method or studies.COMPARED), seed=seed,
+    _finish(studies.adversarial(net, chosen, eps=eps, methods=names, seed=seed,
                                 internal_batch_size=internal_batch_size, **_shown(show)), out, dpi)
 
 
@@ -200,8 +211,9 @@ def rules(ctx: typer.Context, images: Optional[List[Path]] = IMAGES,
           dataset: Optional[str] = DATASET, count: int = COUNT, data_dir: Optional[Path] = DATA_DIR,
           download: bool = DOWNLOAD, internal_batch_size: Optional[int] = BATCH, show: Optional[int] = SHOW,
           device: str = DEVICE, dpi: int = DPI) -> None:
-    """Appendix B, Fig. 14: the B.2 toy numbers; with images or --dataset, PR1-PR4 and RectGradMod maps (the
-    options other than --out apply only to those)."""
+    """Appendix B, Fig. 14: the B.2 toy numbers; with images or --dataset, also PR1-PR4 and RectGradMod maps.
+
+    The options other than --out apply only to the maps."""
     from rectgrad import studies
 
     if images or dataset:

@@ -42,6 +42,7 @@ def train(
     _options.positive_int(batch_size, "--batch-size")
     _options.positive_number(lr, "--lr")
     _options.seed(seed)
+    _options.input_folder(data_dir, "--data-dir")
     size = _image_size(dataset, image_size)
     train_set = load_dataset(dataset, "train", data_dir=data_dir, download=download, image_size=size, progress=progress)
     test_set = load_dataset(dataset, "test", data_dir=data_dir, download=download, image_size=size, progress=progress)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from rectgrad._checks import did_you_mean
 from rectgrad.checkpoint import load_checkpoint, save_checkpoint
 from rectgrad.data import DATASETS, ImageDataset, MaskedImages, RandomPatch, load_dataset, load_image_folder_masks
 from rectgrad.data import load_masked_images, object_masks_from_images
@@ -99,9 +100,10 @@ def reproduce(dataset: str, scale: str, work_dir, *, data_dir=None, masks_dir=No
     """
     settings = settings or Settings()
     if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+        raise ValueError(f"unknown dataset {dataset!r}{did_you_mean(dataset, DATASETS)}; choose one of "
+                         f"{', '.join(DATASETS)}")
     if scale not in SCALES:
-        raise ValueError(f"unknown scale {scale!r}; choose one of {', '.join(SCALES)}")
+        raise ValueError(f"unknown scale {scale!r}{did_you_mean(scale, SCALES)}; choose one of {', '.join(SCALES)}")
     methods = tuple(methods)
     unknown = [m for m in methods if m not in METHOD_NAMES]
     if unknown or not methods or len(set(methods)) != len(methods):

@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from rectgrad import viz
+from rectgrad._checks import did_you_mean
 from rectgrad.attr._arguments import check_logits, looks_like_probabilities
 from rectgrad.attr._base import modules_of, named_errors, preserved_buffers, user_call
 from rectgrad.checkpoint import write_text_atomically
@@ -429,7 +430,8 @@ def images_from_dataset(name: str, count: int, per_class: int = 1, data_dir=None
     if count < 1 or per_class < 1:
         raise ValueError(f"count and per_class must be positive, got {count} and {per_class}")
     if name not in (*DATASETS, "cifar10-masked"):
-        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}, cifar10-masked")
+        raise ValueError(f"unknown dataset {name!r}{did_you_mean(name, (*DATASETS, 'cifar10-masked'))}; known: "
+                         f"{', '.join(DATASETS)}, cifar10-masked")
     if name == "folder" and loaded is not None and data_dir is not None and not download:  # else load_dataset refuses
         return _folder_images_for(loaded, data_dir, count, per_class)
     if name == "cifar10-masked":
