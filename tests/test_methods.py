@@ -231,10 +231,11 @@ def test_saved_tensors_moved_to_cpu_are_not_checkpointing(activation):
         assert torch.equal(maps, explain(model, x, target=1, method=method)), method
 
 
-def test_reentrant_checkpointing_is_a_clear_error():
+@pytest.mark.parametrize("method", ["rectgrad", "deeplift", "eps_lrp"])
+def test_reentrant_checkpointing_is_a_clear_error(method):
     model = Checkpointed(nn.ReLU(), reentrant=True).double().eval()
     with pytest.raises(ValueError, match="activation checkpointing.*turn checkpointing off"):
-        explain(model, torch.randn(2, 3, 8, 8, dtype=torch.float64), target=1, method="rectgrad")
+        explain(model, torch.randn(2, 3, 8, 8, dtype=torch.float64), target=1, method=method)
 
 
 def test_an_activation_output_modified_in_place_afterwards():
@@ -457,6 +458,22 @@ def test_modified_gradients_refuse_a_users_autograd_function(method, last):
         explain(model, torch.randn(2, 3, 6, 6), target=1, method=method)
     model = functools.partial(lambda x: F.linear(F.silu(F.relu(conv(x)).mean((2, 3))), _Positive.apply(weight)))
     assert torch.isfinite(explain(model, torch.randn(2, 3, 6, 6), target=1, method=method)).all()
+
+
+@pytest.mark.parametrize("method", ["eps_lrp", "deeplift"])
+def test_modified_gradients_follow_a_model_with_backward_hooks(method):
+    # PyTorch runs module backward hooks through an identity autograd Function of its own: not the model's
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(64, 3)).eval()
+    x = torch.randn(2, 3, 6, 6)
+    plain = explain(model, x, target=1, method=method)
+    handles = [model[0].register_full_backward_hook(lambda m, gi, go: None),
+               model[3].register_full_backward_pre_hook(lambda m, go: None)]
+    try:
+        assert torch.equal(explain(model, x, target=1, method=method), plain)
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def test_modified_gradients_refuse_an_exported_models_gating_too():

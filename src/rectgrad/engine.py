@@ -45,7 +45,9 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.nn.modules._functions import BackwardHookFunction
 from torch.overrides import TorchFunctionMode
+from torch.utils.checkpoint import CheckpointFunction
 
 from rectgrad.cpu_gate import gate_above_percentile
 from rectgrad.operations import (ADAPTIVE_MAX_POOL_PAIRS, ATEN_ALIASES, ATEN_REWRITES, CLAMPS, ELEMENTWISE,
@@ -286,7 +288,9 @@ class _ProportionalMaxPool(torch.autograd.Function):
         return spread.mul_(xx.detach()).to(x.dtype), None, None  # in place: no second layer-sized tensor
 
 
-_OWN_FUNCTIONS = (_RuleAtActivation, _ProportionalMaxPool)  # the engine's: every other autograd.Function is the user's
+# autograd Functions a multiplier rule follows: the engine's, and the identity through which PyTorch runs module
+# backward hooks (register_full_backward_hook); every other one is the model's own
+_FOLLOWED_FUNCTIONS = (_RuleAtActivation, _ProportionalMaxPool, BackwardHookFunction)
 _CONVOLUTIONS = {F.conv1d: 1, F.conv2d: 2, F.conv3d: 3}  # -> spatial dimensions
 
 
@@ -572,8 +576,11 @@ class RuleMode(TorchFunctionMode):
         from the inputs, is used (or returned: :func:`rectgrad.methods._modified_gradient` asks for the logits)."""
         for t in tensors:
             function = getattr(type(t.grad_fn), "_forward_cls", None)  # the Function of a custom Function's node
-            if function is not None and function not in _OWN_FUNCTIONS and depends_on_input(t, self.input_nodes):
-                raise ValueError(f"{self.options.rule.name} cannot follow the custom torch.autograd.Function "
+            if function is None or function in _FOLLOWED_FUNCTIONS or not depends_on_input(t, self.input_nodes):
+                continue
+            if function is CheckpointFunction:
+                raise ValueError(f"{_CHECKPOINTING} (a reentrant torch.utils.checkpoint block)")
+            raise ValueError(f"{self.options.rule.name} cannot follow the custom torch.autograd.Function "
                                  f"{function.__name__}: its backward is the model's own, which the rule can neither "
                                  "change nor know to be linear; write it with PyTorch operations (e.g. F.silu for a "
                                  "memory-efficient Swish), or explain this model with another method")
