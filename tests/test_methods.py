@@ -728,8 +728,15 @@ def test_a_model_output_of_the_wrong_shape_is_named_with_the_callers_batch():
 
 def test_bad_arguments():
     model, x = PaperCNN().eval(), torch.randn(2, 3, 32, 32)
-    with pytest.raises(ValueError, match="unknown method 'lime'.*saliency, grad_input"):
+    with pytest.raises(ValueError, match="unknown method 'lime'; known methods: saliency, grad_input"):
         explain(model, x, method="lime")
+    for name, meant in (("Integrated_Gradients", "intgrad"), ("input_x_gradient", "grad_input"),
+                        ("rectgard", "rectgrad")):
+        with pytest.raises(ValueError, match=f"unknown method '{name}' \\(did you mean '{meant}'\\?\\); known"):
+            explain(model, x, method=name)
+    for far in ("gradcam", "grad"):  # nothing close: no suggestion (they were 'random' and 'intgrad')
+        with pytest.raises(ValueError, match=f"unknown method '{far}'; known methods"):
+            explain(model, x, method=far)
     with pytest.raises(TypeError, match="has no hyper-parameter 'steps'.*samples, noise_level"):
         explain(model, x, method="smoothgrad", steps=3)
     with pytest.raises(ValueError, match="target 10 is out of range for a model with 10 classes"):

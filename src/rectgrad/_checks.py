@@ -26,9 +26,11 @@ def install_hint(extra: str) -> str:
     return f"pip install 'rectgrad[{extra}]' (in a clone: pip install -e \".[{extra}]\")"
 
 
-def did_you_mean(name: str, known, before: str = " (", after: str = ")") -> str:
-    """``did you mean 'x'?`` between ``before`` and ``after``, naming the known name closest to a mistyped ``name``
-    (any case), or ``""`` when none is close."""
+def did_you_mean(name: str, known, before: str = " (", after: str = ")", aliases=None) -> str:
+    """``did you mean 'x'?`` between ``before`` and ``after``, naming the known name another library calls ``name``
+    (``aliases``: lower-case name -> known name) or the one closest to a mistyped ``name`` (any case), or ``""``
+    when none is close (a cutoff that real typos pass, ``resnet18`` for ``resnet50`` not)."""
     lowered = {str(option).lower(): str(option) for option in known}
-    close = difflib.get_close_matches(str(name).lower(), list(lowered), n=1, cutoff=0.6)
-    return f"{before}did you mean {lowered[close[0]]!r}?{after}" if close else ""
+    close = difflib.get_close_matches(str(name).lower(), list(lowered), n=1, cutoff=0.8)
+    meant = (aliases or {}).get(str(name).lower()) or (lowered[close[0]] if close else None)
+    return f"{before}did you mean {meant!r}?{after}" if meant else ""

@@ -230,11 +230,20 @@ def methods() -> dict[str, dict]:
                      "implementation": m.implementation, "stochastic": m.stochastic} for m in _REGISTRY}
 
 
+_OTHER_NAMES = {  # what Captum, Zennit and the papers call the methods -> ours, for the error of an unknown name
+    "gradient": "saliency", "vanilla_gradient": "saliency", "inputxgradient": "grad_input",
+    "input_x_gradient": "grad_input", "gradient_x_input": "grad_input", "deconvolution": "deconv",
+    "guidedbackprop": "guided_bp", "guided_backprop": "guided_bp", "noisetunnel": "smoothgrad",
+    "integratedgradients": "intgrad", "integrated_gradients": "intgrad", "ig": "intgrad", "lrp": "eps_lrp",
+    "epsilon_lrp": "eps_lrp", "rectified_gradient": "rectgrad",
+}
+
+
 def get_method(name: str) -> Method:
     """The registry entry of ``name``; ``ValueError`` listing the known names otherwise."""
     if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}{did_you_mean(name, METHOD_NAMES)}; known methods: "
-                         f"{', '.join(METHOD_NAMES)}")
+        raise ValueError(f"unknown method {name!r}{did_you_mean(name, METHOD_NAMES, aliases=_OTHER_NAMES)}; known "
+                         f"methods: {', '.join(METHOD_NAMES)}")
     return METHODS[name]
 
 
