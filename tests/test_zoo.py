@@ -336,6 +336,15 @@ def test_16_bit_png_opened_as_mode_i_by_pillow_before_10_3_keeps_its_top_byte(tm
     assert np.array_equal(np.asarray(eight_bit(as_old_pillow)), deep >> 8)
 
 
+def test_16_bit_png_with_a_transparent_grey_level_is_white_there(tmp_path):
+    from rectgrad.data import eight_bit, on_white
+
+    deep = np.array([[0, 5, 40000, 65535]], dtype=np.uint16)  # 5: near black, opaque
+    Image.fromarray(deep).save(tmp_path / "deep.png", transparency=0)
+    with Image.open(tmp_path / "deep.png") as image:
+        assert np.asarray(on_white(eight_bit(image)).convert("L")).tolist() == [[255, 0, 156, 255]]
+
+
 def _pooling_module(path, channels: int, classes: int) -> None:
     """Save whole a model taking ``channels`` channels at any size and giving ``classes`` logits."""
     torch.save(torch.nn.Sequential(torch.nn.Conv2d(channels, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),

@@ -693,11 +693,17 @@ def upright(image):
 def eight_bit(image, path="image"):
     """A Pillow image with 8 bits per channel: 16-bit images (mode ``I;16``, or ``I`` from a PGM / PPM file, which
     Pillow scales to 0-65535, or from a 16-bit PNG, as Pillow < 10.3 opens it) keep their top byte (Pillow's own
-    conversion would clip them); 32-bit integer and floating-point images, whose range is unknown, are refused."""
+    conversion would clip them), their transparent grey level, if any, becoming an alpha channel; 32-bit integer and
+    floating-point images, whose range is unknown, are refused."""
     from PIL import Image
 
     if image.mode.startswith("I;16") or (image.mode == "I" and image.format in ("PNG", "PPM")):
-        return Image.fromarray((np.asarray(image).astype(np.uint16) >> 8).astype(np.uint8))
+        deep = np.asarray(image).astype(np.uint16)
+        top = (deep >> 8).astype(np.uint8)
+        if not isinstance(image.info.get("transparency"), int):
+            return Image.fromarray(top)
+        alpha = np.where(deep == image.info["transparency"], 0, 255).astype(np.uint8)  # its transparent grey level
+        return Image.fromarray(np.stack([top, alpha], axis=-1))  # LA: laid over white by on_white
     if image.mode in ("I", "F"):
         raise ValueError(f"{path}: 32-bit integer or floating-point pixels (mode {image.mode}) have no fixed range "
                          "to map to 0-255; save the images with 8 or 16 bits per channel")
