@@ -54,7 +54,7 @@ run)
     } 2>&1 | tee "$log"
     if [ -n "${OUT:-}" ]; then
         tar -czf "$OUT/paper-scale.tar.gz" -C "$HERE" --exclude='work/maps' --exclude='work/*/unfinished*' \
-            --exclude='work/models/unfinished*' work $( [ -d "$HERE/report" ] && echo report )
+            work $( [ -d "$HERE/report" ] && echo report )
     fi
     ;;
 unpack)
