@@ -460,8 +460,16 @@ def test_cli_studies_on_an_image_folder(model_and_folder, tmp_path, capsys):
         assert main(["study", name, str(folder), "--model", str(path), "--out", str(out), "--dpi", "50"]
                     + extra) == 0, name
         assert any(p.suffix == ".png" for p in out.iterdir()) and any(p.suffix == ".csv" for p in out.iterdir())
-    text = capsys.readouterr().out
+    captured = capsys.readouterr()
+    text = captured.out
     assert "| q = 99 |" in text and "RectGrad background" in text and "| PR3 | (3, 2, 1, 0) |" in text
+    bars = captured.err.replace("\r", "\n").splitlines()
+    assert any(line.startswith("maps: 100%") and "2/2" in line for line in bars)  # coherence: its two methods
+    for what in ("images", "FGSM twins", "noise controls"):  # adversarial: its one method on each input
+        assert any(line.startswith(f"maps, {what}: 100%") and "1/1" in line for line in bars)
+    assert main(["study", "coherence", str(folder), "--model", str(path), "--out", str(tmp_path / "quiet"),
+                 "--methods", "saliency", "--dpi", "50", "--no-progress"]) == 0
+    assert "maps" not in capsys.readouterr().err
 
 
 def test_cli_rules_without_a_model_prints_the_toy(tmp_path, capsys):

@@ -23,6 +23,7 @@ DOWNLOAD = typer.Option(False, help="With --dataset: download a missing dataset 
                                     "($RECTGRAD_DATA or ~/.cache/rectgrad) without one.")
 DEVICE = typer.Option("auto", help="cpu, cuda, or auto (cuda when available).")
 DPI = typer.Option(150, help="Resolution of the PNG figures.")
+PROGRESS = typer.Option(True, help="Show a progress bar over the methods.")
 METHODS = typer.Option(None, "--method", "--methods", help="Attribution methods: comma-separated or repeated, or "
                                                           "'all'; default: the paper's comparison (Sec. 5.2).")
 SHOW = typer.Option(None, help="How many images (the first) the figures draw; the numbers use all. "
@@ -138,7 +139,7 @@ def coherence(images: Optional[List[Path]] = IMAGES, model: str = MODEL, out: Pa
               count: int = typer.Option(8, help="With --dataset: how many test images, two per class."),
               data_dir: Optional[Path] = DATA_DIR, download: bool = DOWNLOAD,
               internal_batch_size: Optional[int] = BATCH, show: Optional[int] = SHOW, device: str = DEVICE,
-              dpi: int = DPI) -> None:
+              dpi: int = DPI, progress: bool = PROGRESS) -> None:
     """Figs. 5a, 12: all methods with and without final threshold; similarity within vs across classes."""
     from rectgrad import studies
 
@@ -146,8 +147,8 @@ def coherence(images: Optional[List[Path]] = IMAGES, model: str = MODEL, out: Pa
     names = _methods(method, studies.COMPARED)
     net, chosen = _load("coherence", model, images, dataset, count, data_dir, download, device, out, dpi, show,
                         per_class=2, internal_batch_size=internal_batch_size)
-    _finish(studies.coherence(net, chosen, methods=names, seed=seed,
-                              internal_batch_size=internal_batch_size, **_shown(show)), out, dpi)
+    _finish(studies.coherence(net, chosen, methods=names, seed=seed, internal_batch_size=internal_batch_size,
+                              progress=progress, **_shown(show)), out, dpi)
 
 
 @study_app.command("adversarial")
@@ -157,7 +158,7 @@ def adversarial(images: Optional[List[Path]] = IMAGES, model: str = MODEL, out: 
                 seed: int = typer.Option(0, help="Seed of SmoothGrad's noise and of the control noise."),
                 dataset: Optional[str] = DATASET, count: int = COUNT, data_dir: Optional[Path] = DATA_DIR,
                 download: bool = DOWNLOAD, internal_batch_size: Optional[int] = BATCH, show: Optional[int] = SHOW,
-                device: str = DEVICE, dpi: int = DPI) -> None:
+                device: str = DEVICE, dpi: int = DPI, progress: bool = PROGRESS) -> None:
     """Figs. 5b, 13: maps of each image and its FGSM twin; how much each method's map changes."""
     from rectgrad import studies
 
@@ -167,7 +168,7 @@ def adversarial(images: Optional[List[Path]] = IMAGES, model: str = MODEL, out: 
     net, chosen = _load("adversarial", model, images, dataset, count, data_dir, download, device, out, dpi, show,
                         internal_batch_size=internal_batch_size)
     _finish(studies.adversarial(net, chosen, eps=eps, methods=names, seed=seed,
-                                internal_batch_size=internal_batch_size, **_shown(show)), out, dpi)
+                                internal_batch_size=internal_batch_size, progress=progress, **_shown(show)), out, dpi)
 
 
 @study_app.command("layers")

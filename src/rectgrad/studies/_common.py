@@ -6,6 +6,7 @@ import functools
 import io
 import itertools
 import math
+import sys
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -323,20 +324,34 @@ def is_rectgrad(method: str) -> bool:
 
 
 def method_attributions(model: nn.Module, x: Tensor, target: Tensor, methods, *, seed: int = 0,
-                        internal_batch_size: int | None = None) -> tuple[dict[str, Tensor], dict[str, str]]:
+                        internal_batch_size: int | None = None, progress: bool = False,
+                        description: str = "maps") -> tuple[dict[str, Tensor], dict[str, str]]:
     """Raw attributions per method (RectGrad without its final threshold), and the methods skipped with why.
 
     A method that cannot handle the model (e.g. DeepLIFT on a gated block) raises ``ValueError``: it is
-    skipped, not fatal. Stochastic methods draw from ``seed``, so two calls share their noise.
+    skipped, not fatal. Stochastic methods draw from ``seed``, so two calls share their noise. ``progress``: a bar
+    over the methods, named ``description``.
     """
+    from rectgrad.progress import progress_bar
+
+    methods = tuple(methods)
     maps, skipped = {}, {}
-    for method in methods:
-        extra = {"final_threshold": False} if is_rectgrad(method) else {}
-        try:
-            maps[method] = quiet(explain, model, x, target, method, seed=seed,
-                                 internal_batch_size=internal_batch_size, **extra)
-        except ValueError as exc:
-            skipped[method] = str(exc)
+    bar = progress_bar(len(methods), description, progress, unit="method")
+    try:
+        for method in methods:
+            if bar is not None:  # drawn now on a terminal; in a log, with the bar's next line
+                bar.set_postfix_str(method, refresh=sys.stderr.isatty())
+            extra = {"final_threshold": False} if is_rectgrad(method) else {}
+            try:
+                maps[method] = quiet(explain, model, x, target, method, seed=seed,
+                                     internal_batch_size=internal_batch_size, **extra)
+            except ValueError as exc:
+                skipped[method] = str(exc)
+            if bar is not None:
+                bar.update()
+    finally:
+        if bar is not None:
+            bar.close()
     return maps, skipped
 
 

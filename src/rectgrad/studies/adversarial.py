@@ -34,7 +34,8 @@ def fgsm(model: nn.Module, x: Tensor, eps: float = 0.01, *, target: Tensor | Non
 
 @leaves_model_as_it_was
 def adversarial(model: nn.Module, images: Images, out=None, *, eps: float = 0.01, methods=COMPARED,
-                seed: int = 0, internal_batch_size: int | None = 16, show: int = 4) -> StudyResult:
+                seed: int = 0, internal_batch_size: int | None = 16, show: int = 4,
+                progress: bool = False) -> StudyResult:
     """Maps of every method for each image and its FGSM twin (Figs. 5b, 13), with class sensitivity as a number.
 
     Each map explains its own input's predicted class. Per method, the change of a map is
@@ -42,7 +43,7 @@ def adversarial(model: nn.Module, images: Images, out=None, *, eps: float = 0.01
     a class-sensitive method changes its map when the class flips. As a control, the same change under a
     random sign perturbation of the same size (which rarely flips the class) separates class sensitivity
     from mere sensitivity to the input. The figures draw ``show`` images, those whose class flipped first; the
-    numbers use all.
+    numbers use all. ``progress``: a bar over the methods for each of the three inputs.
     """
     if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0):
         raise ValueError(f"eps must be a finite positive step, got {eps!r}")
@@ -53,10 +54,11 @@ def adversarial(model: nn.Module, images: Images, out=None, *, eps: float = 0.01
     predicted_adv, confidence_adv = predict(model, x_adv)
     predicted_noise, _ = predict(model, x_noise)
     flipped = (predicted_adv != predicted).tolist()
-    run = dict(methods=methods, seed=seed, internal_batch_size=internal_batch_size)
-    clean, skipped = method_attributions(model, images.x, predicted, **run)
-    adv, skipped_adv = method_attributions(model, x_adv, predicted_adv, **run)
-    noisy, skipped_noisy = method_attributions(model, x_noise, predicted_noise, **run)
+    run = dict(methods=methods, seed=seed, internal_batch_size=internal_batch_size, progress=progress)
+    clean, skipped = method_attributions(model, images.x, predicted, description="maps, images", **run)
+    adv, skipped_adv = method_attributions(model, x_adv, predicted_adv, description="maps, FGSM twins", **run)
+    noisy, skipped_noisy = method_attributions(model, x_noise, predicted_noise, description="maps, noise controls",
+                                               **run)
     for method in [m for m in clean if m not in adv or m not in noisy]:  # compared on all three or not at all
         skipped[method] = skipped_adv.get(method) or skipped_noisy[method]
         del clean[method]

@@ -13,7 +13,7 @@ from rectgrad.studies._common import (COMPARED, Images, StudyResult, display_map
 
 @leaves_model_as_it_was
 def coherence(model: nn.Module, images: Images, out=None, *, methods=COMPARED, seed: int = 0,
-              internal_batch_size: int | None = 16, show: int = 8) -> StudyResult:
+              internal_batch_size: int | None = 16, show: int = 8, progress: bool = False) -> StudyResult:
     """All methods' maps for ``images``, without and with final thresholding (Figs. 5a, 12), with numbers.
 
     The paper asks that maps highlight similar features for images of the same class. As a number, per
@@ -22,12 +22,12 @@ def coherence(model: nn.Module, images: Images, out=None, *, methods=COMPARED, s
     (baselines keep their top 5%; RectGrad's maps are left as they are, as the paper shows them). The class is
     the true label where ``images`` has labels, else the predicted class. Spatial correlation is a crude proxy:
     it rewards maps that fall on the same place, which same-class photos need not share. ``show``: how many
-    images (the first) the figures draw; the numbers use all.
+    images (the first) the figures draw; the numbers use all. ``progress``: a bar over the methods.
     """
     predicted, _ = predict(model, images.x)
     classes = (images.labels if images.labels is not None else predicted).tolist()
     attributions, skipped = method_attributions(model, images.x, predicted, methods, seed=seed,
-                                                internal_batch_size=internal_batch_size)
+                                                internal_batch_size=internal_batch_size, progress=progress)
     pairs = list(itertools.combinations(range(len(images)), 2))
     rows = []
     for method, attr in attributions.items():
