@@ -581,9 +581,9 @@ class RuleMode(TorchFunctionMode):
             if function is CheckpointFunction:
                 raise ValueError(f"{_CHECKPOINTING} (a reentrant torch.utils.checkpoint block)")
             raise ValueError(f"{self.options.rule.name} cannot follow the custom torch.autograd.Function "
-                                 f"{function.__name__}: its backward is the model's own, which the rule can neither "
-                                 "change nor know to be linear; write it with PyTorch operations (e.g. F.silu for a "
-                                 "memory-efficient Swish), or explain this model with another method")
+                             f"{function.__name__}: its backward is the model's own, which the rule can neither "
+                             "change nor know to be linear; write it with PyTorch operations (e.g. F.silu for a "
+                             "memory-efficient Swish), or explain this model with another method")
 
     def _check_batch(self, func, x: Tensor) -> None:
         """A per-sample rule reads an activation's dim 0 as the sample: refuse a layout that puts another
