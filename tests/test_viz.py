@@ -175,3 +175,13 @@ def test_a_figure_interrupted_while_written_leaves_the_old_file_whole(tmp_path, 
     with pytest.raises(KeyboardInterrupt):
         viz.save_figure(viz.boxplot({"m": [3.0, 4.0]}, ylabel="y"), tmp_path / "b.png")
     assert (tmp_path / "b.png").read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["b.png"]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_maps_and_images(dtype):
+    attr = torch.tensor([[[[-2.0, 1.0], [0.5, 3.0]]]], requires_grad=True).to(dtype)  # (1,1,2,2), as explain gives
+    assert np.array_equal(viz.prepare(attr, low=0.0, high=100.0), [[[-2.0, 1.0], [0.5, 3.0]]])
+    fig = viz.grid(torch.zeros(1, 3, 2, 2, dtype=dtype), {"m": torch.ones(1, 2, 2, dtype=dtype)})
+    assert fig.axes[1].images[0].get_clim() == (-1.0, 1.0)
+    assert viz.color_limits(attr[0, 0]) == (-3.0, 3.0)
+    viz.boxplot({"m": torch.tensor([1.0, 2.0], dtype=dtype)}, ylabel="y")

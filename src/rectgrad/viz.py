@@ -26,8 +26,8 @@ THRESHOLD_MODES = ("top", "positive")
 
 
 def _numpy(x) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
+    if isinstance(x, torch.Tensor):  # any device, requiring grad or not; bfloat16 has no numpy dtype
+        x = x.detach().to("cpu", torch.float64).numpy()
     return np.asarray(x, dtype=np.float64)
 
 
