@@ -185,3 +185,12 @@ def test_half_precision_maps_and_images(dtype):
     assert fig.axes[1].images[0].get_clim() == (-1.0, 1.0)
     assert viz.color_limits(attr[0, 0]) == (-3.0, 3.0)
     viz.boxplot({"m": torch.tensor([1.0, 2.0], dtype=dtype)}, ylabel="y")
+
+
+def test_to_display_image_refuses_mean_std_of_another_channel_count():
+    grey = torch.zeros(1, 1, 4, 6)
+    with pytest.raises(ValueError, match="mean has 3 values for images of 1 channels"):
+        viz.to_display_image(grey, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))  # was a (1,4,6,3) colour image
+    with pytest.raises(ValueError, match="std has 2 values for images of 3 channels"):
+        viz.grid(torch.zeros(1, 3, 4, 4), [np.zeros((1, 4, 4))], mean=0.5, std=(0.5, 0.5))
+    assert viz.to_display_image(grey, mean=0.5, std=(0.5,)).shape == (1, 4, 6)

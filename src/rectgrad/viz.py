@@ -112,7 +112,8 @@ def to_display_image(x, mean=None, std=None) -> np.ndarray:
     """Input image(s) (C,H,W) or (N,C,H,W) -> floats in [0,1] for imshow: (H,W,3)/(N,H,W,3), or (H,W)/(N,H,W) if C=1.
 
     Without ``mean``/``std`` the input is taken to be scaled to [-1,1] (the paper's preprocessing);
-    otherwise it is un-normalized as ``x * std + mean`` (per channel). Values are clipped to [0,1].
+    otherwise it is un-normalized as ``x * std + mean`` (one value per channel, or one for all; a missing one is 0
+    or 1). Values are clipped to [0,1].
     """
     a = _numpy(x)
     single = a.ndim == 3
@@ -125,6 +126,10 @@ def to_display_image(x, mean=None, std=None) -> np.ndarray:
     else:
         m = np.asarray(0.0 if mean is None else mean, dtype=np.float64).reshape(1, -1, 1, 1)
         s = np.asarray(1.0 if std is None else std, dtype=np.float64).reshape(1, -1, 1, 1)
+        for name, v in (("mean", m), ("std", s)):  # 3 values would silently turn a grayscale image into colour
+            if v.size not in (1, a.shape[1]):
+                raise ValueError(f"{name} has {v.size} values for images of {a.shape[1]} channels: give one per "
+                                 "channel or one for all")
         a = a * s + m
     a = np.clip(a, 0.0, 1.0).transpose(0, 2, 3, 1)
     if a.shape[-1] == 1:
