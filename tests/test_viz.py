@@ -194,3 +194,10 @@ def test_to_display_image_refuses_mean_std_of_another_channel_count():
     with pytest.raises(ValueError, match="std has 2 values for images of 3 channels"):
         viz.grid(torch.zeros(1, 3, 4, 4), [np.zeros((1, 4, 4))], mean=0.5, std=(0.5, 0.5))
     assert viz.to_display_image(grey, mean=0.5, std=(0.5,)).shape == (1, 4, 6)
+
+
+def test_grid_rows_follow_the_aspect_of_non_square_images():
+    fig = viz.grid(torch.zeros(2, 1, 64, 128), {"m": np.ones((2, 64, 128))}, cell=2.0)
+    assert (fig.get_figwidth(), fig.get_figheight()) == (4.0, 2.0)  # 2 rows of 2 x 1 inch panels, not 2 x 2
+    fig = viz.grid(None, [np.ones((1, 8, 8))], title="t", cell=2.0)
+    assert fig.get_figheight() == pytest.approx(2.4)  # square panels as before, plus the title

@@ -172,7 +172,8 @@ def grid(images, maps: Mapping[str, np.ndarray] | Sequence[np.ndarray], *, row_l
     ``images``: (N,C,H,W) inputs (converted by :func:`to_display_image` with ``mean``/``std``), or
     None for no input column. ``maps``: display-ready (N,H,W) maps per column (e.g. from
     :func:`prepare`), as a dict {column name: maps} or a list. Column labels default to "Input" plus
-    the dict's keys. ``cell`` is the size of one panel in inches.
+    the dict's keys. ``cell`` is the width of one panel in inches; rows are as tall as the panels' height / width
+    ratio makes them (the tallest panel's).
     """
     names = list(maps) if isinstance(maps, Mapping) else None
     columns = [_numpy(c) for c in (maps.values() if isinstance(maps, Mapping) else maps)]
@@ -194,7 +195,8 @@ def grid(images, maps: Mapping[str, np.ndarray] | Sequence[np.ndarray], *, row_l
     for labels, n, what in ((col_labels, ncols, "col_labels"), (row_labels, nrows, "row_labels")):
         if labels is not None and len(labels) != n:
             raise ValueError(f"{what} has {len(labels)} entries for {n} {what[:3]}s")
-    fig = _figure(cell * ncols, cell * nrows + (0.4 if title else 0.0), layout="constrained")
+    aspect = max(p.shape[1] / p.shape[2] for p in panels)  # rows as tall as the panels: no blank bands on wide images
+    fig = _figure(cell * ncols, cell * aspect * nrows + (0.4 if title else 0.0), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for j, panel in enumerate(panels):
         for i in range(nrows):
