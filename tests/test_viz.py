@@ -201,3 +201,12 @@ def test_grid_rows_follow_the_aspect_of_non_square_images():
     assert (fig.get_figwidth(), fig.get_figheight()) == (4.0, 2.0)  # 2 rows of 2 x 1 inch panels, not 2 x 2
     fig = viz.grid(None, [np.ones((1, 8, 8))], title="t", cell=2.0)
     assert fig.get_figheight() == pytest.approx(2.4)  # square panels as before, plus the title
+
+
+def test_grid_says_what_maps_it_takes():
+    images = torch.zeros(2, 3, 8, 8)
+    with pytest.raises(ValueError, match=r"display-ready \(N,H,W\) maps; viz.prepare\(attributions\) makes them, "
+                                         r"got shape \(2, 3, 8, 8\)"):
+        viz.grid(images, {"raw": torch.zeros(2, 3, 8, 8)})  # explain's output as it is
+    with pytest.raises(ValueError, match=r"display-ready \(N,H,W\) maps, got shape \(8, 8\)"):
+        viz.grid(None, [np.zeros((8, 8))])  # was "with N=8": the map's height read as its count

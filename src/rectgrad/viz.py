@@ -184,7 +184,10 @@ def grid(images, maps: Mapping[str, np.ndarray] | Sequence[np.ndarray], *, row_l
         raise ValueError("nothing to draw: no images and no maps")
     nrows = len(columns[0]) if columns else len(pics)
     for c in columns:
-        if c.ndim != 3 or len(c) != nrows:
+        if c.ndim != 3:  # explain's (N,C,H,W) maps, or one (H,W) map whose height would be read as N
+            hint = "; viz.prepare(attributions) makes them" if c.ndim == 4 else ""
+            raise ValueError(f"every column must be display-ready (N,H,W) maps{hint}, got shape {c.shape}")
+        if len(c) != nrows:
             raise ValueError(f"every column must be (N,H,W) with N={nrows}, got shape {c.shape}")
     if pics is not None and len(pics) != nrows:
         raise ValueError(f"{len(pics)} images for {nrows} rows")
