@@ -1,4 +1,6 @@
 """Tests for rectgrad.viz (Appendix F.1 visualization); expected values are worked out by hand."""
+import io
+
 import numpy as np
 import pytest
 import torch
@@ -210,3 +212,19 @@ def test_grid_says_what_maps_it_takes():
         viz.grid(images, {"raw": torch.zeros(2, 3, 8, 8)})  # explain's output as it is
     with pytest.raises(ValueError, match=r"display-ready \(N,H,W\) maps, got shape \(8, 8\)"):
         viz.grid(None, [np.zeros((8, 8))])  # was "with N=8": the map's height read as its count
+
+
+def test_figures_show_themselves_in_a_notebook_without_pyplot():
+    import pickle
+
+    import matplotlib.pyplot as plt
+
+    before = plt.get_fignums()
+    for fig in (viz.grid(None, [np.ones((1, 4, 4))]), viz.boxplot({"m": [1.0, 2.0]}, ylabel="y"),
+                viz.line_plot([1, 2], {"a": ([1.0, 2.0], None)}, "x", "y")):
+        png = fig._repr_png_()  # what IPython's display shows when no inline formatter is registered for Figure
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        size = Image.open(io.BytesIO(png)).size
+        assert size == (round(fig.get_figwidth() * fig.dpi), round(fig.get_figheight() * fig.dpi))
+        assert pickle.loads(pickle.dumps(fig)).get_figwidth() == fig.get_figwidth()
+    assert plt.get_fignums() == before

@@ -6,10 +6,13 @@ part), then cap outliers at the per-image 0.5th / 99.5th percentiles. Maps are d
 diverging colormap centred at zero (:data:`CMAP`, limits +-max|map|, zero is white).
 
 Figures use the object-oriented API (:class:`matplotlib.figure.Figure` + ``FigureCanvasAgg``), so
-nothing here needs a display or touches pyplot's global state.
+nothing here needs a display or touches pyplot's global state. In Jupyter a returned figure shows as a cell's
+last expression or with ``IPython.display.display(fig)`` (it renders itself as a PNG, with or without pyplot's
+inline backend); ``plt.show()`` does not show it, as pyplot does not manage it. :func:`save_figure` writes it.
 """
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -158,8 +161,18 @@ def plot_map(ax, m) -> None:
     _bare(ax)
 
 
+class _Figure(Figure):
+    """A :class:`Figure` that Jupyter displays as a PNG where no pyplot backend has registered a formatter for figures
+    (pyplot never imported): without this a cell showed only ``<Figure size 960x320 with 10 Axes>``."""
+
+    def _repr_png_(self) -> bytes:
+        buffer = io.BytesIO()
+        self.savefig(buffer, format="png")
+        return buffer.getvalue()
+
+
 def _figure(width: float, height: float, **kwargs) -> Figure:
-    fig = Figure(figsize=(width, height), **kwargs)
+    fig = _Figure(figsize=(width, height), **kwargs)
     FigureCanvasAgg(fig)
     return fig
 
