@@ -991,3 +991,8 @@ def test_captum_methods_give_captums_maps_bit_for_bit(method):
                                                                       method="riemann_right")}[method]()
     assert torch.equal(explain(model, x, target=target, method=method), captum)
     assert torch.equal(explain(model, x, target=3, method=method)[1:3], captum[1:3])
+
+
+def test_explain_docstring_names_every_method():
+    words = set(rectgrad.explain.__doc__.replace(",", " ").split())
+    assert [name for name in METHOD_NAMES if name not in words] == []  # help(rectgrad.explain) lists them all

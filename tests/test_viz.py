@@ -1,4 +1,6 @@
 """Tests for rectgrad.viz (Appendix F.1 visualization); expected values are worked out by hand."""
+import io
+
 import numpy as np
 import pytest
 import torch
@@ -175,3 +177,54 @@ def test_a_figure_interrupted_while_written_leaves_the_old_file_whole(tmp_path, 
     with pytest.raises(KeyboardInterrupt):
         viz.save_figure(viz.boxplot({"m": [3.0, 4.0]}, ylabel="y"), tmp_path / "b.png")
     assert (tmp_path / "b.png").read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["b.png"]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_maps_and_images(dtype):
+    attr = torch.tensor([[[[-2.0, 1.0], [0.5, 3.0]]]], requires_grad=True).to(dtype)  # (1,1,2,2), as explain gives
+    assert np.array_equal(viz.prepare(attr, low=0.0, high=100.0), [[[-2.0, 1.0], [0.5, 3.0]]])
+    fig = viz.grid(torch.zeros(1, 3, 2, 2, dtype=dtype), {"m": torch.ones(1, 2, 2, dtype=dtype)})
+    assert fig.axes[1].images[0].get_clim() == (-1.0, 1.0)
+    assert viz.color_limits(attr[0, 0]) == (-3.0, 3.0)
+    viz.boxplot({"m": torch.tensor([1.0, 2.0], dtype=dtype)}, ylabel="y")
+
+
+def test_to_display_image_refuses_mean_std_of_another_channel_count():
+    grey = torch.zeros(1, 1, 4, 6)
+    with pytest.raises(ValueError, match="mean has 3 values for images of 1 channels"):
+        viz.to_display_image(grey, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))  # was a (1,4,6,3) colour image
+    with pytest.raises(ValueError, match="std has 2 values for images of 3 channels"):
+        viz.grid(torch.zeros(1, 3, 4, 4), [np.zeros((1, 4, 4))], mean=0.5, std=(0.5, 0.5))
+    assert viz.to_display_image(grey, mean=0.5, std=(0.5,)).shape == (1, 4, 6)
+
+
+def test_grid_rows_follow_the_aspect_of_non_square_images():
+    fig = viz.grid(torch.zeros(2, 1, 64, 128), {"m": np.ones((2, 64, 128))}, cell=2.0)
+    assert (fig.get_figwidth(), fig.get_figheight()) == (4.0, 2.0)  # 2 rows of 2 x 1 inch panels, not 2 x 2
+    fig = viz.grid(None, [np.ones((1, 8, 8))], title="t", cell=2.0)
+    assert fig.get_figheight() == pytest.approx(2.4)  # square panels as before, plus the title
+
+
+def test_grid_says_what_maps_it_takes():
+    images = torch.zeros(2, 3, 8, 8)
+    with pytest.raises(ValueError, match=r"display-ready \(N,H,W\) maps; viz.prepare\(attributions\) makes them, "
+                                         r"got shape \(2, 3, 8, 8\)"):
+        viz.grid(images, {"raw": torch.zeros(2, 3, 8, 8)})  # explain's output as it is
+    with pytest.raises(ValueError, match=r"display-ready \(N,H,W\) maps, got shape \(8, 8\)"):
+        viz.grid(None, [np.zeros((8, 8))])  # was "with N=8": the map's height read as its count
+
+
+def test_figures_show_themselves_in_a_notebook_without_pyplot():
+    import pickle
+
+    import matplotlib.pyplot as plt
+
+    before = plt.get_fignums()
+    for fig in (viz.grid(None, [np.ones((1, 4, 4))]), viz.boxplot({"m": [1.0, 2.0]}, ylabel="y"),
+                viz.line_plot([1, 2], {"a": ([1.0, 2.0], None)}, "x", "y")):
+        png = fig._repr_png_()  # what IPython's display shows when no inline formatter is registered for Figure
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        size = Image.open(io.BytesIO(png)).size
+        assert size == (round(fig.get_figwidth() * fig.dpi), round(fig.get_figheight() * fig.dpi))
+        assert pickle.loads(pickle.dumps(fig)).get_figwidth() == fig.get_figwidth()
+    assert plt.get_fignums() == before

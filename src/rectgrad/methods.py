@@ -264,12 +264,18 @@ def _logits(model, modules: tuple, inputs: Tensor, internal_batch_size: int | No
 
 def explain(model, inputs: Tensor, target=None, method: str = "rectgrad", *, internal_batch_size: int | None = None,
             seed: int | None = None, **hyperparameters) -> Tensor:
-    """Attribution maps of ``target`` (``None``: each sample's predicted class) for ``inputs`` (N, ...).
+    """Attribution maps of ``target`` for ``inputs`` (N, ...), a float tensor on the model's device.
 
-    Returns raw maps shaped like ``inputs``: signed for the baselines, the positive part for RectGrad
-    (its final threshold). ``hyperparameters`` override the method's defaults (see :func:`methods`).
-    ``internal_batch_size`` bounds how many samples (noisy copies, integration steps) go through the
-    model at once; ``None`` processes everything in one pass. ``seed`` seeds the noise of stochastic
+    ``method``: saliency, grad_input, deconv, guided_bp, smoothgrad, intgrad, eps_lrp, deeplift, rectgrad,
+    rectgrad_prr or random (:func:`methods` gives their defaults). ``target``: ``None`` (each sample's predicted
+    class), an int, or one class per sample (a list, tensor or numpy array).
+
+    Returns raw maps shaped like ``inputs``, detached: signed for the baselines, the positive part for RectGrad
+    (its final threshold; ``final_threshold=False`` gives its signed map), uniform noise in [0, 1) for random.
+    ``rectgrad.viz.prepare`` turns them into display-ready (N,H,W) maps for ``rectgrad.viz.grid``.
+    ``hyperparameters`` override the method's defaults (an unknown one is a ``TypeError``).
+    ``internal_batch_size`` bounds how many samples (noisy copies, integration steps, samples of the batch) go
+    through the model at once; ``None`` processes everything in one pass. ``seed`` seeds the noise of stochastic
     methods (smoothgrad, random); ``None`` draws from torch's global generator.
     """
     entry = get_method(method)

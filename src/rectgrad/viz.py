@@ -6,10 +6,13 @@ part), then cap outliers at the per-image 0.5th / 99.5th percentiles. Maps are d
 diverging colormap centred at zero (:data:`CMAP`, limits +-max|map|, zero is white).
 
 Figures use the object-oriented API (:class:`matplotlib.figure.Figure` + ``FigureCanvasAgg``), so
-nothing here needs a display or touches pyplot's global state.
+nothing here needs a display or touches pyplot's global state. In Jupyter a returned figure shows as a cell's
+last expression or with ``IPython.display.display(fig)`` (it renders itself as a PNG, with or without pyplot's
+inline backend); ``plt.show()`` does not show it, as pyplot does not manage it. :func:`save_figure` writes it.
 """
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -26,8 +29,8 @@ THRESHOLD_MODES = ("top", "positive")
 
 
 def _numpy(x) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
+    if isinstance(x, torch.Tensor):  # any device, requiring grad or not; bfloat16 has no numpy dtype
+        x = x.detach().to("cpu", torch.float64).numpy()
     return np.asarray(x, dtype=np.float64)
 
 
@@ -112,7 +115,8 @@ def to_display_image(x, mean=None, std=None) -> np.ndarray:
     """Input image(s) (C,H,W) or (N,C,H,W) -> floats in [0,1] for imshow: (H,W,3)/(N,H,W,3), or (H,W)/(N,H,W) if C=1.
 
     Without ``mean``/``std`` the input is taken to be scaled to [-1,1] (the paper's preprocessing);
-    otherwise it is un-normalized as ``x * std + mean`` (per channel). Values are clipped to [0,1].
+    otherwise it is un-normalized as ``x * std + mean`` (one value per channel, or one for all; a missing one is 0
+    or 1). Values are clipped to [0,1].
     """
     a = _numpy(x)
     single = a.ndim == 3
@@ -125,6 +129,10 @@ def to_display_image(x, mean=None, std=None) -> np.ndarray:
     else:
         m = np.asarray(0.0 if mean is None else mean, dtype=np.float64).reshape(1, -1, 1, 1)
         s = np.asarray(1.0 if std is None else std, dtype=np.float64).reshape(1, -1, 1, 1)
+        for name, v in (("mean", m), ("std", s)):  # 3 values would silently turn a grayscale image into colour
+            if v.size not in (1, a.shape[1]):
+                raise ValueError(f"{name} has {v.size} values for images of {a.shape[1]} channels: give one per "
+                                 "channel or one for all")
         a = a * s + m
     a = np.clip(a, 0.0, 1.0).transpose(0, 2, 3, 1)
     if a.shape[-1] == 1:
@@ -153,8 +161,18 @@ def plot_map(ax, m) -> None:
     _bare(ax)
 
 
+class _Figure(Figure):
+    """A :class:`Figure` that Jupyter displays as a PNG where no pyplot backend has registered a formatter for figures
+    (pyplot never imported): without this a cell showed only ``<Figure size 960x320 with 10 Axes>``."""
+
+    def _repr_png_(self) -> bytes:
+        buffer = io.BytesIO()
+        self.savefig(buffer, format="png")
+        return buffer.getvalue()
+
+
 def _figure(width: float, height: float, **kwargs) -> Figure:
-    fig = Figure(figsize=(width, height), **kwargs)
+    fig = _Figure(figsize=(width, height), **kwargs)
     FigureCanvasAgg(fig)
     return fig
 
@@ -167,7 +185,8 @@ def grid(images, maps: Mapping[str, np.ndarray] | Sequence[np.ndarray], *, row_l
     ``images``: (N,C,H,W) inputs (converted by :func:`to_display_image` with ``mean``/``std``), or
     None for no input column. ``maps``: display-ready (N,H,W) maps per column (e.g. from
     :func:`prepare`), as a dict {column name: maps} or a list. Column labels default to "Input" plus
-    the dict's keys. ``cell`` is the size of one panel in inches.
+    the dict's keys. ``cell`` is the width of one panel in inches; rows are as tall as the panels' height / width
+    ratio makes them (the tallest panel's).
     """
     names = list(maps) if isinstance(maps, Mapping) else None
     columns = [_numpy(c) for c in (maps.values() if isinstance(maps, Mapping) else maps)]
@@ -178,7 +197,10 @@ def grid(images, maps: Mapping[str, np.ndarray] | Sequence[np.ndarray], *, row_l
         raise ValueError("nothing to draw: no images and no maps")
     nrows = len(columns[0]) if columns else len(pics)
     for c in columns:
-        if c.ndim != 3 or len(c) != nrows:
+        if c.ndim != 3:  # explain's (N,C,H,W) maps, or one (H,W) map whose height would be read as N
+            hint = "; viz.prepare(attributions) makes them" if c.ndim == 4 else ""
+            raise ValueError(f"every column must be display-ready (N,H,W) maps{hint}, got shape {c.shape}")
+        if len(c) != nrows:
             raise ValueError(f"every column must be (N,H,W) with N={nrows}, got shape {c.shape}")
     if pics is not None and len(pics) != nrows:
         raise ValueError(f"{len(pics)} images for {nrows} rows")
@@ -189,7 +211,8 @@ def grid(images, maps: Mapping[str, np.ndarray] | Sequence[np.ndarray], *, row_l
     for labels, n, what in ((col_labels, ncols, "col_labels"), (row_labels, nrows, "row_labels")):
         if labels is not None and len(labels) != n:
             raise ValueError(f"{what} has {len(labels)} entries for {n} {what[:3]}s")
-    fig = _figure(cell * ncols, cell * nrows + (0.4 if title else 0.0), layout="constrained")
+    aspect = max(p.shape[1] / p.shape[2] for p in panels)  # rows as tall as the panels: no blank bands on wide images
+    fig = _figure(cell * ncols, cell * aspect * nrows + (0.4 if title else 0.0), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for j, panel in enumerate(panels):
         for i in range(nrows):
