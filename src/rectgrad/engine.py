@@ -522,7 +522,7 @@ class RuleMode(TorchFunctionMode):
             site = _Site(call=lambda t: func(t, *rest, **kwargs), is_relu=func in RELU, rule=options.rule,
                          scratch=self.scratch, name=getattr(func, "__name__", str(func)))
             if _checkpointing() and not _recomputed_alike(site, x):
-                raise ValueError(f"{_CHECKPOINTING} ({getattr(func, '__name__', func)} inside a checkpointed block "
+                raise ValueError(f"{_CHECKPOINTING} ({site.name} inside a checkpointed block "
                                  "would be recomputed differently)")
             self.sites.append(site)
             out = _RuleAtActivation.apply(x, site, is_inplace(func, args, kwargs))

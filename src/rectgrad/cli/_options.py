@@ -6,6 +6,8 @@ import math
 import tempfile
 from pathlib import Path
 
+from rectgrad import _checks as checks
+
 
 def device(value: str) -> str:
     """``--device``: cpu, cuda[:N] or auto (cuda when available)."""
@@ -109,9 +111,7 @@ def _writable(folder: Path, option: str, path: Path) -> None:
 
 
 def positive_int(value: int | None, option: str) -> int | None:
-    if value is not None and value < 1:
-        raise ValueError(f"{option} must be a positive integer, got {value}")
-    return value
+    return None if value is None else checks.positive_int(option, value)
 
 
 def positive_number(value: float, option: str) -> float:

@@ -75,13 +75,14 @@ def feature_maps(model: nn.Module, images: Images, out=None, *, channels: int = 
                     "active on object": float(active[obj].double().mean()) if obj.any() else float("nan"),
                     "mass on background": float(a[~obj].abs().sum() / a.abs().sum()) if a.any() else float("nan")}
         rows.append(row)
+    shares = ([0.0] * len(images) if images.masks is None
+              else outside_fraction(saliency, images.masks.cpu()).tolist())  # per image
     per_image = []
     for i, name in enumerate(images.names):
         row = {"image": name, "predicted": images.class_name(int(predicted[i]))}
         if images.masks is not None:
-            row["saliency mass on background"] = float(outside_fraction(saliency[i:i + 1], images.masks[i:i + 1].cpu()))
+            row["saliency mass on background"] = shares[i]
         per_image.append(row)
-    shares = [row.get("saliency mass on background", 0.0) for row in per_image]
     noisiest = sorted(range(len(images)), key=lambda i: 1.0 if math.isnan(shares[i]) else -shares[i])  # NaN last
     figures = {}
     for i in noisiest[:show]:
