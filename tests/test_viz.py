@@ -228,3 +228,24 @@ def test_figures_show_themselves_in_a_notebook_without_pyplot():
         assert size == (round(fig.get_figwidth() * fig.dpi), round(fig.get_figheight() * fig.dpi))
         assert pickle.loads(pickle.dumps(fig)).get_figwidth() == fig.get_figwidth()
     assert plt.get_fignums() == before
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_maps_holding_nan_or_inf_are_named_not_drawn_blank(bad):
+    maps = np.ones((3, 4, 4))
+    maps[1, 2, 3] = bad  # image 1 only
+    with pytest.raises(ValueError, match=r"NaN or Inf values in maps\['RectGrad'\] of image\(s\) \[1\]"):
+        viz.grid(None, {"Saliency": np.ones((3, 4, 4)), "RectGrad": maps})  # drew image 1 blank, clim (-1, 1)
+    with pytest.raises(ValueError, match=r"NaN or Inf values in maps\[0\] of image\(s\) \[1\]"):
+        viz.grid(torch.zeros(3, 1, 4, 4), [maps])
+    with pytest.raises(ValueError, match=r"NaN or Inf values in the maps of image\(s\) \[1\]"):
+        viz.prepare(maps, grayscale=True)  # the percentile caps made all of image 1 NaN
+    with pytest.raises(ValueError, match=r"NaN or Inf values in the maps of image\(s\) \[1\]"):
+        viz.prepare(torch.tensor(maps[:, None]), threshold="top")  # the threshold zeroed all of image 1
+    with pytest.raises(ValueError, match=r"NaN or Inf values in the map: such a map cannot be scaled or drawn"):
+        viz.color_limits(maps[1])  # was (-1, 1) for NaN, (-inf, inf) for Inf
+    fig = viz.grid(None, [np.ones((1, 4, 4))])
+    with pytest.raises(ValueError, match=r"NaN or Inf values in the map"):
+        viz.plot_map(fig.axes[0], maps[1])
+    assert len(fig.axes[0].images) == 1  # nothing half-drawn
+    assert np.array_equal(viz.prepare(maps[[0, 2]], grayscale=True), np.ones((2, 4, 4)))  # finite maps as before

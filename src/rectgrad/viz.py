@@ -3,7 +3,8 @@
 Pipeline (:func:`prepare`): sum the attribution over colour channels, optionally apply the
 "final threshold" of Section 5.2 (baselines keep their per-image top 5%, RectGrad its positive
 part), then cap outliers at the per-image 0.5th / 99.5th percentiles. Maps are drawn with a
-diverging colormap centred at zero (:data:`CMAP`, limits +-max|map|, zero is white).
+diverging colormap centred at zero (:data:`CMAP`, limits +-max|map|, zero is white). A map holding NaN or Inf
+is a ValueError naming it, in every step: it has no percentiles or colour limits (it drew blank).
 
 Figures use the object-oriented API (:class:`matplotlib.figure.Figure` + ``FigureCanvasAgg``), so
 nothing here needs a display or touches pyplot's global state. In Jupyter a returned figure shows as a cell's
@@ -34,6 +35,24 @@ def _numpy(x) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
 
 
+def _refuse_non_finite(m: np.ndarray, what: str) -> None:
+    """A ValueError naming ``what`` (one map, or (N,H,W) maps: then the images too) where ``m`` holds NaN or Inf:
+    percentile caps, thresholds and colour limits are undefined there (the map drew blank, or all zero)."""
+    bad = ~np.isfinite(m)
+    if bad.any():
+        where = f" of image(s) {np.flatnonzero(bad.reshape(len(m), -1).any(1))[:10].tolist()}" if m.ndim == 3 else ""
+        raise ValueError(f"NaN or Inf values in {what}{where}: such a map cannot be scaled or drawn")
+
+
+def _maps(maps) -> np.ndarray:
+    """``maps`` (H,W) or (N,H,W) as float64 numpy, or a ValueError for another shape or for NaN / Inf values."""
+    m = _numpy(maps)
+    if m.ndim not in (2, 3):
+        raise ValueError(f"expected (H,W) or (N,H,W) maps, got shape {m.shape}")
+    _refuse_non_finite(m, "the maps")
+    return m
+
+
 def channel_sum(attr) -> np.ndarray:
     """Sum an attribution over its colour channels (Appendix F.1): (C,H,W) -> (H,W), (N,C,H,W) -> (N,H,W).
 
@@ -53,9 +72,7 @@ def clip_outliers(maps, low: float = 0.5, high: float = 99.5, *, symmetric: bool
     (a single channel has nothing to sum), so the default applies to both. ``symmetric=True``
     instead caps to +-(``high``-th percentile of |value|), keeping the map's zero centred.
     """
-    m = _numpy(maps)
-    if m.ndim not in (2, 3):
-        raise ValueError(f"expected (H,W) or (N,H,W) maps, got shape {m.shape}")
+    m = _maps(maps)
     if not (0 <= high <= 100 if symmetric else 0 <= low <= high <= 100):  # (symmetric caps read high only)
         raise ValueError(f"need percentiles 0 <= low <= high <= 100, got low={low} and high={high}")
     if symmetric:
@@ -71,9 +88,7 @@ def final_threshold(maps, mode: str, percentile: float = 95.0) -> np.ndarray:
     ``mode="top"`` (baselines): keep values >= the map's own ``percentile``-th percentile, set the
     rest to 0 (the top 5% by default). ``mode="positive"`` (RectGrad): keep the positive part.
     """
-    m = _numpy(maps)
-    if m.ndim not in (2, 3):
-        raise ValueError(f"expected (H,W) or (N,H,W) maps, got shape {m.shape}")
+    m = _maps(maps)
     if mode == "top":
         cut = np.percentile(m, percentile, axis=(-2, -1), keepdims=True)
         return np.where(m >= cut, m, 0.0)
@@ -141,8 +156,11 @@ def to_display_image(x, mean=None, std=None) -> np.ndarray:
 
 
 def color_limits(m) -> tuple[float, float]:
-    """Symmetric colour limits (-v, v), v = max|m|: zero is the colormap's white centre; (-1, 1) for an all-zero map."""
-    v = float(np.max(np.abs(_numpy(m))))
+    """Symmetric colour limits (-v, v), v = max|m|: zero is the colormap's white centre; (-1, 1) for an all-zero map.
+    A map holding NaN or Inf is a ValueError (it would draw blank)."""
+    m = _numpy(m)
+    _refuse_non_finite(m, "the map")
+    v = float(np.max(np.abs(m)))
     v = v if v > 0 else 1.0
     return -v, v
 
@@ -196,12 +214,13 @@ def grid(images, maps: Mapping[str, np.ndarray] | Sequence[np.ndarray], *, row_l
     if pics is None and not columns:
         raise ValueError("nothing to draw: no images and no maps")
     nrows = len(columns[0]) if columns else len(pics)
-    for c in columns:
+    for k, c in enumerate(columns):
         if c.ndim != 3:  # explain's (N,C,H,W) maps, or one (H,W) map whose height would be read as N
             hint = "; viz.prepare(attributions) makes them" if c.ndim == 4 else ""
             raise ValueError(f"every column must be display-ready (N,H,W) maps{hint}, got shape {c.shape}")
         if len(c) != nrows:
             raise ValueError(f"every column must be (N,H,W) with N={nrows}, got shape {c.shape}")
+        _refuse_non_finite(c, f"maps[{names[k]!r}]" if names is not None else f"maps[{k}]")
     if pics is not None and len(pics) != nrows:
         raise ValueError(f"{len(pics)} images for {nrows} rows")
     panels = ([pics] if pics is not None else []) + columns
