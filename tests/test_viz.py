@@ -249,3 +249,19 @@ def test_maps_holding_nan_or_inf_are_named_not_drawn_blank(bad):
         viz.plot_map(fig.axes[0], maps[1])
     assert len(fig.axes[0].images) == 1  # nothing half-drawn
     assert np.array_equal(viz.prepare(maps[[0, 2]], grayscale=True), np.ones((2, 4, 4)))  # finite maps as before
+
+
+def test_line_plot_says_what_a_curve_must_be():
+    must = r"line_plot curve 'a' must be \(mean, std or None\), each of x's shape \(3,\) \(a curve with no band: " \
+           r"\(values, None\)\), got "
+    with pytest.raises(ValueError, match=must + "list of 3 values"):  # was "too many values to unpack"
+        viz.line_plot([10, 30, 50], {"a": [0.1, 0.2, 0.3]}, "p", "acc")
+    with pytest.raises(ValueError, match=must + r"a mean of shape \(3,\) and a std of shape \(2,\)"):
+        viz.line_plot([10, 30, 50], {"a": ([0.1, 0.2, 0.3], [0.01, 0.02])}, "p", "acc")  # was a numpy broadcast error
+    with pytest.raises(ValueError, match=r"curve 'a' .* x's shape \(2,\) .* got a mean of shape \(\) and a std of "
+                                         r"shape \(\)"):
+        viz.line_plot([10, 30], {"a": [0.1, 0.2]}, "p", "acc")  # two values were read as a scalar mean and std
+    fig = viz.line_plot([10, 30], {"a": ([0.1, 0.2], None), "b": np.array([[0.3, 0.4], [0.05, 0.1]])}, "p", "acc")
+    a, b = fig.axes[0].get_lines()
+    assert a.get_ydata().tolist() == [0.1, 0.2] and b.get_ydata().tolist() == [0.3, 0.4]
+    assert len(fig.axes[0].collections) == 1  # b's std band, from the (2, len(x)) array's second row

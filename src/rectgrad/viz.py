@@ -281,16 +281,15 @@ def boxplot(values: Mapping[str, np.ndarray], ylabel: str, title: str | None = N
 
 
 def line_plot(x, curves: Mapping[str, tuple], xlabel: str, ylabel: str, title: str | None = None) -> Figure:
-    """Curves against ``x`` (e.g. Fig. 2, Fig. 9): ``curves`` maps a name to (mean, std or None); std is shaded. The
-    legend stands right of the axes, off the curves."""
+    """Curves against ``x`` (e.g. Fig. 2, Fig. 9): ``curves`` maps a name to (mean, std or None), each one value per
+    x; std is shaded. The legend stands right of the axes, off the curves."""
+    xs = _numpy(x)
+    bands = {name: _curve(name, curve, xs.shape) for name, curve in curves.items()}  # all checked before drawing
     fig = _figure(6.2, 3.5, layout="constrained")
     ax = fig.subplots()
-    xs = _numpy(x)
-    for name, (mean, std) in curves.items():
-        mu = _numpy(mean)
+    for name, (mu, sd) in bands.items():
         ax.plot(xs, mu, marker="o", markersize=3, label=name)
-        if std is not None:
-            sd = _numpy(std)
+        if sd is not None:
             ax.fill_between(xs, mu - sd, mu + sd, alpha=0.2)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -298,6 +297,24 @@ def line_plot(x, curves: Mapping[str, tuple], xlabel: str, ylabel: str, title: s
         ax.set_title(title)
     legend_beside(ax)
     return fig
+
+
+def _curve(name: str, curve, shape: tuple) -> tuple[np.ndarray, np.ndarray | None]:
+    """A :func:`line_plot` curve as (mean, std or None) arrays of x's ``shape``, or a ValueError saying what it must be
+    (a plain list of values was unpacked as "too many values", and two values as a scalar mean and std)."""
+    try:
+        mean, std = curve
+        mu, sd = _numpy(mean), None if std is None else _numpy(std)
+    except (TypeError, ValueError):
+        mu = sd = None
+    if mu is not None and mu.shape == shape and (sd is None or sd.shape == shape):
+        return mu, sd
+    if mu is not None:
+        got = f"a mean of shape {mu.shape}" + ("" if sd is None else f" and a std of shape {sd.shape}")
+    else:
+        got = type(curve).__name__ + (f" of {len(curve)} values" if hasattr(curve, "__len__") else "")
+    raise ValueError(f"line_plot curve {name!r} must be (mean, std or None), each of x's shape {shape} (a curve "
+                     f"with no band: (values, None)), got {got}")
 
 
 def legend_beside(ax) -> None:
