@@ -265,3 +265,17 @@ def test_line_plot_says_what_a_curve_must_be():
     a, b = fig.axes[0].get_lines()
     assert a.get_ydata().tolist() == [0.1, 0.2] and b.get_ydata().tolist() == [0.3, 0.4]
     assert len(fig.axes[0].collections) == 1  # b's std band, from the (2, len(x)) array's second row
+
+
+def test_grid_takes_one_image_as_a_batch_of_one():
+    image = torch.linspace(-1, 1, 3 * 4 * 6).reshape(3, 4, 6)
+    fig = viz.grid(image, {"m": viz.prepare(image)})  # was "images must be (N,C,H,W), got shape (3, 4, 6)"
+    assert len(fig.axes) == 2 and [ax.get_title() for ax in fig.axes] == ["Input", "m"]
+    assert np.array_equal(fig.axes[0].images[0].get_array(), viz.to_display_image(image))
+    grey = viz.grid(torch.zeros(1, 4, 6), [np.ones((1, 4, 6))])
+    assert grey.axes[0].images[0].get_array().shape == (4, 6)
+    with pytest.raises(ValueError, match=r"images of shape \(5, 4, 6\) are one \(C,H,W\) image, for 5 rows of maps: "
+                                         r"give \(N,C,H,W\) images \(grayscale: \(N,1,H,W\)\)"):
+        viz.grid(torch.zeros(5, 4, 6), [np.ones((5, 4, 6))])  # five grayscale images without their channel axis
+    with pytest.raises(ValueError, match=r"images must be \(N,C,H,W\) or one \(C,H,W\) image, got shape \(4, 6\)"):
+        viz.grid(torch.zeros(4, 6), [np.ones((1, 4, 6))])

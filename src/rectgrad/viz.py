@@ -200,17 +200,18 @@ def grid(images, maps: Mapping[str, np.ndarray] | Sequence[np.ndarray], *, row_l
          cell: float = 1.6) -> Figure:
     """Images as rows, methods as columns, first column the input image (paper Figs. 1, 4, 5a).
 
-    ``images``: (N,C,H,W) inputs (converted by :func:`to_display_image` with ``mean``/``std``), or
-    None for no input column. ``maps``: display-ready (N,H,W) maps per column (e.g. from
+    ``images``: (N,C,H,W) inputs, or one (C,H,W) input as a batch of one (converted by :func:`to_display_image`
+    with ``mean``/``std``), or None for no input column. ``maps``: display-ready (N,H,W) maps per column (e.g. from
     :func:`prepare`), as a dict {column name: maps} or a list. Column labels default to "Input" plus
     the dict's keys. ``cell`` is the width of one panel in inches; rows are as tall as the panels' height / width
     ratio makes them (the tallest panel's).
     """
     names = list(maps) if isinstance(maps, Mapping) else None
     columns = [_numpy(c) for c in (maps.values() if isinstance(maps, Mapping) else maps)]
-    if images is not None and _numpy(images).ndim != 4:
-        raise ValueError(f"images must be (N,C,H,W), got shape {_numpy(images).shape}")
-    pics = None if images is None else to_display_image(images, mean, std)
+    inputs = None if images is None else _numpy(images)
+    if inputs is not None and inputs.ndim not in (3, 4):
+        raise ValueError(f"images must be (N,C,H,W) or one (C,H,W) image, got shape {inputs.shape}")
+    pics = None if inputs is None else to_display_image(inputs[None] if inputs.ndim == 3 else inputs, mean, std)
     if pics is None and not columns:
         raise ValueError("nothing to draw: no images and no maps")
     nrows = len(columns[0]) if columns else len(pics)
@@ -222,6 +223,9 @@ def grid(images, maps: Mapping[str, np.ndarray] | Sequence[np.ndarray], *, row_l
             raise ValueError(f"every column must be (N,H,W) with N={nrows}, got shape {c.shape}")
         _refuse_non_finite(c, f"maps[{names[k]!r}]" if names is not None else f"maps[{k}]")
     if pics is not None and len(pics) != nrows:
+        if inputs.ndim == 3:  # (N,H,W) grayscale inputs read as one image of N channels
+            raise ValueError(f"images of shape {inputs.shape} are one (C,H,W) image, for {nrows} rows of maps: give "
+                             f"(N,C,H,W) images (grayscale: (N,1,H,W))")
         raise ValueError(f"{len(pics)} images for {nrows} rows")
     panels = ([pics] if pics is not None else []) + columns
     ncols = len(panels)
