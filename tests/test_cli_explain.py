@@ -294,7 +294,9 @@ def test_a_target_that_reads_two_ways_is_refused():
     ("class folders", "error: no image files (.png, .jpg, .jpeg, .bmp, .gif, .tif, .tiff, .webp, .ppm, .pgm) in "
                       "folder classes; subfolders are not searched: give them as arguments"),
     ("checkpoint", "error:"),
-    ("target", "error: target 10 is out of range for a model with 10 classes"),
+    ("target", "error: --target 10 is out of range: this model has 10 classes, so give an index from 0 to 9 (or a "
+               "class name)"),
+    ("negative target", "error: --target -1 is out of range: this model has 10 classes"),
     ("target name", "error: --target 'dgo' is no class of this model; did you mean dog?"),
     ("ambiguous", "error: --target 'a' is ambiguous: airplane (0), automobile (1)"),
     ("device", "error: --device must be cpu, cuda or auto"),
@@ -320,6 +322,7 @@ def test_bad_input_is_one_clear_line(files, capsys, monkeypatch, case, message):
             "class folders": ["classes", "--model", checkpoint],
             "checkpoint": [*images, "--model", str(corrupt)],
             "target": [*images, "--model", checkpoint, "--target", "10"],
+            "negative target": [*images, "--model", checkpoint, "--target", "-1"],
             "target name": [*images, "--model", checkpoint, "--target", "dgo"],
             "ambiguous": [*images, "--model", checkpoint, "--target", "a"],
             "device": [*images, "--model", checkpoint, "--device", "tpu"],

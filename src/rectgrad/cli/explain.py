@@ -231,6 +231,10 @@ def _compare(loaded, inputs, image_names: list[str], names: list[str], *, q: flo
     of_the_model = {str(warning.message) for warning in caught}
     for warning in caught:
         warnings.warn(warning.message, warning.category, stacklevel=2)
+    classes = logits.shape[1]
+    if target is not None and not 0 <= target < classes:  # resolve_targets' error would not name the option
+        raise ValueError(f"--target {target} is out of range: this model has {classes} classes, so give an index "
+                         f"from 0 to {classes - 1} (or a class name)")
     targets = resolve_targets(target, logits)
     if target_line is not None:
         typer.echo(target_line)
