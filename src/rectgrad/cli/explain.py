@@ -32,16 +32,19 @@ def _figure_methods() -> tuple[str, ...]:
 
 
 def _parse_methods(text: str | None, default: tuple[str, ...]) -> list[str]:
-    """``--methods``: comma-separated registry names (each once), ``all``, or ``default`` when not given."""
+    """``--methods``: comma-separated registry names (each once), ``all`` alone, or ``default`` when not given."""
     from rectgrad.methods import METHOD_NAMES, get_method
 
     if text is None:
         return list(default)
-    if text.strip() == "all":
-        return list(METHOD_NAMES)
     names = [name.strip() for name in text.split(",") if name.strip()]
     if not names:
         raise ValueError(f"--methods is empty; known methods: {', '.join(METHOD_NAMES)}")
+    if "all" in names:
+        if len(names) > 1:
+            raise ValueError("--methods: 'all' (every method) cannot be combined with other names; give it alone or "
+                             "list the methods")
+        return list(METHOD_NAMES)
     for name in names:
         get_method(name)
     repeated = sorted({name for name in names if names.count(name) > 1})
@@ -50,7 +53,8 @@ def _parse_methods(text: str | None, default: tuple[str, ...]) -> list[str]:
     return names
 
 
-METHODS_HELP = "Comma-separated method names, or 'all' (default: every method but the random baseline)."
+METHODS_HELP = ("Comma-separated method names, or 'all' alone for every method (default: every method but the "
+                "random baseline).")
 FINAL_THRESHOLD_HELP = "Baselines keep their top 5% and RectGrad its positive part (paper Sec. 5.2)."
 SAVE_MAPS_HELP = ("Also write the attribution maps to this .npz file: one array per method (images x channels x "
                   "height x width, as the method returns it: the baselines' top 5% is only drawn), the image names "

@@ -25,7 +25,8 @@ DEVICE = typer.Option("auto", help="cpu, cuda, or auto (cuda when available).")
 DPI = typer.Option(150, help="Resolution of the PNG figures.")
 PROGRESS = typer.Option(True, help="Show a progress bar over the methods.")
 METHODS = typer.Option(None, "--method", "--methods", help="Attribution methods: comma-separated or repeated, or "
-                                                          "'all'; default: the paper's comparison (Sec. 5.2).")
+                                                          "'all' alone for every method; default: the paper's "
+                                                          "comparison (Sec. 5.2).")
 SHOW = typer.Option(None, help="How many images (the first) the figures draw; the numbers use all. "
                                "Default: the study's (4 or 8).")
 BATCH = typer.Option(16, help="Process at most this many samples (noisy copies, integration steps) at a "
@@ -82,8 +83,8 @@ def _load(study: str, model: Optional[str], images: Optional[List[Path]], datase
 
 
 def _methods(given: Optional[List[str]], default: tuple[str, ...]) -> tuple[str, ...]:
-    """``--method``: repeated, comma-separated (as ``explain``'s ``--methods``) or both, or ``all``; checked before
-    the model loads."""
+    """``--method``: repeated, comma-separated (as ``explain``'s ``--methods``) or both, or ``all`` alone; checked
+    before the model loads."""
     from rectgrad.cli.explain import _parse_methods
 
     return tuple(_parse_methods(",".join(given) if given else None, default))
