@@ -117,7 +117,7 @@ def test_a_given_data_dir_is_the_only_place_looked_at(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "FASHION_MNIST_SYSTEM_DIR", tmp_path / "system")
     write_fashion(tmp_path / "mine", "train", n=4)  # the user's training files, no test files
     assert len(load_fashion_mnist("train", data_dir=tmp_path / "mine")) == 4
-    missing = r"not found in .*mine \(--data-dir; missing: t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz\)"
+    missing = r"not found in .*mine \(missing: t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz\)"
     with pytest.raises(FileNotFoundError, match=missing):
         load_fashion_mnist("test", data_dir=tmp_path / "mine")
     with pytest.raises(FileNotFoundError, match="typo"):
@@ -134,7 +134,9 @@ def test_unpacked_idx_files_are_read_too(tmp_path):
 
 
 def test_fashion_mnist_missing_says_how_to_get_it(tmp_path):
-    with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist.*--download"):
+    with pytest.raises(FileNotFoundError, match=r"apt-get install dataset-fashion-mnist` \(then give no data "
+                                                r"folder\), put them in the folder given as data_dir \(CLI: "
+                                                r"--data-dir\), or pass download=True \(CLI: --download\)$"):
         load_fashion_mnist("train", data_dir=tmp_path)
 
 
@@ -245,7 +247,9 @@ def test_cifar10_reads_pickled_batches_from_archive(tmp_path):
 
 
 def test_cifar10_missing(tmp_path):
-    with pytest.raises(FileNotFoundError, match="cifar-10-python.tar.gz not found.*--download"):
+    with pytest.raises(FileNotFoundError, match=r"cifar-10-python.tar.gz not found in .*; download it from "
+                                                r"https://\S+ into the folder given as data_dir \(CLI: --data-dir\), "
+                                                r"or pass download=True \(CLI: --download\)$"):
         load_cifar10("test", data_dir=tmp_path)
     (tmp_path / "cache").mkdir(exist_ok=True)
     cifar_archive(tmp_path / "cache" / "cifar-10-python.tar.gz")
@@ -598,7 +602,7 @@ def test_image_folder_bad_arguments(tmp_path):
             data.load_image_folder(tmp_path, "train", size)
     with pytest.raises(ValueError, match="needs its folder"):
         load_dataset("folder", "train")
-    with pytest.raises(ValueError, match="--download does not apply"):
+    with pytest.raises(ValueError, match=r"^download=True \(CLI: --download\) does not apply"):
         load_dataset("folder", "train", data_dir=tmp_path, download=True)
     with pytest.raises(ValueError, match="split must be"):
         data.load_image_folder(tmp_path, "validation", 32)

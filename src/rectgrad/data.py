@@ -144,7 +144,7 @@ def load_dataset(name: str, split: str = "train", data_dir=None, download: bool 
             raise ValueError("the folder dataset needs its folder (--data-dir ROOT, data_dir=): "
                              "ROOT/train/<class>/<image> and ROOT/test/<class>/<image>")
         if download:
-            raise ValueError("--download does not apply to your own images (the folder dataset)")
+            raise ValueError("download=True (CLI: --download) does not apply to your own images (the folder dataset)")
         return load_image_folder(data_dir, split, image_size, progress=progress)
     if name not in loaders:
         raise ValueError(f"unknown dataset {name!r}{did_you_mean(name, DATASETS)}; known: {', '.join(DATASETS)}")
@@ -176,12 +176,12 @@ def load_fashion_mnist(split: str = "train", data_dir=None, download: bool = Fal
             if not _idx_path(folder, name):
                 _download(FASHION_MNIST_URL + name, folder / name, md5)
     if folder is None:
-        where = (f"{data_dir} (--data-dir; missing: {', '.join(n for n in names if not _idx_path(folders[0], n))})"
+        where = (f"{data_dir} (missing: {', '.join(n for n in names if not _idx_path(folders[0], n))})"
                  if data_dir is not None else ", ".join(map(str, folders)))
         raise FileNotFoundError(
             f"Fashion-MNIST {split} files ({', '.join(names)}) not found in {where}; install them with "
-            "`apt-get install dataset-fashion-mnist` (then no --data-dir is needed), put them in --data-dir, "
-            "or pass --download (download=True)")
+            "`apt-get install dataset-fashion-mnist` (then give no data folder), put them in the folder given as "
+            "data_dir (CLI: --data-dir), or pass download=True (CLI: --download)")
     images_path, labels_path = (_idx_path(folder, n) for n in names)
     images, labels = read_idx(images_path, ndim=3), read_idx(labels_path, ndim=1)
     if len(images) != len(labels):
@@ -261,8 +261,8 @@ def load_cifar10(split: str = "train", data_dir=None, download: bool = False) ->
         _download(CIFAR10_URL, path, CIFAR10_MD5)
     if path is None:
         raise FileNotFoundError(
-            f"{CIFAR10_FILE} not found in {folder}; download it from {CIFAR10_URL} "
-            "into --data-dir, or pass --download (download=True)")
+            f"{CIFAR10_FILE} not found in {folder}; download it from {CIFAR10_URL} into the folder given as "
+            "data_dir (CLI: --data-dir), or pass download=True (CLI: --download)")
     try:
         with tarfile.open(path, "r:gz") as tar:
             batches = [_read_cifar_batch(tar, path, member) for member in CIFAR10_MEMBERS[split]]

@@ -451,8 +451,9 @@ def images_from_dataset(name: str, count: int, per_class: int = 1, data_dir=None
         return _folder_images_for(loaded, data_dir, count, per_class)
     if name == "cifar10-masked":
         if download:
-            raise ValueError("--download does not apply to cifar10-masked: the paper's masked images come with its "
-                             "reference code (github.com/1202kbs/Rectified-Gradient, CIFAR10_mask.tar)")
+            raise ValueError("download=True (CLI: --download) does not apply to cifar10-masked: the paper's masked "
+                             "images come with its reference code (github.com/1202kbs/Rectified-Gradient, "
+                             "CIFAR10_mask.tar)")
         if data_dir is None:
             raise ValueError("cifar10-masked needs the folder of the paper's masked CIFAR-10 images (<class>_<n>.jpg "
                              "and <class>_<n>_mask.jpg) as data_dir (--data-dir)")
