@@ -72,6 +72,31 @@ def test_explain_saves_the_maps(files, capsys):
     assert status == 2 and err == f"error: --save-maps must name a .npz file, got {tmp_path / 'm.npy'}\n"
 
 
+def test_files_of_one_name_in_different_folders_are_told_apart(files, capsys, monkeypatch):
+    from rectgrad import viz
+
+    tmp_path, images, checkpoint = files
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        Image.open(images[0]).save(tmp_path / folder / "cat.png")
+    drawn = []
+    grid = viz.grid
+    monkeypatch.setattr(viz, "grid", lambda *args, **kw: drawn.append(kw["row_labels"]) or grid(*args, **kw))
+    monkeypatch.chdir(tmp_path)
+    status, out, err = run(capsys, "explain", "a/cat.png", str(tmp_path / "b" / "cat.png"), "image1.png", "--model",
+                           checkpoint, "--methods", "saliency", "--save-maps", "maps.npz", "--no-progress")
+    assert status == 0, err
+    names = ["a/cat.png", "b/cat.png", "image1.png"]  # the shortest telling path; a name of its own stays as it is
+    assert [line.split(": ")[0] for line in out.splitlines()[:3]] == names
+    assert [label.split("\n")[0] for label in drawn[0]] == names
+    with np.load(tmp_path / "maps.npz") as arrays:
+        assert arrays["images"].tolist() == names
+    from rectgrad.cli.explain import _image_names
+
+    deeper = [Path("x/a/cat.png"), Path("y/a/cat.png"), Path("b/cat.png"), Path("cat.png"), Path("./b/cat.png")]
+    assert _image_names(deeper) == ["x/a/cat.png", "y/a/cat.png", "b/cat.png", "cat.png", "b/cat.png"]
+
+
 def test_version(capsys):
     import captum
 
