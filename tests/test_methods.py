@@ -56,6 +56,23 @@ def test_registry_lists_the_papers_methods_in_order():
     assert rectgrad.explain is explain and rectgrad.methods is methods
 
 
+def test_methods_prints_as_a_table_and_stays_a_dict():
+    import json
+    import re
+
+    info = methods()
+    assert isinstance(info, dict) and json.loads(json.dumps(info)) == json.loads(json.dumps(dict(info)))
+    lines = repr(info).splitlines()
+    assert len(lines) == 1 + len(METHOD_NAMES) and str(info) == repr(info)
+    columns = [[cell.strip() for cell in re.split(r"\s{2,}", line)] for line in lines]
+    assert columns[0] == ["name", "implementation", "defaults"] and columns[1] == ["saliency", "captum", "abs=False"]
+    assert columns[5] == ["smoothgrad", "rectgrad loop over Captum gradients", "samples=50, noise_level=0.1"]
+    assert columns[-1] == ["random", "torch", "-"]
+    assert len({line.index(row[1], len(row[0])) for line, row in zip(lines, columns)}) == 1  # aligned columns
+    info["mine"] = "not a method's entry"
+    assert repr(info).startswith("{'saliency': {")  # a dict changed into another shape shows as a dict
+
+
 @pytest.mark.parametrize("method", METHOD_NAMES)
 def test_every_method_on_the_paper_cnn_and_resnet18(method, resnet18):
     # RectGrad's padding trick zeroes ResNet's 2 x 2 maps whole (its 1 x 1 downsampling too, as Listing 2 does)

@@ -224,10 +224,26 @@ METHODS: Mapping[str, Method] = MappingProxyType({m.name: m for m in _REGISTRY})
 METHOD_NAMES: tuple[str, ...] = tuple(METHODS)
 
 
-def methods() -> dict[str, dict]:
-    """Every method by its paper name: label, description, defaults, implementation, stochastic."""
-    return {m.name: {"label": m.label, "description": m.description, "defaults": dict(m.defaults),
-                     "implementation": m.implementation, "stochastic": m.stochastic} for m in _REGISTRY}
+class MethodTable(dict):
+    """:func:`methods`' dict, shown (in a REPL, by ``print``) as a table: each method's name, implementation and
+    defaults."""
+
+    def __repr__(self) -> str:
+        try:
+            rows = [("name", "implementation", "defaults")] + [
+                (name, info["implementation"], ", ".join(f"{k}={v!r}" for k, v in info["defaults"].items()) or "-")
+                for name, info in self.items()]
+        except (KeyError, TypeError, AttributeError):  # entries changed into another shape: shown as a dict
+            return super().__repr__()
+        width = [max(len(str(row[i])) for row in rows) for i in range(2)]
+        return "\n".join(f"{name:<{width[0]}}  {how:<{width[1]}}  {defaults}" for name, how, defaults in rows)
+
+
+def methods() -> MethodTable:
+    """Every method by its paper name: label, description, defaults, implementation, stochastic. A dict (of
+    dicts), which prints as a table."""
+    return MethodTable({m.name: {"label": m.label, "description": m.description, "defaults": dict(m.defaults),
+                                 "implementation": m.implementation, "stochastic": m.stochastic} for m in _REGISTRY})
 
 
 _OTHER_NAMES = {  # what Captum, Zennit and the papers call the methods -> ours, for the error of an unknown name
