@@ -448,3 +448,25 @@ def test_help_paragraphs_have_no_hard_line_breaks():
     for path, command in _commands(typer.main.get_command(app)):
         for paragraph in inspect.cleandoc(command.help or "").split("\n\n"):
             assert "\n" not in paragraph, f"rectgrad {' '.join(path)}: {paragraph!r}"
+
+
+def test_help_at_80_columns_shows_every_option_and_command_whole(monkeypatch, capsys):
+    """An 80-column terminal shows each option's full names (Typer's boxed tables cut them: --internal-batch-…) and
+    each sub-command's whole first paragraph in its group's list (click cuts at the first ". ": "Figs.")."""
+    import inspect
+
+    import typer
+
+    from rectgrad.cli import app
+
+    monkeypatch.setenv("COLUMNS", "80")
+    for path, command in _commands(typer.main.get_command(app)):
+        assert main([*path, "--help"]) == 0
+        shown = capsys.readouterr().out
+        assert max(map(len, shown.splitlines())) <= 80, path
+        for parameter in command.params:
+            for name in (*parameter.opts, *parameter.secondary_opts):
+                assert name in shown, f"rectgrad {' '.join(path)} --help: {name}"
+        for name, sub in getattr(command, "commands", {}).items():
+            summary = inspect.cleandoc(sub.help or "").split("\n\n")[0]
+            assert " ".join(summary.split()) in " ".join(shown.split()), f"rectgrad {' '.join(path)}: {name}"

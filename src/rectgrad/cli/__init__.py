@@ -7,6 +7,7 @@ and exit with status 2, warnings as one ``warning: ...`` line, each once; set ``
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import sys
 import warnings
@@ -15,7 +16,7 @@ import typer
 
 from rectgrad.cli import explain, reproduce, study, train
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Rectified Gradient attribution maps and the paper's experiments.")
 
 
@@ -39,6 +40,18 @@ def _root(version: bool = typer.Option(False, "--version", callback=_print_versi
 
 for _module in (explain, train, reproduce, study):
     _module.register(app)
+
+
+def _listed_by_first_paragraph(group: typer.Typer) -> None:
+    """Click's plain help (``rich_markup_mode=None``: Typer's boxed tables cut long option names at 80 columns) lists
+    a command by its docstring's first sentence, cut at "Figs. ": each is listed by its first paragraph instead."""
+    for info in group.registered_commands:
+        info.short_help = info.short_help or (info.help or inspect.getdoc(info.callback) or "").split("\n\n")[0]
+    for info in group.registered_groups:
+        _listed_by_first_paragraph(info.typer_instance)
+
+
+_listed_by_first_paragraph(app)
 
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError, KeyError, RuntimeError, OSError, ModuleNotFoundError)
 IMAGE_OPTIONS = ("--count", "--scale", "--image-size")  # the options that bound memory, where a command has them
