@@ -465,6 +465,22 @@ def test_store_refuses_another_configuration(tmp_path):
         ResultStore(tmp_path / "file", {})
 
 
+def test_a_growing_list_may_take_more_names_and_nothing_else(tmp_path):
+    """``growing``: the folder's list may be part of the new one (methods added), which config.json then records; a
+    list missing a saved name, or another setting changed too, is another configuration."""
+    ResultStore(tmp_path, {"methods": ["a", "b"], "seed": 0}, growing="methods").save_json("a.json", 1)
+    for methods, seed, difference in ((["a", "c"], 0, "methods: ['a', 'b'] there, ['a', 'c'] here"),
+                                      (["a", "b", "c"], 1, "seed: 0 there, 1 here")):
+        with pytest.raises(ValueError, match=re.escape(difference)):
+            ResultStore(tmp_path, {"methods": methods, "seed": seed}, growing="methods")
+    with pytest.raises(ValueError, match="another configuration"):  # without growing, a longer list is another too
+        ResultStore(tmp_path, {"methods": ["a", "b", "c"], "seed": 0})
+    more = ResultStore(tmp_path, {"methods": ["a", "b", "c"], "seed": 0}, growing="methods")
+    assert more.resumed and more.load_json("a.json") == 1
+    assert ResultStore.read_config(tmp_path) == {"methods": ["a", "b", "c"], "seed": 0}
+    assert ResultStore(tmp_path, {"methods": ["a", "b", "c"], "seed": 0}).resumed
+
+
 def test_a_folder_holding_only_an_interrupted_write_opens_as_a_new_store(tmp_path):
     (tmp_path / "w").mkdir()
     (tmp_path / "w" / ".config.json.x1.tmp").write_text('{"ru')  # a kill while config.json was being written

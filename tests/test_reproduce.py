@@ -11,6 +11,7 @@ import tarfile
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from rectgrad import data
@@ -557,3 +558,47 @@ def test_train_and_explain_on_own_images(tmp_path, capsys):
     assert "q = 99" in capsys.readouterr().out  # test images at the model's 24x24
     assert main(["train", "--dataset", "cifar10", "--image-size", "24", "--out", str(model)]) == 2
     assert "--image-size applies to --dataset folder only" in capsys.readouterr().err
+
+
+def test_methods_added_to_a_results_folder_are_computed_alone(smoke, tmp_path, monkeypatch, capsys):
+    """A folder made with fewer methods takes more: the added method's maps and trainings are computed, nothing else,
+    and every result equals the all-methods run's (each method's noise, masks and seeds are its own)."""
+    args, _, work = smoke
+    folder = tmp_path / "work"
+    assert main([*args, "--methods", "rectgrad,random", "--out", str(tmp_path / "few"), "--work-dir", str(folder)]) == 0
+    computed, trained = [], []
+    compute, train = pipeline.compute_maps, Retrainer.__call__
+    monkeypatch.setattr(pipeline, "compute_maps", lambda model, inputs, method, *a, **k:
+                        computed.append(method) or compute(model, inputs, method, *a, **k))
+    monkeypatch.setattr(Retrainer, "__call__", lambda self, *a: trained.append(a[2]) or train(self, *a))
+    for name in ("train_model", "train_many", "feature_map_occlusion"):
+        monkeypatch.setattr(pipeline, name, lambda *a, **k: pytest.fail("recomputed a saved result"))
+    capsys.readouterr()
+    assert main([*args, "--methods", "saliency", "--out", str(tmp_path / "more"), "--work-dir", str(folder)]) == 0
+    assert ("adding saliency to its methods (random, rectgrad); its results of random, rectgrad stay in the report"
+            in capsys.readouterr().err)
+    config = ResultStore.read_config(folder)
+    assert config["methods"] == ["random", "rectgrad", "saliency"]
+    assert set(computed) == {"saliency"}
+    assert len(trained) == len(config["parameters"]["fractions"]) * config["parameters"]["repeats"] * 2  # ROAR, KAR
+    readme = (tmp_path / "more" / "README.md").read_text()
+    assert "| methods | random, rectgrad, saliency |" in readme
+
+    def same(a, b) -> bool:
+        if isinstance(a, dict):
+            return set(a) <= set(b) and all(same(a[k], b[k]) for k in a)  # the added run's methods among all
+        if isinstance(a, torch.Tensor):
+            return torch.equal(a, b)
+        return a == b
+
+    files = [p for p in folder.rglob("*") if p.is_file() and p.parts[len(folder.parts)] != "seconds"
+             and p.name != "config.json"]
+    assert {p.parts[len(folder.parts)] for p in files} == {"models", "maps", "results", "roar", "kar"}
+    for path in files:
+        there = work / path.relative_to(folder)
+        if path.suffix == ".json":
+            assert same(json.loads(path.read_text()), json.loads(there.read_text())), path
+        elif path.parent.name == "models":
+            assert same(load_checkpoint(path)[0].state_dict(), load_checkpoint(there)[0].state_dict()), path
+        else:
+            assert same(torch.load(path), torch.load(there)), path

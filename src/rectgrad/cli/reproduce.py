@@ -21,7 +21,8 @@ def reproduce(
                                                        "reused on reruns). Default: OUT/work."),
     methods: str = typer.Option("all", help="Comma-separated methods, or 'all' (the paper's: random, rectgrad, "
                                             "rectgrad_prr, saliency, guided_bp, smoothgrad, grad_input, intgrad, "
-                                            "deeplift; deconv and eps_lrp may be named too)."),
+                                            "deeplift; deconv and eps_lrp may be named too). A --work-dir of "
+                                            "other methods keeps them and takes these too."),
     data_dir: Optional[Path] = typer.Option(None, help="Folder holding the dataset files (for folder: ROOT)."),
     image_size: Optional[int] = typer.Option(None, help="folder only: the side images are resized to "
                                                         "(a multiple of 4, default 32)."),

@@ -96,7 +96,8 @@ def reproduce(dataset: str, scale: str, work_dir, *, data_dir=None, masks_dir=No
 
     ``dataset="folder"`` runs them on your own images in ``data_dir`` (:func:`rectgrad.data.load_image_folder`,
     resized to ``image_size``); Figs. 2 and 8 then use the test images that have an object mask, and are
-    skipped when none has.
+    skipped when none has. A ``work_dir`` holding results of other methods, made with this configuration otherwise,
+    keeps them: the run adds ``methods`` to the folder's, and the results cover them all.
     """
     settings = settings or Settings()
     if dataset not in DATASETS:
@@ -108,8 +109,11 @@ def reproduce(dataset: str, scale: str, work_dir, *, data_dir=None, masks_dir=No
     unknown = [m for m in methods if m not in METHOD_NAMES]
     if unknown or not methods or len(set(methods)) != len(methods):
         raise ValueError(f"methods must be distinct names among {', '.join(METHOD_NAMES)}, got {list(methods)}")
+    saved = ResultStore.read_config(work_dir) if Path(work_dir).is_dir() else None
+    earlier = saved.get("methods") if isinstance(saved, dict) else None
+    earlier = [m for m in earlier if m in METHOD_NAMES] if isinstance(earlier, list) else []
     order = list(METHODS) + [m for m in METHOD_NAMES if m not in METHODS]
-    methods = tuple(sorted(methods, key=order.index))  # one order, however given: the same run, the same folder
+    given, methods = methods, tuple(sorted(set(methods) | set(earlier), key=order.index))  # one order; the folder's too
     spec = SCALES[scale]
     train = load_dataset(dataset, "train", data_dir=data_dir, download=download, image_size=image_size,
                          progress=settings.progress)
@@ -123,9 +127,12 @@ def reproduce(dataset: str, scale: str, work_dir, *, data_dir=None, masks_dir=No
         data.update(image_size=image_size, masked=0 if masked is None else len(masked), classes=train.classes)
     config = {"dataset": dataset, "scale": scale, "parameters": asdict(spec), "methods": list(methods),
               "seed": seed, "data": data}
-    store = ResultStore(work_dir, config)  # refuses another configuration's folder
+    store = ResultStore(work_dir, config, growing="methods")  # refuses another configuration's folder
     if store.resumed:
-        print(f"resuming: the finished units of work in {store.folder} are kept, the rest is computed",
+        added, kept = [m for m in methods if m not in earlier], [m for m in methods if m not in given]
+        print(f"resuming: the finished units of work in {store.folder} are kept, the rest is computed"
+              + (f"; adding {', '.join(added)} to its methods ({', '.join(earlier)})" if added else "")
+              + (f"; its results of {', '.join(kept)} stay in the report" if kept else ""),
               file=sys.stderr, flush=True)
     run = _Run(store, spec, methods, seed, settings)
     patch = RandomPatch()
@@ -244,6 +251,11 @@ class _Run:
                 bar.close()
         return {m: self.store.load_torch(f"maps/{name}-{m}.pt") for m in methods}
 
+    def _holds_every_method(self, key: str) -> bool:
+        """The results file ``key`` (one entry per method) is saved, for every method: else it is computed again, from
+        the saved maps of the methods it holds (methods added to the folder's)."""
+        return self.store.has(key) and set(self.methods) <= set(self.store.load_json(key))
+
     def occlusion(self, model: torch.nn.Module, chosen: MaskedImages) -> None:
         """Fig. 2 at the output of each convolution's ReLU."""
         layers = conv_activations(model)
@@ -263,7 +275,7 @@ class _Run:
 
     def noise(self, model: torch.nn.Module, chosen: MaskedImages) -> None:
         """Fig. 8: attribution outside the object and total variation, with and without the final threshold."""
-        if self.store.has("results/noise.json"):
+        if self._holds_every_method("results/noise.json"):
             return
         results = {}
         for method, maps in self.maps("masked", model, chosen).items():
@@ -275,7 +287,7 @@ class _Run:
 
     def patch(self, model: torch.nn.Module, data: ImageDataset, patch: RandomPatch) -> None:
         """Figs. 3 and 7: attribution inside the visible 8x8 part of the patch, per test image."""
-        if self.store.has("results/patch.json") and self.store.has("results/patch-examples.pt"):
+        if self._holds_every_method("results/patch.json") and self.store.has("results/patch-examples.pt"):
             return  # (either one missing, e.g. deleted as corrupt: both are computed again, from the saved maps)
         region = patch.visible_region(*data.images.shape[2:])
         results, examples = {}, {}

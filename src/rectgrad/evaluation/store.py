@@ -22,14 +22,19 @@ SECONDS = "seconds"
 
 class ResultStore:
     """Resumable results under ``folder``, bound to ``config`` (plain JSON values); ``resumed``: the folder held
-    results of this configuration already."""
+    results of this configuration already. ``growing``: a key of ``config`` holding a list the folder's may be
+    part of (results of more methods added to it): its ``config.json`` then takes the longer list."""
 
-    def __init__(self, folder, config: dict):
+    def __init__(self, folder, config: dict, growing: str | None = None):
         self.folder = Path(folder)
         config = json.loads(json.dumps(config))  # normalise tuples to lists, as they read back
         if self.folder.exists() and not self.folder.is_dir():
             raise NotADirectoryError(f"{self.folder} exists and is not a folder")
         saved = self.read_config(self.folder)
+        if saved is not None and growing in saved and growing in config and set(saved[growing]) < set(config[growing]) \
+                and {**saved, growing: config[growing]} == config:
+            self.save_json(CONFIG, config)  # before any result of the longer list
+            saved = config
         if saved is not None and saved != config:
             raise ValueError(f"{self.folder} holds results of another configuration ({_difference(saved, config)}); "
                              "refusing to mix them: use another folder or delete this one")
