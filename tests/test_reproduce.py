@@ -4,9 +4,11 @@ import csv
 import gzip
 import io
 import json
+import os
 import pickle
 import re
 import shutil
+import signal
 import tarfile
 
 import numpy as np
@@ -216,6 +218,34 @@ def test_each_model_is_saved_as_soon_as_it_is_trained(smoke, tmp_path, monkeypat
     monkeypatch.setattr(pipeline, "train_model", lambda *a, **k: trained.append(a[0]) or train(*a, **k))
     assert main([*args, "--out", str(tmp_path / "report"), "--work-dir", str(copy)]) == 0
     assert len(trained) == 2 and set(ResultStore.read_seconds(copy)) == set(ResultStore.read_seconds(work))
+
+
+def test_ctrl_c_during_a_models_training_saves_its_state_and_the_rerun_resumes_it(smoke, tmp_path, monkeypatch,
+                                                                                    capsys):
+    args, _, work = smoke
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy, ignore=shutil.ignore_patterns("patch.pt"))
+    calls, train = [], pipeline.train_model
+
+    def ctrl_c_at_the_second_batch(model, *a, **k):
+        def hook(module, inputs):
+            calls.append(1)
+            if len(calls) == 2:
+                os.kill(os.getpid(), signal.SIGINT)
+        model.register_forward_pre_hook(hook)
+        return train(model, *a, **k)
+
+    monkeypatch.setattr(pipeline, "train_model", ctrl_c_at_the_second_batch)
+    capsys.readouterr()
+    assert main([*args, "--out", str(tmp_path / "report"), "--work-dir", str(copy)]) == 130
+    state = copy / "models" / "unfinished-patch.pt"
+    assert re.search(rf"stopped training at epoch 1/\d+, batch 2/\d+; its state is saved in {re.escape(str(state))}: "
+                     "run again to resume", capsys.readouterr().err)
+    assert state.is_file() and not (copy / "models" / "patch.pt").exists()
+    assert main([*args, "--out", str(tmp_path / "report"), "--work-dir", str(copy)]) == 0
+    assert not state.exists()
+    resumed, straight = (load_checkpoint(folder / "models" / "patch.pt")[0].state_dict() for folder in (copy, work))
+    assert all(torch.equal(value, resumed[key]) for key, value in straight.items())
 
 
 def test_a_damaged_model_file_says_what_to_do(smoke, tmp_path, capsys):

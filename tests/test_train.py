@@ -1,16 +1,18 @@
 """Training loop, evaluation and the ``rectgrad train`` command on small generated data."""
 import gzip
 import os
+import re
+import signal
 
 import numpy as np
 import pytest
 import torch
 
-from rectgrad import data, load_model
+from rectgrad import PaperCNN, data, load_model
 from rectgrad.checkpoint import load_checkpoint
 from rectgrad.cli import main
 from rectgrad.data import ImageDataset
-from rectgrad.train import evaluate, new_model, predict_logits, train_model
+from rectgrad.train import TrainingInterrupted, evaluate, new_model, predict_logits, train_model
 
 
 def quadrants(n: int, seed: int, size: int = 16) -> ImageDataset:
@@ -64,6 +66,89 @@ def test_bad_arguments():
         train_model(new_model(train), train.subset(slice(0, 0)), progress=False)
     with pytest.raises(ValueError, match="positive"):
         train_model(new_model(train), train, epochs=0, progress=False)
+
+
+def signal_at(calls: set, signum=signal.SIGINT):
+    """A forward pre-hook sending ``signum`` to this process at the model's forward calls numbered in ``calls``
+    (from 1), as a Ctrl-C or a ``kill`` would arrive during that step; counts the calls in ``hook.calls``."""
+    def hook(module, args):
+        hook.calls += 1
+        if hook.calls in calls:
+            os.kill(os.getpid(), signum)
+    hook.calls = 0
+    return hook
+
+
+def test_train_model_stopped_by_signals_resumes_bit_for_bit(tmp_path):
+    """Ctrl-C or SIGTERM saves the state after the current step (3 steps an epoch here); each rerun takes up where
+    the last stopped, every step runs once in all, and the result is the uninterrupted training's, bit for bit."""
+    train = quadrants(60, seed=0)
+    straight = new_model(train, seed=3)
+    expected = train_model(straight, train, epochs=3, batch_size=25, seed=3, progress=False)
+    checkpoint = tmp_path / "model.unfinished.pt"
+    steps = 0
+    for signum, during, where in ((signal.SIGINT, 5, "at epoch 2/3, batch 2/3"),
+                                  (signal.SIGTERM, 1, "at epoch 3/3, batch 0/3"),
+                                  (signal.SIGINT, 3, "after the last batch")):
+        model = new_model(train, seed=0 if checkpoint.exists() else 3)  # resumed: its weights come from the file
+        hook = signal_at({during}, signum)
+        model.register_forward_pre_hook(hook)
+        with pytest.raises(TrainingInterrupted, match=f"stopped training {where}; its state is saved in "
+                                                      f"{re.escape(str(checkpoint))}: run again to resume"):
+            train_model(model, train, epochs=3, batch_size=25, seed=3, progress=False, checkpoint=checkpoint)
+        assert checkpoint.is_file() and hook.calls == during
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers are given back
+        steps += hook.calls
+    assert steps == 9
+    model = new_model(train, seed=0)
+    hook = signal_at(set())
+    model.register_forward_pre_hook(hook)
+    resumed = train_model(model, train, epochs=3, batch_size=25, seed=3, progress=False, checkpoint=checkpoint)
+    assert hook.calls == 0 and not checkpoint.exists() and resumed["seconds"] > 0
+    assert resumed["loss"] == expected["loss"] and resumed["train_accuracy"] == expected["train_accuracy"]
+    assert all(torch.equal(value, model.state_dict()[key]) for key, value in straight.state_dict().items())
+
+
+def test_train_model_refuses_another_trainings_state_and_starts_over_from_a_corrupt_one(tmp_path):
+    train = quadrants(60, seed=0)
+    checkpoint = tmp_path / "model.unfinished.pt"
+    model = new_model(train, seed=3)
+    model.register_forward_pre_hook(signal_at({2}))
+    with pytest.raises(TrainingInterrupted):
+        train_model(model, train, epochs=2, batch_size=25, seed=3, progress=False, checkpoint=checkpoint)
+    for other, difference in ((dict(seed=4), "seed: 3 there, 4 here"), (dict(lr=0.01), "lr: 0.001 there, 0.01 here"),
+                              (dict(train=quadrants(60, seed=1)), "data: ")):
+        arguments = dict(train=train, epochs=2, batch_size=25, seed=3, progress=False, checkpoint=checkpoint) | other
+        with pytest.raises(ValueError, match=f"holds the state of another training \\({difference}"):
+            train_model(new_model(train, seed=3), **arguments)
+    expected = train_model(new_model(train, seed=3), train, epochs=2, batch_size=25, seed=3, progress=False)
+    checkpoint.write_bytes(checkpoint.read_bytes()[:-25])  # cut short
+    with pytest.warns(RuntimeWarning, match="model.unfinished.pt is corrupt .*its training starts over"):
+        again = train_model(new_model(train, seed=3), train, epochs=2, batch_size=25, seed=3, progress=False,
+                            checkpoint=checkpoint)
+    assert again["loss"] == expected["loss"] and not checkpoint.exists()
+
+
+def test_cli_train_resumes_after_ctrl_c(tmp_path, monkeypatch, capsys):
+    write_fashion(tmp_path)
+    args = ["train", "--dataset", "fashion-mnist", "--data-dir", str(tmp_path), "--epochs", "2", "--batch-size", "50",
+            "--device", "cpu", "--no-progress"]
+    assert main(args + ["--out", str(tmp_path / "straight.pt")]) == 0
+    hook = signal_at({6})  # epoch 2, batch 2 of 4
+    forward = PaperCNN.forward
+    monkeypatch.setattr(PaperCNN, "forward", lambda self, x: hook(self, x) or forward(self, x))
+    out = tmp_path / "model.pt"
+    capsys.readouterr()
+    assert main(args + ["--out", str(out)]) == 130
+    unfinished = tmp_path / "model.unfinished.pt"
+    assert capsys.readouterr().err == (f"stopped training at epoch 2/2, batch 2/4; its state is saved in {unfinished}: "
+                                       "run the same command again to resume\ninterrupted\n")
+    assert unfinished.is_file() and not out.exists()
+    assert main(args + ["--out", str(out)]) == 0
+    assert hook.calls == 6 + 2 + 1 and not unfinished.exists()  # the 8 batches once, then the test set
+    (a, meta_a), (b, meta_b) = load_checkpoint(tmp_path / "straight.pt"), load_checkpoint(out)
+    assert meta_a["train_loss"] == meta_b["train_loss"] and meta_a["test_accuracy"] == meta_b["test_accuracy"]
+    assert all(torch.equal(value, b.state_dict()[key]) for key, value in a.state_dict().items())
 
 
 def write_fashion(folder, n_train=200, n_test=100):

@@ -10,12 +10,20 @@ CUDA (benchmarks/train_speed.py); ``torch.compile`` measured slower on both and 
 from __future__ import annotations
 
 import contextlib
+import pickle
+import signal
+import threading
 import time
+import warnings
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rectgrad.checkpoint import one_line, write_atomically
 from rectgrad.data import ImageDataset, to_inputs
 from rectgrad.models import PaperCNN
 from rectgrad.progress import progress_bar
@@ -33,7 +41,7 @@ def new_model(dataset: ImageDataset, seed: int = 0) -> PaperCNN:
 
 def train_model(model: nn.Module, train: ImageDataset, *, epochs: int = 20, batch_size: int = 100,
                 lr: float = 1e-3, seed: int = 0, device=None, progress: bool = True,
-                test: ImageDataset | None = None, channels_last: bool = True) -> dict:
+                test: ImageDataset | None = None, channels_last: bool = True, checkpoint=None) -> dict:
     """Train ``model`` in place with Adam on ``train``; return the history.
 
     ``seed`` fixes the batch order; the initial weights are the caller's (``new_model(train, seed)``
@@ -42,6 +50,10 @@ def train_model(model: nn.Module, train: ImageDataset, *, epochs: int = 20, batc
     comes back in eval mode. History: ``loss`` and ``train_accuracy`` per epoch, ``seconds``, and
     ``test_accuracy`` (None without ``test``). ``channels_last`` trains in that memory format (the
     weights are handed back in the default format).
+
+    With a ``checkpoint`` path the training can be stopped and resumed: Ctrl-C or SIGTERM saves its state there
+    after the current step and raises :class:`TrainingInterrupted`; a later call with the same arguments resumes
+    from it, bit for bit, and deletes it when done (``seconds`` counts every part).
     """
     if len(train) == 0:
         raise ValueError("the training set is empty")
@@ -55,14 +67,49 @@ def train_model(model: nn.Module, train: ImageDataset, *, epochs: int = 20, batc
     generator = torch.Generator().manual_seed(seed)
     n, steps = len(train), -(-len(train) // batch_size)
     history = {"loss": [], "train_accuracy": [], "seconds": 0.0, "test_accuracy": None}
+    identity = None if checkpoint is None else {
+        "images": n, "data": zlib.crc32(train.labels.cpu().contiguous().numpy(),
+                                        zlib.crc32(train.images.cpu().contiguous().numpy())),
+        "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "channels_last": channels_last,
+        "parameters": [list(p.shape) for p in model.parameters()]}
+    state = saved_training(checkpoint, "train_model")
+    if state is not None:
+        if state["identity"] != identity:
+            differing = "; ".join(f"{key}: {state['identity'].get(key)!r} there, {value!r} here"
+                                  for key, value in identity.items() if state["identity"].get(key) != value)
+            raise ValueError(f"{checkpoint} holds the state of another training ({differing}); delete it to start "
+                             "over")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        history["loss"], history["train_accuracy"] = state["losses"], state["accuracies"]
+    first_epoch, first_step, earlier = (state["epoch"], state["step"], state["seconds"]) if state else (0, 0, 0.0)
+
+    def interrupt(generator_state, epoch, step, loss_sum, correct):
+        state = {"identity": identity, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "generator": generator_state, "epoch": epoch, "step": step, "loss_sum": loss_sum, "correct": correct,
+                 "losses": history["loss"], "accuracies": history["train_accuracy"],
+                 "seconds": earlier + time.perf_counter() - start}
+        write_atomically(checkpoint, lambda f: torch.save(state, f))
+        where = "after the last batch" if epoch == epochs else f"at epoch {epoch + 1}/{epochs}, batch {step}/{steps}"
+        raise TrainingInterrupted(f"stopped training {where}; its state is saved in {checkpoint}: run again to resume")
+
     start = time.perf_counter()
     bar = progress_bar(epochs * steps, f"train {train.name}", progress, unit="batch")
-    with torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=True):
-        for epoch in range(epochs):
+    if bar is not None:
+        bar.update(first_epoch * steps + first_step)
+    with (torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=True),
+          stop_requests() if checkpoint is not None else contextlib.nullcontext() as requested):
+        for epoch in range(first_epoch, epochs):
+            at_epoch_start = generator.get_state()
             order = torch.randperm(n, generator=generator).to(device)
             loss_sum = torch.zeros((), device=device)
             correct = torch.zeros((), dtype=torch.long, device=device)
-            for step in range(steps):
+            if state and epoch == first_epoch:
+                loss_sum, correct = state["loss_sum"].to(device), state["correct"].to(device)
+            for step in range(first_step if epoch == first_epoch else 0, steps):
+                if requested is not None and requested.is_set():
+                    interrupt(at_epoch_start, epoch, step, loss_sum, correct)
                 index = order[step * batch_size:(step + 1) * batch_size]
                 target = labels[index]
                 logits = model(to_inputs(images[index]).contiguous(memory_format=memory_format))
@@ -80,13 +127,69 @@ def train_model(model: nn.Module, train: ImageDataset, *, epochs: int = 20, batc
                                         acc=f"{correct.item() / seen:.4f}", refresh=False)  # drawn at its pace
             history["loss"].append(loss_sum.item() / n)
             history["train_accuracy"].append(correct.item() / n)
-    history["seconds"] = time.perf_counter() - start
+        if first_epoch < epochs and requested is not None and requested.is_set():  # during the last step: finished
+            interrupt(generator.get_state(), epochs, 0, loss_sum, correct)
+    history["seconds"] = earlier + time.perf_counter() - start
     if bar is not None:
         bar.close()
+    if checkpoint is not None:
+        Path(checkpoint).unlink(missing_ok=True)
     model.to(memory_format=torch.contiguous_format).eval()
     if test is not None:
         history["test_accuracy"] = evaluate(model, test, device=device)
     return history
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """A training stopped by Ctrl-C or SIGTERM after saving its state (:func:`train_model`,
+    :func:`rectgrad.train_many.train_many` with a ``checkpoint``): rerun to resume."""
+
+
+@contextlib.contextmanager
+def stop_requests() -> Iterator[threading.Event]:
+    """An event set by the first Ctrl-C (SIGINT) or SIGTERM while the block runs; a second one interrupts at once.
+    Signal handlers live in the main thread only: elsewhere the event is never set."""
+    requested = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield requested
+        return
+
+    def handler(signum, frame):
+        if requested.is_set():
+            raise KeyboardInterrupt
+        requested.set()
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield requested
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+_SAVED = {"train_model": ("a train_model training", "its training"),
+          "train_many": ("a train_many group", "its group of trainings")}
+
+
+def saved_training(checkpoint, function: str, resuming: bool = True) -> dict | None:
+    """The state an interrupted ``function`` (train_model, train_many) saved in ``checkpoint``; None when there is none
+    or it is corrupt (damaged outside rectgrad: writes are atomic), with a warning when ``resuming``: the training
+    starts over and overwrites it."""
+    if checkpoint is None or not Path(checkpoint).is_file():
+        return None
+    saved_by, trainings = _SAVED[function]
+    Path(checkpoint).open("rb").close()  # unreadable: an error of its own, not a corrupt state to start over from
+    try:
+        state = torch.load(checkpoint, map_location="cpu", mmap=not resuming, weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, ValueError) as exc:  # OSError: cut short
+        if resuming:
+            warnings.warn(f"{checkpoint} is corrupt ({one_line(exc)}): {trainings} starts over", RuntimeWarning,
+                          stacklevel=3)
+        return None
+    if not isinstance(state, dict) or not {"identity", "seconds"} <= state.keys():
+        raise ValueError(f"{checkpoint} is a torch file but not the saved state of {saved_by}: give another "
+                         "checkpoint path (it would be overwritten) or delete it")
+    return state
 
 
 @contextlib.contextmanager

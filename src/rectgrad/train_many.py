@@ -12,13 +12,9 @@ autocast (measured about twice as fast on an H100; fp32, the default, is the pap
 """
 from __future__ import annotations
 
-import pickle
-import signal
-import threading
 import time
-import warnings
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,11 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rectgrad.checkpoint import one_line, write_atomically
+from rectgrad.checkpoint import write_atomically
 from rectgrad.data import ImageDataset, to_inputs
 from rectgrad.models import architecture
 from rectgrad.progress import progress_bar
-from rectgrad.train import evaluate, new_model, train_model
+from rectgrad.train import TrainingInterrupted, evaluate, new_model, saved_training, stop_requests, train_model
 
 PRECISIONS = ("fp32", "bf16")
 _LAYERS = (nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.Flatten, nn.Linear)
@@ -88,55 +84,10 @@ def _stacked_logits(layers: list[nn.Module], params: list[Tensor], x: Tensor) ->
     return h
 
 
-class TrainingInterrupted(KeyboardInterrupt):
-    """A :func:`train_many` group stopped by Ctrl-C or SIGTERM after saving its state: rerun to resume."""
-
-
-@contextmanager
-def stop_requests() -> Iterator[threading.Event]:
-    """An event set by the first Ctrl-C (SIGINT) or SIGTERM while the block runs; a second one interrupts at once.
-    Signal handlers live in the main thread only: elsewhere the event is never set."""
-    requested = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield requested
-        return
-
-    def handler(signum, frame):
-        if requested.is_set():
-            raise KeyboardInterrupt
-        requested.set()
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield requested
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-
-
 def checkpoint_seconds(checkpoint) -> float:
     """Training seconds an unfinished group's ``checkpoint`` has accumulated (0 when there is none)."""
-    state = _group_state(checkpoint, resuming=False)
+    state = saved_training(checkpoint, "train_many", resuming=False)
     return 0.0 if state is None else float(state["seconds"])
-
-
-def _group_state(checkpoint, resuming: bool = True) -> dict | None:
-    """The state saved in an unfinished group's ``checkpoint``; None when there is none or it is corrupt (damaged
-    outside rectgrad: writes are atomic), with a warning when ``resuming``: the group starts over and overwrites it."""
-    if checkpoint is None or not Path(checkpoint).is_file():
-        return None
-    Path(checkpoint).open("rb").close()  # unreadable: an error of its own, not a corrupt state to start over from
-    try:
-        state = torch.load(checkpoint, map_location="cpu", mmap=not resuming, weights_only=True)
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, ValueError) as exc:  # OSError: cut short
-        if resuming:
-            warnings.warn(f"{checkpoint} is corrupt ({one_line(exc)}): its group of trainings starts over",
-                          RuntimeWarning, stacklevel=3)
-        return None
-    if not isinstance(state, dict) or not {"identity", "seconds"} <= state.keys():
-        raise ValueError(f"{checkpoint} is a torch file but not the saved state of a train_many group: give "
-                         "another checkpoint path (it would be overwritten) or delete it")
-    return state
 
 
 def train_many(models: Sequence[nn.Module], datasets: Sequence[ImageDataset], seeds: Sequence[int], *,
@@ -271,7 +222,7 @@ def _save(checkpoint, identity, params, optimizer, generator_states, epoch, step
 
 def _resume(checkpoint, identity, params, optimizer, generators) -> dict | None:
     """Load a saved group state into ``params``, ``optimizer`` and ``generators``; None when there is none."""
-    state = _group_state(checkpoint)
+    state = saved_training(checkpoint, "train_many")
     if state is None:
         return None
     if state["identity"] != identity:

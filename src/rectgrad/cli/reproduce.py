@@ -50,7 +50,7 @@ def reproduce(
 
     Trains (or reuses) the clean and patch-occluded models and runs every experiment for every method.
 
-    Resumable: rerun the same command after Ctrl-C or SIGTERM (models being trained at once save their state first).
+    Resumable: rerun the same command after Ctrl-C or SIGTERM (models being trained save their state first).
     """
     import time
 
@@ -98,7 +98,7 @@ def reproduce(
         run(dataset, scale, work, data_dir=data_dir, masks_dir=masks, download=download, methods=names, seed=seed,
             settings=settings, image_size=_image_size(dataset, image_size))
         readme = write_report(work, out)
-    except TrainingInterrupted as stopped:  # Ctrl-C or SIGTERM during models trained at once: say where they are
+    except TrainingInterrupted as stopped:  # Ctrl-C or SIGTERM while models train: say where their state is
         typer.echo(str(stopped), err=True)
         raise
     except KeyboardInterrupt:

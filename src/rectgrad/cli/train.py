@@ -29,12 +29,14 @@ def train(
     device: str = typer.Option("auto", help="cpu, cuda, or auto (cuda when available)."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
-    """Train the paper's CNN (Adam, lr 1e-3, batch 100, 20 epochs) and save a checkpoint."""
+    """Train the paper's CNN (Adam, lr 1e-3, batch 100, 20 epochs) and save a checkpoint.
+
+    Resumable: Ctrl-C or SIGTERM saves its state beside --out (NAME.unfinished.pt); the same command resumes."""
     from rectgrad.checkpoint import save_checkpoint
     from rectgrad.cli import _options
     from rectgrad.cli.reproduce import _image_size
     from rectgrad.data import RandomPatch, load_dataset
-    from rectgrad.train import new_model, train_model
+    from rectgrad.train import TrainingInterrupted, new_model, train_model
 
     device = _options.device(device)
     _options.output_file(out, "--out")
@@ -50,8 +52,13 @@ def train(
     if occlusion is not None:
         train_set, test_set = occlusion.apply(train_set), occlusion.apply(test_set)
     model = new_model(train_set, seed)
-    history = train_model(model, train_set, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                          device=device, progress=progress, test=test_set)
+    unfinished = out.with_name(f"{out.stem}.unfinished{out.suffix}")
+    try:
+        history = train_model(model, train_set, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                              device=device, progress=progress, test=test_set, checkpoint=unfinished)
+    except TrainingInterrupted as stopped:  # Ctrl-C or SIGTERM: its state is saved, the same command resumes
+        typer.echo(str(stopped).replace("run again", "run the same command again"), err=True)
+        raise
     save_checkpoint(model, out, dataset=dataset,
                     patch={"size": occlusion.size, "seed": occlusion.seed} if occlusion else None,
                     epochs=epochs, seed=seed, batch_size=batch_size, lr=lr, classes=train_set.classes,

@@ -200,8 +200,8 @@ class _Run:
     def models(self, data: dict[str, tuple[ImageDataset, ImageDataset]]) -> list[torch.nn.Module]:
         """The clean and patch-occluded models (Appendix F.2 protocol) for ``{name: (train, test)}``, trained
         once and reused. On a GPU the missing ones train at once (:func:`rectgrad.train_many`, fp32,
-        deterministic; Ctrl-C saves their state and a rerun resumes): a single small model leaves most of the
-        device idle."""
+        deterministic): a single small model leaves most of the device idle. Either way Ctrl-C or SIGTERM saves the
+        training's state and a rerun resumes it."""
         device, epochs = self.settings.device, self.spec.model_epochs
         paths = {name: self.store.path(f"models/{name}.pt") for name in data}
         missing = [name for name, path in paths.items() if not path.is_file()]
@@ -225,9 +225,10 @@ class _Run:
             for name, history, accuracy in zip(missing, histories, accuracies):
                 save(name, {**history, "test_accuracy": accuracy}, len(missing))
         else:
-            for name in missing:  # each saved as soon as it is trained
+            for name in missing:  # each saved as soon as it is trained; Ctrl-C saves its state, a rerun resumes it
                 save(name, train_model(trained[name], data[name][0], epochs=epochs, seed=self.seed, device=device,
-                                       progress=self.settings.progress, test=data[name][1]), 1)
+                                       progress=self.settings.progress, test=data[name][1],
+                                       checkpoint=self.store.path(f"models/unfinished-{name}.pt")), 1)
         return [trained[name] if name in trained else _saved_model(path).to(device) for name, path in paths.items()]
 
     def maps(self, name: str, model: torch.nn.Module, data: ImageDataset, methods=None) -> dict[str, torch.Tensor]:
