@@ -366,7 +366,7 @@ def test_bad_input_is_one_clear_line(files, capsys, monkeypatch, case, message):
     (["--seed", "-1"], "error: --seed must be an integer in [0, 2**63), got -1"),
     (["--methods", ""], "error: --methods is empty"),
     (["--methods", "saliency,rectgrad,saliency"], "error: --methods names saliency more than once"),
-    (["--methods", "all,rectgrad"], "error: --methods: 'all' (every method) cannot be combined with other names; "
+    (["--methods", "all,rectgrad"], "error: --methods: 'all' cannot be combined with other names; "
                                     "give it alone or list the methods"),
     (["--out", "grid.gif"], "error: --out must name a .png / .pdf / .svg"),
     (["--out", "."], "error: --out . is a folder; give a file name"),

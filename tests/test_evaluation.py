@@ -351,13 +351,20 @@ def test_roar_kar_resumes_an_interrupted_group_from_its_checkpoint(tmp_path, mon
     assert ResultStore.read_seconds(tmp_path / "work")["roar/a-p0.2-r0"] > 1000 / 4  # both parts, shared by 4
 
 
-def test_a_group_saved_unfinished_is_formed_again_whatever_the_group_size():
+def test_a_group_saved_unfinished_is_formed_again_whatever_the_group_size_and_the_jobs_between():
     jobs = [Job(key, None, None, 0) for key in "abcdefgh"]
     backend = LocalBackend(group=3)
-    assert [[j.key for j in chunk] for chunk in backend._chunks(jobs, {"c": 4})] == [["a", "b"], list("cdef"),
-                                                                                    ["g", "h"]]
-    assert [len(chunk) for chunk in backend._chunks(jobs, {"a": 1, "g": 2})] == [1, 3, 2, 2]
-    assert [len(chunk) for chunk in backend._chunks(jobs, {})] == [3, 3, 2]
+
+    def chunks(saved, order="abcdefgh"):
+        return ["".join(j.key for j in chunk) for chunk in backend._chunks([jobs["abcdefgh".index(k)] for k in order],
+                                                                           saved)]
+
+    assert chunks([list("cdef")]) == ["ab", "cdef", "gh"]
+    assert chunks([["a"], ["g", "h"]]) == ["a", "bcd", "ef", "gh"]
+    assert chunks([]) == ["abc", "def", "gh"]
+    # methods added since: jobs of theirs come between those of a saved group, which is formed again all the same
+    assert chunks([list("bdf")]) == ["a", "c", "e", "bdf", "gh"]
+    assert chunks([list("bdf")], order="abcegh") == ["a", "ceg", "h", "b"]  # d, f done after all: b alone
 
 
 def test_roar_kar_bad_input():
@@ -466,19 +473,28 @@ def test_store_refuses_another_configuration(tmp_path):
 
 
 def test_a_growing_list_may_take_more_names_and_nothing_else(tmp_path):
-    """``growing``: the folder's list may be part of the new one (methods added), which config.json then records; a
-    list missing a saved name, or another setting changed too, is another configuration."""
+    """``growing``: the folder's list of names may be part of the new one (methods added), which config.json records
+    once record_growth says the results are in; a list missing a saved name, or another setting changed too, is
+    another configuration, named without the list that may grow."""
     ResultStore(tmp_path, {"methods": ["a", "b"], "seed": 0}, growing="methods").save_json("a.json", 1)
-    for methods, seed, difference in ((["a", "c"], 0, "methods: ['a', 'b'] there, ['a', 'c'] here"),
-                                      (["a", "b", "c"], 1, "seed: 0 there, 1 here")):
+    for methods, seed, difference in ((["a", "c"], 0, "(methods: ['a', 'b'] there, ['a', 'c'] here)"),
+                                      (["a", "b", "c"], 1, "(seed: 0 there, 1 here)")):
         with pytest.raises(ValueError, match=re.escape(difference)):
             ResultStore(tmp_path, {"methods": methods, "seed": seed}, growing="methods")
     with pytest.raises(ValueError, match="another configuration"):  # without growing, a longer list is another too
         ResultStore(tmp_path, {"methods": ["a", "b", "c"], "seed": 0})
     more = ResultStore(tmp_path, {"methods": ["a", "b", "c"], "seed": 0}, growing="methods")
     assert more.resumed and more.load_json("a.json") == 1
+    assert ResultStore.read_config(tmp_path)["methods"] == ["a", "b"]  # until the added results are in
+    ResultStore(tmp_path, {"methods": ["a", "b"], "seed": 0}, growing="methods").record_growth()  # nothing added
+    assert ResultStore.read_config(tmp_path)["methods"] == ["a", "b"]
+    more.record_growth()
     assert ResultStore.read_config(tmp_path) == {"methods": ["a", "b", "c"], "seed": 0}
     assert ResultStore(tmp_path, {"methods": ["a", "b", "c"], "seed": 0}).resumed
+    for foreign in (5, None, ["a", ["x"]], "ab"):  # a config.json written elsewhere: another configuration, named
+        (tmp_path / "config.json").write_text(json.dumps({"methods": foreign, "seed": 0}))
+        with pytest.raises(ValueError, match=re.escape(f"(methods: {foreign!r} there, ['a', 'b'] here)")):
+            ResultStore(tmp_path, {"methods": ["a", "b"], "seed": 0}, growing="methods")
 
 
 def test_a_folder_holding_only_an_interrupted_write_opens_as_a_new_store(tmp_path):

@@ -592,24 +592,37 @@ def test_train_and_explain_on_own_images(tmp_path, capsys):
 
 def test_methods_added_to_a_results_folder_are_computed_alone(smoke, tmp_path, monkeypatch, capsys):
     """A folder made with fewer methods takes more: the added method's maps and trainings are computed, nothing else,
-    and every result equals the all-methods run's (each method's noise, masks and seeds are its own)."""
+    and every result equals the all-methods run's (each method's noise, masks and seeds are its own). An addition
+    stopped halfway leaves the folder's configuration and report as they were; the next one picks up its maps."""
     args, _, work = smoke
     folder = tmp_path / "work"
     assert main([*args, "--methods", "rectgrad,random", "--out", str(tmp_path / "few"), "--work-dir", str(folder)]) == 0
     computed, trained = [], []
     compute, train = pipeline.compute_maps, Retrainer.__call__
+
+    def ctrl_c_at_the_second_set(model, inputs, method, *a, **k):
+        if computed:
+            raise KeyboardInterrupt
+        computed.append(method)
+        return compute(model, inputs, method, *a, **k)
+
+    monkeypatch.setattr(pipeline, "compute_maps", ctrl_c_at_the_second_set)
+    for name in ("train_model", "train_many", "feature_map_occlusion"):
+        monkeypatch.setattr(pipeline, name, lambda *a, **k: pytest.fail("recomputed a saved result"))
+    assert main([*args, "--methods", "saliency", "--out", str(tmp_path / "more"), "--work-dir", str(folder)]) == 130
+    assert ResultStore.read_config(folder)["methods"] == ["random", "rectgrad"]
+    write_report(folder, tmp_path / "stopped")
+    assert "| methods | random, rectgrad |" in (tmp_path / "stopped" / "README.md").read_text()
     monkeypatch.setattr(pipeline, "compute_maps", lambda model, inputs, method, *a, **k:
                         computed.append(method) or compute(model, inputs, method, *a, **k))
     monkeypatch.setattr(Retrainer, "__call__", lambda self, *a: trained.append(a[2]) or train(self, *a))
-    for name in ("train_model", "train_many", "feature_map_occlusion"):
-        monkeypatch.setattr(pipeline, name, lambda *a, **k: pytest.fail("recomputed a saved result"))
     capsys.readouterr()
     assert main([*args, "--methods", "saliency", "--out", str(tmp_path / "more"), "--work-dir", str(folder)]) == 0
     assert ("adding saliency to its methods (random, rectgrad); its results of random, rectgrad stay in the report"
             in capsys.readouterr().err)
     config = ResultStore.read_config(folder)
     assert config["methods"] == ["random", "rectgrad", "saliency"]
-    assert set(computed) == {"saliency"}
+    assert set(computed) == {"saliency"} and len(computed) == 4  # the masked, patch, roar-train and roar-test maps
     assert len(trained) == len(config["parameters"]["fractions"]) * config["parameters"]["repeats"] * 2  # ROAR, KAR
     readme = (tmp_path / "more" / "README.md").read_text()
     assert "| methods | random, rectgrad, saliency |" in readme
@@ -632,3 +645,19 @@ def test_methods_added_to_a_results_folder_are_computed_alone(smoke, tmp_path, m
             assert same(load_checkpoint(path)[0].state_dict(), load_checkpoint(there)[0].state_dict()), path
         else:
             assert same(torch.load(path), torch.load(there)), path
+
+
+@pytest.mark.parametrize("written", ["all", " all , ", "all,"])
+def test_all_is_the_papers_methods_however_written(written, tmp_path, monkeypatch):
+    import rectgrad.evaluation
+
+    given = []
+
+    def record(*args, methods, **kwargs):
+        given.append(methods)
+        raise ValueError("recorded")
+
+    monkeypatch.setattr(rectgrad.evaluation, "reproduce", record)
+    assert main(["reproduce", "--dataset", "fashion-mnist", "--scale", "smoke", "--methods", written, "--out",
+                 str(tmp_path / "r")]) == 2
+    assert given == [METHODS]  # the paper's nine, not deconv and eps_lrp too

@@ -512,7 +512,7 @@ def test_cli_user_errors(model_and_folder, tmp_path, capsys):
      "methods: saliency, grad_input, deconv, guided_bp, smoothgrad, intgrad, eps_lrp, deeplift, rectgrad, "
      "rectgrad_prr, random"),
     (["adversarial", "--methods", "saliency", "--method", "saliency"], "--methods names saliency more than once"),
-    (["coherence", "--method", "all", "--method", "rectgrad"], "--methods: 'all' (every method) cannot be combined "
+    (["coherence", "--method", "all", "--method", "rectgrad"], "--methods: 'all' cannot be combined "
      "with other names; give it alone or list the methods"),
     (["rules", "--out", "taken.png"], "--out taken.png exists and is not a folder"),
     (["rules", "--model", "missing.pt"],

@@ -31,8 +31,9 @@ def _figure_methods() -> tuple[str, ...]:
     return tuple(name for name in METHOD_NAMES if name != "random")
 
 
-def _parse_methods(text: str | None, default: tuple[str, ...]) -> list[str]:
-    """``--methods``: comma-separated registry names (each once), ``all`` alone, or ``default`` when not given."""
+def _parse_methods(text: str | None, default: tuple[str, ...], every: tuple[str, ...] | None = None) -> list[str]:
+    """``--methods``: comma-separated registry names (each once), ``all`` alone (``every``; default: every method),
+    or ``default`` when not given."""
     from rectgrad.methods import METHOD_NAMES, get_method
 
     if text is None:
@@ -42,9 +43,9 @@ def _parse_methods(text: str | None, default: tuple[str, ...]) -> list[str]:
         raise ValueError(f"--methods is empty; known methods: {', '.join(METHOD_NAMES)}")
     if "all" in names:
         if len(names) > 1:
-            raise ValueError("--methods: 'all' (every method) cannot be combined with other names; give it alone or "
-                             "list the methods")
-        return list(METHOD_NAMES)
+            raise ValueError("--methods: 'all' cannot be combined with other names; give it alone or list the "
+                             "methods")
+        return list(METHOD_NAMES if every is None else every)
     for name in names:
         get_method(name)
     repeated = sorted({name for name in names if names.count(name) > 1})

@@ -69,7 +69,7 @@ def reproduce(
     torch.set_flush_denormal(True)
     device = _options.device(device)
     _options.seed(seed)
-    names = list(METHODS) if methods.strip() == "all" else _parse_methods(methods, METHODS)
+    names = _parse_methods(methods, METHODS, every=METHODS)
     if group < 0:
         raise ValueError(f"--group must be >= 0, got {group}")
     if precision not in ("fp32", "bf16"):

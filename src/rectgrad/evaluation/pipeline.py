@@ -97,7 +97,8 @@ def reproduce(dataset: str, scale: str, work_dir, *, data_dir=None, masks_dir=No
     ``dataset="folder"`` runs them on your own images in ``data_dir`` (:func:`rectgrad.data.load_image_folder`,
     resized to ``image_size``); Figs. 2 and 8 then use the test images that have an object mask, and are
     skipped when none has. A ``work_dir`` holding results of other methods, made with this configuration otherwise,
-    keeps them: the run adds ``methods`` to the folder's, and the results cover them all.
+    keeps them: the run adds ``methods`` to the folder's (its ``config.json`` lists them once their results are all
+    in), and the results cover them all.
     """
     settings = settings or Settings()
     if dataset not in DATASETS:
@@ -147,6 +148,7 @@ def reproduce(dataset: str, scale: str, work_dir, *, data_dir=None, masks_dir=No
             run.noise(clean, chosen)
     run.patch(patched, patch.apply(_first(test, spec.patch_images)), patch)
     run.roar_kar(clean, _first(train, spec.roar_train_images), _first(test, spec.roar_test_images))
+    store.record_growth()  # methods added: the folder's configuration lists them once their results are all in
     return store
 
 

@@ -282,21 +282,33 @@ class LocalBackend:
                 done(job, accuracy, time.perf_counter() - start)
                 start = time.perf_counter()
 
-    def _chunks(self, jobs: Iterable[Job], saved: dict[str, int]) -> Iterator[list[Job]]:
-        """The jobs ``group`` at a time, except that a group saved unfinished (``saved``: its first job's key -> its
-        size) is formed again as it was. Its jobs follow one another still: the jobs come in a fixed order, and
-        the finished ones dropped from it were never inside an unfinished group."""
+    def _chunks(self, jobs: Iterable[Job], saved: list[list[str]]) -> Iterator[list[Job]]:
+        """The jobs ``group`` at a time, except that a group saved unfinished (``saved``: each one's keys) is formed
+        again as it was, whatever jobs come between its own (those of methods added since); a job of a saved group
+        ends the chunk being filled, so that the chunks around it are those of the run that saved it."""
+        group_of = {key: tuple(keys) for keys in saved for key in keys}
+        waiting: dict[tuple[str, ...], dict[str, Job]] = {}
         chunk: list[Job] = []
         for job in jobs:
-            if job.key in saved and chunk:
+            keys = group_of.get(job.key)
+            if keys is None:
+                chunk.append(job)
+                if len(chunk) == self.group:
+                    yield chunk
+                    chunk = []
+                continue
+            if chunk:
                 yield chunk
                 chunk = []
-            chunk.append(job)
-            if len(chunk) == saved.get(chunk[0].key, self.group):
-                yield chunk
-                chunk = []
+            members = waiting.setdefault(keys, {})
+            members[job.key] = job
+            if len(members) == len(keys):
+                yield [members[key] for key in keys]
+                del waiting[keys]
         if chunk:
             yield chunk
+        for keys, members in waiting.items():  # a saved group some of whose trainings are done after all
+            yield [members[key] for key in keys if key in members]
 
     def _train_group(self, chunk: list[Job], train_fn: TrainFn, done: Callable[[Job, float, float], None],
                      checkpoints, start: float) -> None:
@@ -335,9 +347,9 @@ class LocalBackend:
             done(job, accuracy, seconds)
 
 
-def _saved_groups(checkpoints) -> dict[str, int]:
-    """The unfinished groups saved in ``checkpoints``: their first training's key -> how many trainings they hold."""
-    saved = {}
+def _saved_groups(checkpoints) -> list[list[str]]:
+    """The unfinished groups saved in ``checkpoints``: the keys of each one's trainings."""
+    saved = []
     for listing in sorted(Path(checkpoints).glob("*.json")) if checkpoints is not None else ():
         if listing.with_suffix(".pt").is_file():
             try:
@@ -345,7 +357,7 @@ def _saved_groups(checkpoints) -> dict[str, int]:
             except (ValueError, UnicodeDecodeError):
                 continue  # the group then starts over, as with a damaged state
             if isinstance(keys, list) and keys and all(isinstance(k, str) for k in keys):
-                saved[keys[0]] = len(keys)
+                saved.append(keys)
     return saved
 
 

@@ -22,8 +22,10 @@ SECONDS = "seconds"
 
 class ResultStore:
     """Resumable results under ``folder``, bound to ``config`` (plain JSON values); ``resumed``: the folder held
-    results of this configuration already. ``growing``: a key of ``config`` holding a list the folder's may be
-    part of (results of more methods added to it): its ``config.json`` then takes the longer list."""
+    results of this configuration already. ``growing``: a key of ``config`` holding a list of names the folder's
+    may be part of (results of more methods added to it): :meth:`record_growth`, once they are all computed, has
+    ``config.json`` take the longer list (an addition stopped or failing leaves the folder's configuration as it
+    was)."""
 
     def __init__(self, folder, config: dict, growing: str | None = None):
         self.folder = Path(folder)
@@ -31,10 +33,11 @@ class ResultStore:
         if self.folder.exists() and not self.folder.is_dir():
             raise NotADirectoryError(f"{self.folder} exists and is not a folder")
         saved = self.read_config(self.folder)
-        if saved is not None and growing in saved and growing in config and set(saved[growing]) < set(config[growing]) \
-                and {**saved, growing: config[growing]} == config:
-            self.save_json(CONFIG, config)  # before any result of the longer list
-            saved = config
+        self._grown = False
+        if isinstance(saved, dict) and _names(saved.get(growing)) and _names(config.get(growing)) \
+                and set(saved[growing]) <= set(config[growing]):
+            self._grown = saved[growing] != config[growing]
+            saved = {**saved, growing: config[growing]}  # the growing list told apart from the other settings
         if saved is not None and saved != config:
             raise ValueError(f"{self.folder} holds results of another configuration ({_difference(saved, config)}); "
                              "refusing to mix them: use another folder or delete this one")
@@ -46,6 +49,12 @@ class ResultStore:
         if saved is None:
             self.folder.mkdir(parents=True, exist_ok=True)
             self.save_json(CONFIG, config)
+
+    def record_growth(self) -> None:
+        """``config.json`` takes the configuration's longer ``growing`` list: call it once its results are computed."""
+        if self._grown:
+            self.save_json(CONFIG, self.config)
+            self._grown = False
 
     @staticmethod
     def read_config(folder) -> dict | None:
@@ -122,6 +131,10 @@ def read_torch(path: Path):
 
 def _corrupt(path: Path, why: BaseException | str, remedy: str = _RERUN) -> ValueError:
     return ValueError(f"{path} is corrupt ({one_line(why) if isinstance(why, BaseException) else why}): {remedy}")
+
+
+def _names(value) -> bool:
+    return isinstance(value, list) and all(isinstance(name, str) for name in value)
 
 
 def _difference(saved: dict, wanted: dict) -> str:
