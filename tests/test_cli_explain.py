@@ -72,6 +72,36 @@ def test_explain_saves_the_maps(files, capsys):
     assert status == 2 and err == f"error: --save-maps must name a .npz file, got {tmp_path / 'm.npy'}\n"
 
 
+def test_a_map_holding_nan_is_saved_and_drawn_blank_with_a_warning(files, capsys, monkeypatch):
+    import importlib
+
+    from rectgrad import viz
+
+    module = importlib.import_module("rectgrad.methods")  # (rectgrad.methods is the function methods())
+    tmp_path, images, checkpoint = files
+    explain = module.explain
+
+    def nan_for_saliency_on_the_second_image(model, x, target, method, **kwargs):
+        maps = explain(model, x, target, method, **kwargs)
+        if method == "saliency" and x.shape[-1] == 8 and len(drawn) == 1:  # (images are resized to the CNN's 8x8)
+            maps[0, 0, 0, 0] = float("nan")
+        drawn.append(method)
+        return maps
+
+    drawn, grids = [], []
+    monkeypatch.setattr(module, "explain", nan_for_saliency_on_the_second_image)
+    monkeypatch.setattr(viz, "grid", lambda images, columns, **k: grids.append(columns) or viz.Figure())
+    saved = tmp_path / "maps.npz"
+    status, out, err = run(capsys, "explain", *images, "--model", checkpoint, "--methods", "saliency,rectgrad",
+                           "--save-maps", str(saved), "--out", str(tmp_path / "g.png"), "--no-progress")
+    assert status == 0 and err == "warning: saliency on image1.png: its map holds NaN or Inf values, drawn blank\n"
+    with np.load(saved) as arrays:  # saved as the method returned them
+        assert np.isnan(arrays["saliency"][1]).sum() == 1 and np.isfinite(arrays["saliency"][0]).all()
+    (columns,) = grids
+    assert np.all(columns["Saliency"][1] == 0) and np.any(columns["Saliency"][0] != 0)  # the other image drawn
+    assert np.any(columns["RectGrad"][1] != 0)
+
+
 def test_files_of_one_name_in_different_folders_are_told_apart(files, capsys, monkeypatch):
     from rectgrad import viz
 
@@ -470,3 +500,6 @@ def test_help_at_80_columns_shows_every_option_and_command_whole(monkeypatch, ca
         for name, sub in getattr(command, "commands", {}).items():
             summary = inspect.cleandoc(sub.help or "").split("\n\n")[0]
             assert " ".join(summary.split()) in " ".join(shown.split()), f"rectgrad {' '.join(path)}: {name}"
+    monkeypatch.setenv("COLUMNS", "200")  # a wide terminal is used, up to 120 columns
+    assert main(["study", "threshold", "--help"]) == 0
+    assert 100 < max(map(len, capsys.readouterr().out.splitlines())) <= 120

@@ -252,19 +252,25 @@ def test_maps_holding_nan_or_inf_are_named_not_drawn_blank(bad):
 
 
 def test_line_plot_says_what_a_curve_must_be():
-    must = r"line_plot curve 'a' must be \(mean, std or None\), each of x's shape \(3,\) \(a curve with no band: " \
-           r"\(values, None\)\), got "
+    must = r"line_plot curve 'a' must be \(mean, std or None\), one value per x \(3; a std may be one for all; a " \
+           r"curve with no band: \(values, None\)\), got "
     with pytest.raises(ValueError, match=must + "list of 3 values"):  # was "too many values to unpack"
         viz.line_plot([10, 30, 50], {"a": [0.1, 0.2, 0.3]}, "p", "acc")
     with pytest.raises(ValueError, match=must + r"a mean of shape \(3,\) and a std of shape \(2,\)"):
         viz.line_plot([10, 30, 50], {"a": ([0.1, 0.2, 0.3], [0.01, 0.02])}, "p", "acc")  # was a numpy broadcast error
-    with pytest.raises(ValueError, match=r"curve 'a' .* x's shape \(2,\) .* got a mean of shape \(\) and a std of "
+    with pytest.raises(ValueError, match=must + "ndarray$"):  # a 0-d curve: its own error, not len()'s
+        viz.line_plot([10, 30, 50], {"a": np.array(0.5)}, "p", "acc")
+    with pytest.raises(ValueError, match=r"curve 'a' .* one value per x \(2; .* got a mean of shape \(\) and a std of "
                                          r"shape \(\)"):
         viz.line_plot([10, 30], {"a": [0.1, 0.2]}, "p", "acc")  # two values were read as a scalar mean and std
-    fig = viz.line_plot([10, 30], {"a": ([0.1, 0.2], None), "b": np.array([[0.3, 0.4], [0.05, 0.1]])}, "p", "acc")
-    a, b = fig.axes[0].get_lines()
+    fig = viz.line_plot([10, 30], {"a": ([0.1, 0.2], None), "b": np.array([[0.3, 0.4], [0.05, 0.1]]),
+                                   "c": (np.array([[0.5], [0.6]]), 0.1)}, "p", "acc")  # (F, 1) mean, one std for all
+    a, b, c = fig.axes[0].get_lines()
     assert a.get_ydata().tolist() == [0.1, 0.2] and b.get_ydata().tolist() == [0.3, 0.4]
-    assert len(fig.axes[0].collections) == 1  # b's std band, from the (2, len(x)) array's second row
+    assert c.get_ydata().tolist() == [0.5, 0.6]
+    bands = [band.get_paths()[0].vertices[:, 1] for band in fig.axes[0].collections]
+    assert len(bands) == 2  # b's std band, from the (2, len(x)) array's second row, and c's
+    assert np.allclose(sorted(set(np.round(bands[1], 6))), [0.4, 0.5, 0.6, 0.7])
 
 
 def test_grid_takes_one_image_as_a_batch_of_one():

@@ -231,8 +231,8 @@ class MethodTable(dict):
     def __repr__(self) -> str:
         try:
             rows = [("name", "implementation", "defaults")] + [
-                (name, info["implementation"], ", ".join(f"{k}={v!r}" for k, v in info["defaults"].items()) or "-")
-                for name, info in self.items()]
+                (str(name), str(info["implementation"]),
+                 ", ".join(f"{k}={v!r}" for k, v in info["defaults"].items()) or "-") for name, info in self.items()]
         except (KeyError, TypeError, AttributeError):  # entries changed into another shape: shown as a dict
             return super().__repr__()
         width = [max(len(str(row[i])) for row in rows) for i in range(2)]

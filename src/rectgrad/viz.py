@@ -304,21 +304,23 @@ def line_plot(x, curves: Mapping[str, tuple], xlabel: str, ylabel: str, title: s
 
 
 def _curve(name: str, curve, shape: tuple) -> tuple[np.ndarray, np.ndarray | None]:
-    """A :func:`line_plot` curve as (mean, std or None) arrays of x's ``shape``, or a ValueError saying what it must be
-    (a plain list of values was unpacked as "too many values", and two values as a scalar mean and std)."""
+    """A :func:`line_plot` curve as (mean, std or None) arrays of x's ``shape`` (one value each, in any shape: (F, 1)
+    say; a std may be one value for all), or a ValueError saying what it must be (a plain list of values was unpacked
+    as "too many values", and two values as a scalar mean and std)."""
     try:
         mean, std = curve
         mu, sd = _numpy(mean), None if std is None else _numpy(std)
     except (TypeError, ValueError):
         mu = sd = None
-    if mu is not None and mu.shape == shape and (sd is None or sd.shape == shape):
-        return mu, sd
+    size = int(np.prod(shape))
+    if mu is not None and mu.size == size and (sd is None or sd.size in (1, size)):
+        return mu.reshape(shape), None if sd is None else np.broadcast_to(sd.reshape(-1), size).reshape(shape)
     if mu is not None:
         got = f"a mean of shape {mu.shape}" + ("" if sd is None else f" and a std of shape {sd.shape}")
     else:
-        got = type(curve).__name__ + (f" of {len(curve)} values" if hasattr(curve, "__len__") else "")
-    raise ValueError(f"line_plot curve {name!r} must be (mean, std or None), each of x's shape {shape} (a curve "
-                     f"with no band: (values, None)), got {got}")
+        got = type(curve).__name__ + (f" of {len(curve)} values" if np.ndim(curve) > 0 else "")
+    raise ValueError(f"line_plot curve {name!r} must be (mean, std or None), one value per x ({size}; a std may "
+                     f"be one for all; a curve with no band: (values, None)), got {got}")
 
 
 def legend_beside(ax) -> None:

@@ -17,6 +17,7 @@ import typer
 from rectgrad.cli import explain, reproduce, study, train
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
+                  context_settings={"max_content_width": 120},  # the terminal's width up to 120 (click: 80)
                   help="Rectified Gradient attribution maps and the paper's experiments.")
 
 

@@ -285,15 +285,21 @@ def _compare(loaded, inputs, image_names: list[str], names: list[str], *, q: flo
             if bar is not None:
                 bar.update()
         raw[method] = torch.cat(maps)
-        threshold = ("positive" if method in RECTGRAD_METHODS else "top") if final_threshold else None
-        columns[METHODS[method].label] = viz.prepare(raw[method], threshold=threshold)
     if bar is not None:
         bar.close()
-    rows = [f"{name}\n{loaded.label(t)} ({float(probabilities[i, t]):.0%})" for i, (name, t)
-            in enumerate(zip(image_names, targets.tolist()))]
     if save_maps is not None:  # first: the costly part, should the figure fail
         _save_maps(save_maps, raw, image_names, targets.tolist(), [loaded.label(t) for t in targets.tolist()])
         typer.echo(f"wrote {save_maps}")
+    for method, maps in raw.items():
+        finite = torch.isfinite(maps.flatten(1)).all(1)
+        for i in (~finite).nonzero().flatten().tolist():  # (viz refuses them: no percentiles, no colour limits)
+            warnings.warn(f"{method} on {image_names[i]}: its map holds NaN or Inf values, drawn blank",
+                          RuntimeWarning, stacklevel=2)
+        threshold = ("positive" if method in RECTGRAD_METHODS else "top") if final_threshold else None
+        shown = torch.where(finite.view(-1, *[1] * (maps.dim() - 1)), maps, torch.zeros((), dtype=maps.dtype))
+        columns[METHODS[method].label] = viz.prepare(shown, threshold=threshold)
+    rows = [f"{name}\n{loaded.label(t)} ({float(probabilities[i, t]):.0%})" for i, (name, t)
+            in enumerate(zip(image_names, targets.tolist()))]
     figure = viz.grid(inputs.cpu(), columns, row_labels=rows, mean=loaded.mean, std=loaded.std,
                       title=f"{loaded.name}{', final threshold' if final_threshold else ''}")
     typer.echo(f"wrote {viz.save_figure(figure, out)}")
