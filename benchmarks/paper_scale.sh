@@ -13,8 +13,9 @@
 # is set (the device tool), it receives log.txt and paper-scale.tar.gz: the work folder without the attribution
 # maps (1.5 GB; a later run recomputes them) and without unfinished groups (over 1 GB each; a later run retrains
 # them; a second `run` on the same machine, .paper-scale not copied over it again, resumes them), plus the report
-# when the run finished. SCALE and DEVICE override `paper` and `cuda` (a dry run on the CPU:
-# SCALE=smoke DEVICE=cpu benchmarks/paper_scale.sh run 300). The report's "Compute time" section is the measurement.
+# when the run finished. SCALE and DEVICE override `paper` and `cuda` (a dry run on the CPU, in work-smoke/ and
+# report-smoke/: SCALE=smoke DEVICE=cpu benchmarks/paper_scale.sh run 300; delete them before carrying .paper-scale).
+# The report's "Compute time" section is the measurement.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 HERE=.paper-scale
@@ -33,6 +34,9 @@ prepare)
 run)
     seconds=${2:?usage: benchmarks/paper_scale.sh run SECONDS}
     log=${OUT:-$HERE}/log.txt
+    scale=${SCALE:-paper}
+    work=work report=report  # a dry run's folders apart: a paper-scale run would refuse its work folder
+    [ "$scale" = paper ] || work=work-$scale report=report-$scale
     if ! python3 -c "import captum" 2>/dev/null; then
         python3 -m pip install --quiet --no-index --no-deps --no-compile --target /tmp/site "$HERE"/wheels/*.whl
         export PYTHONPATH=/tmp/site
@@ -48,13 +52,13 @@ run)
         start=$(date +%s)
         status=0
         timeout -s TERM "$seconds" python3 -m rectgrad reproduce --dataset fashion-mnist \
-            --scale "${SCALE:-paper}" --device "${DEVICE:-cuda}" --precision bf16 --nondeterministic \
-            --data-dir "$HERE/fashion-mnist" --work-dir "$HERE/work" --out "$HERE/report" --no-progress || status=$?
+            --scale "$scale" --device "${DEVICE:-cuda}" --precision bf16 --nondeterministic \
+            --data-dir "$HERE/fashion-mnist" --work-dir "$HERE/$work" --out "$HERE/$report" --no-progress || status=$?
         echo "reproduce: exit status $status after $(( $(date +%s) - start )) s (124: stopped at $seconds s)"
     } 2>&1 | tee "$log"
     if [ -n "${OUT:-}" ]; then
-        tar -czf "$OUT/paper-scale.tar.gz" -C "$HERE" --exclude='work/maps' --exclude='work/*/unfinished*' \
-            work $( [ -d "$HERE/report" ] && echo report )
+        tar -czf "$OUT/paper-scale.tar.gz" -C "$HERE" --exclude="$work/maps" --exclude="$work/*/unfinished*" \
+            "$work" $( [ -d "$HERE/$report" ] && echo "$report" )
     fi
     ;;
 unpack)
@@ -64,7 +68,7 @@ unpack)
     echo "unpacked into $HERE/: $(ls "$HERE" | tr '\n' ' ')"
     ;;
 *)
-    sed -n '2,17p' "$0" | cut -c3-
+    sed -n '2,18p' "$0" | cut -c3-
     exit 2
     ;;
 esac
