@@ -351,6 +351,34 @@ def test_roar_kar_resumes_an_interrupted_group_from_its_checkpoint(tmp_path, mon
     assert ResultStore.read_seconds(tmp_path / "work")["roar/a-p0.2-r0"] > 1000 / 4  # both parts, shared by 4
 
 
+def test_a_saved_group_not_all_of_whose_trainings_are_asked_for_is_deleted_with_a_warning(tmp_path):
+    from rectgrad.evaluation.roar import _group_checkpoint
+
+    class Fake:
+        def __call__(self, train, test, seed):
+            return 0.5
+
+        def many(self, args, checkpoint=None):  # resumes from checkpoint, deletes it when done (as train_many)
+            formed.append(checkpoint.name)
+            checkpoint.unlink(missing_ok=True)
+            return [0.5] * len(args)
+
+    formed, done = [], []
+    for keys in (["x1", "x2"], ["y1", "y2"]):  # two groups stopped earlier: x2 is no longer asked for
+        state = _group_checkpoint(tmp_path, keys)
+        state.write_bytes(b"state")
+        state.with_suffix(".json").write_text(json.dumps(keys))
+    jobs = [Job(key, None, None, 0) for key in ("x1", "y1", "y2", "z1")]
+    with pytest.warns(RuntimeWarning) as caught:
+        LocalBackend(group=2).run(jobs, Fake(), lambda job, accuracy, seconds: done.append(job.key), tmp_path)
+    assert [str(w.message) for w in caught] == [f"{_group_checkpoint(tmp_path, ['x1', 'x2'])} held a group of "
+                                                "trainings not all of which this run asks for: they were trained "
+                                                "anew, and it is deleted"]
+    assert sorted(done) == ["x1", "y1", "y2", "z1"]
+    assert _group_checkpoint(tmp_path, ["y1", "y2"]).name in formed  # the whole saved group, formed again
+    assert not list(tmp_path.iterdir())  # no state left behind
+
+
 def test_a_group_saved_unfinished_is_formed_again_whatever_the_group_size_and_the_jobs_between():
     jobs = [Job(key, None, None, 0) for key in "abcdefgh"]
     backend = LocalBackend(group=3)

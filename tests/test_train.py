@@ -117,16 +117,63 @@ def test_train_model_refuses_another_trainings_state_and_starts_over_from_a_corr
     with pytest.raises(TrainingInterrupted):
         train_model(model, train, epochs=2, batch_size=25, seed=3, progress=False, checkpoint=checkpoint)
     for other, difference in ((dict(seed=4), "seed: 3 there, 4 here"), (dict(lr=0.01), "lr: 0.001 there, 0.01 here"),
-                              (dict(train=quadrants(60, seed=1)), "data: ")):
+                              (dict(train=quadrants(60, seed=1)), "other images or labels")):
         arguments = dict(train=train, epochs=2, batch_size=25, seed=3, progress=False, checkpoint=checkpoint) | other
         with pytest.raises(ValueError, match=f"holds the state of another training \\({difference}"):
             train_model(new_model(train, seed=3), **arguments)
+    class Other(PaperCNN):  # the same weights' shapes, another model (its layers may differ without weights)
+        pass
+
+    with pytest.raises(ValueError, match="another training \\(model: 'PaperCNN' there, '.*Other' here\\)"):
+        train_model(Other(1, 16, 4), train, epochs=2, batch_size=25, seed=3, progress=False, checkpoint=checkpoint)
     expected = train_model(new_model(train, seed=3), train, epochs=2, batch_size=25, seed=3, progress=False)
     checkpoint.write_bytes(checkpoint.read_bytes()[:-25])  # cut short
     with pytest.warns(RuntimeWarning, match="model.unfinished.pt is corrupt .*its training starts over"):
         again = train_model(new_model(train, seed=3), train, epochs=2, batch_size=25, seed=3, progress=False,
                             checkpoint=checkpoint)
     assert again["loss"] == expected["loss"] and not checkpoint.exists()
+
+
+def test_a_signal_during_the_evaluation_or_the_save_loses_nothing(tmp_path):
+    """Asked during the test evaluation, the trained state is saved (the rerun trains nothing); asked while ``save``
+    writes the model, the request is honoured once it is written; a folder as the checkpoint is refused at once."""
+    train, test = quadrants(60, seed=0), quadrants(20, seed=1)
+    expected = new_model(train, seed=3)
+    expected_history = train_model(expected, train, epochs=2, batch_size=25, seed=3, progress=False, test=test)
+    checkpoint, saved = tmp_path / "m.unfinished.pt", []
+
+    def in_evaluation(module, args):
+        if not module.training:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    model = new_model(train, seed=3)
+    model.register_forward_pre_hook(in_evaluation)
+    with pytest.raises(TrainingInterrupted, match="stopped training after the last batch"):
+        train_model(model, train, epochs=2, batch_size=25, seed=3, progress=False, test=test, checkpoint=checkpoint,
+                    save=saved.append)
+    assert checkpoint.is_file() and saved == []
+    model = new_model(train, seed=0)
+    hook = signal_at(set())
+    model.register_forward_pre_hook(hook)
+    history = train_model(model, train, epochs=2, batch_size=25, seed=3, progress=False, test=test,
+                          checkpoint=checkpoint, save=saved.append)
+    assert hook.calls == 1 and saved == [history] and not checkpoint.exists()  # one evaluation, no training step
+    assert history["loss"] == expected_history["loss"] and history["test_accuracy"] == expected_history["test_accuracy"]
+    assert all(torch.equal(value, model.state_dict()[key]) for key, value in expected.state_dict().items())
+
+    def slow_save(history):
+        os.kill(os.getpid(), signal.SIGTERM)
+        saved.append(history)  # still runs to its end
+
+    with pytest.raises(TrainingInterrupted, match="stopped once the trained model was saved"):
+        train_model(new_model(train, seed=3), train, epochs=1, batch_size=25, seed=3, progress=False,
+                    checkpoint=checkpoint, save=slow_save)
+    assert len(saved) == 2 and not checkpoint.exists()
+    (tmp_path / "folder").mkdir()
+    model = new_model(train, seed=3)
+    model.register_forward_pre_hook(lambda *a: pytest.fail("trained before refusing the checkpoint"))
+    with pytest.raises(ValueError, match="folder is a folder; give the path of a file to write"):
+        train_model(model, train, epochs=1, progress=False, checkpoint=tmp_path / "folder")
 
 
 def test_cli_train_resumes_after_ctrl_c(tmp_path, monkeypatch, capsys):

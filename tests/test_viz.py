@@ -260,6 +260,8 @@ def test_line_plot_says_what_a_curve_must_be():
         viz.line_plot([10, 30, 50], {"a": ([0.1, 0.2, 0.3], [0.01, 0.02])}, "p", "acc")  # was a numpy broadcast error
     with pytest.raises(ValueError, match=must + "ndarray$"):  # a 0-d curve: its own error, not len()'s
         viz.line_plot([10, 30, 50], {"a": np.array(0.5)}, "p", "acc")
+    with pytest.raises(ValueError, match=must + "tuple of 3 values"):  # ragged: not numpy's inhomogeneous error
+        viz.line_plot([10, 30, 50], {"a": ([1, 2, 3], [1, 2], [5])}, "p", "acc")
     with pytest.raises(ValueError, match=r"curve 'a' .* one value per x \(2; .* got a mean of shape \(\) and a std of "
                                          r"shape \(\)"):
         viz.line_plot([10, 30], {"a": [0.1, 0.2]}, "p", "acc")  # two values were read as a scalar mean and std

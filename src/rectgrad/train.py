@@ -16,14 +16,14 @@ import threading
 import time
 import warnings
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rectgrad.checkpoint import one_line, write_atomically
+from rectgrad.checkpoint import one_line, regular_file, write_atomically
 from rectgrad.data import ImageDataset, to_inputs
 from rectgrad.models import PaperCNN
 from rectgrad.progress import progress_bar
@@ -41,7 +41,8 @@ def new_model(dataset: ImageDataset, seed: int = 0) -> PaperCNN:
 
 def train_model(model: nn.Module, train: ImageDataset, *, epochs: int = 20, batch_size: int = 100,
                 lr: float = 1e-3, seed: int = 0, device=None, progress: bool = True,
-                test: ImageDataset | None = None, channels_last: bool = True, checkpoint=None) -> dict:
+                test: ImageDataset | None = None, channels_last: bool = True, checkpoint=None,
+                save: Callable[[dict], None] | None = None) -> dict:
     """Train ``model`` in place with Adam on ``train``; return the history.
 
     ``seed`` fixes the batch order; the initial weights are the caller's (``new_model(train, seed)``
@@ -51,14 +52,20 @@ def train_model(model: nn.Module, train: ImageDataset, *, epochs: int = 20, batc
     ``test_accuracy`` (None without ``test``). ``channels_last`` trains in that memory format (the
     weights are handed back in the default format).
 
-    With a ``checkpoint`` path the training can be stopped and resumed: Ctrl-C or SIGTERM saves its state there
-    after the current step and raises :class:`TrainingInterrupted`; a later call with the same arguments resumes
-    from it, bit for bit, and deletes it when done (``seconds`` counts every part).
+    With a ``checkpoint`` path the training can be stopped and resumed: the first Ctrl-C or SIGTERM saves its state
+    there after the current step (or, during the test evaluation, the trained state) and raises
+    :class:`TrainingInterrupted` (a second one interrupts at once); a later call with the same arguments resumes
+    from it, bit for bit on the same device (``seconds`` counts every part). ``save(history)`` (writing the model,
+    say) runs under the same signal handling before the state is deleted, so that no moment loses the training, not
+    even ``kill -9``.
     """
     if len(train) == 0:
         raise ValueError("the training set is empty")
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be positive, got {epochs} and {batch_size}")
+    if checkpoint is not None:
+        regular_file(checkpoint)  # a folder refused now, not when the state is written
+        checkpoint = Path(checkpoint)
     device = torch.device(device) if device is not None else next(model.parameters()).device
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model.to(device, memory_format=memory_format).train()
@@ -71,11 +78,12 @@ def train_model(model: nn.Module, train: ImageDataset, *, epochs: int = 20, batc
         "images": n, "data": zlib.crc32(train.labels.cpu().contiguous().numpy(),
                                         zlib.crc32(train.images.cpu().contiguous().numpy())),
         "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "channels_last": channels_last,
-        "parameters": [list(p.shape) for p in model.parameters()]}
+        "model": type(model).__qualname__, "tensors": {k: list(v.shape) for k, v in model.state_dict().items()}}
     state = saved_training(checkpoint, "train_model")
     if state is not None:
         if state["identity"] != identity:
-            differing = "; ".join(f"{key}: {state['identity'].get(key)!r} there, {value!r} here"
+            differing = "; ".join(("other images or labels (another dataset, patch or image size?)" if key == "data"
+                                   else f"{key}: {state['identity'].get(key)!r} there, {value!r} here")
                                   for key, value in identity.items() if state["identity"].get(key) != value)
             raise ValueError(f"{checkpoint} holds the state of another training ({differing}); delete it to start "
                              "over")
@@ -127,16 +135,25 @@ def train_model(model: nn.Module, train: ImageDataset, *, epochs: int = 20, batc
                                         acc=f"{correct.item() / seen:.4f}", refresh=False)  # drawn at its pace
             history["loss"].append(loss_sum.item() / n)
             history["train_accuracy"].append(correct.item() / n)
-        if first_epoch < epochs and requested is not None and requested.is_set():  # during the last step: finished
-            interrupt(generator.get_state(), epochs, 0, loss_sum, correct)
-    history["seconds"] = earlier + time.perf_counter() - start
-    if bar is not None:
-        bar.close()
+
+        def stop_if_asked() -> None:  # asked during the last step or the evaluation: the trained state is saved
+            if requested is not None and requested.is_set():
+                interrupt(generator.get_state(), epochs, 0, torch.zeros(()), torch.zeros((), dtype=torch.long))
+
+        stop_if_asked()
+        history["seconds"] = earlier + time.perf_counter() - start
+        if bar is not None:
+            bar.close()
+        model.to(memory_format=torch.contiguous_format).eval()
+        if test is not None:
+            history["test_accuracy"] = evaluate(model, test, device=device)
+        stop_if_asked()
+        if save is not None:
+            save(history)
     if checkpoint is not None:
-        Path(checkpoint).unlink(missing_ok=True)
-    model.to(memory_format=torch.contiguous_format).eval()
-    if test is not None:
-        history["test_accuracy"] = evaluate(model, test, device=device)
+        checkpoint.unlink(missing_ok=True)
+        if save is not None and requested.is_set():  # asked during save: honoured once everything is saved
+            raise TrainingInterrupted("stopped once the trained model was saved")
     return history
 
 

@@ -318,7 +318,10 @@ def _curve(name: str, curve, shape: tuple) -> tuple[np.ndarray, np.ndarray | Non
     if mu is not None:
         got = f"a mean of shape {mu.shape}" + ("" if sd is None else f" and a std of shape {sd.shape}")
     else:
-        got = type(curve).__name__ + (f" of {len(curve)} values" if np.ndim(curve) > 0 else "")
+        try:
+            got = f"{type(curve).__name__} of {len(curve)} values"
+        except TypeError:  # a number, a 0-d array
+            got = type(curve).__name__
     raise ValueError(f"line_plot curve {name!r} must be (mean, std or None), one value per x ({size}; a std may "
                      f"be one for all; a curve with no band: (values, None)), got {got}")
 

@@ -53,17 +53,20 @@ def train(
         train_set, test_set = occlusion.apply(train_set), occlusion.apply(test_set)
     model = new_model(train_set, seed)
     unfinished = out.with_name(f"{out.stem}.unfinished{out.suffix}")
-    try:
+
+    def save(history: dict) -> None:
+        save_checkpoint(model, out, dataset=dataset,
+                        patch={"size": occlusion.size, "seed": occlusion.seed} if occlusion else None,
+                        epochs=epochs, seed=seed, batch_size=batch_size, lr=lr, classes=train_set.classes,
+                        test_accuracy=history["test_accuracy"], train_loss=history["loss"],
+                        train_accuracy=history["train_accuracy"], train_seconds=history["seconds"],
+                        device=str(device))
+
+    try:  # the model is saved before its training's state is deleted
         history = train_model(model, train_set, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                              device=device, progress=progress, test=test_set, checkpoint=unfinished)
-    except TrainingInterrupted as stopped:  # Ctrl-C or SIGTERM: its state is saved, the same command resumes
+                              device=device, progress=progress, test=test_set, checkpoint=unfinished, save=save)
+    except TrainingInterrupted as stopped:  # Ctrl-C or SIGTERM: its state (or the model) is saved
         typer.echo(str(stopped).replace("run again", "run the same command again"), err=True)
         raise
-    save_checkpoint(model, out, dataset=dataset,
-                    patch={"size": occlusion.size, "seed": occlusion.seed} if occlusion else None,
-                    epochs=epochs, seed=seed, batch_size=batch_size, lr=lr, classes=train_set.classes,
-                    test_accuracy=history["test_accuracy"], train_loss=history["loss"],
-                    train_accuracy=history["train_accuracy"], train_seconds=history["seconds"],
-                    device=str(device))
     typer.echo(f"test accuracy {history['test_accuracy']:.4f} after {epochs} epoch{'s' if epochs != 1 else ''} "
                f"({history['seconds']:.0f} s); saved {out}")

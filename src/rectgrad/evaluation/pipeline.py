@@ -228,9 +228,10 @@ class _Run:
                 save(name, {**history, "test_accuracy": accuracy}, len(missing))
         else:
             for name in missing:  # each saved as soon as it is trained; Ctrl-C saves its state, a rerun resumes it
-                save(name, train_model(trained[name], data[name][0], epochs=epochs, seed=self.seed, device=device,
-                                       progress=self.settings.progress, test=data[name][1],
-                                       checkpoint=self.store.path(f"models/unfinished-{name}.pt")), 1)
+                train_model(trained[name], data[name][0], epochs=epochs, seed=self.seed, device=device,
+                            progress=self.settings.progress, test=data[name][1],
+                            checkpoint=self.store.path(f"models/unfinished-{name}.pt"),
+                            save=lambda history, name=name: save(name, history, 1))
         return [trained[name] if name in trained else _saved_model(path).to(device) for name, path in paths.items()]
 
     def maps(self, name: str, model: torch.nn.Module, data: ImageDataset, methods=None) -> dict[str, torch.Tensor]:

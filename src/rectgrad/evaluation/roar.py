@@ -275,6 +275,13 @@ class LocalBackend:
                 if chunk is None:
                     break
                 self._train_group(chunk, train_fn, done, checkpoints, start)
+            for keys in saved:  # a saved group not formed again (some of its trainings no longer asked for)
+                state = _group_checkpoint(checkpoints, keys)
+                if state.is_file():
+                    warnings.warn(f"{state} held a group of trainings not all of which this run asks for: they "
+                                  "were trained anew, and it is deleted", RuntimeWarning, stacklevel=2)
+                    state.unlink()
+                    state.with_suffix(".json").unlink(missing_ok=True)
         else:
             start = time.perf_counter()
             for job in jobs:
@@ -316,8 +323,7 @@ class LocalBackend:
         args, earlier, listing = [(j.train, j.test, j.seed) for j in chunk], 0.0, None
         try:
             if checkpoints is not None:  # one file per group, named by its trainings, which a file beside it lists
-                checkpoint = Path(checkpoints) / (hashlib.sha1("\n".join(j.key for j in chunk).encode())
-                                                  .hexdigest()[:16] + ".pt")
+                checkpoint = _group_checkpoint(checkpoints, [j.key for j in chunk])
                 listing = checkpoint.with_suffix(".json")
                 if not listing.is_file():
                     write_text_atomically(listing, json.dumps([j.key for j in chunk]))
@@ -345,6 +351,11 @@ class LocalBackend:
         seconds = (earlier + time.perf_counter() - start) / len(chunk)
         for job, accuracy in zip(chunk, accuracies):
             done(job, accuracy, seconds)
+
+
+def _group_checkpoint(checkpoints, keys: list[str]) -> Path:
+    """Where the state of the group of trainings ``keys`` is saved (its listing beside it, as .json)."""
+    return Path(checkpoints) / (hashlib.sha1("\n".join(keys).encode()).hexdigest()[:16] + ".pt")
 
 
 def _saved_groups(checkpoints) -> list[list[str]]:
