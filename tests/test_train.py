@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+import rectgrad.train
 from rectgrad import PaperCNN, data, load_model
 from rectgrad.checkpoint import load_checkpoint
 from rectgrad.cli import main
 from rectgrad.data import ImageDataset
+from rectgrad.progress import progress_bar
 from rectgrad.train import TrainingInterrupted, evaluate, new_model, predict_logits, train_model
 
 
@@ -79,7 +81,7 @@ def signal_at(calls: set, signum=signal.SIGINT):
     return hook
 
 
-def test_train_model_stopped_by_signals_resumes_bit_for_bit(tmp_path):
+def test_train_model_stopped_by_signals_resumes_bit_for_bit(tmp_path, monkeypatch):
     """Ctrl-C or SIGTERM saves the state after the current step (3 steps an epoch here); each rerun takes up where
     the last stopped, every step runs once in all, and the result is the uninterrupted training's, bit for bit."""
     train = quadrants(60, seed=0)
@@ -103,7 +105,10 @@ def test_train_model_stopped_by_signals_resumes_bit_for_bit(tmp_path):
     model = new_model(train, seed=0)
     hook = signal_at(set())
     model.register_forward_pre_hook(hook)
-    resumed = train_model(model, train, epochs=3, batch_size=25, seed=3, progress=False, checkpoint=checkpoint)
+    bars = []
+    monkeypatch.setattr(rectgrad.train, "progress_bar", lambda *a, **k: bars.append(k) or progress_bar(*a, **k))
+    resumed = train_model(model, train, epochs=3, batch_size=25, seed=3, progress=True, checkpoint=checkpoint)
+    assert bars[0]["initial"] == 9  # the bar starts where the training stopped: its rate counts this run only
     assert hook.calls == 0 and not checkpoint.exists() and resumed["seconds"] > 0
     assert resumed["loss"] == expected["loss"] and resumed["train_accuracy"] == expected["train_accuracy"]
     assert all(torch.equal(value, model.state_dict()[key]) for key, value in straight.state_dict().items())

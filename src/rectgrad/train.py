@@ -103,9 +103,8 @@ def train_model(model: nn.Module, train: ImageDataset, *, epochs: int = 20, batc
         raise TrainingInterrupted(f"stopped training {where}; its state is saved in {checkpoint}: run again to resume")
 
     start = time.perf_counter()
-    bar = progress_bar(epochs * steps, f"train {train.name}", progress, unit="batch")
-    if bar is not None:
-        bar.update(first_epoch * steps + first_step)
+    bar = progress_bar(epochs * steps, f"train {train.name}", progress, unit="batch",
+                       initial=first_epoch * steps + first_step)  # resumed: its rate counts this run's batches
     with (torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=True),
           stop_requests() if checkpoint is not None else contextlib.nullcontext() as requested):
         for epoch in range(first_epoch, epochs):

@@ -153,9 +153,8 @@ def train_many(models: Sequence[nn.Module], datasets: Sequence[ImageDataset], se
         raise TrainingInterrupted(f"stopped training {count} models {where}; their state is saved in {checkpoint}: "
                                   "run again to resume")
 
-    bar = progress_bar(epochs * steps, f"train {count} models at once", progress, unit="step", leave=False)
-    if bar is not None:
-        bar.update(first_epoch * steps + first_step)
+    bar = progress_bar(epochs * steps, f"train {count} models at once", progress, unit="step", leave=False,
+                       initial=first_epoch * steps + first_step)  # resumed: its rate counts this run's steps
     start = time.perf_counter()
     with (torch.backends.cudnn.flags(enabled=True, benchmark=not deterministic, deterministic=deterministic),
           stop_requests() if checkpoint is not None and stop is None else nullcontext() as requested):
