@@ -139,6 +139,34 @@ def test_train_model_refuses_another_trainings_state_and_starts_over_from_a_corr
     assert again["loss"] == expected["loss"] and not checkpoint.exists()
 
 
+def test_a_crash_loses_the_epoch_in_progress_at_most(tmp_path, monkeypatch):
+    """Saved at each epoch's end (SAVE_EVERY 0 here), a training killed by an error (or kill -9) in epoch 3 resumes
+    from epoch 3's start: 3 steps more, and the uninterrupted result bit for bit."""
+    train = quadrants(60, seed=0)
+    expected = new_model(train, seed=3)
+    expected_history = train_model(expected, train, epochs=3, batch_size=25, seed=3, progress=False)
+    monkeypatch.setattr(rectgrad.train, "SAVE_EVERY", 0.0)
+    checkpoint = tmp_path / "m.unfinished.pt"
+
+    def crash_at_the_eighth_step(module, args):
+        crash_at_the_eighth_step.calls += 1
+        if crash_at_the_eighth_step.calls == 8:
+            raise RuntimeError("the machine went down")
+    crash_at_the_eighth_step.calls = 0
+
+    model = new_model(train, seed=3)
+    model.register_forward_pre_hook(crash_at_the_eighth_step)
+    with pytest.raises(RuntimeError, match="went down"):
+        train_model(model, train, epochs=3, batch_size=25, seed=3, progress=False, checkpoint=checkpoint)
+    assert torch.load(checkpoint, weights_only=True)["epoch"] == 2  # epochs 1 and 2 saved
+    model = new_model(train, seed=0)
+    hook = signal_at(set())
+    model.register_forward_pre_hook(hook)
+    history = train_model(model, train, epochs=3, batch_size=25, seed=3, progress=False, checkpoint=checkpoint)
+    assert hook.calls == 3 and history["loss"] == expected_history["loss"] and not checkpoint.exists()
+    assert all(torch.equal(value, model.state_dict()[key]) for key, value in expected.state_dict().items())
+
+
 def test_a_signal_during_the_evaluation_or_the_save_loses_nothing(tmp_path):
     """Asked during the test evaluation, the trained state is saved (the rerun trains nothing); asked while ``save``
     writes the model, the request is honoured once it is written; a folder as the checkpoint is refused at once."""

@@ -29,6 +29,11 @@ from rectgrad.models import PaperCNN
 from rectgrad.progress import progress_bar
 
 
+#: With a checkpoint, :func:`train_model` saves its state at the end of an epoch when this many seconds have passed
+#: since the last save (10 to 15 MB for the paper's CNN: a few tens of milliseconds a save).
+SAVE_EVERY = 60.0
+
+
 def new_model(dataset: ImageDataset, seed: int = 0) -> PaperCNN:
     """The paper's CNN shaped for ``dataset``, initialised from ``seed`` (the global RNG is left untouched)."""
     _, channels, height, width = dataset.images.shape
@@ -54,10 +59,11 @@ def train_model(model: nn.Module, train: ImageDataset, *, epochs: int = 20, batc
 
     With a ``checkpoint`` path the training can be stopped and resumed: the first Ctrl-C or SIGTERM saves its state
     there after the current step (or, during the test evaluation, the trained state) and raises
-    :class:`TrainingInterrupted` (a second one interrupts at once); a later call with the same arguments resumes
-    from it, bit for bit on the same device (``seconds`` counts every part). ``save(history)`` (writing the model,
-    say) runs under the same signal handling before the state is deleted, so that no moment loses the training, not
-    even ``kill -9``.
+    :class:`TrainingInterrupted` (a second one interrupts at once); the state is also saved at the end of an epoch
+    when :data:`SAVE_EVERY` seconds have passed since the last save, so that a crash (``kill -9``, out of memory)
+    loses that much at most. A later call with the same arguments resumes from it, bit for bit on the same device
+    (``seconds`` counts every part). ``save(history)`` (writing the model, say) runs under the same signal handling
+    before the state is deleted.
     """
     if len(train) == 0:
         raise ValueError("the training set is empty")
@@ -93,16 +99,21 @@ def train_model(model: nn.Module, train: ImageDataset, *, epochs: int = 20, batc
         history["loss"], history["train_accuracy"] = state["losses"], state["accuracies"]
     first_epoch, first_step, earlier = (state["epoch"], state["step"], state["seconds"]) if state else (0, 0, 0.0)
 
-    def interrupt(generator_state, epoch, step, loss_sum, correct):
+    def save_state(generator_state, epoch, step, loss_sum=None, correct=None):
         state = {"identity": identity, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "generator": generator_state, "epoch": epoch, "step": step, "loss_sum": loss_sum, "correct": correct,
+                 "generator": generator_state, "epoch": epoch, "step": step,
+                 "loss_sum": torch.zeros(()) if loss_sum is None else loss_sum,
+                 "correct": torch.zeros((), dtype=torch.long) if correct is None else correct,
                  "losses": history["loss"], "accuracies": history["train_accuracy"],
                  "seconds": earlier + time.perf_counter() - start}
         write_atomically(checkpoint, lambda f: torch.save(state, f))
+
+    def interrupt(generator_state, epoch, step, loss_sum=None, correct=None):
+        save_state(generator_state, epoch, step, loss_sum, correct)
         where = "after the last batch" if epoch == epochs else f"at epoch {epoch + 1}/{epochs}, batch {step}/{steps}"
         raise TrainingInterrupted(f"stopped training {where}; its state is saved in {checkpoint}: run again to resume")
 
-    start = time.perf_counter()
+    start = last_save = time.perf_counter()
     bar = progress_bar(epochs * steps, f"train {train.name}", progress, unit="batch",
                        initial=first_epoch * steps + first_step)  # resumed: its rate counts this run's batches
     with (torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=True),
@@ -134,10 +145,13 @@ def train_model(model: nn.Module, train: ImageDataset, *, epochs: int = 20, batc
                                         acc=f"{correct.item() / seen:.4f}", refresh=False)  # drawn at its pace
             history["loss"].append(loss_sum.item() / n)
             history["train_accuracy"].append(correct.item() / n)
+            if checkpoint is not None and epoch + 1 < epochs and time.perf_counter() - last_save >= SAVE_EVERY:
+                save_state(generator.get_state(), epoch + 1, 0)  # a crash (or kill -9) loses this epoch at most
+                last_save = time.perf_counter()
 
         def stop_if_asked() -> None:  # asked during the last step or the evaluation: the trained state is saved
             if requested is not None and requested.is_set():
-                interrupt(generator.get_state(), epochs, 0, torch.zeros(()), torch.zeros((), dtype=torch.long))
+                interrupt(generator.get_state(), epochs, 0)
 
         stop_if_asked()
         history["seconds"] = earlier + time.perf_counter() - start
