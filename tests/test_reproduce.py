@@ -159,7 +159,10 @@ def test_rerun_recomputes_nothing(smoke, monkeypatch, tmp_path):
     for name in ("train_model", "train_many", "compute_maps", "feature_map_occlusion"):
         monkeypatch.setattr(pipeline, name, forbidden)
     monkeypatch.setattr(Retrainer, "__call__", forbidden)
+    stale = work / "models" / "unfinished-clean.pt"  # left by a kill once the model was saved, or by another device
+    stale.write_bytes(b"state")
     assert main([*args, "--out", str(tmp_path / "again"), "--work-dir", str(work)]) == 0
+    assert not stale.exists()
     assert (tmp_path / "again" / "README.md").read_text() == (report / "README.md").read_text()
     reordered = ["--methods", ",".join(reversed(METHODS))]  # the same run, named in another order
     assert main([*args, *reordered, "--out", str(tmp_path / "reordered"), "--work-dir", str(work)]) == 0

@@ -3,6 +3,7 @@ import gzip
 import os
 import re
 import signal
+import time
 
 import numpy as np
 import pytest
@@ -68,6 +69,8 @@ def test_bad_arguments():
         train_model(new_model(train), train.subset(slice(0, 0)), progress=False)
     with pytest.raises(ValueError, match="positive"):
         train_model(new_model(train), train, epochs=0, progress=False)
+    with pytest.raises(TypeError, match="epochs, batch_size and seed must be integers, got 2.5, 100 and 0"):
+        train_model(new_model(train), train, epochs=2.5, progress=False)
 
 
 def signal_at(calls: set, signum=signal.SIGINT):
@@ -165,6 +168,43 @@ def test_a_crash_loses_the_epoch_in_progress_at_most(tmp_path, monkeypatch):
     history = train_model(model, train, epochs=3, batch_size=25, seed=3, progress=False, checkpoint=checkpoint)
     assert hook.calls == 3 and history["loss"] == expected_history["loss"] and not checkpoint.exists()
     assert all(torch.equal(value, model.state_dict()[key]) for key, value in expected.state_dict().items())
+
+
+def test_a_failing_evaluation_or_save_keeps_the_trained_state(tmp_path, monkeypatch):
+    """An error in the evaluation (out of memory) or in ``save`` (a full disk) keeps the trained state, with its
+    training seconds only: the rerun trains nothing. numpy numbers as arguments resume too (weights_only loads), and
+    a state written through a symbolic link is deleted through it."""
+    train, test = quadrants(60, seed=0), quadrants(20, seed=1)
+    checkpoint = tmp_path / "link.pt"
+    checkpoint.symlink_to(tmp_path / "target.pt")
+    arguments = dict(epochs=2, batch_size=np.int64(25), lr=np.float64(1e-3), seed=np.int64(3), progress=False,
+                     test=test, checkpoint=checkpoint)
+    expected = train_model(new_model(train, seed=3), train, epochs=2, batch_size=25, seed=3, progress=False, test=test)
+    evaluate = rectgrad.train.evaluate
+
+    def slow_out_of_memory(*a, **k):
+        time.sleep(0.5)
+        raise MemoryError("out of memory")
+
+    monkeypatch.setattr(rectgrad.train, "evaluate", slow_out_of_memory)
+    with pytest.raises(MemoryError):
+        train_model(new_model(train, seed=3), train, **arguments)
+    state = torch.load(checkpoint, weights_only=True)
+    assert state["epoch"] == 2 and state["seconds"] < 0.5  # the training's seconds, not the evaluation's
+    monkeypatch.setattr(rectgrad.train, "evaluate", evaluate)
+    def full_disk(history):
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        train_model(new_model(train, seed=0), train, **arguments, save=full_disk)
+    model = new_model(train, seed=0)
+    hook = signal_at(set())
+    model.register_forward_pre_hook(hook)
+    saved = []
+    history = train_model(model, train, **arguments, save=saved.append)
+    assert hook.calls == 1 and saved == [history]  # one evaluation, no training step
+    assert history["loss"] == expected["loss"] and history["test_accuracy"] == expected["test_accuracy"]
+    assert checkpoint.is_symlink() and not (tmp_path / "target.pt").exists()
 
 
 def test_a_signal_during_the_evaluation_or_the_save_loses_nothing(tmp_path):

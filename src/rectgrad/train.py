@@ -10,6 +10,7 @@ CUDA (benchmarks/train_speed.py); ``torch.compile`` measured slower on both and 
 from __future__ import annotations
 
 import contextlib
+import operator
 import pickle
 import signal
 import threading
@@ -61,17 +62,23 @@ def train_model(model: nn.Module, train: ImageDataset, *, epochs: int = 20, batc
     there after the current step (or, during the test evaluation, the trained state) and raises
     :class:`TrainingInterrupted` (a second one interrupts at once); the state is also saved at the end of an epoch
     when :data:`SAVE_EVERY` seconds have passed since the last save, so that a crash (``kill -9``, out of memory)
-    loses that much at most. A later call with the same arguments resumes from it, bit for bit on the same device
-    (``seconds`` counts every part). ``save(history)`` (writing the model, say) runs under the same signal handling
-    before the state is deleted.
+    loses about that much and the epoch in progress, and when the evaluation or ``save`` fails. A later call with the
+    same arguments resumes from it, bit for bit on the same device (``seconds`` counts every part of the training).
+    ``save(history)`` (writing the model, say) runs under the same signal handling before the state is deleted.
     """
     if len(train) == 0:
         raise ValueError("the training set is empty")
+    try:  # numpy integers too (a numpy number in the saved state would make it unloadable with weights_only)
+        epochs, batch_size, seed = (operator.index(value) for value in (epochs, batch_size, seed))
+    except TypeError:
+        raise TypeError(f"epochs, batch_size and seed must be integers, got {epochs!r}, {batch_size!r} and "
+                        f"{seed!r}") from None
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be positive, got {epochs} and {batch_size}")
     if checkpoint is not None:
         regular_file(checkpoint)  # a folder refused now, not when the state is written
         checkpoint = Path(checkpoint)
+    lr = float(lr)
     device = torch.device(device) if device is not None else next(model.parameters()).device
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model.to(device, memory_format=memory_format).train()
@@ -83,7 +90,7 @@ def train_model(model: nn.Module, train: ImageDataset, *, epochs: int = 20, batc
     identity = None if checkpoint is None else {
         "images": n, "data": zlib.crc32(train.labels.cpu().contiguous().numpy(),
                                         zlib.crc32(train.images.cpu().contiguous().numpy())),
-        "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "channels_last": channels_last,
+        "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "channels_last": bool(channels_last),
         "model": type(model).__qualname__, "tensors": {k: list(v.shape) for k, v in model.state_dict().items()}}
     state = saved_training(checkpoint, "train_model")
     if state is not None:
@@ -105,11 +112,13 @@ def train_model(model: nn.Module, train: ImageDataset, *, epochs: int = 20, batc
                  "loss_sum": torch.zeros(()) if loss_sum is None else loss_sum,
                  "correct": torch.zeros((), dtype=torch.long) if correct is None else correct,
                  "losses": history["loss"], "accuracies": history["train_accuracy"],
-                 "seconds": earlier + time.perf_counter() - start}
+                 "seconds": history["seconds"] if epoch == epochs else earlier + time.perf_counter() - start}
         write_atomically(checkpoint, lambda f: torch.save(state, f))
 
     def interrupt(generator_state, epoch, step, loss_sum=None, correct=None):
         save_state(generator_state, epoch, step, loss_sum, correct)
+        if bar is not None:
+            bar.close()  # (a log's last bar line ends before the message)
         where = "after the last batch" if epoch == epochs else f"at epoch {epoch + 1}/{epochs}, batch {step}/{steps}"
         raise TrainingInterrupted(f"stopped training {where}; its state is saved in {checkpoint}: run again to resume")
 
@@ -153,18 +162,23 @@ def train_model(model: nn.Module, train: ImageDataset, *, epochs: int = 20, batc
             if requested is not None and requested.is_set():
                 interrupt(generator.get_state(), epochs, 0)
 
+        history["seconds"] = earlier + time.perf_counter() - start  # (the trained state's: without the evaluation)
         stop_if_asked()
-        history["seconds"] = earlier + time.perf_counter() - start
         if bar is not None:
             bar.close()
         model.to(memory_format=torch.contiguous_format).eval()
-        if test is not None:
-            history["test_accuracy"] = evaluate(model, test, device=device)
-        stop_if_asked()
-        if save is not None:
-            save(history)
+        try:
+            if test is not None:
+                history["test_accuracy"] = evaluate(model, test, device=device)
+            stop_if_asked()
+            if save is not None:
+                save(history)
+        except Exception:  # out of memory, a full disk: the trained state is kept, the rerun evaluates and saves
+            if checkpoint is not None:
+                save_state(generator.get_state(), epochs, 0)
+            raise
     if checkpoint is not None:
-        checkpoint.unlink(missing_ok=True)
+        regular_file(checkpoint).unlink(missing_ok=True)  # (through a symbolic link, as it was written)
         if save is not None and requested.is_set():  # asked during save: honoured once everything is saved
             raise TrainingInterrupted("stopped once the trained model was saved")
     return history

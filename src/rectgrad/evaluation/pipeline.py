@@ -232,6 +232,8 @@ class _Run:
                             progress=self.settings.progress, test=data[name][1],
                             checkpoint=self.store.path(f"models/unfinished-{name}.pt"),
                             save=lambda history, name=name: save(name, history, 1))
+        for stale in self.store.folder.glob("models/unfinished-*.pt"):  # another device's, or kept by a kill
+            stale.unlink()
         return [trained[name] if name in trained else _saved_model(path).to(device) for name, path in paths.items()]
 
     def maps(self, name: str, model: torch.nn.Module, data: ImageDataset, methods=None) -> dict[str, torch.Tensor]:
