@@ -92,17 +92,8 @@ def train_model(model: nn.Module, train: ImageDataset, *, epochs: int = 20, batc
                                         zlib.crc32(train.images.cpu().contiguous().numpy())),
         "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "channels_last": bool(channels_last),
         "model": type(model).__qualname__, "tensors": {k: list(v.shape) for k, v in model.state_dict().items()}}
-    state = saved_training(checkpoint, "train_model")
+    state = _resume(checkpoint, identity, model, optimizer, generator)
     if state is not None:
-        if state["identity"] != identity:
-            differing = "; ".join(("other images or labels (another dataset, patch or image size?)" if key == "data"
-                                   else f"{key}: {state['identity'].get(key)!r} there, {value!r} here")
-                                  for key, value in identity.items() if state["identity"].get(key) != value)
-            raise ValueError(f"{checkpoint} holds the state of another training ({differing}); delete it to start "
-                             "over")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"])
         history["loss"], history["train_accuracy"] = state["losses"], state["accuracies"]
     first_epoch, first_step, earlier = (state["epoch"], state["step"], state["seconds"]) if state else (0, 0, 0.0)
 
@@ -182,6 +173,23 @@ def train_model(model: nn.Module, train: ImageDataset, *, epochs: int = 20, batc
         if save is not None and requested.is_set():  # asked during save: honoured once everything is saved
             raise TrainingInterrupted("stopped once the trained model was saved")
     return history
+
+
+def _resume(checkpoint, identity: dict | None, model: nn.Module, optimizer, generator) -> dict | None:
+    """Load the state a :func:`train_model` saved in ``checkpoint`` into ``model``, ``optimizer`` and ``generator``;
+    None when there is none. The state of another training (``identity``) is refused, naming the difference."""
+    state = saved_training(checkpoint, "train_model")
+    if state is None:
+        return None
+    if state["identity"] != identity:
+        differing = "; ".join(("other images or labels (another dataset, patch or image size?)" if key == "data"
+                               else f"{key}: {state['identity'].get(key)!r} there, {value!r} here")
+                              for key, value in identity.items() if state["identity"].get(key) != value)
+        raise ValueError(f"{checkpoint} holds the state of another training ({differing}); delete it to start over")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    generator.set_state(state["generator"])
+    return state
 
 
 class TrainingInterrupted(KeyboardInterrupt):
