@@ -2,6 +2,7 @@
 noise measures, the ROAR/KAR dataset modification and sweep (resumption included), the results store and
 training several models at once."""
 import json
+import os
 import re
 import signal
 import threading
@@ -638,6 +639,68 @@ def test_train_many_stops_and_resumes_bit_for_bit(tmp_path):
     train_many(models, datasets, seeds, epochs=1, batch_size=25, checkpoint=checkpoint,
                stop=lambda: False)  # a stop that never comes: trains and leaves no file
     assert not checkpoint.exists()
+
+
+def test_train_many_saves_its_results_before_deleting_its_state(tmp_path):
+    """``save(histories)`` runs before the group's state is deleted: a Ctrl-C meanwhile is honoured once it returns,
+    and an error in it keeps the trained state, from which the rerun trains nothing."""
+    datasets, seeds = [quadrants(60, 0), quadrants(60, 1)], [3, 4]
+    straight = [new_model(d, s) for d, s in zip(datasets, seeds)]
+    expected = train_many(straight, datasets, seeds, epochs=2, batch_size=25)
+    checkpoint, saved = tmp_path / "group.pt", []
+
+    def ctrl_c_while_saving(histories):
+        os.kill(os.getpid(), signal.SIGINT)
+        saved.append([h["loss"] for h in histories])  # still runs to its end
+
+    with pytest.raises(TrainingInterrupted, match="stopped once the 2 trained models were saved"):
+        train_many([new_model(d, s) for d, s in zip(datasets, seeds)], datasets, seeds, epochs=2, batch_size=25,
+                   checkpoint=checkpoint, save=ctrl_c_while_saving)
+    assert saved == [[h["loss"] for h in expected]] and not checkpoint.exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+    def full_disk(histories):
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        train_many([new_model(d, s) for d, s in zip(datasets, seeds)], datasets, seeds, epochs=2, batch_size=25,
+                   checkpoint=checkpoint, save=full_disk)
+    assert checkpoint.is_file()
+    models, steps = [new_model(d, 0) for d in datasets], []  # other weights: the trained ones come from the file
+    resumed = train_many(models, datasets, seeds, epochs=2, batch_size=25, checkpoint=checkpoint,
+                         stop=lambda: steps.append(1) or False, save=lambda histories: saved.append(histories))
+    assert steps == [] and saved[-1] is resumed and not checkpoint.exists()  # no training step
+    assert [h["loss"] for h in resumed] == [h["loss"] for h in expected]
+    for a, b in zip(straight, models):
+        assert all(torch.equal(value, b.state_dict()[key]) for key, value in a.state_dict().items())
+
+
+def test_a_group_is_recorded_before_its_state_is_deleted(tmp_path):
+    """LocalBackend hands ``train_fn.many`` a ``save`` (when it takes one) that records each training's result, so
+    that nothing is lost between the group's end and its results' files; a ``many`` without it works as before."""
+    events = []
+
+    class Saving:
+        def __call__(self, train, test, seed):
+            return 0.5
+
+        def many(self, args, checkpoint=None, save=None):
+            save([0.25] * len(args))
+            events.append("state deleted")
+            return [0.25] * len(args)
+
+    class Plain(Saving):
+        def many(self, args, checkpoint=None):
+            events.append("state deleted")
+            return [0.75] * len(args)
+
+    jobs = [Job(key, None, None, 0) for key in "ab"]
+    for train_fn, expected in ((Saving(), [("a", 0.25), ("b", 0.25), "state deleted"]),
+                               (Plain(), ["state deleted", ("a", 0.75), ("b", 0.75)])):
+        events.clear()
+        LocalBackend(group=2).run(jobs, train_fn, lambda job, a, seconds: events.append((job.key, a)), tmp_path)
+        assert events == expected
+    assert not list(tmp_path.iterdir())
 
 
 def test_train_many_starts_a_group_over_from_a_corrupt_checkpoint(tmp_path):

@@ -93,7 +93,7 @@ def checkpoint_seconds(checkpoint) -> float:
 def train_many(models: Sequence[nn.Module], datasets: Sequence[ImageDataset], seeds: Sequence[int], *,
                epochs: int = 20, batch_size: int = 100, lr: float = 1e-3, device=None, precision: str = "fp32",
                deterministic: bool = True, progress: bool = False, checkpoint=None,
-               stop: Callable[[], bool] | None = None) -> list[dict]:
+               stop: Callable[[], bool] | None = None, save: Callable[[list[dict]], None] | None = None) -> list[dict]:
     """Train ``models[i]`` on ``datasets[i]`` with batch-order seed ``seeds[i]``, all at once; in place.
 
     The models must share one architecture (e.g. ``new_model(dataset, seed)``); models given the same dataset
@@ -105,7 +105,9 @@ def train_many(models: Sequence[nn.Module], datasets: Sequence[ImageDataset], se
     With a ``checkpoint`` path the group can be stopped and resumed: when ``stop()`` turns true (by default:
     on Ctrl-C or SIGTERM, :func:`stop_requests`) it saves its whole state there after the current step and
     raises :class:`TrainingInterrupted`; a later call with the same arguments resumes from it (bit for bit
-    with ``deterministic``) and deletes it when done. ``seconds`` then counts every part.
+    with ``deterministic``) and deletes it when done. ``seconds`` then counts every part. ``save(histories)``
+    (evaluating and writing the trained models, say) runs under the same signal handling before the state is
+    deleted: a request meanwhile is honoured once it returns, and an error in it saves the trained state first.
     """
     if not len(models) == len(datasets) == len(seeds) or not models:
         raise ValueError(f"need as many models, datasets and seeds (at least one), got "
@@ -187,16 +189,26 @@ def train_many(models: Sequence[nn.Module], datasets: Sequence[ImageDataset], se
                 history["train_accuracy"].append(right)
         if first_epoch < epochs and stop is not None and stop():  # asked during the last step: saved, as finished
             interrupt([g.get_state() for g in generators], epochs, 0, loss_sum, correct)
-    seconds = earlier + time.perf_counter() - start
-    if bar is not None:
-        bar.close()
+        seconds = earlier + time.perf_counter() - start
+        if bar is not None:
+            bar.close()
+        with torch.no_grad():
+            for i, model in enumerate(models):
+                model.to(device).load_state_dict({k: p[i] for k, p in zip(names, params)})
+                model.eval()
+                histories[i]["seconds"] = seconds
+        if save is not None:
+            try:
+                save(histories)
+            except Exception:  # out of memory, a full disk: the trained state is kept, the rerun only saves
+                if checkpoint is not None:
+                    _save(checkpoint, identity, params, optimizer, [g.get_state() for g in generators], epochs, 0,
+                          torch.zeros(count), torch.zeros(count, dtype=torch.long), histories, seconds)
+                raise
     if checkpoint is not None:
         Path(checkpoint).unlink(missing_ok=True)
-    with torch.no_grad():
-        for i, model in enumerate(models):
-            model.to(device).load_state_dict({k: p[i] for k, p in zip(names, params)})
-            model.eval()
-            histories[i]["seconds"] = seconds
+        if save is not None and requested is not None and requested.is_set():  # asked during save: honoured now
+            raise TrainingInterrupted(f"stopped once the {count} trained models were saved")
     return histories
 
 
@@ -242,9 +254,9 @@ class Retrainer:
     scored by its accuracy on ``test``. Picklable, so Ray workers can run it.
 
     ``retrainer(train, test, seed)`` trains one model (:func:`rectgrad.train.train_model`, fp32);
-    ``retrainer.many(jobs, checkpoint=None)`` trains a list of ``(train, test, seed)`` jobs at once
+    ``retrainer.many(jobs, checkpoint=None, save=None)`` trains a list of ``(train, test, seed)`` jobs at once
     (:func:`train_many`, in ``precision``, cuDNN ``deterministic`` or not; stoppable and resumable with a
-    ``checkpoint`` path).
+    ``checkpoint`` path; ``save(accuracies)`` runs before that state is deleted).
     """
 
     epochs: int = 20
@@ -260,12 +272,19 @@ class Retrainer:
                     device=self._device(), progress=False)
         return evaluate(model, test)
 
-    def many(self, jobs: Sequence[tuple[ImageDataset, ImageDataset, int]], checkpoint=None) -> list[float]:
-        models = [new_model(train, seed) for train, _, seed in jobs]
+    def many(self, jobs: Sequence[tuple[ImageDataset, ImageDataset, int]], checkpoint=None,
+             save: Callable[[list[float]], None] | None = None) -> list[float]:
+        models, accuracies = [new_model(train, seed) for train, _, seed in jobs], []
+
+        def score(histories: list[dict]) -> None:  # before the group's state is deleted: then ``save`` them
+            accuracies.extend(evaluate(model, test) for model, (_, test, _) in zip(models, jobs))
+            if save is not None:
+                save(accuracies)
+
         train_many(models, [train for train, _, _ in jobs], [seed for _, _, seed in jobs], epochs=self.epochs,
                    batch_size=self.batch_size, lr=self.lr, device=self._device(), precision=self.precision,
-                   deterministic=self.deterministic, checkpoint=checkpoint)
-        return [evaluate(model, test) for model, (_, test, _) in zip(models, jobs)]
+                   deterministic=self.deterministic, checkpoint=checkpoint, save=score)
+        return accuracies
 
     def _device(self) -> str:
         if self.device is not None:

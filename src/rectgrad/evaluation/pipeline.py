@@ -218,14 +218,14 @@ class _Run:
                             majority_accuracy=test_labels.bincount().max().item() / len(test_labels))
 
         if len(missing) > 1 and device.startswith("cuda"):
-            histories = train_many(list(trained.values()), [data[name][0] for name in missing],
-                                   [self.seed] * len(missing), epochs=epochs, device=device,
-                                   progress=self.settings.progress,
-                                   checkpoint=self.store.path(f"models/unfinished-{'-'.join(missing)}.pt"))
-            # train_many has deleted its resumable state: evaluate all first, then save them one after the other
-            accuracies = [evaluate(trained[name], data[name][1]) for name in missing]
-            for name, history, accuracy in zip(missing, histories, accuracies):
-                save(name, {**history, "test_accuracy": accuracy}, len(missing))
+            def save_all(histories: list[dict]) -> None:  # before the group's state is deleted: evaluate, then save
+                accuracies = [evaluate(trained[name], data[name][1]) for name in missing]
+                for name, history, accuracy in zip(missing, histories, accuracies):
+                    save(name, {**history, "test_accuracy": accuracy}, len(missing))
+
+            train_many(list(trained.values()), [data[name][0] for name in missing], [self.seed] * len(missing),
+                       epochs=epochs, device=device, progress=self.settings.progress,
+                       checkpoint=self.store.path(f"models/unfinished-{'-'.join(missing)}.pt"), save=save_all)
         else:
             for name in missing:  # each saved as soon as it is trained; Ctrl-C saves its state, a rerun resumes it
                 train_model(trained[name], data[name][0], epochs=epochs, seed=self.seed, device=device,

@@ -39,7 +39,8 @@ FRACTIONS = (0.1, 0.3, 0.5, 0.7, 0.9)
 
 #: ``train_fn(train, test, seed) -> test accuracy``: trains a fresh model on ``train`` (initial weights and
 #: batch order from ``seed``) and scores it on ``test``. It may offer ``.many([(train, test, seed), ...])``
-#: to train several at once, and ``.many(jobs, checkpoint=path)`` to stop and resume such a group
+#: to train several at once, ``.many(jobs, checkpoint=path)`` to stop and resume such a group, and
+#: ``.many(jobs, checkpoint=path, save=fn)`` to hand ``fn`` the accuracies before deleting that state
 #: (:class:`rectgrad.train_many.Retrainer`).
 TrainFn = Callable[[ImageDataset, ImageDataset, int], float]
 
@@ -254,7 +255,8 @@ class LocalBackend:
     training finishes (``seconds``: its compute time; models trained at once share their group's time equally).
     With a ``checkpoints`` folder, a group interrupted by Ctrl-C or SIGTERM saves its state there (when
     ``train_fn.many`` takes a ``checkpoint``) and the same group resumes from it when run again, whatever
-    ``group`` is then: a saved group is formed again as it was (its trainings are listed beside its state)."""
+    ``group`` is then: a saved group is formed again as it was (its trainings are listed beside its state). When
+    ``many`` also takes a ``save``, the group's results are recorded before its state is deleted."""
 
     def __init__(self, group: int = 1):
         if group < 1:
@@ -320,7 +322,17 @@ class LocalBackend:
     def _train_group(self, chunk: list[Job], train_fn: TrainFn, done: Callable[[Job, float, float], None],
                      checkpoints, start: float) -> None:
         """Train ``chunk`` at once; out of GPU memory, in two halves (and ``group`` halves for the rest)."""
-        args, earlier, listing = [(j.train, j.test, j.seed) for j in chunk], 0.0, None
+        args, earlier, listing, recorded = [(j.train, j.test, j.seed) for j in chunk], 0.0, None, []
+
+        def record(accuracies) -> None:
+            accuracies = list(accuracies)
+            if len(accuracies) != len(chunk):
+                raise ValueError(f"train_fn.many returned {len(accuracies)} accuracies for {len(chunk)} trainings")
+            seconds = (earlier + time.perf_counter() - start) / len(chunk)
+            for job, accuracy in zip(chunk, accuracies):
+                done(job, accuracy, seconds)
+            recorded.append(True)
+
         try:
             if checkpoints is not None:  # one file per group, named by its trainings, which a file beside it lists
                 checkpoint = _group_checkpoint(checkpoints, [j.key for j in chunk])
@@ -328,7 +340,8 @@ class LocalBackend:
                 if not listing.is_file():
                     write_text_atomically(listing, json.dumps([j.key for j in chunk]))
                 earlier = checkpoint_seconds(checkpoint)
-                accuracies = train_fn.many(args, checkpoint=checkpoint)
+                saving = {"save": record} if "save" in inspect.signature(train_fn.many).parameters else {}
+                accuracies = train_fn.many(args, checkpoint=checkpoint, **saving)  # saved before its state is deleted
             else:
                 accuracies = train_fn.many(args)
         except torch.cuda.OutOfMemoryError:
@@ -343,14 +356,10 @@ class LocalBackend:
             for part in (chunk[:half], chunk[half:]):
                 self._train_group(part, train_fn, done, checkpoints, time.perf_counter())
             return
+        if not recorded:
+            record(accuracies)
         if listing is not None:
             listing.unlink(missing_ok=True)
-        accuracies = list(accuracies)
-        if len(accuracies) != len(chunk):
-            raise ValueError(f"train_fn.many returned {len(accuracies)} accuracies for {len(chunk)} trainings")
-        seconds = (earlier + time.perf_counter() - start) / len(chunk)
-        for job, accuracy in zip(chunk, accuracies):
-            done(job, accuracy, seconds)
 
 
 def _group_checkpoint(checkpoints, keys: list[str]) -> Path:
