@@ -675,6 +675,26 @@ def test_train_many_saves_its_results_before_deleting_its_state(tmp_path):
         assert all(torch.equal(value, b.state_dict()[key]) for key, value in a.state_dict().items())
 
 
+def test_a_ctrl_c_while_a_group_is_scored_keeps_its_results_and_leaves_nothing_behind(tmp_path, monkeypatch):
+    import rectgrad.train_many as module
+
+    train, test = quadrants(60, 0), quadrants(20, 1)
+    maps = {"a": (torch.randn(60, 1, 8, 8), torch.randn(20, 1, 8, 8)), "random": None}
+    evaluate, asked = module.evaluate, []
+
+    def ctrl_c_while_scoring(model, test_set):
+        if not asked:
+            asked.append(os.kill(os.getpid(), signal.SIGINT))
+        return evaluate(model, test_set)
+
+    monkeypatch.setattr(module, "evaluate", ctrl_c_while_scoring)
+    with pytest.raises(TrainingInterrupted, match="stopped once the 4 trained models were saved"):
+        roar_kar(train, test, maps, Retrainer(epochs=1, batch_size=20, device="cpu"), fractions=(0.2, 0.6), repeats=1,
+                 backend=LocalBackend(group=4), progress=False, store=ResultStore(tmp_path / "work", {}))
+    assert len(list((tmp_path / "work" / "roar").glob("*.json"))) == 4  # all four results saved
+    assert not list((tmp_path / "work" / "roar" / "unfinished").iterdir())  # neither state nor listing left
+
+
 def test_a_group_is_recorded_before_its_state_is_deleted(tmp_path):
     """LocalBackend hands ``train_fn.many`` a ``save`` (when it takes one) that records each training's result, so
     that nothing is lost between the group's end and its results' files; a ``many`` without it works as before."""

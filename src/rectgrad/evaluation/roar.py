@@ -332,6 +332,8 @@ class LocalBackend:
             for job, accuracy in zip(chunk, accuracies):
                 done(job, accuracy, seconds)
             recorded.append(True)
+            if listing is not None:  # (its state goes next)
+                listing.unlink(missing_ok=True)
 
         try:
             if checkpoints is not None:  # one file per group, named by its trainings, which a file beside it lists
@@ -358,8 +360,6 @@ class LocalBackend:
             return
         if not recorded:
             record(accuracies)
-        if listing is not None:
-            listing.unlink(missing_ok=True)
 
 
 def _group_checkpoint(checkpoints, keys: list[str]) -> Path:
