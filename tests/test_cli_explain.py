@@ -121,10 +121,10 @@ def test_files_of_one_name_in_different_folders_are_told_apart(files, capsys, mo
     assert [label.split("\n")[0] for label in drawn[0]] == names
     with np.load(tmp_path / "maps.npz") as arrays:
         assert arrays["images"].tolist() == names
-    from rectgrad.cli.explain import _image_names
+    from rectgrad.data import unique_names
 
     deeper = [Path("x/a/cat.png"), Path("y/a/cat.png"), Path("b/cat.png"), Path("cat.png"), Path("./b/cat.png")]
-    assert _image_names(deeper) == ["x/a/cat.png", "y/a/cat.png", "b/cat.png", "cat.png", "b/cat.png"]
+    assert unique_names(deeper, suffix=True) == ["x/a/cat.png", "y/a/cat.png", "b/cat.png", "cat.png", "b/cat.png"]
 
 
 def test_version(capsys):

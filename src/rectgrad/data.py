@@ -657,6 +657,29 @@ def image_files(paths) -> list[Path]:
     return files
 
 
+def unique_names(files: list[Path], depth: int | list[int] = 1, *, suffix: bool = False) -> list[str]:
+    """Each file's stem (``suffix``: its name), preceded by as many of its folders as it takes to tell it from the
+    other files (``a/x/1`` and ``b/x/1``; ``2`` alone), and by at least ``depth - 1`` of them (one depth for all files
+    or one each); the whole path where only the extension differs. A file given twice (however its path is spelled)
+    gets one name."""
+    def name(f: Path, depth: int) -> str:
+        named = f if suffix else f.with_suffix("")
+        if depth < len(named.parts):
+            return "/".join(named.parts[-depth:])
+        return str(named if depth == len(named.parts) else f)  # the whole path, then with its extension
+
+    real = [f.resolve() for f in files]
+    depths = list(depth) if isinstance(depth, list) else [depth] * len(files)
+    while True:
+        names = [name(f, depth) for f, depth in zip(files, depths)]
+        owners: dict[str, set] = {}
+        for n, file in zip(names, real):
+            owners.setdefault(n, set()).add(file)
+        if all(len(owners[n]) == 1 for n in names):
+            return names
+        depths = [depth + (len(owners[n]) > 1) for n, depth in zip(names, depths)]
+
+
 def _natural(path: Path):
     return [(0, int(part), "") if part.isdigit() else (1, 0, part)
             for part in re.split(r"(\d+)", path.name.lower()) if part]

@@ -111,7 +111,7 @@ def explain_images(
 ) -> None:
     """Attribution maps of IMAGES by several methods, side by side in one figure; prints the top-5 classes."""
     from rectgrad import zoo
-    from rectgrad.data import image_files
+    from rectgrad.data import image_files, unique_names
 
     names = _parse_methods(methods, _figure_methods())
     _check_options(out, save_maps, q, internal_batch_size, images, seed)
@@ -122,27 +122,10 @@ def explain_images(
         typer.echo(f"note: {line}", err=True)
     _check_model(loaded.model, names)
     index = _class_index(target, loaded.labels)
-    _compare(loaded, loaded.preprocess(pictures), _image_names(images), names, q=q, out=out,
+    _compare(loaded, loaded.preprocess(pictures), unique_names(images, suffix=True), names, q=q, out=out,
              target=index, final_threshold=final_threshold, internal_batch_size=internal_batch_size, seed=seed,
              progress=progress, save_maps=save_maps,
              target_line=None if index is None else _target_line(target, index, loaded.label(index)))
-
-
-def _image_names(files: list[Path]) -> list[str]:
-    """Each file's name, preceded by as many of its folders as it takes to tell it from other files of that name
-    (``a/cat.jpg`` and ``b/cat.jpg``; ``dog.jpg`` alone): the rows, the top-5 lines and the saved maps name them."""
-    def tail(path: Path, depth: int) -> str:
-        return "/".join(path.parts[-depth:]) if depth < len(path.parts) else str(path)
-
-    resolved = [path.resolve() for path in files]
-    names = []
-    for path, real in zip(files, resolved):
-        others = [other for other, elsewhere in zip(files, resolved) if elsewhere != real]  # a file given twice: one
-        depth = 1
-        while depth < len(path.parts) and tail(path, depth) in {tail(other, depth) for other in others}:
-            depth += 1
-        names.append(tail(path, depth))
-    return names
 
 
 def _is_index(target: str) -> bool:

@@ -23,7 +23,7 @@ from rectgrad._checks import did_you_mean
 from rectgrad.attr._arguments import check_logits, looks_like_probabilities
 from rectgrad.attr._base import modules_of, named_errors, preserved_buffers, user_call
 from rectgrad.checkpoint import write_text_atomically
-from rectgrad.data import check_mask_size, image_files, masks_beside
+from rectgrad.data import check_mask_size, image_files, masks_beside, unique_names
 from rectgrad.engine import Options, RuleMode, rule_gradients
 from rectgrad.methods import explain, get_method
 
@@ -403,23 +403,6 @@ def images_from_files(loaded, paths) -> Images:
         masks = _object_masks(loaded, files, pictures, mask_files)
     return Images(x=x, names=unique_names(files), mean=loaded.mean, std=loaded.std,
                   classes=list(loaded.labels) if loaded.labels else None, masks=masks)
-
-
-def unique_names(files: list[Path], depth: int | list[int] = 1) -> list[str]:
-    """Each file's stem, preceded by as many of its folders as it takes to tell it from the others (``a/x/1`` and
-    ``b/x/1``; ``2`` alone), and by at least ``depth - 1`` of them (one depth for all files or one each); the whole
-    path where only the extension differs. The files must be distinct."""
-    def name(f: Path, depth: int) -> str:
-        parts = f.with_suffix("").parts
-        return "/".join(parts[-depth:]) if depth <= len(parts) else str(f)
-
-    depths = list(depth) if isinstance(depth, list) else [depth] * len(files)
-    while True:
-        names = [name(f, depth) for f, depth in zip(files, depths)]
-        counts = Counter(names)
-        if all(counts[n] == 1 for n in names):
-            return names
-        depths = [depth + (counts[n] > 1) for n, depth in zip(names, depths)]
 
 
 def images_from_dataset(name: str, count: int, per_class: int = 1, data_dir=None, image_size: int = 32,
