@@ -130,3 +130,26 @@ def percentile(value: float, option: str = "--q") -> float:
     if not 0.0 <= value <= 100.0:  # NaN fails too
         raise ValueError(f"{option} must be a percentile in [0, 100], got {value}")
     return value
+
+
+def methods(text: str | None, default: tuple[str, ...], every: tuple[str, ...] | None = None) -> list[str]:
+    """``--methods``: comma-separated registry names (each once), ``all`` alone (``every``; default: every method),
+    or ``default`` when not given."""
+    from rectgrad.methods import METHOD_NAMES, get_method
+
+    if text is None:
+        return list(default)
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise ValueError(f"--methods is empty; known methods: {', '.join(METHOD_NAMES)}")
+    if "all" in names:
+        if len(names) > 1:
+            raise ValueError("--methods: 'all' cannot be combined with other names; give it alone or list the "
+                             "methods")
+        return list(METHOD_NAMES if every is None else every)
+    for name in names:
+        get_method(name)
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"--methods names {', '.join(repeated)} more than once")
+    return names

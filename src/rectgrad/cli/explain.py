@@ -31,29 +31,6 @@ def _figure_methods() -> tuple[str, ...]:
     return tuple(name for name in METHOD_NAMES if name != "random")
 
 
-def _parse_methods(text: str | None, default: tuple[str, ...], every: tuple[str, ...] | None = None) -> list[str]:
-    """``--methods``: comma-separated registry names (each once), ``all`` alone (``every``; default: every method),
-    or ``default`` when not given."""
-    from rectgrad.methods import METHOD_NAMES, get_method
-
-    if text is None:
-        return list(default)
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    if not names:
-        raise ValueError(f"--methods is empty; known methods: {', '.join(METHOD_NAMES)}")
-    if "all" in names:
-        if len(names) > 1:
-            raise ValueError("--methods: 'all' cannot be combined with other names; give it alone or list the "
-                             "methods")
-        return list(METHOD_NAMES if every is None else every)
-    for name in names:
-        get_method(name)
-    repeated = sorted({name for name in names if names.count(name) > 1})
-    if repeated:
-        raise ValueError(f"--methods names {', '.join(repeated)} more than once")
-    return names
-
-
 METHODS_HELP = ("Comma-separated method names, or 'all' alone for every method (default: every method but the "
                 "random baseline).")
 FINAL_THRESHOLD_HELP = "Baselines keep their top 5% and RectGrad its positive part (paper Sec. 5.2)."
@@ -113,7 +90,7 @@ def explain_images(
     from rectgrad import zoo
     from rectgrad.data import image_files, unique_names
 
-    names = _parse_methods(methods, _figure_methods())
+    names = _options.methods(methods, _figure_methods())
     _check_options(out, save_maps, q, internal_batch_size, images, seed)
     images = image_files(images)
     pictures = [zoo.read_image(path) for path in images]
@@ -208,7 +185,7 @@ def demo(
 
     from rectgrad import zoo
 
-    names = _parse_methods(methods, _figure_methods())
+    names = _options.methods(methods, _figure_methods())
     _check_options(out, save_maps, 98.0, internal_batch_size)
     loaded = zoo.load("efficientnet-lite0", _options.device(device))
     pictures = [Image.fromarray(getattr(skimage.data, photo)()) for photo in DEMO_PHOTOS]

@@ -57,7 +57,6 @@ def reproduce(
     import torch
 
     from rectgrad.cli import _options
-    from rectgrad.cli.explain import _parse_methods
     from rectgrad.evaluation import METHODS, LocalBackend, RayBackend, Settings
     from rectgrad.evaluation import reproduce as run
     from rectgrad.report import write_report
@@ -69,7 +68,7 @@ def reproduce(
     torch.set_flush_denormal(True)
     device = _options.device(device)
     _options.seed(seed)
-    names = _parse_methods(methods, METHODS, every=METHODS)
+    names = _options.methods(methods, METHODS, every=METHODS)
     if group < 0:
         raise ValueError(f"--group must be >= 0, got {group}")
     if precision not in ("fp32", "bf16"):

@@ -85,9 +85,7 @@ def _load(study: str, model: Optional[str], images: Optional[List[Path]], datase
 def _methods(given: Optional[List[str]], default: tuple[str, ...]) -> tuple[str, ...]:
     """``--method``: repeated, comma-separated (as ``explain``'s ``--methods``) or both, or ``all`` alone; checked
     before the model loads."""
-    from rectgrad.cli.explain import _parse_methods
-
-    return tuple(_parse_methods(",".join(given) if given else None, default))
+    return tuple(_options.methods(",".join(given) if given else None, default))
 
 
 def _refuse_given(ctx: typer.Context, names: List[str], why: str) -> None:
