@@ -674,6 +674,28 @@ def test_other_activations_gate_their_own_derivative(activation):
     torch.testing.assert_close(guided, expected_guided @ model[0].weight)
 
 
+@pytest.mark.parametrize("inplace", [False, True])
+def test_rrelu_in_training_mode_keeps_the_slopes_of_its_forward_pass(inplace):
+    # nn.RReLU in train mode draws a random slope per unit: the rules must not draw other ones for the backward pass
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Linear(6, 12), nn.RReLU(0.1, 0.3, inplace=inplace), nn.Linear(12, 3)).double().train()
+    with torch.no_grad():
+        model[2].weight.abs_()  # every incoming gradient positive: Guided BP passes every unit, as the gradient does
+    x = torch.randn(4, 6, dtype=torch.float64) * 3
+    x_ = x.clone().requires_grad_()
+    torch.manual_seed(9)
+    (plain,) = torch.autograd.grad(model(x_)[:, 1].sum(), x_)
+    for call, expected in ((lambda: RectGrad(model).attribute(x, target=1, tau=-1e30, final_threshold=False),
+                            x * plain), (lambda: GuidedBackprop(model).attribute(x, target=1), plain)):
+        torch.manual_seed(9)  # the slopes of the plain forward pass
+        with pytest.warns(UserWarning, match="training mode: RReLU draws random slopes"):
+            torch.testing.assert_close(call(), expected)
+    with pytest.warns(UserWarning, match="training mode"), pytest.raises(ValueError, match="deeplift compares each "
+                                                                        "input with its reference.*call model.eval"):
+        rectgrad.explain(model, x, target=1, method="deeplift")
+    assert model.training
+
+
 def test_guided_backprop_follows_relu6_where_captum_does_not():
     torch.manual_seed(6)
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU6(), nn.Flatten(), nn.Linear(8 * 6 * 6, 4)).eval()

@@ -234,6 +234,29 @@ class _RuleAtActivation(torch.autograd.Function):
         return _local_gradient(site.call, z, gated), None, None
 
 
+_RRELUS = (F.rrelu, F.rrelu_, torch.rrelu)  # F.rrelu_ is torch.rrelu_
+
+
+def _as_called(func, args, kwargs, rule) -> Callable[[Tensor], Tensor]:
+    """The activation call ``func(*args, **kwargs)`` as a function of its tensor. A randomised leaky ReLU in training
+    mode (``nn.RReLU`` in train mode, ``F.rrelu(training=True)``) draws its slopes here, once, as the call would:
+    its output and derivative, recomputed by the rule, are those of the forward pass (DeepLIFT, whose input and
+    reference would get different slopes, refuses it)."""
+    rest = args[1:]
+    values = dict(zip(("lower", "upper", "training"), rest), **kwargs)
+    if func not in _RRELUS or not values.get("training"):
+        return lambda t: func(t, *rest, **kwargs)
+    if isinstance(rule, MultiplierRule) and rule.per_sample:
+        raise ValueError(f"{rule.name} compares each input with its reference through the same network, but "
+                         f"{func.__name__} in training mode (nn.RReLU in train mode) draws other random slopes for "
+                         "each: call model.eval() first")
+    slopes = torch.empty_like(args[0])  # 1 where the input is positive
+    with torch.no_grad():
+        torch.ops.aten.rrelu_with_noise(args[0], slopes, training=True,
+                                        **{k: values[k] for k in ("lower", "upper", "generator") if k in values})
+    return (lambda t: t.mul_(slopes)) if is_inplace(func, args, kwargs) else (lambda t: t * slopes)
+
+
 def _local_gradient(call, z: Tensor, grad: Tensor) -> Tensor:
     """``grad`` times the derivative of the activation ``call`` at ``z``."""
     with torch.enable_grad():
@@ -518,8 +541,7 @@ class RuleMode(TorchFunctionMode):
             self._warn_ungated(func, args, kwargs)
         if activation and depends_on_input(x, self.input_nodes):  # not a weight computed from parameters
             self._check_batch(func, x)
-            rest = args[1:]
-            site = _Site(call=lambda t: func(t, *rest, **kwargs), is_relu=func in RELU, rule=options.rule,
+            site = _Site(call=_as_called(func, args, kwargs, options.rule), is_relu=func in RELU, rule=options.rule,
                          scratch=self.scratch, name=getattr(func, "__name__", str(func)))
             if _checkpointing() and not _recomputed_alike(site, x):
                 raise ValueError(f"{_CHECKPOINTING} ({site.name} inside a checkpointed block "

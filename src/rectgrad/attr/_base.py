@@ -21,7 +21,8 @@ from rectgrad.operations import split_activation
 
 
 _IN_TRAINING = {nn.modules.batchnorm._BatchNorm: "normalises with the batch's statistics",
-                nn.modules.dropout._DropoutNd: "drops units at random"}
+                nn.modules.dropout._DropoutNd: "drops units at random",
+                nn.RReLU: "draws random slopes for its negative inputs"}
 _call = threading.local()
 
 
