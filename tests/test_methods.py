@@ -842,7 +842,9 @@ def test_a_model_wrapped_in_a_callable_is_left_as_it_was_too():
     model = _batchnorm_net()
     models = {"net": model}
     wrappers = {model: (lambda t: model(t), functools.partial(model), model.forward, _Wrapper(model),
-                        lambda t: models["net"](t), _Wrapper([model])),  # through a dict or list too
+                        lambda t: models["net"](t), _Wrapper([model]),  # through a dict or list too
+                        lambda t, net=model: net(t), lambda t, *, net=model: net(t),  # default arguments
+                        lambda t, nets={"net": model}: nets["net"](t)),
                 _GLOBAL_NET: (_forward_through_a_global, _forward_naming_a_big_list_first)}
     for net, callables in wrappers.items():
         before = {k: v.clone() for k, v in net.state_dict().items()}
@@ -871,8 +873,9 @@ def test_a_torchscript_submodule_is_refused_by_the_rules_by_name():
     for method in ("guided_bp", "deeplift", "rectgrad"):
         with pytest.raises(ValueError, match=f"{method} modifies the backward pass.*TorchScript module 'Sequential'"):
             explain(model, x, method=method)
-    with pytest.raises(ValueError, match="RectGrad modifies the backward pass.*TorchScript module"):
-        RectGrad(lambda t: model(t)).attribute(x, target=0)
+    for forward in (lambda t: model(t), lambda t, net=model: net(t), lambda t, *, nets=[model]: nets[0](t)):
+        with pytest.raises(ValueError, match="RectGrad modifies the backward pass.*TorchScript module"):
+            RectGrad(forward).attribute(x, target=0)
     members = [nn.Sequential(nn.Flatten(), nn.Linear(192, 3)), torch.jit.script(nn.Sequential(nn.Flatten(),
                                                                                             nn.Linear(192, 3)))]
     with pytest.raises(ValueError, match="RectGrad modifies the backward pass.*TorchScript module"):

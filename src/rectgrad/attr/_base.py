@@ -29,10 +29,10 @@ _call = threading.local()
 def modules_of(model) -> tuple[nn.Module, ...]:
     """The ``nn.Module``s a forward callable runs, so that every call can leave them as they were: the module
     itself, a bound method's owner, a ``functools.partial``'s function and arguments, what a function or lambda
-    closes over or names as a global, an object's attributes (a wrapper with ``__call__``), the items of the
-    lists, tuples and dicts among these (``models["net"]``): up to three steps from ``model``, nearest first, the
-    first 1,000 items of a container and at most 50,000 objects a step (a function naming big global lists of
-    data costs little more)."""
+    closes over, takes as default arguments (``lambda x, model=model: ...``) or names as a global, an object's
+    attributes (a wrapper with ``__call__``), the items of the lists, tuples and dicts among these
+    (``models["net"]``): up to three steps from ``model``, nearest first, the first 1,000 items of a container and
+    at most 50,000 objects a step (a function naming big global lists of data costs little more)."""
     found: dict[int, nn.Module] = {}
     level = [model]
     for step in range(4):
@@ -55,7 +55,8 @@ def _parts(obj) -> Iterable:
         return (obj.__self__, obj.__func__)
     if inspect.isfunction(obj):
         cells = [cell.cell_contents for cell in obj.__closure__ or () if cell.cell_contents is not cell]
-        return cells + [obj.__globals__[name] for name in obj.__code__.co_names if name in obj.__globals__]
+        defaults = [*(obj.__defaults__ or ()), *(obj.__kwdefaults__ or {}).values()]
+        return cells + defaults + [obj.__globals__[name] for name in obj.__code__.co_names if name in obj.__globals__]
     if callable(obj) and not inspect.isbuiltin(obj) and not inspect.isclass(obj) and hasattr(obj, "__dict__"):
         return vars(obj).values()
     return ()
