@@ -867,12 +867,14 @@ def _scripted_head(x):
 @pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
 def test_a_torchscript_submodule_is_refused_by_the_rules_by_name():
     block = torch.jit.script(nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.ReLU()))
-    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), block, nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                          nn.Linear(4, 3)).eval()
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Sequential(nn.Identity(), block),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).eval()
     x = torch.randn(2, 3, 8, 8)
-    for method in ("guided_bp", "deeplift", "rectgrad"):
-        with pytest.raises(ValueError, match=f"{method} modifies the backward pass.*TorchScript module 'Sequential'"):
+    for method in ("guided_bp", "deeplift", "rectgrad"):  # named by its path in the model, and its class
+        with pytest.raises(ValueError, match=rf"{method} modifies .*TorchScript module '2\.1' \(Sequential\): use"):
             explain(model, x, method=method)
+    with pytest.raises(ValueError, match="RectGrad modifies .*TorchScript module 'Sequential': use the Python"):
+        RectGrad(block).attribute(torch.randn(2, 4, 8, 8), target=0)
     for forward in (lambda t: model(t), lambda t, net=model: net(t), lambda t, *, nets=[model]: nets[0](t)):
         with pytest.raises(ValueError, match="RectGrad modifies the backward pass.*TorchScript module"):
             RectGrad(forward).attribute(x, target=0)

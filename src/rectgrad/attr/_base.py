@@ -63,11 +63,14 @@ def _parts(obj) -> Iterable:
 
 
 def scripted_part(model, modules: tuple[nn.Module, ...]) -> tuple[str, str] | None:
-    """``(kind, name)`` of TorchScript in ``model`` (a scripted function, model or submodule), or None."""
-    scripted = [s for m in modules for s in m.modules() if isinstance(s, torch.jit.ScriptModule)]
+    """``(kind, name)`` of TorchScript in ``model`` (a scripted function, model or submodule), or None; a submodule
+    is named by its path in the model and its class, ``'inner' (Sequential)``."""
+    scripted = [(path, s) for m in modules for path, s in m.named_modules() if isinstance(s, torch.jit.ScriptModule)]
     if scripted:
-        return "module", getattr(scripted[0], "original_name", "")
-    return ("function", model.name) if isinstance(model, torch.jit.ScriptFunction) else None
+        path, module = scripted[0]
+        kind = getattr(module, "original_name", type(module).__name__)
+        return "module", f"{path!r} ({kind})" if path else repr(kind)
+    return ("function", repr(model.name)) if isinstance(model, torch.jit.ScriptFunction) else None
 
 
 def check_reachable(model, modules: tuple[nn.Module, ...], what: str) -> None:
@@ -77,7 +80,7 @@ def check_reachable(model, modules: tuple[nn.Module, ...], what: str) -> None:
     if part is not None:
         kind, name = part
         raise ValueError(f"{what} modifies the backward pass of activations, which cannot be reached inside the "
-                         f"TorchScript {kind} {name!r}: use the Python {kind} (save a model with "
+                         f"TorchScript {kind} {name}: use the Python {kind} (save a model with "
                          "torch.save(model, path) instead of torch.jit.script / trace)")
     split = split_activation(modules)
     if split is not None:
