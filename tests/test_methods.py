@@ -479,6 +479,33 @@ def test_modified_gradients_refuse_a_users_autograd_function(method, last):
     assert torch.isfinite(explain(model, torch.randn(2, 3, 6, 6), target=1, method=method)).all()
 
 
+@pytest.mark.parametrize("method", ["rectgrad", "guided_bp", "deconv"])
+def test_gating_rules_warn_once_about_a_users_autograd_function(method):
+    # the rule does not reach inside it (an activation written so is not gated) and its own backward is used: a
+    # warning naming it, once per call however often it runs; a Function of the parameters alone is no concern
+    torch.manual_seed(0)
+    conv, fc = nn.Conv2d(3, 4, 3), nn.Linear(4, 3)
+    weight = nn.Parameter(torch.randn(4, 4))
+
+    def model(x, swish=_Swish.apply):
+        h = swish(F.relu(conv(x)))
+        return fc(F.linear(swish(h.mean((2, 3))), _Positive.apply(weight)))
+
+    def functions_warned(model):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            maps = explain(model, x, target=1, method=method)
+        return maps, [str(w.message) for w in caught if "autograd.Function" in str(w.message)]
+
+    x = torch.randn(2, 3, 6, 6)
+    maps, warned = functions_warned(model)
+    assert len(warned) == 1 and warned[0].startswith("_Swish is the model's own torch.autograd.Function: the rule does "
+                                                     "not reach inside it and its own backward is used there")
+    plain, warned = functions_warned(functools.partial(model, swish=lambda t: t * torch.sigmoid(t)))
+    assert warned == []
+    torch.testing.assert_close(maps, plain)  # its own backward: the gradient of the Swish, not gated
+
+
 @pytest.mark.parametrize("method", ["eps_lrp", "deeplift"])
 def test_modified_gradients_follow_a_model_with_backward_hooks(method):
     # PyTorch runs module backward hooks through an identity autograd Function of its own: not the model's

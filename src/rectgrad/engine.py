@@ -311,8 +311,8 @@ class _ProportionalMaxPool(torch.autograd.Function):
         return spread.mul_(xx.detach()).to(x.dtype), None, None  # in place: no second layer-sized tensor
 
 
-# autograd Functions a multiplier rule follows: the engine's, and the identity through which PyTorch runs module
-# backward hooks (register_full_backward_hook); every other one is the model's own
+# autograd Functions the rules follow: the engine's, and the identity through which PyTorch runs module backward
+# hooks (register_full_backward_hook); every other one is the model's own (refused or warned about)
 _FOLLOWED_FUNCTIONS = (_RuleAtActivation, _ProportionalMaxPool, BackwardHookFunction)
 _CONVOLUTIONS = {F.conv1d: 1, F.conv2d: 2, F.conv3d: 3}  # -> spatial dimensions
 
@@ -503,7 +503,7 @@ class RuleMode(TorchFunctionMode):
     input_nodes: set = field(default_factory=set)  # graph nodes of activation outputs (they depend on the inputs)
     scratch: Scratch = field(default_factory=Scratch)
     zero_padded: dict = field(default_factory=dict)  # id(F.pad output) -> (weakref to it, padded per dimension)
-    warned: set = field(default_factory=set)  # what this call has warned about (once each)
+    warned: set = field(default_factory=set)  # what this call has warned about (once each): keys, Functions
 
     def __post_init__(self):
         super().__init__()
@@ -526,8 +526,8 @@ class RuleMode(TorchFunctionMode):
             func, args, kwargs = ATEN_REWRITES[func](args, kwargs) or (func, args, kwargs)
         options = self.options
         multiplier = isinstance(options.rule, MultiplierRule)
-        if multiplier:
-            self.refuse_custom_functions(tensors_in(args, kwargs))
+        if options.rule is not None:
+            self.check_custom_functions(tensors_in(args, kwargs))
         if multiplier and func in OTHER_NONLINEAR:
             refuse_undefined(options.rule.name, func, args, kwargs, self.input_nodes)
         activation = options.rule is not None and func in (ELEMENTWISE if multiplier else KNOWN_ACTIVATIONS)
@@ -592,16 +592,25 @@ class RuleMode(TorchFunctionMode):
                              "ATen, and fractional max-pools); use prr=False")
         return self._unchanged(func, args, kwargs)
 
-    def refuse_custom_functions(self, tensors: Sequence[Tensor]) -> None:
-        """A multiplier rule cannot follow a user's ``torch.autograd.Function`` (e.g. a memory-efficient Swish): its
-        operations run with gradients off, unseen, and its own backward is used: refused where its output, computed
-        from the inputs, is used (or returned: :func:`rectgrad.methods._modified_gradient` asks for the logits)."""
+    def check_custom_functions(self, tensors: Sequence[Tensor]) -> None:
+        """A user's ``torch.autograd.Function`` (e.g. a memory-efficient Swish) whose output, computed from the inputs,
+        is used (or returned: :func:`rectgrad.methods._modified_gradient` asks for the logits): its operations run with
+        gradients off, unseen, and its own backward is used. A multiplier rule, which can neither change that backward
+        nor know it to be linear, refuses it; a gating rule warns, once per Function (the rule does not reach an
+        activation written so)."""
         for t in tensors:
             function = getattr(type(t.grad_fn), "_forward_cls", None)  # the Function of a custom Function's node
-            if function is None or function in _FOLLOWED_FUNCTIONS or not depends_on_input(t, self.input_nodes):
+            if (function is None or function in _FOLLOWED_FUNCTIONS or function in self.warned
+                    or not depends_on_input(t, self.input_nodes)):
                 continue
             if function is CheckpointFunction:
                 raise ValueError(f"{_CHECKPOINTING} (a reentrant torch.utils.checkpoint block)")
+            if not isinstance(self.options.rule, MultiplierRule):
+                self._warn_once(function, f"{function.__name__} is the model's own torch.autograd.Function: the rule "
+                                "does not reach inside it and its own backward is used there; if it is an activation "
+                                "(e.g. EfficientNet-PyTorch's memory-efficient Swish), write it with PyTorch "
+                                "operations (e.g. F.silu) to have the rule apply")
+                continue
             raise ValueError(f"{self.options.rule.name} cannot follow the custom torch.autograd.Function "
                              f"{function.__name__}: its backward is the model's own, which the rule can neither "
                              "change nor know to be linear; write it with PyTorch operations (e.g. F.silu for a "
