@@ -490,6 +490,7 @@ def test_model_untouched_when_forward_raises():
     ({"q": 98.0, "tau": 0.0}, ValueError, "not both"),
     ({"tau": float("inf")}, ValueError, "tau must be a finite number"),
     ({"tau": True}, ValueError, "tau must be a finite number, got True"),
+    ({"tau": torch.tensor(True)}, ValueError, "tau must be a finite number, got True"),
     ({"target": 10}, ValueError, "target 10 is out of range"),
     ({"target": -1}, ValueError, "out of range"),
     ({"target": [0, 1]}, ValueError, "target has 2 entries but the batch has 6"),
@@ -507,6 +508,14 @@ def test_bad_arguments(cnn, batch, kwargs, error, match):
         return
     with pytest.raises(error, match=match):
         RectGrad(cnn).attribute(x, **kwargs)
+
+
+def test_thresholds_given_as_one_element_tensors_or_arrays(cnn, batch):
+    # e.g. a q computed with torch or numpy: its value, as a Python number would give it
+    x, y = batch
+    for kwargs, same in (({"q": torch.tensor(90.0)}, {"q": 90.0}), ({"q": np.array([90])}, {"q": 90.0}),
+                         ({"tau": torch.tensor(0.5, dtype=torch.float64)}, {"tau": 0.5})):
+        assert torch.equal(RectGrad(cnn).attribute(x, target=y, **kwargs), RectGrad(cnn).attribute(x, target=y, **same))
 
 
 def test_bad_inputs(cnn):

@@ -146,9 +146,11 @@ def _one_value(t):
 
 
 def check_threshold(q: float | None, tau: float | None) -> tuple[float | None, float | None]:
-    """Exactly one of ``q`` (percentile, default 98) and ``tau`` (constant threshold)."""
+    """Exactly one of ``q`` (percentile, default 98) and ``tau`` (constant threshold), each a number (a one-element
+    tensor or array, ``torch.tensor(90.)``, counts as its value)."""
     if q is not None and tau is not None:
         raise ValueError("give either q (percentile threshold) or tau (constant threshold), not both")
+    q, tau = _one_value(q), _one_value(tau)
     if tau is not None:
         if not isinstance(tau, numbers.Real) or isinstance(tau, bool) or not math.isfinite(tau):
             raise ValueError(f"tau must be a finite number, got {tau!r}")
