@@ -347,12 +347,66 @@ def test_smoke_with_ray(smoke, tmp_path):
     (["--masks", "/nowhere"], "--masks applies to cifar10 only"),
     (["--backend", "spark"], "--backend must be local or ray"),
     (["--address", "auto"], "--address needs --backend ray"),
+    (["--set", "repeats=2", "--set", "per_class=1"],  # (smoke's own per_class: not an override)
+     "another configuration (overrides: absent there, {'repeats': 2} here; parameters.repeats"),
+    (["--set", "repeat=2"], "no scale parameter 'repeat' (did you mean 'repeats'?); the parameters: model_images,"),
+    (["--set", "repeats"], "--set takes KEY=VALUE, e.g. --set roar_epochs=10, got 'repeats'"),
+    (["--set", "fractions=0.1,0.5"], "--set fractions: '0.1,0.5' is no JSON value; e.g. 10, null (all images)"),
+    (["--set", "repeats=2", "--set", "repeats=3"], "--set gives repeats twice"),
+    (["--set", "roar_epochs=2.5"], "roar_epochs must be a positive integer, got 2.5"),
 ])
 def test_bad_input(smoke, capsys, extra, message):
     args, _, work = smoke  # a repeated option overrides the earlier one
     assert main([*args, *extra, "--out", str(work.parent / "bad"), "--work-dir", str(work)]) == 2
     err = capsys.readouterr().err
     assert message in err and "resuming" not in err  # a folder of another configuration is not resumed
+
+
+def test_scale_parameters_set_on_the_command_line(tmp_path, capsys):
+    write_tiny_fashion(tmp_path / "data", n_train=200, n_test=60)
+    args = ["reproduce", "--dataset", "fashion-mnist", "--scale", "smoke", "--data-dir", str(tmp_path / "data"),
+            "--device", "cpu", "--no-progress", "--methods", "random,rectgrad", "--out", str(tmp_path / "report"),
+            "--set", "repeats=2", "--set", "fractions=[0.3,0.7]", "--set", "roar_train_images=null"]
+    assert main(args) == 0
+    work = tmp_path / "report" / "work"
+    assert sorted(p.name for p in (work / "kar").glob("*.json")) == [  # 2 methods x 2 fractions x 2 repeats
+        f"{m}-p{f}-r{r}.json" for m in ("random", "rectgrad") for f in (0.3, 0.7) for r in (0, 1)]
+    config = json.loads((work / "config.json").read_text())
+    assert config["overrides"] == {"repeats": 2, "fractions": [0.3, 0.7], "roar_train_images": None}
+    assert config["parameters"]["repeats"] == 2 and config["parameters"]["occlusion_steps"] == 3  # the rest: smoke's
+    readme = (tmp_path / "report" / "README.md").read_text()
+    assert readme.startswith("# RectGrad quantitative experiments: fashion-mnist, `smoke` scale, with repeats=2, "
+                             "fractions=[0.3, 0.7], roar_train_images=null\n")
+    assert "| ROAR / KAR | all 200 train / first 50 of 60 test images" in readme
+    capsys.readouterr()
+    assert main(args[:-2]) == 2  # one override fewer: another configuration
+    assert "another configuration (overrides.roar_train_images: None there, absent here; " \
+           "parameters.roar_train_images: None there, 100 here)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"model_images": 0}, "model_images must be a positive integer or None (all images), got 0"),
+    ({"per_class": True}, "per_class must be a positive integer, got True"),
+    ({"occlusion_steps": 1}, "occlusion_steps must be at least 2"),
+    ({"fractions": [0.5, 0.3]}, "fractions must be a list of increasing fractions in (0, 1), got [0.5, 0.3]"),
+    ({"fractions": [0.5, 1.0]}, "fractions must be a list of increasing fractions in (0, 1)"),
+    ({"fractions": 0.5}, "fractions must be a list of increasing fractions in (0, 1), got 0.5"),
+    ({"fractions": [0.5]}, "fractions must be at least two (Table 1's ROAR AUC and KAR AOC are areas"),
+    ({"hyperparameters": {"smothgrad": {}}}, "hyperparameters: unknown method 'smothgrad' (did you mean 'smoothgrad'"),
+    ({"hyperparameters": {"smoothgrad": {"sample": 3}}},
+     "hyperparameters of 'smoothgrad' must map some of samples, noise_level to values, got {'sample': 3}"),
+    ({"hyperparameters": [1]}, "hyperparameters must map method names to their settings"),
+])
+def test_scale_parameters_are_checked(overrides, message):
+    with pytest.raises(ValueError) as error:
+        pipeline.scale_with("quick", overrides)
+    assert message in str(error.value)
+
+
+def test_scale_with_replaces_only_what_it_is_given():
+    scale = pipeline.scale_with("quick", {"roar_epochs": 5, "fractions": [0.2, 0.4]})
+    assert scale.roar_epochs == 5 and scale.fractions == (0.2, 0.4)
+    assert scale.repeats == pipeline.SCALES["quick"].repeats and pipeline.SCALES["quick"].roar_epochs == 1
 
 
 def test_a_mistyped_name_gets_the_closest(tmp_path, capsys):

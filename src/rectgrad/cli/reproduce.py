@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -16,6 +16,10 @@ def reproduce(
                                           "(ROOT/train/<class>/..., ROOT/test/<class>/...)."),
     scale: str = typer.Option("quick", help="smoke (about a minute, CI), quick (about 16 min on 2 idle CPU cores) or "
                                             "paper (the full protocol: 270 ROAR/KAR trainings of 20 epochs)."),
+    overrides: Optional[List[str]] = typer.Option(
+        None, "--set", metavar="KEY=VALUE", help="Replace one of the scale's parameters (repeatable; VALUE in JSON), "
+        "e.g. --set roar_epochs=10 --set repeats=2 --set 'fractions=[0.1,0.5,0.9]' --set model_images=null (all); "
+        "docs/evaluation.md lists the keys."),
     out: Path = typer.Option(..., help="Report folder: PNG figures, CSV tables, README.md."),
     work_dir: Optional[Path] = typer.Option(None, help="Results folder (models, attribution maps, measurements; "
                                                        "reused on reruns). Default: OUT/work."),
@@ -95,7 +99,7 @@ def reproduce(
                         deterministic=deterministic, progress=progress)
     try:
         run(dataset, scale, work, data_dir=data_dir, masks_dir=masks, download=download, methods=names, seed=seed,
-            settings=settings, image_size=_image_size(dataset, image_size))
+            settings=settings, image_size=_image_size(dataset, image_size), overrides=_overrides(overrides or []))
         readme = write_report(work, out)
     except TrainingInterrupted as stopped:  # Ctrl-C or SIGTERM while models train: say where their state is
         typer.echo(str(stopped), err=True)
@@ -112,3 +116,23 @@ def _image_size(dataset: str, image_size: int | None) -> int:
     if image_size is not None and dataset != "folder":
         raise ValueError(f"--image-size applies to --dataset folder only; {dataset} images have their own size")
     return 32 if image_size is None else image_size
+
+
+def _overrides(items: list[str]) -> dict:
+    """``--set KEY=VALUE`` options as a dict of JSON values (the scale checks keys and values)."""
+    import json
+
+    overrides = {}
+    for item in items:
+        key, sign, value = item.partition("=")
+        key = key.strip()
+        if not sign or not key:
+            raise ValueError(f"--set takes KEY=VALUE, e.g. --set roar_epochs=10, got {item!r}")
+        if key in overrides:
+            raise ValueError(f"--set gives {key} twice")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            raise ValueError(f"--set {key}: {value!r} is no JSON value; e.g. 10, null (all images), "
+                             "[0.1,0.5,0.9] or '{\"smoothgrad\": {\"samples\": 10}}'") from None
+    return overrides

@@ -9,7 +9,7 @@
 from rectgrad.evaluation.maps import compute_maps, final_threshold, noise_level, patch_attribution
 from rectgrad.evaluation.occlusion import (OcclusionCurve, background_at, conv_activations, correctly_classified,
                                            feature_map_occlusion)
-from rectgrad.evaluation.pipeline import METHODS, SCALES, Scale, Settings, reproduce
+from rectgrad.evaluation.pipeline import METHODS, SCALES, Scale, Settings, reproduce, scale_with
 from rectgrad.evaluation.roar import (FRACTIONS, Job, LocalBackend, RayBackend, RoarKarResult, occlude_dataset,
                                       roar_kar)
 from rectgrad.evaluation.store import ResultStore
@@ -17,4 +17,4 @@ from rectgrad.evaluation.store import ResultStore
 __all__ = ["FRACTIONS", "METHODS", "SCALES", "Job", "LocalBackend", "OcclusionCurve", "RayBackend", "ResultStore",
            "RoarKarResult", "Scale", "Settings", "background_at", "compute_maps", "conv_activations",
            "correctly_classified", "feature_map_occlusion", "final_threshold", "noise_level", "occlude_dataset",
-           "patch_attribution", "reproduce", "roar_kar"]
+           "patch_attribution", "reproduce", "roar_kar", "scale_with"]

@@ -6,15 +6,17 @@ pipeline runs again; :mod:`rectgrad.report` then builds the figures and tables f
 """
 from __future__ import annotations
 
+import numbers
 import sys
 import time
 import zlib
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
 
-from rectgrad._checks import did_you_mean
+from rectgrad._checks import did_you_mean, positive_int
 from rectgrad.checkpoint import load_checkpoint, save_checkpoint
 from rectgrad.data import DATASETS, ImageDataset, MaskedImages, RandomPatch, load_dataset, load_image_folder_masks
 from rectgrad.data import load_masked_images, object_masks_from_images
@@ -22,7 +24,7 @@ from rectgrad.evaluation.maps import compute_maps, noise_level, patch_attributio
 from rectgrad.evaluation.occlusion import conv_activations, correctly_classified, feature_map_occlusion
 from rectgrad.evaluation.roar import FRACTIONS, LocalBackend, roar_kar
 from rectgrad.evaluation.store import ResultStore
-from rectgrad.methods import METHOD_NAMES
+from rectgrad.methods import METHOD_NAMES, get_method
 from rectgrad.progress import progress_bar
 from rectgrad.train import evaluate, new_model, predict_logits, train_model
 from rectgrad.train_many import Retrainer, train_many
@@ -58,6 +60,50 @@ class Scale:
     fractions: tuple[float, ...] = FRACTIONS
     hyperparameters: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        for name in ("model_images", "patch_images", "roar_train_images", "roar_test_images"):
+            count = getattr(self, name)
+            if count is not None and (not isinstance(count, numbers.Integral) or isinstance(count, bool) or count < 1):
+                raise ValueError(f"{name} must be a positive integer or None (all images), got {count!r}")
+        for name in ("model_epochs", "per_class", "occlusion_orders", "roar_epochs", "repeats"):
+            positive_int(name, getattr(self, name))
+        if positive_int("occlusion_steps", self.occlusion_steps) < 2:
+            raise ValueError(f"occlusion_steps must be at least 2 (0 and 1 are the curve's ends), got "
+                             f"{self.occlusion_steps}")
+        fractions = self.fractions
+        if not isinstance(fractions, (list, tuple)) or not fractions or not all(
+                isinstance(f, numbers.Real) and not isinstance(f, bool) for f in fractions) \
+                or any(not 0 < f < 1 for f in fractions) or list(fractions) != sorted(set(fractions)):
+            raise ValueError(f"fractions must be a list of increasing fractions in (0, 1), got {fractions!r}")
+        if len(fractions) < 2:
+            raise ValueError(f"fractions must be at least two (Table 1's ROAR AUC and KAR AOC are areas under the "
+                             f"accuracy curve), got {list(fractions)}")
+        object.__setattr__(self, "fractions", tuple(float(f) for f in fractions))
+        if not isinstance(self.hyperparameters, dict):
+            raise ValueError(f"hyperparameters must map method names to their settings, e.g. "
+                             f'{{"smoothgrad": {{"samples": 10}}}}, got {self.hyperparameters!r}')
+        for method, values in self.hyperparameters.items():
+            try:
+                known = get_method(method).defaults
+            except ValueError as error:
+                raise ValueError(f"hyperparameters: {error}") from None
+            unknown = set(values) - set(known) if isinstance(values, dict) else None
+            if unknown is None or unknown:
+                raise ValueError(f"hyperparameters of {method!r} must map some of {', '.join(known) or 'none'} to "
+                                 f"values, got {values!r}")
+
+
+def scale_with(name: str, overrides: Mapping[str, object] | None = None) -> Scale:
+    """The scale ``name`` of :data:`SCALES` with the parameters in ``overrides`` replaced (``rectgrad reproduce
+    --set KEY=VALUE``), e.g. ``{"roar_epochs": 10, "repeats": 2}``; each value is checked."""
+    if name not in SCALES:
+        raise ValueError(f"unknown scale {name!r}{did_you_mean(name, SCALES)}; choose one of {', '.join(SCALES)}")
+    keys = [f.name for f in fields(Scale)]
+    for key in overrides or {}:
+        if key not in keys:
+            raise ValueError(f"no scale parameter {key!r}{did_you_mean(key, keys)}; the parameters: {', '.join(keys)}")
+    return replace(SCALES[name], **(overrides or {}))
+
 
 SCALES = {
     # CI: about a minute on two CPU cores; two fractions, one repeat.
@@ -91,21 +137,22 @@ class Settings:
 
 
 def reproduce(dataset: str, scale: str, work_dir, *, data_dir=None, masks_dir=None, download: bool = False,
-              methods=METHODS, seed: int = 0, settings: Settings | None = None, image_size: int = 32) -> ResultStore:
+              methods=METHODS, seed: int = 0, settings: Settings | None = None, image_size: int = 32,
+              overrides: Mapping[str, object] | None = None) -> ResultStore:
     """Run (or resume) every experiment for ``methods`` on ``dataset`` at ``scale``; return the results.
 
     ``dataset="folder"`` runs them on your own images in ``data_dir`` (:func:`rectgrad.data.load_image_folder`,
     resized to ``image_size``); Figs. 2 and 8 then use the test images that have an object mask, and are
-    skipped when none has. A ``work_dir`` holding results of other methods, made with this configuration otherwise,
-    keeps them: the run adds ``methods`` to the folder's (its ``config.json`` lists them once their results are all
-    in), and the results cover them all.
+    skipped when none has. ``overrides`` replace some of the scale's parameters (:func:`scale_with`). A
+    ``work_dir`` holding results of other methods, made with this configuration otherwise, keeps them: the run
+    adds ``methods`` to the folder's (its ``config.json`` lists them once their results are all in), and the
+    results cover them all.
     """
     settings = settings or Settings()
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}{did_you_mean(dataset, DATASETS)}; choose one of "
                          f"{', '.join(DATASETS)}")
-    if scale not in SCALES:
-        raise ValueError(f"unknown scale {scale!r}{did_you_mean(scale, SCALES)}; choose one of {', '.join(SCALES)}")
+    spec = scale_with(scale, overrides)
     methods = tuple(methods)
     unknown = [m for m in methods if m not in METHOD_NAMES]
     if unknown or not methods or len(set(methods)) != len(methods):
@@ -115,7 +162,6 @@ def reproduce(dataset: str, scale: str, work_dir, *, data_dir=None, masks_dir=No
     earlier = [m for m in earlier if m in METHOD_NAMES] if isinstance(earlier, list) else []
     order = list(METHODS) + [m for m in METHOD_NAMES if m not in METHODS]
     given, methods = methods, tuple(sorted(set(methods) | set(earlier), key=order.index))  # one order; the folder's too
-    spec = SCALES[scale]
     train = load_dataset(dataset, "train", data_dir=data_dir, download=download, image_size=image_size,
                          progress=settings.progress)
     test = load_dataset(dataset, "test", data_dir=data_dir, download=download, image_size=image_size,
@@ -128,6 +174,9 @@ def reproduce(dataset: str, scale: str, work_dir, *, data_dir=None, masks_dir=No
         data.update(image_size=image_size, masked=0 if masked is None else len(masked), classes=train.classes)
     config = {"dataset": dataset, "scale": scale, "parameters": asdict(spec), "methods": list(methods),
               "seed": seed, "data": data}
+    changed = {k: v for k, v in (overrides or {}).items() if getattr(spec, k) != getattr(SCALES[scale], k)}
+    if changed:  # (absent when none: a folder made before overrides existed, or setting a scale's own value, resumes)
+        config["overrides"] = changed
     store = ResultStore(work_dir, config, growing="methods")  # refuses another configuration's folder
     if store.resumed:
         added, kept = [m for m in methods if m not in earlier], [m for m in methods if m not in given]

@@ -146,10 +146,11 @@ def _differences(saved: dict, wanted: dict, prefix: str = "") -> list[str]:
     """The keys whose values differ, each with both values: a level's own values first (what a user sets, e.g.
     ``scale``, before the ``parameters`` it implies), then the nested ones by their path (``data.crc32``)."""
     diffs, nested = [], []
+    shown = lambda d, key: repr(d[key]) if key in d else "absent"  # noqa: E731  (a key set to None is not absent)
     for key in sorted(set(saved) | set(wanted)):
         there, here = saved.get(key), wanted.get(key)
         if isinstance(there, dict) and isinstance(here, dict):
             nested += _differences(there, here, f"{prefix}{key}.")
-        elif there != here:
-            diffs.append(f"{prefix}{key}: {there!r} there, {here!r} here")
+        elif there != here or (key in saved) != (key in wanted):
+            diffs.append(f"{prefix}{key}: {shown(saved, key)} there, {shown(wanted, key)} here")
     return diffs + nested
