@@ -180,7 +180,8 @@ class _Report:
         chosen = self._chosen
         if chosen is not None and not chosen["names"]:
             return (f"Skipped: the clean model classifies none of the masked images ({chosen['source']}) correctly; "
-                    "a model trained on more images or for more epochs (a larger `--scale`) will.")
+                    "a model trained on more images or for more epochs (a larger `--scale`, or `--set model_epochs=N`) "
+                    "will.")
         return None
 
     def models(self) -> str:
@@ -198,7 +199,7 @@ class _Report:
         if chance:
             lines += [f"**At chance level** ({'; '.join(chance)}): the experiments below "
                       "explain models that have learned next to nothing, so their verdicts say nothing about the "
-                      "methods. Use more images and epochs (a larger `--scale`).", ""]
+                      "methods. Use more images and epochs (a larger `--scale`, or `--set model_epochs=N`).", ""]
         return "\n".join(lines)
 
     def occlusion(self) -> str:
@@ -348,7 +349,7 @@ class _Report:
             if accuracies and _at_chance(max(accuracies), chance):
                 at_chance = f"every retrained model is at chance level (accuracy <= {max(accuracies):.4f})"
                 lines += ["", f"**{mode.upper()}: {at_chance}**, chance {chance:.4f}: the scores say nothing about "
-                          "the methods. Use more images and epochs (a larger `--scale`)."]
+                          "the methods. Use more images and epochs (a larger `--scale`, or `--set roar_epochs=N`)."]
                 for than in ("every baseline", "Random"):
                     self._claim(f"Table 1: RectGrad has a lower {result.measure} than {than}", at_chance, None)
                 continue
