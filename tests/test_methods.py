@@ -1047,3 +1047,101 @@ def test_captum_methods_give_captums_maps_bit_for_bit(method):
 def test_explain_docstring_names_every_method():
     words = set(rectgrad.explain.__doc__.replace(",", " ").split())
     assert [name for name in METHOD_NAMES if name not in words] == []  # help(rectgrad.explain) lists them all
+
+
+class TwoInputs(nn.Module):
+    """Two inputs, and a per-sample scale as an additional forward argument (Captum's module hooks see the ReLUs)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.head = nn.Linear(4, 8), nn.Linear(5, 8), nn.Linear(8, 3)
+        self.relu_a, self.relu_b, self.relu = nn.ReLU(), nn.ReLU(), nn.ReLU()
+
+    def forward(self, x, z, scale):
+        return self.head(self.relu(self.relu_a(self.a(x)) * scale[:, None] - self.relu_b(self.b(z))))
+
+
+def _gradients(model, inputs, extra, target):
+    leaves = tuple(x.detach().requires_grad_() for x in inputs)
+    return torch.autograd.grad(model(*leaves, *extra)[:, target].sum(), leaves)
+
+
+def _direct_maps(method, model, inputs, extra, target):
+    """Each method computed without explain: by autograd, or by Captum's own class where its hooks apply."""
+    from captum.attr import Deconvolution, GuidedBackprop, IntegratedGradients
+
+    leaves = tuple(x.clone().requires_grad_() for x in inputs)
+    if method in ("saliency", "grad_input", "eps_lrp"):  # epsilon-LRP with a tiny eps: Grad*Input on ReLU nets
+        grads = _gradients(model, inputs, extra, target)
+        return grads if method == "saliency" else tuple(x * g for x, g in zip(inputs, grads))
+    if method in ("deconv", "guided_bp", "rectgrad", "rectgrad_prr"):  # RectGrad with tau = 0: Guided BP x input
+        captum = {"deconv": Deconvolution}.get(method, GuidedBackprop)(model)
+        maps = captum.attribute(leaves, target=target, additional_forward_args=extra)
+        return maps if method in ("deconv", "guided_bp") else tuple(x * m for x, m in zip(inputs, maps))
+    if method == "intgrad":
+        return IntegratedGradients(model).attribute(leaves, baselines=tuple(0 * x for x in inputs), target=target,
+                                                    additional_forward_args=extra, n_steps=50, method="riemann_right")
+    if method == "deeplift":
+        return DeepLift(model).attribute(leaves, baselines=tuple(torch.full_like(x, 0.3) for x in inputs),
+                                         target=target, additional_forward_args=extra)
+    generator = torch.Generator().manual_seed(0)
+    if method == "random":
+        return tuple(torch.rand(x.shape, generator=generator, dtype=x.dtype) for x in inputs)
+    total = [torch.zeros_like(x) for x in inputs]  # smoothgrad: sigma = 0.1 (max - min) of each sample of each input
+    for _ in range(3):
+        noisy = [x + 0.1 * (x.amax(1, keepdim=True) - x.amin(1, keepdim=True)) *
+                 torch.randn(x.shape, generator=generator, dtype=x.dtype) for x in inputs]
+        total = [t + g for t, g in zip(total, _gradients(model, noisy, extra, target))]
+    return tuple(t / 3 for t in total)
+
+
+@pytest.mark.parametrize("method", METHOD_NAMES)
+@pytest.mark.parametrize("z_as", ["input", "argument"])
+def test_every_method_explains_several_inputs_and_takes_additional_forward_args(method, z_as):
+    torch.manual_seed(0)
+    model = TwoInputs().double().eval()
+    x, z, scale = (torch.randn(5, 4, dtype=torch.float64), torch.randn(5, 5, dtype=torch.float64),
+                   torch.rand(5, dtype=torch.float64) + 0.5)
+    inputs, extra = ((x, z), (scale,)) if z_as == "input" else ((x,), (z, scale))
+    hyperparameters = {"eps_lrp": {"eps": 1e-12}, "deeplift": {"baseline": 0.3}, "smoothgrad": {"samples": 3},
+                       "rectgrad": {"tau": 0.0, "final_threshold": False},
+                       "rectgrad_prr": {"tau": 0.0, "final_threshold": False}}.get(method, {})
+    maps = explain(model, inputs if z_as == "input" else x, target=1, method=method, additional_forward_args=extra,
+                   internal_batch_size=2, seed=0, **hyperparameters)
+    maps = maps if z_as == "input" else (maps,)
+    assert isinstance(maps, tuple) and [m.shape for m in maps] == [i.shape for i in inputs]
+    for ours, direct in zip(maps, _direct_maps(method, model, inputs, extra, 1)):
+        torch.testing.assert_close(ours, direct)
+    assert sum(m.abs().sum() for m in maps) > 0
+
+
+def test_a_tuple_baseline_gives_one_reference_per_input():
+    from captum.attr import IntegratedGradients
+
+    torch.manual_seed(0)
+    model = TwoInputs().double().eval()
+    inputs = torch.randn(3, 4, dtype=torch.float64), torch.randn(3, 5, dtype=torch.float64)
+    scale = torch.ones(3, dtype=torch.float64)
+    references = torch.full_like(inputs[0], 0.5), torch.full((3, 5), -1.0, dtype=torch.float64)
+    leaves = tuple(x.clone().requires_grad_() for x in inputs)
+    direct = {"intgrad": IntegratedGradients(model).attribute(leaves, baselines=references, target=0, n_steps=50,
+                                                              method="riemann_right", additional_forward_args=scale),
+              "deeplift": DeepLift(model).attribute(leaves, baselines=references, target=0,
+                                                    additional_forward_args=scale)}
+    for method in ("intgrad", "deeplift"):
+        maps = explain(model, inputs, target=0, method=method, baseline=(0.5, torch.full((5,), -1.0)),
+                       additional_forward_args=scale)
+        torch.testing.assert_close(maps, direct[method])
+        with pytest.raises(ValueError, match="baseline is a tuple of 1 but there are 2 inputs"):
+            explain(model, inputs, target=0, method=method, baseline=(0.5,), additional_forward_args=scale)
+
+
+@pytest.mark.parametrize("method", METHOD_NAMES)
+def test_an_argument_shared_by_the_batch_is_passed_as_it_is(method):
+    # not repeated with the samples, noisy copies or integration steps, as Captum repeats every tensor argument
+    model, x, z, scale = TwoInputs().eval(), torch.randn(3, 4), torch.randn(5), torch.rand(3) + 0.5
+    small = {"smoothgrad": {"samples": 3}, "intgrad": {"steps": 5}}.get(method, {})
+    shared = explain(model, x, target=2, method=method, additional_forward_args=(z, scale), seed=0,
+                     internal_batch_size=2, **small)
+    torch.testing.assert_close(shared, explain(model, x, target=2, method=method, seed=0, internal_batch_size=2,
+                                               additional_forward_args=(z.expand(3, 5), scale), **small))

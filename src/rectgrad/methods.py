@@ -27,13 +27,14 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 import torch
+from captum._utils.common import _format_output, _is_tuple
 from captum.attr import InputXGradient, IntegratedGradients, Saliency
 from torch import Tensor
 
 from rectgrad._checks import did_you_mean, positive_int
 from rectgrad.attr import Deconvolution, GuidedBackprop, RectGrad
 from rectgrad.attr._arguments import (batches, check_device, check_logits, check_threshold, format_inputs,
-                                      resolve_targets, target_indices)
+                                      per_sample, repeat_samples, resolve_targets, target_indices)
 from rectgrad.attr._base import check_reachable, modules_of, named_errors, preserved_buffers, user_call
 from rectgrad.engine import DEEPLIFT_RESCALE, MultiplierRule, Options, RuleMode, eps_lrp_rule, rule_gradients
 from rectgrad.operations import tensors_in
@@ -41,13 +42,14 @@ from rectgrad.operations import tensors_in
 
 @dataclass(frozen=True)
 class Method:
-    """One attribution method: ``function(model, inputs, target, internal_batch_size=..., **defaults)``."""
+    """One attribution method: ``function(model, inputs, target, additional_forward_args, internal_batch_size=...,
+    **defaults)``, ``inputs`` a tuple of tensors and ``additional_forward_args`` a tuple; it returns a tuple of maps."""
 
     name: str
     label: str
     description: str
     implementation: str
-    function: Callable[..., Tensor]
+    function: Callable[..., tuple[Tensor, ...]]
     defaults: Mapping[str, object] = field(default_factory=dict)
     stochastic: bool = False  # takes a ``generator`` (seeded by ``explain(seed=...)``)
     rules: bool = False  # modifies the backward pass of activations: cannot reach inside TorchScript
@@ -76,48 +78,63 @@ def _captum(method, model):
     return attribution
 
 
-def _per_chunk(attribute, inputs: Tensor, target: Tensor, internal_batch_size) -> Tensor:
-    return torch.cat([attribute(x.detach().requires_grad_(), t)
-                      for (x,), t, _ in batches((inputs,), target, None, internal_batch_size)])
+def _per_chunk(attribute, inputs: tuple[Tensor, ...], target: Tensor, extra: tuple,
+               internal_batch_size) -> tuple[Tensor, ...]:
+    chunks = [attribute(tuple(x.detach().requires_grad_() for x in xs), t, e)
+              for xs, t, e in batches(inputs, target, extra, internal_batch_size)]
+    return tuple(torch.cat(parts) for parts in zip(*chunks))
 
 
-def _saliency(model, inputs, target, *, internal_batch_size, abs=False):
-    return _per_chunk(lambda x, t: _captum(Saliency, model).attribute(x, target=t, abs=abs), inputs, target,
-                      internal_batch_size)
+def _saliency(model, inputs, target, extra, *, internal_batch_size, abs=False):
+    return _per_chunk(lambda x, t, e: _captum(Saliency, model).attribute(x, target=t, abs=abs,
+                                                                         additional_forward_args=e),
+                      inputs, target, extra, internal_batch_size)
 
 
-def _grad_input(model, inputs, target, *, internal_batch_size):
-    return _per_chunk(lambda x, t: _captum(InputXGradient, model).attribute(x, target=t), inputs, target,
-                      internal_batch_size)
+def _grad_input(model, inputs, target, extra, *, internal_batch_size):
+    return _per_chunk(lambda x, t, e: _captum(InputXGradient, model).attribute(x, target=t,
+                                                                               additional_forward_args=e),
+                      inputs, target, extra, internal_batch_size)
 
 
-def _deconv(model, inputs, target, *, internal_batch_size):
-    return Deconvolution(model).attribute(inputs, target=target, internal_batch_size=internal_batch_size)
+def _deconv(model, inputs, target, extra, *, internal_batch_size):
+    return Deconvolution(model).attribute(inputs, target=target, additional_forward_args=extra,
+                                          internal_batch_size=internal_batch_size)
 
 
-def _guided_bp(model, inputs, target, *, internal_batch_size):
-    return GuidedBackprop(model).attribute(inputs, target=target, internal_batch_size=internal_batch_size)
+def _guided_bp(model, inputs, target, extra, *, internal_batch_size):
+    return GuidedBackprop(model).attribute(inputs, target=target, additional_forward_args=extra,
+                                           internal_batch_size=internal_batch_size)
 
 
-def _smoothgrad(model, inputs, target, *, internal_batch_size, generator, samples, noise_level):
-    """Mean gradient over ``samples`` noisy copies, sigma = noise_level * (max - min) of each sample
+def _sample_ranges(x: Tensor) -> Tensor:
+    """max - min of each sample of ``x``, shaped to broadcast over it."""
+    flat = x.detach().reshape(len(x), -1)
+    return (flat.amax(1) - flat.amin(1)).view(-1, *[1] * (x.dim() - 1))
+
+
+def _smoothgrad(model, inputs, target, extra, *, internal_batch_size, generator, samples, noise_level):
+    """Mean gradient over ``samples`` noisy copies, sigma = noise_level * (max - min) of each sample of each input
     (Smilkov et al., 2017). Captum's NoiseTunnel takes one sigma for the whole batch, hence this loop."""
     samples = positive_int("samples", samples)
     if not isinstance(noise_level, numbers.Real) or not 0 <= noise_level < math.inf:
         raise ValueError(f"noise_level must be a finite non-negative number, got {noise_level!r}")
-    n = inputs.shape[0]
-    flat = inputs.detach().reshape(n, -1)
-    sigma = (noise_level * (flat.amax(1) - flat.amin(1))).view(1, n, *[1] * (inputs.dim() - 1))
+    n = len(inputs[0])
+    sigmas = [noise_level * _sample_ranges(x) for x in inputs]
     draws_per_pass = max(1, (internal_batch_size or n * samples) // n)
-    total = torch.zeros_like(inputs)
+    totals = [torch.zeros_like(x) for x in inputs]
     for start in range(0, samples, draws_per_pass):
         k = min(draws_per_pass, samples - start)
-        noise = torch.stack([torch.randn(inputs.shape, generator=generator, device=inputs.device, dtype=inputs.dtype)
-                             for _ in range(k)])  # one draw per copy: the same noise whatever internal_batch_size
-        noisy = (inputs.detach() + sigma * noise).reshape(k * n, *inputs.shape[1:])
-        grads = _saliency(model, noisy, target.repeat(k), internal_batch_size=internal_batch_size)
-        total += grads.view(k, *inputs.shape).sum(0)
-    return total / samples
+        # one draw per copy and input: the same noise whatever internal_batch_size
+        noise = [[torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) for x in inputs]
+                 for _ in range(k)]
+        noisy = tuple(torch.cat([x.detach() + sigma * copy[i] for copy in noise])
+                      for i, (x, sigma) in enumerate(zip(inputs, sigmas)))
+        grads = _saliency(model, noisy, target.repeat(k), repeat_samples(extra, n, k),
+                          internal_batch_size=internal_batch_size)
+        for total, grad in zip(totals, grads):
+            total += grad.view(k, *total.shape).sum(0)
+    return tuple(total / samples for total in totals)
 
 
 def _baseline_like(baseline, inputs: Tensor) -> Tensor:
@@ -132,66 +149,95 @@ def _baseline_like(baseline, inputs: Tensor) -> Tensor:
     raise TypeError(f"baseline must be a number or a tensor, got {type(baseline).__name__}")
 
 
+def _baselines(baseline, inputs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    """One reference per input: ``baseline`` (a number or a tensor) for each, or a tuple of them, one per input."""
+    if not isinstance(baseline, tuple):
+        return tuple(_baseline_like(baseline, x) for x in inputs)
+    if len(baseline) != len(inputs):
+        raise ValueError(f"baseline is a tuple of {len(baseline)} but there are {len(inputs)} inputs: give one "
+                         "number or tensor per input, or one for all")
+    return tuple(_baseline_like(b, x) for b, x in zip(baseline, inputs))
+
+
 _INTEGRATIONS = ("riemann_right", "riemann_left", "riemann_middle", "riemann_trapezoid", "gausslegendre")
 
 
-def _intgrad(model, inputs, target, *, internal_batch_size, steps, baseline, integration):
+def _holding_shared(model, extra: tuple, n: int, m: int):
+    """``model`` (taking ``m`` inputs) holding the arguments that are not per-sample, which Captum's
+    IntegratedGradients would repeat with the integration steps as it does every tensor, and the arguments left."""
+    batched = [per_sample(a, n) for a in extra]
+
+    def forward(*args):
+        given = iter(args[m:])
+        return model(*args[:m], *(next(given) if b else a for b, a in zip(batched, extra)))
+
+    return forward, tuple(a for b, a in zip(batched, extra) if b)
+
+
+def _intgrad(model, inputs, target, extra, *, internal_batch_size, steps, baseline, integration):
     if integration not in _INTEGRATIONS:
         raise ValueError(f"unknown integration {integration!r}; choose one of {', '.join(_INTEGRATIONS)}")
-    integrated, steps = _captum(IntegratedGradients, model), positive_int("steps", steps)
-    parts = [integrated.attribute(x, baselines=b, target=t, n_steps=steps, method=integration,
-                                  internal_batch_size=internal_batch_size)  # Captum's bound: at least the samples
-             for (x, b), t, _ in batches((inputs, _baseline_like(baseline, inputs)), target, None, internal_batch_size)]
-    return torch.cat(parts).to(inputs.dtype)  # Captum integrates a bf16 / fp16 model in float32
+    steps, m, parts = positive_int("steps", steps), len(inputs), []
+    for chunk, t, e in batches((*inputs, *_baselines(baseline, inputs)), target, extra, internal_batch_size):
+        forward, e = _holding_shared(model, e, len(chunk[0]), m)
+        parts.append(_captum(IntegratedGradients, forward).attribute(
+            chunk[:m], baselines=chunk[m:], target=t, additional_forward_args=e, n_steps=steps, method=integration,
+            internal_batch_size=internal_batch_size))  # Captum's bound: at least the samples
+    # Captum integrates a bf16 / fp16 model in float32
+    return tuple(torch.cat(maps).to(x.dtype) for maps, x in zip(zip(*parts), inputs))
 
 
-def _modified_gradient(model, inputs, target, rule: MultiplierRule, reference: Tensor | None,
-                       internal_batch_size) -> Tensor:
-    """Gradient of the target logits under a multiplier rule (:mod:`rectgrad.engine`); with a
-    ``reference`` batch, each forward pass runs on [inputs; reference] so the rule sees the paired
+def _modified_gradient(model, inputs, target, extra, rule: MultiplierRule, references: tuple[Tensor, ...],
+                       internal_batch_size) -> tuple[Tensor, ...]:
+    """Gradient of the target logits under a multiplier rule (:mod:`rectgrad.engine`); with ``references``
+    (one per input, or none), each forward pass runs on [inputs; references] so the rule sees the paired
     activations (DeepLIFT)."""
-    chunks = []
-    reference_chunks = iter(() if reference is None else reference.split(internal_batch_size or len(inputs)))
-    for (x,), t, _ in batches((inputs,), target, None, internal_batch_size):
-        leaf = x.detach().requires_grad_()
+    chunks, m = [], len(inputs)
+    for chunk, t, e in batches((*inputs, *references), target, extra, internal_batch_size):
+        leaves = tuple(x.detach().requires_grad_() for x in chunk[:m])
+        n = len(leaves[0])
         with torch.enable_grad():
-            batch = leaf if reference is None else torch.cat([leaf, next(reference_chunks)])
-            with RuleMode(Options(rule=rule), batch=len(batch)) as mode:
-                output = model(batch)
+            batch = tuple(torch.cat([x, r]) for x, r in zip(leaves, chunk[m:])) if references else leaves
+            e = repeat_samples(e, n, 2) if references else e  # a reference shares its sample's arguments
+            with RuleMode(Options(rule=rule), batch=len(batch[0])) as mode:
+                output = model(*batch, *e)
                 mode.check_custom_functions(tensors_in((output,), {}))  # a model ending in one
-            if reference is not None and isinstance(output, Tensor) and output.dim() > 1 and len(output) == len(batch):
-                output = output[: len(leaf)]  # the inputs' logits; the references' follow them
-            logits = check_logits(output, len(leaf))
-            (grad,) = rule_gradients(logits.gather(1, resolve_targets(t, logits)[:, None]).sum(), (leaf,))
-        chunks.append(grad)
-    return torch.cat(chunks)
+            if references and isinstance(output, Tensor) and output.dim() > 1 and len(output) == len(batch[0]):
+                output = output[:n]  # the inputs' logits; the references' follow them
+            logits = check_logits(output, n)
+            chunks.append(rule_gradients(logits.gather(1, resolve_targets(t, logits)[:, None]).sum(), leaves))
+    return tuple(torch.cat(parts) for parts in zip(*chunks))
 
 
-def _eps_lrp(model, inputs, target, *, internal_batch_size, eps):
+def _eps_lrp(model, inputs, target, extra, *, internal_batch_size, eps):
     """epsilon-LRP (Bach et al., 2015) as a modified gradient (Ancona et al., 2018): f'(z) becomes
     f(z) / (z + eps * sign(z)) and the map is x * gradient; Grad*Input on ReLU networks as eps -> 0."""
     if not isinstance(eps, numbers.Real) or eps <= 0:
         raise ValueError(f"eps must be a positive number, got {eps!r}")
-    return inputs * _modified_gradient(model, inputs, target, eps_lrp_rule(eps), None, internal_batch_size)
+    grads = _modified_gradient(model, inputs, target, extra, eps_lrp_rule(eps), (), internal_batch_size)
+    return tuple(x * g for x, g in zip(inputs, grads))
 
 
-def _deeplift(model, inputs, target, *, internal_batch_size, baseline):
+def _deeplift(model, inputs, target, extra, *, internal_batch_size, baseline):
     """DeepLIFT with the Rescale rule (Shrikumar et al., 2017) as a modified gradient (Ancona et al.,
     2018); the map is (x - x0) * gradient. Max-pooling passes the gradient."""
-    reference = _baseline_like(baseline, inputs)
-    grad = _modified_gradient(model, inputs, target, DEEPLIFT_RESCALE, reference, internal_batch_size)
-    return (inputs - reference) * grad
+    references = _baselines(baseline, inputs)
+    grads = _modified_gradient(model, inputs, target, extra, DEEPLIFT_RESCALE, references, internal_batch_size)
+    return tuple((x - r) * g for x, r, g in zip(inputs, references, grads))
 
 
-def _rectgrad(model, inputs, target, *, internal_batch_size, q, tau, padding_trick, prr, final_threshold, rule):
-    return RectGrad(model).attribute(inputs, target=target, q=None if tau is not None else q, tau=tau,
-                                     padding_trick=padding_trick, prr=prr, final_threshold=final_threshold,
-                                     rule=rule, internal_batch_size=internal_batch_size)
+def _rectgrad(model, inputs, target, extra, *, internal_batch_size, q, tau, padding_trick, prr, final_threshold,
+              rule):
+    return RectGrad(model).attribute(inputs, target=target, additional_forward_args=extra,
+                                     q=None if tau is not None else q, tau=tau, padding_trick=padding_trick, prr=prr,
+                                     final_threshold=final_threshold, rule=rule,
+                                     internal_batch_size=internal_batch_size)
 
 
-def _random(model, inputs, target, *, internal_batch_size, generator):
-    """Uniform noise in [0, 1) shaped like the inputs (``internal_batch_size`` is irrelevant to noise)."""
-    return torch.rand(inputs.shape, generator=generator, device=inputs.device, dtype=inputs.dtype)
+def _random(model, inputs, target, extra, *, internal_batch_size, generator):
+    """Uniform noise in [0, 1) shaped like each input (the model, its arguments and ``internal_batch_size`` are
+    irrelevant to noise)."""
+    return tuple(torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) for x in inputs)
 
 
 _RECTGRAD = {"q": 98.0, "tau": None, "padding_trick": True, "prr": False, "final_threshold": True, "rule": "pr1"}
@@ -268,28 +314,32 @@ def predict(model, inputs: Tensor, internal_batch_size: int | None = None) -> Te
     (inputs,) = format_inputs(inputs)
     modules = modules_of(model)
     check_device(modules, (inputs,))
-    return _logits(model, modules, inputs, internal_batch_size)
+    return _logits(model, modules, (inputs,), (), internal_batch_size)
 
 
-def _logits(model, modules: tuple, inputs: Tensor, internal_batch_size: int | None) -> Tensor:
+def _logits(model, modules: tuple, inputs: tuple[Tensor, ...], extra: tuple, internal_batch_size: int | None) -> Tensor:
     """:func:`predict` on inputs already checked, with the model's ``modules`` (:func:`modules_of`)."""
     with torch.no_grad(), preserved_buffers(modules):  # copies: a model changing its input in place leaves it be
-        return torch.cat([check_logits(model(x.clone()), len(x))
-                          for (x,), _, _ in batches((inputs,), None, None, internal_batch_size)])
+        return torch.cat([check_logits(model(*(x.clone() for x in xs), *e), len(xs[0]))
+                          for xs, _, e in batches(inputs, None, extra, internal_batch_size)])
 
 
-def explain(model, inputs: Tensor, target=None, method: str = "rectgrad", *, internal_batch_size: int | None = None,
-            seed: int | None = None, **hyperparameters) -> Tensor:
-    """Attribution maps of ``target`` for ``inputs`` (N, ...), a float tensor on the model's device.
+def explain(model, inputs: Tensor | tuple[Tensor, ...], target=None, method: str = "rectgrad", *,
+            additional_forward_args=None, internal_batch_size: int | None = None, seed: int | None = None,
+            **hyperparameters) -> Tensor | tuple[Tensor, ...]:
+    """Attribution maps of ``target`` for ``inputs`` (N, ...), a float tensor on the model's device, or a tuple of
+    them (a model taking several inputs), as in Captum.
 
     ``method``: saliency, grad_input, deconv, guided_bp, smoothgrad, intgrad, eps_lrp, deeplift, rectgrad,
     rectgrad_prr or random (:func:`methods` gives their defaults). ``target``: ``None`` (each sample's predicted
-    class), an int, or one class per sample (a list, tensor or numpy array).
+    class), an int, or one class per sample (a list, tensor or numpy array). ``additional_forward_args``: further
+    arguments of the model after the inputs (a tuple, or one value), not explained; a tensor whose dim 0 is the
+    batch goes with its samples.
 
-    Returns raw maps shaped like ``inputs``, detached: signed for the baselines, the positive part for RectGrad
-    (its final threshold; ``final_threshold=False`` gives its signed map), uniform noise in [0, 1) for random.
-    ``rectgrad.viz.prepare`` turns them into display-ready (N,H,W) maps for ``rectgrad.viz.grid``.
-    ``hyperparameters`` override the method's defaults (an unknown one is a ``TypeError``).
+    Returns raw maps shaped like ``inputs`` (a tuple of maps for a tuple of inputs), detached: signed for the
+    baselines, the positive part for RectGrad (its final threshold; ``final_threshold=False`` gives its signed map),
+    uniform noise in [0, 1) for random. ``rectgrad.viz.prepare`` turns them into display-ready (N,H,W) maps for
+    ``rectgrad.viz.grid``. ``hyperparameters`` override the method's defaults (an unknown one is a ``TypeError``).
     ``internal_batch_size`` bounds how many samples (noisy copies, integration steps, samples of the batch) go
     through the model at once; ``None`` processes everything in one pass. ``seed`` seeds the noise of stochastic
     methods (smoothgrad, random); ``None`` draws from torch's global generator.
@@ -301,24 +351,27 @@ def explain(model, inputs: Tensor, target=None, method: str = "rectgrad", *, int
         raise TypeError(f"method {method!r} has no hyper-parameter {unknown[0]!r}; its hyper-parameters: {known}")
     if hyperparameters.get("q") is not None and hyperparameters.get("tau") is not None:
         check_threshold(hyperparameters["q"], hyperparameters["tau"])  # refuses both
-    if not isinstance(inputs, Tensor):
-        raise TypeError(f"inputs must be a torch tensor, got {type(inputs).__name__}")
-    (inputs,) = format_inputs(inputs)
+    is_tuple = _is_tuple(inputs)
+    inputs = format_inputs(inputs)
+    extra = (() if additional_forward_args is None else additional_forward_args
+             if isinstance(additional_forward_args, tuple) else (additional_forward_args,))
     modules = modules_of(model)
-    check_device(modules, (inputs,))
+    check_device(modules, inputs)
     if entry.rules:
         check_reachable(model, modules, method)
     if internal_batch_size is not None:
         internal_batch_size = positive_int("internal_batch_size", internal_batch_size)
     if seed is not None and (not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or not 0 <= seed < 2**64):
         raise ValueError(f"seed must be an integer in [0, 2**64) or None, got {seed!r}")
-    with user_call(modules), named_errors(modules, (inputs,)):
+    device = inputs[0].device
+    with user_call(modules), named_errors(modules, inputs):
         if target is not None and entry.rules:  # the engine checks the classes on its own forward pass's logits
-            targets = target_indices(target, len(inputs), inputs.device)
+            targets = target_indices(target, len(inputs[0]), device)
         else:  # the predicted classes, or classes checked before a Captum method runs: one forward pass more
-            targets = resolve_targets(target, _logits(model, modules, inputs, internal_batch_size))
+            targets = resolve_targets(target, _logits(model, modules, inputs, extra, internal_batch_size))
         kwargs = {**entry.defaults, **hyperparameters, "internal_batch_size": internal_batch_size}
         if entry.stochastic:
-            kwargs["generator"] = None if seed is None else torch.Generator(inputs.device).manual_seed(int(seed))
+            kwargs["generator"] = None if seed is None else torch.Generator(device).manual_seed(int(seed))
         with preserved_buffers(modules):  # e.g. BatchNorm in train mode
-            return entry.function(model, inputs, targets, **kwargs).detach()
+            maps = entry.function(model, inputs, targets, extra, **kwargs)
+    return _format_output(is_tuple, tuple(m.detach() for m in maps))

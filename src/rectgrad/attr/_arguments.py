@@ -176,9 +176,7 @@ def batches(inputs: tuple[Tensor, ...], target, additional_forward_args, size: i
         raise ValueError(f"target has {len(target)} entries but the batch has {n} samples")
 
     def cut(value, start):
-        if isinstance(value, Tensor) and value.dim() > 0 and value.shape[0] == n:
-            return value[start:start + size]
-        return value
+        return value[start:start + size] if per_sample(value, n) else value
 
     extra = additional_forward_args
     size = int(size)
@@ -186,3 +184,14 @@ def batches(inputs: tuple[Tensor, ...], target, additional_forward_args, size: i
         chunk_target = target[start:start + size] if isinstance(target, list) else cut(target, start)
         chunk_extra = tuple(cut(a, start) for a in extra) if isinstance(extra, tuple) else cut(extra, start)
         yield tuple(x[start:start + size] for x in inputs), chunk_target, chunk_extra
+
+
+def repeat_samples(additional_forward_args: tuple, n: int, times: int) -> tuple:
+    """``additional_forward_args`` for ``times`` copies of a batch of ``n`` samples concatenated along dim 0: each
+    tensor whose dim 0 is the batch repeated as the samples are (the others, shared, as they are)."""
+    return tuple(torch.cat([a] * times) if per_sample(a, n) else a for a in additional_forward_args)
+
+
+def per_sample(value, n: int) -> bool:
+    """Whether an additional forward argument holds one row per sample (dim 0 the batch of ``n``)."""
+    return isinstance(value, Tensor) and value.dim() > 0 and value.shape[0] == n
