@@ -128,17 +128,24 @@ def prepare(attr, *, grayscale: bool = False, threshold: str | None = None, low:
 
 def to_display_image(x, mean=None, std=None) -> np.ndarray:
     """Input image(s) (C,H,W) or (N,C,H,W) -> floats in [0,1] for imshow: (H,W,3)/(N,H,W,3), or (H,W)/(N,H,W) if C=1.
+    C must be 1 or 3 (channels-last images are a ValueError saying how to permute them).
 
     Without ``mean``/``std`` the input is taken to be scaled to [-1,1] (the paper's preprocessing);
     otherwise it is un-normalized as ``x * std + mean`` (one value per channel, or one for all; a missing one is 0
     or 1). Values are clipped to [0,1].
     """
     a = _numpy(x)
-    single = a.ndim == 3
+    shape, single = a.shape, a.ndim == 3
     if single:
         a = a[None]
     if a.ndim != 4:
         raise ValueError(f"expected (C,H,W) or (N,C,H,W), got shape {a.shape}")
+    if a.shape[1] not in (1, 3):
+        order = "2, 0, 1" if single else "0, 3, 1, 2"
+        hint = (f"; they look channels-last ({'' if single else 'N,'}H,W,C): give x.permute({order}) (a numpy array: "
+                f"x.transpose({order}))" if a.shape[-1] in (1, 3) else "")
+        raise ValueError(f"images to draw must be (C,H,W) or (N,C,H,W) with 1 (grayscale) or 3 (RGB) channels, got "
+                         f"shape {shape}{hint}")
     if mean is None and std is None:
         a = (a + 1.0) / 2.0
     else:
@@ -211,10 +218,10 @@ def grid(images, maps: Mapping[str, np.ndarray] | Sequence[np.ndarray], *, row_l
     inputs = None if images is None else _numpy(images)
     if inputs is not None and inputs.ndim not in (3, 4):
         raise ValueError(f"images must be (N,C,H,W) or one (C,H,W) image, got shape {inputs.shape}")
-    pics = None if inputs is None else to_display_image(inputs[None] if inputs.ndim == 3 else inputs, mean, std)
-    if pics is None and not columns:
+    batch = None if inputs is None else inputs[None] if inputs.ndim == 3 else inputs
+    if batch is None and not columns:
         raise ValueError("nothing to draw: no images and no maps")
-    nrows = len(columns[0]) if columns else len(pics)
+    nrows = len(columns[0]) if columns else len(batch)
     for k, c in enumerate(columns):
         if c.ndim != 3:  # explain's (N,C,H,W) maps, or one (H,W) map whose height would be read as N
             hint = "; viz.prepare(attributions) makes them" if c.ndim == 4 else ""
@@ -222,11 +229,13 @@ def grid(images, maps: Mapping[str, np.ndarray] | Sequence[np.ndarray], *, row_l
         if len(c) != nrows:
             raise ValueError(f"every column must be (N,H,W) with N={nrows}, got shape {c.shape}")
         _refuse_non_finite(c, f"maps[{names[k]!r}]" if names is not None else f"maps[{k}]")
-    if pics is not None and len(pics) != nrows:
+    if batch is not None and len(batch) != nrows:
         if inputs.ndim == 3:  # (N,H,W) grayscale inputs read as one image of N channels
             raise ValueError(f"images of shape {inputs.shape} are one (C,H,W) image, for {nrows} rows of maps: give "
                              f"(N,C,H,W) images (grayscale: (N,1,H,W))")
-        raise ValueError(f"{len(pics)} images for {nrows} rows")
+        raise ValueError(f"{len(batch)} images for {nrows} rows")
+    pics = None if inputs is None else to_display_image(inputs, mean, std)  # its errors name the shape given
+    pics = pics[None] if inputs is not None and inputs.ndim == 3 else pics
     panels = ([pics] if pics is not None else []) + columns
     ncols = len(panels)
     if col_labels is None and names is not None:
