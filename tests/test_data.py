@@ -86,6 +86,30 @@ def test_image_dataset_scaling_subset_and_with_images():
         ImageDataset(images, torch.tensor([0, 9]), ["a", "b"], "bad")
 
 
+def test_image_dataset_takes_numpy_arrays_and_label_lists_and_names_what_is_wrong():
+    images = torch.randint(0, 256, (4, 1, 8, 8), dtype=torch.uint8)
+    for labels in ([0, 1, 0, 1], np.array([0, 1, 0, 1]), torch.tensor([0, 1, 0, 1])):
+        ds = ImageDataset(images.numpy(), labels, ("a", "b"), "mine")
+        assert torch.equal(ds.images, images) and ds.labels.dtype == torch.int64 and ds.labels.tolist() == [0, 1, 0, 1]
+        assert ds.classes == ["a", "b"] and torch.equal(ds.subset(slice(1, 2)).images, images[1:2])
+    labels = [0, 1, 0, 1]
+    for shape in ((4, 2, 8, 8), (4, 3, 8, 3)):  # channels first where dim 1 may be the channels (PaperCNN takes any)
+        assert ImageDataset(torch.zeros(shape, dtype=torch.uint8), labels, ["a", "b"], "mine").images.shape == shape
+    for args, error, message in (
+            ((torch.zeros(4, 8, 8, 3, dtype=torch.uint8), labels, ["a", "b"]), ValueError,
+             r"images of shape \(4, 8, 8, 3\) look channels-last \(N, H, W, C\): .*images.permute\(0, 3, 1, 2\)"),
+            ((np.zeros((4, 8, 8, 1), np.uint8), labels, ["a", "b"]), ValueError, r"\(4, 8, 8, 1\) look channels-last"),
+            ((images[:, 0], labels, ["a", "b"]), ValueError, r"images must be \(N, C, H, W\), got shape \(4, 8, 8\)"),
+            ((images.float() / 255, labels, ["a", "b"]), ValueError, r"must be uint8 \(0..255\), got torch.float32"),
+            ((list(images), labels, ["a", "b"]), TypeError, "images must be one of Tensor, ndarray, got list"),
+            ((images, "0101", ["a", "b"]), TypeError, "labels must be one of Tensor, ndarray, list, got str"),
+            ((images, labels, []), ValueError, "classes is empty: give one name per class"),
+            ((images, labels, None), TypeError, "classes must be a list of class names, got NoneType"),
+            ((images, labels, ["a", 1]), TypeError, r"list of class names \(str\), got 1 among them")):
+        with pytest.raises(error, match=message):
+            ImageDataset(*args, "bad")
+
+
 def test_load_dataset_unknown_name():
     with pytest.raises(ValueError, match="known: fashion-mnist, cifar10"):
         load_dataset("mnist", "train")

@@ -59,7 +59,8 @@ CIFAR10_MEMBERS = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["
 
 @dataclass
 class ImageDataset:
-    """Images as a uint8 tensor (N, C, H, W) with int64 labels (N,), class names and a dataset name."""
+    """Images as a uint8 tensor (N, C, H, W) with int64 labels (N,), class names and a dataset name. Images and labels
+    may be given as numpy arrays (labels as a list too), classes as a tuple."""
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -67,9 +68,24 @@ class ImageDataset:
     name: str
 
     def __post_init__(self):
-        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
-            raise ValueError(f"images must be a uint8 tensor (N, C, H, W), got {self.images.dtype} "
-                             f"{tuple(self.images.shape)}")
+        self.images = _as_tensor("images", self.images, (np.ndarray,))
+        self.labels = _as_tensor("labels", self.labels, (np.ndarray, list))
+        shape = tuple(self.images.shape)
+        if self.images.dtype != torch.uint8:
+            raise ValueError(f"images must be uint8 (0..255), got {self.images.dtype}")
+        if len(shape) != 4:
+            raise ValueError(f"images must be (N, C, H, W), got shape {shape}")
+        if shape[1] not in (1, 3) and shape[3] in (1, 3):
+            raise ValueError(f"images of shape {shape} look channels-last (N, H, W, C): give (N, C, H, W), "
+                             "images.permute(0, 3, 1, 2) (numpy: images.transpose(0, 3, 1, 2))")
+        if not isinstance(self.classes, (list, tuple)):
+            raise TypeError(f"classes must be a list of class names, got {type(self.classes).__name__}")
+        names = [c for c in self.classes if not isinstance(c, str)]
+        if names:
+            raise TypeError(f"classes must be a list of class names (str), got {names[0]!r} among them")
+        if not self.classes:
+            raise ValueError("classes is empty: give one name per class")
+        self.classes = list(self.classes)
         if self.labels.shape != (len(self.images),):
             raise ValueError(f"labels must have shape ({len(self.images)},), got {tuple(self.labels.shape)}")
         if self.labels.is_floating_point() or self.labels.is_complex() or self.labels.dtype == torch.bool:
@@ -116,6 +132,16 @@ class MaskedImages(ImageDataset):
         keep = torch.arange(len(self))[index].reshape(-1)
         return replace(self, images=self.images[keep], labels=self.labels[keep], masks=self.masks[keep],
                        names=[self.names[i] for i in keep.tolist()])
+
+
+def _as_tensor(name: str, value, convertible: tuple[type, ...]) -> torch.Tensor:
+    """``value``, a tensor or one of the ``convertible`` types (converted); a ``TypeError`` naming any other type."""
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, convertible):
+        return torch.as_tensor(value)
+    kinds = ", ".join(t.__name__ for t in (torch.Tensor, *convertible))
+    raise TypeError(f"{name} must be one of {kinds}, got {type(value).__name__}")
 
 
 def to_inputs(images: torch.Tensor) -> torch.Tensor:
