@@ -705,6 +705,26 @@ def test_rrelu_in_training_mode_keeps_the_slopes_of_its_forward_pass(inplace):
     assert model.training
 
 
+def test_rrelu_in_training_mode_draws_from_the_generator_it_is_given():
+    # torch.rrelu's fifth positional argument is a generator (F.rrelu's is inplace): its slopes come from it, and
+    # the global random stream moves as after a plain forward pass
+    torch.manual_seed(5)
+    first, last = nn.Linear(6, 12).double(), nn.Linear(12, 3).double()
+    x = torch.randn(4, 6, dtype=torch.float64) * 3
+    generator = torch.Generator()
+    for act in (lambda h: torch.rrelu(h, 0.1, 0.3, True, generator), lambda h: torch.rrelu_(h, 0.1, 0.3, True,
+                                                                                           generator),
+                lambda h: torch.rrelu(h, 0.1, 0.3, True, generator=generator), lambda h: F.rrelu(h, 0.1, 0.3, True)):
+        model = lambda t: last(act(first(t)))  # noqa: E731
+        x_ = x.clone().requires_grad_()
+        torch.manual_seed(1), generator.manual_seed(7)
+        (plain,) = torch.autograd.grad(model(x_)[:, 1].sum(), x_)
+        after_plain = torch.rand(3)
+        torch.manual_seed(1), generator.manual_seed(7)
+        torch.testing.assert_close(RectGrad(model).attribute(x, target=1, tau=-1e30, final_threshold=False), x * plain)
+        assert torch.equal(torch.rand(3), after_plain)
+
+
 def test_guided_backprop_follows_relu6_where_captum_does_not():
     torch.manual_seed(6)
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU6(), nn.Flatten(), nn.Linear(8 * 6 * 6, 4)).eval()

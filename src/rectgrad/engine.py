@@ -243,7 +243,8 @@ def _as_called(func, args, kwargs, rule) -> Callable[[Tensor], Tensor]:
     its output and derivative, recomputed by the rule, are those of the forward pass (DeepLIFT, whose input and
     reference would get different slopes, refuses it)."""
     rest = args[1:]
-    values = dict(zip(("lower", "upper", "training"), rest), **kwargs)
+    fifth = "inplace" if func is F.rrelu else "generator"  # torch.rrelu(input, lower, upper, training, generator)
+    values = dict(zip(("lower", "upper", "training", fifth), rest), **kwargs)
     if func not in _RRELUS or not values.get("training"):
         return lambda t: func(t, *rest, **kwargs)
     if isinstance(rule, MultiplierRule) and rule.per_sample:

@@ -54,12 +54,22 @@ def _parts(obj) -> Iterable:
     if inspect.ismethod(obj):
         return (obj.__self__, obj.__func__)
     if inspect.isfunction(obj):
-        cells = [cell.cell_contents for cell in obj.__closure__ or () if cell.cell_contents is not cell]
+        cells = [cell.cell_contents for cell in obj.__closure__ or ()
+                 if _filled(cell) and cell.cell_contents is not cell]
         defaults = [*(obj.__defaults__ or ()), *(obj.__kwdefaults__ or {}).values()]
         return cells + defaults + [obj.__globals__[name] for name in obj.__code__.co_names if name in obj.__globals__]
     if callable(obj) and not inspect.isbuiltin(obj) and not inspect.isclass(obj) and hasattr(obj, "__dict__"):
         return vars(obj).values()
     return ()
+
+
+def _filled(cell) -> bool:
+    """Whether a closure cell holds a value (a variable assigned only in a branch not taken leaves it empty)."""
+    try:
+        cell.cell_contents
+    except ValueError:
+        return False
+    return True
 
 
 def scripted_part(model, modules: tuple[nn.Module, ...]) -> tuple[str, str] | None:
