@@ -403,9 +403,22 @@ def test_scale_parameters_are_checked(overrides, message):
     assert message in str(error.value)
 
 
+@pytest.mark.parametrize("hyperparameters, message", [  # checked by the methods themselves, before any training
+    ({"smoothgrad": {"samples": 0}}, "hyperparameters of 'smoothgrad': samples must be a positive integer, got 0"),
+    ({"intgrad": {"steps": "10"}}, "hyperparameters of 'intgrad': steps must be a positive integer, got '10'"),
+    ({"rectgrad": {"q": 200}}, "hyperparameters of 'rectgrad': q must be a percentile in [0, 100], got 200"),
+    ({"rectgrad": {"q": 90, "tau": 0}}, "hyperparameters of 'rectgrad': give either q (percentile threshold) or tau"),
+])
+def test_scale_hyperparameter_values_are_checked_before_any_work(hyperparameters, message, tmp_path, monkeypatch):
+    monkeypatch.setattr(pipeline, "load_dataset", lambda *a, **k: pytest.fail("read data"))
+    with pytest.raises(ValueError) as error:
+        pipeline.reproduce("fashion-mnist", "smoke", tmp_path / "work", overrides={"hyperparameters": hyperparameters})
+    assert message in str(error.value) and not (tmp_path / "work").exists()
+
+
 def test_scale_with_replaces_only_what_it_is_given():
-    scale = pipeline.scale_with("quick", {"roar_epochs": 5, "fractions": [0.2, 0.4]})
-    assert scale.roar_epochs == 5 and scale.fractions == (0.2, 0.4)
+    scale = pipeline.scale_with("quick", {"roar_epochs": np.int64(5), "fractions": [0.2, 0.4]})
+    assert type(scale.roar_epochs) is int and scale.roar_epochs == 5 and scale.fractions == (0.2, 0.4)
     assert scale.repeats == pipeline.SCALES["quick"].repeats and pipeline.SCALES["quick"].roar_epochs == 1
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numbers
 import sys
 import time
+import warnings
 import zlib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -24,7 +25,7 @@ from rectgrad.evaluation.maps import compute_maps, noise_level, patch_attributio
 from rectgrad.evaluation.occlusion import conv_activations, correctly_classified, feature_map_occlusion
 from rectgrad.evaluation.roar import FRACTIONS, LocalBackend, roar_kar
 from rectgrad.evaluation.store import ResultStore
-from rectgrad.methods import METHOD_NAMES, get_method
+from rectgrad.methods import METHOD_NAMES, explain, get_method
 from rectgrad.progress import progress_bar
 from rectgrad.train import evaluate, new_model, predict_logits, train_model
 from rectgrad.train_many import Retrainer, train_many
@@ -65,9 +66,11 @@ class Scale:
             count = getattr(self, name)
             if count is not None and (not isinstance(count, numbers.Integral) or isinstance(count, bool) or count < 1):
                 raise ValueError(f"{name} must be a positive integer or None (all images), got {count!r}")
+            object.__setattr__(self, name, None if count is None else int(count))
         for name in ("model_epochs", "per_class", "occlusion_orders", "roar_epochs", "repeats"):
-            positive_int(name, getattr(self, name))
-        if positive_int("occlusion_steps", self.occlusion_steps) < 2:
+            object.__setattr__(self, name, positive_int(name, getattr(self, name)))  # (a numpy integer: an int)
+        object.__setattr__(self, "occlusion_steps", positive_int("occlusion_steps", self.occlusion_steps))
+        if self.occlusion_steps < 2:
             raise ValueError(f"occlusion_steps must be at least 2 (0 and 1 are the curve's ends), got "
                              f"{self.occlusion_steps}")
         fractions = self.fractions
@@ -102,7 +105,24 @@ def scale_with(name: str, overrides: Mapping[str, object] | None = None) -> Scal
     for key in overrides or {}:
         if key not in keys:
             raise ValueError(f"no scale parameter {key!r}{did_you_mean(key, keys)}; the parameters: {', '.join(keys)}")
-    return replace(SCALES[name], **(overrides or {}))
+    scale = replace(SCALES[name], **(overrides or {}))
+    if "hyperparameters" in (overrides or {}):
+        _try_hyperparameters(scale.hyperparameters)
+    return scale
+
+
+def _try_hyperparameters(hyperparameters: dict) -> None:
+    """Each method run once with its ``hyperparameters`` on a tiny model: a bad value (``samples=0``) is refused
+    before any training, by the method's own checks, not once the models are trained."""
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+                                torch.nn.Flatten(), torch.nn.Linear(8, 2))
+    for method, values in hyperparameters.items():
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # (e.g. an all-zero map of the tiny model)
+                explain(model, torch.rand(1, 1, 4, 4), target=0, method=method, seed=0, **values)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"hyperparameters of {method!r}: {error}") from None
 
 
 SCALES = {
@@ -174,7 +194,7 @@ def reproduce(dataset: str, scale: str, work_dir, *, data_dir=None, masks_dir=No
         data.update(image_size=image_size, masked=0 if masked is None else len(masked), classes=train.classes)
     config = {"dataset": dataset, "scale": scale, "parameters": asdict(spec), "methods": list(methods),
               "seed": seed, "data": data}
-    changed = {k: v for k, v in (overrides or {}).items() if getattr(spec, k) != getattr(SCALES[scale], k)}
+    changed = {k: getattr(spec, k) for k in overrides or {} if getattr(spec, k) != getattr(SCALES[scale], k)}
     if changed:  # (absent when none: a folder made before overrides existed, or setting a scale's own value, resumes)
         config["overrides"] = changed
     store = ResultStore(work_dir, config, growing="methods")  # refuses another configuration's folder
