@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -466,6 +467,50 @@ def test_roar_kar_keeps_close_fractions_apart():
     assert len(fn.calls) == 2 and result.accuracies["a"].shape == (1, 2)
 
 
+def test_roar_kar_tie_noise_0_breaks_ties_by_pixel_index():
+    """All-zero maps tie everywhere: without noise ROAR replaces the first k pixels (row-major) of every image, with
+    the default noise k pixels at random; occlude_dataset takes the same option."""
+    train, test, _ = roar_inputs()
+    zero = (torch.zeros(8, 1, 8, 8), torch.zeros(4, 1, 8, 8))
+    fill = train.images.double().mean().round().item()
+    replaced = {}
+
+    def record(tie_noise):
+        def train_fn(train, test, seed):
+            replaced[tie_noise] = (test.images[:, 0] == fill).flatten(1)
+            return 0.5
+        return train_fn
+
+    first = torch.zeros(4, 64, dtype=torch.bool)
+    first[:, :16] = True  # round(0.25 * 64)
+    for tie_noise in (0, 1e-4):
+        roar_kar(train, test, {"a": zero}, record(tie_noise), fractions=(0.25,), repeats=1, tie_noise=tie_noise,
+                 progress=False)
+        assert replaced[tie_noise].sum(1).tolist() == [16] * 4
+    assert torch.equal(replaced[0], first) and not torch.equal(replaced[1e-4], first)
+    alone = occlude_dataset(test, zero[1], 0.25, keep=False, fill=[fill], tie_noise=0)
+    assert torch.equal((alone.images[:, 0] == fill).flatten(1), first)
+    with pytest.raises(ValueError, match="tie_noise must be a finite standard deviation >= 0, got -1.0"):
+        roar_kar(train, test, {"a": zero}, Counting(), tie_noise=-1, progress=False)
+
+
+def test_roar_kar_warns_when_the_tie_noise_is_large_for_the_maps():
+    """The median nonzero |score| of randn maps is about 0.67: scaled by 1e-3 it is under 10 x 1e-4, by 1e-2 not."""
+    train, test, maps = roar_inputs()
+    scaled = lambda scale: tuple(m * scale for m in maps["a"])  # noqa: E731
+    with pytest.warns(RuntimeWarning, match=r"attributions\['small'\]: the median nonzero \|ranking score\| is 0.000.*"
+                                            r"under 10 x the tie-breaking noise's standard deviation 0.0001: the noise "
+                                            r"will reorder distinct pixels, not only ties; pass tie_noise=0"):
+        roar_kar(train, test, {"small": scaled(1e-3)}, Counting(), fractions=(0.2,), repeats=1, progress=False)
+    zero = (torch.zeros(8, 1, 8, 8), torch.zeros(4, 1, 8, 8))  # all ties: what the noise is for
+    quiet = [({"a": scaled(1e-2), "zero": zero, "random": None}, 1e-4), ({"small": scaled(1e-3)}, 0)]
+    for attributions, tie_noise in quiet:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            roar_kar(train, test, attributions, Counting(), fractions=(0.2,), repeats=1, tie_noise=tie_noise,
+                     progress=False)
+
+
 def test_result_score_on_a_hand_made_curve():
     result = RoarKarResult(False, (0.1, 0.5, 0.9), {"m": np.array([[0.8, 0.6, 0.2], [0.6, 0.6, 0.4]])})
     assert result.score("m") == pytest.approx((0.7 + 0.6) / 4 + (0.6 + 0.3) / 4)
@@ -524,6 +569,14 @@ def test_a_growing_list_may_take_more_names_and_nothing_else(tmp_path):
         (tmp_path / "config.json").write_text(json.dumps({"methods": foreign, "seed": 0}))
         with pytest.raises(ValueError, match=re.escape(f"(methods: {foreign!r} there, ['a', 'b'] here)")):
             ResultStore(tmp_path, {"methods": ["a", "b"], "seed": 0}, growing="methods")
+
+
+def test_a_key_added_to_the_configuration_reads_as_its_old_default_in_older_folders(tmp_path):
+    ResultStore(tmp_path, {"seed": 0}).save_json("a.json", 1)  # a folder made before tie_noise was recorded
+    assert ResultStore(tmp_path, {"seed": 0, "tie_noise": 1e-4}, defaults={"tie_noise": 1e-4}).resumed
+    with pytest.raises(ValueError, match=re.escape("(tie_noise: 0.0001 there, 0 here)")):
+        ResultStore(tmp_path, {"seed": 0, "tie_noise": 0}, defaults={"tie_noise": 1e-4})
+    assert ResultStore.read_config(tmp_path) == {"seed": 0}  # left as it was
 
 
 def test_a_folder_holding_only_an_interrupted_write_opens_as_a_new_store(tmp_path):

@@ -119,6 +119,14 @@ def total_variation(attr: torch.Tensor) -> torch.Tensor:
     return (m[:, 1:] - m[:, :-1]).abs().sum((1, 2)) + (m[:, :, 1:] - m[:, :, :-1]).abs().sum((1, 2))
 
 
+def check_tie_noise(tie_noise: float) -> float:
+    """``tie_noise`` as a float; a ``ValueError`` unless it is a finite standard deviation >= 0."""
+    tie_noise = float(tie_noise)
+    if not (math.isfinite(tie_noise) and tie_noise >= 0):
+        raise ValueError(f"tie_noise must be a finite standard deviation >= 0, got {tie_noise}")
+    return tie_noise
+
+
 def rank_pixels(
     attr: torch.Tensor, *, tie_noise: float = TIE_NOISE, generator: torch.Generator | None = None
 ) -> torch.Tensor:
@@ -132,9 +140,7 @@ def rank_pixels(
     and the baselines' signed attributions; that preprocessing is the caller's.
     """
     attr = _check_attr(attr)  # the noise survives in float32
-    tie_noise = float(tie_noise)
-    if not (math.isfinite(tie_noise) and tie_noise >= 0):
-        raise ValueError(f"tie_noise must be a finite standard deviation >= 0, got {tie_noise}")
+    tie_noise = check_tie_noise(tie_noise)
     scores = attr.sum(1).flatten(1)
     if tie_noise > 0:
         noise = torch.randn(scores.shape, generator=generator, dtype=scores.dtype,

@@ -18,6 +18,7 @@ from rectgrad.checkpoint import load_checkpoint, write_text_atomically
 from rectgrad.evaluation.roar import RoarKarResult, result_name
 from rectgrad.evaluation.store import ResultStore, read_json, read_torch
 from rectgrad.methods import METHODS as REGISTRY
+from rectgrad.metrics import TIE_NOISE
 from rectgrad.viz import boxplot, grid, line_plot, prepare, save_figure
 
 #: Paper Table 1 (CIFAR-10): ROAR AUC, KAR AOC; lower is better.
@@ -142,7 +143,8 @@ class _Report:
             f"| Fig. 8 | {'skipped (see below)' if skipped else 'the Fig. 2 images'} |",
             f"| ROAR / KAR | {first(p['roar_train_images'], d['train'])} train / "
             f"{first(p['roar_test_images'], d['test'])} test images, {p['roar_epochs']} epoch(s), "
-            f"{p['repeats']} repeat(s), fractions {p['fractions']} |",
+            f"{p['repeats']} repeat(s), fractions {p['fractions']}, tie-breaking noise of standard deviation "
+            f"{c.get('tie_noise', TIE_NOISE):g} |",  # (folders made before it was recorded used the default)
             f"| attribution overrides | {hp or 'none (paper defaults)'} |",
             f"| methods | {', '.join(self.methods)} |", ""])
 

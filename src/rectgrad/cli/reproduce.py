@@ -48,6 +48,10 @@ def reproduce(
     ray_gpus: float = typer.Option(0.0, help="GPUs per Ray training task (a fraction shares a GPU); > 0 trains "
                                              "on CUDA inside the tasks."),
     seed: int = typer.Option(0, help="Seed of the models, orders, noise and random masks."),
+    tie_noise: float = typer.Option(1e-4, help="Standard deviation of the Gaussian noise added to the ROAR/KAR "
+                                               "pixel scores (channel-summed maps) to break ties: absolute, 1e-4 as "
+                                               "the paper's code; 0 breaks ties by pixel index. Part of the results' "
+                                               "configuration."),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
     """The paper's evaluation (Figs. 2, 3, 7, 8, 9, Table 1): figures, tables and a README with its numbers.
@@ -99,7 +103,8 @@ def reproduce(
                         deterministic=deterministic, progress=progress)
     try:
         run(dataset, scale, work, data_dir=data_dir, masks_dir=masks, download=download, methods=names, seed=seed,
-            settings=settings, image_size=_image_size(dataset, image_size), overrides=_overrides(overrides or []))
+            settings=settings, image_size=_image_size(dataset, image_size), overrides=_overrides(overrides or []),
+            tie_noise=tie_noise)
         readme = write_report(work, out)
     except TrainingInterrupted as stopped:  # Ctrl-C or SIGTERM while models train: say where their state is
         typer.echo(str(stopped), err=True)

@@ -26,6 +26,7 @@ from rectgrad.evaluation.occlusion import conv_activations, correctly_classified
 from rectgrad.evaluation.roar import FRACTIONS, LocalBackend, roar_kar
 from rectgrad.evaluation.store import ResultStore
 from rectgrad.methods import METHOD_NAMES, explain, get_method
+from rectgrad.metrics import TIE_NOISE, check_tie_noise
 from rectgrad.progress import progress_bar
 from rectgrad.train import evaluate, new_model, predict_logits, train_model
 from rectgrad.train_many import Retrainer, train_many
@@ -158,7 +159,7 @@ class Settings:
 
 def reproduce(dataset: str, scale: str, work_dir, *, data_dir=None, masks_dir=None, download: bool = False,
               methods=METHODS, seed: int = 0, settings: Settings | None = None, image_size: int = 32,
-              overrides: Mapping[str, object] | None = None) -> ResultStore:
+              overrides: Mapping[str, object] | None = None, tie_noise: float = TIE_NOISE) -> ResultStore:
     """Run (or resume) every experiment for ``methods`` on ``dataset`` at ``scale``; return the results.
 
     ``dataset="folder"`` runs them on your own images in ``data_dir`` (:func:`rectgrad.data.load_image_folder`,
@@ -166,7 +167,8 @@ def reproduce(dataset: str, scale: str, work_dir, *, data_dir=None, masks_dir=No
     skipped when none has. ``overrides`` replace some of the scale's parameters (:func:`scale_with`). A
     ``work_dir`` holding results of other methods, made with this configuration otherwise, keeps them: the run
     adds ``methods`` to the folder's (its ``config.json`` lists them once their results are all in), and the
-    results cover them all.
+    results cover them all. ``tie_noise``: the standard deviation of ROAR/KAR's tie-breaking noise
+    (:func:`roar_kar`), part of the configuration.
     """
     settings = settings or Settings()
     if dataset not in DATASETS:
@@ -177,6 +179,7 @@ def reproduce(dataset: str, scale: str, work_dir, *, data_dir=None, masks_dir=No
     unknown = [m for m in methods if m not in METHOD_NAMES]
     if unknown or not methods or len(set(methods)) != len(methods):
         raise ValueError(f"methods must be distinct names among {', '.join(METHOD_NAMES)}, got {list(methods)}")
+    tie_noise = check_tie_noise(tie_noise)
     saved = ResultStore.read_config(work_dir) if Path(work_dir).is_dir() else None
     earlier = saved.get("methods") if isinstance(saved, dict) else None
     earlier = [m for m in earlier if m in METHOD_NAMES] if isinstance(earlier, list) else []
@@ -193,11 +196,12 @@ def reproduce(dataset: str, scale: str, work_dir, *, data_dir=None, masks_dir=No
     if dataset == "folder":
         data.update(image_size=image_size, masked=0 if masked is None else len(masked), classes=train.classes)
     config = {"dataset": dataset, "scale": scale, "parameters": asdict(spec), "methods": list(methods),
-              "seed": seed, "data": data}
+              "seed": seed, "tie_noise": tie_noise, "data": data}
     changed = {k: getattr(spec, k) for k in overrides or {} if getattr(spec, k) != getattr(SCALES[scale], k)}
     if changed:  # (absent when none: a folder made before overrides existed, or setting a scale's own value, resumes)
         config["overrides"] = changed
-    store = ResultStore(work_dir, config, growing="methods")  # refuses another configuration's folder
+    # refuses another configuration's folder; one made before tie_noise was recorded used the default
+    store = ResultStore(work_dir, config, growing="methods", defaults={"tie_noise": TIE_NOISE})
     if store.resumed:
         added, kept = [m for m in methods if m not in earlier], [m for m in methods if m not in given]
         print(f"resuming: the finished units of work in {store.folder} are kept, the rest is computed"
@@ -386,4 +390,5 @@ class _Run:
         device = self.settings.device if isinstance(backend, LocalBackend) else "cpu"  # Ray ships CPU tensors
         for keep in (False, True):
             roar_kar(train, test, attributions, retrain, self.spec.fractions, self.spec.repeats, keep,
-                     store=self.store, backend=backend, seed=self.seed, device=device, progress=self.settings.progress)
+                     store=self.store, backend=backend, seed=self.seed, tie_noise=self.store.config["tie_noise"],
+                     device=device, progress=self.settings.progress)

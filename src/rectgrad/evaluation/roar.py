@@ -2,7 +2,8 @@
 attribution ranks highest, retrain from scratch, and follow the test accuracy.
 
 Protocol (the paper and its reference code): the pixels of each image are ranked by its channel-summed
-attribution (RectGrad by its positive part, the baselines signed) plus N(0, 1e-4) tie-breaking noise;
+attribution (RectGrad by its positive part, the baselines signed) plus N(0, 1e-4) tie-breaking noise (an absolute
+standard deviation, ``tie_noise``);
 ROAR replaces the top ``p`` of the pixels, KAR keeps them and replaces the rest, with the per-channel mean
 of the training images; the train and the test set are both modified, with attributions of the model
 trained on clean data; a model is retrained from scratch ``repeats`` times per (method, p). The random
@@ -30,8 +31,8 @@ from rectgrad._checks import describe, install_hint, positive_int
 from rectgrad.checkpoint import write_text_atomically
 from rectgrad.data import ImageDataset
 from rectgrad.evaluation.store import ResultStore
-from rectgrad.metrics import (channel_mean, kar_aoc, pixel_count, random_removal_mask, rank_pixels, ranked_mask,
-                              removal_mask, replace_pixels, roar_auc)
+from rectgrad.metrics import (TIE_NOISE, channel_mean, check_tie_noise, kar_aoc, pixel_count, random_removal_mask,
+                              rank_pixels, ranked_mask, removal_mask, replace_pixels, roar_auc)
 from rectgrad.progress import progress_bar
 from rectgrad.train_many import checkpoint_seconds
 
@@ -46,14 +47,15 @@ TrainFn = Callable[[ImageDataset, ImageDataset, int], float]
 
 
 def occlude_dataset(dataset: ImageDataset, maps: Tensor | None, fraction: float, *, keep: bool,
-                    fill: Sequence[float] | Tensor, generator: torch.Generator | None = None) -> ImageDataset:
+                    fill: Sequence[float] | Tensor, generator: torch.Generator | None = None,
+                    tie_noise: float = TIE_NOISE) -> ImageDataset:
     """The ROAR (``keep=False``) or KAR (``keep=True``) copy of ``dataset`` for one fraction.
 
     With ``maps`` ``(N, C, H, W)`` exactly ``round(fraction * H * W)`` top-ranked pixels per image are
-    replaced (ROAR) or kept (KAR) (:func:`rectgrad.metrics.removal_mask`); with ``maps=None`` pixels are
-    replaced at random (:func:`rectgrad.metrics.random_removal_mask`). Replaced pixels take ``fill``. The
-    work happens on the images' device; the noise comes from ``generator`` wherever it lives (a CPU generator
-    gives the same datasets on every device).
+    replaced (ROAR) or kept (KAR) (:func:`rectgrad.metrics.removal_mask`, ranked with ``tie_noise``); with
+    ``maps=None`` pixels are replaced at random (:func:`rectgrad.metrics.random_removal_mask`). Replaced pixels
+    take ``fill``. The work happens on the images' device; the noise comes from ``generator`` wherever it lives (a
+    CPU generator gives the same datasets on every device).
     """
     n, _, h, w = dataset.images.shape
     device = dataset.images.device
@@ -62,7 +64,7 @@ def occlude_dataset(dataset: ImageDataset, maps: Tensor | None, fraction: float,
         mask = random_removal_mask((n, h, w), fraction, keep=keep, generator=generator, device=device)
     else:
         _check_maps(maps, dataset, "maps")
-        mask = removal_mask(maps.to(device), fraction, keep=keep, generator=generator)
+        mask = removal_mask(maps.to(device), fraction, keep=keep, tie_noise=tie_noise, generator=generator)
     return dataset.with_images(replace_pixels(dataset.images, mask, fill))
 
 
@@ -112,18 +114,21 @@ class Job:
 
 def roar_kar(train_set: ImageDataset, test_set: ImageDataset, attributions: Mapping[str, tuple[Tensor, Tensor] | None],
              train_fn: TrainFn, fractions: Sequence[float] = FRACTIONS, repeats: int = 3, keep: bool = False, *,
-             store: ResultStore | None = None, backend=None, seed: int = 0, device=None,
-             progress: bool = True) -> RoarKarResult:
+             store: ResultStore | None = None, backend=None, seed: int = 0, tie_noise: float = TIE_NOISE,
+             device=None, progress: bool = True) -> RoarKarResult:
     """Run ROAR (``keep=False``) or KAR (``keep=True``) for every method of ``attributions``.
 
     ``attributions[method]`` is ``(train maps, test maps)``, each ``(N, C, H, W)`` and ranked by its channel
     sum (pass RectGrad's positive part, the baselines signed), or ``None`` for the random baseline. Each
     (method, fraction) dataset pair is built once and trained on ``repeats`` times with seeds ``0 ..
     repeats - 1`` (initial weights and batch order) by ``train_fn``; the tie-breaking noise and the random
-    masks are seeded from ``seed``, so reruns rebuild identical datasets. With a ``store`` each finished
-    training is saved at once and skipped when run again. ``backend`` runs the trainings
-    (:class:`LocalBackend` by default, or :class:`RayBackend`). The modified datasets are made, and handed
-    to ``train_fn``, on ``device`` (default: the CPU), e.g. the GPU that trains them.
+    masks are seeded from ``seed``, so reruns rebuild identical datasets. The tie-breaking noise is Gaussian, of
+    absolute standard deviation ``tie_noise`` (:func:`rectgrad.metrics.rank_pixels`): a method whose maps' median
+    nonzero |score| is under 10 x ``tie_noise`` gets a warning, as the noise then reorders distinct pixels too;
+    ``tie_noise=0`` breaks ties by pixel index. With a ``store`` each finished training is saved at once and
+    skipped when run again. ``backend`` runs the trainings (:class:`LocalBackend` by default, or
+    :class:`RayBackend`). The modified datasets are made, and handed to ``train_fn``, on ``device`` (default: the
+    CPU), e.g. the GPU that trains them.
     """
     _check_datasets(train_set, test_set)
     if not isinstance(fractions, Iterable):
@@ -133,6 +138,7 @@ def roar_kar(train_set: ImageDataset, test_set: ImageDataset, attributions: Mapp
         raise ValueError(f"fractions must be increasing values in the open interval (0, 1), got {list(fractions)}")
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
+    tie_noise = check_tie_noise(tie_noise)
     for fraction in fractions:
         pixel_count(fraction, tuple(train_set.images.shape[-2:]))
     for method, pair in attributions.items():
@@ -157,8 +163,10 @@ def roar_kar(train_set: ImageDataset, test_set: ImageDataset, attributions: Mapp
                 if not todo:
                     continue
                 if pair is not None and orders is None:
-                    orders = [rank_pixels(maps.to(device), generator=_generator(seed, method, i))
-                              for i, maps in enumerate(pair)]
+                    maps = [m.to(device) for m in pair]
+                    _warn_if_noise_reorders(method, maps, tie_noise)
+                    orders = [rank_pixels(m, tie_noise=tie_noise, generator=_generator(seed, method, i))
+                              for i, m in enumerate(maps)]
                 train, test = (dataset.with_images(replace_pixels(dataset.images, mask, fill)) for dataset, mask in
                                zip(sets, _masks(sets, orders, fraction, keep, (seed, method, mode, fraction))))
                 for r in todo:
@@ -220,6 +228,22 @@ def _check_maps(maps, dataset: ImageDataset, name: str) -> None:
         raise ValueError(f"{name} must be floating point maps, got {maps.dtype}")
     if not bool(torch.isfinite(maps).all()):
         raise ValueError(f"{name} hold NaN or Inf values: they cannot be ranked")
+
+
+def _warn_if_noise_reorders(method: str, maps: list[Tensor], tie_noise: float) -> None:
+    """Warn when the tie-breaking noise is large for ``method``'s maps (train and test): the median of their nonzero
+    |ranking scores| (channel sums) is under 10 x ``tie_noise``, so the noise reorders distinct pixels, not only
+    ties, and pulls the ranking toward random."""
+    if tie_noise == 0:
+        return
+    scores = torch.cat([m.float().sum(1).flatten() for m in maps]).abs()
+    nonzero = scores[scores != 0]
+    median = nonzero.median().item() if len(nonzero) else float("inf")  # all ties: what the noise is for
+    if median < 10 * tie_noise:
+        warnings.warn(f"attributions[{method!r}]: the median nonzero |ranking score| is {median:.2g}, under 10 x the "
+                      f"tie-breaking noise's standard deviation {tie_noise:g}: the noise will reorder distinct pixels, "
+                      "not only ties; pass tie_noise=0 (rectgrad reproduce --tie-noise 0) for ties broken by pixel "
+                      "index, or rescale the maps", RuntimeWarning, stacklevel=2)
 
 
 def result_name(keep: bool, method: str, fraction: float, repeat: int) -> str:

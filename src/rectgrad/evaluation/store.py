@@ -25,14 +25,17 @@ class ResultStore:
     results of this configuration already. ``growing``: a key of ``config`` holding a list of names the folder's
     may be part of (results of more methods added to it): :meth:`record_growth`, once they are all computed, has
     ``config.json`` take the longer list (an addition stopped or failing leaves the folder's configuration as it
-    was)."""
+    was). ``defaults``: keys added to ``config`` since folders were first written, each with the value their results
+    were made with: a saved configuration lacking one is read with it (such a folder resumes)."""
 
-    def __init__(self, folder, config: dict, growing: str | None = None):
+    def __init__(self, folder, config: dict, growing: str | None = None, defaults: dict | None = None):
         self.folder = Path(folder)
         config = json.loads(json.dumps(config))  # normalise tuples to lists, as they read back
         if self.folder.exists() and not self.folder.is_dir():
             raise NotADirectoryError(f"{self.folder} exists and is not a folder")
         saved = self.read_config(self.folder)
+        if isinstance(saved, dict):
+            saved = {**(defaults or {}), **saved}
         self._grown = False
         if isinstance(saved, dict) and _names(saved.get(growing)) and _names(config.get(growing)) \
                 and set(saved[growing]) <= set(config[growing]):
