@@ -278,6 +278,42 @@ def test_roar_kar_resumes_without_recomputing(tmp_path):
     assert again.calls == [] and not list((tmp_path / "work").rglob("*.tmp"))
 
 
+def test_the_store_records_the_seed_tie_noise_and_data_of_roar_kar_and_refuses_others(tmp_path):
+    """A result is named by mode, method, fraction and repeat: what else makes it is recorded in roar-kar.json."""
+    train, test, maps = roar_inputs()
+    store = ResultStore(tmp_path, {"experiment": "toy"})
+
+    def run(fn, **changed):
+        arguments = {"train_set": train, "test_set": test, "attributions": maps, "fractions": (0.2, 0.6),
+                     "repeats": 1, **changed}
+        return roar_kar(train_fn=fn, store=store, progress=False, **arguments)
+
+    run(Counting())
+    recorded = json.loads((tmp_path / "roar-kar.json").read_text())
+    assert set(recorded) == {"seed", "tie_noise", "data"} and recorded["seed"] == 0
+    for changed, difference in (({"seed": 5}, "seed: 0 there, 5 here"),
+                                ({"tie_noise": 0}, "tie_noise: 0.0001 there, 0.0 here"),
+                                ({"train_set": train.with_images(255 - train.images)}, "data: "),
+                                ({"test_set": test.subset(torch.tensor([1, 0, 2, 3]))}, "data: ")):
+        fn = Counting()
+        with pytest.raises(ValueError, match=rf"the ROAR/KAR results in {re.escape(str(tmp_path))} were made with "
+                                             rf"other arguments \({difference}.*; recorded in roar-kar.json\): "
+                                             "refusing to mix them"):
+            run(fn, **changed)
+        assert fn.calls == []
+    more = Counting()  # other fractions and repeats, and KAR: the same arguments, only the new trainings run
+    run(more, fractions=(0.2, 0.4, 0.6), repeats=2, keep=True)
+    run(more, fractions=(0.2, 0.4, 0.6), repeats=2)
+    assert len(more.calls) == 2 * 3 * 2 + 2 * (3 * 2 - 2)
+    (tmp_path / "roar-kar.json").unlink()  # a store written before the arguments were recorded: they are now
+    run(Counting())
+    assert json.loads((tmp_path / "roar-kar.json").read_text()) == recorded
+    (tmp_path / "roar-kar.json").write_text("{")
+    with pytest.raises(ValueError, match=r"roar-kar.json is corrupt \(.+\): delete it if the ROAR/KAR results beside "
+                                         r"it were made with the arguments of this call"):
+        run(Counting())
+
+
 def test_roar_kar_results_and_scores():
     train, test, maps = roar_inputs()
     fill = train.images.double().mean().round()

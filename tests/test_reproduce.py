@@ -185,6 +185,8 @@ def test_tie_noise_is_part_of_the_configuration_and_older_folders_resume_with_th
     assert main([*args, "--tie-noise", "0", "--out", str(tmp_path / "again"), "--work-dir", str(copy)]) == 2
     assert "another configuration (tie_noise: 0.0001 there, 0.0 here)" in capsys.readouterr().err
     (copy / "config.json").write_text(json.dumps({**config, "tie_noise": 0}))  # a folder made with --tie-noise 0
+    arguments = copy / "roar-kar.json"  # (where roar_kar records its own)
+    arguments.write_text(json.dumps({**json.loads(arguments.read_text()), "tie_noise": 0}))
     given, sweep = [], pipeline.roar_kar
     monkeypatch.setattr(pipeline, "roar_kar", lambda *a, **kw: given.append(kw["tie_noise"]) or sweep(*a, **kw))
     assert main([*args, "--tie-noise", "0", "--out", str(tmp_path / "zero"), "--work-dir", str(copy)]) == 0
@@ -732,7 +734,7 @@ def test_methods_added_to_a_results_folder_are_computed_alone(smoke, tmp_path, m
 
     files = [p for p in folder.rglob("*") if p.is_file() and p.parts[len(folder.parts)] != "seconds"
              and p.name != "config.json"]
-    assert {p.parts[len(folder.parts)] for p in files} == {"models", "maps", "results", "roar", "kar"}
+    assert {p.parts[len(folder.parts)] for p in files} == {"models", "maps", "results", "roar", "kar", "roar-kar.json"}
     for path in files:
         there = work / path.relative_to(folder)
         if path.suffix == ".json":

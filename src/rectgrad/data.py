@@ -144,6 +144,17 @@ def _as_tensor(name: str, value, convertible: tuple[type, ...]) -> torch.Tensor:
     raise TypeError(f"{name} must be one of {kinds}, got {type(value).__name__}")
 
 
+def checksum(*datasets: ImageDataset, masks: bool = False) -> int:
+    """A CRC-32 of the datasets' images and labels and, with ``masks``, of the object masks of those that are
+    :class:`MaskedImages`."""
+    crc = 0
+    for d in datasets:
+        tensors = [d.images, d.labels] + ([d.masks] if masks and isinstance(d, MaskedImages) else [])
+        for tensor in tensors:
+            crc = zlib.crc32(tensor.cpu().contiguous().numpy(), crc)
+    return crc
+
+
 def to_inputs(images: torch.Tensor) -> torch.Tensor:
     """uint8 images -> float32 inputs in [-1, 1] (``x / 127.5 - 1``)."""
     return images.float() / 127.5 - 1

@@ -10,7 +10,6 @@ import numbers
 import sys
 import time
 import warnings
-import zlib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -19,8 +18,8 @@ import torch
 
 from rectgrad._checks import did_you_mean, positive_int
 from rectgrad.checkpoint import load_checkpoint, save_checkpoint
-from rectgrad.data import DATASETS, ImageDataset, MaskedImages, RandomPatch, load_dataset, load_image_folder_masks
-from rectgrad.data import load_masked_images, object_masks_from_images
+from rectgrad.data import DATASETS, ImageDataset, MaskedImages, RandomPatch, checksum, load_dataset
+from rectgrad.data import load_image_folder_masks, load_masked_images, object_masks_from_images
 from rectgrad.evaluation.maps import compute_maps, noise_level, patch_attribution
 from rectgrad.evaluation.occlusion import conv_activations, correctly_classified, feature_map_occlusion
 from rectgrad.evaluation.roar import FRACTIONS, LocalBackend, roar_kar
@@ -190,9 +189,11 @@ def reproduce(dataset: str, scale: str, work_dir, *, data_dir=None, masks_dir=No
     test = load_dataset(dataset, "test", data_dir=data_dir, download=download, image_size=image_size,
                         progress=settings.progress)
     masked = _masked_images(dataset, test, masks_dir, data_dir, image_size, settings.progress)
-    files = masked is not None and dataset != "fashion-mnist"  # masks read from files, not derived from the images
+    # The images and labels, and the object masks read from files: a rerun on changed data (a mended mask) starts
+    # anew. (Derived masks follow from the images: a Fashion-MNIST folder made before masks counted resumes.)
+    files = masked is not None and dataset != "fashion-mnist"
     data = {"train": len(train), "test": len(test),
-            "crc32": _crc(train, test, *[] if masked is None else [masked], masks=files)}
+            "crc32": checksum(train, test, *[] if masked is None else [masked], masks=files)}
     if dataset == "folder":
         data.update(image_size=image_size, masked=0 if masked is None else len(masked), classes=train.classes)
     config = {"dataset": dataset, "scale": scale, "parameters": asdict(spec), "methods": list(methods),
@@ -246,18 +247,6 @@ def _masked_images(dataset: str, test: ImageDataset, masks_dir, data_dir, image_
         return load_image_folder_masks(data_dir, image_size, test, progress=progress)
     return MaskedImages(test.images, test.labels, test.classes, "fashion-mnist test (derived masks)",
                         masks=object_masks_from_images(test.images), names=[f"test_{i}" for i in range(len(test))])
-
-
-def _crc(*datasets: ImageDataset, masks: bool) -> int:
-    """A checksum of the images and labels, and with ``masks`` of the object masks read from files: a rerun on
-    changed data (a mended mask) starts anew. (Derived masks follow from the images: a Fashion-MNIST folder made
-    before masks counted resumes.)"""
-    crc = 0
-    for d in datasets:
-        crc = zlib.crc32(d.labels.numpy().tobytes(), zlib.crc32(d.images.numpy().tobytes(), crc))
-        if masks and isinstance(d, MaskedImages):
-            crc = zlib.crc32(d.masks.numpy().tobytes(), crc)
-    return crc
 
 
 def _saved_model(path: Path) -> torch.nn.Module:

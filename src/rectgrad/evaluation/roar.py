@@ -29,7 +29,7 @@ from torch import Tensor
 
 from rectgrad._checks import describe, install_hint, positive_int
 from rectgrad.checkpoint import write_text_atomically
-from rectgrad.data import ImageDataset
+from rectgrad.data import ImageDataset, checksum
 from rectgrad.evaluation.store import ResultStore
 from rectgrad.metrics import (TIE_NOISE, channel_mean, check_tie_noise, kar_aoc, pixel_count, random_removal_mask,
                               rank_pixels, ranked_mask, removal_mask, replace_pixels, roar_auc)
@@ -37,6 +37,8 @@ from rectgrad.progress import progress_bar
 from rectgrad.train_many import checkpoint_seconds
 
 FRACTIONS = (0.1, 0.3, 0.5, 0.7, 0.9)
+#: The file of a store that records the arguments of :func:`roar_kar` its results were made with.
+ARGUMENTS = "roar-kar.json"
 
 #: ``train_fn(train, test, seed) -> test accuracy``: trains a fresh model on ``train`` (initial weights and
 #: batch order from ``seed``) and scores it on ``test``. It may offer ``.many([(train, test, seed), ...])``
@@ -126,7 +128,9 @@ def roar_kar(train_set: ImageDataset, test_set: ImageDataset, attributions: Mapp
     absolute standard deviation ``tie_noise`` (:func:`rectgrad.metrics.rank_pixels`): a method whose maps' median
     nonzero |score| is under 10 x ``tie_noise`` gets a warning, as the noise then reorders distinct pixels too;
     ``tie_noise=0`` breaks ties by pixel index. With a ``store`` each finished training is saved at once and
-    skipped when run again. ``backend`` runs the trainings (:class:`LocalBackend` by default, or
+    skipped when run again; the store records ``seed``, ``tie_noise`` and a checksum of the images and labels
+    (:data:`ARGUMENTS`) and refuses other ones, but not other maps or another ``train_fn``: its configuration must
+    name them. ``backend`` runs the trainings (:class:`LocalBackend` by default, or
     :class:`RayBackend`). The modified datasets are made, and handed to ``train_fn``, on ``device`` (default: the
     CPU), e.g. the GPU that trains them.
     """
@@ -147,6 +151,9 @@ def roar_kar(train_set: ImageDataset, test_set: ImageDataset, attributions: Mapp
                 raise ValueError(f"attributions[{method!r}] must be a (train maps, test maps) pair or None")
             for maps, dataset in zip(pair, (train_set, test_set)):
                 _check_maps(maps, dataset, f"attributions[{method!r}]")
+    if store is not None:
+        store.bind(ARGUMENTS, {"seed": seed, "tie_noise": tie_noise, "data": checksum(train_set, test_set)},
+                   "ROAR/KAR results")
     mode = "kar" if keep else "roar"
     keys = {(m, f, r): result_name(keep, m, f, r) for m in attributions for f in fractions for r in range(repeats)}
     results = {key: store.load_json(key, numbers=("accuracy",))["accuracy"] for key in keys.values()

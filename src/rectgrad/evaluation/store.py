@@ -65,6 +65,21 @@ class ResultStore:
         path = Path(folder) / CONFIG
         return read_json(path, numbers=(), remedy=_UNKNOWN_CONFIG) if path.is_file() else None
 
+    def bind(self, name: str, arguments: dict, results: str) -> None:
+        """Record ``arguments`` (plain JSON values) in ``name`` on first use; refuse other ones later, naming the keys
+        that differ: the ``results`` the folder holds were made with the recorded ones and must not mix with others'."""
+        arguments = json.loads(json.dumps(arguments))
+        if not self.has(name):
+            self.save_json(name, arguments)
+            return
+        remedy = (f"delete it if the {results} beside it were made with the arguments of this call (they are then "
+                  "recorded anew), else delete those results too")
+        saved = read_json(self.path(name), numbers=(), remedy=remedy)
+        if saved != arguments:
+            raise ValueError(f"the {results} in {self.folder} were made with other arguments "
+                             f"({_difference(saved, arguments)}; recorded in {name}): refusing to mix them: pass the "
+                             "same ones, or use another folder")
+
     def path(self, name: str) -> Path:
         return self.folder / name
 
