@@ -473,6 +473,10 @@ def test_image_folder_masks_in_zero_one_form_and_their_mistakes(tmp_path):
     Image.fromarray(np.zeros((20, 24), np.uint8)).save(cat / "img0_mask.png")
     with pytest.warns(UserWarning, match=r"the masks of 1 image\(s\) \(a_cat/img0\) mark no object pixel"):
         data.load_image_folder_masks(tmp_path, 16)
+    Image.fromarray(np.full((20, 24), 255, np.uint8)).save(cat / "img0_mask.png")
+    with pytest.warns(UserWarning, match=r"the masks of 1 image\(s\) \(a_cat/img0\) mark every pixel as object: "
+                                         "with no background there, Fig. 2 zeroes nothing"):
+        data.load_image_folder_masks(tmp_path, 16)
     Image.fromarray(np.zeros((5, 5), np.uint8)).save(cat / "img0_mask.png")
     with pytest.raises(ValueError, match="img0_mask.png is 5x5 pixels but its image img0.jpg 24x20"):
         data.load_image_folder_masks(tmp_path, 16)
@@ -494,7 +498,8 @@ def test_image_folder_masks_named_in_upper_case_are_masks(tmp_path):
             Image.fromarray(mask).save(tmp_path / "test" / name / f"img{i}{suffix}")
         (tmp_path / "test" / name / "img0_mask.png").unlink()
     assert len(data.load_image_folder(tmp_path, "test", 16)) == 4  # the masks are not test images
-    masked = data.load_image_folder_masks(tmp_path, 16)
+    with pytest.warns(UserWarning, match=r"the masks of 4 image\(s\) .* mark every pixel as object"):  # all white
+        masked = data.load_image_folder_masks(tmp_path, 16)
     assert sorted(masked.names) == ["a_cat/img0", "a_cat/img1", "b_dog/img0", "b_dog/img1"] and masked.masks.all()
     assert [p.name for p in data.image_files([tmp_path / "test" / "a_cat"])] == ["img0.jpg", "img1.png"]
 

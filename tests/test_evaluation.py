@@ -59,6 +59,11 @@ def test_feature_map_occlusion_follows_the_margin_exactly():
     assert torch.allclose(curve.fractions, torch.tensor([0, .25, .5, .75, 1]))
     # margin = object (8 px x 3) + background units left (8 - round(p * 8))
     assert torch.allclose(curve.margins[0], torch.tensor([32.0, 30, 28, 26, 24]))
+    assert curve.background.tolist() == [8]
+    all_object = torch.ones_like(masks)
+    whole = feature_map_occlusion(model, model[1], image.expand(2, -1, -1, -1), torch.cat([masks, all_object]),
+                                  torch.tensor([0, 0]), steps=3, orders=2)
+    assert whole.background.tolist() == [8, 0] and whole.margins[1].tolist() == [32.0] * 3  # nothing zeroed
     assert torch.allclose(curve.mean(), curve.margins[0])
     assert model[1]._forward_hooks == {}  # the hook is removed
 

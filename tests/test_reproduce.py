@@ -503,6 +503,28 @@ def test_mended_masks_are_another_configuration_and_odd_sized_ones_are_refused(t
     assert "are (3, 48, 48) (channels, height, width), not CIFAR-10's (3, 32, 32)" in capsys.readouterr().err
 
 
+def test_fig2_is_not_judged_where_no_background_activation_was_zeroed(smoke, tmp_path):
+    """Masks marking every pixel as object (all white) leave nothing to zero: the curves are flat, and no verdict."""
+    _, _, work = smoke
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy)
+    curves = sorted((copy / "results").glob("occlusion-*.json"))
+    assert [p.stem for p in curves] == [f"occlusion-conv{i}" for i in range(1, 5)]
+    assert all(min(json.loads(p.read_text())["background_units"]) > 0 for p in curves)  # derived masks: background
+    claim = "| Fig. 2: the mean margin stays positive while all background activations are zeroed"
+    for untouched in (2, 4):
+        for path in curves[:untouched]:  # as with masks that leave no background unit at these layers' sizes
+            result = json.loads(path.read_text())
+            flat = [[row[0]] * len(row) for row in result["margins"]]
+            path.write_text(json.dumps({**result, "margins": flat, "background_units": [0] * len(flat)}))
+        readme = write_report(copy, tmp_path / f"report{untouched}").read_text()
+        layers = ", ".join(f"conv{i}" for i in range(1, untouched + 1))
+        assert f"Nothing was zeroed at {layers} (no mask marks a background unit at the layer's size)" in readme
+        verdict = next(line for line in readme.splitlines() if line.startswith(claim))
+        assert (verdict.endswith("no background activation was zeroed: the masks mark no background | n/a |")
+                if untouched == 4 else "lowest mean margin" in verdict)
+
+
 def test_report_of_results_without_recorded_times(smoke, tmp_path):
     from rectgrad.report import write_report
 

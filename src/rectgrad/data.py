@@ -422,7 +422,7 @@ def load_masked_images(folder, bgr: bool = True) -> MaskedImages:
                              "each other or from the other images")
         images.append(image[..., ::-1] if bgr else image)
         masks.append(mask >= 200)
-    _warn_empty_masks([p.stem for _, _, p in entries], masks, ">= 200")
+    _warn_odd_masks([p.stem for _, _, p in entries], masks, ">= 200")
     return MaskedImages(images=torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(),
                         labels=torch.tensor([c for c, _, _ in entries]), classes=list(CIFAR10_CLASSES),
                         name=folder.name, masks=torch.from_numpy(np.stack(masks)),
@@ -462,12 +462,17 @@ def _warn_unused_masks(folder: Path, names: list[str]) -> None:
                       f"{', ...' if len(names) > 5 else ''}", stacklevel=3)
 
 
-def _warn_empty_masks(names: list[str], masks, object_pixels: str) -> None:
-    """Warn, naming the images, about masks that mark no object pixel (``object_pixels`` says which pixels would)."""
+def _warn_odd_masks(names: list[str], masks, object_pixels: str) -> None:
+    """Warn, naming the images, about masks that mark no object pixel (``object_pixels`` says which pixels would), and
+    about masks that mark no background pixel."""
     empty = [name for name, mask in zip(names, masks) if not mask.any()]
-    if empty:
-        warnings.warn(f"the masks of {len(empty)} image(s) ({', '.join(empty[:5])}{', ...' if len(empty) > 5 else ''}) "
-                      f"mark no object pixel ({object_pixels}): every pixel counts as background there", stacklevel=3)
+    full = [name for name, mask in zip(names, masks) if mask.all()]
+    for odd, what in ((empty, f"mark no object pixel ({object_pixels}): every pixel counts as background there"),
+                      (full, "mark every pixel as object: with no background there, Fig. 2 zeroes nothing and Fig. 8 "
+                             "finds no attribution outside the object")):
+        if odd:
+            warnings.warn(f"the masks of {len(odd)} image(s) ({', '.join(odd[:5])}{', ...' if len(odd) > 5 else ''}) "
+                          f"{what}", stacklevel=3)
 
 
 def image_folder_files(root, split: str = "test", image_size: int = 32) -> list[Path]:
@@ -511,7 +516,7 @@ def load_image_folder_masks(root, image_size: int = 32, test: ImageDataset | Non
                        description="reading masks", masks=True)[:, 0]
     masks = folder_mask_objects(raw)
     names = [path.relative_to(Path(root) / "test").with_suffix("").as_posix() for path in paths]
-    _warn_empty_masks(names, masks, "white, or 1 in a 0/1 mask")
+    _warn_odd_masks(names, masks, "white, or 1 in a 0/1 mask")
     images = _read_images(paths, image_size, mode, progress=progress, description="reading masked images")
     wrong = [] if test is None else [path for path, given, read in zip(paths, test.images[masked].cpu(), images)
                                      if not torch.equal(given, read)]

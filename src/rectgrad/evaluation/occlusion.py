@@ -16,10 +16,12 @@ from rectgrad.train import evaluating, predict_logits
 @dataclass
 class OcclusionCurve:
     """``margins[i, s]``: image i's (true logit - largest other logit) with ``fractions[s]`` of its background
-    activations zeroed, averaged over the random orders."""
+    activations zeroed, averaged over the random orders; ``background[i]``: how many units of the layer are image i's
+    background (all zeroed at fraction 1; none for a mask without background at the layer's size)."""
 
     fractions: Tensor
     margins: Tensor
+    background: Tensor
 
     def mean(self) -> Tensor:
         return self.margins.mean(0)
@@ -130,7 +132,7 @@ def _occlusion(model, layer, images, masks, labels, steps, orders, generator, ba
             margins[i] = (total / orders).cpu()
     finally:
         handle.remove()
-    return OcclusionCurve(fractions, margins)
+    return OcclusionCurve(fractions, margins, background.flatten(1).sum(1).cpu() * shape[0])
 
 
 def _output_shape(model: nn.Module, layer: nn.Module, x: Tensor) -> tuple[tuple[int, int, int], int]:

@@ -339,7 +339,8 @@ class _Run:
                                           steps=self.spec.occlusion_steps, orders=self.spec.occlusion_orders,
                                           generator=generator)
             self.store.save_seconds(f"occlusion/{layer}", time.perf_counter() - start)  # before the result
-            self.store.save_json(key, {"fractions": curve.fractions.tolist(), "margins": curve.margins.tolist()})
+            self.store.save_json(key, {"fractions": curve.fractions.tolist(), "margins": curve.margins.tolist(),
+                                       "background_units": curve.background.tolist()})
 
     def noise(self, model: torch.nn.Module, chosen: MaskedImages) -> None:
         """Fig. 8: attribution outside the object and total variation, with and without the final threshold."""
