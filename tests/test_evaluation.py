@@ -656,7 +656,9 @@ def test_a_corrupt_result_file_is_an_error_naming_it(tmp_path):
         ResultStore(tmp_path / "w", {"run": 2})
     (tmp_path / "w" / "config.json").write_text('{"run": 1}')
     train, test, maps = roar_inputs()
-    for damage, why in (("[0.5]", "a JSON list, not an object"), ('{"accuracy": "high"}', "no number 'accuracy'")):
+    for damage, why in (("[0.5]", "a JSON list, not an object"), ('{"accuracy": "high"}', "no number 'accuracy'"),
+                        ('{"accuracy": 85.0, "seed": 0}', r"accuracy 85.0, not a fraction in \[0, 1\]"),
+                        ('{"accuracy": NaN, "seed": 0}', r"accuracy nan, not a fraction in \[0, 1\]")):
         (tmp_path / "w" / "roar" / "a-p0.2-r0.json").write_text(damage)
         with pytest.raises(ValueError, match=rf"a-p0.2-r0.json is corrupt \({why}\): delete it and rerun"):
             roar_kar(train, test, maps, Counting(), fractions=(0.2, 0.6), store=store, progress=False)

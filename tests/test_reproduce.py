@@ -525,6 +525,20 @@ def test_fig2_is_not_judged_where_no_background_activation_was_zeroed(smoke, tmp
                 if untouched == 4 else "lowest mean margin" in verdict)
 
 
+def test_a_saved_accuracy_that_is_no_fraction_names_its_file(smoke, tmp_path, capsys):
+    args, _, work = smoke
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy)
+    bad = copy / "roar" / "saliency-p0.9-r0.json"
+    bad.write_text('{"accuracy": 29.0, "seed": 0}')  # a percentage, edited by hand or written by another tool
+    message = f"{bad} is corrupt (accuracy 29.0, not a fraction in [0, 1]): delete it and rerun to compute it again"
+    with pytest.raises(ValueError) as error:
+        write_report(copy, tmp_path / "report")
+    assert str(error.value) == message
+    assert main([*args, "--out", str(tmp_path / "report"), "--work-dir", str(copy)]) == 2
+    assert message in capsys.readouterr().err
+
+
 def test_report_of_results_without_recorded_times(smoke, tmp_path):
     from rectgrad.report import write_report
 

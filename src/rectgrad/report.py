@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from rectgrad.checkpoint import load_checkpoint, write_text_atomically
-from rectgrad.evaluation.roar import RoarKarResult, result_name
+from rectgrad.evaluation.roar import RoarKarResult, read_accuracy, result_name
 from rectgrad.evaluation.store import ResultStore, read_json, read_torch
 from rectgrad.methods import METHODS as REGISTRY
 from rectgrad.metrics import TIE_NOISE
@@ -320,11 +320,12 @@ class _Report:
         for keep, mode in ((False, "roar"), (True, "kar")):
             result = RoarKarResult(keep, fractions)
             for m in self.methods:
-                cells = [[self._json(result_name(keep, m, f, r)) for f in fractions] for r in range(repeats)]
-                if any(c is None for row in cells for c in row):
-                    missing += sum(c is None for row in cells for c in row)
+                paths = [[self.work / result_name(keep, m, f, r) for f in fractions] for r in range(repeats)]
+                absent = sum(not path.is_file() for row in paths for path in row)
+                if absent:
+                    missing += absent
                     continue
-                result.accuracies[m] = np.array([[c["accuracy"] for c in row] for row in cells])
+                result.accuracies[m] = np.array([[read_accuracy(path) for path in row] for row in paths])
                 rows += [[mode, m, f, r, result.accuracies[m][r, i]] for r in range(repeats)
                          for i, f in enumerate(fractions)]
             results[mode] = result

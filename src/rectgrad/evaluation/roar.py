@@ -30,7 +30,7 @@ from torch import Tensor
 from rectgrad._checks import describe, install_hint, positive_int
 from rectgrad.checkpoint import write_text_atomically
 from rectgrad.data import ImageDataset, checksum
-from rectgrad.evaluation.store import ResultStore
+from rectgrad.evaluation.store import ResultStore, corrupt, read_json
 from rectgrad.metrics import (TIE_NOISE, channel_mean, check_tie_noise, kar_aoc, pixel_count, random_removal_mask,
                               rank_pixels, ranked_mask, removal_mask, replace_pixels, roar_auc)
 from rectgrad.progress import progress_bar
@@ -156,8 +156,7 @@ def roar_kar(train_set: ImageDataset, test_set: ImageDataset, attributions: Mapp
                    "ROAR/KAR results")
     mode = "kar" if keep else "roar"
     keys = {(m, f, r): result_name(keep, m, f, r) for m in attributions for f in fractions for r in range(repeats)}
-    results = {key: store.load_json(key, numbers=("accuracy",))["accuracy"] for key in keys.values()
-               if store is not None and store.has(key)}
+    results = {key: read_accuracy(store.path(key)) for key in keys.values() if store is not None and store.has(key)}
     fill = channel_mean(train_set.images)
     device = torch.device(device or "cpu")
     sets = [replace(d, images=d.images.to(device), labels=d.labels.to(device)) for d in (train_set, test_set)]
@@ -256,6 +255,15 @@ def _warn_if_noise_reorders(method: str, maps: list[Tensor], tie_noise: float) -
 def result_name(keep: bool, method: str, fraction: float, repeat: int) -> str:
     """The store's file for one training, e.g. ``roar/rectgrad-p0.1-r0.json`` (the fraction exactly, as ``repr``)."""
     return f"{'kar' if keep else 'roar'}/{method}-p{float(fraction)!r}-r{repeat}.json"
+
+
+def read_accuracy(path: Path) -> float:
+    """The test accuracy a saved result (:func:`result_name`) holds; one that is no fraction in [0, 1] (NaN, a
+    percentage written by hand or another tool) makes the file corrupt, named in the error."""
+    accuracy = read_json(path, numbers=("accuracy",))["accuracy"]
+    if not 0.0 <= accuracy <= 1.0:
+        raise corrupt(path, f"accuracy {accuracy!r}, not a fraction in [0, 1]")
+    return float(accuracy)
 
 
 def _masks(sets: list[ImageDataset], orders: list[Tensor] | None, fraction: float, keep: bool,

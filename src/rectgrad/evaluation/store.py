@@ -89,8 +89,8 @@ class ResultStore:
     def save_json(self, name: str, value) -> None:
         self._write(name, lambda f: f.write(json.dumps(value, indent=1).encode()))
 
-    def load_json(self, name: str, numbers: tuple[str, ...] | None = None):
-        return read_json(self.path(name), numbers)
+    def load_json(self, name: str):
+        return read_json(self.path(name))
 
     def save_seconds(self, unit: str, seconds: float) -> None:
         """Record the compute time of one finished unit of work (``seconds/<unit>.json``)."""
@@ -127,13 +127,13 @@ def read_json(path: Path, numbers: tuple[str, ...] | None = None, remedy: str = 
     try:
         value = json.loads(path.read_text())
     except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        raise _corrupt(path, exc, remedy) from None
+        raise corrupt(path, exc, remedy) from None
     if numbers is not None:
         if not isinstance(value, dict):
-            raise _corrupt(path, f"a JSON {type(value).__name__}, not an object", remedy)
+            raise corrupt(path, f"a JSON {type(value).__name__}, not an object", remedy)
         wrong = [k for k in numbers if not isinstance(value.get(k), (int, float)) or isinstance(value.get(k), bool)]
         if wrong:
-            raise _corrupt(path, f"no number {wrong[0]!r}", remedy)
+            raise corrupt(path, f"no number {wrong[0]!r}", remedy)
     return value
 
 
@@ -144,10 +144,11 @@ def read_torch(path: Path):
         try:
             return torch.load(file, map_location="cpu", weights_only=True)
         except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, ValueError) as exc:  # OSError: cut short
-            raise _corrupt(path, exc) from None
+            raise corrupt(path, exc) from None
 
 
-def _corrupt(path: Path, why: BaseException | str, remedy: str = _RERUN) -> ValueError:
+def corrupt(path: Path, why: BaseException | str, remedy: str = _RERUN) -> ValueError:
+    """The error for a file damaged outside rectgrad: it names the file, why, and what to do."""
     return ValueError(f"{path} is corrupt ({one_line(why) if isinstance(why, BaseException) else why}): {remedy}")
 
 
