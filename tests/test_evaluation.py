@@ -450,8 +450,9 @@ def test_roar_kar_bad_input():
         roar_kar(train, test, {"a": (torch.zeros(8, 1, 8, 8), torch.zeros(3, 1, 8, 8))}, Counting(), progress=False)
     with pytest.raises(ValueError, match="pair or None"):
         roar_kar(train, test, {"a": torch.zeros(8, 1, 8, 8)}, Counting(), progress=False)
-    with pytest.raises(ValueError, match="repeats"):
-        roar_kar(train, test, maps, Counting(), repeats=0, progress=False)
+    for repeats in (0, 1.5, "2"):
+        with pytest.raises(ValueError, match=f"repeats must be a positive integer, got {repeats!r}"):
+            roar_kar(train, test, maps, Counting(), repeats=repeats, progress=False)
     fn = Counting()
     for bad, message in (((train.images[:, :1].long(), test.images[:, :1].long()), "must be floating point maps"),
                          ((torch.full((8, 1, 8, 8), float("nan")), torch.zeros(4, 1, 8, 8)), "hold NaN or Inf")):
@@ -475,6 +476,19 @@ def test_roar_kar_bad_input():
     with pytest.raises(TypeError, match=r"fractions must be a sequence of fractions, e.g. \(0.1, 0.3, 0.5\), got 0.5"):
         roar_kar(train, test, {"random": None}, fn, fractions=0.5, progress=False)
     assert fn.calls == []
+
+
+def test_method_names_that_are_no_safe_file_names_are_refused_before_anything_is_written(tmp_path):
+    train, test, maps = roar_inputs()
+    store = ResultStore(tmp_path / "store", {"run": 1})
+    for name in ("../escape", "my/method", "a\\b", "", 3):
+        with pytest.raises(ValueError, match=re.escape(f"method name {name!r} cannot name its result files")):
+            roar_kar(train, test, {"a": maps["a"], name: None}, Counting(), fractions=(0.5,), repeats=1, store=store,
+                     progress=False)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["config.json", "store"]
+    result = roar_kar(train, test, {"RectGrad q=98": maps["a"]}, Counting(), fractions=(0.5,), repeats=1, store=store,
+                      progress=False)
+    assert (tmp_path / "store" / "roar" / "RectGrad q=98-p0.5-r0.json").is_file() and len(result.accuracies) == 1
 
 
 def test_roar_kar_takes_one_element_tensors_as_accuracies():

@@ -450,6 +450,15 @@ def test_scale_with_replaces_only_what_it_is_given():
     assert scale.repeats == pipeline.SCALES["quick"].repeats and pipeline.SCALES["quick"].roar_epochs == 1
 
 
+def test_the_seed_option_says_what_it_seeds(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "120")
+    assert main(["reproduce", "--help"]) == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    assert ("Seed of the clean and patch models (initial weights, batch order), of SmoothGrad's noise, of Fig. 2's "
+            "random orders and of ROAR/KAR's tie-breaking noise and random masks. Not of the ROAR/KAR retrainings: "
+            "seeds 0 .. repeats-1 whatever it is") in shown
+
+
 def test_a_mistyped_name_gets_the_closest(tmp_path, capsys):
     assert main(["reproduce", "--dataset", "fashion-mnist", "--scale", "smok", "--out", str(tmp_path / "r")]) == 2
     assert "error: unknown scale 'smok' (did you mean 'smoke'?); choose one of" in capsys.readouterr().err

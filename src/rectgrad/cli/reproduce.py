@@ -47,7 +47,10 @@ def reproduce(
     ray_cpus: float = typer.Option(1.0, help="CPUs per Ray training task."),
     ray_gpus: float = typer.Option(0.0, help="GPUs per Ray training task (a fraction shares a GPU); > 0 trains "
                                              "on CUDA inside the tasks."),
-    seed: int = typer.Option(0, help="Seed of the models, orders, noise and random masks."),
+    seed: int = typer.Option(0, help="Seed of the clean and patch models (initial weights, batch order), of "
+                                     "SmoothGrad's noise, of Fig. 2's random orders and of ROAR/KAR's tie-breaking "
+                                     "noise and random masks. Not of the ROAR/KAR retrainings: seeds 0 .. repeats-1 "
+                                     "whatever it is; the random patch: seed 100."),
     tie_noise: float = typer.Option(1e-4, help="Standard deviation of the Gaussian noise added to the ROAR/KAR "
                                                "pixel scores (channel-summed maps) to break ties: absolute, 1e-4 as "
                                                "the paper's code; 0 breaks ties by pixel index. Part of the results' "

@@ -140,12 +140,12 @@ def roar_kar(train_set: ImageDataset, test_set: ImageDataset, attributions: Mapp
     fractions = tuple(float(f) for f in fractions)
     if not fractions or any(not 0.0 < f < 1.0 for f in fractions) or list(fractions) != sorted(set(fractions)):
         raise ValueError(f"fractions must be increasing values in the open interval (0, 1), got {list(fractions)}")
-    if repeats < 1:
-        raise ValueError(f"repeats must be at least 1, got {repeats}")
+    repeats = positive_int("repeats", repeats)
     tie_noise = check_tie_noise(tie_noise)
     for fraction in fractions:
         pixel_count(fraction, tuple(train_set.images.shape[-2:]))
     for method, pair in attributions.items():
+        _check_method_name(method)
         if pair is not None:
             if not isinstance(pair, (tuple, list)) or len(pair) != 2:
                 raise ValueError(f"attributions[{method!r}] must be a (train maps, test maps) pair or None")
@@ -222,6 +222,13 @@ def _check_datasets(train_set: ImageDataset, test_set: ImageDataset) -> None:
     if train_set.classes and test_set.classes and train_set.classes != test_set.classes:
         raise ValueError(f"the train and test sets must have the same classes, in the same order (a label names one "
                          f"class in both), got {train_set.classes!r} and {test_set.classes!r}")
+
+
+def _check_method_name(method) -> None:
+    """A method's name names its result files (:func:`result_name`): a non-empty string that is no path."""
+    if not isinstance(method, str) or not method or any(c in method for c in "/\\\0"):
+        raise ValueError(f"method name {method!r} cannot name its result files (roar/<method>-p<fraction>-r<repeat>"
+                         ".json): give a non-empty string without '/', '\\' or NUL")
 
 
 def _check_maps(maps, dataset: ImageDataset, name: str) -> None:
