@@ -585,12 +585,19 @@ def test_cli_study_downloads_a_missing_dataset_on_request(model_and_folder, tmp_
     assert capsys.readouterr().err == f"error: could not download {data.CIFAR10_URL}\n"
 
 
+def write_masked_cifar(folder):
+    """Two images as the paper's masked CIFAR-10 ones are (RGB, 32 x 32), each with an object on a background."""
+    folder.mkdir()
+    for name in ("airplane_1", "automobile_1"):
+        Image.new("RGB", (32, 32), (200, 10, 60)).save(folder / f"{name}.jpg")
+        mask = Image.new("L", (32, 32), 0)
+        mask.paste(255, (8, 8, 24, 24))
+        mask.save(folder / f"{name}_mask.jpg")
+
+
 def test_cli_a_dataset_the_model_cannot_take_is_one_clear_line(tmp_path, capsys):
     save_checkpoint(PaperCNN(in_channels=1, image_size=16, num_classes=2).eval(), tmp_path / "gray.pt")
-    (tmp_path / "rgb").mkdir()
-    for name in ("airplane_1", "automobile_1"):  # the paper's masked CIFAR-10 images: RGB, 32 x 32, as they are
-        Image.new("RGB", (32, 32), (200, 10, 60)).save(tmp_path / "rgb" / f"{name}.jpg")
-        Image.new("L", (32, 32), 255).save(tmp_path / "rgb" / f"{name}_mask.jpg")
+    write_masked_cifar(tmp_path / "rgb")
     assert main(["study", "threshold", "--model", str(tmp_path / "gray.pt"), "--dataset", "cifar10-masked",
                  "--data-dir", str(tmp_path / "rgb"), "--count", "2", "--out", str(tmp_path / "figures")]) == 2
     err = capsys.readouterr().err
@@ -604,10 +611,7 @@ def test_cli_a_dataset_of_another_size_than_the_models_input_is_refused(tmp_path
                              nn.Linear(4, 2)).eval(), tmp_path / "pooling.pt")  # runs on any size
     (tmp_path / "pooling.json").write_text('{"input_size": [3, 64, 64], "mean": 0.5, "std": 0.5, "crop_pct": 1, '
                                            '"interpolation": "bilinear"}')
-    (tmp_path / "rgb").mkdir()
-    for name in ("airplane_1", "automobile_1"):
-        Image.new("RGB", (32, 32), (200, 10, 60)).save(tmp_path / "rgb" / f"{name}.jpg")
-        Image.new("L", (32, 32), 255).save(tmp_path / "rgb" / f"{name}_mask.jpg")
+    write_masked_cifar(tmp_path / "rgb")
     assert main(["study", "threshold", "--model", str(tmp_path / "pooling.pt"), "--dataset", "cifar10-masked",
                  "--data-dir", str(tmp_path / "rgb"), "--count", "2", "--out", str(tmp_path / "figures")]) == 2
     assert capsys.readouterr().err == (f"error: {tmp_path / 'pooling.pt'} takes 64x64 images, the cifar10-masked "
