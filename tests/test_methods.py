@@ -1141,6 +1141,31 @@ def test_a_tuple_baseline_gives_one_reference_per_input():
             explain(model, inputs, target=0, method=method, baseline=(0.5,), additional_forward_args=scale)
 
 
+class SharedBank(nn.Module):
+    """A bank of vectors shared by every sample, sum-pooled: the map changes if the bank is split or repeated."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.head = nn.Linear(3, 6), nn.Linear(6, 3)
+
+    def forward(self, x, bank):
+        return self.head(torch.relu(self.a(torch.tanh(x + bank.sum(0)))))
+
+
+@pytest.mark.parametrize("method", METHOD_NAMES)
+def test_a_shared_argument_as_long_as_a_chunk_is_not_taken_for_a_per_sample_one(method):
+    # decided once against the whole batch: a (2, 3) bank beside chunks of 2 samples (a (1, 3) one beside the last,
+    # lone sample of 5) is still shared, not split, doubled with DeepLIFT's references or repeated with the steps
+    torch.manual_seed(0)
+    model = SharedBank().double().eval()
+    small = {"smoothgrad": {"samples": 3}, "intgrad": {"steps": 5}}.get(method, {})
+    for n, banked in ((4, 2), (5, 1)):
+        x, bank = torch.randn(n, 3, dtype=torch.float64), torch.randn(banked, 3, dtype=torch.float64)
+        whole = explain(model, x, target=1, method=method, additional_forward_args=(bank,), seed=0, **small)
+        torch.testing.assert_close(explain(model, x, target=1, method=method, additional_forward_args=(bank,), seed=0,
+                                           internal_batch_size=2, **small), whole)
+
+
 @pytest.mark.parametrize("method", METHOD_NAMES)
 def test_an_argument_shared_by_the_batch_is_passed_as_it_is(method):
     # not repeated with the samples, noisy copies or integration steps, as Captum repeats every tensor argument

@@ -163,9 +163,13 @@ _INTEGRATIONS = ("riemann_right", "riemann_left", "riemann_middle", "riemann_tra
 
 
 def _holding_shared(model, extra: tuple, n: int, m: int):
-    """``model`` (taking ``m`` inputs) holding the arguments that are not per-sample, which Captum's
-    IntegratedGradients would repeat with the integration steps as it does every tensor, and the arguments left."""
+    """``model`` (taking ``m`` inputs) holding the arguments that are not per-sample for a batch of ``n``, and the
+    arguments left, all per-sample: decided once for the whole batch, as a shared argument whose dim 0 happens to
+    equal a chunk's size must not be split or repeated with it (nor, by Captum's IntegratedGradients, with the
+    integration steps, as it repeats every tensor)."""
     batched = [per_sample(a, n) for a in extra]
+    if all(batched):
+        return model, extra
 
     def forward(*args):
         given = iter(args[m:])
@@ -179,8 +183,7 @@ def _intgrad(model, inputs, target, extra, *, internal_batch_size, steps, baseli
         raise ValueError(f"unknown integration {integration!r}; choose one of {', '.join(_INTEGRATIONS)}")
     steps, m, parts = positive_int("steps", steps), len(inputs), []
     for chunk, t, e in batches((*inputs, *_baselines(baseline, inputs)), target, extra, internal_batch_size):
-        forward, e = _holding_shared(model, e, len(chunk[0]), m)
-        parts.append(_captum(IntegratedGradients, forward).attribute(
+        parts.append(_captum(IntegratedGradients, model).attribute(
             chunk[:m], baselines=chunk[m:], target=t, additional_forward_args=e, n_steps=steps, method=integration,
             internal_batch_size=internal_batch_size))  # Captum's bound: at least the samples
     # Captum integrates a bf16 / fp16 model in float32
@@ -359,6 +362,7 @@ def explain(model, inputs: Tensor | tuple[Tensor, ...], target=None, method: str
     check_device(modules, inputs)
     if entry.rules:
         check_reachable(model, modules, method)
+    forward, extra = _holding_shared(model, extra, len(inputs[0]), len(inputs))  # the methods see per-sample ones
     if internal_batch_size is not None:
         internal_batch_size = positive_int("internal_batch_size", internal_batch_size)
     if seed is not None and (not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or not 0 <= seed < 2**64):
@@ -368,10 +372,10 @@ def explain(model, inputs: Tensor | tuple[Tensor, ...], target=None, method: str
         if target is not None and entry.rules:  # the engine checks the classes on its own forward pass's logits
             targets = target_indices(target, len(inputs[0]), device)
         else:  # the predicted classes, or classes checked before a Captum method runs: one forward pass more
-            targets = resolve_targets(target, _logits(model, modules, inputs, extra, internal_batch_size))
+            targets = resolve_targets(target, _logits(forward, modules, inputs, extra, internal_batch_size))
         kwargs = {**entry.defaults, **hyperparameters, "internal_batch_size": internal_batch_size}
         if entry.stochastic:
             kwargs["generator"] = None if seed is None else torch.Generator(device).manual_seed(int(seed))
         with preserved_buffers(modules):  # e.g. BatchNorm in train mode
-            maps = entry.function(model, inputs, targets, extra, **kwargs)
+            maps = entry.function(forward, inputs, targets, extra, **kwargs)
     return _format_output(is_tuple, tuple(m.detach() for m in maps))
