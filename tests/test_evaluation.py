@@ -438,6 +438,18 @@ def test_a_group_saved_unfinished_is_formed_again_whatever_the_group_size_and_th
     assert chunks([list("bdf")], order="abcegh") == ["a", "ceg", "h", "b"]  # d, f done after all: b alone
 
 
+def test_a_numpy_seed_is_the_int_it_holds(tmp_path):
+    train, test, maps = roar_inputs()
+    maps["tied"] = (torch.zeros(8, 1, 8, 8), torch.zeros(4, 1, 8, 8))  # ranked by the seeded noise alone
+    plain = roar_kar(train, test, maps, Counting(), fractions=(0.2, 0.6), seed=3, progress=False)
+    stored = roar_kar(train, test, maps, Counting(), fractions=(0.2, 0.6), seed=np.int64(3), progress=False,
+                      store=ResultStore(tmp_path, {}))  # recorded in the store's JSON as 3
+    assert all(np.array_equal(plain.accuracies[m], stored.accuracies[m]) for m in maps)
+    for seed in (1.5, True, "3"):
+        with pytest.raises(ValueError, match=f"seed must be an integer, got {seed!r}"):
+            roar_kar(train, test, maps, Counting(), seed=seed, progress=False)
+
+
 def test_roar_kar_bad_input():
     train, test, maps = roar_inputs()
     for fractions in ((0.0, 0.5), (0.5, 1.0), (0.6, 0.2), ()):

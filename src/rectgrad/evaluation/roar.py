@@ -15,6 +15,7 @@ import hashlib
 import importlib.util
 import inspect
 import json
+import numbers
 import time
 import warnings
 import zlib
@@ -141,6 +142,9 @@ def roar_kar(train_set: ImageDataset, test_set: ImageDataset, attributions: Mapp
     if not fractions or any(not 0.0 < f < 1.0 for f in fractions) or list(fractions) != sorted(set(fractions)):
         raise ValueError(f"fractions must be increasing values in the open interval (0, 1), got {list(fractions)}")
     repeats = positive_int("repeats", repeats)
+    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
+        raise ValueError(f"seed must be an integer, got {seed!r}")
+    seed = int(seed)  # (a numpy integer seeds the noise as the int does, and is recorded in the store)
     tie_noise = check_tie_noise(tie_noise)
     for fraction in fractions:
         pixel_count(fraction, tuple(train_set.images.shape[-2:]))
