@@ -123,6 +123,8 @@ def test_grid_layout_and_png(tmp_path):
     assert [ax.get_title() for ax in fig.axes[:4]] == ["Input", "A", "B", "C"]
     assert fig.axes[0].get_ylabel() == "r0" and fig.axes[4].get_ylabel() == "r1"
     assert fig.axes[0].images[0].get_array().shape == (8, 8, 3)
+    fig = viz.grid(torch.zeros(2, 4, 8, 8), [np.zeros((2, 8, 8))])  # RGBA, as matplotlib draws it
+    assert fig.axes[0].images[0].get_array().shape == (8, 8, 4)
     path = viz.save_figure(fig, tmp_path / "sub" / "dir" / "grid.png", dpi=50)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     w, h = Image.open(path).size
@@ -289,14 +291,16 @@ def test_grid_takes_one_image_as_a_batch_of_one():
         viz.grid(torch.zeros(4, 6), [np.ones((1, 4, 6))])
 
 
-def test_images_to_draw_need_one_or_three_channels_first():
+def test_images_to_draw_need_one_three_or_four_channels_first():
     for images, order in ((torch.zeros(2, 8, 8, 3), r"0, 3, 1, 2"), (np.zeros((2, 8, 8, 1)), r"0, 3, 1, 2"),
                           (torch.zeros(8, 8, 3), r"2, 0, 1")):  # was matplotlib's "Invalid shape (8, 3, 8)"
         shape = str(tuple(images.shape)).replace("(", r"\(").replace(")", r"\)")
-        with pytest.raises(ValueError, match=rf"1 \(grayscale\) or 3 \(RGB\) channels, got shape {shape}; they look "
+        with pytest.raises(ValueError, match=rf"3 \(RGB\) or 4 \(RGBA\) channels, got shape {shape}; they look "
                                              rf"channels-last .*: give x.permute\({order}\)"):
             viz.grid(images, [np.zeros((len(images) if images.ndim == 4 else 1, 8, 8))])
-    with pytest.raises(ValueError, match=r"or 3 \(RGB\) channels, got shape \(2, 2, 8, 8\)$"):  # no layout to suggest
+    with pytest.raises(ValueError, match=r"or 4 \(RGBA\) channels, got shape \(2, 2, 8, 8\)$"):  # no layout to suggest
         viz.to_display_image(torch.zeros(2, 2, 8, 8))
     fig = viz.grid(torch.zeros(2, 8, 8, 3).permute(0, 3, 1, 2), [np.zeros((2, 8, 8))])  # the permutation named draws
     assert fig.axes[0].images[0].get_array().shape == (8, 8, 3)
+    fig = viz.grid(torch.zeros(2, 4, 8, 8), [np.zeros((2, 8, 8))])  # RGBA, as matplotlib draws it
+    assert fig.axes[0].images[0].get_array().shape == (8, 8, 4)

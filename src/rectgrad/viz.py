@@ -128,7 +128,7 @@ def prepare(attr, *, grayscale: bool = False, threshold: str | None = None, low:
 
 def to_display_image(x, mean=None, std=None) -> np.ndarray:
     """Input image(s) (C,H,W) or (N,C,H,W) -> floats in [0,1] for imshow: (H,W,3)/(N,H,W,3), or (H,W)/(N,H,W) if C=1.
-    C must be 1 or 3 (channels-last images are a ValueError saying how to permute them).
+    C must be 1, 3 or 4 (RGBA; channels-last images are a ValueError saying how to permute them).
 
     Without ``mean``/``std`` the input is taken to be scaled to [-1,1] (the paper's preprocessing);
     otherwise it is un-normalized as ``x * std + mean`` (one value per channel, or one for all; a missing one is 0
@@ -140,12 +140,12 @@ def to_display_image(x, mean=None, std=None) -> np.ndarray:
         a = a[None]
     if a.ndim != 4:
         raise ValueError(f"expected (C,H,W) or (N,C,H,W), got shape {a.shape}")
-    if a.shape[1] not in (1, 3):
+    if a.shape[1] not in (1, 3, 4):
         order = "2, 0, 1" if single else "0, 3, 1, 2"
         hint = (f"; they look channels-last ({'' if single else 'N,'}H,W,C): give x.permute({order}) (a numpy array: "
-                f"x.transpose({order}))" if a.shape[-1] in (1, 3) else "")
-        raise ValueError(f"images to draw must be (C,H,W) or (N,C,H,W) with 1 (grayscale) or 3 (RGB) channels, got "
-                         f"shape {shape}{hint}")
+                f"x.transpose({order}))" if a.shape[-1] in (1, 3, 4) else "")
+        raise ValueError(f"images to draw must be (C,H,W) or (N,C,H,W) with 1 (grayscale), 3 (RGB) or 4 (RGBA) "
+                         f"channels, got shape {shape}{hint}")
     if mean is None and std is None:
         a = (a + 1.0) / 2.0
     else:
