@@ -105,9 +105,13 @@ def test_image_dataset_takes_numpy_arrays_and_label_lists_and_names_what_is_wron
             ((images, "0101", ["a", "b"]), TypeError, "labels must be one of Tensor, ndarray, list, got str"),
             ((images, labels, []), ValueError, "classes is empty: give one name per class"),
             ((images, labels, None), TypeError, "classes must be a list of class names, got NoneType"),
-            ((images, labels, ["a", 1]), TypeError, r"list of class names \(str\), got 1 among them")):
+            ((images, labels, ["a", None]), TypeError, r"list of class names \(str, or int\), got None among them"),
+            ((images, labels, ["a", True]), TypeError, r"list of class names \(str, or int\), got True among them")):
         with pytest.raises(error, match=message):
             ImageDataset(*args, "bad")
+    assert ImageDataset(images, labels, list(range(2)), "mine").classes == ["0", "1"]  # numbered classes
+    flipped = images.numpy()[:, :, ::-1]  # a numpy view of negative strides, which torch.as_tensor refuses
+    assert torch.equal(ImageDataset(flipped, labels, ["a", "b"], "mine").images, images.flip(2))
 
 
 def test_load_dataset_unknown_name():

@@ -80,12 +80,12 @@ class ImageDataset:
                              "images.permute(0, 3, 1, 2) (numpy: images.transpose(0, 3, 1, 2))")
         if not isinstance(self.classes, (list, tuple)):
             raise TypeError(f"classes must be a list of class names, got {type(self.classes).__name__}")
-        names = [c for c in self.classes if not isinstance(c, str)]
+        names = [c for c in self.classes if not isinstance(c, (str, numbers.Integral)) or isinstance(c, bool)]
         if names:
-            raise TypeError(f"classes must be a list of class names (str), got {names[0]!r} among them")
+            raise TypeError(f"classes must be a list of class names (str, or int), got {names[0]!r} among them")
         if not self.classes:
             raise ValueError("classes is empty: give one name per class")
-        self.classes = list(self.classes)
+        self.classes = [str(c) for c in self.classes]  # (ints, e.g. list(range(10)), named as they print)
         if self.labels.shape != (len(self.images),):
             raise ValueError(f"labels must have shape ({len(self.images)},), got {tuple(self.labels.shape)}")
         if self.labels.is_floating_point() or self.labels.is_complex() or self.labels.dtype == torch.bool:
@@ -138,8 +138,8 @@ def _as_tensor(name: str, value, convertible: tuple[type, ...]) -> torch.Tensor:
     """``value``, a tensor or one of the ``convertible`` types (converted); a ``TypeError`` naming any other type."""
     if isinstance(value, torch.Tensor):
         return value
-    if isinstance(value, convertible):
-        return torch.as_tensor(value)
+    if isinstance(value, convertible):  # (a numpy view of negative strides, images[:, ::-1], copied first)
+        return torch.as_tensor(np.ascontiguousarray(value) if isinstance(value, np.ndarray) else value)
     kinds = ", ".join(t.__name__ for t in (torch.Tensor, *convertible))
     raise TypeError(f"{name} must be one of {kinds}, got {type(value).__name__}")
 
