@@ -455,6 +455,9 @@ def test_roar_kar_bad_input():
     for fractions in ((0.0, 0.5), (0.5, 1.0), (0.6, 0.2), ()):
         with pytest.raises(ValueError, match="open interval"):
             roar_kar(train, test, maps, Counting(), fractions=fractions, progress=False)
+    for fractions in ("0.5", ["0.2", "0.6"], (True, 0.5)):  # the string once crashed in float('.'), the list ran
+        with pytest.raises(TypeError, match="fractions must be (a sequence of fractions|real numbers)"):
+            roar_kar(train, test, maps, Counting(), fractions=fractions, progress=False)
     for fraction, pixels in ((0.001, 0), (0.999, 64)):  # of 8x8 = 64 pixels
         with pytest.raises(ValueError, match=rf"fraction {fraction} of 8x8 pixels rounds to {pixels} pixels"):
             roar_kar(train, test, maps, Counting(), fractions=sorted((fraction, 0.5)), progress=False)
@@ -508,6 +511,13 @@ def test_roar_kar_takes_one_element_tensors_as_accuracies():
     result = roar_kar(train, test, maps, lambda a, b, seed: torch.tensor([0.25 * (seed + 1)]), fractions=(0.2, 0.6),
                       repeats=2, progress=False)
     assert result.accuracies["a"].tolist() == [[0.25, 0.25], [0.5, 0.5]]
+
+
+def test_roar_kar_takes_fractions_as_numpy_or_torch_arrays():
+    train, test, maps = roar_inputs()
+    for fractions in (np.array([0.2, 0.6]), torch.tensor([0.2, 0.6], dtype=torch.float64), [np.float32(0.5), 0.75]):
+        result = roar_kar(train, test, maps, lambda a, b, seed: 0.5, fractions=fractions, progress=False)
+        assert result.fractions == tuple(float(f) for f in fractions) and result.accuracies["a"].shape == (3, 2)
 
 
 def test_roar_kar_refuses_odd_training_results_and_saves_none_of_them(tmp_path):

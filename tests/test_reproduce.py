@@ -416,9 +416,10 @@ def test_scale_parameters_set_on_the_command_line(tmp_path, capsys):
     ({"model_images": 0}, "model_images must be a positive integer or None (all images), got 0"),
     ({"per_class": True}, "per_class must be a positive integer, got True"),
     ({"occlusion_steps": 1}, "occlusion_steps must be at least 2"),
-    ({"fractions": [0.5, 0.3]}, "fractions must be a list of increasing fractions in (0, 1), got [0.5, 0.3]"),
-    ({"fractions": [0.5, 1.0]}, "fractions must be a list of increasing fractions in (0, 1)"),
-    ({"fractions": 0.5}, "fractions must be a list of increasing fractions in (0, 1), got 0.5"),
+    ({"fractions": [0.5, 0.3]}, "strictly increasing values in the open interval (0, 1), got [0.5, 0.3]"),
+    ({"fractions": [0.5, 1.0]}, "fractions must be strictly increasing values in the open interval (0, 1)"),
+    ({"fractions": 0.5}, "fractions must be a sequence of fractions, e.g. (0.1, 0.3, 0.5), got 0.5"),
+    ({"fractions": ["0.5", "0.7"]}, "fractions must be real numbers, e.g. (0.1, 0.3, 0.5), got ['0.5', '0.7']"),
     ({"fractions": [0.5]}, "fractions must be at least two (Table 1's ROAR AUC and KAR AOC are areas"),
     ({"hyperparameters": {"smothgrad": {}}}, "hyperparameters: unknown method 'smothgrad' (did you mean 'smoothgrad'"),
     ({"hyperparameters": {"smoothgrad": {"sample": 3}}},
@@ -426,7 +427,7 @@ def test_scale_parameters_set_on_the_command_line(tmp_path, capsys):
     ({"hyperparameters": [1]}, "hyperparameters must map method names to their settings"),
 ])
 def test_scale_parameters_are_checked(overrides, message):
-    with pytest.raises(ValueError) as error:
+    with pytest.raises((TypeError, ValueError)) as error:
         pipeline.scale_with("quick", overrides)
     assert message in str(error.value)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import difflib
 import numbers
+from collections.abc import Iterable
 
 import torch
 
@@ -19,6 +20,21 @@ def positive_int(name: str, value) -> int:
     if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
+
+
+def fractions(value) -> tuple[float, ...]:
+    """``value`` as a tuple of floats, or an error unless it is a non-empty sequence of real numbers strictly
+    increasing in the open interval (0, 1): ROAR/KAR's removed or kept fractions and the x-axis of their curves."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise TypeError(f"fractions must be a sequence of fractions, e.g. (0.1, 0.3, 0.5), got {value!r}")
+    items = list(value.tolist() if isinstance(value, torch.Tensor) else value)
+    if not all(isinstance(f, numbers.Real) and not isinstance(f, bool) for f in items):
+        raise TypeError(f"fractions must be real numbers, e.g. (0.1, 0.3, 0.5), got {items!r}")
+    values = tuple(float(f) for f in items)
+    if not values or any(not 0.0 < f < 1.0 for f in values) or any(a >= b for a, b in zip(values, values[1:])):
+        raise ValueError(f"fractions must be strictly increasing values in the open interval (0, 1), "
+                         f"got {list(values)}")
+    return values
 
 
 def install_hint(extra: str) -> str:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 
 from rectgrad._checks import describe
+from rectgrad._checks import fractions as check_fractions
 
 Curve = Sequence[float] | torch.Tensor
 
@@ -245,8 +246,7 @@ def _normalized_area(fractions: Curve, accuracies: Curve) -> float:
             "fractions and accuracies must be 1-D of equal length >= 2, "
             f"got shapes {tuple(x.shape)} and {tuple(y.shape)}"
         )
-    if not ((x > 0) & (x < 1)).all() or not (x[1:] > x[:-1]).all():
-        raise ValueError(f"fractions must be strictly increasing in (0, 1), got {x.tolist()}")
+    check_fractions(x)
     if not ((y >= 0) & (y <= 1)).all():
         raise ValueError(f"accuracies must lie in [0, 1], got {y.tolist()}")
     return float(torch.trapezoid(y, x) / (x[-1] - x[0]))

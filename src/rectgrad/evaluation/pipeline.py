@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from rectgrad._checks import did_you_mean, positive_int
+from rectgrad._checks import fractions as check_fractions
 from rectgrad.checkpoint import load_checkpoint, save_checkpoint
 from rectgrad.data import DATASETS, ImageDataset, MaskedImages, RandomPatch, checksum, load_dataset
 from rectgrad.data import load_image_folder_masks, load_masked_images, object_masks_from_images
@@ -73,15 +74,11 @@ class Scale:
         if self.occlusion_steps < 2:
             raise ValueError(f"occlusion_steps must be at least 2 (0 and 1 are the curve's ends), got "
                              f"{self.occlusion_steps}")
-        fractions = self.fractions
-        if not isinstance(fractions, (list, tuple)) or not fractions or not all(
-                isinstance(f, numbers.Real) and not isinstance(f, bool) for f in fractions) \
-                or any(not 0 < f < 1 for f in fractions) or list(fractions) != sorted(set(fractions)):
-            raise ValueError(f"fractions must be a list of increasing fractions in (0, 1), got {fractions!r}")
+        fractions = check_fractions(self.fractions)
         if len(fractions) < 2:
             raise ValueError(f"fractions must be at least two (Table 1's ROAR AUC and KAR AOC are areas under the "
                              f"accuracy curve), got {list(fractions)}")
-        object.__setattr__(self, "fractions", tuple(float(f) for f in fractions))
+        object.__setattr__(self, "fractions", fractions)
         if not isinstance(self.hyperparameters, dict):
             raise ValueError(f"hyperparameters must map method names to their settings, e.g. "
                              f'{{"smoothgrad": {{"samples": 10}}}}, got {self.hyperparameters!r}')

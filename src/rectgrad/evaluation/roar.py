@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from rectgrad._checks import describe, install_hint, positive_int
+from rectgrad._checks import fractions as check_fractions
 from rectgrad.checkpoint import write_text_atomically
 from rectgrad.data import ImageDataset, checksum
 from rectgrad.evaluation.store import ResultStore, corrupt, read_json
@@ -136,11 +137,7 @@ def roar_kar(train_set: ImageDataset, test_set: ImageDataset, attributions: Mapp
     CPU), e.g. the GPU that trains them.
     """
     _check_datasets(train_set, test_set)
-    if not isinstance(fractions, Iterable):
-        raise TypeError(f"fractions must be a sequence of fractions, e.g. (0.1, 0.3, 0.5), got {fractions!r}")
-    fractions = tuple(float(f) for f in fractions)
-    if not fractions or any(not 0.0 < f < 1.0 for f in fractions) or list(fractions) != sorted(set(fractions)):
-        raise ValueError(f"fractions must be increasing values in the open interval (0, 1), got {list(fractions)}")
+    fractions = check_fractions(fractions)
     repeats = positive_int("repeats", repeats)
     if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
         raise ValueError(f"seed must be an integer, got {seed!r}")
