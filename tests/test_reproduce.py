@@ -170,15 +170,15 @@ def test_rerun_recomputes_nothing(smoke, monkeypatch, tmp_path):
     assert (tmp_path / "reordered" / "README.md").read_text() == (report / "README.md").read_text()
 
 
-def test_tie_noise_is_part_of_the_configuration_and_older_folders_resume_with_the_default(smoke, tmp_path,
-                                                                                         monkeypatch, capsys):
+def test_tie_noise_is_part_of_the_configuration_and_older_folders_resume_with_the_defaults(smoke, tmp_path,
+                                                                                          monkeypatch, capsys):
     args, report, work = smoke
     assert json.loads((work / "config.json").read_text())["tie_noise"] == TIE_NOISE
     assert "tie-breaking noise of standard deviation 0.0001" in (report / "README.md").read_text()
     copy = tmp_path / "work"
     shutil.copytree(work, copy)
     config = json.loads((copy / "config.json").read_text())
-    del config["tie_noise"]  # as written before --tie-noise existed
+    del config["tie_noise"], config["overrides"]  # as written before --tie-noise and --set existed
     (copy / "config.json").write_text(json.dumps(config))
     monkeypatch.setattr(Retrainer, "__call__", lambda *a: pytest.fail("recomputed a saved result"))
     assert main([*args, "--out", str(tmp_path / "again"), "--work-dir", str(copy)]) == 0
@@ -376,7 +376,7 @@ def test_smoke_with_ray(smoke, tmp_path):
     (["--backend", "spark"], "--backend must be local or ray"),
     (["--address", "auto"], "--address needs --backend ray"),
     (["--set", "repeats=2", "--set", "per_class=1"],  # (smoke's own per_class: not an override)
-     "another configuration (overrides: absent there, {'repeats': 2} here; parameters.repeats"),
+     "another configuration (overrides.repeats: absent there, 2 here; parameters.repeats"),
     (["--set", "repeat=2"], "no scale parameter 'repeat' (did you mean 'repeats'?); the parameters: model_images,"),
     (["--set", "repeats"], "--set takes KEY=VALUE, e.g. --set roar_epochs=10, got 'repeats'"),
     (["--set", "fractions=0.1,0.5"], "--set fractions: '0.1,0.5' is no JSON value; e.g. 10, null (all images)"),

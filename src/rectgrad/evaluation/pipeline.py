@@ -193,13 +193,11 @@ def reproduce(dataset: str, scale: str, work_dir, *, data_dir=None, masks_dir=No
             "crc32": checksum(train, test, *[] if masked is None else [masked], masks=files)}
     if dataset == "folder":
         data.update(image_size=image_size, masked=0 if masked is None else len(masked), classes=train.classes)
-    config = {"dataset": dataset, "scale": scale, "parameters": asdict(spec), "methods": list(methods),
-              "seed": seed, "tie_noise": tie_noise, "data": data}
     changed = {k: getattr(spec, k) for k in overrides or {} if getattr(spec, k) != getattr(SCALES[scale], k)}
-    if changed:  # (absent when none: a folder made before overrides existed, or setting a scale's own value, resumes)
-        config["overrides"] = changed
-    # refuses another configuration's folder; one made before tie_noise was recorded used the default
-    store = ResultStore(work_dir, config, growing="methods", defaults={"tie_noise": TIE_NOISE})
+    config = {"dataset": dataset, "scale": scale, "parameters": asdict(spec), "methods": list(methods),
+              "seed": seed, "tie_noise": tie_noise, "overrides": changed, "data": data}
+    # refuses another configuration's folder; one made before tie_noise or overrides were recorded used the defaults
+    store = ResultStore(work_dir, config, growing="methods", defaults={"tie_noise": TIE_NOISE, "overrides": {}})
     if store.resumed:
         added, kept = [m for m in methods if m not in earlier], [m for m in methods if m not in given]
         print(f"resuming: the finished units of work in {store.folder} are kept, the rest is computed"
