@@ -7,6 +7,7 @@ import re
 import signal
 import threading
 import warnings
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -362,6 +363,27 @@ def test_groups_that_run_out_of_gpu_memory_are_halved(tmp_path):
     assert fn.tried[:5] == [5, 3, 2, 1, 2] and backend.group == 2 and max(fn.tried[5:]) == 2
     assert all(a.shape == (2, 2) for a in result.accuracies.values())  # every training done once
     assert len(list((tmp_path / "roar").glob("*.json"))) == 2 * 2 * len(maps)
+
+
+def test_a_group_out_of_gpu_memory_frees_its_tensors_before_its_halves_train():
+    # The failed attempt's tensors (the group's stacked weights, data, activations) live in the frames of the
+    # error's traceback: the halves must train once they are freed, else they run out of memory in their turn.
+    class Holding(Counting):
+        def many(self, jobs, checkpoint=None):
+            if len(jobs) > 2:
+                stacked = torch.zeros(len(jobs), 1000)  # what the failed group held on the device
+                self.failed.append(weakref.ref(stacked))
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+            self.alive.append([ref() is not None for ref in self.failed])
+            return [self(*job) for job in jobs]
+
+    train, test, maps = roar_inputs()
+    fn = Holding()
+    fn.failed, fn.alive = [], []
+    with pytest.warns(RuntimeWarning, match="out of GPU memory training 4 models at once: 2 at a time"):
+        roar_kar(train, test, maps, fn, fractions=(0.2, 0.6), repeats=2, backend=LocalBackend(group=4),
+                 progress=False)
+    assert len(fn.failed) == 1 and len(fn.alive) == 4 and not any(any(alive) for alive in fn.alive)
 
 
 def test_roar_kar_resumes_an_interrupted_group_from_its_checkpoint(tmp_path, monkeypatch):

@@ -11,6 +11,7 @@ baseline replaces each pixel independently with probability ``p`` (ROAR) or ``1 
 """
 from __future__ import annotations
 
+import gc
 import hashlib
 import importlib.util
 import inspect
@@ -396,17 +397,20 @@ class LocalBackend:
         except torch.cuda.OutOfMemoryError:
             if len(chunk) == 1:
                 raise
-            torch.cuda.empty_cache()
-            if listing is not None and not listing.with_suffix(".pt").is_file():
-                listing.unlink(missing_ok=True)  # nothing of this group was saved: the halves are groups of their own
-            self.group = half = -(-len(chunk) // 2)
-            warnings.warn(f"out of GPU memory training {len(chunk)} models at once: {half} at a time from now on "
-                          "(set --group to choose)", RuntimeWarning, stacklevel=2)
-            for part in (chunk[:half], chunk[half:]):
-                self._train_group(part, train_fn, done, checkpoints, time.perf_counter())
+        else:
+            if not recorded:
+                record(accuracies)
             return
-        if not recorded:
-            record(accuracies)
+        # Out of memory. Past the except clause, whose error held the failed group's tensors (its traceback's frames)
+        gc.collect()
+        torch.cuda.empty_cache()
+        if listing is not None and not listing.with_suffix(".pt").is_file():
+            listing.unlink(missing_ok=True)  # nothing of this group was saved: the halves are groups of their own
+        self.group = half = -(-len(chunk) // 2)
+        warnings.warn(f"out of GPU memory training {len(chunk)} models at once: {half} at a time from now on "
+                      "(set --group to choose)", RuntimeWarning, stacklevel=2)
+        for part in (chunk[:half], chunk[half:]):
+            self._train_group(part, train_fn, done, checkpoints, time.perf_counter())
 
 
 def _group_checkpoint(checkpoints, keys: list[str]) -> Path:
