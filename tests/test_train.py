@@ -63,6 +63,30 @@ def test_new_model_leaves_global_rng_alone():
     assert torch.equal(torch.rand(1), expected)
 
 
+def test_training_sets_cudnns_mode_only_and_leaves_the_users_tf32_setting(monkeypatch):
+    # torch.backends.cudnn.flags() also reset TF32 to on (and the benchmark limit) for the training: a user's
+    # allow_tf32 = False was ignored, so "fp32" convolutions ran in TF32 on Ampere and later GPUs
+    import rectgrad.train_many as grouped
+
+    cudnn, seen = torch.backends.cudnn, []
+    record = lambda: seen.append((cudnn.enabled, cudnn.benchmark, cudnn.deterministic, cudnn.allow_tf32))  # noqa: E731
+    stacked = grouped._stacked_logits
+    monkeypatch.setattr(grouped, "_stacked_logits", lambda *args: record() or stacked(*args))
+    train = quadrants(20, seed=0)
+    before = (cudnn.enabled, cudnn.benchmark, cudnn.deterministic, cudnn.allow_tf32)
+    cudnn.allow_tf32 = False
+    try:
+        model = new_model(train)
+        model.register_forward_pre_hook(lambda module, args: record())
+        train_model(model, train, epochs=1, batch_size=20, progress=False)
+        grouped.train_many([new_model(train)], [train], [0], epochs=1, batch_size=20, deterministic=False)
+        after = (cudnn.enabled, cudnn.benchmark, cudnn.deterministic, cudnn.allow_tf32)
+    finally:
+        cudnn.allow_tf32 = before[3]
+    assert seen == [(True, False, True, False), (True, True, False, False)]
+    assert after == (*before[:3], False)
+
+
 def test_bad_arguments():
     train = quadrants(8, seed=0)
     with pytest.raises(ValueError, match="empty"):

@@ -116,7 +116,7 @@ def train_model(model: nn.Module, train: ImageDataset, *, epochs: int = 20, batc
     start = last_save = time.perf_counter()
     bar = progress_bar(epochs * steps, f"train {train.name}", progress, unit="batch",
                        initial=first_epoch * steps + first_step)  # resumed: its rate counts this run's batches
-    with (torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=True),
+    with (cudnn_mode(benchmark=False, deterministic=True),
           stop_requests() if checkpoint is not None else contextlib.nullcontext() as requested):
         for epoch in range(first_epoch, epochs):
             at_epoch_start = generator.get_state()
@@ -217,6 +217,20 @@ def stop_requests() -> Iterator[threading.Event]:
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+@contextlib.contextmanager
+def cudnn_mode(*, benchmark: bool, deterministic: bool) -> Iterator[None]:
+    """cuDNN on, in the given benchmark and deterministic modes, while the block runs; restored after. Its other
+    settings stay the user's: ``torch.backends.cudnn.flags`` also resets TF32 (``allow_tf32``) to on and the
+    benchmark limit to its default."""
+    cudnn = torch.backends.cudnn
+    saved = cudnn.enabled, cudnn.benchmark, cudnn.deterministic
+    cudnn.enabled, cudnn.benchmark, cudnn.deterministic = True, benchmark, deterministic
+    try:
+        yield
+    finally:
+        cudnn.enabled, cudnn.benchmark, cudnn.deterministic = saved
 
 
 _SAVED = {"train_model": ("a train_model training", "its training"),

@@ -26,7 +26,8 @@ from rectgrad.checkpoint import write_atomically
 from rectgrad.data import ImageDataset, to_inputs
 from rectgrad.models import architecture
 from rectgrad.progress import progress_bar
-from rectgrad.train import TrainingInterrupted, evaluate, new_model, saved_training, stop_requests, train_model
+from rectgrad.train import (TrainingInterrupted, cudnn_mode, evaluate, new_model, saved_training, stop_requests,
+                            train_model)
 
 PRECISIONS = ("fp32", "bf16")
 _LAYERS = (nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.Flatten, nn.Linear)
@@ -158,7 +159,7 @@ def train_many(models: Sequence[nn.Module], datasets: Sequence[ImageDataset], se
     bar = progress_bar(epochs * steps, f"train {count} models at once", progress, unit="step", leave=False,
                        initial=first_epoch * steps + first_step)  # resumed: its rate counts this run's steps
     start = time.perf_counter()
-    with (torch.backends.cudnn.flags(enabled=True, benchmark=not deterministic, deterministic=deterministic),
+    with (cudnn_mode(benchmark=not deterministic, deterministic=deterministic),
           stop_requests() if checkpoint is not None and stop is None else nullcontext() as requested):
         stop = stop or (requested.is_set if requested is not None else None)
         for epoch in range(first_epoch, epochs):
