@@ -142,3 +142,26 @@ def test_cuda_roar_kar_builds_the_cpu_datasets():
     assert len(seen["cpu"]) == len(seen["cuda"]) == 4
     for (a, b), (c, d) in zip(seen["cpu"], seen["cuda"]):
         assert torch.equal(a, c) and torch.equal(b, d)
+
+
+def test_cuda_a_group_out_of_memory_frees_its_memory_before_its_halves_train():
+    from test_evaluation import Counting, roar_inputs
+
+    from rectgrad.evaluation import LocalBackend, roar_kar
+
+    class Holding(Counting):
+        def many(self, jobs, checkpoint=None):
+            if len(jobs) > 2:
+                held = torch.empty(256, 1024, 1024, device="cuda")  # 1 GiB the failed group held
+                raise torch.cuda.OutOfMemoryError(f"CUDA out of memory (simulated, {held.numel()} floats held)")
+            self.allocated.append(torch.cuda.memory_allocated())
+            return [self(*job) for job in jobs]
+
+    train, test, maps = roar_inputs()
+    fn = Holding()
+    fn.allocated = []
+    baseline = torch.cuda.memory_allocated()
+    with pytest.warns(RuntimeWarning, match="out of GPU memory training 4 models at once"):
+        roar_kar(train, test, maps, fn, fractions=(0.2, 0.6), repeats=2, backend=LocalBackend(group=4),
+                 progress=False)
+    assert len(fn.allocated) == 4 and max(fn.allocated) < baseline + 2**29
