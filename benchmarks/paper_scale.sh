@@ -23,7 +23,9 @@ HERE=.paper-scale
 case "${1:-}" in
 prepare)
     mkdir -p "$HERE/wheels" "$HERE/fashion-mnist"
-    grep -qx "/$HERE/" .git/info/exclude 2>/dev/null || echo "/$HERE/" >> .git/info/exclude
+    exclude=$(git rev-parse --git-path info/exclude)  # (.git is a file in a worktree)
+    mkdir -p "$(dirname "$exclude")"
+    grep -qx "/$HERE/" "$exclude" 2>/dev/null || echo "/$HERE/" >> "$exclude"
     python3 -m pip download --quiet --no-deps --only-binary=:all: -d "$HERE/wheels" "captum>=0.7"
     data=${FASHION_MNIST:-/usr/share/datasets/fashion-mnist}
     [ -f "$data/train-images-idx3-ubyte.gz" ] || { echo "no Fashion-MNIST in $data: apt-get install" \
@@ -51,10 +53,11 @@ run)
         fi
         start=$(date +%s)
         status=0
-        timeout -s TERM "$seconds" python3 -m rectgrad reproduce --dataset fashion-mnist \
+        timeout -s TERM -k 20 "$seconds" python3 -m rectgrad reproduce --dataset fashion-mnist \
             --scale "$scale" --device "${DEVICE:-cuda}" --precision bf16 --nondeterministic \
             --data-dir "$HERE/fashion-mnist" --work-dir "$HERE/$work" --out "$HERE/$report" --no-progress || status=$?
-        echo "reproduce: exit status $status after $(( $(date +%s) - start )) s (124: stopped at $seconds s)"
+        echo "reproduce: exit status $status after $(( $(date +%s) - start )) s" \
+            "(124: stopped at $seconds s; 137: killed 20 s later, hung)"
     } 2>&1 | tee "$log"
     if [ -n "${OUT:-}" ]; then
         tar -czf "$OUT/paper-scale.tar.gz" -C "$HERE" --exclude="$work/maps" --exclude="$work/*/unfinished*" \
@@ -63,6 +66,8 @@ run)
     ;;
 unpack)
     tarball=${2:?usage: benchmarks/paper_scale.sh unpack TARBALL}
+    tar -tzf "$tarball" work/config.json >/dev/null 2>&1 || { echo "$tarball holds no paper-scale work folder" \
+        "(work/config.json): $HERE/work is left as it is" >&2; exit 1; }
     rm -rf "$HERE/work" "$HERE/report"
     tar -xzf "$tarball" -C "$HERE"
     echo "unpacked into $HERE/: $(ls "$HERE" | tr '\n' ' ')"
