@@ -238,6 +238,23 @@ def test_threshold_study(cnn, tmp_path):
     assert len(read_csv(tmp_path / "threshold_sparsity.csv")) == 5
 
 
+def test_studies_say_when_the_model_calls_no_activation_the_rules_know():
+    torch.manual_seed(0)  # tanh only: RectGrad is the plain gradient x input, every q and rule alike
+    model = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.Tanh(), nn.Flatten(), nn.Linear(3 * SIZE * SIZE, 3))
+    images = square_images(2)
+    calls = {"threshold": lambda: studies.threshold(model, images, qs=(50, 99)),
+             "rules": lambda: studies.rules(model, images, candidates=("pr1", "pr3")),
+             "coherence": lambda: studies.coherence(model, images, methods=("rectgrad",)),
+             "layers": lambda: studies.layers(model, images, layer_names=["1"])}
+    for name, call in calls.items():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = call()
+        assert any("calls no activation function the engine knows" in str(w.message) for w in caught), name
+    rows = result.tables["layers"]  # still computed: RectGrad's row is Saliency's
+    assert [r["RectGrad nonzero"] for r in rows] == [r["Saliency nonzero"] for r in rows]
+
+
 def test_an_all_zero_map_has_no_background_share():
     from rectgrad.studies._common import finite_mean, outside_fraction
 

@@ -215,10 +215,12 @@ class EngineAttribution(GradientAttribution):
             score = logits.gather(1, targets[:, None]).sum()
             grads = rule_gradients(score, leaves)
         if options.rule is not None and not mode.sites:
-            warn("the model calls no activation function the engine knows (the ReLU family, ELU, SELU, CELU, "
-                 "GELU, SiLU, Hardswish, Mish; see docs/engine.md): the attribution equals the plain gradient "
-                 "(x input)")
+            warn(NO_ACTIVATION)
         return grads
+
+
+NO_ACTIVATION = ("the model calls no activation function the engine knows (the ReLU family, ELU, SELU, CELU, GELU, "
+                 "SiLU, Hardswish, Mish; see docs/engine.md): the attribution equals the plain gradient (x input)")
 
 
 class ModifiedGradient(EngineAttribution):

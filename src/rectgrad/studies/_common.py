@@ -21,10 +21,10 @@ from torch import Tensor, nn
 from rectgrad import viz
 from rectgrad._checks import did_you_mean
 from rectgrad.attr._arguments import check_logits, looks_like_probabilities
-from rectgrad.attr._base import modules_of, named_errors, preserved_buffers, user_call
+from rectgrad.attr._base import NO_ACTIVATION, modules_of, named_errors, preserved_buffers, user_call
 from rectgrad.checkpoint import write_text_atomically
 from rectgrad.data import check_mask_size, image_files, masks_beside, unique_names
-from rectgrad.engine import Options, RuleMode, rule_gradients
+from rectgrad.engine import Options, RuleMode, rule_gradients, warn
 from rectgrad.methods import explain, get_method
 
 
@@ -243,10 +243,11 @@ def predict(model: nn.Module, x: Tensor, batch_size: int = 16) -> tuple[Tensor, 
 
 
 def quiet(fn, *args, **kwargs):
-    """Call ``fn`` silencing the engine's all-zero warning: studies report empty maps in their numbers."""
+    """Call ``fn`` silencing the engine's all-zero warning: studies report empty maps in their numbers. The warning
+    that the model calls no activation the engine knows is kept: without it a study's rule-based maps would equal
+    the plain gradient's, every q and rule alike, unexplained."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*is all zero.*")
-        warnings.filterwarnings("ignore", message=".*calls no activation.*")
         return fn(*args, **kwargs)
 
 
@@ -310,6 +311,8 @@ def engine_gradients(model: nn.Module, x: Tensor, target: Tensor | None, options
     finally:
         for handle in handles:
             handle.remove()
+    if options.rule is not None and not mode.sites:
+        warn(NO_ACTIVATION)
     return grads[0], [(name, t.detach(), g) for (name, t), g in zip(recorded, grads[1:])]
 
 
