@@ -255,6 +255,24 @@ def test_studies_say_when_the_model_calls_no_activation_the_rules_know():
     assert [r["RectGrad nonzero"] for r in rows] == [r["Saliency nonzero"] for r in rows]
 
 
+def test_show_0_draws_no_image_figure_and_a_negative_show_is_refused(cnn, tmp_path):
+    images = square_images(2)
+    calls = {"threshold": (lambda **kw: studies.threshold(cnn, images, qs=(50,), **kw), {"sparsity"}),
+             "coherence": (lambda **kw: studies.coherence(cnn, images, methods=("saliency",), **kw), set()),
+             "adversarial": (lambda **kw: studies.adversarial(cnn, images, methods=("saliency",), **kw), set()),
+             "layers": (lambda **kw: studies.layers(cnn, images, **kw), set()),
+             "feature_maps": (lambda **kw: studies.feature_maps(cnn, images, **kw), set()),
+             "rules": (lambda **kw: studies.rules(cnn, images, candidates=("pr1",), **kw), set())}
+    for name, (call, figures) in calls.items():
+        result = call(show=0)  # the numbers alone, as with every image shown
+        assert set(result.figures) == figures, name
+        assert repr(result.tables) == repr(call(show=1).tables), name  # NaN (no pair of a kind) alike
+        with pytest.raises(ValueError, match="show must be a whole number of images, 0 for none, got -1"):
+            call(show=-1)  # not all images but the last
+    studies.threshold(cnn, images, tmp_path, qs=(50,), show=0)
+    assert {p.name for p in tmp_path.iterdir()} == {"threshold.md", "threshold_sparsity.csv", "threshold_sparsity.png"}
+
+
 def test_an_all_zero_map_has_no_background_share():
     from rectgrad.studies._common import finite_mean, outside_fraction
 

@@ -251,6 +251,13 @@ def quiet(fn, *args, **kwargs):
         return fn(*args, **kwargs)
 
 
+def check_show(show) -> int:
+    """``show``, how many images a study's figures draw, checked: a whole number, 0 for no image figures."""
+    if isinstance(show, bool) or not isinstance(show, (int, np.integer)) or show < 0:
+        raise ValueError(f"show must be a whole number of images, 0 for none, got {show!r}")
+    return int(show)
+
+
 def spread(items: list, count: int | None) -> list:
     """At most ``count`` of ``items``, evenly spread from the first to the last (all when ``count`` is None)."""
     if count is None or len(items) <= count:

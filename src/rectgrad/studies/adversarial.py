@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rectgrad import viz
-from rectgrad.studies._common import (COMPARED, Images, StudyResult, display_maps, finite_mean, from_pixels,
+from rectgrad.studies._common import (COMPARED, Images, StudyResult, check_show, display_maps, finite_mean, from_pixels,
                                       leaves_model_as_it_was, method_attributions, method_label, predict,
                                       skipped_note, spearman, summed_maps, to_pixels)
 
@@ -42,11 +42,12 @@ def adversarial(model: nn.Module, images: Images, out=None, *, eps: float = 0.01
     ``1 - Spearman(map(x), map(x_adv))`` of the channel-summed maps (raw, and thresholded as in Sec. 5.2);
     a class-sensitive method changes its map when the class flips. As a control, the same change under a
     random sign perturbation of the same size (which rarely flips the class) separates class sensitivity
-    from mere sensitivity to the input. The figures draw ``show`` images, those whose class flipped first; the
-    numbers use all. ``progress``: a bar over the methods for each of the three inputs.
+    from mere sensitivity to the input. The figures draw ``show`` images (0: no figures), those whose class flipped
+    first; the numbers use all. ``progress``: a bar over the methods for each of the three inputs.
     """
     if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0):
         raise ValueError(f"eps must be a finite positive step, got {eps!r}")
+    show = check_show(show)
     predicted, confidence = predict(model, images.x)
     x_adv = fgsm(model, images.x, eps, mean=images.mean, std=images.std)
     noise = torch.randint(0, 2, images.x.shape, generator=torch.Generator().manual_seed(seed)).to(images.x) * 2 - 1
@@ -85,7 +86,7 @@ def adversarial(model: nn.Module, images: Images, out=None, *, eps: float = 0.01
     labels = [label for i in shown for label in (f"{images.names[i]}: {per_image[i]['class'][:16]}",
                                                  f"adv: {per_image[i]['adversarial class'][:16]}")]
     figures = {}
-    for thresholded, name in ((False, "maps"), (True, "maps_thresholded")):
+    for thresholded, name in ((False, "maps"), (True, "maps_thresholded")) if show else ():
         columns = {method_label(m): display_maps(torch.stack([clean[m][shown], adv[m][shown]], 1).flatten(0, 1), m,
                                                  thresholded) for m in clean}
         figures[name] = viz.grid(both, columns, row_labels=labels, **images.display(),

@@ -6,7 +6,7 @@ import itertools
 from torch import nn
 
 from rectgrad import viz
-from rectgrad.studies._common import (COMPARED, Images, StudyResult, display_maps, finite_mean,
+from rectgrad.studies._common import (COMPARED, Images, StudyResult, check_show, display_maps, finite_mean,
                                       leaves_model_as_it_was, method_attributions, method_label, predict,
                                       skipped_note, spearman, summed_maps)
 
@@ -22,8 +22,9 @@ def coherence(model: nn.Module, images: Images, out=None, *, methods=COMPARED, s
     (baselines keep their top 5%; RectGrad's maps are left as they are, as the paper shows them). The class is
     the true label where ``images`` has labels, else the predicted class. Spatial correlation is a crude proxy:
     it rewards maps that fall on the same place, which same-class photos need not share. ``show``: how many
-    images (the first) the figures draw; the numbers use all. ``progress``: a bar over the methods.
+    images (the first) the figures draw, 0 for none; the numbers use all. ``progress``: a bar over the methods.
     """
+    show = check_show(show)
     predicted, _ = predict(model, images.x)
     classes = (images.labels if images.labels is not None else predicted).tolist()
     attributions, skipped = method_attributions(model, images.x, predicted, methods, seed=seed,
@@ -42,7 +43,7 @@ def coherence(model: nn.Module, images: Images, out=None, *, methods=COMPARED, s
               "different": sum(classes[i] != classes[j] for i, j in pairs)}
     labels = [f"{n}: {images.class_name(int(c))[:20]}" for n, c in zip(images.names, predicted)]
     figures = {}
-    for thresholded, name in ((False, "maps"), (True, "maps_thresholded")):
+    for thresholded, name in ((False, "maps"), (True, "maps_thresholded")) if show else ():
         figures[name] = viz.grid(images.x[:show], {method_label(m): display_maps(a[:show], m, thresholded)
                                                    for m, a in attributions.items()}, row_labels=labels[:show],
                                  title="Coherence " + ("with" if thresholded else "without") + " final threshold",

@@ -11,8 +11,9 @@ from torch.overrides import TorchFunctionMode
 from rectgrad import viz
 from rectgrad.engine import Options
 from rectgrad.operations import KNOWN_ACTIVATIONS
-from rectgrad.studies._common import (Images, StudyResult, engine_gradients, leaves_model_as_it_was, new_figure,
-                                      outside_fraction, predict, refuse_inlined_layers, resize_masks, spread)
+from rectgrad.studies._common import (Images, StudyResult, check_show, engine_gradients, leaves_model_as_it_was,
+                                      new_figure, outside_fraction, predict, refuse_inlined_layers, resize_masks,
+                                      spread)
 
 
 class _ActivationRecorder(TorchFunctionMode):
@@ -59,6 +60,7 @@ def feature_maps(model: nn.Module, images: Images, out=None, *, channels: int = 
     ``|gradient|`` on the background (how noisy it is). One figure per image for ``show`` images: those with
     the noisiest saliency maps where masks exist, else the first; the numbers use all.
     """
+    show = check_show(show)
     predicted, _ = predict(model, images.x)
     grad, _ = engine_gradients(model, images.x, predicted, Options())
     saliency = torch.as_tensor(viz.channel_sum(grad))

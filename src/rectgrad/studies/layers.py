@@ -7,8 +7,9 @@ from torch import nn
 from rectgrad import viz
 from rectgrad.attr._arguments import check_threshold
 from rectgrad.engine import Options, Rule
-from rectgrad.studies._common import (Images, StudyResult, engine_gradients, finite_mean, leaves_model_as_it_was,
-                                      outside_fraction, predict, refuse_inlined_layers, resize_masks, spread)
+from rectgrad.studies._common import (Images, StudyResult, check_show, engine_gradients, finite_mean,
+                                      leaves_model_as_it_was, outside_fraction, predict, refuse_inlined_layers,
+                                      resize_masks, spread)
 
 
 @leaves_model_as_it_was
@@ -92,9 +93,10 @@ def layers(model: nn.Module, images: Images, out=None, *, q: float = 98.0, paddi
     and, where ``images`` has object masks, the fraction of ``|attribution|`` outside the object (mask
     resized to the layer), also of the plain gradient alone (a Saliency map proper): the paper's noise
     accumulation shows as Saliency's background share growing towards the input while RectGrad's stays low.
-    ``show``: how many images (the first) the figure draws; the numbers use all.
+    ``show``: how many images (the first) the figure draws, 0 for none; the numbers use all.
     """
     q, _ = check_threshold(q, None)
+    show = check_show(show)
     predicted, _ = predict(model, images.x)
     chosen = hidden_layers(model, images.x[:1], layer_names, max_layers)
     methods = {"Saliency": Options(), "RectGrad": Options(rule=Rule(score="pr1", q=q), padding_trick=padding_trick)}
@@ -123,7 +125,7 @@ def layers(model: nn.Module, images: Images, out=None, *, q: float = 98.0, paddi
                     for m in methods}
             row["gradient background"] = finite_mean(outside_fraction(gradients[label], images.masks).tolist())
         rows.append(row)
-    figures = {"grid": _grid(images, maps, list(methods), show)}
+    figures = {"grid": _grid(images, maps, list(methods), show)} if show else {}
     result = StudyResult("layers", {"layers": rows}, figures, notes=_NOTES.format(q=q))
     if out is not None:
         result.save(out)

@@ -14,8 +14,8 @@ from rectgrad import viz
 from rectgrad.attr import RectGrad
 from rectgrad.attr.rectgrad import RULES
 from rectgrad.engine import Options, Rule
-from rectgrad.studies._common import (Images, StudyResult, engine_gradients, finite_mean, leaves_model_as_it_was,
-                                      outside_fraction, predict, quiet, spearman)
+from rectgrad.studies._common import (Images, StudyResult, check_show, engine_gradients, finite_mean,
+                                      leaves_model_as_it_was, outside_fraction, predict, quiet, spearman)
 
 B2_WEIGHTS = (1.0, 10.0, -100.0, 1000.0)
 B2_ACTIVATIONS = (3.0, 2.0, 1.0, 0.0)
@@ -77,8 +77,9 @@ def rules(model: nn.Module, images: Images | None = None, out=None, *, q: float 
     Per rule: the fraction of non-zero attribution, the number of all-zero maps, the rank correlation
     with PR1's map and, where ``images`` has masks, the fraction of the attribution mass on the background.
     Maps are RectGrad's ``x * R`` with final threshold (positive part), ``q`` and the padding trick.
-    ``show``: how many images (the first) the figures draw; the numbers use all.
+    ``show``: how many images (the first) the figures draw, 0 for none; the numbers use all.
     """
+    show = check_show(show)
     tables = {"toy_b2": toy_b2(toy_q)}
     figures = {}
     if images is not None:
@@ -100,10 +101,11 @@ def rules(model: nn.Module, images: Images | None = None, out=None, *, q: float 
                 row["background fraction"] = finite_mean(outside_fraction(summed[rule], images.masks).tolist())
             rows.append(row)
         tables["maps"] = rows
-        maps = {RULE_NAMES[rule]: viz.prepare(a[:show]) for rule, a in attributions.items()}
-        labels = [f"{n}: {images.class_name(int(c))}" for n, c in zip(images.names, predicted)]
-        figures["grid"] = viz.grid(images.x[:show], maps, row_labels=labels[:show],
-                                   title=f"Propagation rules (q = {q:g})", **images.display())
+        if show:
+            maps = {RULE_NAMES[rule]: viz.prepare(a[:show]) for rule, a in attributions.items()}
+            labels = [f"{n}: {images.class_name(int(c))}" for n, c in zip(images.names, predicted)]
+            figures["grid"] = viz.grid(images.x[:show], maps, row_labels=labels[:show],
+                                       title=f"Propagation rules (q = {q:g})", **images.display())
     result = StudyResult("rules", tables, figures, notes=_NOTES.format(q=q, toy_q=toy_q, padding=padding_trick))
     if out is not None:
         result.save(out)

@@ -5,8 +5,8 @@ from torch import nn
 
 from rectgrad import viz
 from rectgrad.attr import RectGrad
-from rectgrad.studies._common import (Images, StudyResult, finite_mean, leaves_model_as_it_was, predict, quiet,
-                                      spearman)
+from rectgrad.studies._common import (Images, StudyResult, check_show, finite_mean, leaves_model_as_it_was, predict,
+                                      quiet, spearman)
 
 QS = (0.0, 10.0, 20.0, 80.0, 90.0, 95.0, 99.0)
 
@@ -21,8 +21,10 @@ def threshold(model: nn.Module, images: Images, out=None, *, qs=QS, padding_tric
     sparsity curve), the fraction of positive ones, and the rank correlation (Spearman) of the
     channel-summed map with the ``tau = 0`` map: the paper observes that maps for ``20 <= q <= 80``
     resemble Guided BP x input because most importance scores are 0 there. ``show``: how many images (the
-    first) the figure draws; the numbers use all. The q values are taken in increasing order, each once.
+    first) the maps figure draws, 0 for none; the numbers use all. The q values are taken in increasing order,
+    each once.
     """
+    show = check_show(show)
     predicted, _ = predict(model, images.x)
     settings = {"tau = 0": {"tau": 0.0}} | {f"q = {q:.10g}": {"q": q} for q in sorted(set(map(float, qs)))}
     attributions = {name: quiet(RectGrad(model).attribute, images.x, target=predicted, padding_trick=padding_trick,
@@ -38,13 +40,13 @@ def threshold(model: nn.Module, images: Images, out=None, *, qs=QS, padding_tric
                      "nonzero std": float(nonzero.std()) if len(flat) > 1 else 0.0,
                      "positive fraction": float(positive.mean()), "rank correlation with tau = 0": similarity})
     labels = [f"{n}: {images.class_name(int(c))}" for n, c in zip(images.names, predicted)]
-    figures = {
-        "maps": viz.grid(images.x[:show], {name: viz.prepare(a[:show]) for name, a in attributions.items()},
-                         row_labels=labels[:show],
-                         title="RectGrad for threshold tau = 0 and percentiles q (no final threshold)",
-                         **images.display()),
-        "sparsity": _sparsity_plot(rows),
-    }
+    figures = {}
+    if show:
+        figures["maps"] = viz.grid(images.x[:show], {name: viz.prepare(a[:show]) for name, a in attributions.items()},
+                                   row_labels=labels[:show],
+                                   title="RectGrad for threshold tau = 0 and percentiles q (no final threshold)",
+                                   **images.display())
+    figures["sparsity"] = _sparsity_plot(rows)
     result = StudyResult("threshold", {"sparsity": rows}, figures, notes=_NOTES.format(padding=padding_trick))
     if out is not None:
         result.save(out)
