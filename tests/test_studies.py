@@ -315,6 +315,16 @@ def test_coherence_skips_a_method_the_model_defeats(tmp_path):
     assert "Skipped DeepLIFT" in result.notes
 
 
+def test_adversarial_and_coherence_take_one_method_name_or_a_generator_of_them(cnn):
+    images = square_images(3)
+    for study in (studies.adversarial, studies.coherence):
+        expected = study(cnn, images, methods=("saliency", "rectgrad"), show=1).tables
+        given = study(cnn, images, methods=(m for m in ("saliency", "rectgrad")), show=1).tables
+        assert repr(given) == repr(expected), study.__name__  # not a KeyError once the generator is spent
+        alone = study(cnn, images, methods="rectgrad", show=1).tables  # not "unknown method 'r'"
+        assert [row["method"] for row in next(iter(alone.values()))] == ["RectGrad"]
+
+
 def test_adversarial_study_on_a_cnn(cnn, tmp_path):
     result = studies.adversarial(cnn, square_images(3), tmp_path, eps=0.5, methods=("guided_bp", "rectgrad"))
     rows = result.tables["sensitivity"]

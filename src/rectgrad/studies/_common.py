@@ -378,6 +378,11 @@ def display_maps(attr: Tensor, method: str, thresholded: bool) -> np.ndarray:
     return viz.prepare(attr, threshold="top" if thresholded and not is_rectgrad(method) else None)
 
 
+def method_names(methods) -> tuple[str, ...]:
+    """A study's ``methods`` as a tuple of names: one name alone, or any iterable of them (read once)."""
+    return (methods,) if isinstance(methods, str) else tuple(methods)
+
+
 def method_label(method: str) -> str:
     return get_method(method).label
 

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from rectgrad import viz
 from rectgrad.studies._common import (COMPARED, Images, StudyResult, check_show, display_maps, finite_mean, from_pixels,
-                                      leaves_model_as_it_was, method_attributions, method_label, predict,
+                                      leaves_model_as_it_was, method_attributions, method_label, method_names, predict,
                                       skipped_note, spearman, summed_maps, to_pixels)
 
 
@@ -48,6 +48,7 @@ def adversarial(model: nn.Module, images: Images, out=None, *, eps: float = 0.01
     if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0):
         raise ValueError(f"eps must be a finite positive step, got {eps!r}")
     show = check_show(show)
+    methods = method_names(methods)  # run three times: a generator would be spent after the first
     predicted, confidence = predict(model, images.x)
     x_adv = fgsm(model, images.x, eps, mean=images.mean, std=images.std)
     noise = torch.randint(0, 2, images.x.shape, generator=torch.Generator().manual_seed(seed)).to(images.x) * 2 - 1

@@ -7,7 +7,7 @@ from torch import nn
 
 from rectgrad import viz
 from rectgrad.studies._common import (COMPARED, Images, StudyResult, check_show, display_maps, finite_mean,
-                                      leaves_model_as_it_was, method_attributions, method_label, predict,
+                                      leaves_model_as_it_was, method_attributions, method_label, method_names, predict,
                                       skipped_note, spearman, summed_maps)
 
 
@@ -27,7 +27,7 @@ def coherence(model: nn.Module, images: Images, out=None, *, methods=COMPARED, s
     show = check_show(show)
     predicted, _ = predict(model, images.x)
     classes = (images.labels if images.labels is not None else predicted).tolist()
-    attributions, skipped = method_attributions(model, images.x, predicted, methods, seed=seed,
+    attributions, skipped = method_attributions(model, images.x, predicted, method_names(methods), seed=seed,
                                                 internal_batch_size=internal_batch_size, progress=progress)
     pairs = list(itertools.combinations(range(len(images)), 2))
     rows = []
