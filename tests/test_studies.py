@@ -409,6 +409,27 @@ def test_feature_maps_study(cnn, tmp_path):
     assert (tmp_path / "feature_maps_img0.png").exists() and (tmp_path / "feature_maps_img1.png").exists()
 
 
+def test_feature_maps_numbers_by_hand_on_colour_images():
+    torch.manual_seed(0)
+    model = PaperCNN(in_channels=3, image_size=SIZE, num_classes=3).eval()
+    images = square_images(2, channels=3)
+    result = studies.feature_maps(model, images, show=0)
+    x = images.x.clone().requires_grad_()
+    logits = model(x)
+    (grad,) = torch.autograd.grad(logits.gather(1, logits.argmax(1, keepdim=True)).sum(), x)
+    mass = grad.sum(1).abs()  # the saliency map as drawn: |gradient summed over channels|, not sum of |gradient|
+    expected = (mass * ~images.masks).sum((1, 2)) / mass.sum((1, 2))
+    shares = [r["saliency mass on background"] for r in result.tables["images"]]
+    assert shares == pytest.approx(expected.tolist())
+    assert "|gradient summed over channels|" in result.notes
+    with torch.no_grad():  # the first activation, units of both images pooled
+        a = torch.relu(model.features[0](images.x))
+    background = ~images.masks[:, None].expand_as(a)
+    first = result.tables["layers"][0]
+    assert first["active on background"] == pytest.approx(float((a[background] > 0).double().mean()))
+    assert first["mass on background"] == pytest.approx(float(a[background].sum() / a.sum()))
+
+
 def test_rules_study_toy_b2_numbers():
     rows = {r["rule"]: r for r in studies.toy_b2()}
     # a = (3, 2, 1, 0), R = (1, 10, -100, 1000), q = 74 (Appendix B.2)

@@ -54,11 +54,12 @@ def feature_maps(model: nn.Module, images: Images, out=None, *, channels: int = 
     """Per image: its saliency map and the ``channels`` most active channels of each convolutional layer.
 
     Section 3 argues that saliency maps are noisy because background features pass through the ReLUs:
-    the CNN does not filter them out. Numbers per layer (mean over images): the fraction of active units
-    (``a > 0``) and, where ``images`` has object masks, that fraction on the background and on the object
-    and the share of the activation mass on the background. Per image: the share of the saliency map's
-    ``|gradient|`` on the background (how noisy it is). One figure per image for ``show`` images: those with
-    the noisiest saliency maps where masks exist, else the first; the numbers use all.
+    the CNN does not filter them out. Numbers per layer (the units of all images pooled): the fraction of
+    active units (``a > 0``) and, where ``images`` has object masks, that fraction on the background and on
+    the object and the share of the activation mass on the background. Per image: the share of the saliency
+    map's mass, ``|gradient summed over channels|``, on the background (how noisy it is). One figure per
+    image for ``show`` images: those with the noisiest saliency maps where masks exist, else the first; the
+    numbers use all.
     """
     show = check_show(show)
     predicted, _ = predict(model, images.x)
@@ -139,4 +140,4 @@ _NOTES = """Section 3 / Fig. 10. Feature maps after each activation over a spati
 the configured number of layers, evenly spread). `active fraction`: share of units (channels x positions) with
 a > 0, over all images; with object masks (resized to the layer): the same on the background and on the
 object, and the share of the activation mass on the background. `saliency mass on background`: share of the
-channel-summed |gradient| outside the object."""
+saliency map's mass outside the object, |gradient summed over channels| (the map as drawn)."""
