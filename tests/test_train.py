@@ -63,15 +63,19 @@ def test_new_model_leaves_global_rng_alone():
     assert torch.equal(torch.rand(1), expected)
 
 
-def test_new_model_reseeds_no_cuda_generator_and_builds_on_the_cpu_whatever_the_default_device(monkeypatch):
+def test_new_model_reseeds_no_cuda_generator_and_goes_to_the_default_device(monkeypatch):
     # torch.manual_seed also reseeds every CUDA generator (lazily where CUDA is not yet initialised), which
     # fork_rng(devices=[]) does not restore: a user's CUDA random stream restarted at each new_model
     monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: pytest.fail("reseeded the CUDA generators"))
     data = quadrants(4, seed=0)
     expected = new_model(data, seed=5).state_dict()
-    with torch.device("meta"):  # a default device elsewhere: the same weights, made on the CPU
-        built = new_model(data, seed=5).state_dict()
-    assert all(built[k].device.type == "cpu" and torch.equal(built[k], expected[k]) for k in expected)
+    assert all(torch.equal(new_model(data, seed=np.int64(5)).state_dict()[k], v) for k, v in expected.items())
+    made = []
+    monkeypatch.setattr(torch.nn.Module, "to", lambda self, device: made.append((self, device)) or self)
+    with torch.device("meta"):  # another default device: the model is made on the CPU, then moved there
+        built = new_model(data, seed=5)
+    assert made == [(built, torch.device("meta"))]
+    assert all(torch.equal(built.state_dict()[k], v) for k, v in expected.items())
 
 
 def test_training_sets_cudnns_mode_only_and_leaves_the_users_tf32_setting(monkeypatch):

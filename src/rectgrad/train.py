@@ -36,14 +36,15 @@ SAVE_EVERY = 60.0
 
 
 def new_model(dataset: ImageDataset, seed: int = 0) -> PaperCNN:
-    """The paper's CNN shaped for ``dataset``, initialised from ``seed`` on the CPU whatever the default device (the
-    same weights on every machine); the global RNGs, CPU and CUDA, are left untouched."""
+    """The paper's CNN shaped for ``dataset``, initialised from ``seed`` on the CPU (the same weights on every
+    machine), then moved to the default device; the global RNGs, CPU and CUDA, are left untouched."""
     _, channels, height, width = dataset.images.shape
     if height != width:
         raise ValueError(f"PaperCNN needs square images, got {height}x{width}")
     with torch.random.fork_rng(devices=[]), torch.device("cpu"):
-        torch.default_generator.manual_seed(seed)  # (torch.manual_seed would reseed the CUDA generators too)
-        return PaperCNN(channels, height, len(dataset.classes))
+        torch.default_generator.manual_seed(int(seed))  # (torch.manual_seed would reseed the CUDA generators too)
+        model = PaperCNN(channels, height, len(dataset.classes))
+    return model.to(torch.get_default_device())
 
 
 def train_model(model: nn.Module, train: ImageDataset, *, epochs: int = 20, batch_size: int = 100,
