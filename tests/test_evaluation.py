@@ -8,6 +8,7 @@ import signal
 import threading
 import warnings
 import weakref
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
@@ -477,7 +478,8 @@ def test_roar_kar_bad_input():
     for fractions in ((0.0, 0.5), (0.5, 1.0), (0.6, 0.2), ()):
         with pytest.raises(ValueError, match="open interval"):
             roar_kar(train, test, maps, Counting(), fractions=fractions, progress=False)
-    for fractions in ("0.5", ["0.2", "0.6"], (True, 0.5)):  # the string once crashed in float('.'), the list ran
+    for fractions in ("0.5", ["0.2", "0.6"], (True, 0.5), {0.2, 0.6}, torch.tensor(0.5)):  # ("0.5" crashed in
+        # float('.'), the strings ran; a set's order is its hash's; a 0-d tensor is one fraction, not a sequence)
         with pytest.raises(TypeError, match="fractions must be (a sequence of fractions|real numbers)"):
             roar_kar(train, test, maps, Counting(), fractions=fractions, progress=False)
     for fraction, pixels in ((0.001, 0), (0.999, 64)):  # of 8x8 = 64 pixels
@@ -537,7 +539,8 @@ def test_roar_kar_takes_one_element_tensors_as_accuracies():
 
 def test_roar_kar_takes_fractions_as_numpy_or_torch_arrays():
     train, test, maps = roar_inputs()
-    for fractions in (np.array([0.2, 0.6]), torch.tensor([0.2, 0.6], dtype=torch.float64), [np.float32(0.5), 0.75]):
+    for fractions in (np.array([0.2, 0.6]), torch.tensor([0.2, 0.6], dtype=torch.float64), [np.float32(0.5), 0.75],
+                      list(torch.tensor([0.25, 0.5])), [Decimal("0.2"), Decimal("0.6")]):
         result = roar_kar(train, test, maps, lambda a, b, seed: 0.5, fractions=fractions, progress=False)
         assert result.fractions == tuple(float(f) for f in fractions) and result.accuracies["a"].shape == (3, 2)
 

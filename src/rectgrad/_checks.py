@@ -1,10 +1,12 @@
 """Checks shared across the library's modules: one wording for one mistake."""
 from __future__ import annotations
 
+import decimal
 import difflib
 import numbers
 from collections.abc import Iterable
 
+import numpy as np
 import torch
 
 
@@ -25,10 +27,12 @@ def positive_int(name: str, value) -> int:
 def fractions(value) -> tuple[float, ...]:
     """``value`` as a tuple of floats, or an error unless it is a non-empty sequence of real numbers strictly
     increasing in the open interval (0, 1): ROAR/KAR's removed or kept fractions and the x-axis of their curves."""
-    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+    if isinstance(value, (str, bytes, set, frozenset, dict)) or not isinstance(value, Iterable) \
+            or getattr(value, "ndim", 1) == 0:  # (a set or dict has no order; a 0-d array or tensor is one value)
         raise TypeError(f"fractions must be a sequence of fractions, e.g. (0.1, 0.3, 0.5), got {value!r}")
-    items = list(value.tolist() if isinstance(value, torch.Tensor) else value)
-    if not all(isinstance(f, numbers.Real) and not isinstance(f, bool) for f in items):
+    items = [f.item() if isinstance(f, (torch.Tensor, np.ndarray)) and np.prod(f.shape) == 1 else f  # list(tensor)
+             for f in (value.tolist() if isinstance(value, torch.Tensor) else value)]
+    if not all(isinstance(f, (numbers.Real, decimal.Decimal)) and not isinstance(f, bool) for f in items):
         raise TypeError(f"fractions must be real numbers, e.g. (0.1, 0.3, 0.5), got {items!r}")
     values = tuple(float(f) for f in items)
     if not values or any(not 0.0 < f < 1.0 for f in values) or any(a >= b for a, b in zip(values, values[1:])):
