@@ -15,7 +15,9 @@
 # them; a second `run` on the same machine, .paper-scale not copied over it again, resumes them), plus the report
 # when the run finished. SCALE and DEVICE override `paper` and `cuda` (a dry run on the CPU, in work-smoke/ and
 # report-smoke/: SCALE=smoke DEVICE=cpu benchmarks/paper_scale.sh run 300; delete them before carrying .paper-scale).
-# The report's "Compute time" section is the measurement.
+# The report's "Compute time" section is the measurement. On the device tool (600 s per command) keep SECONDS + 20 s
+# (a hung run is killed 20 s after its SIGTERM) + start-up (torch import, TESTS, BENCH) + the tar under 600 s:
+# `run 560` alone, `run 60` after TESTS=1 BENCH=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 HERE=.paper-scale
@@ -66,6 +68,7 @@ run)
     ;;
 unpack)
     tarball=${2:?usage: benchmarks/paper_scale.sh unpack TARBALL}
+    [ -f "$tarball" ] || { echo "no file $tarball" >&2; exit 1; }
     tar -tzf "$tarball" work/config.json >/dev/null 2>&1 || { echo "$tarball holds no paper-scale work folder" \
         "(work/config.json): $HERE/work is left as it is" >&2; exit 1; }
     rm -rf "$HERE/work" "$HERE/report"
@@ -73,7 +76,7 @@ unpack)
     echo "unpacked into $HERE/: $(ls "$HERE" | tr '\n' ' ')"
     ;;
 *)
-    sed -n '2,18p' "$0" | cut -c3-
+    sed -n '2,20p' "$0" | cut -c3-
     exit 2
     ;;
 esac
