@@ -113,11 +113,22 @@ def user_call(modules: tuple[nn.Module, ...]):
         warn(f"the model is in training mode: {'; '.join(f'{name} {why}' for name, why in sorted(found.items()))}, "
              "so the maps depend on the batch and change from call to call; call model.eval() first (rectgrad "
              "leaves the mode as it is)")
-    _call.active = True
+    _call.active, _call.said = True, set()
     try:
         yield
     finally:
-        _call.active = False
+        _call.active, _call.said = False, None
+
+
+def warn_once_per_call(message: str) -> None:
+    """``warn(message)``, once per public call (:func:`user_call`) however often the work inside repeats it (a
+    study's every setting: ``warnings.catch_warnings`` around each would show it again)."""
+    said = getattr(_call, "said", None)
+    if said is not None:
+        if message in said:
+            return
+        said.add(message)
+    warn(message)
 
 
 _DTYPE_MISMATCH = ("expected scalar type", "should be the same", "must have the same dtype", "expected both inputs",
@@ -215,7 +226,7 @@ class EngineAttribution(GradientAttribution):
             score = logits.gather(1, targets[:, None]).sum()
             grads = rule_gradients(score, leaves)
         if options.rule is not None and not mode.sites:
-            warn(NO_ACTIVATION)
+            warn_once_per_call(NO_ACTIVATION)
         return grads
 
 

@@ -21,10 +21,11 @@ from torch import Tensor, nn
 from rectgrad import viz
 from rectgrad._checks import did_you_mean
 from rectgrad.attr._arguments import check_logits, looks_like_probabilities
-from rectgrad.attr._base import NO_ACTIVATION, modules_of, named_errors, preserved_buffers, user_call
+from rectgrad.attr._base import (NO_ACTIVATION, modules_of, named_errors, preserved_buffers, user_call,
+                                 warn_once_per_call)
 from rectgrad.checkpoint import write_text_atomically
 from rectgrad.data import check_mask_size, image_files, masks_beside, unique_names
-from rectgrad.engine import Options, RuleMode, rule_gradients, warn
+from rectgrad.engine import Options, RuleMode, rule_gradients
 from rectgrad.methods import explain, get_method
 
 
@@ -319,7 +320,7 @@ def engine_gradients(model: nn.Module, x: Tensor, target: Tensor | None, options
         for handle in handles:
             handle.remove()
     if options.rule is not None and not mode.sites:
-        warn(NO_ACTIVATION)
+        warn_once_per_call(NO_ACTIVATION)
     return grads[0], [(name, t.detach(), g) for (name, t), g in zip(recorded, grads[1:])]
 
 
