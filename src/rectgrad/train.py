@@ -41,10 +41,15 @@ def new_model(dataset: ImageDataset, seed: int = 0) -> PaperCNN:
     _, channels, height, width = dataset.images.shape
     if height != width:
         raise ValueError(f"PaperCNN needs square images, got {height}x{width}")
+    try:
+        seed = operator.index(seed)  # (numpy integers too; not 5.7, which torch.manual_seed refused as well)
+    except TypeError:
+        raise TypeError(f"seed must be an integer, got {seed!r}") from None
+    default_device = torch.empty(0).device  # (torch.get_default_device misses `with torch.device(...)` before 2.8)
     with torch.random.fork_rng(devices=[]), torch.device("cpu"):
-        torch.default_generator.manual_seed(int(seed))  # (torch.manual_seed would reseed the CUDA generators too)
+        torch.default_generator.manual_seed(seed)  # (torch.manual_seed would reseed the CUDA generators too)
         model = PaperCNN(channels, height, len(dataset.classes))
-    return model.to(torch.get_default_device())
+    return model.to(default_device)
 
 
 def train_model(model: nn.Module, train: ImageDataset, *, epochs: int = 20, batch_size: int = 100,
