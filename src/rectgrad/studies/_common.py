@@ -252,8 +252,11 @@ def quiet(fn, *args, **kwargs):
         return fn(*args, **kwargs)
 
 
-def check_show(show) -> int:
-    """``show``, how many images a study's figures draw, checked: a whole number, 0 for no image figures."""
+def check_show(show, count: int) -> int:
+    """``show``, how many of ``count`` images a study's figures draw, checked: a whole number, 0 for no image
+    figures, None for all."""
+    if show is None:
+        return count
     if isinstance(show, bool) or not isinstance(show, (int, np.integer)) or show < 0:
         raise ValueError(f"show must be a whole number of images, 0 for none, got {show!r}")
     return int(show)

@@ -42,12 +42,12 @@ def adversarial(model: nn.Module, images: Images, out=None, *, eps: float = 0.01
     ``1 - Spearman(map(x), map(x_adv))`` of the channel-summed maps (raw, and thresholded as in Sec. 5.2);
     a class-sensitive method changes its map when the class flips. As a control, the same change under a
     random sign perturbation of the same size (which rarely flips the class) separates class sensitivity
-    from mere sensitivity to the input. The figures draw ``show`` images (0: no figures), those whose class flipped
-    first; the numbers use all. ``progress``: a bar over the methods for each of the three inputs.
+    from mere sensitivity to the input. The figures draw ``show`` images (0: no figures, None: all), those whose
+    class flipped first; the numbers use all. ``progress``: a bar over the methods for each of the three inputs.
     """
     if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0):
         raise ValueError(f"eps must be a finite positive step, got {eps!r}")
-    show = check_show(show)
+    show = check_show(show, len(images))
     methods = method_names(methods)  # run three times: a generator would be spent after the first
     predicted, confidence = predict(model, images.x)
     x_adv = fgsm(model, images.x, eps, mean=images.mean, std=images.std)

@@ -22,9 +22,10 @@ def coherence(model: nn.Module, images: Images, out=None, *, methods=COMPARED, s
     (baselines keep their top 5%; RectGrad's maps are left as they are, as the paper shows them). The class is
     the true label where ``images`` has labels, else the predicted class. Spatial correlation is a crude proxy:
     it rewards maps that fall on the same place, which same-class photos need not share. ``show``: how many
-    images (the first) the figures draw, 0 for none; the numbers use all. ``progress``: a bar over the methods.
+    images (the first) the figures draw, 0 for none, None for all; the numbers use all. ``progress``: a bar over
+    the methods.
     """
-    show = check_show(show)
+    show = check_show(show, len(images))
     predicted, _ = predict(model, images.x)
     classes = (images.labels if images.labels is not None else predicted).tolist()
     attributions, skipped = method_attributions(model, images.x, predicted, method_names(methods), seed=seed,

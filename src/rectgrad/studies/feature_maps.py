@@ -58,10 +58,10 @@ def feature_maps(model: nn.Module, images: Images, out=None, *, channels: int = 
     active units (``a > 0``) and, where ``images`` has object masks, that fraction on the background and on
     the object and the share of the activation mass on the background. Per image: the share of the saliency
     map's mass, ``|gradient summed over channels|``, on the background (how noisy it is). One figure per
-    image for ``show`` images: those with the noisiest saliency maps where masks exist, else the first; the
-    numbers use all.
+    image for ``show`` images (0: none, None: all): those with the noisiest saliency maps where masks exist,
+    else the first; the numbers use all.
     """
-    show = check_show(show)
+    show = check_show(show, len(images))
     predicted, _ = predict(model, images.x)
     grad, _ = engine_gradients(model, images.x, predicted, Options())
     saliency = torch.as_tensor(viz.channel_sum(grad))

@@ -93,10 +93,10 @@ def layers(model: nn.Module, images: Images, out=None, *, q: float = 98.0, paddi
     and, where ``images`` has object masks, the fraction of ``|attribution|`` outside the object (mask
     resized to the layer), also of the plain gradient alone (a Saliency map proper): the paper's noise
     accumulation shows as Saliency's background share growing towards the input while RectGrad's stays low.
-    ``show``: how many images (the first) the figure draws, 0 for none; the numbers use all.
+    ``show``: how many images (the first) the figure draws, 0 for none, None for all; the numbers use all.
     """
     q, _ = check_threshold(q, None)
-    show = check_show(show)
+    show = check_show(show, len(images))
     predicted, _ = predict(model, images.x)
     chosen = hidden_layers(model, images.x[:1], layer_names, max_layers)
     methods = {"Saliency": Options(), "RectGrad": Options(rule=Rule(score="pr1", q=q), padding_trick=padding_trick)}

@@ -77,9 +77,9 @@ def rules(model: nn.Module, images: Images | None = None, out=None, *, q: float 
     Per rule: the fraction of non-zero attribution, the number of all-zero maps, the rank correlation
     with PR1's map and, where ``images`` has masks, the fraction of the attribution mass on the background.
     Maps are RectGrad's ``x * R`` with final threshold (positive part), ``q`` and the padding trick.
-    ``show``: how many images (the first) the figures draw, 0 for none; the numbers use all.
+    ``show``: how many images (the first) the figures draw, 0 for none, None for all; the numbers use all.
     """
-    show = check_show(show)
+    show = check_show(show, 0 if images is None else len(images))
     tables = {"toy_b2": toy_b2(toy_q)}
     figures = {}
     if images is not None:
