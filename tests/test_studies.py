@@ -210,6 +210,15 @@ def test_fgsm_flips_a_tiny_model_with_the_papers_epsilon():
     assert torch.equal(upwards, torch.ones_like(x))
 
 
+def test_fgsm_of_a_model_ending_in_a_softmax_is_the_logits_models():
+    # the cross-entropy of probabilities took a second softmax over them: another loss, whose gradient's sign
+    # differed at 0.1% of these pixels
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 8 * 8, 10)).double()
+    x = torch.rand(16, 3, 8, 8, dtype=torch.float64) * 2 - 1
+    assert torch.equal(studies.fgsm(nn.Sequential(net, nn.Softmax(1)), x), studies.fgsm(net, x))
+
+
 def test_adversarial_study_reports_the_flip(tmp_path):
     model = Flippable()
     images = Images(torch.zeros(2, 1, SIZE, SIZE) + 0.001 * torch.rand(2, 1, SIZE, SIZE), ["p", "q"],

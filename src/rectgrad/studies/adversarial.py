@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rectgrad import viz
+from rectgrad.attr._arguments import looks_like_probabilities
 from rectgrad.studies._common import (COMPARED, Images, StudyResult, check_show, display_maps, finite_mean, from_pixels,
                                       leaves_model_as_it_was, method_attributions, method_label, method_names, predict,
                                       skipped_note, spearman, summed_maps, to_pixels)
@@ -19,16 +20,19 @@ def fgsm(model: nn.Module, x: Tensor, eps: float = 0.01, *, target: Tensor | Non
     """Fast gradient sign method (Goodfellow et al., 2015) with the paper's ``eps`` = 0.01 on [-1, 1] pixels.
 
     Ascends the cross-entropy of ``target`` (default: each image's predicted class) by one step of ``eps``
-    in the sign of its gradient, then clips to [-1, 1]. The step is taken in pixel space scaled to [-1, 1]
-    whatever the model's normalization: for a model that sees ``(pixel01 - mean) / std`` (per-channel
+    in the sign of its gradient, then clips to [-1, 1] (for a model ending in a softmax, the cross-entropy of its
+    probabilities themselves, ``-log p``, not of a softmax over them). The step is taken in pixel space scaled to
+    [-1, 1] whatever the model's normalization: for a model that sees ``(pixel01 - mean) / std`` (per-channel
     ``mean``/``std``) it moves each pixel by ``eps / 2`` in [0, 1] units; with neither, ``x`` is taken to be
     pixels in [-1, 1]. Returns the adversarial inputs in the model's input space.
     """
     pixels = to_pixels(x, mean, std).detach().requires_grad_()
     with torch.enable_grad():
-        logits = model(from_pixels(pixels, mean, std))
-        target = logits.detach().argmax(1) if target is None else target
-        (grad,) = torch.autograd.grad(F.cross_entropy(logits, target), pixels)
+        scores = model(from_pixels(pixels, mean, std))
+        target = scores.detach().argmax(1) if target is None else target
+        loss = (F.nll_loss(scores.clamp_min(torch.finfo(scores.dtype).tiny).log(), target)
+                if looks_like_probabilities(scores) else F.cross_entropy(scores, target))
+        (grad,) = torch.autograd.grad(loss, pixels)
     return from_pixels((pixels + eps * grad.sign()).clamp(-1, 1), mean, std).detach()
 
 
