@@ -478,8 +478,9 @@ def test_roar_kar_bad_input():
     for fractions in ((0.0, 0.5), (0.5, 1.0), (0.6, 0.2), ()):
         with pytest.raises(ValueError, match="open interval"):
             roar_kar(train, test, maps, Counting(), fractions=fractions, progress=False)
-    for fractions in ("0.5", ["0.2", "0.6"], (True, 0.5), {0.2, 0.6}, torch.tensor(0.5)):  # ("0.5" crashed in
-        # float('.'), the strings ran; a set's order is its hash's; a 0-d tensor is one fraction, not a sequence)
+    for fractions in ("0.5", ["0.2", "0.6"], (True, 0.5), {0.2, 0.6}, torch.tensor(0.5), np.array([[0.2], [0.6]])):
+        # ("0.5" crashed in float('.'), the strings ran; a set's order is its hash's; a 0-d tensor is one fraction,
+        # not a sequence; a numpy column is refused as a torch one is)
         with pytest.raises(TypeError, match="fractions must be (a sequence of fractions|real numbers)"):
             roar_kar(train, test, maps, Counting(), fractions=fractions, progress=False)
     for fraction, pixels in ((0.001, 0), (0.999, 64)):  # of 8x8 = 64 pixels

@@ -28,7 +28,7 @@ def fractions(value) -> tuple[float, ...]:
     """``value`` as a tuple of floats, or an error unless it is a non-empty sequence of real numbers strictly
     increasing in the open interval (0, 1): ROAR/KAR's removed or kept fractions and the x-axis of their curves."""
     if isinstance(value, (str, bytes, set, frozenset, dict)) or not isinstance(value, Iterable) \
-            or getattr(value, "ndim", 1) == 0:  # (a set or dict has no order; a 0-d array or tensor is one value)
+            or getattr(value, "ndim", 1) != 1:  # (a set or dict has no order; a 0-d array or tensor is one value)
         raise TypeError(f"fractions must be a sequence of fractions, e.g. (0.1, 0.3, 0.5), got {value!r}")
     items = [f.item() if isinstance(f, (torch.Tensor, np.ndarray)) and np.prod(f.shape) == 1 else f  # list(tensor)
              for f in (value.tolist() if isinstance(value, torch.Tensor) else value)]
