@@ -277,8 +277,10 @@ def test_show_0_draws_no_image_figure_and_a_negative_show_is_refused(cnn, tmp_pa
         result = call(show=0)  # the numbers alone, as with every image shown
         assert set(result.figures) == figures, name
         assert repr(result.tables) == repr(call(show=1).tables), name  # NaN (no pair of a kind) alike
-        with pytest.raises(ValueError, match="show must be a whole number of images, 0 for none, got -1"):
+        with pytest.raises(ValueError, match="show must be a whole number of images, 0 for none, None for all, got -1"):
             call(show=-1)  # not all images but the last
+        with pytest.raises(TypeError, match="show must be a whole number of images, .*, got 2.5"):
+            call(show=2.5)
         assert set(call(show=None).figures) == set(call(show=2).figures), name  # None: all (layers crashed)
     studies.threshold(cnn, images, tmp_path, qs=(50,), show=0)
     assert {p.name for p in tmp_path.iterdir()} == {"threshold.md", "threshold_sparsity.csv", "threshold_sparsity.png"}

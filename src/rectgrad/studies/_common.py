@@ -258,7 +258,8 @@ def check_show(show, count: int) -> int:
     if show is None:
         return count
     if isinstance(show, bool) or not isinstance(show, (int, np.integer)) or show < 0:
-        raise ValueError(f"show must be a whole number of images, 0 for none, got {show!r}")
+        error = ValueError if isinstance(show, (int, np.integer)) else TypeError
+        raise error(f"show must be a whole number of images, 0 for none, None for all, got {show!r}")
     return int(show)
 
 
