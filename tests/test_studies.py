@@ -443,6 +443,67 @@ def test_feature_maps_numbers_by_hand_on_colour_images():
     assert first["mass on background"] == pytest.approx(float(a[background].sum() / a.sum()))
 
 
+def assert_same_rows(rows, expected, exact):
+    """The same table: the ``exact`` columns (ratios of counts) equal, the others to float32 rounding (the CPU kernels
+    round a forward/backward pass of 1, 2 or 5 images differently, by ~1e-9: not bitwise batch invariant)."""
+    assert len(rows) == len(expected)
+    for row, want in zip(rows, expected):
+        assert list(row) == list(want)
+        for key, value in row.items():
+            if key in exact or isinstance(value, str):
+                assert value == want[key], (row, key)
+            else:
+                assert value == pytest.approx(want[key], rel=1e-6, nan_ok=True), (row, key)
+
+
+def test_layers_and_feature_maps_give_the_same_results_whatever_internal_batch_size(cnn, monkeypatch):
+    import importlib
+
+    images = square_images(5)  # 5 images: chunks of 2 leave one alone; show=3 spans two chunks
+    masks = images.masks.clone()
+    masks[4, :, SIZE // 2:] = True  # objects of unequal areas: a mean of per-chunk shares would weigh them wrongly
+    images = dataclasses.replace(images, masks=masks)
+    layers_module = importlib.import_module("rectgrad.studies.layers")
+    maps_module = importlib.import_module("rectgrad.studies.feature_maps")
+    drawn = []  # what each figure would be drawn from (not drawn: seconds each)
+    monkeypatch.setattr(layers_module, "_grid", lambda images, maps, methods, show: drawn.append(maps))
+    monkeypatch.setattr(maps_module, "_figure", lambda images, i, saliency, layers, channels: drawn.append(
+        (i, saliency, layers)))
+    results = {}
+    for size in (None, 1, 2):
+        drawn.clear()
+        results[size] = (studies.layers(cnn, images, q=90.0, show=3, internal_batch_size=size),
+                         studies.feature_maps(cnn, images, channels=3, max_layers=3, show=3,
+                                              internal_batch_size=size), list(drawn))
+    whole, whole_maps, (grid_maps, *figures) = results[None]
+    assert len(whole_maps.figures) == 3 and len(figures) == 3 and len(grid_maps["features.5"]["RectGrad"]) == 3
+    for size in (1, 2):
+        layers_result, maps_result, (chunked_grid, *chunked_figures) = results[size]
+        assert_same_rows(layers_result.tables["layers"], whole.tables["layers"],
+                         {"Saliency nonzero", "RectGrad nonzero", "background area"})
+        assert_same_rows(maps_result.tables["layers"], whole_maps.tables["layers"],
+                         {"active fraction", "background area", "active on background", "active on object"})
+        assert_same_rows(maps_result.tables["images"], whole_maps.tables["images"], set())
+        assert list(maps_result.figures) == list(whole_maps.figures)  # the same noisiest images, in the same order
+        for label, per_method in grid_maps.items():  # RectGrad's per-sample threshold: the same zeros, chunk or not
+            for method, expected in per_method.items():
+                assert torch.equal(chunked_grid[label][method] != 0, expected != 0), (label, method)
+                torch.testing.assert_close(chunked_grid[label][method], expected, rtol=1e-5, atol=1e-7)
+        for (i, saliency, layers), (j, expected_saliency, expected_layers) in zip(chunked_figures, figures):
+            assert i == j
+            torch.testing.assert_close(saliency, expected_saliency)
+            assert [(k, top) for k, top, _ in layers] == [(k, top) for k, top, _ in expected_layers]
+            for (_, _, a), (_, _, b) in zip(layers, expected_layers):
+                torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("study", ["layers", "feature_maps"])
+def test_layers_and_feature_maps_refuse_a_bad_internal_batch_size(cnn, study):
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match=f"internal_batch_size must be a positive integer, got {bad!r}"):
+            getattr(studies, study)(cnn, square_images(2), internal_batch_size=bad)
+
+
 def test_rules_study_toy_b2_numbers():
     rows = {r["rule"]: r for r in studies.toy_b2()}
     # a = (3, 2, 1, 0), R = (1, 10, -100, 1000), q = 74 (Appendix B.2)
@@ -551,6 +612,25 @@ def test_cli_studies_on_an_image_folder(model_and_folder, tmp_path, capsys):
     assert "maps" not in capsys.readouterr().err
 
 
+def test_cli_layers_and_feature_maps_pass_the_internal_batch_size(model_and_folder, tmp_path, monkeypatch):
+    path, folder, _ = model_and_folder
+    (folder / "10.png").unlink()
+    given = {}
+
+    def recorded(name):
+        def study(model, images, **kwargs):
+            given[name] = kwargs["internal_batch_size"]
+            return studies.StudyResult(name, {"rows": [{"a": 1}]})
+        return study
+
+    for name in ("layers", "feature_maps"):
+        monkeypatch.setattr(studies, name, recorded(name))
+    for command, size in (("layers", ["--internal-batch-size", "3"]), ("feature-maps", [])):
+        assert main(["study", command, str(folder), "--model", str(path), "--out", str(tmp_path / command)]
+                    + size) == 0
+    assert given == {"layers": 3, "feature_maps": 16}  # the default of the other studies
+
+
 def test_cli_rules_without_a_model_prints_the_toy(tmp_path, capsys):
     assert main(["study", "rules", "--out", str(tmp_path)]) == 0
     text = capsys.readouterr().out
@@ -578,6 +658,8 @@ def test_cli_user_errors(model_and_folder, tmp_path, capsys):
     (["layers", "--max-layers", "0"], "--max-layers must be a positive integer, got 0"),
     (["coherence", "--count", "0"], "--count must be a positive integer, got 0"),
     (["adversarial", "--internal-batch-size", "0"], "--internal-batch-size must be a positive integer, got 0"),
+    (["layers", "--internal-batch-size", "0"], "--internal-batch-size must be a positive integer, got 0"),
+    (["feature-maps", "--internal-batch-size", "-2"], "--internal-batch-size must be a positive integer, got -2"),
     (["threshold", "--q", "50", "--q", "150"], "--q must be a percentile in [0, 100], got 150.0"),
     (["layers", "--q", "-1"], "--q must be a percentile in [0, 100], got -1.0"),
     (["rules", "taken.png", "--q", "101"], "--q must be a percentile in [0, 100], got 101.0"),

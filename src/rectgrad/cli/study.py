@@ -32,6 +32,9 @@ SHOW = typer.Option(None, help="How many images (the first) the figures draw; th
 BATCH = typer.Option(16, help="Process at most this many samples (noisy copies, integration steps) at a "
                               "time: bounds memory.")
 
+IMAGES_BATCH = typer.Option(16, help="Process at most this many images at a time (one forward/backward pass "
+                                     "each): bounds memory, changes no result.")
+
 study_app = typer.Typer(no_args_is_help=True, help="The paper's figures as commands, each with numbers.")
 
 
@@ -177,14 +180,16 @@ def layers(images: Optional[List[Path]] = IMAGES, model: str = MODEL, out: Path 
                                                                 "(repeatable); default: spread over the convs."),
            max_layers: int = typer.Option(8, help="Without --layer: how many layers."),
            dataset: Optional[str] = DATASET, count: int = COUNT, data_dir: Optional[Path] = DATA_DIR,
-           download: bool = DOWNLOAD, show: Optional[int] = SHOW, device: str = DEVICE, dpi: int = DPI) -> None:
+           download: bool = DOWNLOAD, internal_batch_size: Optional[int] = IMAGES_BATCH, show: Optional[int] = SHOW,
+           device: str = DEVICE, dpi: int = DPI) -> None:
     """Figs. 6, 11: Saliency vs RectGrad at hidden layers; background share per layer."""
     from rectgrad import studies
 
     _options.positive_int(max_layers, "--max-layers")
-    net, chosen = _load("layers", model, images, dataset, count, data_dir, download, device, out, dpi, show, qs=(q,))
-    _finish(studies.layers(net, chosen, q=q, layer_names=layer or None, max_layers=max_layers, **_shown(show)),
-            out, dpi)
+    net, chosen = _load("layers", model, images, dataset, count, data_dir, download, device, out, dpi, show,
+                        internal_batch_size=internal_batch_size, qs=(q,))
+    _finish(studies.layers(net, chosen, q=q, layer_names=layer or None, max_layers=max_layers,
+                           internal_batch_size=internal_batch_size, **_shown(show)), out, dpi)
 
 
 @study_app.command("feature-maps")
@@ -192,15 +197,17 @@ def feature_maps(images: Optional[List[Path]] = IMAGES, model: str = MODEL, out:
                  channels: int = typer.Option(8, help="Most active channels shown per layer."),
                  max_layers: int = typer.Option(8, help="Layers shown, spread from first to last."),
                  dataset: Optional[str] = DATASET, count: int = COUNT, data_dir: Optional[Path] = DATA_DIR,
-                 download: bool = DOWNLOAD, show: Optional[int] = SHOW, device: str = DEVICE,
-                 dpi: int = DPI) -> None:
+                 download: bool = DOWNLOAD, internal_batch_size: Optional[int] = IMAGES_BATCH,
+                 show: Optional[int] = SHOW, device: str = DEVICE, dpi: int = DPI) -> None:
     """Fig. 10: feature maps of the convolutional layers; active units on the background."""
     from rectgrad import studies
 
     _options.positive_int(channels, "--channels")
     _options.positive_int(max_layers, "--max-layers")
-    net, chosen = _load("feature-maps", model, images, dataset, count, data_dir, download, device, out, dpi, show)
-    _finish(studies.feature_maps(net, chosen, channels=channels, max_layers=max_layers, **_shown(show)), out, dpi)
+    net, chosen = _load("feature-maps", model, images, dataset, count, data_dir, download, device, out, dpi, show,
+                        internal_batch_size=internal_batch_size)
+    _finish(studies.feature_maps(net, chosen, channels=channels, max_layers=max_layers,
+                                 internal_batch_size=internal_batch_size, **_shown(show)), out, dpi)
 
 
 @study_app.command("rules")

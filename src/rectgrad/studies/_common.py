@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from rectgrad import viz
-from rectgrad._checks import did_you_mean
+from rectgrad._checks import did_you_mean, positive_int
 from rectgrad.attr._arguments import check_logits, looks_like_probabilities
 from rectgrad.attr._base import (NO_ACTIVATION, modules_of, named_errors, preserved_buffers, user_call,
                                  warn_once_per_call)
@@ -261,6 +261,13 @@ def check_show(show, count: int) -> int:
         error = ValueError if isinstance(show, (int, np.integer)) else TypeError
         raise error(f"show must be a whole number of images, 0 for none, None for all, got {show!r}")
     return int(show)
+
+
+def image_chunks(count: int, internal_batch_size: int | None) -> list[slice]:
+    """``count`` images as slices of at most ``internal_batch_size`` (all at once when None), for a study that runs
+    one forward/backward pass per slice; the size checked as ``explain`` checks it."""
+    size = count if internal_batch_size is None else positive_int("internal_batch_size", internal_batch_size)
+    return [slice(start, start + size) for start in range(0, count, max(size, 1))]
 
 
 def spread(items: list, count: int | None) -> list:

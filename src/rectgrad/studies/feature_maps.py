@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections import Counter
 
 import torch
 from torch import Tensor, nn
@@ -11,9 +12,9 @@ from torch.overrides import TorchFunctionMode
 from rectgrad import viz
 from rectgrad.engine import Options
 from rectgrad.operations import KNOWN_ACTIVATIONS
-from rectgrad.studies._common import (Images, StudyResult, check_show, engine_gradients, leaves_model_as_it_was,
-                                      new_figure, outside_fraction, predict, refuse_inlined_layers, resize_masks,
-                                      spread)
+from rectgrad.studies._common import (Images, StudyResult, check_show, engine_gradients, image_chunks,
+                                      leaves_model_as_it_was, new_figure, outside_fraction, predict,
+                                      refuse_inlined_layers, resize_masks, spread)
 
 
 class _ActivationRecorder(TorchFunctionMode):
@@ -50,7 +51,7 @@ def activations(model: nn.Module, x: Tensor, max_layers: int | None = None) -> l
 
 @leaves_model_as_it_was
 def feature_maps(model: nn.Module, images: Images, out=None, *, channels: int = 8,
-                 max_layers: int | None = 8, show: int = 4) -> StudyResult:
+                 max_layers: int | None = 8, internal_batch_size: int | None = 16, show: int = 4) -> StudyResult:
     """Per image: its saliency map and the ``channels`` most active channels of each convolutional layer.
 
     Section 3 argues that saliency maps are noisy because background features pass through the ReLUs:
@@ -59,34 +60,43 @@ def feature_maps(model: nn.Module, images: Images, out=None, *, channels: int = 
     the object and the share of the activation mass on the background. Per image: the share of the saliency
     map's mass, ``|gradient summed over channels|``, on the background (how noisy it is). One figure per
     image for ``show`` images (0: none, None: all): those with the noisiest saliency maps where masks exist,
-    else the first; the numbers use all.
+    else the first; the numbers use all. ``internal_batch_size``: images per forward/backward pass (None: all at
+    once); it bounds memory and changes no number or figure beyond float rounding.
     """
     show = check_show(show, len(images))
+    chunks = image_chunks(len(images), internal_batch_size)
     predicted, _ = predict(model, images.x)
-    grad, _ = engine_gradients(model, images.x, predicted, Options())
-    saliency = torch.as_tensor(viz.channel_sum(grad))
-    maps = activations(model, images.x, max_layers)
-    rows = []
-    for k, a in maps:
-        active = a > 0
-        row = {"layer": f"activation {k}", "shape": "x".join(map(str, a.shape[1:])),
-               "active fraction": float(active.double().mean())}
-        if images.masks is not None:
-            obj = resize_masks(images.masks, tuple(a.shape[-2:]))[:, None].expand_as(a)
-            row |= {"background area": float((~obj).double().mean()),
-                    "active on background": float(active[~obj].double().mean()) if (~obj).any() else float("nan"),
-                    "active on object": float(active[obj].double().mean()) if obj.any() else float("nan"),
-                    "mass on background": float(a[~obj].abs().sum() / a.abs().sum()) if a.any() else float("nan")}
-        rows.append(row)
+    saliency = torch.cat([torch.as_tensor(viz.channel_sum(engine_gradients(model, images.x[c], predicted[c],
+                                                                            Options())[0])) for c in chunks])
     shares = ([0.0] * len(images) if images.masks is None
               else outside_fraction(saliency, images.masks.cpu()).tolist())  # per image
+    noisiest = sorted(range(len(images)), key=lambda i: 1.0 if math.isnan(shares[i]) else -shares[i])  # NaN last
+    drawn = {i: [] for i in noisiest[:show]}  # image -> per layer (position, its most active channels, their maps)
+    counts: dict[int, Counter] = {}  # activation position -> units counted over all images
+    shapes = {}
+    for chunk in chunks:
+        masks = None if images.masks is None else images.masks[chunk]
+        for k, a in activations(model, images.x[chunk], max_layers):
+            shapes[k] = a.shape[1:]
+            counts.setdefault(k, Counter()).update(_unit_counts(a, masks))
+            for i in drawn.keys() & range(chunk.start, chunk.start + len(a)):
+                drawn[i].append((k, *_most_active(a[i - chunk.start], channels)))
+    rows = []
+    for k, count in counts.items():
+        row = {"layer": f"activation {k}", "shape": "x".join(map(str, shapes[k])),
+               "active fraction": count["active"] / count["units"]}
+        if images.masks is not None:
+            row |= {"background area": count["background"] / count["units"],
+                    "active on background": _ratio(count["active on background"], count["background"]),
+                    "active on object": _ratio(count["active on object"], count["object"]),
+                    "mass on background": _ratio(count["mass on background"], count["mass"])}
+        rows.append(row)
     per_image = []
     for i, name in enumerate(images.names):
         row = {"image": name, "predicted": images.class_name(int(predicted[i]))}
         if images.masks is not None:
             row["saliency mass on background"] = shares[i]
         per_image.append(row)
-    noisiest = sorted(range(len(images)), key=lambda i: 1.0 if math.isnan(shares[i]) else -shares[i])  # NaN last
     figures = {}
     for i in noisiest[:show]:
         slug = key = _slug(images.names[i])  # names are unique, their file-name forms ("a/b" and "a_b") need not be
@@ -94,19 +104,44 @@ def feature_maps(model: nn.Module, images: Images, out=None, *, channels: int = 
             if key not in figures:
                 break
             key = f"{slug}_{n}"
-        figures[key] = _figure(images, i, saliency[i], [(k, a[i]) for k, a in maps], channels)
+        figures[key] = _figure(images, i, saliency[i], drawn[i], channels)
     result = StudyResult("feature-maps", {"layers": rows, "images": per_image}, figures, notes=_NOTES)
     if out is not None:
         result.save(out)
     return result
 
 
+def _unit_counts(a: Tensor, masks: Tensor | None) -> dict:
+    """Of feature maps ``a`` (n, C, h, w): units, active ones (a > 0) and, with object ``masks`` (n, H, W) resized to
+    the layer, those on the background and on the object, and the activation mass (sum of ``|a|``, in float64)."""
+    active = a > 0
+    counts = {"units": a.numel(), "active": int(active.sum())}
+    if masks is not None:
+        obj = resize_masks(masks, tuple(a.shape[-2:]))[:, None].expand_as(a)
+        mass = a.abs().double()
+        counts |= {"background": int((~obj).sum()), "object": int(obj.sum()),
+                   "active on background": int((active & ~obj).sum()), "active on object": int((active & obj).sum()),
+                   "mass": float(mass.sum()), "mass on background": float(mass[~obj].sum())}
+    return counts
+
+
+def _ratio(part: float, whole: float) -> float:
+    return part / whole if whole else float("nan")
+
+
+def _most_active(a: Tensor, channels: int) -> tuple[list[int], Tensor]:
+    """The ``channels`` most active channels of one image's feature maps ``a`` (C, h, w): their indices, their maps."""
+    top = a.flatten(1).sum(1).argsort(descending=True)[:channels]
+    return top.tolist(), a[top].cpu()
+
+
 def _slug(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
 
 
-def _figure(images: Images, i: int, saliency: Tensor, layers: list[tuple[int, Tensor]], channels: int):
-    """Top row: the input, its saliency map (and mask); then one row per layer, its most active channels."""
+def _figure(images: Images, i: int, saliency: Tensor, layers: list[tuple[int, list[int], Tensor]], channels: int):
+    """Top row: the input, its saliency map (and mask); then one row per layer, its most active channels (``layers``:
+    position, channel indices, their maps)."""
     ncols = max(channels, 3)
     fig = new_figure(1.3 * ncols, 1.3 * (len(layers) + 1) + 0.4)
     axes = fig.subplots(len(layers) + 1, ncols, squeeze=False)
@@ -121,11 +156,10 @@ def _figure(images: Images, i: int, saliency: Tensor, layers: list[tuple[int, Te
     if images.masks is not None:
         axes[0, 2].imshow(images.masks[i].cpu().numpy(), cmap="gray", vmin=0, vmax=1)
         axes[0, 2].set_title("object mask", fontsize=8)
-    for row, (k, a) in enumerate(layers, start=1):
-        top = a.flatten(1).sum(1).argsort(descending=True)[:channels]
-        for col, c in enumerate(top.tolist()):
+    for row, (k, top, a) in enumerate(layers, start=1):
+        for col, (c, fmap) in enumerate(zip(top, a)):
             ax = axes[row, col]
-            ax.imshow(a[c].cpu().numpy(), cmap="viridis", vmin=0, vmax=max(float(a[c].max()), 1e-12),
+            ax.imshow(fmap.numpy(), cmap="viridis", vmin=0, vmax=max(float(fmap.max()), 1e-12),
                       interpolation="nearest")
             ax.set_title(f"ch {c}", fontsize=7)
         axes[row, 0].set_axis_on()

@@ -1,13 +1,16 @@
 """Section 5.2, Figs. 6 and 11: Saliency and RectGrad attributions at intermediate layers (noise accumulation)."""
 from __future__ import annotations
 
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
 import torch
 from torch import nn
 
 from rectgrad import viz
 from rectgrad.attr._arguments import check_threshold
 from rectgrad.engine import Options, Rule
-from rectgrad.studies._common import (Images, StudyResult, check_show, engine_gradients, finite_mean,
+from rectgrad.studies._common import (Images, StudyResult, check_show, engine_gradients, finite_mean, image_chunks,
                                       leaves_model_as_it_was, outside_fraction, predict, refuse_inlined_layers,
                                       resize_masks, spread)
 
@@ -81,55 +84,80 @@ def _check_named(names: list[str], calls: list[tuple[str, object]]) -> None:
                              "name a module over a spatial map, such as a convolution")
 
 
+@dataclass
+class _Layer:
+    """What one layer's numbers and figure column need, gathered chunk by chunk of images."""
+
+    size: tuple[int, int]
+    nonzero: Counter = field(default_factory=Counter)  # method -> non-zero values of h x gradient
+    values: Counter = field(default_factory=Counter)  # method -> values of h x gradient
+    background: dict = field(default_factory=lambda: defaultdict(list))  # method or "gradient" -> share per image
+    shown: dict = field(default_factory=lambda: defaultdict(list))  # method -> the shown images' maps, per chunk
+
+
 @leaves_model_as_it_was
 def layers(model: nn.Module, images: Images, out=None, *, q: float = 98.0, padding_trick: bool = True,
-           layer_names: list[str] | None = None, max_layers: int = 8, show: int = 4) -> StudyResult:
+           layer_names: list[str] | None = None, max_layers: int = 8, internal_batch_size: int | None = 16,
+           show: int = 4) -> StudyResult:
     """Saliency and RectGrad attributions to the input of hidden layers, input (left) to output (right).
 
     The attribution to a hidden tensor ``h`` is ``h * dlogit/dh`` with the plain gradient (Saliency row) or
     RectGrad's rectified gradient (``q``, padding trick) for the predicted class, averaged over channels
     (the paper's "channel-wise average attributions for hidden layer inputs"). Both rows use ``h * gradient``,
     so they differ only by the backward rule. Numbers per layer: the fraction of non-zero attribution values
-    and, where ``images`` has object masks, the fraction of ``|attribution|`` outside the object (mask
-    resized to the layer), also of the plain gradient alone (a Saliency map proper): the paper's noise
-    accumulation shows as Saliency's background share growing towards the input while RectGrad's stays low.
-    ``show``: how many images (the first) the figure draws, 0 for none, None for all; the numbers use all.
+    (all images' values pooled) and, where ``images`` has object masks, the fraction of ``|attribution|`` outside
+    the object (mask resized to the layer; mean over the images), also of the plain gradient alone (a Saliency map
+    proper): the paper's noise accumulation shows as Saliency's background share growing towards the input while
+    RectGrad's stays low. ``internal_batch_size``: images per forward/backward pass (None: all at once); it bounds
+    memory and changes no number or map beyond float rounding (each image's maps are its own, RectGrad's threshold
+    too). ``show``: how many images (the first) the figure draws, 0 for none, None for all; the numbers use all.
     """
     q, _ = check_threshold(q, None)
     show = check_show(show, len(images))
+    chunks = image_chunks(len(images), internal_batch_size)
     predicted, _ = predict(model, images.x)
     chosen = hidden_layers(model, images.x[:1], layer_names, max_layers)
     methods = {"Saliency": Options(), "RectGrad": Options(rule=Rule(score="pr1", q=q), padding_trick=padding_trick)}
-    maps: dict[str, dict[str, torch.Tensor]] = {}  # layer -> method -> (N, h, w) channel-mean attribution
-    nonzero: dict[str, dict[str, float]] = {}
-    gradients: dict[str, torch.Tensor] = {}  # layer -> (N, h, w) channel-mean plain gradient
-    for method, options in methods.items():
-        grad, hidden = engine_gradients(model, images.x, predicted, options, chosen)
-        seen = {}
-        for name, h, g in [("x (input)", images.x, grad)] + hidden:
-            seen[name] = seen.get(name, 0) + 1
-            label = name if seen[name] == 1 else f"{name}#{seen[name]}"
-            attr = h * g
-            maps.setdefault(label, {})[method] = attr.mean(1)
-            if method == "Saliency":
-                gradients[label] = g.mean(1)
-            nonzero.setdefault(label, {})[method] = float((attr != 0).double().mean())
+    found: dict[str, _Layer] = {}  # layer label -> its tallies, input first
+    for chunk in chunks:
+        x, masks = images.x[chunk], None if images.masks is None else images.masks[chunk]
+        shown = max(show - chunk.start, 0)  # images of this chunk the figure draws
+        for method, options in methods.items():
+            grad, hidden = engine_gradients(model, x, predicted[chunk], options, chosen)
+            for label, h, g in _labelled([("x (input)", x, grad)] + hidden):
+                attr = h * g
+                layer = found.setdefault(label, _Layer(tuple(attr.shape[-2:])))
+                layer.nonzero[method] += int((attr != 0).sum())
+                layer.values[method] += attr.numel()
+                mean = attr.mean(1)  # (n, h, w) channel-mean attribution
+                layer.shown[method].append(mean[:shown])
+                if masks is not None:
+                    layer.background[method] += outside_fraction(mean, masks).tolist()
+                    if method == "Saliency":
+                        layer.background["gradient"] += outside_fraction(g.mean(1), masks).tolist()
     rows = []
-    for label, per_method in maps.items():
-        some = next(iter(per_method.values()))
-        row = {"layer": label, "size": f"{some.shape[-2]}x{some.shape[-1]}"}
-        row |= {f"{m} nonzero": nonzero[label][m] for m in methods}
+    for label, layer in found.items():
+        row = {"layer": label, "size": f"{layer.size[0]}x{layer.size[1]}"}
+        row |= {f"{m} nonzero": layer.nonzero[m] / layer.values[m] for m in methods}
         if images.masks is not None:
-            row["background area"] = 1 - float(resize_masks(images.masks, tuple(some.shape[-2:])).double().mean())
-            row |= {f"{m} background": finite_mean(outside_fraction(per_method[m], images.masks).tolist())
-                    for m in methods}
-            row["gradient background"] = finite_mean(outside_fraction(gradients[label], images.masks).tolist())
+            row["background area"] = 1 - float(resize_masks(images.masks, layer.size).double().mean())
+            row |= {f"{m} background": finite_mean(layer.background[m]) for m in methods}
+            row["gradient background"] = finite_mean(layer.background["gradient"])
         rows.append(row)
+    maps = {label: {m: torch.cat(layer.shown[m]) for m in methods} for label, layer in found.items()}
     figures = {"grid": _grid(images, maps, list(methods), show)} if show else {}
     result = StudyResult("layers", {"layers": rows}, figures, notes=_NOTES.format(q=q))
     if out is not None:
         result.save(out)
     return result
+
+
+def _labelled(calls):
+    """``(label, input, gradient)`` per module call: its name, ``name#2``, ``name#3`` ... for a module called again."""
+    seen = Counter()
+    for name, h, g in calls:
+        seen[name] += 1
+        yield (name if seen[name] == 1 else f"{name}#{seen[name]}"), h, g
 
 
 def _grid(images: Images, maps, methods, show: int):
