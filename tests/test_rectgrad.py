@@ -410,6 +410,19 @@ def test_internal_batch_size_gives_the_same_maps(cnn, batch):
     for target, size in ((y.tolist(), 4), (y.numpy(), np.int64(4)), (y, 5)):
         torch.testing.assert_close(RectGrad(cnn).attribute(x, target=target, internal_batch_size=size), full,
                                    rtol=1e-9, atol=1e-12)
+    column = y[:, None]  # one class per sample as a column, cut by the chunks as the samples are
+    torch.testing.assert_close(RectGrad(cnn).attribute(x, target=column, internal_batch_size=4), full,
+                               rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", [RectGrad, GuidedBackprop])
+def test_a_target_of_another_length_is_refused_whatever_internal_batch_size(cnn, batch, method):
+    # 3 classes for a batch of 6 cut in chunks of 3 were taken as the classes of each chunk: no error, wrong maps
+    x, y = batch
+    for target in (y[:3], y[:3].numpy(), y[:2, None]):
+        for size in (None, 3, 2, 4):
+            with pytest.raises(ValueError, match=f"target has {len(target)} entries but the batch has 6 samples"):
+                method(cnn).attribute(x, target=target, internal_batch_size=size)
 
 
 def test_target_none_explains_the_predicted_class(cnn, batch):

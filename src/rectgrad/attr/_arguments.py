@@ -174,6 +174,10 @@ def batches(inputs: tuple[Tensor, ...], target, additional_forward_args, size: i
 
     if isinstance(target, list) and len(target) != n:
         raise ValueError(f"target has {len(target)} entries but the batch has {n} samples")
+    if isinstance(target, Tensor) and target.numel() != 1:  # one class per sample, checked against the whole batch
+        if target.numel() != n:
+            raise ValueError(f"target has {target.numel()} entries but the batch has {n} samples")
+        target = target.reshape(-1)
 
     def cut(value, start):
         return value[start:start + size] if per_sample(value, n) else value
