@@ -7,3 +7,17 @@ torch.set_num_threads(2)
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def file_size_limit():
+    """``limit(bytes)``: the system refuses to grow any file of this process past ``bytes`` (EFBIG, as a full disk
+    refuses with ENOSPC); lifted after the test."""
+    import resource
+    import signal
+
+    if signal.getsignal(signal.SIGXFSZ) is not signal.SIG_IGN:  # (Python ignores it: a refused write is an OSError)
+        pytest.skip("SIGXFSZ is not ignored: exceeding the limit would kill the process")
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    yield lambda size: resource.setrlimit(resource.RLIMIT_FSIZE, (size, hard))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))

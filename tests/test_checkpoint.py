@@ -50,6 +50,27 @@ def test_interrupted_save_keeps_the_old_file(model, tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == ["m.pt"] and load_checkpoint(path)[1]["epochs"] == 1
 
 
+def test_a_write_the_system_refuses_names_the_file_and_keeps_the_old_one(model, tmp_path, file_size_limit):
+    import errno
+
+    from rectgrad.checkpoint import write_text_atomically
+
+    path, text = tmp_path / "m.pt", tmp_path / "table.csv"
+    save_checkpoint(model, path, epochs=1)
+    write_text_atomically(text, "old")
+    file_size_limit(path.stat().st_size // 2)
+    refused = []
+    for write in (lambda: save_checkpoint(model, path, epochs=2),  # torch.save made it "unexpected pos 704 vs 598"
+                  lambda: write_text_atomically(text, "x" * path.stat().st_size)):
+        with pytest.raises(OSError) as error:
+            write()
+        refused.append(error.value)
+    assert [(e.errno, e.filename) for e in refused] == [(errno.EFBIG, str(path)), (errno.EFBIG, str(text))]
+    assert str(refused[0]) == f"[Errno {errno.EFBIG}] {os.strerror(errno.EFBIG)}: '{path}'"
+    assert sorted(os.listdir(tmp_path)) == ["m.pt", "table.csv"] and load_checkpoint(path)[1]["epochs"] == 1
+    assert text.read_text() == "old"
+
+
 @pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
 def test_load_model_accepts_pickled_module_torchscript_and_exported_programs(model, tmp_path):
     model.eval()

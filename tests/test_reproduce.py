@@ -1,6 +1,7 @@
 """``rectgrad reproduce`` end to end at the smoke scale on a tiny generated Fashion-MNIST, locally and on a
 local Ray instance; reruns recompute nothing; bad input is refused."""
 import csv
+import errno
 import gzip
 import io
 import json
@@ -335,6 +336,25 @@ def test_a_unit_stopped_while_saving_keeps_its_compute_time(smoke, tmp_path, mon
     monkeypatch.setattr(ResultStore, "save_seconds", save)
     assert main([*args, "--out", str(tmp_path / "report"), "--work-dir", str(copy)]) == 0
     assert set(ResultStore.read_seconds(copy)) == set(ResultStore.read_seconds(work))  # no result without its time
+
+
+def test_a_full_disk_names_the_file_and_the_rerun_resumes(smoke, tmp_path, monkeypatch, capsys, file_size_limit):
+    args, report, work = smoke
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy, ignore=shutil.ignore_patterns("roar-test-*.pt"))
+    maps = copy / "maps" / "roar-test-rectgrad.pt"  # the first file to write
+    file_size_limit((work / "maps" / maps.name).stat().st_size // 2)  # the system refuses to write it whole
+    assert main([*args, "--out", str(tmp_path / "report"), "--work-dir", str(copy)]) == 2
+    file_size_limit(-1)  # (no limit)
+    refused = f"[Errno {errno.EFBIG}] {os.strerror(errno.EFBIG)}: '{maps}'"  # not torch's "unexpected pos 704 vs 598"
+    assert capsys.readouterr().err.endswith(f"error: {refused}\n")
+    assert not maps.exists() and not list(copy.rglob(".*"))  # no partial file, no temporary one
+    monkeypatch.setattr(Retrainer, "__call__", lambda *a: pytest.fail("recomputed a saved result"))
+    assert main([*args, "--out", str(tmp_path / "report"), "--work-dir", str(copy)]) == 0
+    for saved in (work / "maps").glob("roar-test-*.pt"):  # computed again, as they were
+        assert torch.equal(torch.load(copy / "maps" / saved.name), torch.load(saved))
+    for table in ("table1.csv", "roar-kar.csv", "patch-attribution.csv", "noise-level.csv"):
+        assert (tmp_path / "report" / table).read_text() == (report / table).read_text()
 
 
 def test_ctrl_c_during_a_group_saves_it_and_the_rerun_resumes(smoke, tmp_path, monkeypatch, capsys):

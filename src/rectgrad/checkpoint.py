@@ -75,20 +75,55 @@ os.umask(_UMASK)  # read once: os.umask can only be read by setting it
 def write_atomically(path, write) -> None:
     """``write(binary file)`` to a temporary file beside ``path``, flushed to disk, then rename it to ``path``: an
     interruption (even a power cut) leaves the whole file or none of it. A symbolic link is written through (its
-    target is replaced); a device, pipe or socket is refused."""
+    target is replaced); a device, pipe or socket is refused. A write the system refuses (a full disk) is an
+    ``OSError`` naming ``path`` and the system's reason, whatever error ``write`` made of it."""
     path = regular_file(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    file = None
     try:
         os.chmod(tmp, 0o666 & ~_UMASK)  # as open() would create it, not mkstemp's private 0600
         with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
+            file = _KeepsWriteErrors(f)
+            write(file)
+            file.flush()
+            file.sync()
         os.replace(tmp, path)
+    except Exception as exc:
+        refused = None if file is None else file.error
+        if refused is None or refused.errno is None:
+            raise
+        raise OSError(refused.errno, refused.strerror, str(path)) from exc
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+class _KeepsWriteErrors:
+    """A binary file that keeps the first ``OSError`` of its writes: ``torch.save`` turns a full disk into a
+    ``RuntimeError`` of its own ("unexpected pos 704 vs 598"), which must not hide it."""
+
+    def __init__(self, file):
+        self._file, self.error = file, None
+
+    def _kept(self, operation, *args):
+        try:
+            return operation(*args)
+        except OSError as error:
+            self.error = self.error or error
+            raise
+
+    def write(self, data):
+        return self._kept(self._file.write, data)
+
+    def flush(self):
+        return self._kept(self._file.flush)
+
+    def sync(self):
+        return self._kept(os.fsync, self._file.fileno())
+
+    def __getattr__(self, name):  # tell, seek, fileno ... as the file's
+        return getattr(self._file, name)
 
 
 def write_text_atomically(path, text: str) -> None:
