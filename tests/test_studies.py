@@ -497,6 +497,24 @@ def test_layers_and_feature_maps_give_the_same_results_whatever_internal_batch_s
                 torch.testing.assert_close(a, b)
 
 
+def test_layers_keeps_only_the_shown_images_maps_across_chunks(cnn, monkeypatch):
+    import importlib
+    import types
+
+    layers_module = importlib.import_module("rectgrad.studies.layers")
+    kept = []  # the per-chunk pieces of the drawn maps: a view of a chunk's maps would hold all of the chunk's
+
+    class Spy(types.SimpleNamespace):
+        def __getattr__(self, name):
+            return getattr(torch, name)
+
+    spy = Spy(cat=lambda pieces, *args, **kwargs: kept.extend(pieces) or torch.cat(pieces, *args, **kwargs))
+    monkeypatch.setattr(layers_module, "torch", spy)
+    monkeypatch.setattr(layers_module, "_grid", lambda *args: None)
+    studies.layers(cnn, square_images(4), show=1, internal_batch_size=2)
+    assert kept and all(p.untyped_storage().nbytes() == p.numel() * p.element_size() for p in kept)
+
+
 @pytest.mark.parametrize("study", ["layers", "feature_maps"])
 def test_layers_and_feature_maps_refuse_a_bad_internal_batch_size(cnn, study):
     for bad in (0, -1, 1.5, True):

@@ -130,7 +130,7 @@ def layers(model: nn.Module, images: Images, out=None, *, q: float = 98.0, paddi
                 layer.nonzero[method] += int((attr != 0).sum())
                 layer.values[method] += attr.numel()
                 mean = attr.mean(1)  # (n, h, w) channel-mean attribution
-                layer.shown[method].append(mean[:shown])
+                layer.shown[method].append(mean[:shown].clone())  # (a view would keep the whole chunk)
                 if masks is not None:
                     layer.background[method] += outside_fraction(mean, masks).tolist()
                     if method == "Saliency":
