@@ -120,15 +120,18 @@ def user_call(modules: tuple[nn.Module, ...]):
         _call.active, _call.said = False, None
 
 
-def warn_once_per_call(message: str) -> None:
-    """``warn(message)``, once per public call (:func:`user_call`) however often the work inside repeats it (a
-    study's every setting: ``warnings.catch_warnings`` around each would show it again)."""
+def warn_if_ungated(options: Options, mode: RuleMode) -> None:
+    """After a pass under ``mode``: warn, once per public call (:func:`user_call`) however often the work inside
+    repeats it (a study's every setting), when ``options`` has a rule but the model called no activation the engine
+    knows, so the maps are the plain gradient's."""
+    if options.rule is None or mode.sites:
+        return
     said = getattr(_call, "said", None)
     if said is not None:
-        if message in said:
+        if NO_ACTIVATION in said:
             return
-        said.add(message)
-    warn(message)
+        said.add(NO_ACTIVATION)
+    warn(NO_ACTIVATION)
 
 
 _DTYPE_MISMATCH = ("expected scalar type", "should be the same", "must have the same dtype", "expected both inputs",
@@ -225,8 +228,7 @@ class EngineAttribution(GradientAttribution):
             mode.mark_top()
             score = logits.gather(1, targets[:, None]).sum()
             grads = rule_gradients(score, leaves)
-        if options.rule is not None and not mode.sites:
-            warn_once_per_call(NO_ACTIVATION)
+        warn_if_ungated(options, mode)
         return grads
 
 

@@ -21,8 +21,7 @@ from torch import Tensor, nn
 from rectgrad import viz
 from rectgrad._checks import did_you_mean, positive_int
 from rectgrad.attr._arguments import check_logits, looks_like_probabilities
-from rectgrad.attr._base import (NO_ACTIVATION, modules_of, named_errors, preserved_buffers, user_call,
-                                 warn_once_per_call)
+from rectgrad.attr._base import modules_of, named_errors, preserved_buffers, user_call, warn_if_ungated
 from rectgrad.checkpoint import write_text_atomically
 from rectgrad.data import check_mask_size, image_files, masks_beside, unique_names
 from rectgrad.engine import Options, RuleMode, rule_gradients
@@ -330,8 +329,7 @@ def engine_gradients(model: nn.Module, x: Tensor, target: Tensor | None, options
     finally:
         for handle in handles:
             handle.remove()
-    if options.rule is not None and not mode.sites:
-        warn_once_per_call(NO_ACTIVATION)
+    warn_if_ungated(options, mode)
     return grads[0], [(name, t.detach(), g) for (name, t), g in zip(recorded, grads[1:])]
 
 
