@@ -469,7 +469,7 @@ def test_a_numpy_seed_is_the_int_it_holds(tmp_path):
                       store=ResultStore(tmp_path, {}))  # recorded in the store's JSON as 3
     assert all(np.array_equal(plain.accuracies[m], stored.accuracies[m]) for m in maps)
     for seed in (1.5, True, "3"):
-        with pytest.raises(ValueError, match=f"seed must be an integer, got {seed!r}"):
+        with pytest.raises(TypeError, match=f"seed must be an integer, got {seed!r}"):
             roar_kar(train, test, maps, Counting(), seed=seed, progress=False)
 
 

@@ -70,7 +70,7 @@ def test_new_model_reseeds_no_cuda_generator_and_goes_to_the_default_device(monk
     data = quadrants(4, seed=0)
     expected = new_model(data, seed=5).state_dict()
     assert all(torch.equal(new_model(data, seed=np.int64(5)).state_dict()[k], v) for k, v in expected.items())
-    for seed in (5.7, "5"):
+    for seed in (5.7, "5", True):
         with pytest.raises(TypeError, match=f"seed must be an integer, got {seed!r}"):
             new_model(data, seed=seed)
     made = []
@@ -111,8 +111,9 @@ def test_bad_arguments():
         train_model(new_model(train), train.subset(slice(0, 0)), progress=False)
     with pytest.raises(ValueError, match="positive"):
         train_model(new_model(train), train, epochs=0, progress=False)
-    with pytest.raises(TypeError, match="epochs, batch_size and seed must be integers, got 2.5, 100 and 0"):
-        train_model(new_model(train), train, epochs=2.5, progress=False)
+    for name, value in (("epochs", 2.5), ("batch_size", "8"), ("seed", True)):
+        with pytest.raises(TypeError, match=f"{name} must be an integer, got {value!r}"):
+            train_model(new_model(train), train, progress=False, **{name: value})
 
 
 def signal_at(calls: set, signum=signal.SIGINT):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import decimal
 import difflib
 import numbers
+import operator
 from collections.abc import Iterable
 
 import numpy as np
@@ -15,6 +16,17 @@ def describe(value: object) -> str:
     if isinstance(value, torch.Tensor):
         return f"{value.dtype} tensor of shape {tuple(value.shape)}"
     return type(value).__name__
+
+
+def integer(name: str, value) -> int:
+    """``value`` as an int (numpy integers too), or a ``TypeError`` naming ``name`` unless it is an integer (not a
+    bool, not 5.0)."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {value!r}") from None
 
 
 def positive_int(name: str, value) -> int:

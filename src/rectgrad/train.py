@@ -10,7 +10,6 @@ CUDA (benchmarks/train_speed.py); ``torch.compile`` measured slower on both and 
 from __future__ import annotations
 
 import contextlib
-import operator
 import pickle
 import signal
 import threading
@@ -24,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rectgrad._checks import integer
 from rectgrad.checkpoint import one_line, regular_file, write_atomically
 from rectgrad.data import ImageDataset, to_inputs
 from rectgrad.models import PaperCNN
@@ -41,10 +41,7 @@ def new_model(dataset: ImageDataset, seed: int = 0) -> PaperCNN:
     _, channels, height, width = dataset.images.shape
     if height != width:
         raise ValueError(f"PaperCNN needs square images, got {height}x{width}")
-    try:
-        seed = operator.index(seed)  # (numpy integers too; not 5.7, which torch.manual_seed refused as well)
-    except TypeError:
-        raise TypeError(f"seed must be an integer, got {seed!r}") from None
+    seed = integer("seed", seed)  # (numpy integers too; not 5.7, which torch.manual_seed refused as well)
     default_device = torch.empty(0).device  # (torch.get_default_device misses `with torch.device(...)` before 2.8)
     with torch.random.fork_rng(devices=[]), torch.device("cpu"):
         torch.default_generator.manual_seed(seed)  # (torch.manual_seed would reseed the CUDA generators too)
@@ -75,11 +72,8 @@ def train_model(model: nn.Module, train: ImageDataset, *, epochs: int = 20, batc
     """
     if len(train) == 0:
         raise ValueError("the training set is empty")
-    try:  # numpy integers too (a numpy number in the saved state would make it unloadable with weights_only)
-        epochs, batch_size, seed = (operator.index(value) for value in (epochs, batch_size, seed))
-    except TypeError:
-        raise TypeError(f"epochs, batch_size and seed must be integers, got {epochs!r}, {batch_size!r} and "
-                        f"{seed!r}") from None
+    # (as ints: a numpy number in the saved state would make it unloadable with weights_only)
+    epochs, batch_size, seed = integer("epochs", epochs), integer("batch_size", batch_size), integer("seed", seed)
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be positive, got {epochs} and {batch_size}")
     if checkpoint is not None:

@@ -16,7 +16,6 @@ import hashlib
 import importlib.util
 import inspect
 import json
-import numbers
 import time
 import warnings
 import zlib
@@ -29,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rectgrad._checks import describe, install_hint, positive_int
+from rectgrad._checks import describe, install_hint, integer, positive_int
 from rectgrad._checks import fractions as check_fractions
 from rectgrad.checkpoint import write_text_atomically
 from rectgrad.data import ImageDataset, checksum
@@ -140,9 +139,7 @@ def roar_kar(train_set: ImageDataset, test_set: ImageDataset, attributions: Mapp
     _check_datasets(train_set, test_set)
     fractions = check_fractions(fractions)
     repeats = positive_int("repeats", repeats)
-    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
-        raise ValueError(f"seed must be an integer, got {seed!r}")
-    seed = int(seed)  # (a numpy integer seeds the noise as the int does, and is recorded in the store)
+    seed = integer("seed", seed)  # (a numpy integer seeds the noise as the int does, and is recorded in the store)
     tie_noise = check_tie_noise(tie_noise)
     for fraction in fractions:
         pixel_count(fraction, tuple(train_set.images.shape[-2:]))
