@@ -496,6 +496,20 @@ def test_a_file_given_for_a_folder_is_refused(tmp_path, capsys):
         assert f"error: {option} {tmp_path / 'file'} is a file; give the folder that holds it" in err
 
 
+def test_missing_masked_images_are_named_before_the_dataset_is_loaded(tmp_path, capsys, monkeypatch):
+    import rectgrad.evaluation.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "DEFAULT_MASKS", tmp_path / "team" / "cifar10_masks")  # a user's machine: none
+    for masks in ([], ["--masks", str(tmp_path / "nowhere")]):  # (no CIFAR-10 archive in --data-dir either)
+        assert main(["reproduce", "--dataset", "cifar10", "--scale", "smoke", "--out", str(tmp_path / "r"),
+                     "--data-dir", str(tmp_path), *masks]) == 2
+        err = capsys.readouterr().err
+        folder = tmp_path / ("nowhere" if masks else "team/cifar10_masks")
+        assert f"error: the paper's masked CIFAR-10 images are not in {folder}: they come with the paper's " \
+               "reference code (https://github.com/1202kbs/Rectified-Gradient" in err and "(CLI: --masks DIR)" in err
+    assert not (tmp_path / "r").exists()
+
+
 def test_report_of_a_partial_run(smoke, tmp_path):
     from rectgrad.report import write_report
 

@@ -181,6 +181,7 @@ def reproduce(dataset: str, scale: str, work_dir, *, data_dir=None, masks_dir=No
     earlier = [m for m in earlier if m in METHOD_NAMES] if isinstance(earlier, list) else []
     order = list(METHODS) + [m for m in METHOD_NAMES if m not in METHODS]
     given, methods = methods, tuple(sorted(set(methods) | set(earlier), key=order.index))  # one order; the folder's too
+    masks_dir = _masks_folder(dataset, masks_dir)  # (before any download or training)
     train = load_dataset(dataset, "train", data_dir=data_dir, download=download, image_size=image_size,
                          progress=settings.progress)
     test = load_dataset(dataset, "test", data_dir=data_dir, download=download, image_size=image_size,
@@ -225,19 +226,33 @@ def _first(dataset: ImageDataset, count: int | None) -> ImageDataset:
     return dataset if count is None or count >= len(dataset) else dataset.subset(slice(0, count))
 
 
-def _masked_images(dataset: str, test: ImageDataset, masks_dir, data_dir, image_size: int,
+def _masks_folder(dataset: str, masks_dir) -> Path | None:
+    """The folder of the paper's masked CIFAR-10 images: ``masks_dir``, else :data:`DEFAULT_MASKS`; None for the
+    other datasets, which take no ``masks_dir``."""
+    if dataset != "cifar10":
+        if masks_dir is not None:
+            raise ValueError("--masks applies to cifar10 only: Fashion-MNIST masks are derived from the images, your "
+                             "own images' masks lie beside them (<name>_mask.<ext>)")
+        return None
+    folder = Path(DEFAULT_MASKS if masks_dir is None else masks_dir)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"the paper's masked CIFAR-10 images are not in {folder}: they come with the paper's "
+                                f"reference code (https://github.com/1202kbs/Rectified-Gradient, 204 <class>_<n>.jpg "
+                                f"images, each with its <class>_<n>_mask.jpg); give their folder as masks_dir "
+                                f"(CLI: --masks DIR)")
+    return folder
+
+
+def _masked_images(dataset: str, test: ImageDataset, masks_dir: Path | None, data_dir, image_size: int,
                    progress: bool) -> MaskedImages | None:
     """CIFAR-10: the paper's masked images (``masks_dir``); Fashion-MNIST: test images with derived masks; your
     own images: the test images with a mask beside them (None if none has)."""
     if dataset == "cifar10":
-        masked = load_masked_images(DEFAULT_MASKS if masks_dir is None else masks_dir)
+        masked = load_masked_images(masks_dir)
         if masked.images.shape[1:] != test.images.shape[1:]:
-            raise ValueError(f"the masked images in {masks_dir or DEFAULT_MASKS} are {tuple(masked.images.shape[1:])} "
+            raise ValueError(f"the masked images in {masks_dir} are {tuple(masked.images.shape[1:])} "
                              f"(channels, height, width), not CIFAR-10's {tuple(test.images.shape[1:])}")
         return masked
-    if masks_dir is not None:
-        raise ValueError("--masks applies to cifar10 only: Fashion-MNIST masks are derived from the images, your "
-                         "own images' masks lie beside them (<name>_mask.<ext>)")
     if dataset == "folder":
         return load_image_folder_masks(data_dir, image_size, test, progress=progress)
     return MaskedImages(test.images, test.labels, test.classes, "fashion-mnist test (derived masks)",
