@@ -207,6 +207,28 @@ def test_grid_rows_follow_the_aspect_of_non_square_images():
     assert fig.get_figheight() == pytest.approx(2.4)  # square panels as before, plus the title
 
 
+def test_long_grid_labels_stay_beside_their_own_panel():
+    rows = ["tabby cat -> Egyptian cat (p=0.93)", "golden retriever, the dog with a long name", "x"]
+    columns = {"RectGrad (PRR) with the padding trick": np.ones((3, 32, 32)), "Saliency": np.ones((3, 32, 32))}
+    fig = viz.grid(torch.zeros(3, 3, 32, 32), columns, row_labels=rows)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    axes = np.array(fig.axes).reshape(3, 3)
+    for i in range(3):  # a label no taller than its row: it overlapped the next rows' labels
+        label, panel = axes[i, 0].yaxis.label.get_window_extent(renderer), axes[i, 0].get_window_extent(renderer)
+        assert panel.y0 - 1 <= label.y0 and label.y1 <= panel.y1 + 1
+    for j in range(3):  # a title no wider than its column (and the gap beside it)
+        title, panel = axes[0, j].title.get_window_extent(renderer), axes[0, j].get_window_extent(renderer)
+        assert title.width <= panel.width * 1.1
+    assert axes[2, 0].get_ylabel() == "x" and axes[0, 2].get_title() == "Saliency"  # short ones as they were
+    assert axes[1, 0].get_ylabel().replace("\n", " ") == rows[1]  # broken at spaces, nothing lost
+
+
+def test_an_all_zero_map_says_so():
+    fig = viz.grid(None, {"zero": np.zeros((2, 8, 8)), "some": np.eye(8)[None].repeat(2, 0)})
+    assert [[t.get_text() for t in ax.texts] for ax in fig.axes] == [["all zero"], [], ["all zero"], []]
+
+
 def test_grid_says_what_maps_it_takes():
     images = torch.zeros(2, 3, 8, 8)
     with pytest.raises(ValueError, match=r"display-ready \(N,H,W\) maps; viz.prepare\(attributions\) makes them, "

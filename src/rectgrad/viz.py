@@ -14,6 +14,7 @@ inline backend); ``plt.show()`` does not show it, as pyplot does not manage it. 
 from __future__ import annotations
 
 import io
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -180,9 +181,13 @@ def _bare(ax) -> None:
 
 
 def plot_map(ax, m) -> None:
-    """Draw one (H,W) attribution map on ``ax`` with :data:`CMAP` and symmetric limits (see :func:`color_limits`)."""
+    """Draw one (H,W) attribution map on ``ax`` with :data:`CMAP` and symmetric limits (see :func:`color_limits`);
+    an all-zero map, blank white, says "all zero" in its middle."""
+    m = _numpy(m)
     vmin, vmax = color_limits(m)
-    ax.imshow(_numpy(m), cmap=CMAP, vmin=vmin, vmax=vmax, interpolation="nearest")
+    ax.imshow(m, cmap=CMAP, vmin=vmin, vmax=vmax, interpolation="nearest")
+    if not np.any(m):
+        ax.text(0.5, 0.5, "all zero", transform=ax.transAxes, ha="center", va="center", fontsize=7, color="0.5")
     _bare(ax)
 
 
@@ -256,13 +261,23 @@ def grid(images, maps: Mapping[str, np.ndarray] | Sequence[np.ndarray], *, row_l
                 plot_map(ax, panel[i])
     if col_labels is not None:
         for j, label in enumerate(col_labels):
-            axes[0, j].set_title(label, fontsize=9)
+            axes[0, j].set_title(_wrapped(label, cell), fontsize=LABEL_SIZE)
     if row_labels is not None:
         for i, label in enumerate(row_labels):
-            axes[i, 0].set_ylabel(label, fontsize=9)
+            axes[i, 0].set_ylabel(_wrapped(label, cell * aspect), fontsize=LABEL_SIZE)
     if title:
         fig.suptitle(title)
     return fig
+
+
+LABEL_SIZE = 9  # points
+
+
+def _wrapped(label, inches: float) -> str:
+    """``label`` broken into lines that fit ``inches`` at :data:`LABEL_SIZE` (a character is at most about 0.65 of
+    the font size wide), so that a long row or column label stays beside its own panel."""
+    width = max(6, int(inches * 72 / (0.65 * LABEL_SIZE)))
+    return "\n".join(textwrap.fill(line, width) or line for line in str(label).split("\n"))
 
 
 FIGURE_SUFFIXES = tuple(f".{kind}" for kind in ("png", "pdf", "svg", "jpg", "jpeg", "tif", "tiff", "webp", "eps"))
