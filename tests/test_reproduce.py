@@ -10,6 +10,8 @@ import pickle
 import re
 import shutil
 import signal
+import subprocess
+import sys
 import tarfile
 
 import numpy as np
@@ -163,12 +165,32 @@ def test_rerun_recomputes_nothing(smoke, monkeypatch, tmp_path):
     monkeypatch.setattr(Retrainer, "__call__", forbidden)
     stale = work / "models" / "unfinished-clean.pt"  # left by a kill once the model was saved, or by another device
     stale.write_bytes(b"state")
+    killed_writes = [work / "roar" / ".a1b2.pt.k3j4.tmp", work / "results" / ".noise.json.x9y8.tmp"]  # by kill -9
+    for path in killed_writes:
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"half")
     assert main([*args, "--out", str(tmp_path / "again"), "--work-dir", str(work)]) == 0
-    assert not stale.exists()
+    assert not stale.exists() and not any(path.exists() for path in killed_writes)
     assert (tmp_path / "again" / "README.md").read_text() == (report / "README.md").read_text()
     reordered = ["--methods", ",".join(reversed(METHODS))]  # the same run, named in another order
     assert main([*args, *reordered, "--out", str(tmp_path / "reordered"), "--work-dir", str(work)]) == 0
     assert (tmp_path / "reordered" / "README.md").read_text() == (report / "README.md").read_text()
+
+
+def test_a_folder_another_run_is_using_is_refused(smoke, tmp_path, capsys):
+    args, _, work = smoke
+    hold = ("import fcntl, sys, time; f = open(sys.argv[1], 'a+'); fcntl.flock(f, fcntl.LOCK_EX); f.truncate(0); "
+            "f.write('4242'); f.flush(); print('held', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(work / ".lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        assert main([*args, "--out", str(tmp_path / "second"), "--work-dir", str(work)]) == 2
+        assert f"error: {work} is in use by another run (process 4242): wait for it to end, or stop it" \
+            in capsys.readouterr().err
+    finally:
+        holder.kill()
+        holder.wait()
+    assert main([*args, "--out", str(tmp_path / "second"), "--work-dir", str(work)]) == 0  # freed with its process
 
 
 def test_tie_noise_is_part_of_the_configuration_and_older_folders_resume_with_the_defaults(smoke, tmp_path,

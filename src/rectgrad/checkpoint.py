@@ -7,6 +7,7 @@ Format (a dict saved with ``torch.save``, loadable with ``weights_only=True``)::
 """
 from __future__ import annotations
 
+import contextlib
 import numbers
 import os
 import tempfile
@@ -97,6 +98,37 @@ def write_atomically(path, write) -> None:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+@contextlib.contextmanager
+def exclusive(folder):
+    """Hold the lock of ``folder`` (its file ``.lock``) while the block runs: another process holding it is a
+    ``RuntimeError`` naming it (two runs on one results folder would compute everything twice and delete each
+    other's saved states). The system frees the lock when its process ends, even killed; the temporary files a
+    killed :func:`write_atomically` left in the folder are deleted then, once the lock is held. (No lock where
+    ``fcntl`` is missing, on Windows.)"""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover (Windows)
+        yield
+        return
+    folder = Path(folder)
+    with open(folder / ".lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            raise RuntimeError(f"{folder} is in use by another run (process {handle.read().strip() or '?'}): wait "
+                               "for it to end, or stop it; one run at a time resumes a results folder") from None
+        handle.truncate(0)
+        handle.write(str(os.getpid()))
+        handle.flush()
+        for stale in folder.rglob(".*.tmp"):  # (write_atomically's names: .<file>.<random>.tmp)
+            stale.unlink(missing_ok=True)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class _KeepsWriteErrors:

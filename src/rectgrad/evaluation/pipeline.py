@@ -18,7 +18,7 @@ import torch
 
 from rectgrad._checks import did_you_mean, positive_int
 from rectgrad._checks import fractions as check_fractions
-from rectgrad.checkpoint import load_checkpoint, save_checkpoint
+from rectgrad.checkpoint import exclusive, load_checkpoint, save_checkpoint
 from rectgrad.data import DATASETS, ImageDataset, MaskedImages, RandomPatch, checksum, load_dataset
 from rectgrad.data import load_image_folder_masks, load_masked_images, object_masks_from_images
 from rectgrad.evaluation.maps import compute_maps, noise_level, patch_attribution
@@ -199,26 +199,28 @@ def reproduce(dataset: str, scale: str, work_dir, *, data_dir=None, masks_dir=No
               "seed": seed, "tie_noise": tie_noise, "overrides": changed, "data": data}
     # refuses another configuration's folder; one made before tie_noise or overrides were recorded used the defaults
     store = ResultStore(work_dir, config, growing="methods", defaults={"tie_noise": TIE_NOISE, "overrides": {}})
-    if store.resumed:
-        added, kept = [m for m in methods if m not in earlier], [m for m in methods if m not in given]
-        print(f"resuming: the finished units of work in {store.folder} are kept, the rest is computed"
-              + (f"; adding {', '.join(added)} to its methods ({', '.join(earlier)})" if added else "")
-              + (f"; its results of {', '.join(kept)} stay in the report" if kept else ""),
-              file=sys.stderr, flush=True)
-    run = _Run(store, spec, methods, seed, settings)
-    patch = RandomPatch()
-    model_train = _first(train, spec.model_images)
-    clean, patched = run.models({"clean": (model_train, test), "patch": (patch.apply(model_train), patch.apply(test))})
-    if masked is not None:
-        chosen = masked.subset(correctly_classified(clean, masked, spec.per_class))
-        store.save_json("results/masked.json", {"names": chosen.names, "labels": chosen.labels.tolist(),
-                                                "source": masked.name})
-        if len(chosen):  # else the report says why Figs. 2 and 8 are missing
-            run.occlusion(clean, chosen)
-            run.noise(clean, chosen)
-    run.patch(patched, patch.apply(_first(test, spec.patch_images)), patch)
-    run.roar_kar(clean, _first(train, spec.roar_train_images), _first(test, spec.roar_test_images))
-    store.record_growth()  # methods added: the folder's configuration lists them once their results are all in
+    with exclusive(store.folder):  # one run at a time; a killed one's temporary files go
+        if store.resumed:
+            added, kept = [m for m in methods if m not in earlier], [m for m in methods if m not in given]
+            print(f"resuming: the finished units of work in {store.folder} are kept, the rest is computed"
+                  + (f"; adding {', '.join(added)} to its methods ({', '.join(earlier)})" if added else "")
+                  + (f"; its results of {', '.join(kept)} stay in the report" if kept else ""),
+                  file=sys.stderr, flush=True)
+        run = _Run(store, spec, methods, seed, settings)
+        patch = RandomPatch()
+        model_train = _first(train, spec.model_images)
+        clean, patched = run.models({"clean": (model_train, test),
+                                     "patch": (patch.apply(model_train), patch.apply(test))})
+        if masked is not None:
+            chosen = masked.subset(correctly_classified(clean, masked, spec.per_class))
+            store.save_json("results/masked.json", {"names": chosen.names, "labels": chosen.labels.tolist(),
+                                                    "source": masked.name})
+            if len(chosen):  # else the report says why Figs. 2 and 8 are missing
+                run.occlusion(clean, chosen)
+                run.noise(clean, chosen)
+        run.patch(patched, patch.apply(_first(test, spec.patch_images)), patch)
+        run.roar_kar(clean, _first(train, spec.roar_train_images), _first(test, spec.roar_test_images))
+        store.record_growth()  # methods added: the folder's configuration lists them once their results are all in
     return store
 
 
