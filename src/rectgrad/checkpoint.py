@@ -106,7 +106,7 @@ def exclusive(folder):
     ``RuntimeError`` naming it (two runs on one results folder would compute everything twice and delete each
     other's saved states). The system frees the lock when its process ends, even killed; the temporary files a
     killed :func:`write_atomically` left in the folder are deleted then, once the lock is held. (No lock where
-    ``fcntl`` is missing, on Windows.)"""
+    ``fcntl`` is missing, on Windows, or on a file system that refuses locks.)"""
     try:
         import fcntl
     except ImportError:  # pragma: no cover (Windows)
@@ -120,6 +120,9 @@ def exclusive(folder):
             handle.seek(0)
             raise RuntimeError(f"{folder} is in use by another run (process {handle.read().strip() or '?'}): wait "
                                "for it to end, or stop it; one run at a time resumes a results folder") from None
+        except OSError:  # a file system without locks (some network ones): run unguarded, as before
+            yield
+            return
         handle.truncate(0)
         handle.write(str(os.getpid()))
         handle.flush()
