@@ -731,6 +731,32 @@ def test_target_none_is_the_predicted_class():
                                    explain(model, x, target=predicted, method=method, seed=0))
 
 
+class _SavesItsGradient(nn.Module):
+    """The PyTorch Grad-CAM tutorial's pattern: a tensor hook registered in the forward pass, which fails where
+    gradients are off."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = relu6_net()[:4]
+        self.fc = nn.Linear(8 * 8 * 8, 5)
+        self.gradients = []
+
+    def forward(self, x):
+        h = self.features(x)
+        h.register_hook(self.gradients.append)
+        return self.fc(h.flatten(1))
+
+
+@pytest.mark.parametrize("method", METHOD_NAMES)
+def test_target_none_on_a_model_registering_a_tensor_hook_in_its_forward_pass(method):
+    model, x = _SavesItsGradient().eval().requires_grad_(False), torch.randn(3, 3, 8, 8)
+    small = {"smoothgrad": {"samples": 3}, "intgrad": {"steps": 4}}.get(method, {})
+    predicted = model(x.requires_grad_()).argmax(1)
+    maps = explain(model, x, method=method, seed=0, **small)  # the predicted classes, found by a forward pass first
+    torch.testing.assert_close(maps, explain(model, x, target=predicted, method=method, seed=0, **small))
+    assert x.grad is None and not maps.requires_grad
+
+
 def test_intgrad_honours_an_internal_batch_size_below_the_batch():
     model, x = PaperCNN().eval(), torch.randn(5, 3, 32, 32)
     sizes = []

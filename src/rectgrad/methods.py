@@ -320,11 +320,17 @@ def predict(model, inputs: Tensor, internal_batch_size: int | None = None) -> Te
     return _logits(model, modules, (inputs,), (), internal_batch_size)
 
 
-def _logits(model, modules: tuple, inputs: tuple[Tensor, ...], extra: tuple, internal_batch_size: int | None) -> Tensor:
-    """:func:`predict` on inputs already checked, with the model's ``modules`` (:func:`modules_of`)."""
-    with torch.no_grad(), preserved_buffers(modules):  # copies: a model changing its input in place leaves it be
-        return torch.cat([check_logits(model(*(x.clone() for x in xs), *e), len(xs[0]))
-                          for xs, _, e in batches(inputs, None, extra, internal_batch_size)])
+def _logits(model, modules: tuple, inputs: tuple[Tensor, ...], extra: tuple, internal_batch_size: int | None, *,
+            as_attributed: bool = False) -> Tensor:
+    """:func:`predict` on inputs already checked, with the model's ``modules`` (:func:`modules_of`);
+    ``as_attributed``: with gradients on and inputs requiring grad, as the attribution passes run the model (one
+    registering a tensor hook in its forward pass, as Grad-CAM code does, fails under ``torch.no_grad()``), no more
+    memory than the attribution pass that follows takes."""
+    def logits(xs, e):  # copies: a model changing its input in place leaves it be
+        return check_logits(model(*(x.detach().requires_grad_(as_attributed).clone() for x in xs), *e), len(xs[0]))
+
+    with torch.set_grad_enabled(as_attributed), preserved_buffers(modules):
+        return torch.cat([logits(xs, e).detach() for xs, _, e in batches(inputs, None, extra, internal_batch_size)])
 
 
 def explain(model, inputs: Tensor | tuple[Tensor, ...], target=None, method: str = "rectgrad", *,
@@ -372,7 +378,8 @@ def explain(model, inputs: Tensor | tuple[Tensor, ...], target=None, method: str
         if target is not None and entry.rules:  # the engine checks the classes on its own forward pass's logits
             targets = target_indices(target, len(inputs[0]), device)
         else:  # the predicted classes, or classes checked before a Captum method runs: one forward pass more
-            targets = resolve_targets(target, _logits(forward, modules, inputs, extra, internal_batch_size))
+            targets = resolve_targets(target, _logits(forward, modules, inputs, extra, internal_batch_size,
+                                                      as_attributed=True))
         kwargs = {**entry.defaults, **hyperparameters, "internal_batch_size": internal_batch_size}
         if entry.stochastic:
             kwargs["generator"] = None if seed is None else torch.Generator(device).manual_seed(int(seed))
