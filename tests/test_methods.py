@@ -946,6 +946,44 @@ def test_a_torchscript_submodule_is_refused_by_the_rules_by_name():
     torch.testing.assert_close(explain(model, x, method="saliency"), Saliency(model).attribute(x, target, abs=False))
 
 
+@torch.jit.script
+def _scripted_gelu(x):  # a fused GELU as BERT-era code writes it
+    return x * 0.5 * (1.0 + torch.erf(x / 1.41421))
+
+
+@torch.jit.script
+def _scripted_relu(x):
+    return torch.relu(x)
+
+
+class _CallsScriptedFunctions(nn.Module):
+    def __init__(self, activation=None):
+        super().__init__()
+        self.conv1, self.conv2, self.fc = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1), nn.Linear(4, 3)
+        self.activation = activation
+
+    def forward(self, x):
+        h = F.relu(self.conv1(x))
+        h = self.activation(self.conv2(h)) if self.activation is not None else _scripted_gelu(self.conv2(h))
+        return self.fc(h.mean((2, 3)))
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
+def test_a_torchscript_function_the_model_calls_is_refused_by_the_rules_by_name():
+    x = torch.randn(2, 3, 8, 8)
+    for model, name in ((_CallsScriptedFunctions(), "'_scripted_gelu'"),
+                        (_CallsScriptedFunctions(_scripted_relu), "'activation'")):
+        model.eval()
+        for method in ("deconv", "guided_bp", "eps_lrp", "deeplift", "rectgrad"):  # the rules would skip its operations
+            with pytest.raises(ValueError, match=rf"{method} modifies .*TorchScript function {name} called by "
+                                                 r"_CallsScriptedFunctions.forward: use the Python function"):
+                explain(model, x, target=0, method=method)
+        with pytest.raises(ValueError, match=f"RectGrad modifies .*TorchScript function {name}"):
+            RectGrad(lambda t: model(t)).attribute(x, target=0)
+        torch.testing.assert_close(explain(model, x, target=0, method="saliency"),
+                                   Saliency(model).attribute(x, 0, abs=False))
+
+
 def test_a_pending_graph_of_the_users_survives_an_attribution():
     model = _batchnorm_net().eval()  # its buffers are saved by the user's graph; the attribution must not write them
     model[1].running_var[0] = float("nan")  # a NaN statistic is unchanged too

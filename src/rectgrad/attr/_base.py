@@ -72,15 +72,41 @@ def _filled(cell) -> bool:
     return True
 
 
-def scripted_part(model, modules: tuple[nn.Module, ...]) -> tuple[str, str] | None:
-    """``(kind, name)`` of TorchScript in ``model`` (a scripted function, model or submodule), or None; a submodule
-    is named by its path in the model and its class, ``'inner' (Sequential)``."""
+def scripted_part(model, modules: tuple[nn.Module, ...]) -> tuple[str, str, str] | None:
+    """``(kind, name, remedy)`` of TorchScript in ``model`` (a scripted function, model or submodule, or a scripted
+    function a module calls), or None; a submodule is named by its path in the model and its class,
+    ``'inner' (Sequential)``."""
+    resave = "save a model with torch.save(model, path) instead of torch.jit.script / trace"
     scripted = [(path, s) for m in modules for path, s in m.named_modules() if isinstance(s, torch.jit.ScriptModule)]
     if scripted:
         path, module = scripted[0]
         kind = getattr(module, "original_name", type(module).__name__)
-        return "module", f"{path!r} ({kind})" if path else repr(kind)
-    return ("function", repr(model.name)) if isinstance(model, torch.jit.ScriptFunction) else None
+        return "module", f"{path!r} ({kind})" if path else repr(kind), resave
+    if isinstance(model, torch.jit.ScriptFunction):
+        return "function", repr(model.name), resave
+    return _scripted_function_called(modules)
+
+
+def _scripted_function_called(modules: tuple[nn.Module, ...]) -> tuple[str, str, str] | None:
+    """``("function", name, remedy)`` of a TorchScript function a module's ``forward`` calls: one it names as a
+    global (a ``@torch.jit.script`` helper, e.g. a fused GELU) or holds as an attribute (``self.act = scripted``)."""
+    for model in modules:
+        for m in model.modules():
+            forward = getattr(type(m), "forward", None)
+            named = {}
+            if inspect.isfunction(forward):
+                named = {name: forward.__globals__[name] for name in _names_used(forward.__code__)
+                         if name in forward.__globals__}
+            for name, value in itertools.chain(vars(m).items(), named.items()):
+                if isinstance(value, torch.jit.ScriptFunction):
+                    return "function", f"{name!r} called by {type(m).__name__}.forward", "drop its torch.jit.script"
+    return None
+
+
+@functools.lru_cache(maxsize=1024)
+def _names_used(code) -> frozenset[str]:
+    """The global and attribute names a function's code uses, its nested functions and comprehensions included."""
+    return frozenset(code.co_names).union(*(_names_used(c) for c in code.co_consts if inspect.iscode(c)))
 
 
 def check_reachable(model, modules: tuple[nn.Module, ...], what: str) -> None:
@@ -88,10 +114,9 @@ def check_reachable(model, modules: tuple[nn.Module, ...], what: str) -> None:
     a decomposed exported program computes by other operations."""
     part = scripted_part(model, modules)
     if part is not None:
-        kind, name = part
+        kind, name, how = part
         raise ValueError(f"{what} modifies the backward pass of activations, which cannot be reached inside the "
-                         f"TorchScript {kind} {name}: use the Python {kind} (save a model with "
-                         "torch.save(model, path) instead of torch.jit.script / trace)")
+                         f"TorchScript {kind} {name}: use the Python {kind} ({how})")
     split = split_activation(modules)
     if split is not None:
         raise ValueError(f"{what} modifies the backward pass of activations, but the exported program computes "

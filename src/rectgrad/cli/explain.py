@@ -61,10 +61,12 @@ def _check_model(model, names: list[str]) -> None:
     from rectgrad.methods import get_method
 
     rules = [name for name in names if get_method(name).rules]
-    if rules and scripted_part(model, modules_of(model)) is not None:
+    part = scripted_part(model, modules_of(model)) if rules else None
+    if part is not None:
+        kind, name, how = part
         raise ValueError(f"--methods {', '.join(rules)}: these methods modify the backward pass of activations, "
-                         "which cannot be reached inside a TorchScript model (save it with torch.save(model, "
-                         "path) instead); saliency, grad_input, smoothgrad and intgrad work")
+                         f"which cannot be reached inside the TorchScript {kind} {name} ({how}); saliency, "
+                         "grad_input, smoothgrad and intgrad work")
 
 
 def explain_images(
