@@ -555,6 +555,13 @@ def test_model_output_must_be_logits():
         GuidedBackprop(score).attribute(x)
     torch.testing.assert_close(GuidedBackprop(lambda x: score(x)[:, None]).attribute(x),
                                captum_attr.GuidedBackprop(score).attribute(x), rtol=0, atol=0)
+    squeezed = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 5), nn.Flatten(0))  # .squeeze(): a batch of 1
+    one = torch.randn(1, 3)
+    with pytest.raises(ValueError, match=r"got \(5,\); the model drops the batch dimension for a batch of one .* "
+                                         r"explain lambda x: model\(x\)\.reshape\(len\(x\), -1\)"):
+        RectGrad(squeezed).attribute(one, target=2)
+    torch.testing.assert_close(RectGrad(lambda x: squeezed(x).reshape(len(x), -1)).attribute(one, target=2, tau=-1.0),
+                               RectGrad(squeezed[:3]).attribute(one, target=2, tau=-1.0), rtol=0, atol=0)
     with pytest.raises(TypeError, match=r"tensor of logits, got tuple; wrap it .* output\[0\]"):
         RectGrad(lambda x: (x, x)).attribute(torch.randn(2, 3))
     with pytest.raises(TypeError, match=r"got dict; wrap it .*output\['logits'\]"):

@@ -62,6 +62,9 @@ def check_logits(logits, batch_size: int) -> Tensor:
         if logits.dim() == 1 and len(logits) == batch_size:
             hint = ("; a model scoring each sample with one number: explain lambda x: model(x)[:, None] (class 0), "
                     "as Captum explains an (N,) output")
+        elif logits.dim() == 1 and batch_size == 1:
+            hint = ("; the model drops the batch dimension for a batch of one (e.g. a .squeeze() in its forward "
+                    "pass): explain lambda x: model(x).reshape(len(x), -1)")
         elif logits.dim() > 2 and logits.shape[0] == batch_size:
             hint = ("; for Captum's tuple targets into more dimensions, explain lambda x: model(x).flatten(1) with "
                     "the flattened index as target")
