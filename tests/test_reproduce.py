@@ -370,7 +370,7 @@ def test_a_full_disk_names_the_file_and_the_rerun_resumes(smoke, tmp_path, monke
     file_size_limit(-1)  # (no limit)
     refused = f"[Errno {errno.EFBIG}] {os.strerror(errno.EFBIG)}: '{maps}'"  # not torch's "unexpected pos 704 vs 598"
     assert capsys.readouterr().err.endswith(f"error: {refused}\n")
-    assert not maps.exists() and not list(copy.rglob(".*"))  # no partial file, no temporary one
+    assert not maps.exists() and not list(copy.rglob(".*.tmp"))  # no partial file, no temporary one
     monkeypatch.setattr(Retrainer, "__call__", lambda *a: pytest.fail("recomputed a saved result"))
     assert main([*args, "--out", str(tmp_path / "report"), "--work-dir", str(copy)]) == 0
     for saved in (work / "maps").glob("roar-test-*.pt"):  # computed again, as they were
@@ -835,7 +835,7 @@ def test_methods_added_to_a_results_folder_are_computed_alone(smoke, tmp_path, m
         return a == b
 
     files = [p for p in folder.rglob("*") if p.is_file() and p.parts[len(folder.parts)] != "seconds"
-             and p.name != "config.json"]
+             and p.name not in ("config.json", ".lock")]
     assert {p.parts[len(folder.parts)] for p in files} == {"models", "maps", "results", "roar", "kar", "roar-kar.json"}
     for path in files:
         there = work / path.relative_to(folder)
