@@ -70,6 +70,26 @@ def test_feature_map_occlusion_follows_the_margin_exactly():
     assert model[1]._forward_hooks == {}  # the hook is removed
 
 
+def test_feature_map_occlusion_counts_every_channel_rounds_the_units_and_averages_every_order_whatever_the_batch():
+    image = torch.ones(1, 1, 4, 4)
+    image[..., :2] = 3
+    masks = torch.zeros(1, 4, 4, dtype=torch.bool)
+    masks[..., :2] = True
+    for channels, expected in ((1, [32.0, 29, 27, 24]), (2, [64.0, 59, 53, 48])):
+        # SumModel with `channels` copies of the image: object 24 per channel, then the background units left
+        # of 8 per channel: p = 1/3 zeroes round(8/3) = 3 of 8 (not 2), round(16/3) = 5 of 16, p = 2/3 5 and 11
+        model = SumModel(4)
+        model[0], model[3] = nn.Conv2d(1, channels, 1), nn.Linear(channels * 16, 2)
+        with torch.no_grad():
+            model[0].weight.fill_(1), model[0].bias.zero_(), model[3].weight.zero_(), model[3].bias.zero_()
+            model[3].weight[0] = 1
+        for batch_size in (2000, 4, 9):  # every order in one pass, one order per pass, 2 orders then 1
+            curve = feature_map_occlusion(model, model[1], image, masks, torch.tensor([0]), steps=4, orders=3,
+                                          generator=torch.Generator().manual_seed(0), batch_size=batch_size)
+            torch.testing.assert_close(curve.margins[0], torch.tensor(expected))
+            assert curve.background.tolist() == [8 * channels]
+
+
 def test_feature_map_occlusion_bad_input():
     model = SumModel(4)
     image, masks, labels = torch.ones(1, 1, 4, 4), torch.zeros(1, 4, 4, dtype=torch.bool), torch.tensor([0])
