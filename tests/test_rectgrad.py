@@ -89,6 +89,20 @@ def test_padding_trick_and_prr_match_naive(cnn, batch):
         assert not torch.equal(ours, RectGrad(cnn).attribute(x, target=y, q=98.0))
 
 
+def test_prr_gives_a_window_of_zeros_no_attribution_not_nan():
+    # Listing 3's + 1e-10: a window whose inputs are all 0 (black pixels pooled straight from the image) passes
+    # 0 / (0 + 1e-10) * R = 0 to them, not 0 / 0; the other windows share R in proportion to their inputs
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.MaxPool2d(2), nn.Conv2d(1, 4, 1), nn.ReLU(), nn.Flatten(), nn.Linear(16, 2)).double()
+    x = torch.rand(3, 1, 4, 4, dtype=torch.float64)
+    x[:, :, :2, :2] = 0
+    y = torch.tensor([0, 1, 1])
+    ours = RectGrad(model).attribute(x, target=y, tau=0.0, prr=True, final_threshold=False)
+    assert torch.isfinite(ours).all() and (ours[:, :, :2, :2] == 0).all() and (ours != 0).any()
+    torch.testing.assert_close(ours, naive_rectgrad(model, x, y, tau=0.0, prr=True, final_threshold=False),
+                               rtol=1e-9, atol=1e-12)
+
+
 def test_padding_trick_zeroes_every_same_convolution_as_listing_2():
     # Listing 2 zeroes the border of every SAME convolution along both sides: 1x1 ones (SAME and VALID alike in
     # PyTorch, SAME in the reference's TF-slim models) and 1x3 / 3x1 ones padding one side (Inception's), not VALID
