@@ -61,6 +61,18 @@ def test_claim1_deconvolution(cnn, batch):
     torch.testing.assert_close((ours * x).clamp(min=0), via_rule, rtol=1e-10, atol=1e-12)
 
 
+def test_deconvolution_ignores_the_forward_pass_at_every_activation():
+    # Eq. 3 (docs/engine.md): 1[R > 0] R whatever the activation and its input; here x = -1 (LeakyReLU slope 0.1,
+    # GELU's slope about -0.08) and x = 10 (ReLU6 saturated, slope 0): R = +2 passes whole, R = -3 not at all
+    for activation, x in ((nn.LeakyReLU(0.1), -1.0), (nn.GELU(), -1.0), (nn.ReLU6(), 10.0)):
+        model = nn.Sequential(nn.Linear(1, 1, bias=False), activation, nn.Linear(1, 2, bias=False)).double()
+        with torch.no_grad():
+            model[0].weight.fill_(1.0), model[2].weight.copy_(torch.tensor([[2.0], [-3.0]]))
+        inputs = torch.full((2, 1), x, dtype=torch.float64)
+        maps = Deconvolution(model).attribute(inputs, target=torch.tensor([0, 1]))
+        assert maps.flatten().tolist() == [2.0, 0.0], activation
+
+
 def test_guided_backprop_matches_captum(cnn, batch):
     x, y = batch
     torch.testing.assert_close(GuidedBackprop(cnn).attribute(x, target=y),
