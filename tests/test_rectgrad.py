@@ -172,6 +172,29 @@ def test_padding_trick_reaches_convs_padded_by_a_separate_zero_pad(cnn, batch):
     assert not torch.equal(same, plain)
 
 
+class OneSidedPad(nn.Module):
+    """TensorFlow's "same" padding of an even kernel, one side only: F.pad(x, pad), then a 2 x 2 convolution of ones
+    with ``padding=0``, a ReLU and a linear layer summing the 4 x 4 map (class 0)."""
+
+    def __init__(self, pad):
+        super().__init__()
+        self.pad, self.conv, self.fc = pad, nn.Conv2d(1, 1, 2, bias=False), nn.Linear(16, 2, bias=False)
+        with torch.no_grad():
+            self.conv.weight.fill_(1.0), self.fc.weight.zero_(), self.fc.weight[0].fill_(1.0)
+
+    def forward(self, x):
+        return self.fc(F.relu(self.conv(F.pad(x, self.pad))).flatten(1))
+
+
+def test_padding_trick_reaches_convs_padded_on_one_side_by_a_separate_zero_pad():
+    # The trick zeroes the conv output's border: only outputs (1..2, 1..2) pass R = 1; input pixel i of a row
+    # reaches outputs i - 1, i (padded after) or i, i + 1 (padded before): counts r[i] of those inside, map r r^T
+    x = torch.ones(1, 1, 4, 4, dtype=torch.float64)
+    for pad, r in (((0, 1, 0, 1), [0.0, 1, 2, 1]), ((1, 0, 1, 0), [1.0, 2, 1, 0])):
+        maps = RectGrad(OneSidedPad(pad).double()).attribute(x, target=0, tau=0.0, padding_trick=True)
+        torch.testing.assert_close(maps[0, 0], torch.outer(torch.tensor(r), torch.tensor(r)).double())
+
+
 def _same_weights(source: nn.Module, target: nn.Module, reshape) -> nn.Module:
     with torch.no_grad():
         for (_, a), (_, b) in zip(source.named_parameters(), target.named_parameters()):
