@@ -617,6 +617,32 @@ def test_roar_kar_tie_noise_0_breaks_ties_by_pixel_index():
         roar_kar(train, test, {"a": zero}, Counting(), tie_noise=-1, progress=False)
 
 
+def test_roar_kar_ranks_the_signed_maps_of_both_sets():
+    """As the reference: the most negative pixels rank last, not first by magnitude. Maps -10 on pixels 0-15 and 1 on
+    pixels 16-31: ROAR at 0.25 replaces pixels 16-31 of every train and test image, KAR all the others."""
+    train, test, _ = roar_inputs()
+    fill = train.images.double().mean().round().item()
+
+    def signed(n):
+        maps = torch.zeros(n, 1, 64)
+        maps[..., :16], maps[..., 16:32] = -10.0, 1.0
+        return maps.view(n, 1, 8, 8)
+
+    top = torch.zeros(64, dtype=torch.bool)
+    top[16:32] = True
+    for keep in (False, True):
+        replaced = {}
+
+        def train_fn(train, test, seed):
+            replaced["train"], replaced["test"] = ((d.images[:, 0] == fill).flatten(1) for d in (train, test))
+            return 0.5
+
+        roar_kar(train, test, {"a": (signed(8), signed(4))}, train_fn, fractions=(0.25,), repeats=1, keep=keep,
+                 tie_noise=0, progress=False)
+        for split, n in (("train", 8), ("test", 4)):
+            assert torch.equal(replaced[split], (~top if keep else top).expand(n, 64)), (keep, split)
+
+
 def test_roar_kar_warns_when_the_tie_noise_is_large_for_the_maps():
     """The median nonzero |score| of randn maps is about 0.67: scaled by 1e-3 it is under 10 x 1e-4, by 1e-2 not."""
     train, test, maps = roar_inputs()
