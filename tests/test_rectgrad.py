@@ -86,6 +86,12 @@ def test_rectgrad_matches_naive_percentile_implementation(cnn, batch, q):
     torch.testing.assert_close(ours, naive_rectgrad(cnn, x, y, q=q, final_threshold=False), rtol=1e-9, atol=1e-12)
 
 
+def test_rectgrad_without_a_threshold_uses_the_papers_q_98(cnn, batch):
+    x, y = batch
+    torch.testing.assert_close(RectGrad(cnn).attribute(x, target=y), naive_rectgrad(cnn, x, y, q=98.0),
+                               rtol=1e-9, atol=1e-12)
+
+
 @pytest.mark.parametrize("rule", ["pr2", "pr3", "pr4"])
 def test_propagation_rules_match_naive(cnn, batch, rule):
     x, y = batch
