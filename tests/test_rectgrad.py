@@ -532,6 +532,17 @@ def test_model_untouched_after_success_and_after_error():
     assert x.grad is None and not x.requires_grad
 
 
+def test_maps_of_inputs_that_require_grad_are_detached_and_leave_the_inputs_alone(cnn, batch):
+    # a tensor of the user's graph (x.requires_grad) gives maps as plain tensors (.numpy() works), not x * R with
+    # a grad_fn holding x's graph
+    x, y = batch
+    x = x[:2].clone().requires_grad_()
+    for method in (RectGrad(cnn), GuidedBackprop(cnn), Deconvolution(cnn)):
+        maps = method.attribute(x, target=y[:2])
+        assert not maps.requires_grad and maps.grad_fn is None and maps.numpy().shape == x.shape
+    assert x.grad is None
+
+
 def test_model_untouched_when_forward_raises():
     class Failing(nn.Module):
         def __init__(self):
