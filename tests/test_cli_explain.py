@@ -83,7 +83,7 @@ def test_a_map_holding_nan_is_saved_and_drawn_blank_with_a_warning(files, capsys
 
     def nan_for_saliency_on_the_second_image(model, x, target, method, **kwargs):
         maps = explain(model, x, target, method, **kwargs)
-        if method == "saliency" and x.shape[-1] == 8 and len(drawn) == 1:  # (images are resized to the CNN's 8x8)
+        if method == "saliency" and x.shape[-1] == 8 and kwargs["seed"] == 1:  # (image i has seed i; resized to 8x8)
             maps[0, 0, 0, 0] = float("nan")
         drawn.append(method)
         return maps
@@ -503,3 +503,39 @@ def test_help_at_80_columns_shows_every_option_and_command_whole(monkeypatch, ca
     monkeypatch.setenv("COLUMNS", "200")  # a wide terminal is used, up to 120 columns
     assert main(["study", "threshold", "--help"]) == 0
     assert 100 < max(map(len, capsys.readouterr().out.splitlines())) <= 120
+
+
+def test_a_method_refusing_the_model_fails_before_the_costly_maps(files, capsys, monkeypatch):
+    """eps_lrp and deeplift refuse a LayerNorm: with the default methods the run must stop before SmoothGrad's and
+    IntegGrad's many forward passes, not after them (and the maps of the methods that ran stay in method order)."""
+    import importlib
+
+    from rectgrad import zoo
+
+    registry = importlib.import_module("rectgrad.methods")  # (rectgrad.methods is the function)
+    tmp_path, images, _ = files
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 5, stride=4), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                torch.nn.Flatten(), torch.nn.LayerNorm(4), torch.nn.Linear(4, 3)).eval()
+    torch.save(model, tmp_path / "normed.pt")
+    called = []
+    explain = registry.explain
+    monkeypatch.setattr(registry, "explain", lambda *a, **k: called.append(a[3]) or explain(*a, **k))
+    status, out, err = run(capsys, "explain", *images, "--model", str(tmp_path / "normed.pt"), "--out",
+                           str(tmp_path / "n.png"), "--no-progress")
+    assert status == 2 and "error: eps_lrp cannot handle" in err
+    assert "smoothgrad" not in called and "intgrad" not in called and called.count("eps_lrp") == 1
+    assert not (tmp_path / "n.png").exists()
+    called.clear()
+    grid = tmp_path / "g.npz"
+    status, out, err = run(capsys, "explain", *images, "--model", str(tmp_path / "normed.pt"), "--methods",
+                           "smoothgrad,saliency,rectgrad", "--out", str(tmp_path / "n.png"), "--save-maps", str(grid),
+                           "--no-progress")
+    assert status == 0, err
+    saved = np.load(grid)
+    assert list(saved.keys())[:3] == ["smoothgrad", "saliency", "rectgrad"]
+    loaded = zoo.load(str(tmp_path / "normed.pt"), "cpu")
+    x = loaded.load_images(images)
+    for i in range(2):
+        expected = explain(model, x[i:i + 1], None, "smoothgrad", internal_batch_size=25, seed=i)
+        assert np.array_equal(saved["smoothgrad"][i:i + 1], expected.numpy())

@@ -205,7 +205,7 @@ def _compare(loaded, inputs, image_names: list[str], names: list[str], *, q: flo
 
     from rectgrad import viz
     from rectgrad.attr._arguments import looks_like_probabilities, resolve_targets
-    from rectgrad.methods import METHODS, explain, predict
+    from rectgrad.methods import METHODS, explain, get_method, predict
     from rectgrad.progress import progress_bar
 
     with warnings.catch_warnings(record=True) as caught:  # said of the model: once, not again for every map
@@ -227,28 +227,30 @@ def _compare(loaded, inputs, image_names: list[str], names: list[str], *, q: flo
         top = row.topk(min(5, row.numel()))
         typer.echo(f"{name}: " + ", ".join(f"{loaded.label(i)} {p:.1%}" for p, i in zip(top.values.tolist(),
                                                                                        top.indices.tolist())))
-    columns, raw = {}, {}
-    bar = progress_bar(len(names) * len(inputs), "attribution", progress, unit="map")
-    for method in names:
+    columns, maps = {}, {method: [None] * len(inputs) for method in names}
+    # The first image by every method first, the rule-based methods (those that may refuse the model: eps_lrp and
+    # deeplift refuse gating and normalisation) before the others: a refusal costs a few maps, not SmoothGrad's and
+    # IntegGrad's many passes over every image.
+    order = sorted(names, key=lambda method: not get_method(method).rules)
+    steps = [(method, 0) for method in order] + [(method, i) for method in order for i in range(1, len(inputs))]
+    bar = progress_bar(len(steps), "attribution", progress, unit="map")
+    for method, i in steps:
         if bar is not None:
             bar.set_description(method, refresh=False)
         options = {"q": q, "final_threshold": final_threshold} if method in RECTGRAD_METHODS else {}
-        maps = []
-        for i in range(len(inputs)):
-            with warnings.catch_warnings(record=True) as caught:  # said of this image, by name
-                warnings.simplefilter("always")
-                maps.append(explain(loaded.model, inputs[i:i + 1], targets[i:i + 1], method,
-                                    internal_batch_size=internal_batch_size, seed=seed + i, **options).cpu())
-            for warning in caught:
-                if (not issubclass(warning.category, (DeprecationWarning, PendingDeprecationWarning))
-                        and str(warning.message) not in of_the_model):  # (said of the model above)
-                    warnings.warn(f"{method} on {image_names[i]}: {warning.message}", warning.category,
-                                  stacklevel=2)
-            if bar is not None:
-                bar.update()
-        raw[method] = torch.cat(maps)
+        with warnings.catch_warnings(record=True) as caught:  # said of this image, by name
+            warnings.simplefilter("always")
+            maps[method][i] = explain(loaded.model, inputs[i:i + 1], targets[i:i + 1], method,
+                                      internal_batch_size=internal_batch_size, seed=seed + i, **options).cpu()
+        for warning in caught:
+            if (not issubclass(warning.category, (DeprecationWarning, PendingDeprecationWarning))
+                    and str(warning.message) not in of_the_model):  # (said of the model above)
+                warnings.warn(f"{method} on {image_names[i]}: {warning.message}", warning.category, stacklevel=2)
+        if bar is not None:
+            bar.update()
     if bar is not None:
         bar.close()
+    raw = {method: torch.cat(maps[method]) for method in names}
     if save_maps is not None:  # first: the costly part, should the figure fail
         _save_maps(save_maps, raw, image_names, targets.tolist(), [loaded.label(t) for t in targets.tolist()])
         typer.echo(f"wrote {save_maps}")
