@@ -358,6 +358,8 @@ def test_a_target_that_reads_two_ways_is_refused():
     ("method typo", "error: unknown method 'rectgrd' (did you mean 'rectgrad'?); known methods: saliency,"),
     ("model typo", "error: unknown model 'resnet5' (and no such file; did you mean 'resnet50'?); known models:"),
     ("weights folder", "error: weights file empty is a folder; give the state-dict file in it"),
+    ("weights of a file", "error: weights (rectgrad explain --weights) apply to the registry models only: the model "
+                          "file cnn.pt holds its own weights; give them only with a registry name"),
 ])
 def test_bad_input_is_one_clear_line(files, capsys, monkeypatch, case, message):
     tmp_path, images, checkpoint = files
@@ -383,7 +385,8 @@ def test_bad_input_is_one_clear_line(files, capsys, monkeypatch, case, message):
             "device": [*images, "--model", checkpoint, "--device", "tpu"],
             "method typo": [*images, "--model", checkpoint, "--methods", "saliency,rectgrd"],
             "model typo": [*images, "--model", "resnet5"],
-            "weights folder": [*images, "--model", "efficientnet-lite0", "--weights", "empty"]}[case]
+            "weights folder": [*images, "--model", "efficientnet-lite0", "--weights", "empty"],
+            "weights of a file": [*images, "--model", "cnn.pt", "--weights", checkpoint]}[case]
     status, out, err = run(capsys, "explain", *argv, "--out", str(tmp_path / "never.png"), "--no-progress")
     assert status == 2 and "explaining" not in out  # no class announced before --target 10 is refused
     assert err.startswith(message) and err.count("\n") == 1 and "Traceback" not in err

@@ -470,7 +470,8 @@ def load(name_or_path, device: str = "cpu", *, weights=None) -> LoadedModel:
         loaded.model.eval()
     elif Path(name).is_file():
         if weights is not None:
-            raise ValueError("weights applies to the registry models only, not to a model file")
+            raise ValueError(f"weights (rectgrad explain --weights) apply to the registry models only: the model "
+                             f"file {name} holds its own weights; give them only with a registry name")
         loaded = _from_file(Path(name))  # load_model's models are in eval mode (an exported one runs as exported)
     elif Path(name).is_dir():
         raise IsADirectoryError(f"model {name!r} is a folder; give a model file (.pt, .pt2) or a registry name: "
