@@ -417,6 +417,8 @@ def test_smoke_with_ray(smoke, tmp_path):
     (["--masks", "/nowhere"], "--masks applies to cifar10 only"),
     (["--backend", "spark"], "--backend must be local or ray"),
     (["--address", "auto"], "--address needs --backend ray"),
+    (["--ray-gpus", "0.5", "--ray-cpus", "2"], "--ray-cpus and --ray-gpus need --backend ray"),
+    (["--backend", "ray", "--group", "8"], "--group applies to --backend local: a Ray task trains one model"),
     (["--set", "repeats=2", "--set", "per_class=1"],  # (smoke's own per_class: not an override)
      "another configuration (overrides.repeats: absent there, 2 here; parameters.repeats"),
     (["--set", "repeat=2"], "no scale parameter 'repeat' (did you mean 'repeats'?); the parameters: model_images,"),

@@ -85,10 +85,15 @@ def reproduce(
     if precision not in ("fp32", "bf16"):
         raise ValueError(f"--precision must be fp32 or bf16, got {precision!r}")
     if backend == "local":
-        if address is not None:
-            raise ValueError("--address needs --backend ray")
+        if address is not None or ray_cpus != 1.0 or ray_gpus != 0.0:
+            given = [option for option, value, default in (("--address", address, None), ("--ray-cpus", ray_cpus, 1.0),
+                                                           ("--ray-gpus", ray_gpus, 0.0)) if value != default]
+            raise ValueError(f"{' and '.join(given)} need{'s' if len(given) == 1 else ''} --backend ray")
         runner, retrain_device = LocalBackend(group or (135 if device.startswith("cuda") else 1)), device
     elif backend == "ray":
+        if group:
+            raise ValueError("--group applies to --backend local: a Ray task trains one model (--ray-gpus shares a "
+                             "GPU between tasks)")
         if ray_cpus <= 0 or ray_gpus < 0:
             raise ValueError(f"--ray-cpus must be > 0 and --ray-gpus >= 0, got {ray_cpus} and {ray_gpus}")
         runner, retrain_device = RayBackend(address, ray_cpus, ray_gpus), "cuda" if ray_gpus > 0 else "cpu"
