@@ -354,6 +354,13 @@ def test_cli_train_user_errors(tmp_path, monkeypatch, capsys):
     assert "unknown dataset 'fashion_mnist' (did you mean 'fashion-mnist'?); known" in capsys.readouterr().err
     assert main(["train", "--dataset", "fashion-mnist", "--data-dir", str(tmp_path), "--out", out]) == 2
     assert "apt-get install dataset-fashion-mnist" in capsys.readouterr().err
+    assert main(["train", "--dataset", "fashion-mnist", "--out", str(tmp_path / "m.png")]) == 2
+    assert f"--out must name a .pt / .pth file, got {tmp_path / 'm.png'}" in capsys.readouterr().err
+    (tmp_path / "ds" / "train" / "cat").mkdir(parents=True)
+    assert main(["train", "--dataset", "folder", "--data-dir", str(tmp_path / "ds"), "--out",
+                 str(tmp_path / "ds" / "train" / "cat" / "m.pt")]) == 2
+    assert f"--out {tmp_path / 'ds/train/cat/m.pt'} is inside {tmp_path / 'ds/train'}, whose class folders " \
+           f"--dataset folder reads: give a file outside it, such as {tmp_path / 'ds/m.pt'}" in capsys.readouterr().err
     (tmp_path / "folder.pt").mkdir()
     assert main(["train", "--dataset", "fashion-mnist", "--out", str(tmp_path / "folder.pt")]) == 2
     assert "--out " + str(tmp_path / "folder.pt") + " is a folder; give a file name" in capsys.readouterr().err
@@ -364,9 +371,9 @@ def test_cli_train_user_errors(tmp_path, monkeypatch, capsys):
     assert f"error: --data-dir {tmp_path / 'file'} is a file; give the folder that holds it" in capsys.readouterr().err
     assert main(["train", "--dataset", "fashion-mnist", "--device", "tpu", "--out", out]) == 2
     assert "--device" in capsys.readouterr().err
-    os.mkfifo(tmp_path / "pipe")
-    assert main(["train", "--dataset", "fashion-mnist", "--out", str(tmp_path / "pipe")]) == 2
-    assert "is not a regular file" in capsys.readouterr().err and (tmp_path / "pipe").is_fifo()
+    os.mkfifo(tmp_path / "pipe.pt")
+    assert main(["train", "--dataset", "fashion-mnist", "--out", str(tmp_path / "pipe.pt")]) == 2
+    assert "is not a regular file" in capsys.readouterr().err and (tmp_path / "pipe.pt").is_fifo()
     (tmp_path / "link.pt").symlink_to("/proc/m.pt")  # the link's folder is writable, its target's is not
     assert main(["train", "--dataset", "fashion-mnist", "--out", str(tmp_path / "link.pt")]) == 2
     assert f"--out {tmp_path / 'link.pt'}: cannot write in /proc" in capsys.readouterr().err
