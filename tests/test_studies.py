@@ -655,6 +655,7 @@ def test_cli_rules_without_a_model_prints_the_toy(tmp_path, capsys):
     assert "| PR1 (RectGrad) | (3, 20, -100, 0) | 3 | a2 |" in text
     assert "| PR4 | (1, 10, -100, 1000) | 10 | a4 |" in text
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rules.md", "rules_toy_b2.csv"]
+    assert text.endswith(f"wrote rules_toy_b2.csv, rules.md to {tmp_path}\n")  # each file by name
 
 
 def test_cli_user_errors(model_and_folder, tmp_path, capsys):

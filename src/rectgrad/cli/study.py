@@ -112,7 +112,7 @@ def _shown(show: Optional[int]) -> dict:
 def _finish(result, out: Path, dpi: int) -> None:
     files = result.save(out, dpi=dpi)
     typer.echo(result.markdown())
-    typer.echo(f"wrote {len(files)} files to {out}")
+    typer.echo(f"wrote {', '.join(path.name for path in files)} to {out}")
 
 
 @study_app.command("threshold")
