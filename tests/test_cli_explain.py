@@ -509,8 +509,9 @@ def test_help_at_80_columns_shows_every_option_and_command_whole(monkeypatch, ca
 
 
 def test_a_method_refusing_the_model_fails_before_the_costly_maps(files, capsys, monkeypatch):
-    """eps_lrp and deeplift refuse a LayerNorm: with the default methods the run must stop before SmoothGrad's and
-    IntegGrad's many forward passes, not after them (and the maps of the methods that ran stay in method order)."""
+    """eps_lrp and deeplift refuse a LayerNorm: named, the run must stop before SmoothGrad's and IntegGrad's many
+    forward passes, not after them; in the default methods, they are left out with a warning (and the maps of the
+    methods that ran stay in method order)."""
     import importlib
 
     from rectgrad import zoo
@@ -524,11 +525,19 @@ def test_a_method_refusing_the_model_fails_before_the_costly_maps(files, capsys,
     called = []
     explain = registry.explain
     monkeypatch.setattr(registry, "explain", lambda *a, **k: called.append(a[3]) or explain(*a, **k))
-    status, out, err = run(capsys, "explain", *images, "--model", str(tmp_path / "normed.pt"), "--out",
-                           str(tmp_path / "n.png"), "--no-progress")
+    status, out, err = run(capsys, "explain", *images, "--model", str(tmp_path / "normed.pt"), "--methods",
+                           "smoothgrad,intgrad,eps_lrp", "--out", str(tmp_path / "n.png"), "--no-progress")
     assert status == 2 and "error: eps_lrp cannot handle" in err
     assert "smoothgrad" not in called and "intgrad" not in called and called.count("eps_lrp") == 1
     assert not (tmp_path / "n.png").exists()
+    called.clear()
+    status, out, err = run(capsys, "explain", *images, "--model", str(tmp_path / "normed.pt"), "--out",
+                           str(tmp_path / "n.png"), "--save-maps", str(tmp_path / "d.npz"), "--no-progress")
+    assert status == 0, err  # the default methods: the two that refuse the model are left out, once each
+    for method in ("eps_lrp", "deeplift"):
+        assert err.count(f"warning: {method} left out: {method} cannot handle") == 1 and called.count(method) == 1
+    assert "(--methods names the methods to run)" in err
+    assert "eps_lrp" not in np.load(tmp_path / "d.npz") and "smoothgrad" in np.load(tmp_path / "d.npz")
     called.clear()
     grid = tmp_path / "g.npz"
     status, out, err = run(capsys, "explain", *images, "--model", str(tmp_path / "normed.pt"), "--methods",

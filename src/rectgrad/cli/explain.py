@@ -103,7 +103,7 @@ def explain_images(
     index = _class_index(target, loaded.labels)
     _compare(loaded, loaded.preprocess(pictures), unique_names(images, suffix=True), names, q=q, out=out,
              target=index, final_threshold=final_threshold, internal_batch_size=internal_batch_size, seed=seed,
-             progress=progress, save_maps=save_maps,
+             progress=progress, save_maps=save_maps, named=methods is not None,
              target_line=None if index is None else _target_line(target, index, loaded.label(index)))
 
 
@@ -193,14 +193,15 @@ def demo(
     pictures = [Image.fromarray(getattr(skimage.data, photo)()) for photo in DEMO_PHOTOS]
     _compare(loaded, loaded.preprocess(pictures), list(DEMO_PHOTOS), names, q=98.0, out=out, target=None,
              final_threshold=final_threshold, internal_batch_size=internal_batch_size, seed=0, progress=progress,
-             save_maps=save_maps)
+             save_maps=save_maps, named=methods is not None)
 
 
 def _compare(loaded, inputs, image_names: list[str], names: list[str], *, q: float, out: Path, target, final_threshold,
              internal_batch_size: int, seed: int, progress: bool, save_maps: Path | None = None,
-             target_line: str | None = None) -> None:
+             target_line: str | None = None, named: bool = True) -> None:
     """``target_line`` once the target is known to be in range, top-5 classes, then every method on every image,
-    then the grid (and the raw maps, on request)."""
+    then the grid (and the raw maps, on request). Methods the user has not ``named`` (the default list) that refuse
+    the model are left out with a warning; named ones stop the run."""
     import torch
 
     from rectgrad import viz
@@ -227,7 +228,7 @@ def _compare(loaded, inputs, image_names: list[str], names: list[str], *, q: flo
         top = row.topk(min(5, row.numel()))
         typer.echo(f"{name}: " + ", ".join(f"{loaded.label(i)} {p:.1%}" for p, i in zip(top.values.tolist(),
                                                                                        top.indices.tolist())))
-    columns, maps = {}, {method: [None] * len(inputs) for method in names}
+    columns, maps, refused = {}, {method: [None] * len(inputs) for method in names}, {}
     # The first image by every method first, the rule-based methods (those that may refuse the model: eps_lrp and
     # deeplift refuse gating and normalisation) before the others: a refusal costs a few maps, not SmoothGrad's and
     # IntegGrad's many passes over every image.
@@ -235,22 +236,34 @@ def _compare(loaded, inputs, image_names: list[str], names: list[str], *, q: flo
     steps = [(method, 0) for method in order] + [(method, i) for method in order for i in range(1, len(inputs))]
     bar = progress_bar(len(steps), "attribution", progress, unit="map")
     for method, i in steps:
+        if method in refused:
+            if bar is not None:
+                bar.update()
+            continue
         if bar is not None:
             bar.set_description(method, refresh=False)
         options = {"q": q, "final_threshold": final_threshold} if method in RECTGRAD_METHODS else {}
         with warnings.catch_warnings(record=True) as caught:  # said of this image, by name
             warnings.simplefilter("always")
-            maps[method][i] = explain(loaded.model, inputs[i:i + 1], targets[i:i + 1], method,
-                                      internal_batch_size=internal_batch_size, seed=seed + i, **options).cpu()
+            try:
+                maps[method][i] = explain(loaded.model, inputs[i:i + 1], targets[i:i + 1], method,
+                                          internal_batch_size=internal_batch_size, seed=seed + i, **options).cpu()
+            except ValueError as exc:  # the model refused (eps_lrp on a gated block): a default method is left out
+                if named or i > 0 or len(refused) == len(names) - 1:
+                    raise
+                refused[method] = exc
         for warning in caught:
             if (not issubclass(warning.category, (DeprecationWarning, PendingDeprecationWarning))
                     and str(warning.message) not in of_the_model):  # (said of the model above)
                 warnings.warn(f"{method} on {image_names[i]}: {warning.message}", warning.category, stacklevel=2)
+        if method in refused:
+            warnings.warn(f"{method} left out: {refused[method]} (--methods names the methods to run)", UserWarning,
+                          stacklevel=2)
         if bar is not None:
             bar.update()
     if bar is not None:
         bar.close()
-    raw = {method: torch.cat(maps[method]) for method in names}
+    raw = {method: torch.cat(maps[method]) for method in names if method not in refused}
     if save_maps is not None:  # first: the costly part, should the figure fail
         _save_maps(save_maps, raw, image_names, targets.tolist(), [loaded.label(t) for t in targets.tolist()])
         typer.echo(f"wrote {save_maps}")
