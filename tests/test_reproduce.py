@@ -457,7 +457,8 @@ def test_scale_parameters_set_on_the_command_line(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"model_images": 0}, "model_images must be a positive integer or None (all images), got 0"),
+    ({"model_images": 0},
+     "model_images must be a positive integer or None (all images; --set model_images=null), got 0"),
     ({"per_class": True}, "per_class must be a positive integer, got True"),
     ({"occlusion_steps": 1}, "occlusion_steps must be at least 2"),
     ({"fractions": [0.5, 0.3]}, "strictly increasing values in the open interval (0, 1), got [0.5, 0.3]"),

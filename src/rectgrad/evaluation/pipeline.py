@@ -66,7 +66,8 @@ class Scale:
         for name in ("model_images", "patch_images", "roar_train_images", "roar_test_images"):
             count = getattr(self, name)
             if count is not None and (not isinstance(count, numbers.Integral) or isinstance(count, bool) or count < 1):
-                raise ValueError(f"{name} must be a positive integer or None (all images), got {count!r}")
+                raise ValueError(f"{name} must be a positive integer or None (all images; --set {name}=null), "
+                                 f"got {count!r}")
             object.__setattr__(self, name, None if count is None else int(count))
         for name in ("model_epochs", "per_class", "occlusion_orders", "roar_epochs", "repeats"):
             object.__setattr__(self, name, positive_int(name, getattr(self, name)))  # (a numpy integer: an int)
