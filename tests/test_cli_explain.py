@@ -261,6 +261,10 @@ def test_explain_with_final_threshold_and_target(files, capsys):
 
     assert _class_index("cat", CIFAR10_CLASSES) == 3 and _class_index("tru", CIFAR10_CLASSES) == 9
     assert _class_index("7", CIFAR10_CLASSES) == 7 and _class_index(None, CIFAR10_CLASSES) is None
+    assert _class_index("class 3", []) == 3 == _class_index("Class  3", [])  # as printed for classes without names
+    for target, labels in (("class 3", CIFAR10_CLASSES), ("cat", []), ("class", [])):  # (a named class wins)
+        with pytest.raises(ValueError, match="is no class of this model|classes have no names"):
+            _class_index(target, labels)
 
 
 def test_explain_saved_module_and_torchscript(files, capsys):

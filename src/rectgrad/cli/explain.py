@@ -142,7 +142,8 @@ def _class_index(target: str | None, labels: list[str]) -> int | None:
 
 def _named_class(target: str, text: str, labels: list[str]) -> int:
     """The class named ``text``: the one whose name it is, else the one whose name begins with it or holds it as a
-    whole word (``cat`` is ambiguous among ImageNet's catamaran, tiger cat, Persian cat, ...)."""
+    whole word (``cat`` is ambiguous among ImageNet's catamaran, tiger cat, Persian cat, ...); on a model whose
+    classes have no names, ``class N`` (as printed) is class N."""
     wanted = text.lower()
     if not wanted:
         raise ValueError(f"--target {target!r} names no class: give a class index or name")
@@ -153,6 +154,9 @@ def _named_class(target: str, text: str, labels: list[str]) -> int:
     if len(matches) == 1:
         return matches[0]
     if not labels:
+        shown = re.fullmatch(r"class\s+(\d+)", wanted, flags=re.ASCII)  # as the top-5 line names them
+        if shown:
+            return int(shown.group(1))
         raise ValueError(f"--target {target!r}: this model's classes have no names; give a class index")
     if matches:
         raise ValueError(f"--target {target!r} is ambiguous: " + ", ".join(f"{labels[i]} ({i})" for i in matches[:10])
