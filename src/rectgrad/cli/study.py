@@ -33,7 +33,7 @@ BATCH = typer.Option(16, help="Process at most this many samples (noisy copies, 
                               "time: bounds memory.")
 
 IMAGES_BATCH = typer.Option(16, help="Process at most this many images at a time (one forward/backward pass "
-                                     "each): bounds memory, changes no result.")
+                                     "each): bounds memory; the results are one batch's, up to float rounding.")
 
 study_app = typer.Typer(no_args_is_help=True, help="The paper's figures as commands, each with numbers.")
 
@@ -122,8 +122,8 @@ def threshold(images: Optional[List[Path]] = IMAGES, model: str = MODEL, out: Pa
                                                                   "(Fig. 4)."),
               padding_trick: bool = typer.Option(True, help="Zero-padding trick (Appendix C.1)."),
               dataset: Optional[str] = DATASET, count: int = COUNT, data_dir: Optional[Path] = DATA_DIR,
-              download: bool = DOWNLOAD, internal_batch_size: Optional[int] = BATCH, show: Optional[int] = SHOW,
-              device: str = DEVICE, dpi: int = DPI) -> None:
+              download: bool = DOWNLOAD, internal_batch_size: Optional[int] = IMAGES_BATCH,
+              show: Optional[int] = SHOW, device: str = DEVICE, dpi: int = DPI) -> None:
     """Fig. 4: RectGrad for tau = 0 and each q, with the sparsity curve."""
     from rectgrad import studies
 
@@ -216,8 +216,8 @@ def rules(ctx: typer.Context, images: Optional[List[Path]] = IMAGES,
                                                          "efficientnet-lite0)."),
           out: Path = OUT, q: float = typer.Option(98.0, help="Percentile for the maps."),
           dataset: Optional[str] = DATASET, count: int = COUNT, data_dir: Optional[Path] = DATA_DIR,
-          download: bool = DOWNLOAD, internal_batch_size: Optional[int] = BATCH, show: Optional[int] = SHOW,
-          device: str = DEVICE, dpi: int = DPI) -> None:
+          download: bool = DOWNLOAD, internal_batch_size: Optional[int] = IMAGES_BATCH,
+          show: Optional[int] = SHOW, device: str = DEVICE, dpi: int = DPI) -> None:
     """Appendix B, Fig. 14: the B.2 toy numbers; with images or --dataset, also PR1-PR4 and RectGradMod maps.
 
     The options other than --out apply only to the maps."""
