@@ -478,6 +478,9 @@ def test_a_target_of_another_length_is_refused_whatever_internal_batch_size(cnn,
         for size in (None, 3, 2, 4):
             with pytest.raises(ValueError, match=f"target has {len(target)} entries but the batch has 6 samples"):
                 method(cnn).attribute(x, target=target, internal_batch_size=size)
+    for size in (None, 3):  # six entries, but not one class per sample: Captum refuses it as well
+        with pytest.raises(ValueError, match=r"one class per sample, shape \(N,\), got shape \(2, 3\)"):
+            method(cnn).attribute(x, target=y.reshape(2, 3), internal_batch_size=size)
 
 
 def test_target_none_explains_the_predicted_class(cnn, batch):

@@ -111,7 +111,7 @@ def target_indices(target, n: int, device) -> Tensor:
     if isinstance(target, Tensor):
         if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
             raise TypeError(f"target tensor must hold integer class indices, got {target.dtype}")
-        values = target.reshape(-1).to(device=device, dtype=torch.long)
+        values = _one_class_per_sample(target).to(device=device, dtype=torch.long)
         if target.numel() == 1:
             values = values.expand(n)
     elif isinstance(target, numbers.Integral) and not isinstance(target, bool):
@@ -127,6 +127,14 @@ def target_indices(target, n: int, device) -> Tensor:
     if values.numel() != n:
         raise ValueError(f"target has {values.numel()} entries but the batch has {n} samples")
     return values
+
+
+def _one_class_per_sample(target: Tensor) -> Tensor:
+    """A target tensor flattened to one class per sample, or a ``ValueError`` if it has more than one dimension of
+    several entries (Captum refuses those too); a column (N, 1) is one class per sample."""
+    if sum(size > 1 for size in target.shape) > 1:
+        raise ValueError(f"target tensor must hold one class per sample, shape (N,), got shape {tuple(target.shape)}")
+    return target.reshape(-1)
 
 
 def _captum_tuple(target):
@@ -180,7 +188,7 @@ def batches(inputs: tuple[Tensor, ...], target, additional_forward_args, size: i
     if isinstance(target, Tensor) and target.numel() != 1:  # one class per sample, checked against the whole batch
         if target.numel() != n:
             raise ValueError(f"target has {target.numel()} entries but the batch has {n} samples")
-        target = target.reshape(-1)
+        target = _one_class_per_sample(target)
 
     def cut(value, start):
         return value[start:start + size] if per_sample(value, n) else value
