@@ -55,6 +55,43 @@ def test_deterministic_for_a_seed():
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
+def test_the_seed_gives_new_models_weights_and_train_models_batch_order_each_alone():
+    """new_model(d, seed) draws PaperCNN's weights as torch.manual_seed(seed) would; train_model's seed alone orders
+    the batches: the same weights trained with another seed come out otherwise."""
+    train = quadrants(60, seed=0)
+    for seed in (3, 4):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            expected = PaperCNN(1, 16, 4).state_dict()
+        assert all(torch.equal(new_model(train, seed).state_dict()[k], v) for k, v in expected.items())
+    a, b = new_model(train, seed=3), new_model(train, seed=3)
+    train_model(a, train, epochs=1, batch_size=25, seed=3, progress=False)
+    train_model(b, train, epochs=1, batch_size=25, seed=4, progress=False)
+    assert not all(torch.equal(a.state_dict()[k], v) for k, v in b.state_dict().items())
+
+
+def test_evaluate_and_predict_logits_by_hand():
+    """A model that always answers class 0: its accuracy is the share of label 0, whatever the batch size, and
+    predict_logits covers every input, also a last batch of one."""
+    always_zero = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    with torch.no_grad():
+        always_zero[1].weight.zero_()
+        always_zero[1].bias.copy_(torch.tensor([1.0, 0.0, 0.0]))
+    data = ImageDataset(torch.zeros(5, 1, 2, 2, dtype=torch.uint8), torch.tensor([0, 1, 0, 2, 0]), ["a", "b", "c"], "d")
+    for batch_size in (1, 2, 5, 1000):
+        assert evaluate(always_zero, data, batch_size=batch_size) == 3 / 5
+    inputs = torch.rand(5, 1, 2, 2)
+    assert torch.equal(predict_logits(always_zero, inputs, batch_size=4), always_zero(inputs).detach())
+
+
+def test_the_test_accuracy_is_the_test_sets():
+    train = quadrants(60, seed=0)
+    mislabelled = ImageDataset(train.images, (train.labels + 1) % 4, train.classes, "mislabelled")  # other accuracy
+    model = new_model(train, seed=0)
+    history = train_model(model, train, epochs=2, batch_size=20, progress=False, test=mislabelled)
+    assert history["test_accuracy"] == evaluate(model, mislabelled) != evaluate(model, train)
+
+
 def test_new_model_leaves_global_rng_alone():
     torch.manual_seed(123)
     expected = torch.rand(1)
@@ -148,14 +185,19 @@ def test_train_model_stopped_by_signals_resumes_bit_for_bit(tmp_path, monkeypatc
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers are given back
         steps += hook.calls
     assert steps == 9
+    state = torch.load(checkpoint, weights_only=True)
+    state["seconds"] = 1000.0  # the time the interrupted runs trained: counted in the resumed history
+    torch.save(state, checkpoint)
     model = new_model(train, seed=0)
     hook = signal_at(set())
     model.register_forward_pre_hook(hook)
     bars = []
+    start = time.perf_counter()
     monkeypatch.setattr(rectgrad.train, "progress_bar", lambda *a, **k: bars.append(k) or progress_bar(*a, **k))
     resumed = train_model(model, train, epochs=3, batch_size=25, seed=3, progress=True, checkpoint=checkpoint)
     assert bars[0]["initial"] == 9  # the bar starts where the training stopped: its rate counts this run only
-    assert hook.calls == 0 and not checkpoint.exists() and resumed["seconds"] > 0
+    assert hook.calls == 0 and not checkpoint.exists()
+    assert 1000.0 < resumed["seconds"] < 1000.0 + time.perf_counter() - start
     assert resumed["loss"] == expected["loss"] and resumed["train_accuracy"] == expected["train_accuracy"]
     assert all(torch.equal(value, model.state_dict()[key]) for key, value in straight.state_dict().items())
 
