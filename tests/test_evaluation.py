@@ -7,6 +7,7 @@ import re
 import signal
 import threading
 import warnings
+import time
 import weakref
 from decimal import Decimal
 from pathlib import Path
@@ -834,8 +835,13 @@ def test_train_many_stops_and_resumes_bit_for_bit(tmp_path):
             train_many(models, datasets, seeds, epochs=3, batch_size=25, checkpoint=checkpoint,
                        stop=lambda: next(steps) == stop_at)
         assert checkpoint.is_file() and checkpoint_seconds(checkpoint) > 0
+    state = torch.load(checkpoint, weights_only=True)
+    state["seconds"] = 1000.0  # the time the interrupted runs trained: counted in the resumed histories
+    torch.save(state, checkpoint)
     models = [new_model(d, s) for d, s in zip(datasets, seeds)]  # fresh weights: all of them come from the file
+    start = time.perf_counter()
     resumed = train_many(models, datasets, seeds, epochs=3, batch_size=25, checkpoint=checkpoint)
+    assert all(1000.0 < h["seconds"] < 1000.0 + time.perf_counter() - start for h in resumed)
     assert not checkpoint.exists() and checkpoint_seconds(checkpoint) == 0.0
     for a, b, ha, hb in zip(straight, models, expected, resumed):
         assert ha["loss"] == hb["loss"] and ha["train_accuracy"] == hb["train_accuracy"]
@@ -951,6 +957,9 @@ def test_train_many_refuses_another_groups_checkpoint(tmp_path):
                    checkpoint=checkpoint, stop=lambda: True)
     with pytest.raises(ValueError, match="another group of trainings"):
         train_many([new_model(d) for d in datasets], datasets, [0, 2], epochs=2, batch_size=25, checkpoint=checkpoint)
+    with pytest.raises(ValueError, match="another group of trainings"):  # another learning rate
+        train_many([new_model(d) for d in datasets], datasets, [0, 1], epochs=2, batch_size=25, lr=2e-3,
+                   checkpoint=checkpoint)
     other = [datasets[0], quadrants(60, 2)]  # same sizes and seeds, other images
     with pytest.raises(ValueError, match="another group of trainings"):
         train_many([new_model(d) for d in other], other, [0, 1], epochs=2, batch_size=25, checkpoint=checkpoint)
@@ -1002,6 +1011,26 @@ def test_retrainer_one_and_many_and_bad_input():
     with pytest.raises(ValueError, match="models of one architecture; model 1 differs from model 0"):
         train_many([new_model(train), nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(72, 4))],
                    [train, train], [0, 1])
+
+
+def test_retrainer_trains_with_its_seed_and_learning_rate(monkeypatch):
+    """Retrainer(...)(train, test, seed) scores new_model(train, seed) trained by train_model with that seed and lr,
+    and .many the same models trained by train_many: the scored weights are those, bit for bit."""
+    import rectgrad.train_many as module
+
+    train, test = quadrants(60, 0), quadrants(40, 1)
+    scored = []
+    monkeypatch.setattr(module, "evaluate", lambda model, data: scored.append((model.state_dict(), data)) or 0.5)
+    retrain = Retrainer(epochs=1, batch_size=20, lr=3e-3, device="cpu")
+    alone, together = [new_model(train, seed) for seed in (1, 2)], [new_model(train, seed) for seed in (1, 2)]
+    for seed, model in zip((1, 2), alone):
+        assert retrain(train, test, seed) == 0.5
+        train_model(model, train, epochs=1, batch_size=20, lr=3e-3, seed=seed, progress=False)
+    assert retrain.many([(train, test, 1), (train, test, 2)]) == [0.5, 0.5]
+    train_many(together, [train, train], [1, 2], epochs=1, batch_size=20, lr=3e-3)
+    assert len(scored) == 4 and all(data is test for _, data in scored)
+    for (weights, _), expected in zip(scored, alone + together):
+        assert all(torch.equal(weights[k], v) for k, v in expected.state_dict().items())
 
 
 def test_train_many_keeps_a_stop_asked_for_during_the_last_step(tmp_path):
