@@ -337,6 +337,17 @@ def test_masked_images(tmp_path):
         replace(masked, masks=masked.masks[:2])
 
 
+def test_masked_images_object_pixels_are_200_and_up(tmp_path):
+    """The reference code's rule: a mask pixel is object from 200 on, background below (flat 8x8 JPEG blocks keep
+    their values exactly)."""
+    write_jpg(tmp_path / "dog_1.jpg", np.zeros((16, 16, 3), np.uint8))
+    mask = np.full((16, 16), 199, np.uint8)
+    mask[:8, :8] = 200
+    write_jpg(tmp_path / "dog_1_mask.jpg", mask)
+    masks = load_masked_images(tmp_path).masks
+    assert masks[0, :8, :8].all() and masks.sum() == 64
+
+
 def test_masked_images_errors(tmp_path):
     with pytest.raises(FileNotFoundError):
         load_masked_images(tmp_path / "nowhere")
