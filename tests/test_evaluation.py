@@ -6,8 +6,8 @@ import os
 import re
 import signal
 import threading
-import warnings
 import time
+import warnings
 import weakref
 from decimal import Decimal
 from pathlib import Path
@@ -22,6 +22,7 @@ from rectgrad.evaluation import (LocalBackend, ResultStore, RoarKarResult, backg
                                  conv_activations, correctly_classified, feature_map_occlusion, final_threshold,
                                  noise_level, occlude_dataset, patch_attribution, roar_kar)
 from rectgrad.evaluation.roar import Job, RayBackend
+from rectgrad.methods import explain
 from rectgrad.metrics import kar_aoc, roar_auc
 from rectgrad.models import PaperCNN
 from rectgrad.train import new_model, train_model
@@ -158,6 +159,22 @@ def test_compute_maps_takes_any_targets_one_per_input():
             compute_maps(model, inputs, "saliency", None)
 
 
+def test_compute_maps_are_the_channel_sums_of_each_batchs_maps():
+    """compute_maps in batches of 2 is explain's maps summed over the colour channels (signed, not |.|), each batch
+    with its own targets; a stochastic method's batch k is drawn with seed + k."""
+    torch.manual_seed(0)
+    model, x = PaperCNN(3, 8, 3).eval(), torch.rand(5, 3, 8, 8) * 2 - 1
+    targets = torch.tensor([0, 2, 1, 1, 0])
+    plain = compute_maps(model, x, "saliency", targets, batch_size=2)
+    noisy = compute_maps(model, x, "smoothgrad", targets, batch_size=2, seed=5, samples=3)
+    for k, start in enumerate(range(0, 5, 2)):
+        batch = slice(start, start + 2)
+        assert torch.equal(plain[batch], explain(model, x[batch], targets[batch], "saliency").sum(1, keepdim=True))
+        drawn = explain(model, x[batch], targets[batch], "smoothgrad", seed=5 + k, samples=3).sum(1, keepdim=True)
+        assert torch.equal(noisy[batch], drawn)
+    assert (plain < 0).any()
+
+
 def test_background_at_layer_resolution():
     masks = torch.zeros(1, 4, 4, dtype=torch.bool)
     masks[0, :2, :2] = True  # object: top-left 2x2 block
@@ -191,6 +208,8 @@ def test_final_threshold_keeps_rectgrad_positive_part_and_baseline_top_five_perc
     # numpy's linear 95th percentile of -10..9 is 8.05: only 9 survives
     kept = final_threshold(maps, "saliency")
     assert kept.sum() == 9 and (kept != 0).sum() == 1
+    ties = torch.arange(21.0).view(1, 1, 3, 7)  # the 95th percentile is 19 exactly: 19 is kept with 20
+    assert final_threshold(ties, "saliency").flatten().nonzero().flatten().tolist() == [19, 20]
     two_channels = torch.stack([maps[0, 0], maps[0, 0]])[None]
     assert torch.equal(final_threshold(two_channels, "rectgrad_prr"), (2 * maps).clamp(min=0))
 
@@ -231,6 +250,9 @@ def test_patch_attribution_and_noise_level_by_hand():
     # TV of [[-2,0,0],[0,1,0],[0,0,3]]: rows 2+1+1+3 = 7, columns 2+1+1+3 = 7
     assert raw["total_variation"].item() == 14.0 and raw["total_variation_relative"].item() == pytest.approx(14 / 6)
     assert noise_level(maps, "rectgrad", masks)["outside"].item() == 3.0
+    zero = noise_level(torch.zeros(1, 1, 3, 3), "saliency", masks, threshold=False)  # no |map|: shares of 0
+    assert {key: value.item() for key, value in zero.items()} == {
+        "outside": 0.0, "outside_fraction": 0.0, "total_variation": 0.0, "total_variation_relative": 0.0}
     big = torch.full((1, 3, 4, 4), 30000.0, dtype=torch.float16)  # channel sums of 90000: beyond float16's 65504
     assert final_threshold(big, "rectgrad").unique().tolist() == [90000.0]
     ones = torch.ones(1, 1, 300, 300, dtype=torch.float16)  # 90000 in all
