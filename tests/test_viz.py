@@ -38,6 +38,9 @@ def test_clip_outliers_symmetric_cap():
     out = viz.clip_outliers(m, symmetric=True)
     assert (out.min(), out.max()) == (-50.0, 149.0)
     assert viz.clip_outliers(m).min() == -49.0  # the default (asymmetric) rule differs here
+    flipped = viz.clip_outliers(-m, symmetric=True)  # -150..50: the cap is |value|'s 99.5th percentile still
+    assert (flipped.min(), flipped.max()) == (-149.0, 50.0)
+    assert np.array_equal(viz.prepare(-m, grayscale=True, symmetric=True), flipped[None])
 
 
 def test_final_threshold_top_keeps_exactly_top_five_percent():
@@ -67,6 +70,8 @@ def test_prepare_pipeline_with_top_threshold():
     assert np.count_nonzero(out == 0) == 380
     assert np.sort(out[out > 0])[:2].tolist() == [380.0, 381.0]
     assert out[out > 397].tolist() == pytest.approx([397.005, 397.005])  # 398 and 399 capped
+    top_tenth = viz.prepare(attr, threshold="top", percentile=90, low=0, high=100)  # 90th pct 359.1: 360..399
+    assert np.array_equal(top_tenth, np.where(s >= 360, s, 0.0))
 
 
 def test_prepare_positive_and_grayscale():
