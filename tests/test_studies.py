@@ -20,7 +20,9 @@ from rectgrad.engine import Options, Rule
 from rectgrad.models import PaperCNN
 from rectgrad.studies import Images
 from rectgrad.data import image_files, load_image_folder_masks
-from rectgrad.studies._common import engine_gradients, from_pixels, predict, ranks, to_pixels, unique_names
+from rectgrad.methods import explain
+from rectgrad.studies._common import (engine_gradients, from_pixels, method_attributions, predict, ranks, resize_masks,
+                                      spread, to_pixels, unique_names)
 from rectgrad.studies.feature_maps import activations
 from rectgrad.studies.layers import hidden_layers
 
@@ -65,6 +67,24 @@ def test_spearman_matches_scipy_with_ties():
     assert studies.spearman(a, b) == pytest.approx(scipy_stats.spearmanr(a, b).statistic, abs=1e-12)
     assert np.array_equal(ranks(np.array([3.0, 1.0, 3.0, 2.0])), [2.5, 0.0, 2.5, 1.0])
     assert math.isnan(studies.spearman(torch.ones(3, 3), torch.rand(3, 3)))  # a constant map has no ranking
+
+
+def test_study_helpers_by_hand(cnn):
+    """resize_masks: a cell is object when at least half of it is; spread: evenly spaced, rounded to the nearest;
+    predict: the softmax probability of the predicted class; method_attributions: a stochastic method draws from
+    ``seed``."""
+    masks = torch.zeros(1, 4, 4, dtype=torch.bool)
+    masks[0, :2, :2] = True  # a whole cell
+    masks[0, 0, 2:] = True  # half a cell: object
+    masks[0, 2, 2] = True  # a quarter: background
+    assert resize_masks(masks, (2, 2)).tolist() == [[[True, True], [False, False]]]
+    assert spread(list(range(6)), 4) == [0, 2, 3, 5] and spread(list(range(6)), None) == list(range(6))
+    images = square_images(3)
+    classes, probabilities = predict(cnn, images.x)
+    softmax = cnn(images.x).softmax(1)
+    assert torch.equal(classes, softmax.argmax(1)) and torch.allclose(probabilities, softmax.max(1).values)
+    maps, skipped = method_attributions(cnn, images.x, classes, ["smoothgrad"], seed=3)
+    assert not skipped and torch.equal(maps["smoothgrad"], explain(cnn, images.x, classes, "smoothgrad", seed=3))
 
 
 def test_pixel_space_round_trip():
@@ -242,6 +262,7 @@ def test_threshold_study(cnn, tmp_path):
     nonzero = [r["nonzero fraction"] for r in rows[1:]]
     assert nonzero == sorted(nonzero, reverse=True) and nonzero[-1] < nonzero[0]
     assert rows[0]["rank correlation with tau = 0"] == pytest.approx(1.0)
+    assert all(0 < r["positive fraction"] <= r["nonzero fraction"] for r in rows)  # zeros are not positive
     assert {p.name for p in tmp_path.iterdir()} == {"threshold.md", "threshold_sparsity.csv", "threshold_maps.png",
                                                     "threshold_sparsity.png"}
     assert len(read_csv(tmp_path / "threshold_sparsity.csv")) == 5
