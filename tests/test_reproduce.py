@@ -154,6 +154,27 @@ def test_report_tables_keep_every_cell_of_a_row(smoke, monkeypatch, tmp_path):
     assert table_rows_that_lose_cells(readme) == [] and "a\\|b 1" in readme
 
 
+def test_report_numbers_are_the_results_own(smoke):
+    """feature-map-occlusion.csv's mean and std per fraction are those of the saved margins, and the Fig. 7 claim
+    states RectGrad's mean patch attribution (the CSV's 'mean' column)."""
+    _, report, work = smoke
+    with open(report / "feature-map-occlusion.csv") as f:
+        rows = list(csv.DictReader(f))
+    checked = 0
+    for layer_file in sorted((work / "results").glob("occlusion-*.json")):
+        margins = np.array(json.loads(layer_file.read_text())["margins"])
+        layer_rows = [r for r in rows if r["layer"] == layer_file.stem.split("-")[-1]]
+        assert len(layer_rows) == margins.shape[1]
+        for i, row in enumerate(layer_rows):
+            assert float(row["mean_margin"]) == pytest.approx(margins[:, i].mean(), rel=1e-5, abs=1e-9)
+            assert float(row["std_margin"]) == pytest.approx(margins[:, i].std(), rel=1e-5, abs=1e-9)
+            checked += 1
+    assert checked
+    with open(report / "patch-attribution.csv") as f:
+        rectgrad = next(r for r in csv.DictReader(f) if r["method"] == "rectgrad")
+    assert f"RectGrad {float(rectgrad['mean']):.4g}" in (report / "README.md").read_text()
+
+
 def test_rerun_recomputes_nothing(smoke, monkeypatch, tmp_path):
     args, report, work = smoke
 
