@@ -512,6 +512,17 @@ def test_help_at_80_columns_shows_every_option_and_command_whole(monkeypatch, ca
     assert 100 < max(map(len, capsys.readouterr().out.splitlines())) <= 120
 
 
+class Squeezed(torch.nn.Module):
+    """(1, classes) logits squeezed to (classes,) for a batch of one: every method refuses its output."""
+
+    def __init__(self, inner: torch.nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x).squeeze()
+
+
 def test_a_method_refusing_the_model_fails_before_the_costly_maps(files, capsys, monkeypatch):
     """eps_lrp and deeplift refuse a LayerNorm: named, the run must stop before SmoothGrad's and IntegGrad's many
     forward passes, not after them; in the default methods, they are left out with a warning (and the maps of the
@@ -542,6 +553,12 @@ def test_a_method_refusing_the_model_fails_before_the_costly_maps(files, capsys,
         assert err.count(f"warning: {method} left out: {method} cannot handle") == 1 and called.count(method) == 1
     assert "(--methods names the methods to run)" in err
     assert "eps_lrp" not in np.load(tmp_path / "d.npz") and "smoothgrad" in np.load(tmp_path / "d.npz")
+    called.clear()
+    torch.save(Squeezed(model), tmp_path / "squeezed.pt")
+    status, out, err = run(capsys, "explain", *images, "--model", str(tmp_path / "squeezed.pt"), "--out",
+                           str(tmp_path / "s.png"), "--no-progress")
+    assert status == 2 and "drops the batch dimension for a batch of one" in err and "left out" not in err
+    assert not (tmp_path / "s.png").exists()  # not a figure of whichever method survived (deeplift: a batch of 2)
     called.clear()
     grid = tmp_path / "g.npz"
     status, out, err = run(capsys, "explain", *images, "--model", str(tmp_path / "normed.pt"), "--methods",

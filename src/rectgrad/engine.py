@@ -52,8 +52,8 @@ from torch.utils.checkpoint import CheckpointFunction
 from rectgrad.cpu_gate import gate_above_percentile
 from rectgrad.operations import (ADAPTIVE_MAX_POOL_PAIRS, ATEN_ALIASES, ATEN_REWRITES, CLAMPS, ELEMENTWISE,
                                  FUSED_RELUS, KNOWN_ACTIVATIONS, MAX_REDUCTIONS, MAXIMUMS, OTHER_NONLINEAR, RELU,
-                                 depends_on_input, is_inplace, is_zero, refuse_undefined, refuse_unknown,
-                                 tensors_in)
+                                 UnsupportedModel, depends_on_input, is_inplace, is_zero, refuse_undefined,
+                                 refuse_unknown, tensors_in)
 from rectgrad.selection import where_above_percentile
 
 SCORES = {  # importance score of a unit from its output a and incoming gradient g, written into `out()`
@@ -214,11 +214,11 @@ class _RuleAtActivation(torch.autograd.Function):
         except RuntimeError as error:
             if "modified by an inplace operation" not in str(error) or not site.keeps_input:
                 raise
-            raise ValueError(f"the rule keeps the input of {site.name} for the "
-                             "backward pass (as PyTorch does for activations other than ReLU; DeepLIFT and eps-LRP "
-                             "for ReLUs too), but the model changes that input in place after the activation (e.g. "
-                             "y = F.relu(h); h += 1, or h[:, :4] = F.relu(h[:, :4])): write that step out of place "
-                             "(h = h + 1, torch.cat), or explain the model with another method") from None
+            raise UnsupportedModel(f"the rule keeps the input of {site.name} for the backward pass (as PyTorch does "
+                                   "for activations other than ReLU; DeepLIFT and eps-LRP for ReLUs too), but the "
+                                   "model changes that input in place after the activation (e.g. y = F.relu(h); "
+                                   "h += 1, or h[:, :4] = F.relu(h[:, :4])): write that step out of place (h = h + 1, "
+                                   "torch.cat), or explain the model with another method") from None
         if site.keeps_input:
             z = saved
             with torch.no_grad():
@@ -248,9 +248,9 @@ def _as_called(func, args, kwargs, rule) -> Callable[[Tensor], Tensor]:
     if func not in _RRELUS or not values.get("training"):
         return lambda t: func(t, *rest, **kwargs)
     if isinstance(rule, MultiplierRule) and rule.per_sample:
-        raise ValueError(f"{rule.name} compares each input with its reference through the same network, but "
-                         f"{func.__name__} in training mode (nn.RReLU in train mode) draws other random slopes for "
-                         "each: call model.eval() first")
+        raise UnsupportedModel(f"{rule.name} compares each input with its reference through the same network, but "
+                               f"{func.__name__} in training mode (nn.RReLU in train mode) draws other random slopes "
+                               "for each: call model.eval() first")
     slopes = torch.empty_like(args[0])  # 1 where the input is positive
     with torch.no_grad():
         torch.ops.aten.rrelu_with_noise(args[0], slopes, training=True,
@@ -381,8 +381,8 @@ def _average_pool(func, args, kwargs) -> Callable[[Tensor], Tensor]:
     values.update({k: v for k, v in kwargs.items() if k in _MAX_POOL_ARGS})
     dilation = values.get("dilation", 1)
     if any(d != 1 for d in ((dilation,) if isinstance(dilation, int) else dilation)):
-        raise ValueError(f"the proportional redistribution rule supports {func.__name__} without dilation "
-                         f"(got dilation={dilation})")
+        raise UnsupportedModel(f"the proportional redistribution rule supports {func.__name__} without dilation "
+                               f"(got dilation={dilation})")
     kernel = values["kernel_size"]
     stride, padding, ceil_mode = values.get("stride") or kernel, values.get("padding", 0), values.get("ceil_mode")
     return lambda x: average(x, kernel, stride, padding, bool(ceil_mode), count_include_pad=False)
@@ -408,7 +408,7 @@ def rule_gradients(output: Tensor, inputs: Sequence[Tensor], sources: int | None
     except RuntimeError as error:  # CheckpointError is one
         if "checkpoint" not in str(error).lower():
             raise
-        raise ValueError(_CHECKPOINTING + f" (PyTorch: {str(error).splitlines()[0]})") from None
+        raise UnsupportedModel(_CHECKPOINTING + f" (PyTorch: {str(error).splitlines()[0]})") from None
     if all(g is None for g in grads[:sources]):
         raise ValueError("the model's output does not depend on its inputs through autograd: its forward pass cuts "
                          "them off (a torch.no_grad() block, .detach(), a detour through numpy, ...), so no gradient "
@@ -545,8 +545,8 @@ class RuleMode(TorchFunctionMode):
             site = _Site(call=_as_called(func, args, kwargs, options.rule), is_relu=func in RELU, rule=options.rule,
                          scratch=self.scratch, name=getattr(func, "__name__", str(func)))
             if _checkpointing() and not _recomputed_alike(site, x):
-                raise ValueError(f"{_CHECKPOINTING} ({site.name} inside a checkpointed block "
-                                 "would be recomputed differently)")
+                raise UnsupportedModel(f"{_CHECKPOINTING} ({site.name} inside a checkpointed block "
+                                       "would be recomputed differently)")
             self.sites.append(site)
             out = _RuleAtActivation.apply(x, site, is_inplace(func, args, kwargs))
             self.input_nodes.add(out.grad_fn)
@@ -576,7 +576,7 @@ class RuleMode(TorchFunctionMode):
             return out
         if options.prr and (func in _AVERAGE_POOL or func in ADAPTIVE_MAX_POOL_PAIRS):
             if _checkpointing():  # PyTorch's max-pool keeps its indices too: the recomputed tensors would not match
-                raise ValueError(f"{_CHECKPOINTING} (a max-pool under PRR inside a checkpointed block)")
+                raise UnsupportedModel(f"{_CHECKPOINTING} (a max-pool under PRR inside a checkpointed block)")
             pool = ADAPTIVE_MAX_POOL_PAIRS.get(func, func)  # the values alone, of a pool returning its indices too
             values = _ProportionalMaxPool.apply(x, lambda t: pool(t, *args[1:], **kwargs),
                                                 _average_pool(pool, args, kwargs))
@@ -588,9 +588,9 @@ class RuleMode(TorchFunctionMode):
                             "redistributes at max-pool functions only; write it as F.adaptive_max_pool1d(x, 1) / "
                             "F.max_pool1d to have PRR apply")
         if options.prr and func in _MAX_POOLS_WITHOUT_RULE:
-            raise ValueError(f"the proportional redistribution rule does not support {func.__name__} (max-pools "
-                             "returning indices, e.g. for MaxUnpool or in an exported program decomposed to core "
-                             "ATen, and fractional max-pools); use prr=False")
+            raise UnsupportedModel(f"the proportional redistribution rule does not support {func.__name__} (max-pools "
+                                   "returning indices, e.g. for MaxUnpool or in an exported program decomposed to core "
+                                   "ATen, and fractional max-pools); use prr=False")
         return self._unchanged(func, args, kwargs)
 
     def check_custom_functions(self, tensors: Sequence[Tensor]) -> None:
@@ -605,17 +605,17 @@ class RuleMode(TorchFunctionMode):
                     or not depends_on_input(t, self.input_nodes)):
                 continue
             if function is CheckpointFunction:
-                raise ValueError(f"{_CHECKPOINTING} (a reentrant torch.utils.checkpoint block)")
+                raise UnsupportedModel(f"{_CHECKPOINTING} (a reentrant torch.utils.checkpoint block)")
             if not isinstance(self.options.rule, MultiplierRule):
                 self._warn_once(function, f"{function.__name__} is the model's own torch.autograd.Function: the rule "
                                 "does not reach inside it and its own backward is used there; if it is an activation "
                                 "(e.g. EfficientNet-PyTorch's memory-efficient Swish), write it with PyTorch "
                                 "operations (e.g. F.silu) to have the rule apply")
                 continue
-            raise ValueError(f"{self.options.rule.name} cannot follow the custom torch.autograd.Function "
-                             f"{function.__name__}: its backward is the model's own, which the rule can neither "
-                             "change nor know to be linear; write it with PyTorch operations (e.g. F.silu for a "
-                             "memory-efficient Swish), or explain this model with another method")
+            raise UnsupportedModel(f"{self.options.rule.name} cannot follow the custom torch.autograd.Function "
+                                   f"{function.__name__}: its backward is the model's own, which the rule can neither "
+                                   "change nor know to be linear; write it with PyTorch operations (e.g. F.silu for a "
+                                   "memory-efficient Swish), or explain this model with another method")
 
     def _check_batch(self, func, x: Tensor) -> None:
         """A per-sample rule reads an activation's dim 0 as the sample: refuse a layout that puts another
@@ -625,12 +625,12 @@ class RuleMode(TorchFunctionMode):
         paired = isinstance(self.options.rule, MultiplierRule)
         what, batch = (("pairs each input with its reference", f"{self.batch // 2} inputs and their references")
                        if paired else ("thresholds each sample at its own percentile", str(self.batch)))
-        raise ValueError(f"the rule {what} along dim 0, but an activation ({getattr(func, '__name__', func)}) gets a "
-                         f"tensor of shape {tuple(x.shape)} for a batch of {batch}: the model puts another "
-                         "dimension first (inputs without their batch dimension: one image (C, H, W) needs x[None]; "
-                         "a sequence-first (L, N, C) layout, e.g. nn.TransformerEncoderLayer without "
-                         "batch_first=True; or samples folded into dim 0); make dim 0 the batch"
-                         + ("" if paired else ", or give a constant threshold tau instead of q"))
+        raise UnsupportedModel(f"the rule {what} along dim 0, but an activation ({getattr(func, '__name__', func)}) "
+                               f"gets a tensor of shape {tuple(x.shape)} for a batch of {batch}: the model puts "
+                               "another dimension first (inputs without their batch dimension: one image (C, H, W) "
+                               "needs x[None]; a sequence-first (L, N, C) layout, e.g. nn.TransformerEncoderLayer "
+                               "without batch_first=True; or samples folded into dim 0); make dim 0 the batch"
+                               + ("" if paired else ", or give a constant threshold tau instead of q"))
 
     def _warn_ungated(self, func, args, kwargs) -> None:
         """ReLUs a gating rule cannot reach: inside a fused ``nn.RNN``, or written as a clamp or a maximum with 0."""

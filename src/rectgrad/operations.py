@@ -10,6 +10,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
+class UnsupportedModel(ValueError):
+    """The method cannot explain this model as it is: its rule is undefined for one of the model's operations
+    (eps-LRP or DeepLIFT on a LayerNorm or a gate) or cannot reach it (TorchScript, activation checkpointing, PRR on a
+    max-pool returning indices); other methods may. A ``ValueError``, as before it had a class of its own."""
+
+
 def _inplace_position(func) -> int:
     return list(inspect.signature(func).parameters).index("inplace")
 
@@ -201,8 +207,9 @@ def refuse_undefined(method: str, func, args, kwargs, known: set | frozenset = f
     (refused before they run, by name; products are refused by :func:`refuse_unknown`). ``known``: graph nodes
     known to depend on the input (:func:`depends_on_input`)."""
     if any(depends_on_input(t, known) for t in tensors_in(args, kwargs)):  # not a weight computed from parameters
-        raise ValueError(f"{method} cannot handle the non-linearity {getattr(func, '__name__', repr(func))}: its rule "
-                         "is defined for networks of linear layers, pooling and element-wise activations")
+        raise UnsupportedModel(f"{method} cannot handle the non-linearity {getattr(func, '__name__', repr(func))}: "
+                               "its rule is defined for networks of linear layers, pooling and element-wise "
+                               "activations")
 
 
 # What a multiplier rule passes as it is: operations linear in each input-dependent argument (the divisions in
@@ -270,16 +277,16 @@ def refuse_unknown(method: str, func, args, kwargs, out, known: set | frozenset 
     name = getattr(func, "_opname", None) or getattr(func, "__name__", repr(func))  # ATen operations: no overload
     if not any(t.requires_grad for t in (out if isinstance(out, (tuple, list)) else [out]) if isinstance(t, Tensor)):
         if name in COMPARISONS and any(depends_on_input(t, known) for t in tensors_in(args, kwargs)):
-            raise ValueError(f"{method} cannot follow a mask computed from the input ({name}, e.g. x * (x > 0) as a "
-                             "hand-written ReLU): the operations it selects with are not linear; use the activation "
-                             "functions instead")
+            raise UnsupportedModel(f"{method} cannot follow a mask computed from the input ({name}, e.g. x * (x > 0) "
+                                   "as a hand-written ReLU): the operations it selects with are not linear; use the "
+                                   "activation functions instead")
         return
     if name in _MAX_POOL_NAMES:
         return
     if name in _FACTORS and sum(depends_on_input(t, known) for t in _operands(name, args, kwargs)) >= 2:
-        raise ValueError(f"{method} cannot handle a product of two input-dependent tensors ({name}, e.g. gating or "
-                         "attention): its rule is defined for networks of linear layers, pooling and element-wise "
-                         "activations")
+        raise UnsupportedModel(f"{method} cannot handle a product of two input-dependent tensors ({name}, e.g. "
+                               "gating or attention): its rule is defined for networks of linear layers, pooling and "
+                               "element-wise activations")
     if name in _QUOTIENTS:  # a divisor that depends on the input
         suspects = [d for d in [_divisor(name, args, kwargs)] if isinstance(d, Tensor)]
     elif name == "batch_norm":
@@ -288,8 +295,8 @@ def refuse_unknown(method: str, func, args, kwargs, out, known: set | frozenset 
         suspects = [] if name in LINEAR_OPS else tensors_in(args, kwargs)
     if any(depends_on_input(t, known) for t in suspects):
         if name == "batch_norm":
-            raise ValueError(f"{method} cannot follow batch_norm in training mode: it normalises with the batch's "
-                             "statistics, not a linear map (put the model in eval mode: model.eval())")
-        raise ValueError(f"{method} cannot follow {name}: not an operation it knows to be linear (its rule is "
-                         "defined for networks of linear layers, pooling and element-wise activations; see "
-                         "docs/engine.md); explain this model with another method")
+            raise UnsupportedModel(f"{method} cannot follow batch_norm in training mode: it normalises with the "
+                                   "batch's statistics, not a linear map (put the model in eval mode: model.eval())")
+        raise UnsupportedModel(f"{method} cannot follow {name}: not an operation it knows to be linear (its rule is "
+                               "defined for networks of linear layers, pooling and element-wise activations; see "
+                               "docs/engine.md); explain this model with another method")

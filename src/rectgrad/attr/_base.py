@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from rectgrad.attr._arguments import batches, check_device, check_logits, format_inputs, resolve_targets
 from rectgrad.engine import Options, Rule, RuleMode, rule_gradients, warn
-from rectgrad.operations import split_activation
+from rectgrad.operations import UnsupportedModel, split_activation
 
 
 _IN_TRAINING = {nn.modules.batchnorm._BatchNorm: "normalises with the batch's statistics",
@@ -115,14 +115,14 @@ def check_reachable(model, modules: tuple[nn.Module, ...], what: str) -> None:
     part = scripted_part(model, modules)
     if part is not None:
         kind, name, how = part
-        raise ValueError(f"{what} modifies the backward pass of activations, which cannot be reached inside the "
-                         f"TorchScript {kind} {name}: use the Python {kind} ({how})")
+        raise UnsupportedModel(f"{what} modifies the backward pass of activations, which cannot be reached inside the "
+                               f"TorchScript {kind} {name}: use the Python {kind} ({how})")
     split = split_activation(modules)
     if split is not None:
-        raise ValueError(f"{what} modifies the backward pass of activations, but the exported program computes "
-                         f"{split[0]} by other operations ({split[1]}, ...: ExportedProgram.run_decompositions()), "
-                         "which no rule can recognise: explain torch.export.export(...).module() without "
-                         "run_decompositions, or the Python model")
+        raise UnsupportedModel(f"{what} modifies the backward pass of activations, but the exported program "
+                               f"computes {split[0]} by other operations ({split[1]}, ...: "
+                               "ExportedProgram.run_decompositions()), which no rule can recognise: explain "
+                               "torch.export.export(...).module() without run_decompositions, or the Python model")
 
 
 @contextlib.contextmanager

@@ -211,6 +211,7 @@ def _compare(loaded, inputs, image_names: list[str], names: list[str], *, q: flo
     from rectgrad import viz
     from rectgrad.attr._arguments import looks_like_probabilities, resolve_targets
     from rectgrad.methods import METHODS, explain, get_method, predict
+    from rectgrad.operations import UnsupportedModel
     from rectgrad.progress import progress_bar
 
     with warnings.catch_warnings(record=True) as caught:  # said of the model: once, not again for every map
@@ -252,7 +253,7 @@ def _compare(loaded, inputs, image_names: list[str], names: list[str], *, q: flo
             try:
                 maps[method][i] = explain(loaded.model, inputs[i:i + 1], targets[i:i + 1], method,
                                           internal_batch_size=internal_batch_size, seed=seed + i, **options).cpu()
-            except ValueError as exc:  # the model refused (eps_lrp on a gated block): a default method is left out
+            except UnsupportedModel as exc:  # (eps_lrp on a gated block): a method of the default list is left out
                 if named or i > 0 or len(refused) == len(names) - 1:
                     raise
                 refused[method] = exc

@@ -26,6 +26,7 @@ from rectgrad.checkpoint import write_text_atomically
 from rectgrad.data import check_mask_size, image_files, masks_beside, unique_names
 from rectgrad.engine import Options, RuleMode, rule_gradients
 from rectgrad.methods import explain, get_method
+from rectgrad.operations import UnsupportedModel
 
 
 @dataclass
@@ -348,9 +349,9 @@ def method_attributions(model: nn.Module, x: Tensor, target: Tensor, methods, *,
                         description: str = "maps") -> tuple[dict[str, Tensor], dict[str, str]]:
     """Raw attributions per method (RectGrad without its final threshold), and the methods skipped with why.
 
-    A method that cannot handle the model (e.g. DeepLIFT on a gated block) raises ``ValueError``: it is
-    skipped, not fatal. Stochastic methods draw from ``seed``, so two calls share their noise. ``progress``: a bar
-    over the methods, named ``description``.
+    A method that cannot handle the model (e.g. DeepLIFT on a gated block) raises
+    :class:`rectgrad.operations.UnsupportedModel`: it is skipped, not fatal; other errors are. Stochastic methods
+    draw from ``seed``, so two calls share their noise. ``progress``: a bar over the methods, named ``description``.
     """
     from rectgrad.progress import progress_bar
 
@@ -365,7 +366,7 @@ def method_attributions(model: nn.Module, x: Tensor, target: Tensor, methods, *,
             try:
                 maps[method] = quiet(explain, model, x, target, method, seed=seed,
                                      internal_batch_size=internal_batch_size, **extra)
-            except ValueError as exc:
+            except UnsupportedModel as exc:
                 skipped[method] = str(exc)
             if bar is not None:
                 bar.update()
