@@ -1,6 +1,7 @@
 """Checkpoint round trip, the other model files ``load_model`` accepts, and each bad input."""
 import errno
 import os
+import socket
 
 import pytest
 import torch
@@ -196,10 +197,23 @@ def test_writes_follow_symbolic_links_and_refuse_special_files(model, tmp_path):
 def test_exclusive_runs_unguarded_where_the_file_system_refuses_locks(tmp_path, monkeypatch):
     import fcntl
 
-    killed_write = tmp_path / ".model.pt.ab12.tmp"
+    killed_write = tmp_path / ".model.pt.ab12cd34.tmp"
     killed_write.write_bytes(b"half")
     monkeypatch.setattr(fcntl, "flock", lambda *args: (_ for _ in ()).throw(OSError(errno.ENOLCK, "No locks")))
-    ran = []
-    with exclusive(tmp_path):  # (some network file systems): the run goes on
-        ran.append(True)
-    assert ran and killed_write.exists()  # another run may be writing it: kept
+    with pytest.raises(KeyError) as raised:
+        with exclusive(tmp_path):  # (some network file systems): the run goes on
+            raise KeyError("the run's own error")
+    assert raised.value.__context__ is None  # not "during handling of [Errno 37] No locks, another exception ..."
+    assert killed_write.exists()  # another run may be writing it: kept
+
+
+def test_exclusive_deletes_only_the_writes_a_killed_run_left(tmp_path):
+    killed = [tmp_path / ".model.pt.ab12cd34.tmp", tmp_path / "maps" / ".roar-test-rectgrad.pt.k_9z0q1w.tmp"]
+    kept = [tmp_path / "notes.tmp", tmp_path / ".model.pt.short.tmp", tmp_path / ".git" / ".pack.ab12cd34.tmp",
+            tmp_path / ".cache.tmp" / "x"]  # a user's file, another name, a hidden folder's, a folder so named
+    for path in killed + kept:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+    with exclusive(tmp_path):
+        assert not any(path.exists() for path in killed) and all(path.exists() for path in kept)
+        assert (tmp_path / ".lock").read_text() == f"{os.getpid()} on {socket.gethostname()}"

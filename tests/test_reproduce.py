@@ -186,7 +186,7 @@ def test_rerun_recomputes_nothing(smoke, monkeypatch, tmp_path):
     monkeypatch.setattr(Retrainer, "__call__", forbidden)
     stale = work / "models" / "unfinished-clean.pt"  # left by a kill once the model was saved, or by another device
     stale.write_bytes(b"state")
-    killed_writes = [work / "roar" / ".a1b2.pt.k3j4.tmp", work / "results" / ".noise.json.x9y8.tmp"]  # by kill -9
+    killed_writes = [work / "roar" / ".a1b2.pt.k3j4m5n6.tmp", work / "results" / ".noise.json.x9y8_7w6.tmp"]  # kill -9
     for path in killed_writes:
         path.parent.mkdir(exist_ok=True)
         path.write_bytes(b"half")
@@ -198,14 +198,16 @@ def test_rerun_recomputes_nothing(smoke, monkeypatch, tmp_path):
     assert (tmp_path / "reordered" / "README.md").read_text() == (report / "README.md").read_text()
 
 
-def test_a_folder_another_run_is_using_is_refused(smoke, tmp_path, capsys):
+def test_a_folder_another_run_is_using_is_refused(smoke, tmp_path, capsys, monkeypatch):
     args, _, work = smoke
     hold = ("import fcntl, sys, time; f = open(sys.argv[1], 'a+'); fcntl.flock(f, fcntl.LOCK_EX); f.truncate(0); "
             "f.write('4242'); f.flush(); print('held', flush=True); time.sleep(60)")
     holder = subprocess.Popen([sys.executable, "-c", hold, str(work / ".lock")], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline() == "held\n"
-        assert main([*args, "--out", str(tmp_path / "second"), "--work-dir", str(work)]) == 2
+        with monkeypatch.context() as patched:  # refused at once, before the data loads (a download, say)
+            patched.setattr(pipeline, "load_dataset", lambda *a, **k: pytest.fail("loaded the data"))
+            assert main([*args, "--out", str(tmp_path / "second"), "--work-dir", str(work)]) == 2
         assert f"error: {work} is in use by another run (process 4242): wait for it to end, or stop it" \
             in capsys.readouterr().err
     finally:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import numbers
 import os
+import re
+import socket
 import tempfile
 import zipfile
 from pathlib import Path
@@ -19,6 +21,11 @@ import torch
 from torch import nn
 
 from rectgrad.models import PaperCNN, architecture
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover (Windows)
+    fcntl = None
 
 FORMAT = "rectgrad-checkpoint"
 ARCHITECTURES = {"PaperCNN": PaperCNN}
@@ -105,33 +112,52 @@ def exclusive(folder):
     """Hold the lock of ``folder`` (its file ``.lock``) while the block runs: another process holding it is a
     ``RuntimeError`` naming it (two runs on one results folder would compute everything twice and delete each
     other's saved states). The system frees the lock when its process ends, even killed; the temporary files a
-    killed :func:`write_atomically` left in the folder are deleted then, once the lock is held. (No lock where
-    ``fcntl`` is missing, on Windows, or on a file system that refuses locks.)"""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover (Windows)
-        yield
-        return
+    killed :func:`write_atomically` left in the folder are deleted then, once the lock is held. No lock, and no
+    deletion, where ``fcntl`` is missing (Windows) or the file system refuses locks (some network ones)."""
     folder = Path(folder)
     with open(folder / ".lock", "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        locked = _lock(handle)
+        if locked is None:
             handle.seek(0)
             raise RuntimeError(f"{folder} is in use by another run (process {handle.read().strip() or '?'}): wait "
-                               "for it to end, or stop it; one run at a time resumes a results folder") from None
-        except OSError:  # a file system without locks (some network ones): run unguarded, as before
-            yield
-            return
-        handle.truncate(0)
-        handle.write(str(os.getpid()))
-        handle.flush()
-        for stale in folder.rglob(".*.tmp"):  # (write_atomically's names: .<file>.<random>.tmp)
-            stale.unlink(missing_ok=True)
+                               "for it to end, or stop it; one run at a time resumes a results folder")
+        if locked:
+            handle.truncate(0)
+            handle.write(f"{os.getpid()} on {socket.gethostname()}")
+            handle.flush()
+            _delete_killed_writes(folder)
         try:
             yield
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            if locked:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _lock(handle) -> bool | None:
+    """Lock the open file ``handle`` for this process: True, or None where another process holds it, or False where
+    the system has no such lock."""
+    if fcntl is None:  # pragma: no cover (Windows)
+        return False
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return None
+    except OSError:  # a file system without locks (ENOLCK)
+        return False
+    return True
+
+
+_KILLED_WRITE = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")  # write_atomically's: mkstemp's .<file>.<8 characters>.tmp
+
+
+def _delete_killed_writes(folder: Path) -> None:
+    """Delete the temporary files of :func:`write_atomically` in ``folder`` and its subfolders, hidden ones aside."""
+    for parent, folders, files in os.walk(folder):
+        folders[:] = [name for name in folders if not name.startswith(".")]
+        for name in files:
+            path = Path(parent) / name
+            if _KILLED_WRITE.fullmatch(name) and path.is_file() and not path.is_symlink():
+                path.unlink(missing_ok=True)
 
 
 class _KeepsWriteErrors:

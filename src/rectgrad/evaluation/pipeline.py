@@ -177,30 +177,36 @@ def reproduce(dataset: str, scale: str, work_dir, *, data_dir=None, masks_dir=No
     if unknown or not methods or len(set(methods)) != len(methods):
         raise ValueError(f"methods must be distinct names among {', '.join(METHOD_NAMES)}, got {list(methods)}")
     tie_noise = check_tie_noise(tie_noise)
-    saved = ResultStore.read_config(work_dir) if Path(work_dir).is_dir() else None
-    earlier = saved.get("methods") if isinstance(saved, dict) else None
-    earlier = [m for m in earlier if m in METHOD_NAMES] if isinstance(earlier, list) else []
-    order = list(METHODS) + [m for m in METHOD_NAMES if m not in METHODS]
-    given, methods = methods, tuple(sorted(set(methods) | set(earlier), key=order.index))  # one order; the folder's too
     masks_dir = _masks_folder(dataset, masks_dir)  # (before any download or training)
-    train = load_dataset(dataset, "train", data_dir=data_dir, download=download, image_size=image_size,
-                         progress=settings.progress)
-    test = load_dataset(dataset, "test", data_dir=data_dir, download=download, image_size=image_size,
-                        progress=settings.progress)
-    masked = _masked_images(dataset, test, masks_dir, data_dir, image_size, settings.progress)
-    # The images and labels, and the object masks read from files: a rerun on changed data (a mended mask) starts
-    # anew. (Derived masks follow from the images: a Fashion-MNIST folder made before masks counted resumes.)
-    files = masked is not None and dataset != "fashion-mnist"
-    data = {"train": len(train), "test": len(test),
-            "crc32": checksum(train, test, *[] if masked is None else [masked], masks=files)}
-    if dataset == "folder":
-        data.update(image_size=image_size, masked=0 if masked is None else len(masked), classes=train.classes)
-    changed = {k: getattr(spec, k) for k in overrides or {} if getattr(spec, k) != getattr(SCALES[scale], k)}
-    config = {"dataset": dataset, "scale": scale, "parameters": asdict(spec), "methods": list(methods),
-              "seed": seed, "tie_noise": tie_noise, "overrides": changed, "data": data}
-    # refuses another configuration's folder; one made before tie_noise or overrides were recorded used the defaults
-    store = ResultStore(work_dir, config, growing="methods", defaults={"tie_noise": TIE_NOISE, "overrides": {}})
-    with exclusive(store.folder):  # one run at a time; a killed one's temporary files go
+    work = Path(work_dir)
+    if work.exists() and not work.is_dir():
+        raise NotADirectoryError(f"{work} exists and is not a folder")
+    work.mkdir(parents=True, exist_ok=True)
+    with exclusive(work):  # one run at a time in the folder, from the start; a killed one's temporary files go
+        saved = ResultStore.read_config(work)
+        earlier = saved.get("methods") if isinstance(saved, dict) else None
+        earlier = [m for m in earlier if m in METHOD_NAMES] if isinstance(earlier, list) else []
+        order = list(METHODS) + [m for m in METHOD_NAMES if m not in METHODS]
+        # one order; the folder's too
+        given, methods = methods, tuple(sorted(set(methods) | set(earlier), key=order.index))
+        train = load_dataset(dataset, "train", data_dir=data_dir, download=download, image_size=image_size,
+                             progress=settings.progress)
+        test = load_dataset(dataset, "test", data_dir=data_dir, download=download, image_size=image_size,
+                            progress=settings.progress)
+        masked = _masked_images(dataset, test, masks_dir, data_dir, image_size, settings.progress)
+        # The images and labels, and the object masks read from files: a rerun on changed data (a mended mask) starts
+        # anew. (Derived masks follow from the images: a Fashion-MNIST folder made before masks counted resumes.)
+        files = masked is not None and dataset != "fashion-mnist"
+        data = {"train": len(train), "test": len(test),
+                "crc32": checksum(train, test, *[] if masked is None else [masked], masks=files)}
+        if dataset == "folder":
+            data.update(image_size=image_size, masked=0 if masked is None else len(masked), classes=train.classes)
+        changed = {k: getattr(spec, k) for k in overrides or {} if getattr(spec, k) != getattr(SCALES[scale], k)}
+        config = {"dataset": dataset, "scale": scale, "parameters": asdict(spec), "methods": list(methods),
+                  "seed": seed, "tie_noise": tie_noise, "overrides": changed, "data": data}
+        # refuses another configuration's folder; one made before tie_noise or overrides were recorded used the
+        # defaults
+        store = ResultStore(work_dir, config, growing="methods", defaults={"tie_noise": TIE_NOISE, "overrides": {}})
         if store.resumed:
             added, kept = [m for m in methods if m not in earlier], [m for m in methods if m not in given]
             print(f"resuming: the finished units of work in {store.folder} are kept, the rest is computed"
@@ -222,7 +228,7 @@ def reproduce(dataset: str, scale: str, work_dir, *, data_dir=None, masks_dir=No
         run.patch(patched, patch.apply(_first(test, spec.patch_images)), patch)
         run.roar_kar(clean, _first(train, spec.roar_train_images), _first(test, spec.roar_test_images))
         store.record_growth()  # methods added: the folder's configuration lists them once their results are all in
-    return store
+        return store
 
 
 def _first(dataset: ImageDataset, count: int | None) -> ImageDataset:
