@@ -976,12 +976,40 @@ def test_a_torchscript_function_the_model_calls_is_refused_by_the_rules_by_name(
         model.eval()
         for method in ("deconv", "guided_bp", "eps_lrp", "deeplift", "rectgrad"):  # the rules would skip its operations
             with pytest.raises(ValueError, match=rf"{method} modifies .*TorchScript function {name} called by "
-                                                 r"_CallsScriptedFunctions.forward: use the Python function"):
+                                                 r"_CallsScriptedFunctions.forward \(it computes (erf|relu)\): use "
+                                                 r"the Python function"):
                 explain(model, x, target=0, method=method)
         with pytest.raises(ValueError, match=f"RectGrad modifies .*TorchScript function {name}"):
             RectGrad(lambda t: model(t)).attribute(x, target=0)
         torch.testing.assert_close(explain(model, x, target=0, method="saliency"),
                                    Saliency(model).attribute(x, 0, abs=False))
+
+
+def _size_scale(x):  # DeBERTa's scaled_size_sqrt: arithmetic on a size, no activation
+    return torch.sqrt(torch.tensor(x.size(-1), dtype=torch.float) * 2.0)
+
+
+_scripted_size_scale = torch.jit.script(_size_scale)
+
+
+class _ScalesBySize(nn.Module):
+    def __init__(self, scale):
+        super().__init__()
+        self.conv, self.fc, self.scale = nn.Conv2d(3, 4, 3, padding=1), nn.Linear(4, 3), scale
+
+    def forward(self, x):
+        return self.fc(F.relu(self.conv(x)).mean((2, 3)) / self.scale(x))
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
+def test_a_torchscript_helper_computing_sizes_is_not_refused():
+    torch.manual_seed(0)
+    python, x = _ScalesBySize(_size_scale).eval(), torch.randn(2, 3, 8, 8)
+    scripted = _ScalesBySize(_scripted_size_scale).eval()
+    scripted.load_state_dict(python.state_dict())
+    for method in ("guided_bp", "rectgrad", "deconv"):  # (it was refused: 'scale' called by _ScalesBySize.forward)
+        torch.testing.assert_close(explain(scripted, x, target=1, method=method),
+                                   explain(python, x, target=1, method=method))
 
 
 def test_a_pending_graph_of_the_users_survives_an_attribution():

@@ -238,6 +238,23 @@ LINEAR_OPS = frozenset("""
 _MAX_POOL_NAMES = frozenset("""max_pool1d max_pool2d max_pool3d adaptive_max_pool1d adaptive_max_pool2d
     adaptive_max_pool3d max_pool1d_with_indices max_pool2d_with_indices max_pool3d_with_indices
     adaptive_max_pool1d_with_indices adaptive_max_pool2d_with_indices adaptive_max_pool3d_with_indices""".split())
+
+
+# The ATen names of what the rules change or refuse, as they appear in a TorchScript function's graph; not the
+# arithmetic (exp, log, sqrt, pow) that TorchScript helpers also compute on sizes and constants, e.g. DeBERTa's
+# scaled_size_sqrt, whose graph alone cannot tell a constant from an input-dependent tensor.
+_SCRIPT_RULED = ({getattr(f, "__name__", "").rstrip("_") for f in ELEMENTWISE | OTHER_NONLINEAR | MAXIMUMS | CLAMPS}
+                 | _MAX_POOL_NAMES) - {"", "exp", "log", "sqrt", "rsqrt", "pow", "__pow__"}
+
+
+def ruled_in_script(function) -> list[str]:
+    """The operations of the TorchScript ``function`` (the functions it calls inlined) that the rules change or
+    refuse: activations, max-pools, the other element-wise and non-linear functions, by ATen name."""
+    kinds = {node.kind().split("::", 1)[1] for node in function.inlined_graph.nodes()
+             if node.kind().startswith("aten::")}
+    return sorted(kind for kind in kinds if kind.rstrip("_") in _SCRIPT_RULED)
+
+
 _DIVISIONS = frozenset({"div", "div_", "divide", "divide_", "__truediv__", "__itruediv__", "true_divide"})
 _PRODUCT_NAMES = frozenset("""mul mul_ __mul__ __rmul__ __imul__ matmul mm bmm mv addmm addmv baddbmm einsum
     __matmul__ __rmatmul__""".split())  # linear in each factor alone: at most one may depend on the input

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from rectgrad.attr._arguments import batches, check_device, check_logits, format_inputs, resolve_targets
 from rectgrad.engine import Options, Rule, RuleMode, rule_gradients, warn
-from rectgrad.operations import UnsupportedModel, split_activation
+from rectgrad.operations import UnsupportedModel, ruled_in_script, split_activation
 
 
 _IN_TRAINING = {nn.modules.batchnorm._BatchNorm: "normalises with the batch's statistics",
@@ -89,7 +89,8 @@ def scripted_part(model, modules: tuple[nn.Module, ...]) -> tuple[str, str, str]
 
 def _scripted_function_called(modules: tuple[nn.Module, ...]) -> tuple[str, str, str] | None:
     """``("function", name, remedy)`` of a TorchScript function a module's ``forward`` calls: one it names as a
-    global (a ``@torch.jit.script`` helper, e.g. a fused GELU) or holds as an attribute (``self.act = scripted``)."""
+    global (a ``@torch.jit.script`` helper, e.g. a fused GELU) or holds as an attribute (``self.act = scripted``),
+    computing an operation the rules change or refuse (:func:`ruled_in_script`; a helper computing sizes is fine)."""
     for model in modules:
         for m in model.modules():
             forward = getattr(type(m), "forward", None)
@@ -98,8 +99,9 @@ def _scripted_function_called(modules: tuple[nn.Module, ...]) -> tuple[str, str,
                 named = {name: forward.__globals__[name] for name in _names_used(forward.__code__)
                          if name in forward.__globals__}
             for name, value in itertools.chain(vars(m).items(), named.items()):
-                if isinstance(value, torch.jit.ScriptFunction):
-                    return "function", f"{name!r} called by {type(m).__name__}.forward", "drop its torch.jit.script"
+                if isinstance(value, torch.jit.ScriptFunction) and ruled_in_script(value):
+                    return ("function", f"{name!r} called by {type(m).__name__}.forward (it computes "
+                            f"{', '.join(ruled_in_script(value))})", "drop its torch.jit.script")
     return None
 
 
