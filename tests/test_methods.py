@@ -13,7 +13,7 @@ from torch import nn
 import rectgrad
 from rectgrad import PaperCNN, RectGrad, engine
 from rectgrad.attr._arguments import looks_like_probabilities
-from rectgrad.methods import METHOD_NAMES, METHODS, explain, methods
+from rectgrad.methods import METHOD_NAMES, METHODS, explain, methods, predict
 
 
 def relu6_net():
@@ -755,6 +755,18 @@ def test_target_none_on_a_model_registering_a_tensor_hook_in_its_forward_pass(me
     maps = explain(model, x, method=method, seed=0, **small)  # the predicted classes, found by a forward pass first
     torch.testing.assert_close(maps, explain(model, x, target=predicted, method=method, seed=0, **small))
     assert x.grad is None and not maps.requires_grad
+
+
+def test_predict_on_a_model_registering_a_tensor_hook_in_its_forward_pass():
+    # the CLI's top-5 line and the studies call predict: it failed under no_grad ("cannot register a hook on a tensor
+    # that doesn't require gradient"); a model running without gradients still runs without them
+    model, x = _SavesItsGradient().eval(), torch.randn(3, 3, 8, 8)
+    torch.testing.assert_close(predict(model, x, internal_batch_size=2), model(x.requires_grad_()).detach())
+    grads = []
+    plain = PaperCNN().eval()
+    plain.register_forward_hook(lambda module, args, out: grads.append(torch.is_grad_enabled()))
+    predict(plain, torch.randn(2, 3, 32, 32))
+    assert grads == [False]
 
 
 def test_intgrad_honours_an_internal_batch_size_below_the_batch():

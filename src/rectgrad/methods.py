@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -313,23 +314,33 @@ def get_method(name: str) -> Method:
 
 
 def predict(model, inputs: Tensor, internal_batch_size: int | None = None) -> Tensor:
-    """The model's logits for ``inputs`` (no gradient), checked to be (N, classes)."""
+    """The model's logits for ``inputs``, checked to be (N, classes) (computed without gradients where the model
+    runs without them)."""
     (inputs,) = format_inputs(inputs)
     modules = modules_of(model)
     check_device(modules, (inputs,))
     return _logits(model, modules, (inputs,), (), internal_batch_size)
 
 
-def _logits(model, modules: tuple, inputs: tuple[Tensor, ...], extra: tuple, internal_batch_size: int | None, *,
-            as_attributed: bool = False) -> Tensor:
-    """:func:`predict` on inputs already checked, with the model's ``modules`` (:func:`modules_of`);
-    ``as_attributed``: with gradients on and inputs requiring grad, as the attribution passes run the model (one
-    registering a tensor hook in its forward pass, as Grad-CAM code does, fails under ``torch.no_grad()``), no more
-    memory than the attribution pass that follows takes."""
-    def logits(xs, e):  # copies: a model changing its input in place leaves it be
-        return check_logits(model(*(x.detach().requires_grad_(as_attributed).clone() for x in xs), *e), len(xs[0]))
+def _logits(model, modules: tuple, inputs: tuple[Tensor, ...], extra: tuple, internal_batch_size: int | None) -> Tensor:
+    """:func:`predict` on inputs already checked, with the model's ``modules`` (:func:`modules_of`): without
+    gradients, unless the model needs them in its forward pass (it registers a tensor hook there, as Grad-CAM code
+    does, which fails under ``torch.no_grad()``): then again with gradients on and inputs requiring grad, as the
+    attribution passes run it."""
+    try:
+        return _forward(model, modules, inputs, extra, internal_batch_size, with_grad=False)
+    except RuntimeError as error:
+        if not re.search(r"requires? grad", str(error)):
+            raise
+    return _forward(model, modules, inputs, extra, internal_batch_size, with_grad=True)
 
-    with torch.set_grad_enabled(as_attributed), preserved_buffers(modules):
+
+def _forward(model, modules: tuple, inputs: tuple[Tensor, ...], extra: tuple, internal_batch_size: int | None,
+             with_grad: bool) -> Tensor:
+    def logits(xs, e):  # copies: a model changing its input in place leaves it be
+        return check_logits(model(*(x.detach().requires_grad_(with_grad).clone() for x in xs), *e), len(xs[0]))
+
+    with torch.set_grad_enabled(with_grad), preserved_buffers(modules):
         return torch.cat([logits(xs, e).detach() for xs, _, e in batches(inputs, None, extra, internal_batch_size)])
 
 
@@ -378,8 +389,7 @@ def explain(model, inputs: Tensor | tuple[Tensor, ...], target=None, method: str
         if target is not None and entry.rules:  # the engine checks the classes on its own forward pass's logits
             targets = target_indices(target, len(inputs[0]), device)
         else:  # the predicted classes, or classes checked before a Captum method runs: one forward pass more
-            targets = resolve_targets(target, _logits(forward, modules, inputs, extra, internal_batch_size,
-                                                      as_attributed=True))
+            targets = resolve_targets(target, _logits(forward, modules, inputs, extra, internal_batch_size))
         kwargs = {**entry.defaults, **hyperparameters, "internal_batch_size": internal_batch_size}
         if entry.stochastic:
             kwargs["generator"] = None if seed is None else torch.Generator(device).manual_seed(int(seed))
