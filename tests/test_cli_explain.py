@@ -88,9 +88,10 @@ def test_a_map_holding_nan_is_saved_and_drawn_blank_with_a_warning(files, capsys
         drawn.append(method)
         return maps
 
-    drawn, grids = [], []
+    drawn, grids, figures, grid = [], [], [], viz.grid
     monkeypatch.setattr(module, "explain", nan_for_saliency_on_the_second_image)
-    monkeypatch.setattr(viz, "grid", lambda images, columns, **k: grids.append(columns) or viz.Figure())
+    monkeypatch.setattr(viz, "grid", lambda images, columns, **k: grids.append(columns)
+                        or figures.append(grid(images, columns, **k)) or figures[-1])
     saved = tmp_path / "maps.npz"
     status, out, err = run(capsys, "explain", *images, "--model", checkpoint, "--methods", "saliency,rectgrad",
                            "--save-maps", str(saved), "--out", str(tmp_path / "g.png"), "--no-progress")
@@ -100,6 +101,8 @@ def test_a_map_holding_nan_is_saved_and_drawn_blank_with_a_warning(files, capsys
     (columns,) = grids
     assert np.all(columns["Saliency"][1] == 0) and np.any(columns["Saliency"][0] != 0)  # the other image drawn
     assert np.any(columns["RectGrad"][1] != 0)
+    panels = [[text.get_text() for text in ax.texts] for ax in figures[0].axes]  # rows of input, Saliency, RectGrad
+    assert panels[4] == ["NaN or Inf"] and panels[1] == [] and panels[5] == []  # not "all zero"
 
 
 def test_files_of_one_name_in_different_folders_are_told_apart(files, capsys, monkeypatch):

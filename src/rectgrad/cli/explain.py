@@ -268,15 +268,17 @@ def _compare(loaded, inputs, image_names: list[str], names: list[str], *, q: flo
             bar.update()
     if bar is not None:
         bar.close()
-    raw = {method: torch.cat(maps[method]) for method in names if method not in refused}
+    raw = {method: torch.cat(maps.pop(method)) for method in names if method not in refused}  # (one copy at a time)
     if save_maps is not None:  # first: the costly part, should the figure fail
         _save_maps(save_maps, raw, image_names, targets.tolist(), [loaded.label(t) for t in targets.tolist()])
         typer.echo(f"wrote {save_maps}")
-    for method, maps in raw.items():
+    blank = []  # (row, column) of the maps holding NaN or Inf
+    for column, (method, maps) in enumerate(raw.items(), start=1):
         finite = torch.isfinite(maps.flatten(1)).all(1)
         for i in (~finite).nonzero().flatten().tolist():  # (viz refuses them: no percentiles, no colour limits)
             warnings.warn(f"{method} on {image_names[i]}: its map holds NaN or Inf values, drawn blank",
                           RuntimeWarning, stacklevel=2)
+            blank.append((i, column))
         threshold = ("positive" if method in RECTGRAD_METHODS else "top") if final_threshold else None
         shown = torch.where(finite.view(-1, *[1] * (maps.dim() - 1)), maps, torch.zeros((), dtype=maps.dtype))
         columns[METHODS[method].label] = viz.prepare(shown, threshold=threshold)
@@ -284,6 +286,9 @@ def _compare(loaded, inputs, image_names: list[str], names: list[str], *, q: flo
             in enumerate(zip(image_names, targets.tolist()))]
     figure = viz.grid(inputs.cpu(), columns, row_labels=rows, mean=loaded.mean, std=loaded.std,
                       title=f"{loaded.name}{', final threshold' if final_threshold else ''}")
+    for i, column in blank:  # drawn as zeros, which the panel would call "all zero"
+        for text in figure.axes[i * (len(columns) + 1) + column].texts:
+            text.set_text("NaN or Inf")
     typer.echo(f"wrote {viz.save_figure(figure, out)}")
 
 
