@@ -212,9 +212,11 @@ def test_grid_rows_follow_the_aspect_of_non_square_images():
     assert fig.get_figheight() == pytest.approx(2.4)  # square panels as before, plus the title
 
 
-def test_long_grid_labels_stay_beside_their_own_panel():
-    rows = ["tabby cat -> Egyptian cat (p=0.93)", "golden retriever, the dog with a long name", "x"]
-    columns = {"RectGrad (PRR) with the padding trick": np.ones((3, 32, 32)), "Saliency": np.ones((3, 32, 32))}
+@pytest.mark.parametrize("case", [str.lower, str.upper])  # (capitals are wider than the average letter)
+def test_long_grid_labels_stay_beside_their_own_panel(case):
+    rows = [case(r) for r in ("tabby cat -> Egyptian cat (p=0.93)", "golden retriever, the dog with a long name", "x")]
+    ones = np.ones((3, 32, 32))
+    columns = {case("RectGrad (PRR) with the padding trick"): ones, case("Saliency"): ones}
     fig = viz.grid(torch.zeros(3, 3, 32, 32), columns, row_labels=rows)
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
@@ -225,7 +227,7 @@ def test_long_grid_labels_stay_beside_their_own_panel():
     for j in range(3):  # a title no wider than its column (and the gap beside it)
         title, panel = axes[0, j].title.get_window_extent(renderer), axes[0, j].get_window_extent(renderer)
         assert title.width <= panel.width * 1.1
-    assert axes[2, 0].get_ylabel() == "x" and axes[0, 2].get_title() == "Saliency"  # short ones as they were
+    assert axes[2, 0].get_ylabel() == case("x") and axes[0, 2].get_title() == case("Saliency")  # short: as they were
     assert axes[1, 0].get_ylabel().replace("\n", " ") == rows[1]  # broken at spaces, nothing lost
 
 

@@ -14,7 +14,6 @@ inline backend); ``plt.show()`` does not show it, as pyplot does not manage it. 
 from __future__ import annotations
 
 import io
-import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -22,6 +21,8 @@ import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties
+from matplotlib.textpath import TextPath
 
 from rectgrad._checks import positive_int
 from rectgrad.checkpoint import write_atomically
@@ -274,10 +275,25 @@ LABEL_SIZE = 9  # points
 
 
 def _wrapped(label, inches: float) -> str:
-    """``label`` broken into lines that fit ``inches`` at :data:`LABEL_SIZE` (a character is at most about 0.65 of
-    the font size wide), so that a long row or column label stays beside its own panel."""
-    width = max(6, int(inches * 72 / (0.65 * LABEL_SIZE)))
-    return "\n".join(textwrap.fill(line, width) or line for line in str(label).split("\n"))
+    """``label`` broken at spaces into lines that fit a panel of ``inches`` at :data:`LABEL_SIZE` in the default font,
+    measured, so that a long row or column label stays beside its own panel (a word longer than that stays whole);
+    panels give up about a quarter of their cell to the labels and the gaps between them."""
+    room, lines = inches * 72 * 0.75, []
+    for line in str(label).split("\n"):
+        current = ""
+        for word in line.split(" "):
+            longer = f"{current} {word}" if current else word
+            if current and _width(longer) > room:
+                lines.append(current)
+                longer = word
+            current = longer
+        lines.append(current)
+    return "\n".join(lines)
+
+
+def _width(text: str) -> float:
+    """The width of ``text`` at :data:`LABEL_SIZE` in the default font, in points."""
+    return TextPath((0, 0), text, size=LABEL_SIZE, prop=FontProperties()).get_extents().width
 
 
 FIGURE_SUFFIXES = tuple(f".{kind}" for kind in ("png", "pdf", "svg", "jpg", "jpeg", "tif", "tiff", "webp", "eps"))
