@@ -107,8 +107,8 @@ def test_new_model_reseeds_no_cuda_generator_and_goes_to_the_default_device(monk
     data = quadrants(4, seed=0)
     expected = new_model(data, seed=5).state_dict()
     assert all(torch.equal(new_model(data, seed=np.int64(5)).state_dict()[k], v) for k, v in expected.items())
-    for seed in (5.7, "5", True):
-        with pytest.raises(TypeError, match=f"seed must be an integer, got {seed!r}"):
+    for seed in (5.7, "5", True, torch.tensor(True)):
+        with pytest.raises(TypeError, match=re.escape(f"seed must be an integer, got {seed!r}")):
             new_model(data, seed=seed)
     made = []
     monkeypatch.setattr(torch.nn.Module, "to", lambda self, device: made.append((self, device)) or self)

@@ -22,7 +22,7 @@ def integer(name: str, value) -> int:
     """``value`` as an int (numpy integers too), or a ``TypeError`` naming ``name`` unless it is an integer (not a
     bool, not 5.0)."""
     try:
-        if isinstance(value, bool):
+        if isinstance(value, (bool, np.bool_)) or getattr(value, "dtype", None) in (torch.bool, np.bool_):
             raise TypeError
         return operator.index(value)
     except TypeError:

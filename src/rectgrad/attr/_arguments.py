@@ -133,7 +133,7 @@ def _one_class_per_sample(target: Tensor) -> Tensor:
     """A target tensor flattened to one class per sample, or a ``ValueError`` if it has more than one dimension of
     several entries (Captum refuses those too); a column (N, 1) is one class per sample."""
     if sum(size > 1 for size in target.shape) > 1:
-        raise ValueError(f"target tensor must hold one class per sample, shape (N,), got shape {tuple(target.shape)}")
+        raise ValueError(f"target must hold one class per sample, shape (N,), got shape {tuple(target.shape)}")
     return target.reshape(-1)
 
 
