@@ -14,7 +14,8 @@ def register(app: typer.Typer) -> None:
 def train(
     dataset: str = typer.Option(..., help="fashion-mnist, cifar10, or folder: your own images in --data-dir "
                                           "(ROOT/train/<class>/..., ROOT/test/<class>/...)."),
-    out: Path = typer.Option(..., help="Checkpoint to write, a .pt or .pth file (loadable with rectgrad.load_model)."),
+    out: Path = typer.Option(..., help="Checkpoint to write, a .pt, .pth or .ckpt file (loadable with "
+                                       "rectgrad.load_model)."),
     patch: bool = typer.Option(False, help="Paste the fixed 10x10 random patch (seed 100) on every "
                                             "train and test image (paper Sec. 3 and 5.3)."),
     epochs: int = typer.Option(20, help="Training epochs."),
@@ -39,17 +40,14 @@ def train(
     from rectgrad.train import TrainingInterrupted, new_model, train_model
 
     device = _options.device(device)
-    _options.output_file(out, "--out", (".pt", ".pth"))  # (an image suffix in a class folder would be read as one)
+    _options.output_file(out, "--out", (".pt", ".pth", ".ckpt"))  # (not an image's suffix, a .json sidecar's)
     _options.positive_int(epochs, "--epochs")
     _options.positive_int(batch_size, "--batch-size")
     _options.positive_number(lr, "--lr")
     _options.seed(seed)
     _options.input_folder(data_dir, "--data-dir")
     if dataset == "folder" and data_dir is not None:
-        for split in (data_dir / "train", data_dir / "test"):
-            if out.resolve().is_relative_to(split.resolve()):
-                raise ValueError(f"--out {out} is inside {split}, whose class folders --dataset folder reads: give "
-                                 f"a file outside it, such as {data_dir / out.name}")
+        _options.outside_splits(out, "--out", data_dir, "a checkpoint with an image's suffix", out.name)
     size = _image_size(dataset, image_size)
     train_set = load_dataset(dataset, "train", data_dir=data_dir, download=download, image_size=size, progress=progress)
     test_set = load_dataset(dataset, "test", data_dir=data_dir, download=download, image_size=size, progress=progress)
