@@ -250,6 +250,50 @@ def test_adversarial_study_reports_the_flip(tmp_path):
     assert "flipped the predicted class of\n2 of 2 images" in (tmp_path / "adversarial.md").read_text()
 
 
+
+class TwoPatterns(nn.Module):
+    """Two logits, each a fixed random pattern of weights over relu(x): Saliency's map of class c is w_c * (x > 0)."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(SIZE * SIZE, 2)
+        with torch.no_grad():
+            self.linear.weight.copy_(torch.randn(2, SIZE * SIZE, generator=torch.Generator().manual_seed(0)))
+            self.linear.bias.zero_()
+
+    def forward(self, x):
+        return self.linear(torch.relu(x).flatten(1))
+
+
+def test_adversarial_study_numbers_by_hand(monkeypatch):
+    """Each map explains its own input's predicted class; the class-flipped mean is over the flipped images only;
+    excess = adversarial change - noise change; flipped images are drawn first; 'noise flipped' is the control's."""
+    import importlib
+
+    model = TwoPatterns().eval()
+    x = torch.rand(6, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    images = Images(x, [f"img{i}" for i in range(6)], classes=["a", "b"])
+    drawn = []
+    adversarial_module = importlib.import_module("rectgrad.studies.adversarial")
+    monkeypatch.setattr(adversarial_module.viz, "grid", lambda *args, row_labels, **kwargs: drawn.append(row_labels))
+    result = studies.adversarial(model, images, eps=0.05, methods="saliency", show=2)
+    predicted, x_adv = model(x).argmax(1), studies.fgsm(model, x, 0.05)
+    predicted_adv = model(x_adv).argmax(1)
+    flipped = (predicted_adv != predicted).tolist()
+    assert flipped == [False, True, True, False, True, True]
+    rows = result.tables["images"]
+    assert [r["flipped"] for r in rows] == flipped and [r["noise flipped"] for r in rows] == [False] * 6
+    clean = explain(model, x, predicted, "saliency").sum(1)
+    adv = explain(model, x_adv, predicted_adv, "saliency").sum(1)
+    change = [1 - studies.spearman(a, b) for a, b in zip(clean, adv)]
+    (row,) = result.tables["sensitivity"]
+    assert row["adversarial change"] == pytest.approx(np.mean(change))
+    assert row["adversarial change, class flipped"] == pytest.approx(np.mean([c for c, f in zip(change, flipped) if f]))
+    assert row["noise change"] > 0.01  # the sign noise moves some pixels across relu's kink: the maps change
+    assert row["excess"] == pytest.approx(row["adversarial change"] - row["noise change"])
+    assert drawn[0] == ["img1: b", "adv: a", "img2: b", "adv: a"]  # flipped images first
+
+
 # ------------------------------------------------------------------ each study end to end
 
 
