@@ -487,7 +487,9 @@ def test_feature_maps_study(cnn, tmp_path):
     assert (tmp_path / "feature_maps_img0.png").exists() and (tmp_path / "feature_maps_img1.png").exists()
 
 
-def test_feature_maps_numbers_by_hand_on_colour_images():
+def test_feature_maps_numbers_by_hand_on_colour_images(monkeypatch):
+    import importlib
+
     torch.manual_seed(0)
     model = PaperCNN(in_channels=3, image_size=SIZE, num_classes=3).eval()
     images = square_images(2, channels=3)
@@ -506,6 +508,17 @@ def test_feature_maps_numbers_by_hand_on_colour_images():
     first = result.tables["layers"][0]
     assert first["active on background"] == pytest.approx(float((a[background] > 0).double().mean()))
     assert first["mass on background"] == pytest.approx(float(a[background].sum() / a.sum()))
+    assert first["active fraction"] == pytest.approx(float((a > 0).double().mean()))
+    assert first["background area"] == pytest.approx(float(background.double().mean()))
+    assert first["active on object"] == pytest.approx(float((a[~background] > 0).double().mean()))
+    # the figure: the image with the noisiest saliency map, and each layer's channels by their total activation
+    drawn = []
+    monkeypatch.setattr(importlib.import_module("rectgrad.studies.feature_maps"), "_figure",
+                        lambda images, i, saliency, layers, channels: drawn.append((i, layers)))
+    studies.feature_maps(model, images, channels=3, show=1)
+    (i, layers), = drawn
+    assert i == int(expected.argmax()) and expected.min() < expected.max()
+    assert layers[0][1] == a[i].sum((1, 2)).argsort(descending=True)[:3].tolist()
 
 
 def assert_same_rows(rows, expected, exact):
