@@ -432,6 +432,39 @@ def test_layers_study(cnn, tmp_path):
     assert no_hooks_left(cnn) and (tmp_path / "layers_grid.png").exists()
 
 
+def test_layers_numbers_by_hand_on_colour_images(monkeypatch):
+    """At the input: h x gradient with the plain gradient (Saliency) and with RectGrad's PR1 rule at q with the padding
+    trick; the background shares of their channel means, and of the plain gradient's; the figure's rows pair each
+    image with its Saliency and RectGrad maps."""
+    import importlib
+
+    from rectgrad.studies._common import finite_mean, outside_fraction
+
+    torch.manual_seed(0)
+    model = PaperCNN(in_channels=3, image_size=SIZE, num_classes=3).eval()
+    images = square_images(3, channels=3)
+    drawn = []
+    layers_module = importlib.import_module("rectgrad.studies.layers")
+    monkeypatch.setattr(layers_module.viz, "grid", lambda x, columns, row_labels, **kwargs: drawn.append(
+        (x, row_labels)))
+    rows = studies.layers(model, images, q=90.0, show=2).tables["layers"]
+    x, masks = images.x, images.masks
+    predicted = model(x).argmax(1)
+    gradients = {"Saliency": Options(), "RectGrad": Options(rule=Rule(score="pr1", q=90.0), padding_trick=True)}
+    for method, options in gradients.items():
+        gradients[method] = engine_gradients(model, x, predicted, options)[0]
+        attr = x * gradients[method]
+        assert rows[0][f"{method} nonzero"] == pytest.approx(float((attr != 0).double().mean()))
+        share = finite_mean(outside_fraction(attr.mean(1), masks).tolist())
+        assert rows[0][f"{method} background"] == pytest.approx(share), method
+    assert rows[0]["Saliency background"] != pytest.approx(rows[0]["RectGrad background"])
+    assert rows[0]["gradient background"] == pytest.approx(
+        finite_mean(outside_fraction(gradients["Saliency"].mean(1), masks).tolist()))  # |mean|, not mean |.|
+    (x_drawn, labels), = drawn
+    assert torch.equal(x_drawn, x[[0, 0, 1, 1]])
+    assert labels == ["img0 Saliency", "img0 RectGrad", "img1 Saliency", "img1 RectGrad"]
+
+
 @pytest.mark.parametrize("q", [-5.0, 150.0, float("nan")])
 def test_layers_study_refuses_a_percentile_outside_0_100(cnn, q):
     with pytest.raises(ValueError, match=r"q must be a percentile in \[0, 100\], got " + str(q)):
