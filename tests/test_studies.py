@@ -641,6 +641,7 @@ def test_rules_study_toy_b2_numbers():
     assert rows["PR1 (RectGrad)"]["scores"] == "(3, 20, -100, 0)" and rows["PR1 (RectGrad)"]["tau"] == 3
     assert rows["PR2"]["gradient passed"] == "(0, 0, -100, 0)"
     assert rows["PR4"]["contribution a*R of the selected"] == "(0)"
+    assert rows["RectGradMod"]["scores"] == "(3, 20, -100, 0)"  # PR1's, at its one (top) layer
 
 
 def test_rules_study_maps(cnn, tmp_path):
@@ -650,6 +651,17 @@ def test_rules_study_maps(cnn, tmp_path):
     assert rows[0]["rank correlation with PR1"] == pytest.approx(1.0)
     assert all(0 <= r["background fraction"] <= 1 for r in rows)
     assert (tmp_path / "rules_grid.png").exists() and len(read_csv(tmp_path / "rules_toy_b2.csv")) == 5
+    from rectgrad.studies._common import finite_mean, outside_fraction
+
+    images = square_images()
+    predicted = cnn(images.x).argmax(1)
+    for rule, row in zip(("pr1", "pr2", "pr3", "pr4", "mod"), rows):  # each rule's own maps, by the public API
+        attr = RectGrad(cnn).attribute(images.x, target=predicted, q=90.0, rule=rule, padding_trick=True)
+        assert row["nonzero fraction"] == pytest.approx(float((attr != 0).double().mean())), rule
+        assert row["all-zero maps"] == int((attr.flatten(1).abs().sum(1) == 0).sum()) == 0, rule
+        assert row["background fraction"] == pytest.approx(
+            finite_mean(outside_fraction(attr.sum(1), images.masks).tolist())), rule
+    assert len({round(r["background fraction"], 6) for r in rows}) > 1
 
 
 # ------------------------------------------------------------------ command line and image folders
