@@ -378,6 +378,21 @@ def test_coherence_study(cnn, tmp_path):
     assert (tmp_path / "coherence_maps_thresholded.png").stat().st_size > 0
 
 
+def test_coherence_numbers_by_hand(cnn):
+    """Labels (0, 0, 1, 2): 'within' is the one pair of class 0, 'across' the five others; thresholded: the
+    baseline's top 5% per map."""
+    from rectgrad import viz
+
+    images = square_images()
+    (row,) = studies.coherence(cnn, images, methods="saliency", show=0).tables["similarity"]
+    raw = viz.channel_sum(explain(cnn, images.x, cnn(images.x).argmax(1), "saliency"))
+    for suffix, maps in (("", raw), (", thresholded", viz.final_threshold(raw, "top"))):
+        across = [studies.spearman(maps[i], maps[j]) for i, j in ((0, 2), (0, 3), (1, 2), (1, 3), (2, 3))]
+        assert row[f"within{suffix}"] == pytest.approx(studies.spearman(maps[0], maps[1]))
+        assert row[f"across{suffix}"] == pytest.approx(np.mean(across))
+    assert row["within"] != pytest.approx(row["within, thresholded"])
+
+
 def test_coherence_skips_a_method_the_model_defeats(tmp_path):
     class Gated(nn.Module):  # a product of two input-dependent tensors: DeepLIFT refuses it
         def __init__(self):
