@@ -14,6 +14,7 @@ import rectgrad
 from rectgrad import PaperCNN, RectGrad, engine
 from rectgrad.attr._arguments import looks_like_probabilities
 from rectgrad.methods import METHOD_NAMES, METHODS, explain, methods, predict
+from rectgrad.operations import UnsupportedModel
 
 
 def relu6_net():
@@ -983,16 +984,18 @@ class _CallsScriptedFunctions(nn.Module):
 @pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
 def test_a_torchscript_function_the_model_calls_is_refused_by_the_rules_by_name():
     x = torch.randn(2, 3, 8, 8)
-    for model, name in ((_CallsScriptedFunctions(), "'_scripted_gelu'"),
-                        (_CallsScriptedFunctions(_scripted_relu), "'activation'")):
+    every = ("deconv", "guided_bp", "eps_lrp", "deeplift", "rectgrad")
+    for model, name, refusing in ((_CallsScriptedFunctions(), "'_scripted_gelu'", ("eps_lrp", "deeplift")),
+                                  (_CallsScriptedFunctions(_scripted_relu), "'activation'", every)):
         model.eval()
-        for method in ("deconv", "guided_bp", "eps_lrp", "deeplift", "rectgrad"):  # the rules would skip its operations
+        for method in refusing:  # the rules would skip its operations (a hand-written GELU: a multiplier rule's)
             with pytest.raises(ValueError, match=rf"{method} modifies .*TorchScript function {name} called by "
-                                                 r"_CallsScriptedFunctions.forward \(it computes (erf|relu)\): use "
-                                                 r"the Python function"):
+                                                 r"_CallsScriptedFunctions.forward \(it computes [^)]*(erf|relu)"
+                                                 r"[^)]*\): use the Python function"):
                 explain(model, x, target=0, method=method)
-        with pytest.raises(ValueError, match=f"RectGrad modifies .*TorchScript function {name}"):
-            RectGrad(lambda t: model(t)).attribute(x, target=0)
+        if refusing == every:
+            with pytest.raises(ValueError, match=f"RectGrad modifies .*TorchScript function {name}"):
+                RectGrad(lambda t: model(t)).attribute(x, target=0)
         torch.testing.assert_close(explain(model, x, target=0, method="saliency"),
                                    Saliency(model).attribute(x, 0, abs=False))
 
@@ -1013,6 +1016,29 @@ class _ScalesBySize(nn.Module):
         return self.fc(F.relu(self.conv(x)).mean((2, 3)) / self.scale(x))
 
 
+@torch.jit.script
+def _scripted_leaky(x):  # compiled with an `if inplace:` block: its leaky_relu is not at the graph's top level
+    return F.leaky_relu(x, 0.1)
+
+
+@torch.jit.script
+def _scripted_norm(x):  # a layer norm by hand: no activation, but nothing a multiplier rule may pass as linear
+    return (x - x.mean(1, keepdim=True)) / x.pow(2).mean(1, keepdim=True).sqrt()
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
+def test_what_a_torchscript_function_hides_is_seen_in_its_blocks_and_by_each_kind_of_rule():
+    x = torch.randn(2, 3, 8, 8)
+    leaky, norm = _CallsScriptedFunctions(_scripted_leaky).eval(), _CallsScriptedFunctions(_scripted_norm).eval()
+    for method in ("guided_bp", "rectgrad", "deeplift"):
+        with pytest.raises(UnsupportedModel, match=r"'activation' called by .* \(it computes leaky_relu"):
+            explain(leaky, x, target=0, method=method)
+    for method in ("eps_lrp", "deeplift"):  # they must check every operation, as in Python
+        with pytest.raises(UnsupportedModel, match=r"'activation' called by .* \(it computes div, mean, pow"):
+            explain(norm, x, target=0, method=method)
+    explain(norm, x, target=0, method="guided_bp")  # a gate rule changes no operation of it
+
+
 @pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
 def test_a_torchscript_helper_computing_sizes_is_not_refused():
     torch.manual_seed(0)
@@ -1022,6 +1048,8 @@ def test_a_torchscript_helper_computing_sizes_is_not_refused():
     for method in ("guided_bp", "rectgrad", "deconv"):  # (it was refused: 'scale' called by _ScalesBySize.forward)
         torch.testing.assert_close(explain(scripted, x, target=1, method=method),
                                    explain(python, x, target=1, method=method))
+    with pytest.raises(UnsupportedModel, match=r"it computes mul, sqrt"):  # a multiplier rule cannot tell constants
+        explain(scripted, x, target=1, method="deeplift")
 
 
 def test_a_pending_graph_of_the_users_survives_an_attribution():

@@ -378,7 +378,7 @@ def explain(model, inputs: Tensor | tuple[Tensor, ...], target=None, method: str
     modules = modules_of(model)
     check_device(modules, inputs)
     if entry.rules:
-        check_reachable(model, modules, method)
+        check_reachable(model, modules, method, multiplier=method in ("eps_lrp", "deeplift"))
     forward, extra = _holding_shared(model, extra, len(inputs[0]), len(inputs))  # the methods see per-sample ones
     if internal_batch_size is not None:
         internal_batch_size = positive_int("internal_batch_size", internal_batch_size)

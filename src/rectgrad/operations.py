@@ -240,19 +240,27 @@ _MAX_POOL_NAMES = frozenset("""max_pool1d max_pool2d max_pool3d adaptive_max_poo
     adaptive_max_pool1d_with_indices adaptive_max_pool2d_with_indices adaptive_max_pool3d_with_indices""".split())
 
 
-# The ATen names of what the rules change or refuse, as they appear in a TorchScript function's graph; not the
-# arithmetic (exp, log, sqrt, pow) that TorchScript helpers also compute on sizes and constants, e.g. DeBERTa's
-# scaled_size_sqrt, whose graph alone cannot tell a constant from an input-dependent tensor.
-_SCRIPT_RULED = ({getattr(f, "__name__", "").rstrip("_") for f in ELEMENTWISE | OTHER_NONLINEAR | MAXIMUMS | CLAMPS}
-                 | _MAX_POOL_NAMES) - {"", "exp", "log", "sqrt", "rsqrt", "pow", "__pow__"}
+# What a TorchScript function may hide from the rules, by ATen name as in its graph: from a gate rule (Guided BP,
+# Deconvolution, RectGrad) the activations and max-pools it changes; from a multiplier rule (eps-LRP, DeepLIFT) any
+# operation but those on sizes and constants, as it must check every one (as it does in Python).
+_GATED_IN_SCRIPT = {getattr(f, "__name__", "").rstrip("_")
+                    for f in KNOWN_ACTIVATIONS | CLAMPS | MAXIMUMS | MAX_REDUCTIONS} | _MAX_POOL_NAMES
+_SIZES_IN_SCRIPT = frozenset("size numel dim len tensor scalar_tensor Int Float Bool ScalarImplicit".split())
 
 
-def ruled_in_script(function) -> list[str]:
-    """The operations of the TorchScript ``function`` (the functions it calls inlined) that the rules change or
-    refuse: activations, max-pools, the other element-wise and non-linear functions, by ATen name."""
-    kinds = {node.kind().split("::", 1)[1] for node in function.inlined_graph.nodes()
-             if node.kind().startswith("aten::")}
-    return sorted(kind for kind in kinds if kind.rstrip("_") in _SCRIPT_RULED)
+def ruled_in_script(function, multiplier: bool = False) -> list[str]:
+    """The operations of the TorchScript ``function`` (the functions it calls inlined, the blocks of its ifs and
+    loops included) that a gate rule changes, or (``multiplier``) that a multiplier rule would have to check."""
+    graph = function.inlined_graph  # (kept: its blocks and nodes live as long as it does)
+    kinds, blocks = set(), [graph]
+    while blocks:
+        for node in blocks.pop().nodes():
+            blocks.extend(node.blocks())
+            if node.kind().startswith("aten::"):
+                kinds.add(node.kind().split("::", 1)[1])
+    if multiplier:
+        return sorted(kind for kind in kinds if kind not in _SIZES_IN_SCRIPT)
+    return sorted(kind for kind in kinds if kind.rstrip("_") in _GATED_IN_SCRIPT)
 
 
 _DIVISIONS = frozenset({"div", "div_", "divide", "divide_", "__truediv__", "__itruediv__", "true_divide"})

@@ -16,7 +16,7 @@ from captum.log import log_usage
 from torch import Tensor, nn
 
 from rectgrad.attr._arguments import batches, check_device, check_logits, format_inputs, resolve_targets
-from rectgrad.engine import Options, Rule, RuleMode, rule_gradients, warn
+from rectgrad.engine import MultiplierRule, Options, Rule, RuleMode, rule_gradients, warn
 from rectgrad.operations import UnsupportedModel, ruled_in_script, split_activation
 
 
@@ -72,10 +72,10 @@ def _filled(cell) -> bool:
     return True
 
 
-def scripted_part(model, modules: tuple[nn.Module, ...]) -> tuple[str, str, str] | None:
+def scripted_part(model, modules: tuple[nn.Module, ...], multiplier: bool = False) -> tuple[str, str, str] | None:
     """``(kind, name, remedy)`` of TorchScript in ``model`` (a scripted function, model or submodule, or a scripted
-    function a module calls), or None; a submodule is named by its path in the model and its class,
-    ``'inner' (Sequential)``."""
+    function a module calls that hides operations from the rule, a ``multiplier`` rule's or a gate rule's), or None;
+    a submodule is named by its path in the model and its class, ``'inner' (Sequential)``."""
     resave = "save a model with torch.save(model, path) instead of torch.jit.script / trace"
     scripted = [(path, s) for m in modules for path, s in m.named_modules() if isinstance(s, torch.jit.ScriptModule)]
     if scripted:
@@ -84,10 +84,10 @@ def scripted_part(model, modules: tuple[nn.Module, ...]) -> tuple[str, str, str]
         return "module", f"{path!r} ({kind})" if path else repr(kind), resave
     if isinstance(model, torch.jit.ScriptFunction):
         return "function", repr(model.name), resave
-    return _scripted_function_called(modules)
+    return _scripted_function_called(modules, multiplier)
 
 
-def _scripted_function_called(modules: tuple[nn.Module, ...]) -> tuple[str, str, str] | None:
+def _scripted_function_called(modules: tuple[nn.Module, ...], multiplier: bool) -> tuple[str, str, str] | None:
     """``("function", name, remedy)`` of a TorchScript function a module's ``forward`` calls: one it names as a
     global (a ``@torch.jit.script`` helper, e.g. a fused GELU) or holds as an attribute (``self.act = scripted``),
     computing an operation the rules change or refuse (:func:`ruled_in_script`; a helper computing sizes is fine)."""
@@ -99,9 +99,10 @@ def _scripted_function_called(modules: tuple[nn.Module, ...]) -> tuple[str, str,
                 named = {name: forward.__globals__[name] for name in _names_used(forward.__code__)
                          if name in forward.__globals__}
             for name, value in itertools.chain(vars(m).items(), named.items()):
-                if isinstance(value, torch.jit.ScriptFunction) and ruled_in_script(value):
+                hidden = ruled_in_script(value, multiplier) if isinstance(value, torch.jit.ScriptFunction) else []
+                if hidden:
                     return ("function", f"{name!r} called by {type(m).__name__}.forward (it computes "
-                            f"{', '.join(ruled_in_script(value))})", "drop its torch.jit.script")
+                            f"{', '.join(hidden)})", "drop its torch.jit.script")
     return None
 
 
@@ -111,10 +112,10 @@ def _names_used(code) -> frozenset[str]:
     return frozenset(code.co_names).union(*(_names_used(c) for c in code.co_consts if inspect.iscode(c)))
 
 
-def check_reachable(model, modules: tuple[nn.Module, ...], what: str) -> None:
-    """A rule cannot reach the activations inside TorchScript (a scripted function, model or submodule), nor those
-    a decomposed exported program computes by other operations."""
-    part = scripted_part(model, modules)
+def check_reachable(model, modules: tuple[nn.Module, ...], what: str, multiplier: bool = False) -> None:
+    """A rule (a ``multiplier`` rule's or a gate rule's) cannot reach the activations inside TorchScript (a scripted
+    function, model or submodule), nor those a decomposed exported program computes by other operations."""
+    part = scripted_part(model, modules, multiplier)
     if part is not None:
         kind, name, how = part
         raise UnsupportedModel(f"{what} modifies the backward pass of activations, which cannot be reached inside the "
@@ -233,7 +234,7 @@ class EngineAttribution(GradientAttribution):
         inputs = format_inputs(inputs)
         modules = modules_of(self.forward_func)
         if options.rule is not None:
-            check_reachable(self.forward_func, modules, type(self).__name__)
+            check_reachable(self.forward_func, modules, type(self).__name__, isinstance(options.rule, MultiplierRule))
         check_device(modules, inputs)
         with user_call(modules), named_errors(modules, inputs):
             chunks = [self._chunk_gradients(*chunk, modules, options)
