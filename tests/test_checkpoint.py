@@ -9,7 +9,7 @@ from torch import nn
 
 import rectgrad
 from rectgrad import load_model
-from rectgrad.checkpoint import exclusive, load_checkpoint, save_checkpoint
+from rectgrad.checkpoint import delete_killed_writes, exclusive, load_checkpoint, save_checkpoint
 from rectgrad.models import PaperCNN
 
 
@@ -197,14 +197,12 @@ def test_writes_follow_symbolic_links_and_refuse_special_files(model, tmp_path):
 def test_exclusive_runs_unguarded_where_the_file_system_refuses_locks(tmp_path, monkeypatch):
     import fcntl
 
-    killed_write = tmp_path / ".model.pt.ab12cd34.tmp"
-    killed_write.write_bytes(b"half")
     monkeypatch.setattr(fcntl, "flock", lambda *args: (_ for _ in ()).throw(OSError(errno.ENOLCK, "No locks")))
     with pytest.raises(KeyError) as raised:
-        with exclusive(tmp_path):  # (some network file systems): the run goes on
+        with exclusive(tmp_path) as locked:  # (some network file systems): the run goes on, unguarded
+            assert locked is False
             raise KeyError("the run's own error")
     assert raised.value.__context__ is None  # not "during handling of [Errno 37] No locks, another exception ..."
-    assert killed_write.exists()  # another run may be writing it: kept
 
 
 def test_exclusive_deletes_only_the_writes_a_killed_run_left(tmp_path):
@@ -214,6 +212,8 @@ def test_exclusive_deletes_only_the_writes_a_killed_run_left(tmp_path):
     for path in killed + kept:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"")
-    with exclusive(tmp_path):
+    with exclusive(tmp_path) as locked:
+        assert locked and (tmp_path / ".lock").read_text() == f"{os.getpid()} on {socket.gethostname()}"
+        assert all(path.exists() for path in killed + kept)  # (the caller deletes them, once the folder is its own)
+        delete_killed_writes(tmp_path)
         assert not any(path.exists() for path in killed) and all(path.exists() for path in kept)
-        assert (tmp_path / ".lock").read_text() == f"{os.getpid()} on {socket.gethostname()}"

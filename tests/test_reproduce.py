@@ -198,6 +198,18 @@ def test_rerun_recomputes_nothing(smoke, monkeypatch, tmp_path):
     assert (tmp_path / "reordered" / "README.md").read_text() == (report / "README.md").read_text()
 
 
+def test_a_folder_of_the_users_is_refused_untouched(smoke, tmp_path, capsys):
+    args, _, _ = smoke
+    folder = tmp_path / "mine"
+    (folder / "sub").mkdir(parents=True)
+    files = [folder / "notes.txt", folder / "sub" / ".draft.20240315.tmp"]  # (a name like write_atomically's)
+    for path in files:
+        path.write_text("mine")
+    assert main([*args, "--out", str(tmp_path / "r"), "--work-dir", str(folder)]) == 2
+    assert "is not empty but holds no config.json" in capsys.readouterr().err
+    assert all(path.read_text() == "mine" for path in files)
+
+
 def test_a_folder_another_run_is_using_is_refused(smoke, tmp_path, capsys, monkeypatch):
     args, _, work = smoke
     hold = ("import fcntl, sys, time; f = open(sys.argv[1], 'a+'); fcntl.flock(f, fcntl.LOCK_EX); f.truncate(0); "

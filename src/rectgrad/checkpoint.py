@@ -109,11 +109,10 @@ def write_atomically(path, write) -> None:
 
 @contextlib.contextmanager
 def exclusive(folder):
-    """Hold the lock of ``folder`` (its file ``.lock``) while the block runs: another process holding it is a
-    ``RuntimeError`` naming it (two runs on one results folder would compute everything twice and delete each
-    other's saved states). The system frees the lock when its process ends, even killed; the temporary files a
-    killed :func:`write_atomically` left in the folder are deleted then, once the lock is held. No lock, and no
-    deletion, where ``fcntl`` is missing (Windows) or the file system refuses locks (some network ones)."""
+    """Hold the lock of ``folder`` (its file ``.lock``) while the block runs, which gets whether it holds one: another
+    process holding it is a ``RuntimeError`` naming it (two runs on one results folder would compute everything twice
+    and delete each other's saved states). The system frees the lock when its process ends, even killed. No lock
+    where ``fcntl`` is missing (Windows) or the file system refuses locks (some network ones)."""
     folder = Path(folder)
     with open(folder / ".lock", "a+") as handle:
         locked = _lock(handle)
@@ -125,9 +124,8 @@ def exclusive(folder):
             handle.truncate(0)
             handle.write(f"{os.getpid()} on {socket.gethostname()}")
             handle.flush()
-            _delete_killed_writes(folder)
         try:
-            yield
+            yield locked
         finally:
             if locked:
                 fcntl.flock(handle, fcntl.LOCK_UN)
@@ -150,8 +148,9 @@ def _lock(handle) -> bool | None:
 _KILLED_WRITE = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")  # write_atomically's: mkstemp's .<file>.<8 characters>.tmp
 
 
-def _delete_killed_writes(folder: Path) -> None:
-    """Delete the temporary files of :func:`write_atomically` in ``folder`` and its subfolders, hidden ones aside."""
+def delete_killed_writes(folder) -> None:
+    """Delete the temporary files a killed :func:`write_atomically` left in ``folder`` and its subfolders, hidden ones
+    aside: call it holding the folder's lock (:func:`exclusive`), no other process writing there."""
     for parent, folders, files in os.walk(folder):
         folders[:] = [name for name in folders if not name.startswith(".")]
         for name in files:

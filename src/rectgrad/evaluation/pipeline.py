@@ -18,7 +18,7 @@ import torch
 
 from rectgrad._checks import did_you_mean, positive_int
 from rectgrad._checks import fractions as check_fractions
-from rectgrad.checkpoint import exclusive, load_checkpoint, save_checkpoint
+from rectgrad.checkpoint import delete_killed_writes, exclusive, load_checkpoint, save_checkpoint
 from rectgrad.data import DATASETS, ImageDataset, MaskedImages, RandomPatch, checksum, load_dataset
 from rectgrad.data import load_image_folder_masks, load_masked_images, object_masks_from_images
 from rectgrad.evaluation.maps import compute_maps, noise_level, patch_attribution
@@ -182,7 +182,7 @@ def reproduce(dataset: str, scale: str, work_dir, *, data_dir=None, masks_dir=No
     if work.exists() and not work.is_dir():
         raise NotADirectoryError(f"{work} exists and is not a folder")
     work.mkdir(parents=True, exist_ok=True)
-    with exclusive(work):  # one run at a time in the folder, from the start; a killed one's temporary files go
+    with exclusive(work) as locked:  # one run at a time in the folder, from the start
         saved = ResultStore.read_config(work)
         earlier = saved.get("methods") if isinstance(saved, dict) else None
         earlier = [m for m in earlier if m in METHOD_NAMES] if isinstance(earlier, list) else []
@@ -207,6 +207,8 @@ def reproduce(dataset: str, scale: str, work_dir, *, data_dir=None, masks_dir=No
         # refuses another configuration's folder; one made before tie_noise or overrides were recorded used the
         # defaults
         store = ResultStore(work_dir, config, growing="methods", defaults={"tie_noise": TIE_NOISE, "overrides": {}})
+        if locked:  # a results folder of this configuration: the temporary files a killed run left go
+            delete_killed_writes(work)
         if store.resumed:
             added, kept = [m for m in methods if m not in earlier], [m for m in methods if m not in given]
             print(f"resuming: the finished units of work in {store.folder} are kept, the rest is computed"
