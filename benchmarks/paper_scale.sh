@@ -71,7 +71,7 @@ unpack)
     [ -f "$tarball" ] || { echo "no file $tarball" >&2; exit 1; }
     tar -tzf "$tarball" work/config.json >/dev/null 2>&1 || { echo "$tarball holds no paper-scale work folder" \
         "(work/config.json): $HERE/work is left as it is" >&2; exit 1; }
-    if [ -f "$HERE/work/.lock" ] && ! flock -n "$HERE/work/.lock" true; then  # (a run here writes into it)
+    if [ -f "$HERE/work/.lock" ] && command -v flock >/dev/null && ! flock -n "$HERE/work/.lock" true; then
         echo "$HERE/work is in use by a run ($(cat "$HERE/work/.lock")): unpack once it ends" >&2; exit 1
     fi
     rm -rf "$HERE/work" "$HERE/report"

@@ -86,18 +86,16 @@ def folder_apart_from_inputs(path: Path, option: str, inputs, data_root: Path | 
                              "a training) would read its figures as images; give a folder outside it")
 
 
-def outside_splits(path: Path, option: str, data_root: Path, written: str = "the figures written there",
-                   instead: str = "report") -> None:
-    """An output folder (or file) that is neither ``data_root/train`` nor ``data_root/test`` nor inside them:
-    ``--dataset folder`` reads their class folders at any depth, so a rerun would read what is ``written`` there as
-    images (or the work folder as a class of its own); ``instead``: a name to suggest in ``data_root``."""
-    resolved = path.resolve()
+def outside_splits(path: Path, option: str, data_root: Path) -> None:
+    """An output folder that is neither ``data_root/train`` nor ``data_root/test`` nor inside them: ``--dataset folder``
+    reads their class folders at any depth, so a rerun would read the figures written there as images (or the work
+    folder as a class of its own)."""
+    written = path.resolve()
     for split in (data_root / "train", data_root / "test"):
-        if resolved.is_relative_to(split.resolve()):
-            raise ValueError(f"{option} {path} is {'' if resolved == split.resolve() else 'inside '}{split}, whose "
-                             f"images --dataset folder reads: a rerun would read {written} as images; give a "
-                             f"{'folder' if instead == 'report' else 'file'} outside it (such as "
-                             f"{data_root / instead})")
+        if written.is_relative_to(split.resolve()):
+            raise ValueError(f"{option} {path} is {'' if written == split.resolve() else 'inside '}{split}, whose "
+                             "images --dataset folder reads: a rerun would read the figures written there as images; "
+                             f"give a folder outside it (such as {data_root / 'report'})")
 
 
 def _writable(folder: Path, option: str, path: Path) -> None:

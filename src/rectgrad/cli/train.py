@@ -46,8 +46,6 @@ def train(
     _options.positive_number(lr, "--lr")
     _options.seed(seed)
     _options.input_folder(data_dir, "--data-dir")
-    if dataset == "folder" and data_dir is not None:
-        _options.outside_splits(out, "--out", data_dir, "a checkpoint with an image's suffix", out.name)
     size = _image_size(dataset, image_size)
     train_set = load_dataset(dataset, "train", data_dir=data_dir, download=download, image_size=size, progress=progress)
     test_set = load_dataset(dataset, "test", data_dir=data_dir, download=download, image_size=size, progress=progress)
