@@ -295,6 +295,13 @@ def test_explain_saved_module_and_torchscript(files, capsys):
     status, out, err = run(capsys, "explain", images[0], "--model", str(tmp_path / "scripted.pt"), "--methods",
                            "guided_bp", "--out", str(tmp_path / "s.png"), "--no-progress")
     assert status == 2 and "error: --methods guided_bp: these methods modify the backward pass" in err
+    status, out, err = run(capsys, "explain", images[0], "--model", str(tmp_path / "scripted.pt"), "--out",
+                           str(tmp_path / "d.png"), "--no-progress", "--save-maps", str(tmp_path / "d.npz"))
+    assert status == 0, err  # the default methods: those with rules left out, once each, the others drawn
+    rules = ("deconv", "guided_bp", "eps_lrp", "deeplift", "rectgrad", "rectgrad_prr")
+    assert all(err.count(f"warning: {method} left out: ") == 1 for method in rules)
+    assert sorted(np.load(tmp_path / "d.npz")) == sorted(["saliency", "grad_input", "smoothgrad", "intgrad", "images",
+                                                          "targets", "classes"])
 
 
 def test_a_model_returning_probabilities_is_warned_about_once(files, capsys):

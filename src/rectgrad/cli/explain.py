@@ -99,7 +99,8 @@ def explain_images(
     loaded = zoo.load(model, _options.device(device), weights=weights)
     for line in (loaded.note or "").splitlines():
         typer.echo(f"note: {line}", err=True)
-    _check_model(loaded.model, names)
+    if methods is not None:  # named: refused before any map; a default method the model refuses is left out later
+        _check_model(loaded.model, names)
     index = _class_index(target, loaded.labels)
     _compare(loaded, loaded.preprocess(pictures), unique_names(images, suffix=True), names, q=q, out=out,
              target=index, final_threshold=final_threshold, internal_batch_size=internal_batch_size, seed=seed,
