@@ -20,12 +20,13 @@ from torch import Tensor, nn
 
 from rectgrad import viz
 from rectgrad._checks import did_you_mean, positive_int
-from rectgrad.attr._arguments import check_logits, looks_like_probabilities
+from rectgrad.attr._arguments import looks_like_probabilities
 from rectgrad.attr._base import modules_of, named_errors, preserved_buffers, user_call, warn_if_ungated
 from rectgrad.checkpoint import write_text_atomically
 from rectgrad.data import check_mask_size, image_files, masks_beside, unique_names
 from rectgrad.engine import Options, RuleMode, rule_gradients
 from rectgrad.methods import explain, get_method
+from rectgrad.methods import predict as methods_predict
 from rectgrad.operations import UnsupportedModel
 
 
@@ -237,8 +238,9 @@ def refuse_inlined_layers(model, study: str, seen_any: bool = True) -> None:
 @leaves_model_as_it_was
 @torch.no_grad()
 def predict(model: nn.Module, x: Tensor, batch_size: int = 16) -> tuple[Tensor, Tensor]:
-    """Predicted classes and their softmax probabilities (the outputs themselves where they are probabilities)."""
-    logits = check_logits(torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]), len(x))
+    """Predicted classes and their softmax probabilities (the outputs themselves where they are probabilities), from
+    :func:`rectgrad.methods.predict`'s logits, ``batch_size`` images at a time."""
+    logits = methods_predict(model, x, internal_batch_size=batch_size)
     probs = logits if looks_like_probabilities(logits) else logits.softmax(1)
     return probs.argmax(1), probs.max(1).values
 
