@@ -124,11 +124,7 @@ def exclusive(folder):
             handle.truncate(0)
             handle.write(f"{os.getpid()} on {socket.gethostname()}")
             handle.flush()
-        try:
-            yield locked
-        finally:
-            if locked:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        yield locked  # (closing the file frees the lock)
 
 
 def _lock(handle) -> bool | None:
