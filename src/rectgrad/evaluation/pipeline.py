@@ -24,7 +24,7 @@ from rectgrad.data import load_image_folder_masks, load_masked_images, object_ma
 from rectgrad.evaluation.maps import compute_maps, noise_level, patch_attribution
 from rectgrad.evaluation.occlusion import conv_activations, correctly_classified, feature_map_occlusion
 from rectgrad.evaluation.roar import FRACTIONS, LocalBackend, roar_kar
-from rectgrad.evaluation.store import ResultStore
+from rectgrad.evaluation.store import ResultStore, checked_folder
 from rectgrad.methods import METHOD_NAMES, explain, get_method
 from rectgrad.metrics import TIE_NOISE, check_tie_noise
 from rectgrad.progress import progress_bar
@@ -178,9 +178,7 @@ def reproduce(dataset: str, scale: str, work_dir, *, data_dir=None, masks_dir=No
         raise ValueError(f"methods must be distinct names among {', '.join(METHOD_NAMES)}, got {list(methods)}")
     tie_noise = check_tie_noise(tie_noise)
     masks_dir = _masks_folder(dataset, masks_dir)  # (before any download or training)
-    work = Path(work_dir)
-    if work.exists() and not work.is_dir():
-        raise NotADirectoryError(f"{work} exists and is not a folder")
+    work = checked_folder(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     with exclusive(work) as locked:  # one run at a time in the folder, from the start
         saved = ResultStore.read_config(work)

@@ -20,6 +20,14 @@ CONFIG = "config.json"
 SECONDS = "seconds"
 
 
+def checked_folder(folder) -> Path:
+    """``folder`` as a Path, or a ``NotADirectoryError`` where a file holds its place."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"{folder} exists and is not a folder")
+    return folder
+
+
 class ResultStore:
     """Resumable results under ``folder``, bound to ``config`` (plain JSON values); ``resumed``: the folder held
     results of this configuration already. ``growing``: a key of ``config`` holding a list of names the folder's
@@ -29,10 +37,8 @@ class ResultStore:
     were made with: a saved configuration lacking one is read with it (such a folder resumes)."""
 
     def __init__(self, folder, config: dict, growing: str | None = None, defaults: dict | None = None):
-        self.folder = Path(folder)
+        self.folder = checked_folder(folder)
         config = json.loads(json.dumps(config))  # normalise tuples to lists, as they read back
-        if self.folder.exists() and not self.folder.is_dir():
-            raise NotADirectoryError(f"{self.folder} exists and is not a folder")
         saved = self.read_config(self.folder)
         if isinstance(saved, dict):
             saved = {**(defaults or {}), **saved}
