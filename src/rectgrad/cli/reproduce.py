@@ -85,9 +85,9 @@ def reproduce(
     if precision not in ("fp32", "bf16"):
         raise ValueError(f"--precision must be fp32 or bf16, got {precision!r}")
     if backend == "local":
-        if address is not None or ray_cpus != 1.0 or ray_gpus != 0.0:
-            given = [option for option, value, default in (("--address", address, None), ("--ray-cpus", ray_cpus, 1.0),
-                                                           ("--ray-gpus", ray_gpus, 0.0)) if value != default]
+        given = [option for option, value, default in (("--address", address, None), ("--ray-cpus", ray_cpus, 1.0),
+                                                       ("--ray-gpus", ray_gpus, 0.0)) if value != default]
+        if given:
             raise ValueError(f"{' and '.join(given)} need{'s' if len(given) == 1 else ''} --backend ray")
         runner, retrain_device = LocalBackend(group or (135 if device.startswith("cuda") else 1)), device
     elif backend == "ray":
