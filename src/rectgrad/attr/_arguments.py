@@ -183,12 +183,8 @@ def batches(inputs: tuple[Tensor, ...], target, additional_forward_args, size: i
         yield inputs, target, additional_forward_args
         return
 
-    if isinstance(target, list) and len(target) != n:
-        raise ValueError(f"target has {len(target)} entries but the batch has {n} samples")
-    if isinstance(target, Tensor) and target.numel() != 1:  # one class per sample, checked against the whole batch
-        if target.numel() != n:
-            raise ValueError(f"target has {target.numel()} entries but the batch has {n} samples")
-        target = _one_class_per_sample(target)
+    if target is not None:  # one class per sample, checked against the whole batch, then cut as the samples are
+        target = target_indices(target, n, inputs[0].device)
 
     def cut(value, start):
         return value[start:start + size] if per_sample(value, n) else value
@@ -196,7 +192,7 @@ def batches(inputs: tuple[Tensor, ...], target, additional_forward_args, size: i
     extra = additional_forward_args
     size = int(size)
     for start in range(0, n, size):
-        chunk_target = target[start:start + size] if isinstance(target, list) else cut(target, start)
+        chunk_target = cut(target, start)
         chunk_extra = tuple(cut(a, start) for a in extra) if isinstance(extra, tuple) else cut(extra, start)
         yield tuple(x[start:start + size] for x in inputs), chunk_target, chunk_extra
 
