@@ -333,6 +333,34 @@ def test_a_model_changing_its_input_in_place_leaves_the_inputs_be(method):
     assert torch.equal(x, given)
 
 
+class _HeadOnFeatures(nn.Module):
+    """A head explained on pre-activation features, beginning with an in-place ReLU of its input (or of a view)."""
+
+    def __init__(self, view: bool):
+        super().__init__()
+        self.view, self.relu, self.fc = view, nn.ReLU(inplace=True), nn.Linear(4, 3)
+
+    def forward(self, x):
+        if self.view:
+            self.relu(x[:, :2])
+            return self.fc(x)
+        return self.fc(self.relu(x))
+
+
+@pytest.mark.parametrize("view", [False, True])
+@pytest.mark.parametrize("method", ["saliency", "deconv", "guided_bp", "rectgrad", "eps_lrp"])
+def test_an_in_place_activation_of_the_input_is_refused_and_leaves_the_input_be(method, view):
+    # the engine's rule ran the in-place ReLU on the caller's input (its leaf shares the storage) before PyTorch
+    # refused it: a failed call zeroed the input's negative values (and, on the input itself, gave PyTorch's raw
+    # "leaf Variable ... has been used" error where the Captum methods name the problem)
+    x = torch.tensor([[1.0, -2.0, 3.0, -4.0], [-1.0, 2.0, -3.0, 4.0]])
+    given = x.clone()
+    with pytest.raises(ValueError, match="the model changes its input in place"):
+        explain(_HeadOnFeatures(view).eval(), x, target=0, method=method)
+    assert torch.equal(x, given)
+
+
+
 def test_a_model_returning_probabilities_gets_a_warning():
     torch.manual_seed(0)
     logits = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3)).eval()

@@ -541,6 +541,9 @@ class RuleMode(TorchFunctionMode):
         if options.rule is not None and not multiplier:
             self._warn_ungated(func, args, kwargs)
         if activation and depends_on_input(x, self.input_nodes):  # not a weight computed from parameters
+            inplace = is_inplace(func, args, kwargs)
+            if inplace and (x._base if x._is_view() else x).is_leaf:  # the input, or a view of it: PyTorch refuses
+                return func(*args, **kwargs)  # before changing it (the rule's Function would change it first)
             self._check_batch(func, x)
             site = _Site(call=_as_called(func, args, kwargs, options.rule), is_relu=func in RELU, rule=options.rule,
                          scratch=self.scratch, name=getattr(func, "__name__", str(func)))
@@ -548,7 +551,7 @@ class RuleMode(TorchFunctionMode):
                 raise UnsupportedModel(f"{_CHECKPOINTING} ({site.name} inside a checkpointed block "
                                        "would be recomputed differently)")
             self.sites.append(site)
-            out = _RuleAtActivation.apply(x, site, is_inplace(func, args, kwargs))
+            out = _RuleAtActivation.apply(x, site, inplace)
             self.input_nodes.add(out.grad_fn)
             return out
         if options.padding_trick and func is F.pad:

@@ -175,8 +175,9 @@ def named_errors(modules: tuple[nn.Module, ...], inputs: tuple[Tensor, ...]):
         yield
     except RuntimeError as error:
         if "leaf Variable that requires grad is being used in an in-place operation" in str(error):
-            raise ValueError("the model changes its input in place (e.g. x.sub_(mean) or x /= 255 in its forward "
-                             "pass), which autograd cannot differentiate: write that step out of place (x = x - mean) "
+            raise ValueError("the model changes its input in place (e.g. x.sub_(mean), x /= 255 or an in-place "
+                             "activation of the input, nn.ReLU(inplace=True), in its forward pass), which autograd "
+                             "cannot differentiate: write that step out of place (x = x - mean, nn.ReLU()) "
                              f"(PyTorch: {str(error).splitlines()[0]})") from error
         weights = collections.Counter(t.dtype for m in modules for t in m.parameters() if t.is_floating_point())
         given = {x.dtype for x in inputs}
