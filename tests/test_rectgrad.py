@@ -772,6 +772,31 @@ def test_other_activations_gate_their_own_derivative(activation):
     torch.testing.assert_close(guided, expected_guided @ model[0].weight)
 
 
+class _InputSlopePReLU(nn.Module):
+    """A PReLU whose slope is computed from the input (a dynamic activation): slope = sigmoid(mean of x)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.o = nn.Linear(5, 5), nn.Linear(5, 2)
+
+    def forward(self, x):
+        return self.o(F.prelu(self.a(x), torch.sigmoid(x.mean()).reshape(1)))
+
+
+def test_an_activation_weight_computed_from_the_input_keeps_its_gradient():
+    # the rule's Function took the gradient of F.prelu's input alone: the path through a slope computed from the
+    # input was dropped silently (with every unit passing, RectGrad was not gradient x input)
+    torch.manual_seed(0)
+    model, x = _InputSlopePReLU().double().eval(), torch.randn(3, 5, dtype=torch.float64)
+    x_ = x.clone().requires_grad_()
+    (gradient,) = torch.autograd.grad(model(x_)[:, 0].sum(), x_)
+    every_unit = RectGrad(model).attribute(x, target=0, tau=-1e30, final_threshold=False)  # every score passes
+    torch.testing.assert_close(every_unit, x * gradient, rtol=1e-12, atol=1e-14)
+    # the multiplier rules are not defined for it: a product of two input-dependent tensors
+    with pytest.raises(ValueError, match="product of two input-dependent tensors"):
+        rectgrad.explain(model, x, target=0, method="eps_lrp")
+
+
 @pytest.mark.parametrize("inplace", [False, True])
 def test_rrelu_in_training_mode_keeps_the_slopes_of_its_forward_pass(inplace):
     # nn.RReLU in train mode draws a random slope per unit: the rules must not draw other ones for the backward pass

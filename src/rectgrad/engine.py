@@ -544,6 +544,12 @@ class RuleMode(TorchFunctionMode):
             inplace = is_inplace(func, args, kwargs)
             if inplace and (x._base if x._is_view() else x).is_leaf:  # the input, or a view of it: PyTorch refuses
                 return func(*args, **kwargs)  # before changing it (the rule's Function would change it first)
+            others = [t for t in tensors_in(args[1:], kwargs) if depends_on_input(t, self.input_nodes)]
+            if others and multiplier:
+                raise UnsupportedModel(f"{options.rule.name} cannot handle a product of two input-dependent tensors "
+                                       f"({getattr(func, '__name__', func)} with a weight computed from the input): "
+                                       "its rule is defined for networks of linear layers, pooling and element-wise "
+                                       "activations")
             self._check_batch(func, x)
             site = _Site(call=_as_called(func, args, kwargs, options.rule), is_relu=func in RELU, rule=options.rule,
                          scratch=self.scratch, name=getattr(func, "__name__", str(func)))
@@ -552,6 +558,9 @@ class RuleMode(TorchFunctionMode):
                                        "would be recomputed differently)")
             self.sites.append(site)
             out = _RuleAtActivation.apply(x, site, inplace)
+            if others:  # a weight computed from the input (F.prelu's): its plain gradient, adding 0 to the output
+                plain = func(x.detach(), *args[1:], **kwargs)
+                out = out + (plain - plain.detach())
             self.input_nodes.add(out.grad_fn)
             return out
         if options.padding_trick and func is F.pad:
