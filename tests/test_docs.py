@@ -1,7 +1,9 @@
 """The documentation's Python examples run as written, and its links between pages resolve.
 
 The examples load EfficientNet-Lite0 and photos; here ``zoo.load`` hands them a small ReLU CNN with the same
-1000 ImageNet classes instead, and the photos are small image files, so that they run offline in a second. What is
+1000 ImageNet classes instead, and the photos are small image files, so that they run offline in a second. The
+Fashion-MNIST examples get small random datasets of its shape, the ROAR/KAR example a stand-in for the 20-epoch
+retraining, and the names the evaluation example leaves to the reader (model, maps, datasets) are given. What is
 checked is the examples' own code: every name, argument and call of the block.
 """
 import re
@@ -71,6 +73,98 @@ def test_methods_page_examples_run(small_zoo):
     namespace = {}
     exec(python_block("docs/methods-and-cli.md", "## Model registry (`rectgrad.zoo`)"), namespace)
     assert namespace["x"].shape == (1, 3, 16, 16)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_studies_page_example_runs(small_zoo, tmp_path):
+    (tmp_path / "photos").mkdir()
+    for name in ("cat.jpg", "dog.jpg"):
+        (tmp_path / name).rename(tmp_path / "photos" / name)
+    namespace = {}
+    exec(python_block("docs/studies.md", "# Studies: the paper's pictures as commands, with numbers"), namespace)
+    assert [row["setting"] for row in namespace["result"].tables["sparsity"]][:2] == ["tau = 0", "q = 0"]
+    assert {"threshold.md", "threshold_sparsity.csv"} <= {f.name for f in (tmp_path / "out" / "threshold").iterdir()}
+
+
+@pytest.fixture
+def small_fashion_mnist(monkeypatch):
+    """``rectgrad.data.load_dataset`` of any name gives random 1x28x28 images of Fashion-MNIST's classes: 100 train
+    (one batch), 20 test."""
+    from rectgrad import data
+
+    def load(name, split="train", data_dir=None, download=False, image_size=32, progress=False):
+        assert name in data.DATASETS, f"the docs load {name!r}, which rectgrad.data does not have"
+        count = {"train": 100, "test": 20}[split]
+        generator = torch.Generator().manual_seed(count)
+        images = torch.randint(0, 256, (count, 1, 28, 28), dtype=torch.uint8, generator=generator)
+        return data.ImageDataset(images, torch.arange(count) % 10, list(data.FASHION_MNIST_CLASSES), name)
+
+    monkeypatch.setattr(data, "load_dataset", load)
+    return load
+
+
+def test_data_and_training_page_examples_run(small_fashion_mnist, tmp_path, monkeypatch):
+    page = "docs/data-and-training.md"
+    namespace = {}
+    exec(python_block(page, "## Datasets"), namespace)
+    x = namespace["x"]
+    assert x.shape == (100, 1, 28, 28) and x.dtype == torch.float32 and -1 <= x.min() and x.max() <= 1
+
+    namespace["test"] = small_fashion_mnist("fashion-mnist", "test")
+    exec(python_block(page, "### Random-patch occlusion"), namespace)
+    patch = namespace["patch"]
+    assert patch.region(28, 28).sum() == 100 and patch.visible_region(28, 28).sum() == 64  # "10x10", "8x8"
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # (the example trains on a GPU)
+    exec(python_block(page, "## Training").replace('device="cuda"', f'device="{device}"'), namespace)
+    history = namespace["history"]
+    assert len(history["loss"]) == len(history["train_accuracy"]) == 20 and 0 <= history["test_accuracy"] <= 1
+
+    from rectgrad.cli import main
+
+    monkeypatch.chdir(tmp_path)  # the checkpoint's layout as `rectgrad train` writes it
+    assert main(["train", "--dataset", "fashion-mnist", "--out", "model.pt", "--epochs", "1", "--device", "cpu",
+                 "--no-progress"]) == 0
+    written = torch.load("model.pt", weights_only=True)
+    shown = eval(python_block(page, "## Checkpoints"))
+    assert set(shown) == set(written) and shown["config"] == written["config"]
+    assert set(shown["metadata"]) == set(written["metadata"])
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # random maps' tiny scores: the tie-breaking noise warns
+def test_evaluation_page_example_runs(monkeypatch):
+    from rectgrad import evaluation, train_many
+    from rectgrad.data import ImageDataset
+    from rectgrad.models import PaperCNN
+
+    trainings = []
+
+    def retrainer(epochs):
+        def train_fn(train, test, seed):
+            trainings.append((epochs, len(train.images), seed))
+            return 0.5
+        return train_fn
+
+    monkeypatch.setattr(train_many, "Retrainer", retrainer)  # (20 epochs of the paper's training: the call is checked)
+    occlusion = evaluation.feature_map_occlusion
+    monkeypatch.setattr(evaluation, "feature_map_occlusion",  # (100 steps x 50 orders of forward passes: 3 x 2)
+                        lambda *args, **kwargs: occlusion(*args, **({"steps": 3, "orders": 2} | kwargs)))
+    generator = torch.Generator().manual_seed(0)
+    train, test = (ImageDataset(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=generator),
+                                torch.arange(n) % 10, [str(c) for c in range(10)], "random") for n in (20, 10))
+    model = PaperCNN(in_channels=3, image_size=32).eval()
+    masks = torch.zeros(4, 32, 32, dtype=torch.bool)
+    masks[:, 8:24, 8:24] = True
+    namespace = {"model": model, "inputs": test.inputs(torch.arange(4)), "masks": masks, "labels": test.labels[:4],
+                 "maps": torch.rand(4, 1, 32, 32, generator=generator), "train": train, "test": test,
+                 "train_maps": torch.rand(20, 1, 32, 32, generator=generator),
+                 "test_maps": torch.rand(10, 1, 32, 32, generator=generator)}
+    exec(python_block("docs/evaluation.md", "## Library"), namespace)
+    assert namespace["curve"].margins.shape == (4, 3)
+    assert namespace["inside"].shape == (4,) and {"outside", "total_variation"} <= set(namespace["noise"])
+    result = namespace["result"]
+    assert set(result.accuracies) == {"rectgrad", "random"} and result.score("rectgrad") == pytest.approx(0.5)
+    assert {epochs for epochs, _, _ in trainings} == {20} and len(trainings) == 2 * 5 * 3
 
 
 def github_anchors(page: Path) -> set[str]:
