@@ -7,6 +7,7 @@ import pickle
 import shutil
 import tarfile
 import urllib.error
+import zlib
 from dataclasses import replace
 from pathlib import Path
 
@@ -113,6 +114,25 @@ def test_image_dataset_takes_numpy_arrays_and_label_lists_and_names_what_is_wron
     flipped = images.numpy()[:, :, ::-1]  # a numpy view of negative strides, which torch.as_tensor refuses
     assert torch.equal(ImageDataset(flipped, labels, ["a", "b"], "mine").images, images.flip(2))
 
+
+def test_image_dataset_refuses_labels_just_outside_the_classes():
+    images = torch.zeros(2, 1, 3, 3, dtype=torch.uint8)
+    assert ImageDataset(images, [0, 1], ["a", "b"], "ok").labels.tolist() == [0, 1]
+    for labels, shown in (([0, 2], "0..2"), ([-1, 1], "-1..1")):
+        with pytest.raises(ValueError, match=rf"class indices in 0..1 \(2 classes\), got {shown}"):
+            ImageDataset(images, labels, ["a", "b"], "bad")
+
+
+def test_checksum_chains_images_labels_and_masks_on_request():
+    images = torch.arange(8, dtype=torch.uint8).reshape(2, 1, 2, 2)
+    plain = ImageDataset(images, [0, 1], ["a", "b"], "toy")
+    masks = torch.tensor([[[True, False], [False, False]], [[False, True], [True, True]]])
+    masked = data.MaskedImages(images, [0, 1], ["a", "b"], "toy", masks=masks, names=["x", "y"])
+    crc = zlib.crc32(plain.labels.numpy(), zlib.crc32(images.numpy()))
+    assert data.checksum(plain) == crc == data.checksum(masked)  # masks left out unless asked for
+    assert data.checksum(masked, masks=True) == zlib.crc32(masks.numpy(), crc)
+    assert data.checksum(plain, masked) == zlib.crc32(plain.labels.numpy(), zlib.crc32(images.numpy(), crc))
+    assert data.checksum(plain.with_images(images.flip(0))) != crc  # the images count, not the labels alone
 
 def test_load_dataset_unknown_name():
     with pytest.raises(ValueError, match="known: fashion-mnist, cifar10"):
@@ -232,6 +252,20 @@ def test_fashion_mnist_download_checks_md5(tmp_path, monkeypatch):
     assert sorted(p.name for p in cache.iterdir()) == sorted(files)
 
 
+def test_fashion_mnist_download_fetches_only_the_missing_file(tmp_path, monkeypatch):
+    source = tmp_path / "source"
+    images, labels = write_fashion(source, "test", n=4)
+    (images_file, _), (labels_file, _) = data.FASHION_MNIST_FILES["test"]
+    cache = tmp_path / "cache" / "fashion-mnist"
+    cache.mkdir(parents=True)
+    shutil.copy(source / images_file, cache / images_file)  # already there, of no official md5
+    monkeypatch.setattr(data.urllib.request, "urlopen", fake_server({labels_file: (source / labels_file).read_bytes()}))
+    monkeypatch.setitem(data.FASHION_MNIST_FILES, "test",
+                        ((images_file, "not checked"), (labels_file, hashlib.md5(
+                            (source / labels_file).read_bytes()).hexdigest())))
+    ds = load_fashion_mnist("test", download=True)
+    assert torch.equal(ds.images[:, 0], torch.from_numpy(images)) and ds.labels.tolist() == labels.tolist()
+
 def test_download_offline_says_where_to_put_the_file(monkeypatch):
     monkeypatch.setattr(data.urllib.request, "urlopen", fake_server({}))
     with pytest.raises(FileNotFoundError, match="could not download .*put the file at"):
@@ -305,6 +339,12 @@ def test_cifar10_corruptions(tmp_path):
         load_cifar10("test", data_dir=tmp_path)
 
 
+def test_cifar10_batch_with_more_labels_than_images_is_named(tmp_path):
+    cifar_archive(tmp_path / "cifar-10-python.tar.gz",
+                  batch={b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1, 2]})
+    with pytest.raises(ValueError, match=r"test_batch has data of shape \(2, 3072\) and 3 labels, expected"):
+        load_cifar10("test", data_dir=tmp_path)
+
 def test_cifar10_download_checksum_mismatch(tmp_path, monkeypatch):
     monkeypatch.setattr(data.urllib.request, "urlopen", fake_server({"cifar-10-python.tar.gz": b"junk"}))
     with pytest.raises(ValueError, match="checksum mismatch"):
@@ -368,6 +408,18 @@ def test_masked_images_errors(tmp_path):
         load_masked_images(tmp_path)
 
 
+def test_masked_images_of_other_sizes_are_refused_by_name(tmp_path):
+    write_jpg(tmp_path / "dog_1.jpg", np.zeros((16, 16, 3), np.uint8))
+    write_jpg(tmp_path / "dog_1_mask.jpg", np.zeros((8, 8), np.uint8))
+    with pytest.raises(ValueError, match=r"dog_1.jpg: image \(16, 16\) and mask \(8, 8\) sizes differ"):
+        load_masked_images(tmp_path)
+    write_jpg(tmp_path / "dog_1_mask.jpg", np.zeros((16, 16), np.uint8))
+    write_jpg(tmp_path / "dog_2.jpg", np.zeros((8, 8, 3), np.uint8))
+    write_jpg(tmp_path / "dog_2_mask.jpg", np.zeros((8, 8), np.uint8))
+    with pytest.raises(ValueError, match=r"dog_2.jpg: image \(8, 8\) and mask \(8, 8\) sizes differ .* from the "
+                                         "other images"):
+        load_masked_images(tmp_path)
+
 def test_masked_images_in_any_case_with_stray_masks_and_empty_ones_said(tmp_path):
     mask = np.zeros((8, 8), np.uint8)
     mask[2:6, 2:6] = 255
@@ -423,6 +475,12 @@ def test_random_patch_on_dataset_and_errors():
     with pytest.raises(ValueError, match="smaller than the 10-pixel patch"):
         RandomPatch()(torch.zeros(1, 1, 8, 8, dtype=torch.uint8))
 
+
+def test_random_patch_fits_an_image_of_its_size_and_spans_0_to_255():
+    images = torch.zeros(2, 3, 10, 10, dtype=torch.uint8)
+    patch = RandomPatch(size=10, seed=100)
+    assert torch.equal(patch(images)[1], patch.patch(3))  # the whole image is the patch
+    assert patch.patch(3).min() == 0 and patch.patch(3).max() == 255  # 300 draws from 0..255, both ends included
 
 def write_image_folder(root, sizes=((20, 24), (40, 40)), grayscale=False, masks=True):
     """ROOT/{train,test}/{b_dog,a_cat}/: constant-colour images of two sizes (class a_cat red-ish, b_dog blue-ish),
@@ -651,6 +709,47 @@ def test_image_folder_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="split must be"):
         data.load_image_folder(tmp_path, "validation", 32)
 
+
+def test_image_folder_sizes_at_the_ends_of_the_range_are_taken(tmp_path):
+    write_image_folder(tmp_path)
+    for size in (20, 512):  # multiples of 4, not of 8; the largest
+        assert len(data.image_folder_files(tmp_path, "test", size)) == 4
+
+
+def test_image_folder_resizes_images_bilinear_and_masks_nearest(tmp_path):
+    write_image_folder(tmp_path, sizes=((16, 16),))
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    mask = np.where(rng.random((40, 40)) < 0.5, 255, 0).astype(np.uint8)
+    folder = tmp_path / "test" / "a_cat"
+    Image.fromarray(pixels).save(folder / "img0.png")
+    Image.fromarray(mask).save(folder / "img0_mask.png")
+    (folder / "img0.jpg").unlink()
+    Image.fromarray(np.full((16, 16), 127, np.uint8)).save(tmp_path / "test" / "b_dog" / "img0_mask.png")
+    with pytest.warns(UserWarning, match=r"\(b_dog/img0\) mark no object pixel"):  # 127: background, 128 is object
+        masked = data.load_image_folder_masks(tmp_path, 16)
+    cat = masked.names.index("a_cat/img0")
+    expected = np.array(Image.fromarray(pixels).resize((16, 16), Image.BILINEAR))
+    assert torch.equal(masked.images[cat], torch.from_numpy(expected).permute(2, 0, 1))
+    expected = np.asarray(Image.fromarray(mask).resize((16, 16), Image.NEAREST)) >= 128
+    assert torch.equal(masked.masks[cat], torch.from_numpy(expected))
+    Image.fromarray(np.full((16, 16), 128, np.uint8)).save(tmp_path / "test" / "b_dog" / "img0_mask.png")
+    with pytest.warns(UserWarning, match=r"\(b_dog/img0\) mark every pixel as object"):
+        data.load_image_folder_masks(tmp_path, 16)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_image_size_is_that_of_the_upright_image(tmp_path, orientation):
+    image = Image.fromarray(np.zeros((20, 24, 3), np.uint8))
+    exif = image.getexif()
+    exif[0x0112] = orientation
+    image.save(tmp_path / "photo.jpg", exif=exif)
+    with Image.open(tmp_path / "photo.jpg") as stored:
+        assert data._image_size(tmp_path / "photo.jpg") == data.upright(stored).size
+
+
+def test_unique_names_give_a_whole_absolute_path_as_it_is_written():
+    assert data.unique_names([Path("/t/1.png"), Path("/u/t/1.png")]) == ["/t/1", "u/t/1"]
 
 def test_reading_thousands_of_images_shows_a_progress_bar(tmp_path, capsys):
     for split, count in (("train", 2000), ("test", 10)):
