@@ -312,6 +312,34 @@ def test_threshold_study(cnn, tmp_path):
     assert len(read_csv(tmp_path / "threshold_sparsity.csv")) == 5
 
 
+def test_threshold_numbers_by_hand(cnn):
+    """Each row from RectGrad's x * R for that setting (no final threshold, padding trick as asked, predicted class):
+    tau = 0 is Guided BP x input without the padding trick (Claim 2); per-image shares of non-zero and positive
+    values, their mean and sample std; the Spearman correlation of each channel-summed map with the tau = 0 one, mean
+    over the images."""
+    images = square_images()
+    x, predicted = images.x, cnn(images.x).argmax(1)
+    for padding in (False, True):
+        rows = studies.threshold(cnn, images, qs=(99, 90), padding_trick=padding, show=0).tables["sparsity"]
+        maps = {f"q = {q}": RectGrad(cnn).attribute(x, target=predicted, q=float(q), padding_trick=padding,
+                                                    final_threshold=False) for q in (90, 99)}
+        reference = RectGrad(cnn).attribute(x, target=predicted, tau=0.0, padding_trick=padding, final_threshold=False)
+        if not padding:  # (the padding trick zeroes the gradient's border: Guided BP has none)
+            assert torch.equal(reference, explain(cnn, x, predicted, "guided_bp") * x)
+        maps = {"tau = 0": reference} | maps
+        assert [r["setting"] for r in rows] == list(maps)
+        for row, attr in zip(rows, maps.values()):
+            flat = attr.flatten(1)
+            nonzero = (flat != 0).double().mean(1)
+            assert row["nonzero fraction"] == pytest.approx(float(nonzero.mean())), (padding, row)
+            assert row["nonzero std"] == pytest.approx(float(nonzero.std())), (padding, row)
+            assert row["positive fraction"] == pytest.approx(float((flat > 0).double().mean())), (padding, row)
+            similarity = np.mean([studies.spearman(a, r) for a, r in zip(attr.sum(1), reference.sum(1))])
+            assert row["rank correlation with tau = 0"] == pytest.approx(similarity), (padding, row)
+        assert rows[2]["rank correlation with tau = 0"] < 0.99  # q = 99 is no longer Guided BP x input
+    assert rows[1]["nonzero std"] > 0  # with the padding trick, the images keep unequal shares at q = 90
+
+
 def test_studies_say_when_the_model_calls_no_activation_the_rules_know():
     torch.manual_seed(0)  # tanh only: RectGrad is the plain gradient x input, every q and rule alike
     model = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.Tanh(), nn.Flatten(), nn.Linear(3 * SIZE * SIZE, 3))
