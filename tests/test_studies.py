@@ -421,6 +421,25 @@ def test_coherence_numbers_by_hand(cnn):
     assert row["within"] != pytest.approx(row["within, thresholded"])
 
 
+def test_coherence_draws_smoothgrad_from_the_seed_and_the_thresholded_figure_from_thresholded_maps(cnn, monkeypatch):
+    import importlib
+
+    from rectgrad.studies._common import display_maps, summed_maps
+
+    images = square_images()
+    coherence_module = importlib.import_module("rectgrad.studies.coherence")
+    drawn = {}
+    monkeypatch.setattr(coherence_module.viz, "grid", lambda x, columns, title, **kwargs: drawn.update(
+        {title: columns}))
+    (row,) = studies.coherence(cnn, images, methods="smoothgrad", seed=3, show=2).tables["similarity"]
+    attr = explain(cnn, images.x, cnn(images.x).argmax(1), "smoothgrad", seed=3)
+    maps = summed_maps(attr, "smoothgrad", False)
+    assert row["within"] == pytest.approx(studies.spearman(maps[0], maps[1]))  # seed 0 draws other noise
+    for thresholded, title in ((False, "without"), (True, "with")):
+        (columns,) = [c for t, c in drawn.items() if t.startswith(f"Coherence {title} ")]
+        np.testing.assert_allclose(columns["SmoothGrad"], display_maps(attr[:2], "smoothgrad", thresholded), rtol=1e-5)
+
+
 def test_coherence_skips_a_method_the_model_defeats(tmp_path):
     class Gated(nn.Module):  # a product of two input-dependent tensors: DeepLIFT refuses it
         def __init__(self):
