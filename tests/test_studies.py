@@ -527,6 +527,39 @@ def test_layers_numbers_by_hand_on_colour_images(monkeypatch):
     assert labels == ["img0 Saliency", "img0 RectGrad", "img1 Saliency", "img1 RectGrad"]
 
 
+def test_layers_study_without_the_padding_trick(cnn):
+    images = square_images(3)
+    x, predicted = images.x, cnn(images.x).argmax(1)
+    nonzero = {}
+    for padding in (False, True):
+        (row, *_) = studies.layers(cnn, images, q=90.0, padding_trick=padding, show=0).tables["layers"]
+        grad = engine_gradients(cnn, x, predicted, Options(rule=Rule(score="pr1", q=90.0), padding_trick=padding))[0]
+        assert row["RectGrad nonzero"] == pytest.approx(float((x * grad != 0).double().mean())), padding
+        nonzero[padding] = row["RectGrad nonzero"]
+    assert nonzero[False] != nonzero[True]
+
+
+def test_hidden_layers_skip_depthwise_and_1x1_inputs_and_a_layer_called_twice_is_two_columns():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 4, 3, padding=1)
+            self.depthwise = nn.Conv2d(4, 4, 3, padding=1, groups=4)
+            self.shared = nn.Conv2d(4, 4, 3, padding=1)
+            self.head = nn.Conv2d(4, 3, 1)  # over a 1x1 map
+
+        def forward(self, x):
+            h = torch.relu(self.depthwise(torch.relu(self.conv(x))))
+            h = torch.relu(self.shared(torch.relu(self.shared(h))))
+            return self.head(h.mean((2, 3), keepdim=True)).flatten(1)
+
+    torch.manual_seed(0)
+    model, images = Net().eval(), square_images(2)
+    assert [n for n, _ in hidden_layers(model, images.x)] == ["shared"]
+    rows = studies.layers(model, images, show=0).tables["layers"]
+    assert [r["layer"] for r in rows] == ["x (input)", "shared", "shared#2"]
+
+
 @pytest.mark.parametrize("q", [-5.0, 150.0, float("nan")])
 def test_layers_study_refuses_a_percentile_outside_0_100(cnn, q):
     with pytest.raises(ValueError, match=r"q must be a percentile in \[0, 100\], got " + str(q)):
