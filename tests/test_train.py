@@ -55,6 +55,34 @@ def test_deterministic_for_a_seed():
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
+def test_train_model_by_hand_with_a_last_short_batch_and_its_own_lr():
+    """Adam at the given lr over the seed's permutation, batches of 3, 3 and 1; the epoch's loss weighs each batch's
+    mean by its size."""
+    import copy
+
+    import torch.nn.functional as F
+
+    train = quadrants(7, seed=0)
+    model = new_model(train, seed=0)
+    reference = copy.deepcopy(model).train()
+    history = train_model(model, train, epochs=2, batch_size=3, lr=0.01, seed=5, progress=False, channels_last=False)
+    optimizer, generator = torch.optim.Adam(reference.parameters(), lr=0.01), torch.Generator().manual_seed(5)
+    for epoch in range(2):
+        order, loss_sum, correct = torch.randperm(7, generator=generator), 0.0, 0
+        for start in range(0, 7, 3):
+            index = order[start:start + 3]
+            logits, target = reference(train.inputs(index)), train.labels[index]
+            loss = F.cross_entropy(logits, target)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            loss_sum, correct = loss_sum + loss.item() * len(index), correct + int((logits.argmax(1) == target).sum())
+        assert history["loss"][epoch] == pytest.approx(loss_sum / 7, rel=1e-5)
+        assert history["train_accuracy"][epoch] == correct / 7
+    for name, value in reference.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[name], value, msg=name)
+
+
 def test_the_seed_gives_new_models_weights_and_train_models_batch_order_each_alone():
     """new_model(d, seed) draws PaperCNN's weights as torch.manual_seed(seed) would; train_model's seed alone orders
     the batches: the same weights trained with another seed come out otherwise."""
@@ -151,6 +179,8 @@ def test_bad_arguments():
     for name, value in (("epochs", 2.5), ("batch_size", "8"), ("seed", True)):
         with pytest.raises(TypeError, match=f"{name} must be an integer, got {value!r}"):
             train_model(new_model(train), train, progress=False, **{name: value})
+    with pytest.raises(ValueError, match="PaperCNN needs square images, got 16x12"):
+        new_model(train.with_images(train.images[..., :12].contiguous()))
 
 
 def signal_at(calls: set, signum=signal.SIGINT):
