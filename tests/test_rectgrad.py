@@ -797,6 +797,24 @@ def test_an_activation_weight_computed_from_the_input_keeps_its_gradient():
         rectgrad.explain(model, x, target=0, method="eps_lrp")
 
 
+def test_an_input_dependent_activation_weight_leaves_an_overflowing_forward_value_as_it_is():
+    # the weight's path adds (plain - plain.detach()) to the activation's output: inf - inf made it NaN where the
+    # value overflows, and the logits NaN where PyTorch's are finite (tanh of it)
+    from rectgrad.engine import Options, Rule, RuleMode
+
+    class Overflowing(_InputSlopePReLU):
+        def forward(self, x):
+            return torch.tanh(F.prelu(self.a(x) * 3e38 * 10, torch.sigmoid(x.mean()).reshape(1)))
+
+    torch.manual_seed(0)
+    model, x = Overflowing().eval(), torch.randn(3, 5)
+    assert not (model.a(x) * 3e38 * 10).isfinite().all()
+    for rule in (Rule(q=98), Rule(score="pr4", tau=0.0, relu_gate=True)):
+        with RuleMode(Options(rule=rule), batch=len(x)):
+            logits = model(x.clone().requires_grad_())
+        assert torch.equal(logits, model(x))
+
+
 @pytest.mark.parametrize("inplace", [False, True])
 def test_rrelu_in_training_mode_keeps_the_slopes_of_its_forward_pass(inplace):
     # nn.RReLU in train mode draws a random slope per unit: the rules must not draw other ones for the backward pass

@@ -547,7 +547,8 @@ class RuleMode(TorchFunctionMode):
             others = [t for t in tensors_in(args[1:], kwargs) if depends_on_input(t, self.input_nodes)]
             if others and multiplier:
                 raise UnsupportedModel(f"{options.rule.name} cannot handle a product of two input-dependent tensors "
-                                       f"({getattr(func, '__name__', func)} with a weight computed from the input): "
+                                       f"({getattr(func, '__name__', func)} with a weight that depends on the input; "
+                                       "a tensor requiring grad that is not an nn.Parameter counts as an input): "
                                        "its rule is defined for networks of linear layers, pooling and element-wise "
                                        "activations")
             self._check_batch(func, x)
@@ -560,7 +561,7 @@ class RuleMode(TorchFunctionMode):
             out = _RuleAtActivation.apply(x, site, inplace)
             if others:  # a weight computed from the input (F.prelu's): its plain gradient, adding 0 to the output
                 plain = func(x.detach(), *args[1:], **kwargs)
-                out = out + (plain - plain.detach())
+                out = out + (plain - plain.detach()).nan_to_num(0.0, 0.0, 0.0)  # (inf - inf: 0, as the value is out)
             self.input_nodes.add(out.grad_fn)
             return out
         if options.padding_trick and func is F.pad:
