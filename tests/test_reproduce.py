@@ -494,6 +494,8 @@ def test_scale_parameters_set_on_the_command_line(tmp_path, capsys):
 @pytest.mark.parametrize("overrides, message", [
     ({"model_images": 0},
      "model_images must be a positive integer or None (all images; --set model_images=null), got 0"),
+    ({"patch_images": True}, "patch_images must be a positive integer or None (all images; --set patch_images=null), "
+     "got True"),
     ({"per_class": True}, "per_class must be a positive integer, got True"),
     ({"occlusion_steps": 1}, "occlusion_steps must be at least 2"),
     ({"fractions": [0.5, 0.3]}, "strictly increasing values in the open interval (0, 1), got [0.5, 0.3]"),
@@ -504,6 +506,8 @@ def test_scale_parameters_set_on_the_command_line(tmp_path, capsys):
     ({"hyperparameters": {"smothgrad": {}}}, "hyperparameters: unknown method 'smothgrad' (did you mean 'smoothgrad'"),
     ({"hyperparameters": {"smoothgrad": {"sample": 3}}},
      "hyperparameters of 'smoothgrad' must map some of samples, noise_level to values, got {'sample': 3}"),
+    ({"hyperparameters": {"smoothgrad": 10}},
+     "hyperparameters of 'smoothgrad' must map some of samples, noise_level to values, got 10"),
     ({"hyperparameters": [1]}, "hyperparameters must map method names to their settings"),
 ])
 def test_scale_parameters_are_checked(overrides, message):
@@ -525,9 +529,20 @@ def test_scale_hyperparameter_values_are_checked_before_any_work(hyperparameters
     assert message in str(error.value) and not (tmp_path / "work").exists()
 
 
+@pytest.mark.parametrize("methods", [["rectgrad", "saliency", "rectgrad"], []])
+def test_methods_that_repeat_a_name_or_are_none_are_refused_before_any_work(methods, tmp_path, monkeypatch):
+    monkeypatch.setattr(pipeline, "load_dataset", lambda *a, **k: pytest.fail("read data"))
+    with pytest.raises(ValueError, match=r"methods must be distinct names among saliency, .*, random, got "
+                       + re.escape(str(methods))):
+        pipeline.reproduce("fashion-mnist", "smoke", tmp_path / "work", methods=methods)
+    assert not (tmp_path / "work").exists()
+
+
 def test_scale_with_replaces_only_what_it_is_given():
-    scale = pipeline.scale_with("quick", {"roar_epochs": np.int64(5), "fractions": [0.2, 0.4]})
+    scale = pipeline.scale_with("quick", {"roar_epochs": np.int64(5), "fractions": [0.2, 0.4],
+                                          "roar_test_images": np.int64(7)})
     assert type(scale.roar_epochs) is int and scale.roar_epochs == 5 and scale.fractions == (0.2, 0.4)
+    assert type(scale.roar_test_images) is int and scale.roar_test_images == 7  # (config.json holds it)
     assert scale.repeats == pipeline.SCALES["quick"].repeats and pipeline.SCALES["quick"].roar_epochs == 1
 
 
