@@ -253,6 +253,92 @@ def test_tie_noise_is_part_of_the_configuration_and_older_folders_resume_with_th
     assert "tie_noise must be a finite standard deviation >= 0, got -1.0" in capsys.readouterr().err
 
 
+def test_each_result_is_its_measure_of_the_scales_images_and_the_saved_maps(smoke):
+    """The saved results recomputed from the saved models and maps: each part uses the scale's images, the maps explain
+    the model's predicted classes, each measure is thresholded where its name says, Fig. 2's layers have their own
+    random orders."""
+    from rectgrad.evaluation.maps import compute_maps, noise_level, patch_attribution
+    from rectgrad.evaluation.occlusion import conv_activations, feature_map_occlusion
+    from rectgrad.train import predict_logits
+
+    _, _, work = smoke
+    spec, test = pipeline.SCALES["smoke"], data.load_dataset("fashion-mnist", "test", data_dir=work.parents[1] / "data")
+    clean, metadata = load_checkpoint(work / "models" / "clean.pt")
+    assert metadata["train_images"] == spec.model_images == 300  # of the 400 training images
+
+    def maps(name):
+        return torch.load(work / "maps" / f"{name}.pt")
+
+    assert len(maps("roar-train-saliency")) == spec.roar_train_images == 100
+    roar_test = test.subset(slice(0, spec.roar_test_images)).inputs()
+    predicted = predict_logits(clean, roar_test).argmax(1)
+    assert (predicted != test.labels[:50]).any()  # (so that the labels would give other maps)
+    assert torch.equal(maps("roar-test-saliency"), compute_maps(clean, roar_test, "saliency", predicted))
+
+    patch = pipeline.RandomPatch()
+    patched = patch.apply(test.subset(slice(0, spec.patch_images)))
+    region = patch.visible_region(28, 28)
+    results = json.loads((work / "results" / "patch.json").read_text())
+    examples = torch.load(work / "results" / "patch-examples.pt")
+    assert torch.equal(examples["inputs"], patched.inputs(slice(0, 4)))
+    for method in METHODS:
+        patch_maps = maps(f"patch-{method}")
+        inside, inside_raw = (patch_attribution(patch_maps, method, region, threshold=t) for t in (True, False))
+        fraction_raw = inside_raw / patch_maps.abs().sum((1, 2, 3)).clamp(min=1e-30)
+        assert len(patch_maps) == spec.patch_images
+        assert results[method] == {"inside": inside.tolist(), "inside_raw": inside_raw.tolist(),
+                                   "fraction_raw": fraction_raw.tolist()}, method
+        assert torch.equal(examples["maps"][method], patch_maps[:4])
+
+    chosen = [int(name.removeprefix("test_")) for name in json.loads((work / "results" / "masked.json").read_text())
+              ["names"]]
+    masks = data.object_masks_from_images(test.images)[chosen]
+    noise = json.loads((work / "results" / "noise.json").read_text())
+    for method in METHODS:
+        masked_maps = maps(f"masked-{method}")
+        thresholded, raw = (noise_level(masked_maps, method, masks, threshold=t) for t in (True, False))
+        assert noise[method] == {**{k: v.tolist() for k, v in thresholded.items()},
+                                 **{f"{k}_raw": v.tolist() for k, v in raw.items()}}, method
+
+    layers = conv_activations(clean)
+    for index in (0, 1):  # conv1's orders from the seed, conv2's from seed + 1
+        curve = feature_map_occlusion(clean, layers[f"conv{index + 1}"], test.subset(chosen).inputs(), masks,
+                                      test.labels[chosen], steps=spec.occlusion_steps, orders=spec.occlusion_orders,
+                                      generator=torch.Generator().manual_seed(index))
+        assert json.loads((work / "results" / f"occlusion-conv{index + 1}.json").read_text())["margins"] \
+            == curve.margins.tolist()
+
+
+def test_the_seed_reaches_every_seeded_step(smoke, tmp_path, monkeypatch):
+    """--seed seeds the models' weights and batch order, SmoothGrad's noise, Fig. 2's orders and ROAR/KAR's noise
+    (the smoke run's is 0, every function's default: a folder of seed 3 retrains its models, one layer's Fig. 2
+    and the maps of the masked images, which the new clean model may classify otherwise)."""
+    args, _, work = smoke
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy, ignore=shutil.ignore_patterns("models", "occlusion-conv2.json", "noise.json",
+                                                              "masked-*.pt"))
+    for name in ("config.json", "roar-kar.json"):
+        (copy / name).write_text(json.dumps({**json.loads((copy / name).read_text()), "seed": 3}))
+    seeds = {}
+
+    def recording(name, seed_of):
+        original = getattr(pipeline, name)
+
+        def wrapper(*a, **k):
+            seeds.setdefault(name, []).append(seed_of(*a, **k))
+            return original(*a, **k)
+        monkeypatch.setattr(pipeline, name, wrapper)
+
+    recording("new_model", lambda dataset, seed: seed)
+    recording("train_model", lambda *a, seed, **k: seed)
+    recording("feature_map_occlusion", lambda *a, generator, **k: generator.initial_seed())
+    recording("compute_maps", lambda *a, seed, **k: seed)
+    recording("roar_kar", lambda *a, seed, **k: seed)
+    assert main([*args, "--seed", "3", "--out", str(tmp_path / "report"), "--work-dir", str(copy)]) == 0
+    assert seeds == {"new_model": [3, 3], "train_model": [3, 3], "feature_map_occlusion": [3 + 1],
+                     "compute_maps": [3] * len(METHODS), "roar_kar": [3, 3]}
+
+
 def test_the_models_checkpoints_name_their_dataset_and_classes(smoke):
     _, _, work = smoke
     for name in ("clean", "patch"):
