@@ -580,6 +580,10 @@ def test_model_untouched_when_forward_raises():
     ({"target": "cat"}, TypeError, "target must be None"),
     ({"target": np.full(6, 0.5)}, TypeError, "integer class indices, got torch.float64"),
     ({"rule": "pr9"}, ValueError, "unknown rule"),
+    ({"padding_trick": "no"}, TypeError, "padding_trick must be True or False, got 'no'"),  # (read by its truth)
+    ({"prr": 1}, TypeError, "prr must be True or False, got 1"),
+    ({"final_threshold": []}, TypeError, r"final_threshold must be True or False, got \[\]"),
+    ({"final_threshold": np.bool_(False), "padding_trick": True}, None, None),
     ({"internal_batch_size": 0}, ValueError, "internal_batch_size must be a positive integer"),
     ({"internal_batch_size": 100}, None, None),
 ])

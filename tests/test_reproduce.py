@@ -607,6 +607,8 @@ def test_scale_parameters_are_checked(overrides, message):
     ({"intgrad": {"steps": "10"}}, "hyperparameters of 'intgrad': steps must be a positive integer, got '10'"),
     ({"rectgrad": {"q": 200}}, "hyperparameters of 'rectgrad': q must be a percentile in [0, 100], got 200"),
     ({"rectgrad": {"q": 90, "tau": 0}}, "hyperparameters of 'rectgrad': give either q (percentile threshold) or tau"),
+    ({"rectgrad": {"prr": "false"}}, "hyperparameters of 'rectgrad': prr must be True or False, got 'false'"),
+    ({"saliency": {"abs": "x"}}, "hyperparameters of 'saliency': abs must be True or False, got 'x'"),
 ])
 def test_scale_hyperparameter_values_are_checked_before_any_work(hyperparameters, message, tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline, "load_dataset", lambda *a, **k: pytest.fail("read data"))

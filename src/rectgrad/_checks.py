@@ -29,6 +29,14 @@ def integer(name: str, value) -> int:
         raise TypeError(f"{name} must be an integer, got {value!r}") from None
 
 
+def flag(name: str, value) -> bool:
+    """``value`` as a bool, or a ``TypeError`` naming ``name`` unless it is True or False (a numpy bool too): a
+    yes/no setting would otherwise read any string or list by its truth."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 def positive_int(name: str, value) -> int:
     """``value`` as an int, or a ``ValueError`` naming ``name`` unless it is an integer >= 1 (not a bool)."""
     if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:

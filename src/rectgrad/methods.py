@@ -32,7 +32,7 @@ from captum._utils.common import _format_output, _is_tuple
 from captum.attr import InputXGradient, IntegratedGradients, Saliency
 from torch import Tensor
 
-from rectgrad._checks import did_you_mean, positive_int
+from rectgrad._checks import did_you_mean, flag, positive_int
 from rectgrad.attr import Deconvolution, GuidedBackprop, RectGrad
 from rectgrad.attr._arguments import (batches, check_device, check_logits, check_threshold, format_inputs,
                                       per_sample, repeat_samples, resolve_targets, target_indices)
@@ -87,6 +87,7 @@ def _per_chunk(attribute, inputs: tuple[Tensor, ...], target: Tensor, extra: tup
 
 
 def _saliency(model, inputs, target, extra, *, internal_batch_size, abs=False):
+    abs = flag("abs", abs)
     return _per_chunk(lambda x, t, e: _captum(Saliency, model).attribute(x, target=t, abs=abs,
                                                                          additional_forward_args=e),
                       inputs, target, extra, internal_batch_size)

@@ -4,6 +4,7 @@ from __future__ import annotations
 from captum._utils.common import _format_output, _is_tuple
 from captum.log import log_usage
 
+from rectgrad._checks import flag
 from rectgrad.attr._arguments import check_threshold
 from rectgrad.attr._base import EngineAttribution, warn_if_degenerate
 from rectgrad.engine import Options, Rule
@@ -39,6 +40,8 @@ class RectGrad(EngineAttribution):
             internal_batch_size: process at most this many samples at a time (bounds memory).
         """
         q, tau = check_threshold(q, tau)
+        padding_trick, prr, final_threshold = (flag(name, value) for name, value in (
+            ("padding_trick", padding_trick), ("prr", prr), ("final_threshold", final_threshold)))
         if rule not in RULES:
             raise ValueError(f"unknown rule {rule!r}; choose one of {', '.join(RULES)}")
         engine_rule = (Rule(score="pr2", top_score="pr1", q=q, tau=tau) if rule == "mod"
