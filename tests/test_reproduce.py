@@ -430,8 +430,10 @@ def test_a_damaged_model_file_says_what_to_do(smoke, tmp_path, capsys):
     saved = (copy / "models" / "clean.pt").read_bytes()
     (copy / "models" / "clean.pt").write_bytes(saved[:len(saved) // 2])  # a copy cut short
     assert main([*args, "--out", str(tmp_path / "report"), "--work-dir", str(copy)]) == 2
-    assert capsys.readouterr().err.rstrip().endswith(f"; delete {copy / 'models' / 'clean.pt'} and rerun to train it "
-                                                     "again")
+    assert capsys.readouterr().err.rstrip().endswith(  # (a model trained otherwise would not match its results)
+        f"; delete {copy / 'models' / 'clean.pt'} and rerun to train it again (the results made with it are kept: "
+        "retrain it on the device and versions that trained it, which give it again bit for bit, or start from an "
+        "empty results folder)")
 
 
 def test_a_patch_example_file_deleted_as_corrupt_is_computed_again(smoke, tmp_path, capsys):

@@ -273,7 +273,9 @@ def _saved_model(path: Path) -> torch.nn.Module:
     try:
         return load_checkpoint(path)[0]
     except (ValueError, RuntimeError, EOFError) as error:
-        raise ValueError(f"{error}; delete {path} and rerun to train it again") from None
+        raise ValueError(f"{error}; delete {path} and rerun to train it again (the results made with it are kept: "
+                         "retrain it on the device and versions that trained it, which give it again bit for bit, or "
+                         "start from an empty results folder)") from None
 
 
 class _Run:
