@@ -931,6 +931,17 @@ def test_exported_models_get_the_same_maps(cnn, batch):
                            rectgrad.explain(cnn, x, target=y, method=method)), method
 
 
+@pytest.mark.parametrize("method, images", [("deeplift", 2), ("smoothgrad", 2), ("intgrad", 2), ("rectgrad", 3)])
+def test_an_exported_program_of_fixed_batch_size_says_how_to_export_it(method, images):
+    # exported without dynamic_shapes, the program asserts its batch size: PyTorch's raw "Guard failed" came through
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(32, 3)).eval()
+    exported = torch.export.export(model, (torch.randn(2, 1, 4, 4),)).module()
+    with pytest.raises(ValueError, match=r"exported program of fixed shapes.*dynamic_shapes=\(\{0: torch.export"
+                                         r".*\(PyTorch: Guard failed"):
+        rectgrad.explain(exported, torch.randn(images, 1, 4, 4), target=0, method=method)
+
+
 class _TextCNN(nn.Module):
     """Conv1d over time, then a global max over time written one of several ways."""
 

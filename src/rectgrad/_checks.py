@@ -11,6 +11,10 @@ import numpy as np
 import torch
 
 
+EXPORT_FREE_BATCH = ("export it with a free batch dimension and an example batch x of at least 2 images: "
+                     "torch.export.export(model, (x,), dynamic_shapes=({0: torch.export.Dim('batch')},))")
+
+
 def describe(value: object) -> str:
     """What ``value`` is, for an error message: a tensor's dtype and shape, else its type's name."""
     if isinstance(value, torch.Tensor):

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from rectgrad._checks import EXPORT_FREE_BATCH
 from rectgrad.models import PaperCNN, architecture
 
 try:
@@ -279,8 +280,7 @@ def _load_exported(path: Path) -> nn.Module:
                          "take one tensor of images")
     if isinstance(shapes[0][0], int):
         raise ValueError(f"{path} was exported for batches of exactly {shapes[0][0]}; the methods run batches of "
-                         "other sizes, so export it with a free batch dimension and an example batch x of at least 2 "
-                         "images: torch.export.export(model, (x,), dynamic_shapes=({0: torch.export.Dim('batch')},))")
+                         f"other sizes, so {EXPORT_FREE_BATCH}")
     return module
 
 

@@ -15,6 +15,7 @@ from captum.attr import GradientAttribution
 from captum.log import log_usage
 from torch import Tensor, nn
 
+from rectgrad._checks import EXPORT_FREE_BATCH
 from rectgrad.attr._arguments import batches, check_device, check_logits, format_inputs, resolve_targets
 from rectgrad.engine import MultiplierRule, Options, Rule, RuleMode, rule_gradients, warn
 from rectgrad.operations import UnsupportedModel, ruled_in_script, split_activation
@@ -170,9 +171,18 @@ _DTYPE_MISMATCH = ("expected scalar type", "should be the same", "must have the 
 def named_errors(modules: tuple[nn.Module, ...], inputs: tuple[Tensor, ...]):
     """PyTorch's errors for ``inputs`` of another floating type than every weight of the model (float64 from numpy
     into a float32 model), as a ``TypeError`` saying what to convert, and for a model that changes its inputs in
-    place (``x.sub_(mean)``: autograd cannot differentiate that), as a ``ValueError`` saying what to write."""
+    place (``x.sub_(mean)``: autograd cannot differentiate that), as a ``ValueError`` saying what to write, and
+    for an exported program of fixed shapes run on a batch of another size, as a ``ValueError`` saying how to export
+    it."""
     try:
         yield
+    except AssertionError as error:  # torch.export's module checks its inputs' shapes with assertions
+        if not str(error).startswith("Guard failed"):
+            raise
+        raise ValueError("the model is an exported program of fixed shapes, run here on a batch of another size "
+                         "(the methods also run DeepLIFT's references, SmoothGrad's noisy copies and IntegGrad's "
+                         f"steps as larger batches): {EXPORT_FREE_BATCH} (PyTorch: {str(error).splitlines()[0]})"
+                         ) from error
     except RuntimeError as error:
         if "leaf Variable that requires grad is being used in an in-place operation" in str(error):
             raise ValueError("the model changes its input in place (e.g. x.sub_(mean), x /= 255 or an in-place "
