@@ -54,14 +54,27 @@ def test_ties_nan_and_signed_zeros():
     assert check(a[2:3], g[2:3], 98).count_nonzero() == 0
 
 
-def test_sparse_rows_take_threshold_zero():
-    # fewer positive scores than the percentile keeps (a max-pooled layer's gradient): every positive one passes
-    a = torch.rand(2, 50000)
-    g = torch.zeros(2, 50000)
-    g[:, ::100] = torch.rand(2, 500) + 0.1
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])  # float32: SIMD scan; float64: the scalar one
+def test_sparse_rows_take_threshold_zero(dtype):
+    # fewer positive scores than the percentile keeps (a max-pooled layer's gradient): every positive one passes,
+    # the smallest positive number (the candidates' bound then) too
+    a = torch.rand(2, 50000, dtype=dtype)
+    g = torch.zeros(2, 50000, dtype=dtype)
+    g[:, ::100] = torch.rand(2, 500, dtype=dtype) + 0.1
+    a[:, 1::200], g[:, 1::200] = 1.0, torch.finfo(dtype).tiny * torch.finfo(dtype).eps  # scores of exactly that
     out = check(a, g, 98, workers=1)
-    assert torch.equal(out != 0, g != 0)
+    assert torch.equal(out != 0, g != 0) and (out[:, 1::200] > 0).all()
     check(a, g, 98, workers=4)  # pieces whose bounds are all the smallest positive value
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_exactly_t_non_negative_scores_take_threshold_zero_in_the_kernel(dtype):
+    # m = 8192, q = 98: the percentile is the 165th largest score; 100 positive and 65 zero scores make it 0
+    a = torch.ones(2, 8192, dtype=dtype)
+    g = -torch.rand(2, 8192, dtype=dtype) - 0.1
+    g[:, :100], g[:, 100:165] = torch.rand(2, 100, dtype=dtype) + 0.1, 0.0
+    out = check(a, g, 98, workers=1)  # the kernel itself: no fallback
+    assert torch.equal(out != 0, g > 0)
 
 
 def test_a_bound_the_sample_overestimates_is_caught():

@@ -59,8 +59,12 @@ def test_nan_scores_rank_lowest_and_never_pass():
                                torch.where(x > torch.from_numpy(expected)[:, None], values, 0.0)), (m, q)
 
 
-def test_sparse_clustered_scores_like_deep_resnet_layers():
-    # 95% exact zeros, the positives packed into a few places: fewer than t blocks hold a positive value
+def test_sparse_clustered_scores_like_deep_resnet_layers(monkeypatch):
+    # 95% exact zeros, the positives packed into a few places: fewer than t blocks hold a positive value; the
+    # positive values are the candidates, and a row with fewer of them than t has threshold 0, without a full selection
+    full_selection = selection._topk_kth
+    calls = []
+    monkeypatch.setattr(selection, "_topk_kth", lambda x, t: calls.append(t) or full_selection(x, t))
     x = torch.zeros(4, 50176)
     x[:, :2000] = torch.rand(4, 2000) + 0.1
     x[:, 3000:3400] = -torch.rand(4, 400)
@@ -72,6 +76,7 @@ def test_sparse_clustered_scores_like_deep_resnet_layers():
         values = torch.randn_like(x)
         expected_values = torch.where(x > torch.from_numpy(expected)[:, None], values, 0.0)
         assert torch.equal(where_above_percentile(x, values, q), expected_values)
+    assert calls == []
 
 
 def test_large_values_on_the_sample_stride_are_caught_by_the_count_check(monkeypatch):
