@@ -148,8 +148,13 @@ class MultiplierRule:
 
 
 def eps_lrp_rule(eps: float) -> MultiplierRule:
-    """epsilon-LRP: f'(z) becomes f(z) / (z + eps sign(z)), sign(0) = +1."""
-    return MultiplierRule("eps_lrp", lambda z, a, derivative: a / (z + eps * torch.where(z >= 0, 1.0, -1.0)))
+    """epsilon-LRP: f'(z) becomes f(z) / (z + eps sign(z)), sign(0) = +1; the sign in z's dtype (float32 at least),
+    so a float64 model's eps is not rounded to float32."""
+    def multiplier(z: Tensor, a: Tensor, derivative) -> Tensor:
+        sign = torch.where(z >= 0, 1.0, -1.0).to(torch.promote_types(z.dtype, torch.float32))
+        return a / (z + eps * sign)
+
+    return MultiplierRule("eps_lrp", multiplier)
 
 
 def _rescale(z: Tensor, a: Tensor, derivative) -> Tensor:
