@@ -114,33 +114,6 @@ def test_eps_lrp_differs_from_grad_input_where_relu6_saturates():
     assert not torch.allclose(explain(model, x, method="eps_lrp"), explain(model, x, method="grad_input"))
 
 
-def _linear(weight, out=None) -> nn.Linear:
-    """A float64 linear layer without bias, its weight given (one output unless ``out`` rows are given)."""
-    layer = nn.Linear(len(weight), 1 if out is None else len(out), bias=False).double()
-    with torch.no_grad():
-        layer.weight.copy_(torch.tensor([weight] if out is None else out, dtype=torch.float64))
-    return layer
-
-
-def test_eps_lrp_takes_the_sign_of_zero_as_plus_one():
-    # f(z) / (z + eps sign(z)) by hand, sign(0) = +1: z = x1 + x2 into a sigmoid, the logit is its output; in
-    # float64 throughout (eps = 0.01 once went through float32: 2e-8 off)
-    model = nn.Sequential(_linear([1.0, 1.0]), nn.Sigmoid(), _linear([1.0], out=[[1.0], [0.0]]))
-    x = torch.tensor([[1.0, -1.0], [2.0, -1.0]], dtype=torch.float64)  # z = 0, z = 1
-    multiplier = torch.tensor([0.5 / 0.01, 1 / (1 + math.exp(-1.0)) / 1.01], dtype=torch.float64)
-    torch.testing.assert_close(explain(model, x, target=0, method="eps_lrp", eps=0.01), x * multiplier[:, None],
-                               rtol=1e-12, atol=0)
-
-
-def test_deeplift_takes_the_derivative_at_the_midpoint_where_input_and_reference_nearly_agree():
-    # |z - z0| < 1e-6: f'((z + z0) / 2) replaces the secant; for a square, f' at the midpoint is the secant, 0 here,
-    # so the map sums to delta = z^2 - z0^2 = 0 exactly (f'(z) would give 2z (z - z0) = 6.4e-13)
-    model = nn.Sequential(_linear([1.0]), Elementwise(torch.square), _linear([1.0], out=[[1.0], [0.0]]))
-    x = torch.tensor([[4e-7]], dtype=torch.float64)
-    maps = explain(model, x, target=0, method="deeplift", baseline=-4e-7)
-    assert torch.equal(maps, torch.zeros(1, 1, dtype=torch.float64))
-
-
 def test_intgrad_completeness():
     model = PaperCNN(image_size=16).double().eval()
     x = torch.randn(3, 3, 16, 16, dtype=torch.float64)
@@ -209,6 +182,34 @@ def test_deeplift_rescales_every_elementwise_activation(activation):
     with torch.no_grad():
         delta = model(x)[:, 2] - model(reference.expand_as(x))[:, 2]
     torch.testing.assert_close(maps.sum(1), delta)
+
+
+def _linear(weight, out=None) -> nn.Linear:
+    """A float64 linear layer without bias, its weight given (one output unless ``out`` rows are given)."""
+    layer = nn.Linear(len(weight), 1 if out is None else len(out), bias=False).double()
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([weight] if out is None else out, dtype=torch.float64))
+    return layer
+
+
+def test_eps_lrp_takes_the_sign_of_zero_as_plus_one():
+    # f(z) / (z + eps sign(z)) by hand, sign(0) = +1: z = x1 + x2 into a sigmoid, the logit is its output; in
+    # float64 throughout (eps = 0.01 once went through float32: 2e-8 off)
+    model = nn.Sequential(_linear([1.0, 1.0]), nn.Sigmoid(), _linear([1.0], out=[[1.0], [0.0]]))
+    x = torch.tensor([[1.0, -1.0], [2.0, -1.0]], dtype=torch.float64)  # z = 0, z = 1
+    multiplier = torch.tensor([0.5 / 0.01, 1 / (1 + math.exp(-1.0)) / 1.01], dtype=torch.float64)
+    torch.testing.assert_close(explain(model, x, target=0, method="eps_lrp", eps=0.01), x * multiplier[:, None],
+                               rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("activation", [Elementwise(torch.square), nn.ReLU()], ids=repr)
+def test_deeplift_takes_the_derivative_at_the_midpoint_where_input_and_reference_nearly_agree(activation):
+    # |z - z0| = 8e-7 < 1e-6: f'((z + z0) / 2) = f'(0) = 0 replaces the secant (for the square it is the secant,
+    # so the map sums to delta = 0 exactly); f'(z) would give 6.4e-13 and 8e-7, the ReLU's secant 4e-7
+    model = nn.Sequential(_linear([1.0]), activation, _linear([1.0], out=[[1.0], [0.0]]))
+    x = torch.tensor([[4e-7]], dtype=torch.float64)
+    maps = explain(model, x, target=0, method="deeplift", baseline=-4e-7)
+    assert torch.equal(maps, torch.zeros(1, 1, dtype=torch.float64))
 
 
 class Checkpointed(nn.Module):

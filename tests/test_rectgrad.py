@@ -119,6 +119,10 @@ def test_prr_gives_a_window_of_zeros_no_attribution_not_nan():
     assert torch.isfinite(ours).all() and (ours[:, :, :2, :2] == 0).all() and (ours != 0).any()
     torch.testing.assert_close(ours, naive_rectgrad(model, x, y, tau=0.0, prr=True, final_threshold=False),
                                rtol=1e-9, atol=1e-12)
+    # in float16 too: the 1e-10 vanishes in float16 (0 / 0), so PRR divides in float32
+    half = RectGrad(model.half()).attribute(x.half(), target=y, tau=0.0, prr=True, final_threshold=False)
+    assert torch.isfinite(half).all() and (half[:, :, :2, :2] == 0).all()
+    torch.testing.assert_close(half.double(), ours, rtol=1e-2, atol=1e-2)
 
 
 def test_padding_trick_zeroes_every_same_convolution_as_listing_2():
@@ -201,6 +205,81 @@ def test_padding_trick_reaches_convs_padded_on_one_side_by_a_separate_zero_pad()
         torch.testing.assert_close(maps[0, 0], torch.outer(torch.tensor(r), torch.tensor(r)).double())
 
 
+class ValidConvs(nn.Module):
+    """Convolutions the padding trick leaves alone: a 1 x 3 kernel without padding, and one fed by an ``F.pad`` that
+    pads the channels only (a CIFAR ResNet's "option A" shortcut pads them so)."""
+
+    def __init__(self):
+        super().__init__()
+        self.wide, self.mix, self.fc = nn.Conv2d(2, 3, (1, 3)), nn.Conv2d(5, 4, 3), nn.Linear(4 * 4 * 2, 3)
+
+    def forward(self, x):
+        h = F.relu(self.wide(x))
+        return self.fc(F.relu(self.mix(F.pad(h, (0, 0, 0, 0, 1, 1)))).flatten(1))
+
+
+def test_padding_trick_leaves_valid_convs_alone():
+    torch.manual_seed(5)
+    model, x = ValidConvs().double(), torch.randn(3, 2, 6, 6, dtype=torch.float64)
+    for options in ({"q": 60.0}, {"tau": 0.0}):
+        assert torch.equal(RectGrad(model).attribute(x, target=1, padding_trick=True, **options),
+                           RectGrad(model).attribute(x, target=1, **options))
+
+
+class PerSampleConv(nn.Module):
+    """A SAME convolution called on each sample without its batch dimension, (C, H, W), as a loop over samples does."""
+
+    def __init__(self, batched: nn.Module):
+        super().__init__()
+        self.batched = batched
+
+    def forward(self, x):
+        conv, *rest = self.batched
+        return nn.Sequential(*rest)(torch.stack([conv(sample) for sample in x]))
+
+
+def test_padding_trick_on_a_convolution_of_an_unbatched_sample():
+    torch.manual_seed(5)
+    batched = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 5 * 6, 3)).double()
+    x = torch.randn(3, 2, 5, 6, dtype=torch.float64)
+    expected = RectGrad(batched).attribute(x, target=1, q=60.0, padding_trick=True)
+    assert not torch.equal(expected, RectGrad(batched).attribute(x, target=1, q=60.0))
+    assert torch.equal(RectGrad(PerSampleConv(batched)).attribute(x, target=1, q=60.0, padding_trick=True), expected)
+
+
+def test_padding_trick_reaches_a_conv_declared_same():
+    torch.manual_seed(5)
+    padded = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 5 * 6, 3)).double()
+    declared = copy.deepcopy(padded)
+    declared[0].padding = "same"
+    x = torch.randn(3, 2, 5, 6, dtype=torch.float64)
+    expected = RectGrad(padded).attribute(x, target=1, q=60.0, padding_trick=True)
+    assert not torch.equal(expected, RectGrad(padded).attribute(x, target=1, q=60.0))
+    assert torch.equal(RectGrad(declared).attribute(x, target=1, q=60.0, padding_trick=True), expected)
+
+
+def test_prr_on_a_ceil_mode_max_pool_is_the_pool_of_a_minus_infinity_padded_map():
+    # MaxPool2d(2, ceil_mode=True) over 5 x 5 = MaxPool2d(2) over the map padded to 6 x 6 with -inf (PRR's padding)
+    torch.manual_seed(5)
+    conv, fc = nn.Conv2d(2, 3, 3, padding=1).double(), nn.Linear(3 * 3 * 3, 3).double()
+    ceil = nn.Sequential(conv, nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True), nn.Flatten(), fc)
+    padded = nn.Sequential(conv, nn.ReLU(), nn.ZeroPad2d(0), nn.Flatten(), fc)
+    padded[2] = _Lambda(lambda h: F.max_pool2d(F.pad(h, (0, 1, 0, 1), value=float("-inf")), 2))
+    x = torch.randn(3, 2, 5, 5, dtype=torch.float64)
+    expected = RectGrad(padded).attribute(x, target=1, q=60.0, prr=True)
+    assert not torch.allclose(expected, RectGrad(padded).attribute(x, target=1, q=60.0))
+    torch.testing.assert_close(RectGrad(ceil).attribute(x, target=1, q=60.0, prr=True), expected, rtol=1e-8, atol=0)
+
+
+class _Lambda(nn.Module):
+    def __init__(self, function):
+        super().__init__()
+        self.function = function
+
+    def forward(self, x):
+        return self.function(x)
+
+
 def _same_weights(source: nn.Module, target: nn.Module, reshape) -> nn.Module:
     with torch.no_grad():
         for (_, a), (_, b) in zip(source.named_parameters(), target.named_parameters()):
@@ -266,6 +345,9 @@ def test_padding_trick_on_a_feature_map_it_covers_whole_is_a_warning():
     with pytest.warns(UserWarning, match=r"zeroes the whole gradient of a \(2, 2\) convolution output"):
         tiny = RectGrad(net(4)).attribute(torch.randn(2, 3, 4, 4), target=0, q=50.0, padding_trick=True)
     assert not tiny.any()
+    flat = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 2 * 6, 3))
+    with pytest.warns(UserWarning, match=r"zeroes the whole gradient of a \(2, 6\) convolution output"):
+        assert not RectGrad(flat).attribute(torch.randn(2, 3, 2, 6), target=0, q=50.0, padding_trick=True).any()
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # 4 x 4 maps keep an inside: no warning
         assert RectGrad(net(8)).attribute(torch.randn(2, 3, 8, 8), target=0, q=50.0, padding_trick=True).any()
@@ -664,7 +746,9 @@ def test_warns_when_a_clamp_at_zero_stands_for_a_relu():
             RectGrad(Clamped(as_relu)).attribute(x, target=0, q=50.0)
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*works as a ReLU")  # a clamp elsewhere (e.g. at 1e-6): no ReLU
-        for other in (lambda h: h.clamp(min=1e-6), lambda h: h.clamp(min=torch.zeros(30)), lambda h: h.clamp(max=0)):
+        weight = nn.Parameter(torch.rand(30))  # a clamp of a parameter (non-negative weights): no ReLU of the input
+        for other in (lambda h: h.clamp(min=1e-6), lambda h: h.clamp(min=torch.zeros(30)), lambda h: h.clamp(max=0),
+                      lambda h: h * weight.clamp(min=0)):
             RectGrad(Clamped(other)).attribute(x, target=0, q=50.0)
 
 
@@ -684,6 +768,8 @@ def test_warns_when_a_maximum_with_zero_stands_for_a_relu():
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*works as a ReLU")
         RectGrad(lambda t: model[3](torch.maximum(model[0](t), torch.full((30,), 0.1)))).attribute(x, 0, q=50.0)
+        partly_zero = torch.cat([torch.zeros(15), torch.full((15,), 0.1)])  # zero in places only: no ReLU
+        RectGrad(lambda t: model[3](torch.maximum(model[0](t), partly_zero))).attribute(x, 0, q=50.0)
 
 
 class SequenceFirst(nn.Module):
@@ -885,6 +971,19 @@ def test_dtypes(dtype):
         reference = RectGrad(model.double()).attribute(x.double(), q=98.0, prr=True, padding_trick=True)
         model.float()
         torch.testing.assert_close(attribution.double(), reference, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_scores_are_compared_in_float32(dtype):
+    # scores a * R: (1 + e)^2 beats 1 + 2e by e^2, which the product rounded to the model's dtype loses (a tie at the
+    # threshold: nothing would pass); with q = 74 over 4 units only the first one passes
+    e = torch.finfo(dtype).eps
+    model = nn.Sequential(nn.ReLU(), nn.Linear(4, 2, bias=False)).to(dtype)
+    with torch.no_grad():
+        model[1].weight.copy_(torch.tensor([[1 + e, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0]]))
+    x = torch.tensor([[1 + e, 1 + 2 * e, 0.5, 0.25]], dtype=dtype)
+    attribution = RectGrad(model).attribute(x, target=0, q=74.0, final_threshold=False)
+    assert torch.equal(attribution != 0, torch.tensor([[True, False, False, False]]))
 
 
 def test_two_threads_with_different_q_match_sequential_results(cnn, batch):
