@@ -165,3 +165,15 @@ def test_cuda_a_group_out_of_memory_frees_its_memory_before_its_halves_train():
         roar_kar(train, test, maps, fn, fractions=(0.2, 0.6), repeats=2, backend=LocalBackend(group=4),
                  progress=False)
     assert len(fn.allocated) == 4 and max(fn.allocated) < baseline + 2**29
+
+
+def test_cuda_ranking_and_random_masks_draw_from_a_cpu_generator_as_on_the_cpu():
+    from rectgrad.metrics import random_removal_mask, rank_pixels
+
+    attr = torch.zeros(2, 3, 8, 8)  # all tied: the order is the noise's alone
+    cpu = rank_pixels(attr, generator=torch.Generator().manual_seed(0))
+    gpu = rank_pixels(attr.cuda(), generator=torch.Generator().manual_seed(0))
+    assert gpu.device.type == "cuda" and torch.equal(gpu.cpu(), cpu)
+    mask = random_removal_mask((2, 8, 8), 0.3, generator=torch.Generator().manual_seed(0), device="cuda")
+    assert mask.device.type == "cuda"
+    assert torch.equal(mask.cpu(), random_removal_mask((2, 8, 8), 0.3, generator=torch.Generator().manual_seed(0)))

@@ -96,6 +96,15 @@ def test_ties_of_low_precision_maps_are_broken_in_float32():
         assert not removal_mask(attr, 0.25, generator=gen(0))[0, :2].all()  # not simply the first rows
 
 
+def test_rank_pixels_without_noise_breaks_long_ties_by_flat_index():
+    # 12x12 tied scores: an unstable sort reorders ties of this length; the order must be the flat index.
+    attr = torch.zeros(2, 3, 12, 12)
+    attr[1, :, 5, 7] = 1.0  # one top pixel, then the 143 tied ones in index order
+    order = rank_pixels(attr, tie_noise=0)
+    assert order[0].tolist() == list(range(144))
+    assert order[1].tolist() == [5 * 12 + 7] + [i for i in range(144) if i != 5 * 12 + 7]
+
+
 def test_tie_noise_is_a_standard_deviation():
     # 1024 scores 1e-2 apart: std 1e-4 noise never swaps them, std 1e-2 (variance 1e-4) would.
     attr = (torch.arange(1024.0, 0, -1) * 1e-2).view(1, 1, 32, 32)
@@ -278,10 +287,12 @@ def test_fraction_outside_open_unit_interval(fraction):
 
 
 def test_bad_tie_noise_and_shape():
-    with pytest.raises(ValueError, match="tie_noise"):
-        rank_pixels(ATTR, tie_noise=-1e-4)
-    with pytest.raises(ValueError, match="shape"):
-        random_removal_mask((2, 2), 0.5)
+    for tie_noise in (-1e-4, math.inf, math.nan):
+        with pytest.raises(ValueError, match="tie_noise"):
+            rank_pixels(ATTR, tie_noise=tie_noise)
+    for shape in ((2, 2), (1, 0, 4), (1, -2, 4), (1, 2.0, 2)):
+        with pytest.raises(ValueError, match="shape"):
+            random_removal_mask(shape, 0.5)
 
 
 def test_bad_fill():
@@ -292,6 +303,17 @@ def test_bad_fill():
         replace_pixels(images, OBJECT, [1.0, math.nan, 2.0])
     with pytest.raises(ValueError, match="fit"):
         replace_pixels(images, OBJECT, [1.0, 300.0, 2.0])
+    with pytest.raises(ValueError, match="fit"):
+        replace_pixels(images, OBJECT, [1.0, -1.0, 2.0])  # below uint8's 0 (rounds to -1, would wrap to 255)
+    assert replace_pixels(images, OBJECT, [-0.4, 255.4, 0.0])[0, :, 0, 0].tolist() == [0, 255, 0]  # rounds in range
+
+
+def test_bool_images_rejected():
+    images = torch.zeros(1, 3, 2, 2, dtype=torch.bool)
+    with pytest.raises(ValueError, match=r"numeric \(N, C, H, W\)"):
+        replace_pixels(images, OBJECT, [0.0, 1.0, 0.0])
+    with pytest.raises(ValueError, match=r"numeric \(N, C, H, W\)"):
+        channel_mean(images)
 
 
 @pytest.mark.parametrize(
