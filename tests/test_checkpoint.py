@@ -9,7 +9,8 @@ from torch import nn
 
 import rectgrad
 from rectgrad import load_model
-from rectgrad.checkpoint import delete_killed_writes, exclusive, load_checkpoint, save_checkpoint
+from rectgrad.checkpoint import (delete_killed_writes, exclusive, load_checkpoint, one_line, save_checkpoint,
+                                 write_atomically)
 from rectgrad.models import PaperCNN
 
 
@@ -52,6 +53,30 @@ def test_interrupted_save_keeps_the_old_file(model, tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == ["m.pt"] and load_checkpoint(path)[1]["epochs"] == 1
 
 
+def test_the_temporary_file_reaches_the_disk_whole_before_it_is_renamed(tmp_path, monkeypatch):
+    path, events = tmp_path / "out.bin", []
+    fsync, replace = os.fsync, os.replace
+
+    def recorded_fsync(fd):
+        events.append(("fsync", os.fstat(fd).st_size, path.exists()))  # flushed, not yet in place
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recorded_fsync)
+    monkeypatch.setattr(os, "replace", lambda *args: (events.append(("replace",)), replace(*args))[1])
+    write_atomically(path, lambda f: f.write(b"x" * 10))
+    assert events == [("fsync", 10, False), ("replace",)] and path.read_bytes() == b"x" * 10
+
+
+def test_a_refused_write_without_an_error_number_keeps_its_own_message(tmp_path, monkeypatch):
+    def failing_fsync(fd):
+        raise OSError("the disk went away")
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    with pytest.raises(OSError) as error:
+        write_atomically(tmp_path / "out.bin", lambda f: f.write(b"x"))
+    assert str(error.value) == "the disk went away" and os.listdir(tmp_path) == []
+
+
 def test_a_write_the_system_refuses_names_the_file_and_keeps_the_old_one(model, tmp_path, file_size_limit):
     import errno
 
@@ -81,6 +106,10 @@ def test_load_model_accepts_pickled_module_torchscript_and_exported_programs(mod
     batch = torch.export.Dim("batch", min=1, max=1024)
     program = torch.export.export(model, (torch.randn(2, 1, 12, 12),), dynamic_shapes=({0: batch},))
     torch.export.save(program, tmp_path / "exported.pt2")
+    model.train()
+    torch.save(model, tmp_path / "training.pt")  # saved whole in training mode: loaded in eval mode all the same
+    assert not load_model(tmp_path / "training.pt").training and model.training
+    model.eval()
     for name in ["whole.pt", "scripted.pt"]:
         loaded = load_model(tmp_path / name, map_location="cpu")
         assert not loaded.training and same_outputs(model, loaded)
@@ -217,3 +246,27 @@ def test_exclusive_deletes_only_the_writes_a_killed_run_left(tmp_path):
         assert all(path.exists() for path in killed + kept)  # (the caller deletes them, once the folder is its own)
         delete_killed_writes(tmp_path)
         assert not any(path.exists() for path in killed) and all(path.exists() for path in kept)
+
+
+def test_exclusive_refuses_a_folder_whose_lock_is_held_and_names_the_holder(tmp_path):
+    (tmp_path / ".lock").write_text("4242 on an old machine, a longer line than this process's")
+    with exclusive(tmp_path):
+        with pytest.raises(RuntimeError, match=rf"{tmp_path} is in use by another run \(process {os.getpid()} on "):
+            with exclusive(tmp_path):  # (another open file: flock refuses it as it would another process)
+                pass
+    assert (tmp_path / ".lock").read_text() == f"{os.getpid()} on {socket.gethostname()}"  # the old line is gone
+
+
+def test_delete_killed_writes_spares_longer_names_and_links(tmp_path):
+    (tmp_path / "target.txt").write_bytes(b"mine")
+    (tmp_path / ".model.pt.ab12cd34.tmp.bak").write_bytes(b"a backup of a temporary file")
+    (tmp_path / ".link.pt.ab12cd34.tmp").symlink_to(tmp_path / "target.txt")
+    delete_killed_writes(tmp_path)
+    assert sorted(os.listdir(tmp_path)) == [".link.pt.ab12cd34.tmp", ".model.pt.ab12cd34.tmp.bak", "target.txt"]
+
+
+def test_one_line_joins_lines_and_cuts_long_messages():
+    assert one_line(ValueError("first\n   second\tthird ")) == "first second third"
+    assert one_line(KeyError()) == "KeyError"
+    assert one_line(ValueError("x" * 400)) == "x" * 300 + "..." and one_line(ValueError("x" * 300)) == "x" * 300
+    assert one_line(ValueError("abcdef"), limit=3) == "abc..."
