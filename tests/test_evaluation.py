@@ -823,6 +823,30 @@ def test_train_many_matches_separate_trainings():
         assert not b.training
 
 
+def test_train_many_computes_each_layers_options_as_the_models_own_forward_pass():
+    """With lr 0 the weights stay put, so each epoch's loss and accuracy are those of the model's own forward pass
+    over its dataset: the stacked step honours padding, dilation, stride and ceil_mode."""
+    from rectgrad.data import to_inputs
+
+    datasets, seeds = [quadrants(60, 0), quadrants(60, 1)], [3, 4]
+
+    def net(seed):
+        torch.manual_seed(seed)
+        return nn.Sequential(nn.Conv2d(1, 3, 3, padding=2, dilation=2), nn.ReLU(),  # 8x8
+                             nn.MaxPool2d(3, stride=2, ceil_mode=True),  # 4x4 (3x3 without ceil_mode)
+                             nn.Conv2d(3, 2, 2, stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(8, 4))
+
+    models = [net(s) for s in seeds]
+    with torch.no_grad():
+        logits = [m(to_inputs(d.images)) for m, d in zip(models, datasets)]
+    histories = train_many(models, datasets, seeds, epochs=2, batch_size=25, lr=0.0)
+    for history, out, d in zip(histories, logits, datasets):
+        loss = nn.functional.cross_entropy(out, d.labels).item()
+        accuracy = (out.argmax(1) == d.labels).float().mean().item()
+        assert history["loss"] == pytest.approx([loss] * 2, rel=1e-5)
+        assert history["train_accuracy"] == pytest.approx([accuracy] * 2)
+
+
 def test_train_many_holds_a_shared_dataset_once_and_trains_as_with_copies():
     first, second = quadrants(60, 0), quadrants(60, 1)
     copy = first.with_images(first.images.clone())
@@ -895,10 +919,11 @@ def test_train_many_saves_its_results_before_deleting_its_state(tmp_path):
     def full_disk(histories):
         raise OSError("disk full")
 
+    start = time.perf_counter()
     with pytest.raises(OSError, match="disk full"):
         train_many([new_model(d, s) for d, s in zip(datasets, seeds)], datasets, seeds, epochs=2, batch_size=25,
                    checkpoint=checkpoint, save=full_disk)
-    assert checkpoint.is_file()
+    assert checkpoint.is_file() and 0 < checkpoint_seconds(checkpoint) < time.perf_counter() - start  # its time kept
     models, steps = [new_model(d, 0) for d in datasets], []  # other weights: the trained ones come from the file
     resumed = train_many(models, datasets, seeds, epochs=2, batch_size=25, checkpoint=checkpoint,
                          stop=lambda: steps.append(1) or False, save=lambda histories: saved.append(histories))
@@ -982,6 +1007,9 @@ def test_train_many_refuses_another_groups_checkpoint(tmp_path):
     with pytest.raises(ValueError, match="another group of trainings"):  # another learning rate
         train_many([new_model(d) for d in datasets], datasets, [0, 1], epochs=2, batch_size=25, lr=2e-3,
                    checkpoint=checkpoint)
+    with pytest.raises(ValueError, match="another group of trainings"):  # another precision
+        train_many([new_model(d) for d in datasets], datasets, [0, 1], epochs=2, batch_size=25, precision="bf16",
+                   checkpoint=checkpoint)
     other = [datasets[0], quadrants(60, 2)]  # same sizes and seeds, other images
     with pytest.raises(ValueError, match="another group of trainings"):
         train_many([new_model(d) for d in other], other, [0, 1], epochs=2, batch_size=25, checkpoint=checkpoint)
@@ -1013,6 +1041,11 @@ def test_retrainer_one_and_many_and_bad_input():
         train_many([new_model(train), new_model(train)], [train, train.subset(slice(0, 10))], [0, 1])
     with pytest.raises(ValueError, match="as many"):
         train_many([new_model(train)], [train, train], [0, 1])
+    bigger = ImageDataset(torch.zeros(80, 1, 10, 10, dtype=torch.uint8), train.labels, train.classes, "bigger")
+    with pytest.raises(ValueError, match=r"same non-zero number of images of one shape.*\(1, 8, 8\), \(1, 10, 10\)"):
+        train_many([new_model(train), new_model(train)], [train, bigger], [0, 1])
+    with pytest.raises(ValueError, match="epochs and batch_size must be positive, got 0 and 100"):
+        train_many([new_model(train)], [train], [0], epochs=0)
     with pytest.raises(ValueError, match="precision"):
         train_many([new_model(train)], [train], [0], precision="fp16")
     with pytest.raises(ValueError, match="BatchNorm2d"):
@@ -1023,10 +1056,21 @@ def test_retrainer_one_and_many_and_bad_input():
         r"Conv2d\(bias=False\)": [nn.Conv2d(1, 2, 3, bias=False), nn.Flatten(), nn.Linear(72, 4)],
         r"Linear\(bias=False\)": [nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(72, 4, bias=False)],
         "groups=2": [nn.Conv2d(1, 2, 3), nn.Conv2d(2, 2, 3, groups=2), nn.Flatten(), nn.Linear(32, 4)],
+        r"MaxPool2d\(return_indices=True\)": [nn.Conv2d(1, 2, 3), nn.MaxPool2d(2, return_indices=True)],
     }
     for name, layers in unsupported.items():
         with pytest.raises(ValueError, match=name):
             train_many([nn.Sequential(*layers)], [train], [0])
+    class Residual(nn.Module):  # supported layers, but a forward of its own: not what the stacked step computes
+        def __init__(self):
+            super().__init__()
+            self.conv, self.flatten, self.linear = nn.Conv2d(1, 1, 3, padding=1), nn.Flatten(), nn.Linear(64, 4)
+
+        def forward(self, x):
+            return self.linear(self.flatten(x + self.conv(x)))
+
+    with pytest.raises(ValueError, match="nn.Sequential models .*; got Residual"):
+        train_many([Residual()], [train], [0])
     in_place = new_model(train)
     in_place.features[1] = nn.ReLU(inplace=True)  # the same computation: trained with the others
     train_many([new_model(train), in_place], [train, train], [0, 1], epochs=1)
