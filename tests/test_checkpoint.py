@@ -2,6 +2,7 @@
 import errno
 import os
 import socket
+import stat
 
 import pytest
 import torch
@@ -58,13 +59,31 @@ def test_the_temporary_file_reaches_the_disk_whole_before_it_is_renamed(tmp_path
     fsync, replace = os.fsync, os.replace
 
     def recorded_fsync(fd):
-        events.append(("fsync", os.fstat(fd).st_size, path.exists()))  # flushed, not yet in place
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            events.append(("fsync folder", os.fstat(fd).st_ino == tmp_path.stat().st_ino, path.exists()))
+        else:
+            events.append(("fsync", os.fstat(fd).st_size, path.exists()))  # flushed, not yet in place
         fsync(fd)
 
     monkeypatch.setattr(os, "fsync", recorded_fsync)
     monkeypatch.setattr(os, "replace", lambda *args: (events.append(("replace",)), replace(*args))[1])
     write_atomically(path, lambda f: f.write(b"x" * 10))
-    assert events == [("fsync", 10, False), ("replace",)] and path.read_bytes() == b"x" * 10
+    # then the folder's entries, so that the rename too survives a power cut
+    assert events == [("fsync", 10, False), ("replace",), ("fsync folder", True, True)]
+    assert path.read_bytes() == b"x" * 10
+
+
+def test_a_folder_that_cannot_be_synced_still_gets_the_file(tmp_path, monkeypatch):
+    fsync = os.fsync
+
+    def no_folder_fsync(fd):
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(22, "Invalid argument")  # as some network file systems answer
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", no_folder_fsync)
+    write_atomically(tmp_path / "out.bin", lambda f: f.write(b"x"))
+    assert os.listdir(tmp_path) == ["out.bin"] and (tmp_path / "out.bin").read_bytes() == b"x"
 
 
 def test_a_refused_write_without_an_error_number_keeps_its_own_message(tmp_path, monkeypatch):

@@ -115,9 +115,8 @@ def test_data_and_training_page_examples_run(small_fashion_mnist, tmp_path, monk
     patch = namespace["patch"]
     assert patch.region(28, 28).sum() == 100 and patch.visible_region(28, 28).sum() == 64  # "10x10", "8x8"
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"  # (the example trains on a GPU)
     namespace["train"] = namespace["train"].subset(slice(10))  # (its 20 epochs, on 10 images: the call is checked)
-    exec(python_block(page, "## Training").replace('device="cuda"', f'device="{device}"'), namespace)
+    exec(python_block(page, "## Training"), namespace)
     history = namespace["history"]
     assert len(history["loss"]) == len(history["train_accuracy"]) == 20 and 0 <= history["test_accuracy"] <= 1
 

@@ -88,7 +88,23 @@ def smoke(tmp_path_factory):
     args = ["reproduce", "--dataset", "fashion-mnist", "--scale", "smoke", "--data-dir", str(root / "data"),
             "--device", "cpu", "--no-progress"]
     assert main([*args, "--out", str(root / "report")]) == 0
+    assert not denormals_flushed()  # flushed while it ran (faster CPU training), as it was afterwards
     return args, root / "report", root / "report" / "work"
+
+
+def denormals_flushed():
+    return (torch.tensor([1e-40]) * 1.0).item() == 0.0
+
+
+def test_a_process_that_flushes_denormals_still_does_after_a_failed_run(smoke, capsys):
+    args, _, work = smoke
+    torch.set_flush_denormal(True)
+    try:
+        assert main([*args, "--methods", "magic", "--out", str(work.parent / "bad"), "--work-dir", str(work)]) == 2
+        assert denormals_flushed()
+    finally:
+        torch.set_flush_denormal(False)
+    assert "unknown method 'magic'" in capsys.readouterr().err
 
 
 def test_smoke_end_to_end(smoke):

@@ -82,10 +82,11 @@ os.umask(_UMASK)  # read once: os.umask can only be read by setting it
 
 
 def write_atomically(path, write) -> None:
-    """``write(binary file)`` to a temporary file beside ``path``, flushed to disk, then rename it to ``path``: an
-    interruption (even a power cut) leaves the whole file or none of it. A symbolic link is written through (its
-    target is replaced); a device, pipe or socket is refused. A write the system refuses (a full disk) is an
-    ``OSError`` naming ``path`` and the system's reason, whatever error ``write`` made of it."""
+    """``write(binary file)`` to a temporary file beside ``path``, flushed to disk, then rename it to ``path`` and
+    flush the folder (the rename itself outlives a power cut): an interruption leaves the whole file or none of it.
+    A symbolic link is written through (its target is replaced); a device, pipe or socket is refused. A write the
+    system refuses (a full disk) is an ``OSError`` naming ``path`` and the system's reason, whatever error ``write``
+    made of it."""
     path = regular_file(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -98,6 +99,7 @@ def write_atomically(path, write) -> None:
             file.flush()
             file.sync()
         os.replace(tmp, path)
+        _sync_folder(path.parent)
     except Exception as exc:
         refused = None if file is None else file.error
         if refused is None or refused.errno is None:
@@ -106,6 +108,21 @@ def write_atomically(path, write) -> None:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _sync_folder(folder: Path) -> None:
+    """Flush a folder's entries to disk (POSIX); where a folder cannot be opened or synced (Windows, some network
+    file systems) the rename is as durable as the system makes it."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager

@@ -76,52 +76,63 @@ def reproduce(
     start = time.perf_counter()
     # Before torch starts its CPU threads (they inherit the setting): ROAR/KAR images with large constant
     # regions drive the weights' gradients to subnormal floats, which made CPU trainings up to 7x slower.
+    flushed_before = _denormals_flushed()
     torch.set_flush_denormal(True)
-    device = _options.device(device)
-    _options.seed(seed)
-    names = _options.methods(methods, METHODS, every=METHODS)
-    if group < 0:
-        raise ValueError(f"--group must be >= 0, got {group}")
-    if precision not in ("fp32", "bf16"):
-        raise ValueError(f"--precision must be fp32 or bf16, got {precision!r}")
-    if backend == "local":
-        given = [option for option, value, default in (("--address", address, None), ("--ray-cpus", ray_cpus, 1.0),
-                                                       ("--ray-gpus", ray_gpus, 0.0)) if value != default]
-        if given:
-            raise ValueError(f"{' and '.join(given)} need{'s' if len(given) == 1 else ''} --backend ray")
-        runner, retrain_device = LocalBackend(group or (135 if device.startswith("cuda") else 1)), device
-    elif backend == "ray":
-        if group:
-            raise ValueError("--group applies to --backend local: a Ray task trains one model (--ray-gpus shares a "
-                             "GPU between tasks)")
-        if ray_cpus <= 0 or ray_gpus < 0:
-            raise ValueError(f"--ray-cpus must be > 0 and --ray-gpus >= 0, got {ray_cpus} and {ray_gpus}")
-        runner, retrain_device = RayBackend(address, ray_cpus, ray_gpus), "cuda" if ray_gpus > 0 else "cpu"
-    else:
-        raise ValueError(f"--backend must be local or ray, got {backend!r}")
-    _options.input_folder(data_dir, "--data-dir")
-    _options.input_folder(masks, "--masks")
-    _options.output_folder(out, "--out")
-    work = _options.output_folder(work_dir, "--work-dir") if work_dir is not None else out / "work"
-    if dataset == "folder" and data_dir is not None:
-        for path, option in ((out, "--out"), (work_dir, "--work-dir")):  # (the default work folder is in OUT)
-            if path is not None:
-                _options.outside_splits(path, option, data_dir)
-    settings = Settings(device=device, backend=runner, retrain_device=retrain_device, precision=precision,
-                        deterministic=deterministic, progress=progress)
     try:
-        run(dataset, scale, work, data_dir=data_dir, masks_dir=masks, download=download, methods=names, seed=seed,
-            settings=settings, image_size=_image_size(dataset, image_size), overrides=_overrides(overrides or []),
-            tie_noise=tie_noise)
-        readme = write_report(work, out)
-    except TrainingInterrupted as stopped:  # Ctrl-C or SIGTERM while models train: say where their state is
-        typer.echo(str(stopped), err=True)
-        raise
-    except KeyboardInterrupt:
-        typer.echo(f"stopped: every finished unit of work is saved in {work}; run the same command again to resume",
-                   err=True)
-        raise
-    typer.echo(f"report written to {readme} ({time.perf_counter() - start:.0f} s); results in {work}")
+        device = _options.device(device)
+        _options.seed(seed)
+        names = _options.methods(methods, METHODS, every=METHODS)
+        if group < 0:
+            raise ValueError(f"--group must be >= 0, got {group}")
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"--precision must be fp32 or bf16, got {precision!r}")
+        if backend == "local":
+            given = [option for option, value, default in (("--address", address, None), ("--ray-cpus", ray_cpus, 1.0),
+                                                           ("--ray-gpus", ray_gpus, 0.0)) if value != default]
+            if given:
+                raise ValueError(f"{' and '.join(given)} need{'s' if len(given) == 1 else ''} --backend ray")
+            runner, retrain_device = LocalBackend(group or (135 if device.startswith("cuda") else 1)), device
+        elif backend == "ray":
+            if group:
+                raise ValueError("--group applies to --backend local: a Ray task trains one model (--ray-gpus shares a "
+                                 "GPU between tasks)")
+            if ray_cpus <= 0 or ray_gpus < 0:
+                raise ValueError(f"--ray-cpus must be > 0 and --ray-gpus >= 0, got {ray_cpus} and {ray_gpus}")
+            runner, retrain_device = RayBackend(address, ray_cpus, ray_gpus), "cuda" if ray_gpus > 0 else "cpu"
+        else:
+            raise ValueError(f"--backend must be local or ray, got {backend!r}")
+        _options.input_folder(data_dir, "--data-dir")
+        _options.input_folder(masks, "--masks")
+        _options.output_folder(out, "--out")
+        work = _options.output_folder(work_dir, "--work-dir") if work_dir is not None else out / "work"
+        if dataset == "folder" and data_dir is not None:
+            for path, option in ((out, "--out"), (work_dir, "--work-dir")):  # (the default work folder is in OUT)
+                if path is not None:
+                    _options.outside_splits(path, option, data_dir)
+        settings = Settings(device=device, backend=runner, retrain_device=retrain_device, precision=precision,
+                            deterministic=deterministic, progress=progress)
+        try:
+            run(dataset, scale, work, data_dir=data_dir, masks_dir=masks, download=download, methods=names, seed=seed,
+                settings=settings, image_size=_image_size(dataset, image_size), overrides=_overrides(overrides or []),
+                tie_noise=tie_noise)
+            readme = write_report(work, out)
+        except TrainingInterrupted as stopped:  # Ctrl-C or SIGTERM while models train: say where their state is
+            typer.echo(str(stopped), err=True)
+            raise
+        except KeyboardInterrupt:
+            typer.echo(f"stopped: every finished unit of work is saved in {work}; run the same command again to resume",
+                       err=True)
+            raise
+        typer.echo(f"report written to {readme} ({time.perf_counter() - start:.0f} s); results in {work}")
+    finally:  # the process's setting as it was (the command may run inside a Python session)
+        torch.set_flush_denormal(flushed_before)
+
+
+def _denormals_flushed() -> bool:
+    """Whether this thread flushes subnormal floats to zero (``torch.set_flush_denormal``, which has no getter)."""
+    import torch
+
+    return bool((torch.tensor([1e-40]) * 1.0).item() == 0.0)
 
 
 def _image_size(dataset: str, image_size: int | None) -> int:
