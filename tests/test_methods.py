@@ -868,6 +868,31 @@ def test_a_model_output_of_the_wrong_shape_is_named_with_the_callers_batch():
                 explain(Column(), x, target=target, method=method, internal_batch_size=2)
 
 
+@pytest.mark.parametrize("method", ["rectgrad", "saliency", "intgrad", "deeplift"])
+def test_one_image_without_its_batch_dimension_gets_the_hint(method):
+    # (C, H, W) from a torchvision transform: the model fails on it, and the error says how to add the batch
+    model, x = PaperCNN(in_channels=1, image_size=28).eval(), torch.randn(1, 28, 28)
+    with pytest.raises(RuntimeError, match=r"\(the inputs have shape \(1, 28, 28\): dim 0 is the batch; if that is "
+                                           r"one image \(C, H, W\) or one vector without its batch dimension, pass "
+                                           r"x\[None\]\)") as error:
+        explain(model, x, method=method)
+    assert isinstance(error.value.__cause__, RuntimeError)  # PyTorch's own error, kept
+    if method == "rectgrad":  # with a target no forward pass runs first: the rule sees the unbatched activation
+        with pytest.raises(UnsupportedModel, match="one image \\(C, H, W\\) needs x\\[None\\]"):
+            RectGrad(model).attribute(x, target=0)
+    assert explain(model, x[None], target=0, method=method).shape == (1, 1, 28, 28)
+
+
+def test_a_batched_input_gets_no_batch_hint():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))  # wants 12 features: (2, 3, 5) is refused as it is
+    with pytest.raises(RuntimeError, match="mat1 and mat2 shapes cannot be multiplied") as error:
+        explain(model, torch.randn(2, 3, 5), target=0, method="saliency")
+    assert "pass x[None]" in str(error.value)  # 3-D: perhaps one sample
+    with pytest.raises(RuntimeError, match="mat1 and mat2 shapes cannot be multiplied") as error:
+        explain(model, torch.randn(2, 3, 5, 1), target=0, method="saliency")
+    assert "x[None]" not in str(error.value)  # 4-D: a batch of images, the model's own error alone
+
+
 def test_bad_arguments():
     model, x = PaperCNN().eval(), torch.randn(2, 3, 32, 32)
     with pytest.raises(ValueError, match="unknown method 'lime'; known methods: saliency, grad_input"):

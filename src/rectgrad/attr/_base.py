@@ -173,7 +173,7 @@ def named_errors(modules: tuple[nn.Module, ...], inputs: tuple[Tensor, ...]):
     into a float32 model), as a ``TypeError`` saying what to convert, and for a model that changes its inputs in
     place (``x.sub_(mean)``: autograd cannot differentiate that), as a ``ValueError`` saying what to write, and
     for an exported program of fixed shapes run on a batch of another size, as a ``ValueError`` saying how to export
-    it."""
+    it. Other errors of 1-D or 3-D inputs, perhaps one sample without its batch dimension, say how to add it."""
     try:
         yield
     except AssertionError as error:  # torch.export's module checks its inputs' shapes with assertions
@@ -192,7 +192,11 @@ def named_errors(modules: tuple[nn.Module, ...], inputs: tuple[Tensor, ...]):
         weights = collections.Counter(t.dtype for m in modules for t in m.parameters() if t.is_floating_point())
         given = {x.dtype for x in inputs}
         if not weights or given & weights.keys() or not any(words in str(error) for words in _DTYPE_MISMATCH):
-            raise
+            unbatched = [tuple(x.shape) for x in inputs if x.dim() in (1, 3)]
+            if not unbatched:
+                raise
+            raise RuntimeError(f"{error} (the inputs have shape {unbatched[0]}: dim 0 is the batch; if that is one "
+                               "image (C, H, W) or one vector without its batch dimension, pass x[None])") from error
         usual = weights.most_common(1)[0][0]
         raise TypeError(f"the inputs are {', '.join(sorted(map(str, given)))} but the model's weights {usual}: convert "
                         f"the inputs (e.g. inputs.to({usual}); numpy arrays give float64) or the model "
