@@ -919,6 +919,17 @@ def test_bad_arguments():
         explain(model, x, method="intgrad", integration="simpson")
     with pytest.raises(ValueError, match=r"baseline of shape \(2, 2\) does not broadcast"):
         explain(model, x, method="intgrad", baseline=torch.zeros(2, 2))
+    for method in ("intgrad", "deeplift"):  # a NaN reference would give NaN maps (IG: NaN integration points)
+        for bad in (float("nan"), float("inf")):
+            with pytest.raises(ValueError, match="baseline must be a finite number, got (nan|inf)"):
+                explain(model, x, method=method, baseline=bad)
+            with pytest.raises(ValueError, match="baseline contains NaN or Inf values"):
+                explain(model, x, method=method, baseline=torch.zeros(3, 1, 1).index_fill(0, torch.tensor([1]), bad))
+        with pytest.raises(ValueError, match="baseline contains NaN or Inf values"):
+            explain(model, x, method=method, baseline=(torch.full((3, 1, 1), float("nan")),))
+    for eps in (float("nan"), float("inf"), 0.0, -1e-4):
+        with pytest.raises(ValueError, match=f"eps must be a finite positive number, got {eps}"):
+            explain(model, x, method="eps_lrp", eps=eps)
     with pytest.raises(ValueError, match="give either q .* or tau .*, not both"):
         explain(model, x, method="rectgrad", q=50.0, tau=0.0)
     for seed in (1.5, -1, 2**64):

@@ -141,8 +141,12 @@ def _smoothgrad(model, inputs, target, extra, *, internal_batch_size, generator,
 
 def _baseline_like(baseline, inputs: Tensor) -> Tensor:
     if isinstance(baseline, numbers.Real):
+        if not math.isfinite(baseline):
+            raise ValueError(f"baseline must be a finite number, got {baseline!r}")
         return torch.full_like(inputs, float(baseline))
     if isinstance(baseline, Tensor):
+        if baseline.is_floating_point() and not torch.isfinite(baseline).all():
+            raise ValueError("baseline contains NaN or Inf values: the reference must be a finite image")
         try:
             return baseline.to(inputs).expand_as(inputs).contiguous()
         except RuntimeError:
@@ -217,8 +221,8 @@ def _modified_gradient(model, inputs, target, extra, rule: MultiplierRule, refer
 def _eps_lrp(model, inputs, target, extra, *, internal_batch_size, eps):
     """epsilon-LRP (Bach et al., 2015) as a modified gradient (Ancona et al., 2018): f'(z) becomes
     f(z) / (z + eps * sign(z)) and the map is x * gradient; Grad*Input on ReLU networks as eps -> 0."""
-    if not isinstance(eps, numbers.Real) or eps <= 0:
-        raise ValueError(f"eps must be a positive number, got {eps!r}")
+    if not isinstance(eps, numbers.Real) or not math.isfinite(eps) or eps <= 0:
+        raise ValueError(f"eps must be a finite positive number, got {eps!r}")
     grads = _modified_gradient(model, inputs, target, extra, eps_lrp_rule(eps), (), internal_batch_size)
     return tuple(x * g for x, g in zip(inputs, grads))
 
