@@ -680,14 +680,16 @@ def test_a_file_given_for_a_folder_is_refused(tmp_path, capsys):
 def test_missing_masked_images_are_named_before_the_dataset_is_loaded(tmp_path, capsys, monkeypatch):
     import rectgrad.evaluation.pipeline as pipeline
 
-    monkeypatch.setattr(pipeline, "DEFAULT_MASKS", tmp_path / "team" / "cifar10_masks")  # a user's machine: none
+    monkeypatch.setenv("RECTGRAD_DATA", str(tmp_path / "cache"))  # the default folder: cifar10_masks in the cache
+    assert pipeline.default_masks_folder() == tmp_path / "cache" / "cifar10_masks"
     for masks in ([], ["--masks", str(tmp_path / "nowhere")]):  # (no CIFAR-10 archive in --data-dir either)
         assert main(["reproduce", "--dataset", "cifar10", "--scale", "smoke", "--out", str(tmp_path / "r"),
                      "--data-dir", str(tmp_path), *masks]) == 2
         err = capsys.readouterr().err
-        folder = tmp_path / ("nowhere" if masks else "team/cifar10_masks")
+        folder = tmp_path / ("nowhere" if masks else "cache/cifar10_masks")
         assert f"error: the paper's masked CIFAR-10 images are not in {folder}: they come with the paper's " \
-               "reference code (https://github.com/1202kbs/Rectified-Gradient" in err and "(CLI: --masks DIR)" in err
+               "reference code (https://github.com/1202kbs/Rectified-Gradient" in err and \
+               f"(CLI: --masks DIR) or put them in {tmp_path / 'cache' / 'cifar10_masks'}" in err
     assert not (tmp_path / "r").exists()
 
 

@@ -32,7 +32,7 @@ def reproduce(
                                                         "(a multiple of 4, default 32)."),
     masks: Optional[Path] = typer.Option(None, help="cifar10 only: folder of the paper's masked images "
                                                     "(<class>_<n>.jpg + _mask.jpg). Default: "
-                                                    "/work/shared/data/cifar10_masks."),
+                                                    "cifar10_masks in $RECTGRAD_DATA, else in ~/.cache/rectgrad."),
     download: bool = typer.Option(False, help="Download a missing dataset into --data-dir (or the cache)."),
     device: str = typer.Option("auto", help="cpu, cuda, or auto (cuda when available)."),
     group: int = typer.Option(0, help="ROAR/KAR models trained at once on the device (0: 135 on CUDA, a "

@@ -19,7 +19,7 @@ import torch
 from rectgrad._checks import did_you_mean, positive_int
 from rectgrad._checks import fractions as check_fractions
 from rectgrad.checkpoint import delete_killed_writes, exclusive, load_checkpoint, save_checkpoint
-from rectgrad.data import DATASETS, ImageDataset, MaskedImages, RandomPatch, checksum, load_dataset
+from rectgrad.data import DATASETS, ImageDataset, MaskedImages, RandomPatch, cache_dir, checksum, load_dataset
 from rectgrad.data import load_image_folder_masks, load_masked_images, object_masks_from_images
 from rectgrad.evaluation.maps import compute_maps, noise_level, patch_attribution
 from rectgrad.evaluation.occlusion import conv_activations, correctly_classified, feature_map_occlusion
@@ -34,7 +34,6 @@ from rectgrad.train_many import Retrainer, train_many
 #: The estimators of Figs. 7-9 and Table 1 (RectGrad PRR is in Figs. 7-8 of the paper; we also run it in ROAR/KAR).
 METHODS = ("random", "rectgrad", "rectgrad_prr", "saliency", "guided_bp", "smoothgrad", "grad_input", "intgrad",
            "deeplift")
-DEFAULT_MASKS = Path("/work/shared/data/cifar10_masks")
 
 
 @dataclass(frozen=True)
@@ -235,20 +234,26 @@ def _first(dataset: ImageDataset, count: int | None) -> ImageDataset:
     return dataset if count is None or count >= len(dataset) else dataset.subset(slice(0, count))
 
 
+def default_masks_folder() -> Path:
+    """Where the paper's masked CIFAR-10 images are looked for when no folder is given: ``cifar10_masks`` in the
+    data cache (``$RECTGRAD_DATA``, else ``~/.cache/rectgrad``), beside the downloaded datasets."""
+    return cache_dir() / "cifar10_masks"
+
+
 def _masks_folder(dataset: str, masks_dir) -> Path | None:
-    """The folder of the paper's masked CIFAR-10 images: ``masks_dir``, else :data:`DEFAULT_MASKS`; None for the
-    other datasets, which take no ``masks_dir``."""
+    """The folder of the paper's masked CIFAR-10 images: ``masks_dir``, else :func:`default_masks_folder`; None for
+    the other datasets, which take no ``masks_dir``."""
     if dataset != "cifar10":
         if masks_dir is not None:
             raise ValueError("--masks applies to cifar10 only: Fashion-MNIST masks are derived from the images, your "
                              "own images' masks lie beside them (<name>_mask.<ext>)")
         return None
-    folder = Path(DEFAULT_MASKS if masks_dir is None else masks_dir)
+    folder = Path(default_masks_folder() if masks_dir is None else masks_dir)
     if not folder.is_dir():
         raise FileNotFoundError(f"the paper's masked CIFAR-10 images are not in {folder}: they come with the paper's "
                                 f"reference code (https://github.com/1202kbs/Rectified-Gradient, 204 <class>_<n>.jpg "
                                 f"images, each with its <class>_<n>_mask.jpg); give their folder as masks_dir "
-                                f"(CLI: --masks DIR)")
+                                f"(CLI: --masks DIR) or put them in {default_masks_folder()}")
     return folder
 
 
