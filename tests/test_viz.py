@@ -231,6 +231,16 @@ def test_long_grid_labels_stay_beside_their_own_panel(case):
     assert axes[1, 0].get_ylabel().replace("\n", " ") == rows[1]  # broken at spaces, nothing lost
 
 
+def test_labels_with_blank_words_draw():
+    labels = ["cat \xa0 dog", "\u3000", " cat ", "two  spaces"]  # blank-only words: an empty path; blank ends
+    fig = viz.grid(None, {label: np.ones((1, 8, 8)) for label in labels}, row_labels=labels[:1])
+    fig.canvas.draw()  # raised AttributeError from matplotlib's TextPath when measuring "\xa0" alone
+    assert [ax.get_title() for ax in fig.axes] == labels  # short labels come back as they were, blanks and all
+    long = " leading and trailing blanks stay when a label is broken "
+    assert viz._wrapped(long, 1.0).count("\n") >= 2 and viz._wrapped(long, 1.0).replace("\n", " ") == long
+    assert viz._width("\xa0") > 0 and viz._width(" ") > 0 and viz._width("aa") > viz._width("a") > 0
+
+
 def test_an_all_zero_map_says_so():
     fig = viz.grid(None, {"zero": np.zeros((2, 8, 8)), "some": np.eye(8)[None].repeat(2, 0)})
     assert [[t.get_text() for t in ax.texts] for ax in fig.axes] == [["all zero"], [], ["all zero"], []]

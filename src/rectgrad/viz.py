@@ -279,15 +279,17 @@ def _wrapped(label, inches: float) -> str:
     """``label`` broken at spaces into lines that fit a panel of ``inches`` at :data:`LABEL_SIZE` in the default font,
     measured, so that a long row or column label stays beside its own panel (a word longer than that stays whole);
     panels give up about a quarter of their cell to the labels and the gaps between them."""
-    room, lines, space = inches * 72 * 0.75, [], _width("a a") - _width("aa")
+    room, lines, space = inches * 72 * 0.75, [], _width(" ")
     for line in str(label).split("\n"):
-        current, width = "", 0.0
-        for word in line.split(" "):
+        first, *rest = line.split(" ")
+        current, width = first, _width(first)
+        for word in rest:
             size = _width(word)
             if current and width + space + size > room:
                 lines.append(current)
-                current, width = "", 0.0
-            current, width = (f"{current} {word}", width + space + size) if current else (word, size)
+                current, width = word, size
+            else:
+                current, width = f"{current} {word}", width + space + size
         lines.append(current)
     return "\n".join(lines)
 
@@ -295,9 +297,11 @@ def _wrapped(label, inches: float) -> str:
 @functools.lru_cache(maxsize=4096)
 def _width(text: str) -> float:
     """The width of ``text`` at :data:`LABEL_SIZE` in the default font, in points (about: a ``$`` is measured as an
-    ``S``, not as the start of mathtext)."""
-    return TextPath((0, 0), text.replace("$", "S"), size=LABEL_SIZE, prop=FontProperties()).get_extents().width \
-        if text else 0.0
+    ``S``, not as the start of mathtext). Measured between two letters, so that blanks alone (an empty path) and
+    blanks at either end count."""
+    def extent(s: str) -> float:
+        return TextPath((0, 0), s, size=LABEL_SIZE, prop=FontProperties()).get_extents().width
+    return extent(f"a{text.replace('$', 'S')}a") - extent("aa") if text else 0.0
 
 
 FIGURE_SUFFIXES = tuple(f".{kind}" for kind in ("png", "pdf", "svg", "jpg", "jpeg", "tif", "tiff", "webp", "eps"))
