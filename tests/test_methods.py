@@ -954,6 +954,19 @@ def test_bad_arguments():
             call()  # not the NaN check's "cannot call item() on meta tensors"
 
 
+def test_large_finite_inputs_are_accepted_and_saliency_abs_is_the_magnitude():
+    from rectgrad.attr._arguments import format_inputs
+    huge = torch.full((2, 3, 4, 4), 3e38)  # every value finite, their sum not: still valid inputs
+    assert format_inputs(huge)[0] is huge
+    with pytest.raises(ValueError, match="inputs contain NaN or Inf values"):
+        format_inputs(huge.index_fill(3, torch.tensor([2]), float("nan")))
+    model, x = PaperCNN().eval(), torch.randn(2, 3, 32, 32)
+    signed = explain(model, x, target=[1, 4], method="saliency")
+    assert (signed < 0).any()
+    torch.testing.assert_close(explain(model, x, target=[1, 4], method="saliency", abs=True), signed.abs())
+    assert {name for name, entry in methods().items() if entry["stochastic"]} == {"smoothgrad", "random"}
+
+
 def test_model_left_as_it_was_in_train_mode():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(64, 3)).train()
     x = torch.randn(3, 3, 6, 6)

@@ -661,6 +661,9 @@ def test_model_untouched_when_forward_raises():
     ({"target": torch.tensor([0.5] * 6)}, TypeError, "integer class indices"),
     ({"target": "cat"}, TypeError, "target must be None"),
     ({"target": np.full(6, 0.5)}, TypeError, "integer class indices, got torch.float64"),
+    ({"target": torch.ones(6, dtype=torch.bool)}, TypeError, "integer class indices, got torch.bool"),
+    ({"target": [True] * 6}, TypeError, "target list must hold one integer class index per sample"),
+    ({"target": True}, TypeError, "target must be None, an int, .* got bool"),
     ({"rule": "pr9"}, ValueError, "unknown rule"),
     ({"padding_trick": "no"}, TypeError, "padding_trick must be True or False, got 'no'"),  # (read by its truth)
     ({"prr": 1}, TypeError, "prr must be True or False, got 1"),
@@ -726,9 +729,10 @@ def test_model_output_must_be_logits():
 def test_warns_without_known_activation_and_equals_gradient_times_input():
     model = nn.Sequential(nn.Linear(4, 3)).double()
     x = torch.randn(5, 4, dtype=torch.float64)
-    with pytest.warns(UserWarning, match="no activation function the engine knows"):
-        attribution = RectGrad(model).attribute(x, target=2, final_threshold=False)
+    with pytest.warns(UserWarning, match="no activation function the engine knows") as caught:
+        attribution = RectGrad(model).attribute(x, target=2, final_threshold=False, internal_batch_size=2)
     torch.testing.assert_close(attribution, x * model[0].weight[2])
+    assert sum("no activation function" in str(w.message) for w in caught) == 1  # once per call, not per chunk
 
 
 def test_warns_when_a_clamp_at_zero_stands_for_a_relu():
