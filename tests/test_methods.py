@@ -967,6 +967,29 @@ def test_large_finite_inputs_are_accepted_and_saliency_abs_is_the_magnitude():
     assert {name for name, entry in methods().items() if entry["stochastic"]} == {"smoothgrad", "random"}
 
 
+def test_a_model_that_takes_one_batch_size_runs_with_that_internal_batch_size():
+    class FixedBatch(nn.Module):  # a hard-coded reshape: batches of 2 only
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(12, 6), nn.Linear(6, 3)
+
+        def forward(self, x):
+            return self.b(torch.relu(self.a(x.view(2, 12))))
+
+    model, x = FixedBatch(), torch.randn(2, 3, 2, 2)
+    for method in METHOD_NAMES:
+        options = {"samples": 3} if method == "smoothgrad" else {"steps": 3} if method == "intgrad" else {}
+        if method == "deeplift":  # inputs and references in one pass: 4 samples
+            with pytest.raises(RuntimeError, match=r"shape '\[2, 12\]' is invalid"):
+                explain(model, x, target=0, method=method, internal_batch_size=2)
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # (rectgrad: all-zero maps of a random net at q=98)
+            assert explain(model, x, target=0, method=method, internal_batch_size=2, seed=0, **options).shape == x.shape
+    with pytest.raises(RuntimeError, match="invalid for input of size 72"):  # all 3 steps at once
+        explain(model, x, target=0, method="intgrad", steps=3)
+
+
 def test_model_left_as_it_was_in_train_mode():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(64, 3)).train()
     x = torch.randn(3, 3, 6, 6)
