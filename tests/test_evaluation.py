@@ -670,10 +670,13 @@ def test_roar_kar_warns_when_the_tie_noise_is_large_for_the_maps():
     """The median nonzero |score| of randn maps is about 0.67: scaled by 1e-3 it is under 10 x 1e-4, by 1e-2 not."""
     train, test, maps = roar_inputs()
     scaled = lambda scale: tuple(m * scale for m in maps["a"])  # noqa: E731
-    with pytest.warns(RuntimeWarning, match=r"attributions\['small'\]: the median nonzero \|ranking score\| is 0.000.*"
-                                            r"under 10 x the tie-breaking noise's standard deviation 0.0001: the noise "
-                                            r"will reorder distinct pixels, not only ties; pass tie_noise=0"):
-        roar_kar(train, test, {"small": scaled(1e-3)}, Counting(), fractions=(0.2,), repeats=1, progress=False)
+    with pytest.warns(RuntimeWarning, match=r"the median nonzero \|ranking score\| is under 10 x the tie-breaking "
+                                            r"noise's standard deviation 0.0001 for attributions 'small' \(0.000\d+\), "
+                                            r"'tiny' \(0.000\d+\): the noise will reorder distinct pixels, not only "
+                                            r"ties; pass tie_noise=0") as caught:
+        roar_kar(train, test, {"small": scaled(1e-3), "a": scaled(1e-2), "tiny": scaled(5e-4)}, Counting(),
+                 fractions=(0.2,), repeats=1, progress=False)
+    assert len(caught) == 1 and caught[0].filename == __file__  # one warning for all methods, at the caller's line
     zero = (torch.zeros(8, 1, 8, 8), torch.zeros(4, 1, 8, 8))  # all ties: what the noise is for
     quiet = [({"a": scaled(1e-2), "zero": zero, "random": None}, 1e-4), ({"small": scaled(1e-3)}, 0)]
     for attributions, tie_noise in quiet:

@@ -160,6 +160,9 @@ def roar_kar(train_set: ImageDataset, test_set: ImageDataset, attributions: Mapp
     device = torch.device(device or "cpu")
     sets = [replace(d, images=d.images.to(device), labels=d.labels.to(device)) for d in (train_set, test_set)]
 
+    _warn_if_noise_reorders({method: pair for method, pair in attributions.items() if pair is not None and any(
+        keys[method, f, r] not in results for f in fractions for r in range(repeats))}, tie_noise)
+
     def jobs() -> Iterator[Job]:
         for method, pair in attributions.items():
             orders = None  # the pixel rankings of the train and test maps, shared by the fractions (nested sets)
@@ -169,7 +172,6 @@ def roar_kar(train_set: ImageDataset, test_set: ImageDataset, attributions: Mapp
                     continue
                 if pair is not None and orders is None:
                     maps = [m.to(device) for m in pair]
-                    _warn_if_noise_reorders(method, maps, tie_noise)
                     orders = [rank_pixels(m, tie_noise=tie_noise, generator=_generator(seed, method, i))
                               for i, m in enumerate(maps)]
                 train, test = (dataset.with_images(replace_pixels(dataset.images, mask, fill)) for dataset, mask in
@@ -242,20 +244,24 @@ def _check_maps(maps, dataset: ImageDataset, name: str) -> None:
         raise ValueError(f"{name} hold NaN or Inf values: they cannot be ranked")
 
 
-def _warn_if_noise_reorders(method: str, maps: list[Tensor], tie_noise: float) -> None:
-    """Warn when the tie-breaking noise is large for ``method``'s maps (train and test): the median of their nonzero
-    |ranking scores| (channel sums) is under 10 x ``tie_noise``, so the noise reorders distinct pixels, not only
-    ties, and pulls the ranking toward random."""
+def _warn_if_noise_reorders(attributions: Mapping[str, tuple[Tensor, Tensor]], tie_noise: float) -> None:
+    """One warning naming the methods whose maps (train and test) are small for the tie-breaking noise: the median
+    of their nonzero |ranking scores| (channel sums) is under 10 x ``tie_noise``, so the noise reorders distinct
+    pixels, not only ties, and pulls the ranking toward random."""
     if tie_noise == 0:
         return
-    scores = torch.cat([m.float().sum(1).flatten() for m in maps]).abs()
-    nonzero = scores[scores != 0]
-    median = nonzero.median().item() if len(nonzero) else float("inf")  # all ties: what the noise is for
-    if median < 10 * tie_noise:
-        warnings.warn(f"attributions[{method!r}]: the median nonzero |ranking score| is {median:.2g}, under 10 x the "
-                      f"tie-breaking noise's standard deviation {tie_noise:g}: the noise will reorder distinct pixels, "
+    small = []
+    for method, maps in attributions.items():
+        scores = torch.cat([m.float().sum(1).flatten() for m in maps]).abs()
+        nonzero = scores[scores != 0]
+        median = nonzero.median().item() if len(nonzero) else float("inf")  # all ties: what the noise is for
+        if median < 10 * tie_noise:
+            small.append(f"{method!r} ({median:.2g})")
+    if small:
+        warnings.warn(f"the median nonzero |ranking score| is under 10 x the tie-breaking noise's standard deviation "
+                      f"{tie_noise:g} for attributions {', '.join(small)}: the noise will reorder distinct pixels, "
                       "not only ties; pass tie_noise=0 (rectgrad reproduce --tie-noise 0) for ties broken by pixel "
-                      "index, or rescale the maps", RuntimeWarning, stacklevel=2)
+                      "index, or rescale the maps", RuntimeWarning, stacklevel=3)
 
 
 def result_name(keep: bool, method: str, fraction: float, repeat: int) -> str:
