@@ -343,3 +343,90 @@ def test_images_to_draw_need_one_three_or_four_channels_first():
     assert fig.axes[0].images[0].get_array().shape == (8, 8, 3)
     fig = viz.grid(torch.zeros(2, 4, 8, 8), [np.zeros((2, 8, 8))])  # RGBA, as matplotlib draws it
     assert fig.axes[0].images[0].get_array().shape == (8, 8, 4)
+
+
+def test_bad_shapes_and_percentiles_get_viz_own_errors():
+    # (numpy's AxisError and percentile errors are ValueErrors too, so the messages are what is checked)
+    with pytest.raises(ValueError, match=r"expected \(C,H,W\) or \(N,C,H,W\), got shape \(4, 4\)"):
+        viz.channel_sum(np.zeros((4, 4)))
+    with pytest.raises(ValueError, match=r"0 <= low <= high <= 100, got low=0.5 and high=100.5"):
+        viz.clip_outliers(np.zeros((4, 4)), high=100.5, symmetric=True)
+    with pytest.raises(ValueError, match=r"every column must be \(N,H,W\) with N=2, got shape \(3, 4, 4\)"):
+        viz.grid(None, [np.ones((2, 4, 4)), np.ones((3, 4, 4))])  # a longer column too: its extra rows were dropped
+    maps = np.ones((4, 2, 2))
+    maps[1, 0, 0] = maps[3, 1, 1] = np.nan
+    with pytest.raises(ValueError, match=r"the maps of image\(s\) \[1, 3\]"):  # every bad image named
+        viz.prepare(maps, grayscale=True)
+
+
+def test_symmetric_caps_and_prepare_defaults_are_per_image():
+    m = (np.arange(201.0) - 50).reshape(3, 67)  # cap +-149 (see test_clip_outliers_symmetric_cap)
+    out = viz.clip_outliers(np.stack([m, 10 * m]), symmetric=True)
+    assert (out[0].min(), out[0].max(), out[1].min(), out[1].max()) == (-50.0, 149.0, -500.0, 1490.0)
+    img = np.arange(201.0).reshape(1, 3, 67)  # prepare caps at the 0.5th / 99.5th percentiles by default: 1 and 199
+    assert (viz.prepare(img, grayscale=True).min(), viz.prepare(img, grayscale=True).max()) == (1.0, 199.0)
+    # after a threshold too, symmetric=True caps at +-the 99.5th percentile of |value| only: 1 is not lifted to the
+    # 0.5th percentile 1 + 0.005 * 199 = 1.995 as the default rule lifts it
+    ramp = np.arange(1.0, 201.0).reshape(1, 10, 20)
+    assert viz.prepare(ramp, grayscale=True, threshold="positive", symmetric=True).min() == 1.0
+    assert viz.prepare(ramp, grayscale=True, threshold="positive").min() == pytest.approx(1.995)
+
+
+def test_to_display_image_with_only_a_mean_or_only_a_std():
+    x = np.array([[[-0.5, 0.25, 0.5, 2.0]]])  # (1,1,4): one grayscale image
+    assert np.allclose(viz.to_display_image(x, mean=0.5), [[0.0, 0.75, 1.0, 1.0]])  # x + 0.5 (std 1)
+    assert np.allclose(viz.to_display_image(x, std=0.5), [[0.0, 0.125, 0.25, 1.0]])  # x * 0.5 (mean 0)
+
+
+def test_color_limits_of_a_small_map_are_its_own():
+    assert viz.color_limits(np.array([[0.25, -0.5]])) == (-0.5, 0.5)  # not (-1, 1): that is for all-zero maps only
+
+
+def test_grayscale_inputs_drawn_grey_from_0_to_1():
+    fig = viz.grid(torch.zeros(1, 1, 4, 4), [np.ones((1, 4, 4))])  # all 0.5 grey: autoscaled it drew black
+    im = fig.axes[0].images[0]
+    assert im.get_cmap().name == "gray" and im.get_clim() == (0.0, 1.0)
+
+
+def test_grid_rows_as_tall_as_the_tallest_panel():
+    fig = viz.grid(torch.zeros(2, 3, 4, 8), {"m": np.ones((2, 8, 8))}, cell=1.0)  # wide inputs, square maps
+    assert (fig.get_figwidth(), fig.get_figheight()) == (2.0, 2.0)
+
+
+def test_labels_break_where_the_words_and_the_space_between_them_do_not_fit():
+    words = viz._width("ab") * 2
+    inches = (words + viz._width(" ") / 2) / (72 * 0.75)  # room for both words, not for the space between them
+    assert viz._wrapped("ab ab", inches) == "ab\nab"
+    assert viz._wrapped("ab ab", (words + 2 * viz._width(" ")) / (72 * 0.75)) == "ab ab"
+
+
+def test_save_figure_formats(tmp_path):
+    fig = viz.boxplot({"m": [1.0, 2.0]}, ylabel="y")
+    starts = {"a.PDF": b"%PDF", "b.svg": b"<?xml", "c.jpg": b"\xff\xd8", "d": b"\x89PNG"}  # the suffix's case aside
+    for name, start in starts.items():
+        assert viz.save_figure(fig, tmp_path / name, dpi=10).read_bytes().startswith(start), name
+    with pytest.raises(ValueError, match=r"cannot write a figure as e.txt: name a .png / .pdf"):
+        viz.save_figure(fig, tmp_path / "e.txt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(starts)
+
+
+def test_boxplot_boxes_under_their_own_names():
+    values = {"RectGrad": [1.0, 2.0, 3.0], "Saliency": [4.0, 5.0], "c": [0.0], "d": [0.0], "e": [0.0], "f": [0.0]}
+    fig = viz.boxplot(values, ylabel="y")
+    ax = fig.axes[0]
+    names = dict(zip(ax.get_xticks(), [t.get_text() for t in ax.get_xticklabels()]))
+    levels = {}  # the caps and the median of each box: horizontal segments, by their centre
+    for line in ax.lines:
+        x, y = line.get_xdata(), line.get_ydata()
+        if len(x) == 2 and y[0] == y[1]:
+            levels.setdefault(names[round(float(np.mean(x)))], set()).add(float(y[0]))
+    assert levels["RectGrad"] == {1.0, 2.0, 3.0} and levels["Saliency"] == {4.0, 4.5, 5.0}
+    assert fig.get_figwidth() == pytest.approx(1.0 + 0.9 * 6)  # wider with more boxes
+
+
+def test_line_plot_axes_labels_and_bands_per_x():
+    fig = viz.line_plot([10, 30, 50], {"a": ([0.1, 0.2, 0.3], [0.01, 0.01, 0.02])}, xlabel="p", ylabel="acc")
+    ax = fig.axes[0]
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("p", "acc")
+    band = {(float(x), round(float(y), 6)) for x, y in ax.collections[0].get_paths()[0].vertices}
+    assert band == {(10, 0.09), (10, 0.11), (30, 0.19), (30, 0.21), (50, 0.28), (50, 0.32)}  # mean +- its own std
