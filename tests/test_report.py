@@ -50,11 +50,19 @@ def roar_kar_results() -> dict:
     return files
 
 
+def saved_figures(monkeypatch) -> dict:
+    """The figures the report saves, by file name, kept instead of written."""
+    figures = {}
+    monkeypatch.setattr(module, "save_figure", lambda fig, path: figures.setdefault(path.name, fig))
+    return figures
+
+
 def test_table1_scores_spreads_paper_columns_and_claims_by_hand(tmp_path, monkeypatch):
     plotted = {}
     original = module.line_plot
     monkeypatch.setattr(module, "line_plot", lambda x, curves, *args: plotted.setdefault(args[-1], curves)
                         and original(x, curves, *args))
+    figures = saved_figures(monkeypatch)
     report = make_report(tmp_path, repeats=2, **roar_kar_results())
     report._metadata = {"clean": {"classes": list("ab"), "majority_accuracy": 0.5}, "patch": None}
     text = report.roar_kar()
@@ -71,6 +79,13 @@ def test_table1_scores_spreads_paper_columns_and_claims_by_hand(tmp_path, monkey
     assert {"mode": "roar", "method": "rectgrad", "fraction": "0.5", "repeat": "1", "test_accuracy": "0.6"} in rows
     # the curves: the mean over the repeats at each fraction
     assert list(plotted["ROAR (Fig. 9)"]["RectGrad"][0]) == pytest.approx([.8, .5, .2])
+    # shaded: +- the standard deviation over the repeats at each fraction (.4 and .6 at 0.5: .1414), said below them
+    ax = figures["fig9-roar.png"].axes[0]
+    band = ax.collections[[line.get_label() for line in ax.get_lines()].index("RectGrad")].get_paths()[0].vertices
+    assert sorted({round(float(y), 4) for x, y in band if x == .5}) == [.3586, .6414]
+    assert "Curves: the mean test accuracy over the 2 repeats" in text
+    assert ax.get_xlabel() == "fraction of pixels removed"
+    assert figures["fig9-kar.png"].axes[0].get_xlabel() == "fraction of pixels kept"
     # the best baseline is the lowest; RectGrad's lead of .05 is within its spread over repeats (.0707)
     assert claim(report, "Table 1: RectGrad has a lower ROAR AUC than every baseline") == (
         "RectGrad 0.5; best baseline Guided BP 0.55 (difference within the spread over repeats)", "yes")
@@ -82,17 +97,18 @@ def test_table1_scores_spreads_paper_columns_and_claims_by_hand(tmp_path, monkey
     assert "chance level" not in text
 
 
-def test_noise_level_columns_and_claims_by_hand(tmp_path):
+def test_noise_level_columns_and_claims_by_hand(tmp_path, monkeypatch):
     per_image = {  # outside, outside share, TV, TV relative: three images per method
-        "rectgrad": ([1, 1, 7], [.1, .1, .7], [1, 2, 30], [.1, .2, .3]),
+        "rectgrad": ([1, 1, 7], [.1, .1, .7], [1, 2, 30], [.1, .2, .9]),
         "saliency": ([2, 2, 2], [.2, .2, .2], [3, 3, 3], [.5, .5, .5]),
         "guided_bp": ([4, 4, 4], [.4, .4, .4], [5, 5, 5], [.6, .6, .6]),
         "random": ([5, 5, 5], [.5, .5, .5], [9, 9, 9], [.9, .9, .9])}
     noise = {m: {"outside": o, "outside_fraction": s, "total_variation": tv, "total_variation_relative": rel,
                  "outside_raw": [2 * v for v in o], "total_variation_raw": [3 * v for v in tv]}
              for m, (o, s, tv, rel) in per_image.items()}
+    figures = saved_figures(monkeypatch)
     report = make_report(tmp_path, **{"results/noise.json": noise})
-    report.noise()
+    text = report.noise()
     rectgrad = next(r for r in read_csv(report.out / "noise-level.csv") if r["method"] == "rectgrad")
     assert {k: float(v) for k, v in rectgrad.items() if k != "method"} == pytest.approx({
         "outside_total": 9, "outside_mean": 3, "outside_std": 8 ** .5, "outside_share_mean": .3, "tv_median": 2,
@@ -105,6 +121,18 @@ def test_noise_level_columns_and_claims_by_hand(tmp_path):
         "RectGrad 0.3; best baseline Saliency 0.2", "**no**")
     assert claim(report, "Fig. 8: RectGrad maps have lower total variation") == (
         "RectGrad 2; best baseline Saliency 3", "yes")
+    assert claim(report, "Fig. 8, scale-free check: lower total variation") == (  # the median .2, not the mean .4
+        "RectGrad 0.2; best baseline Saliency 0.5", "yes")
+    # outside total, share, TV median, TV / total median, outside and TV median with no final threshold
+    assert "| RectGrad | 9 | 0.300 | 2 | 0.200 | 18 | 6 |" in text
+    # the bars: the mean outside +- its standard deviation, for the paper's methods (no Random)
+    ax = figures["fig8-background-attribution.png"].axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["RectGrad", "Saliency", "Guided BP"]
+    assert [bar.get_height() for bar in ax.patches] == pytest.approx([3, 2, 4])
+    (low, high), *_ = [segment[:, 1] for segment in ax.containers[-1].errorbar.lines[2][0].get_segments()]
+    assert (low, high) == pytest.approx((3 - 8 ** .5, 3 + 8 ** .5))
+    ax = figures["fig8-total-variation.png"].axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["RectGrad", "Saliency", "Guided BP"]
 
 
 def test_occlusion_table_and_claim_by_hand(tmp_path):
@@ -114,6 +142,7 @@ def test_occlusion_table_and_claim_by_hand(tmp_path):
     text = report.occlusion()
     rows = [r for r in read_csv(report.out / "feature-map-occlusion.csv") if r["layer"] == "conv1"]
     assert [(float(r["mean_margin"]), float(r["share_positive"])) for r in rows] == [(3, 1), (2, 1), (-.25, 0)]
+    assert [float(r["std_margin"]) for r in rows] == [1, 1, .25]  # over the images (2 and 4, ...)
     # nothing zeroed, all background zeroed, lowest, images still correct (a margin of 0 is no correct class)
     assert "| conv1 | 3.00 | -0.25 | -0.25 | 0% |" in text and "| conv2 | 2.00 | 1.00 | 1.00 | 100% |" in text
     assert claim(report, "Fig. 2: the mean margin stays positive") == ("lowest mean margin -0.25", "**no**")
@@ -127,12 +156,13 @@ def test_compute_time_in_minutes(tmp_path):
     assert "| models | 1 | 120.0 |" in text and "| roar | 1 | 60.0 |" in text
 
 
-def test_patch_table_and_claims_by_hand(tmp_path):
+def test_patch_table_and_claims_by_hand(tmp_path, monkeypatch):
     per_image = {"random": ([.5, .5, .5], [.5, .5, .5]), "rectgrad": ([1, 2, 9], [.1, .2, .3]),  # inside, share raw
                  "rectgrad_prr": ([3, 3, 3], [.2, .2, .2]), "saliency": ([5, 5, 5], [.3, .3, .3]),
                  "guided_bp": ([6, 6, 6], [.4, .4, .4])}
     patch = {m: {"inside": inside, "inside_raw": [2 * v for v in inside], "fraction_raw": share}
              for m, (inside, share) in per_image.items()}
+    figures = saved_figures(monkeypatch)
     report = make_report(tmp_path, methods=list(per_image), **{"results/patch.json": patch})
     maps = torch.arange(2 * 64, dtype=torch.float32).reshape(2, 1, 8, 8)
     torch.save({"inputs": maps / 128, "maps": {m: maps for m in per_image}}, report.work / "results/patch-examples.pt")
@@ -145,3 +175,169 @@ def test_patch_table_and_claims_by_hand(tmp_path):
     assert claim(report, "Fig. 7: RectGrad puts less attribution") == (
         "RectGrad 4, RectGrad PRR 3; best baseline Saliency 5", "yes")
     assert claim(report, "Fig. 7: RectGrad PRR assigns the least") == ("least: RectGrad PRR (3)", "yes")
+    assert claim(report, "Fig. 7, scale-free check") == (  # on the shares, not the sums
+        "RectGrad 0.2, RectGrad PRR 0.2; best baseline Saliency 0.3", "yes")
+    # Fig. 3: every map (Random's too) and the input, each with the scored 8x8 corner framed
+    axes = figures["fig3-patch-maps.png"].axes
+    assert [ax.get_title() for ax in axes[:6]] == ["Input", "Random", "RectGrad", "RectGrad PRR", "Saliency",
+                                                   "Guided BP"]
+    for ax in axes:
+        (frame,) = ax.patches
+        assert (frame.get_xy(), frame.get_width(), frame.get_height()) == ((-0.5, -0.5), 8, 8)
+    ax = figures["fig7-patch-attribution.png"].axes[0]  # Fig. 7: the paper's methods only
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["RectGrad", "RectGrad PRR", "Saliency", "Guided BP"]
+
+
+def test_chance_is_the_majority_rate_else_one_class_in_n_and_its_margin_is_inclusive():
+    assert module._chance({"classes": list("abcd"), "majority_accuracy": 0.4}) == 0.4
+    assert module._chance({"classes": list("abcd")}) == 0.25  # saved before the majority rate was recorded
+    assert module._chance({}) is None and module._chance(None) is None
+    assert module._at_chance(0.525, 0.5) and not module._at_chance(0.5251, 0.5)  # 0.5 + 5% of the 0.5 to go
+
+
+def test_a_manifest_lists_only_names(tmp_path):
+    manifest = tmp_path / "manifest.json"
+    assert module._listed(manifest) == []  # none yet
+    for text, listed in (('["a.csv", "b.png"]', ["a.csv", "b.png"]), ("5", []), ('[["a.csv"]]', []),
+                         ('["a.csv", 1]', []), ("[", []), ('{"a.csv": 1}', [])):
+        manifest.write_text(text)
+        assert module._listed(manifest) == listed, text
+
+
+CONFIG = {"dataset": "cifar10", "scale": "smoke", "data": {"train": 200, "test": 60}, "methods": ["rectgrad"],
+          "parameters": {"fractions": FRACTIONS, "repeats": 1, "per_class": 2, "occlusion_steps": 3,
+                         "occlusion_orders": 2, "hyperparameters": {}, "model_images": 200, "model_epochs": 1,
+                         "patch_images": 20, "roar_train_images": None, "roar_test_images": 60, "roar_epochs": 1}}
+
+
+def test_header_counts_images_and_says_what_figs_2_and_8_use(tmp_path):
+    text = _Report(tmp_path, tmp_path, {**CONFIG, "overrides": {"roar_epochs": 2, "fractions": [0.1, 0.9]}}).header()
+    assert text.startswith("# RectGrad quantitative experiments: cifar10, `smoke` scale, with roar_epochs=2, "
+                           "fractions=[0.1, 0.9]\n")
+    for row in ("| clean and patch models | all 200 training images, 1 epoch(s) |",  # 200 of 200: all
+                "| Fig. 2 | up to 2 correctly classified masked images per class, 3 fractions, 2 random orders |",
+                "| Fig. 7 | first 20 of 60 test images, patched |", "| Fig. 8 | the Fig. 2 images |",
+                "| ROAR / KAR | all 200 train / all 60 test images, 1 epoch(s), 1 repeat(s), fractions "
+                "[0.1, 0.5, 0.9], tie-breaking noise of standard deviation 0.0001 |"):  # (none saved: the default)
+        assert row in text, row
+    masks_lost = _Report(tmp_path, tmp_path, {**CONFIG, "data": {**CONFIG["data"], "masked": 0}})  # none has a mask
+    assert "| Fig. 2 | skipped (see below) |" in masks_lost.header()
+    assert masks_lost._not_run().startswith("Skipped: none of the test images has an object mask")
+
+
+def test_masked_images_used_per_class(tmp_path):
+    report = _Report(tmp_path, tmp_path, CONFIG)
+    report._metadata = {"clean": {"classes": ["cat", "dog"]}, "patch": None}
+    report._chosen = {"names": ["x", "y", "z"], "labels": [0, 0, 1], "source": "the masks"}
+    assert report._masked_used() == "3 correctly classified masked images (up to 2 per class: cat 2, dog 1)"
+    assert report._masked_skipped is None
+    report = _Report(tmp_path, tmp_path, CONFIG)
+    report._metadata = {"clean": {"classes": ["cat", "dog"]}, "patch": None}
+    report._chosen = {"names": ["w", "x", "y", "z"], "labels": [1, 0, 0, 1], "source": "the masks"}
+    assert report._masked_used() == "4 correctly classified masked images, 2 per class"
+    report = _Report(tmp_path, tmp_path, CONFIG)
+    report._chosen = {"names": [], "labels": [], "source": "the masks"}
+    assert report._not_run().startswith("Skipped: the clean model classifies none of the masked images (the masks)")
+
+
+def test_models_table_and_chance_warning(tmp_path):
+    report = make_report(tmp_path)
+    report._metadata = {"clean": {"train_images": 100, "epochs": 2, "test_accuracy": 0.42, "classes": list("abc"),
+                                  "majority_accuracy": 0.4},
+                        "patch": {"train_images": 100, "epochs": 3, "test_accuracy": 0.9, "classes": list("abc")}}
+    text = report.models()
+    assert "| clean | 100 | 2 | 0.4200 |" in text and "| patch | 100 | 3 | 0.9000 |" in text
+    assert [r["epochs"] for r in read_csv(report.out / "models.csv")] == ["2", "3"]
+    assert "**At chance level** (clean 42.0%, chance 40.0%):" in text  # 42% <= 40% + 3 points; 90% > 1/3 + 3.3
+
+
+def test_occlusion_claim_leaves_out_layers_where_nothing_was_zeroed(tmp_path):
+    curves = {"results/occlusion-conv1.json": {"fractions": [0, 1], "margins": [[1, 0], [1, 0]],
+                                               "background_units": [0, 2]},  # zeroed in the second image
+              "results/occlusion-conv2.json": {"fractions": [0, 1], "margins": [[-1, -1], [-1, -1]],
+                                               "background_units": [0, 0]}}
+    report = make_report(tmp_path, **curves)
+    text = report.occlusion()
+    assert "Nothing was zeroed at conv2" in text and "Nothing was zeroed at conv1" not in text
+    # conv1's margin falls to 0: not positive, and conv2's -1 is not counted
+    assert claim(report, "Fig. 2: the mean margin stays positive") == ("lowest mean margin 0.00", "**no**")
+
+
+def test_table1_ties_missing_trainings_and_one_repeat(tmp_path):
+    files = {}
+    for method, (roar, kar) in {"random": ([.9, .6, .3], [.1, .2, .3]), "rectgrad": ([.9, .6, .3], [.1, .2, .3]),
+                                "saliency": ([.9, .6, .3], [.1, .2, .3]), "rectgrad_prr": ([.5], [])}.items():
+        for f, accuracy in zip(FRACTIONS, roar):
+            files[f"roar/{method}-p{f!r}-r0.json"] = {"accuracy": accuracy}
+        for f, accuracy in zip(FRACTIONS, kar):
+            files[f"kar/{method}-p{f!r}-r0.json"] = {"accuracy": accuracy}
+    report = make_report(tmp_path, methods=["random", "rectgrad", "rectgrad_prr", "saliency"], **files)
+    text = report.roar_kar()
+    assert "5 trainings are not done yet; methods with missing trainings are left out." in text
+    assert "| RectGrad PRR | - | - | - | - |" in text  # two of its ROAR trainings and all three KAR ones missing
+    assert "| RectGrad | 0.6000 | 0.5385 | 0.8000 | 0.3382 |" in text  # one repeat: no spread
+    assert "Curves:" not in text  # one repeat: no mean over repeats, no band
+    # a tie is not lower
+    assert claim(report, "Table 1: RectGrad has a lower ROAR AUC than Random") == ("RectGrad 0.6000 vs Random 0.6000",
+                                                                                   "**no**")
+    assert claim(report, "Table 1: RectGrad has a lower ROAR AUC than every baseline") == (
+        "RectGrad 0.6; best baseline Saliency 0.6", "**no**")
+
+
+def test_compute_time_parts_in_pipeline_order(tmp_path):
+    seconds = {"kar/rectgrad-p0.1-r0": 1, "maps/roar-train-rectgrad": 2, "maps/roar-train-saliency": 3,
+               "models/clean": 4, "maps/masked-rectgrad": 5}
+    report = make_report(tmp_path, **{f"seconds/{unit}.json": {"seconds": float(s)} for unit, s in seconds.items()})
+    report.compute_time()
+    assert [list(r.values()) for r in read_csv(report.out / "compute-time.csv")] == [
+        ["models", "1", "4"], ["maps: masked", "1", "5"], ["maps: roar-train", "2", "5"], ["kar", "1", "1"]]
+
+
+def test_claims_table_escapes_bars(tmp_path):
+    report = make_report(tmp_path)
+    report._claim("total |attribution| is low", "a|b", None)
+    assert "| total \\|attribution\\| is low | a\\|b | n/a |" in report.claims_table()  # a bare | ends the cell
+
+
+def test_write_report_removes_only_its_own_earlier_files(tmp_path):
+    work, out = tmp_path / "work", tmp_path / "out"
+    work.mkdir()
+    (work / "config.json").write_text(json.dumps(CONFIG))
+    out.mkdir()
+    for name in ("fig9-roar.png", "notes.txt", "table1.csv"):
+        (out / name).write_text("earlier")
+    (out / module.MANIFEST).write_text(json.dumps(["fig9-roar.png", "notes.txt", "table1.csv"]))
+    text = module.write_report(work, out).read_text()
+    written = ["compute-time.csv", "models.csv", "roar-kar.csv", "table1.csv"]  # nothing else has results yet
+    assert json.loads((out / module.MANIFEST).read_text()) == written
+    # the earlier report's Fig. 9 removed; a file listed by hand that a report never writes kept
+    assert sorted(p.name for p in out.iterdir()) == sorted([*written, "notes.txt", "README.md", module.MANIFEST])
+    assert text.index("## Models") < text.index("## The paper's claims") < text.index("## Fig. 2")
+
+
+def test_rectgrad_far_below_the_best_baseline_is_not_within_the_spread(tmp_path):
+    report = make_report(tmp_path)
+    report._compare("c", {"rectgrad": .3, "saliency": .5}, {"rectgrad": .1, "saliency": 0})
+    assert claim(report, "c") == ("RectGrad 0.3; best baseline Saliency 0.5", "yes")  # .2 apart, spread .1
+
+
+def test_table1_at_chance_level_gives_no_verdict(tmp_path):
+    files = {f"{mode}/{m}-p{f!r}-r0.json": {"accuracy": .9} for mode in ("roar", "kar") for m in ("random", "rectgrad")
+             for f in FRACTIONS}
+    report = make_report(tmp_path, methods=["random", "rectgrad"], **files)
+    report._metadata = {"clean": {"classes": list("ab"), "majority_accuracy": 0.9}, "patch": None}  # 90% one class
+    text = report.roar_kar()
+    assert "**ROAR: every retrained model is at chance level (accuracy <= 0.9000)**, chance 0.9000" in text
+    for measure in ("ROAR AUC", "KAR AOC"):
+        for than in ("every baseline", "Random"):  # one claim each, and no verdict
+            assert claim(report, f"Table 1: RectGrad has a lower {measure} than {than}") == (
+                "every retrained model is at chance level (accuracy <= 0.9000)", "n/a")
+
+
+def test_figures_of_a_random_only_run_show_random(tmp_path, monkeypatch):
+    figures = saved_figures(monkeypatch)  # (the paper's methods are plotted without Random: here there is none)
+    noise = {"random": {k: [1.0, 2.0] for k in ("outside", "outside_fraction", "total_variation",
+                                                "total_variation_relative", "outside_raw", "total_variation_raw")}}
+    make_report(tmp_path, methods=["random"], **{"results/noise.json": noise}).noise()
+    for name in ("fig8-background-attribution.png", "fig8-total-variation.png"):
+        assert [t.get_text() for t in figures[name].axes[0].get_xticklabels()] == ["Random"], name

@@ -85,8 +85,11 @@ def test_prepare_positive_and_grayscale():
     maps = np.random.default_rng(1).normal(size=(3, 8, 8))
     assert np.array_equal(viz.prepare(maps, grayscale=True), viz.prepare(maps[:, None]))
     assert viz.prepare(maps).shape == (1, 8, 8)  # without grayscale=True a 3-D input is one (C,H,W) image
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"grayscale maps must be \(N,H,W\), \(H,W\) or \(N,1,H,W\)"):
         viz.prepare(np.zeros((2, 3, 8, 8)), grayscale=True)
+    s = np.arange(400.0).reshape(1, 20, 20) - 1000  # all negative: the top 5% (-620..-601) stay, negative
+    top = viz.prepare(s, grayscale=True, threshold="top", low=0, high=100)
+    assert np.array_equal(top, np.where(s >= -620, s, 0.0))
 
 
 def test_to_display_image_ranges_and_layout():
@@ -112,6 +115,7 @@ def test_color_scale_symmetric_and_zero_is_white():
     fig = viz.grid(None, [m[None]])
     im = fig.axes[0].images[0]
     assert im.get_clim() == (-4.0, 4.0) and im.get_cmap().name == viz.CMAP
+    assert im.get_interpolation() == "nearest"  # one block per pixel, as the paper draws its maps
     assert np.allclose(im.to_rgba(0.0)[:3], 1.0, atol=0.01)  # white at zero
     assert im.to_rgba(4.0)[0] > 0.9 and im.to_rgba(4.0)[2] < 0.1  # red at +max
     assert im.to_rgba(-4.0)[2] > 0.9 and im.to_rgba(-4.0)[0] < 0.1  # blue at -max
@@ -127,6 +131,7 @@ def test_grid_layout_and_png(tmp_path):
     assert len(rows) == 2 and len(cols) == 4
     assert [ax.get_title() for ax in fig.axes[:4]] == ["Input", "A", "B", "C"]
     assert fig.axes[0].get_ylabel() == "r0" and fig.axes[4].get_ylabel() == "r1"
+    assert fig.get_suptitle() == "t"
     assert fig.axes[0].images[0].get_array().shape == (8, 8, 3)
     fig = viz.grid(torch.zeros(2, 4, 8, 8), [np.zeros((2, 8, 8))])  # RGBA, as matplotlib draws it
     assert fig.axes[0].images[0].get_array().shape == (8, 8, 4)
@@ -147,8 +152,9 @@ def test_grid_layout_and_png(tmp_path):
 
 
 def test_boxplot_and_line_plot():
-    fig = viz.boxplot({"RectGrad": [1.0, 2.0, 3.0], "Saliency": [4.0, 5.0]}, ylabel="sum |a|")
+    fig = viz.boxplot({"RectGrad": [1.0, 2.0, 3.0], "Saliency": [4.0, 5.0]}, ylabel="sum |a|", title="t")
     ax = fig.axes[0]
+    assert ax.get_title() == "t"
     assert [t.get_text() for t in ax.get_xticklabels()] == ["RectGrad", "Saliency"]
     assert ax.get_ylabel() == "sum |a|"
     fig = viz.line_plot([10, 30, 50], {"a": ([0.1, 0.2, 0.3], [0.01, 0.01, 0.02]), "b": ([0.3, 0.2, 0.1], None)},
@@ -238,6 +244,7 @@ def test_labels_with_blank_words_draw():
     assert [ax.get_title() for ax in fig.axes] == labels  # short labels come back as they were, blanks and all
     long = " leading and trailing blanks stay when a label is broken "
     assert viz._wrapped(long, 1.0).count("\n") >= 2 and viz._wrapped(long, 1.0).replace("\n", " ") == long
+    assert viz._width("$x$") == viz._width("SxS")  # a $ measured as an S, not as the start of mathtext
     assert viz._width("\xa0") > 0 and viz._width(" ") > 0 and viz._width("aa") > viz._width("a") > 0
 
 
@@ -408,6 +415,8 @@ def test_save_figure_formats(tmp_path):
     with pytest.raises(ValueError, match=r"cannot write a figure as e.txt: name a .png / .pdf"):
         viz.save_figure(fig, tmp_path / "e.txt")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(starts)
+    w, h = Image.open(viz.save_figure(fig, tmp_path / "default.png")).size  # 150 dpi unless told
+    assert (w, h) == (round(fig.get_figwidth() * 150), round(fig.get_figheight() * 150))
 
 
 def test_boxplot_boxes_under_their_own_names():
