@@ -164,6 +164,7 @@ def test_patch_table_and_claims_by_hand(tmp_path, monkeypatch):
              for m, (inside, share) in per_image.items()}
     figures = saved_figures(monkeypatch)
     report = make_report(tmp_path, methods=list(per_image), **{"results/patch.json": patch})
+    assert report.patch().endswith("Not run yet.\n")  # the example maps of Fig. 3 not saved yet
     maps = torch.arange(2 * 64, dtype=torch.float32).reshape(2, 1, 8, 8)
     torch.save({"inputs": maps / 128, "maps": {m: maps for m in per_image}}, report.work / "results/patch-examples.pt")
     text = report.patch()
@@ -236,6 +237,10 @@ def test_masked_images_used_per_class(tmp_path):
     report._chosen = {"names": ["w", "x", "y", "z"], "labels": [1, 0, 0, 1], "source": "the masks"}
     assert report._masked_used() == "4 correctly classified masked images, 2 per class"
     report = _Report(tmp_path, tmp_path, CONFIG)
+    report._metadata = {"clean": {}, "patch": None}  # a model saved before it carried its class names
+    report._chosen = {"names": ["x", "y", "z"], "labels": [0, 0, 1], "source": "the masks"}
+    assert report._masked_used() == "3 correctly classified masked images (up to 2 per class)"
+    report = _Report(tmp_path, tmp_path, CONFIG)
     report._chosen = {"names": [], "labels": [], "source": "the masks"}
     assert report._not_run().startswith("Skipped: the clean model classifies none of the masked images (the masks)")
 
@@ -261,6 +266,10 @@ def test_occlusion_claim_leaves_out_layers_where_nothing_was_zeroed(tmp_path):
     assert "Nothing was zeroed at conv2" in text and "Nothing was zeroed at conv1" not in text
     # conv1's margin falls to 0: not positive, and conv2's -1 is not counted
     assert claim(report, "Fig. 2: the mean margin stays positive") == ("lowest mean margin 0.00", "**no**")
+    report = make_report(tmp_path / "none", **{"results/occlusion-conv2.json": curves["results/occlusion-conv2.json"]})
+    report.occlusion()  # no layer where anything was zeroed: no verdict
+    assert claim(report, "Fig. 2: the mean margin stays positive") == (
+        "no background activation was zeroed: the masks mark no background", "n/a")
 
 
 def test_table1_ties_missing_trainings_and_one_repeat(tmp_path):
