@@ -148,6 +148,14 @@ def test_occlusion_table_and_claim_by_hand(tmp_path):
     assert claim(report, "Fig. 2: the mean margin stays positive") == ("lowest mean margin -0.25", "**no**")
 
 
+def test_occlusion_layers_in_numeric_order(tmp_path):
+    curve = {"fractions": [0, 1], "margins": [[1, 0]]}
+    report = make_report(tmp_path, **{f"results/occlusion-conv{i}.json": curve for i in (10, 2, 1)})
+    text = report.occlusion()
+    assert text.index("| conv1 |") < text.index("| conv2 |") < text.index("| conv10 |")  # not conv1, conv10, conv2
+    assert [r["layer"] for r in read_csv(report.out / "feature-map-occlusion.csv")][::2] == ["conv1", "conv2", "conv10"]
+
+
 def test_compute_time_in_minutes(tmp_path):
     report = make_report(tmp_path, **{"seconds/models/clean.json": {"seconds": 120.0},
                                       "seconds/roar/rectgrad-p0.1-r0.json": {"seconds": 60.0}})

@@ -7,6 +7,7 @@ import csv
 import functools
 import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,11 @@ def _at_chance(accuracy: float, chance: float | None) -> bool:
     """Whether ``accuracy`` is within 5% of the way from ``chance`` to a perfect score (4.5 points over 10% chance; on
     a test split 96% of one class, 96.2%), the level at which a model has learned next to nothing."""
     return chance is not None and accuracy <= chance + 0.05 * (1 - chance)
+
+
+def _natural(path: Path) -> list:
+    """Sort key reading the digits in a file name as numbers: ``conv2`` before ``conv10``."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
 
 
 def _cell(text: str) -> str:
@@ -206,7 +212,7 @@ class _Report:
 
     def occlusion(self) -> str:
         curves = {f.stem.split("-")[-1]: self._json(f"results/{f.name}")
-                  for f in sorted((self.work / "results").glob("occlusion-*.json"))}
+                  for f in sorted((self.work / "results").glob("occlusion-*.json"), key=_natural)}
         if not curves:
             return f"## Fig. 2: feature-map occlusion\n\n{self._not_run()}\n"
         rows, plot, summary = [], {}, []

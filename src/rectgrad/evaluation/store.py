@@ -104,9 +104,9 @@ class ResultStore:
 
     @staticmethod
     def read_seconds(folder) -> dict[str, float]:
-        """The recorded compute times in ``folder``: ``{unit: seconds}``."""
+        """The recorded compute times in ``folder``: ``{unit: seconds}``, units named with ``/`` on every system."""
         root = Path(folder) / SECONDS
-        return {str(p.relative_to(root).with_suffix("")): float(read_json(p, ("seconds",), _LOST_TIME)["seconds"])
+        return {p.relative_to(root).with_suffix("").as_posix(): float(read_json(p, ("seconds",), _LOST_TIME)["seconds"])
                 for p in sorted(root.rglob("*.json"))}
 
     def save_torch(self, name: str, value) -> None:
