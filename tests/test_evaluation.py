@@ -260,6 +260,36 @@ def test_patch_attribution_and_noise_level_by_hand():
     assert half["outside"].tolist() == [90000.0] and half["outside_fraction"].tolist() == [1.0]
 
 
+def test_final_threshold_takes_each_images_own_percentile():
+    """Two images of scales 1 and 100: each keeps its own top value (a percentile over the batch would keep both
+    of the large image's top values and none of the small one's)."""
+    small = torch.arange(20.0).view(1, 1, 4, 5)
+    kept = final_threshold(torch.cat([small, 100 * small]), "saliency")
+    assert kept.flatten(1).nonzero().tolist() == [[0, 19], [1, 19]]
+
+
+def test_compute_maps_in_eval_mode_as_float32_and_counts_each_image_once():
+    """A dropout model in train mode is explained in eval mode (deterministic maps); float64 inputs give float32
+    maps; the progress bar advances by the images of each batch (5, not 3 batches of 2)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Dropout(0.5), nn.Linear(16, 3)).double().train()
+    x = torch.rand(5, 1, 4, 4, dtype=torch.float64)
+
+    class Bar:
+        n = 0
+
+        def update(self, k):
+            self.n += k
+
+    bar = Bar()
+    maps = compute_maps(model, x, "saliency", [0, 1, 2, 0, 1], batch_size=2, progress=bar)
+    assert maps.dtype == torch.float32 and bar.n == 5 and model.training
+    expected = explain(model.eval(), x, torch.tensor([0, 1, 2, 0, 1]), "saliency").float()  # no unit dropped
+    assert torch.allclose(maps, expected) and (maps != 0).all()
+    with pytest.raises(ValueError, match=r"targets must hold one class per input, shape \(5,\), got \(5, 1\)"):
+        compute_maps(model, x, "saliency", torch.zeros(5, 1, dtype=torch.long))
+
+
 # ---------------------------------------------------------------- ROAR / KAR
 
 @pytest.mark.parametrize("keep", [False, True])
@@ -700,6 +730,92 @@ def test_result_score_on_a_hand_made_curve():
             score("m")
 
 
+def test_roar_kar_takes_accuracies_0_and_1_and_resumes_them(tmp_path):
+    """0 and 1 are accuracies (the interval is closed), saved with their seed and read back on a rerun."""
+    train, test, maps = roar_inputs()
+    store = ResultStore(tmp_path, {"run": 1})
+    first = roar_kar(train, test, maps, lambda a, b, seed: float(seed), fractions=(0.2, 0.6), repeats=2, store=store,
+                     progress=False)
+    assert first.accuracies["a"].tolist() == [[0.0, 0.0], [1.0, 1.0]]
+    assert json.loads((tmp_path / "roar" / "a-p0.6-r1.json").read_text()) == {"accuracy": 1.0, "seed": 1}
+    again = Counting()
+    assert roar_kar(train, test, maps, again, fractions=(0.2, 0.6), repeats=2, store=store,
+                    progress=False).accuracies["a"].tolist() == [[0.0, 0.0], [1.0, 1.0]] and again.calls == []
+
+
+def test_a_finished_sweep_rerun_trains_nothing_and_warns_of_nothing(tmp_path):
+    """The tie-noise warning is about rankings still to be made: a method whose results are all saved is quiet."""
+    train, test, maps = roar_inputs()
+    tiny = {"tiny": tuple(m * 1e-6 for m in maps["a"])}
+    store = ResultStore(tmp_path, {"run": 1})
+    with pytest.warns(RuntimeWarning, match="'tiny'"):
+        roar_kar(train, test, tiny, Counting(), fractions=(0.2,), repeats=1, store=store, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        roar_kar(train, test, tiny, Counting(), fractions=(0.2,), repeats=1, store=store, progress=False)
+
+
+def test_the_tie_noise_warning_reads_both_sets_and_is_strict_at_10_x_the_noise():
+    """Median nonzero |score| exactly 10 x tie_noise (2.5 = 10 x 0.25) is not under it: no warning; train maps small
+    and test maps large (their median over both sets, 8 images to 4, is the small one): a warning."""
+    train, test, _ = roar_inputs()
+    at = (torch.full((8, 1, 8, 8), 2.5), torch.full((4, 1, 8, 8), 2.5))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        roar_kar(train, test, {"at": at}, Counting(), fractions=(0.2,), repeats=1, tie_noise=0.25, progress=False)
+    small_train = (torch.full((8, 1, 8, 8), 2.0), torch.full((4, 1, 8, 8), 100.0))
+    with pytest.warns(RuntimeWarning, match=r"'small_train' \(2\)"):
+        roar_kar(train, test, {"small_train": small_train}, Counting(), fractions=(0.2,), repeats=1, tie_noise=0.25,
+                 progress=False)
+
+
+def test_roar_kar_refuses_a_fraction_too_small_for_the_images_before_any_training():
+    train, test, maps = roar_inputs()
+    fn = Counting()
+    with pytest.raises(ValueError, match="fraction 0.999 of 8x8 pixels rounds to 64 pixels"):
+        roar_kar(train, test, maps, fn, fractions=(0.5, 0.999), progress=False)  # the bad one comes second
+    assert fn.calls == []
+    with pytest.raises(ValueError, match="group must be at least 1, got 0"):
+        LocalBackend(group=0)
+
+
+def test_the_train_and_test_sets_draw_their_own_random_masks_and_tie_noise():
+    """The random baseline's test masks, and the noise ranking tied maps, are not the first rows of the train set's
+    (one generator for both sets would replace the same pixels in test image i as in train image i)."""
+    train, test, _ = roar_inputs()
+    fill = train.images.double().mean().round().item()
+    masks = {}
+
+    def train_fn(train, test, seed):
+        masks[len(masks)] = [(d.images[:, 0] == fill).flatten(1) for d in (train, test)]
+        return 0.5
+
+    zero = (torch.zeros(8, 1, 8, 8), torch.zeros(4, 1, 8, 8))
+    roar_kar(train, test, {"random": None, "tied": zero}, train_fn, fractions=(0.5,), repeats=1, progress=False)
+    for train_mask, test_mask in masks.values():
+        assert not torch.equal(train_mask[:4], test_mask)
+    assert masks[1][1].sum(1).tolist() == [32] * 4  # the tied maps: exactly half of each test image
+
+
+def test_score_averages_the_curves_of_three_repeats():
+    # the mean curve (0.6, 0.4, 0.3), not the median one (0.6, 0.3, 0.3): AUC (0.5 + 0.35) / 2 over the span 0.8
+    result = RoarKarResult(False, (0.1, 0.5, 0.9), {"m": np.array([[0.6, 0.3, 0.3], [0.6, 0.3, 0.3],
+                                                                    [0.6, 0.6, 0.3]])})
+    assert result.score("m") == pytest.approx((0.5 * 0.4 + 0.35 * 0.4) / 0.8)
+
+
+def test_a_listing_without_its_saved_state_is_no_saved_group(tmp_path):
+    """A group stopped before its state was first saved leaves only its listing: it is formed as any other."""
+    from rectgrad.evaluation.roar import _group_checkpoint, _saved_groups
+
+    for keys, state in ((["a1", "a2"], True), (["b1", "b2"], False)):
+        listing = _group_checkpoint(tmp_path, keys).with_suffix(".json")
+        listing.write_text(json.dumps(keys))
+        if state:
+            listing.with_suffix(".pt").write_bytes(b"state")
+    assert _saved_groups(tmp_path) == [["a1", "a2"]]
+
+
 # ---------------------------------------------------------------- results store
 
 def test_store_refuses_another_configuration(tmp_path):
@@ -797,6 +913,50 @@ def test_a_corrupt_result_file_is_an_error_naming_it(tmp_path):
         (tmp_path / "w" / "roar" / "a-p0.2-r0.json").write_text(damage)
         with pytest.raises(ValueError, match=rf"a-p0.2-r0.json is corrupt \({why}\): delete it and rerun"):
             roar_kar(train, test, maps, Counting(), fractions=(0.2, 0.6), store=store, progress=False)
+
+
+def test_store_configurations_and_arguments_compare_as_json(tmp_path):
+    """Tuples read back as lists, so a configuration (or bound arguments) holding one resumes; a recorded value is
+    kept over a default for older folders; a key set to None differs from an absent one."""
+    store = ResultStore(tmp_path / "w", {"fractions": (0.1, 0.5), "tie_noise": 0})
+    store.bind("args.json", {"pair": (1, 2)}, "results")
+    again = ResultStore(tmp_path / "w", {"fractions": (0.1, 0.5), "tie_noise": 0}, defaults={"tie_noise": 1e-4})
+    assert again.resumed
+    again.bind("args.json", {"pair": (1, 2)}, "results")
+    ResultStore(tmp_path / "n", {"a": None}).save_json("x.json", 1)
+    with pytest.raises(ValueError, match=re.escape("(a: None there, absent here)")):
+        ResultStore(tmp_path / "n", {})
+    ResultStore(tmp_path / "t", {"a": 1, "b": 1, "c": 1}).save_json("x.json", 1)
+    with pytest.raises(ValueError, match=re.escape("(a: 1 there, 0 here; b: 1 there, 0 here; c: 1 there, 0 here); "
+                                                   "refusing")):  # three differences, all named: no '...'
+        ResultStore(tmp_path / "t", {"a": 0, "b": 0, "c": 0})
+
+
+def test_a_failed_write_leaves_the_previous_file_whole(tmp_path):
+    """A value that cannot be written (json or torch fails half-way) leaves the file as it was, and no temporary."""
+    store = ResultStore(tmp_path, {"run": 1})
+    store.save_json("r.json", {"accuracy": 0.5})
+    store.save_torch("m.pt", torch.ones(3))
+    with pytest.raises(TypeError):
+        store.save_json("r.json", {"accuracy": 0.25, "odd": object()})
+    with pytest.raises(Exception):
+        store.save_torch("m.pt", {"maps": torch.zeros(3), "odd": lambda: 0})
+    assert store.load_json("r.json") == {"accuracy": 0.5} and torch.equal(store.load_torch("m.pt"), torch.ones(3))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "m.pt", "r.json"]
+
+
+def test_stored_files_holding_other_things_than_rectgrad_writes_are_corrupt(tmp_path):
+    """A result whose accuracy is a bool, and a torch file pickling an arbitrary object (which loading would run),
+    are refused as corrupt."""
+    store = ResultStore(tmp_path, {"run": 1})
+    (tmp_path / "roar").mkdir()
+    (tmp_path / "roar" / "a-p0.2-r0.json").write_text('{"accuracy": true, "seed": 0}')
+    train, test, maps = roar_inputs()
+    with pytest.raises(ValueError, match=r"a-p0.2-r0.json is corrupt \(no number 'accuracy'\)"):
+        roar_kar(train, test, maps, Counting(), fractions=(0.2, 0.6), store=store, progress=False)
+    torch.save({"value": Decimal("1.5")}, tmp_path / "odd.pt")
+    with pytest.raises(ValueError, match=r"odd.pt is corrupt \(.+\): delete it and rerun"):
+        store.load_torch("odd.pt")
 
 
 # ---------------------------------------------------------------- several models at once
