@@ -268,6 +268,17 @@ def test_final_threshold_takes_each_images_own_percentile():
     assert kept.flatten(1).nonzero().tolist() == [[0, 19], [1, 19]]
 
 
+def test_final_threshold_compares_with_the_exact_percentile_as_viz_does():
+    """Values 1 and 1 + 2^-20 (float32) on top of zeros: the 95th percentile of 20 values is 1 + 0.05 x 2^-20, which
+    rounds to 1 in float32, yet 1 lies under it: only the top value is kept, as rectgrad.viz draws it."""
+    from rectgrad import viz
+
+    maps = torch.zeros(1, 1, 4, 5)
+    maps[0, 0, 3, 3], maps[0, 0, 3, 4] = 1.0, 1.0 + 2 ** -20
+    assert final_threshold(maps, "saliency").flatten().nonzero().flatten().tolist() == [19]
+    assert np.flatnonzero(viz.final_threshold(maps[:, 0].numpy(), "top")).tolist() == [19]
+
+
 def test_compute_maps_in_eval_mode_as_float32_and_counts_each_image_once():
     """A dropout model in train mode is explained in eval mode (deterministic maps); float64 inputs give float32
     maps; the progress bar advances by the images of each batch (5, not 3 batches of 2)."""

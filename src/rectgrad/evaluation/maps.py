@@ -71,8 +71,10 @@ def final_threshold(maps: Tensor, method: str, percentile: float = TOP_PERCENTIL
     if uses_positive_part(method):
         return summed.clamp(min=0)
     flat = summed.flatten(1).double().cpu().numpy()
-    cut = torch.from_numpy(np.percentile(flat, percentile, axis=1)).to(summed).view(-1, 1, 1, 1)
-    return torch.where(summed >= cut, summed, torch.zeros((), dtype=summed.dtype))
+    # compared in float64: the cut rounded to the maps' dtype would keep values up to half a unit below it
+    kept = flat >= np.percentile(flat, percentile, axis=1, keepdims=True)
+    kept = torch.from_numpy(kept).view(summed.shape).to(summed.device)
+    return torch.where(kept, summed, torch.zeros((), dtype=summed.dtype))
 
 
 def _summed(maps: Tensor) -> Tensor:
