@@ -815,6 +815,50 @@ def test_score_averages_the_curves_of_three_repeats():
     assert result.score("m") == pytest.approx((0.5 * 0.4 + 0.35 * 0.4) / 0.8)
 
 
+def test_a_saved_group_resumes_with_group_1_and_many_without_checkpoint_takes_a_store(tmp_path):
+    """A group saved unfinished is formed again even when the rerun trains one model at a time; a ``many`` that takes
+    no checkpoint is called without one, store or not; a single model out of memory is the error itself."""
+    from rectgrad.evaluation.roar import _group_checkpoint
+
+    formed = []
+
+    class Fake:
+        def __call__(self, train, test, seed):
+            return 0.5
+
+        def many(self, args, checkpoint=None):
+            formed.append(checkpoint.name)
+            checkpoint.unlink(missing_ok=True)
+            return [0.5] * len(args)
+
+    state = _group_checkpoint(tmp_path, ["y1", "y2"])
+    state.write_bytes(b"state")
+    state.with_suffix(".json").write_text(json.dumps(["y1", "y2"]))
+    done = []
+    LocalBackend(group=1).run([Job(key, None, None, 0) for key in ("x1", "y1", "y2")], Fake(),
+                              lambda job, accuracy, seconds: done.append(job.key), tmp_path)
+    assert state.name in formed and sorted(done) == ["x1", "y1", "y2"]
+
+    class Many(Counting):
+        def many(self, jobs):
+            if len(jobs) == 1:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+            return [self(*job) for job in jobs]
+
+    train, test, maps = roar_inputs()
+    result = roar_kar(train, test, maps, Many(), fractions=(0.2, 0.6), repeats=2, backend=LocalBackend(group=2),
+                      store=ResultStore(tmp_path / "w", {"run": 1}), progress=False)
+    assert result.accuracies["a"].shape == (2, 2)
+
+    class Never(Counting):
+        def many(self, jobs):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    with pytest.raises(torch.cuda.OutOfMemoryError), pytest.warns(RuntimeWarning, match="out of GPU memory"):
+        roar_kar(train, test, maps, Never(), fractions=(0.2,), repeats=1, backend=LocalBackend(group=2),
+                 progress=False)  # 2 trainings, then halves of 1
+
+
 def test_a_listing_without_its_saved_state_is_no_saved_group(tmp_path):
     """A group stopped before its state was first saved leaves only its listing: it is formed as any other."""
     from rectgrad.evaluation.roar import _group_checkpoint, _saved_groups
