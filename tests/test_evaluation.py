@@ -268,6 +268,12 @@ def test_final_threshold_takes_each_images_own_percentile():
     assert kept.flatten(1).nonzero().tolist() == [[0, 19], [1, 19]]
 
 
+def test_final_threshold_takes_its_percentile():
+    maps = torch.arange(20.0).view(1, 1, 4, 5)  # the 50th percentile of 0..19 is 9.5: 10..19 kept
+    kept = final_threshold(maps, "saliency", percentile=50)
+    assert kept.flatten().nonzero().flatten().tolist() == list(range(10, 20))
+
+
 def test_final_threshold_compares_with_the_exact_percentile_as_viz_does():
     """Values 1 and 1 + 2^-20 (float32) on top of zeros: the 95th percentile of 20 values is 1 + 0.05 x 2^-20, which
     rounds to 1 in float32, yet 1 lies under it: only the top value is kept, as rectgrad.viz draws it."""
@@ -806,6 +812,28 @@ def test_the_train_and_test_sets_draw_their_own_random_masks_and_tie_noise():
     for train_mask, test_mask in masks.values():
         assert not torch.equal(train_mask[:4], test_mask)
     assert masks[1][1].sum(1).tolist() == [32] * 4  # the tied maps: exactly half of each test image
+
+
+def test_the_seed_draws_the_tie_noise_and_the_random_masks():
+    """The same seed rebuilds the same datasets; another seed other tie-breaking noise and other random masks."""
+    train, test, _ = roar_inputs()
+    fill = train.images.double().mean().round().item()
+    zero = (torch.zeros(8, 1, 8, 8), torch.zeros(4, 1, 8, 8))
+
+    def masks(seed):
+        drawn = []
+
+        def train_fn(train, test, s):
+            drawn.append(torch.cat([(d.images[:, 0] == fill).flatten(1) for d in (train, test)]))
+            return 0.5
+
+        roar_kar(train, test, {"random": None, "tied": zero}, train_fn, fractions=(0.5,), repeats=1, seed=seed,
+                 progress=False)
+        return drawn
+
+    first, again, other = masks(0), masks(0), masks(1)
+    for k in range(2):  # random, tied
+        assert torch.equal(first[k], again[k]) and not torch.equal(first[k], other[k])
 
 
 def test_score_averages_the_curves_of_three_repeats():
