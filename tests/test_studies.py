@@ -756,7 +756,11 @@ def test_rules_study_maps(cnn, tmp_path):
         assert row["all-zero maps"] == int((attr.flatten(1).abs().sum(1) == 0).sum()) == 0, rule
         assert row["background fraction"] == pytest.approx(
             finite_mean(outside_fraction(attr.sum(1), images.masks).tolist())), rule
+        pr1 = RectGrad(cnn).attribute(images.x, target=predicted, q=90.0, padding_trick=True).sum(1)
+        assert row["rank correlation with PR1"] == pytest.approx(
+            np.mean([studies.spearman(m, r) for m, r in zip(attr.sum(1), pr1)])), rule
     assert len({round(r["background fraction"], 6) for r in rows}) > 1
+    assert rows[1]["rank correlation with PR1"] < 0.99  # PR2 selects other units
 
 
 # ------------------------------------------------------------------ command line and image folders
@@ -1142,3 +1146,137 @@ def test_dataset_images_pairs_and_masks(tmp_path):
     assert main(["study", "layers", "--dataset", "fashion-mnist", "--count", "2", "--model", str(tmp_path / "fm.pt"),
                  "--out", str(tmp_path / "out"), "--dpi", "50"]) == 0
     assert math.isfinite(float(read_csv(tmp_path / "out" / "layers_layers.csv")[0]["Saliency background"]))
+
+
+def test_study_helper_edge_cases_by_hand(cnn):
+    """spread refuses no layers (it would return none); a constant map's NaN comes without a division warning;
+    engine_gradients without a target explains the predicted class; predict takes a softmax model's outputs as its
+    probabilities (a second softmax would flatten the confidence); tables print floats to 4 significant digits."""
+    from rectgrad.studies._common import _first_of_classes, markdown_table
+
+    with pytest.raises(ValueError, match="the number of layers must be positive, got 0"):
+        spread([1, 2, 3], 0)
+    with pytest.raises(ValueError, match="the number of layers must be positive, got 0"):
+        hidden_layers(cnn, square_images(1).x, max_layers=0)
+    assert spread([1, 2, 3], 3) == [1, 2, 3] and spread([1, 2, 3], 1) == [1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert math.isnan(studies.spearman(np.zeros(4), np.arange(4.0)))
+    x = square_images().x
+    predicted = cnn(x).argmax(1)
+    assert torch.equal(engine_gradients(cnn, x, None, Options())[0], engine_gradients(cnn, x, predicted, Options())[0])
+    classes, confidence = predict(nn.Sequential(cnn, nn.Softmax(1)), x)
+    assert torch.equal(classes, predicted)
+    torch.testing.assert_close(confidence, cnn(x).softmax(1).max(1).values)
+    assert markdown_table([{"a": 0.123456, "b": float("nan"), "c": "x"}, {"a": 12346.0, "c": 3}]) == (
+        "| a | b | c |\n|---|---|---|\n| 0.1235 | nan | x |\n| 1.235e+04 |  | 3 |")
+    assert markdown_table([]) == "(no rows)"
+    # the first of each class in turn, then the second of each: labels (0, 0, 1, 1, 1) -> 0, 2, 1, 3
+    assert _first_of_classes([0, 0, 1, 1, 1], 2, 4, 1, False) == [0, 2, 1, 3]
+    with pytest.warns(UserWarning, match="2 test images taken, not the 3 asked: there are no more"):
+        assert _first_of_classes([1, 0], 2, 3, 2, False) == [1, 0]
+
+
+def test_adversarial_noise_control_by_hand():
+    """The control adds eps times a +-1 pattern drawn from ``seed`` to the [-1, 1] pixels (clipped); its map explains
+    its own predicted class and is compared with the image's: 1 - Spearman, mean over images."""
+    model = TwoPatterns().eval()
+    x = torch.rand(8, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(2)) * 0.2 - 0.1  # near relu's kink
+    images = Images(x, [f"img{i}" for i in range(8)], classes=["a", "b"])
+    predicted = model(x).argmax(1)
+    clean = explain(model, x, predicted, "saliency").sum(1)
+    changes, noise_flips = {}, []
+    for seed in (0, 1):
+        result = studies.adversarial(model, images, eps=0.05, methods="saliency", seed=seed, show=0)
+        signs = torch.randint(0, 2, x.shape, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+        x_noise = (x + 0.05 * signs).clamp(-1, 1)
+        predicted_noise = model(x_noise).argmax(1)
+        noisy = explain(model, x_noise, predicted_noise, "saliency").sum(1)
+        (row,) = result.tables["sensitivity"]
+        changes[seed] = row["noise change"]
+        assert row["noise change"] == pytest.approx(np.mean([1 - studies.spearman(a, b) for a, b in zip(clean, noisy)]))
+        assert [r["noise flipped"] for r in result.tables["images"]] == (predicted_noise != predicted).tolist()
+        noise_flips += (predicted_noise != predicted).tolist()
+    assert any(noise_flips) and changes[0] != changes[1]  # the noise flips some classes; the seed matters
+
+
+def test_adversarial_study_steps_in_pixels_for_a_normalised_model():
+    """The FGSM step is eps on [-1, 1] pixels, 0.01 / 2 / 0.2 = 0.025 in this model's inputs: it flips both images;
+    a step of eps in its inputs (0.004 in pixels) would not."""
+    mean, std = (0.5,), (0.2,)
+
+    class Normalised(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = Flippable()
+
+        def forward(self, t):
+            return self.net(to_pixels(t, mean, std))
+
+    images = Images(from_pixels(torch.zeros(2, 1, SIZE, SIZE), mean, std), ["p", "q"], mean=mean, std=std)
+    result = studies.adversarial(Normalised(), images, methods="saliency", show=0)
+    assert [r["flipped"] for r in result.tables["images"]] == [True, True]
+
+
+class PositivePart(nn.Module):
+    """relu(x) and relu(2 x) (a 1x1 convolution), pooled to 1x1, relu again, then a linear layer: an image of negative
+    pixels has an all-zero saliency map; one of positive pixels a constant one."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(1, 2, 1), nn.Linear(2, 3)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.tensor([1.0, 2.0]).view(2, 1, 1, 1))
+            self.conv.bias.zero_()
+            self.fc.weight.copy_(torch.tensor([[1.0, 1.0], [0.0, 0.0], [-1.0, 0.0]]))
+            self.fc.bias.zero_()
+
+    def forward(self, x):
+        return self.fc(torch.relu(nn.functional.adaptive_avg_pool2d(torch.relu(self.conv(x)), 1)).flatten(1))
+
+
+def test_feature_maps_draw_an_all_zero_saliency_map_last_and_skip_1x1_activations():
+    model = PositivePart()
+    images = square_images(2)
+    images = dataclasses.replace(images, x=torch.stack([-images.x[0].abs() - 0.1, images.x[1].abs() + 0.1]))
+    assert [k for k, _ in activations(model, images.x)] == [1]  # not the relu over the 1x1 pooled map
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = studies.feature_maps(model, images, show=1)
+    shares = [r["saliency mass on background"] for r in result.tables["images"]]
+    assert math.isnan(shares[0]) and shares[1] == pytest.approx(1 - 36 / 144)  # constant map: the background area
+    assert list(result.figures) == ["img1"]  # the NaN share is no noisiest map
+    # masks with no background: the share of active background units is NaN (none to count), not 0
+    whole = dataclasses.replace(images, masks=torch.ones(2, SIZE, SIZE, dtype=torch.bool))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        (row,) = studies.feature_maps(model, whole, show=0).tables["layers"]
+    assert row["background area"] == 0.0 and row["active on object"] == row["active fraction"] == 0.5
+    assert math.isnan(row["active on background"]) and row["mass on background"] == 0.0
+
+
+def test_layers_study_takes_max_layers(cnn):
+    rows = studies.layers(cnn, square_images(2), max_layers=2, show=0).tables["layers"]
+    assert [r["layer"] for r in rows] == ["x (input)", "features.2", "features.7"]
+
+
+def test_threshold_study_of_one_image_and_its_sparsity_figure(cnn):
+    result = studies.threshold(cnn, square_images(1), qs=(99, 50), show=0)
+    rows = result.tables["sparsity"]
+    assert [r["nonzero std"] for r in rows] == [0.0] * 3  # one image: no spread (not NaN)
+    lines = {line.get_label(): line for line in result.figures["sparsity"].axes[0].lines}
+    assert list(lines["non-zero"].get_xdata()) == [50.0, 99.0]
+    assert list(lines["non-zero"].get_ydata()) == [r["nonzero fraction"] for r in rows[1:]]
+    assert list(lines["non-zero, tau = 0"].get_ydata()) == [rows[0]["nonzero fraction"]] * 2
+
+
+def test_rules_toy_scores_and_thresholds_by_hand():
+    from rectgrad.studies.rules import AffineToy
+
+    # a = (3, 2, 1, 0), R = (1, 10, -100, 1000); tau: the 74th percentile of 4 scores (nearest), the 3rd smallest
+    expected = {"PR1 (RectGrad)": ("(3, 20, -100, 0)", 3.0), "PR2": ("(3, 20, 100, 0)", 20.0),
+                "PR3": ("(3, 2, 1, 0)", 2.0), "PR4": ("(1, 10, -100, 1000)", 10.0),
+                "RectGradMod": ("(3, 20, -100, 0)", 3.0)}
+    assert {r["rule"]: (r["scores"], r["tau"]) for r in studies.toy_b2()} == expected
+    toy = studies.rules(AffineToy(), toy_q=0.0).tables["toy_b2"]  # the toy at the q asked
+    assert toy == studies.toy_b2(0.0) and toy != studies.toy_b2()
