@@ -1261,13 +1261,14 @@ def test_layers_study_takes_max_layers(cnn):
 
 
 def test_threshold_study_of_one_image_and_its_sparsity_figure(cnn):
-    result = studies.threshold(cnn, square_images(1), qs=(99, 50), show=0)
+    result = studies.threshold(cnn, square_images(1), qs=(99, 95), show=0)
     rows = result.tables["sparsity"]
     assert [r["nonzero std"] for r in rows] == [0.0] * 3  # one image: no spread (not NaN)
     lines = {line.get_label(): line for line in result.figures["sparsity"].axes[0].lines}
-    assert list(lines["non-zero"].get_xdata()) == [50.0, 99.0]
+    assert list(lines["non-zero"].get_xdata()) == [95.0, 99.0]
     assert list(lines["non-zero"].get_ydata()) == [r["nonzero fraction"] for r in rows[1:]]
     assert list(lines["non-zero, tau = 0"].get_ydata()) == [rows[0]["nonzero fraction"]] * 2
+    assert rows[0]["nonzero fraction"] > rows[1]["nonzero fraction"]  # (the tau = 0 line is not q = 95's)
 
 
 def test_rules_toy_scores_and_thresholds_by_hand():
