@@ -1281,3 +1281,23 @@ def test_rules_toy_scores_and_thresholds_by_hand():
     assert {r["rule"]: (r["scores"], r["tau"]) for r in studies.toy_b2()} == expected
     toy = studies.rules(AffineToy(), toy_q=0.0).tables["toy_b2"]  # the toy at the q asked
     assert toy == studies.toy_b2(0.0) and toy != studies.toy_b2()
+
+
+def test_images_and_study_inputs_are_checked(cnn):
+    with pytest.raises(ValueError, match=r"expected \(N, C, H, W\) inputs with one name each, got \(2, 1, 4, 4\) "
+                                         "and 3 names"):
+        Images(torch.zeros(2, 1, 4, 4), ["a", "b", "c"])
+    images = Images(torch.zeros(1, 1, 4, 4), ["a"], classes=["cat", "dog"])
+    assert [images.class_name(i) for i in (0, 1, 2, -1)] == ["cat", "dog", "2", "-1"]  # unknown: the index
+    with pytest.raises(TypeError, match="the inputs are torch.float64 but the model's weights torch.float32"):
+        predict(cnn, square_images(1).x.double())  # a float64 image from numpy, named as such
+
+
+def test_rules_study_passes_the_padding_trick(cnn):
+    images = square_images(2)
+    predicted = cnn(images.x).argmax(1)
+    for padding in (False, True):
+        (row,) = studies.rules(cnn, images, q=90.0, candidates=("pr1",), padding_trick=padding,
+                               show=0).tables["maps"]
+        attr = RectGrad(cnn).attribute(images.x, target=predicted, q=90.0, padding_trick=padding)
+        assert row["nonzero fraction"] == pytest.approx(float((attr != 0).double().mean())), padding
