@@ -292,6 +292,7 @@ def test_adversarial_study_numbers_by_hand(monkeypatch):
     assert row["noise change"] > 0.01  # the sign noise moves some pixels across relu's kink: the maps change
     assert row["excess"] == pytest.approx(row["adversarial change"] - row["noise change"])
     assert drawn[0] == ["img1: b", "adv: a", "img2: b", "adv: a"]  # flipped images first
+    assert "flipped the predicted class of\n4 of 6 images" in result.notes
 
 
 # ------------------------------------------------------------------ each study end to end
@@ -429,12 +430,16 @@ def test_coherence_draws_smoothgrad_from_the_seed_and_the_thresholded_figure_fro
     images = square_images()
     coherence_module = importlib.import_module("rectgrad.studies.coherence")
     drawn = {}
-    monkeypatch.setattr(coherence_module.viz, "grid", lambda x, columns, title, **kwargs: drawn.update(
-        {title: columns}))
+    labels = []
+    monkeypatch.setattr(coherence_module.viz, "grid", lambda x, columns, title, row_labels, **kwargs: drawn.update(
+        {title: columns}) or labels.append(row_labels))
     (row,) = studies.coherence(cnn, images, methods="smoothgrad", seed=3, show=2).tables["similarity"]
     attr = explain(cnn, images.x, cnn(images.x).argmax(1), "smoothgrad", seed=3)
     maps = summed_maps(attr, "smoothgrad", False)
     assert row["within"] == pytest.approx(studies.spearman(maps[0], maps[1]))  # seed 0 draws other noise
+    predicted = cnn(images.x).argmax(1).tolist()
+    assert labels[0] == [f"img{i}: {images.classes[predicted[i]]}" for i in range(2)]  # the class explained
+    assert predicted[:2] != images.labels[:2].tolist()  # (not the true one)
     for thresholded, title in ((False, "without"), (True, "with")):
         (columns,) = [c for t, c in drawn.items() if t.startswith(f"Coherence {title} ")]
         np.testing.assert_allclose(columns["SmoothGrad"], display_maps(attr[:2], "smoothgrad", thresholded), rtol=1e-5)
@@ -1256,6 +1261,9 @@ def test_feature_maps_draw_an_all_zero_saliency_map_last_and_skip_1x1_activation
 
 
 def test_layers_study_takes_max_layers(cnn):
+    from rectgrad.studies.layers import _wrap
+
+    assert _wrap("features.block.conv1") == "features.block.\nconv1" and _wrap("features.2") == "features.2"
     rows = studies.layers(cnn, square_images(2), max_layers=2, show=0).tables["layers"]
     assert [r["layer"] for r in rows] == ["x (input)", "features.2", "features.7"]
 
