@@ -1180,6 +1180,9 @@ def test_study_helper_edge_cases_by_hand(cnn):
     assert _first_of_classes([0, 0, 1, 1, 1], 2, 4, 1, False) == [0, 2, 1, 3]
     with pytest.warns(UserWarning, match="2 test images taken, not the 3 asked: there are no more"):
         assert _first_of_classes([1, 0], 2, 3, 2, False) == [1, 0]
+    for label in (2, -1):  # a label outside the classes is named, not searched for forever
+        with pytest.raises(ValueError, match=rf"test image 1 has label {label}, outside the 2 classes 0\.\.1"):
+            _first_of_classes([0, label, 1], 2, 3, 1, False)
 
 
 def test_adversarial_noise_control_by_hand():

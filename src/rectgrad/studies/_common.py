@@ -502,6 +502,9 @@ def _own_normalisation(loaded, channels: int) -> bool:
 def _first_of_classes(labels: list[int], classes: int, count: int, per_class: int, masked: bool) -> list[int]:
     """Indices of ``count`` of ``labels``: the first ``per_class`` of classes 0, 1, ..., in turn; a warning when
     there are fewer (``masked``: fewer because only the images with a mask are candidates)."""
+    bad = next((i for i, label in enumerate(labels) if not 0 <= label < classes), None)
+    if bad is not None:
+        raise ValueError(f"test image {bad} has label {labels[bad]}, outside the {classes} classes 0..{classes - 1}")
     index = []
     for k in itertools.cycle(range(classes)):
         if len(index) >= min(count, len(labels)):
