@@ -684,7 +684,7 @@ def image_files(paths) -> list[Path]:
     files = []
     for path in map(Path, paths):
         if path.is_dir():
-            found = sorted(_images_in(path), key=_natural)
+            found = sorted(_images_in(path), key=natural_order)
             if not found:
                 held = ("; subfolders are not searched: give them as arguments"
                         if any(p.is_dir() for p in path.iterdir()) else "")
@@ -722,7 +722,8 @@ def unique_names(files: list[Path], depth: int | list[int] = 1, *, suffix: bool 
         depths = [depth + (len(owners[n]) > 1) for n, depth in zip(names, depths)]
 
 
-def _natural(path: Path):
+def natural_order(path: Path) -> list:
+    """Sort key for file names reading their digits as numbers and ignoring case: ``conv2`` before ``Conv10``."""
     return [(0, int(part), "") if part.isdigit() else (1, 0, part)
             for part in re.split(r"(\d+)", path.name.lower()) if part]
 

@@ -7,7 +7,6 @@ import csv
 import functools
 import io
 import json
-import re
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from rectgrad.checkpoint import load_checkpoint, write_text_atomically
+from rectgrad.data import natural_order
 from rectgrad.evaluation.roar import RoarKarResult, read_accuracy, result_name
 from rectgrad.evaluation.store import ResultStore, read_json, read_torch
 from rectgrad.methods import METHODS as REGISTRY
@@ -46,11 +46,6 @@ def _at_chance(accuracy: float, chance: float | None) -> bool:
     """Whether ``accuracy`` is within 5% of the way from ``chance`` to a perfect score (4.5 points over 10% chance; on
     a test split 96% of one class, 96.2%), the level at which a model has learned next to nothing."""
     return chance is not None and accuracy <= chance + 0.05 * (1 - chance)
-
-
-def _natural(path: Path) -> list:
-    """Sort key reading the digits in a file name as numbers: ``conv2`` before ``conv10``."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
 
 
 def _cell(text: str) -> str:
@@ -212,7 +207,7 @@ class _Report:
 
     def occlusion(self) -> str:
         curves = {f.stem.split("-")[-1]: self._json(f"results/{f.name}")
-                  for f in sorted((self.work / "results").glob("occlusion-*.json"), key=_natural)}
+                  for f in sorted((self.work / "results").glob("occlusion-*.json"), key=natural_order)}
         if not curves:
             return f"## Fig. 2: feature-map occlusion\n\n{self._not_run()}\n"
         rows, plot, summary = [], {}, []

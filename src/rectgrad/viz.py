@@ -294,14 +294,17 @@ def _wrapped(label, inches: float) -> str:
     return "\n".join(lines)
 
 
-@functools.lru_cache(maxsize=4096)
 def _width(text: str) -> float:
     """The width of ``text`` at :data:`LABEL_SIZE` in the default font, in points (about: a ``$`` is measured as an
     ``S``, not as the start of mathtext). Measured between two letters, so that blanks alone (an empty path) and
     blanks at either end count."""
-    def extent(s: str) -> float:
-        return TextPath((0, 0), s, size=LABEL_SIZE, prop=FontProperties()).get_extents().width
-    return extent(f"a{text.replace('$', 'S')}a") - extent("aa") if text else 0.0
+    return _extent(f"a{text.replace('$', 'S')}a") - _extent("aa") if text else 0.0
+
+
+@functools.lru_cache(maxsize=4096)
+def _extent(text: str) -> float:
+    """The width of the path of ``text``'s glyphs at :data:`LABEL_SIZE` in the default font, in points."""
+    return TextPath((0, 0), text, size=LABEL_SIZE, prop=FontProperties()).get_extents().width
 
 
 FIGURE_SUFFIXES = tuple(f".{kind}" for kind in ("png", "pdf", "svg", "jpg", "jpeg", "tif", "tiff", "webp", "eps"))

@@ -160,15 +160,16 @@ def roar_kar(train_set: ImageDataset, test_set: ImageDataset, attributions: Mapp
     device = torch.device(device or "cpu")
     sets = [replace(d, images=d.images.to(device), labels=d.labels.to(device)) for d in (train_set, test_set)]
 
-    _warn_if_noise_reorders({method: pair for method, pair in attributions.items() if pair is not None and any(
-        keys[method, f, r] not in results for f in fractions for r in range(repeats))}, tie_noise)
+    todo = {(m, f): [r for r in range(repeats) if keys[m, f, r] not in results]  # the repeats left to train
+            for m in attributions for f in fractions}
+    _warn_if_noise_reorders({method: pair for method, pair in attributions.items()
+                             if pair is not None and any(todo[method, f] for f in fractions)}, tie_noise)
 
     def jobs() -> Iterator[Job]:
         for method, pair in attributions.items():
             orders = None  # the pixel rankings of the train and test maps, shared by the fractions (nested sets)
             for fraction in fractions:
-                todo = [r for r in range(repeats) if keys[method, fraction, r] not in results]
-                if not todo:
+                if not todo[method, fraction]:
                     continue
                 if pair is not None and orders is None:
                     maps = [m.to(device) for m in pair]
@@ -176,7 +177,7 @@ def roar_kar(train_set: ImageDataset, test_set: ImageDataset, attributions: Mapp
                               for i, m in enumerate(maps)]
                 train, test = (dataset.with_images(replace_pixels(dataset.images, mask, fill)) for dataset, mask in
                                zip(sets, _masks(sets, orders, fraction, keep, (seed, method, mode, fraction))))
-                for r in todo:
+                for r in todo[method, fraction]:
                     yield Job(keys[method, fraction, r], train, test, r)
 
     bar = progress_bar(len(keys), f"{mode.upper()} trainings", progress, unit="model", initial=len(results))
