@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from rectgrad import studies, zoo
+from rectgrad import AttributionWarning, studies, zoo
 from rectgrad.attr import RectGrad
 from rectgrad.checkpoint import save_checkpoint
 from rectgrad.cli import main
@@ -1170,7 +1170,8 @@ def test_study_helper_edge_cases_by_hand(cnn):
     x = square_images().x
     predicted = cnn(x).argmax(1)
     assert torch.equal(engine_gradients(cnn, x, None, Options())[0], engine_gradients(cnn, x, predicted, Options())[0])
-    classes, confidence = predict(nn.Sequential(cnn, nn.Softmax(1)), x)
+    with pytest.warns(AttributionWarning, match="look like probabilities"):
+        classes, confidence = predict(nn.Sequential(cnn, nn.Softmax(1)), x)
     assert torch.equal(classes, predicted)
     torch.testing.assert_close(confidence, cnn(x).softmax(1).max(1).values)
     assert markdown_table([{"a": 0.123456, "b": float("nan"), "c": "x"}, {"a": 12346.0, "c": 3}]) == (

@@ -428,9 +428,15 @@ def _package_dir(name: str) -> str:
 _RECTGRAD, _BELOW_USER = _package_dir("rectgrad"), (_package_dir("captum"), _package_dir("torch"))
 
 
+class AttributionWarning(UserWarning):
+    """What an attribution call warns about (maps all zero or NaN, activations it cannot gate, a model in training
+    mode, ...); silence them with ``warnings.filterwarnings("ignore", category=rectgrad.AttributionWarning)``."""
+
+
 def warn(message: str) -> None:
-    """``warnings.warn(message)`` shown at the user's line: the caller of the outermost rectgrad function (past
-    Captum's and PyTorch's wrappers, e.g. ``NoiseTunnel``), however deep in the model the engine noticed it."""
+    """``warnings.warn(message, AttributionWarning)`` shown at the user's line: the caller of the outermost rectgrad
+    function (past Captum's and PyTorch's wrappers, e.g. ``NoiseTunnel``), however deep in the model the engine noticed
+    it."""
     files = []
     frame = sys._getframe(1)
     while frame is not None:
@@ -439,7 +445,7 @@ def warn(message: str) -> None:
     caller = max(i for i, file in enumerate(files) if file.startswith(_RECTGRAD)) + 1
     while caller < len(files) and files[caller].startswith(_BELOW_USER):
         caller += 1
-    warnings.warn(message, UserWarning, stacklevel=caller + 2)
+    warnings.warn(message, AttributionWarning, stacklevel=caller + 2)
 
 
 _CHECKPOINTING = ("the model recomputes activations in the backward pass (activation checkpointing: "
