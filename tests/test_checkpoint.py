@@ -117,7 +117,6 @@ def test_a_write_the_system_refuses_names_the_file_and_keeps_the_old_one(model, 
     assert text.read_text() == "old"
 
 
-@pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
 def test_load_model_accepts_pickled_module_torchscript_and_exported_programs(model, tmp_path):
     model.eval()
     torch.save(model, tmp_path / "whole.pt")

@@ -1067,7 +1067,6 @@ def _scripted_head(x):
     return torch.relu(x)[:, :3]
 
 
-@pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
 def test_a_torchscript_submodule_is_refused_by_the_rules_by_name():
     block = torch.jit.script(nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.ReLU()))
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Sequential(nn.Identity(), block),
@@ -1113,7 +1112,6 @@ class _CallsScriptedFunctions(nn.Module):
         return self.fc(h.mean((2, 3)))
 
 
-@pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
 def test_a_torchscript_function_the_model_calls_is_refused_by_the_rules_by_name():
     x = torch.randn(2, 3, 8, 8)
     every = ("deconv", "guided_bp", "eps_lrp", "deeplift", "rectgrad")
@@ -1158,7 +1156,6 @@ def _scripted_norm(x):  # a layer norm by hand: no activation, but nothing a mul
     return (x - x.mean(1, keepdim=True)) / x.pow(2).mean(1, keepdim=True).sqrt()
 
 
-@pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
 def test_what_a_torchscript_function_hides_is_seen_in_its_blocks_and_by_each_kind_of_rule():
     x = torch.randn(2, 3, 8, 8)
     leaky, norm = _CallsScriptedFunctions(_scripted_leaky).eval(), _CallsScriptedFunctions(_scripted_norm).eval()
@@ -1171,7 +1168,6 @@ def test_what_a_torchscript_function_hides_is_seen_in_its_blocks_and_by_each_kin
     explain(norm, x, target=0, method="guided_bp")  # a gate rule changes no operation of it
 
 
-@pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
 def test_a_torchscript_helper_computing_sizes_is_not_refused():
     torch.manual_seed(0)
     python, x = _ScalesBySize(_size_scale).eval(), torch.randn(2, 3, 8, 8)
