@@ -474,3 +474,263 @@ def test_a_training_logged_to_a_file_redraws_its_bar_rarely(capsys):
     dataset = ImageDataset(images, torch.arange(120) % 2, ["a", "b"], "tiny")
     train_model(new_model(dataset, 0), dataset, epochs=1, batch_size=1, progress=True)  # 120 steps: 3 updates
     assert capsys.readouterr().err.count("\r") <= 2  # its first and its last drawing
+
+
+def test_the_defaults_are_the_papers_adam_at_1e_3_in_batches_of_100_for_20_epochs_with_seed_0():
+    """Appendix F.2: 101 images make a batch of 100 and one of 1 in each of 20 epochs, and the defaults train as
+    lr=1e-3, seed=0 given explicitly do, bit for bit."""
+    train = quadrants(101, seed=0, size=4)  # (4 x 4 images: fast)
+    model, sizes = new_model(train, seed=0), []
+    model.register_forward_pre_hook(lambda module, args: sizes.append(len(args[0])))
+    history = train_model(model, train, progress=False)
+    assert sizes == [100, 1] * 20 and len(history["loss"]) == len(history["train_accuracy"]) == 20
+    explicit = new_model(train, seed=0)
+    train_model(explicit, train, epochs=20, batch_size=100, lr=1e-3, seed=0, progress=False)
+    assert all(torch.equal(value, model.state_dict()[key]) for key, value in explicit.state_dict().items())
+
+
+def test_training_runs_in_channels_last_format_only_when_asked():
+    images = quadrants(20, seed=0)
+    train = ImageDataset(images.images.repeat(1, 3, 1, 1), images.labels, images.classes, "rgb quadrants")
+    for channels_last in (True, False):
+        model, formats = new_model(train), []
+        model.register_forward_pre_hook(lambda module, args: formats.append(
+            (args[0].is_contiguous(memory_format=torch.channels_last), args[0].is_contiguous(),
+             module.features[0].weight.is_contiguous(memory_format=torch.channels_last))))
+        train_model(model, train, epochs=1, batch_size=10, progress=False, channels_last=channels_last)
+        assert formats == [(channels_last, not channels_last, channels_last)] * 2
+        assert all(p.is_contiguous() for p in model.parameters())  # handed back in the default format
+
+
+def test_a_model_given_in_eval_mode_trains_in_training_mode_and_comes_back_in_eval_mode():
+    train = quadrants(20, seed=0)
+    model, modes = new_model(train).eval(), []
+    model.register_forward_pre_hook(lambda module, args: modes.append(module.training))
+    train_model(model, train, epochs=1, batch_size=10, progress=False)  # no test set: no evaluation sets eval mode
+    assert modes == [True, True] and not any(m.training for m in model.modules())
+
+
+def test_evaluate_puts_the_model_in_eval_mode_and_gives_0_for_an_empty_set():
+    class AnswersByMode(torch.nn.Module):
+        """Class 0 in eval mode, class 1 in training mode."""
+
+        def __init__(self):
+            super().__init__()
+            self.unused = torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, x):
+            return torch.nn.functional.one_hot(torch.full((len(x),), int(self.training)), 2).float()
+
+    data = ImageDataset(torch.zeros(4, 1, 2, 2, dtype=torch.uint8), torch.tensor([0, 0, 0, 1]), ["a", "b"], "d")
+    model = AnswersByMode().train()
+    assert evaluate(model, data) == 3 / 4 and not model.training
+    assert evaluate(model, data.subset(slice(0, 0))) == 0.0
+
+
+def test_evaluating_restores_each_modules_own_mode_also_on_error():
+    from rectgrad.train import evaluating
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout()).train()
+    model[1].eval()
+    with pytest.raises(RuntimeError, match="inside"):
+        with evaluating(model):
+            assert not any(m.training for m in model.modules())
+            raise RuntimeError("inside")
+    assert [m.training for m in model.modules()] == [True, True, False]
+
+
+def test_bad_batch_sizes_and_epochs_are_refused_by_name():
+    train = quadrants(8, seed=0)
+    for epochs, batch_size in ((0, 4), (-1, 4), (2, 0), (2, -1)):
+        with pytest.raises(ValueError, match=f"epochs and batch_size must be positive, got {epochs} and {batch_size}"):
+            train_model(new_model(train), train, epochs=epochs, batch_size=batch_size, progress=False)
+
+
+def test_the_state_is_saved_when_save_every_seconds_have_passed_since_the_last_save(tmp_path, monkeypatch):
+    """A clock at 40 s an epoch and SAVE_EVERY 60: saved after epoch 2 (80 s since the start) and epoch 4 (80 s since
+    that save) of 5, with the seconds trained so far; the history counts the clock's 200 s."""
+    import types
+
+    clock, saved = [0.0], []
+    monkeypatch.setattr(rectgrad.train, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    monkeypatch.setattr(rectgrad.train, "SAVE_EVERY", 60.0)
+    write = rectgrad.train.write_atomically
+
+    def recording(path, writer):
+        write(path, writer)
+        state = torch.load(path, weights_only=True)
+        saved.append((state["epoch"], state["step"], state["seconds"]))
+
+    monkeypatch.setattr(rectgrad.train, "write_atomically", recording)
+    train = quadrants(50, seed=0)
+    model = new_model(train, seed=3)
+    model.register_forward_pre_hook(lambda module, args: clock.__setitem__(0, clock[0] + 20.0))  # 2 steps an epoch
+    history = train_model(model, train, epochs=5, batch_size=25, seed=3, progress=False,
+                          checkpoint=tmp_path / "m.unfinished.pt")
+    assert saved == [(2, 0, 80.0), (4, 0, 160.0)] and history["seconds"] == 200.0
+    assert not (tmp_path / "m.unfinished.pt").exists()
+
+
+def test_a_kill_during_the_evaluation_resumes_from_the_last_epoch_saved_with_its_seconds(tmp_path, monkeypatch):
+    """SAVE_EVERY 0: a kill (kill -9: no handler runs, a BaseException here) during the test evaluation leaves the state
+    of an epoch's end with the seconds trained until then; the rerun trains the rest and ends as the straight run."""
+    class Killed(BaseException):
+        pass
+
+    train, test = quadrants(60, seed=0), quadrants(20, seed=1)
+    expected = train_model(new_model(train, seed=3), train, epochs=3, batch_size=25, seed=3, progress=False, test=test)
+    monkeypatch.setattr(rectgrad.train, "SAVE_EVERY", 0.0)
+    checkpoint = tmp_path / "m.unfinished.pt"
+    evaluate = rectgrad.train.evaluate
+
+    def killed(*args, **kwargs):
+        raise Killed
+
+    monkeypatch.setattr(rectgrad.train, "evaluate", killed)
+    start = time.perf_counter()
+    with pytest.raises(Killed):
+        train_model(new_model(train, seed=3), train, epochs=3, batch_size=25, seed=3, progress=False, test=test,
+                    checkpoint=checkpoint)
+    elapsed = time.perf_counter() - start
+    state = torch.load(checkpoint, weights_only=True)
+    assert 0 < state["seconds"] < elapsed and len(state["losses"]) == state["epoch"]
+    monkeypatch.setattr(rectgrad.train, "evaluate", evaluate)
+    model = new_model(train, seed=0)
+    hook = signal_at(set())
+    model.register_forward_pre_hook(hook)
+    history = train_model(model, train, epochs=3, batch_size=25, seed=3, progress=False, test=test,
+                          checkpoint=checkpoint)
+    assert hook.calls == 3 * (3 - state["epoch"]) + 1 and history["seconds"] > state["seconds"]
+    assert history["loss"] == expected["loss"] and history["test_accuracy"] == expected["test_accuracy"]
+
+
+def test_a_state_is_refused_by_a_training_with_other_epochs_batch_size_format_labels_or_weights(tmp_path):
+    train = quadrants(60, seed=0)
+    checkpoint = tmp_path / "m.unfinished.pt"
+    arguments = dict(epochs=2, batch_size=25, seed=3, progress=False, checkpoint=checkpoint)
+    model = new_model(train, seed=3)
+    model.register_forward_pre_hook(signal_at({2}))
+    with pytest.raises(TrainingInterrupted):
+        train_model(model, train, **arguments)
+    state = checkpoint.read_bytes()
+    relabelled = ImageDataset(train.images, (train.labels + 1) % 4, train.classes, train.name)  # the same images
+    for model, dataset, other, difference in (
+            (new_model(train), train, dict(epochs=3), "epochs: 2 there, 3 here"),
+            (new_model(train), train, dict(batch_size=20), "batch_size: 25 there, 20 here"),
+            (new_model(train), train, dict(channels_last=False), "channels_last: True there, False here"),
+            (new_model(train), relabelled, {}, "other images or labels"),
+            (PaperCNN(1, 16, 5), train, {}, "tensors: {'features.0.weight': [32, 1, 3, 3]")):
+        with pytest.raises(ValueError, match=f"holds the state of another training \\({re.escape(difference)}"):
+            train_model(model, dataset, **(arguments | other))
+    assert checkpoint.read_bytes() == state  # kept for the training it belongs to
+
+
+def test_a_second_signal_interrupts_at_once_without_saving(tmp_path):
+    train = quadrants(60, seed=0)
+    checkpoint = tmp_path / "m.unfinished.pt"
+
+    def twice(module, args):
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    model = new_model(train, seed=3)
+    model.register_forward_pre_hook(twice)
+    with pytest.raises(KeyboardInterrupt) as caught:
+        train_model(model, train, epochs=1, batch_size=25, seed=3, progress=False, checkpoint=checkpoint)
+    assert type(caught.value) is KeyboardInterrupt and not checkpoint.exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers are given back
+
+
+def test_a_training_with_a_checkpoint_runs_in_another_thread_too(tmp_path):
+    """Signal handlers can be set in the main thread only: elsewhere the training runs without them."""
+    import threading
+
+    train, results = quadrants(20, seed=0), []
+
+    def work():
+        try:
+            results.append(train_model(new_model(train), train, epochs=1, batch_size=10, progress=False,
+                                       checkpoint=tmp_path / "m.unfinished.pt"))
+        except Exception as exc:  # noqa: BLE001 - handed to the main thread's assertion
+            results.append(exc)
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+    assert isinstance(results[0], dict) and len(results[0]["loss"]) == 1, results
+    assert not (tmp_path / "m.unfinished.pt").exists()
+
+
+def test_a_signal_during_the_last_step_stops_before_the_evaluation(tmp_path):
+    train, test = quadrants(60, seed=0), quadrants(20, seed=1)
+    model = new_model(train, seed=3)
+    hook = signal_at({6})  # the last of 2 x 3 steps
+    model.register_forward_pre_hook(hook)
+    with pytest.raises(TrainingInterrupted, match="stopped training after the last batch"):
+        train_model(model, train, epochs=2, batch_size=25, seed=3, progress=False, test=test,
+                    checkpoint=tmp_path / "m.unfinished.pt")
+    assert hook.calls == 6  # the test set not evaluated: the rerun does it
+
+
+def test_a_progress_bar_resumed_in_an_epoch_starts_at_the_steps_done(tmp_path, monkeypatch):
+    train = quadrants(60, seed=0)
+    checkpoint = tmp_path / "m.unfinished.pt"
+    model = new_model(train, seed=3)
+    model.register_forward_pre_hook(signal_at({5}))
+    with pytest.raises(TrainingInterrupted, match="at epoch 2/3, batch 2/3"):
+        train_model(model, train, epochs=3, batch_size=25, seed=3, progress=False, checkpoint=checkpoint)
+    bars = []
+    monkeypatch.setattr(rectgrad.train, "progress_bar", lambda *a, **k: bars.append((a[0], k["initial"])))
+    train_model(new_model(train), train, epochs=3, batch_size=25, seed=3, progress=True, checkpoint=checkpoint)
+    assert bars == [(9, 5)]  # of 3 x 3 steps, 5 done
+
+
+def test_a_state_that_is_no_trainings_or_cannot_be_read_is_never_overwritten(tmp_path, monkeypatch):
+    import builtins
+    import io
+
+    train = quadrants(20, seed=0)
+    checkpoint = tmp_path / "m.unfinished.pt"
+    for other in ({"model": {}}, torch.zeros(3)):  # another torch file given as the checkpoint by mistake
+        torch.save(other, checkpoint)
+        written = checkpoint.read_bytes()
+        with pytest.raises(ValueError, match="m.unfinished.pt is a torch file but not the saved state of a train_model "
+                                             "training: give another checkpoint path"):
+            train_model(new_model(train), train, epochs=1, progress=False, checkpoint=checkpoint)
+        assert checkpoint.read_bytes() == written
+    checkpoint.unlink()
+    model = new_model(train, seed=3)
+    model.register_forward_pre_hook(signal_at({1}))
+    with pytest.raises(TrainingInterrupted):
+        train_model(model, train, epochs=2, batch_size=10, seed=3, progress=False, checkpoint=checkpoint)
+    state, real_open = checkpoint.read_bytes(), io.open
+
+    def unreadable(file, *args, **kwargs):  # as chmod 000 would make it for a user other than root
+        if isinstance(file, (str, os.PathLike)) and os.fspath(file) == str(checkpoint):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", unreadable)
+    monkeypatch.setattr(io, "open", unreadable)
+    with pytest.raises(PermissionError):  # not taken for a corrupt state to start over from (and overwrite)
+        train_model(new_model(train), train, epochs=2, batch_size=10, seed=3, progress=False, checkpoint=checkpoint)
+    monkeypatch.undo()
+    assert checkpoint.read_bytes() == state
+
+
+def test_a_state_cut_short_or_damaged_inside_starts_over_with_a_warning(tmp_path):
+    train = quadrants(60, seed=0)
+    checkpoint = tmp_path / "m.unfinished.pt"
+    arguments = dict(epochs=2, batch_size=25, seed=3, progress=False, checkpoint=checkpoint)
+    model = new_model(train, seed=3)
+    model.register_forward_pre_hook(signal_at({2}))
+    with pytest.raises(TrainingInterrupted):
+        train_model(model, train, **arguments)
+    state = checkpoint.read_bytes()
+    expected = train_model(new_model(train, seed=3), train, epochs=2, batch_size=25, seed=3, progress=False)
+    at = state.index(b"identity")  # a key's name in the pickle: a flipped byte there is no UTF-8
+    for damaged in (b"", state[:5000], state[:len(state) // 2], state[:at] + b"\xff" + state[at + 1:]):
+        checkpoint.write_bytes(damaged)
+        with pytest.warns(RuntimeWarning, match="m.unfinished.pt is corrupt .*its training starts over"):
+            again = train_model(new_model(train, seed=3), train, **arguments)
+        assert again["loss"] == expected["loss"] and not checkpoint.exists()

@@ -122,6 +122,9 @@ def test_preprocessing_from_a_json_file_beside_the_model(tmp_path):
     ('{"input_size": [3, 28, 28], "label_names": ["a", "b"]}', "label_names holds 2 names, the model has 3"),
     ('{"crop_pct": true}', r"crop_pct must be in \(0, 1\].*got True"),
     ('{"label_names": {"0": "cat", "2": "owl", "3": "dog"}}', r"label_names as a dict must map the indices 0 to 2"),
+    ('{"mean": [0.5, NaN, 0.5], "std": [0.5, 0.5, 0.5]}', r"mean must be 1 or 3 finite number\(s\), got \[0.5, nan"),
+    ('{"mean": 0.5, "std": Infinity}', r"std must be 1 or 3 finite positive number\(s\), got inf"),
+    ('{"crop_pct": 0}', r"crop_pct must be in \(0, 1\].*got 0"),
 ])
 def test_bad_preprocessing_file_names_itself_and_the_problem(tmp_path, config, match):
     _three_class_module(tmp_path / "mine.pt")
@@ -359,7 +362,9 @@ def test_imagenet_class_names_given_to_1000_outputs_are_in_the_note(tmp_path):
                                             "class names for its 1000 outputs") in loaded.note
     (tmp_path / "mine.json").write_text(json.dumps({"input_size": [3, 32, 32], "mean": 0.5, "std": 0.5,
                                                     "label_names": [f"c{i}" for i in range(1000)]}))
-    assert "assuming crop_pct 0.875 with bilinear interpolation (not given" in zoo.load(tmp_path / "mine.pt").note
+    loaded = zoo.load(tmp_path / "mine.pt")
+    assert "assuming crop_pct 0.875 with bilinear interpolation (not given" in loaded.note
+    assert loaded.labels[:2] == ["c0", "c1"]  # the names given, not ImageNet's
     (tmp_path / "mine.json").write_text(json.dumps({"input_size": [3, 32, 32], "mean": 0.5, "std": 0.5,
                                                     "crop_pct": None, "label_names": [f"c{i}" for i in range(1000)]}))
     assert "assuming bilinear interpolation (not given" in zoo.load(tmp_path / "mine.pt").note
@@ -450,3 +455,116 @@ def test_model_whose_class_cannot_be_imported_says_so(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"net.pt holds a model saved whole whose class cannot be imported here "
                                          r"\(No module named 'gone_models'\).*torch.export or TorchScript"):
         zoo.load(tmp_path / "net.pt")
+
+
+def _thousand_class_module():
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                               torch.nn.Linear(4, 1000)).eval()
+
+
+@pytest.mark.parametrize("name", ["resnet50", "vgg16"])
+def test_torchvision_models_preprocess_as_the_transforms_of_the_weights_they_load(name, monkeypatch):
+    import torchvision.models as tv
+
+    loaded_weights = []
+    monkeypatch.setattr(tv, name, lambda weights=None: loaded_weights.append(weights) or _thousand_class_module())
+    loaded = zoo.load(name)  # (a small stand-in network: no download)
+    [weights] = loaded_weights
+    transforms = weights.transforms()
+    assert loaded.input_size == (transforms.crop_size[0],) * 2 and loaded.channels == 3
+    assert loaded.mean == tuple(transforms.mean) and loaded.std == tuple(transforms.std)
+    assert loaded.crop_fraction == pytest.approx(transforms.crop_size[0] / transforms.resize_size[0])
+    assert loaded.interpolation == transforms.interpolation.value and loaded.labels == weights.meta["categories"]
+    rng = np.random.default_rng(0)
+    for height, width in ((300, 400), (500, 375)):  # sizes where the resized long side needs no rounding choice
+        image = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+        torch.testing.assert_close(loaded.preprocess([image])[0], transforms(image))
+
+
+def test_inception_v4_preprocesses_as_timms_pretrained_config_says(tmp_path, monkeypatch):
+    timm = pytest.importorskip("timm")
+    stand_in = _thousand_class_module()
+    torch.save(stand_in.state_dict(), tmp_path / "weights.pt")
+    monkeypatch.setattr(timm, "create_model", lambda name, pretrained: stand_in)  # no 170 MB network
+    loaded = zoo.load("inception-v4", weights=tmp_path / "weights.pt")
+    config = timm.get_pretrained_cfg(zoo.INCEPTION_HUB[0].split("/")[1]).to_dict()
+    assert (loaded.channels, *loaded.input_size) == config["input_size"]
+    assert (loaded.mean, loaded.std, loaded.interpolation, loaded.crop_fraction) == (
+        config["mean"], config["std"], config["interpolation"], config["crop_pct"])
+
+
+def test_registry_weights_from_a_training_checkpoint_safetensors_or_an_old_pickle_and_a_folder_refused(
+        tmp_path, monkeypatch):
+    import torchvision.models as tv
+
+    safetensors = pytest.importorskip("safetensors.torch")
+    state = torch.nn.Linear(3, 2).state_dict()
+    torch.save({"state_dict": state, "epoch": 90}, tmp_path / "checkpoint.pth")
+    safetensors.save_file(state, str(tmp_path / "weights.safetensors"))
+    torch.save(state, tmp_path / "old.pt", _use_new_zipfile_serialization=False)
+    monkeypatch.setattr(tv, "vgg16", lambda weights=None: torch.nn.Linear(3, 2))
+    for name in ("checkpoint.pth", "weights.safetensors", "old.pt"):
+        model = zoo.load("vgg16", weights=tmp_path / name).model
+        assert all(torch.equal(model.state_dict()[key], value) for key, value in state.items()), name
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(IsADirectoryError, match="weights file .*folder is a folder; give the state-dict file in it"):
+        zoo.load("vgg16", weights=tmp_path / "folder")
+
+
+def test_label_of_an_index_outside_the_names_is_its_number():
+    loaded = zoo.LoadedModel("m", torch.nn.Identity(), (8, 8), (0.5,), (0.5,), ["cat", "dog"], channels=1)
+    assert [loaded.label(i) for i in (0, 1, 2, -1)] == ["cat", "dog", "class 2", "class -1"]
+
+
+def test_a_height_by_width_input_size_for_crops_squashes_and_images_of_that_size(tmp_path):
+    _three_class_module(tmp_path / "mine.pt")
+    rng = np.random.default_rng(0)
+    tall = rng.integers(0, 256, (40, 24, 3), dtype=np.uint8)  # 40 high, 24 wide: the input size
+    wide = Image.fromarray(rng.integers(0, 256, (24, 40, 3), dtype=np.uint8))
+
+    def normalised(pixels):
+        return (torch.from_numpy(np.asarray(pixels, dtype=np.float32)).permute(2, 0, 1) / 255 - 0.5) / 0.5
+
+    for crop_pct in (0.875, None):
+        (tmp_path / "mine.json").write_text(json.dumps({"input_size": [3, 40, 24], "mean": 0.5, "std": 0.5,
+                                                        "crop_pct": crop_pct}))
+        loaded = zoo.load(tmp_path / "mine.pt")
+        assert loaded.input_size == (40, 24) and loaded.mean == loaded.std == (0.5, 0.5, 0.5)  # one value a channel
+        torch.testing.assert_close(loaded.preprocess([Image.fromarray(tall)])[0], normalised(tall))  # taken as it is
+    squashed = wide.resize((24, 40), Image.BILINEAR)  # Pillow's size: (width, height)
+    torch.testing.assert_close(loaded.preprocess([wide])[0], normalised(squashed))
+
+
+def test_input_size_as_a_side_or_height_and_width_takes_the_channels_from_the_first_convolution(tmp_path):
+    _pooling_module(tmp_path / "gray.pt", channels=1, classes=3)
+    for size, expected in ((32, (32, 32)), ([28, 20], (28, 20))):
+        (tmp_path / "gray.json").write_text(json.dumps({"input_size": size, "mean": 0.25, "std": 0.5}))
+        loaded = zoo.load(tmp_path / "gray.pt")
+        assert (loaded.channels, loaded.input_size, loaded.mean) == (1, expected, (0.25,))
+        assert loaded.preprocess([Image.new("RGB", (50, 40), (255, 0, 0))]).shape == (1, 1, *expected)
+    (tmp_path / "gray.json").write_text('{"input_size": 32}')  # normalisation assumed: 0.5 for its one channel
+    loaded = zoo.load(tmp_path / "gray.pt")
+    assert (loaded.mean, loaded.std) == ((0.5,), (0.5,)) and loaded.normalisation_assumed
+    x = loaded.preprocess([Image.new("L", (32, 32), 255)])
+    assert x.shape == (1, 1, 32, 32) and (x == 1.0).all()
+
+
+def test_a_pretrained_cfgs_interpolation_and_its_unset_entries(tmp_path):
+    model = _three_class_module(tmp_path / "mine.pt")
+    for interpolation, expected in (("bicubic", "bicubic"), ("bilinear", "bilinear"), ("random", "bilinear")):
+        model.pretrained_cfg = {"input_size": (3, 32, 32), "mean": (0.5,) * 3, "std": (0.5,) * 3,
+                                "interpolation": interpolation, "crop_pct": None, "label_names": None}
+        torch.save(model, tmp_path / "mine.pt")
+        loaded = zoo.load(tmp_path / "mine.pt")
+        assert loaded.interpolation == expected and loaded.labels == []
+        assert loaded.crop_fraction == 0.875 and "assuming crop_pct 0.875 (not given" in loaded.note  # None: unset
+
+
+def test_a_model_file_takes_no_weights_file_and_goes_to_the_device_asked(tmp_path):
+    save_checkpoint(PaperCNN(1, 8, 10), tmp_path / "cnn.pt", dataset="fashion-mnist")
+    with pytest.raises(ValueError, match=r"weights \(rectgrad explain --weights\) apply to the registry models only: "
+                                         r"the model file .*cnn.pt holds its own weights"):
+        zoo.load(tmp_path / "cnn.pt", weights=tmp_path / "cnn.pt")
+    loaded = zoo.load(tmp_path / "cnn.pt", device="meta")  # (a device every machine has)
+    assert loaded.device == "meta" and next(loaded.model.parameters()).device.type == "meta"
+    assert loaded.preprocess([Image.new("L", (8, 8))]).device.type == "meta"
