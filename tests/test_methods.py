@@ -1404,6 +1404,10 @@ def test_a_tuple_baseline_gives_one_reference_per_input():
             explain(model, inputs, target=0, method=method, baseline=(0.5,), additional_forward_args=scale)
 
 
+SMALL = {"smoothgrad": {"samples": 3}, "intgrad": {"steps": 5}, "rectgrad": {"q": 50.0},
+         "rectgrad_prr": {"q": 50.0}}  # fewer samples and steps; q = 98 passes no unit of a layer of 6 or 8
+
+
 class SharedBank(nn.Module):
     """A bank of vectors shared by every sample, sum-pooled: the map changes if the bank is split or repeated."""
 
@@ -1421,8 +1425,7 @@ def test_a_shared_argument_as_long_as_a_chunk_is_not_taken_for_a_per_sample_one(
     # lone sample of 5) is still shared, not split, doubled with DeepLIFT's references or repeated with the steps
     torch.manual_seed(0)
     model = SharedBank().double().eval()
-    small = {"smoothgrad": {"samples": 3}, "intgrad": {"steps": 5}, "rectgrad": {"q": 50.0},
-             "rectgrad_prr": {"q": 50.0}}.get(method, {})  # q = 98 passes no unit of a layer of 6 or 8
+    small = SMALL.get(method, {})
     for n, banked in ((4, 2), (5, 1)):
         x, bank = torch.randn(n, 3, dtype=torch.float64), torch.randn(banked, 3, dtype=torch.float64)
         whole = explain(model, x, target=2, method=method, additional_forward_args=(bank,), seed=0, **small)
@@ -1436,8 +1439,7 @@ def test_an_argument_shared_by_the_batch_is_passed_as_it_is(method):
     # not repeated with the samples, noisy copies or integration steps, as Captum repeats every tensor argument
     torch.manual_seed(1)  # a model whose guided gradient reaches every sample
     model, x, z, scale = TwoInputs().eval(), torch.randn(3, 4), torch.randn(5), torch.rand(3) + 0.5
-    small = {"smoothgrad": {"samples": 3}, "intgrad": {"steps": 5}, "rectgrad": {"q": 50.0},
-             "rectgrad_prr": {"q": 50.0}}.get(method, {})  # q = 98 passes no unit of a layer of 6 or 8
+    small = SMALL.get(method, {})
     shared = explain(model, x, target=2, method=method, additional_forward_args=(z, scale), seed=0,
                      internal_batch_size=2, **small)
     assert (shared.abs().sum(1) > 0).all()

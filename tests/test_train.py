@@ -194,6 +194,16 @@ def signal_at(calls: set, signum=signal.SIGINT):
     return hook
 
 
+def interrupted_state(train, at: int, **arguments) -> bytes:
+    """The state saved by training a new model (seed 3) on ``train`` with ``arguments`` (a ``checkpoint`` among them)
+    until a Ctrl-C at its forward call ``at``."""
+    model = new_model(train, seed=3)
+    model.register_forward_pre_hook(signal_at({at}))
+    with pytest.raises(TrainingInterrupted):
+        train_model(model, train, **arguments)
+    return arguments["checkpoint"].read_bytes()
+
+
 def test_train_model_stopped_by_signals_resumes_bit_for_bit(tmp_path, monkeypatch):
     """Ctrl-C or SIGTERM saves the state after the current step (3 steps an epoch here); each rerun takes up where
     the last stopped, every step runs once in all, and the result is the uninterrupted training's, bit for bit."""
@@ -235,10 +245,7 @@ def test_train_model_stopped_by_signals_resumes_bit_for_bit(tmp_path, monkeypatc
 def test_train_model_refuses_another_trainings_state_and_starts_over_from_a_corrupt_one(tmp_path):
     train = quadrants(60, seed=0)
     checkpoint = tmp_path / "model.unfinished.pt"
-    model = new_model(train, seed=3)
-    model.register_forward_pre_hook(signal_at({2}))
-    with pytest.raises(TrainingInterrupted):
-        train_model(model, train, epochs=2, batch_size=25, seed=3, progress=False, checkpoint=checkpoint)
+    interrupted_state(train, 2, epochs=2, batch_size=25, seed=3, progress=False, checkpoint=checkpoint)
     for other, difference in ((dict(seed=4), "seed: 3 there, 4 here"), (dict(lr=0.01), "lr: 0.001 there, 0.01 here"),
                               (dict(train=quadrants(60, seed=1)), "other images or labels")):
         arguments = dict(train=train, epochs=2, batch_size=25, seed=3, progress=False, checkpoint=checkpoint) | other
@@ -608,11 +615,7 @@ def test_a_state_is_refused_by_a_training_with_other_epochs_batch_size_format_la
     train = quadrants(60, seed=0)
     checkpoint = tmp_path / "m.unfinished.pt"
     arguments = dict(epochs=2, batch_size=25, seed=3, progress=False, checkpoint=checkpoint)
-    model = new_model(train, seed=3)
-    model.register_forward_pre_hook(signal_at({2}))
-    with pytest.raises(TrainingInterrupted):
-        train_model(model, train, **arguments)
-    state = checkpoint.read_bytes()
+    state = interrupted_state(train, 2, **arguments)
     relabelled = ImageDataset(train.images, (train.labels + 1) % 4, train.classes, train.name)  # the same images
     for model, dataset, other, difference in (
             (new_model(train), train, dict(epochs=3), "epochs: 2 there, 3 here"),
@@ -699,11 +702,8 @@ def test_a_state_that_is_no_trainings_or_cannot_be_read_is_never_overwritten(tmp
             train_model(new_model(train), train, epochs=1, progress=False, checkpoint=checkpoint)
         assert checkpoint.read_bytes() == written
     checkpoint.unlink()
-    model = new_model(train, seed=3)
-    model.register_forward_pre_hook(signal_at({1}))
-    with pytest.raises(TrainingInterrupted):
-        train_model(model, train, epochs=2, batch_size=10, seed=3, progress=False, checkpoint=checkpoint)
-    state, real_open = checkpoint.read_bytes(), io.open
+    state = interrupted_state(train, 1, epochs=2, batch_size=10, seed=3, progress=False, checkpoint=checkpoint)
+    real_open = io.open
 
     def unreadable(file, *args, **kwargs):  # as chmod 000 would make it for a user other than root
         if isinstance(file, (str, os.PathLike)) and os.fspath(file) == str(checkpoint):
@@ -722,11 +722,7 @@ def test_a_state_cut_short_or_damaged_inside_starts_over_with_a_warning(tmp_path
     train = quadrants(60, seed=0)
     checkpoint = tmp_path / "m.unfinished.pt"
     arguments = dict(epochs=2, batch_size=25, seed=3, progress=False, checkpoint=checkpoint)
-    model = new_model(train, seed=3)
-    model.register_forward_pre_hook(signal_at({2}))
-    with pytest.raises(TrainingInterrupted):
-        train_model(model, train, **arguments)
-    state = checkpoint.read_bytes()
+    state = interrupted_state(train, 2, **arguments)
     expected = train_model(new_model(train, seed=3), train, epochs=2, batch_size=25, seed=3, progress=False)
     at = state.index(b"identity")  # a key's name in the pickle: a flipped byte there is no UTF-8
     for damaged in (b"", state[:5000], state[:len(state) // 2], state[:at] + b"\xff" + state[at + 1:]):
