@@ -1445,3 +1445,176 @@ def test_an_argument_shared_by_the_batch_is_passed_as_it_is(method):
     assert (shared.abs().sum(1) > 0).all()
     torch.testing.assert_close(shared, explain(model, x, target=2, method=method, seed=0, internal_batch_size=2,
                                                additional_forward_args=(z.expand(3, 5), scale), **small))
+
+
+def _tanh_net():
+    """A small float64 net whose gradient changes with its input (the noise and the integration path matter)."""
+    return nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3)).double().eval()
+
+
+def _relu_net():
+    torch.manual_seed(1)  # a net whose guided gradient reaches every sample
+    return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)).double().eval()
+
+
+def test_smoothgrad_without_noise_is_the_gradient_of_each_samples_own_target():
+    # noise_level = 0 is a valid setting (the mean of identical gradients), and every copy keeps its sample's class
+    model, x, target = _tanh_net(), torch.randn(3, 4, dtype=torch.float64), [2, 0, 1]
+    saliency = explain(model, x, target=target, method="saliency")
+    for size in (None, 4):
+        torch.testing.assert_close(explain(model, x, target=target, method="smoothgrad", noise_level=0.0, samples=3,
+                                           seed=0, internal_batch_size=size), saliency)
+
+
+def test_smoothgrad_draws_copy_by_copy_with_several_inputs_and_per_sample_arguments_whatever_internal_batch_size():
+    # several copies in one pass (no internal_batch_size, or a multiple of the batch) draw the same noise as one copy
+    # a pass, and repeat the per-sample arguments with the copies
+    torch.manual_seed(1)
+    model = TwoInputs().double().eval()
+    x, z, scale = (torch.randn(5, 4, dtype=torch.float64), torch.randn(5, 5, dtype=torch.float64),
+                   torch.rand(5, dtype=torch.float64) + 0.5)
+    direct = _direct_maps("smoothgrad", model, (x, z), (scale,), 1)  # 3 copies, seed 0
+    for size in (None, 2, 10):
+        torch.testing.assert_close(explain(model, (x, z), target=1, method="smoothgrad", additional_forward_args=scale,
+                                           samples=3, seed=0, internal_batch_size=size), direct)
+
+
+@pytest.mark.parametrize("integration", ["riemann_right", "riemann_left", "riemann_middle", "riemann_trapezoid",
+                                         "gausslegendre"])
+def test_intgrad_takes_its_steps_and_each_of_captums_integrations(integration):
+    from captum.attr import IntegratedGradients
+
+    model, x = _tanh_net(), torch.randn(3, 4, dtype=torch.float64)
+    captum = IntegratedGradients(model).attribute(x.clone().requires_grad_(), baselines=0.0, target=1, n_steps=7,
+                                                  method=integration)
+    torch.testing.assert_close(explain(model, x, target=1, method="intgrad", steps=7, integration=integration),
+                               captum)
+
+
+def test_a_baseline_tensor_is_taken_in_the_models_dtype():
+    # a float32 reference beside a bfloat16 model: converted, not promoted (the model would refuse float32)
+    model, x = _relu_net().bfloat16(), torch.randn(3, 4).bfloat16()
+    reference = torch.tensor([0.5, -0.25, 0.0, 1.0])  # exact in bfloat16
+    for method in ("intgrad", "deeplift"):
+        maps = explain(model, x, target=1, method=method, baseline=reference)
+        assert maps.dtype == torch.bfloat16
+        assert torch.equal(maps, explain(model, x, target=1, method=method, baseline=reference.bfloat16()))
+
+
+def test_bad_hyperparameter_values_of_the_wrong_type_are_named():
+    model, x = _tanh_net(), torch.randn(2, 4, dtype=torch.float64)
+    with pytest.raises(TypeError, match="abs must be True or False, got 'yes'"):
+        explain(model, x, target=0, method="saliency", abs="yes")
+    with pytest.raises(ValueError, match="noise_level must be a finite non-negative number, got '0.1'"):
+        explain(model, x, target=0, method="smoothgrad", noise_level="0.1")
+    with pytest.raises(ValueError, match="eps must be a finite positive number, got '0.01'"):
+        explain(model, x, target=0, method="eps_lrp", eps="0.01")
+    with pytest.raises(ValueError, match="steps must be a positive integer, got 0"):
+        explain(model, x, target=0, method="intgrad", steps=0)
+    for method in ("intgrad", "deeplift"):
+        with pytest.raises(TypeError, match="baseline must be a number or a tensor, got str"):
+            explain(model, x, target=0, method=method, baseline="0")
+    with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 2\*\*64\) or None, got True"):
+        explain(model, x, target=0, method="random", seed=True)
+
+
+@pytest.mark.parametrize("method", METHOD_NAMES)
+def test_the_inputs_are_left_requiring_grad_or_not_and_the_maps_are_detached(method):
+    model = _relu_net()
+    signed = {"tau": 0.0, "final_threshold": False}  # RectGrad's signed map: no sample's is all zero
+    small = {"smoothgrad": {"samples": 2}, "intgrad": {"steps": 3}, "rectgrad": signed,
+             "rectgrad_prr": signed}.get(method, {})
+    for requires_grad in (False, True):
+        x = torch.randn(3, 4, dtype=torch.float64, requires_grad=requires_grad)
+        maps = explain(model, x, target=0, method=method, seed=0, **small)
+        assert x.requires_grad == requires_grad and x.grad is None
+        assert not maps.requires_grad and maps.grad_fn is None
+
+
+@pytest.mark.parametrize("method", METHOD_NAMES)
+def test_internal_batch_size_bounds_the_samples_of_every_forward_pass(method):
+    # below the batch too, where a pass holds part of one noisy copy (SmoothGrad) or of one integration step (IG)
+    model, sizes = _relu_net(), []
+    model.register_forward_pre_hook(lambda module, args: sizes.append(len(args[0])))
+    signed = {"tau": 0.0, "final_threshold": False}
+    small = {"smoothgrad": {"samples": 3}, "intgrad": {"steps": 3}, "rectgrad": signed,
+             "rectgrad_prr": signed}.get(method, {})
+    for target in (None, 0):
+        sizes.clear()
+        explain(model, torch.randn(5, 4, dtype=torch.float64), target=target, method=method, internal_batch_size=2,
+                seed=0, **small)
+        assert max(sizes) == (4 if method == "deeplift" else 2)  # DeepLIFT: inputs + references
+
+
+@pytest.mark.parametrize("rule", ["pr2", "mod"])
+def test_rectgrad_takes_its_propagation_rule(rule):
+    model, x = PaperCNN(image_size=16).eval(), torch.randn(2, 3, 16, 16)
+    expected = RectGrad(model).attribute(x, target=1, q=90.0, padding_trick=True, final_threshold=True, rule=rule)
+    assert not torch.equal(expected, RectGrad(model).attribute(x, target=1, q=90.0, padding_trick=True))
+    torch.testing.assert_close(explain(model, x, target=1, method="rectgrad", q=90.0, rule=rule), expected)
+
+
+class _FeaturesFirst(nn.Module):
+    """Transposes its activations to (features, N): dim 0 is no longer the batch."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.head = nn.Linear(4, 6), nn.Linear(2, 3)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.a(x).t()).t()[:, :2])
+
+
+def test_deeplift_refuses_an_activation_whose_dim_0_is_not_the_batch():
+    # the rule pairs the first half of dim 0 (the inputs) with the second (the references): a (6, 2N) activation
+    # would be paired feature with feature, silently
+    with pytest.raises(UnsupportedModel, match=r"pairs each input with its reference along dim 0.*shape \(6, 4\) "
+                                               r"for a batch of 2 inputs and their references"):
+        explain(_FeaturesFirst().double(), torch.randn(2, 4, dtype=torch.float64), target=0, method="deeplift")
+
+
+@pytest.mark.parametrize("method", ["deconv", "guided_bp", "eps_lrp", "deeplift", "rectgrad", "rectgrad_prr"])
+def test_every_method_of_the_rule_engine_refuses_a_torchscript_submodule(method):
+    block = torch.jit.script(nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.ReLU()))
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), block, nn.MaxPool2d(2), nn.Flatten(),
+                          nn.Linear(64, 3)).eval()
+    with pytest.raises(ValueError, match=rf"{method} modifies the backward pass.*TorchScript module '2'"):
+        explain(model, torch.randn(2, 3, 8, 8), target=0, method=method)
+
+
+def test_captums_names_of_the_methods_point_to_ours():
+    model, x = _tanh_net(), torch.randn(2, 4, dtype=torch.float64)
+    for captum, ours in (("NoiseTunnel", "smoothgrad"), ("LRP", "eps_lrp"), ("IntegratedGradients", "intgrad"),
+                         ("InputXGradient", "grad_input"), ("GuidedBackprop", "guided_bp"),
+                         ("Deconvolution", "deconv")):
+        with pytest.raises(ValueError, match=f"unknown method '{captum}' \\(did you mean '{ours}'\\?\\)"):
+            explain(model, x, method=captum)
+
+
+def test_predict_checks_the_device_bounds_its_passes_and_returns_detached_logits():
+    model, x = PaperCNN(image_size=16).eval(), torch.randn(5, 3, 16, 16)
+    with pytest.raises(ValueError, match=r"the inputs are on cpu but the model's weights on meta: move one"):
+        predict(PaperCNN(image_size=16).to("meta"), x)
+    sizes = []
+    model.register_forward_pre_hook(lambda module, args: sizes.append(len(args[0])))
+    torch.testing.assert_close(predict(model, x, internal_batch_size=2), model(x).detach())
+    assert sizes == [2, 2, 1, 5]
+    hooked = _SavesItsGradient().eval()  # run with gradients on: its logits are still detached
+    logits = predict(hooked, torch.randn(3, 3, 8, 8))
+    assert not logits.requires_grad and logits.grad_fn is None
+
+
+def test_a_models_own_runtime_error_is_raised_after_one_forward_pass():
+    # only an error about gradients (a tensor hook registered in the forward pass) is worth a pass with them on
+    calls = []
+
+    def broken(x):
+        calls.append(torch.is_grad_enabled())
+        raise RuntimeError("the model's own failure")
+
+    for call in (lambda: predict(broken, torch.randn(2, 3)),
+                 lambda: explain(broken, torch.randn(2, 3), method="saliency")):
+        calls.clear()
+        with pytest.raises(RuntimeError, match="the model's own failure"):
+            call()
+        assert calls == [False]
