@@ -1,10 +1,13 @@
 """RectGrad, Guided Backprop and Deconvolution on the engine: exactness, invariances, bad input."""
 import copy
+import functools
+import re
 import sys
 import threading
 import time
 import warnings
 from contextlib import nullcontext
+from fractions import Fraction
 
 import captum.attr as captum_attr
 import numpy as np
@@ -574,6 +577,35 @@ def test_internal_batch_size_gives_the_same_maps(cnn, batch):
                                rtol=1e-9, atol=1e-12)
 
 
+class _Scaled(nn.Module):
+    """Logits scaled by a per-sample column, a bank shared by the batch (its row mean) and a 0-d temperature."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.relu, self.out = nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 4)  # modules: Captum's hooks
+
+    def forward(self, x, scale, bank=None, temperature=None):
+        out = self.out(self.relu(self.a(x) * scale))
+        out = out if bank is None else out * bank.mean(0)
+        return out if temperature is None else out / temperature
+
+
+def test_internal_batch_size_cuts_per_sample_arguments_and_passes_shared_ones_whole():
+    # 6 samples in chunks of 4 and 2: the (6, 1) scale is cut with them; the (7, 4) bank and the 0-d temperature
+    # are the batch's, passed whole to every chunk (Captum, unchunked, is the reference)
+    torch.manual_seed(4)
+    model = _Scaled().double()
+    x = torch.randn(6, 3, dtype=torch.float64)
+    scale, bank = torch.rand(6, 1, dtype=torch.float64) + 0.5, torch.rand(7, 4, dtype=torch.float64) + 0.5
+    temperature = torch.tensor(2.0, dtype=torch.float64)
+    for extra in (scale, (scale,), (scale, bank, temperature)):
+        expected = captum_attr.GuidedBackprop(model).attribute(x, target=1, additional_forward_args=extra)
+        assert expected.abs().sum(1).gt(0).all()
+        for size in (4, 5, None):
+            torch.testing.assert_close(GuidedBackprop(model).attribute(
+                x, target=1, additional_forward_args=extra, internal_batch_size=size), expected, rtol=1e-12, atol=0)
+
+
 @pytest.mark.parametrize("method", [RectGrad, GuidedBackprop])
 def test_a_target_of_another_length_is_refused_whatever_internal_batch_size(cnn, batch, method):
     # 3 classes for a batch of 6 cut in chunks of 3 were taken as the classes of each chunk: no error, wrong maps
@@ -640,6 +672,41 @@ def test_model_untouched_after_success_and_after_error():
     assert x.grad is None and not x.requires_grad
 
 
+def test_a_model_found_three_steps_away_or_deep_in_a_list_is_left_as_it_was():
+    # a partial (1 step) of a function (2) closing over a dict (3) holding the model; a partial holding it as a
+    # keyword; the last of a dozen models in a list: each found, warned about, its BatchNorm statistics kept
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 2)).double().train()
+    models, ensemble = {"net": model}, [nn.Identity() for _ in range(11)] + [model]
+
+    def scaled(t, scale):
+        return models["net"](t) * scale
+
+    def run(t, net):
+        return net(t)
+
+    before = snapshot(model)
+    for forward in (functools.partial(scaled, scale=2.0), functools.partial(run, net=model),
+                    lambda t: ensemble[-1](ensemble[0](t))):
+        with pytest.warns(AttributionWarning, match="the model is in training mode: BatchNorm1d"):
+            GuidedBackprop(forward).attribute(torch.randn(5, 3, dtype=torch.float64), target=0)
+        assert_untouched(model, before)
+
+
+@pytest.mark.parametrize("buffer", [torch.ones(1, 4).expand(3, 4), torch.full((1,), float("nan")).expand(4),
+                                    torch.empty(4, device="meta")], ids=["expanded", "nan-expanded", "meta"])
+def test_buffers_the_forward_pass_leaves_alone_are_not_written_to(buffer):
+    # writing one back would fail where its elements share memory (expanded; NaN still counts as unchanged) and on
+    # the meta device comparing it would: a model holding one is explained as Captum explains it, the buffer kept
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3)).double()
+    model.register_buffer("extra", buffer)
+    x = torch.randn(3, 4, dtype=torch.float64)
+    expected = captum_attr.GuidedBackprop(model).attribute(x, target=1)
+    assert expected.any()
+    torch.testing.assert_close(GuidedBackprop(model).attribute(x, target=1), expected, rtol=0, atol=0)
+    assert model.extra is buffer
+
+
 def test_maps_of_inputs_that_require_grad_are_detached_and_leave_the_inputs_alone(cnn, batch):
     # a tensor of the user's graph (x.requires_grad) gives maps as plain tensors (.numpy() works), not x * R with
     # a grad_fn holding x's graph
@@ -669,6 +736,31 @@ def test_model_untouched_when_forward_raises():
     assert_untouched(model, before)
     # the interception does not outlive the call
     assert torch.equal(torch.relu(torch.tensor([-1.0, 2.0])), torch.tensor([0.0, 2.0]))
+
+
+def test_a_model_that_is_not_callable_is_refused_by_name():
+    for method in (RectGrad, GuidedBackprop, Deconvolution):
+        with pytest.raises(TypeError, match="model must be a torch.nn.Module or a callable, got int"):
+            method(5)
+
+
+def test_a_map_of_cancelling_signs_is_not_taken_for_all_zero():
+    # x = (1, 1) through a ReLU into weights (1, -1), tau = -5 passes both units: x * R = (1, -1), summing to 0
+    model = nn.Sequential(nn.ReLU(), nn.Linear(2, 1, bias=False)).double()
+    with torch.no_grad():
+        model[1].weight.copy_(torch.tensor([[1.0, -1.0]]))
+    x = torch.ones(1, 2, dtype=torch.float64)
+    maps = RectGrad(model).attribute(x, target=0, tau=-5.0, final_threshold=False)
+    assert torch.equal(maps, torch.tensor([[1.0, -1.0]], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("n, shown", [(10, "[0, 1, 2, 3, 4, 5, 6, 7, 8, 9] is"),
+                                      (11, "[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]... is")])
+def test_all_zero_samples_are_listed_up_to_ten(n, shown):
+    # tau = 1e9: no unit passes, every sample's map is zero
+    model = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 2)).double()
+    with pytest.warns(AttributionWarning, match=re.escape(f"the attribution of sample(s) {shown} all zero")):
+        RectGrad(model).attribute(torch.randn(n, 2, dtype=torch.float64), target=0, tau=1e9)
 
 
 @pytest.mark.parametrize("kwargs, error, match", [
@@ -705,11 +797,24 @@ def test_bad_arguments(cnn, batch, kwargs, error, match):
         RectGrad(cnn).attribute(x, **kwargs)
 
 
+def test_threshold_bounds_are_inclusive_and_strings_are_refused(cnn, batch):
+    x, y = batch
+    # q = 100 is a valid percentile: the threshold is each layer's largest score, which no unit exceeds (strict >)
+    with pytest.warns(AttributionWarning, match=r"sample\(s\) \[0, 1, 2, 3, 4, 5\] is all zero"):
+        assert not RectGrad(cnn).attribute(x, target=y, q=100.0).any()
+    for kwargs, match in (({"tau": "0.5"}, "tau must be a finite number, got '0.5'"),
+                          ({"q": "98"}, "q must be a percentile in \\[0, 100\\], got '98'"),
+                          ({"q": True}, "q must be a percentile in \\[0, 100\\], got True")):
+        with pytest.raises(ValueError, match=match):
+            RectGrad(cnn).attribute(x, target=y, **kwargs)
+
+
 def test_thresholds_given_as_one_element_tensors_or_arrays(cnn, batch):
-    # e.g. a q computed with torch or numpy: its value, as a Python number would give it
+    # e.g. a q computed with torch or numpy, or any real number (a Fraction): its value, as a float would give it
     x, y = batch
     for kwargs, same in (({"q": torch.tensor(90.0)}, {"q": 90.0}), ({"q": np.array([90])}, {"q": 90.0}),
-                         ({"tau": torch.tensor(1e-4, dtype=torch.float64)}, {"tau": 1e-4})):
+                         ({"tau": torch.tensor(1e-4, dtype=torch.float64)}, {"tau": 1e-4}),
+                         ({"q": Fraction(90)}, {"q": 90.0}), ({"tau": Fraction(1, 10**4)}, {"tau": 1e-4})):
         maps = RectGrad(cnn).attribute(x, target=y, **kwargs)
         assert torch.equal(maps, RectGrad(cnn).attribute(x, target=y, **same)) and maps.flatten(1).any(1).all()
 
@@ -726,6 +831,98 @@ def test_bad_inputs(cnn):
         GuidedBackprop(cnn).attribute(bad)
     with pytest.raises(TypeError, match="must be torch tensors"):
         RectGrad(cnn).attribute([[1.0]])
+
+
+def test_empty_and_ragged_inputs_are_refused_by_name(cnn, batch):
+    x, _ = batch
+    with pytest.raises(ValueError, match="inputs is empty"):
+        RectGrad(cnn).attribute(())
+    with pytest.raises(ValueError, match=r"non-empty batch dimension first, got shape \(0, 3, 32, 32\)"):
+        GuidedBackprop(cnn).attribute(x[:0])
+    with pytest.raises(ValueError, match=r"non-empty batch dimension first, got shape \(\)"):
+        RectGrad(cnn).attribute(torch.tensor(1.0, dtype=torch.float64))
+    head = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)).double()
+    x, z = torch.randn(5, 3, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"all inputs must share the batch size, got \[5, 4\]"):
+        GuidedBackprop(lambda a, b: head(a) + head(b).sum()).attribute((x, z), target=0)
+
+
+def test_a_model_output_for_another_batch_size_is_refused():
+    # (1, C) for a batch of 3 (e.g. a model summing over the batch) would explain one summed score
+    head = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 5)).double()
+    x = torch.randn(3, 3, dtype=torch.float64)
+    for target in (None, 1):
+        with pytest.raises(ValueError, match=r"shape \(N, classes\) = \(3, C\), got \(1, 5\)"):
+            RectGrad(lambda t: head(t).sum(0, keepdim=True)).attribute(x, target=target)
+    with pytest.raises(ValueError, match=r"got \(1, 3, 5\)$"):  # 3-D but not per sample: no hint to flatten it
+        RectGrad(lambda t: head(t)[None]).attribute(x, target=1)
+
+
+def test_unbatched_inputs_get_the_hint_and_other_assertions_are_left_as_they_are():
+    head = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    with pytest.raises(RuntimeError, match=r"the inputs have shape \(3,\): dim 0 is the batch; .* pass x\[None\]"):
+        GuidedBackprop(head).attribute(torch.randn(3), target=0)  # one vector of 3 features for a model of 4
+
+    def checked(x):
+        if not (x > -10).all():  # a model's own check: not torch.export's "Guard failed"
+            raise AssertionError("inputs out of range")
+        return head(x)
+
+    with pytest.raises(AssertionError, match="^inputs out of range$"):
+        GuidedBackprop(checked).attribute(torch.full((2, 4), -20.0), target=0)
+
+
+def test_out_of_range_and_non_integer_targets_are_named(cnn, batch):
+    x, _ = batch
+    with pytest.raises(ValueError, match="target 12 is out of range for a model with 10 classes"):
+        RectGrad(cnn).attribute(x, target=[1, 12, 2, -3, 4, 5])  # the first bad one is named
+    with pytest.raises(TypeError, match="integer class indices, got torch.complex64"):
+        GuidedBackprop(cnn).attribute(x, target=torch.full((6,), 1, dtype=torch.complex64))
+
+
+def test_a_softmax_with_underflowed_zeros_is_taken_for_probabilities():
+    # a confident float32 softmax rounds the other classes to exactly 0: still probabilities, still a warning
+    model = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 3), nn.Softmax(1))
+    with torch.no_grad():
+        model[2].weight.mul_(1000.0)
+    x = torch.randn(4, 2)
+    rows = model(x)
+    assert (rows == 0).any() and torch.allclose(rows.sum(1), torch.ones(4))  # the premise: exact zeros
+    with pytest.warns(AttributionWarning, match="look like probabilities"):
+        GuidedBackprop(model).attribute(x, target=0)
+
+
+def test_one_score_per_sample_is_never_taken_for_probabilities():
+    # an (N, 1) output is one score per sample, whatever its value: 1.0 here (a histogram's total), no warning
+    model = nn.Sequential(nn.ReLU(), nn.Linear(3, 1, bias=False)).double()
+    with torch.no_grad():
+        model[1].weight.fill_(1.0)
+    x = torch.softmax(torch.randn(4, 3, dtype=torch.float64), dim=1)
+    assert torch.allclose(model(x), torch.ones(4, 1, dtype=torch.float64))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        maps = GuidedBackprop(model).attribute(x, target=0)
+    assert torch.equal(maps, torch.ones_like(x))  # x > 0 everywhere, the weights all 1: every unit passes 1
+
+
+def test_probability_rows_are_summed_exactly_not_in_their_own_dtype():
+    # 0.5 + 0.25 + 0.267578125 = 1.017578125 (each exact in bfloat16) is off 1 by more than 2 eps = 0.015625; the sum
+    # rounded to bfloat16, 1.015625, would hide that
+    from rectgrad.attr._arguments import looks_like_probabilities
+
+    rows = torch.tensor([[0.5, 0.25, 0.267578125]], dtype=torch.bfloat16)
+    assert rows.double().sum().item() == 1.017578125 and 2 * torch.finfo(torch.bfloat16).eps == 0.015625
+    assert not looks_like_probabilities(rows)
+    rows = torch.tensor([[0.5, 0.25, 0.265625]], dtype=torch.bfloat16)  # off by exactly 2 eps: still probabilities
+    assert looks_like_probabilities(rows)
+
+
+def test_a_model_mixing_dtypes_keeps_pytorchs_own_error():
+    # the inputs are float32 as the first layer's weights: no advice to convert them, PyTorch's error as it is
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2).double())
+    with pytest.raises(RuntimeError, match="mat1 and mat2 must have the same dtype") as error:
+        GuidedBackprop(model).attribute(torch.randn(2, 3), target=0)
+    assert type(error.value) is RuntimeError
 
 
 def test_model_output_must_be_logits():
@@ -758,6 +955,15 @@ def test_warns_without_known_activation_and_equals_gradient_times_input():
         attribution = RectGrad(model).attribute(x, target=2, final_threshold=False, internal_batch_size=2)
     torch.testing.assert_close(attribution, x * model[0].weight[2])
     assert sum("no activation function" in str(w.message) for w in caught) == 1  # once per call, not per chunk
+
+
+def test_a_module_free_callable_is_warned_about_once_per_call_too():
+    w = torch.randn(3, 4, dtype=torch.float64)
+    x = torch.randn(5, 3, dtype=torch.float64)
+    with pytest.warns(AttributionWarning, match="no activation function the engine knows") as caught:
+        maps = RectGrad(lambda t: t @ w).attribute(x, target=1, final_threshold=False, internal_batch_size=2)
+    torch.testing.assert_close(maps, x * w[:, 1])  # the plain gradient x input
+    assert sum("no activation function" in str(c.message) for c in caught) == 1  # once per call, not per chunk
 
 
 @pytest.mark.filterwarnings("ignore:the attribution.* is all zero:rectgrad.AttributionWarning")

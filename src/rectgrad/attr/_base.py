@@ -133,7 +133,7 @@ def check_reachable(model, modules: tuple[nn.Module, ...], what: str, multiplier
 def user_call(modules: tuple[nn.Module, ...]):
     """One public call on a user's model (however calls nest inside it): a warning if the model is in training
     mode with modules that behave differently there (BatchNorm with running statistics, dropout)."""
-    if getattr(_call, "active", False) or not modules:
+    if getattr(_call, "active", False):
         yield
         return
     found = {type(m).__name__: why for model in modules for m in model.modules() for kind, why in _IN_TRAINING.items()
