@@ -284,16 +284,16 @@ def test_transparent_pixels_are_white_for_explain_and_the_folder_loader_alike(tm
 def test_centre_crop_resizes_only_the_part_it_keeps(lite0, monkeypatch):
     skimage_data = pytest.importorskip("skimage.data")
     photo = Image.fromarray(skimage_data.chelsea())  # 451 x 300
-    scale = 224 / 300 / 0.875  # the former way: resize the whole photo, then crop its centre
-    size = (round(451 * scale), 256)
-    left, top = (size[0] - 224) // 2, (size[1] - 224) // 2
-    whole = photo.resize(size, Image.BICUBIC).crop((left, top, left + 224, top + 224))
+    whole = photo.resize((384, 256), Image.BICUBIC).crop((80, 16, 304, 240))  # the whole photo resized (451 * 256
+    # / 300 = 384.9, truncated as torchvision does), then its centre cropped
     pixels = lite0.preprocess([photo])[0] * 128 + 127  # EfficientNet-Lite's normalisation undone
     expected = torch.from_numpy(np.asarray(whole, dtype=np.float32)).permute(2, 0, 1)
     torch.testing.assert_close(pixels, expected, atol=1e-4, rtol=0)  # an ordinary photo: as torchvision, exactly
-    wide = Image.fromarray(np.concatenate([skimage_data.chelsea()] * 13, axis=1))  # 5863 x 300: its middle third
-    difference = (lite0.preprocess([wide])[0] * 128 + 127 - expected).abs()  # is the photo: only that part resized
-    assert difference.mean() < 0.5 and difference.max() <= 4  # the crop edges lie 0.1 pixel apart; rounding
+    wide = Image.fromarray(np.concatenate([skimage_data.chelsea()] * 13, axis=1))  # 5863 x 300: over 16 crops
+    whole = wide.resize((5003, 256), Image.BICUBIC).crop((2390, 16, 2614, 240))  # 256 * 5863 / 300 = 5003.1;
+    expected = torch.from_numpy(np.asarray(whole, dtype=np.float32)).permute(2, 0, 1)  # 4779 / 2 = 2389.5 -> 2390
+    difference = (lite0.preprocess([wide])[0] * 128 + 127 - expected).abs()  # only the kept part resized: the
+    assert difference.mean() < 0.01 and difference.max() < 1.001  # same crop, up to Pillow's rounding
     resize = Image.Image.resize
 
     def small_resize(image, size, *args, **kwargs):
@@ -476,9 +476,11 @@ def test_torchvision_models_preprocess_as_the_transforms_of_the_weights_they_loa
     assert loaded.crop_fraction == pytest.approx(transforms.crop_size[0] / transforms.resize_size[0])
     assert loaded.interpolation == transforms.interpolation.value and loaded.labels == weights.meta["categories"]
     rng = np.random.default_rng(0)
-    for height, width in ((300, 400), (500, 375)):  # sizes where the resized long side needs no rounding choice
+    # 300 x 451: the long side 384.9 is truncated to 384, not rounded; 256 x 387 and 451 x 263: odd margins whose
+    # crop offsets round half to even (81.5 -> 82, 30.5 -> 30); 1000 x 223: the short side enlarged
+    for height, width in ((300, 400), (500, 375), (300, 451), (256, 387), (451, 263), (1000, 223)):
         image = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
-        torch.testing.assert_close(loaded.preprocess([image])[0], transforms(image))
+        torch.testing.assert_close(loaded.preprocess([image])[0], transforms(image), rtol=0, atol=0)
 
 
 def test_inception_v4_preprocesses_as_timms_pretrained_config_says(tmp_path, monkeypatch):
@@ -491,6 +493,24 @@ def test_inception_v4_preprocesses_as_timms_pretrained_config_says(tmp_path, mon
     assert (loaded.channels, *loaded.input_size) == config["input_size"]
     assert (loaded.mean, loaded.std, loaded.interpolation, loaded.crop_fraction) == (
         config["mean"], config["std"], config["interpolation"], config["crop_pct"])
+    transforms = timm.data.create_transform(**timm.data.resolve_data_config({}, pretrained_cfg=config))
+    rng = np.random.default_rng(1)
+    for height, width in ((300, 451), (341, 341), (400, 401), (263, 391)):  # 299 / 0.875 = 341.7: 341, floored
+        image = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+        torch.testing.assert_close(loaded.preprocess([image])[0], transforms(image), rtol=0, atol=0)
+
+
+def test_a_height_by_width_input_size_is_cropped_as_timm_crops_it():
+    # 40 x 24 at crop_pct 0.875: targets floor(45.7) x floor(27.4) = 45 x 27, both sides scaled by the smaller
+    # ratio and rounded (timm's ResizeKeepRatio), then the centre crop
+    timm = pytest.importorskip("timm")
+    loaded = zoo.LoadedModel("m", torch.nn.Identity(), (40, 24), (0.5,) * 3, (0.5,) * 3, [])
+    transforms = timm.data.create_transform(input_size=(3, 40, 24), crop_pct=0.875, interpolation="bilinear",
+                                            mean=loaded.mean, std=loaded.std)
+    rng = np.random.default_rng(2)
+    for height, width in ((100, 37), (37, 100), (45, 28), (61, 61), (200, 33)):
+        image = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+        torch.testing.assert_close(loaded.preprocess([image])[0], transforms(image), rtol=0, atol=0)
 
 
 def test_registry_weights_from_a_training_checkpoint_safetensors_or_an_old_pickle_and_a_folder_refused(

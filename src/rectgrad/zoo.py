@@ -11,6 +11,7 @@ program (``.pt2``); preprocessing and class names from ``<model>.json`` beside i
 """
 from __future__ import annotations
 
+import math
 import pickle
 import re
 import socket
@@ -94,22 +95,39 @@ class LoadedModel:
         return (pixels - mean) / std
 
     def _centre_crop(self, image, resample):
-        """Resize so that the crop covers ``crop_fraction`` of the shorter side, then take the centre crop, as
-        torchvision's Resize + CenterCrop; an image of the input size is taken as it is. When the resized image would
-        hold over 16 times the crop's pixels (an extreme aspect ratio: a 20000 x 1 strip would become 5,120,000 x 256
-        pixels) only the kept part is resized (``Image.resize(box=...)``), which differs from the whole resize by
-        Pillow's rounding alone."""
+        """Resize so that the crop covers ``crop_fraction`` of the shorter side, then take the centre crop, as timm's
+        evaluation transform does (and so torchvision's Resize + CenterCrop for its weights): :meth:`_resized_size`,
+        then the crop offset rounded as ``CenterCrop``. An image of the input size is taken as it is. When the
+        resized image would hold over 16 times the crop's pixels (an extreme aspect ratio: a 20000 x 1 strip would
+        become 5,120,000 x 256 pixels) only the kept part is resized (``Image.resize(box=...)``), which differs from
+        the whole resize by Pillow's rounding alone."""
         height, width = self.input_size
         if image.size == (width, height):  # already the input: cropping it would only lose its border
             return image
-        scale = max(height / image.height, width / image.width) / self.crop_fraction
-        size = (max(width, round(image.width * scale)), max(height, round(image.height * scale)))
-        left, top = (size[0] - width) // 2, (size[1] - height) // 2
+        size = self._resized_size(image.width, image.height)
+        left, top = round((size[0] - width) / 2), round((size[1] - height) / 2)  # Python's round, as CenterCrop's
         if size[0] * size[1] <= 16 * width * height:
             return image.resize(size, resample).crop((left, top, left + width, top + height))
         x_scale, y_scale = size[0] / image.width, size[1] / image.height
         box = (left / x_scale, top / y_scale, (left + width) / x_scale, (top + height) / y_scale)
         return image.resize((width, height), resample, box=box)
+
+    def _resized_size(self, image_width: int, image_height: int) -> tuple[int, int]:
+        """The (width, height) an image is resized to before the centre crop, as timm computes it: the target sides
+        are ``floor(side / crop_fraction)`` (224 / 0.875 = 256; Inception-v4's 299 -> 341); for a square input the
+        shorter side becomes the target and the longer one ``int(target * longer / shorter)``, truncated
+        (torchvision's ``Resize(int)``); otherwise both sides are scaled by the smaller ratio and rounded (timm's
+        ``ResizeKeepRatio``)."""
+        height, width = self.input_size
+        target_height, target_width = math.floor(height / self.crop_fraction), math.floor(width / self.crop_fraction)
+        if target_height == target_width:
+            short, long = sorted((image_width, image_height))
+            long = int(target_height * long / short)
+            size = (target_height, long) if image_width <= image_height else (long, target_height)
+        else:
+            ratio = min(image_height / target_height, image_width / target_width)
+            size = (round(image_width / ratio), round(image_height / ratio))
+        return max(width, size[0]), max(height, size[1])
 
     def load_images(self, paths: Sequence) -> Tensor:
         """Read image files and preprocess them; a file that cannot be read is named in the error."""
