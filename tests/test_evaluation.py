@@ -967,8 +967,11 @@ def test_a_corrupt_result_file_is_an_error_naming_it(tmp_path):
     store.save_json("roar/x.json", {"accuracy": 0.5})
     store.save_torch("maps/a.pt", torch.ones(2))
     store.save_seconds("maps/a", 1.0)
+    from test_train import foreign_bytes
+
+    foreign = [("maps/a.pt", damage) for damage in foreign_bytes()]  # KeyError, IndexError, struct.error
     for name, damage in (("roar/x.json", b'{"accur'), ("maps/a.pt", b""), ("maps/a.pt", b"PK\x03\x04 half a zip"),
-                         ("seconds/maps/a.json", b"\xff\xfe")):
+                         ("seconds/maps/a.json", b"\xff\xfe"), *foreign):
         (tmp_path / "w" / name).write_bytes(damage)
         load = {".json": store.load_json, ".pt": store.load_torch}[Path(name).suffix]
         remedy = "delete it: the report then lacks that unit's compute time" if name.startswith("seconds") else \

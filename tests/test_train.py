@@ -1,5 +1,6 @@
 """Training loop, evaluation and the ``rectgrad train`` command on small generated data."""
 import gzip
+import io
 import os
 import re
 import signal
@@ -262,6 +263,26 @@ def test_train_model_refuses_another_trainings_state_and_starts_over_from_a_corr
         again = train_model(new_model(train, seed=3), train, epochs=2, batch_size=25, seed=3, progress=False,
                             checkpoint=checkpoint)
     assert again["loss"] == expected["loss"] and not checkpoint.exists()
+
+
+def foreign_bytes() -> list[bytes]:
+    """Bytes that are no torch file or a damaged one, each failing torch.load its own way: a text file (KeyError on
+    an unknown pickle opcode), one pickle byte (IndexError), a legacy torch file cut in its header (struct.error)."""
+    legacy = io.BytesIO()
+    torch.save({"a": torch.ones(3)}, legacy, _use_new_zipfile_serialization=False)
+    return [b"hello world", b"\x80", legacy.getvalue()[:18]]
+
+
+def test_a_file_that_is_no_torch_file_at_the_checkpoint_path_is_a_corrupt_state_to_start_over_from(tmp_path):
+    train = quadrants(60, seed=0)
+    expected = train_model(new_model(train, seed=3), train, epochs=1, batch_size=25, seed=3, progress=False)
+    checkpoint = tmp_path / "model.unfinished.pt"
+    for damaged in foreign_bytes():
+        checkpoint.write_bytes(damaged)
+        with pytest.warns(RuntimeWarning, match="model.unfinished.pt is corrupt .*its training starts over"):
+            again = train_model(new_model(train, seed=3), train, epochs=1, batch_size=25, seed=3, progress=False,
+                                checkpoint=checkpoint)
+        assert again["loss"] == expected["loss"] and not checkpoint.exists()
 
 
 def test_a_crash_loses_the_epoch_in_progress_at_most(tmp_path, monkeypatch):
