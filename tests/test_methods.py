@@ -1518,6 +1518,20 @@ def test_bad_hyperparameter_values_of_the_wrong_type_are_named():
         explain(model, x, target=0, method="random", seed=True)
 
 
+def test_bools_are_no_numbers_for_any_hyperparameter():
+    # True would pass as 1 (a noise of the whole range, eps 1, a white reference) where steps and seed refuse it
+    model, x = _tanh_net(), torch.randn(2, 4, dtype=torch.float64)
+    with pytest.raises(ValueError, match="noise_level must be a finite non-negative number, got True"):
+        explain(model, x, target=0, method="smoothgrad", noise_level=True)
+    with pytest.raises(ValueError, match="eps must be a finite positive number, got True"):
+        explain(model, x, target=0, method="eps_lrp", eps=True)
+    for method in ("intgrad", "deeplift"):
+        for baseline in (False, np.bool_(True), (True,)):
+            with pytest.raises(TypeError, match="baseline must be a number or a tensor, got (bool|bool_)"):
+                explain(model, x, target=0, method=method, baseline=baseline)
+    assert explain(model, x, target=0, method="intgrad", baseline=np.float32(0.0)).any()  # numpy numbers are numbers
+
+
 @pytest.mark.parametrize("method", METHOD_NAMES)
 def test_the_inputs_are_left_requiring_grad_or_not_and_the_maps_are_detached(method):
     model = _relu_net()

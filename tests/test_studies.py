@@ -1134,7 +1134,7 @@ def test_the_papers_masked_cifar_images_come_flipped_to_rgb_with_their_masks(tmp
 
 def test_adversarial_study_refuses_a_step_that_is_not_finite():
     images = Images(torch.zeros(2, 1, SIZE, SIZE), ["p", "q"], classes=["up", "down"])
-    for eps in (float("nan"), 0.0, -0.01):
+    for eps in (float("nan"), 0.0, -0.01, True):  # True is no step of 1
         with pytest.raises(ValueError, match=f"eps must be a finite positive step, got {eps}"):
             studies.adversarial(Flippable(), images, eps=eps)
 

@@ -41,6 +41,11 @@ def flag(name: str, value) -> bool:
     return bool(value)
 
 
+def real(value) -> bool:
+    """Whether ``value`` is a real number (numpy's too) and not a bool, which would otherwise pass as 0 or 1."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
 def positive_int(name: str, value) -> int:
     """``value`` as an int, or a ``ValueError`` naming ``name`` unless it is an integer >= 1 (not a bool)."""
     if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:

@@ -32,7 +32,7 @@ from captum._utils.common import _format_output, _is_tuple
 from captum.attr import InputXGradient, IntegratedGradients, Saliency
 from torch import Tensor
 
-from rectgrad._checks import did_you_mean, flag, positive_int
+from rectgrad._checks import did_you_mean, flag, positive_int, real
 from rectgrad.attr import Deconvolution, GuidedBackprop, RectGrad
 from rectgrad.attr._arguments import (batches, check_device, check_logits, check_threshold, format_inputs,
                                       per_sample, repeat_samples, resolve_targets, target_indices)
@@ -119,7 +119,7 @@ def _smoothgrad(model, inputs, target, extra, *, internal_batch_size, generator,
     """Mean gradient over ``samples`` noisy copies, sigma = noise_level * (max - min) of each sample of each input
     (Smilkov et al., 2017). Captum's NoiseTunnel takes one sigma for the whole batch, hence this loop."""
     samples = positive_int("samples", samples)
-    if not isinstance(noise_level, numbers.Real) or not 0 <= noise_level < math.inf:
+    if not real(noise_level) or not 0 <= noise_level < math.inf:
         raise ValueError(f"noise_level must be a finite non-negative number, got {noise_level!r}")
     n = len(inputs[0])
     sigmas = [noise_level * _sample_ranges(x) for x in inputs]
@@ -140,7 +140,7 @@ def _smoothgrad(model, inputs, target, extra, *, internal_batch_size, generator,
 
 
 def _baseline_like(baseline, inputs: Tensor) -> Tensor:
-    if isinstance(baseline, numbers.Real):
+    if real(baseline):
         if not math.isfinite(baseline):
             raise ValueError(f"baseline must be a finite number, got {baseline!r}")
         return torch.full_like(inputs, float(baseline))
@@ -221,7 +221,7 @@ def _modified_gradient(model, inputs, target, extra, rule: MultiplierRule, refer
 def _eps_lrp(model, inputs, target, extra, *, internal_batch_size, eps):
     """epsilon-LRP (Bach et al., 2015) as a modified gradient (Ancona et al., 2018): f'(z) becomes
     f(z) / (z + eps * sign(z)) and the map is x * gradient; Grad*Input on ReLU networks as eps -> 0."""
-    if not isinstance(eps, numbers.Real) or not math.isfinite(eps) or eps <= 0:
+    if not real(eps) or not math.isfinite(eps) or eps <= 0:
         raise ValueError(f"eps must be a finite positive number, got {eps!r}")
     grads = _modified_gradient(model, inputs, target, extra, eps_lrp_rule(eps), (), internal_batch_size)
     return tuple(x * g for x, g in zip(inputs, grads))

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rectgrad._checks import describe, install_hint, integer, positive_int
+from rectgrad._checks import describe, install_hint, integer, positive_int, real
 from rectgrad._checks import fractions as check_fractions
 from rectgrad.checkpoint import write_text_atomically
 from rectgrad.data import ImageDataset, checksum
@@ -447,8 +447,7 @@ class RayBackend:
 
     def __init__(self, address: str | None = None, num_cpus: float = 1, num_gpus: float = 0,
                  max_in_flight: int | None = None):
-        if not (isinstance(num_cpus, (int, float)) and num_cpus > 0 and isinstance(num_gpus, (int, float))
-                and num_gpus >= 0):
+        if not (real(num_cpus) and num_cpus > 0 and real(num_gpus) and num_gpus >= 0):
             raise ValueError(f"num_cpus must be > 0 and num_gpus >= 0, got {num_cpus!r} and {num_gpus!r}")
         if max_in_flight is not None:
             max_in_flight = positive_int("max_in_flight", max_in_flight)

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rectgrad import viz
+from rectgrad._checks import real
 from rectgrad.attr._arguments import looks_like_probabilities
 from rectgrad.studies._common import (COMPARED, Images, StudyResult, check_show, display_maps, finite_mean, from_pixels,
                                       leaves_model_as_it_was, method_attributions, method_label, method_names, predict,
@@ -49,7 +50,7 @@ def adversarial(model: nn.Module, images: Images, out=None, *, eps: float = 0.01
     from mere sensitivity to the input. The figures draw ``show`` images (0: no figures, None: all), those whose
     class flipped first; the numbers use all. ``progress``: a bar over the methods for each of the three inputs.
     """
-    if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0):
+    if not (real(eps) and math.isfinite(eps) and eps > 0):
         raise ValueError(f"eps must be a finite positive step, got {eps!r}")
     show = check_show(show, len(images))
     methods = method_names(methods)  # run three times: a generator would be spent after the first
