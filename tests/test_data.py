@@ -443,6 +443,66 @@ def test_masked_images_in_any_case_with_stray_masks_and_empty_ones_said(tmp_path
 
 
 @pytest.mark.skipif(not REAL_MASKS.is_dir(), reason="the paper's masked images are not here")
+def masks_archive(classes=CIFAR10_CLASSES) -> bytes:
+    """A CIFAR10_mask.tar as the paper's reference code holds it: CIFAR10_mask/<class>_<n>.jpg and _mask.jpg (one
+    image of each class here), with the folder's own entry and a macOS resource fork ("._name") beside them."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        folder = tarfile.TarInfo("CIFAR10_mask")
+        folder.type = tarfile.DIRTYPE
+        tar.addfile(folder)
+        for k, name in enumerate(classes):
+            mask = np.zeros((32, 32), np.uint8)
+            mask[8:24, 8:24] = 255
+            for member, array in ((f"{name}_1.jpg", np.full((32, 32, 3), 20 * k, np.uint8)),
+                                  (f"{name}_1_mask.jpg", mask), (f"._{name}_1.jpg", None)):
+                encoded = io.BytesIO()
+                if array is None:
+                    encoded.write(b"\x00\x05\x16\x07 resource fork")
+                else:
+                    Image.fromarray(array).save(encoded, format="JPEG", quality=95)
+                info = tarfile.TarInfo(f"CIFAR10_mask/{member}")
+                info.size = len(encoded.getvalue())
+                tar.addfile(info, io.BytesIO(encoded.getvalue()))
+    return buffer.getvalue()
+
+
+def test_masked_images_download_into_the_cache_checked_by_reading_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("RECTGRAD_DATA", str(tmp_path / "cache"))
+    with pytest.raises(FileNotFoundError, match="masked CIFAR-10 images are not in .*cifar10_masks.*--download"):
+        data.masked_images_folder()
+    assert data.CIFAR10_MASKS_URL.endswith("/CIFAR10_mask.tar") and "1202kbs/Rectified-Gradient" in \
+        data.CIFAR10_MASKS_URL
+    monkeypatch.setattr(data.urllib.request, "urlopen", fake_server({"CIFAR10_mask.tar": masks_archive()}))
+    folder = data.masked_images_folder(download=True)
+    assert folder == tmp_path / "cache" / "cifar10_masks"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(f"{c}_1{m}.jpg" for c in CIFAR10_CLASSES
+                                                              for m in ("", "_mask"))  # no fork, no subfolder
+    masked = load_masked_images(folder)
+    assert masked.labels.tolist() == list(range(10)) and masked.masks.sum(dim=(1, 2)).tolist() == [256] * 10
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["cifar10_masks"]  # no archive or partial folder left
+    monkeypatch.setattr(data.urllib.request, "urlopen", fake_server({}))  # offline: the folder is there, no download
+    assert data.masked_images_folder(tmp_path / "cache" / "cifar10_masks", download=True) == folder
+
+
+@pytest.mark.parametrize("archive, why", [(masks_archive(CIFAR10_CLASSES[:9]), "no image of truck"),
+                                          (b"<html>rate limited</html>", "")], ids=["a class missing", "no tar"])
+def test_a_masked_images_download_that_is_not_the_set_saves_nothing(tmp_path, monkeypatch, archive, why):
+    monkeypatch.setattr(data.urllib.request, "urlopen", fake_server({"CIFAR10_mask.tar": archive}))
+    with pytest.raises(ValueError, match=f"CIFAR10_mask.tar does not hold the paper's masked images .*{why}.*; "
+                                         "nothing was saved"):
+        data.masked_images_folder(tmp_path / "masks", download=True)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_masked_images_download_offline_says_where_to_unpack_them(tmp_path, monkeypatch):
+    monkeypatch.setattr(data.urllib.request, "urlopen", fake_server({}))
+    with pytest.raises(FileNotFoundError, match=r"could not download .*CIFAR10_mask.tar \(.*network unreachable.*\); "
+                                                f"without network, unpack its images into {tmp_path / 'masks'}"):
+        data.masked_images_folder(tmp_path / "masks", download=True)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_paper_masked_images():
     masked = load_masked_images(REAL_MASKS)
     assert masked.images.shape == (204, 3, 32, 32) and masked.masks.shape == (204, 32, 32)

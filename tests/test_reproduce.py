@@ -678,10 +678,12 @@ def test_a_file_given_for_a_folder_is_refused(tmp_path, capsys):
 
 
 def test_missing_masked_images_are_named_before_the_dataset_is_loaded(tmp_path, capsys, monkeypatch):
-    import rectgrad.evaluation.pipeline as pipeline
+    from test_data import fake_server, masks_archive
+
+    from rectgrad import data
 
     monkeypatch.setenv("RECTGRAD_DATA", str(tmp_path / "cache"))  # the default folder: cifar10_masks in the cache
-    assert pipeline.default_masks_folder() == tmp_path / "cache" / "cifar10_masks"
+    assert data.default_masks_folder() == tmp_path / "cache" / "cifar10_masks"
     for masks in ([], ["--masks", str(tmp_path / "nowhere")]):  # (no CIFAR-10 archive in --data-dir either)
         assert main(["reproduce", "--dataset", "cifar10", "--scale", "smoke", "--out", str(tmp_path / "r"),
                      "--data-dir", str(tmp_path), *masks]) == 2
@@ -689,8 +691,15 @@ def test_missing_masked_images_are_named_before_the_dataset_is_loaded(tmp_path, 
         folder = tmp_path / ("nowhere" if masks else "cache/cifar10_masks")
         assert f"error: the paper's masked CIFAR-10 images are not in {folder}: they come with the paper's " \
                "reference code (https://github.com/1202kbs/Rectified-Gradient" in err and \
-               f"(CLI: --masks DIR) or put them in {tmp_path / 'cache' / 'cifar10_masks'}" in err
+               f"(CLI: --masks DIR), put them in {tmp_path / 'cache' / 'cifar10_masks'}, or download them there " \
+               "with download=True (CLI: --download)" in err
     assert not (tmp_path / "r").exists()
+    # --download fetches the masked images first, then CIFAR-10 (offline here: named, the masks kept)
+    monkeypatch.setattr(data.urllib.request, "urlopen", fake_server({"CIFAR10_mask.tar": masks_archive()}))
+    assert main(["reproduce", "--dataset", "cifar10", "--scale", "smoke", "--out", str(tmp_path / "r"),
+                 "--data-dir", str(tmp_path / "cifar"), "--download"]) == 2
+    assert "could not download https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz" in capsys.readouterr().err
+    assert len(data.load_masked_images(tmp_path / "cache" / "cifar10_masks")) == 10
 
 
 def test_report_of_a_partial_run(smoke, tmp_path):

@@ -1093,7 +1093,7 @@ def test_folder_dataset_images_are_preprocessed_and_named_as_the_model_says(tmp_
     assert predicted and predicted <= {"mine0", "mine1"}  # the model's class names, not the folder's
 
 
-def test_the_papers_masked_cifar_images_come_flipped_to_rgb_with_their_masks(tmp_path, capsys):
+def test_the_papers_masked_cifar_images_come_flipped_to_rgb_with_their_masks(tmp_path, capsys, monkeypatch):
     for name in ("airplane", "automobile"):
         for k in (1, 2):
             rgb = np.zeros((32, 32, 3), np.uint8)
@@ -1106,10 +1106,11 @@ def test_the_papers_masked_cifar_images_come_flipped_to_rgb_with_their_masks(tmp
     assert images.names == ["airplane_1", "airplane_2", "automobile_1", "automobile_2"]
     assert images.labels.tolist() == [0, 0, 1, 1] and images.masks.double().mean().item() == pytest.approx(0.25)
     assert (images.x[:, 0] > 0.9).all() and (images.x[:, 2] < -0.9).all()  # red in channel 0: flipped to RGB
-    with pytest.raises(ValueError, match="cifar10-masked needs the folder of the paper's masked CIFAR-10 images"):
+    assert studies.images_from_dataset("cifar10-masked", 4, per_class=2, data_dir=tmp_path, download=True).names == \
+        images.names  # a folder that is there is read, not downloaded
+    monkeypatch.setenv("RECTGRAD_DATA", str(tmp_path / "cache"))  # without data_dir: the cache's cifar10_masks
+    with pytest.raises(FileNotFoundError, match=f"masked CIFAR-10 images are not in {tmp_path / 'cache'}.*--download"):
         studies.images_from_dataset("cifar10-masked", 4)
-    with pytest.raises(ValueError, match=r"^download=True \(CLI: --download\) does not apply to cifar10-masked"):
-        studies.images_from_dataset("cifar10-masked", 4, data_dir=tmp_path, download=True)
     with pytest.raises(ValueError, match="unknown dataset 'mnist'; known: fashion-mnist, cifar10, folder, cifar10-ma"):
         studies.images_from_dataset("mnist", 4)
     save_checkpoint(PaperCNN(in_channels=3, image_size=32, num_classes=10).eval(), tmp_path / "cifar.pt")

@@ -22,6 +22,7 @@ import numbers
 import os
 import pickle
 import re
+import shutil
 import tarfile
 import tempfile
 import unicodedata
@@ -52,6 +53,8 @@ FASHION_MNIST_FILES = {  # split -> ((images file, md5), (labels file, md5)); md
              ("t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310")),
 }
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_MASKS_URL = ("https://github.com/1202kbs/Rectified-Gradient/raw/f59b8c1ffdc7597bb2b493efe8cef91d8ac84684/"
+                     "CIFAR10_mask.tar")  # the paper's masked images, in its reference code at a fixed commit
 CIFAR10_FILE = "cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 CIFAR10_MEMBERS = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
@@ -347,8 +350,9 @@ def _read_cifar_batch(tar: tarfile.TarFile, path: Path, member: str) -> tuple[np
     return data, labels
 
 
-def _download(url: str, dest: Path, md5: str) -> None:
-    """Download ``url`` to ``dest`` through a temporary file; keep it only if its md5 matches."""
+def _download(url: str, dest: Path, md5: str | None, offline: str | None = None) -> None:
+    """Download ``url`` to ``dest`` through a temporary file; keep it only if its md5 matches (when one is known).
+    ``offline``: what to do without network (default: put the file at ``dest``)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
     digest = hashlib.md5()
@@ -361,8 +365,8 @@ def _download(url: str, dest: Path, md5: str) -> None:
                         out.write(chunk)
             except OSError as exc:
                 raise FileNotFoundError(f"could not download {url} ({exc}); without network, "
-                                        f"put the file at {dest}") from None
-        if digest.hexdigest() != md5:
+                                        f"{offline or f'put the file at {dest}'}") from None
+        if md5 is not None and digest.hexdigest() != md5:
             raise ValueError(f"checksum mismatch for {url}: md5 {digest.hexdigest()}, expected {md5}; "
                              "nothing was saved")
         os.replace(tmp, dest)
@@ -372,6 +376,52 @@ def _download(url: str, dest: Path, md5: str) -> None:
 
 
 # ---------------------------------------------------------------- masked images
+
+def default_masks_folder() -> Path:
+    """Where the paper's masked CIFAR-10 images are looked for when no folder is given: ``cifar10_masks`` in the
+    data cache (``$RECTGRAD_DATA``, else ``~/.cache/rectgrad``), beside the downloaded datasets."""
+    return cache_dir() / "cifar10_masks"
+
+
+def masked_images_folder(folder=None, download: bool = False) -> Path:
+    """The folder of the paper's masked CIFAR-10 images: ``folder``, else :func:`default_masks_folder`. Where it does
+    not exist, ``download=True`` fetches ``CIFAR10_mask.tar`` from the paper's reference code (at a fixed commit) and
+    unpacks its images there; the archive has no published checksum, so they are checked by reading them
+    (:func:`load_masked_images`: each image with its mask, every CIFAR-10 class) before the folder appears. Else a
+    ``FileNotFoundError`` says where the set comes from."""
+    folder = Path(default_masks_folder() if folder is None else folder)
+    if folder.is_dir():
+        return folder
+    if not download:
+        raise FileNotFoundError(f"the paper's masked CIFAR-10 images are not in {folder}: they come with the paper's "
+                                f"reference code (https://github.com/1202kbs/Rectified-Gradient, 204 <class>_<n>.jpg "
+                                f"images, each with its <class>_<n>_mask.jpg); give their folder as masks_dir "
+                                f"(CLI: --masks DIR), put them in {default_masks_folder()}, or download them there "
+                                "with download=True (CLI: --download)")
+    archive, partial = folder.with_name(f".{folder.name}.tar"), folder.with_name(f".{folder.name}.partial")
+    try:
+        _download(CIFAR10_MASKS_URL, archive, None, offline=f"unpack its images into {folder}")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir()
+        with tarfile.open(archive) as tar:  # the images by their own names alone: no path inside can escape
+            for member in tar.getmembers():
+                name = Path(member.name).name
+                if member.isfile() and re.fullmatch(r"[A-Za-z]+_\d+(_mask)?\.jpe?g", name):
+                    with tar.extractfile(member) as source, open(partial / name, "wb") as out:
+                        shutil.copyfileobj(source, out)
+        found = set(load_masked_images(partial).labels.tolist())
+        missing = [c for i, c in enumerate(CIFAR10_CLASSES) if i not in found]
+        if missing:
+            raise ValueError(f"no image of {', '.join(missing)}")
+        os.replace(partial, folder)
+    except (tarfile.TarError, ValueError) as exc:
+        raise ValueError(f"{CIFAR10_MASKS_URL} does not hold the paper's masked images "
+                         f"({' '.join(str(exc).split())[:200]}); nothing was saved") from None
+    finally:
+        archive.unlink(missing_ok=True)
+        shutil.rmtree(partial, ignore_errors=True)
+    return folder
+
 
 def load_masked_images(folder, bgr: bool = True) -> MaskedImages:
     """The paper's evaluation images: ``<class>_<n>.jpg`` with ``<class>_<n>_mask.jpg`` (CIFAR-10 classes; ``_mask``

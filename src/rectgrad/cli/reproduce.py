@@ -33,7 +33,8 @@ def reproduce(
     masks: Optional[Path] = typer.Option(None, help="cifar10 only: folder of the paper's masked images "
                                                     "(<class>_<n>.jpg + _mask.jpg). Default: "
                                                     "cifar10_masks in $RECTGRAD_DATA, else in ~/.cache/rectgrad."),
-    download: bool = typer.Option(False, help="Download a missing dataset into --data-dir (or the cache)."),
+    download: bool = typer.Option(False, help="Download a missing dataset into --data-dir (or the cache), and for "
+                                               "cifar10 the paper's masked images into --masks (or the cache)."),
     device: str = typer.Option("auto", help="cpu, cuda, or auto (cuda when available)."),
     group: int = typer.Option(0, help="ROAR/KAR models trained at once on the device (0: 135 on CUDA, a "
                                      "whole ROAR or KAR sweep of the paper scale; 1 on CPU). Lower it on small GPUs."),

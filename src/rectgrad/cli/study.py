@@ -14,7 +14,8 @@ MODEL = typer.Option("efficientnet-lite0", help="Registry name (efficientnet-lit
                                                 "file (rectgrad checkpoint, torch.save'd module, TorchScript, .pt2).")
 OUT = typer.Option(..., help="Folder for the figures (PNG), numbers (CSV) and summary (markdown).")
 DATASET = typer.Option(None, help="Take test images of fashion-mnist, cifar10, cifar10-masked (the paper's "
-                                  "masked CIFAR-10 JPEGs in --data-dir, BGR flipped to RGB, with their masks) or "
+                                  "masked CIFAR-10 JPEGs in --data-dir, else the cache's cifar10_masks, BGR flipped "
+                                  "to RGB, with their masks) or "
                                   "folder (your own, --data-dir ROOT) instead of image files (Fashion-MNIST images "
                                   "get object masks).")
 COUNT = typer.Option(4, help="With --dataset: how many test images (the first of classes 0, 1, ...).")

@@ -19,8 +19,8 @@ import torch
 from rectgrad._checks import did_you_mean, positive_int
 from rectgrad._checks import fractions as check_fractions
 from rectgrad.checkpoint import delete_killed_writes, exclusive, load_checkpoint, save_checkpoint
-from rectgrad.data import DATASETS, ImageDataset, MaskedImages, RandomPatch, cache_dir, checksum, load_dataset
-from rectgrad.data import load_image_folder_masks, load_masked_images, object_masks_from_images
+from rectgrad.data import DATASETS, ImageDataset, MaskedImages, RandomPatch, checksum, load_dataset
+from rectgrad.data import load_image_folder_masks, load_masked_images, masked_images_folder, object_masks_from_images
 from rectgrad.evaluation.maps import compute_maps, noise_level, patch_attribution
 from rectgrad.evaluation.occlusion import conv_activations, correctly_classified, feature_map_occlusion
 from rectgrad.evaluation.roar import FRACTIONS, LocalBackend, roar_kar
@@ -176,7 +176,7 @@ def reproduce(dataset: str, scale: str, work_dir, *, data_dir=None, masks_dir=No
     if unknown or not methods or len(set(methods)) != len(methods):
         raise ValueError(f"methods must be distinct names among {', '.join(METHOD_NAMES)}, got {list(methods)}")
     tie_noise = check_tie_noise(tie_noise)
-    masks_dir = _masks_folder(dataset, masks_dir)  # (before any download or training)
+    masks_dir = _masks_folder(dataset, masks_dir, download)  # (before the datasets or any training)
     work = checked_folder(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     with exclusive(work) as locked:  # one run at a time in the folder, from the start
@@ -234,27 +234,15 @@ def _first(dataset: ImageDataset, count: int | None) -> ImageDataset:
     return dataset if count is None or count >= len(dataset) else dataset.subset(slice(0, count))
 
 
-def default_masks_folder() -> Path:
-    """Where the paper's masked CIFAR-10 images are looked for when no folder is given: ``cifar10_masks`` in the
-    data cache (``$RECTGRAD_DATA``, else ``~/.cache/rectgrad``), beside the downloaded datasets."""
-    return cache_dir() / "cifar10_masks"
-
-
-def _masks_folder(dataset: str, masks_dir) -> Path | None:
-    """The folder of the paper's masked CIFAR-10 images: ``masks_dir``, else :func:`default_masks_folder`; None for
-    the other datasets, which take no ``masks_dir``."""
+def _masks_folder(dataset: str, masks_dir, download: bool) -> Path | None:
+    """The folder of the paper's masked CIFAR-10 images (:func:`rectgrad.data.masked_images_folder`, downloaded with
+    ``download``); None for the other datasets, which take no ``masks_dir``."""
     if dataset != "cifar10":
         if masks_dir is not None:
             raise ValueError("--masks applies to cifar10 only: Fashion-MNIST masks are derived from the images, your "
                              "own images' masks lie beside them (<name>_mask.<ext>)")
         return None
-    folder = Path(default_masks_folder() if masks_dir is None else masks_dir)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"the paper's masked CIFAR-10 images are not in {folder}: they come with the paper's "
-                                f"reference code (https://github.com/1202kbs/Rectified-Gradient, 204 <class>_<n>.jpg "
-                                f"images, each with its <class>_<n>_mask.jpg); give their folder as masks_dir "
-                                f"(CLI: --masks DIR) or put them in {default_masks_folder()}")
-    return folder
+    return masked_images_folder(masks_dir, download)
 
 
 def _masked_images(dataset: str, test: ImageDataset, masks_dir: Path | None, data_dir, image_size: int,

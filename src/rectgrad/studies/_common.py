@@ -436,7 +436,8 @@ def images_from_files(loaded, paths) -> Images:
 def images_from_dataset(name: str, count: int, per_class: int = 1, data_dir=None, image_size: int = 32,
                         download: bool = False, loaded=None) -> Images:
     """``count`` test images of ``"fashion-mnist"``, ``"cifar10"``, ``"cifar10-masked"`` (the paper's masked CIFAR-10
-    images in ``data_dir``, :func:`rectgrad.data.load_masked_images`: their JPEGs hold BGR, flipped to RGB there) or
+    images in ``data_dir``, else in the data cache, :func:`rectgrad.data.masked_images_folder`; their JPEGs hold BGR,
+    flipped to RGB by :func:`rectgrad.data.load_masked_images`) or
     ``"folder"`` (your own, in ``data_dir``): the first ``per_class`` of classes 0, 1, ... (``download``: a missing
     dataset is downloaded, as :func:`rectgrad.data.load_dataset` does).
 
@@ -451,7 +452,7 @@ def images_from_dataset(name: str, count: int, per_class: int = 1, data_dir=None
     declares (:func:`_own_normalisation`), else kept in [-1, 1].
     """
     from rectgrad.data import (DATASETS, MaskedImages, image_folder_files, load_dataset, load_image_folder_masks,
-                               load_masked_images, object_masks_from_images)
+                               load_masked_images, masked_images_folder, object_masks_from_images)
 
     if count < 1 or per_class < 1:
         raise ValueError(f"count and per_class must be positive, got {count} and {per_class}")
@@ -461,14 +462,7 @@ def images_from_dataset(name: str, count: int, per_class: int = 1, data_dir=None
     if name == "folder" and loaded is not None and data_dir is not None and not download:  # else load_dataset refuses
         return _folder_images_for(loaded, data_dir, count, per_class)
     if name == "cifar10-masked":
-        if download:
-            raise ValueError("download=True (CLI: --download) does not apply to cifar10-masked: the paper's masked "
-                             "images come with its reference code (github.com/1202kbs/Rectified-Gradient, "
-                             "CIFAR10_mask.tar)")
-        if data_dir is None:
-            raise ValueError("cifar10-masked needs the folder of the paper's masked CIFAR-10 images (<class>_<n>.jpg "
-                             "and <class>_<n>_mask.jpg) as data_dir (--data-dir)")
-        data = load_masked_images(data_dir)
+        data = load_masked_images(masked_images_folder(data_dir, download))
     else:
         data = load_dataset(name, "test", data_dir=data_dir, download=download, image_size=image_size)
     if name == "folder":
