@@ -53,6 +53,51 @@ def test_attribution_outside_sums_abs_per_channel_not_abs_of_sum():
     assert attribution_outside(attr.sum(1, keepdim=True), torch.tensor([[False]])).item() == 0.0
 
 
+def test_per_image_regions_and_per_image_normalization():
+    # Two non-zero images with their own regions: each image uses its own mask and its own total.
+    attr = torch.tensor([[[[1.0, -2.0], [3.0, 4.0]]], [[[0.0, 5.0], [-5.0, 10.0]]]])  # |.| totals 10 and 20
+    region = torch.tensor([[[True, False], [False, False]], [[False, False], [False, True]]])
+    assert attribution_in_region(attr, region).tolist() == [1.0, 10.0]
+    assert attribution_outside(attr, region).tolist() == [9.0, 10.0]
+    assert attribution_outside(attr, region, normalize=True).tolist() == pytest.approx([0.9, 0.5], rel=1e-6)
+    # an (H, W) mask applies to every image: outside = 9 of 10 and 20 of 20
+    assert attribution_outside(attr, region[0], normalize=True).tolist() == pytest.approx([0.9, 1.0], rel=1e-6)
+
+
+def test_normalized_outside_fraction_is_scale_free():
+    # A fraction of the image's own total: the same for maps scaled by 1e-3 or 1e3 (tiny gradients included).
+    for scale in (1e-3, 1.0, 1e3):
+        frac = attribution_outside(ATTR.double() * scale, OBJECT, normalize=True)
+        assert frac.tolist() == pytest.approx([10 / 12, 0.0], rel=1e-12)
+
+
+def test_region_sums_every_channel():
+    # Five channels of |.| 1, 2, 3, 4, 5 on the one region pixel: 15, not the first channels only.
+    attr = torch.zeros(1, 5, 2, 2, dtype=torch.float64)
+    attr[0, :, 0, 0] = torch.tensor([1.0, -2.0, 3.0, -4.0, 5.0])
+    attr[0, :, 1, 1] = 100.0  # outside the region: 500 in all
+    assert attribution_in_region(attr, OBJECT).tolist() == [15.0]
+    assert attribution_outside(attr, OBJECT).tolist() == [500.0]
+    assert attribution_outside(attr, OBJECT, normalize=True).tolist() == [500.0 / 515.0]
+
+
+def test_float64_maps_stay_float64():
+    # Sums keep the attributions' precision: 1 + 1e-9 is 1 in float32.
+    attr = torch.tensor([[[[1.0, 1e-9]]]], dtype=torch.float64)
+    everywhere = torch.tensor([[True, True]])
+    left = torch.tensor([[True, False]])
+    results = [attribution_in_region(attr, everywhere), attribution_outside(attr, left),
+               attribution_outside(attr, left, normalize=True), total_variation(attr)]
+    assert all(r.dtype == torch.float64 for r in results)
+    assert [r.item() for r in results] == [1.0 + 1e-9, 1e-9, 1e-9 / (1.0 + 1e-9), 1.0 - 1e-9]
+
+
+def test_transposed_mask_of_non_square_map_is_refused():
+    attr = torch.ones(1, 1, 2, 3)
+    with pytest.raises(ValueError, match=r"\(3, 2\).*\(1, 1, 2, 3\)"):
+        attribution_outside(attr, torch.ones(3, 2, dtype=torch.bool))
+
+
 # --- total variation (Fig. 8) ----------------------------------------------------------------------------
 
 def test_total_variation_hand_values():
@@ -66,6 +111,27 @@ def test_total_variation_hand_values():
 def test_total_variation_sums_channels_first():
     attr = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]], [[-1.0, 0.0], [0.0, 0.0]]]])  # cancels to zero
     assert total_variation(attr).item() == 0.0
+
+
+def test_total_variation_row_and_column_maps():
+    # 0, 1, 3, 6 along a line: 1 + 2 + 3 = 6 whichever axis it lies on, and no wrap-around term (6 - 0).
+    line = torch.tensor([0.0, 1.0, 3.0, 6.0])
+    assert total_variation(line.view(1, 1, 1, 4)).tolist() == [6.0]
+    assert total_variation(line.view(1, 1, 4, 1)).tolist() == [6.0]
+
+
+def test_total_variation_matches_naive_loops():
+    # Equal to the definition written as loops over neighbour pairs, per image, for a non-square batch.
+    attr = torch.randn(3, 2, 5, 4, generator=gen(0), dtype=torch.float64)
+    expected = []
+    for m in attr.sum(1):
+        tv = sum(abs(m[i + 1, j] - m[i, j]).item() for i in range(4) for j in range(4))
+        tv += sum(abs(m[i, j + 1] - m[i, j]).item() for i in range(5) for j in range(3))
+        expected.append(tv)
+    assert total_variation(attr).tolist() == pytest.approx(expected, rel=1e-12)
+    # invariant under transposition, negation and an added constant
+    assert torch.allclose(total_variation(attr.transpose(2, 3)), total_variation(attr), rtol=1e-12)
+    assert torch.allclose(total_variation(-attr + 3.0), total_variation(attr), rtol=1e-12)
 
 
 # --- ranking -----------------------------------------------------------------------------------------
@@ -110,6 +176,15 @@ def test_tie_noise_is_a_standard_deviation():
     attr = (torch.arange(1024.0, 0, -1) * 1e-2).view(1, 1, 32, 32)
     assert torch.equal(rank_pixels(attr, generator=gen(0)), torch.arange(1024)[None])
     assert not torch.equal(rank_pixels(attr, tie_noise=1e-2, generator=gen(0)), torch.arange(1024)[None])
+
+
+def test_rank_pixels_noise_is_one_standard_normal_draw_per_pixel():
+    # The scores are the channel sums plus tie_noise * randn((N, H*W)) from the generator, in the scores' dtype
+    # (float64 here): a naive re-implementation gives the same order, so seeded rankings are reproducible.
+    attr = torch.randn(2, 3, 6, 6, generator=gen(3), dtype=torch.float64) * 1e-4
+    noise = torch.randn(2, 36, generator=gen(4), dtype=torch.float64)
+    expected = torch.argsort(attr.sum(1).flatten(1) + 1e-4 * noise, dim=1, descending=True)
+    assert torch.equal(rank_pixels(attr, generator=gen(4)), expected)
 
 
 # --- ROAR / KAR masks --------------------------------------------------------------------------------
@@ -169,6 +244,25 @@ def test_random_removal_mask_bernoulli():
     assert torch.equal(roar, random_removal_mask((8, 32, 32), 0.3, generator=gen(0)))
 
 
+def test_refused_fraction_leaves_the_generator_untouched():
+    # The fraction is checked before any noise is drawn: a refused call does not advance the user's generator.
+    g = gen(0)
+    state = g.get_state()
+    with pytest.raises(ValueError, match="fraction"):
+        removal_mask(torch.zeros(1, 1, 4, 4), 1.5, generator=g)
+    assert torch.equal(g.get_state(), state)
+
+
+def test_random_removal_mask_is_uniform_draws_below_p():
+    # Pixel replaced iff its U(0, 1) draw is below p (fraction for ROAR, 1 - fraction for KAR): a naive
+    # re-implementation gives the same mask, and ROAR at p equals KAR at 1 - p for the same seed.
+    draws = torch.rand(2, 5, 5, generator=gen(0))
+    assert torch.equal(random_removal_mask((2, 5, 5), 0.3, generator=gen(0)), draws < 0.3)
+    assert torch.equal(random_removal_mask((2, 5, 5), 0.3, keep=True, generator=gen(0)), draws < 0.7)
+    assert torch.equal(random_removal_mask((2, 5, 5), 0.25, generator=gen(0)),
+                       random_removal_mask((2, 5, 5), 0.75, keep=True, generator=gen(0)))
+
+
 # --- replacement -------------------------------------------------------------------------------------
 
 def test_replace_pixels_uint8_rounds_fill_and_copies():
@@ -195,6 +289,20 @@ def test_channel_mean_hand_values():
     assert mean.dtype == torch.float64
     assert mean.tolist() == [191.25, 25.25]
     assert channel_mean(images.float()).tolist() == [191.25, 25.25]
+
+
+def test_replace_pixels_integer_fill_rounds_halves_to_even():
+    # As documented (torch.round): 127.5 -> 128, 128.5 -> 128, 0.5 -> 0.
+    images = torch.zeros(1, 3, 2, 2, dtype=torch.uint8)
+    assert replace_pixels(images, OBJECT, [127.5, 128.5, 0.5])[0, :, 0, 0].tolist() == [128, 128, 0]
+
+
+def test_channel_mean_accumulates_exactly():
+    # float16 images: 1024 pixels of 100 sum to 102400, beyond float16's 65504; the mean is still 100.
+    assert channel_mean(torch.full((1, 1, 32, 32), 100.0, dtype=torch.float16)).tolist() == [100.0]
+    # wider integer images are not squeezed into 8 bits: (1000 - 4 + 70000 + 2) / 4 = 70998 / 4
+    images = torch.tensor([[[[1000, -4]]], [[[70000, 2]]]], dtype=torch.int64)
+    assert channel_mean(images).tolist() == [17749.5]
 
 
 # --- ROAR AUC / KAR AOC (Table 1) ----------------------------------------------------------------------
@@ -224,6 +332,16 @@ def test_random_baseline_auc_plus_aoc_is_one():
     # Random ROAR at p and random KAR at 1 - p replace the same pixel distribution (Table 1: .5562 + .4438).
     roar = [0.72, 0.68, 0.6, 0.5, 0.3]
     assert roar_auc(GRID, roar) + kar_aoc(GRID, roar[::-1]) == pytest.approx(1.0)
+
+
+def test_auc_aoc_match_a_naive_float64_trapezoid():
+    # Full float64 accuracy (no float32 step, no rounding) against the trapezoid rule written out by hand.
+    x = [0.1, 0.25, 0.5, 0.7, 0.95]
+    y = [0.9123456789, 0.8765432198, 0.7, 0.512345678, 0.3]
+    area = sum((x[i + 1] - x[i]) * (y[i] + y[i + 1]) / 2 for i in range(4)) / (x[-1] - x[0])
+    assert roar_auc(x, y) == pytest.approx(area, rel=1e-14, abs=0)
+    assert kar_aoc(x, y) == pytest.approx(1 - area, rel=1e-14, abs=0)
+    assert roar_auc(x, [0.0] * 5) == 0.0 and roar_auc(x, [1.0] * 5) == 1.0  # the closed bounds are accepted
 
 
 # --- validation -----------------------------------------------------------------------------------------
@@ -301,6 +419,8 @@ def test_bad_fill():
         replace_pixels(images, OBJECT, [1.0, 2.0])
     with pytest.raises(ValueError, match="3 finite"):
         replace_pixels(images, OBJECT, [1.0, math.nan, 2.0])
+    with pytest.raises(ValueError, match="4 finite"):  # a (2, 2) fill holds 4 values but is no (C,) vector
+        replace_pixels(torch.zeros(1, 4, 2, 2), OBJECT, [[0.0, 1.0], [2.0, 3.0]])
     with pytest.raises(ValueError, match="fit"):
         replace_pixels(images, OBJECT, [1.0, 300.0, 2.0])
     with pytest.raises(ValueError, match="fit"):
@@ -327,6 +447,10 @@ def test_bool_images_rejected():
         ([0.5, 1.0], [0.5] * 2, "strictly increasing"),
         ([0.1, 0.3], [0.5, 1.2], r"\[0, 1\]"),
         ([0.1, 0.3], [0.5, math.nan], r"\[0, 1\]"),
+        ([0.1, 0.3], [0.5, -0.1], r"\[0, 1\]"),
+        ([[0.1, 0.3], [0.5, 0.7]], [[0.5, 0.5], [0.5, 0.5]], "1-D"),
+        ([0.1, 0.3], [[0.5], [0.5]], "1-D"),
+        ([[0.1], [0.3]], [0.5, 0.5], "1-D"),
     ],
 )
 def test_bad_curves(fractions, accuracies, match):
