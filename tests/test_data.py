@@ -501,6 +501,9 @@ def test_masked_images_download_offline_says_where_to_unpack_them(tmp_path, monk
                                                 f"without network, unpack its images into {tmp_path / 'masks'}"):
         data.masked_images_folder(tmp_path / "masks", download=True)
     assert list(tmp_path.iterdir()) == []
+    (tmp_path / "masks").write_text("")
+    with pytest.raises(NotADirectoryError, match="masks is a file; give the folder of the paper's masked CIFAR-10"):
+        data.masked_images_folder(tmp_path / "masks", download=True)
 
 
 def test_paper_masked_images():

@@ -392,6 +392,8 @@ def masked_images_folder(folder=None, download: bool = False) -> Path:
     folder = Path(default_masks_folder() if folder is None else folder)
     if folder.is_dir():
         return folder
+    if folder.exists():
+        raise NotADirectoryError(f"{folder} is a file; give the folder of the paper's masked CIFAR-10 images")
     if not download:
         raise FileNotFoundError(f"the paper's masked CIFAR-10 images are not in {folder}: they come with the paper's "
                                 f"reference code (https://github.com/1202kbs/Rectified-Gradient, 204 <class>_<n>.jpg "
