@@ -288,3 +288,108 @@ def test_one_line_joins_lines_and_cuts_long_messages():
     assert one_line(KeyError()) == "KeyError"
     assert one_line(ValueError("x" * 400)) == "x" * 300 + "..." and one_line(ValueError("x" * 300)) == "x" * 300
     assert one_line(ValueError("abcdef"), limit=3) == "abc..."
+
+
+def test_load_checkpoint_never_unpickles_other_objects(model, tmp_path):
+    # load_checkpoint reads with weights_only=True: a checkpoint smuggling in another object is refused, not run.
+    import datetime
+
+    save_checkpoint(model, tmp_path / "m.pt")
+    payload = torch.load(tmp_path / "m.pt", weights_only=True)
+    torch.save({**payload, "metadata": {"when": datetime.date(2020, 1, 1)}}, tmp_path / "odd.pt")
+    with pytest.raises(ValueError, match="odd.pt .*objects other than tensors and plain values"):
+        load_checkpoint(tmp_path / "odd.pt")
+
+
+def test_map_location_reaches_torch_load(model, tmp_path):
+    # The caller's map_location is applied to every stored tensor, for checkpoints and whole pickled modules.
+    seen = []
+
+    def to_cpu(storage, location):
+        seen.append(location)
+        return storage
+
+    save_checkpoint(model, tmp_path / "m.pt")
+    torch.save(model, tmp_path / "whole.pt")
+    loaded, _ = load_checkpoint(tmp_path / "m.pt", map_location=to_cpu)
+    assert seen and set(seen) == {"cpu"} and same_outputs(model.eval(), loaded)
+    seen.clear()
+    assert same_outputs(model, load_model(tmp_path / "whole.pt", map_location=to_cpu)) and seen
+
+
+def test_torchscript_saved_in_training_mode_loads_in_eval_mode(model, tmp_path):
+    scripted = torch.jit.trace(model.eval(), torch.randn(1, 1, 12, 12))
+    scripted.train()
+    scripted.save(str(tmp_path / "scripted.pt"))
+    assert not load_model(tmp_path / "scripted.pt").training
+
+
+def test_checkpoint_weights_must_match_exactly_and_metadata_is_optional(model, tmp_path):
+    save_checkpoint(model, tmp_path / "m.pt", epochs=1)
+    payload = torch.load(tmp_path / "m.pt", weights_only=True)
+    state = payload["state_dict"]
+    missing = {k: v for k, v in state.items() if k != next(iter(state))}
+    cases = {"missing.pt": ({**payload, "state_dict": missing}, "do not fit PaperCNN.*Missing key"),
+             "extra.pt": ({**payload, "state_dict": {**state, "extra": torch.zeros(1)}},
+                          "do not fit PaperCNN.*Unexpected key"),
+             "empty.pt": ({}, r"holds a dict \(keys \), not a model or rectgrad checkpoint")}
+    for name, (content, message) in cases.items():
+        torch.save(content, tmp_path / name)
+        with pytest.raises(ValueError, match=message):
+            load_model(tmp_path / name)
+    # a checkpoint written without metadata (by hand, or by an older writer) loads with empty metadata
+    torch.save({k: v for k, v in payload.items() if k != "metadata"}, tmp_path / "bare.pt")
+    loaded, meta = load_checkpoint(tmp_path / "bare.pt")
+    assert meta == {} and same_outputs(model.eval(), loaded)
+
+
+def test_exported_program_with_two_inputs_is_refused(tmp_path):
+    class Two(nn.Module):
+        def forward(self, x, y):
+            return x + y
+
+    program = torch.export.export(Two(), (torch.randn(2, 3), torch.randn(2, 3)))
+    torch.export.save(program, tmp_path / "two.pt2")
+    with pytest.raises(ValueError, match="takes 2 inputs"):
+        load_model(tmp_path / "two.pt2")
+
+
+def test_complex_metadata_is_refused(model, tmp_path):
+    # float() of a complex number would fail with Python's own message; the refusal names where it sits.
+    with pytest.raises(TypeError, match=r"metadata\['z'\] is a complex"):
+        save_checkpoint(model, tmp_path / "m.pt", z=1j)
+
+
+def test_write_atomically_creates_folders_and_writes_beside_the_target(tmp_path):
+    # The temporary file lives in the target's own folder (a rename across file systems is no rename).
+    path, seen = tmp_path / "new" / "deeper" / "out.bin", []
+
+    def write(f):
+        seen.extend(os.listdir(path.parent))
+        f.write(b"x")
+
+    write_atomically(path, write)
+    assert path.read_bytes() == b"x" and len(seen) == 1
+    assert seen[0].startswith(".out.bin.") and seen[0].endswith(".tmp")
+    assert os.listdir(path.parent) == ["out.bin"]
+
+
+def test_a_folder_that_cannot_be_opened_still_gets_the_file(tmp_path, monkeypatch):
+    real_open = os.open
+
+    def no_folder_open(path, flags, *args, **kwargs):
+        if flags == os.O_RDONLY and os.path.isdir(path):
+            raise PermissionError(errno.EACCES, "Permission denied")  # as a folder without read access answers
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", no_folder_open)
+    write_atomically(tmp_path / "out.bin", lambda f: f.write(b"x"))
+    assert os.listdir(tmp_path) == ["out.bin"] and (tmp_path / "out.bin").read_bytes() == b"x"
+
+
+def test_text_is_written_as_utf8(tmp_path):
+    from rectgrad.checkpoint import write_text_atomically
+
+    text = "naïve ≥ 0.5 日本"
+    write_text_atomically(tmp_path / "table.csv", text)
+    assert (tmp_path / "table.csv").read_bytes() == text.encode("utf-8")
