@@ -36,6 +36,8 @@ def test_round_trip_with_metadata(model, tmp_path):
     assert isinstance(loaded, PaperCNN) and loaded.config() == model.config() and not loaded.training
     assert same_outputs(model.eval(), loaded) and same_outputs(model, load_model(path))
     assert os.listdir(tmp_path) == ["m.pt"]
+    save_checkpoint(model, path, **(meta | {"rectgrad_version": "0.0.1"}))  # metadata of an older file, re-saved
+    assert load_checkpoint(path)[1]["rectgrad_version"] == rectgrad.__version__  # the version that wrote it
     raw = torch.load(path, weights_only=True)
     assert raw["format"] == "rectgrad-checkpoint" and raw["architecture"] == "PaperCNN"
 

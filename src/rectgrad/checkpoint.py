@@ -36,7 +36,8 @@ def save_checkpoint(model: PaperCNN, path, **metadata) -> None:
     """Save ``model`` with ``metadata`` (plain values: str, numbers, bools, None, lists, dicts) to ``path``.
 
     Written to a temporary file in the same folder and renamed, so an interruption never leaves a
-    half-written checkpoint. ``rectgrad_version`` is added to the metadata.
+    half-written checkpoint. ``rectgrad_version``, the version that writes the file, is added to the metadata (over
+    one given, e.g. with metadata copied from an older checkpoint).
     """
     from rectgrad import __version__
 
@@ -53,7 +54,7 @@ def save_checkpoint(model: PaperCNN, path, **metadata) -> None:
                          "torch.save(model, path) for a modified model")
     payload = {"format": FORMAT, "architecture": type(model).__name__, "config": config,
                "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-               "metadata": {"rectgrad_version": __version__, **_plain(metadata, "metadata")}}
+               "metadata": {**_plain(metadata, "metadata"), "rectgrad_version": __version__}}
     write_atomically(path, lambda f: torch.save(payload, f))
 
 
