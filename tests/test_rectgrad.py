@@ -20,7 +20,7 @@ from torch import nn
 from naive import naive_rectgrad
 
 import rectgrad
-from rectgrad import AttributionWarning, Deconvolution, GuidedBackprop, PaperCNN, RectGrad
+from rectgrad import AttributionWarning, Deconvolution, GuidedBackprop, PaperCNN, RectGrad, explain
 
 
 @pytest.fixture(scope="module")
@@ -753,9 +753,6 @@ class _ResizesItsHistory(nn.Module):
         return self.fc(self.relu(x))
 
 
-@pytest.mark.xfail(strict=True, reason="bug: preserved_buffers writes a buffer back with copy_ into the tensor the "
-                                       "forward pass resized in place, which fails ('The size of tensor a (2) must "
-                                       "match the size of tensor b (4)') and leaves the buffer resized")
 def test_a_buffer_the_forward_pass_resizes_in_place_is_restored():
     # every buffer is restored on exit, its value where the forward pass changed it: here its shape too; the map, by
     # hand, is Guided Backprop's through one ReLU: the target's weights where positive, where x is positive
@@ -763,6 +760,8 @@ def test_a_buffer_the_forward_pass_resizes_in_place_is_restored():
     x = torch.tensor([[1.0, -2.0, 3.0], [-1.0, 2.0, 0.5]], dtype=torch.float64)
     expected = model.fc.weight[0].detach().clamp(min=0) * (x > 0)
     torch.testing.assert_close(GuidedBackprop(model).attribute(x, target=0), expected, rtol=0, atol=0)
+    assert torch.equal(model.history, torch.arange(4.0, dtype=torch.float64))
+    assert explain(model, x, target=0, method="intgrad", steps=4).shape == x.shape  # Captum's methods too
     assert torch.equal(model.history, torch.arange(4.0, dtype=torch.float64))
 
 

@@ -205,8 +205,8 @@ def named_errors(modules: tuple[nn.Module, ...], inputs: tuple[Tensor, ...]):
 
 @contextlib.contextmanager
 def preserved_buffers(modules: tuple[nn.Module, ...]):
-    """Restore every buffer (e.g. BatchNorm statistics of a model in train mode) on exit, even on error: its value,
-    where the forward pass changed it, and the tensor itself, where it assigned a new one (``self.count =
+    """Restore every buffer (e.g. BatchNorm statistics of a model in train mode) on exit, even on error: its value
+    (and size), where the forward pass changed it, and the tensor itself, where it assigned a new one (``self.count =
     self.count + 1``). Buffers left as they were are not written to, and changed ones are written through ``.data``,
     unseen by autograd as BatchNorm's own update: a versioned write would invalidate the autograd graphs that saved
     them, the user's own pending ones (a training step's loss, whose BatchNorm saved its statistics) and another
@@ -221,6 +221,8 @@ def preserved_buffers(modules: tuple[nn.Module, ...]):
             for module, name, buffer, value in saved:
                 module._buffers[name] = buffer
                 if not _unchanged(buffer, value):  # BatchNorm's kernel updates its statistics unversioned: so do we
+                    if buffer.shape != value.shape:  # resized in place (buffer.resize_): its size back first
+                        buffer.resize_(value.shape)
                     buffer.data.copy_(value)
 
 
