@@ -21,6 +21,7 @@ from naive import naive_rectgrad
 
 import rectgrad
 from rectgrad import AttributionWarning, Deconvolution, GuidedBackprop, PaperCNN, RectGrad, explain
+from rectgrad.engine import Options, Rule, RuleMode
 
 
 @pytest.fixture(scope="module")
@@ -1689,3 +1690,254 @@ def test_layer_larger_than_torch_quantile_limit():
     assert 64 * 520 * 520 > 2 ** 24 and torch.count_nonzero(attribution) > 0
     expected = naive_rectgrad(model, x, torch.tensor([0]), q=98.0, final_threshold=False)
     torch.testing.assert_close(attribution, expected)
+
+
+# The engine's rules in cases the tests above leave open (found by mutation testing of engine.py / operations.py)
+
+
+def _rule_gradient(model, x, rule, target=0, **options):
+    """The gradient of logit ``target`` with respect to ``x`` under the engine's ``rule`` (no final x * ...)."""
+    x = x.clone().requires_grad_()
+    with RuleMode(Options(rule=rule, **options), batch=len(x)):
+        out = model(x)
+    (grad,) = torch.autograd.grad(out[:, target].sum(), x)
+    return grad
+
+
+def _above_percentile(scores, q):
+    tau = np.percentile(scores.reshape(len(scores), -1).numpy(), q, axis=1, method="nearest")
+    return scores > torch.from_numpy(tau).reshape(-1, *[1] * (scores.dim() - 1))
+
+
+def test_a_percentile_rule_with_the_relu_gate_blocks_inactive_units_even_below_a_negative_threshold():
+    # Rule(q, relu_gate=True): R_in = 1[a R > tau] 1[a > 0] R. With R = -1 at every unit and 5% inactive ones, the
+    # 90th percentile of the scores -a is negative: the inactive units' score 0 beats it, yet the gate blocks them
+    torch.manual_seed(0)
+    x = torch.rand(3, 40, dtype=torch.float64) + 0.1
+    x[:, ::20] = -1.0  # inactive
+    model = nn.Sequential(nn.ReLU(), nn.Linear(40, 1, bias=False)).double()
+    with torch.no_grad():
+        model[1].weight.fill_(-1.0)
+    r = -torch.ones_like(x)
+    a = torch.relu(x)
+    keep = _above_percentile(a * r, 90.0)
+    assert keep[:, ::20].all()  # without the gate the inactive units would pass
+    gated = _rule_gradient(model, x, Rule(q=90.0, relu_gate=True))
+    torch.testing.assert_close(gated, torch.where(keep & (a > 0), r, 0.0), rtol=0, atol=0)
+    ungated = _rule_gradient(model, x, Rule(q=90.0))
+    torch.testing.assert_close(ungated, torch.where(keep, r, 0.0), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("rule", ["pr2", "pr3", "pr4"])
+@pytest.mark.parametrize("activation", [nn.LeakyReLU(0.1), nn.ELU(), nn.GELU()], ids=repr)
+def test_every_score_gates_the_derivative_of_activations_going_negative(rule, activation):
+    # the scores of Sec. 4.1 at an activation whose output a and gradient R take both signs (PR2 |a R|, PR3 a,
+    # PR4 R; PR1 is checked above): R_in = 1[score > per-sample median] f'(z) R, by hand
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(6, 12), activation, nn.Linear(12, 3)).double()
+    x = torch.randn(4, 6, dtype=torch.float64) * 3
+    ours = RectGrad(model).attribute(x, target=1, q=50.0, rule=rule, final_threshold=False)
+    z = model[0](x).detach().requires_grad_()
+    a = activation(z)
+    r = model[2].weight[1].detach().expand(4, 12)
+    scores = {"pr2": (a.detach() * r).abs(), "pr3": a.detach(), "pr4": r}[rule]
+    assert (a < 0).any() and (r < 0).any()
+    (local,) = torch.autograd.grad(a, z, r * _above_percentile(scores, 50.0))
+    torch.testing.assert_close(ours, x * (local @ model[0].weight), rtol=1e-12, atol=1e-14)
+
+
+def test_deeplift_takes_the_secant_where_input_and_reference_differ_by_more_than_1e_6():
+    # Rescale: (f(z) - f(z0)) / (z - z0) as soon as |z - z0| > 1e-6 (the midpoint derivative only below): a ReLU
+    # unit with z = 5e-6, z0 = -5e-6 gets the secant 0.5, so the map x - x0 times it is 5e-6 = relu(z) - relu(z0)
+    # (f'(0) = 0 at the midpoint would give 0)
+    model = nn.Sequential(nn.Linear(1, 1, bias=False), nn.ReLU(), nn.Linear(1, 2, bias=False)).double()
+    with torch.no_grad():
+        model[0].weight.fill_(1.0), model[2].weight.copy_(torch.tensor([[1.0], [0.0]]))
+    x = torch.tensor([[5e-6]], dtype=torch.float64)
+    maps = rectgrad.explain(model, x, target=0, method="deeplift", baseline=-5e-6)
+    torch.testing.assert_close(maps, torch.tensor([[5e-6]], dtype=torch.float64), rtol=1e-9, atol=0)
+
+
+def test_prr_regularises_by_the_mean_over_the_window_without_its_padding():
+    # Listing 3: R_in = x * avgpool_backward(R / (avgpool(x) + 1e-10)) with the average over the window's own inputs
+    # (TensorFlow's SAME average pool leaves padding out): one 3 x 3 window (padding 1) over a 2 x 2 map of 1e-10
+    # passes each input x / (4 x + 4e-10) R = R / 8 (counting the 5 padded pixels: 1e-10 / 1.3e-9 = R / 13)
+    model = nn.Sequential(nn.ReLU(), nn.MaxPool2d(3, stride=3, padding=1), nn.Flatten(), nn.Linear(1, 2, bias=False))
+    model = model.double()
+    with torch.no_grad():
+        model[3].weight.copy_(torch.tensor([[1.0], [0.0]]))
+    x = torch.full((1, 1, 2, 2), 1e-10, dtype=torch.float64)
+    grad = _rule_gradient(model, x, Rule(tau=-1e30), prr=True)
+    torch.testing.assert_close(grad, torch.full_like(x, 1 / 8), rtol=1e-12, atol=0)
+
+
+class ChannelPadded(nn.Module):
+    """A SAME (padding=1) convolution of a map whose channels a zero ``F.pad`` padded (a CIFAR ResNet's "option A"
+    shortcut pads them so)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(4, 3, 3, padding=1), nn.Linear(3 * 5 * 5, 2)
+        self.r1, self.r2 = nn.ReLU(), nn.ReLU()  # modules, for the naive implementation's hooks
+
+    def forward(self, x):
+        return self.fc(self.r2(self.conv(F.pad(self.r1(x), (0, 0, 0, 0, 1, 1)))).flatten(1))
+
+
+def test_padding_trick_reaches_a_same_conv_whose_input_a_pad_widened_in_channels_only():
+    # a zero F.pad of the channels alone does not make the convolution SAME, nor does it make a SAME one VALID
+    torch.manual_seed(5)
+    model, x, y = ChannelPadded().double(), torch.randn(3, 2, 5, 5, dtype=torch.float64), torch.tensor([0, 1, 1])
+    ours = RectGrad(model).attribute(x, target=y, q=60.0, padding_trick=True)
+    torch.testing.assert_close(ours, naive_rectgrad(model, x, y, q=60.0, padding_trick=True), rtol=1e-9, atol=1e-12)
+    assert not torch.equal(ours, RectGrad(model).attribute(x, target=y, q=60.0))
+
+
+@pytest.mark.parametrize("relu_", [torch.relu_, torch.Tensor.relu_, lambda h: F.relu(h, inplace=True)],
+                         ids=["torch.relu_", "Tensor.relu_", "F.relu(inplace=True)"])
+def test_every_in_place_relu_of_the_input_is_refused_and_leaves_the_input_be(relu_):
+    # each spelling of an in-place ReLU counts as in place: PyTorch refuses it on the input before changing it,
+    # where the rule's Function, run first, would zero the caller's negative values (the leaf shares their storage)
+    x = torch.tensor([[1.0, -2.0, 3.0, -4.0], [-1.0, 2.0, -3.0, 4.0]])
+    given = x.clone()
+    fc = nn.Linear(4, 3)
+    with pytest.raises(ValueError, match="the model changes its input in place"):
+        RectGrad(lambda t: fc(relu_(t))).attribute(x, target=0, q=50.0)
+    assert torch.equal(x, given)
+
+
+class _AtenTanhGelu(nn.Module):
+    def forward(self, x):
+        return torch.ops.aten.gelu_(x * 1.0, approximate="tanh")  # as an exported program may call it
+
+
+def test_aten_gelu_in_place_keeps_its_tanh_approximation():
+    torch.manual_seed(0)
+    conv, head = nn.Conv2d(3, 3, 3, padding=1).double(), nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 3)).double()
+    plain, aten = (nn.Sequential(conv, activation, head) for activation in (nn.GELU("tanh"), _AtenTanhGelu()))
+    x = torch.randn(2, 3, 4, 4, dtype=torch.float64)
+    assert not torch.allclose(plain(x), nn.Sequential(conv, nn.GELU(), head)(x), rtol=1e-9, atol=0)
+    for attribution in (lambda m: RectGrad(m).attribute(x, target=1, q=50.0, final_threshold=False),
+                        lambda m: GuidedBackprop(m).attribute(x, target=1)):
+        assert torch.equal(attribution(aten), attribution(plain))
+
+
+def test_an_activation_of_a_tensor_computed_from_parameters_alone_is_no_rule_site():
+    # the walk back from relu(2 w) reaches the parameter w only: no input, so no site (it would be the one nearest
+    # the output, and its dim 0 is no batch); the maps are those of relu(w), half of relu(2 w)
+    torch.manual_seed(0)
+    direct, computed = NonNegativeWeights(F.relu).double(), NonNegativeWeights(lambda w: F.relu(2 * w) / 2).double()
+    computed.load_state_dict(direct.state_dict())
+    x = torch.randn(4, 5, dtype=torch.float64)
+    for kwargs in ({"rule": "mod", "q": 50.0}, {"tau": 0.0}):
+        torch.testing.assert_close(RectGrad(computed).attribute(x, target=1, **kwargs),
+                                   RectGrad(direct).attribute(x, target=1, **kwargs), rtol=1e-12, atol=0)
+
+
+class _EinsumOfAList(nn.Module):
+    """h * h written as torch.einsum with its operands in a list, the older spelling."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.o = nn.Linear(3, 4), nn.Linear(4, 2)
+
+    def forward(self, x):
+        h = torch.relu(self.a(x))
+        return self.o(torch.einsum("bi,bi->bi", [h, h]))
+
+
+@pytest.mark.parametrize("method", ["eps_lrp", "deeplift"])
+def test_multiplier_rules_see_the_tensors_inside_a_list_argument(method):
+    # the operands of einsum(equation, [h, h]) are in a list: a product of two input-dependent tensors all the same
+    with pytest.raises(ValueError, match=r"product of two input-dependent tensors \(einsum"):
+        rectgrad.explain(_EinsumOfAList(), torch.randn(2, 3), target=0, method=method)
+
+
+class _PadConv3d(nn.Module):
+    """A pad (value ``value``), a 3d convolution and a ReLU, written with ``F`` or, as a decomposed exported program
+    calls them, with ``aten.constant_pad_nd`` and ``aten.convolution``."""
+
+    def __init__(self, aten, value):
+        super().__init__()
+        self.aten, self.value = aten, value
+        self.conv, self.fc = nn.Conv3d(2, 3, 3), nn.Linear(3 * 4 * 5 * 6, 2)
+
+    def forward(self, x):
+        w, b = self.conv.weight, self.conv.bias
+        if self.aten:
+            h = torch.ops.aten.constant_pad_nd(x, [1, 1, 1, 1, 1, 1], self.value)
+            h = torch.ops.aten.convolution(h, w, b, [1, 1, 1], [0, 0, 0], [1, 1, 1], False, [0, 0, 0], 1)
+        else:
+            h = F.conv3d(F.pad(x, (1, 1, 1, 1, 1, 1), value=self.value), w, b)
+        return self.fc(torch.relu(h).flatten(1))
+
+
+@pytest.mark.parametrize("value", [0.0, 0.5])
+def test_aten_convolution_and_constant_pad_are_the_functionals_they_stand_for(value):
+    # aten.convolution with a 5-d weight is F.conv3d, aten.constant_pad_nd pads with its value: same maps (and the
+    # padding trick applies after a zero pad only)
+    torch.manual_seed(5)
+    plain = _PadConv3d(False, value).double()
+    aten = _PadConv3d(True, value).double()
+    aten.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 2, 4, 5, 6, dtype=torch.float64)
+    for kwargs in ({"q": 60.0}, {"q": 60.0, "padding_trick": True}):
+        expected = RectGrad(plain).attribute(x, target=1, **kwargs)
+        torch.testing.assert_close(RectGrad(aten).attribute(x, target=1, **kwargs), expected, rtol=1e-12, atol=0)
+    assert torch.equal(expected, RectGrad(plain).attribute(x, target=1, q=60.0)) is (value != 0)
+
+
+class _AtenSpellings(nn.Module):
+    """A transposed convolution and a PReLU, written with ``F`` or with the ATen operations an exported program calls
+    (``aten.convolution(transposed=True)``, ``aten._prelu_kernel``)."""
+
+    def __init__(self, aten):
+        super().__init__()
+        self.aten = aten
+        self.up, self.prelu, self.fc = nn.ConvTranspose2d(2, 3, 3), nn.PReLU(init=0.2), nn.Linear(3 * 5 * 5, 2)
+
+    def forward(self, x):
+        w, b, slope = self.up.weight, self.up.bias, self.prelu.weight
+        if self.aten:
+            h = torch.ops.aten.convolution(x, w, b, [1, 1], [0, 0], [1, 1], True, [0, 0], 1)
+            h = torch.ops.aten._prelu_kernel(h, slope)
+        else:
+            h = F.prelu(F.conv_transpose2d(x, w, b), slope)
+        return self.fc(h.flatten(1))
+
+
+def test_aten_transposed_convolution_and_prelu_kernel_are_what_they_stand_for():
+    torch.manual_seed(5)
+    plain, aten = _AtenSpellings(False).double(), _AtenSpellings(True).double()
+    aten.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 2, 3, 3, dtype=torch.float64)
+    for kwargs in ({"q": 60.0}, {"q": 60.0, "padding_trick": True}):
+        expected = RectGrad(plain).attribute(x, target=1, **kwargs)
+        torch.testing.assert_close(RectGrad(aten).attribute(x, target=1, **kwargs), expected, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("activation, slope", [(nn.Sigmoid(), 1 / (1 + np.exp(1.0)) / (1 + np.exp(-1.0))),
+                                               (nn.ELU(), np.exp(-1.0))], ids=["sigmoid", "elu"])
+def test_deeplift_takes_the_activations_own_derivative_at_the_midpoint(activation, slope):
+    # |z - z0| = 8e-7 < 1e-6 around z = +-1: the multiplier is f' at the midpoint, sigmoid'(1) = s(1) (1 - s(1)),
+    # elu'(-1) = exp(-1), so the map is (x - x0) f'
+    model = nn.Sequential(nn.Linear(1, 1, bias=False), activation, nn.Linear(1, 2, bias=False)).double()
+    with torch.no_grad():
+        model[0].weight.fill_(1.0), model[2].weight.copy_(torch.tensor([[1.0], [0.0]]))
+    mid = 1.0 if isinstance(activation, nn.Sigmoid) else -1.0
+    x = torch.tensor([[mid + 4e-7]], dtype=torch.float64)
+    maps = rectgrad.explain(model, x, target=0, method="deeplift", baseline=mid - 4e-7)
+    torch.testing.assert_close(maps, (x - (mid - 4e-7)) * slope, rtol=1e-9, atol=0)
+
+
+def test_prr_on_an_adaptive_max_pool_returning_indices_keeps_its_values_and_indices():
+    # torch.adaptive_max_pool1d (and an exported program's aten.adaptive_max_pool2d) return (values, indices): PRR
+    # changes the backward pass of the values alone, the forward results are PyTorch's
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 10, dtype=torch.float64)
+    h = torch.relu(x)
+    expected = torch.adaptive_max_pool1d(h, 3)
+    with RuleMode(Options(rule=Rule(tau=0.0), prr=True), batch=2):
+        values, indices = torch.adaptive_max_pool1d(torch.relu(x.clone().requires_grad_()), 3)
+    assert torch.equal(values, expected[0]) and indices.dtype == torch.int64 and torch.equal(indices, expected[1])
+    assert values.grad_fn is not None
