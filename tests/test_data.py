@@ -442,8 +442,7 @@ def test_masked_images_in_any_case_with_stray_masks_and_empty_ones_said(tmp_path
         load_masked_images(tmp_path)
 
 
-@pytest.mark.skipif(not REAL_MASKS.is_dir(), reason="the paper's masked images are not here")
-def masks_archive(classes=CIFAR10_CLASSES) -> bytes:
+def masks_archive(classes=CIFAR10_CLASSES, suffix=".jpg") -> bytes:
     """A CIFAR10_mask.tar as the paper's reference code holds it: CIFAR10_mask/<class>_<n>.jpg and _mask.jpg (one
     image of each class here), with the folder's own entry and a macOS resource fork ("._name") beside them."""
     buffer = io.BytesIO()
@@ -454,8 +453,8 @@ def masks_archive(classes=CIFAR10_CLASSES) -> bytes:
         for k, name in enumerate(classes):
             mask = np.zeros((32, 32), np.uint8)
             mask[8:24, 8:24] = 255
-            for member, array in ((f"{name}_1.jpg", np.full((32, 32, 3), 20 * k, np.uint8)),
-                                  (f"{name}_1_mask.jpg", mask), (f"._{name}_1.jpg", None)):
+            for member, array in ((f"{name}_1{suffix}", np.full((32, 32, 3), 20 * k, np.uint8)),
+                                  (f"{name}_1_mask{suffix}", mask), (f"._{name}_1{suffix}", None)):
                 encoded = io.BytesIO()
                 if array is None:
                     encoded.write(b"\x00\x05\x16\x07 resource fork")
@@ -506,6 +505,7 @@ def test_masked_images_download_offline_says_where_to_unpack_them(tmp_path, monk
         data.masked_images_folder(tmp_path / "masks", download=True)
 
 
+@pytest.mark.skipif(not REAL_MASKS.is_dir(), reason="the paper's masked images are not here")
 def test_paper_masked_images():
     masked = load_masked_images(REAL_MASKS)
     assert masked.images.shape == (204, 3, 32, 32) and masked.masks.shape == (204, 32, 32)
@@ -828,3 +828,214 @@ def test_reading_thousands_of_images_shows_a_progress_bar(tmp_path, capsys):
     data.load_image_folder(tmp_path, "train", 16)
     data.load_image_folder(tmp_path, "test", 16, progress=True)  # a few files: no bar
     assert capsys.readouterr().err == ""
+
+
+# ---------------------------------------------------------------- mutation-testing gaps
+
+def test_image_dataset_labels_of_any_integer_dtype_become_int64():
+    # uint8 labels (idx files, numpy) index and compare as int64: cross-entropy wants long targets
+    images = torch.zeros(3, 1, 2, 2, dtype=torch.uint8)
+    for labels in (np.array([2, 0, 1], np.uint8), np.array([2, 0, 1], np.int32),
+                   torch.tensor([2, 0, 1], dtype=torch.int16)):
+        ds = ImageDataset(images, labels, ["a", "b", "c"], "toy")
+        assert ds.labels.dtype == torch.int64 and ds.labels.tolist() == [2, 0, 1]
+
+
+def test_masked_images_subset_keeps_each_image_with_its_label_mask_and_name():
+    # every field is picked at the same indices, in the order asked (not the first len(index) of any of them)
+    images = torch.arange(4, dtype=torch.uint8).reshape(4, 1, 1, 1).expand(4, 1, 2, 2).contiguous()
+    masks = torch.zeros(4, 2, 2, dtype=torch.bool)
+    for i in range(4):
+        masks[i].view(-1)[i] = True  # image i: pixel i is object
+    masked = data.MaskedImages(images, [0, 1, 2, 3], list("abcd"), "toy", masks=masks, names=["w", "x", "y", "z"])
+    for index, kept in ((torch.tensor([3, 1]), [3, 1]), (torch.tensor([False, True, False, True]), [1, 3]),
+                        (slice(2, 4), [2, 3])):
+        sub = masked.subset(index)
+        assert sub.images[:, 0, 0, 0].tolist() == kept and sub.labels.tolist() == kept
+        assert [int(m.view(-1).nonzero()) for m in sub.masks] == kept and sub.names == [masked.names[i] for i in kept]
+    with pytest.raises(ValueError, match="masks must be bool"):  # 0/255 masks would count every pixel as object
+        data.MaskedImages(images, [0, 1, 2, 3], list("abcd"), "toy", masks=masks.to(torch.uint8) * 255,
+                          names=["w", "x", "y", "z"])
+
+
+def test_to_uint8_clips_inputs_outside_minus_one_to_one():
+    # -1.5 would wrap to 192 and 3.0 to 126 in uint8 without the clipping
+    assert to_uint8(torch.tensor([-1.5, -1.0, 1.0, 1.2, 3.0])).tolist() == [0, 0, 255, 255, 255]
+
+
+def test_cifar10_train_split_is_the_five_batches_in_order(tmp_path):
+    # data_batch_1 .. data_batch_5 concatenated in that order, each image with its own label
+    batches = cifar_archive(tmp_path / "cifar-10-python.tar.gz", n=3)
+    train = load_cifar10("train", data_dir=tmp_path)
+    order = [f"data_batch_{i}" for i in range(1, 6)]
+    assert np.array_equal(train.images.reshape(15, 3072).numpy(), np.concatenate([batches[m][b"data"] for m in order]))
+    assert train.labels.tolist() == [label for m in order for label in batches[m][b"labels"]]
+
+
+def test_cifar10_a_folder_named_as_the_archive_is_no_archive(tmp_path):
+    (tmp_path / "cifar-10-python.tar.gz").mkdir()
+    with pytest.raises(FileNotFoundError, match="cifar-10-python.tar.gz not found in"):
+        load_cifar10("test", data_dir=tmp_path)
+
+
+def test_masked_images_are_turned_upright_as_their_exif_says(tmp_path):
+    # a JPEG stored 8 wide x 16 high with orientation 6 (turned a quarter) shows 16 wide x 8 high, as its mask is
+    pixels = np.zeros((16, 8, 3), np.uint8)
+    pixels[:, :4] = 255  # stored: left half white
+    image = Image.fromarray(pixels)
+    exif = image.getexif()
+    exif[0x0112] = 6
+    image.save(tmp_path / "dog_1.jpg", exif=exif, quality=95)
+    write_jpg(tmp_path / "dog_1_mask.jpg", np.full((8, 16), 255, np.uint8))
+    with pytest.warns(UserWarning, match="mark every pixel as object"):
+        masked = load_masked_images(tmp_path)
+    with Image.open(tmp_path / "dog_1.jpg") as stored:
+        expected = np.asarray(data.upright(stored).convert("RGB"))[..., ::-1]
+    assert masked.images.shape == (1, 3, 8, 16)
+    assert torch.equal(masked.images[0], torch.from_numpy(expected.copy()).permute(2, 0, 1))
+
+
+def test_folder_masks_are_zero_one_only_when_every_value_is_0_or_1():
+    # 0/1 masks: 1 is object; a mask of 0 and 2 is a 0-255 mask whose pixels are all below 128: background
+    raw = torch.tensor([[[0, 1], [1, 0]], [[0, 2], [2, 0]], [[0, 128], [127, 255]]], dtype=torch.uint8)
+    assert data.folder_mask_objects(raw).tolist() == [[[False, True], [True, False]], [[False, False], [False, False]],
+                                                      [[False, True], [False, True]]]
+
+
+def test_image_folder_order_is_a_seed_0_permutation_of_the_class_ordered_files(tmp_path):
+    # the documented order: files of class 0, then class 1 ..., shuffled by torch.randperm seeded with 0
+    write_image_folder(tmp_path)
+    files = data.image_folder_split(tmp_path, "train")[0]
+    by_class = sorted(files, key=lambda f: (f[1], f[0]))
+    order = torch.randperm(len(files), generator=torch.Generator().manual_seed(0)).tolist()
+    assert files == [by_class[i] for i in order]
+
+
+def test_image_files_in_a_folder_come_in_natural_order_ignoring_case(tmp_path):
+    for name in ("10.png", "2.png", "B.png", "a.png", "img10.png", "IMG9.png"):
+        Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / name)
+    assert [p.name for p in data.image_files([tmp_path])] == ["2.png", "10.png", "a.png", "B.png", "IMG9.png",
+                                                              "img10.png"]
+
+
+def test_16_bit_pgm_keeps_its_top_byte(tmp_path):
+    # Pillow opens a 16-bit PGM as mode I (0-65535): its top byte is the 8-bit value, no clipping to 255
+    (tmp_path / "deep.pgm").write_bytes(b"P5\n3 1\n65535\n" + np.array([0x1234, 0xff00, 0x00ff], ">u2").tobytes())
+    with Image.open(tmp_path / "deep.pgm") as image:
+        assert image.mode == "I" and np.asarray(data.eight_bit(image)).tolist() == [[0x12, 0xff, 0x00]]
+
+
+@pytest.mark.parametrize("mode", ["LA", "RGBA", "P"])
+def test_image_folder_transparent_pixels_read_white(tmp_path, mode):
+    # a transparent pixel (alpha 0, or a transparent palette entry) is white, as on a page; an opaque one keeps
+    # its value
+    write_image_folder(tmp_path, masks=False)
+    if mode == "P":
+        image = Image.fromarray(np.repeat(np.array([[0] * 8 + [1] * 8], np.uint8), 16, 0), "P")
+        image.putpalette([30, 30, 30, 90, 90, 90])
+        extra = {"transparency": 0}
+    else:
+        grey = np.zeros((16, 16, 2), np.uint8)
+        grey[:, :8], grey[:, 8:] = (30, 0), (90, 255)  # left half: dark grey, fully transparent
+        image, extra = Image.fromarray(grey, "LA").convert(mode), {}
+    image.save(tmp_path / "test" / "a_cat" / "img0.png", **extra)
+    for name in ("img0.jpg", "img1.png"):
+        (tmp_path / "test" / "a_cat" / name).unlink()
+    test = data.load_image_folder(tmp_path, "test", 16)
+    cat = test.images[test.labels == 0][0]
+    assert cat.shape[0] == 3 and (cat[:, :, :8] == 255).all() and (cat[:, :, 8:] == 90).all()
+
+
+def test_image_folder_mask_alpha_is_dropped_not_laid_over_white(tmp_path):
+    # an RGBA mask, object opaque white, background transparent black: the background stays background
+    write_image_folder(tmp_path)
+    mask = np.zeros((20, 24, 4), np.uint8)
+    mask[:, :12] = 255
+    Image.fromarray(mask, "RGBA").save(tmp_path / "test" / "a_cat" / "img0_mask.png")
+    masked = data.load_image_folder_masks(tmp_path, 16)
+    cat = masked.masks[masked.names.index("a_cat/img0")]
+    assert cat[:, :8].all() and not cat[:, 8:].any()
+
+
+def test_image_folder_masks_of_a_grayscale_test_split_given_loaded(tmp_path):
+    # the loaded grayscale split's one channel is the mode the masked images are read in
+    write_image_folder(tmp_path, grayscale=True)
+    test = data.load_image_folder(tmp_path, "test", 16)
+    reused = data.load_image_folder_masks(tmp_path, 16, test)
+    assert reused.images.shape == (2, 1, 16, 16)
+    assert torch.equal(reused.images, data.load_image_folder_masks(tmp_path, 16).images)
+
+
+def test_random_patch_defaults_and_draw_are_the_papers_10_pixels_seed_100():
+    # the paper's patch: 10x10, seed 100; drawn channel by channel, row by row, as one randint of (C, size, size)
+    patch = RandomPatch()
+    assert (patch.size, patch.seed) == (10, 100)
+    expected = torch.randint(0, 256, (3, 10, 10), generator=torch.Generator().manual_seed(100), dtype=torch.uint8)
+    assert torch.equal(patch.patch(3), expected)
+    assert torch.equal(patch(torch.zeros(1, 3, 12, 12, dtype=torch.uint8))[0, :, :10, :10], expected)
+
+
+def test_class_names_are_in_the_official_label_order():
+    # label i is class i of the datasets' own documentation (Fashion-MNIST's README, CIFAR-10's batches.meta)
+    assert data.FASHION_MNIST_CLASSES == ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                                          "Sneaker", "Bag", "Ankle boot"]
+    assert CIFAR10_CLASSES == ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def test_image_dataset_needs_one_label_per_image():
+    images = torch.zeros(2, 1, 3, 3, dtype=torch.uint8)
+    for labels, shown in (([0, 1, 0], r"\(3,\)"), ([0], r"\(1,\)"), ([[0, 1]], r"\(1, 2\)")):
+        with pytest.raises(ValueError, match=rf"labels must have shape \(2,\), got {shown}"):
+            ImageDataset(images, labels, ["a", "b"], "bad")
+
+
+def test_checksum_of_non_contiguous_images_is_that_of_their_contiguous_copy():
+    # images permuted from channels-last (a view) hash as their values, in (N, C, H, W) order
+    last = torch.arange(24, dtype=torch.uint8).reshape(2, 2, 2, 3)
+    view = ImageDataset(last.permute(0, 3, 1, 2), [0, 1], ["a", "b"], "toy")
+    assert not view.images.is_contiguous()
+    assert data.checksum(view) == data.checksum(replace(view, images=view.images.contiguous()))
+
+
+def test_image_folder_mask_of_an_image_named_in_upper_case(tmp_path):
+    # the stem before _mask is the image's, in its own case: IMG0_mask.png is the mask of IMG0.jpg
+    write_image_folder(tmp_path)
+    cat = tmp_path / "test" / "a_cat"
+    (cat / "img0.jpg").rename(cat / "IMG0.jpg")
+    (cat / "img0_mask.png").rename(cat / "IMG0_mask.png")
+    assert sorted(data.load_image_folder_masks(tmp_path, 16).names) == ["a_cat/IMG0", "b_dog/img0"]
+
+
+def test_unique_names_lengthen_only_the_names_that_clash():
+    # a/x/1 and b/x/1 need two folders each; 2 is alone and keeps its stem
+    files = [Path("/d/a/x/1.png"), Path("/d/b/x/1.png"), Path("/d/c/2.png")]
+    assert data.unique_names(files) == ["a/x/1", "b/x/1", "2"]
+
+
+def test_image_folder_takes_image_suffixes_in_any_case(tmp_path):
+    # a camera's IMG_0001.JPG is an image like img0.jpg, not a file to skip
+    write_image_folder(tmp_path)
+    (tmp_path / "train" / "a_cat" / "img0.jpg").rename(tmp_path / "train" / "a_cat" / "IMG0.JPG")
+    (tmp_path / "train" / "b_dog" / "img1.png").rename(tmp_path / "train" / "b_dog" / "img1.PNG")
+    assert data.load_image_folder(tmp_path, "train", 16).labels.bincount().tolist() == [2, 2]
+
+
+def test_image_folder_16_bit_png_with_a_transparent_grey_level_reads_white_there(tmp_path):
+    # the transparent grey level (0 here) becomes alpha 0, laid over white; 40000 keeps its top byte, 156
+    write_image_folder(tmp_path, grayscale=True, masks=False)
+    deep = np.zeros((16, 16), np.uint16)
+    deep[:, 8:] = 40000
+    Image.fromarray(deep).save(tmp_path / "test" / "a_cat" / "img0.png", transparency=0)
+    for name in ("img0.jpg", "img1.png"):
+        (tmp_path / "test" / "a_cat" / name).unlink()
+    test = data.load_image_folder(tmp_path, "test", 16)
+    cat = test.images[test.labels == 0][0, 0]
+    assert (cat[:, :8] == 255).all() and (cat[:, 8:] == 40000 >> 8).all()
+
+
+def test_masked_images_download_takes_jpeg_files_too(tmp_path, monkeypatch):
+    # load_masked_images reads <class>_<n>.jpeg: the download unpacks them as well
+    archive = masks_archive(suffix=".jpeg")
+    monkeypatch.setattr(data.urllib.request, "urlopen", fake_server({"CIFAR10_mask.tar": archive}))
+    folder = data.masked_images_folder(tmp_path / "masks", download=True)
+    assert load_masked_images(folder).labels.tolist() == list(range(10))
