@@ -1033,9 +1033,10 @@ def test_image_folder_16_bit_png_with_a_transparent_grey_level_reads_white_there
     assert (cat[:, :8] == 255).all() and (cat[:, 8:] == 40000 >> 8).all()
 
 
-def test_masked_images_download_takes_jpeg_files_too(tmp_path, monkeypatch):
-    # load_masked_images reads <class>_<n>.jpeg: the download unpacks them as well
-    archive = masks_archive(suffix=".jpeg")
+@pytest.mark.parametrize("suffix", [".jpeg", ".JPG"])
+def test_masked_images_download_takes_jpeg_files_too(tmp_path, monkeypatch, suffix):
+    # load_masked_images reads <class>_<n>.jpeg and .JPG: the download unpacks them as well
+    archive = masks_archive(suffix=suffix)
     monkeypatch.setattr(data.urllib.request, "urlopen", fake_server({"CIFAR10_mask.tar": archive}))
     folder = data.masked_images_folder(tmp_path / "masks", download=True)
     assert load_masked_images(folder).labels.tolist() == list(range(10))

@@ -408,7 +408,7 @@ def masked_images_folder(folder=None, download: bool = False) -> Path:
         with tarfile.open(archive) as tar:  # the images by their own names alone: no path inside can escape
             for member in tar.getmembers():
                 name = Path(member.name).name
-                if member.isfile() and re.fullmatch(r"[A-Za-z]+_\d+(_mask)?\.jpe?g", name):
+                if member.isfile() and re.fullmatch(r"[a-z]+_\d+(_mask)?\.jpe?g", name, re.IGNORECASE):
                     with tar.extractfile(member) as source, open(partial / name, "wb") as out:
                         shutil.copyfileobj(source, out)
         found = set(load_masked_images(partial).labels.tolist())
