@@ -169,3 +169,13 @@ def test_cache_folder(monkeypatch, tmp_path):
         assert cpu_gate._cache() == Path(tempfile.gettempdir()) / "rectgrad"
     monkeypatch.setenv("RECTGRAD_CACHE", str(tmp_path / "mine"))
     assert cpu_gate._cache() == tmp_path / "mine"
+
+
+def test_mixed_dtypes_are_left_to_the_pytorch_selection():
+    # the kernel reads a and g as one dtype: a float64 gradient for float32 activations (or the reverse) would be
+    # read as the wrong type's bytes, so the layer goes to the PyTorch selection
+    a, g = torch.rand(2, 8192), torch.randn(2, 8192)
+    scratch = Scratch()
+    assert cpu_gate.gate_above_percentile(a, g.double(), 98, False, scratch, workers=2) is None
+    assert cpu_gate.gate_above_percentile(a.double(), g, 98, False, scratch, workers=2) is None
+    assert cpu_gate.gate_above_percentile(a, g, 98, False, scratch, workers=2) is not None  # the same layer, one dtype

@@ -1405,6 +1405,127 @@ def test_train_many_in_bfloat16_learns():
                Retrainer(epochs=2, device="cpu", batch_size=20).many([(train, test, 0)])[0]) > 0.9
 
 
+def test_train_many_pools_with_padding_and_dilation_as_the_models_own_forward_pass():
+    """With lr 0 each epoch's loss is the model's own forward pass over its dataset: the stacked step also honours
+    MaxPool2d's padding and dilation (8x8 -> 3x3 here; 2x2 without the padding, 4x4 without the dilation)."""
+    from rectgrad.data import to_inputs
+
+    datasets, seeds = [quadrants(60, 0), quadrants(60, 1)], [3, 4]
+
+    def net(seed):
+        torch.manual_seed(seed)
+        return nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(),
+                             nn.MaxPool2d(3, stride=2, padding=1, dilation=2), nn.Flatten(), nn.Linear(18, 4))
+
+    models = [net(s) for s in seeds]
+    with torch.no_grad():
+        logits = [m(to_inputs(d.images)) for m, d in zip(models, datasets)]
+    histories = train_many(models, datasets, seeds, epochs=1, batch_size=25, lr=0.0)
+    for history, out, d in zip(histories, logits, datasets):
+        assert history["loss"] == pytest.approx([nn.functional.cross_entropy(out, d.labels).item()], rel=1e-5)
+
+
+def test_train_many_in_bfloat16_computes_the_logits_in_bfloat16_and_the_loss_in_float32(monkeypatch):
+    """precision="bf16": the stacked forward pass runs under bfloat16 autocast (its logits are bfloat16), fp32 does
+    not; the loss is the float32 cross-entropy of those logits, each model's batch being its images in the order
+    torch.randperm draws from its own seed (one batch of the whole set here, lr 0: the loss is exact)."""
+    import rectgrad.train_many as module
+
+    datasets, seeds = [quadrants(40, 0), quadrants(40, 1)], [3, 4]
+    stacked, outputs = module._stacked_logits, []
+    monkeypatch.setattr(module, "_stacked_logits", lambda *args: outputs.append(stacked(*args)) or outputs[-1])
+    for precision, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
+        outputs.clear()
+        histories = train_many([new_model(d, s) for d, s in zip(datasets, seeds)], datasets, seeds, epochs=1,
+                               batch_size=40, lr=0.0, precision=precision)
+        (logits,) = outputs
+        assert logits.dtype == dtype and logits.shape == (2, 40, 4)
+        for i, (d, s) in enumerate(zip(datasets, seeds)):
+            order = torch.randperm(40, generator=torch.Generator().manual_seed(s))
+            loss = nn.functional.cross_entropy(logits[i].detach().float(), d.labels[order]).item()
+            assert histories[i]["loss"] == pytest.approx([loss], rel=1e-6, abs=0)
+
+
+def test_train_many_refuses_empty_datasets_and_a_zero_batch_size():
+    train = quadrants(20, 0)
+    with pytest.raises(ValueError, match="same non-zero number of images"):
+        train_many([new_model(train)], [train.subset(slice(0, 0))], [0])
+    with pytest.raises(ValueError, match="epochs and batch_size must be positive, got 1 and 0"):
+        train_many([new_model(train)], [train], [0], epochs=1, batch_size=0)
+
+
+def test_train_many_refuses_a_checkpoint_of_other_epochs_batch_size_or_dataset_assignment(tmp_path):
+    """A saved group resumes only with its own epochs, batch size and each model's own dataset: the same datasets
+    given to the models in another arrangement (the same distinct datasets, in the same first-seen order) are
+    another group."""
+    first, second = quadrants(60, 0), quadrants(60, 1)
+    checkpoint = tmp_path / "group.pt"
+    group = [first, second, first]
+    with pytest.raises(TrainingInterrupted):
+        train_many([new_model(d) for d in group], group, [0, 1, 2], epochs=2, batch_size=25, checkpoint=checkpoint,
+                   stop=lambda: True)
+    for datasets, epochs, batch_size in (([first, second, first], 3, 25), ([first, second, first], 2, 20),
+                                         ([first, second, second], 2, 25)):
+        with pytest.raises(ValueError, match="another group of trainings"):
+            train_many([new_model(d) for d in datasets], datasets, [0, 1, 2], epochs=epochs, batch_size=batch_size,
+                       checkpoint=checkpoint)
+    assert checkpoint.is_file()  # not overwritten by the refused calls
+
+
+def test_retrainer_many_passes_its_precision_and_cudnn_mode_and_picks_a_device(monkeypatch):
+    import rectgrad.train_many as module
+
+    train, test = quadrants(20, 0), quadrants(20, 1)
+    original, calls = module.train_many, []
+    monkeypatch.setattr(module, "train_many", lambda *a, **k: calls.append(k) or original(*a, **k))
+    Retrainer(epochs=1, batch_size=20, device="cpu", precision="bf16", deterministic=False).many([(train, test, 0)])
+    Retrainer(epochs=1, batch_size=20, device="cpu").many([(train, test, 0)])
+    assert [(k["precision"], k["deterministic"], k["device"]) for k in calls] == [("bf16", False, "cpu"),
+                                                                                  ("fp32", True, "cpu")]
+    for available, device in ((True, "cuda"), (False, "cpu")):  # the GPU where there is one
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: available)
+        assert Retrainer()._device() == device and Retrainer(device="meta")._device() == "meta"
+
+
+def test_train_many_with_a_checkpoint_stops_on_ctrl_c_by_default(tmp_path, monkeypatch):
+    """With a checkpoint and no ``stop``, a Ctrl-C during training is a request: the step finishes, the state is
+    saved and TrainingInterrupted raised; the rerun resumes to the uninterrupted result."""
+    import rectgrad.train_many as module
+
+    datasets, seeds = [quadrants(60, 0), quadrants(60, 1)], [3, 4]
+    straight = [new_model(d, s) for d, s in zip(datasets, seeds)]
+    expected = train_many(straight, datasets, seeds, epochs=1, batch_size=25)
+    stacked, steps = module._stacked_logits, []
+
+    def ctrl_c_in_step_two(*args):
+        steps.append(1)
+        if len(steps) == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return stacked(*args)
+
+    monkeypatch.setattr(module, "_stacked_logits", ctrl_c_in_step_two)
+    checkpoint = tmp_path / "group.pt"
+    with pytest.raises(TrainingInterrupted, match="at epoch 1/1, step 2/3"):
+        train_many([new_model(d, s) for d, s in zip(datasets, seeds)], datasets, seeds, epochs=1, batch_size=25,
+                   checkpoint=checkpoint)
+    assert len(steps) == 2 and checkpoint.is_file()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    resumed = train_many([new_model(d, s) for d, s in zip(datasets, seeds)], datasets, seeds, epochs=1,
+                         batch_size=25, checkpoint=checkpoint)
+    assert len(steps) == 3 and [h["loss"] for h in resumed] == [h["loss"] for h in expected]
+
+
+def test_retrainer_many_scores_each_model_on_its_own_test_set(monkeypatch):
+    import rectgrad.train_many as module
+
+    train, tests = quadrants(20, 0), [quadrants(20, 1), quadrants(20, 2)]
+    scored = []
+    monkeypatch.setattr(module, "evaluate", lambda model, data: scored.append(data) or 0.5)
+    assert Retrainer(epochs=1, batch_size=20, device="cpu").many([(train, tests[0], 0), (train, tests[1], 1)]) == [
+        0.5, 0.5]
+    assert len(scored) == 2 and scored[0] is tests[0] and scored[1] is tests[1]
+
+
 def test_the_ray_backend_without_ray_says_what_to_install_before_any_work(monkeypatch):
     import importlib.util
 

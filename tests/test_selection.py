@@ -107,3 +107,30 @@ def test_subnormal_positive_scores_count_as_positive():
     expected = np.percentile(x.numpy(), 98, axis=1, method="nearest")
     assert np.array_equal(expected, np.zeros(3))
     assert torch.equal(where_above_percentile(x, values, 98.0), torch.where(x > 0, values, 0.0))
+
+
+def test_sparse_rows_at_the_edges_of_the_count_check(monkeypatch):
+    # m = 8192, q = 98: the threshold is the t = 165th largest value. Three sparse rows whose sample bound is the
+    # smallest positive value: (0) exactly t positive values, the smallest of them is the threshold, not 0;
+    # (1) t positive values of which 115 are that smallest subnormal itself: the threshold is it (a candidate equal
+    # to the bound counts), so those 115 do not pass; (2) 10 positives and exactly t values >= 0: threshold 0
+    # without a full selection
+    full_selection = selection._topk_kth
+    calls = []
+    monkeypatch.setattr(selection, "_topk_kth", lambda x, t: calls.append(t) or full_selection(x, t))
+    smallest = torch.finfo(torch.float32).tiny * torch.finfo(torch.float32).eps
+    x = -torch.rand(3, 8192) - 0.5
+    x[0] = 0.0
+    x[0, 1000:1165] = torch.rand(165) + 0.5
+    x[1] = 0.0
+    x[1, :50] = 1.0
+    x[1, 100:215] = smallest
+    x[2, :10] = 1.0
+    x[2, 10:165] = 0.0
+    expected = np.percentile(x.numpy(), 98, axis=1, method="nearest")
+    assert expected[0] == x[0, 1000:1165].min().item() and expected[1] == smallest and expected[2] == 0.0
+    assert np.array_equal(percentile_nearest(x, 98).numpy(), expected)
+    values = torch.randn_like(x)
+    assert torch.equal(where_above_percentile(x, values, 98),
+                       torch.where(x > torch.from_numpy(expected)[:, None], values, 0.0))
+    assert calls == []
