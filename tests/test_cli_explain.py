@@ -584,3 +584,233 @@ def test_a_method_refusing_the_model_fails_before_the_costly_maps(files, capsys,
     for i in range(2):
         expected = explain(model, x[i:i + 1], None, "smoothgrad", internal_batch_size=25, seed=i)
         assert np.array_equal(saved["smoothgrad"][i:i + 1], expected.numpy())
+
+
+def _colour_model(tmp_path):
+    """A saved module with named classes whose top class is known by hand: class 0 ('red') sums the red channel's
+    positive part, class 1 ('green') the green one's (1x1 convolution, ReLU, mean, identity head)."""
+    conv = torch.nn.Conv2d(3, 2, 1, bias=False)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.weight[0, 0] = conv.weight[1, 1] = 1.0
+    model = torch.nn.Sequential(conv, torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()).eval()
+    torch.save(model, tmp_path / "colours.pt")
+    (tmp_path / "colours.json").write_text('{"input_size": [3, 16, 16], "mean": 0.5, "std": 0.25, '
+                                           '"label_names": ["red", "green"]}')
+    rng = np.random.default_rng(1)
+    images = []
+    for name, channel in (("reddish.png", 0), ("greenish.png", 1)):
+        pixels = rng.integers(0, 120, (16, 16, 3), dtype=np.uint8)
+        pixels[..., channel] = rng.integers(150, 256, (16, 16), dtype=np.uint8)
+        Image.fromarray(pixels).save(tmp_path / name)
+        images.append(str(tmp_path / name))
+    return model, str(tmp_path / "colours.pt"), images
+
+
+def test_each_image_is_explained_for_its_own_class_with_the_options_given(tmp_path, capsys, monkeypatch):
+    """The default target is each image's own top class (not the first image's), --q and --final-threshold reach
+    both RectGrad methods, --seed (plus the image's index) and --internal-batch-size reach the methods; the saved
+    maps are the methods' own, in --methods order, and each row label gives that image's probability."""
+    import importlib
+
+    from rectgrad import viz, zoo
+
+    registry = importlib.import_module("rectgrad.methods")
+    model, path, images = _colour_model(tmp_path)
+    calls, grids, explain = [], [], registry.explain
+    monkeypatch.setattr(registry, "explain", lambda *a, **k: calls.append((a[3], k)) or explain(*a, **k))
+    grid = viz.grid
+    monkeypatch.setattr(viz, "grid", lambda *a, **k: grids.append(k) or grid(*a, **k))
+    saved = tmp_path / "maps.npz"
+    status, out, err = run(capsys, "explain", *images, "--model", path, "--methods", "saliency,rectgrad_prr,rectgrad",
+                           "--q", "90", "--final-threshold", "--seed", "5", "--internal-batch-size", "7",
+                           "--save-maps", str(saved), "--out", str(tmp_path / "g.png"), "--no-progress")
+    assert status == 0, err
+    loaded = zoo.load(path, "cpu")
+    x = loaded.load_images(images)
+    with torch.no_grad():
+        logits = model(x)
+    assert logits.argmax(1).tolist() == [0, 1]  # (by construction: a red and a green image)
+    with np.load(saved) as arrays:
+        assert list(arrays.keys())[:3] == ["saliency", "rectgrad_prr", "rectgrad"]
+        assert arrays["targets"].tolist() == [0, 1] and arrays["classes"].tolist() == ["red", "green"]
+        for method in ("rectgrad_prr", "rectgrad"):
+            for i in range(2):
+                expected = explain(model, x[i:i + 1], i, method, q=90, final_threshold=True)
+                np.testing.assert_allclose(arrays[method][i:i + 1], expected.numpy(), rtol=1e-5, atol=1e-7)
+            default_q = explain(model, x, torch.tensor([0, 1]), method, final_threshold=True)
+            assert not np.allclose(arrays[method], default_q.numpy())  # (--q 90 changes these maps)
+    assert [(k["seed"], k["internal_batch_size"]) for m, k in calls if m == "saliency"] == [(5, 7), (6, 7)]
+    probabilities = logits.softmax(1)
+    assert [label.split("\n")[1] for label in grids[0]["row_labels"]] == [
+        f"red ({float(probabilities[0, 0]):.0%})", f"green ({float(probabilities[1, 1]):.0%})"]
+    assert f"{float(probabilities[1, 1]):.0%}" != f"{float(probabilities[0, 1]):.0%}"  # (the rows tell them apart)
+    status, out, err = run(capsys, "explain", *images, "--model", path, "--methods", "saliency", "--target", "green",
+                           "--save-maps", str(saved), "--out", str(tmp_path / "g.png"), "--no-progress")
+    assert status == 0 and out.splitlines()[0] == "explaining class 1 (green) in every image", err
+    with np.load(saved) as arrays:  # the maps of the class named, for every image
+        assert arrays["targets"].tolist() == [1, 1] and arrays["classes"].tolist() == ["green", "green"]
+        expected = explain(model, x, torch.tensor([1, 1]), "saliency")
+        np.testing.assert_allclose(arrays["saliency"], expected.numpy(), rtol=1e-5, atol=1e-7)
+        assert not np.allclose(arrays["saliency"][0], explain(model, x[:1], 0, "saliency").numpy()[0])
+
+
+def test_final_threshold_draws_the_baselines_top_5_percent_and_rectgrads_positive_part(files, capsys, monkeypatch):
+    """Sec. 5.2 as drawn: with --final-threshold a baseline column keeps only its top 5% of pixels, RectGrad's column
+    is non-zero exactly where its channel-summed map is positive, and the title says so; without it both are raw
+    (RectGrad's map signed, though the method's own default is its positive part)."""
+    from rectgrad import viz
+
+    tmp_path, images, checkpoint = files
+    grids, grid = [], viz.grid
+    monkeypatch.setattr(viz, "grid", lambda im, columns, **k: grids.append((columns, k)) or grid(im, columns, **k))
+    saved = tmp_path / "maps.npz"
+    for final in (True, False):
+        status, out, err = run(capsys, "explain", *images, "--model", checkpoint, "--methods", "saliency,rectgrad",
+                               "--q", "80", *(["--final-threshold"] if final else []), "--save-maps", str(saved),
+                               "--out", str(tmp_path / "g.png"), "--no-progress")
+        assert status == 0, err
+        columns, kwargs = grids[-1]
+        with np.load(saved) as arrays:
+            positive = arrays["rectgrad"].sum(1) > 0
+            assert (arrays["rectgrad"] < 0).any() != final  # without: RectGrad's signed map, as the others are raw
+        pixels = positive[0].size
+        for i in range(2):
+            kept = np.count_nonzero(columns["Saliency"][i])
+            rect = columns["RectGrad"][i] != 0
+            if final:
+                assert kept <= 0.05 * pixels + 2 and kwargs["title"].endswith(", final threshold")
+                assert np.array_equal(rect, positive[i]) and positive[i].sum() > 0.06 * pixels
+            else:
+                assert kept > 0.5 * pixels and ", final threshold" not in kwargs["title"]
+
+
+def test_a_refusal_stops_the_run_before_the_other_images(files, capsys, monkeypatch):
+    """Every method's first image comes before any second image: a named method refusing the model stops the run
+    having computed one map of the others; a default method refusing only a later image stops the run (it is not
+    left out after its first map was drawn), nor does one where every default method refuses the model."""
+    import importlib
+
+    from rectgrad.operations import UnsupportedModel
+
+    registry = importlib.import_module("rectgrad.methods")
+    tmp_path, images, checkpoint = files
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 5, stride=4), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                torch.nn.Flatten(), torch.nn.LayerNorm(4), torch.nn.Linear(4, 3)).eval()
+    torch.save(model, tmp_path / "normed.pt")
+    called, explain = [], registry.explain
+    monkeypatch.setattr(registry, "explain", lambda *a, **k: called.append(a[3]) or explain(*a, **k))
+    status, out, err = run(capsys, "explain", *images, "--model", str(tmp_path / "normed.pt"), "--methods",
+                           "rectgrad,eps_lrp", "--out", str(tmp_path / "n.png"), "--no-progress")
+    assert status == 2 and "error: eps_lrp cannot handle" in err and called == ["rectgrad", "eps_lrp"]
+
+    def deconv_refuses_the_second_image(model, x, target, method, **kwargs):
+        if method == "deconv" and kwargs["seed"] == 1:
+            raise UnsupportedModel("deconv cannot handle image two")
+        return torch.ones_like(x)  # (the other maps do not matter here)
+
+    monkeypatch.setattr(registry, "explain", deconv_refuses_the_second_image)
+    status, out, err = run(capsys, "explain", *images, "--model", checkpoint, "--internal-batch-size", "2",
+                           "--out", str(tmp_path / "d.png"), "--no-progress")
+    assert status == 2 and err == "error: deconv cannot handle image two\n"
+    assert not (tmp_path / "d.png").exists()
+
+    def every_method_refuses(model, x, target, method, **kwargs):
+        raise UnsupportedModel(f"{method} cannot handle it")
+
+    monkeypatch.setattr(registry, "explain", every_method_refuses)  # the last default method stops the run: no
+    status, out, err = run(capsys, "explain", *images, "--model", checkpoint, "--out", str(tmp_path / "d.png"),
+                           "--no-progress")  # figure of the images alone
+    assert status == 2 and err.count(" left out: ") == 9 and err.splitlines()[-1].startswith("error: ")
+    assert not (tmp_path / "d.png").exists()
+
+
+def test_option_bounds(tmp_path, capsys, monkeypatch):
+    """The edges of the option checks: --q 0 and --seed 2**63 - 1 are taken, --q nan and --seed 2**63 refused;
+    --methods names are stripped, kept in the order given and known before the model loads; --save-maps may not
+    overwrite an input file; demo checks --internal-batch-size before loading its model; --device auto is cuda
+    exactly when one is available."""
+    from rectgrad import zoo
+    from rectgrad.cli import _options
+
+    def loaded(*args, **kwargs):
+        raise RuntimeError("model loads")
+
+    monkeypatch.setattr(zoo, "load", loaded)
+    monkeypatch.chdir(tmp_path)
+    Image.new("RGB", (8, 8)).save(tmp_path / "image.png")
+    (tmp_path / "maps.npz").write_bytes(b"")
+    for options, message in ((["--q", "0"], "error: model loads"),
+                             (["--seed", str(2**63 - 1)], "error: model loads"),
+                             (["--methods", " rectgrad , saliency,"], "error: model loads"),
+                             (["--q", "nan"], "error: --q must be a percentile in [0, 100], got nan"),
+                             (["--methods", "saliency,rectgrd"], "error: unknown method 'rectgrd'"),
+                             (["--seed", str(2**63)], "error: --seed must be an integer in [0, 2**63)")):
+        status, out, err = run(capsys, "explain", "image.png", "--model", "m.pt", *options)
+        assert status == 2 and err.startswith(message) and err.count("\n") == 1, (options, err)
+    status, out, err = run(capsys, "explain", "image.png", "maps.npz", "--model", "m.pt", "--save-maps", "maps.npz")
+    assert status == 2 and err.startswith("error: --save-maps maps.npz is the input image maps.npz"), err
+    status, out, err = run(capsys, "demo", "--internal-batch-size", "0")
+    assert status == 2 and err == "error: --internal-batch-size must be a positive integer, got 0\n"
+    assert _options.methods(" rectgrad , saliency,", ()) == ["rectgrad", "saliency"]
+    for available, expected in ((True, "cuda"), (False, "cpu")):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: available)
+        assert _options.device("auto") == expected
+
+
+def test_target_names_match_whole_words_and_say_how():
+    """A name given as a word matches a class holding it as a whole word only (not 'catfish' for 'cat'); the line
+    says how a beginning was matched (any case) and shows no name for a class without one; a number that another
+    class is named (spaces around it) is ambiguous; an ambiguous name lists ten classes at most."""
+    from rectgrad.cli.explain import _class_index, _target_line
+
+    assert _class_index("cat", ["a cat", "the catfish"]) == 0
+    assert _target_line("Tru", 9, "truck") == ("explaining class 9 (truck) in every image: --target 'Tru' matched it "
+                                               "by prefix")
+    for count in (10, 11):  # the first ten names of an ambiguous beginning, and "..." when there are more
+        with pytest.raises(ValueError) as refused:
+            _class_index("dog", [f"dog {k}" for k in range(count)])
+        assert str(refused.value).count("(") == 10 and str(refused.value).endswith(
+            ", ...; give a whole name or an index" if count > 10 else "(9); give a whole name or an index")
+    assert _target_line("2", 2, "class 2") == "explaining class 2 in every image"
+    with pytest.raises(ValueError, match="class index 0 is 'x', but class 2 is named '0'"):
+        _class_index("0", ["x", "y", " 0 "])
+
+
+def test_exit_statuses_of_interruptions_empty_messages_and_bugs(tmp_path, capsys, monkeypatch):
+    """Ctrl-C exits with 130 and one line; a user error without a message is named by its type; an error that is no
+    user error (a bug) is not hidden as one; RECTGRAD_DEBUG=no / false (any case, spaces) is off, any other value
+    shows the traceback instead of the line; a message over several lines is said on one; no command is a usage
+    error."""
+    from rectgrad import zoo
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "image.png")
+    argv = ("explain", str(tmp_path / "image.png"), "--model", "m.pt", "--out", str(tmp_path / "g.png"))
+
+    def raising(error):
+        def read_image(path):
+            raise error
+        return read_image
+
+    monkeypatch.setattr(zoo, "read_image", raising(KeyboardInterrupt()))
+    assert run(capsys, *argv)[::2] == (130, "interrupted\n")
+    monkeypatch.setattr(zoo, "read_image", raising(FileNotFoundError()))
+    assert run(capsys, *argv)[::2] == (2, "error: FileNotFoundError\n")
+    monkeypatch.setattr(zoo, "read_image", raising(AssertionError("a bug")))
+    with pytest.raises(AssertionError, match="a bug"):
+        main(list(argv))
+    monkeypatch.setattr(zoo, "read_image", raising(ValueError("bad image")))
+    for value in ("no", " FALSE ", "0", ""):
+        monkeypatch.setenv("RECTGRAD_DEBUG", value)
+        assert run(capsys, *argv)[::2] == (2, "error: bad image\n"), value
+    for value in ("1", "yes"):
+        monkeypatch.setenv("RECTGRAD_DEBUG", value)
+        with pytest.raises(ValueError, match="bad image"):
+            main(list(argv))
+
+    from rectgrad.cli import _one_line
+
+    assert _one_line("Traceback:\n\n    x = conv(x)  \n  File 'code.py'\n") == "Traceback: x = conv(x) File 'code.py'"
+    status, out, err = run(capsys)  # no command: the usage, and the status of a usage error
+    assert status == 2 and "Usage: rectgrad [OPTIONS] COMMAND" in out + err
