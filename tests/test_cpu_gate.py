@@ -144,6 +144,10 @@ def test_builds_into_the_cache_once(monkeypatch, tmp_path):
     monkeypatch.setattr(cpu_gate, "_library", None)
     stamp = built[0].stat().st_mtime_ns
     assert cpu_gate.library() is not None and built[0].stat().st_mtime_ns == stamp  # reused, not rebuilt
+    monkeypatch.setattr(cpu_gate, "_library", None)
+    monkeypatch.setenv("CXX", str(tmp_path / "another-compiler"))  # its own build: not the other compiler's library
+    with pytest.warns(RuntimeWarning, match="could not build its CPU gate kernel"):
+        assert cpu_gate.library() is None
 
 
 def test_a_kernel_without_openmp_serves_two_threads_at_most(monkeypatch, tmp_path):
