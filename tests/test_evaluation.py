@@ -200,6 +200,138 @@ def test_conv_activations_and_correct_selection():
     assert torch.equal(chosen, expected)
 
 
+class ThreeClassSumModel(nn.Sequential):
+    """conv1x1 (identity) -> ReLU -> flatten -> logits (-S - 1, S, -2S - 5) of the activations' sum S: every logit but
+    class 1's is negative, so the margin of class 1 is 2S + 1 and that of class 0 is -2S - 1 (S > 0)."""
+
+    def __init__(self, size: int):
+        conv, linear = nn.Conv2d(1, 1, 1), nn.Linear(size * size, 3)
+        with torch.no_grad():
+            conv.weight.fill_(1), conv.bias.zero_()
+            linear.weight.copy_(torch.tensor([-1.0, 1, -2])[:, None].expand(3, size * size))
+            linear.bias.copy_(torch.tensor([-1.0, 0, -5]))
+        super().__init__(conv, nn.ReLU(), nn.Flatten(), linear)
+
+
+def test_feature_map_occlusion_scores_each_images_own_label_against_negative_other_logits():
+    # two different images with different labels: each curve is the margin of its own image and label; the other
+    # logits are all negative, so the true class must be left out of the max by -inf (not by 0)
+    images = torch.ones(2, 1, 4, 4)
+    images[0, ..., :2], images[1, ..., :2], images[1, ..., 2:] = 3, 5, 2  # object: left half (8 pixels)
+    masks = torch.zeros(2, 4, 4, dtype=torch.bool)
+    masks[..., :2] = True
+    labels = torch.tensor([1, 0])
+    model = ThreeClassSumModel(4)
+    curve = feature_map_occlusion(model, model[1], images, masks, labels, steps=3, orders=2,
+                                  generator=torch.Generator().manual_seed(0))
+    left = torch.tensor([8.0, 4, 0])  # background units left at p = 0, 1/2, 1
+    sums = (8 * 3 + 1 * left, 8 * 5 + 2 * left)  # S of each image
+    torch.testing.assert_close(curve.margins, torch.stack([2 * sums[0] + 1, -2 * sums[1] - 1]))
+    assert curve.background.tolist() == [8, 8]
+
+
+def test_feature_map_occlusion_zeroes_each_background_unit_once_in_a_reproducible_random_order():
+    # background pixels of distinct values 1..8 under SumModel, one order and one more unit per step: each step
+    # lowers the margin by one background value, all of them once (a permutation); the same seeded generator
+    # gives the same order, other seeds other orders
+    image = torch.full((1, 1, 4, 4), 10.0)
+    image[0, 0, :, 2:] = torch.arange(1.0, 9).view(4, 2)
+    masks = torch.zeros(1, 4, 4, dtype=torch.bool)
+    masks[..., :2] = True
+    model = SumModel(4)
+
+    def curve(seed):
+        return feature_map_occlusion(model, model[1], image, masks, torch.tensor([0]), steps=9, orders=1,
+                                     generator=torch.Generator().manual_seed(seed)).margins[0]
+
+    first = curve(0)
+    assert first[0] == 80 + 36 and first[-1] == 80
+    assert sorted((first[:-1] - first[1:]).tolist()) == list(range(1, 9))
+    assert torch.equal(curve(0), first)
+    assert any(not torch.equal(curve(seed), first) for seed in (1, 2, 3))
+
+
+def test_feature_map_occlusion_runs_at_most_batch_size_rows_per_forward_pass():
+    # batch_size bounds the rows of one forward pass (orders x steps rows): 8 // 4 steps = 2 orders per pass
+    model = SumModel(4)
+    rows = []
+    model[0].register_forward_pre_hook(lambda module, args: rows.append(args[0].shape[0]))
+    image, masks = torch.ones(1, 1, 4, 4), torch.zeros(1, 4, 4, dtype=torch.bool)
+    feature_map_occlusion(model, model[1], image, masks, torch.tensor([0]), steps=4, orders=5, batch_size=8)
+    assert rows[1:] == [8, 8, 4]  # rows[0]: the one-image pass that finds the layer's shape
+
+
+def test_background_at_averages_the_covered_area_when_the_layer_is_three_times_smaller():
+    # 6x6 mask to 2x2: each unit covers a 3x3 block and is background when >= 5 of its 9 pixels are
+    masks = torch.ones(1, 6, 6, dtype=torch.bool)
+    masks[0, 1, 1] = False  # top-left block: only its centre pixel is background (1/9): object
+    masks[0, 0:3, 3:6] = False  # top-right block: 5/9 background, its centre on the object: background
+    masks[0, 1, 4] = masks[0, 0, 3] = masks[0, 2, 5] = masks[0, 0, 5] = True
+    masks[0, 3:, 3:] = False  # bottom-right block all background; bottom-left all object
+    naive = (~masks).view(1, 2, 3, 2, 3).float().mean((2, 4)) >= 0.5
+    assert naive.tolist() == [[[False, True], [False, True]]]
+    assert torch.equal(background_at(masks, (2, 2)), naive)
+
+
+def test_conv_activations_takes_every_kind_of_activation_after_a_convolution():
+    conv = lambda: nn.Conv2d(1, 1, 1)  # noqa: E731
+    acts = [nn.ReLU(), nn.ReLU6(), nn.LeakyReLU(), nn.ELU(), nn.GELU(), nn.SiLU()]
+    model = nn.Sequential(*[m for act in acts for m in (conv(), nn.BatchNorm2d(1), act)], nn.Tanh())
+    layers = conv_activations(model)
+    assert list(layers) == [f"conv{i}" for i in range(1, 7)]
+    assert all(layers[f"conv{i + 1}"] is act for i, act in enumerate(acts))
+
+
+def test_correctly_classified_includes_the_last_class():
+    # a model that always predicts the last class (2): only its images are correct, in dataset order
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 3))
+    with torch.no_grad():
+        model[1].weight.zero_(), model[1].bias.copy_(torch.tensor([0.0, 0, 1]))
+    dataset = ImageDataset(torch.zeros(6, 1, 8, 8, dtype=torch.uint8), torch.tensor([2, 0, 2, 1, 2, 2]),
+                           ["a", "b", "c"], "zeros")
+    assert correctly_classified(model, dataset, per_class=3).tolist() == [0, 2, 4]
+
+
+def test_correctly_classified_lists_class_by_class_not_in_dataset_order():
+    # logit 1 = sum of the inputs (255 -> +1, 0 -> -1), logit 0 = 0: bright images are class 1, dark ones class 0;
+    # the last image (label 0, bright) is misclassified; the dropout left in training mode (it would zero every
+    # logit) must be off while classifying
+    model = nn.Sequential(nn.Flatten(), nn.Dropout(1.0), nn.Linear(64, 2)).train()
+    with torch.no_grad():
+        model[2].weight.zero_(), model[2].bias.zero_(), model[2].weight[1].fill_(1)
+    labels = torch.tensor([1, 0, 1, 0, 0])
+    images = torch.where(torch.tensor([1, 0, 1, 0, 1]).bool()[:, None, None, None], 255, 0).to(torch.uint8)
+    dataset = ImageDataset(images.expand(-1, 1, 8, 8).contiguous(), labels, ["a", "b"], "bright")
+    assert correctly_classified(model, dataset).tolist() == [1, 3, 0, 2]
+
+
+def test_feature_map_occlusion_runs_the_model_in_eval_mode():
+    # a dropout layer left in training mode by the user must not drop logits during the occlusion: the curve is
+    # SumModel's exact margin (see test_feature_map_occlusion_follows_the_margin_exactly)
+    image = torch.ones(1, 1, 4, 4)
+    image[..., :2] = 3
+    masks = torch.zeros(1, 4, 4, dtype=torch.bool)
+    masks[..., :2] = True
+    model = SumModel(4)
+    model.insert(3, nn.Dropout(0.5))
+    model.train()
+    curve = feature_map_occlusion(model, model[1], image, masks, torch.tensor([0]), steps=5, orders=3)
+    assert torch.allclose(curve.margins[0], torch.tensor([32.0, 30, 28, 26, 24]))
+    assert model.training
+
+
+def test_feature_map_occlusion_refuses_bool_labels_and_layers_without_a_feature_map():
+    model = SumModel(4)
+    image, masks = torch.ones(1, 1, 4, 4), torch.zeros(1, 4, 4, dtype=torch.bool)
+    with pytest.raises(ValueError, match="labels must be a tensor of integer class indices"):
+        feature_map_occlusion(model, model[1], image, masks, torch.tensor([True]))  # would silently be class 1
+    with pytest.raises(ValueError, match=r"masks must be a bool \(N, H, W\) tensor matching images"):
+        feature_map_occlusion(model, model[1], image, masks.byte(), torch.tensor([0]))  # ~ of uint8 is 255/254
+    flat = nn.Sequential(nn.Conv2d(1, 1, 1), nn.Flatten(2), nn.ReLU(), nn.Flatten(), nn.Linear(16, 2))  # (N, 1, 16)
+    with pytest.raises(ValueError, match=r"the layer's output must be a feature map \(N, C, H, W\), got shape"):
+        feature_map_occlusion(flat, flat[2], image, masks, torch.tensor([0]))
+
+
 # ---------------------------------------------------------------- noise measures (Figs. 7, 8)
 
 def test_final_threshold_keeps_rectgrad_positive_part_and_baseline_top_five_percent():
