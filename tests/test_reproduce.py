@@ -3,6 +3,7 @@ local Ray instance; reruns recompute nothing; bad input is refused."""
 import csv
 import errno
 import gzip
+import importlib.util
 import io
 import json
 import os
@@ -1031,3 +1032,102 @@ def test_all_is_the_papers_methods_however_written(written, tmp_path, monkeypatc
     assert main(["reproduce", "--dataset", "fashion-mnist", "--scale", "smoke", "--methods", written, "--out",
                  str(tmp_path / "r")]) == 2
     assert given == [METHODS]  # the paper's nine, not deconv and eps_lrp too
+
+
+def test_cli_reproduce_options_reach_the_pipeline(tmp_path, monkeypatch, capsys):
+    # every option of `rectgrad reproduce` arrives, unchanged, at evaluation.reproduce (mutation testing: an option
+    # dropped on its way would silently run the defaults), and the report is written from the work folder to --out
+    import rectgrad.evaluation
+    import rectgrad.report
+    from rectgrad.evaluation import LocalBackend, RayBackend
+
+    calls, reports = [], []
+    monkeypatch.setattr(rectgrad.evaluation, "reproduce", lambda *args, **kwargs: calls.append((args, kwargs)))
+    monkeypatch.setattr(rectgrad.report, "write_report",
+                        lambda work, out: reports.append((work, out)) or out / "README.md")
+    (tmp_path / "root").mkdir()
+    (tmp_path / "masks").mkdir()
+    assert main(["reproduce", "--dataset", "folder", "--scale", "smoke", "--data-dir", str(tmp_path / "root"),
+                 "--masks", str(tmp_path / "masks"), "--download", "--image-size", "16", "--methods",
+                 "saliency,rectgrad", "--seed", "5", "--tie-noise", "0", "--set", "repeats=2", "--set",
+                 "fractions=[0.1, 0.9]", "--out", str(tmp_path / "r"), "--work-dir", str(tmp_path / "w"),
+                 "--device", "cpu", "--group", "3", "--precision", "bf16", "--nondeterministic",
+                 "--no-progress"]) == 0
+    (args, kwargs), = calls
+    assert args == ("folder", "smoke", tmp_path / "w")
+    settings = kwargs.pop("settings")
+    assert kwargs == {"data_dir": tmp_path / "root", "masks_dir": tmp_path / "masks", "download": True,
+                      "methods": ["saliency", "rectgrad"], "seed": 5, "image_size": 16,
+                      "overrides": {"repeats": 2, "fractions": [0.1, 0.9]}, "tie_noise": 0.0}
+    assert (settings.device, settings.retrain_device, settings.precision, settings.deterministic,
+            settings.progress) == ("cpu", "cpu", "bf16", False, False)
+    assert isinstance(settings.backend, LocalBackend) and settings.backend.group == 3
+    assert reports == [(tmp_path / "w", tmp_path / "r")]
+    assert f"report written to {tmp_path / 'r' / 'README.md'}" in capsys.readouterr().out
+    # the defaults: the work folder in OUT, folder images of side 32, every method, one model at a time on CPU
+    calls.clear()
+    assert main(["reproduce", "--dataset", "folder", "--scale", "smoke", "--data-dir", str(tmp_path / "root"),
+                 "--out", str(tmp_path / "r2"), "--device", "cpu"]) == 0
+    (args, kwargs), = calls
+    assert args == ("folder", "smoke", tmp_path / "r2" / "work")
+    settings = kwargs["settings"]
+    assert (kwargs["image_size"], kwargs["overrides"], kwargs["download"], kwargs["seed"], kwargs["masks_dir"],
+            kwargs["tie_noise"]) == (32, {}, False, 0, None, 1e-4)
+    assert list(kwargs["methods"]) == list(rectgrad.evaluation.METHODS)
+    assert (settings.precision, settings.deterministic, settings.progress) == ("fp32", True, True)
+    assert isinstance(settings.backend, LocalBackend) and settings.backend.group == 1
+    # --backend ray: its address and resources reach the Ray backend; the trainings run where its GPUs say
+    if importlib.util.find_spec("ray") is None:  # (RayBackend needs Ray installed)
+        return
+    for gpus, device in (("0.5", "cuda"), ("0", "cpu")):
+        calls.clear()
+        assert main(["reproduce", "--dataset", "fashion-mnist", "--scale", "smoke", "--out", str(tmp_path / "r3"),
+                     "--device", "cpu", "--backend", "ray", "--address", "ray://here:1", "--ray-cpus", "2",
+                     "--ray-gpus", gpus]) == 0
+        settings = calls[0][1]["settings"]
+        assert isinstance(settings.backend, RayBackend) and settings.retrain_device == device
+        assert (settings.backend.address, settings.backend.num_cpus, settings.backend.num_gpus) == \
+            ("ray://here:1", 2.0, float(gpus))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--group", "-1"], "--group must be >= 0, got -1"),
+    (["--precision", "fp16"], "--precision must be fp32 or bf16, got 'fp16'"),
+    (["--backend", "dask"], "--backend must be local or ray, got 'dask'"),
+    (["--address", "x"], "--address needs --backend ray"),
+    (["--ray-cpus", "2", "--ray-gpus", "1"], "--ray-cpus and --ray-gpus need --backend ray"),
+    (["--backend", "ray", "--group", "2"], "--group applies to --backend local"),
+    (["--backend", "ray", "--ray-cpus", "0"], "--ray-cpus must be > 0 and --ray-gpus >= 0, got 0.0 and 0.0"),
+    (["--backend", "ray", "--ray-gpus", "-1"], "--ray-cpus must be > 0 and --ray-gpus >= 0, got 1.0 and -1.0"),
+    (["--image-size", "16"], "--image-size applies to --dataset folder only"),
+    (["--set", "repeats"], "--set takes KEY=VALUE"),
+    (["--set", "=3"], "--set takes KEY=VALUE"),
+    (["--set", "repeats=2", "--set", " repeats=3"], "--set gives repeats twice"),
+    (["--set", "repeats=two"], "--set repeats: 'two' is no JSON value"),
+    (["--seed", "-1"], "--seed must be an integer in [0, 2**63), got -1"),
+    (["--methods", "rectgrd"], "unknown method 'rectgrd'"),
+    (["--device", "tpu"], "--device must be cpu, cuda or auto, got 'tpu'"),
+])
+def test_cli_reproduce_refuses_bad_options_before_any_work(tmp_path, monkeypatch, capsys, argv, message):
+    # a bad option is a user error (exit 2, one line naming it) before anything runs or is written
+    import rectgrad.evaluation
+
+    monkeypatch.setattr(rectgrad.evaluation, "reproduce", lambda *a, **kw: pytest.fail("ran with a bad option"))
+    torch.set_flush_denormal(False)
+    assert main(["reproduce", "--dataset", "fashion-mnist", "--scale", "smoke", "--out", str(tmp_path / "r"),
+                 *argv]) == 2
+    assert not denormals_flushed()  # the process's setting restored as it was (here: not flushing)
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err, err
+    assert not (tmp_path / "r").exists()
+
+
+def test_cli_reproduce_out_must_be_a_folder(tmp_path, monkeypatch, capsys):
+    # --out naming a file is refused (exit 2) before anything runs
+    import rectgrad.evaluation
+
+    monkeypatch.setattr(rectgrad.evaluation, "reproduce", lambda *a, **kw: pytest.fail("ran with a bad --out"))
+    (tmp_path / "taken").write_text("")
+    assert main(["reproduce", "--dataset", "fashion-mnist", "--scale", "smoke", "--out", str(tmp_path / "taken"),
+                 "--work-dir", str(tmp_path / "w")]) == 2
+    assert "exists and is not a folder" in capsys.readouterr().err

@@ -1314,3 +1314,97 @@ def test_rules_study_passes_the_padding_trick(cnn):
                                show=0).tables["maps"]
         attr = RectGrad(cnn).attribute(images.x, target=predicted, q=90.0, padding_trick=padding)
         assert row["nonzero fraction"] == pytest.approx(float((attr != 0).double().mean())), padding
+
+
+def test_cli_study_options_reach_the_study(model_and_folder, tmp_path, monkeypatch):
+    # every option of each `study` command arrives, unchanged, as the study function's argument (mutation testing:
+    # an option dropped or swapped on its way would silently give the default figures)
+    path, folder, _ = model_and_folder
+    (folder / "10.png").unlink()
+    given = {}
+
+    def recorded(name):
+        def study(model, images, **kwargs):
+            given[name] = dict(kwargs, n=None if images is None else len(images))
+            return studies.StudyResult(name, {"rows": [{"a": 1}]})
+        return study
+
+    for name in ("threshold", "coherence", "adversarial", "layers", "feature_maps", "rules"):
+        monkeypatch.setattr(studies, name, recorded(name))
+    common = [str(folder), "--model", str(path), "--dpi", "50"]
+    for command, extra in (
+            ("threshold", ["--q", "90", "--q", "10", "--no-padding-trick", "--internal-batch-size", "5",
+                           "--show", "2"]),
+            ("coherence", ["--method", "saliency", "--method", "rectgrad", "--seed", "7", "--internal-batch-size",
+                           "3", "--no-progress", "--show", "3"]),
+            ("adversarial", ["--methods", "guided_bp,deconv", "--seed", "9", "--eps", "0.25",
+                             "--internal-batch-size", "2"]),
+            ("layers", ["--q", "42", "--layer", "features.0", "--layer", "features.3", "--max-layers", "3"]),
+            ("feature-maps", ["--channels", "5", "--max-layers", "2", "--show", "1"]),
+            ("rules", ["--q", "77", "--internal-batch-size", "4"])):
+        assert main(["study", command, *common, "--out", str(tmp_path / command), *extra]) == 0, command
+    assert given["threshold"] == {"qs": (90.0, 10.0), "padding_trick": False, "internal_batch_size": 5, "show": 2,
+                                  "n": 4}
+    assert given["coherence"] == {"methods": ("saliency", "rectgrad"), "seed": 7, "internal_batch_size": 3,
+                                  "progress": False, "show": 3, "n": 4}
+    assert given["adversarial"] == {"eps": 0.25, "methods": ("guided_bp", "deconv"), "seed": 9,
+                                    "internal_batch_size": 2, "progress": True, "n": 4}
+    assert given["layers"] == {"q": 42.0, "layer_names": ["features.0", "features.3"], "max_layers": 3,
+                               "internal_batch_size": 16, "n": 4}
+    assert given["feature_maps"] == {"channels": 5, "max_layers": 2, "internal_batch_size": 16, "show": 1, "n": 4}
+    assert given["rules"] == {"q": 77.0, "internal_batch_size": 4, "n": 4}
+    # the defaults: the studies' own (no qs, no show), the paper's comparison, every layer choice left to the study
+    for command in ("threshold", "coherence", "layers", "rules"):
+        assert main(["study", command, *common, "--out", str(tmp_path / f"{command}-default")]) == 0, command
+    assert given["threshold"] == {"padding_trick": True, "internal_batch_size": 16, "n": 4}
+    assert given["coherence"] == {"methods": tuple(studies.COMPARED), "seed": 0, "internal_batch_size": 16,
+                                  "progress": True, "n": 4}
+    assert given["layers"] == {"q": 98.0, "layer_names": None, "max_layers": 8, "internal_batch_size": 16, "n": 4}
+    assert main(["study", "rules", "--out", str(tmp_path / "toy")]) == 0  # no images: the toy alone
+    assert given["rules"] == {"q": 98.0, "internal_batch_size": 16, "n": None}
+
+
+def test_cli_study_dataset_options_reach_the_loaders(model_and_folder, tmp_path, monkeypatch):
+    # --dataset, --count, --data-dir, --download reach images_from_dataset (coherence: two images per class), and
+    # --model, --device reach zoo.load
+    path, folder, _ = model_and_folder
+    (folder / "10.png").unlink()
+    calls, loads = [], []
+    load = zoo.load
+
+    def from_dataset(name, count, per_class, data_dir, download=False, loaded=None):
+        calls.append((name, count, per_class, data_dir, download))
+        return studies.images_from_files(loaded, [folder])
+
+    def loading(model, **kwargs):
+        loads.append((model, kwargs.get("device")))
+        return load(model, **kwargs)
+
+    monkeypatch.setattr(studies, "images_from_dataset", from_dataset)
+    monkeypatch.setattr(zoo, "load", loading)
+    monkeypatch.setattr(studies, "coherence", lambda model, images, **kw: studies.StudyResult("c", {"rows": [{}]}))
+    monkeypatch.setattr(studies, "layers", lambda model, images, **kw: studies.StudyResult("l", {"rows": [{}]}))
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    assert main(["study", "coherence", "--dataset", "fashion-mnist", "--count", "6", "--data-dir", str(data_dir),
+                 "--download", "--model", str(path), "--device", "cpu", "--out", str(tmp_path / "c")]) == 0
+    assert main(["study", "layers", "--dataset", "fashion-mnist", "--model", str(path), "--out",
+                 str(tmp_path / "l")]) == 0
+    ruled = []
+    monkeypatch.setattr(studies, "rules", lambda model, images, **kw: ruled.append(images) or studies.StudyResult(
+        "r", {"rows": [{}]}))
+    assert main(["study", "rules", "--dataset", "fashion-mnist", "--count", "3", "--model", str(path), "--out",
+                 str(tmp_path / "r")]) == 0  # a dataset alone (no image files) also gives rules its maps
+    assert ruled[0] is not None and len(ruled[0]) == 4
+    assert calls == [("fashion-mnist", 6, 2, data_dir, True), ("fashion-mnist", 4, 1, None, False),
+                     ("fashion-mnist", 3, 1, None, False)]
+    auto = "cuda" if torch.cuda.is_available() else "cpu"
+    assert loads == [(str(path), "cpu"), (str(path), auto), (str(path), auto)]
+
+
+def test_cli_study_images_and_dataset_together_are_refused(model_and_folder, tmp_path, capsys):
+    # exactly one source of images: both given is a user error (exit 2), as none is
+    path, folder, _ = model_and_folder
+    assert main(["study", "threshold", str(folder), "--dataset", "fashion-mnist", "--model", str(path), "--out",
+                 str(tmp_path / "o")]) == 2
+    assert "exactly one of them" in capsys.readouterr().err
