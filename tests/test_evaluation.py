@@ -51,12 +51,17 @@ class SumModel(nn.Sequential):
         super().__init__(conv, nn.ReLU(), nn.Flatten(), linear)
 
 
-def test_feature_map_occlusion_follows_the_margin_exactly():
-    # object: left half (value 3 per pixel), background: right half (value 1 per pixel), 4x4 image
+def half_object() -> tuple[torch.Tensor, torch.Tensor]:
+    """A 4x4 image and its mask: object the left half (value 3 per pixel), background the right half (1)."""
     image = torch.ones(1, 1, 4, 4)
     image[..., :2] = 3
     masks = torch.zeros(1, 4, 4, dtype=torch.bool)
     masks[..., :2] = True
+    return image, masks
+
+
+def test_feature_map_occlusion_follows_the_margin_exactly():
+    image, masks = half_object()
     model = SumModel(4)
     curve = feature_map_occlusion(model, model[1], image, masks, torch.tensor([0]), steps=5, orders=3,
                                   generator=torch.Generator().manual_seed(0))
@@ -73,10 +78,7 @@ def test_feature_map_occlusion_follows_the_margin_exactly():
 
 
 def test_feature_map_occlusion_counts_every_channel_rounds_the_units_and_averages_every_order_whatever_the_batch():
-    image = torch.ones(1, 1, 4, 4)
-    image[..., :2] = 3
-    masks = torch.zeros(1, 4, 4, dtype=torch.bool)
-    masks[..., :2] = True
+    image, masks = half_object()
     for channels, expected in ((1, [32.0, 29, 27, 24]), (2, [64.0, 59, 53, 48])):
         # SumModel with `channels` copies of the image: object 24 per channel, then the background units left
         # of 8 per channel: p = 1/3 zeroes round(8/3) = 3 of 8 (not 2), round(16/3) = 5 of 16, p = 2/3 5 and 11
@@ -308,10 +310,7 @@ def test_correctly_classified_lists_class_by_class_not_in_dataset_order():
 def test_feature_map_occlusion_runs_the_model_in_eval_mode():
     # a dropout layer left in training mode by the user must not drop logits during the occlusion: the curve is
     # SumModel's exact margin (see test_feature_map_occlusion_follows_the_margin_exactly)
-    image = torch.ones(1, 1, 4, 4)
-    image[..., :2] = 3
-    masks = torch.zeros(1, 4, 4, dtype=torch.bool)
-    masks[..., :2] = True
+    image, masks = half_object()
     model = SumModel(4)
     model.insert(3, nn.Dropout(0.5))
     model.train()

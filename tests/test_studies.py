@@ -857,25 +857,6 @@ def test_cli_studies_on_an_image_folder(model_and_folder, tmp_path, capsys):
     assert "maps" not in capsys.readouterr().err
 
 
-def test_cli_layers_and_feature_maps_pass_the_internal_batch_size(model_and_folder, tmp_path, monkeypatch):
-    path, folder, _ = model_and_folder
-    (folder / "10.png").unlink()
-    given = {}
-
-    def recorded(name):
-        def study(model, images, **kwargs):
-            given[name] = kwargs["internal_batch_size"]
-            return studies.StudyResult(name, {"rows": [{"a": 1}]})
-        return study
-
-    for name in ("layers", "feature_maps"):
-        monkeypatch.setattr(studies, name, recorded(name))
-    for command, size in (("layers", ["--internal-batch-size", "3"]), ("feature-maps", [])):
-        assert main(["study", command, str(folder), "--model", str(path), "--out", str(tmp_path / command)]
-                    + size) == 0
-    assert given == {"layers": 3, "feature_maps": 16}  # the default of the other studies
-
-
 def test_cli_rules_without_a_model_prints_the_toy(tmp_path, capsys):
     assert main(["study", "rules", "--out", str(tmp_path)]) == 0
     text = capsys.readouterr().out
@@ -1339,7 +1320,8 @@ def test_cli_study_options_reach_the_study(model_and_folder, tmp_path, monkeypat
                            "3", "--no-progress", "--show", "3"]),
             ("adversarial", ["--methods", "guided_bp,deconv", "--seed", "9", "--eps", "0.25",
                              "--internal-batch-size", "2"]),
-            ("layers", ["--q", "42", "--layer", "features.0", "--layer", "features.3", "--max-layers", "3"]),
+            ("layers", ["--q", "42", "--layer", "features.0", "--layer", "features.3", "--max-layers", "3",
+                        "--internal-batch-size", "3"]),
             ("feature-maps", ["--channels", "5", "--max-layers", "2", "--show", "1"]),
             ("rules", ["--q", "77", "--internal-batch-size", "4"])):
         assert main(["study", command, *common, "--out", str(tmp_path / command), *extra]) == 0, command
@@ -1350,7 +1332,7 @@ def test_cli_study_options_reach_the_study(model_and_folder, tmp_path, monkeypat
     assert given["adversarial"] == {"eps": 0.25, "methods": ("guided_bp", "deconv"), "seed": 9,
                                     "internal_batch_size": 2, "progress": True, "n": 4}
     assert given["layers"] == {"q": 42.0, "layer_names": ["features.0", "features.3"], "max_layers": 3,
-                               "internal_batch_size": 16, "n": 4}
+                               "internal_batch_size": 3, "n": 4}
     assert given["feature_maps"] == {"channels": 5, "max_layers": 2, "internal_batch_size": 16, "show": 1, "n": 4}
     assert given["rules"] == {"q": 77.0, "internal_batch_size": 4, "n": 4}
     # the defaults: the studies' own (no qs, no show), the paper's comparison, every layer choice left to the study
