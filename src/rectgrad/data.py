@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from rectgrad._checks import did_you_mean
+from rectgrad.checkpoint import one_line
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -418,7 +419,7 @@ def masked_images_folder(folder=None, download: bool = False) -> Path:
         os.replace(partial, folder)
     except (tarfile.TarError, ValueError) as exc:
         raise ValueError(f"{CIFAR10_MASKS_URL} does not hold the paper's masked images "
-                         f"({' '.join(str(exc).split())[:200]}); nothing was saved") from None
+                         f"({one_line(exc, 200)}); nothing was saved") from None
     finally:
         archive.unlink(missing_ok=True)
         shutil.rmtree(partial, ignore_errors=True)

@@ -166,6 +166,8 @@ def _no_weights(name: str, source: str, reason: object) -> RuntimeError:
 
 
 def _load_state_dict(model: nn.Module, name: str, weights) -> nn.Module:
+    from rectgrad.checkpoint import one_line
+
     path = Path(weights)
     if path.is_dir():
         raise IsADirectoryError(f"weights file {path} is a folder; give the state-dict file in it")
@@ -189,7 +191,7 @@ def _load_state_dict(model: nn.Module, name: str, weights) -> nn.Module:
                          "dict alone: save the state dict by itself (torch.save(checkpoint['state_dict'], path)), or, "
                          "if the file holds a whole model, give it as --model FILE") from None
     except Exception as exc:  # noqa: BLE001 - any failure to read or fit the file is the user's input
-        raise ValueError(f"{path}: cannot load {name} weights ({' '.join(str(exc).split())[:300]})") from None
+        raise ValueError(f"{path}: cannot load {name} weights ({one_line(exc)})") from None
     return model
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rectgrad._checks import positive_int
+from rectgrad._checks import positive_int, real
 from rectgrad.engine import warn
 
 
@@ -163,11 +163,11 @@ def check_threshold(q: float | None, tau: float | None) -> tuple[float | None, f
         raise ValueError("give either q (percentile threshold) or tau (constant threshold), not both")
     q, tau = _one_value(q), _one_value(tau)
     if tau is not None:
-        if not isinstance(tau, numbers.Real) or isinstance(tau, bool) or not math.isfinite(tau):
+        if not real(tau) or not math.isfinite(tau):
             raise ValueError(f"tau must be a finite number, got {tau!r}")
         return None, float(tau)
     q = 98.0 if q is None else q
-    if not isinstance(q, numbers.Real) or isinstance(q, bool) or not 0.0 <= float(q) <= 100.0:
+    if not real(q) or not 0.0 <= float(q) <= 100.0:
         raise ValueError(f"q must be a percentile in [0, 100], got {q!r}")
     return float(q), None
 
