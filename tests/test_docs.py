@@ -200,3 +200,98 @@ def test_links_between_pages_resolve(page):
         elif anchor and target.suffix == ".md" and anchor not in github_anchors(target):
             broken.append(f"{link}: no heading with that anchor")
     assert broken == []
+
+
+def cli_commands() -> dict[str, object]:
+    """Every command of the ``rectgrad`` CLI by its name (``""``, ``explain``, ``study threshold``, ...)."""
+    import typer
+
+    from rectgrad.cli import app
+
+    commands, stack = {}, [((), typer.main.get_command(app))]
+    while stack:
+        path, command = stack.pop()
+        commands[" ".join(path)] = command
+        stack += [((*path, name), sub) for name, sub in getattr(command, "commands", {}).items()]
+    return commands
+
+
+def options_of(command) -> dict[str, object]:
+    """Every option name of a click ``command`` (``--x``, ``--no-x``) with its parameter."""
+    return {name: parameter for parameter in command.params for name in (*parameter.opts, *parameter.secondary_opts)
+            if name.startswith("--")}
+
+
+NOT_RECTGRAD_OPTIONS = {"--head"}  # `ray start --head` (docs/evaluation.md)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: page.name)
+def test_every_option_the_docs_name_exists(page):
+    """A stale or misspelt option name in the docs (``--internal-batchsize``, a renamed option) is no option of any
+    command; links' anchors (``#your-own-images---dataset-folder``) are not options."""
+    known = {name for command in cli_commands().values() for name in options_of(command)} | {"--help"}
+    text = re.sub(r"\]\([^)\s]*\)", "]()", page.read_text())
+    named = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9]*(?:-[a-z0-9]+)*", text))
+    assert named - known - NOT_RECTGRAD_OPTIONS == set()
+
+
+def test_explain_options_table_matches_the_command():
+    """The option table of docs/methods-and-cli.md lists every option of ``rectgrad explain``, no other, with its
+    default where the table gives a number or a file name."""
+    text = (ROOT / "docs/methods-and-cli.md").read_text()
+    rows = re.findall(r"^\| `(--[a-z-]+)(?:/--[a-z-]+)?(?: [^`]*)?` \|([^|]*)\|", text, re.M)
+    options = options_of(cli_commands()["explain"])
+    assert {name for name, _ in rows} == {name for name in options if not name.startswith("--no-")} - {"--help"}
+    for name, default in rows:
+        shown = default.strip().strip("`")
+        if re.fullmatch(r"[0-9.]+", shown):
+            assert float(options[name].default) == float(shown), name
+        elif shown.endswith(".png"):
+            assert str(options[name].default) == shown, name
+
+
+def test_demo_options_sentence_matches_the_command():
+    """docs/methods-and-cli.md's "`demo` takes ..." names every option of ``rectgrad demo``, no other."""
+    text = (ROOT / "docs/methods-and-cli.md").read_text()
+    sentence = re.search(r"^`demo` takes (.*?)\.", text, re.M | re.S).group(1)
+    listed = set(re.findall(r"`(--[a-z-]+)`", sentence))
+    options = options_of(cli_commands()["demo"])
+    assert listed == {name for name in options if not name.startswith("--no-")} - {"--help"}
+
+
+def test_train_usage_block_matches_the_command():
+    """docs/data-and-training.md's ``rectgrad train`` synopsis: its options exist, with the defaults it shows."""
+    text = (ROOT / "docs/data-and-training.md").read_text()
+    block = re.search(r"^```bash\n(rectgrad train --dataset \{.*?)^```", text, re.M | re.S).group(1)
+    options = options_of(cli_commands()["train"])
+    shown = re.findall(r"(--[a-z-]+)(?: ([^\]\s]+))?", block)
+    assert shown and {name for name, _ in shown} <= set(options)
+    for name, value in shown:
+        default = options[name].default
+        if re.fullmatch(r"[0-9.e-]+", value) and default is not None:
+            assert float(default) == float(value), name
+
+
+def test_scale_keys_listed_are_the_scale_parameters():
+    """docs/evaluation.md lists the keys of ``--set KEY=VALUE`` (reproduce's --help points there): all of them."""
+    import dataclasses
+
+    from rectgrad.evaluation import Scale
+
+    text = (ROOT / "docs/evaluation.md").read_text()
+    sentence = re.search(r"The keys \(`rectgrad\.evaluation\.Scale`\):(.*?) image counts take", text, re.S).group(1)
+    listed = set(re.findall(r"`([a-z_]+)`", sentence))
+    assert listed == {field.name for field in dataclasses.fields(Scale)}
+
+
+def test_readme_command_table_lists_every_command():
+    """README's command-line table: every command, and every study of ``rectgrad study {...}``, as the CLI has them."""
+    text = (ROOT / "README.md").read_text()
+    table = text[text.index("## Command line"):text.index("## Development")]
+    commands = cli_commands()
+    assert set(re.findall(r"^\| `rectgrad ([a-z-]+)", table, re.M)) == {name for name in commands if " " not in name
+                                                                          and name}
+    studies = re.search(r"`rectgrad study \{([a-z,-]+)\}", table).group(1).split(",")
+    assert set(studies) == {name.split()[1] for name in commands if name.startswith("study ")}
+    page = (ROOT / "docs/studies.md").read_text()
+    assert set(re.findall(r"^\| \[`([a-z-]+)`\]", page, re.M)) == set(studies)
