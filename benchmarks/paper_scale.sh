@@ -55,8 +55,10 @@ run)
         fi
         start=$(date +%s)
         status=0
+        precision=bf16  # (of the models trained at once: on CUDA; a CPU dry run trains one at a time, in fp32)
+        if [ "${DEVICE:-cuda}" = cpu ]; then precision=fp32; fi
         timeout -s TERM -k 20 "$seconds" python3 -m rectgrad reproduce --dataset fashion-mnist \
-            --scale "$scale" --device "${DEVICE:-cuda}" --precision bf16 --nondeterministic \
+            --scale "$scale" --device "${DEVICE:-cuda}" --precision "$precision" --nondeterministic \
             --data-dir "$HERE/fashion-mnist" --work-dir "$HERE/$work" --out "$HERE/$report" --no-progress || status=$?
         echo "reproduce: exit status $status after $(( $(date +%s) - start )) s" \
             "(124: stopped at $seconds s; 137: killed 20 s later, hung)"

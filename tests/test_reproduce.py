@@ -696,6 +696,20 @@ def test_missing_masked_images_are_named_before_the_dataset_is_loaded(tmp_path, 
                  "--data-dir", str(tmp_path / "cifar"), "--download"]) == 2
     assert "could not download https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz" in capsys.readouterr().err
     assert len(data.load_masked_images(tmp_path / "cache" / "cifar10_masks")) == 10
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--dataset", "fashion-mnist", "--data-dir", "{empty}"], "Fashion-MNIST"),
+    (["--dataset", "folder"], "the folder dataset needs its folder (--data-dir ROOT"),
+])
+def test_a_missing_dataset_leaves_no_results_folder(tmp_path, capsys, argv, message):
+    # the data is read before the results folder is made: a failed start leaves nothing to clean up
+    (tmp_path / "empty").mkdir()
+    argv = [arg.format(empty=tmp_path / "empty") for arg in argv]
+    assert main(["reproduce", *argv, "--scale", "smoke", "--out", str(tmp_path / "r")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
 
 
 def test_report_of_a_partial_run(smoke, tmp_path):
@@ -1088,6 +1102,10 @@ def test_cli_reproduce_options_reach_the_pipeline(tmp_path, monkeypatch, capsys)
 @pytest.mark.parametrize("argv, message", [
     (["--group", "-1"], "--group must be >= 0, got -1"),
     (["--precision", "fp16"], "--precision must be fp32 or bf16, got 'fp16'"),
+    (["--precision", "bf16", "--device", "cpu"], "--precision bf16 applies to the models trained at "
+     "once: --backend local with --group > 1 (the default on CUDA; 1 on CPU)"),
+    (["--precision", "bf16", "--group", "1"], "--precision bf16 applies to the models trained at once"),
+    (["--precision", "bf16", "--backend", "ray"], "--precision bf16 applies to the models trained at once"),
     (["--backend", "dask"], "--backend must be local or ray, got 'dask'"),
     (["--address", "x"], "--address needs --backend ray"),
     (["--ray-cpus", "2", "--ray-gpus", "1"], "--ray-cpus and --ray-gpus need --backend ray"),

@@ -531,12 +531,9 @@ def test_registry_weights_from_a_training_checkpoint_safetensors_or_an_old_pickl
         zoo.load("vgg16", weights=tmp_path / "folder")
 
 
-
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: --weights given a training checkpoint's dict under another key than 'state_dict' (PyTorch's tutorial "
-    "format {'model_state_dict': ..., 'epoch': ...}) reports the model's missing keys cut at 300 characters, never "
-    "naming the keys the file holds, as docs/methods-and-cli.md says a file holding more than tensors is"))
 def test_weights_of_a_training_checkpoint_dict_name_what_it_holds(tmp_path, monkeypatch):
+    # PyTorch's tutorial checkpoint {'model_state_dict': ..., 'epoch': ...}: the error names the file's keys and the
+    # one to save by itself, not the model's missing keys (a long list, cut)
     import torchvision.models as tv
 
     def many_layers(weights=None):  # a real network's many keys: the error's list of missing keys is long
@@ -545,8 +542,13 @@ def test_weights_of_a_training_checkpoint_dict_name_what_it_holds(tmp_path, monk
     monkeypatch.setattr(tv, "vgg16", many_layers)
     torch.save({"model_state_dict": many_layers().state_dict(), "optimizer_state_dict": {}, "epoch": 5},
                tmp_path / "checkpoint.pt")
-    with pytest.raises(ValueError, match="model_state_dict"):
+    with pytest.raises(ValueError, match=r"holds a dict of 'model_state_dict', 'optimizer_state_dict', 'epoch', not a "
+                       r"state dict .*\(torch.save\(checkpoint\['model_state_dict'\], path\)"):
         zoo.load("vgg16", weights=tmp_path / "checkpoint.pt")
+    torch.save({"step": 1, "loss": torch.tensor(0.5)}, tmp_path / "no-weights.pt")  # no dict of tensors in it
+    with pytest.raises(ValueError, match=r"holds a dict of 'step', 'loss', .*torch.save\(model.state_dict\(\)"):
+        zoo.load("vgg16", weights=tmp_path / "no-weights.pt")
+
 
 def test_label_of_an_index_outside_the_names_is_its_number():
     loaded = zoo.LoadedModel("m", torch.nn.Identity(), (8, 8), (0.5,), (0.5,), ["cat", "dog"], channels=1)

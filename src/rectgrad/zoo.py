@@ -177,6 +177,9 @@ def _load_state_dict(model: nn.Module, name: str, weights) -> nn.Module:
         if path.suffix != ".safetensors" and not (zipfile.is_zipfile(file) or file.seek(0) == 0
                                                   and file.read(1) == b"\x80"):
             raise ValueError(f"{path} is not a torch weights file (nor .safetensors)")
+    def unreadable(exc: Exception) -> ValueError:  # any failure to read or fit the file is the user's input
+        return ValueError(f"{path}: cannot load {name} weights ({one_line(exc)})")
+
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -184,15 +187,31 @@ def _load_state_dict(model: nn.Module, name: str, weights) -> nn.Module:
             state = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
     except pickle.UnpicklingError as exc:  # more than tensors and plain values: a whole model, a training's args
         found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
         raise ValueError(f"{path} holds more than tensors ({found[1] if found else 'a pickled object'}), not a state "
                          "dict alone: save the state dict by itself (torch.save(checkpoint['state_dict'], path)), or, "
                          "if the file holds a whole model, give it as --model FILE") from None
-    except Exception as exc:  # noqa: BLE001 - any failure to read or fit the file is the user's input
-        raise ValueError(f"{path}: cannot load {name} weights ({one_line(exc)})") from None
+    except Exception as exc:  # noqa: BLE001
+        raise unreadable(exc) from None
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    if isinstance(state, dict) and not all(torch.is_tensor(value) for value in state.values()):
+        raise _not_a_state_dict(path, state)
+    try:
+        model.load_state_dict(state)
+    except Exception as exc:  # noqa: BLE001
+        raise unreadable(exc) from None
     return model
+
+
+def _not_a_state_dict(path: Path, state: dict) -> ValueError:
+    """A dict holding more than tensors, as a training's checkpoint (weights, optimizer state, epoch): its keys."""
+    keys = ", ".join(map(repr, list(state)[:8])) + (f" and {len(state) - 8} more" if len(state) > 8 else "")
+    weights = [key for key, value in state.items()
+               if isinstance(value, dict) and value and all(torch.is_tensor(v) for v in value.values())]
+    save = f"checkpoint[{weights[0]!r}]" if weights else "model.state_dict()"
+    return ValueError(f"{path} holds a dict of {keys}, not a state dict (not all its values are tensors, as in a "
+                      f"training's checkpoint): save the model's state dict by itself (torch.save({save}, path))")
 
 
 def _efficientnet_lite0(weights) -> LoadedModel:

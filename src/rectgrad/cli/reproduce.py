@@ -102,6 +102,9 @@ def reproduce(
             runner, retrain_device = RayBackend(address, ray_cpus, ray_gpus), "cuda" if ray_gpus > 0 else "cpu"
         else:
             raise ValueError(f"--backend must be local or ray, got {backend!r}")
+        if precision == "bf16" and not (backend == "local" and runner.group > 1):  # (it would change nothing)
+            raise ValueError("--precision bf16 applies to the models trained at once: --backend local with --group > 1 "
+                             "(the default on CUDA; 1 on CPU)")
         _options.input_folder(data_dir, "--data-dir")
         _options.input_folder(masks, "--masks")
         _options.output_folder(out, "--out")

@@ -139,7 +139,8 @@ def threshold(images: Optional[List[Path]] = IMAGES, model: str = MODEL, out: Pa
 def coherence(images: Optional[List[Path]] = IMAGES, model: str = MODEL, out: Path = OUT,
               method: Optional[List[str]] = METHODS, seed: int = typer.Option(0, help="Seed of SmoothGrad's noise."),
               dataset: Optional[str] = DATASET,
-              count: int = typer.Option(8, help="With --dataset: how many test images, two per class."),
+              count: int = typer.Option(8, help="With --dataset: how many test images, the first two of each "
+                                                "class in turn."),
               data_dir: Optional[Path] = DATA_DIR, download: bool = DOWNLOAD,
               internal_batch_size: Optional[int] = BATCH, show: Optional[int] = SHOW, device: str = DEVICE,
               dpi: int = DPI, progress: bool = PROGRESS) -> None:

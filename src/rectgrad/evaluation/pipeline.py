@@ -178,6 +178,12 @@ def reproduce(dataset: str, scale: str, work_dir, *, data_dir=None, masks_dir=No
     tie_noise = check_tie_noise(tie_noise)
     masks_dir = _masks_folder(dataset, masks_dir, download)  # (before the datasets or any training)
     work = checked_folder(work_dir)
+    # the data first: a missing or unreadable dataset leaves no results folder behind
+    train = load_dataset(dataset, "train", data_dir=data_dir, download=download, image_size=image_size,
+                         progress=settings.progress)
+    test = load_dataset(dataset, "test", data_dir=data_dir, download=download, image_size=image_size,
+                        progress=settings.progress)
+    masked = _masked_images(dataset, test, masks_dir, data_dir, image_size, settings.progress)
     work.mkdir(parents=True, exist_ok=True)
     with exclusive(work) as locked:  # one run at a time in the folder, from the start
         saved = ResultStore.read_config(work)
@@ -186,11 +192,6 @@ def reproduce(dataset: str, scale: str, work_dir, *, data_dir=None, masks_dir=No
         order = list(METHODS) + [m for m in METHOD_NAMES if m not in METHODS]
         # one order; the folder's too
         given, methods = methods, tuple(sorted(set(methods) | set(earlier), key=order.index))
-        train = load_dataset(dataset, "train", data_dir=data_dir, download=download, image_size=image_size,
-                             progress=settings.progress)
-        test = load_dataset(dataset, "test", data_dir=data_dir, download=download, image_size=image_size,
-                            progress=settings.progress)
-        masked = _masked_images(dataset, test, masks_dir, data_dir, image_size, settings.progress)
         # The images and labels, and the object masks read from files: a rerun on changed data (a mended mask) starts
         # anew. (Derived masks follow from the images: a Fashion-MNIST folder made before masks counted resumes.)
         files = masked is not None and dataset != "fashion-mnist"
