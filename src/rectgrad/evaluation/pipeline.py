@@ -178,14 +178,20 @@ def reproduce(dataset: str, scale: str, work_dir, *, data_dir=None, masks_dir=No
     tie_noise = check_tie_noise(tie_noise)
     masks_dir = _masks_folder(dataset, masks_dir, download)  # (before the datasets or any training)
     work = checked_folder(work_dir)
-    # the data first: a missing or unreadable dataset leaves no results folder behind
-    train = load_dataset(dataset, "train", data_dir=data_dir, download=download, image_size=image_size,
-                         progress=settings.progress)
-    test = load_dataset(dataset, "test", data_dir=data_dir, download=download, image_size=image_size,
-                        progress=settings.progress)
-    masked = _masked_images(dataset, test, masks_dir, data_dir, image_size, settings.progress)
+
+    def read_data() -> tuple:
+        train = load_dataset(dataset, "train", data_dir=data_dir, download=download, image_size=image_size,
+                             progress=settings.progress)
+        test = load_dataset(dataset, "test", data_dir=data_dir, download=download, image_size=image_size,
+                            progress=settings.progress)
+        return train, test, _masked_images(dataset, test, masks_dir, data_dir, image_size, settings.progress)
+
+    # A new folder is made once the data is read (a missing dataset leaves none behind); an existing one is locked
+    # first (another run using it is refused before the data loads, a download say).
+    read = None if work.is_dir() else read_data()
     work.mkdir(parents=True, exist_ok=True)
     with exclusive(work) as locked:  # one run at a time in the folder, from the start
+        train, test, masked = read or read_data()
         saved = ResultStore.read_config(work)
         earlier = saved.get("methods") if isinstance(saved, dict) else None
         earlier = [m for m in earlier if m in METHOD_NAMES] if isinstance(earlier, list) else []
