@@ -814,3 +814,117 @@ def test_exit_statuses_of_interruptions_empty_messages_and_bugs(tmp_path, capsys
     assert _one_line("Traceback:\n\n    x = conv(x)  \n  File 'code.py'\n") == "Traceback: x = conv(x) File 'code.py'"
     status, out, err = run(capsys)  # no command: the usage, and the status of a usage error
     assert status == 2 and "Usage: rectgrad [OPTIONS] COMMAND" in out + err
+
+
+def test_advice_repeated_in_a_run_is_said_once_and_again_in_the_next_run(monkeypatch, capsys):
+    # main() keeps the lines said in this run: a study repeating one warning at each setting (from anywhere) says
+    # it once, another warning still shows, and the next run starts afresh
+    import warnings
+
+    import rectgrad.cli
+
+    def work(argv):
+        for where in ("a.py", "b.py", "a.py"):
+            warnings.warn_explicit("the same advice", UserWarning, where, 1)  # (no registry: never filtered out)
+        warnings.warn_explicit("other advice", UserWarning, "c.py", 1)
+        return 0
+
+    monkeypatch.delenv("RECTGRAD_DEBUG", raising=False)
+    monkeypatch.setattr(rectgrad.cli, "_run", work)
+    for _ in range(2):
+        assert main(["study"]) == 0
+        assert capsys.readouterr().err == "warning: the same advice\nwarning: other advice\n"
+
+
+def test_a_missing_module_is_a_user_error_and_an_abort_or_early_ctrl_c_has_its_own_status(tmp_path, capsys,
+                                                                                          monkeypatch):
+    """A model needing a module that is not installed (ModuleNotFoundError) and an image too large for PIL
+    (DecompressionBombError) are one error line each (status 2); a command
+    that aborts (typer.Abort) says so with status 1; a Ctrl-C before typer runs the command (while the command line is
+    built) is status 130 with one line, as one during the command is."""
+    import typer
+
+    import rectgrad.cli
+    from rectgrad import zoo
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "image.png")
+    argv = ("explain", str(tmp_path / "image.png"), "--model", "m.pt", "--out", str(tmp_path / "g.png"))
+
+    def raising(error):
+        def read_image(*args, **kwargs):
+            raise error
+        return read_image
+
+    monkeypatch.delenv("RECTGRAD_DEBUG", raising=False)
+    monkeypatch.setattr(zoo, "read_image", raising(ModuleNotFoundError("No module named 'timm'")))
+    assert run(capsys, *argv)[::2] == (2, "error: No module named 'timm'\n")
+    bomb = Image.DecompressionBombError("Image size (200000000 pixels) exceeds limit")  # PIL's, no user error class
+    monkeypatch.setattr(zoo, "read_image", raising(bomb))
+    assert run(capsys, *argv)[::2] == (2, f"error: an image would be too large to hold ({bomb})\n")
+    monkeypatch.setattr(zoo, "read_image", raising(typer.Abort()))
+    assert run(capsys, *argv)[::2] == (1, "aborted\n")
+    monkeypatch.setattr(rectgrad.cli, "app", raising(KeyboardInterrupt()))
+    assert run(capsys, *argv)[::2] == (130, "interrupted\n")
+
+
+def test_a_long_message_is_kept_whole_up_to_800_characters_then_cut_in_the_middle():
+    # a message on one line up to head + tail (500 + 300) characters is said whole; a longer one keeps its first 500
+    # and its last 300 characters (where rectgrad's own advice stands)
+    from rectgrad.cli import _one_line
+
+    whole = "a" * 400 + "b" * 400
+    assert _one_line(whole) == whole
+    long = "a" * 500 + "x" + "b" * 300
+    assert _one_line(long) == "a" * 500 + " ... " + "b" * 300
+    assert _one_line("w" * 20 + "\n" + "z" * 20, head=10, tail=5) == "w" * 10 + " ... " + "z" * 5
+
+
+def test_commands_are_listed_by_their_docstrings_whole_first_paragraph():
+    # click would cut a command's listing at its first sentence ("Figs. " ends one); each is listed by its first
+    # paragraph, lines and all, in groups too, and a short_help given stays
+    import typer
+
+    from rectgrad.cli import _listed_by_first_paragraph
+
+    def command():
+        """Figs. 2, 3: the first line,
+        and its second line.
+
+        Details."""
+
+    group, inner = typer.Typer(), typer.Typer()
+    group.command("a")(command)
+    group.command("b", short_help="its own")(command)
+    group.command("c", help="Given help.\n\nMore.")(command)
+    inner.command("d")(command)
+    group.add_typer(inner, name="inner")
+    _listed_by_first_paragraph(group)
+    assert [info.short_help for info in group.registered_commands] == [
+        "Figs. 2, 3: the first line,\nand its second line.", "its own", "Given help."]
+    assert inner.registered_commands[0].short_help == "Figs. 2, 3: the first line,\nand its second line."
+
+
+def test_a_click_error_in_a_command_keeps_its_own_status_and_wording(tmp_path, capsys, monkeypatch):
+    # a click exception raised in a command (status 1, unlike a usage error's 2) is shown by click and keeps its status
+    import click
+
+    from rectgrad import zoo
+
+    def refusing(*args, **kwargs):
+        raise click.ClickException("cannot open it")
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "image.png")
+    monkeypatch.setattr(zoo, "read_image", refusing)
+    status, _, err = run(capsys, "explain", str(tmp_path / "image.png"), "--model", "m.pt", "--out",
+                         str(tmp_path / "g.png"))
+    assert (status, err) == (1, "Error: cannot open it\n")
+
+
+def test_out_of_memory_advice_reaches_every_study_command():
+    # the advice follows argv down the group to the command that ran, whichever it is; the group alone has no options
+    from rectgrad.cli import _memory_advice
+
+    for command in ("threshold", "coherence", "adversarial", "layers", "feature-maps", "rules"):
+        assert _memory_advice(["study", command, "--count", "3"]) == ("use fewer or smaller images (--count) or a "
+                                                                      "smaller --internal-batch-size"), command
+    assert _memory_advice(["study"]) == "free memory or use a machine with more"

@@ -1694,3 +1694,23 @@ def test_ray_backend_names_a_dying_training_and_shuts_down_what_it_started():
         roar_kar(train, test, {"random": None}, exits, fractions=(0.2, 0.6), repeats=1, progress=False,
                  backend=RayBackend(max_in_flight=1))
     assert not ray.is_initialized()
+
+
+def test_maps_holding_inf_have_no_threshold_or_noise_measure_either():
+    # +Inf or -Inf (an overflowing map) is refused as NaN is: a percentile or a total variation over it is meaningless
+    maps = torch.rand(3, 1, 4, 4)
+    for value in (float("inf"), float("-inf")):
+        broken = maps.clone()
+        broken[2, 0, 1, 1] = value
+        for method in ("saliency", "rectgrad"):
+            with pytest.raises(ValueError, match=rf"the {method} maps of image\(s\) \[2\] hold NaN or Inf"):
+                final_threshold(broken, method)
+
+
+def test_map_batches_refuse_inputs_without_a_batch_dimension():
+    # a single flat input (N,) is no batch of inputs (N, ...): refused by name before any map is computed
+    model = nn.Sequential(nn.Linear(4, 2))
+    for inputs in (torch.rand(4), torch.tensor(1.0)):
+        with pytest.raises(ValueError, match=r"inputs must be a tensor of the model's inputs \(N, ...\), N >= 1, got "
+                                             rf"torch.float32 tensor of shape {re.escape(str(tuple(inputs.shape)))}"):
+            compute_maps(model, inputs, "saliency", None)

@@ -1,6 +1,7 @@
 """The method registry: every method on real architectures, and the properties that define each one."""
 import functools
 import math
+import re
 import warnings
 
 import numpy as np
@@ -1632,3 +1633,61 @@ def test_a_models_own_runtime_error_is_raised_after_one_forward_pass():
         with pytest.raises(RuntimeError, match="the model's own failure"):
             call()
         assert calls == [False]
+
+
+def test_shared_whole_number_and_yes_no_helpers_by_hand():
+    """rectgrad._checks: integer / positive_int take ints (numpy's, a 0-d integer tensor) as plain ints and refuse
+    bools of every kind (Python, numpy, a torch bool tensor), 5.0 and strings; flag takes only True / False; real
+    numbers exclude bools and complex numbers."""
+    from rectgrad import _checks
+
+    for value, expected in ((5, 5), (np.int64(5), 5), (torch.tensor(3), 3), (-2, -2)):
+        assert _checks.integer("n", value) == expected and type(_checks.integer("n", value)) is int
+    for value in (True, np.bool_(False), torch.tensor(True), np.array(True), 5.0, "5"):
+        with pytest.raises(TypeError, match=f"^n must be an integer, got {re.escape(repr(value))}$"):
+            _checks.integer("n", value)
+    for value, expected in ((1, 1), (np.int64(7), 7), (np.uint8(2), 2)):
+        assert _checks.positive_int("k", value) == expected and type(_checks.positive_int("k", value)) is int
+    for value in (0, -1, True, False, 1.0, "1", np.float64(2.0)):
+        with pytest.raises(ValueError, match=f"^k must be a positive integer, got {re.escape(repr(value))}$"):
+            _checks.positive_int("k", value)
+    assert _checks.flag("f", np.bool_(True)) is True and _checks.flag("f", False) is False
+    for value in (1, 0, "yes", "", None, [True]):
+        with pytest.raises(TypeError, match="^f must be True or False, got "):
+            _checks.flag("f", value)
+    assert all(_checks.real(v) for v in (1, 1.5, np.float32(2), np.int64(3), float("nan")))
+    assert not any(_checks.real(v) for v in (True, np.bool_(False), 1j, "1", None, torch.tensor(1.0)))
+
+
+def test_shared_fraction_lists_by_hand():
+    """ROAR / KAR fractions: a non-empty ordered sequence (list, tuple, 1-d array or tensor) of reals strictly
+    increasing inside (0, 1); 0 and 1 themselves, repeats, a decreasing pair, an empty list, sets (no order), a lone
+    number or a 2-d array, and bools are refused."""
+    import decimal
+
+    from rectgrad._checks import fractions
+
+    assert fractions([0.1, 0.5, 0.9]) == (0.1, 0.5, 0.9)
+    assert fractions(np.array([0.25, 0.75])) == (0.25, 0.75)
+    assert fractions(torch.tensor([0.25, 0.5], dtype=torch.float64)) == (0.25, 0.5)
+    assert fractions((decimal.Decimal("0.5"),)) == (0.5,) and fractions([1e-9, 1 - 1e-9]) == (1e-9, 1 - 1e-9)
+    for value in ([0.0, 0.5], [0.5, 1.0], [0.3, 0.3], [0.5, 0.3], [], [-0.1], [float("nan")]):
+        with pytest.raises(ValueError, match="strictly increasing values in the open interval"):
+            fractions(value)
+    for value in ({0.1, 0.3}, frozenset({0.2}), np.array(0.5), np.array([[0.1, 0.2]]), "0.5", 0.5, [True], [0.1, "x"]):
+        with pytest.raises(TypeError, match="^fractions must be "):
+            fractions(value)
+
+
+def test_shared_name_suggestions_by_hand():
+    """did_you_mean: a typo close enough (5 of 6 letters: ratio 0.83, over the 0.8 cutoff), in any case, is named;
+    a farther name (resnet18 for resnet50: 0.75) is not; another library's exact name (an alias) wins over a close
+    spelling; nothing close gives ""."""
+    from rectgrad._checks import did_you_mean
+
+    assert did_you_mean("DECOMV", ["saliency", "deconv"]) == " (did you mean 'deconv'?)"
+    assert did_you_mean("Salency", ["saliency"], before=": ", after="") == ": did you mean 'saliency'?"
+    assert did_you_mean("resnet18", ["resnet50"]) == "" and did_you_mean("zzz", ["saliency"]) == ""
+    aliases = {"inputxgradient": "grad_input"}
+    assert did_you_mean("InputXGradient", ["grad_input", "inputxgradients"], aliases=aliases) == \
+        " (did you mean 'grad_input'?)"

@@ -751,3 +751,148 @@ def test_a_state_cut_short_or_damaged_inside_starts_over_with_a_warning(tmp_path
         with pytest.warns(RuntimeWarning, match="m.unfinished.pt is corrupt .*its training starts over"):
             again = train_model(new_model(train, seed=3), train, **arguments)
         assert again["loss"] == expected["loss"] and not checkpoint.exists()
+
+
+def test_the_train_command_is_train_model_on_the_loaded_sets_with_every_option_given(tmp_path, monkeypatch, capsys):
+    """``rectgrad train`` loads the train and the test split with --data-dir, --download and --progress (at the default
+    size 32), trains new_model(train, --seed) with train_model and each option (none at its default here), tests on the
+    test split and saves what it trained with the metadata of that very run; the same training by hand gives the same
+    weights bit for bit. The test split's labels are shifted, so its accuracy is not the training set's; --device
+    cpu:0 (passed on as given) tells the device given from a plain "cpu"."""
+    from rectgrad.data import load_dataset
+
+    write_fashion(tmp_path, n_train=16, n_test=12)
+    _, (label_file, _) = data.FASHION_MNIST_FILES["test"]
+    shifted = ((quadrants(12, 1, size=28).labels + 1) % 4).numpy().astype(np.uint8)  # write_fashion's test labels + 1
+    header = bytes([0, 0, 8, 1]) + (12).to_bytes(4, "big")
+    (tmp_path / label_file).write_bytes(gzip.compress(header + shifted.tobytes()))
+    loads, trainings = [], []
+    monkeypatch.setattr(data, "load_dataset", lambda *a, **k: loads.append((a, k)) or load_dataset(*a, **k))
+    real_train_model = rectgrad.train.train_model
+    monkeypatch.setattr(rectgrad.train, "train_model",
+                        lambda model, train, **k: trainings.append((train, k)) or real_train_model(model, train, **k))
+    out = tmp_path / "m.pth"
+    assert main(["train", "--dataset", "fashion-mnist", "--data-dir", str(tmp_path), "--epochs", "2", "--batch-size",
+                 "10", "--lr", "0.004", "--seed", "2", "--device", "cpu:0", "--download", "--progress",
+                 "--out", str(out)]) == 0
+    assert loads == [(("fashion-mnist", split), dict(data_dir=tmp_path, download=True, image_size=32, progress=True))
+                     for split in ("train", "test")]
+    train, test = load_dataset("fashion-mnist", "train", data_dir=tmp_path), load_dataset("fashion-mnist", "test",
+                                                                                          data_dir=tmp_path)
+    (trained_on, arguments), = trainings
+    assert torch.equal(trained_on.images, train.images) and torch.equal(arguments["test"].labels, test.labels)
+    assert (arguments["epochs"], arguments["batch_size"], arguments["lr"], arguments["seed"], arguments["device"],
+            arguments["progress"]) == (2, 10, 0.004, 2, "cpu:0", True)
+    assert arguments["checkpoint"] == tmp_path / "m.unfinished.pth"
+    model = new_model(train, seed=2)
+    history = real_train_model(model, train, epochs=2, batch_size=10, lr=0.004, seed=2, progress=False, test=test)
+    saved, meta = load_checkpoint(out)
+    assert all(torch.equal(value, saved.state_dict()[key]) for key, value in model.state_dict().items())
+    assert history["test_accuracy"] == evaluate(model, test) != evaluate(model, train)
+    assert (meta["epochs"], meta["batch_size"], meta["lr"], meta["seed"], meta["device"]) == (2, 10, 0.004, 2, "cpu:0")
+    assert (meta["test_accuracy"], meta["train_loss"], meta["train_accuracy"]) == \
+        (history["test_accuracy"], history["loss"], history["train_accuracy"])
+    assert meta["classes"] == train.classes and meta["patch"] is None and meta["dataset"] == "fashion-mnist"
+    assert f"test accuracy {history['test_accuracy']:.4f} after 2 epochs (" in capsys.readouterr().out
+
+
+def test_the_train_command_with_patch_trains_and_tests_on_patched_images(tmp_path, monkeypatch):
+    """--patch pastes RandomPatch() (10x10, seed 100) on the images of both splits before the training."""
+    from rectgrad.data import RandomPatch, load_dataset
+
+    write_fashion(tmp_path, n_train=20, n_test=10)
+    trainings, history = [], {"test_accuracy": 0.5, "loss": [1.0], "train_accuracy": [0.5], "seconds": 1.0}
+    monkeypatch.setattr(rectgrad.train, "train_model", lambda model, train, **k: trainings.append((train, k["test"]))
+                        or k["save"](history) or history)  # (no training: the images it is given are checked)
+    out = tmp_path / "m.pt"
+    assert main(["train", "--dataset", "fashion-mnist", "--data-dir", str(tmp_path), "--epochs", "1", "--patch",
+                 "--device", "cpu", "--no-progress", "--out", str(out)]) == 0
+    (train, test), = trainings
+    for split, used in (("train", train), ("test", test)):
+        plain = load_dataset("fashion-mnist", split, data_dir=tmp_path)
+        assert torch.equal(used.images, RandomPatch(10, 100)(plain.images)) and torch.equal(used.labels, plain.labels)
+    assert load_checkpoint(out)[1]["patch"] == {"size": 10, "seed": 100}
+
+
+def test_bars_count_their_total_under_their_name_and_stay_on_request(monkeypatch):
+    """The bar's total, description, unit, start and ``leave`` are the ones asked for; in a log it redraws at least
+    every 2 x 30 s (tqdm's maxinterval: a slow step still shows up), live its width follows the terminal; bars of
+    nested work (leave=False) go away when done."""
+    from rectgrad.progress import LOG_INTERVAL
+
+    assert LOG_INTERVAL == 30.0  # the "at most every 30 s" of the docs
+    logged = progress_bar(7, "train x", unit="batch", initial=2, leave=False)
+    assert (logged.total, logged.desc, logged.unit, logged.n, logged.leave) == (7, "train x", "batch", 2, False)
+    assert (logged.mininterval, logged.maxinterval, bool(logged.dynamic_ncols)) == (30.0, 60.0, True)
+    logged.close()
+    kept = progress_bar(3, "kept")
+    assert (kept.leave, kept.unit, kept.n) == (True, "item", 0)
+    kept.close()
+
+
+def test_bars_in_a_notebook_redraw_live(monkeypatch):
+    # a notebook's stderr is no terminal, yet its widget bar is redrawn in place: no 30 s throttle there
+    import tqdm.auto
+    import tqdm.std
+
+    class NotebookBar(tqdm.std.tqdm):
+        pass
+
+    NotebookBar.__module__ = "tqdm.notebook"
+    monkeypatch.setattr(tqdm.auto, "tqdm", NotebookBar)
+    bar = progress_bar(5, "cell")
+    assert isinstance(bar, NotebookBar) and bar.mininterval < 1 and bar.maxinterval != 60.0
+    bar.close()
+
+
+def test_the_papers_cnn_has_the_papers_layers():
+    """Appendix F.2 (REFERENCE-NOTES): conv3x3(32)-relu, conv3x3(32)-relu, maxpool2, conv3x3(64)-relu, conv3x3(64)-relu,
+    maxpool2, dense(256)-relu, dense(classes); SAME (zero) padding, stride 1 and biases everywhere."""
+    from torch import nn
+
+    def layer(module):
+        if isinstance(module, nn.Conv2d):
+            return ("conv", module.in_channels, module.out_channels, module.kernel_size, module.stride, module.padding,
+                    module.dilation, module.groups, module.padding_mode, module.bias is not None)
+        if isinstance(module, nn.Linear):
+            return ("dense", module.in_features, module.out_features, module.bias is not None)
+        if type(module) is nn.MaxPool2d:
+            return ("maxpool", module.kernel_size, module.stride, module.padding, module.dilation)
+        return type(module).__name__
+
+    def conv(c_in, c_out):
+        return ("conv", c_in, c_out, (3, 3), (1, 1), (1, 1), (1, 1), 1, "zeros", True)
+
+    for channels, size, classes in ((3, 32, 10), (1, 28, 10), (2, 12, 3)):
+        model = PaperCNN(channels, size, classes)
+        side = size // 4
+        assert [layer(m) for m in model.features] == [
+            conv(channels, 32), "ReLU", conv(32, 32), "ReLU", ("maxpool", 2, 2, 0, 1),
+            conv(32, 64), "ReLU", conv(64, 64), "ReLU", ("maxpool", 2, 2, 0, 1)]
+        assert [layer(m) for m in model.classifier] == [
+            "Flatten", ("dense", 64 * side * side, 256, True), "ReLU", ("dense", 256, classes, True)]
+        assert model(torch.rand(2, channels, size, size)).shape == (2, classes)
+        assert model.config() == {"in_channels": channels, "image_size": size, "num_classes": classes}
+        # ceil_mode cannot matter: every pooled side is even
+        assert model.features[:5](torch.rand(1, channels, size, size)).shape == (1, 32, size // 2, size // 2)
+
+
+def test_the_papers_cnn_refuses_a_side_that_two_pools_do_not_halve_twice():
+    for size in (30, 14, 6, 29):  # 30 and 14: even, yet the second pool would drop a row (7 -> 3, 15 -> 7)
+        with pytest.raises(ValueError, match=f"image_size must be divisible by 4 \\(two 2x2 max-pools\\), got {size}"):
+            PaperCNN(1, size, 10)
+
+
+def test_layer_listings_ignore_inplace_flags_only():
+    from torch import nn
+
+    from rectgrad.models import architecture
+
+    for inplace in (nn.ReLU(inplace=True), nn.Hardtanh(-2.0, 2.0, inplace=True), nn.LeakyReLU(0.2, inplace=True)):
+        plain = type(inplace)(*[getattr(inplace, a) for a in ("min_val", "max_val", "negative_slope")
+                               if hasattr(inplace, a)])
+        assert architecture(nn.Sequential(nn.Linear(2, 2), inplace)) == architecture(nn.Sequential(nn.Linear(2, 2),
+                                                                                                   plain))
+        assert "inplace" not in architecture(inplace) and architecture(inplace).endswith(")")
+    assert architecture(nn.LeakyReLU(0.2)) != architecture(nn.LeakyReLU(0.3))
+    assert architecture(PaperCNN(1, 8, 2)) != architecture(PaperCNN(1, 8, 3))
