@@ -32,8 +32,7 @@ def train(
 ) -> None:
     """Train the paper's CNN (Adam, lr 1e-3, batch 100, 20 epochs) and save a checkpoint.
 
-    Resumable: Ctrl-C or SIGTERM saves its state beside --out (model.unfinished.pt for --out model.pt); the same
-    command resumes."""
+    Resumable: Ctrl-C or SIGTERM saves its state beside --out (a.unfinished.pt for a.pt); the same command resumes."""
     from rectgrad.checkpoint import save_checkpoint
     from rectgrad.cli import _options
     from rectgrad.cli.reproduce import _image_size
