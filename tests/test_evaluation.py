@@ -1031,6 +1031,213 @@ def test_a_listing_without_its_saved_state_is_no_saved_group(tmp_path):
     assert _saved_groups(tmp_path) == [["a1", "a2"]]
 
 
+def test_occlude_dataset_draws_the_tie_noise_from_its_generator():
+    # tied maps are ranked by the noise alone: the same seeded generator gives the same pixels, another seed others
+    # (a generator not handed on would draw from the global RNG, which the first call advances)
+    dataset, zero = toy_dataset(), torch.zeros(6, 1, 8, 8)
+
+    def replaced(seed):
+        occluded = occlude_dataset(dataset, zero, 0.5, keep=False, fill=[128.0],
+                                   generator=torch.Generator().manual_seed(seed))
+        return occluded.images == 128
+
+    assert torch.equal(replaced(0), replaced(0)) and not torch.equal(replaced(0), replaced(1))
+
+
+def test_score_std_of_one_repeat_is_0():
+    # one repeat has no spread: 0, not the NaN of a ddof-1 standard deviation of one value
+    result = RoarKarResult(True, (0.1, 0.5), {"m": np.array([[0.8, 0.6]])})
+    assert result.score_std("m") == 0.0
+
+
+def test_a_nul_in_a_method_name_is_refused_before_any_training(tmp_path):
+    train, test, maps = roar_inputs()
+    fn = Counting()
+    with pytest.raises(ValueError, match=re.escape("method name 'a\\x00b' cannot name its result files")):
+        roar_kar(train, test, {"a\0b": maps["a"]}, fn, fractions=(0.5,), repeats=1,
+                 store=ResultStore(tmp_path, {"run": 1}), progress=False)
+    assert fn.calls == [] and not (tmp_path / "roar").exists()
+
+
+def test_the_tie_noise_warning_ranks_by_the_channel_sum_over_train_and_test_maps():
+    """The ranking score is the channel sum (channels +5 and -5 + 1e-4 sum to 1e-4, small for the noise 1e-4, though
+    each channel is large); the test maps count as the train maps do (train maps all 0, test maps 2 < 10 x 0.25)."""
+    train, test, _ = roar_inputs()
+
+    def cancelling(n):
+        maps = torch.full((n, 2, 8, 8), 5.0, dtype=torch.float64)
+        maps[:, 1] = -5.0 + 1e-4
+        return maps
+
+    with pytest.warns(RuntimeWarning, match=r"'cancelling' \(0.0001\)"):
+        roar_kar(train, test, {"cancelling": (cancelling(8), cancelling(4))}, Counting(), fractions=(0.2,), repeats=1,
+                 progress=False)
+    small_test = (torch.zeros(8, 1, 8, 8), torch.full((4, 1, 8, 8), 2.0))
+    with pytest.warns(RuntimeWarning, match=r"'small_test' \(2\)"):
+        roar_kar(train, test, {"small_test": small_test}, Counting(), fractions=(0.2,), repeats=1, tie_noise=0.25,
+                 progress=False)
+
+
+def test_each_method_mode_and_fraction_draws_its_own_noise_and_random_masks():
+    """Documented: the tie-breaking noise depends on (seed, method, split), the random masks also on (mode,
+    fraction). Two methods of identical tied maps are ranked by different noise; two random baselines get different
+    masks; ROAR's random mask at 0.6 does not hold its mask at 0.2, nor KAR's at 0.2 (replacing with probability 0.8)
+    ROAR's at 0.2, as masks of one draw would."""
+    train, test, _ = roar_inputs()
+    fill = train.images.double().mean().round().item()
+    zero = (torch.zeros(8, 1, 8, 8), torch.zeros(4, 1, 8, 8))
+    masks = {}
+
+    def record(keep):
+        def train_fn(train, test, seed):
+            masks[keep, len([k for k in masks if k[0] == keep])] = torch.cat(
+                [(d.images[:, 0] == fill).flatten(1) for d in (train, test)])
+            return 0.5
+        return train_fn
+
+    for keep in (False, True):  # the jobs come method by method, fraction by fraction
+        roar_kar(train, test, {"tied1": zero, "tied2": zero, "random1": None, "random2": None}, record(keep),
+                 fractions=(0.2, 0.6), repeats=1, keep=keep, progress=False)
+    roar = [masks[False, i] for i in range(8)]  # tied1 0.2, 0.6, tied2 0.2, 0.6, random1 0.2, 0.6, random2 0.2, 0.6
+    assert not torch.equal(roar[0], roar[2])  # the tied methods: own noise
+    assert torch.equal(roar[0] & roar[1], roar[0])  # (one method's rankings are shared by its fractions: nested)
+    assert not torch.equal(roar[4], roar[6])  # two random baselines: own masks
+    assert not torch.equal(roar[4] & roar[5], roar[4])  # a random mask per fraction
+    assert not torch.equal(masks[True, 4] & roar[4], roar[4])  # and per mode (KAR at 0.2: one draw < 0.8)
+
+
+def test_a_train_fn_with_many_trains_one_at_a_time_with_group_1():
+    """group=1 (the default) calls train_fn itself: ``many`` only trains groups of several."""
+    class Many(Counting):
+        def many(self, jobs):
+            raise AssertionError("many called with group=1")
+
+    train, test, maps = roar_inputs()
+    fn = Many()
+    roar_kar(train, test, maps, fn, fractions=(0.2, 0.6), repeats=1, progress=False)
+    assert len(fn.calls) == 4
+
+
+def test_trainings_are_timed_one_by_one_and_a_groups_time_is_shared(monkeypatch):
+    """A fake clock advancing only while training: 3 s per model alone is 3 s each (not the time since the first), a
+    group of two trained in 6 s is 3 s each."""
+    import types
+
+    import rectgrad.evaluation.roar as roar
+
+    now = [0.0]
+    monkeypatch.setattr(roar, "time", types.SimpleNamespace(perf_counter=lambda: now[0]))
+
+    class Timed:
+        def __call__(self, train, test, seed):
+            now[0] += 3.0
+            return 0.5
+
+        def many(self, jobs):
+            now[0] += 3.0 * len(jobs)
+            return [0.5] * len(jobs)
+
+    for group, trains in ((1, Timed().__call__), (2, Timed())):
+        seconds = []
+        LocalBackend(group=group).run([Job(f"k{i}", None, None, 0) for i in range(4)], trains,
+                                      lambda job, accuracy, s: seconds.append(s))
+        assert seconds == [3.0] * 4, group
+
+
+def test_a_group_saved_through_save_is_recorded_once(tmp_path):
+    """A ``many`` that hands the accuracies to ``save`` (before deleting its state) and returns them: each training
+    is done once, not again with the returned list."""
+    class Saving:
+        def __call__(self, train, test, seed):
+            raise AssertionError("trained alone")
+
+        def many(self, jobs, checkpoint=None, save=None):
+            save([0.25] * len(jobs))
+            return [0.25] * len(jobs)
+
+    done = []
+    LocalBackend(group=2).run([Job(f"k{i}", None, None, 0) for i in range(3)], Saving(),
+                              lambda job, accuracy, seconds: done.append(job.key), checkpoints=tmp_path)
+    assert done == ["k0", "k1", "k2"] and not list(tmp_path.iterdir())  # (each listing gone once recorded)
+
+
+def test_the_listing_of_a_group_out_of_memory_before_any_state_goes(tmp_path):
+    """A group that ran out of GPU memory before saving anything leaves no listing behind: its halves are groups of
+    their own, and the finished sweep leaves its unfinished folder empty."""
+    class Small(Counting):
+        def many(self, jobs, checkpoint=None):
+            if len(jobs) > 2:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+            return [self(*job) for job in jobs]
+
+    train, test, maps = roar_inputs()
+    with pytest.warns(RuntimeWarning, match="out of GPU memory training 4 models at once: 2 at a time"):
+        roar_kar(train, test, maps, Small(), fractions=(0.2, 0.6), repeats=1, backend=LocalBackend(group=4),
+                 store=ResultStore(tmp_path, {"run": 1}), progress=False)
+    assert list((tmp_path / "roar" / "unfinished").iterdir()) == []
+
+
+def test_a_damaged_listing_is_no_saved_group(tmp_path):
+    """A listing that is no JSON, or lists no training names, beside a saved state: the group starts over."""
+    from rectgrad.evaluation.roar import _saved_groups
+
+    for name, text in (("a", "{"), ("b", "[1, 2]"), ("c", "[]"), ("d", '{"k": 1}'), ("e", '["x1", "x2"]')):
+        (tmp_path / f"{name}.json").write_text(text)
+        (tmp_path / f"{name}.pt").write_bytes(b"state")
+    assert _saved_groups(tmp_path) == [["x1", "x2"]]
+    (tmp_path / "f.json").write_bytes(b"\xff\xfe")
+    (tmp_path / "f.pt").write_bytes(b"state")
+    assert _saved_groups(tmp_path) == [["x1", "x2"]]
+
+
+def test_roar_kar_takes_numpy_integer_accuracies_0_and_1():
+    train, test, maps = roar_inputs()
+    result = roar_kar(train, test, maps, lambda a, b, seed: np.int64(seed), fractions=(0.2, 0.6), repeats=2,
+                      progress=False)
+    assert result.accuracies["a"].tolist() == [[0.0, 0.0], [1.0, 1.0]]
+
+
+def test_roar_kar_refuses_attributions_that_are_no_pair_before_any_training():
+    train, test, maps = roar_inputs()
+    fn = Counting()
+    for bad in ((maps["a"][0],), (*maps["a"], maps["a"][1]), []):
+        with pytest.raises(ValueError, match=r"attributions\['a'\] must be a \(train maps, test maps\) pair or None"):
+            roar_kar(train, test, {"a": bad}, fn, fractions=(0.5,), repeats=1, progress=False)
+    assert fn.calls == []
+
+
+def test_the_random_baseline_replaces_a_fraction_p_for_roar_and_1_minus_p_for_kar():
+    # each pixel independently: at p = 0.2 ROAR replaces about 20% of the 12 x 64 train and test pixels, KAR 80%
+    train, test, _ = roar_inputs()
+    fill = train.images.double().mean().round().item()
+    share = {}
+
+    def train_fn(train, test, seed):
+        share[keep] = torch.cat([(d.images == fill).flatten() for d in (train, test)]).double().mean().item()
+        return 0.5
+
+    for keep in (False, True):
+        roar_kar(train, test, {"random": None}, train_fn, fractions=(0.2,), repeats=1, keep=keep, progress=False)
+    assert abs(share[False] - 0.2) < 0.06 and abs(share[True] - 0.8) < 0.06
+
+
+def test_maps_of_no_dimension_are_refused_as_not_matching():
+    train, test, _ = roar_inputs()
+    with pytest.raises(ValueError, match=r"attributions\['a'\] \(.*\) do not match the 8 images of size 8x8"):
+        roar_kar(train, test, {"a": (torch.tensor(1.0), torch.zeros(4, 1, 8, 8))}, Counting(), progress=False)
+
+
+def test_maps_with_one_nan_or_inf_value_are_refused():
+    # a single non-finite pixel cannot be ranked either (not only all-NaN maps)
+    train, test, _ = roar_inputs()
+    for value in (float("nan"), float("inf"), -float("inf")):
+        bad = torch.zeros(4, 1, 8, 8)
+        bad[3, 0, 5, 2] = value
+        with pytest.raises(ValueError, match=r"attributions\['a'\] hold NaN or Inf values: they cannot be ranked"):
+            roar_kar(train, test, {"a": (torch.zeros(8, 1, 8, 8), bad)}, Counting(), progress=False)
+
+
+
 # ---------------------------------------------------------------- results store
 
 def test_store_refuses_another_configuration(tmp_path):
@@ -1714,3 +1921,129 @@ def test_map_batches_refuse_inputs_without_a_batch_dimension():
         with pytest.raises(ValueError, match=r"inputs must be a tensor of the model's inputs \(N, ...\), N >= 1, got "
                                              rf"torch.float32 tensor of shape {re.escape(str(tuple(inputs.shape)))}"):
             compute_maps(model, inputs, "saliency", None)
+
+
+def test_ray_backend_refuses_no_cpus():
+    with pytest.raises(ValueError, match="num_cpus must be > 0 and num_gpus >= 0, got 0 and 0"):
+        RayBackend(num_cpus=0)
+
+
+def test_a_ray_task_trains_on_its_threads_with_flushed_denormals_and_returns_a_float(monkeypatch):
+    """The task a Ray worker runs: torch on ``threads`` threads and subnormals flushed (as rectgrad reproduce does),
+    the job's own seed, a one-element tensor accuracy as a float, and the training's time."""
+    from rectgrad.evaluation.roar import _train_task
+
+    train, test, _ = roar_inputs()
+    seen = {}
+
+    def train_fn(a, b, seed):
+        seen.update(threads=torch.get_num_threads(), flushed=(torch.tensor([1e-40]) * 1.0).item() == 0.0, seed=seed,
+                    sets=(a, b))
+        return torch.tensor([0.75])
+
+    threads = torch.get_num_threads()
+    try:
+        accuracy, seconds = _train_task(train_fn, train, test, 7, 1)
+    finally:
+        torch.set_num_threads(threads)
+        torch.set_flush_denormal(False)
+    assert seen == {"threads": 1, "flushed": True, "seed": 7, "sets": (train, test)}
+    assert type(accuracy) is float and accuracy == 0.75 and seconds >= 0
+
+
+class FakeRay:
+    """What RayBackend.run uses of Ray, in this process: a task runs when its result is asked for; ``wait`` returns
+    the oldest pending task. Records the resources asked for, the objects put, the tasks' arguments and the most tasks
+    pending at once."""
+
+    class WorkerCrashedError(Exception):
+        pass
+
+    def __init__(self, cpus: float, initialized: bool = False):
+        self.cpus, self.initialized, self.started = cpus, initialized, 0
+        self.exceptions = type("exceptions", (), {"WorkerCrashedError": self.WorkerCrashedError})
+        self.puts, self.tasks, self.pending, self.most_pending, self.cancelled = [], [], [], 0, []
+
+    def is_initialized(self):
+        return self.initialized
+
+    def init(self, **options):
+        self.initialized, self.started = True, self.started + 1
+
+    def shutdown(self):
+        self.initialized = False
+
+    def cluster_resources(self):
+        return {"CPU": self.cpus, "GPU": 1.0}
+
+    def remote(self, **resources):
+        self.resources = resources
+
+        def task(function):
+            def submit(*args):
+                ref = object()
+                self.tasks.append(args[3:])  # (seed, threads)
+                self.pending.append((ref, function, args))
+                self.most_pending = max(self.most_pending, len(self.pending))
+                return ref
+            return type("Task", (), {"remote": staticmethod(submit)})
+        return task
+
+    def put(self, value):
+        self.puts.append(value)
+        return ("put", len(self.puts) - 1)
+
+    def wait(self, refs, num_returns):
+        return refs[:1], refs[1:]
+
+    def get(self, ref):
+        (_, function, args), = [p for p in self.pending if p[0] is ref]
+        self.pending = [p for p in self.pending if p[0] is not ref]
+        return function(*(self.puts[a[1]] if isinstance(a, tuple) else a for a in args))
+
+    def cancel(self, ref):
+        self.cancelled.append(ref)
+
+
+def test_ray_backend_runs_each_training_as_a_task_with_its_resources_and_threads(monkeypatch):
+    """On a fake Ray: each task asks for num_cpus and num_gpus and runs torch on int(num_cpus) threads, at least one;
+    the repeats of a (method, fraction) share one put of its datasets; at most twice the cluster's CPUs (at least 2),
+    or max_in_flight, tasks are pending; a Ray started here is shut down, a running one is left running."""
+    import sys
+
+    train, test, maps = roar_inputs()
+    threads = torch.get_num_threads()
+    try:
+        for cpus, backend, most, started in ((1, RayBackend(num_cpus=0.5), 2, True),  # (made before Ray is replaced)
+                                             (3, RayBackend(num_cpus=2.5, max_in_flight=3), 3, False),
+                                             (4, RayBackend(num_cpus=1, num_gpus=0.5), 8, True)):
+            ray = FakeRay(cpus, initialized=not started)
+            monkeypatch.setitem(sys.modules, "ray", ray)
+            result = roar_kar(train, test, maps, Counting(), fractions=(0.2, 0.6), repeats=3, backend=backend,
+                              progress=False)
+            alone = roar_kar(train, test, maps, Counting(), fractions=(0.2, 0.6), repeats=3, progress=False)
+            assert all(np.array_equal(result.accuracies[m], alone.accuracies[m]) for m in maps)
+            assert ray.resources == {"num_cpus": backend.num_cpus, "num_gpus": backend.num_gpus}
+            assert ray.tasks == [(seed, max(1, int(backend.num_cpus))) for _ in range(4) for seed in range(3)]
+            assert len(ray.puts) == 1 + 2 * 4 and ray.most_pending == most  # train_fn, then each pair once
+            assert ray.started == int(started) and ray.initialized is not started and not ray.pending
+    finally:
+        torch.set_num_threads(threads)
+        torch.set_flush_denormal(False)
+
+
+def test_ray_backend_cancels_the_pending_tasks_when_a_training_fails(monkeypatch):
+    import sys
+
+    train, test, maps = roar_inputs()
+    backend, ray = RayBackend(), FakeRay(2)  # (made before Ray is replaced: it looks for the real one)
+    monkeypatch.setitem(sys.modules, "ray", ray)
+    threads = torch.get_num_threads()
+    try:
+        with pytest.raises(ValueError, match=r"train_fn returned 87.5 for roar/a-p0.2-r0"):
+            roar_kar(train, test, maps, lambda a, b, seed: 87.5, fractions=(0.2, 0.6), repeats=1,
+                     backend=backend, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+        torch.set_flush_denormal(False)
+    assert len(ray.cancelled) == 3 and not ray.initialized  # the other 3 of the first 4 pending, Ray shut down

@@ -356,6 +356,54 @@ def test_the_seed_reaches_every_seeded_step(smoke, tmp_path, monkeypatch):
                      "compute_maps": [3] * len(METHODS), "roar_kar": [3, 3]}
 
 
+def test_each_model_trains_on_its_own_images_and_each_map_explains_its_own_model(smoke):
+    """The patch model is retrained bit for bit on the patched training images (the clean one on the clean ones); each
+    checkpoint records its epochs, its accuracy on its own test split and that split's majority-class share. Fig. 7's
+    maps explain the patch model; Figs. 2 and 8 use the first masked image of each class the clean model classifies
+    correctly, explained for the clean model with the scale's hyperparameters (SmoothGrad's 2 samples)."""
+    from rectgrad.evaluation.maps import compute_maps
+    from rectgrad.evaluation.occlusion import correctly_classified
+    from rectgrad.train import evaluate, new_model, predict_logits, train_model
+
+    _, _, work = smoke
+    spec, folder = pipeline.SCALES["smoke"], work.parents[1] / "data"
+    train, test = (data.load_dataset("fashion-mnist", split, data_dir=folder) for split in ("train", "test"))
+    patch, model_train = pipeline.RandomPatch(), train.subset(slice(0, spec.model_images))
+    models = {}
+    for name, (train_set, test_set) in {"clean": (model_train, test),
+                                        "patch": (patch.apply(model_train), patch.apply(test))}.items():
+        model, metadata = load_checkpoint(work / "models" / f"{name}.pt")
+        again = new_model(train_set, 0)
+        flushed = (torch.tensor([1e-40]) * 1.0).item() == 0.0
+        torch.set_flush_denormal(True)  # as the run trained it
+        try:
+            train_model(again, train_set, epochs=spec.model_epochs, seed=0, device="cpu", progress=False)
+        finally:
+            torch.set_flush_denormal(flushed)
+        for key, value in again.state_dict().items():
+            assert torch.equal(model.state_dict()[key], value), (name, key)
+        counts = np.bincount(test_set.labels.numpy())
+        assert metadata["epochs"] == spec.model_epochs and metadata["test_accuracy"] == evaluate(model, test_set)
+        assert metadata["majority_accuracy"] == counts.max() / counts.sum() and counts.max() > counts.min()
+        models[name] = model.eval()
+
+    patched = patch.apply(test.subset(slice(0, spec.patch_images))).inputs()
+    predicted = predict_logits(models["patch"], patched).argmax(1)
+    assert torch.equal(torch.load(work / "maps" / "patch-saliency.pt"),
+                       compute_maps(models["patch"], patched, "saliency", predicted))
+
+    chosen = [int(name.removeprefix("test_")) for name in json.loads((work / "results" / "masked.json").read_text())
+              ["names"]]
+    assert chosen == correctly_classified(models["clean"], test, spec.per_class).tolist()
+    inputs = test.subset(chosen).inputs()
+    assert torch.equal(predict_logits(models["clean"], inputs).argmax(1), test.labels[chosen])
+    for method in ("saliency", "smoothgrad"):
+        assert torch.equal(torch.load(work / "maps" / f"masked-{method}.pt"),
+                           compute_maps(models["clean"], inputs, method, test.labels[chosen], batch_size=250,
+                                        internal_batch_size=2500, seed=0, **spec.hyperparameters.get(method, {}))), \
+            method
+
+
 def test_the_models_checkpoints_name_their_dataset_and_classes(smoke):
     _, _, work = smoke
     for name in ("clean", "patch"):
@@ -646,6 +694,68 @@ def test_scale_with_replaces_only_what_it_is_given():
     assert type(scale.roar_epochs) is int and scale.roar_epochs == 5 and scale.fractions == (0.2, 0.4)
     assert type(scale.roar_test_images) is int and scale.roar_test_images == 7  # (config.json holds it)
     assert scale.repeats == pipeline.SCALES["quick"].repeats and pipeline.SCALES["quick"].roar_epochs == 1
+
+
+def test_the_roar_kar_part_retrains_with_the_scales_and_the_settings_options(tmp_path, monkeypatch):
+    """Both modes get the scale's fractions, repeats and ROAR/KAR epochs (not the models' epochs), the folder's tie
+    noise and seed, a Retrainer on --retrain-device (else --device) in --precision and cuDNN mode; the datasets are made
+    on --device with the local backend, on the CPU for another (Ray ships CPU tensors)."""
+    from rectgrad.evaluation.roar import LocalBackend
+
+    spec = pipeline.scale_with("smoke", {"roar_epochs": 3, "repeats": 2, "fractions": [0.2, 0.7]})
+    store = ResultStore(tmp_path, {"tie_noise": 0.5})
+    train, test = (data.ImageDataset(torch.zeros(n, 1, 4, 4, dtype=torch.uint8), torch.zeros(n, dtype=torch.long),
+                                     ["a", "b"], "x") for n in (3, 2))
+    calls = []
+    monkeypatch.setattr(pipeline, "roar_kar", lambda *a, **k: calls.append((a, k)))
+    other = object()  # another backend (RayBackend)
+    for settings, retrain_device, device in (
+            (pipeline.Settings(device="cuda:3", retrain_device="cuda:5", precision="bf16", deterministic=False,
+                               progress=False), "cuda:5", "cuda:3"),
+            (pipeline.Settings(device="cuda:3"), "cuda:3", "cuda:3"),
+            (pipeline.Settings(device="cuda:3", backend=other), "cuda:3", "cpu")):
+        calls.clear()
+        pipeline._Run(store, spec, ("random",), 7, settings).roar_kar(None, train, test)
+        retrain = Retrainer(epochs=3, device=retrain_device, precision=settings.precision,
+                            deterministic=settings.deterministic)
+        assert [a for a, _ in calls] == [(train, test, {"random": None}, retrain, (0.2, 0.7), 2, keep)
+                                         for keep in (False, True)]
+        for _, options in calls:
+            backend = options.pop("backend")
+            assert backend is other if settings.backend is other else isinstance(backend, LocalBackend)
+            assert options == {"store": store, "seed": 7, "tie_noise": 0.5, "device": device,
+                               "progress": settings.progress}
+
+
+def test_the_paper_scale_is_the_papers_protocol():
+    """Sec. 3, Sec. 5.3 and Appendix F.2 (REFERENCE-NOTES): every image, 20 epochs, 10 correctly classified images per
+    class, Fig. 2 in 100 steps averaged over 50 random orders, ROAR/KAR retrained 3 times for 20 epochs at
+    p = 0.1, 0.3, ..., 0.9, with the methods' default hyperparameters."""
+    paper = pipeline.SCALES["paper"]
+    assert (paper.model_images, paper.patch_images, paper.roar_train_images, paper.roar_test_images) == (None,) * 4
+    assert (paper.model_epochs, paper.roar_epochs, paper.repeats) == (20, 20, 3)
+    assert (paper.per_class, paper.occlusion_steps, paper.occlusion_orders) == (10, 100, 50)
+    assert paper.fractions == (0.1, 0.3, 0.5, 0.7, 0.9) and paper.hyperparameters == {}
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"model_images": 2.5}, "model_images must be a positive integer or None (all images; --set model_images=null), "
+     "got 2.5"),
+    ({"roar_test_images": -3}, "roar_test_images must be a positive integer or None"),
+    ({"occlusion_steps": 2.5}, "occlusion_steps must be a positive integer, got 2.5"),
+])
+def test_scale_image_counts_and_steps_that_are_no_positive_integers_are_refused(overrides, message):
+    # (2.5 images would silently become 2, 2.5 steps reach the occlusion)
+    with pytest.raises(ValueError) as error:
+        pipeline.scale_with("smoke", overrides)
+    assert message in str(error.value)
+
+
+def test_unknown_methods_are_refused_before_any_work(tmp_path, monkeypatch):
+    monkeypatch.setattr(pipeline, "load_dataset", lambda *a, **k: pytest.fail("read data"))
+    with pytest.raises(ValueError, match=r"methods must be distinct names among .*, got \['rectgrad', 'magic'\]"):
+        pipeline.reproduce("fashion-mnist", "smoke", tmp_path / "work", methods=("rectgrad", "magic"))
+    assert not (tmp_path / "work").exists()
 
 
 def test_the_seed_option_says_what_it_seeds(capsys, monkeypatch):
