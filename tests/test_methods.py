@@ -167,14 +167,23 @@ class Elementwise(nn.Module):
         return self.function(x)
 
     def __repr__(self):
-        return self.function.__name__
+        method = getattr(torch.Tensor, self.function.__name__, None) is self.function
+        return ("Tensor." if method else "") + self.function.__name__
 
 
 @pytest.mark.parametrize("activation", [nn.PReLU(init=0.2), nn.SELU(), nn.CELU(0.5), nn.Threshold(0.1, -0.5),
                                         nn.LogSigmoid(), nn.Softsign(), nn.Tanhshrink(), nn.Softshrink(0.3),
                                         nn.Hardshrink(0.3), nn.Hardswish(), nn.Mish(), Elementwise(torch.erf),
                                         Elementwise(torch.special.expit), Elementwise(torch.sin),
-                                        Elementwise(torch.square)], ids=repr)
+                                        Elementwise(torch.square), nn.Hardsigmoid(), nn.Hardsigmoid(inplace=True),
+                                        nn.Softplus(), nn.Sigmoid(), nn.Tanh(), *map(Elementwise, (
+                                            torch.ops.aten.softplus, torch.ops.aten.hardsigmoid, torch.ops.aten.sigmoid,
+                                            torch.ops.aten.sigmoid_, torch.ops.aten.tanh, torch.ops.aten.tanh_,
+                                            torch.Tensor.sigmoid, torch.Tensor.tanh, torch.abs, torch.Tensor.abs,
+                                            torch.Tensor.erf, torch.erfc, torch.Tensor.erfc, torch.Tensor.sin,
+                                            torch.cos, torch.Tensor.cos, torch.atan, torch.Tensor.atan,
+                                            torch.Tensor.square,
+                                            F.tanhshrink, F.hardshrink, F.softshrink))], ids=repr)
 def test_deeplift_rescales_every_elementwise_activation(activation):
     torch.manual_seed(3)  # summation to delta holds exactly only if the activation's secant replaces its slope
     model = nn.Sequential(nn.Linear(6, 12), activation, nn.Linear(12, 3)).double().eval()
@@ -183,6 +192,27 @@ def test_deeplift_rescales_every_elementwise_activation(activation):
     with torch.no_grad():
         delta = model(x)[:, 2] - model(reference.expand_as(x))[:, 2]
     torch.testing.assert_close(maps.sum(1), delta)
+
+
+@pytest.mark.parametrize("method", ["eps_lrp", "deeplift"])
+def test_multiplier_rules_take_an_in_place_elementwise_function_as_its_out_of_place_one(method):
+    # h.sigmoid_(), torch.tanh_(h), h.clamp_(...) change h in place: the rule's Function must mark it so, or the
+    # multiplier would be computed from the function's output taken for its input
+    torch.manual_seed(3)
+    first, last = nn.Linear(6, 12).double(), nn.Linear(12, 3).double()
+    x = torch.randn(4, 6, dtype=torch.float64) * 2
+    pairs = [(torch.sigmoid_, torch.sigmoid), (torch.Tensor.sigmoid_, torch.sigmoid), (torch.tanh_, torch.tanh),
+             (torch.Tensor.tanh_, torch.tanh), (functools.partial(torch.clamp_, min=-0.5, max=0.5),
+                                               functools.partial(torch.clamp, min=-0.5, max=0.5)),
+             (functools.partial(torch.Tensor.clamp_, min=-0.5), functools.partial(torch.clamp, min=-0.5))]
+    for in_place, plain in pairs:
+        def changed(t, f=in_place):
+            h = first(t)
+            f(h)
+            return last(h)
+
+        expected = explain(lambda t, f=plain: last(f(first(t))), x, target=2, method=method)
+        torch.testing.assert_close(explain(changed, x, target=2, method=method), expected, rtol=1e-12, atol=0)
 
 
 def _linear(weight, out=None) -> nn.Linear:
@@ -286,6 +316,22 @@ def test_reentrant_checkpointing_is_a_clear_error(method):
     model = Checkpointed(nn.ReLU(), reentrant=True).double().eval()
     with pytest.raises(ValueError, match="activation checkpointing.*turn checkpointing off"):
         explain(model, torch.randn(2, 3, 8, 8, dtype=torch.float64), target=1, method=method)
+
+
+def test_pytorchs_own_checkpoint_error_in_the_backward_pass_is_a_clear_error():
+    # reentrant checkpointing under torch.autograd.grad, which no rule's forward pass saw (a pass without a rule):
+    # PyTorch's RuntimeError becomes the ValueError that says what to do; other errors stay as they are
+    model = Checkpointed(nn.ReLU(), reentrant=True).double().eval()
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64, requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # PyTorch's advice on use_reentrant
+        logits = model(x)
+    with pytest.raises(UnsupportedModel, match="activation checkpointing.*turn checkpointing off"):
+        engine.rule_gradients(logits[:, 1].sum(), [x])
+    model.checkpointed = False
+    with pytest.raises(RuntimeError, match="grad can be implicitly created only for scalar outputs") as error:
+        engine.rule_gradients(model(x), [x])  # (2, 4) logits: not a scalar
+    assert not isinstance(error.value, ValueError)
 
 
 def test_an_activation_output_modified_in_place_afterwards():
@@ -470,6 +516,24 @@ class Gated(nn.Module):
             h = torch.addcdiv(h, tensor1=torch.ones_like(h), tensor2=h + 1)
         elif self.gate == "div keyword":
             h = torch.div(torch.ones_like(h), other=h + 1)
+        elif self.gate == "amax":
+            h = h - torch.amax(h, (2, 3), keepdim=True)  # no max-pool
+        elif self.gate == "max":
+            h = h - torch.max(h, 1, keepdim=True)[0]  # (values, indices)
+        elif self.gate == "bmm":
+            h = torch.bmm(h.flatten(2), h.flatten(2).transpose(1, 2))[..., None]  # a Gram matrix
+        elif self.gate == "argmax mask":
+            h = h * F.one_hot(h.flatten(2).argmax(2), h[0, 0].numel()).view(h.shape)  # the maximum alone: no max-pool
+        elif self.gate == "mask by a tensor":
+            h = h * (h > torch.full_like(h, 0.5))
+        elif self.gate == "sign without grad":
+            with torch.no_grad():
+                sign = h.sign()  # a mask (h > 0) all the same
+            h = h * sign
+        elif self.gate == "mul keyword":
+            h = torch.mul(h, other=h.mean((2, 3), keepdim=True))
+        elif self.gate == "prelu keyword":
+            h = F.prelu(h, weight=h.mean().reshape(1))  # a slope computed from the input
         else:
             h = F.normalize(h, dim=1) if self.gate == "normalize" else h.softmax(1)
         return self.fc(h.mean((2, 3)))
@@ -491,6 +555,14 @@ class Gated(nn.Module):
                                            ("addcmul deprecated", "product of two input-dependent tensors"),
                                            ("addcdiv keywords", "follow addcdiv: not an operation it knows"),
                                            ("div keyword", "follow div: not an operation it knows"),
+                                           ("amax", "follow amax: not an operation it knows"),
+                                           ("max", "follow max: not an operation it knows"),
+                                           ("bmm", "product of two input-dependent tensors"),
+                                           ("argmax mask", "follow a mask computed from the input"),
+                                           ("mask by a tensor", "follow a mask computed from the input"),
+                                           ("sign without grad", "follow a mask computed from the input"),
+                                           ("mul keyword", "product of two input-dependent tensors"),
+                                           ("prelu keyword", "product of two input-dependent tensors"),
                                            ("mask", "follow a mask computed from the input")])
 def test_modified_gradients_refuse_layers_they_cannot_handle(method, gate, message):
     with pytest.raises(ValueError, match=f"{method} cannot (handle (a|the)|follow) {message.replace('follow ', '')}"):
@@ -565,6 +637,25 @@ def test_gating_rules_warn_once_about_a_users_autograd_function(method):
     plain, warned = functions_warned(functools.partial(model, swish=lambda t: t * torch.sigmoid(t)))
     assert warned == []
     torch.testing.assert_close(maps, plain)  # its own backward: the gradient of the Swish, not gated
+
+
+def test_a_pass_without_a_rule_warns_about_nothing_a_rule_would_miss():
+    # a clamp at 0, a maximum with 0 and the model's own autograd.Function each get their own warning from a gating
+    # rule, which does not reach them; a pass without a rule (the plain gradient) changes nothing, so misses nothing
+    fc = nn.Linear(3, 4)
+
+    def forward(t):
+        h = fc(t)
+        return _Swish.apply(h.clamp(min=0)) + torch.maximum(h, torch.zeros(4))
+
+    for options, warned in ((engine.Options(), []), (engine.Options(rule=engine.Rule(tau=0.0)),
+                                                      ["_Swish is", "clamp(min=0)", "maximum(x, 0)"])):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with engine.RuleMode(options, batch=2):
+                forward(torch.randn(2, 3, requires_grad=True))
+        messages = sorted(str(w.message) for w in caught)
+        assert len(messages) == len(warned) and all(m.startswith(w) for m, w in zip(messages, warned)), messages
 
 
 @pytest.mark.parametrize("method", ["eps_lrp", "deeplift"])
@@ -643,6 +734,23 @@ class MoreLinearOps(nn.Module):
         return self.fc(torch.addmm(flat, flat, self.mix))  # flat + flat @ mix: the added input is no factor
 
 
+def test_multiplier_rules_take_the_input_of_addcmul_given_by_keyword_for_no_factor():
+    # addcmul(input=h, tensor1=h, tensor2=c) is h + h * c, linear in h: the input, given by keyword, is only added
+    torch.manual_seed(8)
+    first, last = nn.Linear(5, 6).double(), nn.Linear(6, 2).double()
+    scale = nn.Parameter(torch.randn(6, dtype=torch.float64))
+
+    def model(t):
+        h = F.relu(first(t))
+        return last(torch.addcdiv(input=torch.addcmul(input=h, tensor1=h, tensor2=scale), tensor1=h, tensor2=scale))
+
+    x = torch.randn(3, 5, dtype=torch.float64)
+    maps = explain(model, x, target=1, method="deeplift")
+    with torch.no_grad():
+        torch.testing.assert_close(maps.sum(1), model(x)[:, 1] - model(torch.zeros_like(x))[:, 1])
+    assert torch.isfinite(explain(model, x, target=1, method="eps_lrp")).all()
+
+
 def test_deeplift_follows_more_linear_operations_decomposed_too():
     torch.manual_seed(8)
     model, x = MoreLinearOps().double().eval(), torch.randn(3, 3, 6, 6, dtype=torch.float64)
@@ -687,19 +795,21 @@ class Recurrent(nn.Module):
 
 @pytest.mark.parametrize("layer", [nn.LSTM(4, 6, batch_first=True), nn.GRU(4, 6, batch_first=True),
                                    nn.RNN(4, 6, batch_first=True, nonlinearity="relu"), nn.LSTMCell(4, 6),
-                                   nn.RNNCell(4, 6)], ids=lambda layer: type(layer).__name__)
+                                   nn.RNNCell(4, 6), nn.RNNCell(4, 6, nonlinearity="relu")],
+                         ids=["LSTM", "GRU", "RNN", "LSTMCell", "RNNCell", "RNNCell_relu"])
 def test_fused_recurrent_layers(layer):
     # their gates and activations run inside one operation: multiplier rules refuse them; the gating rules
     # warn where ReLUs hide inside (nn.RNN(nonlinearity="relu"))
     model, x = Recurrent(layer).eval(), torch.randn(2, 5, 4)
-    name = {nn.LSTM: "lstm", nn.GRU: "gru", nn.RNN: "rnn_relu", nn.LSTMCell: "lstm_cell", nn.RNNCell: "rnn_tanh_cell"}
-    with pytest.raises(ValueError, match=f"deeplift cannot handle the non-linearity {name[type(layer)]}"):
+    name = {nn.LSTM: "lstm", nn.GRU: "gru", nn.RNN: "rnn_relu", nn.LSTMCell: "lstm_cell",
+            nn.RNNCell: f"rnn_{getattr(layer, 'nonlinearity', None)}_cell"}[type(layer)]
+    with pytest.raises(ValueError, match=f"deeplift cannot handle the non-linearity {name}"):
         explain(model, x, method="deeplift")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert explain(model, x, method="rectgrad", q=50.0).shape == x.shape
     hidden = [str(w.message) for w in caught if "out of the rules' reach" in str(w.message)]
-    assert len(hidden) == (1 if isinstance(layer, nn.RNN) else 0)
+    assert len(hidden) == (1 if name.startswith("rnn_relu") else 0)  # nn.RNNCell(nonlinearity="relu") too
 
 
 def test_rectgrad_entries_are_the_papers_settings():
@@ -1167,6 +1277,44 @@ def test_what_a_torchscript_function_hides_is_seen_in_its_blocks_and_by_each_kin
         with pytest.raises(UnsupportedModel, match=r"'activation' called by .* \(it computes div, mean, pow"):
             explain(norm, x, target=0, method=method)
     explain(norm, x, target=0, method="guided_bp")  # a gate rule changes no operation of it
+
+
+@torch.jit.script
+def _scripted_clamp(x):  # a ReLU written as a clamp: the gate rules warn about it in Python
+    return x.clamp(min=0.0)
+
+
+@torch.jit.script
+def _scripted_maximum(x):  # a ReLU written as a maximum with 0
+    return torch.maximum(x, torch.zeros_like(x))
+
+
+@torch.jit.script
+def _scripted_max_pool(x):  # a max-pool, which PRR changes
+    return F.max_pool2d(x, 2).repeat_interleave(2, 2).repeat_interleave(2, 3)
+
+
+@torch.jit.script
+def _scripted_global_max(x):  # a global max over space, which PRR warns about in Python
+    return x * torch.amax(x, dim=(2, 3))[:, :, None, None]
+
+
+@torch.jit.script
+def _scripted_relu_in_place(x):
+    return torch.relu_(x * 1.0)
+
+
+@pytest.mark.parametrize("scripted, hidden", [(_scripted_clamp, "clamp"), (_scripted_maximum, "maximum"),
+                                              (_scripted_max_pool, "max_pool2d"), (_scripted_global_max, "amax"),
+                                              (_scripted_relu_in_place, "relu_")],
+                         ids=["clamp", "maximum", "max_pool2d", "amax", "relu_"])
+def test_a_torchscript_function_hiding_what_a_gate_rule_looks_at_is_refused(scripted, hidden):
+    # clamps and maxima with 0 (ReLUs the rules warn about), max-pools and max reductions (PRR's): hidden in
+    # TorchScript, the rules could neither change nor warn about them
+    model, x = _CallsScriptedFunctions(scripted).eval(), torch.randn(2, 3, 8, 8)
+    for method in ("guided_bp", "rectgrad", "rectgrad_prr"):
+        with pytest.raises(UnsupportedModel, match=rf"'activation' called by .* \(it computes [^)]*{hidden}"):
+            explain(model, x, target=0, method=method)
 
 
 def test_a_torchscript_helper_computing_sizes_is_not_refused():

@@ -231,6 +231,35 @@ def test_padding_trick_leaves_valid_convs_alone():
                            RectGrad(model).attribute(x, target=1, **options))
 
 
+class DiscardedPad(nn.Module):
+    """A VALID convolution of a tensor made just after a zero-padded ``F.pad`` output was dropped: CPython gives the new
+    tensor the freed pad output's address, so its ``id``; ``reused`` records whether it did."""
+
+    def __init__(self):
+        super().__init__()
+        self.first, self.conv, self.fc = nn.Conv2d(2, 3, 3), nn.Conv2d(3, 4, 3), nn.Linear(4 * 4 * 4, 3)
+        self.reused = []
+
+    def forward(self, x):
+        h = F.relu(self.first(x))
+        freed = id(F.pad(h, (1, 1, 1, 1)))  # dropped at once
+        with torch._C.DisableTorchFunction():  # made unseen by the engine (as by a C++ extension): the next object
+            g = h * 1.0  # allocated, so it gets the freed address; not the pad's output, whatever its id
+        self.reused.append(id(g) == freed)
+        return self.fc(F.relu(self.conv(g)).flatten(1))
+
+
+def test_padding_trick_takes_no_tensor_for_a_freed_pad_output_of_the_same_id():
+    # the trick remembers zero-padded F.pad outputs by id; a later tensor given the id of one that died is no pad
+    # output, so the VALID convs of this model keep their border: the trick changes nothing
+    torch.manual_seed(5)
+    model, x = DiscardedPad().double(), torch.randn(2, 2, 8, 8, dtype=torch.float64)
+    expected = RectGrad(model).attribute(x, target=1, q=60.0)
+    model.reused.clear()
+    assert torch.equal(RectGrad(model).attribute(x, target=1, q=60.0, padding_trick=True), expected)
+    assert any(model.reused)  # (the id was reused: the test can fail)
+
+
 class PerSampleConv(nn.Module):
     """A SAME convolution called on each sample without its batch dimension, (C, H, W), as a loop over samples does."""
 
@@ -261,6 +290,37 @@ def test_padding_trick_reaches_a_conv_declared_same():
     expected = RectGrad(padded).attribute(x, target=1, q=60.0, padding_trick=True)
     assert not torch.equal(expected, RectGrad(padded).attribute(x, target=1, q=60.0))
     assert torch.equal(RectGrad(declared).attribute(x, target=1, q=60.0, padding_trick=True), expected)
+    # the ATen overloads an exported program calls: conv2d.padding (padding "same"), conv2d.default (integers)
+    conv, rest = padded[0], padded[1:]
+    for aten, padding in ((torch.ops.aten.conv2d.padding, "same"), (torch.ops.aten.conv2d.default, [1, 1])):
+        def exported(t, aten=aten, padding=padding):
+            return rest(aten(t, conv.weight, conv.bias, [1, 1], padding, [1, 1], 1))
+
+        assert torch.equal(RectGrad(exported).attribute(x, target=1, q=60.0, padding_trick=True), expected)
+
+
+@pytest.mark.parametrize("dims", [1, 3])
+def test_padding_trick_reaches_the_aten_convolutions_and_pads_of_exported_programs(dims):
+    # aten.conv1d / aten.conv3d and aten.pad / constant_pad_nd, as an exported program calls them, are F.conv1d /
+    # F.conv3d and F.pad: the trick zeroes the border of a zero-padded conv's output whichever is called
+    torch.manual_seed(5)
+    conv = (nn.Conv1d, nn.Conv3d)[dims == 3](2, 3, 3).double()
+    fc = nn.Linear(3 * 4 ** dims, 2).double()
+    functional, aten = (F.conv1d, F.conv3d)[dims == 3], (torch.ops.aten.conv1d, torch.ops.aten.conv3d)[dims == 3]
+
+    def forward(t, conv_call, pad_call, separate):
+        padded = pad_call(t, [1, 1] * dims) if separate else t
+        return fc(torch.relu(conv_call(padded, conv.weight, conv.bias, [1] * dims, [0 if separate else 1] * dims))
+                  .flatten(1))
+
+    x = torch.randn(3, 2, *[4] * dims, dtype=torch.float64)
+    for separate in (False, True):  # "same" by the conv's padding, or by a separate zero pad
+        plain = functools.partial(forward, conv_call=functional, pad_call=F.pad, separate=separate)
+        expected = RectGrad(plain).attribute(x, target=1, q=60.0, padding_trick=True)
+        assert not torch.equal(expected, RectGrad(plain).attribute(x, target=1, q=60.0))
+        for pad in (torch.ops.aten.pad, torch.ops.aten.constant_pad_nd):  # (its value 0 by default)
+            exported = functools.partial(forward, conv_call=aten, pad_call=pad, separate=separate)
+            assert torch.equal(RectGrad(exported).attribute(x, target=1, q=60.0, padding_trick=True), expected)
 
 
 def test_prr_on_a_ceil_mode_max_pool_is_the_pool_of_a_minus_infinity_padded_map():
@@ -1151,14 +1211,18 @@ def test_warns_when_a_clamp_at_zero_stands_for_a_relu():
             return self.b(self.clamp(torch.relu(self.a(x)) - 0.1))
 
     x = torch.randn(2, 4)
-    for as_relu in (lambda h: h.clamp(min=0), lambda h: torch.clamp(h, 0, 6), lambda h: h.clamp_min(0.0)):
-        with pytest.warns(UserWarning, match=r"clamp(_min)?\(min=0\) works as a ReLU here"):
+    # every spelling, in place or not: clamp, clip, clamp_min (the in-place ones change h - 0.1, no leaf)
+    for as_relu in (lambda h: h.clamp(min=0), lambda h: torch.clamp(h, 0, 6), lambda h: h.clamp_min(0.0),
+                    lambda h: torch.clamp_min(h, 0), lambda h: torch.clamp_min_(h, 0), lambda h: h.clamp_min_(0),
+                    lambda h: torch.clamp_(h, min=0), lambda h: h.clamp_(0, 6), lambda h: torch.clip(h, 0),
+                    lambda h: h.clip(min=0)):
+        with pytest.warns(UserWarning, match=r"(clamp|clamp_min|clip)_?\(min=0\) works as a ReLU here"):
             RectGrad(Clamped(as_relu)).attribute(x, target=0, q=50.0)
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*works as a ReLU")  # a clamp elsewhere (e.g. at 1e-6): no ReLU
         weight = nn.Parameter(torch.rand(30))  # a clamp of a parameter (non-negative weights): no ReLU of the input
-        for other in (lambda h: h.clamp(min=1e-6), lambda h: h.clamp(min=torch.zeros(30)), lambda h: h.clamp(max=0),
-                      lambda h: h * weight.clamp(min=0)):
+        for other in (lambda h: h.clamp(min=1e-6), lambda h: h.clamp(min=-1), lambda h: h.clamp(min=torch.zeros(30)),
+                      lambda h: h.clamp(max=0), lambda h: h * weight.clamp(min=0)):
             RectGrad(Clamped(other)).attribute(x, target=0, q=50.0)
 
 
@@ -1173,7 +1237,8 @@ def test_warns_when_a_maximum_with_zero_stands_for_a_relu():
             return model[3](maximum(h, torch.zeros_like(h)))
         return forward
 
-    for maximum in (torch.maximum, torch.fmax, torch.max, torch.Tensor.maximum):
+    for maximum in (torch.maximum, torch.fmax, torch.max, torch.Tensor.maximum, torch.Tensor.fmax, torch.Tensor.max,
+                    lambda h, zero: torch.maximum(h, other=zero)):
         with pytest.warns(UserWarning, match=r"(maximum|fmax|max)\(x, 0\) works as a ReLU here"):
             RectGrad(with_maximum(maximum)).attribute(x, target=0, q=50.0)
     with warnings.catch_warnings():
@@ -1181,6 +1246,10 @@ def test_warns_when_a_maximum_with_zero_stands_for_a_relu():
         RectGrad(lambda t: model[3](torch.maximum(model[0](t), torch.full((30,), 0.1)))).attribute(x, 0, q=50.0)
         partly_zero = torch.cat([torch.zeros(15), torch.full((15,), 0.1)])  # zero in places only: no ReLU
         RectGrad(lambda t: model[3](torch.maximum(model[0](t), partly_zero))).attribute(x, 0, q=50.0)
+        # a floor that is learned (a parameter, zero for now), and a maximum of the weights alone: no ReLU
+        floor, weight = nn.Parameter(torch.zeros(30)), nn.Parameter(torch.randn(30))
+        RectGrad(lambda t: model[3](torch.maximum(model[0](t), floor))).attribute(x, 0, q=50.0)
+        RectGrad(lambda t: model[3](model[0](t) * torch.maximum(weight, torch.zeros(30)))).attribute(x, 0, q=50.0)
 
 
 class SequenceFirst(nn.Module):
@@ -1248,14 +1317,43 @@ def test_warns_when_a_small_layer_blocks_everything():
     assert torch.count_nonzero(attribution) == 0
 
 
+class _Called(nn.Module):
+    """An activation called as ``function(x, *args)``: the in-place built-ins (``F.elu_``, ...) and the ATen operations
+    an exported program calls (``torch.ops.aten.silu_``, ...), which no module calls."""
+
+    def __init__(self, function, *args):
+        super().__init__()
+        self.function, self.args = function, args
+
+    def forward(self, x):
+        out = self.function(x, *self.args)
+        return x if self.function.__name__.endswith("_") else out  # in place: the caller goes on with x
+
+    def __repr__(self):
+        return f"{'aten' if 'aten' in str(self.function) else 'F'}.{self.function.__name__}{self.args}"
+
+
+_IN_PLACE_AND_ATEN = [_Called(F.hardtanh_, -1.0, 2.0), _Called(F.leaky_relu_, 0.1), _Called(F.elu_), _Called(F.selu_),
+                      _Called(F.celu_, 0.5), _Called(F.rrelu_), _Called(F.threshold_, 0.1, -0.5),
+                      _Called(torch.ops.aten.relu_), _Called(torch.ops.aten.hardtanh_, -1.0, 2.0),
+                      _Called(torch.ops.aten.leaky_relu_, 0.1), _Called(torch.ops.aten.elu, 0.5, 1.5, 2.0),
+                      _Called(torch.ops.aten.elu_), _Called(torch.ops.aten.selu), _Called(torch.ops.aten.celu, 0.5),
+                      _Called(torch.ops.aten.celu_, 0.5), _Called(torch.ops.aten.threshold, 0.1, -0.5),
+                      _Called(torch.ops.aten.threshold_, 0.1, -0.5), _Called(torch.ops.aten.gelu_),
+                      _Called(torch.ops.aten.silu_), _Called(torch.ops.aten.hardswish_), _Called(torch.ops.aten.mish),
+                      _Called(torch.ops.aten.mish_), _Called(torch.ops.aten.rrelu)]
+
+
 @pytest.mark.parametrize("activation", [nn.ReLU6(), nn.Hardtanh(-1.0, 2.0), nn.LeakyReLU(0.1), nn.ELU(), nn.GELU(),
                                         nn.SiLU(), nn.Hardswish(), nn.Mish(), nn.PReLU(init=0.2), nn.SELU(),
                                         nn.CELU(0.5), nn.RReLU().eval(), nn.Threshold(0.1, -0.5),
                                         nn.ReLU6(inplace=True), nn.SiLU(inplace=True), nn.Hardswish(inplace=True),
                                         nn.Mish(inplace=True), nn.LeakyReLU(0.1, inplace=True), nn.SELU(inplace=True),
                                         nn.CELU(inplace=True), nn.RReLU(inplace=True).eval(),
-                                        nn.Threshold(0.1, -0.5, inplace=True)], ids=repr)
+                                        nn.Threshold(0.1, -0.5, inplace=True), *_IN_PLACE_AND_ATEN], ids=repr)
 def test_other_activations_gate_their_own_derivative(activation):
+    # every spelling: the in-place built-ins and the ATen operations of exported programs are the activations they
+    # stand for (in place where they are), gated by hand below as the module would be
     torch.manual_seed(3)  # no sample's map all zero, with any of the activations
     model = nn.Sequential(nn.Linear(6, 12), activation, nn.Linear(12, 3)).double()
     x = torch.randn(4, 6, dtype=torch.float64) * 3
@@ -1348,7 +1446,8 @@ def test_rrelu_in_training_mode_draws_from_the_generator_it_is_given():
     generator = torch.Generator()
     for act in (lambda h: torch.rrelu(h, 0.1, 0.3, True, generator), lambda h: torch.rrelu_(h, 0.1, 0.3, True,
                                                                                            generator),
-                lambda h: torch.rrelu(h, 0.1, 0.3, True, generator=generator), lambda h: F.rrelu(h, 0.1, 0.3, True)):
+                lambda h: torch.rrelu(h, 0.1, 0.3, True, generator=generator), lambda h: F.rrelu(h, 0.1, 0.3, True),
+                lambda h: torch.ops.aten.rrelu(h, 0.1, 0.3, True, generator)):  # (as an exported program calls it)
         model = lambda t: last(act(first(t)))  # noqa: E731
         x_ = x.clone().requires_grad_()
         torch.manual_seed(1), generator.manual_seed(7)
@@ -1488,6 +1587,16 @@ def test_keyword_inputs_and_builtin_max_pools_follow_the_padding_trick_and_prr()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         RectGrad(reduced).attribute(x, target=1, **options)
+        # no max-pool either: maxima over the channels, the channels and time, every dimension (dim=()), of the
+        # weights alone; nor a max over time without PRR, which then has nothing to miss
+        weight = reduced.conv.weight
+        for pool in (lambda h: (h * torch.amax(h, 1)[:, None]).mean(-1), lambda h: torch.max(h, 1)[0][:, :6],
+                     lambda h: h.mean(-1) * torch.amax(h, (1, 2))[:, None], lambda h: h.mean(-1) * torch.amax(h, ()),
+                     lambda h: h.mean(-1) * torch.amax(weight.abs(), -1).sum(1)):
+            reduced.pool = pool
+            RectGrad(reduced).attribute(x, target=1, **options)
+        reduced.pool = lambda h: torch.max(h, -1)[0]
+        RectGrad(reduced).attribute(x, target=1, q=50.0, padding_trick=True)
     with_indices = _TextCNN(lambda h: torch.max_pool1d_with_indices(h, 9)[0].squeeze(-1)).double().eval()
     with pytest.raises(ValueError, match="does not support max_pool1d_with_indices"):
         RectGrad(with_indices).attribute(x, target=1, **options)
