@@ -177,6 +177,7 @@ def _load_state_dict(model: nn.Module, name: str, weights) -> nn.Module:
         if path.suffix != ".safetensors" and not (zipfile.is_zipfile(file) or file.seek(0) == 0
                                                   and file.read(1) == b"\x80"):
             raise ValueError(f"{path} is not a torch weights file (nor .safetensors)")
+
     def unreadable(exc: Exception) -> ValueError:  # any failure to read or fit the file is the user's input
         return ValueError(f"{path}: cannot load {name} weights ({one_line(exc)})")
 
