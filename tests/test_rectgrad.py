@@ -1,6 +1,7 @@
 """RectGrad, Guided Backprop and Deconvolution on the engine: exactness, invariances, bad input."""
 import copy
 import functools
+import math
 import re
 import sys
 import threading
@@ -1900,6 +1901,135 @@ def test_padding_trick_reaches_a_same_conv_whose_input_a_pad_widened_in_channels
     ours = RectGrad(model).attribute(x, target=y, q=60.0, padding_trick=True)
     torch.testing.assert_close(ours, naive_rectgrad(model, x, y, q=60.0, padding_trick=True), rtol=1e-9, atol=1e-12)
     assert not torch.equal(ours, RectGrad(model).attribute(x, target=y, q=60.0))
+
+
+def _summed_relu(conv):
+    """A model summing ReLU(conv(x)) into class 0 (class 1: zero); positive input, weights and bias keep every unit
+    on and let every unit pass at tau = -1e9, so RectGrad's map is x times the plain gradient of that sum, with the
+    conv output's gradient border zeroed where the padding trick applies."""
+
+    class Summed(nn.Module):
+        def forward(self, x):
+            return torch.cat([F.relu(conv(x)).flatten(1).sum(1, keepdim=True), torch.zeros(len(x), 1)], 1)
+
+    return Summed()
+
+
+def _by_hand(conv, x, zeroed: bool):
+    # x times the gradient of sum(conv(x) * mask), mask: ones, its 1-pixel border zeroed along each spatial dimension
+    # longer than 1 if ``zeroed`` (Listing 2's slice of the gradient, computed here by plain autograd)
+    xx = x.clone().requires_grad_()
+    z = conv(xx)
+    mask = torch.ones_like(z)
+    if zeroed:
+        for dim in range(2, z.dim()):
+            if z.shape[dim] > 1:
+                mask.narrow(dim, 0, 1).zero_()
+                mask.narrow(dim, z.shape[dim] - 1, 1).zero_()
+    (grad,) = torch.autograd.grad((z * mask).sum(), xx)
+    return x * grad
+
+
+def _positive(*shape):
+    return torch.rand(*shape, dtype=torch.float64) + 0.1
+
+
+def _padding_cases():
+    """(convolution, whether the trick zeroes its output's border, input shape) by name; made under a fixed seed."""
+    w2, w1, w3, b = _positive(2, 2, 3, 3), _positive(2, 2, 3), _positive(2, 2, 3, 3, 3), torch.ones(2).double()
+
+    def module(mode):
+        conv = nn.Conv2d(2, 2, 3, padding=1, padding_mode=mode).double()
+        with torch.no_grad():
+            conv.weight.copy_(w2), conv.bias.copy_(b)
+        return conv
+
+    return {
+        # SAME-padded whatever the stride or dilation: the output's border is zeroed
+        "stride 2, padding 1": (lambda t: F.conv2d(t, w2, b, 2, 1), True, (2, 2, 7, 8)),
+        "dilation 2, padding 2": (lambda t: F.conv2d(t, w2, b, 1, 2, 2), True, (2, 2, 6, 7)),
+        "padding 'same', dilation 2": (lambda t: F.conv2d(t, w2, b, padding="same", dilation=2), True, (2, 2, 6, 7)),
+        "1x1, stride 2": (lambda t: F.conv2d(t, w2[:, :, :1, :1], b, 2), True, (2, 2, 7, 8)),
+        "keywords only": (lambda t: F.conv2d(input=t, weight=w2, bias=b, padding=1), True, (2, 2, 5, 6)),
+        "1x1, keywords only": (lambda t: F.conv2d(input=t, weight=w2[:, :, :1, :1], bias=b), True, (2, 2, 5, 6)),
+        "padding 'same', weight by keyword": (lambda t: F.conv2d(t, weight=w2, bias=b, padding="same"), True,
+                                              (2, 2, 5, 6)),
+        "1x1, padding 0": (lambda t: F.conv2d(t, w2[:, :, :1, :1], b, 1, 0), True, (2, 2, 5, 6)),
+        # VALID: left alone, strided or not, and a conv with no padding argument at all
+        "3x1, no padding": (lambda t: F.conv2d(t, w2[:, :, :, :1], b), False, (2, 2, 5, 6)),
+        "3d, 3x1x1, no padding": (lambda t: F.conv3d(t, w3[:, :, :, :1, :1], b), False, (2, 2, 4, 5, 6)),
+        "stride 2, padding 0": (lambda t: F.conv2d(t, w2, b, 2, 0), False, (2, 2, 7, 8)),
+        "no padding argument": (lambda t: F.conv2d(t, w2, b), False, (2, 2, 5, 6)),
+        "padding 'valid', keyword": (lambda t: F.conv2d(t, w2, b, padding="valid"), False, (2, 2, 5, 6)),
+        # padded by a non-zero mode, by the conv module or a separate F.pad: no out-of-distribution zeros, left alone
+        **{f"Conv2d padding_mode={mode}": (module(mode), False, (2, 2, 5, 6))
+           for mode in ("reflect", "replicate", "circular")},
+        **{f"F.pad mode={mode}": (lambda t, mode=mode: F.conv2d(F.pad(t, (1, 1, 1, 1), mode=mode), w2, b), False,
+                                  (2, 2, 5, 6)) for mode in ("replicate", "circular")},
+        # nn.ZeroPad2d, nn.ConstantPad2d(0) and F.pad with its mode and value given by position: zero pads
+        "ZeroPad2d": (lambda t: F.conv2d(nn.ZeroPad2d(1)(t), w2, b), True, (2, 2, 5, 6)),
+        "ConstantPad2d(1, 0.0)": (lambda t: F.conv2d(nn.ConstantPad2d(1, 0.0)(t), w2, b), True, (2, 2, 5, 6)),
+        "F.pad, positional constant 0": (lambda t: F.conv2d(F.pad(t, (1, 1, 1, 1), "constant", 0.0), w2, b), True,
+                                         (2, 2, 5, 6)),
+        "F.pad, positional constant 0.5": (lambda t: F.conv2d(F.pad(t, (1, 1, 1, 1), "constant", 0.5), w2, b), False,
+                                           (2, 2, 5, 6)),
+        # a zero pad of one spatial dimension makes the conv SAME (Listing 2: its whole border is zeroed)
+        "F.pad of the height only": (lambda t: F.conv2d(F.pad(t, (0, 0, 1, 1)), w2[:, :, :, :1], b), True,
+                                     (2, 2, 5, 6)),
+        "3d, F.pad of the depth only": (lambda t: F.conv3d(F.pad(t, (0, 0, 0, 0, 1, 1)), w3[:, :, :, :1, :1], b),
+                                        True, (2, 2, 4, 5, 6)),
+        # a negative "pad" crops: no zeros, the VALID conv after it is left alone
+        "F.pad cropping": (lambda t: F.conv2d(F.pad(t, (-1, -1, -1, -1)), w2, b), False, (2, 2, 7, 8)),
+        # a 1-d conv of a map whose channels alone a zero pad widened: VALID still; of its length: SAME
+        "1d, F.pad of the channels": (lambda t: F.conv1d(F.pad(t, (0, 0, 1, 1)), w1.repeat(1, 2, 1), b), False,
+                                      (2, 2, 7)),
+        "1d, F.pad of the length": (lambda t: F.conv1d(F.pad(t, (1, 1)), w1, b), True, (2, 2, 7)),
+    }
+
+
+@pytest.mark.parametrize("case", [
+    "stride 2, padding 1", "dilation 2, padding 2", "padding 'same', dilation 2", "1x1, stride 2", "keywords only",
+    "1x1, keywords only", "padding 'same', weight by keyword", "1x1, padding 0", "3x1, no padding",
+    "3d, 3x1x1, no padding", "ZeroPad2d", "ConstantPad2d(1, 0.0)", "F.pad, positional constant 0",
+    "F.pad, positional constant 0.5",
+    "stride 2, padding 0", "no padding argument", "padding 'valid', keyword", "Conv2d padding_mode=reflect",
+    "Conv2d padding_mode=replicate", "Conv2d padding_mode=circular", "F.pad mode=replicate", "F.pad mode=circular",
+    "F.pad of the height only", "3d, F.pad of the depth only", "F.pad cropping", "1d, F.pad of the channels",
+    "1d, F.pad of the length"])
+def test_padding_trick_zeroes_exactly_the_border_of_zero_padded_convolutions(case):
+    # the trick zeroes the conv output gradient's 1-pixel border when the conv zero-pads (itself, or through a zero
+    # F.pad of a spatial dimension), whatever its stride, dilation or spelling, and never otherwise
+    torch.manual_seed(7)
+    conv, zeroed, shape = _padding_cases()[case]
+    x = _positive(*shape)
+    ours = RectGrad(_summed_relu(conv)).attribute(x, target=0, tau=-1e9, padding_trick=True)
+    torch.testing.assert_close(ours, _by_hand(conv, x, zeroed), rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(_by_hand(conv, x, True), _by_hand(conv, x, False))  # (the test can fail)
+
+
+@pytest.mark.parametrize("conv, shape, sides", [(nn.Conv3d, (2, 1, 2, 4, 4), r"\(2, 4, 4\)"),
+                                                (nn.Conv3d, (2, 1, 4, 4, 2), r"\(4, 4, 2\)"),
+                                                (nn.Conv1d, (2, 1, 2), r"\(2,\)")],
+                         ids=["3d depth 2", "3d width 2", "1d length 2"])
+def test_padding_trick_on_a_side_it_covers_whole_is_a_warning_in_1d_and_3d(conv, shape, sides):
+    # a side of 2 along any spatial dimension (the depth or width of a volume, a 1-d sequence) is all border:
+    # all-zero maps, said so
+    torch.manual_seed(6)
+    model = nn.Sequential(conv(1, 2, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(2 * math.prod(shape[2:]), 3))
+    with (pytest.warns(AttributionWarning, match="all zero"),
+          pytest.warns(AttributionWarning, match=f"zeroes the whole gradient of a {sides} convolution output")):
+        assert not RectGrad(model).attribute(torch.randn(*shape), target=0, q=50.0, padding_trick=True).any()
+
+
+def test_padding_trick_leaves_the_gradient_of_a_skip_connection_around_the_conv_whole():
+    # h = conv(x) + x: the sum's backward hands one gradient to both branches; the trick zeroes the border of the
+    # conv's share only (by hand: x * (conv's gradient with its border zeroed + 1) at tau = -1e9), not the skip's
+    torch.manual_seed(7)
+    w, b, x = _positive(2, 2, 3, 3), torch.ones(2, dtype=torch.float64), _positive(2, 2, 5, 6)
+    model = _summed_relu(lambda t: F.conv2d(t, w, b, padding=1) + t)
+    ours = RectGrad(model).attribute(x, target=0, tau=-1e9, padding_trick=True)
+    expected = _by_hand(lambda t: F.conv2d(t, w, b, padding=1), x, True) + x
+    torch.testing.assert_close(ours, expected, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("relu_", [torch.relu_, torch.Tensor.relu_, lambda h: F.relu(h, inplace=True)],
