@@ -243,6 +243,30 @@ def test_writes_follow_symbolic_links_and_refuse_special_files(model, tmp_path):
     assert (tmp_path / "pipe").is_fifo() and os.path.exists("/dev/null") and not os.path.isfile("/dev/null")
 
 
+def test_a_refused_write_is_named_by_the_systems_first_refusal(tmp_path, file_size_limit, monkeypatch):
+    # the first refusal is the cause (the disk filled up); what the writer's clean-up then meets, an I/O error of the
+    # flush to disk, say, and the writer's own error after it, are its consequences
+    from rectgrad import checkpoint
+
+    def write(file):  # as torch.save: its write refused, it goes on, then raises an error of its own
+        try:
+            file.write(b"x" * 100_000)  # (past the write buffer: the system sees it at once)
+        except OSError:
+            pass
+        try:
+            file.sync()
+        except OSError:
+            pass
+        raise RuntimeError("unexpected pos 100000 vs 16")
+
+    file_size_limit(16)
+    monkeypatch.setattr(checkpoint.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(errno.EIO, "I/O error")))
+    with pytest.raises(OSError) as error:
+        write_atomically(tmp_path / "out.bin", write)
+    assert (error.value.errno, error.value.filename) == (errno.EFBIG, str(tmp_path / "out.bin"))
+    assert os.listdir(tmp_path) == []
+
+
 def test_exclusive_runs_unguarded_where_the_file_system_refuses_locks(tmp_path, monkeypatch):
     import fcntl
 
