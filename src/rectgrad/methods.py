@@ -189,7 +189,8 @@ def _intgrad(model, inputs, target, extra, *, internal_batch_size, steps, baseli
         raise ValueError(f"unknown integration {integration!r}; choose one of {', '.join(_INTEGRATIONS)}")
     steps, m, parts = positive_int("steps", steps), len(inputs), []
     for chunk, t, e in batches((*inputs, *_baselines(baseline, inputs)), target, extra, internal_batch_size):
-        parts.append(_captum(IntegratedGradients, model).attribute(
+        chunk = tuple(x.detach() for x in chunk)  # Captum's scaled inputs then are leaves: a model changing its input
+        parts.append(_captum(IntegratedGradients, model).attribute(  # in place is refused, not silently wrong
             chunk[:m], baselines=chunk[m:], target=t, additional_forward_args=e, n_steps=steps, method=integration,
             internal_batch_size=internal_batch_size))  # Captum's bound: at least the samples
     # Captum integrates a bf16 / fp16 model in float32
