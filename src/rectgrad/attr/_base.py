@@ -6,6 +6,7 @@ import contextlib
 import functools
 import inspect
 import itertools
+import re
 import threading
 from collections.abc import Iterable
 
@@ -179,10 +180,15 @@ def named_errors(modules: tuple[nn.Module, ...], inputs: tuple[Tensor, ...]):
     except AssertionError as error:  # torch.export's module checks its inputs' shapes with assertions
         if not str(error).startswith("Guard failed"):
             raise
-        raise ValueError("the model is an exported program of fixed shapes, run here on a batch of another size "
-                         "(the methods also run DeepLIFT's references, SmoothGrad's noisy copies and IntegGrad's "
-                         f"steps as larger batches): {EXPORT_FREE_BATCH} (PyTorch: {str(error).splitlines()[0]})"
-                         ) from error
+        guard, larger = str(error).splitlines()[0], ("(the methods also run DeepLIFT's references, SmoothGrad's noisy "
+                                                     "copies and IntegGrad's steps as larger batches)")
+        bound = re.fullmatch(r"Guard failed: .*\.size\(\)\[0\] <= (\d+)", guard)  # Dim("batch", max=N)
+        if bound:
+            raise ValueError(f"the model is an exported program whose batch is bounded at {bound[1]}, run here on a "
+                             f"larger batch {larger}: pass internal_batch_size={bound[1]} (CLI: --internal-batch-size "
+                             f"{bound[1]}) (PyTorch: {guard})") from error
+        raise ValueError(f"the model is an exported program of fixed shapes, run here on a batch of another size "
+                         f"{larger}: {EXPORT_FREE_BATCH} (PyTorch: {guard})") from error
     except RuntimeError as error:
         if "leaf Variable that requires grad is being used in an in-place operation" in str(error):
             raise ValueError("the model changes its input in place (e.g. x.sub_(mean), x /= 255 or an in-place "
