@@ -953,3 +953,17 @@ def test_an_image_name_with_dollar_signs_is_shown_as_it_is():
     fig = viz.grid(torch.zeros(1, 3, 8, 8), {"saliency": np.ones((1, 8, 8))}, row_labels=[name])
     label = fig.axes[0].yaxis.label
     assert label._preprocess_math(label.get_text()) == (name, False)  # drawn literally, not as mathtext
+
+
+@pytest.mark.xfail(strict=True, reason="bug: an input that exists but is no regular file (a named pipe, /dev/null, "
+                                       "bash's <(...) process substitution /dev/fd/63) is refused as 'not found'")
+def test_an_input_that_is_a_pipe_is_not_called_missing(files, capsys):
+    import os
+
+    tmp_path, images, checkpoint = files
+    pipe = tmp_path / "photo.png"
+    os.mkfifo(pipe)
+    status, out, err = run(capsys, "explain", str(pipe), "--model", checkpoint, "--methods", "saliency",
+                           "--out", str(tmp_path / "never.png"), "--no-progress")
+    assert status == 2 and err.startswith("error: ") and err.count("\n") == 1 and str(pipe) in err
+    assert "not found" not in err  # it exists: say it is no regular file (a pipe), not that it is missing
