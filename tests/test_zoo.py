@@ -631,3 +631,16 @@ def test_load_images_of_no_paths_says_so():
     loaded = zoo.LoadedModel("m", torch.nn.Identity(), (8, 8), (0.5,) * 3, (0.5,) * 3, [])
     with pytest.raises(ValueError, match="no images"):
         loaded.load_images([])
+
+
+@pytest.mark.xfail(strict=True, reason="bug: a CIE LAB TIFF (which the RGB models read) fails for a grayscale model "
+                                       "with Pillow's 'conversion from LAB to RGB not supported', naming no file")
+def test_a_lab_image_is_read_by_a_grayscale_model(tmp_path):
+    pixels = np.zeros((8, 8, 3), np.uint8)
+    pixels[:, 4:] = 255
+    Image.fromarray(pixels).convert("LAB").save(tmp_path / "lab.tif")
+    rgb = zoo.LoadedModel("m", torch.nn.Identity(), (8, 8), (0.0,) * 3, (1.0,) * 3, [])
+    gray = zoo.LoadedModel("m", torch.nn.Identity(), (8, 8), (0.0,), (1.0,), [], channels=1)
+    assert rgb.load_images([tmp_path / "lab.tif"]).shape == (1, 3, 8, 8)  # the RGB model reads it
+    x = gray.load_images([tmp_path / "lab.tif"])
+    assert x.shape == (1, 1, 8, 8) and x[0, 0, :, 0].max() < 0.1 and x[0, 0, :, -1].min() > 0.9
