@@ -967,3 +967,16 @@ def test_an_input_that_is_a_pipe_is_not_called_missing(files, capsys):
                            "--out", str(tmp_path / "never.png"), "--no-progress")
     assert status == 2 and err.startswith("error: ") and err.count("\n") == 1 and str(pipe) in err
     assert "not found" not in err  # it exists: say it is no regular file (a pipe), not that it is missing
+
+
+@pytest.mark.xfail(strict=True, reason="bug: a folder holding only <name>_mask.png files is refused as holding 'no "
+                                       "image files (.png, ...)', without saying its .png files were taken as masks")
+def test_a_folder_of_masks_only_says_its_files_are_taken_for_masks(files, capsys):
+    tmp_path, images, checkpoint = files
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    (masks / "cat_mask.png").write_bytes(Path(images[1]).read_bytes())
+    status, out, err = run(capsys, "explain", str(masks), "--model", checkpoint, "--methods", "saliency",
+                           "--out", str(tmp_path / "never.png"), "--no-progress")
+    assert status == 2 and err.startswith("error: ") and err.count("\n") == 1 and str(masks) in err
+    assert "mask" in err.replace(str(masks), "")  # why cat_mask.png is no image here
