@@ -263,12 +263,12 @@ def grid(images, maps: Mapping[str, np.ndarray] | Sequence[np.ndarray], *, row_l
                 plot_map(ax, panel[i])
     if col_labels is not None:
         for j, label in enumerate(col_labels):
-            axes[0, j].set_title(_wrapped(label, cell), fontsize=LABEL_SIZE)
+            axes[0, j].set_title(_wrapped(label, cell), fontsize=LABEL_SIZE, parse_math=False)  # file names: $ is $
     if row_labels is not None:
         for i, label in enumerate(row_labels):
-            axes[i, 0].set_ylabel(_wrapped(label, cell * aspect), fontsize=LABEL_SIZE)
+            axes[i, 0].set_ylabel(_wrapped(label, cell * aspect), fontsize=LABEL_SIZE, parse_math=False)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, parse_math=False)
     return fig
 
 
