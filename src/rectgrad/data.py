@@ -729,6 +729,9 @@ def _folders_under(folder: Path, seen: set[Path] | None = None) -> list[Path]:
     return [folder] + [f for sub in subfolders for f in _folders_under(sub, seen)]
 
 
+NO_REGULAR_FILE = "{path} is no regular file (a pipe or a device): save the image to a file and give that"
+
+
 def image_files(paths) -> list[Path]:
     """Image files named by ``paths`` (files or folders, folders in natural order: 2.jpg before 10.jpg).
 
@@ -741,10 +744,14 @@ def image_files(paths) -> list[Path]:
             if not found:
                 held = ("; subfolders are not searched: give them as arguments"
                         if any(p.is_dir() for p in path.iterdir()) else "")
-                raise ValueError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in folder {path}{held}")
+                masks = ("; its files named <stem>_mask.<ext> are object masks, not images"
+                         if any(_is_mask(p) for p in path.iterdir()) else "")
+                raise ValueError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in folder {path}{masks}{held}")
             files += found
         elif path.is_file():
             files.append(path)
+        elif path.exists():
+            raise ValueError(NO_REGULAR_FILE.format(path=path))
         else:
             raise FileNotFoundError(f"image or folder {path} not found")
     if not files:

@@ -12,6 +12,7 @@ program (``.pt2``); preprocessing and class names from ``<model>.json`` beside i
 from __future__ import annotations
 
 import math
+import os
 import pickle
 import re
 import socket
@@ -130,7 +131,11 @@ class LoadedModel:
         return max(width, size[0]), max(height, size[1])
 
     def load_images(self, paths: Sequence) -> Tensor:
-        """Read image files and preprocess them; a file that cannot be read is named in the error."""
+        """Read image files (a list of paths, or one path) and preprocess them; a file that cannot be read is named
+        in the error."""
+        paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+        if not paths:
+            raise ValueError("no images given")
         return self.preprocess([read_image(p) for p in paths])
 
 
@@ -143,6 +148,10 @@ def read_image(path):
     if path.is_dir():
         raise ValueError(f"{path} is a folder, not an image file (rectgrad.data.image_files lists the images in one)")
     if not path.is_file():
+        if path.exists():
+            from rectgrad.data import NO_REGULAR_FILE
+
+            raise ValueError(NO_REGULAR_FILE.format(path=path))
         raise FileNotFoundError(f"image {path} not found")
     try:
         with Image.open(path) as image:
