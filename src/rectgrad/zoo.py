@@ -80,7 +80,10 @@ class LoadedModel:
         resample = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}[self.interpolation]
         batch = []
         for image in images:
-            image = on_white(eight_bit(image)).convert("L" if self.channels == 1 else "RGB")
+            image = on_white(eight_bit(image))
+            if image.mode == "LAB":  # (Pillow converts CIE L*a*b* to RGB only)
+                image = image.convert("RGB")
+            image = image.convert("L" if self.channels == 1 else "RGB")
             if self.crop_fraction is None:
                 image = image.resize((width, height), resample)
             else:
