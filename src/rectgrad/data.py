@@ -763,7 +763,7 @@ def unique_names(files: list[Path], depth: int | list[int] = 1, *, suffix: bool 
     """Each file's stem (``suffix``: its name), preceded by as many of its folders as it takes to tell it from the
     other files (``a/x/1`` and ``b/x/1``; ``2`` alone), and by at least ``depth - 1`` of them (one depth for all files
     or one each); the whole path where only the extension differs. A file given twice (however its path is spelled)
-    gets one name."""
+    gets one name. The names are for display: bytes of a file name that are no UTF-8 read ``\\xe9``."""
     def name(f: Path, depth: int) -> str:
         named = f if suffix else f.with_suffix("")
         if depth < len(named.parts):
@@ -777,8 +777,8 @@ def unique_names(files: list[Path], depth: int | list[int] = 1, *, suffix: bool 
         owners: dict[str, set] = {}
         for n, file in zip(names, real):
             owners.setdefault(n, set()).add(file)
-        if all(len(owners[n]) == 1 for n in names):
-            return names
+        if all(len(owners[n]) == 1 for n in names):  # (undecodable bytes are surrogates no stream or font takes)
+            return [n.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace") for n in names]
         depths = [depth + (len(owners[n]) > 1) for n, depth in zip(names, depths)]
 
 
