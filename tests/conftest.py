@@ -11,13 +11,24 @@ def _seed():
 
 @pytest.fixture
 def file_size_limit():
-    """``limit(bytes)``: the system refuses to grow any file of this process past ``bytes`` (EFBIG, as a full disk
-    refuses with ENOSPC); lifted after the test."""
+    """``with limit(bytes):`` the system refuses to grow any file of this process past ``bytes`` (EFBIG, as a full
+    disk refuses with ENOSPC). Lifted at the block's end: pytest's own output may be a file (CI's log), which it
+    writes to before a test's teardown."""
+    import contextlib
     import resource
     import signal
 
     if signal.getsignal(signal.SIGXFSZ) is not signal.SIG_IGN:  # (Python ignores it: a refused write is an OSError)
         pytest.skip("SIGXFSZ is not ignored: exceeding the limit would kill the process")
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    yield lambda size: resource.setrlimit(resource.RLIMIT_FSIZE, (size, hard))
+
+    @contextlib.contextmanager
+    def limit(size: int):
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, hard))
+        try:
+            yield
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+    yield limit
     resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))

@@ -106,13 +106,13 @@ def test_a_write_the_system_refuses_names_the_file_and_keeps_the_old_one(model, 
     path, text = tmp_path / "m.pt", tmp_path / "table.csv"
     save_checkpoint(model, path, epochs=1)
     write_text_atomically(text, "old")
-    file_size_limit(path.stat().st_size // 2)
     refused = []
-    for write in (lambda: save_checkpoint(model, path, epochs=2),  # torch.save made it "unexpected pos 704 vs 598"
-                  lambda: write_text_atomically(text, "x" * path.stat().st_size)):
-        with pytest.raises(OSError) as error:
-            write()
-        refused.append(error.value)
+    with file_size_limit(path.stat().st_size // 2):
+        for write in (lambda: save_checkpoint(model, path, epochs=2),  # torch.save made it "unexpected pos 704 vs 598"
+                      lambda: write_text_atomically(text, "x" * path.stat().st_size)):
+            with pytest.raises(OSError) as error:
+                write()
+            refused.append(error.value)
     assert [(e.errno, e.filename) for e in refused] == [(errno.EFBIG, str(path)), (errno.EFBIG, str(text))]
     assert str(refused[0]) == f"[Errno {errno.EFBIG}] {os.strerror(errno.EFBIG)}: '{path}'"
     assert sorted(os.listdir(tmp_path)) == ["m.pt", "table.csv"] and load_checkpoint(path)[1]["epochs"] == 1
@@ -259,9 +259,8 @@ def test_a_refused_write_is_named_by_the_systems_first_refusal(tmp_path, file_si
             pass
         raise RuntimeError("unexpected pos 100000 vs 16")
 
-    file_size_limit(16)
     monkeypatch.setattr(checkpoint.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(errno.EIO, "I/O error")))
-    with pytest.raises(OSError) as error:
+    with file_size_limit(16), pytest.raises(OSError) as error:
         write_atomically(tmp_path / "out.bin", write)
     assert (error.value.errno, error.value.filename) == (errno.EFBIG, str(tmp_path / "out.bin"))
     assert os.listdir(tmp_path) == []

@@ -553,9 +553,8 @@ def test_a_full_disk_names_the_file_and_the_rerun_resumes(smoke, tmp_path, monke
     copy = tmp_path / "work"
     shutil.copytree(work, copy, ignore=shutil.ignore_patterns("roar-test-*.pt"))
     maps = copy / "maps" / "roar-test-rectgrad.pt"  # the first file to write
-    file_size_limit((work / "maps" / maps.name).stat().st_size // 2)  # the system refuses to write it whole
-    assert main([*args, "--out", str(tmp_path / "report"), "--work-dir", str(copy)]) == 2
-    file_size_limit(-1)  # (no limit)
+    with file_size_limit((work / "maps" / maps.name).stat().st_size // 2):  # the system refuses to write it whole
+        assert main([*args, "--out", str(tmp_path / "report"), "--work-dir", str(copy)]) == 2
     refused = f"[Errno {errno.EFBIG}] {os.strerror(errno.EFBIG)}: '{maps}'"  # not torch's "unexpected pos 704 vs 598"
     assert capsys.readouterr().err.endswith(f"error: {refused}\n")
     assert not maps.exists() and not list(copy.rglob(".*.tmp"))  # no partial file, no temporary one
