@@ -244,13 +244,18 @@ def load_model(path, map_location=None) -> nn.Module:
         return payload.eval()
     if isinstance(payload, dict) and "format" in payload:
         return _from_checkpoint(payload, path)[0]
-    if isinstance(payload, dict) and payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
+    if is_state_dict(payload):
         raise ValueError(f"{path} holds a bare state dict, not a model: save the model itself, "
                          "torch.save(model, path) (or TorchScript / torch.export), or for the paper's CNN "
                          "rectgrad.checkpoint.save_checkpoint")
     holds = "" if not isinstance(payload, dict) else f" (keys {', '.join(map(str, list(payload)[:5]))})"
     raise ValueError(f"{path} holds a {type(payload).__name__}{holds}, not a model or rectgrad checkpoint: a "
                      "training checkpoint's dict? save the model itself, torch.save(model, path)")
+
+
+def is_state_dict(value) -> bool:
+    """Whether ``value`` is what ``module.state_dict()`` gives: a non-empty dict of tensors alone."""
+    return isinstance(value, dict) and bool(value) and all(isinstance(v, torch.Tensor) for v in value.values())
 
 
 def _torch_load(path: Path, map_location, weights_only: bool):

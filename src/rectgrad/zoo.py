@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from rectgrad._checks import did_you_mean, install_hint
-from rectgrad.data import eight_bit, on_white, upright
+from rectgrad.data import NO_REGULAR_FILE, eight_bit, on_white, upright
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -152,8 +152,6 @@ def read_image(path):
         raise ValueError(f"{path} is a folder, not an image file (rectgrad.data.image_files lists the images in one)")
     if not path.is_file():
         if path.exists():
-            from rectgrad.data import NO_REGULAR_FILE
-
             raise ValueError(NO_REGULAR_FILE.format(path=path))
         raise FileNotFoundError(f"image {path} not found")
     try:
@@ -178,7 +176,7 @@ def _no_weights(name: str, source: str, reason: object) -> RuntimeError:
 
 
 def _load_state_dict(model: nn.Module, name: str, weights) -> nn.Module:
-    from rectgrad.checkpoint import one_line
+    from rectgrad.checkpoint import is_state_dict, one_line
 
     path = Path(weights)
     if path.is_dir():
@@ -208,7 +206,7 @@ def _load_state_dict(model: nn.Module, name: str, weights) -> nn.Module:
     except Exception as exc:  # noqa: BLE001
         raise unreadable(exc) from None
     state = state.get("state_dict", state) if isinstance(state, dict) else state
-    if isinstance(state, dict) and not all(torch.is_tensor(value) for value in state.values()):
+    if isinstance(state, dict) and state and not is_state_dict(state):  # (an empty one: the model's missing keys)
         raise _not_a_state_dict(path, state)
     try:
         model.load_state_dict(state)
@@ -219,9 +217,10 @@ def _load_state_dict(model: nn.Module, name: str, weights) -> nn.Module:
 
 def _not_a_state_dict(path: Path, state: dict) -> ValueError:
     """A dict holding more than tensors, as a training's checkpoint (weights, optimizer state, epoch): its keys."""
+    from rectgrad.checkpoint import is_state_dict
+
     keys = ", ".join(map(repr, list(state)[:8])) + (f" and {len(state) - 8} more" if len(state) > 8 else "")
-    weights = [key for key, value in state.items()
-               if isinstance(value, dict) and value and all(torch.is_tensor(v) for v in value.values())]
+    weights = [key for key, value in state.items() if is_state_dict(value)]
     save = f"checkpoint[{weights[0]!r}]" if weights else "model.state_dict()"
     return ValueError(f"{path} holds a dict of {keys}, not a state dict (not all its values are tensors, as in a "
                       f"training's checkpoint): save the model's state dict by itself (torch.save({save}, path))")
