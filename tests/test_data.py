@@ -810,7 +810,7 @@ def test_image_size_is_that_of_the_upright_image(tmp_path, orientation):
     exif[0x0112] = orientation
     image.save(tmp_path / "photo.jpg", exif=exif)
     with Image.open(tmp_path / "photo.jpg") as stored:
-        assert data._image_size(tmp_path / "photo.jpg") == data.upright(stored).size
+        assert data.upright_size(tmp_path / "photo.jpg") == data.upright(stored).size
 
 
 def test_unique_names_give_a_whole_absolute_path_as_it_is_written():

@@ -564,7 +564,7 @@ def load_image_folder_masks(root, image_size: int = 32, test: ImageDataset | Non
         return None
     paths = [files[i][0] for i in masked]
     for path in paths:
-        check_mask_size(mask_of[path], _image_size(mask_of[path]), path.name, _image_size(path))
+        check_mask_size(mask_of[path], upright_size(mask_of[path]), path.name, upright_size(path))
     raw = _read_images([mask_of[path] for path in paths], image_size, "L", Image.NEAREST, progress=progress,
                        description="reading masks", masks=True)[:, 0]
     masks = folder_mask_objects(raw)
@@ -619,7 +619,7 @@ def check_mask_size(mask: Path, mask_size: tuple[int, int], image, image_size: t
                          "have its image's size")
 
 
-def _image_size(path: Path) -> tuple[int, int]:
+def upright_size(path: Path) -> tuple[int, int]:
     """(width, height) of the image at ``path`` as :func:`upright` turns it, from its header and EXIF."""
     from PIL import ExifTags
 

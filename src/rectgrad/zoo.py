@@ -17,7 +17,7 @@ import pickle
 import re
 import socket
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,9 +67,10 @@ class LoadedModel:
         """The name of class ``index`` (``class <index>`` when unknown)."""
         return self.labels[index] if 0 <= index < len(self.labels) else f"class {index}"
 
-    def preprocess(self, images: Sequence) -> Tensor:
+    def preprocess(self, images: Iterable) -> Tensor:
         """PIL images -> the (N, C, H, W) float input batch on the model's device; transparent pixels are white
-        (:func:`rectgrad.data.on_white`)."""
+        (:func:`rectgrad.data.on_white`). ``images`` may be an iterator: each image is reduced to the input size
+        before the next is taken, so only one is held at full size."""
         from PIL import Image
 
         if self.channels not in (1, 3):
@@ -134,12 +135,12 @@ class LoadedModel:
         return max(width, size[0]), max(height, size[1])
 
     def load_images(self, paths: Sequence) -> Tensor:
-        """Read image files (a list of paths, or one path) and preprocess them; a file that cannot be read is named
-        in the error."""
+        """Read image files (a list of paths, or one path) and preprocess them, one at a time (a 24-megapixel photo
+        decodes to about 70 MB); a file that cannot be read is named in the error."""
         paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
         if not paths:
             raise ValueError("no images given")
-        return self.preprocess([read_image(p) for p in paths])
+        return self.preprocess(read_image(p) for p in paths)
 
 
 def read_image(path):

@@ -95,14 +95,15 @@ def explain_images(
     names = _options.methods(methods, _figure_methods())
     _check_options(out, save_maps, q, internal_batch_size, images, seed)
     images = image_files(images)
-    pictures = [zoo.read_image(path) for path in images]
+    for path in images:  # each is read (and let go) before the model loads, which may download it: a bad file first
+        zoo.read_image(path)
     loaded = zoo.load(model, _options.device(device), weights=weights)
     for line in (loaded.note or "").splitlines():
         typer.echo(f"note: {line}", err=True)
     if methods is not None:  # named: refused before any map; a default method the model refuses is left out later
         _check_model(loaded.model, names)
     index = _class_index(target, loaded.labels)
-    _compare(loaded, loaded.preprocess(pictures), unique_names(images, suffix=True), names, q=q, out=out,
+    _compare(loaded, loaded.load_images(images), unique_names(images, suffix=True), names, q=q, out=out,
              target=index, final_threshold=final_threshold, internal_batch_size=internal_batch_size, seed=seed,
              progress=progress, save_maps=save_maps, named=methods is not None,
              target_line=None if index is None else _target_line(target, index, loaded.label(index)))

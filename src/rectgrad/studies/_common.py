@@ -412,14 +412,11 @@ def images_from_files(loaded, paths) -> Images:
     the same resizing and cropping. Images are named by their file stem, with as many parent folders as it takes
     to tell apart files whose stems coincide (:func:`unique_names`).
     """
-    from rectgrad.zoo import read_image
-
     files = image_files(paths)
     repeated = [str(f) for f, count in Counter(f.resolve() for f in files).items() if count > 1]
     if repeated:
         raise ValueError(f"image {repeated[0]} is given more than once")
-    pictures = [read_image(f) for f in files]
-    x = loaded.preprocess(pictures)
+    x = loaded.load_images(files)
     mask_of = masks_beside(files)
     mask_files = [mask_of.get(f) for f in files]
     masks = None
@@ -428,7 +425,7 @@ def images_from_files(loaded, paths) -> Images:
             missing = [str(f) for f, m in zip(files, mask_files) if m is None]
             raise ValueError(f"some images have a <name>_mask file and some do not: {', '.join(missing[:5])} "
                              "lack one")
-        masks = _object_masks(loaded, files, pictures, mask_files)
+        masks = _object_masks(loaded, files, mask_files)
     return Images(x=x, names=unique_names(files), mean=loaded.mean, std=loaded.std,
                   classes=list(loaded.labels) if loaded.labels else None, masks=masks)
 
@@ -516,7 +513,6 @@ def _folder_images_for(loaded, root, count: int, per_class: int) -> Images:
     """:func:`images_from_dataset` of the folder dataset at ``root`` for the model ``loaded``: the files read and
     preprocessed, and masks read, as :func:`images_from_files` does."""
     from rectgrad.data import image_folder_split
-    from rectgrad.zoo import read_image
 
     files, classes = image_folder_split(root, "test")
     mask_of = masks_beside([path for path, _ in files])
@@ -524,31 +520,32 @@ def _folder_images_for(loaded, root, count: int, per_class: int) -> Images:
     pool = masked or files
     index = _first_of_classes([label for _, label in pool], len(classes), count, per_class, bool(masked))
     paths = [pool[i][0] for i in index]
-    pictures = [read_image(path) for path in paths]
+    x = loaded.load_images(paths)
     masks = None
     if masked:
-        masks = _object_masks(loaded, paths, pictures, [mask_of[path] for path in paths])
-    return Images(x=loaded.preprocess(pictures), names=_folder_names(root, paths), mean=loaded.mean,
+        masks = _object_masks(loaded, paths, [mask_of[path] for path in paths])
+    return Images(x=x, names=_folder_names(root, paths), mean=loaded.mean,
                   std=loaded.std, classes=list(loaded.labels) or None,
                   labels=torch.tensor([pool[i][1] for i in index]), masks=masks)
 
 
-def _object_masks(loaded, files: list[Path], pictures, mask_files: list[Path]) -> Tensor:
-    """The object masks of ``files`` (read as ``pictures``) in ``mask_files`` for the model ``loaded``: object pixels
-    by the folder dataset's rule (:func:`rectgrad.data.folder_mask_objects`: white, or 1 in a 0/1 mask), resized as
-    the images are, object where at least half is."""
+def _object_masks(loaded, files: list[Path], mask_files: list[Path]) -> Tensor:
+    """The object masks of ``files`` in ``mask_files`` for the model ``loaded``: object pixels by the folder
+    dataset's rule (:func:`rectgrad.data.folder_mask_objects`: white, or 1 in a 0/1 mask), resized as the images
+    are (one at a time), object where at least half is."""
     from PIL import Image
 
-    from rectgrad.data import folder_mask_objects
+    from rectgrad.data import folder_mask_objects, upright_size
     from rectgrad.zoo import read_image
 
-    binary = []
-    for path, picture, mask_file in zip(files, pictures, mask_files):
+    def binary(path: Path, mask_file: Path):
         mask = read_image(mask_file)
-        check_mask_size(mask_file, mask.size, path, picture.size)
+        check_mask_size(mask_file, mask.size, path, upright_size(path))
         objects = folder_mask_objects(torch.from_numpy(np.array(mask.convert("L")))[None])[0]
-        binary.append(Image.fromarray(objects.numpy().astype(np.uint8) * 255))
-    return to_pixels(loaded.preprocess(binary), loaded.mean, loaded.std).mean(1) >= 0
+        return Image.fromarray(objects.numpy().astype(np.uint8) * 255)
+
+    binaries = (binary(path, mask_file) for path, mask_file in zip(files, mask_files))
+    return to_pixels(loaded.preprocess(binaries), loaded.mean, loaded.std).mean(1) >= 0
 
 
 def _folder_names(root, paths: list[Path]) -> list[str]:
