@@ -32,3 +32,23 @@ def file_size_limit():
 
     yield limit
     resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+@pytest.fixture
+def full_size_images(monkeypatch):
+    """Counts of the images read by ``rectgrad.zoo.read_image`` (so at full size) still alive, one per read."""
+    import weakref
+
+    from rectgrad import zoo
+
+    read, alive, counts = zoo.read_image, set(), []
+
+    def tracked(path):
+        image = read(path)
+        alive.add(id(image))
+        weakref.finalize(image, alive.discard, id(image))
+        counts.append(len(alive))
+        return image
+
+    monkeypatch.setattr(zoo, "read_image", tracked)
+    return counts
