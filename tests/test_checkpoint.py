@@ -399,6 +399,26 @@ def test_write_atomically_creates_folders_and_writes_beside_the_target(tmp_path)
     assert os.listdir(path.parent) == ["out.bin"]
 
 
+def test_a_name_that_just_fits_is_written_and_refusals_name_the_file_asked_for(tmp_path, monkeypatch):
+    # the temporary name beside a 255-byte name would be longer than the system allows: it is cut, the file written
+    longest = tmp_path / ("é" * 124 + "abc.png")
+    assert len(os.fsencode(longest.name)) == 255
+    write_atomically(longest, lambda f: f.write(b"x"))
+    assert os.listdir(tmp_path) == [longest.name] and longest.read_bytes() == b"x"
+    with pytest.raises(OSError, match="File name too long") as refused:
+        write_atomically(tmp_path / ("a" * 256), lambda f: f.write(b"x"))
+    assert refused.value.filename == str(tmp_path / ("a" * 256))  # the file asked for, not a temporary name
+
+    def refuse(*args):
+        raise PermissionError(errno.EPERM, "Operation not permitted", args[0], None, args[1])  # as os.replace's
+
+    monkeypatch.setattr(os, "replace", refuse)  # (an immutable file in the way)
+    with pytest.raises(PermissionError) as refused:
+        write_atomically(longest, lambda f: f.write(b"y"))
+    assert refused.value.filename == str(longest) and refused.value.filename2 is None
+    assert os.listdir(tmp_path) == [longest.name] and longest.read_bytes() == b"x"
+
+
 def test_a_folder_that_cannot_be_opened_still_gets_the_file(tmp_path, monkeypatch):
     real_open = os.open
 

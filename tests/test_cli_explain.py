@@ -421,6 +421,10 @@ def test_bad_input_is_one_clear_line(files, capsys, monkeypatch, case, message):
     (["--out", "."], "error: --out . is a folder; give a file name"),
     (["--save-maps", "maps.txt"], "error: --save-maps must name a .npz file, got maps.txt"),
     (["--out", "/proc/grid.png"], "error: --out /proc/grid.png: cannot write in /proc"),
+    (["--out", "g" * 252 + ".png"], "error: --out " + "g" * 252 + ".png: the name gggggggggggggggggggg... is 256 "
+                                    "bytes long; the file system of "),
+    (["--save-maps", "new/" + "é" * 126 + ".npz"], "error: --save-maps new/" + "é" * 126 + ".npz: the name "
+                                                    + "é" * 20 + "... is 256 bytes long"),  # bytes, not characters
 ])
 def test_options_are_refused_before_any_work(tmp_path, capsys, monkeypatch, options, message):
     from rectgrad import zoo

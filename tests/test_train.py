@@ -472,6 +472,10 @@ def test_cli_train_user_errors(tmp_path, monkeypatch, capsys):
     (tmp_path / "link.pt").symlink_to("/proc/m.pt")  # the link's folder is writable, its target's is not
     assert main(["train", "--dataset", "fashion-mnist", "--out", str(tmp_path / "link.pt")]) == 2
     assert f"--out {tmp_path / 'link.pt'}: cannot write in /proc" in capsys.readouterr().err
+    long = "m" * 245 + ".pt"  # fits, but its state file m...m.unfinished.pt would not: refused before training
+    assert main(["train", "--dataset", "fashion-mnist", "--out", str(tmp_path / long)]) == 2
+    assert (f"error: --out's state file {tmp_path / long[:-3]}.unfinished.pt: the name mmmmmmmmmmmmmmmmmmmm... is "
+            f"259 bytes long; the file system of {tmp_path} allows at most 255") in capsys.readouterr().err
     for option, value, message in [("--lr", "inf", "--lr must be a finite positive number"),
                                    ("--lr", "0", "--lr must be a finite positive number"),
                                    ("--epochs", "0", "--epochs must be a positive integer"),

@@ -90,7 +90,10 @@ def write_atomically(path, write) -> None:
     made of it."""
     path = regular_file(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{_shortened(path.name, 200)}.", suffix=".tmp")
+    except OSError as exc:  # (a read-only folder: named by the file asked for, not by a temporary name)
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     file = None
     try:
         os.chmod(tmp, 0o666 & ~_UMASK)  # as open() would create it, not mkstemp's private 0600
@@ -99,7 +102,10 @@ def write_atomically(path, write) -> None:
             write(file)
             file.flush()
             file.sync()
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError as exc:  # (an immutable file in its place)
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
         _sync_folder(path.parent)
     except Exception as exc:
         refused = None if file is None else file.error
@@ -109,6 +115,14 @@ def write_atomically(path, write) -> None:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _shortened(name: str, size: int) -> str:
+    """``name`` cut to at most ``size`` bytes as the file system stores it (a temporary name must fit where the name
+    itself just fits: 255 bytes on most)."""
+    while len(os.fsencode(name)) > size:
+        name = name[:-1]
+    return name
 
 
 def _sync_folder(folder: Path) -> None:

@@ -3,6 +3,7 @@ for minutes and then fail on an option it could have refused at once."""
 from __future__ import annotations
 
 import math
+import os
 import tempfile
 from pathlib import Path
 
@@ -25,6 +26,7 @@ def device(value: str) -> str:
 def output_file(path: Path, option: str, suffixes: tuple[str, ...] = ()) -> Path:
     """A file the command will write: not a folder, in a folder it can write to (or create), with one of
     ``suffixes`` (any case) when given."""
+    _names_fit(path, option)
     if path.is_dir():
         raise IsADirectoryError(f"{option} {path} is a folder; give a file name")
     if suffixes and path.suffix.lower() not in suffixes:
@@ -41,6 +43,7 @@ def output_file(path: Path, option: str, suffixes: tuple[str, ...] = ()) -> Path
 
 def output_folder(path: Path, option: str) -> Path:
     """A folder the command will write into: not an existing file, somewhere writable."""
+    _names_fit(path, option)
     if path.exists() and not path.is_dir():
         raise NotADirectoryError(f"{option} {path} exists and is not a folder")
     _writable(path, option, path)
@@ -108,6 +111,28 @@ def _writable(folder: Path, option: str, path: Path) -> None:
             pass
     except OSError as exc:
         raise PermissionError(f"{option} {path}: cannot write in {folder} ({exc.strerror})") from None
+
+
+def _names_fit(path: Path, option: str) -> None:
+    """Every name in ``path`` is no longer than its file system allows: checked before anything looks the path up,
+    as the system's refusal (ENAMETOOLONG) names no option."""
+    absolute = Path(os.path.abspath(path))
+    folder, found = Path(absolute.anchor), True
+    for name in absolute.parts[1:]:
+        size, longest = len(os.fsencode(name)), _longest_name(folder)
+        if size > longest:
+            raise ValueError(f"{option} {path}: the name {name[:20]}... is {size} bytes long; the file system of "
+                             f"{folder} allows at most {longest}")
+        found = found and os.path.isdir(folder / name)
+        folder = folder / name if found else folder  # names to be made are checked where they will be made
+
+
+def _longest_name(folder: Path) -> int:
+    """The longest file name (in bytes) the file system of ``folder`` allows (255 where the system cannot say)."""
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (AttributeError, OSError, ValueError):  # (no pathconf on Windows)
+        return 255
 
 
 def positive_int(value: int | None, option: str) -> int | None:

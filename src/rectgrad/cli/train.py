@@ -41,6 +41,7 @@ def train(
 
     device = _options.device(device)
     _options.output_file(out, "--out", (".pt", ".pth", ".ckpt"))  # (not an image's suffix, a .json sidecar's)
+    unfinished = _options.output_file(out.with_name(f"{out.stem}.unfinished{out.suffix}"), "--out's state file")
     _options.positive_int(epochs, "--epochs")
     _options.positive_int(batch_size, "--batch-size")
     _options.positive_number(lr, "--lr")
@@ -53,7 +54,6 @@ def train(
     if occlusion is not None:
         train_set, test_set = occlusion.apply(train_set), occlusion.apply(test_set)
     model = new_model(train_set, seed)
-    unfinished = out.with_name(f"{out.stem}.unfinished{out.suffix}")
 
     def save(history: dict) -> None:
         save_checkpoint(model, out, dataset=dataset,
