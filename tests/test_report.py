@@ -358,3 +358,49 @@ def test_figures_of_a_random_only_run_show_random(tmp_path, monkeypatch):
     make_report(tmp_path, methods=["random"], **{"results/noise.json": noise}).noise()
     for name in ("fig8-background-attribution.png", "fig8-total-variation.png"):
         assert [t.get_text() for t in figures[name].axes[0].get_xticklabels()] == ["Random"], name
+
+
+def _noise_result(outside=(1, 2)) -> dict:
+    return {"outside": list(outside), "outside_fraction": [.1, .2], "total_variation": [3, 4],
+            "total_variation_relative": [.3, .4], "outside_raw": [2 * v for v in outside],
+            "total_variation_raw": [6, 8]}
+
+
+@pytest.mark.parametrize("name, value, why", [
+    ("results/noise.json", {m: _noise_result() for m in METHODS[:-1]}, "no 'guided_bp'"),  # a method's entry gone
+    ("results/noise.json", {**{m: _noise_result() for m in METHODS}, "rectgrad": {**_noise_result(), "outside": "x"}},
+     "'outside' holds no 1-D array of numbers"),
+    ("results/noise.json", [1, 2], "a JSON list, not an object"),
+    ("results/occlusion-conv1.json", {"fractions": [0, 1], "margins": [1, 2]}, "'margins' holds no 2-D array"),
+    ("results/occlusion-conv1.json", {"fractions": [0, 1], "margins": [[1, 2], [3]]}, "'margins' holds no 2-D"),
+    ("results/patch.json", {m: {"inside": [1], "inside_raw": [1]} for m in METHODS}, "no 'fraction_raw'"),
+])
+def test_a_result_edited_by_hand_is_named_as_corrupt(tmp_path, name, value, why):
+    # valid JSON of another shape (a key gone, text for numbers): the error names the file and what to do
+    report = make_report(tmp_path, **{name: value})
+    (report.work / "results" / "patch-examples.pt").parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"inputs": torch.zeros(1, 1, 8, 8), "maps": {m: torch.zeros(1, 1, 8, 8) for m in METHODS}},
+               report.work / "results" / "patch-examples.pt")
+    section = {"noise": report.noise, "occlu": report.occlusion, "patch": report.patch}[name[8:13]]
+    with pytest.raises(ValueError) as refused:
+        section()
+    assert str(refused.value).startswith(f"{report.work / name} is corrupt ({why}")
+    assert str(refused.value).endswith("delete it and rerun to compute it again")
+
+
+def test_fig8_gives_no_background_verdict_where_the_masks_mark_no_background(tmp_path):
+    # no method, not even Random, puts anything outside the masks: they mark no background; TV is still compared
+    noise = {m: {**_noise_result(outside=(0, 0)), "total_variation": [v, v]}
+             for m, v in zip(METHODS, (9, 1, 2, 3))}
+    report = make_report(tmp_path, **{"results/noise.json": noise})
+    text = report.noise()
+    assert "No method puts any attribution outside the masks: they mark no background" in text
+    for start in ("Fig. 8: RectGrad puts less attribution on the background", "Fig. 8, scale-free check: RectGrad"):
+        assert claim(report, start) == ("no attribution outside the masks: they mark no background", "n/a")
+    assert claim(report, "Fig. 8: RectGrad maps have lower total variation") == (
+        "RectGrad 1; best baseline Saliency 2", "yes")
+    noise["random"]["outside_raw"] = [0, 1e-9]  # something outside, if only without the final threshold: compared
+    report = make_report(tmp_path, **{"results/noise.json": noise})
+    assert "No method puts" not in report.noise()
+    assert claim(report, "Fig. 8: RectGrad puts less attribution on the background") == (
+        "RectGrad 0; best baseline Saliency 0", "**no**")

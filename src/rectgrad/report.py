@@ -17,7 +17,7 @@ from matplotlib.patches import Rectangle
 from rectgrad.checkpoint import load_checkpoint, write_text_atomically
 from rectgrad.data import natural_order
 from rectgrad.evaluation.roar import RoarKarResult, read_accuracy, result_name
-from rectgrad.evaluation.store import ResultStore, read_json, read_torch
+from rectgrad.evaluation.store import ResultStore, corrupt, read_json, read_torch
 from rectgrad.methods import METHODS as REGISTRY
 from rectgrad.metrics import TIE_NOISE
 from rectgrad.viz import boxplot, grid, line_plot, prepare, save_figure
@@ -52,6 +52,32 @@ def _cell(text: str) -> str:
     """``text`` for a Markdown table cell: a ``|`` in it (``|attribution|``, a class folder's name) would end the cell
     and push the rest of the row out of the table."""
     return text.replace("|", "\\|")
+
+
+class _Saved(dict):
+    """A saved result read back; a key it lacks, or a value that is not the numbers it should be (a file edited by
+    hand), is an error naming the file, as a damaged file is."""
+
+    def __init__(self, path: Path, value: dict):
+        super().__init__(value)
+        self.path = path
+
+    def __getitem__(self, key):
+        if key not in self:
+            raise corrupt(self.path, f"no {key!r}")
+        value = super().__getitem__(key)
+        return _Saved(self.path, value) if isinstance(value, dict) else value
+
+    def numbers(self, key: str, ndim: int = 1) -> np.ndarray:
+        """``self[key]`` as an ``ndim``-dimensional float array."""
+        value = self[key]
+        try:
+            value = np.asarray(value, dtype=float)
+        except (TypeError, ValueError):  # (strings, nested lists of unequal lengths)
+            value = None
+        if value is None or value.ndim != ndim:
+            raise corrupt(self.path, f"{key!r} holds no {ndim}-D array of numbers")
+        return value
 
 
 def label(method: str) -> str:
@@ -100,7 +126,7 @@ class _Report:
 
     def _json(self, name: str):
         path = self.work / name
-        return read_json(path) if path.is_file() else None
+        return _Saved(path, read_json(path, numbers=())) if path.is_file() else None
 
     def _csv(self, name: str, header: list[str], rows: list[list]) -> None:
         text = io.StringIO(newline="")
@@ -212,7 +238,7 @@ class _Report:
             return f"## Fig. 2: feature-map occlusion\n\n{self._not_run()}\n"
         rows, plot, summary = [], {}, []
         for layer, data in curves.items():
-            margins = np.array(data["margins"])
+            margins = data.numbers("margins", ndim=2)
             mean, std = margins.mean(0), margins.std(0)
             plot[layer] = (mean, None)
             rows += [[layer, f, m, s, float((margins[:, i] > 0).mean())]
@@ -232,7 +258,7 @@ class _Report:
         claim = ("Fig. 2: the mean margin stays positive while all background activations are zeroed (background "
                  "activations are irrelevant)")
         if zeroed:
-            lowest = min(np.array(d["margins"]).mean(0).min() for d in zeroed.values())
+            lowest = min(d.numbers("margins", ndim=2).mean(0).min() for d in zeroed.values())
             self._claim(claim, f"lowest mean margin {lowest:.2f}", bool(lowest > 0))
         else:
             self._claim(claim, "no background activation was zeroed: the masks mark no background", None)
@@ -250,21 +276,21 @@ class _Report:
         data, examples_file = self._json("results/patch.json"), self.work / "results/patch-examples.pt"
         if data is None or not examples_file.is_file():  # (reproduce computes both again when either is missing)
             return "## Figs. 3 and 7: training-set random patch\n\nNot run yet.\n"
-        values = {m: np.array(data[m]["inside"]) for m in self.methods}
+        values = {m: data[m].numbers("inside") for m in self.methods}
         examples = read_torch(examples_file)
         maps = {label(m): prepare(v) for m, v in examples["maps"].items()}
         fig3 = grid(examples["inputs"], maps, title="Maps of the patch model (8x8 scored corner in red; Fig. 3)")
         for ax in fig3.axes:
             ax.add_patch(Rectangle((-0.5, -0.5), 8, 8, fill=False, edgecolor="red", linewidth=1))
-        rows = [[m, float(v.mean()), float(np.median(v)), float(v.std()), float(np.mean(data[m]["inside_raw"])),
-                 float(np.mean(data[m]["fraction_raw"])), len(v)] for m, v in values.items()]
+        rows = [[m, float(v.mean()), float(np.median(v)), float(v.std()), float(data[m].numbers("inside_raw").mean()),
+                 float(data[m].numbers("fraction_raw").mean()), len(v)] for m, v in values.items()]
         self._csv("patch-attribution.csv", ["method", "mean", "median", "std", "mean_without_final_threshold",
                                             "mean_share_without_final_threshold", "images"], rows)
         means = {m: float(v.mean()) for m, v in values.items()}
         self._compare("Fig. 7: RectGrad puts less attribution on the random patch than every baseline (mean)", means)
         self._compare("Fig. 7, scale-free check: RectGrad puts a smaller share of its map on the patch than every "
                       "baseline (mean share, no final threshold)",
-                      {m: float(np.mean(data[m]["fraction_raw"])) for m in self.methods})
+                      {m: float(data[m].numbers("fraction_raw").mean()) for m in self.methods})
         ranked = {m: v for m, v in means.items() if m != "random"}
         if "rectgrad_prr" in ranked:
             best = min(ranked, key=ranked.get)
@@ -283,30 +309,38 @@ class _Report:
         data = self._json("results/noise.json")
         if data is None:
             return f"## Fig. 8: noise level\n\n{self._not_run()}\n"
-        outside = {m: np.array(data[m]["outside"]) for m in self.methods}
-        tv = {m: np.array(data[m]["total_variation"]) for m in self.methods}
-        share = {m: np.array(data[m]["outside_fraction"]) for m in self.methods}
-        tv_relative = {m: np.array(data[m]["total_variation_relative"]) for m in self.methods}
+        outside = {m: data[m].numbers("outside") for m in self.methods}
+        tv = {m: data[m].numbers("total_variation") for m in self.methods}
+        share = {m: data[m].numbers("outside_fraction") for m in self.methods}
+        tv_relative = {m: data[m].numbers("total_variation_relative") for m in self.methods}
         rows = [[m, float(outside[m].sum()), float(outside[m].mean()), float(outside[m].std()), float(share[m].mean()),
-                 float(np.median(tv[m])), float(tv[m].mean()), float(np.sum(data[m]["outside_raw"])),
-                 float(np.median(data[m]["total_variation_raw"])), float(np.median(tv_relative[m]))]
+                 float(np.median(tv[m])), float(tv[m].mean()), float(data[m].numbers("outside_raw").sum()),
+                 float(np.median(data[m].numbers("total_variation_raw"))), float(np.median(tv_relative[m]))]
                 for m in self.methods]
         self._csv("noise-level.csv", ["method", "outside_total", "outside_mean", "outside_std", "outside_share_mean",
                                       "tv_median", "tv_mean", "outside_total_without_final_threshold",
                                       "tv_median_without_final_threshold", "tv_relative_median"], rows)
-        self._compare("Fig. 8: RectGrad puts less attribution on the background than every baseline (total)",
-                      {m: float(v.sum()) for m, v in outside.items()})
-        self._compare("Fig. 8, scale-free check: RectGrad puts a smaller share of its attribution on the background "
-                      "than every baseline (mean share)",
-                      {m: float(v.mean()) for m, v in share.items()})
+        background = {"Fig. 8: RectGrad puts less attribution on the background than every baseline (total)":
+                      {m: float(v.sum()) for m, v in outside.items()},
+                      "Fig. 8, scale-free check: RectGrad puts a smaller share of its attribution on the background "
+                      "than every baseline (mean share)": {m: float(v.mean()) for m, v in share.items()}}
+        # no attribution outside the masks by any method, even the random one: the masks mark no background
+        nothing_outside = not any(outside[m].any() or data[m].numbers("outside_raw").any() for m in self.methods)
+        for claim, values in background.items():
+            if nothing_outside:
+                self._claim(claim, "no attribution outside the masks: they mark no background", None)
+            else:
+                self._compare(claim, values)
         self._compare("Fig. 8: RectGrad maps have lower total variation than every baseline (median)",
                       {m: float(np.median(v)) for m, v in tv.items()})
         self._compare("Fig. 8, scale-free check: lower total variation per unit of total |attribution| (median)",
                       {m: float(np.median(v)) for m, v in tv_relative.items()})
         bars = self._bars({label(m): (outside[m].mean(), outside[m].std()) for m in self.plotted},
                           "mean sum |attribution| outside the object", "Attribution outside the mask (Fig. 8, top)")
+        note = (["No method puts any attribution outside the masks: they mark no background (every pixel is object), "
+                 "so the background is not compared.", ""] if nothing_outside else [])
         return "\n".join([
-            "## Fig. 8: noise level", "", self._figure(bars, "fig8-background-attribution.png"), "",
+            "## Fig. 8: noise level", "", *note, self._figure(bars, "fig8-background-attribution.png"), "",
             self._figure(boxplot({label(m): tv[m] for m in self.plotted}, "total variation",
                                  "Total variation of the maps (Fig. 8, bottom)"), "fig8-total-variation.png"), "",
             "| method | outside, total | outside, share of map | TV, median | TV / total, median | outside, no final "
