@@ -43,8 +43,8 @@ def full_size_images(monkeypatch):
 
     read, alive, counts = zoo.read_image, set(), []
 
-    def tracked(path):
-        image = read(path)
+    def tracked(path, **options):
+        image = read(path, **options)
         alive.add(id(image))
         weakref.finalize(image, alive.discard, id(image))
         counts.append(len(alive))

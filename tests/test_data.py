@@ -4,9 +4,11 @@ import hashlib
 import io
 import os
 import pickle
+import re
 import shutil
 import tarfile
 import urllib.error
+import warnings
 import zlib
 from dataclasses import replace
 from pathlib import Path
@@ -900,6 +902,58 @@ def test_folder_masks_are_zero_one_only_when_every_value_is_0_or_1():
     raw = torch.tensor([[[0, 1], [1, 0]], [[0, 2], [2, 0]], [[0, 128], [127, 255]]], dtype=torch.uint8)
     assert data.folder_mask_objects(raw).tolist() == [[[False, True], [True, False]], [[False, False], [False, False]],
                                                       [[False, True], [False, True]]]
+
+
+def test_a_sixteen_bit_zero_one_mask_marks_its_ones_as_object(tmp_path):
+    write_image_folder(tmp_path)
+    zero_one = np.zeros((20, 24), np.uint16)
+    zero_one[:, :12] = 1  # the left half
+    Image.fromarray(zero_one).save(tmp_path / "test" / "a_cat" / "img0_mask.png")  # mode I;16
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # not "mark no object pixel"
+        masked = data.load_image_folder_masks(tmp_path, 16)
+    mask = masked.masks[masked.names.index("a_cat/img0")]
+    assert mask[:, :8].all() and not mask[:, 8:].any()
+
+
+def test_a_sixteen_bit_mask_is_white_on_the_object(tmp_path):
+    # a 16-bit mask of 0 and 65535 (white at 16 bits): the object where it is white, as an 8-bit 0/255 mask
+    write_image_folder(tmp_path)
+    deep = np.zeros((20, 24), np.uint16)
+    deep[:, :12] = 65535
+    Image.fromarray(deep).save(tmp_path / "test" / "a_cat" / "img0_mask.png")
+    masked = data.load_image_folder_masks(tmp_path, 16)
+    mask = masked.masks[masked.names.index("a_cat/img0")]
+    assert mask[:, :8].all() and not mask[:, 8:].any()
+
+
+def test_a_mask_whose_object_vanishes_at_the_image_size_is_said_to(tmp_path):
+    write_image_folder(tmp_path, sizes=((64, 64), (40, 40)))
+    thin = np.zeros((64, 64), np.uint8)
+    thin[3, :] = 255  # a 1-pixel line: 64 white pixels, none of them on the rows nearest-neighbour keeps at 16
+    Image.fromarray(thin).save(tmp_path / "test" / "a_cat" / "img0_mask.png")
+    with pytest.warns(UserWarning) as caught:
+        masked = data.load_image_folder_masks(tmp_path, 16)
+    assert not masked.masks[masked.names.index("a_cat/img0")].any()  # (what the warning is about)
+    about = [str(w.message) for w in caught if "a_cat/img0" in str(w.message)]
+    assert about and all(re.search(r"resiz|image.size", m, re.IGNORECASE) for m in about), about
+
+
+def test_masks_losing_their_background_in_the_resize_are_told_from_masks_without_any(tmp_path):
+    # a thin background line vanishes at 16 pixels (every pixel object): said so, apart from a mask marking nothing
+    write_image_folder(tmp_path, sizes=((64, 64), (40, 40)))
+    thin = np.full((64, 64), 255, np.uint8)
+    thin[3, :] = 0
+    Image.fromarray(thin).save(tmp_path / "test" / "a_cat" / "img0_mask.png")
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(tmp_path / "test" / "b_dog" / "img0_mask.png")
+    with pytest.warns(UserWarning) as caught:
+        masked = data.load_image_folder_masks(tmp_path, 16)
+    assert masked.masks[masked.names.index("a_cat/img0")].all()
+    assert sorted(str(w.message) for w in caught) == [
+        "the masks of 1 image(s) (a_cat/img0) mark a background too thin or small to survive when resized to 16x16 "
+        "pixels (nearest neighbour; a larger --image-size keeps it): every pixel counts as object there",
+        "the masks of 1 image(s) (b_dog/img0) mark no object pixel (white, or 1 in a 0/1 mask): every pixel counts "
+        "as background there"]
 
 
 def test_image_folder_order_is_a_seed_0_permutation_of_the_class_ordered_files(tmp_path):

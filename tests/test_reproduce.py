@@ -1253,3 +1253,85 @@ def test_cli_reproduce_out_must_be_a_folder(tmp_path, monkeypatch, capsys):
     assert main(["reproduce", "--dataset", "fashion-mnist", "--scale", "smoke", "--out", str(tmp_path / "taken"),
                  "--work-dir", str(tmp_path / "w")]) == 2
     assert "exists and is not a folder" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- exploratory: `reproduce --dataset folder`
+
+@pytest.fixture(scope="module")
+def own_smoke(tmp_path_factory):
+    """One smoke run on your own images (3 shape classes, masks beside every test image), its ROAR/KAR models scored
+    on the first 5 test images: (arguments, image folder, report folder, work folder)."""
+    root = tmp_path_factory.mktemp("own")
+    write_shape_folder(root / "images", masks=True, n_train=20, n_test=4)
+    args = ["reproduce", "--dataset", "folder", "--data-dir", str(root / "images"), "--scale", "smoke", "--device",
+            "cpu", "--no-progress", "--methods", "random,rectgrad,saliency", "--set", "roar_test_images=5"]
+    assert main([*args, "--out", str(root / "report")]) == 0
+    return args, root / "images", root / "report", root / "report" / "work"
+
+
+def test_own_images_report_needs_every_fig2_layer(own_smoke):
+    # the run the fixture made is complete: Fig. 2 has every convolution of the clean model, and its claim a verdict
+    _, _, report, work = own_smoke
+    assert sorted(p.stem for p in (work / "results").glob("occlusion-*.json")) == [f"occlusion-conv{i}"
+                                                                                   for i in range(1, 5)]
+    readme = (report / "README.md").read_text()
+    verdict = next(line for line in readme.splitlines() if line.startswith("| Fig. 2: the mean margin"))
+    assert verdict.endswith(("| yes |", "| **no** |")), verdict
+
+
+def test_report_of_a_run_stopped_during_fig2_gives_no_verdict_on_the_layers_done(own_smoke, tmp_path):
+    _, _, _, work = own_smoke
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy)
+    (copy / "results" / "occlusion-conv4.json").unlink()  # stopped while conv4's curve was computed
+    readme = write_report(copy, tmp_path / "report").read_text()
+    verdict = next(line for line in readme.splitlines() if line.startswith("| Fig. 2: the mean margin"))
+    assert verdict.endswith("| n/a |"), verdict  # conv4 alone may bring the margin below 0
+    section = readme.split("## Fig. 2")[1].split("## Figs. 3")[0]
+    assert re.search(r"conv4|not done", section), section
+
+
+def test_roar_chance_level_is_that_of_the_test_images_the_retrained_models_are_scored_on(own_smoke, tmp_path):
+    _, images, _, work = own_smoke
+    scored = data.load_image_folder(images, "test").labels[:5]  # roar_test_images=5: the first five
+    majority = scored.bincount().max().item() / len(scored)  # >= 2/5, while the whole split's is 4/12
+    assert majority >= 0.4
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy)
+    for result in [*(copy / "roar").glob("*.json"), *(copy / "kar").glob("*.json")]:
+        result.write_text(json.dumps({"accuracy": majority}))  # what "always the majority class" scores there
+    readme = write_report(copy, tmp_path / "report").read_text()
+    assert "**ROAR: every retrained model is at chance level" in readme
+    assert "**KAR: every retrained model is at chance level" in readme
+
+
+def test_fig8_background_claims_are_not_judged_where_no_mask_marks_background(tmp_path, monkeypatch):
+    monkeypatch.setattr(pipeline._Run, "patch", lambda *args: None)  # Figs. 2 and 8 alone
+    monkeypatch.setattr(pipeline._Run, "roar_kar", lambda *args: None)
+    images = tmp_path / "images"
+    write_shape_folder(images, masks=True, n_train=10, n_test=2)
+    for mask in (images / "test").rglob("*_mask.png"):
+        Image.new("L", (36, 36), 255).save(mask)  # all object
+    with pytest.warns(UserWarning, match="mark every pixel as object"):
+        pipeline.reproduce("folder", "smoke", tmp_path / "work", data_dir=images,
+                           methods=["random", "rectgrad", "saliency"], settings=pipeline.Settings(progress=False))
+    readme = write_report(tmp_path / "work", tmp_path / "report").read_text()
+    noise = json.loads((tmp_path / "work" / "results" / "noise.json").read_text())
+    assert all(value == 0 for m in noise for value in noise[m]["outside"])  # nothing measured outside
+    assert "| no background activation was zeroed: the masks mark no background | n/a |" in readme  # Fig. 2
+    for claim in ("| Fig. 8: RectGrad puts less attribution on the background than every baseline (total) |",
+                  "| Fig. 8, scale-free check: RectGrad puts a smaller share of its attribution on the background"):
+        verdict = next(line for line in readme.splitlines() if line.startswith(claim))
+        assert verdict.endswith("| n/a |"), verdict
+
+
+def test_a_fig2_result_without_its_margins_names_its_file(own_smoke, tmp_path, capsys):
+    args, _, _, work = own_smoke
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy)
+    edited = copy / "results" / "occlusion-conv2.json"
+    result = json.loads(edited.read_text())
+    edited.write_text(json.dumps({k: v for k, v in result.items() if k != "margins"}))
+    assert main([*args, "--out", str(tmp_path / "report"), "--work-dir", str(copy)]) == 2
+    err = capsys.readouterr().err
+    assert f"{edited} is corrupt" in err and "delete it and rerun" in err, err

@@ -798,6 +798,17 @@ def test_image_folder_with_masks(model_and_folder):
     assert torch.equal(loaded.masks, images.masks)
 
 
+def test_a_sixteen_bit_zero_one_mask_beside_an_image_marks_its_ones(model_and_folder):
+    # a label map saved at 16 bits (0 and 1): its ones are the object, as in an 8-bit 0/1 mask (not its top byte, 0)
+    from rectgrad import zoo
+
+    path, folder, images = model_and_folder
+    (folder / "10.png").unlink()
+    Image.fromarray(images.masks[0].numpy().astype(np.uint16)).save(folder / "1_mask.png")
+    assert Image.open(folder / "1_mask.png").mode.startswith("I")
+    assert torch.equal(studies.images_from_files(zoo.load(path), [folder]).masks, images.masks)
+
+
 def test_image_files_and_masks_are_read_one_at_a_time(model_and_folder, full_size_images):
     # each image and mask is reduced to the model's input before the next is read: a folder of photos fits in memory
     from rectgrad import zoo

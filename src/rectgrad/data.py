@@ -515,17 +515,37 @@ def _warn_unused_masks(folder: Path, names: list[str]) -> None:
                       f"{', ...' if len(names) > 5 else ''}", stacklevel=3)
 
 
-def _warn_odd_masks(names: list[str], masks, object_pixels: str) -> None:
+def _warn_odd_masks(names: list[str], masks, object_pixels: str, files: list[Path] | None = None) -> None:
     """Warn, naming the images, about masks that mark no object pixel (``object_pixels`` says which pixels would), and
-    about masks that mark no background pixel."""
-    empty = [name for name, mask in zip(names, masks) if not mask.any()]
-    full = [name for name, mask in zip(names, masks) if mask.all()]
-    for odd, what in ((empty, f"mark no object pixel ({object_pixels}): every pixel counts as background there"),
-                      (full, "mark every pixel as object: with no background there, Fig. 2 zeroes nothing and Fig. 8 "
-                             "finds no attribution outside the object")):
+    about masks that mark no background pixel; with the mask ``files`` they were resized from, those whose object (or
+    background) was there and vanished in the resize are told apart."""
+    empty = [i for i, mask in enumerate(masks) if not mask.any()]
+    full = [i for i, mask in enumerate(masks) if mask.all()]
+    at_full_size = {i: _mask_objects(files[i]) for i in empty + full} if files is not None else {}
+    lost_object = [i for i in empty if i in at_full_size and at_full_size[i].any()]
+    lost_background = [i for i in full if i in at_full_size and not at_full_size[i].all()]
+    resized = (f"when resized to {'x'.join(map(str, masks[0].shape))} pixels (nearest neighbour; a larger "
+               "--image-size keeps it)")
+    for odd, what in ((sorted(set(empty) - set(lost_object)),
+                       f"mark no object pixel ({object_pixels}): every pixel counts as background there"),
+                      (lost_object, f"mark an object too thin or small to survive {resized}: every pixel counts as "
+                                    "background there"),
+                      (sorted(set(full) - set(lost_background)),
+                       "mark every pixel as object: with no background there, Fig. 2 zeroes nothing and Fig. 8 finds "
+                       "no attribution outside the object"),
+                      (lost_background, f"mark a background too thin or small to survive {resized}: every pixel "
+                                        "counts as object there")):
         if odd:
-            warnings.warn(f"the masks of {len(odd)} image(s) ({', '.join(odd[:5])}{', ...' if len(odd) > 5 else ''}) "
-                          f"{what}", stacklevel=3)
+            listed = [names[i] for i in odd]
+            warnings.warn(f"the masks of {len(odd)} image(s) ({', '.join(listed[:5])}"
+                          f"{', ...' if len(odd) > 5 else ''}) {what}", stacklevel=3)
+
+
+def _mask_objects(path: Path) -> torch.Tensor:
+    """The object pixels of the folder dataset's mask file ``path`` at its own size (:func:`folder_mask_objects`)."""
+    with _open_image(path) as image:
+        pixels = np.array(eight_bit(upright(image), path, mask=True).convert("L"))
+    return folder_mask_objects(torch.from_numpy(pixels)[None])[0]
 
 
 def image_folder_files(root, split: str = "test", image_size: int = 32) -> list[Path]:
@@ -569,7 +589,7 @@ def load_image_folder_masks(root, image_size: int = 32, test: ImageDataset | Non
                        description="reading masks", masks=True)[:, 0]
     masks = folder_mask_objects(raw)
     names = [path.relative_to(Path(root) / "test").with_suffix("").as_posix() for path in paths]
-    _warn_odd_masks(names, masks, "white, or 1 in a 0/1 mask")
+    _warn_odd_masks(names, masks, "white, or 1 in a 0/1 mask", [mask_of[path] for path in paths])
     images = _read_images(paths, image_size, mode, progress=progress, description="reading masked images")
     wrong = [] if test is None else [path for path, given, read in zip(paths, test.images[masked].cpu(), images)
                                      if not torch.equal(given, read)]
@@ -816,13 +836,18 @@ def upright(image):
     return turned
 
 
-def eight_bit(image, path="image"):
+def eight_bit(image, path="image", mask: bool = False):
     """A Pillow image with 8 bits per channel: 16-bit images (mode ``I;16``, or ``I`` from a PGM / PPM file, which
     Pillow scales to 0-65535, or from a 16-bit PNG, as Pillow < 10.3 opens it) keep their top byte (Pillow's own
     conversion would clip them), their transparent grey level, if any, becoming an alpha channel; 32-bit integer and
-    floating-point images, whose range is unknown, are refused."""
+    floating-point images, whose range is unknown, are refused. A ``mask`` of 16 or 32-bit integers holding only 0
+    and 1 (a label map) keeps its values: its top byte would mark nothing."""
     from PIL import Image
 
+    if mask and image.mode.startswith("I"):
+        values = np.asarray(image)
+        if values.size and values.min() >= 0 and values.max() <= 1:
+            return Image.fromarray(values.astype(np.uint8))
     if image.mode.startswith("I;16") or (image.mode == "I" and image.format in ("PNG", "PPM")):
         deep = np.asarray(image).astype(np.uint16)
         top = (deep >> 8).astype(np.uint8)
@@ -862,7 +887,7 @@ def _read_images(paths: list[Path], size: int, mode: str, resample=None, progres
     bar = progress_bar(len(paths), description, progress and len(paths) >= 2000, unit="image")
     for i, path in enumerate(paths):
         with _open_image(path) as image:
-            image = eight_bit(upright(image), path)
+            image = eight_bit(upright(image), path, mask=masks)
             image = (image if masks else on_white(image)).convert(mode)
             if image.size != (size, size):
                 image = image.resize((size, size), resample)

@@ -16,6 +16,7 @@ from matplotlib.patches import Rectangle
 
 from rectgrad.checkpoint import load_checkpoint, write_text_atomically
 from rectgrad.data import natural_order
+from rectgrad.evaluation.occlusion import conv_activations
 from rectgrad.evaluation.roar import RoarKarResult, read_accuracy, result_name
 from rectgrad.evaluation.store import ResultStore, corrupt, read_json, read_torch
 from rectgrad.methods import METHODS as REGISTRY
@@ -255,18 +256,29 @@ class _Report:
         # saved before the units were counted are taken to have zeroed some)
         zeroed = {layer: d for layer, d in curves.items() if any(d.get("background_units", [True]))}
         untouched = [layer for layer in curves if layer not in zeroed]
+        pending = [layer for layer in self._fig2_layers or [] if layer not in curves]  # (a run stopped during Fig. 2)
         claim = ("Fig. 2: the mean margin stays positive while all background activations are zeroed (background "
                  "activations are irrelevant)")
-        if zeroed:
+        if pending:
+            self._claim(claim, f"not done yet at {', '.join(pending)}", None)
+        elif zeroed:
             lowest = min(d.numbers("margins", ndim=2).mean(0).min() for d in zeroed.values())
             self._claim(claim, f"lowest mean margin {lowest:.2f}", bool(lowest > 0))
         else:
             self._claim(claim, "no background activation was zeroed: the masks mark no background", None)
         note = ([f"Nothing was zeroed at {', '.join(untouched)} (no mask marks a background unit at the layer's size): "
                  "flat curves, left out of the claim.", ""] if untouched else [])
+        if pending:
+            note += [f"Not done yet at {', '.join(pending)}: the claim waits for every layer.", ""]
         return "\n".join(["## Fig. 2: feature-map occlusion", "", figure, "", *note,
                           "| layer | margin, nothing zeroed | margin, all background zeroed | lowest | images still "
                           "correct, all zeroed |", "|---|---|---|---|---|", *summary, ""])
+
+    @functools.cached_property
+    def _fig2_layers(self) -> list[str] | None:
+        """The layers Fig. 2 occludes: each convolution's activation in the clean model (None before it is trained)."""
+        path = self.work / "models" / "clean.pt"
+        return list(conv_activations(load_checkpoint(path)[0])) if path.is_file() else None
 
     def _not_run(self) -> str:
         """Why an experiment on the masked images has no results."""
@@ -391,7 +403,7 @@ class _Report:
                   "|---|---|---|---|---|"]
         lines += [f"| {label(t[0])} | {fmt(t[1], t[2])} | {fmt(t[5])} | {fmt(t[3], t[4])} | {fmt(t[6])} |"
                   for t in table]
-        chance = _chance(self._metadata["clean"])
+        chance = self._roar_chance()
         for mode, result in results.items():
             accuracies = [a.max() for a in result.accuracies.values()]
             if accuracies and _at_chance(max(accuracies), chance):
@@ -412,6 +424,14 @@ class _Report:
                   "accuracy curve over the measured fractions divided by their span (KAR AOC = 1 - that); see "
                   "docs/evaluation.md.", ""]
         return "\n".join(lines)
+
+    def _roar_chance(self) -> float | None:
+        """The chance accuracy on the test images the retrained models are scored on (the first
+        ``roar_test_images``); of the whole test split for results saved before 2026-11-29."""
+        path = self.work / "results" / "roar-test.json"
+        if path.is_file():
+            return read_json(path, numbers=("majority_accuracy",))["majority_accuracy"]
+        return _chance(self._metadata["clean"])
 
     def _compare(self, claim: str, values: dict[str, float], spread: dict[str, float] | None = None) -> None:
         """Record whether RectGrad's value is below every baseline's, with the best baseline for reference."""

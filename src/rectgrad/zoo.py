@@ -143,9 +143,10 @@ class LoadedModel:
         return self.preprocess(read_image(p) for p in paths)
 
 
-def read_image(path):
+def read_image(path, mask: bool = False):
     """Open an image file fully, upright as its EXIF orientation says, 8 bits per channel (``FileNotFoundError`` /
-    ``ValueError`` naming the file otherwise)."""
+    ``ValueError`` naming the file otherwise); a ``mask`` of 0 and 1 keeps them at any depth
+    (:func:`rectgrad.data.eight_bit`)."""
     from PIL import Image
 
     path = Path(path)
@@ -160,7 +161,7 @@ def read_image(path):
             image = upright(image)
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise ValueError(f"cannot read image {path}: {exc}") from None
-    return eight_bit(image, path)
+    return eight_bit(image, path, mask)
 
 
 def imagenet_labels() -> list[str]:

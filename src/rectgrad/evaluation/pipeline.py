@@ -392,6 +392,9 @@ class _Run:
     def roar_kar(self, model: torch.nn.Module, train: ImageDataset, test: ImageDataset) -> None:
         """Fig. 9 and Table 1: both modes, every method; each training saved as it finishes."""
         ranked = [m for m in self.methods if m != "random"]
+        if not self.store.has("results/roar-test.json"):  # the chance level of the images ROAR/KAR score on
+            self.store.save_json("results/roar-test.json", {"images": len(test), "majority_accuracy":
+                                                            test.labels.bincount().max().item() / len(test)})
         train_maps = self.maps("roar-train", model, train, ranked)
         test_maps = self.maps("roar-test", model, test, ranked)
         attributions = {m: None if m == "random" else (train_maps[m], test_maps[m]) for m in self.methods}

@@ -539,7 +539,7 @@ def _object_masks(loaded, files: list[Path], mask_files: list[Path]) -> Tensor:
     from rectgrad.zoo import read_image
 
     def binary(path: Path, mask_file: Path):
-        mask = read_image(mask_file)
+        mask = read_image(mask_file, mask=True)
         check_mask_size(mask_file, mask.size, path, upright_size(path))
         objects = folder_mask_objects(torch.from_numpy(np.array(mask.convert("L")))[None])[0]
         return Image.fromarray(objects.numpy().astype(np.uint8) * 255)
