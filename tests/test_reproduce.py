@@ -1262,9 +1262,9 @@ def own_smoke(tmp_path_factory):
     """One smoke run on your own images (3 shape classes, masks beside every test image), its ROAR/KAR models scored
     on the first 5 test images: (arguments, image folder, report folder, work folder)."""
     root = tmp_path_factory.mktemp("own")
-    write_shape_folder(root / "images", masks=True, n_train=20, n_test=4)
+    write_shape_folder(root / "images", masks=True, n_train=8, n_test=4)
     args = ["reproduce", "--dataset", "folder", "--data-dir", str(root / "images"), "--scale", "smoke", "--device",
-            "cpu", "--no-progress", "--methods", "random,rectgrad,saliency", "--set", "roar_test_images=5"]
+            "cpu", "--no-progress", "--methods", "random,rectgrad", "--set", "roar_test_images=5"]
     assert main([*args, "--out", str(root / "report")]) == 0
     return args, root / "images", root / "report", root / "report" / "work"
 
@@ -1326,6 +1326,8 @@ def test_fig8_background_claims_are_not_judged_where_no_mask_marks_background(tm
 
 
 def test_a_fig2_result_without_its_margins_names_its_file(own_smoke, tmp_path, capsys):
+    # a result edited by hand into valid JSON of another shape: through the command, one line naming the file and
+    # the remedy (was "error: 'margins'")
     args, _, _, work = own_smoke
     copy = tmp_path / "work"
     shutil.copytree(work, copy)
@@ -1335,3 +1337,54 @@ def test_a_fig2_result_without_its_margins_names_its_file(own_smoke, tmp_path, c
     assert main([*args, "--out", str(tmp_path / "report"), "--work-dir", str(copy)]) == 2
     err = capsys.readouterr().err
     assert f"{edited} is corrupt" in err and "delete it and rerun" in err, err
+
+
+@pytest.mark.xfail(strict=True, reason="bug: the docs promise that the first N images of the folder's fixed shuffled "
+                                       "order (what the smoke and quick scales take) hold every class; a plain shuffle "
+                                       "leaves a small class out (with 100, 100 and 2 training images, the first 100, "
+                                       "smoke's ROAR/KAR training images, hold none of the 2) and neither the run nor "
+                                       "its report says so")
+def test_a_class_the_scales_cut_leaves_out_is_kept_or_named(tmp_path, capsys):
+    images = tmp_path / "images"
+    for name, count in (("a", 100), ("b", 100), ("rare_class", 2)):
+        for split in ("train", "test"):
+            folder = images / split / name
+            folder.mkdir(parents=True)
+            for i in range(count if split == "train" else 2):
+                Image.new("L", (2, 2), (i * 7 + len(name) * 50) % 256).save(folder / f"{i}.png")
+    files, classes = data.image_folder_split(images, "train")
+    kept = {label for _, label in files[:100]} == {0, 1, 2}  # smoke's roar_train_images: the first 100
+    assert main(["reproduce", "--dataset", "folder", "--data-dir", str(images), "--scale", "smoke", "--image-size",
+                 "16", "--device", "cpu", "--no-progress", "--methods", "random", "--out", str(tmp_path / "r")]) == 0
+    said = capsys.readouterr().err + (tmp_path / "r" / "README.md").read_text()
+    assert kept or "rare_class" in said
+
+
+def test_own_images_rerun_recomputes_nothing_and_a_changed_folder_or_size_is_refused_untouched(own_smoke, tmp_path,
+                                                                                               monkeypatch, capsys):
+    args, images, report, work = own_smoke
+    copy, data_copy = tmp_path / "work", tmp_path / "images"
+    shutil.copytree(work, copy)
+    shutil.copytree(images, data_copy)
+    args = [str(data_copy) if a == str(images) else a for a in args]
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("recomputed a saved result")
+
+    with monkeypatch.context() as patched:
+        for name in ("train_model", "train_many", "compute_maps", "feature_map_occlusion"):
+            patched.setattr(pipeline, name, forbidden)
+        patched.setattr(Retrainer, "__call__", forbidden)
+        assert main([*args, "--out", str(tmp_path / "again"), "--work-dir", str(copy)]) == 0
+    assert (tmp_path / "again" / "README.md").read_text() == (report / "README.md").read_text()
+    capsys.readouterr()
+    saved = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in copy.rglob("*") if p.is_file() and p.name != ".lock"}
+    assert main([*args, "--image-size", "16", "--out", str(tmp_path / "small"), "--work-dir", str(copy)]) == 2
+    assert "data.image_size: 32 there, 16 here" in capsys.readouterr().err
+    mask = sorted((data_copy / "test").rglob("*_mask.png"))[0]
+    Image.new("L", (36, 36), 0).save(mask)  # one mask changed: Figs. 2 and 8 were made with the old one
+    assert main([*args, "--out", str(tmp_path / "mended"), "--work-dir", str(copy)]) == 2
+    assert "holds results of another configuration (data.crc32: " in capsys.readouterr().err
+    assert saved == {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in copy.rglob("*")
+                     if p.is_file() and p.name != ".lock"}
+    assert not (tmp_path / "small").exists() or not any((tmp_path / "small").iterdir())
