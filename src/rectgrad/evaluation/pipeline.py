@@ -221,7 +221,7 @@ def reproduce(dataset: str, scale: str, work_dir, *, data_dir=None, masks_dir=No
                   file=sys.stderr, flush=True)
         run = _Run(store, spec, methods, seed, settings)
         patch = RandomPatch()
-        model_train = _first(train, spec.model_images)
+        model_train = _first(train, spec.model_images, "model_images")
         clean, patched = run.models({"clean": (model_train, test),
                                      "patch": (patch.apply(model_train), patch.apply(test))})
         if masked is not None:
@@ -232,13 +232,26 @@ def reproduce(dataset: str, scale: str, work_dir, *, data_dir=None, masks_dir=No
                 run.occlusion(clean, chosen)
                 run.noise(clean, chosen)
         run.patch(patched, patch.apply(_first(test, spec.patch_images)), patch)
-        run.roar_kar(clean, _first(train, spec.roar_train_images), _first(test, spec.roar_test_images))
+        run.roar_kar(clean, _first(train, spec.roar_train_images, "roar_train_images"),
+                     _first(test, spec.roar_test_images, "roar_test_images"))
         store.record_growth()  # methods added: the folder's configuration lists them once their results are all in
         return store
 
 
-def _first(dataset: ImageDataset, count: int | None) -> ImageDataset:
-    return dataset if count is None or count >= len(dataset) else dataset.subset(slice(0, count))
+def _first(dataset: ImageDataset, count: int | None, parameter: str | None = None) -> ImageDataset:
+    """The first ``count`` images of ``dataset``; with the scale's ``parameter`` that gives ``count``, a class they
+    leave out (one much smaller than the others, in a folder dataset) is a warning naming it: the models trained or
+    scored on them never see it."""
+    if count is None or count >= len(dataset):
+        return dataset
+    cut = dataset.subset(slice(0, count))
+    lost = sorted(set(dataset.labels.tolist()) - set(cut.labels.tolist()))
+    if parameter is not None and lost:
+        names = ", ".join(dataset.classes[i] if i < len(dataset.classes) else str(i) for i in lost)
+        warnings.warn(f"{parameter}={count}: the first {count} of the {len(dataset)} images hold no image of class "
+                      f"{names}; `--set {parameter}=N` with a larger N, or a larger --scale, takes more",
+                      stacklevel=2)
+    return cut
 
 
 def _masks_folder(dataset: str, masks_dir, download: bool) -> Path | None:
