@@ -431,3 +431,22 @@ def test_table1_claims_name_the_methods_they_wait_for(tmp_path):
     report.roar_kar()
     assert [c[1:] for c in report.claims if c[0].startswith("Table 1: RectGrad has a lower KAR AOC")] == [
         ("not done yet: RectGrad", "n/a"), ("not done yet: RectGrad", "n/a")]
+
+
+def test_a_readme_no_report_wrote_is_never_replaced(tmp_path):
+    # a folder of the user's own with a README.md: refused, untouched; an earlier report's README (listed or not) is
+    # the report's to rewrite
+    work, out = tmp_path / "work", tmp_path / "project"
+    work.mkdir()
+    (work / "config.json").write_text(json.dumps(CONFIG))
+    out.mkdir()
+    (out / "README.md").write_text("# My project\n")
+    with pytest.raises(FileExistsError, match=f"^{out / 'README.md'} exists and is no rectgrad report: the report "
+                                              "would replace it; give another folder"):
+        module.write_report(work, out)
+    assert sorted(p.name for p in out.iterdir()) == ["README.md"]
+    assert (out / "README.md").read_text() == "# My project\n"
+    (out / "README.md").write_text(module.TITLE + ": fashion-mnist, `quick` scale\n")  # a report made before manifests
+    assert module.write_report(work, out).read_text().startswith(module.TITLE + ": ")
+    (out / "README.md").write_text("edited by hand")
+    module.write_report(work, out)  # listed in the manifest of the report it belongs to

@@ -1385,3 +1385,13 @@ def test_own_images_rerun_recomputes_nothing_and_a_changed_folder_or_size_is_ref
     assert saved == {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in copy.rglob("*")
                      if p.is_file() and p.name != ".lock"}
     assert not (tmp_path / "small").exists() or not any((tmp_path / "small").iterdir())
+
+
+def test_an_out_folder_with_a_readme_of_its_own_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    # --out . in a project: its README.md would be replaced by the report's, after the whole run
+    monkeypatch.setattr(pipeline, "load_dataset", lambda *a, **k: pytest.fail("read data"))
+    (tmp_path / "README.md").write_text("# My project\n")
+    assert main(["reproduce", "--dataset", "fashion-mnist", "--scale", "smoke", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (f"error: {tmp_path / 'README.md'} exists and is no rectgrad report: the report "
+                                       "would replace it; give another folder (--out), or move that file\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md"]

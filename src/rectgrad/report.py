@@ -95,6 +95,19 @@ def _listed(manifest: Path) -> list[str]:
     return earlier if isinstance(earlier, list) and all(isinstance(name, str) for name in earlier) else []
 
 
+TITLE = "# RectGrad quantitative experiments"
+
+
+def check_report_folder(out_dir) -> None:
+    """Refuse a report folder holding a ``README.md`` that no rectgrad report wrote: the report would replace it."""
+    readme = Path(out_dir) / "README.md"
+    if readme.is_file() and not (Path(out_dir) / MANIFEST).is_file():
+        with open(readme, encoding="utf-8", errors="replace") as file:
+            if not file.readline().startswith(TITLE):
+                raise FileExistsError(f"{readme} exists and is no rectgrad report: the report would replace it; give "
+                                      "another folder (--out), or move that file")
+
+
 def write_report(work_dir, out_dir) -> Path:
     """Write the figures, CSVs and ``README.md`` for the results in ``work_dir`` to ``out_dir``; the files an earlier
     report wrote there (listed in its :data:`MANIFEST`) that this one does not (its Fig. 2, say) are removed, so that
@@ -103,6 +116,7 @@ def write_report(work_dir, out_dir) -> Path:
     if config is None:
         raise FileNotFoundError(f"no results in {work_dir} (no config.json): run `rectgrad reproduce` first")
     work, out = Path(work_dir), Path(out_dir)
+    check_report_folder(out)
     out.mkdir(parents=True, exist_ok=True)
     report = _Report(work, out, config)
     sections = [report.header(), report.models(), report.occlusion(), report.patch(), report.noise(),
@@ -153,7 +167,7 @@ class _Report:
                 f"{self._masked_used()}, {p['occlusion_steps']} fractions, {p['occlusion_orders']} random orders")
         hp = "; ".join(f"{m}: {', '.join(f'{k}={v}' for k, v in kw.items())}" for m, kw in p["hyperparameters"].items())
         return "\n".join([
-            f"# RectGrad quantitative experiments: {c['dataset']}, `{c['scale']}` scale"
+            f"{TITLE}: {c['dataset']}, `{c['scale']}` scale"
             + "".join(f"{', with' if i == 0 else ','} {k}={json.dumps(v)}" for i, (k, v) in
                       enumerate(c.get("overrides", {}).items())),
             "",

@@ -71,7 +71,7 @@ def reproduce(
     from rectgrad.cli import _options
     from rectgrad.evaluation import METHODS, LocalBackend, RayBackend, Settings
     from rectgrad.evaluation import reproduce as run
-    from rectgrad.report import write_report
+    from rectgrad.report import check_report_folder, write_report
     from rectgrad.train_many import TrainingInterrupted
 
     start = time.perf_counter()
@@ -108,6 +108,7 @@ def reproduce(
         _options.input_folder(data_dir, "--data-dir")
         _options.input_folder(masks, "--masks")
         _options.output_folder(out, "--out")
+        check_report_folder(out)
         work = _options.output_folder(work_dir, "--work-dir") if work_dir is not None else out / "work"
         if dataset == "folder" and data_dir is not None:
             for path, option in ((out, "--out"), (work_dir, "--work-dir")):  # (the default work folder is in OUT)
