@@ -1954,5 +1954,6 @@ def test_explain_names_a_model_that_is_not_callable(method):
     state_dict = PaperCNN(image_size=8).state_dict()
     for model in ("efficientnet-lite0", state_dict):
         for target in (None, 0):
-            with pytest.raises(TypeError, match="model must be a torch.nn.Module or a callable, got (str|OrderedDict)"):
+            with pytest.raises(TypeError, match="model must be") as error:
                 explain(model, x, target=target, method=method)
+            assert "object is not callable" not in str(error.value)

@@ -2213,8 +2213,10 @@ def test_a_tuple_target_into_a_segmentation_output_names_the_output_whenever_it_
     for call in (lambda: RectGrad(seg).attribute(x, target=(1, 2, 3), internal_batch_size=1),
                  lambda: explain(seg, x, target=(1, 2, 3), method="rectgrad"),
                  lambda: explain(seg, x, target=(1, 2, 3), method="guided_bp")):
-        with pytest.raises(ValueError, match=shape_error):
+        with pytest.raises(ValueError) as error:
             call()
+        assert "flatten(1)" in str(error.value)  # the way to explain this model, whoever checks first
+        assert "output is (N, classes)" not in str(error.value)  # it is not
 
 
 @pytest.mark.xfail(strict=True, reason="bug: a model with an uninitialised lazy buffer (nn.LazyBatchNorm1d), which "
@@ -2229,8 +2231,14 @@ def test_a_model_with_a_lazy_batchnorm_is_explained_as_captum_explains_it():
 
     x = torch.randn(3, 3, dtype=torch.float64)
     expected = captum_attr.GuidedBackprop(lazy()).attribute(x, target=1)
-    torch.testing.assert_close(GuidedBackprop(lazy()).attribute(x, target=1), expected, rtol=0, atol=0)
-    torch.testing.assert_close(explain(lazy(), x, target=1, method="guided_bp"), expected, rtol=0, atol=0)
+    for call in (lambda: GuidedBackprop(lazy()).attribute(x, target=1),
+                 lambda: explain(lazy(), x, target=1, method="guided_bp")):
+        try:
+            maps = call()
+        except (TypeError, ValueError) as error:  # or a clear refusal: initialise the lazy modules first
+            assert "lazy" in str(error).lower() and "detach" not in str(error)
+        else:
+            torch.testing.assert_close(maps, expected, rtol=0, atol=0)
 
 
 class _EmptyPart(nn.Module):
@@ -2376,3 +2384,64 @@ def test_sensitivity_max_of_rectgrad_is_that_of_the_naive_rectgrad():
     expected = sensitivity_max(naive, (x,), target=y, n_perturb_samples=3, max_examples_per_batch=4)
     torch.testing.assert_close(ours, expected, rtol=1e-12, atol=0)
     assert (expected > 0).all()
+
+
+@pytest.mark.xfail(strict=True, reason="bug: a target tensor made under torch.inference_mode() (y = model(x).argmax(1) "
+                                       "in an inference block, int64 or one element) fails with PyTorch's raw "
+                                       "'Inference tensors cannot be saved for backward': target_indices keeps it as "
+                                       "it is (.to(long) of an int64 tensor is itself) and gather saves it")
+def test_a_target_made_under_inference_mode_is_taken_as_a_copy():
+    model, x = _small_cnn(), torch.randn(3, 3, 5, 5, dtype=torch.float64)
+    with torch.inference_mode():
+        predicted = model(x).argmax(1)
+        one = predicted[:1]
+    expected = RectGrad(model).attribute(x, target=predicted.tolist(), tau=0.0)  # a list: works
+    guided = GuidedBackprop(model).attribute(x, target=int(one))
+    assert predicted.is_inference() and expected.abs().sum() > 0
+    torch.testing.assert_close(RectGrad(model).attribute(x, target=predicted.int(), tau=0.0), expected, rtol=0, atol=0)
+    torch.testing.assert_close(RectGrad(model).attribute(x, target=predicted, tau=0.0), expected, rtol=0, atol=0)
+    torch.testing.assert_close(RectGrad(model).attribute(x, target=predicted, tau=0.0, internal_batch_size=2),
+                               expected, rtol=0, atol=0)
+    torch.testing.assert_close(GuidedBackprop(model).attribute(x, target=one), guided, rtol=0, atol=0)
+    for method in ("rectgrad", "saliency", "deeplift"):
+        torch.testing.assert_close(explain(model, x, target=predicted, method=method),
+                                   explain(model, x, target=predicted.tolist(), method=method), rtol=0, atol=0)
+
+
+@pytest.mark.xfail(strict=True, reason="bug: an additional forward argument made under torch.inference_mode() "
+                                       "(a mask from an inference-mode pipeline) fails with PyTorch's raw 'Inference "
+                                       "tensors cannot be saved for backward' (inputs made there are copied; explain's "
+                                       "intgrad works, as Captum concatenates the arguments)")
+def test_an_additional_forward_argument_made_under_inference_mode_is_taken_as_a_copy():
+    torch.manual_seed(0)
+    layer, out = nn.Linear(3, 4).double(), nn.Linear(4, 3).double()
+
+    def forward(x, mask):
+        return out(torch.relu(layer(x)) * mask)
+
+    x = torch.randn(3, 3, dtype=torch.float64)
+    with torch.inference_mode():
+        mask = (torch.rand(3, 4) > 0.3).double()
+    plain = mask.clone()
+    for method in ("rectgrad", "saliency", "intgrad"):
+        torch.testing.assert_close(explain(forward, x, target=1, method=method, additional_forward_args=(mask,)),
+                                   explain(forward, x, target=1, method=method, additional_forward_args=(plain,)),
+                                   rtol=0, atol=0)
+    torch.testing.assert_close(GuidedBackprop(forward).attribute(x, target=1, additional_forward_args=(mask,)),
+                               GuidedBackprop(forward).attribute(x, target=1, additional_forward_args=(plain,)),
+                               rtol=0, atol=0)
+
+
+@pytest.mark.xfail(strict=True, reason="bug: a numpy target with a negative stride (np.argsort(...)[::-1], a reversed "
+                                       "array) fails with torch.as_tensor's raw 'At least one stride in the given "
+                                       "numpy array is negative': target_indices, batches use torch.as_tensor")
+def test_a_reversed_numpy_target_is_read_as_its_values():
+    model, x = _small_cnn(), torch.randn(3, 3, 5, 5, dtype=torch.float64)
+    reversed_classes = np.array([1, 0, 2])[::-1]
+    assert reversed_classes.strides[0] < 0
+    expected = RectGrad(model).attribute(x, target=[2, 0, 1], tau=0.0)
+    torch.testing.assert_close(RectGrad(model).attribute(x, target=reversed_classes, tau=0.0), expected, rtol=0, atol=0)
+    torch.testing.assert_close(RectGrad(model).attribute(x, target=reversed_classes, tau=0.0, internal_batch_size=2),
+                               expected, rtol=0, atol=0)
+    torch.testing.assert_close(explain(model, x, target=reversed_classes, method="saliency"),
+                               explain(model, x, target=[2, 0, 1], method="saliency"), rtol=0, atol=0)
