@@ -1368,14 +1368,16 @@ def test_own_images_rerun_recomputes_nothing_and_a_changed_folder_or_size_is_ref
     def forbidden(*args, **kwargs):
         raise AssertionError("recomputed a saved result")
 
+    saved = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in copy.rglob("*") if p.is_file() and p.name != ".lock"}
     with monkeypatch.context() as patched:
         for name in ("train_model", "train_many", "compute_maps", "feature_map_occlusion"):
             patched.setattr(pipeline, name, forbidden)
         patched.setattr(Retrainer, "__call__", forbidden)
         assert main([*args, "--out", str(tmp_path / "again"), "--work-dir", str(copy)]) == 0
     assert (tmp_path / "again" / "README.md").read_text() == (report / "README.md").read_text()
-    capsys.readouterr()
-    saved = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in copy.rglob("*") if p.is_file() and p.name != ".lock"}
+    capsys.readouterr()  # the rerun rewrote no file of the work folder either (masked.json was, with the same text)
+    assert saved == {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in copy.rglob("*")
+                     if p.is_file() and p.name != ".lock"}
     assert main([*args, "--image-size", "16", "--out", str(tmp_path / "small"), "--work-dir", str(copy)]) == 2
     assert "data.image_size: 32 there, 16 here" in capsys.readouterr().err
     mask = sorted((data_copy / "test").rglob("*_mask.png"))[0]

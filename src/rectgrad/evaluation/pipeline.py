@@ -226,8 +226,9 @@ def reproduce(dataset: str, scale: str, work_dir, *, data_dir=None, masks_dir=No
                                      "patch": (patch.apply(model_train), patch.apply(test))})
         if masked is not None:
             chosen = masked.subset(correctly_classified(clean, masked, spec.per_class))
-            store.save_json("results/masked.json", {"names": chosen.names, "labels": chosen.labels.tolist(),
-                                                    "source": masked.name})
+            listed = {"names": chosen.names, "labels": chosen.labels.tolist(), "source": masked.name}
+            if not store.has("results/masked.json") or store.load_json("results/masked.json") != listed:
+                store.save_json("results/masked.json", listed)  # (a rerun leaves the folder's files as they were)
             if len(chosen):  # else the report says why Figs. 2 and 8 are missing
                 run.occlusion(clean, chosen)
                 run.noise(clean, chosen)
