@@ -1688,3 +1688,22 @@ def test_cli_study_a_float64_model_file_is_run_or_blamed_on_its_dtype(cnn, model
                    str(tmp_path / "o"), "--q", "90", "--dpi", "30"])
     err = capsys.readouterr().err
     assert status == 0 or (status == 2 and "or image files" not in err and "double" in err)
+
+
+@pytest.mark.xfail(strict=True, reason="bug: internal_batch_size (--internal-batch-size, 'how many samples go through "
+                                       "the model at once, which bounds memory') is not kept: every study predicts 16 "
+                                       "images at once (_common.predict's own batch_size), and adversarial's FGSM "
+                                       "runs forward and backward on all images at once")
+@pytest.mark.parametrize("study", ["threshold", "coherence", "adversarial", "layers", "feature_maps", "rules"])
+def test_studies_send_at_most_internal_batch_size_samples_through_the_model(cnn, study):
+    images = square_images(3)
+    seen = []
+    handle = cnn.register_forward_pre_hook(lambda module, args: seen.append(len(args[0])))
+    fewer = {"threshold": {"qs": (50,)}, "coherence": {"methods": ("saliency",)},
+             "adversarial": {"methods": ("saliency",)}, "layers": {"max_layers": 1},
+             "feature_maps": {"max_layers": 1}, "rules": {"candidates": ("pr1",)}}[study]  # (a fast test)
+    try:
+        getattr(studies, study)(cnn, images, internal_batch_size=2, show=0, **fewer)
+    finally:
+        handle.remove()
+    assert seen and max(seen) <= 2
