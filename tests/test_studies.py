@@ -1632,9 +1632,6 @@ def test_cli_study_rerun_into_the_same_out_replaces_its_numbers(model_and_folder
     assert "| q = 50 |" in summary and "q = 90" not in summary and summary.count("# rectgrad study threshold") == 1
 
 
-@pytest.mark.xfail(strict=True, reason="bug: feature-maps names each figure feature_maps_<image name>.png; an image "
-                                       "whose file name is long (230 of the 255 bytes a name may have) fails after all "
-                                       "the work with a raw '[Errno 36] File name too long', its figures lost")
 def test_feature_maps_of_an_image_with_a_long_file_name_are_written(cnn, tmp_path):
     images = square_images(1)
     long_name = Images(images.x, ["x" * 230], masks=images.masks)  # as read from xxx...x.png
