@@ -1094,3 +1094,359 @@ def test_masked_images_download_takes_jpeg_files_too(tmp_path, monkeypatch, suff
     monkeypatch.setattr(data.urllib.request, "urlopen", fake_server({"CIFAR10_mask.tar": archive}))
     folder = data.masked_images_folder(tmp_path / "masks", download=True)
     assert load_masked_images(folder).labels.tolist() == list(range(10))
+
+
+# ---------------------------------------------------------------- mutation-testing gaps, second round
+
+def test_image_dataset_refuses_bool_labels():
+    # a bool mask given as labels (True = 1) is a mistake, not two classes
+    with pytest.raises(ValueError, match="labels must be integer class indices, got torch.bool"):
+        ImageDataset(torch.zeros(2, 1, 2, 2, dtype=torch.uint8), torch.tensor([True, False]), ["a", "b"], "bad")
+
+
+def test_an_empty_dataset_is_taken(tmp_path):
+    # no images (an idx file of 0 images, say) has no label range to check: 0 images, 0 labels
+    empty = ImageDataset(torch.zeros(0, 1, 28, 28, dtype=torch.uint8), torch.zeros(0, dtype=torch.int64), ["a"], "e")
+    assert len(empty) == 0 and empty.inputs().shape == (0, 1, 28, 28)
+    (image_file, _), (label_file, _) = data.FASHION_MNIST_FILES["test"]
+    (tmp_path / image_file).write_bytes(gzip.compress(idx_bytes(np.zeros((0, 28, 28), np.uint8))))
+    (tmp_path / label_file).write_bytes(gzip.compress(idx_bytes(np.zeros(0, np.uint8))))
+    assert load_fashion_mnist("test", data_dir=tmp_path).images.shape == (0, 1, 28, 28)
+
+
+def test_image_dataset_inputs_go_to_the_device_asked_for():
+    # ("meta": a device every machine has, holding shapes only)
+    ds = ImageDataset(torch.zeros(2, 1, 2, 2, dtype=torch.uint8), [0, 1], ["a", "b"], "toy")
+    x = ds.inputs(device="meta")
+    assert x.device.type == "meta" and x.shape == (2, 1, 2, 2) and x.dtype == torch.float32
+    assert ds.inputs(slice(1, 2), device="meta").shape == (1, 1, 2, 2)
+
+
+def test_masked_images_need_one_name_per_image():
+    images, masks = torch.zeros(2, 1, 2, 2, dtype=torch.uint8), torch.zeros(2, 2, 2, dtype=torch.bool)
+    for names in (["x"], ["x", "y", "z"]):
+        with pytest.raises(ValueError, match=f"with 2 names, got torch.bool \\(2, 2, 2\\) and {len(names)} names"):
+            data.MaskedImages(images, [0, 1], ["a", "b"], "toy", masks=masks, names=names)
+
+
+def test_masked_images_subset_of_one_index_keeps_one_image():
+    # an int picks one image, kept as a dataset of one (N = 1), with its own label, mask and name
+    images = torch.arange(3, dtype=torch.uint8).reshape(3, 1, 1, 1)
+    masks = torch.tensor([False, True, False]).reshape(3, 1, 1)
+    masked = data.MaskedImages(images, [0, 1, 0], ["a", "b"], "toy", masks=masks, names=["x", "y", "z"])
+    one = masked.subset(1)
+    assert one.images.shape == (1, 1, 1, 1) and one.images.item() == 1 and one.labels.tolist() == [1]
+    assert one.masks.tolist() == [[[True]]] and one.names == ["y"]
+
+
+def test_checksum_with_masks_of_datasets_without_masks_is_their_plain_checksum():
+    # masks=True hashes the masks of MaskedImages only: a plain dataset has none to add
+    plain = ImageDataset(torch.arange(8, dtype=torch.uint8).reshape(2, 1, 2, 2), [0, 1], ["a", "b"], "toy")
+    assert data.checksum(plain, masks=True) == data.checksum(plain)
+
+
+def test_load_dataset_passes_download_and_the_folder_options_on(tmp_path, monkeypatch):
+    # load_dataset(..., download=True) downloads as load_fashion_mnist(..., download=True) does
+    source = tmp_path / "source"
+    images, labels = write_fashion(source, "test", n=3)
+    files = {p.name: p.read_bytes() for p in source.iterdir()}
+    monkeypatch.setattr(data.urllib.request, "urlopen", fake_server(files))
+    monkeypatch.setitem(data.FASHION_MNIST_FILES, "test", tuple((name, hashlib.md5(files[name]).hexdigest())
+                                                                for name, _ in data.FASHION_MNIST_FILES["test"]))
+    ds = load_dataset("fashion-mnist", "test", download=True)
+    assert torch.equal(ds.images[:, 0], torch.from_numpy(images)) and ds.labels.tolist() == labels.tolist()
+    calls = []
+    monkeypatch.setattr(data, "load_image_folder", lambda *args, **kwargs: calls.append((args, kwargs)))
+    load_dataset("folder", "test", data_dir=tmp_path, image_size=48, progress=True)
+    assert calls == [((tmp_path, "test", 48), {"progress": True})]
+
+
+def test_fashion_mnist_found_is_not_downloaded_again(tmp_path, monkeypatch):
+    # download=True fetches missing files only: files in the system folder are read, offline, and nothing is written
+    images, _ = write_fashion(tmp_path / "system", "test", n=3)
+    monkeypatch.setattr(data, "FASHION_MNIST_SYSTEM_DIR", tmp_path / "system")
+    monkeypatch.setattr(data.urllib.request, "urlopen", fake_server({}))
+    ds = load_fashion_mnist("test", download=True)
+    assert torch.equal(ds.images[:, 0], torch.from_numpy(images)) and not (tmp_path / "cache").exists()
+
+
+def test_fashion_mnist_with_more_labels_than_images_is_refused(tmp_path):
+    write_fashion(tmp_path, n=12)
+    (tmp_path / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(np.zeros(13, np.uint8))))
+    with pytest.raises(ValueError, match="12 images but .* 13 labels"):
+        load_fashion_mnist("train", data_dir=tmp_path)
+
+
+def test_fashion_mnist_gzipped_file_is_read_before_an_unpacked_twin(tmp_path):
+    # both name.gz and name there: the .gz, as documented, whatever the unpacked one holds
+    images, labels = write_fashion(tmp_path, "test", n=4, seed=1)
+    other = tmp_path / "other"
+    write_fashion(other, "test", n=4, seed=2)
+    for packed in other.iterdir():
+        (tmp_path / packed.name).with_suffix("").write_bytes(gzip.decompress(packed.read_bytes()))
+    ds = load_fashion_mnist("test", data_dir=tmp_path)
+    assert torch.equal(ds.images[:, 0], torch.from_numpy(images)) and ds.labels.tolist() == labels.tolist()
+
+
+def test_idx_file_with_bytes_after_its_data_is_refused(tmp_path):
+    # a longer file than the header says is as wrong as a shorter one (another file appended, a wrong header)
+    path = tmp_path / "long-idx1-ubyte"
+    path.write_bytes(idx_bytes(np.arange(5, dtype=np.uint8)) + b"\x00")
+    with pytest.raises(ValueError, match=r"wrong size, the header says 5 \(13 bytes\) but the file holds 14 bytes"):
+        read_idx(path, ndim=1)
+
+
+def test_idx_dimensions_keep_their_order(tmp_path):
+    # (n, rows, columns) as the header lists them: a non-square image is not read transposed
+    array = np.arange(2 * 3 * 5, dtype=np.uint8).reshape(2, 3, 5)
+    path = tmp_path / "x-idx3-ubyte"
+    path.write_bytes(idx_bytes(array))
+    assert torch.equal(read_idx(path, ndim=3), torch.from_numpy(array))
+
+
+def test_cifar10_batch_of_one_dimensional_data_is_refused_by_name(tmp_path):
+    cifar_archive(tmp_path / "cifar-10-python.tar.gz", batch={b"data": np.zeros(3072, np.uint8), b"labels": [0]})
+    with pytest.raises(ValueError, match=r"test_batch has data of shape \(3072,\) and 1 labels, expected \(n, 3072\)"):
+        load_cifar10("test", data_dir=tmp_path)
+
+
+def test_masked_images_download_skips_a_folder_entry_named_as_an_image(tmp_path, monkeypatch):
+    # only regular files are unpacked: a directory entry cat_1.jpg (no content) is no image
+    buffer = io.BytesIO(masks_archive())
+    with tarfile.open(fileobj=buffer, mode="a") as tar:
+        folder = tarfile.TarInfo("CIFAR10_mask/extra/cat_7.jpg")
+        folder.type = tarfile.DIRTYPE
+        tar.addfile(folder)
+    monkeypatch.setattr(data.urllib.request, "urlopen", fake_server({"CIFAR10_mask.tar": buffer.getvalue()}))
+    folder = data.masked_images_folder(tmp_path / "masks", download=True)
+    assert "cat_7.jpg" not in [p.name for p in folder.iterdir()]
+    assert load_masked_images(folder).labels.tolist() == list(range(10))
+
+
+def test_masks_beside_an_image_given_twice_is_its_mask(tmp_path):
+    # one file named twice (explain's arguments, say) is one image, not two images sharing a stem
+    image, mask = tmp_path / "0.png", tmp_path / "0_mask.png"
+    for path in (image, mask):
+        Image.fromarray(np.zeros((4, 4), np.uint8)).save(path)
+    assert data.masks_beside([image, image]) == {image: mask}
+
+
+def test_image_folder_a_folder_named_as_an_image_is_a_subfolder(tmp_path):
+    # a folder day.png/ is searched for images as any subfolder, not read as an image itself
+    write_image_folder(tmp_path, masks=False)
+    sub = tmp_path / "train" / "a_cat" / "day.png"
+    sub.mkdir()
+    Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(sub / "x.png")
+    files = data.image_folder_split(tmp_path, "train")[0]
+    assert sorted(p.relative_to(tmp_path).as_posix() for p, label in files if label == 0) == [
+        "train/a_cat/day.png/x.png", "train/a_cat/img0.jpg", "train/a_cat/img1.png"]
+    assert data.load_image_folder(tmp_path, "train", 16).labels.bincount().tolist() == [3, 2]
+
+
+def test_a_mask_is_an_image_file_named_mask(tmp_path):
+    # img_mask.txt (notes on a mask, say) is no mask of img.png: only <stem>_mask.<image suffix> is
+    image = tmp_path / "img.png"
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(image)
+    (tmp_path / "img_mask.txt").write_text("the object is the cat")
+    assert data.masks_beside([image]) == {}
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "img_mask.PNG")
+    assert data.masks_beside([image]) == {image: tmp_path / "img_mask.PNG"}
+
+
+def test_image_folder_files_are_each_folder_then_its_sorted_subfolders_before_the_shuffle(tmp_path):
+    # the documented order before the seed-0 shuffle: class by class; in a class, its folder's own images, then each
+    # subfolder (sorted by name) with its own subfolders, depth first; made here in an unsorted creation order
+    write_image_folder(tmp_path, masks=False)
+    cat = tmp_path / "train" / "a_cat"
+    for name in ("s5", "s1", "s7", "s0", "s3", "s6", "s2", "s4", "s1/z", "s1/b"):
+        (cat / name).mkdir()
+        Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(cat / name / "x.png")
+    in_order = [cat / "img0.jpg", cat / "img1.png"]
+    for name in ("s0", "s1", "s1/b", "s1/z", "s2", "s3", "s4", "s5", "s6", "s7"):
+        in_order.append(cat / name / "x.png")
+    dog = tmp_path / "train" / "b_dog"
+    unshuffled = [(p, 0) for p in in_order] + [(dog / "img0.jpg", 1), (dog / "img1.png", 1)]
+    order = torch.randperm(len(unshuffled), generator=torch.Generator().manual_seed(0)).tolist()
+    assert data.image_folder_split(tmp_path, "train")[0] == [unshuffled[i] for i in order]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_image_files_refuse_a_named_pipe(tmp_path):
+    # a pipe is no image file: said by name, not read (which would wait for a writer)
+    os.mkfifo(tmp_path / "pipe.png")
+    with pytest.raises(ValueError, match="pipe.png is no regular file"):
+        data.image_files([tmp_path / "pipe.png"])
+
+
+def test_unique_names_of_files_differing_only_in_their_extension_are_their_whole_paths():
+    # /d/a.png and /d/a.jpg: the whole paths without extension clash, so they keep it
+    import threading
+
+    names = []
+    worker = threading.Thread(target=lambda: names.append(data.unique_names([Path("/d/a.png"), Path("/d/a.jpg")])),
+                              daemon=True)
+    worker.start()
+    worker.join(5)
+    assert names == [["/d/a.png", "/d/a.jpg"]]
+
+
+def test_unique_names_with_suffixes_a_file_given_twice_and_depths_per_file(tmp_path):
+    # suffix=True names keep the extension; one file spelt two ways is one name; a depth per file
+    assert data.unique_names([Path("/d/x/1.png"), Path("/d/y/2.png")], suffix=True) == ["1.png", "2.png"]
+    (tmp_path / "x").mkdir()
+    file = tmp_path / "x" / "1.png"
+    file.write_bytes(b"")
+    assert data.unique_names([file, tmp_path / "x" / ".." / "x" / "1.png"]) == ["1", "1"]
+    assert data.unique_names([Path("/d/x/1.png"), Path("/d/y/2.png")], depth=[2, 1]) == ["x/1", "2"]
+
+
+def test_32_bit_integer_tiff_is_refused_not_clipped(tmp_path):
+    # mode I from a TIFF holds any int32: no top byte to keep, and clipping to 0..255 would hide the range
+    Image.fromarray(np.array([[70000, -5]], np.int32)).save(tmp_path / "deep.tif")
+    with Image.open(tmp_path / "deep.tif") as image:
+        assert (image.mode, image.format) == ("I", "TIFF")
+        with pytest.raises(ValueError, match=r"deep.tif: 32-bit integer or floating-point pixels \(mode I\)"):
+            data.eight_bit(image, tmp_path / "deep.tif")
+
+
+def test_on_white_lays_a_palette_image_with_alpha_over_white():
+    # mode PA: a palette colour and an alpha per pixel; alpha 0 shows white, alpha 255 its palette colour
+    image = Image.new("PA", (2, 1))
+    image.putpalette([30, 30, 30, 90, 90, 90])
+    image.putpixel((0, 0), (0, 0))
+    image.putpixel((1, 0), (1, 255))
+    assert np.asarray(data.on_white(image).convert("RGB")).tolist() == [[[255, 255, 255], [90, 90, 90]]]
+
+
+def test_random_patch_refuses_images_that_are_not_a_batch():
+    # one (C, H, W) image is refused by name, as a uint8 batch is what the patch is pasted on
+    with pytest.raises(ValueError, match=r"images must be uint8 \(N, C, H, W\), got torch.uint8 \(3, 16, 16\)"):
+        RandomPatch()(torch.zeros(3, 16, 16, dtype=torch.uint8))
+
+
+@pytest.mark.parametrize("height, width", [(8, 16), (16, 8)])
+def test_random_patch_refuses_images_too_small_either_way(height, width):
+    # the 10-pixel patch needs 10 rows and 10 columns: an image too short or too narrow is refused by name
+    with pytest.raises(ValueError, match=rf"images of \({height}, {width}\) are smaller than the 10-pixel patch"):
+        RandomPatch()(torch.zeros(1, 1, height, width, dtype=torch.uint8))
+
+
+def test_random_patch_on_non_square_images_and_its_regions_there():
+    # rows 0..9 and columns 0..9 of a 12 x 20 image, whatever its shape; the regions are (H, W) masks of that corner
+    images = torch.zeros(2, 3, 12, 20, dtype=torch.uint8)
+    patch = RandomPatch()
+    out = patch(images)
+    region, visible = patch.region(12, 20), patch.visible_region(12, 20)
+    assert region.shape == visible.shape == (12, 20)
+    rows, columns = torch.arange(12)[:, None], torch.arange(20)[None, :]
+    assert torch.equal(region, (rows < 10) & (columns < 10)) and torch.equal(visible, (rows < 8) & (columns < 8))
+    assert torch.equal(out[:, :, region], patch.patch(3)[None].expand(2, 3, 10, 10).reshape(2, 3, 100))
+    assert not out[:, :, ~region].any()
+
+
+def test_image_files_of_nothing_is_an_error():
+    with pytest.raises(ValueError, match="no images given"):
+        data.image_files([])
+
+
+def test_image_folder_16_bit_pgm_keeps_its_top_byte(tmp_path):
+    # read through upright (a copy, which has no format of its own): a 16-bit PGM is still known as one, its
+    # top byte kept, not refused as 32-bit
+    write_image_folder(tmp_path, grayscale=True, masks=False)
+    for name in ("img0.jpg", "img1.png"):
+        (tmp_path / "test" / "a_cat" / name).unlink()
+    deep = np.full((16, 16), 0x9abc, ">u2")
+    (tmp_path / "test" / "a_cat" / "deep.pgm").write_bytes(b"P5\n16 16\n65535\n" + deep.tobytes())
+    test = data.load_image_folder(tmp_path, "test", 16)
+    assert (test.images[test.labels == 0] == 0x9a).all()
+
+
+def test_idx_gzip_with_a_corrupt_deflate_stream_is_named(tmp_path):
+    # a gzip header with garbage after it fails in zlib (not gzip's own checks): still one ValueError naming the file
+    packed = bytearray(gzip.compress(idx_bytes(np.zeros((2, 28, 28), np.uint8))))
+    packed[10:14] = b"\xff\xff\xff\xff"  # the first deflate block: an invalid block type
+    path = tmp_path / "bad-idx3-ubyte.gz"
+    path.write_bytes(bytes(packed))
+    with pytest.raises(ValueError, match=f"{path} is not a valid gzip file .*invalid block type"):
+        read_idx(path, ndim=3)
+
+
+def test_masked_images_refuse_masks_of_the_images_turned_a_quarter():
+    # (N, W, H) masks of (N, C, H, W) images: as many pixels, in the wrong shape
+    images = torch.zeros(2, 1, 2, 3, dtype=torch.uint8)
+    with pytest.raises(ValueError, match=r"masks must be bool \(2, 2, 3\) with 2 names, got torch.bool \(2, 3, 2\)"):
+        data.MaskedImages(images, [0, 1], ["a", "b"], "toy", masks=torch.zeros(2, 3, 2, dtype=torch.bool),
+                          names=["x", "y"])
+
+
+def test_image_files_of_every_documented_suffix_are_images(tmp_path):
+    # the formats the folder dataset names (its error messages list them): none skipped in silence
+    suffixes = [".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"]
+    for i, suffix in enumerate(suffixes):
+        mode = "L" if suffix == ".pgm" else "RGB"
+        Image.new(mode, (4, 4)).save(tmp_path / f"{i}{suffix}")
+    assert [p.name for p in data.image_files([tmp_path])] == [f"{i}{s}" for i, s in enumerate(suffixes)]
+
+
+def test_image_folder_of_grey_images_with_alpha_is_grayscale(tmp_path):
+    # LA images (grey + alpha) are grey: one channel, transparent pixels white as on a page
+    write_image_folder(tmp_path, masks=False)
+    for path in (tmp_path / "train").rglob("img*"):
+        grey = np.zeros((16, 16, 2), np.uint8)
+        grey[:, :8], grey[:, 8:] = (30, 0), (90, 255)
+        path.unlink()
+        Image.fromarray(grey, "LA").save(path.with_suffix(".png"))
+    train = data.load_image_folder(tmp_path, "train", 16)
+    assert train.images.shape == (4, 1, 16, 16)
+    assert (train.images[:, :, :, :8] == 255).all() and (train.images[:, :, :, 8:] == 90).all()
+
+
+def test_cache_dir_is_rectgrad_data_else_the_home_cache(tmp_path, monkeypatch):
+    # $RECTGRAD_DATA when set (and not empty), else ~/.cache/rectgrad
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("RECTGRAD_DATA", str(tmp_path / "mine"))
+    assert data.cache_dir() == tmp_path / "mine"
+    for unset in (lambda: monkeypatch.delenv("RECTGRAD_DATA"), lambda: monkeypatch.setenv("RECTGRAD_DATA", "")):
+        unset()
+        assert data.cache_dir() == tmp_path / "home" / ".cache" / "rectgrad"
+
+
+def test_a_masked_images_download_without_the_first_class_saves_nothing(tmp_path, monkeypatch):
+    # class 0 (airplane) counts as any other: missing, it is named and nothing is kept
+    archive = masks_archive(CIFAR10_CLASSES[1:])
+    monkeypatch.setattr(data.urllib.request, "urlopen", fake_server({"CIFAR10_mask.tar": archive}))
+    with pytest.raises(ValueError, match=r"does not hold the paper's masked images \(no image of airplane\)"):
+        data.masked_images_folder(tmp_path / "masks", download=True)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_masked_images_masks_are_read_as_grey_levels(tmp_path):
+    # a colour mask counts by its grey level (L = 0.299 R + 0.587 G + 0.114 B): pure red is 76, background;
+    # white is object
+    write_jpg(tmp_path / "dog_1.jpg", np.zeros((16, 16, 3), np.uint8))
+    mask = np.full((16, 16, 3), 255, np.uint8)
+    mask[:, :8] = (255, 0, 0)
+    write_jpg(tmp_path / "dog_1_mask.jpg", mask)
+    masks = load_masked_images(tmp_path).masks
+    assert not masks[0, :, :8].any() and masks[0, :, 8:].all()
+
+
+def test_random_patch_is_uint8():
+    # the documented (C, size, size) uint8 patch: its values pasted as they are, in the images' own dtype
+    assert RandomPatch().patch(3).dtype == torch.uint8
+
+
+def test_image_folder_files_read_no_image_header(tmp_path, monkeypatch):
+    # the file list alone needs no image mode: thousands of headers are not opened for it
+    write_image_folder(tmp_path, masks=False)
+    monkeypatch.setattr(data, "_image_mode", lambda path: pytest.fail(f"header of {path} read"))
+    assert len(data.image_folder_files(tmp_path, "test", 16)) == 4
+
+
+def test_image_folder_names_a_decomposed_training_class_and_its_composed_test_twin(tmp_path):
+    # the look-alike hint works both ways: the training folder decomposed (macOS), the test folder composed
+    write_image_folder(tmp_path, masks=False)
+    (tmp_path / "train" / "a_cat").rename(tmp_path / "train" / "cafe\u0301")
+    (tmp_path / "test" / "a_cat").rename(tmp_path / "test" / "caf\u00e9")
+    with pytest.raises(ValueError, match=r"'caf\\xe9' vs 'cafe\\u0301': composed and decomposed accents"):
+        data.load_image_folder(tmp_path, "test", 16)
