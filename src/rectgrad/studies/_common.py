@@ -352,7 +352,8 @@ def method_attributions(model: nn.Module, x: Tensor, target: Tensor, methods, *,
     """Raw attributions per method (RectGrad without its final threshold), and the methods skipped with why.
 
     A method that cannot handle the model (e.g. DeepLIFT on a gated block) raises
-    :class:`rectgrad.operations.UnsupportedModel`: it is skipped, not fatal; other errors are. Stochastic methods
+    :class:`rectgrad.operations.UnsupportedModel`: it is skipped, not fatal, unless every method is (then that error
+    is raised, with each method's reason); other errors are fatal. Stochastic methods
     draw from ``seed``, so two calls share their noise. ``progress``: a bar over the methods, named ``description``.
     """
     from rectgrad.progress import progress_bar
@@ -375,6 +376,9 @@ def method_attributions(model: nn.Module, x: Tensor, target: Tensor, methods, *,
     finally:
         if bar is not None:
             bar.close()
+    if skipped and not maps:  # nothing left to compare: an empty table would look like a result
+        raise UnsupportedModel("none of the methods asked for can explain this model: "
+                               + "; ".join(f"{method_label(m)}: {why}" for m, why in skipped.items()))
     return maps, skipped
 
 

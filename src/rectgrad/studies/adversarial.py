@@ -25,11 +25,16 @@ def fgsm(model: nn.Module, x: Tensor, eps: float = 0.01, *, target: Tensor | Non
     probabilities themselves, ``-log p``, not of a softmax over them). The step is taken in pixel space scaled to
     [-1, 1] whatever the model's normalization: for a model that sees ``(pixel01 - mean) / std`` (per-channel
     ``mean``/``std``) it moves each pixel by ``eps / 2`` in [0, 1] units; with neither, ``x`` is taken to be
-    pixels in [-1, 1]. Returns the adversarial inputs in the model's input space.
+    pixels in [-1, 1]. Returns the adversarial inputs in the model's input space. A model of one output is refused:
+    its cross-entropy is constant, so the step would be zero.
     """
     pixels = to_pixels(x, mean, std).detach().requires_grad_()
     with torch.enable_grad():
         scores = model(from_pixels(pixels, mean, std))
+        if scores.dim() != 2 or scores.shape[1] < 2:
+            raise ValueError(f"FGSM needs (N, classes) scores of two or more classes, but the model gives shape "
+                             f"{tuple(scores.shape)}: the cross-entropy of one output is 0 whatever the input, so "
+                             "no attack; for a binary classifier's single logit z, wrap the model to return (0, z)")
         target = scores.detach().argmax(1) if target is None else target
         loss = (F.nll_loss(scores.clamp_min(torch.finfo(scores.dtype).tiny).log(), target)
                 if looks_like_probabilities(scores) else F.cross_entropy(scores, target))

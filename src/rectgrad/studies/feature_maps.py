@@ -1,6 +1,7 @@
 """Section 3, Fig. 10: the feature maps of every convolutional layer for an image with a noisy saliency map."""
 from __future__ import annotations
 
+import hashlib
 import itertools
 import math
 from collections import Counter
@@ -135,8 +136,15 @@ def _most_active(a: Tensor, channels: int) -> tuple[list[int], Tensor]:
     return top.tolist(), a[top].cpu()
 
 
-def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+def _slug(name: str, longest: int = 120) -> str:
+    """``name`` as part of a file name: characters other than letters, digits, - and _ replaced by _; one longer than
+    ``longest`` bytes cut there, with a hash of the whole name to keep cut names apart (a file name may have only
+    255 bytes, and the figure's adds ``feature_maps_`` and ``.png``)."""
+    slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+    if len(slug.encode()) <= longest:
+        return slug
+    digest = hashlib.sha1(name.encode()).hexdigest()[:8]
+    return f"{slug.encode()[:longest - 9].decode(errors='ignore')}_{digest}"
 
 
 def _figure(images: Images, i: int, saliency: Tensor, layers: list[tuple[int, list[int], Tensor]], channels: int):

@@ -102,7 +102,7 @@ def layers(model: nn.Module, images: Images, out=None, *, q: float = 98.0, paddi
     """Saliency and RectGrad attributions to the input of hidden layers, input (left) to output (right).
 
     The attribution to a hidden tensor ``h`` is ``h * dlogit/dh`` with the plain gradient (Saliency row) or
-    RectGrad's rectified gradient (``q``, padding trick) for the predicted class, averaged over channels
+    RectGrad's rectified gradient (``q``, ``padding_trick``) for the predicted class, averaged over channels
     (the paper's "channel-wise average attributions for hidden layer inputs"). Both rows use ``h * gradient``,
     so they differ only by the backward rule. Numbers per layer: the fraction of non-zero attribution values
     (all images' values pooled) and, where ``images`` has object masks, the fraction of ``|attribution|`` outside
@@ -116,7 +116,7 @@ def layers(model: nn.Module, images: Images, out=None, *, q: float = 98.0, paddi
     show = check_show(show, len(images))
     chunks = image_chunks(len(images), internal_batch_size)
     predicted, _ = predict(model, images.x)
-    chosen = hidden_layers(model, images.x[:1], layer_names, max_layers)
+    chosen = hidden_layers(model, images.x[chunks[0]], layer_names, max_layers)  # on a batch the passes take
     methods = {"Saliency": Options(), "RectGrad": Options(rule=Rule(score="pr1", q=q), padding_trick=padding_trick)}
     found: dict[str, _Layer] = {}  # layer label -> its tallies, input first
     for chunk in chunks:
@@ -146,7 +146,7 @@ def layers(model: nn.Module, images: Images, out=None, *, q: float = 98.0, paddi
         rows.append(row)
     maps = {label: {m: torch.cat(layer.shown[m]) for m in methods} for label, layer in found.items()}
     figures = {"grid": _grid(images, maps, list(methods), show)} if show else {}
-    result = StudyResult("layers", {"layers": rows}, figures, notes=_NOTES.format(q=q))
+    result = StudyResult("layers", {"layers": rows}, figures, notes=_NOTES.format(q=q, padding=padding_trick))
     if out is not None:
         result.save(out)
     return result
@@ -180,9 +180,9 @@ def _wrap(name: str, width: int = 16) -> str:
 
 
 _NOTES = """Section 5.2 / Figs. 6, 11. Attribution to the input h of each hidden layer = h x gradient
-(Saliency: plain gradient; RectGrad: rectified gradient, q = {q:g}, padding trick), predicted class, mean over
-channels for the figure; layers ordered from the input (first column / row) to the output (last). `nonzero`: share of
-non-zero values of h x gradient; `background`: share of |channel-mean attribution| outside the object mask
-resized to the layer (mean over the images whose map is not all zero); `background area`: share of the layer's
-positions outside the mask, what a uniform map would score; `gradient background`: the same for the plain gradient
-alone (a Saliency map proper; the rows compare h x gradient, which differ by the backward rule only)."""
+(Saliency: plain gradient; RectGrad: rectified gradient, q = {q:g}, padding trick: {padding}), predicted class,
+mean over channels for the figure; layers ordered from the input (first column / row) to the output (last).
+`nonzero`: share of non-zero values of h x gradient; `background`: share of |channel-mean attribution| outside the
+object mask resized to the layer (mean over the images whose map is not all zero); `background area`: share of the
+layer's positions outside the mask, what a uniform map would score; `gradient background`: the same for the plain
+gradient alone (a Saliency map proper; the rows compare h x gradient, which differ by the backward rule only)."""
