@@ -374,7 +374,7 @@ def test_a_target_that_reads_two_ways_is_refused():
     ("method typo", "error: unknown method 'rectgrd' (did you mean 'rectgrad'?); known methods: saliency,"),
     ("model typo", "error: unknown model 'resnet5' (and no such file; did you mean 'resnet50'?); known models:"),
     ("weights folder", "error: weights file empty is a folder; give the state-dict file in it"),
-    ("weights of a file", "error: weights (rectgrad explain --weights) apply to the registry models only: the model "
+    ("weights of a file", "error: weights (--weights) apply to the registry models only: the model "
                           "file cnn.pt holds its own weights; give them only with a registry name"),
 ])
 def test_bad_input_is_one_clear_line(files, capsys, monkeypatch, case, message):

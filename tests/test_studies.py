@@ -1424,8 +1424,6 @@ def _masked_folder(model_and_folder):
     return path, folder
 
 
-@pytest.mark.xfail(strict=True, reason="bug: an --out folder holding a link named <study>_*.png to an input image is "
-                                       "not refused; the study writes its figure through the link over the image")
 def test_cli_study_does_not_write_through_a_link_in_out_over_an_input_image(model_and_folder, tmp_path, capsys):
     path, folder = _masked_folder(model_and_folder)
     before = (folder / "1.png").read_bytes()
@@ -1437,8 +1435,6 @@ def test_cli_study_does_not_write_through_a_link_in_out_over_an_input_image(mode
     assert status == 0 or capsys.readouterr().err.startswith("error: --out")  # (refused, or the link replaced)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: --out naming a dangling symbolic link passes the checks; the study runs, "
-                                       "then fails writing with a raw '[Errno 17] File exists', losing its results")
 def test_cli_study_out_a_dangling_link_is_refused_before_any_work(model_and_folder, tmp_path, capsys, monkeypatch):
     from rectgrad import zoo
 
@@ -1456,9 +1452,6 @@ def test_cli_study_out_a_dangling_link_is_refused_before_any_work(model_and_fold
         assert not loads
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a --dpi too large to render ends, after all the work, in 'out of "
-                                       "memory: use fewer or smaller images (--count) or a smaller "
-                                       "--internal-batch-size', blaming the images instead of --dpi")
 def test_cli_study_a_dpi_too_large_is_blamed_on_dpi(model_and_folder, tmp_path, capsys):
     path, folder = _masked_folder(model_and_folder)
     assert main(["study", "rules", str(folder / "1.png"), "--model", str(path), "--out", str(tmp_path / "o"),
@@ -1478,8 +1471,6 @@ def test_cli_study_where_every_method_asked_is_skipped_is_an_error(cnn, model_an
     assert status == 2 and err.count("error: ") == 1 and "rectgrad" in err.lower() and "TorchScript" in err
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a rerun into the same --out leaves the earlier run's files that it does "
-                                       "not write (rules_maps.csv, rules_grid.png), to be taken for this run's")
 def test_cli_study_rerun_into_the_same_out_leaves_no_earlier_results(model_and_folder, tmp_path):
     path, folder = _masked_folder(model_and_folder)
     out = tmp_path / "o"
@@ -1489,8 +1480,6 @@ def test_cli_study_rerun_into_the_same_out_leaves_no_earlier_results(model_and_f
     assert sorted(p.name for p in out.iterdir()) == ["rules.md", "rules_toy_b2.csv"]
 
 
-@pytest.mark.xfail(strict=True, reason="bug: --count (and --data-dir, --download), which apply with --dataset only, "
-                                       "are silently ignored with image files (rules refuses options it would ignore)")
 def test_cli_study_count_with_image_files_is_refused_not_ignored(model_and_folder, tmp_path, capsys, monkeypatch):
     from rectgrad import zoo
 
@@ -1525,9 +1514,6 @@ class SizeGuard(nn.Module):
         return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
 
 
-@pytest.mark.xfail(strict=True, reason="bug: study's one-image probe (_load) catches RuntimeError only, so a model "
-                                       "that refuses the images' size with an assert (or IndexError, ...) ends in a "
-                                       "raw traceback instead of its one clear line")
 def test_cli_study_a_model_refusing_the_image_size_otherwise_than_by_runtime_error_is_one_line(model_and_folder,
                                                                                               tmp_path, capsys,
                                                                                               monkeypatch):
@@ -1574,9 +1560,6 @@ def test_layers_study_of_a_train_mode_model_runs_on_the_batch_it_is_given():
     assert [row["layer"] for row in result.tables["layers"]] == ["x (input)", "conv2"]
 
 
-@pytest.mark.xfail(strict=True, reason="bug: for a model of 2 (or 4, ...) input channels, rectgrad study advises to "
-                                       "'pass it to rectgrad.explain', which makes no study; the way is "
-                                       "rectgrad.studies.Images and the study's function")
 def test_cli_study_a_model_of_other_channels_is_pointed_to_the_studies_api(model_and_folder, tmp_path, capsys):
     _, folder = _masked_folder(model_and_folder)
     torch.save(nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
@@ -1587,9 +1570,6 @@ def test_cli_study_a_model_of_other_channels_is_pointed_to_the_studies_api(model
     assert error.startswith("error: ") and "takes 2-channel inputs" in error and "rectgrad.studies" in error
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a palette (P-mode) mask holding the indices 0 and 1, as "
-                                       "segmentation tools save them (object = class 1, drawn in a colour such as "
-                                       "VOC's dark red), is read by its colours' grey level (< 128): all background")
 def test_a_palette_mask_holding_0_and_1_marks_its_object(model_and_folder, tmp_path):
     from rectgrad import zoo
 
@@ -1629,10 +1609,6 @@ def test_feature_maps_of_an_image_with_a_long_file_name_are_written(cnn, tmp_pat
     assert len(list(tmp_path.glob("feature_maps_*.png"))) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="bug: study loads the model (a registry model may download hundreds of MB) "
-                                       "before it looks at the image arguments, so a mistyped path is told only "
-                                       "after, and offline the error blames the network instead (explain checks "
-                                       "the images first)")
 @pytest.mark.parametrize("image, message", [("missing.png", "image or folder missing.png not found"),
                                             ("broken.png", "cannot read image broken.png")])
 def test_cli_study_checks_the_image_arguments_before_the_model_loads(tmp_path, capsys, monkeypatch, image, message):
@@ -1648,8 +1624,6 @@ def test_cli_study_checks_the_image_arguments_before_the_model_loads(tmp_path, c
     assert capsys.readouterr().err.startswith(f"error: {message}")
 
 
-@pytest.mark.xfail(strict=True, reason="bug: offline, a registry model's error tells a study user to pass "
-                                       "'rectgrad explain --weights FILE', which rectgrad study has no option for")
 def test_cli_study_offline_registry_model_advice_fits_the_study_command(model_and_folder, tmp_path, capsys,
                                                                           monkeypatch):
     from rectgrad import zoo
@@ -1666,10 +1640,6 @@ def test_cli_study_offline_registry_model_advice_fits_the_study_command(model_an
     assert "rectgrad explain" not in err  # study's own way: a --weights option of its own, or a model file
 
 
-@pytest.mark.xfail(strict=True, reason="bug: on a float64 model file the image files (read as float32) fail the "
-                                       "one-image probe, and the error advises 'give a model made for them, or image "
-                                       "files (resized to the model's input)' although image files were given and "
-                                       "only the dtype differs")
 def test_cli_study_a_float64_model_file_is_run_or_blamed_on_its_dtype(cnn, model_and_folder, tmp_path, capsys):
     _, folder = _masked_folder(model_and_folder)
     torch.save(copy.deepcopy(cnn).double(), tmp_path / "double.pt")

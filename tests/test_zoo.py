@@ -601,7 +601,7 @@ def test_a_pretrained_cfgs_interpolation_and_its_unset_entries(tmp_path):
 
 def test_a_model_file_takes_no_weights_file_and_goes_to_the_device_asked(tmp_path):
     save_checkpoint(PaperCNN(1, 8, 10), tmp_path / "cnn.pt", dataset="fashion-mnist")
-    with pytest.raises(ValueError, match=r"weights \(rectgrad explain --weights\) apply to the registry models only: "
+    with pytest.raises(ValueError, match=r"weights \(--weights\) apply to the registry models only: "
                                          r"the model file .*cnn.pt holds its own weights"):
         zoo.load(tmp_path / "cnn.pt", weights=tmp_path / "cnn.pt")
     loaded = zoo.load(tmp_path / "cnn.pt", device="meta")  # (a device every machine has)

@@ -840,11 +840,12 @@ def eight_bit(image, path="image", mask: bool = False):
     """A Pillow image with 8 bits per channel: 16-bit images (mode ``I;16``, or ``I`` from a PGM / PPM file, which
     Pillow scales to 0-65535, or from a 16-bit PNG, as Pillow < 10.3 opens it) keep their top byte (Pillow's own
     conversion would clip them), their transparent grey level, if any, becoming an alpha channel; 32-bit integer and
-    floating-point images, whose range is unknown, are refused. A ``mask`` of 16 or 32-bit integers holding only 0
-    and 1 (a label map) keeps its values: its top byte would mark nothing."""
+    floating-point images, whose range is unknown, are refused. A ``mask`` of 16 or 32-bit integers, or of palette
+    indices (mode ``P``, as segmentation tools save class maps), holding only 0 and 1 (a label map) keeps its values:
+    its top byte would mark nothing, nor would the grey level of the palette's colour for 1 (VOC's dark red)."""
     from PIL import Image
 
-    if mask and image.mode.startswith("I"):
+    if mask and (image.mode.startswith("I") or image.mode == "P"):
         values = np.asarray(image)
         if values.size and values.min() >= 0 and values.max() <= 1:
             return Image.fromarray(values.astype(np.uint8))

@@ -173,8 +173,8 @@ def imagenet_labels() -> list[str]:
 
 def _no_weights(name: str, source: str, reason: object) -> RuntimeError:
     return RuntimeError(f"could not fetch the pretrained {name} weights from {source} ({reason}); connect to the "
-                        f"internet once (they are cached) or pass a local state-dict file as weights "
-                        f"(rectgrad explain --weights FILE)")
+                        "internet once (they are cached) or pass a local state-dict file as weights (--weights FILE "
+                        "on the command line, zoo.load(name, weights=FILE) in Python)")
 
 
 def _load_state_dict(model: nn.Module, name: str, weights) -> nn.Module:
@@ -523,7 +523,7 @@ def load(name_or_path, device: str = "cpu", *, weights=None) -> LoadedModel:
         loaded.model.eval()
     elif Path(name).is_file():
         if weights is not None:
-            raise ValueError(f"weights (rectgrad explain --weights) apply to the registry models only: the model "
+            raise ValueError(f"weights (--weights) apply to the registry models only: the model "
                              f"file {name} holds its own weights; give them only with a registry name")
         loaded = _from_file(Path(name))  # load_model's models are in eval mode (an exported one runs as exported)
     elif Path(name).is_dir():

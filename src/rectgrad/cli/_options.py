@@ -42,8 +42,12 @@ def output_file(path: Path, option: str, suffixes: tuple[str, ...] = ()) -> Path
 
 
 def output_folder(path: Path, option: str) -> Path:
-    """A folder the command will write into: not an existing file, somewhere writable."""
+    """A folder the command will write into: not an existing file nor a link to a missing one, somewhere
+    writable."""
     _names_fit(path, option)
+    if path.is_symlink() and not path.exists():  # the folder could be made neither there nor through the link
+        raise FileNotFoundError(f"{option} {path} is a symbolic link to {os.readlink(path)}, which does not exist: "
+                                f"create that folder or give another {option}")
     if path.exists() and not path.is_dir():
         raise NotADirectoryError(f"{option} {path} exists and is not a folder")
     _writable(path, option, path)
@@ -73,7 +77,8 @@ def apart_from_inputs(path: Path, option: str, inputs) -> None:
 
 def folder_apart_from_inputs(path: Path, option: str, inputs, data_root: Path | None, prefix: str) -> None:
     """An output folder that is none of the input folders ``inputs`` (a rerun would read its figures as images),
-    holds none of the input files the study writes over (``<prefix>_*``, links followed) and is not inside
+    holds none of the input files the study writes over (``<prefix>_*``, links followed), nor a link ``<prefix>_*``
+    to an input file or into an input folder or ``data_root`` (the study would write through it), and is not inside
     ``data_root/train`` or ``data_root/test`` (``--dataset folder``, whose class folders are read at any depth)."""
     written = path.resolve()
     for given in map(Path, inputs or ()):
@@ -83,6 +88,12 @@ def folder_apart_from_inputs(path: Path, option: str, inputs, data_root: Path | 
         if given.resolve().parent == written and given.resolve().name.startswith(f"{prefix}_"):
             raise ValueError(f"{option} {path} holds the input image {given}, which the study writes over: give "
                              "another folder")
+    read = [Path(given).resolve() for given in (*(inputs or ()), *(() if data_root is None else (data_root,)))]
+    for link in (p for p in (path.glob(f"{prefix}_*") if path.is_dir() else ()) if p.is_symlink()):
+        target = link.resolve()
+        if any(target == given or target.is_relative_to(given) for given in read):
+            raise ValueError(f"{option} {path} holds {link.name}, a link to the input {target}, which the study "
+                             "would write over: remove the link or give another folder")
     for split in () if data_root is None else (data_root / "train", data_root / "test"):
         if written.is_relative_to(split.resolve()) and written != split.resolve():
             raise ValueError(f"{option} {path} is inside {split}, whose images --dataset folder reads: a rerun (or "

@@ -22,6 +22,7 @@ COUNT = typer.Option(4, help="With --dataset: how many test images (the first of
 DATA_DIR = typer.Option(None, help="With --dataset: folder holding the dataset files.")
 DOWNLOAD = typer.Option(False, help="With --dataset: download a missing dataset into --data-dir, or the cache "
                                     "($RECTGRAD_DATA or ~/.cache/rectgrad) without one.")
+WEIGHTS = typer.Option(None, help="Local state-dict file for a registry model (offline use).")
 DEVICE = typer.Option("auto", help="cpu, cuda, or auto (cuda when available).")
 DPI = typer.Option(150, help="Resolution of the PNG figures.")
 PROGRESS = typer.Option(True, help="Show a progress bar over the methods.")
@@ -43,17 +44,18 @@ def register(app: typer.Typer) -> None:
     app.add_typer(study_app, name="study")
 
 
-def _load(study: str, model: Optional[str], images: Optional[List[Path]], dataset: Optional[str], count: int,
+def _load(ctx: typer.Context, model: Optional[str], images: Optional[List[Path]], dataset: Optional[str], count: int,
           data_dir: Optional[Path], download: bool, device: str, out: Path, dpi: int, show: Optional[int],
-          per_class: int = 1, internal_batch_size: Optional[int] = None, qs: tuple[float, ...] = ()):
-    """The options of ``study`` checked, then the model (eval mode, on ``device``) and the
+          per_class: int = 1, internal_batch_size: Optional[int] = None, qs: tuple[float, ...] = (),
+          weights: Optional[Path] = None):
+    """The options of the study ``ctx`` runs checked, and the image files read once, before the model loads (a
+    registry model may download hundreds of MB), then the model (eval mode, on ``device``) and the
     :class:`rectgrad.studies.Images` to explain."""
-    import torch
-
     from rectgrad import zoo
-    from rectgrad.checkpoint import one_line
+    from rectgrad.data import image_files
     from rectgrad.studies import images_from_dataset, images_from_files
 
+    study = ctx.info_name  # (threshold, feature-maps, ...)
     device = _options.device(device)
     _check_outputs(out, dpi, show)
     _options.positive_int(count, "--count")
@@ -65,25 +67,59 @@ def _load(study: str, model: Optional[str], images: Optional[List[Path]], datase
                                       study.replace("-", "_"))
     if bool(images) == bool(dataset):
         raise ValueError("give image files or folders or --dataset (exactly one of them)")
-    loaded = zoo.load(model, device=device)
+    if images:
+        _refuse_given(ctx, ["count", "data_dir", "download"],
+                      "with image files (only with --dataset)")
+        for path in image_files(images):  # each read (and let go): a mistyped or broken file is told first
+            zoo.read_image(path)
+    loaded = zoo.load(model, device=device, weights=weights)
     for line in (loaded.note or "").splitlines():
         typer.echo(f"note: {line}", err=True)
+    if loaded.channels not in (1, 3):
+        raise ValueError(f"{loaded.name} takes {loaded.channels}-channel inputs, but images are read as grayscale "
+                         f"(1 channel) or RGB (3) only: make the (N, {loaded.channels}, H, W) input tensor yourself "
+                         f"and run the study in Python, rectgrad.studies.{study.replace('-', '_')}(model, "
+                         "rectgrad.studies.Images(x, names), out=...)")
     chosen = (images_from_dataset(dataset, count, per_class, data_dir, download=download, loaded=loaded)
               if dataset else images_from_files(loaded, images))
-    chosen = chosen.to(device)
-    try:  # one image first: a model made for other images fails here, in one clear line
-        with torch.no_grad():
-            loaded.model(chosen.x[:1])
-    except RuntimeError as exc:
-        raise ValueError(f"the model cannot take the {dataset or 'given'} images, "
-                         f"{'x'.join(map(str, chosen.x.shape[1:]))} (channels x height x width): {one_line(exc)}; "
-                         "give a model made for them, or image files (resized to the model's input)") from None
+    chosen = _as_model_input(chosen.to(device), loaded.model)
+    _probe(loaded, chosen, dataset)
     size, wanted = tuple(chosen.x.shape[-2:]), tuple(loaded.input_size)
     if size != wanted and not loaded.size_assumed:  # a model that pools any size runs, on images it was not made for
         raise ValueError(f"{loaded.name} takes {wanted[0]}x{wanted[1]} images, the {dataset} images are "
                          f"{size[0]}x{size[1]}: give a model trained on {dataset}, or --dataset folder or image files "
                          "(resized to the model's input)")
     return loaded.model, chosen  # zoo.load gives it in eval mode
+
+
+def _as_model_input(images, model):
+    """``images`` in the floating type of the model's weights: image files and datasets are read as float32, which
+    a float64 (or half-precision) model refuses, and which the user of the command line cannot change."""
+    import dataclasses
+
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), images.x.dtype)
+    return images if dtype == images.x.dtype else dataclasses.replace(images, x=images.x.to(dtype))
+
+
+def _probe(loaded, chosen, dataset: Optional[str]) -> None:
+    """One image through the model first: a model made for other images fails here, in one clear line, whatever
+    it raises (a size check by ``assert`` as much as a convolution's RuntimeError), before the study's work."""
+    import torch
+
+    from rectgrad.checkpoint import one_line
+
+    try:
+        with torch.no_grad():
+            loaded.model(chosen.x[:1])
+    except (MemoryError, torch.cuda.OutOfMemoryError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - the user's model refusing the user's images
+        advice = ("give a model made for them, or image files (resized to the model's input)" if dataset else
+                  "give a model made for such images, or a model file's input size as input_size [channels, height, "
+                  "width] in the .json beside it")
+        raise ValueError(f"the model cannot take the {dataset or 'given'} images, "
+                         f"{'x'.join(map(str, chosen.x.shape[1:]))} (channels x height x width): {one_line(exc)}; "
+                         f"{advice}") from None
 
 
 def _methods(given: Optional[List[str]], default: tuple[str, ...]) -> tuple[str, ...]:
@@ -111,13 +147,20 @@ def _shown(show: Optional[int]) -> dict:
 
 
 def _finish(result, out: Path, dpi: int) -> None:
-    files = result.save(out, dpi=dpi)
+    """Write ``result`` into ``out`` and print its summary; running out of memory there is the figures' size, which
+    ``--dpi`` sets (the numbers, written first, are kept)."""
+    try:
+        files = result.save(out, dpi=dpi)
+    except MemoryError:
+        raise ValueError(f"--dpi {dpi}: out of memory drawing the figures at this resolution (the numbers and the "
+                         f"summary are in {out}); give a smaller --dpi") from None
     typer.echo(result.markdown())
     typer.echo(f"wrote {', '.join(path.name for path in files)} to {out}")
 
 
 @study_app.command("threshold")
-def threshold(images: Optional[List[Path]] = IMAGES, model: str = MODEL, out: Path = OUT,
+def threshold(ctx: typer.Context, images: Optional[List[Path]] = IMAGES, model: str = MODEL, out: Path = OUT,
+              weights: Optional[Path] = WEIGHTS,
               q: Optional[List[float]] = typer.Option(None, help="Percentiles (repeatable; taken in increasing "
                                                                   "order, each once); default 0 10 20 80 90 95 99 "
                                                                   "(Fig. 4)."),
@@ -128,15 +171,16 @@ def threshold(images: Optional[List[Path]] = IMAGES, model: str = MODEL, out: Pa
     """Fig. 4: RectGrad for tau = 0 and each q, with the sparsity curve."""
     from rectgrad import studies
 
-    net, chosen = _load("threshold", model, images, dataset, count, data_dir, download, device, out, dpi, show,
-                        internal_batch_size=internal_batch_size, qs=tuple(q or ()))
+    net, chosen = _load(ctx, model, images, dataset, count, data_dir, download, device, out, dpi, show,
+                        internal_batch_size=internal_batch_size, qs=tuple(q or ()), weights=weights)
     kwargs = {"qs": tuple(q)} if q else {}
     _finish(studies.threshold(net, chosen, padding_trick=padding_trick, internal_batch_size=internal_batch_size,
                               **kwargs, **_shown(show)), out, dpi)
 
 
 @study_app.command("coherence")
-def coherence(images: Optional[List[Path]] = IMAGES, model: str = MODEL, out: Path = OUT,
+def coherence(ctx: typer.Context, images: Optional[List[Path]] = IMAGES, model: str = MODEL, out: Path = OUT,
+              weights: Optional[Path] = WEIGHTS,
               method: Optional[List[str]] = METHODS, seed: int = typer.Option(0, help="Seed of SmoothGrad's noise."),
               dataset: Optional[str] = DATASET,
               count: int = typer.Option(8, help="With --dataset: how many test images, the first two of each "
@@ -149,14 +193,15 @@ def coherence(images: Optional[List[Path]] = IMAGES, model: str = MODEL, out: Pa
 
     _options.seed(seed)
     names = _methods(method, studies.COMPARED)
-    net, chosen = _load("coherence", model, images, dataset, count, data_dir, download, device, out, dpi, show,
-                        per_class=2, internal_batch_size=internal_batch_size)
+    net, chosen = _load(ctx, model, images, dataset, count, data_dir, download, device, out, dpi, show,
+                        per_class=2, internal_batch_size=internal_batch_size, weights=weights)
     _finish(studies.coherence(net, chosen, methods=names, seed=seed, internal_batch_size=internal_batch_size,
                               progress=progress, **_shown(show)), out, dpi)
 
 
 @study_app.command("adversarial")
-def adversarial(images: Optional[List[Path]] = IMAGES, model: str = MODEL, out: Path = OUT,
+def adversarial(ctx: typer.Context, images: Optional[List[Path]] = IMAGES, model: str = MODEL, out: Path = OUT,
+                weights: Optional[Path] = WEIGHTS,
                 eps: float = typer.Option(0.01, help="FGSM step on pixels scaled to [-1, 1] (the paper's 0.01)."),
                 method: Optional[List[str]] = METHODS,
                 seed: int = typer.Option(0, help="Seed of SmoothGrad's noise and of the control noise."),
@@ -169,14 +214,15 @@ def adversarial(images: Optional[List[Path]] = IMAGES, model: str = MODEL, out: 
     _options.positive_number(eps, "--eps")
     _options.seed(seed)
     names = _methods(method, studies.COMPARED)
-    net, chosen = _load("adversarial", model, images, dataset, count, data_dir, download, device, out, dpi, show,
-                        internal_batch_size=internal_batch_size)
+    net, chosen = _load(ctx, model, images, dataset, count, data_dir, download, device, out, dpi, show,
+                        internal_batch_size=internal_batch_size, weights=weights)
     _finish(studies.adversarial(net, chosen, eps=eps, methods=names, seed=seed,
                                 internal_batch_size=internal_batch_size, progress=progress, **_shown(show)), out, dpi)
 
 
 @study_app.command("layers")
-def layers(images: Optional[List[Path]] = IMAGES, model: str = MODEL, out: Path = OUT,
+def layers(ctx: typer.Context, images: Optional[List[Path]] = IMAGES, model: str = MODEL, out: Path = OUT,
+           weights: Optional[Path] = WEIGHTS,
            q: float = typer.Option(98.0, help="RectGrad's percentile."),
            layer: Optional[List[str]] = typer.Option(None, help="Module name whose input to attribute to "
                                                                 "(repeatable); default: spread over the convs."),
@@ -188,14 +234,15 @@ def layers(images: Optional[List[Path]] = IMAGES, model: str = MODEL, out: Path 
     from rectgrad import studies
 
     _options.positive_int(max_layers, "--max-layers")
-    net, chosen = _load("layers", model, images, dataset, count, data_dir, download, device, out, dpi, show,
-                        internal_batch_size=internal_batch_size, qs=(q,))
+    net, chosen = _load(ctx, model, images, dataset, count, data_dir, download, device, out, dpi, show,
+                        internal_batch_size=internal_batch_size, qs=(q,), weights=weights)
     _finish(studies.layers(net, chosen, q=q, layer_names=layer or None, max_layers=max_layers,
                            internal_batch_size=internal_batch_size, **_shown(show)), out, dpi)
 
 
 @study_app.command("feature-maps")
-def feature_maps(images: Optional[List[Path]] = IMAGES, model: str = MODEL, out: Path = OUT,
+def feature_maps(ctx: typer.Context, images: Optional[List[Path]] = IMAGES, model: str = MODEL, out: Path = OUT,
+                 weights: Optional[Path] = WEIGHTS,
                  channels: int = typer.Option(8, help="Most active channels shown per layer."),
                  max_layers: int = typer.Option(8, help="Layers shown, spread from first to last."),
                  dataset: Optional[str] = DATASET, count: int = COUNT, data_dir: Optional[Path] = DATA_DIR,
@@ -206,8 +253,8 @@ def feature_maps(images: Optional[List[Path]] = IMAGES, model: str = MODEL, out:
 
     _options.positive_int(channels, "--channels")
     _options.positive_int(max_layers, "--max-layers")
-    net, chosen = _load("feature-maps", model, images, dataset, count, data_dir, download, device, out, dpi, show,
-                        internal_batch_size=internal_batch_size)
+    net, chosen = _load(ctx, model, images, dataset, count, data_dir, download, device, out, dpi, show,
+                        internal_batch_size=internal_batch_size, weights=weights)
     _finish(studies.feature_maps(net, chosen, channels=channels, max_layers=max_layers,
                                  internal_batch_size=internal_batch_size, **_shown(show)), out, dpi)
 
@@ -216,7 +263,8 @@ def feature_maps(images: Optional[List[Path]] = IMAGES, model: str = MODEL, out:
 def rules(ctx: typer.Context, images: Optional[List[Path]] = IMAGES,
           model: Optional[str] = typer.Option(None, help="With images or --dataset: the model to explain (default "
                                                          "efficientnet-lite0)."),
-          out: Path = OUT, q: float = typer.Option(98.0, help="Percentile for the maps."),
+          weights: Optional[Path] = WEIGHTS, out: Path = OUT,
+          q: float = typer.Option(98.0, help="Percentile for the maps."),
           dataset: Optional[str] = DATASET, count: int = COUNT, data_dir: Optional[Path] = DATA_DIR,
           download: bool = DOWNLOAD, internal_batch_size: Optional[int] = IMAGES_BATCH,
           show: Optional[int] = SHOW, device: str = DEVICE, dpi: int = DPI) -> None:
@@ -226,11 +274,11 @@ def rules(ctx: typer.Context, images: Optional[List[Path]] = IMAGES,
     from rectgrad import studies
 
     if images or dataset:
-        net, chosen = _load("rules", model or "efficientnet-lite0", images, dataset, count, data_dir, download,
-                            device, out, dpi, show, internal_batch_size=internal_batch_size, qs=(q,))
+        net, chosen = _load(ctx, model or "efficientnet-lite0", images, dataset, count, data_dir, download,
+                            device, out, dpi, show, internal_batch_size=internal_batch_size, qs=(q,), weights=weights)
     else:
-        _refuse_given(ctx, ["model", "q", "count", "data_dir", "download", "internal_batch_size", "show", "device",
-                            "dpi"], "without images or --dataset (rules then prints the B.2 toy alone)")
+        _refuse_given(ctx, ["model", "weights", "q", "count", "data_dir", "download", "internal_batch_size", "show",
+                            "device", "dpi"], "without images or --dataset (rules then prints the B.2 toy alone)")
         _check_outputs(out, dpi, show)
         net, chosen = None, None
     _finish(studies.rules(net, chosen, q=q, internal_batch_size=internal_batch_size, **_shown(show)), out, dpi)

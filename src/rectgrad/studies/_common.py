@@ -130,7 +130,9 @@ class StudyResult:
         return "\n\n".join(parts) + "\n"
 
     def save(self, out, dpi: int = 150) -> list[Path]:
-        """Write ``<name>_<table>.csv`` per table, ``<name>.md`` and ``<name>_<figure>.png`` into ``out``."""
+        """Write ``<name>_<table>.csv`` per table, ``<name>.md`` and ``<name>_<figure>.png`` into ``out``, then remove
+        the ``<name>_*.csv`` and ``<name>_*.png`` files there that this call did not write: an earlier run's (a table
+        or figure it had and this one has not) would pass for this run's."""
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         prefix = self.name.replace("-", "_")
@@ -147,6 +149,9 @@ class StudyResult:
         write_text_atomically(md, self.markdown())
         written.append(md)
         written += [viz.save_figure(fig, out / f"{prefix}_{name}.png", dpi=dpi) for name, fig in self.figures.items()]
+        for earlier in out.glob(f"{prefix}_*"):
+            if earlier.suffix in (".csv", ".png") and earlier not in written and not earlier.is_dir():
+                earlier.unlink()
         return written
 
 
