@@ -1650,10 +1650,6 @@ def test_cli_study_a_float64_model_file_is_run_or_blamed_on_its_dtype(cnn, model
     assert status == 0 or (status == 2 and "or image files" not in err and "double" in err)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: internal_batch_size (--internal-batch-size, 'how many samples go through "
-                                       "the model at once, which bounds memory') is not kept: every study predicts 16 "
-                                       "images at once (_common.predict's own batch_size), and adversarial's FGSM "
-                                       "runs forward and backward on all images at once")
 @pytest.mark.parametrize("study", ["threshold", "coherence", "adversarial", "layers", "feature_maps", "rules"])
 def test_studies_send_at_most_internal_batch_size_samples_through_the_model(cnn, study):
     images = square_images(3)
@@ -1667,3 +1663,14 @@ def test_studies_send_at_most_internal_batch_size_samples_through_the_model(cnn,
     finally:
         handle.remove()
     assert seen and max(seen) <= 2
+
+
+def test_fgsm_in_chunks_is_fgsm_of_the_whole_batch(cnn):
+    # each image's step is the sign of its own loss's gradient: chunks of 2 (the last of 1) change nothing
+    images = square_images(5)
+    whole = studies.fgsm(cnn, images.x, 0.05)
+    assert torch.equal(studies.fgsm(cnn, images.x, 0.05, internal_batch_size=2), whole)
+    target = torch.tensor([2, 0, 1, 1, 0])
+    assert torch.equal(studies.fgsm(cnn, images.x, 0.05, target=target, internal_batch_size=2),
+                       studies.fgsm(cnn, images.x, 0.05, target=target))
+    assert not torch.equal(whole, images.x)

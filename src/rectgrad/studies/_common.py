@@ -242,10 +242,10 @@ def refuse_inlined_layers(model, study: str, seen_any: bool = True) -> None:
 
 @leaves_model_as_it_was
 @torch.no_grad()
-def predict(model: nn.Module, x: Tensor, batch_size: int = 16) -> tuple[Tensor, Tensor]:
+def predict(model: nn.Module, x: Tensor, internal_batch_size: int | None = 16) -> tuple[Tensor, Tensor]:
     """Predicted classes and their softmax probabilities (the outputs themselves where they are probabilities), from
-    :func:`rectgrad.methods.predict`'s logits, ``batch_size`` images at a time."""
-    logits = methods_predict(model, x, internal_batch_size=batch_size)
+    :func:`rectgrad.methods.predict`'s logits, ``internal_batch_size`` images at a time (None: all at once)."""
+    logits = methods_predict(model, x, internal_batch_size=internal_batch_size)
     probs = logits if looks_like_probabilities(logits) else logits.softmax(1)
     return probs.argmax(1), probs.max(1).values
 

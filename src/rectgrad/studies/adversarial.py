@@ -17,7 +17,7 @@ from rectgrad.studies._common import (COMPARED, Images, StudyResult, check_show,
 
 @leaves_model_as_it_was
 def fgsm(model: nn.Module, x: Tensor, eps: float = 0.01, *, target: Tensor | None = None, mean=None,
-         std=None) -> Tensor:
+         std=None, internal_batch_size: int | None = None) -> Tensor:
     """Fast gradient sign method (Goodfellow et al., 2015) with the paper's ``eps`` = 0.01 on [-1, 1] pixels.
 
     Ascends the cross-entropy of ``target`` (default: each image's predicted class) by one step of ``eps``
@@ -26,8 +26,16 @@ def fgsm(model: nn.Module, x: Tensor, eps: float = 0.01, *, target: Tensor | Non
     [-1, 1] whatever the model's normalization: for a model that sees ``(pixel01 - mean) / std`` (per-channel
     ``mean``/``std``) it moves each pixel by ``eps / 2`` in [0, 1] units; with neither, ``x`` is taken to be
     pixels in [-1, 1]. Returns the adversarial inputs in the model's input space. A model of one output is refused:
-    its cross-entropy is constant, so the step would be zero.
+    its cross-entropy is constant, so the step would be zero. ``internal_batch_size`` images go forward and backward
+    at once (None: all): each image's step is the sign of its own loss's gradient, the same in any chunk.
     """
+    size = internal_batch_size or max(len(x), 1)
+    targets = [None] * len(range(0, len(x), size)) if target is None else target.split(size)
+    return torch.cat([_fgsm_step(model, chunk, eps, t, mean, std) for chunk, t in zip(x.split(size), targets)])
+
+
+def _fgsm_step(model: nn.Module, x: Tensor, eps: float, target: Tensor | None, mean, std) -> Tensor:
+    """:func:`fgsm` of one chunk of images."""
     pixels = to_pixels(x, mean, std).detach().requires_grad_()
     with torch.enable_grad():
         scores = model(from_pixels(pixels, mean, std))
@@ -59,12 +67,12 @@ def adversarial(model: nn.Module, images: Images, out=None, *, eps: float = 0.01
         raise ValueError(f"eps must be a finite positive step, got {eps!r}")
     show = check_show(show, len(images))
     methods = method_names(methods)  # run three times: a generator would be spent after the first
-    predicted, confidence = predict(model, images.x)
-    x_adv = fgsm(model, images.x, eps, mean=images.mean, std=images.std)
+    predicted, confidence = predict(model, images.x, internal_batch_size)
+    x_adv = fgsm(model, images.x, eps, mean=images.mean, std=images.std, internal_batch_size=internal_batch_size)
     noise = torch.randint(0, 2, images.x.shape, generator=torch.Generator().manual_seed(seed)).to(images.x) * 2 - 1
     x_noise = images.from_pixels((images.to_pixels(images.x) + eps * noise).clamp(-1, 1))
-    predicted_adv, confidence_adv = predict(model, x_adv)
-    predicted_noise, _ = predict(model, x_noise)
+    predicted_adv, confidence_adv = predict(model, x_adv, internal_batch_size)
+    predicted_noise, _ = predict(model, x_noise, internal_batch_size)
     flipped = (predicted_adv != predicted).tolist()
     run = dict(methods=methods, seed=seed, internal_batch_size=internal_batch_size, progress=progress)
     clean, skipped = method_attributions(model, images.x, predicted, description="maps, images", **run)

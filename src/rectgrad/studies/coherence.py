@@ -26,7 +26,7 @@ def coherence(model: nn.Module, images: Images, out=None, *, methods=COMPARED, s
     the methods.
     """
     show = check_show(show, len(images))
-    predicted, _ = predict(model, images.x)
+    predicted, _ = predict(model, images.x, internal_batch_size)
     classes = (images.labels if images.labels is not None else predicted).tolist()
     attributions, skipped = method_attributions(model, images.x, predicted, method_names(methods), seed=seed,
                                                 internal_batch_size=internal_batch_size, progress=progress)

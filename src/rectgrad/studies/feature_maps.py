@@ -66,7 +66,7 @@ def feature_maps(model: nn.Module, images: Images, out=None, *, channels: int = 
     """
     show = check_show(show, len(images))
     chunks = image_chunks(len(images), internal_batch_size)
-    predicted, _ = predict(model, images.x)
+    predicted, _ = predict(model, images.x, internal_batch_size)
     saliency = torch.cat([torch.as_tensor(viz.channel_sum(engine_gradients(model, images.x[c], predicted[c],
                                                                             Options())[0])) for c in chunks])
     shares = ([0.0] * len(images) if images.masks is None

@@ -115,7 +115,7 @@ def layers(model: nn.Module, images: Images, out=None, *, q: float = 98.0, paddi
     q, _ = check_threshold(q, None)
     show = check_show(show, len(images))
     chunks = image_chunks(len(images), internal_batch_size)
-    predicted, _ = predict(model, images.x)
+    predicted, _ = predict(model, images.x, internal_batch_size)
     chosen = hidden_layers(model, images.x[chunks[0]], layer_names, max_layers)  # on a batch the passes take
     methods = {"Saliency": Options(), "RectGrad": Options(rule=Rule(score="pr1", q=q), padding_trick=padding_trick)}
     found: dict[str, _Layer] = {}  # layer label -> its tallies, input first

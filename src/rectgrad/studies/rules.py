@@ -83,7 +83,7 @@ def rules(model: nn.Module, images: Images | None = None, out=None, *, q: float 
     tables = {"toy_b2": toy_b2(toy_q)}
     figures = {}
     if images is not None:
-        predicted, _ = predict(model, images.x)
+        predicted, _ = predict(model, images.x, internal_batch_size)
         attributions = {rule: quiet(RectGrad(model).attribute, images.x, target=predicted, q=q, rule=rule,
                                     padding_trick=padding_trick, internal_batch_size=internal_batch_size)
                         for rule in candidates}

@@ -25,7 +25,7 @@ def threshold(model: nn.Module, images: Images, out=None, *, qs=QS, padding_tric
     increasing order, each once.
     """
     show = check_show(show, len(images))
-    predicted, _ = predict(model, images.x)
+    predicted, _ = predict(model, images.x, internal_batch_size)
     settings = {"tau = 0": {"tau": 0.0}} | {f"q = {q:.10g}": {"q": q} for q in sorted(set(map(float, qs)))}
     attributions = {name: quiet(RectGrad(model).attribute, images.x, target=predicted, padding_trick=padding_trick,
                                 final_threshold=False, internal_batch_size=internal_batch_size, **kwargs)
