@@ -450,3 +450,280 @@ def test_a_readme_no_report_wrote_is_never_replaced(tmp_path):
     assert module.write_report(work, out).read_text().startswith(module.TITLE + ": ")
     (out / "README.md").write_text("edited by hand")
     module.write_report(work, out)  # listed in the manifest of the report it belongs to
+
+
+# --- mutation-testing gaps (second round) ---
+
+
+def roar_kar_files(curves: dict, repeats=1) -> dict:
+    """Result files from ``{(mode, method): curve}``, the same curve (accuracies at FRACTIONS) for every repeat."""
+    return {f"{mode}/{method}-p{f!r}-r{r}.json": {"accuracy": a} for (mode, method), curve in curves.items()
+            for r in range(repeats) for f, a in zip(FRACTIONS, curve)}
+
+
+def boxes(monkeypatch) -> dict:
+    """The values each box plot is drawn from, by its title, kept as the report passes them."""
+    drawn, original = {}, module.boxplot
+    monkeypatch.setattr(module, "boxplot", lambda values, ylabel, title=None: drawn.setdefault(
+        title, {k: list(map(float, v)) for k, v in values.items()}) and original(values, ylabel, title))
+    return drawn
+
+
+def test_chance_margin_is_5_percent_of_the_way_to_a_perfect_score_not_of_chance():
+    # chance 10%: 4.5 points over it (the docstring's example), not 5% of 10% (0.5 points)
+    assert module._at_chance(0.144, 0.1) and not module._at_chance(0.146, 0.1)
+    assert module._at_chance(0.962, 0.96) and not module._at_chance(0.963, 0.96)  # 96% one class: 96.2%
+
+
+def test_header_states_the_saved_tie_noise_and_attribution_overrides(tmp_path):
+    config = {**CONFIG, "tie_noise": 0.001,
+              "parameters": {**CONFIG["parameters"], "hyperparameters": {"rectgrad": {"q": 0.9, "eps": 0}}}}
+    text = _Report(tmp_path, tmp_path, config).header()
+    assert "tie-breaking noise of standard deviation 0.001 |" in text  # the run's own, not the default 1e-4
+    assert "| attribution overrides | rectgrad: q=0.9, eps=0 |" in text
+
+
+def test_masked_images_per_class_in_the_models_class_order_with_absent_classes(tmp_path):
+    report = _Report(tmp_path, tmp_path, CONFIG)
+    report._metadata = {"clean": {"classes": ["dog", "cat", "bird"]}, "patch": None}  # not alphabetical
+    report._chosen = {"names": ["x", "y", "z"], "labels": [0, 0, 1], "source": "the masks"}
+    # label 0 is dog, 1 cat; bird (the last class) has none but is still listed, with 0
+    assert report._masked_used() == "3 correctly classified masked images (up to 2 per class: dog 2, cat 1, bird 0)"
+
+
+def test_masked_images_are_read_from_results_masked_json(tmp_path):
+    report = make_report(tmp_path, **{"results/masked.json": {"names": ["x"], "labels": [0], "source": "s"}})
+    report._metadata = {"clean": None, "patch": None}  # (the clean model not trained here: no class names)
+    report.p["per_class"] = 2
+    assert report._masked_used() == "1 correctly classified masked images (up to 2 per class)"  # the one chosen
+
+
+def test_models_table_reads_the_saved_checkpoints(tmp_path):
+    from rectgrad.checkpoint import save_checkpoint
+    from rectgrad.models import PaperCNN
+
+    report = make_report(tmp_path)
+    (report.work / "models").mkdir(parents=True)
+    save_checkpoint(PaperCNN(1, 8, 2), report.work / "models/clean.pt", train_images=10, epochs=1, test_accuracy=0.75,
+                    classes=["a", "b"], majority_accuracy=0.5)
+    text = report.models()  # the patch model not trained yet: one row
+    assert "| clean | 10 | 1 | 0.7500 |" in text and "| patch |" not in text
+    assert "Paper (CIFAR-10, 20 epochs): 74.6% clean, 73.1% patch-occluded." in text  # the paper's Sec. 3 / appendix
+    assert [r["model"] for r in read_csv(report.out / "models.csv")] == ["clean"]
+
+
+def test_fig2_plots_each_layers_mean_margin_without_a_band(tmp_path, monkeypatch):
+    figures = saved_figures(monkeypatch)
+    report = make_report(tmp_path, **{"results/occlusion-conv1.json": {"fractions": [0, .5, 1],
+                                                                       "margins": [[2, 1, 0], [4, 3, -.5]]}})
+    report.occlusion()
+    ax = figures["fig2-feature-map-occlusion.png"].axes[0]
+    (line,) = ax.get_lines()
+    assert list(line.get_xdata()) == [0, .5, 1] and list(line.get_ydata()) == pytest.approx([3, 2, -.25])
+    assert not ax.collections  # one curve per layer, no spread shaded (the paper's Fig. 2 has none)
+
+
+def test_occlusion_lowest_margin_is_the_curves_minimum_not_its_end(tmp_path):
+    # the mean margin dips below 0 half-way and recovers: the lowest is the dip, and the claim fails
+    report = make_report(tmp_path, **{"results/occlusion-conv1.json": {"fractions": [0, .5, 1],
+                                                                       "margins": [[2, -1, 1], [2, -1, 1]]}})
+    text = report.occlusion()
+    assert "| conv1 | 2.00 | 1.00 | -1.00 | 100% |" in text
+    assert claim(report, "Fig. 2: the mean margin stays positive") == ("lowest mean margin -1.00", "**no**")
+
+
+def test_patch_share_is_the_mean_over_images_not_the_median(tmp_path):
+    share = {"rectgrad": [.1, .1, .7], "saliency": [.2, .2, .2]}  # RectGrad: mean .3, median .1
+    patch = {m: {"inside": [1, 1, 1], "inside_raw": [1, 1, 1], "fraction_raw": s} for m, s in share.items()}
+    report = make_report(tmp_path, methods=list(share), **{"results/patch.json": patch})
+    maps = torch.zeros(1, 1, 8, 8)
+    torch.save({"inputs": maps, "maps": {m: maps for m in share}}, report.work / "results/patch-examples.pt")
+    text = report.patch()
+    rectgrad = next(r for r in read_csv(report.out / "patch-attribution.csv") if r["method"] == "rectgrad")
+    assert float(rectgrad["mean_share_without_final_threshold"]) == pytest.approx(.3)
+    assert "| RectGrad | 1 | 1 | 1 | 0.300 |" in text
+    assert claim(report, "Fig. 7, scale-free check") == ("RectGrad 0.3; best baseline Saliency 0.2", "**no**")
+
+
+def test_box_plots_show_each_images_own_values(tmp_path, monkeypatch):
+    # Fig. 7: the sums in the patch; Fig. 8 (bottom): the total variations (not TV / total), Random left out
+    drawn = boxes(monkeypatch)
+    saved_figures(monkeypatch)
+    methods = ["random", "rectgrad", "saliency"]
+    patch = {m: {"inside": [i + 1, 2 * i], "inside_raw": [9, 9], "fraction_raw": [.5, .5]}
+             for i, m in enumerate(methods)}
+    noise = {m: {"outside": [1, 2], "outside_fraction": [.1, .2], "total_variation": [i + 3, 7 * i],
+                 "total_variation_relative": [.5, .25], "outside_raw": [1, 1], "total_variation_raw": [1, 1]}
+             for i, m in enumerate(methods)}
+    report = make_report(tmp_path, methods=methods, **{"results/patch.json": patch, "results/noise.json": noise})
+    maps = torch.zeros(1, 1, 8, 8)
+    torch.save({"inputs": maps, "maps": {m: maps for m in methods}}, report.work / "results/patch-examples.pt")
+    report.patch()
+    report.noise()
+    assert drawn["Attribution in the random patch (Fig. 7)"] == {"RectGrad": [2, 2], "Saliency": [3, 4]}
+    assert drawn["Total variation of the maps (Fig. 8, bottom)"] == {"RectGrad": [4, 7], "Saliency": [5, 14]}
+
+
+def test_table1_leaves_out_a_method_with_a_single_missing_training(tmp_path, monkeypatch):
+    saved_figures(monkeypatch)  # (not written: faster)
+    files = roar_kar_files({(mode, m): [.9, .6, .3] for mode in ("roar", "kar") for m in ("rectgrad", "saliency")})
+    del files["kar/rectgrad-p0.9-r0.json"]
+    report = make_report(tmp_path, methods=["rectgrad", "saliency"], **files)
+    text = report.roar_kar()
+    assert "1 trainings are not done yet" in text
+    assert "| RectGrad | 0.6000 | 0.5385 | - | 0.3382 |" in text  # its ROAR done, its KAR left out
+    assert [r["mode"] for r in read_csv(report.out / "roar-kar.csv") if r["method"] == "rectgrad"] == ["roar"] * 3
+
+
+def test_curves_note_when_only_roar_is_done(tmp_path, monkeypatch):
+    saved_figures(monkeypatch)  # (not written: faster)
+    # two repeats, every ROAR training done and no KAR one yet: the ROAR curves are means over the repeats
+    files = roar_kar_files({("roar", m): [.9, .6, .3] for m in ("rectgrad", "saliency")}, repeats=2)
+    report = make_report(tmp_path, repeats=2, methods=["rectgrad", "saliency"], **files)
+    text = report.roar_kar()
+    assert "12 trainings are not done yet" in text  # 2 methods x 3 fractions x 2 repeats of KAR
+    assert "Curves: the mean test accuracy over the 2 repeats" in text
+    assert "fig9-roar.png" in report.written and "fig9-kar.png" not in report.written
+
+
+def test_table1_rows_in_the_runs_method_order(tmp_path, monkeypatch):
+    saved_figures(monkeypatch)  # (not written: faster)
+    methods = ["saliency", "rectgrad", "random", "guided_bp"]  # not alphabetical, not the paper's order
+    report = make_report(tmp_path, repeats=2, methods=methods, **roar_kar_results())
+    text = report.roar_kar()
+    assert [r["method"] for r in read_csv(report.out / "table1.csv")] == methods
+    rows = [line.split(" | ")[0] for line in text.splitlines() if line.startswith("| ") and "0." in line]
+    assert rows == ["| Saliency", "| RectGrad", "| Random", "| Guided BP"]
+
+
+def test_table1_a_score_of_zero_is_shown_not_dashed(tmp_path, monkeypatch):
+    saved_figures(monkeypatch)  # (not written: faster)
+    # KAR at 100% accuracy at every kept fraction: AOC 0, a perfect score, not a missing one
+    files = roar_kar_files({("roar", "rectgrad"): [.5, .5, .5], ("kar", "rectgrad"): [1, 1, 1]})
+    report = make_report(tmp_path, methods=["rectgrad"], **files)
+    text = report.roar_kar()
+    assert "| RectGrad | 0.5000 | 0.5385 | 0.0000 | 0.3382 |" in text
+    assert float(read_csv(report.out / "table1.csv")[0]["kar_aoc"]) == 0
+
+
+def test_table1_claims_without_rectgrads_scores_are_not_measured(tmp_path, monkeypatch):
+    saved_figures(monkeypatch)  # (not written: faster)
+    # RectGrad's trainings not done: no verdict against the baselines, and none against Random
+    files = roar_kar_files({(mode, m): [.9, .6, .3] for mode in ("roar", "kar") for m in ("random", "saliency")})
+    report = make_report(tmp_path, methods=["random", "rectgrad", "saliency"], **files)
+    report.roar_kar()
+    for than in ("every baseline", "Random"):
+        assert claim(report, f"Table 1: RectGrad has a lower ROAR AUC than {than}") == ("not done yet: RectGrad", "n/a")
+
+
+def test_compare_counts_every_baseline_and_only_the_baselines(tmp_path):
+    report = make_report(tmp_path)
+    # the paper's six baselines (its Table 1 less Random and RectGrad); Random and RectGrad PRR lower still, but none
+    for baseline in ("saliency", "guided_bp", "smoothgrad", "grad_input", "intgrad", "deeplift"):
+        report._compare(baseline, {"rectgrad": .5, baseline: .3, "random": .1, "rectgrad_prr": .05})
+        assert claim(report, baseline) == (
+            f"RectGrad 0.5, RectGrad PRR 0.05; best baseline {module.label(baseline)} 0.3", "**no**")
+    report._compare("random only", {"rectgrad": .5, "random": .4})  # no baseline measured: no verdict
+    assert claim(report, "random only") == ("not measured", "n/a")
+
+
+def test_within_the_spread_counts_the_best_baselines_spread_too(tmp_path):
+    report = make_report(tmp_path)
+    report._compare("c", {"rectgrad": .5, "saliency": .6, "guided_bp": .9}, {"rectgrad": 0, "saliency": .2,
+                                                                              "guided_bp": 0})
+    assert claim(report, "c") == ("RectGrad 0.5; best baseline Saliency 0.6 (difference within the spread over "
+                                  "repeats)", "yes")  # .1 apart, Saliency's own scores spread .2
+    report._compare("d", {"rectgrad": .5, "saliency": .6, "guided_bp": .9}, {"rectgrad": 0, "saliency": 0,
+                                                                              "guided_bp": .5})
+    assert claim(report, "d")[0] == "RectGrad 0.5; best baseline Saliency 0.6"  # another baseline's spread: no
+
+
+def test_table1_at_chance_states_the_best_accuracy_and_the_chance_level(tmp_path, monkeypatch):
+    saved_figures(monkeypatch)  # (not written: faster)
+    curves = {"random": [.5, .52, .51], "rectgrad": [.5, .51, .505]}  # best accuracies .52 and .51: .52 stated
+    files = roar_kar_files({(mode, m): c for mode in ("roar", "kar") for m, c in curves.items()})
+    report = make_report(tmp_path, methods=["random", "rectgrad"], **files)
+    report._metadata = {"clean": {"classes": list("ab"), "majority_accuracy": 0.5}, "patch": None}
+    text = report.roar_kar()  # every accuracy within 2.5 points of 50% chance
+    assert "**ROAR: every retrained model is at chance level (accuracy <= 0.5200)**, chance 0.5000:" in text
+
+
+def test_header_of_a_folder_dataset_and_the_runs_methods_in_order(tmp_path):
+    config = {**CONFIG, "dataset": "folder", "methods": ["saliency", "rectgrad"],
+              "data": {"train": 100, "test": 20, "image_size": 64, "masked": 5}}
+    text = _Report(tmp_path, tmp_path, config).header()
+    assert "| dataset (train / test images) | folder (100 / 20; 64x64, 5 masked test images) |" in text
+    assert "| methods | saliency, rectgrad |" in text  # as run, not sorted
+
+
+def test_write_report_without_results_writes_nothing(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no results"):
+        module.write_report(tmp_path / "work", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_patch_table_keeps_random(tmp_path, monkeypatch):
+    # Figs. 7-8 leave Random out of the plots, but the CSV and the README table keep every method of the run
+    saved_figures(monkeypatch)
+    methods = ["saliency", "random", "rectgrad"]
+    patch = {m: {"inside": [i], "inside_raw": [i], "fraction_raw": [.5]} for i, m in enumerate(methods)}
+    report = make_report(tmp_path, methods=methods, **{"results/patch.json": patch})
+    maps = torch.zeros(1, 1, 8, 8)
+    torch.save({"inputs": maps, "maps": {m: maps for m in methods}}, report.work / "results/patch-examples.pt")
+    text = report.patch()
+    assert [r["method"] for r in read_csv(report.out / "patch-attribution.csv")] == methods
+    assert "| Random | 1 | 1 | 1 | 0.500 |" in text
+
+
+def test_occlusion_margin_is_the_mean_over_images_not_the_median(tmp_path):
+    # three images, one far above the others: mean margins (2, 1), medians (1, 0)
+    report = make_report(tmp_path, **{"results/occlusion-conv1.json": {"fractions": [0, 1],
+                                                                       "margins": [[1, 0], [1, 0], [4, 3]]}})
+    text = report.occlusion()
+    assert [float(r["mean_margin"]) for r in read_csv(report.out / "feature-map-occlusion.csv")] == [2, 1]
+    assert "| conv1 | 2.00 | 1.00 | 1.00 | 33% |" in text  # one image in three still correct (margin > 0)
+    assert claim(report, "Fig. 2: the mean margin stays positive") == ("lowest mean margin 1.00", "yes")
+
+
+def test_within_the_spread_is_the_larger_spread_not_their_sum(tmp_path):
+    report = make_report(tmp_path)
+    report._compare("c", {"rectgrad": .5, "saliency": .65}, {"rectgrad": .1, "saliency": .1})
+    assert claim(report, "c") == ("RectGrad 0.5; best baseline Saliency 0.65", "yes")  # .15 apart: more than .1
+
+
+# Table 1 of the paper (CIFAR-10), typed from the paper: ROAR AUC, KAR AOC
+PAPER = {"random": (.5562, .4438), "rectgrad": (.5385, .3382), "saliency": (.5568, .4455), "guided_bp": (.5504, .4270),
+         "smoothgrad": (.5536, .4444), "grad_input": (.5408, .4176), "intgrad": (.5428, .4185),
+         "deeplift": (.5519, .3928)}
+
+
+def test_table1_paper_columns_are_the_papers_for_every_method(tmp_path, monkeypatch):
+    # no training done yet: our columns dashed, the paper's filled in (none for RectGrad PRR, not in the paper)
+    methods = [*PAPER, "rectgrad_prr"]
+    report = make_report(tmp_path, methods=methods)
+    text = report.roar_kar()
+    table = {r["method"]: r for r in read_csv(report.out / "table1.csv")}
+    for m, (auc, aoc) in PAPER.items():
+        assert (float(table[m]["paper_roar_auc"]), float(table[m]["paper_kar_aoc"])) == (auc, aoc), m
+        assert f"| {module.label(m)} | - | {auc:.4f} | - | {aoc:.4f} |" in text, m
+    assert (table["rectgrad_prr"]["paper_roar_auc"], table["rectgrad_prr"]["roar_auc"]) == ("", "")
+    assert f"| {module.label('rectgrad_prr')} | - | - | - | - |" in text
+    assert "54 trainings are not done yet" in text  # (ROAR, KAR) x 9 methods x 3 fractions, one repeat
+
+
+def test_readme_sections_and_claims_in_the_papers_order(tmp_path):
+    work = tmp_path / "work"
+    (work / "results").mkdir(parents=True)
+    (work / "config.json").write_text(json.dumps(CONFIG))
+    (work / "results/occlusion-conv1.json").write_text(json.dumps({"fractions": [0, 1], "margins": [[1, 1]]}))
+    text = module.write_report(work, tmp_path / "out").read_text()
+    headings = [line for line in text.splitlines() if line.startswith("#")]
+    assert [h.split(":")[0] for h in headings] == [
+        "# RectGrad quantitative experiments", "## Models", "## The paper's claims, as measured here", "## Fig. 2",
+        "## Figs. 3 and 7", "## Fig. 8", "## Fig. 9 and Table 1", "## Compute time"]
+    # the claims in the order of the figures they are about: Fig. 2, then Table 1's ROAR, then its KAR (each against
+    # every baseline and Random, waiting for their trainings)
+    section = text[text.index("## The paper's claims"):text.index("## Fig. 2")]
+    claims = [line.split(":")[0] for line in section.splitlines() if line.startswith(("| Fig.", "| Table 1"))]
+    assert claims == ["| Fig. 2", "| Table 1", "| Table 1", "| Table 1", "| Table 1"]
+    assert text.index("lower ROAR AUC than every baseline") < text.index("lower KAR AOC than every baseline")
