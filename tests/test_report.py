@@ -206,11 +206,11 @@ def test_chance_is_the_majority_rate_else_one_class_in_n_and_its_margin_is_inclu
 
 def test_a_manifest_lists_only_names(tmp_path):
     manifest = tmp_path / "manifest.json"
-    assert module._listed(manifest) == []  # none yet
+    assert module.listed_files(manifest) == []  # none yet
     for text, listed in (('["a.csv", "b.png"]', ["a.csv", "b.png"]), ("5", []), ('[["a.csv"]]', []),
                          ('["a.csv", 1]', []), ("[", []), ('{"a.csv": 1}', [])):
         manifest.write_text(text)
-        assert module._listed(manifest) == listed, text
+        assert module.listed_files(manifest) == listed, text
 
 
 CONFIG = {"dataset": "cifar10", "scale": "smoke", "data": {"train": 200, "test": 60}, "methods": ["rectgrad"],

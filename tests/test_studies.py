@@ -2,6 +2,7 @@
 import copy
 import csv
 import dataclasses
+import json
 import math
 import warnings
 
@@ -308,7 +309,8 @@ def test_threshold_study(cnn, tmp_path):
     assert nonzero == sorted(nonzero, reverse=True) and nonzero[-1] < nonzero[0]
     assert rows[0]["rank correlation with tau = 0"] == pytest.approx(1.0)
     assert all(0 < r["positive fraction"] <= r["nonzero fraction"] for r in rows)  # zeros are not positive
-    assert {p.name for p in tmp_path.iterdir()} == {"threshold.md", "threshold_sparsity.csv", "threshold_maps.png",
+    assert {p.name for p in tmp_path.iterdir()} == {".rectgrad-threshold.json", "threshold.md",
+                                                    "threshold_sparsity.csv", "threshold_maps.png",
                                                     "threshold_sparsity.png"}
     assert len(read_csv(tmp_path / "threshold_sparsity.csv")) == 5
 
@@ -377,7 +379,8 @@ def test_show_0_draws_no_image_figure_and_a_negative_show_is_refused(cnn, tmp_pa
             call(show=2.5)
         assert set(call(show=None).figures) == set(call(show=2).figures), name  # None: all (layers crashed)
     studies.threshold(cnn, images, tmp_path, qs=(50,), show=0)
-    assert {p.name for p in tmp_path.iterdir()} == {"threshold.md", "threshold_sparsity.csv", "threshold_sparsity.png"}
+    assert {p.name for p in tmp_path.iterdir()} == {".rectgrad-threshold.json", "threshold.md",
+                                                    "threshold_sparsity.csv", "threshold_sparsity.png"}
 
 
 def test_an_all_zero_map_has_no_background_share():
@@ -476,8 +479,8 @@ def test_adversarial_study_on_a_cnn(cnn, tmp_path):
     assert all(0 <= r["adversarial change"] <= 2 and 0 <= r["noise change"] <= 2 for r in rows)
     assert rows[1]["excess"] == rows[1]["excess, thresholded"]  # RectGrad: not thresholded, as in the paper
     assert rows[0]["excess"] != rows[0]["excess, thresholded"]
-    assert {"adversarial.md", "adversarial_sensitivity.csv", "adversarial_images.csv", "adversarial_maps.png",
-            "adversarial_maps_thresholded.png"} == {p.name for p in tmp_path.iterdir()}
+    assert {".rectgrad-adversarial.json", "adversarial.md", "adversarial_sensitivity.csv", "adversarial_images.csv",
+            "adversarial_maps.png", "adversarial_maps_thresholded.png"} == {p.name for p in tmp_path.iterdir()}
 
 
 def test_layers_study(cnn, tmp_path):
@@ -884,7 +887,7 @@ def test_cli_rules_without_a_model_prints_the_toy(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "| PR1 (RectGrad) | (3, 20, -100, 0) | 3 | a2 |" in text
     assert "| PR4 | (1, 10, -100, 1000) | 10 | a4 |" in text
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["rules.md", "rules_toy_b2.csv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".rectgrad-rules.json", "rules.md", "rules_toy_b2.csv"]
     assert text.endswith(f"wrote rules_toy_b2.csv, rules.md to {tmp_path}\n")  # each file by name
 
 
@@ -1476,8 +1479,11 @@ def test_cli_study_rerun_into_the_same_out_leaves_no_earlier_results(model_and_f
     out = tmp_path / "o"
     assert main(["study", "rules", str(folder / "1.png"), "--model", str(path), "--out", str(out), "--dpi", "30"]) == 0
     assert (out / "rules_maps.csv").exists() and (out / "rules_grid.png").exists()
+    (out / "rules_mine.csv").write_text("the user's own")  # not the study's: kept
     assert main(["study", "rules", "--out", str(out)]) == 0  # the toy alone: no maps this time
-    assert sorted(p.name for p in out.iterdir()) == ["rules.md", "rules_toy_b2.csv"]
+    assert sorted(p.name for p in out.iterdir()) == [".rectgrad-rules.json", "rules.md", "rules_mine.csv",
+                                                      "rules_toy_b2.csv"]
+    assert json.loads((out / ".rectgrad-rules.json").read_text()) == ["rules.md", "rules_toy_b2.csv"]
 
 
 def test_cli_study_count_with_image_files_is_refused_not_ignored(model_and_folder, tmp_path, capsys, monkeypatch):

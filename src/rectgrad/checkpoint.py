@@ -8,6 +8,7 @@ Format (a dict saved with ``torch.save``, loadable with ``weights_only=True``)::
 from __future__ import annotations
 
 import contextlib
+import json
 import numbers
 import os
 import re
@@ -80,6 +81,16 @@ def _plain(value, where: str):
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)  # read once: os.umask can only be read by setting it
+
+
+def listed_files(manifest: Path) -> list[str]:
+    """The file names an earlier run listed in its ``manifest`` (a JSON list), those it wrote; none when there is
+    none, or when it was edited or damaged by hand (then nothing is removed; the manifest is rewritten)."""
+    try:
+        earlier = json.loads(Path(manifest).read_text())
+    except (FileNotFoundError, ValueError):  # (JSON and Unicode errors are ValueErrors)
+        return []
+    return earlier if isinstance(earlier, list) and all(isinstance(name, str) for name in earlier) else []
 
 
 def write_atomically(path, write) -> None:

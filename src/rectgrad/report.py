@@ -14,7 +14,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from rectgrad.checkpoint import load_checkpoint, write_text_atomically
+from rectgrad.checkpoint import listed_files, load_checkpoint, write_text_atomically
 from rectgrad.data import natural_order
 from rectgrad.evaluation.occlusion import conv_activations
 from rectgrad.evaluation.roar import RoarKarResult, read_accuracy, result_name
@@ -85,16 +85,6 @@ def label(method: str) -> str:
     return REGISTRY[method].label
 
 
-def _listed(manifest: Path) -> list[str]:
-    """The files an earlier report listed in its ``manifest``; none when there is none, or when it was edited or
-    damaged by hand (then nothing is removed; the manifest is rewritten)."""
-    try:
-        earlier = json.loads(manifest.read_text())
-    except (FileNotFoundError, ValueError):  # (JSON and Unicode errors are ValueErrors)
-        return []
-    return earlier if isinstance(earlier, list) and all(isinstance(name, str) for name in earlier) else []
-
-
 TITLE = "# RectGrad quantitative experiments"
 
 
@@ -122,7 +112,7 @@ def write_report(work_dir, out_dir) -> Path:
     sections = [report.header(), report.models(), report.occlusion(), report.patch(), report.noise(),
                 report.roar_kar(), report.compute_time()]
     text = "\n".join([*sections[:2], report.claims_table(), *sections[2:]])
-    for name in sorted(set(REPORT_FILES) & set(_listed(out / MANIFEST)) - report.written):  # never a user's file
+    for name in sorted(set(REPORT_FILES) & set(listed_files(out / MANIFEST)) - report.written):  # never a user's file
         (out / name).unlink(missing_ok=True)
     write_text_atomically(out / MANIFEST, json.dumps(sorted(report.written)))
     write_text_atomically(out / "README.md", text)  # each file of the report whole, even if interrupted

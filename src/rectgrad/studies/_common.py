@@ -5,6 +5,7 @@ import csv
 import functools
 import io
 import itertools
+import json
 import math
 import sys
 import warnings
@@ -22,7 +23,7 @@ from rectgrad import viz
 from rectgrad._checks import did_you_mean, positive_int
 from rectgrad.attr._arguments import looks_like_probabilities
 from rectgrad.attr._base import modules_of, named_errors, preserved_buffers, user_call, warn_if_ungated
-from rectgrad.checkpoint import write_text_atomically
+from rectgrad.checkpoint import listed_files, write_text_atomically
 from rectgrad.data import check_mask_size, image_files, masks_beside, unique_names
 from rectgrad.engine import Options, RuleMode, rule_gradients
 from rectgrad.methods import explain, get_method
@@ -130,9 +131,9 @@ class StudyResult:
         return "\n\n".join(parts) + "\n"
 
     def save(self, out, dpi: int = 150) -> list[Path]:
-        """Write ``<name>_<table>.csv`` per table, ``<name>.md`` and ``<name>_<figure>.png`` into ``out``, then remove
-        the ``<name>_*.csv`` and ``<name>_*.png`` files there that this call did not write: an earlier run's (a table
-        or figure it had and this one has not) would pass for this run's."""
+        """Write ``<name>_<table>.csv`` per table, ``<name>.md`` and ``<name>_<figure>.png`` into ``out``, listed in
+        ``.rectgrad-<name>.json``; the files the earlier run listed there that this one does not write are removed (a
+        table or figure it had and this one has not would pass for this run's), never a file of the user's."""
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         prefix = self.name.replace("-", "_")
@@ -149,9 +150,11 @@ class StudyResult:
         write_text_atomically(md, self.markdown())
         written.append(md)
         written += [viz.save_figure(fig, out / f"{prefix}_{name}.png", dpi=dpi) for name, fig in self.figures.items()]
-        for earlier in out.glob(f"{prefix}_*"):
-            if earlier.suffix in (".csv", ".png") and earlier not in written and not earlier.is_dir():
-                earlier.unlink()
+        manifest, names = out / f".rectgrad-{prefix}.json", {path.name for path in written}
+        for name in set(listed_files(manifest)) - names:
+            if Path(name).name == name and name.startswith(f"{prefix}_") and (out / name).is_file():
+                (out / name).unlink()
+        write_text_atomically(manifest, json.dumps(sorted(names)))
         return written
 
 
