@@ -34,8 +34,8 @@ from torch import Tensor
 
 from rectgrad._checks import did_you_mean, flag, positive_int, real
 from rectgrad.attr import Deconvolution, GuidedBackprop, RectGrad
-from rectgrad.attr._arguments import (batches, check_device, check_logits, check_threshold, format_inputs,
-                                      per_sample, repeat_samples, resolve_targets, target_indices)
+from rectgrad.attr._arguments import (batches, check_device, check_logits, check_threshold, format_additional_args,
+                                      format_inputs, per_sample, repeat_samples, resolve_targets, target_indices)
 from rectgrad.attr._base import check_reachable, modules_of, named_errors, preserved_buffers, user_call
 from rectgrad.engine import DEEPLIFT_RESCALE, MultiplierRule, Options, RuleMode, eps_lrp_rule, rule_gradients
 from rectgrad.operations import tensors_in
@@ -64,10 +64,8 @@ def _summed_gradients(forward_fn, inputs, target_ind=None, additional_forward_ar
     output per sample: the same gradients bit for bit (autograd sums over its outputs either way), without a
     graph node per sample (about 15 us of host time each, which held SmoothGrad and Integrated Gradients to
     about 57,000 image-gradients per second on an H100)."""
-    extra = () if additional_forward_args is None else additional_forward_args
-    extra = extra if isinstance(extra, tuple) else (extra,)
     with torch.enable_grad():
-        logits = forward_fn(*inputs, *extra)
+        logits = forward_fn(*inputs, *format_additional_args(additional_forward_args))
         target = torch.as_tensor(target_ind, device=logits.device).reshape(-1, 1).expand(len(logits), 1)
         return rule_gradients(logits.gather(1, target).sum(), inputs)
 
@@ -379,9 +377,8 @@ def explain(model, inputs: Tensor | tuple[Tensor, ...], target=None, method: str
         check_threshold(hyperparameters["q"], hyperparameters["tau"])  # refuses both
     is_tuple = _is_tuple(inputs)
     inputs = format_inputs(inputs)
-    extra = (() if additional_forward_args is None else additional_forward_args
-             if isinstance(additional_forward_args, tuple) else (additional_forward_args,))
-    modules = modules_of(model)
+    extra = format_additional_args(additional_forward_args)
+    modules = modules_of(model, *extra)
     check_device(modules, inputs)
     if entry.rules:
         check_reachable(model, modules, method, multiplier=method in ("eps_lrp", "deeplift"))

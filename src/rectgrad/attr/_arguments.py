@@ -40,6 +40,14 @@ def format_inputs(inputs) -> tuple[Tensor, ...]:
     return tuple(x.clone() if x.is_inference() else x for x in tensors)
 
 
+def format_additional_args(additional_forward_args) -> tuple:
+    """``additional_forward_args`` as a tuple, as Captum reads them (``None``: none; one value: a tuple of it), with
+    tensors made under ``torch.inference_mode()`` as ordinary copies (autograd saves what the model multiplies)."""
+    args = () if additional_forward_args is None else (
+        additional_forward_args if isinstance(additional_forward_args, tuple) else (additional_forward_args,))
+    return tuple(a.clone() if isinstance(a, Tensor) and a.is_inference() else a for a in args)
+
+
 def check_device(modules: tuple[torch.nn.Module, ...], inputs: tuple[Tensor, ...]) -> None:
     """The inputs must be on a device that holds the model's weights (a clear error instead of PyTorch's
     "Input type and weight type should be the same" deep in the forward pass)."""
@@ -106,9 +114,11 @@ def target_indices(target, n: int, device) -> Tensor:
     and a tuple ``(class,)`` (Captum's index into the output's dimensions after the batch) name one class for every
     sample: Captum's ``NoiseTunnel`` and metrics pass them on unexpanded to a batch of noisy copies."""
     target = _captum_tuple(target)
-    if isinstance(target, np.ndarray):
-        target = torch.as_tensor(target)
+    if isinstance(target, np.ndarray):  # a copy: torch cannot view a reversed array (np.argsort(s)[::-1])
+        target = torch.as_tensor(target.copy())
     if isinstance(target, Tensor):
+        if target.is_inference():  # made under torch.inference_mode(): autograd cannot save it for gather
+            target = target.clone()
         if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
             raise TypeError(f"target tensor must hold integer class indices, got {target.dtype}")
         values = _one_class_per_sample(target).to(device=device, dtype=torch.long)
@@ -139,13 +149,15 @@ def _one_class_per_sample(target: Tensor) -> Tensor:
 
 def _captum_tuple(target):
     """A tuple target as Captum reads it, one index per output dimension after the batch: ``(class,)`` for the
-    (N, classes) outputs explained here."""
+    (N, classes) outputs explained here. Read before the forward pass too (to cut it by ``internal_batch_size``),
+    so the error of a longer one cannot know the output's shape and names both ways out."""
     if not isinstance(target, tuple):
         return target
     if len(target) != 1:
         raise ValueError(f"target {target!r} is a tuple, which Captum reads as one index per output dimension after "
-                         "the batch, the same for every sample; the model's output is (N, classes), so give (class,), "
-                         "or a list for one class per sample")
+                         "the batch, the same for every sample: for an (N, classes) output give (class,), or a list "
+                         "for one class per sample; for an output of more dimensions explain "
+                         "lambda x: model(x).flatten(1) with the flattened index as target")
     return target[0]
 
 
@@ -177,8 +189,6 @@ def batches(inputs: tuple[Tensor, ...], target, additional_forward_args, size: i
     n = inputs[0].shape[0]
     if size is not None:
         size = positive_int("internal_batch_size", size)
-    if isinstance(target, np.ndarray):
-        target = torch.as_tensor(target)
     if size is None or size >= n:
         yield inputs, target, additional_forward_args
         return

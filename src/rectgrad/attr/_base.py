@@ -17,7 +17,8 @@ from captum.log import log_usage
 from torch import Tensor, nn
 
 from rectgrad._checks import EXPORT_FREE_BATCH
-from rectgrad.attr._arguments import batches, check_device, check_logits, format_inputs, resolve_targets
+from rectgrad.attr._arguments import (batches, check_device, check_logits, format_additional_args, format_inputs,
+                                      resolve_targets)
 from rectgrad.engine import MultiplierRule, Options, Rule, RuleMode, rule_gradients, warn
 from rectgrad.operations import UnsupportedModel, ruled_in_script, split_activation
 
@@ -28,15 +29,16 @@ _IN_TRAINING = {nn.modules.batchnorm._BatchNorm: "normalises with the batch's st
 _call = threading.local()
 
 
-def modules_of(model) -> tuple[nn.Module, ...]:
+def modules_of(model, *additional_forward_args) -> tuple[nn.Module, ...]:
     """The ``nn.Module``s a forward callable runs, so that every call can leave them as they were: the module
-    itself, a bound method's owner, a ``functools.partial``'s function and arguments, what a function or lambda
-    closes over, takes as default arguments (``lambda x, model=model: ...``) or names as a global, an object's
-    attributes (a wrapper with ``__call__``), the items of the lists, tuples and dicts among these
-    (``models["net"]``): up to three steps from ``model``, nearest first, the first 1,000 items of a container and
+    itself, those passed to it among ``additional_forward_args`` (``forward(x, model)``), a bound method's owner, a
+    ``functools.partial``'s function and arguments, what a function or lambda closes over, takes as default arguments
+    (``lambda x, model=model: ...``) or names as a global, an object's attributes (a wrapper with ``__call__``), the
+    items of the lists, tuples and dicts among these (``models["net"]``): up to three steps from ``model`` and
+    ``additional_forward_args``, nearest first, the first 1,000 items of a container and
     at most 50,000 objects a step (a function naming big global lists of data costs little more)."""
     found: dict[int, nn.Module] = {}
-    level = [model]
+    level = [model, *additional_forward_args]
     for step in range(4):
         for obj in level:
             if isinstance(obj, nn.Module):
@@ -254,8 +256,8 @@ class EngineAttribution(GradientAttribution):
     def _engine_gradients(self, inputs, target, additional_forward_args, options: Options,
                           internal_batch_size: int | None) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
         """Validated inputs and the modified gradients of the target logits with respect to them."""
-        inputs = format_inputs(inputs)
-        modules = modules_of(self.forward_func)
+        inputs, additional_forward_args = format_inputs(inputs), format_additional_args(additional_forward_args)
+        modules = modules_of(self.forward_func, *additional_forward_args)
         if options.rule is not None:
             check_reachable(self.forward_func, modules, type(self).__name__, isinstance(options.rule, MultiplierRule))
         check_device(modules, inputs)
@@ -267,13 +269,11 @@ class EngineAttribution(GradientAttribution):
 
     def _chunk_gradients(self, inputs, target, additional_forward_args, modules: tuple[nn.Module, ...],
                          options: Options) -> tuple[Tensor, ...]:
-        extra = () if additional_forward_args is None else (
-            additional_forward_args if isinstance(additional_forward_args, tuple) else (additional_forward_args,))
         leaves = tuple(x.detach().requires_grad_() for x in inputs)
         mode = RuleMode(options, batch=leaves[0].shape[0])
         with preserved_buffers(modules), torch.enable_grad():
             with mode:
-                logits = self.forward_func(*leaves, *extra)
+                logits = self.forward_func(*leaves, *additional_forward_args)
             logits = check_logits(logits, leaves[0].shape[0])
             targets = resolve_targets(target, logits)
             mode.mark_top()
