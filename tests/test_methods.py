@@ -1868,9 +1868,6 @@ def test_shared_name_suggestions_by_hand():
 # Exploratory bug hunt (the attribution API with Captum): each xfail pins a bug found, and passes once it is fixed
 
 
-@pytest.mark.xfail(strict=True, reason="bug: DeepLIFT with a target on a model scoring each sample with one number, "
-                                       "output (N,), reports the shape of its doubled batch (inputs + references), "
-                                       "(2N,), without the hint every other method gives")
 def test_deeplift_on_a_one_score_output_names_the_callers_shape_and_the_fix():
     score = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 1), nn.Flatten(0)).double()
     x = torch.randn(3, 3, dtype=torch.float64)
@@ -1891,9 +1888,6 @@ class _TwoInputs(nn.Module):
         return self.out(torch.relu(self.a(x) + self.b(z)))
 
 
-@pytest.mark.xfail(strict=True, reason="bug: with a tuple of inputs, one float64 (from numpy) beside a float32 one, "
-                                       "into a float32 model, PyTorch's raw 'mat1 and mat2 must have the same dtype' "
-                                       "comes out: named_errors names a dtype mismatch only when no input matches")
 def test_one_float64_input_of_a_tuple_into_a_float32_model_is_named():
     torch.manual_seed(0)
     model = _TwoInputs()
@@ -1930,9 +1924,6 @@ def test_the_flatten_hint_explains_a_segmentation_output_as_captums_tuple_target
         assert expected.abs().sum() > 0, method
 
 
-@pytest.mark.xfail(strict=True, reason="bug: predict, public beside explain, given a tuple of inputs (a model taking "
-                                       "several, which explain takes) fails with Python's raw 'too many values to "
-                                       "unpack (expected 1)' from its own (inputs,) = format_inputs(inputs)")
 def test_predict_takes_a_tuple_of_inputs_as_explain_does_or_says_it_takes_one_tensor():
     torch.manual_seed(0)
     model, x, z = _TwoInputs(), torch.randn(2, 3), torch.randn(2, 2)
@@ -1944,10 +1935,6 @@ def test_predict_takes_a_tuple_of_inputs_as_explain_does_or_says_it_takes_one_te
         assert torch.equal(logits, model(x, z).detach())
 
 
-@pytest.mark.xfail(strict=True, reason="bug: explain does not check that model is callable, as RectGrad(model) does: a "
-                                       "zoo name or a state dict (torch.load of weights) gives Python's raw "
-                                       "\"'str' object is not callable\" from deep inside (the check is reached only "
-                                       "by the engine's methods with a target)")
 @pytest.mark.parametrize("method", ["rectgrad", "saliency", "deeplift"])
 def test_explain_names_a_model_that_is_not_callable(method):
     x = torch.randn(2, 3, 8, 8)

@@ -2216,9 +2216,6 @@ def test_a_tuple_target_into_a_segmentation_output_names_the_output_whenever_it_
         assert "output is (N, classes)" not in str(error.value)  # it is not
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a model with an uninitialised lazy buffer (nn.LazyBatchNorm1d), which "
-                                       "Captum explains, fails inside rectgrad's buffer snapshot (preserved_buffers "
-                                       "calls .detach() on the UninitializedBuffer) with PyTorch's raw error")
 def test_a_model_with_a_lazy_batchnorm_is_explained_as_captum_explains_it():
     torch.manual_seed(0)
 
@@ -2250,10 +2247,6 @@ class _EmptyPart(nn.Module):
         return self.out(torch.cat([torch.relu(h[:, :4]), torch.relu(h[:, 4:])], 1))
 
 
-@pytest.mark.xfail(strict=True, reason="bug: RectGrad with a percentile q fails with PyTorch's raw 'amin(): Expected "
-                                       "reduction dim 1 to have non-zero size' at an activation over zero units per "
-                                       "sample (selection._percentile has no row to select from); tau and the other "
-                                       "methods explain the model")
 def test_an_activation_over_an_empty_slice_passes_nothing_and_breaks_nothing():
     torch.manual_seed(3)
     model, x = _EmptyPart().double(), torch.randn(3, 3, dtype=torch.float64)

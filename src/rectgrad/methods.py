@@ -34,8 +34,9 @@ from torch import Tensor
 
 from rectgrad._checks import did_you_mean, flag, positive_int, real
 from rectgrad.attr import Deconvolution, GuidedBackprop, RectGrad
-from rectgrad.attr._arguments import (batches, check_device, check_logits, check_threshold, format_additional_args,
-                                      format_inputs, per_sample, repeat_samples, resolve_targets, target_indices)
+from rectgrad.attr._arguments import (batches, check_device, check_logits, check_model, check_threshold,
+                                      format_additional_args, format_inputs, per_sample, repeat_samples,
+                                      resolve_targets, target_indices)
 from rectgrad.attr._base import check_reachable, modules_of, named_errors, preserved_buffers, user_call
 from rectgrad.engine import DEEPLIFT_RESCALE, MultiplierRule, Options, RuleMode, eps_lrp_rule, rule_gradients
 from rectgrad.operations import tensors_in
@@ -210,8 +211,8 @@ def _modified_gradient(model, inputs, target, extra, rule: MultiplierRule, refer
             with RuleMode(Options(rule=rule), batch=len(batch[0])) as mode:
                 output = model(*batch, *e)
                 mode.check_custom_functions(tensors_in((output,), {}))  # a model ending in one
-            if references and isinstance(output, Tensor) and output.dim() > 1 and len(output) == len(batch[0]):
-                output = output[:n]  # the inputs' logits; the references' follow them
+            if references and isinstance(output, Tensor) and output.dim() > 0 and len(output) == len(batch[0]):
+                output = output[:n]  # the inputs' logits (or scores); the references' follow them
             logits = check_logits(output, n)
             chunks.append(rule_gradients(logits.gather(1, resolve_targets(t, logits)[:, None]).sum(), leaves))
     return tuple(torch.cat(parts) for parts in zip(*chunks))
@@ -317,13 +318,14 @@ def get_method(name: str) -> Method:
     return METHODS[name]
 
 
-def predict(model, inputs: Tensor, internal_batch_size: int | None = None) -> Tensor:
-    """The model's logits for ``inputs``, checked to be (N, classes) (computed without gradients where the model
-    runs without them)."""
-    (inputs,) = format_inputs(inputs)
+def predict(model, inputs: Tensor | tuple[Tensor, ...], internal_batch_size: int | None = None) -> Tensor:
+    """The model's logits for ``inputs`` (a tensor, or a tuple of them for a model taking several, as in
+    :func:`explain`), checked to be (N, classes) (computed without gradients where the model runs without them)."""
+    check_model(model)
+    inputs = format_inputs(inputs)
     modules = modules_of(model)
-    check_device(modules, (inputs,))
-    return _logits(model, modules, (inputs,), (), internal_batch_size)
+    check_device(modules, inputs)
+    return _logits(model, modules, inputs, (), internal_batch_size)
 
 
 def _logits(model, modules: tuple, inputs: tuple[Tensor, ...], extra: tuple, internal_batch_size: int | None) -> Tensor:
@@ -368,6 +370,7 @@ def explain(model, inputs: Tensor | tuple[Tensor, ...], target=None, method: str
     through the model at once; ``None`` processes everything in one pass. ``seed`` seeds the noise of stochastic
     methods (smoothgrad, random); ``None`` draws from torch's global generator.
     """
+    check_model(model)
     entry = get_method(method)
     unknown = sorted(set(hyperparameters) - set(entry.defaults))
     if unknown:

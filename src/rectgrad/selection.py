@@ -35,8 +35,11 @@ def where_above_percentile(scores: Tensor, values: Tensor, q: float) -> Tensor:
     the same elements (strict ``>``). The result has the shape of ``values`` and is not a view (autograd accumulates
     gradients in place only into tensors of their own).
 
-    When the percentile was found among a few candidates, only those are compared and copied.
+    When the percentile was found among a few candidates, only those are compared and copied. Rows of no scores (an
+    activation over an empty slice of features) have no percentile and pass nothing: there is nothing to pass.
     """
+    if scores.shape[1] == 0:
+        return torch.zeros_like(values, memory_format=torch.contiguous_format)
     tau, candidates = _percentile(scores, q)
     if candidates is None:
         return torch.where((scores > tau[:, None]).view(values.shape), values, 0)

@@ -4,7 +4,8 @@ from __future__ import annotations
 import itertools
 import math
 import numbers
-from collections.abc import Iterator
+import os
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 import torch
@@ -12,6 +13,18 @@ from torch import Tensor
 
 from rectgrad._checks import positive_int, real
 from rectgrad.engine import warn
+
+
+def check_model(model) -> None:
+    """The model must be callable: a module or a function, not the name of one nor a state dict of its weights."""
+    if callable(model):
+        return
+    hint = ""
+    if isinstance(model, (str, os.PathLike)):
+        hint = "; load it first: rectgrad.zoo.load(name_or_path).model or rectgrad.load_model(path)"
+    elif isinstance(model, Mapping):
+        hint = "; a state dict holds the weights alone: build the model and call model.load_state_dict(state_dict)"
+    raise TypeError(f"model must be a torch.nn.Module or a callable, got {type(model).__name__}{hint}")
 
 
 def format_inputs(inputs) -> tuple[Tensor, ...]:

@@ -15,10 +15,11 @@ from captum._utils.common import _format_output, _is_tuple
 from captum.attr import GradientAttribution
 from captum.log import log_usage
 from torch import Tensor, nn
+from torch.nn.parameter import is_lazy
 
 from rectgrad._checks import EXPORT_FREE_BATCH
-from rectgrad.attr._arguments import (batches, check_device, check_logits, format_additional_args, format_inputs,
-                                      resolve_targets)
+from rectgrad.attr._arguments import (batches, check_device, check_logits, check_model, format_additional_args,
+                                      format_inputs, resolve_targets)
 from rectgrad.engine import MultiplierRule, Options, Rule, RuleMode, rule_gradients, warn
 from rectgrad.operations import UnsupportedModel, ruled_in_script, split_activation
 
@@ -173,10 +174,11 @@ _DTYPE_MISMATCH = ("expected scalar type", "should be the same", "must have the 
 @contextlib.contextmanager
 def named_errors(modules: tuple[nn.Module, ...], inputs: tuple[Tensor, ...]):
     """PyTorch's errors for ``inputs`` of another floating type than every weight of the model (float64 from numpy
-    into a float32 model), as a ``TypeError`` saying what to convert, and for a model that changes its inputs in
-    place (``x.sub_(mean)``: autograd cannot differentiate that), as a ``ValueError`` saying what to write, and
-    for an exported program of fixed shapes run on a batch of another size, as a ``ValueError`` saying how to export
-    it. Other errors of 1-D or 3-D inputs, perhaps one sample without its batch dimension, say how to add it."""
+    into a float32 model, all of them or one of a tuple), as a ``TypeError`` saying what to convert, and for a model
+    that changes its inputs in place (``x.sub_(mean)``: autograd cannot differentiate that), as a ``ValueError``
+    saying what to write, and for an exported program of fixed shapes run on a batch of another size, as a
+    ``ValueError`` saying how to export it. Other errors of 1-D or 3-D inputs, perhaps one sample without its batch
+    dimension, say how to add it."""
     try:
         yield
     except AssertionError as error:  # torch.export's module checks its inputs' shapes with assertions
@@ -198,17 +200,20 @@ def named_errors(modules: tuple[nn.Module, ...], inputs: tuple[Tensor, ...]):
                              "cannot differentiate: write that step out of place (x = x - mean, nn.ReLU()) "
                              f"(PyTorch: {str(error).splitlines()[0]})") from error
         weights = collections.Counter(t.dtype for m in modules for t in m.parameters() if t.is_floating_point())
-        given = {x.dtype for x in inputs}
-        if not weights or given & weights.keys() or not any(words in str(error) for words in _DTYPE_MISMATCH):
+        odd = [i for i, x in enumerate(inputs) if x.dtype not in weights]  # of no weight's type
+        if not weights or not odd or not any(words in str(error) for words in _DTYPE_MISMATCH):
             unbatched = [tuple(x.shape) for x in inputs if x.dim() in (1, 3)]
             if not unbatched:
                 raise
             raise RuntimeError(f"{error} (the inputs have shape {unbatched[0]}: dim 0 is the batch; if that is one "
                                "image (C, H, W) or one vector without its batch dimension, pass x[None])") from error
-        usual = weights.most_common(1)[0][0]
-        raise TypeError(f"the inputs are {', '.join(sorted(map(str, given)))} but the model's weights {usual}: convert "
-                        f"the inputs (e.g. inputs.to({usual}); numpy arrays give float64) or the model "
-                        f"(PyTorch: {str(error).splitlines()[0]})") from error
+        usual, given = weights.most_common(1)[0][0], ", ".join(sorted({str(inputs[i].dtype) for i in odd}))
+        which, example = (("the inputs are", "inputs") if len(odd) == len(inputs) else (
+            f"{' and '.join(f'inputs[{i}]' for i in odd)} of the tuple {'is' if len(odd) == 1 else 'are'}",
+            f"inputs[{odd[0]}]"))
+        raise TypeError(f"{which} {given} but the model's weights {usual}: convert the inputs (e.g. "
+                        f"{example}.to({usual}); numpy arrays give float64) or the model (PyTorch: "
+                        f"{str(error).splitlines()[0]})") from error
 
 
 @contextlib.contextmanager
@@ -219,6 +224,7 @@ def preserved_buffers(modules: tuple[nn.Module, ...]):
     unseen by autograd as BatchNorm's own update: a versioned write would invalidate the autograd graphs that saved
     them, the user's own pending ones (a training step's loss, whose BatchNorm saved its statistics) and another
     thread's."""
+    check_initialised(modules)
     owners = {(id(m), name): (m, name, b) for model in modules for m in model.modules()
               for name, b in m._buffers.items() if b is not None}
     saved = [(m, name, b, b.detach().clone()) for m, name, b in owners.values()]
@@ -232,6 +238,16 @@ def preserved_buffers(modules: tuple[nn.Module, ...]):
                     if buffer.shape != value.shape:  # resized in place (buffer.resize_): its size back first
                         buffer.resize_(value.shape)
                     buffer.data.copy_(value)
+
+
+def check_initialised(modules: tuple[nn.Module, ...]) -> None:
+    """Lazy modules (``nn.LazyLinear``, ``nn.LazyBatchNorm1d``) must be initialised before a call: their first forward
+    pass would draw their weights and create their statistics, changing the model the call is to leave as it was."""
+    lazy = sorted({type(m).__name__ for model in modules for m in model.modules()
+                   if any(is_lazy(t) for t in itertools.chain(m._parameters.values(), m._buffers.values()))})
+    if lazy:
+        raise ValueError(f"the model has lazy modules not initialised yet ({', '.join(lazy)}): initialise them first "
+                         "by running the model once on a batch (model(x))")
 
 
 def _unchanged(buffer: Tensor, value: Tensor) -> bool:
@@ -249,8 +265,7 @@ class EngineAttribution(GradientAttribution):
     """A Captum ``GradientAttribution`` whose gradient runs through the rule engine."""
 
     def __init__(self, model):
-        if not callable(model):
-            raise TypeError(f"model must be a torch.nn.Module or a callable, got {type(model).__name__}")
+        check_model(model)
         super().__init__(model)
 
     def _engine_gradients(self, inputs, target, additional_forward_args, options: Options,
