@@ -197,8 +197,9 @@ def check_threshold(q: float | None, tau: float | None) -> tuple[float | None, f
     return float(q), None
 
 
-def batches(inputs: tuple[Tensor, ...], target, additional_forward_args, size: int | None) -> Iterator[tuple]:
-    """Split a call into chunks of at most ``size`` samples (tensors whose dim 0 is the batch)."""
+def batches(inputs: tuple[Tensor, ...], target, additional_forward_args: tuple, size: int | None) -> Iterator[tuple]:
+    """Split a call into chunks of at most ``size`` samples (tensors whose dim 0 is the batch;
+    ``additional_forward_args`` as :func:`format_additional_args` gives them)."""
     n = inputs[0].shape[0]
     if size is not None:
         size = positive_int("internal_batch_size", size)
@@ -212,12 +213,9 @@ def batches(inputs: tuple[Tensor, ...], target, additional_forward_args, size: i
     def cut(value, start):
         return value[start:start + size] if per_sample(value, n) else value
 
-    extra = additional_forward_args
-    size = int(size)
     for start in range(0, n, size):
-        chunk_target = cut(target, start)
-        chunk_extra = tuple(cut(a, start) for a in extra) if isinstance(extra, tuple) else cut(extra, start)
-        yield tuple(x[start:start + size] for x in inputs), chunk_target, chunk_extra
+        yield (tuple(x[start:start + size] for x in inputs), cut(target, start),
+               tuple(cut(a, start) for a in additional_forward_args))
 
 
 def repeat_samples(additional_forward_args: tuple, n: int, times: int) -> tuple:
