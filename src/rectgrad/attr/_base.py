@@ -211,8 +211,12 @@ def named_errors(modules: tuple[nn.Module, ...], inputs: tuple[Tensor, ...]):
         which, example = (("the inputs are", "inputs") if len(odd) == len(inputs) else (
             f"{' and '.join(f'inputs[{i}]' for i in odd)} of the tuple {'is' if len(odd) == 1 else 'are'}",
             f"inputs[{odd[0]}]"))
+        noise = ("; inputs given in half precision and run as float32 were promoted by a wrapper's float32 noise "
+                 "(Captum's NoiseTunnel adds it): use rectgrad.explain(..., method='smoothgrad'), which keeps the "
+                 "inputs' type, or run the model in float32"
+                 if given == "torch.float32" and usual in (torch.float16, torch.bfloat16) else "")
         raise TypeError(f"{which} {given} but the model's weights {usual}: convert the inputs (e.g. "
-                        f"{example}.to({usual}); numpy arrays give float64) or the model (PyTorch: "
+                        f"{example}.to({usual}); numpy arrays give float64) or the model{noise} (PyTorch: "
                         f"{str(error).splitlines()[0]})") from error
 
 
