@@ -5,6 +5,7 @@ import os
 import re
 import signal
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -900,3 +901,20 @@ def test_layer_listings_ignore_inplace_flags_only():
         assert "inplace" not in architecture(inplace) and architecture(inplace).endswith(")")
     assert architecture(nn.LeakyReLU(0.2)) != architecture(nn.LeakyReLU(0.3))
     assert architecture(PaperCNN(1, 8, 2)) != architecture(PaperCNN(1, 8, 3))
+
+
+def test_train_many_stopped_with_numpy_settings_resumes_instead_of_starting_over(tmp_path):
+    """numpy numbers as epochs, batch size and lr (a config read with numpy) are saved as Python numbers: the state
+    loads with weights_only, and the rerun resumes instead of warning 'corrupt' and training again from scratch."""
+    from rectgrad.train_many import train_many
+
+    train, checkpoint = quadrants(40, seed=0), tmp_path / "group.pt"
+    arguments = dict(epochs=np.int64(2), batch_size=np.int64(20), lr=np.float64(1e-3), checkpoint=checkpoint)
+    expected = train_many([new_model(train, 0)], [train], [0], **(arguments | dict(checkpoint=None)))
+    checks = iter(range(100))
+    with pytest.raises(TrainingInterrupted):
+        train_many([new_model(train, 0)], [train], [0], stop=lambda: next(checks) == 2, **arguments)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # not 'corrupt: starts over'
+        resumed = train_many([new_model(train, 0)], [train], [0], **arguments)
+    assert resumed[0]["loss"] == expected[0]["loss"] and not checkpoint.exists()

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rectgrad._checks import integer
 from rectgrad.checkpoint import write_atomically
 from rectgrad.data import ImageDataset, to_inputs
 from rectgrad.models import architecture
@@ -118,6 +119,8 @@ def train_many(models: Sequence[nn.Module], datasets: Sequence[ImageDataset], se
     if len(sizes) != 1 or len(shapes) != 1 or 0 in sizes:
         raise ValueError(f"all datasets must hold the same non-zero number of images of one shape, "
                          f"got sizes {sorted(sizes)} and shapes {sorted(shapes)}")
+    # (as Python numbers: a numpy number in the saved state would make it unloadable with weights_only)
+    epochs, batch_size, lr = integer("epochs", epochs), integer("batch_size", batch_size), float(lr)
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be positive, got {epochs} and {batch_size}")
     if precision not in PRECISIONS:
