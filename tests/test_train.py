@@ -648,7 +648,8 @@ def test_a_state_is_refused_by_a_training_with_other_epochs_batch_size_format_la
             (new_model(train), train, dict(batch_size=20), "batch_size: 25 there, 20 here"),
             (new_model(train), train, dict(channels_last=False), "channels_last: True there, False here"),
             (new_model(train), relabelled, {}, "other images or labels"),
-            (PaperCNN(1, 16, 5), train, {}, "tensors: {'features.0.weight': [32, 1, 3, 3]")):
+            (PaperCNN(1, 16, 5), train, {}, "weights' shapes: classifier.3.weight [4, 256] there, [5, 256] here, "
+                                            "classifier.3.bias [4] there, [5] here)")):
         with pytest.raises(ValueError, match=f"holds the state of another training \\({re.escape(difference)}"):
             train_model(model, dataset, **(arguments | other))
     assert checkpoint.read_bytes() == state  # kept for the training it belongs to
@@ -918,3 +919,24 @@ def test_train_many_stopped_with_numpy_settings_resumes_instead_of_starting_over
         warnings.simplefilter("error")  # not 'corrupt: starts over'
         resumed = train_many([new_model(train, 0)], [train], [0], **arguments)
     assert resumed[0]["loss"] == expected[0]["loss"] and not checkpoint.exists()
+
+
+def test_a_refused_state_leaves_the_model_as_it_was_and_names_only_the_differing_weights(tmp_path):
+    """Another training's state is refused before the user's model is moved, put in channels-last or in training
+    mode; weights of other shapes are named one by one (not two lists of every tensor); a state another version or
+    train_many wrote is named as such, not as another training with its settings 'None there'."""
+    train, checkpoint = quadrants(40, seed=0), tmp_path / "model.unfinished.pt"
+    interrupted_state(train, 1, epochs=1, batch_size=20, progress=False, checkpoint=checkpoint)
+    wider = ImageDataset(train.images, train.labels, ["tl", "tr", "bl", "br", "none"], "quadrants")
+    model = new_model(wider, seed=0).eval()
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError) as refused:
+        train_model(model, wider, epochs=1, batch_size=20, progress=False, checkpoint=checkpoint)
+    assert str(refused.value).endswith("(weights' shapes: classifier.3.weight [4, 256] there, [5, 256] here, "
+                                       "classifier.3.bias [4] there, [5] here); delete it to start over")
+    assert not model.training and model.features[0].weight.is_contiguous()
+    assert all(torch.equal(v, weights[k]) for k, v in model.state_dict().items())
+    state = torch.load(checkpoint, weights_only=True)
+    torch.save(state | {"identity": {k: v for k, v in state["identity"].items() if k != "tensors"}}, checkpoint)
+    with pytest.raises(ValueError, match="holds a training state that this version of train_model did not write"):
+        train_model(new_model(train, seed=0), train, epochs=1, batch_size=20, progress=False, checkpoint=checkpoint)

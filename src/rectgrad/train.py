@@ -79,21 +79,24 @@ def train_model(model: nn.Module, train: ImageDataset, *, epochs: int = 20, batc
         regular_file(checkpoint)  # a folder refused now, not when the state is written
         checkpoint = Path(checkpoint)
     lr = float(lr)
+    n, steps = len(train), -(-len(train) // batch_size)
+    identity = None if checkpoint is None else {
+        "images": n, "data": zlib.crc32(train.labels.cpu().contiguous().numpy(),
+                                        zlib.crc32(train.images.cpu().contiguous().numpy())),
+        "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "channels_last": bool(channels_last),
+        "model": type(model).__qualname__, "tensors": {k: list(v.shape) for k, v in model.state_dict().items()}}
+    state = _saved_state(checkpoint, identity)  # another training's refused before the model is moved or changed
     device = torch.device(device) if device is not None else next(model.parameters()).device
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model.to(device, memory_format=memory_format).train()
     images, labels = train.images.to(device), train.labels.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
-    n, steps = len(train), -(-len(train) // batch_size)
     history = {"loss": [], "train_accuracy": [], "seconds": 0.0, "test_accuracy": None}
-    identity = None if checkpoint is None else {
-        "images": n, "data": zlib.crc32(train.labels.cpu().contiguous().numpy(),
-                                        zlib.crc32(train.images.cpu().contiguous().numpy())),
-        "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "channels_last": bool(channels_last),
-        "model": type(model).__qualname__, "tensors": {k: list(v.shape) for k, v in model.state_dict().items()}}
-    state = _resume(checkpoint, identity, model, optimizer, generator)
     if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
         history["loss"], history["train_accuracy"] = state["losses"], state["accuracies"]
     first_epoch, first_step, earlier = (state["epoch"], state["step"], state["seconds"]) if state else (0, 0, 0.0)
 
@@ -175,21 +178,29 @@ def train_model(model: nn.Module, train: ImageDataset, *, epochs: int = 20, batc
     return history
 
 
-def _resume(checkpoint, identity: dict | None, model: nn.Module, optimizer, generator) -> dict | None:
-    """Load the state a :func:`train_model` saved in ``checkpoint`` into ``model``, ``optimizer`` and ``generator``;
-    None when there is none. The state of another training (``identity``) is refused, naming the difference."""
+def _saved_state(checkpoint, identity: dict | None) -> dict | None:
+    """The state a :func:`train_model` saved in ``checkpoint``, None when there is none. The state of another
+    training (``identity``) is refused, naming the difference."""
     state = saved_training(checkpoint, "train_model")
-    if state is None:
-        return None
-    if state["identity"] != identity:
-        differing = "; ".join(("other images or labels (another dataset, patch or image size?)" if key == "data"
-                               else f"{key}: {state['identity'].get(key)!r} there, {value!r} here")
-                              for key, value in identity.items() if state["identity"].get(key) != value)
+    if state is not None and (not isinstance(state["identity"], dict) or state["identity"].keys() != identity.keys()):
+        raise ValueError(f"{checkpoint} holds a training state that this version of train_model did not write (another "
+                         "rectgrad version's, or train_many's), which it cannot resume; delete it to start over")
+    if state is not None and state["identity"] != identity:
+        differing = "; ".join(_difference(key, state["identity"].get(key), value) for key, value in identity.items()
+                              if state["identity"].get(key) != value)
         raise ValueError(f"{checkpoint} holds the state of another training ({differing}); delete it to start over")
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    generator.set_state(state["generator"])
     return state
+
+
+def _difference(key: str, there, here) -> str:
+    """How the setting ``key`` of a saved training (``there``) differs from this one's (``here``): for the weights'
+    shapes, only the tensors that differ (the whole lists run to hundreds of characters)."""
+    if key == "data":
+        return "other images or labels (another dataset, patch or image size?)"
+    if key == "tensors" and isinstance(there, dict):
+        return "weights' shapes: " + ", ".join(f"{name} {there.get(name)} there, {here.get(name)} here"
+                                               for name in {**there, **here} if there.get(name) != here.get(name))
+    return f"{key}: {there!r} there, {here!r} here"
 
 
 class TrainingInterrupted(KeyboardInterrupt):
