@@ -940,3 +940,23 @@ def test_a_refused_state_leaves_the_model_as_it_was_and_names_only_the_differing
     torch.save(state | {"identity": {k: v for k, v in state["identity"].items() if k != "tensors"}}, checkpoint)
     with pytest.raises(ValueError, match="holds a training state that this version of train_model did not write"):
         train_model(new_model(train, seed=0), train, epochs=1, batch_size=20, progress=False, checkpoint=checkpoint)
+
+
+def test_train_many_refuses_another_groups_state_naming_only_what_differs(tmp_path):
+    """A rerun with another learning rate or other images is told that setting, not both groups' whole settings
+    (every model's seed and pixel sum: thousands of characters for ROAR's groups)."""
+    from rectgrad.train_many import train_many
+
+    train, checkpoint = quadrants(40, seed=0), tmp_path / "group.pt"
+    checks = iter(range(100))
+    with pytest.raises(TrainingInterrupted):
+        train_many([new_model(train, 0)] * 2, [train] * 2, [0, 1], epochs=1, batch_size=20, checkpoint=checkpoint,
+                   stop=lambda: next(checks) == 1)
+    with pytest.raises(ValueError) as refused:
+        train_many([new_model(train, 0)] * 2, [train] * 2, [0, 1], epochs=1, batch_size=20, lr=0.01,
+                   checkpoint=checkpoint)
+    assert str(refused.value) == (f"{checkpoint} holds the state of another group of trainings (lr: 0.001 there, "
+                                  "0.01 here); delete it to start over")
+    other = quadrants(40, seed=1)
+    with pytest.raises(ValueError, match=r"another group of trainings \(other images\); delete it"):
+        train_many([new_model(train, 0)] * 2, [train, other], [0, 1], epochs=1, batch_size=20, checkpoint=checkpoint)

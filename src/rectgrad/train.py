@@ -186,15 +186,15 @@ def _saved_state(checkpoint, identity: dict | None) -> dict | None:
         raise ValueError(f"{checkpoint} holds a training state that this version of train_model did not write (another "
                          "rectgrad version's, or train_many's), which it cannot resume; delete it to start over")
     if state is not None and state["identity"] != identity:
-        differing = "; ".join(_difference(key, state["identity"].get(key), value) for key, value in identity.items()
+        differing = "; ".join(difference(key, state["identity"].get(key), value) for key, value in identity.items()
                               if state["identity"].get(key) != value)
         raise ValueError(f"{checkpoint} holds the state of another training ({differing}); delete it to start over")
     return state
 
 
-def _difference(key: str, there, here) -> str:
+def difference(key: str, there, here) -> str:
     """How the setting ``key`` of a saved training (``there``) differs from this one's (``here``): for the weights'
-    shapes, only the tensors that differ (the whole lists run to hundreds of characters)."""
+    shapes, only the tensors that differ (the whole lists run to hundreds of characters). Shared with train_many."""
     if key == "data":
         return "other images or labels (another dataset, patch or image size?)"
     if key == "tensors" and isinstance(there, dict):

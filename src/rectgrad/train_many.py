@@ -27,8 +27,8 @@ from rectgrad.checkpoint import write_atomically
 from rectgrad.data import ImageDataset, to_inputs
 from rectgrad.models import architecture
 from rectgrad.progress import progress_bar
-from rectgrad.train import (TrainingInterrupted, cudnn_mode, evaluate, new_model, saved_training, stop_requests,
-                            train_model)
+from rectgrad.train import (TrainingInterrupted, cudnn_mode, difference, evaluate, new_model, saved_training,
+                            stop_requests, train_model)
 
 PRECISIONS = ("fp32", "bf16")
 _LAYERS = (nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.Flatten, nn.Linear)
@@ -241,8 +241,11 @@ def _resume(checkpoint, identity, params, optimizer, generators) -> dict | None:
     if state is None:
         return None
     if state["identity"] != identity:
-        raise ValueError(f"{checkpoint} holds the state of another group of trainings ({state['identity']}, not "
-                         f"{identity}); delete it to start over")
+        there = state["identity"] if isinstance(state["identity"], dict) else {}
+        differing = "; ".join("other images" if key == "pixel_sums" else difference(key, there.get(key), value)
+                              for key, value in identity.items() if there.get(key) != value)
+        raise ValueError(f"{checkpoint} holds the state of another group of trainings ({differing}); delete it to "
+                         "start over")
     with torch.no_grad():
         for p, saved in zip(params, state["params"]):
             p.copy_(saved)
