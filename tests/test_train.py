@@ -960,3 +960,18 @@ def test_train_many_refuses_another_groups_state_naming_only_what_differs(tmp_pa
     other = quadrants(40, seed=1)
     with pytest.raises(ValueError, match=r"another group of trainings \(other images\); delete it"):
         train_many([new_model(train, 0)] * 2, [train, other], [0, 1], epochs=1, batch_size=20, checkpoint=checkpoint)
+
+
+def test_a_model_with_fewer_outputs_than_classes_or_nothing_to_train_is_refused_by_what_it_lacks():
+    """PyTorch's own words blamed the labels ('Target 3 is out of bounds'; on CUDA a device-side assert) or nothing
+    the user could see ('element 0 of tensors does not require grad', a bare StopIteration)."""
+    train = quadrants(40, seed=0)
+    narrow = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(256, 3))
+    with pytest.raises(ValueError, match="the Sequential gives 3 outputs per image but quadrants has 4 classes: give "
+                                         r"the model one output \(logit\) per class"):
+        train_model(narrow, train, epochs=1, batch_size=40, progress=False)
+    frozen = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(256, 4)).requires_grad_(False)
+    for model in (frozen, torch.nn.Flatten()):
+        with pytest.raises(ValueError, match=f"the {type(model).__name__} has no parameters to train"):
+            train_model(model, train, epochs=1, batch_size=40, progress=False)
+    assert frozen.training  # refused before it was touched

@@ -79,6 +79,7 @@ def train_model(model: nn.Module, train: ImageDataset, *, epochs: int = 20, batc
         regular_file(checkpoint)  # a folder refused now, not when the state is written
         checkpoint = Path(checkpoint)
     lr = float(lr)
+    _check_trainable(model)
     n, steps = len(train), -(-len(train) // batch_size)
     identity = None if checkpoint is None else {
         "images": n, "data": zlib.crc32(train.labels.cpu().contiguous().numpy(),
@@ -134,6 +135,7 @@ def train_model(model: nn.Module, train: ImageDataset, *, epochs: int = 20, batc
                 index = order[step * batch_size:(step + 1) * batch_size]
                 target = labels[index]
                 logits = model(to_inputs(images[index]).contiguous(memory_format=memory_format))
+                _check_outputs(logits, model, train)
                 loss = F.cross_entropy(logits, target)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -176,6 +178,22 @@ def train_model(model: nn.Module, train: ImageDataset, *, epochs: int = 20, batc
         if save is not None and requested.is_set():  # asked during save: honoured once everything is saved
             raise TrainingInterrupted("stopped once the trained model was saved")
     return history
+
+
+def _check_trainable(model: nn.Module) -> None:
+    """Refuse, before it is moved, a model without parameters to train: the first step would fail in PyTorch's words
+    ('element 0 of tensors does not require grad'), or the model's device could not be read (StopIteration)."""
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ValueError(f"the {type(model).__name__} has no parameters to train (none, or all frozen with "
+                         "requires_grad=False)")
+
+
+def _check_outputs(logits: torch.Tensor, model: nn.Module, train: ImageDataset) -> None:
+    """Refuse a model with fewer outputs than ``train`` has classes before its loss is computed: cross-entropy would
+    blame the labels ('Target 3 is out of bounds'; a device-side assert on CUDA, which breaks the process's CUDA)."""
+    if logits.ndim == 2 and logits.shape[1] < len(train.classes):
+        raise ValueError(f"the {type(model).__name__} gives {logits.shape[1]} outputs per image but {train.name} has "
+                         f"{len(train.classes)} classes: give the model one output (logit) per class")
 
 
 def _saved_state(checkpoint, identity: dict | None) -> dict | None:
