@@ -975,3 +975,13 @@ def test_a_model_with_fewer_outputs_than_classes_or_nothing_to_train_is_refused_
         with pytest.raises(ValueError, match=f"the {type(model).__name__} has no parameters to train"):
             train_model(model, train, epochs=1, batch_size=40, progress=False)
     assert frozen.training  # refused before it was touched
+
+
+def test_a_float64_model_trains_and_is_evaluated_on_inputs_of_its_own_type():
+    """A float64 model failed at its first batch ('mat1 and mat2 must have the same dtype, but got Float and
+    Double'): the inputs train_model and evaluate make were float32 whatever the model."""
+    train = quadrants(40, seed=0)
+    model = new_model(train, seed=0).double()
+    history = train_model(model, train, epochs=1, batch_size=20, progress=False, test=train)
+    assert model.features[0].weight.dtype == torch.float64 and 0 <= history["test_accuracy"] <= 1
+    assert evaluate(model, train) == history["test_accuracy"]

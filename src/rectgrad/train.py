@@ -89,6 +89,7 @@ def train_model(model: nn.Module, train: ImageDataset, *, epochs: int = 20, batc
     state = _saved_state(checkpoint, identity)  # another training's refused before the model is moved or changed
     device = torch.device(device) if device is not None else next(model.parameters()).device
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    dtype = input_dtype(model)
     model.to(device, memory_format=memory_format).train()
     images, labels = train.images.to(device), train.labels.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
@@ -134,7 +135,7 @@ def train_model(model: nn.Module, train: ImageDataset, *, epochs: int = 20, batc
                     interrupt(at_epoch_start, epoch, step, loss_sum, correct)
                 index = order[step * batch_size:(step + 1) * batch_size]
                 target = labels[index]
-                logits = model(to_inputs(images[index]).contiguous(memory_format=memory_format))
+                logits = model(to_inputs(images[index]).to(dtype).contiguous(memory_format=memory_format))
                 _check_outputs(logits, model, train)
                 loss = F.cross_entropy(logits, target)
                 optimizer.zero_grad(set_to_none=True)
@@ -299,6 +300,12 @@ def evaluating(model: nn.Module):
             module.training = training
 
 
+def input_dtype(model: nn.Module) -> torch.dtype:
+    """The floating type of ``model``'s first floating parameter (float32 where it has none): the images are fed in
+    it, as a float64 or bfloat16 model refuses float32 inputs ('mat1 and mat2 must have the same dtype')."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+
+
 @torch.no_grad()
 def predict_logits(model: nn.Module, inputs: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """Logits of float ``inputs`` computed in batches (no gradient), on the inputs' device."""
@@ -310,8 +317,9 @@ def evaluate(model: nn.Module, dataset: ImageDataset, batch_size: int = 1000, de
     """Accuracy of ``model`` (put in eval mode) on ``dataset``; ``device`` defaults to the model's."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.to(device).eval()
+    dtype = input_dtype(model)
     correct = torch.zeros((), dtype=torch.long, device=device)
     for i in range(0, len(dataset), batch_size):
-        logits = model(dataset.inputs(slice(i, i + batch_size), device=device))
+        logits = model(dataset.inputs(slice(i, i + batch_size), device=device).to(dtype))
         correct += (logits.argmax(1) == dataset.labels[i:i + batch_size].to(device)).sum()
     return correct.item() / max(len(dataset), 1)
