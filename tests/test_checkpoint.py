@@ -438,3 +438,15 @@ def test_text_is_written_as_utf8(tmp_path):
     text = "naïve ≥ 0.5 日本"
     write_text_atomically(tmp_path / "table.csv", text)
     assert (tmp_path / "table.csv").read_bytes() == text.encode("utf-8")
+
+
+def test_a_checkpoints_model_lies_where_map_location_puts_its_weights(model, tmp_path):
+    """The model was built on the CPU and the loaded tensors copied into it, whatever map_location said: "cuda" gave
+    a CPU model (the meta device, where a model holds no memory, shows it on any machine)."""
+    save_checkpoint(model, tmp_path / "m.pt")
+    for loaded in (load_model(tmp_path / "m.pt", map_location="meta"),
+                   load_checkpoint(tmp_path / "m.pt", map_location="meta")[0]):
+        assert {p.device.type for p in loaded.parameters()} == {"meta"} and not loaded.training
+    loaded = load_model(tmp_path / "m.pt")
+    assert {p.device.type for p in loaded.parameters()} == {"cpu"} and same_outputs(model.eval(), loaded)
+    assert all(p.requires_grad for p in loaded.parameters())  # parameters, as a model built and loaded has

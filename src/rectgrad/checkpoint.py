@@ -299,6 +299,9 @@ def _torch_load(path: Path, map_location, weights_only: bool):
 
 
 def _from_checkpoint(payload, path: Path) -> tuple[nn.Module, dict]:
+    """The model of a loaded checkpoint ``payload`` and its metadata. The model is built without weights (on the meta
+    device) and takes the loaded tensors themselves, so that it lies where ``map_location`` put them (it was built on
+    the CPU and copied them there: map_location="cuda" gave a CPU model)."""
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path} is not a rectgrad checkpoint (no format {FORMAT!r})")
     architecture = payload.get("architecture")
@@ -306,8 +309,9 @@ def _from_checkpoint(payload, path: Path) -> tuple[nn.Module, dict]:
         raise ValueError(f"{path} holds a {architecture!r} model; this version of rectgrad rebuilds "
                          f"{', '.join(ARCHITECTURES)}")
     try:
-        model = ARCHITECTURES[architecture](**payload["config"])
-        model.load_state_dict(payload["state_dict"])
+        with torch.device("meta"):
+            model = ARCHITECTURES[architecture](**payload["config"])
+        model.load_state_dict(payload["state_dict"], assign=True)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise ValueError(f"{path}: the weights do not fit {architecture}({payload.get('config')}): "
                          f"{one_line(exc)}") from None
