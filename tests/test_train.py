@@ -985,3 +985,14 @@ def test_a_float64_model_trains_and_is_evaluated_on_inputs_of_its_own_type():
     history = train_model(model, train, epochs=1, batch_size=20, progress=False, test=train)
     assert model.features[0].weight.dtype == torch.float64 and 0 <= history["test_accuracy"] <= 1
     assert evaluate(model, train) == history["test_accuracy"]
+
+
+def test_an_empty_test_set_is_refused_before_training_not_scored_0(tmp_path, capsys):
+    """A test idx file holding no images trained 20 epochs, then printed and saved 'test accuracy 0.0000'."""
+    write_fashion(tmp_path, n_test=0)
+    out = tmp_path / "model.pt"
+    assert main(["train", "--dataset", "fashion-mnist", "--data-dir", str(tmp_path), "--epochs", "1", "--out",
+                 str(out), "--no-progress"]) == 2
+    assert "error: the test set fashion-mnist is empty: no test accuracy can be measured on it" in \
+        capsys.readouterr().err
+    assert not out.exists()

@@ -71,6 +71,8 @@ def train_model(model: nn.Module, train: ImageDataset, *, epochs: int = 20, batc
     """
     if len(train) == 0:
         raise ValueError("the training set is empty")
+    if test is not None and len(test) == 0:  # (refused before the training: its accuracy would read 0)
+        raise ValueError(f"the test set {test.name} is empty: no test accuracy can be measured on it")
     # (as ints: a numpy number in the saved state would make it unloadable with weights_only)
     epochs, batch_size, seed = integer("epochs", epochs), integer("batch_size", batch_size), integer("seed", seed)
     if epochs < 1 or batch_size < 1:
