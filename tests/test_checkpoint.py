@@ -450,3 +450,5 @@ def test_a_checkpoints_model_lies_where_map_location_puts_its_weights(model, tmp
     loaded = load_model(tmp_path / "m.pt")
     assert {p.device.type for p in loaded.parameters()} == {"cpu"} and same_outputs(model.eval(), loaded)
     assert all(p.requires_grad for p in loaded.parameters())  # parameters, as a model built and loaded has
+    save_checkpoint(model.double(), tmp_path / "double.pt")  # rebuilt in float32, as before, which explain feeds
+    assert {p.dtype for p in load_model(tmp_path / "double.pt").parameters()} == {torch.float32}

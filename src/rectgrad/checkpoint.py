@@ -312,6 +312,7 @@ def _from_checkpoint(payload, path: Path) -> tuple[nn.Module, dict]:
         with torch.device("meta"):
             model = ARCHITECTURES[architecture](**payload["config"])
         model.load_state_dict(payload["state_dict"], assign=True)
+        model.float()  # float32, as the constructor builds it (weights saved in another type were copied into it)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise ValueError(f"{path}: the weights do not fit {architecture}({payload.get('config')}): "
                          f"{one_line(exc)}") from None
