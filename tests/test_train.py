@@ -996,3 +996,10 @@ def test_an_empty_test_set_is_refused_before_training_not_scored_0(tmp_path, cap
     assert "error: the test set fashion-mnist is empty: no test accuracy can be measured on it" in \
         capsys.readouterr().err
     assert not out.exists()
+
+
+def test_an_image_size_the_cnn_cannot_take_is_refused_by_its_option_name_before_the_images_are_read(tmp_path, capsys):
+    """It was refused as 'image_size', the Python argument's name, which the command line has not."""
+    assert main(["train", "--dataset", "folder", "--data-dir", str(tmp_path / "missing"), "--image-size", "30",
+                 "--out", str(tmp_path / "m.pt")]) == 2
+    assert capsys.readouterr().err.startswith("error: --image-size must be a multiple of 4 from 16 to 512")

@@ -649,14 +649,20 @@ def upright_size(path: Path) -> tuple[int, int]:
         return (height, width) if sideways else (width, height)
 
 
+def check_image_size(image_size: int, name: str = "image_size") -> None:
+    """Refuse a folder dataset's ``image_size`` (the option ``name``, e.g. ``--image-size``) the paper's CNN cannot
+    take or that would not fit in memory."""
+    if not 16 <= image_size <= 512 or image_size % 4:
+        raise ValueError(f"{name} must be a multiple of 4 from 16 to 512 (the paper's CNN pools twice, the random "
+                         "patch is 10 pixels, and its dense layer grows with the image: 268M weights at 512), "
+                         f"got {image_size}")
+
+
 def _image_folder(root, split: str, image_size: int,
                   scan_mode: bool = True) -> tuple[list[tuple[Path, int]], list[str], str | None]:
     """The (image, label) files of ``root/<split>`` in their fixed shuffled order, the classes and the Pillow mode
     (``L`` or ``RGB``, from every training image's header; None when not ``scan_mode``)."""
-    if not 16 <= image_size <= 512 or image_size % 4:
-        raise ValueError(f"image_size must be a multiple of 4 from 16 to 512 (the paper's CNN pools twice, the "
-                         "random patch is 10 pixels, and its dense layer grows with the image: 268M weights at 512), "
-                         f"got {image_size}")
+    check_image_size(image_size)
     files, classes, train = _folder_split(root, split)
     return files, classes, _folder_mode(tuple(_stamped(p) for p, _ in train)) if scan_mode else None
 

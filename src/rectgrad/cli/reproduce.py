@@ -141,9 +141,13 @@ def _denormals_flushed() -> bool:
 
 
 def _image_size(dataset: str, image_size: int | None) -> int:
-    """``--image-size`` applies to the folder dataset only (default 32)."""
+    """``--image-size`` applies to the folder dataset only (default 32), checked by its name before any work."""
+    from rectgrad.data import check_image_size
+
     if image_size is not None and dataset != "folder":
         raise ValueError(f"--image-size applies to --dataset folder only; {dataset} images have their own size")
+    if image_size is not None:
+        check_image_size(image_size, "--image-size")
     return 32 if image_size is None else image_size
 
 
