@@ -1003,3 +1003,13 @@ def test_an_image_size_the_cnn_cannot_take_is_refused_by_its_option_name_before_
     assert main(["train", "--dataset", "folder", "--data-dir", str(tmp_path / "missing"), "--image-size", "30",
                  "--out", str(tmp_path / "m.pt")]) == 2
     assert capsys.readouterr().err.startswith("error: --image-size must be a multiple of 4 from 16 to 512")
+
+
+def test_a_test_set_of_another_image_shape_is_refused_before_the_training(monkeypatch):
+    """The evaluation failed once every epoch had run (without a checkpoint the trained model was lost with it)."""
+    train, test = quadrants(40, seed=0), quadrants(10, seed=1, size=12)
+    model = new_model(train, seed=0)
+    monkeypatch.setattr(model, "forward", lambda x: pytest.fail("trained"))
+    with pytest.raises(ValueError, match=r"the test set's images are \(1, 12, 12\) \(C, H, W\), the training set's "
+                                         r"\(1, 16, 16\): give test images of the training images' shape"):
+        train_model(model, train, epochs=1, batch_size=20, progress=False, test=test)

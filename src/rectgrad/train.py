@@ -73,6 +73,9 @@ def train_model(model: nn.Module, train: ImageDataset, *, epochs: int = 20, batc
         raise ValueError("the training set is empty")
     if test is not None and len(test) == 0:  # (refused before the training: its accuracy would read 0)
         raise ValueError(f"the test set {test.name} is empty: no test accuracy can be measured on it")
+    if test is not None and test.images.shape[1:] != train.images.shape[1:]:  # (the evaluation would fail after it)
+        raise ValueError(f"the test set's images are {tuple(test.images.shape[1:])} (C, H, W), the training set's "
+                         f"{tuple(train.images.shape[1:])}: give test images of the training images' shape")
     # (as ints: a numpy number in the saved state would make it unloadable with weights_only)
     epochs, batch_size, seed = integer("epochs", epochs), integer("batch_size", batch_size), integer("seed", seed)
     if epochs < 1 or batch_size < 1:
