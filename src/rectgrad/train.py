@@ -85,7 +85,7 @@ def train_model(model: nn.Module, train: ImageDataset, *, epochs: int = 20, batc
         checkpoint = Path(checkpoint)
     lr = float(lr)
     _check_trainable(model)
-    n, steps = len(train), -(-len(train) // batch_size)
+    n, steps, top_label = len(train), -(-len(train) // batch_size), int(train.labels.max())
     identity = None if checkpoint is None else {
         "images": n, "data": zlib.crc32(train.labels.cpu().contiguous().numpy(),
                                         zlib.crc32(train.images.cpu().contiguous().numpy())),
@@ -141,7 +141,7 @@ def train_model(model: nn.Module, train: ImageDataset, *, epochs: int = 20, batc
                 index = order[step * batch_size:(step + 1) * batch_size]
                 target = labels[index]
                 logits = model(to_inputs(images[index]).to(dtype).contiguous(memory_format=memory_format))
-                _check_outputs(logits, model, train)
+                _check_outputs(logits, model, train, top_label)
                 loss = F.cross_entropy(logits, target)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -194,12 +194,13 @@ def _check_trainable(model: nn.Module) -> None:
                          "requires_grad=False)")
 
 
-def _check_outputs(logits: torch.Tensor, model: nn.Module, train: ImageDataset) -> None:
-    """Refuse a model with fewer outputs than ``train`` has classes before its loss is computed: cross-entropy would
-    blame the labels ('Target 3 is out of bounds'; a device-side assert on CUDA, which breaks the process's CUDA)."""
-    if logits.ndim == 2 and logits.shape[1] < len(train.classes):
+def _check_outputs(logits: torch.Tensor, model: nn.Module, train: ImageDataset, top: int) -> None:
+    """Refuse a model with no output for ``top``, the highest label of ``train``, before its loss is computed:
+    cross-entropy would blame the labels ('Target 3 is out of bounds'; a device-side assert on CUDA, which breaks the
+    process's CUDA). Labels, not classes, count: a subset of a dataset keeps the names of classes it has no image of."""
+    if logits.ndim == 2 and logits.shape[1] <= top:
         raise ValueError(f"the {type(model).__name__} gives {logits.shape[1]} outputs per image but {train.name} has "
-                         f"{len(train.classes)} classes: give the model one output (logit) per class")
+                         f"labels up to {top} ({train.classes[top]}): give the model one output (logit) per class")
 
 
 def _saved_state(checkpoint, identity: dict | None) -> dict | None:
