@@ -391,6 +391,16 @@ def test_patch_attribution_and_noise_level_by_hand():
     assert half["outside"].tolist() == [90000.0] and half["outside_fraction"].tolist() == [1.0]
 
 
+def test_noise_level_divides_by_the_total_of_maps_of_tiny_values():
+    """Scale-free shares are the same for a map and the map times 1e-32: the total |map| divides as it is."""
+    maps = torch.tensor([[[[1.0, 0.0], [0.0, 1.0]]]])  # TV 4, total 2
+    masks = torch.zeros(1, 2, 2, dtype=torch.bool)
+    for scale in (1.0, 1e-32):
+        measures = noise_level(maps * scale, "saliency", masks, threshold=False)
+        assert measures["total_variation_relative"].item() == pytest.approx(2.0)
+        assert measures["outside_fraction"].item() == pytest.approx(1.0)
+
+
 def test_final_threshold_takes_each_images_own_percentile():
     """Two images of scales 1 and 100: each keeps its own top value (a percentile over the batch would keep both
     of the large image's top values and none of the small one's)."""

@@ -111,4 +111,4 @@ def noise_level(maps: Tensor, method: str, masks: Tensor, *, threshold: bool = T
     return {"outside": attribution_outside(prepared, masks),
             "outside_fraction": attribution_outside(prepared, masks, normalize=True),
             "total_variation": tv,
-            "total_variation_relative": torch.where(total > 0, tv / total.clamp(min=1e-30), 0)}
+            "total_variation_relative": torch.where(total > 0, tv / torch.where(total > 0, total, 1), 0)}
