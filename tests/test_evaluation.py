@@ -750,6 +750,19 @@ def test_roar_kar_bad_input():
     assert fn.calls == []
 
 
+def test_roar_kar_and_occlude_dataset_refuse_a_keep_that_is_no_bool():
+    """keep="no" is truthy: roar_kar ran KAR, and occlude_dataset kept the top pixels, for it."""
+    train, test, maps = roar_inputs()
+    fn = Counting()
+    for keep in ("no", "False", 0, None):
+        with pytest.raises(TypeError, match=f"keep must be True or False, got {keep!r}"):
+            roar_kar(train, test, maps, fn, fractions=(0.5,), repeats=1, keep=keep, progress=False)
+        with pytest.raises(TypeError, match=f"keep must be True or False, got {keep!r}"):
+            occlude_dataset(train, None, 0.5, keep=keep, fill=[128])
+    assert fn.calls == []
+    assert roar_kar(train, test, maps, fn, fractions=(0.5,), repeats=1, keep=np.bool_(True), progress=False).keep
+
+
 def test_method_names_that_are_no_safe_file_names_are_refused_before_anything_is_written(tmp_path):
     train, test, maps = roar_inputs()
     store = ResultStore(tmp_path / "store", {"run": 1})

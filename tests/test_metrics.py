@@ -253,6 +253,18 @@ def test_refused_fraction_leaves_the_generator_untouched():
     assert torch.equal(g.get_state(), state)
 
 
+def test_keep_that_is_no_bool_is_refused_before_any_draw():
+    # keep="no" is truthy: it was read as KAR. The generator stays untouched, as for a refused fraction.
+    g = gen(0)
+    state = g.get_state()
+    for keep in ("no", 1, None):
+        with pytest.raises(TypeError, match=f"keep must be True or False, got {keep!r}"):
+            removal_mask(torch.zeros(1, 1, 4, 4), 0.5, keep=keep, generator=g)
+        with pytest.raises(TypeError, match=f"keep must be True or False, got {keep!r}"):
+            random_removal_mask((1, 4, 4), 0.5, keep=keep, generator=g)
+    assert torch.equal(g.get_state(), state)
+
+
 def test_random_removal_mask_is_uniform_draws_below_p():
     # Pixel replaced iff its U(0, 1) draw is below p (fraction for ROAR, 1 - fraction for KAR): a naive
     # re-implementation gives the same mask, and ROAR at p equals KAR at 1 - p for the same seed.

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
-from rectgrad._checks import describe
+from rectgrad._checks import describe, flag
 from rectgrad._checks import fractions as check_fractions
 
 Curve = Sequence[float] | torch.Tensor
@@ -176,6 +176,7 @@ def removal_mask(
     counts are only approximately ``k``. A fraction that rounds to none or all of the pixels is refused.
     """
     _check_fraction(fraction)
+    keep = flag("keep", keep)
     order = rank_pixels(attr, tie_noise=tie_noise, generator=generator)
     return ranked_mask(order, fraction, tuple(attr.shape[2:]), keep=keep)
 
@@ -194,6 +195,7 @@ def random_removal_mask(
     ``1 - fraction`` for KAR (``keep=True``), so the per-image counts are random (Binomial), not exact.
     """
     fraction = _check_fraction(fraction)
+    keep = flag("keep", keep)
     shape = tuple(shape)
     if len(shape) != 3 or not all(isinstance(s, int) and s > 0 for s in shape):
         raise ValueError(f"shape must be three positive ints (N, H, W), got {shape}")

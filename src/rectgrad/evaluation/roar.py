@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rectgrad._checks import describe, install_hint, integer, positive_int, real
+from rectgrad._checks import describe, flag, install_hint, integer, positive_int, real
 from rectgrad._checks import fractions as check_fractions
 from rectgrad.checkpoint import write_text_atomically
 from rectgrad.data import ImageDataset, checksum
@@ -139,6 +139,7 @@ def roar_kar(train_set: ImageDataset, test_set: ImageDataset, attributions: Mapp
     _check_datasets(train_set, test_set)
     fractions = check_fractions(fractions)
     repeats = positive_int("repeats", repeats)
+    keep = flag("keep", keep)
     seed = integer("seed", seed)  # (a numpy integer seeds the noise as the int does, and is recorded in the store)
     tie_noise = check_tie_noise(tie_noise)
     for fraction in fractions:
