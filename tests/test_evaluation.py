@@ -331,6 +331,16 @@ def test_feature_map_occlusion_refuses_bool_labels_and_layers_without_a_feature_
         feature_map_occlusion(flat, flat[2], image, masks, torch.tensor([0]))
 
 
+def test_feature_map_occlusion_takes_labels_of_any_integer_dtype():
+    """uint8 labels indexed the logits as a bool mask (a raw shape error); int32 ones worked."""
+    image, masks = half_object()
+    model = SumModel(4)
+    expected = feature_map_occlusion(model, model[1], image, masks, torch.tensor([0]), steps=3, orders=1).margins
+    for dtype in (torch.uint8, torch.int8, torch.int16, torch.int32):
+        curve = feature_map_occlusion(model, model[1], image, masks, torch.tensor([0], dtype=dtype), steps=3, orders=1)
+        assert torch.equal(curve.margins, expected)
+
+
 # ---------------------------------------------------------------- noise measures (Figs. 7, 8)
 
 def test_final_threshold_keeps_rectgrad_positive_part_and_baseline_top_five_percent():

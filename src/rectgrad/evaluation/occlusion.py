@@ -72,10 +72,10 @@ def feature_map_occlusion(model: nn.Module, layer: nn.Module, images: Tensor, ma
     """Zero the background activations of ``layer`` in random order and follow the decision (Fig. 2).
 
     For each image (model inputs ``(N, C, H, W)``, object masks ``(N, H, W)`` True on the object, true
-    ``labels`` ``(N,)``), the background units of ``layer``'s output (every channel at a background
-    position, :func:`background_at`) are put in ``orders`` random orders; at each of ``steps`` fractions
-    ``p = linspace(0, 1, steps)`` the first ``round(p * n_background)`` units are zeroed and the margin
-    (true-class logit - largest other logit) is recorded, then averaged over the orders (the paper's
+    ``labels`` ``(N,)``, integer class indices of any integer dtype), the background units of ``layer``'s output
+    (every channel at a background position, :func:`background_at`) are put in ``orders`` random orders; at each of
+    ``steps`` fractions ``p = linspace(0, 1, steps)`` the first ``round(p * n_background)`` units are zeroed and
+    the margin (true-class logit - largest other logit) is recorded, then averaged over the orders (the paper's
     "average over 50 random trials"; the reference averages the logits first). Reference: 100 correctly
     classified images, ``steps=100``, ``orders=50``. The model runs in eval mode; its modes are restored after.
     """
@@ -103,7 +103,7 @@ def feature_map_occlusion(model: nn.Module, layer: nn.Module, images: Tensor, ma
 
 def _occlusion(model, layer, images, masks, labels, steps, orders, generator, batch_size) -> OcclusionCurve:
     n, device = images.shape[0], next(model.parameters()).device
-    images, labels = images.to(device), labels.to(device)
+    images, labels = images.to(device), labels.to(device, torch.long)  # (a uint8 index would be a bool mask)
     shape, classes = _output_shape(model, layer, images[:1])
     if bool(((labels < 0) | (labels >= classes)).any()):
         bad = labels[(labels < 0) | (labels >= classes)][0].item()
