@@ -307,6 +307,16 @@ def test_correctly_classified_lists_class_by_class_not_in_dataset_order():
     assert correctly_classified(model, dataset).tolist() == [1, 3, 0, 2]
 
 
+def test_correctly_classified_refuses_a_per_class_that_is_no_positive_integer():
+    """per_class=-1 sliced off each class's last correct image, silently; 1.5 was a raw TypeError of slicing."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 2))
+    dataset = toy_dataset()
+    for per_class in (-1, 0, 1.5, True, "2"):
+        with pytest.raises(ValueError, match=f"per_class must be a positive integer, got {per_class!r}"):
+            correctly_classified(model, dataset, per_class)
+    assert len(correctly_classified(model, dataset, np.int64(6))) == len(correctly_classified(model, dataset, 6))
+
+
 def test_feature_map_occlusion_runs_the_model_in_eval_mode():
     # a dropout layer left in training mode by the user must not drop logits during the occlusion: the curve is
     # SumModel's exact margin (see test_feature_map_occlusion_follows_the_margin_exactly)

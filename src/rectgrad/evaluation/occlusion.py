@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rectgrad._checks import describe
+from rectgrad._checks import describe, positive_int
 from rectgrad.data import ImageDataset
 from rectgrad.train import evaluating, predict_logits
 
@@ -47,6 +47,7 @@ def correctly_classified(model: nn.Module, dataset: ImageDataset, per_class: int
     """Indices of the first ``per_class`` images of each class (in dataset order) that ``model`` classifies
     correctly, class by class (Sec. 3: "10 correctly classified images of each class"). A class with fewer
     correct images contributes what it has."""
+    per_class = positive_int("per_class", per_class)
     device = next(model.parameters()).device
     with evaluating(model):
         predictions = predict_logits(model, dataset.inputs(device=device)).argmax(1).cpu()
