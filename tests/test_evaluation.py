@@ -803,6 +803,20 @@ def test_roar_kar_takes_one_element_tensors_as_accuracies():
     assert result.accuracies["a"].tolist() == [[0.25, 0.25], [0.5, 0.5]]
 
 
+def test_roar_kar_takes_numpy_arrays_and_fractions_as_accuracies():
+    """(correct / total).numpy() is a 0-d array; Fraction(correct, total) a number: both were refused as no fraction."""
+    from fractions import Fraction
+
+    train, test, maps = roar_inputs()
+    for accuracy in (np.array(0.25), np.array([0.25], dtype=np.float32), Fraction(1, 4), Decimal("0.25")):
+        result = roar_kar(train, test, maps, lambda a, b, seed: accuracy, fractions=(0.2, 0.6), repeats=1,
+                          progress=False)
+        assert result.accuracies["a"].tolist() == [[0.25, 0.25]]
+    for accuracy in (np.array(True), np.array([0.25, 0.5]), np.array(87.5)):
+        with pytest.raises(ValueError, match="it must return the test accuracy as a fraction in"):
+            roar_kar(train, test, maps, lambda a, b, seed: accuracy, fractions=(0.2, 0.6), progress=False)
+
+
 def test_roar_kar_takes_fractions_as_numpy_or_torch_arrays():
     train, test, maps = roar_inputs()
     for fractions in (np.array([0.2, 0.6]), torch.tensor([0.2, 0.6], dtype=torch.float64), [np.float32(0.5), 0.75],

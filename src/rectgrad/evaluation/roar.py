@@ -16,11 +16,13 @@ import hashlib
 import importlib.util
 import inspect
 import json
+import math
 import time
 import warnings
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from decimal import Decimal
 from itertools import islice
 from pathlib import Path
 
@@ -184,10 +186,8 @@ def roar_kar(train_set: ImageDataset, test_set: ImageDataset, attributions: Mapp
     bar = progress_bar(len(keys), f"{mode.upper()} trainings", progress, unit="model", initial=len(results))
 
     def done(job: Job, accuracy: float, seconds: float) -> None:
-        if isinstance(accuracy, Tensor) and accuracy.numel() == 1:
-            accuracy = accuracy.item()
-        if (not isinstance(accuracy, (int, float, np.floating, np.integer)) or isinstance(accuracy, (bool, np.bool_))
-                or not 0.0 <= float(accuracy) <= 1.0):
+        accuracy = _as_number(accuracy)
+        if not (real(accuracy) or isinstance(accuracy, Decimal)) or not 0.0 <= float(accuracy) <= 1.0:
             raise ValueError(f"train_fn returned {accuracy!r} for {job.key[:-len('.json')]}: it must return the test "
                              "accuracy as a fraction in [0, 1] (not a percentage); nothing was saved for it")
         results[job.key] = float(accuracy)
@@ -195,7 +195,7 @@ def roar_kar(train_set: ImageDataset, test_set: ImageDataset, attributions: Mapp
             store.save_seconds(job.key[:-len(".json")], seconds)
             store.save_json(job.key, {"accuracy": float(accuracy), "seed": job.seed})
         if bar is not None:
-            bar.set_postfix_str(f"{job.key.split('/')[1][:-5]}: {accuracy:.3f}", refresh=False)
+            bar.set_postfix_str(f"{job.key.split('/')[1][:-5]}: {float(accuracy):.3f}", refresh=False)
             bar.update()
 
     try:
@@ -207,6 +207,14 @@ def roar_kar(train_set: ImageDataset, test_set: ImageDataset, attributions: Mapp
     accuracies = {m: np.array([[results[keys[m, f, r]] for f in fractions] for r in range(repeats)])
                   for m in attributions}
     return RoarKarResult(keep, fractions, accuracies)
+
+
+def _as_number(accuracy):
+    """A training's result as a number: a one-element tensor or numpy array gives the value it holds (a 0-d array
+    is what ``(correct / total).numpy()`` returns); anything else is returned as it is, to be checked."""
+    if isinstance(accuracy, (Tensor, np.ndarray)) and math.prod(accuracy.shape) == 1:
+        return accuracy.item()
+    return accuracy
 
 
 def _check_datasets(train_set: ImageDataset, test_set: ImageDataset) -> None:
@@ -515,6 +523,4 @@ def _train_task(train_fn: TrainFn, train: ImageDataset, test: ImageDataset, seed
     torch.set_num_threads(threads)
     start = time.perf_counter()
     accuracy = train_fn(train, test, seed)  # checked where it is saved, as the local backend's
-    if isinstance(accuracy, Tensor) and accuracy.numel() == 1:
-        accuracy = accuracy.item()
-    return accuracy, time.perf_counter() - start
+    return _as_number(accuracy), time.perf_counter() - start
