@@ -317,6 +317,24 @@ def test_correctly_classified_refuses_a_per_class_that_is_no_positive_integer():
     assert len(correctly_classified(model, dataset, np.int64(6))) == len(correctly_classified(model, dataset, 6))
 
 
+def test_correctly_classified_and_feature_map_occlusion_run_models_of_any_float_dtype():
+    """A float64 model got the dataset's float32 inputs (a raw 'Input type (float) and bias type (double)' error), as
+    did a float32 model float64 images: the images are given to the model in its own dtype."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 2))
+    dataset = toy_dataset()
+    chosen = correctly_classified(model, dataset, 3)
+    assert torch.equal(correctly_classified(model.double(), dataset, 3), chosen)
+    assert next(model.parameters()).dtype == torch.float64  # the model is left as it is
+    image, masks = half_object()
+    plain = SumModel(4)
+    expected = feature_map_occlusion(plain, plain[1], image, masks, torch.tensor([0]), steps=3, orders=1).margins
+    assert torch.equal(feature_map_occlusion(plain, plain[1], image.double(), masks, torch.tensor([0]), steps=3,
+                                             orders=1).margins, expected)
+    wide = SumModel(4).double()
+    assert torch.equal(feature_map_occlusion(wide, wide[1], image, masks, torch.tensor([0]), steps=3,
+                                             orders=1).margins, expected)
+
+
 def test_feature_map_occlusion_runs_the_model_in_eval_mode():
     # a dropout layer left in training mode by the user must not drop logits during the occlusion: the curve is
     # SumModel's exact margin (see test_feature_map_occlusion_follows_the_margin_exactly)

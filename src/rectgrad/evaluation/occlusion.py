@@ -46,11 +46,11 @@ def conv_activations(model: nn.Module) -> dict[str, nn.Module]:
 def correctly_classified(model: nn.Module, dataset: ImageDataset, per_class: int = 10) -> Tensor:
     """Indices of the first ``per_class`` images of each class (in dataset order) that ``model`` classifies
     correctly, class by class (Sec. 3: "10 correctly classified images of each class"). A class with fewer
-    correct images contributes what it has."""
+    correct images contributes what it has. The inputs are given in the dtype of the model's weights."""
     per_class = positive_int("per_class", per_class)
-    device = next(model.parameters()).device
+    weight = next(model.parameters())
     with evaluating(model):
-        predictions = predict_logits(model, dataset.inputs(device=device)).argmax(1).cpu()
+        predictions = predict_logits(model, dataset.inputs(device=weight.device).to(weight.dtype)).argmax(1).cpu()
     correct = predictions == dataset.labels
     chosen = [torch.nonzero(correct & (dataset.labels == c)).flatten()[:per_class] for c in range(len(dataset.classes))]
     return torch.cat(chosen)
@@ -72,13 +72,14 @@ def feature_map_occlusion(model: nn.Module, layer: nn.Module, images: Tensor, ma
                           batch_size: int = 2000) -> OcclusionCurve:
     """Zero the background activations of ``layer`` in random order and follow the decision (Fig. 2).
 
-    For each image (model inputs ``(N, C, H, W)``, object masks ``(N, H, W)`` True on the object, true
-    ``labels`` ``(N,)``, integer class indices of any integer dtype), the background units of ``layer``'s output
-    (every channel at a background position, :func:`background_at`) are put in ``orders`` random orders; at each of
-    ``steps`` fractions ``p = linspace(0, 1, steps)`` the first ``round(p * n_background)`` units are zeroed and
-    the margin (true-class logit - largest other logit) is recorded, then averaged over the orders (the paper's
-    "average over 50 random trials"; the reference averages the logits first). Reference: 100 correctly
-    classified images, ``steps=100``, ``orders=50``. The model runs in eval mode; its modes are restored after.
+    For each image (model inputs ``(N, C, H, W)``, given in the dtype of the model's weights, object masks
+    ``(N, H, W)`` True on the object, true ``labels`` ``(N,)``, integer class indices of any integer dtype), the
+    background units of ``layer``'s output (every channel at a background position, :func:`background_at`) are put
+    in ``orders`` random orders; at each of ``steps`` fractions ``p = linspace(0, 1, steps)`` the first
+    ``round(p * n_background)`` units are zeroed and the margin (true-class logit - largest other logit) is
+    recorded, then averaged over the orders (the paper's "average over 50 random trials"; the reference averages the
+    logits first). Reference: 100 correctly classified images, ``steps=100``, ``orders=50``. The model runs in eval
+    mode; its modes are restored after.
     """
     if not isinstance(images, Tensor) or not images.is_floating_point() or images.dim() != 4 or not len(images):
         raise ValueError(f"images must be the model's float inputs (N, C, H, W), N >= 1 (e.g. dataset.inputs()), got "
@@ -103,8 +104,10 @@ def feature_map_occlusion(model: nn.Module, layer: nn.Module, images: Tensor, ma
 
 
 def _occlusion(model, layer, images, masks, labels, steps, orders, generator, batch_size) -> OcclusionCurve:
-    n, device = images.shape[0], next(model.parameters()).device
-    images, labels = images.to(device), labels.to(device, torch.long)  # (a uint8 index would be a bool mask)
+    n, weight = images.shape[0], next(model.parameters())
+    device = weight.device
+    images = images.to(device, weight.dtype)
+    labels = labels.to(device, torch.long)  # (a uint8 index would be a bool mask)
     shape, classes = _output_shape(model, layer, images[:1])
     if bool(((labels < 0) | (labels >= classes)).any()):
         bad = labels[(labels < 0) | (labels >= classes)][0].item()
