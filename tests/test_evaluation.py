@@ -954,6 +954,22 @@ def test_result_score_on_a_hand_made_curve():
             score("m")
 
 
+def test_a_hand_made_result_takes_lists_and_refuses_curves_of_another_shape():
+    """Accuracies read back as lists crashed ('list' has no 'mean'); one curve given flat had an accuracy_std over its
+    fractions, a wrong number; an unknown method was a bare KeyError."""
+    result = RoarKarResult(False, (0.1, 0.5, 0.9), {"m": [[0.8, 0.6, 0.2], [0.6, 0.4, 0.4]]})
+    assert result.score("m") == pytest.approx((0.7 + 0.5) / 4 + (0.5 + 0.3) / 4)
+    assert result.score_std("m") == pytest.approx(0.1 / 2 ** 0.5)
+    assert result.accuracy_std("m") == pytest.approx([0.2 / 2 ** 0.5] * 3)
+    flat = RoarKarResult(False, (0.1, 0.5, 0.9), {"m": np.array([0.8, 0.6, 0.2])})
+    for measure in (flat.score, flat.score_std, flat.accuracy_std):
+        with pytest.raises(ValueError, match=r"accuracies\['m'\] must be one row per repeat of 3 accuracies \(one per "
+                                             r"fraction\), got shape \(3,\)"):
+            measure("m")
+    with pytest.raises(KeyError, match=r"this ROAR AUC result has no method 'x', only \['m'\]"):
+        result.score("x")
+
+
 def test_roar_kar_takes_accuracies_0_and_1_and_resumes_them(tmp_path):
     """0 and 1 are accuracies (the interval is closed), saved with their seed and read back on a rerun."""
     train, test, maps = roar_inputs()

@@ -92,20 +92,30 @@ class RoarKarResult:
                              "compare the accuracies themselves (result.accuracies[method])")
         return (kar_aoc if self.keep else roar_auc)(self.fractions, curve)
 
+    def _curves(self, method: str) -> np.ndarray:
+        """``accuracies[method]`` (an array or nested lists) as a float array ``(repeats, len(fractions))``."""
+        if method not in self.accuracies:
+            raise KeyError(f"this {self.measure} result has no method {method!r}, only {list(self.accuracies)}")
+        curves = np.asarray(self.accuracies[method], dtype=float)
+        if curves.ndim != 2 or curves.shape[1] != len(self.fractions):
+            raise ValueError(f"accuracies[{method!r}] must be one row per repeat of {len(self.fractions)} accuracies "
+                             f"(one per fraction), got shape {curves.shape}")
+        return curves
+
     def score(self, method: str) -> float:
         """ROAR AUC or KAR AOC (Table 1, lower is better) of the curve averaged over the repeats."""
-        return self._area(self.accuracies[method].mean(0))
+        return self._area(self._curves(method).mean(0))
 
     def score_std(self, method: str) -> float:
         """Standard deviation over the repeats of each repeat's own AUC / AOC (0 for one repeat)."""
-        scores = [self._area(row) for row in self.accuracies[method]]
+        scores = [self._area(row) for row in self._curves(method)]
         return float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0
 
     def accuracy_std(self, method: str) -> np.ndarray | None:
         """Standard deviation over the repeats of the accuracy at each fraction (Fig. 9's band; ddof 1, as
         :meth:`score_std`), None for one repeat."""
-        accuracies = self.accuracies[method]
-        return accuracies.std(0, ddof=1) if len(accuracies) > 1 else None
+        curves = self._curves(method)
+        return curves.std(0, ddof=1) if len(curves) > 1 else None
 
 
 @dataclass
