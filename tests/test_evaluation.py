@@ -284,6 +284,15 @@ def test_conv_activations_takes_every_kind_of_activation_after_a_convolution():
     assert all(layers[f"conv{i + 1}"] is act for i, act in enumerate(acts))
 
 
+def test_conv_activations_names_each_activation_by_its_convolutions_number():
+    """A convolution followed by a PReLU (not taken then) or by none shifted the names: the ReLU after the second
+    convolution was called conv1."""
+    conv = lambda: nn.Conv2d(1, 1, 1)  # noqa: E731
+    prelu, relu, mish = nn.PReLU(), nn.ReLU(), nn.Mish()
+    model = nn.Sequential(conv(), prelu, conv(), relu, conv(), conv(), mish)
+    assert conv_activations(model) == {"conv1": prelu, "conv2": relu, "conv4": mish}
+
+
 def test_correctly_classified_includes_the_last_class():
     # a model that always predicts the last class (2): only its images are correct, in dataset order
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 3))

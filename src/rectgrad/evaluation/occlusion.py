@@ -27,18 +27,23 @@ class OcclusionCurve:
         return self.margins.mean(0)
 
 
+#: The activation modules :func:`conv_activations` takes after a convolution.
+ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.CELU, nn.SELU, nn.GELU, nn.SiLU, nn.Mish,
+               nn.Hardswish, nn.Hardtanh, nn.Softplus, nn.Tanh, nn.Sigmoid)
+
+
 def conv_activations(model: nn.Module) -> dict[str, nn.Module]:
-    """The activation module following each ``Conv2d``, named ``conv1``, ``conv2``, ... (Fig. 2's layers; the
-    reference occludes the ReLU outputs of the four convolutions). "Following" is in the order the modules are
-    registered, which is the forward order of an ``nn.Sequential`` such as PaperCNN; of other models (a ResNet's
-    shared ReLUs, activations declared before the convolutions) give ``feature_map_occlusion`` the module
-    yourself."""
-    layers, pending = {}, False
+    """The activation module following each ``Conv2d``, named ``convK`` after the K-th convolution (Fig. 2's layers;
+    the reference occludes the ReLU outputs of the four convolutions); a convolution followed by no activation
+    before the next one has none. "Following" is in the order the modules are registered, which is the forward order
+    of an ``nn.Sequential`` such as PaperCNN; of other models (a ResNet's shared ReLUs, activations declared before
+    the convolutions) give ``feature_map_occlusion`` the module yourself."""
+    layers, convs, pending = {}, 0, False
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
-            pending = True
-        elif pending and isinstance(module, (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU)):
-            layers[f"conv{len(layers) + 1}"] = module
+            convs, pending = convs + 1, True
+        elif pending and isinstance(module, ACTIVATIONS):
+            layers[f"conv{convs}"] = module
             pending = False
     return layers
 
