@@ -425,6 +425,17 @@ def test_bad_tie_noise_and_shape():
             random_removal_mask(shape, 0.5)
 
 
+def test_random_removal_mask_takes_a_shape_of_numpy_or_tensor_integers():
+    # (n, h, w) read off an array or a tensor's element was refused as "no positive ints"
+    import numpy as np
+
+    expected = random_removal_mask((2, 3, 4), 0.5, generator=gen(0))
+    for shape in ((np.int64(2), 3, 4), np.array([2, 3, 4]), torch.tensor([2, 3, 4]), [2, torch.tensor(3), 4]):
+        assert torch.equal(random_removal_mask(shape, 0.5, generator=gen(0)), expected)
+    with pytest.raises(ValueError, match=r"shape must be three positive ints \(N, H, W\), got \(True, 3, 4\)"):
+        random_removal_mask((True, 3, 4), 0.5)
+
+
 def test_bad_fill():
     images = torch.zeros(1, 3, 2, 2, dtype=torch.uint8)
     with pytest.raises(ValueError, match="3 finite"):

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
-from rectgrad._checks import describe, flag
+from rectgrad._checks import describe, flag, integer
 from rectgrad._checks import fractions as check_fractions
 
 Curve = Sequence[float] | torch.Tensor
@@ -189,19 +189,30 @@ def random_removal_mask(
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
-    """Random baseline of Fig. 9 / Table 1: bool ``(N, H, W)`` mask, each pixel replaced independently.
+    """Random baseline of Fig. 9 / Table 1: bool mask of ``shape`` ``(N, H, W)`` (positive integers, numpy's or
+    tensors' too), each pixel replaced independently.
 
     As the reference, a pixel is replaced with probability ``fraction`` for ROAR (``keep=False``) and
     ``1 - fraction`` for KAR (``keep=True``), so the per-image counts are random (Binomial), not exact.
     """
     fraction = _check_fraction(fraction)
     keep = flag("keep", keep)
-    shape = tuple(shape)
-    if len(shape) != 3 or not all(isinstance(s, int) and s > 0 for s in shape):
-        raise ValueError(f"shape must be three positive ints (N, H, W), got {shape}")
+    shape = _mask_shape(shape)
     p = 1.0 - fraction if keep else fraction
     draws = torch.rand(shape, generator=generator, device=device if generator is None else generator.device)
     return draws < p if device is None else (draws < p).to(device)
+
+
+def _mask_shape(shape: Sequence[int]) -> tuple[int, int, int]:
+    """``shape`` as three positive ints (N, H, W); numpy and tensor integers are ints too, bools and floats not."""
+    shape = tuple(shape)
+    try:
+        dims = tuple(integer("shape", s) for s in shape)
+    except TypeError:
+        dims = ()
+    if len(dims) != 3 or min(dims) < 1:
+        raise ValueError(f"shape must be three positive ints (N, H, W), got {shape}")
+    return dims
 
 
 def replace_pixels(images: torch.Tensor, mask: torch.Tensor, fill: Sequence[float] | torch.Tensor) -> torch.Tensor:
