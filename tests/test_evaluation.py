@@ -10,6 +10,7 @@ import time
 import warnings
 import weakref
 from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +93,17 @@ def test_feature_map_occlusion_counts_every_channel_rounds_the_units_and_average
                                           generator=torch.Generator().manual_seed(0), batch_size=batch_size)
             torch.testing.assert_close(curve.margins[0], torch.tensor(expected))
             assert curve.background.tolist() == [8 * channels]
+
+
+def test_feature_map_occlusion_zeroes_round_p_times_the_background_units_exactly():
+    """95 background units at p = 3/10: round(28.5) = 28 (halves to even, as Python's round), not the 29 of the
+    float32 product 0.3 x 95 = 28.500001."""
+    image, masks = torch.ones(1, 1, 10, 10), torch.zeros(1, 10, 10, dtype=torch.bool)
+    masks[0, 0, :5] = True  # 5 object pixels, 95 background ones, each activation 1: margin = 100 - zeroed
+    model = SumModel(10)
+    curve = feature_map_occlusion(model, model[1], image, masks, torch.tensor([0]), steps=11, orders=1)
+    zeroed = [round(Fraction(s * 95, 10)) for s in range(11)]
+    assert zeroed[3] == 28 and curve.margins[0].tolist() == [100.0 - z for z in zeroed]
 
 
 def test_feature_map_occlusion_bad_input():
@@ -832,8 +844,6 @@ def test_roar_kar_takes_one_element_tensors_as_accuracies():
 
 def test_roar_kar_takes_numpy_arrays_and_fractions_as_accuracies():
     """(correct / total).numpy() is a 0-d array; Fraction(correct, total) a number: both were refused as no fraction."""
-    from fractions import Fraction
-
     train, test, maps = roar_inputs()
     for accuracy in (np.array(0.25), np.array([0.25], dtype=np.float32), Fraction(1, 4), Decimal("0.25")):
         result = roar_kar(train, test, maps, lambda a, b, seed: accuracy, fractions=(0.2, 0.6), repeats=1,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass
+from fractions import Fraction
 
 import torch
 import torch.nn.functional as F
@@ -127,7 +128,7 @@ def _occlusion(model, layer, images, masks, labels, steps, orders, generator, ba
         for i in range(n):
             candidates = background[i].expand(shape).flatten().nonzero().flatten()
             count = len(candidates)
-            zeroed = (fractions * count).round().long().to(device)
+            zeroed = _zeroed_units(steps, count).to(device)
             total = torch.zeros(steps, device=device)
             per_batch = max(1, batch_size // steps)
             for start in range(0, orders, per_batch):
@@ -142,6 +143,12 @@ def _occlusion(model, layer, images, masks, labels, steps, orders, generator, ba
     finally:
         handle.remove()
     return OcclusionCurve(fractions, margins, background.flatten(1).sum(1).cpu() * shape[0])
+
+
+def _zeroed_units(steps: int, count: int) -> Tensor:
+    """``round(p * count)`` units at each ``p = s / (steps - 1)``, computed exactly (halves to even, as Python's
+    round): float fractions put some halves on the wrong side (0.3 x 95 = 28.500001 in float32)."""
+    return torch.tensor([round(Fraction(s * count, steps - 1)) for s in range(steps)])
 
 
 def _output_shape(model: nn.Module, layer: nn.Module, x: Tensor) -> tuple[tuple[int, int, int], int]:
