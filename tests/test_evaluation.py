@@ -460,6 +460,16 @@ def test_noise_level_divides_by_the_total_of_maps_of_tiny_values():
         assert measures["outside_fraction"].item() == pytest.approx(1.0)
 
 
+def test_noise_level_and_patch_attribution_refuse_a_threshold_that_is_no_bool():
+    """threshold="no" is truthy: the maps were thresholded for it."""
+    maps, masks = torch.rand(1, 1, 4, 4), torch.zeros(1, 4, 4, dtype=torch.bool)
+    for threshold in ("no", 0, None):
+        with pytest.raises(TypeError, match=f"threshold must be True or False, got {threshold!r}"):
+            noise_level(maps, "saliency", masks, threshold=threshold)
+        with pytest.raises(TypeError, match=f"threshold must be True or False, got {threshold!r}"):
+            patch_attribution(maps, "saliency", masks[0], threshold=threshold)
+
+
 def test_final_threshold_takes_each_images_own_percentile():
     """Two images of scales 1 and 100: each keeps its own top value (a percentile over the batch would keep both
     of the large image's top values and none of the small one's)."""

@@ -64,6 +64,13 @@ def test_per_image_regions_and_per_image_normalization():
     assert attribution_outside(attr, region[0], normalize=True).tolist() == pytest.approx([0.9, 1.0], rel=1e-6)
 
 
+def test_normalize_that_is_no_bool_is_refused():
+    # normalize="no" is truthy: the fraction was returned for it
+    for normalize in ("no", 0, None):
+        with pytest.raises(TypeError, match=f"normalize must be True or False, got {normalize!r}"):
+            attribution_outside(ATTR, OBJECT, normalize=normalize)
+
+
 def test_normalized_outside_fraction_is_scale_free():
     # A fraction of the image's own total: the same for maps scaled by 1e-3 or 1e3 (tiny gradients included).
     for scale in (1e-3, 1.0, 1e3):

@@ -104,7 +104,7 @@ def attribution_outside(attr: torch.Tensor, mask: torch.Tensor, *, normalize: bo
     """
     attr = _check_attr(attr)
     outside = attribution_in_region(attr, ~_pixel_mask(mask, attr, "mask", "attributions"))
-    if not normalize:
+    if not flag("normalize", normalize):
         return outside
     total = attr.abs().sum((1, 2, 3))
     return torch.where(total > 0, outside / torch.where(total > 0, total, 1), 0)

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from rectgrad._checks import describe, positive_int
+from rectgrad._checks import describe, flag, positive_int
 from rectgrad.metrics import attribution_in_region, attribution_outside, total_variation
 from rectgrad.methods import explain, get_method
 from rectgrad.train import evaluating
@@ -88,7 +88,7 @@ def _summed(maps: Tensor) -> Tensor:
 def _prepare(maps: Tensor, method: str, threshold: bool) -> Tensor:
     """The maps as the measures read them, summed over channels (in float32 at least: half-precision sums
     overflow)."""
-    return final_threshold(maps, method) if threshold else _summed(maps)
+    return final_threshold(maps, method) if flag("threshold", threshold) else _summed(maps)
 
 
 def patch_attribution(maps: Tensor, method: str, region: Tensor, *, threshold: bool = True) -> Tensor:
