@@ -173,6 +173,18 @@ def test_compute_maps_takes_any_targets_one_per_input():
             compute_maps(model, inputs, "saliency", None)
 
 
+def test_compute_maps_checks_its_seed_and_wraps_the_batch_seeds():
+    """seed=None was a raw TypeError of None + 0; seed=2**64 - 1 was refused at the second batch for the seed
+    2**64, which the user never gave."""
+    model, x = PaperCNN(1, 8, 3).eval(), torch.rand(2, 1, 8, 8) * 2 - 1
+    top = compute_maps(model, x, "smoothgrad", None, batch_size=1, seed=2 ** 64 - 1, samples=2)
+    assert torch.equal(top[1:], compute_maps(model, x[1:], "smoothgrad", None, seed=0, samples=2))
+    assert torch.equal(top[:1], compute_maps(model, x[:1], "smoothgrad", None, seed=2 ** 64 - 1, samples=2))
+    for seed in (None, -1, 2 ** 64, 1.5, True):
+        with pytest.raises(ValueError, match=re.escape(f"seed must be an integer in [0, 2**64), got {seed!r}")):
+            compute_maps(model, x, "smoothgrad", None, seed=seed, samples=2)
+
+
 def test_compute_maps_are_the_channel_sums_of_each_batchs_maps():
     """compute_maps in batches of 2 is explain's maps summed over the colour channels (signed, not |.|), each batch
     with its own targets; a stochastic method's batch k is drawn with seed + k."""

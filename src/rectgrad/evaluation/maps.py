@@ -5,6 +5,8 @@ over colour channels, as the paper's visualization (Appendix F.1) and its refere
 """
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -25,11 +27,14 @@ def compute_maps(model: nn.Module, inputs: Tensor, method: str, targets: Tensor,
     input: a tensor, array or list; None: each input's predicted class).
 
     ``inputs`` are processed ``batch_size`` at a time on the model's device, in eval mode (the model's modes are
-    restored afterwards); stochastic methods are seeded with ``seed + batch index``, so a rerun reproduces them.
+    restored afterwards); stochastic methods are seeded with ``(seed + batch index) mod 2**64`` (``seed`` an integer
+    in [0, 2**64)), so a rerun reproduces them.
     ``progress`` (a tqdm bar) advances per image.
     """
     get_method(method)
     batch_size = positive_int("batch_size", batch_size)
+    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or not 0 <= seed < 2 ** 64:
+        raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
     if not isinstance(inputs, Tensor) or inputs.dim() < 2 or not len(inputs):
         raise ValueError(f"inputs must be a tensor of the model's inputs (N, ...), N >= 1, got {describe(inputs)}")
     if targets is not None:
@@ -43,8 +48,8 @@ def compute_maps(model: nn.Module, inputs: Tensor, method: str, targets: Tensor,
         for index, start in enumerate(range(0, len(inputs), batch_size)):
             x = inputs[start:start + batch_size].to(device)
             t = None if targets is None else targets[start:start + batch_size].to(device)
-            maps = explain(model, x, t, method, internal_batch_size=internal_batch_size, seed=seed + index,
-                           **hyperparameters)
+            maps = explain(model, x, t, method, internal_batch_size=internal_batch_size,
+                           seed=(int(seed) + index) % 2 ** 64, **hyperparameters)
             parts.append(maps.sum(1, keepdim=True).float().cpu())
             if progress is not None:
                 progress.update(len(x))
