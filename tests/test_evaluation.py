@@ -368,6 +368,23 @@ def test_correctly_classified_and_feature_map_occlusion_run_models_of_any_float_
                                              orders=1).margins, expected)
 
 
+def test_the_evaluation_functions_run_models_without_parameters():
+    """A model without weights (its device and dtype are then the inputs') was a bare StopIteration."""
+    model = nn.Sequential(nn.ReLU(), nn.Flatten(), nn.Unflatten(1, (1, 8, 8)), nn.AdaptiveMaxPool2d((1, 2)),
+                          nn.Flatten())  # logits: the max of the left and of the right half
+    dataset = toy_dataset()
+    predicted = model(dataset.inputs()).argmax(1)
+    chosen = correctly_classified(model, dataset, 6)
+    assert chosen.tolist() == [i for c in (0, 1) for i in range(6) if dataset.labels[i] == c and predicted[i] == c]
+    maps = compute_maps(model, dataset.inputs(), "saliency", None)
+    assert maps.shape == (6, 1, 8, 8)
+    masks = torch.zeros(6, 8, 8, dtype=torch.bool)
+    curve = feature_map_occlusion(model, model[0], dataset.inputs(), masks, dataset.labels, steps=2, orders=1)
+    assert curve.margins.shape == (6, 2)
+    model.register_buffer("calls", torch.zeros((), dtype=torch.long))  # an integer buffer gives no dtype
+    assert torch.equal(correctly_classified(model, dataset, 6), chosen)
+
+
 def test_feature_map_occlusion_runs_the_model_in_eval_mode():
     # a dropout layer left in training mode by the user must not drop logits during the occlusion: the curve is
     # SumModel's exact margin (see test_feature_map_occlusion_follows_the_margin_exactly)

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from rectgrad._checks import describe, flag, positive_int
+from rectgrad.evaluation.occlusion import model_weight
 from rectgrad.metrics import attribution_in_region, attribution_outside, total_variation
 from rectgrad.methods import explain, get_method
 from rectgrad.train import evaluating
@@ -26,9 +27,9 @@ def compute_maps(model: nn.Module, inputs: Tensor, method: str, targets: Tensor,
     """Channel-summed maps ``(N, 1, H, W)`` (float32, CPU) of ``method`` for the ``targets`` classes (one per
     input: a tensor, array or list; None: each input's predicted class).
 
-    ``inputs`` are processed ``batch_size`` at a time on the model's device, in eval mode (the model's modes are
-    restored afterwards); stochastic methods are seeded with ``(seed + batch index) mod 2**64`` (``seed`` an integer
-    in [0, 2**64)), so a rerun reproduces them.
+    ``inputs`` are processed ``batch_size`` at a time on the model's device (theirs for a model without weights), in
+    eval mode (the model's modes are restored afterwards); stochastic methods are seeded with ``(seed + batch index)
+    mod 2**64`` (``seed`` an integer in [0, 2**64)), so a rerun reproduces them.
     ``progress`` (a tqdm bar) advances per image.
     """
     get_method(method)
@@ -42,7 +43,7 @@ def compute_maps(model: nn.Module, inputs: Tensor, method: str, targets: Tensor,
         if targets.shape != (len(inputs),):
             raise ValueError(f"targets must hold one class per input, shape ({len(inputs)},), got "
                              f"{tuple(targets.shape)}")
-    device = next(model.parameters()).device
+    device = model_weight(model, inputs).device
     parts = []
     with evaluating(model):
         for index, start in enumerate(range(0, len(inputs), batch_size)):

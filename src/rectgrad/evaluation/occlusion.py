@@ -1,6 +1,7 @@
 """Feature-map occlusion (paper Sec. 3, Fig. 2): are background activations relevant to the decision?"""
 from __future__ import annotations
 
+import itertools
 import numbers
 from dataclasses import dataclass
 from fractions import Fraction
@@ -49,12 +50,19 @@ def conv_activations(model: nn.Module) -> dict[str, nn.Module]:
     return layers
 
 
+def model_weight(model: nn.Module, default: Tensor) -> Tensor:
+    """The model's first floating parameter (or buffer), whose device and dtype its inputs take; ``default`` for a
+    model without either."""
+    tensors = itertools.chain(model.parameters(), model.buffers())
+    return next((t for t in tensors if t.is_floating_point()), default)
+
+
 def correctly_classified(model: nn.Module, dataset: ImageDataset, per_class: int = 10) -> Tensor:
     """Indices of the first ``per_class`` images of each class (in dataset order) that ``model`` classifies
     correctly, class by class (Sec. 3: "10 correctly classified images of each class"). A class with fewer
     correct images contributes what it has. The inputs are given in the dtype of the model's weights."""
     per_class = positive_int("per_class", per_class)
-    weight = next(model.parameters())
+    weight = model_weight(model, torch.empty(0))
     with evaluating(model):
         predictions = predict_logits(model, dataset.inputs(device=weight.device).to(weight.dtype)).argmax(1).cpu()
     correct = predictions == dataset.labels
@@ -110,7 +118,7 @@ def feature_map_occlusion(model: nn.Module, layer: nn.Module, images: Tensor, ma
 
 
 def _occlusion(model, layer, images, masks, labels, steps, orders, generator, batch_size) -> OcclusionCurve:
-    n, weight = images.shape[0], next(model.parameters())
+    n, weight = images.shape[0], model_weight(model, images)
     device = weight.device
     images = images.to(device, weight.dtype)
     labels = labels.to(device, torch.long)  # (a uint8 index would be a bool mask)
