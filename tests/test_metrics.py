@@ -458,6 +458,13 @@ def test_bad_fill():
     assert replace_pixels(images, OBJECT, [-0.4, 255.4, 0.0])[0, :, 0, 0].tolist() == [0, 255, 0]  # rounds in range
 
 
+def test_channel_mean_of_no_pixels_is_refused():
+    # it was NaN, which replace_pixels then refused as a fill that is not finite
+    for images in (torch.zeros(0, 3, 2, 2, dtype=torch.uint8), torch.zeros(2, 3, 0, 2)):
+        with pytest.raises(ValueError, match=r"images hold no pixels, got .* shape \(\d, 3, \d, 2\): no mean"):
+            channel_mean(images)
+
+
 def test_bool_images_rejected():
     images = torch.zeros(1, 3, 2, 2, dtype=torch.bool)
     with pytest.raises(ValueError, match=r"numeric \(N, C, H, W\)"):

@@ -244,6 +244,8 @@ def channel_mean(images: torch.Tensor) -> torch.Tensor:
     The ROAR/KAR replacement value; the reference takes it over the raw (0-255) training images.
     """
     _check_images(images)
+    if not images.numel():
+        raise ValueError(f"images hold no pixels, got {describe(images)}: no mean to replace pixels with")
     if images.is_floating_point():
         total = images.sum((0, 2, 3), dtype=torch.float64)
     else:
