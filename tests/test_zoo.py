@@ -635,3 +635,22 @@ def test_a_lab_image_is_read_by_a_grayscale_model(tmp_path):
     assert rgb.load_images([tmp_path / "lab.tif"]).shape == (1, 3, 8, 8)  # the RGB model reads it
     x = gray.load_images([tmp_path / "lab.tif"])
     assert x.shape == (1, 1, 8, 8) and x[0, 0, :, 0].max() < 0.1 and x[0, 0, :, -1].min() > 0.9
+
+
+def test_a_model_file_saved_on_a_gpu_loads_on_the_device_asked(tmp_path, monkeypatch):
+    # torch.load without map_location puts a GPU-saved tensor back on the GPU: on a machine without one that failed
+    # as "is not a torch file or is corrupt"
+    model = _three_class_module(tmp_path / "cpu.pt")
+    with monkeypatch.context() as patch:  # a file as torch.save writes it from a GPU
+        patch.setattr(torch.serialization, "location_tag", lambda storage: "cuda:0")
+        torch.save(model, tmp_path / "gpu.pt")
+        torch.jit.script(model).save(str(tmp_path / "gpu-scripted.pt"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for name in ("gpu.pt", "gpu-scripted.pt"):
+        loaded = zoo.load(tmp_path / name, device="cpu")
+        assert next(loaded.model.parameters()).device.type == "cpu" and "failed" not in loaded.note
+        x = torch.randn(2, 3, 16, 16)
+        torch.testing.assert_close(loaded.model(x), model(x))
+    with pytest.raises(ValueError, match=r"gpu.pt was saved on a GPU, and this machine has none: load it with "
+                                         r"map_location='cpu'"):
+        rectgrad.checkpoint.load_model(tmp_path / "gpu.pt")

@@ -293,6 +293,9 @@ def _torch_load(path: Path, map_location, weights_only: bool):
             raise ValueError(f"{path} holds a model saved whole whose class cannot be imported here ({one_line(exc)}): "
                              "define the class in a module importable where the file is loaded (not in the script "
                              "that saves it), or save the model with torch.export or TorchScript instead") from None
+        if "on a CUDA device but torch.cuda.is_available() is False" in str(exc):
+            raise ValueError(f"{path} was saved on a GPU, and this machine has none: load it with map_location='cpu' "
+                             "(rectgrad explain and zoo.load do)") from None
         what = ("is not a torch file, is corrupt, or holds objects other than tensors and plain values"
                 if weights_only else "is not a torch file or is corrupt")
         raise ValueError(f"{path} {what} ({one_line(exc)})") from None

@@ -307,15 +307,16 @@ def _dataset_labels(metadata: dict) -> list[str]:
     return list({"cifar10": CIFAR10_CLASSES, "fashion-mnist": FASHION_MNIST_CLASSES}.get(metadata.get("dataset"), []))
 
 
-def _from_file(path: Path) -> LoadedModel:
-    """A model file's :class:`LoadedModel`. A rectgrad checkpoint's images are centre-cropped to a square (its
-    CIFAR-10 and Fashion-MNIST images are square), or squashed whole when it was trained on folder images, as
+def _from_file(path: Path, device) -> LoadedModel:
+    """A model file's :class:`LoadedModel` on ``device``, read onto the CPU first (a file saved on a GPU loads on a
+    machine without one). A rectgrad checkpoint's images are centre-cropped to a square (its CIFAR-10 and
+    Fashion-MNIST images are square), or squashed whole when it was trained on folder images, as
     :func:`rectgrad.data.load_image_folder` resized them; a ``<model>.json`` beside it is not read (the note says
     so)."""
     from rectgrad.checkpoint import load_model
     from rectgrad.models import PaperCNN
 
-    model = load_model(path)
+    model = load_model(path, map_location="cpu").to(device)
     if isinstance(model, PaperCNN):
         metadata = _checkpoint_metadata(path)
         side, sidecar = model.image_size, path.with_suffix(".json")
@@ -335,7 +336,7 @@ def _checkpoint_metadata(path: Path) -> dict:
     from rectgrad.checkpoint import load_checkpoint, one_line
 
     try:
-        return load_checkpoint(path)[1]
+        return load_checkpoint(path, map_location="cpu")[1]
     except ValueError as exc:
         if isinstance(torch.load(path, map_location="cpu", weights_only=False), nn.Module):  # load_model trusted it
             return {}
@@ -525,7 +526,7 @@ def load(name_or_path, device: str = "cpu", *, weights=None) -> LoadedModel:
         if weights is not None:
             raise ValueError(f"weights (--weights) apply to the registry models only: the model "
                              f"file {name} holds its own weights; give them only with a registry name")
-        loaded = _from_file(Path(name))  # load_model's models are in eval mode (an exported one runs as exported)
+        loaded = _from_file(Path(name), device)  # in eval mode (an exported program runs as exported)
     elif Path(name).is_dir():
         raise IsADirectoryError(f"model {name!r} is a folder; give a model file (.pt, .pt2) or a registry name: "
                                 f"{', '.join(MODEL_NAMES)}")
