@@ -1008,3 +1008,25 @@ def test_explain_holds_one_image_at_full_size_at_a_time(files, capsys, full_size
     assert status == 0, err
     # every image is read to check it, then again to preprocess it
     assert len(full_size_images) == 2 * 5 and max(full_size_images) == 1
+
+
+def test_an_exported_program_of_a_bounded_batch_takes_internal_batch_size_batches_or_refuses_at_once(files, capsys):
+    # Its top-5 pass ran every image as one batch (a raw AssertionError over the bound); a larger
+    # --internal-batch-size failed only after the rule-based maps
+    tmp_path, images, _ = files
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                torch.nn.Flatten(), torch.nn.Linear(4, 3)).eval()
+    batch = torch.export.Dim("batch", min=1, max=2)
+    program = torch.export.export(model, (torch.randn(2, 3, 16, 16),), dynamic_shapes=({0: batch},))
+    torch.export.save(program, tmp_path / "bounded.pt2")
+    three = [*images, images[0].replace("image0", "image2")]
+    Image.open(images[0]).save(three[-1])
+    status, out, err = run(capsys, "explain", *three, "--model", str(tmp_path / "bounded.pt2"), "--methods",
+                           "saliency,smoothgrad", "--internal-batch-size", "2", "--out", str(tmp_path / "b.png"),
+                           "--no-progress")
+    assert status == 0 and (tmp_path / "b.png").is_file(), err
+    status, out, err = run(capsys, "explain", *three, "--model", str(tmp_path / "bounded.pt2"), "--methods",
+                           "rectgrad,smoothgrad", "--out", str(tmp_path / "c.png"), "--no-progress")
+    assert status == 2 and out == "" and err.endswith(
+        f"error: --internal-batch-size 25: {tmp_path / 'bounded.pt2'} was exported for batches of at most 2; pass "
+        "--internal-batch-size 2\n"), err

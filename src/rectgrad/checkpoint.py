@@ -346,6 +346,17 @@ def exported_input_shapes(module: torch.fx.GraphModule) -> list:
     return [getattr(node.meta.get("val"), "shape", None) for node in module.graph.nodes if node.op == "placeholder"]
 
 
+def exported_batch_bound(module: nn.Module) -> int | None:
+    """The largest batch an exported program's module takes, where it was exported with a bounded batch dimension
+    (``Dim("batch", max=N)``); None for any other module, or a free batch."""
+    shapes = exported_input_shapes(module) if isinstance(module, torch.fx.GraphModule) else []
+    batch = shapes[0][0] if len(shapes) == 1 and shapes[0] else None
+    if not isinstance(batch, torch.SymInt):
+        return None
+    upper = batch.node.shape_env.var_to_range[batch.node.expr].upper
+    return int(upper) if upper.is_finite else None
+
+
 def _is_exported_program(path: Path) -> bool:
     if not zipfile.is_zipfile(path):
         return False

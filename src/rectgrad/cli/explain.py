@@ -82,7 +82,8 @@ def explain_images(
                                                     "default: each image's top class)."),
     final_threshold: bool = typer.Option(False, help=FINAL_THRESHOLD_HELP),
     weights: Optional[Path] = typer.Option(None, help="Local state-dict file for a registry model (offline use)."),
-    internal_batch_size: int = typer.Option(25, help="Samples per forward pass for SmoothGrad and IntegGrad."),
+    internal_batch_size: int = typer.Option(25, help="Samples per forward pass for SmoothGrad and IntegGrad, and "
+                                                     "images per pass for the top-5 classes."),
     seed: int = typer.Option(0, help="Seed of SmoothGrad's noise."),
     device: str = typer.Option("auto", help="cpu, cuda, or auto (cuda when available)."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
@@ -102,11 +103,23 @@ def explain_images(
         typer.echo(f"note: {line}", err=True)
     if methods is not None:  # named: refused before any map; a default method the model refuses is left out later
         _check_model(loaded.model, names)
+    _check_batch_bound(loaded.model, model, internal_batch_size)
     index = _class_index(target, loaded.labels)
     _compare(loaded, loaded.load_images(images), unique_names(images, suffix=True), names, q=q, out=out,
              target=index, final_threshold=final_threshold, internal_batch_size=internal_batch_size, seed=seed,
              progress=progress, save_maps=save_maps, named=methods is not None,
              target_line=None if index is None else _target_line(target, index, loaded.label(index)))
+
+
+def _check_batch_bound(model, name: str, internal_batch_size: int) -> None:
+    """An exported program of a bounded batch refuses an ``--internal-batch-size`` above its bound before any map (it
+    failed after the rule-based maps, or on the top-5 pass over many images, with a raw traceback)."""
+    from rectgrad.checkpoint import exported_batch_bound
+
+    bound = exported_batch_bound(model)
+    if bound is not None and internal_batch_size > bound:
+        raise ValueError(f"--internal-batch-size {internal_batch_size}: {name} was exported for batches of at most "
+                         f"{bound}; pass --internal-batch-size {bound}")
 
 
 def _is_index(target: str) -> bool:
@@ -182,7 +195,8 @@ def demo(
     out: Path = typer.Option(Path("rectgrad-demo.png"), help="The grid to write (.png, .pdf, .svg, .jpg, ...)."),
     methods: Optional[str] = typer.Option(None, help=METHODS_HELP),
     final_threshold: bool = typer.Option(False, help=FINAL_THRESHOLD_HELP),
-    internal_batch_size: int = typer.Option(25, help="Samples per forward pass for SmoothGrad and IntegGrad."),
+    internal_batch_size: int = typer.Option(25, help="Samples per forward pass for SmoothGrad and IntegGrad, and "
+                                                     "images per pass for the top-5 classes."),
     device: str = typer.Option("auto", help="cpu, cuda, or auto (cuda when available)."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
     save_maps: Optional[Path] = typer.Option(None, help=SAVE_MAPS_HELP),
@@ -218,7 +232,7 @@ def _compare(loaded, inputs, image_names: list[str], names: list[str], *, q: flo
 
     with warnings.catch_warnings(record=True) as caught:  # said of the model: once, not again for every map
         warnings.simplefilter("always")
-        logits = predict(loaded.model, inputs)
+        logits = predict(loaded.model, inputs, internal_batch_size)
     caught = [w for w in caught if not issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning))]
     of_the_model = {str(warning.message) for warning in caught}
     for warning in caught:
