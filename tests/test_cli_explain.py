@@ -1030,3 +1030,21 @@ def test_an_exported_program_of_a_bounded_batch_takes_internal_batch_size_batche
     assert status == 2 and out == "" and err.endswith(
         f"error: --internal-batch-size 25: {tmp_path / 'bounded.pt2'} was exported for batches of at most 2; pass "
         "--internal-batch-size 2\n"), err
+
+
+def test_a_model_of_one_output_shows_that_output_not_a_softmax_of_100_percent(files, capsys):
+    # A binary classifier's single logit: softmax over one class is 1 whatever the logit, printed as "class 0 100.0%"
+    tmp_path, images, _ = files
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                torch.nn.Flatten(), torch.nn.Linear(4, 1)).eval()
+    torch.save(model, tmp_path / "one.pt")
+    (tmp_path / "one.json").write_text('{"input_size": [3, 16, 16], "mean": 0.5, "std": 0.5, "crop_pct": null, '
+                                       '"label_names": ["cat"]}')
+    status, out, err = run(capsys, "explain", images[1], "--model", str(tmp_path / "one.pt"), "--methods",
+                           "saliency", "--out", str(tmp_path / "o.png"), "--no-progress")
+    from rectgrad import zoo
+    loaded = zoo.load(tmp_path / "one.pt")
+    with torch.no_grad():
+        logit = float(model(loaded.load_images([images[1]])))
+    assert status == 0 and "%" not in out and out.splitlines()[0] == f"image1.png: cat output {logit:.3g}", (out, err)

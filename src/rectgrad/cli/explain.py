@@ -244,11 +244,11 @@ def _compare(loaded, inputs, image_names: list[str], names: list[str], *, q: flo
     targets = resolve_targets(target, logits)
     if target_line is not None:
         typer.echo(target_line)
-    probabilities = (logits if looks_like_probabilities(logits) else logits.softmax(dim=1)).cpu()
+    probabilities = (logits if looks_like_probabilities(logits) or classes == 1 else logits.softmax(dim=1)).cpu()
     for name, row in zip(image_names, probabilities):
         top = row.topk(min(5, row.numel()))
-        typer.echo(f"{name}: " + ", ".join(f"{loaded.label(i)} {p:.1%}" for p, i in zip(top.values.tolist(),
-                                                                                       top.indices.tolist())))
+        typer.echo(f"{name}: " + ", ".join(f"{loaded.label(i)} {_score(p, classes)}" for p, i in
+                                           zip(top.values.tolist(), top.indices.tolist())))
     columns, maps, refused = {}, {method: [None] * len(inputs) for method in names}, {}
     # The first image by every method first, the rule-based methods (those that may refuse the model: eps_lrp and
     # deeplift refuse gating and normalisation) before the others: a refusal costs a few maps, not SmoothGrad's and
@@ -298,7 +298,7 @@ def _compare(loaded, inputs, image_names: list[str], names: list[str], *, q: flo
         threshold = ("positive" if method in RECTGRAD_METHODS else "top") if final_threshold else None
         shown = torch.where(finite.view(-1, *[1] * (maps.dim() - 1)), maps, torch.zeros((), dtype=maps.dtype))
         columns[METHODS[method].label] = viz.prepare(shown, threshold=threshold)
-    rows = [f"{name}\n{loaded.label(t)} ({float(probabilities[i, t]):.0%})" for i, (name, t)
+    rows = [f"{name}\n{loaded.label(t)} ({_score(float(probabilities[i, t]), classes, short=True)})" for i, (name, t)
             in enumerate(zip(image_names, targets.tolist()))]
     figure = viz.grid(inputs.cpu(), columns, row_labels=rows, mean=loaded.mean, std=loaded.std,
                       title=f"{loaded.name}{', final threshold' if final_threshold else ''}")
@@ -306,6 +306,14 @@ def _compare(loaded, inputs, image_names: list[str], names: list[str], *, q: flo
         for text in figure.axes[i * (len(columns) + 1) + column].texts:
             text.set_text("NaN or Inf")
     typer.echo(f"wrote {viz.save_figure(figure, out)}")
+
+
+def _score(value: float, classes: int, short: bool = False) -> str:
+    """A class's probability as a percentage; a model of one output (a binary classifier's logit, or a score) has
+    no softmax over classes (it would always be 100%): its output as it is."""
+    if classes == 1:
+        return f"output {value:.3g}"
+    return f"{value:.0%}" if short else f"{value:.1%}"
 
 
 def _save_maps(path: Path, maps: dict, image_names: list[str], targets: list[int], classes: list[str]) -> None:
