@@ -654,3 +654,16 @@ def test_a_model_file_saved_on_a_gpu_loads_on_the_device_asked(tmp_path, monkeyp
     with pytest.raises(ValueError, match=r"gpu.pt was saved on a GPU, and this machine has none: load it with "
                                          r"map_location='cpu'"):
         rectgrad.checkpoint.load_model(tmp_path / "gpu.pt")
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_a_model_saved_in_another_floating_type_takes_its_images_in_that_type(tmp_path, dtype):
+    # The zero image and the images were float32: the note blamed the input size, and explain failed with PyTorch's
+    # "Input type (float) and bias type (double) should be the same", which a command-line user cannot act on
+    model = _three_class_module(tmp_path / "m.pt").to(dtype)
+    torch.save(model, tmp_path / "m.pt")
+    Image.new("RGB", (30, 20), (200, 10, 10)).save(tmp_path / "red.png")
+    loaded = zoo.load(tmp_path / "m.pt")
+    assert "failed" not in loaded.note and len(loaded.labels) == 0
+    x = loaded.load_images([tmp_path / "red.png"])
+    assert x.dtype == dtype and rectgrad.explain(loaded.model, x, method="saliency").dtype == dtype

@@ -68,7 +68,8 @@ class LoadedModel:
         return self.labels[index] if 0 <= index < len(self.labels) else f"class {index}"
 
     def preprocess(self, images: Iterable) -> Tensor:
-        """PIL images -> the (N, C, H, W) float input batch on the model's device; transparent pixels are white
+        """PIL images -> the (N, C, H, W) input batch on the model's device, of its floating type (a model saved in
+        float64 or half precision takes its own type); transparent pixels are white
         (:func:`rectgrad.data.on_white`). ``images`` may be an iterator: each image is reduced to the input size
         before the next is taken, so only one is held at full size."""
         from PIL import Image
@@ -91,7 +92,7 @@ class LoadedModel:
                 image = self._centre_crop(image, resample)
             pixels = np.asarray(image, dtype=np.float32) / 255.0
             batch.append(torch.from_numpy(pixels.reshape(height, width, -1)).permute(2, 0, 1))
-        return self.normalise(torch.stack(batch)).to(self.device)
+        return self.normalise(torch.stack(batch)).to(self.device, floating_type(self.model))
 
     def normalise(self, pixels: Tensor) -> Tensor:
         """Pixels (N, C, H, W) in [0, 1] as the model takes them: ``(pixels - mean) / std``."""
@@ -141,6 +142,12 @@ class LoadedModel:
         if not paths:
             raise ValueError("no images given")
         return self.preprocess(read_image(p) for p in paths)
+
+
+def floating_type(model: nn.Module) -> torch.dtype:
+    """The floating type of the model's first floating parameter or buffer (float32 for a model without one)."""
+    tensors = (t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point())
+    return next(tensors, torch.empty(0)).dtype
 
 
 def read_image(path, mask: bool = False):
@@ -490,7 +497,7 @@ def _output_classes(model: nn.Module, shape: tuple[int, int, int]) -> tuple[int 
     device = next(model.parameters(), torch.empty(0)).device
     try:
         with torch.no_grad():
-            output = model(torch.zeros(1, *shape, device=device))
+            output = model(torch.zeros(1, *shape, device=device, dtype=floating_type(model)))
     except Exception as exc:  # noqa: BLE001 - any failure: said in the note, the classes stay unknown
         return None, one_line(exc)
     return (output.shape[-1] if isinstance(output, Tensor) and output.dim() > 0 else None), None
