@@ -667,3 +667,12 @@ def test_a_model_saved_in_another_floating_type_takes_its_images_in_that_type(tm
     assert "failed" not in loaded.note and len(loaded.labels) == 0
     x = loaded.load_images([tmp_path / "red.png"])
     assert x.dtype == dtype and rectgrad.explain(loaded.model, x, method="saliency").dtype == dtype
+
+
+def test_a_grayscale_models_three_means_are_refused_as_one_per_channel_of_its_one(tmp_path):
+    # was "mean must be 1 or 1 finite number(s)", with no word of the model's one channel
+    torch.save(torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten()), tmp_path / "gray.pt")
+    (tmp_path / "gray.json").write_text('{"input_size": [1, 8, 8], "mean": [0.5, 0.5, 0.5], "std": 0.5}')
+    with pytest.raises(ValueError, match=r"gray.json: mean must be 1 finite number\(s\), got \[0.5, 0.5, 0.5\] "
+                                         r"\(1-channel inputs\)$"):
+        zoo.load(tmp_path / "gray.pt")

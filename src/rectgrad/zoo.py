@@ -417,9 +417,10 @@ def _with_config(path: Path, model: nn.Module, config: dict, source: str) -> Loa
         if (not values or (channels is not None and len(values) not in (1, channels))
                 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
                            and (v > 0 or not positive) for v in values)):
-            count = f"1 or {channels}" if channels is not None else "some"
+            count = "some" if channels is None else "1" if channels == 1 else f"1 or {channels}"
+            inputs = "" if channels is None else f" ({channels}-channel inputs)"
             raise ValueError(f"{where}: {key} must be {count} finite{' positive' if positive else ''} number(s), "
-                             f"got {value!r}")
+                             f"got {value!r}{inputs}")
         return tuple(float(v) for v in values) * (channels if channels is not None and len(values) == 1 else 1)
 
     assumed_size = assumed_normalisation = None
