@@ -676,3 +676,13 @@ def test_a_grayscale_models_three_means_are_refused_as_one_per_channel_of_its_on
     with pytest.raises(ValueError, match=r"gray.json: mean must be 1 finite number\(s\), got \[0.5, 0.5, 0.5\] "
                                          r"\(1-channel inputs\)$"):
         zoo.load(tmp_path / "gray.pt")
+
+
+def test_a_json_beside_the_model_is_read_as_utf_8_with_or_without_a_byte_order_mark(tmp_path):
+    # Windows Notepad saves UTF-8 with a BOM (refused: "Unexpected UTF-8 BOM"); it was read in the locale's encoding
+    _three_class_module(tmp_path / "m.pt")
+    names = ["café", "猫", "Ärger"]
+    config = json.dumps({"input_size": [3, 8, 8], "label_names": names}, ensure_ascii=False)
+    for text in (config, "\ufeff" + config):
+        (tmp_path / "m.json").write_bytes(text.encode("utf-8"))
+        assert zoo.load(tmp_path / "m.pt").labels == names

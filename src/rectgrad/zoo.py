@@ -364,7 +364,7 @@ def _file_config(path: Path, model: nn.Module) -> tuple[dict, str]:
     import json
 
     try:
-        config = json.loads(sidecar.read_text())
+        config = json.loads(sidecar.read_text(encoding="utf-8-sig"))  # JSON is UTF-8; Windows Notepad adds a BOM
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"{sidecar} is not a readable JSON file ({exc})") from None
     if not isinstance(config, dict) or set(config) - set(PREPROCESSING_KEYS):
