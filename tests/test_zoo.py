@@ -686,3 +686,15 @@ def test_a_json_beside_the_model_is_read_as_utf_8_with_or_without_a_byte_order_m
     for text in (config, "\ufeff" + config):
         (tmp_path / "m.json").write_bytes(text.encode("utf-8"))
         assert zoo.load(tmp_path / "m.pt").labels == names
+
+
+def test_a_bad_pretrained_cfg_value_is_blamed_on_the_model_files_pretrained_cfg(tmp_path):
+    # The error and the note began "its pretrained_cfg: ...", "its" naming nothing
+    model = _three_class_module(tmp_path / "mine.pt")
+    model.pretrained_cfg = {"input_size": (1, 32, 32), "mean": (0.5,), "std": (0.5,)}
+    torch.save(model, tmp_path / "mine.pt")
+    assert "\nmine.pt's pretrained_cfg: input_size 1x32x32 may not fit" in zoo.load(tmp_path / "mine.pt").note
+    model.pretrained_cfg = {"input_size": (3, 32, 32), "mean": (0.5, 0.5), "std": (0.5,)}
+    torch.save(model, tmp_path / "mine.pt")
+    with pytest.raises(ValueError, match=r"^mine.pt's pretrained_cfg: mean must be 1 or 3 finite number\(s\)"):
+        zoo.load(tmp_path / "mine.pt")

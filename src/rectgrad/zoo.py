@@ -357,10 +357,10 @@ PREPROCESSING_KEYS = ("input_size", "mean", "std", "crop_pct", "interpolation", 
 def _file_config(path: Path, model: nn.Module) -> tuple[dict, str]:
     """The preprocessing of a model file: the keys of ``<model>.json`` beside it, the others from the module's own
     ``pretrained_cfg`` (timm's models carry one) or an exported program's input shape; with where they came from."""
-    own, source = _model_config(model)
+    own, kind = _model_config(model)
     sidecar = path.with_suffix(".json")
-    if not sidecar.is_file():
-        return own, source
+    if not sidecar.is_file():  # (errors begin with the source: "its pretrained_cfg" would name nothing)
+        return own, f"{path.name}'s {kind}" if kind else ""
     import json
 
     try:
@@ -372,22 +372,22 @@ def _file_config(path: Path, model: nn.Module) -> tuple[dict, str]:
         raise ValueError(f"{sidecar}: expected an object with keys among {', '.join(PREPROCESSING_KEYS)}; "
                          f"unknown: {unknown}")
     rest = set(own) - set(config)
-    return {**own, **config}, str(sidecar) + (f" and {source}" if rest else "")
+    return {**own, **config}, str(sidecar) + (f" and its {kind}" if rest else "")
 
 
 def _model_config(model: nn.Module) -> tuple[dict, str]:
     """What a loaded module says of its own preprocessing: timm's ``pretrained_cfg``, an exported program's input
-    shape, or nothing; with where it came from."""
+    shape, or nothing; with which of these it is."""
     config = getattr(model, "pretrained_cfg", None)
     if not isinstance(config, dict):
         size = _exported_input_size(model)
-        return size, "its exported input shape" if size else ""
+        return size, "exported input shape" if size else ""
     given = {key: config[key] for key in PREPROCESSING_KEYS if config.get(key) is not None}
     if "interpolation" in given:  # timm's other modes (e.g. bilinear antialiased) come closest to bilinear
         given["interpolation"] = "bicubic" if given["interpolation"] == "bicubic" else "bilinear"
     if config.get("crop_mode") == "squash":
         given["crop_pct"] = None
-    return given, "its pretrained_cfg"
+    return given, "pretrained_cfg"
 
 
 def _exported_input_size(model: nn.Module) -> dict:
