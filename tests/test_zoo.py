@@ -698,3 +698,14 @@ def test_a_bad_pretrained_cfg_value_is_blamed_on_the_model_files_pretrained_cfg(
     torch.save(model, tmp_path / "mine.pt")
     with pytest.raises(ValueError, match=r"^mine.pt's pretrained_cfg: mean must be 1 or 3 finite number\(s\)"):
         zoo.load(tmp_path / "mine.pt")
+
+
+def test_a_grouped_first_convolution_takes_its_in_channels_not_its_weights_second_side(tmp_path):
+    # Conv2d(3, 6, groups=3) has a (6, 1, 3, 3) weight: the model was taken for a grayscale one, images read as such
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 6, 3, groups=3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                torch.nn.Flatten(), torch.nn.Linear(6, 2)).eval()
+    torch.save(model, tmp_path / "m.pt")
+    torch.jit.script(model).save(str(tmp_path / "scripted.pt"))
+    for name in ("m.pt", "scripted.pt"):
+        loaded = zoo.load(tmp_path / name)
+        assert loaded.channels == 3 and loaded.mean == zoo.IMAGENET_MEAN and "failed" not in loaded.note

@@ -424,16 +424,15 @@ def _with_config(path: Path, model: nn.Module, config: dict, source: str) -> Loa
         return tuple(float(v) for v in values) * (channels if channels is not None and len(values) == 1 else 1)
 
     assumed_size = assumed_normalisation = None
-    kernels = [p for p in model.parameters() if p.dim() == 4]
     if "input_size" in config:
         size = numbers("input_size", None, positive=True)
         if len(size) not in (1, 2, 3) or any(v != int(v) for v in size):
             raise ValueError(f"{where}: input_size must be [channels, height, width], [height, width] or a side, "
                              f"got {config['input_size']!r}")
-        channels = int(size[0]) if len(size) == 3 else kernels[0].shape[1] if kernels else 3
+        channels = int(size[0]) if len(size) == 3 else _input_channels(model)
         height, width = (int(size[-2]), int(size[-1])) if len(size) > 1 else (int(size[0]),) * 2
     else:
-        channels, (height, width) = kernels[0].shape[1] if kernels else 3, (224, 224)
+        channels, (height, width) = _input_channels(model), (224, 224)
         assumed_size = f"{channels}x224x224"
     exported = _exported_input_size(model).get("input_size")
     if exported is not None and [channels, height, width] != list(exported):
@@ -487,6 +486,17 @@ def _with_config(path: Path, model: nn.Module, config: dict, source: str) -> Loa
     return LoadedModel(str(path), model, (height, width), mean, std, labels, channels=channels,
                        crop_fraction=None if crop is None else float(crop), interpolation=interpolation, note=note,
                        size_assumed=assumed_size is not None, normalisation_assumed=assumed_normalisation is not None)
+
+
+def _input_channels(model: nn.Module) -> int:
+    """The channels the model's first 2-D convolution takes: its ``in_channels`` (the weight of a grouped one holds
+    ``in_channels / groups``), else the second side of the first 4-D weight (an exported program's), else 3."""
+    for module in model.modules():
+        weight, channels = getattr(module, "weight", None), getattr(module, "in_channels", None)
+        if isinstance(weight, Tensor) and weight.dim() == 4 and isinstance(channels, int):
+            return channels
+    kernels = [p for p in model.parameters() if p.dim() == 4]
+    return kernels[0].shape[1] if kernels else 3
 
 
 def _output_classes(model: nn.Module, shape: tuple[int, int, int]) -> tuple[int | None, str | None]:
