@@ -691,9 +691,9 @@ def test_a_json_beside_the_model_is_read_as_utf_8_with_or_without_a_byte_order_m
 def test_a_bad_pretrained_cfg_value_is_blamed_on_the_model_files_pretrained_cfg(tmp_path):
     # The error and the note began "its pretrained_cfg: ...", "its" naming nothing
     model = _three_class_module(tmp_path / "mine.pt")
-    model.pretrained_cfg = {"input_size": (1, 32, 32), "mean": (0.5,), "std": (0.5,)}
+    model.pretrained_cfg = {"input_size": (3, 2, 2), "mean": (0.5,), "std": (0.5,)}  # (smaller than its kernel)
     torch.save(model, tmp_path / "mine.pt")
-    assert "\nmine.pt's pretrained_cfg: input_size 1x32x32 may not fit" in zoo.load(tmp_path / "mine.pt").note
+    assert "\nmine.pt's pretrained_cfg: input_size 3x2x2 may not fit" in zoo.load(tmp_path / "mine.pt").note
     model.pretrained_cfg = {"input_size": (3, 32, 32), "mean": (0.5, 0.5), "std": (0.5,)}
     torch.save(model, tmp_path / "mine.pt")
     with pytest.raises(ValueError, match=r"^mine.pt's pretrained_cfg: mean must be 1 or 3 finite number\(s\)"):
@@ -709,3 +709,18 @@ def test_a_grouped_first_convolution_takes_its_in_channels_not_its_weights_secon
     for name in ("m.pt", "scripted.pt"):
         loaded = zoo.load(tmp_path / name)
         assert loaded.channels == 3 and loaded.mean == zoo.IMAGENET_MEAN and "failed" not in loaded.note
+
+
+def test_a_timm_model_created_for_other_channels_takes_them_not_its_pretrained_cfgs_three(tmp_path):
+    # timm.create_model(name, in_chans=1) keeps the pretrained 3-channel input_size, mean and std: images were read
+    # as RGB, and the model failed on them
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                torch.nn.Flatten(), torch.nn.Linear(4, 2)).eval()
+    model.pretrained_cfg = {"input_size": (3, 32, 32), "mean": zoo.IMAGENET_MEAN, "std": zoo.IMAGENET_STD,
+                            "crop_pct": 0.9, "interpolation": "bicubic"}
+    torch.save(model, tmp_path / "gray.pt")
+    loaded = zoo.load(tmp_path / "gray.pt")
+    assert (loaded.channels, loaded.input_size, loaded.mean, loaded.crop_fraction) == (1, (32, 32), (0.5,), 0.9)
+    assert "failed" not in loaded.note and "normalised with mean (0.5,) and std (0.5,)" in loaded.note
+    Image.new("RGB", (40, 40), (10, 200, 10)).save(tmp_path / "green.png")
+    assert loaded.model(loaded.load_images([tmp_path / "green.png"])).shape == (1, 2)

@@ -387,7 +387,21 @@ def _model_config(model: nn.Module) -> tuple[dict, str]:
         given["interpolation"] = "bicubic" if given["interpolation"] == "bicubic" else "bilinear"
     if config.get("crop_mode") == "squash":
         given["crop_pct"] = None
-    return given, "pretrained_cfg"
+    return _own_channels(given, _input_channels(model)), "pretrained_cfg"
+
+
+def _own_channels(config: dict, channels: int) -> dict:
+    """A ``pretrained_cfg`` for the ``channels`` the model takes: timm's ``create_model(..., in_chans=1)`` keeps the
+    pretrained 3-channel ``input_size``, ``mean`` and ``std``; the size gets the model's channels, and a mean and std
+    of another count are dropped (assumed, as the note says), rather than reading images as RGB for a gray model."""
+    size = config.get("input_size")
+    if not (isinstance(size, (list, tuple)) and len(size) == 3 and size[0] != channels):
+        return config
+    config = {**config, "input_size": (channels, *size[1:])}
+    if any(len(config.get(key, ())) not in (1, channels) for key in ("mean", "std") if isinstance(
+            config.get(key), (list, tuple))):
+        config = {key: value for key, value in config.items() if key not in ("mean", "std")}
+    return config
 
 
 def _exported_input_size(model: nn.Module) -> dict:
