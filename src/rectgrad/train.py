@@ -307,9 +307,11 @@ def evaluating(model: nn.Module):
 
 
 def input_dtype(model: nn.Module) -> torch.dtype:
-    """The floating type of ``model``'s first floating parameter (float32 where it has none): the images are fed in
-    it, as a float64 or bfloat16 model refuses float32 inputs ('mat1 and mat2 must have the same dtype')."""
-    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    """The floating type of ``model``'s first floating parameter, or buffer (float32 where it has neither): the
+    images are fed in it, as a float64 or bfloat16 model refuses float32 inputs ('mat1 and mat2 must have the same
+    dtype')."""
+    tensors = (t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point())
+    return next(tensors, torch.empty(0)).dtype
 
 
 @torch.no_grad()

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from rectgrad._checks import did_you_mean, install_hint
 from rectgrad.data import NO_REGULAR_FILE, eight_bit, on_white, upright
+from rectgrad.train import input_dtype
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -92,7 +93,7 @@ class LoadedModel:
                 image = self._centre_crop(image, resample)
             pixels = np.asarray(image, dtype=np.float32) / 255.0
             batch.append(torch.from_numpy(pixels.reshape(height, width, -1)).permute(2, 0, 1))
-        return self.normalise(torch.stack(batch)).to(self.device, floating_type(self.model))
+        return self.normalise(torch.stack(batch)).to(self.device, input_dtype(self.model))
 
     def normalise(self, pixels: Tensor) -> Tensor:
         """Pixels (N, C, H, W) in [0, 1] as the model takes them: ``(pixels - mean) / std``."""
@@ -142,12 +143,6 @@ class LoadedModel:
         if not paths:
             raise ValueError("no images given")
         return self.preprocess(read_image(p) for p in paths)
-
-
-def floating_type(model: nn.Module) -> torch.dtype:
-    """The floating type of the model's first floating parameter or buffer (float32 for a model without one)."""
-    tensors = (t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point())
-    return next(tensors, torch.empty(0)).dtype
 
 
 def read_image(path, mask: bool = False):
@@ -522,7 +517,7 @@ def _output_classes(model: nn.Module, shape: tuple[int, int, int]) -> tuple[int 
     device = next(model.parameters(), torch.empty(0)).device
     try:
         with torch.no_grad():
-            output = model(torch.zeros(1, *shape, device=device, dtype=floating_type(model)))
+            output = model(torch.zeros(1, *shape, device=device, dtype=input_dtype(model)))
     except Exception as exc:  # noqa: BLE001 - any failure: said in the note, the classes stay unknown
         return None, one_line(exc)
     return (output.shape[-1] if isinstance(output, Tensor) and output.dim() > 0 else None), None

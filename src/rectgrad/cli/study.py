@@ -97,7 +97,9 @@ def _as_model_input(images, model):
     a float64 (or half-precision) model refuses, and which the user of the command line cannot change."""
     import dataclasses
 
-    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), images.x.dtype)
+    from rectgrad.train import input_dtype
+
+    dtype = input_dtype(model)
     return images if dtype == images.x.dtype else dataclasses.replace(images, x=images.x.to(dtype))
 
 
