@@ -306,12 +306,17 @@ def evaluating(model: nn.Module):
             module.training = training
 
 
-def input_dtype(model: nn.Module) -> torch.dtype:
-    """The floating type of ``model``'s first floating parameter, or buffer (float32 where it has neither): the
-    images are fed in it, as a float64 or bfloat16 model refuses float32 inputs ('mat1 and mat2 must have the same
-    dtype')."""
+def model_weight(model: nn.Module, default: torch.Tensor) -> torch.Tensor:
+    """The model's first floating parameter (or buffer), whose device and dtype its inputs take; ``default`` for a
+    model without either."""
     tensors = (t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point())
-    return next(tensors, torch.empty(0)).dtype
+    return next(tensors, default)
+
+
+def input_dtype(model: nn.Module) -> torch.dtype:
+    """The floating type of ``model``'s weights (:func:`model_weight`; float32 where it has none): the images are fed
+    in it, as a float64 or bfloat16 model refuses float32 inputs ('mat1 and mat2 must have the same dtype')."""
+    return model_weight(model, torch.empty(0)).dtype
 
 
 @torch.no_grad()

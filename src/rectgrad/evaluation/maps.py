@@ -12,10 +12,9 @@ import torch
 from torch import Tensor, nn
 
 from rectgrad._checks import describe, flag, positive_int
-from rectgrad.evaluation.occlusion import model_weight
 from rectgrad.metrics import attribution_in_region, attribution_outside, total_variation
 from rectgrad.methods import explain, get_method
-from rectgrad.train import evaluating
+from rectgrad.train import evaluating, model_weight
 
 #: Per-image percentile a baseline keeps under the final threshold (Sec. 5.2: "95 percentile final threshold").
 TOP_PERCENTILE = 95.0

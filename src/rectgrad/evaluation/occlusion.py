@@ -1,7 +1,6 @@
 """Feature-map occlusion (paper Sec. 3, Fig. 2): are background activations relevant to the decision?"""
 from __future__ import annotations
 
-import itertools
 import numbers
 from dataclasses import dataclass
 from fractions import Fraction
@@ -12,7 +11,7 @@ from torch import Tensor, nn
 
 from rectgrad._checks import describe, positive_int
 from rectgrad.data import ImageDataset
-from rectgrad.train import evaluating, predict_logits
+from rectgrad.train import evaluating, model_weight, predict_logits
 
 
 @dataclass
@@ -48,13 +47,6 @@ def conv_activations(model: nn.Module) -> dict[str, nn.Module]:
             layers[f"conv{convs}"] = module
             pending = False
     return layers
-
-
-def model_weight(model: nn.Module, default: Tensor) -> Tensor:
-    """The model's first floating parameter (or buffer), whose device and dtype its inputs take; ``default`` for a
-    model without either."""
-    tensors = itertools.chain(model.parameters(), model.buffers())
-    return next((t for t in tensors if t.is_floating_point()), default)
 
 
 def correctly_classified(model: nn.Module, dataset: ImageDataset, per_class: int = 10) -> Tensor:
