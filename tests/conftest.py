@@ -36,19 +36,23 @@ def file_size_limit():
 
 @pytest.fixture
 def full_size_images(monkeypatch):
-    """Counts of the images read by ``rectgrad.zoo.read_image`` (so at full size) still alive, one per read."""
+    """Counts of the images read at full size (by ``rectgrad.zoo.read_image``, masks by ``rectgrad.data.mask_objects``)
+    still alive, one per read."""
     import weakref
 
-    from rectgrad import zoo
+    from rectgrad import data, zoo
 
-    read, alive, counts = zoo.read_image, set(), []
+    alive, counts = set(), []
 
-    def tracked(path, **options):
-        image = read(path, **options)
-        alive.add(id(image))
-        weakref.finalize(image, alive.discard, id(image))
-        counts.append(len(alive))
-        return image
+    def tracked(read):
+        def reader(path, **options):
+            image = read(path, **options)
+            alive.add(id(image))
+            weakref.finalize(image, alive.discard, id(image))
+            counts.append(len(alive))
+            return image
+        return reader
 
-    monkeypatch.setattr(zoo, "read_image", tracked)
+    monkeypatch.setattr(zoo, "read_image", tracked(zoo.read_image))
+    monkeypatch.setattr(data, "mask_objects", tracked(data.mask_objects))
     return counts

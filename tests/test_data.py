@@ -904,6 +904,24 @@ def test_folder_masks_are_zero_one_only_when_every_value_is_0_or_1():
                                                       [[False, True], [False, True]]]
 
 
+def test_mask_objects_reads_one_mask_file_upright_at_its_own_size(tmp_path):
+    from PIL import Image
+
+    pixels = np.array([[0, 255, 127], [128, 0, 0]], np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "white.png")
+    Image.fromarray((pixels > 0).astype(np.uint16)).save(tmp_path / "zero_one.png")  # 16-bit 0/1: ones are object
+    sideways = Image.fromarray(pixels.T.copy())
+    exif = sideways.getexif()
+    exif[0x0112] = 6  # stored a quarter turn off: turned clockwise to show
+    sideways.save(tmp_path / "turned.jpg", exif=exif, quality=100)
+    assert data.mask_objects(tmp_path / "white.png").tolist() == [[False, True, False], [True, False, False]]
+    assert data.mask_objects(tmp_path / "zero_one.png").tolist() == [[False, True, True], [True, False, False]]
+    assert data.mask_objects(tmp_path / "turned.jpg").shape == pixels.shape
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match="broken.png is not a readable image"):
+        data.mask_objects(tmp_path / "broken.png")
+
+
 def test_a_sixteen_bit_zero_one_mask_marks_its_ones_as_object(tmp_path):
     write_image_folder(tmp_path)
     zero_one = np.zeros((20, 24), np.uint16)

@@ -521,7 +521,7 @@ def _warn_odd_masks(names: list[str], masks, object_pixels: str, files: list[Pat
     background) was there and vanished in the resize are told apart."""
     empty = [i for i, mask in enumerate(masks) if not mask.any()]
     full = [i for i, mask in enumerate(masks) if mask.all()]
-    at_full_size = {i: _mask_objects(files[i]) for i in empty + full} if files is not None else {}
+    at_full_size = {i: mask_objects(files[i]) for i in empty + full} if files is not None else {}
     lost_object = [i for i in empty if i in at_full_size and at_full_size[i].any()]
     lost_background = [i for i in full if i in at_full_size and not at_full_size[i].all()]
     resized = (f"when resized to {'x'.join(map(str, masks[0].shape))} pixels (nearest neighbour; a larger "
@@ -541,8 +541,9 @@ def _warn_odd_masks(names: list[str], masks, object_pixels: str, files: list[Pat
                           f"{', ...' if len(odd) > 5 else ''}) {what}", stacklevel=3)
 
 
-def _mask_objects(path: Path) -> torch.Tensor:
-    """The object pixels of the folder dataset's mask file ``path`` at its own size (:func:`folder_mask_objects`)."""
+def mask_objects(path: Path) -> torch.Tensor:
+    """The object pixels (H, W) of the mask file ``path`` at its own size, upright: white, or 1 in a 0/1 mask at any
+    depth (:func:`folder_mask_objects`); a file Pillow cannot read gives a ``ValueError`` naming it."""
     with _open_image(path) as image:
         pixels = np.array(eight_bit(upright(image), path, mask=True).convert("L"))
     return folder_mask_objects(torch.from_numpy(pixels)[None])[0]

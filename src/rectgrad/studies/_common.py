@@ -543,18 +543,15 @@ def _folder_images_for(loaded, root, count: int, per_class: int) -> Images:
 
 def _object_masks(loaded, files: list[Path], mask_files: list[Path]) -> Tensor:
     """The object masks of ``files`` in ``mask_files`` for the model ``loaded``: object pixels by the folder
-    dataset's rule (:func:`rectgrad.data.folder_mask_objects`: white, or 1 in a 0/1 mask), resized as the images
+    dataset's rule (:func:`rectgrad.data.mask_objects`: white, or 1 in a 0/1 mask), resized as the images
     are (one at a time), object where at least half is."""
     from PIL import Image
 
-    from rectgrad.data import folder_mask_objects, upright_size
-    from rectgrad.zoo import read_image
+    from rectgrad.data import mask_objects, upright_size
 
     def binary(path: Path, mask_file: Path):
-        mask = read_image(mask_file, mask=True)
-        check_mask_size(mask_file, mask.size, path, upright_size(path))
-        objects = folder_mask_objects(torch.from_numpy(np.array(mask.convert("L")))[None])[0]
-        return Image.fromarray(objects.numpy().astype(np.uint8) * 255)
+        check_mask_size(mask_file, upright_size(mask_file), path, upright_size(path))
+        return Image.fromarray(mask_objects(mask_file).numpy().astype(np.uint8) * 255)
 
     binaries = (binary(path, mask_file) for path, mask_file in zip(files, mask_files))
     return to_pixels(loaded.preprocess(binaries), loaded.mean, loaded.std).mean(1) >= 0
