@@ -141,6 +141,12 @@ def test_feature_map_occlusion_bad_input():
     twice = nn.Sequential(nn.Conv2d(1, 1, 1), shared, nn.Conv2d(1, 1, 1), shared, nn.Flatten(), nn.Linear(16, 2))
     with pytest.raises(ValueError, match="the layer runs 2 times in one forward pass"):
         feature_map_occlusion(twice, shared, image, masks, labels)
+    with pytest.raises(TypeError, match=r"generator must be a torch.Generator \(e.g. torch.Generator\(\)"
+                                        r".manual_seed\(0\)"):
+        feature_map_occlusion(model, model[1], image, masks, labels, generator=0)  # a seed is no generator
+    for batch_size in (0, -5, 2.5):  # 0 and -5 ran one order at a time, unasked
+        with pytest.raises(ValueError, match=f"batch_size must be a positive integer, got {batch_size}"):
+            feature_map_occlusion(model, model[1], image, masks, labels, batch_size=batch_size)
 
 
 def test_evaluation_functions_leave_the_models_modes_as_they_were():
@@ -1352,6 +1358,11 @@ def test_roar_kar_refuses_attributions_that_are_no_pair_before_any_training():
     for bad in ((maps["a"][0],), (*maps["a"], maps["a"][1]), []):
         with pytest.raises(ValueError, match=r"attributions\['a'\] must be a \(train maps, test maps\) pair or None"):
             roar_kar(train, test, {"a": bad}, fn, fractions=(0.5,), repeats=1, progress=False)
+    assert fn.calls == []
+    for bad in ([("a", maps["a"])], maps["a"]):  # pairs in a list, or one method's pair without its name
+        with pytest.raises(TypeError, match=r"attributions must be a dict \{method name: \(train maps, test maps\), "
+                                            r"or None for the random baseline\}, got (list|tuple)"):
+            roar_kar(train, test, bad, fn, fractions=(0.5,), repeats=1, progress=False)
     assert fn.calls == []
 
 

@@ -260,6 +260,15 @@ def test_refused_fraction_leaves_the_generator_untouched():
     assert torch.equal(g.get_state(), state)
 
 
+def test_a_seed_given_as_generator_is_refused_with_how_to_make_one():
+    for call in (lambda: rank_pixels(torch.zeros(1, 1, 2, 2), generator=0),
+                 lambda: removal_mask(torch.zeros(1, 1, 2, 2), 0.5, generator=3),
+                 lambda: random_removal_mask((1, 2, 2), 0.5, generator=0)):
+        with pytest.raises(TypeError, match=r"generator must be a torch.Generator \(e.g. torch.Generator\(\)"
+                                            r".manual_seed\((0|3)\) for a seed\) or None, got"):
+            call()
+
+
 def test_keep_that_is_no_bool_is_refused_before_any_draw():
     # keep="no" is truthy: it was read as KAR. The generator stays untouched, as for a refused fraction.
     g = gen(0)

@@ -53,6 +53,15 @@ def positive_int(name: str, value) -> int:
     return int(value)
 
 
+def generator(value) -> torch.Generator | None:
+    """``value`` if it is a ``torch.Generator`` or None, else a ``TypeError`` saying how to make one (a seed is no
+    generator)."""
+    if value is not None and not isinstance(value, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator (e.g. torch.Generator().manual_seed({value!r}) for a "
+                        f"seed) or None, got {type(value).__name__}")
+    return value
+
+
 def fractions(value) -> tuple[float, ...]:
     """``value`` as a tuple of floats, or an error unless it is a non-empty sequence of real numbers strictly
     increasing in the open interval (0, 1): ROAR/KAR's removed or kept fractions and the x-axis of their curves."""

@@ -14,6 +14,7 @@ import torch
 
 from rectgrad._checks import describe, flag, integer
 from rectgrad._checks import fractions as check_fractions
+from rectgrad._checks import generator as check_generator
 
 Curve = Sequence[float] | torch.Tensor
 
@@ -141,7 +142,7 @@ def rank_pixels(
     and the baselines' signed attributions; that preprocessing is the caller's.
     """
     attr = _check_attr(attr)  # the noise survives in float32
-    tie_noise = check_tie_noise(tie_noise)
+    tie_noise, generator = check_tie_noise(tie_noise), check_generator(generator)
     scores = attr.sum(1).flatten(1)
     if tie_noise > 0:
         noise = torch.randn(scores.shape, generator=generator, dtype=scores.dtype,
@@ -196,7 +197,7 @@ def random_removal_mask(
     ``1 - fraction`` for KAR (``keep=True``), so the per-image counts are random (Binomial), not exact.
     """
     fraction = _check_fraction(fraction)
-    keep = flag("keep", keep)
+    keep, generator = flag("keep", keep), check_generator(generator)
     shape = _mask_shape(shape)
     p = 1.0 - fraction if keep else fraction
     draws = torch.rand(shape, generator=generator, device=device if generator is None else generator.device)

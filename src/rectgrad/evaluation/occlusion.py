@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rectgrad._checks import describe, positive_int
+from rectgrad._checks import describe, generator as check_generator, positive_int
 from rectgrad.data import ImageDataset
 from rectgrad.train import evaluating, model_weight, predict_logits
 
@@ -84,8 +84,9 @@ def feature_map_occlusion(model: nn.Module, layer: nn.Module, images: Tensor, ma
     in ``orders`` random orders; at each of ``steps`` fractions ``p = linspace(0, 1, steps)`` the first
     ``round(p * n_background)`` units are zeroed and the margin (true-class logit - largest other logit) is
     recorded, then averaged over the orders (the paper's "average over 50 random trials"; the reference averages the
-    logits first). Reference: 100 correctly classified images, ``steps=100``, ``orders=50``. The model runs in eval
-    mode; its modes are restored after.
+    logits first); the orders are drawn from ``generator`` (a ``torch.Generator`` on any device, or None).
+    Reference: 100 correctly classified images, ``steps=100``, ``orders=50``. The model runs in eval mode; its modes
+    are restored after.
     """
     if not isinstance(images, Tensor) or not images.is_floating_point() or images.dim() != 4 or not len(images):
         raise ValueError(f"images must be the model's float inputs (N, C, H, W), N >= 1 (e.g. dataset.inputs()), got "
@@ -105,6 +106,7 @@ def feature_map_occlusion(model: nn.Module, layer: nn.Module, images: Tensor, ma
     if not isinstance(layer, nn.Module):
         raise TypeError(f"layer must be a module of the model (e.g. conv_activations(model)['conv2'] or "
                         f"model.get_submodule('features.3')), got {type(layer).__name__}")
+    generator, batch_size = check_generator(generator), positive_int("batch_size", batch_size)
     with evaluating(model):
         return _occlusion(model, layer, images, masks, labels, steps, orders, generator, batch_size)
 
@@ -133,7 +135,8 @@ def _occlusion(model, layer, images, masks, labels, steps, orders, generator, ba
             per_batch = max(1, batch_size // steps)
             for start in range(0, orders, per_batch):
                 k = min(per_batch, orders - start)
-                order = torch.rand(k, count, generator=generator).argsort(1).to(device)  # k random orders
+                draws = torch.rand(k, count, generator=generator, device=getattr(generator, "device", None))
+                order = draws.argsort(1).to(device)  # k random orders, drawn on the generator's device
                 rank = torch.full((k, units), units, dtype=torch.long, device=device)
                 rank.scatter_(1, candidates[order], torch.arange(count, device=device).expand(k, -1))
                 keep["mask"] = (rank[:, None, :] >= zeroed[None, :, None]).view(k * steps, *shape)

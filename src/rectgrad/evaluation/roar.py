@@ -148,6 +148,9 @@ def roar_kar(train_set: ImageDataset, test_set: ImageDataset, attributions: Mapp
     :class:`RayBackend`). The modified datasets are made, and handed to ``train_fn``, on ``device`` (default: the
     CPU), e.g. the GPU that trains them.
     """
+    if not isinstance(attributions, Mapping):
+        raise TypeError(f"attributions must be a dict {{method name: (train maps, test maps), or None for the random "
+                        f"baseline}}, got {type(attributions).__name__}")
     _check_datasets(train_set, test_set)
     fractions = check_fractions(fractions)
     repeats = positive_int("repeats", repeats)
