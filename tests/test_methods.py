@@ -1664,6 +1664,18 @@ def test_intgrad_takes_its_steps_and_each_of_captums_integrations(integration):
                                captum)
 
 
+def test_intgrad_with_one_step_is_refused_by_name_where_captum_asserts():
+    model, x = _tanh_net(), torch.randn(3, 4, dtype=torch.float64)
+    for integration in ("riemann_right", "riemann_left", "riemann_middle", "riemann_trapezoid"):
+        with pytest.raises(ValueError, match=f"steps must be at least 2 for integration='{integration}', got 1"):
+            explain(model, x, target=1, method="intgrad", steps=1, integration=integration)
+    # one Gauss-Legendre point: the midpoint, weight 1, so the map is (x - 0) * gradient at x / 2
+    leaf = (x / 2).requires_grad_()
+    gradient, = torch.autograd.grad(model(leaf)[:, 1].sum(), leaf)
+    torch.testing.assert_close(explain(model, x, target=1, method="intgrad", steps=1, integration="gausslegendre"),
+                               x * gradient)
+
+
 def test_a_baseline_tensor_is_taken_in_the_models_dtype():
     # a float32 reference beside a bfloat16 model: converted, not promoted (the model would refuse float32)
     model, x = _relu_net().bfloat16(), torch.randn(3, 4).bfloat16()

@@ -187,6 +187,9 @@ def _intgrad(model, inputs, target, extra, *, internal_batch_size, steps, baseli
     if integration not in _INTEGRATIONS:
         raise ValueError(f"unknown integration {integration!r}; choose one of {', '.join(_INTEGRATIONS)}")
     steps, m, parts = positive_int("steps", steps), len(inputs), []
+    if steps < 2 and integration != "gausslegendre":  # Captum's Riemann sums assert it
+        raise ValueError(f"steps must be at least 2 for integration={integration!r}, got {steps} (gausslegendre "
+                         "takes 1)")
     for chunk, t, e in batches((*inputs, *_baselines(baseline, inputs)), target, extra, internal_batch_size):
         chunk = tuple(x.detach() for x in chunk)  # Captum's scaled inputs then are leaves: a model changing its input
         parts.append(_captum(IntegratedGradients, model).attribute(  # in place is refused, not silently wrong
