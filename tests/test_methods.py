@@ -1686,6 +1686,27 @@ def test_a_baseline_tensor_is_taken_in_the_models_dtype():
         assert torch.equal(maps, explain(model, x, target=1, method=method, baseline=reference.bfloat16()))
 
 
+def test_an_unknown_hyperparameter_gets_a_did_you_mean():
+    model, x = _tanh_net(), torch.randn(2, 4, dtype=torch.float64)
+    for method, given, meant in (("rectgrad", "Q", "q"), ("rectgrad", "final_thresold", "final_threshold"),
+                                 ("smoothgrad", "n_samples", "samples"), ("smoothgrad", "nt_samples", "samples"),
+                                 ("smoothgrad", "stdevs", "noise_level"), ("intgrad", "n_steps", "steps"),
+                                 ("intgrad", "baselines", "baseline"), ("deeplift", "baselines", "baseline"),
+                                 ("eps_lrp", "epsilon", "eps")):  # typos, and Captum's names for ours
+        with pytest.raises(TypeError, match=f"method '{method}' has no hyper-parameter '{given}' \\(did you mean "
+                                            f"'{meant}'\\?\\); its hyper-parameters: "):
+            explain(model, x, target=0, method=method, **{given: 1})
+    # another method's hyper-parameter: which methods take it (a final threshold is RectGrad's alone)
+    with pytest.raises(TypeError, match=r"'saliency' has no hyper-parameter 'final_threshold' \(a hyper-parameter of "
+                                        r"rectgrad, rectgrad_prr\); its hyper-parameters: abs$"):
+        explain(model, x, target=0, method="saliency", final_threshold=True)
+    with pytest.raises(TypeError, match=r"'random' has no hyper-parameter 'samples' \(a hyper-parameter of "
+                                        r"smoothgrad\); its hyper-parameters: none$"):
+        explain(model, x, target=0, method="random", samples=3)
+    with pytest.raises(TypeError, match=r"'rectgrad' has no hyper-parameter 'foo'; its hyper-parameters: q, tau"):
+        explain(model, x, target=0, method="rectgrad", foo=1)
+
+
 def test_bad_hyperparameter_values_of_the_wrong_type_are_named():
     model, x = _tanh_net(), torch.randn(2, 4, dtype=torch.float64)
     with pytest.raises(TypeError, match="abs must be True or False, got 'yes'"):

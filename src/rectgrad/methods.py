@@ -321,6 +321,25 @@ def get_method(name: str) -> Method:
     return METHODS[name]
 
 
+_OTHER_HYPERPARAMETERS = {  # what Captum and the papers call the hyper-parameters -> ours
+    "n_samples": "samples", "nt_samples": "samples", "num_samples": "samples", "stdevs": "noise_level",
+    "sigma": "noise_level", "noise": "noise_level", "n_steps": "steps", "baselines": "baseline",
+    "reference": "baseline", "epsilon": "eps", "percentile": "q", "threshold": "tau", "padding": "padding_trick",
+}
+
+
+def _unknown_hyperparameter(entry: Method, name: str) -> str:
+    """The error for a hyper-parameter ``name`` that ``entry`` does not take: its own close or Captum-named one, else
+    the methods that take ``name``."""
+    aliases = {other: ours for other, ours in _OTHER_HYPERPARAMETERS.items() if ours in entry.defaults}
+    hint = did_you_mean(name, entry.defaults, aliases=aliases) if entry.defaults else ""
+    takers = [m.name for m in _REGISTRY if name in m.defaults]
+    if not hint and takers:
+        hint = f" (a hyper-parameter of {', '.join(takers)})"
+    known = ", ".join(entry.defaults) or "none"
+    return f"method {entry.name!r} has no hyper-parameter {name!r}{hint}; its hyper-parameters: {known}"
+
+
 def predict(model, inputs: Tensor | tuple[Tensor, ...], internal_batch_size: int | None = None) -> Tensor:
     """The model's logits for ``inputs`` (a tensor, or a tuple of them for a model taking several, as in
     :func:`explain`), checked to be (N, classes) (computed without gradients where the model runs without them)."""
@@ -377,8 +396,7 @@ def explain(model, inputs: Tensor | tuple[Tensor, ...], target=None, method: str
     entry = get_method(method)
     unknown = sorted(set(hyperparameters) - set(entry.defaults))
     if unknown:
-        known = ", ".join(entry.defaults) or "none"
-        raise TypeError(f"method {method!r} has no hyper-parameter {unknown[0]!r}; its hyper-parameters: {known}")
+        raise TypeError(_unknown_hyperparameter(entry, unknown[0]))
     if hyperparameters.get("q") is not None and hyperparameters.get("tau") is not None:
         check_threshold(hyperparameters["q"], hyperparameters["tau"])  # refuses both
     is_tuple = _is_tuple(inputs)
