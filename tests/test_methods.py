@@ -1707,6 +1707,22 @@ def test_an_unknown_hyperparameter_gets_a_did_you_mean():
         explain(model, x, target=0, method="rectgrad", foo=1)
 
 
+def test_a_one_element_tensor_counts_as_its_value_for_every_hyperparameter():
+    # values swept over torch.linspace / arange are 0-d tensors: taken as q and tau always were, not refused
+    model, x = _relu_net(), torch.randn(3, 4, dtype=torch.float64)
+    for method, values in (("eps_lrp", {"eps": 0.5}), ("smoothgrad", {"samples": 3, "noise_level": 0.25}),
+                           ("intgrad", {"steps": 4}), ("rectgrad", {"q": 50.0, "final_threshold": False}),
+                           ("saliency", {"abs": True})):
+        as_tensors = {name: torch.tensor(value) for name, value in values.items()}
+        assert torch.equal(explain(model, x, target=1, method=method, seed=torch.tensor(5), **as_tensors,
+                                   internal_batch_size=torch.tensor(2)),
+                           explain(model, x, target=1, method=method, seed=5, **values, internal_batch_size=2))
+    with pytest.raises(ValueError, match="samples must be a positive integer, got 3.0"):  # its value, checked
+        explain(model, x, target=1, method="smoothgrad", samples=torch.tensor(3.0))
+    with pytest.raises(ValueError, match=r"eps must be a finite positive number, got tensor\(\[0.1000, 0.2000\]\)"):
+        explain(model, x, target=1, method="eps_lrp", eps=torch.tensor([0.1, 0.2]))
+
+
 def test_bad_hyperparameter_values_of_the_wrong_type_are_named():
     model, x = _tanh_net(), torch.randn(2, 4, dtype=torch.float64)
     with pytest.raises(TypeError, match="abs must be True or False, got 'yes'"):

@@ -35,8 +35,8 @@ from torch import Tensor
 from rectgrad._checks import did_you_mean, flag, positive_int, real
 from rectgrad.attr import Deconvolution, GuidedBackprop, RectGrad
 from rectgrad.attr._arguments import (batches, check_device, check_logits, check_model, check_threshold,
-                                      format_additional_args, format_inputs, per_sample, repeat_samples,
-                                      resolve_targets, target_indices)
+                                      format_additional_args, format_inputs, one_value, per_sample,
+                                      repeat_samples, resolve_targets, target_indices)
 from rectgrad.attr._base import check_reachable, modules_of, named_errors, preserved_buffers, user_call
 from rectgrad.engine import DEEPLIFT_RESCALE, MultiplierRule, Options, RuleMode, eps_lrp_rule, rule_gradients
 from rectgrad.operations import tensors_in
@@ -397,6 +397,9 @@ def explain(model, inputs: Tensor | tuple[Tensor, ...], target=None, method: str
     unknown = sorted(set(hyperparameters) - set(entry.defaults))
     if unknown:
         raise TypeError(_unknown_hyperparameter(entry, unknown[0]))
+    # a one-element tensor or array counts as its value (eps swept over torch.logspace), as q and tau take it
+    hyperparameters = {k: v if k == "baseline" else one_value(v) for k, v in hyperparameters.items()}
+    internal_batch_size, seed = one_value(internal_batch_size), one_value(seed)
     if hyperparameters.get("q") is not None and hyperparameters.get("tau") is not None:
         check_threshold(hyperparameters["q"], hyperparameters["tau"])  # refuses both
     is_tuple = _is_tuple(inputs)

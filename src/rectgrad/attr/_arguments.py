@@ -140,7 +140,7 @@ def target_indices(target, n: int, device) -> Tensor:
     elif isinstance(target, numbers.Integral) and not isinstance(target, bool):
         values = torch.full((n,), int(target), dtype=torch.long, device=device)
     elif isinstance(target, list):
-        target = [_one_value(_captum_tuple(t)) for t in target]
+        target = [one_value(_captum_tuple(t)) for t in target]
         if not all(isinstance(t, numbers.Integral) and not isinstance(t, bool) for t in target):
             raise TypeError("target list must hold one integer class index per sample")
         values = torch.tensor([int(t) for t in target], dtype=torch.long, device=device)
@@ -174,8 +174,9 @@ def _captum_tuple(target):
     return target[0]
 
 
-def _one_value(t):
-    """A one-element tensor or array as its Python number (a list of labels collected in a loop)."""
+def one_value(t):
+    """A one-element tensor or array as its Python number (a list of labels collected in a loop, a value of a
+    ``torch.linspace`` swept over)."""
     if isinstance(t, Tensor) and t.numel() == 1 or isinstance(t, np.ndarray) and t.size == 1:
         return t.item()
     return t
@@ -186,7 +187,7 @@ def check_threshold(q: float | None, tau: float | None) -> tuple[float | None, f
     tensor or array, ``torch.tensor(90.)``, counts as its value)."""
     if q is not None and tau is not None:
         raise ValueError("give either q (percentile threshold) or tau (constant threshold), not both")
-    q, tau = _one_value(q), _one_value(tau)
+    q, tau = one_value(q), one_value(tau)
     if tau is not None:
         if not real(tau) or not math.isfinite(tau):
             raise ValueError(f"tau must be a finite number, got {tau!r}")
