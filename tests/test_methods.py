@@ -1686,6 +1686,17 @@ def test_a_baseline_tensor_is_taken_in_the_models_dtype():
         assert torch.equal(maps, explain(model, x, target=1, method=method, baseline=reference.bfloat16()))
 
 
+def test_a_method_name_given_as_the_target_says_to_pass_it_by_keyword():
+    model, x = _tanh_net(), torch.randn(2, 4, dtype=torch.float64)
+    for name in ("saliency", "rectgrad"):  # explain(model, x, "rectgrad"): the third argument is the target
+        with pytest.raises(TypeError, match=f"got the method name '{name}': the third argument of explain is the "
+                                            f"target; give the method by keyword, explain\\(model, x, "
+                                            f"method='{name}'\\)"):
+            explain(model, x, name)
+    with pytest.raises(TypeError, match="target must be None, an int, a list, .* got str"):  # another string
+        explain(model, x, "cat", method="saliency")
+
+
 def test_an_unknown_hyperparameter_gets_a_did_you_mean():
     model, x = _tanh_net(), torch.randn(2, 4, dtype=torch.float64)
     for method, given, meant in (("rectgrad", "Q", "q"), ("rectgrad", "final_thresold", "final_threshold"),

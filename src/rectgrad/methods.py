@@ -393,6 +393,9 @@ def explain(model, inputs: Tensor | tuple[Tensor, ...], target=None, method: str
     methods (smoothgrad, random); ``None`` draws from torch's global generator.
     """
     check_model(model)
+    if isinstance(target, str) and target in METHOD_NAMES:  # explain(model, x, "rectgrad"): the third is the target
+        raise TypeError(f"target must be a class index, got the method name {target!r}: the third argument of "
+                        f"explain is the target; give the method by keyword, explain(model, x, method={target!r})")
     entry = get_method(method)
     unknown = sorted(set(hyperparameters) - set(entry.defaults))
     if unknown:
