@@ -439,3 +439,17 @@ def test_line_plot_axes_labels_and_bands_per_x():
     assert (ax.get_xlabel(), ax.get_ylabel()) == ("p", "acc")
     band = {(float(x), round(float(y), 6)) for x, y in ax.collections[0].get_paths()[0].vertices}
     assert band == {(10, 0.09), (10, 0.11), (30, 0.19), (30, 0.21), (50, 0.28), (50, 0.32)}  # mean +- its own std
+
+
+def test_boxplot_and_line_plot_draw_dollars_and_backslashes_as_typed(tmp_path):
+    name, label = r"cost $\frac$ and $5", r"a $\x$ b"  # as mathtext: a parse error when drawn, or garbled
+    fig = viz.boxplot({name: [1.0, 2.0]}, ylabel=label, title=label)
+    viz.save_figure(fig, tmp_path / "b.png", dpi=10)
+    ax = fig.axes[0]
+    texts = [ax.get_xticklabels()[0], ax.yaxis.label, ax.title]
+    assert [t.get_text() for t in texts] == [name, label, label] and not any(t.get_parse_math() for t in texts)
+    fig = viz.line_plot([1, 2], {name: ([0.1, 0.2], None)}, xlabel=label, ylabel=label, title=label)
+    viz.save_figure(fig, tmp_path / "l.png", dpi=10)
+    ax = fig.axes[0]
+    texts = [ax.get_legend().get_texts()[0], ax.xaxis.label, ax.yaxis.label, ax.title]
+    assert [t.get_text() for t in texts] == [name, label, label, label] and not any(t.get_parse_math() for t in texts)

@@ -323,21 +323,23 @@ def save_figure(fig: Figure, path, *, dpi: int = 150) -> Path:
 
 
 def boxplot(values: Mapping[str, np.ndarray], ylabel: str, title: str | None = None) -> Figure:
-    """One box per method (e.g. the paper's Figs. 3, 7, 8): ``values`` maps a name to its 1-D samples."""
+    """One box per method (e.g. the paper's Figs. 3, 7, 8): ``values`` maps a name to its 1-D samples. Names and
+    labels are drawn as typed (no mathtext: ``$`` is ``$``), as in :func:`grid`."""
     names = list(values)
     fig = _figure(max(4.0, 1.0 + 0.9 * len(names)), 3.5, layout="constrained")
     ax = fig.subplots()
     ax.boxplot([np.ravel(_numpy(v)) for v in values.values()])
-    ax.set_xticks(range(1, len(names) + 1), names, rotation=30, ha="right")
-    ax.set_ylabel(ylabel)
+    ax.set_xticks(range(1, len(names) + 1), names, rotation=30, ha="right", parse_math=False)
+    ax.set_ylabel(ylabel, parse_math=False)
     if title:
-        ax.set_title(title)
+        ax.set_title(title, parse_math=False)
     return fig
 
 
 def line_plot(x, curves: Mapping[str, tuple], xlabel: str, ylabel: str, title: str | None = None) -> Figure:
     """Curves against ``x`` (e.g. Fig. 2, Fig. 9): ``curves`` maps a name to (mean, std or None), each one value per
-    x; std is shaded. The legend stands right of the axes, off the curves."""
+    x; std is shaded. The legend stands right of the axes, off the curves. Names and labels are drawn as typed (no
+    mathtext: ``$`` is ``$``), as in :func:`grid`."""
     xs = _numpy(x)
     bands = {name: _curve(name, curve, xs.shape) for name, curve in curves.items()}  # all checked before drawing
     fig = _figure(6.2, 3.5, layout="constrained")
@@ -346,10 +348,10 @@ def line_plot(x, curves: Mapping[str, tuple], xlabel: str, ylabel: str, title: s
         ax.plot(xs, mu, marker="o", markersize=3, label=name)
         if sd is not None:
             ax.fill_between(xs, mu - sd, mu + sd, alpha=0.2)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
+    ax.set_xlabel(xlabel, parse_math=False)
+    ax.set_ylabel(ylabel, parse_math=False)
     if title:
-        ax.set_title(title)
+        ax.set_title(title, parse_math=False)
     legend_beside(ax)
     return fig
 
@@ -378,5 +380,7 @@ def _curve(name: str, curve, shape: tuple) -> tuple[np.ndarray, np.ndarray | Non
 
 
 def legend_beside(ax) -> None:
-    """The legend of ``ax`` right of it, off the curves (the constrained layout makes room)."""
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    """The legend of ``ax`` right of it, off the curves (the constrained layout makes room); its names as typed."""
+    legend = ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    for text in legend.get_texts():
+        text.set_parse_math(False)
