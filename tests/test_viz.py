@@ -453,3 +453,9 @@ def test_boxplot_and_line_plot_draw_dollars_and_backslashes_as_typed(tmp_path):
     ax = fig.axes[0]
     texts = [ax.get_legend().get_texts()[0], ax.xaxis.label, ax.yaxis.label, ax.title]
     assert [t.get_text() for t in texts] == [name, label, label, label] and not any(t.get_parse_math() for t in texts)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_boxplot_names_samples_holding_nan_or_inf_rather_than_drop_their_box(bad):
+    with pytest.raises(ValueError, match=r"NaN or Inf values in the samples of 'Saliency': its box"):
+        viz.boxplot({"RectGrad": [1.0, 2.0], "Saliency": torch.tensor([1.0, bad, 2.0])}, ylabel="y")

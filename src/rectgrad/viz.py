@@ -324,11 +324,17 @@ def save_figure(fig: Figure, path, *, dpi: int = 150) -> Path:
 
 def boxplot(values: Mapping[str, np.ndarray], ylabel: str, title: str | None = None) -> Figure:
     """One box per method (e.g. the paper's Figs. 3, 7, 8): ``values`` maps a name to its 1-D samples. Names and
-    labels are drawn as typed (no mathtext: ``$`` is ``$``), as in :func:`grid`."""
+    labels are drawn as typed (no mathtext: ``$`` is ``$``), as in :func:`grid`. Samples holding NaN or Inf are a
+    ValueError naming them: matplotlib drew no box for them."""
     names = list(values)
+    samples = [np.ravel(_numpy(v)) for v in values.values()]
+    for name, sample in zip(names, samples):
+        if not np.isfinite(sample).all():
+            raise ValueError(f"NaN or Inf values in the samples of {name!r}: its box cannot be drawn (it would be "
+                             "left out)")
     fig = _figure(max(4.0, 1.0 + 0.9 * len(names)), 3.5, layout="constrained")
     ax = fig.subplots()
-    ax.boxplot([np.ravel(_numpy(v)) for v in values.values()])
+    ax.boxplot(samples)
     ax.set_xticks(range(1, len(names) + 1), names, rotation=30, ha="right", parse_math=False)
     ax.set_ylabel(ylabel, parse_math=False)
     if title:
