@@ -459,3 +459,14 @@ def test_boxplot_and_line_plot_draw_dollars_and_backslashes_as_typed(tmp_path):
 def test_boxplot_names_samples_holding_nan_or_inf_rather_than_drop_their_box(bad):
     with pytest.raises(ValueError, match=r"NaN or Inf values in the samples of 'Saliency': its box"):
         viz.boxplot({"RectGrad": [1.0, 2.0], "Saliency": torch.tensor([1.0, bad, 2.0])}, ylabel="y")
+
+
+@pytest.mark.parametrize("shape", [(0, 4, 5), (2, 0, 5), (2, 4, 0)])
+def test_empty_maps_are_named_not_a_numpy_index_error(shape):
+    maps = np.zeros(shape)
+    for draw in (viz.clip_outliers, lambda m: viz.final_threshold(m, "top"), viz.prepare, viz.color_limits,
+                 lambda m: viz.grid(None, {"m": m})):
+        with pytest.raises(ValueError, match=rf"no values in .*, got shape \({shape[0]}, {shape[1]}, {shape[2]}\)"):
+            draw(maps if draw is not viz.prepare else maps[:, None])
+    with pytest.raises(ValueError, match=r"no values in images, got shape \(0, 3, 4, 5\)"):
+        viz.grid(np.zeros((0, 3, 4, 5)), {})

@@ -47,11 +47,18 @@ def _refuse_non_finite(m: np.ndarray, what: str) -> None:
         raise ValueError(f"NaN or Inf values in {what}{where}: such a map cannot be scaled or drawn")
 
 
+def _refuse_empty(m: np.ndarray, what: str) -> None:
+    """A ValueError naming ``what`` where ``m`` holds no values (N, H or W is 0): no percentiles or colour limits."""
+    if not m.size:
+        raise ValueError(f"no values in {what}, got shape {m.shape}: nothing to scale or draw")
+
+
 def _maps(maps) -> np.ndarray:
-    """``maps`` (H,W) or (N,H,W) as float64 numpy, or a ValueError for another shape or for NaN / Inf values."""
+    """``maps`` (H,W) or (N,H,W) as float64 numpy, or a ValueError for another shape, no values or NaN / Inf values."""
     m = _numpy(maps)
     if m.ndim not in (2, 3):
         raise ValueError(f"expected (H,W) or (N,H,W) maps, got shape {m.shape}")
+    _refuse_empty(m, "the maps")
     _refuse_non_finite(m, "the maps")
     return m
 
@@ -167,8 +174,9 @@ def to_display_image(x, mean=None, std=None) -> np.ndarray:
 
 def color_limits(m) -> tuple[float, float]:
     """Symmetric colour limits (-v, v), v = max|m|: zero is the colormap's white centre; (-1, 1) for an all-zero map.
-    A map holding NaN or Inf is a ValueError (it would draw blank)."""
+    A map holding NaN or Inf, or no values, is a ValueError (it would draw blank)."""
     m = _numpy(m)
+    _refuse_empty(m, "the map")
     _refuse_non_finite(m, "the map")
     v = float(np.max(np.abs(m)))
     v = v if v > 0 else 1.0
@@ -235,12 +243,15 @@ def grid(images, maps: Mapping[str, np.ndarray] | Sequence[np.ndarray], *, row_l
             raise ValueError(f"every column must be display-ready (N,H,W) maps{hint}, got shape {c.shape}")
         if len(c) != nrows:
             raise ValueError(f"every column must be (N,H,W) with N={nrows}, got shape {c.shape}")
+        _refuse_empty(c, f"maps[{names[k]!r}]" if names is not None else f"maps[{k}]")
         _refuse_non_finite(c, f"maps[{names[k]!r}]" if names is not None else f"maps[{k}]")
     if batch is not None and len(batch) != nrows:
         if inputs.ndim == 3:  # (N,H,W) grayscale inputs read as one image of N channels
             raise ValueError(f"images of shape {inputs.shape} are one (C,H,W) image, for {nrows} rows of maps: give "
                              f"(N,C,H,W) images (grayscale: (N,1,H,W))")
         raise ValueError(f"{len(batch)} images for {nrows} rows")
+    if batch is not None:
+        _refuse_empty(batch, "images")
     pics = None if inputs is None else to_display_image(inputs, mean, std)  # its errors name the shape given
     pics = pics[None] if inputs is not None and inputs.ndim == 3 else pics
     panels = ([pics] if pics is not None else []) + columns
