@@ -470,3 +470,11 @@ def test_empty_maps_are_named_not_a_numpy_index_error(shape):
             draw(maps if draw is not viz.prepare else maps[:, None])
     with pytest.raises(ValueError, match=r"no values in images, got shape \(0, 3, 4, 5\)"):
         viz.grid(np.zeros((0, 3, 4, 5)), {})
+
+
+def test_uint8_images_are_drawn_on_the_0_255_scale():
+    pixels = [0, 51, 255]  # a dataset's raw images (ImageDataset.images): read as [-1, 1], all but 0 drew white
+    for x in (torch.tensor(pixels, dtype=torch.uint8).view(1, 1, 3), np.array(pixels, dtype=np.uint8).reshape(1, 1, 3)):
+        assert np.allclose(viz.to_display_image(x), [[0.0, 0.2, 1.0]])
+    fig = viz.grid(torch.tensor(pixels, dtype=torch.uint8).view(1, 1, 1, 3).repeat(1, 3, 1, 1), [np.ones((1, 1, 3))])
+    assert np.allclose(fig.axes[0].images[0].get_array()[0, :, 0], [0.0, 0.2, 1.0])

@@ -140,10 +140,11 @@ def to_display_image(x, mean=None, std=None) -> np.ndarray:
     """Input image(s) (C,H,W) or (N,C,H,W) -> floats in [0,1] for imshow: (H,W,3)/(N,H,W,3), or (H,W)/(N,H,W) if C=1.
     C must be 1, 3 or 4 (RGBA; channels-last images are a ValueError saying how to permute them).
 
-    Without ``mean``/``std`` the input is taken to be scaled to [-1,1] (the paper's preprocessing);
-    otherwise it is un-normalized as ``x * std + mean`` (one value per channel, or one for all; a missing one is 0
-    or 1). Values are clipped to [0,1].
+    Without ``mean``/``std`` the input is taken to be scaled to [-1,1] (the paper's preprocessing), and uint8 images
+    (a dataset's raw pixels) to [0,255]; otherwise it is un-normalized as ``x * std + mean`` (one value per channel,
+    or one for all; a missing one is 0 or 1). Values are clipped to [0,1].
     """
+    pixels = getattr(x, "dtype", None) in (torch.uint8, np.uint8)
     a = _numpy(x)
     shape, single = a.shape, a.ndim == 3
     if single:
@@ -157,7 +158,7 @@ def to_display_image(x, mean=None, std=None) -> np.ndarray:
         raise ValueError(f"images to draw must be (C,H,W) or (N,C,H,W) with 1 (grayscale), 3 (RGB) or 4 (RGBA) "
                          f"channels, got shape {shape}{hint}")
     if mean is None and std is None:
-        a = (a + 1.0) / 2.0
+        a = a / 255.0 if pixels else (a + 1.0) / 2.0
     else:
         m = np.asarray(0.0 if mean is None else mean, dtype=np.float64).reshape(1, -1, 1, 1)
         s = np.asarray(1.0 if std is None else std, dtype=np.float64).reshape(1, -1, 1, 1)
@@ -252,7 +253,7 @@ def grid(images, maps: Mapping[str, np.ndarray] | Sequence[np.ndarray], *, row_l
         raise ValueError(f"{len(batch)} images for {nrows} rows")
     if batch is not None:
         _refuse_empty(batch, "images")
-    pics = None if inputs is None else to_display_image(inputs, mean, std)  # its errors name the shape given
+    pics = None if inputs is None else to_display_image(images, mean, std)  # its errors name the shape given
     pics = pics[None] if inputs is not None and inputs.ndim == 3 else pics
     panels = ([pics] if pics is not None else []) + columns
     ncols = len(panels)
