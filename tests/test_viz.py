@@ -478,3 +478,14 @@ def test_uint8_images_are_drawn_on_the_0_255_scale():
         assert np.allclose(viz.to_display_image(x), [[0.0, 0.2, 1.0]])
     fig = viz.grid(torch.tensor(pixels, dtype=torch.uint8).view(1, 1, 1, 3).repeat(1, 3, 1, 1), [np.ones((1, 1, 3))])
     assert np.allclose(fig.axes[0].images[0].get_array()[0, :, 0], [0.0, 0.2, 1.0])
+
+
+def test_yes_no_settings_take_true_or_false_only():
+    maps = np.arange(16.0).reshape(1, 4, 4) - 8  # symmetric="no" capped symmetrically, grayscale="no" read no channels
+    with pytest.raises(TypeError, match="symmetric must be True or False, got 'no'"):
+        viz.clip_outliers(maps, symmetric="no")
+    with pytest.raises(TypeError, match="symmetric must be True or False, got 'no'"):
+        viz.prepare(maps[:, None], symmetric="no")
+    with pytest.raises(TypeError, match="grayscale must be True or False, got 'no'"):
+        viz.prepare(maps, grayscale="no")
+    assert np.array_equal(viz.prepare(maps, grayscale=np.bool_(True), low=0, high=100), maps)

@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 from matplotlib.font_manager import FontProperties
 from matplotlib.textpath import TextPath
 
-from rectgrad._checks import positive_int
+from rectgrad._checks import flag, positive_int
 from rectgrad.checkpoint import write_atomically
 
 CMAP = "bwr"
@@ -83,6 +83,7 @@ def clip_outliers(maps, low: float = 0.5, high: float = 99.5, *, symmetric: bool
     instead caps to +-(``high``-th percentile of |value|), keeping the map's zero centred.
     """
     m = _maps(maps)
+    symmetric = flag("symmetric", symmetric)  # "no" would read as True
     if not (0 <= high <= 100 if symmetric else 0 <= low <= high <= 100):  # (symmetric caps read high only)
         raise ValueError(f"need percentiles 0 <= low <= high <= 100, got low={low} and high={high}")
     if symmetric:
@@ -120,7 +121,7 @@ def prepare(attr, *, grayscale: bool = False, threshold: str | None = None, low:
     :func:`clip_outliers`.
     """
     a = _numpy(attr)
-    if grayscale:
+    if flag("grayscale", grayscale):
         if a.ndim == 4 and a.shape[1] == 1:
             a = a[:, 0]
         elif a.ndim not in (2, 3):
