@@ -489,3 +489,16 @@ def test_yes_no_settings_take_true_or_false_only():
     with pytest.raises(TypeError, match="grayscale must be True or False, got 'no'"):
         viz.prepare(maps, grayscale="no")
     assert np.array_equal(viz.prepare(maps, grayscale=np.bool_(True), low=0, high=100), maps)
+
+
+def test_lists_of_tensors_are_read_as_tensors_are():
+    # per-image values gathered in a list: requiring grad or bfloat16, numpy could not read them
+    grad = [torch.tensor(v, requires_grad=True) * 1 for v in (1.0, 2.0, 3.0)]
+    half = [torch.tensor(v, dtype=torch.bfloat16) for v in (4.0, 5.0, 6.0)]
+    ax = viz.boxplot({"grad": grad, "bfloat16": half}, ylabel="y").axes[0]
+    medians = sorted(float(line.get_ydata()[0]) for line in ax.lines if line.get_color() == "C1")
+    assert medians == [2.0, 5.0]
+    ax = viz.line_plot(half[:2], {"a": (grad[:2], [grad[0], grad[0]])}, xlabel="x", ylabel="y").axes[0]
+    assert ax.lines[0].get_xydata().tolist() == [[4.0, 1.0], [5.0, 2.0]]
+    rows = [[torch.tensor([[1.0, -2.0]], requires_grad=True)], [torch.tensor([[3.0, 0.0]], dtype=torch.bfloat16)]]
+    assert np.array_equal(viz.prepare(rows, low=0, high=100), [[[1.0, -2.0]], [[3.0, 0.0]]])  # two (1,1,2) images

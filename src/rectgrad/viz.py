@@ -35,6 +35,8 @@ THRESHOLD_MODES = ("top", "positive")
 def _numpy(x) -> np.ndarray:
     if isinstance(x, torch.Tensor):  # any device, requiring grad or not; bfloat16 has no numpy dtype
         x = x.detach().to("cpu", torch.float64).numpy()
+    elif isinstance(x, (list, tuple)) and any(isinstance(v, (torch.Tensor, list, tuple)) for v in x):
+        x = [_numpy(v) for v in x]  # tensors in a list too: numpy reads none that is on a GPU, needs grad or bfloat16
     return np.asarray(x, dtype=np.float64)
 
 
