@@ -502,3 +502,11 @@ def test_lists_of_tensors_are_read_as_tensors_are():
     assert ax.lines[0].get_xydata().tolist() == [[4.0, 1.0], [5.0, 2.0]]
     rows = [[torch.tensor([[1.0, -2.0]], requires_grad=True)], [torch.tensor([[3.0, 0.0]], dtype=torch.bfloat16)]]
     assert np.array_equal(viz.prepare(rows, low=0, high=100), [[[1.0, -2.0]], [[3.0, 0.0]]])  # two (1,1,2) images
+
+
+def test_mean_and_std_may_be_tensors_as_the_model_keeps_them():
+    # (1, C, 1, 1) normalisation constants beside the model: on its GPU or in its bfloat16, numpy could not read them
+    mean = torch.tensor([0.5, 0.25, 0.0], dtype=torch.bfloat16).view(1, 3, 1, 1)
+    std = torch.tensor([0.5, 0.5, 1.0], requires_grad=True).view(1, 3, 1, 1)
+    x = torch.tensor([1.0, 0.5, 0.25]).view(3, 1, 1)
+    assert np.allclose(viz.to_display_image(x, mean, std), [[[1.0, 0.5, 0.25]]])  # x * std + mean, per channel

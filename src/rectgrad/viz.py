@@ -163,8 +163,8 @@ def to_display_image(x, mean=None, std=None) -> np.ndarray:
     if mean is None and std is None:
         a = a / 255.0 if pixels else (a + 1.0) / 2.0
     else:
-        m = np.asarray(0.0 if mean is None else mean, dtype=np.float64).reshape(1, -1, 1, 1)
-        s = np.asarray(1.0 if std is None else std, dtype=np.float64).reshape(1, -1, 1, 1)
+        m = _numpy(0.0 if mean is None else mean).reshape(1, -1, 1, 1)  # tensors on any device and of any dtype too
+        s = _numpy(1.0 if std is None else std).reshape(1, -1, 1, 1)
         for name, v in (("mean", m), ("std", s)):  # 3 values would silently turn a grayscale image into colour
             if v.size not in (1, a.shape[1]):
                 raise ValueError(f"{name} has {v.size} values for images of {a.shape[1]} channels: give one per "
