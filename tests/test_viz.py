@@ -510,3 +510,13 @@ def test_mean_and_std_may_be_tensors_as_the_model_keeps_them():
     std = torch.tensor([0.5, 0.5, 1.0], requires_grad=True).view(1, 3, 1, 1)
     x = torch.tensor([1.0, 0.5, 0.25]).view(3, 1, 1)
     assert np.allclose(viz.to_display_image(x, mean, std), [[[1.0, 0.5, 0.25]]])  # x * std + mean, per channel
+
+
+def test_channels_last_attributions_are_refused_with_the_permute_not_summed_over_their_height():
+    # a TF-style (N,H,W,C) map was summed over H: (2,6,5,3) drew two 5x3 maps
+    with pytest.raises(ValueError, match=r"shape \(2, 6, 5, 3\) look channels-last \(N,H,W,C\): give "
+                                         r"x.permute\(0, 3, 1, 2\)"):
+        viz.prepare(np.zeros((2, 6, 5, 3)))
+    with pytest.raises(ValueError, match=r"shape \(6, 5, 1\) look channels-last \(H,W,C\): give x.permute\(2, 0, 1\)"):
+        viz.channel_sum(torch.zeros(6, 5, 1))
+    assert viz.channel_sum(np.ones((2, 3, 6, 4))).shape == (2, 6, 4)  # channels first, 4 wide: as before

@@ -68,11 +68,17 @@ def _maps(maps) -> np.ndarray:
 def channel_sum(attr) -> np.ndarray:
     """Sum an attribution over its colour channels (Appendix F.1): (C,H,W) -> (H,W), (N,C,H,W) -> (N,H,W).
 
-    Accepts a torch tensor or array-like; returns float64 numpy.
+    Accepts a torch tensor or array-like; returns float64 numpy. Channels-last attributions (as TensorFlow gives them:
+    C not 1, 3 or 4 but the last dimension is) are a ValueError saying how to permute them.
     """
     a = _numpy(attr)
     if a.ndim not in (3, 4):
         raise ValueError(f"expected (C,H,W) or (N,C,H,W), got shape {a.shape}")
+    if a.shape[-3] not in (1, 3, 4) and a.shape[-1] in (1, 3, 4):  # summed over H, they drew H-wide slivers
+        single = a.ndim == 3
+        order = "2, 0, 1" if single else "0, 3, 1, 2"
+        raise ValueError(f"attributions of shape {a.shape} look channels-last ({'' if single else 'N,'}H,W,C): give "
+                         f"x.permute({order}) (a numpy array: x.transpose({order})) to sum their channels")
     return a.sum(axis=-3)
 
 
