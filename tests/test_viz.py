@@ -1,5 +1,6 @@
 """Tests for rectgrad.viz (Appendix F.1 visualization); expected values are worked out by hand."""
 import io
+import warnings
 
 import numpy as np
 import pytest
@@ -520,3 +521,13 @@ def test_channels_last_attributions_are_refused_with_the_permute_not_summed_over
     with pytest.raises(ValueError, match=r"shape \(6, 5, 1\) look channels-last \(H,W,C\): give x.permute\(2, 0, 1\)"):
         viz.channel_sum(torch.zeros(6, 5, 1))
     assert viz.channel_sum(np.ones((2, 3, 6, 4))).shape == (2, 6, 4)  # channels first, 4 wide: as before
+
+
+@pytest.mark.parametrize("size", [(8, 64), (2, 200)])
+def test_very_wide_panels_keep_rows_tall_enough_for_their_labels(tmp_path, size):
+    fig = viz.grid(np.zeros((2, 3, *size)), {"RectGrad": np.ones((2, *size))}, row_labels=["cat", "dog"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 2 x 200: "constrained_layout not applied because axes sizes collapsed to zero"
+        viz.save_figure(fig, tmp_path / "g.png", dpi=50)
+    first, second = (fig.axes[i].yaxis.label.get_window_extent() for i in (0, 2))  # (row-major axes: 2 per row)
+    assert first.y0 > second.y1 and second.y0 >= 0  # one row's label above the other's, both in the figure

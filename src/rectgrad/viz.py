@@ -236,7 +236,7 @@ def grid(images, maps: Mapping[str, np.ndarray] | Sequence[np.ndarray], *, row_l
     with ``mean``/``std``), or None for no input column. ``maps``: display-ready (N,H,W) maps per column (e.g. from
     :func:`prepare`), as a dict {column name: maps} or a list. Column labels default to "Input" plus
     the dict's keys. ``cell`` is the width of one panel in inches; rows are as tall as the panels' height / width
-    ratio makes them (the tallest panel's).
+    ratio makes them (the tallest panel's), and at least :data:`MIN_ROW`.
     """
     names = list(maps) if isinstance(maps, Mapping) else None
     columns = [_numpy(c) for c in (maps.values() if isinstance(maps, Mapping) else maps)]
@@ -272,7 +272,8 @@ def grid(images, maps: Mapping[str, np.ndarray] | Sequence[np.ndarray], *, row_l
         if labels is not None and len(labels) != n:
             raise ValueError(f"{what} has {len(labels)} entries for {n} {what[:3]}s")
     aspect = max(p.shape[1] / p.shape[2] for p in panels)  # rows as tall as the panels: no blank bands on wide images
-    fig = _figure(cell * ncols, cell * aspect * nrows + (0.4 if title else 0.0), layout="constrained")
+    row = max(cell * aspect, MIN_ROW)  # but room for a row label and the column labels: wide panels collapsed
+    fig = _figure(cell * ncols, row * nrows + (0.4 if title else 0.0), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for j, panel in enumerate(panels):
         for i in range(nrows):
@@ -287,13 +288,14 @@ def grid(images, maps: Mapping[str, np.ndarray] | Sequence[np.ndarray], *, row_l
             axes[0, j].set_title(_wrapped(label, cell), fontsize=LABEL_SIZE, parse_math=False)  # file names: $ is $
     if row_labels is not None:
         for i, label in enumerate(row_labels):
-            axes[i, 0].set_ylabel(_wrapped(label, cell * aspect), fontsize=LABEL_SIZE, parse_math=False)
+            axes[i, 0].set_ylabel(_wrapped(label, row), fontsize=LABEL_SIZE, parse_math=False)
     if title:
         fig.suptitle(title, parse_math=False)
     return fig
 
 
 LABEL_SIZE = 9  # points
+MIN_ROW = 0.5  # inches: a grid's least row height
 
 
 def _wrapped(label, inches: float) -> str:
