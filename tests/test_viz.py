@@ -531,3 +531,15 @@ def test_very_wide_panels_keep_rows_tall_enough_for_their_labels(tmp_path, size)
         viz.save_figure(fig, tmp_path / "g.png", dpi=50)
     first, second = (fig.axes[i].yaxis.label.get_window_extent() for i in (0, 2))  # (row-major axes: 2 per row)
     assert first.y0 > second.y1 and second.y0 >= 0  # one row's label above the other's, both in the figure
+
+
+def test_long_box_and_curve_names_are_broken_into_lines_not_crushing_the_axes(tmp_path):
+    name = "RectGrad PRR with the padding trick, q = 98, on the clean model"  # its rotated label took the figure
+    fig = viz.boxplot({name: [1.0, 2.0, 3.0], "b": [2.0, 3.0]}, ylabel="y")
+    viz.save_figure(fig, tmp_path / "b.png", dpi=20)
+    text = fig.axes[0].get_xticklabels()[0].get_text()
+    assert text.count("\n") >= 2 and text.replace("\n", " ") == name and fig.axes[0].get_position().width > 0.5
+    fig = viz.line_plot([1, 2], {name: ([1.0, 2.0], None), "b": ([2.0, 1.0], None)}, xlabel="x", ylabel="y")
+    viz.save_figure(fig, tmp_path / "l.png", dpi=20)
+    text = fig.axes[0].get_legend().get_texts()[0].get_text()
+    assert text.count("\n") >= 2 and text.replace("\n", " ") == name and fig.axes[0].get_position().width > 0.5

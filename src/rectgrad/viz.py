@@ -296,6 +296,7 @@ def grid(images, maps: Mapping[str, np.ndarray] | Sequence[np.ndarray], *, row_l
 
 LABEL_SIZE = 9  # points
 MIN_ROW = 0.5  # inches: a grid's least row height
+NAME_WIDTH = 2.0  # inches: boxplot and line_plot names are broken into lines about this wide (longer crushed the axes)
 
 
 def _wrapped(label, inches: float) -> str:
@@ -347,7 +348,8 @@ def save_figure(fig: Figure, path, *, dpi: int = 150) -> Path:
 
 def boxplot(values: Mapping[str, np.ndarray], ylabel: str, title: str | None = None) -> Figure:
     """One box per method (e.g. the paper's Figs. 3, 7, 8): ``values`` maps a name to its 1-D samples. Names and
-    labels are drawn as typed (no mathtext: ``$`` is ``$``), as in :func:`grid`. Samples holding NaN or Inf are a
+    labels are drawn as typed (no mathtext: ``$`` is ``$``), as in :func:`grid`; long names are broken into lines
+    about :data:`NAME_WIDTH` wide. Samples holding NaN or Inf are a
     ValueError naming them: matplotlib drew no box for them."""
     names = list(values)
     samples = [np.ravel(_numpy(v)) for v in values.values()]
@@ -358,7 +360,8 @@ def boxplot(values: Mapping[str, np.ndarray], ylabel: str, title: str | None = N
     fig = _figure(max(4.0, 1.0 + 0.9 * len(names)), 3.5, layout="constrained")
     ax = fig.subplots()
     ax.boxplot(samples)
-    ax.set_xticks(range(1, len(names) + 1), names, rotation=30, ha="right", parse_math=False)
+    ax.set_xticks(range(1, len(names) + 1), [_wrapped(n, NAME_WIDTH) for n in names], rotation=30, ha="right",
+                  parse_math=False)
     ax.set_ylabel(ylabel, parse_math=False)
     if title:
         ax.set_title(title, parse_math=False)
@@ -368,13 +371,13 @@ def boxplot(values: Mapping[str, np.ndarray], ylabel: str, title: str | None = N
 def line_plot(x, curves: Mapping[str, tuple], xlabel: str, ylabel: str, title: str | None = None) -> Figure:
     """Curves against ``x`` (e.g. Fig. 2, Fig. 9): ``curves`` maps a name to (mean, std or None), each one value per
     x; std is shaded. The legend stands right of the axes, off the curves. Names and labels are drawn as typed (no
-    mathtext: ``$`` is ``$``), as in :func:`grid`."""
+    mathtext: ``$`` is ``$``), as in :func:`grid`; long names are broken into lines about :data:`NAME_WIDTH` wide."""
     xs = _numpy(x)
     bands = {name: _curve(name, curve, xs.shape) for name, curve in curves.items()}  # all checked before drawing
     fig = _figure(6.2, 3.5, layout="constrained")
     ax = fig.subplots()
     for name, (mu, sd) in bands.items():
-        ax.plot(xs, mu, marker="o", markersize=3, label=name)
+        ax.plot(xs, mu, marker="o", markersize=3, label=_wrapped(name, NAME_WIDTH))
         if sd is not None:
             ax.fill_between(xs, mu - sd, mu + sd, alpha=0.2)
     ax.set_xlabel(xlabel, parse_math=False)
