@@ -543,3 +543,15 @@ def test_long_box_and_curve_names_are_broken_into_lines_not_crushing_the_axes(tm
     viz.save_figure(fig, tmp_path / "l.png", dpi=20)
     text = fig.axes[0].get_legend().get_texts()[0].get_text()
     assert text.count("\n") >= 2 and text.replace("\n", " ") == name and fig.axes[0].get_position().width > 0.5
+
+
+def test_titles_wider_than_the_figure_are_broken_into_lines_not_cut_at_both_edges(tmp_path):
+    title = "efficientnet_lite0.ra_in1k from a checkpoint, final threshold"  # rectgrad explain --methods rectgrad
+    figures = {"grid": viz.grid(np.zeros((1, 3, 8, 8)), {"RectGrad": np.ones((1, 8, 8))}, title=title),
+               "box": viz.boxplot({"a": [1.0, 2.0]}, ylabel="y", title=title * 2),
+               "line": viz.line_plot([1, 2], {"a": ([1.0, 2.0], None)}, xlabel="x", ylabel="y", title=title * 2)}
+    for name, fig in figures.items():
+        viz.save_figure(fig, tmp_path / f"{name}.png", dpi=50)
+        text = fig._suptitle if name == "grid" else fig.axes[0].title
+        box = text.get_window_extent(fig.canvas.get_renderer())
+        assert 0 <= box.x0 and box.x1 <= fig.bbox.width, name

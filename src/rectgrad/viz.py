@@ -290,7 +290,7 @@ def grid(images, maps: Mapping[str, np.ndarray] | Sequence[np.ndarray], *, row_l
         for i, label in enumerate(row_labels):
             axes[i, 0].set_ylabel(_wrapped(label, row), fontsize=LABEL_SIZE, parse_math=False)
     if title:
-        fig.suptitle(title, parse_math=False)
+        _fit(fig.suptitle(title, parse_math=False), 0.95 * cell * ncols)
     return fig
 
 
@@ -316,6 +316,12 @@ def _wrapped(label, inches: float) -> str:
                 current, width = f"{current} {word}", width + space + size
         lines.append(current)
     return "\n".join(lines)
+
+
+def _fit(text, inches: float) -> None:
+    """Break a title ``text`` (a :class:`~matplotlib.text.Text` of any font size) into lines that fit ``inches``: one
+    wider than its figure was cut at both edges (matplotlib's ``wrap=True`` would read a ``$`` as mathtext)."""
+    text.set_text(_wrapped(text.get_text(), inches * LABEL_SIZE / text.get_fontsize() / 0.75))
 
 
 def _width(text: str) -> float:
@@ -364,7 +370,7 @@ def boxplot(values: Mapping[str, np.ndarray], ylabel: str, title: str | None = N
                   parse_math=False)
     ax.set_ylabel(ylabel, parse_math=False)
     if title:
-        ax.set_title(title, parse_math=False)
+        _fit(ax.set_title(title, parse_math=False), 0.8 * fig.get_figwidth())
     return fig
 
 
@@ -383,7 +389,7 @@ def line_plot(x, curves: Mapping[str, tuple], xlabel: str, ylabel: str, title: s
     ax.set_xlabel(xlabel, parse_math=False)
     ax.set_ylabel(ylabel, parse_math=False)
     if title:
-        ax.set_title(title, parse_math=False)
+        _fit(ax.set_title(title, parse_math=False), 0.6 * fig.get_figwidth())  # (the legend takes the rest)
     legend_beside(ax)
     return fig
 
