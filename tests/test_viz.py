@@ -555,3 +555,9 @@ def test_titles_wider_than_the_figure_are_broken_into_lines_not_cut_at_both_edge
         text = fig._suptitle if name == "grid" else fig.axes[0].title
         box = text.get_window_extent(fig.canvas.get_renderer())
         assert 0 <= box.x0 and box.x1 <= fig.bbox.width, name
+
+
+@pytest.mark.parametrize("cell", [0, -1.0, float("nan"), float("inf"), "1.6", None, True])
+def test_grid_cell_must_be_a_positive_number_of_inches(cell):
+    with pytest.raises(ValueError, match=r"cell must be a positive, finite number of inches, got "):
+        viz.grid(None, [np.ones((1, 4, 4))], cell=cell)  # 0 failed at save ("cannot write empty image")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import io
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from matplotlib.figure import Figure
 from matplotlib.font_manager import FontProperties
 from matplotlib.textpath import TextPath
 
-from rectgrad._checks import flag, positive_int
+from rectgrad._checks import flag, positive_int, real
 from rectgrad.checkpoint import write_atomically
 
 CMAP = "bwr"
@@ -238,6 +239,8 @@ def grid(images, maps: Mapping[str, np.ndarray] | Sequence[np.ndarray], *, row_l
     the dict's keys. ``cell`` is the width of one panel in inches; rows are as tall as the panels' height / width
     ratio makes them (the tallest panel's), and at least :data:`MIN_ROW`.
     """
+    if not (real(cell) and math.isfinite(cell) and cell > 0):  # 0 failed at save, a string in numpy
+        raise ValueError(f"cell must be a positive, finite number of inches, got {cell!r}")
     names = list(maps) if isinstance(maps, Mapping) else None
     columns = [_numpy(c) for c in (maps.values() if isinstance(maps, Mapping) else maps)]
     inputs = None if images is None else _numpy(images)
