@@ -561,3 +561,10 @@ def test_titles_wider_than_the_figure_are_broken_into_lines_not_cut_at_both_edge
 def test_grid_cell_must_be_a_positive_number_of_inches(cell):
     with pytest.raises(ValueError, match=r"cell must be a positive, finite number of inches, got "):
         viz.grid(None, [np.ones((1, 4, 4))], cell=cell)  # 0 failed at save ("cannot write empty image")
+
+
+def test_boxplot_and_line_plot_say_they_take_a_dict_of_names():
+    with pytest.raises(TypeError, match=r"boxplot values must be a dict \{name: samples\}, got list"):
+        viz.boxplot([[1.0, 2.0], [3.0]], ylabel="y")  # grid takes a list too; this one needs names for its boxes
+    with pytest.raises(TypeError, match=r"line_plot curves must be a dict \{name: \(mean, std or None\)\}, got tuple"):
+        viz.line_plot([1, 2], (([1.0, 2.0], None),), xlabel="x", ylabel="y")

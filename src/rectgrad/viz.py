@@ -360,6 +360,8 @@ def boxplot(values: Mapping[str, np.ndarray], ylabel: str, title: str | None = N
     labels are drawn as typed (no mathtext: ``$`` is ``$``), as in :func:`grid`; long names are broken into lines
     about :data:`NAME_WIDTH` wide. Samples holding NaN or Inf are a
     ValueError naming them: matplotlib drew no box for them."""
+    if not isinstance(values, Mapping):  # (a list failed with "'list' object has no attribute 'values'")
+        raise TypeError(f"boxplot values must be a dict {{name: samples}}, got {type(values).__name__}")
     names = list(values)
     samples = [np.ravel(_numpy(v)) for v in values.values()]
     for name, sample in zip(names, samples):
@@ -381,6 +383,8 @@ def line_plot(x, curves: Mapping[str, tuple], xlabel: str, ylabel: str, title: s
     """Curves against ``x`` (e.g. Fig. 2, Fig. 9): ``curves`` maps a name to (mean, std or None), each one value per
     x; std is shaded. The legend stands right of the axes, off the curves. Names and labels are drawn as typed (no
     mathtext: ``$`` is ``$``), as in :func:`grid`; long names are broken into lines about :data:`NAME_WIDTH` wide."""
+    if not isinstance(curves, Mapping):
+        raise TypeError(f"line_plot curves must be a dict {{name: (mean, std or None)}}, got {type(curves).__name__}")
     xs = _numpy(x)
     bands = {name: _curve(name, curve, xs.shape) for name, curve in curves.items()}  # all checked before drawing
     fig = _figure(6.2, 3.5, layout="constrained")
