@@ -568,3 +568,8 @@ def test_boxplot_and_line_plot_say_they_take_a_dict_of_names():
         viz.boxplot([[1.0, 2.0], [3.0]], ylabel="y")  # grid takes a list too; this one needs names for its boxes
     with pytest.raises(TypeError, match=r"line_plot curves must be a dict \{name: \(mean, std or None\)\}, got tuple"):
         viz.line_plot([1, 2], (([1.0, 2.0], None),), xlabel="x", ylabel="y")
+
+
+def test_boxplot_names_a_name_with_no_samples_rather_than_leave_its_place_blank():
+    with pytest.raises(ValueError, match=r"no samples for 'Saliency': its box cannot be drawn"):
+        viz.boxplot({"RectGrad": [1.0, 2.0], "Saliency": np.zeros((0,))}, ylabel="y")

@@ -358,13 +358,15 @@ def save_figure(fig: Figure, path, *, dpi: int = 150) -> Path:
 def boxplot(values: Mapping[str, np.ndarray], ylabel: str, title: str | None = None) -> Figure:
     """One box per method (e.g. the paper's Figs. 3, 7, 8): ``values`` maps a name to its 1-D samples. Names and
     labels are drawn as typed (no mathtext: ``$`` is ``$``), as in :func:`grid`; long names are broken into lines
-    about :data:`NAME_WIDTH` wide. Samples holding NaN or Inf are a
+    about :data:`NAME_WIDTH` wide. Samples holding NaN or Inf, or none, are a
     ValueError naming them: matplotlib drew no box for them."""
     if not isinstance(values, Mapping):  # (a list failed with "'list' object has no attribute 'values'")
         raise TypeError(f"boxplot values must be a dict {{name: samples}}, got {type(values).__name__}")
     names = list(values)
     samples = [np.ravel(_numpy(v)) for v in values.values()]
     for name, sample in zip(names, samples):
+        if not sample.size:  # (matplotlib left its place blank, under its name)
+            raise ValueError(f"no samples for {name!r}: its box cannot be drawn (it would be left out)")
         if not np.isfinite(sample).all():
             raise ValueError(f"NaN or Inf values in the samples of {name!r}: its box cannot be drawn (it would be "
                              "left out)")
