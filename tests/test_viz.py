@@ -573,3 +573,8 @@ def test_boxplot_and_line_plot_say_they_take_a_dict_of_names():
 def test_boxplot_names_a_name_with_no_samples_rather_than_leave_its_place_blank():
     with pytest.raises(ValueError, match=r"no samples for 'Saliency': its box cannot be drawn"):
         viz.boxplot({"RectGrad": [1.0, 2.0], "Saliency": np.zeros((0,))}, ylabel="y")
+
+
+def test_line_plot_curve_names_starting_with_an_underscore_stay_in_the_legend():
+    fig = viz.line_plot([1, 2], {"_baseline": ([1.0, 2.0], None), "b": ([2.0, 1.0], None)}, xlabel="x", ylabel="y")
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["_baseline", "b"]  # matplotlib hid it

@@ -391,15 +391,16 @@ def line_plot(x, curves: Mapping[str, tuple], xlabel: str, ylabel: str, title: s
     bands = {name: _curve(name, curve, xs.shape) for name, curve in curves.items()}  # all checked before drawing
     fig = _figure(6.2, 3.5, layout="constrained")
     ax = fig.subplots()
+    lines = []
     for name, (mu, sd) in bands.items():
-        ax.plot(xs, mu, marker="o", markersize=3, label=_wrapped(name, NAME_WIDTH))
+        lines += ax.plot(xs, mu, marker="o", markersize=3, label=_wrapped(name, NAME_WIDTH))
         if sd is not None:
             ax.fill_between(xs, mu - sd, mu + sd, alpha=0.2)
     ax.set_xlabel(xlabel, parse_math=False)
     ax.set_ylabel(ylabel, parse_math=False)
     if title:
         _fit(ax.set_title(title, parse_math=False), 0.6 * fig.get_figwidth())  # (the legend takes the rest)
-    legend_beside(ax)
+    legend_beside(ax, lines)  # each curve by name: matplotlib leaves out those that start with "_"
     return fig
 
 
@@ -426,8 +427,10 @@ def _curve(name: str, curve, shape: tuple) -> tuple[np.ndarray, np.ndarray | Non
                      f"be one for all; a curve with no band: (values, None)), got {got}")
 
 
-def legend_beside(ax) -> None:
-    """The legend of ``ax`` right of it, off the curves (the constrained layout makes room); its names as typed."""
-    legend = ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+def legend_beside(ax, handles=None) -> None:
+    """The legend of ``ax`` (of ``handles``, else of its labelled artists) right of it, off the curves (the constrained
+    layout makes room); its names as typed."""
+    where = {"fontsize": 8, "loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "frameon": False}
+    legend = ax.legend(**where) if handles is None else ax.legend(handles=handles, **where)
     for text in legend.get_texts():
         text.set_parse_math(False)
