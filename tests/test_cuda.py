@@ -177,3 +177,13 @@ def test_cuda_ranking_and_random_masks_draw_from_a_cpu_generator_as_on_the_cpu()
     mask = random_removal_mask((2, 8, 8), 0.3, generator=torch.Generator().manual_seed(0), device="cuda")
     assert mask.device.type == "cuda"
     assert torch.equal(mask.cpu(), random_removal_mask((2, 8, 8), 0.3, generator=torch.Generator().manual_seed(0)))
+
+
+def test_cuda_auc_and_aoc_of_curves_on_the_gpu_equal_the_cpu_areas():
+    from rectgrad.metrics import kar_aoc, roar_auc
+
+    fractions, accuracies = [0.1, 0.3, 0.5, 0.7, 0.9], [0.9, 0.8, 0.6, 0.4, 0.2]
+    on_gpu = torch.tensor(accuracies, device="cuda")
+    for area in (roar_auc, kar_aoc):
+        assert area(fractions, on_gpu) == pytest.approx(area(fractions, accuracies), abs=1e-7)
+        assert area(torch.tensor(fractions, device="cuda"), accuracies) == area(fractions, accuracies)

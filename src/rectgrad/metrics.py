@@ -255,8 +255,8 @@ def channel_mean(images: torch.Tensor) -> torch.Tensor:
 
 
 def _normalized_area(fractions: Curve, accuracies: Curve) -> float:
-    x = torch.as_tensor(fractions, dtype=torch.float64)
-    y = torch.as_tensor(accuracies, dtype=torch.float64)
+    x = torch.as_tensor(fractions, dtype=torch.float64, device="cpu")  # (one on a GPU, one a list: one device)
+    y = torch.as_tensor(accuracies, dtype=torch.float64, device="cpu")
     if x.dim() != 1 or x.shape != y.shape or len(x) < 2:
         raise ValueError(
             "fractions and accuracies must be 1-D of equal length >= 2, "
