@@ -2436,3 +2436,28 @@ def test_noise_tunnel_over_a_half_precision_model_works_or_names_the_noise(dtype
         assert smooth.dtype == dtype and torch.isfinite(smooth).all() and smooth.abs().sum() > 0
     kept = explain(model, x, target=1, method="smoothgrad", samples=2)
     assert kept.dtype == dtype and torch.isfinite(kept).all()
+
+
+class ScaledByInput(nn.Module):
+    """Logits scaled by an activation of one number computed from the input (a 0-dim tensor), or of that number
+    kept in a 1-element tensor."""
+
+    def __init__(self, shape):
+        super().__init__()
+        self.hidden, self.out, self.shape = nn.Linear(5, 6), nn.Linear(6, 3), shape
+
+    def forward(self, x):
+        scale = F.relu(x.sum().reshape(self.shape)).reshape(())
+        return self.out(F.relu(self.hidden(x))) * scale
+
+
+def test_element_wise_rules_take_an_activation_of_a_0_dim_tensor():
+    # Guided BP, Deconv and a constant tau gate unit by unit: a 0-dim activation is one unit (was an IndexError)
+    torch.manual_seed(0)
+    scalar, vector = ScaledByInput(()).double(), ScaledByInput((1,)).double()
+    vector.load_state_dict(scalar.state_dict())
+    x = torch.rand(2, 5, dtype=torch.float64)
+    for method, kwargs in (("guided_bp", {}), ("deconv", {}), ("rectgrad", {"tau": 0.0, "final_threshold": False})):
+        maps = rectgrad.explain(scalar, x, target=0, method=method, **kwargs)
+        torch.testing.assert_close(maps, rectgrad.explain(vector, x, target=0, method=method, **kwargs), rtol=0, atol=0)
+        assert maps.abs().sum() > 0

@@ -112,7 +112,6 @@ class Rule:
         where ``a > 0``), 0 elsewhere."""
         name = self.top_score if is_top and self.top_score else self.score
         relu_gate = self.relu_gate and is_relu
-        n = a.shape[0]
         if self.q is not None and name in ("pr1", "pr2"):  # one compiled pass on the CPU, when it applies
             gated = gate_above_percentile(a, grad, self.q, name == "pr2", scratch)
             if gated is not None:
@@ -126,7 +125,7 @@ class Rule:
         if self.q is None:
             keep = (s > self.tau) & (a > 0) if relu_gate else s > self.tau
             return torch.where(keep, grad, 0.0)
-        gated = where_above_percentile(s.reshape(n, -1), grad, self.q)
+        gated = where_above_percentile(s.reshape(a.shape[0], -1), grad, self.q)
         return torch.where(a > 0, gated, 0.0) if relu_gate else gated
 
 
