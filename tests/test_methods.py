@@ -182,7 +182,7 @@ class Elementwise(nn.Module):
                                             torch.Tensor.sigmoid, torch.Tensor.tanh, torch.abs, torch.Tensor.abs,
                                             torch.Tensor.erf, torch.erfc, torch.Tensor.erfc, torch.Tensor.sin,
                                             torch.cos, torch.Tensor.cos, torch.atan, torch.Tensor.atan,
-                                            torch.Tensor.square,
+                                            torch.Tensor.square, torch.selu, torch.celu,
                                             F.tanhshrink, F.hardshrink, F.softshrink))], ids=repr)
 def test_deeplift_rescales_every_elementwise_activation(activation):
     torch.manual_seed(3)  # summation to delta holds exactly only if the activation's secant replaces its slope

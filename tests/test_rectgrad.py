@@ -1331,7 +1331,12 @@ class _Called(nn.Module):
         return x if self.function.__name__.endswith("_") else out  # in place: the caller goes on with x
 
     def __repr__(self):
-        return f"{'aten' if 'aten' in str(self.function) else 'F'}.{self.function.__name__}{self.args}"
+        where = ("aten" if "aten" in str(self.function) else "torch" if self.function in _TORCH_FUNCTIONS
+                 else "Tensor" if getattr(torch.Tensor, self.function.__name__, None) is self.function else "F")
+        return f"{where}.{self.function.__name__}{self.args}"
+
+
+_TORCH_FUNCTIONS = {torch.selu, torch.celu, torch.threshold}
 
 
 _IN_PLACE_AND_ATEN = [_Called(F.hardtanh_, -1.0, 2.0), _Called(F.leaky_relu_, 0.1), _Called(F.elu_), _Called(F.selu_),
@@ -1343,6 +1348,10 @@ _IN_PLACE_AND_ATEN = [_Called(F.hardtanh_, -1.0, 2.0), _Called(F.leaky_relu_, 0.
                       _Called(torch.ops.aten.threshold_, 0.1, -0.5), _Called(torch.ops.aten.gelu_),
                       _Called(torch.ops.aten.silu_), _Called(torch.ops.aten.hardswish_), _Called(torch.ops.aten.mish),
                       _Called(torch.ops.aten.mish_), _Called(torch.ops.aten.rrelu)]
+# the torch-namespace spellings beside torch.relu (their in-place forms are F.selu_, ... above): passed the plain
+# gradient under the gate rules, and were refused as unknown by DeepLIFT and eps-LRP
+_TORCH_NAMESPACE = [_Called(torch.selu), _Called(torch.celu, 0.5), _Called(torch.threshold, 0.1, -0.5),
+                    _Called(torch.Tensor.prelu, torch.tensor([0.2], dtype=torch.float64))]
 
 
 @pytest.mark.parametrize("activation", [nn.ReLU6(), nn.Hardtanh(-1.0, 2.0), nn.LeakyReLU(0.1), nn.ELU(), nn.GELU(),
@@ -1351,7 +1360,8 @@ _IN_PLACE_AND_ATEN = [_Called(F.hardtanh_, -1.0, 2.0), _Called(F.leaky_relu_, 0.
                                         nn.ReLU6(inplace=True), nn.SiLU(inplace=True), nn.Hardswish(inplace=True),
                                         nn.Mish(inplace=True), nn.LeakyReLU(0.1, inplace=True), nn.SELU(inplace=True),
                                         nn.CELU(inplace=True), nn.RReLU(inplace=True).eval(),
-                                        nn.Threshold(0.1, -0.5, inplace=True), *_IN_PLACE_AND_ATEN], ids=repr)
+                                        nn.Threshold(0.1, -0.5, inplace=True), *_IN_PLACE_AND_ATEN,
+                                        *_TORCH_NAMESPACE], ids=repr)
 def test_other_activations_gate_their_own_derivative(activation):
     # every spelling: the in-place built-ins and the ATen operations of exported programs are the activations they
     # stand for (in place where they are), gated by hand below as the module would be

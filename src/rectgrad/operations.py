@@ -49,8 +49,10 @@ _OTHER_FUNCTIONALS = (F.hardsigmoid,)
 _WITH_INPLACE_ARG = {f: _inplace_position(f) for f in _ACTIVATION_FUNCTIONALS + _OTHER_FUNCTIONALS}
 _INPLACE_BUILTINS = {F.hardtanh_, F.leaky_relu_, F.elu_, F.selu_, F.celu_, F.rrelu_, F.threshold_, gelu_, silu_,
                      hardswish_, mish_}
-KNOWN_ACTIVATIONS = set(RELU) | set(_ACTIVATION_FUNCTIONALS) | _INPLACE_BUILTINS | _ATEN_ACTIVATIONS | {F.gelu,
-                                                                                                     F.prelu}
+# the torch-namespace spellings of F.selu, F.celu, F.threshold and F.prelu (same leading arguments, never in place)
+_TORCH_SPELLINGS = {torch.selu, torch.celu, torch.threshold, torch.Tensor.prelu}
+KNOWN_ACTIVATIONS = (set(RELU) | set(_ACTIVATION_FUNCTIONALS) | _INPLACE_BUILTINS | _ATEN_ACTIVATIONS | _TORCH_SPELLINGS
+                     | {F.gelu, F.prelu})
 # Further element-wise functions a multiplier rule must follow (-> in-place?); gate rules leave them be.
 _ELEMENTWISE = {torch.sigmoid: False, torch.Tensor.sigmoid: False, torch.sigmoid_: True, torch.Tensor.sigmoid_: True,
                 torch.tanh: False, torch.Tensor.tanh: False, torch.tanh_: True, torch.Tensor.tanh_: True,
