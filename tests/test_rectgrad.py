@@ -1578,6 +1578,22 @@ def test_an_exported_program_with_a_bounded_batch_run_past_its_bound_says_to_bou
         rectgrad.explain(exported, x, target=0, method="smoothgrad", seed=0)
 
 
+
+def test_deeplift_on_an_exported_program_with_a_bounded_batch_is_told_half_the_bound():
+    # DeepLIFT runs each input with its reference: internal_batch_size=8 makes passes of 16 on a program bounded at 8,
+    # so the advice to pass 8 failed again with the same advice
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(32, 3)).eval()
+    x = torch.randn(6, 1, 4, 4)
+    exported = torch.export.export(model, (x[:2],), dynamic_shapes=({0: torch.export.Dim("batch", max=8)},)).module()
+    for internal_batch_size in (None, 8):
+        with pytest.raises(ValueError, match=r"bounded at 8, .*: pass internal_batch_size=4 \(CLI: "
+                                             r"--internal-batch-size 4\) \(DeepLIFT runs each input with its "
+                                             r"reference: passes of 8"):
+            rectgrad.explain(exported, x, target=0, method="deeplift", internal_batch_size=internal_batch_size)
+    torch.testing.assert_close(rectgrad.explain(exported, x, target=0, method="deeplift", internal_batch_size=4),
+                               rectgrad.explain(model, x, target=0, method="deeplift"))
+
 class _TextCNN(nn.Module):
     """Conv1d over time, then a global max over time written one of several ways."""
 

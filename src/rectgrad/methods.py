@@ -418,7 +418,7 @@ def explain(model, inputs: Tensor | tuple[Tensor, ...], target=None, method: str
     if seed is not None and (not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or not 0 <= seed < 2**64):
         raise ValueError(f"seed must be an integer in [0, 2**64) or None, got {seed!r}")
     device = inputs[0].device
-    with user_call(modules), named_errors(modules, inputs):
+    with user_call(modules), named_errors(modules, inputs, paired=method == "deeplift"):
         if target is not None and entry.rules:  # the engine checks the classes on its own forward pass's logits
             targets = target_indices(target, len(inputs[0]), device)
         else:  # the predicted classes, or classes checked before a Captum method runs: one forward pass more

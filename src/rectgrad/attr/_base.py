@@ -172,12 +172,13 @@ _DTYPE_MISMATCH = ("expected scalar type", "should be the same", "must have the 
 
 
 @contextlib.contextmanager
-def named_errors(modules: tuple[nn.Module, ...], inputs: tuple[Tensor, ...]):
+def named_errors(modules: tuple[nn.Module, ...], inputs: tuple[Tensor, ...], paired: bool = False):
     """PyTorch's errors for ``inputs`` of another floating type than every weight of the model (float64 from numpy
     into a float32 model, all of them or one of a tuple), as a ``TypeError`` saying what to convert, and for a model
     that changes its inputs in place (``x.sub_(mean)``: autograd cannot differentiate that), as a ``ValueError``
     saying what to write, and for an exported program of fixed shapes run on a batch of another size, as a
-    ``ValueError`` saying how to export it. Other errors of 1-D or 3-D inputs, perhaps one sample without its batch
+    ``ValueError`` saying how to export it (``paired``: DeepLIFT, whose passes hold each input and its reference, so
+    twice ``internal_batch_size``). Other errors of 1-D or 3-D inputs, perhaps one sample without its batch
     dimension, say how to add it."""
     try:
         yield
@@ -188,9 +189,12 @@ def named_errors(modules: tuple[nn.Module, ...], inputs: tuple[Tensor, ...]):
                                                      "copies and IntegGrad's steps as larger batches)")
         bound = re.fullmatch(r"Guard failed: .*\.size\(\)\[0\] <= (\d+)", guard)  # Dim("batch", max=N)
         if bound:
+            size = max(1, int(bound[1]) // 2) if paired else int(bound[1])
+            pairs = (f" (DeepLIFT runs each input with its reference: passes of {2 * size} for internal_batch_size="
+                     f"{size})" if paired else "")
             raise ValueError(f"the model is an exported program whose batch is bounded at {bound[1]}, run here on a "
-                             f"larger batch {larger}: pass internal_batch_size={bound[1]} (CLI: --internal-batch-size "
-                             f"{bound[1]}) (PyTorch: {guard})") from error
+                             f"larger batch {larger}: pass internal_batch_size={size} (CLI: --internal-batch-size "
+                             f"{size}){pairs} (PyTorch: {guard})") from error
         raise ValueError(f"the model is an exported program of fixed shapes, run here on a batch of another size "
                          f"{larger}: {EXPORT_FREE_BATCH} (PyTorch: {guard})") from error
     except RuntimeError as error:
