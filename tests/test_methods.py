@@ -1468,6 +1468,37 @@ def test_a_model_in_training_mode_is_a_warning_once_per_call():
         assert warnings_of(lambda: explain(model, x, method="guided_bp")) == []
 
 
+
+class _Residual(nn.Module):
+    def __init__(self, drop):
+        super().__init__()
+        self.conv, self.drop, self.fc = nn.Conv2d(3, 3, 3, padding=1), drop, nn.Linear(3, 2)
+
+    def forward(self, x):
+        return self.fc((x + self.drop(F.relu(self.conv(x)))).mean((2, 3)))
+
+
+def test_a_model_in_training_mode_with_stochastic_depth_is_a_warning():
+    # ConvNeXt, Swin, EfficientNet: torchvision's StochasticDepth and timm's DropPath drop residual branches at random
+    # in training mode, so the maps changed from call to call without the warning BatchNorm and dropout get
+    from torchvision.ops import StochasticDepth
+    timm = pytest.importorskip("timm")
+
+    def warnings_of(model):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            explain(model, torch.randn(4, 3, 5, 5), target=0, method="guided_bp")
+        return [str(w.message) for w in caught if "training mode" in str(w.message)]
+
+    for drop in (StochasticDepth(0.5, "row"), timm.layers.DropPath(0.5)):
+        assert warnings_of(_Residual(drop).train()) == [
+            f"the model is in training mode: {type(drop).__name__} drops residual branches at random, so the maps "
+            "depend on the batch and change from call to call; call model.eval() first (rectgrad leaves the mode as "
+            "it is)"]
+    for quiet in (_Residual(StochasticDepth(0.5, "row")).eval(), _Residual(StochasticDepth(0.0, "row")).train(),
+                  _Residual(timm.layers.DropPath(0.0)).train()):
+        assert warnings_of(quiet) == []
+
 @pytest.mark.parametrize("method", ["saliency", "grad_input", "intgrad"])
 def test_captum_methods_give_captums_maps_bit_for_bit(method):
     # we sum the target logits before the backward pass instead of Captum's one autograd output per sample
