@@ -862,6 +862,13 @@ def test_a_model_that_is_not_callable_is_refused_by_name():
     for method in (RectGrad, GuidedBackprop, Deconvolution):
         with pytest.raises(TypeError, match="model must be a torch.nn.Module or a callable, got int"):
             method(5)
+        # a module's class was called with the inputs as its constructor's arguments: its raw TypeError
+        for cls in (nn.Linear, nn.Sequential):
+            with pytest.raises(TypeError, match=rf"got the class {cls.__name__} itself: build the model first, e.g. "
+                                                rf"{cls.__name__}\(\.\.\.\)\.eval\(\)"):
+                method(cls)
+    with pytest.raises(TypeError, match="got the class Sequential itself"):
+        rectgrad.explain(nn.Sequential, torch.randn(2, 4), target=0, method="saliency")
 
 
 def test_a_map_of_cancelling_signs_is_not_taken_for_all_zero():

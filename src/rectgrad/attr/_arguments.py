@@ -16,7 +16,11 @@ from rectgrad.engine import warn
 
 
 def check_model(model) -> None:
-    """The model must be callable: a module or a function, not the name of one nor a state dict of its weights."""
+    """The model must be callable: a module or a function, not the name of one nor a state dict of its weights, nor
+    a module's class (calling it would build a module from the inputs)."""
+    if isinstance(model, type) and issubclass(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module or a callable, got the class {model.__name__} itself: build "
+                        f"the model first, e.g. {model.__name__}(...).eval()")
     if callable(model):
         return
     hint = ""
