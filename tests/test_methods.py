@@ -1142,6 +1142,18 @@ def test_model_left_as_it_was_in_train_mode():
     assert set(METHODS) == set(METHOD_NAMES)
 
 
+@pytest.mark.parametrize("method", ["eps_lrp", "deeplift"])
+def test_a_batchnorm_without_running_statistics_is_not_told_to_call_eval(method):
+    # track_running_stats=False normalises with the batch's statistics in eval mode too: model.eval(), the advice
+    # given, changed nothing
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, track_running_stats=False), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(64, 3)).eval()
+    with pytest.raises(ValueError, match=r"cannot follow batch_norm without running statistics \(a BatchNorm with "
+                                         r"track_running_stats=False, which normalises with the batch's statistics in "
+                                         r"eval mode too\): not a linear map; explain this model with another method$"):
+        explain(model, torch.randn(3, 3, 6, 6), target=0, method=method)
+
+
 class _Wrapper:
     """A user's callable object around a model (as a normalising wrapper would be)."""
 

@@ -321,6 +321,10 @@ def refuse_unknown(method: str, func, args, kwargs, out, known: set | frozenset 
     else:
         suspects = [] if name in LINEAR_OPS else tensors_in(args, kwargs)
     if any(depends_on_input(t, known) for t in suspects):
+        if name == "batch_norm" and kwargs.get("running_mean", args[1] if len(args) > 1 else None) is None:
+            raise UnsupportedModel(f"{method} cannot follow batch_norm without running statistics (a BatchNorm with "
+                                   "track_running_stats=False, which normalises with the batch's statistics in eval "
+                                   "mode too): not a linear map; explain this model with another method")
         if name == "batch_norm":
             raise UnsupportedModel(f"{method} cannot follow batch_norm in training mode: it normalises with the "
                                    "batch's statistics, not a linear map (put the model in eval mode: model.eval())")
