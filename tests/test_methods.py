@@ -912,6 +912,31 @@ def test_inference_mode_is_a_clear_error_and_its_tensors_are_explained():
     torch.testing.assert_close(RectGrad(model).attribute(x, target=1), RectGrad(model).attribute(x.clone(), target=1))
 
 
+
+def test_a_model_made_under_inference_mode_is_a_clear_error_and_a_copy_is_explained():
+    # weights built or loaded inside torch.inference_mode() cannot be saved for backward: PyTorch's raw error said to
+    # clone "a tensor"
+    import copy
+
+    torch.manual_seed(0)
+    with torch.inference_mode():
+        model = PaperCNN(image_size=16).eval()
+    x = torch.randn(2, 3, 16, 16)
+    for call in [lambda method=method: explain(model, x, target=1, method=method)
+                 for method in ("rectgrad", "guided_bp", "deeplift", "saliency", "intgrad")] + [
+                     lambda: RectGrad(model).attribute(x, target=1)]:
+        with pytest.raises(ValueError, match=r"the model's weights were made under torch.inference_mode\(\) .*: build "
+                                             r"or load the model outside inference_mode, or explain a copy, model = "
+                                             r"copy.deepcopy\(model\) \(PyTorch: Inference tensors cannot be saved"):
+            call()
+    copied = copy.deepcopy(model)
+    plain = PaperCNN(image_size=16).eval()
+    plain.load_state_dict(model.state_dict())
+    for method in ("rectgrad", "deeplift"):
+        torch.testing.assert_close(explain(copied, x, target=1, method=method),
+                                   explain(plain, x, target=1, method=method))
+
+
 def test_maps_are_detached_from_the_inputs_graph():
     model, x = PaperCNN(image_size=16).eval(), torch.randn(2, 3, 16, 16, requires_grad=True)
     assert not RectGrad(model).attribute(x, target=1).requires_grad

@@ -181,7 +181,8 @@ def named_errors(modules: tuple[nn.Module, ...], inputs: tuple[Tensor, ...], pai
     """PyTorch's errors for ``inputs`` of another floating type than every weight of the model (float64 from numpy
     into a float32 model, all of them or one of a tuple), as a ``TypeError`` saying what to convert, and for a model
     that changes its inputs in place (``x.sub_(mean)``: autograd cannot differentiate that), as a ``ValueError``
-    saying what to write, and for an exported program of fixed shapes run on a batch of another size, as a
+    saying what to write, for a model whose weights are inference tensors as a ``ValueError`` saying how to get
+    others, and for an exported program of fixed shapes run on a batch of another size, as a
     ``ValueError`` saying how to export it (``paired``: DeepLIFT, whose passes hold each input and its reference, so
     twice ``internal_batch_size``). Other errors of 1-D or 3-D inputs, perhaps one sample without its batch
     dimension, say how to add it."""
@@ -203,6 +204,12 @@ def named_errors(modules: tuple[nn.Module, ...], inputs: tuple[Tensor, ...], pai
         raise ValueError(f"the model is an exported program of fixed shapes, run here on a batch of another size "
                          f"{larger}: {EXPORT_FREE_BATCH} (PyTorch: {guard})") from error
     except RuntimeError as error:
+        if "Inference tensors cannot be saved for backward" in str(error) and any(
+                t.is_inference() for m in modules for t in itertools.chain(m.parameters(), m.buffers())):
+            raise ValueError("the model's weights were made under torch.inference_mode() (built or loaded inside such "
+                             "a block), and autograd cannot differentiate through them: build or load the model "
+                             "outside inference_mode, or explain a copy, model = copy.deepcopy(model) (PyTorch: "
+                             f"{str(error).splitlines()[0]})") from error
         if "leaf Variable that requires grad is being used in an in-place operation" in str(error):
             raise ValueError("the model changes its input in place (e.g. x.sub_(mean), x /= 255 or an in-place "
                              "activation of the input, nn.ReLU(inplace=True), in its forward pass), which autograd "
