@@ -515,6 +515,21 @@ def test_paper_masked_images():
     assert 0.1 < masked.masks.float().mean() < 0.9
 
 
+def test_masked_images_skip_hidden_files_as_macos_resource_forks(tmp_path):
+    """The reference code's CIFAR10_mask.tar holds a "._<name>.jpg" resource fork beside each image: unpacked by hand
+    (or copied by macOS to a USB drive), they are no images of a class "._cat", nor masks without an image."""
+    mask = np.zeros((8, 8), np.uint8)
+    mask[2:6, 2:6] = 255
+    write_jpg(tmp_path / "cat_1.jpg", np.zeros((8, 8, 3), np.uint8))
+    write_jpg(tmp_path / "cat_1_mask.jpg", mask)
+    for fork in ("._cat_1.jpg", "._cat_1_mask.jpg"):
+        (tmp_path / fork).write_bytes(b"\x00\x05\x16\x07 resource fork")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        masked = load_masked_images(tmp_path)
+    assert masked.names == ["cat_1"] and masked.labels.tolist() == [3] and masked.masks.sum() == 16
+
+
 # ---------------------------------------------------------------- random patch
 
 @pytest.mark.parametrize("channels", [1, 3])
@@ -830,6 +845,16 @@ def test_reading_thousands_of_images_shows_a_progress_bar(tmp_path, capsys):
     data.load_image_folder(tmp_path, "train", 16)
     data.load_image_folder(tmp_path, "test", 16, progress=True)  # a few files: no bar
     assert capsys.readouterr().err == ""
+
+
+def test_image_folder_hidden_resource_forks_of_masks_are_no_stray_masks(tmp_path):
+    write_image_folder(tmp_path)
+    for fork in ("._img0_mask.png", "._img0.jpg"):  # macOS's, on a USB drive or a network share
+        (tmp_path / "test" / "a_cat" / fork).write_bytes(b"\x00\x05\x16\x07 resource fork")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        masked = data.load_image_folder_masks(tmp_path, 16)
+    assert sorted(masked.names) == ["a_cat/img0", "b_dog/img0"]
 
 
 # ---------------------------------------------------------------- mutation-testing gaps

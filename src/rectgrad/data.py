@@ -428,7 +428,7 @@ def masked_images_folder(folder=None, download: bool = False) -> Path:
 
 def load_masked_images(folder, bgr: bool = True) -> MaskedImages:
     """The paper's evaluation images: ``<class>_<n>.jpg`` with ``<class>_<n>_mask.jpg`` (CIFAR-10 classes; ``_mask``
-    and the suffix in any case).
+    and the suffix in any case); hidden files (``._cat_1.jpg``, macOS's resource forks) are skipped.
 
     Images come back RGB (``bgr=True`` flips the channels of JPEGs stored BGR, as the paper's are);
     masks are True where the grayscale mask pixel is >= 200 (object). Sorted by class, then ``n``.
@@ -436,7 +436,8 @@ def load_masked_images(folder, bgr: bool = True) -> MaskedImages:
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"masked image folder {folder} not found")
-    entries, files = [], sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in (".jpg", ".jpeg"))
+    entries, files = [], sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in (".jpg", ".jpeg")
+                                and not p.name.startswith("."))  # (macOS's resource forks, ._cat_1.jpg)
     stems = {p.stem for p in files}
     twice = [p for p in files if sum(q.stem == p.stem for q in files) > 1]
     if twice:
@@ -579,7 +580,7 @@ def load_image_folder_masks(root, image_size: int = 32, test: ImageDataset | Non
     folders = {f for c in classes for f in _folders_under(test_folder / c)}  # a folder of masks alone too
     _warn_unused_masks(test_folder, sorted(mask.relative_to(test_folder).as_posix()
                                            for folder in folders for mask in folder.iterdir()
-                                           if _is_mask(mask) and mask not in used))
+                                           if _is_mask(mask) and mask not in used and not mask.name.startswith(".")))
     masked = [i for i, (path, _) in enumerate(files) if path in mask_of]
     if not masked:
         return None
