@@ -1,6 +1,7 @@
 """Dataset readers on tiny files in the real formats, their errors, and the patch transform."""
 import gzip
 import hashlib
+import http.client
 import io
 import os
 import pickle
@@ -272,6 +273,29 @@ def test_download_offline_says_where_to_put_the_file(monkeypatch):
     monkeypatch.setattr(data.urllib.request, "urlopen", fake_server({}))
     with pytest.raises(FileNotFoundError, match="could not download .*put the file at"):
         load_cifar10("train", download=True)
+
+
+def test_a_download_cut_short_says_so_and_keeps_nothing(tmp_path, monkeypatch):
+    class CutShort(io.BytesIO):  # the connection drops after 3 of 10 bytes: http.client's own error
+        def read(self, size=-1):
+            raise http.client.IncompleteRead(b"abc", 7)
+    monkeypatch.setattr(data.urllib.request, "urlopen", lambda url, timeout=None: CutShort())
+    with pytest.raises(FileNotFoundError, match=r"could not download .*cifar-10-python.tar.gz \(IncompleteRead\(3 "
+                                                r"bytes read, 7 more expected\)\); without network, put the file at"):
+        load_cifar10("train", data_dir=tmp_path / "d", download=True)
+    assert list((tmp_path / "d").iterdir()) == []
+
+
+def test_a_full_disk_during_a_download_is_not_said_to_be_the_network(tmp_path, monkeypatch):
+    monkeypatch.setattr(data.urllib.request, "urlopen", lambda url, timeout=None: io.BytesIO(b"x" * 100))
+
+    class FullDisk(io.BytesIO):
+        def write(self, chunk):
+            raise OSError(28, "No space left on device")
+    monkeypatch.setattr(data.os, "fdopen", lambda fd, mode: (os.close(fd), FullDisk())[1])
+    with pytest.raises(OSError, match=r"^\[Errno 28\] No space left on device$"):
+        load_cifar10("train", data_dir=tmp_path / "d", download=True)
+    assert list((tmp_path / "d").iterdir()) == []
 
 
 def test_object_masks_rule():

@@ -17,6 +17,7 @@ import codecs
 import functools
 import gzip
 import hashlib
+import http.client
 import math
 import numbers
 import os
@@ -359,14 +360,9 @@ def _download(url: str, dest: Path, md5: str | None, offline: str | None = None)
     digest = hashlib.md5()
     try:
         with os.fdopen(fd, "wb") as out:
-            try:
-                with urllib.request.urlopen(url, timeout=60) as response:
-                    while chunk := response.read(1 << 20):
-                        digest.update(chunk)
-                        out.write(chunk)
-            except OSError as exc:
-                raise FileNotFoundError(f"could not download {url} ({exc}); without network, "
-                                        f"{offline or f'put the file at {dest}'}") from None
+            for chunk in _fetch(url, offline or f"put the file at {dest}"):
+                digest.update(chunk)
+                out.write(chunk)  # (a full disk is an OSError of its own, not a network's)
         if md5 is not None and digest.hexdigest() != md5:
             raise ValueError(f"checksum mismatch for {url}: md5 {digest.hexdigest()}, expected {md5}; "
                              "nothing was saved")
@@ -374,6 +370,17 @@ def _download(url: str, dest: Path, md5: str | None, offline: str | None = None)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _fetch(url: str, offline: str) -> Iterator[bytes]:
+    """The bytes at ``url``, a MiB at a time; a download that fails or is cut short (``http.client.IncompleteRead``)
+    is a ``FileNotFoundError`` ending in ``offline``, what to do without network."""
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response:
+            while chunk := response.read(1 << 20):
+                yield chunk
+    except (OSError, http.client.HTTPException) as exc:
+        raise FileNotFoundError(f"could not download {url} ({exc}); without network, {offline}") from None
 
 
 # ---------------------------------------------------------------- masked images
