@@ -881,6 +881,14 @@ def test_image_folder_hidden_resource_forks_of_masks_are_no_stray_masks(tmp_path
     assert sorted(masked.names) == ["a_cat/img0", "b_dog/img0"]
 
 
+def test_image_folder_size_that_is_no_whole_number_is_refused_by_name(tmp_path):
+    write_image_folder(tmp_path)
+    for size in (32.0, "32", None, True):  # (a float or a str from a config file; True would be 1)
+        with pytest.raises(ValueError, match=rf"image_size must be a multiple of 4 from 16 to 512 .*got {size!r}$"):
+            load_dataset("folder", "train", data_dir=tmp_path, image_size=size)
+    assert load_dataset("folder", "test", data_dir=tmp_path, image_size=np.int64(16)).images.shape[-1] == 16
+
+
 # ---------------------------------------------------------------- mutation-testing gaps
 
 def test_image_dataset_labels_of_any_integer_dtype_become_int64():

@@ -661,10 +661,11 @@ def upright_size(path: Path) -> tuple[int, int]:
 def check_image_size(image_size: int, name: str = "image_size") -> None:
     """Refuse a folder dataset's ``image_size`` (the option ``name``, e.g. ``--image-size``) the paper's CNN cannot
     take or that would not fit in memory."""
-    if not 16 <= image_size <= 512 or image_size % 4:
+    if (not isinstance(image_size, numbers.Integral) or isinstance(image_size, bool) or not 16 <= image_size <= 512
+            or image_size % 4):
         raise ValueError(f"{name} must be a multiple of 4 from 16 to 512 (the paper's CNN pools twice, the random "
                          "patch is 10 pixels, and its dense layer grows with the image: 268M weights at 512), "
-                         f"got {image_size}")
+                         f"got {image_size!r}")
 
 
 def _image_folder(root, split: str, image_size: int,
