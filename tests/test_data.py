@@ -588,6 +588,19 @@ def test_random_patch_fits_an_image_of_its_size_and_spans_0_to_255():
     assert patch.patch(3).min() == 0 and patch.patch(3).max() == 255
 
 
+def test_random_patch_of_no_scored_corner_or_of_a_seed_that_is_no_whole_number_is_refused():
+    for size in (0, 1, 2, -1, 10.5, "10", True):  # size 1 scored all but the last row and column, 0 all but two
+        with pytest.raises(ValueError, match=rf"RandomPatch size must be a whole number of pixels, at least 3 .*"
+                                             rf"got {re.escape(repr(size))}$"):
+            RandomPatch(size)
+    for seed in (1.5, "100", None):
+        with pytest.raises(ValueError, match=rf"RandomPatch seed must be a whole number .*got {seed!r}$"):
+            RandomPatch(10, seed)
+    patch = RandomPatch(np.int64(3), np.int64(100))
+    assert patch.visible_region(5, 5).sum() == 1 and patch.region(5, 5).sum() == 9
+    assert torch.equal(patch.patch(1), RandomPatch(3, 100).patch(1))
+
+
 def write_image_folder(root, sizes=((20, 24), (40, 40)), grayscale=False, masks=True):
     """ROOT/{train,test}/{b_dog,a_cat}/: constant-colour images of two sizes (class a_cat red-ish, b_dog blue-ish),
     a mask beside the first test image of each class (left half white), a text file to ignore."""

@@ -926,7 +926,12 @@ class RandomPatch:
     """
 
     def __init__(self, size: int = 10, seed: int = 100):
-        self.size, self.seed = size, seed
+        if not isinstance(size, numbers.Integral) or isinstance(size, bool) or size < 3:
+            raise ValueError(f"RandomPatch size must be a whole number of pixels, at least 3 (its scored inner corner, "
+                             f"visible_region, is size - 2 pixels wide), got {size!r}")
+        if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
+            raise ValueError(f"RandomPatch seed must be a whole number (the paper's: 100), got {seed!r}")
+        self.size, self.seed = int(size), int(seed)
 
     def patch(self, channels: int) -> torch.Tensor:
         """The (channels, size, size) uint8 patch."""
