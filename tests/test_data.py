@@ -230,6 +230,24 @@ def test_idx_files_without_images_and_with_absurd_headers(tmp_path):
         read_idx(huge, ndim=3)
 
 
+@pytest.mark.parametrize("content, gzipped", [(b"", False), (b"", True), (b"\x00\x00\x08", False),
+                                              (b"\x00\x00\x08\x03\x00\x00\x00\x0c\x00\x00", True)],
+                         ids=["empty", "empty gzip", "half a magic", "half a header"])
+def test_idx_file_shorter_than_its_header_is_said_to_be(tmp_path, content, gzipped):
+    write_fashion(tmp_path)
+    bad = tmp_path / "train-images-idx3-ubyte.gz"  # an interrupted copy, say
+    bad.write_bytes(gzip.compress(content) if gzipped else content)
+    unpacked = " once unpacked" if gzipped else ""
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(bad))} holds {len(content)} bytes{unpacked}, less than the "
+                                         r"16-byte header of an idx file with 3 dimension\(s\): get the file again$"):
+        load_fashion_mnist("train", data_dir=tmp_path)
+
+
+def test_read_idx_of_a_missing_file_says_it_is_missing_not_that_it_is_no_gzip(tmp_path):
+    with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "nowhere-idx1-ubyte"))):
+        read_idx(tmp_path / "nowhere-idx1-ubyte", ndim=1)
+
+
 def fake_server(files: dict[str, bytes]):
     def urlopen(url, timeout=None):
         name = url.rsplit("/", 1)[-1]

@@ -243,18 +243,20 @@ def _idx_path(folder: Path, name: str) -> Path | None:
 def read_idx(path, ndim: int) -> torch.Tensor:
     """Read an idx file of unsigned bytes (magic ``0x0000080N``) with ``ndim`` dimensions, gzipped or not."""
     path = Path(path)
+    with open(path, "rb") as f:  # (a missing or unreadable file: its own OSError, naming it)
+        gzipped = f.read(2) == b"\x1f\x8b"
     try:
-        with open(path, "rb") as f:
-            gzipped = f.read(2) == b"\x1f\x8b"
         with (gzip.open(path) if gzipped else open(path, "rb")) as f:
             raw = f.read()
     except (OSError, EOFError, zlib.error) as exc:
         raise ValueError(f"{path} is not a valid gzip file ({exc})") from None
-    magic = bytes([0, 0, 8, ndim])
-    if raw[:4] != magic:
+    magic, header = bytes([0, 0, 8, ndim]), 4 + 4 * ndim
+    if len(raw) >= 4 and raw[:4] != magic:
         raise ValueError(f"{path}: wrong magic number {raw[:4].hex()}, expected {magic.hex()} "
                          f"(an idx file of unsigned bytes with {ndim} dimension(s), gzipped or not)")
-    header = 4 + 4 * ndim
+    if len(raw) < header:  # (a copy or download that stopped short, or an empty file)
+        raise ValueError(f"{path} holds {len(raw)} bytes{' once unpacked' if gzipped else ''}, less than the "
+                         f"{header}-byte header of an idx file with {ndim} dimension(s): get the file again")
     dims = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
     expected = header + math.prod(dims)
     if len(raw) != expected:
