@@ -396,6 +396,19 @@ def test_cifar10_download_checksum_mismatch(tmp_path, monkeypatch):
     assert not (tmp_path / "cache" / "cifar-10-python.tar.gz").exists()
 
 
+@pytest.mark.parametrize("name, archive", [("cifar10", "cifar-10-python.tar.gz"),
+                                           ("fashion-mnist", "train-images-idx3-ubyte.gz")])
+def test_data_dir_naming_the_archive_itself_is_refused_as_a_file(tmp_path, monkeypatch, name, archive):
+    monkeypatch.setattr(data.urllib.request, "urlopen", fake_server({}))
+    given = tmp_path / archive
+    given.write_bytes(b"the archive")
+    for download in (False, True):  # (with download=True: a raw FileExistsError from making the folder)
+        with pytest.raises(NotADirectoryError, match=f"^data_dir {re.escape(str(given))} is a file; give the folder "
+                                                     "that holds it$"):
+            load_dataset(name, "train", data_dir=given, download=download)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [archive] and given.read_bytes() == b"the archive"
+
+
 # ---------------------------------------------------------------- masked images
 
 def write_jpg(path: Path, array: np.ndarray) -> None:

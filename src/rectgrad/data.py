@@ -193,6 +193,14 @@ def load_dataset(name: str, split: str = "train", data_dir=None, download: bool 
     return loaders[name](split, data_dir=data_dir, download=download)
 
 
+def _data_folder(data_dir) -> Path:
+    """``data_dir`` as a path, refused when it names a file (the dataset's archive itself, say) rather than a folder."""
+    folder = Path(data_dir)
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"data_dir {folder} is a file; give the folder that holds it")
+    return folder
+
+
 def _check_split(split: str) -> None:
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
@@ -210,7 +218,8 @@ def load_fashion_mnist(split: str = "train", data_dir=None, download: bool = Fal
     """
     _check_split(split)
     names = [name for name, _ in FASHION_MNIST_FILES[split]]
-    folders = [Path(data_dir)] if data_dir is not None else [FASHION_MNIST_SYSTEM_DIR, cache_dir() / "fashion-mnist"]
+    folders = [_data_folder(data_dir)] if data_dir is not None else [FASHION_MNIST_SYSTEM_DIR,
+                                                                     cache_dir() / "fashion-mnist"]
     folder = next((f for f in folders if all(_idx_path(f, n) for n in names)), None)
     if folder is None and download:
         folder = folders[-1]
@@ -298,7 +307,7 @@ def load_cifar10(split: str = "train", data_dir=None, download: bool = False) ->
     ``download=True`` a missing archive is downloaded there and checked against the official md5.
     """
     _check_split(split)
-    folder = Path(data_dir) if data_dir is not None else cache_dir()
+    folder = _data_folder(data_dir) if data_dir is not None else cache_dir()
     path = folder / CIFAR10_FILE if (folder / CIFAR10_FILE).is_file() else None
     if path is None and download:
         path = folder / CIFAR10_FILE
