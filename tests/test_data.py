@@ -409,6 +409,27 @@ def test_data_dir_naming_the_archive_itself_is_refused_as_a_file(tmp_path, monke
     assert sorted(p.name for p in tmp_path.iterdir()) == [archive] and given.read_bytes() == b"the archive"
 
 
+@pytest.mark.parametrize("given", ["root", "batches"])
+def test_cifar10_unpacked_says_how_to_pack_the_archive_it_reads(tmp_path, given):
+    cifar_archive(tmp_path / "cifar-10-python.tar.gz", n=2)
+    root = tmp_path / "root"
+    with tarfile.open(tmp_path / "cifar-10-python.tar.gz") as tar:  # tar xzf, as CIFAR-10's page says
+        tar.extractall(root, filter="data")
+    batches = root / "cifar-10-batches-py"
+    with pytest.raises(FileNotFoundError, match=re.escape(
+            f"cifar-10-python.tar.gz not found in {root if given == 'root' else batches} ({batches} holds its batches "
+            f"unpacked, but the archive is what is read: pack them again, `tar czf cifar-10-python.tar.gz "
+            f"cifar-10-batches-py` in {root}, the folder to give); download it from")):
+        load_cifar10("test", data_dir=root if given == "root" else batches)
+    (root / "other").mkdir()  # a folder of another name holding batches is not taken for the unpacked archive
+    shutil.copy(batches / "data_batch_1", root / "other")
+    with pytest.raises(FileNotFoundError, match=r"not found in \S+other; download it from"):
+        load_cifar10("test", data_dir=root / "other")
+    with tarfile.open(root / "cifar-10-python.tar.gz", "w:gz") as tar:  # as said: the archive read again
+        tar.add(batches, "cifar-10-batches-py")
+    assert len(load_cifar10("test", data_dir=root)) == 2
+
+
 # ---------------------------------------------------------------- masked images
 
 def write_jpg(path: Path, array: np.ndarray) -> None:

@@ -313,8 +313,13 @@ def load_cifar10(split: str = "train", data_dir=None, download: bool = False) ->
         path = folder / CIFAR10_FILE
         _download(CIFAR10_URL, path, CIFAR10_MD5)
     if path is None:
+        unpacked = next((f for f in (folder / "cifar-10-batches-py", folder)  # (tar xzf, as CIFAR-10's page says)
+                         if f.name == "cifar-10-batches-py" and (f / "data_batch_1").is_file()), None)
+        hint = ("" if unpacked is None else f" ({unpacked} holds its batches unpacked, but the archive is what is "
+                f"read: pack them again, `tar czf {CIFAR10_FILE} cifar-10-batches-py` in {unpacked.parent}, the folder "
+                "to give)")
         raise FileNotFoundError(
-            f"{CIFAR10_FILE} not found in {folder}; download it from {CIFAR10_URL} into the folder given as "
+            f"{CIFAR10_FILE} not found in {folder}{hint}; download it from {CIFAR10_URL} into the folder given as "
             "data_dir (CLI: --data-dir), or pass download=True (CLI: --download)")
     try:
         with tarfile.open(path, "r:gz") as tar:
