@@ -954,6 +954,13 @@ def test_image_folder_size_that_is_no_whole_number_is_refused_by_name(tmp_path):
     assert load_dataset("folder", "test", data_dir=tmp_path, image_size=np.int64(16)).images.shape[-1] == 16
 
 
+def test_image_files_named_with_superscript_or_circled_digits_are_ordered(tmp_path):
+    names = ("①2.png", "2²1.png", "10.png", "2.png", "١١.png")  # ² and ① are digits to str.isdigit, not to int()
+    for name in names:
+        Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / name)
+    assert [p.name for p in data.image_files([tmp_path])] == ["2.png", "2²1.png", "10.png", "١١.png", "①2.png"]
+
+
 # ---------------------------------------------------------------- mutation-testing gaps
 
 def test_image_dataset_labels_of_any_integer_dtype_become_int64():

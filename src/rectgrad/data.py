@@ -836,7 +836,7 @@ def unique_names(files: list[Path], depth: int | list[int] = 1, *, suffix: bool 
 
 def natural_order(path: Path) -> list:
     """Sort key for file names reading their digits as numbers and ignoring case: ``conv2`` before ``Conv10``."""
-    return [(0, int(part), "") if part.isdigit() else (1, 0, part)
+    return [(0, int(part), "") if part.isdecimal() else (1, 0, part)  # (not isdigit: int() refuses ² and ①)
             for part in re.split(r"(\d+)", path.name.lower()) if part]
 
 
