@@ -961,6 +961,25 @@ def test_image_files_named_with_superscript_or_circled_digits_are_ordered(tmp_pa
     assert [p.name for p in data.image_files([tmp_path])] == ["2.png", "2²1.png", "10.png", "١١.png", "①2.png"]
 
 
+def test_image_folder_names_of_bytes_that_are_no_utf8_read_as_escapes(tmp_path):
+    """A class folder or image named in Latin-1 (unzipped from an old archive): its name as a class and as a masked
+    image's is printable and writable (a surrogate, '\\udce9', crashed matplotlib and any UTF-8 file or stream)."""
+    cafe, image = os.fsdecode(b"caf\xe9"), os.fsdecode(b"\xff0")
+    for split in ("train", "test"):
+        for name in (cafe, "tea"):
+            (tmp_path / split / name).mkdir(parents=True)
+            Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / split / name / f"{image}.png")
+    mask = np.zeros((8, 8), np.uint8)
+    mask[:4] = 255
+    Image.fromarray(mask).save(tmp_path / "test" / cafe / f"{image}_mask.png")
+    train = data.load_image_folder(tmp_path, "train", 16)
+    assert train.classes == ["caf\\xe9", "tea"] and sorted(train.labels.tolist()) == [0, 1]
+    assert data.image_folder_split(tmp_path, "test")[1] == train.classes
+    test = data.load_image_folder(tmp_path, "test", 16)
+    masked = data.load_image_folder_masks(tmp_path, 16, test)
+    assert masked.names == ["caf\\xe9/\\xff0"] and masked.classes == train.classes and masked.masks[0, :8].all()
+
+
 # ---------------------------------------------------------------- mutation-testing gaps
 
 def test_image_dataset_labels_of_any_integer_dtype_become_int64():

@@ -600,7 +600,7 @@ def load_image_folder_masks(root, image_size: int = 32, test: ImageDataset | Non
         mode = "L" if test.images.shape[1] == 1 else "RGB"
     mask_of = masks_beside([path for path, _ in files])
     used, test_folder = set(mask_of.values()), Path(root) / "test"
-    folders = {f for c in classes for f in _folders_under(test_folder / c)}  # a folder of masks alone too
+    folders = {f for d in test_folder.iterdir() if _holds_images(d) for f in _folders_under(d)}  # masks alone too
     _warn_unused_masks(test_folder, sorted(mask.relative_to(test_folder).as_posix()
                                            for folder in folders for mask in folder.iterdir()
                                            if _is_mask(mask) and mask not in used and not mask.name.startswith(".")))
@@ -613,7 +613,7 @@ def load_image_folder_masks(root, image_size: int = 32, test: ImageDataset | Non
     raw = _read_images([mask_of[path] for path in paths], image_size, "L", Image.NEAREST, progress=progress,
                        description="reading masks", masks=True)[:, 0]
     masks = folder_mask_objects(raw)
-    names = [path.relative_to(Path(root) / "test").with_suffix("").as_posix() for path in paths]
+    names = [_shown(path.relative_to(Path(root) / "test").with_suffix("").as_posix()) for path in paths]
     _warn_odd_masks(names, masks, "white, or 1 in a 0/1 mask", [mask_of[path] for path in paths])
     images = _read_images(paths, image_size, mode, progress=progress, description="reading masked images")
     wrong = [] if test is None else [path for path, given, read in zip(paths, test.images[masked].cpu(), images)
@@ -729,7 +729,7 @@ def _folder_split(root, split: str) -> tuple[list[tuple[Path, int]], list[str], 
     if empty:
         raise ValueError(f"the training classes {empty} hold no images in {root / 'train'}")
     order = torch.randperm(len(files), generator=torch.Generator().manual_seed(0)).tolist()
-    return [files[i] for i in order], classes, train
+    return [files[i] for i in order], [_shown(c) for c in classes], train
 
 
 def _stamped(path: Path) -> tuple[Path, int, int]:
@@ -829,9 +829,15 @@ def unique_names(files: list[Path], depth: int | list[int] = 1, *, suffix: bool 
         owners: dict[str, set] = {}
         for n, file in zip(names, real):
             owners.setdefault(n, set()).add(file)
-        if all(len(owners[n]) == 1 for n in names):  # (undecodable bytes are surrogates no stream or font takes)
-            return [n.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace") for n in names]
+        if all(len(owners[n]) == 1 for n in names):
+            return [_shown(n) for n in names]
         depths = [depth + (len(owners[n]) > 1) for n, depth in zip(names, depths)]
+
+
+def _shown(name: str) -> str:
+    """A file or folder name for display: bytes that are no UTF-8 (surrogates, which no stream, file or font takes)
+    read ``\\xe9``."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def natural_order(path: Path) -> list:
