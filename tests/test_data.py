@@ -606,6 +606,19 @@ def test_masked_images_skip_hidden_files_as_macos_resource_forks(tmp_path):
     assert masked.names == ["cat_1"] and masked.labels.tolist() == [3] and masked.masks.sum() == 16
 
 
+def test_a_masked_images_download_with_an_image_without_its_mask_saves_nothing_and_says_so(tmp_path, monkeypatch):
+    whole, cut = tarfile.open(fileobj=io.BytesIO(masks_archive())), io.BytesIO()
+    with tarfile.open(fileobj=cut, mode="w") as tar:
+        for member in whole.getmembers():
+            if not member.name.endswith("/cat_1_mask.jpg"):
+                tar.addfile(member, whole.extractfile(member) if member.isfile() else None)
+    monkeypatch.setattr(data.urllib.request, "urlopen", fake_server({"CIFAR10_mask.tar": cut.getvalue()}))
+    with pytest.raises(ValueError, match=r"CIFAR10_mask.tar does not hold the paper's masked images \(cat_1_mask.jpg "
+                                         r"missing \(each image needs its mask\)\); nothing was saved$"):
+        data.masked_images_folder(tmp_path / "masks", download=True)  # (was the partial folder's path, deleted)
+    assert list(tmp_path.iterdir()) == []
+
+
 # ---------------------------------------------------------------- random patch
 
 @pytest.mark.parametrize("channels", [1, 3])

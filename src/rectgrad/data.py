@@ -435,7 +435,10 @@ def masked_images_folder(folder=None, download: bool = False) -> Path:
                 if member.isfile() and re.fullmatch(r"[a-z]+_\d+(_mask)?\.jpe?g", name, re.IGNORECASE):
                     with tar.extractfile(member) as source, open(partial / name, "wb") as out:
                         shutil.copyfileobj(source, out)
-        found = set(load_masked_images(partial).labels.tolist())
+        try:
+            found = set(load_masked_images(partial).labels.tolist())
+        except FileNotFoundError as exc:  # an image without its mask: not the set either
+            raise ValueError(str(exc).replace(f"{partial}{os.sep}", "")) from None
         missing = [c for i, c in enumerate(CIFAR10_CLASSES) if i not in found]
         if missing:
             raise ValueError(f"no image of {', '.join(missing)}")
