@@ -993,6 +993,17 @@ def test_image_folder_names_of_bytes_that_are_no_utf8_read_as_escapes(tmp_path):
     assert masked.names == ["caf\\xe9/\\xff0"] and masked.classes == train.classes and masked.masks[0, :8].all()
 
 
+def test_image_folder_class_of_photos_in_other_formats_says_which_it_holds(tmp_path):
+    write_image_folder(tmp_path)
+    phone = tmp_path / "train" / "c_emu"
+    (phone / "day2").mkdir(parents=True)
+    for name in ("IMG_1.HEIC", "day2/IMG_2.heic", "saved.jfif", ".DS_Store"):  # an iPhone's, a browser's, macOS's
+        (phone / name).write_bytes(b"a photo Pillow does not read")
+    with pytest.raises(ValueError, match=r"training classes \['c_emu'\] hold no images in \S+ \(of \.png, .*\.pgm; "
+                                         r"they hold \.heic, \.jfif files: convert them\)$"):
+        data.load_image_folder(tmp_path, "train", 16)
+
+
 # ---------------------------------------------------------------- mutation-testing gaps
 
 def test_image_dataset_labels_of_any_integer_dtype_become_int64():

@@ -730,7 +730,11 @@ def _folder_split(root, split: str) -> tuple[list[tuple[Path, int]], list[str], 
     present = {label for _, label in train}
     empty = [c for label, c in enumerate(classes) if label not in present]
     if empty:
-        raise ValueError(f"the training classes {empty} hold no images in {root / 'train'}")
+        others = sorted({p.suffix.lower() or p.name for c in empty for folder in _folders_under(root / "train" / c)
+                         for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and not _is_mask(p)})
+        raise ValueError(f"the training classes {empty} hold no images in {root / 'train'}"
+                         + (f" (of {', '.join(IMAGE_SUFFIXES)}; they hold {', '.join(others[:5])} files: convert "
+                            "them)" if others else ""))
     order = torch.randperm(len(files), generator=torch.Generator().manual_seed(0)).tolist()
     return [files[i] for i in order], [_shown(c) for c in classes], train
 
