@@ -1004,6 +1004,20 @@ def test_image_folder_class_of_photos_in_other_formats_says_which_it_holds(tmp_p
         data.load_image_folder(tmp_path, "train", 16)
 
 
+def test_image_folder_of_splits_named_otherwise_names_them(tmp_path):
+    write_image_folder(tmp_path)
+    (tmp_path / "test").rename(tmp_path / "Testing")  # as some downloaded datasets name them
+    (tmp_path / "val").mkdir()
+    with pytest.raises(FileNotFoundError, match=rf"^{re.escape(str(tmp_path / 'test'))} not found: put your images "
+                                                rf"in .*; {re.escape(str(tmp_path))} holds the folders 'Testing', "
+                                                r"'train', 'val': the splits must be named train and test$"):
+        data.load_image_folder(tmp_path, "test", 16)
+    shutil.rmtree(tmp_path)
+    tmp_path.mkdir()  # an empty folder: nothing to name
+    with pytest.raises(FileNotFoundError, match=r"\(torchvision's ImageFolder layout\)$"):
+        data.load_image_folder(tmp_path, "train", 16)
+
+
 # ---------------------------------------------------------------- mutation-testing gaps
 
 def test_image_dataset_labels_of_any_integer_dtype_become_int64():

@@ -709,8 +709,11 @@ def _folder_split(root, split: str) -> tuple[list[tuple[Path, int]], list[str], 
     root = Path(root)
     for folder in (root / "train", root / split):
         if not folder.is_dir():
+            held = sorted(d.name for d in root.iterdir() if _holds_images(d)) if root.is_dir() else []
             raise FileNotFoundError(f"{folder} not found: put your images in ROOT/train/<class>/ and "
-                                    "ROOT/test/<class>/ (torchvision's ImageFolder layout)")
+                                    "ROOT/test/<class>/ (torchvision's ImageFolder layout)"
+                                    + (f"; {root} holds the folders {', '.join(map(repr, held[:5]))}: the splits "
+                                       "must be named train and test" if held else ""))
     classes = sorted(d.name for d in (root / "train").iterdir() if _holds_images(d))
     if len(classes) < 2:
         raise ValueError(f"{root / 'train'} needs one subfolder per class, at least two; found {classes}")
