@@ -1615,6 +1615,16 @@ def test_cache_dir_is_rectgrad_data_else_the_home_cache(tmp_path, monkeypatch):
         assert data.cache_dir() == tmp_path / "home" / ".cache" / "rectgrad"
 
 
+def test_cache_dir_of_a_tilde_left_unexpanded_is_in_the_home_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("RECTGRAD_DATA", "~/data")  # RECTGRAD_DATA="~/data" (quoted) or a docker env file
+    monkeypatch.chdir(tmp_path)
+    assert data.cache_dir() == tmp_path / "home" / "data"
+    with pytest.raises(FileNotFoundError, match=f"not found in {re.escape(str(tmp_path / 'home' / 'data'))};"):
+        load_cifar10("test")
+    assert not (tmp_path / "~").exists()
+
+
 def test_a_masked_images_download_without_the_first_class_saves_nothing(tmp_path, monkeypatch):
     # class 0 (airplane) counts as any other: missing, it is named and nothing is kept
     archive = masks_archive(CIFAR10_CLASSES[1:])

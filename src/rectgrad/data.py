@@ -171,8 +171,9 @@ def to_uint8(inputs: torch.Tensor) -> torch.Tensor:
 
 
 def cache_dir() -> Path:
-    """Where downloads go: ``$RECTGRAD_DATA`` or ``~/.cache/rectgrad``."""
-    return Path(os.environ.get("RECTGRAD_DATA") or Path.home() / ".cache" / "rectgrad")
+    """Where downloads go: ``$RECTGRAD_DATA`` (a leading ``~`` is the home folder, as an env file or a quoted shell
+    assignment leaves it unexpanded) or ``~/.cache/rectgrad``."""
+    return Path(os.environ.get("RECTGRAD_DATA") or Path.home() / ".cache" / "rectgrad").expanduser()
 
 
 def load_dataset(name: str, split: str = "train", data_dir=None, download: bool = False,
