@@ -1000,7 +1000,8 @@ def test_image_folder_class_of_photos_in_other_formats_says_which_it_holds(tmp_p
     for name in ("IMG_1.HEIC", "day2/IMG_2.heic", "saved.jfif", ".DS_Store"):  # an iPhone's, a browser's, macOS's
         (phone / name).write_bytes(b"a photo Pillow does not read")
     with pytest.raises(ValueError, match=r"training classes \['c_emu'\] hold no images in \S+ \(of \.png, .*\.pgm; "
-                                         r"they hold \.heic, \.jfif files: convert them\)$"):
+                                         r"they hold \.heic, \.jfif files, not read: convert images of other formats "
+                                         r"to one of these\)$"):
         data.load_image_folder(tmp_path, "train", 16)
 
 
@@ -1546,6 +1547,15 @@ def test_random_patch_on_non_square_images_and_its_regions_there():
     assert torch.equal(region, (rows < 10) & (columns < 10)) and torch.equal(visible, (rows < 8) & (columns < 8))
     assert torch.equal(out[:, :, region], patch.patch(3)[None].expand(2, 3, 10, 10).reshape(2, 3, 100))
     assert not out[:, :, ~region].any()
+
+
+def test_image_files_of_a_folder_of_photos_in_other_formats_says_which_it_holds(tmp_path):
+    for name in ("IMG_1.HEIC", "IMG_2.heic", "._IMG_1.HEIC"):  # an iPhone's photos, with macOS's resource fork
+        (tmp_path / name).write_bytes(b"a photo Pillow does not read")
+    with pytest.raises(ValueError, match=rf"^no image files \(\.png, .*\.pgm\) in folder {re.escape(str(tmp_path))}; "
+                                         r"it holds \.heic files, not read: convert images of other formats to one "
+                                         r"of these$"):
+        data.image_files([tmp_path])
 
 
 def test_image_files_of_nothing_is_an_error():

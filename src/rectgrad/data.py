@@ -737,8 +737,8 @@ def _folder_split(root, split: str) -> tuple[list[tuple[Path, int]], list[str], 
         others = sorted({p.suffix.lower() or p.name for c in empty for folder in _folders_under(root / "train" / c)
                          for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and not _is_mask(p)})
         raise ValueError(f"the training classes {empty} hold no images in {root / 'train'}"
-                         + (f" (of {', '.join(IMAGE_SUFFIXES)}; they hold {', '.join(others[:5])} files: convert "
-                            "them)" if others else ""))
+                         + (f" (of {', '.join(IMAGE_SUFFIXES)}; they hold {', '.join(others[:5])} files, not read: "
+                            "convert images of other formats to one of these)" if others else ""))
     order = torch.randperm(len(files), generator=torch.Generator().manual_seed(0)).tolist()
     return [files[i] for i in order], [_shown(c) for c in classes], train
 
@@ -809,7 +809,11 @@ def image_files(paths) -> list[Path]:
                         if any(p.is_dir() for p in path.iterdir()) else "")
                 masks = ("; its files named <stem>_mask.<ext> are object masks, not images"
                          if any(_is_mask(p) for p in path.iterdir()) else "")
-                raise ValueError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in folder {path}{masks}{held}")
+                others = sorted({p.suffix.lower() or p.name for p in path.iterdir() if p.is_file()
+                                 and not p.name.startswith(".") and not _is_mask(p)})
+                formats = (f"; it holds {', '.join(others[:5])} files, not read: convert images of other formats "
+                           "to one of these" if others else "")
+                raise ValueError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in folder {path}{masks}{formats}{held}")
             files += found
         elif path.is_file():
             files.append(path)
