@@ -1197,15 +1197,19 @@ def test_cli_reproduce_options_reach_the_pipeline(tmp_path, monkeypatch, capsys)
     # --backend ray: its address and resources reach the Ray backend; the trainings run where its GPUs say
     if importlib.util.find_spec("ray") is None:  # (RayBackend needs Ray installed)
         return
-    for gpus, device in (("0.5", "cuda"), ("0", "cpu")):
-        calls.clear()
-        assert main(["reproduce", "--dataset", "fashion-mnist", "--scale", "smoke", "--out", str(tmp_path / "r3"),
-                     "--device", "cpu", "--backend", "ray", "--address", "ray://here:1", "--ray-cpus", "2",
-                     "--ray-gpus", gpus]) == 0
-        settings = calls[0][1]["settings"]
-        assert isinstance(settings.backend, RayBackend) and settings.retrain_device == device
-        assert (settings.backend.address, settings.backend.num_cpus, settings.backend.num_gpus) == \
-            ("ray://here:1", 2.0, float(gpus))
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as head:  # something listens at the address (checked at once)
+        address = f"ray://127.0.0.1:{head.getsockname()[1]}"
+        for gpus, device in (("0.5", "cuda"), ("0", "cpu")):
+            calls.clear()
+            assert main(["reproduce", "--dataset", "fashion-mnist", "--scale", "smoke", "--out", str(tmp_path / "r3"),
+                         "--device", "cpu", "--backend", "ray", "--address", address, "--ray-cpus", "2",
+                         "--ray-gpus", gpus]) == 0
+            settings = calls[0][1]["settings"]
+            assert isinstance(settings.backend, RayBackend) and settings.retrain_device == device
+            assert (settings.backend.address, settings.backend.num_cpus, settings.backend.num_gpus) == \
+                (address, 2.0, float(gpus))
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -1241,6 +1245,30 @@ def test_cli_reproduce_refuses_bad_options_before_any_work(tmp_path, monkeypatch
     assert not denormals_flushed()  # the process's setting restored as it was (here: not flushing)
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err, err
+    assert not (tmp_path / "r").exists()
+
+
+def test_cli_reproduce_refuses_a_ray_address_where_nothing_listens_before_any_work(tmp_path, monkeypatch, capsys):
+    # Ray retries such an address for minutes, and only once the ROAR/KAR trainings start: refused at once instead
+    pytest.importorskip("ray")
+    import socket
+
+    import rectgrad.evaluation
+
+    monkeypatch.setattr(rectgrad.evaluation, "reproduce", lambda *a, **kw: pytest.fail("ran with a bad --address"))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with socket.create_server(("127.0.0.1", 0)) as closed:
+        port = closed.getsockname()[1]  # closed on leaving: nothing listens there
+    argv = ["reproduce", "--dataset", "fashion-mnist", "--scale", "smoke", "--out", str(tmp_path / "r"), "--device",
+            "cpu", "--backend", "ray"]
+    for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
+        assert main([*argv, "--address", address]) == 2
+        assert f"error: --address {address}: no Ray cluster answers there" in capsys.readouterr().err
+    assert main([*argv, "--address", "headnode"]) == 2
+    assert "--address 'headnode' is no Ray cluster address: give HOST:PORT" in capsys.readouterr().err
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")  # what Ray connects to without --address
+    assert main(argv) == 2
+    assert f"error: RAY_ADDRESS 127.0.0.1:{port}: no Ray cluster answers there" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
 
 

@@ -17,6 +17,8 @@ import importlib.util
 import inspect
 import json
 import math
+import os
+import socket
 import time
 import warnings
 import zlib
@@ -465,7 +467,7 @@ class RayBackend:
     twice the cluster's CPUs) are pending, which bounds the datasets held in Ray's object store. A task runs
     torch on ``int(num_cpus)`` threads (at least one): its results equal the local backend's run on as many
     threads; on others they differ by float rounding, so resume a sweep with the backend and threads it began
-    with."""
+    with. An ``address`` where nothing listens is a ``ConnectionError`` at once (Ray would retry it for minutes)."""
 
     def __init__(self, address: str | None = None, num_cpus: float = 1, num_gpus: float = 0,
                  max_in_flight: int | None = None):
@@ -476,6 +478,7 @@ class RayBackend:
         if importlib.util.find_spec("ray") is None:  # before any work, not when the sweep reaches the trainings
             raise ModuleNotFoundError(f"the Ray backend needs Ray: {install_hint('ray')}, or use the local backend",
                                       name="ray")
+        _check_reachable(address)
         self.address, self.num_cpus, self.num_gpus, self.max_in_flight = address, num_cpus, num_gpus, max_in_flight
 
     def run(self, jobs: Iterable[Job], train_fn: TrainFn, done: Callable[[Job, float, float], None],
@@ -527,6 +530,26 @@ class RayBackend:
         if started:
             raise ValueError(message)
         warnings.warn(message + ": the tasks wait until nodes that have them join", RuntimeWarning, stacklevel=3)
+
+
+def _check_reachable(address: str | None, timeout: float = 10.0) -> None:
+    """A Ray cluster's address (``address``, else ``$RAY_ADDRESS``; ``HOST:PORT`` or ``ray://HOST:PORT``) where
+    something listens: Ray itself retries an address where nothing does for minutes, reached only once the sweep's
+    trainings start. ``None``, ``auto`` and ``local`` (a running or new local instance) are Ray's to find."""
+    given = address if address not in (None, "auto") else os.environ.get("RAY_ADDRESS") or address
+    if given in (None, "auto", "local"):
+        return
+    name = "--address" if given == address else "RAY_ADDRESS"
+    host, sep, port = given.split("://", 1)[-1].rpartition(":")
+    host = host.strip("[]")  # (an IPv6 address in brackets)
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{name} {given!r} is no Ray cluster address: give HOST:PORT (its head node, e.g. "
+                         "10.0.0.5:6379) or ray://HOST:PORT (Ray Client)")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ConnectionError(f"{name} {given}: no Ray cluster answers there ({exc.strerror or exc}); start one "
+                              "(ray start --head) or give its address") from None
 
 
 def _train_task(train_fn: TrainFn, train: ImageDataset, test: ImageDataset, seed: int,
