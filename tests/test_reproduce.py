@@ -1272,6 +1272,25 @@ def test_cli_reproduce_refuses_a_ray_address_where_nothing_listens_before_any_wo
     assert not (tmp_path / "r").exists()
 
 
+def test_cli_reproduce_refuses_a_cuda_device_the_machine_lacks_before_any_work(tmp_path, monkeypatch, capsys):
+    # torch accepts "cuda:1" on a one-GPU machine until its first use ("invalid device ordinal"), after the data loads
+    import rectgrad.evaluation
+
+    monkeypatch.setattr(rectgrad.evaluation, "reproduce", lambda *a, **kw: pytest.fail("ran with a bad --device"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    for device, message in (("cuda:1", "error: --device cuda:1: this machine has 1 CUDA device (cuda:0)\n"),
+                            ("cuda:x", "error: --device must be cpu, cuda or auto, got 'cuda:x'\n")):
+        assert main(["reproduce", "--dataset", "fashion-mnist", "--scale", "smoke", "--out", str(tmp_path / "r"),
+                     "--device", device]) == 2
+        assert capsys.readouterr().err == message
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert main(["reproduce", "--dataset", "fashion-mnist", "--scale", "smoke", "--out", str(tmp_path / "r"),
+                 "--device", "cuda:2"]) == 2
+    assert "error: --device cuda:2: this machine has 2 CUDA devices (cuda:0 .. cuda:1)" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
 def test_cli_reproduce_out_must_be_a_folder(tmp_path, monkeypatch, capsys):
     # --out naming a file is refused (exit 2) before anything runs
     import rectgrad.evaluation
