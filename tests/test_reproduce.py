@@ -1291,6 +1291,28 @@ def test_cli_reproduce_refuses_a_cuda_device_the_machine_lacks_before_any_work(t
     assert not (tmp_path / "r").exists()
 
 
+def test_cli_reproduce_refuses_a_results_folder_as_out_before_any_work(tmp_path, monkeypatch, capsys):
+    # --out WORK would start the run anew in WORK/work, inside the results it meant to resume
+    import rectgrad.evaluation
+    import rectgrad.report
+
+    calls = []
+    monkeypatch.setattr(rectgrad.evaluation, "reproduce", lambda *args, **kwargs: calls.append(args))
+    monkeypatch.setattr(rectgrad.report, "write_report", lambda work, out: out / "README.md")
+    results = tmp_path / "r" / "work"
+    results.mkdir(parents=True)
+    (results / "config.json").write_text("{}")
+    argv = ["reproduce", "--dataset", "fashion-mnist", "--scale", "smoke", "--device", "cpu", "--out", str(results)]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (f"error: --out {results} is a results folder (it holds config.json): give it "
+                                       f"as --work-dir to resume it, and another folder as --out for the report (e.g. "
+                                       f"--work-dir {results} --out {tmp_path / 'r' / 'report'})\n")
+    assert main([*argv, "--work-dir", str(tmp_path / "w")]) == 2 and not calls
+    assert not (results / "work").exists() and not (tmp_path / "w").exists()
+    assert main([*argv, "--work-dir", str(results)]) == 0  # the report beside its own results: as asked
+    assert calls == [("fashion-mnist", "smoke", results)]
+
+
 def test_cli_reproduce_out_must_be_a_folder(tmp_path, monkeypatch, capsys):
     # --out naming a file is refused (exit 2) before anything runs
     import rectgrad.evaluation

@@ -110,6 +110,7 @@ def reproduce(
         _options.output_folder(out, "--out")
         check_report_folder(out)
         work = _options.output_folder(work_dir, "--work-dir") if work_dir is not None else out / "work"
+        _results_folder_not_report(out, work)
         if dataset == "folder" and data_dir is not None:
             for path, option in ((out, "--out"), (work_dir, "--work-dir")):  # (the default work folder is in OUT)
                 if path is not None:
@@ -138,6 +139,17 @@ def _denormals_flushed() -> bool:
     import torch
 
     return bool((torch.tensor([1e-40]) * 1.0).item() == 0.0)
+
+
+def _results_folder_not_report(out: Path, work: Path) -> None:
+    """``--out`` is no results folder (one holding a ``config.json``) but that of the results themselves: the run
+    would start again from nothing in OUT/work, inside it, rather than resume it."""
+    from rectgrad.evaluation.store import CONFIG
+
+    if (out / CONFIG).is_file() and not (work.is_dir() and work.resolve() == out.resolve()):
+        raise ValueError(f"--out {out} is a results folder (it holds {CONFIG}): give it as --work-dir to resume "
+                         f"it, and another folder as --out for the report (e.g. --work-dir {out} --out "
+                         f"{out.parent / 'report'})")
 
 
 def _image_size(dataset: str, image_size: int | None) -> int:
