@@ -2035,7 +2035,8 @@ def test_the_ray_backend_without_ray_says_what_to_install_before_any_work(monkey
 
 def test_ray_backend_checks_its_settings_and_the_clusters_resources():
     for bad in ({"num_cpus": -1}, {"num_gpus": "x"}, {"num_cpus": True}, {"num_gpus": False}, {"max_in_flight": -1},
-                {"max_in_flight": 2.5}, {"max_in_flight": True}):
+                {"max_in_flight": 2.5}, {"max_in_flight": True}, {"num_cpus": float("inf")},
+                {"num_gpus": float("inf")}, {"num_cpus": float("nan")}):
         with pytest.raises(ValueError, match="num_cpus must be > 0|max_in_flight must be a positive integer"):
             RayBackend(**bad)
     backend = RayBackend(num_cpus=1, num_gpus=1)  # no GPU in the cluster: its tasks would wait for ever

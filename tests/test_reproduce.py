@@ -1223,8 +1223,14 @@ def test_cli_reproduce_options_reach_the_pipeline(tmp_path, monkeypatch, capsys)
     (["--address", "x"], "--address needs --backend ray"),
     (["--ray-cpus", "2", "--ray-gpus", "1"], "--ray-cpus and --ray-gpus need --backend ray"),
     (["--backend", "ray", "--group", "2"], "--group applies to --backend local: a Ray task trains one model"),
-    (["--backend", "ray", "--ray-cpus", "0"], "--ray-cpus must be > 0 and --ray-gpus >= 0, got 0.0 and 0.0"),
-    (["--backend", "ray", "--ray-gpus", "-1"], "--ray-cpus must be > 0 and --ray-gpus >= 0, got 1.0 and -1.0"),
+    (["--backend", "ray", "--ray-cpus", "0"], "--ray-cpus must be > 0 and --ray-gpus >= 0, both finite, got 0.0 and "
+     "0.0"),
+    (["--backend", "ray", "--ray-gpus", "-1"], "--ray-cpus must be > 0 and --ray-gpus >= 0, both finite, got 1.0 and "
+     "-1.0"),
+    (["--backend", "ray", "--ray-gpus", "inf"], "--ray-cpus must be > 0 and --ray-gpus >= 0, both finite, got 1.0 and "
+     "inf"),  # (a task asking for infinitely many waits for ever on a cluster)
+    (["--backend", "ray", "--ray-cpus", "nan"], "--ray-cpus must be > 0 and --ray-gpus >= 0, both finite, got nan and "
+     "0.0"),
     (["--image-size", "16"], "--image-size applies to --dataset folder only"),
     (["--set", "repeats"], "--set takes KEY=VALUE, e.g. --set roar_epochs=10, got 'repeats'"),
     (["--set", "=3"], "--set takes KEY=VALUE"),

@@ -64,6 +64,7 @@ def reproduce(
 
     Resumable: rerun the same command after Ctrl-C or SIGTERM (models being trained save their state first).
     """
+    import math
     import time
 
     import torch
@@ -97,8 +98,9 @@ def reproduce(
             if group:
                 raise ValueError("--group applies to --backend local: a Ray task trains one model (--ray-gpus shares a "
                                  "GPU between tasks)")
-            if ray_cpus <= 0 or ray_gpus < 0:
-                raise ValueError(f"--ray-cpus must be > 0 and --ray-gpus >= 0, got {ray_cpus} and {ray_gpus}")
+            if not (0 < ray_cpus < math.inf and 0 <= ray_gpus < math.inf):  # (NaN fails too)
+                raise ValueError(f"--ray-cpus must be > 0 and --ray-gpus >= 0, both finite, got {ray_cpus} and "
+                                 f"{ray_gpus}")
             runner, retrain_device = RayBackend(address, ray_cpus, ray_gpus), "cuda" if ray_gpus > 0 else "cpu"
         else:
             raise ValueError(f"--backend must be local or ray, got {backend!r}")

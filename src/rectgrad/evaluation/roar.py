@@ -471,8 +471,8 @@ class RayBackend:
 
     def __init__(self, address: str | None = None, num_cpus: float = 1, num_gpus: float = 0,
                  max_in_flight: int | None = None):
-        if not (real(num_cpus) and num_cpus > 0 and real(num_gpus) and num_gpus >= 0):
-            raise ValueError(f"num_cpus must be > 0 and num_gpus >= 0, got {num_cpus!r} and {num_gpus!r}")
+        if not (real(num_cpus) and 0 < num_cpus < math.inf and real(num_gpus) and 0 <= num_gpus < math.inf):
+            raise ValueError(f"num_cpus must be > 0 and num_gpus >= 0, both finite, got {num_cpus!r} and {num_gpus!r}")
         if max_in_flight is not None:
             max_in_flight = positive_int("max_in_flight", max_in_flight)
         if importlib.util.find_spec("ray") is None:  # before any work, not when the sweep reaches the trainings
