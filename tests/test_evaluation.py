@@ -2085,7 +2085,7 @@ def test_map_batches_refuse_inputs_without_a_batch_dimension():
 
 
 def test_ray_backend_refuses_no_cpus():
-    with pytest.raises(ValueError, match="num_cpus must be > 0 and num_gpus >= 0, got 0 and 0"):
+    with pytest.raises(ValueError, match="num_cpus must be > 0 and num_gpus >= 0, both finite, got 0 and 0"):
         RayBackend(num_cpus=0)
 
 
