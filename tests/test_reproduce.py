@@ -1319,6 +1319,37 @@ def test_cli_reproduce_refuses_a_results_folder_as_out_before_any_work(tmp_path,
     assert calls == [("fashion-mnist", "smoke", results)]
 
 
+def test_cli_reproduce_refuses_ray_resources_this_machine_lacks_before_any_work(tmp_path, monkeypatch, capsys):
+    # without an address Ray starts a local instance of this machine's resources: a task asking for more is refused
+    # when the sweep reaches the trainings, after the models and the maps; refused before the data loads instead
+    ray = pytest.importorskip("ray")
+    import os
+
+    monkeypatch.setattr(pipeline, "load_dataset", lambda *a, **k: pytest.fail("loaded the data"))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    monkeypatch.setattr(ray._private.utils, "read_ray_address", lambda *a: None)  # no `ray start` cluster here
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    argv = ["reproduce", "--dataset", "fashion-mnist", "--scale", "smoke", "--out", str(tmp_path / "r"), "--device",
+            "cpu", "--backend", "ray"]
+    cpus = os.cpu_count()
+    for options, asked in ((["--ray-gpus", "1"], "1 CPU(s) and 1 GPU(s)"),
+                           (["--ray-cpus", str(cpus + 1)], f"{cpus + 1} CPU(s) and 0 GPU(s)")):
+        assert main([*argv, *options]) == 2
+        assert capsys.readouterr().err == (f"error: each training asks Ray for {asked}, but this machine (where Ray "
+                                           f"will start a local instance) has {cpus} CPU(s) and 0 GPU(s) "
+                                           "(--ray-cpus, --ray-gpus)\n")
+    assert not (tmp_path / "r").exists()
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)  # a Ray this process joined (a cluster, say) is used:
+    with pytest.raises(pytest.fail.Exception, match="loaded the data"):  # its resources are its own
+        main([*argv, "--ray-gpus", "1"])
+    monkeypatch.undo()
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(pipeline, "load_dataset", lambda *a, **k: pytest.fail("loaded the data"))
+    monkeypatch.setattr(ray._private.utils, "read_ray_address", lambda *a: "10.0.0.5:6379")  # Ray would join it
+    with pytest.raises(pytest.fail.Exception, match="loaded the data"):
+        main([*argv, "--ray-gpus", "1"])
+
+
 def test_cli_reproduce_out_must_be_a_folder(tmp_path, monkeypatch, capsys):
     # --out naming a file is refused (exit 2) before anything runs
     import rectgrad.evaluation

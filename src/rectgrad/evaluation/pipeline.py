@@ -176,6 +176,8 @@ def reproduce(dataset: str, scale: str, work_dir, *, data_dir=None, masks_dir=No
     if unknown or not methods or len(set(methods)) != len(methods):
         raise ValueError(f"methods must be distinct names among {', '.join(METHOD_NAMES)}, got {list(methods)}")
     tie_noise = check_tie_noise(tie_noise)
+    if hasattr(settings.backend, "check_local_instance"):  # (RayBackend: resources it refuses, refused now)
+        settings.backend.check_local_instance()
     masks_dir = _masks_folder(dataset, masks_dir, download)  # (before the datasets or any training)
     work = checked_folder(work_dir)
 

@@ -519,17 +519,41 @@ class RayBackend:
             if started:
                 ray.shutdown()
 
-    def _check_resources(self, cluster: dict, started: bool) -> None:
+    def check_local_instance(self) -> None:
+        """Refuse before any work what :meth:`run` would refuse once the sweep reaches it, where Ray is to start a
+        local instance (no ``address`` nor ``$RAY_ADDRESS``, no cluster of ``ray start`` recorded on this machine):
+        tasks asking for more CPUs or GPUs than this machine has. A cluster's resources are checked when reached."""
+        import ray
+
+        local = self.address == "local" or (self.address is None and not os.environ.get("RAY_ADDRESS")
+                                            and _ray_start_address() is None)
+        if not local or ray.is_initialized():  # (run takes a Ray this process started, whatever it is)
+            return
+        self._check_resources({"CPU": os.cpu_count() or 1, "GPU": torch.cuda.device_count()}, started=True,
+                              where="this machine (where Ray will start a local instance)")
+
+    def _check_resources(self, cluster: dict, started: bool, where: str = "the cluster") -> None:
         """A task asking for more than the cluster has would wait for ever, silently: refused on a local instance
         started here, a warning on a cluster (an autoscaler may add the nodes)."""
         have = {"CPU": cluster.get("CPU", 0), "GPU": cluster.get("GPU", 0)}
         if self.num_cpus <= have["CPU"] and self.num_gpus <= have["GPU"]:
             return
-        message = (f"each training asks Ray for {self.num_cpus:g} CPU(s) and {self.num_gpus:g} GPU(s), but the cluster "
+        message = (f"each training asks Ray for {self.num_cpus:g} CPU(s) and {self.num_gpus:g} GPU(s), but {where} "
                    f"has {have['CPU']:g} CPU(s) and {have['GPU']:g} GPU(s) (--ray-cpus, --ray-gpus)")
         if started:
             raise ValueError(message)
         warnings.warn(message + ": the tasks wait until nodes that have them join", RuntimeWarning, stacklevel=3)
+
+
+def _ray_start_address() -> str | None:
+    """The address of the cluster ``ray start`` last started on this machine, which ``ray.init()`` joins; None where
+    there is none (it then starts a local instance), or where Ray's internals cannot tell (``"unknown"``)."""
+    try:
+        from ray._private.utils import read_ray_address
+
+        return read_ray_address()
+    except Exception:  # noqa: BLE001 - another Ray version: its own check at run time stays
+        return "unknown"
 
 
 def _check_reachable(address: str | None, timeout: float = 10.0) -> None:
