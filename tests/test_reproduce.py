@@ -687,6 +687,21 @@ def test_methods_that_repeat_a_name_or_are_none_are_refused_before_any_work(meth
     assert not (tmp_path / "work").exists()
 
 
+@pytest.mark.parametrize("fractions, message", [
+    ([0.0005, 0.5], "fraction 0.0005 of 28x28 pixels rounds to 0 pixels"),  # 0.39 of a pixel
+    ([0.5, 0.9995], "fraction 0.9995 of 28x28 pixels rounds to 784 pixels"),  # every pixel
+])
+def test_fractions_rounding_to_no_pixel_or_all_are_refused_before_any_training(fractions, message, tmp_path,
+                                                                              monkeypatch):
+    # ROAR/KAR refuse them: once the data is read (the images' size), not after the models are trained
+    write_tiny_fashion(tmp_path / "data", n_train=20, n_test=10)
+    monkeypatch.setattr(pipeline, "new_model", lambda *a, **k: pytest.fail("trained a model"))
+    with pytest.raises(ValueError, match=re.escape(message)):
+        pipeline.reproduce("fashion-mnist", "smoke", tmp_path / "work", data_dir=tmp_path / "data",
+                           overrides={"fractions": fractions}, settings=pipeline.Settings(progress=False))
+    assert not (tmp_path / "work").exists()
+
+
 def test_scale_with_replaces_only_what_it_is_given():
     scale = pipeline.scale_with("quick", {"roar_epochs": np.int64(5), "fractions": [0.2, 0.4],
                                           "roar_test_images": np.int64(7)})

@@ -26,7 +26,7 @@ from rectgrad.evaluation.occlusion import conv_activations, correctly_classified
 from rectgrad.evaluation.roar import FRACTIONS, LocalBackend, roar_kar
 from rectgrad.evaluation.store import ResultStore, checked_folder
 from rectgrad.methods import METHOD_NAMES, explain, get_method
-from rectgrad.metrics import TIE_NOISE, check_tie_noise
+from rectgrad.metrics import TIE_NOISE, check_tie_noise, pixel_count
 from rectgrad.progress import progress_bar
 from rectgrad.train import evaluate, new_model, predict_logits, train_model
 from rectgrad.train_many import Retrainer, train_many
@@ -186,6 +186,8 @@ def reproduce(dataset: str, scale: str, work_dir, *, data_dir=None, masks_dir=No
                              progress=settings.progress)
         test = load_dataset(dataset, "test", data_dir=data_dir, download=download, image_size=image_size,
                             progress=settings.progress)
+        for fraction in spec.fractions:  # one rounding to no pixel or all: refused now, not after the models and maps
+            pixel_count(fraction, tuple(train.images.shape[-2:]))
         return train, test, _masked_images(dataset, test, masks_dir, data_dir, image_size, settings.progress)
 
     # A new folder is made once the data is read (a missing dataset leaves none behind); an existing one is locked
