@@ -1287,6 +1287,9 @@ def test_cli_reproduce_refuses_a_ray_address_where_nothing_listens_before_any_wo
         assert f"error: --address {address}: no Ray cluster answers there" in capsys.readouterr().err
     assert main([*argv, "--address", "headnode"]) == 2
     assert "--address 'headnode' is no Ray cluster address: give HOST:PORT" in capsys.readouterr().err
+    for address in ("anyscale://my-cluster", "ray://headnode"):  # other clients' addresses, Ray Client's port: Ray's
+        with pytest.raises(pytest.fail.Exception, match="ran with a bad --address"):
+            main([*argv, "--address", address])
     monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")  # what Ray connects to without --address
     assert main(argv) == 2
     assert f"error: RAY_ADDRESS 127.0.0.1:{port}: no Ray cluster answers there" in capsys.readouterr().err

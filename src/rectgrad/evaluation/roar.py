@@ -559,13 +559,17 @@ def _ray_start_address() -> str | None:
 def _check_reachable(address: str | None, timeout: float = 10.0) -> None:
     """A Ray cluster's address (``address``, else ``$RAY_ADDRESS``; ``HOST:PORT`` or ``ray://HOST:PORT``) where
     something listens: Ray itself retries an address where nothing does for minutes, reached only once the sweep's
-    trainings start. ``None``, ``auto`` and ``local`` (a running or new local instance) are Ray's to find."""
+    trainings start. ``None``, ``auto`` and ``local`` (a running or new local instance) are Ray's to find, as are
+    the addresses of other clients (``anyscale://...``) and a ``ray://HOST`` without a port."""
     given = address if address not in (None, "auto") else os.environ.get("RAY_ADDRESS") or address
     if given in (None, "auto", "local"):
         return
     name = "--address" if given == address else "RAY_ADDRESS"
-    host, sep, port = given.split("://", 1)[-1].rpartition(":")
+    scheme, _, target = given.rpartition("://")
+    host, sep, port = target.rpartition(":")
     host = host.strip("[]")  # (an IPv6 address in brackets)
+    if scheme not in ("", "ray") or (scheme and not sep):
+        return
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"{name} {given!r} is no Ray cluster address: give HOST:PORT (its head node, e.g. "
                          "10.0.0.5:6379) or ray://HOST:PORT (Ray Client)")
