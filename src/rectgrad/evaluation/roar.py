@@ -559,12 +559,15 @@ def _ray_start_address() -> str | None:
 def _check_reachable(address: str | None, timeout: float = 10.0) -> None:
     """A Ray cluster's address (``address``, else ``$RAY_ADDRESS``; ``HOST:PORT`` or ``ray://HOST:PORT``) where
     something listens: Ray itself retries an address where nothing does for minutes, reached only once the sweep's
-    trainings start. ``None``, ``auto`` and ``local`` (a running or new local instance) are Ray's to find, as are
-    the addresses of other clients (``anyscale://...``) and a ``ray://HOST`` without a port."""
+    trainings start; ``None`` is that of the cluster ``ray start`` recorded on this machine, where there is one (a
+    cluster that died without ``ray stop`` leaves it). ``auto`` and ``local`` are Ray's to find, as are the addresses
+    of other clients (``anyscale://...``) and a ``ray://HOST`` without a port."""
     given = address if address not in (None, "auto") else os.environ.get("RAY_ADDRESS") or address
+    name = "--address" if given == address else "RAY_ADDRESS"
+    if given is None and _ray_start_address() not in (None, "unknown"):  # ray.init() joins it
+        given, name = _ray_start_address(), "the cluster `ray start` recorded on this machine (`ray stop` forgets it)"
     if given in (None, "auto", "local"):
         return
-    name = "--address" if given == address else "RAY_ADDRESS"
     scheme, _, target = given.rpartition("://")
     host, sep, port = target.rpartition(":")
     host = host.strip("[]")  # (an IPv6 address in brackets)
