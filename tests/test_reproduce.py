@@ -1294,10 +1294,14 @@ def test_cli_reproduce_refuses_a_ray_address_where_nothing_listens_before_any_wo
     assert main(argv) == 2
     assert f"error: RAY_ADDRESS 127.0.0.1:{port}: no Ray cluster answers there" in capsys.readouterr().err
     monkeypatch.delenv("RAY_ADDRESS")  # else the cluster `ray start` recorded, which died without `ray stop`
-    monkeypatch.setattr(__import__("ray")._private.utils, "read_ray_address", lambda *a: f"127.0.0.1:{port}")
+    ray = __import__("ray")
+    monkeypatch.setattr(ray._private.utils, "read_ray_address", lambda *a: f"127.0.0.1:{port}")
     assert main(argv) == 2
     assert (f"error: the cluster `ray start` recorded on this machine (`ray stop` forgets it) 127.0.0.1:{port}: no "
             "Ray cluster answers there") in capsys.readouterr().err
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)  # a Ray this process joined is used as it is
+    with pytest.raises(pytest.fail.Exception, match="ran with a bad --address"):
+        main([*argv, "--address", f"127.0.0.1:{port}"])
     assert not (tmp_path / "r").exists()
 
 

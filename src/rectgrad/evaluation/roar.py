@@ -19,6 +19,7 @@ import json
 import math
 import os
 import socket
+import sys
 import time
 import warnings
 import zlib
@@ -561,7 +562,11 @@ def _check_reachable(address: str | None, timeout: float = 10.0) -> None:
     something listens: Ray itself retries an address where nothing does for minutes, reached only once the sweep's
     trainings start; ``None`` is that of the cluster ``ray start`` recorded on this machine, where there is one (a
     cluster that died without ``ray stop`` leaves it). ``auto`` and ``local`` are Ray's to find, as are the addresses
-    of other clients (``anyscale://...``) and a ``ray://HOST`` without a port."""
+    of other clients (``anyscale://...``) and a ``ray://HOST`` without a port. A Ray this process started is used as
+    it is (:meth:`RayBackend.run`): nothing to check."""
+    ray = sys.modules.get("ray")
+    if ray is not None and getattr(ray, "is_initialized", lambda: False)():
+        return
     given = address if address not in (None, "auto") else os.environ.get("RAY_ADDRESS") or address
     name = "--address" if given == address else "RAY_ADDRESS"
     if given is None and _ray_start_address() not in (None, "unknown"):  # ray.init() joins it
