@@ -2193,6 +2193,34 @@ def test_ray_backend_runs_each_training_as_a_task_with_its_resources_and_threads
         torch.set_flush_denormal(False)
 
 
+def test_ray_backend_gives_back_the_stop_handlers_ray_replaced(monkeypatch):
+    # Ray installs its own SIGTERM handler at init and leaves it after shutdown: a later Ctrl-C / SIGTERM in this
+    # Python session (a local sweep's, a training's) would reach Ray's handler, not the one set before
+    import signal
+    import sys
+
+    train, test, maps = roar_inputs()
+    backend, ray = RayBackend(), FakeRay(2)
+
+    def init(**options):
+        ray.initialized = True
+        signal.signal(signal.SIGTERM, lambda *args: None)
+        signal.signal(signal.SIGINT, lambda *args: None)
+
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.setitem(sys.modules, "ray", ray)
+    before = {stop: signal.getsignal(stop) for stop in (signal.SIGINT, signal.SIGTERM)}
+    threads = torch.get_num_threads()
+    try:
+        roar_kar(train, test, maps, Counting(), fractions=(0.2,), repeats=1, backend=backend, progress=False)
+        assert {stop: signal.getsignal(stop) for stop in before} == before
+    finally:
+        for stop, handler in before.items():
+            signal.signal(stop, handler)
+        torch.set_num_threads(threads)
+        torch.set_flush_denormal(False)
+
+
 def test_ray_backend_cancels_the_pending_tasks_when_a_training_fails(monkeypatch):
     import sys
 

@@ -18,8 +18,10 @@ import inspect
 import json
 import math
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 import warnings
 import zlib
@@ -487,7 +489,8 @@ class RayBackend:
         import ray
 
         started = not ray.is_initialized()
-        if started:
+        handlers = {stop: signal.getsignal(stop) for stop in (signal.SIGINT, signal.SIGTERM)}
+        if started:  # (Ray sets its own SIGTERM handler and leaves it after shutdown)
             ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
         pending, last = {}, None
         try:  # from here on a Ray instance started here is shut down whatever happens
@@ -519,6 +522,10 @@ class RayBackend:
                 ray.cancel(ref)
             if started:
                 ray.shutdown()
+                if threading.current_thread() is threading.main_thread():  # (only it may set handlers)
+                    for stop, handler in handlers.items():
+                        if handler is not None:  # (None: set outside Python, cannot be set back)
+                            signal.signal(stop, handler)
 
     def check_local_instance(self) -> None:
         """Refuse before any work what :meth:`run` would refuse once the sweep reaches it, where Ray is to start a
