@@ -982,8 +982,11 @@ def test_bad_inputs(cnn):
     bad[1, 0, 0, 0] = float("inf")
     with pytest.raises(ValueError, match="NaN or Inf"):
         GuidedBackprop(cnn).attribute(bad)
-    with pytest.raises(TypeError, match="must be torch tensors"):
+    with pytest.raises(TypeError, match="must be torch tensors, got list$"):
         RectGrad(cnn).attribute([[1.0]])
+    with pytest.raises(TypeError, match=r"got list: a model of several inputs takes them as a tuple \(x1, x2\), a "
+                                        r"batch of images as one tensor \(torch.stack\(images\)\)"):
+        RectGrad(cnn).attribute([torch.zeros(3, 32, 32), torch.zeros(3, 32, 32)])
 
 
 def test_empty_and_ragged_inputs_are_refused_by_name(cnn, batch):

@@ -42,7 +42,11 @@ def format_inputs(inputs) -> tuple[Tensor, ...]:
         raise ValueError("inputs is empty")
     for x in tensors:
         if not isinstance(x, Tensor):
-            raise TypeError(f"inputs must be torch tensors, got {type(x).__name__}")
+            hint = ""
+            if isinstance(inputs, list) and inputs and all(isinstance(t, Tensor) for t in inputs):
+                hint = (": a model of several inputs takes them as a tuple (x1, x2), a batch of images as one "
+                        "tensor (torch.stack(images))")
+            raise TypeError(f"inputs must be torch tensors, got {type(x).__name__}{hint}")
         if not x.is_floating_point():
             raise TypeError(f"inputs must be floating point (e.g. float32), got {x.dtype}")
         if x.dim() < 1 or x.shape[0] == 0:
