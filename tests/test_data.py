@@ -205,7 +205,9 @@ def test_idx_corruptions(tmp_path, corrupt, message):
     bad.write_bytes(corrupt(raw))
     with pytest.raises(ValueError, match=message) as info:
         load_fashion_mnist("train", data_dir=tmp_path)
-    assert str(bad) in str(info.value)
+    assert str(bad) in str(info.value)  # and what to do: a rerun, even with --download, reads the same file
+    assert str(info.value).endswith(": delete it and get the file again (download=True, CLI: --download, fetches a "
+                                    "missing one)")
 
 
 def test_idx_count_mismatch_and_bad_labels(tmp_path):
@@ -239,7 +241,8 @@ def test_idx_file_shorter_than_its_header_is_said_to_be(tmp_path, content, gzipp
     bad.write_bytes(gzip.compress(content) if gzipped else content)
     unpacked = " once unpacked" if gzipped else ""
     with pytest.raises(ValueError, match=rf"^{re.escape(str(bad))} holds {len(content)} bytes{unpacked}, less than the "
-                                         r"16-byte header of an idx file with 3 dimension\(s\): get the file again$"):
+                                         r"16-byte header of an idx file with 3 dimension\(s\): delete it and get the "
+                                         r"file again \(download=True, CLI: --download, fetches a missing one\)$"):
         load_fashion_mnist("train", data_dir=tmp_path)
 
 

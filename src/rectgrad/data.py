@@ -250,6 +250,9 @@ def _idx_path(folder: Path, name: str) -> Path | None:
     return None
 
 
+GET_AGAIN = "delete it and get the file again (download=True, CLI: --download, fetches a missing one)"
+
+
 def read_idx(path, ndim: int) -> torch.Tensor:
     """Read an idx file of unsigned bytes (magic ``0x0000080N``) with ``ndim`` dimensions, gzipped or not."""
     path = Path(path)
@@ -259,19 +262,19 @@ def read_idx(path, ndim: int) -> torch.Tensor:
         with (gzip.open(path) if gzipped else open(path, "rb")) as f:
             raw = f.read()
     except (OSError, EOFError, zlib.error) as exc:
-        raise ValueError(f"{path} is not a valid gzip file ({exc})") from None
+        raise ValueError(f"{path} is not a valid gzip file ({exc}): {GET_AGAIN}") from None
     magic, header = bytes([0, 0, 8, ndim]), 4 + 4 * ndim
     if len(raw) >= 4 and raw[:4] != magic:
         raise ValueError(f"{path}: wrong magic number {raw[:4].hex()}, expected {magic.hex()} "
-                         f"(an idx file of unsigned bytes with {ndim} dimension(s), gzipped or not)")
+                         f"(an idx file of unsigned bytes with {ndim} dimension(s), gzipped or not): {GET_AGAIN}")
     if len(raw) < header:  # (a copy or download that stopped short, or an empty file)
         raise ValueError(f"{path} holds {len(raw)} bytes{' once unpacked' if gzipped else ''}, less than the "
-                         f"{header}-byte header of an idx file with {ndim} dimension(s): get the file again")
+                         f"{header}-byte header of an idx file with {ndim} dimension(s): {GET_AGAIN}")
     dims = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
     expected = header + math.prod(dims)
     if len(raw) != expected:
         raise ValueError(f"{path}: wrong size, the header says {'x'.join(map(str, dims))} "
-                         f"({expected} bytes) but the file holds {len(raw)} bytes")
+                         f"({expected} bytes) but the file holds {len(raw)} bytes: {GET_AGAIN}")
     return torch.from_numpy(np.frombuffer(raw, np.uint8, offset=header).copy()).reshape(dims)
 
 
