@@ -1505,7 +1505,6 @@ def test_a_model_in_training_mode_is_a_warning_once_per_call():
         assert warnings_of(lambda: explain(model, x, method="guided_bp")) == []
 
 
-
 class _Residual(nn.Module):
     def __init__(self, drop):
         super().__init__()
@@ -1517,6 +1516,7 @@ class _Residual(nn.Module):
 
 def test_a_model_in_training_mode_with_stochastic_depth_is_a_warning():
     # ConvNeXt, Swin, EfficientNet: torchvision's StochasticDepth and timm's DropPath drop residual branches at random
+    # (timm's DropBlock2d blocks of units)
     # in training mode, so the maps changed from call to call without the warning BatchNorm and dropout get
     from torchvision.ops import StochasticDepth
     timm = pytest.importorskip("timm")
@@ -1532,9 +1532,13 @@ def test_a_model_in_training_mode_with_stochastic_depth_is_a_warning():
             f"the model is in training mode: {type(drop).__name__} drops residual branches at random, so the maps "
             "depend on the batch and change from call to call; call model.eval() first (rectgrad leaves the mode as "
             "it is)"]
+    assert warnings_of(_Residual(timm.layers.DropBlock2d(0.5, block_size=3)).train()) == [
+        "the model is in training mode: DropBlock2d drops blocks of units at random, so the maps depend on the batch "
+        "and change from call to call; call model.eval() first (rectgrad leaves the mode as it is)"]
     for quiet in (_Residual(StochasticDepth(0.5, "row")).eval(), _Residual(StochasticDepth(0.0, "row")).train(),
-                  _Residual(timm.layers.DropPath(0.0)).train()):
+                  _Residual(timm.layers.DropPath(0.0)).train(), _Residual(timm.layers.DropBlock2d(0.0)).train()):
         assert warnings_of(quiet) == []
+
 
 @pytest.mark.parametrize("method", ["saliency", "grad_input", "intgrad"])
 def test_captum_methods_give_captums_maps_bit_for_bit(method):

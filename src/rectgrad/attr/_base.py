@@ -27,8 +27,10 @@ from rectgrad.operations import UnsupportedModel, ruled_in_script, split_activat
 _IN_TRAINING = {nn.modules.batchnorm._BatchNorm: "normalises with the batch's statistics",
                 nn.modules.dropout._DropoutNd: "drops units at random",
                 nn.RReLU: "draws random slopes for its negative inputs"}
-# stochastic depth, by class name (torchvision's StochasticDepth, timm's DropPath) -> its drop probability's attribute
-_DROPPING_PATHS = {"StochasticDepth": "p", "DropPath": "drop_prob"}
+# timm's and torchvision's random drops, by class name -> (their drop probability's attribute, what they drop)
+_DROPPING = {"StochasticDepth": ("p", "drops residual branches at random"),
+             "DropPath": ("drop_prob", "drops residual branches at random"),
+             "DropBlock2d": ("drop_prob", "drops blocks of units at random")}
 _call = threading.local()
 
 
@@ -144,9 +146,8 @@ def user_call(modules: tuple[nn.Module, ...]):
         return
     found = {type(m).__name__: why for model in modules for m in model.modules() for kind, why in _IN_TRAINING.items()
              if m.training and isinstance(m, kind) and getattr(m, "track_running_stats", True) and getattr(m, "p", 1)}
-    found.update({type(m).__name__: "drops residual branches at random" for model in modules for m in model.modules()
-                  if m.training and type(m).__name__ in _DROPPING_PATHS
-                  and getattr(m, _DROPPING_PATHS[type(m).__name__], 0)})
+    found.update({type(m).__name__: _DROPPING[type(m).__name__][1] for model in modules for m in model.modules()
+                  if m.training and type(m).__name__ in _DROPPING and getattr(m, _DROPPING[type(m).__name__][0], 0)})
     if found:
         warn(f"the model is in training mode: {'; '.join(f'{name} {why}' for name, why in sorted(found.items()))}, "
              "so the maps depend on the batch and change from call to call; call model.eval() first (rectgrad "
