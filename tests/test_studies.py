@@ -473,6 +473,12 @@ def test_adversarial_and_coherence_take_one_method_name_or_a_generator_of_them(c
         assert [row["method"] for row in next(iter(alone.values()))] == ["RectGrad"]
 
 
+def test_layers_takes_one_layer_name_alone(cnn):
+    # one name as a string is that one layer, not read letter by letter ("no module named 'f', 'e', ...")
+    alone = studies.layers(cnn, square_images(2), layer_names="features.5", show=0).tables["layers"]
+    assert [row["layer"] for row in alone] == ["x (input)", "features.5"]
+
+
 def test_adversarial_study_on_a_cnn(cnn, tmp_path):
     result = studies.adversarial(cnn, square_images(3), tmp_path, eps=0.5, methods=("guided_bp", "rectgrad"))
     rows = result.tables["sensitivity"]

@@ -16,17 +16,17 @@ from rectgrad.studies._common import (Images, StudyResult, check_show, engine_gr
 
 
 @leaves_model_as_it_was
-def hidden_layers(model: nn.Module, x, names: list[str] | None = None,
+def hidden_layers(model: nn.Module, x, names: list[str] | str | None = None,
                   max_layers: int = 8) -> list[tuple[str, nn.Module]]:
     """The modules whose inputs the study attributes to, in the order the forward pass calls them.
 
-    ``names`` picks modules by their ``named_modules`` names; each must be called by the forward pass on a
-    feature map (N, C, H, W). Otherwise: the ``nn.Conv2d`` modules without groups (no depthwise
+    ``names`` (one name, or several) picks modules by their ``named_modules`` names; each must be called by the
+    forward pass on a feature map (N, C, H, W). Otherwise: the ``nn.Conv2d`` modules without groups (no depthwise
     convolutions) whose input is a spatial hidden tensor (not the model input, larger than 1x1),
     ``max_layers`` of them evenly spread from the first to the last.
     """
     refuse_inlined_layers(model, "layers")
-    names = list(dict.fromkeys(names or ()))  # a name given twice is one layer
+    names = list(dict.fromkeys([names] if isinstance(names, str) else names or ()))  # one name; given twice: once
     modules = dict(model.named_modules())
     unknown = [n for n in names if n not in modules]
     if unknown:
@@ -97,7 +97,7 @@ class _Layer:
 
 @leaves_model_as_it_was
 def layers(model: nn.Module, images: Images, out=None, *, q: float = 98.0, padding_trick: bool = True,
-           layer_names: list[str] | None = None, max_layers: int = 8, internal_batch_size: int | None = 16,
+           layer_names: list[str] | str | None = None, max_layers: int = 8, internal_batch_size: int | None = 16,
            show: int = 4) -> StudyResult:
     """Saliency and RectGrad attributions to the input of hidden layers, input (left) to output (right).
 
@@ -108,9 +108,11 @@ def layers(model: nn.Module, images: Images, out=None, *, q: float = 98.0, paddi
     (all images' values pooled) and, where ``images`` has object masks, the fraction of ``|attribution|`` outside
     the object (mask resized to the layer; mean over the images), also of the plain gradient alone (a Saliency map
     proper): the paper's noise accumulation shows as Saliency's background share growing towards the input while
-    RectGrad's stays low. ``internal_batch_size``: images per forward/backward pass (None: all at once); it bounds
-    memory and changes no number or map beyond float rounding (each image's maps are its own, RectGrad's threshold
-    too). ``show``: how many images (the first) the figure draws, 0 for none, None for all; the numbers use all.
+    RectGrad's stays low. ``layer_names``: the modules whose inputs to attribute to, one name or several (default:
+    ``max_layers`` convolutions spread over the network, :func:`hidden_layers`). ``internal_batch_size``: images
+    per forward/backward pass (None: all at once); it bounds memory and changes no number or map beyond float
+    rounding (each image's maps are its own, RectGrad's threshold too). ``show``: how many images (the first) the
+    figure draws, 0 for none, None for all; the numbers use all.
     """
     q, _ = check_threshold(q, None)
     show = check_show(show, len(images))
