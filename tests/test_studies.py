@@ -479,6 +479,12 @@ def test_layers_takes_one_layer_name_alone(cnn):
     assert [row["layer"] for row in alone] == ["x (input)", "features.5"]
 
 
+def test_rules_takes_one_rule_name_alone(cnn):
+    # one rule as a string is that one rule, not read letter by letter ("unknown rule 'p'")
+    rows = studies.rules(cnn, square_images(2), candidates="pr2", show=0).tables["maps"]
+    assert [row["rule"] for row in rows] == ["PR2"]
+
+
 def test_adversarial_study_on_a_cnn(cnn, tmp_path):
     result = studies.adversarial(cnn, square_images(3), tmp_path, eps=0.5, methods=("guided_bp", "rectgrad"))
     rows = result.tables["sensitivity"]

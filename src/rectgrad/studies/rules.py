@@ -70,16 +70,18 @@ def _vector(values) -> str:
 
 @leaves_model_as_it_was
 def rules(model: nn.Module, images: Images | None = None, out=None, *, q: float = 98.0,
-          padding_trick: bool = True, candidates: tuple[str, ...] = RULES, toy_q: float = 74.0,
+          padding_trick: bool = True, candidates: tuple[str, ...] | str = RULES, toy_q: float = 74.0,
           internal_batch_size: int | None = 16, show: int = 8) -> StudyResult:
     """Appendix B: the B.2 toy numbers and, for ``images``, the maps of the ``candidates`` rules (Fig. 14).
 
     Per rule: the fraction of non-zero attribution, the number of all-zero maps, the rank correlation
     with PR1's map and, where ``images`` has masks, the fraction of the attribution mass on the background.
     Maps are RectGrad's ``x * R`` with final threshold (positive part), ``q`` and the padding trick.
+    ``candidates``: the rules compared, one name or several.
     ``show``: how many images (the first) the figures draw, 0 for none, None for all; the numbers use all.
     """
     show = check_show(show, 0 if images is None else len(images))
+    candidates = (candidates,) if isinstance(candidates, str) else tuple(candidates)  # one rule, not its letters
     tables = {"toy_b2": toy_b2(toy_q)}
     figures = {}
     if images is not None:
