@@ -315,6 +315,14 @@ def test_threshold_study(cnn, tmp_path):
     assert len(read_csv(tmp_path / "threshold_sparsity.csv")) == 5
 
 
+def test_threshold_study_takes_one_q_alone(cnn):
+    # one percentile as a number is that one q (was "TypeError: 'int' object is not iterable")
+    images = square_images(2)
+    alone = studies.threshold(cnn, images, qs=90, show=0).tables["sparsity"]
+    assert [r["setting"] for r in alone] == ["tau = 0", "q = 90"]
+    assert alone == studies.threshold(cnn, images, qs=(90,), show=0).tables["sparsity"]
+
+
 def test_threshold_numbers_by_hand(cnn):
     """Each row from RectGrad's x * R for that setting (no final threshold, padding trick as asked, predicted class):
     tau = 0 is Guided BP x input without the padding trick (Claim 2); per-image shares of non-zero and positive

@@ -1,6 +1,7 @@
 """Section 5.1, Fig. 4: the effect of the threshold percentile q on RectGrad, as maps and as a sparsity curve."""
 from __future__ import annotations
 
+import numpy as np
 from torch import nn
 
 from rectgrad import viz
@@ -21,9 +22,10 @@ def threshold(model: nn.Module, images: Images, out=None, *, qs=QS, padding_tric
     sparsity curve), the fraction of positive ones, and the rank correlation (Spearman) of the
     channel-summed map with the ``tau = 0`` map: the paper observes that maps for ``20 <= q <= 80``
     resemble Guided BP x input because most importance scores are 0 there. ``show``: how many images (the
-    first) the maps figure draws, 0 for none, None for all; the numbers use all. The q values are taken in
-    increasing order, each once.
+    first) the maps figure draws, 0 for none, None for all; the numbers use all. The q values (one number, or
+    several) are taken in increasing order, each once.
     """
+    qs = (qs,) if np.ndim(qs) == 0 else qs  # one q alone
     show = check_show(show, len(images))
     predicted, _ = predict(model, images.x, internal_batch_size)
     settings = {"tau = 0": {"tau": 0.0}} | {f"q = {q:.10g}": {"q": q} for q in sorted(set(map(float, qs)))}
