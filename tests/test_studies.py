@@ -231,6 +231,16 @@ def test_fgsm_flips_a_tiny_model_with_the_papers_epsilon():
     assert torch.equal(upwards, torch.ones_like(x))
 
 
+@pytest.mark.parametrize("given, message", [
+    ({"eps": -0.01}, "eps must be a finite positive step, got -0.01"),  # was a step down the loss: no attack
+    ({"eps": float("nan")}, "eps must be a finite positive step, got nan"),  # was NaN images
+    ({"internal_batch_size": 0}, "internal_batch_size must be a positive integer, got 0"),  # was all at once
+    ({"internal_batch_size": -1}, "internal_batch_size must be a positive integer, got -1")])  # was torch's split
+def test_fgsm_refuses_a_step_or_chunk_size_that_is_no_positive_number(given, message):
+    with pytest.raises(ValueError, match=message):
+        studies.fgsm(Flippable(), torch.zeros(2, 1, SIZE, SIZE), **given)
+
+
 def test_fgsm_of_a_model_ending_in_a_softmax_is_the_logits_models():
     # the cross-entropy of probabilities took a second softmax over them: another loss, whose gradient's sign
     # differed at 0.1% of these pixels

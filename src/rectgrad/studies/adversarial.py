@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rectgrad import viz
-from rectgrad._checks import real
+from rectgrad._checks import positive_int, real
 from rectgrad.attr._arguments import looks_like_probabilities
 from rectgrad.studies._common import (COMPARED, Images, StudyResult, check_show, display_maps, finite_mean, from_pixels,
                                       leaves_model_as_it_was, method_attributions, method_label, method_names, predict,
@@ -20,18 +20,25 @@ def fgsm(model: nn.Module, x: Tensor, eps: float = 0.01, *, target: Tensor | Non
          std=None, internal_batch_size: int | None = None) -> Tensor:
     """Fast gradient sign method (Goodfellow et al., 2015) with the paper's ``eps`` = 0.01 on [-1, 1] pixels.
 
-    Ascends the cross-entropy of ``target`` (default: each image's predicted class) by one step of ``eps``
-    in the sign of its gradient, then clips to [-1, 1] (for a model ending in a softmax, the cross-entropy of its
-    probabilities themselves, ``-log p``, not of a softmax over them). The step is taken in pixel space scaled to
+    Ascends the cross-entropy of ``target`` (default: each image's predicted class) by one step of ``eps`` (finite,
+    positive) in the sign of its gradient, then clips to [-1, 1] (for a model ending in a softmax, the cross-entropy
+    of its probabilities themselves, ``-log p``, not of a softmax over them). The step is taken in pixel space scaled to
     [-1, 1] whatever the model's normalization: for a model that sees ``(pixel01 - mean) / std`` (per-channel
     ``mean``/``std``) it moves each pixel by ``eps / 2`` in [0, 1] units; with neither, ``x`` is taken to be
     pixels in [-1, 1]. Returns the adversarial inputs in the model's input space. A model of one output is refused:
     its cross-entropy is constant, so the step would be zero. ``internal_batch_size`` images go forward and backward
     at once (None: all): each image's step is the sign of its own loss's gradient, the same in any chunk.
     """
-    size = internal_batch_size or max(len(x), 1)
+    _check_eps(eps)
+    size = max(len(x), 1) if internal_batch_size is None else positive_int("internal_batch_size", internal_batch_size)
     targets = [None] * len(range(0, len(x), size)) if target is None else target.split(size)
     return torch.cat([_fgsm_step(model, chunk, eps, t, mean, std) for chunk, t in zip(x.split(size), targets)])
+
+
+def _check_eps(eps) -> None:
+    """FGSM's ``eps``, a finite positive step (a negative one would step down the loss: no attack)."""
+    if not (real(eps) and math.isfinite(eps) and eps > 0):
+        raise ValueError(f"eps must be a finite positive step, got {eps!r}")
 
 
 def _fgsm_step(model: nn.Module, x: Tensor, eps: float, target: Tensor | None, mean, std) -> Tensor:
@@ -63,8 +70,7 @@ def adversarial(model: nn.Module, images: Images, out=None, *, eps: float = 0.01
     from mere sensitivity to the input. The figures draw ``show`` images (0: no figures, None: all), those whose
     class flipped first; the numbers use all. ``progress``: a bar over the methods for each of the three inputs.
     """
-    if not (real(eps) and math.isfinite(eps) and eps > 0):
-        raise ValueError(f"eps must be a finite positive step, got {eps!r}")
+    _check_eps(eps)
     show = check_show(show, len(images))
     methods = method_names(methods)  # run three times: a generator would be spent after the first
     predicted, confidence = predict(model, images.x, internal_batch_size)
