@@ -1516,6 +1516,36 @@ def test_cli_study_rerun_into_the_same_out_leaves_no_earlier_results(model_and_f
     assert json.loads((out / ".rectgrad-rules.json").read_text()) == ["rules.md", "rules_toy_b2.csv"]
 
 
+def test_a_rerun_stopped_while_drawing_leaves_no_figure_of_the_earlier_run(tmp_path, monkeypatch):
+    # a figure too large for --dpi (or Ctrl-C) after the new numbers were written: the earlier run's figures, of these
+    # images or of others, would pass for this run's; a later run still cleans up what this one listed
+    from rectgrad import viz
+    from rectgrad.studies._common import StudyResult, new_figure
+
+    def result(names, table):
+        return StudyResult("feature-maps", {"images": [{"image": name} for name in table]},
+                           {name: new_figure(1, 1) for name in names})
+
+    result(["a", "b"], ["a", "b"]).save(tmp_path, dpi=10)
+    assert {"feature_maps_a.png", "feature_maps_b.png"} <= {p.name for p in tmp_path.iterdir()}
+    (tmp_path / "feature_maps_mine.png").write_text("the user's own")
+
+    def too_large(fig, path, dpi=150):
+        raise MemoryError
+
+    monkeypatch.setattr(viz, "save_figure", too_large)
+    with pytest.raises(MemoryError):
+        result(["c", "b"], ["c", "b"]).save(tmp_path, dpi=10)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".rectgrad-feature_maps.json", "feature_maps.md",
+                                                          "feature_maps_images.csv", "feature_maps_mine.png"]
+    assert [r["image"] for r in read_csv(tmp_path / "feature_maps_images.csv")] == ["c", "b"]
+    monkeypatch.undo()
+    (tmp_path / "feature_maps_c.png").write_text("drawn before the stop")  # as if the first figure had been
+    result([], ["c"]).save(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".rectgrad-feature_maps.json", "feature_maps.md",
+                                                          "feature_maps_images.csv", "feature_maps_mine.png"]
+
+
 def test_cli_study_count_with_image_files_is_refused_not_ignored(model_and_folder, tmp_path, capsys, monkeypatch):
     from rectgrad import zoo
 

@@ -137,24 +137,38 @@ class StudyResult:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         prefix = self.name.replace("-", "_")
-        written = []
-        for table, rows in self.tables.items():
-            path = out / f"{prefix}_{table}.csv"
-            text = io.StringIO(newline="")
-            writer = csv.DictWriter(text, fieldnames=list(rows[0]) if rows else [])
-            writer.writeheader()
-            writer.writerows(rows)
-            write_text_atomically(path, text.getvalue())
-            written.append(path)
+        tables = {out / f"{prefix}_{table}.csv": rows for table, rows in self.tables.items()}
+        figures = {out / f"{prefix}_{name}.png": fig for name, fig in self.figures.items()}
         md = out / f"{prefix}.md"
-        write_text_atomically(md, self.markdown())
-        written.append(md)
-        written += [viz.save_figure(fig, out / f"{prefix}_{name}.png", dpi=dpi) for name, fig in self.figures.items()]
-        manifest, names = out / f".rectgrad-{prefix}.json", {path.name for path in written}
-        for name in set(listed_files(manifest)) - names:
-            if Path(name).name == name and name.startswith(f"{prefix}_") and (out / name).is_file():
-                (out / name).unlink()
+        names = {path.name for path in (*tables, md, *figures)}
+        manifest = out / f".rectgrad-{prefix}.json"
+        earlier = {name for name in listed_files(manifest) if Path(name).name == name and name.startswith(f"{prefix}_")}
+
+        def remove(stale):
+            for name in stale:
+                if (out / name).is_file():
+                    (out / name).unlink()
+
+        # first: a run stopped while writing (a figure too large for its dpi, Ctrl-C) leaves none of the earlier
+        # run's files beside its own, and its manifest lists what it may have written
+        remove(earlier - names)
         write_text_atomically(manifest, json.dumps(sorted(names)))
+        written = []
+        try:
+            for path, rows in tables.items():
+                text = io.StringIO(newline="")
+                writer = csv.DictWriter(text, fieldnames=list(rows[0]) if rows else [])
+                writer.writeheader()
+                writer.writerows(rows)
+                write_text_atomically(path, text.getvalue())
+                written.append(path)
+            write_text_atomically(md, self.markdown())
+            written.append(md)
+            for path, fig in figures.items():
+                written.append(viz.save_figure(fig, path, dpi=dpi))
+        except BaseException:  # the earlier run's versions of the files not written would pass for this run's
+            remove(earlier - {path.name for path in written})
+            raise
         return written
 
 
