@@ -1375,8 +1375,7 @@ def test_cli_study_options_reach_the_study(model_and_folder, tmp_path, monkeypat
                            "3", "--no-progress", "--show", "3"]),
             ("adversarial", ["--methods", "guided_bp,deconv", "--seed", "9", "--eps", "0.25",
                              "--internal-batch-size", "2"]),
-            ("layers", ["--q", "42", "--layer", "features.0", "--layer", "features.3", "--max-layers", "3",
-                        "--internal-batch-size", "3"]),
+            ("layers", ["--q", "42", "--layer", "features.0", "--layer", "features.3", "--internal-batch-size", "3"]),
             ("feature-maps", ["--channels", "5", "--max-layers", "2", "--show", "1"]),
             ("rules", ["--q", "77", "--internal-batch-size", "4"])):
         assert main(["study", command, *common, "--out", str(tmp_path / command), *extra]) == 0, command
@@ -1386,8 +1385,10 @@ def test_cli_study_options_reach_the_study(model_and_folder, tmp_path, monkeypat
                                   "progress": False, "show": 3, "n": 4}
     assert given["adversarial"] == {"eps": 0.25, "methods": ("guided_bp", "deconv"), "seed": 9,
                                     "internal_batch_size": 2, "progress": True, "n": 4}
-    assert given["layers"] == {"q": 42.0, "layer_names": ["features.0", "features.3"], "max_layers": 3,
+    assert given["layers"] == {"q": 42.0, "layer_names": ["features.0", "features.3"], "max_layers": 8,
                                "internal_batch_size": 3, "n": 4}
+    assert main(["study", "layers", *common, "--out", str(tmp_path / "layers-max"), "--max-layers", "3"]) == 0
+    assert given["layers"] == {"q": 98.0, "layer_names": None, "max_layers": 3, "internal_batch_size": 16, "n": 4}
     assert given["feature_maps"] == {"channels": 5, "max_layers": 2, "internal_batch_size": 16, "show": 1, "n": 4}
     assert given["rules"] == {"q": 77.0, "internal_batch_size": 4, "n": 4}
     # the defaults: the studies' own (no qs, no show), the paper's comparison, every layer choice left to the study
@@ -1455,6 +1456,18 @@ def _masked_folder(model_and_folder):
     path, folder, _ = model_and_folder
     (folder / "10.png").unlink()  # (it has no mask: the folder would be refused)
     return path, folder
+
+
+def test_cli_layers_refuses_max_layers_with_layer_not_ignores_it(model_and_folder, tmp_path, capsys, monkeypatch):
+    from rectgrad import zoo
+
+    path, folder = _masked_folder(model_and_folder)
+    loads = []
+    monkeypatch.setattr(zoo, "load", lambda *args, **kwargs: loads.append(args))
+    status = main(["study", "layers", str(folder), "--model", str(path), "--layer", "features.2", "--layer",
+                   "features.5", "--max-layers", "1", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert status == 2 and err.startswith("error: --max-layers has no use with --layer") and not loads
 
 
 def test_cli_study_does_not_write_through_a_link_in_out_over_an_input_image(model_and_folder, tmp_path, capsys):

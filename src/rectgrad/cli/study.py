@@ -228,7 +228,7 @@ def layers(ctx: typer.Context, images: Optional[List[Path]] = IMAGES, model: str
            q: float = typer.Option(98.0, help="RectGrad's percentile."),
            layer: Optional[List[str]] = typer.Option(None, help="Module name whose input to attribute to "
                                                                 "(repeatable); default: spread over the convs."),
-           max_layers: int = typer.Option(8, help="Without --layer: how many layers."),
+           max_layers: int = typer.Option(8, help="Without --layer: how many layers (refused with --layer)."),
            dataset: Optional[str] = DATASET, count: int = COUNT, data_dir: Optional[Path] = DATA_DIR,
            download: bool = DOWNLOAD, internal_batch_size: Optional[int] = IMAGES_BATCH, show: Optional[int] = SHOW,
            device: str = DEVICE, dpi: int = DPI) -> None:
@@ -236,6 +236,8 @@ def layers(ctx: typer.Context, images: Optional[List[Path]] = IMAGES, model: str
     from rectgrad import studies
 
     _options.positive_int(max_layers, "--max-layers")
+    if layer:
+        _refuse_given(ctx, ["max_layers"], "with --layer (the layers named are taken, all of them)")
     net, chosen = _load(ctx, model, images, dataset, count, data_dir, download, device, out, dpi, show,
                         internal_batch_size=internal_batch_size, qs=(q,), weights=weights)
     _finish(studies.layers(net, chosen, q=q, layer_names=layer or None, max_layers=max_layers,
