@@ -39,8 +39,8 @@ def square_images(n: int = 4, channels: int = 1, seed: int = 0) -> Images:
         r, c = 1 + 3 * (i % 2), 1 + 3 * ((i // 2) % 2)
         masks[i, r:r + 6, c:c + 6] = True
     x = torch.where(masks[:, None], x + 1.5, x)
-    return Images(x, [f"img{i}" for i in range(n)], classes=["a", "b", "c"], labels=torch.tensor([0, 0, 1, 2][:n]),
-                  masks=masks)
+    return Images(x, [f"img{i}" for i in range(n)], classes=["a", "b", "c"],
+                  labels=torch.tensor([0, 0, 1, 2] * (n // 4 + 1))[:n], masks=masks)
 
 
 @pytest.fixture
@@ -1340,6 +1340,19 @@ def test_images_and_study_inputs_are_checked(cnn):
     assert [images.class_name(i) for i in (0, 1, 2, -1)] == ["cat", "dog", "2", "-1"]  # unknown: the index
     with pytest.raises(TypeError, match="the inputs are torch.float64 but the model's weights torch.float32"):
         predict(cnn, square_images(1).x.double())  # a float64 image from numpy, named as such
+
+
+def test_images_labels_are_one_class_index_per_image(cnn):
+    # a list of labels was kept as given and coherence failed on it ("'list' object has no attribute 'tolist'"); too
+    # few labels failed with an IndexError in the pairs
+    images = square_images(3)
+    as_list = Images(images.x, images.names, labels=[0, 0, 1])
+    assert torch.equal(as_list.labels, torch.tensor([0, 0, 1]))
+    given = studies.coherence(cnn, as_list, methods=("saliency",), show=0).tables
+    assert given == studies.coherence(cnn, dataclasses.replace(images, masks=None), methods=("saliency",),
+                                      show=0).tables
+    with pytest.raises(ValueError, match=r"labels must be one class index per image, \(3,\), got shape \(2,\)"):
+        Images(images.x, images.names, labels=torch.tensor([0, 1]))
 
 
 def test_rules_study_passes_the_padding_trick(cnn):

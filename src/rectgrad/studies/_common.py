@@ -38,7 +38,8 @@ class Images:
     ``mean``/``std`` describe the model's input space as for :func:`rectgrad.viz.to_display_image`: pixels
     in [0, 1] are ``x * std + mean``; both None means the inputs are pixels scaled to [-1, 1] (the
     paper's preprocessing). ``masks`` (N, H, W), True (or 1, in any dtype) on the object, enable the background
-    numbers. ``names`` must be unique: tables and figure files are labelled by them.
+    numbers. ``names`` must be unique: tables and figure files are labelled by them. ``labels``, the true classes
+    (one per image, a tensor or a list), group the images by class where a study compares classes.
     """
 
     x: Tensor
@@ -58,6 +59,11 @@ class Images:
             raise ValueError(f"image names must be unique, got {', '.join(map(repr, repeated[:5]))} more than once")
         if self.masks is not None:
             self.masks = _bool_masks(self.masks, (len(self.x), *self.x.shape[-2:]))
+        if self.labels is not None:
+            self.labels = torch.as_tensor(self.labels)
+            if self.labels.shape != (len(self.x),):
+                raise ValueError(f"labels must be one class index per image, ({len(self.x)},), got shape "
+                                 f"{tuple(self.labels.shape)}")
 
     def __len__(self) -> int:
         return len(self.x)
