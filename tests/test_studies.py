@@ -503,6 +503,14 @@ def test_rules_takes_one_rule_name_alone(cnn):
     assert [row["rule"] for row in rows] == ["PR2"]
 
 
+def test_adversarial_and_coherence_refuse_no_methods(cnn):
+    # an empty list of methods gave an empty table (and adversarial its FGSM images' table), which looks like a result
+    for study in (studies.adversarial, studies.coherence):
+        for none in ((), [], iter(())):
+            with pytest.raises(ValueError, match=r"no methods given: name one or more, e.g. methods=\('saliency'"):
+                study(cnn, square_images(2), methods=none)
+
+
 def test_adversarial_study_on_a_cnn(cnn, tmp_path):
     result = studies.adversarial(cnn, square_images(3), tmp_path, eps=0.5, methods=("guided_bp", "rectgrad"))
     rows = result.tables["sensitivity"]

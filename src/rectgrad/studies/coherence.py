@@ -26,9 +26,10 @@ def coherence(model: nn.Module, images: Images, out=None, *, methods=COMPARED, s
     the methods.
     """
     show = check_show(show, len(images))
+    methods = method_names(methods)
     predicted, _ = predict(model, images.x, internal_batch_size)
     classes = (images.labels if images.labels is not None else predicted).tolist()
-    attributions, skipped = method_attributions(model, images.x, predicted, method_names(methods), seed=seed,
+    attributions, skipped = method_attributions(model, images.x, predicted, methods, seed=seed,
                                                 internal_batch_size=internal_batch_size, progress=progress)
     pairs = list(itertools.combinations(range(len(images)), 2))
     rows = []
