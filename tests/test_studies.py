@@ -501,6 +501,8 @@ def test_rules_takes_one_rule_name_alone(cnn):
     # one rule as a string is that one rule, not read letter by letter ("unknown rule 'p'")
     rows = studies.rules(cnn, square_images(2), candidates="pr2", show=0).tables["maps"]
     assert [row["rule"] for row in rows] == ["PR2"]
+    with pytest.raises(ValueError, match="no rules given: name one or more of pr1, pr2, pr3, pr4, mod"):
+        studies.rules(cnn, square_images(2), candidates=())  # was an empty maps table
 
 
 def test_adversarial_and_coherence_refuse_no_methods(cnn):

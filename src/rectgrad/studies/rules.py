@@ -82,6 +82,8 @@ def rules(model: nn.Module, images: Images | None = None, out=None, *, q: float 
     """
     show = check_show(show, 0 if images is None else len(images))
     candidates = (candidates,) if isinstance(candidates, str) else tuple(candidates)  # one rule, not its letters
+    if images is not None and not candidates:  # an empty maps table would look like a result
+        raise ValueError(f"no rules given: name one or more of {', '.join(RULES)}, or leave the default (all)")
     tables = {"toy_b2": toy_b2(toy_q)}
     figures = {}
     if images is not None:
