@@ -513,6 +513,18 @@ def test_adversarial_and_coherence_refuse_no_methods(cnn):
                 study(cnn, square_images(2), methods=none)
 
 
+@pytest.mark.parametrize("seed", [1.5, -1, 2**64, True, None])
+def test_adversarial_refuses_a_seed_that_is_no_whole_number_before_any_work(cnn, seed, monkeypatch):
+    # 1.5 and 2**64 were torch's "manual_seed expected a long" and "Overflow when unpacking long long"; -1 was
+    # refused only after FGSM and the first maps
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module("rectgrad.studies.adversarial"), "predict", None)  # no work
+    with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 2\*\*64\), got ") as refused:
+        studies.adversarial(cnn, square_images(2), methods=("saliency",), seed=seed)
+    assert str(refused.value).endswith(f"got {seed!r}")
+
+
 def test_adversarial_study_on_a_cnn(cnn, tmp_path):
     result = studies.adversarial(cnn, square_images(3), tmp_path, eps=0.5, methods=("guided_bp", "rectgrad"))
     rows = result.tables["sensitivity"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 import torch.nn.functional as F
@@ -69,8 +70,11 @@ def adversarial(model: nn.Module, images: Images, out=None, *, eps: float = 0.01
     random sign perturbation of the same size (which rarely flips the class) separates class sensitivity
     from mere sensitivity to the input. The figures draw ``show`` images (0: no figures, None: all), those whose
     class flipped first; the numbers use all. ``progress``: a bar over the methods for each of the three inputs.
+    ``seed`` (an integer in [0, 2**64)) draws the control's noise and the stochastic methods' (SmoothGrad).
     """
     _check_eps(eps)
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**64:
+        raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")  # (before FGSM and the maps)
     show = check_show(show, len(images))
     methods = method_names(methods)  # run three times: a generator would be spent after the first
     predicted, confidence = predict(model, images.x, internal_batch_size)
