@@ -675,6 +675,13 @@ def test_feature_maps_study(cnn, tmp_path):
     assert (tmp_path / "feature_maps_img0.png").exists() and (tmp_path / "feature_maps_img1.png").exists()
 
 
+@pytest.mark.parametrize("channels", [0, -1, 2.5])
+def test_feature_maps_refuses_a_channel_count_that_is_no_positive_integer(cnn, channels):
+    # -1 drew all channels but the last (argsort()[:-1]), 0 rows of nothing, 2.5 failed in a slice
+    with pytest.raises(ValueError, match=f"channels must be a positive integer, got {channels}"):
+        studies.feature_maps(cnn, square_images(2), channels=channels, show=1)
+
+
 def test_feature_maps_numbers_by_hand_on_colour_images(monkeypatch):
     import importlib
 

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from rectgrad import viz
+from rectgrad._checks import positive_int
 from rectgrad.engine import Options
 from rectgrad.operations import KNOWN_ACTIVATIONS
 from rectgrad.studies._common import (Images, StudyResult, check_show, engine_gradients, image_chunks,
@@ -65,6 +66,7 @@ def feature_maps(model: nn.Module, images: Images, out=None, *, channels: int = 
     once); it bounds memory and changes no number or figure beyond float rounding.
     """
     show = check_show(show, len(images))
+    channels = positive_int("channels", channels)
     chunks = image_chunks(len(images), internal_batch_size)
     predicted, _ = predict(model, images.x, internal_batch_size)
     saliency = torch.cat([torch.as_tensor(viz.channel_sum(engine_gradients(model, images.x[c], predicted[c],
