@@ -860,6 +860,20 @@ def test_image_folder_with_masks(model_and_folder):
     assert torch.equal(loaded.masks, images.masks)
 
 
+def test_images_from_files_takes_one_path_alone(model_and_folder):
+    # a folder given alone was read letter by letter ("image or folder / not found"), a Path was "not iterable"
+    from rectgrad import zoo
+
+    path, folder, _ = model_and_folder
+    (folder / "10.png").unlink()  # (it has no mask: the folder would be refused)
+    loaded = zoo.load(path)
+    expected = studies.images_from_files(loaded, [folder])
+    for alone in (folder, str(folder)):
+        given = studies.images_from_files(loaded, alone)
+        assert given.names == expected.names and torch.equal(given.x, expected.x)
+    assert studies.images_from_files(loaded, str(folder / "2.png")).names == ["2"]
+
+
 def test_a_sixteen_bit_zero_one_mask_beside_an_image_marks_its_ones(model_and_folder):
     # a label map saved at 16 bits (0 and 1): its ones are the object, as in an 8-bit 0/1 mask (not its top byte, 0)
     from rectgrad import zoo

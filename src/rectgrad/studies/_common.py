@@ -7,6 +7,7 @@ import io
 import itertools
 import json
 import math
+import os
 import sys
 import warnings
 from collections import Counter
@@ -447,9 +448,9 @@ def images_from_files(loaded, paths) -> Images:
     An image ``<stem>.<ext>`` with a ``<stem>_mask.*`` file beside it (:func:`rectgrad.data.masks_beside`) gets
     that object mask (white, >= 128, or 1 in a 0/1 mask = object; of the image's pixel size), sent through
     the same resizing and cropping. Images are named by their file stem, with as many parent folders as it takes
-    to tell apart files whose stems coincide (:func:`unique_names`).
+    to tell apart files whose stems coincide (:func:`unique_names`). ``paths``: one path, or several.
     """
-    files = image_files(paths)
+    files = image_files([paths] if isinstance(paths, (str, os.PathLike)) else paths)  # one path, not its letters
     repeated = [str(f) for f, count in Counter(f.resolve() for f in files).items() if count > 1]
     if repeated:
         raise ValueError(f"image {repeated[0]} is given more than once")
