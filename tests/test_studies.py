@@ -860,6 +860,15 @@ def test_image_folder_with_masks(model_and_folder):
     assert torch.equal(loaded.masks, images.masks)
 
 
+@pytest.mark.parametrize("given, message", [({"count": 2.5}, "count must be a positive integer, got 2.5"),
+                                            ({"count": 0}, "count must be a positive integer, got 0"),
+                                            ({"per_class": 1.5}, "per_class must be a positive integer, got 1.5")])
+def test_images_from_dataset_refuses_counts_that_are_no_positive_integers(given, message):
+    # 2.5 images passed the check (>= 1) and failed in a slice after the dataset was read
+    with pytest.raises(ValueError, match=message):
+        studies.images_from_dataset("fashion-mnist", **{"count": 2, **given}, data_dir=FASHION_MNIST_SYSTEM_DIR)
+
+
 def test_images_from_files_takes_one_path_alone(model_and_folder):
     # a folder given alone was read letter by letter ("image or folder / not found"), a Path was "not iterable"
     from rectgrad import zoo

@@ -489,8 +489,7 @@ def images_from_dataset(name: str, count: int, per_class: int = 1, data_dir=None
     from rectgrad.data import (DATASETS, MaskedImages, image_folder_files, load_dataset, load_image_folder_masks,
                                load_masked_images, masked_images_folder, object_masks_from_images)
 
-    if count < 1 or per_class < 1:
-        raise ValueError(f"count and per_class must be positive, got {count} and {per_class}")
+    count, per_class = positive_int("count", count), positive_int("per_class", per_class)  # (2.5 failed in a slice)
     if name not in (*DATASETS, "cifar10-masked"):
         raise ValueError(f"unknown dataset {name!r}{did_you_mean(name, (*DATASETS, 'cifar10-masked'))}; known: "
                          f"{', '.join(DATASETS)}, cifar10-masked")
