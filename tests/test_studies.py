@@ -1248,10 +1248,13 @@ def test_study_helper_edge_cases_by_hand(cnn):
     probabilities (a second softmax would flatten the confidence); tables print floats to 4 significant digits."""
     from rectgrad.studies._common import _first_of_classes, markdown_table
 
-    with pytest.raises(ValueError, match="the number of layers must be positive, got 0"):
+    with pytest.raises(ValueError, match="max_layers must be a positive integer, got 0"):
         spread([1, 2, 3], 0)
-    with pytest.raises(ValueError, match="the number of layers must be positive, got 0"):
+    with pytest.raises(ValueError, match="max_layers must be a positive integer, got 0"):
         hidden_layers(cnn, square_images(1).x, max_layers=0)
+    for study in (studies.layers, studies.feature_maps):  # 2.5 failed in range() ("'float' object ...")
+        with pytest.raises(ValueError, match="max_layers must be a positive integer, got 2.5"):
+            study(cnn, square_images(1), max_layers=2.5, show=0)
     assert spread([1, 2, 3], 3) == [1, 2, 3] and spread([1, 2, 3], 1) == [1]
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -302,11 +302,13 @@ def image_chunks(count: int, internal_batch_size: int | None) -> list[slice]:
 
 
 def spread(items: list, count: int | None) -> list:
-    """At most ``count`` of ``items``, evenly spread from the first to the last (all when ``count`` is None)."""
-    if count is None or len(items) <= count:
+    """At most ``count`` of ``items``, evenly spread from the first to the last (all when ``count`` is None); the
+    studies' ``max_layers``, a positive integer."""
+    if count is None:
         return items
-    if count < 1:
-        raise ValueError(f"the number of layers must be positive, got {count}")
+    count = positive_int("max_layers", count)  # (2.5 failed in range())
+    if len(items) <= count:
+        return items
     step = (len(items) - 1) / max(count - 1, 1)
     return [items[round(i * step)] for i in range(count)]
 
