@@ -1397,6 +1397,13 @@ def test_images_and_study_inputs_are_checked(cnn):
         predict(cnn, square_images(1).x.double())  # a float64 image from numpy, named as such
 
 
+def test_images_masks_go_to_the_images_device():
+    # masks made on the CPU for images on a GPU: layers, feature_maps and rules compared them with maps made there,
+    # torch's "Expected all tensors to be on the same device" (the "meta" device stands in for a GPU)
+    x = torch.zeros(1, 1, 2, 2, device="meta")
+    assert Images(x, ["a"], masks=torch.ones(1, 2, 2, dtype=torch.bool)).masks.device == x.device
+
+
 def test_images_labels_are_one_class_index_per_image(cnn):
     # a list of labels was kept as given and coherence failed on it ("'list' object has no attribute 'tolist'"); too
     # few labels failed with an IndexError in the pairs

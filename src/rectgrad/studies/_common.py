@@ -39,8 +39,9 @@ class Images:
     ``mean``/``std`` describe the model's input space as for :func:`rectgrad.viz.to_display_image`: pixels
     in [0, 1] are ``x * std + mean``; both None means the inputs are pixels scaled to [-1, 1] (the
     paper's preprocessing). ``masks`` (N, H, W), True (or 1, in any dtype) on the object, enable the background
-    numbers. ``names`` must be unique: tables and figure files are labelled by them. ``labels``, the true classes
-    (one per image, a tensor or a list), group the images by class where a study compares classes.
+    numbers (kept on the device of ``x``). ``names`` must be unique: tables and figure files are labelled by them.
+    ``labels``, the true classes (one per image, a tensor or a list), group the images by class where a study
+    compares classes.
     """
 
     x: Tensor
@@ -58,8 +59,8 @@ class Images:
         repeated = [name for name, count in Counter(self.names).items() if count > 1]
         if repeated:
             raise ValueError(f"image names must be unique, got {', '.join(map(repr, repeated[:5]))} more than once")
-        if self.masks is not None:
-            self.masks = _bool_masks(self.masks, (len(self.x), *self.x.shape[-2:]))
+        if self.masks is not None:  # on the images' device: the studies compare them with maps made there
+            self.masks = _bool_masks(self.masks, (len(self.x), *self.x.shape[-2:])).to(self.x.device)
         if self.labels is not None:
             self.labels = torch.as_tensor(self.labels)
             if self.labels.shape != (len(self.x),):
