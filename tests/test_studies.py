@@ -1387,6 +1387,15 @@ def test_rules_toy_scores_and_thresholds_by_hand():
     assert toy == studies.toy_b2(0.0) and toy != studies.toy_b2()
 
 
+@pytest.mark.parametrize("q", [150.0, -1.0, float("nan")])
+def test_the_b2_toy_refuses_a_percentile_outside_0_100_by_name(q):
+    # numpy's "Percentiles must be in the range [0, 100]" (after the engine's pass) named neither q nor toy_q
+    with pytest.raises(ValueError, match=rf"^q must be a percentile in \[0, 100\], got {q}"):
+        studies.toy_b2(q)
+    with pytest.raises(ValueError, match=rf"^toy_q must be a percentile in \[0, 100\], got {q}"):
+        studies.rules(None, toy_q=q)
+
+
 def test_images_and_study_inputs_are_checked(cnn):
     with pytest.raises(ValueError, match=r"expected \(N, C, H, W\) inputs with one name each, got \(2, 1, 4, 4\) "
                                          "and 3 names"):

@@ -11,7 +11,9 @@ import torch
 from torch import nn
 
 from rectgrad import viz
+from rectgrad._checks import real
 from rectgrad.attr import RectGrad
+from rectgrad.attr._arguments import check_threshold
 from rectgrad.attr.rectgrad import RULES
 from rectgrad.engine import Options, Rule
 from rectgrad.studies._common import (Images, StudyResult, check_show, engine_gradients, finite_mean,
@@ -46,6 +48,7 @@ def toy_b2(q: float = 74.0) -> list[dict]:
     PR1 selects a2 (largest contribution ``a R``), PR2 a3 (largest ``|a R|``), PR3 a1 (largest ``a``),
     PR4 a4 (largest ``R``). RectGradMod uses PR1 at the layer nearest the output, the only one here.
     """
+    q, _ = check_threshold(q, None)  # (numpy's "Percentiles must be in the range [0, 100]" named no q)
     x = torch.tensor([B2_ACTIVATIONS], dtype=torch.float64)
     incoming = torch.tensor([B2_WEIGHTS], dtype=torch.float64)
     model = AffineToy().double()
@@ -80,6 +83,8 @@ def rules(model: nn.Module, images: Images | None = None, out=None, *, q: float 
     ``candidates``: the rules compared, one name or several.
     ``show``: how many images (the first) the figures draw, 0 for none, None for all; the numbers use all.
     """
+    if not real(toy_q) or not 0 <= toy_q <= 100:
+        raise ValueError(f"toy_q must be a percentile in [0, 100], got {toy_q!r}")
     show = check_show(show, 0 if images is None else len(images))
     candidates = (candidates,) if isinstance(candidates, str) else tuple(candidates)  # one rule, not its letters
     if images is not None and not candidates:  # an empty maps table would look like a result
