@@ -513,6 +513,15 @@ def test_adversarial_and_coherence_refuse_no_methods(cnn):
                 study(cnn, square_images(2), methods=none)
 
 
+def test_adversarial_refuses_an_unknown_method_before_any_work(cnn, monkeypatch):
+    # a misspelt name was refused (with its did-you-mean) only after FGSM and the maps of the methods before it
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module("rectgrad.studies.adversarial"), "predict", None)  # no work
+    with pytest.raises(ValueError, match=r"unknown method 'rectgrd' \(did you mean 'rectgrad'\?\)"):
+        studies.adversarial(cnn, square_images(2), methods=("saliency", "rectgrd"))
+
+
 @pytest.mark.parametrize("seed", [1.5, -1, 2**64, True, None])
 def test_adversarial_refuses_a_seed_that_is_no_whole_number_before_any_work(cnn, seed, monkeypatch):
     # 1.5 and 2**64 were torch's "manual_seed expected a long" and "Overflow when unpacking long long"; -1 was

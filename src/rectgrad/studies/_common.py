@@ -428,12 +428,14 @@ def display_maps(attr: Tensor, method: str, thresholded: bool) -> np.ndarray:
 
 
 def method_names(methods) -> tuple[str, ...]:
-    """A study's ``methods`` as a tuple of names: one name alone, or any iterable of them (read once); none is refused
-    (an empty table would look like a result)."""
+    """A study's ``methods`` as a tuple of known names: one name alone, or any iterable of them (read once); none is
+    refused (an empty table would look like a result), as is an unknown one, before any work."""
     names = (methods,) if isinstance(methods, str) else tuple(methods)
     if not names:
         raise ValueError(f"no methods given: name one or more, e.g. methods=('saliency', 'rectgrad'), or leave the "
                          f"default, the paper's comparison ({', '.join(COMPARED)})")
+    for name in names:
+        get_method(name)
     return names
 
 
