@@ -724,3 +724,11 @@ def test_a_timm_model_created_for_other_channels_takes_them_not_its_pretrained_c
     assert "failed" not in loaded.note and "normalised with mean (0.5,) and std (0.5,)" in loaded.note
     Image.new("RGB", (40, 40), (10, 200, 10)).save(tmp_path / "green.png")
     assert loaded.model(loaded.load_images([tmp_path / "green.png"])).shape == (1, 2)
+
+
+def test_the_notes_example_json_gives_the_models_own_channels_and_size(tmp_path):
+    # the example was always "input_size": [3, 224, 224]: copied for a grayscale model, images were read as RGB
+    torch.save(torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten()), tmp_path / "gray.pt")
+    assert 'e.g. {"input_size": [1, 224, 224], "mean"' in zoo.load(tmp_path / "gray.pt").note
+    (tmp_path / "gray.json").write_text('{"input_size": [1, 28, 32]}')
+    assert 'e.g. {"input_size": [1, 28, 32], "mean"' in zoo.load(tmp_path / "gray.pt").note

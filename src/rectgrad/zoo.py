@@ -484,8 +484,9 @@ def _with_config(path: Path, model: nn.Module, config: dict, source: str) -> Loa
     notes = []
     if assumed:
         notes.append(f"{path}: assuming {', and '.join(assumed)} (not given{' by ' + source if source else ''}); to "
-                     f'set them write {path.with_suffix(".json")}, e.g. {{"input_size": [3, 224, 224], "mean": [...], '
-                     '"std": [...], "crop_pct": 0.875, "interpolation": "bilinear", "label_names": [...]}')
+                     f'set them write {path.with_suffix(".json")}, e.g. '
+                     f'{{"input_size": [{channels}, {height}, {width}], "mean": [...], "std": [...], '
+                     '"crop_pct": 0.875, "interpolation": "bilinear", "label_names": [...]}')
     if failure:
         size_from = f"{where}: input_size" if assumed_size is None else f"{path}: the assumed input size"
         notes.append(f"{size_from} {channels}x{height}x{width} may not fit the model, which failed on a zero image of "
