@@ -732,3 +732,15 @@ def test_the_notes_example_json_gives_the_models_own_channels_and_size(tmp_path)
     assert 'e.g. {"input_size": [1, 224, 224], "mean"' in zoo.load(tmp_path / "gray.pt").note
     (tmp_path / "gray.json").write_text('{"input_size": [1, 28, 32]}')
     assert 'e.g. {"input_size": [1, 28, 32], "mean"' in zoo.load(tmp_path / "gray.pt").note
+
+
+def test_preprocess_takes_one_image_alone_and_names_what_is_no_image():
+    # one PIL image failed with "'Image' object is not iterable", an array with "'numpy.ndarray' object has no
+    # attribute 'mode'"
+    loaded = zoo.LoadedModel("m", torch.nn.Conv2d(3, 2, 3), (4, 4), (0.5,) * 3, (0.5,) * 3, [], crop_fraction=None)
+    image = Image.new("RGB", (4, 4), (255, 0, 51))
+    x = loaded.preprocess(image)
+    assert x.shape == (1, 3, 4, 4) and torch.equal(x, loaded.preprocess([image]))
+    assert torch.allclose(x[0, :, 0, 0], torch.tensor([1.0, -1.0, 51 / 255 * 2 - 1]))
+    with pytest.raises(TypeError, match=r"^images must be PIL images, got ndarray \(PIL.Image.fromarray"):
+        loaded.preprocess([np.zeros((4, 4, 3), np.uint8)])

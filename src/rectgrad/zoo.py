@@ -72,8 +72,10 @@ class LoadedModel:
         """PIL images -> the (N, C, H, W) input batch on the model's device, of its floating type (a model saved in
         float64 or half precision takes its own type); transparent pixels are white
         (:func:`rectgrad.data.on_white`). ``images`` may be an iterator: each image is reduced to the input size
-        before the next is taken, so only one is held at full size."""
+        before the next is taken, so only one is held at full size; one image alone is a batch of one."""
         from PIL import Image
+
+        images = [images] if isinstance(images, Image.Image) else images
 
         if self.channels not in (1, 3):
             raise ValueError(f"{self.name} takes {self.channels}-channel inputs, but images are read as grayscale "
@@ -83,6 +85,9 @@ class LoadedModel:
         resample = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}[self.interpolation]
         batch = []
         for image in images:
+            if not isinstance(image, Image.Image):
+                raise TypeError(f"images must be PIL images, got {type(image).__name__} (PIL.Image.fromarray makes "
+                                "one of a uint8 array; load_images reads files)")
             image = on_white(eight_bit(image))
             if image.mode == "LAB":  # (Pillow converts CIE L*a*b* to RGB only)
                 image = image.convert("RGB")
