@@ -744,3 +744,11 @@ def test_preprocess_takes_one_image_alone_and_names_what_is_no_image():
     assert torch.allclose(x[0, :, 0, 0], torch.tensor([1.0, -1.0, 51 / 255 * 2 - 1]))
     with pytest.raises(TypeError, match=r"^images must be PIL images, got ndarray \(PIL.Image.fromarray"):
         loaded.preprocess([np.zeros((4, 4, 3), np.uint8)])
+
+
+def test_preprocess_of_no_images_says_so():
+    # was torch's "stack expects a non-empty TensorList"
+    loaded = zoo.LoadedModel("m", torch.nn.Conv2d(3, 2, 3), (4, 4), (0.5,) * 3, (0.5,) * 3, [])
+    for nothing in ([], iter(())):
+        with pytest.raises(ValueError, match="^no images given$"):
+            loaded.preprocess(nothing)

@@ -98,6 +98,8 @@ class LoadedModel:
                 image = self._centre_crop(image, resample)
             pixels = np.asarray(image, dtype=np.float32) / 255.0
             batch.append(torch.from_numpy(pixels.reshape(height, width, -1)).permute(2, 0, 1))
+        if not batch:
+            raise ValueError("no images given")
         return self.normalise(torch.stack(batch)).to(self.device, input_dtype(self.model))
 
     def normalise(self, pixels: Tensor) -> Tensor:
