@@ -752,3 +752,17 @@ def test_preprocess_of_no_images_says_so():
     for nothing in ([], iter(())):
         with pytest.raises(ValueError, match="^no images given$"):
             loaded.preprocess(nothing)
+
+
+def test_a_checkpoint_whose_class_names_contradict_its_outputs_is_refused(tmp_path):
+    # 3 names for 10 outputs were taken: classes 3..9 printed as "class N", as if the names were right
+    path = tmp_path / "cnn.pt"
+    save_checkpoint(PaperCNN(3, 8, 10), path, classes=["a", "b", "c"])
+    with pytest.raises(ValueError, match=r"cnn.pt: its metadata names 3 classes \(a, ...\), but the model has 10 "
+                                         r"outputs; save it again with save_checkpoint"):
+        zoo.load(path)
+    save_checkpoint(PaperCNN(1, 8, 4), path, dataset="fashion-mnist")  # Fashion-MNIST's 10 names
+    with pytest.raises(ValueError, match="names 10 classes"):
+        zoo.load(path)
+    save_checkpoint(PaperCNN(3, 8, 3), path, classes=["a", "b", "c"])
+    assert zoo.load(path).labels == ["a", "b", "c"]

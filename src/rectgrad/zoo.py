@@ -328,12 +328,17 @@ def _from_file(path: Path, device) -> LoadedModel:
     model = load_model(path, map_location="cpu").to(device)
     if isinstance(model, PaperCNN):
         metadata = _checkpoint_metadata(path)
+        labels = _dataset_labels(metadata)
+        if labels and len(labels) != model.num_classes:  # (top-5 names would be wrong, or "class N" past them)
+            raise ValueError(f"{path}: its metadata names {len(labels)} classes ({labels[0]}, ...), but the model "
+                             f"has {model.num_classes} outputs; save it again with save_checkpoint(model, path, "
+                             f"classes=[...]) of {model.num_classes} names")
         side, sidecar = model.image_size, path.with_suffix(".json")
         note = (f"{sidecar} is not read: the paper's CNN takes {side}x{side} inputs in [-1, 1], as the model itself "
                 "says, and class names only from a rectgrad checkpoint's metadata (save it with "
                 "save_checkpoint(model, path, classes=[...]))") if sidecar.is_file() else None
         return LoadedModel(str(path), model, (side, side), (0.5,) * model.in_channels, (0.5,) * model.in_channels,
-                           _dataset_labels(metadata), channels=model.in_channels,
+                           labels, channels=model.in_channels,
                            crop_fraction=None if metadata.get("dataset") == "folder" else 1.0, note=note)
     return _with_config(path, model, *_file_config(path, model))
 
