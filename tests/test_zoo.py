@@ -766,3 +766,13 @@ def test_a_checkpoint_whose_class_names_contradict_its_outputs_is_refused(tmp_pa
         zoo.load(path)
     save_checkpoint(PaperCNN(3, 8, 3), path, classes=["a", "b", "c"])
     assert zoo.load(path).labels == ["a", "b", "c"]
+
+
+def test_a_model_of_no_class_vector_is_not_given_its_outputs_last_side_as_classes(tmp_path):
+    # a (1, 3, H, W) map's width was taken for the class count: "label_names holds 3 names, the model has 8 classes"
+    torch.save(torch.nn.Conv2d(3, 3, 1), tmp_path / "seg.pt")
+    (tmp_path / "seg.json").write_text('{"input_size": [3, 8, 8], "label_names": ["a", "b", "c"]}')
+    assert zoo.load(tmp_path / "seg.pt").labels == ["a", "b", "c"]
+    torch.save(torch.nn.Sequential(torch.nn.Conv2d(3, 1000, 1), torch.nn.Flatten(2)), tmp_path / "seg.pt")
+    (tmp_path / "seg.json").write_text('{"input_size": [3, 1, 1000]}')  # (1, 1000, 1000): no ImageNet names
+    assert zoo.load(tmp_path / "seg.pt").labels == []

@@ -523,8 +523,9 @@ def _input_channels(model: nn.Module) -> int:
 
 def _output_classes(model: nn.Module, shape: tuple[int, int, int]) -> tuple[int | None, str | None]:
     """The length of the model's output on one zero image of ``shape`` (channels, height, width), its class count
-    (None when the output is no tensor), and the error it raised instead, if it did: a model may fail on a size it
-    does not take, but also on a blank image (a guard) or on the CPU (an operation of its target device only)."""
+    (None when the output is no (1, classes) tensor: a segmentation map's last side is its width), and the error it
+    raised instead, if it did: a model may fail on a size it does not take, but also on a blank image (a guard) or on
+    the CPU (an operation of its target device only)."""
     from rectgrad.checkpoint import one_line
 
     device = next(model.parameters(), torch.empty(0)).device
@@ -533,7 +534,7 @@ def _output_classes(model: nn.Module, shape: tuple[int, int, int]) -> tuple[int 
             output = model(torch.zeros(1, *shape, device=device, dtype=input_dtype(model)))
     except Exception as exc:  # noqa: BLE001 - any failure: said in the note, the classes stay unknown
         return None, one_line(exc)
-    return (output.shape[-1] if isinstance(output, Tensor) and output.dim() > 0 else None), None
+    return (output.shape[1] if isinstance(output, Tensor) and output.dim() == 2 else None), None
 
 
 def _label_names(labels, where: str) -> list[str]:
