@@ -579,6 +579,22 @@ def test_bad_batch_sizes_and_epochs_are_refused_by_name():
             train_model(new_model(train), train, epochs=epochs, batch_size=batch_size, progress=False)
 
 
+def test_a_nan_inf_or_negative_lr_is_refused_before_the_model_is_touched():
+    """Adam refused NaN and -1 only once the model was in training mode (and channels-last), and trained inf into NaN
+    weights; train_model and train_many refuse each before any work, the model left in eval mode and unchanged."""
+    from rectgrad.train_many import train_many
+
+    train = quadrants(8, seed=0)
+    for lr in (float("nan"), float("inf"), float("-inf"), -1.0):
+        model = new_model(train).eval()
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        with pytest.raises(ValueError, match=re.escape(f"lr must be a finite number >= 0, got {lr}")):
+            train_model(model, train, epochs=1, batch_size=4, lr=lr, progress=False)
+        with pytest.raises(ValueError, match=re.escape(f"lr must be a finite number >= 0, got {lr}")):
+            train_many([model, model], [train, train], [0, 1], epochs=1, batch_size=4, lr=lr, progress=False)
+        assert not model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
 def test_the_state_is_saved_when_save_every_seconds_have_passed_since_the_last_save(tmp_path, monkeypatch):
     """A clock at 40 s an epoch and SAVE_EVERY 60: saved after epoch 2 (80 s since the start) and epoch 4 (80 s since
     that save) of 5, with the seconds trained so far; the history counts the clock's 200 s."""

@@ -10,6 +10,7 @@ CUDA (benchmarks/train_speed.py); ``torch.compile`` measured slower on both and 
 from __future__ import annotations
 
 import contextlib
+import math
 import signal
 import threading
 import time
@@ -83,7 +84,7 @@ def train_model(model: nn.Module, train: ImageDataset, *, epochs: int = 20, batc
     if checkpoint is not None:
         regular_file(checkpoint)  # a folder refused now, not when the state is written
         checkpoint = Path(checkpoint)
-    lr = float(lr)
+    lr = learning_rate(lr)
     _check_trainable(model)
     n, steps, top_label = len(train), -(-len(train) // batch_size), int(train.labels.max())
     identity = None if checkpoint is None else {
@@ -184,6 +185,16 @@ def train_model(model: nn.Module, train: ImageDataset, *, epochs: int = 20, batc
         if save is not None and requested.is_set():  # asked during save: honoured once everything is saved
             raise TrainingInterrupted("stopped once the trained model was saved")
     return history
+
+
+def learning_rate(lr) -> float:
+    """``lr`` as a float, or a ``ValueError`` unless it is finite and not negative (0 leaves the weights as they are),
+    raised before the model is touched: Adam refused NaN and negative ones only once the model was moved and in
+    training mode, and trained inf into NaN weights. Shared with train_many."""
+    lr = float(lr)
+    if not math.isfinite(lr) or lr < 0:
+        raise ValueError(f"lr must be a finite number >= 0, got {lr}")
+    return lr
 
 
 def _check_trainable(model: nn.Module) -> None:

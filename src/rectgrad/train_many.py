@@ -27,8 +27,8 @@ from rectgrad.checkpoint import write_atomically
 from rectgrad.data import ImageDataset, to_inputs
 from rectgrad.models import architecture
 from rectgrad.progress import progress_bar
-from rectgrad.train import (TrainingInterrupted, cudnn_mode, difference, evaluate, new_model, saved_training,
-                            stop_requests, train_model)
+from rectgrad.train import (TrainingInterrupted, cudnn_mode, difference, evaluate, learning_rate, new_model,
+                            saved_training, stop_requests, train_model)
 
 PRECISIONS = ("fp32", "bf16")
 _LAYERS = (nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.Flatten, nn.Linear)
@@ -120,7 +120,7 @@ def train_many(models: Sequence[nn.Module], datasets: Sequence[ImageDataset], se
         raise ValueError(f"all datasets must hold the same non-zero number of images of one shape, "
                          f"got sizes {sorted(sizes)} and shapes {sorted(shapes)}")
     # (as Python numbers: a numpy number in the saved state would make it unloadable with weights_only)
-    epochs, batch_size, lr = integer("epochs", epochs), integer("batch_size", batch_size), float(lr)
+    epochs, batch_size, lr = integer("epochs", epochs), integer("batch_size", batch_size), learning_rate(lr)
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be positive, got {epochs} and {batch_size}")
     if precision not in PRECISIONS:
