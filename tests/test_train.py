@@ -994,6 +994,23 @@ def test_a_model_with_fewer_outputs_than_classes_or_nothing_to_train_is_refused_
     assert frozen.training  # refused before it was touched
 
 
+def test_train_many_refuses_models_with_fewer_outputs_than_a_datasets_labels_as_train_model_does():
+    """Cross-entropy's 'Target 3 is out of bounds' (a device-side assert on CUDA) named neither the models nor the
+    labels; the dataset of the highest label is named, and a group whose datasets stop below the outputs trains."""
+    from rectgrad import PaperCNN
+    from rectgrad.train_many import train_many
+
+    train = quadrants(40, seed=0)
+    low = ImageDataset(train.images[:20], train.labels[:20].clamp(max=2), train.classes, "low")
+    models = [PaperCNN(1, 16, 3), PaperCNN(1, 16, 3)]
+    before = [{k: v.clone() for k, v in m.state_dict().items()} for m in models]
+    with pytest.raises(ValueError, match=r"the PaperCNN gives 3 outputs per image but quadrants has labels up to 3 "
+                                         r"\(br\): give the model one output \(logit\) per class"):
+        train_many(models, [low, train.subset(torch.arange(20, 40))], [0, 1], epochs=1, batch_size=20)
+    assert all(torch.equal(b[k], v) for m, b in zip(models, before) for k, v in m.state_dict().items())
+    train_many(models, [low, low], [0, 1], epochs=1, batch_size=20)
+
+
 def test_a_float64_model_trains_and_is_evaluated_on_inputs_of_its_own_type():
     """A float64 model failed at its first batch ('mat1 and mat2 must have the same dtype, but got Float and
     Double'): the inputs train_model and evaluate make were float32 whatever the model."""

@@ -27,8 +27,8 @@ from rectgrad.checkpoint import write_atomically
 from rectgrad.data import ImageDataset, to_inputs
 from rectgrad.models import architecture
 from rectgrad.progress import progress_bar
-from rectgrad.train import (TrainingInterrupted, cudnn_mode, difference, evaluate, learning_rate, new_model,
-                            saved_training, stop_requests, train_model)
+from rectgrad.train import (TrainingInterrupted, _check_outputs, cudnn_mode, difference, evaluate, learning_rate,
+                            new_model, saved_training, stop_requests, train_model)
 
 PRECISIONS = ("fp32", "bf16")
 _LAYERS = (nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.Flatten, nn.Linear)
@@ -137,6 +137,7 @@ def train_many(models: Sequence[nn.Module], datasets: Sequence[ImageDataset], se
     position = {key: i for i, key in enumerate(distinct)}
     rows = torch.tensor([position[id(d)] for d in datasets], device=device)[:, None]  # each model's dataset
     generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+    top = max(datasets, key=lambda d: int(d.labels.max()))  # the dataset of the highest label: each model needs it
     optimizer = _adam(params, lr)
     steps = -(-n // batch_size)
     histories = [{"loss": [], "train_accuracy": [], "seconds": 0.0, "test_accuracy": None} for _ in models]
@@ -179,6 +180,7 @@ def train_many(models: Sequence[nn.Module], datasets: Sequence[ImageDataset], se
                 target = labels[rows, index]
                 with torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16"):
                     logits = _stacked_logits(layers, params, to_inputs(images[rows, index]))
+                _check_outputs(logits[0], models[0], top, int(top.labels.max()))  # (not cross-entropy's raw error)
                 losses = F.cross_entropy(logits.float().flatten(0, 1), target.flatten(), reduction="none")
                 losses = losses.view(count, -1).mean(1)
                 optimizer.zero_grad(set_to_none=True)
