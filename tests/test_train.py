@@ -978,6 +978,28 @@ def test_train_many_refuses_another_groups_state_naming_only_what_differs(tmp_pa
         train_many([new_model(train, 0)] * 2, [train, other], [0, 1], epochs=1, batch_size=20, checkpoint=checkpoint)
 
 
+def test_train_many_refuses_a_state_of_models_of_another_architecture_naming_the_weights_that_differ(tmp_path):
+    """Same settings, models with another number of outputs (a class added to the data): the resumed copy_ failed in
+    PyTorch's words ('The size of tensor a (5) must match the size of tensor b (4)'). The models are left as given."""
+    from rectgrad import PaperCNN
+    from rectgrad.train_many import train_many
+
+    train, checkpoint = quadrants(40, seed=0), tmp_path / "group.pt"
+    checks = iter(range(100))
+    with pytest.raises(TrainingInterrupted):
+        train_many([new_model(train, 0)] * 2, [train] * 2, [0, 1], epochs=1, batch_size=20, checkpoint=checkpoint,
+                   stop=lambda: next(checks) == 1)
+    wider = [PaperCNN(1, 16, 5), PaperCNN(1, 16, 5)]
+    before = [{k: v.clone() for k, v in m.state_dict().items()} for m in wider]
+    with pytest.raises(ValueError) as refused:
+        train_many(wider, [train] * 2, [0, 1], epochs=1, batch_size=20, checkpoint=checkpoint)
+    assert str(refused.value) == (f"{checkpoint} holds the state of a group of models of another architecture "
+                                  "(weights' shapes: classifier.3.weight [4, 256] there, [5, 256] here, "
+                                  "classifier.3.bias [4] there, [5] here); delete it to start over")
+    assert all(torch.equal(b[k], v) for m, b in zip(wider, before) for k, v in m.state_dict().items())
+    assert checkpoint.is_file()  # kept: the user decides
+
+
 def test_a_model_with_fewer_outputs_than_classes_or_nothing_to_train_is_refused_by_what_it_lacks():
     """PyTorch's own words blamed the labels ('Target 3 is out of bounds'; on CUDA a device-side assert) or nothing
     the user could see ('element 0 of tensors does not require grad', a bare StopIteration)."""

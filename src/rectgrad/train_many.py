@@ -147,7 +147,7 @@ def train_many(models: Sequence[nn.Module], datasets: Sequence[ImageDataset], se
         "models": count, "images": n, "seeds": [int(s) for s in seeds], "epochs": epochs, "batch_size": batch_size,
         "lr": lr, "precision": precision,
         "pixel_sums": images.flatten(1).sum(1)[rows[:, 0]].tolist()}  # tells the models' datasets apart
-    state = _resume(checkpoint, identity, params, optimizer, generators)
+    state = _resume(checkpoint, identity, names, params, optimizer, generators)
     first_epoch, first_step, earlier = (state["epoch"], state["step"], state["seconds"]) if state else (0, 0, 0.0)
     if state:
         for history, losses, accuracies in zip(histories, state["losses"], state["accuracies"]):
@@ -237,8 +237,9 @@ def _save(checkpoint, identity, params, optimizer, generator_states, epoch, step
     write_atomically(checkpoint, lambda f: torch.save(state, f))
 
 
-def _resume(checkpoint, identity, params, optimizer, generators) -> dict | None:
-    """Load a saved group state into ``params``, ``optimizer`` and ``generators``; None when there is none."""
+def _resume(checkpoint, identity, names, params, optimizer, generators) -> dict | None:
+    """Load a saved group state into ``params`` (named ``names``), ``optimizer`` and ``generators``; None when there
+    is none. A state of models of another architecture is refused, naming the weights whose shapes differ."""
     state = saved_training(checkpoint, "train_many")
     if state is None:
         return None
@@ -248,6 +249,11 @@ def _resume(checkpoint, identity, params, optimizer, generators) -> dict | None:
                               for key, value in identity.items() if there.get(key) != value)
         raise ValueError(f"{checkpoint} holds the state of another group of trainings ({differing}); delete it to "
                          "start over")
+    keys = [*names, *(f"tensor {i}" for i in range(len(names), len(state["params"])))]  # (more saved than here)
+    there, here = ({k: list(p.shape[1:]) for k, p in zip(keys, ps)} for ps in (state["params"], params))
+    if there != here:  # (copy_ failed in PyTorch's words, or zip cut it short)
+        raise ValueError(f"{checkpoint} holds the state of a group of models of another architecture "
+                         f"({difference('tensors', there, here)}); delete it to start over")
     with torch.no_grad():
         for p, saved in zip(params, state["params"]):
             p.copy_(saved)
