@@ -1043,6 +1043,24 @@ def test_a_float64_model_trains_and_is_evaluated_on_inputs_of_its_own_type():
     assert evaluate(model, train) == history["test_accuracy"]
 
 
+def test_float64_models_train_at_once_in_float64_as_train_model_trains_each():
+    """train_many fed float32 images to float64 models ('Input type (float) and bias type (double) should be the
+    same'), and their loss was computed in float32 (bf16's rule), which Adam's lr / eps (1e5) made differences of 1e-7
+    in the weights; in float64 throughout, each model ends as train_model's up to float64 rounding."""
+    from rectgrad.train_many import train_many
+
+    train = quadrants(40, seed=0)
+    models = [new_model(train, seed=s).double() for s in (0, 1)]
+    histories = train_many(models, [train] * 2, [0, 1], epochs=1, batch_size=20)
+    for seed, model, history in zip((0, 1), models, histories):
+        alone = new_model(train, seed=seed).double()
+        expected = train_model(alone, train, epochs=1, batch_size=20, seed=seed, progress=False)
+        assert model.features[0].weight.dtype == torch.float64
+        for (name, got), want in zip(model.state_dict().items(), alone.state_dict().values()):
+            assert got.dtype == torch.float64 and torch.allclose(got, want, rtol=0, atol=1e-12), name
+        assert history["loss"] == pytest.approx(expected["loss"], rel=1e-6)  # (summed in float32 by both)
+
+
 def test_an_empty_test_set_is_refused_before_training_not_scored_0(tmp_path, capsys):
     """A test idx file holding no images trained 20 epochs, then printed and saved 'test accuracy 0.0000'."""
     write_fashion(tmp_path, n_test=0)

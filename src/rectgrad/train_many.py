@@ -179,9 +179,10 @@ def train_many(models: Sequence[nn.Module], datasets: Sequence[ImageDataset], se
                 index = orders[:, step * batch_size:(step + 1) * batch_size]
                 target = labels[rows, index]
                 with torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16"):
-                    logits = _stacked_logits(layers, params, to_inputs(images[rows, index]))
+                    logits = _stacked_logits(layers, params, to_inputs(images[rows, index]).to(params[0].dtype))
                 _check_outputs(logits[0], models[0], top, int(top.labels.max()))  # (not cross-entropy's raw error)
-                losses = F.cross_entropy(logits.float().flatten(0, 1), target.flatten(), reduction="none")
+                logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16's in float32, not f64's
+                losses = F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none")
                 losses = losses.view(count, -1).mean(1)
                 optimizer.zero_grad(set_to_none=True)
                 losses.sum().backward()
