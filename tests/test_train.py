@@ -1061,6 +1061,33 @@ def test_float64_models_train_at_once_in_float64_as_train_model_trains_each():
         assert history["loss"] == pytest.approx(expected["loss"], rel=1e-6)  # (summed in float32 by both)
 
 
+def test_train_many_leaves_frozen_weights_as_train_model_does_and_refuses_models_frozen_otherwise():
+    """train_many trained the weights a model froze (requires_grad=False), which train_model leaves: frozen features
+    now stay as given and the rest ends as train_model's (float64: up to its rounding); models frozen otherwise, or
+    with nothing to train, are refused."""
+    from rectgrad.train_many import train_many
+
+    train = quadrants(40, seed=0)
+    models = [new_model(train, seed=s).double() for s in (0, 1)]
+    for model in models:
+        model.features.requires_grad_(False)
+    features = [{k: v.clone() for k, v in m.features.state_dict().items()} for m in models]
+    train_many(models, [train] * 2, [0, 1], epochs=1, batch_size=20)
+    for seed, model, before in zip((0, 1), models, features):
+        assert all(torch.equal(before[k], v) for k, v in model.features.state_dict().items())
+        alone = new_model(train, seed=seed).double()
+        alone.features.requires_grad_(False)
+        train_model(alone, train, epochs=1, batch_size=20, seed=seed, progress=False)
+        for got, want in zip(model.state_dict().values(), alone.state_dict().values()):
+            assert torch.allclose(got, want, rtol=0, atol=1e-12)
+    other = new_model(train, seed=1).double()
+    with pytest.raises(ValueError, match=r"train_many trains models frozen alike; model 1 freezes nothing, model 0 "
+                                         r"\['features.0.bias', 'features.0.weight', .*: freeze the same parameters"):
+        train_many([models[0], other], [train] * 2, [0, 1], epochs=1, batch_size=20)
+    with pytest.raises(ValueError, match="the PaperCNN has no parameters to train"):
+        train_many([other.requires_grad_(False)] * 2, [train] * 2, [0, 1], epochs=1, batch_size=20)
+
+
 def test_an_empty_test_set_is_refused_before_training_not_scored_0(tmp_path, capsys):
     """A test idx file holding no images trained 20 epochs, then printed and saved 'test accuracy 0.0000'."""
     write_fashion(tmp_path, n_test=0)

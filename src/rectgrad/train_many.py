@@ -27,8 +27,8 @@ from rectgrad.checkpoint import write_atomically
 from rectgrad.data import ImageDataset, to_inputs
 from rectgrad.models import architecture
 from rectgrad.progress import progress_bar
-from rectgrad.train import (TrainingInterrupted, _check_outputs, cudnn_mode, difference, evaluate, learning_rate,
-                            new_model, saved_training, stop_requests, train_model)
+from rectgrad.train import (TrainingInterrupted, _check_outputs, _check_trainable, cudnn_mode, difference, evaluate,
+                            learning_rate, new_model, saved_training, stop_requests, train_model)
 
 PRECISIONS = ("fp32", "bf16")
 _LAYERS = (nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.Flatten, nn.Linear)
@@ -49,6 +49,18 @@ def _leaf_layers(models: Sequence[nn.Module]) -> list[nn.Module]:
             raise ValueError(f"train_many trains models of one architecture; model {i} differs from model 0:\n"
                              f"{other}\nis not\n{model}")
     return layers
+
+
+def _frozen(models: Sequence[nn.Module]) -> set[str]:
+    """The names of the parameters the models hold frozen (``requires_grad=False``), which train_model leaves as they
+    are; refused unless every model freezes the same ones and leaves one to train."""
+    _check_trainable(models[0])
+    frozen = [{k for k, p in m.named_parameters() if not p.requires_grad} for m in models]
+    for i, other in enumerate(frozen[1:], 1):
+        if other != frozen[0]:
+            raise ValueError(f"train_many trains models frozen alike; model {i} freezes {sorted(other) or 'nothing'}, "
+                             f"model 0 {sorted(frozen[0]) or 'nothing'}: freeze the same parameters in each")
+    return frozen[0]
 
 
 def _unsupported(layer: nn.Module) -> str | None:
@@ -128,9 +140,9 @@ def train_many(models: Sequence[nn.Module], datasets: Sequence[ImageDataset], se
     layers = _leaf_layers(models)
     device = torch.device(device) if device is not None else next(models[0].parameters()).device
     count, n = len(models), sizes.pop()
-    names = [name for name, _ in models[0].named_parameters()]
-    params = [torch.stack([dict(m.named_parameters())[k].detach() for m in models]).to(device).requires_grad_()
-              for k in names]
+    names, frozen = [name for name, _ in models[0].named_parameters()], _frozen(models)
+    params = [torch.stack([dict(m.named_parameters())[k].detach() for m in models]).to(device)
+              .requires_grad_(k not in frozen) for k in names]  # frozen weights stay as they are, as in train_model
     distinct = {id(d): d for d in datasets}  # repeats share one dataset: held once on the device
     images = torch.stack([d.images.to(device) for d in distinct.values()])  # (D, N, C, H, W) uint8
     labels = torch.stack([d.labels.to(device) for d in distinct.values()])
