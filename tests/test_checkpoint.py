@@ -1,6 +1,7 @@
 """Checkpoint round trip, the other model files ``load_model`` accepts, and each bad input."""
 import errno
 import os
+import re
 import socket
 import stat
 
@@ -452,3 +453,16 @@ def test_a_checkpoints_model_lies_where_map_location_puts_its_weights(model, tmp
     assert all(p.requires_grad for p in loaded.parameters())  # parameters, as a model built and loaded has
     save_checkpoint(model.double(), tmp_path / "double.pt")  # rebuilt in float32, as before, which explain feeds
     assert {p.dtype for p in load_model(tmp_path / "double.pt").parameters()} == {torch.float32}
+
+
+def test_a_checkpoint_whose_metadata_is_no_dict_is_refused_naming_the_file(tmp_path):
+    """Metadata written by hand or another tool as a list or None failed in dict()'s words ('cannot convert
+    dictionary update sequence element #0 to a sequence', "'NoneType' object is not iterable"), naming no file."""
+    path = tmp_path / "m.pt"
+    save_checkpoint(PaperCNN(1, 8, 3), path)
+    payload = torch.load(path, weights_only=True)
+    for metadata, kind in (([1, 2], "list"), (None, "NoneType")):
+        torch.save({**payload, "metadata": metadata}, path)
+        for load in (load_checkpoint, load_model):
+            with pytest.raises(ValueError, match=f"{re.escape(str(path))}: its metadata is a {kind}, not a dict"):
+                load(path)

@@ -319,7 +319,11 @@ def _from_checkpoint(payload, path: Path) -> tuple[nn.Module, dict]:
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise ValueError(f"{path}: the weights do not fit {architecture}({payload.get('config')}): "
                          f"{one_line(exc)}") from None
-    return model.eval(), dict(payload.get("metadata", {}))
+    metadata = payload.get("metadata", {})
+    if not isinstance(metadata, dict):  # (written by hand or another tool: dict() failed in Python's words)
+        raise ValueError(f"{path}: its metadata is a {type(metadata).__name__}, not a dict; the checkpoint was not "
+                         "written by save_checkpoint")
+    return model.eval(), dict(metadata)
 
 
 def _load_exported(path: Path) -> nn.Module:
