@@ -974,8 +974,17 @@ def test_train_many_refuses_another_groups_state_naming_only_what_differs(tmp_pa
     assert str(refused.value) == (f"{checkpoint} holds the state of another group of trainings (lr: 0.001 there, "
                                   "0.01 here); delete it to start over")
     other = quadrants(40, seed=1)
-    with pytest.raises(ValueError, match=r"another group of trainings \(other images\); delete it"):
+    with pytest.raises(ValueError, match=r"another group of trainings \(other images; other labels\); delete it"):
         train_many([new_model(train, 0)] * 2, [train, other], [0, 1], epochs=1, batch_size=20, checkpoint=checkpoint)
+    relabelled = ImageDataset(train.images, (train.labels + 1) % 4, train.classes, train.name)  # the same images
+    with pytest.raises(ValueError, match=r"another group of trainings \(other labels\); delete it"):
+        train_many([new_model(train, 0)] * 2, [train, relabelled], [0, 1], epochs=1, batch_size=20,
+                   checkpoint=checkpoint)  # (resumed silently: only the images were compared)
+    saved = torch.load(checkpoint, weights_only=True)  # a state saved before the labels were recorded resumes
+    del saved["identity"]["label_sums"]
+    torch.save(saved, checkpoint)
+    train_many([new_model(train, 0)] * 2, [train] * 2, [0, 1], epochs=1, batch_size=20, checkpoint=checkpoint)
+    assert not checkpoint.exists()
 
 
 def test_train_many_refuses_a_state_of_models_of_another_architecture_naming_the_weights_that_differ(tmp_path):

@@ -158,7 +158,8 @@ def train_many(models: Sequence[nn.Module], datasets: Sequence[ImageDataset], se
     identity = None if checkpoint is None else {
         "models": count, "images": n, "seeds": [int(s) for s in seeds], "epochs": epochs, "batch_size": batch_size,
         "lr": lr, "precision": precision,
-        "pixel_sums": images.flatten(1).sum(1)[rows[:, 0]].tolist()}  # tells the models' datasets apart
+        "pixel_sums": images.flatten(1).sum(1)[rows[:, 0]].tolist(),  # tells the models' datasets apart
+        "label_sums": (labels * torch.arange(1, n + 1, device=device)).sum(1)[rows[:, 0]].tolist()}  # and labels
     state = _resume(checkpoint, identity, names, params, optimizer, generators)
     first_epoch, first_step, earlier = (state["epoch"], state["step"], state["seconds"]) if state else (0, 0, 0.0)
     if state:
@@ -256,9 +257,12 @@ def _resume(checkpoint, identity, names, params, optimizer, generators) -> dict 
     state = saved_training(checkpoint, "train_many")
     if state is None:
         return None
-    if state["identity"] != identity:
-        there = state["identity"] if isinstance(state["identity"], dict) else {}
-        differing = "; ".join("other images" if key == "pixel_sums" else difference(key, there.get(key), value)
+    there = state["identity"] if isinstance(state["identity"], dict) else {}
+    if "label_sums" not in there:  # a state saved before labels were recorded: its other settings still count
+        identity = {key: value for key, value in identity.items() if key != "label_sums"}
+    if there != identity:
+        what = {"pixel_sums": "other images", "label_sums": "other labels"}
+        differing = "; ".join(what.get(key) or difference(key, there.get(key), value)
                               for key, value in identity.items() if there.get(key) != value)
         raise ValueError(f"{checkpoint} holds the state of another group of trainings ({differing}); delete it to "
                          "start over")
