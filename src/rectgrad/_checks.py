@@ -53,6 +53,16 @@ def positive_int(name: str, value) -> int:
     return int(value)
 
 
+def seed(value, allow_none: bool = False):
+    """``value`` if it is an integer in [0, 2**64) (what ``torch.Generator.manual_seed`` takes), or None where
+    ``allow_none``; else a ``ValueError`` naming it (not a bool, not 1.5)."""
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or not 0 <= value < 2**64:
+        raise ValueError(f"seed must be an integer in [0, 2**64){' or None' if allow_none else ''}, got {value!r}")
+    return value
+
+
 def generator(value) -> torch.Generator | None:
     """``value`` if it is a ``torch.Generator`` or None, else a ``TypeError`` saying how to make one (a seed is no
     generator)."""

@@ -21,7 +21,6 @@ functions) raise a ``ValueError`` naming the operation.
 from __future__ import annotations
 
 import math
-import numbers
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from captum.attr import InputXGradient, IntegratedGradients, Saliency
 from torch import Tensor
 
 from rectgrad._checks import did_you_mean, flag, positive_int, real
+from rectgrad._checks import seed as check_seed
 from rectgrad.attr import Deconvolution, GuidedBackprop, RectGrad
 from rectgrad.attr._arguments import (batches, check_device, check_logits, check_model, check_threshold,
                                       format_additional_args, format_inputs, one_value, per_sample,
@@ -415,8 +415,7 @@ def explain(model, inputs: Tensor | tuple[Tensor, ...], target=None, method: str
     forward, extra = _holding_shared(model, extra, len(inputs[0]), len(inputs))  # the methods see per-sample ones
     if internal_batch_size is not None:
         internal_batch_size = positive_int("internal_batch_size", internal_batch_size)
-    if seed is not None and (not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or not 0 <= seed < 2**64):
-        raise ValueError(f"seed must be an integer in [0, 2**64) or None, got {seed!r}")
+    check_seed(seed, allow_none=True)
     device = inputs[0].device
     with user_call(modules), named_errors(modules, inputs, paired=method == "deeplift"):
         if target is not None and entry.rules:  # the engine checks the classes on its own forward pass's logits

@@ -5,13 +5,13 @@ over colour channels, as the paper's visualization (Appendix F.1) and its refere
 """
 from __future__ import annotations
 
-import numbers
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from rectgrad._checks import describe, flag, positive_int
+from rectgrad._checks import seed as check_seed
 from rectgrad.metrics import attribution_in_region, attribution_outside, total_variation
 from rectgrad.methods import explain, get_method
 from rectgrad.train import evaluating, model_weight
@@ -33,8 +33,7 @@ def compute_maps(model: nn.Module, inputs: Tensor, method: str, targets: Tensor,
     """
     get_method(method)
     batch_size = positive_int("batch_size", batch_size)
-    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or not 0 <= seed < 2 ** 64:
-        raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
+    check_seed(seed)
     if not isinstance(inputs, Tensor) or inputs.dim() < 2 or not len(inputs):
         raise ValueError(f"inputs must be a tensor of the model's inputs (N, ...), N >= 1, got {describe(inputs)}")
     if targets is not None:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 import torch.nn.functional as F
@@ -10,6 +9,7 @@ from torch import Tensor, nn
 
 from rectgrad import viz
 from rectgrad._checks import positive_int, real
+from rectgrad._checks import seed as check_seed
 from rectgrad.attr._arguments import looks_like_probabilities
 from rectgrad.studies._common import (COMPARED, Images, StudyResult, check_show, display_maps, finite_mean, from_pixels,
                                       leaves_model_as_it_was, method_attributions, method_label, method_names, predict,
@@ -73,8 +73,7 @@ def adversarial(model: nn.Module, images: Images, out=None, *, eps: float = 0.01
     ``seed`` (an integer in [0, 2**64)) draws the control's noise and the stochastic methods' (SmoothGrad).
     """
     _check_eps(eps)
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**64:
-        raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")  # (before FGSM and the maps)
+    check_seed(seed)  # (before FGSM and the maps)
     show = check_show(show, len(images))
     methods = method_names(methods)  # run three times: a generator would be spent after the first
     predicted, confidence = predict(model, images.x, internal_batch_size)
