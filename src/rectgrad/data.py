@@ -737,8 +737,7 @@ def _folder_split(root, split: str) -> tuple[list[tuple[Path, int]], list[str], 
     present = {label for _, label in train}
     empty = [c for label, c in enumerate(classes) if label not in present]
     if empty:
-        others = sorted({p.suffix.lower() or p.name for c in empty for folder in _folders_under(root / "train" / c)
-                         for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and not _is_mask(p)})
+        others = _other_files(folder for c in empty for folder in _folders_under(root / "train" / c))
         raise ValueError(f"the training classes {empty} hold no images in {root / 'train'}"
                          + (f" (of {', '.join(IMAGE_SUFFIXES)}; they hold {', '.join(others[:5])} files, not read: "
                             "convert images of other formats to one of these)" if others else ""))
@@ -812,8 +811,7 @@ def image_files(paths) -> list[Path]:
                         if any(p.is_dir() for p in path.iterdir()) else "")
                 masks = ("; its files named <stem>_mask.<ext> are object masks, not images"
                          if any(_is_mask(p) for p in path.iterdir()) else "")
-                others = sorted({p.suffix.lower() or p.name for p in path.iterdir() if p.is_file()
-                                 and not p.name.startswith(".") and not _is_mask(p)})
+                others = _other_files([path])
                 formats = (f"; it holds {', '.join(others[:5])} files, not read: convert images of other formats "
                            "to one of these" if others else "")
                 raise ValueError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in folder {path}{masks}{formats}{held}")
@@ -850,6 +848,13 @@ def unique_names(files: list[Path], depth: int | list[int] = 1, *, suffix: bool 
         if all(len(owners[n]) == 1 for n in names):
             return [_shown(n) for n in names]
         depths = [depth + (len(owners[n]) > 1) for n, depth in zip(names, depths)]
+
+
+def _other_files(folders) -> list[str]:
+    """The suffixes (a name, for a file without one) of the files in ``folders`` that are neither hidden nor masks:
+    what a folder with no image read holds instead (an iPhone's .heic photos, say)."""
+    return sorted({p.suffix.lower() or p.name for folder in folders for p in folder.iterdir()
+                   if p.is_file() and not p.name.startswith(".") and not _is_mask(p)})
 
 
 def _shown(name: str) -> str:
