@@ -427,10 +427,15 @@ def display_maps(attr: Tensor, method: str, thresholded: bool) -> np.ndarray:
     return viz.prepare(attr, threshold="top" if thresholded and not is_rectgrad(method) else None)
 
 
+def one_or_many(names) -> tuple[str, ...]:
+    """One name alone (not read letter by letter), or any iterable of them (read once), as a tuple."""
+    return (names,) if isinstance(names, str) else tuple(names)
+
+
 def method_names(methods) -> tuple[str, ...]:
     """A study's ``methods`` as a tuple of known names: one name alone, or any iterable of them (read once); none is
     refused (an empty table would look like a result), as is an unknown one, before any work."""
-    names = (methods,) if isinstance(methods, str) else tuple(methods)
+    names = one_or_many(methods)
     if not names:
         raise ValueError(f"no methods given: name one or more, e.g. methods=('saliency', 'rectgrad'), or leave the "
                          f"default, the paper's comparison ({', '.join(COMPARED)})")

@@ -12,7 +12,7 @@ from rectgrad.attr._arguments import check_threshold
 from rectgrad.engine import Options, Rule
 from rectgrad.studies._common import (Images, StudyResult, check_show, engine_gradients, finite_mean, image_chunks,
                                       leaves_model_as_it_was, outside_fraction, predict, refuse_inlined_layers,
-                                      resize_masks, spread)
+                                      one_or_many, resize_masks, spread)
 
 
 @leaves_model_as_it_was
@@ -26,7 +26,7 @@ def hidden_layers(model: nn.Module, x, names: list[str] | str | None = None,
     ``max_layers`` of them evenly spread from the first to the last.
     """
     refuse_inlined_layers(model, "layers")
-    names = list(dict.fromkeys([names] if isinstance(names, str) else names or ()))  # one name; given twice: once
+    names = list(dict.fromkeys(one_or_many(() if names is None else names)))  # a name given twice is one layer
     modules = dict(model.named_modules())
     unknown = [n for n in names if n not in modules]
     if unknown:

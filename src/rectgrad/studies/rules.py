@@ -17,7 +17,8 @@ from rectgrad.attr._arguments import check_threshold
 from rectgrad.attr.rectgrad import RULES
 from rectgrad.engine import Options, Rule
 from rectgrad.studies._common import (Images, StudyResult, check_show, engine_gradients, finite_mean,
-                                      leaves_model_as_it_was, outside_fraction, predict, quiet, spearman)
+                                      leaves_model_as_it_was, one_or_many, outside_fraction, predict, quiet,
+                                      spearman)
 
 B2_WEIGHTS = (1.0, 10.0, -100.0, 1000.0)
 B2_ACTIVATIONS = (3.0, 2.0, 1.0, 0.0)
@@ -86,7 +87,7 @@ def rules(model: nn.Module, images: Images | None = None, out=None, *, q: float 
     if not real(toy_q) or not 0 <= toy_q <= 100:
         raise ValueError(f"toy_q must be a percentile in [0, 100], got {toy_q!r}")
     show = check_show(show, 0 if images is None else len(images))
-    candidates = (candidates,) if isinstance(candidates, str) else tuple(candidates)  # one rule, not its letters
+    candidates = one_or_many(candidates)  # one rule, not its letters
     if images is not None and not candidates:  # an empty maps table would look like a result
         raise ValueError(f"no rules given: name one or more of {', '.join(RULES)}, or leave the default (all)")
     tables = {"toy_b2": toy_b2(toy_q)}
