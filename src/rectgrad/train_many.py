@@ -267,10 +267,10 @@ def _resume(checkpoint, identity, names, params, optimizer, generators) -> dict 
         raise ValueError(f"{checkpoint} holds the state of another group of trainings ({differing}); delete it to "
                          "start over")
     keys = [*names, *(f"tensor {i}" for i in range(len(names), len(state["params"])))]  # (more saved than here)
-    there, here = ({k: list(p.shape[1:]) for k, p in zip(keys, ps)} for ps in (state["params"], params))
-    if there != here:  # (copy_ failed in PyTorch's words, or zip cut it short)
+    saved_shapes, shapes = ({k: list(p.shape[1:]) for k, p in zip(keys, ps)} for ps in (state["params"], params))
+    if saved_shapes != shapes:  # (copy_ failed in PyTorch's words, or zip cut it short)
         raise ValueError(f"{checkpoint} holds the state of a group of models of another architecture "
-                         f"({difference('tensors', there, here)}); delete it to start over")
+                         f"({difference('tensors', saved_shapes, shapes)}); delete it to start over")
     with torch.no_grad():
         for p, saved in zip(params, state["params"]):
             p.copy_(saved)
