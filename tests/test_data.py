@@ -412,6 +412,22 @@ def test_data_dir_naming_the_archive_itself_is_refused_as_a_file(tmp_path, monke
     assert sorted(p.name for p in tmp_path.iterdir()) == [archive] and given.read_bytes() == b"the archive"
 
 
+@pytest.mark.parametrize("name, archive", [("cifar10", "cifar-10-python.tar.gz"),
+                                           ("fashion-mnist", "train-images-idx3-ubyte.gz")])
+def test_a_folder_where_the_download_goes_is_refused_before_downloading(tmp_path, monkeypatch, name, archive):
+    fetched = []
+    monkeypatch.setattr(data.urllib.request, "urlopen", lambda url, timeout=None: fetched.append(url) or
+                        io.BytesIO(b"x" * 100))
+    (tmp_path / archive).mkdir()
+    (tmp_path / archive / "kept").write_bytes(b"mine")
+    with pytest.raises(IsADirectoryError, match=f"^{re.escape(str(tmp_path / archive))} is a folder, where the "
+                                                f"download of {re.escape(archive)} would go; move it away"):
+        load_dataset(name, "train", data_dir=tmp_path, download=True)
+    assert fetched == []  # refused before any byte was fetched
+    assert sorted(p.name for p in tmp_path.iterdir()) == [archive]  # no temporary file left beside it
+    assert (tmp_path / archive / "kept").read_bytes() == b"mine"
+
+
 @pytest.mark.parametrize("given", ["root", "batches"])
 def test_cifar10_unpacked_says_how_to_pack_the_archive_it_reads(tmp_path, given):
     cifar_archive(tmp_path / "cifar-10-python.tar.gz", n=2)

@@ -374,7 +374,11 @@ def _read_cifar_batch(tar: tarfile.TarFile, path: Path, member: str) -> tuple[np
 
 def _download(url: str, dest: Path, md5: str | None, offline: str | None = None) -> None:
     """Download ``url`` to ``dest`` through a temporary file; keep it only if its md5 matches (when one is known).
-    ``offline``: what to do without network (default: put the file at ``dest``)."""
+    ``offline``: what to do without network (default: put the file at ``dest``). A folder at ``dest`` is refused
+    before anything is fetched (the finished download could not take its place)."""
+    if dest.is_dir():
+        raise IsADirectoryError(f"{dest} is a folder, where the download of {dest.name} would go; move it away (or "
+                                "remove it) and run again; nothing was downloaded")
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
     digest = hashlib.md5()
