@@ -835,6 +835,20 @@ def test_image_folder_takes_nested_subfolders_as_torchvision_does(tmp_path):
     assert sorted(chosen.names) == sorted(masked.names)
 
 
+@pytest.mark.parametrize("split, link, target", [("train", "c_cow", "a_cat"),  # a class folder that is a link
+                                                  ("test", "b_dog/more", "a_cat")])  # a link inside another class
+def test_image_folder_refuses_one_folder_in_two_classes(tmp_path, split, link, target):
+    write_image_folder(tmp_path)
+    (tmp_path / split / link).symlink_to(tmp_path / split / target, target_is_directory=True)
+    first, second = tmp_path / split / target, tmp_path / split / link
+    for read in (lambda: data.image_folder_split(tmp_path, split), lambda: load_dataset(
+            "folder", split, data_dir=tmp_path, image_size=16)):
+        with pytest.raises(ValueError, match=f"^{re.escape(str(first))} and {re.escape(str(second))} are one "
+                                             "folder .* in two classes, 'a_cat' and '(b_dog|c_cow)'"):
+            read()
+    assert (tmp_path / split / target / "img0.jpg").is_file()  # nothing moved
+
+
 def test_image_folder_grayscale_and_no_masks(tmp_path):
     write_image_folder(tmp_path, grayscale=True, masks=False)
     assert data.load_image_folder(tmp_path, "test", 32).images.shape == (4, 1, 32, 32)

@@ -733,9 +733,8 @@ def _folder_split(root, split: str) -> tuple[list[tuple[Path, int]], list[str], 
         raise ValueError(f"{root / split}: the classes {extra} have no folder in {root / 'train'}"
                          + (f"; some look alike but are encoded otherwise ({', '.join(twins)}: composed and decomposed "
                             "accents, as macOS writes names): rename one folder" if twins else ""))
-    train = [(p, label) for label, c in enumerate(classes) for p in _images_under(root / "train" / c)]
-    files = train if split == "train" else [(p, label) for label, c in enumerate(classes)
-                                            for p in _images_under(root / split / c)]
+    train = _labelled_images(root / "train", classes)
+    files = train if split == "train" else _labelled_images(root / split, classes)
     if not files:
         raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {root / split}/<class>/")
     present = {label for _, label in train}
@@ -747,6 +746,23 @@ def _folder_split(root, split: str) -> tuple[list[tuple[Path, int]], list[str], 
                             "convert images of other formats to one of these)" if others else ""))
     order = torch.randperm(len(files), generator=torch.Generator().manual_seed(0)).tolist()
     return [files[i] for i in order], [_shown(c) for c in classes], train
+
+
+def _labelled_images(folder: Path, classes: list[str]) -> list[tuple[Path, int]]:
+    """The (image, label) files of the class folders ``folder / <class>`` (those there): the images in each and, as
+    torchvision's ImageFolder takes them, in its subfolders at any depth, in the order of :func:`_folders_under`;
+    refused where two classes reach one same folder through a symbolic link: its images would have two labels."""
+    owner: dict[Path, tuple[Path, str]] = {}
+    files = []
+    for label, c in enumerate(classes):
+        for sub in _folders_under(folder / c):
+            first, other = owner.setdefault(sub.resolve(), (sub, c))
+            if other != c:
+                raise ValueError(f"{first} and {sub} are one folder ({sub.resolve()}, through a symbolic link) in two "
+                                 f"classes, {_shown(other)!r} and {_shown(c)!r}: its images would be read twice, "
+                                 "with two labels; remove the link, or put the images of each class in its own folder")
+            files += [(p, label) for p in _images_in(sub)]
+    return files
 
 
 def _stamped(path: Path) -> tuple[Path, int, int]:
@@ -778,12 +794,6 @@ def _is_mask(path: Path) -> bool:
     """Whether ``path`` is named as an object mask, ``<stem>_mask.<ext>`` of an image suffix, ``_mask`` in any case
     (``_MASK``, ``_Mask``)."""
     return path.suffix.lower() in IMAGE_SUFFIXES and path.stem.lower().endswith("_mask")
-
-
-def _images_under(folder: Path) -> list[Path]:
-    """The images in ``folder`` and, as torchvision's ImageFolder takes them, in its subfolders at any depth, in the
-    order of :func:`_folders_under`."""
-    return [p for sub in _folders_under(folder) for p in _images_in(sub)]
 
 
 def _folders_under(folder: Path, seen: set[Path] | None = None) -> list[Path]:
