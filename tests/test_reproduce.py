@@ -1,5 +1,6 @@
 """``rectgrad reproduce`` end to end at the smoke scale on a tiny generated Fashion-MNIST, locally and on a
 local Ray instance; reruns recompute nothing; bad input is refused."""
+import contextlib
 import csv
 import errno
 import gzip
@@ -11,9 +12,12 @@ import pickle
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tarfile
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -23,7 +27,7 @@ from PIL import Image
 from rectgrad import data
 from rectgrad.checkpoint import load_checkpoint
 from rectgrad.cli import main
-from rectgrad.evaluation import pipeline
+from rectgrad.evaluation import pipeline, roar
 from rectgrad.evaluation.store import ResultStore
 from rectgrad.metrics import TIE_NOISE
 from rectgrad.report import MANIFEST, REPORT_FILES, write_report
@@ -33,6 +37,42 @@ METHODS = ["random", "rectgrad", "rectgrad_prr", "saliency", "guided_bp", "smoot
            "deeplift"]
 FIGURES = ["fig2-feature-map-occlusion.png", "fig3-patch-maps.png", "fig7-patch-attribution.png",
            "fig8-background-attribution.png", "fig8-total-variation.png", "fig9-roar.png", "fig9-kar.png"]
+
+
+SETTINGS_FRAME = bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])  # an empty HTTP/2 SETTINGS frame, what a gRPC server sends first
+
+
+@contextlib.contextmanager
+def server(answer: bytes | None):
+    """A local TCP server's port; each connection gets ``answer`` to what it first sends, then is closed (None: no
+    answer at all, the connection held open)."""
+    stop = threading.Event()
+    with socket.create_server(("127.0.0.1", 0)) as listening:
+        listening.settimeout(0.05)
+
+        def serve():
+            held = []  # (a silent server keeps its connections open)
+            while not stop.is_set():
+                try:
+                    conn, _ = listening.accept()
+                except TimeoutError:
+                    continue
+                if answer is None:
+                    held.append(conn)
+                    continue
+                with conn:
+                    conn.settimeout(5)
+                    conn.recv(1024)
+                    conn.sendall(answer)
+            for conn in held:
+                conn.close()
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        try:
+            yield listening.getsockname()[1]
+        finally:
+            stop.set()
+            thread.join()
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
@@ -591,6 +631,10 @@ def test_smoke_with_ray(smoke, tmp_path):
     shutil.copytree(work, copy, ignore=shutil.ignore_patterns("kar"))  # the 18 KAR trainings run on Ray
     ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)  # its own, whatever runs
     try:
+        address = ray.get_runtime_context().gcs_address
+        with pytest.MonkeyPatch.context() as patch:  # its address passes the check that Ray listens there
+            patch.setattr(ray, "is_initialized", lambda: False)
+            roar._check_reachable(address, timeout=5)
         assert main([*args, "--out", str(tmp_path / "report"), "--work-dir", str(copy), "--backend", "ray"]) == 0
     finally:
         ray.shutdown()
@@ -1212,10 +1256,8 @@ def test_cli_reproduce_options_reach_the_pipeline(tmp_path, monkeypatch, capsys)
     # --backend ray: its address and resources reach the Ray backend; the trainings run where its GPUs say
     if importlib.util.find_spec("ray") is None:  # (RayBackend needs Ray installed)
         return
-    import socket
-
-    with socket.create_server(("127.0.0.1", 0)) as head:  # something listens at the address (checked at once)
-        address = f"ray://127.0.0.1:{head.getsockname()[1]}"
+    with server(SETTINGS_FRAME) as port:  # a gRPC server, as Ray's, listens at the address (checked at once)
+        address = f"ray://127.0.0.1:{port}"
         for gpus, device in (("0.5", "cuda"), ("0", "cpu")):
             calls.clear()
             assert main(["reproduce", "--dataset", "fashion-mnist", "--scale", "smoke", "--out", str(tmp_path / "r3"),
@@ -1272,8 +1314,6 @@ def test_cli_reproduce_refuses_bad_options_before_any_work(tmp_path, monkeypatch
 def test_cli_reproduce_refuses_a_ray_address_where_nothing_listens_before_any_work(tmp_path, monkeypatch, capsys):
     # Ray retries such an address for minutes, and only once the ROAR/KAR trainings start: refused at once instead
     pytest.importorskip("ray")
-    import socket
-
     import rectgrad.evaluation
 
     monkeypatch.setattr(rectgrad.evaluation, "reproduce", lambda *a, **kw: pytest.fail("ran with a bad --address"))
@@ -1299,6 +1339,28 @@ def test_cli_reproduce_refuses_a_ray_address_where_nothing_listens_before_any_wo
     assert main(argv) == 2
     assert (f"error: the cluster `ray start` recorded on this machine (`ray stop` forgets it) 127.0.0.1:{port}: no "
             "Ray cluster answers there") in capsys.readouterr().err
+    monkeypatch.setattr(ray._private.utils, "read_ray_address", lambda *a: None)
+    # something else than Ray listens there: Ray's gRPC handshake would wait on it for ever; refused at once
+    for answer, why in ((b"HTTP/1.1 400 Bad Request\r\n\r\n", r"it answered b'HTTP/1.1 '"),
+                        (b"", "it closed the connection")):
+        with server(answer) as other:
+            for address in (f"127.0.0.1:{other}", f"ray://127.0.0.1:{other}"):
+                assert main([*argv, "--address", address]) == 2
+                assert re.search(f"error: --address {address}: what listens there is no Ray cluster \\({why} to the "
+                                 "handshake of gRPC, which Ray speaks\\); give the address", capsys.readouterr().err)
+    with server(b"\x15\x03\x03\x00\x02\x02\x46") as tls:  # a TLS server's alert to a plain handshake
+        monkeypatch.setenv("RAY_USE_TLS", "1")  # Ray's clusters with TLS: the connection is all that is checked
+        roar._check_reachable(f"127.0.0.1:{tls}", timeout=0.5)
+        monkeypatch.delenv("RAY_USE_TLS")
+        with pytest.raises(ConnectionError, match=r"it answered b'\\x15\\x03\\x03\\x00\\x02\\x02F' to the handshake"):
+            roar._check_reachable(f"127.0.0.1:{tls}", timeout=0.5)
+    with server(None) as silent:
+        started = time.monotonic()
+        with pytest.raises(ConnectionError, match=f"^--address 127.0.0.1:{silent}: what listens there is no Ray "
+                                                  r"cluster \(no answer to the handshake of gRPC, which Ray speaks, "
+                                                  r"within 0.5 s\)"):
+            roar._check_reachable(f"127.0.0.1:{silent}", timeout=0.5)
+        assert time.monotonic() - started < 5
     monkeypatch.setattr(ray, "is_initialized", lambda: True)  # a Ray this process joined is used as it is
     with pytest.raises(pytest.fail.Exception, match="ran with a bad --address"):
         main([*argv, "--address", f"127.0.0.1:{port}"])

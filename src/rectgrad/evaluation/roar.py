@@ -470,7 +470,8 @@ class RayBackend:
     twice the cluster's CPUs) are pending, which bounds the datasets held in Ray's object store. A task runs
     torch on ``int(num_cpus)`` threads (at least one): its results equal the local backend's run on as many
     threads; on others they differ by float rounding, so resume a sweep with the backend and threads it began
-    with. An ``address`` where nothing listens is a ``ConnectionError`` at once (Ray would retry it for minutes)."""
+    with. An ``address`` where nothing listens is a ``ConnectionError`` at once (Ray would retry it for minutes), as
+    is one where something else than Ray listens (no gRPC server: Ray would wait on it for ever)."""
 
     def __init__(self, address: str | None = None, num_cpus: float = 1, num_gpus: float = 0,
                  max_in_flight: int | None = None):
@@ -566,8 +567,9 @@ def _ray_start_address() -> str | None:
 
 def _check_reachable(address: str | None, timeout: float = 10.0) -> None:
     """A Ray cluster's address (``address``, else ``$RAY_ADDRESS``; ``HOST:PORT`` or ``ray://HOST:PORT``) where
-    something listens: Ray itself retries an address where nothing does for minutes, reached only once the sweep's
-    trainings start; ``None`` is that of the cluster ``ray start`` recorded on this machine, where there is one (a
+    something listens, and answers gRPC's handshake as Ray does (:func:`_not_grpc`): Ray itself retries an address
+    where nothing does for minutes, and waits for ever on something else, reached only once the sweep's trainings
+    start; ``None`` is that of the cluster ``ray start`` recorded on this machine, where there is one (a
     cluster that died without ``ray stop`` leaves it). ``auto`` and ``local`` are Ray's to find, as are the addresses
     of other clients (``anyscale://...``) and a ``ray://HOST`` without a port. A Ray this process started is used as
     it is (:meth:`RayBackend.run`): nothing to check."""
@@ -589,10 +591,38 @@ def _check_reachable(address: str | None, timeout: float = 10.0) -> None:
         raise ValueError(f"{name} {given!r} is no Ray cluster address: give HOST:PORT (its head node, e.g. "
                          "10.0.0.5:6379) or ray://HOST:PORT (Ray Client)")
     try:
-        socket.create_connection((host, int(port)), timeout=timeout).close()
+        conn = socket.create_connection((host, int(port)), timeout=timeout)
     except OSError as exc:
         raise ConnectionError(f"{name} {given}: no Ray cluster answers there ({exc.strerror or exc}); start one "
                               "(ray start --head) or give its address") from None
+    with conn:  # (with TLS, RAY_USE_TLS, a plain handshake is refused by Ray too: the connection is all there is)
+        why = None if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true") else _not_grpc(conn, timeout)
+    if why is not None:
+        raise ConnectionError(f"{name} {given}: what listens there is no Ray cluster ({why}); give the address of "
+                              "one: HOST:PORT of its head node (`ray start --head` prints it; port 6379 by default) "
+                              "or ray://HOST:PORT of its Ray Client server (port 10001 by default)")
+
+
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])  # and an empty SETTINGS
+
+
+def _not_grpc(conn: socket.socket, timeout: float) -> str | None:
+    """Why what ``conn`` reaches is no gRPC server, or None where it is one: Ray's GCS and its Ray Client server speak
+    gRPC (over HTTP/2), and answer the connection preface of HTTP/2 with a SETTINGS frame at once; Ray's own
+    handshake would wait for it for ever where something else listens (a plain TCP server, another service)."""
+    head = b""
+    try:
+        conn.sendall(_HTTP2_PREFACE)
+        while len(head) < 9 and (chunk := conn.recv(9 - len(head))):
+            head += chunk
+    except TimeoutError:
+        return f"no answer to the handshake of gRPC, which Ray speaks, within {timeout:g} s"
+    except OSError as exc:
+        return f"the connection broke at the handshake of gRPC, which Ray speaks ({exc.strerror or exc})"
+    if len(head) == 9 and head[3] == 4 and head[5:] == bytes(4):  # a SETTINGS frame, of the connection (stream 0)
+        return None
+    answer = f"it answered {head!r}" if head else "it closed the connection"
+    return f"{answer} to the handshake of gRPC, which Ray speaks"
 
 
 def _train_task(train_fn: TrainFn, train: ImageDataset, test: ImageDataset, seed: int,
