@@ -2193,6 +2193,46 @@ def test_ray_backend_runs_each_training_as_a_task_with_its_resources_and_threads
         torch.set_flush_denormal(False)
 
 
+def test_ray_backend_deletes_the_groups_a_local_run_saved_unfinished_once_it_has_trained_them(tmp_path, monkeypatch):
+    # Ray trains one model per task and cannot resume a local run's group: its trainings start over, said at once,
+    # and its state goes once they are done (a stale file otherwise, and a later local run would not resume it)
+    import sys
+
+    from rectgrad.evaluation.roar import _group_checkpoint
+
+    train, test, maps = roar_inputs()
+    store, folder = ResultStore(tmp_path / "work", {}), tmp_path / "work" / "roar" / "unfinished"
+    saved = [["roar/a-p0.2-r0.json", "roar/a-p0.6-r0.json"], ["roar/random-p0.2-r0.json", "roar/gone-p0.2-r0.json"]]
+    for keys in saved:
+        state = _group_checkpoint(folder, keys)
+        state.parent.mkdir(parents=True, exist_ok=True)
+        state.write_bytes(b"state")
+        state.with_suffix(".json").write_text(json.dumps(keys))
+    backend, ray = RayBackend(), FakeRay(2)  # (made before Ray is replaced: it looks for the real one)
+    monkeypatch.setitem(sys.modules, "ray", ray)
+    threads = torch.get_num_threads()
+    try:
+        interrupted = Counting(fail_after=1)
+        with pytest.warns(RuntimeWarning, match=f"^2 groups of trainings a local run saved unfinished in "
+                                                f"{re.escape(str(folder))} are not resumed on Ray"):
+            with pytest.raises(KeyboardInterrupt):  # stopped: the states stay, for a local run to resume
+                roar_kar(train, test, maps, interrupted, fractions=(0.2, 0.6), repeats=1, store=store,
+                         backend=backend, progress=False)
+        assert len(list(folder.iterdir())) == 4
+        with pytest.warns(RuntimeWarning, match="^2 groups of trainings"):
+            result = roar_kar(train, test, maps, Counting(), fractions=(0.2, 0.6), repeats=1, store=store,
+                              backend=backend, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+        torch.set_flush_denormal(False)
+    assert all(result.accuracies[m].shape == (1, 2) for m in maps)
+    assert list(folder.iterdir()) == []  # neither state nor listing left
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing saved: nothing said
+        roar_kar(train, test, maps, Counting(), fractions=(0.2, 0.6), repeats=1, store=store, backend=backend,
+                 progress=False)
+
+
 def test_ray_backend_gives_back_the_stop_handlers_ray_replaced(monkeypatch):
     # Ray installs its own SIGTERM handler at init and leaves it after shutdown: a later Ctrl-C / SIGTERM in this
     # Python session (a local sweep's, a training's) would reach Ray's handler, not the one set before

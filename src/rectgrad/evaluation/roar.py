@@ -471,7 +471,9 @@ class RayBackend:
     torch on ``int(num_cpus)`` threads (at least one): its results equal the local backend's run on as many
     threads; on others they differ by float rounding, so resume a sweep with the backend and threads it began
     with. An ``address`` where nothing listens is a ``ConnectionError`` at once (Ray would retry it for minutes), as
-    is one where something else than Ray listens (no gRPC server: Ray would wait on it for ever)."""
+    is one where something else than Ray listens (no gRPC server: Ray would wait on it for ever). Groups of trainings
+    a local run saved unfinished in ``checkpoints`` cannot be resumed one model per task: a warning says so, their
+    trainings start over and their states are deleted once the sweep is done."""
 
     def __init__(self, address: str | None = None, num_cpus: float = 1, num_gpus: float = 0,
                  max_in_flight: int | None = None):
@@ -486,9 +488,16 @@ class RayBackend:
         self.address, self.num_cpus, self.num_gpus, self.max_in_flight = address, num_cpus, num_gpus, max_in_flight
 
     def run(self, jobs: Iterable[Job], train_fn: TrainFn, done: Callable[[Job, float, float], None],
-            checkpoints=None) -> None:  # one model per task: nothing to checkpoint
+            checkpoints=None) -> None:  # one model per task: nothing to checkpoint (a local run's states: deleted)
         import ray
 
+        saved = _saved_groups(checkpoints)  # a local run's: one model per task cannot resume them
+        if saved:
+            warnings.warn(f"{len(saved)} group{'s' if len(saved) > 1 else ''} of trainings a local run saved "
+                          f"unfinished in {checkpoints} {'are' if len(saved) > 1 else 'is'} not resumed on Ray (one "
+                          "model per task): the trainings of them this run asks for start over, and the saved states "
+                          "are deleted once it is done (stop it and rerun with the local backend to resume them)",
+                          RuntimeWarning, stacklevel=2)
         started = not ray.is_initialized()
         handlers = {stop: signal.getsignal(stop) for stop in (signal.SIGINT, signal.SIGTERM)}
         if started:  # (Ray sets its own SIGTERM handler and leaves it after shutdown)
@@ -518,6 +527,10 @@ class RayBackend:
                                        "train_fn exited (sys.exit, os._exit) or the process crashed; Ray's "
                                        "python-core-worker-*.log files say why") from error
                 done(job, *result)
+            for keys in saved:  # every training asked for is done: what they held is stale
+                state = _group_checkpoint(checkpoints, keys)
+                state.unlink(missing_ok=True)
+                state.with_suffix(".json").unlink(missing_ok=True)
         finally:
             for ref in pending:
                 ray.cancel(ref)
