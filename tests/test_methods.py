@@ -1168,6 +1168,7 @@ def test_model_left_as_it_was_in_train_mode():
 
 
 @pytest.mark.parametrize("method", ["eps_lrp", "deeplift"])
+@pytest.mark.filterwarnings("ignore:BatchNorm2d without running statistics:rectgrad.AttributionWarning")
 def test_a_batchnorm_without_running_statistics_is_not_told_to_call_eval(method):
     # track_running_stats=False normalises with the batch's statistics in eval mode too: model.eval(), the advice
     # given, changed nothing
@@ -1499,10 +1500,46 @@ def test_a_model_in_training_mode_is_a_warning_once_per_call():
                                      "and change from call to call; call model.eval() first (rectgrad leaves the "
                                      "mode as it is)"]
     assert model.training
-    quiet = (model.eval(), net(nn.BatchNorm2d(4, track_running_stats=False), nn.Dropout(0.0)).train(),
-             net(nn.Identity(), nn.Identity()).train())  # nothing behaves differently in training mode
+    quiet = (model.eval(), net(nn.Identity(), nn.Identity()).train())  # nothing behaves differently in training mode
     for model in quiet:
         assert warnings_of(lambda: explain(model, x, method="guided_bp")) == []
+    # a BatchNorm without running statistics uses the batch's statistics in eval mode too: model.eval() changes
+    # nothing, so it gets a warning of its own (below), not this one
+    model = net(nn.BatchNorm2d(4, track_running_stats=False), nn.Dropout(0.0)).train()
+    with pytest.warns(rectgrad.AttributionWarning) as caught:
+        explain(model, x, method="guided_bp")
+    assert [str(w.message).split(" (")[0] for w in caught] == ["BatchNorm2d without running statistics"]
+
+
+def test_a_batchnorm_without_running_statistics_is_a_warning_once_per_call():
+    # track_running_stats=False normalises with the batch's statistics in eval mode too: the gating methods' maps
+    # (and the others') depended on the other images of the batch, without a word
+    def warnings_of(call):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            maps = call()
+        return maps, [str(w.message) for w in caught if issubclass(w.category, rectgrad.AttributionWarning)]
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, track_running_stats=False), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(64, 3)).eval()
+    x = torch.randn(3, 3, 6, 6)
+    expected = ("BatchNorm2d without running statistics (track_running_stats=False) normalises with the statistics "
+                "of the batch it runs on, in eval mode too, so each map depends on the other images of the batch and "
+                "on internal_batch_size (SmoothGrad's noisy copies and IntegGrad's steps run as batches too); for "
+                "maps of each image alone, use BatchNorm with running statistics (track_running_stats=True)")
+    for method in ("guided_bp", "deconv", "rectgrad", "saliency"):
+        whole, said = warnings_of(lambda: explain(model, x, target=0, method=method, q=50.0)
+                                  if method == "rectgrad" else explain(model, x, target=0, method=method))
+        assert said == [expected], method
+        part, _ = warnings_of(lambda: explain(model, x[:2], target=0, method=method))
+        assert not torch.allclose(whole[:2], part), method  # what the warning is about: the same images, other maps
+    _, said = warnings_of(lambda: RectGrad(model).attribute(x, target=0, internal_batch_size=1))
+    assert said == [expected]
+    assert not model.training
+    for quiet in (nn.BatchNorm2d(4).eval(), nn.InstanceNorm2d(4)):  # running statistics; per-image statistics
+        model[1] = quiet
+        assert warnings_of(lambda: explain(model, x, target=0, method="guided_bp"))[1] == []
 
 
 class _Residual(nn.Module):

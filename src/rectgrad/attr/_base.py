@@ -140,7 +140,8 @@ def check_reachable(model, modules: tuple[nn.Module, ...], what: str, multiplier
 @contextlib.contextmanager
 def user_call(modules: tuple[nn.Module, ...]):
     """One public call on a user's model (however calls nest inside it): a warning if the model is in training
-    mode with modules that behave differently there (BatchNorm with running statistics, dropout, stochastic depth)."""
+    mode with modules that behave differently there (BatchNorm with running statistics, dropout, stochastic depth),
+    and one if it has BatchNorm without running statistics, which normalises with the batch's in eval mode too."""
     if getattr(_call, "active", False):
         yield
         return
@@ -152,6 +153,14 @@ def user_call(modules: tuple[nn.Module, ...]):
         warn(f"the model is in training mode: {'; '.join(f'{name} {why}' for name, why in sorted(found.items()))}, "
              "so the maps depend on the batch and change from call to call; call model.eval() first (rectgrad "
              "leaves the mode as it is)")
+    unbatched = sorted({type(m).__name__ for model in modules for m in model.modules()
+                        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is None
+                        and m.running_var is None})  # PyTorch's own test: batch statistics in eval mode too
+    if unbatched:
+        warn(f"{', '.join(unbatched)} without running statistics (track_running_stats=False) normalises with the "
+             "statistics of the batch it runs on, in eval mode too, so each map depends on the other images of the "
+             "batch and on internal_batch_size (SmoothGrad's noisy copies and IntegGrad's steps run as batches too); "
+             "for maps of each image alone, use BatchNorm with running statistics (track_running_stats=True)")
     _call.active, _call.said = True, set()
     try:
         yield
