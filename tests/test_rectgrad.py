@@ -1393,6 +1393,32 @@ def test_other_activations_gate_their_own_derivative(activation):
     torch.testing.assert_close(guided, expected_guided @ model[0].weight)
 
 
+_PRIVATE = [(name, public, args) for name, public, args in [
+    ("relu6", F.relu6, ()), ("relu6_", F.relu6, ()), ("hardtanh", F.hardtanh, (-1.0, 2.0)),
+    ("leaky_relu", F.leaky_relu, (0.1,)), ("silu", F.silu, ()), ("silu_", F.silu, ()), ("hardswish", F.hardswish, ()),
+    ("hardswish_", F.hardswish, ()), ("mish", F.mish, ()), ("mish_", F.mish, ()), ("gelu_", F.gelu, ()),
+    ("hardsigmoid", F.hardsigmoid, ()), ("hardsigmoid_", F.hardsigmoid, ())] if hasattr(torch._C._nn, name)]
+
+
+@pytest.mark.parametrize("name, public, args", _PRIVATE, ids=[f"torch._C._nn.{name}" for name, _, _ in _PRIVATE])
+def test_the_private_spellings_of_activations_follow_the_rules_as_the_public_ones(name, public, args):
+    # the built-ins the functionals call (F.hardtanh calls torch._C._nn.hardtanh, F.silu(inplace=True)
+    # torch._C._nn.silu_), which some models call themselves: they passed the plain gradient under the gate rules,
+    # and eps-LRP and DeepLIFT refused them as operations they do not know
+    torch.manual_seed(3)
+    private = nn.Sequential(nn.Linear(6, 12), _Called(getattr(torch._C._nn, name), *args), nn.Linear(12, 3)).double()
+    same = nn.Sequential(private[0], _Called(public, *args), private[2])
+    x = torch.randn(4, 6, dtype=torch.float64) * 3
+    gated = ("deconv", "guided_bp", "rectgrad") if "hardsigmoid" not in name else ()  # a multiplier rule's alone
+    for method in (*gated, "eps_lrp", "deeplift"):
+        options = {"q": 50.0, "final_threshold": False} if method == "rectgrad" else {}
+        ours = explain(private, x, target=1, method=method, **options)
+        torch.testing.assert_close(ours, explain(same, x, target=1, method=method, **options), rtol=0, atol=0)
+    if gated:  # the rule changes the map: the two are not both the plain gradient
+        assert not torch.allclose(explain(private, x, target=1, method="deconv"),
+                                  explain(private, x, target=1, method="saliency"))
+
+
 class _InputSlopePReLU(nn.Module):
     """A PReLU whose slope is computed from the input (a dynamic activation): slope = sigmoid(mean of x)."""
 

@@ -47,12 +47,23 @@ _ACTIVATION_FUNCTIONALS = (F.relu6, F.hardtanh, F.leaky_relu, F.elu, F.selu, F.c
 _OTHER_FUNCTIONALS = (F.hardsigmoid,)
 # Python functionals with an ``inplace`` argument: its position.
 _WITH_INPLACE_ARG = {f: _inplace_position(f) for f in _ACTIVATION_FUNCTIONALS + _OTHER_FUNCTIONALS}
+
+
+def _private(*names: str) -> set:
+    """The built-ins ``torch._C._nn.<name>`` that this PyTorch has."""
+    return {getattr(torch._C._nn, name) for name in names if hasattr(torch._C._nn, name)}
+
+
+# the private spellings the functionals call (F.hardtanh calls torch._C._nn.hardtanh, F.silu(inplace=True)
+# torch._C._nn.silu_), which some models call themselves: the functionals' leading arguments, no ``inplace``
+# (F.hardtanh_, F.leaky_relu_, F.elu_, F.gelu and F.elu's torch._C._nn.elu are these built-ins already)
+_PRIVATE_SPELLINGS = _private("relu6", "hardtanh", "leaky_relu", "silu", "hardswish", "mish")
 _INPLACE_BUILTINS = {F.hardtanh_, F.leaky_relu_, F.elu_, F.selu_, F.celu_, F.rrelu_, F.threshold_, gelu_, silu_,
-                     hardswish_, mish_}
+                     hardswish_, mish_, *_private("relu6_", "silu_", "hardswish_", "mish_", "gelu_")}
 # the torch-namespace spellings of F.selu, F.celu, F.threshold and F.prelu (same leading arguments, never in place)
 _TORCH_SPELLINGS = {torch.selu, torch.celu, torch.threshold, torch.Tensor.prelu}
 KNOWN_ACTIVATIONS = (set(RELU) | set(_ACTIVATION_FUNCTIONALS) | _INPLACE_BUILTINS | _ATEN_ACTIVATIONS | _TORCH_SPELLINGS
-                     | {F.gelu, F.prelu})
+                     | _PRIVATE_SPELLINGS | {F.gelu, F.prelu})
 # Further element-wise functions a multiplier rule must follow (-> in-place?); gate rules leave them be.
 _ELEMENTWISE = {torch.sigmoid: False, torch.Tensor.sigmoid: False, torch.sigmoid_: True, torch.Tensor.sigmoid_: True,
                 torch.tanh: False, torch.Tensor.tanh: False, torch.tanh_: True, torch.Tensor.tanh_: True,
@@ -62,7 +73,8 @@ _ELEMENTWISE = {torch.sigmoid: False, torch.Tensor.sigmoid: False, torch.sigmoid
                 F.hardshrink: False, F.softshrink: False, torch.special.expit: False, torch.erf: False,
                 torch.Tensor.erf: False, torch.erfc: False, torch.Tensor.erfc: False, torch.sin: False,
                 torch.Tensor.sin: False, torch.cos: False, torch.Tensor.cos: False, torch.atan: False,
-                torch.Tensor.atan: False, torch.square: False, torch.Tensor.square: False}
+                torch.Tensor.atan: False, torch.square: False, torch.Tensor.square: False,
+                **dict.fromkeys(_private("hardsigmoid"), False), **dict.fromkeys(_private("hardsigmoid_"), True)}
 ELEMENTWISE = KNOWN_ACTIVATIONS | set(_ELEMENTWISE) | set(_OTHER_FUNCTIONALS)
 OTHER_NONLINEAR = {F.softmax, torch.softmax, torch.Tensor.softmax, F.log_softmax, torch.log_softmax,
                    torch.Tensor.log_softmax, F.layer_norm, F.group_norm, F.instance_norm, torch.exp,
