@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from captum.attr import DeepLift, Saliency
+from captum.attr import DeepLift, IntegratedGradients, Saliency
 from captum.attr import GuidedBackprop as CaptumGuidedBackprop
 from torch import nn
 
@@ -137,6 +137,31 @@ def test_intgrad_and_deeplift_take_a_per_channel_baseline_in_the_models_dtype():
                                    explain(model, x, target=1, method=method, baseline=full))
         assert explain(model.bfloat16(), x.bfloat16(), target=1, method=method).dtype == torch.bfloat16
         model.float()
+
+
+def test_intgrad_and_deeplift_take_none_as_zeros_and_a_numpy_baseline_as_its_tensor():
+    # Captum reads baselines=None as zeros, and references computed with numpy are arrays: both were refused
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 4 * 4, 3)).eval()
+    x = torch.randn(2, 3, 6, 6)
+    per_channel = np.array([0.1, -0.2, 0.3])[:, None, None]  # float64, as numpy gives them, for a float32 model
+    for method in ("intgrad", "deeplift"):
+        zero = explain(model, x, target=1, method=method, baseline=0.0)
+        assert torch.equal(explain(model, x, target=1, method=method, baseline=None), zero)
+        assert torch.equal(explain(model, (x,), target=1, method=method, baseline=(None,))[0], zero)
+        tensor = explain(model, x, target=1, method=method, baseline=torch.from_numpy(per_channel).float())
+        assert not torch.allclose(tensor, zero)  # the reference matters
+        assert torch.equal(explain(model, x, target=1, method=method, baseline=per_channel), tensor)
+        reversed_ = np.ascontiguousarray(per_channel[::-1])[::-1]  # the same values, as a view of negative strides
+        reversed_ = explain(model, x, target=1, method=method, baseline=reversed_)
+        assert torch.equal(reversed_, tensor)
+        for odd in (np.zeros((3, 1, 1), dtype=bool), np.array(["0"] * 3)):  # no numbers: named, not read as 0 / 1
+            with pytest.raises(TypeError, match=f"baseline array must hold numbers, got dtype {odd.dtype}"):
+                explain(model, x, target=1, method=method, baseline=odd)
+        with pytest.raises(ValueError, match="baseline contains NaN or Inf"):
+            explain(model, x, target=1, method=method, baseline=np.full((3, 1, 1), np.nan))
+    captum = IntegratedGradients(model).attribute(x, baselines=None, target=1, n_steps=50, method="riemann_right")
+    torch.testing.assert_close(explain(model, x, target=1, method="intgrad", baseline=None), captum)
 
 
 def test_deeplift_equals_captum_where_captum_applies():
@@ -1854,7 +1879,8 @@ def test_bad_hyperparameter_values_of_the_wrong_type_are_named():
     with pytest.raises(ValueError, match="steps must be a positive integer, got 0"):
         explain(model, x, target=0, method="intgrad", steps=0)
     for method in ("intgrad", "deeplift"):
-        with pytest.raises(TypeError, match="baseline must be a number or a tensor, got str"):
+        with pytest.raises(TypeError, match=r"baseline must be a number, a tensor, a numpy array or None \(zeros\), "
+                                            "got str"):
             explain(model, x, target=0, method=method, baseline="0")
     with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 2\*\*64\) or None, got True"):
         explain(model, x, target=0, method="random", seed=True)
@@ -1869,7 +1895,7 @@ def test_bools_are_no_numbers_for_any_hyperparameter():
         explain(model, x, target=0, method="eps_lrp", eps=True)
     for method in ("intgrad", "deeplift"):
         for baseline in (False, np.bool_(True), (True,)):
-            with pytest.raises(TypeError, match="baseline must be a number or a tensor, got (bool|bool_)"):
+            with pytest.raises(TypeError, match="baseline must be a number, .* got (bool|bool_)"):
                 explain(model, x, target=0, method=method, baseline=baseline)
     assert explain(model, x, target=0, method="intgrad", baseline=np.float32(0.0)).any()  # numpy numbers are numbers
 

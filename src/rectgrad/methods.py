@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+import numpy as np
 import torch
 from captum._utils.common import _format_output, _is_tuple
 from captum.attr import InputXGradient, IntegratedGradients, Saliency
@@ -139,6 +140,14 @@ def _smoothgrad(model, inputs, target, extra, *, internal_batch_size, generator,
 
 
 def _baseline_like(baseline, inputs: Tensor) -> Tensor:
+    """``baseline`` (a number, a tensor or numpy array broadcastable to ``inputs``, or None: zeros, as Captum reads
+    it) as a reference shaped like ``inputs``, in their dtype and on their device."""
+    if baseline is None:
+        return torch.zeros_like(inputs)
+    if isinstance(baseline, np.ndarray):
+        if baseline.dtype.kind not in "iuf":
+            raise TypeError(f"baseline array must hold numbers, got dtype {baseline.dtype}")
+        baseline = torch.from_numpy(np.ascontiguousarray(baseline))  # (a reversed view: torch cannot take it)
     if real(baseline):
         if not math.isfinite(baseline):
             raise ValueError(f"baseline must be a finite number, got {baseline!r}")
@@ -151,11 +160,13 @@ def _baseline_like(baseline, inputs: Tensor) -> Tensor:
         except RuntimeError:
             raise ValueError(f"baseline of shape {tuple(baseline.shape)} does not broadcast to the inputs' "
                              f"{tuple(inputs.shape)}") from None
-    raise TypeError(f"baseline must be a number or a tensor, got {type(baseline).__name__}")
+    raise TypeError(f"baseline must be a number, a tensor, a numpy array or None (zeros), got "
+                    f"{type(baseline).__name__}")
 
 
 def _baselines(baseline, inputs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-    """One reference per input: ``baseline`` (a number or a tensor) for each, or a tuple of them, one per input."""
+    """One reference per input: ``baseline`` (a number, a tensor, a numpy array or None) for each, or a tuple of
+    them, one per input."""
     if not isinstance(baseline, tuple):
         return tuple(_baseline_like(baseline, x) for x in inputs)
     if len(baseline) != len(inputs):
