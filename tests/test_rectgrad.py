@@ -942,6 +942,21 @@ def test_bad_arguments(cnn, batch, kwargs, error, match):
         RectGrad(cnn).attribute(x, **kwargs)
 
 
+def test_the_classes_take_a_one_element_internal_batch_size_as_explain_does():
+    # explain took internal_batch_size=torch.tensor(2) as 2 (a value swept over torch.arange), the classes refused it
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)).double()
+    x = torch.randn(5, 4, dtype=torch.float64)
+    for attribution, options in ((RectGrad(model), {"q": 50.0}), (GuidedBackprop(model), {}),
+                                 (Deconvolution(model), {})):
+        expected = attribution.attribute(x, target=1, internal_batch_size=2, **options)
+        for size in (torch.tensor(2), np.array([2]), np.int64(2)):
+            assert torch.equal(attribution.attribute(x, target=1, internal_batch_size=size, **options), expected)
+        for bad, shown in ((torch.tensor(2.5), "2.5"), (torch.tensor([2, 3]), re.escape("tensor([2, 3])"))):
+            with pytest.raises(ValueError, match=f"internal_batch_size must be a positive integer, got {shown}"):
+                attribution.attribute(x, target=1, internal_batch_size=bad, **options)
+
+
 @pytest.mark.parametrize("rule", ["pr5", "PR1", "pr", "mod1", ""])
 def test_rule_names_outside_the_five_are_refused(rule):
     # the engine's Rule takes any score name: RectGrad is where a near miss must stop, not silently explain otherwise

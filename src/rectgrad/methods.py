@@ -35,8 +35,8 @@ from torch import Tensor
 from rectgrad._checks import did_you_mean, flag, positive_int, real
 from rectgrad._checks import seed as check_seed
 from rectgrad.attr import Deconvolution, GuidedBackprop, RectGrad
-from rectgrad.attr._arguments import (batches, check_device, check_logits, check_model, check_threshold,
-                                      format_additional_args, format_inputs, one_value, per_sample,
+from rectgrad.attr._arguments import (batches, check_device, check_internal_batch_size, check_logits, check_model,
+                                      check_threshold, format_additional_args, format_inputs, one_value, per_sample,
                                       repeat_samples, resolve_targets, target_indices)
 from rectgrad.attr._base import check_reachable, modules_of, named_errors, preserved_buffers, user_call
 from rectgrad.engine import DEEPLIFT_RESCALE, MultiplierRule, Options, RuleMode, eps_lrp_rule, rule_gradients
@@ -413,7 +413,7 @@ def explain(model, inputs: Tensor | tuple[Tensor, ...], target=None, method: str
         raise TypeError(_unknown_hyperparameter(entry, unknown[0]))
     # a one-element tensor or array counts as its value (eps swept over torch.logspace), as q and tau take it
     hyperparameters = {k: v if k == "baseline" else one_value(v) for k, v in hyperparameters.items()}
-    internal_batch_size, seed = one_value(internal_batch_size), one_value(seed)
+    seed = one_value(seed)
     if hyperparameters.get("q") is not None and hyperparameters.get("tau") is not None:
         check_threshold(hyperparameters["q"], hyperparameters["tau"])  # refuses both
     is_tuple = _is_tuple(inputs)
@@ -424,8 +424,7 @@ def explain(model, inputs: Tensor | tuple[Tensor, ...], target=None, method: str
     if entry.rules:
         check_reachable(model, modules, method, multiplier=method in ("eps_lrp", "deeplift"))
     forward, extra = _holding_shared(model, extra, len(inputs[0]), len(inputs))  # the methods see per-sample ones
-    if internal_batch_size is not None:
-        internal_batch_size = positive_int("internal_batch_size", internal_batch_size)
+    internal_batch_size = check_internal_batch_size(internal_batch_size)
     check_seed(seed, allow_none=True)
     device = inputs[0].device
     with user_call(modules), named_errors(modules, inputs, paired=method == "deeplift"):

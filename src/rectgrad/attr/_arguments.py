@@ -206,12 +206,18 @@ def check_threshold(q: float | None, tau: float | None) -> tuple[float | None, f
     return float(q), None
 
 
+def check_internal_batch_size(value) -> int | None:
+    """``internal_batch_size`` as a positive int, or None (everything in one pass); a one-element tensor or array
+    counts as its value, as for every hyper-parameter (``torch.tensor(64)``)."""
+    value = one_value(value)
+    return None if value is None else positive_int("internal_batch_size", value)
+
+
 def batches(inputs: tuple[Tensor, ...], target, additional_forward_args: tuple, size: int | None) -> Iterator[tuple]:
     """Split a call into chunks of at most ``size`` samples (tensors whose dim 0 is the batch;
     ``additional_forward_args`` as :func:`format_additional_args` gives them)."""
     n = inputs[0].shape[0]
-    if size is not None:
-        size = positive_int("internal_batch_size", size)
+    size = check_internal_batch_size(size)
     if size is None or size >= n:
         yield inputs, target, additional_forward_args
         return
