@@ -1043,6 +1043,27 @@ def test_a_given_target_costs_the_engine_methods_no_extra_forward_pass():
     assert calls == [5, 5]
 
 
+@pytest.mark.parametrize("huge", [2**70, -2**70, 2**63], ids=["2**70", "-2**70", "2**63"])
+def test_a_target_beyond_int64_is_named_with_the_models_classes(huge):
+    # torch's own errors for it were an overflow ("int too big to convert", "Overflow when unpacking long long"),
+    # naming neither the target nor the classes
+    model, x = _relu_net(), torch.randn(4, 4, dtype=torch.float64)
+    message = f"^target {huge} is out of range for a model with 3 classes$"
+    forms = [huge, [0, huge, 1, 2], (huge,)] + ([np.array([huge] * 4, dtype=np.uint64)] if 0 < huge < 2**64 else [])
+    for target in forms:
+        for method in ("saliency", "intgrad", "guided_bp", "rectgrad", "deeplift"):
+            for size in (None, 2):
+                with pytest.raises(ValueError, match=message):
+                    explain(model, x, target=target, method=method, internal_batch_size=size)
+        for attribution in (RectGrad(model), rectgrad.GuidedBackprop(model)):
+            for size in (None, 2):
+                with pytest.raises(ValueError, match=message):
+                    attribution.attribute(x, target=target, internal_batch_size=size)
+    with pytest.raises(ValueError, match=f"^target {huge} is out of range: a class index is below the model's number "
+                                         "of classes$"):  # before the forward pass, which names them
+        rectgrad.attr._arguments.target_indices(huge, 4, "cpu")
+
+
 def test_a_model_output_of_the_wrong_shape_is_named_with_the_callers_batch():
     class Column(nn.Module):
         def forward(self, x):

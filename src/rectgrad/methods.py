@@ -35,9 +35,9 @@ from torch import Tensor
 from rectgrad._checks import did_you_mean, flag, positive_int, real
 from rectgrad._checks import seed as check_seed
 from rectgrad.attr import Deconvolution, GuidedBackprop, RectGrad
-from rectgrad.attr._arguments import (batches, check_device, check_internal_batch_size, check_logits, check_model,
-                                      check_threshold, format_additional_args, format_inputs, one_value, per_sample,
-                                      repeat_samples, resolve_targets, target_indices)
+from rectgrad.attr._arguments import (batches, beyond_int64, check_device, check_internal_batch_size, check_logits,
+                                      check_model, check_threshold, format_additional_args, format_inputs, one_value,
+                                      per_sample, repeat_samples, resolve_targets, target_indices)
 from rectgrad.attr._base import check_reachable, modules_of, named_errors, preserved_buffers, user_call
 from rectgrad.engine import DEEPLIFT_RESCALE, MultiplierRule, Options, RuleMode, eps_lrp_rule, rule_gradients
 from rectgrad.operations import tensors_in
@@ -428,7 +428,9 @@ def explain(model, inputs: Tensor | tuple[Tensor, ...], target=None, method: str
     check_seed(seed, allow_none=True)
     device = inputs[0].device
     with user_call(modules), named_errors(modules, inputs, paired=method == "deeplift"):
-        if target is not None and entry.rules:  # the engine checks the classes on its own forward pass's logits
+        # the engine checks the classes on its own forward pass's logits (a class no model has: checked here, on
+        # one forward pass more, to name the model's classes)
+        if target is not None and entry.rules and beyond_int64(target) is None:
             targets = target_indices(target, len(inputs[0]), device)
         else:  # the predicted classes, or classes checked before a Captum method runs: one forward pass more
             targets = resolve_targets(target, _logits(forward, modules, inputs, extra, internal_batch_size))

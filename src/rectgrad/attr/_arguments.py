@@ -122,6 +122,9 @@ def resolve_targets(target, logits: Tensor) -> Tensor:
     n, classes = logits.shape
     if target is None:
         return logits.detach().argmax(dim=1)
+    huge = beyond_int64(target)
+    if huge is not None:
+        raise ValueError(f"target {huge} is out of range for a model with {classes} classes")
     values = target_indices(target, n, logits.device)
     if bool(((values < 0) | (values >= classes)).any()):
         bad = values[(values < 0) | (values >= classes)][0].item()
@@ -134,6 +137,9 @@ def target_indices(target, n: int, device) -> Tensor:
     the model has these classes is :func:`resolve_targets`' to check. As in Captum, a one-element tensor or array
     and a tuple ``(class,)`` (Captum's index into the output's dimensions after the batch) name one class for every
     sample: Captum's ``NoiseTunnel`` and metrics pass them on unexpanded to a batch of noisy copies."""
+    huge = beyond_int64(target)
+    if huge is not None:  # (resolve_targets, which knows the model's classes, names them)
+        raise ValueError(f"target {huge} is out of range: a class index is below the model's number of classes")
     target = _captum_tuple(target)
     if isinstance(target, np.ndarray):  # a copy: torch cannot view a reversed array (np.argsort(s)[::-1])
         target = torch.as_tensor(target.copy())
@@ -158,6 +164,21 @@ def target_indices(target, n: int, device) -> Tensor:
     if values.numel() != n:
         raise ValueError(f"target has {values.numel()} entries but the batch has {n} samples")
     return values
+
+
+def beyond_int64(target) -> int | None:
+    """The first class index of ``target`` (an int, a list of them, ``(class,)``, a numpy array) that no tensor of
+    indices can hold (outside int64, e.g. 2**70), or None: no model has that class, and torch's own error for it
+    would be an overflow naming neither the target nor the classes."""
+    if isinstance(target, tuple):
+        target = target[0] if len(target) == 1 else None
+    for t in target if isinstance(target, list) else [target]:
+        t = one_value(t[0] if isinstance(t, tuple) and len(t) == 1 else t)
+        if isinstance(t, np.ndarray) and t.dtype.kind == "u" and t.size:  # uint64 above int64's range
+            t = int(t.max())
+        if isinstance(t, numbers.Integral) and not isinstance(t, (bool, np.bool_)) and not -2**63 <= int(t) < 2**63:
+            return int(t)
+    return None
 
 
 def _one_class_per_sample(target: Tensor) -> Tensor:
@@ -222,7 +243,9 @@ def batches(inputs: tuple[Tensor, ...], target, additional_forward_args: tuple, 
         yield inputs, target, additional_forward_args
         return
 
-    if target is not None:  # one class per sample, checked against the whole batch, then cut as the samples are
+    # one class per sample, checked against the whole batch, then cut as the samples are; a class no model has is
+    # left to the forward pass's check, which names the model's classes
+    if target is not None and beyond_int64(target) is None:
         target = target_indices(target, n, inputs[0].device)
 
     def cut(value, start):
