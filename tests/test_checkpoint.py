@@ -183,6 +183,22 @@ def test_wrong_architecture_or_weights(model, tmp_path):
         save_checkpoint(nn.Linear(2, 2), tmp_path / "linear.pt")
 
 
+def test_a_training_checkpoint_holding_a_whole_model_names_the_entry_to_save(model, tmp_path):
+    from rectgrad import zoo
+
+    optimizer = torch.optim.Adam(model.parameters())
+    torch.save({"epoch": 3, "net": model, "optimizer": optimizer.state_dict()}, tmp_path / "training.pt")
+    message = (r"holds a dict \(keys epoch, net, optimizer\), not a model or rectgrad checkpoint: its 'net' entry is "
+               r"a PaperCNN; save that model by itself, torch.save\(checkpoint\['net'\], path\) \(in Python, "
+               r"checkpoint\['net'\] is the model to use\)$")
+    with pytest.raises(ValueError, match=message):
+        load_model(tmp_path / "training.pt")
+    with pytest.raises(ValueError, match=message):
+        zoo.load(tmp_path / "training.pt")
+    torch.save(torch.load(tmp_path / "training.pt", weights_only=False)["net"], tmp_path / "net.pt")  # as told
+    assert same_outputs(model.eval(), load_model(tmp_path / "net.pt"))
+
+
 def test_files_written_atomically_follow_the_umask(tmp_path):
     import os
 

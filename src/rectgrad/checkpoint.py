@@ -274,6 +274,12 @@ def load_model(path, map_location=None) -> nn.Module:
                          "torch.save(model, path) (or TorchScript / torch.export), or for the paper's CNN "
                          "rectgrad.checkpoint.save_checkpoint")
     holds = "" if not isinstance(payload, dict) else f" (keys {', '.join(map(str, list(payload)[:5]))})"
+    entry = next((key for key, value in payload.items() if isinstance(value, nn.Module)), None) if isinstance(
+        payload, dict) else None
+    if entry is not None:  # a training's checkpoint holding the model whole: {'model': model, 'optimizer': ...}
+        raise ValueError(f"{path} holds a dict{holds}, not a model or rectgrad checkpoint: its {entry!r} entry is a "
+                         f"{type(payload[entry]).__name__}; save that model by itself, torch.save(checkpoint[{entry!r}]"
+                         f", path) (in Python, checkpoint[{entry!r}] is the model to use)")
     raise ValueError(f"{path} holds a {type(payload).__name__}{holds}, not a model or rectgrad checkpoint: a "
                      "training checkpoint's dict? save the model itself, torch.save(model, path)")
 
