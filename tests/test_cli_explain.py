@@ -356,6 +356,19 @@ def test_a_target_that_reads_two_ways_is_refused():
     assert _target_line("name:1", 0, "1") == "explaining class 0 (1) in every image"
 
 
+def test_a_malformed_target_is_refused_before_the_model_loads(files, capsys, monkeypatch):
+    from rectgrad import zoo
+
+    tmp_path, images, checkpoint = files
+    loads = []
+    monkeypatch.setattr(zoo, "load", lambda *args, **kwargs: loads.append(args))  # (would load, slowly, or download)
+    for target, message in (("index:abc", "error: --target 'index:abc': give a class number after index:\n"),
+                            ("name: ", "error: --target 'name: ' names no class: give a class index or name\n")):
+        status, out, err = run(capsys, "explain", *images, "--model", checkpoint, "--target", target, "--out",
+                               str(tmp_path / "never.png"), "--no-progress")
+        assert (status, err) == (2, message) and loads == []
+
+
 @pytest.mark.parametrize("case, message", [
     ("method", "error: unknown method 'lime'; known methods: saliency, grad_input, deconv"),
     ("model", "error: unknown model 'alexnet' (and no such file); known models: efficientnet-lite0, inception-v4"),

@@ -95,6 +95,7 @@ def explain_images(
 
     names = _options.methods(methods, _figure_methods())
     _check_options(out, save_maps, q, internal_batch_size, images, seed)
+    _check_target(target)  # (its class names come with the model, which may take long to load)
     images = image_files(images)
     for path in images:  # each is read (and let go) before the model loads, which may download it: a bad file first
         zoo.read_image(path)
@@ -135,17 +136,28 @@ def _split_target(target: str) -> tuple[str | None, str]:
     return None, text
 
 
+def _check_target(target: str | None) -> None:
+    """Refuse a ``--target`` that names no class of any model: nothing after ``name:`` (or nothing at all), or no
+    number after ``index:``."""
+    if target is None:
+        return
+    kind, text = _split_target(target)
+    if kind == "index" and not _is_index(text):
+        raise ValueError(f"--target {target!r}: give a class number after index:")
+    if not text:
+        raise ValueError(f"--target {target!r} names no class: give a class index or name")
+
+
 def _class_index(target: str | None, labels: list[str]) -> int | None:
     """``--target`` as a class index: a number (``index:N`` to insist), or a class name (``name:TEXT`` to insist;
     any case; a beginning or whole word of one name will do). A number that is also the name of another class is
     ambiguous."""
     if target is None:
         return None
+    _check_target(target)
     kind, text = _split_target(target)
     if kind == "name" or (kind is None and not _is_index(text)):
         return _named_class(target, text, labels)
-    if not _is_index(text):
-        raise ValueError(f"--target {target!r}: give a class number after index:")
     index = int(text)
     named = [i for i, label in enumerate(labels) if label.strip().lower() == text.lower()]
     if kind is None and named and named[0] != index:
@@ -160,8 +172,6 @@ def _named_class(target: str, text: str, labels: list[str]) -> int:
     whole word (``cat`` is ambiguous among ImageNet's catamaran, tiger cat, Persian cat, ...); on a model whose
     classes have no names, ``class N`` (as printed) is class N."""
     wanted = text.lower()
-    if not wanted:
-        raise ValueError(f"--target {target!r} names no class: give a class index or name")
     exact = [i for i, label in enumerate(labels) if label.lower() == wanted]
     word = re.compile(rf"(?<!\w){re.escape(wanted)}(?!\w)")
     matches = exact or [i for i, label in enumerate(labels)
