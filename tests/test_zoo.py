@@ -118,7 +118,8 @@ def test_preprocessing_from_a_json_file_beside_the_model(tmp_path):
     ('{"mean": 0.5, "std": 64}', "std 64 hold values above 1"),
     ('{"input_size": [3, 32.5, 32]}', r"input_size must be \[channels, height, width\]"),
     ('{"crop_pct": 1.5}', r"crop_pct must be in \(0, 1\]"),
-    ('{"interpolation": "lanczos"}', "interpolation must be bilinear or bicubic"),
+    ('{"interpolation": "cubic"}', "interpolation must be one of nearest, bilinear, bicubic, box, hamming, lanczos; "
+                                   "got 'cubic'"),
     ('{"input_size": [3, 28, 28], "label_names": ["a", "b"]}', "label_names holds 2 names, the model has 3"),
     ('{"crop_pct": true}', r"crop_pct must be in \(0, 1\].*got True"),
     ('{"label_names": {"0": "cat", "2": "owl", "3": "dog"}}', r"label_names as a dict must map the indices 0 to 2"),
@@ -597,6 +598,33 @@ def test_a_pretrained_cfgs_interpolation_and_its_unset_entries(tmp_path):
         loaded = zoo.load(tmp_path / "mine.pt")
         assert loaded.interpolation == expected and loaded.labels == []
         assert loaded.crop_fraction == 0.875 and "assuming crop_pct 0.875 (not given" in loaded.note  # None: unset
+
+
+@pytest.mark.parametrize("interpolation", ["nearest", "bilinear", "bicubic", "box", "hamming", "lanczos"])
+def test_a_pretrained_cfgs_interpolation_resizes_images_as_timm_does(tmp_path, interpolation):
+    timm = pytest.importorskip("timm")
+    model = _three_class_module(tmp_path / "mine.pt")
+    model.pretrained_cfg = {"input_size": (3, 32, 32), "mean": (0.5,) * 3, "std": (0.25,) * 3,
+                            "interpolation": interpolation, "crop_pct": 0.875}
+    torch.save(model, tmp_path / "mine.pt")
+    loaded = zoo.load(tmp_path / "mine.pt")
+    assert loaded.interpolation == interpolation and "interpolation" not in (loaded.note or "")
+    transforms = timm.data.create_transform(**timm.data.resolve_data_config({}, pretrained_cfg=model.pretrained_cfg))
+    rng = np.random.default_rng(3)
+    for height, width in ((50, 71), (90, 41)):
+        image = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+        torch.testing.assert_close(loaded.preprocess([image])[0], transforms(image), rtol=0, atol=0)
+
+
+def test_a_pretrained_cfgs_unknown_interpolation_is_refused_naming_where_to_set_it(tmp_path):
+    model = _three_class_module(tmp_path / "mine.pt")
+    model.pretrained_cfg = {"input_size": (3, 32, 32), "interpolation": "area"}
+    torch.save(model, tmp_path / "mine.pt")
+    with pytest.raises(ValueError, match=r"mine.pt's pretrained_cfg: interpolation must be one of nearest, bilinear, "
+                                         r"bicubic, box, hamming, lanczos; got 'area' \(set it in .*mine.json\)$"):
+        zoo.load(tmp_path / "mine.pt")
+    (tmp_path / "mine.json").write_text('{"interpolation": "box"}')  # as told
+    assert zoo.load(tmp_path / "mine.pt").interpolation == "box"
 
 
 def test_a_model_file_takes_no_weights_file_and_goes_to_the_device_asked(tmp_path):

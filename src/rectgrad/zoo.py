@@ -35,6 +35,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 LITE_MEAN = (127 / 255,) * 3
 LITE_STD = (128 / 255,) * 3
 INCEPTION_HUB = ("timm/inception_v4.tf_in1k", ("model.safetensors", "pytorch_model.bin"))
+#: Pillow's resampling filters, by the names timm's ``pretrained_cfg`` and torchvision's ``InterpolationMode`` give
+#: them (both resize PIL images with these filters).
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
 
 
 @dataclass
@@ -44,7 +47,7 @@ class LoadedModel:
 
     Images are resized so that the crop covers ``crop_fraction`` of their shorter side, then
     centre-cropped to ``input_size`` (the usual ImageNet evaluation with 0.875), unless they already have that
-    size; ``crop_fraction=None``
+    size, with Pillow's ``interpolation`` filter (one of :data:`INTERPOLATIONS`); ``crop_fraction=None``
     resizes the whole image to ``input_size`` (a model trained on :func:`rectgrad.data.load_image_folder`
     images saw them so). Image files are read as grayscale (``channels`` 1) or RGB (3). ``note`` says which of
     these values, and whether ImageNet's class names, were assumed rather than known.
@@ -82,7 +85,7 @@ class LoadedModel:
                              f"(1 channel) or RGB (3) only: make the (N, {self.channels}, H, W) input tensor yourself "
                              "and pass it to rectgrad.explain")
         height, width = self.input_size
-        resample = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}[self.interpolation]
+        resample = Image.Resampling[self.interpolation.upper()]
         batch = []
         for image in images:
             if not isinstance(image, Image.Image):
@@ -390,8 +393,8 @@ def _model_config(model: nn.Module) -> tuple[dict, str]:
         size = _exported_input_size(model)
         return size, "exported input shape" if size else ""
     given = {key: config[key] for key in PREPROCESSING_KEYS if config.get(key) is not None}
-    if "interpolation" in given:  # timm's other modes (e.g. bilinear antialiased) come closest to bilinear
-        given["interpolation"] = "bicubic" if given["interpolation"] == "bicubic" else "bilinear"
+    if given.get("interpolation") == "random":  # (random in training only: timm evaluates such models bilinear)
+        given["interpolation"] = "bilinear"
     if config.get("crop_mode") == "squash":
         given["crop_pct"] = None
     return _own_channels(given, _input_channels(model)), "pretrained_cfg"
@@ -474,8 +477,10 @@ def _with_config(path: Path, model: nn.Module, config: dict, source: str) -> Loa
         raise ValueError(f"{where}: crop_pct must be in (0, 1] (the centre crop's share of the shorter side) or "
                          f"null (resize the whole image), got {crop!r}")
     interpolation = config.get("interpolation", "bilinear")
-    if interpolation not in ("bilinear", "bicubic"):
-        raise ValueError(f"{where}: interpolation must be bilinear or bicubic, got {interpolation!r}")
+    if interpolation not in INTERPOLATIONS:
+        sidecar = path.with_suffix(".json")
+        raise ValueError(f"{where}: interpolation must be one of {', '.join(INTERPOLATIONS)}; got {interpolation!r}"
+                         + ("" if where == str(sidecar) else f" (set it in {sidecar})"))
     classes, failure = _output_classes(model, (channels, height, width))
     labels = config.get("label_names")
     if labels is not None:
