@@ -369,6 +369,34 @@ def test_a_malformed_target_is_refused_before_the_model_loads(files, capsys, mon
         assert (status, err) == (2, message) and loads == []
 
 
+def test_q_and_seed_given_for_methods_that_use_neither_are_said_to_have_no_effect(files, capsys, monkeypatch):
+    from rectgrad import zoo
+
+    tmp_path, images, checkpoint = files
+
+    def refuse(*args, **kwargs):
+        raise ValueError("not loaded")  # (the warnings come before the model loads)
+
+    monkeypatch.setattr(zoo, "load", refuse)
+
+    def warnings_of(*options):
+        status, out, err = run(capsys, "explain", *images, "--model", checkpoint, *options, "--out",
+                               str(tmp_path / "never.png"), "--no-progress")
+        assert status == 2 and err.endswith("error: not loaded\n")
+        return err.splitlines()[:-1]
+
+    assert warnings_of("--methods", "saliency,intgrad", "--q", "90", "--seed", "3") == [
+        "warning: --q has no effect on the chosen methods (saliency, intgrad): only rectgrad and rectgrad_prr use it",
+        "warning: --seed has no effect on the chosen methods (saliency, intgrad): only smoothgrad and random use it"]
+    assert warnings_of("--methods", "rectgrad", "--q", "90", "--seed", "3") == [
+        "warning: --seed has no effect on the chosen methods (rectgrad): only smoothgrad and random use it"]
+    assert warnings_of("--methods", "random", "--q", "90", "--seed", "3") == [
+        "warning: --q has no effect on the chosen methods (random): only rectgrad and rectgrad_prr use it"]
+    assert warnings_of("--methods", "smoothgrad,rectgrad_prr", "--q", "90", "--seed", "3") == []
+    assert warnings_of("--q", "90", "--seed", "3") == []  # the default methods use both
+    assert warnings_of("--methods", "saliency") == []  # neither given
+
+
 @pytest.mark.parametrize("case, message", [
     ("method", "error: unknown method 'lime'; known methods: saliency, grad_input, deconv"),
     ("model", "error: unknown model 'alexnet' (and no such file); known models: efficientnet-lite0, inception-v4"),

@@ -55,6 +55,18 @@ def _check_options(out: Path, save_maps: Path | None, q: float, internal_batch_s
     _options.seed(seed)
 
 
+def _warn_unused(ctx: typer.Context, names: list[str]) -> None:
+    """Say that ``--q`` or ``--seed``, given on the command line, has no effect when none of the chosen methods uses
+    it (``--q``: RectGrad's; ``--seed``: the stochastic methods')."""
+    from rectgrad.methods import METHOD_NAMES, get_method
+
+    users = {"q": RECTGRAD_METHODS, "seed": tuple(name for name in METHOD_NAMES if get_method(name).stochastic)}
+    for option, using in users.items():
+        if ctx.get_parameter_source(option).name == "COMMANDLINE" and not set(names) & set(using):
+            warnings.warn(f"--{option} has no effect on the chosen methods ({', '.join(names)}): only "
+                          f"{' and '.join(using)} use it", UserWarning, stacklevel=2)
+
+
 def _check_model(model, names: list[str]) -> None:
     """The methods the loaded model cannot take, refused before any map is computed."""
     from rectgrad.attr._base import modules_of, scripted_part
@@ -70,6 +82,7 @@ def _check_model(model, names: list[str]) -> None:
 
 
 def explain_images(
+    ctx: typer.Context,
     images: List[Path] = typer.Argument(..., help="Image files (any format Pillow reads) or folders of them."),
     model: str = typer.Option(..., help="A registry name (efficientnet-lite0, inception-v4, resnet50, vgg16) or "
                                         "the path of a rectgrad checkpoint, a torch.save'd module, TorchScript or an "
@@ -84,7 +97,7 @@ def explain_images(
     weights: Optional[Path] = typer.Option(None, help="Local state-dict file for a registry model (offline use)."),
     internal_batch_size: int = typer.Option(25, help="Samples per forward pass for SmoothGrad and IntegGrad, and "
                                                      "images per pass for the top-5 classes."),
-    seed: int = typer.Option(0, help="Seed of SmoothGrad's noise."),
+    seed: int = typer.Option(0, help="Seed of SmoothGrad's noise (and the random baseline's)."),
     device: str = typer.Option("auto", help="cpu, cuda, or auto (cuda when available)."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
     save_maps: Optional[Path] = typer.Option(None, help=SAVE_MAPS_HELP),
@@ -96,6 +109,7 @@ def explain_images(
     names = _options.methods(methods, _figure_methods())
     _check_options(out, save_maps, q, internal_batch_size, images, seed)
     _check_target(target)  # (its class names come with the model, which may take long to load)
+    _warn_unused(ctx, names)
     images = image_files(images)
     for path in images:  # each is read (and let go) before the model loads, which may download it: a bad file first
         zoo.read_image(path)
