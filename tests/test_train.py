@@ -1025,6 +1025,26 @@ def test_a_model_with_fewer_outputs_than_classes_or_nothing_to_train_is_refused_
     assert frozen.training  # refused before it was touched
 
 
+def test_a_model_refused_at_its_first_batch_is_left_as_it_was_given():
+    """It came back in training mode, its convolution weights in channels-last format (or on the training's device)."""
+    train = quadrants(40, seed=0)
+    torch.manual_seed(0)
+    narrow = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2), torch.nn.Flatten(),
+                                 torch.nn.Linear(392, 3)).eval()  # 3 outputs, 4 classes
+    narrow[1].train()  # modes of its own, module by module
+    rgb = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3), torch.nn.Flatten(), torch.nn.Linear(392, 4))  # fails in forward
+    for model, options in ((narrow, {}), (narrow, {"device": "meta"}), (rgb, {"channels_last": False})):
+        modes = [m.training for m in model.modules()]
+        tensors = {k: (v.clone(), v.device, v.stride()) for k, v in model.state_dict().items()}
+        with pytest.raises((ValueError, RuntimeError)):
+            train_model(model, train, epochs=1, batch_size=40, progress=False, **options)
+        assert [m.training for m in model.modules()] == modes
+        assert all(torch.equal(v, tensors[k][0]) and (v.device, v.stride()) == tensors[k][1:]
+                   for k, v in model.state_dict().items())
+    history = train_model(narrow, train.subset(train.labels < 3), epochs=1, batch_size=40, progress=False)
+    assert len(history["loss"]) == 1 and not narrow.training  # the model trains as before
+
+
 def test_train_many_refuses_models_with_fewer_outputs_than_a_datasets_labels_as_train_model_does():
     """Cross-entropy's 'Target 3 is out of bounds' (a device-side assert on CUDA) named neither the models nor the
     labels; the dataset of the highest label is named, and a group whose datasets stop below the outputs trains."""

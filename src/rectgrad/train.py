@@ -60,7 +60,9 @@ def train_model(model: nn.Module, train: ImageDataset, *, epochs: int = 20, batc
     reproducible (cuDNN runs in deterministic mode). ``device`` defaults to the model's device. The model
     comes back in eval mode. History: ``loss`` and ``train_accuracy`` per epoch, ``seconds``, and
     ``test_accuracy`` (None without ``test``). ``channels_last`` trains in that memory format (the
-    weights are handed back in the default format).
+    weights are handed back in the default format). A call that fails before its first step (a model with no output
+    for the highest label, or one that fails on the images) leaves the model as it was given: its modes, device,
+    memory format and buffers.
 
     With a ``checkpoint`` path the training can be stopped and resumed: the first Ctrl-C or SIGTERM saves its state
     there after the current step (or, during the test evaluation, the trained state) and raises
@@ -96,13 +98,15 @@ def train_model(model: nn.Module, train: ImageDataset, *, epochs: int = 20, batc
     device = torch.device(device) if device is not None else next(model.parameters()).device
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     dtype = input_dtype(model)
-    model.to(device, memory_format=memory_format).train()
     images, labels = train.images.to(device), train.labels.to(device)
+    if state is not None:
+        model.load_state_dict(state["model"])
+    restore = _as_given(model)  # until the first step is taken: a failure before it leaves the model as it was
+    model.to(device, memory_format=memory_format).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
     history = {"loss": [], "train_accuracy": [], "seconds": 0.0, "test_accuracy": None}
     if state is not None:
-        model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
         history["loss"], history["train_accuracy"] = state["losses"], state["accuracies"]
@@ -141,12 +145,18 @@ def train_model(model: nn.Module, train: ImageDataset, *, epochs: int = 20, batc
                     interrupt(at_epoch_start, epoch, step, loss_sum, correct)
                 index = order[step * batch_size:(step + 1) * batch_size]
                 target = labels[index]
-                logits = model(to_inputs(images[index]).to(dtype).contiguous(memory_format=memory_format))
-                _check_outputs(logits, model, train, top_label)
-                loss = F.cross_entropy(logits, target)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                try:
+                    logits = model(to_inputs(images[index]).to(dtype).contiguous(memory_format=memory_format))
+                    _check_outputs(logits, model, train, top_label)
+                    loss = F.cross_entropy(logits, target)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                except Exception:
+                    if restore is not None:
+                        restore()
+                    raise
                 optimizer.step()
+                restore = None
                 loss_sum += loss.detach() * len(index)
                 correct += (logits.argmax(1) == target).sum()
                 if bar is not None:
@@ -203,6 +213,30 @@ def _check_trainable(model: nn.Module) -> None:
     if not any(p.requires_grad for p in model.parameters()):
         raise ValueError(f"the {type(model).__name__} has no parameters to train (none, or all frozen with "
                          "requires_grad=False)")
+
+
+def _as_given(model: nn.Module) -> Callable[[], None]:
+    """What puts ``model`` back as it is now, for a training that fails before its first step: each module's mode,
+    and its parameters and buffers as they were (the tensors themselves: their device and memory format, and the
+    buffers' values, which a forward pass in training mode updates, as BatchNorm's running statistics)."""
+    modes = [(module, module.training) for module in model.modules()]
+    parameters = [(module, name, p, p.data) for module in model.modules()
+                  for name, p in module.named_parameters(recurse=False)]
+    buffers = [(module, name, b, b.clone()) for module in model.modules() for name, b in module.named_buffers(
+        recurse=False)]
+
+    def restore() -> None:
+        for module, training in modes:
+            module.training = training
+        for module, name, parameter, data in parameters:
+            parameter.data = data  # (moved or converted in place, or replaced: model.to does either)
+            setattr(module, name, parameter)
+        with torch.no_grad():
+            for module, name, buffer, values in buffers:
+                buffer.copy_(values)
+                setattr(module, name, buffer)
+
+    return restore
 
 
 def _check_outputs(logits: torch.Tensor, model: nn.Module, train: ImageDataset, top: int) -> None:
