@@ -1062,6 +1062,17 @@ def test_train_many_refuses_models_with_fewer_outputs_than_a_datasets_labels_as_
     train_many(models, [low, low], [0, 1], epochs=1, batch_size=20)
 
 
+def test_train_many_checks_the_models_outputs_at_its_first_step_only(monkeypatch):
+    import rectgrad.train_many as module
+
+    checked = []
+    check = module._check_outputs
+    monkeypatch.setattr(module, "_check_outputs", lambda *args: checked.append(args[0].shape) or check(*args))
+    train = quadrants(40, seed=0)
+    module.train_many([PaperCNN(1, 16, 4), PaperCNN(1, 16, 4)], [train] * 2, [0, 1], epochs=2, batch_size=20)
+    assert checked == [(20, 4)]  # one check of 4 steps: the models' outputs do not change from step to step
+
+
 def test_a_float64_model_trains_and_is_evaluated_on_inputs_of_its_own_type():
     """A float64 model failed at its first batch ('mat1 and mat2 must have the same dtype, but got Float and
     Double'): the inputs train_model and evaluate make were float32 whatever the model."""

@@ -175,7 +175,7 @@ def train_many(models: Sequence[nn.Module], datasets: Sequence[ImageDataset], se
 
     bar = progress_bar(epochs * steps, f"train {count} models at once", progress, unit="step", leave=False,
                        initial=first_epoch * steps + first_step)  # resumed: its rate counts this run's steps
-    start = time.perf_counter()
+    start, checked = time.perf_counter(), False
     with (cudnn_mode(benchmark=not deterministic, deterministic=deterministic),
           stop_requests() if checkpoint is not None and stop is None else nullcontext() as requested):
         stop = stop or (requested.is_set if requested is not None else None)
@@ -193,7 +193,9 @@ def train_many(models: Sequence[nn.Module], datasets: Sequence[ImageDataset], se
                 target = labels[rows, index]
                 with torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16"):
                     logits = _stacked_logits(layers, params, to_inputs(images[rows, index]).to(params[0].dtype))
-                _check_outputs(logits[0], models[0], top, int(top.labels.max()))  # (not cross-entropy's raw error)
+                if not checked:  # at the first step (not cross-entropy's raw error): the outputs do not change
+                    _check_outputs(logits[0], models[0], top, int(top.labels.max()))
+                    checked = True
                 logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16's in float32, not f64's
                 losses = F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none")
                 losses = losses.view(count, -1).mean(1)
