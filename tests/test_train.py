@@ -1,6 +1,7 @@
 """Training loop, evaluation and the ``rectgrad train`` command on small generated data."""
 import gzip
 import io
+import itertools
 import os
 import re
 import signal
@@ -10,6 +11,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+import tqdm.std
 
 import rectgrad.train
 from rectgrad import PaperCNN, data, load_model
@@ -501,8 +503,11 @@ def test_progress_bars_redraw_live_on_a_terminal_and_seldom_into_a_log(monkeypat
     live.close()
 
 
-def test_a_training_logged_to_a_file_redraws_its_bar_rarely(capsys):
-    # a log (stderr not a terminal): the bar at most every 30 s, not at each loss update (every 50 batches)
+def test_a_training_logged_to_a_file_redraws_its_bar_rarely(capsys, monkeypatch):
+    # a log (stderr not a terminal): the bar at most every 30 s, not at each loss update (every 50 batches); tqdm's
+    # clock reads 0.1 s more at each look, so a slow or loaded machine cannot pass 30 s within the 120 steps
+    clock = itertools.count(step=0.1)
+    monkeypatch.setattr(tqdm.std, "time", lambda: next(clock))
     images = torch.randint(0, 256, (120, 1, 8, 8), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
     dataset = ImageDataset(images, torch.arange(120) % 2, ["a", "b"], "tiny")
     train_model(new_model(dataset, 0), dataset, epochs=1, batch_size=1, progress=True)  # 120 steps: 3 updates
