@@ -134,3 +134,38 @@ def test_sparse_rows_at_the_edges_of_the_count_check(monkeypatch):
     assert torch.equal(where_above_percentile(x, values, 98),
                        torch.where(x > torch.from_numpy(expected)[:, None], values, 0.0))
     assert calls == []
+
+
+@pytest.mark.parametrize("m", [100, 9000])  # a full selection, and the sampled bound with its flat candidates
+def test_non_contiguous_scores(m):
+    # PR3/PR4 score a layer by its activation or gradient itself, which need not be contiguous: a transposed
+    # dense layer, or the expanded (stride 0) gradient of a sum
+    values = torch.randn(3, m)
+    for x in (torch.randn(m, 3).t(), torch.randn(1, m).expand(3, m), torch.randn(3, 2 * m)[:, ::2]):
+        expected = np.percentile(x.numpy(), 98, axis=1, method="nearest")
+        assert np.array_equal(percentile_nearest(x, 98).numpy(), expected)
+        above = torch.where(x > torch.from_numpy(expected)[:, None], values, 0.0)
+        assert torch.equal(where_above_percentile(x, values, 98), above)
+
+
+def test_pr3_on_a_transposed_wide_dense_layer():
+    # PR3 scores a layer by its activation, here a non-contiguous (transposed) one: the map is still the gradient
+    # through the units whose activation exceeds its sample's 98th percentile
+    class Transposed(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.dense, self.relu, self.head = torch.nn.Linear(10, 5000), torch.nn.ReLU(), torch.nn.Linear(5000, 3)
+
+        def forward(self, x):
+            return self.head(self.relu(self.dense(x).t().contiguous().t()))
+
+    from rectgrad import RectGrad
+
+    torch.manual_seed(0)
+    model, x = Transposed().double().eval(), torch.randn(2, 10, dtype=torch.float64)
+    attribution = RectGrad(model).attribute(x, target=0, q=98.0, rule="pr3", final_threshold=False)
+    with torch.no_grad():
+        a = model.relu(model.dense(x))
+        tau = torch.from_numpy(np.percentile(a.numpy(), 98, axis=1, method="nearest"))
+        expected = x * (((a > tau[:, None]) * model.head.weight[0]) @ model.dense.weight)
+    assert torch.allclose(attribution, expected, rtol=1e-10, atol=1e-12)

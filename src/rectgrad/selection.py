@@ -27,7 +27,7 @@ def nearest_rank(q: float, n: int) -> int:
 def percentile_nearest(scores: Tensor, q: float) -> Tensor:
     """Per-row q-th percentile (``method="nearest"``) of a ``(N, M)`` tensor, shape ``(N,)``; NaN counts as
     ``-inf``."""
-    return _percentile(scores, q)[0]
+    return _percentile(scores.contiguous(), q)[0]
 
 
 def where_above_percentile(scores: Tensor, values: Tensor, q: float) -> Tensor:
@@ -40,6 +40,7 @@ def where_above_percentile(scores: Tensor, values: Tensor, q: float) -> Tensor:
     """
     if scores.shape[1] == 0:
         return torch.zeros_like(values, memory_format=torch.contiguous_format)
+    scores = scores.contiguous()  # (PR3/PR4 score by a layer's own tensors: transposed, or expanded gradients)
     tau, candidates = _percentile(scores, q)
     if candidates is None:
         return torch.where((scores > tau[:, None]).view(values.shape), values, 0)
