@@ -169,3 +169,15 @@ def test_pr3_on_a_transposed_wide_dense_layer():
         tau = torch.from_numpy(np.percentile(a.numpy(), 98, axis=1, method="nearest"))
         expected = x * (((a > tau[:, None]) * model.head.weight[0]) @ model.dense.weight)
     assert torch.allclose(attribution, expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("m", [10, 9000])
+def test_no_rows(m):
+    # an empty batch has no percentiles and passes nothing, whatever the layer's width
+    assert percentile_nearest(torch.empty(0, m), 98).shape == (0,)
+    assert where_above_percentile(torch.empty(0, m), torch.empty(0, 2, m // 2), 98).shape == (0, 2, m // 2)
+
+
+def test_rows_of_no_scores_have_no_percentile():
+    with pytest.raises(ValueError, match="no scores"):
+        percentile_nearest(torch.empty(3, 0), 98)

@@ -26,7 +26,9 @@ def nearest_rank(q: float, n: int) -> int:
 
 def percentile_nearest(scores: Tensor, q: float) -> Tensor:
     """Per-row q-th percentile (``method="nearest"``) of a ``(N, M)`` tensor, shape ``(N,)``; NaN counts as
-    ``-inf``."""
+    ``-inf``. Rows of no scores (``M = 0``) have no percentile: a ``ValueError``."""
+    if scores.shape[1] == 0:
+        raise ValueError(f"rows of no scores have no percentile, got scores of shape {tuple(scores.shape)}")
     return _percentile(scores.contiguous(), q)[0]
 
 
@@ -81,8 +83,8 @@ def _kth_largest(x: Tensor, t: int) -> tuple[Tensor, tuple[Tensor, Tensor, Tenso
     n, m = x.shape
     if t == 1:
         return _nan_lowest(x).amax(dim=1), None
-    if m < 4096 or x.is_cuda:  # a GPU's topk is a sync-free radix select: faster than ours there
-        return _topk_kth(x, t), None
+    if m < 4096 or x.is_cuda or n == 0:  # a GPU's topk is a sync-free radix select: faster than ours there
+        return _topk_kth(x, t), None  # (and an empty batch has nothing to sample)
     # A bound, probably just below the t-th largest value: the r-th largest of a strided sample, r a few
     # standard deviations above the sample's expected rank. It is checked below (at least t candidates), never
     # trusted. Sparse scores (mostly exact zeros): the positive values are the candidates.
