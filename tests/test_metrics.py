@@ -503,3 +503,14 @@ def test_bad_curves(fractions, accuracies, match):
     for fn in (roar_auc, kar_aoc):
         with pytest.raises(ValueError, match=match):
             fn(fractions, accuracies)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_fill_beyond_the_range_of_low_precision_images_is_refused(dtype):
+    # a fill float16 cannot hold became inf in the images, silently; the images are left as they were
+    images = torch.zeros(1, 3, 2, 2, dtype=dtype)
+    huge = torch.finfo(dtype).max * 2.0
+    with pytest.raises(ValueError, match=f"fit images of dtype {dtype}"):
+        replace_pixels(images, OBJECT, [0.0, huge, 0.0])
+    assert torch.equal(images, torch.zeros(1, 3, 2, 2, dtype=dtype))
+    assert replace_pixels(images, OBJECT, [0.0, 100.0, 0.0])[0, 1, 0, 0].item() == 100.0  # values it holds pass

@@ -221,8 +221,8 @@ def replace_pixels(images: torch.Tensor, mask: torch.Tensor, fill: Sequence[floa
 
     ``fill`` is the per-channel dataset mean (:func:`channel_mean`) in the images' own units. The result keeps
     the images' dtype; for integer images (e.g. uint8 CIFAR-10) the fill is rounded to the nearest integer
-    (halves to even, as torch.round: 127.5 -> 128, 128.5 -> 128) and must fit the dtype. The input is not
-    modified.
+    (halves to even, as torch.round: 127.5 -> 128, 128.5 -> 128); the fill must fit the dtype (a float16 one
+    too). The input is not modified.
     """
     _check_images(images)
     mask = _pixel_mask(mask, images, "mask", "images")
@@ -235,6 +235,8 @@ def replace_pixels(images: torch.Tensor, mask: torch.Tensor, fill: Sequence[floa
         info = torch.iinfo(images.dtype)
         if fill.min() < info.min or fill.max() > info.max:
             raise ValueError(f"fill {fill.tolist()} does not fit images of dtype {images.dtype}")
+    elif not torch.isfinite(fill.to(images.dtype)).all():  # (float16 ends at 65504)
+        raise ValueError(f"fill {fill.tolist()} does not fit images of dtype {images.dtype}")
     fill = fill.to(dtype=images.dtype, device=images.device).view(1, c, 1, 1)
     return torch.where(mask[:, None], fill, images)
 
