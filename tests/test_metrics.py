@@ -514,3 +514,21 @@ def test_a_fill_beyond_the_range_of_low_precision_images_is_refused(dtype):
         replace_pixels(images, OBJECT, [0.0, huge, 0.0])
     assert torch.equal(images, torch.zeros(1, 3, 2, 2, dtype=dtype))
     assert replace_pixels(images, OBJECT, [0.0, 100.0, 0.0])[0, 1, 0, 0].item() == 100.0  # values it holds pass
+
+
+def test_a_bool_or_string_tie_noise_or_fraction_is_refused():
+    # float() read True as a standard deviation of 1.0 and "0.5" as a fraction: a wrong argument went through
+    for tie_noise in (True, "1e-4"):
+        with pytest.raises(TypeError, match="tie_noise must be a number"):
+            rank_pixels(ATTR, tie_noise=tie_noise)
+    for fraction in (True, "0.5"):
+        with pytest.raises(TypeError, match="fraction must be a number"):
+            removal_mask(ATTR, fraction)
+        with pytest.raises(TypeError, match="fraction must be a number"):
+            random_removal_mask((1, 2, 2), fraction)
+    from decimal import Decimal
+    from fractions import Fraction
+
+    for fraction in (Fraction(1, 2), Decimal("0.5"), torch.tensor(0.5)):  # numbers of other kinds still count
+        assert removal_mask(ATTR, fraction, tie_noise=0).sum().item() == 4
+    assert torch.equal(rank_pixels(ATTR, tie_noise=torch.tensor(0.0)), rank_pixels(ATTR, tie_noise=0))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from rectgrad._checks import describe, flag, integer
@@ -64,8 +65,16 @@ def _pixel_mask(mask: torch.Tensor, ref: torch.Tensor, name: str, ref_name: str)
     return mask.to(ref.device).expand(n, h, w)
 
 
+def _number(name: str, value) -> float:
+    """``value`` as a float, or a ``TypeError`` naming ``name`` for a bool or a string (which ``float`` would read as
+    1.0 or parse)."""
+    if isinstance(value, (bool, np.bool_, str, bytes)) or getattr(value, "dtype", None) in (torch.bool, np.bool_):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    return float(value)
+
+
 def _check_fraction(fraction: float) -> float:
-    fraction = float(fraction)
+    fraction = _number("fraction", fraction)
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"fraction must lie in the open interval (0, 1), got {fraction}")
     return fraction
@@ -122,8 +131,9 @@ def total_variation(attr: torch.Tensor) -> torch.Tensor:
 
 
 def check_tie_noise(tie_noise: float) -> float:
-    """``tie_noise`` as a float; a ``ValueError`` unless it is a finite standard deviation >= 0."""
-    tie_noise = float(tie_noise)
+    """``tie_noise`` as a float; a ``ValueError`` unless it is a finite standard deviation >= 0 (a ``TypeError`` for a
+    bool or a string)."""
+    tie_noise = _number("tie_noise", tie_noise)
     if not (math.isfinite(tie_noise) and tie_noise >= 0):
         raise ValueError(f"tie_noise must be a finite standard deviation >= 0, got {tie_noise}")
     return tie_noise
