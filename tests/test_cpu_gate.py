@@ -75,6 +75,20 @@ def test_exactly_t_non_negative_scores_take_threshold_zero_in_the_kernel(dtype):
     g[:, :100], g[:, 100:165] = torch.rand(2, 100, dtype=dtype) + 0.1, 0.0
     out = check(a, g, 98, workers=1)  # the kernel itself: no fallback
     assert torch.equal(out != 0, g > 0)
+    check(a, g, 98, workers=4)  # rows in two pieces, all 165 non-negative scores in the first: joined, still 0
+
+
+def test_a_threshold_tied_with_the_pieces_bounds_is_selected_in_the_kernel():
+    # rows cut in 4 pieces; 40% of the scores are 1.0, fewer than t = 329 above it: the 98th percentile (1.0) is
+    # each piece's sampled bound itself, and the candidates >= it are every value >= it, so the kernel selects exactly
+    torch.manual_seed(0)
+    a = torch.ones(2, 16384)
+    g = -torch.rand(2, 16384) - 0.1
+    for row in range(2):
+        g[row, torch.randperm(16384)[:6554]] = 1.0
+    g[:, ::164] = 2.0 + torch.rand(2, 100)  # 100 scores above the tie
+    out = check(a, g, 98, workers=4)
+    assert torch.equal(out != 0, g > 1.0)
 
 
 def test_a_bound_the_sample_overestimates_is_caught():
