@@ -43,6 +43,12 @@ def test_nearest_rank_rounds_half_to_even_like_numpy():
     assert nearest_rank(100, 10) == 9 and nearest_rank(0, 10) == 0
 
 
+@pytest.mark.parametrize("q, n", [(99.9, 1501), (33.3, 9501), (99.9, 9501)])
+def test_nearest_rank_divides_q_by_100_first_as_numpy(q, n):
+    # numpy takes (n - 1) * (q / 100) in float64; (n - 1) * q / 100 rounds differently here and picks a neighbour
+    assert nearest_rank(q, n) == np.percentile(np.arange(n), q, method="nearest")
+
+
 def test_nan_scores_rank_lowest_and_never_pass():
     # a float16 overflow can make some scores NaN: they count as -inf, the other rows keep exact thresholds
     for m in (100, 8192):
