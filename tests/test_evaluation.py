@@ -552,6 +552,16 @@ def test_compute_maps_in_eval_mode_as_float32_and_counts_each_image_once():
         compute_maps(model, x, "saliency", torch.zeros(5, 1, dtype=torch.long))
 
 
+def test_compute_maps_sums_the_channels_of_half_precision_maps_in_float32():
+    # three channels of 40000 each fit float16 (65504) but their sum does not: summed in float16 it became inf
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 2)).half().eval()
+    with torch.no_grad():
+        model[1].weight.fill_(200.0), model[1].bias.zero_()
+    x = torch.full((1, 3, 2, 2), 200.0, dtype=torch.float16)
+    maps = compute_maps(model, x, "grad_input", [0])
+    assert maps.dtype == torch.float32 and maps.flatten().tolist() == [120000.0] * 4
+
+
 # ---------------------------------------------------------------- ROAR / KAR
 
 @pytest.mark.parametrize("keep", [False, True])

@@ -23,8 +23,9 @@ TOP_PERCENTILE = 95.0
 def compute_maps(model: nn.Module, inputs: Tensor, method: str, targets: Tensor, *, batch_size: int = 250,
                  internal_batch_size: int | None = None, seed: int = 0, progress=None,
                  **hyperparameters) -> Tensor:
-    """Channel-summed maps ``(N, 1, H, W)`` (float32, CPU) of ``method`` for the ``targets`` classes (one per
-    input: a tensor, array or list; None: each input's predicted class).
+    """Channel-summed maps ``(N, 1, H, W)`` (float32, CPU; half-precision maps are summed in float32, as their sums
+    overflow) of ``method`` for the ``targets`` classes (one per input: a tensor, array or list; None: each input's
+    predicted class).
 
     ``inputs`` are processed ``batch_size`` at a time on the model's device (theirs for a model without weights), in
     eval mode (the model's modes are restored afterwards); stochastic methods are seeded with ``(seed + batch index)
@@ -49,7 +50,7 @@ def compute_maps(model: nn.Module, inputs: Tensor, method: str, targets: Tensor,
             t = None if targets is None else targets[start:start + batch_size].to(device)
             maps = explain(model, x, t, method, internal_batch_size=internal_batch_size,
                            seed=(int(seed) + index) % 2 ** 64, **hyperparameters)
-            parts.append(maps.sum(1, keepdim=True).float().cpu())
+            parts.append(maps.sum(1, keepdim=True, dtype=torch.promote_types(maps.dtype, torch.float32)).float().cpu())
             if progress is not None:
                 progress.update(len(x))
     return torch.cat(parts)
