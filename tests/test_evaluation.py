@@ -1510,6 +1510,18 @@ def test_a_corrupt_result_file_is_an_error_naming_it(tmp_path):
             roar_kar(train, test, maps, Counting(), fractions=(0.2, 0.6), store=store, progress=False)
 
 
+def test_a_recorded_time_that_is_no_duration_is_corrupt(tmp_path):
+    # JSON reads NaN and Infinity; a time of NaN, inf or below 0 (written by hand or another tool) made the report's
+    # total compute time nan or negative
+    store = ResultStore(tmp_path / "w", {"run": 1})
+    store.save_seconds("maps/a", 2.5)
+    assert ResultStore.read_seconds(tmp_path / "w") == {"maps/a": 2.5}
+    for damage in ("NaN", "Infinity", "-1.0"):
+        (tmp_path / "w" / "seconds" / "maps" / "a.json").write_text(f'{{"seconds": {damage}}}')
+        with pytest.raises(ValueError, match=r"a.json is corrupt \(seconds .+, not a duration >= 0\): delete it"):
+            ResultStore.read_seconds(tmp_path / "w")
+
+
 def test_store_configurations_and_arguments_compare_as_json(tmp_path):
     """Tuples read back as lists, so a configuration (or bound arguments) holding one resumes; a recorded value is
     kept over a default for older folders; a key set to None differs from an absent one."""

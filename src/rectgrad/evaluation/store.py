@@ -9,6 +9,7 @@ compute time of a run is known even when it was interrupted and resumed, on one 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -103,10 +104,10 @@ class ResultStore:
 
     @staticmethod
     def read_seconds(folder) -> dict[str, float]:
-        """The recorded compute times in ``folder``: ``{unit: seconds}``, units named with ``/`` on every system."""
+        """The recorded compute times in ``folder``: ``{unit: seconds}``, units named with ``/`` on every system; a
+        time that is no duration (NaN, inf, below 0) makes its file corrupt."""
         root = Path(folder) / SECONDS
-        return {p.relative_to(root).with_suffix("").as_posix(): float(read_json(p, ("seconds",), _LOST_TIME)["seconds"])
-                for p in sorted(root.rglob("*.json"))}
+        return {p.relative_to(root).with_suffix("").as_posix(): _read_duration(p) for p in sorted(root.rglob("*.json"))}
 
     def save_torch(self, name: str, value) -> None:
         """Save a tensor, or a dict / list of tensors and plain values, with ``torch.save``."""
@@ -123,6 +124,13 @@ _RERUN = "delete it and rerun to compute it again"
 _UNKNOWN_CONFIG = ("the results beside it cannot be checked against any configuration: delete the whole folder, or use "
                    "another one, and rerun")
 _LOST_TIME = "delete it: the report then lacks that unit's compute time"
+
+
+def _read_duration(path: Path) -> float:
+    seconds = float(read_json(path, ("seconds",), _LOST_TIME)["seconds"])
+    if not 0.0 <= seconds < math.inf:
+        raise corrupt(path, f"seconds {seconds!r}, not a duration >= 0", _LOST_TIME)
+    return seconds
 
 
 def read_json(path: Path, numbers: tuple[str, ...] | None = None, remedy: str = _RERUN):
