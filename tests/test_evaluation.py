@@ -293,6 +293,20 @@ def test_feature_map_occlusion_runs_at_most_batch_size_rows_per_forward_pass():
     assert rows[1:] == [8, 8, 4]  # rows[0]: the one-image pass that finds the layer's shape
 
 
+def test_feature_map_occlusion_splits_an_order_when_batch_size_is_below_the_steps():
+    # batch_size 3 < 4 steps: one order's 4 rows ran in one pass of 4; now in passes of at most 3, same curve
+    model = SumModel(4)
+    image, masks = half_object()
+    expected = feature_map_occlusion(model, model[1], image, masks, torch.tensor([0]), steps=4, orders=3,
+                                     generator=torch.Generator().manual_seed(0))
+    rows = []
+    model[0].register_forward_pre_hook(lambda module, args: rows.append(args[0].shape[0]))
+    curve = feature_map_occlusion(model, model[1], image, masks, torch.tensor([0]), steps=4, orders=3,
+                                  generator=torch.Generator().manual_seed(0), batch_size=3)
+    assert rows[1:] == [3, 1, 3, 1, 3, 1] and torch.allclose(curve.margins, expected.margins)
+    assert torch.equal(curve.background, expected.background)
+
+
 def test_background_at_averages_the_covered_area_when_the_layer_is_three_times_smaller():
     # 6x6 mask to 2x2: each unit covers a 3x3 block and is background when >= 5 of its 9 pixels are
     masks = torch.ones(1, 6, 6, dtype=torch.bool)

@@ -85,8 +85,9 @@ def feature_map_occlusion(model: nn.Module, layer: nn.Module, images: Tensor, ma
     ``round(p * n_background)`` units are zeroed and the margin (true-class logit - largest other logit) is
     recorded, then averaged over the orders (the paper's "average over 50 random trials"; the reference averages the
     logits first); the orders are drawn from ``generator`` (a ``torch.Generator`` on any device, or None).
-    Reference: 100 correctly classified images, ``steps=100``, ``orders=50``. The model runs in eval mode; its modes
-    are restored after.
+    Reference: 100 correctly classified images, ``steps=100``, ``orders=50``. One forward pass runs at most
+    ``batch_size`` rows (orders x steps; an order's steps in several passes when ``batch_size < steps``). The model
+    runs in eval mode; its modes are restored after.
     """
     if not isinstance(images, Tensor) or not images.is_floating_point() or images.dim() != 4 or not len(images):
         raise ValueError(f"images must be the model's float inputs (N, C, H, W), N >= 1 (e.g. dataset.inputs()), got "
@@ -139,9 +140,12 @@ def _occlusion(model, layer, images, masks, labels, steps, orders, generator, ba
                 order = draws.argsort(1).to(device)  # k random orders, drawn on the generator's device
                 rank = torch.full((k, units), units, dtype=torch.long, device=device)
                 rank.scatter_(1, candidates[order], torch.arange(count, device=device).expand(k, -1))
-                keep["mask"] = (rank[:, None, :] >= zeroed[None, :, None]).view(k * steps, *shape)
-                logits = model(images[i:i + 1].expand(k * steps, -1, -1, -1))
-                total += _margin(logits, labels[i]).view(k, steps).sum(0)
+                kept = (rank[:, None, :] >= zeroed[None, :, None]).view(k * steps, *shape)
+                margin = []
+                for rows in kept.split(batch_size):  # (one order's steps in several passes when batch_size < steps)
+                    keep["mask"] = rows
+                    margin.append(_margin(model(images[i:i + 1].expand(len(rows), -1, -1, -1)), labels[i]))
+                total += torch.cat(margin).view(k, steps).sum(0)
             margins[i] = (total / orders).cpu()
     finally:
         handle.remove()
