@@ -132,6 +132,9 @@ def test_feature_map_occlusion_bad_input():
         feature_map_occlusion(model, nn.ReLU(), image, masks, labels)
     with pytest.raises(ValueError, match="labels must be a tensor of integer class indices"):
         feature_map_occlusion(model, model[1], image, masks, torch.tensor([0.0]))
+    one_logit = nn.Sequential(nn.Conv2d(1, 1, 1), nn.ReLU(), nn.Flatten(), nn.Linear(16, 1))
+    with pytest.raises(ValueError, match="needs a model of at least 2 classes, this one gives 1 logit"):
+        feature_map_occlusion(one_logit, one_logit[1], image, masks, labels)  # (its margin was +inf everywhere)
     for label in (-1, 2):  # -1 would score the last class
         with pytest.raises(ValueError, match=f"label {label} is out of range for a model with 2 classes"):
             feature_map_occlusion(model, model[1], image, masks, torch.tensor([label]))

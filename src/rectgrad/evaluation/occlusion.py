@@ -118,6 +118,9 @@ def _occlusion(model, layer, images, masks, labels, steps, orders, generator, ba
     images = images.to(device, weight.dtype)
     labels = labels.to(device, torch.long)  # (a uint8 index would be a bool mask)
     shape, classes = _output_shape(model, layer, images[:1])
+    if classes < 2:
+        raise ValueError(f"the margin (true-class logit - largest other logit) needs a model of at least 2 classes, "
+                         f"this one gives {classes} logit(s)")
     if bool(((labels < 0) | (labels >= classes)).any()):
         bad = labels[(labels < 0) | (labels >= classes)][0].item()
         raise ValueError(f"label {bad} is out of range for a model with {classes} classes")
