@@ -289,6 +289,10 @@ def test_random_removal_mask_is_uniform_draws_below_p():
     assert torch.equal(random_removal_mask((2, 5, 5), 0.3, keep=True, generator=gen(0)), draws < 0.7)
     assert torch.equal(random_removal_mask((2, 5, 5), 0.25, generator=gen(0)),
                        random_removal_mask((2, 5, 5), 0.75, keep=True, generator=gen(0)))
+    # strictly below: a draw equal to p keeps its pixel (P(U < p) = p exactly on float32's grid of draws)
+    p = draws[0, 0, 0].item()
+    assert not random_removal_mask((2, 5, 5), p, generator=gen(0))[0, 0, 0]
+    assert torch.equal(random_removal_mask((2, 5, 5), p, generator=gen(0)), draws < p)
 
 
 # --- replacement -------------------------------------------------------------------------------------
