@@ -1527,12 +1527,25 @@ def test_a_corrupt_result_file_is_an_error_naming_it(tmp_path):
             roar_kar(train, test, maps, Counting(), fractions=(0.2, 0.6), store=store, progress=False)
 
 
+def test_saved_accuracies_of_0_and_1_are_fractions_not_corrupt(tmp_path):
+    # a model that gets every test image wrong (or right) is a result, not a damaged file
+    from rectgrad.evaluation.roar import read_accuracy
+
+    for accuracy in (0.0, 1.0, 0, 1):
+        (tmp_path / "r.json").write_text(json.dumps({"accuracy": accuracy, "seed": 0}))
+        assert read_accuracy(tmp_path / "r.json") == accuracy
+    (tmp_path / "r.json").write_text('{"accuracy": -0.01, "seed": 0}')
+    with pytest.raises(ValueError, match=r"r.json is corrupt \(accuracy -0.01, not a fraction in \[0, 1\]\)"):
+        read_accuracy(tmp_path / "r.json")
+
+
 def test_a_recorded_time_that_is_no_duration_is_corrupt(tmp_path):
     # JSON reads NaN and Infinity; a time of NaN, inf or below 0 (written by hand or another tool) made the report's
     # total compute time nan or negative
     store = ResultStore(tmp_path / "w", {"run": 1})
     store.save_seconds("maps/a", 2.5)
-    assert ResultStore.read_seconds(tmp_path / "w") == {"maps/a": 2.5}
+    store.save_seconds("maps/b", 0.0)  # a unit done within the clock's resolution
+    assert ResultStore.read_seconds(tmp_path / "w") == {"maps/a": 2.5, "maps/b": 0.0}
     for damage in ("NaN", "Infinity", "-1.0"):
         (tmp_path / "w" / "seconds" / "maps" / "a.json").write_text(f'{{"seconds": {damage}}}')
         with pytest.raises(ValueError, match=r"a.json is corrupt \(seconds .+, not a duration >= 0\): delete it"):
