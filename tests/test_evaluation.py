@@ -708,6 +708,9 @@ def test_roar_kar_groups_with_many():
     fn = Many()
     roar_kar(train, test, maps, fn, fractions=(0.2, 0.6), repeats=2, backend=LocalBackend(group=3), progress=False)
     assert fn.groups == [3, 3, 2]
+    for group in (2.5, True, "3"):  # 2.5 never equalled a chunk's length: every training went in one group
+        with pytest.raises((TypeError, ValueError), match=rf"group must be a positive integer, got {group!r}"):
+            LocalBackend(group=group)
 
 
 def test_groups_that_run_out_of_gpu_memory_are_halved(tmp_path):
@@ -1106,7 +1109,7 @@ def test_roar_kar_refuses_a_fraction_too_small_for_the_images_before_any_trainin
     with pytest.raises(ValueError, match="fraction 0.999 of 8x8 pixels rounds to 64 pixels"):
         roar_kar(train, test, maps, fn, fractions=(0.5, 0.999), progress=False)  # the bad one comes second
     assert fn.calls == []
-    with pytest.raises(ValueError, match="group must be at least 1, got 0"):
+    with pytest.raises(ValueError, match="group must be a positive integer, got 0"):
         LocalBackend(group=0)
 
 
