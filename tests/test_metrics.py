@@ -226,6 +226,16 @@ def test_removal_mask_rounds_half_to_even():
     assert counts == [2, 2, 4, 5]
 
 
+@pytest.mark.parametrize("fraction, size, k", [(0.7, (45, 45), 1418), (0.02, (35, 35), 24), (0.06, (15, 15), 14),
+                                               (0.26, (15, 15), 58)])
+def test_pixel_count_rounds_exact_halves_of_the_fraction_as_written_to_even(fraction, size, k):
+    # 0.7 x 2025 = 1417.5 exactly, which halves to even is 1418; the float product 1417.4999999999998 gave 1417 (and
+    # 0.02 x 1225 = 24.500000000000004 gave 25): one pixel off the documented rule, at these exact halves only
+    assert pixel_count(fraction, size) == k
+    attr = torch.randn(2, 1, *size, generator=gen(0))
+    assert removal_mask(attr, fraction, tie_noise=0).sum((1, 2)).tolist() == [k, k]
+
+
 def test_removal_mask_ties_broken_deterministically():
     attr = torch.ones(3, 3, 6, 6)
     a = removal_mask(attr, 0.3, generator=gen(7))

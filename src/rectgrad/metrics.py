@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from decimal import Decimal
 
 import numpy as np
 import torch
@@ -82,10 +83,12 @@ def _check_fraction(fraction: float) -> float:
 
 def pixel_count(fraction: float, size: tuple[int, int]) -> int:
     """``k = round(fraction * H * W)`` (Python's ``round``: nearest integer, halves to even), the pixels ROAR
-    replaces and KAR keeps; a fraction that rounds to none or all of them is refused."""
+    replaces and KAR keeps; a fraction that rounds to none or all of them is refused. The product is exact, of the
+    fraction as written (its shortest decimal form, ``repr``): 0.7 of 45x45 is 1417.5, so 1418 (the float product
+    1417.4999999999998 would round down)."""
     fraction = _check_fraction(fraction)
     h, w = size
-    k = round(fraction * h * w)
+    k = round(Decimal(repr(fraction)) * h * w)
     if k in (0, h * w):
         raise ValueError(f"fraction {fraction} of {h}x{w} pixels rounds to {k} pixels: ROAR and KAR would then "
                          "change nothing or everything; use larger images or fractions further inside (0, 1)")
