@@ -534,6 +534,12 @@ def test_final_threshold_takes_its_percentile():
     maps = torch.arange(20.0).view(1, 1, 4, 5)  # the 50th percentile of 0..19 is 9.5: 10..19 kept
     kept = final_threshold(maps, "saliency", percentile=50)
     assert kept.flatten().nonzero().flatten().tolist() == list(range(10, 20))
+    assert final_threshold(maps, "saliency", percentile=np.float32(50)).equal(kept)
+    # True read as the 1st percentile, a string or None failed inside numpy's division
+    for percentile in (True, "95", None, 150, float("nan")):
+        message = rf"percentile must be a number in \[0, 100\], got {re.escape(repr(percentile))}"
+        with pytest.raises(ValueError, match=message):
+            final_threshold(maps, "saliency", percentile=percentile)
 
 
 def test_final_threshold_compares_with_the_exact_percentile_as_viz_does():

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from rectgrad._checks import describe, flag, positive_int
+from rectgrad._checks import describe, flag, positive_int, real
 from rectgrad._checks import seed as check_seed
 from rectgrad.metrics import attribution_in_region, attribution_outside, total_variation
 from rectgrad.methods import explain, get_method
@@ -65,9 +65,11 @@ def final_threshold(maps: Tensor, method: str, percentile: float = TOP_PERCENTIL
     """The final threshold of Sec. 5.2-5.3 on channel-summed maps ``(N, C, H, W) -> (N, 1, H, W)``.
 
     RectGrad keeps its positive part; a baseline keeps, per image, the values at or above its own
-    ``percentile``-th percentile (numpy's linear interpolation) and is zero elsewhere, as
+    ``percentile``-th percentile (a number in [0, 100]; numpy's linear interpolation) and is zero elsewhere, as
     :func:`rectgrad.viz.final_threshold` draws it.
     """
+    if not (real(percentile) and 0 <= percentile <= 100):
+        raise ValueError(f"percentile must be a number in [0, 100], got {percentile!r}")
     summed = _summed(maps).detach()
     broken = (~torch.isfinite(summed)).flatten(1).any(1).nonzero().flatten().tolist()
     if broken:
