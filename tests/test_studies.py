@@ -1039,6 +1039,30 @@ def test_cli_options_are_refused_before_any_work(tmp_path, capsys, monkeypatch, 
     assert capsys.readouterr().err == f"error: {message}\n"
 
 
+@pytest.mark.parametrize("study, argv, message", [
+    ("threshold", ["--dataset", "fmnist"], "unknown dataset 'fmnist'; known: fashion-mnist, cifar10, folder, "
+     "cifar10-masked"),
+    ("coherence", ["--dataset", "cifar"], "unknown dataset 'cifar' (did you mean 'cifar10'?)"),
+    ("rules", ["--dataset", ""], "unknown dataset ''"),  # not taken for no --dataset (the B.2 toy alone)
+    ("layers", ["--dataset", "folder"], "the folder dataset needs its folder (--data-dir ROOT"),
+    ("feature-maps", ["--dataset", "folder", "--data-dir", "root", "--download"],
+     "download=True (CLI: --download) does not apply to your own images"),
+])
+def test_cli_study_dataset_options_are_refused_before_the_model_loads(tmp_path, capsys, monkeypatch, study, argv,
+                                                                      message):
+    # the model may download hundreds of MB: a mistyped --dataset is told first, not after it
+    from rectgrad import zoo
+
+    def never(*args, **kwargs):
+        raise AssertionError("loaded the model before checking --dataset")
+
+    monkeypatch.setattr(zoo, "load", never)
+    monkeypatch.chdir(tmp_path)
+    assert main(["study", study, *argv, "--model", "m.pt", "--out", "figures"]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {message}")
+    assert not (tmp_path / "figures").exists()
+
+
 @pytest.mark.parametrize("images, out, message", [
     (["photos"], "photos", "--out photos is the input folder photos: a rerun would read its figures as images"),
     (["photos/"], "./photos/", "--out photos is the input folder photos: a rerun would read its figures as images"),

@@ -183,15 +183,20 @@ def load_dataset(name: str, split: str = "train", data_dir=None, download: bool 
     ``"test"``."""
     loaders = {"fashion-mnist": load_fashion_mnist, "cifar10": load_cifar10}
     if name == "folder":
-        if data_dir is None:
-            raise ValueError("the folder dataset needs its folder (--data-dir ROOT, data_dir=): "
-                             "ROOT/train/<class>/<image> and ROOT/test/<class>/<image>")
-        if download:
-            raise ValueError("download=True (CLI: --download) does not apply to your own images (the folder dataset)")
+        check_folder_options(data_dir, download)
         return load_image_folder(data_dir, split, image_size, progress=progress)
     if name not in loaders:
         raise ValueError(f"unknown dataset {name!r}{did_you_mean(name, DATASETS)}; known: {', '.join(DATASETS)}")
     return loaders[name](split, data_dir=data_dir, download=download)
+
+
+def check_folder_options(data_dir, download: bool) -> None:
+    """The folder dataset's options, checked before anything is read: its folder given, and no download."""
+    if data_dir is None:
+        raise ValueError("the folder dataset needs its folder (--data-dir ROOT, data_dir=): "
+                         "ROOT/train/<class>/<image> and ROOT/test/<class>/<image>")
+    if download:
+        raise ValueError("download=True (CLI: --download) does not apply to your own images (the folder dataset)")
 
 
 def _data_folder(data_dir) -> Path:

@@ -54,6 +54,7 @@ def _load(ctx: typer.Context, model: Optional[str], images: Optional[List[Path]]
     from rectgrad import zoo
     from rectgrad.data import image_files
     from rectgrad.studies import images_from_dataset, images_from_files
+    from rectgrad.studies._common import check_dataset
 
     study = ctx.info_name  # (threshold, feature-maps, ...)
     device = _options.device(device)
@@ -65,8 +66,10 @@ def _load(ctx: typer.Context, model: Optional[str], images: Optional[List[Path]]
         _options.percentile(q)
     _options.folder_apart_from_inputs(out, "--out", images, data_dir if dataset == "folder" else None,
                                       study.replace("-", "_"))
-    if bool(images) == bool(dataset):
+    if bool(images) == (dataset is not None):
         raise ValueError("give image files or folders or --dataset (exactly one of them)")
+    if dataset is not None:  # (a mistyped name told now, not once the model has loaded)
+        check_dataset(dataset, data_dir, download)
     if images:
         _refuse_given(ctx, ["count", "data_dir", "download"],
                       "with image files (only with --dataset)")
@@ -277,7 +280,7 @@ def rules(ctx: typer.Context, images: Optional[List[Path]] = IMAGES,
     The options other than --out apply only to the maps."""
     from rectgrad import studies
 
-    if images or dataset:
+    if images or dataset is not None:  # (--dataset "" is refused as unknown, not taken for no --dataset)
         net, chosen = _load(ctx, model or "efficientnet-lite0", images, dataset, count, data_dir, download,
                             device, out, dpi, show, internal_batch_size=internal_batch_size, qs=(q,), weights=weights)
     else:

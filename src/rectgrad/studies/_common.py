@@ -496,13 +496,11 @@ def images_from_dataset(name: str, count: int, per_class: int = 1, data_dir=None
     least half is); given ``loaded``, the standard datasets' images are normalised with the mean and std it
     declares (:func:`_own_normalisation`), else kept in [-1, 1].
     """
-    from rectgrad.data import (DATASETS, MaskedImages, image_folder_files, load_dataset, load_image_folder_masks,
+    from rectgrad.data import (MaskedImages, image_folder_files, load_dataset, load_image_folder_masks,
                                load_masked_images, masked_images_folder, object_masks_from_images)
 
     count, per_class = positive_int("count", count), positive_int("per_class", per_class)  # (2.5 failed in a slice)
-    if name not in (*DATASETS, "cifar10-masked"):
-        raise ValueError(f"unknown dataset {name!r}{did_you_mean(name, (*DATASETS, 'cifar10-masked'))}; known: "
-                         f"{', '.join(DATASETS)}, cifar10-masked")
+    check_dataset(name, data_dir, download)
     if name == "folder" and loaded is not None and data_dir is not None and not download:  # else load_dataset refuses
         return _folder_images_for(loaded, data_dir, count, per_class)
     if name == "cifar10-masked":
@@ -527,6 +525,19 @@ def images_from_dataset(name: str, count: int, per_class: int = 1, data_dir=None
         mean, std = loaded.mean, loaded.std  # the model's own normalisation, as files are read for it
         x = loaded.normalise(chosen.images.float() / 255)
     return Images(x=x, names=names, classes=list(data.classes), labels=chosen.labels, masks=masks, mean=mean, std=std)
+
+
+def check_dataset(name: str, data_dir=None, download: bool = False) -> None:
+    """The dataset options of :func:`images_from_dataset` checked before anything is read (``rectgrad study`` checks
+    them before the model loads, which may download hundreds of MB): a known ``name``; for ``"folder"``, its
+    ``data_dir`` given and no ``download``."""
+    from rectgrad.data import DATASETS, check_folder_options
+
+    if name not in (*DATASETS, "cifar10-masked"):
+        raise ValueError(f"unknown dataset {name!r}{did_you_mean(name, (*DATASETS, 'cifar10-masked'))}; known: "
+                         f"{', '.join(DATASETS)}, cifar10-masked")
+    if name == "folder":
+        check_folder_options(data_dir, download)
 
 
 def _own_normalisation(loaded, channels: int) -> bool:
