@@ -441,8 +441,8 @@ def test_a_readme_no_report_wrote_is_never_replaced(tmp_path):
     (work / "config.json").write_text(json.dumps(CONFIG))
     out.mkdir()
     (out / "README.md").write_text("# My project\n")
-    with pytest.raises(FileExistsError, match=f"^{out / 'README.md'} exists and is no rectgrad report: the report "
-                                              "would replace it; give another folder"):
+    with pytest.raises(FileExistsError, match=f"^{out / 'README.md'} exists and no rectgrad report wrote it: the "
+                                              "report would replace it; give another folder"):
         module.write_report(work, out)
     assert sorted(p.name for p in out.iterdir()) == ["README.md"]
     assert (out / "README.md").read_text() == "# My project\n"
@@ -450,6 +450,50 @@ def test_a_readme_no_report_wrote_is_never_replaced(tmp_path):
     assert module.write_report(work, out).read_text().startswith(module.TITLE + ": ")
     (out / "README.md").write_text("edited by hand")
     module.write_report(work, out)  # listed in the manifest of the report it belongs to
+
+
+def test_files_of_the_reports_names_that_no_report_wrote_are_never_replaced(tmp_path):
+    # a folder of the user's own without a README.md: its models.csv (or any file of a report's name) is refused, the
+    # folder left untouched; a folder in place of a report file is refused before anything is written
+    work, out = tmp_path / "work", tmp_path / "project"
+    work.mkdir()
+    (work / "config.json").write_text(json.dumps(CONFIG))
+    out.mkdir()
+    (out / "models.csv").write_text("mine")
+    with pytest.raises(FileExistsError, match=f"^{out / 'models.csv'} exists and no rectgrad report wrote it: the "
+                                              "report would replace it; give another folder"):
+        module.write_report(work, out)
+    (out / "table1.csv").write_text("mine too")
+    with pytest.raises(FileExistsError, match=f"^{out} holds models.csv, table1.csv, which no rectgrad report wrote"):
+        module.write_report(work, out)
+    assert sorted(p.name for p in out.iterdir()) == ["models.csv", "table1.csv"]
+    assert (out / "models.csv").read_text() == "mine" and (out / "table1.csv").read_text() == "mine too"
+    for name in ("README.md", "fig9-roar.png"):
+        folder = tmp_path / f"with-{name}"
+        (folder / name).mkdir(parents=True)
+        with pytest.raises(IsADirectoryError, match=f"^{folder / name} is a folder, where the report writes a file of "
+                                                    "that name"):
+            module.write_report(work, folder)
+        assert [p.name for p in folder.iterdir()] == [name]
+
+
+def test_a_report_failing_part_way_leaves_its_files_to_the_next(tmp_path):
+    # a corrupt result stops the report after its first files: the rerun takes them for a report's (not refused as
+    # the user's), and removes those it no longer writes
+    work, out = tmp_path / "work", tmp_path / "out"
+    (work / "results").mkdir(parents=True)
+    (work / "config.json").write_text(json.dumps(CONFIG))
+    (work / "results/occlusion-conv1.json").write_text(json.dumps({"fractions": [0, 1], "margins": [[1, 0]]}))
+    (work / "results/noise.json").write_text("{")
+    with pytest.raises(ValueError, match="noise.json is corrupt"):
+        module.write_report(work, out)
+    assert (out / "fig2-feature-map-occlusion.png").is_file() and (out / "models.csv").is_file()
+    (work / "results/noise.json").unlink()
+    (work / "results/occlusion-conv1.json").unlink()  # (Fig. 2 not written again)
+    module.write_report(work, out)
+    written = ["compute-time.csv", "models.csv", "roar-kar.csv", "table1.csv"]
+    assert json.loads((out / module.MANIFEST).read_text()) == written
+    assert sorted(p.name for p in out.iterdir()) == sorted([*written, "README.md", module.MANIFEST])
 
 
 # --- mutation-testing gaps (second round) ---

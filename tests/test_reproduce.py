@@ -1589,6 +1589,6 @@ def test_an_out_folder_with_a_readme_of_its_own_is_refused_before_any_work(tmp_p
     monkeypatch.setattr(pipeline, "load_dataset", lambda *a, **k: pytest.fail("read data"))
     (tmp_path / "README.md").write_text("# My project\n")
     assert main(["reproduce", "--dataset", "fashion-mnist", "--scale", "smoke", "--out", str(tmp_path)]) == 2
-    assert capsys.readouterr().err == (f"error: {tmp_path / 'README.md'} exists and is no rectgrad report: the report "
-                                       "would replace it; give another folder (--out), or move that file\n")
+    assert capsys.readouterr().err == (f"error: {tmp_path / 'README.md'} exists and no rectgrad report wrote it: the "
+                                       "report would replace it; give another folder (--out), or move that file\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md"]

@@ -89,13 +89,28 @@ TITLE = "# RectGrad quantitative experiments"
 
 
 def check_report_folder(out_dir) -> None:
-    """Refuse a report folder holding a ``README.md`` that no rectgrad report wrote: the report would replace it."""
-    readme = Path(out_dir) / "README.md"
-    if readme.is_file() and not (Path(out_dir) / MANIFEST).is_file():
-        with open(readme, encoding="utf-8", errors="replace") as file:
-            if not file.readline().startswith(TITLE):
-                raise FileExistsError(f"{readme} exists and is no rectgrad report: the report would replace it; give "
-                                      "another folder (--out), or move that file")
+    """Refuse a report folder holding files of the report's names (``README.md``, ``models.csv``, ...) that no rectgrad
+    report wrote, as in a folder of a project's own: the report would replace them. A folder holding a
+    :data:`MANIFEST`, or a ``README.md`` of a report (made before manifests), is a report's. A folder where one of
+    those files should be is refused too (the report would fail on it once its work is done)."""
+    out = Path(out_dir)
+    names = ["README.md", *REPORT_FILES]
+    folders = [name for name in names if (out / name).is_dir()]
+    if folders:
+        raise IsADirectoryError(f"{out / folders[0]} is a folder, where the report writes a file of that name: give "
+                                "another folder (--out), or move that folder")
+    found = [name for name in names if (out / name).exists()]
+    if not found or (out / MANIFEST).is_file():
+        return
+    if (out / "README.md").is_file():
+        with open(out / "README.md", encoding="utf-8", errors="replace") as file:
+            if file.readline().startswith(TITLE):
+                return
+    if len(found) == 1:
+        raise FileExistsError(f"{out / found[0]} exists and no rectgrad report wrote it: the report would replace "
+                              "it; give another folder (--out), or move that file")
+    raise FileExistsError(f"{out} holds {', '.join(found)}, which no rectgrad report wrote: the report would replace "
+                          "them; give another folder (--out), or move those files")
 
 
 def write_report(work_dir, out_dir) -> Path:
@@ -108,11 +123,15 @@ def write_report(work_dir, out_dir) -> Path:
     work, out = Path(work_dir), Path(out_dir)
     check_report_folder(out)
     out.mkdir(parents=True, exist_ok=True)
+    earlier = set(listed_files(out / MANIFEST))
+    # every name listed before any file is written: a report stopped or failing part-way (a corrupt result) leaves
+    # the files it wrote marked as a report's, for the next one to replace, or remove where it does not write them
+    write_text_atomically(out / MANIFEST, json.dumps(sorted(earlier | set(REPORT_FILES))))
     report = _Report(work, out, config)
     sections = [report.header(), report.models(), report.occlusion(), report.patch(), report.noise(),
                 report.roar_kar(), report.compute_time()]
     text = "\n".join([*sections[:2], report.claims_table(), *sections[2:]])
-    for name in sorted(set(REPORT_FILES) & set(listed_files(out / MANIFEST)) - report.written):  # never a user's file
+    for name in sorted(set(REPORT_FILES) & earlier - report.written):  # never a user's file
         (out / name).unlink(missing_ok=True)
     write_text_atomically(out / MANIFEST, json.dumps(sorted(report.written)))
     write_text_atomically(out / "README.md", text)  # each file of the report whole, even if interrupted
