@@ -4,6 +4,7 @@ import csv
 import dataclasses
 import json
 import math
+import re
 import warnings
 
 import numpy as np
@@ -128,8 +129,15 @@ def test_hidden_layers_and_activations_follow_the_forward_pass(cnn):
     assert [n for n, _ in hidden_layers(cnn, x, max_layers=2)] == ["features.2", "features.7"]
     assert [n for n, _ in hidden_layers(cnn, x, ["features.5", "features.2", "features.5"])] == ["features.5",
                                                                                                 "features.2"]
-    with pytest.raises(ValueError, match="no module named 'nope'"):
+    # an unknown name: the model's own names told (its convolutions; the closest name to a typo)
+    convs = ", ".join(n for n, m in cnn.named_modules() if isinstance(m, nn.Conv2d))
+    with pytest.raises(ValueError, match=re.escape(f"no module named 'nope' in the model: name its modules as "
+                                                   f"model.named_modules() lists them, such as its convolutions "
+                                                   f"{convs}")):
         hidden_layers(cnn, x, ["nope"])
+    with pytest.raises(ValueError, match=re.escape("no module named 'feature.5' in the model (did you mean "
+                                                   "'features.5'?)")):
+        hidden_layers(cnn, x, ["feature.5"])
     maps = activations(cnn, x)
     assert [(k, tuple(a.shape[1:])) for k, a in maps] == [(1, (32, 12, 12)), (2, (32, 12, 12)), (3, (64, 6, 6)),
                                                           (4, (64, 6, 6))]

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from rectgrad import viz
+from rectgrad._checks import did_you_mean
 from rectgrad.attr._arguments import check_threshold
 from rectgrad.engine import Options, Rule
 from rectgrad.studies._common import (Images, StudyResult, check_show, engine_gradients, finite_mean, image_chunks,
@@ -29,8 +30,13 @@ def hidden_layers(model: nn.Module, x, names: list[str] | str | None = None,
     names = list(dict.fromkeys(one_or_many(() if names is None else names)))  # a name given twice is one layer
     modules = dict(model.named_modules())
     unknown = [n for n in names if n not in modules]
-    if unknown:
-        raise ValueError(f"no module named {', '.join(map(repr, unknown))} in the model")
+    if unknown:  # (a name from another model's printout: told which names this one's modules have)
+        convs = [n for n, m in modules.items() if isinstance(m, nn.Conv2d)]
+        such = (f", such as its convolutions {', '.join(convs[:8])}{', ...' if len(convs) > 8 else ''}" if convs
+                else "")
+        raise ValueError(f"no module named {', '.join(map(repr, unknown))} in the model"
+                         f"{did_you_mean(unknown[0], modules)}: name its modules as model.named_modules() lists "
+                         f"them{such}")
     candidates = ({n: modules[n] for n in names} if names else
                   {n: m for n, m in modules.items() if isinstance(m, nn.Conv2d) and m.groups == 1})
     calls = _module_inputs(model, x, candidates)
