@@ -692,6 +692,15 @@ def test_feature_maps_study(cnn, tmp_path):
     assert (tmp_path / "feature_maps_img0.png").exists() and (tmp_path / "feature_maps_img1.png").exists()
 
 
+def test_feature_maps_figure_is_as_wide_as_the_widest_layer_drawn(cnn):
+    # channels=1000 on a model of at most 64 channels drew 1000 columns, most empty: minutes and GBs for one figure
+    images = square_images(1)
+    widest = max(a.shape[1] for _, a in activations(cnn, images.x))
+    for channels, columns in ((1000, widest), (4, 4), (1, 3)):  # (3 at least: input, saliency, mask)
+        (figure,) = studies.feature_maps(cnn, images, channels=channels, show=1).figures.values()
+        assert figure.axes[0].get_subplotspec().get_gridspec().ncols == columns, channels
+
+
 @pytest.mark.parametrize("channels", [0, -1, 2.5])
 def test_feature_maps_refuses_a_channel_count_that_is_no_positive_integer(cnn, channels):
     # -1 drew all channels but the last (argsort()[:-1]), 0 rows of nothing, 2.5 failed in a slice
@@ -726,7 +735,7 @@ def test_feature_maps_numbers_by_hand_on_colour_images(monkeypatch):
     # the figure: the image with the noisiest saliency map, and each layer's channels by their total activation
     drawn = []
     monkeypatch.setattr(importlib.import_module("rectgrad.studies.feature_maps"), "_figure",
-                        lambda images, i, saliency, layers, channels: drawn.append((i, layers)))
+                        lambda images, i, saliency, layers: drawn.append((i, layers)))
     studies.feature_maps(model, images, channels=3, show=1)
     (i, layers), = drawn
     assert i == int(expected.argmax()) and expected.min() < expected.max()
@@ -757,7 +766,7 @@ def test_layers_and_feature_maps_give_the_same_results_whatever_internal_batch_s
     maps_module = importlib.import_module("rectgrad.studies.feature_maps")
     drawn = []  # what each figure would be drawn from (not drawn: seconds each)
     monkeypatch.setattr(layers_module, "_grid", lambda images, maps, methods, show: drawn.append(maps))
-    monkeypatch.setattr(maps_module, "_figure", lambda images, i, saliency, layers, channels: drawn.append(
+    monkeypatch.setattr(maps_module, "_figure", lambda images, i, saliency, layers: drawn.append(
         (i, saliency, layers)))
     results = {}
     for size in (None, 1, 2):

@@ -107,7 +107,7 @@ def feature_maps(model: nn.Module, images: Images, out=None, *, channels: int = 
             if key not in figures:
                 break
             key = f"{slug}_{n}"
-        figures[key] = _figure(images, i, saliency[i], drawn[i], channels)
+        figures[key] = _figure(images, i, saliency[i], drawn[i])
     result = StudyResult("feature-maps", {"layers": rows, "images": per_image}, figures, notes=_NOTES)
     if out is not None:
         result.save(out)
@@ -149,10 +149,11 @@ def _slug(name: str, longest: int = 120) -> str:
     return f"{slug.encode()[:longest - 9].decode(errors='ignore')}_{digest}"
 
 
-def _figure(images: Images, i: int, saliency: Tensor, layers: list[tuple[int, list[int], Tensor]], channels: int):
+def _figure(images: Images, i: int, saliency: Tensor, layers: list[tuple[int, list[int], Tensor]]):
     """Top row: the input, its saliency map (and mask); then one row per layer, its most active channels (``layers``:
-    position, channel indices, their maps)."""
-    ncols = max(channels, 3)
+    position, channel indices, their maps), as many columns as the most drawn in a row: ``channels`` beyond every
+    layer's own count (1000 on a model of 64) draws no empty columns."""
+    ncols = max(3, *(len(top) for _, top, _ in layers))
     fig = new_figure(1.3 * ncols, 1.3 * (len(layers) + 1) + 0.4)
     axes = fig.subplots(len(layers) + 1, ncols, squeeze=False)
     for ax in axes.flat:
