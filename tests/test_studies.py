@@ -1014,6 +1014,8 @@ def test_cli_user_errors(model_and_folder, tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["threshold", "--show", "0"], "--show must be a positive integer, got 0"),
     (["threshold", "--dpi", "0"], "--dpi must be a positive integer, got 0"),
+    (["layers", "--dpi", "2"], "--dpi must be at least 10 (the figures' text cannot be drawn at fewer dots per "
+     "inch), got 2"),  # (was FreeType's "invalid ppem value" once the numbers were written)
     (["feature-maps", "--channels", "0"], "--channels must be a positive integer, got 0"),
     (["layers", "--max-layers", "0"], "--max-layers must be a positive integer, got 0"),
     (["coherence", "--count", "0"], "--count must be a positive integer, got 0"),

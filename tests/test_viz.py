@@ -145,6 +145,14 @@ def test_grid_layout_and_png(tmp_path):
     for dpi in (0, True, 2.5):
         with pytest.raises(ValueError, match=rf"dpi must be a positive integer, got {dpi}"):
             viz.save_figure(fig, tmp_path / "bad.png", dpi=dpi)
+    # too few dots per inch for the 7-point labels: a clear error, not FreeType's "invalid ppem value"
+    for dpi in (1, 2, viz.MIN_DPI - 1):
+        with pytest.raises(ValueError, match=rf"^dpi must be at least {viz.MIN_DPI} \(the figures' text cannot be "
+                                             rf"drawn at fewer dots per inch\), got {dpi}$"):
+            viz.save_figure(fig, tmp_path / "bad.png", dpi=dpi)
+    assert not (tmp_path / "bad.png").exists()
+    labelled = viz.grid(images, maps, row_labels=["r0", "r1"], title="t")  # (its text drawn at the least dpi)
+    assert Image.open(viz.save_figure(labelled, tmp_path / "least.png", dpi=viz.MIN_DPI)).size[0] > 0
     assert (tmp_path / "link.png").is_symlink() and (tmp_path / "new" / "sub" / "target.png").is_file()
     with pytest.raises(ValueError):
         viz.grid(images, {"A": maps["A"][:1]})

@@ -340,6 +340,9 @@ def _extent(text: str) -> float:
     return TextPath((0, 0), text, size=LABEL_SIZE, prop=FontProperties()).get_extents().width
 
 
+#: The fewest dots per inch a figure is written at: below it, the 7-point labels come to under half a pixel and
+#: FreeType refuses to draw them (``FT_Set_Char_Size ... invalid ppem value``).
+MIN_DPI = 10
 FIGURE_SUFFIXES = tuple(f".{kind}" for kind in ("png", "pdf", "svg", "jpg", "jpeg", "tif", "tiff", "webp", "eps"))
 
 
@@ -351,6 +354,9 @@ def save_figure(fig: Figure, path, *, dpi: int = 150) -> Path:
     if f".{kind}" not in FIGURE_SUFFIXES:
         raise ValueError(f"cannot write a figure as {path.name}: name a {' / '.join(FIGURE_SUFFIXES)} file")
     dpi = positive_int("dpi", dpi)
+    if dpi < MIN_DPI:
+        raise ValueError(f"dpi must be at least {MIN_DPI} (the figures' text cannot be drawn at fewer dots per inch), "
+                         f"got {dpi}")
     write_atomically(path, lambda f: fig.savefig(f, format=kind, dpi=dpi))  # through a link, into new folders
     return path
 

@@ -24,7 +24,7 @@ DOWNLOAD = typer.Option(False, help="With --dataset: download a missing dataset 
                                     "($RECTGRAD_DATA or ~/.cache/rectgrad) without one.")
 WEIGHTS = typer.Option(None, help="Local state-dict file for a registry model (offline use).")
 DEVICE = typer.Option("auto", help="cpu, cuda, or auto (cuda when available).")
-DPI = typer.Option(150, help="Resolution of the PNG figures.")
+DPI = typer.Option(150, help="Resolution of the PNG figures, in dots per inch (at least 10).")
 PROGRESS = typer.Option(True, help="Show a progress bar over the methods.")
 METHODS = typer.Option(None, "--method", "--methods", help="Attribution methods: comma-separated or repeated, or "
                                                           "'all' alone for every method; default: the paper's "
@@ -142,8 +142,13 @@ def _refuse_given(ctx: typer.Context, names: List[str], why: str) -> None:
 
 
 def _check_outputs(out: Path, dpi: int, show: Optional[int]) -> None:
+    from rectgrad.viz import MIN_DPI
+
     _options.output_folder(out, "--out")
     _options.positive_int(dpi, "--dpi")
+    if dpi < MIN_DPI:  # (else the numbers written, the figures failing on their text: "invalid ppem value")
+        raise ValueError(f"--dpi must be at least {MIN_DPI} (the figures' text cannot be drawn at fewer dots per "
+                         f"inch), got {dpi}")
     _options.positive_int(show, "--show")
 
 
