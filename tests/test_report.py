@@ -310,6 +310,15 @@ def test_compute_time_parts_in_pipeline_order(tmp_path):
         ["models", "1", "4"], ["maps: masked", "1", "5"], ["maps: roar-train", "2", "5"], ["kar", "1", "1"]]
 
 
+def test_compute_time_of_a_file_directly_in_seconds_is_a_part_of_its_own(tmp_path):
+    # a file no unit wrote (no kind folder): its time shown under its name, not "not enough values to unpack"
+    seconds = {"models/clean": 6, "extra": 4, "maps": 2}
+    report = make_report(tmp_path, **{f"seconds/{unit}.json": {"seconds": float(s)} for unit, s in seconds.items()})
+    assert "**0.2 minutes**" in report.compute_time()  # 12 s
+    assert [list(r.values()) for r in read_csv(report.out / "compute-time.csv")] == [
+        ["models", "1", "6"], ["extra", "1", "4"], ["maps", "1", "2"]]  # the pipeline's parts first
+
+
 def test_claims_table_escapes_bars(tmp_path):
     report = make_report(tmp_path)
     report._claim("total |attribution| is low", "a|b", None)

@@ -484,8 +484,8 @@ class _Report:
         """Seconds of work per part, as recorded when each unit was done (``seconds/`` in the work folder)."""
         parts: dict[str, list] = {}
         for unit, seconds in ResultStore.read_seconds(self.work).items():
-            kind, name = unit.split("/", 1)
-            part = f"maps: {name.rsplit('-', 1)[0]}" if kind == "maps" else kind
+            kind, _, name = unit.partition("/")  # (a file directly in seconds/, no unit's: a part of its own name)
+            part = f"maps: {name.rsplit('-', 1)[0]}" if kind == "maps" and name else kind
             parts.setdefault(part, [0, 0.0])
             parts[part][0] += 1
             parts[part][1] += seconds
