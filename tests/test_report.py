@@ -669,6 +669,25 @@ def test_table1_claims_without_rectgrads_scores_are_not_measured(tmp_path, monke
         assert claim(report, f"Table 1: RectGrad has a lower ROAR AUC than {than}") == ("not done yet: RectGrad", "n/a")
 
 
+def test_claims_on_methods_the_run_lacks_are_listed_not_measured(tmp_path, monkeypatch):
+    # a run without Random, or without RectGrad PRR: their claims in the table as "not measured" (as the claims
+    # against the baselines are without RectGrad), not left out
+    saved_figures(monkeypatch)
+    files = roar_kar_files({(mode, m): curve for mode in ("roar", "kar")
+                            for m, curve in (("rectgrad", [.9, .5, .2]), ("saliency", [.9, .7, .5]))})
+    methods = ["rectgrad", "saliency"]
+    patch = {m: {"inside": [1], "inside_raw": [1], "fraction_raw": [.5]} for m in methods}
+    report = make_report(tmp_path, methods=methods, **files, **{"results/patch.json": patch})
+    maps = torch.zeros(1, 1, 8, 8)
+    torch.save({"inputs": maps, "maps": {m: maps for m in methods}}, report.work / "results/patch-examples.pt")
+    report.patch()
+    report.roar_kar()
+    assert claim(report, "Fig. 7: RectGrad PRR assigns the least") == ("not measured", "n/a")
+    for measure in ("ROAR AUC", "KAR AOC"):
+        assert claim(report, f"Table 1: RectGrad has a lower {measure} than Random") == ("not measured", "n/a")
+        assert claim(report, f"Table 1: RectGrad has a lower {measure} than every baseline")[1] in ("yes", "**no**")
+
+
 def test_compare_counts_every_baseline_and_only_the_baselines(tmp_path):
     report = make_report(tmp_path)
     # the paper's six baselines (its Table 1 less Random and RectGrad); Random and RectGrad PRR lower still, but none
