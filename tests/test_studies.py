@@ -821,6 +821,32 @@ def test_layers_and_feature_maps_refuse_a_bad_internal_batch_size(cnn, study):
             getattr(studies, study)(cnn, square_images(2), internal_batch_size=bad)
 
 
+@pytest.mark.parametrize("study", ["layers", "feature_maps", "adversarial", "threshold", "rules", "coherence"])
+def test_studies_take_a_one_element_tensor_or_array_as_internal_batch_size(cnn, study, monkeypatch):
+    # explain() and the attribution classes take torch.tensor(2) as 2: layers, feature_maps and adversarial refused it
+    import importlib
+
+    module = importlib.import_module(f"rectgrad.studies.{study}")
+    seen = []  # the size the study passes on: a plain int, checked once at its entry
+    real_predict = module.predict
+    monkeypatch.setattr(module, "predict", lambda model, x, size: seen.append(size) or real_predict(model, x, size))
+    options = {"methods": ("saliency",)} if study in ("adversarial", "coherence") else {}
+    options |= {"qs": (90.0,)} if study == "threshold" else {}
+    for size in (torch.tensor(2), np.array([2])):
+        seen.clear()
+        getattr(studies, study)(cnn, square_images(3), show=0, internal_batch_size=size, **options)
+        assert seen and all(type(s) is int and s == 2 for s in seen)
+    with pytest.raises(ValueError, match="internal_batch_size must be a positive integer, got 0"):
+        getattr(studies, study)(cnn, square_images(3), show=0, internal_batch_size=torch.tensor(0), **options)
+
+
+def test_fgsm_takes_a_one_element_tensor_as_internal_batch_size():
+    x = torch.zeros(3, 1, SIZE, SIZE)
+    expected = studies.fgsm(Flippable(), x, internal_batch_size=2)
+    assert torch.equal(studies.fgsm(Flippable(), x, internal_batch_size=torch.tensor(2)), expected)
+    assert torch.equal(studies.fgsm(Flippable(), x, internal_batch_size=np.array([2])), expected)
+
+
 def test_rules_study_toy_b2_numbers():
     rows = {r["rule"]: r for r in studies.toy_b2()}
     # a = (3, 2, 1, 0), R = (1, 10, -100, 1000), q = 74 (Appendix B.2)

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from rectgrad import viz
 from rectgrad._checks import did_you_mean, positive_int
-from rectgrad.attr._arguments import looks_like_probabilities
+from rectgrad.attr._arguments import check_internal_batch_size, looks_like_probabilities
 from rectgrad.attr._base import modules_of, named_errors, preserved_buffers, user_call, warn_if_ungated
 from rectgrad.checkpoint import listed_files, write_text_atomically
 from rectgrad.data import check_mask_size, image_files, masks_beside, unique_names
@@ -297,8 +297,10 @@ def check_show(show, count: int) -> int:
 
 def image_chunks(count: int, internal_batch_size: int | None) -> list[slice]:
     """``count`` images as slices of at most ``internal_batch_size`` (all at once when None), for a study that runs
-    one forward/backward pass per slice; the size checked as ``explain`` checks it."""
-    size = count if internal_batch_size is None else positive_int("internal_batch_size", internal_batch_size)
+    one forward/backward pass per slice; the size checked as ``explain`` checks it (a one-element tensor or array
+    counts as its value)."""
+    size = check_internal_batch_size(internal_batch_size)
+    size = count if size is None else size
     return [slice(start, start + size) for start in range(0, count, max(size, 1))]
 
 

@@ -8,9 +8,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rectgrad import viz
-from rectgrad._checks import positive_int, real
+from rectgrad._checks import real
 from rectgrad._checks import seed as check_seed
-from rectgrad.attr._arguments import looks_like_probabilities
+from rectgrad.attr._arguments import check_internal_batch_size, looks_like_probabilities
 from rectgrad.studies._common import (COMPARED, Images, StudyResult, check_show, display_maps, finite_mean, from_pixels,
                                       leaves_model_as_it_was, method_attributions, method_label, method_names, predict,
                                       skipped_note, spearman, summed_maps, to_pixels)
@@ -31,7 +31,8 @@ def fgsm(model: nn.Module, x: Tensor, eps: float = 0.01, *, target: Tensor | Non
     at once (None: all): each image's step is the sign of its own loss's gradient, the same in any chunk.
     """
     _check_eps(eps)
-    size = max(len(x), 1) if internal_batch_size is None else positive_int("internal_batch_size", internal_batch_size)
+    size = check_internal_batch_size(internal_batch_size)  # (a one-element tensor or array counts as its value)
+    size = max(len(x), 1) if size is None else size
     targets = [None] * len(range(0, len(x), size)) if target is None else target.split(size)
     return torch.cat([_fgsm_step(model, chunk, eps, t, mean, std) for chunk, t in zip(x.split(size), targets)])
 
@@ -74,6 +75,7 @@ def adversarial(model: nn.Module, images: Images, out=None, *, eps: float = 0.01
     """
     _check_eps(eps)
     check_seed(seed)  # (before FGSM and the maps)
+    internal_batch_size = check_internal_batch_size(internal_batch_size)
     show = check_show(show, len(images))
     methods = method_names(methods)  # run three times: a generator would be spent after the first
     predicted, confidence = predict(model, images.x, internal_batch_size)

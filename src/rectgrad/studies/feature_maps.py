@@ -12,6 +12,7 @@ from torch.overrides import TorchFunctionMode
 
 from rectgrad import viz
 from rectgrad._checks import positive_int
+from rectgrad.attr._arguments import check_internal_batch_size
 from rectgrad.engine import Options
 from rectgrad.operations import KNOWN_ACTIVATIONS
 from rectgrad.studies._common import (Images, StudyResult, check_show, engine_gradients, image_chunks,
@@ -67,6 +68,7 @@ def feature_maps(model: nn.Module, images: Images, out=None, *, channels: int = 
     """
     show = check_show(show, len(images))
     channels = positive_int("channels", channels)
+    internal_batch_size = check_internal_batch_size(internal_batch_size)
     chunks = image_chunks(len(images), internal_batch_size)
     predicted, _ = predict(model, images.x, internal_batch_size)
     saliency = torch.cat([torch.as_tensor(viz.channel_sum(engine_gradients(model, images.x[c], predicted[c],

@@ -13,7 +13,7 @@ from torch import nn
 from rectgrad import viz
 from rectgrad._checks import real
 from rectgrad.attr import RectGrad
-from rectgrad.attr._arguments import check_threshold
+from rectgrad.attr._arguments import check_internal_batch_size, check_threshold
 from rectgrad.attr.rectgrad import RULES
 from rectgrad.engine import Options, Rule
 from rectgrad.studies._common import (Images, StudyResult, check_show, engine_gradients, finite_mean,
@@ -87,6 +87,7 @@ def rules(model: nn.Module, images: Images | None = None, out=None, *, q: float 
     if not real(toy_q) or not 0 <= toy_q <= 100:
         raise ValueError(f"toy_q must be a percentile in [0, 100], got {toy_q!r}")
     show = check_show(show, 0 if images is None else len(images))
+    internal_batch_size = check_internal_batch_size(internal_batch_size)
     candidates = one_or_many(candidates)  # one rule, not its letters
     if images is not None and not candidates:  # an empty maps table would look like a result
         raise ValueError(f"no rules given: name one or more of {', '.join(RULES)}, or leave the default (all)")
