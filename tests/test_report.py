@@ -156,6 +156,35 @@ def test_occlusion_layers_in_numeric_order(tmp_path):
     assert [r["layer"] for r in read_csv(report.out / "feature-map-occlusion.csv")][::2] == ["conv1", "conv2", "conv10"]
 
 
+def test_occlusion_reads_only_the_runs_own_result_files(tmp_path):
+    # the layer was the text after the last '-': a copy occlusion-old-conv1.json replaced conv1's curve, and
+    # occlusion-conv1-backup.json showed as a layer "backup"
+    curve, other = {"fractions": [0, 1], "margins": [[2, 1]]}, {"fractions": [0, 1], "margins": [[-5, -5]]}
+    strays = {"results/occlusion-old-conv1.json": other, "results/occlusion-conv1-backup.json": other,
+              "results/occlusion-conv01.json": other, "results/occlusion-.json": other}
+    report = make_report(tmp_path, **{"results/occlusion-conv1.json": curve, **strays})
+    text = report.occlusion()
+    assert [r["layer"] for r in read_csv(report.out / "feature-map-occlusion.csv")] == ["conv1", "conv1"]
+    assert "| conv1 | 2.00 | 1.00 | 1.00 | 100% |" in text and "backup" not in text.split("Left out")[0]
+    assert claim(report, "Fig. 2: the mean margin stays positive") == ("lowest mean margin 1.00", "yes")
+    assert all(f"`{name}`" in text for name in strays)  # named, not silently dropped
+    # with the clean model saved, its layers are the run's: a conv5 it lacks is a stray too
+    from rectgrad.checkpoint import save_checkpoint
+    from rectgrad.models import PaperCNN
+
+    report = make_report(tmp_path / "model", **{f"results/occlusion-conv{i}.json": curve for i in (1, 2, 5)})
+    (report.work / "models").mkdir()
+    save_checkpoint(PaperCNN(1, 8, 2), report.work / "models/clean.pt")
+    text = report.occlusion()
+    assert [r["layer"] for r in read_csv(report.out / "feature-map-occlusion.csv")][::2] == ["conv1", "conv2"]
+    assert "`results/occlusion-conv5.json`" in text and "Not done yet at conv3, conv4" in text
+    # only strays: the section is not run yet, and says what it left out
+    report = make_report(tmp_path / "strays", **strays)
+    text = report.occlusion()
+    assert "Not run yet." in text and "`results/occlusion-old-conv1.json`" in text
+    assert not (report.out / "feature-map-occlusion.csv").exists()
+
+
 def test_compute_time_in_minutes(tmp_path):
     report = make_report(tmp_path, **{"seconds/models/clean.json": {"seconds": 120.0},
                                       "seconds/roar/rectgrad-p0.1-r0.json": {"seconds": 60.0}})

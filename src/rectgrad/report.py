@@ -7,6 +7,7 @@ import csv
 import functools
 import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -256,10 +257,12 @@ class _Report:
         return "\n".join(lines)
 
     def occlusion(self) -> str:
-        curves = {f.stem.split("-")[-1]: self._json(f"results/{f.name}")
-                  for f in sorted((self.work / "results").glob("occlusion-*.json"), key=natural_order)}
+        curves, strays = self._occlusion_results()
+        stray_note = ([f"Left out: {', '.join(f'`results/{name}`' for name in strays)}, no result of this run (it "
+                       "writes `occlusion-<layer>.json` for each layer it occludes: "
+                       f"{', '.join(self._fig2_layers or ['conv1', 'conv2', '...'])}).", ""] if strays else [])
         if not curves:
-            return f"## Fig. 2: feature-map occlusion\n\n{self._not_run()}\n"
+            return "\n".join(["## Fig. 2: feature-map occlusion", "", self._not_run(), "", *stray_note])
         rows, plot, summary = [], {}, []
         for layer, data in curves.items():
             margins = data.numbers("margins", ndim=2)
@@ -293,9 +296,27 @@ class _Report:
                  "flat curves, left out of the claim.", ""] if untouched else [])
         if pending:
             note += [f"Not done yet at {', '.join(pending)}: the claim waits for every layer.", ""]
+        note += stray_note
         return "\n".join(["## Fig. 2: feature-map occlusion", "", figure, "", *note,
                           "| layer | margin, nothing zeroed | margin, all background zeroed | lowest | images still "
                           "correct, all zeroed |", "|---|---|---|---|---|", *summary, ""])
+
+    def _occlusion_results(self) -> tuple[dict[str, _Saved], list[str]]:
+        """Fig. 2's results per layer, in the layers' order, read from the files the run writes,
+        ``results/occlusion-<layer>.json`` for its layers (those of the clean model, :func:`conv_activations`' names
+        ``convK`` where it is not saved); and the names of the other ``occlusion-*.json`` files there (a copy, a
+        backup: their name is no layer's, and must not pass for one, or replace one's curve)."""
+        known = self._fig2_layers
+        curves, strays = {}, []
+        for path in sorted((self.work / "results").glob("occlusion-*.json"), key=natural_order):
+            layer = path.name[len("occlusion-"):-len(".json")]
+            if (layer in known) if known is not None else re.fullmatch(r"conv[1-9][0-9]*", layer):
+                curves[layer] = self._json(f"results/{path.name}")
+            else:
+                strays.append(path.name)
+        if known is not None:
+            curves = {layer: curves[layer] for layer in known if layer in curves}
+        return curves, strays
 
     @functools.cached_property
     def _fig2_layers(self) -> list[str] | None:
