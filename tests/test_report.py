@@ -534,6 +534,50 @@ def test_a_report_failing_part_way_leaves_its_files_to_the_next(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == sorted([*written, "README.md", module.MANIFEST])
 
 
+@pytest.mark.parametrize("edit, why", [
+    (lambda c: c.pop("methods"), "no 'methods'"),
+    (lambda c: c.pop("data"), "no 'data'"),
+    (lambda c: c["parameters"].pop("occlusion_steps"), "no 'occlusion_steps'"),
+    (lambda c: c["parameters"].pop("fractions"), "no 'fractions'"),
+    (lambda c: c.update(methods="rectgrad"), "'methods' holds no list of method names"),
+])
+def test_a_config_lacking_a_key_is_named_as_corrupt(tmp_path, edit, why):
+    # a hand-edited or foreign config.json was a bare KeyError: 'methods'
+    work, out = tmp_path / "work", tmp_path / "out"
+    work.mkdir()
+    config = json.loads(json.dumps(CONFIG))
+    edit(config)
+    (work / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError) as refused:
+        module.write_report(work, out)
+    assert str(refused.value).startswith(f"{work / 'config.json'} is corrupt ({why})")
+    assert "cannot be checked against any configuration" in str(refused.value)
+
+
+def test_a_method_no_longer_registered_is_named_with_the_known_ones(tmp_path):
+    # a method name rectgrad no longer has crashed label() with a bare KeyError: 'gradcam'
+    from rectgrad.methods import METHOD_NAMES
+
+    work, out = tmp_path / "work", tmp_path / "out"
+    work.mkdir()
+    (work / "config.json").write_text(json.dumps({**CONFIG, "methods": ["rectgrad", "gradcam"]}))
+    with pytest.raises(ValueError) as refused:
+        module.write_report(work, out)
+    message = str(refused.value)
+    assert message.startswith(f"{work / 'config.json'} names a method this rectgrad does not know, 'gradcam' (known "
+                              f"methods: {', '.join(METHOD_NAMES)})")
+    assert not out.exists()  # refused before writing anything
+    # the Fig. 3 examples of a method the config lacks: named with their file
+    report = make_report(tmp_path / "examples", methods=["rectgrad"],
+                         **{"results/patch.json": {"rectgrad": {"inside": [1.0], "inside_raw": [1.0],
+                                                                "fraction_raw": [0.5]}}})
+    torch.save({"inputs": torch.zeros(1, 1, 8, 8), "maps": {m: torch.zeros(1, 1, 8, 8) for m in ("rectgrad", "old")}},
+               report.work / "results" / "patch-examples.pt")
+    with pytest.raises(ValueError, match=f"^{report.work / 'results' / 'patch-examples.pt'} names a method this "
+                                         "rectgrad does not know, 'old'"):
+        report.patch()
+
+
 # --- mutation-testing gaps (second round) ---
 
 

@@ -19,8 +19,8 @@ from rectgrad.checkpoint import listed_files, load_checkpoint, write_text_atomic
 from rectgrad.data import natural_order
 from rectgrad.evaluation.occlusion import conv_activations
 from rectgrad.evaluation.roar import RoarKarResult, read_accuracy, result_name
-from rectgrad.evaluation.store import ResultStore, corrupt, read_json, read_torch
-from rectgrad.methods import METHODS as REGISTRY
+from rectgrad.evaluation.store import _RERUN, _UNKNOWN_CONFIG, CONFIG, ResultStore, corrupt, read_json, read_torch
+from rectgrad.methods import METHOD_NAMES, get_method
 from rectgrad.metrics import TIE_NOISE
 from rectgrad.viz import boxplot, grid, line_plot, prepare, save_figure
 
@@ -58,17 +58,17 @@ def _cell(text: str) -> str:
 
 class _Saved(dict):
     """A saved result read back; a key it lacks, or a value that is not the numbers it should be (a file edited by
-    hand), is an error naming the file, as a damaged file is."""
+    hand), is an error naming the file, as a damaged file is, with the ``remedy`` for it."""
 
-    def __init__(self, path: Path, value: dict):
+    def __init__(self, path: Path, value: dict, remedy: str = _RERUN):
         super().__init__(value)
-        self.path = path
+        self.path, self.remedy = path, remedy
 
     def __getitem__(self, key):
         if key not in self:
-            raise corrupt(self.path, f"no {key!r}")
+            raise corrupt(self.path, f"no {key!r}", self.remedy)
         value = super().__getitem__(key)
-        return _Saved(self.path, value) if isinstance(value, dict) else value
+        return _Saved(self.path, value, self.remedy) if isinstance(value, dict) else value
 
     def numbers(self, key: str, ndim: int = 1) -> np.ndarray:
         """``self[key]`` as an ``ndim``-dimensional float array."""
@@ -78,12 +78,25 @@ class _Saved(dict):
         except (TypeError, ValueError):  # (strings, nested lists of unequal lengths)
             value = None
         if value is None or value.ndim != ndim:
-            raise corrupt(self.path, f"{key!r} holds no {ndim}-D array of numbers")
+            raise corrupt(self.path, f"{key!r} holds no {ndim}-D array of numbers", self.remedy)
         return value
 
 
 def label(method: str) -> str:
-    return REGISTRY[method].label
+    """A method's name as the figures and tables show it (``ValueError`` naming the known methods otherwise)."""
+    return get_method(method).label
+
+
+def _known_methods(path: Path, methods) -> list[str]:
+    """The method names a saved file lists, each one rectgrad has: else an error naming the file, the unknown names
+    and the known ones (results of another rectgrad version, whose methods this one lacks)."""
+    methods = list(methods)
+    unknown = [m for m in methods if m not in METHOD_NAMES]
+    if unknown:
+        raise ValueError(f"{path} names a method this rectgrad does not know, {', '.join(map(repr, unknown))} (known "
+                         f"methods: {', '.join(METHOD_NAMES)}): results of another rectgrad version; report them with "
+                         "that version, or rerun into another folder")
+    return methods
 
 
 TITLE = "# RectGrad quantitative experiments"
@@ -122,13 +135,13 @@ def write_report(work_dir, out_dir) -> Path:
     if config is None:
         raise FileNotFoundError(f"no results in {work_dir} (no config.json): run `rectgrad reproduce` first")
     work, out = Path(work_dir), Path(out_dir)
+    report = _Report(work, out, config)  # (a config of another shape or version refused before any file is written)
     check_report_folder(out)
     out.mkdir(parents=True, exist_ok=True)
     earlier = set(listed_files(out / MANIFEST))
     # every name listed before any file is written: a report stopped or failing part-way (a corrupt result) leaves
     # the files it wrote marked as a report's, for the next one to replace, or remove where it does not write them
     write_text_atomically(out / MANIFEST, json.dumps(sorted(earlier | set(REPORT_FILES))))
-    report = _Report(work, out, config)
     sections = [report.header(), report.models(), report.occlusion(), report.patch(), report.noise(),
                 report.roar_kar(), report.compute_time()]
     text = "\n".join([*sections[:2], report.claims_table(), *sections[2:]])
@@ -141,8 +154,13 @@ def write_report(work_dir, out_dir) -> Path:
 
 class _Report:
     def __init__(self, work: Path, out: Path, config: dict):
+        # a key the config lacks (edited by hand, another program's) is an error naming it, not a bare KeyError
+        config = _Saved(work / CONFIG, config, _UNKNOWN_CONFIG)
         self.work, self.out, self.config = work, out, config
-        self.methods = config["methods"]
+        methods = config["methods"]
+        if not isinstance(methods, list) or not all(isinstance(m, str) for m in methods):
+            raise corrupt(config.path, "'methods' holds no list of method names", config.remedy)
+        self.methods = _known_methods(config.path, methods)
         self.p = config["parameters"]
         self.claims: list[tuple[str, str, str]] = []
         self.written: set[str] = set()  # the files of REPORT_FILES written
@@ -334,6 +352,7 @@ class _Report:
             return "## Figs. 3 and 7: training-set random patch\n\nNot run yet.\n"
         values = {m: data[m].numbers("inside") for m in self.methods}
         examples = read_torch(examples_file)
+        _known_methods(examples_file, examples["maps"])
         maps = {label(m): prepare(v) for m, v in examples["maps"].items()}
         fig3 = grid(examples["inputs"], maps, title="Maps of the patch model (8x8 scored corner in red; Fig. 3)")
         for ax in fig3.axes:
