@@ -62,6 +62,26 @@ def test_final_threshold_positive_and_bad_mode():
         viz.final_threshold(m, "abs")
 
 
+def test_final_threshold_checks_its_percentile_as_the_evaluations_does():
+    # True was read as the 1st percentile, a string or None failed inside numpy, 150 with numpy's words
+    import re
+
+    from rectgrad.evaluation.maps import final_threshold
+
+    m = np.arange(20.0).reshape(4, 5)  # the 50th percentile of 0..19 is 9.5: 10..19 kept
+    assert np.count_nonzero(viz.final_threshold(m, "top", np.float32(50))) == 10
+    assert np.count_nonzero(viz.final_threshold(m, "top", 0)) == 19 and viz.final_threshold(m, "top", 100).sum() == 19
+    for percentile in (True, "95", None, -1, 150, float("nan"), torch.tensor(95.0)):
+        message = rf"^percentile must be a number in \[0, 100\], got {re.escape(repr(percentile))}$"
+        for mode in ("top", "positive"):
+            with pytest.raises(ValueError, match=message):
+                viz.final_threshold(m, mode, percentile)
+        with pytest.raises(ValueError, match=message):  # the same words as the evaluation's
+            final_threshold(torch.from_numpy(m).view(1, 1, 4, 5), "saliency", percentile)
+        with pytest.raises(ValueError, match=message):
+            viz.prepare(m[None, None], threshold="top", percentile=percentile)
+
+
 def test_prepare_pipeline_with_top_threshold():
     s = np.arange(400.0).reshape(1, 20, 20)
     attr = torch.tensor(np.stack([s / 2, s / 2], axis=1))  # (1,2,20,20): channels sum to 0..399

@@ -53,6 +53,14 @@ def positive_int(name: str, value) -> int:
     return int(value)
 
 
+def percentile(name: str, value) -> float:
+    """``value`` as a float, or a ``ValueError`` naming ``name`` unless it is a real number in [0, 100] (not a bool,
+    which would read as the 0th or 1st, nor NaN)."""
+    if not (real(value) and 0 <= value <= 100):
+        raise ValueError(f"{name} must be a number in [0, 100], got {value!r}")
+    return float(value)
+
+
 def seed(value, allow_none: bool = False):
     """``value`` if it is an integer in [0, 2**64) (what ``torch.Generator.manual_seed`` takes), or None where
     ``allow_none``; else a ``ValueError`` naming it (not a bool, not 1.5)."""

@@ -27,6 +27,7 @@ from matplotlib.font_manager import FontProperties
 from matplotlib.textpath import TextPath
 
 from rectgrad._checks import flag, positive_int, real
+from rectgrad._checks import percentile as check_percentile
 from rectgrad.checkpoint import write_atomically
 
 CMAP = "bwr"
@@ -106,8 +107,10 @@ def final_threshold(maps, mode: str, percentile: float = 95.0) -> np.ndarray:
     """The "with final threshold" view of Section 5.2, per map (H,W) or per image of (N,H,W).
 
     ``mode="top"`` (baselines): keep values >= the map's own ``percentile``-th percentile, set the
-    rest to 0 (the top 5% by default). ``mode="positive"`` (RectGrad): keep the positive part.
+    rest to 0 (the top 5% by default). ``mode="positive"`` (RectGrad): keep the positive part. ``percentile``: a
+    number in [0, 100], checked in either mode, as :func:`rectgrad.evaluation.final_threshold` checks it.
     """
+    percentile = check_percentile("percentile", percentile)
     m = _maps(maps)
     if mode == "top":
         cut = np.percentile(m, percentile, axis=(-2, -1), keepdims=True)

@@ -10,7 +10,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from rectgrad._checks import describe, flag, positive_int, real
+from rectgrad._checks import describe, flag, positive_int
+from rectgrad._checks import percentile as check_percentile
 from rectgrad._checks import seed as check_seed
 from rectgrad.metrics import attribution_in_region, attribution_outside, total_variation
 from rectgrad.methods import explain, get_method
@@ -68,8 +69,7 @@ def final_threshold(maps: Tensor, method: str, percentile: float = TOP_PERCENTIL
     ``percentile``-th percentile (a number in [0, 100]; numpy's linear interpolation) and is zero elsewhere, as
     :func:`rectgrad.viz.final_threshold` draws it.
     """
-    if not (real(percentile) and 0 <= percentile <= 100):
-        raise ValueError(f"percentile must be a number in [0, 100], got {percentile!r}")
+    percentile = check_percentile("percentile", percentile)
     summed = _summed(maps).detach()
     broken = (~torch.isfinite(summed)).flatten(1).any(1).nonzero().flatten().tolist()
     if broken:
