@@ -27,9 +27,8 @@ def test_clip_outliers_per_image_percentiles():
     assert (out[0].min(), out[0].max()) == (1.0, 199.0)
     assert (out[1].min(), out[1].max()) == (10.0, 1990.0)
     assert out[0, 0, 0] == 1.0 and out[0, -1, -1] == 199.0 and out[0, 1, 5] == img[1, 5]
-    for low, high in ((90, 10), (-1, 99.5), (0.5, 101)):  # low above high would give a constant map
-        with pytest.raises(ValueError, match=rf"0 <= low <= high <= 100, got low={low} and high={high}"):
-            viz.clip_outliers(img, low, high)
+    with pytest.raises(ValueError, match=r"^need percentiles 0 <= low <= high <= 100, got low=90 and high=10$"):
+        viz.clip_outliers(img, 90, 10)
     assert np.array_equal(viz.clip_outliers(img, None, 99.5, symmetric=True), viz.clip_outliers(img, symmetric=True))
 
 
@@ -80,6 +79,25 @@ def test_final_threshold_checks_its_percentile_as_the_evaluations_does():
             final_threshold(torch.from_numpy(m).view(1, 1, 4, 5), "saliency", percentile)
         with pytest.raises(ValueError, match=message):
             viz.prepare(m[None, None], threshold="top", percentile=percentile)
+
+
+def test_clip_outliers_checks_its_percentiles_as_final_threshold_does():
+    # True was read as the 1st percentile, a string failed in the comparison, a tensor reached numpy
+    import re
+
+    img = np.arange(201.0).reshape(3, 67)
+    out = viz.clip_outliers(img, np.float32(1), np.int64(99))  # numpy's numbers are numbers: caps 2 and 198
+    assert (out.min(), out.max()) == (2.0, 198.0)
+    for bad in (True, "0.5", None, -1, 150, float("nan"), torch.tensor(0.5), np.array([0.5])):
+        for name, args in (("low", (bad, 99.5)), ("high", (0.5, bad))):
+            message = rf"^{name} must be a number in \[0, 100\], got {re.escape(repr(bad))}$"
+            with pytest.raises(ValueError, match=message):
+                viz.clip_outliers(img, *args)
+            with pytest.raises(ValueError, match=message):
+                viz.prepare(img[None, None], low=args[0], high=args[1])
+        with pytest.raises(ValueError, match=rf"^high must be a number in \[0, 100\], got {re.escape(repr(bad))}$"):
+            viz.clip_outliers(img, 0.5, bad, symmetric=True)
+    assert np.array_equal(viz.clip_outliers(img, True, 99.5, symmetric=True), viz.clip_outliers(img, symmetric=True))
 
 
 def test_prepare_pipeline_with_top_threshold():
@@ -385,7 +403,7 @@ def test_bad_shapes_and_percentiles_get_viz_own_errors():
     # (numpy's AxisError and percentile errors are ValueErrors too, so the messages are what is checked)
     with pytest.raises(ValueError, match=r"expected \(C,H,W\) or \(N,C,H,W\), got shape \(4, 4\)"):
         viz.channel_sum(np.zeros((4, 4)))
-    with pytest.raises(ValueError, match=r"0 <= low <= high <= 100, got low=0.5 and high=100.5"):
+    with pytest.raises(ValueError, match=r"^high must be a number in \[0, 100\], got 100.5$"):
         viz.clip_outliers(np.zeros((4, 4)), high=100.5, symmetric=True)
     with pytest.raises(ValueError, match=r"every column must be \(N,H,W\) with N=2, got shape \(3, 4, 4\)"):
         viz.grid(None, [np.ones((2, 4, 4)), np.ones((3, 4, 4))])  # a longer column too: its extra rows were dropped

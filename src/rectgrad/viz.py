@@ -90,15 +90,18 @@ def clip_outliers(maps, low: float = 0.5, high: float = 99.5, *, symmetric: bool
     The paper caps RGB maps at the 0.5th / 99.5th percentiles and says it "only capped outlying
     values" for grayscale images: we read this as the same per-image capping with no channel sum
     (a single channel has nothing to sum), so the default applies to both. ``symmetric=True``
-    instead caps to +-(``high``-th percentile of |value|), keeping the map's zero centred.
+    instead caps to +-(``high``-th percentile of |value|), keeping the map's zero centred. ``low`` and ``high``:
+    numbers in [0, 100] (``low`` <= ``high``), checked as :func:`final_threshold` checks its percentile.
     """
     m = _maps(maps)
     symmetric = flag("symmetric", symmetric)  # "no" would read as True
-    if not (0 <= high <= 100 if symmetric else 0 <= low <= high <= 100):  # (symmetric caps read high only)
-        raise ValueError(f"need percentiles 0 <= low <= high <= 100, got low={low} and high={high}")
-    if symmetric:
+    high = check_percentile("high", high)
+    if symmetric:  # (symmetric caps read high only)
         cap = np.percentile(np.abs(m), high, axis=(-2, -1), keepdims=True)
         return np.clip(m, -cap, cap)
+    low = check_percentile("low", low)
+    if low > high:  # (it gave a constant map)
+        raise ValueError(f"need percentiles 0 <= low <= high <= 100, got low={low:g} and high={high:g}")
     lo, hi = np.percentile(m, [low, high], axis=(-2, -1), keepdims=True)
     return np.clip(m, lo, hi)
 
