@@ -29,6 +29,7 @@ from rectgrad.checkpoint import load_checkpoint
 from rectgrad.cli import main
 from rectgrad.evaluation import pipeline, roar
 from rectgrad.evaluation.store import ResultStore
+from rectgrad.methods import METHOD_NAMES
 from rectgrad.metrics import TIE_NOISE
 from rectgrad.report import MANIFEST, REPORT_FILES, write_report
 from rectgrad.train_many import Retrainer
@@ -814,6 +815,23 @@ def test_unknown_methods_are_refused_before_any_work(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"methods must be distinct names among .*, got \['rectgrad', 'magic'\]"):
         pipeline.reproduce("fashion-mnist", "smoke", tmp_path / "work", methods=("rectgrad", "magic"))
     assert not (tmp_path / "work").exists()
+
+
+def test_a_folder_naming_a_method_rectgrad_lacks_is_refused_before_any_work(tmp_path, monkeypatch):
+    # results of another rectgrad version: the name was dropped and the folder refused as "another configuration"
+    # (methods differing), once the data was read
+    monkeypatch.setattr(pipeline, "load_dataset", lambda *a, **k: pytest.fail("read data"))
+    work = tmp_path / "work"
+    work.mkdir()
+    config = json.dumps({"dataset": "fashion-mnist", "scale": "smoke", "methods": ["rectgrad", "magic", "old_lrp"]})
+    (work / "config.json").write_text(config)
+    message = (rf"^{re.escape(str(work / 'config.json'))} names a method this rectgrad does not know, 'magic', "
+               rf"'old_lrp' \(known methods: {', '.join(METHOD_NAMES)}\): results of another rectgrad version; "
+               "resume them with that version, or use another folder$")
+    with pytest.raises(ValueError, match=message):
+        pipeline.reproduce("fashion-mnist", "smoke", work, methods=("rectgrad", "saliency"))
+    assert (work / "config.json").read_text() == config and sorted(p.name for p in work.iterdir()) == [".lock",
+                                                                                                        "config.json"]
 
 
 def test_the_seed_option_says_what_it_seeds(capsys, monkeypatch):

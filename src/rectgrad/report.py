@@ -19,8 +19,9 @@ from rectgrad.checkpoint import listed_files, load_checkpoint, write_text_atomic
 from rectgrad.data import natural_order
 from rectgrad.evaluation.occlusion import conv_activations
 from rectgrad.evaluation.roar import RoarKarResult, read_accuracy, result_name
-from rectgrad.evaluation.store import _RERUN, _UNKNOWN_CONFIG, CONFIG, ResultStore, corrupt, read_json, read_torch
-from rectgrad.methods import METHOD_NAMES, get_method
+from rectgrad.evaluation.store import (_RERUN, _UNKNOWN_CONFIG, CONFIG, ResultStore, corrupt, known_methods, read_json,
+                                      read_torch)
+from rectgrad.methods import get_method
 from rectgrad.metrics import TIE_NOISE
 from rectgrad.viz import boxplot, grid, line_plot, prepare, save_figure
 
@@ -87,18 +88,6 @@ def label(method: str) -> str:
     return get_method(method).label
 
 
-def _known_methods(path: Path, methods) -> list[str]:
-    """The method names a saved file lists, each one rectgrad has: else an error naming the file, the unknown names
-    and the known ones (results of another rectgrad version, whose methods this one lacks)."""
-    methods = list(methods)
-    unknown = [m for m in methods if m not in METHOD_NAMES]
-    if unknown:
-        raise ValueError(f"{path} names a method this rectgrad does not know, {', '.join(map(repr, unknown))} (known "
-                         f"methods: {', '.join(METHOD_NAMES)}): results of another rectgrad version; report them with "
-                         "that version, or rerun into another folder")
-    return methods
-
-
 TITLE = "# RectGrad quantitative experiments"
 
 
@@ -160,7 +149,7 @@ class _Report:
         methods = config["methods"]
         if not isinstance(methods, list) or not all(isinstance(m, str) for m in methods):
             raise corrupt(config.path, "'methods' holds no list of method names", config.remedy)
-        self.methods = _known_methods(config.path, methods)
+        self.methods = known_methods(config.path, methods)
         self.p = config["parameters"]
         self.claims: list[tuple[str, str, str]] = []
         self.written: set[str] = set()  # the files of REPORT_FILES written
@@ -352,7 +341,7 @@ class _Report:
             return "## Figs. 3 and 7: training-set random patch\n\nNot run yet.\n"
         values = {m: data[m].numbers("inside") for m in self.methods}
         examples = read_torch(examples_file)
-        _known_methods(examples_file, examples["maps"])
+        known_methods(examples_file, examples["maps"])
         maps = {label(m): prepare(v) for m, v in examples["maps"].items()}
         fig3 = grid(examples["inputs"], maps, title="Maps of the patch model (8x8 scored corner in red; Fig. 3)")
         for ax in fig3.axes:

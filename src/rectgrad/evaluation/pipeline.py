@@ -24,7 +24,7 @@ from rectgrad.data import load_image_folder_masks, load_masked_images, masked_im
 from rectgrad.evaluation.maps import compute_maps, noise_level, patch_attribution
 from rectgrad.evaluation.occlusion import conv_activations, correctly_classified, feature_map_occlusion
 from rectgrad.evaluation.roar import FRACTIONS, LocalBackend, roar_kar
-from rectgrad.evaluation.store import ResultStore, checked_folder
+from rectgrad.evaluation.store import CONFIG, ResultStore, checked_folder, known_methods
 from rectgrad.methods import METHOD_NAMES, explain, get_method
 from rectgrad.metrics import TIE_NOISE, check_tie_noise, pixel_count
 from rectgrad.progress import progress_bar
@@ -195,10 +195,12 @@ def reproduce(dataset: str, scale: str, work_dir, *, data_dir=None, masks_dir=No
     read = None if work.is_dir() else read_data()
     work.mkdir(parents=True, exist_ok=True)
     with exclusive(work) as locked:  # one run at a time in the folder, from the start
-        train, test, masked = read or read_data()
         saved = ResultStore.read_config(work)
         earlier = saved.get("methods") if isinstance(saved, dict) else None
-        earlier = [m for m in earlier if m in METHOD_NAMES] if isinstance(earlier, list) else []
+        # a method this rectgrad lacks (another version's results): refused as such, before the data is read
+        earlier = known_methods(work / CONFIG, earlier, "resume them with that version, or use another folder") \
+            if isinstance(earlier, list) else []
+        train, test, masked = read or read_data()
         order = list(METHODS) + [m for m in METHOD_NAMES if m not in METHODS]
         # one order; the folder's too
         given, methods = methods, tuple(sorted(set(methods) | set(earlier), key=order.index))

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from rectgrad.checkpoint import one_line, write_atomically
+from rectgrad.methods import METHOD_NAMES
 
 CONFIG = "config.json"
 SECONDS = "seconds"
@@ -124,6 +125,18 @@ _RERUN = "delete it and rerun to compute it again"
 _UNKNOWN_CONFIG = ("the results beside it cannot be checked against any configuration: delete the whole folder, or use "
                    "another one, and rerun")
 _LOST_TIME = "delete it: the report then lacks that unit's compute time"
+
+
+def known_methods(path: Path, methods, remedy: str = "report them with that version, or rerun into another folder"
+                  ) -> list[str]:
+    """The method names a saved file lists, each one rectgrad has: else an error naming the file, the unknown names
+    and the known ones (results of another rectgrad version, whose methods this one lacks), and the ``remedy``."""
+    methods = list(methods)
+    unknown = [m for m in methods if m not in METHOD_NAMES]
+    if unknown:
+        raise ValueError(f"{path} names a method this rectgrad does not know, {', '.join(map(repr, unknown))} (known "
+                         f"methods: {', '.join(METHOD_NAMES)}): results of another rectgrad version; {remedy}")
+    return methods
 
 
 def _read_duration(path: Path) -> float:
