@@ -480,6 +480,22 @@ def test_options_are_refused_before_any_work(tmp_path, capsys, monkeypatch, opti
     assert status == 2 and err.startswith(message) and err.count("\n") == 1, err
 
 
+@pytest.mark.parametrize("command, option", [("explain", "--out"), ("explain", "--save-maps"), ("demo", "--out"),
+                                             ("demo", "--save-maps"), ("train", "--out")])
+def test_an_empty_output_path_is_refused_by_its_option(tmp_path, capsys, monkeypatch, command, option):
+    # '' was read as Path('.'), the current folder: refused as "--out . is a folder", a name never given
+    from rectgrad import zoo
+
+    monkeypatch.setattr(zoo, "load", lambda *a, **k: pytest.fail("loaded a model"))
+    monkeypatch.chdir(tmp_path)
+    Image.new("RGB", (8, 8)).save(tmp_path / "image.png")
+    given = {"explain": ["image.png", "--model", "m.pt"], "demo": [], "train": ["--dataset", "fashion-mnist"]}[command]
+    status, out, err = run(capsys, command, *given, option, "")
+    assert status == 2 and f"Invalid value for '{option}': an empty path names no file or folder (it would read " \
+        "as ., the current folder): give a name" in err, err
+    assert [p.name for p in tmp_path.iterdir()] == ["image.png"]
+
+
 @pytest.mark.parametrize("images, options, message", [
     (["image.png"], ["--out", "image.png"], "error: --out image.png is the input image image.png: give another"),
     (["photos"], ["--out", "photos/grid.png"], "error: --out photos/grid.png is in the input folder photos: a rerun"),

@@ -1329,6 +1329,19 @@ def test_cli_reproduce_refuses_bad_options_before_any_work(tmp_path, monkeypatch
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.parametrize("folders", [["--out", ""], ["--out", "r", "--work-dir", ""]])
+def test_cli_reproduce_refuses_an_empty_folder_name(tmp_path, monkeypatch, capsys, folders):
+    # '' was read as Path('.'): the report (or the results) went into the current folder
+    import rectgrad.evaluation
+
+    monkeypatch.setattr(rectgrad.evaluation, "reproduce", lambda *a, **kw: pytest.fail("ran"))
+    monkeypatch.chdir(tmp_path)
+    assert main(["reproduce", "--dataset", "fashion-mnist", "--scale", "smoke", *folders]) == 2
+    option = folders[-2]
+    assert f"Invalid value for '{option}': an empty path names no file or folder" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_cli_reproduce_refuses_a_ray_address_where_nothing_listens_before_any_work(tmp_path, monkeypatch, capsys):
     # Ray retries such an address for minutes, and only once the ROAR/KAR trainings start: refused at once instead
     pytest.importorskip("ray")

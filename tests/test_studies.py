@@ -1084,6 +1084,18 @@ def test_cli_options_are_refused_before_any_work(tmp_path, capsys, monkeypatch, 
     assert capsys.readouterr().err == f"error: {message}\n"
 
 
+@pytest.mark.parametrize("study", ["threshold", "rules"])
+def test_cli_an_empty_out_is_refused_not_the_current_folder(tmp_path, capsys, monkeypatch, study):
+    # '' was read as Path('.'): the figures, numbers and summary were written into the current folder
+    from rectgrad import zoo
+
+    monkeypatch.setattr(zoo, "load", lambda *a, **k: pytest.fail("loaded the model"))
+    monkeypatch.chdir(tmp_path)
+    assert main(["study", study, "--out", ""]) == 2
+    assert "Invalid value for '--out': an empty path names no file or folder" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("study, argv, message", [
     ("threshold", ["--dataset", "fmnist"], "unknown dataset 'fmnist'; known: fashion-mnist, cifar10, folder, "
      "cifar10-masked"),

@@ -31,6 +31,18 @@ def device(value: str) -> str:
     return value
 
 
+def path(value) -> Path:
+    """The parser of the options naming a file or folder the command writes (``--out``, ``--work-dir``, ...): the text
+    given as a Path, an empty one refused before any work: ``Path("")`` is ``.``, so ``--out ""`` wrote into the
+    current folder."""
+    if isinstance(value, str) and not value:
+        import typer
+
+        raise typer.BadParameter("an empty path names no file or folder (it would read as ., the current folder): "
+                                 "give a name")
+    return Path(value)
+
+
 def output_file(path: Path, option: str, suffixes: tuple[str, ...] = ()) -> Path:
     """A file the command will write: not a folder, in a folder it can write to (or create), with one of
     ``suffixes`` (any case) when given."""

@@ -89,7 +89,8 @@ def explain_images(
                                         "exported program (.pt2)."),
     methods: Optional[str] = typer.Option(None, help=METHODS_HELP),
     q: float = typer.Option(98.0, help="RectGrad's threshold percentile."),
-    out: Path = typer.Option(Path("rectgrad-explain.png"), help="The grid to write (.png, .pdf, .svg, .jpg, ...)."),
+    out: Path = typer.Option(Path("rectgrad-explain.png"), parser=_options.path,
+                             help="The grid to write (.png, .pdf, .svg, .jpg, ...)."),
     target: Optional[str] = typer.Option(None, help="Class to explain, by index or name, e.g. 3 or 'tabby' "
                                                     "(index:3 or name:3 where a class is named by a number; "
                                                     "default: each image's top class)."),
@@ -100,7 +101,7 @@ def explain_images(
     seed: int = typer.Option(0, help="Seed of SmoothGrad's noise (and the random baseline's)."),
     device: str = typer.Option("auto", help="cpu, cuda, or auto (cuda when available)."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
-    save_maps: Optional[Path] = typer.Option(None, help=SAVE_MAPS_HELP),
+    save_maps: Optional[Path] = typer.Option(None, parser=_options.path, help=SAVE_MAPS_HELP),
 ) -> None:
     """Attribution maps of IMAGES by several methods, side by side in one figure; prints the top-5 classes."""
     from rectgrad import zoo
@@ -216,14 +217,15 @@ def _target_line(target: str, index: int, name: str) -> str:
 
 
 def demo(
-    out: Path = typer.Option(Path("rectgrad-demo.png"), help="The grid to write (.png, .pdf, .svg, .jpg, ...)."),
+    out: Path = typer.Option(Path("rectgrad-demo.png"), parser=_options.path,
+                             help="The grid to write (.png, .pdf, .svg, .jpg, ...)."),
     methods: Optional[str] = typer.Option(None, help=METHODS_HELP),
     final_threshold: bool = typer.Option(False, help=FINAL_THRESHOLD_HELP),
     internal_batch_size: int = typer.Option(25, help="Samples per forward pass for SmoothGrad and IntegGrad, and "
                                                      "images per pass for the top-5 classes."),
     device: str = typer.Option("auto", help="cpu, cuda, or auto (cuda when available)."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
-    save_maps: Optional[Path] = typer.Option(None, help=SAVE_MAPS_HELP),
+    save_maps: Optional[Path] = typer.Option(None, parser=_options.path, help=SAVE_MAPS_HELP),
 ) -> None:
     """Offline demo: pretrained EfficientNet-Lite0 on scikit-image's photos, every method, one grid."""
     import skimage.data

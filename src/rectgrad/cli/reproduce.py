@@ -6,6 +6,8 @@ from typing import List, Optional
 
 import typer
 
+from rectgrad.cli import _options
+
 
 def register(app: typer.Typer) -> None:
     app.command("reproduce")(reproduce)
@@ -20,9 +22,9 @@ def reproduce(
         None, "--set", metavar="KEY=VALUE", help="Replace one of the scale's parameters (repeatable; VALUE in JSON), "
         "e.g. --set roar_epochs=10 --set repeats=2 --set 'fractions=[0.1,0.5,0.9]' --set model_images=null (all); "
         "docs/evaluation.md lists the keys."),
-    out: Path = typer.Option(..., help="Report folder: PNG figures, CSV tables, README.md."),
-    work_dir: Optional[Path] = typer.Option(None, help="Results folder (models, attribution maps, measurements; "
-                                                       "reused on reruns). Default: OUT/work."),
+    out: Path = typer.Option(..., parser=_options.path, help="Report folder: PNG figures, CSV tables, README.md."),
+    work_dir: Optional[Path] = typer.Option(None, parser=_options.path, help="Results folder (models, attribution "
+                                            "maps, measurements; reused on reruns). Default: OUT/work."),
     methods: str = typer.Option("all", help="Comma-separated methods, or 'all' (the paper's: random, rectgrad, "
                                             "rectgrad_prr, saliency, guided_bp, smoothgrad, grad_input, intgrad, "
                                             "deeplift; deconv and eps_lrp may be named too). A --work-dir of "
@@ -69,7 +71,6 @@ def reproduce(
 
     import torch
 
-    from rectgrad.cli import _options
     from rectgrad.evaluation import METHODS, LocalBackend, RayBackend, Settings
     from rectgrad.evaluation import reproduce as run
     from rectgrad.report import check_report_folder, write_report

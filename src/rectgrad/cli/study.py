@@ -12,7 +12,8 @@ IMAGES = typer.Argument(None, help="Image files or folders (a <name>_mask.* file
                                    "object mask); or use --dataset.", show_default=False)
 MODEL = typer.Option("efficientnet-lite0", help="Registry name (efficientnet-lite0, inception-v4, ...) or a model "
                                                 "file (rectgrad checkpoint, torch.save'd module, TorchScript, .pt2).")
-OUT = typer.Option(..., help="Folder for the figures (PNG), numbers (CSV) and summary (markdown).")
+OUT = typer.Option(..., parser=_options.path,
+                   help="Folder for the figures (PNG), numbers (CSV) and summary (markdown).")
 DATASET = typer.Option(None, help="Take test images of fashion-mnist, cifar10, cifar10-masked (the paper's "
                                   "masked CIFAR-10 JPEGs in --data-dir, else the cache's cifar10_masks, BGR flipped "
                                   "to RGB, with their masks) or "

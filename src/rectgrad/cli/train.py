@@ -6,6 +6,8 @@ from typing import Optional
 
 import typer
 
+from rectgrad.cli import _options
+
 
 def register(app: typer.Typer) -> None:
     app.command("train")(train)
@@ -14,8 +16,8 @@ def register(app: typer.Typer) -> None:
 def train(
     dataset: str = typer.Option(..., help="fashion-mnist, cifar10, or folder: your own images in --data-dir "
                                           "(ROOT/train/<class>/..., ROOT/test/<class>/...)."),
-    out: Path = typer.Option(..., help="Checkpoint to write, a .pt, .pth or .ckpt file (loadable with "
-                                       "rectgrad.load_model)."),
+    out: Path = typer.Option(..., parser=_options.path, help="Checkpoint to write, a .pt, .pth or .ckpt file "
+                                                              "(loadable with rectgrad.load_model)."),
     patch: bool = typer.Option(False, help="Paste the fixed 10x10 random patch (seed 100) on every "
                                             "train and test image (paper Sec. 3 and 5.3)."),
     epochs: int = typer.Option(20, help="Training epochs."),
@@ -34,7 +36,6 @@ def train(
 
     Resumable: Ctrl-C or SIGTERM saves its state beside --out (a.unfinished.pt for a.pt); the same command resumes."""
     from rectgrad.checkpoint import save_checkpoint
-    from rectgrad.cli import _options
     from rectgrad.cli.reproduce import _image_size
     from rectgrad.data import RandomPatch, load_dataset
     from rectgrad.train import TrainingInterrupted, new_model, train_model
