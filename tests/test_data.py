@@ -428,6 +428,20 @@ def test_a_folder_where_the_download_goes_is_refused_before_downloading(tmp_path
     assert (tmp_path / archive / "kept").read_bytes() == b"mine"
 
 
+def test_a_folder_in_the_cifar10_archives_place_is_named_without_download(tmp_path):
+    place = tmp_path / "cifar-10-python.tar.gz"
+    place.mkdir()
+    with pytest.raises(IsADirectoryError, match=f"^{re.escape(str(place))} is a folder, where the archive "
+                                                "cifar-10-python.tar.gz should be: move it away and put the archive "
+                                                "there"):
+        load_cifar10("test", data_dir=tmp_path)
+    cifar_archive(place / "cifar-10-python.tar.gz", n=2)  # the archive inside it: that folder is the one to give
+    with pytest.raises(IsADirectoryError, match=f"; it holds the archive: give {re.escape(str(place))} as data_dir"):
+        load_cifar10("test", data_dir=tmp_path)
+    assert len(load_cifar10("test", data_dir=place)) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == [place.name]  # the folder left as it was
+
+
 @pytest.mark.parametrize("given", ["root", "batches"])
 def test_cifar10_unpacked_says_how_to_pack_the_archive_it_reads(tmp_path, given):
     cifar_archive(tmp_path / "cifar-10-python.tar.gz", n=2)
@@ -1096,7 +1110,7 @@ def test_cifar10_train_split_is_the_five_batches_in_order(tmp_path):
 
 def test_cifar10_a_folder_named_as_the_archive_is_no_archive(tmp_path):
     (tmp_path / "cifar-10-python.tar.gz").mkdir()
-    with pytest.raises(FileNotFoundError, match="cifar-10-python.tar.gz not found in"):
+    with pytest.raises(IsADirectoryError, match="is a folder, where the archive cifar-10-python.tar.gz should be"):
         load_cifar10("test", data_dir=tmp_path)
 
 

@@ -321,6 +321,12 @@ def load_cifar10(split: str = "train", data_dir=None, download: bool = False) ->
     if path is None and download:
         path = folder / CIFAR10_FILE
         _download(CIFAR10_URL, path, CIFAR10_MD5)
+    if path is None and (folder / CIFAR10_FILE).is_dir():  # (not "not found": it is, but as a folder)
+        place = folder / CIFAR10_FILE
+        inside = (f"; it holds the archive: give {place} as data_dir (CLI: --data-dir)"
+                  if (place / CIFAR10_FILE).is_file() else "")
+        raise IsADirectoryError(f"{place} is a folder, where the archive {CIFAR10_FILE} should be: move it away and "
+                                f"put the archive there, or pass download=True (CLI: --download){inside}")
     if path is None:
         unpacked = next((f for f in (folder / "cifar-10-batches-py", folder)  # (tar xzf, as CIFAR-10's page says)
                          if f.name == "cifar-10-batches-py" and (f / "data_batch_1").is_file()), None)
