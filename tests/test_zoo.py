@@ -589,6 +589,22 @@ def test_input_size_as_a_side_or_height_and_width_takes_the_channels_from_the_fi
     assert x.shape == (1, 1, 32, 32) and (x == 1.0).all()
 
 
+@pytest.mark.parametrize("given", [{"mean": None, "std": None}, {"mean": None, "std": [0.5]},
+                                   {"mean": [0.5], "std": None}])
+def test_a_null_mean_or_std_is_refused_saying_how_to_give_no_normalisation(tmp_path, given):
+    # null could mean "none" or "not known" (the two give other maps): refused, saying how to write each
+    _three_class_module(tmp_path / "mine.pt")
+    (tmp_path / "mine.json").write_text(json.dumps({"input_size": [3, 8, 8], **given}))
+    null = "mean" if given["mean"] is None else "std"
+    with pytest.raises(ValueError, match=rf"mine.json: {null} is null, but mean and std must be lists of numbers .*"
+                                         + re.escape('; for no normalisation give "mean": [0], "std": [1]; leave '
+                                                     "both out")):
+        zoo.load(tmp_path / "mine.pt")
+    (tmp_path / "mine.json").write_text(json.dumps({"input_size": [3, 8, 8], "mean": [0], "std": [1]}))  # as said
+    loaded = zoo.load(tmp_path / "mine.pt")
+    assert (loaded.mean, loaded.std) == ((0.0,) * 3, (1.0,) * 3) and not loaded.normalisation_assumed
+
+
 def test_a_pretrained_cfgs_interpolation_and_its_unset_entries(tmp_path):
     model = _three_class_module(tmp_path / "mine.pt")
     for interpolation, expected in (("bicubic", "bicubic"), ("bilinear", "bilinear"), ("random", "bilinear")):

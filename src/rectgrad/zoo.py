@@ -462,6 +462,11 @@ def _with_config(path: Path, model: nn.Module, config: dict, source: str) -> Loa
     if exported is not None and [channels, height, width] != list(exported):
         raise ValueError(f"{where}: input_size {channels}x{height}x{width}, but {path.name} was exported for "
                          f"{'x'.join(map(str, exported))} images, the only size it takes")
+    for key in ("mean", "std"):
+        if key in config and config[key] is None:  # ("none", or "not known", as label_names null is: other maps)
+            raise ValueError(f"{where}: {key} is null, but mean and std must be lists of numbers (one per channel, or "
+                             'one for all); for no normalisation give "mean": [0], "std": [1]; leave both out to '
+                             "have them assumed")
     if "mean" in config and "std" in config:
         mean, std = numbers("mean", channels), numbers("std", channels, positive=True)
         if max(mean + std) > 1:
