@@ -863,6 +863,36 @@ def test_image_folder_refuses_one_folder_in_two_classes(tmp_path, split, link, t
     assert (tmp_path / split / target / "img0.jpg").is_file()  # nothing moved
 
 
+@pytest.mark.parametrize("link, target", [("test/a_cat", "train/a_cat"),  # a test class folder that is a link
+                                          ("test", "train"),  # the whole test split
+                                          ("test/b_dog/more", "train/b_dog")])  # a link inside a test class
+def test_image_folder_refuses_one_folder_in_both_splits(tmp_path, link, target):
+    write_image_folder(tmp_path)
+    if (tmp_path / link).exists():
+        shutil.rmtree(tmp_path / link)
+    (tmp_path / link).symlink_to(tmp_path / target, target_is_directory=True)
+    first, second = tmp_path / target, tmp_path / link
+    if link == "test":
+        first, second = first / "a_cat", second / "a_cat"
+    for split in ("train", "test"):  # the training split too: it would hold the test images
+        for read in (lambda: data.image_folder_split(tmp_path, split), lambda: load_dataset(
+                "folder", split, data_dir=tmp_path, image_size=16)):
+            with pytest.raises(ValueError, match=f"^{re.escape(str(first))} and {re.escape(str(second))} are one "
+                                                 f"folder .* in both splits, {re.escape(str(tmp_path / 'train'))} "
+                                                 f"and {re.escape(str(tmp_path / 'test'))}: its images"):
+                read()
+    assert (first / "img0.jpg").is_file()  # nothing moved
+
+
+def test_image_folder_splits_apart_through_links_are_taken(tmp_path):
+    # links that keep the splits apart are no leak: the test split elsewhere, reached through a link
+    write_image_folder(tmp_path / "elsewhere")
+    (tmp_path / "root").mkdir()
+    for split in ("train", "test"):
+        (tmp_path / "root" / split).symlink_to(tmp_path / "elsewhere" / split, target_is_directory=True)
+    assert len(data.image_folder_split(tmp_path / "root", "test")[0]) == 4
+
+
 def test_image_folder_grayscale_and_no_masks(tmp_path):
     write_image_folder(tmp_path, grayscale=True, masks=False)
     assert data.load_image_folder(tmp_path, "test", 32).images.shape == (4, 1, 32, 32)

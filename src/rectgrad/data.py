@@ -744,8 +744,10 @@ def _folder_split(root, split: str) -> tuple[list[tuple[Path, int]], list[str], 
         raise ValueError(f"{root / split}: the classes {extra} have no folder in {root / 'train'}"
                          + (f"; some look alike but are encoded otherwise ({', '.join(twins)}: composed and decomposed "
                             "accents, as macOS writes names): rename one folder" if twins else ""))
-    train = _labelled_images(root / "train", classes)
-    files = train if split == "train" else _labelled_images(root / split, classes)
+    owner: dict[Path, tuple[Path, str]] = {}  # the folders read, across both splits: none may be in both
+    train = _labelled_images(root / "train", classes, owner)
+    test = _labelled_images(root / "test", classes, owner) if split == "test" or (root / "test").is_dir() else []
+    files = train if split == "train" else test
     if not files:
         raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {root / split}/<class>/")
     present = {label for _, label in train}
@@ -759,15 +761,23 @@ def _folder_split(root, split: str) -> tuple[list[tuple[Path, int]], list[str], 
     return [files[i] for i in order], [_shown(c) for c in classes], train
 
 
-def _labelled_images(folder: Path, classes: list[str]) -> list[tuple[Path, int]]:
+def _labelled_images(folder: Path, classes: list[str],
+                     owner: dict[Path, tuple[Path, str]] | None = None) -> list[tuple[Path, int]]:
     """The (image, label) files of the class folders ``folder / <class>`` (those there): the images in each and, as
     torchvision's ImageFolder takes them, in its subfolders at any depth, in the order of :func:`_folders_under`;
-    refused where two classes reach one same folder through a symbolic link: its images would have two labels."""
-    owner: dict[Path, tuple[Path, str]] = {}
+    refused where two classes reach one same folder through a symbolic link: its images would have two labels.
+    ``owner`` (resolved folder -> the path and class it was first read as) holds the folders of the training split,
+    read before: one reached again from the test split ``folder`` (a test class folder linked to the training one)
+    is refused too."""
+    owner = {} if owner is None else owner
     files = []
     for label, c in enumerate(classes):
         for sub in _folders_under(folder / c):
             first, other = owner.setdefault(sub.resolve(), (sub, c))
+            if first != sub and not first.is_relative_to(folder):  # (paths as listed: a split's own are under it)
+                raise ValueError(f"{first} and {sub} are one folder ({sub.resolve()}, through a symbolic link) in "
+                                 f"both splits, {folder.parent / 'train'} and {folder}: its images would be trained "
+                                 "on and tested on; remove the link, or give each split images of its own")
             if other != c:
                 raise ValueError(f"{first} and {sub} are one folder ({sub.resolve()}, through a symbolic link) in two "
                                  f"classes, {_shown(other)!r} and {_shown(c)!r}: its images would be read twice, "
