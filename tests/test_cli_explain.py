@@ -1,4 +1,5 @@
 """``rectgrad explain``, ``rectgrad demo`` and ``rectgrad --version`` end to end, one clear line for each bad input."""
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -6,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from rectgrad import PaperCNN
+from rectgrad import AttributionWarning, PaperCNN
 from rectgrad.checkpoint import save_checkpoint
 from rectgrad.cli import main
 from rectgrad.data import CIFAR10_CLASSES
@@ -706,12 +707,19 @@ def test_each_image_is_explained_for_its_own_class_with_the_options_given(tmp_pa
     assert [label.split("\n")[1] for label in grids[0]["row_labels"]] == [
         f"red ({float(probabilities[0, 0]):.0%})", f"green ({float(probabilities[1, 1]):.0%})"]
     assert f"{float(probabilities[1, 1]):.0%}" != f"{float(probabilities[0, 1]):.0%}"  # (the rows tell them apart)
-    status, out, err = run(capsys, "explain", *images, "--model", path, "--methods", "saliency", "--target", "green",
-                           "--save-maps", str(saved), "--out", str(tmp_path / "g.png"), "--no-progress")
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", AttributionWarning)  # the command shows them
+        status, out, err = run(capsys, "explain", *images, "--model", path, "--methods", "saliency", "--target",
+                               "green", "--save-maps", str(saved), "--out", str(tmp_path / "g.png"), "--no-progress")
     assert status == 0 and out.splitlines()[0] == "explaining class 1 (green) in every image", err
+    # the reddish image's green channel is below the mean everywhere: its ReLU is off, its map all zero
+    assert [line for line in err.splitlines() if line.startswith("warning")] == [
+        "warning: saliency on reddish.png: the attribution by saliency is all zero: the model's own gradient is zero "
+        "there (e.g. a zero-initialised head, or no ReLU active)"]
     with np.load(saved) as arrays:  # the maps of the class named, for every image
         assert arrays["targets"].tolist() == [1, 1] and arrays["classes"].tolist() == ["green", "green"]
-        expected = explain(model, x, torch.tensor([1, 1]), "saliency")
+        with pytest.warns(AttributionWarning, match=r"^the attribution by saliency of sample\(s\) \[0\] is all "):
+            expected = explain(model, x, torch.tensor([1, 1]), "saliency")
         np.testing.assert_allclose(arrays["saliency"], expected.numpy(), rtol=1e-5, atol=1e-7)
         assert not np.allclose(arrays["saliency"][0], explain(model, x[:1], 0, "saliency").numpy()[0])
 

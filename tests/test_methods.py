@@ -264,7 +264,8 @@ def test_deeplift_takes_the_derivative_at_the_midpoint_where_input_and_reference
     # so the map sums to delta = 0 exactly); f'(z) would give 6.4e-13 and 8e-7, the ReLU's secant 4e-7
     model = nn.Sequential(_linear([1.0]), activation, _linear([1.0], out=[[1.0], [0.0]]))
     x = torch.tensor([[4e-7]], dtype=torch.float64)
-    maps = explain(model, x, target=0, method="deeplift", baseline=-4e-7)
+    with pytest.warns(rectgrad.AttributionWarning, match="the attribution by deeplift is all zero"):
+        maps = explain(model, x, target=0, method="deeplift", baseline=-4e-7)
     assert torch.equal(maps, torch.zeros(1, 1, dtype=torch.float64))
 
 
@@ -2160,3 +2161,32 @@ def test_explain_names_a_model_that_is_not_callable(method):
             with pytest.raises(TypeError, match="model must be") as error:
                 explain(model, x, target=target, method=method)
             assert "object is not callable" not in str(error.value)
+
+
+@pytest.mark.parametrize("method", [m for m in METHOD_NAMES if m not in ("rectgrad", "rectgrad_prr", "random")])
+def test_explain_warns_about_any_methods_all_zero_map_naming_the_method(method):
+    # a zero-initialised head: every gradient-based map is zero; RectGrad alone warned about it
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)).double()
+    nn.init.zeros_(model[2].weight)
+    x = torch.rand(2, 3, dtype=torch.float64) + 0.5
+    with pytest.warns(rectgrad.AttributionWarning,
+                      match=rf"^the attribution by {method} of sample\(s\) \[0, 1\] is all zero: ") as caught:
+        maps = explain(model, x, target=0, method=method)
+    assert not maps.any() and len(caught) == 1
+    with pytest.warns(rectgrad.AttributionWarning, match=rf"^the attribution by {method} is all zero: "):
+        explain(model, x[:1], target=0, method=method)
+
+
+def test_explain_warns_about_a_non_finite_map_of_any_method_and_once_about_rectgrads():
+    # sqrt at 0 has an infinite derivative: the saliency map holds Inf at that element of each sample
+    head = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)).double()
+    x = torch.rand(2, 3, dtype=torch.float64) + 0.5
+    x[:, 0] = 0.0
+    model = lambda t: head(torch.cat([t[:, :1].sqrt(), t[:, 1:]], 1))  # noqa: E731
+    with pytest.warns(rectgrad.AttributionWarning,
+                      match=r"^the attribution by saliency of sample\(s\) \[0, 1\] holds NaN or Inf") as caught:
+        maps = explain(model, x, target=0, method="saliency")
+    assert (~torch.isfinite(maps)).sum(1).tolist() == [1, 1] and len(caught) == 1
+    with pytest.warns(rectgrad.AttributionWarning, match=r"^the attribution of sample\(s\) \[0, 1\] holds") as caught:
+        explain(model, x, target=0, method="rectgrad", tau=0.0)  # RectGrad's own warning, not a second one
+    assert len(caught) == 1

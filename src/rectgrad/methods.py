@@ -38,7 +38,8 @@ from rectgrad.attr import Deconvolution, GuidedBackprop, RectGrad
 from rectgrad.attr._arguments import (batches, beyond_int64, check_device, check_internal_batch_size, check_logits,
                                       check_model, check_threshold, format_additional_args, format_inputs, one_value,
                                       per_sample, repeat_samples, resolve_targets, target_indices)
-from rectgrad.attr._base import check_reachable, modules_of, named_errors, preserved_buffers, user_call
+from rectgrad.attr._base import (check_reachable, modules_of, named_errors, preserved_buffers, user_call,
+                                 warn_if_degenerate)
 from rectgrad.engine import DEEPLIFT_RESCALE, MultiplierRule, Options, RuleMode, eps_lrp_rule, rule_gradients
 from rectgrad.operations import tensors_in
 
@@ -293,6 +294,16 @@ METHODS: Mapping[str, Method] = MappingProxyType({m.name: m for m in _REGISTRY})
 METHOD_NAMES: tuple[str, ...] = tuple(METHODS)
 
 
+_NO_GRADIENT = "the model's own gradient is zero there (e.g. a zero-initialised head, or no ReLU active)"
+_ZERO_CAUSES = {  # why a method's map may come out all zero (RectGrad's own attribute warns, with its threshold)
+    "grad_input": f"the input is zero, or {_NO_GRADIENT}", "eps_lrp": f"the input is zero, or {_NO_GRADIENT}",
+    "intgrad": f"the input equals the baseline, or {_NO_GRADIENT}",
+    "deeplift": f"the input equals the baseline, or {_NO_GRADIENT}",
+    "deconv": f"the rule passes only positive gradient and none reached the input, or {_NO_GRADIENT}",
+    "guided_bp": f"the rule passes only positive gradient and none reached the input, or {_NO_GRADIENT}",
+}
+
+
 class MethodTable(dict):
     """:func:`methods`' dict, shown (in a REPL, by ``print``) as a table: each method's name, implementation and
     defaults."""
@@ -401,7 +412,9 @@ def explain(model, inputs: Tensor | tuple[Tensor, ...], target=None, method: str
     ``rectgrad.viz.grid``. ``hyperparameters`` override the method's defaults (an unknown one is a ``TypeError``).
     ``internal_batch_size`` bounds how many samples (noisy copies, integration steps, samples of the batch) go
     through the model at once; ``None`` processes everything in one pass. ``seed`` seeds the noise of stochastic
-    methods (smoothgrad, random); ``None`` draws from torch's global generator.
+    methods (smoothgrad, random); ``None`` draws from torch's global generator. A sample whose map comes out all zero
+    or holding NaN/Inf gets a :class:`rectgrad.AttributionWarning` naming the method ("the attribution by saliency of
+    sample(s) [0] is all zero: ..."; RectGrad's own, from its ``attribute``, names none).
     """
     check_model(model)
     if isinstance(target, str) and target in METHOD_NAMES:  # explain(model, x, "rectgrad"): the third is the target
@@ -439,4 +452,6 @@ def explain(model, inputs: Tensor | tuple[Tensor, ...], target=None, method: str
             kwargs["generator"] = None if seed is None else torch.Generator(device).manual_seed(int(seed))
         with preserved_buffers(modules):  # e.g. BatchNorm in train mode
             maps = entry.function(forward, inputs, targets, extra, **kwargs)
+    if entry.function is not _rectgrad:  # RectGrad's attribute warns on its own
+        warn_if_degenerate(maps, entry.name, _ZERO_CAUSES.get(entry.name, _NO_GRADIENT))
     return _format_output(is_tuple, tuple(m.detach() for m in maps))

@@ -346,16 +346,21 @@ class ModifiedGradient(EngineAttribution):
         return _format_output(is_tuple, grads)
 
 
-def warn_if_degenerate(attributions: tuple[Tensor, ...]) -> None:
-    """Warn about samples whose whole attribution is zero (a thresholded layer passed nothing) or
-    holds NaN/Inf (e.g. a gradient overflowing in a float16 model)."""
+_RECTGRAD_ZERO = ("a thresholded layer passed no gradient (e.g. a percentile q too high for a small layer), or the "
+                 "model's own gradient is zero there (e.g. a zero-initialised head)")
+
+
+def warn_if_degenerate(attributions: tuple[Tensor, ...], method: str | None = None,
+                       zero_cause: str = _RECTGRAD_ZERO) -> None:
+    """Warn about samples whose whole attribution is zero (``zero_cause`` says why it may be: by default, a thresholded
+    layer passed nothing) or holds NaN/Inf (e.g. a gradient overflowing in a float16 model); ``method`` names the
+    method in the message ("the attribution by saliency ...")."""
     flat = [a.detach().reshape(a.shape[0], -1) for a in attributions]
-    for problem, bad in (("is all zero: a thresholded layer passed no gradient (e.g. a percentile q too high "
-                          "for a small layer), or the model's own gradient is zero there (e.g. a zero-initialised "
-                          "head)", sum(f.abs().sum(dim=1) for f in flat) == 0),
+    the = "the attribution" if method is None else f"the attribution by {method}"
+    for problem, bad in ((f"is all zero: {zero_cause}", sum(f.abs().sum(dim=1) for f in flat) == 0),
                          ("holds NaN or Inf values (a gradient overflowed? try float32)",
                           sum((~torch.isfinite(f)).sum(dim=1) for f in flat) > 0)):
         samples = bad.nonzero().flatten().tolist()
         if samples:
             shown = f"{samples[:10]}{'...' if len(samples) > 10 else ''}"
-            warn(f"the attribution {problem}" if len(bad) == 1 else f"the attribution of sample(s) {shown} {problem}")
+            warn(f"{the} {problem}" if len(bad) == 1 else f"{the} of sample(s) {shown} {problem}")
