@@ -497,6 +497,24 @@ def test_an_empty_output_path_is_refused_by_its_option(tmp_path, capsys, monkeyp
     assert [p.name for p in tmp_path.iterdir()] == ["image.png"]
 
 
+@pytest.mark.parametrize("given, name", [(["explain", "", "--model", "m.pt"], "images"),
+                                         (["explain", "image.png", "--model", "resnet50", "--weights", ""],
+                                          "--weights"),
+                                         (["train", "--dataset", "folder", "--out", "m.pt", "--data-dir", ""],
+                                          "--data-dir")])
+def test_an_empty_input_path_is_refused_not_read_as_the_current_folder(tmp_path, capsys, monkeypatch, given, name):
+    # '' was read as Path('.'): the images (or the dataset) of the current folder read, or --weights named it
+    from rectgrad import zoo
+
+    monkeypatch.setattr(zoo, "load", lambda *a, **k: pytest.fail("loaded a model"))
+    monkeypatch.chdir(tmp_path)
+    Image.new("RGB", (8, 8)).save(tmp_path / "image.png")
+    status, out, err = run(capsys, *given)
+    assert status == 2 and f"Invalid value for '{name}': an empty path names no file or folder (it would read " \
+        "as ., the current folder): give a name" in err, err
+    assert [p.name for p in tmp_path.iterdir()] == ["image.png"]
+
+
 @pytest.mark.parametrize("images, options, message", [
     (["image.png"], ["--out", "image.png"], "error: --out image.png is the input image image.png: give another"),
     (["photos"], ["--out", "photos/grid.png"], "error: --out photos/grid.png is in the input folder photos: a rerun"),

@@ -1329,9 +1329,11 @@ def test_cli_reproduce_refuses_bad_options_before_any_work(tmp_path, monkeypatch
     assert not (tmp_path / "r").exists()
 
 
-@pytest.mark.parametrize("folders", [["--out", ""], ["--out", "r", "--work-dir", ""]])
+@pytest.mark.parametrize("folders", [["--out", ""], ["--out", "r", "--work-dir", ""], ["--out", "r", "--data-dir", ""],
+                                     ["--out", "r", "--masks", ""]])
 def test_cli_reproduce_refuses_an_empty_folder_name(tmp_path, monkeypatch, capsys, folders):
-    # '' was read as Path('.'): the report (or the results) went into the current folder
+    # '' was read as Path('.'): the report (or the results) went into the current folder, the dataset (or the masks)
+    # were read from it
     import rectgrad.evaluation
 
     monkeypatch.setattr(rectgrad.evaluation, "reproduce", lambda *a, **kw: pytest.fail("ran"))

@@ -1096,6 +1096,18 @@ def test_cli_an_empty_out_is_refused_not_the_current_folder(tmp_path, capsys, mo
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("option", ["--data-dir", "--weights"])
+def test_cli_an_empty_input_path_is_refused_not_the_current_folder(tmp_path, capsys, monkeypatch, option):
+    # '' was read as Path('.'): the dataset was looked for in the current folder, the weights named it
+    from rectgrad import zoo
+
+    monkeypatch.setattr(zoo, "load", lambda *a, **k: pytest.fail("loaded the model"))
+    monkeypatch.chdir(tmp_path)
+    assert main(["study", "threshold", "--dataset", "fashion-mnist", "--out", "figures", option, ""]) == 2
+    assert f"Invalid value for '{option}': an empty path names no file or folder" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("study, argv, message", [
     ("threshold", ["--dataset", "fmnist"], "unknown dataset 'fmnist'; known: fashion-mnist, cifar10, folder, "
      "cifar10-masked"),

@@ -32,9 +32,10 @@ def device(value: str) -> str:
 
 
 def path(value) -> Path:
-    """The parser of the options naming a file or folder the command writes (``--out``, ``--work-dir``, ...): the text
-    given as a Path, an empty one refused before any work: ``Path("")`` is ``.``, so ``--out ""`` wrote into the
-    current folder."""
+    """The parser of the options and arguments naming a file or folder the command writes (``--out``, ``--work-dir``,
+    ...) or reads (``--data-dir``, ``--masks``, ``--weights``, the images): the text given as a Path, an empty one
+    refused before any work: ``Path("")`` is ``.``, so ``--out ""`` wrote into the current folder, and ``--data-dir ""``
+    read the dataset from it."""
     if isinstance(value, str) and not value:
         import typer
 

@@ -83,7 +83,8 @@ def _check_model(model, names: list[str]) -> None:
 
 def explain_images(
     ctx: typer.Context,
-    images: List[Path] = typer.Argument(..., help="Image files (any format Pillow reads) or folders of them."),
+    images: List[Path] = typer.Argument(..., parser=_options.path,
+                                        help="Image files (any format Pillow reads) or folders of them."),
     model: str = typer.Option(..., help="A registry name (efficientnet-lite0, inception-v4, resnet50, vgg16) or "
                                         "the path of a rectgrad checkpoint, a torch.save'd module, TorchScript or an "
                                         "exported program (.pt2)."),
@@ -95,7 +96,8 @@ def explain_images(
                                                     "(index:3 or name:3 where a class is named by a number; "
                                                     "default: each image's top class)."),
     final_threshold: bool = typer.Option(False, help=FINAL_THRESHOLD_HELP),
-    weights: Optional[Path] = typer.Option(None, help="Local state-dict file for a registry model (offline use)."),
+    weights: Optional[Path] = typer.Option(None, parser=_options.path,
+                                           help="Local state-dict file for a registry model (offline use)."),
     internal_batch_size: int = typer.Option(25, help="Samples per forward pass for SmoothGrad and IntegGrad, and "
                                                      "images per pass for the top-5 classes."),
     seed: int = typer.Option(0, help="Seed of SmoothGrad's noise (and the random baseline's)."),

@@ -29,12 +29,14 @@ def reproduce(
                                             "rectgrad_prr, saliency, guided_bp, smoothgrad, grad_input, intgrad, "
                                             "deeplift; deconv and eps_lrp may be named too). A --work-dir of "
                                             "other methods keeps them and takes these too."),
-    data_dir: Optional[Path] = typer.Option(None, help="Folder holding the dataset files (for folder: ROOT)."),
+    data_dir: Optional[Path] = typer.Option(None, parser=_options.path,
+                                            help="Folder holding the dataset files (for folder: ROOT)."),
     image_size: Optional[int] = typer.Option(None, help="folder only: the side images are resized to "
                                                         "(a multiple of 4, default 32)."),
-    masks: Optional[Path] = typer.Option(None, help="cifar10 only: folder of the paper's masked images "
-                                                    "(<class>_<n>.jpg + _mask.jpg). Default: "
-                                                    "cifar10_masks in $RECTGRAD_DATA, else in ~/.cache/rectgrad."),
+    masks: Optional[Path] = typer.Option(None, parser=_options.path,
+                                         help="cifar10 only: folder of the paper's masked images "
+                                              "(<class>_<n>.jpg + _mask.jpg). Default: "
+                                              "cifar10_masks in $RECTGRAD_DATA, else in ~/.cache/rectgrad."),
     download: bool = typer.Option(False, help="Download a missing dataset into --data-dir (or the cache), and for "
                                                "cifar10 the paper's masked images into --masks (or the cache)."),
     device: str = typer.Option("auto", help="cpu, cuda, or auto (cuda when available)."),

@@ -8,8 +8,9 @@ import typer
 
 from rectgrad.cli import _options
 
-IMAGES = typer.Argument(None, help="Image files or folders (a <name>_mask.* file beside an image is its "
-                                   "object mask); or use --dataset.", show_default=False)
+IMAGES = typer.Argument(None, parser=_options.path,
+                        help="Image files or folders (a <name>_mask.* file beside an image is its object mask); or "
+                             "use --dataset.", show_default=False)
 MODEL = typer.Option("efficientnet-lite0", help="Registry name (efficientnet-lite0, inception-v4, ...) or a model "
                                                 "file (rectgrad checkpoint, torch.save'd module, TorchScript, .pt2).")
 OUT = typer.Option(..., parser=_options.path,
@@ -20,10 +21,10 @@ DATASET = typer.Option(None, help="Take test images of fashion-mnist, cifar10, c
                                   "folder (your own, --data-dir ROOT) instead of image files (Fashion-MNIST images "
                                   "get object masks).")
 COUNT = typer.Option(4, help="With --dataset: how many test images (the first of classes 0, 1, ...).")
-DATA_DIR = typer.Option(None, help="With --dataset: folder holding the dataset files.")
+DATA_DIR = typer.Option(None, parser=_options.path, help="With --dataset: folder holding the dataset files.")
 DOWNLOAD = typer.Option(False, help="With --dataset: download a missing dataset into --data-dir, or the cache "
                                     "($RECTGRAD_DATA or ~/.cache/rectgrad) without one.")
-WEIGHTS = typer.Option(None, help="Local state-dict file for a registry model (offline use).")
+WEIGHTS = typer.Option(None, parser=_options.path, help="Local state-dict file for a registry model (offline use).")
 DEVICE = typer.Option("auto", help="cpu, cuda, or auto (cuda when available).")
 DPI = typer.Option(150, help="Resolution of the PNG figures, in dots per inch (at least 10).")
 PROGRESS = typer.Option(True, help="Show a progress bar over the methods.")

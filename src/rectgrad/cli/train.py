@@ -24,7 +24,8 @@ def train(
     seed: int = typer.Option(0, help="Seed of the initial weights and of the batch order."),
     batch_size: int = typer.Option(100, help="Batch size."),
     lr: float = typer.Option(1e-3, help="Adam learning rate."),
-    data_dir: Optional[Path] = typer.Option(None, help="Folder holding the dataset files (for folder: ROOT)."),
+    data_dir: Optional[Path] = typer.Option(None, parser=_options.path,
+                                            help="Folder holding the dataset files (for folder: ROOT)."),
     image_size: Optional[int] = typer.Option(None, help="folder only: the side images are resized to "
                                                         "(a multiple of 4, default 32)."),
     download: bool = typer.Option(False, help="Download a missing dataset into --data-dir, or the cache "
