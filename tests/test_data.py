@@ -184,6 +184,27 @@ def test_unpacked_idx_files_are_read_too(tmp_path):
     assert torch.equal(ds.images[:, 0], torch.from_numpy(images)) and ds.labels.tolist() == labels.tolist()
 
 
+@pytest.mark.parametrize("name", ["train-images-idx3-ubyte.gz", "train-images-idx3-ubyte"])
+def test_a_folder_in_an_idx_files_place_is_named_not_reported_missing(tmp_path, name):
+    # as cifar-10-python.tar.gz: a folder named like the file (an archive tool's unpacking, say) was 'not found'
+    write_fashion(tmp_path, "train", n=3)
+    (tmp_path / "train-images-idx3-ubyte.gz").unlink()
+    place = tmp_path / name
+    place.mkdir()
+    with pytest.raises(IsADirectoryError, match=f"^{re.escape(str(place))} is a folder, where the file {name} should "
+                                                "be: move it away and put the file there, or pass download=True "
+                                                r"\(CLI: --download\)$"):
+        load_fashion_mnist("train", data_dir=tmp_path)
+    (place / "train-images-idx3-ubyte").write_bytes(b"")  # the file inside it: the one to put there
+    with pytest.raises(IsADirectoryError, match=f"; it holds {re.escape(str(place / 'train-images-idx3-ubyte'))}, "
+                                                "the file to put there$"):
+        load_fashion_mnist("train", data_dir=tmp_path)
+    shutil.copytree(tmp_path, tmp_path / "cache" / "fashion-mnist")  # the cache, looked at without data_dir
+    with pytest.raises(IsADirectoryError, match=f"^{re.escape(str(tmp_path / 'cache' / 'fashion-mnist' / name))} "
+                                                "is a folder"):
+        load_fashion_mnist("train")
+
+
 def test_fashion_mnist_missing_says_how_to_get_it(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"apt-get install dataset-fashion-mnist` \(then give no data "
                                                 r"folder\), put them in the folder given as data_dir \(CLI: "

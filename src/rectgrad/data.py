@@ -207,6 +207,13 @@ def _data_folder(data_dir) -> Path:
     return folder
 
 
+def _folder_in_place(place: Path, what: str, inside: str = "") -> IsADirectoryError:
+    """The error for a folder found where a dataset's ``what`` (file, archive) named ``place.name`` should be: it is
+    there, not "not found", but as a folder (an archive tool's unpacking, say); ``inside``: a hint on its content."""
+    return IsADirectoryError(f"{place} is a folder, where the {what} {place.name} should be: move it away and put the "
+                             f"{what} there, or pass download=True (CLI: --download){inside}")
+
+
 def _check_split(split: str) -> None:
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
@@ -233,6 +240,12 @@ def load_fashion_mnist(split: str = "train", data_dir=None, download: bool = Fal
             if not _idx_path(folder, name):
                 _download(FASHION_MNIST_URL + name, folder / name, md5)
     if folder is None:
+        for f, name in ((f, n) for f in folders for n in names if not _idx_path(f, n)):
+            for place in (f / name, f / name.removesuffix(".gz")):  # (not "not found": it is, but as a folder)
+                if place.is_dir():
+                    inside = next((i for i in (place / name, place / name.removesuffix(".gz")) if i.is_file()), None)
+                    raise _folder_in_place(place, "file", "" if inside is None else
+                                           f"; it holds {inside}, the file to put there")
         where = (f"{data_dir} (missing: {', '.join(n for n in names if not _idx_path(folders[0], n))})"
                  if data_dir is not None else ", ".join(map(str, folders)))
         raise FileNotFoundError(
@@ -325,8 +338,7 @@ def load_cifar10(split: str = "train", data_dir=None, download: bool = False) ->
         place = folder / CIFAR10_FILE
         inside = (f"; it holds the archive: give {place} as data_dir (CLI: --data-dir)"
                   if (place / CIFAR10_FILE).is_file() else "")
-        raise IsADirectoryError(f"{place} is a folder, where the archive {CIFAR10_FILE} should be: move it away and "
-                                f"put the archive there, or pass download=True (CLI: --download){inside}")
+        raise _folder_in_place(place, "archive", inside)
     if path is None:
         unpacked = next((f for f in (folder / "cifar-10-batches-py", folder)  # (tar xzf, as CIFAR-10's page says)
                          if f.name == "cifar-10-batches-py" and (f / "data_batch_1").is_file()), None)
