@@ -1919,6 +1919,10 @@ def test_bools_are_no_numbers_for_any_hyperparameter():
         for baseline in (False, np.bool_(True), (True,)):
             with pytest.raises(TypeError, match="baseline must be a number, .* got (bool|bool_)"):
                 explain(model, x, target=0, method=method, baseline=baseline)
+        for odd in (torch.tensor([True, False] * 2), torch.tensor(True), torch.zeros(4, dtype=torch.complex64)):
+            for baseline in (odd, (odd,)):  # were read as 0 / 1 (a complex one: its imaginary part dropped)
+                with pytest.raises(TypeError, match=f"baseline tensor must hold numbers, got dtype {odd.dtype}$"):
+                    explain(model, x, target=0, method=method, baseline=baseline)
     assert explain(model, x, target=0, method="intgrad", baseline=np.float32(0.0)).any()  # numpy numbers are numbers
 
 

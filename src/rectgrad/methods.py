@@ -154,6 +154,8 @@ def _baseline_like(baseline, inputs: Tensor) -> Tensor:
             raise ValueError(f"baseline must be a finite number, got {baseline!r}")
         return torch.full_like(inputs, float(baseline))
     if isinstance(baseline, Tensor):
+        if baseline.dtype == torch.bool or baseline.is_complex():  # (as an array: not read as 0 / 1, nor its real part)
+            raise TypeError(f"baseline tensor must hold numbers, got dtype {baseline.dtype}")
         if baseline.is_floating_point() and not torch.isfinite(baseline).all():
             raise ValueError("baseline contains NaN or Inf values: the reference must be a finite image")
         try:
