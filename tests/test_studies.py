@@ -1745,6 +1745,73 @@ def test_a_rerun_stopped_while_drawing_leaves_no_figure_of_the_earlier_run(tmp_p
                                                           "feature_maps_images.csv", "feature_maps_mine.png"]
 
 
+def test_a_study_refuses_to_replace_files_no_study_wrote(tmp_path):
+    # a project folder of the user's own: its threshold.md (or a CSV or figure of a study's name) is the user's, not
+    # the study's to replace; refused before anything is written or removed
+    from rectgrad.studies._common import StudyResult, new_figure
+
+    def result():
+        return StudyResult("threshold", {"sparsity": [{"q": 90}]}, {"grid": new_figure(1, 1)})
+
+    (tmp_path / "threshold.md").write_text("my notes")
+    with pytest.raises(FileExistsError, match=f"^{re.escape(str(tmp_path / 'threshold.md'))} exists and no rectgrad "
+                                              "study wrote it: the study would replace it; give another folder"):
+        result().save(tmp_path, dpi=10)
+    (tmp_path / "threshold_grid.png").write_text("my picture")
+    with pytest.raises(FileExistsError, match=f"^{re.escape(str(tmp_path))} holds threshold.md, threshold_grid.png, "
+                                              "which no rectgrad study wrote: the study would replace them"):
+        result().save(tmp_path, dpi=10)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["threshold.md", "threshold_grid.png"]
+    assert (tmp_path / "threshold.md").read_text() == "my notes"
+    # the study's own files (listed in its manifest) are replaced on a rerun; a file it did not list is still refused
+    (tmp_path / "threshold.md").unlink()
+    (tmp_path / "threshold_grid.png").unlink()
+    StudyResult("threshold", {"sparsity": [{"q": 90}]}).save(tmp_path)
+    (tmp_path / "threshold_grid.png").write_text("my picture")
+    with pytest.raises(FileExistsError, match="threshold_grid.png exists and no rectgrad study wrote it"):
+        result().save(tmp_path, dpi=10)
+    (tmp_path / "threshold_grid.png").unlink()
+    result().save(tmp_path, dpi=10)
+    result().save(tmp_path, dpi=10)
+    assert (tmp_path / "threshold.md").read_text().startswith("# rectgrad study threshold\n")
+
+
+def test_a_study_folder_made_before_manifests_is_the_studys(tmp_path):
+    # a folder a study wrote before it listed its files: its <study>.md opens with the study's title
+    from rectgrad.studies._common import StudyResult
+
+    result = StudyResult("feature-maps", {"layers": [{"a": 1}]})
+    (tmp_path / "feature_maps.md").write_text("# rectgrad study feature-maps\n\nearlier\n")
+    (tmp_path / "feature_maps_layers.csv").write_text("a\n0\n")
+    result.save(tmp_path)
+    assert read_csv(tmp_path / "feature_maps_layers.csv") == [{"a": "1"}]
+    other = tmp_path / "other"
+    other.mkdir()  # another study's title, or a longer one, is not this study's
+    for title in ("# rectgrad study threshold", "# rectgrad study feature-maps and mine"):
+        (other / "feature_maps.md").write_text(title + "\n")
+        with pytest.raises(FileExistsError, match="feature_maps.md exists and no rectgrad study wrote it"):
+            result.save(other)
+        assert sorted(p.name for p in other.iterdir()) == ["feature_maps.md"]
+
+
+def test_cli_study_refuses_a_summary_of_the_users_before_any_work(model_and_folder, tmp_path, capsys, monkeypatch):
+    path, folder = _masked_folder(model_and_folder)
+    loads = []
+    monkeypatch.setattr(zoo, "load", lambda *args, **kwargs: loads.append(args))
+    out = tmp_path / "project"
+    out.mkdir()
+    (out / "threshold.md").write_text("my notes")
+    (out / "rules.md").write_text("my rules")
+    status = main(["study", "threshold", str(folder), "--model", str(path), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert status == 2 and not loads and err.startswith(f"error: {out / 'threshold.md'} exists and no rectgrad study "
+                                                        "wrote it")
+    assert main(["study", "rules", "--out", str(out)]) == 2  # (the toy alone: no model to load)
+    assert "rules.md exists and no rectgrad study wrote it" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["rules.md", "threshold.md"]
+    assert (out / "threshold.md").read_text() == "my notes"
+
+
 def test_cli_study_count_with_image_files_is_refused_not_ignored(model_and_folder, tmp_path, capsys, monkeypatch):
     from rectgrad import zoo
 

@@ -60,7 +60,7 @@ def _load(ctx: typer.Context, model: Optional[str], images: Optional[List[Path]]
 
     study = ctx.info_name  # (threshold, feature-maps, ...)
     device = _options.device(device)
-    _check_outputs(out, dpi, show)
+    _check_outputs(out, dpi, show, study)
     _options.positive_int(count, "--count")
     _options.input_folder(data_dir, "--data-dir")
     _options.positive_int(internal_batch_size, "--internal-batch-size")
@@ -143,10 +143,14 @@ def _refuse_given(ctx: typer.Context, names: List[str], why: str) -> None:
         raise ValueError(f"{', '.join(given)} {'has' if len(given) == 1 else 'have'} no use {why}")
 
 
-def _check_outputs(out: Path, dpi: int, show: Optional[int]) -> None:
+def _check_outputs(out: Path, dpi: int, show: Optional[int], study: str) -> None:
+    """The output options checked before any work, the summary ``<study>.md`` of the user's in ``--out`` included (the
+    names of the tables and figures wait for the run, whose save refuses such files before writing any)."""
+    from rectgrad.studies._common import check_study_folder
     from rectgrad.viz import MIN_DPI
 
     _options.output_folder(out, "--out")
+    check_study_folder(out, study, [f"{study.replace('-', '_')}.md"])
     _options.positive_int(dpi, "--dpi")
     if dpi < MIN_DPI:  # (else the numbers written, the figures failing on their text: "invalid ppem value")
         raise ValueError(f"--dpi must be at least {MIN_DPI} (the figures' text cannot be drawn at fewer dots per "
@@ -293,6 +297,6 @@ def rules(ctx: typer.Context, images: Optional[List[Path]] = IMAGES,
     else:
         _refuse_given(ctx, ["model", "weights", "q", "count", "data_dir", "download", "internal_batch_size", "show",
                             "device", "dpi"], "without images or --dataset (rules then prints the B.2 toy alone)")
-        _check_outputs(out, dpi, show)
+        _check_outputs(out, dpi, show, ctx.info_name)
         net, chosen = None, None
     _finish(studies.rules(net, chosen, q=q, internal_batch_size=internal_batch_size, **_shown(show)), out, dpi)

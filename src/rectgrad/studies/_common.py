@@ -133,7 +133,7 @@ class StudyResult:
     notes: str = ""
 
     def markdown(self) -> str:
-        parts = [f"# rectgrad study {self.name}"] + ([self.notes.strip()] if self.notes else [])
+        parts = [_title(self.name)] + ([self.notes.strip()] if self.notes else [])
         for table, rows in self.tables.items():
             parts += [f"## {table}", markdown_table(rows)]
         return "\n\n".join(parts) + "\n"
@@ -141,14 +141,16 @@ class StudyResult:
     def save(self, out, dpi: int = 150) -> list[Path]:
         """Write ``<name>_<table>.csv`` per table, ``<name>.md`` and ``<name>_<figure>.png`` into ``out``, listed in
         ``.rectgrad-<name>.json``; the files the earlier run listed there that this one does not write are removed (a
-        table or figure it had and this one has not would pass for this run's), never a file of the user's."""
+        table or figure it had and this one has not would pass for this run's), never a file of the user's. A file of
+        one of these names that no study wrote is refused (:func:`check_study_folder`), before anything is written."""
         out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
         prefix = self.name.replace("-", "_")
         tables = {out / f"{prefix}_{table}.csv": rows for table, rows in self.tables.items()}
         figures = {out / f"{prefix}_{name}.png": fig for name, fig in self.figures.items()}
         md = out / f"{prefix}.md"
         names = {path.name for path in (*tables, md, *figures)}
+        check_study_folder(out, self.name, sorted(names))
+        out.mkdir(parents=True, exist_ok=True)
         manifest = out / f".rectgrad-{prefix}.json"
         earlier = {name for name in listed_files(manifest) if Path(name).name == name and name.startswith(f"{prefix}_")}
 
@@ -178,6 +180,40 @@ class StudyResult:
             remove(earlier - {path.name for path in written})
             raise
         return written
+
+
+def _title(study: str) -> str:
+    """The first line of a study's summary, ``<study>.md``."""
+    return f"# rectgrad study {study}"
+
+
+def check_study_folder(out, study: str, names) -> None:
+    """Refuse to write the files ``names`` of ``study`` into the folder ``out`` where one of them is a file that no
+    rectgrad study wrote, as in a folder of a project's own (its ``threshold.md``): the study would replace it. A file
+    is the study's when its manifest ``.rectgrad-<study>.json`` lists it; where none lists any (a folder of a study made
+    before manifests), every file is when ``<study>.md`` opens with the study's title. Folders are left to the
+    writing, which refuses them."""
+    out = Path(out)
+    prefix = study.replace("-", "_")
+    listed = set(listed_files(out / f".rectgrad-{prefix}.json"))
+    found = [name for name in names
+             if name not in listed and os.path.lexists(out / name) and not (out / name).is_dir()]
+    if not found or (not listed and _opens_with(out / f"{prefix}.md", _title(study))):
+        return
+    if len(found) == 1:
+        raise FileExistsError(f"{out / found[0]} exists and no rectgrad study wrote it: the study would replace it; "
+                              "give another folder (--out), or move that file")
+    raise FileExistsError(f"{out} holds {', '.join(found)}, which no rectgrad study wrote: the study would replace "
+                          "them; give another folder (--out), or move those files")
+
+
+def _opens_with(path: Path, title: str) -> bool:
+    """Whether the file ``path`` is there and its first line is ``title``."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as file:
+            return file.readline(len(title) + 3).rstrip() == title
+    except OSError:  # (none there, a folder, unreadable)
+        return False
 
 
 def markdown_table(rows: list[dict]) -> str:
