@@ -19,7 +19,7 @@ from rectgrad.checkpoint import listed_files, load_checkpoint, write_text_atomic
 from rectgrad.data import natural_order
 from rectgrad.evaluation.occlusion import conv_activations
 from rectgrad.evaluation.roar import RoarKarResult, read_accuracy, result_name
-from rectgrad.evaluation.store import (_RERUN, _UNKNOWN_CONFIG, CONFIG, ResultStore, corrupt, known_methods, read_json,
+from rectgrad.evaluation.store import (CONFIG, RERUN, UNKNOWN_CONFIG, ResultStore, corrupt, known_methods, read_json,
                                       read_torch)
 from rectgrad.methods import get_method
 from rectgrad.metrics import TIE_NOISE
@@ -61,7 +61,7 @@ class _Saved(dict):
     """A saved result read back; a key it lacks, or a value that is not the numbers it should be (a file edited by
     hand), is an error naming the file, as a damaged file is, with the ``remedy`` for it."""
 
-    def __init__(self, path: Path, value: dict, remedy: str = _RERUN):
+    def __init__(self, path: Path, value: dict, remedy: str = RERUN):
         super().__init__(value)
         self.path, self.remedy = path, remedy
 
@@ -144,7 +144,7 @@ def write_report(work_dir, out_dir) -> Path:
 class _Report:
     def __init__(self, work: Path, out: Path, config: dict):
         # a key the config lacks (edited by hand, another program's) is an error naming it, not a bare KeyError
-        config = _Saved(work / CONFIG, config, _UNKNOWN_CONFIG)
+        config = _Saved(work / CONFIG, config, UNKNOWN_CONFIG)
         self.work, self.out, self.config = work, out, config
         methods = config["methods"]
         if not isinstance(methods, list) or not all(isinstance(m, str) for m in methods):

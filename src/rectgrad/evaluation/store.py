@@ -70,7 +70,7 @@ class ResultStore:
     def read_config(folder) -> dict | None:
         """The configuration saved in ``folder``, or None if it holds none."""
         path = Path(folder) / CONFIG
-        return read_json(path, numbers=(), remedy=_UNKNOWN_CONFIG) if path.is_file() else None
+        return read_json(path, numbers=(), remedy=UNKNOWN_CONFIG) if path.is_file() else None
 
     def bind(self, name: str, arguments: dict, results: str) -> None:
         """Record ``arguments`` (plain JSON values) in ``name`` on first use; refuse other ones later, naming the keys
@@ -121,8 +121,9 @@ class ResultStore:
         write_atomically(self.path(name), write)
 
 
-_RERUN = "delete it and rerun to compute it again"
-_UNKNOWN_CONFIG = ("the results beside it cannot be checked against any configuration: delete the whole folder, or use "
+# what to do about a damaged saved file (the report reads results with these too)
+RERUN = "delete it and rerun to compute it again"
+UNKNOWN_CONFIG = ("the results beside it cannot be checked against any configuration: delete the whole folder, or use "
                    "another one, and rerun")
 _LOST_TIME = "delete it: the report then lacks that unit's compute time"
 
@@ -146,7 +147,7 @@ def _read_duration(path: Path) -> float:
     return seconds
 
 
-def read_json(path: Path, numbers: tuple[str, ...] | None = None, remedy: str = _RERUN):
+def read_json(path: Path, numbers: tuple[str, ...] | None = None, remedy: str = RERUN):
     """A saved JSON file; a corrupt one (damaged outside rectgrad: writes are atomic) is a ``ValueError`` naming it
     and the ``remedy``. With ``numbers``, the file must hold an object whose ``numbers`` keys are numbers (a config
     or a result file); anything else is corrupt too."""
@@ -173,7 +174,7 @@ def read_torch(path: Path):
             raise corrupt(path, exc) from None
 
 
-def corrupt(path: Path, why: BaseException | str, remedy: str = _RERUN) -> ValueError:
+def corrupt(path: Path, why: BaseException | str, remedy: str = RERUN) -> ValueError:
     """The error for a file damaged outside rectgrad: it names the file, why, and what to do."""
     return ValueError(f"{path} is corrupt ({one_line(why) if isinstance(why, BaseException) else why}): {remedy}")
 
