@@ -249,11 +249,12 @@ def _linear(weight, out=None) -> nn.Linear:
 
 
 def test_eps_lrp_takes_the_sign_of_zero_as_plus_one():
-    # f(z) / (z + eps sign(z)) by hand, sign(0) = +1: z = x1 + x2 into a sigmoid, the logit is its output; in
-    # float64 throughout (eps = 0.01 once went through float32: 2e-8 off)
+    # f(z) / (z + eps sign(z)) by hand, sign(0) = +1, sign(-1) = -1: z = x1 + x2 into a sigmoid, the logit is its
+    # output; in float64 throughout (eps = 0.01 once went through float32: 2e-8 off)
     model = nn.Sequential(_linear([1.0, 1.0]), nn.Sigmoid(), _linear([1.0], out=[[1.0], [0.0]]))
-    x = torch.tensor([[1.0, -1.0], [2.0, -1.0]], dtype=torch.float64)  # z = 0, z = 1
-    multiplier = torch.tensor([0.5 / 0.01, 1 / (1 + math.exp(-1.0)) / 1.01], dtype=torch.float64)
+    x = torch.tensor([[1.0, -1.0], [2.0, -1.0], [-2.0, 1.0]], dtype=torch.float64)  # z = 0, z = 1, z = -1
+    multiplier = torch.tensor([0.5 / 0.01, 1 / (1 + math.exp(-1.0)) / 1.01, 1 / (1 + math.exp(1.0)) / -1.01],
+                              dtype=torch.float64)
     torch.testing.assert_close(explain(model, x, target=0, method="eps_lrp", eps=0.01), x * multiplier[:, None],
                                rtol=1e-12, atol=0)
 
