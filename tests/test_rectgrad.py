@@ -1559,6 +1559,26 @@ def test_half_precision_scores_are_compared_in_float32(dtype):
     assert torch.equal(attribution != 0, torch.tensor([[True, False, False, False]]))
 
 
+class _Float64ThenFloat32(nn.Module):
+    """relu(x) in float64, then a float32 part: relu(W a) with W = [[1, 0], [0, 1], [1, 0], [0, 1]], and w = (1, 1, 2,
+    2) to the logit."""
+
+    def forward(self, x):
+        w = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
+        h = torch.relu(torch.relu(x).float() @ w.T)
+        return h @ torch.tensor([[1.0], [1.0], [2.0], [2.0]])
+
+
+def test_a_float64_layer_after_a_float32_one_keeps_its_scores_in_float64():
+    # the backward pass gates the float32 ReLU first (scores h R = (1, 1, 2, 2), q = 0: the last two pass, R = 2 back
+    # to both units of the float64 ReLU), then the float64 one: its scores 2 and 2 (1 + 2^-40) differ only in float64,
+    # so the second alone beats the minimum (the scratch buffer of float32 scores must not be reused for them: both
+    # would round to 2, a tie passing nothing)
+    x = torch.tensor([[1.0, 1.0 + 2.0**-40]], dtype=torch.float64)
+    grad = _rule_gradient(_Float64ThenFloat32(), x, Rule(q=0.0))
+    assert grad.dtype == torch.float64 and grad.tolist() == [[0.0, 2.0]]
+
+
 def test_two_threads_with_different_q_match_sequential_results(cnn, batch):
     x, y = batch
     expected = {q: RectGrad(cnn).attribute(x, target=y, q=q) for q in (90.0, 99.0)}
