@@ -2144,11 +2144,15 @@ def test_padding_trick_leaves_the_gradient_of_a_skip_connection_around_the_conv_
     torch.testing.assert_close(ours, expected, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("relu_", [torch.relu_, torch.Tensor.relu_, lambda h: F.relu(h, inplace=True)],
-                         ids=["torch.relu_", "Tensor.relu_", "F.relu(inplace=True)"])
+@pytest.mark.parametrize("relu_", [torch.relu_, torch.Tensor.relu_, lambda h: F.relu(h, inplace=True),
+                                   lambda h: F.relu(h, True), lambda h: torch.relu_(h[:, :4]),
+                                   lambda h: h.view(2, 4).relu_()],
+                         ids=["torch.relu_", "Tensor.relu_", "F.relu(inplace=True)", "F.relu(h, True)",
+                              "relu_ of a slice", "relu_ of a view"])
 def test_every_in_place_relu_of_the_input_is_refused_and_leaves_the_input_be(relu_):
-    # each spelling of an in-place ReLU counts as in place: PyTorch refuses it on the input before changing it,
-    # where the rule's Function, run first, would zero the caller's negative values (the leaf shares their storage)
+    # each spelling of an in-place ReLU counts as in place (inplace given by position too), on the input or a view
+    # of it: PyTorch refuses it on the input before changing it, where the rule's Function, run first, would zero
+    # the caller's negative values (the leaf shares their storage)
     x = torch.tensor([[1.0, -2.0, 3.0, -4.0], [-1.0, 2.0, -3.0, 4.0]])
     given = x.clone()
     fc = nn.Linear(4, 3)
