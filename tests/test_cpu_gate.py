@@ -78,6 +78,21 @@ def test_exactly_t_non_negative_scores_take_threshold_zero_in_the_kernel(dtype):
     check(a, g, 98, workers=4)  # rows in two pieces, all 165 non-negative scores in the first: joined, still 0
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_one_non_negative_score_short_of_t_takes_a_negative_threshold(dtype):
+    # m = 8192, q = 98: t = 165; 100 positive and 64 zero scores (inactive units, a = 0, with g = -1) leave the 165th
+    # largest score negative: the zeros pass their -1 too. The kernel's candidates are the positive scores: it must
+    # not take tau = 0 there (in one piece or several), but fall back or agree
+    a = torch.ones(2, 8192, dtype=dtype)
+    g = -torch.rand(2, 8192, dtype=dtype) - 0.1
+    g[:, :100] = torch.rand(2, 100, dtype=dtype) + 0.1
+    a[:, 100:164], g[:, 100:164] = 0.0, -1.0
+    passed = torch.arange(8192).expand(2, 8192) < 164
+    assert torch.equal(reference(a, g, 98, False) != 0, passed)
+    for workers in (1, 4):
+        check(a, g, 98, workers=workers, used=False)
+
+
 def test_a_threshold_tied_with_the_pieces_bounds_is_selected_in_the_kernel():
     # rows cut in 4 pieces; 40% of the scores are 1.0, fewer than t = 329 above it: the 98th percentile (1.0) is
     # each piece's sampled bound itself, and the candidates >= it are every value >= it, so the kernel selects exactly
