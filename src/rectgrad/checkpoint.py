@@ -93,6 +93,17 @@ def listed_files(manifest: Path) -> list[str]:
     return earlier if isinstance(earlier, list) and all(isinstance(name, str) for name in earlier) else []
 
 
+def refuse_replacing(out: Path, found: list[str], writer: str) -> None:
+    """Refuse to write into the folder ``out`` where the files ``found`` are (``writer``: a rectgrad report, study)
+    that no such run wrote, as in a folder of a project's own: they would be replaced."""
+    if len(found) == 1:
+        raise FileExistsError(f"{out / found[0]} exists and no rectgrad {writer} wrote it: the {writer} would replace "
+                              "it; give another folder (--out), or move that file")
+    if found:
+        raise FileExistsError(f"{out} holds {', '.join(found)}, which no rectgrad {writer} wrote: the {writer} would "
+                              "replace them; give another folder (--out), or move those files")
+
+
 def write_atomically(path, write) -> None:
     """``write(binary file)`` to a temporary file beside ``path``, flushed to disk, then rename it to ``path`` and
     flush the folder (the rename itself outlives a power cut): an interruption leaves the whole file or none of it.

@@ -15,7 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from rectgrad.checkpoint import listed_files, load_checkpoint, write_text_atomically
+from rectgrad.checkpoint import listed_files, load_checkpoint, refuse_replacing, write_text_atomically
 from rectgrad.data import natural_order
 from rectgrad.evaluation.occlusion import conv_activations
 from rectgrad.evaluation.roar import RoarKarResult, read_accuracy, result_name
@@ -109,11 +109,7 @@ def check_report_folder(out_dir) -> None:
         with open(out / "README.md", encoding="utf-8", errors="replace") as file:
             if file.readline().startswith(TITLE):
                 return
-    if len(found) == 1:
-        raise FileExistsError(f"{out / found[0]} exists and no rectgrad report wrote it: the report would replace "
-                              "it; give another folder (--out), or move that file")
-    raise FileExistsError(f"{out} holds {', '.join(found)}, which no rectgrad report wrote: the report would replace "
-                          "them; give another folder (--out), or move those files")
+    refuse_replacing(out, found, "report")
 
 
 def write_report(work_dir, out_dir) -> Path:

@@ -24,7 +24,7 @@ from rectgrad import viz
 from rectgrad._checks import did_you_mean, positive_int
 from rectgrad.attr._arguments import check_internal_batch_size, looks_like_probabilities
 from rectgrad.attr._base import modules_of, named_errors, preserved_buffers, user_call, warn_if_ungated
-from rectgrad.checkpoint import listed_files, write_text_atomically
+from rectgrad.checkpoint import listed_files, refuse_replacing, write_text_atomically
 from rectgrad.data import check_mask_size, image_files, masks_beside, unique_names
 from rectgrad.engine import Options, RuleMode, rule_gradients
 from rectgrad.methods import explain, get_method
@@ -200,11 +200,7 @@ def check_study_folder(out, study: str, names) -> None:
              if name not in listed and os.path.lexists(out / name) and not (out / name).is_dir()]
     if not found or (not listed and _opens_with(out / f"{prefix}.md", _title(study))):
         return
-    if len(found) == 1:
-        raise FileExistsError(f"{out / found[0]} exists and no rectgrad study wrote it: the study would replace it; "
-                              "give another folder (--out), or move that file")
-    raise FileExistsError(f"{out} holds {', '.join(found)}, which no rectgrad study wrote: the study would replace "
-                          "them; give another folder (--out), or move those files")
+    refuse_replacing(out, found, "study")
 
 
 def _opens_with(path: Path, title: str) -> bool:
