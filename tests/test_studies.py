@@ -1776,6 +1776,18 @@ def test_a_study_refuses_to_replace_files_no_study_wrote(tmp_path):
     assert (tmp_path / "threshold.md").read_text().startswith("# rectgrad study threshold\n")
 
 
+def test_a_study_refuses_a_folder_in_place_of_one_of_its_files_before_writing_any(tmp_path):
+    # a folder named threshold_grid.png: the writing failed on it after the tables and summary were written
+    from rectgrad.studies._common import StudyResult, new_figure
+
+    (tmp_path / "threshold_grid.png").mkdir()
+    result = StudyResult("threshold", {"sparsity": [{"q": 90}]}, {"grid": new_figure(1, 1)})
+    with pytest.raises(IsADirectoryError, match=f"^{re.escape(str(tmp_path / 'threshold_grid.png'))} is a folder, "
+                                                "where the study writes a file of that name: give another folder"):
+        result.save(tmp_path, dpi=10)
+    assert [p.name for p in tmp_path.iterdir()] == ["threshold_grid.png"]
+
+
 def test_a_study_folder_made_before_manifests_is_the_studys(tmp_path):
     # a folder a study wrote before it listed its files: its <study>.md opens with the study's title
     from rectgrad.studies._common import StudyResult

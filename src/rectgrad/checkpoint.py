@@ -93,6 +93,15 @@ def listed_files(manifest: Path) -> list[str]:
     return earlier if isinstance(earlier, list) and all(isinstance(name, str) for name in earlier) else []
 
 
+def refuse_folders(out: Path, names, writer: str) -> None:
+    """Refuse to write the files ``names`` into the folder ``out`` (``writer``: a rectgrad report, study) where one of
+    them is a folder: the run would fail on it only once its work is done."""
+    folders = [name for name in names if (out / name).is_dir()]
+    if folders:
+        raise IsADirectoryError(f"{out / folders[0]} is a folder, where the {writer} writes a file of that name: give "
+                                "another folder (--out), or move that folder")
+
+
 def refuse_replacing(out: Path, found: list[str], writer: str) -> None:
     """Refuse to write into the folder ``out`` where the files ``found`` are (``writer``: a rectgrad report, study)
     that no such run wrote, as in a folder of a project's own: they would be replaced."""

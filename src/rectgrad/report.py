@@ -15,7 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from rectgrad.checkpoint import listed_files, load_checkpoint, refuse_replacing, write_text_atomically
+from rectgrad.checkpoint import listed_files, load_checkpoint, refuse_folders, refuse_replacing, write_text_atomically
 from rectgrad.data import natural_order
 from rectgrad.evaluation.occlusion import conv_activations
 from rectgrad.evaluation.roar import RoarKarResult, read_accuracy, result_name
@@ -98,10 +98,7 @@ def check_report_folder(out_dir) -> None:
     those files should be is refused too (the report would fail on it once its work is done)."""
     out = Path(out_dir)
     names = ["README.md", *REPORT_FILES]
-    folders = [name for name in names if (out / name).is_dir()]
-    if folders:
-        raise IsADirectoryError(f"{out / folders[0]} is a folder, where the report writes a file of that name: give "
-                                "another folder (--out), or move that folder")
+    refuse_folders(out, names, "report")
     found = [name for name in names if (out / name).exists()]
     if not found or (out / MANIFEST).is_file():
         return

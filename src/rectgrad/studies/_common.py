@@ -24,7 +24,7 @@ from rectgrad import viz
 from rectgrad._checks import did_you_mean, positive_int
 from rectgrad.attr._arguments import check_internal_batch_size, looks_like_probabilities
 from rectgrad.attr._base import modules_of, named_errors, preserved_buffers, user_call, warn_if_ungated
-from rectgrad.checkpoint import listed_files, refuse_replacing, write_text_atomically
+from rectgrad.checkpoint import listed_files, refuse_folders, refuse_replacing, write_text_atomically
 from rectgrad.data import check_mask_size, image_files, masks_beside, unique_names
 from rectgrad.engine import Options, RuleMode, rule_gradients
 from rectgrad.methods import explain, get_method
@@ -191,13 +191,13 @@ def check_study_folder(out, study: str, names) -> None:
     """Refuse to write the files ``names`` of ``study`` into the folder ``out`` where one of them is a file that no
     rectgrad study wrote, as in a folder of a project's own (its ``threshold.md``): the study would replace it. A file
     is the study's when its manifest ``.rectgrad-<study>.json`` lists it; where none lists any (a folder of a study made
-    before manifests), every file is when ``<study>.md`` opens with the study's title. Folders are left to the
-    writing, which refuses them."""
+    before manifests), every file is when ``<study>.md`` opens with the study's title. A folder of one of these names
+    is refused too (the writing would fail on it, after the files before it)."""
     out = Path(out)
+    refuse_folders(out, names, "study")
     prefix = study.replace("-", "_")
     listed = set(listed_files(out / f".rectgrad-{prefix}.json"))
-    found = [name for name in names
-             if name not in listed and os.path.lexists(out / name) and not (out / name).is_dir()]
+    found = [name for name in names if name not in listed and os.path.lexists(out / name)]
     if not found or (not listed and _opens_with(out / f"{prefix}.md", _title(study))):
         return
     refuse_replacing(out, found, "study")
