@@ -773,15 +773,13 @@ def _folder_split(root, split: str) -> tuple[list[tuple[Path, int]], list[str], 
     return [files[i] for i in order], [_shown(c) for c in classes], train
 
 
-def _labelled_images(folder: Path, classes: list[str],
-                     owner: dict[Path, tuple[Path, str]] | None = None) -> list[tuple[Path, int]]:
+def _labelled_images(folder: Path, classes: list[str], owner: dict[Path, tuple[Path, str]]) -> list[tuple[Path, int]]:
     """The (image, label) files of the class folders ``folder / <class>`` (those there): the images in each and, as
     torchvision's ImageFolder takes them, in its subfolders at any depth, in the order of :func:`_folders_under`;
     refused where two classes reach one same folder through a symbolic link: its images would have two labels.
     ``owner`` (resolved folder -> the path and class it was first read as) holds the folders of the training split,
     read before: one reached again from the test split ``folder`` (a test class folder linked to the training one)
     is refused too."""
-    owner = {} if owner is None else owner
     files = []
     for label, c in enumerate(classes):
         for sub in _folders_under(folder / c):
