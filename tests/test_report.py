@@ -248,6 +248,15 @@ CONFIG = {"dataset": "cifar10", "scale": "smoke", "data": {"train": 200, "test":
                          "patch_images": 20, "roar_train_images": None, "roar_test_images": 60, "roar_epochs": 1}}
 
 
+def _folders_with_config(tmp_path, out: str):
+    """A work folder holding CONFIG alone, and an empty report folder ``out`` beside it."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "config.json").write_text(json.dumps(CONFIG))
+    (tmp_path / out).mkdir()
+    return work, tmp_path / out
+
+
 def test_header_counts_images_and_says_what_figs_2_and_8_use(tmp_path):
     text = _Report(tmp_path, tmp_path, {**CONFIG, "overrides": {"roar_epochs": 2, "fractions": [0.1, 0.9]}}).header()
     assert text.startswith("# RectGrad quantitative experiments: cifar10, `smoke` scale, with roar_epochs=2, "
@@ -355,10 +364,7 @@ def test_claims_table_escapes_bars(tmp_path):
 
 
 def test_write_report_removes_only_its_own_earlier_files(tmp_path):
-    work, out = tmp_path / "work", tmp_path / "out"
-    work.mkdir()
-    (work / "config.json").write_text(json.dumps(CONFIG))
-    out.mkdir()
+    work, out = _folders_with_config(tmp_path, "out")
     for name in ("fig9-roar.png", "notes.txt", "table1.csv"):
         (out / name).write_text("earlier")
     (out / module.MANIFEST).write_text(json.dumps(["fig9-roar.png", "notes.txt", "table1.csv"]))
@@ -474,10 +480,7 @@ def test_table1_claims_name_the_methods_they_wait_for(tmp_path):
 def test_a_readme_no_report_wrote_is_never_replaced(tmp_path):
     # a folder of the user's own with a README.md: refused, untouched; an earlier report's README (listed or not) is
     # the report's to rewrite
-    work, out = tmp_path / "work", tmp_path / "project"
-    work.mkdir()
-    (work / "config.json").write_text(json.dumps(CONFIG))
-    out.mkdir()
+    work, out = _folders_with_config(tmp_path, "project")
     (out / "README.md").write_text("# My project\n")
     with pytest.raises(FileExistsError, match=f"^{out / 'README.md'} exists and no rectgrad report wrote it: the "
                                               "report would replace it; give another folder"):
@@ -493,10 +496,7 @@ def test_a_readme_no_report_wrote_is_never_replaced(tmp_path):
 def test_files_of_the_reports_names_that_no_report_wrote_are_never_replaced(tmp_path):
     # a folder of the user's own without a README.md: its models.csv (or any file of a report's name) is refused, the
     # folder left untouched; a folder in place of a report file is refused before anything is written
-    work, out = tmp_path / "work", tmp_path / "project"
-    work.mkdir()
-    (work / "config.json").write_text(json.dumps(CONFIG))
-    out.mkdir()
+    work, out = _folders_with_config(tmp_path, "project")
     (out / "models.csv").write_text("mine")
     with pytest.raises(FileExistsError, match=f"^{out / 'models.csv'} exists and no rectgrad report wrote it: the "
                                               "report would replace it; give another folder"):
