@@ -532,6 +532,30 @@ def test_registry_weights_from_a_training_checkpoint_safetensors_or_an_old_pickl
         zoo.load("vgg16", weights=tmp_path / "folder")
 
 
+def test_registry_weights_saved_from_data_parallel_load_without_their_module_prefix(tmp_path, monkeypatch):
+    # nn.DataParallel's and DistributedDataParallel's state dicts name every key "module.<key>": the error listed the
+    # model's keys as missing, and never said why
+    import torchvision.models as tv
+
+    state = torch.nn.Linear(3, 2).state_dict()
+    torch.save({f"module.{key}": value for key, value in state.items()}, tmp_path / "parallel.pth")
+    torch.save({"state_dict": {f"module.{key}": value for key, value in state.items()}, "epoch": 3},
+               tmp_path / "checkpoint.pth")
+    monkeypatch.setattr(tv, "vgg16", lambda weights=None: torch.nn.Linear(3, 2))
+    for name in ("parallel.pth", "checkpoint.pth"):
+        model = zoo.load("vgg16", weights=tmp_path / name).model
+        assert all(torch.equal(model.state_dict()[key], value) for key, value in state.items()), name
+
+    wrapper = torch.nn.Sequential()  # a model whose own keys begin with "module.": its keys are taken as they are
+    wrapper.module = torch.nn.Linear(3, 2)
+    monkeypatch.setattr(tv, "vgg16", lambda weights=None: wrapper)
+    torch.save({f"module.{key}": value for key, value in state.items()}, tmp_path / "own.pth")
+    assert torch.equal(zoo.load("vgg16", weights=tmp_path / "own.pth").model.module.weight, state["weight"])
+    torch.save(state, tmp_path / "unwrapped.pth")
+    with pytest.raises(ValueError, match="cannot load vgg16 weights .*Missing key"):
+        zoo.load("vgg16", weights=tmp_path / "unwrapped.pth")
+
+
 def test_weights_of_a_training_checkpoint_dict_name_what_it_holds(tmp_path, monkeypatch):
     # PyTorch's tutorial checkpoint {'model_state_dict': ..., 'epoch': ...}: the error names the file's keys and the
     # one to save by itself, not the model's missing keys (a long list, cut)

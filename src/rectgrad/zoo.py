@@ -222,11 +222,23 @@ def _load_state_dict(model: nn.Module, name: str, weights) -> nn.Module:
     state = state.get("state_dict", state) if isinstance(state, dict) else state
     if isinstance(state, dict) and state and not is_state_dict(state):  # (an empty one: the model's missing keys)
         raise _not_a_state_dict(path, state)
+    state = _unwrapped(state, model)
     try:
         model.load_state_dict(state)
     except Exception as exc:  # noqa: BLE001
         raise unreadable(exc) from None
     return model
+
+
+def _unwrapped(state, model: nn.Module):
+    """``state`` without the ``module.`` that ``nn.DataParallel`` and ``DistributedDataParallel`` put before every key
+    of the model they wrap (saved as ``wrapper.state_dict()``), where every key has it and none of the model's does;
+    otherwise ``state`` as it is."""
+    prefix = "module."
+    if not (isinstance(state, dict) and state and all(isinstance(key, str) and key.startswith(prefix) for key in state)
+            and not any(key.startswith(prefix) for key in model.state_dict())):
+        return state
+    return {key[len(prefix):]: value for key, value in state.items()}
 
 
 def _not_a_state_dict(path: Path, state: dict) -> ValueError:
