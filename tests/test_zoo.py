@@ -126,6 +126,9 @@ def test_preprocessing_from_a_json_file_beside_the_model(tmp_path):
     ('{"mean": [0.5, NaN, 0.5], "std": [0.5, 0.5, 0.5]}', r"mean must be 1 or 3 finite number\(s\), got \[0.5, nan"),
     ('{"mean": 0.5, "std": Infinity}', r"std must be 1 or 3 finite positive number\(s\), got inf"),
     ('{"crop_pct": 0}', r"crop_pct must be in \(0, 1\].*got 0"),
+    # integers past a float's range (JSON has no limit): numpy's isfinite failed on them with a TypeError
+    ('{"mean": [1%s], "std": [1]}' % ("0" * 400), r"mean must be 1 or 3 finite number\(s\), got \[1000"),
+    ('{"input_size": [3, 1%s, 32]}' % ("0" * 400), r"input_size must be some finite positive number\(s\)"),
 ])
 def test_bad_preprocessing_file_names_itself_and_the_problem(tmp_path, config, match):
     _three_class_module(tmp_path / "mine.pt")

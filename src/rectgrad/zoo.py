@@ -471,7 +471,7 @@ def _with_config(path: Path, model: nn.Module, config: dict, source: str) -> Loa
         value = config[key]
         values = value if isinstance(value, (list, tuple)) else [value]
         if (not values or (channels is not None and len(values) not in (1, channels))
-                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and _finite(v)
                            and (v > 0 or not positive) for v in values)):
             count = "some" if channels is None else "1" if channels == 1 else f"1 or {channels}"
             inputs = "" if channels is None else f" ({channels}-channel inputs)"
@@ -550,6 +550,15 @@ def _with_config(path: Path, model: nn.Module, config: dict, source: str) -> Loa
     return LoadedModel(str(path), model, (height, width), mean, std, labels, channels=channels,
                        crop_fraction=None if crop is None else float(crop), interpolation=interpolation, note=note,
                        size_assumed=assumed_size is not None, normalisation_assumed=assumed_normalisation is not None)
+
+
+def _finite(value: int | float) -> bool:
+    """Whether a number read from JSON is finite as a float: an integer past a float's range (JSON sets no limit) is
+    not (numpy's ``isfinite`` failed on it with a TypeError)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def _input_channels(model: nn.Module) -> int:
