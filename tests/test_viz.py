@@ -1,5 +1,6 @@
 """Tests for rectgrad.viz (Appendix F.1 visualization); expected values are worked out by hand."""
 import io
+import re
 import warnings
 
 import numpy as np
@@ -464,6 +465,18 @@ def test_save_figure_formats(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(starts)
     w, h = Image.open(viz.save_figure(fig, tmp_path / "default.png")).size  # 150 dpi unless told
     assert (w, h) == (round(fig.get_figwidth() * 150), round(fig.get_figheight() * 150))
+
+
+def test_save_figure_under_a_file_taken_for_a_folder_names_that_file(tmp_path):
+    # the error was "File exists: .../notes.txt", or "Not a directory: .../notes.txt/sub", a folder that is not there
+    fig = viz.boxplot({"m": [1.0, 2.0]}, ylabel="y")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("kept")
+    for path in (notes / "grid.png", notes / "sub" / "grid.png"):
+        with pytest.raises(NotADirectoryError, match=rf"^{re.escape(str(notes))} is a file, not a folder: cannot write "
+                                                     rf"{re.escape(str(path))} in it; give a path in a folder$"):
+            viz.save_figure(fig, path)
+    assert notes.read_text() == "kept" and [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
 
 
 def test_boxplot_boxes_under_their_own_names():

@@ -118,8 +118,12 @@ def write_atomically(path, write) -> None:
     flush the folder (the rename itself outlives a power cut): an interruption leaves the whole file or none of it.
     A symbolic link is written through (its target is replaced); a device, pipe or socket is refused. A write the
     system refuses (a full disk) is an ``OSError`` naming ``path`` and the system's reason, whatever error ``write``
-    made of it."""
+    made of it. A file where one of its folders should be is a ``NotADirectoryError`` naming that file."""
     path = regular_file(path)
+    folder = next(p for p in path.parents if p.exists())  # (mkdir said "File exists" of it, or named a folder below)
+    if not folder.is_dir():
+        raise NotADirectoryError(f"{folder} is a file, not a folder: cannot write {path} in it; give a path in a "
+                                 "folder")
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{_shortened(path.name, 200)}.", suffix=".tmp")
