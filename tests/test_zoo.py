@@ -238,6 +238,24 @@ def test_local_weights_file(tmp_path):
             zoo.load("vgg16", weights=tmp_path / name)
 
 
+def test_a_weights_file_cut_short_or_empty_says_so_not_that_it_is_no_torch_file(tmp_path, monkeypatch):
+    # a copy or download stopped part way is a zip archive without its end: it was called "not a torch weights file"
+    import torchvision.models as tv
+
+    monkeypatch.setattr(tv, "vgg16", lambda weights=None: torch.nn.Linear(3, 2))
+    torch.save(torch.nn.Linear(3, 2).state_dict(), tmp_path / "whole.pth")
+    data = (tmp_path / "whole.pth").read_bytes()
+    (tmp_path / "cut.pth").write_bytes(data[:len(data) // 2])
+    (tmp_path / "empty.pth").write_bytes(b"")
+    assert zoo.load("vgg16", weights=tmp_path / "whole.pth").model
+    with pytest.raises(ValueError, match=r"cut.pth is cut short or corrupt \(a zip archive, as torch.save writes, "
+                                         r"without its end: a download or copy stopped part way\?\); fetch or copy "
+                                         r"it again$"):
+        zoo.load("vgg16", weights=tmp_path / "cut.pth")
+    with pytest.raises(ValueError, match=r"empty.pth is empty: fetch or copy it again$"):
+        zoo.load("vgg16", weights=tmp_path / "empty.pth")
+
+
 def test_model_trained_on_own_images_sees_them_as_the_folder_loader_made_them(tmp_path):
     from rectgrad.data import load_image_folder, to_inputs
 

@@ -207,9 +207,16 @@ def _load_state_dict(model: nn.Module, name: str, weights) -> nn.Module:
     if not path.is_file():
         raise FileNotFoundError(f"weights file {path} not found")
     with open(path, "rb") as file:  # torch.save writes a zip archive, or a pickle (protocol 2+: 0x80) of old
-        if path.suffix != ".safetensors" and not (zipfile.is_zipfile(file) or file.seek(0) == 0
-                                                  and file.read(1) == b"\x80"):
-            raise ValueError(f"{path} is not a torch weights file (nor .safetensors)")
+        zipped = zipfile.is_zipfile(file)
+        file.seek(0)
+        head = file.read(4)
+    if path.suffix != ".safetensors" and not (zipped or head[:1] == b"\x80"):
+        if not head:
+            raise ValueError(f"{path} is empty: fetch or copy it again")
+        if head == b"PK\x03\x04":  # (a zip archive's first entry, but no end: is_zipfile reads the end)
+            raise ValueError(f"{path} is cut short or corrupt (a zip archive, as torch.save writes, without its end: a "
+                             "download or copy stopped part way?); fetch or copy it again")
+        raise ValueError(f"{path} is not a torch weights file (nor .safetensors)")
 
     def unreadable(exc: Exception) -> ValueError:  # any failure to read or fit the file is the user's input
         return ValueError(f"{path}: cannot load {name} weights ({one_line(exc)})")
