@@ -625,6 +625,18 @@ def test_label_of_an_index_outside_the_names_is_its_number():
     assert [loaded.label(i) for i in (0, 1, 2, -1)] == ["cat", "dog", "class 2", "class -1"]
 
 
+def test_normalise_takes_pixels_on_any_device():
+    # its mean and std were made on the CPU: pixels on a GPU failed with "Tensor on device cpu is not on the expected
+    # device" (the meta device stands in for a GPU here)
+    loaded = zoo.LoadedModel("m", torch.nn.Identity(), (2, 2), (0.5, 0.25, 0.0), (0.5, 0.25, 1.0), [])
+    pixels = torch.rand(2, 3, 2, 2)
+    out = loaded.normalise(pixels.to("meta"))
+    assert out.device.type == "meta" and out.shape == pixels.shape
+    expected = (pixels - torch.tensor([0.5, 0.25, 0.0]).view(1, 3, 1, 1)) / torch.tensor([0.5, 0.25, 1.0]).view(
+        1, 3, 1, 1)
+    torch.testing.assert_close(loaded.normalise(pixels), expected)
+
+
 def test_a_height_by_width_input_size_for_crops_squashes_and_images_of_that_size(tmp_path):
     _three_class_module(tmp_path / "mine.pt")
     rng = np.random.default_rng(0)

@@ -107,9 +107,9 @@ class LoadedModel:
         return self.normalise(torch.stack(batch)).to(self.device, input_dtype(self.model))
 
     def normalise(self, pixels: Tensor) -> Tensor:
-        """Pixels (N, C, H, W) in [0, 1] as the model takes them: ``(pixels - mean) / std``."""
-        mean = torch.tensor(self.mean, dtype=pixels.dtype).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, dtype=pixels.dtype).view(1, -1, 1, 1)
+        """Pixels (N, C, H, W) in [0, 1], on any device, as the model takes them: ``(pixels - mean) / std``."""
+        mean = torch.tensor(self.mean, dtype=pixels.dtype, device=pixels.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, dtype=pixels.dtype, device=pixels.device).view(1, -1, 1, 1)
         return (pixels - mean) / std
 
     def _centre_crop(self, image, resample):
