@@ -637,6 +637,18 @@ def test_normalise_takes_pixels_on_any_device():
     torch.testing.assert_close(loaded.normalise(pixels), expected)
 
 
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int64, torch.bool])
+def test_normalise_refuses_integer_pixels_saying_how_to_scale_them(dtype):
+    # torchvision.io.read_image's uint8 0-255 pixels: the mean and std were made uint8 too (0), and every value came
+    # out inf, silently
+    loaded = zoo.LoadedModel("m", torch.nn.Identity(), (2, 2), (0.5,) * 3, (0.25,) * 3, [])
+    pixels = torch.ones(1, 3, 2, 2, dtype=dtype)
+    with pytest.raises(TypeError, match=rf"^normalise takes pixels in \[0, 1\] as floats, got {dtype}: give "
+                                        r"pixels.float\(\) / 255 \(0-255 pixels\)$"):
+        loaded.normalise(pixels)
+    assert torch.equal(pixels, torch.ones(1, 3, 2, 2, dtype=dtype))
+
+
 def test_a_height_by_width_input_size_for_crops_squashes_and_images_of_that_size(tmp_path):
     _three_class_module(tmp_path / "mine.pt")
     rng = np.random.default_rng(0)

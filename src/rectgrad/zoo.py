@@ -107,7 +107,11 @@ class LoadedModel:
         return self.normalise(torch.stack(batch)).to(self.device, input_dtype(self.model))
 
     def normalise(self, pixels: Tensor) -> Tensor:
-        """Pixels (N, C, H, W) in [0, 1], on any device, as the model takes them: ``(pixels - mean) / std``."""
+        """Pixels (N, C, H, W) in [0, 1], floats on any device, as the model takes them: ``(pixels - mean) / std``.
+        Integer pixels (``torchvision.io.read_image``'s 0-255) are a TypeError saying how to scale them."""
+        if not pixels.is_floating_point():  # (mean and std would be made integers: 0, and the pixels all inf)
+            raise TypeError(f"normalise takes pixels in [0, 1] as floats, got {pixels.dtype}: give "
+                            "pixels.float() / 255 (0-255 pixels)")
         mean = torch.tensor(self.mean, dtype=pixels.dtype, device=pixels.device).view(1, -1, 1, 1)
         std = torch.tensor(self.std, dtype=pixels.dtype, device=pixels.device).view(1, -1, 1, 1)
         return (pixels - mean) / std
