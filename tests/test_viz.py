@@ -540,6 +540,29 @@ def test_uint8_images_are_drawn_on_the_0_255_scale():
     assert np.allclose(fig.axes[0].images[0].get_array()[0, :, 0], [0.0, 0.2, 1.0])
 
 
+@pytest.mark.parametrize("x", [torch.tensor([0, 51, 255]).view(1, 1, 3), np.array([0, 51, 255]).reshape(1, 1, 3),
+                               np.array([0, 13107, 65535], dtype=np.uint16).reshape(1, 1, 3),
+                               torch.tensor([False, True, True]).view(1, 1, 3)])
+def test_integer_images_other_than_uint8_are_refused_saying_what_to_give(x):
+    # int64 pixels (torch.tensor of a list, np.array(...).astype(int)) were read as [-1, 1]: all but 0 drew white
+    with pytest.raises(TypeError, match=rf"^images of dtype {re.escape(str(x.dtype))} are neither uint8 pixels "
+                                        r"\(0-255\) nor floats: give uint8 pixels \(x.to\(torch.uint8\); a numpy "
+                                        r"array: x.astype\(np.uint8\)\) or floats"):
+        viz.to_display_image(x)
+    with pytest.raises(TypeError, match="are neither uint8 pixels"):
+        viz.grid(x[None], [np.ones((1, 1, 3))])
+
+
+def test_uint8_images_with_a_mean_and_std_are_refused_as_raw_pixels():
+    # raw pixels un-normalised as x * std + mean came out all white but for the zeros
+    x = torch.tensor([0, 51, 255], dtype=torch.uint8).view(1, 1, 3)
+    with pytest.raises(ValueError, match=r"^uint8 images are raw pixels \(0-255\), drawn as they are: mean and std "
+                                         r"un-normalise floats, the model's inputs; give these images without them$"):
+        viz.to_display_image(x, mean=[0.5], std=[0.5])
+    with pytest.raises(ValueError, match="uint8 images are raw pixels"):
+        viz.grid(x[None], [np.ones((1, 1, 3))], mean=[0.5], std=[0.5])
+
+
 def test_yes_no_settings_take_true_or_false_only():
     maps = np.arange(16.0).reshape(1, 4, 4) - 8  # symmetric="no" capped symmetrically, grayscale="no" read no channels
     with pytest.raises(TypeError, match="symmetric must be True or False, got 'no'"):

@@ -158,9 +158,19 @@ def to_display_image(x, mean=None, std=None) -> np.ndarray:
 
     Without ``mean``/``std`` the input is taken to be scaled to [-1,1] (the paper's preprocessing), and uint8 images
     (a dataset's raw pixels) to [0,255]; otherwise it is un-normalized as ``x * std + mean`` (one value per channel,
-    or one for all; a missing one is 0 or 1). Values are clipped to [0,1].
+    or one for all; a missing one is 0 or 1). Values are clipped to [0,1]. Other integer (or bool) images are a
+    TypeError, and uint8 images with a ``mean`` or ``std`` a ValueError: either drew white.
     """
-    pixels = getattr(x, "dtype", None) in (torch.uint8, np.uint8)
+    dtype = getattr(x, "dtype", None)
+    pixels = dtype in (torch.uint8, np.uint8)
+    if not pixels and (x.dtype.kind in "biu" if isinstance(x, np.ndarray) else
+                       isinstance(x, torch.Tensor) and not (x.is_floating_point() or x.is_complex())):
+        raise TypeError(f"images of dtype {dtype} are neither uint8 pixels (0-255) nor floats: give uint8 pixels "
+                        "(x.to(torch.uint8); a numpy array: x.astype(np.uint8)) or floats (in [-1, 1], or normalised "
+                        "with the mean and std given)")
+    if pixels and (mean is not None or std is not None):
+        raise ValueError("uint8 images are raw pixels (0-255), drawn as they are: mean and std un-normalise floats, "
+                         "the model's inputs; give these images without them")
     a = _numpy(x)
     shape, single = a.shape, a.ndim == 3
     if single:
