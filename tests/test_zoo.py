@@ -905,6 +905,18 @@ def test_a_checkpoint_whose_class_names_contradict_its_outputs_is_refused(tmp_pa
     assert zoo.load(path).labels == ["a", "b", "c"]
 
 
+@pytest.mark.parametrize("classes", [3, "abc", {"0": "a", "1": "b", "2": "c"}])
+def test_a_checkpoints_class_names_other_than_a_list_are_refused(tmp_path, classes):
+    # a count failed with "'int' object is not iterable"; a string of 3 letters named the 3 classes a, b, c
+    path = tmp_path / "cnn.pt"
+    save_checkpoint(PaperCNN(3, 8, 3), path, classes=classes)
+    kind = type(classes).__name__
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(path))}: its metadata's classes are {kind} "
+                                         rf"{re.escape(repr(classes))}, not a list of class names; save it again with "
+                                         r"save_checkpoint\(model, path, classes=\[...\]\) of 3 names$"):
+        zoo.load(path)
+
+
 def test_a_model_of_no_class_vector_is_not_given_its_outputs_last_side_as_classes(tmp_path):
     # a (1, 3, H, W) map's width was taken for the class count: "label_names holds 3 names, the model has 8 classes"
     torch.save(torch.nn.Conv2d(3, 3, 1), tmp_path / "seg.pt")

@@ -354,10 +354,17 @@ REGISTRY: dict[str, Callable[[object], LoadedModel]] = {
 MODEL_NAMES: tuple[str, ...] = tuple(REGISTRY)
 
 
-def _dataset_labels(metadata: dict) -> list[str]:
+def _dataset_labels(metadata: dict, path: Path, outputs: int) -> list[str]:
+    """The class names of a rectgrad checkpoint's metadata: its ``classes``, else its dataset's; a ``classes`` that is
+    no list is refused (a count failed in Python's words, a string gave one class per letter)."""
     from rectgrad.data import CIFAR10_CLASSES, FASHION_MNIST_CLASSES
 
-    if metadata.get("classes"):
+    classes = metadata.get("classes")
+    if classes is not None and not isinstance(classes, (list, tuple)):
+        raise ValueError(f"{path}: its metadata's classes are {type(classes).__name__} {classes!r}, not a list of "
+                         "class names; save it again with save_checkpoint(model, path, classes=[...]) of "
+                         f"{outputs} names")
+    if classes:
         return [str(c) for c in metadata["classes"]]
     return list({"cifar10": CIFAR10_CLASSES, "fashion-mnist": FASHION_MNIST_CLASSES}.get(metadata.get("dataset"), []))
 
@@ -374,7 +381,7 @@ def _from_file(path: Path, device) -> LoadedModel:
     model = load_model(path, map_location="cpu").to(device)
     if isinstance(model, PaperCNN):
         metadata = _checkpoint_metadata(path)
-        labels = _dataset_labels(metadata)
+        labels = _dataset_labels(metadata, path, model.num_classes)
         if labels and len(labels) != model.num_classes:  # (top-5 names would be wrong, or "class N" past them)
             raise ValueError(f"{path}: its metadata names {len(labels)} classes ({labels[0]}, ...), but the model "
                              f"has {model.num_classes} outputs; save it again with save_checkpoint(model, path, "
