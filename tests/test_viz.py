@@ -553,6 +553,18 @@ def test_integer_images_other_than_uint8_are_refused_saying_what_to_give(x):
         viz.grid(x[None], [np.ones((1, 1, 3))])
 
 
+def test_a_list_of_images_is_read_by_its_images_types():
+    # a list of uint8 images was read as [-1, 1], drawn white but for the zeros, unlike the same images stacked
+    image = torch.tensor([0, 51, 255], dtype=torch.uint8).view(1, 1, 3)
+    for images in ([image, image], [image.numpy(), image.numpy()], (image, image)):
+        assert np.array_equal(viz.to_display_image(images), viz.to_display_image(torch.stack([image, image])))
+    for images in ([image.long(), image.long()], [image, image.float()]):
+        with pytest.raises(TypeError, match="are neither uint8 pixels"):
+            viz.to_display_image(images)
+    with pytest.raises(ValueError, match="uint8 images are raw pixels"):
+        viz.to_display_image([image], mean=[0.5], std=[0.5])
+
+
 def test_uint8_images_with_a_mean_and_std_are_refused_as_raw_pixels():
     # raw pixels un-normalised as x * std + mean came out all white but for the zeros
     x = torch.tensor([0, 51, 255], dtype=torch.uint8).view(1, 1, 3)

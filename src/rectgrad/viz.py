@@ -161,10 +161,13 @@ def to_display_image(x, mean=None, std=None) -> np.ndarray:
     or one for all; a missing one is 0 or 1). Values are clipped to [0,1]. Other integer (or bool) images are a
     TypeError, and uint8 images with a ``mean`` or ``std`` a ValueError: either drew white.
     """
-    dtype = getattr(x, "dtype", None)
-    pixels = dtype in (torch.uint8, np.uint8)
-    if not pixels and (x.dtype.kind in "biu" if isinstance(x, np.ndarray) else
-                       isinstance(x, torch.Tensor) and not (x.is_floating_point() or x.is_complex())):
+    dtypes = _dtypes(x)
+    kinds = {"pixels" if d in (torch.uint8, np.uint8) else "float" if (
+        d.is_floating_point or d.is_complex if isinstance(d, torch.dtype) else d.kind in "fc") else "integer"
+        for d in dtypes}
+    pixels = kinds == {"pixels"}
+    if not (pixels or kinds <= {"float"}):  # (or uint8 and float images in one list)
+        dtype = " and ".join(sorted(map(str, dtypes)))
         raise TypeError(f"images of dtype {dtype} are neither uint8 pixels (0-255) nor floats: give uint8 pixels "
                         "(x.to(torch.uint8); a numpy array: x.astype(np.uint8)) or floats (in [-1, 1], or normalised "
                         "with the mean and std given)")
@@ -197,6 +200,13 @@ def to_display_image(x, mean=None, std=None) -> np.ndarray:
     if a.shape[-1] == 1:
         a = a[..., 0]
     return a[0] if single else a
+
+
+def _dtypes(x) -> set:
+    """The dtypes of ``x``, a tensor or numpy array, or of those in a list of them (none for plain numbers)."""
+    if isinstance(x, (torch.Tensor, np.ndarray)):
+        return {x.dtype}
+    return set().union(*map(_dtypes, x)) if isinstance(x, (list, tuple)) else set()
 
 
 def color_limits(m) -> tuple[float, float]:
