@@ -891,6 +891,18 @@ def test_preprocess_of_no_images_says_so():
             loaded.preprocess(nothing)
 
 
+@pytest.mark.parametrize("crop_fraction", [0.875, None])
+def test_preprocess_refuses_an_image_of_no_pixels_naming_it(crop_fraction):
+    # an empty crop (image.crop((5, 5, 5, 9))): a ZeroDivisionError, or squashed into a black image, silently
+    loaded = zoo.LoadedModel("m", torch.nn.Conv2d(3, 2, 3), (4, 4), (0.5,) * 3, (0.5,) * 3, [],
+                             crop_fraction=crop_fraction)
+    photo = Image.new("RGB", (10, 10), (200, 10, 10))
+    for empty in (photo.crop((5, 5, 5, 9)), Image.new("RGB", (0, 0))):
+        with pytest.raises(ValueError, match=rf"^image 1 has no pixels \({empty.width} x {empty.height}\): nothing "
+                                             r"to resize to the model's input$"):
+            loaded.preprocess([photo, empty])
+
+
 def test_a_checkpoint_whose_class_names_contradict_its_outputs_is_refused(tmp_path):
     # 3 names for 10 outputs were taken: classes 3..9 printed as "class N", as if the names were right
     path = tmp_path / "cnn.pt"

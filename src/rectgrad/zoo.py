@@ -92,6 +92,9 @@ class LoadedModel:
             if not isinstance(image, Image.Image):
                 raise TypeError(f"images must be PIL images, got {type(image).__name__} (PIL.Image.fromarray makes "
                                 "one of a uint8 array; load_images reads files)")
+            if not (image.width and image.height):  # (an empty crop: a division by zero, or squashed into black)
+                raise ValueError(f"image {len(batch)} has no pixels ({image.width} x {image.height}): nothing to "
+                                 "resize to the model's input")
             image = on_white(eight_bit(image))
             if image.mode == "LAB":  # (Pillow converts CIE L*a*b* to RGB only)
                 image = image.convert("RGB")
