@@ -601,6 +601,25 @@ def test_registry_weights_saved_from_data_parallel_load_without_their_module_pre
         zoo.load("vgg16", weights=tmp_path / "unwrapped.pth")
 
 
+def test_weights_of_another_head_or_architecture_say_how_to_load_that_model(tmp_path, monkeypatch):
+    # a resnet50 fine-tuned on 10 classes: torch's "size mismatch for fc.weight" alone, with no way to load it
+    import torchvision.models as tv
+
+    monkeypatch.setattr(tv, "vgg16", lambda weights=None: torch.nn.Linear(3, 1000))
+    torch.save(torch.nn.Linear(3, 10).state_dict(), tmp_path / "finetuned.pth")
+    torch.save(torch.nn.Sequential(torch.nn.Linear(3, 1000)).state_dict(), tmp_path / "other.pth")
+    for name, error in (("finetuned.pth", "size mismatch for weight"), ("other.pth", "Missing key")):
+        with pytest.raises(ValueError, match=rf"{name}: cannot load vgg16 weights \(.*{error}.*\); weights of a model "
+                                             r"with other layers or classes do not fit vgg16: save that model whole "
+                                             r"\(torch.save\(model, path\)\) and give its file as the model \(--model "
+                                             r"FILE on the command line, zoo.load\(FILE\) in Python\)$"):
+            zoo.load("vgg16", weights=tmp_path / name)
+    torch.save(torch.zeros(3), tmp_path / "tensor.pth")  # no dict at all: torch's "Expected state_dict to be dict-like"
+    with pytest.raises(ValueError, match=r"tensor.pth holds a Tensor, not a state dict \(a dict of tensors\): save "
+                                         r"the model's, torch.save\(model.state_dict\(\), path\)$"):
+        zoo.load("vgg16", weights=tmp_path / "tensor.pth")
+
+
 def test_weights_of_a_training_checkpoint_dict_name_what_it_holds(tmp_path, monkeypatch):
     # PyTorch's tutorial checkpoint {'model_state_dict': ..., 'epoch': ...}: the error names the file's keys and the
     # one to save by itself, not the model's missing keys (a long list, cut)

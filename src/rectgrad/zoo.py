@@ -245,11 +245,16 @@ def _load_state_dict(model: nn.Module, name: str, weights) -> nn.Module:
     state = state.get("state_dict", state) if isinstance(state, dict) else state
     if isinstance(state, dict) and state and not is_state_dict(state):  # (an empty one: the model's missing keys)
         raise _not_a_state_dict(path, state)
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict (a dict of tensors): save the "
+                         "model's, torch.save(model.state_dict(), path)")
     state = _unwrapped(state, model)
     try:
         model.load_state_dict(state)
     except Exception as exc:  # noqa: BLE001
-        raise unreadable(exc) from None
+        raise ValueError(f"{unreadable(exc)}; weights of a model with other layers or classes do not fit {name}: save "
+                         "that model whole (torch.save(model, path)) and give its file as the model (--model FILE on "
+                         "the command line, zoo.load(FILE) in Python)") from None
     return model
 
 
