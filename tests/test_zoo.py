@@ -1,6 +1,7 @@
 """The model registry: offline EfficientNet-Lite0, checkpoints and saved modules, clear errors."""
 import argparse
 import json
+import os
 import re
 import urllib.error
 
@@ -177,6 +178,18 @@ def test_unknown_name_lists_the_registry(tmp_path):
         zoo.load("alexnet")
     with pytest.raises(IsADirectoryError, match="is a folder; give a model file"):
         zoo.load(str(tmp_path))
+
+
+def test_a_pipe_given_as_the_model_or_its_weights_is_named_as_no_regular_file(tmp_path):
+    # it was "unknown model ... (and no such file)" and "weights file ... not found", of a path that is there
+    pipe = tmp_path / "model.pt"
+    os.mkfifo(pipe)
+    with pytest.raises(ValueError, match=rf"^model {re.escape(str(pipe))} is no regular file \(a pipe or a device\): "
+                                         r"save the model to a file and give that$"):
+        zoo.load(pipe)
+    with pytest.raises(ValueError, match=rf"^weights file {re.escape(str(pipe))} is no regular file \(a pipe or a "
+                                         r"device\): save the weights to a file and give that$"):
+        zoo.load("vgg16", weights=pipe)
 
 
 def test_offline_downloads_fail_with_a_clear_message(monkeypatch):

@@ -39,6 +39,7 @@ INCEPTION_HUB = ("timm/inception_v4.tf_in1k", ("model.safetensors", "pytorch_mod
 #: Pillow's resampling filters, by the names timm's ``pretrained_cfg`` and torchvision's ``InterpolationMode`` give
 #: them (both resize PIL images with these filters).
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
+_NOT_A_FILE = "{what} {path} is no regular file (a pipe or a device): save the {kind} to a file and give that"
 
 
 @dataclass
@@ -212,6 +213,8 @@ def _load_state_dict(model: nn.Module, name: str, weights) -> nn.Module:
     if path.is_dir():
         raise IsADirectoryError(f"weights file {path} is a folder; give the state-dict file in it")
     if not path.is_file():
+        if path.exists():  # (a pipe or a device)
+            raise ValueError(_NOT_A_FILE.format(what="weights file", path=path, kind="weights"))
         raise FileNotFoundError(f"weights file {path} not found")
     with open(path, "rb") as file:  # torch.save writes a zip archive, or a pickle (protocol 2+: 0x80) of old
         zipped = zipfile.is_zipfile(file)
@@ -645,6 +648,8 @@ def load(name_or_path, device: str = "cpu", *, weights=None) -> LoadedModel:
             raise ValueError(f"weights (--weights) apply to the registry models only: the model "
                              f"file {name} holds its own weights; give them only with a registry name")
         loaded = _from_file(Path(name), device)  # in eval mode (an exported program runs as exported)
+    elif Path(name).exists() and not Path(name).is_dir():  # (a pipe or a device)
+        raise ValueError(_NOT_A_FILE.format(what="model", path=name, kind="model"))
     elif Path(name).is_dir():
         raise IsADirectoryError(f"model {name!r} is a folder; give a model file (.pt, .pt2) or a registry name: "
                                 f"{', '.join(MODEL_NAMES)}")
