@@ -308,6 +308,13 @@ def test_grid_says_what_maps_it_takes():
         viz.grid(images, {"raw": torch.zeros(2, 3, 8, 8)})  # explain's output as it is
     with pytest.raises(ValueError, match=r"display-ready \(N,H,W\) maps, got shape \(8, 8\)"):
         viz.grid(None, [np.zeros((8, 8))])  # was "with N=8": the map's height read as its count
+    # prepare's (N,H,W) maps given alone: each map was read as a column, "must be (N,H,W) maps, got shape (8, 8)"
+    for alone in (np.zeros((2, 8, 8)), torch.zeros(2, 8, 8)):
+        with pytest.raises(ValueError, match=r"^maps is one array of shape \(2, 8, 8\), but grid takes columns of "
+                                             r"maps: give a list of them, \[maps\], or a dict \{name: maps\}$"):
+            viz.grid(images, alone)
+    columns = np.stack([np.ones((2, 8, 8)), np.zeros((2, 8, 8))])  # (columns, N, H, W): a list's array
+    assert len(viz.grid(images, columns).axes) == 6
 
 
 def test_figures_show_themselves_in_a_notebook_without_pyplot():

@@ -267,6 +267,9 @@ def grid(images, maps: Mapping[str, np.ndarray] | Sequence[np.ndarray], *, row_l
     """
     if not (real(cell) and math.isfinite(cell) and cell > 0):  # 0 failed at save, a string in numpy
         raise ValueError(f"cell must be a positive, finite number of inches, got {cell!r}")
+    if isinstance(maps, (torch.Tensor, np.ndarray)) and maps.ndim < 4:  # (its maps were read as the columns)
+        raise ValueError(f"maps is one array of shape {tuple(maps.shape)}, but grid takes columns of maps: give a list "
+                         "of them, [maps], or a dict {name: maps}")
     names = list(maps) if isinstance(maps, Mapping) else None
     columns = [_numpy(c) for c in (maps.values() if isinstance(maps, Mapping) else maps)]
     inputs = None if images is None else _numpy(images)
