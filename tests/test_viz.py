@@ -606,6 +606,16 @@ def test_lists_of_tensors_are_read_as_tensors_are():
     assert np.array_equal(viz.prepare(rows, low=0, high=100), [[[1.0, -2.0]], [[3.0, 0.0]]])  # two (1,1,2) images
 
 
+def test_a_list_of_arrays_of_different_shapes_names_their_shapes():
+    # numpy's "setting an array element with a sequence. The requested array has an inhomogeneous shape after 2
+    # dimensions" named neither the list nor the shapes
+    for draw, parts, shapes in ((viz.prepare, [torch.zeros(3, 4, 4), np.zeros((3, 5, 5))], "(3, 4, 4), (3, 5, 5)"),
+                                (lambda v: viz.boxplot({"m": v}, ylabel="y"), [[1.0, 2.0], [3.0]], "(2,), (1,)")):
+        with pytest.raises(ValueError, match=rf"^the 2 arrays of a list differ in shape: {re.escape(shapes)}; give "
+                                             r"arrays of one shape \(or one array\)$"):
+            draw(parts)
+
+
 def test_mean_and_std_may_be_tensors_as_the_model_keeps_them():
     # (1, C, 1, 1) normalisation constants beside the model: on its GPU or in its bfloat16, numpy could not read them
     mean = torch.tensor([0.5, 0.25, 0.0], dtype=torch.bfloat16).view(1, 3, 1, 1)

@@ -39,7 +39,15 @@ def _numpy(x) -> np.ndarray:
         x = x.detach().to("cpu", torch.float64).numpy()
     elif isinstance(x, (list, tuple)) and any(isinstance(v, (torch.Tensor, list, tuple)) for v in x):
         x = [_numpy(v) for v in x]  # tensors in a list too: numpy reads none that is on a GPU, needs grad or bfloat16
-    return np.asarray(x, dtype=np.float64)
+    try:
+        return np.asarray(x, dtype=np.float64)
+    except ValueError:  # (numpy's "inhomogeneous shape after 2 dimensions" named neither the list nor the shapes)
+        shapes = [v.shape for v in x] if isinstance(x, (list, tuple)) and all(
+            isinstance(v, np.ndarray) for v in x) else []
+        if len(set(shapes)) < 2:
+            raise
+        raise ValueError(f"the {len(shapes)} arrays of a list differ in shape: {', '.join(map(str, shapes[:10]))}"
+                         f"{', ...' if len(shapes) > 10 else ''}; give arrays of one shape (or one array)") from None
 
 
 def _refuse_non_finite(m: np.ndarray, what: str) -> None:
