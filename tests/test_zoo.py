@@ -82,6 +82,22 @@ def test_pickled_module_and_torchscript_get_assumed_preprocessing(tmp_path):
         assert f"write {tmp_path / name[:-3]}.json" in loaded.note
 
 
+def test_a_data_parallel_model_saved_whole_is_loaded_as_the_model_it_wraps(tmp_path):
+    # saved on a GPU, its forward refused the CPU ("must have its parameters and buffers on device cuda:0"), and the
+    # wrapped model's pretrained_cfg went unread
+    inner = _three_class_module(tmp_path / "inner.pt")
+    inner.pretrained_cfg = {"input_size": (3, 32, 32), "mean": (0.5,) * 3, "std": (0.5,) * 3, "crop_pct": 1.0,
+                            "interpolation": "bicubic"}
+    wrapper = torch.nn.DataParallel(inner)
+    wrapper.device_ids, wrapper.src_device_obj = [0], torch.device("cuda:0")  # as it is on a GPU machine
+    torch.save(wrapper, tmp_path / "parallel.pt")
+    loaded = zoo.load(tmp_path / "parallel.pt")
+    assert type(loaded.model) is torch.nn.Sequential and loaded.note is None
+    assert (loaded.input_size, loaded.interpolation, loaded.crop_fraction) == ((32, 32), "bicubic", 1.0)
+    x = torch.rand(2, 3, 32, 32)
+    torch.testing.assert_close(loaded.model(x), inner(x))
+
+
 def _three_class_module(path):
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
                                 torch.nn.Linear(4, 3)).eval()

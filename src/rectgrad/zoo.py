@@ -385,11 +385,14 @@ def _from_file(path: Path, device) -> LoadedModel:
     machine without one). A rectgrad checkpoint's images are centre-cropped to a square (its CIFAR-10 and
     Fashion-MNIST images are square), or squashed whole when it was trained on folder images, as
     :func:`rectgrad.data.load_image_folder` resized them; a ``<model>.json`` beside it is not read (the note says
-    so)."""
+    so). A model saved inside ``nn.DataParallel`` or ``DistributedDataParallel`` is taken out of it."""
     from rectgrad.checkpoint import load_model
     from rectgrad.models import PaperCNN
 
-    model = load_model(path, map_location="cpu").to(device)
+    model = load_model(path, map_location="cpu")
+    while isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):  # (saved on a GPU: no CPU run)
+        model = model.module
+    model = model.to(device)
     if isinstance(model, PaperCNN):
         metadata = _checkpoint_metadata(path)
         labels = _dataset_labels(metadata, path, model.num_classes)
