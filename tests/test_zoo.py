@@ -208,6 +208,22 @@ def test_a_pipe_given_as_the_model_or_its_weights_is_named_as_no_regular_file(tm
         zoo.load("vgg16", weights=pipe)
 
 
+def test_a_url_given_as_weights_or_model_says_to_download_it_first(tmp_path, monkeypatch):
+    # "weights file https:/download.pytorch.org/... not found": the address read as a path, its // made one /
+    import torchvision.models as tv
+
+    monkeypatch.setattr(tv, "vgg16", lambda weights=None: torch.nn.Linear(3, 2))
+    url = "https://download.pytorch.org/models/vgg16-397923af.pth"
+    with pytest.raises(ValueError, match=rf"^weights take a local file, not an address \({re.escape(url)}\): download "
+                                         r"it first \(torch.hub.download_url_to_file\(url, path\)\) and give that "
+                                         r"file$"):
+        zoo.load("vgg16", weights=url)
+    with pytest.raises(ValueError, match=rf"^model {re.escape(url)}: models load from a local file or a registry name "
+                                         r"\(efficientnet-lite0, .*\), not from an address: download it first "
+                                         r"\(torch.hub.download_url_to_file\(url, path\)\) and give that file$"):
+        zoo.load(url)
+
+
 def test_offline_downloads_fail_with_a_clear_message(monkeypatch):
     def offline(*args, **kwargs):
         raise urllib.error.URLError("Name or service not known")

@@ -39,6 +39,7 @@ INCEPTION_HUB = ("timm/inception_v4.tf_in1k", ("model.safetensors", "pytorch_mod
 #: Pillow's resampling filters, by the names timm's ``pretrained_cfg`` and torchvision's ``InterpolationMode`` give
 #: them (both resize PIL images with these filters).
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
+_URL = re.compile(r"[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 _NOT_A_FILE = "{what} {path} is no regular file (a pipe or a device): save the {kind} to a file and give that"
 
 
@@ -209,6 +210,9 @@ def _corrupt_cache(name: str, path, reason: object) -> RuntimeError:
 def _load_state_dict(model: nn.Module, name: str, weights) -> nn.Module:
     from rectgrad.checkpoint import is_state_dict, one_line
 
+    if _URL.match(str(weights)):  # (as a path its // became /: "not found")
+        raise ValueError(f"weights take a local file, not an address ({weights}): download it first "
+                         "(torch.hub.download_url_to_file(url, path)) and give that file")
     path = Path(weights)
     if path.is_dir():
         raise IsADirectoryError(f"weights file {path} is a folder; give the state-dict file in it")
@@ -656,6 +660,10 @@ def load(name_or_path, device: str = "cpu", *, weights=None) -> LoadedModel:
     elif Path(name).is_dir():
         raise IsADirectoryError(f"model {name!r} is a folder; give a model file (.pt, .pt2) or a registry name: "
                                 f"{', '.join(MODEL_NAMES)}")
+    elif _URL.match(name):
+        raise ValueError(f"model {name}: models load from a local file or a registry name ({', '.join(MODEL_NAMES)}), "
+                         "not from an address: download it first (torch.hub.download_url_to_file(url, path)) and give "
+                         "that file")
     else:
         raise ValueError(f"unknown model {name!r} (and no such file{did_you_mean(name, MODEL_NAMES, '; ', '')}); "
                          f"known models: {', '.join(MODEL_NAMES)}, or the path of a rectgrad checkpoint, a "
