@@ -208,6 +208,17 @@ def test_a_pipe_given_as_the_model_or_its_weights_is_named_as_no_regular_file(tm
         zoo.load("vgg16", weights=pipe)
 
 
+def test_a_models_json_given_as_the_model_says_to_give_the_model_file(tmp_path):
+    # was "mine.json is not a torch file or is corrupt (invalid load key, '{'.)"
+    _three_class_module(tmp_path / "mine.pt")
+    (tmp_path / "mine.json").write_text('{"label_names": ["a", "b", "c"]}')
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(tmp_path / 'mine.json'))} is a model's JSON description "
+                                         r"\(its preprocessing and class names\), not a model: give the model file, "
+                                         r"which reads the JSON of its name beside it$"):
+        zoo.load(tmp_path / "mine.json")
+    assert zoo.load(tmp_path / "mine.pt").labels == ["a", "b", "c"]
+
+
 def test_a_url_given_as_weights_or_model_says_to_download_it_first(tmp_path, monkeypatch):
     # "weights file https:/download.pytorch.org/... not found": the address read as a path, its // made one /
     import torchvision.models as tv

@@ -650,6 +650,9 @@ def load(name_or_path, device: str = "cpu", *, weights=None) -> LoadedModel:
             raise ModuleNotFoundError(f"{name} needs {exc.name}, which is not installed: {install_hint('cli')}",
                                       name=exc.name) from None
         loaded.model.eval()
+    elif Path(name).is_file() and Path(name).suffix.lower() == ".json":  # (torch.load: "invalid load key, '{'")
+        raise ValueError(f"{name} is a model's JSON description (its preprocessing and class names), not a model: give "
+                         "the model file, which reads the JSON of its name beside it")
     elif Path(name).is_file():
         if weights is not None:
             raise ValueError(f"weights (--weights) apply to the registry models only: the model "
