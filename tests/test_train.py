@@ -1159,3 +1159,28 @@ def test_a_test_set_of_another_image_shape_is_refused_before_the_training(monkey
     with pytest.raises(ValueError, match=r"the test set's images are \(1, 12, 12\) \(C, H, W\), the training set's "
                                          r"\(1, 16, 16\): give test images of the training images' shape"):
         train_model(model, train, epochs=1, batch_size=20, progress=False, test=test)
+
+
+def test_train_many_refuses_a_folder_at_its_checkpoint_path_before_training_and_deletes_a_linked_state(tmp_path):
+    """A folder at the checkpoint path was found only once the whole group was trained and saved, when its state
+    was to be deleted (IsADirectoryError); and a state written through a symbolic link was left behind, the link
+    deleted in its place. Both are now handled as train_model does."""
+    from rectgrad.train_many import checkpoint_seconds, train_many
+
+    train = quadrants(40, seed=0)
+    folder, saved = tmp_path / "group.pt", []
+    folder.mkdir()
+    models = [new_model(train, seed=s) for s in (0, 1)]
+    before = [{k: v.clone() for k, v in m.state_dict().items()} for m in models]
+    with pytest.raises(ValueError, match=r"group.pt is a folder; give the path of a file to write"):
+        train_many(models, [train] * 2, [0, 1], epochs=1, batch_size=20, checkpoint=folder, save=saved.append)
+    assert saved == [] and folder.is_dir()
+    for model, weights in zip(models, before):
+        assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
+    target, link = tmp_path / "state.pt", tmp_path / "link.pt"
+    link.symlink_to(target)
+    with pytest.raises(TrainingInterrupted):
+        train_many(models, [train] * 2, [0, 1], epochs=1, batch_size=20, checkpoint=link, stop=lambda: True)
+    assert link.is_symlink() and checkpoint_seconds(target) > 0  # written through the link
+    train_many(models, [train] * 2, [0, 1], epochs=1, batch_size=20, checkpoint=link)
+    assert not target.exists() and link.is_symlink()  # the state deleted, the link kept (as train_model does)

@@ -16,14 +16,13 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rectgrad._checks import integer
-from rectgrad.checkpoint import write_atomically
+from rectgrad.checkpoint import regular_file, write_atomically
 from rectgrad.data import ImageDataset, to_inputs
 from rectgrad.models import architecture
 from rectgrad.progress import progress_bar
@@ -137,6 +136,10 @@ def train_many(models: Sequence[nn.Module], datasets: Sequence[ImageDataset], se
         raise ValueError(f"epochs and batch_size must be positive, got {epochs} and {batch_size}")
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if stop is not None and checkpoint is None:
+        raise ValueError("stop needs a checkpoint: the path to save the group's state to")
+    if checkpoint is not None:
+        regular_file(checkpoint)  # a folder refused now, not once the group is trained and its state to be deleted
     layers = _leaf_layers(models)
     device = torch.device(device) if device is not None else next(models[0].parameters()).device
     count, n = len(models), sizes.pop()
@@ -153,8 +156,6 @@ def train_many(models: Sequence[nn.Module], datasets: Sequence[ImageDataset], se
     optimizer = _adam(params, lr)
     steps = -(-n // batch_size)
     histories = [{"loss": [], "train_accuracy": [], "seconds": 0.0, "test_accuracy": None} for _ in models]
-    if stop is not None and checkpoint is None:
-        raise ValueError("stop needs a checkpoint: the path to save the group's state to")
     identity = None if checkpoint is None else {
         "models": count, "images": n, "seeds": [int(s) for s in seeds], "epochs": epochs, "batch_size": batch_size,
         "lr": lr, "precision": precision,
@@ -228,7 +229,7 @@ def train_many(models: Sequence[nn.Module], datasets: Sequence[ImageDataset], se
                           torch.zeros(count), torch.zeros(count, dtype=torch.long), histories, seconds)
                 raise
     if checkpoint is not None:
-        Path(checkpoint).unlink(missing_ok=True)
+        regular_file(checkpoint).unlink(missing_ok=True)  # (through a symbolic link, as it was written)
         if save is not None and requested is not None and requested.is_set():  # asked during save: honoured now
             raise TrainingInterrupted(f"stopped once the {count} trained models were saved")
     return histories
