@@ -1184,3 +1184,24 @@ def test_train_many_refuses_a_folder_at_its_checkpoint_path_before_training_and_
     assert link.is_symlink() and checkpoint_seconds(target) > 0  # written through the link
     train_many(models, [train] * 2, [0, 1], epochs=1, batch_size=20, checkpoint=link)
     assert not target.exists() and link.is_symlink()  # the state deleted, the link kept (as train_model does)
+
+
+def test_train_many_refuses_seeds_that_are_no_integers_by_position_as_train_model_refuses_its_seed():
+    """A seed of 5.7 was cut to 5 and True read as 1 (train_model refuses both): each model's batch order came from
+    another seed than the one given. A numpy integer is a seed like any other."""
+    from rectgrad.train_many import train_many
+
+    train = quadrants(40, seed=0)
+    for bad in (5.7, True):
+        models = [new_model(train, seed=s) for s in (0, 1)]
+        before = [{k: v.clone() for k, v in m.state_dict().items()} for m in models]
+        with pytest.raises(TypeError, match=rf"seeds\[1\] must be an integer, got {bad}"):
+            train_many(models, [train] * 2, [0, bad], epochs=1, batch_size=20)
+        for model, weights in zip(models, before):
+            assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(TypeError, match="seed must be an integer, got 5.7"):
+        train_model(new_model(train), train, epochs=1, batch_size=20, seed=5.7, progress=False)
+    given, expected = new_model(train, seed=0), new_model(train, seed=0)
+    train_many([given], [train], [np.int64(3)], epochs=1, batch_size=20)
+    train_many([expected], [train], [3], epochs=1, batch_size=20)
+    assert all(torch.equal(v, given.state_dict()[k]) for k, v in expected.state_dict().items())

@@ -132,6 +132,7 @@ def train_many(models: Sequence[nn.Module], datasets: Sequence[ImageDataset], se
                          f"got sizes {sorted(sizes)} and shapes {sorted(shapes)}")
     # (as Python numbers: a numpy number in the saved state would make it unloadable with weights_only)
     epochs, batch_size, lr = integer("epochs", epochs), integer("batch_size", batch_size), learning_rate(lr)
+    seeds = [integer(f"seeds[{i}]", s) for i, s in enumerate(seeds)]  # (5.7 is not seed 5, nor True seed 1)
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be positive, got {epochs} and {batch_size}")
     if precision not in PRECISIONS:
@@ -151,13 +152,13 @@ def train_many(models: Sequence[nn.Module], datasets: Sequence[ImageDataset], se
     labels = torch.stack([d.labels.to(device) for d in distinct.values()])
     position = {key: i for i, key in enumerate(distinct)}
     rows = torch.tensor([position[id(d)] for d in datasets], device=device)[:, None]  # each model's dataset
-    generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+    generators = [torch.Generator().manual_seed(s) for s in seeds]
     top = max(datasets, key=lambda d: int(d.labels.max()))  # the dataset of the highest label: each model needs it
     optimizer = _adam(params, lr)
     steps = -(-n // batch_size)
     histories = [{"loss": [], "train_accuracy": [], "seconds": 0.0, "test_accuracy": None} for _ in models]
     identity = None if checkpoint is None else {
-        "models": count, "images": n, "seeds": [int(s) for s in seeds], "epochs": epochs, "batch_size": batch_size,
+        "models": count, "images": n, "seeds": seeds, "epochs": epochs, "batch_size": batch_size,
         "lr": lr, "precision": precision,
         "pixel_sums": images.flatten(1).sum(1)[rows[:, 0]].tolist(),  # tells the models' datasets apart
         "label_sums": (labels * torch.arange(1, n + 1, device=device)).sum(1)[rows[:, 0]].tolist()}  # and labels
