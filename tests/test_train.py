@@ -1205,3 +1205,20 @@ def test_train_many_refuses_seeds_that_are_no_integers_by_position_as_train_mode
     train_many([given], [train], [np.int64(3)], epochs=1, batch_size=20)
     train_many([expected], [train], [3], epochs=1, batch_size=20)
     assert all(torch.equal(v, given.state_dict()[k]) for k, v in expected.state_dict().items())
+
+
+def test_train_many_refuses_models_of_different_dtypes_and_leaves_them_as_they_were():
+    """A float32 and a float64 model in one group were stacked into float64 weights: the float32 model trained in
+    float64, not as train_model trains it, and came back rounded to float32. Such a group is refused by dtype."""
+    from rectgrad.train_many import train_many
+
+    train = quadrants(40, seed=0)
+    for dtypes, named in (((torch.float32, torch.float64), "model 1's are float64, model 0's float32"),
+                          ((torch.float64, torch.float32), "model 1's are float32, model 0's float64")):
+        models = [new_model(train, seed=s).to(dtype) for s, dtype in zip((0, 1), dtypes)]
+        before = [{k: v.clone() for k, v in m.state_dict().items()} for m in models]
+        with pytest.raises(ValueError, match=rf"train_many trains models whose weights are of one type; {named}"):
+            train_many(models, [train] * 2, [0, 1], epochs=1, batch_size=20)
+        for model, weights in zip(models, before):
+            assert all(v.dtype == weights[k].dtype and torch.equal(weights[k], v)
+                       for k, v in model.state_dict().items())

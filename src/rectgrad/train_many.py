@@ -42,12 +42,23 @@ def _leaf_layers(models: Sequence[nn.Module]) -> list[nn.Module]:
         raise ValueError("train_many trains nn.Sequential models of Conv2d (zero padding, one group), ReLU, "
                          "MaxPool2d, Flatten and Linear layers with biases (such as PaperCNN); got "
                          f"{type(model).__name__}" + (f" with {', '.join(unsupported)}" if unsupported else ""))
-    shared = architecture(model)
+    shared, dtypes = architecture(model), _dtypes(model)
     for i, other in enumerate(models[1:], 1):
         if architecture(other) != shared:
             raise ValueError(f"train_many trains models of one architecture; model {i} differs from model 0:\n"
                              f"{other}\nis not\n{model}")
+        if _dtypes(other) != dtypes:  # (stacked, they would all train in the widest type, not each in its own)
+            raise ValueError(f"train_many trains models whose weights are of one type; model {i}'s are "
+                             f"{_dtypes(other)}, model 0's {dtypes}: convert them alike (model.float(), say)")
     return layers
+
+
+def _dtypes(model: nn.Module) -> str:
+    """The types of ``model``'s weights, e.g. ``float32``, or ``features.0.weight float64, ...`` where they differ."""
+    named = {name: str(p.dtype).removeprefix("torch.") for name, p in model.named_parameters()}
+    if len(set(named.values())) == 1:
+        return next(iter(named.values()))
+    return ", ".join(f"{name} {dtype}" for name, dtype in named.items())
 
 
 def _frozen(models: Sequence[nn.Module]) -> set[str]:
