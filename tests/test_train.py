@@ -1222,3 +1222,24 @@ def test_train_many_refuses_models_of_different_dtypes_and_leaves_them_as_they_w
         for model, weights in zip(models, before):
             assert all(v.dtype == weights[k].dtype and torch.equal(weights[k], v)
                        for k, v in model.state_dict().items())
+
+
+def test_train_many_computes_a_flatten_of_flat_features_as_the_models_own_pass_and_refuses_other_flattens():
+    """A Flatten of features already flat (a no-op in the model's own forward pass) reshaped the stacked (models,
+    batch, features) as if it were images: the models' samples were mixed. With lr 0 each epoch's loss is now the
+    model's own forward pass; a Flatten of other dimensions than (C, H, W), computed otherwise, is refused by name."""
+    from rectgrad.data import to_inputs
+    from rectgrad.train_many import train_many
+
+    datasets = [quadrants(40, seed=0, size=8), quadrants(40, seed=1, size=8)]
+    torch.manual_seed(0)
+    models = [torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 8), torch.nn.ReLU(), torch.nn.Flatten(),
+                                  torch.nn.Linear(8, 4)) for _ in datasets]
+    with torch.no_grad():
+        losses = [torch.nn.functional.cross_entropy(m(to_inputs(d.images)), d.labels).item()
+                  for m, d in zip(models, datasets)]
+    histories = train_many(models, datasets, [0, 1], epochs=1, batch_size=40, lr=0.0)
+    assert [h["loss"][0] for h in histories] == pytest.approx(losses, rel=1e-5)
+    for flatten in (torch.nn.Flatten(2), torch.nn.Flatten(1, 2)):
+        with pytest.raises(ValueError, match=re.escape(f"got Sequential with {flatten!r}")):
+            train_many([torch.nn.Sequential(flatten, torch.nn.Linear(8, 4))], datasets[:1], [0], epochs=1)

@@ -40,7 +40,7 @@ def _leaf_layers(models: Sequence[nn.Module]) -> list[nn.Module]:
     unsupported = sorted({_unsupported(m) for m in layers} - {None})
     if not isinstance(model, nn.Sequential) or unsupported:
         raise ValueError("train_many trains nn.Sequential models of Conv2d (zero padding, one group), ReLU, "
-                         "MaxPool2d, Flatten and Linear layers with biases (such as PaperCNN); got "
+                         "MaxPool2d, Flatten (of C, H, W) and Linear layers with biases (such as PaperCNN); got "
                          f"{type(model).__name__}" + (f" with {', '.join(unsupported)}" if unsupported else ""))
     shared, dtypes = architecture(model), _dtypes(model)
     for i, other in enumerate(models[1:], 1):
@@ -83,6 +83,8 @@ def _unsupported(layer: nn.Module) -> str | None:
         return f"Conv2d(groups={layer.groups}, padding_mode={layer.padding_mode!r})"
     if isinstance(layer, nn.MaxPool2d) and layer.return_indices:
         return "MaxPool2d(return_indices=True)"
+    if isinstance(layer, nn.Flatten) and (layer.start_dim, layer.end_dim) != (1, -1):
+        return repr(layer)
     return None
 
 
@@ -98,8 +100,8 @@ def _stacked_logits(layers: list[nn.Module], params: list[Tensor], x: Tensor) ->
             h = F.conv2d(h, w, b.reshape(-1), layer.stride, layer.padding, layer.dilation, count)
         elif isinstance(layer, nn.MaxPool2d):
             h = F.max_pool2d(h, layer.kernel_size, layer.stride, layer.padding, layer.dilation, layer.ceil_mode)
-        elif isinstance(layer, nn.Flatten):  # per model, in (C, H, W) order as nn.Flatten
-            h = h.reshape(batch, count, -1).transpose(0, 1)
+        elif isinstance(layer, nn.Flatten):  # per model, in (C, H, W) order as nn.Flatten; flat features stay
+            h = h.reshape(batch, count, -1).transpose(0, 1) if h.ndim == 4 else h
         elif isinstance(layer, nn.Linear):
             w, b = next(weights), next(weights)
             h = torch.baddbmm(b[:, None, :], h, w.transpose(1, 2))
