@@ -14,13 +14,17 @@
 # maps (1.5 GB; a later run recomputes them) and without unfinished groups (over 1 GB each; a later run retrains
 # them; a second `run` on the same machine, .paper-scale not copied over it again, resumes them), plus the report
 # when the run finished. SCALE and DEVICE override `paper` and `cuda` (a dry run on the CPU, in work-smoke/ and
-# report-smoke/: SCALE=smoke DEVICE=cpu benchmarks/paper_scale.sh run 300; delete them before carrying .paper-scale).
+# report-smoke/: SCALE=smoke DEVICE=cpu benchmarks/paper_scale.sh run 300, and `SCALE=smoke ... unpack` for its
+# tarball; delete them before carrying .paper-scale).
 # The report's "Compute time" section is the measurement. On the device tool (600 s per command) keep SECONDS + 20 s
 # (a hung run is killed 20 s after its SIGTERM) + start-up (torch import, TESTS, BENCH) + the tar under 600 s:
 # `run 560` alone, `run 60` after TESTS=1 BENCH=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 HERE=.paper-scale
+scale=${SCALE:-paper}
+work=work report=report  # a dry run's folders apart: a paper-scale run would refuse its work folder
+[ "$scale" = paper ] || work=work-$scale report=report-$scale
 
 case "${1:-}" in
 prepare)
@@ -38,9 +42,6 @@ prepare)
 run)
     seconds=${2:?usage: benchmarks/paper_scale.sh run SECONDS}
     log=${OUT:-$HERE}/log.txt
-    scale=${SCALE:-paper}
-    work=work report=report  # a dry run's folders apart: a paper-scale run would refuse its work folder
-    [ "$scale" = paper ] || work=work-$scale report=report-$scale
     if ! python3 -c "import captum" 2>/dev/null; then
         python3 -m pip install --quiet --no-index --no-deps --no-compile --target /tmp/site "$HERE"/wheels/*.whl
         export PYTHONPATH=/tmp/site
@@ -71,17 +72,18 @@ run)
 unpack)
     tarball=${2:?usage: benchmarks/paper_scale.sh unpack TARBALL}
     [ -f "$tarball" ] || { echo "no file $tarball" >&2; exit 1; }
-    tar -tzf "$tarball" work/config.json >/dev/null 2>&1 || { echo "$tarball holds no paper-scale work folder" \
-        "(work/config.json): $HERE/work is left as it is" >&2; exit 1; }
-    if [ -f "$HERE/work/.lock" ] && command -v flock >/dev/null && ! flock -n "$HERE/work/.lock" true; then
-        echo "$HERE/work is in use by a run ($(cat "$HERE/work/.lock")): unpack once it ends" >&2; exit 1
+    tar -tzf "$tarball" "$work/config.json" >/dev/null 2>&1 || { echo "$tarball holds no $scale-scale work folder" \
+        "($work/config.json): $HERE/$work is left as it is" >&2; exit 1; }
+    if [ -f "$HERE/$work/.lock" ] && command -v flock >/dev/null && ! flock -n "$HERE/$work/.lock" true; then
+        echo "$HERE/$work is in use by a run ($(cat "$HERE/$work/.lock")): unpack once it ends" >&2; exit 1
     fi
-    rm -rf "$HERE/work" "$HERE/report"
+    rm -rf "${HERE:?}/$work" "${HERE:?}/$report"
+    mkdir -p "$HERE"  # (a fresh clone has none)
     tar -xzf "$tarball" -C "$HERE"
     echo "unpacked into $HERE/: $(ls "$HERE" | tr '\n' ' ')"
     ;;
 *)
-    sed -n '2,20p' "$0" | cut -c3-
+    sed -n '2,21p' "$0" | cut -c3-
     exit 2
     ;;
 esac

@@ -18,6 +18,7 @@ import sys
 import tarfile
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -1625,3 +1626,44 @@ def test_an_out_folder_with_a_readme_of_its_own_is_refused_before_any_work(tmp_p
     assert capsys.readouterr().err == (f"error: {tmp_path / 'README.md'} exists and no rectgrad report wrote it: the "
                                        "report would replace it; give another folder (--out), or move that file\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md"]
+
+
+
+def _paper_scale_tarball(path, work: str) -> None:
+    """A tarball as benchmarks/paper_scale.sh run packs it: the work folder ``work`` with its config.json."""
+    with tarfile.open(path, "w:gz") as tar:
+        info = tarfile.TarInfo(f"{work}/config.json")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"{}"))
+
+
+def _paper_scale_copy(tmp_path) -> Path:
+    """benchmarks/paper_scale.sh copied into a repository root of its own, whose path holds a space."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "paper_scale.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    root = tmp_path / "a repo"
+    (root / "benchmarks").mkdir(parents=True)
+    shutil.copy(script, root / "benchmarks")
+    return root
+
+
+@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("tar") is None, reason="needs bash and tar")
+def test_paper_scale_script_unpacks_a_dry_runs_tarball_into_a_fresh_folder(tmp_path):
+    """benchmarks/paper_scale.sh: `unpack` refused the tarball of a dry run (SCALE=smoke packs work-smoke/, it
+    looked for work/ only), so a dry run could not try it; and it failed where .paper-scale did not exist yet."""
+    root = _paper_scale_copy(tmp_path)
+    _paper_scale_tarball(tmp_path / "smoke.tar.gz", "work-smoke")
+    _paper_scale_tarball(tmp_path / "paper.tar.gz", "work")
+
+    def unpack(tarball, **env):
+        return subprocess.run(["bash", "benchmarks/paper_scale.sh", "unpack", str(tmp_path / tarball)], cwd=root,
+                              capture_output=True, text=True, env={**os.environ, **env})
+
+    refused = unpack("smoke.tar.gz")
+    assert refused.returncode == 1 and "holds no paper-scale work folder (work/config.json)" in refused.stderr
+    assert not (root / ".paper-scale").exists()
+    assert unpack("smoke.tar.gz", SCALE="smoke").returncode == 0
+    assert (root / ".paper-scale" / "work-smoke" / "config.json").is_file()
+    assert not (root / ".paper-scale" / "work").exists()
+    assert unpack("paper.tar.gz").returncode == 0 and (root / ".paper-scale" / "work" / "config.json").is_file()
+    assert (root / ".paper-scale" / "work-smoke").is_dir()  # a dry run's folders are apart
