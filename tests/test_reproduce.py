@@ -1667,3 +1667,20 @@ def test_paper_scale_script_unpacks_a_dry_runs_tarball_into_a_fresh_folder(tmp_p
     assert not (root / ".paper-scale" / "work").exists()
     assert unpack("paper.tar.gz").returncode == 0 and (root / ".paper-scale" / "work" / "config.json").is_file()
     assert (root / ".paper-scale" / "work-smoke").is_dir()  # a dry run's folders are apart
+
+
+@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("tar") is None, reason="needs bash and tar")
+def test_paper_scale_script_reads_relative_paths_from_where_it_is_called_and_prints_its_usage_from_there(tmp_path):
+    """benchmarks/paper_scale.sh changes into the repository root: a relative TARBALL was looked for there ('no
+    file paper.tar.gz'), and its usage (read from "$0", relative to the caller) could not be printed."""
+    root = _paper_scale_copy(tmp_path)
+    caller = tmp_path / "elsewhere"
+    caller.mkdir()
+    _paper_scale_tarball(caller / "paper.tar.gz", "work")
+    unpacked = subprocess.run(["bash", "../a repo/benchmarks/paper_scale.sh", "unpack", "paper.tar.gz"], cwd=caller,
+                              capture_output=True, text=True)
+    assert unpacked.returncode == 0, unpacked.stderr
+    assert (root / ".paper-scale" / "work" / "config.json").is_file()
+    usage = subprocess.run(["bash", "../a repo/benchmarks/paper_scale.sh"], cwd=caller, capture_output=True,
+                           text=True)
+    assert usage.returncode == 2 and "benchmarks/paper_scale.sh run SECONDS" in usage.stdout, usage.stderr
