@@ -69,8 +69,16 @@ run)
             "(124: stopped at $seconds s; 137: killed 20 s later, hung)"
     } 2>&1 | tee "$log"
     if [ -n "${OUT:-}" ]; then
-        tar -czf "$OUT/paper-scale.tar.gz" -C "$HERE" --exclude="$work/maps" --exclude="$work/*/unfinished*" \
-            "$work" $( [ -d "$HERE/$report" ] && echo "$report" )
+        packed=()  # (a run stopped before it made its work folder has none: the log says why)
+        for folder in "$work" "$report"; do
+            if [ -d "$HERE/$folder" ]; then packed+=("$folder"); fi
+        done
+        if [ ${#packed[@]} -eq 0 ]; then
+            echo "no $HERE/$work to pack into $OUT/paper-scale.tar.gz" | tee -a "$log" >&2
+        else
+            tar -czf "$OUT/paper-scale.tar.gz" -C "$HERE" --exclude="$work/maps" --exclude="$work/*/unfinished*" \
+                "${packed[@]}"
+        fi
     fi
     ;;
 unpack)

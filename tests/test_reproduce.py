@@ -1684,3 +1684,33 @@ def test_paper_scale_script_reads_relative_paths_from_where_it_is_called_and_pri
     usage = subprocess.run(["bash", "../a repo/benchmarks/paper_scale.sh"], cwd=caller, capture_output=True,
                            text=True)
     assert usage.returncode == 2 and "benchmarks/paper_scale.sh run SECONDS" in usage.stdout, usage.stderr
+
+
+@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("tar") is None or shutil.which("timeout") is None,
+                    reason="needs bash, tar and timeout")
+def test_paper_scale_script_packs_what_a_run_made_and_ends_well_when_it_made_nothing(tmp_path):
+    """benchmarks/paper_scale.sh run with OUT: a run stopped before it made its work folder (a short SECONDS, a slow
+    start) failed in tar ('work: Cannot stat'), status 2; it now says so in the log. What it packs leaves out the
+    maps and the unfinished trainings' states (a stand-in python3 here: the script's own steps alone)."""
+    root, out, bin_folder = _paper_scale_copy(tmp_path), tmp_path / "out", tmp_path / "bin"
+    out.mkdir()
+    bin_folder.mkdir()
+    (bin_folder / "python3").write_text("#!/bin/sh\nexit 0\n")
+    (bin_folder / "python3").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_folder}{os.pathsep}{os.environ['PATH']}", "OUT": str(out)}
+    env.pop("SCALE", None)
+    run = subprocess.run(["bash", "benchmarks/paper_scale.sh", "run", "5"], cwd=root, capture_output=True, text=True,
+                         env=env)
+    assert run.returncode == 0, run.stderr
+    assert "no .paper-scale/work to pack" in (out / "log.txt").read_text() and not (out / "paper-scale.tar.gz").exists()
+    work = root / ".paper-scale" / "work"
+    for name in ("config.json", "models/clean.pt", "models/unfinished-clean-patch.pt", "maps/clean-rectgrad.pt",
+                 "roar/rectgrad-p0.1-r0.json", "roar/unfinished/0123.pt", "roar/unfinished/0123.json"):
+        (work / name).parent.mkdir(parents=True, exist_ok=True)
+        (work / name).write_text("{}")
+    run = subprocess.run(["bash", "benchmarks/paper_scale.sh", "run", "5"], cwd=root, capture_output=True, text=True,
+                         env=env)
+    assert run.returncode == 0, run.stderr
+    with tarfile.open(out / "paper-scale.tar.gz") as tar:
+        packed = {member.name for member in tar.getmembers() if member.isfile()}
+    assert packed == {"work/config.json", "work/models/clean.pt", "work/roar/rectgrad-p0.1-r0.json"}
