@@ -1243,3 +1243,28 @@ def test_train_many_computes_a_flatten_of_flat_features_as_the_models_own_pass_a
     for flatten in (torch.nn.Flatten(2), torch.nn.Flatten(1, 2)):
         with pytest.raises(ValueError, match=re.escape(f"got Sequential with {flatten!r}")):
             train_many([torch.nn.Sequential(flatten, torch.nn.Linear(8, 4))], datasets[:1], [0], epochs=1)
+
+
+def test_train_many_closes_its_progress_bar_before_it_says_where_it_stopped(tmp_path, monkeypatch):
+    """train_model closes its bar before raising TrainingInterrupted (a log's last bar line ends before the message);
+    train_many left its bar open, its line unfinished, so the message was printed at the end of the bar's line."""
+    import rectgrad.train_many as module
+
+    class Bar:
+        def __init__(self, *args, **kwargs):
+            self.closed, self.steps = False, 0
+            bars.append(self)
+
+        def update(self, n=1):
+            self.steps += n
+
+        def close(self):
+            self.closed = True
+
+    bars = []
+    monkeypatch.setattr(module, "progress_bar", Bar)
+    train, checks = quadrants(40, seed=0), itertools.count()
+    with pytest.raises(TrainingInterrupted, match="at epoch 1/2, step 1/2"):
+        module.train_many([new_model(train, seed=0)], [train], [0], epochs=2, batch_size=20, progress=True,
+                          checkpoint=tmp_path / "group.pt", stop=lambda: next(checks) == 1)
+    assert [(bar.steps, bar.closed) for bar in bars] == [(1, True)]

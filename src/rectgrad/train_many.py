@@ -184,6 +184,8 @@ def train_many(models: Sequence[nn.Module], datasets: Sequence[ImageDataset], se
     def interrupt(generator_states, epoch, step, loss_sum, correct):
         _save(checkpoint, identity, params, optimizer, generator_states, epoch, step, loss_sum, correct, histories,
               earlier + time.perf_counter() - start)
+        if bar is not None:
+            bar.close()  # (a log's last bar line ends before the message, as train_model's)
         where = "after the last step" if epoch == epochs else f"at epoch {epoch + 1}/{epochs}, step {step}/{steps}"
         raise TrainingInterrupted(f"stopped training {count} models {where}; their state is saved in {checkpoint}: "
                                   "run again to resume")
