@@ -1268,3 +1268,27 @@ def test_train_many_closes_its_progress_bar_before_it_says_where_it_stopped(tmp_
         module.train_many([new_model(train, seed=0)], [train], [0], epochs=2, batch_size=20, progress=True,
                           checkpoint=tmp_path / "group.pt", stop=lambda: next(checks) == 1)
     assert [(bar.steps, bar.closed) for bar in bars] == [(1, True)]
+
+
+def test_train_many_refuses_models_that_share_weights_between_layers_and_leaves_them_as_they_were():
+    """A layer used twice in a Sequential (or two layers given one weight tensor) was computed once by the stacked
+    step, and the trained weights then failed to load ('Missing key(s) in state_dict: "3.weight"') only after the
+    whole group had trained, the model's other weights already replaced. Such a model is refused before any work,
+    naming the weights it shares."""
+    from rectgrad.train_many import train_many
+
+    train = quadrants(40, seed=0, size=8)
+
+    def net(first=None, second=None):  # of one architecture whatever is shared
+        return torch.nn.Sequential(torch.nn.Flatten(), first or torch.nn.Linear(64, 64), torch.nn.ReLU(),
+                                   second or torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 4))
+
+    shared = torch.nn.Linear(64, 64)
+    twice, tied = net(shared, shared), net()
+    tied[3].weight = tied[1].weight
+    for model, named in ((twice, r"3\.weight is 1\.weight, 3\.bias is 1\.bias"), (tied, r"3\.weight is 1\.weight")):
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        with pytest.raises(ValueError, match=rf"train_many trains models whose layers hold weights of their own; "
+                                             rf"the Sequential \(model 1\) shares some \({named}\)"):
+            train_many([net(), model], [train] * 2, [0, 1], epochs=1, batch_size=20)
+        assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

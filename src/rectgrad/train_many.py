@@ -42,6 +42,14 @@ def _leaf_layers(models: Sequence[nn.Module]) -> list[nn.Module]:
         raise ValueError("train_many trains nn.Sequential models of Conv2d (zero padding, one group), ReLU, "
                          "MaxPool2d, Flatten (of C, H, W) and Linear layers with biases (such as PaperCNN); got "
                          f"{type(model).__name__}" + (f" with {', '.join(unsupported)}" if unsupported else ""))
+    for i, one in enumerate(models):  # a layer used twice, or tied weights: the stacked step would compute them once
+        first = {}  # each weight tensor's first name
+        tied = [f"{name} is {first.setdefault(id(p), name)}" for name, p in one.named_parameters(remove_duplicate=False)
+                if first.setdefault(id(p), name) != name]
+        if tied:
+            raise ValueError(f"train_many trains models whose layers hold weights of their own; the "
+                             f"{type(one).__name__} (model {i}) shares some ({', '.join(tied)}): train it with "
+                             "train_model")
     shared, dtypes = architecture(model), _dtypes(model)
     for i, other in enumerate(models[1:], 1):
         if architecture(other) != shared:
