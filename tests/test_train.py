@@ -1,4 +1,5 @@
 """Training loop, evaluation and the ``rectgrad train`` command on small generated data."""
+import copy
 import gzip
 import io
 import itertools
@@ -1292,3 +1293,21 @@ def test_train_many_refuses_models_that_share_weights_between_layers_and_leaves_
                                              rf"the Sequential \(model 1\) shares some \({named}\)"):
             train_many([net(), model], [train] * 2, [0, 1], epochs=1, batch_size=20)
         assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_train_many_trains_a_model_with_a_buffer_and_leaves_the_buffer_as_it_is():
+    """The trained weights were loaded with load_state_dict, which wants the buffers too: a Sequential holding one (a
+    counter, say; the stacked step reads none) failed once the whole group had trained ('Missing key(s) in
+    state_dict: "calls"'), its weights already replaced. It now takes the trained weights, as a model without it."""
+    from rectgrad.train_many import train_many
+
+    train = quadrants(40, seed=0, size=8)
+    torch.manual_seed(0)
+    plain = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 4))
+    counted = copy.deepcopy(plain)
+    counted.register_buffer("calls", torch.tensor(7.0))
+    train_many([plain], [train], [0], epochs=1, batch_size=20)
+    train_many([counted], [train], [0], epochs=1, batch_size=20)
+    assert counted.calls.item() == 7.0 and not counted.training
+    for name, value in plain.state_dict().items():
+        assert torch.equal(value, counted.state_dict()[name]), name

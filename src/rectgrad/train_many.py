@@ -241,7 +241,8 @@ def train_many(models: Sequence[nn.Module], datasets: Sequence[ImageDataset], se
             bar.close()
         with torch.no_grad():
             for i, model in enumerate(models):
-                model.to(device).load_state_dict({k: p[i] for k, p in zip(names, params)})
+                # (its buffers, which the stacked step reads none of, stay as they are)
+                model.to(device).load_state_dict({k: p[i] for k, p in zip(names, params)}, strict=False)
                 model.eval()
                 histories[i]["seconds"] = seconds
         if save is not None:
