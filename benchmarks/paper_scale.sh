@@ -46,6 +46,7 @@ prepare)
 run)
     seconds=${2:?usage: benchmarks/paper_scale.sh run SECONDS}
     log=${OUT:-$HERE}/log.txt
+    mkdir -p "$HERE"  # (tee wrote no log where the run had not made it yet)
     if ! python3 -c "import captum" 2>/dev/null; then
         python3 -m pip install --quiet --no-index --no-deps --no-compile --target /tmp/site "$HERE"/wheels/*.whl
         export PYTHONPATH=/tmp/site
@@ -62,7 +63,9 @@ run)
         status=0
         precision=bf16  # (of the models trained at once: on CUDA; a CPU dry run trains one at a time, in fp32)
         if [ "${DEVICE:-cuda}" = cpu ]; then precision=fp32; fi
-        timeout -s TERM -k 20 "$seconds" python3 -m rectgrad reproduce --dataset fashion-mnist \
+        # --foreground: the SIGTERM goes to the run alone; without it timeout signals the run and then its own process
+        # group, the run again, and a second signal stops rectgrad at once, without saving the trainings in flight
+        timeout --foreground -s TERM -k 20 "$seconds" python3 -m rectgrad reproduce --dataset fashion-mnist \
             --scale "$scale" --device "${DEVICE:-cuda}" --precision "$precision" --nondeterministic \
             --data-dir "$HERE/fashion-mnist" --work-dir "$HERE/$work" --out "$HERE/$report" --no-progress || status=$?
         echo "reproduce: exit status $status after $(( $(date +%s) - start )) s" \

@@ -1714,3 +1714,23 @@ def test_paper_scale_script_packs_what_a_run_made_and_ends_well_when_it_made_not
     with tarfile.open(out / "paper-scale.tar.gz") as tar:
         packed = {member.name for member in tar.getmembers() if member.isfile()}
     assert packed == {"work/config.json", "work/models/clean.pt", "work/roar/rectgrad-p0.1-r0.json"}
+
+
+@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("timeout") is None
+                    or not Path("/proc/self/stat").exists(), reason="needs bash, timeout and /proc")
+def test_paper_scale_script_stops_the_run_with_one_signal_in_the_callers_process_group(tmp_path):
+    """benchmarks/paper_scale.sh run: timeout without --foreground put the run in a process group of its own and sent
+    its SIGTERM twice (to the run, then to that group); rectgrad reads a second signal as "stop at once, without
+    saving". The stand-in python3 here records its process group and stays until it is stopped."""
+    root, bin_folder = _paper_scale_copy(tmp_path), tmp_path / "bin"
+    bin_folder.mkdir()
+    (bin_folder / "python3").write_text('#!/bin/sh\n[ "$1" = -m ] || exit 0\ncut -d" " -f5 /proc/$$/stat > '
+                                        f'"{tmp_path}/group"\nexec sleep 30\n')
+    (bin_folder / "python3").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_folder}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("OUT", None)
+    run = subprocess.Popen(["bash", "benchmarks/paper_scale.sh", "run", "1"], cwd=root, env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    assert run.wait(timeout=25) == 0
+    assert int((tmp_path / "group").read_text()) == run.pid  # the script's group: the signal goes to the run alone
+    assert "exit status 124" in (root / ".paper-scale" / "log.txt").read_text()  # stopped by the timeout, in time
