@@ -1434,6 +1434,56 @@ def test_the_private_spellings_of_activations_follow_the_rules_as_the_public_one
                                   explain(private, x, target=1, method="saliency"))
 
 
+_RRELU_WITH_NOISE = [name for name in ("rrelu_with_noise", "rrelu_with_noise_") if hasattr(torch._C._nn, name)]
+
+
+@pytest.mark.parametrize("name", _RRELU_WITH_NOISE, ids=[f"torch._C._nn.{name}" for name in _RRELU_WITH_NOISE])
+def test_the_private_rrelu_with_noise_follows_the_rules_as_a_leaky_relu_in_eval_mode(name):
+    # torch._C._nn.rrelu_with_noise(x, noise, lower, upper, training=False), what F.rrelu calls, is a leaky ReLU of
+    # slope (lower + upper) / 2: it passed the plain gradient under the gate rules and was refused by eps-LRP/DeepLIFT
+    torch.manual_seed(3)
+    noise = torch.full((4, 12), 7.0, dtype=torch.float64)
+    private = nn.Sequential(nn.Linear(6, 12), _Called(getattr(torch._C._nn, name), noise, 0.1, 0.3, False),
+                            nn.Linear(12, 3)).double()
+    same = nn.Sequential(private[0], _Called(F.leaky_relu, 0.2), private[2])
+    x = torch.randn(4, 6, dtype=torch.float64) * 3
+    for method in ("deconv", "guided_bp", "rectgrad", "eps_lrp", "deeplift"):
+        options = {"q": 50.0, "final_threshold": False} if method == "rectgrad" else {}
+        torch.testing.assert_close(explain(private, x, target=1, method=method, **options),
+                                   explain(same, x, target=1, method=method, **options))
+    assert not torch.allclose(explain(private, x, target=1, method="deconv"),
+                              explain(private, x, target=1, method="saliency"))
+    assert torch.equal(noise, torch.full((4, 12), 7.0, dtype=torch.float64))  # eval mode: the noise is not drawn
+
+
+@pytest.mark.parametrize("name", _RRELU_WITH_NOISE, ids=[f"torch._C._nn.{name}" for name in _RRELU_WITH_NOISE])
+def test_the_private_rrelu_with_noise_in_training_mode_keeps_the_slopes_it_draws(name):
+    # in training mode it draws a slope per unit into its noise tensor, as F.rrelu(training=True) does: the rules
+    # gate it with the slopes of the forward pass (the same as F.rrelu's from the same seed), and the noise tensor
+    # holds those slopes afterwards, as after the plain call
+    torch.manual_seed(3)
+    first, last = nn.Linear(6, 12).double(), nn.Linear(12, 3).double()
+    x = torch.randn(4, 6, dtype=torch.float64) * 3
+    noise = torch.zeros(4, 12, dtype=torch.float64)
+    private = nn.Sequential(first, _Called(getattr(torch._C._nn, name), noise, 0.1, 0.3, True), last)
+    public = nn.Sequential(first, _Called(F.rrelu, 0.1, 0.3, True), last)
+    torch.manual_seed(1)
+    torch._C._nn.rrelu_with_noise(first(x), noise, 0.1, 0.3, True)
+    drawn = noise.clone()
+    for method in ("deconv", "guided_bp", "rectgrad"):
+        options = {"q": 50.0, "final_threshold": False} if method == "rectgrad" else {}
+        torch.manual_seed(1)
+        ours = explain(private, x, target=1, method=method, **options)
+        assert torch.equal(noise, drawn)
+        torch.manual_seed(1)
+        torch.testing.assert_close(ours, explain(public, x, target=1, method=method, **options), rtol=0, atol=0)
+    torch.manual_seed(1)
+    assert not torch.allclose(explain(private, x, target=1, method="deconv"),
+                              explain(private, x, target=1, method="saliency"))
+    with pytest.raises(ValueError, match="deeplift compares each input with its reference.*call model.eval"):
+        explain(private, x, target=1, method="deeplift")
+
+
 class _InputSlopePReLU(nn.Module):
     """A PReLU whose slope is computed from the input (a dynamic activation): slope = sigmoid(mean of x)."""
 

@@ -52,8 +52,8 @@ from torch.utils.checkpoint import CheckpointFunction
 from rectgrad.cpu_gate import gate_above_percentile
 from rectgrad.operations import (ADAPTIVE_MAX_POOL_PAIRS, ATEN_ALIASES, ATEN_REWRITES, CLAMPS, ELEMENTWISE,
                                  FUSED_RELUS, KNOWN_ACTIVATIONS, MAX_REDUCTIONS, MAXIMUMS, OTHER_NONLINEAR, RELU,
-                                 UnsupportedModel, depends_on_input, is_inplace, is_zero, refuse_undefined,
-                                 refuse_unknown, tensors_in)
+                                 RRELUS_WITH_NOISE, UnsupportedModel, depends_on_input, is_inplace, is_zero,
+                                 refuse_undefined, refuse_unknown, tensors_in)
 from rectgrad.selection import where_above_percentile
 
 SCORES = {  # importance score of a unit from its output a and incoming gradient g, written into `out()`
@@ -243,22 +243,32 @@ _RRELUS = (F.rrelu, F.rrelu_, torch.rrelu)  # F.rrelu_ is torch.rrelu_
 
 def _as_called(func, args, kwargs, rule) -> Callable[[Tensor], Tensor]:
     """The activation call ``func(*args, **kwargs)`` as a function of its tensor. A randomised leaky ReLU in training
-    mode (``nn.RReLU`` in train mode, ``F.rrelu(training=True)``) draws its slopes here, once, as the call would:
+    mode (``nn.RReLU`` in train mode, ``F.rrelu(training=True)``, ``torch._C._nn.rrelu_with_noise``, which writes them
+    into its noise tensor) draws its slopes here, once, as the call would:
     its output and derivative, recomputed by the rule, are those of the forward pass (DeepLIFT, whose input and
     reference would get different slopes, refuses it)."""
     rest = args[1:]
     fifth = "inplace" if func is F.rrelu else "generator"  # torch.rrelu(input, lower, upper, training, generator)
-    values = dict(zip(("lower", "upper", "training", fifth), rest), **kwargs)
-    if func not in _RRELUS or not values.get("training"):
+    names = ("lower", "upper", "training", fifth)
+    if func in RRELUS_WITH_NOISE:  # torch._C._nn.rrelu_with_noise(input, noise, lower, upper, training, generator)
+        names = ("noise", *names)
+    values = dict(zip(names, rest), **kwargs)
+    bounds = {k: values[k] for k in ("lower", "upper") if k in values}
+    if func in RRELUS_WITH_NOISE and not values.get("training"):  # a leaky ReLU, its noise unused: of any batch size
+        public = torch.rrelu_ if is_inplace(func, args, kwargs) else torch.rrelu
+        return lambda t: public(t, **bounds)
+    if (func not in _RRELUS and func not in RRELUS_WITH_NOISE) or not values.get("training"):
         return lambda t: func(t, *rest, **kwargs)
     if isinstance(rule, MultiplierRule) and rule.per_sample:
         raise UnsupportedModel(f"{rule.name} compares each input with its reference through the same network, but "
                                f"{func.__name__} in training mode (nn.RReLU in train mode) draws other random slopes "
                                "for each: call model.eval() first")
-    slopes = torch.empty_like(args[0])  # 1 where the input is positive
+    slopes = values["noise"] if "noise" in values else torch.empty_like(args[0])  # 1 where the input is positive
     with torch.no_grad():
-        torch.ops.aten.rrelu_with_noise(args[0], slopes, training=True,
-                                        **{k: values[k] for k in ("lower", "upper", "generator") if k in values})
+        torch.ops.aten.rrelu_with_noise(args[0], slopes, training=True, **bounds,
+                                        **({"generator": values["generator"]} if "generator" in values else {}))
+    if "noise" in values:  # the caller's noise tensor holds the slopes, as after the call; the rule keeps its own
+        slopes = slopes.clone()
     return (lambda t: t.mul_(slopes)) if is_inplace(func, args, kwargs) else (lambda t: t * slopes)
 
 

@@ -56,10 +56,13 @@ def _private(*names: str) -> set:
 
 # the private spellings the functionals call (F.hardtanh calls torch._C._nn.hardtanh, F.silu(inplace=True)
 # torch._C._nn.silu_), which some models call themselves: the functionals' leading arguments, no ``inplace``
-# (F.hardtanh_, F.leaky_relu_, F.elu_, F.gelu and F.elu's torch._C._nn.elu are these built-ins already)
-_PRIVATE_SPELLINGS = _private("relu6", "hardtanh", "leaky_relu", "silu", "hardswish", "mish")
+# (F.hardtanh_, F.leaky_relu_, F.elu_, F.gelu and F.elu's torch._C._nn.elu are these built-ins already), and the
+# randomised leaky ReLU torch.rrelu calls, rrelu_with_noise(_)(input, noise, lower, upper, training, generator)
+RRELUS_WITH_NOISE = _private("rrelu_with_noise", "rrelu_with_noise_")
+_PRIVATE_SPELLINGS = _private("relu6", "hardtanh", "leaky_relu", "silu", "hardswish", "mish", "rrelu_with_noise")
 _INPLACE_BUILTINS = {F.hardtanh_, F.leaky_relu_, F.elu_, F.selu_, F.celu_, F.rrelu_, F.threshold_, gelu_, silu_,
-                     hardswish_, mish_, *_private("relu6_", "silu_", "hardswish_", "mish_", "gelu_")}
+                     hardswish_, mish_,
+                     *_private("relu6_", "silu_", "hardswish_", "mish_", "gelu_", "rrelu_with_noise_")}
 # the torch-namespace spellings of F.selu, F.celu, F.threshold and F.prelu (same leading arguments, never in place)
 _TORCH_SPELLINGS = {torch.selu, torch.celu, torch.threshold, torch.Tensor.prelu}
 KNOWN_ACTIVATIONS = (set(RELU) | set(_ACTIVATION_FUNCTIONALS) | _INPLACE_BUILTINS | _ATEN_ACTIVATIONS | _TORCH_SPELLINGS
