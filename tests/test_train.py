@@ -1051,6 +1051,56 @@ def test_a_model_refused_at_its_first_batch_is_left_as_it_was_given():
     assert len(history["loss"]) == 1 and not narrow.training  # the model trains as before
 
 
+def test_a_training_failing_anywhere_before_its_first_step_leaves_the_model_as_it_was_given(tmp_path, monkeypatch):
+    """Only a failure in the first step's forward or backward pass put the model back: one in creating Adam, in loading
+    a resumed training's optimizer state or in starting the progress bar (or a Ctrl-C meanwhile) left it moved to the
+    training's device in channels-last format, in training mode and, resumed, holding the saved weights."""
+    train = quadrants(40, seed=0, size=8)
+
+    def tiny(seed: int) -> torch.nn.Module:
+        torch.manual_seed(seed)
+        return torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2), torch.nn.Flatten(),
+                                   torch.nn.Linear(72, 4))
+
+    checkpoint = tmp_path / "model.unfinished.pt"
+    arguments = {"epochs": 1, "batch_size": 20, "seed": 3, "progress": False}
+    interrupted = tiny(3)
+    interrupted.register_forward_pre_hook(signal_at({2}))
+    with pytest.raises(TrainingInterrupted):
+        train_model(interrupted, train, checkpoint=checkpoint, **arguments)
+    saved = checkpoint.read_bytes()
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("injected failure")
+
+    def ctrl_c(*args, **kwargs):  # a Ctrl-C before the first step: the state is saved, the model given back
+        os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+    for where, replacement, resumed, device in (("torch.optim.Adam", fail, False, "meta"),
+                                                ("torch.optim.Adam.load_state_dict", fail, True, "meta"),
+                                                ("rectgrad.train.progress_bar", fail, False, None),
+                                                ("rectgrad.train.progress_bar", fail, True, "meta"),
+                                                ("rectgrad.train.progress_bar", ctrl_c, True, None)):
+        checkpoint.write_bytes(saved)
+        model = tiny(0).eval()
+        model[1].train()  # modes of its own, module by module
+        model[0].weight.grad = torch.ones_like(model[0].weight)
+        modes = [m.training for m in model.modules()]
+        tensors = {k: (v.clone(), v.device, v.stride()) for k, v in model.state_dict().items()}
+        with monkeypatch.context() as patched:
+            patched.setattr(where, replacement)
+            with pytest.raises((RuntimeError, TrainingInterrupted)):
+                train_model(model, train, device=device, checkpoint=checkpoint if resumed else None, **arguments)
+        assert [m.training for m in model.modules()] == modes, where
+        assert all(torch.equal(v, tensors[k][0]) and (v.device, v.stride()) == tensors[k][1:]
+                   for k, v in model.state_dict().items()), where
+        assert torch.equal(model[0].weight.grad, torch.ones_like(model[0].weight))
+    checkpoint.write_bytes(saved)
+    train_model(model, train, checkpoint=checkpoint, **arguments)  # the model resumes the training as before
+    assert not model.training and not checkpoint.exists()
+
+
 def test_train_many_refuses_models_with_fewer_outputs_than_a_datasets_labels_as_train_model_does():
     """Cross-entropy's 'Target 3 is out of bounds' (a device-side assert on CUDA) named neither the models nor the
     labels; the dataset of the highest label is named, and a group whose datasets stop below the outputs trains."""

@@ -61,8 +61,8 @@ def train_model(model: nn.Module, train: ImageDataset, *, epochs: int = 20, batc
     comes back in eval mode. History: ``loss`` and ``train_accuracy`` per epoch, ``seconds``, and
     ``test_accuracy`` (None without ``test``). ``channels_last`` trains in that memory format (the
     weights are handed back in the default format). A call that fails before its first step (a model with no output
-    for the highest label, or one that fails on the images) leaves the model as it was given: its modes, device,
-    memory format and buffers.
+    for the highest label, or one that fails on the images; a Ctrl-C) leaves the model as it was given: its modes,
+    device, memory format, weights, gradients and buffers.
 
     With a ``checkpoint`` path the training can be stopped and resumed: the first Ctrl-C or SIGTERM saves its state
     there after the current step (or, during the test evaluation, the trained state) and raises
@@ -99,17 +99,19 @@ def train_model(model: nn.Module, train: ImageDataset, *, epochs: int = 20, batc
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     dtype = input_dtype(model)
     images, labels = train.images.to(device), train.labels.to(device)
-    if state is not None:
-        model.load_state_dict(state["model"])
-    restore = _as_given(model)  # until the first step is taken: a failure before it leaves the model as it was
-    model.to(device, memory_format=memory_format).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    generator = torch.Generator().manual_seed(seed)
-    history = {"loss": [], "train_accuracy": [], "seconds": 0.0, "test_accuracy": None}
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"])
-        history["loss"], history["train_accuracy"] = state["losses"], state["accuracies"]
+    # until the first step is taken, a failure (or Ctrl-C) leaves the model as it was given
+    first = _UntilFirstStep(model, loading=state is not None)
+    with first:
+        if state is not None:
+            model.load_state_dict(state["model"])
+        model.to(device, memory_format=memory_format).train()
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+        generator = torch.Generator().manual_seed(seed)
+        history = {"loss": [], "train_accuracy": [], "seconds": 0.0, "test_accuracy": None}
+        if state is not None:
+            optimizer.load_state_dict(state["optimizer"])
+            generator.set_state(state["generator"])
+            history["loss"], history["train_accuracy"] = state["losses"], state["accuracies"]
     first_epoch, first_step, earlier = (state["epoch"], state["step"], state["seconds"]) if state else (0, 0, 0.0)
 
     def save_state(generator_state, epoch, step, loss_sum=None, correct=None):
@@ -129,10 +131,11 @@ def train_model(model: nn.Module, train: ImageDataset, *, epochs: int = 20, batc
         raise TrainingInterrupted(f"stopped training {where}; its state is saved in {checkpoint}: run again to resume")
 
     start = last_save = time.perf_counter()
-    bar = progress_bar(epochs * steps, f"train {train.name}", progress, unit="batch",
-                       initial=first_epoch * steps + first_step)  # resumed: its rate counts this run's batches
-    with (cudnn_mode(benchmark=False, deterministic=True),
+    bar = None
+    with (first, cudnn_mode(benchmark=False, deterministic=True),
           stop_requests() if checkpoint is not None else contextlib.nullcontext() as requested):
+        bar = progress_bar(epochs * steps, f"train {train.name}", progress, unit="batch",
+                           initial=first_epoch * steps + first_step)  # resumed: its rate counts this run's batches
         for epoch in range(first_epoch, epochs):
             at_epoch_start = generator.get_state()
             order = torch.randperm(n, generator=generator).to(device)
@@ -145,18 +148,13 @@ def train_model(model: nn.Module, train: ImageDataset, *, epochs: int = 20, batc
                     interrupt(at_epoch_start, epoch, step, loss_sum, correct)
                 index = order[step * batch_size:(step + 1) * batch_size]
                 target = labels[index]
-                try:
-                    logits = model(to_inputs(images[index]).to(dtype).contiguous(memory_format=memory_format))
-                    _check_outputs(logits, model, train, top_label)
-                    loss = F.cross_entropy(logits, target)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                except Exception:
-                    if restore is not None:
-                        restore()
-                    raise
+                logits = model(to_inputs(images[index]).to(dtype).contiguous(memory_format=memory_format))
+                _check_outputs(logits, model, train, top_label)
+                loss = F.cross_entropy(logits, target)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
                 optimizer.step()
-                restore = None
+                first.taken = True
                 loss_sum += loss.detach() * len(index)
                 correct += (logits.argmax(1) == target).sum()
                 if bar is not None:
@@ -215,28 +213,41 @@ def _check_trainable(model: nn.Module) -> None:
                          "requires_grad=False)")
 
 
-def _as_given(model: nn.Module) -> Callable[[], None]:
-    """What puts ``model`` back as it is now, for a training that fails before its first step: each module's mode,
-    and its parameters and buffers as they were (the tensors themselves: their device and memory format, and the
-    buffers' values, which a forward pass in training mode updates, as BatchNorm's running statistics)."""
-    modes = [(module, module.training) for module in model.modules()]
-    parameters = [(module, name, p, p.data) for module in model.modules()
-                  for name, p in module.named_parameters(recurse=False)]
-    buffers = [(module, name, b, b.clone()) for module in model.modules() for name, b in module.named_buffers(
-        recurse=False)]
+class _UntilFirstStep:
+    """The blocks of :func:`train_model` it guards (``with``, once or more) put ``model`` back as it was when this was
+    made if they fail (or are interrupted) before the first optimizer step is taken (``taken``): each module's mode,
+    and its parameters (and their gradients) and buffers as they were (the tensors themselves: their device and memory
+    format; the buffers' values, which a forward pass in training mode updates, as BatchNorm's running statistics; and
+    with ``loading``, the parameters' values too, which loading a saved state overwrites)."""
 
-    def restore() -> None:
-        for module, training in modes:
+    def __init__(self, model: nn.Module, loading: bool = False):
+        self.taken = False
+        self.modes = [(module, module.training) for module in model.modules()]
+        self.parameters = [(module, name, p, p.data, p.data.clone() if loading else None, p.grad)
+                           for module in model.modules() for name, p in module.named_parameters(recurse=False)]
+        self.buffers = [(module, name, b, b.clone()) for module in model.modules()
+                        for name, b in module.named_buffers(recurse=False)]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        if kind is not None and not self.taken:
+            self.restore()
+
+    def restore(self) -> None:
+        for module, training in self.modes:
             module.training = training
-        for module, name, parameter, data in parameters:
-            parameter.data = data  # (moved or converted in place, or replaced: model.to does either)
-            setattr(module, name, parameter)
         with torch.no_grad():
-            for module, name, buffer, values in buffers:
+            for module, name, parameter, data, values, grad in self.parameters:
+                parameter.data = data  # (moved or converted in place, or replaced: model.to does either)
+                if values is not None:
+                    data.copy_(values)
+                parameter.grad = grad
+                setattr(module, name, parameter)
+            for module, name, buffer, values in self.buffers:
                 buffer.copy_(values)
                 setattr(module, name, buffer)
-
-    return restore
 
 
 def _check_outputs(logits: torch.Tensor, model: nn.Module, train: ImageDataset, top: int) -> None:
