@@ -835,6 +835,28 @@ def test_a_folder_naming_a_method_rectgrad_lacks_is_refused_before_any_work(tmp_
                                                                                                         "config.json"]
 
 
+def test_a_folder_whose_methods_are_no_list_of_names_is_refused_as_a_corrupt_config_before_any_work(tmp_path,
+                                                                                                    monkeypatch,
+                                                                                                    capsys):
+    # a config.json edited by hand or damaged ("methods" a string, an object, null): it was refused as "another
+    # configuration" once the data was read, as if the folder held results of other methods
+    monkeypatch.setattr(pipeline, "load_dataset", lambda *a, **k: pytest.fail("read data"))
+    work = tmp_path / "work"
+    work.mkdir()
+    message = (f"{work / 'config.json'} is corrupt ('methods' holds no list of method names): the results beside it "
+               "cannot be checked against any configuration")
+    for methods in ("rectgrad", {"rectgrad": 1}, None, ["rectgrad", 5]):
+        config = json.dumps({"dataset": "fashion-mnist", "scale": "smoke", "methods": methods})
+        (work / "config.json").write_text(config)
+        with pytest.raises(ValueError, match=f"^{re.escape(message)}"):
+            pipeline.reproduce("fashion-mnist", "smoke", work, methods=("rectgrad", "saliency"))
+        assert (work / "config.json").read_text() == config
+    assert main(["reproduce", "--dataset", "fashion-mnist", "--scale", "smoke", "--out", str(tmp_path / "report"),
+                 "--work-dir", str(work)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "another configuration" not in err
+
+
 def test_the_seed_option_says_what_it_seeds(capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "120")
     assert main(["reproduce", "--help"]) == 0

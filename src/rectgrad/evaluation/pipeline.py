@@ -24,7 +24,7 @@ from rectgrad.data import load_image_folder_masks, load_masked_images, masked_im
 from rectgrad.evaluation.maps import compute_maps, noise_level, patch_attribution
 from rectgrad.evaluation.occlusion import conv_activations, correctly_classified, feature_map_occlusion
 from rectgrad.evaluation.roar import FRACTIONS, LocalBackend, roar_kar
-from rectgrad.evaluation.store import CONFIG, ResultStore, checked_folder, known_methods
+from rectgrad.evaluation.store import CONFIG, UNKNOWN_CONFIG, ResultStore, checked_folder, corrupt, known_methods
 from rectgrad.methods import METHOD_NAMES, explain, get_method
 from rectgrad.metrics import TIE_NOISE, check_tie_noise, pixel_count
 from rectgrad.progress import progress_bar
@@ -197,6 +197,9 @@ def reproduce(dataset: str, scale: str, work_dir, *, data_dir=None, masks_dir=No
     with exclusive(work) as locked:  # one run at a time in the folder, from the start
         saved = ResultStore.read_config(work)
         earlier = saved.get("methods") if isinstance(saved, dict) else None
+        if isinstance(saved, dict) and "methods" in saved and not (
+                isinstance(earlier, list) and all(isinstance(m, str) for m in earlier)):  # (a damaged config.json)
+            raise corrupt(work / CONFIG, "'methods' holds no list of method names", UNKNOWN_CONFIG)
         # a method this rectgrad lacks (another version's results): refused as such, before the data is read
         earlier = known_methods(work / CONFIG, earlier, "resume them with that version, or use another folder") \
             if isinstance(earlier, list) else []
