@@ -17,10 +17,12 @@ from rectgrad import AttributionWarning, studies, zoo
 from rectgrad.attr import RectGrad
 from rectgrad.checkpoint import save_checkpoint
 from rectgrad.cli import main
+from rectgrad.cli.study import _WRITES
 from rectgrad.data import FASHION_MNIST_SYSTEM_DIR
 from rectgrad.engine import Options, Rule
 from rectgrad.models import PaperCNN
 from rectgrad.studies import Images
+from rectgrad.studies._common import file_names
 from rectgrad.data import image_files, load_image_folder_masks
 from rectgrad.methods import explain
 from rectgrad.studies._common import (engine_gradients, from_pixels, method_attributions, predict, ranks, resize_masks,
@@ -1004,6 +1006,12 @@ def test_cli_studies_on_an_image_folder(model_and_folder, tmp_path, capsys):
         assert main(["study", name, str(folder), "--model", str(path), "--out", str(out), "--dpi", "50"]
                     + extra) == 0, name
         assert any(p.suffix == ".png" for p in out.iterdir()) and any(p.suffix == ".csv" for p in out.iterdir())
+        # the files the command checks before the work are those the study writes (feature-maps': and its images')
+        written = {p.name for p in out.iterdir()} - {f".rectgrad-{name.replace('-', '_')}.json"}
+        checked = set(file_names(name, *_WRITES[name]))
+        if name == "feature-maps":
+            checked |= {f"feature_maps_{image}.png" for image in ("1", "2", "3", "4")}
+        assert written == checked, name
     captured = capsys.readouterr()
     text = captured.out
     assert "| q = 99 |" in text and "RectGrad background" in text and "| PR3 | (3, 2, 1, 0) |" in text
@@ -1142,7 +1150,8 @@ def test_cli_study_dataset_options_are_refused_before_the_model_loads(tmp_path, 
     (["--dataset", "folder", "--data-dir", "root"], "root/train/figures",  # a class of its own to train on
      "--out root/train/figures is inside root/train, whose images --dataset folder reads"),
     (["linked.png"], "photos", "--out photos holds the input image linked.png, which the study writes over"),
-    (["photos/cat.png"], "photos", None),  # a rerun on the file reads it alone
+    # a rerun on the file reads it alone; the figure of the study's name there, no study's, is refused before the work
+    (["photos/cat.png"], "photos", "photos/threshold_maps.png exists and no rectgrad study wrote it"),
     (["photos"], "photos/figures", None),  # a folder lists not the images of its subfolders
     (["--dataset", "folder", "--data-dir", "root"], "root/figures", None),
 ])
@@ -1822,6 +1831,42 @@ def test_cli_study_refuses_a_summary_of_the_users_before_any_work(model_and_fold
     assert "rules.md exists and no rectgrad study wrote it" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ["rules.md", "threshold.md"]
     assert (out / "threshold.md").read_text() == "my notes"
+
+
+@pytest.mark.parametrize("argv, name", [
+    (["threshold"], "threshold_sparsity.csv"), (["threshold"], "threshold_maps.png"),
+    (["coherence"], "coherence_maps_thresholded.png"), (["adversarial"], "adversarial_images.csv"),
+    (["layers"], "layers_grid.png"), (["feature-maps"], "feature_maps_layers.csv"), (["rules"], "rules_maps.csv"),
+    (["rules"], "rules_grid.png")])
+def test_cli_study_refuses_a_table_or_figure_of_the_users_before_any_work(model_and_folder, tmp_path, capsys,
+                                                                         monkeypatch, argv, name):
+    # only <study>.md was refused before the model loaded; a CSV or figure of the study's name was refused by the
+    # save, once all the work was done
+    path, folder = _masked_folder(model_and_folder)
+    loads = []
+    monkeypatch.setattr(zoo, "load", lambda *args, **kwargs: loads.append(args))
+    out = tmp_path / "project"
+    out.mkdir()
+    (out / name).write_text("mine")
+    assert main(["study", *argv, str(folder), "--model", str(path), "--out", str(out)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {out / name} exists and no rectgrad study wrote it")
+    assert not loads and [p.name for p in out.iterdir()] == [name] and (out / name).read_text() == "mine"
+
+
+def test_cli_study_refuses_the_toy_table_of_the_users_and_a_figure_named_after_an_image_before_the_work(
+        model_and_folder, tmp_path, capsys, monkeypatch):
+    path, folder = _masked_folder(model_and_folder)
+    out = tmp_path / "project"
+    out.mkdir()
+    (out / "rules_toy_b2.csv").write_text("mine")
+    assert main(["study", "rules", "--out", str(out)]) == 2  # the toy alone
+    assert capsys.readouterr().err.startswith(f"error: {out / 'rules_toy_b2.csv'} exists and no rectgrad study")
+    (out / "rules_toy_b2.csv").unlink()
+    (out / "feature_maps_3.png").write_text("mine")  # named after the image 3.png, known once the images are read
+    monkeypatch.setattr(studies, "feature_maps", lambda *args, **kwargs: pytest.fail("the study ran"))
+    assert main(["study", "feature-maps", str(folder), "--model", str(path), "--out", str(out), "--show", "1"]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {out / 'feature_maps_3.png'} exists and no rectgrad study")
+    assert [p.name for p in out.iterdir()] == ["feature_maps_3.png"]
 
 
 def test_cli_study_count_with_image_files_is_refused_not_ignored(model_and_folder, tmp_path, capsys, monkeypatch):

@@ -39,6 +39,16 @@ BATCH = typer.Option(16, help="Process at most this many samples (noisy copies, 
 IMAGES_BATCH = typer.Option(16, help="Process at most this many images at a time (one forward/backward pass "
                                      "each): bounds memory; the results are one batch's, up to float rounding.")
 
+# The tables and figures each study writes (the command's --show is at least 1: its image figures are all drawn);
+# rules writes its toy table alone without images, feature-maps a figure per image drawn, named after it.
+_WRITES = {"threshold": (("sparsity",), ("maps", "sparsity")),
+           "coherence": (("similarity",), ("maps", "maps_thresholded")),
+           "adversarial": (("sensitivity", "images"), ("maps", "maps_thresholded")),
+           "layers": (("layers",), ("grid",)),
+           "feature-maps": (("layers", "images"), ()),
+           "rules": (("toy_b2", "maps"), ("grid",))}
+_RULES_TOY_ALONE = (("toy_b2",), ())
+
 study_app = typer.Typer(no_args_is_help=True, help="The paper's figures as commands, each with numbers.")
 
 
@@ -60,7 +70,7 @@ def _load(ctx: typer.Context, model: Optional[str], images: Optional[List[Path]]
 
     study = ctx.info_name  # (threshold, feature-maps, ...)
     device = _options.device(device)
-    _check_outputs(out, dpi, show, study)
+    _check_outputs(out, dpi, show)
     _options.positive_int(count, "--count")
     _options.input_folder(data_dir, "--data-dir")
     _options.positive_int(internal_batch_size, "--internal-batch-size")
@@ -68,6 +78,7 @@ def _load(ctx: typer.Context, model: Optional[str], images: Optional[List[Path]]
         _options.percentile(q)
     _options.folder_apart_from_inputs(out, "--out", images, data_dir if dataset == "folder" else None,
                                       study.replace("-", "_"))
+    _check_files(out, study, _WRITES[study])
     if bool(images) == (dataset is not None):
         raise ValueError("give image files or folders or --dataset (exactly one of them)")
     if dataset is not None:  # (a mistyped name told now, not once the model has loaded)
@@ -88,6 +99,11 @@ def _load(ctx: typer.Context, model: Optional[str], images: Optional[List[Path]]
     chosen = (images_from_dataset(dataset, count, per_class, data_dir, download=download, loaded=loaded)
               if dataset else images_from_files(loaded, images))
     chosen = _as_model_input(chosen.to(device), loaded.model)
+    if study == "feature-maps":  # its figures' names, of the images it may draw, known now (before the work)
+        from rectgrad.studies._common import check_study_folder, file_names
+        from rectgrad.studies.feature_maps import figure_names
+
+        check_study_folder(out, study, file_names(study, (), figure_names(chosen.names))[1:])
     _probe(loaded, chosen, dataset)
     size, wanted = tuple(chosen.x.shape[-2:]), tuple(loaded.input_size)
     if size != wanted and not loaded.size_assumed:  # a model that pools any size runs, on images it was not made for
@@ -143,14 +159,19 @@ def _refuse_given(ctx: typer.Context, names: List[str], why: str) -> None:
         raise ValueError(f"{', '.join(given)} {'has' if len(given) == 1 else 'have'} no use {why}")
 
 
-def _check_outputs(out: Path, dpi: int, show: Optional[int], study: str) -> None:
-    """The output options checked before any work, the summary ``<study>.md`` of the user's in ``--out`` included (the
-    names of the tables and figures wait for the run, whose save refuses such files before writing any)."""
-    from rectgrad.studies._common import check_study_folder
+def _check_files(out: Path, study: str, writes: tuple[tuple[str, ...], ...]) -> None:
+    """Refuse, before any work, a file of the user's in ``--out`` (or a folder) of a name the study writes (``writes``:
+    its tables and figures; feature-maps' figures, named after the images, are checked once they are read)."""
+    from rectgrad.studies._common import check_study_folder, file_names
+
+    check_study_folder(out, study, file_names(study, *writes))
+
+
+def _check_outputs(out: Path, dpi: int, show: Optional[int]) -> None:
+    """The output options checked before any work."""
     from rectgrad.viz import MIN_DPI
 
     _options.output_folder(out, "--out")
-    check_study_folder(out, study, [f"{study.replace('-', '_')}.md"])
     _options.positive_int(dpi, "--dpi")
     if dpi < MIN_DPI:  # (else the numbers written, the figures failing on their text: "invalid ppem value")
         raise ValueError(f"--dpi must be at least {MIN_DPI} (the figures' text cannot be drawn at fewer dots per "
@@ -297,6 +318,7 @@ def rules(ctx: typer.Context, images: Optional[List[Path]] = IMAGES,
     else:
         _refuse_given(ctx, ["model", "weights", "q", "count", "data_dir", "download", "internal_batch_size", "show",
                             "device", "dpi"], "without images or --dataset (rules then prints the B.2 toy alone)")
-        _check_outputs(out, dpi, show, ctx.info_name)
+        _check_outputs(out, dpi, show)
+        _check_files(out, ctx.info_name, _RULES_TOY_ALONE)
         net, chosen = None, None
     _finish(studies.rules(net, chosen, q=q, internal_batch_size=internal_batch_size, **_shown(show)), out, dpi)

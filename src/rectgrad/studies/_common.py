@@ -182,6 +182,14 @@ class StudyResult:
         return written
 
 
+def file_names(study: str, tables, figures) -> list[str]:
+    """The files :meth:`StudyResult.save` writes for ``study``'s ``tables`` and ``figures`` (their names), as it names
+    them: ``<study>_<table>.csv`` per table, ``<study>.md`` and ``<study>_<figure>.png`` per figure (checked before a
+    study's work by the command line, :func:`check_study_folder`)."""
+    prefix = study.replace("-", "_")
+    return [f"{prefix}_{t}.csv" for t in tables] + [f"{prefix}.md"] + [f"{prefix}_{f}.png" for f in figures]
+
+
 def _title(study: str) -> str:
     """The first line of a study's summary, ``<study>.md``."""
     return f"# rectgrad study {study}"

@@ -102,14 +102,9 @@ def feature_maps(model: nn.Module, images: Images, out=None, *, channels: int = 
         if images.masks is not None:
             row["saliency mass on background"] = shares[i]
         per_image.append(row)
-    figures = {}
-    for i in noisiest[:show]:
-        slug = key = _slug(images.names[i])  # names are unique, their file-name forms ("a/b" and "a_b") need not be
-        for n in itertools.count(1):
-            if key not in figures:
-                break
-            key = f"{slug}_{n}"
-        figures[key] = _figure(images, i, saliency[i], drawn[i])
+    shown = noisiest[:show]
+    figures = {key: _figure(images, i, saliency[i], drawn[i])
+               for key, i in zip(figure_names([images.names[i] for i in shown]), shown)}
     result = StudyResult("feature-maps", {"layers": rows, "images": per_image}, figures, notes=_NOTES)
     if out is not None:
         result.save(out)
@@ -138,6 +133,21 @@ def _most_active(a: Tensor, channels: int) -> tuple[list[int], Tensor]:
     """The ``channels`` most active channels of one image's feature maps ``a`` (C, h, w): their indices, their maps."""
     top = a.flatten(1).sum(1).argsort(descending=True)[:channels]
     return top.tolist(), a[top].cpu()
+
+
+def figure_names(names) -> list[str]:
+    """The names of the figures of the images ``names``, drawn in this order: each image's name as part of a file name,
+    numbered where two share one (names are unique, their file-name forms, "a/b" and "a_b", need not be). Those of
+    all the images hold those of any of them that :func:`feature_maps` draws."""
+    keys: list[str] = []
+    for name in names:
+        slug = key = _slug(name)
+        for n in itertools.count(1):
+            if key not in keys:
+                break
+            key = f"{slug}_{n}"
+        keys.append(key)
+    return keys
 
 
 def _slug(name: str, longest: int = 120) -> str:
