@@ -3,6 +3,7 @@ import copy
 import gzip
 import io
 import itertools
+import math
 import os
 import re
 import signal
@@ -1127,6 +1128,20 @@ def test_train_many_checks_the_models_outputs_at_its_first_step_only(monkeypatch
     train = quadrants(40, seed=0)
     module.train_many([PaperCNN(1, 16, 4), PaperCNN(1, 16, 4)], [train] * 2, [0, 1], epochs=2, batch_size=20)
     assert checked == [(20, 4)]  # one check of 4 steps: the models' outputs do not change from step to step
+
+
+def test_a_float16_model_trains_to_finite_weights():
+    """The unfused Adam's eps (1e-8) is 0 in float16: every weight whose first gradient was 0 became 0 / 0 = NaN, and
+    the NaN spread to all of them (a NaN loss, a model that predicts nothing) without a word."""
+    train = quadrants(40, seed=0, size=8)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+                                torch.nn.Linear(72, 4)).half()
+    before = [p.detach().clone() for p in model.parameters()]
+    history = train_model(model, train, epochs=2, batch_size=20, progress=False)
+    assert all(math.isfinite(loss) for loss in history["loss"])
+    assert all(p.dtype == torch.float16 and bool(p.isfinite().all()) for p in model.parameters())
+    assert not all(torch.equal(p, b) for p, b in zip(model.parameters(), before))  # it trained
 
 
 def test_a_float64_model_trains_and_is_evaluated_on_inputs_of_its_own_type():

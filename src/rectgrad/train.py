@@ -105,7 +105,10 @@ def train_model(model: nn.Module, train: ImageDataset, *, epochs: int = 20, batc
         if state is not None:
             model.load_state_dict(state["model"])
         model.to(device, memory_format=memory_format).train()
-        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+        # in float16 the unfused Adam's eps (1e-8) is 0: a weight whose gradient is 0 becomes 0 / 0 = NaN; the fused
+        # Adam (train_many's) computes in float32
+        half = any(p.dtype == torch.float16 for p in model.parameters())
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr, **({"fused": True} if half else {}))
         generator = torch.Generator().manual_seed(seed)
         history = {"loss": [], "train_accuracy": [], "seconds": 0.0, "test_accuracy": None}
         if state is not None:
