@@ -602,6 +602,20 @@ def test_a_nan_inf_or_negative_lr_is_refused_before_the_model_is_touched():
         assert not model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
+def test_an_lr_that_is_no_number_is_refused_by_name():
+    # float()'s own words named neither the option nor what it takes ("could not convert string to float: 'fast'",
+    # "float() argument must be a string or a real number, not 'NoneType'")
+    from rectgrad.train_many import train_many
+
+    train = quadrants(8, seed=0, size=8)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 4))
+    for lr in ("fast", None, [1e-3]):
+        with pytest.raises((TypeError, ValueError), match=re.escape(f"lr must be a finite number >= 0, got {lr!r}")):
+            train_model(model, train, epochs=1, batch_size=4, lr=lr, progress=False)
+        with pytest.raises((TypeError, ValueError), match=re.escape(f"lr must be a finite number >= 0, got {lr!r}")):
+            train_many([new_model(train), new_model(train)], [train, train], [0, 1], epochs=1, batch_size=4, lr=lr)
+
+
 def test_the_state_is_saved_when_save_every_seconds_have_passed_since_the_last_save(tmp_path, monkeypatch):
     """A clock at 40 s an epoch and SAVE_EVERY 60: saved after epoch 2 (80 s since the start) and epoch 4 (80 s since
     that save) of 5, with the seconds trained so far; the history counts the clock's 200 s."""

@@ -202,7 +202,10 @@ def learning_rate(lr) -> float:
     """``lr`` as a float, or a ``ValueError`` unless it is finite and not negative (0 leaves the weights as they are),
     raised before the model is touched: Adam refused NaN and negative ones only once the model was moved and in
     training mode, and trained inf into NaN weights. Shared with train_many."""
-    lr = float(lr)
+    try:
+        lr = float(lr)
+    except (TypeError, ValueError) as exc:  # (float()'s words named neither lr nor what it takes)
+        raise type(exc)(f"lr must be a finite number >= 0, got {lr!r}") from None
     if not math.isfinite(lr) or lr < 0:
         raise ValueError(f"lr must be a finite number >= 0, got {lr}")
     return lr
