@@ -616,6 +616,20 @@ def test_an_lr_that_is_no_number_is_refused_by_name():
             train_many([new_model(train), new_model(train)], [train, train], [0, 1], epochs=1, batch_size=4, lr=lr)
 
 
+def test_a_seed_torch_cannot_take_is_refused_by_name_before_the_model_is_touched():
+    # torch.Generator.manual_seed's "Overflow when unpacking long long" named no seed; train_model raised it once the
+    # model was moved and in training mode
+    train = quadrants(8, seed=0, size=8)
+    for seed in (2**64, -2**63 - 1):
+        with pytest.raises(ValueError, match=re.escape(f"seed must be an integer in [-2**63, 2**64), got {seed}")):
+            new_model(train, seed=seed)
+        model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 4)).eval()
+        with pytest.raises(ValueError, match=re.escape(f"seed must be an integer in [-2**63, 2**64), got {seed}")):
+            train_model(model, train, epochs=1, batch_size=4, seed=seed, progress=False)
+        assert not model.training
+    assert train_model(model, train, epochs=1, batch_size=4, seed=2**64 - 1, progress=False)["loss"]  # torch's largest
+
+
 def test_the_state_is_saved_when_save_every_seconds_have_passed_since_the_last_save(tmp_path, monkeypatch):
     """A clock at 40 s an epoch and SAVE_EVERY 60: saved after epoch 2 (80 s since the start) and epoch 4 (80 s since
     that save) of 5, with the seconds trained so far; the history counts the clock's 200 s."""
