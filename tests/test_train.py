@@ -118,6 +118,18 @@ def test_evaluate_and_predict_logits_by_hand():
     assert torch.equal(predict_logits(always_zero, inputs, batch_size=4), always_zero(inputs).detach())
 
 
+def test_evaluate_and_predict_logits_refuse_a_batch_size_that_is_no_positive_integer():
+    # a negative one made no batch: evaluate read an accuracy of 0.0, predict_logits failed in torch.cat's words; 0
+    # failed in range()'s
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    data = ImageDataset(torch.zeros(5, 1, 2, 2, dtype=torch.uint8), torch.tensor([0, 1, 0, 2, 0]), ["a", "b", "c"], "d")
+    for batch_size in (-1, 0, 2.5, None):
+        with pytest.raises(ValueError, match=re.escape(f"batch_size must be a positive integer, got {batch_size!r}")):
+            evaluate(model, data, batch_size=batch_size)
+        with pytest.raises(ValueError, match=re.escape(f"batch_size must be a positive integer, got {batch_size!r}")):
+            predict_logits(model, torch.rand(5, 1, 2, 2), batch_size=batch_size)
+
+
 def test_the_test_accuracy_is_the_test_sets():
     train = quadrants(60, seed=0)
     mislabelled = ImageDataset(train.images, (train.labels + 1) % 4, train.classes, "mislabelled")  # other accuracy

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rectgrad._checks import integer
+from rectgrad._checks import integer, positive_int
 from rectgrad.checkpoint import one_line, regular_file, write_atomically
 from rectgrad.data import ImageDataset, to_inputs
 from rectgrad.models import PaperCNN
@@ -393,12 +393,14 @@ def input_dtype(model: nn.Module) -> torch.dtype:
 @torch.no_grad()
 def predict_logits(model: nn.Module, inputs: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """Logits of float ``inputs`` computed in batches (no gradient), on the inputs' device."""
+    batch_size = positive_int("batch_size", batch_size)
     return torch.cat([model(inputs[i:i + batch_size]) for i in range(0, len(inputs), batch_size)])
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset: ImageDataset, batch_size: int = 1000, device=None) -> float:
     """Accuracy of ``model`` (put in eval mode) on ``dataset``; ``device`` defaults to the model's."""
+    batch_size = positive_int("batch_size", batch_size)  # (a negative one made no batch: an accuracy of 0)
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.to(device).eval()
     dtype = input_dtype(model)
