@@ -1292,7 +1292,7 @@ def test_train_many_refuses_a_folder_at_its_checkpoint_path_before_training_and_
     assert not target.exists() and link.is_symlink()  # the state deleted, the link kept (as train_model does)
 
 
-def test_train_many_refuses_seeds_that_are_no_integers_by_position_as_train_model_refuses_its_seed():
+def test_train_many_refuses_seeds_that_are_no_integers_or_out_of_range_by_position_as_train_model_does():
     """A seed of 5.7 was cut to 5 and True read as 1 (train_model refuses both): each model's batch order came from
     another seed than the one given. A numpy integer is a seed like any other."""
     from rectgrad.train_many import train_many
@@ -1307,6 +1307,9 @@ def test_train_many_refuses_seeds_that_are_no_integers_by_position_as_train_mode
             assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
     with pytest.raises(TypeError, match="seed must be an integer, got 5.7"):
         train_model(new_model(train), train, epochs=1, batch_size=20, seed=5.7, progress=False)
+    for bad in (2**64, -2**63 - 1):  # (torch's generators: 'Overflow when unpacking long long', naming no seed)
+        with pytest.raises(ValueError, match=re.escape(f"seeds[1] must be an integer in [-2**63, 2**64), got {bad}")):
+            train_many([new_model(train), new_model(train)], [train] * 2, [0, bad], epochs=1, batch_size=20)
     given, expected = new_model(train, seed=0), new_model(train, seed=0)
     train_many([given], [train], [np.int64(3)], epochs=1, batch_size=20)
     train_many([expected], [train], [3], epochs=1, batch_size=20)

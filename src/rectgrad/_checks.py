@@ -71,6 +71,15 @@ def seed(value, allow_none: bool = False):
     return value
 
 
+def generator_seed(name: str, value) -> int:
+    """``value`` as an int that torch's generators take, in [-2**63, 2**64), or an error naming ``name`` (theirs was
+    'Overflow when unpacking long long'); a ``TypeError`` unless it is an integer (not a bool, not 5.7)."""
+    value = integer(name, value)
+    if not -2**63 <= value < 2**64:
+        raise ValueError(f"{name} must be an integer in [-2**63, 2**64), got {value}")
+    return value
+
+
 def generator(value) -> torch.Generator | None:
     """``value`` if it is a ``torch.Generator`` or None, else a ``TypeError`` saying how to make one (a seed is no
     generator)."""

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rectgrad._checks import integer, positive_int
+from rectgrad._checks import generator_seed, integer, positive_int
 from rectgrad.checkpoint import one_line, regular_file, write_atomically
 from rectgrad.data import ImageDataset, to_inputs
 from rectgrad.models import PaperCNN
@@ -41,7 +41,7 @@ def new_model(dataset: ImageDataset, seed: int = 0) -> PaperCNN:
     _, channels, height, width = dataset.images.shape
     if height != width:
         raise ValueError(f"PaperCNN needs square images, got {height}x{width}")
-    seed = _seed(seed)  # (numpy integers too; not 5.7, which torch.manual_seed refused as well)
+    seed = generator_seed("seed", seed)  # (numpy integers too; not 5.7, which torch.manual_seed refused as well)
     default_device = torch.empty(0).device  # (torch.get_default_device misses `with torch.device(...)` before 2.8)
     with torch.random.fork_rng(devices=[]), torch.device("cpu"):
         torch.default_generator.manual_seed(seed)  # (torch.manual_seed would reseed the CUDA generators too)
@@ -80,7 +80,8 @@ def train_model(model: nn.Module, train: ImageDataset, *, epochs: int = 20, batc
         raise ValueError(f"the test set's images are {tuple(test.images.shape[1:])} (C, H, W), the training set's "
                          f"{tuple(train.images.shape[1:])}: give test images of the training images' shape")
     # (as ints: a numpy number in the saved state would make it unloadable with weights_only)
-    epochs, batch_size, seed = integer("epochs", epochs), integer("batch_size", batch_size), _seed(seed)
+    epochs, batch_size = integer("epochs", epochs), integer("batch_size", batch_size)
+    seed = generator_seed("seed", seed)
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be positive, got {epochs} and {batch_size}")
     if checkpoint is not None:
@@ -196,15 +197,6 @@ def train_model(model: nn.Module, train: ImageDataset, *, epochs: int = 20, batc
         if save is not None and requested.is_set():  # asked during save: honoured once everything is saved
             raise TrainingInterrupted("stopped once the trained model was saved")
     return history
-
-
-def _seed(seed) -> int:
-    """``seed`` as an int that torch's generators take, in [-2**63, 2**64), or an error naming it (theirs was
-    'Overflow when unpacking long long')."""
-    seed = integer("seed", seed)
-    if not -2**63 <= seed < 2**64:
-        raise ValueError(f"seed must be an integer in [-2**63, 2**64), got {seed}")
-    return seed
 
 
 def learning_rate(lr) -> float:

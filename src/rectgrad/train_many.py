@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rectgrad._checks import integer
+from rectgrad._checks import generator_seed, integer
 from rectgrad.checkpoint import regular_file, write_atomically
 from rectgrad.data import ImageDataset, to_inputs
 from rectgrad.models import architecture
@@ -153,7 +153,7 @@ def train_many(models: Sequence[nn.Module], datasets: Sequence[ImageDataset], se
                          f"got sizes {sorted(sizes)} and shapes {sorted(shapes)}")
     # (as Python numbers: a numpy number in the saved state would make it unloadable with weights_only)
     epochs, batch_size, lr = integer("epochs", epochs), integer("batch_size", batch_size), learning_rate(lr)
-    seeds = [integer(f"seeds[{i}]", s) for i, s in enumerate(seeds)]  # (5.7 is not seed 5, nor True seed 1)
+    seeds = [generator_seed(f"seeds[{i}]", s) for i, s in enumerate(seeds)]  # (5.7 is not seed 5, nor True seed 1)
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be positive, got {epochs} and {batch_size}")
     if precision not in PRECISIONS:
