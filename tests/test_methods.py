@@ -164,6 +164,19 @@ def test_intgrad_and_deeplift_take_none_as_zeros_and_a_numpy_baseline_as_its_ten
     torch.testing.assert_close(explain(model, x, target=1, method="intgrad", baseline=None), captum)
 
 
+def test_intgrad_and_deeplift_take_an_integer_numpy_baseline_as_its_values():
+    # a reference read as pixels (uint8) or computed with integers holds numbers too: taken in the inputs' dtype
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)).double().eval()
+    x = torch.randn(2, 3, dtype=torch.float64) + 2
+    for method in ("intgrad", "deeplift"):
+        floats = explain(model, x, target=1, method=method, baseline=torch.tensor([1.0, 2.0, 0.0]))
+        assert not torch.allclose(floats, explain(model, x, target=1, method=method, baseline=0.0))
+        for dtype in (np.uint8, np.int64):
+            integers = np.array([1, 2, 0], dtype=dtype)
+            assert torch.equal(explain(model, x, target=1, method=method, baseline=integers), floats)
+
+
 def test_deeplift_equals_captum_where_captum_applies():
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
                           nn.Flatten(), nn.Linear(8 * 6 * 6, 16), nn.ReLU(), nn.Linear(16, 4)).double().eval()
