@@ -1745,6 +1745,8 @@ def test_a_tuple_baseline_gives_one_reference_per_input():
         torch.testing.assert_close(maps, direct[method])
         with pytest.raises(ValueError, match="baseline is a tuple of 1 but there are 2 inputs"):
             explain(model, inputs, target=0, method=method, baseline=(0.5,), additional_forward_args=scale)
+        with pytest.raises(ValueError, match="baseline is a tuple of 3 but there are 2 inputs"):  # not cut to two
+            explain(model, inputs, target=0, method=method, baseline=(0.5, -1.0, 2.0), additional_forward_args=scale)
 
 
 SMALL = {"smoothgrad": {"samples": 3}, "intgrad": {"steps": 5}, "rectgrad": {"q": 50.0},
