@@ -2116,6 +2116,17 @@ def test_deeplift_on_a_one_score_output_names_the_callers_shape_and_the_fix():
         explain(score, x, target=0, method="deeplift")
 
 
+def test_deeplift_refuses_an_output_of_another_batch_size_rather_than_cutting_it_to_the_inputs_rows():
+    # DeepLIFT's pass holds the inputs and their references (2N rows): the first N rows of its output are the inputs'
+    # logits only when the output has 2N rows; an output of other rows is the model's error, not a batch to cut
+    net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 3)).double()
+    x = torch.randn(2, 3, dtype=torch.float64)
+    for wrong in (lambda x: net(x).reshape(-1, 1), lambda x: net(x).repeat(2, 1)):
+        for method in ("deeplift", "eps_lrp"):
+            with pytest.raises(ValueError, match=r"the model output must have shape \(N, classes\) = \(2, C\)"):
+                explain(wrong, x, target=0, method=method)
+
+
 class _TwoInputs(nn.Module):
     def __init__(self):
         super().__init__()
