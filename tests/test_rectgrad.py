@@ -1159,6 +1159,9 @@ def test_model_output_must_be_logits():
         RectGrad(squeezed).attribute(one, target=2)
     torch.testing.assert_close(RectGrad(lambda x: squeezed(x).reshape(len(x), -1)).attribute(one, target=2, tau=-1.0),
                                RectGrad(squeezed[:3]).attribute(one, target=2, tau=-1.0), rtol=0, atol=0)
+    # a 1-D output of a batch of several (every logit flattened together) is no dropped batch dimension: no hint
+    with pytest.raises(ValueError, match=r"= \(2, C\), got \(10,\)$"):
+        RectGrad(squeezed).attribute(torch.randn(2, 3), target=2)
     with pytest.raises(TypeError, match=r"tensor of logits, got tuple; wrap it .* output\[0\]"):
         RectGrad(lambda x: (x, x)).attribute(torch.randn(2, 3))
     with pytest.raises(TypeError, match=r"got dict; wrap it .*output\['logits'\]"):
