@@ -898,6 +898,16 @@ def test_a_single_sample_all_zero_is_warned_about_without_a_sample_list():
     assert not any("sample(s)" in str(w.message) for w in caught)
 
 
+def test_one_all_zero_sample_of_a_batch_of_several_is_named_by_its_index():
+    # the list is left out for a batch of one, not for one sample of several: x = 0 makes x * R zero whatever R
+    model = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 2)).double()
+    x = torch.randn(3, 2, dtype=torch.float64)
+    x[1] = 0.0
+    with pytest.warns(AttributionWarning, match=re.escape("the attribution of sample(s) [1] is all zero")):
+        maps = RectGrad(model).attribute(x, target=0, tau=-1e9, final_threshold=False)
+    assert maps[[0, 2]].flatten(1).any(1).all()  # the premise: the other two are not
+
+
 def test_a_single_non_finite_element_per_sample_is_warned_about():
     # sqrt at 0 has an infinite derivative: x * R is 0 * inf = NaN at that one element of each sample
     head = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)).double()
