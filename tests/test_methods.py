@@ -1175,6 +1175,11 @@ def test_bad_arguments():
     for call in (lambda: explain(model, on_meta, method="saliency"), lambda: RectGrad(model).attribute(on_meta)):
         with pytest.raises(ValueError, match=r"the inputs are on meta but the model's weights on cpu: move one"):
             call()  # not the NaN check's "cannot call item() on meta tensors"
+    pair = (x, on_meta)  # each input of a tuple is checked, not the first alone
+    for call in (lambda: explain(lambda a, b: model(a + b), pair, method="saliency"),
+                 lambda: RectGrad(lambda a, b: model(a + b)).attribute(pair)):
+        with pytest.raises(ValueError, match=r"the inputs are on meta but the model's weights on cpu: move one"):
+            call()
 
 
 def test_large_finite_inputs_are_accepted_and_saliency_abs_is_the_magnitude():
