@@ -1176,6 +1176,10 @@ def test_model_output_must_be_logits():
         RectGrad(lambda x: (x, x)).attribute(torch.randn(2, 3))
     with pytest.raises(TypeError, match=r"got dict; wrap it .*output\['logits'\]"):
         RectGrad(lambda x: {"logits": x}).attribute(torch.randn(2, 3))
+    from types import SimpleNamespace  # an output object holding its logits as an attribute gets the hint too
+
+    with pytest.raises(TypeError, match=r"got SimpleNamespace; wrap it .*output\['logits'\]"):
+        RectGrad(lambda x: SimpleNamespace(logits=x)).attribute(torch.randn(2, 3))
 
 
 def test_warns_without_known_activation_and_equals_gradient_times_input():
