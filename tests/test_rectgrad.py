@@ -1150,6 +1150,9 @@ def test_a_dtype_error_names_the_dtype_most_weights_have():
                           nn.Linear(4, 2).double())
     with pytest.raises(TypeError, match="the inputs are torch.float16 but the model's weights torch.float32"):
         GuidedBackprop(model).attribute(torch.randn(2, 3, dtype=torch.float16), target=0)
+    head_first = nn.Sequential(nn.Linear(3, 4).double(), nn.ReLU(), nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
+    with pytest.raises(TypeError, match="the inputs are torch.float16 but the model's weights torch.float32"):
+        GuidedBackprop(head_first).attribute(torch.randn(2, 3, dtype=torch.float16), target=0)  # most, not first
 
 
 def test_model_output_must_be_logits():
