@@ -1797,6 +1797,19 @@ def test_an_argument_shared_by_the_batch_is_passed_as_it_is(method):
                                                additional_forward_args=(z.expand(3, 5), scale), **small))
 
 
+@pytest.mark.parametrize("method", ["saliency", "smoothgrad", "intgrad", "deeplift", "rectgrad"])
+def test_a_shared_argument_follows_every_input_of_a_tuple(method):
+    # the model held with its shared arguments takes all the inputs before them, not the first alone
+    torch.manual_seed(1)
+    model, x, z, scale = TwoInputs().eval(), torch.randn(3, 4), torch.randn(3, 5), torch.tensor([0.7])
+    small = SMALL.get(method, {})
+    maps = explain(model, (x, z), target=2, method=method, additional_forward_args=scale, seed=0, **small)
+    direct = explain(lambda x, z: model(x, z, scale), (x, z), target=2, method=method, seed=0, **small)
+    assert len(maps) == 2 and maps[0].abs().sum() > 0
+    for ours, expected in zip(maps, direct):
+        torch.testing.assert_close(ours, expected)
+
+
 def _tanh_net():
     """A small float64 net whose gradient changes with its input (the noise and the integration path matter)."""
     return nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3)).double().eval()
