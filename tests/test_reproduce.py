@@ -269,6 +269,19 @@ def test_a_folder_of_the_users_is_refused_untouched(smoke, tmp_path, capsys):
     assert all(path.read_text() == "mine" for path in files)
 
 
+def test_a_folder_of_the_users_is_refused_before_the_data_loads_and_gets_no_lock_file(tmp_path, capsys, monkeypatch):
+    # it was refused once the dataset was read (a download, say), and left its .lock among the user's files
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    monkeypatch.setattr(pipeline, "load_dataset", lambda *a, **k: pytest.fail("loaded the data"))
+    assert main(["reproduce", "--dataset", "fashion-mnist", "--scale", "smoke", "--device", "cpu", "--no-progress",
+                 "--out", str(tmp_path / "r"), "--work-dir", str(folder)]) == 2
+    assert f"error: {folder} is not empty but holds no config.json" in capsys.readouterr().err
+    assert [p.name for p in folder.iterdir()] == ["notes.txt"] and (folder / "notes.txt").read_text() == "mine"
+    assert not (tmp_path / "r").exists()
+
+
 def test_a_folder_another_run_is_using_is_refused(smoke, tmp_path, capsys, monkeypatch):
     args, _, work = smoke
     hold = ("import fcntl, sys, time; f = open(sys.argv[1], 'a+'); fcntl.flock(f, fcntl.LOCK_EX); f.truncate(0); "

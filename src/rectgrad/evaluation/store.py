@@ -22,10 +22,17 @@ SECONDS = "seconds"
 
 
 def checked_folder(folder) -> Path:
-    """``folder`` as a Path, or a ``NotADirectoryError`` where a file holds its place."""
+    """``folder`` as a Path, or a ``NotADirectoryError`` where a file holds its place, or a ``ValueError`` where it
+    is not empty (hidden files aside) but holds no :data:`CONFIG`: no results folder, refused before anything (a lock
+    file, the data read) is spent on it."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise NotADirectoryError(f"{folder} exists and is not a folder")
+    if folder.is_dir() and not (folder / CONFIG).is_file() \
+            and any(not p.name.startswith(".") for p in folder.iterdir()):
+        raise ValueError(f"{folder} is not empty but holds no {CONFIG}: it is no results folder, or one whose "
+                         "configuration is lost, whose results can be neither resumed nor mixed with new ones; give "
+                         "a new or empty folder")
     return folder
 
 
@@ -51,10 +58,6 @@ class ResultStore:
         if saved is not None and saved != config:
             raise ValueError(f"{self.folder} holds results of another configuration ({_difference(saved, config)}); "
                              "refusing to mix them: use another folder or delete this one")
-        if saved is None and self.folder.is_dir() and any(not p.name.startswith(".") for p in self.folder.iterdir()):
-            raise ValueError(f"{self.folder} is not empty but holds no {CONFIG}: it is no results folder, or one "
-                             "whose configuration is lost, whose results can be neither resumed nor mixed with new "
-                             "ones; give a new or empty folder")
         self.config, self.resumed = config, saved is not None
         if saved is None:
             self.folder.mkdir(parents=True, exist_ok=True)
