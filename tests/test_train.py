@@ -1419,3 +1419,17 @@ def test_train_many_trains_a_model_with_a_buffer_and_leaves_the_buffer_as_it_is(
     assert counted.calls.item() == 7.0 and not counted.training
     for name, value in plain.state_dict().items():
         assert torch.equal(value, counted.state_dict()[name]), name
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_an_out_that_would_make_a_class_folder_of_own_images_is_refused_before_any_work(tmp_path, monkeypatch, capsys,
+                                                                                      split):
+    """--out ROOT/train/models/m.pt made the folder ROOT/train/models: the next run on ROOT read it as a class
+    holding no images and refused the dataset."""
+    for folder in ("train/a", "train/b", "test/a", "test/b"):
+        (tmp_path / folder).mkdir(parents=True)
+    monkeypatch.setattr(data, "load_dataset", lambda *a, **k: pytest.fail("loaded the images"))
+    out = tmp_path / split / "models" / "m.pt"
+    assert main(["train", "--dataset", "folder", "--data-dir", str(tmp_path), "--out", str(out), "--no-progress"]) == 2
+    assert capsys.readouterr().err.startswith(f"error: --out {out} would make the folder {tmp_path / split / 'models'}")
+    assert sorted(p.name for p in (tmp_path / split).iterdir()) == ["a", "b"]

@@ -133,6 +133,20 @@ def outside_splits(path: Path, option: str, data_root: Path) -> None:
                              f"give a folder outside it (such as {data_root / 'report'})")
 
 
+def no_new_class(path: Path, option: str, data_root: Path) -> None:
+    """A file written inside ``data_root/train`` or ``data_root/test`` goes into a folder there that exists: one the
+    command would make right under them, ``--dataset folder`` would read as a class holding no images, and refuse the
+    dataset on every later run."""
+    written = path.resolve()
+    for split in (data_root / "train", data_root / "test"):
+        if written.is_relative_to(split.resolve()) and written.parent != split.resolve():
+            folder = split / written.relative_to(split.resolve()).parts[0]
+            if not folder.is_dir():
+                raise ValueError(f"{option} {path} would make the folder {folder}, which --dataset folder would read "
+                                 f"as a class holding no images (every later run on {data_root} would fail on it): "
+                                 f"write it outside {split} (such as {data_root / path.name})")
+
+
 def _writable(folder: Path, option: str, path: Path) -> None:
     """``folder`` can be written in, or created (missing folders are made as the command writes)."""
     folder = next(p for p in (folder, *folder.parents) if p.exists())

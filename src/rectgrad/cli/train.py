@@ -49,6 +49,8 @@ def train(
     _options.positive_number(lr, "--lr")
     _options.seed(seed)
     _options.input_folder(data_dir, "--data-dir")
+    if dataset == "folder" and data_dir is not None:  # (its state file goes into the same folder)
+        _options.no_new_class(out, "--out", data_dir)
     size = _image_size(dataset, image_size)
     train_set = load_dataset(dataset, "train", data_dir=data_dir, download=download, image_size=size, progress=progress)
     test_set = load_dataset(dataset, "test", data_dir=data_dir, download=download, image_size=size, progress=progress)
