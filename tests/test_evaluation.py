@@ -2101,6 +2101,9 @@ def test_ray_backend_checks_its_settings_and_the_clusters_resources():
                 {"num_gpus": float("inf")}, {"num_cpus": float("nan")}):
         with pytest.raises(ValueError, match="num_cpus must be > 0|max_in_flight must be a positive integer"):
             RayBackend(**bad)
+    for bad in ({"num_cpus": 1e-5}, {"num_gpus": 5e-5}):  # (Ray refused them only as the sweep's tasks started)
+        with pytest.raises(ValueError, match="num_cpus and num_gpus: Ray counts them in steps of 0.0001"):
+            RayBackend(**bad)
     backend = RayBackend(num_cpus=1, num_gpus=1)  # no GPU in the cluster: its tasks would wait for ever
     with pytest.raises(ValueError, match=r"asks Ray for 1 CPU\(s\) and 1 GPU\(s\), but the cluster has 2 CPU\(s\) "
                                          r"and 0 GPU\(s\)"):

@@ -1342,6 +1342,9 @@ def test_cli_reproduce_options_reach_the_pipeline(tmp_path, monkeypatch, capsys)
      "inf"),  # (a task asking for infinitely many waits for ever on a cluster)
     (["--backend", "ray", "--ray-cpus", "nan"], "--ray-cpus must be > 0 and --ray-gpus >= 0, both finite, got nan and "
      "0.0"),
+    (["--backend", "ray", "--ray-cpus", "0.00001"], "--ray-cpus and --ray-gpus: Ray counts them in steps of 0.0001 "
+     "and refuses a smaller share: give at least 0.0001 (or --ray-gpus 0), got 1e-05 and 0.0"),  # (Ray: at the sweep)
+    (["--backend", "ray", "--ray-gpus", "5e-5"], "Ray counts them in steps of 0.0001"),
     (["--image-size", "16"], "--image-size applies to --dataset folder only"),
     (["--set", "repeats"], "--set takes KEY=VALUE, e.g. --set roar_epochs=10, got 'repeats'"),
     (["--set", "=3"], "--set takes KEY=VALUE"),

@@ -104,6 +104,9 @@ def reproduce(
             if not (0 < ray_cpus < math.inf and 0 <= ray_gpus < math.inf):  # (NaN fails too)
                 raise ValueError(f"--ray-cpus must be > 0 and --ray-gpus >= 0, both finite, got {ray_cpus} and "
                                  f"{ray_gpus}")
+            if any(0 < share < 1e-4 for share in (ray_cpus, ray_gpus)):
+                raise ValueError("--ray-cpus and --ray-gpus: Ray counts them in steps of 0.0001 and refuses a smaller "
+                                 f"share: give at least 0.0001 (or --ray-gpus 0), got {ray_cpus} and {ray_gpus}")
             runner, retrain_device = RayBackend(address, ray_cpus, ray_gpus), "cuda" if ray_gpus > 0 else "cpu"
         else:
             raise ValueError(f"--backend must be local or ray, got {backend!r}")

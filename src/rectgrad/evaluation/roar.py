@@ -477,6 +477,9 @@ class RayBackend:
                  max_in_flight: int | None = None):
         if not (real(num_cpus) and 0 < num_cpus < math.inf and real(num_gpus) and 0 <= num_gpus < math.inf):
             raise ValueError(f"num_cpus must be > 0 and num_gpus >= 0, both finite, got {num_cpus!r} and {num_gpus!r}")
+        if any(0 < share < 1e-4 for share in (num_cpus, num_gpus)):  # (Ray refuses it only as the tasks start)
+            raise ValueError("num_cpus and num_gpus: Ray counts them in steps of 0.0001 and refuses a smaller share: "
+                             f"give at least 0.0001 (or num_gpus=0), got {num_cpus!r} and {num_gpus!r}")
         if max_in_flight is not None:
             max_in_flight = positive_int("max_in_flight", max_in_flight)
         if importlib.util.find_spec("ray") is None:  # before any work, not when the sweep reaches the trainings
