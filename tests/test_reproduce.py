@@ -322,7 +322,7 @@ def test_tie_noise_is_part_of_the_configuration_and_older_folders_resume_with_th
     assert main([*args, "--tie-noise", "0", "--out", str(tmp_path / "zero"), "--work-dir", str(copy)]) == 0
     assert given == [0, 0] and "standard deviation 0 |" in (tmp_path / "zero" / "README.md").read_text()
     assert main([*args, "--tie-noise", "-1", "--out", str(tmp_path / "negative")]) == 2
-    assert "tie_noise must be a finite standard deviation >= 0, got -1.0" in capsys.readouterr().err
+    assert "error: --tie-noise must be a finite standard deviation >= 0, got -1.0" in capsys.readouterr().err
 
 
 def test_each_result_is_its_measure_of_the_scales_images_and_the_saved_maps(smoke):
@@ -1351,6 +1351,8 @@ def test_cli_reproduce_options_reach_the_pipeline(tmp_path, monkeypatch, capsys)
     (["--set", "repeats=2", "--set", " repeats=3"], "--set gives repeats twice"),
     (["--set", "repeats=two"], "--set repeats: 'two' is no JSON value"),
     (["--seed", "-1"], "--seed must be an integer in [0, 2**63), got -1"),
+    (["--tie-noise", "nan"], "--tie-noise must be a finite standard deviation >= 0, got nan"),  # (was: tie_noise)
+    (["--tie-noise", "-inf"], "--tie-noise must be a finite standard deviation >= 0, got -inf"),
     (["--methods", "rectgrad,rectgrd"], "unknown method 'rectgrd'"),
     (["--device", "tpu"], "--device must be cpu, cuda or auto, got 'tpu'"),
 ])

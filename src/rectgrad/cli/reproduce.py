@@ -86,6 +86,8 @@ def reproduce(
     try:
         device = _options.device(device)
         _options.seed(seed)
+        if not (math.isfinite(tie_noise) and tie_noise >= 0):  # (refused as tie_noise, a name the command lacks)
+            raise ValueError(f"--tie-noise must be a finite standard deviation >= 0, got {tie_noise}")
         names = _options.methods(methods, METHODS, every=METHODS)
         if group < 0:
             raise ValueError(f"--group must be >= 0, got {group}")
