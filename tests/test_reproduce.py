@@ -282,6 +282,20 @@ def test_a_folder_of_the_users_is_refused_before_the_data_loads_and_gets_no_lock
     assert not (tmp_path / "r").exists()
 
 
+def test_ctrl_c_before_the_results_folder_is_made_claims_no_saved_work(tmp_path, capsys, monkeypatch):
+    # it said "every finished unit of work is saved in OUT/work; run the same command again to resume", a folder
+    # that did not exist
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "load_dataset", interrupted)
+    assert main(["reproduce", "--dataset", "fashion-mnist", "--scale", "smoke", "--device", "cpu", "--no-progress",
+                 "--out", str(tmp_path / "r")]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "saved" not in err, err
+    assert not (tmp_path / "r").exists()
+
+
 def test_a_folder_another_run_is_using_is_refused(smoke, tmp_path, capsys, monkeypatch):
     args, _, work = smoke
     hold = ("import fcntl, sys, time; f = open(sys.argv[1], 'a+'); fcntl.flock(f, fcntl.LOCK_EX); f.truncate(0); "

@@ -136,8 +136,9 @@ def reproduce(
             typer.echo(str(stopped), err=True)
             raise
         except KeyboardInterrupt:
-            typer.echo(f"stopped: every finished unit of work is saved in {work}; run the same command again to resume",
-                       err=True)
+            if work.is_dir():  # (else stopped before the results folder was made: nothing to resume)
+                typer.echo(f"stopped: every finished unit of work is saved in {work}; run the same command again to "
+                           "resume", err=True)
             raise
         typer.echo(f"report written to {readme} ({time.perf_counter() - start:.0f} s); results in {work}")
     finally:  # the process's setting as it was (the command may run inside a Python session)
