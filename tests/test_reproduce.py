@@ -1455,6 +1455,31 @@ def test_cli_reproduce_refuses_a_ray_address_where_nothing_listens_before_any_wo
     assert not (tmp_path / "r").exists()
 
 
+def test_cli_reproduce_refuses_ray_address_auto_without_a_cluster_before_any_work(tmp_path, monkeypatch, capsys):
+    # Ray's "auto" joins the cluster `ray start` recorded; without one ray.init failed once the trainings started
+    pytest.importorskip("ray")
+    import ray
+
+    import rectgrad.evaluation
+
+    monkeypatch.setattr(rectgrad.evaluation, "reproduce", lambda *a, **kw: pytest.fail("ran"))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(ray._private.utils, "read_ray_address", lambda *a: None)
+    argv = ["reproduce", "--dataset", "fashion-mnist", "--scale", "smoke", "--out", str(tmp_path / "r"), "--device",
+            "cpu", "--backend", "ray"]
+    assert main([*argv, "--address", "auto"]) == 2
+    assert capsys.readouterr().err.startswith("error: --address auto: no Ray cluster runs on this machine")
+    monkeypatch.setenv("RAY_ADDRESS", "auto")
+    assert main(argv) == 2
+    assert capsys.readouterr().err.startswith("error: RAY_ADDRESS auto: no Ray cluster runs on this machine")
+    with socket.create_server(("127.0.0.1", 0)) as closed:
+        port = closed.getsockname()[1]
+    monkeypatch.setattr(ray._private.utils, "read_ray_address", lambda *a: f"127.0.0.1:{port}")  # died unstopped
+    assert main([*argv, "--address", "auto"]) == 2
+    assert "no Ray cluster answers there" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
 def test_cli_reproduce_refuses_a_cuda_device_the_machine_lacks_before_any_work(tmp_path, monkeypatch, capsys):
     # torch accepts "cuda:1" on a one-GPU machine until its first use ("invalid device ordinal"), after the data loads
     import rectgrad.evaluation

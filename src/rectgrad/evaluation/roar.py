@@ -584,16 +584,20 @@ def _check_reachable(address: str | None, timeout: float = 10.0) -> None:
     something listens, and answers gRPC's handshake as Ray does (:func:`_not_grpc`): Ray itself retries an address
     where nothing does for minutes, and waits for ever on something else, reached only once the sweep's trainings
     start; ``None`` is that of the cluster ``ray start`` recorded on this machine, where there is one (a
-    cluster that died without ``ray stop`` leaves it). ``auto`` and ``local`` are Ray's to find, as are the addresses
-    of other clients (``anyscale://...``) and a ``ray://HOST`` without a port. A Ray this process started is used as
-    it is (:meth:`RayBackend.run`): nothing to check."""
+    cluster that died without ``ray stop`` leaves it), and so is ``auto``, refused where there is none. ``local`` is
+    Ray's to start, and the addresses of other clients (``anyscale://...``) and a ``ray://HOST`` without a port Ray's to
+    find. A Ray this process started is used as it is (:meth:`RayBackend.run`): nothing to check."""
     ray = sys.modules.get("ray")
     if ray is not None and getattr(ray, "is_initialized", lambda: False)():
         return
     given = address if address not in (None, "auto") else os.environ.get("RAY_ADDRESS") or address
     name = "--address" if given == address else "RAY_ADDRESS"
-    if given is None and _ray_start_address() not in (None, "unknown"):  # ray.init() joins it
+    if given in (None, "auto") and _ray_start_address() not in (None, "unknown"):  # ray.init() joins it
         given, name = _ray_start_address(), "the cluster `ray start` recorded on this machine (`ray stop` forgets it)"
+    if given == "auto" and _ray_start_address() is None:  # (ray.init would fail once the trainings start)
+        raise ConnectionError(f"{name} auto: no Ray cluster runs on this machine (none that `ray start` recorded): "
+                              "start one (ray start --head), give a cluster's address, or none for a new local "
+                              "instance")
     if given in (None, "auto", "local"):
         return
     scheme, _, target = given.rpartition("://")
