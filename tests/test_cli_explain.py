@@ -412,7 +412,7 @@ def test_q_and_seed_given_for_methods_that_use_neither_are_said_to_have_no_effec
     ("negative target", "error: --target -1 is out of range: this model has 10 classes"),
     ("target name", "error: --target 'dgo' is no class of this model; did you mean dog?"),
     ("ambiguous", "error: --target 'a' is ambiguous: airplane (0), automobile (1)"),
-    ("device", "error: --device must be cpu, cuda or auto"),
+    ("device", "error: --device must be cpu, cuda, cuda:N or auto"),
     ("method typo", "error: unknown method 'rectgrd' (did you mean 'rectgrad'?); known methods: saliency,"),
     ("model typo", "error: unknown model 'resnet5' (and no such file; did you mean 'resnet50'?); known models:"),
     ("weights folder", "error: weights file empty is a folder; give the state-dict file in it"),
@@ -596,6 +596,8 @@ def test_help_at_80_columns_shows_every_option_and_command_whole(monkeypatch, ca
         for parameter in command.params:
             for name in (*parameter.opts, *parameter.secondary_opts):
                 assert name in shown, f"rectgrad {' '.join(path)} --help: {name}"
+        if any("--device" in parameter.opts for parameter in command.params):  # (cuda:N is taken: said so)
+            assert "cuda:N" in shown, f"rectgrad {' '.join(path)} --help: --device"
         for name, sub in getattr(command, "commands", {}).items():
             summary = inspect.cleandoc(sub.help or "").split("\n\n")[0]
             assert " ".join(summary.split()) in " ".join(shown.split()), f"rectgrad {' '.join(path)}: {name}"

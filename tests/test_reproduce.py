@@ -1368,7 +1368,7 @@ def test_cli_reproduce_options_reach_the_pipeline(tmp_path, monkeypatch, capsys)
     (["--tie-noise", "nan"], "--tie-noise must be a finite standard deviation >= 0, got nan"),  # (was: tie_noise)
     (["--tie-noise", "-inf"], "--tie-noise must be a finite standard deviation >= 0, got -inf"),
     (["--methods", "rectgrad,rectgrd"], "unknown method 'rectgrd'"),
-    (["--device", "tpu"], "--device must be cpu, cuda or auto, got 'tpu'"),
+    (["--device", "tpu"], "--device must be cpu, cuda, cuda:N or auto, got 'tpu'"),
 ])
 def test_cli_reproduce_refuses_bad_options_before_any_work(tmp_path, monkeypatch, capsys, argv, message):
     # a bad option is a user error (exit 2, one line naming it) before anything runs or is written
@@ -1488,7 +1488,7 @@ def test_cli_reproduce_refuses_a_cuda_device_the_machine_lacks_before_any_work(t
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     for device, message in (("cuda:1", "error: --device cuda:1: this machine has 1 CUDA device (cuda:0)\n"),
-                            ("cuda:x", "error: --device must be cpu, cuda or auto, got 'cuda:x'\n")):
+                            ("cuda:x", "error: --device must be cpu, cuda, cuda:N or auto, got 'cuda:x'\n")):
         assert main(["reproduce", "--dataset", "fashion-mnist", "--scale", "smoke", "--out", str(tmp_path / "r"),
                      "--device", device]) == 2
         assert capsys.readouterr().err == message

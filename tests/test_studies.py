@@ -1042,7 +1042,7 @@ def test_cli_user_errors(model_and_folder, tmp_path, capsys):
     assert main(["study", "layers", str(folder), "--model", str(path), "--device", "tpu", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "exactly one of them" in err and "not found" in err and "lack one" in err
-    assert "--device must be cpu, cuda or auto, got 'tpu'" in err
+    assert "--device must be cpu, cuda, cuda:N or auto, got 'tpu'" in err
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -10,6 +10,10 @@ from pathlib import Path
 from rectgrad import _checks as checks
 
 
+#: ``--device``'s help, as :func:`device` reads it
+DEVICE_HELP = "cpu, cuda, cuda:N (the N-th GPU) or auto (cuda when available)."
+
+
 def device(value: str) -> str:
     """``--device``: cpu, cuda[:N] (N one of this machine's GPUs) or auto (cuda when available)."""
     import torch
@@ -21,7 +25,7 @@ def device(value: str) -> str:
     except (RuntimeError, ValueError):
         kind, index = None, None
     if kind not in ("cpu", "cuda"):
-        raise ValueError(f"--device must be cpu, cuda or auto, got {value!r}")
+        raise ValueError(f"--device must be cpu, cuda, cuda:N or auto, got {value!r}")
     if kind == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {value} given but no CUDA device is available")
     if kind == "cuda" and index is not None and index >= torch.cuda.device_count():

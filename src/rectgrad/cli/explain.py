@@ -101,7 +101,7 @@ def explain_images(
     internal_batch_size: int = typer.Option(25, help="Samples per forward pass for SmoothGrad and IntegGrad, and "
                                                      "images per pass for the top-5 classes."),
     seed: int = typer.Option(0, help="Seed of SmoothGrad's noise (and the random baseline's)."),
-    device: str = typer.Option("auto", help="cpu, cuda, or auto (cuda when available)."),
+    device: str = typer.Option("auto", help=_options.DEVICE_HELP),
     progress: bool = typer.Option(True, help="Show a progress bar."),
     save_maps: Optional[Path] = typer.Option(None, parser=_options.path, help=SAVE_MAPS_HELP),
 ) -> None:
@@ -225,7 +225,7 @@ def demo(
     final_threshold: bool = typer.Option(False, help=FINAL_THRESHOLD_HELP),
     internal_batch_size: int = typer.Option(25, help="Samples per forward pass for SmoothGrad and IntegGrad, and "
                                                      "images per pass for the top-5 classes."),
-    device: str = typer.Option("auto", help="cpu, cuda, or auto (cuda when available)."),
+    device: str = typer.Option("auto", help=_options.DEVICE_HELP),
     progress: bool = typer.Option(True, help="Show a progress bar."),
     save_maps: Optional[Path] = typer.Option(None, parser=_options.path, help=SAVE_MAPS_HELP),
 ) -> None:

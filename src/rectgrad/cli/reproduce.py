@@ -39,7 +39,7 @@ def reproduce(
                                               "cifar10_masks in $RECTGRAD_DATA, else in ~/.cache/rectgrad."),
     download: bool = typer.Option(False, help="Download a missing dataset into --data-dir (or the cache), and for "
                                                "cifar10 the paper's masked images into --masks (or the cache)."),
-    device: str = typer.Option("auto", help="cpu, cuda, or auto (cuda when available)."),
+    device: str = typer.Option("auto", help=_options.DEVICE_HELP),
     group: int = typer.Option(0, help="ROAR/KAR models trained at once on the device (0: 135 on CUDA, a "
                                      "whole ROAR or KAR sweep of the paper scale; 1 on CPU). Lower it on small GPUs."),
     precision: str = typer.Option("fp32", help="fp32, or bf16: bfloat16 autocast for the models trained at once "

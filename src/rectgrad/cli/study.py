@@ -25,7 +25,7 @@ DATA_DIR = typer.Option(None, parser=_options.path, help="With --dataset: folder
 DOWNLOAD = typer.Option(False, help="With --dataset: download a missing dataset into --data-dir, or the cache "
                                     "($RECTGRAD_DATA or ~/.cache/rectgrad) without one.")
 WEIGHTS = typer.Option(None, parser=_options.path, help="Local state-dict file for a registry model (offline use).")
-DEVICE = typer.Option("auto", help="cpu, cuda, or auto (cuda when available).")
+DEVICE = typer.Option("auto", help=_options.DEVICE_HELP)
 DPI = typer.Option(150, help="Resolution of the PNG figures, in dots per inch (at least 10).")
 PROGRESS = typer.Option(True, help="Show a progress bar over the methods.")
 METHODS = typer.Option(None, "--method", "--methods", help="Attribution methods: comma-separated or repeated, or "

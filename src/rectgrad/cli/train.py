@@ -30,7 +30,7 @@ def train(
                                                         "(a multiple of 4, default 32)."),
     download: bool = typer.Option(False, help="Download a missing dataset into --data-dir, or the cache "
                                               "($RECTGRAD_DATA or ~/.cache/rectgrad) without one."),
-    device: str = typer.Option("auto", help="cpu, cuda, or auto (cuda when available)."),
+    device: str = typer.Option("auto", help=_options.DEVICE_HELP),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Train the paper's CNN (Adam, lr 1e-3, batch 100, 20 epochs) and save a checkpoint.
