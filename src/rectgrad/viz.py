@@ -170,9 +170,7 @@ def to_display_image(x, mean=None, std=None) -> np.ndarray:
     TypeError, and uint8 images with a ``mean`` or ``std`` a ValueError: either drew white.
     """
     dtypes = _dtypes(x)
-    kinds = {"pixels" if d in (torch.uint8, np.uint8) else "float" if (
-        d.is_floating_point or d.is_complex if isinstance(d, torch.dtype) else d.kind in "fc") else "integer"
-        for d in dtypes}
+    kinds = set(map(_kind, dtypes))
     pixels = kinds == {"pixels"}
     if not (pixels or kinds <= {"float"}):  # (or uint8 and float images in one list)
         dtype = " and ".join(sorted(map(str, dtypes)))
@@ -208,6 +206,14 @@ def to_display_image(x, mean=None, std=None) -> np.ndarray:
     if a.shape[-1] == 1:
         a = a[..., 0]
     return a[0] if single else a
+
+
+def _kind(dtype) -> str:
+    """A torch or numpy dtype as images are read by it: ``pixels`` (uint8), ``float`` (or complex) or ``integer``."""
+    if dtype in (torch.uint8, np.uint8):
+        return "pixels"
+    floating = dtype.is_floating_point or dtype.is_complex if isinstance(dtype, torch.dtype) else dtype.kind in "fc"
+    return "float" if floating else "integer"
 
 
 def _dtypes(x) -> set:
