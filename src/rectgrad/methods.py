@@ -298,11 +298,10 @@ METHOD_NAMES: tuple[str, ...] = tuple(METHODS)
 
 _NO_GRADIENT = "the model's own gradient is zero there (e.g. a zero-initialised head, or no ReLU active)"
 _ZERO_CAUSES = {  # why a method's map may come out all zero (RectGrad's own attribute warns, with its threshold)
-    "grad_input": f"the input is zero, or {_NO_GRADIENT}", "eps_lrp": f"the input is zero, or {_NO_GRADIENT}",
-    "intgrad": f"the input equals the baseline, or {_NO_GRADIENT}",
-    "deeplift": f"the input equals the baseline, or {_NO_GRADIENT}",
-    "deconv": f"the rule passes only positive gradient and none reached the input, or {_NO_GRADIENT}",
-    "guided_bp": f"the rule passes only positive gradient and none reached the input, or {_NO_GRADIENT}",
+    **dict.fromkeys(("grad_input", "eps_lrp"), f"the input is zero, or {_NO_GRADIENT}"),
+    **dict.fromkeys(("intgrad", "deeplift"), f"the input equals the baseline, or {_NO_GRADIENT}"),
+    **dict.fromkeys(("deconv", "guided_bp"),
+                    f"the rule passes only positive gradient and none reached the input, or {_NO_GRADIENT}"),
 }
 
 
