@@ -1772,3 +1772,20 @@ def test_image_folder_names_a_decomposed_training_class_and_its_composed_test_tw
     (tmp_path / "test" / "a_cat").rename(tmp_path / "test" / "caf\u00e9")
     with pytest.raises(ValueError, match=r"'caf\\xe9' vs 'cafe\\u0301': composed and decomposed accents"):
         data.load_image_folder(tmp_path, "test", 16)
+
+
+@pytest.mark.parametrize("name, content", [
+    ("img1.png", lambda png: png[:8] + (5).to_bytes(4, "big") + png[12:]),  # an IHDR chunk said to be 5 bytes long
+    ("img1.ppm", lambda png: b"P6\n2x 2\n255\n" + bytes(12)),  # a PPM header whose width is no number
+])
+def test_image_folder_names_an_image_whose_header_pillow_refuses_with_a_value_error(tmp_path, name, content):
+    # Pillow refuses these headers with a bare ValueError ("Truncated IHDR chunk", "invalid literal for int()"),
+    # which named no file among thousands
+    write_image_folder(tmp_path, masks=False)
+    png = (tmp_path / "test" / "a_cat" / "img1.png").read_bytes()
+    (tmp_path / "test" / "a_cat" / "img1.png").unlink()
+    (tmp_path / "test" / "a_cat" / name).write_bytes(content(png))
+    with pytest.raises(ValueError, match=rf"a_cat.{re.escape(name)} is not a readable image \("):
+        data.load_image_folder(tmp_path, "test", 16)
+    with pytest.raises(ValueError, match=rf"{re.escape(name)} is not a readable image \("):
+        data.mask_objects(tmp_path / "test" / "a_cat" / name)

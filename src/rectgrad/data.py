@@ -920,10 +920,15 @@ def _open_image(path: Path) -> Iterator:
     gives one ``ValueError`` naming it."""
     from PIL import Image, UnidentifiedImageError
 
+    unreadable = (UnidentifiedImageError, OSError, Image.DecompressionBombError)
     try:
-        with Image.open(path) as image:
+        opened = Image.open(path)
+    except (*unreadable, ValueError) as exc:  # (Pillow's own ValueError for some broken headers: PNG's, PPM's)
+        raise ValueError(f"{path} is not a readable image ({exc})") from None
+    try:
+        with opened as image:
             yield image
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+    except unreadable as exc:
         raise ValueError(f"{path} is not a readable image ({exc})") from None
 
 
