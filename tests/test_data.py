@@ -1789,3 +1789,25 @@ def test_image_folder_names_an_image_whose_header_pillow_refuses_with_a_value_er
         data.load_image_folder(tmp_path, "test", 16)
     with pytest.raises(ValueError, match=rf"{re.escape(name)} is not a readable image \("):
         data.mask_objects(tmp_path / "test" / "a_cat" / name)
+
+
+def test_an_image_whose_exif_block_pillow_cannot_parse_or_write_again_is_read_as_its_orientation_says(tmp_path):
+    # Pillow raised a bare SyntaxError ("not a TIFF file") for an EXIF block it cannot parse, naming no file, and a
+    # struct.error for one whose orientation it reads but whose other tags it cannot write back (a string in a
+    # number's tag); a viewer shows the first as stored and turns the second
+    pixels = np.zeros((4, 6), np.uint8)
+    pixels[:, :3] = 255  # left half white, 6 wide and 4 high
+    exif = Image.Exif()
+    exif[0x0112], exif[0x010F] = 6, "Canon"  # turned a quarter; the camera's make
+    good = exif.tobytes()
+    odd_tag = good.replace(b"\x01\x0f\x00\x02", b"\x01\x53\x00\x02")  # the make's string in SampleFormat's tag
+    assert odd_tag != good
+    for name, block in (("good", good), ("odd_tag", odd_tag), ("unparsable", b"Exif\x00\x00XX\x00*\x00\x00\x00\x08"),
+                        ("none", None)):
+        Image.fromarray(pixels).save(tmp_path / f"{name}_mask.png", **({} if block is None else {"exif": block}))
+    turned, stored = data.mask_objects(tmp_path / "good_mask.png"), data.mask_objects(tmp_path / "none_mask.png")
+    assert turned.shape == (6, 4) and stored.shape == (4, 6)
+    assert torch.equal(data.mask_objects(tmp_path / "odd_tag_mask.png"), turned)
+    assert data.upright_size(tmp_path / "odd_tag_mask.png") == (4, 6)
+    assert torch.equal(data.mask_objects(tmp_path / "unparsable_mask.png"), stored)
+    assert data.upright_size(tmp_path / "unparsable_mask.png") == (6, 4)

@@ -24,6 +24,7 @@ import os
 import pickle
 import re
 import shutil
+import struct
 import tarfile
 import tempfile
 import unicodedata
@@ -700,11 +701,9 @@ def check_mask_size(mask: Path, mask_size: tuple[int, int], image, image_size: t
 
 def upright_size(path: Path) -> tuple[int, int]:
     """(width, height) of the image at ``path`` as :func:`upright` turns it, from its header and EXIF."""
-    from PIL import ExifTags
-
     with _open_image(path) as image:
         width, height = image.size
-        sideways = image.getexif().get(ExifTags.Base.Orientation) in (5, 6, 7, 8)  # turned a quarter
+        sideways = _orientation(image) in (5, 6, 7, 8)  # turned a quarter
         return (height, width) if sideways else (width, height)
 
 
@@ -939,12 +938,33 @@ def _image_mode(path: Path) -> str:
 
 def upright(image):
     """A loaded copy of a Pillow image turned as its EXIF orientation says, as viewers show it (phone cameras store
-    the pixels sideways and say so there); masks beside photos are turned by their own EXIF, if any."""
-    from PIL import ImageOps
+    the pixels sideways and say so there); masks beside photos are turned by their own EXIF, if any. An EXIF block
+    Pillow cannot parse has no orientation; one whose orientation it reads but whose other tags it cannot write back (a
+    string in a number's tag) turns the image all the same."""
+    from PIL import Image, ImageOps
 
-    turned = ImageOps.exif_transpose(image)
+    try:
+        turned = ImageOps.exif_transpose(image)
+    except (SyntaxError, struct.error):  # an EXIF block Pillow cannot parse, or cannot write back once turned
+        turns = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+                 5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+                 8: Image.Transpose.ROTATE_90}  # (exif_transpose's own)
+        orientation = _orientation(image)
+        turned = image.transpose(turns[orientation]) if orientation in turns else image.copy()
     turned.format = image.format  # eight_bit needs it; the copy has none
     return turned
+
+
+def _orientation(image):
+    """The EXIF orientation of a Pillow image (1 to 8 where it has one); an EXIF block Pillow cannot parse (a broken
+    header, a tag cut short) says none, and the image is shown as stored, as viewers show it and as Pillow reads a
+    JPEG's."""
+    from PIL import ExifTags
+
+    try:
+        return image.getexif().get(ExifTags.Base.Orientation)
+    except (SyntaxError, struct.error):
+        return None
 
 
 def eight_bit(image, path="image", mask: bool = False):
