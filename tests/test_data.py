@@ -1811,3 +1811,16 @@ def test_an_image_whose_exif_block_pillow_cannot_parse_or_write_again_is_read_as
     assert data.upright_size(tmp_path / "odd_tag_mask.png") == (4, 6)
     assert torch.equal(data.mask_objects(tmp_path / "unparsable_mask.png"), stored)
     assert data.upright_size(tmp_path / "unparsable_mask.png") == (6, 4)
+
+
+def test_a_downloaded_file_gets_the_permissions_of_any_file_made_there(tmp_path, monkeypatch):
+    # the download was written to a mkstemp file, private (0600), and kept so: a dataset downloaded into a shared
+    # cache could be read by no one else
+    archive = tmp_path / "source.tar.gz"
+    cifar_archive(archive, n=2)
+    monkeypatch.setattr(data.urllib.request, "urlopen", fake_server({data.CIFAR10_FILE: archive.read_bytes()}))
+    monkeypatch.setattr(data, "CIFAR10_MD5", hashlib.md5(archive.read_bytes()).hexdigest())
+    assert len(load_cifar10("test", data_dir=tmp_path / "d", download=True)) == 2
+    made = tmp_path / "d" / "made.txt"
+    made.write_text("made by open()")
+    assert (tmp_path / "d" / data.CIFAR10_FILE).stat().st_mode == made.stat().st_mode

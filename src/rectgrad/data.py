@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from rectgrad._checks import did_you_mean
-from rectgrad.checkpoint import one_line
+from rectgrad.checkpoint import _UMASK, one_line
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -407,6 +407,7 @@ def _download(url: str, dest: Path, md5: str | None, offline: str | None = None)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
     digest = hashlib.md5()
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # as open() would create it, not mkstemp's private 0600 (a shared cache)
         with os.fdopen(fd, "wb") as out:
             for chunk in _fetch(url, offline or f"put the file at {dest}"):
                 digest.update(chunk)
