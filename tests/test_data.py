@@ -1824,3 +1824,19 @@ def test_a_downloaded_file_gets_the_permissions_of_any_file_made_there(tmp_path,
     made = tmp_path / "d" / "made.txt"
     made.write_text("made by open()")
     assert (tmp_path / "d" / data.CIFAR10_FILE).stat().st_mode == made.stat().st_mode
+
+
+def test_masked_images_take_numpy_masks_as_images_and_labels_are_taken():
+    # numpy bool masks were refused with "masks must be bool (2, 4, 4) ..., got bool (2, 4, 4)": numpy's bool is not
+    # torch's
+    masks = np.zeros((2, 4, 4), bool)
+    masks[1, :2] = True
+    masked = data.MaskedImages(np.zeros((2, 1, 4, 4), np.uint8), np.array([0, 1]), ["a", "b"], "x", masks=masks,
+                               names=["p", "q"])
+    assert masked.masks.dtype == torch.bool and torch.equal(masked.masks, torch.from_numpy(masks))
+    with pytest.raises(TypeError, match="masks must be one of Tensor, ndarray, got list"):
+        data.MaskedImages(np.zeros((2, 1, 4, 4), np.uint8), [0, 1], ["a", "b"], "x", masks=masks.tolist(),
+                          names=["p", "q"])
+    with pytest.raises(ValueError, match=r"masks must be bool \(2, 4, 4\) with 2 names, got torch.uint8"):
+        data.MaskedImages(np.zeros((2, 1, 4, 4), np.uint8), [0, 1], ["a", "b"], "x", masks=masks.astype(np.uint8),
+                          names=["p", "q"])

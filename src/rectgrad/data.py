@@ -122,13 +122,15 @@ class ImageDataset:
 
 @dataclass
 class MaskedImages(ImageDataset):
-    """Images with boolean object masks (N, H, W) (True = object) and their file names (no extension)."""
+    """Images with boolean object masks (N, H, W) (True = object) and their file names (no extension). Masks may be
+    given as a numpy array."""
 
     masks: torch.Tensor
     names: list[str]
 
     def __post_init__(self):
         super().__post_init__()
+        self.masks = _as_tensor("masks", self.masks, (np.ndarray,))
         n, _, height, width = self.images.shape
         if self.masks.dtype != torch.bool or self.masks.shape != (n, height, width) or len(self.names) != n:
             raise ValueError(f"masks must be bool ({n}, {height}, {width}) with {n} names, got "
