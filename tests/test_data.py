@@ -1840,3 +1840,11 @@ def test_masked_images_take_numpy_masks_as_images_and_labels_are_taken():
     with pytest.raises(ValueError, match=r"masks must be bool \(2, 4, 4\) with 2 names, got torch.uint8"):
         data.MaskedImages(np.zeros((2, 1, 4, 4), np.uint8), [0, 1], ["a", "b"], "x", masks=masks.astype(np.uint8),
                           names=["p", "q"])
+
+
+@pytest.mark.parametrize("index", [1, -2, np.int64(1), torch.tensor(1)])
+def test_image_dataset_subset_of_one_index_keeps_one_image_as_masked_images_do(index):
+    # an int gave images (C, H, W), refused as "images must be (N, C, H, W)", though MaskedImages.subset takes it
+    images = torch.arange(3, dtype=torch.uint8).reshape(3, 1, 1, 1).expand(3, 1, 2, 2).contiguous()
+    one = ImageDataset(images, [0, 1, 0], ["a", "b"], "toy").subset(index)
+    assert one.images.shape == (1, 1, 2, 2) and (one.images == 1).all() and one.labels.tolist() == [1]

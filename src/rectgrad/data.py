@@ -110,8 +110,11 @@ class ImageDataset:
         return to_inputs(images.to(device) if device is not None else images)
 
     def subset(self, index) -> ImageDataset:
-        """The images and labels at ``index`` (LongTensor, bool mask or slice)."""
-        return replace(self, images=self.images[index], labels=self.labels[index])
+        """The images and labels at ``index`` (LongTensor, bool mask or slice; an int: a dataset of that one image)."""
+        images, labels = self.images[index], self.labels[index]
+        if labels.dim() == 0:  # (one image: kept as a batch of one, as MaskedImages.subset keeps it)
+            images, labels = images[None], labels[None]
+        return replace(self, images=images, labels=labels)
 
     def with_images(self, images: torch.Tensor) -> ImageDataset:
         """The same labels and classes with new uint8 images (e.g. occluded ones)."""
