@@ -1848,3 +1848,14 @@ def test_image_dataset_subset_of_one_index_keeps_one_image_as_masked_images_do(i
     images = torch.arange(3, dtype=torch.uint8).reshape(3, 1, 1, 1).expand(3, 1, 2, 2).contiguous()
     one = ImageDataset(images, [0, 1, 0], ["a", "b"], "toy").subset(index)
     assert one.images.shape == (1, 1, 2, 2) and (one.images == 1).all() and one.labels.tolist() == [1]
+
+
+def test_to_inputs_and_to_uint8_refuse_each_others_kind_rather_than_scale_it_again():
+    # float images in [0, 1] became inputs near -1 (all but black), and uint8 images given to to_uint8 wrapped at 255
+    images = torch.tensor([[0, 128, 255]], dtype=torch.uint8)
+    with pytest.raises(ValueError, match=r"to_inputs takes uint8 images \(0..255\), got torch.float32"):
+        to_inputs(images.float() / 255)
+    with pytest.raises(ValueError, match=r"to_uint8 takes float inputs in \[-1, 1\], got torch.uint8"):
+        to_uint8(images)
+    assert torch.equal(to_uint8(to_inputs(images)), images)
+    assert torch.equal(to_uint8(to_inputs(images).double()), images)

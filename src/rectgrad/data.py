@@ -167,12 +167,20 @@ def checksum(*datasets: ImageDataset, masks: bool = False) -> int:
 
 
 def to_inputs(images: torch.Tensor) -> torch.Tensor:
-    """uint8 images -> float32 inputs in [-1, 1] (``x / 127.5 - 1``)."""
+    """uint8 images -> float32 inputs in [-1, 1] (``x / 127.5 - 1``); other dtypes are refused (float inputs would
+    be scaled twice, float images in [0, 1] end near -1)."""
+    if images.dtype != torch.uint8:
+        raise ValueError(f"to_inputs takes uint8 images (0..255), got {images.dtype}: float inputs in [-1, 1] are "
+                         "scaled already; float images in [0, 1] become uint8 as (images * 255).round().byte()")
     return images.float() / 127.5 - 1
 
 
 def to_uint8(inputs: torch.Tensor) -> torch.Tensor:
-    """Inverse of ``to_inputs``: float inputs in [-1, 1] -> uint8 images (rounded, clipped)."""
+    """Inverse of ``to_inputs``: float inputs in [-1, 1] -> uint8 images (rounded, clipped); integer tensors (uint8
+    images already) are refused."""
+    if not inputs.is_floating_point():
+        raise ValueError(f"to_uint8 takes float inputs in [-1, 1], got {inputs.dtype}: uint8 images are images "
+                         "already (to_inputs makes inputs of them)")
     return ((inputs.detach() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
 
 
