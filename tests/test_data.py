@@ -1859,3 +1859,20 @@ def test_to_inputs_and_to_uint8_refuse_each_others_kind_rather_than_scale_it_aga
         to_uint8(images)
     assert torch.equal(to_uint8(to_inputs(images)), images)
     assert torch.equal(to_uint8(to_inputs(images).double()), images)
+
+
+def test_cifar10_batch_whose_unpickling_fails_otherwise_is_named_as_no_batch(tmp_path):
+    # unpickling corrupt bytes can raise any error (pickle's documentation says so): an encoding name cut by a flipped
+    # byte raised a LookupError, a pickled array in the batch's place an IndexError, naming neither archive nor member
+    path = tmp_path / "cifar-10-python.tar.gz"
+    batch = {b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1]}
+    good = pickle.dumps(batch, protocol=2)
+    assert b"latin1" in good
+    for raw in (good.replace(b"latin1", b"latiq1"), pickle.dumps(np.zeros(3, np.uint8), protocol=2)):
+        with tarfile.open(path, "w:gz") as tar:
+            info = tarfile.TarInfo("cifar-10-batches-py/test_batch")
+            info.size = len(raw)
+            tar.addfile(info, io.BytesIO(raw))
+        with pytest.raises(ValueError, match=rf"{re.escape(str(path))}: cifar-10-batches-py/test_batch is not a "
+                                             r"CIFAR-10 batch \((LookupError|IndexError)"):
+            load_cifar10("test", data_dir=tmp_path)

@@ -399,7 +399,9 @@ def _read_cifar_batch(tar: tarfile.TarFile, path: Path, member: str) -> tuple[np
         batch = _ArrayUnpickler(f, encoding="bytes").load()
         data = np.asarray(batch[b"data"])
         labels = np.asarray(batch[b"labels"], dtype=np.int64)
-    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, OverflowError) as exc:
+    except (OSError, zlib.error, MemoryError):  # (the archive's own damage, said by the caller; too little memory)
+        raise
+    except Exception as exc:  # (unpickling corrupt bytes may raise any other error, as pickle's documentation says)
         raise ValueError(f"{path}: {name} is not a CIFAR-10 batch ({exc!r})") from None
     if data.dtype != np.uint8:  # a cast would wrap 300 to 44 and floor 0.7 to 0
         raise ValueError(f"{path}: {name} holds {data.dtype} pixels, not the uint8 of CIFAR-10's python archive")
