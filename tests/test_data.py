@@ -1876,3 +1876,15 @@ def test_cifar10_batch_whose_unpickling_fails_otherwise_is_named_as_no_batch(tmp
         with pytest.raises(ValueError, match=rf"{re.escape(str(path))}: cifar-10-batches-py/test_batch is not a "
                                              r"CIFAR-10 batch \((LookupError|IndexError)"):
             load_cifar10("test", data_dir=tmp_path)
+
+
+@pytest.mark.parametrize("labels", [[0.0, 1.7], ["0", "1"], [True, False]])
+def test_cifar10_refuses_labels_that_are_not_integers_rather_than_cast_them(tmp_path, labels):
+    # a cast to int64 floored 1.7 to 1 and read "1" as 1, as it would have wrapped pixels (refused already)
+    cifar_archive(tmp_path / "cifar-10-python.tar.gz", batch={b"data": np.zeros((2, 3072), np.uint8),
+                                                              b"labels": labels})
+    with pytest.raises(ValueError, match=r"test_batch holds (float64|<U1|bool) labels, not the integer class indices"):
+        load_cifar10("test", data_dir=tmp_path)
+    cifar_archive(tmp_path / "cifar-10-python.tar.gz", batch={b"data": np.zeros((2, 3072), np.uint8),
+                                                              b"labels": np.array([3, 1], np.uint8)})
+    assert load_cifar10("test", data_dir=tmp_path).labels.tolist() == [3, 1]

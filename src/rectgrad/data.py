@@ -398,17 +398,20 @@ def _read_cifar_batch(tar: tarfile.TarFile, path: Path, member: str) -> tuple[np
     try:
         batch = _ArrayUnpickler(f, encoding="bytes").load()
         data = np.asarray(batch[b"data"])
-        labels = np.asarray(batch[b"labels"], dtype=np.int64)
+        labels = np.asarray(batch[b"labels"])
     except (OSError, zlib.error, MemoryError):  # (the archive's own damage, said by the caller; too little memory)
         raise
     except Exception as exc:  # (unpickling corrupt bytes may raise any other error, as pickle's documentation says)
         raise ValueError(f"{path}: {name} is not a CIFAR-10 batch ({exc!r})") from None
     if data.dtype != np.uint8:  # a cast would wrap 300 to 44 and floor 0.7 to 0
         raise ValueError(f"{path}: {name} holds {data.dtype} pixels, not the uint8 of CIFAR-10's python archive")
+    if labels.size and labels.dtype.kind not in "iu":  # a cast would floor 1.7 to 1 and read "1" as 1
+        raise ValueError(f"{path}: {name} holds {labels.dtype} labels, not the integer class indices of CIFAR-10's "
+                         "python archive")
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or labels.shape != (len(data),):
         raise ValueError(f"{path}: {name} has data of shape {data.shape} and {labels.size} labels, "
                          "expected (n, 3072) and n labels")
-    return data, labels
+    return data, labels.astype(np.int64)
 
 
 def _download(url: str, dest: Path, md5: str | None, offline: str | None = None) -> None:
