@@ -1888,3 +1888,26 @@ def test_cifar10_refuses_labels_that_are_not_integers_rather_than_cast_them(tmp_
     cifar_archive(tmp_path / "cifar-10-python.tar.gz", batch={b"data": np.zeros((2, 3072), np.uint8),
                                                               b"labels": np.array([3, 1], np.uint8)})
     assert load_cifar10("test", data_dir=tmp_path).labels.tolist() == [3, 1]
+
+
+def test_image_folder_progress_bar_is_closed_when_an_image_cannot_be_read(tmp_path, monkeypatch):
+    # the bar was closed only after the last image: an unreadable one left it open (its line unended before the error,
+    # a notebook's widget running), as the bars of training and evaluation are not
+    import rectgrad.progress
+
+    bars = []
+
+    class Bar:
+        closed = False
+
+        def update(self):
+            pass
+
+        def close(self):
+            self.closed = True
+    monkeypatch.setattr(rectgrad.progress, "progress_bar", lambda *args, **kwargs: bars.append(Bar()) or bars[-1])
+    write_image_folder(tmp_path, masks=False)
+    (tmp_path / "test" / "a_cat" / "img1.png").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="img1.png is not a readable image"):
+        data.load_image_folder(tmp_path, "test", 16, progress=True)
+    assert len(bars) == 1 and bars[0].closed

@@ -1036,17 +1036,19 @@ def _read_images(paths: list[Path], size: int, mode: str, resample=None, progres
     resample = Image.BILINEAR if resample is None else resample
     images = np.empty((len(paths), size, size, 1 if mode == "L" else 3), dtype=np.uint8)
     bar = progress_bar(len(paths), description, progress and len(paths) >= 2000, unit="image")
-    for i, path in enumerate(paths):
-        with _open_image(path) as image:
-            image = eight_bit(upright(image), path, mask=masks)
-            image = (image if masks else on_white(image)).convert(mode)
-            if image.size != (size, size):
-                image = image.resize((size, size), resample)
-            images[i] = np.asarray(image).reshape(size, size, -1)
+    try:
+        for i, path in enumerate(paths):
+            with _open_image(path) as image:
+                image = eight_bit(upright(image), path, mask=masks)
+                image = (image if masks else on_white(image)).convert(mode)
+                if image.size != (size, size):
+                    image = image.resize((size, size), resample)
+                images[i] = np.asarray(image).reshape(size, size, -1)
+            if bar is not None:
+                bar.update()
+    finally:  # (an unreadable image, a Ctrl-C: the bar's line ends before the message)
         if bar is not None:
-            bar.update()
-    if bar is not None:
-        bar.close()
+            bar.close()
     return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
 
 
