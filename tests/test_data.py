@@ -1911,3 +1911,12 @@ def test_image_folder_progress_bar_is_closed_when_an_image_cannot_be_read(tmp_pa
     with pytest.raises(ValueError, match="img1.png is not a readable image"):
         data.load_image_folder(tmp_path, "test", 16, progress=True)
     assert len(bars) == 1 and bars[0].closed
+
+
+def test_image_dataset_refuses_rgba_images_channels_last_as_it_refuses_rgb_ones():
+    # np.stack of RGBA PNGs read with numpy is (N, H, W, 4): it was taken as H channels of H x 4 pixels
+    labels = [0, 1, 0, 1]
+    with pytest.raises(ValueError, match=r"images of shape \(4, 8, 8, 4\) look channels-last .*permute\(0, 3, 1, 2\)"):
+        ImageDataset(np.zeros((4, 8, 8, 4), np.uint8), labels, ["a", "b"], "rgba")
+    rgba = ImageDataset(np.zeros((4, 4, 8, 8), np.uint8), labels, ["a", "b"], "rgba")  # channels first: taken
+    assert rgba.images.shape == (4, 4, 8, 8)

@@ -81,7 +81,7 @@ class ImageDataset:
             raise ValueError(f"images must be uint8 (0..255), got {self.images.dtype}")
         if len(shape) != 4:
             raise ValueError(f"images must be (N, C, H, W), got shape {shape}")
-        if shape[1] not in (1, 3) and shape[3] in (1, 3):
+        if shape[1] not in (1, 3, 4) and shape[3] in (1, 3, 4):  # (grey, RGB, RGBA)
             raise ValueError(f"images of shape {shape} look channels-last (N, H, W, C): give (N, C, H, W), "
                              "images.permute(0, 3, 1, 2) (numpy: images.transpose(0, 3, 1, 2))")
         if not isinstance(self.classes, (list, tuple)):
