@@ -1920,3 +1920,13 @@ def test_image_dataset_refuses_rgba_images_channels_last_as_it_refuses_rgb_ones(
         ImageDataset(np.zeros((4, 8, 8, 4), np.uint8), labels, ["a", "b"], "rgba")
     rgba = ImageDataset(np.zeros((4, 4, 8, 8), np.uint8), labels, ["a", "b"], "rgba")  # channels first: taken
     assert rgba.images.shape == (4, 4, 8, 8)
+
+
+def test_a_cifar10_archive_cut_short_says_to_get_it_again_as_idx_files_do(tmp_path):
+    # the error named the archive and gzip's complaint but not what to do, where a cut idx file's says it
+    path = tmp_path / "cifar-10-python.tar.gz"
+    cifar_archive(path, n=2)
+    path.write_bytes(path.read_bytes()[:len(path.read_bytes()) // 2])
+    with pytest.raises(ValueError, match=rf"{re.escape(str(path))} is not a valid tar.gz archive \(.*\): delete it "
+                                         r"and get the file again \(download=True"):
+        load_cifar10("test", data_dir=tmp_path)

@@ -366,7 +366,7 @@ def load_cifar10(split: str = "train", data_dir=None, download: bool = False) ->
         with tarfile.open(path, "r:gz") as tar:
             batches = [_read_cifar_batch(tar, path, member) for member in CIFAR10_MEMBERS[split]]
     except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
-        raise ValueError(f"{path} is not a valid tar.gz archive ({exc})") from None
+        raise ValueError(f"{path} is not a valid tar.gz archive ({exc}): {GET_AGAIN}") from None
     images = torch.from_numpy(np.concatenate([b[0] for b in batches])).reshape(-1, 3, 32, 32)
     labels = torch.from_numpy(np.concatenate([b[1] for b in batches]))
     _check_labels(labels, path)
