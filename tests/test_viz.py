@@ -689,3 +689,16 @@ def test_boxplot_names_a_name_with_no_samples_rather_than_leave_its_place_blank(
 def test_line_plot_curve_names_starting_with_an_underscore_stay_in_the_legend():
     fig = viz.line_plot([1, 2], {"_baseline": ([1.0, 2.0], None), "b": ([2.0, 1.0], None)}, xlabel="x", ylabel="y")
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["_baseline", "b"]  # matplotlib hid it
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_images_holding_nan_or_inf_are_named_not_drawn(bad):
+    images = np.zeros((3, 1, 4, 4))
+    images[2, 0, 1, 1] = bad  # image 2 only: NaN drew as a hole, Inf as a white or black pixel
+    with pytest.raises(ValueError, match=r"NaN or Inf values in image\(s\) \[2\]: such an image cannot be drawn"):
+        viz.to_display_image(images)
+    with pytest.raises(ValueError, match=r"NaN or Inf values in image\(s\) \[2\]"):
+        viz.grid(torch.tensor(images), [np.ones((3, 4, 4))])
+    with pytest.raises(ValueError, match=r"NaN or Inf values in the image: such an image cannot be drawn"):
+        viz.to_display_image(images[2], mean=0.5, std=0.5)  # one (C,H,W) image
+    assert viz.to_display_image(images[:2]).shape == (2, 4, 4)  # finite images as before

@@ -167,7 +167,8 @@ def to_display_image(x, mean=None, std=None) -> np.ndarray:
     Without ``mean``/``std`` the input is taken to be scaled to [-1,1] (the paper's preprocessing), and uint8 images
     (a dataset's raw pixels) to [0,255]; otherwise it is un-normalized as ``x * std + mean`` (one value per channel,
     or one for all; a missing one is 0 or 1). Values are clipped to [0,1]. Other integer (or bool) images are a
-    TypeError, and uint8 images with a ``mean`` or ``std`` a ValueError: either drew white.
+    TypeError, and uint8 images with a ``mean`` or ``std`` a ValueError: either drew white; images holding NaN or Inf
+    are a ValueError naming them.
     """
     dtypes = _dtypes(x)
     kinds = set(map(_kind, dtypes))
@@ -192,6 +193,10 @@ def to_display_image(x, mean=None, std=None) -> np.ndarray:
                 f"x.transpose({order}))" if a.shape[-1] in (1, 3, 4) else "")
         raise ValueError(f"images to draw must be (C,H,W) or (N,C,H,W) with 1 (grayscale), 3 (RGB) or 4 (RGBA) "
                          f"channels, got shape {shape}{hint}")
+    bad = ~np.isfinite(a).reshape(len(a), -1).all(1)
+    if bad.any():  # (clipped to [0, 1], NaN drew as a hole and Inf as a white or black pixel)
+        which = "the image" if single else f"image(s) {np.flatnonzero(bad)[:10].tolist()}"
+        raise ValueError(f"NaN or Inf values in {which}: such an image cannot be drawn")
     if mean is None and std is None:
         a = a / 255.0 if pixels else (a + 1.0) / 2.0
     else:
