@@ -702,3 +702,10 @@ def test_images_holding_nan_or_inf_are_named_not_drawn(bad):
     with pytest.raises(ValueError, match=r"NaN or Inf values in the image: such an image cannot be drawn"):
         viz.to_display_image(images[2], mean=0.5, std=0.5)  # one (C,H,W) image
     assert viz.to_display_image(images[:2]).shape == (2, 4, 4)  # finite images as before
+
+
+def test_boxplot_and_line_plot_with_nothing_to_draw_are_refused():
+    with pytest.raises(ValueError, match=r"boxplot values is empty: give at least one \{name: samples\}"):
+        viz.boxplot({}, ylabel="y")  # (an empty figure: axes and no box)
+    with pytest.raises(ValueError, match=r"line_plot curves is empty: give at least one \{name: \(mean, std or None\)"):
+        viz.line_plot([1, 2], {}, xlabel="x", ylabel="y")  # (empty axes and an empty legend)

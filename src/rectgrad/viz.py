@@ -413,9 +413,11 @@ def boxplot(values: Mapping[str, np.ndarray], ylabel: str, title: str | None = N
     """One box per method (e.g. the paper's Figs. 3, 7, 8): ``values`` maps a name to its 1-D samples. Names and
     labels are drawn as typed (no mathtext: ``$`` is ``$``), as in :func:`grid`; long names are broken into lines
     about :data:`NAME_WIDTH` wide. Samples holding NaN or Inf, or none, are a
-    ValueError naming them: matplotlib drew no box for them."""
+    ValueError naming them: matplotlib drew no box for them; so is an empty ``values`` (an empty figure)."""
     if not isinstance(values, Mapping):  # (a list failed with "'list' object has no attribute 'values'")
         raise TypeError(f"boxplot values must be a dict {{name: samples}}, got {type(values).__name__}")
+    if not values:  # (an empty figure: axes and no box)
+        raise ValueError("boxplot values is empty: give at least one {name: samples}")
     names = list(values)
     samples = [np.ravel(_numpy(v)) for v in values.values()]
     for name, sample in zip(names, samples):
@@ -438,9 +440,12 @@ def boxplot(values: Mapping[str, np.ndarray], ylabel: str, title: str | None = N
 def line_plot(x, curves: Mapping[str, tuple], xlabel: str, ylabel: str, title: str | None = None) -> Figure:
     """Curves against ``x`` (e.g. Fig. 2, Fig. 9): ``curves`` maps a name to (mean, std or None), each one value per
     x; std is shaded. The legend stands right of the axes, off the curves. Names and labels are drawn as typed (no
-    mathtext: ``$`` is ``$``), as in :func:`grid`; long names are broken into lines about :data:`NAME_WIDTH` wide."""
+    mathtext: ``$`` is ``$``), as in :func:`grid`; long names are broken into lines about :data:`NAME_WIDTH` wide.
+    No curves (an empty dict) is a ValueError."""
     if not isinstance(curves, Mapping):
         raise TypeError(f"line_plot curves must be a dict {{name: (mean, std or None)}}, got {type(curves).__name__}")
+    if not curves:  # (empty axes)
+        raise ValueError("line_plot curves is empty: give at least one {name: (mean, std or None)}")
     xs = _numpy(x)
     bands = {name: _curve(name, curve, xs.shape) for name, curve in curves.items()}  # all checked before drawing
     fig = _figure(6.2, 3.5, layout="constrained")
