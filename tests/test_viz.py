@@ -709,3 +709,19 @@ def test_boxplot_and_line_plot_with_nothing_to_draw_are_refused():
         viz.boxplot({}, ylabel="y")  # (an empty figure: axes and no box)
     with pytest.raises(ValueError, match=r"line_plot curves is empty: give at least one \{name: \(mean, std or None\)"):
         viz.line_plot([1, 2], {}, xlabel="x", ylabel="y")  # (empty axes and an empty legend)
+
+
+def test_maps_of_finite_values_near_the_largest_float_are_drawn_not_called_nan_or_inf():
+    attr = np.random.default_rng(0).uniform(-1.0, 1.0, (2, 3, 5, 5))
+    shown, reference = viz.prepare(attr * 1.5e308), viz.prepare(attr)  # finite, but their channel sums overflowed
+    assert np.isfinite(shown).all()
+    peak = (np.abs(shown).max(axis=(1, 2), keepdims=True), np.abs(reference).max(axis=(1, 2), keepdims=True))
+    assert np.allclose(shown / peak[0], reference / peak[1])  # the same maps, drawn the same
+    with pytest.raises(ValueError, match=r"too large"):  # channel_sum alone cannot give a sum past float64's range
+        viz.channel_sum(np.full((3, 2, 2), 1.5e308))
+    pair = np.array([[[-1.5e308, 1.5e308]]])  # a percentile between them overflowed to -inf or inf
+    assert np.array_equal(viz.clip_outliers(pair, 50, 50), [[[0.0, 0.0]]])  # both capped at the median, 0
+    assert np.array_equal(viz.final_threshold(pair, "top", 50), [[[0.0, 1.5e308]]])
+    fig = viz.grid(None, [np.array([[[-1.5e308, 1.5e308], [0.0, 1.0]]])])
+    image = fig.axes[0].images[0]  # (the colour scale's range, 2 * 1.5e308, overflowed: NaN colours)
+    assert np.allclose(image.norm(image.get_array()), [[0.0, 1.0], [0.5, 0.5]])

@@ -65,6 +65,25 @@ def _refuse_empty(m: np.ndarray, what: str) -> None:
         raise ValueError(f"no values in {what}, got shape {m.shape}: nothing to scale or draw")
 
 
+#: Maps whose largest |value| passes this (float64's largest is about 2**1024) are divided by a power of two (exactly)
+#: where their channel sums, percentiles and colour scale are computed: these overflowed past float64's range there.
+LARGE = 2.0 ** 1000
+
+
+def _shift(m: np.ndarray) -> int:
+    """The ``k`` for which ``np.ldexp(m, -k)`` (``m / 2**k``) holds values of at most 1 in magnitude, where ``m``'s
+    largest finite |value| passes :data:`LARGE`; 0 (nothing to scale) otherwise, and for NaN or Inf values."""
+    top = float(np.max(np.abs(m), initial=0.0))
+    return int(np.frexp(top)[1]) if LARGE < top < math.inf else 0
+
+
+def _percentile(m: np.ndarray, q, **kwargs) -> np.ndarray:
+    """``np.percentile(m, q, **kwargs)``, taken on ``m / 2**k`` (:func:`_shift`) and scaled back: numpy interpolated
+    between two values near float64's largest and of opposite signs as -inf or inf."""
+    k = _shift(m)
+    return np.ldexp(np.percentile(np.ldexp(m, -k) if k else m, q, **kwargs), k)
+
+
 def _maps(maps) -> np.ndarray:
     """``maps`` (H,W) or (N,H,W) as float64 numpy, or a ValueError for another shape, no values or NaN / Inf values."""
     m = _numpy(maps)
@@ -79,7 +98,8 @@ def channel_sum(attr) -> np.ndarray:
     """Sum an attribution over its colour channels (Appendix F.1): (C,H,W) -> (H,W), (N,C,H,W) -> (N,H,W).
 
     Accepts a torch tensor or array-like; returns float64 numpy. Channels-last attributions (as TensorFlow gives them:
-    C not 1, 3 or 4 but the last dimension is) are a ValueError saying how to permute them.
+    C not 1, 3 or 4 but the last dimension is) are a ValueError saying how to permute them, and finite values whose
+    sum passes float64's range (about 1.8e308) one saying they are too large (:func:`prepare` scales them down).
     """
     a = _numpy(attr)
     if a.ndim not in (3, 4):
@@ -89,7 +109,13 @@ def channel_sum(attr) -> np.ndarray:
         order = "2, 0, 1" if single else "0, 3, 1, 2"
         raise ValueError(f"attributions of shape {a.shape} look channels-last ({'' if single else 'N,'}H,W,C): give "
                          f"x.permute({order}) (a numpy array: x.transpose({order})) to sum their channels")
-    return a.sum(axis=-3)
+    with np.errstate(over="ignore"):
+        total = a.sum(axis=-3)
+    if (np.isinf(total) & np.isfinite(a).all(axis=-3)).any():  # (it was then called "NaN or Inf values")
+        raise ValueError(f"attributions with values up to {np.abs(a).max():.3g} are too large to sum over their "
+                         f"channels: the sums pass float64's largest ({np.finfo(np.float64).max:.3g}); scale them "
+                         "down first (viz.prepare does, as the maps drawn are the same at any scale)")
+    return total
 
 
 def clip_outliers(maps, low: float = 0.5, high: float = 99.5, *, symmetric: bool = False) -> np.ndarray:
@@ -105,12 +131,12 @@ def clip_outliers(maps, low: float = 0.5, high: float = 99.5, *, symmetric: bool
     symmetric = flag("symmetric", symmetric)  # "no" would read as True
     high = check_percentile("high", high)
     if symmetric:  # (symmetric caps read high only)
-        cap = np.percentile(np.abs(m), high, axis=(-2, -1), keepdims=True)
+        cap = _percentile(np.abs(m), high, axis=(-2, -1), keepdims=True)
         return np.clip(m, -cap, cap)
     low = check_percentile("low", low)
     if low > high:  # (it gave a constant map)
         raise ValueError(f"need percentiles 0 <= low <= high <= 100, got low={low:g} and high={high:g}")
-    lo, hi = np.percentile(m, [low, high], axis=(-2, -1), keepdims=True)
+    lo, hi = _percentile(m, [low, high], axis=(-2, -1), keepdims=True)
     return np.clip(m, lo, hi)
 
 
@@ -124,7 +150,7 @@ def final_threshold(maps, mode: str, percentile: float = 95.0) -> np.ndarray:
     percentile = check_percentile("percentile", percentile)
     m = _maps(maps)
     if mode == "top":
-        cut = np.percentile(m, percentile, axis=(-2, -1), keepdims=True)
+        cut = _percentile(m, percentile, axis=(-2, -1), keepdims=True)
         return np.where(m >= cut, m, 0.0)
     if mode == "positive":
         return np.maximum(m, 0.0)
@@ -141,9 +167,12 @@ def prepare(attr, *, grayscale: bool = False, threshold: str | None = None, low:
     capping, so the 99.5th-percentile cap of a "top" map is taken over the same top values as in the
     paper's reference code, and the values it zeroes stay 0 (the 0.5th-percentile cap would lift them on a
     map where fewer than 0.5% of the values are zeroed). ``low``, ``high`` and ``symmetric`` go to
-    :func:`clip_outliers`.
+    :func:`clip_outliers`. Attributions holding values past :data:`LARGE` (2**1000, near float64's largest) are first
+    divided by a power of two, so that their channel sums do not overflow: the maps drawn are the same.
     """
     a = _numpy(attr)
+    k = _shift(a)
+    a = np.ldexp(a, -k) if k else a
     if flag("grayscale", grayscale):
         if a.ndim == 4 and a.shape[1] == 1:
             a = a[:, 0]
@@ -251,6 +280,9 @@ def plot_map(ax, m) -> None:
     an all-zero map, blank white, says "all zero" in its middle."""
     m = _numpy(m)
     vmin, vmax = color_limits(m)
+    k = _shift(m)  # (the colour scale's range, vmax - vmin, passed float64's largest: NaN colours)
+    if k:
+        m, vmin, vmax = np.ldexp(m, -k), math.ldexp(vmin, -k), math.ldexp(vmax, -k)
     ax.imshow(m, cmap=CMAP, vmin=vmin, vmax=vmax, interpolation="nearest")
     if not np.any(m):
         ax.text(0.5, 0.5, "all zero", transform=ax.transAxes, ha="center", va="center", fontsize=7, color="0.5")
