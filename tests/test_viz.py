@@ -725,3 +725,14 @@ def test_maps_of_finite_values_near_the_largest_float_are_drawn_not_called_nan_o
     fig = viz.grid(None, [np.array([[[-1.5e308, 1.5e308], [0.0, 1.0]]])])
     image = fig.axes[0].images[0]  # (the colour scale's range, 2 * 1.5e308, overflowed: NaN colours)
     assert np.allclose(image.norm(image.get_array()), [[0.0, 1.0], [0.5, 0.5]])
+
+
+def test_save_figure_refuses_a_dpi_too_large_to_draw_before_drawing(tmp_path):
+    fig = viz.boxplot({"a": [1.0, 2.0]}, ylabel="y")  # 4 x 3.5 inches: Agg allocated 560 GB (bad_alloc, or OOM-killed)
+    with pytest.raises(ValueError, match=r"dpi 100000 makes a 400000 x 350000 pixel image of this 4 x 3.5 inch figure, "
+                                         r"over .*: give a smaller dpi \(at most \d+") as refused:
+        viz.save_figure(fig, tmp_path / "big.png", dpi=100000)
+    best = int(re.search(r"at most (\d+)", str(refused.value))[1])
+    assert 4 * best * 3.5 * best <= viz.MAX_PIXELS < 4 * (best + 1) * 3.5 * (best + 1)
+    assert not (tmp_path / "big.png").exists()
+    assert (viz.save_figure(fig, tmp_path / "big.svg", dpi=100000)).stat().st_size > 0  # vector: no pixels to draw

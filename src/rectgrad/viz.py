@@ -424,11 +424,17 @@ def _extent(text: str) -> float:
 #: FreeType refuses to draw them (``FT_Set_Char_Size ... invalid ppem value``).
 MIN_DPI = 10
 FIGURE_SUFFIXES = tuple(f".{kind}" for kind in ("png", "pdf", "svg", "jpg", "jpeg", "tif", "tiff", "webp", "eps"))
+#: The most pixels a figure is drawn in (2**28, 1 GiB of RGBA pixels to the Agg renderer, which itself refuses only
+#: sides of 2**23 pixels and more: a larger one ran out of memory, or was killed for it, without a word).
+MAX_PIXELS = 2 ** 28
+VECTOR_FORMATS = ("pdf", "svg", "eps")  # drawn without pixels, but for the artists set to be rasterised
 
 
 def save_figure(fig: Figure, path, *, dpi: int = 150) -> Path:
     """Write ``fig`` at ``path`` (parent directories created) with the Agg renderer, in the format its suffix
-    names (:data:`FIGURE_SUFFIXES`; PNG without one); returns the path."""
+    names (:data:`FIGURE_SUFFIXES`; PNG without one); returns the path. A ``dpi`` that would draw it in over
+    :data:`MAX_PIXELS` pixels is a ValueError naming the size and the largest dpi that fits, raised before drawing (PDF,
+    SVG and EPS have no pixels, but for rasterised artists)."""
     path = Path(path)
     kind = path.suffix.lower()[1:] or "png"
     if f".{kind}" not in FIGURE_SUFFIXES:
@@ -437,8 +443,23 @@ def save_figure(fig: Figure, path, *, dpi: int = 150) -> Path:
     if dpi < MIN_DPI:
         raise ValueError(f"dpi must be at least {MIN_DPI} (the figures' text cannot be drawn at fewer dots per inch), "
                          f"got {dpi}")
+    if kind not in VECTOR_FORMATS or any(artist.get_rasterized() for artist in fig.findobj()):
+        _refuse_too_many_pixels(fig, dpi)
     write_atomically(path, lambda f: fig.savefig(f, format=kind, dpi=dpi))  # through a link, into new folders
     return path
+
+
+def _refuse_too_many_pixels(fig: Figure, dpi: int) -> None:
+    """A ValueError naming ``dpi`` and the figure's size where it would be drawn in over :data:`MAX_PIXELS` pixels."""
+    inches = fig.get_size_inches()
+    width, height = (int(side * dpi) for side in inches)
+    if width * height > MAX_PIXELS:
+        best = math.isqrt(int(MAX_PIXELS / (inches[0] * inches[1])))  # (floored: at most MAX_PIXELS)
+        fix = (f"give a smaller dpi (at most {best} for this figure)" if best >= MIN_DPI else
+               f"it is too large even at the least dpi, {MIN_DPI}: write it as PDF or SVG, or draw fewer panels")
+        raise ValueError(f"dpi {dpi} makes a {width} x {height} pixel image of this {inches[0]:g} x {inches[1]:g} inch "
+                         f"figure, over {MAX_PIXELS:,} pixels ({MAX_PIXELS * 4 // 2**30} GiB of RGBA pixels to draw): "
+                         f"{fix}")
 
 
 def boxplot(values: Mapping[str, np.ndarray], ylabel: str, title: str | None = None) -> Figure:
