@@ -1012,3 +1012,17 @@ def test_a_model_of_no_class_vector_is_not_given_its_outputs_last_side_as_classe
     torch.save(torch.nn.Sequential(torch.nn.Conv2d(3, 1000, 1), torch.nn.Flatten(2)), tmp_path / "seg.pt")
     (tmp_path / "seg.json").write_text('{"input_size": [3, 1, 1000]}')  # (1, 1000, 1000): no ImageNet names
     assert zoo.load(tmp_path / "seg.pt").labels == []
+
+
+@pytest.mark.parametrize("size", ["[3, 100000, 100000]", "[100000, 8]", "16385", "[16385, 8, 8]"])
+def test_an_input_size_past_the_largest_side_is_refused_before_the_model_is_probed(tmp_path, monkeypatch, size):
+    # [3, 100000, 100000]: the zero image the model is probed with was 120 GB (and images were resized to it)
+    _three_class_module(tmp_path / "mine.pt")
+    (tmp_path / "mine.json").write_text(f'{{"input_size": {size}}}')
+    with monkeypatch.context() as patch:
+        patch.setattr(zoo, "_output_classes", lambda *args: pytest.fail("probed the model at that size"))
+        with pytest.raises(ValueError, match=rf"mine.json: input_size {re.escape(size)} has a side over "
+                                             rf"{zoo.MAX_SIDE} \(the most rectgrad takes"):
+            zoo.load(tmp_path / "mine.pt")
+    (tmp_path / "mine.json").write_text(f'{{"input_size": [3, {zoo.MAX_SIDE}, 4]}}')  # the largest side taken
+    assert zoo.load(tmp_path / "mine.pt").input_size == (zoo.MAX_SIDE, 4)

@@ -40,6 +40,9 @@ INCEPTION_HUB = ("timm/inception_v4.tf_in1k", ("model.safetensors", "pytorch_mod
 #: them (both resize PIL images with these filters).
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
 _URL = re.compile(r"[a-z][a-z0-9+.-]*://", re.IGNORECASE)
+#: The largest input side (channels, height or width) a model's ``input_size`` may give: the model is probed with a zero
+#: image of that size at load, and images are resized to it (``[3, 100000, 100000]`` made a 120 GB tensor).
+MAX_SIDE = 16384
 _NOT_A_FILE = "{what} {path} is no regular file (a pipe or a device): save the {kind} to a file and give that"
 
 
@@ -521,6 +524,10 @@ def _with_config(path: Path, model: nn.Module, config: dict, source: str) -> Loa
         if len(size) not in (1, 2, 3) or any(v != int(v) for v in size):
             raise ValueError(f"{where}: input_size must be [channels, height, width], [height, width] or a side, "
                              f"got {config['input_size']!r}")
+        if max(size) > MAX_SIDE:
+            raise ValueError(f"{where}: input_size {config['input_size']!r} has a side over {MAX_SIDE} (the most "
+                             "rectgrad takes: the model is probed with a zero image of that size, and images are "
+                             "resized to it); give the size the model takes")
         channels = int(size[0]) if len(size) == 3 else _input_channels(model)
         height, width = (int(size[-2]), int(size[-1])) if len(size) > 1 else (int(size[0]),) * 2
     else:
