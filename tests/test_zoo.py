@@ -1026,3 +1026,20 @@ def test_an_input_size_past_the_largest_side_is_refused_before_the_model_is_prob
             zoo.load(tmp_path / "mine.pt")
     (tmp_path / "mine.json").write_text(f'{{"input_size": [3, {zoo.MAX_SIDE}, 4]}}')  # the largest side taken
     assert zoo.load(tmp_path / "mine.pt").input_size == (zoo.MAX_SIDE, 4)
+
+
+def test_load_refuses_a_device_that_is_none_naming_it_and_the_forms_it_takes(tmp_path, monkeypatch):
+    # "gpu" failed in torch's words (Expected one of cpu, cuda, ... device type at start of device string: gpu)
+    _three_class_module(tmp_path / "mine.pt")
+    monkeypatch.setattr(zoo, "_from_file", lambda *args: pytest.fail("loaded the model"))  # refused before it
+    for device in ("gpu", "cuda:x", ""):
+        with pytest.raises(ValueError, match=rf"^device must be cpu, cuda or cuda:N \(the N-th GPU\).*, "
+                                             rf"got {re.escape(repr(device))}$"):
+            zoo.load(tmp_path / "mine.pt", device=device)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # (torch failed only on moving the model there)
+    with pytest.raises(ValueError, match=r"^device cuda given but no CUDA device is available$"):
+        zoo.load(tmp_path / "mine.pt", device="cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ValueError, match=r"^device cuda:1: this machine has 1 CUDA device \(cuda:0\)$"):
+        zoo.load(tmp_path / "mine.pt", device=torch.device("cuda", 1))

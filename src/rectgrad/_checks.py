@@ -106,6 +106,26 @@ def fractions(value) -> tuple[float, ...]:
     return values
 
 
+def device(value, name: str, forms: str, kinds=("cpu", "cuda")) -> str:
+    """``value`` (a string or a ``torch.device``) as a device string, or a ``ValueError`` naming ``name`` and the value:
+    a device of one of ``kinds`` (any of torch's where None) as torch reads it (``forms`` says which), and a CUDA device
+    this machine has (torch failed only at its first use: "invalid device ordinal", or "not compiled with CUDA")."""
+    text = str(value)
+    try:
+        kind, index = torch.device(text).type, torch.device(text).index  # (refuses "cuda:x", "cuda:-1")
+    except (RuntimeError, ValueError):
+        kind, index = None, None
+    if kind is None or (kinds is not None and kind not in kinds):
+        raise ValueError(f"{name} must be {forms}, got {text!r}")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{name} {text} given but no CUDA device is available")
+    if kind == "cuda" and index is not None and index >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise ValueError(f"{name} {text}: this machine has {count} CUDA device{'s' if count > 1 else ''} "
+                         f"(cuda:0{f' .. cuda:{count - 1}' if count > 1 else ''})")
+    return text
+
+
 def install_hint(extra: str) -> str:
     """How to install the optional dependencies ``extra`` (``cli``, ``ray``) of rectgrad."""
     return f"pip install 'rectgrad[{extra}]' (in a clone: pip install -e \".[{extra}]\")"

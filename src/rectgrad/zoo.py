@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from rectgrad._checks import device as check_device
 from rectgrad._checks import did_you_mean, install_hint
 from rectgrad.data import NO_REGULAR_FILE, eight_bit, on_white, upright
 from rectgrad.train import input_dtype
@@ -647,8 +648,12 @@ def _label_names(labels, where: str) -> list[str]:
 def load(name_or_path, device: str = "cpu", *, weights=None) -> LoadedModel:
     """The registry model ``name_or_path`` or the model saved at that path, in eval mode on ``device``.
 
-    ``weights`` is a local state-dict file for a registry model (for machines without network).
+    ``weights`` is a local state-dict file for a registry model (for machines without network). ``device``: cpu,
+    cuda or cuda:N (one of this machine's GPUs), or another of torch's device types (mps, meta, ...); a string or a
+    ``torch.device``, checked before anything loads (``"gpu"`` is a ValueError naming the forms taken).
     """
+    device = check_device(device, "device", "cpu, cuda or cuda:N (the N-th GPU), or another of torch's device types "
+                                            "(mps, meta, ...)", kinds=None)
     name = str(name_or_path)
     if name in REGISTRY:
         try:

@@ -20,19 +20,7 @@ def device(value: str) -> str:
 
     if value == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        kind, index = torch.device(value).type, torch.device(value).index  # (refuses "cuda:x", "cuda:-1")
-    except (RuntimeError, ValueError):
-        kind, index = None, None
-    if kind not in ("cpu", "cuda"):
-        raise ValueError(f"--device must be cpu, cuda, cuda:N or auto, got {value!r}")
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {value} given but no CUDA device is available")
-    if kind == "cuda" and index is not None and index >= torch.cuda.device_count():
-        count = torch.cuda.device_count()  # (torch fails only at the first use: "invalid device ordinal")
-        raise ValueError(f"--device {value}: this machine has {count} CUDA device{'s' if count > 1 else ''} "
-                         f"(cuda:0{f' .. cuda:{count - 1}' if count > 1 else ''})")
-    return value
+    return checks.device(value, "--device", "cpu, cuda, cuda:N or auto")
 
 
 def path(value) -> Path:
