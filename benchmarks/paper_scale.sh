@@ -49,7 +49,7 @@ run)
     mkdir -p "$HERE"  # (tee wrote no log where the run had not made it yet)
     if ! python3 -c "import captum" 2>/dev/null; then
         python3 -m pip install --quiet --no-index --no-deps --no-compile --target /tmp/site "$HERE"/wheels/*.whl
-        export PYTHONPATH=/tmp/site
+        export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}  # (before the caller's own packages)
     fi
     export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
     {

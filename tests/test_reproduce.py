@@ -1813,3 +1813,34 @@ def test_paper_scale_script_stops_the_run_with_one_signal_in_the_callers_process
     assert run.wait(timeout=25) == 0
     assert int((tmp_path / "group").read_text()) == run.pid  # the script's group: the signal goes to the run alone
     assert "exit status 124" in (root / ".paper-scale" / "log.txt").read_text()  # stopped by the timeout, in time
+
+
+def _paper_scale_without_captum(tmp_path) -> tuple[Path, dict]:
+    """benchmarks/paper_scale.sh in a repository root of its own, and an environment whose stand-in python3 has no
+    captum (``-c "import captum"`` fails), records each pip call in ``pip`` and the PYTHONPATH of every other call in
+    ``seen``, and does nothing else (nothing is installed)."""
+    root, bin_folder = _paper_scale_copy(tmp_path), tmp_path / "bin"
+    bin_folder.mkdir()
+    (bin_folder / "python3").write_text(
+        '#!/bin/sh\ncase "$*" in\n"-c import captum") exit 1 ;;\n'
+        f'"-m pip "*) echo "$*" >> "{tmp_path}/pip" ;;\n*) echo "$PYTHONPATH" >> "{tmp_path}/seen" ;;\nesac\n')
+    (bin_folder / "python3").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_folder}{os.pathsep}{os.environ['PATH']}"}
+    for name in ("OUT", "SCALE", "TESTS", "BENCH", "PYTHONPATH"):
+        env.pop(name, None)
+    return root, env
+
+
+@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("timeout") is None, reason="needs bash and timeout")
+def test_paper_scale_script_keeps_the_callers_pythonpath_after_the_carried_captum(tmp_path):
+    """benchmarks/paper_scale.sh run: installing the carried captum wheel set PYTHONPATH=/tmp/site, dropping the
+    caller's PYTHONPATH (where its own packages were) for every later step."""
+    root, env = _paper_scale_without_captum(tmp_path)
+    (root / ".paper-scale" / "wheels").mkdir(parents=True)
+    (root / ".paper-scale" / "wheels" / "captum-0.8.0-py3-none-any.whl").write_text("")
+    run = subprocess.run(["bash", "benchmarks/paper_scale.sh", "run", "5"], cwd=root, capture_output=True, text=True,
+                         env={**env, "PYTHONPATH": "/callers/packages"})
+    assert run.returncode == 0, run.stderr
+    assert "--target /tmp/site" in (tmp_path / "pip").read_text()
+    seen = set((tmp_path / "seen").read_text().splitlines())  # (the root's path holds a space)
+    assert seen == {f"{root / 'src'}:/tmp/site:/callers/packages"}
