@@ -48,7 +48,10 @@ run)
     log=${OUT:-$HERE}/log.txt
     mkdir -p "$HERE"  # (tee wrote no log where the run had not made it yet)
     if ! python3 -c "import captum" 2>/dev/null; then
-        python3 -m pip install --quiet --no-index --no-deps --no-compile --target /tmp/site "$HERE"/wheels/*.whl
+        wheels=("$HERE"/wheels/*.whl)  # (none: the pattern itself, which pip called an "Invalid requirement")
+        [ -f "${wheels[0]}" ] || { echo "captum is not installed and $HERE/wheels holds no wheel of it: run" \
+            "\`bash benchmarks/paper_scale.sh prepare\` first (here, with pip's index), and carry $HERE" >&2; exit 1; }
+        python3 -m pip install --quiet --no-index --no-deps --no-compile --target /tmp/site "${wheels[@]}"
         export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}  # (before the caller's own packages)
     fi
     export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1

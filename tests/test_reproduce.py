@@ -1844,3 +1844,19 @@ def test_paper_scale_script_keeps_the_callers_pythonpath_after_the_carried_captu
     assert "--target /tmp/site" in (tmp_path / "pip").read_text()
     seen = set((tmp_path / "seen").read_text().splitlines())  # (the root's path holds a space)
     assert seen == {f"{root / 'src'}:/tmp/site:/callers/packages"}
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_paper_scale_script_run_before_prepare_says_to_prepare_first(tmp_path):
+    """benchmarks/paper_scale.sh run without captum and without a prepared wheel: pip was handed the unexpanded
+    pattern (.paper-scale/wheels/*.whl) and said "Invalid requirement"."""
+    root, env = _paper_scale_without_captum(tmp_path)
+    for wheels in (False, True):  # no .paper-scale/wheels at all, then an empty one
+        if wheels:
+            (root / ".paper-scale" / "wheels").mkdir(parents=True)
+        run = subprocess.run(["bash", "benchmarks/paper_scale.sh", "run", "5"], cwd=root, capture_output=True,
+                             text=True, env=env)
+        assert run.returncode == 1
+        assert "captum is not installed and .paper-scale/wheels holds no wheel of it: run `bash " \
+               "benchmarks/paper_scale.sh prepare` first" in run.stderr
+        assert not (tmp_path / "pip").exists() and not (tmp_path / "seen").exists()  # nothing run
