@@ -1133,3 +1133,36 @@ def test_a_model_of_one_output_shows_that_output_not_a_softmax_of_100_percent(fi
     with torch.no_grad():
         logit = float(model(loaded.load_images([images[1]])))
     assert status == 0 and "%" not in out and out.splitlines()[0] == f"image1.png: cat output {logit:.3g}", (out, err)
+
+
+def test_ctrl_c_while_the_command_imports_exits_130_with_one_line(tmp_path, monkeypatch, capsys):
+    # the console script imported rectgrad.__main__, and so rectgrad/__init__ and torch (seconds), before any code of
+    # rectgrad ran: a Ctrl-C then printed a traceback. Its entry point lives outside the package, and imports it inside
+    import os
+    import re
+    import subprocess
+    import sys
+    import types
+
+    import _rectgrad_launcher
+    import rectgrad.__main__
+
+    pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    assert re.search(r'^rectgrad = "_rectgrad_launcher:main"', pyproject.split("[project.scripts]")[1], re.M)
+    imported = subprocess.run([sys.executable, "-c", "import sys, _rectgrad_launcher; print(sorted({'rectgrad', "
+                               "'torch'} & set(sys.modules)))"], capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "PYTHONPATH": str(Path(_rectgrad_launcher.__file__).parent)})
+    assert imported.stdout == "[]\n", imported.stderr  # importing the entry point runs nothing of rectgrad or torch
+    (tmp_path / "importing_torch.py").write_text("raise KeyboardInterrupt\n")  # Ctrl-C in the middle of an import
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(_rectgrad_launcher, "COMMAND", "importing_torch")
+    assert _rectgrad_launcher.main() == 130
+    assert capsys.readouterr().err == "interrupted\n"
+
+    class Interrupted(types.ModuleType):  # python -m rectgrad: a Ctrl-C while the command's modules import
+        def __getattr__(self, name):
+            raise KeyboardInterrupt
+
+    monkeypatch.setitem(sys.modules, "rectgrad.cli", Interrupted("rectgrad.cli"))
+    assert rectgrad.__main__.main() == 130
+    assert capsys.readouterr().err == "interrupted\n"
