@@ -186,11 +186,15 @@ def _shown(show: Optional[int]) -> dict:
 def _finish(result, out: Path, dpi: int) -> None:
     """Write ``result`` into ``out`` and print its summary; running out of memory there is the figures' size, which
     ``--dpi`` sets (the numbers, written first, are kept)."""
+    from rectgrad.viz import FigureTooLargeError
+
     try:
         files = result.save(out, dpi=dpi)
     except MemoryError:
         raise ValueError(f"--dpi {dpi}: out of memory drawing the figures at this resolution (the numbers and the "
                          f"summary are in {out}); give a smaller --dpi") from None
+    except FigureTooLargeError as exc:  # (refused before drawing: "dpi N makes a W x H pixel image ...")
+        raise ValueError(f"--{exc}; the numbers and the summary are in {out}") from None
     typer.echo(result.markdown())
     typer.echo(f"wrote {', '.join(path.name for path in files)} to {out}")
 
