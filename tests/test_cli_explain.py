@@ -1166,3 +1166,17 @@ def test_ctrl_c_while_the_command_imports_exits_130_with_one_line(tmp_path, monk
     monkeypatch.setitem(sys.modules, "rectgrad.cli", Interrupted("rectgrad.cli"))
     assert rectgrad.__main__.main() == 130
     assert capsys.readouterr().err == "interrupted\n"
+
+
+def test_explain_a_figure_too_large_to_draw_says_to_explain_fewer_images(files, capsys, monkeypatch):
+    # explain draws at 150 dpi and takes no --dpi: save_figure's "give a smaller dpi" could not be followed
+    from rectgrad import viz
+
+    tmp_path, images, checkpoint = files
+    monkeypatch.setattr(viz, "MAX_PIXELS", 1000)  # (as many rows as would pass 2**28 pixels: hundreds of images)
+    status, out, err = run(capsys, "explain", images[1], "--model", checkpoint, "--methods", "saliency", "--out",
+                           str(tmp_path / "g.png"), "--save-maps", str(tmp_path / "m.npz"), "--no-progress")
+    assert status == 2 and err.startswith("error: dpi 150 makes a ") and err.count("\n") == 1, err
+    assert f"to draw), for its 1 row of images: explain fewer at once (the maps of all are in {tmp_path / 'm.npz'})" \
+           in err and "smaller dpi" not in err
+    assert (tmp_path / "m.npz").is_file() and not (tmp_path / "g.png").exists()

@@ -450,8 +450,10 @@ def save_figure(fig: Figure, path, *, dpi: int = 150) -> Path:
 
 
 class FigureTooLargeError(ValueError):
-    """A figure that :func:`save_figure` would draw in over :data:`MAX_PIXELS` pixels; its message begins with
-    ``dpi <N> makes a <width> x <height> pixel image``."""
+    """A figure that :func:`save_figure` would draw in over :data:`MAX_PIXELS` pixels. Its ``size`` says so (``dpi <N>
+    makes a <width> x <height> pixel image of this ... figure, over ...``); the message adds what to do."""
+
+    size = ""
 
 
 def _refuse_too_many_pixels(fig: Figure, dpi: int) -> None:
@@ -463,9 +465,11 @@ def _refuse_too_many_pixels(fig: Figure, dpi: int) -> None:
         best = math.isqrt(int(MAX_PIXELS / (inches[0] * inches[1])))  # (floored: at most MAX_PIXELS)
         fix = (f"give a smaller dpi (at most {best} for this figure)" if best >= MIN_DPI else
                f"it is too large even at the least dpi, {MIN_DPI}: write it as PDF or SVG, or draw fewer panels")
-        raise FigureTooLargeError(f"dpi {dpi} makes a {width} x {height} pixel image of this {inches[0]:g} x "
-                                  f"{inches[1]:g} inch figure, over {MAX_PIXELS:,} pixels ({MAX_PIXELS * 4 // 2**30} "
-                                  f"GiB of RGBA pixels to draw): {fix}")
+        size = (f"dpi {dpi} makes a {width} x {height} pixel image of this {inches[0]:g} x {inches[1]:g} inch figure, "
+                f"over {MAX_PIXELS:,} pixels ({MAX_PIXELS * 4 // 2**30} GiB of RGBA pixels to draw)")
+        error = FigureTooLargeError(f"{size}: {fix}")
+        error.size = size
+        raise error
 
 
 def boxplot(values: Mapping[str, np.ndarray], ylabel: str, title: str | None = None) -> Figure:

@@ -333,7 +333,12 @@ def _compare(loaded, inputs, image_names: list[str], names: list[str], *, q: flo
     for i, column in blank:  # drawn as zeros, which the panel would call "all zero"
         for text in figure.axes[i * (len(columns) + 1) + column].texts:
             text.set_text("NaN or Inf")
-    typer.echo(f"wrote {viz.save_figure(figure, out)}")
+    try:
+        typer.echo(f"wrote {viz.save_figure(figure, out)}")
+    except viz.FigureTooLargeError as exc:  # (explain draws at save_figure's dpi: it has no --dpi to lower)
+        kept = f" (the maps of all are in {save_maps})" if save_maps is not None else " (--save-maps keeps their maps)"
+        raise ValueError(f"{exc.size}, for its {len(rows)} row{'s' if len(rows) > 1 else ''} of images: explain "
+                         f"fewer at once{kept}") from None
 
 
 def _score(value: float, classes: int, short: bool = False) -> str:
