@@ -1173,7 +1173,7 @@ def test_explain_a_figure_too_large_to_draw_says_to_explain_fewer_images(files, 
     from rectgrad import viz
 
     tmp_path, images, checkpoint = files
-    monkeypatch.setattr(viz, "MAX_PIXELS", 1000)  # (as many rows as would pass 2**28 pixels: hundreds of images)
+    monkeypatch.setattr(viz, "MAX_PIXELS", 1000)  # (as many rows as would pass 2**30 pixels: about 1800 images)
     status, out, err = run(capsys, "explain", images[1], "--model", checkpoint, "--methods", "saliency", "--out",
                            str(tmp_path / "g.png"), "--save-maps", str(tmp_path / "m.npz"), "--no-progress")
     assert status == 2 and err.startswith("error: dpi 150 makes a ") and err.count("\n") == 1, err
