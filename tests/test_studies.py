@@ -2063,3 +2063,30 @@ def test_fgsm_in_chunks_is_fgsm_of_the_whole_batch(cnn):
     assert torch.equal(studies.fgsm(cnn, images.x, 0.05, target=target, internal_batch_size=2),
                        studies.fgsm(cnn, images.x, 0.05, target=target))
     assert not torch.equal(whole, images.x)
+
+
+@pytest.mark.parametrize("study, name", [
+    ("threshold", "threshold_sparsity.png"), ("coherence", "coherence.md"), ("adversarial", "adversarial_images.csv"),
+    ("layers", "layers_grid.png"), ("feature_maps", "feature_maps_img1.png"), ("rules", "rules_maps.csv")])
+def test_python_studies_refuse_a_file_of_the_users_in_out_before_any_work(cnn, tmp_path, study, name):
+    # a study given out= did all its work (every method's maps) before its save refused the user's file
+    (tmp_path / name).write_text("mine")
+    calls = []
+    handle = cnn.register_forward_pre_hook(lambda module, args: calls.append(len(args[0])))
+    try:
+        with pytest.raises(FileExistsError, match=f"^{re.escape(str(tmp_path / name))} exists and no rectgrad study "
+                                                  "wrote it"):
+            getattr(studies, study)(cnn, square_images(2), tmp_path)
+    finally:
+        handle.remove()
+    assert not calls and [p.name for p in tmp_path.iterdir()] == [name] and (tmp_path / name).read_text() == "mine"
+
+
+def test_python_studies_check_only_the_files_they_write_and_refuse_a_file_as_out(cnn, tmp_path):
+    # show=0 draws no figure: a file of the grid figure's name is left alone, the study's own files are written
+    (tmp_path / "layers_grid.png").write_text("mine")
+    studies.layers(cnn, square_images(2), tmp_path, max_layers=1, show=0)
+    assert (tmp_path / "layers_grid.png").read_text() == "mine" and (tmp_path / "layers.md").is_file()
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(NotADirectoryError, match=f"^{re.escape(str(tmp_path / 'file'))} exists and is not a folder"):
+        studies.rules(None, out=tmp_path / "file")

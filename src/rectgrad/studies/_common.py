@@ -200,8 +200,11 @@ def check_study_folder(out, study: str, names) -> None:
     rectgrad study wrote, as in a folder of a project's own (its ``threshold.md``): the study would replace it. A file
     is the study's when its manifest ``.rectgrad-<study>.json`` lists it; where none lists any (a folder of a study made
     before manifests), every file is when ``<study>.md`` opens with the study's title. A folder of one of these names
-    is refused too (the writing would fail on it, after the files before it)."""
+    is refused too (the writing would fail on it, after the files before it), as is an ``out`` that is a file."""
     out = Path(out)
+    if out.exists() and not out.is_dir():  # (else told by the folder's making, once the work is done)
+        raise NotADirectoryError(f"{out} exists and is not a folder: a study writes its files into a folder; give "
+                                 "another folder (--out)")
     refuse_folders(out, names, "study")
     prefix = study.replace("-", "_")
     listed = set(listed_files(out / f".rectgrad-{prefix}.json"))
@@ -209,6 +212,14 @@ def check_study_folder(out, study: str, names) -> None:
     if not found or (not listed and _opens_with(out / f"{prefix}.md", _title(study))):
         return
     refuse_replacing(out, found, "study")
+
+
+def check_out(out, study: str, tables, figures) -> None:
+    """Given ``out``, :func:`check_study_folder` of the files the call of ``study`` will write there (its ``tables``
+    and ``figures``, named as :func:`file_names` names them), before its work: a file of the user's of one of these
+    names is refused then, not by :meth:`StudyResult.save` once the work is done."""
+    if out is not None:
+        check_study_folder(out, study, sorted(file_names(study, tables, figures)))
 
 
 def _opens_with(path: Path, title: str) -> bool:

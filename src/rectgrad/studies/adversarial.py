@@ -11,9 +11,9 @@ from rectgrad import viz
 from rectgrad._checks import real
 from rectgrad._checks import seed as check_seed
 from rectgrad.attr._arguments import check_internal_batch_size, looks_like_probabilities
-from rectgrad.studies._common import (COMPARED, Images, StudyResult, check_show, display_maps, finite_mean, from_pixels,
-                                      leaves_model_as_it_was, method_attributions, method_label, method_names, predict,
-                                      skipped_note, spearman, summed_maps, to_pixels)
+from rectgrad.studies._common import (COMPARED, Images, StudyResult, check_out, check_show, display_maps, finite_mean,
+                                      from_pixels, leaves_model_as_it_was, method_attributions, method_label,
+                                      method_names, predict, skipped_note, spearman, summed_maps, to_pixels)
 
 
 @leaves_model_as_it_was
@@ -78,6 +78,7 @@ def adversarial(model: nn.Module, images: Images, out=None, *, eps: float = 0.01
     internal_batch_size = check_internal_batch_size(internal_batch_size)
     show = check_show(show, len(images))
     methods = method_names(methods)  # run three times: a generator would be spent after the first
+    check_out(out, "adversarial", ("sensitivity", "images"), ("maps", "maps_thresholded") if show else ())
     predicted, confidence = predict(model, images.x, internal_batch_size)
     x_adv = fgsm(model, images.x, eps, mean=images.mean, std=images.std, internal_batch_size=internal_batch_size)
     noise = torch.randint(0, 2, images.x.shape, generator=torch.Generator().manual_seed(seed)).to(images.x) * 2 - 1

@@ -7,9 +7,9 @@ from torch import nn
 
 from rectgrad import viz
 from rectgrad.attr._arguments import check_internal_batch_size
-from rectgrad.studies._common import (COMPARED, Images, StudyResult, check_show, display_maps, finite_mean,
-                                      leaves_model_as_it_was, method_attributions, method_label, method_names, predict,
-                                      skipped_note, spearman, summed_maps)
+from rectgrad.studies._common import (COMPARED, Images, StudyResult, check_out, check_show, display_maps,
+                                      finite_mean, leaves_model_as_it_was, method_attributions, method_label,
+                                      method_names, predict, skipped_note, spearman, summed_maps)
 
 
 @leaves_model_as_it_was
@@ -29,6 +29,7 @@ def coherence(model: nn.Module, images: Images, out=None, *, methods=COMPARED, s
     show = check_show(show, len(images))
     methods = method_names(methods)
     internal_batch_size = check_internal_batch_size(internal_batch_size)
+    check_out(out, "coherence", ("similarity",), ("maps", "maps_thresholded") if show else ())
     predicted, _ = predict(model, images.x, internal_batch_size)
     classes = (images.labels if images.labels is not None else predicted).tolist()
     attributions, skipped = method_attributions(model, images.x, predicted, methods, seed=seed,

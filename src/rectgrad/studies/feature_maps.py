@@ -15,7 +15,7 @@ from rectgrad._checks import positive_int
 from rectgrad.attr._arguments import check_internal_batch_size
 from rectgrad.engine import Options
 from rectgrad.operations import KNOWN_ACTIVATIONS
-from rectgrad.studies._common import (Images, StudyResult, check_show, engine_gradients, image_chunks,
+from rectgrad.studies._common import (Images, StudyResult, check_out, check_show, engine_gradients, image_chunks,
                                       leaves_model_as_it_was, new_figure, outside_fraction, predict,
                                       refuse_inlined_layers, resize_masks, spread)
 
@@ -69,6 +69,9 @@ def feature_maps(model: nn.Module, images: Images, out=None, *, channels: int = 
     show = check_show(show, len(images))
     channels = positive_int("channels", channels)
     internal_batch_size = check_internal_batch_size(internal_batch_size)
+    # the figures of the images it may draw: the first, or, where masks choose the noisiest, any
+    drawable = images.names if images.masks is not None else images.names[:show]
+    check_out(out, "feature-maps", ("layers", "images"), figure_names(drawable) if show else ())
     chunks = image_chunks(len(images), internal_batch_size)
     predicted, _ = predict(model, images.x, internal_batch_size)
     saliency = torch.cat([torch.as_tensor(viz.channel_sum(engine_gradients(model, images.x[c], predicted[c],

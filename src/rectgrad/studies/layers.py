@@ -11,9 +11,9 @@ from rectgrad import viz
 from rectgrad._checks import did_you_mean
 from rectgrad.attr._arguments import check_internal_batch_size, check_threshold
 from rectgrad.engine import Options, Rule
-from rectgrad.studies._common import (Images, StudyResult, check_show, engine_gradients, finite_mean, image_chunks,
-                                      leaves_model_as_it_was, outside_fraction, predict, refuse_inlined_layers,
-                                      one_or_many, resize_masks, spread)
+from rectgrad.studies._common import (Images, StudyResult, check_out, check_show, engine_gradients, finite_mean,
+                                      image_chunks, leaves_model_as_it_was, outside_fraction, predict,
+                                      refuse_inlined_layers, one_or_many, resize_masks, spread)
 
 
 @leaves_model_as_it_was
@@ -123,6 +123,7 @@ def layers(model: nn.Module, images: Images, out=None, *, q: float = 98.0, paddi
     q, _ = check_threshold(q, None)
     show = check_show(show, len(images))
     internal_batch_size = check_internal_batch_size(internal_batch_size)
+    check_out(out, "layers", ("layers",), ("grid",) if show else ())
     chunks = image_chunks(len(images), internal_batch_size)
     predicted, _ = predict(model, images.x, internal_batch_size)
     chosen = hidden_layers(model, images.x[chunks[0]], layer_names, max_layers)  # on a batch the passes take

@@ -16,7 +16,7 @@ from rectgrad.attr import RectGrad
 from rectgrad.attr._arguments import check_internal_batch_size, check_threshold
 from rectgrad.attr.rectgrad import RULES
 from rectgrad.engine import Options, Rule
-from rectgrad.studies._common import (Images, StudyResult, check_show, engine_gradients, finite_mean,
+from rectgrad.studies._common import (Images, StudyResult, check_out, check_show, engine_gradients, finite_mean,
                                       leaves_model_as_it_was, one_or_many, outside_fraction, predict, quiet,
                                       spearman)
 
@@ -91,6 +91,8 @@ def rules(model: nn.Module, images: Images | None = None, out=None, *, q: float 
     candidates = one_or_many(candidates)  # one rule, not its letters
     if images is not None and not candidates:  # an empty maps table would look like a result
         raise ValueError(f"no rules given: name one or more of {', '.join(RULES)}, or leave the default (all)")
+    check_out(out, "rules", ("toy_b2",) + ("maps",) * (images is not None), ("grid",) if images is not None and show
+              else ())
     tables = {"toy_b2": toy_b2(toy_q)}
     figures = {}
     if images is not None:

@@ -7,8 +7,8 @@ from torch import nn
 from rectgrad import viz
 from rectgrad.attr import RectGrad
 from rectgrad.attr._arguments import check_internal_batch_size
-from rectgrad.studies._common import (Images, StudyResult, check_show, finite_mean, leaves_model_as_it_was, predict,
-                                      quiet, spearman)
+from rectgrad.studies._common import (Images, StudyResult, check_out, check_show, finite_mean, leaves_model_as_it_was,
+                                      predict, quiet, spearman)
 
 QS = (0.0, 10.0, 20.0, 80.0, 90.0, 95.0, 99.0)
 
@@ -29,6 +29,7 @@ def threshold(model: nn.Module, images: Images, out=None, *, qs=QS, padding_tric
     qs = (qs,) if np.ndim(qs) == 0 else qs  # one q alone
     show = check_show(show, len(images))
     internal_batch_size = check_internal_batch_size(internal_batch_size)
+    check_out(out, "threshold", ("sparsity",), ("maps",) * bool(show) + ("sparsity",))
     predicted, _ = predict(model, images.x, internal_batch_size)
     settings = {"tau = 0": {"tau": 0.0}} | {f"q = {q:.10g}": {"q": q} for q in sorted(set(map(float, qs)))}
     attributions = {name: quiet(RectGrad(model).attribute, images.x, target=predicted, padding_trick=padding_trick,
