@@ -1860,3 +1860,32 @@ def test_paper_scale_script_run_before_prepare_says_to_prepare_first(tmp_path):
         assert "captum is not installed and .paper-scale/wheels holds no wheel of it: run `bash " \
                "benchmarks/paper_scale.sh prepare` first" in run.stderr
         assert not (tmp_path / "pip").exists() and not (tmp_path / "seen").exists()  # nothing run
+
+
+def test_a_folder_of_another_configuration_is_refused_before_the_data_loads(tmp_path, monkeypatch, capsys):
+    # another --seed or --scale was refused only once the data was read (slow on real data); the data's own record
+    # (its checksum, its counts) is still compared once the data is read
+    from dataclasses import asdict
+
+    class Loaded(Exception):
+        pass
+
+    def load(*args, **kwargs):
+        raise Loaded
+
+    monkeypatch.setattr(pipeline, "load_dataset", load)
+    work = tmp_path / "work"
+    work.mkdir()
+    config = {"dataset": "fashion-mnist", "scale": "smoke", "parameters": asdict(pipeline.scale_with("smoke")),
+              "methods": METHODS, "seed": 1, "tie_noise": TIE_NOISE, "overrides": {},
+              "data": {"train": 400, "test": 100, "crc32": 12345}}
+    (work / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(work))} holds results of another configuration \(seed: 1 "
+                                         r"there, 0 here\); refusing to mix them"):
+        pipeline.reproduce("fashion-mnist", "smoke", work)
+    assert main(["reproduce", "--dataset", "fashion-mnist", "--scale", "quick", "--seed", "1", "--device", "cpu",
+                 "--no-progress", "--out", str(tmp_path / "r"), "--work-dir", str(work)]) == 2
+    assert "another configuration (scale: 'smoke' there, 'quick' here; parameters." in capsys.readouterr().err
+    with pytest.raises(Loaded):  # the same configuration but for the data, not read yet: the data is read
+        pipeline.reproduce("fashion-mnist", "smoke", work, seed=1, methods=("rectgrad",))
+    assert (work / "config.json").read_text() == json.dumps(config)

@@ -203,10 +203,18 @@ def reproduce(dataset: str, scale: str, work_dir, *, data_dir=None, masks_dir=No
         # a method this rectgrad lacks (another version's results): refused as such, before the data is read
         earlier = known_methods(work / CONFIG, earlier, "resume them with that version, or use another folder") \
             if isinstance(earlier, list) else []
-        train, test, masked = read or read_data()
         order = list(METHODS) + [m for m in METHOD_NAMES if m not in METHODS]
         # one order; the folder's too
         given, methods = methods, tuple(sorted(set(methods) | set(earlier), key=order.index))
+        changed = {k: getattr(spec, k) for k in overrides or {} if getattr(spec, k) != getattr(SCALES[scale], k)}
+        settled = {"dataset": dataset, "scale": scale, "parameters": asdict(spec), "methods": list(methods),
+                   "seed": seed, "tie_noise": tie_noise, "overrides": changed}
+        # one made before tie_noise or overrides were recorded used the defaults
+        defaults = {"tie_noise": TIE_NOISE, "overrides": {}}
+        # another configuration's folder (another seed, scale, ...) refused before the data is read; the data's
+        # record (its checksum) is compared once it is
+        ResultStore.check_config(work, settled, growing="methods", defaults=defaults, unknown=("data",))
+        train, test, masked = read or read_data()
         # The images and labels, and the object masks read from files: a rerun on changed data (a mended mask) starts
         # anew. (Derived masks follow from the images: a Fashion-MNIST folder made before masks counted resumes.)
         files = masked is not None and dataset != "fashion-mnist"
@@ -214,12 +222,8 @@ def reproduce(dataset: str, scale: str, work_dir, *, data_dir=None, masks_dir=No
                 "crc32": checksum(train, test, *[] if masked is None else [masked], masks=files)}
         if dataset == "folder":
             data.update(image_size=image_size, masked=0 if masked is None else len(masked), classes=train.classes)
-        changed = {k: getattr(spec, k) for k in overrides or {} if getattr(spec, k) != getattr(SCALES[scale], k)}
-        config = {"dataset": dataset, "scale": scale, "parameters": asdict(spec), "methods": list(methods),
-                  "seed": seed, "tie_noise": tie_noise, "overrides": changed, "data": data}
-        # refuses another configuration's folder; one made before tie_noise or overrides were recorded used the
-        # defaults
-        store = ResultStore(work_dir, config, growing="methods", defaults={"tie_noise": TIE_NOISE, "overrides": {}})
+        # refuses another configuration's folder: by now, one of other data
+        store = ResultStore(work_dir, {**settled, "data": data}, growing="methods", defaults=defaults)
         if locked:  # a results folder of this configuration: the temporary files a killed run left go
             delete_killed_writes(work)
         if store.resumed:

@@ -47,21 +47,38 @@ class ResultStore:
     def __init__(self, folder, config: dict, growing: str | None = None, defaults: dict | None = None):
         self.folder = checked_folder(folder)
         config = json.loads(json.dumps(config))  # normalise tuples to lists, as they read back
-        saved = self.read_config(self.folder)
-        if isinstance(saved, dict):
-            saved = {**(defaults or {}), **saved}
-        self._grown = False
-        if isinstance(saved, dict) and _names(saved.get(growing)) and _names(config.get(growing)) \
-                and set(saved[growing]) <= set(config[growing]):
-            self._grown = saved[growing] != config[growing]
-            saved = {**saved, growing: config[growing]}  # the growing list told apart from the other settings
-        if saved is not None and saved != config:
-            raise ValueError(f"{self.folder} holds results of another configuration ({_difference(saved, config)}); "
-                             "refusing to mix them: use another folder or delete this one")
+        saved, self._grown = self._compared(self.folder, config, growing, defaults)
         self.config, self.resumed = config, saved is not None
         if saved is None:
             self.folder.mkdir(parents=True, exist_ok=True)
             self.save_json(CONFIG, config)
+
+    @classmethod
+    def check_config(cls, folder, config: dict, growing: str | None = None, defaults: dict | None = None,
+                     unknown: tuple[str, ...] = ()) -> None:
+        """Refuse ``folder`` as :class:`ResultStore` would open it with ``config`` where its saved configuration
+        differs in a key other than those ``unknown`` (not known yet: the data's record before the data is read), so
+        that a folder of another configuration is refused before work its refusal would waste."""
+        config = {key: value for key, value in json.loads(json.dumps(config)).items() if key not in unknown}
+        cls._compared(Path(folder), config, growing, defaults, unknown)
+
+    @classmethod
+    def _compared(cls, folder: Path, config: dict, growing: str | None, defaults: dict | None,
+                  unknown: tuple[str, ...] = ()) -> tuple[dict | None, bool]:
+        """The configuration saved in ``folder`` (None: none) and whether ``config`` grows its ``growing`` list; an
+        error naming the keys that differ where it is another configuration (the keys ``unknown`` left out)."""
+        saved = cls.read_config(folder)
+        if saved is None:
+            return None, False
+        saved = {key: value for key, value in {**(defaults or {}), **saved}.items() if key not in unknown}
+        grown = False
+        if _names(saved.get(growing)) and _names(config.get(growing)) and set(saved[growing]) <= set(config[growing]):
+            grown = saved[growing] != config[growing]
+            saved = {**saved, growing: config[growing]}  # the growing list told apart from the other settings
+        if saved != config:
+            raise ValueError(f"{folder} holds results of another configuration ({_difference(saved, config)}); "
+                             "refusing to mix them: use another folder or delete this one")
+        return saved, grown
 
     def record_growth(self) -> None:
         """``config.json`` takes the configuration's longer ``growing`` list: call it once its results are computed."""
