@@ -872,3 +872,27 @@ def test_readme_sections_and_claims_in_the_papers_order(tmp_path):
     claims = [line.split(":")[0] for line in section.splitlines() if line.startswith(("| Fig.", "| Table 1"))]
     assert claims == ["| Fig. 2", "| Table 1", "| Table 1", "| Table 1", "| Table 1"]
     assert text.index("lower ROAR AUC than every baseline") < text.index("lower KAR AOC than every baseline")
+
+
+@pytest.mark.parametrize("classes", [10, "abc", {"a": 0}])
+def test_a_models_metadata_classes_that_are_no_list_name_the_file_and_the_key(tmp_path, classes):
+    # a hand-made work folder's model with "classes": 10 failed in len()'s words (TypeError), and "abc" was read as
+    # three classes; a key the models table needs, missing, was a bare KeyError
+    import re
+
+    from rectgrad.checkpoint import save_checkpoint
+    from rectgrad.models import PaperCNN
+
+    report = make_report(tmp_path, **{"results/masked.json": {"names": ["x"], "labels": [0], "source": "s"}})
+    report.p["per_class"] = 1
+    (report.work / "models").mkdir(parents=True)
+    path = report.work / "models/clean.pt"
+    save_checkpoint(PaperCNN(1, 8, 2), path, train_images=10, epochs=1, test_accuracy=0.75, classes=classes)
+    message = f"^{re.escape(str(path))} is corrupt \\('classes' holds no list of class names\\): delete it"
+    for section in (report.models, report._masked_used):
+        with pytest.raises(ValueError, match=message):
+            section()
+    save_checkpoint(PaperCNN(1, 8, 2), path, epochs=1, test_accuracy=0.75, classes=["a", "b"])
+    report = make_report(tmp_path)
+    with pytest.raises(ValueError, match=f"^{re.escape(str(path))} is corrupt \\(no 'train_images'\\): delete it"):
+        report.models()

@@ -36,6 +36,9 @@ REPORT_FILES = ("models.csv", "fig2-feature-map-occlusion.png", "feature-map-occ
                 "fig8-background-attribution.png", "fig8-total-variation.png", "roar-kar.csv", "fig9-roar.png",
                 "fig9-kar.png", "table1.csv", "compute-time.csv")
 MANIFEST = ".rectgrad-report.json"
+# what to do about a saved model whose metadata is damaged (or made by hand): the results beside it were made with it
+_MODEL_REMEDY = ("delete it and rerun to train it again (retrain it on the device and versions that trained it, which "
+                 "give it again bit for bit, or start from an empty results folder)")
 
 
 def _chance(meta: dict | None) -> float | None:
@@ -202,9 +205,16 @@ class _Report:
 
     @functools.cached_property
     def _metadata(self) -> dict[str, dict | None]:
-        """The clean and patch models' checkpoint metadata (None for a model not trained yet)."""
-        paths = {name: self.work / "models" / f"{name}.pt" for name in ("clean", "patch")}
-        return {name: load_checkpoint(path)[1] if path.is_file() else None for name, path in paths.items()}
+        """The clean and patch models' checkpoint metadata (None for a model not trained yet); a key the report reads
+        missing, or ``classes`` (lacking in models saved before 2026-11-27) that is no list, makes its file corrupt."""
+        metadata = {}
+        for name in ("clean", "patch"):
+            path = self.work / "models" / f"{name}.pt"
+            meta = _Saved(path, load_checkpoint(path)[1], _MODEL_REMEDY) if path.is_file() else None
+            if meta is not None and not isinstance(meta.get("classes") or [], (list, tuple)):  # (len(10) failed)
+                raise corrupt(path, "'classes' holds no list of class names", _MODEL_REMEDY)
+            metadata[name] = meta
+        return metadata
 
     @functools.cached_property
     def _chosen(self) -> dict | None:
