@@ -1433,3 +1433,18 @@ def test_an_out_that_would_make_a_class_folder_of_own_images_is_refused_before_a
     assert main(["train", "--dataset", "folder", "--data-dir", str(tmp_path), "--out", str(out), "--no-progress"]) == 2
     assert capsys.readouterr().err.startswith(f"error: --out {out} would make the folder {tmp_path / split / 'models'}")
     assert sorted(p.name for p in (tmp_path / split).iterdir()) == ["a", "b"]
+
+
+def test_train_many_refuses_models_on_different_devices_naming_them():
+    """Models on two devices failed in PyTorch's words when their weights were stacked ('Tensor on device meta is not
+    on the expected device cpu!'); the meta device stands in for a GPU here. The models are left as given."""
+    from rectgrad.train_many import train_many
+
+    train = quadrants(40, seed=0)
+    models = [new_model(train, 0), new_model(train, 1), new_model(train, 2).to("meta")]
+    before = {k: v.clone() for k, v in models[0].state_dict().items()}
+    with pytest.raises(ValueError, match=r"^train_many trains models on one device; model 2's weights are on meta, "
+                                         r"model 0's on cpu: move them to one device"):
+        train_many(models, [train] * 3, [0, 1, 2], epochs=1, batch_size=20)
+    assert all(torch.equal(before[k], v) for k, v in models[0].state_dict().items())
+    assert models[2].features[0].weight.is_meta

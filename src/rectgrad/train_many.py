@@ -50,7 +50,7 @@ def _leaf_layers(models: Sequence[nn.Module]) -> list[nn.Module]:
             raise ValueError(f"train_many trains models whose layers hold weights of their own; the "
                              f"{type(one).__name__} (model {i}) shares some ({', '.join(tied)}): train it with "
                              "train_model")
-    shared, dtypes = architecture(model), _dtypes(model)
+    shared, dtypes, devices = architecture(model), _dtypes(model), _devices(model)
     for i, other in enumerate(models[1:], 1):
         if architecture(other) != shared:
             raise ValueError(f"train_many trains models of one architecture; model {i} differs from model 0:\n"
@@ -58,15 +58,29 @@ def _leaf_layers(models: Sequence[nn.Module]) -> list[nn.Module]:
         if _dtypes(other) != dtypes:  # (stacked, they would all train in the widest type, not each in its own)
             raise ValueError(f"train_many trains models whose weights are of one type; model {i}'s are "
                              f"{_dtypes(other)}, model 0's {dtypes}: convert them alike (model.float(), say)")
+        if _devices(other) != devices:  # (stacking their weights failed in PyTorch's words)
+            raise ValueError(f"train_many trains models on one device; model {i}'s weights are on {_devices(other)}, "
+                             f"model 0's on {devices}: move them to one device first (model.to(device)); device= "
+                             "then says where the group trains")
     return layers
 
 
 def _dtypes(model: nn.Module) -> str:
     """The types of ``model``'s weights, e.g. ``float32``, or ``features.0.weight float64, ...`` where they differ."""
-    named = {name: str(p.dtype).removeprefix("torch.") for name, p in model.named_parameters()}
+    return _per_weight(model, lambda p: str(p.dtype).removeprefix("torch."))
+
+
+def _devices(model: nn.Module) -> str:
+    """The devices of ``model``'s weights, e.g. ``cuda:0``, or ``features.0.weight cpu, ...`` where they differ."""
+    return _per_weight(model, lambda p: str(p.device))
+
+
+def _per_weight(model: nn.Module, what: Callable[[Tensor], str]) -> str:
+    """``what`` of ``model``'s weights: the one value they share, or each weight's named where they differ."""
+    named = {name: what(p) for name, p in model.named_parameters()}
     if len(set(named.values())) == 1:
         return next(iter(named.values()))
-    return ", ".join(f"{name} {dtype}" for name, dtype in named.items())
+    return ", ".join(f"{name} {value}" for name, value in named.items())
 
 
 def _frozen(models: Sequence[nn.Module]) -> set[str]:
