@@ -1448,3 +1448,28 @@ def test_train_many_refuses_models_on_different_devices_naming_them():
         train_many(models, [train] * 3, [0, 1, 2], epochs=1, batch_size=20)
     assert all(torch.equal(before[k], v) for k, v in models[0].state_dict().items())
     assert models[2].features[0].weight.is_meta
+
+
+def test_train_many_refuses_a_state_of_models_of_another_weight_type_and_resumes_one_saved_without_the_record(
+        tmp_path):
+    """A group's state saved of float32 models resumed into float64 models of the same shapes (its weights copied
+    into them, converted): the state now records the weights' type. A state saved before it did still resumes."""
+    from rectgrad.train_many import train_many
+
+    train, checkpoint = quadrants(20, seed=0, size=8), tmp_path / "group.pt"
+    checks = iter(range(100))
+    with pytest.raises(TrainingInterrupted):
+        train_many([new_model(train, 0)] * 2, [train] * 2, [0, 1], epochs=1, batch_size=10, checkpoint=checkpoint,
+                   stop=lambda: next(checks) == 1)
+    doubles = [new_model(train, 0).double() for _ in range(2)]
+    before = [{k: v.clone() for k, v in m.state_dict().items()} for m in doubles]
+    with pytest.raises(ValueError) as refused:
+        train_many(doubles, [train] * 2, [0, 1], epochs=1, batch_size=10, checkpoint=checkpoint)
+    assert str(refused.value) == (f"{checkpoint} holds the state of another group of trainings (dtype: 'float32' "
+                                  "there, 'float64' here); delete it to start over")
+    assert all(torch.equal(b[k], v) for m, b in zip(doubles, before) for k, v in m.state_dict().items())
+    saved = torch.load(checkpoint, weights_only=True)  # a state saved before the type was recorded resumes
+    del saved["identity"]["dtype"]
+    torch.save(saved, checkpoint)
+    train_many([new_model(train, 0)] * 2, [train] * 2, [0, 1], epochs=1, batch_size=10, checkpoint=checkpoint)
+    assert not checkpoint.exists()

@@ -194,7 +194,7 @@ def train_many(models: Sequence[nn.Module], datasets: Sequence[ImageDataset], se
     histories = [{"loss": [], "train_accuracy": [], "seconds": 0.0, "test_accuracy": None} for _ in models]
     identity = None if checkpoint is None else {
         "models": count, "images": n, "seeds": seeds, "epochs": epochs, "batch_size": batch_size,
-        "lr": lr, "precision": precision,
+        "lr": lr, "precision": precision, "dtype": _dtypes(models[0]),  # (shared: _leaf_layers checked it)
         "pixel_sums": images.flatten(1).sum(1)[rows[:, 0]].tolist(),  # tells the models' datasets apart
         "label_sums": (labels * torch.arange(1, n + 1, device=device)).sum(1)[rows[:, 0]].tolist()}  # and labels
     state = _resume(checkpoint, identity, names, params, optimizer, generators)
@@ -295,13 +295,14 @@ def _save(checkpoint, identity, params, optimizer, generator_states, epoch, step
 
 def _resume(checkpoint, identity, names, params, optimizer, generators) -> dict | None:
     """Load a saved group state into ``params`` (named ``names``), ``optimizer`` and ``generators``; None when there
-    is none. A state of models of another architecture is refused, naming the weights whose shapes differ."""
+    is none. A state of models of another architecture is refused, naming the weights whose shapes differ, as is one
+    of models whose weights are of another type."""
     state = saved_training(checkpoint, "train_many")
     if state is None:
         return None
     there = state["identity"] if isinstance(state["identity"], dict) else {}
-    if "label_sums" not in there:  # a state saved before labels were recorded: its other settings still count
-        identity = {key: value for key, value in identity.items() if key != "label_sums"}
+    # a state saved before the labels or the weights' type were recorded: its other settings still count
+    identity = {key: value for key, value in identity.items() if key in there or key not in ("label_sums", "dtype")}
     if there != identity:
         what = {"pixel_sums": "other images", "label_sums": "other labels"}
         differing = "; ".join(what.get(key) or difference(key, there.get(key), value)
