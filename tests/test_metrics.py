@@ -546,3 +546,28 @@ def test_a_bool_or_string_tie_noise_or_fraction_is_refused():
     for fraction in (Fraction(1, 2), Decimal("0.5"), torch.tensor(0.5)):  # numbers of other kinds still count
         assert removal_mask(ATTR, fraction, tie_noise=0).sum().item() == 4
     assert torch.equal(rank_pixels(ATTR, tie_noise=torch.tensor(0.0)), rank_pixels(ATTR, tie_noise=0))
+
+
+# --- mutation round: properties no test above pinned ---------------------------------------------------
+
+def test_removal_mask_of_a_non_square_map_is_shaped_h_by_w():
+    # 2x3 map ranked 6 > 5 > 4 > 3 > 2 > 1: half the pixels (k = 3) are the first row
+    attr = torch.tensor([[[[6.0, 5.0, 4.0], [3.0, 2.0, 1.0]]]])
+    first_row = [[[True, True, True], [False, False, False]]]
+    assert removal_mask(attr, 0.5, tie_noise=0).tolist() == first_row
+    assert removal_mask(attr, 0.5, keep=True, tie_noise=0).tolist() == [[[False] * 3, [True] * 3]]
+    # one pixel: the 6 of the top-left corner; 1/3 of the pixels (k = 2): 6 and 5
+    assert removal_mask(attr, 1 / 6, tie_noise=0).tolist() == [[[True, False, False], [False, False, False]]]
+    assert removal_mask(attr, 1 / 3, tie_noise=0).tolist() == [[[True, True, False], [False, False, False]]]
+    tall = attr.view(1, 1, 3, 2)  # [[6, 5], [4, 3], [2, 1]]
+    assert removal_mask(tall, 0.5, tie_noise=0).tolist() == [[[True, True], [True, False], [False, False]]]
+
+
+def test_channel_mean_of_integer_images_is_exact_beyond_float32s_integers():
+    # 300x300 pixels of 255 but one of 254: the sum 22949999 lies above 2**24, where float32 holds only even
+    # integers; the mean is that exact sum over 90000 pixels (and 0 for the second, black, channel)
+    images = torch.zeros(1, 2, 300, 300, dtype=torch.uint8)
+    images[:, 0] = 255
+    images[0, 0, 17, 42] = 254
+    assert 255 * 90000 - 1 == 22949999 > 2 ** 24
+    assert channel_mean(images).tolist() == [22949999 / 90000, 0.0]
