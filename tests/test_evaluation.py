@@ -2341,3 +2341,54 @@ def test_ray_backend_cancels_the_pending_tasks_when_a_training_fails(monkeypatch
         torch.set_num_threads(threads)
         torch.set_flush_denormal(False)
     assert len(ray.cancelled) == 3 and not ray.initialized  # the other 3 of the first 4 pending, Ray shut down
+
+
+# ---------------------------------------------------------------- mutation round: properties no test above pinned
+
+def test_feature_map_occlusion_refuses_images_with_a_single_nan_or_inf_value():
+    model = SumModel(4)
+    images, masks, labels = torch.ones(2, 1, 4, 4), torch.zeros(2, 4, 4, dtype=torch.bool), torch.tensor([0, 1])
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        one = images.clone()
+        one[1, 0, 2, 3] = bad  # one value of the second image
+        with pytest.raises(ValueError, match="images contain NaN or Inf"):
+            feature_map_occlusion(model, model[1], one, masks, labels, steps=2, orders=1)
+
+
+def test_a_hand_made_result_refuses_rows_of_another_number_of_fractions():
+    # rows of 3 accuracies for 2 fractions: no fraction to pair the third with, whichever measure is asked for
+    result = RoarKarResult(False, (0.1, 0.9), {"m": np.array([[0.8, 0.6, 0.2], [0.6, 0.4, 0.4]])})
+    for measure in (result.score, result.score_std, result.accuracy_std):
+        with pytest.raises(ValueError, match=r"accuracies\['m'\] must be one row per repeat of 2 accuracies \(one per "
+                                             r"fraction\), got shape \(2, 3\)"):
+            measure("m")
+
+
+def test_maps_of_another_width_are_refused_before_any_training():
+    train, test, _ = roar_inputs()  # 8x8 images
+    for train_maps, test_maps in (((8, 1, 8, 9), (4, 1, 8, 8)), ((8, 1, 8, 8), (4, 1, 8, 7))):
+        fn = Counting()
+        with pytest.raises(ValueError, match=r"do not match the \d images of size 8x8"):
+            roar_kar(train, test, {"a": (torch.randn(train_maps), torch.randn(test_maps))}, fn, fractions=(0.5,),
+                     repeats=1, progress=False)
+        assert fn.calls == []
+    with pytest.raises(ValueError, match=r"do not match the 4 images of size 8x8"):
+        occlude_dataset(test, torch.randn(4, 1, 8, 9), 0.5, keep=False, fill=[128.0])
+
+
+def test_fractions_closer_than_two_decimals_keep_their_own_accuracies_and_files(tmp_path):
+    train, test, maps = roar_inputs()
+    answers = iter([0.25, 0.75])
+    store = ResultStore(tmp_path / "work", {"experiment": "toy"})
+    result = roar_kar(train, test, {"a": maps["a"]}, lambda train, test, seed: next(answers),
+                      fractions=(0.501, 0.502), repeats=1, store=store, progress=False)
+    assert result.accuracies["a"].tolist() == [[0.25, 0.75]]
+    assert sorted(p.name for p in (tmp_path / "work" / "roar").glob("*.json")) == ["a-p0.501-r0.json",
+                                                                                   "a-p0.502-r0.json"]
+
+
+def test_the_repeats_train_with_seeds_0_to_repeats_minus_1_whatever_the_noise_seed():
+    train, test, maps = roar_inputs()
+    fn = Counting()
+    roar_kar(train, test, {"a": maps["a"]}, fn, fractions=(0.5,), repeats=3, seed=7, progress=False)
+    assert fn.calls == [0, 1, 2]
