@@ -571,3 +571,16 @@ def test_channel_mean_of_integer_images_is_exact_beyond_float32s_integers():
     images[0, 0, 17, 42] = 254
     assert 255 * 90000 - 1 == 22949999 > 2 ** 24
     assert channel_mean(images).tolist() == [22949999 / 90000, 0.0]
+
+
+def test_a_bool_tensor_or_array_tie_noise_or_fraction_is_refused():
+    # float() reads a one-element bool tensor or 0-d bool array as 1.0 or 0.0, as it does a bool
+    import numpy as np
+
+    for flag_value in (torch.tensor(True), np.array(True), torch.tensor(False)):
+        with pytest.raises(TypeError, match="tie_noise must be a number"):
+            rank_pixels(ATTR, tie_noise=flag_value)
+        with pytest.raises(TypeError, match="fraction must be a number"):
+            removal_mask(ATTR, flag_value)
+        with pytest.raises(TypeError, match="fraction must be a number"):
+            random_removal_mask((1, 2, 2), flag_value)
