@@ -2392,3 +2392,33 @@ def test_the_repeats_train_with_seeds_0_to_repeats_minus_1_whatever_the_noise_se
     fn = Counting()
     roar_kar(train, test, {"a": maps["a"]}, fn, fractions=(0.5,), repeats=3, seed=7, progress=False)
     assert fn.calls == [0, 1, 2]
+
+
+def test_conv_activations_takes_the_remaining_kinds_of_activation():
+    # one convolution before each: RReLU, CELU, SELU, Hardswish, Hardtanh, Softplus, Tanh and Sigmoid are taken too
+    acts = [nn.RReLU(), nn.CELU(), nn.SELU(), nn.Hardswish(), nn.Hardtanh(), nn.Softplus(), nn.Tanh(), nn.Sigmoid()]
+    model = nn.Sequential(*[m for act in acts for m in (nn.Conv2d(1, 1, 1), act)])
+    assert conv_activations(model) == {f"conv{i + 1}": act for i, act in enumerate(acts)}
+
+
+def test_accuracies_of_other_number_types_are_kept_as_a_float64_array():
+    # a Fraction, Decimal or float32 accuracy is kept as the float it is: an object array of Decimals would refuse
+    # arithmetic with floats, a float32 one round the mean over repeats
+    train, test, maps = roar_inputs()
+    for accuracy in (Fraction(1, 3), Decimal("0.25"), np.float32(0.1)):
+        result = roar_kar(train, test, {"a": maps["a"]}, lambda a, b, seed: accuracy, fractions=(0.2, 0.6),
+                          repeats=1, progress=False)
+        assert result.accuracies["a"].dtype == np.float64
+        assert result.accuracies["a"].tolist() == [[float(accuracy)] * 2]
+
+
+def test_train_fn_many_returning_more_accuracies_than_trainings_is_refused():
+    train, test, maps = roar_inputs()
+
+    class Long(Counting):
+        def many(self, jobs):
+            return [self(*job) for job in jobs] + [0.5]
+
+    with pytest.raises(ValueError, match="train_fn.many returned 4 accuracies for 3 trainings"):
+        roar_kar(train, test, {"a": maps["a"]}, Long(), fractions=(0.2, 0.6), repeats=2,
+                 backend=LocalBackend(group=3), progress=False)
