@@ -584,3 +584,14 @@ def test_a_bool_tensor_or_array_tie_noise_or_fraction_is_refused():
             removal_mask(ATTR, flag_value)
         with pytest.raises(TypeError, match="fraction must be a number"):
             random_removal_mask((1, 2, 2), flag_value)
+
+
+@pytest.mark.parametrize("dtype", [torch.int8, torch.int16, torch.int32, torch.int64])
+def test_replace_pixels_rounds_the_fill_of_every_integer_dtype_and_checks_its_range(dtype):
+    # signed integer images too: 2.7 -> 3 and -1.6 -> -2 (not truncated to 2 and -1), 2.5 -> 2 (halves to even)
+    images = torch.full((1, 3, 2, 2), 7, dtype=dtype)
+    out = replace_pixels(images, OBJECT, [2.7, -1.6, 2.5])
+    assert out.dtype == dtype and out[0, :, 0, 0].tolist() == [3, -2, 2] and out[0, :, 1, 1].tolist() == [7, 7, 7]
+    if dtype == torch.int8:  # 200 does not fit int8 (-128 .. 127): refused, not wrapped round to -56
+        with pytest.raises(ValueError, match="does not fit images of dtype torch.int8"):
+            replace_pixels(images, OBJECT, [0.0, 200.0, 0.0])
