@@ -2422,3 +2422,19 @@ def test_train_fn_many_returning_more_accuracies_than_trainings_is_refused():
     with pytest.raises(ValueError, match="train_fn.many returned 4 accuracies for 3 trainings"):
         roar_kar(train, test, {"a": maps["a"]}, Long(), fractions=(0.2, 0.6), repeats=2,
                  backend=LocalBackend(group=3), progress=False)
+
+
+def test_occlude_dataset_ranks_with_the_tie_noise_it_is_given():
+    # maps 1e-4 apart against noise of that size: the noise's scale matters. ROAR at 0.5 replaces (with fill 128, a
+    # value the toy images never hold) the 32 top pixels of channel sum + tie_noise * randn((N, H*W)) of the generator
+    dataset = toy_dataset()
+    maps = torch.arange(6 * 64, dtype=torch.float32).view(6, 1, 8, 8) * 1e-4
+    for tie_noise in (1e-4, 5e-4):
+        noise = torch.randn(6, 64, generator=torch.Generator().manual_seed(3))
+        noisy = maps.flatten(1) + tie_noise * noise
+        expected = torch.zeros(6, 64, dtype=torch.bool)
+        for i in range(6):
+            expected[i, sorted(range(64), key=lambda j: -noisy[i, j].item())[:32]] = True
+        occluded = occlude_dataset(dataset, maps, 0.5, keep=False, fill=[128.0], tie_noise=tie_noise,
+                                   generator=torch.Generator().manual_seed(3))
+        assert torch.equal((occluded.images[:, 0] == 128).flatten(1), expected)
