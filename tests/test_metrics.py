@@ -595,3 +595,9 @@ def test_replace_pixels_rounds_the_fill_of_every_integer_dtype_and_checks_its_ra
     if dtype == torch.int8:  # 200 does not fit int8 (-128 .. 127): refused, not wrapped round to -56
         with pytest.raises(ValueError, match="does not fit images of dtype torch.int8"):
             replace_pixels(images, OBJECT, [0.0, 200.0, 0.0])
+
+
+def test_region_sums_of_large_attributions_are_not_capped():
+    # Gradient * Input on 0-255 inputs reaches large values: the sums are those of the hand values above, x 1e8
+    assert attribution_in_region(ATTR * 1e8, ~OBJECT).tolist() == [10e8, 0.0]
+    assert attribution_outside(ATTR * 1e8, OBJECT).tolist() == [10e8, 0.0]
