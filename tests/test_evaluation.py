@@ -2438,3 +2438,13 @@ def test_occlude_dataset_ranks_with_the_tie_noise_it_is_given():
         occluded = occlude_dataset(dataset, maps, 0.5, keep=False, fill=[128.0], tie_noise=tie_noise,
                                    generator=torch.Generator().manual_seed(3))
         assert torch.equal((occluded.images[:, 0] == 128).flatten(1), expected)
+
+
+def test_background_at_is_background_from_half_of_the_covered_pixels_on():
+    # 4x4 mask to 2x2: each unit covers a 2x2 block; blocks with 1, 2, 3 and 0 of their 4 pixels background
+    masks = torch.ones(1, 4, 4, dtype=torch.bool)
+    masks[0, 0, 0] = False  # top-left: 1/4, object
+    masks[0, 0, 2:] = False  # top-right: 2/4, background (the threshold itself)
+    masks[0, 2:, :2] = False
+    masks[0, 3, 1] = True  # bottom-left: 3/4, background; bottom-right all object
+    assert background_at(masks, (2, 2)).tolist() == [[[False, True], [True, False]]]
