@@ -135,6 +135,22 @@ def smoke(tmp_path_factory):
     return args, root / "report", root / "report" / "work"
 
 
+@pytest.fixture
+def figures_unrendered(monkeypatch):
+    """The test's reports build every figure but write each as an empty file of its name instead of rendering it
+    (matplotlib's layout and drawing take most of a report's seconds here): for tests of the results folder and the
+    report's text, which look at no figure's pixels. The figures are rendered by the ``smoke`` run itself
+    (test_smoke_end_to_end) and by the tests that use no such fixture."""
+    import rectgrad.report
+
+    def unrendered(fig, path, **options):
+        assert fig.axes, path  # a figure was built
+        Path(path).write_bytes(b"")
+        return Path(path)
+
+    monkeypatch.setattr(rectgrad.report, "save_figure", unrendered)
+
+
 def denormals_flushed():
     return (torch.tensor([1e-40]) * 1.0).item() == 0.0
 
@@ -199,7 +215,7 @@ def table_rows_that_lose_cells(readme: str) -> list[str]:
     return bad
 
 
-def test_report_tables_keep_every_cell_of_a_row(smoke, monkeypatch, tmp_path):
+def test_report_tables_keep_every_cell_of_a_row(smoke, monkeypatch, tmp_path, figures_unrendered):
     _, report, work = smoke
     assert table_rows_that_lose_cells((report / "README.md").read_text()) == []  # 'total |attribution|' in a claim
     from rectgrad import report as module
@@ -234,7 +250,7 @@ def test_report_numbers_are_the_results_own(smoke):
     assert f"RectGrad {float(rectgrad['mean']):.4g}" in (report / "README.md").read_text()
 
 
-def test_rerun_recomputes_nothing(smoke, monkeypatch, tmp_path):
+def test_rerun_recomputes_nothing(smoke, monkeypatch, tmp_path, figures_unrendered):
     args, report, work = smoke
 
     def forbidden(*args, **kwargs):
@@ -296,7 +312,7 @@ def test_ctrl_c_before_the_results_folder_is_made_claims_no_saved_work(tmp_path,
     assert not (tmp_path / "r").exists()
 
 
-def test_a_folder_another_run_is_using_is_refused(smoke, tmp_path, capsys, monkeypatch):
+def test_a_folder_another_run_is_using_is_refused(smoke, tmp_path, capsys, monkeypatch, figures_unrendered):
     args, _, work = smoke
     hold = ("import fcntl, sys, time; f = open(sys.argv[1], 'a+'); fcntl.flock(f, fcntl.LOCK_EX); f.truncate(0); "
             "f.write('4242'); f.flush(); print('held', flush=True); time.sleep(60)")
@@ -315,7 +331,8 @@ def test_a_folder_another_run_is_using_is_refused(smoke, tmp_path, capsys, monke
 
 
 def test_tie_noise_is_part_of_the_configuration_and_older_folders_resume_with_the_defaults(smoke, tmp_path,
-                                                                                          monkeypatch, capsys):
+                                                                                          monkeypatch, capsys,
+                                                                                          figures_unrendered):
     args, report, work = smoke
     assert json.loads((work / "config.json").read_text())["tie_noise"] == TIE_NOISE
     assert "tie-breaking noise of standard deviation 0.0001" in (report / "README.md").read_text()
@@ -395,7 +412,7 @@ def test_each_result_is_its_measure_of_the_scales_images_and_the_saved_maps(smok
             == curve.margins.tolist()
 
 
-def test_the_seed_reaches_every_seeded_step(smoke, tmp_path, monkeypatch):
+def test_the_seed_reaches_every_seeded_step(smoke, tmp_path, monkeypatch, figures_unrendered):
     """--seed seeds the models' weights and batch order, SmoothGrad's noise, Fig. 2's orders and ROAR/KAR's noise
     (the smoke run's is 0, every function's default: a folder of seed 3 retrains its models, one layer's Fig. 2
     and the maps of the masked images, which the new clean model may classify otherwise)."""
@@ -480,7 +497,7 @@ def test_the_models_checkpoints_name_their_dataset_and_classes(smoke):
         assert metadata["dataset"] == "fashion-mnist" and metadata["classes"] == list(data.FASHION_MNIST_CLASSES)
 
 
-def test_interrupted_sweep_resumes(smoke, tmp_path, monkeypatch, capsys):
+def test_interrupted_sweep_resumes(smoke, tmp_path, monkeypatch, capsys, figures_unrendered):
     args, _, work = smoke
     copy = tmp_path / "work"
     shutil.copytree(work, copy)
@@ -509,7 +526,7 @@ def test_interrupted_sweep_resumes(smoke, tmp_path, monkeypatch, capsys):
     assert len(calls) == 3 and len(list((copy / "kar").glob("*.json"))) == 18
 
 
-def test_each_model_is_saved_as_soon_as_it_is_trained(smoke, tmp_path, monkeypatch):
+def test_each_model_is_saved_as_soon_as_it_is_trained(smoke, tmp_path, monkeypatch, figures_unrendered):
     args, _, work = smoke
     copy = tmp_path / "work"
     shutil.copytree(work, copy, ignore=shutil.ignore_patterns("models"))
@@ -530,7 +547,7 @@ def test_each_model_is_saved_as_soon_as_it_is_trained(smoke, tmp_path, monkeypat
 
 
 def test_ctrl_c_during_a_models_training_saves_its_state_and_the_rerun_resumes_it(smoke, tmp_path, monkeypatch,
-                                                                                    capsys):
+                                                                                    capsys, figures_unrendered):
     args, _, work = smoke
     copy = tmp_path / "work"
     shutil.copytree(work, copy, ignore=shutil.ignore_patterns("patch.pt"))
@@ -570,7 +587,7 @@ def test_a_damaged_model_file_says_what_to_do(smoke, tmp_path, capsys):
         "empty results folder)")
 
 
-def test_a_patch_example_file_deleted_as_corrupt_is_computed_again(smoke, tmp_path, capsys):
+def test_a_patch_example_file_deleted_as_corrupt_is_computed_again(smoke, tmp_path, capsys, figures_unrendered):
     args, report, work = smoke
     copy = tmp_path / "work"
     shutil.copytree(work, copy)
@@ -599,7 +616,7 @@ def test_ctrl_c_while_the_report_is_written_says_how_to_resume(smoke, tmp_path, 
     assert "run the same command again to resume\ninterrupted\n" in capsys.readouterr().err
 
 
-def test_a_unit_stopped_while_saving_keeps_its_compute_time(smoke, tmp_path, monkeypatch):
+def test_a_unit_stopped_while_saving_keeps_its_compute_time(smoke, tmp_path, monkeypatch, figures_unrendered):
     args, _, work = smoke
     copy = tmp_path / "work"
     shutil.copytree(work, copy, ignore=shutil.ignore_patterns("kar"))
@@ -617,7 +634,8 @@ def test_a_unit_stopped_while_saving_keeps_its_compute_time(smoke, tmp_path, mon
     assert set(ResultStore.read_seconds(copy)) == set(ResultStore.read_seconds(work))  # no result without its time
 
 
-def test_a_full_disk_names_the_file_and_the_rerun_resumes(smoke, tmp_path, monkeypatch, capsys, file_size_limit):
+def test_a_full_disk_names_the_file_and_the_rerun_resumes(smoke, tmp_path, monkeypatch, capsys, file_size_limit,
+                                                          figures_unrendered):
     args, report, work = smoke
     copy = tmp_path / "work"
     shutil.copytree(work, copy, ignore=shutil.ignore_patterns("roar-test-*.pt"))
@@ -635,7 +653,7 @@ def test_a_full_disk_names_the_file_and_the_rerun_resumes(smoke, tmp_path, monke
         assert (tmp_path / "report" / table).read_text() == (report / table).read_text()
 
 
-def test_ctrl_c_during_a_group_saves_it_and_the_rerun_resumes(smoke, tmp_path, monkeypatch, capsys):
+def test_ctrl_c_during_a_group_saves_it_and_the_rerun_resumes(smoke, tmp_path, monkeypatch, capsys, figures_unrendered):
     import rectgrad.train_many as module
 
     args, _, work = smoke
@@ -653,7 +671,7 @@ def test_ctrl_c_during_a_group_saves_it_and_the_rerun_resumes(smoke, tmp_path, m
     assert len(list((copy / "kar").glob("*.json"))) == 18 and not list((copy / "kar" / "unfinished").iterdir())
 
 
-def test_smoke_with_ray(smoke, tmp_path):
+def test_smoke_with_ray(smoke, tmp_path, figures_unrendered):
     ray = pytest.importorskip("ray")
     args, _, work = smoke
     copy = tmp_path / "work"
@@ -689,7 +707,7 @@ def test_bad_input(smoke, capsys, extra, message):
     assert message in err and "resuming" not in err  # a folder of another configuration is not resumed
 
 
-def test_scale_parameters_set_on_the_command_line(tmp_path, capsys):
+def test_scale_parameters_set_on_the_command_line(tmp_path, capsys, figures_unrendered):
     write_tiny_fashion(tmp_path / "data", n_train=200, n_test=60)
     args = ["reproduce", "--dataset", "fashion-mnist", "--scale", "smoke", "--data-dir", str(tmp_path / "data"),
             "--device", "cpu", "--no-progress", "--methods", "random,rectgrad", "--out", str(tmp_path / "report"),
@@ -971,7 +989,7 @@ def test_cifar10_smoke_with_masked_images(tmp_path):
     assert len(list((tmp_path / "report" / "work" / "kar").glob("*.json"))) == 3 * 2
 
 
-def test_mended_masks_are_another_configuration_and_odd_sized_ones_are_refused(tmp_path, capsys):
+def test_mended_masks_are_another_configuration_and_odd_sized_ones_are_refused(tmp_path, capsys, figures_unrendered):
     write_tiny_cifar(tmp_path / "data", tmp_path / "masks")
     run = ["reproduce", "--dataset", "cifar10", "--scale", "smoke", "--data-dir", str(tmp_path / "data"), "--masks",
            str(tmp_path / "masks"), "--device", "cpu", "--no-progress", "--methods", "random,saliency", "--out"]
@@ -985,7 +1003,7 @@ def test_mended_masks_are_another_configuration_and_odd_sized_ones_are_refused(t
     assert "are (3, 48, 48) (channels, height, width), not CIFAR-10's (3, 32, 32)" in capsys.readouterr().err
 
 
-def test_fig2_is_not_judged_where_no_background_activation_was_zeroed(smoke, tmp_path):
+def test_fig2_is_not_judged_where_no_background_activation_was_zeroed(smoke, tmp_path, figures_unrendered):
     """Masks marking every pixel as object (all white) leave nothing to zero: the curves are flat, and no verdict."""
     _, _, work = smoke
     copy = tmp_path / "work"
@@ -1007,7 +1025,7 @@ def test_fig2_is_not_judged_where_no_background_activation_was_zeroed(smoke, tmp
                 if untouched == 4 else "lowest mean margin" in verdict)
 
 
-def test_a_saved_accuracy_that_is_no_fraction_names_its_file(smoke, tmp_path, capsys):
+def test_a_saved_accuracy_that_is_no_fraction_names_its_file(smoke, tmp_path, capsys, figures_unrendered):
     args, _, work = smoke
     copy = tmp_path / "work"
     shutil.copytree(work, copy)
@@ -1051,12 +1069,13 @@ def write_shape_folder(root, masks: bool, n_train=60, n_test=20, seed=0):
                     Image.fromarray(shape.astype(np.uint8) * 255).save(folder / f"{i:03d}_mask.png")
 
 
-def test_own_images_smoke_end_to_end(tmp_path, capsys):
+def test_own_images_smoke_end_to_end(tmp_path, capsys, request):
     images = tmp_path / "images"
     write_shape_folder(images, masks=False)
     args = ["reproduce", "--dataset", "folder", "--data-dir", str(images), "--scale", "smoke", "--device", "cpu",
             "--no-progress", "--methods", "random,rectgrad,saliency"]
     assert main([*args, "--out", str(tmp_path / "report")]) == 0
+    request.getfixturevalue("figures_unrendered")  # rendered above; the reports below are about their files
     readme = (tmp_path / "report" / "README.md").read_text()
     assert "| folder (180 / 60; 32x32, 0 masked test images) |" in readme
     assert readme.count("Skipped: none of the test images has an object mask") == 2  # Figs. 2 and 8
@@ -1143,7 +1162,7 @@ def test_chance_level_leaves_room_above_a_large_majority_class():
     assert not _at_chance(0.99, None)
 
 
-def test_masked_images_none_classified_correctly_skip_figs_2_and_8(tmp_path, monkeypatch):
+def test_masked_images_none_classified_correctly_skip_figs_2_and_8(tmp_path, monkeypatch, figures_unrendered):
     import torch
 
     from rectgrad.checkpoint import load_checkpoint, save_checkpoint
@@ -1206,7 +1225,7 @@ def test_train_and_explain_on_own_images(tmp_path, capsys):
     assert "--image-size applies to --dataset folder only" in capsys.readouterr().err
 
 
-def test_methods_added_to_a_results_folder_are_computed_alone(smoke, tmp_path, monkeypatch, capsys):
+def test_methods_added_to_a_results_folder_are_computed_alone(smoke, tmp_path, monkeypatch, capsys, figures_unrendered):
     """A folder made with fewer methods takes more: the added method's maps and trainings are computed, nothing else,
     and every result equals the all-methods run's (each method's noise, masks and seeds are its own). An addition
     stopped halfway leaves the folder's configuration and report as they were; the next one picks up its maps."""
@@ -1666,7 +1685,8 @@ def test_a_class_the_scales_cut_leaves_out_is_named(tmp_path, capsys):
 
 
 def test_own_images_rerun_recomputes_nothing_and_a_changed_folder_or_size_is_refused_untouched(own_smoke, tmp_path,
-                                                                                               monkeypatch, capsys):
+                                                                                               monkeypatch, capsys,
+                                                                                               figures_unrendered):
     args, images, report, work = own_smoke
     copy, data_copy = tmp_path / "work", tmp_path / "images"
     shutil.copytree(work, copy)
