@@ -196,8 +196,11 @@ def test_unknown_name_lists_the_registry(tmp_path):
         zoo.load(str(tmp_path))
 
 
-def test_a_pipe_given_as_the_model_or_its_weights_is_named_as_no_regular_file(tmp_path):
+def test_a_pipe_given_as_the_model_or_its_weights_is_named_as_no_regular_file(tmp_path, monkeypatch):
     # it was "unknown model ... (and no such file)" and "weights file ... not found", of a path that is there
+    import torchvision.models as tv
+
+    monkeypatch.setattr(tv, "vgg16", lambda weights=None: torch.nn.Linear(3, 2))  # (the file is refused before it)
     pipe = tmp_path / "model.pt"
     os.mkfifo(pipe)
     with pytest.raises(ValueError, match=rf"^model {re.escape(str(pipe))} is no regular file \(a pipe or a device\): "
