@@ -2632,3 +2632,16 @@ def test_element_wise_rules_take_an_activation_of_a_0_dim_tensor():
         maps = rectgrad.explain(scalar, x, target=0, method=method, **kwargs)
         torch.testing.assert_close(maps, rectgrad.explain(vector, x, target=0, method=method, **kwargs), rtol=0, atol=0)
         assert maps.abs().sum() > 0
+
+
+def test_deeplift_takes_the_secant_where_input_and_reference_differ_by_exactly_1e_6():
+    # the documented rule: f' at the midpoint only where |z - z0| < 1e-6, so the secant at |z - z0| = 1e-6 itself:
+    # z = 5e-7, z0 = -5e-7 (their difference is exactly the float64 1e-6: halving is exact) give the secant
+    # (5e-7 - 0) / 1e-6 = 0.5 and the map (x - x0) * 0.5 = 5e-7 = relu(z) - relu(z0) (f'(0) = 0 would give 0)
+    model = nn.Sequential(nn.Linear(1, 1, bias=False), nn.ReLU(), nn.Linear(1, 2, bias=False)).double()
+    with torch.no_grad():
+        model[0].weight.fill_(1.0), model[2].weight.copy_(torch.tensor([[1.0], [0.0]]))
+    assert 5e-7 - (-5e-7) == 1e-6
+    x = torch.tensor([[5e-7]], dtype=torch.float64)
+    maps = rectgrad.explain(model, x, target=0, method="deeplift", baseline=-5e-7)
+    torch.testing.assert_close(maps, torch.tensor([[5e-7]], dtype=torch.float64), rtol=1e-12, atol=0)

@@ -159,7 +159,7 @@ def eps_lrp_rule(eps: float) -> MultiplierRule:
 def _rescale(z: Tensor, a: Tensor, derivative) -> Tensor:
     n = len(z) // 2  # the batch is [inputs; references]
     dz, da = z[:n] - z[n:], a[:n] - a[n:]
-    m = torch.where(dz.abs() > 1e-6, da / dz, derivative((z[:n] + z[n:]) / 2))
+    m = torch.where(dz.abs() >= 1e-6, da / dz, derivative((z[:n] + z[n:]) / 2))
     return torch.cat([m, m])
 
 
