@@ -2645,3 +2645,35 @@ def test_deeplift_takes_the_secant_where_input_and_reference_differ_by_exactly_1
     x = torch.tensor([[5e-7]], dtype=torch.float64)
     maps = rectgrad.explain(model, x, target=0, method="deeplift", baseline=-5e-7)
     torch.testing.assert_close(maps, torch.tensor([[5e-7]], dtype=torch.float64), rtol=1e-12, atol=0)
+
+
+def test_gate_rules_pass_the_plain_derivative_of_sigmoid_tanh_and_softplus():
+    # RectGrad, Guided BP and Deconvolution gate the activation functions only: a sigmoid (an SE block's gate), tanh
+    # or softplus passes R * f'(z), negative R included; the ReLU below is gated, by hand
+    torch.manual_seed(0)
+    for squash in (torch.sigmoid, torch.tanh, F.softplus):
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.a, self.b, self.c = nn.Linear(5, 8), nn.Linear(8, 8), nn.Linear(8, 3)
+
+            def forward(self, x):
+                return self.c(squash(self.b(torch.relu(self.a(x)))))
+
+        model = Net().double()
+        x = torch.randn(4, 5, dtype=torch.float64)
+        with torch.no_grad():
+            a1 = torch.relu(model.a(x))
+        z2 = model.b(a1).detach().requires_grad_()
+        (r2,) = torch.autograd.grad(squash(z2), z2, model.c.weight[0].detach().expand(4, 8))
+        assert (r2 < 0).any() and (r2 > 0).any()
+        with torch.no_grad():
+            r1 = r2 @ model.b.weight
+            keep = _above_percentile(a1 * r1, 50.0)
+            expected = x * ((r1 * keep) @ model.a.weight)
+            guided = (r1.clamp(min=0) * (a1 > 0)) @ model.a.weight
+            deconv = r1.clamp(min=0) @ model.a.weight
+        ours = RectGrad(model).attribute(x, target=0, q=50.0, final_threshold=False)
+        torch.testing.assert_close(ours, expected, rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(GuidedBackprop(model).attribute(x, target=0), guided, rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(Deconvolution(model).attribute(x, target=0), deconv, rtol=1e-12, atol=1e-14)
