@@ -2240,3 +2240,20 @@ def test_explain_warns_about_a_non_finite_map_of_any_method_and_once_about_rectg
     with pytest.warns(rectgrad.AttributionWarning, match=r"^the attribution of sample\(s\) \[0, 1\] holds") as caught:
         explain(model, x, target=0, method="rectgrad", tau=0.0)  # RectGrad's own warning, not a second one
     assert len(caught) == 1
+
+
+@pytest.mark.parametrize("d, pool", [(1, nn.AvgPool1d(2)), (2, nn.AvgPool2d(2)), (3, nn.AvgPool3d(2))],
+                         ids=["1d", "2d", "3d"])
+def test_multiplier_rules_pass_average_pooling_as_the_linear_map_it_is(d, pool):
+    # relu -> average pool of 2^d-unit windows -> linear, from a zero reference: the ReLU's Rescale multiplier is
+    # relu(z) / z (1 where z > 0, 0 below), eps-LRP's relu(z) / (z + 1e-4 sign(z)); each input gets its window's
+    # weight / 2^d, by hand
+    torch.manual_seed(0)
+    x = torch.randn(2, 1, *[2] * (d - 1), 4, dtype=torch.float64)
+    model = nn.Sequential(nn.ReLU(), pool, nn.Flatten(), nn.Linear(2, 2, bias=False)).double()
+    w = model[3].weight[1].detach().repeat_interleave(2)  # the window of each input along the last dimension
+    share = w / 2 ** d
+    deeplift = explain(model, x, target=1, method="deeplift")
+    torch.testing.assert_close(deeplift, x.clamp(min=0) * share, rtol=1e-12, atol=0)
+    lrp = explain(model, x, target=1, method="eps_lrp")
+    torch.testing.assert_close(lrp, x * torch.where(x > 0, x / (x + 1e-4), 0.0) * share, rtol=1e-12, atol=0)
