@@ -22,7 +22,7 @@ from naive import naive_rectgrad
 
 import rectgrad
 from rectgrad import AttributionWarning, Deconvolution, GuidedBackprop, PaperCNN, RectGrad, explain
-from rectgrad.engine import Options, Rule, RuleMode
+from rectgrad.engine import Options, Rule, RuleMode, rule_gradients
 
 
 @pytest.fixture(scope="module")
@@ -2677,3 +2677,34 @@ def test_gate_rules_pass_the_plain_derivative_of_sigmoid_tanh_and_softplus():
         torch.testing.assert_close(ours, expected, rtol=1e-12, atol=1e-14)
         torch.testing.assert_close(GuidedBackprop(model).attribute(x, target=0), guided, rtol=1e-12, atol=1e-14)
         torch.testing.assert_close(Deconvolution(model).attribute(x, target=0), deconv, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", _RRELU_WITH_NOISE, ids=[f"torch._C._nn.{name}" for name in _RRELU_WITH_NOISE])
+def test_two_private_rrelus_in_training_mode_sharing_one_noise_tensor_keep_each_its_own_slopes(name):
+    # the second call draws new slopes into the same noise tensor: the first activation's rule must keep the slopes
+    # of its own forward pass (a copy), so the maps equal those of two F.rrelu(training=True) calls from the same seed
+    torch.manual_seed(3)
+    first, middle, last = nn.Linear(6, 12).double(), nn.Linear(12, 12).double(), nn.Linear(12, 3).double()
+    x = torch.randn(4, 6, dtype=torch.float64) * 3
+    noise = torch.zeros(4, 12, dtype=torch.float64)
+    private = _Called(getattr(torch._C._nn, name), noise, 0.1, 0.3, True)
+    public = _Called(F.rrelu, 0.1, 0.3, True)
+    for method in ("guided_bp", "rectgrad"):
+        options = {"q": 50.0, "final_threshold": False} if method == "rectgrad" else {}
+        maps = []
+        for act in (private, public):
+            torch.manual_seed(1)
+            maps.append(explain(nn.Sequential(first, act, middle, act, last), x, target=1, method=method, **options))
+        torch.testing.assert_close(maps[0], maps[1], rtol=0, atol=0)
+        assert maps[0].abs().sum() > 0
+
+
+def test_rule_gradients_refuses_an_output_that_reaches_none_of_its_sources():
+    # only the first `sources` inputs are the attribution's own: an output reaching the others alone is cut off
+    leaf, weight = torch.rand(2, 3, dtype=torch.float64, requires_grad=True), torch.rand(3, dtype=torch.float64,
+                                                                                         requires_grad=True)
+    out = (leaf.detach() * weight).sum()
+    with pytest.raises(ValueError, match="does not depend on its inputs through autograd"):
+        rule_gradients(out, [leaf, weight], sources=1)
+    grads = rule_gradients((leaf.detach() * weight).sum(), [weight, leaf], sources=1)
+    assert torch.equal(grads[0], leaf.detach().sum(0)) and torch.equal(grads[1], torch.zeros_like(leaf))
