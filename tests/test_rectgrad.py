@@ -2708,3 +2708,15 @@ def test_rule_gradients_refuses_an_output_that_reaches_none_of_its_sources():
         rule_gradients(out, [leaf, weight], sources=1)
     grads = rule_gradients((leaf.detach() * weight).sum(), [weight, leaf], sources=1)
     assert torch.equal(grads[0], leaf.detach().sum(0)) and torch.equal(grads[1], torch.zeros_like(leaf))
+
+
+def test_prr_divides_by_the_signed_window_mean_as_listing_3():
+    # a max-pool over values of both signs (no ReLU before it): R_i = x_i R / (sum of the window + 4e-10), so the
+    # window (1, -3, 2, -4) of sum -4 passes (-1/4, 3/4, -1/2, 1) R: the shares sum to R, signs follow x / sum
+    model = nn.Sequential(nn.MaxPool2d(2), nn.Flatten(), nn.Linear(1, 2, bias=False)).double()
+    with torch.no_grad():
+        model[2].weight.copy_(torch.tensor([[1.0], [0.0]]))
+    x = torch.tensor([[[[1.0, -3.0], [2.0, -4.0]]]], dtype=torch.float64)
+    grad = _rule_gradient(model, x, None, prr=True)
+    torch.testing.assert_close(grad, torch.tensor([[[[-0.25, 0.75], [-0.5, 1.0]]]], dtype=torch.float64),
+                               rtol=1e-9, atol=0)
