@@ -1473,3 +1473,43 @@ def test_train_many_refuses_a_state_of_models_of_another_weight_type_and_resumes
     torch.save(saved, checkpoint)
     train_many([new_model(train, 0)] * 2, [train] * 2, [0, 1], epochs=1, batch_size=10, checkpoint=checkpoint)
     assert not checkpoint.exists()
+
+
+
+def test_train_model_refuses_a_state_of_a_model_of_another_weight_type_and_resumes_one_saved_without_the_record(
+        tmp_path):
+    """A float32 model's state resumed into a float64 model of the same shapes (load_state_dict converted it): the
+    state now records the weights' type, as train_many's does. A state saved before it did still resumes."""
+    train = quadrants(20, seed=0, size=8)
+    checkpoint = tmp_path / "m.unfinished.pt"
+    arguments = dict(epochs=1, batch_size=10, seed=3, progress=False, checkpoint=checkpoint)
+    state = interrupted_state(train, 1, **arguments)
+    double = new_model(train, seed=3).double()
+    before = {k: v.clone() for k, v in double.state_dict().items()}
+    with pytest.raises(ValueError) as refused:
+        train_model(double, train, **arguments)
+    assert str(refused.value) == (f"{checkpoint} holds the state of another training (dtype: 'float32' there, "
+                                  "'float64' here); delete it to start over")
+    assert all(v.dtype == torch.float64 and torch.equal(before[k], v) for k, v in double.state_dict().items())
+    assert checkpoint.read_bytes() == state
+    saved = torch.load(checkpoint, weights_only=True)  # a state saved before the type was recorded resumes
+    del saved["identity"]["dtype"]
+    torch.save(saved, checkpoint)
+    assert len(train_model(new_model(train, seed=3), train, **arguments)["loss"]) == 1 and not checkpoint.exists()
+
+
+def test_cli_train_refuses_a_state_of_a_model_of_another_weight_type_in_one_line(tmp_path, capsys):
+    write_fashion(tmp_path, n_train=10, n_test=10)  # the state of a float64 training, where the CLI trains float32
+    unfinished = tmp_path / "model.unfinished.pt"
+    fashion = data.load_fashion_mnist("train", data_dir=tmp_path)
+    model = new_model(fashion, seed=0).double()
+    model.register_forward_pre_hook(signal_at({1}))
+    with pytest.raises(TrainingInterrupted):
+        train_model(model, fashion, epochs=1, batch_size=5, seed=0, progress=False, checkpoint=unfinished)
+    state = unfinished.read_bytes()
+    capsys.readouterr()
+    assert main(["train", "--dataset", "fashion-mnist", "--data-dir", str(tmp_path), "--epochs", "1", "--batch-size",
+                 "5", "--device", "cpu", "--no-progress", "--out", str(tmp_path / "model.pt")]) == 2
+    assert capsys.readouterr().err == (f"error: {unfinished} holds the state of another training (dtype: 'float64' "
+                                       "there, 'float32' here); delete it to start over\n")
+    assert unfinished.read_bytes() == state and not (tmp_path / "model.pt").exists()

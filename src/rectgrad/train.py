@@ -94,7 +94,8 @@ def train_model(model: nn.Module, train: ImageDataset, *, epochs: int = 20, batc
         "images": n, "data": zlib.crc32(train.labels.cpu().contiguous().numpy(),
                                         zlib.crc32(train.images.cpu().contiguous().numpy())),
         "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "channels_last": bool(channels_last),
-        "model": type(model).__qualname__, "tensors": {k: list(v.shape) for k, v in model.state_dict().items()}}
+        "model": type(model).__qualname__, "tensors": {k: list(v.shape) for k, v in model.state_dict().items()},
+        "dtype": _dtypes(model)}  # (load_state_dict would convert a float32 state into a float64 model)
     state = _saved_state(checkpoint, identity)  # another training's refused before the model is moved or changed
     device = torch.device(device) if device is not None else next(model.parameters()).device
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -270,6 +271,8 @@ def _saved_state(checkpoint, identity: dict | None) -> dict | None:
     """The state a :func:`train_model` saved in ``checkpoint``, None when there is none. The state of another
     training (``identity``) is refused, naming the difference."""
     state = saved_training(checkpoint, "train_model")
+    if state is not None and isinstance(state["identity"], dict):
+        identity = recorded(identity, state["identity"], ("dtype",))  # (a state saved before the type was recorded)
     if state is not None and (not isinstance(state["identity"], dict) or state["identity"].keys() != identity.keys()):
         raise ValueError(f"{checkpoint} holds a training state that this version of train_model did not write (another "
                          "rectgrad version's, or train_many's), which it cannot resume; delete it to start over")
@@ -278,6 +281,28 @@ def _saved_state(checkpoint, identity: dict | None) -> dict | None:
                               if state["identity"].get(key) != value)
         raise ValueError(f"{checkpoint} holds the state of another training ({differing}); delete it to start over")
     return state
+
+
+def recorded(identity: dict, there: dict, later: tuple[str, ...]) -> dict:
+    """``identity`` (a training's settings, as its saved state records them) without the keys of ``later`` that
+    ``there`` (a saved state's record) lacks: the settings a state saved before they were recorded compares on, its
+    others still counting. Shared with train_many."""
+    return {key: value for key, value in identity.items() if key in there or key not in later}
+
+
+def _dtypes(model: nn.Module) -> str:
+    """The types of ``model``'s weights, e.g. ``float32``, or ``features.0.weight float64, ...`` where they differ.
+    Shared with train_many."""
+    return per_weight(model, lambda p: str(p.dtype).removeprefix("torch."))
+
+
+def per_weight(model: nn.Module, what: Callable[[torch.Tensor], str]) -> str:
+    """``what`` of ``model``'s weights: the one value they share, or each weight's named where they differ. Shared
+    with train_many."""
+    named = {name: what(p) for name, p in model.named_parameters()}
+    if len(set(named.values())) == 1:
+        return next(iter(named.values()))
+    return ", ".join(f"{name} {value}" for name, value in named.items())
 
 
 def difference(key: str, there, here) -> str:

@@ -26,8 +26,9 @@ from rectgrad.checkpoint import regular_file, write_atomically
 from rectgrad.data import ImageDataset, to_inputs
 from rectgrad.models import architecture
 from rectgrad.progress import progress_bar
-from rectgrad.train import (TrainingInterrupted, _check_outputs, _check_trainable, cudnn_mode, difference, evaluate,
-                            learning_rate, new_model, saved_training, stop_requests, train_model)
+from rectgrad.train import (TrainingInterrupted, _check_outputs, _check_trainable, _dtypes, cudnn_mode, difference,
+                            evaluate, learning_rate, new_model, per_weight, recorded, saved_training, stop_requests,
+                            train_model)
 
 PRECISIONS = ("fp32", "bf16")
 _LAYERS = (nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.Flatten, nn.Linear)
@@ -65,22 +66,9 @@ def _leaf_layers(models: Sequence[nn.Module]) -> list[nn.Module]:
     return layers
 
 
-def _dtypes(model: nn.Module) -> str:
-    """The types of ``model``'s weights, e.g. ``float32``, or ``features.0.weight float64, ...`` where they differ."""
-    return _per_weight(model, lambda p: str(p.dtype).removeprefix("torch."))
-
-
 def _devices(model: nn.Module) -> str:
     """The devices of ``model``'s weights, e.g. ``cuda:0``, or ``features.0.weight cpu, ...`` where they differ."""
-    return _per_weight(model, lambda p: str(p.device))
-
-
-def _per_weight(model: nn.Module, what: Callable[[Tensor], str]) -> str:
-    """``what`` of ``model``'s weights: the one value they share, or each weight's named where they differ."""
-    named = {name: what(p) for name, p in model.named_parameters()}
-    if len(set(named.values())) == 1:
-        return next(iter(named.values()))
-    return ", ".join(f"{name} {value}" for name, value in named.items())
+    return per_weight(model, lambda p: str(p.device))
 
 
 def _frozen(models: Sequence[nn.Module]) -> set[str]:
@@ -301,8 +289,7 @@ def _resume(checkpoint, identity, names, params, optimizer, generators) -> dict 
     if state is None:
         return None
     there = state["identity"] if isinstance(state["identity"], dict) else {}
-    # a state saved before the labels or the weights' type were recorded: its other settings still count
-    identity = {key: value for key, value in identity.items() if key in there or key not in ("label_sums", "dtype")}
+    identity = recorded(identity, there, ("label_sums", "dtype"))  # (a state saved before they were recorded)
     if there != identity:
         what = {"pixel_sums": "other images", "label_sums": "other labels"}
         differing = "; ".join(what.get(key) or difference(key, there.get(key), value)
