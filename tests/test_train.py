@@ -1513,3 +1513,34 @@ def test_cli_train_refuses_a_state_of_a_model_of_another_weight_type_in_one_line
     assert capsys.readouterr().err == (f"error: {unfinished} holds the state of another training (dtype: 'float64' "
                                        "there, 'float32' here); delete it to start over\n")
     assert unfinished.read_bytes() == state and not (tmp_path / "model.pt").exists()
+
+
+
+def test_train_many_refuses_a_state_of_other_images_or_labels_of_the_same_sums(tmp_path):
+    """The group's state told the models' data apart by each one's pixel sum and position-weighted label sum only:
+    mirrored images, or labels swapped so that their weighted sum stays (1 at positions 1 and 4 against 2 and 3),
+    resumed silently. Each model's data is now fingerprinted whole; a state saved before it was still resumes."""
+    from rectgrad.train_many import train_many
+
+    train, checkpoint = quadrants(20, seed=0, size=8), tmp_path / "group.pt"
+    labels = torch.cat([torch.tensor([1, 0, 0, 1]), train.labels[4:]])
+    train = ImageDataset(train.images, labels, train.classes, train.name)
+    checks = iter(range(100))
+    with pytest.raises(TrainingInterrupted):
+        train_many([new_model(train, 0)] * 2, [train] * 2, [0, 1], epochs=1, batch_size=10, checkpoint=checkpoint,
+                   stop=lambda: next(checks) == 1)
+    state = checkpoint.read_bytes()
+    swapped = ImageDataset(train.images, torch.cat([torch.tensor([0, 1, 1, 0]), labels[4:]]), train.classes, "swapped")
+    mirrored = ImageDataset(train.images.flip(-1), labels, train.classes, train.name)
+    for other in (mirrored, swapped):
+        with pytest.raises(ValueError) as refused:
+            train_many([new_model(train, 0)] * 2, [train, other], [0, 1], epochs=1, batch_size=10,
+                       checkpoint=checkpoint)
+        assert str(refused.value) == (f"{checkpoint} holds the state of another group of trainings (other images or "
+                                      "labels (another dataset, patch or image size?)); delete it to start over")
+        assert checkpoint.read_bytes() == state
+    saved = torch.load(checkpoint, weights_only=True)  # a state saved before the data was fingerprinted resumes
+    del saved["identity"]["data"]
+    torch.save(saved, checkpoint)
+    train_many([new_model(train, 0)] * 2, [train] * 2, [0, 1], epochs=1, batch_size=10, checkpoint=checkpoint)
+    assert not checkpoint.exists()

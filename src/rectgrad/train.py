@@ -91,8 +91,7 @@ def train_model(model: nn.Module, train: ImageDataset, *, epochs: int = 20, batc
     _check_trainable(model)
     n, steps, top_label = len(train), -(-len(train) // batch_size), int(train.labels.max())
     identity = None if checkpoint is None else {
-        "images": n, "data": zlib.crc32(train.labels.cpu().contiguous().numpy(),
-                                        zlib.crc32(train.images.cpu().contiguous().numpy())),
+        "images": n, "data": fingerprint(train),
         "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "channels_last": bool(channels_last),
         "model": type(model).__qualname__, "tensors": {k: list(v.shape) for k, v in model.state_dict().items()},
         "dtype": _dtypes(model)}  # (load_state_dict would convert a float32 state into a float64 model)
@@ -281,6 +280,12 @@ def _saved_state(checkpoint, identity: dict | None) -> dict | None:
                               if state["identity"].get(key) != value)
         raise ValueError(f"{checkpoint} holds the state of another training ({differing}); delete it to start over")
     return state
+
+
+def fingerprint(dataset: ImageDataset) -> int:
+    """A checksum of ``dataset``'s images and labels (CRC-32 of their bytes), which a saved training state records to
+    tell its data from others. Shared with train_many."""
+    return zlib.crc32(dataset.labels.cpu().contiguous().numpy(), zlib.crc32(dataset.images.cpu().contiguous().numpy()))
 
 
 def recorded(identity: dict, there: dict, later: tuple[str, ...]) -> dict:

@@ -27,8 +27,8 @@ from rectgrad.data import ImageDataset, to_inputs
 from rectgrad.models import architecture
 from rectgrad.progress import progress_bar
 from rectgrad.train import (TrainingInterrupted, _check_outputs, _check_trainable, _dtypes, cudnn_mode, difference,
-                            evaluate, learning_rate, new_model, per_weight, recorded, saved_training, stop_requests,
-                            train_model)
+                            evaluate, fingerprint, learning_rate, new_model, per_weight, recorded, saved_training,
+                            stop_requests, train_model)
 
 PRECISIONS = ("fp32", "bf16")
 _LAYERS = (nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.Flatten, nn.Linear)
@@ -180,11 +180,13 @@ def train_many(models: Sequence[nn.Module], datasets: Sequence[ImageDataset], se
     optimizer = _adam(params, lr)
     steps = -(-n // batch_size)
     histories = [{"loss": [], "train_accuracy": [], "seconds": 0.0, "test_accuracy": None} for _ in models]
+    checksums = {} if checkpoint is None else {key: fingerprint(d) for key, d in distinct.items()}
     identity = None if checkpoint is None else {
         "models": count, "images": n, "seeds": seeds, "epochs": epochs, "batch_size": batch_size,
         "lr": lr, "precision": precision, "dtype": _dtypes(models[0]),  # (shared: _leaf_layers checked it)
         "pixel_sums": images.flatten(1).sum(1)[rows[:, 0]].tolist(),  # tells the models' datasets apart
-        "label_sums": (labels * torch.arange(1, n + 1, device=device)).sum(1)[rows[:, 0]].tolist()}  # and labels
+        "label_sums": (labels * torch.arange(1, n + 1, device=device)).sum(1)[rows[:, 0]].tolist(),  # and labels
+        "data": [checksums[id(d)] for d in datasets]}  # (sums may agree: mirrored images, swapped labels)
     state = _resume(checkpoint, identity, names, params, optimizer, generators)
     first_epoch, first_step, earlier = (state["epoch"], state["step"], state["seconds"]) if state else (0, 0, 0.0)
     if state:
@@ -289,11 +291,13 @@ def _resume(checkpoint, identity, names, params, optimizer, generators) -> dict 
     if state is None:
         return None
     there = state["identity"] if isinstance(state["identity"], dict) else {}
-    identity = recorded(identity, there, ("label_sums", "dtype"))  # (a state saved before they were recorded)
+    identity = recorded(identity, there, ("label_sums", "dtype", "data"))  # (a state saved before they were recorded)
     if there != identity:
         what = {"pixel_sums": "other images", "label_sums": "other labels"}
-        differing = "; ".join(what.get(key) or difference(key, there.get(key), value)
-                              for key, value in identity.items() if there.get(key) != value)
+        keys = [key for key, value in identity.items() if there.get(key) != value]
+        if {"pixel_sums", "label_sums"} & {*keys}:  # named: the data's checksum then says nothing more
+            keys = [key for key in keys if key != "data"]
+        differing = "; ".join(what.get(key) or difference(key, there.get(key), identity[key]) for key in keys)
         raise ValueError(f"{checkpoint} holds the state of another group of trainings ({differing}); delete it to "
                          "start over")
     keys = [*names, *(f"tensor {i}" for i in range(len(names), len(state["params"])))]  # (more saved than here)
