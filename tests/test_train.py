@@ -1544,3 +1544,33 @@ def test_train_many_refuses_a_state_of_other_images_or_labels_of_the_same_sums(t
     torch.save(saved, checkpoint)
     train_many([new_model(train, 0)] * 2, [train] * 2, [0, 1], epochs=1, batch_size=10, checkpoint=checkpoint)
     assert not checkpoint.exists()
+
+
+def test_a_torch_file_of_objects_other_than_tensors_at_the_state_path_is_refused_not_overwritten(tmp_path):
+    """A model saved whole (torch.save(model, path)), or another library's checkpoint holding objects weights_only
+    refuses, was taken for a corrupt state: the training started over, then deleted the user's file when done."""
+    import argparse
+
+    from rectgrad.train_many import train_many
+
+    train = quadrants(20, seed=0, size=8)
+    checkpoint = tmp_path / "m.unfinished.pt"
+    for other, holding in ((new_model(train), "rectgrad.models.PaperCNN"),
+                           ({"epoch": 3, "hparams": argparse.Namespace(lr=0.1)}, "argparse.Namespace")):
+        torch.save(other, checkpoint)
+        written = checkpoint.read_bytes()
+        model = new_model(train)
+        model.register_forward_pre_hook(lambda *a: pytest.fail("trained over a file that is no training state"))
+        for function, train_it in (("train_model", lambda: train_model(model, train, epochs=1, batch_size=10,
+                                                                        progress=False, checkpoint=checkpoint)),
+                                   ("train_many", lambda: train_many([model], [train], [0], epochs=1, batch_size=10,
+                                                                      checkpoint=checkpoint))):
+            saved_by = "a train_model training" if function == "train_model" else "a train_many group"
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")  # (not "corrupt": its training starting over)
+                with pytest.raises(ValueError) as refused:
+                    train_it()
+            assert str(refused.value) == (f"{checkpoint} is a torch file but not the saved state of {saved_by} (it "
+                                          f"holds a {holding}): give another checkpoint path (it would be "
+                                          "overwritten) or delete it")
+            assert checkpoint.read_bytes() == written

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import pickle
+import re
 import signal
 import threading
 import time
@@ -377,6 +379,13 @@ def saved_training(checkpoint, function: str, resuming: bool = True) -> dict | N
     try:
         state = torch.load(checkpoint, map_location="cpu", mmap=not resuming, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - damaged or foreign bytes fail in many ways (KeyError, struct.error, ...)
+        # a whole torch file of objects weights_only refuses (a model saved whole, another library's checkpoint) is
+        # no damage, and its own: it is not started over and then deleted (torch >= 2.4 names a "GLOBAL", 2.3 a class)
+        held = re.search(r"(?:GLOBAL|Unsupported class) ([\w.]+)", str(exc))
+        if isinstance(exc, pickle.UnpicklingError) and held:
+            raise ValueError(f"{checkpoint} is a torch file but not the saved state of {saved_by} (it holds a "
+                             f"{held[1]}): give another checkpoint path (it would be overwritten) or delete "
+                             "it") from None
         if resuming:
             warnings.warn(f"{checkpoint} is corrupt ({one_line(exc)}): {trainings} starts over", RuntimeWarning,
                           stacklevel=3)
