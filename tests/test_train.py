@@ -1574,3 +1574,46 @@ def test_a_torch_file_of_objects_other_than_tensors_at_the_state_path_is_refused
                                           f"holds a {holding}): give another checkpoint path (it would be "
                                           "overwritten) or delete it")
             assert checkpoint.read_bytes() == written
+
+
+def test_a_state_is_refused_by_a_training_that_freezes_other_weights_and_one_saved_without_the_record_resumes(
+        tmp_path):
+    """A state of a training with a layer frozen (requires_grad=False) resumed silently into one that trains it, or
+    the other way round: the rest of the training was another one's. The states now record the frozen weights."""
+    from rectgrad.train_many import train_many
+
+    train = quadrants(20, seed=0, size=8)
+    checkpoint = tmp_path / "m.unfinished.pt"
+
+    def frozen(model):
+        model.features[0].weight.requires_grad_(False)
+        return model
+
+    arguments = dict(epochs=1, batch_size=10, seed=3, progress=False, checkpoint=checkpoint)
+    model = frozen(new_model(train, seed=3))
+    model.register_forward_pre_hook(signal_at({1}))
+    with pytest.raises(TrainingInterrupted):
+        train_model(model, train, **arguments)
+    state = checkpoint.read_bytes()
+    with pytest.raises(ValueError) as refused:
+        train_model(new_model(train, seed=3), train, **arguments)
+    assert str(refused.value) == (f"{checkpoint} holds the state of another training (frozen weights: "
+                                  "features.0.weight there, none here); delete it to start over")
+    assert checkpoint.read_bytes() == state
+    group = tmp_path / "group.pt"
+    checks = iter(range(100))
+    with pytest.raises(TrainingInterrupted):
+        train_many([new_model(train, 0)], [train], [0], epochs=1, batch_size=10, checkpoint=group,
+                   stop=lambda: next(checks) == 1)
+    with pytest.raises(ValueError) as refused:
+        train_many([frozen(new_model(train, 0))], [train], [0], epochs=1, batch_size=10, checkpoint=group)
+    assert str(refused.value) == (f"{group} holds the state of another group of trainings (frozen weights: none "
+                                  "there, features.0.weight here); delete it to start over")
+    for path, resume in ((checkpoint, lambda: train_model(new_model(train, seed=3), train, **arguments)),
+                         (group, lambda: train_many([new_model(train, 0)], [train], [0], epochs=1, batch_size=10,
+                                                    checkpoint=group))):
+        saved = torch.load(path, weights_only=True)  # a state saved before the frozen weights were recorded resumes
+        del saved["identity"]["frozen"]
+        torch.save(saved, path)
+        resume()
+        assert not path.exists()

@@ -96,7 +96,8 @@ def train_model(model: nn.Module, train: ImageDataset, *, epochs: int = 20, batc
         "images": n, "data": fingerprint(train),
         "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "channels_last": bool(channels_last),
         "model": type(model).__qualname__, "tensors": {k: list(v.shape) for k, v in model.state_dict().items()},
-        "dtype": _dtypes(model)}  # (load_state_dict would convert a float32 state into a float64 model)
+        "dtype": _dtypes(model),  # (load_state_dict would convert a float32 state into a float64 model)
+        "frozen": [name for name, p in model.named_parameters() if not p.requires_grad]}
     state = _saved_state(checkpoint, identity)  # another training's refused before the model is moved or changed
     device = torch.device(device) if device is not None else next(model.parameters()).device
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -273,7 +274,7 @@ def _saved_state(checkpoint, identity: dict | None) -> dict | None:
     training (``identity``) is refused, naming the difference."""
     state = saved_training(checkpoint, "train_model")
     if state is not None and isinstance(state["identity"], dict):
-        identity = recorded(identity, state["identity"], ("dtype",))  # (a state saved before the type was recorded)
+        identity = recorded(identity, state["identity"], ("dtype", "frozen"))  # (a state saved before they were)
     if state is not None and (not isinstance(state["identity"], dict) or state["identity"].keys() != identity.keys()):
         raise ValueError(f"{checkpoint} holds a training state that this version of train_model did not write (another "
                          "rectgrad version's, or train_many's), which it cannot resume; delete it to start over")
@@ -317,6 +318,8 @@ def difference(key: str, there, here) -> str:
     shapes, only the tensors that differ (the whole lists run to hundreds of characters). Shared with train_many."""
     if key == "data":
         return "other images or labels (another dataset, patch or image size?)"
+    if key == "frozen" and isinstance(there, list):
+        return f"frozen weights: {', '.join(there) or 'none'} there, {', '.join(here) or 'none'} here"
     if key == "tensors" and isinstance(there, dict):
         return "weights' shapes: " + ", ".join(f"{name} {there.get(name)} there, {here.get(name)} here"
                                                for name in {**there, **here} if there.get(name) != here.get(name))

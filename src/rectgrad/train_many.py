@@ -184,6 +184,7 @@ def train_many(models: Sequence[nn.Module], datasets: Sequence[ImageDataset], se
     identity = None if checkpoint is None else {
         "models": count, "images": n, "seeds": seeds, "epochs": epochs, "batch_size": batch_size,
         "lr": lr, "precision": precision, "dtype": _dtypes(models[0]),  # (shared: _leaf_layers checked it)
+        "frozen": [name for name in names if name in frozen],  # (shared too: _frozen checked it)
         "pixel_sums": images.flatten(1).sum(1)[rows[:, 0]].tolist(),  # tells the models' datasets apart
         "label_sums": (labels * torch.arange(1, n + 1, device=device)).sum(1)[rows[:, 0]].tolist(),  # and labels
         "data": [checksums[id(d)] for d in datasets]}  # (sums may agree: mirrored images, swapped labels)
@@ -291,7 +292,7 @@ def _resume(checkpoint, identity, names, params, optimizer, generators) -> dict 
     if state is None:
         return None
     there = state["identity"] if isinstance(state["identity"], dict) else {}
-    identity = recorded(identity, there, ("label_sums", "dtype", "data"))  # (a state saved before they were recorded)
+    identity = recorded(identity, there, ("label_sums", "dtype", "data", "frozen"))  # (saved before they were recorded)
     if there != identity:
         what = {"pixel_sums": "other images", "label_sums": "other labels"}
         keys = [key for key, value in identity.items() if there.get(key) != value]
