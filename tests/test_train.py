@@ -1617,3 +1617,18 @@ def test_a_state_is_refused_by_a_training_that_freezes_other_weights_and_one_sav
         torch.save(saved, path)
         resume()
         assert not path.exists()
+
+
+def test_train_many_refuses_a_train_model_state_as_one_it_did_not_write(tmp_path):
+    """A train_model state at a group's path was told apart setting by setting, as another group's ("models: None
+    there, 1 here; seeds: None there, [0] here; ...")."""
+    from rectgrad.train_many import train_many
+
+    train, checkpoint = quadrants(20, seed=0, size=8), tmp_path / "m.unfinished.pt"
+    state = interrupted_state(train, 1, epochs=1, batch_size=10, seed=0, progress=False, checkpoint=checkpoint)
+    with pytest.raises(ValueError) as refused:
+        train_many([new_model(train, 0)], [train], [0], epochs=1, batch_size=10, checkpoint=checkpoint)
+    assert str(refused.value) == (f"{checkpoint} holds a training state that this version of train_many did not write "
+                                  "(another rectgrad version's, or train_model's), which it cannot resume; delete it "
+                                  "to start over")
+    assert checkpoint.read_bytes() == state

@@ -293,6 +293,9 @@ def _resume(checkpoint, identity, names, params, optimizer, generators) -> dict 
         return None
     there = state["identity"] if isinstance(state["identity"], dict) else {}
     identity = recorded(identity, there, ("label_sums", "dtype", "data", "frozen"))  # (saved before they were recorded)
+    if there.keys() != identity.keys():  # (told apart setting by setting, every one differed: "models: None there")
+        raise ValueError(f"{checkpoint} holds a training state that this version of train_many did not write (another "
+                         "rectgrad version's, or train_model's), which it cannot resume; delete it to start over")
     if there != identity:
         what = {"pixel_sums": "other images", "label_sums": "other labels"}
         keys = [key for key, value in identity.items() if there.get(key) != value]
