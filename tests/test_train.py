@@ -1632,3 +1632,24 @@ def test_train_many_refuses_a_train_model_state_as_one_it_did_not_write(tmp_path
                                   "(another rectgrad version's, or train_model's), which it cannot resume; delete it "
                                   "to start over")
     assert checkpoint.read_bytes() == state
+
+
+def test_a_torchscript_or_exported_model_at_the_state_path_is_refused_not_overwritten(tmp_path):
+    """torch.load refuses both with weights_only (a TorchScript archive; an exported program has no data.pkl): taken
+    for a corrupt state, the training started over, then deleted the user's model file when done."""
+    linear = torch.nn.Linear(2, 2)
+    torch.jit.save(torch.jit.trace(linear, torch.zeros(1, 2)), tmp_path / "scripted.pt")
+    torch.export.save(torch.export.export(linear, (torch.zeros(1, 2),)), tmp_path / "exported.pt2")
+    train = quadrants(20, seed=0, size=8)
+    for name, kind in (("scripted.pt", "a TorchScript model"), ("exported.pt2", "a torch.export-ed program")):
+        checkpoint = tmp_path / name
+        written = checkpoint.read_bytes()
+        model = new_model(train)
+        model.register_forward_pre_hook(lambda *a: pytest.fail("trained over a file that is no training state"))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # (not "corrupt": its training starting over)
+            with pytest.raises(ValueError) as refused:
+                train_model(model, train, epochs=1, batch_size=10, progress=False, checkpoint=checkpoint)
+        assert str(refused.value) == (f"{checkpoint} is {kind}, not the saved state of a train_model training: give "
+                                      "another checkpoint path (it would be overwritten) or delete it")
+        assert checkpoint.read_bytes() == written

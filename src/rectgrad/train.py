@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rectgrad._checks import generator_seed, integer, positive_int
-from rectgrad.checkpoint import one_line, regular_file, write_atomically
+from rectgrad.checkpoint import _is_exported_program, _is_torchscript, one_line, regular_file, write_atomically
 from rectgrad.data import ImageDataset, to_inputs
 from rectgrad.models import PaperCNN
 from rectgrad.progress import progress_bar
@@ -379,6 +379,12 @@ def saved_training(checkpoint, function: str, resuming: bool = True) -> dict | N
         return None
     saved_by, trainings = _SAVED[function]
     Path(checkpoint).open("rb").close()  # unreadable: an error of its own, not a corrupt state to start over from
+    # a model file of the user's, which torch.load refuses: no damage to start over from (and delete when done)
+    kind = ("a TorchScript model" if _is_torchscript(Path(checkpoint))
+            else "a torch.export-ed program" if _is_exported_program(Path(checkpoint)) else None)
+    if kind is not None:
+        raise ValueError(f"{checkpoint} is {kind}, not the saved state of {saved_by}: give another checkpoint path (it "
+                         "would be overwritten) or delete it")
     try:
         state = torch.load(checkpoint, map_location="cpu", mmap=not resuming, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - damaged or foreign bytes fail in many ways (KeyError, struct.error, ...)
