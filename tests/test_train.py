@@ -1653,3 +1653,34 @@ def test_a_torchscript_or_exported_model_at_the_state_path_is_refused_not_overwr
         assert str(refused.value) == (f"{checkpoint} is {kind}, not the saved state of a train_model training: give "
                                       "another checkpoint path (it would be overwritten) or delete it")
         assert checkpoint.read_bytes() == written
+
+
+def test_a_state_whose_place_is_past_the_training_or_inconsistent_is_refused(tmp_path):
+    """A state of the same settings but at epoch 5 of 1, at a step past the epoch's, or whose epochs' losses do not
+    match its epoch (edited by hand, another program's) resumed silently into nonsense: no epoch trained, or more."""
+    from rectgrad.train_many import train_many
+
+    train, checkpoint = quadrants(20, seed=0, size=8), tmp_path / "m.unfinished.pt"
+    state = interrupted_state(train, 1, epochs=1, batch_size=10, seed=0, progress=False, checkpoint=checkpoint)
+    group = tmp_path / "group.pt"
+    checks = iter(range(100))
+    with pytest.raises(TrainingInterrupted):
+        train_many([new_model(train, 0)], [train], [0], epochs=1, batch_size=10, checkpoint=group,
+                   stop=lambda: next(checks) == 1)
+    for path, where, resume in (
+            (checkpoint, "a train_model training",
+             lambda: train_model(new_model(train, 0), train, epochs=1, batch_size=10, progress=False,
+                                 checkpoint=checkpoint)),
+            (group, "a train_many group",
+             lambda: train_many([new_model(train, 0)], [train], [0], epochs=1, batch_size=10, checkpoint=group))):
+        saved = torch.load(path, weights_only=True)
+        for edit, place in (({"epoch": 5}, "epoch 5, step 1"), ({"step": 7}, "epoch 0, step 7"),
+                            ({"epoch": -1}, "epoch -1, step 1"), ({"epoch": 1, "step": 0}, "epoch 1, step 0")):
+            torch.save(saved | edit, path)
+            state = path.read_bytes()
+            with pytest.raises(ValueError) as refused:
+                resume()
+            assert str(refused.value) == (f"{path} holds the saved state of {where} at {place} (its losses of 0 "
+                                          "epochs), which a training of 1 epoch of 2 steps never is (damaged, or "
+                                          "edited by hand?); delete it to start over")
+            assert path.read_bytes() == state

@@ -99,6 +99,8 @@ def train_model(model: nn.Module, train: ImageDataset, *, epochs: int = 20, batc
         "dtype": _dtypes(model),  # (load_state_dict would convert a float32 state into a float64 model)
         "frozen": [name for name, p in model.named_parameters() if not p.requires_grad]}
     state = _saved_state(checkpoint, identity)  # another training's refused before the model is moved or changed
+    if state is not None:
+        check_place(checkpoint, "train_model", state, epochs, steps, [state.get("losses")])
     device = torch.device(device) if device is not None else next(model.parameters()).device
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     dtype = input_dtype(model)
@@ -289,6 +291,20 @@ def fingerprint(dataset: ImageDataset) -> int:
     """A checksum of ``dataset``'s images and labels (CRC-32 of their bytes), which a saved training state records to
     tell its data from others. Shared with train_many."""
     return zlib.crc32(dataset.labels.cpu().contiguous().numpy(), zlib.crc32(dataset.images.cpu().contiguous().numpy()))
+
+
+def check_place(checkpoint, function: str, state: dict, epochs: int, steps: int, losses: list) -> None:
+    """Refuse a saved state of ``function`` whose place (its ``epoch`` and ``step``, and ``losses``, the epochs' losses
+    it holds: one list per model) a training of ``epochs`` epochs of ``steps`` steps is never at, which rectgrad never
+    writes: it would resume into nonsense (no epoch trained, or more). Shared with train_many."""
+    epoch, step = state.get("epoch"), state.get("step")
+    counts = {len(one) if isinstance(one, list) else None for one in losses} if isinstance(losses, list) else {None}
+    if not (type(epoch) is int and type(step) is int and 0 <= epoch <= epochs and 0 <= step < steps
+            and (epoch < epochs or step == 0) and counts <= {epoch}):
+        raise ValueError(f"{checkpoint} holds the saved state of {_SAVED[function][0]} at epoch {epoch}, step {step} "
+                         f"(its losses of {' or '.join(map(str, sorted(counts, key=str)))} epochs), which a training "
+                         f"of {epochs} epoch{'s' if epochs != 1 else ''} of {steps} step{'s' if steps != 1 else ''} "
+                         "never is (damaged, or edited by hand?); delete it to start over")
 
 
 def recorded(identity: dict, there: dict, later: tuple[str, ...]) -> dict:

@@ -26,9 +26,9 @@ from rectgrad.checkpoint import regular_file, write_atomically
 from rectgrad.data import ImageDataset, to_inputs
 from rectgrad.models import architecture
 from rectgrad.progress import progress_bar
-from rectgrad.train import (TrainingInterrupted, _check_outputs, _check_trainable, _dtypes, cudnn_mode, difference,
-                            evaluate, fingerprint, learning_rate, new_model, per_weight, recorded, saved_training,
-                            stop_requests, train_model)
+from rectgrad.train import (TrainingInterrupted, _check_outputs, _check_trainable, _dtypes, check_place, cudnn_mode,
+                            difference, evaluate, fingerprint, learning_rate, new_model, per_weight, recorded,
+                            saved_training, stop_requests, train_model)
 
 PRECISIONS = ("fp32", "bf16")
 _LAYERS = (nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.Flatten, nn.Linear)
@@ -188,7 +188,7 @@ def train_many(models: Sequence[nn.Module], datasets: Sequence[ImageDataset], se
         "pixel_sums": images.flatten(1).sum(1)[rows[:, 0]].tolist(),  # tells the models' datasets apart
         "label_sums": (labels * torch.arange(1, n + 1, device=device)).sum(1)[rows[:, 0]].tolist(),  # and labels
         "data": [checksums[id(d)] for d in datasets]}  # (sums may agree: mirrored images, swapped labels)
-    state = _resume(checkpoint, identity, names, params, optimizer, generators)
+    state = _resume(checkpoint, identity, names, params, optimizer, generators, epochs, steps)
     first_epoch, first_step, earlier = (state["epoch"], state["step"], state["seconds"]) if state else (0, 0, 0.0)
     if state:
         for history, losses, accuracies in zip(histories, state["losses"], state["accuracies"]):
@@ -284,7 +284,7 @@ def _save(checkpoint, identity, params, optimizer, generator_states, epoch, step
     write_atomically(checkpoint, lambda f: torch.save(state, f))
 
 
-def _resume(checkpoint, identity, names, params, optimizer, generators) -> dict | None:
+def _resume(checkpoint, identity, names, params, optimizer, generators, epochs, steps) -> dict | None:
     """Load a saved group state into ``params`` (named ``names``), ``optimizer`` and ``generators``; None when there
     is none. A state of models of another architecture is refused, naming the weights whose shapes differ, as is one
     of models whose weights are of another type."""
@@ -304,6 +304,7 @@ def _resume(checkpoint, identity, names, params, optimizer, generators) -> dict 
         differing = "; ".join(what.get(key) or difference(key, there.get(key), identity[key]) for key in keys)
         raise ValueError(f"{checkpoint} holds the state of another group of trainings ({differing}); delete it to "
                          "start over")
+    check_place(checkpoint, "train_many", state, epochs, steps, state.get("losses"))
     keys = [*names, *(f"tensor {i}" for i in range(len(names), len(state["params"])))]  # (more saved than here)
     saved_shapes, shapes = ({k: list(p.shape[1:]) for k, p in zip(keys, ps)} for ps in (state["params"], params))
     if saved_shapes != shapes:  # (copy_ failed in PyTorch's words, or zip cut it short)
