@@ -454,7 +454,9 @@ class FigureTooLargeError(ValueError):
     """A figure that :func:`save_figure` would draw in over :data:`MAX_PIXELS` pixels. Its ``size`` says so (``dpi <N>
     makes a <width> x <height> pixel image of this ... figure, over ...``); the message adds what to do."""
 
-    size = ""
+    def __init__(self, size: str, fix: str):
+        super().__init__(f"{size}: {fix}")
+        self.size = size
 
 
 def _refuse_too_many_pixels(fig: Figure, dpi: int) -> None:
@@ -468,9 +470,7 @@ def _refuse_too_many_pixels(fig: Figure, dpi: int) -> None:
                f"it is too large even at the least dpi, {MIN_DPI}: write it as PDF or SVG, or draw fewer panels")
         size = (f"dpi {dpi} makes a {width} x {height} pixel image of this {inches[0]:g} x {inches[1]:g} inch figure, "
                 f"over {MAX_PIXELS:,} pixels ({MAX_PIXELS * 4 // 2**30} GiB of RGBA pixels to draw)")
-        error = FigureTooLargeError(f"{size}: {fix}")
-        error.size = size
-        raise error
+        raise FigureTooLargeError(size, fix)
 
 
 def boxplot(values: Mapping[str, np.ndarray], ylabel: str, title: str | None = None) -> Figure:
