@@ -896,3 +896,22 @@ def test_a_models_metadata_classes_that_are_no_list_name_the_file_and_the_key(tm
     report = make_report(tmp_path)
     with pytest.raises(ValueError, match=f"^{re.escape(str(path))} is corrupt \\(no 'train_images'\\): delete it"):
         report.models()
+
+
+def test_table1_claim_against_random_says_when_the_difference_is_within_the_spread(tmp_path, monkeypatch):
+    # RectGrad's ROAR AUCs .45 and .55 (.5 +- .0707), Random's .55 in both repeats: .05 apart, within the spread, said
+    # as against the baselines (the verdict "yes" alone read as a clear win)
+    saved_figures(monkeypatch)
+    files = {}
+    for r, rectgrad in enumerate(([.8, .4, .2], [.8, .6, .2])):
+        for (mode, method), curve in {("roar", "rectgrad"): rectgrad, ("roar", "random"): [.8, .5, .4],
+                                      ("kar", "rectgrad"): [.3, .5, .7], ("kar", "random"): [.1, .2, .3]}.items():
+            files.update({f"{mode}/{method}-p{f!r}-r{r}.json": {"accuracy": a} for f, a in zip(FRACTIONS, curve)})
+    report = make_report(tmp_path, repeats=2, methods=["random", "rectgrad"], **files)
+    report.roar_kar()
+    assert claim(report, "Table 1: RectGrad has a lower ROAR AUC than Random") == (
+        "RectGrad 0.5000 vs Random 0.5500 (difference within the spread over repeats)", "yes")
+    assert claim(report, "Table 1: RectGrad has a lower KAR AOC than Random") == ("RectGrad 0.5000 vs Random 0.8000",
+                                                                                  "yes")  # no spread: no note
+    assert "a Table 1 difference smaller than the larger of the two methods' standard deviations over repeats is " \
+        "marked \"within the spread over repeats\"" in report.claims_table()  # how it judges, said under the claims

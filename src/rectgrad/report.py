@@ -483,8 +483,8 @@ class _Report:
                 self._compare(f"Table 1: RectGrad has a lower {result.measure} than every baseline", scores, spread)
             if "random" in scores and "rectgrad" in scores:
                 self._claim(f"Table 1: RectGrad has a lower {result.measure} than Random",
-                            f"RectGrad {scores['rectgrad']:.4f} vs Random {scores['random']:.4f}",
-                            scores["rectgrad"] < scores["random"])
+                            f"RectGrad {scores['rectgrad']:.4f} vs Random {scores['random']:.4f}"
+                            + self._spread_note(scores, spread, "random"), scores["rectgrad"] < scores["random"])
             elif not waiting["Random"]:  # a run without Random or RectGrad: listed, as against the baselines
                 self._claim(f"Table 1: RectGrad has a lower {result.measure} than Random", "not measured", None)
         lines += ["", "ROAR AUC and KAR AOC: `metrics.roar_auc` / `metrics.kar_aoc`, the trapezoid area under the "
@@ -512,9 +512,16 @@ class _Report:
         if "rectgrad_prr" in values:
             measured += f", RectGrad PRR {values['rectgrad_prr']:.4g}"
         measured += f"; best baseline {label(best)} {baselines[best]:.4g}"
-        if spread is not None and abs(ours - baselines[best]) < max(spread.get("rectgrad", 0), spread.get(best, 0)):
-            measured += " (difference within the spread over repeats)"
-        self._claim(claim, measured, ours < baselines[best])
+        self._claim(claim, measured + self._spread_note(values, spread, best), ours < baselines[best])
+
+    @staticmethod
+    def _spread_note(values: dict[str, float], spread: dict[str, float] | None, other: str) -> str:
+        """A note when RectGrad's value and ``other``'s differ by less than the larger of their spreads over repeats
+        (the verdict is the values' order all the same)."""
+        if spread is not None and abs(values["rectgrad"] - values[other]) < max(spread.get("rectgrad", 0),
+                                                                                spread.get(other, 0)):
+            return " (difference within the spread over repeats)"
+        return ""
 
     def compute_time(self) -> str:
         """Seconds of work per part, as recorded when each unit was done (``seconds/`` in the work folder)."""
@@ -543,6 +550,9 @@ class _Report:
     def claims_table(self) -> str:
         lines = ["## The paper's claims, as measured here", "", "| claim | measured | holds |", "|---|---|---|"]
         lines += [f"| {_cell(c)} | {_cell(m)} | {h} |" for c, m, h in self.claims]
+        lines += ["", "A verdict compares the values measured (a tie is no); a Table 1 difference smaller than the "
+                  "larger of the two methods' standard deviations over repeats is marked \"within the spread over "
+                  "repeats\": the verdict stands, but repeats could reverse it."]
         return "\n".join(lines + [""])
 
     @staticmethod
