@@ -915,3 +915,27 @@ def test_table1_claim_against_random_says_when_the_difference_is_within_the_spre
                                                                                   "yes")  # no spread: no note
     assert "a Table 1 difference smaller than the larger of the two methods' standard deviations over repeats is " \
         "marked \"within the spread over repeats\"" in report.claims_table()  # how it judges, said under the claims
+
+
+def test_claims_show_enough_digits_to_tell_apart_the_values_they_judge(tmp_path, monkeypatch):
+    # .53851 against .53849 printed "0.5385" twice beside "**no**" (and .60004 against .60001 "0.6000" twice): the
+    # verdict read as a tie judged a loss; the digits now go on until the two differ, and a true tie stays one
+    report = make_report(tmp_path)
+    report._compare("c", {"rectgrad": .53851, "saliency": .53849, "guided_bp": .6})
+    assert claim(report, "c") == ("RectGrad 0.53851; best baseline Saliency 0.53849", "**no**")
+    report._compare("tie", {"rectgrad": .5, "saliency": .5})
+    assert claim(report, "tie") == ("RectGrad 0.5; best baseline Saliency 0.5", "**no**")
+    saved_figures(monkeypatch)
+    curves = {"rectgrad": [.80004, .6, .4], "random": [.80001, .6, .4]}  # ROAR AUCs .60001 and .6000025
+    files = roar_kar_files({(mode, m): c for mode in ("roar", "kar") for m, c in curves.items()})
+    report = make_report(tmp_path, methods=["random", "rectgrad"], **files)
+    report.roar_kar()
+    assert claim(report, "Table 1: RectGrad has a lower ROAR AUC than Random") == (
+        "RectGrad 0.60001 vs Random 0.60000", "**no**")
+    # Fig. 2: a lowest mean margin of .004 is above 0 ("yes"), not "0.00"
+    report = make_report(tmp_path, **{"results/occlusion-conv1.json": {"fractions": [0, 1],
+                                                                       "margins": [[1, .004], [1, .004]]}})
+    report.occlusion()
+    assert claim(report, "Fig. 2")[0] == "lowest mean margin 0.004"
+    assert "A verdict compares the values measured, shown with the digits it takes to tell them apart (a tie is " \
+        "no)" in report.claims_table()

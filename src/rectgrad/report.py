@@ -54,6 +54,15 @@ def _at_chance(accuracy: float, chance: float | None) -> bool:
     return chance is not None and accuracy <= chance + 0.05 * (1 - chance)
 
 
+def _apart(a: float, b: float, spec: str) -> tuple[str, str]:
+    """``a`` and ``b`` in the format ``spec`` (``".4g"``, ``".2f"``), with as many more digits as it takes to show
+    two different values differently: a verdict on their order beside two equal numbers reads as a tie judged."""
+    digits, kind = int(spec[1:-1]), spec[-1]
+    while a != b and f"{a:.{digits}{kind}}" == f"{b:.{digits}{kind}}" and digits < 17:
+        digits += 1
+    return f"{a:.{digits}{kind}}", f"{b:.{digits}{kind}}"
+
+
 def _cell(text: str) -> str:
     """``text`` for a Markdown table cell: a ``|`` in it (``|attribution|``, a class folder's name) would end the cell
     and push the rest of the row out of the table."""
@@ -299,7 +308,7 @@ class _Report:
             self._claim(claim, f"not done yet at {', '.join(pending)}", None)
         elif zeroed:
             lowest = min(d.numbers("margins", ndim=2).mean(0).min() for d in zeroed.values())
-            self._claim(claim, f"lowest mean margin {lowest:.2f}", bool(lowest > 0))
+            self._claim(claim, f"lowest mean margin {_apart(lowest, 0.0, '.2f')[0]}", bool(lowest > 0))
         else:
             self._claim(claim, "no background activation was zeroed: the masks mark no background", None)
         note = ([f"Nothing was zeroed at {', '.join(untouched)} (no mask marks a background unit at the layer's size): "
@@ -482,9 +491,10 @@ class _Report:
             if not waiting["every baseline"]:
                 self._compare(f"Table 1: RectGrad has a lower {result.measure} than every baseline", scores, spread)
             if "random" in scores and "rectgrad" in scores:
+                ours, theirs = _apart(scores["rectgrad"], scores["random"], ".4f")
                 self._claim(f"Table 1: RectGrad has a lower {result.measure} than Random",
-                            f"RectGrad {scores['rectgrad']:.4f} vs Random {scores['random']:.4f}"
-                            + self._spread_note(scores, spread, "random"), scores["rectgrad"] < scores["random"])
+                            f"RectGrad {ours} vs Random {theirs}" + self._spread_note(scores, spread, "random"),
+                            scores["rectgrad"] < scores["random"])
             elif not waiting["Random"]:  # a run without Random or RectGrad: listed, as against the baselines
                 self._claim(f"Table 1: RectGrad has a lower {result.measure} than Random", "not measured", None)
         lines += ["", "ROAR AUC and KAR AOC: `metrics.roar_auc` / `metrics.kar_aoc`, the trapezoid area under the "
@@ -508,10 +518,11 @@ class _Report:
             return
         best = min(baselines, key=baselines.get)
         ours = values["rectgrad"]
-        measured = f"RectGrad {ours:.4g}"
+        ours_text, best_text = _apart(ours, baselines[best], ".4g")
+        measured = f"RectGrad {ours_text}"
         if "rectgrad_prr" in values:
             measured += f", RectGrad PRR {values['rectgrad_prr']:.4g}"
-        measured += f"; best baseline {label(best)} {baselines[best]:.4g}"
+        measured += f"; best baseline {label(best)} {best_text}"
         self._claim(claim, measured + self._spread_note(values, spread, best), ours < baselines[best])
 
     @staticmethod
@@ -550,9 +561,10 @@ class _Report:
     def claims_table(self) -> str:
         lines = ["## The paper's claims, as measured here", "", "| claim | measured | holds |", "|---|---|---|"]
         lines += [f"| {_cell(c)} | {_cell(m)} | {h} |" for c, m, h in self.claims]
-        lines += ["", "A verdict compares the values measured (a tie is no); a Table 1 difference smaller than the "
-                  "larger of the two methods' standard deviations over repeats is marked \"within the spread over "
-                  "repeats\": the verdict stands, but repeats could reverse it."]
+        lines += ["", "A verdict compares the values measured, shown with the digits it takes to tell them apart "
+                  "(a tie is no); a Table 1 difference smaller than the larger of the two methods' standard "
+                  "deviations over repeats is marked \"within the spread over repeats\": the verdict stands, but "
+                  "repeats could reverse it."]
         return "\n".join(lines + [""])
 
     @staticmethod
