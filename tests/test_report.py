@@ -939,3 +939,16 @@ def test_claims_show_enough_digits_to_tell_apart_the_values_they_judge(tmp_path,
     assert claim(report, "Fig. 2")[0] == "lowest mean margin 0.004"
     assert "A verdict compares the values measured, shown with the digits it takes to tell them apart (a tie is " \
         "no)" in report.claims_table()
+
+
+
+def test_claims_against_every_baseline_name_the_baselines_the_run_lacks(tmp_path):
+    # a run of RectGrad and Saliency alone judged "RectGrad puts less ... than every baseline" on Saliency alone and
+    # said "yes" as if the paper's six baselines had been beaten; the ones not run are now named under the claims
+    report = make_report(tmp_path, methods=["random", "rectgrad", "saliency"])
+    report._compare("RectGrad is lower than every baseline", {"rectgrad": .3, "saliency": .5, "random": .9})
+    assert claim(report, "RectGrad is lower") == ("RectGrad 0.3; best baseline Saliency 0.5", "yes")
+    assert ("\"Every baseline\" is every baseline this run has; not run: Guided BP, SmoothGrad, Grad*Input, IntegGrad, "
+            "DeepLIFT (the paper's claims are on all six).") in report.claims_table()
+    every = ["rectgrad", "saliency", "guided_bp", "smoothgrad", "grad_input", "intgrad", "deeplift"]
+    assert "not run" not in make_report(tmp_path, methods=every).claims_table()  # all six: nothing to add

@@ -561,6 +561,10 @@ class _Report:
     def claims_table(self) -> str:
         lines = ["## The paper's claims, as measured here", "", "| claim | measured | holds |", "|---|---|---|"]
         lines += [f"| {_cell(c)} | {_cell(m)} | {h} |" for c, m, h in self.claims]
+        absent = [label(m) for m in BASELINES if m not in self.methods]
+        if absent:  # (a verdict "yes" against "every baseline" would read as one against the paper's six)
+            lines += ["", f"\"Every baseline\" is every baseline this run has; not run: {', '.join(absent)} (the "
+                      "paper's claims are on all six)."]
         lines += ["", "A verdict compares the values measured, shown with the digits it takes to tell them apart "
                   "(a tie is no); a Table 1 difference smaller than the larger of the two methods' standard "
                   "deviations over repeats is marked \"within the spread over repeats\": the verdict stands, but "
