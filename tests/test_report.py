@@ -952,3 +952,15 @@ def test_claims_against_every_baseline_name_the_baselines_the_run_lacks(tmp_path
             "DeepLIFT (the paper's claims are on all six).") in report.claims_table()
     every = ["rectgrad", "saliency", "guided_bp", "smoothgrad", "grad_input", "intgrad", "deeplift"]
     assert "not run" not in make_report(tmp_path, methods=every).claims_table()  # all six: nothing to add
+
+
+def test_occlusion_share_still_correct_is_never_rounded_to_all_or_none(tmp_path):
+    # 999 of 1000 images still correct printed "100%" (as if zeroing the background changed no prediction), 1 of 1000
+    # "0%"; a share short of all or none now shows the digits that say so
+    margins = {"conv1": [[1, 1]] * 999 + [[1, -1]], "conv2": [[1, -1]] * 999 + [[1, 1]], "conv3": [[1, 1]] * 4}
+    report = make_report(tmp_path, **{f"results/occlusion-{layer}.json": {"fractions": [0, 1], "margins": m}
+                                      for layer, m in margins.items()})
+    text = report.occlusion()
+    # margins at the end: (999 - 1) / 1000 = .998 and -.998
+    assert "| conv1 | 1.00 | 1.00 | 1.00 | 99.9% |" in text and "| conv2 | 1.00 | -1.00 | -1.00 | 0.1% |" in text
+    assert "| conv3 | 1.00 | 1.00 | 1.00 | 100% |" in text  # all: as it was

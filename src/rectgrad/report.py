@@ -289,8 +289,9 @@ class _Report:
             plot[layer] = (mean, None)
             rows += [[layer, f, m, s, float((margins[:, i] > 0).mean())]
                      for i, (f, m, s) in enumerate(zip(data["fractions"], mean, std))]
+            correct = float((margins[:, -1] > 0).mean())  # (short of all or none: never shown as 100% or 0%)
             summary.append(f"| {layer} | {mean[0]:.2f} | {mean[-1]:.2f} | {mean.min():.2f} | "
-                           f"{(margins[:, -1] > 0).mean():.0%} |")
+                           f"{_apart(correct, float(correct >= .5), '.0%')[0]} |")
         fractions = next(iter(curves.values()))["fractions"]
         figure = self._figure(line_plot(fractions, plot, "fraction of background activations zeroed",
                                         "mean (true logit - best other)", "Feature-map occlusion (Fig. 2)"),
