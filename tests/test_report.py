@@ -964,3 +964,18 @@ def test_occlusion_share_still_correct_is_never_rounded_to_all_or_none(tmp_path)
     # margins at the end: (999 - 1) / 1000 = .998 and -.998
     assert "| conv1 | 1.00 | 1.00 | 1.00 | 99.9% |" in text and "| conv2 | 1.00 | -1.00 | -1.00 | 0.1% |" in text
     assert "| conv3 | 1.00 | 1.00 | 1.00 | 100% |" in text  # all: as it was
+
+
+def test_prr_least_on_the_patch_names_every_method_tied_for_least_whatever_the_run_order(tmp_path, monkeypatch):
+    # RectGrad and RectGrad PRR both put nothing on the patch: the first of them in the run's method order was named
+    # alone, and the verdict was "yes" with PRR listed first, "no" with RectGrad first; a tie is now named and no
+    saved_figures(monkeypatch)
+    per_image = {"rectgrad": [0, 0], "rectgrad_prr": [0, 0], "saliency": [2, 4]}
+    patch = {m: {"inside": v, "inside_raw": v, "fraction_raw": [0, 0]} for m, v in per_image.items()}
+    for methods in (["rectgrad_prr", "rectgrad", "saliency"], ["rectgrad", "rectgrad_prr", "saliency"]):
+        report = make_report(tmp_path, methods=methods, **{"results/patch.json": patch})
+        maps = torch.zeros(1, 1, 8, 8)
+        torch.save({"inputs": maps, "maps": {m: maps for m in methods}}, report.work / "results/patch-examples.pt")
+        report.patch()
+        names = ", ".join(module.label(m) for m in methods[:2])
+        assert claim(report, "Fig. 7: RectGrad PRR assigns the least") == (f"least: {names} (0)", "**no**")
